@@ -1,0 +1,157 @@
+# libasync build.  `make` builds the libraries, demos, tests and benchmarks;
+# `make demo` and `make test` first install missing Debian packages.
+#
+#   SANITIZE=address,undefined | thread   build and run everything under it
+#   CORO=ucontext                         glibc ucontext instead of the asm switch
+#   PREFIX=/usr/local DESTDIR=            for `make install`
+#
+# The plain build writes lib/libasync.{a,so}, demos/<job>/<prog>, tests/bin/;
+# sanitizer and ucontext builds go to build/<variant>/ so they never mix.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+CORO    ?= asm
+SANITIZE ?=
+VERSION := 0.1.0
+ARCH    := $(shell uname -m)
+
+comma := ,
+VARIANT := $(subst $(comma),-,$(SANITIZE))$(if $(filter ucontext,$(CORO)),-ucontext)
+ifeq ($(VARIANT),)
+OUT := .
+OBJ := build/obj
+else
+OUT := build/$(patsubst -%,%,$(VARIANT))
+OBJ := $(OUT)/obj
+endif
+
+PKGS      := libcurl jansson
+DEMO_PKGS := libmicrohttpd
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+DEMO_PKG_LIBS := $(shell pkg-config --libs $(DEMO_PKGS) 2>/dev/null)
+CRITERION_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+
+WARN    := -Wall -Wextra -Wstrict-prototypes -Werror
+OPT     ?= -O2 -g
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+LIB_CFLAGS := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DASYNC_BUILDING -Ilib
+ifeq ($(CORO),ucontext)
+LIB_CFLAGS += -DASYNC_CORO_UCONTEXT
+endif
+ifneq ($(SANITIZE),)
+SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+ifneq ($(findstring undefined,$(SANITIZE)),)
+SAN_FLAGS += -fno-sanitize-recover=undefined
+endif
+CFLAGS_ALL += $(SAN_FLAGS)
+LIB_CFLAGS += $(SAN_FLAGS)
+LDFLAGS += $(SAN_FLAGS)
+endif
+LIBS    := -lev $(PKG_LIBS) -lpthread -lrt -lm
+APPLIBS := $(LIBS) $(DEMO_PKG_LIBS) -lcsv
+
+# --- the library -----------------------------------------------------------
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_ASM  := $(if $(filter asm,$(CORO)),$(wildcard lib/coro_$(ARCH).S))
+LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o) $(LIB_ASM:%.S=$(OBJ)/%.o)
+STATIC   := $(OUT)/lib/libasync.a
+SHARED   := $(OUT)/lib/libasync.so
+HEADERS  := include/async.h $(wildcard include/async/*.h)
+
+# --- demos: demos/<job>/<prog>.c is a program; demos/<job>/common/*.c and
+# demos/common/*.c are linked into every program of that job. -------------
+DEMO_MAINS := $(wildcard demos/*/*.c)
+DEMO_SHARED := $(wildcard demos/common/*.c)
+DEMO_BINS  := $(patsubst %.c,$(OUT)/%,$(filter-out demos/common/%,$(DEMO_MAINS)))
+demo_common = $(patsubst %.c,$(OBJ)/%.o,$(wildcard demos/$(1)/common/*.c) $(DEMO_SHARED))
+
+# --- tests and benchmarks --------------------------------------------------
+TEST_SRCS := $(wildcard tests/test-*.c)
+TEST_BINS := $(patsubst tests/%.c,$(OUT)/tests/bin/%,$(TEST_SRCS))
+SUPPORT_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(wildcard tests/support/*.c))
+BENCH_SRCS := $(wildcard tests/bench/bench-*.c)
+BENCH_BINS := $(patsubst tests/bench/%.c,$(OUT)/tests/bench/bin/%,$(BENCH_SRCS))
+ABS_OUT := $(abspath $(OUT))
+APP_CFLAGS := $(CFLAGS_ALL) -DASYNC_OUT_DIR='"$(ABS_OUT)"' -DASYNC_SRC_DIR='"$(CURDIR)"'
+
+.PHONY: all lib demos tests benches test bench demo deps install uninstall clean
+all: lib demos tests benches
+lib: $(STATIC) $(SHARED) $(OUT)/async.pc
+demos: $(DEMO_BINS)
+tests: $(TEST_BINS)
+benches: $(BENCH_BINS)
+
+$(OBJ)/lib/%.o: lib/%.c $(HEADERS) lib/internal.h
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+$(OBJ)/lib/%.o: lib/%.S
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+$(OBJ)/%.o: %.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+$(SHARED): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,libasync.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(OUT)/async.pc: async.pc.in Makefile
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# Programs link the static library so that they run from the tree.
+.SECONDEXPANSION:
+$(DEMO_BINS): $(OUT)/demos/%: $(OBJ)/demos/%.o $$(call demo_common,$$(firstword $$(subst /, ,$$*))) $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS)
+$(OUT)/tests/bin/%: $(OBJ)/tests/%.o $(SUPPORT_OBJS) $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(CRITERION_LIBS)
+$(OUT)/tests/bench/bin/%: $(OBJ)/tests/bench/%.o $(STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(BENCH_LIBS_$*)
+
+BENCH_LIBS_bench-tasks :=
+BENCH_LIBS_bench-executor := -luv
+
+# --- the commands a user runs -----------------------------------------------
+deps:
+	@scripts/install-deps
+
+# `make test` checks the system packages, builds everything, then runs each
+# test binary; TESTS=name[,name] runs a subset.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run-tests $(OUT)/tests/bin $(TESTS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run-benches $(OUT)/tests/bench/bin $(BENCHES)
+
+DEMO_CMD ?= $(OUT)/demos/meeting/meeting
+demo: deps
+	@$(MAKE) --no-print-directory all
+	$(DEMO_CMD)
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include/async $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/async.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/async/*.h $(DESTDIR)$(PREFIX)/include/async/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libasync.so.$(VERSION)
+	ln -sf libasync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync.so.0
+	ln -sf libasync.so.0 $(DESTDIR)$(PREFIX)/lib/libasync.so
+	install -m 644 $(OUT)/async.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/include/async $(DESTDIR)$(PREFIX)/include/async.h
+	rm -f $(DESTDIR)$(PREFIX)/lib/libasync.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/async.pc
+
+clean:
+	rm -rf build lib/libasync.a lib/libasync.so async.pc tests/bin tests/bench/bin
+	rm -f $(patsubst %.c,%,$(filter-out demos/common/%,$(DEMO_MAINS)))

@@ -1,0 +1,11 @@
+/* libasync: asynchronous I/O and parallel work for C.  Include this one
+ * header to get every module. */
+#ifndef ASYNC_H
+#define ASYNC_H
+
+#include "async/common.h"
+#include "async/loop.h"
+#include "async/task.h"
+#include "async/sync.h"
+
+#endif

@@ -1,0 +1,100 @@
+/* libasync common definitions: error codes, the monotonic clock, deadlines and
+ * the allocator seam.
+ *
+ * Every call in libasync that can fail returns an int: 0 on success or one of
+ * the negative ASYNC_E* codes below.  Codes that have an errno equivalent are
+ * that errno negated, so a system call's failure can be passed through as
+ * -errno.  Time is an int64_t count of nanoseconds on CLOCK_MONOTONIC; a
+ * deadline is an absolute such time, and ASYNC_FOREVER never comes. */
+#ifndef ASYNC_COMMON_H
+#define ASYNC_COMMON_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#if defined(ASYNC_BUILDING)
+#  define ASYNC_API __attribute__((visibility("default")))
+#else
+#  define ASYNC_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes.  The errno-backed ones keep errno's meaning. */
+enum {
+    ASYNC_OK         = 0,
+    ASYNC_EPERM      = -EPERM,      /* not permitted */
+    ASYNC_ESRCH      = -ESRCH,      /* no such task: a stale or spent handle */
+    ASYNC_EIO        = -EIO,        /* input/output error */
+    ASYNC_EAGAIN     = -EAGAIN,     /* would block (try forms), or a full bound */
+    ASYNC_ENOMEM     = -ENOMEM,     /* out of memory */
+    ASYNC_EBUSY      = -EBUSY,      /* still in use: waiters or live tasks */
+    ASYNC_EINVAL     = -EINVAL,     /* invalid argument */
+    ASYNC_EPIPE      = -EPIPE,      /* the other end is gone */
+    ASYNC_ENOTSUP    = -ENOTSUP,    /* not supported here */
+    ASYNC_EALREADY   = -EALREADY,   /* already done: cancelled twice, ... */
+    ASYNC_ETIMEDOUT  = -ETIMEDOUT,  /* a deadline passed */
+    ASYNC_ECANCELED  = -ECANCELED,  /* the caller or its task was cancelled */
+    ASYNC_EOWNERDEAD = -EOWNERDEAD, /* got a lock whose holder died */
+
+    /* libasync's own codes, below every errno value. */
+    ASYNC_ECLOSED     = -1001, /* the channel, queue or executor is closed */
+    ASYNC_ENOTASK     = -1002, /* must be called from inside a task */
+    ASYNC_ENOLOOP     = -1003, /* no loop given and none runs on this thread */
+    ASYNC_EWRONGLOOP  = -1004, /* the object belongs to another loop or thread */
+    ASYNC_EDONE       = -1005, /* the task or future has already finished */
+    ASYNC_EEOF        = -1006, /* end of stream: the peer closed */
+    ASYNC_EFULL       = -1007, /* the queue is full */
+    ASYNC_EEMPTY      = -1008, /* the queue is empty */
+    ASYNC_EWORKERDIED = -1009, /* the worker running the job died */
+    ASYNC_EINIT       = -1010, /* a worker initializer failed */
+    ASYNC_EHTTP       = -1011, /* the server answered with an HTTP error status */
+    ASYNC_ECURL       = -1012, /* the transfer failed (libcurl's error) */
+    ASYNC_EJSON       = -1013, /* malformed JSON */
+    ASYNC_ECSV        = -1014, /* malformed CSV */
+    ASYNC_EWORK       = -1015, /* a work function failed without a code */
+    ASYNC_ECHILD      = -1016, /* a child process failed or could not start */
+};
+
+/* A short English description of an error code; never NULL. */
+ASYNC_API const char *async_strerror(int err);
+
+/* The code's symbolic name, such as "ASYNC_ETIMEDOUT"; never NULL. */
+ASYNC_API const char *async_errname(int err);
+
+/* Time, in nanoseconds. */
+#define ASYNC_FOREVER INT64_MAX
+#define ASYNC_NSEC(n) ((int64_t)(n))
+#define ASYNC_USEC(n) ((int64_t)(n) * 1000)
+#define ASYNC_MSEC(n) ((int64_t)(n) * 1000000)
+#define ASYNC_SEC(n)  ((int64_t)(n) * 1000000000)
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+ASYNC_API int64_t async_now(void);
+
+/* The deadline `timeout_ns` from now; a negative timeout or one that would
+ * overflow gives ASYNC_FOREVER. */
+ASYNC_API int64_t async_deadline_after(int64_t timeout_ns);
+
+/* The allocator seam.  Every allocation libasync makes on the heap goes through
+ * these three functions (stacks and shared memory come from mmap instead).
+ * Install one before the first other call into libasync and keep it installed
+ * until the last; NULL restores malloc, realloc and free.  `realloc` must
+ * accept a NULL pointer and `free` a NULL pointer, as libc's do. */
+typedef struct async_allocator {
+    void *(*malloc)(size_t size, void *ud);
+    void *(*realloc)(void *ptr, size_t size, void *ud);
+    void (*free)(void *ptr, void *ud);
+    void *ud;
+} async_allocator_t;
+
+ASYNC_API void async_set_allocator(const async_allocator_t *allocator);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,72 @@
+/* The event loop: a libev loop that also schedules libasync's tasks.
+ *
+ * A loop belongs to one thread at a time: create it, spawn tasks on it and run
+ * it from that thread.  The only calls that other threads may make on a loop
+ * are async_loop_post() and async_loop_stop_post().  One loop per thread;
+ * libev's default loop (async_loop_default) is the only one that can watch
+ * signals and child processes. */
+#ifndef ASYNC_LOOP_H
+#define ASYNC_LOOP_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+typedef struct async_loop async_loop_t;
+
+typedef enum async_run_mode {
+    ASYNC_RUN_DEFAULT = 0, /* until no task or active watcher is left, or stop */
+    ASYNC_RUN_ONCE,        /* one iteration; block for events if there is nothing ready */
+    ASYNC_RUN_NOWAIT,      /* one iteration; never block */
+} async_run_mode_t;
+
+/* Creates a loop over a new libev loop.  *out is set only on success.
+ * Errors: ASYNC_ENOMEM, ASYNC_EIO (libev could not create its backend). */
+ASYNC_API int async_loop_new(async_loop_t **out);
+
+/* A loop over libev's default loop, created on first use; the same object is
+ * returned until it is freed.  Errors: as async_loop_new. */
+ASYNC_API int async_loop_default(async_loop_t **out);
+
+/* Frees the loop.  Posted functions still queued run first, on this thread.
+ * Fails with ASYNC_EBUSY, freeing nothing, while tasks are alive or the loop
+ * is running; finished tasks nobody awaited are reclaimed. */
+ASYNC_API int async_loop_free(async_loop_t *loop);
+
+/* The underlying libev loop, for raw watchers.  A started, referenced watcher
+ * keeps async_loop_run(ASYNC_RUN_DEFAULT) running like a live task does. */
+ASYNC_API struct ev_loop *async_loop_ev(async_loop_t *loop);
+
+/* Runs the loop on the calling thread.  Returns 0 when nothing is left to do
+ * (no live task, no active watcher), 1 when stopped or when a ONCE or NOWAIT
+ * iteration returned with work left, or ASYNC_EBUSY if the loop is already
+ * running (run is not re-entrant), ASYNC_EWRONGLOOP if called from a task. */
+ASYNC_API int async_loop_run(async_loop_t *loop, async_run_mode_t mode);
+
+/* Makes a running async_loop_run return after the current iteration.
+ * Loop thread only; other threads use async_loop_stop_post. */
+ASYNC_API void async_loop_stop(async_loop_t *loop);
+
+/* Runs fn(arg) on the loop's thread, soon, from any thread.  Functions posted
+ * from one thread run in the order posted; every successful post runs exactly
+ * once: in an iteration of async_loop_run, or in async_loop_free.  A pending
+ * post does not by itself keep a DEFAULT run going; keep a task or watcher
+ * alive for work you are waiting on.  Errors: ASYNC_ENOMEM (fn will not run). */
+ASYNC_API int async_loop_post(async_loop_t *loop, void (*fn)(void *arg), void *arg);
+
+/* async_loop_stop from any thread.  Errors: ASYNC_ENOMEM. */
+ASYNC_API int async_loop_stop_post(async_loop_t *loop);
+
+/* The loop whose async_loop_run is on this thread's stack, or NULL. */
+ASYNC_API async_loop_t *async_loop_current(void);
+
+/* Number of tasks spawned on the loop that have not finished. */
+ASYNC_API size_t async_loop_live_tasks(async_loop_t *loop);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

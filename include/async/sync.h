@@ -1,0 +1,83 @@
+/* Task-level synchronisation: channel, semaphore, mutex and event.
+ *
+ * These objects belong to one loop and are used by that loop's tasks; no OS
+ * lock is taken, because tasks of a loop never run at the same time.  Waiters
+ * are served first come, first served.  Every blocking call has a _dl form
+ * (ASYNC_ETIMEDOUT at the deadline) and a try form (ASYNC_EAGAIN instead of
+ * blocking); every blocking call returns ASYNC_ECANCELED when its task is
+ * cancelled, and ASYNC_ENOTASK when called outside a task.  An operation that
+ * can complete at once does so even when its deadline has passed. */
+#ifndef ASYNC_SYNC_H
+#define ASYNC_SYNC_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Channel: a bounded FIFO of fixed-size elements.  capacity 0 makes a
+ * rendezvous channel: send completes when a receiver takes the element. */
+typedef struct async_chan async_chan_t;
+
+/* Errors: ASYNC_EINVAL (elem_size 0), ASYNC_ENOMEM. */
+ASYNC_API int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity);
+
+/* Frees the channel.  Errors: ASYNC_EBUSY while tasks wait on it (close it
+ * first and let them leave). */
+ASYNC_API int async_chan_free(async_chan_t *chan);
+
+/* Copies elem in, waiting while the channel is full.
+ * Errors: ASYNC_ECLOSED (closed before or while waiting; elem not sent). */
+ASYNC_API int async_chan_send(async_chan_t *chan, const void *elem);
+ASYNC_API int async_chan_send_dl(async_chan_t *chan, const void *elem, int64_t deadline);
+ASYNC_API int async_chan_trysend(async_chan_t *chan, const void *elem);
+
+/* Copies the oldest element out to *elem (OUT), waiting while empty.
+ * Errors: ASYNC_ECLOSED (closed and drained). */
+ASYNC_API int async_chan_recv(async_chan_t *chan, void *elem);
+ASYNC_API int async_chan_recv_dl(async_chan_t *chan, void *elem, int64_t deadline);
+ASYNC_API int async_chan_tryrecv(async_chan_t *chan, void *elem);
+
+/* Closes the channel: waiting senders fail with ASYNC_ECLOSED; receivers
+ * drain what is buffered, then get ASYNC_ECLOSED.
+ * Errors: ASYNC_EALREADY (already closed). */
+ASYNC_API int async_chan_close(async_chan_t *chan);
+
+/* Number of buffered elements. */
+ASYNC_API size_t async_chan_len(const async_chan_t *chan);
+
+/* Semaphore, for example to cap how many tasks do something at once. */
+typedef struct async_sem async_sem_t;
+ASYNC_API int async_sem_new(async_sem_t **out, unsigned value);
+ASYNC_API int async_sem_free(async_sem_t *sem); /* ASYNC_EBUSY with waiters */
+ASYNC_API int async_sem_acquire(async_sem_t *sem);
+ASYNC_API int async_sem_acquire_dl(async_sem_t *sem, int64_t deadline);
+ASYNC_API int async_sem_tryacquire(async_sem_t *sem);
+ASYNC_API void async_sem_release(async_sem_t *sem);
+ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
+
+/* Mutex, held by a task.  Unlocking a mutex the caller does not hold is
+ * ASYNC_EPERM. */
+typedef struct async_mutex async_mutex_t;
+ASYNC_API int async_mutex_new(async_mutex_t **out);
+ASYNC_API int async_mutex_free(async_mutex_t *mutex); /* ASYNC_EBUSY if held */
+ASYNC_API int async_mutex_lock(async_mutex_t *mutex);
+ASYNC_API int async_mutex_lock_dl(async_mutex_t *mutex, int64_t deadline);
+ASYNC_API int async_mutex_trylock(async_mutex_t *mutex);
+ASYNC_API int async_mutex_unlock(async_mutex_t *mutex);
+
+/* Event: a flag tasks wait for; set wakes every waiter. */
+typedef struct async_event async_event_t;
+ASYNC_API int async_event_new(async_event_t **out);
+ASYNC_API int async_event_free(async_event_t *event); /* ASYNC_EBUSY with waiters */
+ASYNC_API void async_event_set(async_event_t *event);
+ASYNC_API void async_event_clear(async_event_t *event);
+ASYNC_API bool async_event_is_set(const async_event_t *event);
+ASYNC_API int async_event_wait(async_event_t *event);
+ASYNC_API int async_event_wait_dl(async_event_t *event, int64_t deadline);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,180 @@
+/* Tasks: stackful coroutines scheduled by a loop.
+ *
+ * A task runs a function on its own stack until it blocks (sleep, await, wait
+ * for a descriptor, a channel, ...) and then lets other tasks of its loop run.
+ * Tasks of one loop never run at the same time, so they share memory without
+ * locks.  A task is named by a handle, async_task_t, a small value that stays
+ * safe to pass after the task has gone: calls on a spent handle fail with
+ * ASYNC_ESRCH instead of touching freed memory.
+ *
+ * Lifetime: a task's result is kept until it is awaited (async_task_await,
+ * async_gather) or the handle is given up (async_task_detach); after that the
+ * handle is spent.  Finished tasks that were never awaited are reclaimed by
+ * async_loop_free.
+ *
+ * Cancellation: async_task_cancel makes the task's current blocking call and
+ * every later one return ASYNC_ECANCELED, so the task can clean up and end.  A
+ * task cancelled before it first ran still runs, so that it can free what its
+ * argument owns; async_task_cancelled tells it. */
+#ifndef ASYNC_TASK_H
+#define ASYNC_TASK_H
+
+#include "common.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct async_task;
+typedef struct async_task_handle {
+    struct async_task *ptr_; /* private */
+    uint64_t gen_;           /* private */
+} async_task_t;
+
+/* A task's body.  Returns 0 or a negative error; *result (initially NULL) is
+ * what async_task_await hands the awaiter. */
+typedef int (*async_task_fn)(void *arg, void **result);
+
+typedef struct async_task_opts {
+    size_t stack_size; /* bytes; 0 for the default (256 KiB), rounded up to pages */
+    bool detached;     /* no handle: reclaimed as soon as it ends */
+} async_task_opts_t;
+
+#define ASYNC_STACK_DEFAULT ((size_t)256 * 1024)
+#define ASYNC_STACK_MIN ((size_t)16 * 1024)
+
+/* Spawns fn(arg) as a task on loop (NULL: the loop running on this thread).
+ * The task starts on a later turn of the loop, not inside this call.  *out
+ * (may be NULL) receives the handle on success.  opts may be NULL.
+ * Errors: ASYNC_ENOLOOP (loop NULL and no loop runs here), ASYNC_EWRONGLOOP
+ * (the loop is running on another thread: post instead), ASYNC_EINVAL
+ * (stack_size too large), ASYNC_ENOMEM. */
+ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
+                               const async_task_opts_t *opts, async_task_t *out);
+
+/* Waits for the task to end and returns its result code; *result (may be NULL)
+ * receives its result.  The handle is spent once this returns the task's own
+ * code.  The _dl form gives up at the deadline with ASYNC_ETIMEDOUT and leaves
+ * the task running and the handle valid.  Errors besides the task's own code:
+ * ASYNC_ESRCH (spent or invalid handle), ASYNC_ENOTASK (not called from a
+ * task), ASYNC_EINVAL (a task awaiting itself), ASYNC_EWRONGLOOP, and from the
+ * waiting itself ASYNC_ETIMEDOUT and ASYNC_ECANCELED (the awaiter was
+ * cancelled; the awaited task runs on).  To tell a task's own ETIMEDOUT from
+ * the deadline's, check async_task_done(). */
+ASYNC_API int async_task_await(async_task_t task, void **result);
+ASYNC_API int async_task_await_dl(async_task_t task, void **result, int64_t deadline);
+
+/* Gives up the handle: the task runs on and is reclaimed when it ends.
+ * Errors: ASYNC_ESRCH. */
+ASYNC_API int async_task_detach(async_task_t task);
+
+/* Requests cancellation (see the top of this file).  Callable from any task of
+ * the loop or from the loop's thread outside tasks.  Errors: ASYNC_ESRCH,
+ * ASYNC_EALREADY (already cancelled), ASYNC_EDONE (already finished). */
+ASYNC_API int async_task_cancel(async_task_t task);
+
+/* 1 if the task has finished, 0 if not, ASYNC_ESRCH for a spent handle. */
+ASYNC_API int async_task_done(async_task_t task);
+
+/* The calling task's handle; ptr_ is NULL outside tasks. */
+ASYNC_API async_task_t async_task_self(void);
+
+/* True inside a task whose cancellation was requested. */
+ASYNC_API bool async_task_cancelled(void);
+
+/* Lets every other ready task of the loop run once, then returns.
+ * Errors: ASYNC_ENOTASK, ASYNC_ECANCELED. */
+ASYNC_API int async_yield(void);
+
+/* Sleeps for ns nanoseconds, or until the deadline; a deadline in the past
+ * returns 0 at once.  Errors: ASYNC_ENOTASK, ASYNC_ECANCELED. */
+ASYNC_API int async_sleep(int64_t ns);
+ASYNC_API int async_sleep_dl(int64_t deadline);
+
+#define ASYNC_READABLE 1
+#define ASYNC_WRITABLE 2
+
+/* Waits until fd is readable and/or writable (events is a mask of the two).
+ * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL. */
+ASYNC_API int async_wait_fd(int fd, int events);
+ASYNC_API int async_wait_fd_dl(int fd, int events, int64_t deadline);
+
+/* Gather: awaits n tasks.  results[i] and errors[i] (either array may be
+ * NULL) receive each task's result and code, in the order given.  Returns 0
+ * when every task succeeded, otherwise the code of the first failed task in
+ * that order; all handles are spent.  The _dl form returns ASYNC_ETIMEDOUT
+ * at the deadline: tasks that finished are reaped and reported, the others
+ * keep running, keep their handles valid, and report ASYNC_ETIMEDOUT in
+ * errors[i].  Errors: as async_task_await. */
+ASYNC_API int async_gather(async_task_t *tasks, size_t n, void **results, int *errors);
+ASYNC_API int async_gather_dl(async_task_t *tasks, size_t n, void **results, int *errors,
+                              int64_t deadline);
+
+/* Task groups (structured concurrency).  A group owns the tasks spawned into
+ * it: the first task to fail cancels the others; async_group_wait returns
+ * when all have ended, with that first error (0 if none); nothing spawned in
+ * a group outlives async_group_free. */
+typedef struct async_group async_group_t;
+
+/* Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM. */
+ASYNC_API int async_group_new(async_loop_t *loop, async_group_t **out);
+
+/* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECANCELED
+ * once the group has failed or been cancelled (fn will not run). */
+ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *arg,
+                                const async_task_opts_t *opts);
+
+/* Waits for every task in the group; returns the group's first error or 0.
+ * The _dl form returns ASYNC_ETIMEDOUT at the deadline and leaves the tasks
+ * running.  Errors: ASYNC_ENOTASK, ASYNC_ECANCELED (the waiter's own). */
+ASYNC_API int async_group_wait(async_group_t *group);
+ASYNC_API int async_group_wait_dl(async_group_t *group, int64_t deadline);
+
+/* Cancels every task in the group and rejects further spawns. */
+ASYNC_API void async_group_cancel(async_group_t *group);
+
+/* Number of the group's tasks that have not ended. */
+ASYNC_API size_t async_group_live(async_group_t *group);
+
+/* Frees the group.  With tasks still alive: from a task, cancels them, waits
+ * for them, then frees; from outside a task, returns ASYNC_EBUSY and frees
+ * nothing (they keep running). */
+ASYNC_API int async_group_free(async_group_t *group);
+
+/* Suspend and wake: the building block for awaitables outside libasync (the
+ * executor's futures and the HTTP client use it too).
+ *
+ * A task takes a waker for its next suspension, hands it to whoever will
+ * complete the event, and suspends.  async_waker_wake resumes it with a code
+ * that async_task_suspend_dl returns, but only if the task is still in that
+ * same suspension: a waker whose suspension already ended (by a deadline,
+ * cancellation or an earlier wake) is stale and waking it does nothing and
+ * returns ASYNC_ESRCH, so late completions are always safe.  Wakers are plain
+ * values: copy them freely.  async_waker_wake runs on the loop's thread only;
+ * from another thread, async_loop_post a function that calls it. */
+typedef struct async_waker {
+    struct async_task *ptr_; /* private */
+    uint64_t gen_;           /* private */
+    uint64_t epoch_;         /* private */
+} async_waker_t;
+
+/* The waker for the calling task's next suspension; ptr_ is NULL outside a
+ * task. */
+ASYNC_API async_waker_t async_task_waker(void);
+
+/* The loop a waker's task belongs to (NULL for an empty waker). */
+ASYNC_API async_loop_t *async_waker_loop(async_waker_t waker);
+
+/* Suspends the calling task until woken, the deadline, or cancellation.
+ * Returns the code given to async_waker_wake, ASYNC_ETIMEDOUT or
+ * ASYNC_ECANCELED; ASYNC_ENOTASK outside a task. */
+ASYNC_API int async_task_suspend_dl(int64_t deadline);
+
+/* Resumes the suspended task with code.  Errors: ASYNC_ESRCH (stale). */
+ASYNC_API int async_waker_wake(async_waker_t waker, int code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
