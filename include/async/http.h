@@ -1,0 +1,173 @@
+/* HTTP client on libcurl's multi socket interface, driven by a libasync loop.
+ *
+ * A client (async_http_t) belongs to one loop and that loop's thread.  Its
+ * transfers share one curl multi handle whose sockets and timer are libev
+ * watchers on the loop, so thousands of requests run at once on one thread
+ * without blocking it.  Connections are kept alive and reused, easy handles
+ * are pooled, HTTP/2 connections are multiplexed when the server offers them,
+ * failed attempts can be retried with exponential backoff and jitter
+ * (honouring Retry-After), and a client-wide rate limit spaces the start of
+ * requests.
+ *
+ * Three ways to call it:
+ *   - async_http_send: a callback runs on the loop when the request ends;
+ *   - async_http_fetch from a task: the task sleeps, the loop runs the others;
+ *   - async_http_fetch from a plain thread or a worker process, on a client
+ *     made with a NULL loop: the client runs its own private loop until the
+ *     response is in (a blocking call).
+ *
+ * Every finished request yields an async_http_response_t, also when it
+ * failed: its `error` says how (ASYNC_ECURL with curl's own message,
+ * ASYNC_EHTTP with the status, ASYNC_ETIMEDOUT, ASYNC_EJSON with line and
+ * column, ...) and `errmsg` says it in words. */
+#ifndef ASYNC_HTTP_H
+#define ASYNC_HTTP_H
+
+#include "common.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct json_t; /* jansson's json_t */
+
+typedef struct async_http async_http_t;
+
+/* Client options.  Zero fields take the default shown. */
+typedef struct async_http_opts {
+    long max_connections;      /* open connections in all; 0: unlimited */
+    long max_host_connections; /* to one host; 0: unlimited */
+    double rate_limit;         /* request starts per second; 0: no limit */
+    unsigned rate_burst;       /* starts allowed back to back; 0: 1 */
+    int max_retries;           /* extra attempts after a transient failure; 0: none */
+    int64_t retry_base_ns;     /* first backoff; 0: 100 ms.  Doubles each retry */
+    int64_t retry_max_ns;      /* cap on one backoff and on Retry-After; 0: 30 s */
+    int64_t timeout_ns;        /* per attempt, whole transfer; 0: 30 s; <0: none */
+    int64_t connect_timeout_ns;/* per attempt, connecting; 0: 10 s; <0: none */
+    bool no_http2;             /* true: never multiplex over HTTP/2 */
+    const char *user_agent;    /* NULL: "libasync/0.1" */
+    size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */
+} async_http_opts_t;
+
+/* One request.  Strings are copied by the call that takes the request, so
+ * the caller may reuse or free them as soon as that call returns. */
+typedef struct async_http_request {
+    const char *method;                 /* NULL: "GET", or "POST" when body is set */
+    const char *url;                    /* required: http:// or https:// */
+    const char *const *query;           /* NULL or {"key", "value", ..., NULL}: appended
+                                           URL-escaped, after a '?' or '&' */
+    const char *const *headers;         /* NULL or {"Name: value", ..., NULL} */
+    const void *body;                   /* request body (POST, PUT, ...), or NULL */
+    size_t body_len;
+    int64_t timeout_ns;                 /* 0: the client's; <0: none */
+    int64_t connect_timeout_ns;         /* 0: the client's; <0: none */
+    int max_retries;                    /* 0: the client's; <0: never retry */
+} async_http_request_t;
+
+typedef struct async_http_header {
+    const char *name;  /* as the server spelled it */
+    const char *value; /* without leading and trailing blanks */
+} async_http_header_t;
+
+/* Seconds from the start of the last attempt (curl's CURLINFO_*_TIME_T). */
+typedef struct async_http_timings {
+    double queued;        /* from the call to the first attempt's start (rate limit) */
+    double namelookup, connect, appconnect, pretransfer, starttransfer, total;
+    double elapsed;       /* from the call to the end, over every attempt */
+} async_http_timings_t;
+
+/* A finished request.  Read-only for the caller, freed with
+ * async_http_response_free. */
+typedef struct async_http_response {
+    int error;               /* 0, or why the request failed (see errmsg) */
+    char errmsg[256];        /* "" on success; otherwise a precise message */
+    long status;             /* HTTP status, 0 when none was received */
+    char *body;              /* always NUL-terminated (body[body_len] == 0) */
+    size_t body_len;
+    async_http_header_t *headers; /* of the final response */
+    size_t n_headers;
+    char *url;               /* the URL requested, query included */
+    const char *http_version;/* "HTTP/1.1", "HTTP/2", ... or "" */
+    int attempts;            /* 1 + retries made */
+    async_http_timings_t timings;
+} async_http_response_t;
+
+/* Called once per request, on the loop's thread, with a response the callee
+ * owns (free it with async_http_response_free). */
+typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
+
+/* Creates a client.  loop NULL gives the client a private loop of its own,
+ * for blocking async_http_fetch calls from a plain thread or a worker
+ * process; such a client must not be used from tasks of another loop.
+ * opts may be NULL.  Errors: ASYNC_EINVAL (a negative limit or rate),
+ * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
+ * loop those of async_loop_new. */
+ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
+                             async_http_t **out);
+
+/* Frees the client.  Requests still running end first: their callbacks run
+ * with ASYNC_ECANCELED and awaiting tasks are woken with ASYNC_ECANCELED.
+ * Errors: ASYNC_EBUSY (called from inside one of the client's own callbacks,
+ * or while a blocking fetch runs on it); nothing is freed then. */
+ASYNC_API int async_http_free(async_http_t *http);
+
+/* The loop the client runs on (its private loop for a NULL-loop client). */
+ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
+
+/* Starts a request; cb(resp, arg) runs on the loop's thread when it ends,
+ * never inside this call.  Errors (cb will not run): ASYNC_EINVAL (no URL,
+ * a bad method or query), ASYNC_ENOMEM, ASYNC_ECLOSED (the client is being
+ * freed). */
+ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *req,
+                              async_http_cb cb, void *arg);
+
+/* Makes the request and waits for it.  From a task of the client's loop the
+ * task sleeps while others run; from outside any task on a client with a
+ * private loop the call runs that loop until done.  Returns the response's
+ * error (0 for a 2xx status after redirects and retries); *out receives the
+ * response whenever one exists, also on failure, and the caller frees it.
+ * *out is NULL on ASYNC_EINVAL, ASYNC_ENOMEM, ASYNC_ENOTASK (outside a task,
+ * on a client bound to an outside loop), ASYNC_EWRONGLOOP (a task of
+ * another loop), ASYNC_ECANCELED (the task was cancelled; the transfer is
+ * abandoned) and ASYNC_ETIMEDOUT from the _dl form's deadline (which covers
+ * every attempt and backoff). */
+ASYNC_API int async_http_fetch(async_http_t *http, const async_http_request_t *req,
+                               async_http_response_t **out);
+ASYNC_API int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
+                                  async_http_response_t **out, int64_t deadline);
+
+/* GET url (query as in async_http_request_t, may be NULL); as async_http_fetch. */
+ASYNC_API int async_http_get(async_http_t *http, const char *url, const char *const *query,
+                             async_http_response_t **out);
+
+/* Frees a response; NULL is ignored. */
+ASYNC_API void async_http_response_free(async_http_response_t *resp);
+
+/* The value of the response header `name` (case-insensitive), or NULL. */
+ASYNC_API const char *async_http_response_header(const async_http_response_t *resp,
+                                                 const char *name);
+
+/* Decodes the body as JSON with jansson.  *out (OUT) receives a new
+ * reference the caller releases with json_decref.  On failure the response's
+ * error and errmsg are set ("JSON error at line L, column C: ...") and the
+ * same code returned.  Errors: ASYNC_EJSON, ASYNC_EINVAL (resp NULL), or the
+ * response's own error if the request had failed (nothing is decoded). */
+ASYNC_API int async_http_response_json(async_http_response_t *resp, struct json_t **out);
+
+/* Counters since the client was made. */
+typedef struct async_http_stats {
+    uint64_t requests;   /* calls accepted */
+    uint64_t attempts;   /* transfers started, retries included */
+    uint64_t retries;
+    uint64_t failed;     /* requests that ended with an error */
+    size_t in_flight;    /* requests not yet ended */
+    size_t easy_pooled;  /* idle easy handles kept for reuse */
+} async_http_stats_t;
+
+ASYNC_API void async_http_stats(const async_http_t *http, async_http_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

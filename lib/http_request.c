@@ -1,0 +1,514 @@
+/* Requests of the HTTP client: from a call to the response, over every
+ * attempt.  A request waits in a queue ordered by the earliest time it may
+ * start (now, or after a retry's backoff); the pump starts those whose time
+ * has come as far as the client-wide rate limit (a token bucket) allows, and
+ * arms one timer for the next.  When an attempt ends, a transient failure
+ * (connection error, 5xx, 429) is retried with exponential backoff and
+ * jitter, or after the server's Retry-After; otherwise the request ends and
+ * its waiter is told: a callback, a sleeping task, or a blocking call running
+ * the client's private loop.  Nothing here runs inside a curl callback. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "http_internal.h"
+
+#define DEFAULT_TIMEOUT ASYNC_SEC(30)
+#define DEFAULT_CONNECT_TIMEOUT ASYNC_SEC(10)
+#define DEFAULT_RETRY_BASE ASYNC_MSEC(100)
+#define DEFAULT_RETRY_MAX ASYNC_SEC(30)
+#define DEFAULT_MAX_BODY ((size_t)64 << 20)
+
+static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents);
+
+/* --- clients --------------------------------------------------------------- */
+
+int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http_t **out)
+{
+    if (!out) return ASYNC_EINVAL;
+    *out = NULL;
+    async_http_opts_t o = {0};
+    if (opts) o = *opts;
+    if (o.max_connections < 0 || o.max_host_connections < 0 || o.rate_limit < 0 ||
+        o.max_retries < 0 || o.retry_base_ns < 0 || o.retry_max_ns < 0)
+        return ASYNC_EINVAL;
+    if (!o.rate_burst) o.rate_burst = 1;
+    if (!o.retry_base_ns) o.retry_base_ns = DEFAULT_RETRY_BASE;
+    if (!o.retry_max_ns) o.retry_max_ns = DEFAULT_RETRY_MAX;
+    if (!o.timeout_ns) o.timeout_ns = DEFAULT_TIMEOUT;
+    if (!o.connect_timeout_ns) o.connect_timeout_ns = DEFAULT_CONNECT_TIMEOUT;
+    if (!o.max_body) o.max_body = DEFAULT_MAX_BODY;
+
+    async_http_t *http = async__calloc(1, sizeof *http);
+    if (!http) return ASYNC_ENOMEM;
+    int err = ASYNC_ENOMEM;
+    http->opts = o;
+    http->user_agent = async__strdup(o.user_agent ? o.user_agent : "libasync/0.1");
+    if (!http->user_agent) goto fail_ua;
+    http->opts.user_agent = http->user_agent;
+    async__list_init(&http->socks);
+    async__list_init(&http->waiting);
+    async__list_init(&http->running);
+    http->cap_pool = o.max_connections > 64 ? (size_t)o.max_connections : 64;
+    http->pool = async__calloc(http->cap_pool, sizeof *http->pool);
+    if (!http->pool) goto fail_pool;
+    if (!loop) {
+        err = async_loop_new(&http->loop);
+        if (err) goto fail_loop;
+        http->own_loop = true;
+    } else {
+        http->loop = loop;
+    }
+    http->ev = async_loop_ev(http->loop);
+    ev_init(&http->wake_timer, on_wake_timer);
+    http->wake_timer.data = http;
+    http->tokens = o.rate_burst;
+    http->tokens_at = async_now();
+    err = async__http_multi_init(http);
+    if (err) goto fail_multi;
+    *out = http;
+    return 0;
+
+fail_multi:
+    if (http->own_loop) async_loop_free(http->loop);
+fail_loop:
+    async__free(http->pool);
+fail_pool:
+    async__free(http->user_agent);
+fail_ua:
+    async__free(http);
+    return err;
+}
+
+async_loop_t *async_http_loop(async_http_t *http) { return http ? http->loop : NULL; }
+
+void async_http_stats(const async_http_t *http, async_http_stats_t *out)
+{
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!http) return;
+    *out = http->stats;
+    out->easy_pooled = http->n_pool;
+}
+
+/* --- ending a request ------------------------------------------------------ */
+
+void async__http_xfer_free(http_xfer_t *x)
+{
+    async__free(x->url);
+    async__free(x->method);
+    async__free(x->body);
+    if (x->headers) curl_slist_free_all(x->headers);
+    async__http_buf_free(&x->resp_body);
+    async__http_buf_free(&x->resp_hdr);
+    async_http_response_free(x->resp);
+    async__free(x);
+}
+
+/* Hands the finished request to its waiter.  x->resp is set (it may be NULL
+ * only when even an error response could not be allocated). */
+static void finish(async_http_t *http, http_xfer_t *x)
+{
+    x->state = XFER_DONE;
+    async__http_easy_put(http, x->easy);
+    x->easy = NULL;
+    if (!x->resp || x->resp->error) http->stats.failed++;
+    if (x->cb) {
+        async_http_response_t *r = x->resp;
+        x->resp = NULL;
+        async_http_cb cb = x->cb;
+        void *arg = x->cb_arg;
+        async__http_xfer_free(x);
+        http->dispatching++;
+        cb(r, arg);
+        http->dispatching--;
+        return;
+    }
+    /* A task or a blocking call owns x and frees it.  A stale waker (the
+     * task's wait already ended by its deadline or cancellation) is fine:
+     * the task finds x done when it resumes. */
+    x->done = true;
+    if (x->waker.ptr_) async_waker_wake(x->waker, 0);
+}
+
+static void fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
+{
+    async__http_response_error(x, error, msg); /* NULL: finish reports ENOMEM */
+    finish(http, x);
+}
+
+/* --- retries --------------------------------------------------------------- */
+
+static bool transient_curl(CURLcode rc, bool idempotent)
+{
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return true; /* nothing reached the server */
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return idempotent;
+    default:
+        return false;
+    }
+}
+
+static bool transient_status(long status, bool idempotent)
+{
+    if (status == 429 || status == 503) return true; /* the server did not act on it */
+    return idempotent && status >= 500 && status <= 599 && status != 501 && status != 505;
+}
+
+static double jitter(void)
+{
+    /* Jitter only spreads retries; it needs no quality.  rand_r keeps the
+     * state per thread. */
+    static _Thread_local unsigned seed;
+    if (!seed) seed = (unsigned)async_now() | 1u;
+    return (double)rand_r(&seed) / ((double)RAND_MAX + 1.0);
+}
+
+static void enqueue(async_http_t *http, http_xfer_t *x)
+{
+    /* Sorted by not_before; new requests go at the tail in O(1). */
+    async__list_t *pos = http->waiting.prev;
+    while (pos != &http->waiting &&
+           container_of(pos, http_xfer_t, link)->not_before > x->not_before)
+        pos = pos->prev;
+    x->link.prev = pos;
+    x->link.next = pos->next;
+    pos->next->prev = &x->link;
+    pos->next = &x->link;
+    x->state = XFER_WAITING;
+}
+
+void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
+{
+    async__list_remove(&x->link);
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
+                                    : transient_status(status, x->idempotent);
+    if (transient && x->attempt <= x->max_retries && !http->closing) {
+        int64_t delay;
+        curl_off_t after = -1;
+        if (rc == CURLE_OK && (status == 429 || status == 503) &&
+            curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0) {
+            delay = ASYNC_SEC(after);
+        } else {
+            int shift = x->attempt - 1 < 30 ? x->attempt - 1 : 30;
+            int64_t b = http->opts.retry_base_ns;
+            delay = b > http->opts.retry_max_ns >> shift ? http->opts.retry_max_ns : b << shift;
+            /* "Equal jitter": half the backoff, plus up to the other half. */
+            delay = delay / 2 + (int64_t)(jitter() * (double)(delay / 2));
+            after = -1;
+        }
+        if (delay <= http->opts.retry_max_ns) {
+            http->stats.retries++;
+            x->resp_body.len = x->resp_hdr.len = 0;
+            x->errbuf[0] = 0;
+            x->reason[0] = 0;
+            x->not_before = async_now() + delay;
+            enqueue(http, x);
+            async__http_pump(http);
+            return;
+        }
+        /* A Retry-After longer than we may wait: the 429 or 503 stands. */
+    }
+    if (async__http_response_build(x, rc)) {
+        fail(http, x, ASYNC_ENOMEM, "out of memory building the response");
+        return;
+    }
+    finish(http, x);
+}
+
+/* --- starting attempts: backoff and the rate limit ------------------------- */
+
+static void start(async_http_t *http, http_xfer_t *x)
+{
+    if (!x->easy) {
+        x->easy = async__http_easy_get(http);
+        if (!x->easy) {
+            fail(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
+            return;
+        }
+        int err = async__http_easy_setup(x);
+        if (err) {
+            fail(http, x, err, "curl rejected an option of the request");
+            return;
+        }
+    }
+    if (!x->attempt) x->t_start = async_now();
+    x->attempt++;
+    http->stats.attempts++;
+    CURLMcode mc = curl_multi_add_handle(http->multi, x->easy);
+    if (mc != CURLM_OK) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        fail(http, x, mc == CURLM_OUT_OF_MEMORY ? ASYNC_ENOMEM : ASYNC_ECURL, msg);
+        return;
+    }
+    x->state = XFER_RUNNING;
+    async__list_push(&http->running, &x->link);
+}
+
+void async__http_pump(async_http_t *http)
+{
+    ev_timer_stop(http->ev, &http->wake_timer);
+    double rate = http->opts.rate_limit;
+    while (!async__list_empty(&http->waiting)) {
+        http_xfer_t *x = container_of(http->waiting.next, http_xfer_t, link);
+        int64_t now = async_now();
+        int64_t wait = x->not_before - now;
+        if (wait <= 0 && rate > 0) {
+            double burst = http->opts.rate_burst;
+            http->tokens += (double)(now - http->tokens_at) / 1e9 * rate;
+            if (http->tokens > burst) http->tokens = burst;
+            http->tokens_at = now;
+            if (http->tokens < 1.0) wait = (int64_t)((1.0 - http->tokens) / rate * 1e9) + 1;
+            else http->tokens -= 1.0;
+        }
+        if (wait > 0) {
+            ev_now_update(http->ev); /* timers count from the loop's clock */
+            ev_timer_set(&http->wake_timer, (double)wait / 1e9, 0.);
+            ev_timer_start(http->ev, &http->wake_timer);
+            return;
+        }
+        async__list_remove(&x->link);
+        start(http, x);
+    }
+}
+
+static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(ev);
+    ASYNC_UNUSED(revents);
+    async__http_pump(w->data);
+}
+
+/* --- making requests ------------------------------------------------------- */
+
+static bool valid_method(const char *m)
+{
+    if (!*m || strlen(m) > 16) return false;
+    for (; *m; m++)
+        if (!((*m >= 'A' && *m <= 'Z') || (*m >= 'a' && *m <= 'z'))) return false;
+    return true;
+}
+
+static long to_ms(int64_t req, int64_t client)
+{
+    int64_t ns = req ? req : client;
+    if (ns < 0) return 0; /* curl: 0 is no timeout */
+    long ms = (long)((ns + 999999) / 1000000);
+    return ms ? ms : 1;
+}
+
+static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
+{
+    *out = NULL;
+    if (!http || !req || !req->url || !*req->url) return ASYNC_EINVAL;
+    if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
+    if (req->body_len && !req->body) return ASYNC_EINVAL;
+    if (http->closing) return ASYNC_ECLOSED;
+    http_xfer_t *x = async__calloc(1, sizeof *x);
+    if (!x) return ASYNC_ENOMEM;
+    async__list_init(&x->link);
+    x->http = http;
+    int err = async__http_url_build(req->url, req->query, &x->url);
+    if (err) goto fail;
+    err = ASYNC_ENOMEM;
+    const char *m = req->method ? req->method : (req->body ? "POST" : NULL);
+    if (m && strcasecmp(m, "GET") != 0) {
+        if (!(x->method = async__strdup(m))) goto fail;
+        for (char *p = x->method; *p; p++)
+            if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
+    }
+    x->idempotent = !x->method || strcmp(x->method, "POST") != 0;
+    if (req->body) {
+        if (!(x->body = async__malloc(req->body_len ? req->body_len : 1))) goto fail;
+        memcpy(x->body, req->body, req->body_len);
+        x->body_len = req->body_len;
+        /* No "Expect: 100-continue" round trip before larger bodies. */
+        if (!(x->headers = curl_slist_append(NULL, "Expect:"))) goto fail;
+    }
+    for (size_t i = 0; req->headers && req->headers[i]; i++) {
+        if (!strchr(req->headers[i], ':')) {
+            err = ASYNC_EINVAL;
+            goto fail;
+        }
+        struct curl_slist *l = curl_slist_append(x->headers, req->headers[i]);
+        if (!l) goto fail;
+        x->headers = l;
+    }
+    x->timeout_ms = to_ms(req->timeout_ns, http->opts.timeout_ns);
+    x->connect_timeout_ms = to_ms(req->connect_timeout_ns, http->opts.connect_timeout_ns);
+    x->max_retries = req->max_retries < 0 ? 0 : req->max_retries ? req->max_retries
+                                                                  : http->opts.max_retries;
+    x->t_call = x->not_before = async_now();
+    *out = x;
+    return 0;
+fail:
+    async__http_xfer_free(x);
+    return err;
+}
+
+static void submit(async_http_t *http, http_xfer_t *x)
+{
+    http->stats.requests++;
+    enqueue(http, x);
+    async__http_pump(http);
+}
+
+int async_http_send(async_http_t *http, const async_http_request_t *req, async_http_cb cb,
+                    void *arg)
+{
+    if (!cb) return ASYNC_EINVAL;
+    http_xfer_t *x;
+    int err = xfer_new(http, req, &x);
+    if (err) return err;
+    x->cb = cb;
+    x->cb_arg = arg;
+    submit(http, x);
+    return 0;
+}
+
+/* Takes a request that did not end back out of the client. */
+static void abandon(async_http_t *http, http_xfer_t *x)
+{
+    if (x->state == XFER_RUNNING) curl_multi_remove_handle(http->multi, x->easy);
+    if (x->state != XFER_DONE) async__list_remove(&x->link);
+    if (x->easy) {
+        /* The transfer may have stopped mid-way: do not pool its handle. */
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+    }
+    if (x->state != XFER_DONE) http->stats.failed++;
+    async__http_xfer_free(x);
+    if (async__list_empty(&http->running) && async__list_empty(&http->waiting))
+        ev_timer_stop(http->ev, &http->curl_timer);
+}
+
+static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(revents);
+    ASYNC_UNUSED(ev);
+    *(bool *)w->data = true;
+}
+
+int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
+                        async_http_response_t **out, int64_t deadline)
+{
+    if (!out) return ASYNC_EINVAL;
+    *out = NULL;
+    if (!http) return ASYNC_EINVAL;
+    async_waker_t waker = async_task_waker();
+    if (waker.ptr_) {
+        if (async_waker_loop(waker) != http->loop) return ASYNC_EWRONGLOOP;
+    } else if (!http->own_loop) {
+        return ASYNC_ENOTASK;
+    } else if (http->dispatching || http->blocking) {
+        return ASYNC_EBUSY; /* the private loop is already running */
+    }
+    http_xfer_t *x;
+    int err = xfer_new(http, req, &x);
+    if (err) return err;
+    submit(http, x);
+
+    if (waker.ptr_) {
+        /* Suspend until finish() wakes us, the deadline or cancellation.  The
+         * waker is taken right before each suspension (a wake before it
+         * would be kept for a later, unrelated one), so a request that ended
+         * inside submit() is seen through x->done and nobody wakes us. */
+        while (!x->done) {
+            x->waker = async_task_waker();
+            err = async_task_suspend_dl(deadline);
+            if (err && !x->done) {
+                abandon(http, x);
+                return err;
+            }
+        }
+    } else {
+        bool expired = false;
+        ev_timer dl;
+        ev_init(&dl, on_deadline);
+        dl.data = &expired;
+        if (deadline != ASYNC_FOREVER) {
+            int64_t left = deadline - async_now();
+            ev_now_update(http->ev);
+            ev_timer_set(&dl, left > 0 ? (double)left / 1e9 : 0., 0.);
+            ev_timer_start(http->ev, &dl);
+        }
+        http->blocking++;
+        while (!x->done && !expired) {
+            int rc = async_loop_run(http->loop, ASYNC_RUN_ONCE);
+            if (rc < 0) {
+                err = rc;
+                break;
+            }
+        }
+        http->blocking--;
+        ev_timer_stop(http->ev, &dl);
+        if (!x->done) {
+            abandon(http, x);
+            return err ? err : ASYNC_ETIMEDOUT;
+        }
+    }
+    async_http_response_t *r = x->resp;
+    x->resp = NULL;
+    async__http_xfer_free(x);
+    if (!r) return ASYNC_ENOMEM;
+    *out = r;
+    return r->error;
+}
+
+int async_http_fetch(async_http_t *http, const async_http_request_t *req,
+                     async_http_response_t **out)
+{
+    return async_http_fetch_dl(http, req, out, ASYNC_FOREVER);
+}
+
+int async_http_get(async_http_t *http, const char *url, const char *const *query,
+                   async_http_response_t **out)
+{
+    async_http_request_t req = {.url = url, .query = query};
+    return async_http_fetch(http, &req, out);
+}
+
+/* --- freeing a client ------------------------------------------------------ */
+
+int async_http_free(async_http_t *http)
+{
+    if (!http) return 0;
+    if (http->dispatching || http->blocking) return ASYNC_EBUSY;
+    http->closing = true;
+    ev_timer_stop(http->ev, &http->wake_timer);
+    async__list_t *l;
+    /* Every waiter hears ECANCELED; callbacks run here, so count them as
+     * dispatching to keep them from freeing the client again. */
+    http->dispatching++;
+    while ((l = async__list_pop(&http->running))) {
+        http_xfer_t *x = container_of(l, http_xfer_t, link);
+        curl_multi_remove_handle(http->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+        fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");
+    }
+    while ((l = async__list_pop(&http->waiting))) {
+        http_xfer_t *x = container_of(l, http_xfer_t, link);
+        fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");
+    }
+    http->dispatching--;
+    async__http_multi_cleanup(http);
+    ev_timer_stop(http->ev, &http->wake_timer);
+    if (http->own_loop) async_loop_free(http->loop);
+    async__free(http->pool);
+    async__free(http->user_agent);
+    async__free(http);
+    return 0;
+}

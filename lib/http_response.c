@@ -1,0 +1,338 @@
+/* HTTP requests onto easy handles, and responses off them: the options each
+ * attempt runs with, the body and header callbacks, the response object with
+ * its headers, timings and precise error message, the JSON helper (jansson)
+ * and URL building with query escaping.  All memory of a response comes from
+ * the allocator seam and is released by async_http_response_free. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <jansson.h>
+#include "http_internal.h"
+
+/* --- buffers --------------------------------------------------------------- */
+
+int async__http_buf_add(http_buf_t *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 512;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *d = async__realloc(b->data, cap);
+        if (!d) return ASYNC_ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+    return 0;
+}
+
+void async__http_buf_free(http_buf_t *b)
+{
+    async__free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* --- curl callbacks -------------------------------------------------------- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    http_xfer_t *x = ud;
+    size_t len = size * n;
+    if (x->resp_body.len + len > x->http->opts.max_body) {
+        x->too_big = true;
+        return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+    }
+    if (async__http_buf_add(&x->resp_body, p, len)) return 0;
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    http_xfer_t *x = ud;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* A new status line (after a redirect or a 100 Continue): the headers
+         * kept are those of the final response. */
+        x->resp_hdr.len = 0;
+        if (x->resp_hdr.data) x->resp_hdr.data[0] = 0;
+        const char *sp = memchr(p, ' ', len);
+        const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
+        size_t rl = 0;
+        if (rs) {
+            rs++;
+            while (rs + rl < p + len && rs[rl] != '\r' && rs[rl] != '\n') rl++;
+            if (rl >= sizeof x->reason) rl = sizeof x->reason - 1;
+            memcpy(x->reason, rs, rl);
+        }
+        x->reason[rl] = 0;
+        return len;
+    }
+    if (!memchr(p, ':', len)) return len; /* the blank line ending the block */
+    if (async__http_buf_add(&x->resp_hdr, p, len)) return 0;
+    return len;
+}
+
+/* --- one attempt's options ------------------------------------------------- */
+
+int async__http_easy_setup(http_xfer_t *x)
+{
+    async_http_t *http = x->http;
+    CURL *e = x->easy;
+    int bad = 0;
+#define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
+    SET(CURLOPT_URL, x->url);
+    SET(CURLOPT_PRIVATE, (void *)x);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, x->errbuf);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)x);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)x);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 1L);
+    SET(CURLOPT_MAXREDIRS, 10L);
+    SET(CURLOPT_USERAGENT, http->user_agent);
+    SET(CURLOPT_ACCEPT_ENCODING, "");
+    SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
+    if (x->headers) SET(CURLOPT_HTTPHEADER, x->headers);
+    if (x->body) {
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+        SET(CURLOPT_POSTFIELDS, x->body);
+    }
+    if (x->method) {
+        if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
+        else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
+    }
+    if (http->opts.no_http2) {
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    } else if (strncasecmp(x->url, "https:", 6) == 0) {
+        /* Wait for a connection that may multiplex instead of opening one
+         * more; only where HTTP/2 can be negotiated (TLS ALPN). */
+        SET(CURLOPT_PIPEWAIT, 1L);
+    }
+#undef SET
+    return bad ? ASYNC_EINVAL : 0;
+}
+
+/* --- responses ------------------------------------------------------------- */
+
+static double secs(CURL *e, CURLINFO info)
+{
+    curl_off_t us = 0;
+    if (curl_easy_getinfo(e, info, &us) != CURLE_OK) return 0;
+    return (double)us / 1e6;
+}
+
+/* Splits the raw "Name: value\r\n" lines kept by on_header into an array
+ * that points into one copy of them. */
+static int parse_headers(async_http_response_t *r, http_buf_t *raw)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < raw->len; i++) n += raw->data[i] == '\n';
+    if (raw->len && raw->data[raw->len - 1] != '\n') n++;
+    if (!n) return 0;
+    char *block = async__malloc(n * sizeof(async_http_header_t) + raw->len + 1);
+    if (!block) return ASYNC_ENOMEM;
+    async_http_header_t *h = (async_http_header_t *)block;
+    char *s = block + n * sizeof *h;
+    memcpy(s, raw->data, raw->len + 1);
+    size_t k = 0;
+    char *line = s;
+    while (*line && k < n) {
+        char *end = strchr(line, '\n');
+        char *next = end ? end + 1 : line + strlen(line);
+        if (end) *end = 0;
+        char *colon = strchr(line, ':');
+        if (colon) {
+            *colon = 0;
+            char *v = colon + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            char *ve = v + strlen(v);
+            while (ve > v && isspace((unsigned char)ve[-1])) *--ve = 0;
+            h[k].name = line;
+            h[k].value = v;
+            k++;
+        }
+        line = next;
+    }
+    r->headers = h;
+    r->n_headers = k;
+    return 0;
+}
+
+static const char *version_name(long v)
+{
+    switch (v) {
+    case CURL_HTTP_VERSION_1_0: return "HTTP/1.0";
+    case CURL_HTTP_VERSION_1_1: return "HTTP/1.1";
+    case CURL_HTTP_VERSION_2_0: return "HTTP/2";
+    case CURL_HTTP_VERSION_3: return "HTTP/3";
+    default: return "";
+    }
+}
+
+int async__http_response_build(http_xfer_t *x, CURLcode rc)
+{
+    async_http_response_t *r = x->resp;
+    if (!r) {
+        r = async__calloc(1, sizeof *r);
+        if (!r) return ASYNC_ENOMEM;
+        x->resp = r;
+    } else {
+        async__free(r->body);
+        async__free(r->headers);
+        async__free(r->url);
+        memset(r, 0, sizeof *r);
+    }
+    CURL *e = x->easy;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+    long ver = 0;
+    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
+    r->http_version = version_name(ver);
+    r->attempts = x->attempt;
+    async_http_timings_t *t = &r->timings;
+    t->queued = (double)(x->t_start - x->t_call) / 1e9;
+    t->namelookup = secs(e, CURLINFO_NAMELOOKUP_TIME_T);
+    t->connect = secs(e, CURLINFO_CONNECT_TIME_T);
+    t->appconnect = secs(e, CURLINFO_APPCONNECT_TIME_T);
+    t->pretransfer = secs(e, CURLINFO_PRETRANSFER_TIME_T);
+    t->starttransfer = secs(e, CURLINFO_STARTTRANSFER_TIME_T);
+    t->total = secs(e, CURLINFO_TOTAL_TIME_T);
+    t->elapsed = (double)(async_now() - x->t_call) / 1e9;
+
+    /* The body and the header block move into the response. */
+    if (!x->resp_body.data && async__http_buf_add(&x->resp_body, "", 0)) return ASYNC_ENOMEM;
+    r->body = x->resp_body.data;
+    r->body_len = x->resp_body.len;
+    x->resp_body.data = NULL;
+    x->resp_body.len = x->resp_body.cap = 0;
+    int err = parse_headers(r, &x->resp_hdr);
+    if (err) return err;
+    r->url = async__strdup(x->url);
+    if (!r->url) return ASYNC_ENOMEM;
+
+    if (rc != CURLE_OK) {
+        const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        if (rc == CURLE_OPERATION_TIMEDOUT) {
+            r->error = ASYNC_ETIMEDOUT;
+            snprintf(r->errmsg, sizeof r->errmsg, "timed out: %.240s", detail);
+        } else if (x->too_big) {
+            r->error = ASYNC_ECURL;
+            snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
+                     x->http->opts.max_body);
+        } else {
+            r->error = ASYNC_ECURL;
+            snprintf(r->errmsg, sizeof r->errmsg, "%.180s (curl error %d: %.48s)", detail, (int)rc,
+                     curl_easy_strerror(rc));
+        }
+    } else if (r->status < 200 || r->status >= 300) {
+        r->error = ASYNC_EHTTP;
+        snprintf(r->errmsg, sizeof r->errmsg, "HTTP status %ld%s%s", r->status,
+                 x->reason[0] ? " " : "", x->reason);
+    }
+    return 0;
+}
+
+async_http_response_t *async__http_response_error(http_xfer_t *x, int error, const char *msg)
+{
+    async_http_response_t *r = x->resp;
+    if (!r) {
+        r = async__calloc(1, sizeof *r);
+        if (!r) return NULL;
+        x->resp = r;
+    }
+    r->error = error;
+    snprintf(r->errmsg, sizeof r->errmsg, "%s", msg);
+    if (!r->body) {
+        r->body = async__malloc(1);
+        if (r->body) r->body[0] = 0;
+    }
+    if (!r->url) r->url = async__strdup(x->url);
+    if (!r->http_version) r->http_version = "";
+    r->attempts = x->attempt;
+    r->timings.elapsed = (double)(async_now() - x->t_call) / 1e9;
+    return r;
+}
+
+void async_http_response_free(async_http_response_t *resp)
+{
+    if (!resp) return;
+    async__free(resp->body);
+    async__free(resp->headers);
+    async__free(resp->url);
+    async__free(resp);
+}
+
+const char *async_http_response_header(const async_http_response_t *resp, const char *name)
+{
+    if (!resp || !name) return NULL;
+    /* The last one wins, as for a repeated header in most clients. */
+    for (size_t i = resp->n_headers; i-- > 0;)
+        if (strcasecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
+    return NULL;
+}
+
+int async_http_response_json(async_http_response_t *resp, struct json_t **out)
+{
+    if (!resp || !out) return ASYNC_EINVAL;
+    *out = NULL;
+    if (resp->error) return resp->error;
+    json_error_t e;
+    json_t *j = json_loadb(resp->body ? resp->body : "", resp->body_len, 0, &e);
+    if (!j) {
+        resp->error = ASYNC_EJSON;
+        snprintf(resp->errmsg, sizeof resp->errmsg, "JSON error at line %d, column %d: %s",
+                 e.line, e.column, e.text);
+        return ASYNC_EJSON;
+    }
+    *out = j;
+    return 0;
+}
+
+/* --- URLs ------------------------------------------------------------------ */
+
+/* Percent-encodes everything but RFC 3986's unreserved characters. */
+static int escape(http_buf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            if (async__http_buf_add(b, s, 1)) return ASYNC_ENOMEM;
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            if (async__http_buf_add(b, e, 3)) return ASYNC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int async__http_url_build(const char *url, const char *const *query, char **out)
+{
+    *out = NULL;
+    if (!url || !*url) return ASYNC_EINVAL;
+    http_buf_t b = {0};
+    int err = async__http_buf_add(&b, url, strlen(url));
+    char sep = strchr(url, '?') ? '&' : '?';
+    for (size_t i = 0; !err && query && query[i]; i += 2) {
+        if (!query[i + 1] || !*query[i]) {
+            err = ASYNC_EINVAL; /* a key without a value, or an empty key */
+            break;
+        }
+        if (!(err = async__http_buf_add(&b, &sep, 1)) && !(err = escape(&b, query[i])) &&
+            !(err = async__http_buf_add(&b, "=", 1)))
+            err = escape(&b, query[i + 1]);
+        sep = '&';
+    }
+    if (err) {
+        async__http_buf_free(&b);
+        return err;
+    }
+    *out = b.data;
+    return 0;
+}
