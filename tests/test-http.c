@@ -1,0 +1,488 @@
+/* The HTTP client against tests/support/httpd on loopback: the three calling
+ * styles, queries, headers, bodies, JSON, keep-alive, connection limits, the
+ * rate limit, many requests from tasks, and no leaks (the counting allocator
+ * sees every allocation libasync makes).  Faults are in test-http-faults.c. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <string.h>
+#include <async.h>
+#include <async/http.h>
+#include "support/alloc.h"
+#include "support/httpd.h"
+
+static test_httpd_t *srv;
+
+static void setup(void)
+{
+    test_alloc_install();
+    srv = test_httpd_start();
+    cr_assert(srv, "test server did not start");
+}
+
+static void teardown(void)
+{
+    test_httpd_stop(srv);
+    test_alloc_uninstall();
+}
+
+TestSuite(http, .init = setup, .fini = teardown, .timeout = 20);
+
+/* --- callback style -------------------------------------------------------- */
+
+typedef struct got {
+    async_http_response_t *resp;
+    int calls;
+} got_t;
+
+static void on_done(async_http_response_t *resp, void *arg)
+{
+    got_t *g = arg;
+    g->resp = resp;
+    g->calls++;
+}
+
+Test(http, callback_get)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    got_t g = {0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(g.calls, 0, "the callback never runs inside send");
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(g.calls, 1);
+    async_http_response_t *r = g.resp;
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_eq(r->status, 200);
+    cr_assert_str_eq(r->body, "ok");
+    cr_assert_eq(r->body_len, 2);
+    cr_assert_str_eq(r->errmsg, "");
+    cr_assert_str_eq(async_http_response_header(r, "content-type"), "text/plain");
+    cr_assert_null(async_http_response_header(r, "x-missing"));
+    cr_assert_str_eq(r->http_version, "HTTP/1.1");
+    cr_assert_eq(r->attempts, 1);
+    cr_assert(r->timings.total > 0 && r->timings.elapsed >= r->timings.total);
+    async_http_response_free(r);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+}
+
+Test(http, query_headers_post_echo)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    const char *query[] = {"by_state", "new york", "q", "a&b=c/é", NULL};
+    const char *headers[] = {"X-Test: yes", "Content-Type: text/plain", NULL};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .query = query,
+                                .headers = headers, .body = "hello body", .body_len = 10};
+    got_t g = {0};
+    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
+    cr_assert(strstr(g.resp->url, "?by_state=new%20york&q=a%26b%3Dc%2F%C3%A9"), "%s", g.resp->url);
+    json_t *j;
+    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "POST");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "body")), "hello body");
+    json_t *q = json_object_get(j, "query");
+    cr_assert_str_eq(json_string_value(json_object_get(q, "by_state")), "new york");
+    cr_assert_str_eq(json_string_value(json_object_get(q, "q")), "a&b=c/é");
+    json_t *h = json_object_get(j, "headers");
+    cr_assert_str_eq(json_string_value(json_object_get(h, "X-Test")), "yes");
+    cr_assert(json_string_value(json_object_get(h, "User-Agent")));
+    json_decref(j);
+    async_http_response_free(g.resp);
+
+    /* Any method with a body; PUT is sent as PUT. */
+    req.method = "put";
+    req.query = NULL;
+    g = (got_t){0};
+    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "PUT");
+    json_decref(j);
+    async_http_response_free(g.resp);
+
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, redirect_and_slow_body)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    got_t a = {0}, b = {0};
+    async_http_request_t r1 = {.url = test_httpd_url(srv, "/redirect")};
+    cr_assert_eq(async_http_send(http, &r1, on_done, &a), 0);
+    async_http_request_t r2 = {.url = test_httpd_url(srv, "/slow?chunks=5&ms=20")};
+    cr_assert_eq(async_http_send(http, &r2, on_done, &b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(a.resp->status, 200);
+    cr_assert_str_eq(a.resp->body, "ok");
+    cr_assert_eq(b.resp->error, 0, "%s", b.resp->errmsg);
+    cr_assert_eq(b.resp->body_len, 30);
+    cr_assert(b.resp->timings.total >= 0.08);
+    async_http_response_free(a.resp);
+    async_http_response_free(b.resp);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- await from a task ----------------------------------------------------- */
+
+typedef struct ctx {
+    async_http_t *http;
+    const char *url;
+    int rc;
+    long n;
+} ctx_t;
+
+static int fetch_json_task(void *arg, void **result)
+{
+    (void)result;
+    ctx_t *c = arg;
+    async_http_response_t *r;
+    c->rc = async_http_get(c->http, c->url, NULL, &r);
+    if (c->rc) {
+        async_http_response_free(r);
+        return c->rc;
+    }
+    json_t *j;
+    c->rc = async_http_response_json(r, &j);
+    if (!c->rc) {
+        c->n = (long)json_integer_value(json_object_get(j, "n"));
+        json_decref(j);
+    }
+    async_http_response_free(r);
+    return c->rc;
+}
+
+Test(http, await_from_task)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    ctx_t c = {.http = http, .url = test_httpd_url(srv, "/json")};
+    cr_assert_eq(async_task_spawn(loop, fetch_json_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.rc, 0);
+    cr_assert_eq(c.n, 42);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, fetch_outside_task_on_bound_client)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    async_http_response_t *r = (void *)1;
+    cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), ASYNC_ENOTASK);
+    cr_assert_null(r);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* Many tasks, each making a few requests on one client. */
+typedef struct many {
+    async_http_t *http;
+    char url[128];
+    int ok;
+} many_t;
+
+static int many_task(void *arg, void **result)
+{
+    (void)result;
+    many_t *m = arg;
+    for (int i = 0; i < 3; i++) {
+        async_http_response_t *r;
+        int rc = async_http_get(m->http, m->url, NULL, &r);
+        if (rc == 0 && strcmp(r->body, "stalled") == 0) m->ok++;
+        async_http_response_free(r);
+    }
+    return 0;
+}
+
+Test(http, many_tasks_concurrently)
+{
+    enum { N = 100 };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    static many_t m[N];
+    for (int i = 0; i < N; i++) {
+        m[i].http = http;
+        snprintf(m[i].url, sizeof m[i].url, "%s", test_httpd_url(srv, "/stall?ms=50"));
+        cr_assert_eq(async_task_spawn(loop, many_task, &m[i], NULL, NULL), 0);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(m[i].ok, 3, "task %d", i);
+    /* They overlapped: more than a handful were in the server at once. */
+    cr_assert_gt(test_httpd_max_busy(srv), 10);
+    /* And later rounds reused the first round's connections. */
+    cr_assert_leq(test_httpd_connections(srv), N + N / 2);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.requests, 3 * N);
+    cr_assert_eq(st.failed, 0);
+    cr_assert_eq(st.in_flight, 0);
+    cr_assert_gt(st.easy_pooled, 0);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- blocking calls -------------------------------------------------------- */
+
+Test(http, blocking_private_loop)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_not_null(async_http_loop(http));
+    for (int i = 0; i < 10; i++) {
+        async_http_response_t *r;
+        cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), 0);
+        cr_assert_str_eq(r->body, "ok");
+        async_http_response_free(r);
+    }
+    /* Ten requests in a row share one kept-alive connection. */
+    cr_assert_eq(test_httpd_connections(srv), 1);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+static void *thread_main(void *arg)
+{
+    const char *url = arg;
+    async_http_t *http;
+    if (async_http_new(NULL, NULL, &http)) return (void *)1;
+    intptr_t bad = 0;
+    for (int i = 0; i < 5; i++) {
+        async_http_response_t *r;
+        if (async_http_get(http, url, NULL, &r) || strcmp(r->body, "ok")) bad++;
+        async_http_response_free(r);
+    }
+    async_http_free(http);
+    return (void *)bad;
+}
+
+Test(http, blocking_from_threads)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s", test_httpd_url(srv, "/ok"));
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) cr_assert_eq(pthread_create(&t[i], NULL, thread_main, url), 0);
+    for (int i = 0; i < 4; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        cr_assert_null(bad);
+    }
+    cr_assert_eq(test_httpd_requests(srv), 20);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, blocking_deadline)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=3000")};
+    async_http_response_t *r = (void *)1;
+    int64_t t0 = async_now();
+    cr_assert_eq(async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_MSEC(100))),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_null(r);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(95));
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(2));
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- limits ---------------------------------------------------------------- */
+
+Test(http, host_connection_limit)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.max_host_connections = 3};
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    got_t g[12] = {0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=30")};
+    for (int i = 0; i < 12; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    for (int i = 0; i < 12; i++) {
+        cr_assert_eq(g[i].resp->error, 0, "%s", g[i].resp->errmsg);
+        async_http_response_free(g[i].resp);
+    }
+    cr_assert_leq(test_httpd_max_open(srv), 3);
+    cr_assert_leq(test_httpd_connections(srv), 3);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, rate_limit_spacing)
+{
+    enum { N = 6 };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.rate_limit = 20}; /* one start every 50 ms */
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    got_t g[N] = {0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+    int64_t t0 = async_now();
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    int64_t took = async_now() - t0;
+    /* Lower bound only: (N - 1) gaps of 50 ms, less a little for clocks. */
+    cr_assert_geq(took, ASYNC_MSEC(50) * (N - 1) - ASYNC_MSEC(5), "took %lld ns", (long long)took);
+    double last = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(g[i].resp->error, 0);
+        if (i) cr_assert_geq(g[i].resp->timings.queued, last + 0.045);
+        last = g[i].resp->timings.queued;
+        async_http_response_free(g[i].resp);
+    }
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- freeing with requests in flight --------------------------------------- */
+
+Test(http, free_cancels_in_flight)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.rate_limit = 1};
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    got_t a = {0}, b = {0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=2000")};
+    cr_assert_eq(async_http_send(http, &req, on_done, &a), 0); /* running */
+    cr_assert_eq(async_http_send(http, &req, on_done, &b), 0); /* held by the rate limit */
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_NOWAIT), 1);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(a.calls, 1);
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(a.resp->error, ASYNC_ECANCELED);
+    cr_assert_eq(b.resp->error, ASYNC_ECANCELED);
+    cr_assert(strstr(a.resp->errmsg, "freed"));
+    async_http_response_free(a.resp);
+    async_http_response_free(b.resp);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+typedef struct freer {
+    async_http_t *http;
+    int rc;
+} freer_t;
+
+static void free_in_callback(async_http_response_t *resp, void *arg)
+{
+    freer_t *f = arg;
+    f->rc = async_http_free(f->http);
+    async_http_response_free(resp);
+}
+
+Test(http, free_inside_callback_is_busy)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    freer_t f = {http, 0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_send(http, &req, free_in_callback, &f), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(f.rc, ASYNC_EBUSY);
+    cr_assert_eq(async_http_free(http), 0);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, bad_arguments)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t bad = {.rate_limit = -1};
+    http = (void *)1;
+    cr_assert_eq(async_http_new(loop, &bad, &http), ASYNC_EINVAL);
+    cr_assert_null(http);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    got_t g = {0};
+    async_http_request_t none = {0};
+    cr_assert_eq(async_http_send(http, &none, on_done, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, NULL, on_done, &g), ASYNC_EINVAL);
+    async_http_request_t m = {.url = test_httpd_url(srv, "/ok"), .method = "GE T"};
+    cr_assert_eq(async_http_send(http, &m, on_done, &g), ASYNC_EINVAL);
+    const char *odd[] = {"key", NULL};
+    async_http_request_t q = {.url = test_httpd_url(srv, "/ok"), .query = odd};
+    cr_assert_eq(async_http_send(http, &q, on_done, &g), ASYNC_EINVAL);
+    const char *hdr[] = {"no colon", NULL};
+    async_http_request_t h = {.url = test_httpd_url(srv, "/ok"), .headers = hdr};
+    cr_assert_eq(async_http_send(http, &h, on_done, &g), ASYNC_EINVAL);
+    async_http_request_t ok = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_send(http, &ok, NULL, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(g.calls, 0, "a call that fails never runs its callback");
+    json_t *j;
+    cr_assert_eq(async_http_response_json(NULL, &j), ASYNC_EINVAL);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, out_of_memory_fails_cleanly)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    /* Fail each allocation in turn while making a client and a request;
+     * every failure must be ENOMEM and leave nothing behind. */
+    for (long n = 0; n < 40; n++) {
+        long before = test_alloc_live();
+        test_alloc_fail_after(n);
+        async_http_t *http = NULL;
+        int rc = async_http_new(loop, NULL, &http);
+        if (rc == 0) {
+            got_t g = {0};
+            async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+            rc = async_http_send(http, &req, on_done, &g);
+            test_alloc_fail_after(-1);
+            if (rc == 0) {
+                async_loop_run(loop, ASYNC_RUN_DEFAULT);
+                cr_assert_eq(g.calls, 1);
+                async_http_response_free(g.resp);
+            } else {
+                cr_assert_eq(rc, ASYNC_ENOMEM);
+            }
+            async_http_free(http);
+        } else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+        }
+        test_alloc_fail_after(-1);
+        cr_assert_eq(test_alloc_live(), before, "leak after failing allocation %ld", n);
+    }
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
