@@ -110,6 +110,7 @@ void async__http_xfer_free(http_xfer_t *x)
 static void finish(async_http_t *http, http_xfer_t *x)
 {
     x->state = XFER_DONE;
+    http->stats.in_flight--;
     async__http_easy_put(http, x->easy);
     x->easy = NULL;
     if (!x->resp || x->resp->error) http->stats.failed++;
@@ -361,6 +362,7 @@ fail:
 static void submit(async_http_t *http, http_xfer_t *x)
 {
     http->stats.requests++;
+    http->stats.in_flight++;
     enqueue(http, x);
     async__http_pump(http);
 }
@@ -388,7 +390,10 @@ static void abandon(async_http_t *http, http_xfer_t *x)
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
     }
-    if (x->state != XFER_DONE) http->stats.failed++;
+    if (x->state != XFER_DONE) {
+        http->stats.failed++;
+        http->stats.in_flight--;
+    }
     async__http_xfer_free(x);
     if (async__list_empty(&http->running) && async__list_empty(&http->waiting))
         ev_timer_stop(http->ev, &http->curl_timer);
