@@ -1,0 +1,242 @@
+/* brewery: count the breweries of US states through the Open Brewery DB API,
+ * serially, with threads, with processes, event-driven, and with one meta
+ * request per state; print a table of counts and seconds per mode and write
+ * them to a JSON file (the lab's async.json, extended).
+ *
+ *   brewery [--mode serial|threads|processes|async|meta|all[,..]]
+ *           [--states a,b,..|all] [--base-url URL] [--json FILE]
+ *           [--latency MS] [--server-data FILE] [--rate N] [--retries N]
+ *
+ * Without --base-url it starts the local brewery-server on a free port.  A
+ * state that fails in a mode is marked failed and the others are still
+ * reported; the exit status is 1 if anything failed. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <async.h>
+#include "common/client-modes.h"
+#include "common/client-server.h"
+
+static const char *const lab_states[] = {"district_of_columbia", "maryland", "new_york",
+                                         "virginia"};
+
+static const char *const all_states[] = {
+    "alabama", "alaska", "arizona", "arkansas", "california", "colorado", "connecticut",
+    "delaware", "district_of_columbia", "florida", "georgia", "hawaii", "idaho", "illinois",
+    "indiana", "iowa", "kansas", "kentucky", "louisiana", "maine", "maryland",
+    "massachusetts", "michigan", "minnesota", "mississippi", "missouri", "montana",
+    "nebraska", "nevada", "new_hampshire", "new_jersey", "new_mexico", "new_york",
+    "north_carolina", "north_dakota", "ohio", "oklahoma", "oregon", "pennsylvania",
+    "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
+    "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: brewery [options]\n"
+            "  --mode M          serial, threads, processes, async, meta or all (default),\n"
+            "                    or a comma list of them\n"
+            "  --states LIST     comma list of states (default %s,%s,%s,%s), or all\n"
+            "  --base-url URL    API base, e.g. https://api.openbrewerydb.org/v1\n"
+            "                    (default: start the local brewery-server)\n"
+            "  --json FILE       results file (default async.json)\n"
+            "  --latency MS      the local server's latency (default: its own, 100)\n"
+            "  --server-data F   the local server serves this Open Brewery DB CSV\n"
+            "  --rate N          at most N requests per second (default: 2 for a remote\n"
+            "                    base URL, as Open Brewery DB allows 120 a minute; else none)\n"
+            "  --retries N       retries of a transient failure (default 3)\n",
+            lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
+}
+
+/* Splits a comma list in place into a NULL-terminated array. */
+static size_t split(char *s, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    return n;
+}
+
+typedef struct mode_run {
+    bool ran;
+    int error;        /* the mode could not run at all */
+    double seconds;
+    long requests;
+    size_t failed;
+    client_count_t *counts;
+} mode_run_t;
+
+static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t n)
+{
+    json_t *counts = json_object(), *failed = json_object();
+    for (size_t i = 0; i < n; i++) {
+        if (m->counts[i].error)
+            json_object_set_new(failed, states[i], json_string(m->counts[i].errmsg));
+        else
+            json_object_set_new(counts, states[i], json_integer(m->counts[i].count));
+    }
+    json_t *o = json_pack("{s:f, s:I, s:o, s:o}", "seconds", m->seconds, "requests",
+                          (json_int_t)m->requests, "counts", counts, "failed", failed);
+    if (m->error) json_object_set_new(o, "error", json_string(async_strerror(m->error)));
+    return o;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES, O_HELP };
+    static const struct option opts[] = {
+        {"mode", required_argument, NULL, O_MODE},
+        {"states", required_argument, NULL, O_STATES},
+        {"base-url", required_argument, NULL, O_BASE},
+        {"json", required_argument, NULL, O_JSON},
+        {"latency", required_argument, NULL, O_LATENCY},
+        {"server-data", required_argument, NULL, O_DATA},
+        {"rate", required_argument, NULL, O_RATE},
+        {"retries", required_argument, NULL, O_RETRIES},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    char *mode_arg = NULL, *states_arg = NULL;
+    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL;
+    double rate = -1;
+    int retries = 3, c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODE: mode_arg = optarg; break;
+        case O_STATES: states_arg = optarg; break;
+        case O_BASE: base = optarg; break;
+        case O_JSON: json_path = optarg; break;
+        case O_LATENCY: latency = optarg; break;
+        case O_DATA: data = optarg; break;
+        case O_RATE: rate = atof(optarg); break;
+        case O_RETRIES: retries = atoi(optarg); break;
+        case O_HELP: usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    bool want[CLIENT_NMODES] = {0};
+    if (!mode_arg || strcmp(mode_arg, "all") == 0) {
+        for (int i = 0; i < CLIENT_NMODES; i++) want[i] = true;
+    } else {
+        const char *m[16];
+        size_t nm = split(mode_arg, m, 16);
+        for (size_t i = 0; i < nm; i++) {
+            int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
+            if (k == -1) {
+                fprintf(stderr, "brewery: unknown mode '%s'\n", m[i]);
+                return 2;
+            }
+            for (int j = 0; j < CLIENT_NMODES; j++)
+                if (k == -2 || k == j) want[j] = true;
+        }
+    }
+    const char *states_buf[128];
+    const char *const *states = lab_states;
+    size_t n = NELEM(lab_states);
+    if (states_arg && strcmp(states_arg, "all") == 0) {
+        states = all_states;
+        n = NELEM(all_states);
+    } else if (states_arg) {
+        n = split(states_arg, states_buf, NELEM(states_buf));
+        states = states_buf;
+        if (!n) {
+            fprintf(stderr, "brewery: --states is empty\n");
+            return 2;
+        }
+    }
+
+    client_server_t server = {.pid = -1};
+    char base_buf[96];
+    if (!base) {
+        const char *extra[8];
+        size_t ne = 0;
+        if (latency) extra[ne++] = "--latency", extra[ne++] = latency;
+        if (data) extra[ne++] = "--data", extra[ne++] = data;
+        extra[ne] = NULL;
+        if (client_server_start(&server, argv[0], extra)) return 1;
+        snprintf(base_buf, sizeof base_buf, "%s/v1", server.url);
+        base = base_buf;
+    }
+    if (rate < 0) rate = server.pid > 0 ? 0 : 2;
+    client_config_t cfg = {.base_url = base, .rate_limit = rate, .max_retries = retries};
+
+    mode_run_t runs[CLIENT_NMODES] = {0};
+    int status = 0;
+    for (int m = 0; m < CLIENT_NMODES; m++) {
+        if (!want[m]) continue;
+        mode_run_t *r = &runs[m];
+        r->counts = calloc(n, sizeof *r->counts);
+        if (!r->counts) return 1;
+        int64_t t0 = async_now();
+        r->error = client_run((client_mode_t)m, &cfg, states, n, r->counts);
+        r->seconds = (double)(async_now() - t0) / 1e9;
+        r->ran = true;
+        for (size_t i = 0; i < n; i++) {
+            r->requests += r->counts[i].requests;
+            if (r->counts[i].error || r->error) r->failed++;
+        }
+        if (r->failed) status = 1;
+        fprintf(stderr, "%-9s %7.3f s  %5ld requests%s\n", client_mode_name((client_mode_t)m),
+                r->seconds, r->requests, r->failed ? "  (some states failed)" : "");
+    }
+    client_server_stop(&server);
+
+    /* The table: one row per state, one column per mode that ran. */
+    printf("%-22s", "state");
+    for (int m = 0; m < CLIENT_NMODES; m++)
+        if (runs[m].ran) printf(" %10s", client_mode_name((client_mode_t)m));
+    printf("\n");
+    for (size_t i = 0; i < n; i++) {
+        printf("%-22s", states[i]);
+        for (int m = 0; m < CLIENT_NMODES; m++) {
+            if (!runs[m].ran) continue;
+            if (runs[m].counts[i].error) printf(" %10s", "failed");
+            else printf(" %10ld", runs[m].counts[i].count);
+        }
+        printf("\n");
+    }
+    printf("%-22s", "seconds");
+    for (int m = 0; m < CLIENT_NMODES; m++)
+        if (runs[m].ran) printf(" %10.3f", runs[m].seconds);
+    printf("\n");
+    for (int m = 0; m < CLIENT_NMODES; m++)
+        for (size_t i = 0; runs[m].ran && i < n; i++)
+            if (runs[m].counts[i].error)
+                fprintf(stderr, "%s: %s failed: %s\n", client_mode_name((client_mode_t)m),
+                        states[i], runs[m].counts[i].errmsg);
+
+    /* async.json: the lab's two keys, then everything measured. */
+    char result[160], host[256] = "";
+    gethostname(host, sizeof host - 1);
+    mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
+    if (s->ran && a->ran && s->seconds > 0)
+        snprintf(result, sizeof result, "async version was %.0f%% faster than the serial version",
+                 (s->seconds - a->seconds) / s->seconds * 100.0);
+    else
+        snprintf(result, sizeof result, "the serial and async versions did not both run");
+    json_t *modes = json_object(), *st = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(st, json_string(states[i]));
+    for (int m = 0; m < CLIENT_NMODES; m++)
+        if (runs[m].ran)
+            json_object_set_new(modes, client_mode_name((client_mode_t)m),
+                                mode_json(&runs[m], states, n));
+    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:o}", "result", result, "host", host,
+                            "base_url", base, "states", st, "modes", modes);
+    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))) {
+        fprintf(stderr, "brewery: cannot write %s\n", json_path);
+        status = 1;
+    }
+    json_decref(out);
+    printf("%s\n", result);
+    for (int m = 0; m < CLIENT_NMODES; m++) free(runs[m].counts);
+    return status;
+}

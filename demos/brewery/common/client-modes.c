@@ -1,0 +1,317 @@
+/* The five ways of counting breweries (see client-modes.h).  Every mode uses
+ * the same libasync HTTP client: blocking on a private loop in serial,
+ * threads and processes; awaited from tasks in async; with callbacks in meta.
+ * The threads and processes modes use plain pthreads and fork, one worker
+ * per state, as the lab's pools effectively do for a handful of states. */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include "client-modes.h"
+
+static const char *const names[CLIENT_NMODES] = {"serial", "threads", "processes", "async",
+                                                 "meta"};
+
+const char *client_mode_name(client_mode_t mode)
+{
+    return mode < CLIENT_NMODES ? names[mode] : "?";
+}
+
+int client_mode_parse(const char *name)
+{
+    for (int i = 0; i < CLIENT_NMODES; i++)
+        if (strcmp(name, names[i]) == 0) return i;
+    return -1;
+}
+
+static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http_t **out)
+{
+    async_http_opts_t o = {
+        .rate_limit = cfg->rate_limit,
+        .max_retries = cfg->max_retries,
+        .timeout_ns = cfg->timeout_ns,
+        .user_agent = "libasync-brewery/0.1",
+    };
+    return async_http_new(loop, &o, out);
+}
+
+static void set_error(client_count_t *out, int error, const char *fmt, const char *detail)
+{
+    out->count = -1;
+    out->error = error;
+    snprintf(out->errmsg, sizeof out->errmsg, fmt, detail);
+}
+
+/* --- one state, page by page (blocking, or awaited inside a task) ---------- */
+
+void client_count_state(async_http_t *http, const client_config_t *cfg, const char *state,
+                        client_count_t *out)
+{
+    char url[1024], page[16], per_page[16];
+    snprintf(url, sizeof url, "%s/breweries", cfg->base_url);
+    snprintf(per_page, sizeof per_page, "%d", CLIENT_PER_PAGE);
+    memset(out, 0, sizeof *out);
+    for (int p = 1;; p++) {
+        snprintf(page, sizeof page, "%d", p);
+        const char *query[] = {"by_state", state, "per_page", per_page, "page", page, NULL};
+        async_http_response_t *r = NULL;
+        int rc = async_http_get(http, url, query, &r);
+        out->requests += r ? r->attempts : 1;
+        json_t *j = NULL;
+        if (!rc) rc = async_http_response_json(r, &j);
+        if (rc) {
+            set_error(out, rc, "%s", r ? r->errmsg : async_strerror(rc));
+            async_http_response_free(r);
+            return;
+        }
+        async_http_response_free(r);
+        if (!json_is_array(j)) {
+            json_decref(j);
+            set_error(out, ASYNC_EJSON, "%s", "page is not a JSON array");
+            return;
+        }
+        size_t n = json_array_size(j);
+        json_decref(j);
+        out->count += (long)n;
+        if (n < CLIENT_PER_PAGE) return; /* a short or empty page is the last */
+    }
+}
+
+/* --- serial ---------------------------------------------------------------- */
+
+static int run_serial(const client_config_t *cfg, const char *const *states, size_t n,
+                      client_count_t *out)
+{
+    async_http_t *http;
+    int err = client_new(NULL, cfg, &http);
+    if (err) return err;
+    for (size_t i = 0; i < n; i++) client_count_state(http, cfg, states[i], &out[i]);
+    async_http_free(http);
+    return 0;
+}
+
+/* --- threads --------------------------------------------------------------- */
+
+typedef struct job {
+    const client_config_t *cfg;
+    const char *state;
+    client_count_t *out;
+} job_t;
+
+static void *thread_main(void *arg)
+{
+    job_t *j = arg;
+    async_http_t *http;
+    int err = client_new(NULL, j->cfg, &http);
+    if (err) {
+        set_error(j->out, err, "%s", async_strerror(err));
+        return NULL;
+    }
+    client_count_state(http, j->cfg, j->state, j->out);
+    async_http_free(http);
+    return NULL;
+}
+
+static int run_threads(const client_config_t *cfg, const char *const *states, size_t n,
+                       client_count_t *out)
+{
+    pthread_t *t = calloc(n, sizeof *t);
+    job_t *jobs = calloc(n, sizeof *jobs);
+    bool *started = calloc(n, sizeof *started);
+    if (!t || !jobs || !started) {
+        free(t), free(jobs), free(started);
+        return ASYNC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        jobs[i] = (job_t){cfg, states[i], &out[i]};
+        int e = pthread_create(&t[i], NULL, thread_main, &jobs[i]);
+        started[i] = e == 0;
+        if (e) set_error(&out[i], ASYNC_EAGAIN, "pthread_create: %s", strerror(e));
+    }
+    for (size_t i = 0; i < n; i++)
+        if (started[i]) pthread_join(t[i], NULL);
+    free(t), free(jobs), free(started);
+    return 0;
+}
+
+/* --- processes ------------------------------------------------------------- */
+
+static int run_processes(const client_config_t *cfg, const char *const *states, size_t n,
+                         client_count_t *out)
+{
+    pid_t *pids = calloc(n, sizeof *pids);
+    int *fds = calloc(n, sizeof *fds);
+    if (!pids || !fds) {
+        free(pids), free(fds);
+        return ASYNC_ENOMEM;
+    }
+    fflush(NULL);
+    for (size_t i = 0; i < n; i++) {
+        int p[2];
+        pids[i] = -1;
+        fds[i] = -1;
+        if (pipe(p)) {
+            set_error(&out[i], -errno, "pipe: %s", strerror(errno));
+            continue;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* The worker: its own client on its own loop, the result back
+             * through the pipe as plain bytes. */
+            close(p[0]);
+            client_count_t c;
+            async_http_t *http;
+            int err = client_new(NULL, cfg, &http);
+            if (err) {
+                set_error(&c, err, "%s", async_strerror(err));
+            } else {
+                client_count_state(http, cfg, states[i], &c);
+                async_http_free(http);
+            }
+            ssize_t w = write(p[1], &c, sizeof c);
+            _exit(w == (ssize_t)sizeof c ? 0 : 1);
+        }
+        close(p[1]);
+        if (pid < 0) {
+            set_error(&out[i], -errno, "fork: %s", strerror(errno));
+            close(p[0]);
+            continue;
+        }
+        pids[i] = pid;
+        fds[i] = p[0];
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (pids[i] < 0) continue;
+        size_t got = 0;
+        while (got < sizeof out[i]) {
+            ssize_t r = read(fds[i], (char *)&out[i] + got, sizeof out[i] - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        close(fds[i]);
+        int status;
+        while (waitpid(pids[i], &status, 0) < 0 && errno == EINTR) {}
+        if (got != sizeof out[i])
+            set_error(&out[i], ASYNC_EWORKERDIED, "%s", "the worker process died without a result");
+    }
+    free(pids), free(fds);
+    return 0;
+}
+
+/* --- async: one task per state --------------------------------------------- */
+
+typedef struct task_job {
+    async_http_t *http;
+    const client_config_t *cfg;
+    const char *state;
+    client_count_t *out;
+} task_job_t;
+
+static int state_task(void *arg, void **result)
+{
+    (void)result;
+    task_job_t *j = arg;
+    client_count_state(j->http, j->cfg, j->state, j->out);
+    return 0;
+}
+
+static int run_async(const client_config_t *cfg, const char *const *states, size_t n,
+                     client_count_t *out)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    int err = async_loop_new(&loop);
+    if (err) return err;
+    if ((err = client_new(loop, cfg, &http))) {
+        async_loop_free(loop);
+        return err;
+    }
+    task_job_t *jobs = calloc(n, sizeof *jobs);
+    if (!jobs) err = ASYNC_ENOMEM;
+    async_task_opts_t topts = {.detached = true};
+    for (size_t i = 0; jobs && i < n; i++) {
+        jobs[i] = (task_job_t){http, cfg, states[i], &out[i]};
+        int e = async_task_spawn(loop, state_task, &jobs[i], &topts, NULL);
+        if (e) set_error(&out[i], e, "%s", async_strerror(e));
+    }
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    free(jobs);
+    async_http_free(http);
+    async_loop_free(loop);
+    return err;
+}
+
+/* --- meta: one request per state, all at once ------------------------------ */
+
+static void on_meta(async_http_response_t *r, void *arg)
+{
+    client_count_t *out = arg;
+    out->requests = r->attempts;
+    json_t *j;
+    int rc = async_http_response_json(r, &j);
+    if (rc) {
+        set_error(out, rc, "%s", r->errmsg);
+        async_http_response_free(r);
+        return;
+    }
+    async_http_response_free(r);
+    /* The real service sends the total as a string, the local one as a
+     * number: take either. */
+    json_t *t = json_object_get(j, "total");
+    if (json_is_integer(t)) {
+        out->count = (long)json_integer_value(t);
+    } else if (json_is_string(t)) {
+        char *end;
+        out->count = strtol(json_string_value(t), &end, 10);
+        if (*end || end == json_string_value(t)) set_error(out, ASYNC_EJSON, "%s", "bad total");
+    } else {
+        set_error(out, ASYNC_EJSON, "%s", "meta has no total");
+    }
+    json_decref(j);
+}
+
+static int run_meta(const client_config_t *cfg, const char *const *states, size_t n,
+                    client_count_t *out)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    int err = async_loop_new(&loop);
+    if (err) return err;
+    if ((err = client_new(loop, cfg, &http))) {
+        async_loop_free(loop);
+        return err;
+    }
+    char url[1024];
+    snprintf(url, sizeof url, "%s/breweries/meta", cfg->base_url);
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        const char *query[] = {"by_state", states[i], NULL};
+        async_http_request_t req = {.url = url, .query = query};
+        int e = async_http_send(http, &req, on_meta, &out[i]);
+        if (e) set_error(&out[i], e, "%s", async_strerror(e));
+    }
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_http_free(http);
+    async_loop_free(loop);
+    return 0;
+}
+
+int client_run(client_mode_t mode, const client_config_t *cfg, const char *const *states,
+               size_t n, client_count_t *out)
+{
+    memset(out, 0, n * sizeof *out);
+    switch (mode) {
+    case CLIENT_SERIAL: return run_serial(cfg, states, n, out);
+    case CLIENT_THREADS: return run_threads(cfg, states, n, out);
+    case CLIENT_PROCESSES: return run_processes(cfg, states, n, out);
+    case CLIENT_ASYNC: return run_async(cfg, states, n, out);
+    case CLIENT_META: return run_meta(cfg, states, n, out);
+    default: return ASYNC_EINVAL;
+    }
+}

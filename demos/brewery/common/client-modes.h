@@ -1,0 +1,65 @@
+/* The brewery demo's client side: count the breweries of each US state
+ * through the Open Brewery DB API, five ways.
+ *
+ *   serial     one blocking client, one state after another (the lab's serial
+ *              version);
+ *   threads    one thread per state, each paginating with a blocking client
+ *              (the lab's ThreadPoolExecutor version);
+ *   processes  one worker process per state, each with its own client, the
+ *              count sent back through a pipe (the lab's ProcessPoolExecutor);
+ *   async      one loop, one task per state, every task paginating on one
+ *              shared client (the lab's asyncio version, without threads);
+ *   meta       one loop, one /breweries/meta request per state, all at once:
+ *              the API reports each state's total, so no paging at all.
+ *
+ * Paging is the lab's: per_page=200, next page until a short or empty page or
+ * a non-200 answer.  A state that fails is marked failed with a precise
+ * message; the others still count.  Symbols here start with client_ so they
+ * cannot clash with the server's files in the same directory. */
+#ifndef BREWERY_CLIENT_MODES_H
+#define BREWERY_CLIENT_MODES_H
+
+#include <stddef.h>
+#include <async/http.h>
+
+#define CLIENT_PER_PAGE 200
+
+typedef enum client_mode {
+    CLIENT_SERIAL,
+    CLIENT_THREADS,
+    CLIENT_PROCESSES,
+    CLIENT_ASYNC,
+    CLIENT_META,
+    CLIENT_NMODES
+} client_mode_t;
+
+/* One state's outcome in one mode. */
+typedef struct client_count {
+    long count;        /* breweries; -1 when the state failed */
+    long requests;     /* HTTP requests made for it (retries included) */
+    int error;         /* 0 or the ASYNC_E* code that failed it */
+    char errmsg[256];  /* why it failed */
+} client_count_t;
+
+typedef struct client_config {
+    const char *base_url;      /* ".../v1" */
+    double rate_limit;         /* requests per second, 0 for none */
+    int max_retries;           /* per request */
+    int64_t timeout_ns;        /* per request attempt */
+} client_config_t;
+
+/* Name of a mode ("serial", ...) and the reverse; -1 for an unknown name. */
+const char *client_mode_name(client_mode_t mode);
+int client_mode_parse(const char *name);
+
+/* Counts states[0..n) in the given mode into out[0..n).  Returns 0 when the
+ * mode ran (states may still have failed: see out[i].error), or a negative
+ * ASYNC_E* code when it could not run at all. */
+int client_run(client_mode_t mode, const client_config_t *cfg, const char *const *states,
+               size_t n, client_count_t *out);
+
+/* Paginates one state with a blocking client (serial, threads, processes). */
+void client_count_state(async_http_t *http, const client_config_t *cfg, const char *state,
+                        client_count_t *out);
+
+#endif
