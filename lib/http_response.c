@@ -225,10 +225,13 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
                      x->http->opts.max_body);
+        } else if (x->errbuf[0]) {
+            r->error = ASYNC_ECURL;
+            snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)", x->errbuf, (int)rc);
         } else {
             r->error = ASYNC_ECURL;
-            snprintf(r->errmsg, sizeof r->errmsg, "%.180s (curl error %d: %.48s)", detail, (int)rc,
-                     curl_easy_strerror(rc));
+            snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)",
+                     curl_easy_strerror(rc), (int)rc);
         }
     } else if (r->status < 200 || r->status >= 300) {
         r->error = ASYNC_EHTTP;
