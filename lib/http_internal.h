@@ -79,6 +79,7 @@ struct async_http {
     int dispatching;       /* inside user callbacks */
     int blocking;          /* blocking fetches in progress */
     bool closing;
+    bool added;            /* a transfer joined the multi handle since collect began */
     async_http_stats_t stats;
 };
 
@@ -100,6 +101,7 @@ void async__http_pump(async_http_t *http);
 void async__http_xfer_free(http_xfer_t *x);
 
 /* http_response.c */
+int async__http_easy_init(async_http_t *http, CURL *easy);
 int async__http_easy_setup(http_xfer_t *x);
 /* Fills x->resp from the finished attempt.  Returns ASYNC_ENOMEM or 0. */
 int async__http_response_build(http_xfer_t *x, CURLcode rc);

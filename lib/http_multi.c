@@ -102,15 +102,24 @@ void async__http_collect(async_http_t *http)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(http->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE) continue;
-        /* msg is invalid once the handle is removed: copy what we need. */
-        CURL *easy = msg->easy_handle;
-        CURLcode rc = msg->data.result;
-        http_xfer_t *x = NULL;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-        curl_multi_remove_handle(http->multi, easy);
-        if (x) async__http_attempt_done(http, x, rc);
+    for (;;) {
+        http->added = false;
+        while ((msg = curl_multi_info_read(http->multi, &left))) {
+            if (msg->msg != CURLMSG_DONE) continue;
+            /* msg is invalid once the handle is removed: copy what we need. */
+            CURL *easy = msg->easy_handle;
+            CURLcode rc = msg->data.result;
+            http_xfer_t *x = NULL;
+            curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+            curl_multi_remove_handle(http->multi, easy);
+            if (x) async__http_attempt_done(http, x, rc);
+        }
+        if (!http->added) break;
+        /* Callbacks started new transfers (the next page, the next request
+         * of a batch): start them now rather than one loop iteration later
+         * through curl's zero timeout.  We are outside every curl callback
+         * here, so calling curl is allowed. */
+        curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &http->still_running);
     }
     if (http->still_running == 0 && async__list_empty(&http->running)) {
         /* Nothing is running: let a DEFAULT run of the loop end instead of
@@ -124,16 +133,20 @@ void async__http_collect(async_http_t *http)
 CURL *async__http_easy_get(async_http_t *http)
 {
     if (http->n_pool) return http->pool[--http->n_pool];
-    return curl_easy_init();
+    CURL *easy = curl_easy_init();
+    if (easy && async__http_easy_init(http, easy)) {
+        curl_easy_cleanup(easy);
+        return NULL;
+    }
+    return easy;
 }
 
 void async__http_easy_put(async_http_t *http, CURL *easy)
 {
     if (!easy) return;
     if (http->n_pool < http->cap_pool && !http->closing) {
-        /* reset drops the options and this request's memory but keeps the
-         * handle's caches; connections live in the multi handle anyway. */
-        curl_easy_reset(easy);
+        /* Kept configured, not reset: the next request sets every option
+         * that differs between requests (async__http_easy_setup). */
         http->pool[http->n_pool++] = easy;
         return;
     }

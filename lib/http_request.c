@@ -255,6 +255,7 @@ static void start(async_http_t *http, http_xfer_t *x)
         return;
     }
     x->state = XFER_RUNNING;
+    http->added = true;
     async__list_push(&http->running, &x->link);
 }
 

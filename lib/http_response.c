@@ -77,29 +77,45 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* --- one attempt's options ------------------------------------------------- */
 
-int async__http_easy_setup(http_xfer_t *x)
+/* Options every request of the client shares, set once when an easy handle
+ * is made: pooled handles keep them, so a reused handle is not reset (a
+ * reset frees curl's buffers only for the next request to allocate them). */
+int async__http_easy_init(async_http_t *http, CURL *e)
 {
-    async_http_t *http = x->http;
-    CURL *e = x->easy;
     int bad = 0;
 #define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
-    SET(CURLOPT_URL, x->url);
-    SET(CURLOPT_PRIVATE, (void *)x);
     SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERFUNCTION, on_header);
-    SET(CURLOPT_HEADERDATA, (void *)x);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_FOLLOWLOCATION, 1L);
     SET(CURLOPT_MAXREDIRS, 10L);
     SET(CURLOPT_USERAGENT, http->user_agent);
     SET(CURLOPT_ACCEPT_ENCODING, "");
+    if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    return bad ? ASYNC_EINVAL : 0;
+}
+
+/* The options of this request; every one a previous request on the same
+ * handle may have set is set again. */
+int async__http_easy_setup(http_xfer_t *x)
+{
+    async_http_t *http = x->http;
+    CURL *e = x->easy;
+    int bad = 0;
+    SET(CURLOPT_URL, x->url);
+    SET(CURLOPT_PRIVATE, (void *)x);
+    SET(CURLOPT_ERRORBUFFER, x->errbuf);
+    SET(CURLOPT_WRITEDATA, (void *)x);
+    SET(CURLOPT_HEADERDATA, (void *)x);
     SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
-    if (x->headers) SET(CURLOPT_HTTPHEADER, x->headers);
+    SET(CURLOPT_HTTPHEADER, x->headers);
+    /* Back to a plain GET: clears POST, NOBODY and UPLOAD, then the custom
+     * method string. */
+    SET(CURLOPT_HTTPGET, 1L);
+    SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (x->body) {
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
         SET(CURLOPT_POSTFIELDS, x->body);
@@ -108,13 +124,9 @@ int async__http_easy_setup(http_xfer_t *x)
         if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
         else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
     }
-    if (http->opts.no_http2) {
-        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    } else if (strncasecmp(x->url, "https:", 6) == 0) {
-        /* Wait for a connection that may multiplex instead of opening one
-         * more; only where HTTP/2 can be negotiated (TLS ALPN). */
-        SET(CURLOPT_PIPEWAIT, 1L);
-    }
+    /* Wait for a connection that may multiplex instead of opening one more;
+     * only where HTTP/2 can be negotiated (TLS ALPN). */
+    SET(CURLOPT_PIPEWAIT, (long)(!http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0));
 #undef SET
     return bad ? ASYNC_EINVAL : 0;
 }

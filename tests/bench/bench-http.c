@@ -1,0 +1,464 @@
+/* Benchmarks of the HTTP client, one figure per line, each beside its
+ * baseline measured in the same run:
+ *
+ *  1. the brewery count, lab's four states, local brewery-server at 100 ms
+ *     latency: every mode of the demo (serial, threads, processes, async,
+ *     meta), the critical path (the longest chain of sequential pages times
+ *     the latency), and the lab's Python approach (tests/bench/peer-brewery.py);
+ *  2. the same for every state (--states all);
+ *  3. throughput: 20,000 GETs of a small body at zero latency, 64 at a time,
+ *     from brewery-server and from Debian's nginx on loopback: libasync's
+ *     client, `curl --parallel --parallel-max 64` over the same URLs, and a
+ *     bare libcurl multi loop (curl_multi_poll, reused easy handles, no event
+ *     loop) as the limit for any client on libcurl;
+ *  4. 10,000 requests in flight at once against 1 s of latency: wall time and
+ *     peak RSS (in a child process, so the figure is the client's own).
+ *
+ * Run from the source root (make bench does). */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/http.h>
+
+#define SERVER ASYNC_OUT_DIR "/demos/brewery/brewery-server"
+#define DEMO ASYNC_OUT_DIR "/demos/brewery/brewery"
+#define PEER ASYNC_SRC_DIR "/tests/bench/peer-brewery.py"
+
+static double now_s(void) { return (double)async_now() / 1e9; }
+
+/* --- child processes ----------------------------------------------------- */
+
+typedef struct child {
+    pid_t pid;
+    unsigned port;
+} child_t;
+
+/* Starts brewery-server with the given latency; reads its port. */
+static int server_start(child_t *c, const char *latency)
+{
+    int p[2];
+    if (pipe(p)) return -1;
+    fflush(NULL);
+    c->pid = fork();
+    if (c->pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        /* BENCH_BREWERY_SERVER overrides the path, to measure another build. */
+        const char *srv = getenv("BENCH_BREWERY_SERVER") ? getenv("BENCH_BREWERY_SERVER") : SERVER;
+        execl(srv, srv, "--port", "0", "--quiet", "--latency", latency, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    FILE *f = fdopen(p[0], "r");
+    char line[256];
+    c->port = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "listening on http://127.0.0.1:%u", &c->port) == 1) break;
+    if (f) fclose(f);
+    return c->port ? 0 : -1;
+}
+
+static void child_stop(child_t *c)
+{
+    if (c->pid <= 0) return;
+    kill(c->pid, SIGTERM);
+    waitpid(c->pid, NULL, 0);
+    c->pid = -1;
+}
+
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool port_open(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons((unsigned short)port)};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Debian's nginx serving one small static file from a temporary prefix. */
+static int nginx_start(child_t *c, char *dir, size_t dirlen)
+{
+    snprintf(dir, dirlen, "/tmp/bench-http-nginx-XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    chmod(dir, 0755);
+    char path[512];
+    snprintf(path, sizeof path, "%s/www", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/www/small.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs("hello, brewery\n", f);
+    fclose(f);
+    c->port = free_port();
+    snprintf(path, sizeof path, "%s/nginx.conf", dir);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f,
+            "daemon off; master_process off; worker_processes 1;\n"
+            "pid %s/nginx.pid; error_log %s/error.log;\n"
+            "events { worker_connections 4096; }\n"
+            "http { access_log off; keepalive_requests 1000000;\n"
+            "  server { listen 127.0.0.1:%u; root %s/www; location / { } } }\n",
+            dir, dir, c->port, dir);
+    fclose(f);
+    fflush(NULL);
+    c->pid = fork();
+    if (c->pid == 0) {
+        int null = open("/dev/null", 1);
+        dup2(null, 1);
+        dup2(null, 2);
+        char elog[600];
+        snprintf(elog, sizeof elog, "%s/error.log", dir);
+        execlp("nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        if (port_open(c->port)) return 0;
+        if (waitpid(c->pid, NULL, WNOHANG) == c->pid) break;
+        usleep(10000);
+    }
+    c->pid = -1;
+    return -1;
+}
+
+/* Runs a shell command; its stdout goes into out (NUL-terminated). */
+static int run_capture(const char *cmd, char *out, size_t len)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = 0;
+    return pclose(p);
+}
+
+/* --- 1 and 2: the brewery count ------------------------------------------ */
+
+static void brewery(const char *label, const char *states, unsigned port)
+{
+    char cmd[1024], out[8192], json_path[] = "/tmp/bench-http-XXXXXX";
+    int fd = mkstemp(json_path);
+    if (fd >= 0) close(fd);
+    snprintf(cmd, sizeof cmd,
+             "%s --mode all --states %s --base-url http://127.0.0.1:%u/v1 --json %s "
+             "--retries 0 2>/dev/null",
+             DEMO, states, port, json_path);
+    if (run_capture(cmd, out, sizeof out) != 0) {
+        printf("%s-demo: failed\n", label);
+        unlink(json_path);
+        return;
+    }
+    json_error_t e;
+    json_t *j = json_load_file(json_path, 0, &e);
+    unlink(json_path);
+    json_t *modes = json_object_get(j, "modes");
+    const char *name;
+    json_t *m;
+    double async_s = 0;
+    long max_pages = 0;
+    json_object_foreach(modes, name, m) {
+        double s = json_real_value(json_object_get(m, "seconds"));
+        printf("%s-%s: %.3f s\n", label, name, s);
+        if (strcmp(name, "async") == 0) async_s = s;
+        const char *st;
+        json_t *cnt;
+        json_object_foreach(json_object_get(m, "counts"), st, cnt) {
+            long pages = (long)json_integer_value(cnt) / 200 + 1;
+            if (pages > max_pages) max_pages = pages;
+        }
+    }
+    json_decref(j);
+    double critical = (double)max_pages * 0.100;
+    printf("%s-critical-path: %.3f s (%ld pages x 100 ms)\n", label, critical, max_pages);
+    printf("%s-goal-critical-path-plus-10ms: %.3f s\n", label, critical + 0.010);
+    if (async_s > 0)
+        printf("%s-async-over-goal: %+.1f %%\n", label,
+               (async_s - (critical + 0.010)) / (critical + 0.010) * 100.0);
+    snprintf(cmd, sizeof cmd, "python3 %s --base-url http://127.0.0.1:%u/v1 --states %s", PEER,
+             port, states);
+    if (run_capture(cmd, out, sizeof out) == 0) {
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+            if (strncmp(line, "python-", 7) == 0 && !strstr(line, "counts"))
+                printf("%s-%s\n", label, line);
+    } else {
+        printf("%s-python: failed\n", label);
+    }
+}
+
+/* --- 3: throughput ------------------------------------------------------- */
+
+enum { THROUGHPUT_N = 20000, PARALLEL = 64 };
+
+typedef struct tp {
+    async_http_t *http;
+    async_http_request_t req;
+    int sent, done, failed;
+} tp_t;
+
+static void tp_done(async_http_response_t *r, void *arg)
+{
+    tp_t *t = arg;
+    t->done++;
+    if (r->error) t->failed++;
+    async_http_response_free(r);
+    if (t->sent < THROUGHPUT_N) {
+        t->sent++;
+        if (async_http_send(t->http, &t->req, tp_done, t)) t->failed++, t->done++;
+    }
+}
+
+static double tp_libasync(const char *url, int *failed)
+{
+    async_loop_t *loop;
+    tp_t t = {.req = {.url = url}};
+    if (async_loop_new(&loop) || async_http_new(loop, NULL, &t.http)) return 0;
+    double t0 = now_s();
+    for (; t.sent < PARALLEL; t.sent++) async_http_send(t.http, &t.req, tp_done, &t);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    double dt = now_s() - t0;
+    async_http_free(t.http);
+    async_loop_free(loop);
+    *failed = t.failed;
+    return THROUGHPUT_N / dt;
+}
+
+static size_t discard(char *p, size_t s, size_t n, void *ud)
+{
+    (void)p, (void)ud;
+    return s * n;
+}
+
+static double tp_bare(const char *url, int *failed)
+{
+    CURLM *m = curl_multi_init();
+    CURL *e[PARALLEL];
+    int started = 0, done = 0, running = 0;
+    *failed = 0;
+    double t0 = now_s();
+    for (int i = 0; i < PARALLEL; i++) {
+        e[i] = curl_easy_init();
+        curl_easy_setopt(e[i], CURLOPT_URL, url);
+        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(e[i], CURLOPT_NOSIGNAL, 1L);
+        curl_multi_add_handle(m, e[i]);
+        started++;
+    }
+    while (done < THROUGHPUT_N) {
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left))) {
+            if (msg->msg != CURLMSG_DONE) continue;
+            CURL *h = msg->easy_handle;
+            if (msg->data.result != CURLE_OK) (*failed)++;
+            done++;
+            curl_multi_remove_handle(m, h);
+            if (started < THROUGHPUT_N) {
+                curl_multi_add_handle(m, h);
+                started++;
+            }
+        }
+        if (done < THROUGHPUT_N) curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    double dt = now_s() - t0;
+    for (int i = 0; i < PARALLEL; i++) {
+        curl_multi_remove_handle(m, e[i]);
+        curl_easy_cleanup(e[i]);
+    }
+    curl_multi_cleanup(m);
+    return THROUGHPUT_N / dt;
+}
+
+static double tp_curl_tool(const char *url)
+{
+    char cfg[] = "/tmp/bench-http-curl-XXXXXX";
+    int fd = mkstemp(cfg);
+    if (fd < 0) return 0;
+    FILE *f = fdopen(fd, "w");
+    for (int i = 0; i < THROUGHPUT_N; i++) fprintf(f, "url = \"%s\"\noutput = \"/dev/null\"\n", url);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s --no-progress-meter -Z --parallel-max %d -K %s 2>/dev/null", PARALLEL, cfg);
+    double t0 = now_s();
+    int rc = system(cmd);
+    double dt = now_s() - t0;
+    unlink(cfg);
+    return rc == 0 ? THROUGHPUT_N / dt : 0;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+static void throughput(const char *label, const char *url)
+{
+    int f1 = 0, f2 = 0;
+    double c0 = cpu_s();
+    /* BENCH_HTTP_LIBASYNC_ONLY=1: only libasync's client (for profiling). */
+    bool only = getenv("BENCH_HTTP_LIBASYNC_ONLY") != NULL;
+    double bare = only ? 1 : tp_bare(url, &f2);
+    double c1 = cpu_s();
+    double lib = tp_libasync(url, &f1);
+    double c2 = cpu_s();
+    printf("throughput-%s-cpu-us-per-request: libasync %.1f, bare %.1f\n", label,
+           (c2 - c1) / THROUGHPUT_N * 1e6, (c1 - c0) / THROUGHPUT_N * 1e6);
+    double tool = only ? 0 : tp_curl_tool(url);
+    printf("throughput-%s-libasync: %.0f req/s%s\n", label, lib, f1 ? " (with failures)" : "");
+    printf("throughput-%s-bare-multi-loop: %.0f req/s%s\n", label, bare,
+           f2 ? " (with failures)" : "");
+    printf("throughput-%s-curl-parallel: %.0f req/s\n", label, tool);
+    if (bare > 0) printf("throughput-%s-libasync-of-bare: %.0f %%\n", label, lib / bare * 100);
+}
+
+/* --- 4: 10,000 in flight ------------------------------------------------- */
+
+enum { INFLIGHT_N = 10000 };
+
+typedef struct fl {
+    int done, failed;
+    char first_error[256];
+} fl_t;
+
+static void fl_done(async_http_response_t *r, void *arg)
+{
+    fl_t *f = arg;
+    f->done++;
+    if (r->error) {
+        if (!f->failed++) snprintf(f->first_error, sizeof f->first_error, "%s", r->errmsg);
+    }
+    async_http_response_free(r);
+}
+
+static void inflight(unsigned port)
+{
+    int p[2];
+    if (pipe(p)) return;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        char url[128];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries/meta?by_state=ohio", port);
+        async_loop_t *loop;
+        async_http_t *http;
+        async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20)};
+        fl_t f = {0};
+        async_loop_new(&loop);
+        async_http_new(loop, &o, &http);
+        async_http_request_t req = {.url = url};
+        double t0 = now_s();
+        for (int i = 0; i < INFLIGHT_N; i++) async_http_send(http, &req, fl_done, &f);
+        async_loop_run(loop, ASYNC_RUN_DEFAULT);
+        double dt = now_s() - t0;
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        char buf[512];
+        int n = snprintf(buf, sizeof buf,
+                         "inflight-%d-wall: %.3f s (goal < 1.5 s at 1 s latency)\n"
+                         "inflight-%d-peak-rss: %.1f MiB\n"
+                         "inflight-%d-failed: %d%s%s\n",
+                         INFLIGHT_N, dt, INFLIGHT_N, ru.ru_maxrss / 1024.0, INFLIGHT_N, f.failed,
+                         f.failed ? " first: " : "", f.first_error);
+        ssize_t w = write(p[1], buf, (size_t)n);
+        (void)w;
+        async_http_free(http);
+        async_loop_free(loop);
+        _exit(0);
+    }
+    close(p[1]);
+    char buf[1024];
+    ssize_t n, got = 0;
+    while ((n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0) got += n;
+    buf[got] = 0;
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    fputs(buf, stdout);
+}
+
+/* BENCH_HTTP_SECTIONS=brewery,throughput,inflight picks sections (default all). */
+static bool want(const char *section)
+{
+    const char *s = getenv("BENCH_HTTP_SECTIONS");
+    return !s || strstr(s, section);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    child_t srv = {0};
+
+    if (want("brewery") && server_start(&srv, "100") == 0) {
+        brewery("brewery-4-states", "district_of_columbia,maryland,new_york,virginia", srv.port);
+        brewery("brewery-all-states", "all", srv.port);
+        child_stop(&srv);
+    }
+    if (want("throughput") && server_start(&srv, "0") == 0) {
+        char url[160];
+        snprintf(url, sizeof url,
+                 "http://127.0.0.1:%u/v1/breweries?by_state=district_of_columbia&per_page=1",
+                 srv.port);
+        throughput("brewery-server", url);
+        child_stop(&srv);
+    }
+    child_t ngx = {0};
+    char dir[64];
+    dir[0] = 0;
+    if (!want("throughput")) {
+    } else if (nginx_start(&ngx, dir, sizeof dir) == 0) {
+        char url[128];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/small.txt", ngx.port);
+        throughput("nginx", url);
+        child_stop(&ngx);
+    } else {
+        printf("throughput-nginx: nginx did not start\n");
+    }
+    if (dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd)) {}
+    }
+    if (want("inflight") && server_start(&srv, "1000") == 0) {
+        inflight(srv.port);
+        child_stop(&srv);
+    }
+    curl_global_cleanup();
+    return 0;
+}
