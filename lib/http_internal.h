@@ -76,6 +76,8 @@ struct async_http {
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
     int still_running;
+    size_t n_running;      /* transfers in the multi handle */
+    size_t n_sockets;      /* sockets curl holds open: busy and idle connections */
     int dispatching;       /* inside user callbacks */
     int blocking;          /* blocking fetches in progress */
     bool closing;

@@ -185,10 +185,11 @@ int async__http_multi_init(async_http_t *http)
                       http->opts.no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
     curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, http->opts.max_connections);
     curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, http->opts.max_host_connections);
-    /* Keep as many idle connections as may be open at once, so a burst of
-     * requests reuses them rather than reconnecting (curl's default keeps
-     * four times the number of easy handles, capped low for huge bursts). */
-    long cache = http->opts.max_connections ? http->opts.max_connections : 1024;
+    /* Keep the idle connections a burst leaves behind (until the server or
+     * curl's age limit closes them) rather than closing all but a few: with
+     * libcurl 7.88 each close beyond the limit walks every connection, which
+     * makes a burst of thousands quadratic. */
+    long cache = http->opts.max_connections ? http->opts.max_connections : 1L << 20;
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cache);
     ev_init(&http->curl_timer, on_curl_timer);
     http->curl_timer.data = http;

@@ -191,6 +191,7 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
 void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
 {
     async__list_remove(&x->link);
+    http->n_running--;
     long status = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
@@ -238,11 +239,11 @@ static void start(async_http_t *http, http_xfer_t *x)
             fail(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
             return;
         }
-        int err = async__http_easy_setup(x);
-        if (err) {
-            fail(http, x, err, "curl rejected an option of the request");
-            return;
-        }
+    }
+    int err = async__http_easy_setup(x);
+    if (err) {
+        fail(http, x, err, "curl rejected an option of the request");
+        return;
     }
     if (!x->attempt) x->t_start = async_now();
     x->attempt++;
@@ -256,6 +257,7 @@ static void start(async_http_t *http, http_xfer_t *x)
     }
     x->state = XFER_RUNNING;
     http->added = true;
+    http->n_running++;
     async__list_push(&http->running, &x->link);
 }
 
@@ -384,7 +386,10 @@ int async_http_send(async_http_t *http, const async_http_request_t *req, async_h
 /* Takes a request that did not end back out of the client. */
 static void abandon(async_http_t *http, http_xfer_t *x)
 {
-    if (x->state == XFER_RUNNING) curl_multi_remove_handle(http->multi, x->easy);
+    if (x->state == XFER_RUNNING) {
+        curl_multi_remove_handle(http->multi, x->easy);
+        http->n_running--;
+    }
     if (x->state != XFER_DONE) async__list_remove(&x->link);
     if (x->easy) {
         /* The transfer may have stopped mid-way: do not pool its handle. */
@@ -501,6 +506,7 @@ int async_http_free(async_http_t *http)
     while ((l = async__list_pop(&http->running))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
         curl_multi_remove_handle(http->multi, x->easy);
+        http->n_running--;
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
         fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include "http_internal.h"
 
@@ -77,6 +79,25 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* --- one attempt's options ------------------------------------------------- */
 
+/* curl's socket open and close, counted: open sockets minus running
+ * transfers is the number of idle connections that a new transfer could
+ * reuse (see async__http_easy_setup). */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    async_http_t *http = ud;
+    curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+    if (s != CURL_SOCKET_BAD) http->n_sockets++;
+    return s;
+}
+
+static int on_close_socket(void *ud, curl_socket_t s)
+{
+    async_http_t *http = ud;
+    http->n_sockets--;
+    return close(s);
+}
+
 /* Options every request of the client shares, set once when an easy handle
  * is made: pooled handles keep them, so a reused handle is not reset (a
  * reset frees curl's buffers only for the next request to allocate them). */
@@ -93,6 +114,10 @@ int async__http_easy_init(async_http_t *http, CURL *e)
     SET(CURLOPT_MAXREDIRS, 10L);
     SET(CURLOPT_USERAGENT, http->user_agent);
     SET(CURLOPT_ACCEPT_ENCODING, "");
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)http);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)http);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     return bad ? ASYNC_EINVAL : 0;
 }
@@ -126,7 +151,18 @@ int async__http_easy_setup(http_xfer_t *x)
     }
     /* Wait for a connection that may multiplex instead of opening one more;
      * only where HTTP/2 can be negotiated (TLS ALPN). */
-    SET(CURLOPT_PIPEWAIT, (long)(!http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0));
+    bool h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    SET(CURLOPT_PIPEWAIT, (long)h2);
+    /* libcurl 7.88 looks for a reusable connection by walking every
+     * connection to the host, so a burst of n new connections costs n^2.
+     * When every open socket already carries a transfer, no HTTP/1
+     * connection can be reused: skip the walk and connect at once. */
+    /* Under a connection limit a transfer may queue until a connection
+     * frees up, and must then reuse it. */
+    long host = http->opts.max_host_connections, total = http->opts.max_connections;
+    bool queued = (host && http->n_running >= (size_t)host) ||
+                  (total && http->n_running >= (size_t)total);
+    SET(CURLOPT_FRESH_CONNECT, (long)(!h2 && !queued && http->n_sockets <= http->n_running));
 #undef SET
     return bad ? ASYNC_EINVAL : 0;
 }

@@ -343,7 +343,8 @@ static void throughput(const char *label, const char *url)
 
 /* --- 4: 10,000 in flight ------------------------------------------------- */
 
-enum { INFLIGHT_N = 10000 };
+enum { INFLIGHT_N_DEFAULT = 10000 };
+static int INFLIGHT_N = INFLIGHT_N_DEFAULT;
 
 typedef struct fl {
     int done, failed;
@@ -455,6 +456,7 @@ int main(int argc, char **argv)
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         if (system(cmd)) {}
     }
+    if (getenv("BENCH_HTTP_INFLIGHT")) INFLIGHT_N = atoi(getenv("BENCH_HTTP_INFLIGHT"));
     if (want("inflight") && server_start(&srv, "1000") == 0) {
         inflight(srv.port);
         child_stop(&srv);
