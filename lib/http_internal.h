@@ -20,10 +20,30 @@ void async__http_buf_free(http_buf_t *b);
 
 enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_DONE };
 
+/* One curl multi handle and its timer.  A client spreads transfers over
+ * shards of at most SHARD_CAP running transfers each: libcurl 7.88 walks
+ * every connection of a multi handle in several per-transfer steps, so a
+ * burst of thousands of connections in one multi handle costs n^2 while
+ * shards keep each walk short.  With a connection limit there is one shard
+ * only, because curl enforces limits per multi handle. */
+#define SHARD_CAP 256
+#define MAX_SHARDS 64
+
+typedef struct http_shard {
+    struct async_http *http;
+    CURLM *multi;
+    ev_timer timer;        /* armed by curl's CURLMOPT_TIMERFUNCTION */
+    int still_running;
+    size_t n_running;      /* transfers in this multi handle */
+    size_t n_sockets;      /* sockets it holds open: busy and idle connections */
+    bool added;            /* a transfer joined since collect began */
+} http_shard_t;
+
 /* One request from the call to its end, over every attempt. */
 typedef struct http_xfer {
     async__list_t link;          /* in http->waiting or http->running */
     struct async_http *http;
+    http_shard_t *shard;         /* while running */
     enum xfer_state state;
     CURL *easy;                  /* from the pool while the request lives */
     char *url;                   /* query included */
@@ -55,7 +75,7 @@ typedef struct http_xfer {
 typedef struct http_sock {
     ev_io io;
     async__list_t link;
-    struct async_http *http;
+    http_shard_t *shard;
     int events;
 } http_sock_t;
 
@@ -63,8 +83,8 @@ struct async_http {
     async_loop_t *loop;
     bool own_loop;
     struct ev_loop *ev;
-    CURLM *multi;
-    ev_timer curl_timer;   /* armed by curl's CURLMOPT_TIMERFUNCTION */
+    http_shard_t *shards[MAX_SHARDS];
+    size_t n_shards;
     ev_timer wake_timer;   /* the next start allowed by backoff or the rate limit */
     async_http_opts_t opts;/* defaults filled in */
     char *user_agent;
@@ -75,23 +95,19 @@ struct async_http {
     size_t n_pool, cap_pool;
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
-    int still_running;
-    size_t n_running;      /* transfers in the multi handle */
-    size_t n_sockets;      /* sockets curl holds open: busy and idle connections */
     int dispatching;       /* inside user callbacks */
     int blocking;          /* blocking fetches in progress */
     bool closing;
-    bool added;            /* a transfer joined the multi handle since collect began */
     async_http_stats_t stats;
 };
 
 /* http_multi.c */
 int async__http_multi_init(async_http_t *http);
 void async__http_multi_cleanup(async_http_t *http);
-/* Runs curl_multi_socket_action on a timeout and collects what finished. */
-void async__http_multi_kick(async_http_t *http);
+/* The shard a new transfer joins (made on demand), or NULL without memory. */
+http_shard_t *async__http_shard_pick(async_http_t *http);
 /* Reads curl_multi_info_read and hands every finished transfer on. */
-void async__http_collect(async_http_t *http);
+void async__http_collect(http_shard_t *shard);
 CURL *async__http_easy_get(async_http_t *http);
 void async__http_easy_put(async_http_t *http, CURL *easy);
 

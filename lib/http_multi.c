@@ -1,5 +1,5 @@
-/* The HTTP client's engine: one curl multi handle driven by the loop's libev
- * watchers, on the pattern of curl's evhiperfifo.c and multi-uv.c examples,
+/* The HTTP client's engine: curl multi handles (shards, see
+ * http_internal.h) driven by the loop's libev watchers, on the pattern of curl's evhiperfifo.c and multi-uv.c examples,
  * with their known traps avoided.  curl tells us, through its socket
  * callback, which sockets to watch for what, and through its timer callback
  * when to call it back; neither callback ever calls into curl.  Every call of
@@ -18,24 +18,25 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents)
 {
     ASYNC_UNUSED(ev);
     http_sock_t *k = w->data;
-    async_http_t *http = k->http;
+    http_shard_t *sh = k->shard;
     int action = ((revents & EV_READ) ? CURL_CSELECT_IN : 0) |
                  ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    /* k may be freed inside this call (CURL_POLL_REMOVE); only http is used
-     * afterwards. */
-    curl_multi_socket_action(http->multi, w->fd, action, &http->still_running);
-    async__http_collect(http);
+    /* k may be freed inside this call (CURL_POLL_REMOVE); only the shard is
+     * used afterwards. */
+    curl_multi_socket_action(sh->multi, w->fd, action, &sh->still_running);
+    async__http_collect(sh);
 }
 
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *sockp)
 {
     ASYNC_UNUSED(easy);
-    async_http_t *http = userp;
+    http_shard_t *sh = userp;
+    async_http_t *http = sh->http;
     http_sock_t *k = sockp;
 
     if (what == CURL_POLL_REMOVE) {
         /* curl calls this before it closes the socket, so the watcher is
-         * stopped while the fd number is still ours. */
+         * stopped while the fd number is still ours.  curl forgets k now. */
         if (k) {
             ev_io_stop(http->ev, &k->io);
             async__list_remove(&k->link);
@@ -45,13 +46,15 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     }
     int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     if (!k) {
+        /* A new socket, or one curl stopped watching and watches again, or a
+         * new socket on a reused fd number: a fresh context each time. */
         k = async__calloc(1, sizeof *k);
         if (!k) return -1; /* curl fails the transfers on this socket */
-        k->http = http;
+        k->shard = sh;
         k->events = events;
         ev_io_init(&k->io, on_io, s, events);
         k->io.data = k;
-        if (curl_multi_assign(http->multi, s, k) != CURLM_OK) {
+        if (curl_multi_assign(sh->multi, s, k) != CURLM_OK) {
             async__free(k);
             return -1;
         }
@@ -75,57 +78,108 @@ static void on_curl_timer(struct ev_loop *ev, ev_timer *w, int revents)
 {
     ASYNC_UNUSED(ev);
     ASYNC_UNUSED(revents);
-    async__http_multi_kick(w->data);
+    http_shard_t *sh = w->data;
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
+    async__http_collect(sh);
 }
 
 static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     ASYNC_UNUSED(multi);
-    async_http_t *http = userp;
-    ev_timer_stop(http->ev, &http->curl_timer);
+    http_shard_t *sh = userp;
+    struct ev_loop *ev = sh->http->ev;
+    ev_timer_stop(ev, &sh->timer);
     if (timeout_ms >= 0) {
         /* Zero arms a timer for the next loop iteration: curl must not be
-         * called back from inside its own callback. */
-        ev_timer_set(&http->curl_timer, (double)timeout_ms / 1000.0, 0.);
-        ev_timer_start(http->ev, &http->curl_timer);
+         * called back from inside its own callback.  Milliseconds to
+         * seconds in floating point: integer division would make every
+         * timeout under a second zero, a busy loop. */
+        ev_timer_set(&sh->timer, (double)timeout_ms / 1000.0, 0.);
+        ev_timer_start(ev, &sh->timer);
     }
     return 0;
 }
 
-void async__http_multi_kick(async_http_t *http)
+void async__http_collect(http_shard_t *sh)
 {
-    curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &http->still_running);
-    async__http_collect(http);
-}
-
-void async__http_collect(async_http_t *http)
-{
+    async_http_t *http = sh->http;
     CURLMsg *msg;
     int left;
     for (;;) {
-        http->added = false;
-        while ((msg = curl_multi_info_read(http->multi, &left))) {
+        for (size_t i = 0; i < http->n_shards; i++) http->shards[i]->added = false;
+        while ((msg = curl_multi_info_read(sh->multi, &left))) {
             if (msg->msg != CURLMSG_DONE) continue;
             /* msg is invalid once the handle is removed: copy what we need. */
             CURL *easy = msg->easy_handle;
             CURLcode rc = msg->data.result;
             http_xfer_t *x = NULL;
             curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-            curl_multi_remove_handle(http->multi, easy);
+            curl_multi_remove_handle(sh->multi, easy);
             if (x) async__http_attempt_done(http, x, rc);
         }
-        if (!http->added) break;
         /* Callbacks started new transfers (the next page, the next request
          * of a batch): start them now rather than one loop iteration later
          * through curl's zero timeout.  We are outside every curl callback
-         * here, so calling curl is allowed. */
-        curl_multi_socket_action(http->multi, CURL_SOCKET_TIMEOUT, 0, &http->still_running);
+         * here, so calling curl is allowed.  Other shards' new transfers
+         * start on their own timers. */
+        if (!sh->added) break;
+        curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
     }
-    if (http->still_running == 0 && async__list_empty(&http->running)) {
-        /* Nothing is running: let a DEFAULT run of the loop end instead of
+    if (sh->still_running == 0 && sh->n_running == 0) {
+        /* Nothing runs here: let a DEFAULT run of the loop end instead of
          * waiting for curl's housekeeping timer. */
-        ev_timer_stop(http->ev, &http->curl_timer);
+        ev_timer_stop(http->ev, &sh->timer);
     }
+}
+
+/* --- shards ---------------------------------------------------------------- */
+
+static http_shard_t *shard_new(async_http_t *http)
+{
+    http_shard_t *sh = async__calloc(1, sizeof *sh);
+    if (!sh) return NULL;
+    sh->http = http;
+    sh->multi = curl_multi_init();
+    if (!sh->multi) {
+        async__free(sh);
+        return NULL;
+    }
+    CURLM *m = sh->multi;
+    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, sh);
+    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(m, CURLMOPT_TIMERDATA, sh);
+    curl_multi_setopt(m, CURLMOPT_PIPELINING,
+                      http->opts.no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, http->opts.max_connections);
+    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, http->opts.max_host_connections);
+    /* Keep the idle connections a burst leaves behind (until the server or
+     * curl's age limit closes them) rather than closing all but a few: with
+     * libcurl 7.88 each close beyond the limit walks every connection. */
+    long cache = http->opts.max_connections ? http->opts.max_connections : 1L << 20;
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cache);
+    ev_init(&sh->timer, on_curl_timer);
+    sh->timer.data = sh;
+    http->shards[http->n_shards++] = sh;
+    return sh;
+}
+
+http_shard_t *async__http_shard_pick(async_http_t *http)
+{
+    bool limited = http->opts.max_connections || http->opts.max_host_connections;
+    http_shard_t *best = NULL;
+    for (size_t i = 0; i < http->n_shards; i++) {
+        http_shard_t *sh = http->shards[i];
+        /* The first shard with room: steady loads stay in shard 0 and reuse
+         * its connections; bursts spill over. */
+        if (limited || sh->n_running < SHARD_CAP) return sh;
+        if (!best || sh->n_running < best->n_running) best = sh;
+    }
+    if (http->n_shards < MAX_SHARDS) {
+        http_shard_t *sh = shard_new(http);
+        if (sh) return sh;
+    }
+    return best;
 }
 
 /* --- easy handle pool ------------------------------------------------------ */
@@ -174,41 +228,26 @@ int async__http_multi_init(async_http_t *http)
 {
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) return ASYNC_ECURL;
-    http->multi = curl_multi_init();
-    if (!http->multi) return ASYNC_ECURL;
-    CURLM *m = http->multi;
-    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, http);
-    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(m, CURLMOPT_TIMERDATA, http);
-    curl_multi_setopt(m, CURLMOPT_PIPELINING,
-                      http->opts.no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, http->opts.max_connections);
-    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, http->opts.max_host_connections);
-    /* Keep the idle connections a burst leaves behind (until the server or
-     * curl's age limit closes them) rather than closing all but a few: with
-     * libcurl 7.88 each close beyond the limit walks every connection, which
-     * makes a burst of thousands quadratic. */
-    long cache = http->opts.max_connections ? http->opts.max_connections : 1L << 20;
-    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cache);
-    ev_init(&http->curl_timer, on_curl_timer);
-    http->curl_timer.data = http;
-    return 0;
+    return shard_new(http) ? 0 : ASYNC_ENOMEM;
 }
 
 void async__http_multi_cleanup(async_http_t *http)
 {
-    ev_timer_stop(http->ev, &http->curl_timer);
     for (size_t i = 0; i < http->n_pool; i++) curl_easy_cleanup(http->pool[i]);
     http->n_pool = 0;
-    /* curl closes its cached connections here and reports them removed. */
-    if (http->multi) curl_multi_cleanup(http->multi);
-    http->multi = NULL;
+    for (size_t i = 0; i < http->n_shards; i++) {
+        http_shard_t *sh = http->shards[i];
+        ev_timer_stop(http->ev, &sh->timer);
+        /* curl closes its cached connections here and reports them removed. */
+        curl_multi_cleanup(sh->multi);
+        ev_timer_stop(http->ev, &sh->timer);
+        async__free(sh);
+    }
+    http->n_shards = 0;
     async__list_t *l;
     while ((l = async__list_pop(&http->socks))) {
         http_sock_t *k = container_of(l, http_sock_t, link);
         ev_io_stop(http->ev, &k->io);
         async__free(k);
     }
-    ev_timer_stop(http->ev, &http->curl_timer);
 }

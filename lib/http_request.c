@@ -191,7 +191,7 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
 void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
 {
     async__list_remove(&x->link);
-    http->n_running--;
+    x->shard->n_running--;
     long status = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
@@ -240,6 +240,11 @@ static void start(async_http_t *http, http_xfer_t *x)
             return;
         }
     }
+    x->shard = async__http_shard_pick(http);
+    if (!x->shard) {
+        fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
+        return;
+    }
     int err = async__http_easy_setup(x);
     if (err) {
         fail(http, x, err, "curl rejected an option of the request");
@@ -248,7 +253,7 @@ static void start(async_http_t *http, http_xfer_t *x)
     if (!x->attempt) x->t_start = async_now();
     x->attempt++;
     http->stats.attempts++;
-    CURLMcode mc = curl_multi_add_handle(http->multi, x->easy);
+    CURLMcode mc = curl_multi_add_handle(x->shard->multi, x->easy);
     if (mc != CURLM_OK) {
         char msg[128];
         snprintf(msg, sizeof msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
@@ -256,8 +261,8 @@ static void start(async_http_t *http, http_xfer_t *x)
         return;
     }
     x->state = XFER_RUNNING;
-    http->added = true;
-    http->n_running++;
+    x->shard->added = true;
+    x->shard->n_running++;
     async__list_push(&http->running, &x->link);
 }
 
@@ -387,8 +392,9 @@ int async_http_send(async_http_t *http, const async_http_request_t *req, async_h
 static void abandon(async_http_t *http, http_xfer_t *x)
 {
     if (x->state == XFER_RUNNING) {
-        curl_multi_remove_handle(http->multi, x->easy);
-        http->n_running--;
+        curl_multi_remove_handle(x->shard->multi, x->easy);
+        x->shard->n_running--;
+        if (!x->shard->n_running) ev_timer_stop(http->ev, &x->shard->timer);
     }
     if (x->state != XFER_DONE) async__list_remove(&x->link);
     if (x->easy) {
@@ -401,8 +407,6 @@ static void abandon(async_http_t *http, http_xfer_t *x)
         http->stats.in_flight--;
     }
     async__http_xfer_free(x);
-    if (async__list_empty(&http->running) && async__list_empty(&http->waiting))
-        ev_timer_stop(http->ev, &http->curl_timer);
 }
 
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)
@@ -505,8 +509,8 @@ int async_http_free(async_http_t *http)
     http->dispatching++;
     while ((l = async__list_pop(&http->running))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
-        curl_multi_remove_handle(http->multi, x->easy);
-        http->n_running--;
+        curl_multi_remove_handle(x->shard->multi, x->easy);
+        x->shard->n_running--;
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
         fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");

@@ -85,16 +85,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     (void)purpose;
-    async_http_t *http = ud;
+    http_shard_t *sh = ud;
     curl_socket_t s = socket(a->family, a->socktype, a->protocol);
-    if (s != CURL_SOCKET_BAD) http->n_sockets++;
+    if (s != CURL_SOCKET_BAD) sh->n_sockets++;
     return s;
 }
 
+/* curl keeps the close callback and its data with the connection, so the
+ * shard that opened a socket is the one that counts its close. */
 static int on_close_socket(void *ud, curl_socket_t s)
 {
-    async_http_t *http = ud;
-    http->n_sockets--;
+    http_shard_t *sh = ud;
+    sh->n_sockets--;
     return close(s);
 }
 
@@ -115,9 +117,7 @@ int async__http_easy_init(async_http_t *http, CURL *e)
     SET(CURLOPT_USERAGENT, http->user_agent);
     SET(CURLOPT_ACCEPT_ENCODING, "");
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    SET(CURLOPT_OPENSOCKETDATA, (void *)http);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    SET(CURLOPT_CLOSESOCKETDATA, (void *)http);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     return bad ? ASYNC_EINVAL : 0;
 }
@@ -134,6 +134,8 @@ int async__http_easy_setup(http_xfer_t *x)
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERDATA, (void *)x);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)x->shard);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)x->shard);
     SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
     SET(CURLOPT_HTTPHEADER, x->headers);
@@ -160,9 +162,10 @@ int async__http_easy_setup(http_xfer_t *x)
     /* Under a connection limit a transfer may queue until a connection
      * frees up, and must then reuse it. */
     long host = http->opts.max_host_connections, total = http->opts.max_connections;
-    bool queued = (host && http->n_running >= (size_t)host) ||
-                  (total && http->n_running >= (size_t)total);
-    SET(CURLOPT_FRESH_CONNECT, (long)(!h2 && !queued && http->n_sockets <= http->n_running));
+    http_shard_t *sh = x->shard;
+    bool queued = (host && sh->n_running >= (size_t)host) ||
+                  (total && sh->n_running >= (size_t)total);
+    SET(CURLOPT_FRESH_CONNECT, (long)(!h2 && !queued && sh->n_sockets <= sh->n_running));
 #undef SET
     return bad ? ASYNC_EINVAL : 0;
 }
