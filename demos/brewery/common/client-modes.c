@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
+#include "client-json.h"
 #include "client-modes.h"
 
 static const char *const names[CLIENT_NMODES] = {"serial", "threads", "processes", "async",
@@ -62,21 +63,25 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         async_http_response_t *r = NULL;
         int rc = async_http_get(http, url, query, &r);
         out->requests += r ? r->attempts : 1;
-        json_t *j = NULL;
-        if (!rc) rc = async_http_response_json(r, &j);
+        long n = 0;
+        int bad = rc ? 0 : client_json_array_count(r->body, r->body_len, &n);
+        if (bad == -1) {
+            /* Malformed: jansson says where, with line and column. */
+            json_t *j = NULL;
+            rc = async_http_response_json(r, &j);
+            json_decref(j);
+            if (!rc) rc = ASYNC_EJSON;
+        }
         if (rc) {
-            set_error(out, rc, "%s", r ? r->errmsg : async_strerror(rc));
+            set_error(out, rc, "%s", r && r->errmsg[0] ? r->errmsg : async_strerror(rc));
             async_http_response_free(r);
             return;
         }
         async_http_response_free(r);
-        if (!json_is_array(j)) {
-            json_decref(j);
+        if (bad == -2) {
             set_error(out, ASYNC_EJSON, "%s", "page is not a JSON array");
             return;
         }
-        size_t n = json_array_size(j);
-        json_decref(j);
         out->count += (long)n;
         if (n < CLIENT_PER_PAGE) return; /* a short or empty page is the last */
     }
