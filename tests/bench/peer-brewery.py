@@ -43,6 +43,14 @@ except ImportError:  # pragma: no cover - depends on the machine
     CLIENT = "urllib"
 
 PER_PAGE = 200
+ALL_STATES = (
+    "alabama alaska arizona arkansas california colorado connecticut delaware "
+    "district_of_columbia florida georgia hawaii idaho illinois indiana iowa kansas "
+    "kentucky louisiana maine maryland massachusetts michigan minnesota mississippi "
+    "missouri montana nebraska nevada new_hampshire new_jersey new_mexico new_york "
+    "north_carolina north_dakota ohio oklahoma oregon pennsylvania rhode_island "
+    "south_carolina south_dakota tennessee texas utah vermont virginia washington "
+    "west_virginia wisconsin wyoming").split()
 
 
 def count_state(base, state):
@@ -75,7 +83,7 @@ def main():
     ap.add_argument("--states", default="district_of_columbia,maryland,new_york,virginia")
     ap.add_argument("--mode", default="serial,async")
     args = ap.parse_args()
-    states = args.states.split(",")
+    states = ALL_STATES if args.states == "all" else args.states.split(",")
     modes = args.mode.split(",")
     counts = None
     if "serial" in modes:
