@@ -37,7 +37,8 @@ static void usage(FILE *out)
             "  --stall-rate P      share held --stall-ms, then closed unanswered\n"
             "  --stall-ms MS       how long a stall lasts (default 30000)\n"
             "  --seed N            seed of the fault draws (default 1)\n"
-            "  --quiet             print nothing but the listening line\n");
+            "  --quiet             print nothing but the listening line\n"
+            "  --verbose           also print libmicrohttpd's error log\n");
 }
 
 static int bad(const char *opt, const char *val)
@@ -73,7 +74,7 @@ static int parse_rate(const char *s, double *out)
 int main(int argc, char **argv)
 {
     enum { O_PORT = 256, O_DATA, O_LATENCY, O_RATE, O_WINDOW, O_FAIL, O_FAILFIRST, O_DROP,
-           O_MALFORMED, O_STALL, O_STALLMS, O_SEED, O_QUIET, O_HELP };
+           O_MALFORMED, O_STALL, O_STALLMS, O_SEED, O_QUIET, O_VERBOSE, O_HELP };
     static const struct option opts[] = {
         { "port", required_argument, NULL, O_PORT },
         { "data", required_argument, NULL, O_DATA },
@@ -88,9 +89,11 @@ int main(int argc, char **argv)
         { "stall-ms", required_argument, NULL, O_STALLMS },
         { "seed", required_argument, NULL, O_SEED },
         { "quiet", no_argument, NULL, O_QUIET },
+        { "verbose", no_argument, NULL, O_VERBOSE },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
+    bool quiet = false;
     bsrv_config_t cfg = { .latency_ms = 100, .stall_ms = 30000, .rate_window_s = 60, .seed = 1 };
     const char *data = NULL;
     unsigned long long v;
@@ -144,7 +147,10 @@ int main(int argc, char **argv)
             break;
         }
         case O_QUIET:
-            cfg.quiet = true;
+            quiet = true;
+            break;
+        case O_VERBOSE:
+            cfg.verbose = true;
             break;
         case O_HELP:
             usage(stdout);
@@ -191,7 +197,7 @@ int main(int argc, char **argv)
     }
     printf("listening on http://127.0.0.1:%u\n", bsrv_server_port(srv));
     fflush(stdout);
-    if (!cfg.quiet)
+    if (!quiet)
         fprintf(stderr, "brewery-server: %zu breweries (%s), %zu states, latency %u ms\n", ds.n,
                 data ? data : "built-in", ds.nstates, cfg.latency_ms);
 
@@ -200,7 +206,7 @@ int main(int argc, char **argv)
         ;
     bsrv_stats_t st;
     bsrv_server_stop(srv, &st);
-    if (!cfg.quiet)
+    if (!quiet)
         fprintf(stderr,
                 "brewery-server: %s: %llu requests (%llu rate-limited, %llu failed, %llu dropped, "
                 "%llu malformed, %llu stalled)\n",

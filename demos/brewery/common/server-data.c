@@ -198,7 +198,7 @@ static void on_field(void *s, size_t len, void *data)
     int col = L->nfields++;
     if (!L->header_done) {
         if (col >= MAX_COLUMNS) {
-            fail(L->err, L->errlen, "%s:%zu: more than %d columns in the header",
+            fail(L->err, L->errlen, "%s: line %zu: more than %d columns in the header",
                  L->path, L->line, MAX_COLUMNS);
             L->failed = true;
             return;
@@ -242,7 +242,7 @@ static void on_row(int c, void *data)
         static const int required[] = { BSRV_ID, BSRV_NAME, BSRV_STATE };
         for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
             if (!seen[required[i]]) {
-                fail(L->err, L->errlen, "%s:%zu: header has no column \"%s\"", L->path,
+                fail(L->err, L->errlen, "%s: line %zu: header has no column \"%s\"", L->path,
                      L->row_line, bsrv_field_names[required[i]]);
                 L->failed = true;
                 return;
@@ -251,14 +251,14 @@ static void on_row(int c, void *data)
         return;
     }
     if (got != L->ncols) {
-        fail(L->err, L->errlen, "%s:%zu: expected %d fields, got %d", L->path, L->row_line,
+        fail(L->err, L->errlen, "%s: line %zu: expected %d fields, got %d", L->path, L->row_line,
              L->ncols, got);
         L->failed = true;
     } else if (!L->cur[BSRV_ID]) {
-        fail(L->err, L->errlen, "%s:%zu: empty id", L->path, L->row_line);
+        fail(L->err, L->errlen, "%s: line %zu: empty id", L->path, L->row_line);
         L->failed = true;
     } else if (!add_row(L->ds, L->cur)) {
-        fail(L->err, L->errlen, "%s:%zu: invalid UTF-8 or out of memory", L->path, L->row_line);
+        fail(L->err, L->errlen, "%s: line %zu: invalid UTF-8 or out of memory", L->path, L->row_line);
         L->failed = true;
     }
     for (int i = 0; i < BSRV_NFIELDS; i++) {
@@ -290,7 +290,7 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
     while (!L.failed && (len = getline(&buf, &cap, fp)) > 0) {
         L.line++;
         if (csv_parse(&p, buf, (size_t)len, on_field, on_row, &L) != (size_t)len && !L.failed) {
-            fail(err, errlen, "%s:%zu: %s", path, L.line, csv_strerror(csv_error(&p)));
+            fail(err, errlen, "%s: line %zu: %s", path, L.line, csv_strerror(csv_error(&p)));
             L.failed = true;
         }
     }
@@ -299,7 +299,7 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
         L.failed = true;
     }
     if (!L.failed && csv_fini(&p, on_field, on_row, &L) != 0 && !L.failed) {
-        fail(err, errlen, "%s:%zu: %s", path, L.row_line, csv_strerror(csv_error(&p)));
+        fail(err, errlen, "%s: line %zu: %s", path, L.row_line, csv_strerror(csv_error(&p)));
         L.failed = true;
     }
     if (!L.failed && !L.header_done) {

@@ -379,7 +379,7 @@ int bsrv_server_start(bsrv_server_t **out, const bsrv_config_t *cfg, const bsrv_
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     s->d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-            (cfg->quiet ? 0 : MHD_USE_ERROR_LOG),
+            (cfg->verbose ? MHD_USE_ERROR_LOG : 0),
         (uint16_t)cfg->port, NULL, NULL, on_request, s,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

@@ -23,7 +23,7 @@ typedef struct bsrv_config {
     double malformed_rate;    /* share answered 200 with truncated JSON */
     double stall_rate;        /* share never answered (held stall_ms, then closed) */
     uint64_t seed;            /* fault draws are a function of (seed, request number) */
-    bool quiet;               /* no libmicrohttpd error log */
+    bool verbose;             /* libmicrohttpd's error log on stderr */
 } bsrv_config_t;
 
 typedef struct bsrv_server bsrv_server_t;
