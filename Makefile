@@ -78,7 +78,7 @@ APP_CFLAGS := $(CFLAGS_ALL) -DASYNC_OUT_DIR='"$(ABS_OUT)"' -DASYNC_SRC_DIR='"$(C
 
 .PHONY: all lib demos tests benches test bench demo deps install uninstall clean
 all: lib demos tests benches
-lib: $(STATIC) $(SHARED) $(OUT)/async.pc
+lib: $(STATIC) $(SHARED)
 demos: $(DEMO_BINS)
 tests: $(TEST_BINS)
 benches: $(BENCH_BINS)
@@ -99,10 +99,6 @@ $(STATIC): $(LIB_OBJS)
 $(SHARED): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) -shared -Wl,-soname,libasync.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
-
-$(OUT)/async.pc: async.pc.in Makefile
-	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # Programs link the static library so that they run from the tree.
 .SECONDARY:
@@ -147,12 +143,13 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libasync.so.$(VERSION)
 	ln -sf libasync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync.so.0
 	ln -sf libasync.so.0 $(DESTDIR)$(PREFIX)/lib/libasync.so
-	install -m 644 $(OUT)/async.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' async.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/async.pc
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/include/async $(DESTDIR)$(PREFIX)/include/async.h
 	rm -f $(DESTDIR)$(PREFIX)/lib/libasync.* $(DESTDIR)$(PREFIX)/lib/pkgconfig/async.pc
 
 clean:
-	rm -rf build lib/libasync.a lib/libasync.so async.pc tests/bin tests/bench/bin
+	rm -rf build lib/libasync.a lib/libasync.so tests/bin tests/bench/bin
 	rm -f $(patsubst %.c,%,$(filter-out demos/common/%,$(DEMO_MAINS)))
