@@ -82,7 +82,7 @@ TEST_CFLAGS := -Itests/shim
 CRITERION_LIBS :=
 endif
 
-.PHONY: all lib demos tests benches test bench demo deps install uninstall clean
+.PHONY: all lib demos tests benches test bench demo deps install uninstall clean check-aarch64
 all: lib demos tests benches
 lib: $(STATIC) $(SHARED)
 demos: $(DEMO_BINS)
@@ -143,6 +143,14 @@ DEMO_CMD ?= $(OUT)/demos/meeting/meeting
 demo: deps
 	@$(MAKE) --no-print-directory all
 	$(DEMO_CMD)
+
+# The aarch64 context switch, cross-compiled and run under qemu-user (needs
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user; not part of CI).
+check-aarch64:
+	@mkdir -p build/aarch64
+	aarch64-linux-gnu-gcc -std=c11 -D_GNU_SOURCE -O2 $(WARN) -static -Iinclude -Ilib -idirafter /usr/include \
+	    tests/cross/coro-check.c lib/coro.c lib/stack.c lib/common.c lib/coro_aarch64.S -o build/aarch64/coro-check
+	qemu-aarch64 build/aarch64/coro-check
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/async $(DESTDIR)$(PREFIX)/lib/pkgconfig
