@@ -61,6 +61,22 @@ static size_t split(char *s, const char **out, size_t max)
     return n;
 }
 
+/* A state name the API knows: one of all_states, compared without case and
+ * with ' ' or '-' for '_'. */
+static bool known_state(const char *name)
+{
+    for (size_t i = 0; i < NELEM(all_states); i++) {
+        const char *a = all_states[i], *b = name;
+        for (; *a && *b; a++, b++) {
+            char c = (char)(*b >= 'A' && *b <= 'Z' ? *b - 'A' + 'a' : *b);
+            if (c == ' ' || c == '-') c = '_';
+            if (c != *a) break;
+        }
+        if (!*a && !*b) return true;
+    }
+    return false;
+}
+
 typedef struct mode_run {
     bool ran;
     int error;        /* the mode could not run at all */
@@ -182,10 +198,31 @@ int main(int argc, char **argv)
         mode_run_t *r = &runs[m];
         r->counts = calloc(n, sizeof *r->counts);
         if (!r->counts) return 1;
+        /* Unknown states fail without a request: the API would answer them
+         * with an empty list, which would read as zero breweries. */
+        const char **run = calloc(n, sizeof *run);
+        client_count_t *got = calloc(n, sizeof *got);
+        if (!run || !got) return 1;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (known_state(states[i])) run[k++] = states[i];
         int64_t t0 = async_now();
-        r->error = client_run((client_mode_t)m, &cfg, states, n, r->counts);
+        r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
         r->seconds = (double)(async_now() - t0) / 1e9;
         r->ran = true;
+        for (size_t i = 0, j = 0; i < n; i++) {
+            if (j < k && run[j] == states[i]) {
+                r->counts[i] = got[j++];
+            } else {
+                r->counts[i].count = -1;
+                r->counts[i].error = ASYNC_EINVAL;
+                snprintf(r->counts[i].errmsg, sizeof r->counts[i].errmsg,
+                         "unknown state '%.180s' (not a US state or district_of_columbia)",
+                         states[i]);
+            }
+        }
+        free(run);
+        free(got);
         for (size_t i = 0; i < n; i++) {
             r->requests += r->counts[i].requests;
             if (r->counts[i].error || r->error) r->failed++;
