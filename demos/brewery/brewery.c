@@ -6,6 +6,7 @@
  *   brewery [--mode serial|threads|processes|async|meta|all[,..]]
  *           [--states a,b,..|all] [--base-url URL] [--json FILE]
  *           [--latency MS] [--server-data FILE] [--rate N] [--retries N]
+ *           [--timeout-ms N]
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
@@ -49,7 +50,8 @@ static void usage(FILE *f)
             "  --server-data F   the local server serves this Open Brewery DB CSV\n"
             "  --rate N          at most N requests per second (default: 2 for a remote\n"
             "                    base URL, as Open Brewery DB allows 120 a minute; else none)\n"
-            "  --retries N       retries of a transient failure (default 3)\n",
+            "  --retries N       retries of a transient failure (default 3)\n"
+            "  --timeout-ms N    per request attempt (default 30000; 0: none)\n",
             lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
 }
 
@@ -103,7 +105,8 @@ static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t 
 
 int main(int argc, char **argv)
 {
-    enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES, O_HELP };
+    enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES,
+           O_TIMEOUT, O_HELP };
     static const struct option opts[] = {
         {"mode", required_argument, NULL, O_MODE},
         {"states", required_argument, NULL, O_STATES},
@@ -113,6 +116,7 @@ int main(int argc, char **argv)
         {"server-data", required_argument, NULL, O_DATA},
         {"rate", required_argument, NULL, O_RATE},
         {"retries", required_argument, NULL, O_RETRIES},
+        {"timeout-ms", required_argument, NULL, O_TIMEOUT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
     const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL;
     double rate = -1;
     int retries = 3, c;
+    long timeout_ms = 30000;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODE: mode_arg = optarg; break;
@@ -130,6 +135,7 @@ int main(int argc, char **argv)
         case O_DATA: data = optarg; break;
         case O_RATE: rate = atof(optarg); break;
         case O_RETRIES: retries = atoi(optarg); break;
+        case O_TIMEOUT: timeout_ms = atol(optarg); break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -189,7 +195,8 @@ int main(int argc, char **argv)
                      strstr(base, "://[::1]");
         rate = local ? 0 : 2;
     }
-    client_config_t cfg = {.base_url = base, .rate_limit = rate, .max_retries = retries};
+    client_config_t cfg = {.base_url = base, .rate_limit = rate, .max_retries = retries,
+                           .timeout_ns = timeout_ms > 0 ? ASYNC_MSEC(timeout_ms) : -1};
 
     mode_run_t runs[CLIENT_NMODES] = {0};
     int status = 0;

@@ -1,0 +1,221 @@
+/* The brewery demo against the real brewery-server on loopback, with the
+ * server's injected faults: every mode counts the right numbers, a failing
+ * state is marked failed with a precise message while the others are still
+ * written to the JSON file, retries recover transient faults, and an
+ * unreachable server or an unknown state fails cleanly. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SERVER ASYNC_OUT_DIR "/demos/brewery/brewery-server"
+#define DEMO ASYNC_OUT_DIR "/demos/brewery/brewery"
+#define CSV ASYNC_SRC_DIR "/../shared/data/openbrewerydb/breweries.csv"
+
+static pid_t server_pid = -1;
+static unsigned server_port;
+
+/* Starts brewery-server with extra flags (a NULL-terminated list). */
+static void server_start(const char *const *flags)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    const char *argv[24] = {SERVER, "--port", "0", "--quiet"};
+    int argc = 4;
+    for (int i = 0; flags && flags[i]; i++) argv[argc++] = flags[i];
+    argv[argc] = NULL;
+    server_pid = fork();
+    cr_assert_geq(server_pid, 0);
+    if (server_pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        execv(SERVER, (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    FILE *f = fdopen(p[0], "r");
+    char line[256];
+    server_port = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "listening on http://127.0.0.1:%u", &server_port) == 1) break;
+    fclose(f);
+    cr_assert_gt(server_port, 0, "brewery-server did not start");
+}
+
+static void server_stop(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGTERM);
+        waitpid(server_pid, NULL, 0);
+    }
+    server_pid = -1;
+}
+
+TestSuite(brewery_client, .fini = server_stop, .timeout = 30);
+
+/* Runs the demo; returns its exit status and the JSON it wrote. */
+static int demo(const char *args, json_t **out)
+{
+    char path[] = "/tmp/test-brewery-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s --json %s >/dev/null 2>&1", DEMO, args, path);
+    int rc = system(cmd);
+    json_error_t e;
+    *out = json_load_file(path, 0, &e);
+    unlink(path);
+    cr_assert_not_null(*out, "no JSON written: %s", e.text);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static json_t *mode(json_t *j, const char *name)
+{
+    return json_object_get(json_object_get(j, "modes"), name);
+}
+
+static long count(json_t *j, const char *m, const char *state)
+{
+    json_t *c = json_object_get(json_object_get(mode(j, m), "counts"), state);
+    return c ? (long)json_integer_value(c) : -1;
+}
+
+static const char *failure(json_t *j, const char *m, const char *state)
+{
+    return json_string_value(json_object_get(json_object_get(mode(j, m), "failed"), state));
+}
+
+Test(brewery_client, every_mode_counts_the_csv)
+{
+    if (access(CSV, R_OK) != 0) cr_skip_test("no shared CSV at %s", CSV);
+    const char *flags[] = {"--data", CSV, "--latency", "5", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args, "--base-url http://127.0.0.1:%u/v1", server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 0);
+    const char *modes[] = {"serial", "threads", "processes", "async", "meta"};
+    for (int m = 0; m < 5; m++) {
+        cr_assert_not_null(mode(j, modes[m]), "%s", modes[m]);
+        cr_assert_eq(count(j, modes[m], "district_of_columbia"), 22, "%s", modes[m]);
+        cr_assert_eq(count(j, modes[m], "maryland"), 158, "%s", modes[m]);
+        cr_assert_eq(count(j, modes[m], "new_york"), 419, "%s", modes[m]);
+        cr_assert_eq(count(j, modes[m], "virginia"), 295, "%s", modes[m]);
+    }
+    const char *result = json_string_value(json_object_get(j, "result"));
+    cr_assert(strstr(result, "async version was"), "%s", result);
+    cr_assert(json_string_value(json_object_get(j, "host")));
+    cr_assert_eq(json_integer_value(json_object_get(mode(j, "serial"), "requests")), 7);
+    json_decref(j);
+}
+
+Test(brewery_client, failed_state_marked_others_written)
+{
+    /* The first request answers 500; without retries the state that made
+     * it fails, the others count. */
+    const char *flags[] = {"--latency", "0", "--fail-first", "1", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args, "--mode serial --retries 0 --base-url http://127.0.0.1:%u/v1",
+             server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1, "a failed state makes the exit status 1");
+    const char *why = failure(j, "serial", "district_of_columbia");
+    cr_assert_not_null(why);
+    cr_assert(strstr(why, "HTTP status 500"), "%s", why);
+    cr_assert_eq(count(j, "serial", "maryland"), 158);
+    cr_assert_eq(count(j, "serial", "new_york"), 419);
+    cr_assert_eq(count(j, "serial", "virginia"), 295);
+    json_decref(j);
+}
+
+Test(brewery_client, retries_recover_transient_faults)
+{
+    const char *flags[] = {"--latency", "0", "--fail-rate", "0.3", "--drop-rate", "0.1",
+                           "--seed", "7", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args, "--mode async,meta --retries 8 --base-url http://127.0.0.1:%u/v1",
+             server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 0);
+    cr_assert_eq(count(j, "async", "new_york"), 419);
+    cr_assert_eq(count(j, "meta", "virginia"), 295);
+    /* Retries happened: more requests than pages. */
+    cr_assert_gt(json_integer_value(json_object_get(mode(j, "async"), "requests")), 7);
+    json_decref(j);
+}
+
+Test(brewery_client, malformed_json_is_precise)
+{
+    const char *flags[] = {"--latency", "0", "--malformed-rate", "1", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args, "--mode async,meta --retries 0 --base-url http://127.0.0.1:%u/v1",
+             server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    const char *why = failure(j, "async", "maryland");
+    cr_assert(why && strstr(why, "JSON error at line"), "%s", why ? why : "(none)");
+    why = failure(j, "meta", "maryland");
+    cr_assert(why && strstr(why, "JSON error at line"), "%s", why ? why : "(none)");
+    json_decref(j);
+}
+
+Test(brewery_client, stalled_server_times_out)
+{
+    const char *flags[] = {"--latency", "0", "--stall-rate", "1", "--stall-ms", "20000", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args,
+             "--mode meta --retries 0 --timeout-ms 300 --base-url http://127.0.0.1:%u/v1",
+             server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    const char *why = failure(j, "meta", "virginia");
+    cr_assert(why && strstr(why, "timed out"), "%s", why ? why : "(none)");
+    json_decref(j);
+}
+
+Test(brewery_client, unreachable_base_url)
+{
+    json_t *j;
+    cr_assert_eq(demo("--mode serial,async --retries 0 --base-url http://127.0.0.1:1/v1", &j), 1);
+    const char *why = failure(j, "async", "new_york");
+    cr_assert(why && strstr(why, "Couldn't connect") && strstr(why, "curl error 7"), "%s",
+              why ? why : "(none)");
+    cr_assert_not_null(failure(j, "serial", "maryland"));
+    json_decref(j);
+}
+
+Test(brewery_client, unknown_state)
+{
+    const char *flags[] = {"--latency", "0", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args,
+             "--mode async --states maryland,atlantis --base-url http://127.0.0.1:%u/v1",
+             server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    cr_assert_eq(count(j, "async", "maryland"), 158);
+    const char *why = failure(j, "async", "atlantis");
+    cr_assert(why && strstr(why, "unknown state"), "%s", why ? why : "(none)");
+    json_decref(j);
+}
+
+Test(brewery_client, local_server_started_by_default)
+{
+    json_t *j;
+    cr_assert_eq(demo("--mode meta --latency 0", &j), 0);
+    cr_assert_eq(count(j, "meta", "new_york"), 419);
+    const char *base = json_string_value(json_object_get(j, "base_url"));
+    cr_assert(base && strncmp(base, "http://127.0.0.1:", 17) == 0, "%s", base ? base : "");
+    json_decref(j);
+}
