@@ -46,6 +46,11 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
     http->user_agent = async__strdup(o.user_agent ? o.user_agent : "libasync/0.1");
     if (!http->user_agent) goto fail_ua;
     http->opts.user_agent = http->user_agent;
+    if (o.accept_encoding) {
+        http->accept_encoding = async__strdup(o.accept_encoding);
+        if (!http->accept_encoding) goto fail_pool;
+        http->opts.accept_encoding = http->accept_encoding;
+    }
     async__list_init(&http->socks);
     async__list_init(&http->waiting);
     async__list_init(&http->running);
@@ -74,6 +79,7 @@ fail_multi:
 fail_loop:
     async__free(http->pool);
 fail_pool:
+    async__free(http->accept_encoding);
     async__free(http->user_agent);
 fail_ua:
     async__free(http);
@@ -524,6 +530,7 @@ int async_http_free(async_http_t *http)
     ev_timer_stop(http->ev, &http->wake_timer);
     if (http->own_loop) async_loop_free(http->loop);
     async__free(http->pool);
+    async__free(http->accept_encoding);
     async__free(http->user_agent);
     async__free(http);
     return 0;

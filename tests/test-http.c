@@ -96,6 +96,7 @@ Test(http, query_headers_post_echo)
     json_t *h = json_object_get(j, "headers");
     cr_assert_str_eq(json_string_value(json_object_get(h, "X-Test")), "yes");
     cr_assert(json_string_value(json_object_get(h, "User-Agent")));
+    cr_assert_null(json_object_get(h, "Accept-Encoding"), "no Accept-Encoding unless asked");
     json_decref(j);
     async_http_response_free(g.resp);
 
@@ -112,6 +113,30 @@ Test(http, query_headers_post_echo)
 
     cr_assert_eq(async_http_free(http), 0);
     cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, accept_encoding_option)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.accept_encoding = "gzip", .user_agent = "tester/1"};
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    got_t g = {0};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo")};
+    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    json_t *j;
+    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    json_t *h = json_object_get(j, "headers");
+    cr_assert_str_eq(json_string_value(json_object_get(h, "Accept-Encoding")), "gzip");
+    cr_assert_str_eq(json_string_value(json_object_get(h, "User-Agent")), "tester/1");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+    json_decref(j);
+    async_http_response_free(g.resp);
+    async_http_free(http);
+    async_loop_free(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 

@@ -188,15 +188,15 @@ int main(int argc, char **argv)
         snprintf(base_buf, sizeof base_buf, "%s/v1", server.url);
         base = base_buf;
     }
-    if (rate < 0) {
-        /* Be polite to a remote API (Open Brewery DB allows 120 requests a
-         * minute); a server on this machine gets no limit. */
-        bool local = strstr(base, "://127.0.0.1") || strstr(base, "://localhost") ||
-                     strstr(base, "://[::1]");
-        rate = local ? 0 : 2;
-    }
+    /* Be polite to a remote API (Open Brewery DB allows 120 requests a
+     * minute) and ask it for compressed pages; a server on this machine gets
+     * neither. */
+    bool local = strstr(base, "://127.0.0.1") || strstr(base, "://localhost") ||
+                 strstr(base, "://[::1]");
+    if (rate < 0) rate = local ? 0 : 2;
     client_config_t cfg = {.base_url = base, .rate_limit = rate, .max_retries = retries,
-                           .timeout_ns = timeout_ms > 0 ? ASYNC_MSEC(timeout_ms) : -1};
+                           .timeout_ns = timeout_ms > 0 ? ASYNC_MSEC(timeout_ms) : -1,
+                           .compressed = !local};
 
     mode_run_t runs[CLIENT_NMODES] = {0};
     int status = 0;

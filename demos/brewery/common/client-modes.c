@@ -37,6 +37,7 @@ static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http
         .max_retries = cfg->max_retries,
         .timeout_ns = cfg->timeout_ns,
         .user_agent = "libasync-brewery/0.1",
+        .accept_encoding = cfg->compressed ? "" : NULL,
     };
     return async_http_new(loop, &o, out);
 }

@@ -19,6 +19,7 @@
 #ifndef BREWERY_CLIENT_MODES_H
 #define BREWERY_CLIENT_MODES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <async/http.h>
 
@@ -46,6 +47,7 @@ typedef struct client_config {
     double rate_limit;         /* requests per second, 0 for none */
     int max_retries;           /* per request */
     int64_t timeout_ns;        /* per request attempt */
+    bool compressed;           /* ask for gzip/br/zstd bodies (remote APIs) */
 } client_config_t;
 
 /* Name of a mode ("serial", ...) and the reverse; -1 for an unknown name. */
