@@ -402,6 +402,7 @@ static void abandon(async_http_t *http, http_xfer_t *x)
         x->shard->n_running--;
         if (!x->shard->n_running) ev_timer_stop(http->ev, &x->shard->timer);
     }
+    bool was_waiting = x->state == XFER_WAITING;
     if (x->state != XFER_DONE) async__list_remove(&x->link);
     if (x->easy) {
         /* The transfer may have stopped mid-way: do not pool its handle. */
@@ -413,6 +414,9 @@ static void abandon(async_http_t *http, http_xfer_t *x)
         http->stats.in_flight--;
     }
     async__http_xfer_free(x);
+    /* Re-arm (or stop) the timer that waited for this request's turn, so an
+     * empty queue does not hold the loop. */
+    if (was_waiting) async__http_pump(http);
 }
 
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)

@@ -318,6 +318,31 @@ Test(http_faults, task_deadline_abandons_transfer)
     cr_assert_eq(async_http_free(http), 0);
 }
 
+Test(http_faults, task_deadline_while_rate_limited)
+{
+    async_http_opts_t o = {.rate_limit = 1};
+    async_http_t *http;
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    ctx_t a = {.http = http, .deadline = ASYNC_FOREVER};
+    ctx_t b = {.http = http, .deadline = async_deadline_after(ASYNC_MSEC(100))};
+    snprintf(a.url, sizeof a.url, "%s", test_httpd_url(srv, "/ok"));
+    snprintf(b.url, sizeof b.url, "%s", test_httpd_url(srv, "/ok"));
+    cr_assert_eq(async_task_spawn(loop, fetch_task, &a, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(loop, fetch_task, &b, NULL, NULL), 0);
+    int64_t t0 = async_now();
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_lt(async_now() - t0, ASYNC_MSEC(900), "the queued request left the queue");
+    cr_assert_eq(a.rc, 0);
+    async_http_response_free(a.resp);
+    cr_assert_eq(b.rc, ASYNC_ETIMEDOUT, "still waiting for its turn at the deadline");
+    cr_assert_null(b.resp);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.in_flight, 0);
+    cr_assert_eq(st.attempts, 1);
+    cr_assert_eq(async_http_free(http), 0);
+}
+
 static int canceller(void *arg, void **result)
 {
     (void)result;

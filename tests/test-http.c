@@ -273,6 +273,36 @@ Test(http, many_tasks_concurrently)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* More requests at once than one curl multi handle takes (the client spreads
+ * bursts over several): all complete, and in_flight counts them meanwhile. */
+Test(http, burst_over_shards)
+{
+    enum { N = 700 };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    static got_t g[N];
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=200")};
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.in_flight, N);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(g[i].calls, 1);
+        cr_assert_eq(g[i].resp->error, 0, "%d: %s", i, g[i].resp->errmsg);
+        async_http_response_free(g[i].resp);
+    }
+    cr_assert_gt(test_httpd_max_busy(srv), 256, "more than one shard's worth ran at once");
+    async_http_stats(http, &st);
+    cr_assert_eq(st.in_flight, 0);
+    cr_assert_eq(st.failed, 0);
+    async_http_free(http);
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 /* --- blocking calls -------------------------------------------------------- */
 
 Test(http, blocking_private_loop)
