@@ -60,7 +60,7 @@ typedef struct http_xfer {
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
     char errbuf[CURL_ERROR_SIZE];
-    async_http_response_t *resp; /* built when the request ends */
+    async_http_response_t *resp; /* allocated with x, filled when it ends */
 
     /* The three ways to wait: a callback, a task's waker, or a blocking run. */
     async_http_cb cb;
@@ -124,8 +124,8 @@ int async__http_easy_init(async_http_t *http, CURL *easy);
 int async__http_easy_setup(http_xfer_t *x);
 /* Fills x->resp from the finished attempt.  Returns ASYNC_ENOMEM or 0. */
 int async__http_response_build(http_xfer_t *x, CURLcode rc);
-/* An empty response carrying only an error (for cancelled requests). */
-async_http_response_t *async__http_response_error(http_xfer_t *x, int error, const char *msg);
+/* Makes x->resp carry only an error (cancelled, out of memory, ...). */
+void async__http_response_error(http_xfer_t *x, int error, const char *msg);
 int async__http_url_build(const char *url, const char *const *query, char **out);
 
 #endif

@@ -111,8 +111,7 @@ void async__http_xfer_free(http_xfer_t *x)
     async__free(x);
 }
 
-/* Hands the finished request to its waiter.  x->resp is set (it may be NULL
- * only when even an error response could not be allocated). */
+/* Hands the finished request and its response to its waiter. */
 static void finish(async_http_t *http, http_xfer_t *x)
 {
     x->state = XFER_DONE;
@@ -140,7 +139,7 @@ static void finish(async_http_t *http, http_xfer_t *x)
 
 static void fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
 {
-    async__http_response_error(x, error, msg); /* NULL: finish reports ENOMEM */
+    async__http_response_error(x, error, msg);
     finish(http, x);
 }
 
@@ -335,7 +334,11 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (!x) return ASYNC_ENOMEM;
     async__list_init(&x->link);
     x->http = http;
-    int err = async__http_url_build(req->url, req->query, &x->url);
+    int err = ASYNC_ENOMEM;
+    /* The response exists from the start, so a request always ends with one,
+     * even when memory runs out on the way. */
+    if (!(x->resp = async__calloc(1, sizeof *x->resp))) goto fail;
+    err = async__http_url_build(req->url, req->query, &x->url);
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);

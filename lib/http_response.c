@@ -232,16 +232,10 @@ static const char *version_name(long v)
 int async__http_response_build(http_xfer_t *x, CURLcode rc)
 {
     async_http_response_t *r = x->resp;
-    if (!r) {
-        r = async__calloc(1, sizeof *r);
-        if (!r) return ASYNC_ENOMEM;
-        x->resp = r;
-    } else {
-        async__free(r->body);
-        async__free(r->headers);
-        async__free(r->url);
-        memset(r, 0, sizeof *r);
-    }
+    async__free(r->body);
+    async__free(r->headers);
+    async__free(r->url);
+    memset(r, 0, sizeof *r);
     CURL *e = x->easy;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     long ver = 0;
@@ -294,17 +288,14 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     return 0;
 }
 
-async_http_response_t *async__http_response_error(http_xfer_t *x, int error, const char *msg)
+void async__http_response_error(http_xfer_t *x, int error, const char *msg)
 {
     async_http_response_t *r = x->resp;
-    if (!r) {
-        r = async__calloc(1, sizeof *r);
-        if (!r) return NULL;
-        x->resp = r;
-    }
     r->error = error;
     snprintf(r->errmsg, sizeof r->errmsg, "%s", msg);
     if (!r->body) {
+        /* Best effort: without memory the body stays NULL, which is
+         * documented only for this out-of-memory case. */
         r->body = async__malloc(1);
         if (r->body) r->body[0] = 0;
     }
@@ -312,7 +303,6 @@ async_http_response_t *async__http_response_error(http_xfer_t *x, int error, con
     if (!r->http_version) r->http_version = "";
     r->attempts = x->attempt;
     r->timings.elapsed = (double)(async_now() - x->t_call) / 1e9;
-    return r;
 }
 
 void async_http_response_free(async_http_response_t *resp)

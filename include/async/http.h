@@ -85,7 +85,8 @@ typedef struct async_http_response {
     int error;               /* 0, or why the request failed (see errmsg) */
     char errmsg[256];        /* "" on success; otherwise a precise message */
     long status;             /* HTTP status, 0 when none was received */
-    char *body;              /* always NUL-terminated (body[body_len] == 0) */
+    char *body;              /* NUL-terminated (body[body_len] == 0); NULL only
+                                when memory ran out while the request failed */
     size_t body_len;
     async_http_header_t *headers; /* of the final response */
     size_t n_headers;
