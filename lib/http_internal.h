@@ -37,6 +37,7 @@ typedef struct http_shard {
     size_t n_running;      /* transfers in this multi handle */
     size_t n_sockets;      /* sockets it holds open: busy and idle connections */
     bool added;            /* a transfer joined since collect began */
+    bool dead;             /* our socket callback failed: curl aborts it all */
 } http_shard_t;
 
 /* One request from the call to its end, over every attempt. */
@@ -115,6 +116,9 @@ void async__http_easy_put(async_http_t *http, CURL *easy);
 /* http_request.c */
 /* Called for each finished attempt, after curl_multi_remove_handle. */
 void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc);
+/* Ends a request with an error response (also for running ones, whose easy
+ * handle the caller has already taken out of curl). */
+void async__http_fail(async_http_t *http, http_xfer_t *x, int error, const char *msg);
 /* Starts waiting transfers the backoff and the rate limit allow. */
 void async__http_pump(async_http_t *http);
 void async__http_xfer_free(http_xfer_t *x);

@@ -49,13 +49,19 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         /* A new socket, or one curl stopped watching and watches again, or a
          * new socket on a reused fd number: a fresh context each time. */
         k = async__calloc(1, sizeof *k);
-        if (!k) return -1; /* curl fails the transfers on this socket */
+        if (!k) {
+            /* curl aborts every transfer of this multi handle now; collect
+             * retires the shard and fails them with a clear error. */
+            sh->dead = true;
+            return -1;
+        }
         k->shard = sh;
         k->events = events;
         ev_io_init(&k->io, on_io, s, events);
         k->io.data = k;
         if (curl_multi_assign(sh->multi, s, k) != CURLM_OK) {
             async__free(k);
+            sh->dead = true;
             return -1;
         }
         async__list_push(&http->socks, &k->link);
@@ -100,12 +106,18 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static void shard_retire(http_shard_t *sh);
+
 void async__http_collect(http_shard_t *sh)
 {
     async_http_t *http = sh->http;
     CURLMsg *msg;
     int left;
     for (;;) {
+        if (sh->dead) {
+            shard_retire(sh);
+            return;
+        }
         for (size_t i = 0; i < http->n_shards; i++) http->shards[i]->added = false;
         while ((msg = curl_multi_info_read(sh->multi, &left))) {
             if (msg->msg != CURLMSG_DONE) continue;
@@ -162,6 +174,51 @@ static http_shard_t *shard_new(async_http_t *http)
     sh->timer.data = sh;
     http->shards[http->n_shards++] = sh;
     return sh;
+}
+
+/* A shard whose socket callback failed (out of memory) is dead in curl's
+ * eyes: take it out of the client, take its transfers out of curl, free it,
+ * and only then fail the transfers, so that their callbacks may start new
+ * requests on a healthy shard. */
+static void shard_retire(http_shard_t *sh)
+{
+    async_http_t *http = sh->http;
+    for (size_t i = 0; i < http->n_shards; i++) {
+        if (http->shards[i] == sh) {
+            http->shards[i] = http->shards[--http->n_shards];
+            break;
+        }
+    }
+    ev_timer_stop(http->ev, &sh->timer);
+    async__list_t victims, *l, *next;
+    async__list_init(&victims);
+    for (l = http->running.next; l != &http->running; l = next) {
+        next = l->next;
+        http_xfer_t *x = container_of(l, http_xfer_t, link);
+        if (x->shard != sh) continue;
+        async__list_remove(&x->link);
+        curl_multi_remove_handle(sh->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+        x->shard = NULL;
+        async__list_push(&victims, &x->link);
+    }
+    curl_multi_cleanup(sh->multi);
+    /* curl reported its sockets removed; stop any watcher it did not. */
+    for (l = http->socks.next; l != &http->socks; l = next) {
+        next = l->next;
+        http_sock_t *k = container_of(l, http_sock_t, link);
+        if (k->shard != sh) continue;
+        ev_io_stop(http->ev, &k->io);
+        async__list_remove(&k->link);
+        async__free(k);
+    }
+    async__free(sh);
+    while ((l = async__list_pop(&victims))) {
+        http_xfer_t *x = container_of(l, http_xfer_t, link);
+        x->state = XFER_DONE;
+        async__http_fail(http, x, ASYNC_ENOMEM, "out of memory watching a socket");
+    }
 }
 
 http_shard_t *async__http_shard_pick(async_http_t *http)

@@ -143,6 +143,11 @@ static void fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
     finish(http, x);
 }
 
+void async__http_fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
+{
+    fail(http, x, error, msg);
+}
+
 /* --- retries --------------------------------------------------------------- */
 
 static bool transient_curl(CURLcode rc, bool idempotent)

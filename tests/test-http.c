@@ -541,3 +541,34 @@ Test(http, out_of_memory_fails_cleanly)
     async_loop_free(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
+
+Test(http, out_of_memory_during_transfer)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    /* Requests already accepted meet failing allocations on the way (socket
+     * contexts, buffers, the response): each still ends exactly once, with
+     * a response, and nothing leaks. */
+    for (long n = 0; n < 30; n++) {
+        long before = test_alloc_live();
+        async_http_t *http;
+        cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+        got_t g = {0};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/json")};
+        cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+        test_alloc_fail_after(n);
+        async_loop_run(loop, ASYNC_RUN_DEFAULT);
+        test_alloc_fail_after(-1);
+        cr_assert_eq(g.calls, 1, "allocation %ld", n);
+        cr_assert_not_null(g.resp);
+        if (g.resp->error == 0) cr_assert_str_eq(g.resp->body, "{\"ok\": true, \"n\": 42}");
+        else cr_assert(g.resp->errmsg[0], "allocation %ld: a failure says why", n);
+        /* By the last round every allocation point was passed. */
+        if (n == 29) cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
+        async_http_response_free(g.resp);
+        cr_assert_eq(async_http_free(http), 0);
+        cr_assert_eq(test_alloc_live(), before, "leak after failing allocation %ld", n);
+    }
+    async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
