@@ -2,9 +2,10 @@
  * byte messages in one shared mapping.
  *
  * The ring is Dmitry Vyukov's bounded MPMC queue.  Each slot carries a
- * sequence number: slot i is free for the put at position p when seq == p,
- * and full for the get at position p when seq == p + 1; a get hands the slot
- * back for position p + capacity.  Producers claim positions by advancing
+ * sequence number: slot i is free for the put at position p when seq == 2p,
+ * and full for the get at position p when seq == 2p + 1; a get hands the slot
+ * back for position p + capacity.  (Vyukov uses p and p + 1; doubling keeps
+ * "full for p" and "free for p + 1" apart when the capacity is 1.)  Producers claim positions by advancing
  * `head` with a compare-and-swap, consumers by advancing `tail`; positions
  * are claimed in order, so one producer's items are got in the order it put
  * them.  The top bit of head is the closed flag: setting it with an atomic OR
@@ -80,7 +81,7 @@ int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg
     q->max_msg = max_msg;
     q->stride = stride;
     q->flags = flags;
-    for (size_t i = 0; i < capacity; i++) atomic_store(&slot_at(q, i)->seq, i);
+    for (size_t i = 0; i < capacity; i++) atomic_store(&slot_at(q, i)->seq, 2 * (uint64_t)i);
     q->get.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (q->get.efd < 0) { err = -errno; goto fail_map; }
     q->put.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -130,7 +131,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
         if (pos & CLOSED_BIT) return ASYNC_ECLOSED;
         s = slot_at(q, pos);
         uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-        int64_t dif = (int64_t)(seq - pos);
+        int64_t dif = (int64_t)(seq - 2 * pos);
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&q->head, &pos, pos + 1,
                                                       memory_order_relaxed, memory_order_relaxed))
@@ -147,7 +148,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     if (q->flags & ASYNC_IPC_QUEUE_JOINABLE) atomic_fetch_add(&q->unfinished, 1);
     if (len) memcpy(s->data, msg, len);
     s->len = (uint32_t)len;
-    atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+    atomic_store_explicit(&s->seq, 2 * pos + 1, memory_order_release);
     wake(q, &q->get, false);
     return 0;
 }
@@ -160,7 +161,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     for (;;) {
         s = slot_at(q, pos);
         uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-        int64_t dif = (int64_t)(seq - (pos + 1));
+        int64_t dif = (int64_t)(seq - (2 * pos + 1));
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
                                                       memory_order_relaxed, memory_order_relaxed))
@@ -180,7 +181,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     size_t n = s->len;
     if (n) memcpy(buf, s->data, n);
     if (len) *len = n;
-    atomic_store_explicit(&s->seq, pos + q->capacity, memory_order_release);
+    atomic_store_explicit(&s->seq, 2 * (pos + q->capacity), memory_order_release);
     wake(q, &q->put, false);
     return 0;
 }

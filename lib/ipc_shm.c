@@ -124,13 +124,7 @@ void async__futex_wake(_Atomic uint32_t *addr, int n)
 
 /* --- tasks ------------------------------------------------------------------ */
 
-/* Weak until every program links the scheduler: a program that never
- * spawned a task cannot be inside one. */
-#pragma weak async_task_self
-#pragma weak async_wait_fd_dl
-
 bool async__ipc_in_task(void)
 {
-    if (!async_task_self || !async_wait_fd_dl) return false;
     return async_task_self().ptr_ != NULL;
 }
