@@ -201,9 +201,10 @@ ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
 
 /* A process-shared, robust, non-recursive lock (multiprocessing.Lock).
  * lock/lock_dl/trylock return 0 or ASYNC_EOWNERDEAD with the lock held.
- * Errors: ASYNC_ETIMEDOUT (_dl), ASYNC_EAGAIN (trylock: held),
- * ASYNC_EALREADY (lock: the caller already holds it), unlock: ASYNC_EPERM
- * (the caller does not hold it). */
+ * Errors: ASYNC_ETIMEDOUT (_dl), ASYNC_EAGAIN (trylock: held by another),
+ * ASYNC_EALREADY (the caller already holds it), ASYNC_EINVAL (new: out NULL);
+ * unlock: ASYNC_EPERM (the caller does not hold it).  Hold it from one thread
+ * at a time per process: it is owned by the locking thread. */
 typedef struct async_ipc_lock async_ipc_lock_t;
 ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out); /* ASYNC_ENOMEM */
 ASYNC_API void async_ipc_lock_free(async_ipc_lock_t *lock);
