@@ -13,16 +13,18 @@
  * be drained) or fails with ASYNC_ECLOSED.
  *
  * Sleeping.  A side that finds the ring full (or empty) spins briefly, then
- * announces itself in a sleepers count and sleeps on a futex event counter.
- * The other side changes the ring, issues a full fence, and only if sleepers
- * is non-zero bumps the counter and wakes one: so when both sides are busy no
- * system call is made at all.  The sleeper increments sleepers before its last
- * look at the ring and the waker fences before reading sleepers, so at least
+ * raises its side's need_wake flag and sleeps on a futex event counter.  The
+ * other side changes the ring, issues a full fence, and only if the flag is
+ * up takes it down (atomic exchange), bumps the counter and wakes every
+ * sleeper: so when both sides are busy no system call is made at all, and a
+ * burst of puts makes one wake-up call, not one per put while the woken
+ * consumer is still on its way.  The sleeper raises the flag before its last
+ * look at the ring and the waker fences before reading the flag, so at least
  * one of them sees the other (Dekker); the futex compare of the counter value
  * read before that last look catches a wake-up that comes before the sleep.
- * Tasks and user event loops wait on an eventfd instead, signalled the same
- * way while its `watchers` count is non-zero.
- *
+ * Tasks and user event loops wait on an eventfd instead, armed the same way
+ * (`armed`, while the `watchers` count is non-zero).
+
  * A producer that dies between claiming a slot and publishing it leaves that
  * slot unpublished, and consumers stall there; that is the price of a queue
  * without a lock in its fast path. */
@@ -44,8 +46,9 @@ typedef struct slot {
 /* One direction of waiting: getters wait for items, putters for room. */
 typedef struct side {
     _Alignas(64) _Atomic uint32_t ev;  /* futex word, bumped to wake sleepers */
-    _Atomic uint32_t sleepers;         /* in futex_wait or about to be */
+    _Atomic uint32_t need_wake;        /* a sleeper is in futex_wait or about to be */
     _Atomic uint32_t watchers;         /* waiting on the eventfd */
+    _Atomic uint32_t armed;            /* a watcher wants the eventfd signalled */
     int efd;
 } side_t;
 
@@ -103,23 +106,26 @@ void async_ipc_queue_free(async_ipc_queue_t *q)
     async__ipc_unmap(q);
 }
 
+static void signal_fd(side_t *s)
+{
+    uint64_t one = 1;
+    ssize_t r = write(s->efd, &one, sizeof one);
+    (void)r; /* only fails when the counter is saturated: still readable */
+}
+
 /* Wakes the side's sleepers and watchers, if any.  The caller has just
- * published a change the sleepers wait for. */
-static void wake(async_ipc_queue_t *q, side_t *s, bool all)
+ * published a change they wait for. */
+static void wake(side_t *s)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&s->sleepers, memory_order_relaxed)) {
-        /* After a close several sleepers may be waiting for the last items
-         * or for the end; wake them all so none is left behind. */
-        if (atomic_load_explicit(&q->head, memory_order_relaxed) & CLOSED_BIT) all = true;
+    if (atomic_load_explicit(&s->need_wake, memory_order_relaxed) &&
+        atomic_exchange(&s->need_wake, 0)) {
         atomic_fetch_add(&s->ev, 1);
-        async__futex_wake(&s->ev, all ? INT32_MAX : 1);
+        async__futex_wake(&s->ev, INT32_MAX);
     }
-    if (atomic_load_explicit(&s->watchers, memory_order_relaxed)) {
-        uint64_t one = 1;
-        ssize_t r = write(s->efd, &one, sizeof one);
-        (void)r; /* only fails when the counter is saturated: still readable */
-    }
+    if (atomic_load_explicit(&s->watchers, memory_order_relaxed) &&
+        atomic_load_explicit(&s->armed, memory_order_relaxed) && atomic_exchange(&s->armed, 0))
+        signal_fd(s);
 }
 
 int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
@@ -149,7 +155,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     if (len) memcpy(s->data, msg, len);
     s->len = (uint32_t)len;
     atomic_store_explicit(&s->seq, 2 * pos + 1, memory_order_release);
-    wake(q, &q->get, false);
+    wake(&q->get);
     return 0;
 }
 
@@ -182,7 +188,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     if (n) memcpy(buf, s->data, n);
     if (len) *len = n;
     atomic_store_explicit(&s->seq, 2 * (pos + q->capacity), memory_order_release);
-    wake(q, &q->put, false);
+    wake(&q->put);
     return 0;
 }
 
@@ -214,24 +220,23 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
     int busy = is_get ? ASYNC_EEMPTY : ASYNC_EFULL;
     side_t *s = is_get ? &q->get : &q->put;
     atomic_fetch_add(&s->watchers, 1);
-    atomic_thread_fence(memory_order_seq_cst);
     int err;
-    while ((err = attempt(q, is_get, op)) == busy) {
-        err = async_wait_fd_dl(s->efd, ASYNC_READABLE, deadline);
-        if (err) break;
+    for (;;) {
+        atomic_store(&s->armed, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        if ((err = attempt(q, is_get, op)) != busy) break;
+        if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, deadline))) break;
         async_ipc_queue_drain_fd(q, is_get ? ASYNC_READABLE : ASYNC_WRITABLE);
     }
     uint32_t others = atomic_fetch_sub(&s->watchers, 1) - 1;
-    /* We may have drained a signal meant for several watchers: pass it on
-     * while there is something left for them (or the end to see). */
+    /* We may have drained a signal meant for several watchers: re-arm for
+     * them, and pass the signal on while there is something for them (or
+     * the end to see). */
     if (others) {
+        atomic_store(&s->armed, 1);
         bool more = is_get ? (err == ASYNC_EEOF || async_ipc_queue_len(q) > 0)
                            : (err == ASYNC_ECLOSED || async_ipc_queue_len(q) < q->capacity);
-        if (more) {
-            uint64_t one = 1;
-            ssize_t r = write(s->efd, &one, sizeof one);
-            (void)r;
-        }
+        if (more) signal_fd(s);
     }
     return err;
 }
@@ -250,15 +255,10 @@ static int wait_futex(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadl
         }
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
         uint32_t ev = atomic_load(&s->ev);
-        atomic_fetch_add(&s->sleepers, 1);
+        atomic_store(&s->need_wake, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        if ((err = attempt(q, is_get, op)) != busy) {
-            atomic_fetch_sub(&s->sleepers, 1);
-            return err;
-        }
-        err = async__futex_wait(&s->ev, ev, deadline);
-        atomic_fetch_sub(&s->sleepers, 1);
-        if (err == ASYNC_ETIMEDOUT) {
+        if ((err = attempt(q, is_get, op)) != busy) return err;
+        if (async__futex_wait(&s->ev, ev, deadline) == ASYNC_ETIMEDOUT) {
             err = attempt(q, is_get, op);
             return err == busy ? ASYNC_ETIMEDOUT : err;
         }
@@ -300,8 +300,8 @@ int async_ipc_queue_close(async_ipc_queue_t *q)
 {
     uint64_t h = atomic_fetch_or(&q->head, CLOSED_BIT);
     if (h & CLOSED_BIT) return ASYNC_EALREADY;
-    wake(q, &q->get, true);
-    wake(q, &q->put, true);
+    wake(&q->get);
+    wake(&q->put);
     return 0;
 }
 
@@ -363,21 +363,31 @@ void async_ipc_queue_watch(async_ipc_queue_t *q, int events)
     side_t *s = side_of(q, events);
     if (!s) return;
     atomic_fetch_add(&s->watchers, 1);
+    atomic_store(&s->armed, 1);
     atomic_thread_fence(memory_order_seq_cst);
 }
 
 void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
-    if (s) atomic_fetch_sub(&s->watchers, 1);
+    if (!s) return;
+    /* This watcher may have drained a signal others needed: re-arm and give
+     * them a (possibly spurious) wake-up. */
+    if (atomic_fetch_sub(&s->watchers, 1) > 1) {
+        atomic_store(&s->armed, 1);
+        signal_fd(s);
+    }
 }
 
 void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
     uint64_t v;
-    if (s) {
-        ssize_t r = read(s->efd, &v, sizeof v);
-        (void)r; /* EAGAIN: nothing to drain */
-    }
+    if (!s) return;
+    /* Re-arm before the caller's next try, so that a change after that try
+     * signals the descriptor again. */
+    atomic_store(&s->armed, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    ssize_t r = read(s->efd, &v, sizeof v);
+    (void)r; /* EAGAIN: nothing to drain */
 }
