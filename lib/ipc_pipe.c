@@ -1,6 +1,8 @@
 /* Message pipes: a 4-byte length prefix framing messages over a
- * SOCK_STREAM socketpair.  Descriptors are non-blocking; blocking calls wait
- * with ppoll (or, inside a task, with async_wait_fd_dl) until their deadline.
+ * SOCK_STREAM socketpair.  Descriptors stay in blocking mode so that a call
+ * without a deadline costs one system call; calls with a deadline, and calls
+ * from a task, use MSG_DONTWAIT and wait with ppoll (or, in a task, with
+ * async_wait_fd_dl) until their deadline.
  * Received bytes are buffered in the end until a whole message is there, so a
  * receive that times out consumes nothing and a message longer than the
  * caller's buffer stays in the pipe.  Sends use MSG_NOSIGNAL: a closed peer
@@ -37,7 +39,7 @@ int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flag
 {
     if (!a || !b || (flags & ~ASYNC_IPC_PIPE_ONEWAY)) return ASYNC_EINVAL;
     int fds[2], err;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) return -errno;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) return -errno;
     bool oneway = flags & ASYNC_IPC_PIPE_ONEWAY;
     if (oneway) {
         shutdown(fds[0], SHUT_WR);
@@ -97,8 +99,10 @@ int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len, int
     struct iovec iov[2] = {{&hdr, HDR}, {(void *)msg, len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
     size_t left = HDR + len;
+    int flags = MSG_NOSIGNAL;
+    if (deadline != ASYNC_FOREVER || async__ipc_in_task()) flags |= MSG_DONTWAIT;
     while (left > 0) {
-        ssize_t n = sendmsg(p->fd, &mh, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(p->fd, &mh, flags);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) {
@@ -157,11 +161,12 @@ static int reserve(async_ipc_pipe_t *p, size_t need)
  * buffered, ASYNC_EIO when it closed inside a message. */
 static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
 {
+    int flags = deadline != ASYNC_FOREVER || async__ipc_in_task() ? MSG_DONTWAIT : 0;
     while (p->end - p->start < need) {
         if (p->eof) return p->end == p->start ? ASYNC_EEOF : ASYNC_EIO;
         int err = reserve(p, need < 65536 ? 65536 : need);
         if (err) return err;
-        ssize_t n = read(p->fd, p->buf + p->end, p->cap - p->end);
+        ssize_t n = recv(p->fd, p->buf + p->end, p->cap - p->end, flags);
         if (n > 0) {
             p->end += (size_t)n;
         } else if (n == 0) {
