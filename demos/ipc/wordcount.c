@@ -28,6 +28,7 @@
 #define MAX_WORD 41
 #define TABLE_BITS 18
 #define TABLE_SIZE ((size_t)1 << TABLE_BITS)
+#define LOCAL_SIZE ((size_t)1 << 14) /* a worker's private table; merged when full */
 
 typedef struct slot {
     _Atomic uint32_t state; /* 0 empty, 1 being filled, 2 ready */
@@ -119,11 +120,32 @@ static int count_shared(void *arg, const char *w, size_t n)
     return 0;
 }
 
+/* Adds the private counts to the shared table under its lock (one lock for
+ * the whole merge), and empties the private table. */
+static int merge(counter_t *c)
+{
+    int rc = 0;
+    async_shared_array_lock(c->job->table);
+    for (size_t i = 0; i < LOCAL_SIZE && !rc; i++) {
+        slot_t *l = &c->local[i];
+        if (!l->count) continue;
+        slot_t *s = lookup(c->shared, TABLE_SIZE, l->word, l->len);
+        if (s) s->count += l->count;
+        else rc = 1;
+    }
+    async_shared_array_unlock(c->job->table);
+    memset(c->local, 0, LOCAL_SIZE * sizeof(slot_t));
+    return rc;
+}
+
 static int count_local(void *arg, const char *w, size_t n)
 {
     counter_t *c = arg;
-    slot_t *s = lookup(c->local, TABLE_SIZE, w, n);
-    if (!s) return 1;
+    slot_t *s = lookup(c->local, LOCAL_SIZE, w, n);
+    if (!s) {
+        if (merge(c)) return 1;
+        s = lookup(c->local, LOCAL_SIZE, w, n);
+    }
     s->count++;
     return 0;
 }
@@ -147,17 +169,8 @@ static int worker(void *arg)
     part_of(j, j->part, &b, &e);
     counter_t c = {j, async_shared_array_ptr(j->table), NULL};
     if (j->mode != LOCAL_MERGE) return each_word(b, e, count_shared, &c);
-    c.local = calloc(TABLE_SIZE, sizeof(slot_t));
-    if (!c.local || each_word(b, e, count_local, &c)) return 1;
-    async_shared_array_lock(j->table);
-    for (size_t i = 0; i < TABLE_SIZE; i++) {
-        slot_t *l = &c.local[i];
-        if (!l->count) continue;
-        slot_t *s = lookup(c.shared, TABLE_SIZE, l->word, l->len);
-        if (!s) return 1;
-        s->count += l->count;
-    }
-    async_shared_array_unlock(j->table);
+    c.local = calloc(LOCAL_SIZE, sizeof(slot_t));
+    if (!c.local || each_word(b, e, count_local, &c) || merge(&c)) return 1;
     free(c.local);
     return 0;
 }
@@ -299,13 +312,16 @@ int main(int argc, char **argv)
     }
     printf("text: %s, %zu bytes, %ld words, %ld distinct\n", input ? input : "generated",
            j.len, words, distinct);
-    printf("%-36s %8.3f s  counted %ld (reference)\n", "serial, 1 process", serial, words);
+    printf("%-40s %8.3f s  counted %ld (reference)\n", "serial, 1 process", serial, words);
 
+    /* The race needs two processes on two cores hitting one word at the same
+     * moment, so how many updates it loses varies: run it three times. */
     static const struct { enum mode mode; const char *name; } modes[] = {
-        {NO_LOCK, "no lock"}, {LOCK_EACH, "lock around each update"}, {LOCAL_MERGE, "local counts, merge under lock"}};
+        {NO_LOCK, "no lock, run 1"}, {NO_LOCK, "no lock, run 2"}, {NO_LOCK, "no lock, run 3"},
+        {LOCK_EACH, "lock around each update"}, {LOCAL_MERGE, "local counts, merge under lock"}};
     int rc = 0;
-    double unlocked = 0;
-    for (int m = 0; m < 3; m++) {
+    double unlocked = 1e9;
+    for (int m = 0; m < 5; m++) {
         double secs = run(&j, modes[m].mode, workers);
         if (secs < 0) {
             fprintf(stderr, "wordcount: a worker failed\n");
@@ -315,12 +331,12 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < TABLE_SIZE; i++) wrong += t[i].count != ref[i];
         char name[64];
         snprintf(name, sizeof name, "%u procs, %s", workers, modes[m].name);
-        printf("%-36s %8.3f s  counted %ld", name, secs, got);
+        printf("%-40s %8.3f s  counted %ld", name, secs, got);
         if (got == words && !wrong) printf(" (exact)");
         else printf(" (LOST %ld updates, %ld words miscounted)", words - got, wrong);
-        if (modes[m].mode == NO_LOCK) unlocked = secs;
+        if (modes[m].mode == NO_LOCK && secs < unlocked) unlocked = secs;
         if (modes[m].mode == LOCK_EACH)
-            printf(", the lock adds %+.0f ns per word", (secs - unlocked) * 1e9 / (double)words);
+            printf(", the lock adds %+.0f ns per word (vs the fastest no-lock run)", (secs - unlocked) * 1e9 / (double)words);
         printf("\n");
         if (modes[m].mode != NO_LOCK && (got != words || wrong)) rc = 1;
     }
