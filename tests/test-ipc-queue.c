@@ -481,3 +481,103 @@ Test(ipc_queue, task_put_on_full_queue_times_out, .timeout = 10)
     cr_assert_eq(async_loop_free(loop), 0);
     async_ipc_queue_free(c.q);
 }
+
+typedef struct multi {
+    async_ipc_queue_t *q;
+    int got[3], errs[3];
+    int next;
+} multi_t;
+
+static int multi_getter(void *arg, void **result)
+{
+    (void)result;
+    multi_t *m = arg;
+    int me = m->next++;
+    size_t len;
+    m->errs[me] = async_ipc_queue_get_dl(m->q, &m->got[me], sizeof(int), &len,
+                                         async_deadline_after(ASYNC_SEC(5)));
+    return 0;
+}
+
+static int put_three_spaced(void *arg)
+{
+    for (int i = 1; i <= 3; i++) {
+        usleep(20000);
+        if (async_ipc_queue_put(arg, &i, sizeof i)) return 1;
+    }
+    return 0;
+}
+
+static int put_three_at_once(void *arg)
+{
+    usleep(20000);
+    for (int i = 1; i <= 3; i++)
+        if (async_ipc_queue_put(arg, &i, sizeof i)) return 1;
+    return 0;
+}
+
+/* Several tasks wait on one queue's descriptor: each item wakes one of them,
+ * also when items arrive together and one task drains the signal. */
+static void several_tasks(int (*producer)(void *))
+{
+    multi_t m = {0};
+    cr_assert_eq(async_ipc_queue_new(&m.q, 4, sizeof(int), 0), 0);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(loop, multi_getter, &m, NULL, NULL), 0);
+    async_process_t *child;
+    cr_assert_eq(async_process_spawn(&child, producer, m.q), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    int sum = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(m.errs[i], 0, "task %d: %s", i, async_errname(m.errs[i]));
+        sum += m.got[i];
+    }
+    cr_assert_eq(sum, 6, "each item got once");
+    cr_assert_eq(async_loop_free(loop), 0);
+    async_process_join(child);
+    async_process_free(child);
+    async_ipc_queue_free(m.q);
+}
+
+Test(ipc_queue, several_tasks_await_one_queue_spaced, .timeout = 10) { several_tasks(put_three_spaced); }
+Test(ipc_queue, several_tasks_await_one_queue_burst, .timeout = 10) { several_tasks(put_three_at_once); }
+
+static int drain_after_30ms(void *arg)
+{
+    usleep(30000);
+    char buf[8];
+    size_t len;
+    for (int i = 0; i < 3; i++)
+        if (async_ipc_queue_get(arg, buf, sizeof buf, &len)) return 1;
+    return 0;
+}
+
+static int putter_forever(void *arg, void **result)
+{
+    (void)result;
+    put_ctx_t *c = arg;
+    for (int i = 0; i < 3 && !c->err; i++) c->err = async_ipc_queue_put(c->q, "p", 1);
+    return 0;
+}
+
+Test(ipc_queue, task_put_woken_by_consumer_in_another_process, .timeout = 10)
+{
+    put_ctx_t c = {0};
+    cr_assert_eq(async_ipc_queue_new(&c.q, 1, 8, 0), 0);
+    cr_assert_eq(async_ipc_queue_put(c.q, "x", 1), 0);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, putter_forever, &c, NULL, NULL), 0);
+    async_process_t *child;
+    cr_assert_eq(async_process_spawn(&child, drain_after_30ms, c.q), 0);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    cr_assert_eq(c.err, 0);
+    cr_assert_eq(async_process_join(child), 0);
+    int code;
+    async_process_status(child, &code, NULL);
+    cr_assert_eq(code, 0);
+    async_process_free(child);
+    cr_assert_eq(async_loop_free(loop), 0);
+    async_ipc_queue_free(c.q);
+}
