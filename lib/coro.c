@@ -21,8 +21,10 @@
 #ifdef ASYNC_CORO_UCONTEXT
 #include <ucontext.h>
 #else
-void async__coro_switch_asm(void **save_sp, void *load_sp);
 void async__coro_trampoline_asm(void);
+#  if defined(ASYNC_ASAN) || defined(ASYNC_TSAN)
+void async__coro_switch_asm(void **save_sp, void *load_sp);
+#  endif
 #endif
 
 /* First C frame of every coroutine. */
@@ -124,6 +126,7 @@ void async__coro_destroy(async__coro_t *coro)
 #endif
 }
 
+#if defined(ASYNC_ASAN) || defined(ASYNC_TSAN) || defined(ASYNC_CORO_UCONTEXT)
 void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exiting)
 {
 #ifdef ASYNC_ASAN
@@ -144,3 +147,4 @@ void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exitin
     __sanitizer_finish_switch_fiber(from->fake_stack, NULL, NULL);
 #endif
 }
+#endif
