@@ -14,17 +14,18 @@
  *
  * Sleeping.  A side that finds the ring full (or empty) spins briefly, then
  * raises its side's need_wake flag and sleeps on a futex event counter.  The
- * other side changes the ring, issues a full fence, and only if the flag is
- * up takes it down (atomic exchange), bumps the counter and wakes every
- * sleeper: so when both sides are busy no system call is made at all, and a
- * burst of puts makes one wake-up call, not one per put while the woken
- * consumer is still on its way.  The sleeper raises the flag before its last
- * look at the ring and the waker fences before reading the flag, so at least
- * one of them sees the other (Dekker); the futex compare of the counter value
- * read before that last look catches a wake-up that comes before the sleep.
- * Tasks and user event loops wait on an eventfd instead, armed the same way
- * (`armed`, while the `watchers` count is non-zero).
-
+ * other side changes the ring and, only if the flag is up, takes it down
+ * (atomic exchange), bumps the counter and wakes every sleeper: so when both
+ * sides are busy no system call is made at all, and a burst of puts makes one
+ * wake-up call, not one per put while the woken consumer is on its way.  The
+ * sleeper raises the flag before its last look at the ring and the waker
+ * publishes before reading the flag, all four accesses sequentially
+ * consistent, so at least one of them sees the other (Dekker; no separate
+ * fence, which ThreadSanitizer cannot model).  The futex compare of the
+ * counter value read before that last look catches a wake-up that comes
+ * before the sleep.  Tasks and user event loops wait on an eventfd instead,
+ * armed the same way (`armed`, while the `watchers` count is non-zero).
+ *
  * A producer that dies between claiming a slot and publishing it leaves that
  * slot unpublished, and consumers stall there; that is the price of a queue
  * without a lock in its fast path. */
@@ -117,14 +118,12 @@ static void signal_fd(side_t *s)
  * published a change they wait for. */
 static void wake(side_t *s)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&s->need_wake, memory_order_relaxed) &&
+    if (atomic_load(&s->need_wake) &&
         atomic_exchange(&s->need_wake, 0)) {
         atomic_fetch_add(&s->ev, 1);
         async__futex_wake(&s->ev, INT32_MAX);
     }
-    if (atomic_load_explicit(&s->watchers, memory_order_relaxed) &&
-        atomic_load_explicit(&s->armed, memory_order_relaxed) && atomic_exchange(&s->armed, 0))
+    if (atomic_load(&s->watchers) && atomic_load(&s->armed) && atomic_exchange(&s->armed, 0))
         signal_fd(s);
 }
 
@@ -136,7 +135,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     for (;;) {
         if (pos & CLOSED_BIT) return ASYNC_ECLOSED;
         s = slot_at(q, pos);
-        uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+        uint64_t seq = atomic_load(&s->seq); /* seq_cst: see the top */
         int64_t dif = (int64_t)(seq - 2 * pos);
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&q->head, &pos, pos + 1,
@@ -154,7 +153,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     if (q->flags & ASYNC_IPC_QUEUE_JOINABLE) atomic_fetch_add(&q->unfinished, 1);
     if (len) memcpy(s->data, msg, len);
     s->len = (uint32_t)len;
-    atomic_store_explicit(&s->seq, 2 * pos + 1, memory_order_release);
+    atomic_store(&s->seq, 2 * pos + 1);
     wake(&q->get);
     return 0;
 }
@@ -166,7 +165,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     slot_t *s;
     for (;;) {
         s = slot_at(q, pos);
-        uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+        uint64_t seq = atomic_load(&s->seq); /* seq_cst: see the top */
         int64_t dif = (int64_t)(seq - (2 * pos + 1));
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
@@ -187,7 +186,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     size_t n = s->len;
     if (n) memcpy(buf, s->data, n);
     if (len) *len = n;
-    atomic_store_explicit(&s->seq, 2 * (pos + q->capacity), memory_order_release);
+    atomic_store(&s->seq, 2 * (pos + q->capacity));
     wake(&q->put);
     return 0;
 }
@@ -223,7 +222,6 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
     int err;
     for (;;) {
         atomic_store(&s->armed, 1);
-        atomic_thread_fence(memory_order_seq_cst);
         if ((err = attempt(q, is_get, op)) != busy) break;
         if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, deadline))) break;
         async_ipc_queue_drain_fd(q, is_get ? ASYNC_READABLE : ASYNC_WRITABLE);
@@ -256,7 +254,6 @@ static int wait_futex(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadl
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
         uint32_t ev = atomic_load(&s->ev);
         atomic_store(&s->need_wake, 1);
-        atomic_thread_fence(memory_order_seq_cst);
         if ((err = attempt(q, is_get, op)) != busy) return err;
         if (async__futex_wait(&s->ev, ev, deadline) == ASYNC_ETIMEDOUT) {
             err = attempt(q, is_get, op);
@@ -364,7 +361,6 @@ void async_ipc_queue_watch(async_ipc_queue_t *q, int events)
     if (!s) return;
     atomic_fetch_add(&s->watchers, 1);
     atomic_store(&s->armed, 1);
-    atomic_thread_fence(memory_order_seq_cst);
 }
 
 void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
@@ -387,7 +383,6 @@ void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
     /* Re-arm before the caller's next try, so that a change after that try
      * signals the descriptor again. */
     atomic_store(&s->armed, 1);
-    atomic_thread_fence(memory_order_seq_cst);
     ssize_t r = read(s->efd, &v, sizeof v);
     (void)r; /* EAGAIN: nothing to drain */
 }
