@@ -10,7 +10,10 @@
 
 /* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
 const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void) { return "leak:libcriterion.so\n"; }
+__attribute__((weak)) const char *__lsan_default_suppressions(void)
+{
+    return "leak:libcriterion.so\n";
+}
 
 /* ThreadSanitizer models a single process: it cannot follow a mutex that
  * another process locked, and it reports deliberate misuse (unlocking a lock
