@@ -240,3 +240,26 @@ Test(process, commands_bad_arguments, .timeout = 10)
     cr_assert_eq(async_process_run_commands_dl(NULL, 1, 1, r, ASYNC_FOREVER), ASYNC_EINVAL);
     cr_assert_eq(async_process_run_commands_dl(cmds, 0, 1, r, ASYNC_FOREVER), 0, "nothing to do");
 }
+
+/* The IPC demos, small, run as commands: each exits 0 and prints its figures. */
+Test(process, ipc_demos_run, .timeout = 60)
+{
+    const char *const *argvs[] = {
+        ARGV(ASYNC_OUT_DIR "/demos/ipc/producer-consumer", "--count", "3000"),
+        ARGV(ASYNC_OUT_DIR "/demos/ipc/wordcount", "--words", "100000"),
+        ARGV(ASYNC_OUT_DIR "/demos/ipc/wordcount", "--input", ASYNC_SRC_DIR "/docs/ipc.md"),
+        ARGV(ASYNC_OUT_DIR "/demos/ipc/pipes", "--count", "1000"),
+        ARGV(ASYNC_OUT_DIR "/demos/ipc/run-parallel", "-j", "2", "echo one", "echo two"),
+    };
+    const char *expect[] = {"same totals", "(exact)", "(exact)", "end-of-stream after 1000", "2 commands, 2 at a time"};
+    enum { N = sizeof argvs / sizeof argvs[0] };
+    async_command_t cmds[N];
+    for (int i = 0; i < N; i++) cmds[i] = (async_command_t){argvs[i], NULL};
+    async_command_result_t r[N];
+    cr_assert_eq(async_process_run_commands_dl(cmds, N, 2, r, async_deadline_after(ASYNC_SEC(50))), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(r[i].exit_code, 0, "%s: %s", argvs[i][0], r[i].err);
+        cr_assert_not_null(strstr(r[i].out, expect[i]), "%s printed:\n%s", argvs[i][0], r[i].out);
+        async_command_result_clear(&r[i]);
+    }
+}
