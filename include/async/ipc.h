@@ -227,8 +227,9 @@ ASYNC_API int async_ipc_rlock_unlock(async_ipc_rlock_t *lock);
 /* --- semaphore, event, condition, barrier ----------------------------------- */
 
 /* A counting semaphore; bounded when max > 0 (BoundedSemaphore: releasing past
- * max is ASYNC_EINVAL).  Errors: new: ASYNC_EINVAL (value > max > 0),
- * ASYNC_ENOMEM; acquire: ASYNC_ETIMEDOUT, ASYNC_EAGAIN (tryacquire). */
+ * max is ASYNC_EINVAL).  Errors: new: ASYNC_EINVAL (out NULL, value > max > 0,
+ * or either above INT32_MAX), ASYNC_ENOMEM; acquire: ASYNC_ETIMEDOUT,
+ * ASYNC_EAGAIN (tryacquire); release: ASYNC_EINVAL (at max). */
 typedef struct async_ipc_sem async_ipc_sem_t;
 ASYNC_API int async_ipc_sem_new(async_ipc_sem_t **out, unsigned value, unsigned max);
 ASYNC_API void async_ipc_sem_free(async_ipc_sem_t *sem);
@@ -239,7 +240,7 @@ ASYNC_API int async_ipc_sem_release(async_ipc_sem_t *sem);
 ASYNC_API unsigned async_ipc_sem_value(const async_ipc_sem_t *sem);
 
 /* An event: a flag processes wait for; set wakes every waiter.
- * Errors: wait_dl: ASYNC_ETIMEDOUT. */
+ * Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM; wait_dl: ASYNC_ETIMEDOUT. */
 typedef struct async_ipc_event async_ipc_event_t;
 ASYNC_API int async_ipc_event_new(async_ipc_event_t **out);
 ASYNC_API void async_ipc_event_free(async_ipc_event_t *ev);
@@ -253,8 +254,8 @@ ASYNC_API int async_ipc_event_wait_dl(async_ipc_event_t *ev, int64_t deadline);
  * releases the lock, sleeps until signalled (or a spurious wake-up: re-check
  * your predicate), and takes the lock again before returning, also on
  * ASYNC_ETIMEDOUT.  Returns ASYNC_EOWNERDEAD when the lock's holder died
- * meanwhile (lock held).  Errors: ASYNC_EPERM (lock not held),
- * ASYNC_ETIMEDOUT. */
+ * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM;
+ * wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT. */
 typedef struct async_ipc_cond async_ipc_cond_t;
 ASYNC_API int async_ipc_cond_new(async_ipc_cond_t **out);
 ASYNC_API void async_ipc_cond_free(async_ipc_cond_t *cond);

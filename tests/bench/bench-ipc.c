@@ -3,7 +3,9 @@
  *     plain pipe (write/read of 64-byte records) and against Python's
  *     multiprocessing.Queue (tests/bench/peer-ipc.py);
  *   - lock cost uncontended and contended by two processes, against a plain
- *     process-private pthread mutex and Python's multiprocessing.Lock;
+ *     process-private pthread mutex and Python's multiprocessing.Lock (the
+ *     contended figure is wall time over every lock+unlock of both processes,
+ *     so it can be below the uncontended one when both cores work);
  *   - message pipe round trip, against a raw socketpair and Python's
  *     multiprocessing.Pipe.
  * One figure per line: `name: value unit`.  Run from the source root. */
@@ -136,10 +138,6 @@ static double mutex_ns(void)
     }
     return (double)(async_now() - t0) / LOCK_N;
 }
-
-typedef struct contended {
-    async_shared_value_t *v;
-} contended_t;
 
 static int add_many(void *arg)
 {
