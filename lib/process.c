@@ -102,8 +102,13 @@ int async_process_join_dl(async_process_t *p, int64_t deadline)
             /* No pidfd: poll waitpid every millisecond (or sooner, at the deadline). */
             int64_t step = ASYNC_MSEC(1);
             if (deadline != ASYNC_FOREVER && deadline - now < step) step = deadline - now;
-            struct timespec ts = {0, (long)step};
-            nanosleep(&ts, NULL);
+            if (async__ipc_in_task()) {
+                int err = async_sleep(step);
+                if (err) return err;
+            } else {
+                struct timespec ts = {0, (long)step};
+                nanosleep(&ts, NULL);
+            }
         }
     }
 }
