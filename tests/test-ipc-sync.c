@@ -369,3 +369,44 @@ Test(ipc_sync, shared_array_and_unlocked_value, .timeout = 10)
     cr_assert_eq(async_shared_array_unlock(a), ASYNC_EPERM);
     async_shared_array_free(a);
 }
+
+typedef struct held2 {
+    async_ipc_rlock_t *rlock;
+    async_shared_value_t *value;
+    async_ipc_event_t *locked;
+} held2_t;
+
+static int take_both_and_die(void *arg)
+{
+    held2_t *h = arg;
+    if (async_ipc_rlock_lock(h->rlock) || async_ipc_rlock_lock(h->rlock)) return 1;
+    if (async_shared_value_lock(h->value)) return 1;
+    *(int *)async_shared_value_ptr(h->value) = 99; /* a half-done update */
+    async_ipc_event_set(h->locked);
+    for (int i = 0; i < 1000; i++) sleep(1);
+    return 0;
+}
+
+Test(ipc_sync, rlock_and_value_lock_are_robust_too, .timeout = 10)
+{
+    SKIP_UNDER_TSAN();
+    held2_t h;
+    cr_assert_eq(async_ipc_rlock_new(&h.rlock), 0);
+    cr_assert_eq(async_shared_value_new(&h.value, sizeof(int), true), 0);
+    cr_assert_eq(async_ipc_event_new(&h.locked), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, take_both_and_die, &h), 0);
+    cr_assert_eq(async_ipc_event_wait_dl(h.locked, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_ipc_rlock_trylock(h.rlock), ASYNC_EAGAIN);
+    cr_assert_eq(async_process_kill(p), 0);
+    cr_assert_eq(child_code(p), -1);
+    cr_assert_eq(async_ipc_rlock_lock_dl(h.rlock, async_deadline_after(ASYNC_SEC(5))), ASYNC_EOWNERDEAD);
+    cr_assert_eq(async_ipc_rlock_unlock(h.rlock), 0);
+    int v;
+    cr_assert_eq(async_shared_value_get(h.value, &v), ASYNC_EOWNERDEAD, "the copy happens, and we are told");
+    cr_assert_eq(v, 99);
+    cr_assert_eq(async_shared_value_get(h.value, &v), 0, "consistent again");
+    async_ipc_event_free(h.locked);
+    async_shared_value_free(h.value);
+    async_ipc_rlock_free(h.rlock);
+}
