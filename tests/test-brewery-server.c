@@ -778,6 +778,21 @@ Test(brewery_server, multiline_quoted_field_is_fine_and_lines_still_count, .time
     cr_expect_not_null(strstr(err, "line 5"), "stderr: %s", err);
 }
 
+Test(brewery_server, broken_quote_and_duplicate_id, .timeout = 30)
+{
+    char text[2048], err[1024];
+    snprintf(text, sizeof text, "%sa1,One,micro,,,,Town,Ohio,1,United States,,,,\n"
+                                "a2,\"Two\"x,micro,,,,Town,Ohio,1,United States,,,,\n", header);
+    int status = run_on_csv(text, err, sizeof err);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    cr_expect_not_null(strstr(err, "line 3"), "stderr: %s", err);
+    snprintf(text, sizeof text, "%sa1,One,micro,,,,Town,Ohio,1,United States,,,,\n"
+                                "a1,Two,micro,,,,Town,Ohio,1,United States,,,,\n", header);
+    status = run_on_csv(text, err, sizeof err);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    cr_expect_not_null(strstr(err, "duplicate"), "stderr: %s", err);
+}
+
 Test(brewery_server, small_csv_serves_multiline_names, .timeout = 30)
 {
     char path[] = "/tmp/brewery-csv-XXXXXX";
