@@ -90,6 +90,7 @@ struct async_http {
     async_http_opts_t opts;/* defaults filled in */
     char *user_agent;
     char *accept_encoding; /* NULL: no Accept-Encoding */
+    char *ca_file;
     async__list_t socks;   /* http_sock_t */
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */

@@ -51,6 +51,11 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
         if (!http->accept_encoding) goto fail_pool;
         http->opts.accept_encoding = http->accept_encoding;
     }
+    if (o.ca_file) {
+        http->ca_file = async__strdup(o.ca_file);
+        if (!http->ca_file) goto fail_pool;
+        http->opts.ca_file = http->ca_file;
+    }
     async__list_init(&http->socks);
     async__list_init(&http->waiting);
     async__list_init(&http->running);
@@ -79,6 +84,7 @@ fail_multi:
 fail_loop:
     async__free(http->pool);
 fail_pool:
+    async__free(http->ca_file);
     async__free(http->accept_encoding);
     async__free(http->user_agent);
 fail_ua:
@@ -95,6 +101,7 @@ void async_http_stats(const async_http_t *http, async_http_stats_t *out)
     if (!http) return;
     *out = http->stats;
     out->easy_pooled = http->n_pool;
+    for (size_t i = 0; i < http->n_shards; i++) out->connections += http->shards[i]->n_sockets;
 }
 
 /* --- ending a request ------------------------------------------------------ */
@@ -542,6 +549,7 @@ int async_http_free(async_http_t *http)
     ev_timer_stop(http->ev, &http->wake_timer);
     if (http->own_loop) async_loop_free(http->loop);
     async__free(http->pool);
+    async__free(http->ca_file);
     async__free(http->accept_encoding);
     async__free(http->user_agent);
     async__free(http);

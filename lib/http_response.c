@@ -118,6 +118,7 @@ int async__http_easy_init(async_http_t *http, CURL *e)
     /* Off unless asked: curl's decoder setup costs about a fifth of the CPU
      * of a small request on loopback. */
     if (http->accept_encoding) SET(CURLOPT_ACCEPT_ENCODING, http->accept_encoding);
+    if (http->ca_file) SET(CURLOPT_CAINFO, http->ca_file);
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

@@ -50,6 +50,7 @@ typedef struct async_http_opts {
     const char *accept_encoding; /* NULL: none; "": every encoding curl decodes
                                     (gzip, deflate, br, zstd); or a list */
     size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */
+    const char *ca_file;       /* PEM bundle of trusted CAs for https; NULL: the system's */
 } async_http_opts_t;
 
 /* One request.  Strings are copied by the call that takes the request, so
@@ -165,6 +166,7 @@ typedef struct async_http_stats {
     uint64_t retries;
     uint64_t failed;     /* requests that ended with an error */
     size_t in_flight;    /* requests not yet ended */
+    size_t connections;  /* sockets open now, busy and idle (HTTP/2 shares one) */
     size_t easy_pooled;  /* idle easy handles kept for reuse */
 } async_http_stats_t;
 
