@@ -1,8 +1,9 @@
 /* The five ways of counting breweries (see client-modes.h).  Every mode uses
  * the same libasync HTTP client: blocking on a private loop in serial,
  * threads and processes; awaited from tasks in async; with callbacks in meta.
- * The threads and processes modes use plain pthreads and fork, one worker
- * per state, as the lab's pools effectively do for a handful of states. */
+ * The threads and processes modes map over the states with libasync's
+ * executor (async/executor.h) when the library has it and the backend is
+ * built in, one worker per state; otherwise with plain pthreads and fork. */
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -101,6 +102,65 @@ static int run_serial(const client_config_t *cfg, const char *const *states, siz
     return 0;
 }
 
+/* --- threads and processes through the executor ---------------------------- */
+
+#if defined(__has_include)
+#if __has_include(<async/executor.h>)
+#include <async/executor.h>
+#define HAVE_EXECUTOR 1
+#endif
+#endif
+
+#ifdef HAVE_EXECUTOR
+#define NAME_MAX_LEN 64
+
+/* A work function: one state, paged with a blocking client of the worker's
+ * own.  Input is the state's name (plain bytes, so it crosses to a worker
+ * process); output a client_count_t.  ctx is the configuration, prepared
+ * before the pool was made (the process backend sees its copy). */
+static int count_work(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    const client_config_t *cfg = ctx;
+    client_count_t *c = out;
+    async_http_t *http;
+    int err = client_new(NULL, cfg, &http);
+    if (err) return async_work_fail(err, "HTTP client: %s", async_strerror(err));
+    client_count_state(http, cfg, in, c);
+    async_http_free(http);
+    return 0; /* a failed state is reported in its count, not as a failed job */
+}
+
+/* Returns ASYNC_ENOTSUP when the backend is not built in (the caller falls
+ * back to pthreads or fork). */
+static int run_executor(async_backend_t backend, const client_config_t *cfg,
+                        const char *const *states, size_t n, client_count_t *out)
+{
+    async_executor_opts_t eo = {.backend = backend, .workers = n < 64 ? (unsigned)n : 64};
+    async_executor_t *ex;
+    int err = async_executor_new(&ex, &eo);
+    if (err) return err;
+    char(*names)[NAME_MAX_LEN] = calloc(n, NAME_MAX_LEN);
+    if (!names) {
+        async_executor_free(ex);
+        return ASYNC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) snprintf(names[i], NAME_MAX_LEN, "%s", states[i]);
+    async_map_t m = {.fn = count_work, .ctx = (void *)cfg, .in = names, .in_size = NAME_MAX_LEN,
+                     .out = out, .out_size = sizeof *out, .n = n, .chunksize = 1};
+    async_map_error_t me;
+    err = async_executor_map(ex, &m, &me);
+    if (err && me.index < n) {
+        /* Only a job that failed outright lands here (a worker died, the
+         * client could not start); chunks of one keep it to that state. */
+        set_error(&out[me.index], me.code, "%s", me.message);
+    }
+    async_executor_free(ex);
+    free(names);
+    return 0;
+}
+#endif
+
 /* --- threads --------------------------------------------------------------- */
 
 typedef struct job {
@@ -126,6 +186,11 @@ static void *thread_main(void *arg)
 static int run_threads(const client_config_t *cfg, const char *const *states, size_t n,
                        client_count_t *out)
 {
+#ifdef HAVE_EXECUTOR
+    int e = run_executor(ASYNC_BACKEND_THREADS, cfg, states, n, out);
+    if (e != ASYNC_ENOTSUP) return e;
+    memset(out, 0, n * sizeof *out);
+#endif
     pthread_t *t = calloc(n, sizeof *t);
     job_t *jobs = calloc(n, sizeof *jobs);
     bool *started = calloc(n, sizeof *started);
@@ -150,6 +215,11 @@ static int run_threads(const client_config_t *cfg, const char *const *states, si
 static int run_processes(const client_config_t *cfg, const char *const *states, size_t n,
                          client_count_t *out)
 {
+#ifdef HAVE_EXECUTOR
+    int e = run_executor(ASYNC_BACKEND_PROCESSES, cfg, states, n, out);
+    if (e != ASYNC_ENOTSUP) return e;
+    memset(out, 0, n * sizeof *out);
+#endif
     pid_t *pids = calloc(n, sizeof *pids);
     int *fds = calloc(n, sizeof *fds);
     if (!pids || !fds) {
