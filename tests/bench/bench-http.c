@@ -369,6 +369,7 @@ static int INFLIGHT_N = INFLIGHT_N_DEFAULT;
 typedef struct fl {
     int done, failed;
     double t0, first, last;
+    double last_sent, max_wait; /* request written; first byte after that */
     char first_error[256];
 } fl_t;
 
@@ -379,6 +380,10 @@ static void fl_done(async_http_response_t *r, void *arg)
     double t = now_s() - f->t0;
     if (f->done == 1) f->first = t;
     f->last = t;
+    double sent = r->timings.queued + r->timings.pretransfer;
+    if (sent > f->last_sent) f->last_sent = sent;
+    double wait = r->timings.starttransfer - r->timings.pretransfer;
+    if (wait > f->max_wait) f->max_wait = wait;
     if (r->error) {
         if (!f->failed++) snprintf(f->first_error, sizeof f->first_error, "%s", r->errmsg);
     }
@@ -432,10 +437,11 @@ static void inflight(unsigned port)
         int n = snprintf(buf, sizeof buf,
                          "inflight-%d-wall: %.3f s (goal < 1.5 s at 1 s latency)\n"
                          "inflight-%d-first-and-last-answer: %.3f s, %.3f s\n"
+                         "inflight-%d-last-request-sent: %.3f s, longest server wait %.3f s\n"
                          "inflight-%d-client-cpu: %.3f s\n"
                          "inflight-%d-peak-rss: %.1f MiB\n"
                          "inflight-%d-failed: %d%s%s\n",
-                         INFLIGHT_N, dt, INFLIGHT_N, f.first, f.last, INFLIGHT_N,
+                         INFLIGHT_N, dt, INFLIGHT_N, f.first, f.last, INFLIGHT_N, f.last_sent, f.max_wait, INFLIGHT_N,
                          (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
                              (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
                          INFLIGHT_N, ru.ru_maxrss / 1024.0, INFLIGHT_N, f.failed,
