@@ -485,11 +485,28 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
             ev_timer_start(http->ev, &dl);
         }
         http->blocking++;
+        int idle = 0;
         while (!x->done && !expired) {
             int rc = async_loop_run(http->loop, ASYNC_RUN_ONCE);
             if (rc < 0) {
                 err = rc;
                 break;
+            }
+            /* 0: nothing is left to wake the loop, yet the request has not
+             * ended.  That should not happen; rather than spin, let curl
+             * look at its timeouts once more, then give up. */
+            if (rc == 0 && ++idle > 1) {
+                err = ASYNC_EIO;
+                break;
+            }
+            if (rc == 0) {
+                /* Downwards: collect may retire shard i, moving the last
+                 * (already visited) one into its place. */
+                for (size_t i = http->n_shards; i-- > 0;) {
+                    http_shard_t *sh = http->shards[i];
+                    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
+                    async__http_collect(sh);
+                }
             }
         }
         http->blocking--;
