@@ -129,13 +129,19 @@ ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *re
 /* Makes the request and waits for it.  From a task of the client's loop the
  * task sleeps while others run; from outside any task on a client with a
  * private loop the call runs that loop until done.  Returns the response's
- * error (0 for a 2xx status after redirects and retries); *out receives the
- * response whenever one exists, also on failure, and the caller frees it.
- * *out is NULL on ASYNC_EINVAL, ASYNC_ENOMEM, ASYNC_ENOTASK (outside a task,
- * on a client bound to an outside loop), ASYNC_EWRONGLOOP (a task of
- * another loop), ASYNC_ECANCELED (the task was cancelled; the transfer is
- * abandoned) and ASYNC_ETIMEDOUT from the _dl form's deadline (which covers
- * every attempt and backoff). */
+ * error (0 for a 2xx status after redirects and retries; ASYNC_EHTTP,
+ * ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out attempt, ASYNC_ECANCELED when
+ * the client is freed meanwhile, ...); *out receives the response whenever
+ * one exists, also on failure, and the caller frees it.  *out is NULL on
+ * ASYNC_EINVAL (bad request, as async_http_send), ASYNC_ENOMEM,
+ * ASYNC_ECLOSED (the client is being freed), ASYNC_ENOTASK (outside a task,
+ * on a client bound to an outside loop), ASYNC_EWRONGLOOP (a task of another
+ * loop), ASYNC_EBUSY (blocking call from inside the private loop's own run,
+ * such as a callback), ASYNC_EIO (the private loop ran dry: an internal
+ * failure, reported rather than hanging), ASYNC_ECANCELED (the calling task
+ * was cancelled; the transfer is abandoned) and ASYNC_ETIMEDOUT from the _dl
+ * form's deadline, which covers every attempt and backoff (the transfer is
+ * abandoned). */
 ASYNC_API int async_http_fetch(async_http_t *http, const async_http_request_t *req,
                                async_http_response_t **out);
 ASYNC_API int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
