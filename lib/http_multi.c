@@ -1,12 +1,14 @@
-/* The HTTP client's engine: curl multi handles (shards, see
- * http_internal.h) driven by the loop's libev watchers, on the pattern of curl's evhiperfifo.c and multi-uv.c examples,
- * with their known traps avoided.  curl tells us, through its socket
- * callback, which sockets to watch for what, and through its timer callback
- * when to call it back; neither callback ever calls into curl.  Every call of
- * curl_multi_socket_action happens from a libev watcher, and transfers that
- * ended are collected with curl_multi_info_read after it returns, so
- * curl_multi_remove_handle never runs inside a curl callback.  This file also
- * creates and frees clients and keeps the pool of idle easy handles. */
+/* The HTTP client's engine: curl multi handles ("shards", see
+ * http_internal.h) driven by the loop's libev watchers, on the pattern of
+ * curl's evhiperfifo.c and multi-uv.c examples with their known traps
+ * avoided.  curl tells us, through its socket callback, which sockets to
+ * watch for what, and through its timer callback when to call it back;
+ * neither callback ever calls into curl.  Every call of
+ * curl_multi_socket_action happens from a libev watcher (or right after one
+ * of our own callbacks returned), and transfers that ended are collected with
+ * curl_multi_info_read after it returns, so curl_multi_remove_handle never
+ * runs inside a curl callback.  This file also keeps the shards and the pool
+ * of idle easy handles, and initialises curl once per process. */
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
