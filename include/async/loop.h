@@ -31,9 +31,11 @@ ASYNC_API int async_loop_new(async_loop_t **out);
  * returned until it is freed.  Errors: as async_loop_new. */
 ASYNC_API int async_loop_default(async_loop_t **out);
 
-/* Frees the loop.  Posted functions still queued run first, on this thread.
- * Fails with ASYNC_EBUSY, freeing nothing, while tasks are alive or the loop
- * is running; finished tasks nobody awaited are reclaimed. */
+/* Frees the loop.  Posted functions still queued run first, on this thread
+ * (and those they post in turn).  Fails with ASYNC_EBUSY, freeing nothing,
+ * while tasks are alive or the loop is running, or when a function it ran
+ * spawned a task (run the loop again, then free); finished tasks nobody
+ * awaited are reclaimed. */
 ASYNC_API int async_loop_free(async_loop_t *loop);
 
 /* The underlying libev loop, for raw watchers.  A started, referenced watcher
