@@ -132,6 +132,7 @@ typedef struct async_task {
     enum task_state state;
     int wake_code;
     bool cancelled, detached, has_pending_wake, started, shielded;
+    bool waker_ok;               /* suspended in async_task_suspend_dl */
     int pending_wake;
     async_task_fn fn;
     void *arg;

@@ -150,7 +150,10 @@ ASYNC_API int async_group_free(async_group_t *group);
  * that async_task_suspend_dl returns, but only if the task is still in that
  * same suspension: a waker whose suspension already ended (by a deadline,
  * cancellation or an earlier wake) is stale and waking it does nothing and
- * returns ASYNC_ESRCH, so late completions are always safe.  Wakers are plain
+ * returns ASYNC_ESRCH, so late completions are always safe.  A waker serves
+ * only a suspension in async_task_suspend_dl: if the task's next suspension
+ * is some other blocking call (a sleep, a channel, a mutex, an await...),
+ * the waker cannot end it and is stale from then on.  Wakers are plain
  * values: copy them freely.  async_waker_wake runs on the loop's thread only;
  * from another thread, async_loop_post a function that calls it. */
 typedef struct async_waker {
