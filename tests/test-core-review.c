@@ -455,3 +455,50 @@ Test(review, free_refuses_when_a_post_spawns, .timeout = 10)
     cr_assert_eq(test_alloc_live(), 0);
     test_alloc_uninstall();
 }
+
+/* --- a group freed by one of two waiters ---------------------------------- */
+
+typedef struct {
+    async_group_t *group;
+    bool free_it;
+    int rc;
+} gwait_job_t;
+
+static int group_child(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_MSEC(5));
+}
+
+static int group_waiter(void *arg, void **res)
+{
+    (void)res;
+    gwait_job_t *j = arg;
+    j->rc = async_group_wait(j->group);
+    if (j->free_it) cr_assert_eq(async_group_free(j->group), 0);
+    return 0;
+}
+
+/* Two tasks wait for a group; the first to resume frees it.  The second's
+ * wait has already ended (the group was done when both were woken), so it
+ * must return without touching the freed group (ASan sees the read). */
+static int t_group_freed_by_first_waiter(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_spawn(g, group_child, NULL, NULL), 0);
+    gwait_job_t a = {.group = g, .free_it = true, .rc = 1}, b = {.group = g, .rc = 1};
+    async_task_t ta, tb;
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &a, NULL, &ta), 0);
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &b, NULL, &tb), 0);
+    cr_assert_eq(async_task_await(ta, NULL), 0);
+    cr_assert_eq(async_task_await(tb, NULL), 0);
+    cr_assert_eq(a.rc, 0);
+    cr_assert_eq(b.rc, 0);
+    return 0;
+}
+Test(review, group_freed_by_the_first_of_two_waiters, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_group_freed_by_first_waiter, NULL, NULL), 0);
+}
