@@ -45,7 +45,8 @@ ASYNC_API struct ev_loop *async_loop_ev(async_loop_t *loop);
 /* Runs the loop on the calling thread.  Returns 0 when nothing is left to do
  * (no live task, no active watcher), 1 when stopped or when a ONCE or NOWAIT
  * iteration returned with work left, or ASYNC_EBUSY if the loop is already
- * running (run is not re-entrant), ASYNC_EWRONGLOOP if called from a task. */
+ * running (run is not re-entrant), ASYNC_EWRONGLOOP if a loop already runs on
+ * this thread (called from a task, say), ASYNC_EINVAL for an unknown mode. */
 ASYNC_API int async_loop_run(async_loop_t *loop, async_run_mode_t mode);
 
 /* Makes a running async_loop_run return after the current iteration.
