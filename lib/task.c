@@ -282,8 +282,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     size_t size = opts && opts->stack_size ? opts->stack_size : ASYNC_STACK_DEFAULT;
     if (size > MAX_STACK) return ASYNC_EINVAL;
     if (size < ASYNC_STACK_MIN) size = ASYNC_STACK_MIN;
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
+    size_t ps = async__page_size();
     size = (size + ps - 1) / ps * ps;
 
     async_task_impl_t *t = take_slot(loop);

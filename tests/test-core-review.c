@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include "support/run.h"
 #include "support/alloc.h"
+#include <pthread.h>
 #include <string.h>
 
 /* Spins (without yielding) until the deadline has passed, so that a timer
@@ -559,4 +560,30 @@ Test(review, ipc_demos_refuse_bad_values, .timeout = 30)
         cr_assert_eq(r[i].out_len, 0, "did not start running: %s", r[i].out);
         async_command_result_clear(&r[i]);
     }
+}
+
+/* --- loops on several threads at once -------------------------------------- */
+
+static void *loop_thread(void *arg)
+{
+    int *ran = arg;
+    async_loop_t *loop;
+    if (async_loop_new(&loop) != 0) return NULL;
+    for (int i = 0; i < 4; i++) async_task_spawn(loop, trivial, ran, &(async_task_opts_t){.detached = true}, NULL);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_free(loop);
+    return NULL;
+}
+
+/* Loops on different threads share nothing but the process-wide stack
+ * settings, which must be safe to read and set up from several threads at
+ * once (ThreadSanitizer checks; the counts check everywhere). */
+Test(review, loops_on_two_threads_start_at_once, .timeout = 10)
+{
+    int ran[2] = {0, 0};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&th[i], NULL, loop_thread, &ran[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    cr_assert_eq(ran[0], 4);
+    cr_assert_eq(ran[1], 4);
 }
