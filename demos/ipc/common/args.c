@@ -9,11 +9,12 @@
 bool arg_ulong(const char *prog, const char *opt, const char *s, unsigned long min,
                unsigned long max, unsigned long *out)
 {
-    char *end;
+    char *end = (char *)s;
+    unsigned long v = 0;
     errno = 0;
-    /* strtoul accepts a sign ("-1" becomes ULONG_MAX): refuse it first. */
-    unsigned long v = isdigit((unsigned char)*s) ? strtoul(s, &end, 10) : 0;
-    if (!isdigit((unsigned char)*s) || *end || errno || v < min || v > max) {
+    /* strtoul accepts a sign ("-1" becomes ULONG_MAX): digits only. */
+    if (isdigit((unsigned char)*s)) v = strtoul(s, &end, 10);
+    if (end == s || *end || errno || v < min || v > max) {
         fprintf(stderr, "%s: invalid value for %s: '%s' (want %lu..%lu)\n", prog, opt, s, min, max);
         return false;
     }
