@@ -39,6 +39,7 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(CF
 LIB_CFLAGS := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DASYNC_BUILDING -Ilib
 ifeq ($(CORO),ucontext)
 LIB_CFLAGS += -DASYNC_CORO_UCONTEXT
+CFLAGS_ALL += -DASYNC_CORO_UCONTEXT
 endif
 ifneq ($(SANITIZE),)
 SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
