@@ -99,6 +99,9 @@ $(OBJ)/lib/%.o: lib/%.S
 $(OBJ)/tests/%.o: tests/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
+$(OBJ)/demos/%.o: demos/%.c $(HEADERS) $(wildcard demos/*/common/*.h demos/common/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) -c $< -o $@
 $(OBJ)/%.o: %.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) -c $< -o $@
