@@ -224,7 +224,7 @@ void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
             int64_t b = http->opts.retry_base_ns;
             delay = b > http->opts.retry_max_ns >> shift ? http->opts.retry_max_ns : b << shift;
             /* "Equal jitter": half the backoff, plus up to the other half. */
-            delay = delay / 2 + (int64_t)(jitter() * (double)(delay / 2));
+            delay = delay / 2 + (int64_t)(jitter() * ((double)delay / 2.0));
             after = -1;
         }
         if (delay <= http->opts.retry_max_ns) {

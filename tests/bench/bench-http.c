@@ -59,7 +59,8 @@ static int server_start(child_t *c, const char *latency)
         close(p[0]);
         close(p[1]);
         /* BENCH_BREWERY_SERVER overrides the path, to measure another build. */
-        const char *srv = getenv("BENCH_BREWERY_SERVER") ? getenv("BENCH_BREWERY_SERVER") : SERVER;
+        const char *srv = getenv("BENCH_BREWERY_SERVER");
+        if (!srv) srv = SERVER;
         execl(srv, srv, "--port", "0", "--quiet", "--latency", latency, (char *)NULL);
         _exit(127);
     }
@@ -86,8 +87,8 @@ static unsigned free_port(void)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof sa;
-    bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    getsockname(fd, (struct sockaddr *)&sa, &len);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &len))
+        sa.sin_port = 0;
     close(fd);
     return ntohs(sa.sin_port);
 }

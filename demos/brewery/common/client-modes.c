@@ -66,7 +66,7 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         int rc = async_http_get(http, url, query, &r);
         out->requests += r ? r->attempts : 1;
         long n = 0;
-        int bad = rc ? 0 : client_json_array_count(r->body, r->body_len, &n);
+        int bad = rc || !r ? 0 : client_json_array_count(r->body, r->body_len, &n);
         if (bad == -1) {
             /* Malformed: jansson says where, with line and column. */
             json_t *j = NULL;
