@@ -66,6 +66,8 @@ typedef struct async__rows {
 typedef struct async__outcome {
     int err;              /* 0, or the first failing row's code */
     size_t failed_row;    /* that row, counted within the job */
+    size_t result_size;   /* single jobs: bytes of rows.out that are the result
+                             (out_size, or less after async_work_output) */
     char msg[ASYNC_FUTURE_MSG_MAX];
     /* A variable-size result (async_work_output beyond out_size), else NULL.
      * var_owned: var_out came from async__malloc and passes to the future;
