@@ -12,9 +12,10 @@ enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
  * writing to the same line. */
 typedef struct async__exec_priv {
     /* Written by submitters (exec_queue.c explains the protocol). */
-    _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
     _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
+    char pad0[64];
+    _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     char pad1[64];
     /* Written by workers, mostly under mu. */
     pthread_mutex_t mu;
@@ -30,6 +31,8 @@ typedef struct async__exec_priv {
     _Atomic unsigned waking;         /* a wake-up is on its way to an idle worker */
     _Atomic unsigned seq;            /* futex word idle workers sleep on */
     char pad3[64];
+    _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
+    char pad4[64];
     /* Rarely written. */
     _Atomic bool closed;
     _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
