@@ -28,7 +28,7 @@
  * slip into a queue that has been stopped and drained. */
 #include <limits.h>
 #include <sched.h>
-#include "executor_priv.h"
+#include "exec_internal.h"
 #include "future_internal.h"
 
 

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "executor_priv.h"
+#include "exec_internal.h"
 #include "future_internal.h"
 
 static _Thread_local async_executor_t *tls_worker_of;

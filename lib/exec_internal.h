@@ -1,7 +1,7 @@
 /* Executor internals shared by executor.c, exec_queue.c and imap.c only
  * (backends use executor_internal.h).  PRIVATE: never installed. */
-#ifndef ASYNC_EXECUTOR_PRIV_H
-#define ASYNC_EXECUTOR_PRIV_H
+#ifndef ASYNC_EXEC_INTERNAL_H
+#define ASYNC_EXEC_INTERNAL_H
 
 #include "executor_internal.h"
 
