@@ -17,8 +17,8 @@ typedef struct async__exec_priv {
     char pad0[64];
     _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     char pad1[64];
-    /* Written by workers, mostly under mu. */
-    pthread_mutex_t mu;
+    /* Written by workers, under qlock. */
+    _Atomic unsigned char qlock;
     _Atomic size_t taken;            /* jobs ever popped or drained */
     async__job_t *in_tail;           /* the consumer pops the inbox's tail */
     async__bucket_t zero;            /* priority 0, always in the list */
@@ -37,7 +37,8 @@ typedef struct async__exec_priv {
     _Atomic bool closed;
     _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
     _Atomic unsigned room_waiters;
-    pthread_cond_t room;             /* submitters wait here (with mu) while full */
+    pthread_mutex_t mu;              /* for `room` */
+    pthread_cond_t room;             /* submitters wait here while full */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     bool joined;

@@ -3,7 +3,7 @@
  * wake-up system call per idle worker.
  *
  * Submitters push onto the inbox, a lock-free FIFO (one atomic exchange per
- * job or per batch).  A worker takes the mutex and pops the inbox directly
+ * job or per batch).  A worker takes the queue lock and pops the inbox directly
  * while every queued job has priority 0; once other priorities are queued it
  * sorts the inbox into priority buckets and pops the highest.  Buckets are
  * FIFO lists sorted by priority, highest first; priority 0 has a permanent
@@ -61,7 +61,28 @@ void async__q_destroy(exec_priv_t *p)
     pthread_mutex_destroy(&p->mu);
 }
 
-/* --- buckets (under mu) --------------------------------------------------- */
+/* The queue's own lock, held only for a pop: a spin lock costs one atomic
+ * exchange where a mutex costs two read-modify-writes; a holder that gets
+ * preempted makes the others yield, not burn their slice. */
+static void qlock(exec_priv_t *p)
+{
+    for (unsigned i = 0; atomic_exchange_explicit(&p->qlock, 1, memory_order_acquire); i++)
+        while (atomic_load_explicit(&p->qlock, memory_order_relaxed)) {
+            if (++i < 64) async__cpu_relax();
+            else sched_yield();
+        }
+}
+
+static void qunlock(exec_priv_t *p) { atomic_store_explicit(&p->qlock, 0, memory_order_release); }
+
+static void room_signal(exec_priv_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_signal(&p->room);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* --- buckets (under qlock) ------------------------------------------------- */
 
 static void bucket_push(exec_priv_t *p, async__job_t *job)
 {
@@ -103,7 +124,7 @@ static async__job_t *bucket_pop(exec_priv_t *p)
 
 /* The inbox is Vyukov's intrusive multi-producer, single-consumer queue:
  * a producer swaps itself in as the head and then links the old head to
- * itself; the consumer (whoever holds mu) pops from the tail.  A pop sees
+ * itself; the consumer (whoever holds qlock) pops from the tail.  A pop sees
  * nothing in the instant between a producer's two steps; the job is counted
  * in `queued` all along, so the worker just looks again. */
 static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
@@ -136,7 +157,7 @@ static async__job_t *inbox_pop(exec_priv_t *p)
     return NULL;
 }
 
-/* Under mu: whether another job is visibly queued. */
+/* Under qlock: whether another job is visibly queued. */
 static bool more_locked(exec_priv_t *p)
 {
     for (async__bucket_t *b = p->buckets; b; b = b->next)
@@ -146,7 +167,7 @@ static bool more_locked(exec_priv_t *p)
     return tail != &p->in_stub || next != NULL;
 }
 
-/* Under mu: the next job in priority order.  While only priority 0 is in use
+/* Under qlock: the next job in priority order.  While only priority 0 is in use
  * the inbox is popped directly; otherwise it is first sorted into buckets. */
 static async__job_t *pop_any(exec_priv_t *p)
 {
@@ -255,7 +276,7 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
 int async__q_take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
             /* Only mu's holder writes taken: no read-modify-write needed. */
@@ -263,14 +284,14 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
             /* More work than this worker?  Look at the queue's own links
              * rather than `submitted`, whose line submitters keep writing. */
             bool more = more_locked(p);
-            if (atomic_load(&p->room_waiters)) pthread_cond_signal(&p->room);
-            pthread_mutex_unlock(&p->mu);
+            qunlock(p);
+            if (atomic_load(&p->room_waiters)) room_signal(p);
             if (more) wake(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;
         }
         bool stop = stopped(p) && !async__q_len(p);
-        pthread_mutex_unlock(&p->mu);
+        qunlock(p);
         if (stop) return ASYNC_ECLOSED;
 
         if (atomic_load(&p->spinning) == 0) {
@@ -315,7 +336,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
      * uncounts it. */
     async__job_t *head = NULL, **tail = &head;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        qlock(p);
         if (drain) {
             async__job_t *job;
             size_t n = 0;
@@ -327,6 +348,8 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
         }
         *tail = NULL;
+        qunlock(p);
+        pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->room);
         pthread_mutex_unlock(&p->mu);
         if (!drain || !async__q_len(p)) break;
