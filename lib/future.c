@@ -25,7 +25,8 @@ static void init(async_future_t *f, async__fpool_t *pool)
     atomic_init(&f->refs, 1);
     f->err = 0;
     atomic_init(&f->lock, 0);
-    f->data_owned = f->msg_owned = f->exec_owned = f->has_index = 0;
+    f->exec_owned = false;
+    f->data_owned = f->msg_owned = f->has_index = 0;
     f->data = NULL;
     f->size = 0;
     f->pool = pool;
@@ -173,7 +174,13 @@ void async_future_free(async_future_t *f)
 {
     if (!f) return;
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
-    /* Last reference: nobody can be listening (listeners hold references). */
+    /* Last reference: no waiter is listening (waiters hold references), but
+     * callbacks of a future that never finished (a submit that failed after
+     * they were added) are still listed: they will never run. */
+    while (!async__list_empty(&f->nodes)) {
+        async__listener_t *l = container_of(async__list_pop(&f->nodes), async__listener_t, link);
+        if (!l->notify) async__free(container_of(l, async__cb_node_t, l));
+    }
     if (f->data_owned) async__free(f->data);
     if (f->msg_owned) async__free((void *)f->msg);
     release_memory(f);

@@ -64,8 +64,9 @@ struct async_future {
     _Atomic unsigned refs;
     int err;
     _Atomic unsigned char lock;    /* guards `nodes`; critical sections are short */
-    unsigned char data_owned : 1, msg_owned : 1;
-    unsigned char exec_owned : 1;  /* an executor finishes it: async_future_set_* refuse */
+    bool exec_owned;               /* an executor finishes it: async_future_set_* refuse;
+                                      set before the future is shared, then only read */
+    unsigned char data_owned : 1, msg_owned : 1; /* written by the finisher only */
     unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
     void *data;
     size_t size;

@@ -11,6 +11,7 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -559,6 +560,12 @@ CASE(shutdown_while_busy, 20)
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_map_t m = {.fn = nothing, .n = 3};
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_ECLOSED);
+    success_calls = error_calls = 0;
+    f = NULL;
+    cr_expect_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f),
+                 ASYNC_ECLOSED);
+    cr_expect_null(f);
+    cr_expect_eq(success_calls + error_calls, 0, "a call that fails never calls back");
     cr_expect_eq(async_executor_shutdown(ex, true, false), 0, "again is fine");
     async_executor_free(ex);
 }
@@ -745,11 +752,13 @@ CASE(run_blocking_outside_tasks, 20)
 /* --- thread backend only ------------------------------------------------------ */
 
 static pthread_t cb_thread;
+static _Atomic bool cb_ran;
 static void record_thread(async_future_t *f, void *arg)
 {
     (void)f;
     (void)arg;
     cb_thread = pthread_self();
+    atomic_store(&cb_ran, true);
 }
 
 Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
@@ -757,10 +766,11 @@ Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
     async_future_t *gate = submit_nap(ex, 30, 0, 0);
     async_future_t *f = submit_nap(ex, 0, 1, 0);
-    cb_thread = pthread_self();
+    atomic_store(&cb_ran, false);
     cr_assert_eq(async_future_on_done(f, record_thread, NULL), 0);
     async_future_wait(f);
-    usleep(1000);
+    /* The state turns final before the callbacks run: wait for ours. */
+    while (!atomic_load(&cb_ran)) usleep(100);
     cr_expect_not(pthread_equal(cb_thread, pthread_self()), "ran on a worker thread");
     async_future_free(gate);
     async_future_free(f);
