@@ -261,11 +261,13 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
         return r;
     }
     async__job_t *last = jobs;
+    size_t prio = jobs->priority != 0;
     for (size_t i = 1; i < n; i++) {
         atomic_store_explicit(&last->qnext, last->next, memory_order_relaxed);
         last = last->next;
+        prio += last->priority != 0;
     }
-    if (jobs->priority) atomic_fetch_add(&p->prio_jobs, n);
+    if (prio) atomic_fetch_add(&p->prio_jobs, prio);
     inbox_push(p, jobs, last);
     wake(p, n);
     return 0;

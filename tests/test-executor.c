@@ -164,6 +164,41 @@ CASE(submit_and_result, 20)
     async_executor_free(ex);
 }
 
+CASE(submit_batch_mixed_priorities, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *gate = submit_nap(ex, 60, 0, 0);
+    enum { N = 50 };
+    int v[N][2];
+    async_job_t jobs[N];
+    for (int i = 0; i < N; i++) {
+        v[i][0] = 0;
+        v[i][1] = i;
+        jobs[i] = (async_job_t){.fn = nap, .in = v[i], .in_size = sizeof v[i],
+                                .out_size = sizeof(int), .priority = i == 40 ? 9 : 0};
+    }
+    async_future_t *fs[N];
+    cr_assert_eq(async_executor_submit_batch(ex, jobs, N, fs), 0);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, N, &it), 0);
+    size_t idx;
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 40, "the high-priority job of the batch ran first");
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 0, "then the others in order");
+    async_as_completed_free(it);
+    cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(result_int(fs[i]), i);
+        async_future_free(fs[i]);
+    }
+    jobs[3].fn = NULL;
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, N, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, 0, NULL), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
 CASE(bad_arguments, 10)
 {
     async_executor_t *ex = pool(backend, 1);
