@@ -427,6 +427,35 @@ CASE(imap_unordered_lazy_and_bounded, 20)
     async_executor_free(ex);
 }
 
+static int failing_source(void *arg, void *item)
+{
+    int *next = arg;
+    if (*next == 3) return ASYNC_EIO;
+    memcpy(item, next, sizeof *next);
+    ++*next;
+    return 0;
+}
+
+CASE(imap_source_error_ends_the_input, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int next = 0;
+    async_imap_t m = {.fn = picky, .source = failing_source, .source_arg = &next,
+                      .in_size = sizeof(int), .out_size = sizeof(int)};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+        cr_expect_eq(v, 2 * i);
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EIO, "the source's error, after its items");
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
 CASE(imap_item_errors_and_early_free, 20)
 {
     async_executor_t *ex = pool(backend, 2);
