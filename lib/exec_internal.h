@@ -37,6 +37,7 @@ typedef struct async__exec_priv {
     _Atomic bool closed;
     _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
     _Atomic unsigned room_waiters;
+    bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];

@@ -281,13 +281,20 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
-            /* Only mu's holder writes taken: no read-modify-write needed. */
-            atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + 1);
+            /* Only qlock's holder writes taken: no read-modify-write needed. */
+            atomic_store_explicit(&p->taken,
+                                  atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
+                                  memory_order_release);
             /* More work than this worker?  Look at the queue's own links
              * rather than `submitted`, whose line submitters keep writing. */
             bool more = more_locked(p);
             qunlock(p);
-            if (atomic_load(&p->room_waiters)) room_signal(p);
+            if (p->bounded) {
+                /* Order the store to taken before the look at room_waiters
+                 * (a submitter waiting for room does the opposite). */
+                atomic_thread_fence(memory_order_seq_cst);
+                if (atomic_load(&p->room_waiters)) room_signal(p);
+            }
             if (more) wake(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;

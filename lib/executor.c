@@ -17,7 +17,7 @@
 #include "exec_internal.h"
 #include "future_internal.h"
 
-static _Thread_local async_executor_t *tls_worker_of;
+static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
 unsigned async__cpu_count(void)
 {
@@ -208,6 +208,7 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
         return ASYNC_ENOMEM;
     }
     async__q_init(p);
+    p->bounded = o.max_queued != 0;
     pthread_mutex_init(&p->join_mu, NULL);
     int r = ops->start(ex);
     if (r) {
