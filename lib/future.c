@@ -45,13 +45,33 @@ async_future_t *async__future_alloc(size_t extra)
 
 /* --- the allocation cache ------------------------------------------------ */
 
+/* A pool of equal blocks for one executor's futures.  Each thread keeps a
+ * magazine of blocks for the pool it used last, taken from the pool and given
+ * back whole (constant time both ways, under the pool's lock), so a thread
+ * that submits and frees in a stream touches no lock and no atomic for its
+ * blocks.  `outstanding` counts the blocks outside the pool's list (in use
+ * or in magazines); a closed pool is freed when that count drops to 0.  A
+ * magazine goes back when its thread switches pools, exits (a key
+ * destructor) or closes the pool, or when it grows past MAG_MAX. */
 struct async__fpool {
-    _Atomic bool busy;   /* a spin lock: every critical section is a few loads and stores */
-    size_t outstanding;  /* futures taken and not freed */
+    _Atomic bool busy;   /* a spin lock: every critical section is short */
+    _Atomic bool closed; /* the owner is gone: the last block frees the pool */
+    size_t outstanding;
     size_t block, cap, count;
-    void *blocks;        /* free blocks, linked through their first word */
-    bool closed;         /* the owner is gone: the last future frees the pool */
+    void *blocks, *last; /* free blocks, linked through their first word */
 };
+
+#define MAG_MAX 4096
+
+typedef struct magazine {
+    async__fpool_t *pool;
+    void *head, *tail;
+    size_t n;
+} magazine_t;
+
+static _Thread_local magazine_t mag ASYNC_TLS;
+static pthread_key_t mag_key;
+static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
 
 /* Pool blocks start on a cache line (the hot header is exactly one line);
  * the pointer to free sits just before the block. */
@@ -66,6 +86,15 @@ static void *block_alloc(size_t size)
 
 static void block_free(void *blk) { async__free(((void **)blk)[-1]); }
 
+static void free_list(void *list)
+{
+    while (list) {
+        void *next = *(void **)list;
+        block_free(list);
+        list = next;
+    }
+}
+
 static void fpool_lock(async__fpool_t *p)
 {
     while (atomic_exchange_explicit(&p->busy, true, memory_order_acquire))
@@ -77,55 +106,99 @@ static void fpool_unlock(async__fpool_t *p)
     atomic_store_explicit(&p->busy, false, memory_order_release);
 }
 
+/* Gives back a chain of n blocks (head..tail): spliced into the pool while
+ * it is open and under its cap, freed otherwise; frees the pool after its
+ * last block. */
+static void give_back(async__fpool_t *p, void *head, void *tail, size_t n)
+{
+    void *spill = NULL;
+    fpool_lock(p);
+    if (!atomic_load_explicit(&p->closed, memory_order_relaxed) && p->count + n <= p->cap) {
+        *(void **)tail = p->blocks;
+        if (!p->blocks) p->last = tail;
+        p->blocks = head;
+        p->count += n;
+    } else {
+        spill = head;
+    }
+    p->outstanding -= n;
+    bool last = atomic_load_explicit(&p->closed, memory_order_relaxed) && p->outstanding == 0;
+    fpool_unlock(p);
+    free_list(spill);
+    if (last) async__free(p);
+}
+
+static void mag_flush(magazine_t *m)
+{
+    if (m->pool && m->n) give_back(m->pool, m->head, m->tail, m->n);
+    *m = (magazine_t){NULL, NULL, NULL, 0};
+}
+
+static void mag_exit(void *arg) { mag_flush(arg); }
+static void mag_key_init(void) { pthread_key_create(&mag_key, mag_exit); }
+
 async__fpool_t *async__fpool_new(size_t block, size_t cap)
 {
     async__fpool_t *p = async__malloc(sizeof *p);
     if (!p) return NULL;
     atomic_init(&p->busy, false);
+    atomic_init(&p->closed, false);
     p->outstanding = 0;
     p->block = block;
     p->cap = cap;
     p->count = 0;
-    p->blocks = NULL;
-    p->closed = false;
+    p->blocks = p->last = NULL;
     return p;
 }
 
 void async__fpool_close(async__fpool_t *p)
 {
     if (!p) return;
+    if (mag.pool == p) mag_flush(&mag);
     fpool_lock(p);
-    p->closed = true;
+    atomic_store_explicit(&p->closed, true, memory_order_relaxed);
     void *list = p->blocks;
-    p->blocks = NULL;
+    p->blocks = p->last = NULL;
     p->count = 0;
     bool last = p->outstanding == 0;
     fpool_unlock(p);
-    while (list) {
-        void *next = *(void **)list;
-        block_free(list);
-        list = next;
-    }
+    free_list(list);
     if (last) async__free(p);
 }
 
 async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
 {
     if (!p || sizeof(async_future_t) + extra > p->block) return async__future_alloc(extra);
-    fpool_lock(p);
-    void *blk = p->blocks;
-    if (blk) {
-        p->blocks = *(void **)blk;
-        p->count--;
+    if (mag.pool != p) {
+        mag_flush(&mag);
+        pthread_once(&mag_once, mag_key_init);
+        pthread_setspecific(mag_key, &mag);
+        mag.pool = p;
     }
-    p->outstanding++;
-    fpool_unlock(p);
-    if (!blk && !(blk = block_alloc(p->block))) {
+    if (!mag.n) { /* take the pool's whole list, or make one new block */
         fpool_lock(p);
-        p->outstanding--; /* not closed: its owner is allocating */
+        mag.head = p->blocks;
+        mag.tail = p->last;
+        mag.n = p->count;
+        p->blocks = p->last = NULL;
+        p->count = 0;
+        p->outstanding += mag.n ? mag.n : 1;
         fpool_unlock(p);
-        return NULL;
+        if (!mag.n) {
+            void *blk = block_alloc(p->block);
+            if (!blk) {
+                fpool_lock(p);
+                p->outstanding--; /* open: its owner is allocating */
+                fpool_unlock(p);
+                return NULL;
+            }
+            init(blk, p);
+            return blk;
+        }
     }
+    void *blk = mag.head;
+    if (!(mag.head = *(void **)blk)) mag.tail = NULL;
+    mag.n--;
     init(blk, p);
     return blk;
 }
@@ -137,17 +210,19 @@ static void release_memory(async_future_t *f)
         async__free(f);
         return;
     }
-    fpool_lock(p);
-    bool keep = !p->closed && p->count < p->cap;
-    if (keep) {
-        *(void **)f = p->blocks;
-        p->blocks = f;
-        p->count++;
+    if (mag.pool != p || atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+        *(void **)f = NULL;
+        give_back(p, f, f, 1);
+        return;
     }
-    bool last = --p->outstanding == 0 && p->closed;
-    fpool_unlock(p);
-    if (!keep) block_free(f);
-    if (last) async__free(p);
+    *(void **)f = mag.head;
+    if (!mag.head) mag.tail = f;
+    mag.head = f;
+    if (++mag.n > MAG_MAX) { /* do not hoard: give all back, keep the pool */
+        give_back(p, mag.head, mag.tail, mag.n);
+        mag.head = mag.tail = NULL;
+        mag.n = 0;
+    }
 }
 
 int async_future_new(async_future_t **out)

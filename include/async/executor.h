@@ -140,7 +140,9 @@ ASYNC_API int async_executor_terminate(async_executor_t *ex);
  * Memory: the executor reuses the memory of freed futures of small jobs
  * (input plus output up to about 80 bytes) for later submits, keeping up to
  * 250,000 of them (about 100 MB) as long as it lives; all of it is released
- * here. */
+ * here, except up to 4,096 blocks that another thread that submitted to this
+ * executor keeps cached: those go when that thread exits or submits to
+ * another executor. */
 ASYNC_API void async_executor_free(async_executor_t *ex);
 
 /* Memory every worker sees at the same address, for large inputs that a map
