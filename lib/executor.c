@@ -543,10 +543,10 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
              * m->out: drop the queued ones and wait for the rest here. */
             map_state_t *st = (map_state_t *)f->extra;
             atomic_store_explicit(&st->abandoned, true, memory_order_release);
-            async_future_wait(f);
+            async__future_wait(f, ASYNC_FOREVER, false);
         }
     } else {
-        r = async_future_wait(f);
+        r = async__future_wait(f, ASYNC_FOREVER, false);
     }
     r = async_future_error(f);
     if (err) {

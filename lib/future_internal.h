@@ -102,6 +102,9 @@ async_future_t *async__future_alloc(size_t extra);
 int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg,
                          void *data, size_t size, bool owned);
 
+/* async_future_wait_dl, with or without its short spin before sleeping. */
+int async__future_wait(async_future_t *f, int64_t deadline, bool spin);
+
 /* PENDING -> RUNNING, as async_future_set_running without its check. */
 int async__future_start(async_future_t *f);
 

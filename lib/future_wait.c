@@ -17,13 +17,14 @@
 
 /* --- blocking waits ---------------------------------------------------------- */
 
-int async_future_wait_dl(async_future_t *f, int64_t deadline)
+int async__future_wait(async_future_t *f, int64_t deadline, bool spin)
 {
     unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
     /* Spin a little first: when futures finish in a stream (a waiter walking
      * a batch), the next one is often a moment away, and sleeping would cost
-     * a system call on both sides. */
-    for (unsigned i = 0; i < SPIN_LOOPS && !async__fs_final(s); i++) {
+     * a system call on both sides.  Not for long work, such as a map: a
+     * spinning waiter holds the CPU that a worker it just woke should get. */
+    for (unsigned i = 0; spin && i < SPIN_LOOPS && !async__fs_final(s); i++) {
         async__cpu_relax();
         s = atomic_load_explicit(&f->state, memory_order_acquire);
     }
@@ -41,7 +42,12 @@ int async_future_wait_dl(async_future_t *f, int64_t deadline)
     }
 }
 
-int async_future_wait(async_future_t *f) { return async_future_wait_dl(f, ASYNC_FOREVER); }
+int async_future_wait_dl(async_future_t *f, int64_t deadline)
+{
+    return async__future_wait(f, deadline, true);
+}
+
+int async_future_wait(async_future_t *f) { return async__future_wait(f, ASYNC_FOREVER, true); }
 
 /* Checks mode over fs; true when satisfied, with *index set.  *from is the
  * first index not known final (finals never change). */
