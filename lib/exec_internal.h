@@ -61,6 +61,11 @@ typedef struct map_state {
     size_t fail_index;
     char msg[ASYNC_FUTURE_MSG_MAX];
     _Atomic bool abandoned; /* skip chunks not started yet */
+    size_t nchunks;
+    /* The executor's reference goes when every chunk has both left the queue
+     * and finished (2 events a chunk): the caller of a blocking map may run
+     * chunks that still sit in the queue. */
+    _Atomic size_t events;
     async_future_cb on_success, on_error;
     void *cb_arg;
     async__job_t jobs[];

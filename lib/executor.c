@@ -11,6 +11,7 @@
  *
  * Locking: no lock is held while a user callback, a work function or a
  * backend call runs; futures are finished outside every lock. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,6 +39,38 @@ int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
 
 static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
 
+static bool map_claim(async__job_t *job)
+{
+    return !atomic_exchange_explicit(&job->claimed, 1, memory_order_acq_rel);
+}
+
+/* Counts one of a map chunk's two events (left the queue, finished); the last
+ * of all drops the executor's reference to the map. */
+static void map_event(map_state_t *st)
+{
+    if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
+        async_future_free(st->f);
+}
+
+/* Claims a map chunk to run it here; false when it must not run (someone
+ * else has it, or the map was cancelled, or its deadline passed: then it
+ * has been finished). */
+static bool map_start(async__job_t *job)
+{
+    map_state_t *st = job->owner;
+    if (!map_claim(job)) return false;
+    if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
+        async__future_start(st->f) == ASYNC_ECANCELED) {
+        map_chunk_done(job, ASYNC_ECANCELED, 0, "map cancelled before this item ran");
+        return false;
+    }
+    if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
+        map_chunk_done(job, ASYNC_ETIMEDOUT, 0, "deadline passed before it ran");
+        return false;
+    }
+    return true;
+}
+
 /* Finishes a job that never ran, with err and msg. */
 static void skip_job(async__job_t *job, int err, const char *msg)
 {
@@ -49,9 +82,12 @@ static void skip_job(async__job_t *job, int err, const char *msg)
         async_future_free(f); /* the executor's reference */
         break;
     }
-    case JOB_MAP:
-        map_chunk_done(job, err, 0, msg);
+    case JOB_MAP: { /* it left the queue; finish it unless it ran elsewhere */
+        map_state_t *st = job->owner;
+        if (map_claim(job)) map_chunk_done(job, err, 0, msg);
+        map_event(st);
         break;
+    }
     case JOB_IMAP:
         async__imap_chunk_done(job, err, 0, msg);
         break;
@@ -78,11 +114,9 @@ static bool start_job(async__job_t *job)
         }
     } else if (job->kind == JOB_MAP) {
         map_state_t *st = job->owner;
-        if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
-            async__future_start(st->f) == ASYNC_ECANCELED) {
-            skip_job(job, ASYNC_ECANCELED, "map cancelled before this item ran");
-            return false;
-        }
+        bool run = map_start(job);
+        map_event(st); /* it left the queue (st may be gone now) */
+        return run;
     } else if (!async__imap_chunk_start(job)) {
         return false;
     }
@@ -444,7 +478,10 @@ static void map_chunk_done(async__job_t *job, int err, size_t row, const char *m
     }
     bool last = --st->remaining == 0;
     pthread_mutex_unlock(&st->mu);
-    if (!last) return;
+    if (!last) {
+        map_event(st);
+        return;
+    }
     async_future_t *f = st->f;
     if (st->fail_code) {
         char full[ASYNC_FUTURE_MSG_MAX + 32];
@@ -454,7 +491,7 @@ static void map_chunk_done(async__job_t *job, int err, size_t row, const char *m
     } else {
         async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
     }
-    async_future_free(f); /* the executor's reference: st may be gone now */
+    map_event(st); /* st may be gone now */
 }
 
 static void map_cb(async_future_t *f, void *arg)
@@ -485,7 +522,8 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     map_state_t *st = (map_state_t *)f->extra;
     pthread_mutex_init(&st->mu, NULL);
     st->f = f;
-    st->remaining = nchunks;
+    st->remaining = st->nchunks = nchunks;
+    atomic_init(&st->events, 2 * nchunks);
     st->fail_code = 0;
     st->fail_index = 0;
     st->msg[0] = '\0';
@@ -515,6 +553,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
         job->deadline = dl;
         job->var_ok = false;
         job->kind = JOB_MAP;
+        atomic_init(&job->claimed, 0);
         job->owner = st;
         job->next = i + 1 < nchunks ? &st->jobs[i + 1] : NULL;
     }
@@ -529,6 +568,17 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     }
     *out = f;
     return 0;
+}
+
+static void help_map(async_executor_t *ex, map_state_t *st)
+{
+    for (size_t i = st->nchunks; i-- > 0;) {
+        async__job_t *job = &st->jobs[i];
+        if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !map_start(job)) continue;
+        async__outcome_t oc;
+        async__rows_run(&job->rows, UINT_MAX, job->deadline, false, NULL, NULL, 0, &oc);
+        async__exec_finish(ex, job, &oc);
+    }
 }
 
 int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
@@ -546,6 +596,12 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
             async__future_wait(f, ASYNC_FOREVER, false);
         }
     } else {
+        /* The caller would only sleep: it runs chunks too, from the end
+         * (workers start from the front), so that the map does not wait
+         * for sleeping workers to get a CPU back.  Not with an initializer
+         * (the caller never ran it) nor on the process backend. */
+        if (ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
+            help_map(ex, (map_state_t *)f->extra);
         r = async__future_wait(f, ASYNC_FOREVER, false);
     }
     r = async_future_error(f);

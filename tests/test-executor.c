@@ -841,6 +841,30 @@ Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
     async_executor_free(ex);
 }
 
+static int who_runs(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size, (void)ctx;
+    int w = async_work_worker();
+    memcpy(out, &w, sizeof w);
+    return 0;
+}
+
+Test(exec_threads_only, blocking_map_caller_runs_chunks, .timeout = 10)
+{
+    /* The only worker is busy: the caller runs the whole map itself. */
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *gate = submit_nap(ex, 300, 0, 0);
+    usleep(20000);
+    int out[10];
+    async_map_t m = {.fn = who_runs, .out = out, .out_size = sizeof(int), .n = 10, .chunksize = 3};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0);
+    cr_expect_not(async_future_done(gate), "the map did not wait for the busy worker");
+    for (int i = 0; i < 10; i++) cr_expect_eq(out[i], -1, "item %d ran on the caller", i);
+    cr_expect_eq(async_future_wait(gate), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
 static int borrow_reader(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
     (void)in_size, (void)out_size;

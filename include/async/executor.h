@@ -70,7 +70,8 @@ ASYNC_API void *async_work_output(size_t size);
 
 /* Inside a work function or initializer: the index of the worker running it
  * (0 .. workers-1, stable for the worker's life), for per-worker state; -1
- * elsewhere. */
+ * elsewhere, including the caller of a blocking map that runs chunks itself
+ * (see async_executor_map). */
 ASYNC_API int async_work_worker(void);
 
 /* Inside a work function: the job's deadline (ASYNC_FOREVER if none), so long
@@ -237,6 +238,10 @@ typedef struct async_map_error {
 } async_map_error_t;
 
 /* Runs the map and waits for it (blocking the thread; in a task, awaiting).
+ * On the thread backend without an initializer, a blocking caller (not a
+ * task) also runs chunks itself while it would otherwise sleep, so the map
+ * does not wait for sleeping workers to get a CPU; async_work_worker() is -1
+ * in those calls.
  * Returns 0 when every item succeeded, otherwise the code of the lowest
  * failing item, described in *err (OUT, may be NULL).  n = 0 returns 0.
  * Errors also: as submit (nothing ran then), ASYNC_EINVAL (m NULL, fn NULL,
