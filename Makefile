@@ -39,6 +39,7 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(CF
 LIB_CFLAGS := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DASYNC_BUILDING -Ilib
 ifeq ($(CORO),ucontext)
 LIB_CFLAGS += -DASYNC_CORO_UCONTEXT
+CFLAGS_ALL += -DASYNC_CORO_UCONTEXT
 endif
 ifneq ($(SANITIZE),)
 SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
@@ -98,6 +99,9 @@ $(OBJ)/lib/%.o: lib/%.S
 $(OBJ)/tests/%.o: tests/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
+$(OBJ)/demos/%.o: demos/%.c $(HEADERS) $(wildcard demos/*/common/*.h demos/common/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) -c $< -o $@
 $(OBJ)/%.o: %.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) -c $< -o $@

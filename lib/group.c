@@ -65,9 +65,11 @@ void async__group_task_done(async_task_impl_t *t)
         if (!g->cancelled) async_group_cancel(g);
     }
     if (g->live == 0) {
+        /* The waiters get the outcome with the wake-up: the first of them to
+         * run may free the group before the others resume. */
         async__list_t *n;
         while ((n = async__list_pop(&g->waiters)))
-            async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+            async__task_unpark(container_of(n, async_task_impl_t, wait_link), g->first_error);
     }
 }
 
@@ -79,13 +81,13 @@ int async_group_wait_dl(async_group_t *g, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (self->group == g) return ASYNC_EINVAL; /* would wait for itself */
-    while (g->live > 0) {
-        async__list_push(&g->waiters, &self->wait_link);
-        rc = async__task_park(self, deadline);
-        async__list_remove(&self->wait_link);
-        if (rc) return rc;
-    }
-    return g->first_error;
+    if (g->live == 0) return g->first_error;
+    /* Only the group's end (with its first error), the deadline or a
+     * cancellation end this wait; after it, g may already be freed. */
+    async__list_push(&g->waiters, &self->wait_link);
+    rc = async__task_park(self, deadline);
+    async__list_remove(&self->wait_link);
+    return rc;
 }
 
 int async_group_wait(async_group_t *g)

@@ -79,6 +79,8 @@ void async__stack_pool_free(async__stack_pool_t *pool);
 int async__stack_get(async__stack_pool_t *pool, size_t size, async__stack_t **out);
 void async__stack_put(async__stack_pool_t *pool, async__stack_t *stack);
 bool async__stack_intact(const async__stack_t *stack);
+/* The system's page size (cached; safe from any thread). */
+size_t async__page_size(void);
 
 typedef struct async__coro {
 #ifdef ASYNC_CORO_UCONTEXT
@@ -132,6 +134,7 @@ typedef struct async_task {
     enum task_state state;
     int wake_code;
     bool cancelled, detached, has_pending_wake, started, shielded;
+    bool waker_ok;               /* suspended in async_task_suspend_dl */
     int pending_wake;
     async_task_fn fn;
     void *arg;

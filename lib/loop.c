@@ -116,7 +116,12 @@ int async_loop_free(async_loop_t *loop)
 {
     if (!loop) return 0;
     if (loop->running || loop->live) return ASYNC_EBUSY;
-    run_posts(loop);
+    /* Posts may post again: run until none is left, so that every post runs
+     * exactly once and no node is leaked. */
+    while (atomic_load_explicit(&loop->posts, memory_order_acquire)) run_posts(loop);
+    /* A post may also have spawned a task; freeing it here would leak its
+     * stack and lose its work, so the loop stays for another run. */
+    if (loop->live) return ASYNC_EBUSY;
     async__task_free_all(loop);
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);

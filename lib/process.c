@@ -161,6 +161,7 @@ typedef struct run {
     int pidfd;     /* -1 once reaped or if unavailable */
     bool reaped;
     int status;
+    int error;     /* a capture error, kept until the run is finished */
     int64_t start;
     buf_t b[2];
 } run_t;
@@ -317,13 +318,17 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
         for (size_t i = 0; i < nrun;) {
             run_t *r = &runs[i];
             async_command_result_t *res = &results[r->idx];
-            int error = 0;
             for (int k = 0; k < 2; k++) {
                 if (r->fd[k] < 0) continue;
                 int rr = buf_read(&r->b[k], r->fd[k]);
                 if (rr == 1) close_fd(&r->fd[k]);
-                else if (rr < 0) { error = rr; close_fd(&r->fd[k]); }
+                else if (rr < 0) {
+                    /* The child may run on: remember the error until it ends. */
+                    if (!r->error) r->error = rr;
+                    close_fd(&r->fd[k]);
+                }
             }
+            int error = r->error;
             if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
                 r->reaped = true;
                 close_fd(&r->pidfd);

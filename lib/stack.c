@@ -50,13 +50,19 @@ struct async__stack_pool {
     slab_t *slabs;
 };
 
+/* Process-wide, read and set up by the loops of every thread: atomics.  The
+ * lazy set-ups may run twice at once; both compute the same value. */
 static _Atomic long guarded_live;
-static long guarded_budget = -1;
+static _Atomic long guarded_budget = -1;
+static _Atomic size_t page_bytes;
 
-static size_t page_size(void)
+size_t async__page_size(void)
 {
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
+    size_t ps = atomic_load_explicit(&page_bytes, memory_order_relaxed);
+    if (!ps) {
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&page_bytes, ps, memory_order_relaxed);
+    }
     return ps;
 }
 
@@ -64,21 +70,23 @@ static size_t page_size(void)
  * (0: none, every default-size stack comes from a slab). */
 static long guard_budget(void)
 {
-    if (guarded_budget >= 0) return guarded_budget;
+    long budget = atomic_load_explicit(&guarded_budget, memory_order_relaxed);
+    if (budget >= 0) return budget;
     const char *env = getenv("ASYNC_STACK_GUARDS");
     if (env && *env) {
-        guarded_budget = strtol(env, NULL, 10);
-        if (guarded_budget < 0) guarded_budget = 0;
-        return guarded_budget;
+        budget = strtol(env, NULL, 10);
+        if (budget < 0) budget = 0;
+    } else {
+        long max = 65530;
+        FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+        if (f) {
+            if (fscanf(f, "%ld", &max) != 1) max = 65530;
+            fclose(f);
+        }
+        budget = max / 4 / 2; /* two mappings a guarded stack */
     }
-    long max = 65530;
-    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
-    if (f) {
-        if (fscanf(f, "%ld", &max) != 1) max = 65530;
-        fclose(f);
-    }
-    guarded_budget = max / 4 / 2; /* two mappings a guarded stack */
-    return guarded_budget;
+    atomic_store_explicit(&guarded_budget, budget, memory_order_relaxed);
+    return budget;
 }
 
 static void write_canary(async__stack_t *s)
@@ -150,7 +158,7 @@ void async__stack_pool_free(async__stack_pool_t *pool)
 
 static int new_guarded(size_t size, async__stack_t **out)
 {
-    size_t ps = page_size();
+    size_t ps = async__page_size();
     async__stack_t *s = async__calloc(1, sizeof *s);
     if (!s) return ASYNC_ENOMEM;
     s->map_size = size + ps;
@@ -179,7 +187,7 @@ static int new_slab(async__stack_pool_t *pool)
     if (!sl) return ASYNC_ENOMEM;
     for (int i = 0; i < SLAB_STACKS; i++)
         if (!(stacks[i] = async__calloc(1, sizeof(async__stack_t)))) goto fail;
-    sl->map_size = (size_t)SLAB_STACKS * ASYNC_STACK_DEFAULT + page_size();
+    sl->map_size = (size_t)SLAB_STACKS * ASYNC_STACK_DEFAULT + async__page_size();
     sl->map = mmap(NULL, sl->map_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (sl->map == MAP_FAILED) goto fail;

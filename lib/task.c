@@ -173,17 +173,20 @@ void async__task_unpark(async_task_impl_t *t, int code)
     async__task_ready(t);
 }
 
-int async__task_park(async_task_impl_t *self, int64_t deadline)
+/* Wakers complete only suspensions made through async_task_suspend_dl
+ * (by_waker).  The library's own waits (a channel, a mutex, await, sleep...)
+ * are ended only by their objects, which hand over an element, a lock or a
+ * permit with the wake-up: a waker the task took but never suspended on must
+ * not end such a wait, or the task would go on holding nothing.  A wake that
+ * arrived before the suspension is kept for a waker suspension and dropped
+ * otherwise (that suspension's epoch is used up, so the waker is stale). */
+static int park(async_task_impl_t *self, int64_t deadline, bool by_waker)
 {
     self->epoch++;
-    if (self->cancelled && !self->shielded) {
-        self->has_pending_wake = false;
-        return ASYNC_ECANCELED;
-    }
-    if (self->has_pending_wake) {
-        self->has_pending_wake = false;
-        return self->pending_wake;
-    }
+    bool pending = self->has_pending_wake;
+    self->has_pending_wake = false;
+    if (self->cancelled && !self->shielded) return ASYNC_ECANCELED;
+    if (pending && by_waker) return self->pending_wake;
     if (deadline != ASYNC_FOREVER) {
         int64_t left = deadline - async_now();
         if (left <= 0) return ASYNC_ETIMEDOUT;
@@ -191,9 +194,15 @@ int async__task_park(async_task_impl_t *self, int64_t deadline)
         ev_timer_set(&self->timer, (double)left / 1e9, 0.);
         ev_timer_start(self->loop->ev, &self->timer);
     }
+    self->waker_ok = by_waker;
     self->state = TASK_SUSPENDED;
     switch_out(self, false);
     return self->wake_code;
+}
+
+int async__task_park(async_task_impl_t *self, int64_t deadline)
+{
+    return park(self, deadline, false);
 }
 
 async_waker_t async_task_waker(void)
@@ -213,7 +222,7 @@ int async_task_suspend_dl(int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    return async__task_park(self, deadline);
+    return park(self, deadline, true);
 }
 
 int async_waker_wake(async_waker_t w, int code)
@@ -221,6 +230,7 @@ int async_waker_wake(async_waker_t w, int code)
     async_task_impl_t *t = w.ptr_;
     if (!t || t->gen != w.gen_) return ASYNC_ESRCH;
     if (t->state == TASK_SUSPENDED && t->epoch == w.epoch_) {
+        if (!t->waker_ok) return ASYNC_ESRCH; /* a library wait, not the waker's */
         async__task_unpark(t, code);
         return 0;
     }
@@ -272,8 +282,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     size_t size = opts && opts->stack_size ? opts->stack_size : ASYNC_STACK_DEFAULT;
     if (size > MAX_STACK) return ASYNC_EINVAL;
     if (size < ASYNC_STACK_MIN) size = ASYNC_STACK_MIN;
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
+    size_t ps = async__page_size();
     size = (size + ps - 1) / ps * ps;
 
     async_task_impl_t *t = take_slot(loop);

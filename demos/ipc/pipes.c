@@ -11,6 +11,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "common/args.h"
 
 typedef struct ends {
     async_ipc_pipe_t *a, *b;
@@ -69,13 +70,15 @@ int main(int argc, char **argv)
 {
     long count = 100000;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--count") && i + 1 < argc) count = atol(argv[++i]);
-        else {
+        unsigned long v;
+        if (!strcmp(argv[i], "--count") && i + 1 < argc) {
+            if (!arg_ulong("pipes", "--count", argv[++i], 1, 1000000000, &v)) return 2;
+            count = (long)v;
+        } else {
             fprintf(stderr, "usage: %s [--count N]\n", argv[0]);
             return 2;
         }
     }
-    if (count < 1) count = 1;
     fflush(stdout);
 
     /* One-way. */

@@ -14,6 +14,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "common/args.h"
 
 typedef struct result {
     uint64_t n;
@@ -108,17 +109,21 @@ int main(int argc, char **argv)
     unsigned workers = 4;
     size_t capacity = 256;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--count") && i + 1 < argc) c.count = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--workers") && i + 1 < argc) workers = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--capacity") && i + 1 < argc) capacity = strtoul(argv[++i], NULL, 10);
-        else {
+        const char *prog = "producer-consumer";
+        unsigned long v;
+        if (!strcmp(argv[i], "--count") && i + 1 < argc) {
+            if (!arg_ulong(prog, "--count", argv[++i], 1, 1000000000000ul, &v)) return 2;
+            c.count = v;
+        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
+            if (!arg_ulong(prog, "--workers", argv[++i], 1, 64, &v)) return 2;
+            workers = (unsigned)v;
+        } else if (!strcmp(argv[i], "--capacity") && i + 1 < argc) {
+            if (!arg_ulong(prog, "--capacity", argv[++i], 1, 1000000, &v)) return 2;
+            capacity = v;
+        } else {
             fprintf(stderr, "usage: %s [--count N] [--workers W] [--capacity C]\n", argv[0]);
             return 2;
         }
-    }
-    if (workers < 1 || workers > 64 || capacity < 1) {
-        fprintf(stderr, "producer-consumer: workers must be 1..64, capacity >= 1\n");
-        return 2;
     }
     check(async_ipc_queue_new(&c.numbers, capacity, sizeof(uint64_t), 0), "queue");
     check(async_ipc_queue_new(&c.results, capacity, sizeof(result_t), 0), "queue");

@@ -10,6 +10,7 @@
 #include <string.h>
 #include "async.h"
 #include "async/process.h"
+#include "common/args.h"
 
 static const char *const script_a[] = {"sh", "-c", "for i in 1 2 3; do echo \"script A step $i\"; sleep 0.3; done", NULL};
 static const char *const script_b[] = {"sh", "-c", "for i in 1 2; do echo \"script B step $i\"; sleep 0.4; done", NULL};
@@ -46,15 +47,18 @@ int main(int argc, char **argv)
     double timeout = -1;
     int first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
-        if (!strcmp(argv[first], "-j") && first + 1 < argc) jobs = strtoul(argv[++first], NULL, 10);
-        else if (!strcmp(argv[first], "--timeout") && first + 1 < argc) timeout = atof(argv[++first]);
-        else if (!strcmp(argv[first], "--")) { first++; break; }
+        unsigned long v;
+        if (!strcmp(argv[first], "-j") && first + 1 < argc) {
+            if (!arg_ulong("run-parallel", "-j", argv[++first], 1, 1024, &v)) return 2;
+            jobs = v;
+        } else if (!strcmp(argv[first], "--timeout") && first + 1 < argc) {
+            if (!arg_seconds("run-parallel", "--timeout", argv[++first], 1e6, &timeout)) return 2;
+        } else if (!strcmp(argv[first], "--")) { first++; break; }
         else {
             fprintf(stderr, "usage: %s [-j N] [--timeout SECONDS] ['command' ...]\n", argv[0]);
             return 2;
         }
     }
-    if (jobs < 1) jobs = 1;
     size_t n = (size_t)(argc - first);
     async_command_t *cmds;
     const char *(*shell)[4] = NULL;

@@ -24,6 +24,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "common/args.h"
 
 #define MAX_WORD 41
 #define TABLE_BITS 18
@@ -260,16 +261,18 @@ int main(int argc, char **argv)
     unsigned workers = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--input") && i + 1 < argc) input = argv[++i];
-        else if (!strcmp(argv[i], "--words") && i + 1 < argc) nwords = strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--workers") && i + 1 < argc) workers = (unsigned)atoi(argv[++i]);
-        else {
+        else if (!strcmp(argv[i], "--words") && i + 1 < argc) {
+            unsigned long v;
+            if (!arg_ulong("wordcount", "--words", argv[++i], 1, 1000000000, &v)) return 2;
+            nwords = v;
+        } else if (!strcmp(argv[i], "--workers") && i + 1 < argc) {
+            unsigned long v;
+            if (!arg_ulong("wordcount", "--workers", argv[++i], 2, 64, &v)) return 2;
+            workers = (unsigned)v;
+        } else {
             fprintf(stderr, "usage: %s [--input FILE] [--words N] [--workers W]\n", argv[0]);
             return 2;
         }
-    }
-    if (workers < 2 || workers > 64) {
-        fprintf(stderr, "wordcount: --workers must be 2..64\n");
-        return 2;
     }
     job_t j = {0};
     char *owned = NULL;

@@ -84,9 +84,10 @@ ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size
 ASYNC_API void async_ipc_queue_free(async_ipc_queue_t *q);
 
 /* Copies len bytes from msg in as one message, waiting while the queue is
- * full.  Errors: ASYNC_EINVAL (len > max_msg), ASYNC_ECLOSED (closed before
- * or while waiting: not put), ASYNC_ETIMEDOUT (_dl), ASYNC_EFULL (tryput),
- * ASYNC_ECANCELED (the calling task was cancelled). */
+ * full.  Errors: ASYNC_EINVAL (len > max_msg, or msg NULL with len > 0),
+ * ASYNC_ECLOSED (closed before or while waiting: not put), ASYNC_ETIMEDOUT
+ * (_dl), ASYNC_EFULL (tryput), ASYNC_ECANCELED (the calling task was
+ * cancelled). */
 ASYNC_API int async_ipc_queue_put(async_ipc_queue_t *q, const void *msg, size_t len);
 ASYNC_API int async_ipc_queue_put_dl(async_ipc_queue_t *q, const void *msg, size_t len,
                                      int64_t deadline);
@@ -94,9 +95,9 @@ ASYNC_API int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size
 
 /* Takes the oldest message into buf, which must have room for max_msg bytes
  * (cap >= max_msg), and its length into *len (OUT), waiting while the queue
- * is empty.  Errors: ASYNC_EINVAL (cap < max_msg), ASYNC_EEOF (the queue is
- * closed and drained), ASYNC_ETIMEDOUT (_dl), ASYNC_EEMPTY (tryget),
- * ASYNC_ECANCELED (the calling task was cancelled). */
+ * is empty.  Errors: ASYNC_EINVAL (cap < max_msg, or buf NULL), ASYNC_EEOF
+ * (the queue is closed and drained), ASYNC_ETIMEDOUT (_dl), ASYNC_EEMPTY
+ * (tryget), ASYNC_ECANCELED (the calling task was cancelled). */
 ASYNC_API int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_queue_get_dl(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
@@ -116,7 +117,9 @@ ASYNC_API size_t async_ipc_queue_max_msg(const async_ipc_queue_t *q);
 /* JoinableQueue.  Every put counts one unfinished item; task_done marks one
  * finished; join waits until none is unfinished.  Errors: ASYNC_ENOTSUP (the
  * queue was not made JOINABLE), ASYNC_EINVAL (task_done called more times
- * than items were put), ASYNC_ETIMEDOUT (join_dl). */
+ * than items were put), ASYNC_ETIMEDOUT (join_dl).  Unlike put and get, join
+ * blocks the calling thread even inside a task (the loop stalls meanwhile):
+ * in a task, join only when the consumers are other processes or threads. */
 ASYNC_API int async_ipc_queue_task_done(async_ipc_queue_t *q);
 ASYNC_API int async_ipc_queue_join(async_ipc_queue_t *q);
 ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
@@ -289,7 +292,9 @@ ASYNC_API bool async_ipc_barrier_broken(const async_ipc_barrier_t *b);
  * get and set copy the whole value, under the lock when it has one.  lock and
  * unlock are the lock's (ASYNC_ENOTSUP without one; otherwise as
  * async_ipc_lock_lock and _unlock).  get/set return ASYNC_EOWNERDEAD when they
- * took the lock from a dead holder (the copy still happened).
+ * took the lock from a dead holder (the copy still happened), and
+ * ASYNC_EALREADY, copying nothing, when the caller already holds the lock
+ * (the lock is not recursive: inside lock/unlock, use ptr).
  * Errors: new: ASYNC_EINVAL (size 0), ASYNC_ENOMEM. */
 typedef struct async_shared_value async_shared_value_t;
 ASYNC_API int async_shared_value_new(async_shared_value_t **out, size_t size, bool with_lock);

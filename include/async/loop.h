@@ -31,9 +31,11 @@ ASYNC_API int async_loop_new(async_loop_t **out);
  * returned until it is freed.  Errors: as async_loop_new. */
 ASYNC_API int async_loop_default(async_loop_t **out);
 
-/* Frees the loop.  Posted functions still queued run first, on this thread.
- * Fails with ASYNC_EBUSY, freeing nothing, while tasks are alive or the loop
- * is running; finished tasks nobody awaited are reclaimed. */
+/* Frees the loop.  Posted functions still queued run first, on this thread
+ * (and those they post in turn).  Fails with ASYNC_EBUSY, freeing nothing,
+ * while tasks are alive or the loop is running, or when a function it ran
+ * spawned a task (run the loop again, then free); finished tasks nobody
+ * awaited are reclaimed. */
 ASYNC_API int async_loop_free(async_loop_t *loop);
 
 /* The underlying libev loop, for raw watchers.  A started, referenced watcher
@@ -43,7 +45,8 @@ ASYNC_API struct ev_loop *async_loop_ev(async_loop_t *loop);
 /* Runs the loop on the calling thread.  Returns 0 when nothing is left to do
  * (no live task, no active watcher), 1 when stopped or when a ONCE or NOWAIT
  * iteration returned with work left, or ASYNC_EBUSY if the loop is already
- * running (run is not re-entrant), ASYNC_EWRONGLOOP if called from a task. */
+ * running (run is not re-entrant), ASYNC_EWRONGLOOP if a loop already runs on
+ * this thread (called from a task, say), ASYNC_EINVAL for an unknown mode. */
 ASYNC_API int async_loop_run(async_loop_t *loop, async_run_mode_t mode);
 
 /* Makes a running async_loop_run return after the current iteration.

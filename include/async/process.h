@@ -70,7 +70,9 @@ typedef struct async_command_result {
     int error;          /* 0: it ran and ended (see below); ASYNC_ECHILD: it could
                            not start (start_errno says why); ASYNC_ETIMEDOUT:
                            killed, or never started, at the deadline;
-                           ASYNC_ENOMEM or -errno: setting it up failed */
+                           ASYNC_ENOMEM or -errno: setting it up, or
+                           capturing its output, failed (it still ran to its
+                           end; what was captured is kept) */
     int start_errno;    /* errno of the failed start (ENOENT, EACCES, ...) */
     int exit_code;      /* its exit code, or -1 if a signal ended it */
     int signal;         /* the signal that ended it, or 0 */

@@ -47,7 +47,8 @@ ASYNC_API int async_chan_close(async_chan_t *chan);
 /* Number of buffered elements. */
 ASYNC_API size_t async_chan_len(const async_chan_t *chan);
 
-/* Semaphore, for example to cap how many tasks do something at once. */
+/* Semaphore, for example to cap how many tasks do something at once.
+ * new: ASYNC_ENOMEM. */
 typedef struct async_sem async_sem_t;
 ASYNC_API int async_sem_new(async_sem_t **out, unsigned value);
 ASYNC_API int async_sem_free(async_sem_t *sem); /* ASYNC_EBUSY with waiters */
@@ -57,8 +58,10 @@ ASYNC_API int async_sem_tryacquire(async_sem_t *sem);
 ASYNC_API void async_sem_release(async_sem_t *sem);
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
-/* Mutex, held by a task.  Unlocking a mutex the caller does not hold is
- * ASYNC_EPERM. */
+/* Mutex, held by a task; every form of lock must be called from a task
+ * (ASYNC_ENOTASK otherwise, even trylock).  Locking a mutex the calling task
+ * already holds is ASYNC_EBUSY (it is not recursive); unlocking one it does
+ * not hold is ASYNC_EPERM.  new: ASYNC_ENOMEM. */
 typedef struct async_mutex async_mutex_t;
 ASYNC_API int async_mutex_new(async_mutex_t **out);
 ASYNC_API int async_mutex_free(async_mutex_t *mutex); /* ASYNC_EBUSY if held */
@@ -67,7 +70,7 @@ ASYNC_API int async_mutex_lock_dl(async_mutex_t *mutex, int64_t deadline);
 ASYNC_API int async_mutex_trylock(async_mutex_t *mutex);
 ASYNC_API int async_mutex_unlock(async_mutex_t *mutex);
 
-/* Event: a flag tasks wait for; set wakes every waiter. */
+/* Event: a flag tasks wait for; set wakes every waiter.  new: ASYNC_ENOMEM. */
 typedef struct async_event async_event_t;
 ASYNC_API int async_event_new(async_event_t **out);
 ASYNC_API int async_event_free(async_event_t *event); /* ASYNC_EBUSY with waiters */

@@ -49,7 +49,7 @@ typedef struct async_task_opts {
  * (may be NULL) receives the handle on success.  opts may be NULL.
  * Errors: ASYNC_ENOLOOP (loop NULL and no loop runs here), ASYNC_EWRONGLOOP
  * (the loop is running on another thread: post instead), ASYNC_EINVAL
- * (stack_size too large), ASYNC_ENOMEM. */
+ * (fn NULL, or stack_size too large), ASYNC_ENOMEM. */
 ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
                                const async_task_opts_t *opts, async_task_t *out);
 
@@ -127,7 +127,9 @@ ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *ar
 
 /* Waits for every task in the group; returns the group's first error or 0.
  * The _dl form returns ASYNC_ETIMEDOUT at the deadline and leaves the tasks
- * running.  Errors: ASYNC_ENOTASK, ASYNC_ECANCELED (the waiter's own). */
+ * running.  Errors: ASYNC_ENOTASK, ASYNC_EINVAL (called from one of the
+ * group's own tasks: it would wait for itself), ASYNC_ECANCELED (the
+ * waiter's own), ASYNC_ETIMEDOUT (_dl). */
 ASYNC_API int async_group_wait(async_group_t *group);
 ASYNC_API int async_group_wait_dl(async_group_t *group, int64_t deadline);
 
@@ -138,8 +140,8 @@ ASYNC_API void async_group_cancel(async_group_t *group);
 ASYNC_API size_t async_group_live(async_group_t *group);
 
 /* Frees the group.  With tasks still alive: from a task, cancels them, waits
- * for them, then frees; from outside a task, returns ASYNC_EBUSY and frees
- * nothing (they keep running). */
+ * for them, then frees; from outside a task, or from one of the group's own
+ * tasks, returns ASYNC_EBUSY and frees nothing (they keep running). */
 ASYNC_API int async_group_free(async_group_t *group);
 
 /* Suspend and wake: the building block for awaitables outside libasync (the
@@ -150,7 +152,10 @@ ASYNC_API int async_group_free(async_group_t *group);
  * that async_task_suspend_dl returns, but only if the task is still in that
  * same suspension: a waker whose suspension already ended (by a deadline,
  * cancellation or an earlier wake) is stale and waking it does nothing and
- * returns ASYNC_ESRCH, so late completions are always safe.  Wakers are plain
+ * returns ASYNC_ESRCH, so late completions are always safe.  A waker serves
+ * only a suspension in async_task_suspend_dl: if the task's next suspension
+ * is some other blocking call (a sleep, a channel, a mutex, an await...),
+ * the waker cannot end it and is stale from then on.  Wakers are plain
  * values: copy them freely.  async_waker_wake runs on the loop's thread only;
  * from another thread, async_loop_post a function that calls it. */
 typedef struct async_waker {

@@ -38,7 +38,7 @@ static __attribute__((noinline)) void pingpong_other_site(async__coro_t *self, a
 
 static bool mismatched;
 
-static void bouncer(void *arg)
+static __attribute__((unused)) void bouncer(void *arg)
 {
     (void)arg;
     for (;;) {
