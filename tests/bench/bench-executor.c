@@ -347,7 +347,9 @@ int main(int argc, char **argv)
     printf("sum of squares, Python Pool(2).map: %.3f s\n", peer("squares_pool_s"));
     async_executor_free(ex);
 
-    printf("sleep 0.1 s x 20 on 4 threads: %.3f s (ideal 0.500)\n", sleeps());
+    double sl = 1e9;
+    for (int r = 0; r < 3; r++) sl = best(sl, sleeps());
+    printf("sleep 0.1 s x 20 on 4 threads (best of 3): %.3f s (ideal 0.500)\n", sl);
     printf("sleep 0.1 s x 20, Python ThreadPoolExecutor(4): %.3f s\n", peer("sleep_tpe_s"));
     return 0;
 }
