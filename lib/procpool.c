@@ -130,14 +130,16 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     pp_slot_t *s = &pp_slots(h)[idx];
     pp_job_t *j = &p->jobs[idx];
     uint64_t in_blk = 0, out_blk = 0;
-    if (job->in_len > PP_INLINE) {
-        in_blk = async__pp_heap_alloc(p, job->in_len, false);
+    size_t in_len = job->in_len + job->in2_len;
+    char *in = (char *)s->in_inline;
+    if (in_len > PP_IN_INLINE) {
+        in_blk = async__pp_heap_alloc(p, in_len, false);
         if (!in_blk) return ASYNC_ENOMEM;
-        memcpy((char *)h + in_blk, job->in, job->in_len);
-    } else if (job->in_len) {
-        memcpy(s->in_inline, job->in, job->in_len);
+        in = (char *)h + in_blk;
     }
-    if (job->out_cap > PP_INLINE) {
+    if (job->in_len) memcpy(in, job->in, job->in_len);
+    if (job->in2_len) memcpy(in + job->in_len, job->in2, job->in2_len);
+    if (job->out_cap > PP_OUT_INLINE) {
         out_blk = async__pp_heap_alloc(p, job->out_cap, false);
         if (!out_blk) {
             async__pp_heap_free(p, in_blk);
@@ -148,7 +150,7 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     s->fn = (uint64_t)(uintptr_t)job->fn;
     s->ctx = (uint64_t)(uintptr_t)job->ctx;
     s->in_off = in_blk;
-    s->in_len = (uint32_t)job->in_len;
+    s->in_len = (uint32_t)in_len;
     s->out_off = out_blk;
     s->out_cap = job->out_cap;
     s->out_len = 0;
@@ -181,8 +183,10 @@ void async__pp_poke(async__procpool_t *p)
 
 int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, uint64_t *id)
 {
-    if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in)) return ASYNC_EINVAL;
-    if (job->in_len > UINT32_MAX) return ASYNC_EINVAL;
+    if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in) ||
+        (job->in2_len && !job->in2))
+        return ASYNC_EINVAL;
+    if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
     pthread_mutex_lock(&p->mu);
     int rc = 0;
     if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
@@ -191,7 +195,7 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
     uint64_t seq = ++p->next_seq;
     rc = p->pending_head ? ASYNC_EAGAIN : async__pp_place(p, job, seq);
     if (rc == ASYNC_EAGAIN) {
-        pp_pending_t *pj = async__malloc(sizeof *pj + job->in_len);
+        pp_pending_t *pj = async__malloc(sizeof *pj + job->in_len + job->in2_len);
         if (!pj) {
             rc = ASYNC_ENOMEM;
             goto out;
@@ -199,8 +203,12 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
         pj->next = NULL;
         pj->job = *job;
         pj->seq = seq;
-        memcpy(pj->in, job->in, job->in_len);
+        if (job->in_len) memcpy(pj->in, job->in, job->in_len);
+        if (job->in2_len) memcpy(pj->in + job->in_len, job->in2, job->in2_len);
         pj->job.in = pj->in;
+        pj->job.in_len += job->in2_len;
+        pj->job.in2 = NULL;
+        pj->job.in2_len = 0;
         if (p->pending_tail) p->pending_tail->next = pj;
         else p->pending_head = pj;
         p->pending_tail = pj;
@@ -227,7 +235,7 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
         *pp = pj->next;
         if (p->pending_tail == pj) p->pending_tail = prev;
         pthread_mutex_unlock(&p->mu);
-        pj->job.done(pj->job.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
+        pj->job.done(p->user, pj->job.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
         async__free(pj);
         pthread_mutex_lock(&p->mu);
         async__pp_job_finished(p);
@@ -243,7 +251,7 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
             pp_job_t j = p->jobs[i];
             p->jobs[i].seq = 0;
             pthread_mutex_unlock(&p->mu);
-            j.done(j.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
+            j.done(p->user, j.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
             pthread_mutex_lock(&p->mu);
             async__pp_slot_free(p, i);
             async__pp_job_finished(p);
@@ -334,6 +342,9 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     if (!p) return rc;
     p->nworkers = nworkers;
     p->sock = -1;
+    p->on_broken = o->on_broken;
+    p->broken_arg = o->broken_arg;
+    p->user = o->user;
     p->w = async__calloc(nworkers, sizeof *p->w);
     if (!p->w) goto fail;
     if ((rc = make_region(p, o, nworkers))) goto fail;

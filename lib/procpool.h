@@ -48,11 +48,12 @@ typedef int (*async__procpool_call_fn)(async__anyfn_t fn, void *ctx, const void 
  * to msg if it likes. */
 typedef int (*async__procpool_init_fn)(void *arg, char *msg, size_t msg_cap);
 
-/* A job's completion, on the supervisor thread, exactly once for every
- * successful submit: err 0 with the result (out is valid only during the
- * call), or a code and a message (never NULL). */
-typedef void (*async__procpool_done_fn)(void *arg, int err, const char *msg, const void *out,
-                                        size_t out_len);
+/* A job's completion, exactly once for every successful submit, on the
+ * supervisor thread (or in async__procpool_cancel's caller): err 0 with the
+ * result (out is valid only during the call; msg NULL), or a code and a
+ * message (never NULL).  user is the pool's opts.user, arg the job's. */
+typedef void (*async__procpool_done_fn)(void *user, void *arg, int err, const char *msg,
+                                        const void *out, size_t out_len);
 
 typedef struct async__procpool_opts {
     unsigned workers;              /* 0: the number of CPUs */
@@ -63,6 +64,11 @@ typedef struct async__procpool_opts {
     async__procpool_init_fn init;
     void *init_arg;
     async__procpool_call_fn call;
+    /* Called once, on the supervisor thread, when an initializer failure
+     * breaks the pool: the worker, the initializer's code and message. */
+    void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
+    void *broken_arg;
+    void *user;                    /* first argument of every done callback */
     int64_t idle_spin_ns;          /* workers spin this long before sleeping; <0: 50 us */
     bool inherit_fds;              /* keep the parent's descriptors open in workers */
 } async__procpool_opts_t;
@@ -72,6 +78,8 @@ typedef struct async__procjob {
     void *ctx;
     const void *in;
     size_t in_len;
+    const void *in2;               /* more input, appended to in (may be NULL) */
+    size_t in2_len;
     size_t out_cap;                /* bytes of result space before the job runs */
     int64_t deadline;              /* absolute; ASYNC_FOREVER for none */
     async__procpool_done_fn done;
@@ -127,6 +135,8 @@ pid_t async__procpool_worker_pid(const async__procpool_t *pool, unsigned i);
 uint64_t async__procpool_spawned(const async__procpool_t *pool);
 
 /* --- inside a work function -------------------------------------------- */
+/* In a worker process: its index, 0 .. workers-1; -1 elsewhere. */
+int async__procpool_self(void);
 void *async__procout_data(async__procout_t *out);
 size_t async__procout_cap(const async__procout_t *out);
 /* Sets the result's size.  Up to the capacity the data stays in place;

@@ -56,6 +56,13 @@ struct async__procpool {
     int mode;
     bool killing, retired_all, server_gone, done;
     int broken;
+    bool notify_broken;
+    unsigned broken_worker;
+    int broken_code;
+    char broken_raw[256];
+    void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
+    void *broken_arg;
+    void *user;
     char broken_msg[512];
     unsigned nworkers, nready, nalive;
     pp_pworker_t *w;

@@ -36,7 +36,8 @@
 #include "procpool.h"
 
 #define PP_MAGIC 0x61737970u /* "asyp" */
-#define PP_INLINE 48
+#define PP_IN_INLINE 96
+#define PP_OUT_INLINE 64
 #define PP_LINE 64
 
 enum pp_state {
@@ -62,8 +63,8 @@ typedef struct pp_slot {
     uint32_t msg_len;     /* worker-written; message at msg_off */
     uint64_t msg_off;
     uint64_t res_end;     /* worker's byte-ring position to release, 0: none */
-    uint8_t in_inline[PP_INLINE];
-    uint8_t out_inline[PP_INLINE];
+    uint8_t in_inline[PP_IN_INLINE];
+    uint8_t out_inline[PP_OUT_INLINE];
 } __attribute__((aligned(PP_LINE))) pp_slot_t;
 
 enum pp_wstate { PP_W_EMPTY = 0, PP_W_STARTING, PP_W_READY, PP_W_EXITING };
@@ -75,7 +76,7 @@ typedef struct pp_worker {
     _Atomic uint32_t retire;   /* set by the parent: finish the current job and exit */
     _Atomic int32_t pid;       /* written by the fork server */
     int32_t init_err;
-    char init_msg[240];
+    char init_msg[256];
     /* done ring, worker produces */
     _Atomic uint64_t done_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint64_t res_tail;

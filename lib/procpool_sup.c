@@ -32,7 +32,7 @@ static void fail_slot(async__procpool_t *p, uint32_t idx, int err, const char *m
 {
     pp_job_t j = p->jobs[idx];
     pthread_mutex_unlock(&p->mu);
-    j.done(j.arg, err, msg, NULL, 0);
+    j.done(p->user, j.arg, err, msg, NULL, 0);
     pthread_mutex_lock(&p->mu);
     if (free_it) async__pp_slot_free(p, idx);
     else p->jobs[idx].seq = 0; /* no longer cancellable or expirable */
@@ -42,7 +42,7 @@ static void fail_slot(async__procpool_t *p, uint32_t idx, int err, const char *m
 static void fail_pending(async__procpool_t *p, pp_pending_t *pj, int err, const char *msg)
 {
     pthread_mutex_unlock(&p->mu);
-    pj->job.done(pj->job.arg, err, msg, NULL, 0);
+    pj->job.done(p->user, pj->job.arg, err, msg, NULL, 0);
     async__free(pj);
     pthread_mutex_lock(&p->mu);
     async__pp_job_finished(p);
@@ -124,10 +124,10 @@ static void deliver(async__procpool_t *p, uint32_t idx)
         char msg[600];
         if (s->msg_len) snprintf(msg, sizeof msg, "%.*s", (int)s->msg_len, base + s->msg_off);
         else snprintf(msg, sizeof msg, "%s", async_strerror(s->err));
-        j->done(j->arg, s->err, msg, NULL, 0);
+        j->done(p->user, j->arg, s->err, msg, NULL, 0);
     } else {
         const void *out = s->out_off ? base + s->out_off : (const void *)s->out_inline;
-        j->done(j->arg, 0, NULL, out, s->out_len);
+        j->done(p->user, j->arg, 0, NULL, out, s->out_len);
     }
 }
 
@@ -236,11 +236,17 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
         }
     }
     atomic_store(&wr->state, PP_W_EMPTY);
-    if ((wst == PP_W_STARTING || wst == PP_W_EMPTY) && !p->killing) {
+    if ((wst == PP_W_STARTING || wst == PP_W_EMPTY) && !p->killing && !p->broken) {
+        p->notify_broken = p->on_broken != NULL;
+        p->broken_worker = w;
         if (WIFEXITED(status) && WEXITSTATUS(status) == PP_INIT_EXIT && wr->init_err) {
+            p->broken_code = wr->init_err;
+            snprintf(p->broken_raw, sizeof p->broken_raw, "%s", wr->init_msg);
             snprintf(msg, sizeof msg, "worker initializer failed: %s%s%s",
                      async_strerror(wr->init_err), wr->init_msg[0] ? ": " : "", wr->init_msg);
         } else {
+            p->broken_code = ASYNC_EWORKERDIED;
+            snprintf(p->broken_raw, sizeof p->broken_raw, "%s", why);
             snprintf(msg, sizeof msg, "worker initializer failed: %s", why);
         }
         break_pool(p, ASYNC_EINIT, msg);
@@ -463,7 +469,10 @@ static void *supervise(void *arg)
         }
         bool finished = p->mode != PP_OPEN && p->inflight == 0 && p->nalive == 0;
         int64_t wake = next_wake(p);
+        bool notify = p->notify_broken;
+        p->notify_broken = false;
         pthread_mutex_unlock(&p->mu);
+        if (notify) p->on_broken(p->broken_arg, p->broken_worker, p->broken_code, p->broken_raw);
         if (finished) break;
         if (progress) {
             spin_until = now + SUP_SPIN_NS;

@@ -35,6 +35,7 @@ struct async__procout {
     bool moved;
 };
 
+static int self_index = -1;
 static sigset_t saved_mask;
 static struct sigaction saved_int;
 
@@ -75,6 +76,7 @@ static char *res_alloc(async__procout_t *o, size_t n)
     return pp_res_area(h, (unsigned)(o->wr - pp_workers(h))) + (tail + pad) % area;
 }
 
+int async__procpool_self(void) { return self_index; }
 void *async__procout_data(async__procout_t *out) { return out->data; }
 size_t async__procout_cap(const async__procout_t *out) { return out->cap; }
 
@@ -198,6 +200,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != server) _exit(1);
     prctl(PR_SET_NAME, "async-worker");
+    self_index = (int)w;
     sigaction(SIGINT, &saved_int, NULL);
     sigprocmask(SIG_SETMASK, &saved_mask, NULL);
     pp_worker_t *wr = &pp_workers(h)[w];

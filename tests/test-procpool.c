@@ -29,8 +29,9 @@ typedef struct res {
 static res_t R[MAXJ];
 static atomic_int ndone;
 
-static void on_done(void *arg, int err, const char *msg, const void *out, size_t len)
+static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
 {
+    (void)user;
     res_t *r = &R[(intptr_t)arg];
     r->err = err;
     if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
