@@ -350,11 +350,13 @@ int main(int argc, char **argv)
            ov);
     printf("per-task overhead, same through the engine without futures: %.2f us\n",
            engine_per_task_us(50000));
-    print_peer("per-task overhead, Python Pool.apply_async", py, "apply_async_us ", 1, "us");
+    print_peer("per-task overhead, Python Pool.apply_async, 20,000 tasks, 2 processes", py,
+               "apply_async_us ", 1, "us");
     double rt = round_trip_us(ex, 5000);
     printf("round trip of one task at a time (submit, wait): %.2f us\n", rt);
     printf("round trip, pipe ping-pong between two processes: %.2f us\n",
            pipe_ping_pong_us(20000));
+    print_peer("round trip, Python multiprocessing.Pipe ping-pong", py, "mp_pipe_us ", 1, "us");
     print_peer("round trip, Python Pool.apply_async().get()", py, "apply_get_us ", 1, "us");
     async_executor_free(ex);
 
