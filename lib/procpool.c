@@ -403,7 +403,13 @@ fail:
 /* Frees everything; the supervisor is stopped and workers are reaped. */
 void async__procpool_free_now(async__procpool_t *p)
 {
-    if (p->sock >= 0) close(p->sock); /* the fork server kills what is left and exits */
+    if (p->sock >= 0) {
+        /* Ask, rather than rely on the end of file: a child the application
+         * forked meanwhile may hold a copy of our end of the socket. */
+        pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
+        while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+        close(p->sock);
+    }
     if (p->server > 0) {
         while (waitpid(p->server, NULL, 0) < 0 && errno == EINTR) {}
     }

@@ -161,6 +161,7 @@ enum pp_msg_type {
     PP_MSG_KILL,      /* parent: kill worker `w` (pid `pid`) with signal `value` */
     PP_MSG_SPAWNED,   /* server: worker `w` is `pid`; value -errno if fork failed */
     PP_MSG_EXITED,    /* server: worker `w` (`pid`) was reaped, wait status `value` */
+    PP_MSG_QUIT,      /* parent: kill what is left, reap it and exit */
 };
 typedef struct pp_msg {
     uint32_t type, w;

@@ -37,7 +37,7 @@ struct async__procout {
 
 static int self_index = -1;
 static sigset_t saved_mask;
-static struct sigaction saved_int;
+static struct sigaction saved_int, saved_chld;
 
 static int64_t now_ns(void)
 {
@@ -204,6 +204,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     prctl(PR_SET_NAME, "async-worker");
     self_index = (int)w;
     sigaction(SIGINT, &saved_int, NULL);
+    sigaction(SIGCHLD, &saved_chld, NULL);
     sigprocmask(SIG_SETMASK, &saved_mask, NULL);
     pp_worker_t *wr = &pp_workers(h)[w];
     if (h->init) {
@@ -262,6 +263,10 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
     /* Ctrl-C reaches the whole process group; the parent decides. */
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, &saved_int);
+    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
+     * workers before we learn how they died. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &saved_chld);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -289,8 +294,8 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
         }
         if (!fds[0].revents) continue;
         pp_msg_t m;
-        ssize_t n;
-        while ((n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+        ssize_t n = 1;
+        while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
             if (m.w >= h->nworkers) continue;
             if (m.type == PP_MSG_SPAWN) {
                 pid_t pid = fork();
@@ -303,9 +308,11 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
                 tell(h, sock, PP_MSG_SPAWNED, m.w, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
             } else if (m.type == PP_MSG_KILL) {
                 if (m.pid > 0 && atomic_load(&ws[m.w].pid) == m.pid) kill(m.pid, m.value);
+            } else if (m.type == PP_MSG_QUIT) {
+                quit = true;
             }
         }
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) quit = true;
+        if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
     }
     for (unsigned w = 0; w < h->nworkers; w++) {
         pid_t pid = atomic_load(&ws[w].pid);

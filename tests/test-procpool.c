@@ -648,3 +648,33 @@ Test(procpool, fork_server_killed, .timeout = 30)
     cr_assert_neq(submit(p, square, 1, 8, 1, ASYNC_FOREVER, NULL), 0);
     async__procpool_free(p);
 }
+
+Test(procpool, parent_ignores_sigchld, .timeout = 30)
+{
+    /* SIG_IGN would let the kernel reap workers unseen; the pool resets it
+     * in its fork server. */
+    signal(SIGCHLD, SIG_IGN);
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit(p, dier, 0, 8, 0, ASYNC_FOREVER, NULL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert_eq(submit(p, square, 4, 8, 1, ASYNC_FOREVER, NULL), 0);
+    wait_done(2);
+    cr_assert_eq(R[1].val, 16);
+    async__procpool_free(p);
+}
+
+Test(procpool, free_with_a_forked_child_holding_the_socket, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    pid_t child = fork();
+    if (child == 0) {
+        sleep(20);
+        _exit(0);
+    }
+    int64_t t0 = async_now();
+    async__procpool_free(p);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(5), "free waited for an unrelated child");
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+}
