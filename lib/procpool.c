@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include "procpool_int.h"
+#include "procpool_parent_internal.h"
 
 #define HDR_MAGIC 0x68656170u /* "heap" */
 

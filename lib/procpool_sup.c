@@ -5,7 +5,7 @@
  * It is the only thread that consumes the workers' done rings and the only
  * one that talks to the fork server.  It sleeps on the shared sup_seq futex;
  * workers wake it when it announced it sleeps, the fork server and parent
- * threads bump the sequence unconditionally (see procpool_shm.h).  It never
+ * threads bump the sequence unconditionally (see procpool_shm_internal.h).  It never
  * holds pool->mu while it runs a job's done callback. */
 #include <limits.h>
 #include <signal.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include "procpool_int.h"
+#include "procpool_parent_internal.h"
 
 /* After delivering something the supervisor polls this long before it
  * sleeps: completions of small jobs come in streams, and waking a sleeping

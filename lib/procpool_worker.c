@@ -11,7 +11,7 @@
  *
  * A worker asks the kernel to SIGKILL it if the fork server dies, runs the
  * initializer, then claims, runs and completes jobs through shared memory
- * (see procpool_shm.h) until it is retired or reaches max_tasks_per_worker.
+ * (see procpool_shm_internal.h) until it is retired or reaches max_tasks_per_worker.
  * Workers leave with _exit: the parent's atexit handlers and stdio buffers
  * are the parent's business. */
 #include <poll.h>
@@ -23,7 +23,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include "procpool_shm.h"
+#include "procpool_shm_internal.h"
 
 struct async__procout {
     pp_shm_t *h;

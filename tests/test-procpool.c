@@ -1,4 +1,4 @@
-/* The process-pool engine (lib/procpool.h): jobs through shared memory,
+/* The process-pool engine (lib/procpool_internal.h): jobs through shared memory,
  * workers that die, deadlines, recycling, initializers, shutdown and
  * terminate, and the leak checks (descriptors, zombies, shared mappings,
  * heap allocations). */
@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
-#include "../lib/procpool.h"
+#include "../lib/procpool_internal.h"
 #include "support/alloc.h"
 
 #define MAXJ 20000

@@ -15,7 +15,7 @@
 #include <async.h>
 #include <async/executor.h>
 #include <async/future.h>
-#include "../../lib/procpool.h"
+#include "../../lib/procpool_internal.h"
 
 /* executor.c refers to the process backend weakly; pull it in. */
 extern const char async__procs_backend[];

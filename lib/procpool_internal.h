@@ -21,8 +21,8 @@
  * ordinary memory are not seen by workers.  Memory from
  * async__procpool_shm_alloc is mapped MAP_SHARED before the fork, so it has
  * the same address everywhere and changes are seen both ways. */
-#ifndef ASYNC_PROCPOOL_H
-#define ASYNC_PROCPOOL_H
+#ifndef ASYNC_PROCPOOL_INTERNAL_H
+#define ASYNC_PROCPOOL_INTERNAL_H
 
 #include <sys/types.h>
 #include "internal.h"

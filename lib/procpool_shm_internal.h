@@ -24,8 +24,8 @@
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
  *   only if a waiter announced itself. */
-#ifndef ASYNC_PROCPOOL_SHM_H
-#define ASYNC_PROCPOOL_SHM_H
+#ifndef ASYNC_PROCPOOL_SHM_INTERNAL_H
+#define ASYNC_PROCPOOL_SHM_INTERNAL_H
 
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -33,7 +33,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include "procpool.h"
+#include "procpool_internal.h"
 
 #define PP_MAGIC 0x61737970u /* "asyp" */
 #define PP_IN_INLINE 96

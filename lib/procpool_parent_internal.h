@@ -1,10 +1,10 @@
 /* The process pool's parent-side state, shared by procpool.c (jobs, heap,
  * lifecycle) and procpool_sup.c (the supervisor thread).  PRIVATE. */
-#ifndef ASYNC_PROCPOOL_INT_H
-#define ASYNC_PROCPOOL_INT_H
+#ifndef ASYNC_PROCPOOL_PARENT_INTERNAL_H
+#define ASYNC_PROCPOOL_PARENT_INTERNAL_H
 
 #include <assert.h>
-#include "procpool_shm.h"
+#include "procpool_shm_internal.h"
 
 typedef struct pp_job {
     async__procpool_done_fn done;
