@@ -170,7 +170,7 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
 /* Wakes one sleeping worker, if any sleeps; after publishing. */
 void async__pp_wake_workers(pp_shm_t *h, int n)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
         atomic_fetch_add(&h->work_seq, 1);
         pp_futex_wake(&h->work_seq, n);

@@ -136,10 +136,22 @@ static inline void pp_futex_wake(_Atomic uint32_t *word, int n)
     syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+/* The full barrier of the eventcounts.  ThreadSanitizer rejects fences; a
+ * sequentially consistent read-modify-write is a full barrier too. */
+static inline void pp_fence(void)
+{
+#ifdef ASYNC_TSAN
+    static _Atomic int tsan_fence;
+    atomic_fetch_add_explicit(&tsan_fence, 0, memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* Wakes the supervisor if it sleeps; callers publish first. */
 static inline void pp_wake_supervisor(pp_shm_t *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (atomic_load_explicit(&h->sup_waiting, memory_order_relaxed)) {
         atomic_fetch_add(&h->sup_seq, 1);
         pp_futex_wake(&h->sup_seq, 1);

@@ -139,7 +139,7 @@ static void release_results(async__procpool_t *p, unsigned w, uint64_t res_end)
     pp_worker_t *wr = &pp_workers(p->h)[w];
     if (!res_end) return;
     atomic_store_explicit(&wr->res_head, res_end, memory_order_release);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (atomic_load(&wr->res_waiting)) {
         atomic_fetch_add(&wr->res_seq, 1);
         pp_futex_wake(&wr->res_seq, 1);
@@ -496,7 +496,7 @@ static void *supervise(void *arg)
             continue;
         }
         atomic_store(&h->sup_waiting, 1);
-        atomic_thread_fence(memory_order_seq_cst);
+        pp_fence();
         if (!rings_pending(p)) {
             /* Capped so that a fork server killed from outside (it cannot
              * tell us) is noticed by the recv at the loop's top. */

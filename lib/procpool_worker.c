@@ -68,7 +68,7 @@ static char *res_alloc(async__procout_t *o, size_t n)
         if (head >= o->job_res_start) return NULL; /* only this job's bytes are left */
         uint32_t seq = atomic_load(&o->wr->res_seq);
         atomic_store(&o->wr->res_waiting, 1);
-        atomic_thread_fence(memory_order_seq_cst);
+        pp_fence();
         if (tail + need - atomic_load(&o->wr->res_head) > area)
             pp_futex_wait(&o->wr->res_seq, seq, 10000000);
         atomic_store(&o->wr->res_waiting, 0);
@@ -192,7 +192,7 @@ static void idle(pp_shm_t *h, pp_worker_t *wr)
     }
     uint32_t seq = atomic_load(&h->work_seq);
     atomic_fetch_add(&h->sleepers, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (!has_work(h) && !atomic_load(&wr->retire)) pp_futex_wait(&h->work_seq, seq, -1);
     atomic_fetch_sub(&h->sleepers, 1);
 }
