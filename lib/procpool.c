@@ -104,8 +104,40 @@ bool async__procpool_owns(const async__procpool_t *p, const void *ptr)
 
 /* --- placing jobs in slots ------------------------------------------------------ */
 
+static void deadline_sift_down(pp_deadline_t *dl, size_t n, size_t i)
+{
+    pp_deadline_t x = dl[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && dl[c + 1].t < dl[c].t) c++;
+        if (dl[c].t >= x.t) break;
+        dl[i] = dl[c];
+        i = c;
+    }
+    dl[i] = x;
+}
+
+/* Removes entries of jobs that finished before their deadline; they are
+ * otherwise dropped only when their time comes. */
+static void deadline_compact(async__procpool_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->ndl; i++)
+        if (p->jobs[p->dl[i].idx].seq == p->dl[i].seq) p->dl[n++] = p->dl[i];
+    p->ndl = n;
+    for (size_t i = n / 2; i-- > 0;) deadline_sift_down(p->dl, n, i);
+}
+
+void async__pp_deadline_pop(async__procpool_t *p)
+{
+    p->dl[0] = p->dl[--p->ndl];
+    if (p->ndl) deadline_sift_down(p->dl, p->ndl, 0);
+}
+
 static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
 {
+    if (p->ndl == p->dl_cap && p->ndl >= 1024) deadline_compact(p);
     if (p->ndl == p->dl_cap) {
         size_t cap = p->dl_cap ? p->dl_cap * 2 : 64;
         pp_deadline_t *d = async__realloc(p->dl, cap * sizeof *d);
@@ -212,6 +244,7 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
         pj->job.in_len += job->in2_len;
         pj->job.in2 = NULL;
         pj->job.in2_len = 0;
+        if (job->deadline != ASYNC_FOREVER) p->pending_dl++;
         if (p->pending_tail) p->pending_tail->next = pj;
         else p->pending_head = pj;
         p->pending_tail = pj;
@@ -237,6 +270,7 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
         if (pj->seq != id) continue;
         *pp = pj->next;
         if (p->pending_tail == pj) p->pending_tail = prev;
+        async__pp_unpend(p, pj);
         pthread_mutex_unlock(&p->mu);
         pj->job.done(p->user, pj->job.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
         async__free(pj);

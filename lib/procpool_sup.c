@@ -57,6 +57,7 @@ static void fail_all_pending(async__procpool_t *p, int err, const char *msg)
     while ((pj = p->pending_head)) {
         p->pending_head = pj->next;
         if (!p->pending_head) p->pending_tail = NULL;
+        async__pp_unpend(p, pj);
         fail_pending(p, pj, err, msg);
     }
 }
@@ -316,21 +317,6 @@ static bool read_server(async__procpool_t *p)
 
 /* --- deadlines, pending jobs, modes ------------------------------------------- */
 
-static void deadline_pop(async__procpool_t *p)
-{
-    pp_deadline_t last = p->dl[--p->ndl];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= p->ndl) break;
-        if (c + 1 < p->ndl && p->dl[c + 1].t < p->dl[c].t) c++;
-        if (p->dl[c].t >= last.t) break;
-        p->dl[i] = p->dl[c];
-        i = c;
-    }
-    if (p->ndl) p->dl[i] = last;
-}
-
 /* Under mu. */
 static bool expire(async__procpool_t *p, int64_t now)
 {
@@ -338,7 +324,7 @@ static bool expire(async__procpool_t *p, int64_t now)
     pp_slot_t *slots = pp_slots(p->h);
     while (p->ndl && p->dl[0].t <= now) {
         pp_deadline_t d = p->dl[0];
-        deadline_pop(p);
+        async__pp_deadline_pop(p);
         if (p->jobs[d.idx].seq != d.seq) continue;
         any = true;
         uint32_t st = atomic_load(&slots[d.idx].state);
@@ -365,7 +351,7 @@ static bool expire(async__procpool_t *p, int64_t now)
             }
         }
     }
-    if (!p->pending_head) return any;
+    if (!p->pending_dl) return any;
     pp_pending_t *expired = NULL, **last = &expired, *prev = NULL;
     for (pp_pending_t **pp = &p->pending_head; *pp;) {
         pp_pending_t *pj = *pp;
@@ -375,6 +361,7 @@ static bool expire(async__procpool_t *p, int64_t now)
             continue;
         }
         *pp = pj->next;
+        async__pp_unpend(p, pj);
         pj->next = NULL;
         *last = pj;
         last = &pj->next;
@@ -392,8 +379,10 @@ static bool expire(async__procpool_t *p, int64_t now)
 static int64_t next_wake(async__procpool_t *p)
 {
     int64_t t = p->ndl ? p->dl[0].t : ASYNC_FOREVER;
-    for (pp_pending_t *pj = p->pending_head; pj; pj = pj->next)
-        if (pj->job.deadline < t) t = pj->job.deadline;
+    if (p->pending_dl) {
+        for (pp_pending_t *pj = p->pending_head; pj; pj = pj->next)
+            if (pj->job.deadline < t) t = pj->job.deadline;
+    }
     for (unsigned w = 0; w < p->nworkers; w++)
         if (p->w[w].retry_at && p->w[w].retry_at < t) t = p->w[w].retry_at;
     return t;
@@ -409,6 +398,7 @@ static bool fill_pending(async__procpool_t *p)
         if (rc == ASYNC_EAGAIN) break;
         p->pending_head = pj->next;
         if (!p->pending_head) p->pending_tail = NULL;
+        async__pp_unpend(p, pj);
         any = true;
         if (rc) fail_pending(p, pj, rc, "the pool's shared heap is full");
         else async__free(pj);

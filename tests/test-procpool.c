@@ -693,4 +693,33 @@ Test(procpool, free_with_a_forked_child_holding_the_socket, .timeout = 30)
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
 }
+
+Test(procpool, deadlines_of_pending_jobs, .timeout = 30)
+{
+    /* 8 slots: most of these wait in the parent, not in shared memory. */
+    async__procpool_opts_t o = {.workers = 1, .slots = 8, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    cr_assert_eq(submit(p, sleeper, 500, 8, 0, ASYNC_FOREVER, NULL), 0);
+    int64_t dl = async_deadline_after(ASYNC_MSEC(100));
+    for (int i = 1; i <= 40; i++) cr_assert_eq(submit(p, square, i, 8, i, dl, NULL), 0);
+    wait_done(40);
+    for (int i = 1; i <= 40; i++) cr_assert_eq(R[i].err, ASYNC_ETIMEDOUT, "job %d", i);
+    wait_done(41);
+    cr_assert_eq(R[0].err, 0);
+    async__procpool_free(p);
+}
+
+Test(procpool, many_deadlines_met, .timeout = 30)
+{
+    /* Deadlines of jobs that finish in time must not pile up. */
+    async__procpool_opts_t o = {.workers = 2, .slots = 16, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    int64_t dl = async_deadline_after(ASYNC_SEC(60));
+    for (int i = 0; i < 5000; i++) cr_assert_eq(submit(p, square, i, 8, i, dl, NULL), 0);
+    wait_done(5000);
+    for (int i = 0; i < 5000; i++) cr_assert_eq(R[i].val, (long)i * i);
+    async__procpool_free(p);
+}
 #endif
