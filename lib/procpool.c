@@ -199,10 +199,13 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     return 0;
 }
 
-/* Wakes one sleeping worker, if any sleeps; after publishing. */
+/* Wakes n sleeping workers, if any sleep; after publishing.  One job is
+ * left to the spinning worker if there is one: it re-checks for work after
+ * it stops spinning and before it sleeps. */
 void async__pp_wake_workers(pp_shm_t *h, int n)
 {
     pp_fence();
+    if (n == 1 && atomic_load_explicit(&h->spinner, memory_order_relaxed)) return;
     if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
         atomic_fetch_add(&h->work_seq, 1);
         pp_futex_wake(&h->work_seq, n);
@@ -361,12 +364,10 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
                     .init_arg = (uint64_t)(uintptr_t)o->init_arg,
                     .max_tasks = o->max_tasks_per_worker,
                     .idle_spin_ns = o->idle_spin_ns};
-    if (h->idle_spin_ns < 0) {
-        /* Idle workers spinning on a machine they already fill would only
-         * take the CPU from the threads that feed them. */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        h->idle_spin_ns = (long)nworkers >= cpus ? 0 : 20000;
-    }
+    /* No spinning by default: on a 2-CPU virtual machine a spinning worker
+     * made the one-at-a-time round trip slower (24 against 18 us) and the
+     * rest no faster; see docs/procs.md. */
+    if (h->idle_spin_ns < 0) h->idle_spin_ns = 0;
     p->h = h;
     p->heap_top = heap_off;
     return 0;

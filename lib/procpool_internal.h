@@ -69,8 +69,8 @@ typedef struct async__procpool_opts {
     void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
     void *broken_arg;
     void *user;                    /* first argument of every done callback */
-    int64_t idle_spin_ns;          /* idle workers spin this long before sleeping; <0: 20 us
-                                    * with fewer workers than CPUs, else 0 */
+    int64_t idle_spin_ns;          /* one idle worker spins this long before it
+                                    * sleeps; <=0: none (the default) */
     bool inherit_fds;              /* keep the parent's descriptors open in workers */
 } async__procpool_opts_t;
 

@@ -97,6 +97,7 @@ typedef struct pp_shm {
     _Atomic uint64_t q_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t work_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sleepers;
+    _Atomic uint32_t spinner;  /* 1 + the index of the one worker spinning idle, 0: none */
     _Atomic uint32_t sup_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sup_waiting;
     _Atomic uint32_t srv_seq;  /* bumped by the fork server after each message */

@@ -242,6 +242,8 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
         }
     }
     atomic_store(&wr->state, PP_W_EMPTY);
+    uint32_t spinning = w + 1;
+    atomic_compare_exchange_strong(&h->spinner, &spinning, 0); /* died spinning */
     if ((wst == PP_W_STARTING || wst == PP_W_EMPTY) && !p->killing && !p->broken) {
         p->notify_broken = p->on_broken != NULL;
         p->broken_worker = w;

@@ -182,13 +182,22 @@ static bool has_work(pp_shm_t *h)
 
 /* Spins a little (a burst of submissions usually follows), then sleeps on
  * work_seq until the parent publishes or retires us. */
-static void idle(pp_shm_t *h, pp_worker_t *wr)
+static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
 {
-    int64_t until = now_ns() + h->idle_spin_ns;
-    for (unsigned i = 1;; i++) {
-        if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) return;
-        pp_cpu_relax();
-        if ((i & 63) == 0 && now_ns() >= until) break;
+    /* One idle worker at a time spins: it takes the next job without a
+     * wake-up, and the others leave the CPUs to the threads feeding them. */
+    uint32_t none = 0;
+    if (h->idle_spin_ns > 0 && atomic_compare_exchange_strong(&h->spinner, &none, w + 1)) {
+        int64_t until = now_ns() + h->idle_spin_ns;
+        for (unsigned i = 1;; i++) {
+            if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) {
+                atomic_store(&h->spinner, 0);
+                return;
+            }
+            pp_cpu_relax();
+            if ((i & 63) == 0 && now_ns() >= until) break;
+        }
+        atomic_store(&h->spinner, 0);
     }
     uint32_t seq = atomic_load(&h->work_seq);
     atomic_fetch_add(&h->sleepers, 1);
@@ -230,7 +239,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             if (h->max_tasks && ++done >= h->max_tasks) break;
             continue;
         }
-        idle(h, wr);
+        idle(h, w, wr);
     }
     atomic_store(&wr->state, PP_W_EXITING);
     _exit(0);
