@@ -442,4 +442,36 @@ Test(procs, dead_worker_seen_from_a_task, .timeout = 20)
     cr_expect_eq(async_loop_free(loop), 0);
     async_executor_free(ex);
 }
+static int echo_len(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)out_size, (void)ctx;
+    memcpy(out, &in_size, sizeof in_size);
+    return 0;
+}
+
+Test(procs, max_job_bytes, .timeout = 20)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1,
+                               .max_job_bytes = 4096};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    static char big[8192];
+    size_t sizes[] = {100, 8192};
+    for (int k = 0; k < 2; k++) {
+        async_job_t job = {.fn = echo_len, .in = big, .in_size = sizes[k],
+                           .out_size = sizeof(size_t)};
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        if (k == 0) {
+            cr_expect_eq(async_future_wait(f), 0);
+        } else {
+            cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
+            cr_expect(strstr(async_future_message(f), "max_job_bytes"), "%s",
+                      async_future_message(f));
+        }
+        async_future_free(f);
+    }
+    async_executor_free(ex);
+}
+
 #endif
