@@ -725,4 +725,25 @@ Test(procpool, many_deadlines_met, .timeout = 30)
     for (int i = 0; i < 5000; i++) cr_assert_eq(R[i].val, (long)i * i);
     async__procpool_free(p);
 }
+Test(procpool, created_while_threads_malloc, .timeout = 30)
+{
+    /* The fork server is forked while other threads hold the allocator's
+     * locks at random moments; workers forked from it must still allocate. */
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) cr_assert_eq(pthread_create(&t[i], NULL, busy_thread, NULL), 0);
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&ndone, 0);
+        async__procpool_opts_t o = {.workers = 2, .max_tasks_per_worker = 3, .idle_spin_ns = -1};
+        async__procpool_t *p;
+        cr_assert_eq(async__procpool_new(&o, &p), 0);
+        for (int i = 0; i < 20; i++)
+            cr_assert_eq(submit(p, mallocing, i, 8, i, ASYNC_FOREVER, NULL), 0);
+        wait_done(20);
+        for (int i = 0; i < 20; i++) cr_assert_eq(R[i].val, i);
+        async__procpool_free(p);
+    }
+    atomic_store(&stop_threads, true);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+}
+
 #endif
