@@ -105,6 +105,11 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
 /* PENDING -> RUNNING, as async_future_set_running without its check. */
 int async__future_start(async_future_t *f);
 
+/* Thread-locals of the executor's hot paths: the initial-exec model makes
+ * each access a single instruction instead of a call to __tls_get_addr, which
+ * -fPIC code would otherwise make. */
+#define ASYNC_TLS __attribute__((tls_model("initial-exec")))
+
 #if defined(__x86_64__) || defined(__i386__)
 #  define async__cpu_relax() __builtin_ia32_pause()
 #elif defined(__aarch64__)

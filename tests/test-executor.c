@@ -164,6 +164,41 @@ CASE(submit_and_result, 20)
     async_executor_free(ex);
 }
 
+CASE(submit_batch_mixed_priorities, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *gate = submit_nap(ex, 60, 0, 0);
+    enum { N = 50 };
+    int v[N][2];
+    async_job_t jobs[N];
+    for (int i = 0; i < N; i++) {
+        v[i][0] = 0;
+        v[i][1] = i;
+        jobs[i] = (async_job_t){.fn = nap, .in = v[i], .in_size = sizeof v[i],
+                                .out_size = sizeof(int), .priority = i == 40 ? 9 : 0};
+    }
+    async_future_t *fs[N];
+    cr_assert_eq(async_executor_submit_batch(ex, jobs, N, fs), 0);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, N, &it), 0);
+    size_t idx;
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 40, "the high-priority job of the batch ran first");
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 0, "then the others in order");
+    async_as_completed_free(it);
+    cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(result_int(fs[i]), i);
+        async_future_free(fs[i]);
+    }
+    jobs[3].fn = NULL;
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, N, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, 0, NULL), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
 CASE(bad_arguments, 10)
 {
     async_executor_t *ex = pool(backend, 1);
@@ -387,6 +422,35 @@ CASE(imap_unordered_lazy_and_bounded, 20)
         cr_expect_eq(v, 2 * (int)idx);
         cr_expect_leq(src.pulled, got + 1 + 8, "window respected");
     }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
+static int failing_source(void *arg, void *item)
+{
+    int *next = arg;
+    if (*next == 3) return ASYNC_EIO;
+    memcpy(item, next, sizeof *next);
+    ++*next;
+    return 0;
+}
+
+CASE(imap_source_error_ends_the_input, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int next = 0;
+    async_imap_t m = {.fn = picky, .source = failing_source, .source_arg = &next,
+                      .in_size = sizeof(int), .out_size = sizeof(int)};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+        cr_expect_eq(v, 2 * i);
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EIO, "the source's error, after its items");
     cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
     async_imap_free(it);
     async_executor_free(ex);
