@@ -18,7 +18,7 @@ struct async_progress {
     uint64_t total;
     int64_t start;
     int fd;
-    bool enabled, finished;
+    bool enabled, finished, shown;
     pthread_mutex_t draw_lock;
     char label[64];
 };
@@ -26,13 +26,16 @@ struct async_progress {
 int async_progress_new_fd(int fd, const char *label, uint64_t total, unsigned flags,
                           async_progress_t **out)
 {
-    if (!out || !label || fd < 0 || (flags & ~(unsigned)ASYNC_PROGRESS_FORCE)) return ASYNC_EINVAL;
+    if (!out || !label || fd < 0 || (flags & ~(unsigned)(ASYNC_PROGRESS_FORCE | ASYNC_PROGRESS_NOW))) return ASYNC_EINVAL;
     async_progress_t *p = async__calloc(1, sizeof *p);
     if (!p) return ASYNC_ENOMEM;
     atomic_init(&p->done, 0);
-    atomic_init(&p->last_draw, 0);
     p->total = total;
     p->start = async_now();
+    /* The first draw is due DELAY after the start (or at once with NOW). */
+    atomic_init(&p->last_draw, (flags & ASYNC_PROGRESS_NOW)
+                                   ? p->start - ASYNC_PROGRESS_INTERVAL
+                                   : p->start + ASYNC_PROGRESS_DELAY - ASYNC_PROGRESS_INTERVAL);
     p->fd = fd;
     p->enabled = (flags & ASYNC_PROGRESS_FORCE) || isatty(fd);
     pthread_mutex_init(&p->draw_lock, NULL);
@@ -141,6 +144,7 @@ static void draw(async_progress_t *p, bool last)
     memcpy(line + n, "\033[K", 3);
     n += 3;
     if (last) line[n++] = '\n';
+    p->shown = true;
     ssize_t w = write(p->fd, line, (size_t)n);
     ASYNC_UNUSED(w); /* a progress bar that cannot be drawn is not an error */
 }
@@ -169,7 +173,7 @@ void async_progress_finish(async_progress_t *p)
     pthread_mutex_lock(&p->draw_lock);
     if (!p->finished) {
         p->finished = true;
-        if (p->enabled) draw(p, true);
+        if (p->enabled && p->shown) draw(p, true);
     }
     pthread_mutex_unlock(&p->draw_lock);
 }

@@ -47,7 +47,7 @@ Test(progress, forced_bar_draws_final_line, .timeout = 10)
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "primes", 200, ASYNC_PROGRESS_FORCE, &p), 0);
+    cr_assert_eq(async_progress_new_fd(fds[1], "primes", 200, ASYNC_PROGRESS_FORCE | ASYNC_PROGRESS_NOW, &p), 0);
     cr_assert(async_progress_enabled(p));
     async_progress_add(p, 200);
     async_progress_finish(p);
@@ -74,7 +74,7 @@ Test(progress, terminal_is_detected, .timeout = 10)
     int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
     cr_assert_geq(slave, 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(slave, "tty", 4, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(slave, "tty", 4, ASYNC_PROGRESS_NOW, &p), 0);
     cr_assert(async_progress_enabled(p));
     async_progress_add(p, 4);
     async_progress_free(p);
@@ -84,6 +84,40 @@ Test(progress, terminal_is_detected, .timeout = 10)
     cr_assert_eq(buf[0], '\r', "a redraw starts with a carriage return");
     close(slave);
     close(master);
+}
+
+Test(progress, short_work_shows_no_bar, .timeout = 10)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    async_progress_t *p;
+    cr_assert_eq(async_progress_new_fd(fds[1], "quick", 5, ASYNC_PROGRESS_FORCE, &p), 0);
+    async_progress_add(p, 5);
+    async_progress_free(p);
+    char buf[256];
+    cr_assert_eq(drain(fds[0], buf, sizeof buf), 0, "wrote \"%s\" for work under a second", buf);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+Test(progress, long_work_shows_bar_after_delay, .timeout = 10)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    async_progress_t *p;
+    cr_assert_eq(async_progress_new_fd(fds[1], "slow", 5, ASYNC_PROGRESS_FORCE, &p), 0);
+    async_progress_add(p, 1);
+    usleep(1100 * 1000);
+    async_progress_add(p, 1);
+    char buf[1024];
+    cr_assert_gt(drain(fds[0], buf, sizeof buf), 0, "a redraw after the delay");
+    cr_assert(strstr(buf, "2/5"), "%s", buf);
+    async_progress_add(p, 3);
+    async_progress_free(p);
+    drain(fds[0], buf, sizeof buf);
+    cr_assert(strstr(buf, "5/5 100%") && strchr(buf, '\n'), "%s", buf);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 Test(progress, format_half_done, .timeout = 10)

@@ -21,10 +21,14 @@ typedef struct async_progress async_progress_t;
 
 /* The minimum time between two redraws. */
 #define ASYNC_PROGRESS_INTERVAL ASYNC_MSEC(100)
+/* Nothing is drawn before the work has run this long, so work that ends
+ * sooner shows no bar at all (unless ASYNC_PROGRESS_NOW). */
+#define ASYNC_PROGRESS_DELAY ASYNC_SEC(1)
 
 /* Flags for async_progress_new_fd(). */
 enum {
     ASYNC_PROGRESS_FORCE = 1 << 0, /* draw even when fd is not a terminal */
+    ASYNC_PROGRESS_NOW = 1 << 1,   /* draw from the start, without the delay */
 };
 
 /* Starts a bar on stderr labelled `label` (copied) for `total` units of work;
@@ -52,8 +56,9 @@ ASYNC_API void async_progress_add(async_progress_t *p, uint64_t n);
 /* The units done so far. */
 ASYNC_API uint64_t async_progress_done(const async_progress_t *p);
 
-/* Draws the final state and ends the line (once; later calls do nothing).
- * Call it from one thread after the workers are done.  NULL p is allowed. */
+/* Draws the final state and ends the line, if the bar has been shown (once;
+ * later calls do nothing).  Call it from one thread after the workers are
+ * done.  NULL p is allowed. */
 ASYNC_API void async_progress_finish(async_progress_t *p);
 
 /* Formats the bar's current line (no control characters, no newline) into
