@@ -1,0 +1,111 @@
+/* sumsq and heavy, the lab's arithmetic jobs.
+ *
+ * sumsq: sum of i^2 for i < n, 8 tasks of n = 1,000,000.  gcc -O2 turns such
+ * a loop into the closed form n(n-1)(2n-1)/6 (scalar evolution), which would
+ * make the timing measure nothing; an empty asm statement that "changes" i
+ * each turn hides the induction variable from the optimiser, so the loop
+ * really runs n times, and the result is then checked against the closed
+ * form.  n is read at run time from the task's context.
+ * heavy: (sin x + cos x)^(x*x) over 40,000,000 doubles in [0, 1) (scaled) in
+ * 4 chunks, summed, three times over.  Each chunk's partial sum is kept and
+ * the parent adds them in order, so every mode gives the same bits. */
+#include <math.h>
+#include <string.h>
+#include "lab.h"
+
+#define NSUMS 8
+
+typedef struct sumsq {
+    uint64_t n;
+    uint64_t sum[NSUMS];
+} sumsq_t;
+
+static uint64_t sum_squares(uint64_t n)
+{
+    uint64_t s = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        __asm__ volatile("" : "+r"(i)); /* keep the loop: no closed form */
+        s += i * i;
+    }
+    return s;
+}
+
+static void sumsq_range(void *ctx, size_t lo, size_t hi)
+{
+    sumsq_t *q = ctx;
+    for (size_t t = lo; t < hi; t++) q->sum[t] = sum_squares(q->n);
+}
+
+int lab_sumsq(void)
+{
+    sumsq_t *q = lab_shared_alloc(sizeof *q);
+    q->n = lab_scaled(1000000, 1000);
+    lab_header("sumsq", "sum of i^2 for i < %llu, %d tasks (the loop really runs: see sums.c)",
+               (unsigned long long)q->n, NSUMS);
+    lab_result_t r = {0};
+    lab_modes(&r, sumsq_range, q, NSUMS, 1, "sumsq", q->sum, sizeof q->sum);
+    uint64_t n = q->n;
+    unsigned __int128 closed = (unsigned __int128)n * (n - 1) * (2 * n - 1) / 6;
+    for (int t = 0; t < NSUMS; t++)
+        if (q->sum[t] != (uint64_t)closed) lab_die("sumsq: task %d gave %llu", t, (unsigned long long)q->sum[t]);
+    printf("  each task: %llu (= n(n-1)(2n-1)/6)\n", (unsigned long long)q->sum[0]);
+    json_t *fig = lab_report("sumsq", &r, LAB_BOUND_CPU, (double)NSUMS * (double)n, "terms/s");
+    json_object_set_new(fig, "n", json_integer((json_int_t)n));
+    json_object_set_new(fig, "tasks", json_integer(NSUMS));
+    json_object_set_new(fig, "each", json_integer((json_int_t)q->sum[0]));
+    lab_shared_free(q, sizeof *q);
+    return 0;
+}
+
+#define HEAVY_CHUNKS 4
+#define HEAVY_PASSES 3
+
+typedef struct heavy {
+    const double *x;
+    size_t chunk;
+    int pass;
+    double partial[HEAVY_PASSES][HEAVY_CHUNKS];
+} heavy_t;
+
+static void heavy_range(void *ctx, size_t lo, size_t hi)
+{
+    heavy_t *h = ctx;
+    double s = 0;
+    for (size_t i = lo; i < hi; i++) {
+        double x = h->x[i];
+        s += pow(sin(x) + cos(x), x * x);
+    }
+    h->partial[h->pass][lo / h->chunk] = s;
+}
+
+int lab_heavy(void)
+{
+    size_t n = lab_scaled(40000000, 4000);
+    double *x = lab_shared_alloc(n * sizeof *x);
+    uint64_t s = lab_opt.seed;
+    for (size_t i = 0; i < n; i++) x[i] = lab_rand_unit(&s);
+    heavy_t *h = lab_shared_alloc(sizeof *h);
+    h->x = x;
+    h->chunk = (n + HEAVY_CHUNKS - 1) / HEAVY_CHUNKS;
+    lab_header("heavy", "(sin x + cos x)^(x*x) over %zu doubles in [0, 1) from seed %llu, %d chunks, %d passes",
+               n, (unsigned long long)lab_opt.seed, HEAVY_CHUNKS, HEAVY_PASSES);
+    lab_result_t r = {0};
+    for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
+        if (!lab_want(m)) continue;
+        memset(h->partial, 0, sizeof h->partial);
+        for (h->pass = 0; h->pass < HEAVY_PASSES; h->pass++)
+            r.secs[m] += lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, heavy_range, h, n, h->chunk, "heavy", NULL);
+        r.sum[m] = lab_fnv(h->partial, sizeof h->partial, 0);
+        r.ran[m] = true;
+    }
+    double total = 0;
+    for (int p = 0; p < HEAVY_PASSES; p++)
+        for (int c = 0; c < HEAVY_CHUNKS; c++) total += h->partial[p][c];
+    printf("  sum over %d passes: %.17g\n", HEAVY_PASSES, total);
+    json_t *fig = lab_report("heavy", &r, LAB_BOUND_CPU, (double)n * HEAVY_PASSES, "values/s");
+    json_object_set_new(fig, "n", json_integer((json_int_t)n));
+    json_object_set_new(fig, "sum", json_real(total));
+    lab_shared_free(h, sizeof *h);
+    lab_shared_free(x, n * sizeof *x);
+    return 0;
+}
