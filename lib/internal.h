@@ -94,6 +94,8 @@ typedef struct async__coro {
 #endif
     const void *stack_bottom;
     size_t stack_size;
+    void (*entry)(void *);
+    void *arg;
 } async__coro_t;
 
 /* Prepares coro to run entry(arg) on stack when first switched to. */
@@ -119,7 +121,7 @@ typedef struct async_task {
     uint64_t epoch;
     enum task_state state;
     int wake_code;
-    bool cancelled, detached, has_pending_wake, started;
+    bool cancelled, detached, has_pending_wake, started, shielded;
     int pending_wake;
     async_task_fn fn;
     void *arg;

@@ -1,0 +1,197 @@
+/* The loop: a libev loop plus the task scheduler's watchers, and the one
+ * thread-safe entry point, async_loop_post.
+ *
+ * Scheduling: ready tasks are run from an ev_prepare watcher, that is once per
+ * loop iteration just before libev polls.  While tasks are ready an ev_idle
+ * watcher is active so that the poll does not block.  Each live task holds
+ * one libev reference (ev_ref), so ev_run keeps going while tasks exist even
+ * when they wait on things libev cannot see (futures completed by threads).
+ *
+ * Posts: producers push nodes on a lock-free stack (compare-and-swap) and
+ * signal one ev_async; the loop takes the whole stack with one exchange and
+ * reverses it, so functions posted by one thread run in order, each exactly
+ * once.  The ev_async watcher is unreferenced: pending posts alone do not keep
+ * the loop running. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static _Thread_local async_loop_t *current_loop;
+static async_loop_t *default_loop;
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void run_posts(async_loop_t *loop)
+{
+    async__post_t *list = atomic_exchange_explicit(&loop->posts, NULL, memory_order_acquire);
+    async__post_t *fifo = NULL;
+    while (list) { /* reverse: the stack is newest first */
+        async__post_t *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        async__post_t *next = fifo->next;
+        void (*fn)(void *) = fifo->fn;
+        void *arg = fifo->arg;
+        if (fifo->owned) async__free(fifo);
+        fn(arg); /* may free a caller-owned node: read it first */
+        fifo = next;
+    }
+}
+
+static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents)
+{
+    (void)ev, (void)revents;
+    run_posts(container_of(w, async_loop_t, wakeup));
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    (void)ev, (void)revents;
+    async__loop_run_ready(container_of(w, async_loop_t, prepare));
+}
+
+static void on_idle(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    (void)ev, (void)revents;
+    async__loop_run_ready(container_of(w, async_loop_t, idle));
+}
+
+static int loop_init(async_loop_t **out, struct ev_loop *ev, bool is_default)
+{
+    async_loop_t *loop = async__calloc(1, sizeof *loop);
+    if (!loop) return ASYNC_ENOMEM;
+    loop->stacks = async__stack_pool_new();
+    if (!loop->stacks) goto nomem;
+    async__coro_init_main(&loop->main);
+#ifdef ASYNC_CORO_UCONTEXT
+    if (!loop->main.uc) goto nomem;
+#endif
+    if (!ev) ev = is_default ? ev_default_loop(0) : ev_loop_new(EVFLAG_AUTO);
+    if (!ev) {
+        async__coro_destroy(&loop->main);
+        async__stack_pool_free(loop->stacks);
+        async__free(loop);
+        return ASYNC_EIO;
+    }
+    loop->ev = ev;
+    loop->is_default = is_default;
+    loop->thread = pthread_self();
+    async__list_init(&loop->tasks);
+    async__list_init(&loop->free_tasks);
+    atomic_init(&loop->posts, NULL);
+    ev_prepare_init(&loop->prepare, on_prepare);
+    ev_prepare_start(ev, &loop->prepare);
+    ev_unref(ev);
+    ev_idle_init(&loop->idle, on_idle);
+    ev_async_init(&loop->wakeup, on_wakeup);
+    ev_async_start(ev, &loop->wakeup);
+    ev_unref(ev);
+    *out = loop;
+    return 0;
+nomem:
+    if (loop->stacks) async__stack_pool_free(loop->stacks);
+    async__coro_destroy(&loop->main);
+    async__free(loop);
+    return ASYNC_ENOMEM;
+}
+
+int async_loop_new(async_loop_t **out)
+{
+    return loop_init(out, NULL, false);
+}
+
+int async_loop_default(async_loop_t **out)
+{
+    pthread_mutex_lock(&default_lock);
+    int rc = 0;
+    if (!default_loop) rc = loop_init(&default_loop, NULL, true);
+    if (rc == 0) *out = default_loop;
+    pthread_mutex_unlock(&default_lock);
+    return rc;
+}
+
+int async_loop_free(async_loop_t *loop)
+{
+    if (!loop) return 0;
+    if (loop->running || loop->live) return ASYNC_EBUSY;
+    run_posts(loop);
+    async__task_free_all(loop);
+    ev_ref(loop->ev);
+    ev_prepare_stop(loop->ev, &loop->prepare);
+    ev_ref(loop->ev);
+    ev_async_stop(loop->ev, &loop->wakeup);
+    ev_idle_stop(loop->ev, &loop->idle);
+    if (loop->is_default) {
+        pthread_mutex_lock(&default_lock);
+        default_loop = NULL;
+        pthread_mutex_unlock(&default_lock);
+    } else {
+        ev_loop_destroy(loop->ev);
+    }
+    async__stack_pool_free(loop->stacks);
+    async__coro_destroy(&loop->main);
+    async__free(loop);
+    return 0;
+}
+
+struct ev_loop *async_loop_ev(async_loop_t *loop) { return loop->ev; }
+async_loop_t *async_loop_current(void) { return current_loop; }
+size_t async_loop_live_tasks(async_loop_t *loop) { return loop->live; }
+
+bool async__on_loop_thread(const async_loop_t *loop)
+{
+    return current_loop == loop || (!loop->running && pthread_equal(loop->thread, pthread_self()));
+}
+
+int async_loop_run(async_loop_t *loop, async_run_mode_t mode)
+{
+    if (loop->running) return ASYNC_EBUSY;
+    if (current_loop) return ASYNC_EWRONGLOOP; /* a loop already runs on this thread */
+    static const int flags[] = {0, EVRUN_ONCE, EVRUN_NOWAIT};
+    if ((unsigned)mode > ASYNC_RUN_NOWAIT) return ASYNC_EINVAL;
+    loop->running = true;
+    loop->thread = pthread_self();
+    current_loop = loop;
+    if (loop->ready_head) ev_idle_start(loop->ev, &loop->idle);
+    int more = ev_run(loop->ev, flags[mode]);
+    current_loop = NULL;
+    loop->running = false;
+    return more || loop->live ? 1 : 0;
+}
+
+void async_loop_stop(async_loop_t *loop)
+{
+    ev_break(loop->ev, EVBREAK_ALL);
+}
+
+void async__loop_post_node(async_loop_t *loop, async__post_t *node)
+{
+    async__post_t *head = atomic_load_explicit(&loop->posts, memory_order_relaxed);
+    do {
+        node->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&loop->posts, &head, node,
+                                                    memory_order_release, memory_order_relaxed));
+    /* Only the post that found the stack empty needs to wake the loop: any
+     * later one is taken by the same exchange. */
+    if (!head) ev_async_send(loop->ev, &loop->wakeup);
+}
+
+int async_loop_post(async_loop_t *loop, void (*fn)(void *arg), void *arg)
+{
+    async__post_t *node = async__malloc(sizeof *node);
+    if (!node) return ASYNC_ENOMEM;
+    node->fn = fn;
+    node->arg = arg;
+    node->owned = true;
+    async__loop_post_node(loop, node);
+    return 0;
+}
+
+static void stop_cb(void *arg) { async_loop_stop(arg); }
+
+int async_loop_stop_post(async_loop_t *loop)
+{
+    return async_loop_post(loop, stop_cb, loop);
+}
