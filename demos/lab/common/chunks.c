@@ -21,7 +21,7 @@ int lab_chunks(void)
 {
     static const size_t chunks[] = {1, 10, 100, 1000, 10000};
     enum { NCH = sizeof chunks / sizeof chunks[0] };
-    size_t n = 100000;
+    size_t n = lab_scaled(100000, 1000);
     sq_t *s = lab_shared_alloc(sizeof *s);
     int64_t *x = lab_shared_alloc(n * sizeof *x), *y = lab_shared_alloc(n * sizeof *y);
     for (size_t i = 0; i < n; i++) x[i] = (int64_t)i;
@@ -57,7 +57,7 @@ int lab_chunks(void)
                 continue;
             }
             memset(y, 0, n * sizeof *y);
-            t[m] = lab_run(m, lab_opt.workers, sq_range, s, n, chunks[c], "chunks", NULL);
+            t[m] = lab_run(m, lab_opt.workers, sq_range, s, n, chunks[c], NULL, NULL); /* map, no bar */
             uint64_t h = lab_fnv(y, n * sizeof *y, 0);
             if (want && h != want) lab_die("chunks: %s at chunk size %zu differs from serial", lab_mode_name[m], chunks[c]);
             if (!best.ran[m] || t[m] < best.secs[m]) best.secs[m] = t[m], best.sum[m] = h;

@@ -60,6 +60,7 @@ typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
 
 /* Runs fn over [0, n) in chunks of `chunk` items in `mode` with `workers`
  * workers; shows a progress bar labelled `label` for runs over a second.
+ * A NULL label means no bar, and a plain map instead of imap.
  * Returns the seconds the run took (the pool's start-up excluded, reported
  * in *start_s when not NULL).  Exits with a message on a pool failure. */
 double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,

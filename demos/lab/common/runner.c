@@ -1,15 +1,21 @@
-/* The lab's runner: one range function over [0, n) in chunks, serially, on a
- * pool of threads or on a pool of processes.
+/* The lab's runner: one range function over [0, n) in chunks, serially, on
+ * libasync's thread executor or on its process executor.
  *
- * Chunks go to workers in order from one atomic counter, so a worker that
- * finishes early takes the next chunk (dynamic scheduling, as Pool.imap
- * does).  Results are written by the range function into shared memory, so
- * the parent reads every mode's results the same way.  The process mode forks
- * its workers for the run (they inherit the data mapped before the fork) and
- * waits on a pipe that reaches end-of-file when the last worker exits, with a
- * timeout to redraw the progress bar from a shared counter. */
+ * A chunk is one job: its input is the range {lo, hi} (16 bytes), its output
+ * nothing; the range function writes its results into shared memory that the
+ * job's context points to, so the parent reads every mode's results the same
+ * way.  Parallel runs go through async_executor_imap (unordered, every chunk
+ * in flight at once), and the parent advances the progress bar as each chunk
+ * completes; a run without a label (the chunk-size sweep, which measures
+ * dispatch itself) uses async_executor_map instead.
+ *
+ * When the library is built without the process backend (async_executor_new
+ * says ASYNC_ENOTSUP), the processes mode falls back to forking its workers
+ * for the run: they inherit the data mapped before the fork, take chunks from
+ * one atomic counter in shared memory, and the parent waits on a pipe that
+ * reaches end-of-file when the last worker exits, redrawing the bar from a
+ * shared counter meanwhile. */
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,16 +23,34 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "async/executor.h"
 #include "lab.h"
 
 const char *const lab_mode_name[LAB_NMODES] = {"serial", "threads", "processes"};
+
+static int have_procs = -1; /* the library's process backend: -1 unknown */
+
+static bool procs_backend(void)
+{
+    if (have_procs < 0) {
+        async_executor_t *ex;
+        async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1};
+        int rc = async_executor_new(&ex, &o);
+        have_procs = rc == 0;
+        if (rc == 0) async_executor_free(ex);
+        else if (rc != ASYNC_ENOTSUP) lab_die("cannot start a process pool: %s", async_strerror(rc));
+    }
+    return have_procs;
+}
 
 const char *lab_backend(lab_mode_t mode)
 {
     switch (mode) {
     case LAB_SERIAL: return "a plain loop";
-    case LAB_THREADS: return "a pool of pthreads";
-    default: return "fork() workers on MAP_SHARED memory";
+    case LAB_THREADS: return "libasync thread executor";
+    default:
+        return procs_backend() ? "libasync process executor"
+                               : "fork() per run on MAP_SHARED memory (the library's process backend is not built)";
     }
 }
 
@@ -52,20 +76,53 @@ static void work(job_t *j)
     }
 }
 
-static void *thread_main(void *arg)
+typedef struct range {
+    size_t lo, hi;
+} range_t;
+
+/* The executor's work function: one chunk. */
+static int range_work(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
-    work(arg);
-    return NULL;
+    (void)in_size, (void)out, (void)out_size;
+    const range_t *r = in;
+    job_t *j = ctx;
+    j->fn(j->ctx, r->lo, r->hi);
+    return 0;
 }
 
-static void run_threads(job_t *j, unsigned workers)
+/* Runs the job's chunks on ex; returns the seconds from the first submit. */
+static double run_executor(async_executor_t *ex, job_t *j, async_progress_t *bar, bool use_map)
 {
-    pthread_t *t = calloc(workers, sizeof *t);
-    if (!t) lab_die("out of memory");
-    for (unsigned i = 0; i < workers; i++)
-        if (pthread_create(&t[i], NULL, thread_main, j) != 0) lab_die("cannot start a thread");
-    for (unsigned i = 0; i < workers; i++) pthread_join(t[i], NULL);
-    free(t);
+    range_t *ranges = malloc(j->nchunks * sizeof *ranges);
+    if (!ranges) lab_die("out of memory");
+    for (size_t c = 0; c < j->nchunks; c++) {
+        ranges[c].lo = c * j->chunk;
+        ranges[c].hi = ranges[c].lo + j->chunk < j->n ? ranges[c].lo + j->chunk : j->n;
+    }
+    double t0 = lab_now();
+    if (use_map) {
+        async_map_t m = {.fn = range_work, .ctx = j, .in = ranges, .in_size = sizeof *ranges,
+                         .n = j->nchunks, .chunksize = 1};
+        async_map_error_t err;
+        int rc = async_executor_map(ex, &m, &err);
+        if (rc != 0) lab_die("map failed at chunk %zu: %s: %s", err.index, async_strerror(rc), err.message);
+    } else {
+        async_imap_t m = {.fn = range_work, .ctx = j, .in = ranges, .in_size = sizeof *ranges,
+                          .n = j->nchunks, .chunksize = 1, .unordered = true,
+                          .window = j->nchunks < 4096 ? j->nchunks : 4096};
+        async_imap_iter_t *it;
+        int rc = async_executor_imap(ex, &m, &it);
+        if (rc != 0) lab_die("imap: %s", async_strerror(rc));
+        size_t index;
+        char dummy;
+        while ((rc = async_imap_next(it, &dummy, &index)) == 0)
+            async_progress_add(bar, ranges[index].hi - ranges[index].lo);
+        if (rc != ASYNC_EEOF) lab_die("chunk %zu failed: %s: %s", index, async_strerror(rc), async_imap_message(it));
+        async_imap_free(it);
+    }
+    double t = lab_now() - t0;
+    free(ranges);
+    return t;
 }
 
 static void run_processes(job_t *j, unsigned workers, async_progress_t *bar)
@@ -120,25 +177,33 @@ double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, si
     j->chunk = chunk;
     j->nchunks = (n + chunk - 1) / chunk;
     char text[64];
-    snprintf(text, sizeof text, "%s %s", label, lab_mode_name[mode]);
+    snprintf(text, sizeof text, "%s %s", label ? label : "", lab_mode_name[mode]);
     async_progress_t *bar = NULL;
-    if (async_progress_new(text, n, &bar) != 0) bar = NULL;
+    if (label && async_progress_new(text, n, &bar) != 0) bar = NULL;
     if (start_s) *start_s = 0;
-    double t0 = lab_now();
-    switch (mode) {
-    case LAB_SERIAL:
+    double t;
+    if (mode == LAB_SERIAL) {
         j->bar = bar;
+        double t0 = lab_now();
         work(j);
-        break;
-    case LAB_THREADS:
-        j->bar = bar;
-        run_threads(j, workers);
-        break;
-    default:
+        t = lab_now() - t0;
+    } else if (mode == LAB_PROCESSES && !procs_backend()) {
+        double t0 = lab_now();
         run_processes(j, workers, bar);
-        break;
+        t = lab_now() - t0;
+    } else {
+        /* The pool starts after the job's memory is mapped, so that worker
+         * processes see it; its start-up is timed apart from the work. */
+        async_executor_opts_t o = {.backend = mode == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
+                                   .workers = workers};
+        async_executor_t *ex;
+        double t0 = lab_now();
+        int rc = async_executor_new(&ex, &o);
+        if (rc != 0) lab_die("cannot start a %s pool: %s", lab_mode_name[mode], async_strerror(rc));
+        if (start_s) *start_s = lab_now() - t0;
+        t = run_executor(ex, j, bar, label == NULL);
+        async_executor_free(ex);
     }
-    double t = lab_now() - t0;
     async_progress_free(bar);
     lab_shared_free(j, sizeof *j);
     return t;
