@@ -105,6 +105,7 @@ $(OUT)/async.pc: async.pc.in Makefile
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # Programs link the static library so that they run from the tree.
+.SECONDARY:
 .SECONDEXPANSION:
 $(DEMO_BINS): $(OUT)/demos/%: $(OBJ)/demos/%.o $$(call demo_common,$$(firstword $$(subst /, ,$$*))) $(STATIC)
 	@mkdir -p $(@D)

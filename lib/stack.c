@@ -57,9 +57,17 @@ static size_t page_size(void)
     return ps;
 }
 
+/* ASYNC_STACK_GUARDS=N overrides how many guarded stacks a process may hold
+ * (0: none, every default-size stack comes from a slab). */
 static long guard_budget(void)
 {
     if (guarded_budget >= 0) return guarded_budget;
+    const char *env = getenv("ASYNC_STACK_GUARDS");
+    if (env && *env) {
+        guarded_budget = strtol(env, NULL, 10);
+        if (guarded_budget < 0) guarded_budget = 0;
+        return guarded_budget;
+    }
     long max = 65530;
     FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
     if (f) {

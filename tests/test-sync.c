@@ -1,0 +1,248 @@
+/* Channels, semaphores, mutexes and events between tasks of one loop. */
+#include <criterion/criterion.h>
+#include "support/run.h"
+#include "support/alloc.h"
+
+static int producer(void *arg, void **res)
+{
+    (void)res;
+    async_chan_t *c = arg;
+    for (int i = 0; i < 100; i++) cr_assert_eq(async_chan_send(c, &i), 0);
+    return async_chan_close(c);
+}
+
+static int t_fifo(void *arg, void **res)
+{
+    (void)res;
+    size_t cap = (size_t)(intptr_t)arg;
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, sizeof(int), cap), 0);
+    async_task_t p;
+    cr_assert_eq(async_task_spawn(NULL, producer, c, NULL, &p), 0);
+    int v, expect = 0, rc;
+    while ((rc = async_chan_recv(c, &v)) == 0) {
+        cr_assert_eq(v, expect++);
+        cr_assert_leq(async_chan_len(c), cap, "the bound holds");
+    }
+    cr_assert_eq(rc, ASYNC_ECLOSED);
+    cr_assert_eq(expect, 100, "nothing lost");
+    cr_assert_eq(async_task_await(p, NULL), 0);
+    cr_assert_eq(async_chan_free(c), 0);
+    return 0;
+}
+Test(chan, buffered_fifo_until_closed, .timeout = 10) { cr_assert_eq(test_run_task(t_fifo, (void *)4, NULL), 0); }
+Test(chan, rendezvous_fifo_until_closed, .timeout = 10) { cr_assert_eq(test_run_task(t_fifo, (void *)0, NULL), 0); }
+
+static int blocked_sender(void *arg, void **res)
+{
+    (void)res;
+    int v = 9;
+    return async_chan_send(arg, &v);
+}
+
+static int blocked_receiver(void *arg, void **res)
+{
+    (void)res;
+    int v;
+    return async_chan_recv(arg, &v);
+}
+
+static int t_close(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 1), 0);
+    int v = 1;
+    cr_assert_eq(async_chan_trysend(c, &v), 0);
+    cr_assert_eq(async_chan_trysend(c, &v), ASYNC_EAGAIN, "full");
+    async_task_t s;
+    cr_assert_eq(async_task_spawn(NULL, blocked_sender, c, NULL, &s), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_chan_free(c), ASYNC_EBUSY, "a task waits on it");
+    cr_assert_eq(async_chan_close(c), 0);
+    cr_assert_eq(async_chan_close(c), ASYNC_EALREADY);
+    cr_assert_eq(async_task_await(s, NULL), ASYNC_ECLOSED, "a waiting sender fails");
+    cr_assert_eq(async_chan_send(c, &v), ASYNC_ECLOSED);
+    v = 0;
+    cr_assert_eq(async_chan_recv(c, &v), 0, "receivers drain what is buffered");
+    cr_assert_eq(v, 1);
+    cr_assert_eq(async_chan_recv(c, &v), ASYNC_ECLOSED);
+    cr_assert_eq(async_chan_free(c), 0);
+
+    /* Receivers waiting on an empty channel are released by close. */
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 2), 0);
+    async_task_t r[3];
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, blocked_receiver, c, NULL, &r[i]), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_chan_tryrecv(c, &v), ASYNC_EAGAIN, "empty");
+    cr_assert_eq(async_chan_close(c), 0);
+    int e[3];
+    cr_assert_eq(async_gather(r, 3, NULL, e), ASYNC_ECLOSED);
+    for (int i = 0; i < 3; i++) cr_assert_eq(e[i], ASYNC_ECLOSED);
+    cr_assert_eq(async_chan_free(c), 0);
+    return 0;
+}
+Test(chan, close_releases_waiters, .timeout = 10) { cr_assert_eq(test_run_task(t_close, NULL, NULL), 0); }
+
+static int t_deadlines(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 1), 0);
+    int v = 3;
+    int64_t t0 = async_now();
+    cr_assert_eq(async_chan_recv_dl(c, &v, t0 + ASYNC_MSEC(15)), ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(15));
+    cr_assert_eq(async_chan_send_dl(c, &v, t0 - 1), 0, "possible at once: the past deadline is moot");
+    cr_assert_eq(async_chan_send_dl(c, &v, async_now() - 1), ASYNC_ETIMEDOUT, "full and the deadline passed");
+    cr_assert_eq(async_chan_len(c), 1);
+    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_new(&c, 0, 1), ASYNC_EINVAL);
+    return 0;
+}
+Test(chan, deadlines, .timeout = 10) { cr_assert_eq(test_run_task(t_deadlines, NULL, NULL), 0); }
+
+static int cancelled_receiver(void *arg, void **res)
+{
+    (void)res;
+    int v;
+    int rc = async_chan_recv(arg, &v);
+    cr_assert_eq(rc, ASYNC_ECANCELED);
+    return rc;
+}
+
+static int t_cancel_waiter(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 0), 0);
+    async_task_t r;
+    cr_assert_eq(async_task_spawn(NULL, cancelled_receiver, c, NULL, &r), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(r), 0);
+    cr_assert_eq(async_task_await(r, NULL), ASYNC_ECANCELED);
+    int v = 1;
+    cr_assert_eq(async_chan_trysend(c, &v), ASYNC_EAGAIN, "the cancelled receiver left the queue");
+    cr_assert_eq(async_chan_free(c), 0);
+    return 0;
+}
+Test(chan, cancelled_waiter_leaves, .timeout = 10) { cr_assert_eq(test_run_task(t_cancel_waiter, NULL, NULL), 0); }
+
+struct sem_probe {
+    async_sem_t *sem;
+    int inside, peak;
+};
+
+static int capped(void *arg, void **res)
+{
+    (void)res;
+    struct sem_probe *p = arg;
+    cr_assert_eq(async_sem_acquire(p->sem), 0);
+    if (++p->inside > p->peak) p->peak = p->inside;
+    async_sleep(ASYNC_MSEC(2));
+    p->inside--;
+    async_sem_release(p->sem);
+    return 0;
+}
+
+static int t_sem(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct sem_probe p = {0};
+    cr_assert_eq(async_sem_new(&p.sem, 3), 0);
+    async_task_t t[20];
+    for (int i = 0; i < 20; i++) cr_assert_eq(async_task_spawn(NULL, capped, &p, NULL, &t[i]), 0);
+    cr_assert_eq(async_gather(t, 20, NULL, NULL), 0);
+    cr_assert_eq(p.peak, 3);
+    cr_assert_eq(async_sem_value(p.sem), 3);
+    cr_assert_eq(async_sem_tryacquire(p.sem), 0);
+    cr_assert_eq(async_sem_acquire_dl(p.sem, 0), 0);
+    cr_assert_eq(async_sem_acquire(p.sem), 0);
+    cr_assert_eq(async_sem_tryacquire(p.sem), ASYNC_EAGAIN);
+    cr_assert_eq(async_sem_acquire_dl(p.sem, async_deadline_after(ASYNC_MSEC(5))), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_sem_free(p.sem), 0);
+    return 0;
+}
+Test(sem, caps_concurrency, .timeout = 10) { cr_assert_eq(test_run_task(t_sem, NULL, NULL), 0); }
+
+struct mutex_probe {
+    async_mutex_t *m;
+    int counter;
+};
+
+static int locker(void *arg, void **res)
+{
+    (void)res;
+    struct mutex_probe *p = arg;
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(async_mutex_lock(p->m), 0);
+        int v = p->counter;
+        async_yield(); /* others run here but cannot enter */
+        p->counter = v + 1;
+        cr_assert_eq(async_mutex_unlock(p->m), 0);
+    }
+    return 0;
+}
+
+static int t_mutex(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct mutex_probe p = {0};
+    cr_assert_eq(async_mutex_new(&p.m), 0);
+    cr_assert_eq(async_mutex_unlock(p.m), ASYNC_EPERM, "not held");
+    async_task_t t[5];
+    for (int i = 0; i < 5; i++) cr_assert_eq(async_task_spawn(NULL, locker, &p, NULL, &t[i]), 0);
+    cr_assert_eq(async_gather(t, 5, NULL, NULL), 0);
+    cr_assert_eq(p.counter, 50, "no lost update");
+    cr_assert_eq(async_mutex_trylock(p.m), 0);
+    cr_assert_eq(async_mutex_lock(p.m), ASYNC_EBUSY, "not recursive");
+    cr_assert_eq(async_mutex_free(p.m), ASYNC_EBUSY, "held");
+    cr_assert_eq(async_mutex_unlock(p.m), 0);
+    cr_assert_eq(async_mutex_free(p.m), 0);
+    return 0;
+}
+Test(mutex, excludes, .timeout = 10) { cr_assert_eq(test_run_task(t_mutex, NULL, NULL), 0); }
+
+static int event_waiter(void *arg, void **res)
+{
+    (void)res;
+    return async_event_wait(arg);
+}
+
+static int t_event(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_event_t *e;
+    cr_assert_eq(async_event_new(&e), 0);
+    async_task_t t[4];
+    for (int i = 0; i < 4; i++) cr_assert_eq(async_task_spawn(NULL, event_waiter, e, NULL, &t[i]), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_event_free(e), ASYNC_EBUSY);
+    cr_assert_eq(async_event_wait_dl(e, async_deadline_after(ASYNC_MSEC(5))), ASYNC_ETIMEDOUT);
+    async_event_set(e);
+    cr_assert(async_event_is_set(e));
+    cr_assert_eq(async_gather(t, 4, NULL, NULL), 0, "set wakes every waiter");
+    cr_assert_eq(async_event_wait(e), 0);
+    async_event_clear(e);
+    cr_assert_not(async_event_is_set(e));
+    cr_assert_eq(async_event_free(e), 0);
+    return 0;
+}
+Test(event, wakes_all, .timeout = 10) { cr_assert_eq(test_run_task(t_event, NULL, NULL), 0); }
+
+Test(sync, no_leaks_and_allocation_failures, .timeout = 10)
+{
+    test_alloc_install();
+    for (long n = 0; n < 3; n++) {
+        async_chan_t *c;
+        test_alloc_fail_after(n);
+        int rc = async_chan_new(&c, 8, 4);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_chan_free(c);
+        else cr_assert_eq(rc, ASYNC_ENOMEM);
+    }
+    cr_assert_eq(test_run_task(t_fifo, (void *)4, NULL), 0);
+    cr_assert_eq(test_run_task(t_sem, NULL, NULL), 0);
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
+}
