@@ -42,6 +42,7 @@ static void usage(FILE *f)
                "  --output FILE  write the results as CSV (howmany, common, normalize)\n"
                "  --plot DIR     write PNG charts into DIR with gnuplot (chunks, workers)\n"
                "  --soln FILE    write the figures as JSON (default for all: soln.json)\n"
+               "  --repeat N     time each run N times and keep the best (default 1)\n"
                "  --help         this text\n");
 }
 
@@ -60,13 +61,14 @@ int main(int argc, char **argv)
         {"scale", required_argument, 0, 's'}, {"quick", no_argument, 0, 'q'},
         {"seed", required_argument, 0, 'S'}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"plot", required_argument, 0, 'p'},
-        {"soln", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"soln", required_argument, 0, 'j'}, {"repeat", required_argument, 0, 'r'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     lab_opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (lab_opt.ncpu < 1) lab_opt.ncpu = 1;
     lab_opt.workers = (unsigned)lab_opt.ncpu;
     int c;
-    while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (!strcmp(optarg, "all")) lab_opt.modes = 7;
@@ -83,6 +85,7 @@ int main(int argc, char **argv)
         case 'o': lab_opt.output = optarg; break;
         case 'p': lab_opt.plot_dir = optarg; break;
         case 'j': lab_opt.soln = optarg; break;
+        case 'r': lab_opt.repeat = (unsigned)number("--repeat", optarg, 1, 100); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -25,6 +25,7 @@ typedef struct lab_opts {
     unsigned workers;   /* pool size for threads and processes */
     unsigned modes;     /* bit (1 << mode) for each mode to run */
     uint64_t seed;
+    unsigned repeat;    /* runs per timing; the best counts */
     const char *input, *output, *plot_dir, *soln;
     int ncpu;
 } lab_opts_t;
@@ -60,7 +61,8 @@ typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
 
 /* Runs fn over [0, n) in chunks of `chunk` items in `mode` with `workers`
  * workers; shows a progress bar labelled `label` for runs over a second.
- * A NULL label means no bar, and a plain map instead of imap.
+ * A NULL label means no bar, and a plain map instead of imap.  With
+ * lab_opt.repeat > 1 the job runs that many times and the best time counts.
  * Returns the seconds the run took (the pool's start-up excluded, reported
  * in *start_s when not NULL).  Exits with a message on a pool failure. */
 double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,

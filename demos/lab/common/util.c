@@ -7,7 +7,7 @@
 #include <time.h>
 #include "lab.h"
 
-lab_opts_t lab_opt = {.scale = 1.0, .seed = 20240917, .modes = 7};
+lab_opts_t lab_opt = {.scale = 1.0, .seed = 20240917, .modes = 7, .repeat = 1};
 
 double lab_now(void)
 {
