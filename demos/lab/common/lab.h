@@ -61,7 +61,8 @@ typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
 
 /* Runs fn over [0, n) in chunks of `chunk` items in `mode` with `workers`
  * workers; shows a progress bar labelled `label` for runs over a second.
- * A NULL label means no bar, and a plain map instead of imap.  With
+ * A NULL label means no bar; without a bar (stderr is not a terminal) the
+ * run is a plain map instead of an imap.  With
  * lab_opt.repeat > 1 the job runs that many times and the best time counts.
  * Returns the seconds the run took (the pool's start-up excluded, reported
  * in *start_s when not NULL).  Exits with a message on a pool failure. */

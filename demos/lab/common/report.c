@@ -7,9 +7,58 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include "lab.h"
 
 json_t *lab_figures;
+
+/* How busy other programs kept the machine during a workload: the CPU time
+ * the whole machine spent (from /proc/stat) minus what this process and its
+ * workers spent (getrusage), per second of the workload.  On a shared
+ * machine this is what explains a parallel run slower than the serial one. */
+static struct {
+    double machine, ours, wall;
+} snap;
+
+static double machine_cpu(void)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]);
+    fclose(f);
+    if (n < 4) return -1;
+    /* user nice system (idle) (iowait) irq softirq steal */
+    unsigned long long busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double our_cpu(void)
+{
+    struct rusage a, b;
+    getrusage(RUSAGE_SELF, &a);
+    getrusage(RUSAGE_CHILDREN, &b);
+    return (double)(a.ru_utime.tv_sec + a.ru_stime.tv_sec + b.ru_utime.tv_sec + b.ru_stime.tv_sec) +
+           (double)(a.ru_utime.tv_usec + a.ru_stime.tv_usec + b.ru_utime.tv_usec + b.ru_stime.tv_usec) / 1e6;
+}
+
+static void snapshot(void)
+{
+    snap.machine = machine_cpu();
+    snap.ours = our_cpu();
+    snap.wall = lab_now();
+}
+
+/* CPUs' worth of other programs' work since the snapshot, or 0. */
+static double others_cpus(void)
+{
+    double m = machine_cpu(), wall = lab_now() - snap.wall;
+    if (m < 0 || snap.machine < 0 || wall < 0.05) return 0;
+    double other = (m - snap.machine) - (our_cpu() - snap.ours);
+    return other > 0 ? other / wall : 0;
+}
 
 bool lab_want(lab_mode_t mode)
 {
@@ -19,6 +68,7 @@ bool lab_want(lab_mode_t mode)
 void lab_header(const char *name, const char *fmt, ...)
 {
     va_list ap;
+    snapshot();
     va_start(ap, fmt);
     printf("\n== %s: ", name);
     vprintf(fmt, ap);
@@ -58,6 +108,13 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
     double s = r->secs[LAB_SERIAL] / (r->secs[b] > 0 ? r->secs[b] : 1e-9);
     unsigned c = cores();
     const char *who = lab_mode_name[b];
+    double others = others_cpus();
+    if (others >= 0.5 && s < 0.8 * c && bound != LAB_BOUND_LONGEST) {
+        printf("  verdict: %s %.2fx on %u cores, but other programs kept %.1f of the %d CPUs busy during the "
+               "run, so the cores were not free; run again on a quiet machine (or with --repeat).\n",
+               s > 1.1 ? who : "no mode wins,", s, c, others, lab_opt.ncpu);
+        return;
+    }
     switch (bound) {
     case LAB_BOUND_CPU:
         if (s >= 0.8 * c)
@@ -67,8 +124,8 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
             printf("  verdict: %s win at %.2fx, short of %ux: the chunks are uneven or too few, or the "
                    "run is short enough that starting workers shows.\n", who, s, c);
         else
-            printf("  verdict: serial is as fast (best parallel %.2fx): the job is too small to pay "
-                   "for handing work to other cores.\n", s);
+            printf("  verdict: serial is as fast (best parallel %.2fx): at %.2g s of work the job is too "
+                   "small to pay for handing it to other cores.\n", s, r->secs[LAB_SERIAL]);
         break;
     case LAB_BOUND_MEMORY:
         printf("  verdict: %s %.2fx on %u cores: the job streams memory with little arithmetic per "

@@ -4,10 +4,13 @@
  * A chunk is one job: its input is the range {lo, hi} (16 bytes), its output
  * nothing; the range function writes its results into shared memory that the
  * job's context points to, so the parent reads every mode's results the same
- * way.  Parallel runs go through async_executor_imap (unordered, every chunk
- * in flight at once), and the parent advances the progress bar as each chunk
- * completes; a run without a label (the chunk-size sweep, which measures
- * dispatch itself) uses async_executor_map instead.
+ * way.  When a progress bar can be drawn (stderr is a terminal), parallel
+ * runs go through async_executor_imap (unordered, every chunk in flight at
+ * once) and the parent advances the bar as each chunk completes; otherwise
+ * (output redirected, or the chunk-size sweep, which has no bar because it
+ * measures dispatch itself) they use async_executor_map, which leaves the
+ * parent asleep until the last chunk is done instead of waking it per chunk
+ * on a machine whose cores the workers need.
  *
  * When the library is built without the process backend (async_executor_new
  * says ASYNC_ENOTSUP), the processes mode falls back to forking its workers
@@ -201,7 +204,7 @@ static double run_once(lab_mode_t mode, unsigned workers, lab_range_fn fn, void 
         int rc = async_executor_new(&ex, &o);
         if (rc != 0) lab_die("cannot start a %s pool: %s", lab_mode_name[mode], async_strerror(rc));
         if (start_s) *start_s = lab_now() - t0;
-        t = run_executor(ex, j, bar, label == NULL);
+        t = run_executor(ex, j, bar, !async_progress_enabled(bar));
         async_executor_free(ex);
     }
     async_progress_free(bar);
