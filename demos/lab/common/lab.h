@@ -111,6 +111,9 @@ void lab_header(const char *name, const char *fmt, ...) __attribute__((format(pr
  * lab_figures under name). */
 json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, double work_units,
                    const char *unit);
+/* CPUs' worth of other programs' work since the last lab_header, per
+ * second: how busy the rest of the machine kept the cores. */
+double lab_others_cpus(void);
 /* The verdict alone, for sub-tables. */
 void lab_verdict(const lab_result_t *r, lab_bound_t bound);
 /* Whether the mode was asked for. */

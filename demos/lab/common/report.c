@@ -52,7 +52,7 @@ static void snapshot(void)
 }
 
 /* CPUs' worth of other programs' work since the snapshot, or 0. */
-static double others_cpus(void)
+double lab_others_cpus(void)
 {
     double m = machine_cpu(), wall = lab_now() - snap.wall;
     if (m < 0 || snap.machine < 0 || wall < 0.05) return 0;
@@ -108,7 +108,7 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
     double s = r->secs[LAB_SERIAL] / (r->secs[b] > 0 ? r->secs[b] : 1e-9);
     unsigned c = cores();
     const char *who = lab_mode_name[b];
-    double others = others_cpus();
+    double others = lab_others_cpus();
     if (others >= 0.5 && s < 0.8 * c && bound != LAB_BOUND_LONGEST) {
         printf("  verdict: %s %.2fx on %u cores, but other programs kept %.1f of the %d CPUs busy during the "
                "run, so the cores were not free; run again on a quiet machine (or with --repeat).\n",

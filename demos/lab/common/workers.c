@@ -113,10 +113,16 @@ int lab_workers(void)
                            (t[LAB_THREADS][cores] <= 0 || t[LAB_PROCESSES][cores] < t[LAB_THREADS][cores])
                        ? LAB_PROCESSES
                        : LAB_THREADS;
-    if (t[b][cores] > 0)
-        printf("  verdict: %s with %u workers, %.2fx: the job is %.1f%% parallel, and past %u workers the time "
-               "stays flat because there are only %u cores to run them.\n",
-               lab_mode_name[b], cores, t[b][1] / t[b][cores], 100 * f[b], cores, cores);
+    if (t[b][cores] > 0) {
+        double flat = t[b][maxp] / t[b][cores], others = lab_others_cpus();
+        const char *past = flat > 1.15   ? "gets slower, because more workers than cores only time-share them"
+                           : flat < 0.87 ? "still improves, which says the cores were not all free at fewer workers"
+                                         : "stays flat, because there are no more cores to run them";
+        printf("  verdict: %s with %u workers, %.2fx: the job is %.1f%% parallel, and past %u workers the time %s.",
+               lab_mode_name[b], cores, t[b][1] / t[b][cores], 100 * f[b], cores, past);
+        if (others >= 0.5) printf(" Other programs kept %.1f of the %d CPUs busy meanwhile.", others, lab_opt.ncpu);
+        printf("\n");
+    }
     json_object_set_new(fig, "sweep", rows);
     json_object_set_new(fig, "amdahl_parallel_fraction", fit);
     json_object_set_new(fig, "tasks", json_integer((json_int_t)ntasks));
