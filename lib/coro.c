@@ -21,7 +21,6 @@
 #ifdef ASYNC_CORO_UCONTEXT
 #include <ucontext.h>
 #else
-void async__coro_switch_asm(void **save_sp, void *load_sp);
 void async__coro_trampoline_asm(void);
 #endif
 
@@ -124,6 +123,7 @@ void async__coro_destroy(async__coro_t *coro)
 #endif
 }
 
+#if defined(ASYNC_ASAN) || defined(ASYNC_TSAN) || defined(ASYNC_CORO_UCONTEXT)
 void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exiting)
 {
 #ifdef ASYNC_ASAN
@@ -144,3 +144,4 @@ void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exitin
     __sanitizer_finish_switch_fiber(from->fake_stack, NULL, NULL);
 #endif
 }
+#endif

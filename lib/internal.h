@@ -104,8 +104,18 @@ int async__coro_init(async__coro_t *coro, async__stack_t *stack, void (*entry)(v
 void async__coro_init_main(async__coro_t *coro);
 void async__coro_destroy(async__coro_t *coro);
 /* Saves the current context in from and resumes to.  `from_exiting` tells the
- * sanitizers that from will never run again. */
+ * sanitizers that from will never run again.  Without sanitizers or ucontext
+ * it is the bare assembly switch, inlined into the scheduler. */
+#if defined(ASYNC_ASAN) || defined(ASYNC_TSAN) || defined(ASYNC_CORO_UCONTEXT)
 void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exiting);
+#else
+void async__coro_switch_asm(void **save_sp, void *load_sp);
+static inline void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exiting)
+{
+    (void)from_exiting;
+    async__coro_switch_asm(&from->sp, to->sp);
+}
+#endif
 
 /* --- tasks and the loop --------------------------------------------------- */
 enum task_state { TASK_FREE, TASK_READY, TASK_RUNNING, TASK_SUSPENDED, TASK_DONE };

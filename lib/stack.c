@@ -7,11 +7,13 @@
  *     faults at once.  Used while the process holds fewer than a quarter of
  *     max_map_count of them;
  *   - slab: carved 64 at a time from one mapping, without guard pages.
- * Every stack carries a canary at its low end that the scheduler checks each
- * time a task switches out, so a slab stack's overflow is caught at the next
- * switch (and the program aborts with a message, since memory below is now
- * corrupt).  Stacks are reserved with MAP_NORESERVE: only touched pages cost
- * memory, so 100k tasks with 256 KiB stacks use ~1 page each.
+ * A slab stack carries a canary at its low end that the scheduler checks each
+ * time its task switches out, so an overflow is caught at the next switch
+ * (and the program aborts with a message, since the memory below is now
+ * corrupt).  Slab stacks start SLAB_SKEW bytes into a page, so a stack's
+ * canary shares its page with the top of the stack below: the canary costs no
+ * page of its own.  Stacks are reserved with MAP_NORESERVE and only touched
+ * pages cost memory, so an idle task holds about one page of stack.
  * Freed stacks of the default size return to the loop's pool; beyond
  * POOL_KEEP the pages are given back (munmap, or MADV_DONTNEED for slabs). */
 #include <sys/mman.h>
@@ -32,6 +34,7 @@
 #define POOL_KEEP 1024
 #define CANARY 0x5AFE57AC4CA9A2ULL
 #define CANARY_WORDS 4
+#define SLAB_SKEW 2048
 
 typedef struct async__slab {
     void *map;
@@ -80,6 +83,7 @@ static long guard_budget(void)
 
 static void write_canary(async__stack_t *s)
 {
+    if (s->map) return; /* guarded: the guard page catches overflows */
     uint64_t *w = s->base;
     for (int i = 0; i < CANARY_WORDS; i++) w[i] = CANARY;
 }
@@ -103,6 +107,7 @@ static void disarm(async__stack_t *s)
 
 bool async__stack_intact(const async__stack_t *s)
 {
+    if (s->map) return true;
     const uint64_t *w = s->base;
     for (int i = 0; i < CANARY_WORDS; i++)
         if (w[i] != CANARY) return false;
@@ -174,12 +179,12 @@ static int new_slab(async__stack_pool_t *pool)
     if (!sl) return ASYNC_ENOMEM;
     for (int i = 0; i < SLAB_STACKS; i++)
         if (!(stacks[i] = async__calloc(1, sizeof(async__stack_t)))) goto fail;
-    sl->map_size = (size_t)SLAB_STACKS * ASYNC_STACK_DEFAULT;
+    sl->map_size = (size_t)SLAB_STACKS * ASYNC_STACK_DEFAULT + page_size();
     sl->map = mmap(NULL, sl->map_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (sl->map == MAP_FAILED) goto fail;
     for (int i = 0; i < SLAB_STACKS; i++) {
-        stacks[i]->base = (char *)sl->map + (size_t)i * ASYNC_STACK_DEFAULT;
+        stacks[i]->base = (char *)sl->map + SLAB_SKEW + (size_t)i * ASYNC_STACK_DEFAULT;
         stacks[i]->size = ASYNC_STACK_DEFAULT;
         stacks[i]->slab = sl;
         stacks[i]->next_free = pool->slab_spare;

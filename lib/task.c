@@ -252,18 +252,13 @@ static void task_main(void *arg)
     abort(); /* a finished task is never resumed */
 }
 
+/* A recycled slot or a new one; spawn sets every field, so no memset. */
 static async_task_impl_t *take_slot(async_loop_t *loop)
 {
     async__list_t *n = async__list_pop(&loop->free_tasks);
-    async_task_impl_t *t;
-    if (n) {
-        t = container_of(n, async_task_impl_t, all_link);
-    } else {
-        t = async__malloc(sizeof *t);
-        if (!t) return NULL;
-    }
-    memset(t, 0, sizeof *t);
-    async__list_init(&t->all_link);
+    if (n) return container_of(n, async_task_impl_t, all_link);
+    async_task_impl_t *t = async__malloc(sizeof *t);
+    if (t) async__list_init(&t->all_link);
     return t;
 }
 
@@ -277,11 +272,13 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     size_t size = opts && opts->stack_size ? opts->stack_size : ASYNC_STACK_DEFAULT;
     if (size > MAX_STACK) return ASYNC_EINVAL;
     if (size < ASYNC_STACK_MIN) size = ASYNC_STACK_MIN;
-    size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    static size_t ps;
+    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
     size = (size + ps - 1) / ps * ps;
 
     async_task_impl_t *t = take_slot(loop);
     if (!t) return ASYNC_ENOMEM;
+    t->stack = NULL;
     int rc = async__stack_get(loop->stacks, size, &t->stack);
     if (rc) goto fail;
     rc = async__coro_init(&t->coro, t->stack, task_main, t);
@@ -289,6 +286,12 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     t->loop = loop;
     t->fn = fn;
     t->arg = arg;
+    t->result = t->wait_data = NULL;
+    t->error = t->wake_code = t->pending_wake = 0;
+    t->epoch = 0;
+    t->deadline = 0;
+    t->group = NULL;
+    t->cancelled = t->has_pending_wake = t->started = t->shielded = false;
     t->detached = opts && opts->detached;
     t->gen = ++loop->next_gen;
     async__list_init(&t->wait_link);
