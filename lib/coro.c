@@ -22,6 +22,9 @@
 #include <ucontext.h>
 #else
 void async__coro_trampoline_asm(void);
+#  if defined(ASYNC_ASAN) || defined(ASYNC_TSAN)
+void async__coro_switch_asm(void **save_sp, void *load_sp);
+#  endif
 #endif
 
 /* First C frame of every coroutine. */

@@ -1,0 +1,36 @@
+/* brewery-server's API logic, free of HTTP plumbing: validate the query
+ * string the way the real Open Brewery DB API does, match breweries (SQL LIKE
+ * '%value%' on the state, city and name), and produce the status and JSON body
+ * of /v1/breweries, /v1/breweries/meta and /v1/breweries/{id}. */
+#ifndef BREWERY_SERVER_QUERY_H
+#define BREWERY_SERVER_QUERY_H
+
+#include "server-data.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct bsrv_reply {
+    unsigned status;
+    char *body;        /* JSON text, not NUL-terminated necessarily */
+    size_t len;
+    bool persistent;   /* body belongs to the dataset (do not free) */
+} bsrv_reply_t;
+
+/* Returns the value of query argument `name` (already %-decoded), or NULL. */
+typedef const char *(*bsrv_arg_fn)(void *cls, const char *name);
+
+/* Answers GET `path`.  Never fails: a reply that cannot be built for lack of
+ * memory becomes a 500 with a static body.  The caller frees a body that is
+ * not persistent with free(). */
+void bsrv_route(const bsrv_dataset_t *ds, const char *path, bsrv_arg_fn arg, void *cls,
+                bsrv_reply_t *out);
+
+/* A {"message": msg} reply with this status. */
+void bsrv_reply_message(bsrv_reply_t *out, unsigned status, const char *msg);
+
+/* SQL LIKE on `text` with `pattern` wrapped in '%...%': ASCII case-insensitive,
+ * '_' matches one character (one UTF-8 code point), '%' any run. */
+bool bsrv_like(const char *pattern, const char *text);
+
+#endif
