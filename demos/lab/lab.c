@@ -42,7 +42,8 @@ static void usage(FILE *f)
                "  --output FILE  write the results as CSV (howmany, common, normalize)\n"
                "  --plot DIR     write PNG charts into DIR with gnuplot (chunks, workers)\n"
                "  --soln FILE    write the figures as JSON (default for all: soln.json)\n"
-               "  --repeat N     time each run N times and keep the best (default 1)\n"
+               "  --repeat N     time each run N times and keep the best (default 1;\n"
+               "                 runs under 0.1 s are always timed 5 times)\n"
                "  --help         this text\n");
 }
 

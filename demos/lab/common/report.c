@@ -109,7 +109,7 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
     unsigned c = cores();
     const char *who = lab_mode_name[b];
     double others = lab_others_cpus();
-    if (others >= 0.5 && s < 0.8 * c && bound != LAB_BOUND_LONGEST) {
+    if (others >= 0.5 && s < 0.8 * c && (bound == LAB_BOUND_CPU || bound == LAB_BOUND_MEMORY)) {
         printf("  verdict: %s %.2fx on %u cores, but other programs kept %.1f of the %d CPUs busy during the "
                "run, so the cores were not free; run again on a quiet machine (or with --repeat).\n",
                s > 1.1 ? who : "no mode wins,", s, c, others, lab_opt.ncpu);
@@ -128,6 +128,11 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
                    "small to pay for handing it to other cores.\n", s, r->secs[LAB_SERIAL]);
         break;
     case LAB_BOUND_MEMORY:
+        if (s >= 0.8 * c) {
+            printf("  verdict: %s win, %.2fx on %u cores: the job streams memory, but at this size the "
+                   "memory bandwidth still keeps up with %u cores.\n", who, s, c, c);
+            break;
+        }
         printf("  verdict: %s %.2fx on %u cores: the job streams memory with little arithmetic per "
                "byte, so memory bandwidth, not the cores, caps the speedup.\n",
                s > 1.1 ? who : "no mode wins,", s, c);
