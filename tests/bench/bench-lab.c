@@ -143,7 +143,7 @@ int main(void)
     for (size_t i = 0; i < NROWS; i++) {
         row_t *r = &rows[i];
         double best = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
-        printf("%-24s %9.4f %9.4f %9.5f %9.5f %9.5f %7.2fx %8.1fx %8.1fx\n", r->name, r->py[0], r->py[1], r->c[0],
+        printf("%-24s %9.3g %9.3g %9.3g %9.3g %9.3g %7.2fx %8.1fx %8.1fx\n", r->name, r->py[0], r->py[1], r->c[0],
                r->c[1], r->c[2], r->c[0] / best, r->py[1] / best, r->py[0] / r->c[0]);
     }
     printf("(C par = the faster of C threads and C processes; chunks rows: C serial is one plain loop)\n");
