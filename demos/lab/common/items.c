@@ -3,6 +3,7 @@
  * ascending order.  --input reads tagged CSV rows ("a,1,2,3" and "b,2,3,4"),
  * pairing the i-th a row with the i-th b row; --output writes one line of
  * common items per pair. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lab.h"
@@ -113,7 +114,7 @@ int lab_common(void)
         for (uint32_t k = 0; k < it->nout[p]; k++) {
             double x = it->out[aoff[p] + k];
             printf("%s%.15g", k ? ", " : "", x);
-            json_array_append_new(row, x == (double)(json_int_t)x ? json_integer((json_int_t)x) : json_real(x));
+            json_array_append_new(row, fabs(x) < 9e15 && x == floor(x) ? json_integer((json_int_t)x) : json_real(x));
         }
         printf("]");
         json_array_append_new(answer, row);

@@ -43,6 +43,7 @@ static int have_procs = -1; /* the library's process backend: -1 unknown */
 
 static bool procs_backend(void)
 {
+    if (have_procs < 0 && getenv("LAB_FORK_FALLBACK")) have_procs = 0; /* to test the fallback */
     if (have_procs < 0) {
         async_executor_t *ex;
         async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1};
