@@ -81,7 +81,7 @@ int lab_chunks(void)
     json_object_set_new(fig, "serial", json_real(serial));
     lab_plot("chunks", data,
              "set title 'x*x over 100,000 items: time against chunk size'\n"
-             "set logscale xy\nset xlabel 'chunk size (items per task)'\nset ylabel 'seconds'\n"
+             "set logscale xy\nset format y '%g'\nset xlabel 'chunk size (items per task)'\nset ylabel 'seconds'\n"
              "set grid\nset key top right\nset xrange [0.7:15000]\n"
              "plot dat using 1:2 with linespoints lw 2 pt 7 title 'threads', "
              "dat using 1:3 with linespoints lw 2 pt 5 title 'processes', "

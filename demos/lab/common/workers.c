@@ -1,4 +1,4 @@
-/* workers: one CPU-bound job (equal tasks, each factoring the prime
+/* workers: one CPU-bound job (240 equal tasks, each factoring the prime
  * 999,999,999,989 by trial division) on 1 to 2 x CPUs workers, with time,
  * speedup and efficiency per count, and the Amdahl parallel fraction fitted
  * to the measurements.
@@ -51,7 +51,7 @@ int lab_workers(void)
 {
     unsigned cores = (unsigned)lab_opt.ncpu, maxp = 2 * cores;
     if (maxp > 64) maxp = 64;
-    size_t ntasks = lab_scaled(48, 12);
+    size_t ntasks = lab_scaled(240, 12);
     ntasks -= ntasks % 12; /* divisible by 1, 2, 3, 4 and 6 workers */
     if (ntasks > 4096) ntasks = 4096;
     spin_t *s = lab_shared_alloc(sizeof *s);
@@ -134,11 +134,12 @@ int lab_workers(void)
              "set xlabel 'workers'\nset ylabel 'speedup over 1 worker'\nset grid\nset key top left\n"
              "set xrange [0.8:%u.2]\nset yrange [0:%u.5]\nset xtics 1\n"
              "plot dat using 1:4 with lines lw 2 dt 2 lc rgb '#888888' title 'ideal (speedup = workers)', "
+             "dat using 1:($4 < %u ? $4 : %u) with lines lw 1 dt 3 lc rgb '#444444' title 'ideal on %u CPUs', "
              "dat using 1:5 with lines lw 2 lc rgb '#1f77b4' title sprintf('Amdahl fit, threads: f = %.3f'), "
              "dat using 1:6 with lines lw 2 lc rgb '#d62728' title sprintf('Amdahl fit, processes: f = %.3f'), "
              "dat using 1:2 with points pt 7 ps 1.6 lc rgb '#1f77b4' title 'threads, measured', "
              "dat using 1:3 with points pt 5 ps 1.4 lc rgb '#d62728' title 'processes, measured'\n",
-             ntasks, cores, maxp, maxp, f[LAB_THREADS], f[LAB_PROCESSES]);
+             ntasks, cores, maxp, maxp, cores, cores, cores, f[LAB_THREADS], f[LAB_PROCESSES]);
     lab_plot("workers", data, script);
     lab_shared_free(s, sizeof *s);
     return 0;
