@@ -89,7 +89,7 @@ demos: $(DEMO_BINS)
 tests: $(TEST_BINS)
 benches: $(BENCH_BINS)
 
-$(OBJ)/lib/%.o: lib/%.c $(HEADERS) lib/internal.h
+$(OBJ)/lib/%.o: lib/%.c $(HEADERS) lib/internal.h $(wildcard lib/*_internal.h)
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 $(OBJ)/lib/%.o: lib/%.S

@@ -7,5 +7,7 @@
 #include "async/loop.h"
 #include "async/task.h"
 #include "async/sync.h"
+#include "async/ipc.h"
+#include "async/process.h"
 
 #endif

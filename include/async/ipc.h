@@ -1,0 +1,322 @@
+/* Process-shared IPC: shared memory, a message queue, message pipes, shared
+ * values and arrays, and locks, semaphores, events, conditions and barriers
+ * that work between processes (Python's multiprocessing toolbox, for C).
+ *
+ * Sharing model.  Every object below except the pipe lives in its own shared
+ * memory mapping (MAP_SHARED), created by one process and inherited by the
+ * children it forks afterwards: the handle is a pointer into that mapping and
+ * stays valid, unchanged, in every child.  Each process that holds a handle
+ * (the creator and every child) calls the object's _free once when done with
+ * it, which unmaps its own view (and closes its own descriptors); the object
+ * is gone when the last view is.  Do not free an object while another process
+ * may still use it through the view being freed.  An async_shm_t region can
+ * also be handed to an unrelated process as a descriptor.
+ *
+ * Waiting.  Every blocking call has a _dl form taking an absolute deadline on
+ * async_now()'s clock (ASYNC_FOREVER: none) and returning ASYNC_ETIMEDOUT when
+ * it passes; an operation that can complete at once does so even when its
+ * deadline has passed.  Queue and pipe operations called from inside a libasync
+ * task wait through the loop (async_wait_fd_dl) instead of blocking the
+ * thread, so the loop's other tasks keep running; they then also return
+ * ASYNC_ECANCELED when the task is cancelled.  Locks, semaphores, events,
+ * conditions and barriers block the calling thread.
+ *
+ * Robustness.  The locks (including the ones inside shared values and arrays)
+ * are robust: when a process dies holding one, the next locker gets it with
+ * ASYNC_EOWNERDEAD (the lock is then held and usable again; repair the state it
+ * protects).  Semaphores, events, conditions and barriers repair their own
+ * internal state the same way and never report it.  A process that dies in
+ * the middle of a queue put can leave that one slot unpublished, which stalls
+ * the queue's readers at that slot: kill producers only after closing. */
+#ifndef ASYNC_IPC_H
+#define ASYNC_IPC_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- shared memory regions ------------------------------------------------ */
+
+/* A zero-filled shared memory region backed by a memfd.  The handle is
+ * process-local (children inherit a copy through fork); the memory is shared
+ * with every process that maps the region. */
+typedef struct async_shm async_shm_t;
+
+/* Creates a region of size bytes (rounded up to pages by the kernel).
+ * Errors: ASYNC_EINVAL (size 0), ASYNC_ENOMEM, or the system's -errno. */
+ASYNC_API int async_shm_new(async_shm_t **out, size_t size);
+
+/* Maps a region from a descriptor another process handed over (inherited
+ * across exec, or passed with SCM_RIGHTS).  The handle takes its own
+ * duplicate of fd; the caller keeps fd.  Errors: ASYNC_EINVAL (not a region:
+ * size 0), ASYNC_ENOMEM, or the system's -errno (EBADF, ...). */
+ASYNC_API int async_shm_attach(async_shm_t **out, int fd);
+
+/* The mapped memory, its size, and the region's descriptor (owned by the
+ * handle, close-on-exec; clear FD_CLOEXEC on a dup to hand it to exec). */
+ASYNC_API void *async_shm_ptr(const async_shm_t *shm);
+ASYNC_API size_t async_shm_size(const async_shm_t *shm);
+ASYNC_API int async_shm_fd(const async_shm_t *shm);
+
+/* Unmaps this process's view and closes its descriptor.  NULL is ignored. */
+ASYNC_API void async_shm_free(async_shm_t *shm);
+
+/* --- the queue -------------------------------------------------------------- */
+
+/* A bounded multi-producer multi-consumer FIFO of byte messages between
+ * processes.  Each message is 0 to max_msg bytes.  Items put by one producer
+ * are got in the order it put them.  Waiting is cheap: a put or get only makes
+ * a system call when the other side is asleep waiting for it. */
+typedef struct async_ipc_queue async_ipc_queue_t;
+
+#define ASYNC_IPC_QUEUE_JOINABLE 1u /* count unfinished items: task_done/join */
+
+/* Creates a queue of capacity messages of at most max_msg bytes each; flags
+ * is 0 or ASYNC_IPC_QUEUE_JOINABLE.  Errors: ASYNC_EINVAL (capacity 0,
+ * max_msg 0 or above 1 GiB, unknown flags, or too big altogether),
+ * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
+ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg,
+                                  unsigned flags);
+
+/* Unmaps this process's view and closes its descriptors.  NULL is ignored. */
+ASYNC_API void async_ipc_queue_free(async_ipc_queue_t *q);
+
+/* Copies len bytes from msg in as one message, waiting while the queue is
+ * full.  Errors: ASYNC_EINVAL (len > max_msg), ASYNC_ECLOSED (closed before
+ * or while waiting: not put), ASYNC_ETIMEDOUT (_dl), ASYNC_EFULL (tryput),
+ * ASYNC_ECANCELED (the calling task was cancelled). */
+ASYNC_API int async_ipc_queue_put(async_ipc_queue_t *q, const void *msg, size_t len);
+ASYNC_API int async_ipc_queue_put_dl(async_ipc_queue_t *q, const void *msg, size_t len,
+                                     int64_t deadline);
+ASYNC_API int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len);
+
+/* Takes the oldest message into buf, which must have room for max_msg bytes
+ * (cap >= max_msg), and its length into *len (OUT), waiting while the queue
+ * is empty.  Errors: ASYNC_EINVAL (cap < max_msg), ASYNC_EEOF (the queue is
+ * closed and drained), ASYNC_ETIMEDOUT (_dl), ASYNC_EEMPTY (tryget),
+ * ASYNC_ECANCELED (the calling task was cancelled). */
+ASYNC_API int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
+ASYNC_API int async_ipc_queue_get_dl(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len,
+                                     int64_t deadline);
+ASYNC_API int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
+
+/* Closes the queue for every process: puts fail with ASYNC_ECLOSED from now
+ * on (and waiting putters wake up to fail); getters drain what was put, then
+ * get ASYNC_EEOF.  Errors: ASYNC_EALREADY (already closed). */
+ASYNC_API int async_ipc_queue_close(async_ipc_queue_t *q);
+
+/* Messages in the queue now (a snapshot that other processes may change at
+ * once), its capacity and its maximum message size. */
+ASYNC_API size_t async_ipc_queue_len(const async_ipc_queue_t *q);
+ASYNC_API size_t async_ipc_queue_capacity(const async_ipc_queue_t *q);
+ASYNC_API size_t async_ipc_queue_max_msg(const async_ipc_queue_t *q);
+
+/* JoinableQueue.  Every put counts one unfinished item; task_done marks one
+ * finished; join waits until none is unfinished.  Errors: ASYNC_ENOTSUP (the
+ * queue was not made JOINABLE), ASYNC_EINVAL (task_done called more times
+ * than items were put), ASYNC_ETIMEDOUT (join_dl). */
+ASYNC_API int async_ipc_queue_task_done(async_ipc_queue_t *q);
+ASYNC_API int async_ipc_queue_join(async_ipc_queue_t *q);
+ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
+
+/* Descriptors for waiting on the queue from your own event loop.
+ * async_ipc_queue_fd gives an eventfd that becomes readable when the queue
+ * may have changed in the direction asked: ASYNC_READABLE (a get may succeed,
+ * or the queue closed) or ASYNC_WRITABLE (a put may succeed, or closed).
+ * Producers and consumers only signal it while someone watches, so bracket
+ * the wait with watch/unwatch:
+ *
+ *     async_ipc_queue_watch(q, ASYNC_READABLE);
+ *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EEMPTY)
+ *         wait for fd readable, then async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+ *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
+ *
+ * Readiness may be spurious; always retry the try form.  get/put called in a
+ * task do exactly this through async_wait_fd_dl.  async_ipc_queue_fd returns
+ * ASYNC_EINVAL for any other events value. */
+ASYNC_API int async_ipc_queue_fd(const async_ipc_queue_t *q, int events);
+ASYNC_API void async_ipc_queue_watch(async_ipc_queue_t *q, int events);
+ASYNC_API void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events);
+ASYNC_API void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events);
+
+/* --- pipes ------------------------------------------------------------------ */
+
+/* One end of a message pipe over a socketpair: each send is received whole,
+ * as one message, in order.  Ends are process-local handles over a descriptor;
+ * after fork, each process frees the end it does not use, so that the other
+ * side sees end-of-stream when the user closes.  One sender and one receiver
+ * per end at a time (use a lock to share an end between processes). */
+typedef struct async_ipc_pipe async_ipc_pipe_t;
+
+#define ASYNC_IPC_PIPE_ONEWAY 1u /* *a only receives, *b only sends */
+#define ASYNC_IPC_PIPE_MAX_MSG ((size_t)1 << 30)
+
+/* Creates a connected pair of ends.  Duplex by default: each end sends to and
+ * receives from the other.  Errors: ASYNC_EINVAL (unknown flags),
+ * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
+ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flags);
+
+/* Closes this process's end.  Messages already sent stay readable by the peer,
+ * which then gets ASYNC_EEOF.  NULL is ignored. */
+ASYNC_API void async_ipc_pipe_free(async_ipc_pipe_t *p);
+
+/* Sends len bytes as one message, waiting while the pipe is full.
+ * Errors: ASYNC_EINVAL (len > ASYNC_IPC_PIPE_MAX_MSG), ASYNC_EPERM (a
+ * receive-only end), ASYNC_EPIPE (the peer closed), ASYNC_ETIMEDOUT (_dl; the
+ * message may then be partly sent and the pipe is unusable: free it),
+ * ASYNC_ECANCELED (task cancelled, same caveat), or the system's -errno. */
+ASYNC_API int async_ipc_pipe_send(async_ipc_pipe_t *p, const void *msg, size_t len);
+ASYNC_API int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len,
+                                     int64_t deadline);
+
+/* Receives the next message into buf (cap bytes) and its length into *len
+ * (OUT).  A message longer than cap is left in the pipe, *len is set to its
+ * length and ASYNC_EINVAL returned: call again with a bigger buffer.
+ * Errors: ASYNC_EEOF (the peer closed and every message was read), ASYNC_EPERM
+ * (a send-only end), ASYNC_EINVAL, ASYNC_EIO (the peer closed in the middle of
+ * a message), ASYNC_ETIMEDOUT (_dl; nothing consumed), ASYNC_ECANCELED,
+ * ASYNC_ENOMEM, or the system's -errno. */
+ASYNC_API int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
+ASYNC_API int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
+                                     int64_t deadline);
+
+/* As recv_dl, but allocates the message: *msg (OUT) is released with
+ * async_ipc_msg_free.  Errors: as recv_dl except the too-small case. */
+ASYNC_API int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len,
+                                           int64_t deadline);
+ASYNC_API void async_ipc_msg_free(void *msg);
+
+/* Waits until a message (or end-of-stream) is ready to receive: returns 0
+ * then, ASYNC_ETIMEDOUT at the deadline (a deadline of 0 just checks),
+ * ASYNC_EPERM on a send-only end, ASYNC_ECANCELED. */
+ASYNC_API int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline);
+
+/* The end's descriptor, for your own event loop (readable: a message may be
+ * ready; call poll_dl with deadline 0 to know).  The end keeps ownership. */
+ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
+
+/* --- locks ------------------------------------------------------------------ */
+
+/* A process-shared, robust, non-recursive lock (multiprocessing.Lock).
+ * lock/lock_dl/trylock return 0 or ASYNC_EOWNERDEAD with the lock held.
+ * Errors: ASYNC_ETIMEDOUT (_dl), ASYNC_EAGAIN (trylock: held by another),
+ * ASYNC_EALREADY (the caller already holds it), ASYNC_EINVAL (new: out NULL);
+ * unlock: ASYNC_EPERM (the caller does not hold it).  Hold it from one thread
+ * at a time per process: it is owned by the locking thread. */
+typedef struct async_ipc_lock async_ipc_lock_t;
+ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out); /* ASYNC_ENOMEM */
+ASYNC_API void async_ipc_lock_free(async_ipc_lock_t *lock);
+ASYNC_API int async_ipc_lock_lock(async_ipc_lock_t *lock);
+ASYNC_API int async_ipc_lock_lock_dl(async_ipc_lock_t *lock, int64_t deadline);
+ASYNC_API int async_ipc_lock_trylock(async_ipc_lock_t *lock);
+ASYNC_API int async_ipc_lock_unlock(async_ipc_lock_t *lock);
+
+/* A recursive lock (multiprocessing.RLock): its holder may lock it again and
+ * must unlock it as many times.  Same errors as the lock, without
+ * ASYNC_EALREADY. */
+typedef struct async_ipc_rlock async_ipc_rlock_t;
+ASYNC_API int async_ipc_rlock_new(async_ipc_rlock_t **out);
+ASYNC_API void async_ipc_rlock_free(async_ipc_rlock_t *lock);
+ASYNC_API int async_ipc_rlock_lock(async_ipc_rlock_t *lock);
+ASYNC_API int async_ipc_rlock_lock_dl(async_ipc_rlock_t *lock, int64_t deadline);
+ASYNC_API int async_ipc_rlock_trylock(async_ipc_rlock_t *lock);
+ASYNC_API int async_ipc_rlock_unlock(async_ipc_rlock_t *lock);
+
+/* --- semaphore, event, condition, barrier ----------------------------------- */
+
+/* A counting semaphore; bounded when max > 0 (BoundedSemaphore: releasing past
+ * max is ASYNC_EINVAL).  Errors: new: ASYNC_EINVAL (out NULL, value > max > 0,
+ * or either above INT32_MAX), ASYNC_ENOMEM; acquire: ASYNC_ETIMEDOUT,
+ * ASYNC_EAGAIN (tryacquire); release: ASYNC_EINVAL (at max). */
+typedef struct async_ipc_sem async_ipc_sem_t;
+ASYNC_API int async_ipc_sem_new(async_ipc_sem_t **out, unsigned value, unsigned max);
+ASYNC_API void async_ipc_sem_free(async_ipc_sem_t *sem);
+ASYNC_API int async_ipc_sem_acquire(async_ipc_sem_t *sem);
+ASYNC_API int async_ipc_sem_acquire_dl(async_ipc_sem_t *sem, int64_t deadline);
+ASYNC_API int async_ipc_sem_tryacquire(async_ipc_sem_t *sem);
+ASYNC_API int async_ipc_sem_release(async_ipc_sem_t *sem);
+ASYNC_API unsigned async_ipc_sem_value(const async_ipc_sem_t *sem);
+
+/* An event: a flag processes wait for; set wakes every waiter.
+ * Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM; wait_dl: ASYNC_ETIMEDOUT. */
+typedef struct async_ipc_event async_ipc_event_t;
+ASYNC_API int async_ipc_event_new(async_ipc_event_t **out);
+ASYNC_API void async_ipc_event_free(async_ipc_event_t *ev);
+ASYNC_API void async_ipc_event_set(async_ipc_event_t *ev);
+ASYNC_API void async_ipc_event_clear(async_ipc_event_t *ev);
+ASYNC_API bool async_ipc_event_is_set(const async_ipc_event_t *ev);
+ASYNC_API int async_ipc_event_wait(async_ipc_event_t *ev);
+ASYNC_API int async_ipc_event_wait_dl(async_ipc_event_t *ev, int64_t deadline);
+
+/* A condition variable used with an async_ipc_lock_t the caller holds.  wait
+ * releases the lock, sleeps until signalled (or a spurious wake-up: re-check
+ * your predicate), and takes the lock again before returning, also on
+ * ASYNC_ETIMEDOUT.  Returns ASYNC_EOWNERDEAD when the lock's holder died
+ * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM;
+ * wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT. */
+typedef struct async_ipc_cond async_ipc_cond_t;
+ASYNC_API int async_ipc_cond_new(async_ipc_cond_t **out);
+ASYNC_API void async_ipc_cond_free(async_ipc_cond_t *cond);
+ASYNC_API int async_ipc_cond_wait(async_ipc_cond_t *cond, async_ipc_lock_t *lock);
+ASYNC_API int async_ipc_cond_wait_dl(async_ipc_cond_t *cond, async_ipc_lock_t *lock,
+                                     int64_t deadline);
+ASYNC_API void async_ipc_cond_signal(async_ipc_cond_t *cond);
+ASYNC_API void async_ipc_cond_broadcast(async_ipc_cond_t *cond);
+
+/* A barrier for parties processes (multiprocessing.Barrier).  wait returns
+ * when parties callers have arrived, with *index (OUT, may be NULL) set to
+ * the arrival order, 0 to parties-1.  A waiter whose deadline passes gets
+ * ASYNC_ETIMEDOUT and breaks the barrier: the other waiters, and every later
+ * one until reset, get ASYNC_ECLOSED (Python's BrokenBarrierError); abort
+ * breaks it on purpose.  reset mends it (waiters at that moment get
+ * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (parties 0), ASYNC_ENOMEM. */
+typedef struct async_ipc_barrier async_ipc_barrier_t;
+ASYNC_API int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties);
+ASYNC_API void async_ipc_barrier_free(async_ipc_barrier_t *b);
+ASYNC_API int async_ipc_barrier_wait(async_ipc_barrier_t *b, unsigned *index);
+ASYNC_API int async_ipc_barrier_wait_dl(async_ipc_barrier_t *b, unsigned *index,
+                                        int64_t deadline);
+ASYNC_API void async_ipc_barrier_abort(async_ipc_barrier_t *b);
+ASYNC_API void async_ipc_barrier_reset(async_ipc_barrier_t *b);
+ASYNC_API bool async_ipc_barrier_broken(const async_ipc_barrier_t *b);
+
+/* --- shared values and arrays ----------------------------------------------- */
+
+/* A shared value of size bytes (multiprocessing.Value), zero-filled, with an
+ * optional robust lock.  ptr gives direct access (synchronise it yourself);
+ * get and set copy the whole value, under the lock when it has one.  lock and
+ * unlock are the lock's (ASYNC_ENOTSUP without one; otherwise as
+ * async_ipc_lock_lock and _unlock).  get/set return ASYNC_EOWNERDEAD when they
+ * took the lock from a dead holder (the copy still happened).
+ * Errors: new: ASYNC_EINVAL (size 0), ASYNC_ENOMEM. */
+typedef struct async_shared_value async_shared_value_t;
+ASYNC_API int async_shared_value_new(async_shared_value_t **out, size_t size, bool with_lock);
+ASYNC_API void async_shared_value_free(async_shared_value_t *v);
+ASYNC_API void *async_shared_value_ptr(async_shared_value_t *v);
+ASYNC_API size_t async_shared_value_size(const async_shared_value_t *v);
+ASYNC_API int async_shared_value_get(async_shared_value_t *v, void *out);
+ASYNC_API int async_shared_value_set(async_shared_value_t *v, const void *in);
+ASYNC_API int async_shared_value_lock(async_shared_value_t *v);
+ASYNC_API int async_shared_value_unlock(async_shared_value_t *v);
+
+/* A shared array of n elements of elem_size bytes (multiprocessing.Array),
+ * zero-filled, with an optional robust lock; as the value, plus an index:
+ * get/set on index >= n is ASYNC_EINVAL.  Errors: new: ASYNC_EINVAL (0 or
+ * overflowing sizes), ASYNC_ENOMEM. */
+typedef struct async_shared_array async_shared_array_t;
+ASYNC_API int async_shared_array_new(async_shared_array_t **out, size_t elem_size, size_t n,
+                                     bool with_lock);
+ASYNC_API void async_shared_array_free(async_shared_array_t *a);
+ASYNC_API void *async_shared_array_ptr(async_shared_array_t *a);
+ASYNC_API size_t async_shared_array_len(const async_shared_array_t *a);
+ASYNC_API int async_shared_array_get(async_shared_array_t *a, size_t index, void *out);
+ASYNC_API int async_shared_array_set(async_shared_array_t *a, size_t index, const void *in);
+ASYNC_API int async_shared_array_lock(async_shared_array_t *a);
+ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

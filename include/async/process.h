@@ -1,0 +1,102 @@
+/* Child processes: run a function in a forked child (Python's
+ * multiprocessing.Process), and run a list of commands at most N at a time,
+ * capturing each one's output and exit status (the labs' "run three scripts
+ * in parallel").
+ *
+ * No zombies: a child is reaped by join, by is_alive once it has ended, or by
+ * free (which kills it first if it still runs).  Joining from inside a
+ * libasync task waits through the loop, so the loop's other tasks keep
+ * running.  Deadlines are absolute async_now() times. */
+#ifndef ASYNC_PROCESS_H
+#define ASYNC_PROCESS_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- a function in a child ---------------------------------------------------- */
+
+typedef struct async_process async_process_t;
+
+/* The child's body; its return value is the child's exit code (taken modulo
+ * 256, so return 0..255). */
+typedef int (*async_process_fn)(void *arg);
+
+/* Forks a child that runs fn(arg) and exits with its return value, without
+ * running the parent's atexit handlers or flushing its stdio buffers (flush
+ * them before spawning).  The child gets a copy of the parent's memory, and
+ * shares the IPC objects (ipc.h) created before the spawn.  Fork only from a
+ * single-threaded program, or call only async-signal-safe functions in fn.
+ * Errors: ASYNC_EINVAL (fn or out NULL), ASYNC_ENOMEM, or the system's -errno
+ * from fork (EAGAIN: too many processes). */
+ASYNC_API int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg);
+
+/* The child's process id. */
+ASYNC_API int async_process_pid(const async_process_t *p);
+
+/* Waits for the child to end and reaps it; 0 once it has ended (also when it
+ * had already been reaped).  Errors: ASYNC_ETIMEDOUT (_dl: still running),
+ * ASYNC_ECANCELED (the calling task was cancelled), or the system's -errno. */
+ASYNC_API int async_process_join(async_process_t *p);
+ASYNC_API int async_process_join_dl(async_process_t *p, int64_t deadline);
+
+/* True while the child runs; reaps it if it has ended. */
+ASYNC_API bool async_process_is_alive(async_process_t *p);
+
+/* Sends SIGTERM (terminate) or SIGKILL (kill); join to reap.
+ * Errors: ASYNC_EDONE (already reaped), or the system's -errno. */
+ASYNC_API int async_process_terminate(async_process_t *p);
+ASYNC_API int async_process_kill(async_process_t *p);
+
+/* How the child ended: *exit_code (OUT, may be NULL) its exit code, or -1 if
+ * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.
+ * Errors: ASYNC_EBUSY (not yet reaped: join first). */
+ASYNC_API int async_process_status(const async_process_t *p, int *exit_code, int *signal);
+
+/* Frees the handle; a child still running is killed (SIGKILL) and reaped
+ * first.  NULL is ignored. */
+ASYNC_API void async_process_free(async_process_t *p);
+
+/* --- commands in parallel --------------------------------------------------- */
+
+typedef struct async_command {
+    const char *const *argv; /* NULL-terminated; argv[0] is looked up in PATH */
+    const char *cwd;         /* working directory, or NULL for the caller's */
+} async_command_t;
+
+typedef struct async_command_result {
+    int error;          /* 0: it ran and ended (see below); ASYNC_ECHILD: it could
+                           not start (start_errno says why); ASYNC_ETIMEDOUT:
+                           killed, or never started, at the deadline;
+                           ASYNC_ENOMEM or -errno: setting it up failed */
+    int start_errno;    /* errno of the failed start (ENOENT, EACCES, ...) */
+    int exit_code;      /* its exit code, or -1 if a signal ended it */
+    int signal;         /* the signal that ended it, or 0 */
+    char *out, *err;    /* captured stdout and stderr, NUL-terminated; owned:
+                           release with async_command_result_clear */
+    size_t out_len, err_len;
+    int64_t elapsed_ns; /* from start to exit */
+} async_command_result_t;
+
+/* Runs the n commands, at most max_parallel at a time, in the order given,
+ * each with stdin from /dev/null and its stdout and stderr captured into
+ * results[i].  A command that cannot start fails alone; the others run.  At
+ * the deadline, running commands are killed and the rest not started.
+ * Returns 0 when every command ran and exited with code 0; ASYNC_ECHILD when
+ * some failed to start, exited non-zero or died by a signal; ASYNC_ETIMEDOUT
+ * when the deadline cut some short.  Either way every results[i] is filled
+ * and must be cleared.  Errors with nothing run: ASYNC_EINVAL (NULL arrays,
+ * a NULL argv or argv[0], max_parallel 0), ASYNC_ENOMEM. */
+ASYNC_API int async_process_run_commands_dl(const async_command_t *cmds, size_t n,
+                                            size_t max_parallel,
+                                            async_command_result_t *results, int64_t deadline);
+
+/* Frees a result's captured output and zeroes it.  NULL is ignored. */
+ASYNC_API void async_command_result_clear(async_command_result_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,130 @@
+/* Shared memory for the IPC objects: memfd-backed regions users can hand to
+ * other processes (async_shm_t), the anonymous shared mappings each IPC
+ * object lives in, and the futex calls the lock-free objects sleep on.  A
+ * mapping made here is MAP_SHARED, so children forked after its creation see
+ * the same memory at the same address; nothing here touches the heap except
+ * the small process-local async_shm_t handle. */
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <unistd.h>
+#include "ipc_internal.h"
+
+struct async_shm {
+    void *base;
+    size_t size;
+    int fd;
+};
+
+int async_shm_new(async_shm_t **out, size_t size)
+{
+    if (!out || size == 0 || size > (size_t)PTRDIFF_MAX) return ASYNC_EINVAL;
+    async_shm_t *shm = async__malloc(sizeof *shm);
+    if (!shm) return ASYNC_ENOMEM;
+    int err;
+    shm->fd = memfd_create("async-shm", MFD_CLOEXEC);
+    if (shm->fd < 0) { err = -errno; goto fail_free; }
+    if (ftruncate(shm->fd, (off_t)size) < 0) { err = -errno; goto fail_close; }
+    shm->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, shm->fd, 0);
+    if (shm->base == MAP_FAILED) { err = -errno; goto fail_close; }
+    shm->size = size;
+    *out = shm;
+    return 0;
+fail_close:
+    close(shm->fd);
+fail_free:
+    async__free(shm);
+    return err;
+}
+
+int async_shm_attach(async_shm_t **out, int fd)
+{
+    if (!out) return ASYNC_EINVAL;
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    if (st.st_size <= 0) return ASYNC_EINVAL;
+    async_shm_t *shm = async__malloc(sizeof *shm);
+    if (!shm) return ASYNC_ENOMEM;
+    int err;
+    shm->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (shm->fd < 0) { err = -errno; goto fail_free; }
+    shm->size = (size_t)st.st_size;
+    shm->base = mmap(NULL, shm->size, PROT_READ | PROT_WRITE, MAP_SHARED, shm->fd, 0);
+    if (shm->base == MAP_FAILED) { err = -errno; goto fail_close; }
+    *out = shm;
+    return 0;
+fail_close:
+    close(shm->fd);
+fail_free:
+    async__free(shm);
+    return err;
+}
+
+void *async_shm_ptr(const async_shm_t *shm) { return shm->base; }
+size_t async_shm_size(const async_shm_t *shm) { return shm->size; }
+int async_shm_fd(const async_shm_t *shm) { return shm->fd; }
+
+void async_shm_free(async_shm_t *shm)
+{
+    if (!shm) return;
+    munmap(shm->base, shm->size);
+    close(shm->fd);
+    async__free(shm);
+}
+
+/* --- object mappings ------------------------------------------------------ */
+
+int async__ipc_map(size_t size, uint32_t kind, void **out)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return errno == ENOMEM ? ASYNC_ENOMEM : -errno;
+    async__ipc_hdr_t *h = p;
+    h->magic = ASYNC__IPC_MAGIC;
+    h->kind = kind;
+    h->map_size = size;
+    *out = p;
+    return 0;
+}
+
+void async__ipc_unmap(void *obj)
+{
+    async__ipc_hdr_t *h = obj;
+    munmap(obj, h->map_size);
+}
+
+/* --- futexes ---------------------------------------------------------------- */
+
+struct timespec async__ipc_ts(int64_t deadline)
+{
+    if (deadline < 0) deadline = 0;
+    return (struct timespec){.tv_sec = deadline / 1000000000, .tv_nsec = deadline % 1000000000};
+}
+
+int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
+{
+    struct timespec ts, *tsp = NULL;
+    if (deadline != ASYNC_FOREVER) {
+        if (deadline <= async_now()) return ASYNC_ETIMEDOUT;
+        ts = async__ipc_ts(deadline);
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
+    if (r < 0 && errno == ETIMEDOUT) return ASYNC_ETIMEDOUT;
+    return 0;
+}
+
+void async__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* --- tasks ------------------------------------------------------------------ */
+
+bool async__ipc_in_task(void)
+{
+    return async_task_self().ptr_ != NULL;
+}

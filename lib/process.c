@@ -1,0 +1,365 @@
+/* Child processes.  async_process_spawn forks a child that runs a function;
+ * its handle keeps a pidfd (pidfd_open, Linux 5.3+) so that join can wait
+ * with poll, or with async_wait_fd_dl inside a task, until a deadline; where
+ * pidfd_open is missing, join polls waitpid with short sleeps.  Every child is
+ * reaped exactly once, by join, is_alive or free, so none is left a zombie.
+ *
+ * async_process_run_commands_dl starts commands with posix_spawnp (glibc
+ * reports a failed exec as its return value, so a command that cannot start
+ * fails alone) and runs one poll loop over every running command's stdout,
+ * stderr and pidfd until all have ended or the deadline passes. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "ipc_internal.h"
+#include "async/process.h"
+
+extern char **environ;
+
+struct async_process {
+    pid_t pid;
+    int pidfd;     /* -1 if pidfd_open is unavailable */
+    bool reaped;
+    int status;    /* waitpid status once reaped */
+};
+
+static int pidfd_open_(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg)
+{
+    if (!out || !fn) return ASYNC_EINVAL;
+    async_process_t *p = async__calloc(1, sizeof *p);
+    if (!p) return ASYNC_ENOMEM;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = -errno;
+        async__free(p);
+        return err;
+    }
+    if (pid == 0) _exit(fn(arg) & 0xff);
+    p->pid = pid;
+    p->pidfd = pidfd_open_(pid);
+    if (p->pidfd >= 0) fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+    *out = p;
+    return 0;
+}
+
+int async_process_pid(const async_process_t *p) { return p->pid; }
+
+/* Reaps the child if it has ended: 1 reaped (now or before), 0 running, or
+ * -errno. */
+static int reap(async_process_t *p, bool block)
+{
+    if (p->reaped) return 1;
+    for (;;) {
+        pid_t r = waitpid(p->pid, &p->status, block ? 0 : WNOHANG);
+        if (r == p->pid) {
+            p->reaped = true;
+            if (p->pidfd >= 0) {
+                close(p->pidfd);
+                p->pidfd = -1;
+            }
+            return 1;
+        }
+        if (r == 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int async_process_join_dl(async_process_t *p, int64_t deadline)
+{
+    for (;;) {
+        int r = reap(p, false);
+        if (r != 0) return r < 0 ? r : 0;
+        int64_t now = async_now();
+        if (deadline != ASYNC_FOREVER && now >= deadline) return ASYNC_ETIMEDOUT;
+        if (p->pidfd >= 0 && async__ipc_in_task()) {
+            int err = async_wait_fd_dl(p->pidfd, ASYNC_READABLE, deadline);
+            if (err) return err;
+        } else if (p->pidfd >= 0) {
+            struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+            int ms = -1;
+            if (deadline != ASYNC_FOREVER) {
+                int64_t left = (deadline - now + 999999) / 1000000;
+                ms = left > INT32_MAX ? INT32_MAX : (int)left;
+            }
+            if (poll(&pfd, 1, ms) < 0 && errno != EINTR) return -errno;
+        } else {
+            /* No pidfd: poll waitpid every millisecond (or sooner, at the deadline). */
+            int64_t step = ASYNC_MSEC(1);
+            if (deadline != ASYNC_FOREVER && deadline - now < step) step = deadline - now;
+            if (async__ipc_in_task()) {
+                int err = async_sleep(step);
+                if (err) return err;
+            } else {
+                struct timespec ts = {0, (long)step};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+}
+
+int async_process_join(async_process_t *p) { return async_process_join_dl(p, ASYNC_FOREVER); }
+
+bool async_process_is_alive(async_process_t *p) { return reap(p, false) == 0; }
+
+static int send_signal(async_process_t *p, int sig)
+{
+    if (p->reaped) return ASYNC_EDONE;
+    /* The pid cannot be reused before we reap it, so kill() is safe here. */
+    return kill(p->pid, sig) < 0 ? -errno : 0;
+}
+
+int async_process_terminate(async_process_t *p) { return send_signal(p, SIGTERM); }
+int async_process_kill(async_process_t *p) { return send_signal(p, SIGKILL); }
+
+int async_process_status(const async_process_t *p, int *exit_code, int *signal)
+{
+    if (!p->reaped) return ASYNC_EBUSY;
+    bool sig = WIFSIGNALED(p->status);
+    if (exit_code) *exit_code = sig ? -1 : WEXITSTATUS(p->status);
+    if (signal) *signal = sig ? WTERMSIG(p->status) : 0;
+    return 0;
+}
+
+void async_process_free(async_process_t *p)
+{
+    if (!p) return;
+    if (!p->reaped) {
+        kill(p->pid, SIGKILL);
+        reap(p, true);
+    }
+    if (p->pidfd >= 0) close(p->pidfd);
+    async__free(p);
+}
+
+/* --- commands in parallel ------------------------------------------------------- */
+
+typedef struct buf {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+typedef struct run {
+    size_t idx;
+    pid_t pid;
+    int fd[2];     /* stdout, stderr read ends; -1 at end of file */
+    int pidfd;     /* -1 once reaped or if unavailable */
+    bool reaped;
+    int status;
+    int64_t start;
+    buf_t b[2];
+} run_t;
+
+static int buf_read(buf_t *b, int fd)
+{
+    for (;;) {
+        if (b->cap - b->len < 4096) {
+            size_t cap = b->cap ? b->cap * 2 : 8192;
+            char *nd = async__realloc(b->data, cap);
+            if (!nd) return ASYNC_ENOMEM;
+            b->data = nd;
+            b->cap = cap;
+        }
+        ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);
+        if (n > 0) { b->len += (size_t)n; continue; }
+        if (n == 0) return 1;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return 0;
+        return -errno;
+    }
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+/* Starts cmds[r->idx]; 0 or the error to store in its result. */
+static int start(run_t *r, const async_command_t *cmd, async_command_result_t *res)
+{
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, e;
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        e = -errno;
+        close_fd(&out[0]);
+        close_fd(&out[1]);
+        return e;
+    }
+    posix_spawn_file_actions_t fa;
+    if ((e = posix_spawn_file_actions_init(&fa))) goto fail_pipes;
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    if (cmd->cwd) posix_spawn_file_actions_addchdir_np(&fa, cmd->cwd);
+    r->start = async_now();
+    e = posix_spawnp(&r->pid, cmd->argv[0], &fa, NULL, (char *const *)cmd->argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (e) {
+        res->start_errno = e;
+        e = ASYNC_ECHILD;
+        goto fail_pipes;
+    }
+    close(out[1]);
+    close(err[1]);
+    r->fd[0] = out[0];
+    r->fd[1] = err[0];
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    r->pidfd = pidfd_open_(r->pid);
+    if (r->pidfd >= 0) fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
+    r->reaped = false;
+    return 0;
+fail_pipes:
+    close(out[0]);
+    close(out[1]);
+    close(err[0]);
+    close(err[1]);
+    return e > 0 ? -e : e;
+}
+
+/* Moves a finished run's captures and status into its result. */
+static void finish(run_t *r, async_command_result_t *res, int error)
+{
+    for (int i = 0; i < 2; i++) {
+        close_fd(&r->fd[i]);
+        if (!r->b[i].data) r->b[i].data = async__malloc(1);
+        if (r->b[i].data) r->b[i].data[r->b[i].len] = '\0';
+    }
+    close_fd(&r->pidfd);
+    res->out = r->b[0].data;
+    res->out_len = r->b[0].len;
+    res->err = r->b[1].data;
+    res->err_len = r->b[1].len;
+    memset(r->b, 0, sizeof r->b);
+    res->elapsed_ns = async_now() - r->start;
+    res->error = error;
+    if (r->reaped) {
+        bool sig = WIFSIGNALED(r->status);
+        res->exit_code = sig ? -1 : WEXITSTATUS(r->status);
+        res->signal = sig ? WTERMSIG(r->status) : 0;
+    }
+    if (!error && (!res->out || !res->err)) res->error = ASYNC_ENOMEM;
+}
+
+int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t max_parallel,
+                                  async_command_result_t *results, int64_t deadline)
+{
+    if ((n && (!cmds || !results)) || max_parallel == 0) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!cmds[i].argv || !cmds[i].argv[0]) return ASYNC_EINVAL;
+    if (max_parallel > n) max_parallel = n ? n : 1;
+    run_t *runs = async__calloc(max_parallel, sizeof *runs);
+    struct pollfd *pfds = async__calloc(max_parallel * 3, sizeof *pfds);
+    if (!runs || !pfds) {
+        async__free(runs);
+        async__free(pfds);
+        return ASYNC_ENOMEM;
+    }
+    memset(results, 0, n * sizeof *results);
+    size_t next = 0, nrun = 0;
+    bool failed = false, timed_out = false;
+    for (;;) {
+        /* Start commands while there is room. */
+        while (nrun < max_parallel && next < n && !timed_out) {
+            run_t *r = &runs[nrun];
+            memset(r, 0, sizeof *r);
+            r->idx = next++;
+            r->fd[0] = r->fd[1] = r->pidfd = -1;
+            int e = start(r, &cmds[r->idx], &results[r->idx]);
+            if (e) {
+                results[r->idx].error = e;
+                results[r->idx].exit_code = -1;
+                failed = true;
+                continue;
+            }
+            nrun++;
+        }
+        if (nrun == 0) break;
+
+        /* Wait for output, ends, or the deadline. */
+        size_t np = 0;
+        bool need_tick = false;
+        for (size_t i = 0; i < nrun; i++) {
+            for (int k = 0; k < 2; k++)
+                if (runs[i].fd[k] >= 0) pfds[np++] = (struct pollfd){runs[i].fd[k], POLLIN, 0};
+            if (runs[i].pidfd >= 0) pfds[np++] = (struct pollfd){runs[i].pidfd, POLLIN, 0};
+            else if (!runs[i].reaped) need_tick = true;
+        }
+        int64_t now = async_now();
+        int ms = -1;
+        if (deadline != ASYNC_FOREVER) {
+            int64_t left = deadline - now <= 0 ? 0 : (deadline - now + 999999) / 1000000;
+            ms = left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+        if (need_tick && (ms < 0 || ms > 5)) ms = 5; /* no pidfd: poll waitpid */
+        if (poll(pfds, np, ms) < 0 && errno != EINTR) {
+            /* Should not happen; treat as the deadline so nothing hangs. */
+            timed_out = true;
+        }
+        if (deadline != ASYNC_FOREVER && async_now() >= deadline) timed_out = true;
+
+        /* Collect output and exits; compact finished runs out of the array. */
+        for (size_t i = 0; i < nrun;) {
+            run_t *r = &runs[i];
+            async_command_result_t *res = &results[r->idx];
+            int error = 0;
+            for (int k = 0; k < 2; k++) {
+                if (r->fd[k] < 0) continue;
+                int rr = buf_read(&r->b[k], r->fd[k]);
+                if (rr == 1) close_fd(&r->fd[k]);
+                else if (rr < 0) { error = rr; close_fd(&r->fd[k]); }
+            }
+            if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
+                r->reaped = true;
+                close_fd(&r->pidfd);
+            }
+            if (timed_out && !r->reaped) {
+                kill(r->pid, SIGKILL);
+                while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {}
+                r->reaped = true;
+                for (int k = 0; k < 2; k++)
+                    if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);
+                error = ASYNC_ETIMEDOUT;
+            }
+            if (r->reaped && (timed_out || error || (r->fd[0] < 0 && r->fd[1] < 0))) {
+                finish(r, res, error);
+                if (res->error == ASYNC_ETIMEDOUT) timed_out = true;
+                else if (res->error || res->exit_code != 0) failed = true;
+                runs[i] = runs[--nrun];
+                continue;
+            }
+            i++;
+        }
+    }
+    /* Commands never started because of the deadline. */
+    for (size_t i = next; i < n; i++) {
+        results[i].error = ASYNC_ETIMEDOUT;
+        results[i].exit_code = -1;
+    }
+    async__free(runs);
+    async__free(pfds);
+    return timed_out ? ASYNC_ETIMEDOUT : failed ? ASYNC_ECHILD : 0;
+}
+
+void async_command_result_clear(async_command_result_t *r)
+{
+    if (!r) return;
+    async__free(r->out);
+    async__free(r->err);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,272 @@
+/* Message pipes: duplex and one-way, framing across processes, end-of-stream,
+ * a closed peer, too-small buffers, deadlines, poll, and a task awaiting a
+ * pipe while another task keeps running. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "async.h"
+#include "async/ipc.h"
+#include "async/process.h"
+
+/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
+const char *__lsan_default_suppressions(void);
+__attribute__((weak)) const char *__lsan_default_suppressions(void)
+{
+    return "leak:libcriterion.so\n";
+}
+
+typedef struct ends {
+    async_ipc_pipe_t *a, *b;
+} ends_t;
+
+static int child_code(async_process_t *p)
+{
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    int code = -1;
+    async_process_status(p, &code, NULL);
+    async_process_free(p);
+    return code;
+}
+
+/* Echoes every message back, uppercased, until end-of-stream. */
+static int echo_upper(void *arg)
+{
+    ends_t *e = arg;
+    async_ipc_pipe_free(e->a);
+    char buf[256];
+    size_t len;
+    int err;
+    while ((err = async_ipc_pipe_recv(e->b, buf, sizeof buf, &len)) == 0) {
+        for (size_t i = 0; i < len; i++)
+            if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] -= 32;
+        if (async_ipc_pipe_send(e->b, buf, len)) return 2;
+    }
+    return err == ASYNC_EEOF ? 0 : 1;
+}
+
+Test(ipc_pipe, duplex_round_trips_and_end_of_stream, .timeout = 10)
+{
+    ends_t e;
+    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, echo_upper, &e), 0);
+    async_ipc_pipe_free(e.b);
+    const char *words[] = {"hello", "", "pipes carry whole messages", "x"};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(async_ipc_pipe_send(e.a, words[i], strlen(words[i])), 0);
+        char buf[64];
+        size_t len;
+        cr_assert_eq(async_ipc_pipe_recv_dl(e.a, buf, sizeof buf, &len,
+                                            async_deadline_after(ASYNC_SEC(5))), 0);
+        cr_assert_eq(len, strlen(words[i]));
+        for (size_t k = 0; k < len; k++) cr_assert_eq(buf[k], words[i][k] >= 'a' && words[i][k] <= 'z' ? words[i][k] - 32 : words[i][k]);
+    }
+    /* A burst of small messages keeps boundaries and order (kept small: each
+     * send is one socket buffer, and both directions must not fill up). */
+    for (int i = 1000; i < 1100; i++) cr_assert_eq(async_ipc_pipe_send(e.a, &i, sizeof i), 0);
+    for (int i = 1000; i < 1100; i++) { /* no byte of these is a lowercase letter */
+        int v;
+        size_t len;
+        cr_assert_eq(async_ipc_pipe_recv(e.a, &v, sizeof v, &len), 0);
+        cr_assert_eq(len, sizeof v);
+        cr_assert_eq(v, i);
+    }
+    async_ipc_pipe_free(e.a); /* the child sees end-of-stream and exits 0 */
+    cr_assert_eq(child_code(p), 0);
+}
+
+static int send_three_and_close(void *arg)
+{
+    ends_t *e = arg;
+    async_ipc_pipe_free(e->a);
+    for (int i = 0; i < 3; i++)
+        if (async_ipc_pipe_send(e->b, &i, sizeof i)) return 1;
+    async_ipc_pipe_free(e->b);
+    return 0;
+}
+
+Test(ipc_pipe, one_way_drains_then_eof, .timeout = 10)
+{
+    ends_t e;
+    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, ASYNC_IPC_PIPE_ONEWAY), 0);
+    cr_assert_eq(async_ipc_pipe_send(e.a, "x", 1), ASYNC_EPERM, "receive-only end");
+    char buf[8];
+    size_t len;
+    cr_assert_eq(async_ipc_pipe_recv(e.b, buf, sizeof buf, &len), ASYNC_EPERM, "send-only end");
+    cr_assert_eq(async_ipc_pipe_poll_dl(e.b, 0), ASYNC_EPERM);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, send_three_and_close, &e), 0);
+    async_ipc_pipe_free(e.b);
+    cr_assert_eq(child_code(p), 0);
+    for (int i = 0; i < 3; i++) {
+        int v;
+        cr_assert_eq(async_ipc_pipe_recv(e.a, &v, sizeof v, &len), 0);
+        cr_assert_eq(v, i);
+    }
+    cr_assert_eq(async_ipc_pipe_poll_dl(e.a, 0), 0, "end-of-stream is ready");
+    cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EEOF);
+    cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EEOF, "stays at the end");
+    async_ipc_pipe_free(e.a);
+}
+
+Test(ipc_pipe, send_to_closed_peer_is_epipe, .timeout = 10)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    async_ipc_pipe_free(b);
+    int err = 0;
+    /* The first send may land in the socket buffer before the reset is seen. */
+    for (int i = 0; i < 3 && !err; i++) err = async_ipc_pipe_send(a, "x", 1);
+    cr_assert_eq(err, ASYNC_EPIPE);
+    async_ipc_pipe_free(a);
+}
+
+Test(ipc_pipe, small_buffer_deadline_poll_and_alloc, .timeout = 10)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0x4), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    char buf[8];
+    size_t len = 0;
+    cr_assert_eq(async_ipc_pipe_poll_dl(a, 0), ASYNC_ETIMEDOUT);
+    int64_t t0 = async_now();
+    cr_assert_eq(async_ipc_pipe_recv_dl(a, buf, sizeof buf, &len, t0 + ASYNC_MSEC(20)),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(20));
+    cr_assert_eq(async_ipc_pipe_send(b, "0123456789", 10), 0);
+    cr_assert_eq(async_ipc_pipe_poll_dl(a, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_ipc_pipe_recv(a, buf, sizeof buf, &len), ASYNC_EINVAL);
+    cr_assert_eq(len, 10, "the length needed");
+    void *msg;
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, ASYNC_FOREVER), 0, "still there");
+    cr_assert_eq(len, 10);
+    cr_assert_eq(memcmp(msg, "0123456789", 10), 0);
+    async_ipc_msg_free(msg);
+    cr_assert_eq(async_ipc_pipe_send(b, NULL, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_pipe_send(b, buf, ASYNC_IPC_PIPE_MAX_MSG + 1), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_pipe_recv(a, NULL, 4, &len), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, NULL, &len, 0), ASYNC_EINVAL);
+    cr_assert_geq(async_ipc_pipe_fd(a), 0);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+    async_ipc_pipe_free(NULL);
+}
+
+#define BIG ((size_t)4 << 20)
+
+static int send_big(void *arg)
+{
+    ends_t *e = arg;
+    async_ipc_pipe_free(e->a);
+    unsigned char *m = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++) m[i] = (unsigned char)(i * 7);
+    int err = async_ipc_pipe_send(e->b, m, BIG);
+    free(m);
+    async_ipc_pipe_free(e->b);
+    return err ? 1 : 0;
+}
+
+Test(ipc_pipe, big_message_across_processes, .timeout = 20)
+{
+    ends_t e;
+    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, ASYNC_IPC_PIPE_ONEWAY), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, send_big, &e), 0);
+    async_ipc_pipe_free(e.b);
+    void *msg;
+    size_t len;
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(e.a, &msg, &len, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_eq(len, BIG);
+    unsigned char *m = msg;
+    for (size_t i = 0; i < BIG; i += 4099) cr_assert_eq(m[i], (unsigned char)(i * 7));
+    async_ipc_msg_free(msg);
+    cr_assert_eq(child_code(p), 0);
+    async_ipc_pipe_free(e.a);
+}
+
+static int send_half_and_die(void *arg)
+{
+    ends_t *e = arg;
+    async_ipc_pipe_free(e->a);
+    /* A length prefix promising 100 bytes, then only 3 of them. */
+    uint32_t n = 100;
+    if (write(async_ipc_pipe_fd(e->b), &n, sizeof n) != sizeof n) return 1;
+    if (write(async_ipc_pipe_fd(e->b), "abc", 3) != 3) return 1;
+    return 0;
+}
+
+Test(ipc_pipe, peer_dying_mid_message_is_eio, .timeout = 10)
+{
+    ends_t e;
+    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, send_half_and_die, &e), 0);
+    async_ipc_pipe_free(e.b);
+    cr_assert_eq(child_code(p), 0);
+    char buf[128];
+    size_t len;
+    cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EIO);
+    async_ipc_pipe_free(e.a);
+}
+
+/* --- tasks ------------------------------------------------------------------ */
+
+typedef struct tctx {
+    async_ipc_pipe_t *end;
+    int err, ticks, ticks_at_recv;
+    bool done;
+    char got[16];
+} tctx_t;
+
+static int recv_task(void *arg, void **result)
+{
+    (void)result;
+    tctx_t *c = arg;
+    size_t len;
+    c->err = async_ipc_pipe_recv_dl(c->end, c->got, sizeof c->got, &len,
+                                    async_deadline_after(ASYNC_SEC(5)));
+    c->ticks_at_recv = c->ticks;
+    c->done = true;
+    return 0;
+}
+
+static int tick_task(void *arg, void **result)
+{
+    (void)result;
+    tctx_t *c = arg;
+    while (!c->done) {
+        c->ticks++;
+        async_sleep(ASYNC_MSEC(1));
+    }
+    return 0;
+}
+
+static int send_after_50ms(void *arg)
+{
+    ends_t *e = arg;
+    async_ipc_pipe_free(e->a);
+    usleep(50000);
+    return async_ipc_pipe_send(e->b, "late", 5) ? 1 : 0;
+}
+
+Test(ipc_pipe, task_awaits_pipe_while_others_run, .timeout = 10)
+{
+    ends_t e;
+    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, send_after_50ms, &e), 0);
+    async_ipc_pipe_free(e.b);
+    tctx_t c = {.end = e.a};
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, recv_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(loop, tick_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.err, 0);
+    cr_assert_str_eq(c.got, "late");
+    cr_assert_geq(c.ticks_at_recv, 5, "ticks %d", c.ticks_at_recv);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(child_code(p), 0);
+    async_ipc_pipe_free(e.a);
+}
