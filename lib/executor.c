@@ -5,22 +5,17 @@
  * process.  Lazy maps (imap) live in imap.c, the work-function side (frames,
  * async_work_*) in work.c.
  *
- * The queue is a short list of FIFO buckets, one per priority in use, sorted
- * highest first; priority 0 has a permanent bucket, so the common case pushes
- * and pops in O(1) without allocating.  One mutex guards it.  A submit
- * signals a sleeping worker only when more workers sleep than have already
- * been signalled, so a burst of submits makes at most one wake-up system call
- * per idle worker, not one per job.  A job's memory lives in its future's
- * allocation (submit) or its map's (map), so queueing allocates nothing more.
+ * The queue itself (exec_queue.c) takes no lock on the submit side.  A job's
+ * memory lives in its future's allocation (submit) or its map's (map), so
+ * queueing allocates nothing more.
  *
- * Locking: the queue mutex is never held while a user callback, a work
- * function or a backend call runs; futures are finished outside it. */
+ * Locking: no lock is held while a user callback, a work function or a
+ * backend call runs; futures are finished outside every lock. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "executor_internal.h"
-#include "future_internal.h"
 #include "executor_priv.h"
+#include "future_internal.h"
 
 static _Thread_local async_executor_t *tls_worker_of;
 
@@ -30,15 +25,6 @@ unsigned async__cpu_count(void)
     return n < 1 ? 1 : (unsigned)n;
 }
 
-static void cond_init_mono(pthread_cond_t *c)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* Waits on c until the absolute CLOCK_MONOTONIC deadline; ETIMEDOUT or 0. */
 int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
 {
@@ -46,67 +32,6 @@ int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
     if (deadline < 0) deadline = 0;
     struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
     return pthread_cond_timedwait(c, m, &ts);
-}
-
-/* --- the queue (callers hold p->mu) ------------------------------------- */
-
-static int push_locked(exec_priv_t *p, async__job_t *job)
-{
-    bucket_t **at = &p->buckets;
-    while (*at && (*at)->prio > job->priority) at = &(*at)->next;
-    bucket_t *b = *at;
-    if (!b || b->prio != job->priority) {
-        if (!(b = async__malloc(sizeof *b))) return ASYNC_ENOMEM;
-        b->prio = job->priority;
-        b->head = b->tail = NULL;
-        b->next = *at;
-        *at = b;
-    }
-    job->next = NULL;
-    if (b->tail) b->tail->next = job;
-    else b->head = job;
-    b->tail = job;
-    p->queued++;
-    return 0;
-}
-
-static async__job_t *pop_locked(exec_priv_t *p)
-{
-    for (bucket_t **at = &p->buckets; *at; at = &(*at)->next) {
-        bucket_t *b = *at;
-        async__job_t *job = b->head;
-        if (!job) continue;
-        if (!(b->head = job->next)) {
-            b->tail = NULL;
-            if (b != &p->zero) { /* drop emptied buckets other than priority 0 */
-                *at = b->next;
-                async__free(b);
-            }
-        }
-        p->queued--;
-        return job;
-    }
-    return NULL;
-}
-
-/* Takes every queued job off, in priority order, as one list. */
-static async__job_t *drain_locked(exec_priv_t *p)
-{
-    async__job_t *head = NULL, **tail = &head, *job;
-    while ((job = pop_locked(p))) {
-        *tail = job;
-        tail = &job->next;
-    }
-    *tail = NULL;
-    return head;
-}
-
-static void wake_workers_locked(exec_priv_t *p, size_t jobs)
-{
-    while (jobs-- && p->idle > p->wakes) {
-        p->wakes++;
-        pthread_cond_signal(&p->work);
-    }
 }
 
 /* --- finishing jobs ----------------------------------------------------------- */
@@ -147,14 +72,14 @@ static void skip_list(async__job_t *list, int err, const char *msg)
 static bool start_job(async__job_t *job)
 {
     if (job->kind == JOB_SUBMIT) {
-        if (async_future_set_running(job->owner) != 0) { /* cancelled while queued */
+        if (async__future_start(job->owner) != 0) { /* cancelled while queued */
             async_future_free(job->owner);
             return false;
         }
     } else if (job->kind == JOB_MAP) {
         map_state_t *st = job->owner;
         if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
-            async_future_set_running(st->f) == ASYNC_ECANCELED) {
+            async__future_start(st->f) == ASYNC_ECANCELED) {
             skip_job(job, ASYNC_ECANCELED, "map cancelled before this item ran");
             return false;
         }
@@ -177,30 +102,13 @@ static bool start_job(async__job_t *job)
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
     (void)worker;
-    exec_priv_t *p = ex->priv;
     tls_worker_of = ex;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        async__job_t *job = pop_locked(p);
-        if (job) {
-            if (p->room_waiters) pthread_cond_signal(&p->room);
-            /* Hand on the wake-up if there is more work than awake workers. */
-            if (p->queued) wake_workers_locked(p, 1);
-            pthread_mutex_unlock(&p->mu);
-            if (start_job(job)) {
-                *out = job;
-                return 0;
-            }
-            pthread_mutex_lock(&p->mu);
-            continue;
+    async__job_t *job;
+    while (async__q_take(ex->priv, &job) == 0)
+        if (start_job(job)) {
+            *out = job;
+            return 0;
         }
-        if (p->closed || p->broken) break;
-        p->idle++;
-        pthread_cond_wait(&p->work, &p->mu);
-        p->idle--;
-        if (p->wakes) p->wakes--;
-    }
-    pthread_mutex_unlock(&p->mu);
     return ASYNC_ECLOSED;
 }
 
@@ -252,64 +160,22 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
 void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
 {
     exec_priv_t *p = ex->priv;
-    pthread_mutex_lock(&p->mu);
-    if (p->broken) {
-        pthread_mutex_unlock(&p->mu);
-        return;
-    }
-    p->broken = ASYNC_EINIT;
-    (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "worker %u initializer failed: %s%s%s", worker,
-             async_errname(code >= 0 ? ASYNC_EWORK : code), msg && *msg ? ": " : "",
-             msg ? msg : "");
-    async__job_t *list = drain_locked(p);
-    pthread_cond_broadcast(&p->work);
-    pthread_cond_broadcast(&p->room);
-    pthread_mutex_unlock(&p->mu);
-    skip_list(list, ASYNC_EINIT, p->broken_msg);
+    /* Write the message before the pool turns broken: nobody reads it before. */
+    pthread_mutex_lock(&p->join_mu);
+    if (!atomic_load(&p->broken))
+        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "worker %u initializer failed: %s%s%s",
+                        worker, async_errname(code >= 0 ? ASYNC_EWORK : code),
+                        msg && *msg ? ": " : "", msg ? msg : "");
+    pthread_mutex_unlock(&p->join_mu);
+    async__job_t *list;
+    if (async__q_stop(p, ASYNC_EINIT, true, &list)) skip_list(list, ASYNC_EINIT, p->broken_msg);
 }
 
-/* --- queueing ------------------------------------------------------------------ */
-
-enum { BLOCK, TRY };
-
-/* Queues jobs[0..n) (a linked list through next, already built) as one
- * batch: waits for room for the first (a batch may then overfill the bound),
- * fails with nothing queued.  On error broken_msg is not needed: EINIT says
- * it all and async_executor_* report it. */
-int async__exec_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, int how,
-                        int64_t deadline)
-{
-    exec_priv_t *p = ex->priv;
-    int r = 0;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        if (p->closed) { r = ASYNC_ECLOSED; goto out; }
-        if (p->broken) { r = p->broken; goto out; }
-        if (!ex->opts.max_queued || p->queued < ex->opts.max_queued) break;
-        if (how == TRY) { r = ASYNC_EAGAIN; goto out; }
-        p->room_waiters++;
-        int w = async__cond_wait_dl(&p->room, &p->mu, deadline);
-        p->room_waiters--;
-        if (w == ETIMEDOUT && !p->closed && !p->broken && p->queued >= ex->opts.max_queued) {
-            r = ASYNC_ETIMEDOUT;
-            goto out;
-        }
-    }
-    /* Only a new priority bucket can fail, and only for the first job: all
-     * jobs of a batch share one priority. */
-    async__job_t *job = jobs;
-    for (size_t i = 0; i < n; i++, job = job->next) {
-        async__job_t *next = job->next;
-        if ((r = push_locked(p, job)) != 0) goto out;
-        job->next = next; /* push cleared it */
-    }
-    wake_workers_locked(p, n);
-out:
-    if (r == 0 && p->room_waiters && (!ex->opts.max_queued || p->queued < ex->opts.max_queued))
-        pthread_cond_signal(&p->room); /* pass on room left over */
-    pthread_mutex_unlock(&p->mu);
-    return r;
-}
+/* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
+ * reuse freed futures; the executor keeps up to FUTURE_CACHE of them (about
+ * 100 MiB at most) until it is freed. */
+#define FUTURE_BLOCK 320
+#define FUTURE_CACHE 250000
 
 /* --- creating and ending ---------------------------------------------------- */
 
@@ -336,17 +202,17 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     ex->workers = o.workers ? o.workers : ops->default_workers();
     ex->opts.workers = ex->workers;
     ex->priv = p;
-    pthread_mutex_init(&p->mu, NULL);
+    if (!(p->futures = async__fpool_new(FUTURE_BLOCK, FUTURE_CACHE))) {
+        async__free(ex);
+        async__free(p);
+        return ASYNC_ENOMEM;
+    }
+    async__q_init(p);
     pthread_mutex_init(&p->join_mu, NULL);
-    pthread_cond_init(&p->work, NULL);
-    cond_init_mono(&p->room);
-    p->zero.prio = 0;
-    p->buckets = &p->zero;
     int r = ops->start(ex);
     if (r) {
-        pthread_cond_destroy(&p->work);
-        pthread_cond_destroy(&p->room);
-        pthread_mutex_destroy(&p->mu);
+        async__fpool_close(p->futures);
+        async__q_destroy(p);
         pthread_mutex_destroy(&p->join_mu);
         async__free(p);
         async__free(ex);
@@ -361,10 +227,7 @@ async_backend_t async_executor_backend(const async_executor_t *ex) { return ex->
 
 size_t async_executor_queued(async_executor_t *ex)
 {
-    pthread_mutex_lock(&ex->priv->mu);
-    size_t n = ex->priv->queued;
-    pthread_mutex_unlock(&ex->priv->mu);
-    return n;
+    return async__q_len(ex->priv);
 }
 
 static void join_once(async_executor_t *ex)
@@ -381,13 +244,8 @@ static void join_once(async_executor_t *ex)
 int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending)
 {
     if (!ex) return ASYNC_EINVAL;
-    exec_priv_t *p = ex->priv;
-    pthread_mutex_lock(&p->mu);
-    p->closed = true;
-    async__job_t *list = cancel_pending ? drain_locked(p) : NULL;
-    pthread_cond_broadcast(&p->work);
-    pthread_cond_broadcast(&p->room);
-    pthread_mutex_unlock(&p->mu);
+    async__job_t *list;
+    async__q_stop(ex->priv, ASYNC_ECLOSED, cancel_pending, &list);
     skip_list(list, ASYNC_ECANCELED, "cancelled by the executor's shutdown");
     if (!wait) return 0;
     if (tls_worker_of == ex) return ASYNC_EINVAL;
@@ -411,14 +269,9 @@ void async_executor_free(async_executor_t *ex)
     async_executor_shutdown(ex, true, true);
     ex->ops->free(ex);
     exec_priv_t *p = ex->priv;
-    pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->room);
-    pthread_mutex_destroy(&p->mu);
+    async__fpool_close(p->futures);
+    async__q_destroy(p);
     pthread_mutex_destroy(&p->join_mu);
-    for (bucket_t *b = p->buckets, *next; b; b = next) {
-        next = b->next;
-        if (b != &p->zero) async__free(b);
-    }
     async__free(p);
     async__free(ex);
 }
@@ -442,6 +295,8 @@ void async_executor_shm_free(async_executor_t *ex, void *ptr)
 
 /* --- submit --------------------------------------------------------------------- */
 
+enum { BLOCK, TRY };
+
 #define ALIGN_UP(n) (((n) + 15) & ~(size_t)15)
 
 static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
@@ -451,7 +306,7 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     size_t in_copy = j->borrow_input ? 0 : j->in_size;
     if (in_copy > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
     size_t extra = ALIGN_UP(sizeof(async__job_t)) + ALIGN_UP(in_copy) + j->out_size;
-    async_future_t *f = async__future_alloc(extra);
+    async_future_t *f = async__future_alloc_pooled(ex->priv->futures, extra);
     if (!f) return ASYNC_ENOMEM;
     char *base = (char *)f->extra;
     async__job_t *job = (async__job_t *)base;
@@ -468,7 +323,8 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     job->kind = JOB_SUBMIT;
     job->owner = f;
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed); /* the caller's and the executor's */
-    int r = async__exec_enqueue(ex, job, 1, how, deadline);
+    f->exec_owned = true;
+    int r = async__q_enqueue(ex, job, 1, how == TRY, deadline);
     if (r) {
         async_future_free(f);
         async_future_free(f);
@@ -547,8 +403,7 @@ static void map_chunk_done(async__job_t *job, int err, size_t row, const char *m
         char full[ASYNC_FUTURE_MSG_MAX + 32];
         (void)!snprintf(full, sizeof full, "item %zu: %s", st->fail_index,
                  st->msg[0] ? st->msg : async_strerror(st->fail_code));
-        async__future_set_index(f, st->fail_index);
-        async__future_finish(f, FS_FAILED, st->fail_code, full, NULL, 0, false);
+        async__future_fail_at(f, st->fail_code, full, st->fail_index);
     } else {
         async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
     }
@@ -591,7 +446,10 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     st->on_success = on_success;
     st->on_error = on_error;
     st->cb_arg = cb_arg;
-    if (on_success || on_error) async_future_on_done(f, map_cb, st); /* inline slot: no failure */
+    if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
+        async_future_free(f);
+        return ASYNC_ENOMEM;
+    }
     if (!nchunks) { /* nothing to run: done at once (callbacks run here) */
         async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
         *out = f;
@@ -614,7 +472,8 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
         job->next = i + 1 < nchunks ? &st->jobs[i + 1] : NULL;
     }
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
-    r = async__exec_enqueue(ex, st->jobs, nchunks, BLOCK, ASYNC_FOREVER);
+    f->exec_owned = true;
+    r = async__q_enqueue(ex, st->jobs, nchunks, false, ASYNC_FOREVER);
     if (r) { /* never finished: its callbacks never run */
         pthread_mutex_destroy(&st->mu);
         async_future_free(f);

@@ -77,18 +77,30 @@ typedef struct async__outcome {
     bool var_owned;
 } async__outcome_t;
 
-/* A unit of queued work: one submit, or one chunk of a map or imap.  The
- * fields above `private` are for backends to read; never write them. */
+/* A unit of queued work: one submit, or one chunk of a map or imap.  Backends
+ * read rows, deadline, first, priority and var_ok, and write nothing. */
+/* A priority's FIFO of queued jobs (executor.c's queue).  Its header lives in
+ * the job at its head, so queueing never allocates. */
+typedef struct async__bucket {
+    int prio;
+    struct async__job *head, *tail;
+    struct async__bucket *next;
+} async__bucket_t;
+
 typedef struct async__job {
     async__rows_t rows;
+    /* private to executor.c, kept on the job's first cache line */
+    _Atomic(struct async__job *) qnext; /* the submit queue's link */
+    /* for backends to read; never write them */
+    int64_t deadline;  /* ASYNC_FOREVER when none */
     size_t first;      /* index of row 0 in its map (0 for a submit) */
     int priority;
-    int64_t deadline;  /* ASYNC_FOREVER when none */
     bool var_ok;       /* async_work_output may grow past rows.out_size */
     /* private to executor.c */
-    struct async__job *next;
     unsigned kind;
     void *owner;
+    struct async__job *next;
+    async__bucket_t bucket;
 } async__job_t;
 
 typedef struct async__backend_ops {

@@ -8,6 +8,7 @@
  * thread: it registers a listener that posts to its loop (with a post node
  * embedded in a heap record, so that a task that timed out or was cancelled
  * meanwhile leaves nothing behind that a late completion could touch). */
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,23 +16,130 @@
 
 static const char cancelled_msg[] = "cancelled before it ran";
 
-async_future_t *async__future_alloc(size_t extra)
+/* Pauses a waiter spins through before it sleeps (a few microseconds). */
+#define SPIN_LOOPS 200
+
+static void init(async_future_t *f, async__fpool_t *pool)
 {
-    async_future_t *f = async__malloc(sizeof *f + extra);
-    if (!f) return NULL;
     atomic_init(&f->state, FS_PENDING);
     atomic_init(&f->refs, 1);
     f->err = 0;
-    f->has_index = f->data_owned = f->msg_owned = f->first_cb_used = false;
-    f->index = 0;
-    f->msg = NULL;
+    atomic_init(&f->lock, 0);
+    f->data_owned = f->msg_owned = f->exec_owned = f->has_index = 0;
     f->data = NULL;
     f->size = 0;
-    pthread_mutex_init(&f->lock, NULL);
-    async__list_init(&f->listeners);
-    f->cbs = NULL;
-    f->cbs_tail = &f->cbs;
+    f->pool = pool;
+    f->msg = NULL;
+    async__list_init(&f->nodes);
+}
+
+static void lock(async_future_t *f)
+{
+    while (atomic_exchange_explicit(&f->lock, 1, memory_order_acquire))
+        while (atomic_load_explicit(&f->lock, memory_order_relaxed)) sched_yield();
+}
+
+static void unlock(async_future_t *f) { atomic_store_explicit(&f->lock, 0, memory_order_release); }
+
+async_future_t *async__future_alloc(size_t extra)
+{
+    async_future_t *f = async__malloc(sizeof *f + extra);
+    if (f) init(f, NULL);
     return f;
+}
+
+/* --- the allocation cache ------------------------------------------------ */
+
+struct async__fpool {
+    _Atomic bool busy;   /* a spin lock: every critical section is a few loads and stores */
+    size_t outstanding;  /* futures taken and not freed */
+    size_t block, cap, count;
+    void *blocks;        /* free blocks, linked through their first word */
+    bool closed;         /* the owner is gone: the last future frees the pool */
+};
+
+static void fpool_lock(async__fpool_t *p)
+{
+    while (atomic_exchange_explicit(&p->busy, true, memory_order_acquire))
+        while (atomic_load_explicit(&p->busy, memory_order_relaxed)) sched_yield();
+}
+
+static void fpool_unlock(async__fpool_t *p)
+{
+    atomic_store_explicit(&p->busy, false, memory_order_release);
+}
+
+async__fpool_t *async__fpool_new(size_t block, size_t cap)
+{
+    async__fpool_t *p = async__malloc(sizeof *p);
+    if (!p) return NULL;
+    atomic_init(&p->busy, false);
+    p->outstanding = 0;
+    p->block = block;
+    p->cap = cap;
+    p->count = 0;
+    p->blocks = NULL;
+    p->closed = false;
+    return p;
+}
+
+void async__fpool_close(async__fpool_t *p)
+{
+    if (!p) return;
+    fpool_lock(p);
+    p->closed = true;
+    void *list = p->blocks;
+    p->blocks = NULL;
+    p->count = 0;
+    bool last = p->outstanding == 0;
+    fpool_unlock(p);
+    while (list) {
+        void *next = *(void **)list;
+        async__free(list);
+        list = next;
+    }
+    if (last) async__free(p);
+}
+
+async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
+{
+    if (!p || sizeof(async_future_t) + extra > p->block) return async__future_alloc(extra);
+    fpool_lock(p);
+    void *blk = p->blocks;
+    if (blk) {
+        p->blocks = *(void **)blk;
+        p->count--;
+    }
+    p->outstanding++;
+    fpool_unlock(p);
+    if (!blk && !(blk = async__malloc(p->block))) {
+        fpool_lock(p);
+        p->outstanding--; /* not closed: its owner is allocating */
+        fpool_unlock(p);
+        return NULL;
+    }
+    init(blk, p);
+    return blk;
+}
+
+static void release_memory(async_future_t *f)
+{
+    async__fpool_t *p = f->pool;
+    if (!p) {
+        async__free(f);
+        return;
+    }
+    fpool_lock(p);
+    bool keep = !p->closed && p->count < p->cap;
+    if (keep) {
+        *(void **)f = p->blocks;
+        p->blocks = f;
+        p->count++;
+    }
+    bool last = --p->outstanding == 0 && p->closed;
+    fpool_unlock(p);
+    if (!keep) async__free(f);
+    if (last) async__free(p);
 }
 
 int async_future_new(async_future_t **out)
@@ -55,8 +163,7 @@ void async_future_free(async_future_t *f)
     /* Last reference: nobody can be listening (listeners hold references). */
     if (f->data_owned) async__free(f->data);
     if (f->msg_owned) async__free((void *)f->msg);
-    pthread_mutex_destroy(&f->lock);
-    async__free(f);
+    release_memory(f);
 }
 
 /* Claims the result fields: moves a non-final state to COMPLETING, keeping the
@@ -87,21 +194,26 @@ static void publish(async_future_t *f, unsigned final)
     if (s & FS_SLEEPERS) async__futex_wake(&f->state, INT_MAX);
     if (!(s & FS_LISTENERS)) return;
 
-    pthread_mutex_lock(&f->lock);
-    while (!async__list_empty(&f->listeners)) {
-        async__listener_t *l = container_of(async__list_pop(&f->listeners), async__listener_t, link);
-        l->notify(l, f);
+    lock(f);
+    async__cb_node_t *cbs = NULL, **tail = &cbs;
+    while (!async__list_empty(&f->nodes)) {
+        async__listener_t *l = container_of(async__list_pop(&f->nodes), async__listener_t, link);
+        if (l->notify) {
+            l->notify(l, f);
+        } else {
+            async__cb_node_t *c = container_of(l, async__cb_node_t, l);
+            c->next = NULL;
+            *tail = c;
+            tail = &c->next;
+        }
     }
-    async__cb_node_t *cbs = f->cbs;
-    f->cbs = NULL;
-    f->cbs_tail = &f->cbs;
-    pthread_mutex_unlock(&f->lock);
+    unlock(f);
 
     while (cbs) {
         async__cb_node_t *next = cbs->next;
         async_future_cb cb = cbs->cb;
         void *arg = cbs->arg;
-        if (cbs != &f->first_cb) async__free(cbs);
+        async__free(cbs);
         cb(f, arg);
         cbs = next;
     }
@@ -126,7 +238,9 @@ static int norm_code(int code) { return code >= 0 ? ASYNC_EWORK : code; }
 int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg, void *data,
                          size_t size, bool owned)
 {
-    int r = claim(f, false);
+    bool sole = f->exec_owned &&
+                (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
+    int r = sole ? 0 : claim(f, false);
     if (r) {
         if (owned) async__free(data);
         return r == ASYNC_EALREADY || r == ASYNC_EBUSY ? ASYNC_EDONE : r;
@@ -145,13 +259,27 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
     return 0;
 }
 
-void async__future_set_index(async_future_t *f, size_t index)
+int async__future_fail_at(async_future_t *f, int err, const char *msg, size_t index)
 {
-    f->index = index;
+    bool sole = f->exec_owned &&
+                (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
+    int r = sole ? 0 : claim(f, false);
+    if (r) return ASYNC_EDONE;
+    f->err = norm_code(err);
+    f->size = index;
     f->has_index = true;
+    set_msg(f, msg);
+    publish(f, FS_FAILED);
+    return 0;
 }
 
 int async_future_set_running(async_future_t *f)
+{
+    if (f->exec_owned) return ASYNC_EPERM;
+    return async__future_start(f);
+}
+
+int async__future_start(async_future_t *f)
 {
     unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
     for (;;) {
@@ -167,6 +295,7 @@ int async_future_set_running(async_future_t *f)
 
 int async_future_set_result(async_future_t *f, const void *data, size_t size)
 {
+    if (f->exec_owned) return ASYNC_EPERM;
     void *copy = NULL;
     if (size) {
         copy = async__malloc(size);
@@ -182,6 +311,7 @@ int async_future_set_result(async_future_t *f, const void *data, size_t size)
 
 int async_future_set_error(async_future_t *f, int code, const char *msg)
 {
+    if (f->exec_owned) return ASYNC_EPERM;
     return async__future_finish(f, FS_FAILED, code, msg, NULL, 0, false);
 }
 
@@ -220,7 +350,7 @@ const char *async_future_message(const async_future_t *f)
 int async_future_error_index(const async_future_t *f, size_t *index)
 {
     if (async_future_state(f) != ASYNC_FUTURE_FAILED || !f->has_index) return ASYNC_EINVAL;
-    if (index) *index = f->index;
+    if (index) *index = f->size;
     return 0;
 }
 
@@ -259,48 +389,40 @@ static bool mark_listening(async_future_t *f)
 
 bool async__future_listen(async_future_t *f, async__listener_t *l)
 {
-    pthread_mutex_lock(&f->lock);
+    lock(f);
     bool ok = mark_listening(f);
-    if (ok) async__list_push(&f->listeners, &l->link);
-    pthread_mutex_unlock(&f->lock);
+    if (ok) async__list_push(&f->nodes, &l->link);
+    unlock(f);
     return ok;
 }
 
 void async__future_unlisten(async_future_t *f, async__listener_t *l)
 {
-    pthread_mutex_lock(&f->lock);
+    lock(f);
     /* A notified node was popped, which leaves it linked to itself. */
     if (l->link.next != &l->link) async__list_remove(&l->link);
-    pthread_mutex_unlock(&f->lock);
+    unlock(f);
 }
 
 int async_future_on_done(async_future_t *f, async_future_cb cb, void *arg)
 {
     if (!f || !cb) return ASYNC_EINVAL;
-    pthread_mutex_lock(&f->lock);
-    async__cb_node_t *node = NULL;
-    if (!async__fs_final(atomic_load_explicit(&f->state, memory_order_acquire))) {
-        if (!f->first_cb_used) {
-            node = &f->first_cb;
-            f->first_cb_used = true;
-        } else if (!(node = async__malloc(sizeof *node))) {
-            pthread_mutex_unlock(&f->lock);
-            return ASYNC_ENOMEM;
-        }
-    }
-    if (node && mark_listening(f)) {
+    if (!async_future_done(f)) {
+        async__cb_node_t *node = async__malloc(sizeof *node);
+        if (!node) return ASYNC_ENOMEM;
+        node->l.notify = NULL;
         node->cb = cb;
         node->arg = arg;
-        node->next = NULL;
-        *f->cbs_tail = node;
-        f->cbs_tail = &node->next;
-        pthread_mutex_unlock(&f->lock);
-        return 0;
+        lock(f);
+        if (mark_listening(f)) {
+            async__list_push(&f->nodes, &node->l.link);
+            unlock(f);
+            return 0;
+        }
+        unlock(f);
+        async__free(node); /* finished meanwhile */
     }
-    /* Final (maybe just now): run at once, here. */
-    if (node && node != &f->first_cb) async__free(node);
-    pthread_mutex_unlock(&f->lock);
-    cb(f, arg);
+    cb(f, arg); /* final: run at once, here */
     return 0;
 }
 
@@ -309,6 +431,13 @@ int async_future_on_done(async_future_t *f, async_future_cb cb, void *arg)
 int async_future_wait_dl(async_future_t *f, int64_t deadline)
 {
     unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
+    /* Spin a little first: when futures finish in a stream (a waiter walking
+     * a batch), the next one is often a moment away, and sleeping would cost
+     * a system call on both sides. */
+    for (unsigned i = 0; i < SPIN_LOOPS && !async__fs_final(s); i++) {
+        async__cpu_relax();
+        s = atomic_load_explicit(&f->state, memory_order_acquire);
+    }
     for (;;) {
         if (async__fs_final(s)) return outcome(f, s);
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;

@@ -40,43 +40,60 @@ static inline bool async__fs_final(unsigned s)
     return s >= FS_DONE && s <= FS_CANCELLED;
 }
 
-/* An internal waiter.  notify runs on the finishing thread with the future's
- * lock held, so it must be short and must not call into the future; a node
- * removed under the lock (async__future_unlisten) is never notified after. */
+/* A node in a future's list, in the order added: an internal waiter (notify
+ * set) or a user callback (notify NULL).  notify runs on the finishing
+ * thread with the future's lock held, so it must be short and must not call
+ * into the future; a node removed under the lock (async__future_unlisten) is
+ * never notified after.  Callbacks run after the lock is dropped. */
 typedef struct async__listener {
     async__list_t link;
     void (*notify)(struct async__listener *l, async_future_t *f);
 } async__listener_t;
 
 typedef struct async__cb_node {
-    struct async__cb_node *next;
+    async__listener_t l;
+    struct async__cb_node *next; /* the run list, once taken off the future */
     async_future_cb cb;
     void *arg;
 } async__cb_node_t;
 
+/* One cache line: a worker finishing a future nobody listens to writes only
+ * this line, and a submit initialises only this line and its job. */
 struct async_future {
     _Atomic unsigned state;
     _Atomic unsigned refs;
     int err;
-    bool has_index, data_owned, msg_owned;
-    size_t index;
-    const char *msg;
+    _Atomic unsigned char lock;    /* guards `nodes`; critical sections are short */
+    unsigned char data_owned : 1, msg_owned : 1;
+    unsigned char exec_owned : 1;  /* an executor finishes it: async_future_set_* refuse */
+    unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
     void *data;
     size_t size;
-    pthread_mutex_t lock;
-    async__list_t listeners;       /* under lock */
-    async__cb_node_t *cbs;         /* under lock, in order added */
-    async__cb_node_t **cbs_tail;
-    async__cb_node_t first_cb;     /* the first callback needs no allocation */
-    bool first_cb_used;
+    struct async__fpool *pool;     /* where the memory goes back, or NULL */
+    const char *msg;
+    async__list_t nodes;           /* waiters and callbacks, under lock */
     max_align_t extra[];           /* async__future_alloc's extra bytes */
 };
+
+/* A cache of future allocations of one size, for an executor's submits: a
+ * future taken from it goes back to it when freed, so a steady stream of
+ * submits reuses warm memory instead of calling malloc and free (and, for
+ * bursts, instead of faulting in fresh pages).  It keeps up to `cap` blocks;
+ * after async__fpool_close (the owner is gone) it keeps none, and it is
+ * freed when the last future taken from it is. */
+typedef struct async__fpool async__fpool_t;
+async__fpool_t *async__fpool_new(size_t block, size_t cap);
+void async__fpool_close(async__fpool_t *p);
+/* As async__future_alloc, from p when the future fits its blocks. */
+async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra);
 
 /* A future with `extra` bytes after it (at f->extra), for the executor's job
  * and inline buffers.  One reference.  NULL when out of memory. */
 async_future_t *async__future_alloc(size_t extra);
 
 /* Finishes a RUNNING (or PENDING) future that the caller owns: state is
+ * FS_DONE or FS_FAILED.  An executor's RUNNING future has one finisher, its
+ * worker, so that case skips the claim step.  Otherwise: state is
  * FS_DONE or FS_FAILED.  For DONE, data/size become the output: owned says
  * data came from async__malloc and passes to the future; otherwise data
  * must live as long as the future (its extra bytes).  msg is copied.
@@ -84,9 +101,20 @@ async_future_t *async__future_alloc(size_t extra);
 int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg,
                          void *data, size_t size, bool owned);
 
-/* Sets the item index that async_future_error_index reports; call before
- * finishing. */
-void async__future_set_index(async_future_t *f, size_t index);
+/* PENDING -> RUNNING, as async_future_set_running without its check. */
+int async__future_start(async_future_t *f);
+
+#if defined(__x86_64__) || defined(__i386__)
+#  define async__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#  define async__cpu_relax() __asm__ volatile("yield" ::: "memory")
+#else
+#  define async__cpu_relax() ((void)0)
+#endif
+
+/* Finishes f as FAILED with the item index that async_future_error_index
+ * reports (a map's first failure). */
+int async__future_fail_at(async_future_t *f, int err, const char *msg, size_t index);
 
 /* Adds l unless the future is final; returns false (l not added) then. */
 bool async__future_listen(async_future_t *f, async__listener_t *l);

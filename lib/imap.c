@@ -130,7 +130,7 @@ static int add_chunk(async_imap_iter_t *it)
     it->live_items += got;
     pthread_mutex_unlock(&it->mu);
 
-    int r = async__exec_enqueue(it->ex, &c->job, 1, 0 /* block */, ASYNC_FOREVER);
+    int r = async__q_enqueue(it->ex, &c->job, 1, false, ASYNC_FOREVER);
     if (r) {
         pthread_mutex_lock(&it->mu);
         if (!m->unordered) { /* it is the tail: unlink it */

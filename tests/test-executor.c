@@ -808,11 +808,6 @@ Test(exec_threads_only, out_of_memory_paths, .timeout = 10)
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ENOMEM);
     test_alloc_fail_after(-1);
     cr_expect_null(f);
-    job.priority = 9; /* a new priority bucket */
-    test_alloc_fail_after(1);
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ENOMEM);
-    test_alloc_fail_after(-1);
-    cr_expect_null(f);
     int in[4] = {1, 2, 3, 4}, out[4];
     async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
                      .out_size = sizeof(int), .n = 4};
