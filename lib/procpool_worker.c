@@ -62,7 +62,9 @@ static char *res_alloc(async__procout_t *o, size_t n)
     uint64_t need = pad + n;
     for (;;) {
         uint64_t head = atomic_load_explicit(&o->wr->res_head, memory_order_acquire);
-        if (tail + need - head <= area) break;
+        /* Everything released: the whole area is free, wherever the block
+         * lands (the window test below would count the skipped tail). */
+        if (head == tail || tail + need - head <= area) break;
         if (head >= o->job_res_start) return NULL; /* only this job's bytes are left */
         uint32_t seq = atomic_load(&o->wr->res_seq);
         atomic_store(&o->wr->res_waiting, 1);
