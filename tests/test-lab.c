@@ -315,7 +315,7 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     cr_assert_not_null(w);
     json_t *f = json_object_get(json_object_get(w, "amdahl_parallel_fraction"), "threads");
     cr_assert(json_is_number(f) && json_number_value(f) >= 0 && json_number_value(f) <= 1);
-    cr_assert_eq(json_array_size(json_object_get(w, "sweep")), 2 * json_integer_value(json_object_get(w, "cpus")));
+    cr_assert_eq((json_int_t)json_array_size(json_object_get(w, "sweep")), 2 * json_integer_value(json_object_get(w, "cpus")));
     /* The lab's keys. */
     cr_assert_not_null(json_object_get(s, "prob1"));
     json_t *p2 = json_object_get(s, "prob2");
