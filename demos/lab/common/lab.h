@@ -50,6 +50,7 @@ typedef struct lab_result {
     double secs[LAB_NMODES];
     uint64_t sum[LAB_NMODES]; /* FNV of the mode's results */
     bool ran[LAB_NMODES];
+    double start[LAB_NMODES]; /* pool start-up, not in secs; 0 if unknown */
     unsigned workers; /* the parallel modes' pool size; 0: lab_opt.workers */
 } lab_result_t;
 

@@ -176,6 +176,17 @@ json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, d
     char hex[17];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)r->sum[first]);
     printf("  results: %s (hash %s)\n", agree ? "every mode agrees exactly" : "MODES DISAGREE", hex);
+    if (r->start[LAB_THREADS] > 0 || r->start[LAB_PROCESSES] > 0) {
+        json_t *st = json_object();
+        printf("  pool start-up, not counted above:");
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+            if (r->start[m] <= 0) continue;
+            printf(" %s %.2f ms", lab_mode_name[m], r->start[m] * 1e3);
+            json_object_set_new(st, lab_mode_name[m], json_real(r->start[m]));
+        }
+        printf("\n");
+        json_object_set_new(fig, "pool_start", st);
+    }
     lab_verdict(r, bound);
     json_object_set_new(fig, "seconds", secs);
     json_object_set_new(fig, "speedup", speed);

@@ -245,7 +245,7 @@ void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chu
     for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
         memset(out, 0, out_size);
-        r->secs[m] = lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, fn, ctx, n, chunk, label, NULL);
+        r->secs[m] = lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, fn, ctx, n, chunk, label, &r->start[m]);
         r->sum[m] = lab_fnv(out, out_size, 0);
         r->ran[m] = true;
     }
