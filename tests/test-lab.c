@@ -290,6 +290,22 @@ Test(lab, bad_options, .timeout = 30)
     run_free(&r);
 }
 
+/* gcc -O2 would fold the sum of squares into its closed form; the lab keeps
+ * the loop.  8 x 1,000,000 iterations cannot run in under 1 ms (that would
+ * be 8 iterations a nanosecond), while a folded loop takes microseconds. */
+Test(lab, sumsq_loop_really_runs, .timeout = 60)
+{
+    run_t r = lab("sumsq", "--mode", "serial", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    json_t *s = load_soln();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "sumsq");
+    cr_assert_eq(json_integer_value(json_object_get(w, "each")), 333332833333500000LL);
+    double secs = json_number_value(json_object_get(json_object_get(w, "seconds"), "serial"));
+    cr_assert_geq(secs, 1e-3, "8 x 1e6 squares in %g s: the loop was folded", secs);
+    json_decref(s);
+    run_free(&r);
+}
+
 Test(lab, one_mode_only, .timeout = 60)
 {
     run_t r = lab("sumsq", "--mode", "threads", "--scale", "0.01", "--soln", "soln.json");
