@@ -39,7 +39,7 @@ static row_t rows[] = {
     {"heavy 10M (of 40M) x3", "heavy --scale 0.25", "heavy", "--heavy-n 10000000", "heavy", SWEEP_NONE, {0}, {0}},
     {"chunks cs=1, 10k items", "chunks --scale 0.1", "chunks=1", "--chunk-n 10000", "chunks", 0, {0}, {0}},
     {"chunks cs=1000, 10k", "chunks --scale 0.1", "chunks=1000", "--chunk-n 10000", "chunks", 3, {0}, {0}},
-    {"workers 12 tasks", "workers --scale 0.25", "workers", "", "workers", SWEEP_WORKERS, {0}, {0}},
+    {"workers 60 tasks, 2 w.", "workers --scale 0.25", "workers", "--workers-tasks 60", "workers", SWEEP_WORKERS, {0}, {0}},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

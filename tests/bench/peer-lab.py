@@ -2,7 +2,7 @@
 """The lab's own Python for the lab demo's workloads, serial and with
 multiprocessing.Pool, as the baseline for tests/bench/bench-lab.c.
 
-Usage: peer-lab.py [--scale-busy F] [--heavy-n N] [--chunk-n N] WORKLOAD...
+Usage: peer-lab.py [--scale-busy F] [--heavy-n N] [--chunk-n N] [--workers-tasks N] WORKLOAD...
 Prints one JSON object a line: {"workload", "serial", "pool", "workers",
 "size", "answer"}.  Seconds exclude starting the pool, as the C lab's do.
 The data come from the same splitmix64 generator and seed as the C lab, so
@@ -141,7 +141,7 @@ def run(name, serial, parallel, workers, size, check=None):
 
 def main():
     args = sys.argv[1:]
-    opts = {"--scale-busy": 1.0, "--heavy-n": 10_000_000, "--chunk-n": 10_000}
+    opts = {"--scale-busy": 1.0, "--heavy-n": 10_000_000, "--chunk-n": 10_000, "--workers-tasks": 60}
     names = []
     while args:
         a = args.pop(0)
@@ -205,9 +205,9 @@ def main():
                 lambda p: p.map(square, items, chunksize=cs), cpus, f"{n} items, chunksize {cs}",
                 check=sum)
         elif name == "workers":
-            tasks = [999_999_999_989] * 12
+            tasks = [999_999_999_989] * opts["--workers-tasks"]
             run(name, lambda: [spin(t) for t in tasks], lambda p: p.map(spin, tasks, chunksize=1), cpus,
-                "12 tasks", check=sum)
+                f"{len(tasks)} tasks", check=sum)
         else:
             raise SystemExit(f"peer-lab.py: unknown workload {name}")
 
