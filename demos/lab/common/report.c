@@ -102,7 +102,7 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
 {
     lab_mode_t b = best(r);
     if (b == LAB_SERIAL || !r->ran[LAB_SERIAL]) {
-        printf("  verdict: only one kind of mode ran; nothing to compare.\n");
+        printf("  verdict: none: serial and a parallel mode must both run to compare (--mode all).\n");
         return;
     }
     double s = r->secs[LAB_SERIAL] / (r->secs[b] > 0 ? r->secs[b] : 1e-9);
