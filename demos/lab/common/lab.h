@@ -51,6 +51,7 @@ typedef struct lab_result {
     uint64_t sum[LAB_NMODES]; /* FNV of the mode's results */
     bool ran[LAB_NMODES];
     double start[LAB_NMODES]; /* pool start-up, not in secs; 0 if unknown */
+    double others[LAB_NMODES]; /* CPUs other programs used during the run */
     unsigned workers; /* the parallel modes' pool size; 0: lab_opt.workers */
 } lab_result_t;
 
@@ -112,9 +113,17 @@ void lab_header(const char *name, const char *fmt, ...) __attribute__((format(pr
  * lab_figures under name). */
 json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, double work_units,
                    const char *unit);
-/* CPUs' worth of other programs' work since the last lab_header, per
- * second: how busy the rest of the machine kept the cores. */
+/* CPUs' worth of other programs' work per second between begin and end (0
+ * for spans under 0.2 s, which /proc/stat's ticks cannot resolve). */
+typedef struct lab_load {
+    double machine, ours, wall;
+} lab_load_t;
+void lab_load_begin(lab_load_t *l);
+double lab_load_end(const lab_load_t *l);
+/* The same since the last lab_header. */
 double lab_others_cpus(void);
+/* Set by lab_run: the other programs' load during its best run. */
+extern double lab_last_others;
 /* The verdict alone, for sub-tables. */
 void lab_verdict(const lab_result_t *r, lab_bound_t bound);
 /* Whether the mode was asked for. */

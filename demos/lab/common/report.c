@@ -13,13 +13,11 @@
 
 json_t *lab_figures;
 
-/* How busy other programs kept the machine during a workload: the CPU time
- * the whole machine spent (from /proc/stat) minus what this process and its
- * workers spent (getrusage), per second of the workload.  On a shared
- * machine this is what explains a parallel run slower than the serial one. */
-static struct {
-    double machine, ours, wall;
-} snap;
+/* How busy other programs kept the machine: the CPU time the whole machine
+ * spent (from /proc/stat) minus what this process and its workers spent
+ * (getrusage), per second of wall time.  On a shared machine this is what
+ * explains a parallel run slower than the serial one. */
+static lab_load_t window; /* since the workload's header */
 
 static double machine_cpu(void)
 {
@@ -44,20 +42,25 @@ static double our_cpu(void)
            (double)(a.ru_utime.tv_usec + a.ru_stime.tv_usec + b.ru_utime.tv_usec + b.ru_stime.tv_usec) / 1e6;
 }
 
-static void snapshot(void)
+void lab_load_begin(lab_load_t *l)
 {
-    snap.machine = machine_cpu();
-    snap.ours = our_cpu();
-    snap.wall = lab_now();
+    l->machine = machine_cpu();
+    l->ours = our_cpu();
+    l->wall = lab_now();
 }
 
-/* CPUs' worth of other programs' work since the snapshot, or 0. */
+double lab_load_end(const lab_load_t *l)
+{
+    /* /proc/stat counts in clock ticks (10 ms): too coarse for short runs. */
+    double m = machine_cpu(), wall = lab_now() - l->wall;
+    if (m < 0 || l->machine < 0 || wall < 0.2) return 0;
+    double other = (m - l->machine) - (our_cpu() - l->ours);
+    return other > 0 ? other / wall : 0;
+}
+
 double lab_others_cpus(void)
 {
-    double m = machine_cpu(), wall = lab_now() - snap.wall;
-    if (m < 0 || snap.machine < 0 || wall < 0.05) return 0;
-    double other = (m - snap.machine) - (our_cpu() - snap.ours);
-    return other > 0 ? other / wall : 0;
+    return lab_load_end(&window);
 }
 
 bool lab_want(lab_mode_t mode)
@@ -68,7 +71,7 @@ bool lab_want(lab_mode_t mode)
 void lab_header(const char *name, const char *fmt, ...)
 {
     va_list ap;
-    snapshot();
+    lab_load_begin(&window);
     va_start(ap, fmt);
     printf("\n== %s: ", name);
     vprintf(fmt, ap);
@@ -108,7 +111,11 @@ void lab_verdict(const lab_result_t *r, lab_bound_t bound)
     double s = r->secs[LAB_SERIAL] / (r->secs[b] > 0 ? r->secs[b] : 1e-9);
     unsigned c = cores();
     const char *who = lab_mode_name[b];
-    double others = lab_others_cpus();
+    /* The busiest other load seen during a parallel run, else the window's. */
+    double others = 0;
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+        if (r->ran[m] && r->others[m] > others) others = r->others[m];
+    if (others == 0) others = lab_others_cpus();
     if (others >= 0.5 && s < 0.8 * c && (bound == LAB_BOUND_CPU || bound == LAB_BOUND_MEMORY)) {
         printf("  verdict: %s %.2fx on %u cores, but other programs kept %.1f of the %d CPUs busy during the "
                "run, so the cores were not free; run again on a quiet machine (or with --repeat).\n",

@@ -93,8 +93,10 @@ int lab_heavy(void)
     for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
         memset(h->partial, 0, sizeof h->partial);
-        for (h->pass = 0; h->pass < HEAVY_PASSES; h->pass++)
+        for (h->pass = 0; h->pass < HEAVY_PASSES; h->pass++) {
             r.secs[m] += lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, heavy_range, h, n, h->chunk, "heavy", NULL);
+            if (lab_last_others > r.others[m]) r.others[m] = lab_last_others;
+        }
         r.sum[m] = lab_fnv(h->partial, sizeof h->partial, 0);
         r.ran[m] = true;
     }
