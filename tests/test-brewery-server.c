@@ -17,10 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "support/run.h"
 
 #define SERVER ASYNC_OUT_DIR "/demos/brewery/brewery-server"
 #define CSV ASYNC_SRC_DIR "/../shared/data/openbrewerydb/breweries.csv"
@@ -48,6 +50,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* In a forked child before exec: if the test process dies (a failed
+ * cr_assert ends it at once), the kernel sends the server SIGTERM, so no
+ * server outlives its test. */
+static void child_setup(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
 /* Starts the server with `--port 0 --quiet` and the NULL-terminated extra
  * arguments, and reads its port.  Returns false if it printed no port. */
 static bool server_spawn(server_t *s, const char *first, va_list ap)
@@ -61,6 +71,7 @@ static bool server_spawn(server_t *s, const char *first, va_list ap)
     s->pid = fork();
     cr_assert_geq(s->pid, 0);
     if (s->pid == 0) {
+        child_setup();
         dup2(out[1], 1);
         execv(SERVER, (char *const *)argv);
         _exit(127);
@@ -244,6 +255,19 @@ static void check_lab_counts(const server_t *s)
         long m = meta_total(s, q);
         cr_expect_eq(m, lab[i].count, "%s by meta: %ld, want %ld", lab[i].query, m, lab[i].count);
     }
+}
+
+/* Criterion 2.4.1's runner (the parent process) loses a few 48-byte blocks
+ * allocated under criterion_run_all_tests when this file's tests run with
+ * --jobs 2, and LSan then fails the whole binary under SANITIZE=address.  With
+ * the default fast unwinder those stacks hold only libcriterion frames, so
+ * the suppression names the module.  It applies to this test binary only; the
+ * server, whose memory these tests are about, is a separate program that
+ * LSan (and valgrind, see docs/brewery-server.md) checks on its own. */
+const char *__lsan_default_suppressions(void);
+__attribute__((used)) const char *__lsan_default_suppressions(void)
+{
+    return "leak:libcriterion.so\n";
 }
 
 static bool have_csv(void)
@@ -566,7 +590,7 @@ Test(brewery_server, fault_stall_and_shutdown_while_held, .timeout = 30)
     /* The stalled connection is still held; SIGTERM must end the server promptly. */
     double t0 = now_s();
     server_stop(&s);
-    cr_expect_lt(now_s() - t0, 10.0, "shutdown waited for the stall");
+    cr_expect_lt(now_s() - t0, 10.0 * test_slack(), "shutdown waited for the stall");
 }
 
 Test(brewery_server, faults_deterministic_with_seed, .timeout = 30)
@@ -646,23 +670,18 @@ Test(brewery_server, latency_overlaps_across_connections, .timeout = 60)
     double secs = concurrent(&s, 50);
     /* Served one after another they would take 10 s; overlapped, ~0.2 s. */
     cr_expect_geq(secs, 0.2);
-    cr_expect_lt(secs, 5.0, "50 requests at 200 ms latency took %.2f s", secs);
+    cr_expect_lt(secs, 5.0 * test_slack(), "50 requests at 200 ms latency took %.2f s", secs);
     server_stop(&s);
 }
 
-Test(brewery_server, a_thousand_held_connections, .timeout = 60)
+Test(brewery_server, many_held_connections, .timeout = 60)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_max < 2200)
-        cr_skip_test("RLIMIT_NOFILE hard limit %lu", (unsigned long)rl.rlim_max);
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    /* 800 connections fit the usual soft limit of 1024 descriptors. */
     server_t s;
     server_start(&s, "--latency", "1000", NULL);
-    double secs = concurrent(&s, 1000);
+    double secs = concurrent(&s, 800);
     cr_expect_geq(secs, 1.0);
-    cr_expect_lt(secs, 20.0, "1000 requests at 1 s latency took %.2f s", secs);
+    cr_expect_lt(secs, 20.0 * test_slack(), "800 requests at 1 s latency took %.2f s", secs);
     server_stop(&s);
 }
 
@@ -698,6 +717,7 @@ static int run_on_csv(const char *text, char *err, size_t cap)
     cr_assert_eq(pipe2(ep, O_CLOEXEC), 0);
     s.pid = fork();
     if (s.pid == 0) {
+        child_setup();
         dup2(out[1], 1);
         dup2(ep[1], 2);
         execl(SERVER, SERVER, "--port", "0", "--quiet", "--data", path, (char *)NULL);
@@ -756,6 +776,21 @@ Test(brewery_server, multiline_quoted_field_is_fine_and_lines_still_count, .time
     int status = run_on_csv(text, err, sizeof err);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) != 0);
     cr_expect_not_null(strstr(err, "line 5"), "stderr: %s", err);
+}
+
+Test(brewery_server, broken_quote_and_duplicate_id, .timeout = 30)
+{
+    char text[2048], err[1024];
+    snprintf(text, sizeof text, "%sa1,One,micro,,,,Town,Ohio,1,United States,,,,\n"
+                                "a2,\"Two\"x,micro,,,,Town,Ohio,1,United States,,,,\n", header);
+    int status = run_on_csv(text, err, sizeof err);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    cr_expect_not_null(strstr(err, "line 3"), "stderr: %s", err);
+    snprintf(text, sizeof text, "%sa1,One,micro,,,,Town,Ohio,1,United States,,,,\n"
+                                "a1,Two,micro,,,,Town,Ohio,1,United States,,,,\n", header);
+    status = run_on_csv(text, err, sizeof err);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x", status);
+    cr_expect_not_null(strstr(err, "duplicate"), "stderr: %s", err);
 }
 
 Test(brewery_server, small_csv_serves_multiline_names, .timeout = 30)

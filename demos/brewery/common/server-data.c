@@ -35,6 +35,15 @@ static void fail(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* libcsv's own words for a strict-mode failure are vague. */
+static const char *csv_why(struct csv_parser *p)
+{
+    int e = csv_error(p);
+    return e == CSV_EPARSE ? "malformed quoting (a quote inside an unquoted field, text after "
+                             "a closing quote, or a quote never closed)"
+                           : csv_strerror(e);
+}
+
 static json_t *field_json(const char *s)
 {
     return s ? json_string(s) : json_null();
@@ -290,7 +299,7 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
     while (!L.failed && (len = getline(&buf, &cap, fp)) > 0) {
         L.line++;
         if (csv_parse(&p, buf, (size_t)len, on_field, on_row, &L) != (size_t)len && !L.failed) {
-            fail(err, errlen, "%s: line %zu: %s", path, L.line, csv_strerror(csv_error(&p)));
+            fail(err, errlen, "%s: line %zu: %s", path, L.line, csv_why(&p));
             L.failed = true;
         }
     }
@@ -299,7 +308,7 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
         L.failed = true;
     }
     if (!L.failed && csv_fini(&p, on_field, on_row, &L) != 0 && !L.failed) {
-        fail(err, errlen, "%s: line %zu: %s", path, L.row_line, csv_strerror(csv_error(&p)));
+        fail(err, errlen, "%s: line %zu: %s", path, L.row_line, csv_why(&p));
         L.failed = true;
     }
     if (!L.failed && !L.header_done) {
