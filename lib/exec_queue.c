@@ -3,7 +3,7 @@
  * wake-up system call per idle worker.
  *
  * Submitters push onto the inbox, a lock-free FIFO (one atomic exchange per
- * job or per batch).  A worker takes the mutex and pops the inbox directly
+ * job or per batch).  A worker takes the queue lock and pops the inbox directly
  * while every queued job has priority 0; once other priorities are queued it
  * sorts the inbox into priority buckets and pops the highest.  Buckets are
  * FIFO lists sorted by priority, highest first; priority 0 has a permanent
@@ -11,9 +11,9 @@
  * nothing here allocates.
  *
  * Waking: a worker that finds nothing spins for a few microseconds (only one
- * worker spins at a time) and then sleeps on the futex word `seq`.  A
- * submitter wakes a sleeper only if nobody spins and no wake-up is already on
- * its way (`waking`); every worker clears `waking` when it enters or leaves
+ * worker spins at a time, watching the word `kick` that a submitter sets for
+ * it) and then sleeps on the futex word `seq`.  A submitter wakes a sleeper
+ * only if nobody spins and no wake-up is already on its way (`waking`); every worker clears `waking` when it enters or leaves
  * the idle state, so a stale flag cannot strand work.  No wake-up is lost:
  * a worker increments `idle` (sequentially consistent) before its last look at
  * the queue's length, and a submitter counts its job in `submitted` before it
@@ -28,12 +28,17 @@
  * slip into a queue that has been stopped and drained. */
 #include <limits.h>
 #include <sched.h>
-#include "executor_priv.h"
+#include "exec_internal.h"
 #include "future_internal.h"
 
 
-/* How long an idle worker spins before it sleeps. */
-#define SPIN_NS ASYNC_USEC(20)
+/* How long an idle worker spins before it sleeps, and how many pauses it
+ * lets pass between looks at `kick`.  Looking less often lets a burst of
+ * submits pile up a little, so that the worker then takes several jobs while
+ * the submitter runs on undisturbed, instead of fighting over the queue's
+ * cache lines job by job; a lone job waits at most a microsecond or two. */
+#define SPIN_NS ASYNC_USEC(50)
+#define KICK_POLL 32
 
 void async__q_init(exec_priv_t *p)
 {
@@ -56,7 +61,28 @@ void async__q_destroy(exec_priv_t *p)
     pthread_mutex_destroy(&p->mu);
 }
 
-/* --- buckets (under mu) --------------------------------------------------- */
+/* The queue's own lock, held only for a pop: a spin lock costs one atomic
+ * exchange where a mutex costs two read-modify-writes; a holder that gets
+ * preempted makes the others yield, not burn their slice. */
+static void qlock(exec_priv_t *p)
+{
+    for (unsigned i = 0; atomic_exchange_explicit(&p->qlock, 1, memory_order_acquire); i++)
+        while (atomic_load_explicit(&p->qlock, memory_order_relaxed)) {
+            if (++i < 64) async__cpu_relax();
+            else sched_yield();
+        }
+}
+
+static void qunlock(exec_priv_t *p) { atomic_store_explicit(&p->qlock, 0, memory_order_release); }
+
+static void room_signal(exec_priv_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_signal(&p->room);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* --- buckets (under qlock) ------------------------------------------------- */
 
 static void bucket_push(exec_priv_t *p, async__job_t *job)
 {
@@ -98,7 +124,7 @@ static async__job_t *bucket_pop(exec_priv_t *p)
 
 /* The inbox is Vyukov's intrusive multi-producer, single-consumer queue:
  * a producer swaps itself in as the head and then links the old head to
- * itself; the consumer (whoever holds mu) pops from the tail.  A pop sees
+ * itself; the consumer (whoever holds qlock) pops from the tail.  A pop sees
  * nothing in the instant between a producer's two steps; the job is counted
  * in `queued` all along, so the worker just looks again. */
 static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
@@ -131,7 +157,17 @@ static async__job_t *inbox_pop(exec_priv_t *p)
     return NULL;
 }
 
-/* Under mu: the next job in priority order.  While only priority 0 is in use
+/* Under qlock: whether another job is visibly queued. */
+static bool more_locked(exec_priv_t *p)
+{
+    for (async__bucket_t *b = p->buckets; b; b = b->next)
+        if (b->head) return true;
+    async__job_t *tail = p->in_tail;
+    async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
+    return tail != &p->in_stub || next != NULL;
+}
+
+/* Under qlock: the next job in priority order.  While only priority 0 is in use
  * the inbox is popped directly; otherwise it is first sorted into buckets. */
 static async__job_t *pop_any(exec_priv_t *p)
 {
@@ -148,7 +184,11 @@ static async__job_t *pop_any(exec_priv_t *p)
 static void wake(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
-    if (jobs <= spin || atomic_load(&p->idle) == 0) return;
+    if (spin) { /* the spinner watches `kick` alone, so polling costs submitters nothing */
+        if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
+        if (jobs <= spin) return;
+    }
+    if (atomic_load(&p->idle) == 0) return;
     if (jobs - spin == 1) {
         unsigned expect = 0;
         if (!atomic_compare_exchange_strong(&p->waking, &expect, 1)) return;
@@ -236,35 +276,37 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
 int async__q_take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
             /* Only mu's holder writes taken: no read-modify-write needed. */
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + 1);
-            size_t left = async__q_len(p);
-            if (atomic_load(&p->room_waiters)) pthread_cond_signal(&p->room);
-            pthread_mutex_unlock(&p->mu);
-            if (left) wake(p, 1); /* more work than this worker: hand on a wake-up */
+            /* More work than this worker?  Look at the queue's own links
+             * rather than `submitted`, whose line submitters keep writing. */
+            bool more = more_locked(p);
+            qunlock(p);
+            if (atomic_load(&p->room_waiters)) room_signal(p);
+            if (more) wake(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;
         }
         bool stop = stopped(p) && !async__q_len(p);
-        pthread_mutex_unlock(&p->mu);
+        qunlock(p);
         if (stop) return ASYNC_ECLOSED;
 
         if (atomic_load(&p->spinning) == 0) {
             atomic_fetch_add(&p->spinning, 1);
+            bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
             int64_t until = async_now() + SPIN_NS;
-            bool found = false;
-            /* Poll gently: every look at the counters pulls a cache line
-             * away from the submitters. */
-            for (unsigned i = 1;; i++) {
-                if (async__q_len(p) || stopped(p)) {
+            for (unsigned i = 1; !found; i++) {
+                async__cpu_relax();
+                if (i % KICK_POLL) continue;
+                if (atomic_load_explicit(&p->kick, memory_order_relaxed)) {
+                    atomic_store_explicit(&p->kick, 0, memory_order_relaxed);
                     found = true;
+                } else if (async_now() >= until) {
                     break;
                 }
-                for (int k = 0; k < 8; k++) async__cpu_relax();
-                if (!(i & 15) && async_now() >= until) break;
             }
             atomic_fetch_sub(&p->spinning, 1);
             if (found) continue;
@@ -294,7 +336,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
      * uncounts it. */
     async__job_t *head = NULL, **tail = &head;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        qlock(p);
         if (drain) {
             async__job_t *job;
             size_t n = 0;
@@ -306,6 +348,8 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
         }
         *tail = NULL;
+        qunlock(p);
+        pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->room);
         pthread_mutex_unlock(&p->mu);
         if (!drain || !async__q_len(p)) break;

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "executor_priv.h"
+#include "exec_internal.h"
 #include "future_internal.h"
 
 static _Thread_local async_executor_t *tls_worker_of;
@@ -305,13 +305,16 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     if (!ex || !j || !j->fn || !out || (!j->in && j->in_size)) return ASYNC_EINVAL;
     size_t in_copy = j->borrow_input ? 0 : j->in_size;
     if (in_copy > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
-    size_t extra = ALIGN_UP(sizeof(async__job_t)) + ALIGN_UP(in_copy) + j->out_size;
+    /* Input and output go in the job's `small` area when they fit, else
+     * after the job. */
+    size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
+    bool small = need <= sizeof(((async__job_t *)0)->small);
+    size_t extra = sizeof(async__job_t) + (small ? 0 : ALIGN_UP(in_room) + j->out_size);
     async_future_t *f = async__future_alloc_pooled(ex->priv->futures, extra);
     if (!f) return ASYNC_ENOMEM;
-    char *base = (char *)f->extra;
-    async__job_t *job = (async__job_t *)base;
-    char *in = base + ALIGN_UP(sizeof(async__job_t));
-    char *outbuf = in + ALIGN_UP(in_copy);
+    async__job_t *job = (async__job_t *)f->extra;
+    char *in = small ? (char *)job->small : (char *)(job + 1);
+    char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
     if (in_copy) memcpy(in, j->in, in_copy);
     job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
                                 j->out_size ? outbuf : NULL, j->out_size, 1};
@@ -319,7 +322,6 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     job->priority = j->priority;
     job->deadline = j->deadline > 0 ? j->deadline : ASYNC_FOREVER;
     job->var_ok = true;
-    job->next = NULL;
     job->kind = JOB_SUBMIT;
     job->owner = f;
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed); /* the caller's and the executor's */

@@ -94,13 +94,18 @@ typedef struct async__job {
     /* for backends to read; never write them */
     int64_t deadline;  /* ASYNC_FOREVER when none */
     size_t first;      /* index of row 0 in its map (0 for a submit) */
+    /* private to executor.c */
+    void *owner;
+    /* for backends to read */
     int priority;
     bool var_ok;       /* async_work_output may grow past rows.out_size */
     /* private to executor.c */
-    unsigned kind;
-    void *owner;
+    unsigned char kind;
+    /* A small submit's input and output live here, on the job's second
+     * cache line, so that queueing it touches three lines in all. */
+    _Alignas(16) unsigned char small[32];
     struct async__job *next;
-    async__bucket_t bucket;
+    async__bucket_t bucket; /* only when it heads a priority's bucket */
 } async__job_t;
 
 typedef struct async__backend_ops {

@@ -58,6 +58,19 @@ struct async__fpool {
     bool closed;         /* the owner is gone: the last future frees the pool */
 };
 
+/* Pool blocks start on a cache line (the hot header is exactly one line);
+ * the pointer to free sits just before the block. */
+static void *block_alloc(size_t size)
+{
+    char *raw = async__malloc(size + 64 + sizeof(void *));
+    if (!raw) return NULL;
+    char *blk = (char *)(((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63);
+    ((void **)blk)[-1] = raw;
+    return blk;
+}
+
+static void block_free(void *blk) { async__free(((void **)blk)[-1]); }
+
 static void fpool_lock(async__fpool_t *p)
 {
     while (atomic_exchange_explicit(&p->busy, true, memory_order_acquire))
@@ -95,7 +108,7 @@ void async__fpool_close(async__fpool_t *p)
     fpool_unlock(p);
     while (list) {
         void *next = *(void **)list;
-        async__free(list);
+        block_free(list);
         list = next;
     }
     if (last) async__free(p);
@@ -112,7 +125,7 @@ async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
     }
     p->outstanding++;
     fpool_unlock(p);
-    if (!blk && !(blk = async__malloc(p->block))) {
+    if (!blk && !(blk = block_alloc(p->block))) {
         fpool_lock(p);
         p->outstanding--; /* not closed: its owner is allocating */
         fpool_unlock(p);
@@ -138,7 +151,7 @@ static void release_memory(async_future_t *f)
     }
     bool last = --p->outstanding == 0 && p->closed;
     fpool_unlock(p);
-    if (!keep) async__free(f);
+    if (!keep) block_free(f);
     if (last) async__free(p);
 }
 

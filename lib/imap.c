@@ -12,7 +12,7 @@
  * to have finished. */
 #include <stdio.h>
 #include <string.h>
-#include "executor_priv.h"
+#include "exec_internal.h"
 
 typedef struct chunk {
     async__job_t job;

@@ -820,3 +820,56 @@ Test(exec_threads_only, out_of_memory_paths, .timeout = 10)
     test_alloc_fail_after(-1);
     async_executor_free(ex);
 }
+
+Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *gate = submit_nap(ex, 30, 0, 0);
+    cr_expect_eq(async_future_set_result(gate, NULL, 0), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_error(gate, ASYNC_EIO, "x"), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_running(gate), ASYNC_EPERM);
+    cr_expect_eq(async_future_wait(gate), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
+/* Shrinks its result to 3 bytes of the 16 it was given. */
+static int shrink(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    char *buf = async_work_output(3);
+    if (!buf) return ASYNC_ENOMEM;
+    memcpy(buf, "abc", 3);
+    return 0;
+}
+
+static int shutdown_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size;
+    int r = async_executor_shutdown(ctx, true, false);
+    memcpy(out, &r, sizeof r);
+    return 0;
+}
+
+Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_job_t job = {.fn = shrink, .out_size = 16};
+    char out[16] = {0};
+    size_t len = 0;
+    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL), 0);
+    cr_expect_eq(len, 3);
+    cr_expect_eq(memcmp(out, "abc", 3), 0);
+    cr_expect_eq(async_work_worker(), -1, "outside a work function");
+    cr_expect_null(async_work_output(4));
+    cr_expect_eq(async_work_deadline(), ASYNC_FOREVER);
+    /* A worker asking to wait for its own pool gets EINVAL (the pool still
+     * shuts down). */
+    int r = 1;
+    job = (async_job_t){.fn = shutdown_self, .out_size = sizeof r, .ctx = ex};
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL), 0);
+    cr_expect_eq(r, ASYNC_EINVAL);
+    async_future_t *f;
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
+    async_executor_free(ex);
+}

@@ -135,7 +135,12 @@ ASYNC_API int async_executor_terminate(async_executor_t *ex);
 
 /* Shuts down (cancel_pending, wait) if not done yet and frees the pool.
  * Futures the caller still holds stay valid, and all are final.  NULL is
- * ignored.  Must not be called from one of the pool's workers. */
+ * ignored.  Must not be called from one of the pool's workers.
+ *
+ * Memory: the executor reuses the memory of freed futures of small jobs
+ * (input plus output up to about 80 bytes) for later submits, keeping up to
+ * 250,000 of them (about 100 MB) as long as it lives; all of it is released
+ * here. */
 ASYNC_API void async_executor_free(async_executor_t *ex);
 
 /* Memory every worker sees at the same address, for large inputs that a map

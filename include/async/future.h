@@ -64,7 +64,11 @@ ASYNC_API void async_future_ref(async_future_t *f);
  * NULL is ignored.  Never blocks and never cancels the work. */
 ASYNC_API void async_future_free(async_future_t *f);
 
-/* PENDING -> RUNNING: from then on async_future_cancel fails.
+/* The three calls below are for futures made by async_future_new; on a
+ * future an executor returned they fail with ASYNC_EPERM (its worker alone
+ * finishes it).
+ *
+ * PENDING -> RUNNING: from then on async_future_cancel fails.
  * Errors: ASYNC_ECANCELED (it was cancelled: do not run the work),
  * ASYNC_EALREADY (already running), ASYNC_EDONE (already final). */
 ASYNC_API int async_future_set_running(async_future_t *f);

@@ -16,7 +16,7 @@
 #include <async/future.h>
 #include <async/executor.h>
 
-#define REPS 3
+#define REPS 5
 
 static double best(double a, double b) { return a < b ? a : b; }
 
@@ -161,40 +161,41 @@ static double map_howmany(async_executor_t *ex, const row_t *rows, int *out, lon
 
 /* The lab's CPU-bound function.  n comes from the command line or the input
  * bytes at run time, so the compiler cannot replace the loop by a formula. */
-static __attribute__((noinline)) int64_t sum_squares(int64_t n)
+static __attribute__((noinline)) uint64_t sum_squares(uint64_t n)
 {
-    int64_t s = 0;
-    for (int64_t i = 0; i < n; i++) s += i * i;
+    uint64_t s = 0;
+    for (uint64_t i = 0; i < n; i++) s += i * i;
     return s;
 }
 
 static int squares_work(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
     (void)in_size, (void)out_size, (void)ctx;
-    int64_t n;
+    uint64_t n;
     memcpy(&n, in, sizeof n);
-    int64_t s = sum_squares(n);
+    uint64_t s = sum_squares(n);
     memcpy(out, &s, sizeof s);
     return 0;
 }
 
-static double serial_squares(const int64_t *ns, int k, int64_t *check)
+static double serial_squares(const uint64_t *ns, int k, uint64_t *check)
 {
-    int64_t t0 = async_now(), c = 0;
+    int64_t t0 = async_now();
+    uint64_t c = 0;
     for (int i = 0; i < k; i++) c += sum_squares(ns[i]);
     *check = c;
     return (double)(async_now() - t0) / 1e9;
 }
 
-static double map_squares(async_executor_t *ex, const int64_t *ns, int k, int64_t *check)
+static double map_squares(async_executor_t *ex, const uint64_t *ns, int k, uint64_t *check)
 {
-    int64_t out[16];
-    async_map_t m = {.fn = squares_work, .in = ns, .in_size = sizeof(int64_t), .out = out,
-                     .out_size = sizeof(int64_t), .n = (size_t)k, .chunksize = 1};
+    uint64_t out[16];
+    async_map_t m = {.fn = squares_work, .in = ns, .in_size = sizeof(uint64_t), .out = out,
+                     .out_size = sizeof(uint64_t), .n = (size_t)k, .chunksize = 1};
     int64_t t0 = async_now();
     if (async_executor_map(ex, &m, NULL)) abort();
     double dt = (double)(async_now() - t0) / 1e9;
-    int64_t c = 0;
+    uint64_t c = 0;
     for (int i = 0; i < k; i++) c += out[i];
     *check = c;
     return dt;
@@ -247,8 +248,12 @@ int main(int argc, char **argv)
 {
     /* libuv sizes its pool once, from the environment, on first use. */
     setenv("UV_THREADPOOL_SIZE", "2", 1);
-    int64_t squares_n = argc > 1 ? atoll(argv[1]) : 1000000;
+    uint64_t squares_n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
     peer_run();
+    double load[1] = {0};
+    if (getloadavg(load, 1) == 1)
+        printf("machine load average at start (2 cores; others' jobs skew parallel figures): %.2f\n",
+               load[0]);
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -273,6 +278,8 @@ int main(int argc, char **argv)
     printf("round trip, libuv uv_queue_work + uv_run: %.2f us\n", uv / 1e3);
     printf("round trip, Python ThreadPoolExecutor submit + result: %.2f us\n", peer("tpe_round_trip_us"));
     uv_loop_close(&loop);
+    async_executor_free(ex);
+    ex = pool(2);
 
     /* howmany_within_range over 1,000,000 rows of 5 ints in [0, 10). */
     row_t *rows = malloc(ROWS * sizeof *rows);
@@ -282,7 +289,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < 5; k++) rows[i].v[k] = rand() % 10;
     long t_serial = 0, t_map = 0;
     double s = 1e9, m = 1e9;
-    for (int r = 0; r < 5; r++) {
+    for (int r = 0; r < 2 * REPS; r++) {
         s = best(s, serial_howmany(rows, out, &t_serial));
         m = best(m, map_howmany(ex, rows, out, &t_map));
     }
@@ -298,7 +305,7 @@ int main(int argc, char **argv)
     free(out);
 
     /* Sum of squares, 8 tasks of n (default 1,000,000, read at run time). */
-    int64_t ns[8], c_serial = 0, c_map = 0;
+    uint64_t ns[8], c_serial = 0, c_map = 0;
     for (int i = 0; i < 8; i++) ns[i] = squares_n;
     s = m = 1e9;
     for (int r = 0; r < REPS; r++) {
@@ -306,10 +313,10 @@ int main(int argc, char **argv)
         m = best(m, map_squares(ex, ns, 8, &c_map));
     }
     /* A folded loop would not grow with n: time 10x the work once to check. */
-    int64_t big[8], c_big;
+    uint64_t big[8], c_big;
     for (int i = 0; i < 8; i++) big[i] = squares_n * 10;
     double s10 = serial_squares(big, 8, &c_big);
-    if (c_serial != c_map) printf("sum of squares: RESULTS DIFFER\n");
+    if (c_serial != c_map || c_big == c_serial) printf("sum of squares: RESULTS DIFFER\n");
     printf("sum of squares, 8 x n=%lld, serial C: %.2f ms\n", (long long)squares_n, s * 1e3);
     printf("sum of squares, 8 x n=%lld, map on 2 threads: %.2f ms\n", (long long)squares_n, m * 1e3);
     printf("sum of squares, speedup over serial C: %.2fx\n", s / m);

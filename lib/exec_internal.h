@@ -1,7 +1,7 @@
 /* Executor internals shared by executor.c, exec_queue.c and imap.c only
  * (backends use executor_internal.h).  PRIVATE: never installed. */
-#ifndef ASYNC_EXECUTOR_PRIV_H
-#define ASYNC_EXECUTOR_PRIV_H
+#ifndef ASYNC_EXEC_INTERNAL_H
+#define ASYNC_EXEC_INTERNAL_H
 
 #include "executor_internal.h"
 
@@ -12,12 +12,13 @@ enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
  * writing to the same line. */
 typedef struct async__exec_priv {
     /* Written by submitters (exec_queue.c explains the protocol). */
-    _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
     _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
+    char pad0[64];
+    _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     char pad1[64];
-    /* Written by workers, mostly under mu. */
-    pthread_mutex_t mu;
+    /* Written by workers, under qlock. */
+    _Atomic unsigned char qlock;
     _Atomic size_t taken;            /* jobs ever popped or drained */
     async__job_t *in_tail;           /* the consumer pops the inbox's tail */
     async__bucket_t zero;            /* priority 0, always in the list */
@@ -30,11 +31,14 @@ typedef struct async__exec_priv {
     _Atomic unsigned waking;         /* a wake-up is on its way to an idle worker */
     _Atomic unsigned seq;            /* futex word idle workers sleep on */
     char pad3[64];
+    _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
+    char pad4[64];
     /* Rarely written. */
     _Atomic bool closed;
     _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
     _Atomic unsigned room_waiters;
-    pthread_cond_t room;             /* submitters wait here (with mu) while full */
+    pthread_mutex_t mu;              /* for `room` */
+    pthread_cond_t room;             /* submitters wait here while full */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     bool joined;
