@@ -29,7 +29,7 @@ static unsigned pow2_at_least(unsigned n)
 
 /* Power-of-two blocks with a 16-byte header {magic|class, next-free};
  * returns the offset of the usable bytes, or 0 when full.  Big freed blocks
- * give their pages back to the kernel, so they read as zeros when reused. */
+ * (16 MiB and more) give their pages back to the kernel. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
 {
     size_t need = n + 16;
@@ -64,9 +64,12 @@ void async__pp_heap_free(async__procpool_t *p, uint64_t uoff)
     uint64_t *hdr = (uint64_t *)(base + off);
     assert(hdr[0] >> 32 == HDR_MAGIC);
     unsigned k = (unsigned)(hdr[0] & 0xff);
-    if (k >= 16) {
+    if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
         size_t pg = 4096;
-        uintptr_t from = round_up((uintptr_t)(hdr + 2), pg), to = (uintptr_t)hdr + ((size_t)1 << k);
+        /* Whole pages inside the block only: madvise rounds the length up,
+         * and the next block's header may share the last page. */
+        uintptr_t from = round_up((uintptr_t)(hdr + 2), pg);
+        uintptr_t to = ((uintptr_t)hdr + ((size_t)1 << k)) / pg * pg;
         if (to > from) madvise((void *)from, to - from, MADV_REMOVE);
     }
     hdr[1] = p->free_list[k];
@@ -323,7 +326,13 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
                     .call = (uint64_t)(uintptr_t)o->call, .init = (uint64_t)(uintptr_t)o->init,
                     .init_arg = (uint64_t)(uintptr_t)o->init_arg,
                     .max_tasks = o->max_tasks_per_worker,
-                    .idle_spin_ns = o->idle_spin_ns < 0 ? 50000 : o->idle_spin_ns};
+                    .idle_spin_ns = o->idle_spin_ns};
+    if (h->idle_spin_ns < 0) {
+        /* Idle workers spinning on a machine they already fill would only
+         * take the CPU from the threads that feed them. */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        h->idle_spin_ns = (long)nworkers >= cpus ? 0 : 20000;
+    }
     p->h = h;
     p->heap_top = heap_off;
     return 0;

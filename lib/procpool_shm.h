@@ -99,6 +99,7 @@ typedef struct pp_shm {
     _Atomic uint32_t sleepers;
     _Atomic uint32_t sup_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sup_waiting;
+    _Atomic uint32_t srv_seq;  /* bumped by the fork server after each message */
 } pp_shm_t;
 
 static inline pp_slot_t *pp_slots(pp_shm_t *h) { return (pp_slot_t *)((char *)h + h->slots_off); }

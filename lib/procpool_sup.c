@@ -15,6 +15,9 @@
 #include <sys/wait.h>
 #include "procpool_int.h"
 
+/* After delivering something the supervisor polls this long before it
+ * sleeps: completions of small jobs come in streams, and waking a sleeping
+ * thread costs several microseconds (tens on a virtual machine). */
 #define SUP_SPIN_NS 20000
 #define RETRY_NS ASYNC_MSEC(100)
 #define IDLE_CHECK_NS ASYNC_MSEC(250)
@@ -443,10 +446,20 @@ static void *supervise(void *arg)
     pthread_mutex_lock(&p->mu);
     for (unsigned w = 0; w < p->nworkers; w++) spawn(p, w);
     pthread_mutex_unlock(&p->mu);
-    int64_t spin_until = 0;
+    int64_t spin_until = 0, check_at = 0;
+    uint32_t last_srv = 0;
     for (;;) {
         uint32_t seq = atomic_load(&h->sup_seq);
-        bool progress = read_server(p);
+        /* The socket only when the server said something, or now and then
+         * to notice a server killed from outside: a system call per turn
+         * would be most of the cost of a small job. */
+        uint32_t srv = atomic_load(&h->srv_seq);
+        bool progress = false;
+        if (srv != last_srv || async_now() >= check_at) {
+            last_srv = srv;
+            check_at = async_now() + IDLE_CHECK_NS;
+            progress = read_server(p);
+        }
         for (unsigned w = 0; w < p->nworkers; w++) progress |= reap_worker(p, w);
         int64_t now = async_now();
         pthread_mutex_lock(&p->mu);

@@ -241,6 +241,7 @@ static void tell(pp_shm_t *h, int sock, uint32_t type, uint32_t w, int32_t pid, 
 {
     pp_msg_t m = {type, w, pid, value};
     while (send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    atomic_fetch_add(&h->srv_seq, 1);
     /* Unconditional bump, so that a supervisor about to sleep sees it. */
     atomic_fetch_add(&h->sup_seq, 1);
     pp_wake_supervisor(h);

@@ -10,20 +10,22 @@
  * that already live in the pool's shared memory (async_executor_shm_alloc)
  * are passed by address: a map over them copies nothing per row.
  *
- * How many jobs are taken: as many as there are workers, so that priorities,
- * cancellation and the queue bound behave as on the thread backend.  When
- * the queue is deep (a burst of small jobs) the feeder moves up to PREFETCH
- * more into shared memory ahead of time, as ProcessPoolExecutor does with its
- * call queue; those count as running (they can no longer be cancelled) and
- * keep the workers from waiting on the feeder between jobs. */
+ * How many jobs are taken: one per worker, so that priorities, cancellation
+ * and the queue bound behave as on the thread backend, plus, when recent jobs
+ * were short, enough to keep each worker busy for about 2 ms (at most
+ * PREFETCH), as ProcessPoolExecutor keeps a call queue: those count as
+ * running (they can no longer be cancelled or overtaken by a higher
+ * priority), and they spare the workers a round trip through the feeder
+ * between small jobs.  Until a job has finished nothing is prefetched, and
+ * jobs of 2 ms or more are never prefetched. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
 #include "procpool.h"
 
-#define DEEP 32       /* queued jobs from which the feeder prefetches */
-#define PREFETCH 512  /* jobs taken beyond one per worker, then */
+#define PREFETCH 512            /* most jobs taken beyond one per worker */
+#define PREFETCH_NS 2000000.0   /* of work per worker, by the recent job time */
 #define RESULT_AREA (4u << 20)
 
 typedef struct procs {
@@ -34,6 +36,7 @@ typedef struct procs {
     pthread_mutex_t mu;
     pthread_cond_t room;
     unsigned inflight;     /* taken and not finished */
+    double avg_ns;         /* recent jobs' run time in the worker (0: none yet) */
     unsigned wake_at;      /* the feeder waits until inflight <= wake_at */
     bool feeder_waiting;
 } procs_t;
@@ -54,6 +57,7 @@ typedef struct res {
     int32_t err;
     uint32_t msg_len;
     uint64_t failed_row, result_size, var_size;
+    int64_t ns;            /* the rows' run time */
 } res_t;
 
 /* --- in the worker process ------------------------------------------------ */
@@ -80,6 +84,7 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
         .out_size = h.out_size, .count = h.count,
     };
     async__outcome_t oc;
+    int64_t t0 = async_now();
     async__rows_run(&rows, (unsigned)async__procpool_self(), h.deadline, h.var_ok, grow, out,
                     h.max_result, &oc);
     if (!oc.var_out && async__procout_data(out) != base) {
@@ -89,7 +94,7 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
     }
     size_t used = sizeof(res_t) + (oc.var_out ? oc.var_size : rows_bytes);
     res_t r = {.err = oc.err, .failed_row = oc.failed_row, .result_size = oc.result_size,
-               .var_size = oc.var_out ? oc.var_size : 0};
+               .var_size = oc.var_out ? oc.var_size : 0, .ns = async_now() - t0};
     if (oc.err && oc.msg[0]) {
         size_t n = strnlen(oc.msg, sizeof oc.msg - 1);
         if (async__procout_set_size(out, used + n) == 0) {
@@ -113,10 +118,11 @@ static int run_init(void *arg, char *msg, size_t cap)
 
 /* --- in the parent ---------------------------------------------------------- */
 
-static void job_ended(procs_t *s)
+static void job_ended(procs_t *s, int64_t ns)
 {
     pthread_mutex_lock(&s->mu);
     s->inflight--;
+    if (ns >= 0) s->avg_ns = s->avg_ns ? s->avg_ns * 0.875 + ns * 0.125 : ns;
     if (s->feeder_waiting && s->inflight <= s->wake_at) pthread_cond_signal(&s->room);
     pthread_mutex_unlock(&s->mu);
 }
@@ -126,7 +132,7 @@ static void finish_err(procs_t *s, async__job_t *job, int err, const char *msg)
     async__outcome_t oc = {.err = err};
     snprintf(oc.msg, sizeof oc.msg, "%s", msg ? msg : async_strerror(err));
     async__exec_finish(s->ex, job, &oc);
-    job_ended(s);
+    job_ended(s, -1);
 }
 
 static void on_done(void *user, void *arg, int err, const char *msg, const void *out,
@@ -159,7 +165,7 @@ static void on_done(void *user, void *arg, int err, const char *msg, const void 
         oc.msg[n] = '\0';
     }
     async__exec_finish(s->ex, job, &oc);
-    job_ended(s);
+    job_ended(s, r.ns);
 }
 
 static void submit_job(procs_t *s, async__job_t *job)
@@ -200,11 +206,11 @@ static void *feeder(void *arg)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (;;) {
-            bool deep = s->inflight >= workers && async_executor_queued(ex) >= DEEP;
-            unsigned cap = deep ? workers + PREFETCH : workers;
-            if (s->inflight < cap) break;
+            double extra = s->avg_ns > 0 ? workers * PREFETCH_NS / s->avg_ns : 0;
+            unsigned ahead = extra > PREFETCH ? PREFETCH : (unsigned)extra;
+            if (s->inflight < workers + ahead) break;
             /* Refill in batches when prefetching, at once otherwise. */
-            s->wake_at = deep ? workers + PREFETCH / 2 : workers - 1;
+            s->wake_at = ahead > 1 ? workers + ahead / 2 : workers + ahead - 1;
             s->feeder_waiting = true;
             pthread_cond_wait(&s->room, &s->mu);
             s->feeder_waiting = false;
