@@ -424,6 +424,20 @@ Test(lab, fork_fallback_agrees, .timeout = 60)
     run_free(&r);
 }
 
+Test(lab, heavy_scalar_math_agrees, .timeout = 60)
+{
+    setenv("LAB_SCALAR_MATH", "1", 1);
+    run_t r = lab("heavy", "--scale", "0.01", "--soln", "soln.json");
+    unsetenv("LAB_SCALAR_MATH");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
+    json_t *s = load_soln();
+    json_t *w = check_modes(s, "heavy");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    json_decref(s);
+    run_free(&r);
+}
+
 Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)
 {
     static const char *names[] = {"factors", "sumsq", "heavy", "busywork", "chunks"};
