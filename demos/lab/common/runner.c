@@ -19,7 +19,6 @@
  * reaches end-of-file when the last worker exits, redrawing the bar from a
  * shared counter meanwhile. */
 #include <poll.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +72,7 @@ typedef struct job {
     lab_range_fn fn;
     void *ctx;
     size_t n, chunk, nchunks;
-    async_progress_t *bar;  /* threads only: workers add to it directly */
+    async_progress_t *bar;  /* serial only: the loop adds to it directly */
 } job_t;
 
 static void work(job_t *j)
