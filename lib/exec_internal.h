@@ -37,6 +37,7 @@ typedef struct async__exec_priv {
     _Atomic bool closed;
     _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
     _Atomic unsigned room_waiters;
+    bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
@@ -68,8 +69,9 @@ typedef struct map_state {
 /* exec_queue.c */
 void async__q_init(exec_priv_t *p);
 void async__q_destroy(exec_priv_t *p);
-/* Queues jobs[0..n), a list linked through next, as one batch: waits (unless
- * try_only) for room for the first; a batch may overfill the bound.
+/* Queues jobs[0..n), a list linked through next, as one batch (one atomic
+ * exchange, one wake-up round): waits (unless try_only) for room for the
+ * first; a batch may overfill the bound.
  * Errors: ASYNC_ECLOSED, ASYNC_EINIT (broken), ASYNC_EAGAIN (try_only and
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,

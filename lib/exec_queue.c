@@ -261,11 +261,13 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
         return r;
     }
     async__job_t *last = jobs;
+    size_t prio = jobs->priority != 0;
     for (size_t i = 1; i < n; i++) {
         atomic_store_explicit(&last->qnext, last->next, memory_order_relaxed);
         last = last->next;
+        prio += last->priority != 0;
     }
-    if (jobs->priority) atomic_fetch_add(&p->prio_jobs, n);
+    if (prio) atomic_fetch_add(&p->prio_jobs, prio);
     inbox_push(p, jobs, last);
     wake(p, n);
     return 0;
@@ -279,13 +281,20 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
-            /* Only mu's holder writes taken: no read-modify-write needed. */
-            atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + 1);
+            /* Only qlock's holder writes taken: no read-modify-write needed. */
+            atomic_store_explicit(&p->taken,
+                                  atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
+                                  memory_order_release);
             /* More work than this worker?  Look at the queue's own links
              * rather than `submitted`, whose line submitters keep writing. */
             bool more = more_locked(p);
             qunlock(p);
-            if (atomic_load(&p->room_waiters)) room_signal(p);
+            if (p->bounded) {
+                /* Order the store to taken before the look at room_waiters
+                 * (a submitter waiting for room does the opposite). */
+                atomic_thread_fence(memory_order_seq_cst);
+                if (atomic_load(&p->room_waiters)) room_signal(p);
+            }
             if (more) wake(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;

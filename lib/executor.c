@@ -17,7 +17,7 @@
 #include "exec_internal.h"
 #include "future_internal.h"
 
-static _Thread_local async_executor_t *tls_worker_of;
+static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
 unsigned async__cpu_count(void)
 {
@@ -208,6 +208,7 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
         return ASYNC_ENOMEM;
     }
     async__q_init(p);
+    p->bounded = o.max_queued != 0;
     pthread_mutex_init(&p->join_mu, NULL);
     int r = ops->start(ex);
     if (r) {
@@ -299,19 +300,25 @@ enum { BLOCK, TRY };
 
 #define ALIGN_UP(n) (((n) + 15) & ~(size_t)15)
 
-static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
-                  int64_t deadline)
+static int check_job(const async_job_t *j)
 {
-    if (!ex || !j || !j->fn || !out || (!j->in && j->in_size)) return ASYNC_EINVAL;
+    if (!j || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
+    if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
+    return 0;
+}
+
+/* A future with its job inside, two references (the caller's and the
+ * executor's), not queued yet. */
+static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
+{
     size_t in_copy = j->borrow_input ? 0 : j->in_size;
-    if (in_copy > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
     size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
     bool small = need <= sizeof(((async__job_t *)0)->small);
     size_t extra = sizeof(async__job_t) + (small ? 0 : ALIGN_UP(in_room) + j->out_size);
     async_future_t *f = async__future_alloc_pooled(ex->priv->futures, extra);
-    if (!f) return ASYNC_ENOMEM;
+    if (!f) return NULL;
     async__job_t *job = (async__job_t *)f->extra;
     char *in = small ? (char *)job->small : (char *)(job + 1);
     char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
@@ -324,16 +331,54 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
-    atomic_store_explicit(&f->refs, 2, memory_order_relaxed); /* the caller's and the executor's */
+    job->next = NULL;
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
-    int r = async__q_enqueue(ex, job, 1, how == TRY, deadline);
+    return f;
+}
+
+static void unmake(async_future_t *f)
+{
+    async_future_free(f);
+    async_future_free(f);
+}
+
+static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
+                  int64_t deadline)
+{
+    if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
+    async_future_t *f = make_job(ex, j);
+    if (!f) return ASYNC_ENOMEM;
+    int r = async__q_enqueue(ex, (async__job_t *)f->extra, 1, how == TRY, deadline);
     if (r) {
-        async_future_free(f);
-        async_future_free(f);
+        unmake(f);
         return r;
     }
     *out = f;
     return 0;
+}
+
+int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                async_future_t **out)
+{
+    if (!ex || (n && (!jobs || !out))) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (check_job(&jobs[i])) return ASYNC_EINVAL;
+    if (!n) return 0;
+    async__job_t *prev = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!(out[i] = make_job(ex, &jobs[i]))) {
+            while (i--) unmake(out[i]);
+            return ASYNC_ENOMEM;
+        }
+        async__job_t *job = (async__job_t *)out[i]->extra;
+        if (prev) prev->next = job;
+        prev = job;
+    }
+    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, ASYNC_FOREVER);
+    if (r)
+        for (size_t i = 0; i < n; i++) unmake(out[i]);
+    return r;
 }
 
 int async_executor_submit(async_executor_t *ex, const async_job_t *job, async_future_t **out)

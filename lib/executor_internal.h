@@ -18,8 +18,14 @@
  *              async__exec_finish(ex, job, &oc);
  *          }
  *
- *      A worker first runs the initializer with async__run_init; on failure
- *      it calls async__exec_broken and exits (or stays and takes nothing).
+ *      A process backend fills every field of oc from what its worker
+ *      reported (err, failed_row, msg, result_size, and var_out/var_size for
+ *      a variable result, which finish copies unless var_owned) and copies
+ *      the output rows (result_size bytes for a submit) into job->rows.out
+ *      before calling finish.  A worker first runs the initializer with
+ *      async__run_init; on failure it calls async__exec_broken and exits
+ *      (or stays and takes nothing).  If start() fails it must leave nothing
+ *      running (threads.c shows how: async_executor_shutdown, then join).
  *   2. async__exec_take blocks until a job is ready and hands it over already
  *      marked running (its future can no longer be cancelled), or returns
  *      ASYNC_ECLOSED when the pool is shut down and the worker must exit.

@@ -64,8 +64,9 @@ struct async_future {
     _Atomic unsigned refs;
     int err;
     _Atomic unsigned char lock;    /* guards `nodes`; critical sections are short */
-    unsigned char data_owned : 1, msg_owned : 1;
-    unsigned char exec_owned : 1;  /* an executor finishes it: async_future_set_* refuse */
+    bool exec_owned;               /* an executor finishes it: async_future_set_* refuse;
+                                      set before the future is shared, then only read */
+    unsigned char data_owned : 1, msg_owned : 1; /* written by the finisher only */
     unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
     void *data;
     size_t size;
@@ -103,6 +104,11 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
 
 /* PENDING -> RUNNING, as async_future_set_running without its check. */
 int async__future_start(async_future_t *f);
+
+/* Thread-locals of the executor's hot paths: the initial-exec model makes
+ * each access a single instruction instead of a call to __tls_get_addr, which
+ * -fPIC code would otherwise make. */
+#define ASYNC_TLS __attribute__((tls_model("initial-exec")))
 
 #if defined(__x86_64__) || defined(__i386__)
 #  define async__cpu_relax() __builtin_ia32_pause()

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
+#include "future_internal.h"
 
 typedef struct frame {
     unsigned worker;
@@ -23,7 +24,7 @@ typedef struct frame {
     async__outcome_t *oc;
 } frame_t;
 
-static _Thread_local frame_t *tls_frame;
+static _Thread_local frame_t *tls_frame ASYNC_TLS;
 
 static int norm(int code) { return code > 0 ? ASYNC_EWORK : code; }
 

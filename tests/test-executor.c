@@ -11,6 +11,7 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -160,6 +161,41 @@ CASE(submit_and_result, 20)
         cr_expect_eq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
         async_future_free(fs[i]);
     }
+    async_executor_free(ex);
+}
+
+CASE(submit_batch_mixed_priorities, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *gate = submit_nap(ex, 60, 0, 0);
+    enum { N = 50 };
+    int v[N][2];
+    async_job_t jobs[N];
+    for (int i = 0; i < N; i++) {
+        v[i][0] = 0;
+        v[i][1] = i;
+        jobs[i] = (async_job_t){.fn = nap, .in = v[i], .in_size = sizeof v[i],
+                                .out_size = sizeof(int), .priority = i == 40 ? 9 : 0};
+    }
+    async_future_t *fs[N];
+    cr_assert_eq(async_executor_submit_batch(ex, jobs, N, fs), 0);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, N, &it), 0);
+    size_t idx;
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 40, "the high-priority job of the batch ran first");
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 0, "then the others in order");
+    async_as_completed_free(it);
+    cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(result_int(fs[i]), i);
+        async_future_free(fs[i]);
+    }
+    jobs[3].fn = NULL;
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, N, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, 0, NULL), 0);
+    async_future_free(gate);
     async_executor_free(ex);
 }
 
@@ -391,6 +427,35 @@ CASE(imap_unordered_lazy_and_bounded, 20)
     async_executor_free(ex);
 }
 
+static int failing_source(void *arg, void *item)
+{
+    int *next = arg;
+    if (*next == 3) return ASYNC_EIO;
+    memcpy(item, next, sizeof *next);
+    ++*next;
+    return 0;
+}
+
+CASE(imap_source_error_ends_the_input, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int next = 0;
+    async_imap_t m = {.fn = picky, .source = failing_source, .source_arg = &next,
+                      .in_size = sizeof(int), .out_size = sizeof(int)};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+        cr_expect_eq(v, 2 * i);
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EIO, "the source's error, after its items");
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
 CASE(imap_item_errors_and_early_free, 20)
 {
     async_executor_t *ex = pool(backend, 2);
@@ -559,6 +624,12 @@ CASE(shutdown_while_busy, 20)
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_map_t m = {.fn = nothing, .n = 3};
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_ECLOSED);
+    success_calls = error_calls = 0;
+    f = NULL;
+    cr_expect_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f),
+                 ASYNC_ECLOSED);
+    cr_expect_null(f);
+    cr_expect_eq(success_calls + error_calls, 0, "a call that fails never calls back");
     cr_expect_eq(async_executor_shutdown(ex, true, false), 0, "again is fine");
     async_executor_free(ex);
 }
@@ -745,11 +816,13 @@ CASE(run_blocking_outside_tasks, 20)
 /* --- thread backend only ------------------------------------------------------ */
 
 static pthread_t cb_thread;
+static _Atomic bool cb_ran;
 static void record_thread(async_future_t *f, void *arg)
 {
     (void)f;
     (void)arg;
     cb_thread = pthread_self();
+    atomic_store(&cb_ran, true);
 }
 
 Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
@@ -757,10 +830,11 @@ Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
     async_future_t *gate = submit_nap(ex, 30, 0, 0);
     async_future_t *f = submit_nap(ex, 0, 1, 0);
-    cb_thread = pthread_self();
+    atomic_store(&cb_ran, false);
     cr_assert_eq(async_future_on_done(f, record_thread, NULL), 0);
     async_future_wait(f);
-    usleep(1000);
+    /* The state turns final before the callbacks run: wait for ours. */
+    while (!atomic_load(&cb_ran)) usleep(100);
     cr_expect_not(pthread_equal(cb_thread, pthread_self()), "ran on a worker thread");
     async_future_free(gate);
     async_future_free(f);

@@ -397,9 +397,9 @@ Test(future, await_timeout_then_late_completion)
 {
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    awaiter_t a = {fresh(), async_deadline_after(20 * MS), 1, false};
-    cr_assert_eq(async_task_spawn(loop, await_task, &a, NULL, NULL), 0);
     int64_t t0 = async_now();
+    awaiter_t a = {fresh(), t0 + 20 * MS, 1, false};
+    cr_assert_eq(async_task_spawn(loop, await_task, &a, NULL, NULL), 0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_expect_eq(a.rc, ASYNC_ETIMEDOUT);
     cr_expect_geq(async_now() - t0, 20 * MS);
@@ -477,4 +477,12 @@ Test(future, await_many_modes)
     pthread_join(tc, NULL);
     cr_expect_eq(async_loop_free(loop), 0);
     for (int i = 0; i < 3; i++) async_future_free(fs[i]);
+}
+
+Test(future, unfinished_future_with_callbacks_frees_them)
+{
+    async_future_t *f = fresh();
+    cr_assert_eq(async_future_on_done(f, log_cb, NULL), 0);
+    cr_assert_eq(async_future_on_done(f, log_cb, NULL), 0);
+    async_future_free(f); /* never finished: the callbacks never run, nothing leaks */
 }
