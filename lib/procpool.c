@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include "procpool_int.h"
+#include "procpool_parent_internal.h"
 
 #define HDR_MAGIC 0x68656170u /* "heap" */
 
@@ -104,8 +104,40 @@ bool async__procpool_owns(const async__procpool_t *p, const void *ptr)
 
 /* --- placing jobs in slots ------------------------------------------------------ */
 
+static void deadline_sift_down(pp_deadline_t *dl, size_t n, size_t i)
+{
+    pp_deadline_t x = dl[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && dl[c + 1].t < dl[c].t) c++;
+        if (dl[c].t >= x.t) break;
+        dl[i] = dl[c];
+        i = c;
+    }
+    dl[i] = x;
+}
+
+/* Removes entries of jobs that finished before their deadline; they are
+ * otherwise dropped only when their time comes. */
+static void deadline_compact(async__procpool_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->ndl; i++)
+        if (p->jobs[p->dl[i].idx].seq == p->dl[i].seq) p->dl[n++] = p->dl[i];
+    p->ndl = n;
+    for (size_t i = n / 2; i-- > 0;) deadline_sift_down(p->dl, n, i);
+}
+
+void async__pp_deadline_pop(async__procpool_t *p)
+{
+    p->dl[0] = p->dl[--p->ndl];
+    if (p->ndl) deadline_sift_down(p->dl, p->ndl, 0);
+}
+
 static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
 {
+    if (p->ndl == p->dl_cap && p->ndl >= 1024) deadline_compact(p);
     if (p->ndl == p->dl_cap) {
         size_t cap = p->dl_cap ? p->dl_cap * 2 : 64;
         pp_deadline_t *d = async__realloc(p->dl, cap * sizeof *d);
@@ -167,10 +199,13 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     return 0;
 }
 
-/* Wakes one sleeping worker, if any sleeps; after publishing. */
+/* Wakes n sleeping workers, if any sleep; after publishing.  One job is
+ * left to the spinning worker if there is one: it re-checks for work after
+ * it stops spinning and before it sleeps. */
 void async__pp_wake_workers(pp_shm_t *h, int n)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
+    if (n == 1 && atomic_load_explicit(&h->spinner, memory_order_relaxed)) return;
     if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
         atomic_fetch_add(&h->work_seq, 1);
         pp_futex_wake(&h->work_seq, n);
@@ -212,6 +247,7 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
         pj->job.in_len += job->in2_len;
         pj->job.in2 = NULL;
         pj->job.in2_len = 0;
+        if (job->deadline != ASYNC_FOREVER) p->pending_dl++;
         if (p->pending_tail) p->pending_tail->next = pj;
         else p->pending_head = pj;
         p->pending_tail = pj;
@@ -237,6 +273,7 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
         if (pj->seq != id) continue;
         *pp = pj->next;
         if (p->pending_tail == pj) p->pending_tail = prev;
+        async__pp_unpend(p, pj);
         pthread_mutex_unlock(&p->mu);
         pj->job.done(p->user, pj->job.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
         async__free(pj);
@@ -327,12 +364,10 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
                     .init_arg = (uint64_t)(uintptr_t)o->init_arg,
                     .max_tasks = o->max_tasks_per_worker,
                     .idle_spin_ns = o->idle_spin_ns};
-    if (h->idle_spin_ns < 0) {
-        /* Idle workers spinning on a machine they already fill would only
-         * take the CPU from the threads that feed them. */
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        h->idle_spin_ns = (long)nworkers >= cpus ? 0 : 20000;
-    }
+    /* No spinning by default: on a 2-CPU virtual machine a spinning worker
+     * made the one-at-a-time round trip slower (24 against 18 us) and the
+     * rest no faster; see docs/procs.md. */
+    if (h->idle_spin_ns < 0) h->idle_spin_ns = 0;
     p->h = h;
     p->heap_top = heap_off;
     return 0;
@@ -403,7 +438,13 @@ fail:
 /* Frees everything; the supervisor is stopped and workers are reaped. */
 void async__procpool_free_now(async__procpool_t *p)
 {
-    if (p->sock >= 0) close(p->sock); /* the fork server kills what is left and exits */
+    if (p->sock >= 0) {
+        /* Ask, rather than rely on the end of file: a child the application
+         * forked meanwhile may hold a copy of our end of the socket. */
+        pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
+        while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+        close(p->sock);
+    }
     if (p->server > 0) {
         while (waitpid(p->server, NULL, 0) < 0 && errno == EINTR) {}
     }

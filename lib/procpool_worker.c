@@ -11,7 +11,7 @@
  *
  * A worker asks the kernel to SIGKILL it if the fork server dies, runs the
  * initializer, then claims, runs and completes jobs through shared memory
- * (see procpool_shm.h) until it is retired or reaches max_tasks_per_worker.
+ * (see procpool_shm_internal.h) until it is retired or reaches max_tasks_per_worker.
  * Workers leave with _exit: the parent's atexit handlers and stdio buffers
  * are the parent's business. */
 #include <poll.h>
@@ -23,7 +23,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include "procpool_shm.h"
+#include "procpool_shm_internal.h"
 
 struct async__procout {
     pp_shm_t *h;
@@ -37,7 +37,7 @@ struct async__procout {
 
 static int self_index = -1;
 static sigset_t saved_mask;
-static struct sigaction saved_int;
+static struct sigaction saved_int, saved_chld;
 
 static int64_t now_ns(void)
 {
@@ -68,7 +68,7 @@ static char *res_alloc(async__procout_t *o, size_t n)
         if (head >= o->job_res_start) return NULL; /* only this job's bytes are left */
         uint32_t seq = atomic_load(&o->wr->res_seq);
         atomic_store(&o->wr->res_waiting, 1);
-        atomic_thread_fence(memory_order_seq_cst);
+        pp_fence();
         if (tail + need - atomic_load(&o->wr->res_head) > area)
             pp_futex_wait(&o->wr->res_seq, seq, 10000000);
         atomic_store(&o->wr->res_waiting, 0);
@@ -182,17 +182,26 @@ static bool has_work(pp_shm_t *h)
 
 /* Spins a little (a burst of submissions usually follows), then sleeps on
  * work_seq until the parent publishes or retires us. */
-static void idle(pp_shm_t *h, pp_worker_t *wr)
+static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
 {
-    int64_t until = now_ns() + h->idle_spin_ns;
-    for (unsigned i = 1;; i++) {
-        if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) return;
-        pp_cpu_relax();
-        if ((i & 63) == 0 && now_ns() >= until) break;
+    /* One idle worker at a time spins: it takes the next job without a
+     * wake-up, and the others leave the CPUs to the threads feeding them. */
+    uint32_t none = 0;
+    if (h->idle_spin_ns > 0 && atomic_compare_exchange_strong(&h->spinner, &none, w + 1)) {
+        int64_t until = now_ns() + h->idle_spin_ns;
+        for (unsigned i = 1;; i++) {
+            if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) {
+                atomic_store(&h->spinner, 0);
+                return;
+            }
+            pp_cpu_relax();
+            if ((i & 63) == 0 && now_ns() >= until) break;
+        }
+        atomic_store(&h->spinner, 0);
     }
     uint32_t seq = atomic_load(&h->work_seq);
     atomic_fetch_add(&h->sleepers, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (!has_work(h) && !atomic_load(&wr->retire)) pp_futex_wait(&h->work_seq, seq, -1);
     atomic_fetch_sub(&h->sleepers, 1);
 }
@@ -204,6 +213,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     prctl(PR_SET_NAME, "async-worker");
     self_index = (int)w;
     sigaction(SIGINT, &saved_int, NULL);
+    sigaction(SIGCHLD, &saved_chld, NULL);
     sigprocmask(SIG_SETMASK, &saved_mask, NULL);
     pp_worker_t *wr = &pp_workers(h)[w];
     if (h->init) {
@@ -229,7 +239,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             if (h->max_tasks && ++done >= h->max_tasks) break;
             continue;
         }
-        idle(h, wr);
+        idle(h, w, wr);
     }
     atomic_store(&wr->state, PP_W_EXITING);
     _exit(0);
@@ -262,6 +272,10 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
     /* Ctrl-C reaches the whole process group; the parent decides. */
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, &saved_int);
+    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
+     * workers before we learn how they died. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &saved_chld);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -289,8 +303,8 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
         }
         if (!fds[0].revents) continue;
         pp_msg_t m;
-        ssize_t n;
-        while ((n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+        ssize_t n = 1;
+        while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
             if (m.w >= h->nworkers) continue;
             if (m.type == PP_MSG_SPAWN) {
                 pid_t pid = fork();
@@ -303,9 +317,11 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
                 tell(h, sock, PP_MSG_SPAWNED, m.w, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
             } else if (m.type == PP_MSG_KILL) {
                 if (m.pid > 0 && atomic_load(&ws[m.w].pid) == m.pid) kill(m.pid, m.value);
+            } else if (m.type == PP_MSG_QUIT) {
+                quit = true;
             }
         }
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) quit = true;
+        if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
     }
     for (unsigned w = 0; w < h->nworkers; w++) {
         pid_t pid = atomic_load(&ws[w].pid);

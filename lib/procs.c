@@ -1,5 +1,5 @@
 /* The process backend of the executor (executor_internal.h) on the process
- * pool engine (procpool.h).
+ * pool engine (procpool_internal.h).
  *
  * One feeder thread takes jobs from the executor's queue and submits them to
  * the pool; the pool's supervisor thread finishes them.  A job crosses as a
@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
-#include "procpool.h"
+#include "procpool_internal.h"
 
 #define PREFETCH 512            /* most jobs taken beyond one per worker */
 #define PREFETCH_NS 2000000.0   /* of work per worker, by the recent job time */

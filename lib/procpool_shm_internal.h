@@ -24,8 +24,8 @@
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
  *   only if a waiter announced itself. */
-#ifndef ASYNC_PROCPOOL_SHM_H
-#define ASYNC_PROCPOOL_SHM_H
+#ifndef ASYNC_PROCPOOL_SHM_INTERNAL_H
+#define ASYNC_PROCPOOL_SHM_INTERNAL_H
 
 #include <linux/futex.h>
 #include <stdatomic.h>
@@ -33,7 +33,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include "procpool.h"
+#include "procpool_internal.h"
 
 #define PP_MAGIC 0x61737970u /* "asyp" */
 #define PP_IN_INLINE 96
@@ -97,6 +97,7 @@ typedef struct pp_shm {
     _Atomic uint64_t q_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t work_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sleepers;
+    _Atomic uint32_t spinner;  /* 1 + the index of the one worker spinning idle, 0: none */
     _Atomic uint32_t sup_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sup_waiting;
     _Atomic uint32_t srv_seq;  /* bumped by the fork server after each message */
@@ -136,10 +137,22 @@ static inline void pp_futex_wake(_Atomic uint32_t *word, int n)
     syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+/* The full barrier of the eventcounts.  ThreadSanitizer rejects fences; a
+ * sequentially consistent read-modify-write is a full barrier too. */
+static inline void pp_fence(void)
+{
+#ifdef ASYNC_TSAN
+    static _Atomic int tsan_fence;
+    atomic_fetch_add_explicit(&tsan_fence, 0, memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* Wakes the supervisor if it sleeps; callers publish first. */
 static inline void pp_wake_supervisor(pp_shm_t *h)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    pp_fence();
     if (atomic_load_explicit(&h->sup_waiting, memory_order_relaxed)) {
         atomic_fetch_add(&h->sup_seq, 1);
         pp_futex_wake(&h->sup_seq, 1);
@@ -161,6 +174,7 @@ enum pp_msg_type {
     PP_MSG_KILL,      /* parent: kill worker `w` (pid `pid`) with signal `value` */
     PP_MSG_SPAWNED,   /* server: worker `w` is `pid`; value -errno if fork failed */
     PP_MSG_EXITED,    /* server: worker `w` (`pid`) was reaped, wait status `value` */
+    PP_MSG_QUIT,      /* parent: kill what is left, reap it and exit */
 };
 typedef struct pp_msg {
     uint32_t type, w;

@@ -21,8 +21,8 @@
  * ordinary memory are not seen by workers.  Memory from
  * async__procpool_shm_alloc is mapped MAP_SHARED before the fork, so it has
  * the same address everywhere and changes are seen both ways. */
-#ifndef ASYNC_PROCPOOL_H
-#define ASYNC_PROCPOOL_H
+#ifndef ASYNC_PROCPOOL_INTERNAL_H
+#define ASYNC_PROCPOOL_INTERNAL_H
 
 #include <sys/types.h>
 #include "internal.h"
@@ -69,7 +69,8 @@ typedef struct async__procpool_opts {
     void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
     void *broken_arg;
     void *user;                    /* first argument of every done callback */
-    int64_t idle_spin_ns;          /* workers spin this long before sleeping; <0: 50 us */
+    int64_t idle_spin_ns;          /* one idle worker spins this long before it
+                                    * sleeps; <=0: none (the default) */
     bool inherit_fds;              /* keep the parent's descriptors open in workers */
 } async__procpool_opts_t;
 

@@ -1,10 +1,10 @@
 /* The process pool's parent-side state, shared by procpool.c (jobs, heap,
  * lifecycle) and procpool_sup.c (the supervisor thread).  PRIVATE. */
-#ifndef ASYNC_PROCPOOL_INT_H
-#define ASYNC_PROCPOOL_INT_H
+#ifndef ASYNC_PROCPOOL_PARENT_INTERNAL_H
+#define ASYNC_PROCPOOL_PARENT_INTERNAL_H
 
 #include <assert.h>
-#include "procpool_shm.h"
+#include "procpool_shm_internal.h"
 
 typedef struct pp_job {
     async__procpool_done_fn done;
@@ -49,6 +49,7 @@ struct async__procpool {
     uint32_t nfree;
     pp_job_t *jobs;
     pp_pending_t *pending_head, *pending_tail;
+    size_t pending_dl;       /* pending jobs with a deadline */
     uint64_t inflight, next_seq;
     uint64_t heap_top, free_list[64];
     pp_deadline_t *dl;
@@ -75,6 +76,12 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx);
 void async__pp_job_finished(async__procpool_t *p);
 void async__pp_wake_workers(pp_shm_t *h, int n);
+void async__pp_deadline_pop(async__procpool_t *p);
+/* Under mu: a job left the pending list. */
+static inline void async__pp_unpend(async__procpool_t *p, const pp_pending_t *pj)
+{
+    if (pj->job.deadline != ASYNC_FOREVER) p->pending_dl--;
+}
 void async__pp_poke(async__procpool_t *p);
 void async__procpool_free_now(async__procpool_t *p);
 int async__pp_start_supervisor(async__procpool_t *p);
