@@ -222,7 +222,6 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     if (o.backend == ASYNC_BACKEND_THREADS) ops = &async__threads_backend;
     else if (o.backend == ASYNC_BACKEND_PROCESSES) ops = &async__procs_backend;
     else return ASYNC_EINVAL;
-    if (!ops) return ASYNC_ENOTSUP; /* weak symbol: backend not linked in */
 
     async_executor_t *ex = async__calloc(1, sizeof *ex);
     exec_priv_t *p = async__calloc(1, sizeof *p);

@@ -131,7 +131,7 @@ typedef struct async__backend_ops {
 
 extern const async__backend_ops_t async__threads_backend;
 /* Defined by procs.c when the process backend is built in. */
-extern const async__backend_ops_t async__procs_backend __attribute__((weak));
+extern const async__backend_ops_t async__procs_backend;
 
 /* The fields a backend may use.  executor.c keeps the rest behind `priv`. */
 struct async_executor {

@@ -409,21 +409,6 @@ Test(lab, progress_bar_on_a_terminal, .timeout = 60)
     close(master);
 }
 
-/* Without the library's process backend the lab forks its own workers; the
- * environment variable forces that path so it stays tested. */
-Test(lab, fork_fallback_agrees, .timeout = 60)
-{
-    setenv("LAB_FORK_FALLBACK", "1", 1);
-    run_t r = lab("factors", "--scale", "0.1", "--soln", "soln.json");
-    unsetenv("LAB_FORK_FALLBACK");
-    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "processes: fork() per run"), "%s", r.out);
-    json_t *s = load_soln();
-    check_modes(s, "factors");
-    json_decref(s);
-    run_free(&r);
-}
-
 Test(lab, heavy_scalar_math_agrees, .timeout = 60)
 {
     setenv("LAB_SCALAR_MATH", "1", 1);

@@ -28,9 +28,6 @@ Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
 #include <async/future.h>
 #include "support/alloc.h"
 
-/* See test-executor-procs.c: pull procs.o out of the static library. */
-extern const char async__procs_backend[];
-__attribute__((used)) static const void *const link_procs = async__procs_backend;
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)

@@ -17,9 +17,6 @@
 #include <async/future.h>
 #include "../../lib/procpool_internal.h"
 
-/* executor.c refers to the process backend weakly; pull it in. */
-extern const char async__procs_backend[];
-__attribute__((used)) static const void *const link_procs = async__procs_backend;
 
 static double now_s(void) { return (double)async_now() / 1e9; }
 

@@ -30,38 +30,12 @@
 
 const char *const lab_mode_name[LAB_NMODES] = {"serial", "threads", "processes"};
 
-/* WORKAROUND, to remove when the library fixes it: executor.c refers to the
- * process backend through a weak reference, and a weak reference does not
- * pull procs.o out of the static libasync.a that programs link, so the
- * backend silently goes missing (ASYNC_ENOTSUP).  This one strong reference
- * to the backend's table keeps it in. */
-extern const struct lab_backend_table async__procs_backend;
-__attribute__((used)) static const void *const keep_procs_backend = &async__procs_backend;
-
-static int have_procs = -1; /* the library's process backend: -1 unknown */
-
-static bool procs_backend(void)
-{
-    if (have_procs < 0 && getenv("LAB_FORK_FALLBACK")) have_procs = 0; /* to test the fallback */
-    if (have_procs < 0) {
-        async_executor_t *ex;
-        async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1};
-        int rc = async_executor_new(&ex, &o);
-        have_procs = rc == 0;
-        if (rc == 0) async_executor_free(ex);
-        else if (rc != ASYNC_ENOTSUP) lab_die("cannot start a process pool: %s", async_strerror(rc));
-    }
-    return have_procs;
-}
-
 const char *lab_backend(lab_mode_t mode)
 {
     switch (mode) {
     case LAB_SERIAL: return "a plain loop";
     case LAB_THREADS: return "libasync thread executor";
-    default:
-        return procs_backend() ? "libasync process executor"
-                               : "fork() per run on MAP_SHARED memory (the library's process backend is not built)";
+    default: return "libasync process executor";
     }
 }
 
@@ -136,46 +110,6 @@ static double run_executor(async_executor_t *ex, job_t *j, async_progress_t *bar
     return t;
 }
 
-static void run_processes(job_t *j, unsigned workers, async_progress_t *bar)
-{
-    int fds[2];
-    if (pipe(fds) != 0) lab_die("pipe: %m");
-    pid_t *pid = calloc(workers, sizeof *pid);
-    if (!pid) lab_die("out of memory");
-    fflush(NULL);
-    for (unsigned i = 0; i < workers; i++) {
-        pid[i] = fork();
-        if (pid[i] < 0) lab_die("fork: %m");
-        if (pid[i] == 0) {
-            close(fds[0]);
-            work(j);
-            _exit(0); /* no atexit handlers, no stdio flush of the parent's buffers */
-        }
-    }
-    close(fds[1]);
-    /* The read end reaches EOF when every worker has exited. */
-    uint64_t shown = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fds[0], .events = POLLIN};
-        int r = poll(&p, 1, 100);
-        uint64_t d = atomic_load_explicit(&j->done, memory_order_relaxed);
-        async_progress_add(bar, d - shown);
-        shown = d;
-        if (r > 0) {
-            char c;
-            if (read(fds[0], &c, 1) <= 0) break;
-        }
-    }
-    close(fds[0]);
-    for (unsigned i = 0; i < workers; i++) {
-        int st;
-        while (waitpid(pid[i], &st, 0) < 0) {}
-        if (WIFSIGNALED(st)) lab_die("worker %d died of signal %d", (int)pid[i], WTERMSIG(st));
-        if (WEXITSTATUS(st)) lab_die("worker %d exited with status %d", (int)pid[i], WEXITSTATUS(st));
-    }
-    free(pid);
-}
-
 static double run_once(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
                        const char *label, double *start_s)
 {
@@ -197,10 +131,6 @@ static double run_once(lab_mode_t mode, unsigned workers, lab_range_fn fn, void 
         j->bar = bar;
         double t0 = lab_now();
         work(j);
-        t = lab_now() - t0;
-    } else if (mode == LAB_PROCESSES && !procs_backend()) {
-        double t0 = lab_now();
-        run_processes(j, workers, bar);
         t = lab_now() - t0;
     } else {
         /* The pool starts after the job's memory is mapped, so that worker
