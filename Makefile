@@ -143,10 +143,13 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/run-benches $(OUT)/tests/bench/bin $(BENCHES)
 
-DEMO_CMD ?= $(OUT)/demos/meeting/meeting
+# The main job on the built-in data (writes async.json), the lab's CPU jobs
+# (soln.json and charts), and the meeting at a tenth of its delays.
 demo: deps
 	@$(MAKE) --no-print-directory all
-	$(DEMO_CMD)
+	$(OUT)/demos/brewery/brewery --json async.json
+	$(OUT)/demos/lab/lab all --plot lab-charts --soln soln.json
+	$(OUT)/demos/meeting/meeting --scale 0.1
 
 # The aarch64 context switch, cross-compiled and run under qemu-user (needs
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user; not part of CI).

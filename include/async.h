@@ -7,6 +7,9 @@
 #include "async/loop.h"
 #include "async/task.h"
 #include "async/sync.h"
+#include "async/future.h"
+#include "async/executor.h"
+#include "async/progress.h"
 #include "async/ipc.h"
 #include "async/process.h"
 

@@ -1,0 +1,102 @@
+/* busywork: the lab's tasks that sleep 1, 2, 4 and 6 s (scaled), run
+ * serially, on a pool of CPU-count workers and on a pool of 4.  The tasks
+ * wait rather than compute, so a pool as large as the task list finishes in
+ * the longest task's time even on 2 cores.  The expected time of each
+ * configuration comes from simulating the pool's in-order hand-out, and the
+ * lab's prob2 answer records all three parts. */
+#include <time.h>
+#include "lab.h"
+
+json_t *lab_prob2;
+
+static const double secs[] = {1, 2, 4, 6};
+#define NTASKS 4
+
+typedef struct busy {
+    double scale;
+    double slept[NTASKS];
+} busy_t;
+
+static void busy_range(void *ctx, size_t lo, size_t hi)
+{
+    busy_t *b = ctx;
+    for (size_t i = lo; i < hi; i++) {
+        double s = secs[i] * b->scale;
+        struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0) {}
+        b->slept[i] = secs[i];
+    }
+}
+
+/* Greedy in-order hand-out to `workers` free workers: the pool's makespan. */
+static double expected(unsigned workers, double scale)
+{
+    double free_at[64] = {0};
+    if (workers > 64) workers = 64;
+    double end = 0;
+    for (int i = 0; i < NTASKS; i++) {
+        unsigned w = 0;
+        for (unsigned k = 1; k < workers; k++)
+            if (free_at[k] < free_at[w]) w = k;
+        free_at[w] += secs[i] * scale;
+        if (free_at[w] > end) end = free_at[w];
+    }
+    return end;
+}
+
+int lab_busywork(void)
+{
+    busy_t *b = lab_shared_alloc(sizeof *b);
+    b->scale = lab_opt.scale;
+    unsigned pools[3] = {1, (unsigned)lab_opt.ncpu, 4};
+    const char *part_name[3] = {"serial", "pool of CPU count", "pool of 4"};
+    lab_header("busywork", "tasks sleeping 1, 2, 4, 6 s x %.3g: serial, a pool of %d (CPU count), a pool of 4",
+               lab_opt.scale, lab_opt.ncpu);
+    printf("  %-20s %9s %10s %10s %10s\n", "configuration", "expected", "threads", "processes", "serial");
+    json_t *parts = json_object();
+    lab_result_t sum = {.workers = 4};
+    for (int p = 0; p < 3; p++) {
+        printf("  %-20s %9.3f", part_name[p], expected(pools[p], lab_opt.scale));
+        json_t *part = json_object();
+        json_object_set_new(part, "workers", json_integer(pools[p]));
+        json_object_set_new(part, "expected", json_real(expected(pools[p], lab_opt.scale)));
+        for (lab_mode_t m = LAB_THREADS; m <= LAB_PROCESSES + 1; m++) {
+            lab_mode_t mode = m == LAB_PROCESSES + 1 ? LAB_SERIAL : m;
+            bool run = p == 0 ? mode == LAB_SERIAL && lab_want(LAB_SERIAL) : mode != LAB_SERIAL && lab_want(mode);
+            if (!run) {
+                printf(" %10s", "-");
+                continue;
+            }
+            for (int i = 0; i < NTASKS; i++) b->slept[i] = 0;
+            double t = lab_run(mode, pools[p], busy_range, b, NTASKS, 1, "busywork", NULL);
+            printf(" %10.3f", t);
+            json_object_set_new(part, lab_mode_name[mode], json_real(t));
+            uint64_t h = lab_fnv(b->slept, sizeof b->slept, 0);
+            /* The table's modes are compared with the pool of 4, the lab's last part. */
+            if (p == 0 || p == 2) {
+                sum.secs[mode] = t;
+                sum.sum[mode] = h;
+                sum.ran[mode] = true;
+            }
+            json_t *msgs = json_array();
+            for (int i = 0; i < NTASKS; i++) {
+                char line[64];
+                snprintf(line, sizeof line, "task %d done, slept for %g", i + 1, b->slept[i] * lab_opt.scale);
+                json_array_append_new(msgs, json_string(line));
+            }
+            json_object_set_new(part, "results", msgs);
+        }
+        printf("\n");
+        char key[8];
+        snprintf(key, sizeof key, "part%d", p + 1);
+        json_object_set_new(parts, key, part);
+    }
+    printf("  the pool of 4 against serial:\n");
+    printf("  results: every task reports the time it slept; the longest task is %.3g s\n", 6 * lab_opt.scale);
+    json_t *f = lab_report("busywork", &sum, LAB_BOUND_LONGEST, 0, NULL);
+    json_object_set(f, "parts", parts);
+    json_decref(lab_prob2);
+    lab_prob2 = parts;
+    lab_shared_free(b, sizeof *b);
+    return 0;
+}

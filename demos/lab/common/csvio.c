@@ -1,0 +1,190 @@
+/* CSV input with libcsv.  The file is fed to the parser one physical line at
+ * a time, so when a field is bad the reader knows the line it came from; the
+ * column is the field's 1-based position in its row.  The first error wins
+ * and stops the parse; the message names file, line and column and says what
+ * was wrong and what was expected. */
+#include <csv.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lab.h"
+
+typedef struct reader {
+    const char *path;
+    unsigned flags;
+    lab_rows_t *rows;
+    size_t cap_v, cap_r;
+    size_t line, col;      /* current physical line, fields so far in the row */
+    size_t row_line;       /* line the current row started on */
+    size_t first_len, first_line;
+    char tag;
+    bool failed;
+    char *err;
+    size_t errlen;
+} reader_t;
+
+static void fail(reader_t *r, size_t col, const char *fmt, const char *what)
+{
+    if (r->failed) return;
+    r->failed = true;
+    char msg[160];
+    snprintf(msg, sizeof msg, fmt, what);
+    if (col) snprintf(r->err, r->errlen, "%s: line %zu, column %zu: %s", r->path, r->line, col, msg);
+    else snprintf(r->err, r->errlen, "%s: line %zu: %s", r->path, r->line, msg);
+}
+
+static void push(reader_t *r, double v)
+{
+    lab_rows_t *rows = r->rows;
+    if (rows->off[rows->nrows] + r->col >= r->cap_v) {
+        r->cap_v = r->cap_v ? 2 * r->cap_v : 1024;
+        rows->v = realloc(rows->v, r->cap_v * sizeof *rows->v);
+        if (!rows->v) lab_die("out of memory");
+    }
+    rows->v[rows->off[rows->nrows] + r->col] = v;
+}
+
+static void on_field(void *data, size_t len, void *arg)
+{
+    reader_t *r = arg;
+    if (r->failed) return;
+    char text[64];
+    size_t col = r->col + 1 + (r->tag ? 1 : 0);
+    if (r->col == 0 && !r->tag) r->row_line = r->line;
+    if ((r->flags & LAB_CSV_TAGGED) && !r->tag) {
+        if (len == 1 && (*(char *)data == 'a' || *(char *)data == 'b')) {
+            r->tag = *(char *)data;
+            r->row_line = r->line;
+        } else {
+            snprintf(text, sizeof text, "%.*s", (int)(len < 40 ? len : 40), (char *)data);
+            fail(r, 1, "\"%s\" is not a list tag: expected a (list_a) or b (list_b)", text);
+        }
+        return;
+    }
+    /* Trim blanks, which CSV written by hand often has. */
+    const char *s = data;
+    while (len && (*s == ' ' || *s == '\t')) s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\r')) len--;
+    if (len == 0) {
+        fail(r, col, "%sempty field: expected a number", "");
+        return;
+    }
+    if (len >= sizeof text) {
+        snprintf(text, sizeof text, "%.40s...", s);
+        fail(r, col, "\"%s\" is not a number", text);
+        return;
+    }
+    memcpy(text, s, len);
+    text[len] = '\0';
+    char *end;
+    errno = 0;
+    double v;
+    if (r->flags & LAB_CSV_INTS) {
+        long long i = strtoll(text, &end, 10);
+        if (*end || errno) {
+            strtod(text, &end);
+            fail(r, col, *end ? "\"%s\" is not a number: expected an integer" : "\"%s\" is not an integer",
+                 text);
+            return;
+        }
+        v = (double)i;
+    } else {
+        v = strtod(text, &end);
+        if (*end || errno == ERANGE || !isfinite(v)) {
+            fail(r, col, *end ? "\"%s\" is not a number" : "\"%s\" is out of range", text);
+            return;
+        }
+    }
+    push(r, v);
+    r->col++;
+}
+
+static void on_row(int c, void *arg)
+{
+    (void)c;
+    reader_t *r = arg;
+    if (r->failed) return;
+    lab_rows_t *rows = r->rows;
+    if (r->col == 0 && !r->tag) return; /* a blank line */
+    size_t width = r->col + (r->tag ? 1 : 0);
+    if (r->col == 0) {
+        fail(r, 2, "%sthe row has a tag but no numbers", "");
+        return;
+    }
+    if (r->flags & LAB_CSV_SQUARE) {
+        if (rows->nrows == 0) {
+            r->first_len = r->col;
+            r->first_line = r->row_line;
+        } else if (r->col != r->first_len) {
+            char why[96];
+            snprintf(why, sizeof why, "%zu fields where line %zu has %zu (ragged rows)", width,
+                     r->first_line, r->first_len);
+            fail(r, r->col < r->first_len ? width + 1 : r->first_len + 1, "%s", why);
+            return;
+        }
+    }
+    if (rows->nrows + 2 > r->cap_r) {
+        r->cap_r = r->cap_r ? 2 * r->cap_r : 256;
+        rows->off = realloc(rows->off, r->cap_r * sizeof *rows->off);
+        rows->tag = realloc(rows->tag, r->cap_r);
+        if (!rows->off || !rows->tag) lab_die("out of memory");
+    }
+    rows->tag[rows->nrows] = r->tag;
+    rows->off[rows->nrows + 1] = rows->off[rows->nrows] + r->col;
+    rows->nrows++;
+    r->col = 0;
+    r->tag = 0;
+}
+
+int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, size_t errlen)
+{
+    memset(rows, 0, sizeof *rows);
+    reader_t r = {.path = path, .flags = flags, .rows = rows, .err = err, .errlen = errlen, .cap_r = 256};
+    rows->off = calloc(r.cap_r, sizeof *rows->off);
+    rows->tag = calloc(r.cap_r, 1);
+    if (!rows->off || !rows->tag) lab_die("out of memory");
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        lab_rows_free(rows);
+        return -1;
+    }
+    struct csv_parser p;
+    csv_init(&p, CSV_STRICT | CSV_STRICT_FINI);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while (!r.failed && (n = getline(&line, &cap, f)) > 0) {
+        r.line++;
+        if (csv_parse(&p, line, (size_t)n, on_field, on_row, &r) != (size_t)n && !r.failed)
+            fail(&r, r.col + 1, "%s (a stray or unclosed quote)", csv_strerror(csv_error(&p)));
+    }
+    if (!r.failed && csv_fini(&p, on_field, on_row, &r) != 0)
+        fail(&r, r.col + 1, "%s (a quote left open at the end of the file)", csv_strerror(csv_error(&p)));
+    if (!r.failed && rows->nrows == 0) snprintf(err, errlen, "%s: no rows", path), r.failed = true;
+    csv_free(&p);
+    free(line);
+    fclose(f);
+    if (r.failed) {
+        lab_rows_free(rows);
+        return -1;
+    }
+    return 0;
+}
+
+void lab_rows_free(lab_rows_t *rows)
+{
+    free(rows->off);
+    free(rows->v);
+    free(rows->tag);
+    memset(rows, 0, sizeof *rows);
+}
+
+FILE *lab_csv_create(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) lab_die("%s: cannot create: %s", path, strerror(errno));
+    return f;
+}

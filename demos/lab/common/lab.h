@@ -1,0 +1,153 @@
+/* The lab demo's shared declarations: options, the mode runner, shared
+ * memory, the seeded generator, CSV, reports and the soln.json figures.
+ *
+ * Every workload keeps its data and results in shared memory (lab_shared_*)
+ * allocated before a pool starts, so the same range function runs unchanged
+ * serially, on threads and in worker processes, and every mode writes its
+ * results to the same kind of memory: that is what lets the lab check that
+ * the modes agree byte for byte. */
+#ifndef LAB_H
+#define LAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <jansson.h>
+#include "async/progress.h"
+
+typedef enum lab_mode { LAB_SERIAL, LAB_THREADS, LAB_PROCESSES, LAB_NMODES } lab_mode_t;
+
+extern const char *const lab_mode_name[LAB_NMODES];
+
+typedef struct lab_opts {
+    double scale;       /* sizes and durations are multiplied by this */
+    unsigned workers;   /* pool size for threads and processes */
+    unsigned modes;     /* bit (1 << mode) for each mode to run */
+    uint64_t seed;
+    unsigned repeat;    /* runs per timing; the best counts */
+    const char *input, *output, *plot_dir, *soln;
+    int ncpu;
+} lab_opts_t;
+
+extern lab_opts_t lab_opt;
+/* Per-workload figures, written into soln.json beside the lab's keys. */
+extern json_t *lab_figures;
+
+/* --- util.c --------------------------------------------------------------- */
+double lab_now(void); /* seconds, monotonic */
+/* Zeroed shared memory (MAP_SHARED | MAP_ANONYMOUS); exits on failure. */
+void *lab_shared_alloc(size_t size);
+void lab_shared_free(void *p, size_t size);
+/* splitmix64: a fixed seed gives the same data on every run and machine. */
+uint64_t lab_rand(uint64_t *state);
+double lab_rand_unit(uint64_t *state); /* [0, 1) */
+uint64_t lab_fnv(const void *data, size_t len, uint64_t h); /* FNV-1a, h = 0 to start */
+size_t lab_scaled(size_t n, size_t min);                    /* n * scale, at least min */
+void lab_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+typedef struct lab_result {
+    double secs[LAB_NMODES];
+    uint64_t sum[LAB_NMODES]; /* FNV of the mode's results */
+    bool ran[LAB_NMODES];
+    double start[LAB_NMODES]; /* pool start-up, not in secs; 0 if unknown */
+    double others[LAB_NMODES]; /* CPUs other programs used during the run */
+    unsigned workers; /* the parallel modes' pool size; 0: lab_opt.workers */
+} lab_result_t;
+
+/* --- runner.c: one range function, three modes ---------------------------- */
+/* Processes items [lo, hi) of the job at ctx.  ctx and everything it points
+ * to must live in lab_shared_alloc memory (or be read-only data that existed
+ * before the pool started) so that worker processes see it. */
+typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
+
+/* Runs fn over [0, n) in chunks of `chunk` items in `mode` with `workers`
+ * workers; shows a progress bar labelled `label` for runs over a second.
+ * A NULL label means no bar; without a bar (stderr is not a terminal) the
+ * run is a plain map instead of an imap.  With
+ * lab_opt.repeat > 1 the job runs that many times and the best time counts.
+ * Returns the seconds the run took (the pool's start-up excluded, reported
+ * in *start_s when not NULL).  Exits with a message on a pool failure. */
+double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
+               const char *label, double *start_s);
+/* Runs every mode the user asked for, clearing out (out_size bytes) before
+ * each and hashing it after, into r. */
+void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
+               void *out, size_t out_size);
+/* The backend each parallel mode is using, for the report. */
+const char *lab_backend(lab_mode_t mode);
+
+/* --- csvio.c -------------------------------------------------------------- */
+typedef struct lab_rows {
+    size_t nrows;
+    size_t *off;   /* nrows + 1 offsets into v */
+    double *v;
+    char *tag;     /* with LAB_CSV_TAGGED: each row's first field, one char */
+} lab_rows_t;
+
+enum {
+    LAB_CSV_INTS = 1 << 0,   /* every value must be an integer */
+    LAB_CSV_SQUARE = 1 << 1, /* every row as long as the first */
+    LAB_CSV_TAGGED = 1 << 2, /* the first field is a tag: 'a' or 'b' */
+};
+
+/* Reads path into rows; on a bad file returns -1 with a message naming the
+ * file, line and column in err. */
+int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, size_t errlen);
+void lab_rows_free(lab_rows_t *rows);
+/* Opens path for writing results, or exits with a message. */
+FILE *lab_csv_create(const char *path);
+
+/* --- report.c ------------------------------------------------------------- */
+typedef enum lab_bound {
+    LAB_BOUND_CPU,      /* compute bound: speedup follows the cores */
+    LAB_BOUND_MEMORY,   /* streams memory: bandwidth caps the speedup */
+    LAB_BOUND_OVERHEAD, /* tiny tasks: dispatch overhead dominates */
+    LAB_BOUND_LONGEST,  /* uneven tasks that wait: the longest one sets the time */
+} lab_bound_t;
+
+
+void lab_header(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the mode table and the verdict; checks that the modes agree (exits
+ * non-zero if not); returns the workload's figures object (also stored in
+ * lab_figures under name). */
+json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, double work_units,
+                   const char *unit);
+/* CPUs' worth of other programs' work per second between begin and end (0
+ * for spans under 0.2 s, which /proc/stat's ticks cannot resolve). */
+typedef struct lab_load {
+    double machine, ours, wall;
+} lab_load_t;
+void lab_load_begin(lab_load_t *l);
+double lab_load_end(const lab_load_t *l);
+/* The same since the last lab_header. */
+double lab_others_cpus(void);
+/* Set by lab_run: the other programs' load during its best run. */
+extern double lab_last_others;
+/* The verdict alone, for sub-tables. */
+void lab_verdict(const lab_result_t *r, lab_bound_t bound);
+/* Whether the mode was asked for. */
+bool lab_want(lab_mode_t mode);
+/* A JSON string of a C array of doubles/ints, for soln.json. */
+json_t *lab_json_doubles(const double *v, size_t n);
+
+/* --- workloads ------------------------------------------------------------ */
+int lab_howmany(void);
+int lab_common(void);
+int lab_busywork(void);
+int lab_normalize(void);
+int lab_primes(void);
+int lab_factors(void);
+int lab_sumsq(void);
+int lab_heavy(void);
+int lab_chunks(void);
+int lab_workers(void);
+/* soln.c */
+int lab_soln_write(const char *path);
+/* plot.c: writes DIR/NAME.png from the data file and script, or says why not. */
+int lab_plot(const char *name, const char *data, const char *script);
+
+/* The lab's answers that tests check, kept for soln.json. */
+extern json_t *lab_prob1, *lab_prob2, *lab_prob3;
+
+#endif

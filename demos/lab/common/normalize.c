@@ -1,0 +1,155 @@
+/* normalize: min-max normalisation of every row to [0, 1]; a row whose
+ * values are all equal becomes zeros (the lab's rule, instead of 0/0).  The
+ * lab's sizes run from Small 100x50 to XXL 100,000x100 (rows scaled), and
+ * the lab's summary table shows serial, parallel and the speedup per size.
+ * --input normalises the user's rows (a rectangular CSV of numbers) and
+ * --output writes them back.  The test rows of the lab's prob3 are always
+ * computed by the same function. */
+#include <stdlib.h>
+#include <string.h>
+#include "lab.h"
+
+json_t *lab_prob3;
+
+typedef struct norm {
+    const double *v;
+    double *out;
+    size_t ncols;
+} norm_t;
+
+/* The lab's function, one row. */
+static void normalize_row(const double *x, double *out, size_t n)
+{
+    double lo = x[0], hi = x[0];
+    for (size_t i = 1; i < n; i++) {
+        if (x[i] < lo) lo = x[i];
+        if (x[i] > hi) hi = x[i];
+    }
+    double span = hi - lo;
+    for (size_t i = 0; i < n; i++) out[i] = span > 0 ? (x[i] - lo) / span : 0.0;
+}
+
+static void norm_range(void *ctx, size_t lo, size_t hi)
+{
+    norm_t *nm = ctx;
+    for (size_t r = lo; r < hi; r++) normalize_row(nm->v + r * nm->ncols, nm->out + r * nm->ncols, nm->ncols);
+}
+
+static const struct size {
+    const char *name;
+    size_t rows, cols;
+} sizes[] = {{"Small", 100, 50}, {"Medium", 1000, 50}, {"Large", 10000, 50}, {"XL", 50000, 100}, {"XXL", 100000, 100}};
+
+/* Normalises nrows x ncols values (already in v) in every mode; returns the
+ * result in r and leaves the last mode's output in nm->out. */
+static void run_all(norm_t *nm, size_t nrows, const char *label, lab_result_t *r)
+{
+    size_t chunk = (nrows + 4 * lab_opt.workers - 1) / (4 * lab_opt.workers);
+    lab_modes(r, norm_range, nm, nrows, chunk, label, nm->out, nrows * nm->ncols * sizeof *nm->out);
+}
+
+static void prob3(void)
+{
+    static const double rows[2][4] = {{2, 3, 4, 5}, {100, 100, 100, 100}};
+    json_t *a = json_array();
+    for (int r = 0; r < 2; r++) {
+        double out[4];
+        normalize_row(rows[r], out, 4);
+        json_array_append_new(a, lab_json_doubles(out, 4));
+    }
+    json_decref(lab_prob3);
+    lab_prob3 = a;
+}
+
+int lab_normalize(void)
+{
+    prob3();
+    norm_t *nm = lab_shared_alloc(sizeof *nm);
+    if (lab_opt.input) {
+        lab_rows_t rows;
+        char err[512];
+        if (lab_csv_read(lab_opt.input, LAB_CSV_SQUARE, &rows, err, sizeof err) != 0) lab_die("%s", err);
+        size_t nrows = rows.nrows, ncols = rows.off[1], bytes = nrows * ncols * sizeof(double);
+        double *v = lab_shared_alloc(bytes);
+        memcpy(v, rows.v, bytes);
+        lab_rows_free(&rows);
+        *nm = (norm_t){.v = v, .out = lab_shared_alloc(bytes), .ncols = ncols};
+        lab_header("normalize", "min-max normalisation of %zu rows x %zu from %s", nrows, ncols, lab_opt.input);
+        lab_result_t r = {0};
+        run_all(nm, nrows, "normalize", &r);
+        for (size_t i = 0; i < nrows && i < 4; i++) {
+            printf("  row %zu: [", i + 1);
+            for (size_t c = 0; c < ncols && c < 8; c++) printf("%s%.6g", c ? ", " : "", nm->out[i * ncols + c]);
+            printf("%s]\n", ncols > 8 ? ", ..." : "");
+        }
+        json_t *fig = lab_report("normalize", &r, LAB_BOUND_MEMORY, (double)nrows, "rows/s");
+        json_object_set_new(fig, "rows", json_integer((json_int_t)nrows));
+        if (lab_opt.output) {
+            FILE *f = lab_csv_create(lab_opt.output);
+            for (size_t i = 0; i < nrows; i++)
+                for (size_t c = 0; c < ncols; c++)
+                    fprintf(f, "%.17g%s", nm->out[i * ncols + c], c + 1 < ncols ? "," : "\n");
+            if (fclose(f) != 0) lab_die("%s: write failed", lab_opt.output);
+            printf("  wrote %zu rows to %s\n", nrows, lab_opt.output);
+        }
+        lab_shared_free(nm->out, bytes);
+        lab_shared_free(v, bytes);
+        lab_shared_free(nm, sizeof *nm);
+        return 0;
+    }
+    lab_header("normalize", "min-max normalisation per row, the lab's sizes (rows x %.3g), values from seed %llu",
+               lab_opt.scale, (unsigned long long)lab_opt.seed);
+    printf("  the lab's test rows: [2, 3, 4, 5] -> [0, 1/3, 2/3, 1]; [100, 100, 100, 100] -> zeros\n");
+    printf("  %-8s %14s %10s %10s %10s %9s\n", "size", "rows x cols", "serial", "threads", "processes", "speedup");
+    json_t *table = json_array();
+    lab_result_t last = {0};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t nrows = lab_scaled(sizes[k].rows, 2), ncols = sizes[k].cols, bytes = nrows * ncols * sizeof(double);
+        double *v = lab_shared_alloc(bytes);
+        uint64_t s = lab_opt.seed + k;
+        for (size_t i = 0; i < nrows * ncols; i++) v[i] = (double)(lab_rand(&s) % 1000) / 10;
+        /* One row of equal values in every size, to exercise the rule. */
+        for (size_t c = 0; c < ncols; c++) v[c] = 42;
+        *nm = (norm_t){.v = v, .out = lab_shared_alloc(bytes), .ncols = ncols};
+        lab_result_t r = {0};
+        char label[32];
+        snprintf(label, sizeof label, "normalize %s", sizes[k].name);
+        run_all(nm, nrows, label, &r);
+        char dims[32];
+        snprintf(dims, sizeof dims, "%zux%zu", nrows, ncols);
+        printf("  %-8s %14s", sizes[k].name, dims);
+        json_t *row = json_object();
+        json_object_set_new(row, "size", json_string(sizes[k].name));
+        json_object_set_new(row, "rows", json_integer((json_int_t)nrows));
+        json_object_set_new(row, "cols", json_integer((json_int_t)ncols));
+        double best = 0;
+        for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
+            if (!r.ran[m]) {
+                printf(" %10s", "-");
+                continue;
+            }
+            printf(" %10.4f", r.secs[m]);
+            json_object_set_new(row, lab_mode_name[m], json_real(r.secs[m]));
+            if (m != LAB_SERIAL && r.ran[LAB_SERIAL] && r.secs[LAB_SERIAL] / r.secs[m] > best)
+                best = r.secs[LAB_SERIAL] / r.secs[m];
+            if (r.sum[m] != r.sum[0] && r.ran[0]) lab_die("normalize %s: the modes' results differ", sizes[k].name);
+        }
+        printf(" %8.2fx\n", best);
+        json_object_set_new(row, "speedup", json_real(best));
+        json_array_append_new(table, row);
+        /* The table's totals: every size's time and a hash over every size. */
+        for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
+            last.secs[m] += r.secs[m];
+            last.ran[m] = r.ran[m];
+            last.sum[m] = lab_fnv(&r.sum[m], sizeof r.sum[m], k ? last.sum[m] : 0);
+        }
+        lab_shared_free(nm->out, bytes);
+        lab_shared_free(v, bytes);
+    }
+    printf("  all sizes together:\n");
+    json_t *fig = lab_report("normalize", &last, LAB_BOUND_MEMORY, 0, NULL);
+    json_object_set_new(fig, "sizes", table);
+    json_object_set(fig, "test_rows", lab_prob3);
+    lab_shared_free(nm, sizeof *nm);
+    return 0;
+}

@@ -1,0 +1,159 @@
+/* sumsq and heavy, the lab's arithmetic jobs.
+ *
+ * sumsq: sum of i^2 for i < n, 8 tasks of n = 1,000,000.  gcc -O2 turns such
+ * a loop into the closed form n(n-1)(2n-1)/6 (scalar evolution), which would
+ * make the timing measure nothing; an empty asm statement that "changes" i
+ * each turn hides the induction variable from the optimiser, so the loop
+ * really runs n times, and the result is then checked against the closed
+ * form.  n is read at run time from the task's context.
+ * heavy: (sin x + cos x)^(x*x) over 40,000,000 doubles in [0, 1) (scaled) in
+ * 4 chunks, summed, three times over.  Each chunk's partial sum is kept and
+ * the parent adds them in order, so every mode gives the same bits.  On
+ * x86-64 with AVX2 the values go four at a time through glibc's vector math
+ * library (libmvec, which -lm brings in), as numpy's ufuncs use SIMD math;
+ * elsewhere, or with LAB_SCALAR_MATH set, through scalar sin, cos and pow.
+ * Every mode of one run takes the same path. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lab.h"
+#if defined(__x86_64__) && defined(__GLIBC__)
+#include <immintrin.h>
+#define HAVE_MVEC 1
+/* glibc's libmvec, AVX2 variants (the vector ABI's names). */
+__m256d _ZGVdN4v_sin(__m256d x);
+__m256d _ZGVdN4v_cos(__m256d x);
+__m256d _ZGVdN4vv_pow(__m256d x, __m256d y);
+#endif
+
+#define NSUMS 8
+
+typedef struct sumsq {
+    uint64_t n;
+    uint64_t sum[NSUMS];
+} sumsq_t;
+
+static uint64_t sum_squares(uint64_t n)
+{
+    uint64_t s = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        __asm__ volatile("" : "+r"(i)); /* keep the loop: no closed form */
+        s += i * i;
+    }
+    return s;
+}
+
+static void sumsq_range(void *ctx, size_t lo, size_t hi)
+{
+    sumsq_t *q = ctx;
+    for (size_t t = lo; t < hi; t++) q->sum[t] = sum_squares(q->n);
+}
+
+int lab_sumsq(void)
+{
+    sumsq_t *q = lab_shared_alloc(sizeof *q);
+    q->n = lab_scaled(1000000, 1000);
+    lab_header("sumsq", "sum of i^2 for i < %llu, %d tasks (the loop really runs: see sums.c)",
+               (unsigned long long)q->n, NSUMS);
+    lab_result_t r = {0};
+    lab_modes(&r, sumsq_range, q, NSUMS, 1, "sumsq", q->sum, sizeof q->sum);
+    uint64_t n = q->n;
+    unsigned __int128 closed = (unsigned __int128)n * (n - 1) * (2 * n - 1) / 6;
+    for (int t = 0; t < NSUMS; t++)
+        if (q->sum[t] != (uint64_t)closed) lab_die("sumsq: task %d gave %llu", t, (unsigned long long)q->sum[t]);
+    printf("  each task: %llu (= n(n-1)(2n-1)/6)\n", (unsigned long long)q->sum[0]);
+    json_t *fig = lab_report("sumsq", &r, LAB_BOUND_CPU, (double)NSUMS * (double)n, "terms/s");
+    json_object_set_new(fig, "n", json_integer((json_int_t)n));
+    json_object_set_new(fig, "tasks", json_integer(NSUMS));
+    json_object_set_new(fig, "each", json_integer((json_int_t)q->sum[0]));
+    lab_shared_free(q, sizeof *q);
+    return 0;
+}
+
+#define HEAVY_CHUNKS 4
+#define HEAVY_PASSES 3
+
+typedef struct heavy {
+    const double *x;
+    size_t chunk;
+    int pass;
+    double partial[HEAVY_PASSES][HEAVY_CHUNKS];
+} heavy_t;
+
+static double heavy_scalar(const double *x, size_t lo, size_t hi)
+{
+    double s = 0;
+    for (size_t i = lo; i < hi; i++) s += pow(sin(x[i]) + cos(x[i]), x[i] * x[i]);
+    return s;
+}
+
+#ifdef HAVE_MVEC
+__attribute__((target("avx2"))) static double heavy_avx2(const double *x, size_t lo, size_t hi)
+{
+    __m256d acc = _mm256_setzero_pd();
+    size_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        __m256d v = _mm256_loadu_pd(x + i);
+        __m256d base = _mm256_add_pd(_ZGVdN4v_sin(v), _ZGVdN4v_cos(v));
+        acc = _mm256_add_pd(acc, _ZGVdN4vv_pow(base, _mm256_mul_pd(v, v)));
+    }
+    double lane[4];
+    _mm256_storeu_pd(lane, acc);
+    return (lane[0] + lane[1]) + (lane[2] + lane[3]) + heavy_scalar(x, i, hi);
+}
+#endif
+
+/* Chosen once in the parent, before any pool starts, so workers inherit it. */
+static bool use_avx2;
+
+static void heavy_range(void *ctx, size_t lo, size_t hi)
+{
+    heavy_t *h = ctx;
+    double s;
+#ifdef HAVE_MVEC
+    if (use_avx2) s = heavy_avx2(h->x, lo, hi);
+    else
+#endif
+        s = heavy_scalar(h->x, lo, hi);
+    h->partial[h->pass][lo / h->chunk] = s;
+}
+
+int lab_heavy(void)
+{
+#ifdef HAVE_MVEC
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") && !getenv("LAB_SCALAR_MATH");
+#endif
+    size_t n = lab_scaled(40000000, 4000);
+    double *x = lab_shared_alloc(n * sizeof *x);
+    uint64_t s = lab_opt.seed;
+    for (size_t i = 0; i < n; i++) x[i] = lab_rand_unit(&s);
+    heavy_t *h = lab_shared_alloc(sizeof *h);
+    h->x = x;
+    h->chunk = (n + HEAVY_CHUNKS - 1) / HEAVY_CHUNKS;
+    lab_header("heavy", "(sin x + cos x)^(x*x) over %zu doubles in [0, 1) from seed %llu, %d chunks, %d passes, %s",
+               n, (unsigned long long)lab_opt.seed, HEAVY_CHUNKS, HEAVY_PASSES,
+               use_avx2 ? "AVX2 vector math (libmvec)" : "scalar math");
+    lab_result_t r = {0};
+    for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
+        if (!lab_want(m)) continue;
+        memset(h->partial, 0, sizeof h->partial);
+        for (h->pass = 0; h->pass < HEAVY_PASSES; h->pass++) {
+            r.secs[m] += lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, heavy_range, h, n, h->chunk, "heavy", NULL);
+            if (lab_last_others > r.others[m]) r.others[m] = lab_last_others;
+        }
+        r.sum[m] = lab_fnv(h->partial, sizeof h->partial, 0);
+        r.ran[m] = true;
+    }
+    double total = 0;
+    for (int p = 0; p < HEAVY_PASSES; p++)
+        for (int c = 0; c < HEAVY_CHUNKS; c++) total += h->partial[p][c];
+    printf("  sum over %d passes: %.17g\n", HEAVY_PASSES, total);
+    json_t *fig = lab_report("heavy", &r, LAB_BOUND_CPU, (double)n * HEAVY_PASSES, "values/s");
+    json_object_set_new(fig, "n", json_integer((json_int_t)n));
+    json_object_set_new(fig, "sum", json_real(total));
+    json_object_set_new(fig, "math", json_string(use_avx2 ? "avx2-libmvec" : "scalar"));
+    lab_shared_free(h, sizeof *h);
+    lab_shared_free(x, n * sizeof *x);
+    return 0;
+}

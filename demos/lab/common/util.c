@@ -1,0 +1,68 @@
+/* Small helpers of the lab: the clock, shared memory, the seeded generator,
+ * a hash for comparing results across modes, and scaling. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include "lab.h"
+
+lab_opts_t lab_opt = {.scale = 1.0, .seed = 20240917, .modes = 7, .repeat = 1};
+
+double lab_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void lab_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("lab: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+void *lab_shared_alloc(size_t size)
+{
+    if (size == 0) size = 1;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) lab_die("cannot map %zu bytes of shared memory", size);
+    return p;
+}
+
+void lab_shared_free(void *p, size_t size)
+{
+    if (p) munmap(p, size ? size : 1);
+}
+
+uint64_t lab_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+double lab_rand_unit(uint64_t *s)
+{
+    return (double)(lab_rand(s) >> 11) * 0x1.0p-53;
+}
+
+uint64_t lab_fnv(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+    if (h == 0) h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+size_t lab_scaled(size_t n, size_t min)
+{
+    double v = (double)n * lab_opt.scale;
+    return v < (double)min ? min : (size_t)v;
+}

@@ -1,0 +1,146 @@
+/* workers: one CPU-bound job (240 equal tasks, each factoring the prime
+ * 999,999,999,989 by trial division) on 1 to 2 x CPUs workers, with time,
+ * speedup and efficiency per count, and the Amdahl parallel fraction fitted
+ * to the measurements.
+ *
+ * The fit: with p workers on c cores only min(p, c) run at once, so Amdahl's
+ * law predicts T(p) / T(1) = 1 - f (1 - 1 / min(p, c)).  That is linear in f,
+ * and the least-squares f is sum(a (1 - y)) / sum(a^2) with
+ * a = 1 - 1 / min(p, c) and y = T(p) / T(1).  The chart draws the measured
+ * speedups, the fitted curve and the ideal line. */
+#include <math.h>
+#include <string.h>
+#include "lab.h"
+
+typedef struct spin {
+    uint64_t prime;
+    uint64_t divisions[4096];
+} spin_t;
+
+static void spin_range(void *ctx, size_t lo, size_t hi)
+{
+    spin_t *s = ctx;
+    for (size_t t = lo; t < hi; t++) {
+        uint64_t n = s->prime, d = 3, k = 0;
+        for (; d * d <= n; d += 2, k++)
+            if (n % d == 0) break;
+        s->divisions[t] = k;
+    }
+}
+
+/* Least-squares Amdahl fraction from times t[1..maxp] (t[0] unused). */
+static double amdahl_fit(const double *t, unsigned maxp, unsigned cores)
+{
+    double num = 0, den = 0;
+    for (unsigned p = 2; p <= maxp; p++) {
+        if (t[p] <= 0) continue;
+        double a = 1 - 1.0 / (p < cores ? p : cores), y = t[p] / t[1];
+        num += a * (1 - y);
+        den += a * a;
+    }
+    double f = den > 0 ? num / den : 0;
+    return f < 0 ? 0 : f > 1 ? 1 : f;
+}
+
+static double amdahl(double f, unsigned p, unsigned cores)
+{
+    return 1 / ((1 - f) + f / (p < cores ? p : cores));
+}
+
+int lab_workers(void)
+{
+    unsigned cores = (unsigned)lab_opt.ncpu, maxp = 2 * cores;
+    if (maxp > 64) maxp = 64;
+    size_t ntasks = lab_scaled(240, 12);
+    ntasks -= ntasks % 12; /* divisible by 1, 2, 3, 4 and 6 workers */
+    if (ntasks > 4096) ntasks = 4096;
+    spin_t *s = lab_shared_alloc(sizeof *s);
+    s->prime = 999999999989ULL;
+    lab_header("workers", "%zu equal CPU-bound tasks on 1 to %u workers (%u CPUs)", ntasks, maxp, cores);
+    double t[LAB_NMODES][65] = {{0}};
+    double f[LAB_NMODES] = {0};
+    uint64_t want = 0;
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        if (!lab_want(m)) continue;
+        for (unsigned p = 1; p <= maxp; p++) {
+            memset(s->divisions, 0, sizeof s->divisions);
+            t[m][p] = lab_run(m, p, spin_range, s, ntasks, 1, "workers", NULL);
+            uint64_t h = lab_fnv(s->divisions, sizeof s->divisions, 0);
+            if (want && h != want) lab_die("workers: %s with %u workers computed something else", lab_mode_name[m], p);
+            want = h;
+        }
+        f[m] = amdahl_fit(t[m], maxp, cores);
+    }
+    printf("  %-8s %11s %8s %6s %11s %8s %6s\n", "workers", "threads s", "speedup", "eff", "processes s",
+           "speedup", "eff");
+    json_t *rows = json_array();
+    char data[4096];
+    size_t dl = (size_t)snprintf(data, sizeof data, "# workers threads_speedup processes_speedup ideal "
+                                                    "amdahl_threads amdahl_processes\n");
+    for (unsigned p = 1; p <= maxp; p++) {
+        json_t *row = json_object();
+        json_object_set_new(row, "workers", json_integer(p));
+        printf("  %-8u", p);
+        double sp[LAB_NMODES] = {0};
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+            if (t[m][p] <= 0) {
+                printf(" %11s %8s %6s", "-", "-", "-");
+                continue;
+            }
+            sp[m] = t[m][1] / t[m][p];
+            printf(" %11.4f %7.2fx %5.0f%%", t[m][p], sp[m], 100 * sp[m] / p);
+            json_t *o = json_object();
+            json_object_set_new(o, "seconds", json_real(t[m][p]));
+            json_object_set_new(o, "speedup", json_real(sp[m]));
+            json_object_set_new(o, "efficiency", json_real(sp[m] / p));
+            json_object_set_new(row, lab_mode_name[m], o);
+        }
+        printf("\n");
+        json_array_append_new(rows, row);
+        dl += (size_t)snprintf(data + dl, sizeof data - dl, "%u %.6f %.6f %u %.6f %.6f\n", p,
+                               sp[LAB_THREADS] > 0 ? sp[LAB_THREADS] : NAN,
+                               sp[LAB_PROCESSES] > 0 ? sp[LAB_PROCESSES] : NAN, p,
+                               amdahl(f[LAB_THREADS], p, cores), amdahl(f[LAB_PROCESSES], p, cores));
+    }
+    json_t *fig = json_object(), *fit = json_object();
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        if (t[m][1] <= 0) continue;
+        printf("  Amdahl fit, %s: parallel fraction %.4f (serial %.2f%%), so at most %.2fx on %u cores\n",
+               lab_mode_name[m], f[m], 100 * (1 - f[m]), amdahl(f[m], cores, cores), cores);
+        json_object_set_new(fit, lab_mode_name[m], json_real(f[m]));
+    }
+    lab_mode_t b = t[LAB_PROCESSES][cores] > 0 &&
+                           (t[LAB_THREADS][cores] <= 0 || t[LAB_PROCESSES][cores] < t[LAB_THREADS][cores])
+                       ? LAB_PROCESSES
+                       : LAB_THREADS;
+    if (t[b][cores] > 0) {
+        double flat = t[b][maxp] / t[b][cores], others = lab_others_cpus();
+        const char *past = flat > 1.15   ? "gets slower, because more workers than cores only time-share them"
+                           : flat < 0.87 ? "still improves, which says the cores were not all free at fewer workers"
+                                         : "stays flat, because there are no more cores to run them";
+        printf("  verdict: %s with %u workers, %.2fx: the job is %.1f%% parallel, and past %u workers the time %s.",
+               lab_mode_name[b], cores, t[b][1] / t[b][cores], 100 * f[b], cores, past);
+        if (others >= 0.5) printf(" Other programs kept %.1f of the %d CPUs busy meanwhile.", others, lab_opt.ncpu);
+        printf("\n");
+    }
+    json_object_set_new(fig, "sweep", rows);
+    json_object_set_new(fig, "amdahl_parallel_fraction", fit);
+    json_object_set_new(fig, "tasks", json_integer((json_int_t)ntasks));
+    json_object_set_new(fig, "cpus", json_integer(cores));
+    json_object_set_new(lab_figures, "workers", fig);
+    char script[2048];
+    snprintf(script, sizeof script,
+             "set title 'Speedup against workers (%zu equal CPU-bound tasks, %u CPUs)'\n"
+             "set xlabel 'workers'\nset ylabel 'speedup over 1 worker'\nset grid\nset key top left\n"
+             "set xrange [0.8:%u.2]\nset yrange [0:%u.5]\nset xtics 1\n"
+             "plot dat using 1:4 with lines lw 2 dt 2 lc rgb '#888888' title 'ideal (speedup = workers)', "
+             "dat using 1:($4 < %u ? $4 : %u) with lines lw 1 dt 3 lc rgb '#444444' title 'ideal on %u CPUs', "
+             "dat using 1:5 with lines lw 2 lc rgb '#1f77b4' title sprintf('Amdahl fit, threads: f = %.3f'), "
+             "dat using 1:6 with lines lw 2 lc rgb '#d62728' title sprintf('Amdahl fit, processes: f = %.3f'), "
+             "dat using 1:2 with points pt 7 ps 1.6 lc rgb '#1f77b4' title 'threads, measured', "
+             "dat using 1:3 with points pt 5 ps 1.4 lc rgb '#d62728' title 'processes, measured'\n",
+             ntasks, cores, maxp, maxp, cores, cores, cores, f[LAB_THREADS], f[LAB_PROCESSES]);
+    lab_plot("workers", data, script);
+    lab_shared_free(s, sizeof *s);
+    return 0;
+}

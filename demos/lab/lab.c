@@ -1,0 +1,123 @@
+/* lab: the parallel-processing lab's CPU workloads, each run serially, on
+ * threads and on processes, timed, compared, and checked to agree exactly;
+ * `lab all` runs everything and writes soln.json.  See docs/lab.md. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "common/lab.h"
+
+static const struct workload {
+    const char *name;
+    int (*run)(void);
+    bool data; /* takes --input/--output */
+    const char *what;
+} workloads[] = {
+    {"howmany", lab_howmany, true, "count per row the values in [4, 8] (1,000,000 x 5)"},
+    {"common", lab_common, true, "row-wise common items of list_a and list_b"},
+    {"busywork", lab_busywork, false, "tasks of 1, 2, 4, 6 s: serial, pool of CPUs, pool of 4"},
+    {"normalize", lab_normalize, true, "min-max normalise rows, Small to XXL"},
+    {"primes", lab_primes, false, "count the primes below 100,000"},
+    {"factors", lab_factors, false, "prime factors of 100 numbers in [1e10, 1e12]"},
+    {"sumsq", lab_sumsq, false, "sum of i^2, 8 tasks of n = 1,000,000"},
+    {"heavy", lab_heavy, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
+    {"chunks", lab_chunks, false, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
+    {"workers", lab_workers, false, "1 to 2 x CPUs workers, with the Amdahl fit"},
+};
+#define NWORK (sizeof workloads / sizeof workloads[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: lab WORKLOAD [options]\n\nworkloads:\n");
+    for (size_t i = 0; i < NWORK; i++) fprintf(f, "  %-10s %s\n", workloads[i].name, workloads[i].what);
+    fprintf(f, "  %-10s %s\n", "all", "every workload above, then soln.json");
+    fprintf(f, "\noptions:\n"
+               "  --mode M       serial, threads, processes or all (default all)\n"
+               "  --workers N    pool size for threads and processes (default: the CPU count)\n"
+               "  --scale F      multiply sizes and durations by F (default 1)\n"
+               "  --quick        the same as --scale 0.1\n"
+               "  --seed S       seed for the generated data (default 20240917)\n"
+               "  --input FILE   read the rows from CSV (howmany, common, normalize)\n"
+               "  --output FILE  write the results as CSV (howmany, common, normalize)\n"
+               "  --plot DIR     write PNG charts into DIR with gnuplot (chunks, workers)\n"
+               "  --soln FILE    write the figures as JSON (default for all: soln.json)\n"
+               "  --repeat N     time each run N times and keep the best (default 1;\n"
+               "                 runs under 0.1 s are always timed 5 times)\n"
+               "  --help         this text\n");
+}
+
+static double number(const char *opt, const char *s, double lo, double hi)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi)) lab_die("%s: \"%s\" is not a number in [%g, %g]", opt, s, lo, hi);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"mode", required_argument, 0, 'm'}, {"workers", required_argument, 0, 'w'},
+        {"scale", required_argument, 0, 's'}, {"quick", no_argument, 0, 'q'},
+        {"seed", required_argument, 0, 'S'}, {"input", required_argument, 0, 'i'},
+        {"output", required_argument, 0, 'o'}, {"plot", required_argument, 0, 'p'},
+        {"soln", required_argument, 0, 'j'}, {"repeat", required_argument, 0, 'r'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    lab_opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (lab_opt.ncpu < 1) lab_opt.ncpu = 1;
+    lab_opt.workers = (unsigned)lab_opt.ncpu;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            if (!strcmp(optarg, "all")) lab_opt.modes = 7;
+            else if (!strcmp(optarg, "serial")) lab_opt.modes = 1u << LAB_SERIAL;
+            else if (!strcmp(optarg, "threads")) lab_opt.modes = 1u << LAB_THREADS;
+            else if (!strcmp(optarg, "processes")) lab_opt.modes = 1u << LAB_PROCESSES;
+            else lab_die("--mode: \"%s\" is not serial, threads, processes or all", optarg);
+            break;
+        case 'w': lab_opt.workers = (unsigned)number("--workers", optarg, 1, 256); break;
+        case 's': lab_opt.scale = number("--scale", optarg, 1e-4, 100); break;
+        case 'q': lab_opt.scale = 0.1; break;
+        case 'S': lab_opt.seed = (uint64_t)number("--seed", optarg, 0, 9007199254740992.0); break;
+        case 'i': lab_opt.input = optarg; break;
+        case 'o': lab_opt.output = optarg; break;
+        case 'p': lab_opt.plot_dir = optarg; break;
+        case 'j': lab_opt.soln = optarg; break;
+        case 'r': lab_opt.repeat = (unsigned)number("--repeat", optarg, 1, 100); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[optind];
+    bool all = !strcmp(name, "all");
+    const struct workload *w = NULL;
+    for (size_t i = 0; i < NWORK && !all; i++)
+        if (!strcmp(workloads[i].name, name)) w = &workloads[i];
+    if (!all && !w) lab_die("no workload \"%s\" (try --help)", name);
+    if ((lab_opt.input || lab_opt.output) && (all || !w->data))
+        lab_die("--input and --output go with howmany, common or normalize");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    lab_figures = json_object();
+    printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,
+           lab_opt.workers, lab_opt.scale, (unsigned long long)lab_opt.seed, lab_backend(LAB_THREADS),
+           lab_backend(LAB_PROCESSES));
+    if (all) {
+        for (size_t i = 0; i < NWORK; i++) workloads[i].run();
+        lab_soln_write(lab_opt.soln ? lab_opt.soln : "soln.json");
+    } else {
+        w->run();
+        if (lab_opt.soln) lab_soln_write(lab_opt.soln);
+    }
+    json_decref(lab_figures);
+    json_decref(lab_prob1);
+    json_decref(lab_prob2);
+    json_decref(lab_prob3);
+    return 0;
+}

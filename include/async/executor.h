@@ -1,0 +1,314 @@
+/* Executors: pools of workers that run work functions and hand back futures;
+ * one API over two backends, threads (ThreadPoolExecutor, the thread side of
+ * multiprocessing.Pool) and processes (ProcessPoolExecutor, Pool), chosen by
+ * one option, so a program switches between them without other changes.
+ *
+ * Work crosses to a worker as bytes.  A work function receives its input as
+ * in_size plain bytes and writes its output into out_size bytes; on the
+ * process backend both are copies in shared memory, so a work function must
+ * never rely on pointers stored inside its input (point into memory from
+ * async_executor_shm_alloc instead, or pass offsets).  The ctx pointer is
+ * passed through unchanged: on the process backend it points into the
+ * worker's copy of the parent's memory as it was when the executor was
+ * created, so use it for read-only configuration prepared before
+ * async_executor_new.  A work function returns 0 or an error: a negative
+ * ASYNC_E* code (any other value becomes ASYNC_EWORK), with a message set by
+ * returning async_work_fail(code, fmt, ...).
+ *
+ * Results of variable size: a function may call async_work_output(size) to
+ * get a buffer of size bytes for its result instead of the out_size it was
+ * given (submit only; map outputs are fixed rows).
+ *
+ * Guarantees: an error in one task fails only that task's future, never the
+ * pool; queued work runs highest priority first, FIFO within a priority;
+ * every future an executor returns becomes final, including on shutdown and
+ * when the executor is freed with work in flight.  Every function here is
+ * thread-safe unless it says otherwise. */
+#ifndef ASYNC_EXECUTOR_H
+#define ASYNC_EXECUTOR_H
+
+#include "common.h"
+#include "future.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct async_executor async_executor_t;
+
+/* --- work functions ------------------------------------------------------ */
+
+/* A work function: reads in_size bytes at in, writes up to out_size bytes at
+ * out (out is NULL when out_size is 0), and returns 0 or an error code.  ctx
+ * is the job's context pointer (see the top of this file).  It runs on a
+ * worker thread or in a worker process, so it must be thread-safe with
+ * respect to other work running at the same time. */
+typedef int (*async_work_fn)(const void *in, size_t in_size, void *out, size_t out_size,
+                             void *ctx);
+
+/* A per-worker initializer, run once in each worker before its first work
+ * (Python's initializer=).  Returns 0 or an error (async_work_fail gives it a
+ * message); a failure breaks the pool: queued and later work fails with
+ * ASYNC_EINIT and a message naming the worker and the error. */
+typedef int (*async_work_init_fn)(void *ctx);
+
+/* Inside a work function or initializer: records a message (printf format)
+ * for the running task's failure and returns code, so that
+ * `return async_work_fail(ASYNC_EINVAL, "row %zu: %d out of range", i, v);`
+ * fails the task with that code and message.  Code 0 or positive gives
+ * ASYNC_EWORK.  Outside a work function it only returns the code. */
+ASYNC_API int async_work_fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Inside a work function run by submit: sets the size of the result to size
+ * bytes and returns the buffer to write them to: the given out buffer when
+ * size <= out_size (its first size bytes are kept), else a new buffer (the
+ * old contents are not copied).  Returns NULL when out of memory, when size
+ * exceeds the backend's limit, inside a map or imap when size > out_size,
+ * and outside a work function. */
+ASYNC_API void *async_work_output(size_t size);
+
+/* Inside a work function or initializer: the index of the worker running it
+ * (0 .. workers-1, stable for the worker's life), for per-worker state; -1
+ * elsewhere, including the caller of a blocking map that runs chunks itself
+ * (see async_executor_map). */
+ASYNC_API int async_work_worker(void);
+
+/* Inside a work function: the job's deadline (ASYNC_FOREVER if none), so long
+ * work can stop early; ASYNC_FOREVER elsewhere. */
+ASYNC_API int64_t async_work_deadline(void);
+
+/* --- creating and ending a pool ------------------------------------------ */
+
+typedef enum async_backend {
+    ASYNC_BACKEND_THREADS = 0, /* worker threads in this process */
+    ASYNC_BACKEND_PROCESSES,   /* forked worker processes (issue 4) */
+} async_backend_t;
+
+typedef struct async_executor_opts {
+    async_backend_t backend;
+    /* Workers; 0 for the default: min(32, cpus + 4) threads, as
+     * ThreadPoolExecutor, or cpus processes. */
+    unsigned workers;
+    /* Bound on queued (not yet running) jobs; 0 for none.  A map counts its
+     * chunks.  When full, submit blocks and trysubmit fails with
+     * ASYNC_EAGAIN. */
+    size_t max_queued;
+    /* Run once in each worker before its first job; NULL for none. */
+    async_work_init_fn initializer;
+    void *init_ctx;
+    /* Process backend: replace a worker after it ran this many jobs (a map
+     * chunk is one job); 0 for never.  Ignored by the thread backend. */
+    unsigned max_tasks_per_worker;
+    /* Process backend: bytes of shared memory for one job's input plus
+     * output (0: the backend's default); larger jobs fail with ASYNC_EINVAL.
+     * Ignored by the thread backend. */
+    size_t max_job_bytes;
+} async_executor_opts_t;
+
+/* Creates and starts a pool; opts may be NULL (threads, default size).
+ * Errors: ASYNC_EINVAL (unknown backend), ASYNC_ENOTSUP (backend not built
+ * in), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or process). */
+ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts);
+
+/* The pool's worker count and backend. */
+ASYNC_API unsigned async_executor_workers(const async_executor_t *ex);
+ASYNC_API async_backend_t async_executor_backend(const async_executor_t *ex);
+
+/* Number of jobs queued and not yet taken by a worker. */
+ASYNC_API size_t async_executor_queued(async_executor_t *ex);
+
+/* Stops accepting work (later submits fail with ASYNC_ECLOSED).  With
+ * cancel_pending, queued jobs are cancelled (their futures CANCELLED, maps
+ * FAILED with ASYNC_ECANCELED); without, they still run.  With wait, blocks
+ * until all work that will run has finished and the workers have exited.
+ * Calling it again is allowed (it can upgrade to cancel or wait).  Errors:
+ * ASYNC_EINVAL (wait asked from one of the pool's own workers, which would
+ * wait for itself; the shutdown itself still happens). */
+ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
+
+/* Stops now: cancels queued jobs, and on the process backend kills the
+ * workers, failing the jobs they held with ASYNC_ECANCELED; then waits for
+ * the workers to exit.  A thread cannot be killed, so the thread backend
+ * waits for running jobs to end.  Errors: ASYNC_EINVAL (called from a
+ * worker). */
+ASYNC_API int async_executor_terminate(async_executor_t *ex);
+
+/* Shuts down (cancel_pending, wait) if not done yet and frees the pool.
+ * Futures the caller still holds stay valid, and all are final.  NULL is
+ * ignored.  Must not be called from one of the pool's workers.
+ *
+ * Memory: the executor reuses the memory of freed futures of small jobs
+ * (input plus output up to about 80 bytes) for later submits, keeping up to
+ * 250,000 of them (about 100 MB) as long as it lives; all of it is released
+ * here, except up to 4,096 blocks that another thread that submitted to this
+ * executor keeps cached: those go when that thread exits or submits to
+ * another executor. */
+ASYNC_API void async_executor_free(async_executor_t *ex);
+
+/* Memory every worker sees at the same address, for large inputs that a map
+ * should not copy: ordinary heap memory on the thread backend, a shared
+ * mapping on the process backend (map inputs inside it are passed by
+ * address, not copied).  Free it with async_executor_shm_free before the
+ * executor.  Errors: ASYNC_ENOMEM. */
+ASYNC_API int async_executor_shm_alloc(async_executor_t *ex, size_t size, void **out);
+ASYNC_API void async_executor_shm_free(async_executor_t *ex, void *ptr);
+
+/* --- single jobs: submit, apply ------------------------------------------ */
+
+typedef struct async_job {
+    async_work_fn fn;
+    const void *in;  /* in_size bytes, copied by submit unless borrow_input */
+    size_t in_size;
+    size_t out_size; /* bytes of the output buffer the function gets */
+    void *ctx;
+    int priority;     /* higher runs first; 0 normally */
+    int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none (below) */
+    bool borrow_input; /* in stays valid and unchanged until the future is
+                          final: not copied (thread backend) */
+} async_job_t;
+
+/* Queues one job and returns its future (*out, OUT, one reference for the
+ * caller).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
+ * without running; on the process backend a job running past its deadline
+ * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend it
+ * cannot be stopped, its function can read async_work_deadline(), and a
+ * result that comes after the deadline fails the future with
+ * ASYNC_ETIMEDOUT.  submit blocks while the queue is at max_queued;
+ * submit_dl gives up at the deadline with ASYNC_ETIMEDOUT; trysubmit fails
+ * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
+ * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
+ * ASYNC_EINIT (a worker initializer failed: the pool is broken),
+ * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
+ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
+                                    async_future_t **out);
+ASYNC_API int async_executor_submit_dl(async_executor_t *ex, const async_job_t *job,
+                                       async_future_t **out, int64_t deadline);
+ASYNC_API int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job,
+                                       async_future_t **out);
+
+/* Queues n jobs at once and returns their futures in out[0..n) (one
+ * reference each).  Cheaper per job than n submits: the batch is queued with
+ * one atomic operation and wakes the workers once.  It blocks for room as
+ * submit does (a batch may overfill max_queued).  Errors: as submit, and
+ * ASYNC_EINVAL if any job is invalid; on error nothing is queued and out
+ * holds nothing to free. */
+ASYNC_API int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                          async_future_t **out);
+
+/* apply / to_thread / run_in_executor: submits the job and waits for it, in
+ * a task by awaiting (only the task sleeps), elsewhere by blocking; copies
+ * the result into out (job->out_size bytes; *out_len, OUT, may be NULL,
+ * receives the result's size, which may exceed job->out_size for a variable
+ * result: then only out_size bytes are copied).  Returns the job's outcome,
+ * or an error of submit, or ASYNC_ECANCELED if the awaiting task was
+ * cancelled (the job runs on).  msg (OUT, may be NULL) receives the
+ * failure's message, up to ASYNC_FUTURE_MSG_MAX bytes. */
+ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out,
+                                 size_t *out_len, char *msg);
+
+/* --- maps: map, starmap, map_async --------------------------------------- */
+
+/* A map of fn over n items: item i is in_size bytes at in + i * in_size, its
+ * result out_size bytes at out + i * out_size.  starmap is the same call
+ * with items that are structs of arguments.  Items are grouped into chunks
+ * of chunksize (0: ceil(n / (4 * workers)), as Pool.map), one job each; in
+ * and out must stay valid until the map is final and are not copied on the
+ * thread backend.  A chunk stops at its first failing item; other chunks run
+ * on. */
+typedef struct async_map {
+    async_work_fn fn;
+    void *ctx;
+    const void *in;
+    size_t in_size;
+    void *out;       /* may be NULL when out_size is 0 */
+    size_t out_size;
+    size_t n;
+    size_t chunksize;
+    int priority;
+    int64_t deadline; /* per chunk, as async_job_t's; 0 for none */
+} async_map_t;
+
+/* The first failure of a map: the lowest failing item index, its code and
+ * message. */
+typedef struct async_map_error {
+    size_t index;
+    int code;
+    char message[ASYNC_FUTURE_MSG_MAX];
+} async_map_error_t;
+
+/* Runs the map and waits for it (blocking the thread; in a task, awaiting).
+ * On the thread backend without an initializer, a blocking caller (not a
+ * task) also runs chunks itself while it would otherwise sleep, so the map
+ * does not wait for sleeping workers to get a CPU; async_work_worker() is -1
+ * in those calls.
+ * Returns 0 when every item succeeded, otherwise the code of the lowest
+ * failing item, described in *err (OUT, may be NULL).  n = 0 returns 0.
+ * Errors also: as submit (nothing ran then), ASYNC_EINVAL (m NULL, fn NULL,
+ * in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
+ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
+                                 async_map_error_t *err);
+
+/* map_async: queues the map and returns at once with a future (*out, OUT)
+ * that is DONE (no output bytes) when every item succeeded, or FAILED with
+ * the lowest failing item's code, "item N: message" and
+ * async_future_error_index.  on_success / on_error (either may be NULL)
+ * run as that future's first callback, per the callback rules of
+ * future.h.  Errors: as async_executor_map (no callback runs then). */
+ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *m,
+                                       async_future_cb on_success, async_future_cb on_error,
+                                       void *cb_arg, async_future_t **out);
+
+/* --- lazy maps: imap, imap_unordered ------------------------------------- */
+
+/* A source of input items for imap: writes the next item (in_size bytes) to
+ * item and returns 0, ASYNC_EEOF at the end, or another error, which ends
+ * the input and is reported by async_imap_next after the items before it.
+ * Called only on the thread that calls async_imap_next / async_imap_new. */
+typedef int (*async_source_fn)(void *arg, void *item);
+
+typedef struct async_imap {
+    async_work_fn fn;
+    void *ctx;
+    size_t in_size, out_size;
+    /* The input: n items at in (an array), or, when source is set, items
+     * pulled from source one at a time as the window frees up. */
+    const void *in;
+    size_t n;
+    async_source_fn source;
+    void *source_arg;
+    size_t chunksize; /* items per job; 0 for 1, as Pool.imap */
+    size_t window;    /* most items in flight; 0 for 2 * workers * chunksize */
+    bool unordered;   /* yield in completion order (imap_unordered) */
+    int priority;
+} async_imap_t;
+
+typedef struct async_imap_iter async_imap_iter_t;
+
+/* Starts the lazy map and fills the first window.  Errors: as
+ * async_executor_submit, ASYNC_EINVAL (fn NULL, no input, in_size 0 with
+ * a source). */
+ASYNC_API int async_executor_imap(async_executor_t *ex, const async_imap_t *m,
+                                  async_imap_iter_t **out);
+
+/* Blocks the calling thread for the next result (in input order, or in
+ * completion order when unordered), copies it to out (out_size bytes) and
+ * sets *index (OUT, may be NULL) to its input position.  Returns 0, the
+ * item's error (message in async_imap_message; iteration may go on),
+ * ASYNC_EEOF after the last item, the source's error, ASYNC_ETIMEDOUT at
+ * the deadline (nothing is consumed). */
+ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
+ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
+                                 int64_t deadline);
+
+/* The message of the last item error ("" if none). */
+ASYNC_API const char *async_imap_message(const async_imap_iter_t *it);
+
+/* Stops the map: cancels what is queued, waits for chunks running, frees.
+ * NULL is ignored. */
+ASYNC_API void async_imap_free(async_imap_iter_t *it);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

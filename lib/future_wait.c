@@ -1,0 +1,366 @@
+/* Waiting for futures: blocking waits from any thread (one future, many
+ * futures with the wait modes, as_completed) and awaiting from a task.
+ *
+ * Blocking waits sleep on a futex: a single future's waiters on its state
+ * word, a multi-future wait on a word of its own that listeners bump, an
+ * as-completed iterator on a condition variable.  A task never blocks its
+ * thread: it registers a listener that posts to its loop, with the post node
+ * embedded in a heap record shared by the task and the post, so that a task
+ * that timed out or was cancelled meanwhile leaves nothing behind that a late
+ * completion could touch. */
+#include <stdio.h>
+#include <string.h>
+#include "future_internal.h"
+
+/* Pauses a waiter spins through before it sleeps (a few microseconds). */
+#define SPIN_LOOPS 200
+
+/* --- blocking waits ---------------------------------------------------------- */
+
+int async__future_wait(async_future_t *f, int64_t deadline, bool spin)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_acquire);
+    /* Spin a little first: when futures finish in a stream (a waiter walking
+     * a batch), the next one is often a moment away, and sleeping would cost
+     * a system call on both sides.  Not for long work, such as a map: a
+     * spinning waiter holds the CPU that a worker it just woke should get. */
+    for (unsigned i = 0; spin && i < SPIN_LOOPS && !async__fs_final(s); i++) {
+        async__cpu_relax();
+        s = atomic_load_explicit(&f->state, memory_order_acquire);
+    }
+    for (;;) {
+        if (async__fs_final(s)) return async_future_error(f);
+        if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
+        if (!(s & FS_SLEEPERS)) {
+            if (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | FS_SLEEPERS,
+                                                       memory_order_acquire, memory_order_acquire))
+                continue;
+            s |= FS_SLEEPERS;
+        }
+        async__futex_wait(&f->state, s, deadline);
+        s = atomic_load_explicit(&f->state, memory_order_acquire);
+    }
+}
+
+int async_future_wait_dl(async_future_t *f, int64_t deadline)
+{
+    return async__future_wait(f, deadline, true);
+}
+
+int async_future_wait(async_future_t *f) { return async__future_wait(f, ASYNC_FOREVER, true); }
+
+/* Checks mode over fs; true when satisfied, with *index set.  *from is the
+ * first index not known final (finals never change). */
+static bool satisfied(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *from,
+                      size_t *index)
+{
+    if (mode != ASYNC_WAIT_ALL) {
+        for (size_t i = 0; i < n; i++) {
+            unsigned st = atomic_load_explicit(&fs[i]->state, memory_order_acquire) & FS_MASK;
+            if (mode == ASYNC_WAIT_FIRST_COMPLETED ? async__fs_final(st)
+                                                   : st == FS_FAILED || st == FS_CANCELLED) {
+                *index = i;
+                return true;
+            }
+        }
+        if (mode == ASYNC_WAIT_FIRST_COMPLETED) return n == 0 && (*index = 0, true);
+    }
+    while (*from < n && async_future_done(fs[*from])) (*from)++;
+    *index = n;
+    return *from == n;
+}
+
+static int check_many(async_future_t *const *fs, size_t n, async_wait_mode_t mode)
+{
+    if (mode != ASYNC_WAIT_ALL && mode != ASYNC_WAIT_FIRST_COMPLETED && mode != ASYNC_WAIT_FIRST_FAILURE)
+        return ASYNC_EINVAL;
+    if (n && !fs) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i]) return ASYNC_EINVAL;
+    return 0;
+}
+
+typedef struct wait_node {
+    async__listener_t l;
+    _Atomic unsigned *seq;
+} wait_node_t;
+
+static void wait_notify(async__listener_t *l, async_future_t *f)
+{
+    (void)f;
+    wait_node_t *w = container_of(l, wait_node_t, l);
+    atomic_fetch_add_explicit(w->seq, 1, memory_order_release);
+    async__futex_wake(w->seq, 1);
+}
+
+int async_futures_wait_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index,
+                          int64_t deadline)
+{
+    int r = check_many(fs, n, mode);
+    if (r) return r;
+    size_t from = 0, idx = 0;
+    if (mode == ASYNC_WAIT_ALL) {
+        /* One at a time: no allocation, each wait ends when that one is final. */
+        for (size_t i = 0; i < n; i++) {
+            r = async_future_wait_dl(fs[i], deadline);
+            if (r == ASYNC_ETIMEDOUT && !async_future_done(fs[i])) return r;
+        }
+        if (index) *index = n;
+        return 0;
+    }
+    if (satisfied(fs, n, mode, &from, &idx)) goto out;
+
+    wait_node_t *nodes = async__calloc(n, sizeof *nodes);
+    if (!nodes) return ASYNC_ENOMEM;
+    _Atomic unsigned seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        nodes[i].l.notify = wait_notify;
+        nodes[i].seq = &seq;
+        async__list_init(&nodes[i].l.link);
+        async__future_listen(fs[i], &nodes[i].l);
+    }
+    r = 0;
+    for (;;) {
+        unsigned seen = atomic_load_explicit(&seq, memory_order_acquire);
+        if (satisfied(fs, n, mode, &from, &idx)) break;
+        if (async__futex_wait(&seq, seen, deadline) == ETIMEDOUT &&
+            !satisfied(fs, n, mode, &from, &idx)) {
+            r = ASYNC_ETIMEDOUT;
+            break;
+        }
+    }
+    /* Taking each lock also waits out a notify still running on a node. */
+    for (size_t i = 0; i < n; i++) async__future_unlisten(fs[i], &nodes[i].l);
+    async__free(nodes);
+    if (r) return r;
+out:
+    if (index) *index = idx;
+    return 0;
+}
+
+int async_futures_wait(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index)
+{
+    return async_futures_wait_dl(fs, n, mode, index, ASYNC_FOREVER);
+}
+
+/* --- awaiting from a task -------------------------------------------------- */
+
+/* One suspension's worth of listening.  The record is shared by the task and
+ * by at most one post in flight; whoever drops the last reference frees it.
+ * Once the task has unlistened every node (taking each future's lock), no
+ * notify can start, so `refs` only counts the task and that post. */
+typedef struct await_rec {
+    async__post_t post;
+    async_waker_t waker;
+    async_loop_t *loop;
+    _Atomic unsigned posted;
+    _Atomic unsigned refs;
+    struct await_node {
+        async__listener_t l;
+        struct await_rec *rec;
+    } nodes[];
+} await_rec_t;
+
+static void await_drop(await_rec_t *rec)
+{
+    if (atomic_fetch_sub_explicit(&rec->refs, 1, memory_order_acq_rel) == 1) async__free(rec);
+}
+
+/* On the loop's thread: wakes the task if it is still in that suspension. */
+static void await_posted(void *arg)
+{
+    await_rec_t *rec = arg;
+    async_waker_wake(rec->waker, 0); /* ASYNC_ESRCH for a stale waker: fine */
+    await_drop(rec);
+}
+
+static void await_notify(async__listener_t *l, async_future_t *f)
+{
+    (void)f;
+    await_rec_t *rec = container_of(l, struct await_node, l)->rec;
+    if (atomic_exchange_explicit(&rec->posted, 1, memory_order_acq_rel)) return;
+    atomic_fetch_add_explicit(&rec->refs, 1, memory_order_relaxed);
+    async__loop_post_node(rec->loop, &rec->post);
+}
+
+int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index,
+                           int64_t deadline)
+{
+    int r = check_many(fs, n, mode);
+    if (r) return r;
+    size_t from = 0, idx = 0;
+    for (;;) {
+        if (satisfied(fs, n, mode, &from, &idx)) break;
+        async_waker_t waker = async_task_waker();
+        if (!waker.ptr_) return ASYNC_ENOTASK;
+        if (async_task_cancelled()) return ASYNC_ECANCELED;
+        if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
+        /* ALL listens on the first unfinished one only; the others on all. */
+        size_t lo = mode == ASYNC_WAIT_ALL ? from : 0;
+        size_t hi = mode == ASYNC_WAIT_ALL ? from + 1 : n;
+        await_rec_t *rec = async__malloc(sizeof *rec + (hi - lo) * sizeof rec->nodes[0]);
+        if (!rec) return ASYNC_ENOMEM;
+        rec->post.fn = await_posted;
+        rec->post.arg = rec;
+        rec->post.owned = false;
+        rec->waker = waker;
+        rec->loop = async_waker_loop(waker);
+        atomic_init(&rec->posted, 0);
+        atomic_init(&rec->refs, 1);
+        bool missed = false;
+        size_t listened = 0;
+        for (size_t i = lo; i < hi; i++, listened++) {
+            struct await_node *nd = &rec->nodes[i - lo];
+            nd->rec = rec;
+            nd->l.notify = await_notify;
+            async__list_init(&nd->l.link);
+            if (!async__future_listen(fs[i], &nd->l)) {
+                missed = true; /* finished meanwhile: recheck without sleeping */
+                listened++;
+                break;
+            }
+        }
+        r = missed ? 0 : async_task_suspend_dl(deadline);
+        for (size_t i = 0; i < listened; i++) async__future_unlisten(fs[lo + i], &rec->nodes[i].l);
+        await_drop(rec);
+        if (r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED) {
+            if (r == ASYNC_ETIMEDOUT && satisfied(fs, n, mode, &from, &idx)) break;
+            return r;
+        }
+        if (r && r != ASYNC_ESRCH) return r;
+    }
+    if (index) *index = idx;
+    return 0;
+}
+
+int async_future_await_dl(async_future_t *f, int64_t deadline)
+{
+    if (!f) return ASYNC_EINVAL;
+    int r = async_futures_await_dl(&f, 1, ASYNC_WAIT_ALL, NULL, deadline);
+    return r ? r : async_future_error(f);
+}
+
+int async_future_await(async_future_t *f) { return async_future_await_dl(f, ASYNC_FOREVER); }
+
+/* --- as_completed ------------------------------------------------------------ */
+
+struct async_as_completed {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    size_t n, head, tail; /* order[head..tail) finished, not yet yielded */
+    size_t *order;
+    async_future_t **fs;
+    struct ac_node {
+        async__listener_t l;
+        struct async_as_completed *it;
+        size_t index;
+    } *nodes;
+    char msg[96];
+};
+
+static void ac_notify(async__listener_t *l, async_future_t *f)
+{
+    (void)f;
+    struct ac_node *nd = container_of(l, struct ac_node, l);
+    async_as_completed_t *it = nd->it;
+    pthread_mutex_lock(&it->mu);
+    it->order[it->tail++] = nd->index;
+    pthread_cond_signal(&it->cond);
+    pthread_mutex_unlock(&it->mu);
+}
+
+int async_as_completed_new(async_future_t *const *fs, size_t n, async_as_completed_t **out)
+{
+    int r = check_many(fs, n, ASYNC_WAIT_ALL);
+    if (r) return r;
+    if (!out) return ASYNC_EINVAL;
+    async_as_completed_t *it = async__calloc(1, sizeof *it);
+    if (!it) return ASYNC_ENOMEM;
+    it->n = n;
+    it->order = async__malloc((n ? n : 1) * sizeof *it->order);
+    it->fs = async__malloc((n ? n : 1) * sizeof *it->fs);
+    it->nodes = async__malloc((n ? n : 1) * sizeof *it->nodes);
+    if (!it->order || !it->fs || !it->nodes) {
+        async__free(it->order);
+        async__free(it->fs);
+        async__free(it->nodes);
+        async__free(it);
+        return ASYNC_ENOMEM;
+    }
+    pthread_mutex_init(&it->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&it->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    for (size_t i = 0; i < n; i++) {
+        it->fs[i] = fs[i];
+        async_future_ref(fs[i]);
+        it->nodes[i].it = it;
+        it->nodes[i].index = i;
+        it->nodes[i].l.notify = ac_notify;
+        async__list_init(&it->nodes[i].l.link);
+        if (!async__future_listen(fs[i], &it->nodes[i].l)) {
+            pthread_mutex_lock(&it->mu);
+            it->order[it->tail++] = i;
+            pthread_mutex_unlock(&it->mu);
+        }
+    }
+    *out = it;
+    return 0;
+}
+
+int async_as_completed_next_dl(async_as_completed_t *it, size_t *index, int64_t deadline)
+{
+    int r = 0;
+    pthread_mutex_lock(&it->mu);
+    it->msg[0] = '\0';
+    while (it->head == it->tail) {
+        if (it->head == it->n) {
+            r = ASYNC_EEOF;
+            break;
+        }
+        if (deadline == ASYNC_FOREVER) {
+            pthread_cond_wait(&it->cond, &it->mu);
+            continue;
+        }
+        struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+        if (deadline < 0) ts.tv_sec = ts.tv_nsec = 0;
+        if (pthread_cond_timedwait(&it->cond, &it->mu, &ts) == ETIMEDOUT && it->head == it->tail) {
+            snprintf(it->msg, sizeof it->msg, "%zu of %zu futures unfinished", it->n - it->tail, it->n);
+            r = ASYNC_ETIMEDOUT;
+            break;
+        }
+    }
+    if (!r) {
+        size_t i = it->order[it->head++];
+        if (index) *index = i;
+    }
+    pthread_mutex_unlock(&it->mu);
+    return r;
+}
+
+size_t async_as_completed_unfinished(async_as_completed_t *it)
+{
+    pthread_mutex_lock(&it->mu);
+    size_t u = it->n - it->tail;
+    pthread_mutex_unlock(&it->mu);
+    return u;
+}
+
+const char *async_as_completed_message(const async_as_completed_t *it) { return it->msg; }
+
+void async_as_completed_free(async_as_completed_t *it)
+{
+    if (!it) return;
+    for (size_t i = 0; i < it->n; i++) {
+        async__future_unlisten(it->fs[i], &it->nodes[i].l);
+        async_future_free(it->fs[i]);
+    }
+    pthread_cond_destroy(&it->cond);
+    pthread_mutex_destroy(&it->mu);
+    async__free(it->order);
+    async__free(it->fs);
+    async__free(it->nodes);
+    async__free(it);
+}

@@ -1,0 +1,163 @@
+/* The lab's workloads in C (serial, threads, processes, from demos/lab/lab's
+ * soln.json figures) beside the lab's own Python (serial and
+ * multiprocessing.Pool, from tests/bench/peer-lab.py), measured in the same
+ * run, as one table with the ratios, then one figure a line.
+ *
+ * Sizes are the lab's except where Python would take too long; those rows say
+ * their size, and both languages run that same size.  Seconds exclude starting
+ * the pool on both sides; C keeps the best of 3 runs (the machine is
+ * shared), Python runs once.  Run from the source root (make bench does). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LAB ASYNC_OUT_DIR "/demos/lab/lab"
+
+typedef struct row {
+    const char *name;     /* the table's label */
+    const char *lab_args; /* workload and options for the C lab */
+    const char *py_name;  /* peer-lab.py's workload name */
+    const char *py_args;  /* extra options for peer-lab.py */
+    /* Where the C figures are: the workload's figures, or a row of its sweep. */
+    const char *workload;
+    int sweep; /* -1: seconds.{serial,threads,processes}; else special */
+    double c[3], py[2];
+} row_t;
+
+enum { SWEEP_NONE = -1, SWEEP_BUSY = -2, SWEEP_NORM_XL = -3, SWEEP_WORKERS = -4 };
+
+static row_t rows[] = {
+    {"howmany 1000000x5", "howmany", "howmany", "", "howmany", SWEEP_NONE, {0}, {0}},
+    {"common (4 rows)", "common", "common", "", "common", SWEEP_NONE, {0}, {0}},
+    {"busywork x0.5, pool 4", "busywork --scale 0.5", "busywork", "--scale-busy 0.5", "busywork", SWEEP_BUSY, {0}, {0}},
+    {"normalize XL 50000x100", "normalize", "normalize", "", "normalize", SWEEP_NORM_XL, {0}, {0}},
+    {"primes < 100000", "primes", "primes", "", "primes", SWEEP_NONE, {0}, {0}},
+    {"factors (100)", "factors", "factors", "", "factors", SWEEP_NONE, {0}, {0}},
+    {"sumsq 8 x 1e6", "sumsq", "sumsq", "", "sumsq", SWEEP_NONE, {0}, {0}},
+    {"heavy 10M (of 40M) x3", "heavy --scale 0.25", "heavy", "--heavy-n 10000000", "heavy", SWEEP_NONE, {0}, {0}},
+    {"chunks cs=1, 10k items", "chunks --scale 0.1", "chunks=1", "--chunk-n 10000", "chunks", 0, {0}, {0}},
+    {"chunks cs=1000, 10k", "chunks --scale 0.1", "chunks=1000", "--chunk-n 10000", "chunks", 3, {0}, {0}},
+    {"workers 60 tasks, 2 w.", "workers --scale 0.25", "workers", "--workers-tasks 60", "workers", SWEEP_WORKERS, {0}, {0}},
+};
+#define NROWS (sizeof rows / sizeof rows[0])
+
+static double num(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+static int run_c(row_t *r, const char *json_path)
+{
+    char cmd[1024];
+    /* The best of 3 runs, except the sleeping busywork, whose time is fixed. */
+    snprintf(cmd, sizeof cmd, "%s %s --repeat %d --soln %s > /dev/null", LAB, r->lab_args,
+             r->sweep == SWEEP_BUSY ? 1 : 3, json_path);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench-lab: `%s` failed\n", cmd);
+        return -1;
+    }
+    json_error_t e;
+    json_t *s = json_load_file(json_path, 0, &e);
+    if (!s) {
+        fprintf(stderr, "bench-lab: %s: %s\n", json_path, e.text);
+        return -1;
+    }
+    json_t *w = json_object_get(json_object_get(s, "workloads"), r->workload);
+    json_t *secs = json_object_get(w, "seconds");
+    static const char *modes[3] = {"serial", "threads", "processes"};
+    for (int m = 0; m < 3; m++) r->c[m] = num(secs, modes[m]);
+    if (r->sweep == SWEEP_BUSY) {
+        json_t *parts = json_object_get(s, "prob2");
+        r->c[0] = num(json_object_get(parts, "part1"), "serial");
+        r->c[1] = num(json_object_get(parts, "part3"), "threads");
+        r->c[2] = num(json_object_get(parts, "part3"), "processes");
+    } else if (r->sweep == SWEEP_NORM_XL) {
+        json_t *xl = json_array_get(json_object_get(w, "sizes"), 3);
+        for (int m = 0; m < 3; m++) r->c[m] = num(xl, modes[m]);
+    } else if (r->sweep == SWEEP_WORKERS) {
+        json_t *sweep = json_object_get(w, "sweep");
+        json_int_t cpus = json_integer_value(json_object_get(w, "cpus"));
+        r->c[0] = num(json_object_get(json_array_get(sweep, 0), "threads"), "seconds");
+        r->c[1] = num(json_object_get(json_array_get(sweep, (size_t)cpus - 1), "threads"), "seconds");
+        r->c[2] = num(json_object_get(json_array_get(sweep, (size_t)cpus - 1), "processes"), "seconds");
+    } else if (r->sweep >= 0) {
+        json_t *at = json_array_get(json_object_get(w, "sweep"), (size_t)r->sweep);
+        r->c[0] = num(w, "serial");
+        r->c[1] = num(at, "threads");
+        r->c[2] = num(at, "processes");
+    }
+    json_decref(s);
+    return 0;
+}
+
+static int run_py(const char *python)
+{
+    int rc = 0;
+    /* One peer-lab.py run per distinct option set keeps Python's start-up out
+     * of the way; each prints one JSON line per workload. */
+    for (size_t i = 0; i < NROWS; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s tests/bench/peer-lab.py %s %s", python, rows[i].py_args, rows[i].py_name);
+        FILE *p = popen(cmd, "r");
+        if (!p) return -1;
+        char line[8192];
+        while (fgets(line, sizeof line, p)) {
+            json_t *j = json_loads(line, 0, NULL);
+            if (!j) continue;
+            rows[i].py[0] = num(j, "serial");
+            rows[i].py[1] = num(j, "pool");
+            json_decref(j);
+        }
+        if (pclose(p) != 0) {
+            fprintf(stderr, "bench-lab: `%s` failed\n", cmd);
+            rows[i].py[0] = rows[i].py[1] = -1;
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+int main(void)
+{
+    const char *python = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    char json_path[] = "/tmp/bench-lab-XXXXXX";
+    int fd = mkstemp(json_path);
+    if (fd < 0) return 1;
+    close(fd);
+    for (size_t i = 0; i < NROWS; i++) {
+        rows[i].py[0] = rows[i].py[1] = -1;
+        if (run_c(&rows[i], json_path) != 0) return 1;
+    }
+    unlink(json_path);
+    if (run_py(python) != 0)
+        fprintf(stderr, "bench-lab: the Python baseline failed (needs %s with numpy); C figures only\n", python);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("the lab's workloads, seconds (pools of %ld; busywork: 4; start-up excluded; C best of 3, Python "
+           "once); Python: %s\n", cpus, python);
+    printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", "workload", "py serial", "py pool", "C serial",
+           "C threads", "C procs", "C par/", "py pool/", "py ser/");
+    printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", "", "", "", "", "", "", "C ser", "C par", "C ser");
+    for (size_t i = 0; i < NROWS; i++) {
+        row_t *r = &rows[i];
+        double best = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
+        char cell[8][16];
+        double v[5] = {r->py[0], r->py[1], r->c[0], r->c[1], r->c[2]};
+        for (int k = 0; k < 5; k++) snprintf(cell[k], 16, v[k] >= 0 ? "%.3g" : "-", v[k]);
+        snprintf(cell[5], 16, best > 0 ? "%.2fx" : "-", r->c[0] / best);
+        snprintf(cell[6], 16, best > 0 && r->py[1] >= 0 ? "%.1fx" : "-", r->py[1] / best);
+        snprintf(cell[7], 16, r->c[0] > 0 && r->py[0] >= 0 ? "%.1fx" : "-", r->py[0] / r->c[0]);
+        printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", r->name, cell[0], cell[1], cell[2], cell[3], cell[4],
+               cell[5], cell[6], cell[7]);
+    }
+    printf("(C par = the faster of C threads and C processes; chunks rows: C serial is one plain loop)\n");
+    for (size_t i = 0; i < NROWS; i++) {
+        row_t *r = &rows[i];
+        double best = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
+        printf("lab %s: C parallel %.6f s, C serial %.6f s (%.2fx), Python pool %.6f s (%.1fx slower than C parallel)\n",
+               r->name, best, r->c[0], r->c[0] / best, r->py[1], r->py[1] / best);
+    }
+    return 0;
+}

@@ -1,0 +1,979 @@
+/* The executor, as one table of cases run against every backend listed in
+ * BACKENDS: submit and results, variable-size results, work errors with
+ * messages, map and imap ordering and chunking, map_async callbacks,
+ * cancel, deadlines, priorities, wait modes, bounded queues, shutdown while
+ * busy, freeing with work in flight, submit from 4 threads, an initializer
+ * failure, 1,000 tasks awaiting futures on one loop.  The cases only use what
+ * every backend supports (work functions see bytes, results come back as
+ * bytes; order is observed in the parent), so the process backend runs the
+ * same table by adding itself to BACKENDS.  Cases that only make sense for
+ * threads follow the table.  The counting allocator checks for leaks after
+ * every test. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/future.h>
+#include <async/executor.h>
+#include "support/alloc.h"
+
+#define MS ASYNC_MSEC(1)
+
+/* The backends the table runs on: X(suite, backend, case, timeout).
+ * ThreadSanitizer cannot follow synchronisation through memory that another
+ * process writes, so under it the table runs on threads only. */
+#if defined(__SANITIZE_THREAD__)
+#define BACKENDS(X, name, to) X(threads, ASYNC_BACKEND_THREADS, name, to)
+#else
+#define BACKENDS(X, name, to) \
+    X(threads, ASYNC_BACKEND_THREADS, name, to) X(procs, ASYNC_BACKEND_PROCESSES, name, to)
+#endif
+
+#define TEST_ON(suite, backend, name, to) \
+    Test(suite, name, .timeout = to) { name(backend); }
+#define CASE(name, to)                       \
+    static void name(async_backend_t backend); \
+    BACKENDS(TEST_ON, name, to)              \
+    static void name(async_backend_t backend)
+
+static void setup(void) { test_alloc_install(); }
+static void teardown(void)
+{
+    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_alloc_uninstall();
+}
+TestSuite(threads, .init = setup, .fini = teardown);
+TestSuite(procs, .init = setup, .fini = teardown);
+TestSuite(exec_threads_only, .init = setup, .fini = teardown);
+
+static async_executor_t *pool(async_backend_t backend, unsigned workers)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = workers};
+    async_executor_t *ex = NULL;
+    int r = async_executor_new(&ex, &o);
+    cr_assert_eq(r, 0, "executor_new: %s", async_strerror(r));
+    return ex;
+}
+
+/* --- work functions (bytes in, bytes out; no pointers inside inputs) ------ */
+
+static int square(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    if (in_size != sizeof(int64_t) || out_size != sizeof(int64_t)) return ASYNC_EINVAL;
+    int64_t v;
+    memcpy(&v, in, sizeof v);
+    v *= v;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+/* Sleeps in[0] milliseconds, then echoes in[1]. */
+static int nap(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    (void)in_size;
+    int v[2];
+    memcpy(v, in, sizeof v);
+    usleep((useconds_t)v[0] * 1000);
+    if (out_size >= sizeof(int)) memcpy(out, &v[1], sizeof(int));
+    return 0;
+}
+
+/* Fails on negative inputs, with a message; doubles the others. */
+static int picky(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    (void)in_size;
+    (void)out_size;
+    int v;
+    memcpy(&v, in, sizeof v);
+    if (v < 0) return async_work_fail(ASYNC_EINVAL, "bad value %d", v);
+    if (v == 1000000) return 5; /* a positive code without a message */
+    v *= 2;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+/* Produces in (a size_t) bytes of 'x' through async_work_output. */
+static int repeat(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    (void)in_size;
+    (void)out;
+    (void)out_size;
+    size_t n;
+    memcpy(&n, in, sizeof n);
+    char *buf = async_work_output(n);
+    if (!buf) return async_work_fail(ASYNC_ENOMEM, "no buffer for %zu bytes", n);
+    memset(buf, 'x', n);
+    return 0;
+}
+
+static int nothing(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    return 0;
+}
+
+static async_future_t *submit_nap(async_executor_t *ex, int ms, int tag, int priority)
+{
+    int v[2] = {ms, tag};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
+                       .priority = priority};
+    async_future_t *f = NULL;
+    int r = async_executor_submit(ex, &job, &f);
+    cr_assert_eq(r, 0, "submit: %s", async_strerror(r));
+    return f;
+}
+
+static int result_int(async_future_t *f)
+{
+    const void *data;
+    size_t size;
+    cr_assert_eq(async_future_result(f, &data, &size), 0, "%s", async_future_message(f));
+    cr_assert_eq(size, sizeof(int));
+    int v;
+    memcpy(&v, data, sizeof v);
+    return v;
+}
+
+/* --- the table -------------------------------------------------------------- */
+
+CASE(submit_and_result, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    cr_expect_eq(async_executor_workers(ex), 2);
+    cr_expect_eq(async_executor_backend(ex), backend);
+    enum { N = 100 };
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        int64_t v = i;
+        async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        v = -1; /* the input was copied */
+    }
+    cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        const void *data;
+        size_t size;
+        cr_expect_eq(async_future_result(fs[i], &data, &size), 0);
+        cr_expect_eq(size, sizeof(int64_t));
+        int64_t v;
+        memcpy(&v, data, sizeof v);
+        cr_expect_eq(v, (int64_t)i * i);
+        cr_expect_eq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+}
+
+CASE(submit_batch_mixed_priorities, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *gate = submit_nap(ex, 60, 0, 0);
+    enum { N = 50 };
+    int v[N][2];
+    async_job_t jobs[N];
+    for (int i = 0; i < N; i++) {
+        v[i][0] = 0;
+        v[i][1] = i;
+        jobs[i] = (async_job_t){.fn = nap, .in = v[i], .in_size = sizeof v[i],
+                                .out_size = sizeof(int), .priority = i == 40 ? 9 : 0};
+    }
+    async_future_t *fs[N];
+    cr_assert_eq(async_executor_submit_batch(ex, jobs, N, fs), 0);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, N, &it), 0);
+    size_t idx;
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 40, "the high-priority job of the batch ran first");
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 0, "then the others in order");
+    async_as_completed_free(it);
+    cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(result_int(fs[i]), i);
+        async_future_free(fs[i]);
+    }
+    jobs[3].fn = NULL;
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, N, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(ex, jobs, 0, NULL), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
+CASE(bad_arguments, 10)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f = NULL;
+    async_job_t job = {.fn = NULL};
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(ex, NULL, &f), ASYNC_EINVAL);
+    job = (async_job_t){.fn = nothing, .in = NULL, .in_size = 4};
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINVAL);
+    async_map_t m = {.fn = NULL};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
+    m = (async_map_t){.fn = nothing, .n = 3, .in_size = 4};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
+    async_imap_t im = {.fn = nothing, .source = NULL, .n = 2, .in_size = 4, .in = NULL};
+    async_imap_iter_t *it;
+    cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(ex, &im, &it), ASYNC_EINVAL);
+    cr_expect_null(f);
+    async_executor_opts_t o = {.backend = (async_backend_t)42};
+    async_executor_t *bad;
+    cr_expect_eq(async_executor_new(&bad, &o), ASYNC_EINVAL);
+    async_executor_free(ex);
+}
+
+CASE(variable_size_results, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    size_t sizes[] = {0, 3, 8, 100, 100000};
+    async_future_t *fs[5];
+    for (int i = 0; i < 5; i++) {
+        async_job_t job = {.fn = repeat, .in = &sizes[i], .in_size = sizeof(size_t), .out_size = 8};
+        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        const void *data;
+        size_t size;
+        cr_expect_eq(async_future_wait(fs[i]), 0, "%s", async_future_message(fs[i]));
+        cr_expect_eq(async_future_result(fs[i], &data, &size), 0);
+        cr_expect_eq(size, sizes[i]);
+        for (size_t k = 0; k < size; k++)
+            if (((const char *)data)[k] != 'x') { cr_expect_eq(((const char *)data)[k], 'x', "byte %zu of result %d", k, i); break; }
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+}
+
+CASE(work_errors_fail_only_their_future, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int vals[] = {1, -7, 3, 1000000};
+    async_future_t *fs[4];
+    for (int i = 0; i < 4; i++) {
+        async_job_t job = {.fn = picky, .in = &vals[i], .in_size = sizeof(int), .out_size = sizeof(int)};
+        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+    }
+    cr_expect_eq(async_future_wait(fs[0]), 0);
+    cr_expect_eq(result_int(fs[0]), 2);
+    cr_expect_eq(async_future_wait(fs[1]), ASYNC_EINVAL);
+    cr_expect_eq(async_future_state(fs[1]), ASYNC_FUTURE_FAILED);
+    cr_expect_str_eq(async_future_message(fs[1]), "bad value -7");
+    cr_expect_eq(async_future_wait(fs[2]), 0);
+    cr_expect_eq(result_int(fs[2]), 6);
+    cr_expect_eq(async_future_wait(fs[3]), ASYNC_EWORK);
+    cr_expect_str_eq(async_future_message(fs[3]), "");
+    for (int i = 0; i < 4; i++) async_future_free(fs[i]);
+    async_executor_free(ex);
+}
+
+static void map_check(async_backend_t backend, unsigned workers, size_t n, size_t chunksize)
+{
+    async_executor_t *ex = pool(backend, workers);
+    int *in = malloc((n ? n : 1) * sizeof *in), *out = malloc((n ? n : 1) * sizeof *out);
+    for (size_t i = 0; i < n; i++) in[i] = (int)i, out[i] = -1;
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = n, .chunksize = chunksize};
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), 0, "n %zu chunk %zu: %s", n, chunksize, err.message);
+    for (size_t i = 0; i < n; i++) cr_expect_eq(out[i], 2 * (int)i, "item %zu", i);
+    free(in);
+    free(out);
+    async_executor_free(ex);
+}
+
+CASE(map_order_and_chunking, 30)
+{
+    map_check(backend, 2, 1000, 0);  /* default chunksize */
+    map_check(backend, 2, 103, 10);  /* n not divisible by chunksize */
+    map_check(backend, 3, 7, 3);
+    map_check(backend, 2, 0, 0);     /* empty */
+    map_check(backend, 4, 1, 0);     /* fewer items than workers */
+    map_check(backend, 4, 3, 100);   /* chunk larger than n */
+}
+
+CASE(map_reports_first_failure_with_index, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    enum { N = 200 };
+    int in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    in[150] = -150;
+    in[37] = -37;
+    in[38] = -38;
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = N, .chunksize = 7};
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
+    cr_expect_eq(err.index, 37);
+    cr_expect_eq(err.code, ASYNC_EINVAL);
+    cr_expect_str_eq(err.message, "bad value -37");
+    cr_expect_eq(out[100], 200, "other chunks ran");
+
+    async_future_t *f;
+    cr_assert_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f), 0);
+    cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
+    size_t idx;
+    cr_expect_eq(async_future_error_index(f, &idx), 0);
+    cr_expect_eq(idx, 37);
+    cr_expect_str_eq(async_future_message(f), "item 37: bad value -37");
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+static _Atomic int success_calls, error_calls;
+static void on_success(async_future_t *f, void *arg)
+{
+    cr_expect_eq(async_future_error(f), 0);
+    cr_expect_eq(arg, (void *)&success_calls);
+    success_calls++;
+}
+static void on_error(async_future_t *f, void *arg)
+{
+    (void)arg;
+    cr_expect_neq(async_future_error(f), 0);
+    error_calls++;
+}
+
+CASE(map_async_callbacks, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    success_calls = error_calls = 0;
+    int in[50], out[50];
+    for (int i = 0; i < 50; i++) in[i] = i;
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 50};
+    async_future_t *f;
+    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    async_future_free(f);
+    in[10] = -1;
+    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
+    async_future_free(f);
+    m.n = 0;
+    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_expect_eq(async_future_state(f), ASYNC_FUTURE_DONE);
+    async_future_free(f);
+    async_executor_free(ex);
+    cr_expect_eq(success_calls, 2);
+    cr_expect_eq(error_calls, 1);
+}
+
+CASE(imap_ordered_from_array, 20)
+{
+    async_executor_t *ex = pool(backend, 3);
+    enum { N = 101 };
+    int in[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    for (size_t chunk = 1; chunk <= 8; chunk += 7) {
+        async_imap_t m = {.fn = picky, .in = in, .n = N, .in_size = sizeof(int),
+                          .out_size = sizeof(int), .chunksize = chunk};
+        async_imap_iter_t *it;
+        cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+        int v;
+        size_t idx;
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(async_imap_next(it, &v, &idx), 0);
+            cr_expect_eq(idx, (size_t)i);
+            cr_expect_eq(v, 2 * i);
+        }
+        cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+        cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+        async_imap_free(it);
+    }
+    async_executor_free(ex);
+}
+
+typedef struct {
+    int next, limit;
+    int pulled;
+} counter_src_t;
+
+static int count_source(void *arg, void *item)
+{
+    counter_src_t *s = arg;
+    if (s->next >= s->limit) return ASYNC_EEOF;
+    s->pulled++;
+    int v = s->next++;
+    memcpy(item, &v, sizeof v);
+    return 0;
+}
+
+CASE(imap_unordered_lazy_and_bounded, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    counter_src_t src = {0, 500, 0};
+    async_imap_t m = {.fn = picky, .source = count_source, .source_arg = &src,
+                      .in_size = sizeof(int), .out_size = sizeof(int), .window = 8,
+                      .unordered = true};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    cr_expect_leq(src.pulled, 8, "only the first window was pulled (%d)", src.pulled);
+    static bool seen[500];
+    memset(seen, 0, sizeof seen);
+    int v;
+    size_t idx;
+    for (int got = 0; got < 500; got++) {
+        cr_assert_eq(async_imap_next(it, &v, &idx), 0);
+        cr_assert_lt(idx, 500);
+        cr_expect_not(seen[idx]);
+        seen[idx] = true;
+        cr_expect_eq(v, 2 * (int)idx);
+        cr_expect_leq(src.pulled, got + 1 + 8, "window respected");
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
+static int failing_source(void *arg, void *item)
+{
+    int *next = arg;
+    if (*next == 3) return ASYNC_EIO;
+    memcpy(item, next, sizeof *next);
+    ++*next;
+    return 0;
+}
+
+CASE(imap_source_error_ends_the_input, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int next = 0;
+    async_imap_t m = {.fn = picky, .source = failing_source, .source_arg = &next,
+                      .in_size = sizeof(int), .out_size = sizeof(int)};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+        cr_expect_eq(v, 2 * i);
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EIO, "the source's error, after its items");
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
+CASE(imap_item_errors_and_early_free, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    int in[20];
+    for (int i = 0; i < 20; i++) in[i] = i;
+    in[5] = -5;
+    async_imap_t m = {.fn = picky, .in = in, .n = 20, .in_size = sizeof(int),
+                      .out_size = sizeof(int), .chunksize = 4};
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < 5; i++) cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EINVAL);
+    cr_expect_eq(idx, 5);
+    cr_expect_str_eq(async_imap_message(it), "bad value -5");
+    /* The rest of that chunk did not run; the iteration goes on after it. */
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_ECANCELED);
+    cr_expect_eq(idx, 6);
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_ECANCELED);
+    cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+    cr_expect_eq(idx, 8);
+    cr_expect_eq(v, 16);
+    async_imap_free(it); /* with chunks still in flight */
+    async_executor_free(ex);
+}
+
+CASE(cancel_pending_only, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *busy = submit_nap(ex, 100, 1, 0);
+    async_future_t *queued = submit_nap(ex, 0, 2, 0);
+    usleep(20000);
+    cr_expect_eq(async_future_cancel(busy), ASYNC_EBUSY);
+    cr_expect_eq(async_future_cancel(queued), 0);
+    cr_expect_eq(async_future_state(queued), ASYNC_FUTURE_CANCELLED);
+    cr_expect_eq(async_future_wait(busy), 0);
+    cr_expect_eq(result_int(busy), 1);
+    cr_expect_eq(async_future_cancel(busy), ASYNC_EDONE);
+    async_future_free(busy);
+    async_future_free(queued);
+    async_executor_free(ex);
+}
+
+CASE(deadline_in_queue, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *busy = submit_nap(ex, 80, 1, 0);
+    int v[2] = {0, 2};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
+                       .deadline = async_deadline_after(20 * MS)};
+    async_future_t *late;
+    cr_assert_eq(async_executor_submit(ex, &job, &late), 0);
+    cr_expect_eq(async_future_wait(late), ASYNC_ETIMEDOUT);
+    cr_expect_str_eq(async_future_message(late), "deadline passed before it ran");
+    cr_expect_eq(async_future_wait(busy), 0);
+    async_future_free(busy);
+    async_future_free(late);
+    async_executor_free(ex);
+}
+
+CASE(wait_deadline_lower_bound, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f = submit_nap(ex, 150, 1, 0);
+    int64_t t0 = async_now();
+    cr_expect_eq(async_future_wait_dl(f, async_deadline_after(40 * MS)), ASYNC_ETIMEDOUT);
+    cr_expect_geq(async_now() - t0, 40 * MS);
+    cr_expect_not(async_future_done(f));
+    cr_expect_eq(async_future_wait(f), 0, "the work ran on after the wait timed out");
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+CASE(priorities_higher_first, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *gate = submit_nap(ex, 80, 0, 0);
+    int prios[] = {1, 5, -2, 3, 5, 0};
+    async_future_t *fs[6];
+    for (int i = 0; i < 6; i++) fs[i] = submit_nap(ex, 0, i, prios[i]);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, 6, &it), 0);
+    int expect[] = {1, 4, 3, 0, 5, 2}; /* by priority, FIFO within one */
+    for (int k = 0; k < 6; k++) {
+        size_t idx;
+        cr_assert_eq(async_as_completed_next_dl(it, &idx, async_deadline_after(ASYNC_SEC(10))), 0);
+        cr_expect_eq((int)idx, expect[k], "completion %d", k);
+    }
+    async_as_completed_free(it);
+    for (int i = 0; i < 6; i++) async_future_free(fs[i]);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
+CASE(wait_modes_and_as_completed, 20)
+{
+    async_executor_t *ex = pool(backend, 3);
+    async_future_t *fs[3] = {submit_nap(ex, 120, 0, 0), submit_nap(ex, 10, 1, 0),
+                             submit_nap(ex, 60, 2, 0)};
+    size_t idx;
+    cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_FIRST_COMPLETED, &idx), 0);
+    cr_expect_eq(idx, 1);
+    async_as_completed_t *it;
+    cr_assert_eq(async_as_completed_new(fs, 3, &it), 0);
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 1);
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, async_deadline_after(1 * MS)), ASYNC_ETIMEDOUT);
+    cr_expect_str_eq(async_as_completed_message(it), "2 of 3 futures unfinished");
+    cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_ALL, NULL), 0);
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 2);
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
+    cr_expect_eq(idx, 0);
+    cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), ASYNC_EEOF);
+    async_as_completed_free(it);
+    for (int i = 0; i < 3; i++) async_future_free(fs[i]);
+    async_executor_free(ex);
+}
+
+CASE(bounded_queue, 20)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = 1, .max_queued = 2};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    async_future_t *busy = submit_nap(ex, 100, 0, 0);
+    usleep(20000); /* let the worker take it */
+    async_future_t *q1 = submit_nap(ex, 0, 1, 0), *q2 = submit_nap(ex, 0, 2, 0), *f = NULL;
+    cr_expect_eq(async_executor_queued(ex), 2);
+    int v[2] = {0, 3};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+    cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_EAGAIN);
+    int64_t t0 = async_now();
+    cr_expect_eq(async_executor_submit_dl(ex, &job, &f, async_deadline_after(20 * MS)), ASYNC_ETIMEDOUT);
+    cr_expect_geq(async_now() - t0, 20 * MS);
+    cr_expect_null(f);
+    cr_expect_eq(async_executor_submit(ex, &job, &f), 0, "blocks until there is room");
+    cr_expect_eq(async_future_wait(f), 0);
+    cr_expect_eq(result_int(f), 3);
+    async_future_free(busy);
+    async_future_free(q1);
+    async_future_free(q2);
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+CASE(shutdown_while_busy, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    async_future_t *fs[8];
+    for (int i = 0; i < 8; i++) fs[i] = submit_nap(ex, 40, i, 0);
+    usleep(10000);
+    cr_expect_eq(async_executor_shutdown(ex, true, true), 0);
+    int done = 0, cancelled = 0;
+    for (int i = 0; i < 8; i++) {
+        cr_expect(async_future_done(fs[i]), "future %d final after shutdown(wait)", i);
+        if (async_future_state(fs[i]) == ASYNC_FUTURE_DONE) done++;
+        if (async_future_state(fs[i]) == ASYNC_FUTURE_CANCELLED) cancelled++;
+        async_future_free(fs[i]);
+    }
+    cr_expect_eq(done, 2, "the two running ones finished");
+    cr_expect_eq(cancelled, 6);
+    int v[2] = {0, 0};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
+    async_future_t *f;
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
+    async_map_t m = {.fn = nothing, .n = 3};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_ECLOSED);
+    success_calls = error_calls = 0;
+    f = NULL;
+    cr_expect_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f),
+                 ASYNC_ECLOSED);
+    cr_expect_null(f);
+    cr_expect_eq(success_calls + error_calls, 0, "a call that fails never calls back");
+    cr_expect_eq(async_executor_shutdown(ex, true, false), 0, "again is fine");
+    async_executor_free(ex);
+}
+
+CASE(shutdown_drains_without_cancel, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    async_future_t *fs[6];
+    for (int i = 0; i < 6; i++) fs[i] = submit_nap(ex, 10, i, 0);
+    cr_expect_eq(async_executor_shutdown(ex, true, false), 0);
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
+        cr_expect_eq(result_int(fs[i]), i);
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+}
+
+CASE(free_with_work_in_flight, 20)
+{
+    async_executor_t *ex = pool(backend, 2);
+    async_future_t *kept = submit_nap(ex, 30, 7, 0);
+    for (int i = 0; i < 20; i++) async_future_free(submit_nap(ex, 5, i, 0)); /* dropped at once */
+    int in[1000], out[1000];
+    for (int i = 0; i < 1000; i++) in[i] = i;
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 1000, .chunksize = 1};
+    async_future_t *mf;
+    cr_assert_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &mf), 0);
+    async_executor_free(ex);
+    cr_expect(async_future_done(kept));
+    cr_expect(async_future_done(mf));
+    cr_expect(async_future_error(mf) == 0 || async_future_error(mf) == ASYNC_ECANCELED);
+    async_future_free(kept);
+    async_future_free(mf);
+}
+
+typedef struct {
+    async_executor_t *ex;
+    int base;
+    int errors;
+} submitter_t;
+
+static void *submit_many(void *arg)
+{
+    submitter_t *s = arg;
+    enum { N = 1000 };
+    async_future_t **fs = malloc(N * sizeof *fs);
+    for (int i = 0; i < N; i++) {
+        int64_t v = s->base + i;
+        async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+        if (async_executor_submit(s->ex, &job, &fs[i])) {
+            s->errors++;
+            fs[i] = NULL;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        if (!fs[i]) continue;
+        const void *data;
+        async_future_wait(fs[i]);
+        int64_t v, want = (int64_t)(s->base + i) * (s->base + i);
+        if (async_future_result(fs[i], &data, NULL)) s->errors++;
+        else if (memcpy(&v, data, sizeof v), v != want) s->errors++;
+        async_future_free(fs[i]);
+    }
+    free(fs);
+    return NULL;
+}
+
+CASE(submit_from_four_threads, 30)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = 2, .max_queued = 64};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    submitter_t s[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = (submitter_t){ex, i * 1000, 0};
+        pthread_create(&t[i], NULL, submit_many, &s[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect_eq(s[i].errors, 0, "thread %d", i);
+    }
+    async_executor_free(ex);
+}
+
+static int fail_init(void *ctx)
+{
+    (void)ctx;
+    return async_work_fail(ASYNC_EIO, "no database");
+}
+
+CASE(initializer_failure_breaks_the_pool, 20)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = 2, .initializer = fail_init};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    int v[2] = {0, 1};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
+    async_future_t *f = NULL;
+    int r = async_executor_submit(ex, &job, &f);
+    if (r == 0) { /* queued before the pool knew: fails with the reason */
+        cr_expect_eq(async_future_wait(f), ASYNC_EINIT);
+        cr_expect(strstr(async_future_message(f), "initializer failed"), "%s", async_future_message(f));
+        cr_expect(strstr(async_future_message(f), "no database"), "%s", async_future_message(f));
+        async_future_free(f);
+    } else {
+        cr_expect_eq(r, ASYNC_EINIT);
+    }
+    usleep(20000);
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINIT);
+    async_executor_free(ex);
+}
+
+static int count_init(void *ctx)
+{
+    (void)ctx;
+    return async_work_worker() >= 0 ? 0 : ASYNC_EINVAL;
+}
+
+CASE(initializer_runs_per_worker, 20)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = 3, .initializer = count_init};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    async_future_t *f = submit_nap(ex, 0, 9, 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+/* 1,000 tasks on one loop, each awaiting its own future. */
+typedef struct {
+    async_executor_t *ex;
+    int i, got;
+} awaiter_t;
+
+static int await_one(void *arg, void **result)
+{
+    (void)result;
+    awaiter_t *a = arg;
+    int v[2] = {a->i % 3, a->i};
+    async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+    size_t len;
+    int r = async_executor_run(a->ex, &job, &a->got, &len, NULL);
+    return r ? r : len == sizeof(int) ? 0 : ASYNC_EIO;
+}
+
+CASE(thousand_tasks_await_futures, 30)
+{
+    async_executor_t *ex = pool(backend, 4);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    enum { N = 1000 };
+    awaiter_t *a = calloc(N, sizeof *a);
+    async_task_t *h = calloc(N, sizeof *h);
+    for (int i = 0; i < N; i++) {
+        a[i] = (awaiter_t){ex, i, -1};
+        cr_assert_eq(async_task_spawn(loop, await_one, &a[i], NULL, &h[i]), 0);
+    }
+    cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    for (int i = 0; i < N; i++) cr_expect_eq(a[i].got, i);
+    cr_expect_eq(async_loop_free(loop), 0);
+    free(a);
+    free(h);
+    async_executor_free(ex);
+}
+
+CASE(run_blocking_outside_tasks, 20)
+{
+    async_executor_t *ex = pool(backend, 1);
+    int in = -3, out = 0;
+    async_job_t job = {.fn = picky, .in = &in, .in_size = sizeof in, .out_size = sizeof out};
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), ASYNC_EINVAL);
+    cr_expect_str_eq(msg, "bad value -3");
+    in = 21;
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), 0);
+    cr_expect_eq(out, 42);
+    async_executor_free(ex);
+}
+
+/* --- thread backend only ------------------------------------------------------ */
+
+static pthread_t cb_thread;
+static _Atomic bool cb_ran;
+static void record_thread(async_future_t *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    cb_thread = pthread_self();
+    atomic_store(&cb_ran, true);
+}
+
+Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *gate = submit_nap(ex, 30, 0, 0);
+    async_future_t *f = submit_nap(ex, 0, 1, 0);
+    atomic_store(&cb_ran, false);
+    cr_assert_eq(async_future_on_done(f, record_thread, NULL), 0);
+    async_future_wait(f);
+    /* The state turns final before the callbacks run: wait for ours. */
+    while (!atomic_load(&cb_ran)) usleep(100);
+    cr_expect_not(pthread_equal(cb_thread, pthread_self()), "ran on a worker thread");
+    async_future_free(gate);
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+static int who_runs(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size, (void)ctx;
+    int w = async_work_worker();
+    memcpy(out, &w, sizeof w);
+    return 0;
+}
+
+Test(exec_threads_only, blocking_map_caller_runs_chunks, .timeout = 10)
+{
+    /* The only worker is busy: the caller runs the whole map itself. */
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *gate = submit_nap(ex, 300, 0, 0);
+    usleep(20000);
+    int out[10];
+    async_map_t m = {.fn = who_runs, .out = out, .out_size = sizeof(int), .n = 10, .chunksize = 3};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0);
+    cr_expect_not(async_future_done(gate), "the map did not wait for the busy worker");
+    for (int i = 0; i < 10; i++) cr_expect_eq(out[i], -1, "item %d ran on the caller", i);
+    cr_expect_eq(async_future_wait(gate), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
+static int borrow_reader(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    *(const void **)out = in;
+    *(int *)ctx += 1;
+    return 0;
+}
+
+Test(exec_threads_only, borrowed_input_and_ctx, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    int data = 5, calls = 0;
+    async_job_t job = {.fn = borrow_reader, .in = &data, .in_size = sizeof data,
+                       .out_size = sizeof(void *), .ctx = &calls, .borrow_input = true};
+    const void *seen = NULL;
+    cr_expect_eq(async_executor_run(ex, &job, &seen, NULL, NULL), 0);
+    cr_expect_eq(seen, &data, "not copied");
+    cr_expect_eq(calls, 1);
+    async_executor_free(ex);
+}
+
+Test(exec_threads_only, default_worker_count, .timeout = 10)
+{
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, NULL), 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned want = (unsigned)(cpus + 4 > 32 ? 32 : cpus + 4);
+    cr_expect_eq(async_executor_workers(ex), want);
+    async_executor_free(ex);
+}
+
+Test(exec_threads_only, out_of_memory_paths, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    int64_t v = 3;
+    async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+    async_future_t *f = NULL;
+    test_alloc_fail_after(0);
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ENOMEM);
+    test_alloc_fail_after(-1);
+    cr_expect_null(f);
+    int in[4] = {1, 2, 3, 4}, out[4];
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 4};
+    test_alloc_fail_after(0);
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_ENOMEM);
+    test_alloc_fail_after(-1);
+    async_executor_t *ex2;
+    test_alloc_fail_after(0);
+    cr_expect_eq(async_executor_new(&ex2, NULL), ASYNC_ENOMEM);
+    test_alloc_fail_after(-1);
+    async_executor_free(ex);
+}
+
+Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *gate = submit_nap(ex, 30, 0, 0);
+    cr_expect_eq(async_future_set_result(gate, NULL, 0), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_error(gate, ASYNC_EIO, "x"), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_running(gate), ASYNC_EPERM);
+    cr_expect_eq(async_future_wait(gate), 0);
+    async_future_free(gate);
+    async_executor_free(ex);
+}
+
+/* Shrinks its result to 3 bytes of the 16 it was given. */
+static int shrink(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    char *buf = async_work_output(3);
+    if (!buf) return ASYNC_ENOMEM;
+    memcpy(buf, "abc", 3);
+    return 0;
+}
+
+static int shutdown_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size;
+    int r = async_executor_shutdown(ctx, true, false);
+    memcpy(out, &r, sizeof r);
+    return 0;
+}
+
+Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_job_t job = {.fn = shrink, .out_size = 16};
+    char out[16] = {0};
+    size_t len = 0;
+    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL), 0);
+    cr_expect_eq(len, 3);
+    cr_expect_eq(memcmp(out, "abc", 3), 0);
+    cr_expect_eq(async_work_worker(), -1, "outside a work function");
+    cr_expect_null(async_work_output(4));
+    cr_expect_eq(async_work_deadline(), ASYNC_FOREVER);
+    /* A worker asking to wait for its own pool gets EINVAL (the pool still
+     * shuts down). */
+    int r = 1;
+    job = (async_job_t){.fn = shutdown_self, .out_size = sizeof r, .ctx = ex};
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL), 0);
+    cr_expect_eq(r, ASYNC_EINVAL);
+    async_future_t *f;
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
+    async_executor_free(ex);
+}

@@ -1,0 +1,437 @@
+/* The lab demo, run as a program at small scale: every workload's answer
+ * against known values (the prime count, the common items, the lab's
+ * normalisation rows), every mode agreeing exactly (the lab records each
+ * mode's result hash in soln.json and exits non-zero when they differ), CSV
+ * input and output with precise errors, soln.json's keys, charts, and clean
+ * output when stderr is redirected. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define LAB ASYNC_OUT_DIR "/demos/lab/lab"
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/test-lab-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static char *path(const char *name)
+{
+    static char buf[4][128];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+static char *slurp(const char *file)
+{
+    FILE *f = fopen(file, "r");
+    if (!f) return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = '\0';
+    fclose(f);
+    return s;
+}
+
+static void write_file(const char *file, const char *text)
+{
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+typedef struct run {
+    int status; /* exit code, or 128 + signal */
+    char *out, *err;
+} run_t;
+
+/* Runs the lab with the arguments (NULL-terminated) in dir, stdout and stderr
+ * to files; env_path, when not NULL, replaces PATH. */
+static run_t lab_env(const char *env_path, const char *arg, ...)
+{
+    const char *argv[32] = {LAB};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && argc < 31; a = va_arg(ap, const char *)) argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    char out[128], err[128];
+    snprintf(out, sizeof out, "%s/stdout", dir);
+    snprintf(err, sizeof err, "%s/stderr", dir);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(o, 1);
+        dup2(e, 2);
+        if (chdir(dir) != 0) _exit(126);
+        if (env_path) setenv("PATH", env_path, 1);
+        execv(LAB, (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    run_t r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(out), slurp(err)};
+    return r;
+}
+#define lab(...) lab_env(NULL, __VA_ARGS__, NULL)
+
+static void run_free(run_t *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static json_t *load_soln(void)
+{
+    json_error_t e;
+    json_t *j = json_load_file(path("soln.json"), 0, &e);
+    cr_assert_not_null(j, "soln.json: %s (line %d)", e.text, e.line);
+    return j;
+}
+
+/* The workload's figures: every mode ran, and they agree. */
+static json_t *check_modes(json_t *soln, const char *name)
+{
+    json_t *w = json_object_get(json_object_get(soln, "workloads"), name);
+    cr_assert_not_null(w, "no figures for %s", name);
+    cr_assert(json_is_true(json_object_get(w, "agree")), "%s: modes disagree", name);
+    json_t *secs = json_object_get(w, "seconds");
+    cr_assert(json_is_number(json_object_get(secs, "serial")), "%s: no serial time", name);
+    cr_assert(json_is_number(json_object_get(secs, "threads")), "%s: no threads time", name);
+    cr_assert(json_is_number(json_object_get(secs, "processes")), "%s: no processes time", name);
+    return w;
+}
+
+TestSuite(lab, .init = make_dir, .fini = remove_dir);
+
+Test(lab, primes_count_is_9592_in_every_mode, .timeout = 60)
+{
+    run_t r = lab("primes", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "primes below 100000: 9592"), "%s", r.out);
+    cr_assert(strstr(r.out, "every mode agrees exactly"), "%s", r.out);
+    json_t *s = load_soln();
+    json_t *w = check_modes(s, "primes");
+    cr_assert_eq(json_integer_value(json_object_get(w, "count")), 9592);
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, common_items_answer, .timeout = 60)
+{
+    run_t r = lab("common", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "answer: [[2, 3], [6], [11, 12], [21]]"), "%s", r.out);
+    json_t *s = load_soln();
+    check_modes(s, "common");
+    json_t *want = json_loads("[[2, 3], [6], [11, 12], [21]]", 0, NULL);
+    cr_assert(json_equal(json_object_get(s, "prob1"), want), "prob1 is %s",
+              json_dumps(json_object_get(s, "prob1"), 0));
+    json_decref(want);
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, normalize_lab_rows_and_sizes, .timeout = 60)
+{
+    run_t r = lab("normalize", "--scale", "0.01", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    json_t *s = load_soln();
+    json_t *w = check_modes(s, "normalize");
+    cr_assert_eq(json_array_size(json_object_get(w, "sizes")), 5);
+    json_t *p3 = json_object_get(s, "prob3");
+    cr_assert_eq(json_array_size(p3), 2);
+    const double want[2][4] = {{0, 1.0 / 3, 2.0 / 3, 1}, {0, 0, 0, 0}};
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < 4; k++)
+            cr_assert_eq(json_real_value(json_array_get(json_array_get(p3, i), k)), want[i][k], "row %zu col %zu", i, k);
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, normalize_csv_in_and_out, .timeout = 60)
+{
+    write_file(path("rows.csv"), "2,3,4,5\n100,100,100,100\n\n-1, 0 ,1,3\n");
+    run_t r = lab("normalize", "--input", "rows.csv", "--output", "out.csv");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *out = slurp(path("out.csv"));
+    double v[3][4];
+    int n = sscanf(out, "%lf,%lf,%lf,%lf\n%lf,%lf,%lf,%lf\n%lf,%lf,%lf,%lf", &v[0][0], &v[0][1], &v[0][2], &v[0][3],
+                   &v[1][0], &v[1][1], &v[1][2], &v[1][3], &v[2][0], &v[2][1], &v[2][2], &v[2][3]);
+    cr_assert_eq(n, 12, "%s", out);
+    cr_assert_eq(v[0][1], 1.0 / 3);
+    cr_assert_eq(v[0][2], 2.0 / 3);
+    cr_assert_eq(v[0][3], 1.0);
+    for (int k = 0; k < 4; k++) cr_assert_eq(v[1][k], 0.0);
+    cr_assert_eq(v[2][0], 0.0);
+    cr_assert_eq(v[2][1], 0.25);
+    cr_assert_eq(v[2][3], 1.0);
+    free(out);
+    run_free(&r);
+}
+
+Test(lab, howmany_csv_in_and_out, .timeout = 60)
+{
+    write_file(path("rows.csv"), "1,4,8,9,5\n0,0,0,0,0\n4,5,6,7,8\n");
+    run_t r = lab("howmany", "--input", "rows.csv", "--output", "counts.csv");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "first 10 counts: [3, 0, 5]  total: 8"), "%s", r.out);
+    char *out = slurp(path("counts.csv"));
+    cr_assert_str_eq(out, "3\n0\n5\n");
+    free(out);
+    run_free(&r);
+}
+
+Test(lab, howmany_default_data_repeats, .timeout = 60)
+{
+    run_t a = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
+    cr_assert_eq(a.status, 0, "%s%s", a.out, a.err);
+    cr_assert(strstr(a.out, "from seed 20240917"), "the seed is printed: %s", a.out);
+    json_t *s = load_soln();
+    json_t *w = check_modes(s, "howmany");
+    json_int_t total = json_integer_value(json_object_get(w, "total"));
+    cr_assert_gt(total, 0);
+    json_decref(s);
+    run_t b = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
+    s = load_soln();
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(s, "workloads"), "howmany"), "total")),
+                 total, "the same seed gives the same data");
+    json_decref(s);
+    run_free(&a);
+    run_free(&b);
+}
+
+Test(lab, common_csv_in_and_out, .timeout = 60)
+{
+    write_file(path("lists.csv"), "a,1,2,3\nb,3,2,9\na,7,7,8\nb,7\n");
+    run_t r = lab("common", "--input", "lists.csv", "--output", "common.csv");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "answer: [[2, 3], [7]]"), "%s", r.out);
+    char *out = slurp(path("common.csv"));
+    cr_assert_str_eq(out, "2,3\n7\n");
+    free(out);
+    run_free(&r);
+}
+
+/* A bad CSV exits with status 1 and a message naming file, line and column. */
+static void bad_csv(const char *workload, const char *text, const char *want)
+{
+    write_file(path("bad.csv"), text);
+    run_t r = lab(workload, "--input", "bad.csv");
+    cr_assert_eq(r.status, 1, "%s: status %d\n%s%s", text, r.status, r.out, r.err);
+    cr_assert(strstr(r.err, want), "%s: wanted \"%s\" in: %s", text, want, r.err);
+    run_free(&r);
+}
+
+Test(lab, csv_errors_name_line_and_column, .timeout = 60)
+{
+    bad_csv("normalize", "1,2,3\n4,x5,6\n", "bad.csv: line 2, column 2: \"x5\" is not a number");
+    bad_csv("normalize", "1,2,3\n4,5\n", "bad.csv: line 2, column 3: 2 fields where line 1 has 3 (ragged rows)");
+    bad_csv("normalize", "1,2,3\n\n4,5,6,7\n", "bad.csv: line 3, column 4: 4 fields where line 1 has 3");
+    bad_csv("normalize", "1,,3\n", "bad.csv: line 1, column 2: empty field");
+    bad_csv("normalize", "1,2\n3,\"4\n", "bad.csv: line 2");
+    bad_csv("howmany", "1,2,3\n4,5.5,6\n", "bad.csv: line 2, column 2: \"5.5\" is not an integer");
+    bad_csv("howmany", "1,2,3\n4,5,abc\n", "line 2, column 3: \"abc\" is not a number");
+    bad_csv("common", "a,1,2\nc,3\n", "bad.csv: line 2, column 1: \"c\" is not a list tag");
+    bad_csv("common", "a,1,2\nb,3,z\n", "bad.csv: line 2, column 3: \"z\" is not a number");
+    bad_csv("common", "a,1,2\n", "1 rows of list_a but 0 of list_b");
+    bad_csv("normalize", "", "bad.csv: no rows");
+    run_t r = lab("normalize", "--input", "missing.csv");
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "missing.csv: cannot open: No such file or directory"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(lab, bad_options, .timeout = 30)
+{
+    run_t r = lab("nosuch");
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "no workload \"nosuch\""), "%s", r.err);
+    run_free(&r);
+    r = lab("primes", "--mode", "gpu");
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "--mode: \"gpu\" is not serial, threads, processes or all"), "%s", r.err);
+    run_free(&r);
+    r = lab("primes", "--input", "x.csv");
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "--input and --output go with howmany, common or normalize"), "%s", r.err);
+    run_free(&r);
+    r = lab("primes", "--workers", "0");
+    cr_assert_eq(r.status, 1);
+    run_free(&r);
+    r = lab_env(NULL, NULL);
+    cr_assert_eq(r.status, 2);
+    cr_assert(strstr(r.err, "usage: lab WORKLOAD"), "%s", r.err);
+    run_free(&r);
+}
+
+/* gcc -O2 would fold the sum of squares into its closed form; the lab keeps
+ * the loop.  8 x 1,000,000 iterations cannot run in under 1 ms (that would
+ * be 8 iterations a nanosecond), while a folded loop takes microseconds. */
+Test(lab, sumsq_loop_really_runs, .timeout = 60)
+{
+    run_t r = lab("sumsq", "--mode", "serial", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    json_t *s = load_soln();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "sumsq");
+    cr_assert_eq(json_integer_value(json_object_get(w, "each")), 333332833333500000LL);
+    double secs = json_number_value(json_object_get(json_object_get(w, "seconds"), "serial"));
+    cr_assert_geq(secs, 1e-3, "8 x 1e6 squares in %g s: the loop was folded", secs);
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, one_mode_only, .timeout = 60)
+{
+    run_t r = lab("sumsq", "--mode", "threads", "--scale", "0.01", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    json_t *s = load_soln();
+    json_t *secs = json_object_get(json_object_get(json_object_get(s, "workloads"), "sumsq"), "seconds");
+    cr_assert_eq(json_object_size(secs), 1);
+    cr_assert(json_is_number(json_object_get(secs, "threads")));
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
+{
+    run_t r = lab("all", "--scale", "0.005", "--plot", "plots", "--workers", "2");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert_null(strchr(r.err, '\r'), "no progress bar when stderr is redirected: %s", r.err);
+    json_t *s = load_soln();
+    static const char *names[] = {"howmany", "common", "busywork", "normalize", "primes",
+                                  "factors", "sumsq", "heavy", "chunks"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) check_modes(s, names[i]);
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "workers");
+    cr_assert_not_null(w);
+    json_t *f = json_object_get(json_object_get(w, "amdahl_parallel_fraction"), "threads");
+    cr_assert(json_is_number(f) && json_number_value(f) >= 0 && json_number_value(f) <= 1);
+    cr_assert_eq((json_int_t)json_array_size(json_object_get(w, "sweep")), 2 * json_integer_value(json_object_get(w, "cpus")));
+    /* The lab's keys. */
+    cr_assert_not_null(json_object_get(s, "prob1"));
+    json_t *p2 = json_object_get(s, "prob2");
+    for (int k = 1; k <= 3; k++) {
+        char key[8];
+        snprintf(key, sizeof key, "part%d", k);
+        json_t *part = json_object_get(p2, key);
+        cr_assert_not_null(part, "prob2.%s", key);
+        cr_assert_eq(json_array_size(json_object_get(part, "results")), 4);
+    }
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(p2, "part3"), "workers")), 4);
+    cr_assert_eq(json_array_size(json_object_get(s, "prob3")), 2);
+    json_t *host = json_object_get(s, "host");
+    cr_assert_geq(json_integer_value(json_object_get(host, "cpus")), 1);
+    cr_assert(json_is_string(json_object_get(host, "cpu")));
+    json_decref(s);
+    /* Charts, when gnuplot is installed: real PNG files. */
+    if (access("/usr/bin/gnuplot", X_OK) == 0) {
+        const char *png[] = {"plots/workers.png", "plots/chunks.png"};
+        for (int i = 0; i < 2; i++) {
+            char *data = slurp(path(png[i]));
+            cr_assert(memcmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
+            free(data);
+        }
+    }
+    run_free(&r);
+}
+
+Test(lab, missing_gnuplot_is_a_message, .timeout = 60)
+{
+    run_t r = lab_env("/nonexistent", "workers", "--scale", "0.01", "--mode", "threads", "--plot", "plots", NULL);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "gnuplot not found on PATH"), "%s", r.err);
+    cr_assert(strstr(r.err, "apt-get install gnuplot-nox"), "%s", r.err);
+    struct stat st;
+    cr_assert_neq(stat(path("plots/workers.png"), &st), 0);
+    run_free(&r);
+}
+
+/* On a terminal, work over a second shows a bar (serial loops and imap-driven
+ * pools alike); the sleeping busywork at x0.2 runs 2.6 s serially and 1.6 s
+ * on a pool of 2. */
+Test(lab, progress_bar_on_a_terminal, .timeout = 60)
+{
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    cr_assert_geq(master, 0);
+    cr_assert_eq(grantpt(master), 0);
+    cr_assert_eq(unlockpt(master), 0);
+    char slave[128];
+    snprintf(slave, sizeof slave, "%s", ptsname(master));
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd = open(slave, O_RDWR | O_NOCTTY), null = open("/dev/null", O_WRONLY);
+        dup2(fd, 2);
+        dup2(null, 1);
+        execl(LAB, LAB, "busywork", "--scale", "0.2", (char *)NULL);
+        _exit(127);
+    }
+    char buf[8192];
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(master, buf + got, sizeof buf - 1 - got);
+        if (n <= 0) break; /* EIO once the child has exited and closed the slave */
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_assert(strstr(buf, "busywork serial ["), "%s", buf);
+    cr_assert(strstr(buf, "busywork threads ["), "%s", buf);
+    cr_assert(strstr(buf, "busywork processes ["), "%s", buf);
+    cr_assert(strstr(buf, "4/4 100%"), "%s", buf);
+    close(master);
+}
+
+Test(lab, heavy_scalar_math_agrees, .timeout = 60)
+{
+    setenv("LAB_SCALAR_MATH", "1", 1);
+    run_t r = lab("heavy", "--scale", "0.01", "--soln", "soln.json");
+    unsetenv("LAB_SCALAR_MATH");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
+    json_t *s = load_soln();
+    json_t *w = check_modes(s, "heavy");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    json_decref(s);
+    run_free(&r);
+}
+
+Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)
+{
+    static const char *names[] = {"factors", "sumsq", "heavy", "busywork", "chunks"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        run_t r = lab(names[i], "--scale", "0.01", "--soln", "soln.json");
+        cr_assert_eq(r.status, 0, "%s: %s%s", names[i], r.out, r.err);
+        json_t *s = load_soln();
+        check_modes(s, names[i]);
+        json_decref(s);
+        run_free(&r);
+    }
+}

@@ -1,0 +1,749 @@
+/* The process-pool engine (lib/procpool_internal.h): jobs through shared memory,
+ * workers that die, deadlines, recycling, initializers, shutdown and
+ * terminate, and the leak checks (descriptors, zombies, shared mappings,
+ * heap allocations). */
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer cannot follow synchronisation that goes through memory
+ * another process writes, and forking the fork server from a threaded
+ * process is outside what it supports: these tests run under the other
+ * sanitizers only. */
+#include <criterion/criterion.h>
+Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
+#else
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include "../lib/procpool_internal.h"
+#include "support/alloc.h"
+
+#define MAXJ 20000
+
+typedef struct res {
+    int err;
+    char msg[300];
+    long val;
+    size_t len;
+    unsigned char data[256];
+} res_t;
+
+static res_t R[MAXJ];
+static atomic_int ndone;
+
+static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
+{
+    (void)user;
+    res_t *r = &R[(intptr_t)arg];
+    r->err = err;
+    if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
+    r->len = len;
+    if (out && len >= sizeof(long)) memcpy(&r->val, out, sizeof(long));
+    if (out) memcpy(r->data, out, len < sizeof r->data ? len : sizeof r->data);
+    atomic_fetch_add(&ndone, 1);
+}
+
+static void wait_done(int n)
+{
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (atomic_load(&ndone) < n && async_now() < until) usleep(200);
+    cr_assert_eq(atomic_load(&ndone), n, "%d of %d jobs done", atomic_load(&ndone), n);
+}
+
+static int submit(async__procpool_t *p, async__procpool_fn fn, long in, size_t out_cap, int i,
+                  int64_t deadline, uint64_t *id)
+{
+    async__procjob_t j = {.fn = (async__anyfn_t)fn, .in = &in, .in_len = sizeof in,
+                          .out_cap = out_cap, .deadline = deadline, .done = on_done,
+                          .arg = (void *)(intptr_t)i};
+    return async__procpool_submit(p, &j, id);
+}
+
+/* --- work functions ---------------------------------------------------------- */
+
+static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)n;
+    long x;
+    memcpy(&x, in, sizeof x);
+    x *= x;
+    memcpy(async__procout_data(out), &x, sizeof x);
+    return 0;
+}
+
+static int sleeper(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)n;
+    long ms;
+    memcpy(&ms, in, sizeof ms);
+    if (ctx) *(volatile long *)ctx = getpid(); /* ctx is shared memory */
+    usleep((useconds_t)ms * 1000);
+    long pid = getpid();
+    memcpy(async__procout_data(out), &pid, sizeof pid);
+    return 0;
+}
+
+static int dier(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)n;
+    (void)out;
+    long how;
+    memcpy(&how, in, sizeof how);
+    if (how == 0) raise(SIGKILL);
+    if (how == 1) raise(SIGSEGV);
+    _exit((int)how);
+}
+
+static int failer(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)in;
+    (void)n;
+    async__procout_error(out, "bad item %d", 42);
+    return ASYNC_EINVAL;
+}
+
+/* Returns `in` bytes of a pattern, growing the result beyond its capacity. */
+static int grower(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)n;
+    long size;
+    memcpy(&size, in, sizeof size);
+    int rc = async__procout_set_size(out, (size_t)size);
+    if (rc) return rc; /* no cr_assert in a worker: it is not Criterion's process */
+    unsigned char *d = async__procout_data(out);
+    for (long i = 0; i < size; i++) d[i] = (unsigned char)(i * 7 + 1);
+    return 0;
+}
+
+static async__procpool_t *pool_new(unsigned workers)
+{
+    async__procpool_opts_t o = {.workers = workers, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    return p;
+}
+
+/* --- basics --------------------------------------------------------------------- */
+
+Test(procpool, squares, .timeout = 30)
+{
+    /* With a spinning idle worker, which the other tests do not have. */
+    async__procpool_opts_t o = {.workers = 2, .idle_spin_ns = ASYNC_USEC(20)};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(submit(p, square, i, sizeof(long), i, ASYNC_FOREVER, NULL), 0);
+    wait_done(5000);
+    for (int i = 0; i < 5000; i++) {
+        cr_assert_eq(R[i].err, 0);
+        cr_assert_eq(R[i].val, (long)i * i);
+        cr_assert_eq(R[i].len, sizeof(long));
+    }
+    async__procpool_free(p);
+}
+
+Test(procpool, pending_beyond_slots, .timeout = 30)
+{
+    async__procpool_opts_t o = {.workers = 2, .slots = 16, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    for (int i = 0; i < 3000; i++)
+        cr_assert_eq(submit(p, square, i, sizeof(long), i, ASYNC_FOREVER, NULL), 0);
+    wait_done(3000);
+    for (int i = 0; i < 3000; i++) cr_assert_eq(R[i].val, (long)i * i);
+    async__procpool_free(p);
+}
+
+static int copy_big(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    if (async__procout_cap(out) != n) return ASYNC_EINVAL;
+    const unsigned char *s = in;
+    unsigned char *d = async__procout_data(out);
+    for (size_t i = 0; i < n; i++) d[i] = (unsigned char)(s[i] + 1);
+    return 0;
+}
+
+Test(procpool, big_input_and_output, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    static unsigned char buf[200];
+    for (int i = 0; i < 200; i++) buf[i] = (unsigned char)i;
+    for (int i = 0; i < 100; i++) {
+        async__procjob_t j = {.fn = (async__anyfn_t)copy_big, .in = buf, .in_len = 200,
+                              .out_cap = 200, .deadline = ASYNC_FOREVER, .done = on_done,
+                              .arg = (void *)(intptr_t)i};
+        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    }
+    wait_done(100);
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(R[i].len, 200);
+        for (int k = 0; k < 200; k++) cr_assert_eq(R[i].data[k], (unsigned char)(k + 1));
+    }
+    async__procpool_free(p);
+}
+
+Test(procpool, variable_size_results, .timeout = 30)
+{
+    /* A small result area makes results wrap around and wait for delivery. */
+    async__procpool_opts_t o = {.workers = 2, .result_area = 8192, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    int n = 400;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(submit(p, grower, 1 + (i * 37) % 3000, 8, i, ASYNC_FOREVER, NULL), 0);
+    wait_done(n);
+    for (int i = 0; i < n; i++) {
+        size_t want = (size_t)(1 + (i * 37) % 3000);
+        cr_assert_eq(R[i].err, 0, "%d: %s", i, R[i].msg);
+        cr_assert_eq(R[i].len, want);
+        for (size_t k = 0; k < want && k < sizeof R[i].data; k++)
+            cr_assert_eq(R[i].data[k], (unsigned char)(k * 7 + 1));
+    }
+    /* Larger than the whole area: the work function sees ASYNC_ENOMEM. */
+    atomic_store(&ndone, 0);
+    cr_assert_eq(submit(p, grower, 100000, 8, 0, ASYNC_FOREVER, NULL), 0);
+    wait_done(1);
+    cr_assert_neq(R[0].err, 0);
+    async__procpool_free(p);
+}
+
+Test(procpool, error_with_message, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit(p, failer, 0, 8, 0, ASYNC_FOREVER, NULL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EINVAL);
+    cr_assert_str_eq(R[0].msg, "bad item 42");
+    async__procpool_free(p);
+}
+
+Test(procpool, bad_arguments, .timeout = 10)
+{
+    async__procpool_t *p = pool_new(1);
+    async__procjob_t j = {.fn = NULL, .done = on_done, .deadline = ASYNC_FOREVER};
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), ASYNC_EINVAL);
+    j.fn = (async__anyfn_t)square;
+    j.done = NULL;
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), ASYNC_EINVAL);
+    cr_assert_eq(async__procpool_cancel(p, 12345), ASYNC_ESRCH);
+    void *m;
+    cr_assert_eq(async__procpool_shm_alloc(p, 0, &m), ASYNC_EINVAL);
+    cr_assert_eq(async__procpool_shm_alloc(p, (size_t)1 << 40, &m), ASYNC_ENOMEM);
+    async__procpool_free(p);
+    async__procpool_free(NULL);
+}
+
+/* --- dying workers ------------------------------------------------------------- */
+
+static void check_death(long how, const char *want)
+{
+    async__procpool_t *p = pool_new(2);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_eq(submit(p, dier, how, 8, 0, ASYNC_FOREVER, NULL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert(strstr(R[0].msg, "worker process"), "%s", R[0].msg);
+    cr_assert(strstr(R[0].msg, want), "'%s' lacks '%s'", R[0].msg, want);
+    /* The pool keeps serving, with a replacement. */
+    for (int i = 1; i <= 100; i++)
+        cr_assert_eq(submit(p, square, i, 8, i, ASYNC_FOREVER, NULL), 0);
+    wait_done(101);
+    for (int i = 1; i <= 100; i++) cr_assert_eq(R[i].val, (long)i * i);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_geq(async__procpool_spawned(p), 3);
+    async__procpool_free(p);
+}
+
+Test(procpool, sigkilled_task, .timeout = 30) { check_death(0, "signal 9"); }
+Test(procpool, exit_in_task, .timeout = 30) { check_death(3, "exited with status 3"); }
+
+Test(procpool, segfaulting_task, .timeout = 30)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    check_death(1, "exited with status"); /* ASan reports the SEGV and exits */
+#else
+    check_death(1, "signal 11");
+#endif
+}
+
+Test(procpool, killed_from_outside, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    volatile long *pid;
+    cr_assert_eq(async__procpool_shm_alloc(p, sizeof *pid, (void **)&pid), 0);
+    async__procjob_t j = {.fn = (async__anyfn_t)sleeper, .ctx = (void *)pid, .in = &(long){10000},
+                          .in_len = sizeof(long), .out_cap = 8, .deadline = ASYNC_FOREVER,
+                          .done = on_done, .arg = (void *)0};
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (!*pid && async_now() < until) usleep(1000);
+    cr_assert_gt(*pid, 0);
+    cr_assert_eq(kill((pid_t)*pid, SIGKILL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert(strstr(R[0].msg, "signal 9"), "%s", R[0].msg);
+    cr_assert_eq(submit(p, square, 9, 8, 1, ASYNC_FOREVER, NULL), 0);
+    wait_done(2);
+    cr_assert_eq(R[1].val, 81);
+    async__procpool_free(p);
+}
+
+/* --- deadlines ------------------------------------------------------------------ */
+
+Test(procpool, deadline_kills_worker, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    volatile long *started;
+    cr_assert_eq(async__procpool_shm_alloc(p, sizeof *started, (void **)&started), 0);
+    int64_t t0 = async_now(), deadline = async_deadline_after(ASYNC_MSEC(200));
+    async__procjob_t j = {.fn = (async__anyfn_t)sleeper, .ctx = (void *)started,
+                          .in = &(long){20000}, .in_len = sizeof(long), .out_cap = 8,
+                          .deadline = deadline, .done = on_done, .arg = (void *)0};
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    while (!*started && async_now() < deadline) usleep(1000);
+    bool ran = *started != 0; /* a starved machine may not start it in time */
+    wait_done(1);
+    int64_t took = async_now() - t0;
+    cr_assert_eq(R[0].err, ASYNC_ETIMEDOUT);
+    if (ran) cr_assert(strstr(R[0].msg, "killed"), "%s", R[0].msg);
+    cr_assert_geq(took, ASYNC_MSEC(200));
+    cr_assert_lt(took, ASYNC_SEC(15));
+    /* A replacement serves the next job. */
+    cr_assert_eq(submit(p, square, 5, 8, 1, ASYNC_FOREVER, NULL), 0);
+    wait_done(2);
+    cr_assert_eq(R[1].val, 25);
+    if (ran) cr_assert_geq(async__procpool_spawned(p), 2);
+    async__procpool_free(p);
+}
+
+Test(procpool, deadline_while_queued, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_eq(submit(p, sleeper, 600, 8, 0, ASYNC_FOREVER, NULL), 0);
+    usleep(50000);
+    cr_assert_eq(submit(p, square, 3, 8, 1, async_deadline_after(ASYNC_MSEC(100)), NULL), 0);
+    wait_done(1);
+    cr_assert_eq(R[1].err, ASYNC_ETIMEDOUT);
+    cr_assert(strstr(R[1].msg, "before a worker started"), "%s", R[1].msg);
+    wait_done(2);
+    cr_assert_eq(R[0].err, 0);
+    cr_assert_eq(async__procpool_spawned(p), 1); /* nobody was killed */
+    async__procpool_free(p);
+}
+
+Test(procpool, cancel, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    volatile long *pid;
+    cr_assert_eq(async__procpool_shm_alloc(p, sizeof *pid, (void **)&pid), 0);
+    uint64_t a, b;
+    async__procjob_t j = {.fn = (async__anyfn_t)sleeper, .ctx = (void *)pid, .in = &(long){300},
+                          .in_len = sizeof(long), .out_cap = 8, .deadline = ASYNC_FOREVER,
+                          .done = on_done, .arg = (void *)0};
+    cr_assert_eq(async__procpool_submit(p, &j, &a), 0);
+    cr_assert_eq(submit(p, square, 3, 8, 1, ASYNC_FOREVER, &b), 0);
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (!*pid && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_cancel(p, a), ASYNC_EBUSY);
+    cr_assert_eq(async__procpool_cancel(p, b), 0);
+    cr_assert_eq(R[1].err, ASYNC_ECANCELED);
+    cr_assert_eq(async__procpool_cancel(p, b), ASYNC_ESRCH);
+    wait_done(2);
+    cr_assert_eq(R[0].err, 0);
+    cr_assert_eq(async__procpool_cancel(p, a), ASYNC_ESRCH);
+    async__procpool_free(p);
+}
+
+/* --- recycling and initializers ------------------------------------------------- */
+
+Test(procpool, max_tasks_per_worker, .timeout = 30)
+{
+    async__procpool_opts_t o = {.workers = 2, .max_tasks_per_worker = 5, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    for (int i = 0; i < 60; i++)
+        cr_assert_eq(submit(p, sleeper, 0, 8, i, ASYNC_FOREVER, NULL), 0);
+    wait_done(60);
+    int distinct = 0;
+    for (int i = 0; i < 60; i++) {
+        cr_assert_eq(R[i].err, 0);
+        int seen = 0;
+        for (int k = 0; k < i; k++) seen |= R[k].val == R[i].val;
+        distinct += !seen;
+    }
+    cr_assert_geq(distinct, 12, "%d distinct workers", distinct);
+    cr_assert_geq(async__procpool_spawned(p), 12);
+    async__procpool_free(p);
+}
+
+static long init_value; /* set in each worker by its initializer */
+
+static int good_init(void *arg, char *msg, size_t cap)
+{
+    (void)msg;
+    (void)cap;
+    init_value = (long)(intptr_t)arg;
+    return 0;
+}
+
+static int read_init(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)in;
+    (void)n;
+    memcpy(async__procout_data(out), &init_value, sizeof init_value);
+    return 0;
+}
+
+Test(procpool, initializer_runs_in_each_worker, .timeout = 30)
+{
+    async__procpool_opts_t o = {.workers = 2, .init = good_init, .init_arg = (void *)77,
+                                .max_tasks_per_worker = 3, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(submit(p, read_init, 0, 8, i, ASYNC_FOREVER, NULL), 0);
+    wait_done(20);
+    for (int i = 0; i < 20; i++) cr_assert_eq(R[i].val, 77);
+    cr_assert_eq(init_value, 0); /* the parent's copy is untouched */
+    async__procpool_free(p);
+}
+
+static int bad_init(void *arg, char *msg, size_t cap)
+{
+    (void)arg;
+    snprintf(msg, cap, "no database");
+    return ASYNC_EIO;
+}
+
+static int crashing_init(void *arg, char *msg, size_t cap)
+{
+    (void)arg;
+    (void)msg;
+    (void)cap;
+    raise(SIGKILL);
+    return 0;
+}
+
+static void check_init_failure(async__procpool_init_fn init, const char *want)
+{
+    async__procpool_opts_t o = {.workers = 2, .init = init, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    for (int i = 0; i < 10; i++) {
+        int rc = submit(p, square, i, 8, i, ASYNC_FOREVER, NULL);
+        if (rc) {
+            cr_assert_eq(rc, ASYNC_EINIT);
+            R[i].err = rc;
+            atomic_fetch_add(&ndone, 1);
+        }
+    }
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), ASYNC_EINIT);
+    wait_done(10);
+    for (int i = 0; i < 10; i++) cr_assert_eq(R[i].err, ASYNC_EINIT);
+    char msg[600];
+    cr_assert_eq(async__procpool_error(p, msg, sizeof msg), ASYNC_EINIT);
+    cr_assert(strstr(msg, want), "'%s' lacks '%s'", msg, want);
+    cr_assert_eq(submit(p, square, 1, 8, 0, ASYNC_FOREVER, NULL), ASYNC_EINIT);
+    async__procpool_free(p);
+}
+
+Test(procpool, initializer_failure, .timeout = 30) { check_init_failure(bad_init, "no database"); }
+Test(procpool, initializer_crash, .timeout = 30) { check_init_failure(crashing_init, "signal 9"); }
+
+/* --- shutdown and terminate ------------------------------------------------------ */
+
+Test(procpool, shutdown_drains, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(submit(p, sleeper, i % 10 == 0, 8, i, ASYNC_FOREVER, NULL), 0);
+    async__procpool_shutdown(p, true);
+    cr_assert_eq(atomic_load(&ndone), 200);
+    for (int i = 0; i < 200; i++) cr_assert_eq(R[i].err, 0);
+    cr_assert_eq(submit(p, square, 1, 8, 0, ASYNC_FOREVER, NULL), ASYNC_ECLOSED);
+    async__procpool_shutdown(p, true);
+    async__procpool_free(p);
+}
+
+Test(procpool, terminate_with_work_in_flight, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(submit(p, sleeper, 10000, 8, i, ASYNC_FOREVER, NULL), 0);
+    usleep(50000);
+    int64_t t0 = async_now();
+    async__procpool_terminate(p);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(5));
+    cr_assert_eq(atomic_load(&ndone), 100);
+    for (int i = 0; i < 100; i++) cr_assert_eq(R[i].err, ASYNC_ECANCELED);
+    cr_assert_eq(submit(p, square, 1, 8, 0, ASYNC_FOREVER, NULL), ASYNC_ECLOSED);
+    async__procpool_free(p);
+}
+
+/* --- a parent that runs threads -------------------------------------------------- */
+
+static atomic_bool stop_threads;
+static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *busy_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_threads)) {
+        pthread_mutex_lock(&busy_lock);
+        void *m = malloc(1000);
+        free(m);
+        pthread_mutex_unlock(&busy_lock);
+    }
+    return NULL;
+}
+
+static int mallocing(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)n;
+    char *s = malloc(100);
+    snprintf(s, 100, "%ld", *(const long *)in);
+    long v = atol(s);
+    free(s);
+    memcpy(async__procout_data(out), &v, sizeof v);
+    return 0;
+}
+
+Test(procpool, parent_with_running_threads, .timeout = 30)
+{
+    /* The pool is created first; the threads then run while workers are
+     * recycled and replaced, forked by the clean fork server. */
+    async__procpool_opts_t o = {.workers = 2, .max_tasks_per_worker = 4, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) cr_assert_eq(pthread_create(&t[i], NULL, busy_thread, NULL), 0);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(submit(p, i == 50 ? dier : mallocing, i == 50 ? 0 : i, 8, i,
+                            ASYNC_FOREVER, NULL), 0);
+    wait_done(200);
+    for (int i = 0; i < 200; i++) {
+        if (i == 50) cr_assert_eq(R[i].err, ASYNC_EWORKERDIED);
+        else cr_assert_eq(R[i].val, i);
+    }
+    cr_assert_geq(async__procpool_spawned(p), 50);
+    atomic_store(&stop_threads, true);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    async__procpool_free(p);
+}
+
+/* --- shared memory --------------------------------------------------------------- */
+
+typedef struct range {
+    const int *rows;
+    long from, to;
+} range_t;
+
+static int count_rows(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx;
+    (void)n;
+    range_t r;
+    memcpy(&r, in, sizeof r);
+    long c = 0;
+    for (long i = r.from; i < r.to; i++) {
+        const int *row = r.rows + i * 5;
+        int k = 0;
+        for (int j = 0; j < 5; j++) k += row[j] >= 4 && row[j] <= 8;
+        c += k;
+    }
+    memcpy(async__procout_data(out), &c, sizeof c);
+    return 0;
+}
+
+Test(procpool, shared_allocation, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    long nrows = 1000000;
+    int *rows;
+    cr_assert_eq(async__procpool_shm_alloc(p, (size_t)nrows * 5 * sizeof(int), (void **)&rows), 0);
+    cr_assert(async__procpool_owns(p, rows));
+    long want = 0;
+    for (long i = 0; i < nrows * 5; i++) {
+        rows[i] = (int)((i * 2654435761u) % 10);
+        want += rows[i] >= 4 && rows[i] <= 8;
+    }
+    int chunks = 100;
+    for (int c = 0; c < chunks; c++) {
+        range_t r = {rows, nrows * c / chunks, nrows * (c + 1) / chunks};
+        async__procjob_t j = {.fn = (async__anyfn_t)count_rows, .in = &r, .in_len = sizeof r,
+                              .out_cap = 8, .deadline = ASYNC_FOREVER, .done = on_done,
+                              .arg = (void *)(intptr_t)c};
+        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    }
+    wait_done(chunks);
+    long got = 0;
+    for (int c = 0; c < chunks; c++) got += R[c].val;
+    cr_assert_eq(got, want);
+    async__procpool_shm_free(p, rows);
+    async__procpool_free(p);
+}
+
+/* --- leaks ------------------------------------------------------------------------ */
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static int count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, "async-procpool") != NULL;
+    fclose(f);
+    return n;
+}
+
+Test(procpool, no_leaks, .timeout = 30)
+{
+    int fds = count_fds(), maps = count_maps();
+    test_alloc_install();
+    pid_t server, worker;
+    for (int round = 0; round < 3; round++) {
+        atomic_store(&ndone, 0);
+        async__procpool_opts_t o = {.workers = 2, .slots = 8, .idle_spin_ns = -1};
+        async__procpool_t *p;
+        cr_assert_eq(async__procpool_new(&o, &p), 0);
+        cr_assert_eq(count_maps(), maps + 1);
+        cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+        server = async__procpool_server_pid(p);
+        worker = async__procpool_worker_pid(p, 0);
+        for (int i = 0; i < 50; i++)
+            cr_assert_eq(submit(p, i == 7 ? dier : sleeper, i == 7 ? 0 : 5, 8, i,
+                                async_deadline_after(ASYNC_SEC(10)), NULL), 0);
+        if (round == 0) wait_done(50);
+        if (round == 1) async__procpool_shutdown(p, true);
+        async__procpool_free(p); /* round 2: terminates with work in flight */
+        cr_assert_eq(atomic_load(&ndone), 50);
+    }
+    cr_assert_eq(test_alloc_live(), 0);
+    test_alloc_uninstall();
+    cr_assert_eq(count_fds(), fds);
+    cr_assert_eq(count_maps(), maps);
+    cr_assert_eq(kill(server, 0), -1);
+    cr_assert_eq(kill(worker, 0), -1);
+    /* No child of ours is left, not even a zombie. */
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1);
+    cr_assert_eq(errno, ECHILD);
+}
+
+Test(procpool, fork_server_killed, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_eq(submit(p, sleeper, 10000, 8, 0, ASYNC_FOREVER, NULL), 0);
+    usleep(50000);
+    cr_assert_eq(kill(async__procpool_server_pid(p), SIGKILL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert_neq(submit(p, square, 1, 8, 1, ASYNC_FOREVER, NULL), 0);
+    async__procpool_free(p);
+}
+
+Test(procpool, parent_ignores_sigchld, .timeout = 30)
+{
+    /* SIG_IGN would let the kernel reap workers unseen; the pool resets it
+     * in its fork server. */
+    signal(SIGCHLD, SIG_IGN);
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit(p, dier, 0, 8, 0, ASYNC_FOREVER, NULL), 0);
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert_eq(submit(p, square, 4, 8, 1, ASYNC_FOREVER, NULL), 0);
+    wait_done(2);
+    cr_assert_eq(R[1].val, 16);
+    async__procpool_free(p);
+}
+
+Test(procpool, free_with_a_forked_child_holding_the_socket, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    pid_t child = fork();
+    if (child == 0) {
+        sleep(20);
+        _exit(0);
+    }
+    int64_t t0 = async_now();
+    async__procpool_free(p);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(5), "free waited for an unrelated child");
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+}
+
+Test(procpool, deadlines_of_pending_jobs, .timeout = 30)
+{
+    /* 8 slots: most of these wait in the parent, not in shared memory. */
+    async__procpool_opts_t o = {.workers = 1, .slots = 8, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    cr_assert_eq(submit(p, sleeper, 500, 8, 0, ASYNC_FOREVER, NULL), 0);
+    int64_t dl = async_deadline_after(ASYNC_MSEC(100));
+    for (int i = 1; i <= 40; i++) cr_assert_eq(submit(p, square, i, 8, i, dl, NULL), 0);
+    wait_done(40);
+    for (int i = 1; i <= 40; i++) cr_assert_eq(R[i].err, ASYNC_ETIMEDOUT, "job %d", i);
+    wait_done(41);
+    cr_assert_eq(R[0].err, 0);
+    async__procpool_free(p);
+}
+
+Test(procpool, many_deadlines_met, .timeout = 30)
+{
+    /* Deadlines of jobs that finish in time must not pile up. */
+    async__procpool_opts_t o = {.workers = 2, .slots = 16, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    int64_t dl = async_deadline_after(ASYNC_SEC(60));
+    for (int i = 0; i < 5000; i++) cr_assert_eq(submit(p, square, i, 8, i, dl, NULL), 0);
+    wait_done(5000);
+    for (int i = 0; i < 5000; i++) cr_assert_eq(R[i].val, (long)i * i);
+    async__procpool_free(p);
+}
+Test(procpool, created_while_threads_malloc, .timeout = 30)
+{
+    /* The fork server is forked while other threads hold the allocator's
+     * locks at random moments; workers forked from it must still allocate. */
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) cr_assert_eq(pthread_create(&t[i], NULL, busy_thread, NULL), 0);
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&ndone, 0);
+        async__procpool_opts_t o = {.workers = 2, .max_tasks_per_worker = 3, .idle_spin_ns = -1};
+        async__procpool_t *p;
+        cr_assert_eq(async__procpool_new(&o, &p), 0);
+        for (int i = 0; i < 20; i++)
+            cr_assert_eq(submit(p, mallocing, i, 8, i, ASYNC_FOREVER, NULL), 0);
+        wait_done(20);
+        for (int i = 0; i < 20; i++) cr_assert_eq(R[i].val, i);
+        async__procpool_free(p);
+    }
+    atomic_store(&stop_threads, true);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+}
+
+#endif

@@ -1,0 +1,474 @@
+/* The executor's process backend, through the public API: what only a
+ * process pool does.  A task that kills, segfaults or exits its worker fails
+ * alone with ASYNC_EWORKERDIED; a task past its deadline is killed; workers
+ * recycle after max_tasks_per_worker; an initializer that crashes breaks the
+ * pool with ASYNC_EINIT; terminate kills work in flight; a parent running
+ * threads keeps replacing workers; maps over shared memory copy nothing; and
+ * nothing leaks (allocations, descriptors, shared mappings, child processes).
+ * The backend-independent cases run in test-executor-procs.c. */
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer cannot follow synchronisation that goes through memory
+ * another process writes, and forking the fork server from a threaded
+ * process is outside what it supports: these tests run under the other
+ * sanitizers only. */
+#include <criterion/criterion.h>
+Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
+#else
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/executor.h>
+#include <async/future.h>
+#include "support/alloc.h"
+
+
+static void setup(void) { test_alloc_install(); }
+static void teardown(void)
+{
+    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_alloc_uninstall();
+}
+TestSuite(procs, .init = setup, .fini = teardown);
+
+static async_executor_t *pool_opts(unsigned workers, unsigned max_tasks, async_work_init_fn init)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = workers,
+                               .max_tasks_per_worker = max_tasks, .initializer = init};
+    async_executor_t *ex = NULL;
+    int r = async_executor_new(&ex, &o);
+    cr_assert_eq(r, 0, "executor_new: %s", async_strerror(r));
+    return ex;
+}
+
+static async_executor_t *pool(unsigned workers) { return pool_opts(workers, 0, NULL); }
+
+/* in: {how, ms}.  how 0: sleep ms and return the pid; 1: SIGKILL itself;
+ * 2: segfault; 3: _exit(3). */
+static int act(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    int v[2];
+    memcpy(v, in, sizeof v);
+    switch (v[0]) {
+    case 1: raise(SIGKILL); break;
+    case 2: raise(SIGSEGV); break;
+    case 3: _exit(3);
+    }
+    usleep((useconds_t)v[1] * 1000);
+    int pid = getpid();
+    memcpy(out, &pid, sizeof pid);
+    return 0;
+}
+
+static async_future_t *submit_act(async_executor_t *ex, int how, int ms, int64_t deadline)
+{
+    int v[2] = {how, ms};
+    async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
+                       .deadline = deadline};
+    async_future_t *f = NULL;
+    int r = async_executor_submit(ex, &job, &f);
+    cr_assert_eq(r, 0, "submit: %s", async_strerror(r));
+    return f;
+}
+
+static int result_int(async_future_t *f)
+{
+    const void *data;
+    size_t size;
+    cr_assert_eq(async_future_result(f, &data, &size), 0, "%s", async_future_message(f));
+    int v;
+    memcpy(&v, data, sizeof v);
+    return v;
+}
+
+static void death(int how, const char *want)
+{
+    async_executor_t *ex = pool(2);
+    async_future_t *ok1 = submit_act(ex, 0, 50, 0);
+    async_future_t *bad = submit_act(ex, how, 0, 0);
+    cr_expect_eq(async_future_wait(bad), ASYNC_EWORKERDIED);
+    cr_expect(strstr(async_future_message(bad), want), "'%s' lacks '%s'",
+              async_future_message(bad), want);
+    cr_expect_eq(async_future_wait(ok1), 0, "the other worker's job is unharmed");
+    async_future_t *after[10];
+    for (int i = 0; i < 10; i++) after[i] = submit_act(ex, 0, 0, 0);
+    for (int i = 0; i < 10; i++) {
+        cr_expect_eq(async_future_wait(after[i]), 0, "the pool serves on");
+        async_future_free(after[i]);
+    }
+    async_future_free(ok1);
+    async_future_free(bad);
+    async_executor_free(ex);
+}
+
+Test(procs, sigkilled_task, .timeout = 20) { death(1, "killed by signal 9"); }
+Test(procs, exiting_task, .timeout = 20) { death(3, "exited with status 3"); }
+Test(procs, segfaulting_task, .timeout = 20)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    death(2, "worker process"); /* ASan reports the SEGV and exits */
+#else
+    death(2, "killed by signal 11");
+#endif
+}
+
+/* Sets *in.flag (shared memory: a pointer inside an input is fine there),
+ * then sleeps in.ms. */
+typedef struct marked {
+    volatile int *flag;
+    int ms;
+} marked_t;
+
+static int mark_and_sleep(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    marked_t m;
+    memcpy(&m, in, sizeof m);
+    *m.flag = 1;
+    usleep((useconds_t)m.ms * 1000);
+    return 0;
+}
+
+Test(procs, deadline_kills_the_worker, .timeout = 20)
+{
+    async_executor_t *ex = pool(1);
+    volatile int *flag;
+    cr_assert_eq(async_executor_shm_alloc(ex, sizeof *flag, (void **)&flag), 0);
+    marked_t in = {flag, 20000};
+    int64_t t0 = async_now(), deadline = async_deadline_after(ASYNC_MSEC(150));
+    async_job_t job = {.fn = mark_and_sleep, .in = &in, .in_size = sizeof in,
+                       .deadline = deadline};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+    while (!*flag && async_now() < deadline) usleep(1000);
+    bool ran = *flag; /* a starved machine may not start it in time */
+    cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
+    cr_expect_geq(async_now() - t0, ASYNC_MSEC(150));
+    cr_expect_lt(async_now() - t0, ASYNC_SEC(10));
+    if (ran) cr_expect(strstr(async_future_message(f), "killed"), "%s", async_future_message(f));
+    async_future_t *g = submit_act(ex, 0, 0, 0);
+    cr_expect_eq(async_future_wait(g), 0);
+    async_future_free(f);
+    async_future_free(g);
+    async_executor_shm_free(ex, (void *)flag);
+    async_executor_free(ex);
+}
+
+Test(procs, max_tasks_per_worker_recycles, .timeout = 20)
+{
+    async_executor_t *ex = pool_opts(2, 3, NULL);
+    enum { N = 30 };
+    async_future_t *fs[N];
+    int pids[N], distinct = 0;
+    for (int i = 0; i < N; i++) fs[i] = submit_act(ex, 0, 1, 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(async_future_wait(fs[i]), 0);
+        pids[i] = result_int(fs[i]);
+        int seen = 0;
+        for (int k = 0; k < i; k++) seen |= pids[k] == pids[i];
+        distinct += !seen;
+        async_future_free(fs[i]);
+    }
+    cr_expect_geq(distinct, N / 3, "%d workers for %d tasks", distinct, N);
+    async_executor_free(ex);
+}
+
+static int crash_init(void *ctx)
+{
+    (void)ctx;
+    raise(SIGKILL);
+    return 0;
+}
+
+Test(procs, crashing_initializer_breaks_the_pool, .timeout = 20)
+{
+    async_executor_t *ex = pool_opts(2, 0, crash_init);
+    int v[2] = {0, 0};
+    async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+    async_future_t *f = NULL;
+    int r = async_executor_submit(ex, &job, &f);
+    if (r == 0) {
+        cr_expect_eq(async_future_wait(f), ASYNC_EINIT);
+        cr_expect(strstr(async_future_message(f), "signal 9"), "%s", async_future_message(f));
+        async_future_free(f);
+    } else {
+        cr_expect_eq(r, ASYNC_EINIT);
+    }
+    int64_t until = async_now() + ASYNC_SEC(5);
+    while ((r = async_executor_submit(ex, &job, &f)) == 0 && async_now() < until) {
+        async_future_wait(f);
+        async_future_free(f);
+        usleep(10000);
+    }
+    cr_expect_eq(r, ASYNC_EINIT);
+    async_executor_free(ex);
+}
+
+Test(procs, terminate_kills_work_in_flight, .timeout = 20)
+{
+    async_executor_t *ex = pool(2);
+    enum { N = 12 };
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) fs[i] = submit_act(ex, 0, 10000, 0);
+    usleep(100000);
+    int64_t t0 = async_now();
+    cr_expect_eq(async_executor_terminate(ex), 0);
+    cr_expect_lt(async_now() - t0, ASYNC_SEC(5), "terminate does not wait for the work");
+    for (int i = 0; i < N; i++) {
+        cr_expect(async_future_done(fs[i]));
+        cr_expect_neq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+}
+
+/* --- a parent that already runs threads -------------------------------------------------- */
+
+static int spin_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    int ms;
+    memcpy(&ms, in, sizeof ms);
+    usleep((useconds_t)ms * 1000);
+    return 0;
+}
+
+Test(procs, parent_running_threads, .timeout = 30)
+{
+    /* A thread pool busy with work (holding the allocator's and its own
+     * locks at random moments) while the process pool starts, recycles its
+     * workers every 2 tasks and replaces a killed one. */
+    async_executor_opts_t to = {.backend = ASYNC_BACKEND_THREADS, .workers = 3};
+    async_executor_t *threads;
+    cr_assert_eq(async_executor_new(&threads, &to), 0);
+    enum { T = 300 };
+    async_future_t *tf[T];
+    for (int i = 0; i < T; i++) {
+        int ms = 1;
+        async_job_t job = {.fn = spin_ms, .in = &ms, .in_size = sizeof ms};
+        cr_assert_eq(async_executor_submit(threads, &job, &tf[i]), 0);
+    }
+    async_executor_t *ex = pool_opts(2, 2, NULL);
+    enum { N = 40 };
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) fs[i] = submit_act(ex, i == 20 ? 1 : 0, 2, 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(async_future_wait(fs[i]), i == 20 ? ASYNC_EWORKERDIED : 0, "task %d", i);
+        async_future_free(fs[i]);
+    }
+    for (int i = 0; i < T; i++) {
+        cr_expect_eq(async_future_wait(tf[i]), 0);
+        async_future_free(tf[i]);
+    }
+    async_executor_free(ex);
+    async_executor_free(threads);
+}
+
+/* --- shared memory ------------------------------------------------------------------------ */
+
+typedef struct span {
+    const int *rows;
+    long from, to;
+} span_t;
+
+/* Counts the values of rows [from, to) in [4, 8]: the lab's howmany_within_range. */
+static int howmany(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    const int *row = in;
+    int c = 0;
+    for (int j = 0; j < 5; j++) c += row[j] >= 4 && row[j] <= 8;
+    memcpy(out, &c, sizeof c);
+    return 0;
+}
+
+Test(procs, map_over_shared_rows, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    enum { ROWS = 200000 };
+    int *rows, *counts;
+    cr_assert_eq(async_executor_shm_alloc(ex, ROWS * 5 * sizeof(int), (void **)&rows), 0);
+    cr_assert_eq(async_executor_shm_alloc(ex, ROWS * sizeof(int), (void **)&counts), 0);
+    long want = 0;
+    for (long i = 0; i < ROWS * 5; i++) {
+        rows[i] = (int)((i * 2654435761u) >> 7) % 10;
+        want += rows[i] >= 4 && rows[i] <= 8;
+    }
+    async_map_t m = {.fn = howmany, .in = rows, .in_size = 5 * sizeof(int), .out = counts,
+                     .out_size = sizeof(int), .n = ROWS};
+    async_map_error_t err;
+    cr_assert_eq(async_executor_map(ex, &m, &err), 0, "%s", err.message);
+    long got = 0;
+    for (long i = 0; i < ROWS; i++) got += counts[i];
+    cr_expect_eq(got, want);
+    /* The same map with parent memory, copied through the pool. */
+    int *prow = malloc(1000 * 5 * sizeof(int)), pout[1000];
+    memcpy(prow, rows, 1000 * 5 * sizeof(int));
+    m = (async_map_t){.fn = howmany, .in = prow, .in_size = 5 * sizeof(int), .out = pout,
+                      .out_size = sizeof(int), .n = 1000, .chunksize = 7};
+    cr_assert_eq(async_executor_map(ex, &m, &err), 0);
+    for (int i = 0; i < 1000; i++) cr_expect_eq(pout[i], counts[i]);
+    free(prow);
+    async_executor_shm_free(ex, rows);
+    async_executor_shm_free(ex, counts);
+    async_executor_free(ex);
+}
+
+static int big_result(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    size_t n;
+    memcpy(&n, in, sizeof n);
+    unsigned char *b = async_work_output(n);
+    if (!b) return async_work_fail(ASYNC_ENOMEM, "no room for %zu bytes", n);
+    for (size_t i = 0; i < n; i++) b[i] = (unsigned char)(i % 251);
+    return 0;
+}
+
+Test(procs, large_variable_results, .timeout = 20)
+{
+    async_executor_t *ex = pool(2);
+    size_t sizes[] = {1, 100, 5000, 1 << 20, 3 << 20, 64 << 20};
+    for (int k = 0; k < 6; k++) {
+        async_job_t job = {.fn = big_result, .in = &sizes[k], .in_size = sizeof sizes[k],
+                           .out_size = 8};
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        int r = async_future_wait(f);
+        if (sizes[k] > (8u << 20)) {
+            cr_expect_eq(r, ASYNC_ENOMEM, "beyond the result limit");
+        } else {
+            const unsigned char *d;
+            size_t n;
+            cr_assert_eq(r, 0, "%zu: %s", sizes[k], async_future_message(f));
+            cr_assert_eq(async_future_result(f, (const void **)&d, &n), 0);
+            cr_expect_eq(n, sizes[k]);
+            for (size_t i = 0; i < n; i += 997) cr_expect_eq(d[i], (unsigned char)(i % 251));
+        }
+        async_future_free(f);
+    }
+    async_executor_free(ex);
+}
+
+/* --- leaks ---------------------------------------------------------------------------------- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static int count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, "async-procpool") != NULL;
+    fclose(f);
+    return n;
+}
+
+static int count_threads(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+Test(procs, nothing_leaks, .timeout = 30)
+{
+    int fds = count_fds(), maps = count_maps(), threads = count_threads();
+    for (int round = 0; round < 3; round++) {
+        async_executor_t *ex = pool_opts(2, 3, NULL);
+        cr_expect_eq(count_maps(), maps + 1);
+        enum { N = 20 };
+        async_future_t *fs[N];
+        for (int i = 0; i < N; i++) fs[i] = submit_act(ex, i == 5 ? 1 : 0, 5, 0);
+        if (round == 0) async_executor_shutdown(ex, true, false);
+        if (round == 1) async_executor_terminate(ex);
+        async_executor_free(ex); /* round 2: with work in flight */
+        for (int i = 0; i < N; i++) {
+            cr_expect(async_future_done(fs[i]));
+            async_future_free(fs[i]);
+        }
+    }
+    cr_expect_eq(count_fds(), fds);
+    cr_expect_eq(count_maps(), maps);
+    cr_expect_eq(count_threads(), threads);
+    cr_expect_eq(waitpid(-1, NULL, WNOHANG), -1, "no child, not even a zombie");
+    cr_expect_eq(errno, ECHILD);
+}
+
+/* --- awaited from tasks ------------------------------------------------------------------- */
+
+static int task_rc = -1;
+
+static int await_kill(void *arg, void **result)
+{
+    (void)result;
+    async_executor_t *ex = arg;
+    int v[2] = {1, 0};
+    async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+    int out;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &job, &out, NULL, msg);
+    task_rc = r == ASYNC_EWORKERDIED && strstr(msg, "signal 9") ? 0 : ASYNC_EIO;
+    return 0;
+}
+
+Test(procs, dead_worker_seen_from_a_task, .timeout = 20)
+{
+    async_executor_t *ex = pool(2);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, await_kill, ex, NULL, NULL), 0);
+    cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_expect_eq(task_rc, 0);
+    cr_expect_eq(async_loop_free(loop), 0);
+    async_executor_free(ex);
+}
+static int echo_len(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)out_size, (void)ctx;
+    memcpy(out, &in_size, sizeof in_size);
+    return 0;
+}
+
+Test(procs, max_job_bytes, .timeout = 20)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1,
+                               .max_job_bytes = 4096};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    static char big[8192];
+    size_t sizes[] = {100, 8192};
+    for (int k = 0; k < 2; k++) {
+        async_job_t job = {.fn = echo_len, .in = big, .in_size = sizes[k],
+                           .out_size = sizeof(size_t)};
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        if (k == 0) {
+            cr_expect_eq(async_future_wait(f), 0);
+        } else {
+            cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
+            cr_expect(strstr(async_future_message(f), "max_job_bytes"), "%s",
+                      async_future_message(f));
+        }
+        async_future_free(f);
+    }
+    async_executor_free(ex);
+}
+
+#endif
