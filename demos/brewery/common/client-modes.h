@@ -3,10 +3,11 @@
  *
  *   serial     one blocking client, one state after another (the lab's serial
  *              version);
- *   threads    one thread per state, each paginating with a blocking client
+ *   threads    a map over the states on the executor's thread pool, one
+ *              worker per state, each job paginating with a blocking client
  *              (the lab's ThreadPoolExecutor version);
- *   processes  one worker process per state, each with its own client, the
- *              count sent back through a pipe (the lab's ProcessPoolExecutor);
+ *   processes  the same map on the executor's process pool, the count coming
+ *              back as bytes (the lab's ProcessPoolExecutor version);
  *   async      one loop, one task per state, every task paginating on one
  *              shared client (the lab's asyncio version, without threads);
  *   meta       one loop, one /breweries/meta request per state, all at once:
