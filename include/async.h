@@ -10,6 +10,7 @@
 #include "async/future.h"
 #include "async/executor.h"
 #include "async/progress.h"
+#include "async/http.h"
 #include "async/ipc.h"
 #include "async/process.h"
 
