@@ -104,14 +104,6 @@ static int run_serial(const client_config_t *cfg, const char *const *states, siz
 
 /* --- threads and processes through the executor ---------------------------- */
 
-#if defined(__has_include)
-#if __has_include(<async/executor.h>)
-#include <async/executor.h>
-#define HAVE_EXECUTOR 1
-#endif
-#endif
-
-#ifdef HAVE_EXECUTOR
 #define NAME_MAX_LEN 64
 
 /* A work function: one state, paged with a blocking client of the worker's
@@ -131,8 +123,7 @@ static int count_work(const void *in, size_t in_size, void *out, size_t out_size
     return 0; /* a failed state is reported in its count, not as a failed job */
 }
 
-/* Returns ASYNC_ENOTSUP when the backend is not built in (the caller falls
- * back to pthreads or fork). */
+/* threads and processes: the same work function on either backend. */
 static int run_executor(async_backend_t backend, const client_config_t *cfg,
                         const char *const *states, size_t n, client_count_t *out)
 {
@@ -159,125 +150,17 @@ static int run_executor(async_backend_t backend, const client_config_t *cfg,
     free(names);
     return 0;
 }
-#endif
-
-/* --- threads --------------------------------------------------------------- */
-
-typedef struct job {
-    const client_config_t *cfg;
-    const char *state;
-    client_count_t *out;
-} job_t;
-
-static void *thread_main(void *arg)
-{
-    job_t *j = arg;
-    async_http_t *http;
-    int err = client_new(NULL, j->cfg, &http);
-    if (err) {
-        set_error(j->out, err, "%s", async_strerror(err));
-        return NULL;
-    }
-    client_count_state(http, j->cfg, j->state, j->out);
-    async_http_free(http);
-    return NULL;
-}
 
 static int run_threads(const client_config_t *cfg, const char *const *states, size_t n,
                        client_count_t *out)
 {
-#ifdef HAVE_EXECUTOR
-    int e = run_executor(ASYNC_BACKEND_THREADS, cfg, states, n, out);
-    if (e != ASYNC_ENOTSUP) return e;
-    memset(out, 0, n * sizeof *out);
-#endif
-    pthread_t *t = calloc(n, sizeof *t);
-    job_t *jobs = calloc(n, sizeof *jobs);
-    bool *started = calloc(n, sizeof *started);
-    if (!t || !jobs || !started) {
-        free(t), free(jobs), free(started);
-        return ASYNC_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        jobs[i] = (job_t){cfg, states[i], &out[i]};
-        int e = pthread_create(&t[i], NULL, thread_main, &jobs[i]);
-        started[i] = e == 0;
-        if (e) set_error(&out[i], ASYNC_EAGAIN, "pthread_create: %s", strerror(e));
-    }
-    for (size_t i = 0; i < n; i++)
-        if (started[i]) pthread_join(t[i], NULL);
-    free(t), free(jobs), free(started);
-    return 0;
+    return run_executor(ASYNC_BACKEND_THREADS, cfg, states, n, out);
 }
-
-/* --- processes ------------------------------------------------------------- */
 
 static int run_processes(const client_config_t *cfg, const char *const *states, size_t n,
                          client_count_t *out)
 {
-#ifdef HAVE_EXECUTOR
-    int e = run_executor(ASYNC_BACKEND_PROCESSES, cfg, states, n, out);
-    if (e != ASYNC_ENOTSUP) return e;
-    memset(out, 0, n * sizeof *out);
-#endif
-    pid_t *pids = calloc(n, sizeof *pids);
-    int *fds = calloc(n, sizeof *fds);
-    if (!pids || !fds) {
-        free(pids), free(fds);
-        return ASYNC_ENOMEM;
-    }
-    fflush(NULL);
-    for (size_t i = 0; i < n; i++) {
-        int p[2];
-        pids[i] = -1;
-        fds[i] = -1;
-        if (pipe(p)) {
-            set_error(&out[i], -errno, "pipe: %s", strerror(errno));
-            continue;
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-            /* The worker: its own client on its own loop, the result back
-             * through the pipe as plain bytes. */
-            close(p[0]);
-            client_count_t c;
-            async_http_t *http;
-            int err = client_new(NULL, cfg, &http);
-            if (err) {
-                set_error(&c, err, "%s", async_strerror(err));
-            } else {
-                client_count_state(http, cfg, states[i], &c);
-                async_http_free(http);
-            }
-            ssize_t w = write(p[1], &c, sizeof c);
-            _exit(w == (ssize_t)sizeof c ? 0 : 1);
-        }
-        close(p[1]);
-        if (pid < 0) {
-            set_error(&out[i], -errno, "fork: %s", strerror(errno));
-            close(p[0]);
-            continue;
-        }
-        pids[i] = pid;
-        fds[i] = p[0];
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (pids[i] < 0) continue;
-        size_t got = 0;
-        while (got < sizeof out[i]) {
-            ssize_t r = read(fds[i], (char *)&out[i] + got, sizeof out[i] - got);
-            if (r < 0 && errno == EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-        }
-        close(fds[i]);
-        int status;
-        while (waitpid(pids[i], &status, 0) < 0 && errno == EINTR) {}
-        if (got != sizeof out[i])
-            set_error(&out[i], ASYNC_EWORKERDIED, "%s", "the worker process died without a result");
-    }
-    free(pids), free(fds);
-    return 0;
+    return run_executor(ASYNC_BACKEND_PROCESSES, cfg, states, n, out);
 }
 
 /* --- async: one task per state --------------------------------------------- */
