@@ -595,11 +595,11 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
             async__future_wait(f, ASYNC_FOREVER, false);
         }
     } else {
-        /* The caller would only sleep: it runs chunks too, from the end
-         * (workers start from the front), so that the map does not wait
+        /* Asked to, the caller runs chunks instead of sleeping, from the
+         * end (workers start from the front), so that the map does not wait
          * for sleeping workers to get a CPU back.  Not with an initializer
          * (the caller never ran it) nor on the process backend. */
-        if (ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
+        if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
             help_map(ex, (map_state_t *)f->extra);
         r = async__future_wait(f, ASYNC_FOREVER, false);
     }

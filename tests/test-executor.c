@@ -857,8 +857,10 @@ static int who_runs(const void *in, size_t in_size, void *out, size_t out_size, 
 
 Test(exec_threads_only, blocking_map_caller_runs_chunks, .timeout = 10)
 {
-    /* The only worker is busy: the caller runs the whole map itself. */
-    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    /* The only worker is busy: asked to, the caller runs the whole map. */
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 1, .caller_runs = true};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
     async_future_t *gate = submit_nap(ex, 300, 0, 0);
     usleep(20000);
     int out[10];
@@ -868,6 +870,16 @@ Test(exec_threads_only, blocking_map_caller_runs_chunks, .timeout = 10)
     for (int i = 0; i < 10; i++) cr_expect_eq(out[i], -1, "item %d ran on the caller", i);
     cr_expect_eq(async_future_wait(gate), 0);
     async_future_free(gate);
+    async_executor_free(ex);
+}
+
+Test(exec_threads_only, blocking_map_runs_on_workers_only_by_default, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    int out[10];
+    async_map_t m = {.fn = who_runs, .out = out, .out_size = sizeof(int), .n = 10, .chunksize = 3};
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0);
+    for (int i = 0; i < 10; i++) cr_expect_eq(out[i], 0, "item %d ran on worker 0", i);
     async_executor_free(ex);
 }
 

@@ -104,6 +104,11 @@ typedef struct async_executor_opts {
      * output (0: the backend's default); larger jobs fail with ASYNC_EINVAL.
      * Ignored by the thread backend. */
     size_t max_job_bytes;
+    /* Thread backend without an initializer: the caller of a blocking
+     * async_executor_map runs chunks too instead of sleeping (the map then
+     * uses workers + 1 threads).  Off by default, so that `workers` is the
+     * number of threads doing the work, as in Python's pools. */
+    bool caller_runs;
 } async_executor_opts_t;
 
 /* Creates and starts a pool; opts may be NULL (threads, default size).
@@ -238,10 +243,10 @@ typedef struct async_map_error {
 } async_map_error_t;
 
 /* Runs the map and waits for it (blocking the thread; in a task, awaiting).
- * On the thread backend without an initializer, a blocking caller (not a
- * task) also runs chunks itself while it would otherwise sleep, so the map
- * does not wait for sleeping workers to get a CPU; async_work_worker() is -1
- * in those calls.
+ * With opts.caller_runs on the thread backend without an initializer, a
+ * blocking caller (not a task) also runs chunks itself while it would
+ * otherwise sleep, so the map does not wait for sleeping workers to get a
+ * CPU; async_work_worker() is -1 in those calls.
  * Returns 0 when every item succeeded, otherwise the code of the lowest
  * failing item, described in *err (OUT, may be NULL).  n = 0 returns 0.
  * Errors also: as submit (nothing ran then), ASYNC_EINVAL (m NULL, fn NULL,
