@@ -10,33 +10,13 @@
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/alloc.h"
+#include "support/proc.h"
 
 /* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
 const char *__lsan_default_suppressions(void);
 __attribute__((weak)) const char *__lsan_default_suppressions(void)
 {
     return "leak:libcriterion.so\n";
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    cr_assert_not_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static int count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    cr_assert_not_null(f);
-    int n = 0, c;
-    while ((c = fgetc(f)) != EOF) n += c == '\n';
-    fclose(f);
-    return n;
 }
 
 static int write_in_child(void *arg)
@@ -139,7 +119,7 @@ Test(ipc_shm, no_descriptor_mapping_or_heap_leaks, .timeout = 10)
 {
     test_alloc_install();
     one_of_each(); /* first use may set up libc state */
-    int fds = count_fds(), maps = count_maps();
+    int fds = test_count_fds(), maps = test_count_maps(NULL);
     long live = test_alloc_live();
     for (int i = 0; i < 50; i++) one_of_each();
     for (int i = 0; i < 10; i++) {
@@ -147,9 +127,9 @@ Test(ipc_shm, no_descriptor_mapping_or_heap_leaks, .timeout = 10)
         cr_assert_eq(async_process_spawn(&p, nothing, NULL), 0);
         async_process_free(p);
     }
-    cr_assert_eq(count_fds(), fds);
+    cr_assert_eq(test_count_fds(), fds);
 #if !defined(__SANITIZE_THREAD__) /* ThreadSanitizer maps shadow memory as it goes */
-    cr_assert_eq(count_maps(), maps);
+    cr_assert_eq(test_count_maps(NULL), maps);
 #else
     (void)maps;
 #endif
@@ -160,7 +140,7 @@ Test(ipc_shm, no_descriptor_mapping_or_heap_leaks, .timeout = 10)
 Test(ipc_shm, out_of_memory_paths_leak_nothing, .timeout = 10)
 {
     test_alloc_install();
-    int fds = count_fds();
+    int fds = test_count_fds();
     long live = test_alloc_live();
     async_shm_t *shm = NULL;
     async_ipc_pipe_t *a = NULL, *b = NULL;
@@ -176,7 +156,7 @@ Test(ipc_shm, out_of_memory_paths_leak_nothing, .timeout = 10)
     test_alloc_fail_after(-1);
     cr_assert_null(shm);
     cr_assert_null(p);
-    cr_assert_eq(count_fds(), fds);
+    cr_assert_eq(test_count_fds(), fds);
     cr_assert_eq(test_alloc_live(), live);
     /* A receive whose buffer cannot grow fails cleanly and leaves the message. */
     cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);

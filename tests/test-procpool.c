@@ -23,6 +23,7 @@ Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
 #include <async.h>
 #include "../lib/procpool_internal.h"
 #include "support/alloc.h"
+#include "support/proc.h"
 
 #define MAXJ 20000
 
@@ -602,28 +603,9 @@ Test(procpool, shared_allocation, .timeout = 30)
 
 /* --- leaks ------------------------------------------------------------------------ */
 
-static int count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static int count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) n += strstr(line, "async-procpool") != NULL;
-    fclose(f);
-    return n;
-}
-
 Test(procpool, no_leaks, .timeout = 30)
 {
-    int fds = count_fds(), maps = count_maps();
+    int fds = test_count_fds(), maps = test_count_maps("async-procpool");
     test_alloc_install();
     pid_t server, worker;
     for (int round = 0; round < 3; round++) {
@@ -631,7 +613,7 @@ Test(procpool, no_leaks, .timeout = 30)
         async__procpool_opts_t o = {.workers = 2, .slots = 8, .idle_spin_ns = -1};
         async__procpool_t *p;
         cr_assert_eq(async__procpool_new(&o, &p), 0);
-        cr_assert_eq(count_maps(), maps + 1);
+        cr_assert_eq(test_count_maps("async-procpool"), maps + 1);
         cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
         server = async__procpool_server_pid(p);
         worker = async__procpool_worker_pid(p, 0);
@@ -645,8 +627,8 @@ Test(procpool, no_leaks, .timeout = 30)
     }
     cr_assert_eq(test_alloc_live(), 0);
     test_alloc_uninstall();
-    cr_assert_eq(count_fds(), fds);
-    cr_assert_eq(count_maps(), maps);
+    cr_assert_eq(test_count_fds(), fds);
+    cr_assert_eq(test_count_maps("async-procpool"), maps);
     cr_assert_eq(kill(server, 0), -1);
     cr_assert_eq(kill(worker, 0), -1);
     /* No child of ours is left, not even a zombie. */

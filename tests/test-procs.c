@@ -27,6 +27,7 @@ Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/proc.h"
 
 
 static void setup(void) { test_alloc_install(); }
@@ -359,25 +360,6 @@ Test(procs, large_variable_results, .timeout = 20)
 
 /* --- leaks ---------------------------------------------------------------------------------- */
 
-static int count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
-static int count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) n += strstr(line, "async-procpool") != NULL;
-    fclose(f);
-    return n;
-}
-
 static int count_threads(void)
 {
     int n = 0;
@@ -389,10 +371,10 @@ static int count_threads(void)
 
 Test(procs, nothing_leaks, .timeout = 30)
 {
-    int fds = count_fds(), maps = count_maps(), threads = count_threads();
+    int fds = test_count_fds(), maps = test_count_maps("async-procpool"), threads = count_threads();
     for (int round = 0; round < 3; round++) {
         async_executor_t *ex = pool_opts(2, 3, NULL);
-        cr_expect_eq(count_maps(), maps + 1);
+        cr_expect_eq(test_count_maps("async-procpool"), maps + 1);
         enum { N = 20 };
         async_future_t *fs[N];
         for (int i = 0; i < N; i++) fs[i] = submit_act(ex, i == 5 ? 1 : 0, 5, 0);
@@ -404,8 +386,8 @@ Test(procs, nothing_leaks, .timeout = 30)
             async_future_free(fs[i]);
         }
     }
-    cr_expect_eq(count_fds(), fds);
-    cr_expect_eq(count_maps(), maps);
+    cr_expect_eq(test_count_fds(), fds);
+    cr_expect_eq(test_count_maps("async-procpool"), maps);
     cr_expect_eq(count_threads(), threads);
     cr_expect_eq(waitpid(-1, NULL, WNOHANG), -1, "no child, not even a zombie");
     cr_expect_eq(errno, ECHILD);

@@ -8,15 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "support/run.h"
-
-static int count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    int n = 0, c;
-    while ((c = fgetc(f)) != EOF) n += c == '\n';
-    fclose(f);
-    return n;
-}
+#include "support/proc.h"
 
 static int nap(void *arg, void **res)
 {
@@ -46,7 +38,7 @@ Test(stack, hundred_thousand_tasks_at_once, .timeout = 60)
         cr_assert_eq(rc, 0, "spawn %d: %s", i, async_strerror(rc));
     }
     cr_assert_eq(async_loop_live_tasks(loop), MANY);
-    cr_assert_lt(count_maps(), 65530, "under the default vm.max_map_count");
+    cr_assert_lt(test_count_maps(NULL), 65530, "under the default vm.max_map_count");
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(done, MANY);
     cr_assert_eq(async_loop_free(loop), 0);
@@ -64,13 +56,13 @@ static int t_reuse(void *arg, void **res)
     async_task_t t;
     cr_assert_eq(async_task_spawn(NULL, noop, NULL, NULL, &t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
-    int before = count_maps();
+    int before = test_count_maps(NULL);
     for (int i = 0; i < 1000; i++) {
         cr_assert_eq(async_task_spawn(NULL, noop, NULL, NULL, &t), 0);
         cr_assert_eq(async_task_await(t, NULL), 0);
     }
 #ifndef SANITIZED /* sanitizers map shadow memory of their own as they go */
-    cr_assert_leq(count_maps(), before + 2, "stacks are pooled, not mapped anew");
+    cr_assert_leq(test_count_maps(NULL), before + 2, "stacks are pooled, not mapped anew");
 #else
     (void)before;
 #endif
