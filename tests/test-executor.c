@@ -612,8 +612,15 @@ CASE(shutdown_while_busy, 20)
 {
     async_executor_t *ex = pool(backend, 2);
     async_future_t *fs[8];
-    for (int i = 0; i < 8; i++) fs[i] = submit_nap(ex, 40, i, 0);
-    usleep(10000);
+    for (int i = 0; i < 8; i++) fs[i] = submit_nap(ex, 200, i, 0);
+    /* Shut down once both workers hold a job (on a loaded machine a worker
+     * can take a while to get a CPU); a nap is long enough that no third
+     * job starts in between. */
+    int64_t give_up = async_deadline_after(ASYNC_SEC(5));
+    for (int running = 0; running < 2 && async_now() < give_up; usleep(1000)) {
+        running = 0;
+        for (int i = 0; i < 8; i++) running += async_future_state(fs[i]) == ASYNC_FUTURE_RUNNING;
+    }
     cr_expect_eq(async_executor_shutdown(ex, true, true), 0);
     int done = 0, cancelled = 0;
     for (int i = 0; i < 8; i++) {
