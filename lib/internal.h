@@ -133,7 +133,7 @@ typedef struct async_task {
     uint64_t epoch;
     enum task_state state;
     int wake_code;
-    bool cancelled, detached, has_pending_wake, started, shielded;
+    bool cancelled, detached, has_pending_wake, shielded;
     bool waker_ok;               /* suspended in async_task_suspend_dl */
     int pending_wake;
     async_task_fn fn;

@@ -252,7 +252,6 @@ static void task_main(void *arg)
 {
     async_task_impl_t *t = arg;
     reap_zombie(t->loop);
-    t->started = true;
     void *result = NULL;
     t->error = t->fn(t->arg, &result);
     t->result = result;
@@ -300,7 +299,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     t->epoch = 0;
     t->deadline = 0;
     t->group = NULL;
-    t->cancelled = t->has_pending_wake = t->started = t->shielded = false;
+    t->cancelled = t->has_pending_wake = t->shielded = false;
     t->detached = opts && opts->detached;
     t->gen = ++loop->next_gen;
     async__list_init(&t->wait_link);
