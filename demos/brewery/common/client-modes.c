@@ -163,6 +163,15 @@ static int run_processes(const client_config_t *cfg, const char *const *states, 
     return run_executor(ASYNC_BACKEND_PROCESSES, cfg, states, n, out);
 }
 
+/* A loop and a client on it, for the event-driven modes; both or neither. */
+static int loop_client_new(const client_config_t *cfg, async_loop_t **loop, async_http_t **http)
+{
+    int err = async_loop_new(loop);
+    if (err) return err;
+    if ((err = client_new(*loop, cfg, http))) async_loop_free(*loop);
+    return err;
+}
+
 /* --- async: one task per state --------------------------------------------- */
 
 typedef struct task_job {
@@ -185,12 +194,8 @@ static int run_async(const client_config_t *cfg, const char *const *states, size
 {
     async_loop_t *loop;
     async_http_t *http;
-    int err = async_loop_new(&loop);
+    int err = loop_client_new(cfg, &loop, &http);
     if (err) return err;
-    if ((err = client_new(loop, cfg, &http))) {
-        async_loop_free(loop);
-        return err;
-    }
     task_job_t *jobs = calloc(n, sizeof *jobs);
     if (!jobs) err = ASYNC_ENOMEM;
     async_task_opts_t topts = {.detached = true};
@@ -240,12 +245,8 @@ static int run_meta(const client_config_t *cfg, const char *const *states, size_
 {
     async_loop_t *loop;
     async_http_t *http;
-    int err = async_loop_new(&loop);
+    int err = loop_client_new(cfg, &loop, &http);
     if (err) return err;
-    if ((err = client_new(loop, cfg, &http))) {
-        async_loop_free(loop);
-        return err;
-    }
     char url[1024];
     snprintf(url, sizeof url, "%s/breweries/meta", cfg->base_url);
     for (size_t i = 0; i < n; i++) {
