@@ -4,11 +4,15 @@
  * written to the JSON file, retries recover transient faults, and an
  * unreachable server or an unknown state fails cleanly. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -219,3 +223,92 @@ Test(brewery_client, local_server_started_by_default)
     cr_assert(base && strncmp(base, "http://127.0.0.1:", 17) == 0, "%s", base ? base : "");
     json_decref(j);
 }
+
+/* --- the server child dies with the client (issue 10, defect 7) ----------- */
+
+/* The pid of the brewery-server that `parent` started, once it has exec'd;
+ * -1 if none shows up within the deadline. */
+static pid_t server_child_of(pid_t parent, int64_t deadline_ms)
+{
+    for (int64_t waited = 0; waited < deadline_ms; waited += 20) {
+        DIR *d = opendir("/proc");
+        cr_assert_not_null(d);
+        struct dirent *e;
+        pid_t found = -1;
+        while (found < 0 && (e = readdir(d))) {
+            char path[300], buf[512];
+            snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+            FILE *f = fopen(path, "r");
+            if (!f) continue;
+            size_t len = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[len] = 0;
+            /* pid (comm) state ppid ...; comm has no ')' here. */
+            int pid, ppid;
+            char comm[64], state;
+            if (sscanf(buf, "%d (%63[^)]) %c %d", &pid, comm, &state, &ppid) == 4 &&
+                ppid == parent && strcmp(comm, "brewery-server") == 0)
+                found = pid;
+        }
+        closedir(d);
+        if (found > 0) return found;
+        usleep(20 * 1000);
+    }
+    return -1;
+}
+
+/* Waits for a child of ours with a deadline; returns its status or -1. */
+static int wait_deadline(pid_t pid, int64_t deadline_ms)
+{
+    for (int64_t waited = 0; waited < deadline_ms; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return st;
+        cr_assert_geq(r, 0, "waitpid: %s", strerror(errno));
+        usleep(10 * 1000);
+    }
+    return -1;
+}
+
+/* Starts the demo (which starts its own server, slow enough that it is
+ * mid-run when `sig` arrives), sends it `sig`, and checks that the server
+ * is gone within a bound.  This process is a subreaper, so a server the
+ * demo left behind becomes our child instead of vanishing into PID 1.
+ * `clean`: the demo itself must have stopped and reaped the server before
+ * it exited. */
+static void server_dies_with_client(int sig, bool clean)
+{
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    pid_t demo_pid = fork();
+    cr_assert_geq(demo_pid, 0);
+    if (demo_pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(DEMO, DEMO, "--mode", "serial", "--latency", "5000", "--json", "/dev/null",
+              (char *)NULL);
+        _exit(127);
+    }
+    pid_t srv = server_child_of(demo_pid, 10000);
+    cr_assert_gt(srv, 0, "the demo started no brewery-server");
+    usleep(300 * 1000); /* the demo now waits on the server's first answer */
+    cr_assert_eq(kill(demo_pid, sig), 0);
+    int st = wait_deadline(demo_pid, 10000);
+    cr_assert_neq(st, -1, "the demo did not exit after %s", strsignal(sig));
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == sig, "the demo's status %#x", st);
+    /* Not our child: the demo reaped it.  Our child: it was orphaned, and
+     * must die within the bound. */
+    pid_t r = waitpid(srv, &st, WNOHANG);
+    if (r < 0) {
+        cr_assert_eq(errno, ECHILD);
+        return;
+    }
+    if (r == 0) st = wait_deadline(srv, 10000);
+    if (st == -1) kill(srv, SIGKILL), waitpid(srv, NULL, 0);
+    cr_assert_neq(st, -1, "brewery-server %d outlived the demo's %s", (int)srv, strsignal(sig));
+    cr_assert(!clean, "the demo exited on %s without reaping brewery-server", strsignal(sig));
+}
+
+Test(brewery_client, server_dies_on_sigterm) { server_dies_with_client(SIGTERM, true); }
+Test(brewery_client, server_dies_on_sigint) { server_dies_with_client(SIGINT, true); }
+Test(brewery_client, server_dies_on_sigkill) { server_dies_with_client(SIGKILL, false); }
