@@ -8,11 +8,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -312,3 +315,122 @@ static void server_dies_with_client(int sig, bool clean)
 Test(brewery_client, server_dies_on_sigterm) { server_dies_with_client(SIGTERM, true); }
 Test(brewery_client, server_dies_on_sigint) { server_dies_with_client(SIGINT, true); }
 Test(brewery_client, server_dies_on_sigkill) { server_dies_with_client(SIGKILL, false); }
+
+/* --- a fake API on a thread of this process -------------------------------- */
+
+typedef enum fake_mode {
+    FAKE_SAME_PAGE, /* ignores `page`: the same 200 breweries every time */
+    FAKE_ENDLESS,   /* a fresh full page every time, forever */
+    FAKE_SLOW_LATER /* "[]" at once for the first `fast` requests, then after `ms` */
+} fake_mode_t;
+
+typedef struct fake {
+    fake_mode_t mode;
+    int fast, ms;
+    int fd;
+    unsigned port;
+    long requests;
+    pthread_t thread;
+} fake_t;
+
+static void *fake_serve(void *arg)
+{
+    fake_t *f = arg;
+    static char body[64 * 1024], head[256];
+    for (;;) {
+        int c = accept(f->fd, NULL, NULL);
+        if (c < 0) return NULL; /* shut down */
+        char req[4096];
+        size_t got = 0;
+        while (got < sizeof req - 1) {
+            ssize_t k = read(c, req + got, sizeof req - 1 - got);
+            if (k <= 0) break;
+            got += (size_t)k;
+            req[got] = 0;
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        long nth = f->requests++;
+        size_t len = 0;
+        if (f->mode == FAKE_SLOW_LATER) {
+            if (nth >= f->fast) usleep((useconds_t)f->ms * 1000);
+            len = (size_t)snprintf(body, sizeof body, "[]");
+        } else {
+            body[len++] = '[';
+            for (int i = 0; i < 200; i++)
+                len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"id\":\"%ld-%d\"}",
+                                        i ? "," : "", f->mode == FAKE_ENDLESS ? nth : 0, i);
+            body[len++] = ']';
+        }
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                          len);
+        if (write(c, head, (size_t)hl) == hl && write(c, body, len) == (ssize_t)len) {}
+        close(c);
+    }
+}
+
+static void fake_start(fake_t *f)
+{
+    f->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(f->fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(f->fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(f->fd, 64), 0);
+    cr_assert_eq(getsockname(f->fd, (struct sockaddr *)&a, &al), 0);
+    f->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&f->thread, NULL, fake_serve, f), 0);
+}
+
+static void fake_stop(fake_t *f)
+{
+    shutdown(f->fd, SHUT_RDWR); /* wakes accept() */
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+}
+
+/* --- paging stops against a server that ignores `page` (defect 9) -------- */
+
+Test(brewery_client, repeated_page_stops_paging)
+{
+    fake_t f = {.mode = FAKE_SAME_PAGE};
+    fake_start(&f);
+    char args[256];
+    snprintf(args, sizeof args,
+             "--mode serial,async --states maryland,virginia --retries 0 "
+             "--base-url http://127.0.0.1:%u/v1",
+             f.port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    fake_stop(&f);
+    const char *modes[] = {"serial", "async"};
+    for (int m = 0; m < 2; m++) {
+        const char *why = failure(j, modes[m], "virginia");
+        cr_assert(why && strstr(why, "page 2 repeats page 1"), "%s: %s", modes[m],
+                  why ? why : "(none)");
+        /* Two requests a state, no more. */
+        cr_assert_eq(json_integer_value(json_object_get(mode(j, modes[m]), "requests")), 4,
+                     "%s", modes[m]);
+    }
+    cr_assert_eq(f.requests, 8);
+    json_decref(j);
+}
+
+Test(brewery_client, endless_paging_stops_at_the_limit)
+{
+    fake_t f = {.mode = FAKE_ENDLESS};
+    fake_start(&f);
+    char args[256];
+    snprintf(args, sizeof args,
+             "--mode serial --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1",
+             f.port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    fake_stop(&f);
+    const char *why = failure(j, "serial", "maryland");
+    cr_assert(why && strstr(why, "page limit: 500 full pages"), "%s", why ? why : "(none)");
+    cr_assert_eq(json_integer_value(json_object_get(mode(j, "serial"), "requests")), 500);
+    cr_assert_eq(f.requests, 500);
+    json_decref(j);
+}

@@ -14,7 +14,9 @@
  *              the API reports each state's total, so no paging at all.
  *
  * Paging is the lab's: per_page=200, next page until a short or empty page or
- * a non-200 answer.  A state that fails is marked failed with a precise
+ * a non-200 answer.  Unlike the lab's, it also stops, with the state failed,
+ * when a full page repeats an earlier one (a server that ignores `page`) or
+ * after CLIENT_MAX_PAGES full pages (one that never ends).  A state that fails is marked failed with a precise
  * message; the others still count.  Symbols here start with client_ so they
  * cannot clash with the server's files in the same directory. */
 #ifndef BREWERY_CLIENT_MODES_H
@@ -25,6 +27,9 @@
 #include <async/http.h>
 
 #define CLIENT_PER_PAGE 200
+/* Full pages read for one state before it fails: 100,000 breweries, a
+ * hundred times the largest state of Open Brewery DB. */
+#define CLIENT_MAX_PAGES 500
 
 typedef enum client_mode {
     CLIENT_SERIAL,
@@ -61,7 +66,11 @@ int client_mode_parse(const char *name);
 int client_run(client_mode_t mode, const client_config_t *cfg, const char *const *states,
                size_t n, client_count_t *out);
 
-/* Paginates one state with a blocking client (serial, threads, processes). */
+/* Paginates one state with a blocking client (serial, threads, processes),
+ * or from a task on a loop's client (async).  Fails the state (out->error)
+ * with ASYNC_EIO when a full page repeats an earlier one or past
+ * CLIENT_MAX_PAGES full pages, with ASYNC_EJSON on a body that is not a JSON
+ * array, with ASYNC_ENOMEM, or with the HTTP client's error. */
 void client_count_state(async_http_t *http, const client_config_t *cfg, const char *state,
                         client_count_t *out);
 
