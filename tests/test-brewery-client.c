@@ -434,3 +434,77 @@ Test(brewery_client, endless_paging_stops_at_the_limit)
     cr_assert_eq(f.requests, 500);
     json_decref(j);
 }
+
+/* --- every numeric option is validated (issue 10 item 10) ----------------- */
+
+/* Runs the demo with argv (after the program name), stdout to /dev/null;
+ * returns the exit status (-1 if it did not exit) and its stderr in err. */
+static int demo_argv(const char *const *args, char *err, size_t errsize)
+{
+    char path[] = "/tmp/test-brewery-err-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    const char *argv[32] = {DEMO};
+    int argc = 1;
+    for (int i = 0; args[i]; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(fd, 2);
+        execv(DEMO, (char *const *)argv);
+        _exit(127);
+    }
+    int st = wait_deadline(pid, 20000);
+    if (st == -1) kill(pid, SIGKILL), waitpid(pid, NULL, 0);
+    ssize_t n = pread(fd, err, errsize - 1, 0);
+    err[n > 0 ? n : 0] = 0;
+    close(fd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(brewery_client, numeric_options_are_validated)
+{
+    static const char *const opts[] = {"--latency", "--rate", "--retries", "--timeout-ms"};
+    /* Not numbers, negative, past the range, overflowing, trailing or
+     * leading garbage, and the forms strtod reads but a user never means. */
+    static const char *const bad[] = {"abc", "-1", "", " 3", "+3", "3x", "3 ", "1e999",
+                                      "99999999999999999999", "0x10", "inf", "nan"};
+    static const char *const past[] = {"3600001", "1000001", "101", "86400001"};
+    char json[] = "/tmp/test-brewery-json-XXXXXX";
+    int fd = mkstemp(json);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(json);
+    for (size_t o = 0; o < 4; o++) {
+        for (size_t b = 0; b <= sizeof bad / sizeof *bad; b++) {
+            const char *val = b < sizeof bad / sizeof *bad ? bad[b] : past[o];
+            const char *args[] = {"--mode", "meta", "--base-url", "http://127.0.0.1:1/v1",
+                                  "--json", json, opts[o], val, NULL};
+            char err[1024], want[128];
+            int st = demo_argv(args, err, sizeof err);
+            cr_assert_eq(st, 2, "%s '%s': exit %d, %s", opts[o], val, st, err);
+            snprintf(want, sizeof want, "brewery: invalid value for %s: '%s'", opts[o], val);
+            cr_assert(strstr(err, want), "%s '%s' said: %s", opts[o], val, err);
+            cr_assert_neq(access(json, F_OK), 0, "%s '%s' still ran", opts[o], val);
+        }
+    }
+}
+
+Test(brewery_client, numeric_options_in_range_are_taken)
+{
+    fake_t f = {.mode = FAKE_SLOW_LATER, .fast = 1000};
+    fake_start(&f);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1", f.port);
+    const char *args[] = {"--mode", "serial", "--states", "maryland", "--base-url", base,
+                          "--json", "/dev/null", "--rate", "0.5", "--retries", "100",
+                          "--timeout-ms", "86400000", "--latency", "3600000", NULL};
+    char err[1024];
+    cr_assert_eq(demo_argv(args, err, sizeof err), 0, "%s", err);
+    fake_stop(&f);
+    cr_assert_eq(f.requests, 1);
+}

@@ -10,9 +10,13 @@
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
- * reported; the exit status is 1 if anything failed. */
+ * reported; the exit status is 1 if anything failed, 2 on a bad option (every
+ * numeric option must be a plain decimal number in its range: --latency
+ * 0..3600000, --rate 0..1e6, --retries 0..100, --timeout-ms 0..86400000). */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +38,13 @@ static const char *const all_states[] = {
     "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
     "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
 
+/* The numeric options' ranges: the server's own bound on latency (an hour),
+ * a day for one attempt, and enough retries and rate for any real use. */
+#define BREWERY_MAX_LATENCY_MS 3600000L
+#define BREWERY_MAX_TIMEOUT_MS 86400000L
+#define BREWERY_MAX_RETRIES 100L
+#define BREWERY_MAX_RATE 1e6
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static void usage(FILE *f)
@@ -46,13 +57,52 @@ static void usage(FILE *f)
             "  --base-url URL    API base, e.g. https://api.openbrewerydb.org/v1\n"
             "                    (default: start the local brewery-server)\n"
             "  --json FILE       results file (default async.json)\n"
-            "  --latency MS      the local server's latency (default: its own, 100)\n"
+            "  --latency MS      the local server's latency, 0..3600000 (default: its own, 100)\n"
             "  --server-data F   the local server serves this Open Brewery DB CSV\n"
-            "  --rate N          at most N requests per second (default: 2 for a remote\n"
+            "  --rate N          at most N requests per second, 0..1e6, 0: no limit\n"
+            "                    (default: 2 for a remote\n"
             "                    base URL, as Open Brewery DB allows 120 a minute; else none)\n"
-            "  --retries N       retries of a transient failure (default 3)\n"
-            "  --timeout-ms N    per request attempt (default 30000; 0: none)\n",
+            "  --retries N       retries of a transient failure, 0..100 (default 3)\n"
+            "  --timeout-ms N    per request attempt, 0..86400000 (default 30000; 0: none)\n",
             lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
+}
+
+/* The numeric options: a plain decimal number in [0, max], nothing before or
+ * after it (strtol and strtod would take " 5", "+5", "5abc" as far as they
+ * read, "inf", "nan" and hex).  0 or -1 with the message printed. */
+static int bad_number(const char *opt, const char *val, const char *want)
+{
+    fprintf(stderr, "brewery: invalid value for --%s: '%s' (%s)\n", opt, val, want);
+    return -1;
+}
+
+static int parse_long(const char *opt, const char *val, long max, long *out)
+{
+    char want[64];
+    snprintf(want, sizeof want, "want a whole number from 0 to %ld", max);
+    if (!(*val >= '0' && *val <= '9')) return bad_number(opt, val, want);
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || *end || v > max) return bad_number(opt, val, want);
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *val, double max, double *out)
+{
+    char want[64];
+    snprintf(want, sizeof want, "want a number from 0 to %g", max);
+    bool digit = *val >= '0' && *val <= '9', dot = *val == '.' && val[1] >= '0' && val[1] <= '9';
+    if (!digit && !dot) return bad_number(opt, val, want);
+    for (const char *p = val; *p; p++)
+        if (*p == 'x' || *p == 'X') return bad_number(opt, val, want);
+    char *end;
+    errno = 0;
+    double v = strtod(val, &end);
+    if (errno || *end || !isfinite(v) || v > max) return bad_number(opt, val, want);
+    *out = v;
+    return 0;
 }
 
 /* Splits a comma list in place into a NULL-terminated array. */
@@ -124,18 +174,28 @@ int main(int argc, char **argv)
     const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL;
     double rate = -1;
     int retries = 3, c;
-    long timeout_ms = 30000;
+    long timeout_ms = 30000, num;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODE: mode_arg = optarg; break;
         case O_STATES: states_arg = optarg; break;
         case O_BASE: base = optarg; break;
         case O_JSON: json_path = optarg; break;
-        case O_LATENCY: latency = optarg; break;
+        case O_LATENCY:
+            if (parse_long("latency", optarg, BREWERY_MAX_LATENCY_MS, &num)) return 2;
+            latency = optarg;
+            break;
         case O_DATA: data = optarg; break;
-        case O_RATE: rate = atof(optarg); break;
-        case O_RETRIES: retries = atoi(optarg); break;
-        case O_TIMEOUT: timeout_ms = atol(optarg); break;
+        case O_RATE:
+            if (parse_double("rate", optarg, BREWERY_MAX_RATE, &rate)) return 2;
+            break;
+        case O_RETRIES:
+            if (parse_long("retries", optarg, BREWERY_MAX_RETRIES, &num)) return 2;
+            retries = (int)num;
+            break;
+        case O_TIMEOUT:
+            if (parse_long("timeout-ms", optarg, BREWERY_MAX_TIMEOUT_MS, &timeout_ms)) return 2;
+            break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
