@@ -129,6 +129,36 @@ static bool known_state(const char *name)
     return false;
 }
 
+/* Seconds are written to the microsecond with WRITTEN_DIGITS significant
+ * digits (exact up to 999 s), and the result sentence is computed from the
+ * values as written, so that anyone reading async.json gets the sentence's
+ * figure back from its durations, to the last digit. */
+#define WRITTEN_DIGITS 9
+
+static double as_written(double seconds)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*g", WRITTEN_DIGITS, round(seconds * 1e6) / 1e6);
+    return strtod(buf, NULL);
+}
+
+/* The lab's sentence, X = (serial - async) / serial * 100 with two
+ * decimals.  When async was slower, X is negative and the sentence says
+ * "slower" with -X ("async version was 12.34% slower than the serial
+ * version"), as "-12.34% faster" reads badly; a figure that rounds to zero
+ * is "0.00% faster".  Returns X, rounded to the two decimals printed. */
+static double result_sentence(double serial, double async, char *buf, size_t size)
+{
+    double x = (serial - async) / serial * 100.0;
+    char fig[64];
+    snprintf(fig, sizeof fig, "%.2f", x < 0 ? -x : x);
+    bool slower = x < 0 && strcmp(fig, "0.00") != 0;
+    snprintf(buf, size, "async version was %s%% %s than the serial version", fig,
+             slower ? "slower" : "faster");
+    double r = strtod(fig, NULL);
+    return slower ? -r : r;
+}
+
 typedef struct mode_run {
     bool ran;
     int error;        /* the mode could not run at all */
@@ -275,7 +305,7 @@ int main(int argc, char **argv)
             if (known_state(states[i])) run[k++] = states[i];
         int64_t t0 = async_now();
         r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
-        r->seconds = (double)(async_now() - t0) / 1e9;
+        r->seconds = as_written((double)(async_now() - t0) / 1e9);
         r->ran = true;
         for (size_t i = 0, j = 0; i < n; i++) {
             if (j < k && run[j] == states[i]) {
@@ -324,29 +354,33 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s: %s failed: %s\n", client_mode_name((client_mode_t)m),
                         states[i], runs[m].counts[i].errmsg);
 
-    /* async.json: the lab's two keys, then everything measured. */
+    /* async.json: the lab's two keys, X as a number (signed: negative when
+     * async was slower), then everything measured. */
     char result[160], host[256] = "";
     gethostname(host, sizeof host - 1);
     mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
-    /* The lab's figure: the share of the serial time the async version saves. */
-    double saved = s->seconds > 0 ? (s->seconds - a->seconds) / s->seconds * 100.0 : 0;
-    if (s->ran && a->ran && saved >= 0)
-        snprintf(result, sizeof result, "async version was %.0f%% faster than the serial version",
-                 saved);
-    else if (s->ran && a->ran)
-        snprintf(result, sizeof result, "async version was %.0f%% slower than the serial version",
-                 -saved);
-    else
-        snprintf(result, sizeof result, "the serial and async versions did not both run");
+    double faster = 0;
+    bool both = s->ran && a->ran && s->seconds > 0;
+    if (both) faster = result_sentence(s->seconds, a->seconds, result, sizeof result);
+    else snprintf(result, sizeof result, "the serial and async versions did not both run");
     json_t *modes = json_object(), *st = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(st, json_string(states[i]));
     for (int m = 0; m < CLIENT_NMODES; m++)
         if (runs[m].ran)
             json_object_set_new(modes, client_mode_name((client_mode_t)m),
                                 mode_json(&runs[m], states, n));
-    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:o}", "result", result, "host", host,
-                            "base_url", base, "states", st, "modes", modes);
-    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))) {
+    json_t *out = json_pack("{s:s, s:s}", "result", result, "host", host);
+    if (out && both) json_object_set_new(out, "async_faster_percent", json_real(faster));
+    if (out) {
+        json_object_set_new(out, "base_url", json_string(base));
+        json_object_set_new(out, "states", st);
+        json_object_set_new(out, "modes", modes);
+    } else {
+        json_decref(st);
+        json_decref(modes);
+    }
+    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                                   JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
         fprintf(stderr, "brewery: cannot write %s\n", json_path);
         status = 1;
     }
