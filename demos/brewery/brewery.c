@@ -6,7 +6,11 @@
  *   brewery [--mode serial|threads|processes|async|meta|all[,..]]
  *           [--states a,b,..|all] [--base-url URL] [--json FILE]
  *           [--latency MS] [--server-data FILE] [--rate N] [--retries N]
- *           [--timeout-ms N]
+ *           [--timeout-ms N] [--plot DIR]
+ *
+ * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
+ * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
+ * with exit status 2 before any request.
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
@@ -23,6 +27,7 @@
 #include <unistd.h>
 #include <async.h>
 #include "common/client-modes.h"
+#include "common/client-plot.h"
 #include "common/client-server.h"
 
 static const char *const lab_states[] = {"district_of_columbia", "maryland", "new_york",
@@ -63,7 +68,10 @@ static void usage(FILE *f)
             "                    (default: 2 for a remote\n"
             "                    base URL, as Open Brewery DB allows 120 a minute; else none)\n"
             "  --retries N       retries of a transient failure, 0..100 (default 3)\n"
-            "  --timeout-ms N    per request attempt, 0..86400000 (default 30000; 0: none)\n",
+            "  --timeout-ms N    per request attempt, 0..86400000 (default 30000; 0: none)\n"
+            "  --plot DIR        draw each mode's request timeline with gnuplot as\n"
+            "                    DIR/timeline-MODE.png (one row per state, one bar per\n"
+            "                    request); DIR is made if missing\n",
             lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
 }
 
@@ -162,6 +170,7 @@ static double result_sentence(double serial, double async, char *buf, size_t siz
 typedef struct mode_run {
     bool ran;
     int error;        /* the mode could not run at all */
+    int64_t t0;       /* async_now() at its start */
     double seconds;
     long requests;
     size_t failed;
@@ -186,7 +195,7 @@ static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t 
 int main(int argc, char **argv)
 {
     enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES,
-           O_TIMEOUT, O_HELP };
+           O_TIMEOUT, O_PLOT, O_HELP };
     static const struct option opts[] = {
         {"mode", required_argument, NULL, O_MODE},
         {"states", required_argument, NULL, O_STATES},
@@ -197,11 +206,13 @@ int main(int argc, char **argv)
         {"rate", required_argument, NULL, O_RATE},
         {"retries", required_argument, NULL, O_RETRIES},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {"plot", required_argument, NULL, O_PLOT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     char *mode_arg = NULL, *states_arg = NULL;
-    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL;
+    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL,
+               *plot_dir = NULL;
     double rate = -1;
     int retries = 3, c;
     long timeout_ms = 30000, num;
@@ -226,6 +237,7 @@ int main(int argc, char **argv)
         case O_TIMEOUT:
             if (parse_long("timeout-ms", optarg, BREWERY_MAX_TIMEOUT_MS, &timeout_ms)) return 2;
             break;
+        case O_PLOT: plot_dir = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -266,6 +278,9 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Before any request: a run of minutes must not end in "cannot plot". */
+    if (plot_dir && client_plot_check(plot_dir)) return 2;
+
     client_server_t server = {.pid = -1};
     char base_buf[96];
     if (!base) {
@@ -303,9 +318,9 @@ int main(int argc, char **argv)
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
             if (known_state(states[i])) run[k++] = states[i];
-        int64_t t0 = async_now();
+        r->t0 = async_now();
         r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
-        r->seconds = as_written((double)(async_now() - t0) / 1e9);
+        r->seconds = as_written((double)(async_now() - r->t0) / 1e9);
         r->ran = true;
         for (size_t i = 0, j = 0; i < n; i++) {
             if (j < k && run[j] == states[i]) {
@@ -329,6 +344,15 @@ int main(int argc, char **argv)
                 r->seconds, r->requests, r->failed ? "  (some states failed)" : "");
     }
     client_server_stop(&server);
+    for (int m = 0; plot_dir && m < CLIENT_NMODES; m++) {
+        if (!runs[m].ran) continue;
+        const char *name = client_mode_name((client_mode_t)m);
+        if (client_plot_timeline(plot_dir, name, states, n, runs[m].counts, runs[m].t0,
+                                 runs[m].seconds))
+            status = 1;
+        else
+            fprintf(stderr, "plot      %s/timeline-%s.png\n", plot_dir, name);
+    }
 
     /* The table: one row per state, one column per mode that ran. */
     printf("%-22s", "state");

@@ -44,6 +44,16 @@ static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http
     return async_http_new(loop, &o, out);
 }
 
+static void span_begin(client_count_t *out)
+{
+    if (out->nspans < CLIENT_MAX_SPANS) out->spans[out->nspans].start = async_now();
+}
+
+static void span_end(client_count_t *out)
+{
+    if (out->nspans < CLIENT_MAX_SPANS) out->spans[out->nspans++].end = async_now();
+}
+
 static void set_error(client_count_t *out, int error, const char *fmt, const char *detail)
 {
     out->count = -1;
@@ -88,7 +98,9 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         snprintf(page, sizeof page, "%d", p);
         const char *query[] = {"by_state", state, "per_page", per_page, "page", page, NULL};
         async_http_response_t *r = NULL;
+        span_begin(out);
         int rc = async_http_get(http, url, query, &r);
+        span_end(out);
         out->requests += r ? r->attempts : 1;
         long n = 0;
         int bad = rc || !r ? 0 : client_json_array_count(r->body, r->body_len, &n);
@@ -258,6 +270,7 @@ static int run_async(const client_config_t *cfg, const char *const *states, size
 static void on_meta(async_http_response_t *r, void *arg)
 {
     client_count_t *out = arg;
+    span_end(out);
     out->requests = r->attempts;
     json_t *j;
     int rc = async_http_response_json(r, &j);
@@ -295,6 +308,7 @@ static int run_meta(const client_config_t *cfg, const char *const *states, size_
         memset(&out[i], 0, sizeof out[i]);
         const char *query[] = {"by_state", states[i], NULL};
         async_http_request_t req = {.url = url, .query = query};
+        span_begin(&out[i]);
         int e = async_http_send(http, &req, on_meta, &out[i]);
         if (e) set_error(&out[i], e, "%s", async_strerror(e));
     }
