@@ -830,3 +830,87 @@ Test(brewery_client, plot_gnuplot_failure_is_reported)
     json_decref(j);
     rmtree(dir);
 }
+
+/* --- the lab's Python client agrees (issue 12) ----------------------------- */
+
+#define PEER ASYNC_SRC_DIR "/tests/bench/peer-brewery.py"
+
+/* Runs the peer; returns its exit status and its stdout in out. */
+static int peer(const char *base, const char *states, char *out, size_t size)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "python3 %s --require-requests --mode serial,async --base-url %s --states %s",
+             PEER, base, states);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The count the peer printed for a state ("python-counts: a=1,b=2"), or -1. */
+static long peer_count(const char *out, const char *state)
+{
+    const char *line = strstr(out, "python-counts: ");
+    cr_assert_not_null(line, "no counts in: %s", out);
+    char key[64];
+    snprintf(key, sizeof key, "%s=", state);
+    for (const char *p = line + 15; *p && *p != '\n';) {
+        if (strncmp(p, key, strlen(key)) == 0) return strtol(p + strlen(key), NULL, 10);
+        p += strcspn(p, ",\n");
+        if (*p == ',') p++;
+    }
+    return -1;
+}
+
+Test(brewery_client, python_peer_counts_as_we_do, .timeout = 180)
+{
+    static const char *const all[] = {
+        "alabama", "alaska", "arizona", "arkansas", "california", "colorado", "connecticut",
+        "delaware", "district_of_columbia", "florida", "georgia", "hawaii", "idaho", "illinois",
+        "indiana", "iowa", "kansas", "kentucky", "louisiana", "maine", "maryland",
+        "massachusetts", "michigan", "minnesota", "mississippi", "missouri", "montana",
+        "nebraska", "nevada", "new_hampshire", "new_jersey", "new_mexico", "new_york",
+        "north_carolina", "north_dakota", "ohio", "oklahoma", "oregon", "pennsylvania",
+        "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
+        "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
+    enum { N = sizeof all / sizeof *all };
+    long want[N];
+    csv_counts(all, N, want);
+    const char *flags[] = {"--data", CSV, "--latency", "2", NULL};
+    server_start(flags);
+    char base[64], args[256];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1", server_port);
+    static char out[16384];
+    int st = peer(base, "all", out, sizeof out);
+    cr_assert_eq(st, 0, "peer-brewery.py failed (%d): %s", st, out);
+    cr_assert(strstr(out, "python-client: requests"), "%s", out);
+    snprintf(args, sizeof args, "--mode serial,async,meta --states all --base-url %s", base);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(peer_count(out, all[i]), want[i], "python, %s", all[i]);
+        cr_assert_eq(count(j, "serial", all[i]), want[i], "serial, %s", all[i]);
+        cr_assert_eq(count(j, "async", all[i]), want[i], "async, %s", all[i]);
+        cr_assert_eq(count(j, "meta", all[i]), want[i], "meta, %s", all[i]);
+    }
+    json_decref(j);
+}
+
+Test(brewery_client, python_peer_reports_failures)
+{
+    /* The lab's loop would page this server forever; the peer stops, says
+     * why, and exits 1 instead of printing a count. */
+    fake_t f = {.mode = FAKE_SAME_PAGE};
+    fake_start(&f);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1", f.port);
+    static char out[4096];
+    int st = peer(base, "maryland", out, sizeof out);
+    fake_stop(&f);
+    cr_assert_eq(st, 1, "exit %d: %s", st, out);
+    cr_assert(strstr(out, "python-failed: maryland=page 2 repeats an earlier page"), "%s", out);
+    cr_assert_eq(peer_count(out, "maryland"), -1, "%s", out);
+}
