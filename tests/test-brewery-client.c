@@ -785,12 +785,14 @@ static void plot_refused(const char *plot_dir, const char *want)
 
 Test(brewery_client, plot_without_gnuplot_is_refused)
 {
-    char dir[64];
+    char dir[64], sub[96];
     tmpdir(dir);
+    snprintf(sub, sizeof sub, "%s/charts", dir);
     char *env[] = {"PATH=/nonexistent", NULL};
     demo_env = env;
-    plot_refused(dir, "--plot needs gnuplot, which is not on PATH");
+    plot_refused(sub, "--plot needs gnuplot, which is not on PATH");
     demo_env = NULL;
+    cr_assert_neq(access(sub, F_OK), 0, "a refused --plot made its directory");
     rmtree(dir);
 }
 

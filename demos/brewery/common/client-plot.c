@@ -30,6 +30,12 @@ static bool on_path(const char *prog)
 
 int client_plot_check(const char *dir)
 {
+    /* gnuplot first, so that a refusal leaves no empty DIR behind. */
+    if (!on_path("gnuplot")) {
+        fprintf(stderr, "brewery: --plot needs gnuplot, which is not on PATH "
+                        "(on Debian: apt-get install gnuplot-nox)\n");
+        return -1;
+    }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "brewery: --plot %s: cannot create the directory: %s\n", dir,
                 strerror(errno));
@@ -45,11 +51,6 @@ int client_plot_check(const char *dir)
     }
     close(fd);
     unlink(probe);
-    if (!on_path("gnuplot")) {
-        fprintf(stderr, "brewery: --plot needs gnuplot, which is not on PATH "
-                        "(on Debian: apt-get install gnuplot-nox)\n");
-        return -1;
-    }
     return 0;
 }
 

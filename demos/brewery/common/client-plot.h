@@ -10,8 +10,8 @@
 #include <stdint.h>
 #include "client-modes.h"
 
-/* Before any request: makes DIR if it is missing (one level), checks that a
- * file can be created in it, and that gnuplot is on PATH.  Returns 0, or -1
+/* Before any request: checks that gnuplot is on PATH, makes DIR if it is
+ * missing (one level), and checks that a file can be created in it.  Returns 0, or -1
  * with a message on stderr. */
 int client_plot_check(const char *dir);
 
