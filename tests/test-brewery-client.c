@@ -584,6 +584,20 @@ Test(brewery_client, numeric_options_are_validated)
     }
 }
 
+Test(brewery_client, too_many_states_are_refused)
+{
+    /* 129 names: one past the list the demo keeps, which it used to cut
+     * short without a word. */
+    static char list[129 * 9];
+    size_t len = 0;
+    for (int i = 0; i < 129; i++) len += (size_t)sprintf(list + len, "%smaryland", i ? "," : "");
+    const char *args[] = {"--mode", "meta", "--base-url", "http://127.0.0.1:1/v1", "--json",
+                          "/dev/null", "--states", list, NULL};
+    char err[1024];
+    cr_assert_eq(demo_argv(args, err, sizeof err), 2, "%s", err);
+    cr_assert(strstr(err, "brewery: --states lists more than 128 states"), "%s", err);
+}
+
 Test(brewery_client, numeric_options_in_range_are_taken)
 {
     fake_t f = {.mode = FAKE_SLOW_LATER, .fast = 1000};
@@ -603,8 +617,8 @@ Test(brewery_client, numeric_options_in_range_are_taken)
 
 Test(brewery_client, result_sentence_when_async_is_slower)
 {
-    /* Serial's one request is answered at once, async's after 300 ms. */
-    fake_t f = {.mode = FAKE_SLOW_LATER, .fast = 1, .ms = 300};
+    /* Serial's one request is answered at once, async's after a second. */
+    fake_t f = {.mode = FAKE_SLOW_LATER, .fast = 1, .ms = 1000};
     fake_start(&f);
     char args[256];
     snprintf(args, sizeof args,

@@ -21,6 +21,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,11 +114,15 @@ static int parse_double(const char *opt, const char *val, double max, double *ou
     return 0;
 }
 
-/* Splits a comma list in place into a NULL-terminated array. */
+/* Splits a comma list in place into out[0..n); returns n, or SIZE_MAX when
+ * it has more than max items (which used to be dropped without a word). */
 static size_t split(char *s, const char **out, size_t max)
 {
     size_t n = 0;
-    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) return SIZE_MAX;
+        out[n++] = tok;
+    }
     return n;
 }
 
@@ -253,6 +258,10 @@ int main(int argc, char **argv)
     } else {
         const char *m[16];
         size_t nm = split(mode_arg, m, 16);
+        if (nm == SIZE_MAX) {
+            fprintf(stderr, "brewery: --mode lists more than 16 modes\n");
+            return 2;
+        }
         for (size_t i = 0; i < nm; i++) {
             int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
             if (k == -1) {
@@ -271,6 +280,10 @@ int main(int argc, char **argv)
         n = NELEM(all_states);
     } else if (states_arg) {
         n = split(states_arg, states_buf, NELEM(states_buf));
+        if (n == SIZE_MAX) {
+            fprintf(stderr, "brewery: --states lists more than %zu states\n", NELEM(states_buf));
+            return 2;
+        }
         states = states_buf;
         if (!n) {
             fprintf(stderr, "brewery: --states is empty\n");
