@@ -191,18 +191,25 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
     }
 }
 
-void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
+void async__exec_break(async_executor_t *ex, int code, const char *msg)
 {
     exec_priv_t *p = ex->priv;
     /* Write the message before the pool turns broken: nobody reads it before. */
     pthread_mutex_lock(&p->join_mu);
     if (!atomic_load(&p->broken))
-        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "worker %u initializer failed: %s%s%s",
-                        worker, async_errname(code >= 0 ? ASYNC_EWORK : code),
-                        msg && *msg ? ": " : "", msg ? msg : "");
+        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg ? msg : async_strerror(code));
     pthread_mutex_unlock(&p->join_mu);
     async__job_t *list;
-    if (async__q_stop(p, ASYNC_EINIT, true, &list)) skip_list(list, ASYNC_EINIT, p->broken_msg);
+    if (async__q_stop(p, code, true, &list)) skip_list(list, code, p->broken_msg);
+}
+
+void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
+{
+    char full[ASYNC_FUTURE_MSG_MAX + 64];
+    (void)!snprintf(full, sizeof full, "worker %u initializer failed: %s%s%s", worker,
+                    async_errname(code >= 0 ? ASYNC_EWORK : code), msg && *msg ? ": " : "",
+                    msg ? msg : "");
+    async__exec_break(ex, ASYNC_EINIT, full);
 }
 
 /* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes

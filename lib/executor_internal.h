@@ -146,9 +146,13 @@ struct async_executor {
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **job);
 void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc);
 
-/* Marks the pool broken by a failed initializer: every queued job and every
- * later submit fails with ASYNC_EINIT and "worker W initializer failed: ..."
- * built from code and msg.  Idempotent; the first report wins. */
+/* Marks the pool broken: every queued job fails with code and msg, and every
+ * later submit returns code.  code is ASYNC_EINIT (an initializer failed),
+ * or, on the process backend, ASYNC_EWORKERDIED or ASYNC_ECHILD (see
+ * executor.h).  Idempotent; the first report wins. */
+void async__exec_break(async_executor_t *ex, int code, const char *msg);
+/* async__exec_break for worker's failed initializer, which returned code with
+ * msg: ASYNC_EINIT and "worker W initializer failed: ...". */
 void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg);
 
 /* Runs rows on the calling thread (thread worker or worker process):

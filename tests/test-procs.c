@@ -212,6 +212,100 @@ Test(procs, crashing_initializer_breaks_the_pool, .timeout = 20)
     async_executor_free(ex);
 }
 
+/* Our child processes named comm (the fork server is "async-forksrv"),
+ * or the children of parent when it is not 0; up to max, returns how many. */
+static int children_named(pid_t parent, const char *comm, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    cr_assert(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        int pid = atoi(e->d_name);
+        if (pid <= 0) continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        if (!open || !close) continue;
+        *close = '\0';
+        char state;
+        int ppid;
+        if (sscanf(close + 2, "%c %d", &state, &ppid) != 2 || state == 'Z') continue;
+        if (ppid == (parent ? parent : getpid()) && strcmp(open + 1, comm) == 0) out[n++] = pid;
+    }
+    closedir(d);
+    return n;
+}
+
+Test(procs, fork_server_killed_is_reported, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    async_future_t *running = submit_act(ex, 0, 20000, 0);
+    async_future_t *warm = submit_act(ex, 0, 0, 0);
+    cr_assert_eq(async_future_wait(warm), 0);
+    async_future_free(warm);
+    pid_t server;
+    cr_assert_eq(children_named(0, "async-forksrv", &server, 1), 1);
+    cr_assert_eq(kill(server, SIGKILL), 0);
+    /* The job the dead server's worker held fails with the real cause. */
+    cr_expect_eq(async_future_wait(running), ASYNC_ECHILD, "%s", async_future_message(running));
+    const char *m = async_future_message(running);
+    cr_expect(strstr(m, "fork server") && strstr(m, "died"), "%s", m);
+    cr_expect_not(strstr(m, "while running"), "%s", m);
+    async_future_free(running);
+    /* Submits accepted before the pool had noticed fail the same way; once
+     * it has (at most a few hundred ms), submit itself returns the code. */
+    int64_t until = async_now() + ASYNC_SEC(10);
+    int r;
+    async_job_t job = {.fn = act, .in = (int[2]){0, 0}, .in_size = 2 * sizeof(int),
+                       .out_size = sizeof(int)};
+    async_future_t *f;
+    while ((r = async_executor_submit(ex, &job, &f)) == 0 && async_now() < until) {
+        cr_expect_eq(async_future_wait(f), ASYNC_ECHILD, "%s", async_future_message(f));
+        async_future_free(f);
+        usleep(5000);
+    }
+    cr_expect_eq(r, ASYNC_ECHILD, "%s", async_strerror(r));
+    cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_ECHILD);
+    async_map_t map = {.fn = act, .in = (int[4]){0, 0, 0, 0}, .in_size = 2 * sizeof(int), .n = 2};
+    cr_expect_eq(async_executor_map(ex, &map, NULL), ASYNC_ECHILD);
+    async_executor_free(ex);
+}
+
+static int slow_ok_init(void *ctx)
+{
+    (void)ctx;
+    usleep(1000000);
+    return 0;
+}
+
+Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
+{
+    async_executor_t *ex = pool_opts(1, 0, slow_ok_init);
+    async_future_t *f = submit_act(ex, 0, 0, 0);
+    pid_t server, worker, last = 0;
+    cr_assert_eq(children_named(0, "async-forksrv", &server, 1), 1);
+    for (int kills = 0; kills < 2;) {
+        int64_t until = async_now() + ASYNC_SEC(10);
+        while ((children_named(server, "async-worker", &worker, 1) != 1 || worker == last) &&
+               async_now() < until)
+            usleep(1000);
+        cr_assert_neq(worker, last, "a new worker is forked");
+        /* It sleeps a second in its initializer: it is not ready yet. */
+        cr_assert_eq(kill(worker, SIGKILL), 0);
+        last = worker;
+        kills++;
+    }
+    cr_expect_eq(async_future_wait(f), 0, "%s", async_future_message(f));
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
 Test(procs, terminate_kills_work_in_flight, .timeout = 20)
 {
     async_executor_t *ex = pool(2);

@@ -49,7 +49,13 @@ typedef int (*async_work_fn)(const void *in, size_t in_size, void *out, size_t o
 /* A per-worker initializer, run once in each worker before its first work
  * (Python's initializer=).  Returns 0 or an error (async_work_fail gives it a
  * message); a failure breaks the pool: queued and later work fails with
- * ASYNC_EINIT and a message naming the worker and the error. */
+ * ASYNC_EINIT and a message naming the worker and the error.  On the process
+ * backend a worker that dies before it is ready (its initializer crashed, or
+ * it was killed from outside) reported nothing, so it is replaced; the 10th
+ * such death in a row of one worker breaks the pool with ASYNC_EINIT (or,
+ * without an initializer, ASYNC_EWORKERDIED) and "... died 10 times in a row
+ * before it was ready (last: ...)", restarts being spaced out from 5 ms up to
+ * 200 ms in between, so that a crash loop is reported in about a second. */
 typedef int (*async_work_init_fn)(void *ctx);
 
 /* Inside a work function or initializer: records a message (printf format)
@@ -184,6 +190,12 @@ typedef struct async_job {
  * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
+ * ASYNC_EWORKERDIED (process backend without an initializer: workers kept
+ * dying before they were ready, the pool is broken), ASYNC_ECHILD (process
+ * backend: the pool's fork server died, so no worker can start and the pool
+ * is broken; jobs queued or running then fail with ASYNC_ECHILD and "the
+ * process pool's fork server (pid P) died..."; submit returns it once the
+ * pool has noticed, within about 250 ms),
  * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
 ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
                                     async_future_t **out);
