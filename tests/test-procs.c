@@ -18,10 +18,12 @@ Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/executor.h>
@@ -303,6 +305,136 @@ Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
     }
     cr_expect_eq(async_future_wait(f), 0, "%s", async_future_message(f));
     async_future_free(f);
+    async_executor_free(ex);
+}
+
+/* --- the kill storm (issue 10, fault suite) ----------------------------------- */
+
+/* Tests only (lib/procpool_internal.h): new workers wait this long before
+ * they report ready, which widens the window in which the storm catches a
+ * fresh replacement before it is ready. */
+extern int64_t async__pp_test_hold_ready_ns;
+
+enum { STORM_JOBS = 10000 };
+
+typedef struct storm {
+    _Atomic int *runs; /* shared memory: executions of each job */
+    pid_t server;
+    atomic_bool stop;
+    unsigned seed;
+    int kills, fresh_kills;
+} storm_t;
+
+/* A job's input: its index and the shared counters (allocated after the
+ * pool was forked, so they cannot come through ctx). */
+typedef struct storm_in {
+    int i;
+    _Atomic int *runs;
+} storm_in_t;
+
+static int counted(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    storm_in_t a;
+    memcpy(&a, in, sizeof a);
+    int i = a.i;
+    atomic_fetch_add(&a.runs[i], 1);
+    usleep(300); /* long enough for the storm to hit jobs in flight */
+    int v = 2 * i;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+static void *storm_main(void *arg)
+{
+    storm_t *st = arg;
+    pid_t pids[16];
+    while (!atomic_load(&st->stop)) {
+        usleep(1000 + rand_r(&st->seed) % 3000);
+        int n = children_named(st->server, "async-worker", pids, 16);
+        if (n == 0) continue;
+        kill(pids[rand_r(&st->seed) % n], SIGKILL);
+        st->kills++;
+        if (rand_r(&st->seed) % 3) continue;
+        /* And now and then the replacement, as soon as it is forked. */
+        int64_t until = async_now() + ASYNC_MSEC(50);
+        while (async_now() < until && !atomic_load(&st->stop)) {
+            pid_t now[16];
+            int m = children_named(st->server, "async-worker", now, 16), fresh = -1;
+            for (int a = 0; a < m && fresh < 0; a++) {
+                bool old = false;
+                for (int b = 0; b < n; b++) old |= now[a] == pids[b];
+                if (!old) fresh = a;
+            }
+            if (fresh >= 0) {
+                kill(now[fresh], SIGKILL);
+                st->fresh_kills++;
+                break;
+            }
+            usleep(200);
+        }
+    }
+    return NULL;
+}
+
+Test(procs, kill_storm, .timeout = 120)
+{
+    async__pp_test_hold_ready_ns = ASYNC_MSEC(2);
+    async_executor_t *ex = pool(4);
+    async__pp_test_hold_ready_ns = 0;
+    static storm_t st;
+    st.seed = (unsigned)time(NULL);
+    cr_log_info("kill storm seed %u", st.seed);
+    cr_assert_eq(async_executor_shm_alloc(ex, STORM_JOBS * sizeof *st.runs, (void **)&st.runs), 0);
+    cr_assert_eq(children_named(0, "async-forksrv", &st.server, 1), 1);
+    static async_future_t *fs[STORM_JOBS];
+    pthread_t killer;
+    cr_assert_eq(pthread_create(&killer, NULL, storm_main, &st), 0);
+    int64_t t0 = async_now();
+    for (int i = 0; i < STORM_JOBS; i++) {
+        storm_in_t a = {i, st.runs};
+        async_job_t job = {.fn = counted, .in = &a, .in_size = sizeof a, .out_size = sizeof(int)};
+        int r = async_executor_submit(ex, &job, &fs[i]);
+        cr_assert_eq(r, 0, "submit %d: %s", i, async_strerror(r));
+    }
+    int64_t deadline = async_now() + ASYNC_SEC(90);
+    int done = 0, died = 0;
+    for (int i = 0; i < STORM_JOBS; i++) {
+        int r = async_future_wait_dl(fs[i], deadline);
+        cr_assert(async_future_done(fs[i]), "job %d never became final", i);
+        int runs = atomic_load(&st.runs[i]);
+        cr_assert_leq(runs, 1, "job %d ran %d times", i, runs);
+        if (r == 0) {
+            cr_assert_eq(result_int(fs[i]), 2 * i);
+            cr_assert_eq(runs, 1, "job %d is done but did not run", i);
+            done++;
+        } else {
+            /* Only the job a killed worker held fails, and it says so. */
+            cr_assert_eq(r, ASYNC_EWORKERDIED, "job %d: %s", i, async_future_message(fs[i]));
+            cr_assert(strstr(async_future_message(fs[i]), "signal 9"), "%s",
+                      async_future_message(fs[i]));
+            died++;
+        }
+        async_future_free(fs[i]);
+    }
+    atomic_store(&st.stop, true);
+    pthread_join(killer, NULL);
+    int64_t took = async_now() - t0;
+    cr_log_info("kill storm: %d kills (%d of fresh replacements), %d jobs done, %d failed, %.2f s",
+                st.kills, st.fresh_kills, done, died, took / 1e9);
+    cr_expect_geq(st.kills, 1, "the storm killed nothing");
+    cr_expect_leq(died, st.kills + st.fresh_kills, "more jobs failed than workers died");
+    /* The pool serves afterwards, with every worker back. */
+    for (int i = 0; i < 100; i++) {
+        int v[2] = {0, 0};
+        async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        cr_assert_eq(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(20))), 0, "%s",
+                     async_future_message(f));
+        async_future_free(f);
+    }
+    async_executor_shm_free(ex, (void *)st.runs);
     async_executor_free(ex);
 }
 
