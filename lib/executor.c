@@ -537,6 +537,8 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     st->on_success = on_success;
     st->on_error = on_error;
     st->cb_arg = cb_arg;
+    /* The callbacks return before any wait on f does (executor.h). */
+    f->early_cb = on_success || on_error;
     if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
         async_future_free(f);
         return ASYNC_ENOMEM;

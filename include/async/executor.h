@@ -270,8 +270,15 @@ ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
  * that is DONE (no output bytes) when every item succeeded, or FAILED with
  * the lowest failing item's code, "item N: message" and
  * async_future_error_index.  on_success / on_error (either may be NULL)
- * run as that future's first callback, per the callback rules of
- * future.h.  Errors: as async_executor_map (no callback runs then). */
+ * run as that future's first callback, on the thread that finishes the map,
+ * and have returned before any wait on the future returns (as Python's
+ * AsyncResult runs its callback before get() returns): async_future_wait*,
+ * async_futures_wait*, async_future_await*, as_completed, and
+ * async_future_done turning true.  Inside the callback the future already
+ * reports its outcome (async_future_state, _error, _message, _error_index);
+ * the callback must not wait for its own future.  Callbacks added with
+ * async_future_on_done run after it.  Errors: as async_executor_map (no
+ * callback runs then). */
 ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *m,
                                        async_future_cb on_success, async_future_cb on_error,
                                        void *cb_arg, async_future_t **out);
