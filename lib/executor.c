@@ -20,11 +20,7 @@
 
 static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
-unsigned async__cpu_count(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (unsigned)n;
-}
+unsigned async__cpu_count(void) { return async_cpu_count(); }
 
 /* Waits on c until the absolute CLOCK_MONOTONIC deadline; ETIMEDOUT or 0. */
 int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)

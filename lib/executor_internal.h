@@ -169,7 +169,7 @@ void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadlin
  * returns its code (0 when there is none) and its message in msg. */
 int async__run_init(async_executor_t *ex, unsigned worker, char msg[ASYNC_FUTURE_MSG_MAX]);
 
-/* Number of CPUs online (at least 1). */
+/* The CPUs this process may use, async_cpu_count(): the default pool size. */
 unsigned async__cpu_count(void);
 
 #endif

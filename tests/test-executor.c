@@ -11,6 +11,8 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -1090,3 +1092,59 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_executor_free(ex);
 }
+
+/* --- CPU counts (issue 11) ---------------------------------------------------- */
+
+/* The first line a shell command prints, as a number; -1 if none. */
+static long command_number(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "%s", cmd);
+    long v = -1;
+    if (fscanf(p, "%ld", &v) != 1) v = -1;
+    cr_assert_eq(pclose(p), 0, "%s failed", cmd);
+    return v;
+}
+
+#define PY_AFFINITY "python3 -c 'import os; print(len(os.sched_getaffinity(0)))'"
+
+Test(cpus, count_is_the_affinity_mask, .timeout = 30)
+{
+    long want = command_number(PY_AFFINITY);
+    cr_assert_gt(want, 0);
+    cr_expect_eq(async_cpu_count(), (unsigned)want);
+    /* Narrowed to one CPU, as taskset -c would: the count follows, and the
+     * default pool sizes with it. */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    cpu_set_t all;
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int cpu = 0;
+    while (!CPU_ISSET(cpu, &all)) cpu++;
+    CPU_SET(cpu, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    cr_expect_eq(command_number(PY_AFFINITY), 1);
+    cr_expect_eq(async_cpu_count(), 1);
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    cr_expect_eq(async_executor_workers(ex), 1 + 4, "min(32, cpus + 4) threads");
+    async_executor_free(ex);
+    cr_assert_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    cr_expect_eq(async_cpu_count(), (unsigned)want);
+}
+
+Test(cpus, cores_are_the_distinct_physical_cores, .timeout = 30)
+{
+    /* lscpu -p lists the online CPUs, one "core,socket" line each. */
+    long want = command_number("lscpu -p=CORE,SOCKET | grep -v '^#' | sort -u | wc -l");
+    cr_assert_gt(want, 0);
+    cr_expect_eq(async_cpu_cores(), (unsigned)want);
+    /* And the same from sysfs by another route: distinct core_cpus_list. */
+    long sys = command_number("cat /sys/devices/system/cpu/cpu[0-9]*/topology/core_cpus_list "
+                              "2>/dev/null | sort -u | wc -l");
+    bool none_offline = command_number("wc -w < /sys/devices/system/cpu/offline") == 0;
+    if (sys > 0 && none_offline) cr_expect_eq(async_cpu_cores(), (unsigned)sys);
+    cr_expect_leq(async_cpu_cores(), (unsigned)command_number("nproc --all"));
+}
+
