@@ -11,6 +11,7 @@
  *
  * Locking: no lock is held while a user callback, a work function or a
  * backend call runs; futures are finished outside every lock. */
+#include <assert.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -187,6 +188,24 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
     }
 }
 
+bool async__exec_expirable(const async__job_t *job)
+{
+    return job->kind == JOB_SUBMIT && job->deadline != ASYNC_FOREVER;
+}
+
+void async__exec_expire(async_executor_t *ex, async__job_t *job)
+{
+    (void)ex;
+    assert(async__exec_expirable(job));
+    /* The executor's reference, dropped by async__exec_finish only, keeps
+     * the job and its output buffer alive for the function still running;
+     * the late finish then finds the future final and drops the result. */
+    async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
+                         "still running at its deadline (a thread cannot be stopped: the job "
+                         "runs on and its result is dropped)",
+                         NULL, 0, false);
+}
+
 void async__exec_break(async_executor_t *ex, int code, const char *msg)
 {
     exec_priv_t *p = ex->priv;
@@ -347,7 +366,11 @@ static int check_job(const async_job_t *j)
  * executor's), not queued yet. */
 static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 {
-    size_t in_copy = j->borrow_input ? 0 : j->in_size;
+    /* A job with a deadline may outlive its future on the thread backend
+     * (the future fails at the deadline, the function runs on), so its input
+     * is always copied into the job, which lives until the function returns. */
+    bool timed = j->deadline > 0 && j->deadline != ASYNC_FOREVER;
+    size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
     size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
@@ -370,6 +393,7 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
     job->next = NULL;
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
+    f->contested = timed;
     return f;
 }
 

@@ -146,6 +146,16 @@ struct async_executor {
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **job);
 void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc);
 
+/* A thread backend's deadline watchdog: whether a running job's future may
+ * fail at its deadline while the job still runs (a submit with a deadline;
+ * not a map chunk, whose rows the caller's memory holds until the map is
+ * final), and failing it so with ASYNC_ETIMEDOUT.  The backend calls
+ * async__exec_expire at most once per job, between taking it and calling
+ * async__exec_finish (which still follows: the job stays valid until then),
+ * without holding its own locks (callbacks run). */
+bool async__exec_expirable(const async__job_t *job);
+void async__exec_expire(async_executor_t *ex, async__job_t *job);
+
 /* Marks the pool broken: every queued job fails with code and msg, and every
  * later submit returns code.  code is ASYNC_EINIT (an initializer failed),
  * or, on the process backend, ASYNC_EWORKERDIED or ASYNC_ECHILD (see

@@ -20,6 +20,7 @@ static void init(async_future_t *f, async__fpool_t *pool)
     f->err = 0;
     atomic_init(&f->lock, 0);
     f->exec_owned = false;
+    f->contested = false;
     f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
     f->data = NULL;
     f->size = 0;
@@ -357,7 +358,7 @@ static int norm_code(int code) { return code >= 0 ? ASYNC_EWORK : code; }
 int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg, void *data,
                          size_t size, bool owned)
 {
-    bool sole = f->exec_owned &&
+    bool sole = f->exec_owned && !f->contested &&
                 (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
     int r = sole ? 0 : claim(f, false);
     if (r) {
@@ -380,7 +381,7 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
 
 int async__future_fail_at(async_future_t *f, int err, const char *msg, size_t index)
 {
-    bool sole = f->exec_owned &&
+    bool sole = f->exec_owned && !f->contested &&
                 (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
     int r = sole ? 0 : claim(f, false);
     if (r) return ASYNC_EDONE;

@@ -82,6 +82,10 @@ struct async_future {
     unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
     unsigned char early_cb : 1;    /* its first callback runs before waiters are
                                       released (map_async); set before sharing */
+    bool contested;                /* two threads may race to finish it (a thread
+                                      job with a deadline: its worker and the
+                                      deadline watchdog), so finishing always
+                                      claims; set before sharing, then only read */
     void *data;
     size_t size;
     struct async__fpool *pool;     /* where the memory goes back, or NULL */

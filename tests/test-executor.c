@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -1005,6 +1006,102 @@ Test(exec_threads_only, borrowed_input_and_ctx, .timeout = 10)
     cr_expect_eq(seen, &data, "not copied");
     cr_expect_eq(calls, 1);
     async_executor_free(ex);
+}
+
+/* A job that overruns its deadline (issue 11): sleeps, then reads its
+ * (borrowed) input, writes its fixed output, grows a variable one, and says
+ * it has finished. */
+typedef struct overrun {
+    _Atomic int finished;
+    _Atomic int seen_input;
+    int sleep_ms;
+} overrun_t;
+
+static int overrunner(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size;
+    overrun_t *o = ctx; /* thread backend: the caller's memory, kept valid */
+    usleep((useconds_t)o->sleep_ms * 1000);
+    int v;
+    memcpy(&v, in, sizeof v);
+    atomic_store(&o->seen_input, v);
+    memset(out, 0x5a, out_size); /* into the future's memory, still alive */
+    char *big = async_work_output(4096); /* a heap result, dropped at the end */
+    if (big) memset(big, 1, 4096);
+    atomic_store(&o->finished, 1);
+    return 0;
+}
+
+Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout = 30)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 2);
+    static overrun_t o = {.sleep_ms = 3000};
+    int *input = malloc(sizeof *input);
+    *input = 1234;
+    int64_t t0 = async_now(), deadline = async_deadline_after(100 * MS);
+    async_job_t job = {.fn = overrunner, .in = input, .in_size = sizeof *input, .out_size = 64,
+                       .ctx = &o, .deadline = deadline, .borrow_input = true};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+    cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
+    int64_t took = async_now() - t0;
+    cr_expect_geq(took, 100 * MS, "not before the deadline");
+    /* At the deadline, not when the job returns three seconds later. */
+    cr_expect_lt(took, 2000 * MS, "returned after %.0f ms", took / 1e6);
+    cr_expect_eq(atomic_load(&o.finished), 0, "the job is still running");
+    cr_expect(strstr(async_future_message(f), "still running at its deadline"), "%s",
+              async_future_message(f));
+    cr_expect_eq(async_future_result(f, NULL, NULL), ASYNC_ETIMEDOUT);
+    /* The caller lets go of everything: its input (it was copied, having a
+     * deadline) and its future (the executor keeps the job's memory until
+     * the function returns). */
+    *input = -1;
+    free(input);
+    async_future_free(f);
+    /* Another worker serves meanwhile. */
+    async_future_t *g = submit_nap(ex, 0, 7, 0);
+    cr_expect_eq(async_future_wait(g), 0);
+    async_future_free(g);
+    /* Freeing the executor waits for the overrunning job. */
+    async_executor_free(ex);
+    cr_expect_eq(atomic_load(&o.finished), 1);
+    cr_expect_eq(atomic_load(&o.seen_input), 1234, "the job read its own copy of the input");
+}
+
+static _Atomic int expired_cb_calls;
+static void count_expired(async_future_t *f, void *arg)
+{
+    (void)arg;
+    if (async_future_error(f) == ASYNC_ETIMEDOUT) atomic_fetch_add(&expired_cb_calls, 1);
+}
+
+Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
+{
+    /* Staggered deadlines over four workers: each future fails at its own
+     * deadline, once, with its callback; jobs that finish in time succeed. */
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 4);
+    enum { N = 12 };
+    static overrun_t o[N];
+    async_future_t *fs[N];
+    int64_t t0 = async_now();
+    for (int i = 0; i < N; i++) {
+        o[i].sleep_ms = i % 3 == 0 ? 0 : 400;
+        int v = i;
+        async_job_t job = {.fn = overrunner, .in = &v, .in_size = sizeof v, .out_size = 8,
+                           .ctx = &o[i], .deadline = t0 + (50 + 20 * (i % 4)) * MS};
+        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_future_on_done(fs[i], count_expired, NULL), 0);
+    }
+    int timed_out = 0;
+    for (int i = 0; i < N; i++) {
+        int r = async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(20)));
+        cr_expect(r == 0 || r == ASYNC_ETIMEDOUT, "job %d: %s", i, async_strerror(r));
+        timed_out += r == ASYNC_ETIMEDOUT;
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+    cr_expect_geq(timed_out, N - N / 3, "every overrunning job timed out");
+    cr_expect_eq(atomic_load(&expired_cb_calls), timed_out);
 }
 
 Test(exec_threads_only, default_worker_count, .timeout = 10)

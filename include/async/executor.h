@@ -194,16 +194,24 @@ typedef struct async_job {
     int priority;     /* higher runs first; 0 normally */
     int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none (below) */
     bool borrow_input; /* in stays valid and unchanged until the future is
-                          final: not copied (thread backend) */
+                          final: not copied (thread backend); ignored, the
+                          input copied, when the job has a deadline */
 } async_job_t;
 
 /* Queues one job and returns its future (*out, OUT, one reference for the
  * caller).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
  * without running; on the process backend a job running past its deadline
- * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend it
- * cannot be stopped, its function can read async_work_deadline(), and a
- * result that comes after the deadline fails the future with
- * ASYNC_ETIMEDOUT.  submit blocks while the queue is at max_queued;
+ * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend a
+ * thread cannot be stopped: the future fails with ASYNC_ETIMEDOUT at the
+ * deadline ("still running at its deadline ..."), callbacks run and waits
+ * return then, while the function runs on to its end (it can read
+ * async_work_deadline() to stop early).  Until it returns, the executor
+ * keeps the job's memory: its copy of the input (a job with a deadline is
+ * always copied, whatever borrow_input says), its output buffer and any
+ * async_work_output buffer; the late result is then dropped, so nothing the
+ * caller frees after the timeout is touched.  What ctx points to must stay
+ * valid until the function returns: async_executor_shutdown with wait and
+ * async_executor_free wait for it.  submit blocks while the queue is at max_queued;
  * submit_dl gives up at the deadline with ASYNC_ETIMEDOUT; trysubmit fails
  * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
@@ -261,7 +269,12 @@ typedef struct async_map {
     size_t n;
     size_t chunksize;
     int priority;
-    int64_t deadline; /* per chunk, as async_job_t's; 0 for none */
+    /* Per chunk: a chunk still queued then fails without running; on the
+     * process backend a running one is killed; on the thread backend a
+     * running chunk fails only when it returns late, because it writes into
+     * the caller's out, which must stay valid until the map is final.
+     * 0 for none. */
+    int64_t deadline;
 } async_map_t;
 
 /* The first failure of a map: the lowest failing item index, its code and
