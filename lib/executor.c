@@ -281,6 +281,18 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
 unsigned async_executor_workers(const async_executor_t *ex) { return ex->workers; }
 async_backend_t async_executor_backend(const async_executor_t *ex) { return ex->opts.backend; }
 
+int async_executor_error(async_executor_t *ex, char *msg, size_t cap)
+{
+    if (!ex) return ASYNC_EINVAL;
+    exec_priv_t *p = ex->priv;
+    /* The message is written under join_mu before broken is set. */
+    pthread_mutex_lock(&p->join_mu);
+    int code = atomic_load(&p->broken);
+    if (msg && cap) snprintf(msg, cap, "%s", code ? p->broken_msg : "");
+    pthread_mutex_unlock(&p->join_mu);
+    return code;
+}
+
 size_t async_executor_queued(async_executor_t *ex)
 {
     return async__q_len(ex->priv);

@@ -852,6 +852,9 @@ CASE(initializer_failure_breaks_the_pool, 20)
     }
     usleep(20000);
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINIT);
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_EINIT);
+    cr_expect(strstr(why, "initializer failed") && strstr(why, "no database"), "%s", why);
     async_executor_free(ex);
 }
 

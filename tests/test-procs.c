@@ -211,6 +211,9 @@ Test(procs, crashing_initializer_breaks_the_pool, .timeout = 20)
         usleep(10000);
     }
     cr_expect_eq(r, ASYNC_EINIT);
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_EINIT);
+    cr_expect(strstr(why, "10 times in a row") && strstr(why, "signal 9"), "%s", why);
     async_executor_free(ex);
 }
 
@@ -273,6 +276,9 @@ Test(procs, fork_server_killed_is_reported, .timeout = 30)
         usleep(5000);
     }
     cr_expect_eq(r, ASYNC_ECHILD, "%s", async_strerror(r));
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_ECHILD);
+    cr_expect(strstr(why, "fork server") && strstr(why, "signal 9"), "%s", why);
     cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_ECHILD);
     async_map_t map = {.fn = act, .in = (int[4]){0, 0, 0, 0}, .in_size = 2 * sizeof(int), .n = 2};
     cr_expect_eq(async_executor_map(ex, &map, NULL), ASYNC_ECHILD);
@@ -304,6 +310,7 @@ Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
         kills++;
     }
     cr_expect_eq(async_future_wait(f), 0, "%s", async_future_message(f));
+    cr_expect_eq(async_executor_error(ex, NULL, 0), 0, "not broken");
     async_future_free(f);
     async_executor_free(ex);
 }
@@ -424,6 +431,8 @@ Test(procs, kill_storm, .timeout = 120)
                 st.kills, st.fresh_kills, done, died, took / 1e9);
     cr_expect_geq(st.kills, 1, "the storm killed nothing");
     cr_expect_leq(died, st.kills + st.fresh_kills, "more jobs failed than workers died");
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), 0, "broken: %s", why);
     /* The pool serves afterwards, with every worker back. */
     for (int i = 0; i < 100; i++) {
         int v[2] = {0, 0};

@@ -147,6 +147,13 @@ ASYNC_API async_backend_t async_executor_backend(const async_executor_t *ex);
 /* Number of jobs queued and not yet taken by a worker. */
 ASYNC_API size_t async_executor_queued(async_executor_t *ex);
 
+/* Whether the pool is broken: returns 0 while it serves, else the code every
+ * submit now returns (ASYNC_EINIT, ASYNC_EWORKERDIED or ASYNC_ECHILD, see
+ * async_executor_submit), and copies the reason to msg (OUT, may be NULL;
+ * cap bytes, cut and NUL-terminated; "" while it serves).  A pool that was
+ * only shut down is not broken. */
+ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
+
 /* Stops accepting work (later submits fail with ASYNC_ECLOSED).  With
  * cancel_pending, queued jobs are cancelled (their futures CANCELLED, maps
  * FAILED with ASYNC_ECANCELED); without, they still run.  With wait, blocks
