@@ -1,7 +1,8 @@
 /* The process-pool engine (lib/procpool_internal.h): jobs through shared memory,
- * workers that die, deadlines, recycling, initializers, shutdown and
- * terminate, and the leak checks (descriptors, zombies, shared mappings,
- * heap allocations). */
+ * workers that die (in a job, or before they are ready: replaced, and a crash
+ * loop reported), a killed fork server, deadlines, recycling, initializers,
+ * shutdown and terminate, and the leak checks (descriptors, zombies, shared
+ * mappings, heap allocations). */
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot follow synchronisation that goes through memory
  * another process writes, and forking the fork server from a threaded

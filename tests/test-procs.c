@@ -1,10 +1,14 @@
 /* The executor's process backend, through the public API: what only a
  * process pool does.  A task that kills, segfaults or exits its worker fails
  * alone with ASYNC_EWORKERDIED; a task past its deadline is killed; workers
- * recycle after max_tasks_per_worker; an initializer that crashes breaks the
- * pool with ASYNC_EINIT; terminate kills work in flight; a parent running
- * threads keeps replacing workers; maps over shared memory copy nothing; and
- * nothing leaks (allocations, descriptors, shared mappings, child processes).
+ * recycle after max_tasks_per_worker; an initializer that keeps crashing
+ * breaks the pool with ASYNC_EINIT after a bounded number of restarts, while
+ * a worker killed in its initializer is simply replaced; a killed fork
+ * server breaks the pool with ASYNC_ECHILD; a kill storm on workers and fresh
+ * replacements loses and repeats no job; terminate kills work in flight; a
+ * parent running threads keeps replacing workers; maps over shared memory
+ * copy nothing; and nothing leaks (allocations, descriptors, shared
+ * mappings, child processes).
  * The backend-independent cases run in test-executor-procs.c. */
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot follow synchronisation that goes through memory
