@@ -106,12 +106,30 @@ static void run_free(run_t *r)
     free(r->err);
 }
 
-static json_t *load_soln(void)
+static json_t *load_json(const char *name)
 {
     json_error_t e;
-    json_t *j = json_load_file(path("soln.json"), 0, &e);
-    cr_assert_not_null(j, "soln.json: %s (line %d)", e.text, e.line);
+    json_t *j = json_load_file(path(name), 0, &e);
+    cr_assert_not_null(j, "%s: %s (line %d)", name, e.text, e.line);
     return j;
+}
+/* soln.json holds the notebook's four keys; the figures are in the report. */
+#define load_soln() load_json("soln.json")
+#define load_report() load_json("lab-report.json")
+
+/* Runs Debian's python3 (with python3-numpy) on the script; returns its
+ * standard output.  A missing numpy fails the test: the comparison is the
+ * point. */
+static char *python(const char *script)
+{
+    write_file(path("script.py"), script);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "cd '%s' && /usr/bin/python3 script.py > py.out 2> py.err", dir);
+    int st = system(cmd);
+    char *err = slurp(path("py.err"));
+    cr_assert_eq(st, 0, "python3 failed (is python3-numpy installed?): %s", err);
+    free(err);
+    return slurp(path("py.out"));
 }
 
 /* The workload's figures: every mode ran, and they agree. */
@@ -135,7 +153,7 @@ Test(lab, primes_count_is_9592_in_every_mode, .timeout = 60)
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "primes below 100000: 9592"), "%s", r.out);
     cr_assert(strstr(r.out, "every mode agrees exactly"), "%s", r.out);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = check_modes(s, "primes");
     cr_assert_eq(json_integer_value(json_object_get(w, "count")), 9592);
     json_decref(s);
@@ -147,12 +165,19 @@ Test(lab, common_items_answer, .timeout = 60)
     run_t r = lab("common", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "answer: [[2, 3], [6], [11, 12], [21]]"), "%s", r.out);
+    json_t *rep = load_report();
+    check_modes(rep, "common");
+    json_decref(rep);
+    /* prob1 is the string the notebook's str() gives for its own answer. */
+    char *want = python("list_a = [[1, 2, 3], [5, 6, 7, 8], [10, 11, 12], [20, 21]]\n"
+                        "list_b = [[2, 3, 4, 5], [6, 9, 10], [11, 12, 13, 14], [21, 24, 25]]\n"
+                        "print(str([sorted(set(a) & set(b)) for a, b in zip(list_a, list_b)]), end='')\n");
     json_t *s = load_soln();
-    check_modes(s, "common");
-    json_t *want = json_loads("[[2, 3], [6], [11, 12], [21]]", 0, NULL);
-    cr_assert(json_equal(json_object_get(s, "prob1"), want), "prob1 is %s",
-              json_dumps(json_object_get(s, "prob1"), 0));
-    json_decref(want);
+    const char *got = json_string_value(json_object_get(s, "prob1"));
+    cr_assert_not_null(got, "prob1 is a string");
+    cr_assert_str_eq(got, want);
+    cr_assert_str_eq(got, "[[2, 3], [6], [11, 12], [21]]");
+    free(want);
     json_decref(s);
     run_free(&r);
 }
@@ -161,15 +186,26 @@ Test(lab, normalize_lab_rows_and_sizes, .timeout = 60)
 {
     run_t r = lab("normalize", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
-    json_t *w = check_modes(s, "normalize");
+    json_t *rep = load_report();
+    json_t *w = check_modes(rep, "normalize");
     cr_assert_eq(json_array_size(json_object_get(w, "sizes")), 5);
-    json_t *p3 = json_object_get(s, "prob3");
-    cr_assert_eq(json_array_size(p3), 2);
-    const double want[2][4] = {{0, 1.0 / 3, 2.0 / 3, 1}, {0, 0, 0, 0}};
-    for (size_t i = 0; i < 2; i++)
-        for (size_t k = 0; k < 4; k++)
-            cr_assert_eq(json_real_value(json_array_get(json_array_get(p3, i), k)), want[i][k], "row %zu col %zu", i, k);
+    json_decref(rep);
+    /* prob3 is the notebook's expression on the full-size data, even at
+     * --scale 0.01: str() of the first 5 normalised XXL rows. */
+    char *want = python("import numpy as np\n"
+                        "np.random.seed(42)\n"
+                        "sizes = [(100, 50), (1000, 50), (10000, 50), (50000, 100), (100000, 100)]\n"
+                        "data = [np.random.randint(0, 1000, size=s) for s in sizes]\n"
+                        "def normalize(row):\n"
+                        "    lo, hi = row.min(), row.max()\n"
+                        "    return [0.0] * len(row) if hi == lo else [float(v) for v in (row - lo) / (hi - lo)]\n"
+                        "print(str([normalize(row) for row in data[4][:5]]), end='')\n");
+    json_t *s = load_soln();
+    const char *got = json_string_value(json_object_get(s, "prob3"));
+    cr_assert_not_null(got, "prob3 is a string");
+    cr_assert_str_eq(got, want);
+    cr_assert_gt(strlen(got), 5 * 100 * 3, "five rows of 100 floats");
+    free(want);
     json_decref(s);
     run_free(&r);
 }
@@ -211,14 +247,14 @@ Test(lab, howmany_default_data_repeats, .timeout = 60)
 {
     run_t a = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(a.status, 0, "%s%s", a.out, a.err);
-    cr_assert(strstr(a.out, "from seed 20240917"), "the seed is printed: %s", a.out);
-    json_t *s = load_soln();
+    cr_assert(strstr(a.out, "RandomState(100).randint(0, 10, size=[10000, 5])"), "the seed is printed: %s", a.out);
+    json_t *s = load_report();
     json_t *w = check_modes(s, "howmany");
     json_int_t total = json_integer_value(json_object_get(w, "total"));
     cr_assert_gt(total, 0);
     json_decref(s);
     run_t b = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
-    s = load_soln();
+    s = load_report();
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(s, "workloads"), "howmany"), "total")),
                  total, "the same seed gives the same data");
     json_decref(s);
@@ -297,7 +333,7 @@ Test(lab, sumsq_loop_really_runs, .timeout = 60)
 {
     run_t r = lab("sumsq", "--mode", "serial", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = json_object_get(json_object_get(s, "workloads"), "sumsq");
     cr_assert_eq(json_integer_value(json_object_get(w, "each")), 333332833333500000LL);
     double secs = json_number_value(json_object_get(json_object_get(w, "seconds"), "serial"));
@@ -310,7 +346,7 @@ Test(lab, one_mode_only, .timeout = 60)
 {
     run_t r = lab("sumsq", "--mode", "threads", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *secs = json_object_get(json_object_get(json_object_get(s, "workloads"), "sumsq"), "seconds");
     cr_assert_eq(json_object_size(secs), 1);
     cr_assert(json_is_number(json_object_get(secs, "threads")));
@@ -323,7 +359,7 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     run_t r = lab("all", "--scale", "0.005", "--plot", "plots", "--workers", "2");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert_null(strchr(r.err, '\r'), "no progress bar when stderr is redirected: %s", r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     static const char *names[] = {"howmany", "common", "busywork", "normalize", "primes",
                                   "factors", "sumsq", "heavy", "chunks"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) check_modes(s, names[i]);
@@ -332,30 +368,57 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     json_t *f = json_object_get(json_object_get(w, "amdahl_parallel_fraction"), "threads");
     cr_assert(json_is_number(f) && json_number_value(f) >= 0 && json_number_value(f) <= 1);
     cr_assert_eq((json_int_t)json_array_size(json_object_get(w, "sweep")), 2 * json_integer_value(json_object_get(w, "cpus")));
-    /* The lab's keys. */
-    cr_assert_not_null(json_object_get(s, "prob1"));
-    json_t *p2 = json_object_get(s, "prob2");
+    /* The busy work's details and the machine are in the report. */
+    json_t *bw = json_object_get(s, "busywork");
     for (int k = 1; k <= 3; k++) {
         char key[8];
         snprintf(key, sizeof key, "part%d", k);
-        json_t *part = json_object_get(p2, key);
-        cr_assert_not_null(part, "prob2.%s", key);
+        json_t *part = json_object_get(bw, key);
+        cr_assert_not_null(part, "busywork.%s", key);
         cr_assert_eq(json_array_size(json_object_get(part, "results")), 4);
     }
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(p2, "part3"), "workers")), 4);
-    cr_assert_eq(json_array_size(json_object_get(s, "prob3")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(bw, "part3"), "workers")), 4);
     json_t *host = json_object_get(s, "host");
     cr_assert_geq(json_integer_value(json_object_get(host, "cpus")), 1);
     cr_assert(json_is_string(json_object_get(host, "cpu")));
     json_decref(s);
-    /* Charts, when gnuplot is installed: real PNG files. */
-    if (access("/usr/bin/gnuplot", X_OK) == 0) {
-        const char *png[] = {"plots/workers.png", "plots/chunks.png"};
-        for (int i = 0; i < 2; i++) {
-            char *data = slurp(path(png[i]));
-            cr_assert(memcmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
-            free(data);
-        }
+
+    /* soln.json: the notebook's four keys, of its types, and nothing else. */
+    s = load_soln();
+    cr_assert_eq(json_object_size(s), 4, "exactly prob1, prob2, prob3 and host");
+    cr_assert(json_is_string(json_object_get(s, "prob1")));
+    cr_assert(json_is_string(json_object_get(s, "prob3")));
+    cr_assert(json_is_string(json_object_get(s, "host")));
+    json_t *p2 = json_object_get(s, "prob2");
+    cr_assert_eq(json_object_size(p2), 3);
+    for (int k = 1; k <= 3; k++) {
+        char key[8];
+        snprintf(key, sizeof key, "part%d", k);
+        json_t *v = json_object_get(p2, key);
+        cr_assert(json_is_real(v) && json_real_value(v) > 0, "prob2.%s is a float of seconds", key);
+    }
+    /* The busy work sleeps 1+2+4+6 s x 0.005 serially: part1 cannot be
+     * shorter. */
+    cr_assert_geq(json_real_value(json_object_get(p2, "part1")), 13 * 0.005);
+    char host_name[256] = "";
+    gethostname(host_name, sizeof host_name - 1);
+    cr_assert_str_eq(json_string_value(json_object_get(s, "host")), host_name);
+    json_decref(s);
+    /* Byte for byte what Python's json.dumps(answers, indent=2) writes for
+     * the same values. */
+    char *want = python("import json\n"
+                        "answers = json.load(open('soln.json'))\n"
+                        "print(json.dumps(answers, indent=2), end='')\n");
+    char *got = slurp(path("soln.json"));
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    /* Charts: real PNG files (gnuplot-nox is one of scripts/packages). */
+    const char *png[] = {"plots/workers.png", "plots/chunks.png"};
+    for (int i = 0; i < 2; i++) {
+        char *data = slurp(path(png[i]));
+        cr_assert(strncmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
+        free(data);
     }
     run_free(&r);
 }
@@ -416,7 +479,7 @@ Test(lab, heavy_scalar_math_agrees, .timeout = 60)
     unsetenv("LAB_SCALAR_MATH");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = check_modes(s, "heavy");
     cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
     json_decref(s);
@@ -429,9 +492,94 @@ Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         run_t r = lab(names[i], "--scale", "0.01", "--soln", "soln.json");
         cr_assert_eq(r.status, 0, "%s: %s%s", names[i], r.out, r.err);
-        json_t *s = load_soln();
+        json_t *s = load_report();
         check_modes(s, names[i]);
         json_decref(s);
         run_free(&r);
     }
+}
+
+/* The generated data are numpy's legacy generator's, bit for bit: `lab data`
+ * prints each stream's first 1,000 values and a digest of every whole data
+ * set (normalize's five sizes from one np.random.seed(42) stream, howmany's
+ * RandomState(100), heavy's random_sample), and numpy computes the same
+ * lines. */
+Test(lab, data_is_numpys_legacy_generator, .timeout = 120)
+{
+    run_t r = lab("data");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *want = python(
+        "import numpy as np\n"
+        "def digest(chunks):\n"
+        "    s, off = 0, 0\n"
+        "    for v in chunks:\n"
+        "        v = v.view(np.uint64) if v.dtype == np.float64 else v.astype(np.uint64)\n"
+        "        i = np.arange(off, off + len(v), dtype=np.uint64)\n"
+        "        off += len(v)\n"
+        "        s = (s + int(((v + np.uint64(1)) * (np.uint64(2) * i + np.uint64(1))).sum(dtype=np.uint64))) % 2**64\n"
+        "    return s\n"
+        "out = ['stream normalize: first 1000: ' + ' '.join(map(str, np.random.RandomState(42).randint(0, 1000, size=1000)))]\n"
+        "np.random.seed(42)\n"
+        "for name, r, c in [('Small', 100, 50), ('Medium', 1000, 50), ('Large', 10000, 50), ('XL', 50000, 100), ('XXL', 100000, 100)]:\n"
+        "    a = np.random.randint(0, 1000, size=(r, c))\n"
+        "    out.append('data normalize-%s %dx%d seed 42 digest %d' % (name, r, c, digest([a.ravel()])))\n"
+        "out.append('stream howmany: first 1000: ' + ' '.join(map(str, np.random.RandomState(100).randint(0, 10, size=1000))))\n"
+        "a = np.random.RandomState(100).randint(0, 10, size=[1000000, 5])\n"
+        "out.append('data howmany 1000000x5 seed 100 digest %d' % digest([a.ravel()]))\n"
+        "out.append('stream heavy: first 1000: ' + ' '.join(repr(float(v)) for v in np.random.RandomState(20240917).random_sample(1000)))\n"
+        "# 40,000,000 doubles in pieces of 2^20: the same stream, a tenth of the memory.\n"
+        "rs, n = np.random.RandomState(20240917), 40000000\n"
+        "pieces = (rs.random_sample(min(1 << 20, n - k)) for k in range(0, n, 1 << 20))\n"
+        "out.append('data heavy %dx1 seed 20240917 digest %d' % (n, digest(pieces)))\n"
+        "print('\\n'.join(out))\n");
+    cr_assert_str_eq(r.out, want);
+    /* --seed replaces the notebooks' seeds, and the data follow it. */
+    run_t s = lab("data", "--seed", "7", "--scale", "0.001");
+    cr_assert_eq(s.status, 0, "%s%s", s.out, s.err);
+    char *want7 = python("import numpy as np\n"
+                         "print(' '.join(map(str, np.random.RandomState(7).randint(0, 10, size=1000))))\n");
+    char *line = strstr(s.out, "stream howmany: first 1000: ");
+    cr_assert_not_null(line, "%s", s.out);
+    line += strlen("stream howmany: first 1000: ");
+    cr_assert_eq(strncmp(line, want7, strlen(want7)), 0, "%.200s\nwanted %.200s", line, want7);
+    free(want7);
+    run_free(&s);
+    free(want);
+    run_free(&r);
+}
+
+/* soln.json's floats are Python's repr: shortest round-trip digits, ".0"
+ * on integral values, exponents as 1e-05 and 1.5e+16, over edge cases and
+ * 2,000 doubles of random bits. */
+Test(lab, floats_print_as_pythons_repr, .timeout = 60)
+{
+    char *values = python("import random, struct\n"
+                          "random.seed(11)\n"
+                          "edge = ['0', '-0.0', '1', '0.1', '0.5', '1e-05', '0.0001', '0.00012345', '1e16', '1.5e16',\n"
+                          "        '1e15', '9999999999999998', '123456789012345678', '5e-324', '2.2250738585072014e-308',\n"
+                          "        '1.7976931348623157e308', '0.30000000000000004', '-2.5e-07', '100', '1e22', '1e23',\n"
+                          "        '3.141592653589793', '0.2295247724974722', '2.0', '-1234.5']\n"
+                          "vals = [float(s) for s in edge]\n"
+                          "while len(vals) < len(edge) + 2000:\n"
+                          "    x = struct.unpack('<d', struct.pack('<Q', random.getrandbits(64)))[0]\n"
+                          "    if x == x and abs(x) != float('inf'): vals.append(x)\n"
+                          "vals += [random.random() for _ in range(200)] + [random.uniform(-1e6, 1e6) for _ in range(200)]\n"
+                          "open('args', 'w').write(' '.join('%.17g' % v for v in vals))\n"
+                          "print('\\n'.join(repr(v) for v in vals))\n");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd '%s' && xargs -a args '%s' repr -- > repr.out", dir, LAB);
+    cr_assert_eq(system(cmd), 0);
+    char *got = slurp(path("repr.out"));
+    cr_assert_gt(strlen(got), 2400 * 3);
+    /* Line by line, to name the first value that differs. */
+    char *g = got, *w = values;
+    for (int line = 1; *g || *w; line++) {
+        size_t gl = strcspn(g, "\n"), wl = strcspn(w, "\n");
+        cr_assert(gl == wl && strncmp(g, w, gl) == 0, "value %d: lab says %.*s, Python %.*s", line, (int)gl, g,
+                  (int)wl, w);
+        g += gl + (g[gl] == '\n');
+        w += wl + (w[wl] == '\n');
+    }
+    free(got);
+    free(values);
 }

@@ -1,6 +1,7 @@
 /* howmany: the lab's howmany_within_range over rows of ints, counting per row
- * the values in [4, 8].  Default data: 1,000,000 rows of 5 ints in [0, 10)
- * from the printed seed; --input reads the rows from CSV (integers, every row
+ * the values in [4, 8].  Default data, the notebook's:
+ * np.random.RandomState(100).randint(0, 10, size=[1000000, 5]) (--seed
+ * replaces 100; --scale, the row count); --input reads the rows from CSV (integers, every row
  * as long as the first) and --output writes one count per line. */
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +53,13 @@ int lab_howmany(void)
     } else {
         nrows = lab_scaled(1000000, 10);
         v = lab_shared_alloc(nrows * ncols * sizeof *v);
-        uint64_t s = lab_opt.seed;
-        for (size_t i = 0; i < nrows * ncols; i++) v[i] = (int32_t)(lab_rand(&s) % 10);
-        lab_header("howmany", "%zu rows x 5 ints in [0, 10) from seed %llu, counting values in [4, 8]",
-                   nrows, (unsigned long long)lab_opt.seed);
+        uint32_t seed = lab_opt.seed_set ? (uint32_t)lab_opt.seed : LAB_SEED_HOWMANY;
+        lab_mt_t mt;
+        lab_mt_seed(&mt, seed);
+        for (size_t i = 0; i < nrows * ncols; i++) v[i] = (int32_t)lab_mt_randint(&mt, 0, 10);
+        lab_header("howmany",
+                   "%zu rows x 5 ints, RandomState(%u).randint(0, 10, size=[%zu, 5]), counting values in [4, 8]",
+                   nrows, seed, nrows);
     }
     hm_t *h = lab_shared_alloc(sizeof *h);
     *h = (hm_t){.v = v, .ncols = ncols, .lo = 4, .hi = 8};

@@ -25,8 +25,9 @@ typedef struct lab_opts {
     unsigned workers;   /* pool size for threads and processes */
     unsigned modes;     /* bit (1 << mode) for each mode to run */
     uint64_t seed;
+    bool seed_set;      /* --seed given: it replaces the notebooks' seeds too */
     unsigned repeat;    /* runs per timing; the best counts */
-    const char *input, *output, *plot_dir, *soln;
+    const char *input, *output, *plot_dir, *soln, *report;
     int ncpu;
 } lab_opts_t;
 
@@ -54,6 +55,45 @@ typedef struct lab_result {
     double others[LAB_NMODES]; /* CPUs other programs used during the run */
     unsigned workers; /* the parallel modes' pool size; 0: lab_opt.workers */
 } lab_result_t;
+
+/* --- mt.c: numpy's legacy generator (RandomState), bit for bit ----------- */
+typedef struct lab_mt {
+    uint32_t key[624];
+    int pos;
+} lab_mt_t;
+void lab_mt_seed(lab_mt_t *mt, uint32_t seed);      /* np.random.seed(seed) */
+uint32_t lab_mt_next32(lab_mt_t *mt);               /* genrand_int32 */
+double lab_mt_double(lab_mt_t *mt);                 /* random_sample(): [0, 1), 53 bits */
+int64_t lab_mt_randint(lab_mt_t *mt, int64_t low, int64_t high); /* randint: [low, high) */
+
+/* The seeds of the notebooks' data, unless --seed replaces them. */
+#define LAB_SEED_NORMALIZE 42
+#define LAB_SEED_HOWMANY 100
+/* A digest of a stream of 64-bit values that numpy computes in one line:
+ * sum of (v_i + 1) * (2 i + 1) modulo 2^64.  Every weight is odd, so a
+ * change to any one value changes the digest. */
+typedef struct lab_digest {
+    uint64_t sum, i;
+} lab_digest_t;
+static inline void lab_digest_add(lab_digest_t *d, uint64_t v)
+{
+    d->sum += (v + 1) * (2 * d->i++ + 1);
+}
+
+/* --- pyfmt.c: Python's text for floats, lists and JSON strings ------------ */
+typedef struct lab_str {
+    char *s;
+    size_t len, cap;
+} lab_str_t;
+/* repr(x) into buf (cap >= 32); returns its length. */
+size_t lab_py_float(double x, char *buf, size_t cap);
+void lab_str_add(lab_str_t *s, const char *text, size_t len);
+void lab_str_puts(lab_str_t *s, const char *text);
+void lab_str_float(lab_str_t *s, double x);
+/* str() of a list of nrows lists: row r is v[off[r] .. off[r + 1]). */
+void lab_py_rows(lab_str_t *s, const double *v, const size_t *off, size_t nrows, bool ints);
+/* A JSON string literal as json.dumps (ensure_ascii) writes it. */
+void lab_json_string(lab_str_t *s, const char *text);
 
 /* --- runner.c: one range function, three modes ---------------------------- */
 /* Processes items [lo, hi) of the job at ctx.  ctx and everything it points
@@ -142,12 +182,25 @@ int lab_sumsq(void);
 int lab_heavy(void);
 int lab_chunks(void);
 int lab_workers(void);
-/* soln.c */
+/* data.c: `lab data` prints the generated data's first values and digests. */
+int lab_data(void);
+/* heavy's input: n = 40,000,000 x scale values of
+ * RandomState(seed).random_sample(n). */
+size_t lab_heavy_n(void);
+void lab_heavy_data(double *x, size_t n);
+/* normalize.c: the first rows of the XXL dataset, normalised, from the
+ * full-size stream whatever --scale says. */
+void lab_norm_first_rows(size_t nrows, double *out /* nrows x 100 */);
+/* soln.c: soln.json in the notebook's shape, and every figure of the run in
+ * the report file (default: lab-report.json beside soln.json). */
 int lab_soln_write(const char *path);
 /* plot.c: writes DIR/NAME.png from the data file and script, or says why not. */
 int lab_plot(const char *name, const char *data, const char *script);
 
-/* The lab's answers that tests check, kept for soln.json. */
+/* The lab's answers, kept for soln.json: prob1 and prob3 JSON strings
+ * (Python's str() of the lists), prob2 an object of part1..part3 reals. */
 extern json_t *lab_prob1, *lab_prob2, *lab_prob3;
+/* prob2's details (every configuration and mode), for the report. */
+extern json_t *lab_prob2_detail;
 
 #endif
