@@ -55,12 +55,17 @@ static char *slurp(const char *file)
     return s;
 }
 
-static void write_file(const char *file, const char *text)
+static void write_bytes(const char *file, const char *data, size_t len)
 {
     FILE *f = fopen(file, "w");
     cr_assert_not_null(f);
-    fputs(text, f);
+    cr_assert_eq(fwrite(data, 1, len, f), len);
     fclose(f);
+}
+
+static void write_file(const char *file, const char *text)
+{
+    write_bytes(file, text, strlen(text));
 }
 
 typedef struct run {
@@ -300,6 +305,56 @@ Test(lab, csv_errors_name_line_and_column, .timeout = 60)
     run_t r = lab("normalize", "--input", "missing.csv");
     cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.err, "missing.csv: cannot open: No such file or directory"), "%s", r.err);
+    run_free(&r);
+}
+
+/* Issue 10, defect 8: a NUL byte read as a number (`1,2,3,\0,5` counted
+ * as 0), a directory read as an empty file, and a row whose span overflows
+ * normalised to NaN with exit status 0. */
+Test(lab, csv_nul_byte_is_an_error, .timeout = 60)
+{
+    static const char nul_row[] = "1,2,3,\0,5\n";
+    write_bytes(path("nul.csv"), nul_row, sizeof nul_row - 1);
+    run_t r = lab("howmany", "--input", "nul.csv", "--output", "counts.csv");
+    cr_assert_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
+    cr_assert(strstr(r.err, "nul.csv: line 1, column 4: a NUL byte in the field"), "%s", r.err);
+    struct stat st;
+    cr_assert_neq(stat(path("counts.csv"), &st), 0, "no counts written");
+    run_free(&r);
+    static const char nul_late[] = "1,2\n3,4\x00\n";
+    write_bytes(path("nul.csv"), nul_late, sizeof nul_late - 1);
+    r = lab("normalize", "--input", "nul.csv");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "nul.csv: line 2, column 2: a NUL byte"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(lab, csv_directory_is_a_read_error, .timeout = 60)
+{
+    cr_assert_eq(mkdir(path("rows.d"), 0755), 0);
+    run_t r = lab("normalize", "--input", "rows.d");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "rows.d: cannot read: Is a directory"), "%s", r.err);
+    cr_assert_null(strstr(r.err, "no rows"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(lab, normalize_overflowing_row_is_an_error, .timeout = 60)
+{
+    struct stat st;
+    write_file(path("big.csv"), "1,2,3\n1e308,-1e308,0\n");
+    run_t r = lab("normalize", "--input", "big.csv", "--output", "norm.csv");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "big.csv: line 2: the row runs from -1e+308 to 1e+308"), "%s", r.err);
+    cr_assert_neq(stat(path("norm.csv"), &st), 0, "nothing written");
+    run_free(&r);
+    /* Huge values whose span fits still normalise. */
+    write_file(path("big.csv"), "1e308,5e307,0\n");
+    r = lab("normalize", "--input", "big.csv", "--output", "norm.csv");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *out = slurp(path("norm.csv"));
+    cr_assert_str_eq(out, "1,0.5,0\n");
+    free(out);
     run_free(&r);
 }
 

@@ -123,6 +123,7 @@ typedef struct lab_rows {
     size_t *off;   /* nrows + 1 offsets into v */
     double *v;
     char *tag;     /* with LAB_CSV_TAGGED: each row's first field, one char */
+    size_t *line;  /* the line each row starts on, for messages */
 } lab_rows_t;
 
 enum {
@@ -131,8 +132,10 @@ enum {
     LAB_CSV_TAGGED = 1 << 2, /* the first field is a tag: 'a' or 'b' */
 };
 
-/* Reads path into rows; on a bad file returns -1 with a message naming the
- * file, line and column in err. */
+/* Reads path into rows; on a bad file (a field that is not a number, a NUL
+ * byte, ragged rows, a stray quote, no rows) returns -1 with a message naming
+ * the file, line and column in err, and on a read error (a directory: EISDIR)
+ * with the system's reason. */
 int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, size_t errlen);
 void lab_rows_free(lab_rows_t *rows);
 /* Opens path for writing results, or exits with a message. */

@@ -10,6 +10,7 @@
  * in that order from the one stream (--seed replaces 42).  prob3, Python's
  * str() of the first 5 normalised XXL rows, always comes from the full-size
  * stream, so --quick still writes the notebook's answer. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lab.h"
@@ -103,6 +104,20 @@ int lab_normalize(void)
         char err[512];
         if (lab_csv_read(lab_opt.input, LAB_CSV_SQUARE, &rows, err, sizeof err) != 0) lab_die("%s", err);
         size_t nrows = rows.nrows, ncols = rows.off[1], bytes = nrows * ncols * sizeof(double);
+        /* max - min of finite values can still overflow (1e308, -1e308),
+         * and the row would come out as NaN: refuse it, naming the row. */
+        for (size_t r = 0; r < nrows; r++) {
+            const double *x = rows.v + rows.off[r];
+            double lo = x[0], hi = x[0];
+            for (size_t c = 1; c < ncols; c++) {
+                if (x[c] < lo) lo = x[c];
+                if (x[c] > hi) hi = x[c];
+            }
+            if (!isfinite(hi - lo))
+                lab_die("%s: line %zu: the row runs from %g to %g, a span too large for a double, so it cannot "
+                        "be normalised",
+                        lab_opt.input, rows.line[r], lo, hi);
+        }
         double *v = lab_shared_alloc(bytes);
         memcpy(v, rows.v, bytes);
         lab_rows_free(&rows);
