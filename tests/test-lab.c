@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -527,18 +528,48 @@ Test(lab, progress_bar_on_a_terminal, .timeout = 60)
     close(master);
 }
 
-Test(lab, heavy_scalar_math_agrees, .timeout = 60)
+/* heavy computes what the lecture's numpy code computes on the same input:
+ * three rounds of (sin + cos) ** (x * x) over RandomState(seed)'s
+ * random_sample, summed per chunk, to a relative 1e-12, with the vector
+ * math and with scalar libm; map_async is timed on both backends. */
+static void heavy_vs_numpy(bool scalar)
 {
-    setenv("LAB_SCALAR_MATH", "1", 1);
+    if (scalar) setenv("LAB_SCALAR_MATH", "1", 1);
     run_t r = lab("heavy", "--scale", "0.01", "--soln", "soln.json");
     unsetenv("LAB_SCALAR_MATH");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
     json_t *s = load_report();
     json_t *w = check_modes(s, "heavy");
-    cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    if (scalar) {
+        cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
+        cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    }
+    cr_assert_eq(json_integer_value(json_object_get(w, "n")), 400000);
+    json_t *async = json_object_get(w, "map_async_seconds");
+    cr_assert(json_real_value(json_object_get(async, "threads")) > 0);
+    cr_assert(json_real_value(json_object_get(async, "processes")) > 0);
+    double got = json_real_value(json_object_get(w, "sum"));
+    char *want = python("import numpy as np\n"
+                        "x = np.random.RandomState(20240917).random_sample(400000)\n"
+                        "for _ in range(3):\n"
+                        "    x = (np.sin(x) + np.cos(x)) ** (x * x)\n"
+                        "print(repr(sum(float(np.sum(c)) for c in np.array_split(x, 4))))\n");
+    double py = strtod(want, NULL);
+    cr_assert_gt(py, 400000, "every value ends >= 1: %s", want);
+    cr_assert_leq(fabs(got - py) / py, 1e-12, "lab %.17g, numpy %.17g", got, py);
+    free(want);
     json_decref(s);
     run_free(&r);
+}
+
+Test(lab, heavy_matches_numpy, .timeout = 90)
+{
+    heavy_vs_numpy(false);
+}
+
+Test(lab, heavy_scalar_math_matches_numpy, .timeout = 90)
+{
+    heavy_vs_numpy(true);
 }
 
 Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)

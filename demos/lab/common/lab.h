@@ -110,6 +110,10 @@ typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
  * in *start_s when not NULL).  Exits with a message on a pool failure. */
 double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
                const char *label, double *start_s);
+/* The same job through async_executor_map_async on a fresh pool of the
+ * mode's backend, then a wait on its future: Pool.map_async(...).get().
+ * Returns the seconds from the call to the future being final. */
+double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk);
 /* Runs every mode the user asked for, clearing out (out_size bytes) before
  * each and hashing it after, into r. */
 void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
