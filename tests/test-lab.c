@@ -487,8 +487,8 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     free(want);
     free(got);
     /* Charts: real PNG files (gnuplot-nox is one of scripts/packages). */
-    const char *png[] = {"plots/workers.png", "plots/chunks.png"};
-    for (int i = 0; i < 2; i++) {
+    const char *png[] = {"plots/workers.png", "plots/chunks.png", "plots/amdahl.png"};
+    for (int i = 0; i < 3; i++) {
         char *data = slurp(path(png[i]));
         cr_assert(strncmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
         free(data);
@@ -685,4 +685,78 @@ Test(lab, floats_print_as_pythons_repr, .timeout = 60)
     }
     free(got);
     free(values);
+}
+
+/* The lecture's (x + y) ** 2 and create_and_save_file examples: every Pool
+ * call they use is timed on both backends (the lab checks each variant's
+ * results against the serial loop and exits 1 on a difference), and the
+ * files' folder is removed afterwards. */
+Test(lab, lecture_pairs_and_files_variants, .timeout = 120)
+{
+    run_t r = lab("pairs", "--scale", "0.01", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "every variant agrees exactly; f(0, 1) = 1, f(9999, 10000) = 399960001"), "%s", r.out);
+    json_t *s = load_report();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "pairs");
+    cr_assert(json_real_value(json_object_get(w, "serial")) > 0);
+    cr_assert(json_real_value(json_object_get(w, "vectorised")) > 0);
+    static const char *backends[] = {"threads", "processes"};
+    for (int b = 0; b < 2; b++) {
+        json_t *o = json_object_get(w, backends[b]);
+        cr_assert(json_real_value(json_object_get(o, "starmap")) > 0, "%s", backends[b]);
+        cr_assert(json_real_value(json_object_get(o, "starmap_async")) > 0, "%s", backends[b]);
+    }
+    json_decref(s);
+    run_free(&r);
+
+    setenv("TMPDIR", dir, 1);
+    r = lab("files", "--scale", "0.02", "--soln", "soln.json");
+    unsetenv("TMPDIR");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "every call wrote the same 20 files"), "%s", r.out);
+    s = load_report();
+    w = json_object_get(json_object_get(s, "workloads"), "files");
+    static const char *calls[] = {"apply", "apply_async", "map", "map_async", "starmap"};
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < 5; c++)
+            cr_assert(json_real_value(json_object_get(json_object_get(w, backends[b]), calls[c])) > 0, "%s %s",
+                      backends[b], calls[c]);
+    json_decref(s);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls -d '%s'/lab-files-* 2>/dev/null | grep -q .", dir);
+    cr_assert_neq(system(cmd), 0, "the files' folder was removed");
+    run_free(&r);
+}
+
+/* The scheduler hands tasks out by priority, times out the two that run ten
+ * times past their timeout (killing their workers), fails the failing one
+ * with its message, and finishes the rest. */
+Test(lab, scheduler_priorities_timeouts_failures, .timeout = 120)
+{
+    run_t r = lab("scheduler", "--scale", "0.05", "--workers", "2", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "summary: 5 done, 2 timed out, 1 failed"), "%s", r.out);
+    json_t *s = load_report();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "scheduler");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "backend")), "processes");
+    json_t *list = json_object_get(w, "tasks");
+    cr_assert_eq(json_array_size(list), 8);
+    for (size_t i = 0; i < 8; i++) {
+        json_t *t = json_array_get(list, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const char *outcome = json_string_value(json_object_get(t, "outcome"));
+        json_int_t started = json_integer_value(json_object_get(t, "started"));
+        json_int_t prio = json_integer_value(json_object_get(t, "priority"));
+        if (!strcmp(name, "index") || !strcmp(name, "train")) cr_assert_str_eq(outcome, "timed out", "%s", name);
+        else if (!strcmp(name, "resize")) {
+            cr_assert_str_eq(outcome, "failed");
+            cr_assert(strstr(json_string_value(json_object_get(t, "message")), "the input image is corrupt"));
+        } else cr_assert_str_eq(outcome, "done", "%s", name);
+        /* Highest priority first: the two top tasks take the two workers,
+         * and the lowest starts last. */
+        if (prio == 9 || prio == 7) cr_assert_leq(started, 2, "%s started %lld", name, (long long)started);
+        if (prio == 1) cr_assert_eq(started, 8, "%s started %lld", name, (long long)started);
+    }
+    json_decref(s);
+    run_free(&r);
 }

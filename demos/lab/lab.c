@@ -24,6 +24,9 @@ static const struct workload {
     {"heavy", lab_heavy, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
     {"chunks", lab_chunks, false, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
     {"workers", lab_workers, false, "1 to 2 x CPUs workers, with the Amdahl fit"},
+    {"pairs", lab_pairs, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
+    {"files", lab_files, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
+    {"scheduler", lab_scheduler, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
 };
 #define NWORK (sizeof workloads / sizeof workloads[0])
 

@@ -189,6 +189,9 @@ int lab_sumsq(void);
 int lab_heavy(void);
 int lab_chunks(void);
 int lab_workers(void);
+int lab_pairs(void);     /* lecture.c */
+int lab_files(void);     /* lecture.c */
+int lab_scheduler(void); /* scheduler.c */
 /* data.c: `lab data` prints the generated data's first values and digests. */
 int lab_data(void);
 /* heavy's input: n = 40,000,000 x scale values of
