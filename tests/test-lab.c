@@ -760,3 +760,37 @@ Test(lab, scheduler_priorities_timeouts_failures, .timeout = 120)
     json_decref(s);
     run_free(&r);
 }
+
+/* Each busy-work task reports the process that ran it and its own elapsed
+ * time, as the lab's do_busy_work prints them: serially one process, on the
+ * pool of 4 processes several, and no task took less than its sleep. */
+Test(lab, busywork_tasks_report_pid_and_elapsed, .timeout = 60)
+{
+    run_t r = lab("busywork", "--scale", "0.2", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "part3 task 4 done in pid "), "%s", r.out);
+    json_t *s = load_report();
+    json_t *bw = json_object_get(s, "busywork");
+    static const double secs[] = {1, 2, 4, 6};
+    json_t *serial = json_object_get(json_object_get(json_object_get(bw, "part1"), "tasks"), "serial");
+    json_t *procs = json_object_get(json_object_get(json_object_get(bw, "part3"), "tasks"), "processes");
+    cr_assert_eq(json_array_size(serial), 4);
+    cr_assert_eq(json_array_size(procs), 4);
+    json_int_t serial_pid = json_integer_value(json_object_get(json_array_get(serial, 0), "pid"));
+    int distinct = 0;
+    for (size_t i = 0; i < 4; i++) {
+        json_t *a = json_array_get(serial, i), *b = json_array_get(procs, i);
+        cr_assert_eq(json_integer_value(json_object_get(a, "pid")), serial_pid, "one process runs the serial loop");
+        json_int_t pid = json_integer_value(json_object_get(b, "pid"));
+        cr_assert_gt(pid, 0);
+        cr_assert_neq(pid, serial_pid, "task %zu ran in a worker process", i + 1);
+        bool seen = false;
+        for (size_t k = 0; k < i; k++) seen |= json_integer_value(json_object_get(json_array_get(procs, k), "pid")) == pid;
+        distinct += !seen;
+        cr_assert_geq(json_real_value(json_object_get(a, "elapsed")), secs[i] * 0.2 * 0.999);
+        cr_assert_geq(json_real_value(json_object_get(b, "elapsed")), secs[i] * 0.2 * 0.999);
+    }
+    cr_assert_geq(distinct, 2, "the pool of 4 ran the tasks in several processes");
+    json_decref(s);
+    run_free(&r);
+}

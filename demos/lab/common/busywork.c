@@ -69,7 +69,7 @@ int lab_busywork(void)
     for (int p = 0; p < 3; p++) {
         char key[8];
         snprintf(key, sizeof key, "part%d", p + 1);
-        json_t *tasks = json_array();
+        json_t *tasks = json_object(); /* per mode: what each task reported */
         printf("  %-20s %9.3f", part_name[p], expected(pools[p], lab_opt.scale));
         json_t *part = json_object();
         json_object_set_new(part, "workers", json_integer(pools[p]));
@@ -92,7 +92,7 @@ int lab_busywork(void)
                 sum.sum[mode] = h;
                 sum.ran[mode] = true;
             }
-            json_t *msgs = json_array();
+            json_t *msgs = json_array(), *reported = json_array();
             for (int i = 0; i < NTASKS; i++) {
                 char line[96];
                 snprintf(line, sizeof line, "task %d done in pid %d, slept for %g, took %.3f s", i + 1, b->pid[i],
@@ -101,8 +101,9 @@ int lab_busywork(void)
                 json_t *task = json_object();
                 json_object_set_new(task, "pid", json_integer(b->pid[i]));
                 json_object_set_new(task, "elapsed", json_real(b->elapsed[i]));
-                json_array_append_new(tasks, task);
+                json_array_append_new(reported, task);
             }
+            json_object_set_new(tasks, lab_mode_name[mode], reported);
             json_object_set_new(part, "results", msgs);
             if (mode == want_mode[p]) {
                 json_object_set_new(prob2, key, json_real(t));
