@@ -1,6 +1,7 @@
 /* lab: the parallel-processing lab's CPU workloads, each run serially, on
  * threads and on processes, timed, compared, and checked to agree exactly;
- * `lab all` runs everything and writes soln.json.  See docs/lab.md. */
+ * `lab all` runs everything and writes the notebook's soln.json and the
+ * report of every figure, lab-report.json.  See docs/lab.md. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: lab WORKLOAD [options]\n\nworkloads:\n");
     for (size_t i = 0; i < NWORK; i++) fprintf(f, "  %-10s %s\n", workloads[i].name, workloads[i].what);
-    fprintf(f, "  %-10s %s\n", "all", "every workload above, then soln.json");
+    fprintf(f, "  %-10s %s\n", "all", "every workload above, then soln.json and lab-report.json");
     fprintf(f, "  %-10s %s\n", "data", "the generated data's first values and digests (to check against numpy)");
     fprintf(f, "  %-10s %s\n", "repr", "repr X...: each number as Python's repr prints it (soln.json's floats)");
     fprintf(f, "\noptions:\n"

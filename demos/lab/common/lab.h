@@ -1,5 +1,6 @@
 /* The lab demo's shared declarations: options, the mode runner, shared
- * memory, the seeded generator, CSV, reports and the soln.json figures.
+ * memory, numpy's generator, Python's text, CSV, reports, soln.json and
+ * the report file.
  *
  * Every workload keeps its data and results in shared memory (lab_shared_*)
  * allocated before a pool starts, so the same range function runs unchanged
@@ -32,7 +33,7 @@ typedef struct lab_opts {
 } lab_opts_t;
 
 extern lab_opts_t lab_opt;
-/* Per-workload figures, written into soln.json beside the lab's keys. */
+/* Per-workload figures, written into the report file (lab-report.json). */
 extern json_t *lab_figures;
 
 /* --- util.c --------------------------------------------------------------- */
@@ -40,9 +41,9 @@ double lab_now(void); /* seconds, monotonic */
 /* Zeroed shared memory (MAP_SHARED | MAP_ANONYMOUS); exits on failure. */
 void *lab_shared_alloc(size_t size);
 void lab_shared_free(void *p, size_t size);
-/* splitmix64: a fixed seed gives the same data on every run and machine. */
+/* splitmix64, for data with no notebook counterpart (factors): a fixed seed
+ * gives the same data on every run and machine. */
 uint64_t lab_rand(uint64_t *state);
-double lab_rand_unit(uint64_t *state); /* [0, 1) */
 uint64_t lab_fnv(const void *data, size_t len, uint64_t h); /* FNV-1a, h = 0 to start */
 size_t lab_scaled(size_t n, size_t min);                    /* n * scale, at least min */
 void lab_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -175,8 +176,6 @@ extern double lab_last_others;
 void lab_verdict(const lab_result_t *r, lab_bound_t bound);
 /* Whether the mode was asked for. */
 bool lab_want(lab_mode_t mode);
-/* A JSON string of a C array of doubles/ints, for soln.json. */
-json_t *lab_json_doubles(const double *v, size_t n);
 
 /* --- workloads ------------------------------------------------------------ */
 int lab_howmany(void);
