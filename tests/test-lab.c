@@ -710,7 +710,7 @@ Test(lab, lecture_pairs_and_files_variants, .timeout = 120)
     run_free(&r);
 
     setenv("TMPDIR", dir, 1);
-    r = lab("files", "--scale", "0.02", "--soln", "soln.json");
+    r = lab("files", "--scale", "0.1", "--soln", "soln.json");
     unsetenv("TMPDIR");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "every call wrote the same 20 files"), "%s", r.out);

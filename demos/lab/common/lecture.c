@@ -7,7 +7,8 @@
  * is the per-item overhead: each item is a tiny function call, so handing
  * items to workers costs more than the work, and the vectorised loop wins.
  *
- * files: the lecture's create_and_save_file(i), which writes file_i.txt,
+ * files: the lecture's create_and_save_file(i), which writes file_i.txt
+ * (200 files of 100 lines),
  * through apply (one blocking call a file), apply_async (submit every file,
  * then wait for all), map, map_async and starmap ((i, lines) tuples).  Each
  * variant writes its files into a fresh folder under $TMPDIR, which the lab
@@ -280,7 +281,7 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
 
 int lab_files(void)
 {
-    size_t n = lab_scaled(1000, 10);
+    size_t n = lab_scaled(200, 10);
     const char *tmp = getenv("TMPDIR");
     snprintf(folder, sizeof folder, "%s/lab-files-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(folder)) lab_die("%s: cannot create: %s", folder, strerror(errno));
