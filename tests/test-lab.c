@@ -1,9 +1,10 @@
 /* The lab demo, run as a program at small scale: every workload's answer
- * against known values (the prime count, the common items, the lab's
- * normalisation rows), every mode agreeing exactly (the lab records each
- * mode's result hash in soln.json and exits non-zero when they differ), CSV
- * input and output with precise errors, soln.json's keys, charts, and clean
- * output when stderr is redirected. */
+ * against known values or against python3 and numpy computing the same
+ * thing (the prime count, the common items, prob3, the generated data, the
+ * heavy sum, Python's repr and json.dumps), every mode agreeing exactly (the
+ * lab records each mode's result hash in lab-report.json and exits non-zero
+ * when they differ), CSV input and output with precise errors, soln.json's
+ * exact shape, charts, and clean output when stderr is redirected. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -188,7 +189,7 @@ Test(lab, common_items_answer, .timeout = 60)
     run_free(&r);
 }
 
-Test(lab, normalize_lab_rows_and_sizes, .timeout = 60)
+Test(lab, normalize_sizes_and_prob3_match_numpy, .timeout = 60)
 {
     run_t r = lab("normalize", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
