@@ -48,6 +48,12 @@ int async__ipc_mutex_lock(pthread_mutex_t *m, int64_t deadline, bool try_only);
 void async__ipc_mutex_lock_internal(pthread_mutex_t *m);
 int async__ipc_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
 
+/* A test hook: when set, the queue calls it inside its critical section
+ * with where = 1 (put, before its commit), 2 (get, before its commit) or
+ * 3 (get, after its commit), so that tests can kill a process there.  Tests
+ * link the static library and set it in a child; nothing else does. */
+extern void (*async__ipc_queue_hook)(int where);
+
 /* True when called from inside a libasync task, whose waits must go through
  * the loop. */
 bool async__ipc_in_task(void);

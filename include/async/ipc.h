@@ -25,9 +25,8 @@
  * are robust: when a process dies holding one, the next locker gets it with
  * ASYNC_EOWNERDEAD (the lock is then held and usable again; repair the state it
  * protects).  Semaphores, events, conditions and barriers repair their own
- * internal state the same way and never report it.  A process that dies in
- * the middle of a queue put can leave that one slot unpublished, which stalls
- * the queue's readers at that slot: kill producers only after closing. */
+ * internal state the same way and never report it.  The queue survives the
+ * death of any producer or consumer at any point (see below). */
 #ifndef ASYNC_IPC_H
 #define ASYNC_IPC_H
 
@@ -68,7 +67,18 @@ ASYNC_API void async_shm_free(async_shm_t *shm);
 /* A bounded multi-producer multi-consumer FIFO of byte messages between
  * processes.  Each message is 0 to max_msg bytes.  Items put by one producer
  * are got in the order it put them.  Waiting is cheap: a put or get only makes
- * a system call when the other side is asleep waiting for it. */
+ * a system call when the other side is asleep waiting for it (or, briefly,
+ * when two processes reach the queue's lock at the same moment).
+ *
+ * Death of a peer.  Any producer or consumer may be killed (even SIGKILL) at
+ * any instruction, also while inside put or get: the queue stays usable by
+ * everyone else, and at most the one message in the dead process's hands is
+ * lost.  A put in progress either took effect or left no trace; a get in
+ * progress either left the message in the queue for the next getter or took
+ * it (then it is gone with the dead process).  No message is ever got twice.
+ * A process stopped (SIGSTOP, a debugger) inside put or get holds up the
+ * others until it continues or dies.  On a JOINABLE queue, a message lost
+ * with a dead consumer is never marked done: join_dl with a deadline. */
 typedef struct async_ipc_queue async_ipc_queue_t;
 
 #define ASYNC_IPC_QUEUE_JOINABLE 1u /* count unfinished items: task_done/join */
