@@ -353,7 +353,7 @@ Test(process, ipc_demos_run, .timeout = 60)
         ARGV(ASYNC_OUT_DIR "/demos/ipc/pipes", "--count", "1000"),
         ARGV(ASYNC_OUT_DIR "/demos/ipc/run-parallel", "-j", "2", "echo one", "echo two"),
     };
-    const char *expect[] = {"same totals", "(exact)", "(exact)", "end-of-stream after 1000", "2 commands, 2 at a time"};
+    const char *expect[] = {"same totals", "shared dict, increment each", "merge into dict", "end-of-stream after 1000", "2 commands, 2 at a time"};
     enum { N = sizeof argvs / sizeof argvs[0] };
     async_command_t cmds[N];
     for (int i = 0; i < N; i++) cmds[i] = (async_command_t){argvs[i], NULL};
