@@ -2,17 +2,21 @@
  * byte messages in one shared mapping, which survives the death of any
  * producer or consumer at any instruction.
  *
- * Design.  The ring (head: puts committed, tail: gets committed, both
- * counting from 0) is guarded by one robust process-shared mutex.  Every put
- * and get changes the ring's state with a single store made while holding
- * the mutex, its commit: a put copies the message into the free slot at head
- * and then advances head; a get copies the message at tail out and then
- * advances tail.  Everything written before the commit is invisible to
- * others (it lies outside [tail, head)), so a process killed anywhere in the
- * critical section leaves the ring as it was before its operation (or after
- * it, once the commit is stored): never torn.  The kernel's robust-futex list
- * hands the mutex of a dead holder to the next locker with EOWNERDEAD; the
- * ring needs no repair, so the lock is just marked consistent.  What a death
+ * Design.  A two-lock ring (Michael and Scott's two-lock queue, on an
+ * array): head counts puts committed, tail gets committed, both from 0;
+ * producers serialise on one robust process-shared mutex, consumers on
+ * another, so a producer and a consumer never wait for each other.  Every
+ * put and get changes the ring's state with a single store made while
+ * holding its side's mutex, its commit: a put copies the message into the
+ * free slot at head (free because head - tail < capacity, and tail only
+ * grows) and then advances head; a get copies the message at tail (full
+ * because tail < head) out and then advances tail.  Everything written
+ * before the commit is invisible to others (it lies outside [tail, head)),
+ * so a process killed anywhere in the critical section leaves the ring as it
+ * was before its operation (or after it, once the commit is stored): never
+ * torn.  The kernel's robust-futex list hands the mutex of a dead holder to
+ * the next locker with EOWNERDEAD; the ring needs no repair, so the lock is
+ * just marked consistent.  What a death
  * can lose is only the message in the dead process's hands: a producer's
  * message not yet committed, or a consumer's message committed as got but
  * not yet used.  (The previous design, Vyukov's lock-free ring, claimed a
@@ -20,7 +24,8 @@
  * between the two wedged every later put and get at that slot forever.)
  *
  * Checks without the lock.  head, tail and the closed flag are atomics
- * stored under the mutex and read without it, so a get on an empty queue, or
+ * stored under a mutex and read without it (each side reads the other's
+ * counter that way even under its own lock), so a get on an empty queue, or
  * a put on a full one, answers without touching the mutex: waiting sides
  * that poll do not contend with the side making progress.
  *
@@ -65,10 +70,11 @@ struct async_ipc_queue {
     async__ipc_hdr_t hdr;
     size_t capacity, max_msg, stride;
     unsigned flags;
-    _Alignas(64) pthread_mutex_t mu;
-    _Atomic uint64_t head;     /* puts committed; written only under mu */
-    _Atomic uint64_t tail;     /* gets committed; written only under mu */
-    _Atomic uint32_t closed;   /* written only under mu */
+    _Alignas(64) pthread_mutex_t put_mu;
+    _Atomic uint64_t head;     /* puts committed; written only under put_mu */
+    _Atomic uint32_t closed;   /* written only under put_mu, so puts and close are ordered */
+    _Alignas(64) pthread_mutex_t get_mu;
+    _Atomic uint64_t tail;     /* gets committed; written only under get_mu */
     side_t get, put;
     _Alignas(64) _Atomic uint64_t done; /* task_done calls; unfinished = head - done */
     _Atomic uint32_t join_ev;
@@ -101,17 +107,20 @@ int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg
     q->max_msg = max_msg;
     q->stride = stride;
     q->flags = flags;
-    if ((err = async__ipc_mutex_init(&q->mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_map;
+    if ((err = async__ipc_mutex_init(&q->put_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_map;
+    if ((err = async__ipc_mutex_init(&q->get_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_put_mu;
     q->get.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->get.efd < 0) { err = -errno; goto fail_mutex; }
+    if (q->get.efd < 0) { err = -errno; goto fail_get_mu; }
     q->put.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (q->put.efd < 0) { err = -errno; goto fail_get; }
     *out = q;
     return 0;
 fail_get:
     close(q->get.efd);
-fail_mutex:
-    pthread_mutex_destroy(&q->mu);
+fail_get_mu:
+    pthread_mutex_destroy(&q->get_mu);
+fail_put_mu:
+    pthread_mutex_destroy(&q->put_mu);
 fail_map:
     async__ipc_unmap(q);
     return err;
@@ -147,8 +156,8 @@ static void wake(side_t *s)
 
 /* The ring is never torn (see the top), so a dead holder's EOWNERDEAD needs
  * no repair beyond the consistency mark the lock helper makes. */
-static void lock(async_ipc_queue_t *q) { async__ipc_mutex_lock_internal(&q->mu); }
-static void unlock(async_ipc_queue_t *q) { pthread_mutex_unlock(&q->mu); }
+static void lock(pthread_mutex_t *m) { async__ipc_mutex_lock_internal(m); }
+static void unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 
 int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
 {
@@ -157,12 +166,12 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     /* Full at the moment head was read, if tail did not move around it. */
     uint64_t t1 = atomic_load(&q->tail), h1 = atomic_load(&q->head);
     if (h1 - t1 >= q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EFULL;
-    lock(q);
+    lock(&q->put_mu);
     int err = 0;
     uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
         err = ASYNC_ECLOSED;
-    } else if (h - atomic_load_explicit(&q->tail, memory_order_relaxed) >= q->capacity) {
+    } else if (h - atomic_load(&q->tail) >= q->capacity) {
         err = ASYNC_EFULL;
     } else {
         slot_t *s = slot_at(q, h);
@@ -171,7 +180,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
         hook(1);
         atomic_store(&q->head, h + 1); /* the commit; seq_cst: see the top */
     }
-    unlock(q);
+    unlock(&q->put_mu);
     if (!err) wake(&q->get);
     return err;
 }
@@ -184,11 +193,12 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     uint32_t closed = atomic_load(&q->closed);
     uint64_t h1 = atomic_load(&q->head), t1 = atomic_load(&q->tail);
     if (h1 == t1 && atomic_load(&q->head) == h1) return closed ? ASYNC_EEOF : ASYNC_EEMPTY;
-    lock(q);
+    lock(&q->get_mu);
     int err = 0;
     uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    if (atomic_load_explicit(&q->head, memory_order_relaxed) == t) {
-        err = atomic_load_explicit(&q->closed, memory_order_relaxed) ? ASYNC_EEOF : ASYNC_EEMPTY;
+    closed = atomic_load(&q->closed); /* before head, as above */
+    if (atomic_load(&q->head) == t) {
+        err = closed ? ASYNC_EEOF : ASYNC_EEMPTY;
     } else {
         slot_t *s = slot_at(q, t);
         size_t n = s->len;
@@ -198,7 +208,7 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
         atomic_store(&q->tail, t + 1); /* the commit; seq_cst: see the top */
         hook(3);
     }
-    unlock(q);
+    unlock(&q->get_mu);
     if (!err) wake(&q->put);
     return err;
 }
@@ -307,9 +317,9 @@ int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len
 
 int async_ipc_queue_close(async_ipc_queue_t *q)
 {
-    lock(q);
+    lock(&q->put_mu);
     uint32_t was = atomic_exchange(&q->closed, 1);
-    unlock(q);
+    unlock(&q->put_mu);
     if (was) return ASYNC_EALREADY;
     wake(&q->get);
     wake(&q->put);

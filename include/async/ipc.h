@@ -363,7 +363,8 @@ typedef struct async_shared_dict_item {
 } async_shared_dict_item_t;
 
 /* Called by items for each key; a non-zero return stops the walk and is
- * returned by items. */
+ * returned by items.  key and value point into the shared table and are
+ * valid only during the call. */
 typedef int (*async_shared_dict_cb)(const char *key, const void *value, size_t len, void *arg);
 
 /* Creates an empty dictionary (its table takes 4 to 8 times
