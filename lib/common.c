@@ -23,6 +23,8 @@ static const struct {
     {ASYNC_EALREADY, "ASYNC_EALREADY", "operation already done"},
     {ASYNC_ETIMEDOUT, "ASYNC_ETIMEDOUT", "deadline passed"},
     {ASYNC_ECANCELED, "ASYNC_ECANCELED", "operation cancelled"},
+    {ASYNC_EMFILE, "ASYNC_EMFILE", "too many open files: the process's descriptor limit (RLIMIT_NOFILE) is reached"},
+    {ASYNC_ENFILE, "ASYNC_ENFILE", "too many open files in the system"},
     {ASYNC_EOWNERDEAD, "ASYNC_EOWNERDEAD", "lock acquired from a holder that died; repair the protected state"},
     {ASYNC_ECLOSED, "ASYNC_ECLOSED", "closed"},
     {ASYNC_ENOTASK, "ASYNC_ENOTASK", "must be called from inside a task"},
@@ -107,3 +109,4 @@ char *async__strdup(const char *s)
     if (p) memcpy(p, s, n);
     return p;
 }
+

@@ -1,0 +1,480 @@
+/* The fault suite's limits: every constructor of the library under exhausted
+ * descriptors (RLIMIT_NOFILE reached), and task spawn under a small address
+ * space (RLIMIT_AS).  Each case runs in a forked child, so that the limits
+ * and the descriptors filling them stay there, and is bounded by a deadline.
+ * For each number of free descriptors from 0 to HEADROOM, the constructor
+ * either succeeds (and then its object works and is freed) or fails with
+ * ASYNC_EMFILE/ASYNC_ENFILE; either way the process holds exactly the
+ * descriptors it held before the call.  A constructor that needs descriptors
+ * must fail with ASYNC_EMFILE when none is free; one that needs none must
+ * succeed.  Afterwards, with the descriptors back, it succeeds again: the
+ * program goes on.  A child that aborts, or that gives any other error,
+ * fails the test with what it saw. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/http.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#  define TEST_ASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define TEST_ASAN 1
+#  endif
+#endif
+
+#define HEADROOM 12
+#define NOFILE 256
+#define CHILD_DEADLINE_S 60
+
+/* --- the child's side ------------------------------------------------------ */
+
+static int report_fd = -1; /* the pipe to the parent: everything the child says */
+
+static void say(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n > 0 && write(report_fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1) < 0) {
+        /* the parent sees the exit status anyway */
+    }
+}
+
+/* Open descriptors, counted without opening one (opendir would need one). */
+static int count_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < NOFILE; fd++) n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+static int filler[NOFILE];
+static int n_filler;
+
+/* Takes every free descriptor, then gives back `free_fds` of them. */
+static void fill(int free_fds)
+{
+    int fd;
+    while ((fd = fcntl(2, F_DUPFD_CLOEXEC, 0)) >= 0) filler[n_filler++] = fd;
+    for (int i = 0; i < free_fds && n_filler > 0; i++) close(filler[--n_filler]);
+}
+
+static void unfill(void)
+{
+    while (n_filler > 0) close(filler[--n_filler]);
+}
+
+/* A constructor under test: builds the object, uses it a little, frees it,
+ * and returns the constructor's code (or 0). */
+typedef int (*ctor_fn)(void);
+
+enum need { NEEDS_NONE, NEEDS_FDS };
+
+static bool precise(int rc) { return rc == ASYNC_EMFILE || rc == ASYNC_ENFILE; }
+
+/* The child's whole run for one constructor; returns its exit code. */
+static int sweep(const char *name, ctor_fn fn, enum need need, bool keeps_fds)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = NOFILE;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        say("%s: setrlimit: %s", name, strerror(errno));
+        return 1;
+    }
+    int bad = 0;
+    for (int k = 0; k <= HEADROOM; k++) {
+        fill(k);
+        int before = count_fds();
+        int rc = fn();
+        int after = count_fds();
+        unfill();
+        if (rc != 0 && !precise(rc)) {
+            say("%s with %d free descriptors: %s (%s), not ASYNC_EMFILE\n", name, k,
+                async_errname(rc), async_strerror(rc));
+            bad = 1;
+        }
+        if (k == 0 && need == NEEDS_FDS && rc != ASYNC_EMFILE) {
+            say("%s with no free descriptor: %s, want ASYNC_EMFILE\n", name, async_errname(rc));
+            bad = 1;
+        }
+        if (need == NEEDS_NONE && rc != 0) {
+            say("%s needs no descriptor yet failed with %d free: %s\n", name, k,
+                async_errname(rc));
+            bad = 1;
+        }
+        if (after != before && !(rc == 0 && keeps_fds)) {
+            say("%s with %d free descriptors (%s): %d open before, %d after\n", name, k,
+                async_errname(rc), before, after);
+            bad = 1;
+        }
+    }
+    int before = count_fds();
+    int rc = fn();
+    if (rc != 0) {
+        say("%s with descriptors back: %s\n", name, async_errname(rc));
+        bad = 1;
+    }
+    if (count_fds() != before && !keeps_fds) {
+        say("%s with descriptors back leaked: %d open before, %d after\n", name, before,
+            count_fds());
+        bad = 1;
+    }
+    return bad;
+}
+
+/* --- the parent's side ----------------------------------------------------- */
+
+/* Runs main() in a forked child and fails the test, with what the child
+ * said, unless it exits 0. */
+static void in_child(const char *name, int (*main_fn)(void))
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        report_fd = p[1];
+        alarm(CHILD_DEADLINE_S);
+        _exit(main_fn());
+    }
+    close(p[1]);
+    char msg[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof msg - 1 && (n = read(p[0], msg + len, sizeof msg - 1 - len)) > 0)
+        len += (size_t)n;
+    msg[len] = 0;
+    close(p[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(!WIFSIGNALED(status), "%s: the child died of signal %d (%s)%s%s", name,
+              WTERMSIG(status), strsignal(WTERMSIG(status)), len ? ": " : "", msg);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: %s", name, msg);
+}
+
+static struct {
+    const char *name;
+    ctor_fn fn;
+    enum need need;
+    bool keeps_fds;
+} current;
+
+static int sweep_current(void)
+{
+    return sweep(current.name, current.fn, current.need, current.keeps_fds);
+}
+
+static void run_child(const char *name, ctor_fn fn, enum need need, bool keeps_fds)
+{
+    current.name = name;
+    current.fn = fn;
+    current.need = need;
+    current.keeps_fds = keeps_fds;
+    in_child(name, sweep_current);
+}
+
+/* --- constructors ---------------------------------------------------------- */
+
+static int yield_once(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_yield();
+}
+
+static int run_one_task(async_loop_t *loop)
+{
+    async_task_t t;
+    int rc = async_task_spawn(loop, yield_once, NULL, NULL, &t);
+    if (rc) return rc;
+    if (async_loop_run(loop, ASYNC_RUN_DEFAULT) != 0) return ASYNC_EIO;
+    return 0;
+}
+
+static int loop_new(void)
+{
+    async_loop_t *loop;
+    int rc = async_loop_new(&loop);
+    if (rc) return rc;
+    rc = run_one_task(loop);
+    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    return rc;
+}
+
+static int loop_default(void)
+{
+    async_loop_t *loop;
+    int rc = async_loop_default(&loop);
+    if (rc) return rc;
+    rc = run_one_task(loop);
+    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    return rc;
+}
+
+/* Objects that live on a loop made before the descriptors ran out. */
+static async_loop_t *shared_loop;
+
+static int task_spawn(void) { return run_one_task(shared_loop); }
+
+static int group_new(void)
+{
+    async_group_t *g;
+    int rc = async_group_new(shared_loop, &g);
+    if (rc) return rc;
+    return async_group_free(g);
+}
+
+static int chan_new(void)
+{
+    async_chan_t *c;
+    int rc = async_chan_new(&c, sizeof(int), 4);
+    if (rc) return rc;
+    return async_chan_free(c);
+}
+
+static int add_one(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    *(int *)out = *(const int *)in + 1;
+    return 0;
+}
+
+static int executor(async_backend_t backend)
+{
+    async_executor_opts_t o = {.backend = backend, .workers = 2};
+    async_executor_t *ex;
+    int rc = async_executor_new(&ex, &o);
+    if (rc) return rc;
+    int in = 41;
+    async_job_t job = {.fn = add_one, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
+    async_future_t *f;
+    rc = async_executor_submit(ex, &job, &f);
+    if (rc == 0) {
+        rc = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(20)));
+        const void *data;
+        size_t size;
+        if (rc == 0 && (async_future_result(f, &data, &size) || *(const int *)data != 42))
+            rc = ASYNC_EIO;
+        async_future_free(f);
+    }
+    async_executor_free(ex);
+    return rc;
+}
+
+static int executor_threads(void) { return executor(ASYNC_BACKEND_THREADS); }
+static int executor_processes(void) { return executor(ASYNC_BACKEND_PROCESSES); }
+
+static int http_own_loop(void)
+{
+    async_http_t *http;
+    int rc = async_http_new(NULL, NULL, &http);
+    if (rc) return rc;
+    return async_http_free(http);
+}
+
+static int shm_new(void)
+{
+    async_shm_t *shm;
+    int rc = async_shm_new(&shm, 4096);
+    if (rc) return rc;
+    async_shm_free(shm);
+    return 0;
+}
+
+static int queue_new(void)
+{
+    async_ipc_queue_t *q;
+    int rc = async_ipc_queue_new(&q, 4, 16, 0);
+    if (rc) return rc;
+    async_ipc_queue_free(q);
+    return 0;
+}
+
+static int pipe_new(void)
+{
+    async_ipc_pipe_t *a, *b;
+    int rc = async_ipc_pipe_new(&a, &b, 0);
+    if (rc) return rc;
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+    return 0;
+}
+
+static int locks_new(void)
+{
+    async_ipc_lock_t *l;
+    async_ipc_sem_t *s;
+    async_ipc_event_t *e;
+    int rc = async_ipc_lock_new(&l);
+    if (rc) return rc;
+    rc = async_ipc_sem_new(&s, 1, 1);
+    if (rc) goto out_lock;
+    rc = async_ipc_event_new(&e);
+    if (rc) goto out_sem;
+    async_ipc_event_free(e);
+out_sem:
+    async_ipc_sem_free(s);
+out_lock:
+    async_ipc_lock_free(l);
+    return rc;
+}
+
+static int exit_seven(void *arg)
+{
+    (void)arg;
+    return 7;
+}
+
+static int process_spawn(void)
+{
+    async_process_t *p;
+    int rc = async_process_spawn(&p, exit_seven, NULL);
+    if (rc) return rc;
+    rc = async_process_join_dl(p, async_deadline_after(ASYNC_SEC(20)));
+    int code = -1;
+    if (rc == 0 && (async_process_status(p, &code, NULL) || code != 7)) rc = ASYNC_EIO;
+    async_process_free(p);
+    return rc;
+}
+
+static int progress_new(void)
+{
+    async_progress_t *p;
+    int rc = async_progress_new("limits", 10, &p);
+    if (rc) return rc;
+    async_progress_free(p);
+    return 0;
+}
+
+/* --- descriptor exhaustion ------------------------------------------------- */
+
+Test(limits, loop_new_without_descriptors, .timeout = 90)
+{
+    run_child("async_loop_new", loop_new, NEEDS_FDS, false);
+}
+
+/* libev's default loop keeps its descriptors for the process once made, by
+ * design; only failures are checked for leaks. */
+Test(limits, loop_default_without_descriptors, .timeout = 90)
+{
+    run_child("async_loop_default", loop_default, NEEDS_FDS, true);
+}
+
+Test(limits, task_spawn_and_group_need_no_descriptor, .timeout = 90)
+{
+    cr_assert_eq(async_loop_new(&shared_loop), 0);
+    run_child("async_task_spawn", task_spawn, NEEDS_NONE, false);
+    run_child("async_group_new", group_new, NEEDS_NONE, false);
+    cr_assert_eq(async_loop_free(shared_loop), 0);
+}
+
+Test(limits, channel_needs_no_descriptor, .timeout = 90)
+{
+    run_child("async_chan_new", chan_new, NEEDS_NONE, false);
+}
+
+Test(limits, executor_threads_without_descriptors, .timeout = 120)
+{
+    run_child("async_executor_new(threads)", executor_threads, NEEDS_NONE, false);
+}
+
+Test(limits, executor_processes_without_descriptors, .timeout = 120)
+{
+    run_child("async_executor_new(processes)", executor_processes, NEEDS_FDS, false);
+}
+
+Test(limits, http_client_own_loop_without_descriptors, .timeout = 90)
+{
+    run_child("async_http_new(own loop)", http_own_loop, NEEDS_FDS, false);
+}
+
+Test(limits, ipc_shm_without_descriptors, .timeout = 90)
+{
+    run_child("async_shm_new", shm_new, NEEDS_FDS, false);
+}
+
+Test(limits, ipc_queue_without_descriptors, .timeout = 90)
+{
+    run_child("async_ipc_queue_new", queue_new, NEEDS_FDS, false);
+}
+
+Test(limits, ipc_pipe_without_descriptors, .timeout = 90)
+{
+    run_child("async_ipc_pipe_new", pipe_new, NEEDS_FDS, false);
+}
+
+Test(limits, ipc_locks_need_no_descriptor, .timeout = 90)
+{
+    run_child("async_ipc_lock/sem/event_new", locks_new, NEEDS_NONE, false);
+}
+
+Test(limits, process_spawn_without_descriptors, .timeout = 90)
+{
+    run_child("async_process_spawn", process_spawn, NEEDS_NONE, false);
+}
+
+Test(limits, progress_needs_no_descriptor, .timeout = 90)
+{
+    run_child("async_progress_new", progress_new, NEEDS_NONE, false);
+}
+
+/* A request that cannot get a socket says so, rather than "Couldn't connect";
+ * with descriptors back, the same request fails as a refused connection. */
+static int http_request_child(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = NOFILE;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    async_http_t *http;
+    int rc = async_http_new(NULL, NULL, &http);
+    if (rc) {
+        say("async_http_new: %s\n", async_errname(rc));
+        return 1;
+    }
+    int bad = 0;
+    async_http_request_t req = {.url = "http://127.0.0.1:1/", .max_retries = -1};
+    async_http_response_t *r = NULL;
+    fill(0);
+    int before = count_fds();
+    rc = async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_SEC(20)));
+    int after = count_fds();
+    unfill();
+    if (rc != ASYNC_EMFILE || !r || r->error != ASYNC_EMFILE || !strstr(r->errmsg, "descriptors")) {
+        say("out of descriptors: %s, \"%s\"; want ASYNC_EMFILE\n", async_errname(rc),
+            r ? r->errmsg : "(no response)");
+        bad = 1;
+    }
+    if (after != before) {
+        say("the failed request leaked: %d open before, %d after\n", before, after);
+        bad = 1;
+    }
+    async_http_response_free(r);
+    r = NULL;
+    rc = async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_SEC(20)));
+    if (rc != ASYNC_ECURL || !r || !strstr(r->errmsg, "onnect")) {
+        say("with descriptors back: %s, \"%s\"; want a refused connection\n",
+            async_errname(rc), r ? r->errmsg : "(no response)");
+        bad = 1;
+    }
+    async_http_response_free(r);
+    async_http_free(http);
+    return bad;
+}
+
+Test(limits, http_request_reports_descriptor_exhaustion, .timeout = 90)
+{
+    in_child("HTTP request without descriptors", http_request_child);
+}
