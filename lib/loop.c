@@ -89,7 +89,7 @@ static void on_syserr(const char *msg)
 static void install_hooks(void)
 {
     ev_set_syserr_cb(on_syserr);
-
+    ev_set_allocator(async__ev_realloc);
 }
 
 /* Takes the reserve; fails with the descriptor error if two are not free. */

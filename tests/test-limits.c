@@ -13,6 +13,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -477,4 +478,106 @@ static int http_request_child(void)
 Test(limits, http_request_reports_descriptor_exhaustion, .timeout = 90)
 {
     in_child("HTTP request without descriptors", http_request_child);
+}
+
+/* --- address space --------------------------------------------------------- */
+
+#define AS_HEADROOM ((rlim_t)96 << 20)
+#define AS_MAX_TASKS 200000
+
+static long vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* Every task sleeps, so libev's timer heap and pending queue grow with the
+ * number of tasks while the address space is already full of their stacks. */
+static int nap(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_MSEC(20));
+}
+
+/* Spawns until memory runs out, runs them all, then spawns again: spawn says
+ * ASYNC_ENOMEM, libev never aborts, and the program goes on. */
+static int address_space_child(void)
+{
+    async_loop_t *loop;
+    int rc = async_loop_new(&loop);
+    if (rc) {
+        say("async_loop_new: %s\n", async_errname(rc));
+        return 1;
+    }
+    long vm = vm_size();
+    if (vm < 0) {
+        say("no VmSize in /proc/self/status\n");
+        return 1;
+    }
+    struct rlimit rl = {(rlim_t)vm + AS_HEADROOM, (rlim_t)vm + AS_HEADROOM};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) {
+        say("setrlimit(RLIMIT_AS): %s\n", strerror(errno));
+        return 1;
+    }
+    async_task_opts_t o = {.stack_size = ASYNC_STACK_MIN, .detached = true};
+    int n = 0;
+    for (; n < AS_MAX_TASKS; n++) {
+        rc = async_task_spawn(loop, nap, NULL, &o, NULL);
+        if (rc) break;
+    }
+    if (rc != ASYNC_ENOMEM || n == 0) {
+        say("after %d tasks spawn said %s, want ASYNC_ENOMEM\n", n, async_errname(rc));
+        return 1;
+    }
+    /* The program takes what memory is left (so that no slack in malloc's
+     * heap hides libev's needs), then runs the tasks it has. */
+    void *ballast = NULL;
+    for (size_t size = (size_t)64 << 10; size >= 16; size /= 2) {
+        void **b;
+        while ((b = malloc(size))) {
+            *b = ballast;
+            ballast = b;
+        }
+    }
+    rc = async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    while (ballast) {
+        void *next = *(void **)ballast;
+        free(ballast);
+        ballast = next;
+    }
+    if (rc != 0) {
+        say("running %d tasks: %d\n", n, rc);
+        return 1;
+    }
+    /* The program's choice after ASYNC_ENOMEM: go on with fewer tasks. */
+    for (int i = 0; i < n / 2; i++) {
+        rc = async_task_spawn(loop, nap, NULL, &o, NULL);
+        if (rc) {
+            say("spawn %d of %d again, after the first %d ended: %s\n", i, n / 2, n,
+                async_errname(rc));
+            return 1;
+        }
+    }
+    rc = async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    if (rc != 0 || async_loop_free(loop) != 0) {
+        say("second run: %d\n", rc);
+        return 1;
+    }
+    return 0;
+}
+
+Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
+{
+#ifdef TEST_ASAN
+    cr_skip("AddressSanitizer maps terabytes of shadow memory and cannot run under a small "
+            "RLIMIT_AS");
+#else
+    in_child("spawn under RLIMIT_AS", address_space_child);
+#endif
 }
