@@ -39,6 +39,14 @@ struct json_t; /* jansson's json_t */
 typedef struct async_http async_http_t;
 
 /* Client options.  Zero fields take the default shown. */
+/* The longest Retry-After the client will wait for, in seconds (a year).
+ * A 429 or 503 whose Retry-After (delay-seconds, or an HTTP-date) lies
+ * further ahead, however large the number, is never retried sooner than
+ * asked: it is returned as the response, as one longer than retry_max_ns
+ * is.  Retry-After: 0, a date in the past or an unreadable value gives the
+ * ordinary backoff. */
+#define ASYNC_HTTP_RETRY_AFTER_MAX ((int64_t)366 * 24 * 3600)
+
 typedef struct async_http_opts {
     long max_connections;      /* open connections in all; 0: unlimited */
     long max_host_connections; /* to one host; 0: unlimited */
@@ -46,7 +54,9 @@ typedef struct async_http_opts {
     unsigned rate_burst;       /* starts allowed back to back; 0: 1 */
     int max_retries;           /* extra attempts after a transient failure; 0: none */
     int64_t retry_base_ns;     /* first backoff; 0: 100 ms.  Doubles each retry */
-    int64_t retry_max_ns;      /* cap on one backoff and on Retry-After; 0: 30 s */
+    int64_t retry_max_ns;      /* cap on one backoff and on Retry-After; 0: 30 s.
+                                  A Retry-After longer than this is not waited
+                                  for: the 429 or 503 is the response */
     int64_t timeout_ns;        /* per attempt, whole transfer; 0: 30 s; <0: none */
     int64_t connect_timeout_ns;/* per attempt, connecting; 0: 10 s; <0: none */
     bool no_http2;             /* true: never multiplex over HTTP/2 */
