@@ -572,6 +572,164 @@ static int address_space_child(void)
     return 0;
 }
 
+/* Every constructor with the address space nearly or entirely full (the
+ * limit a little above what is mapped, and malloc's slack taken): each
+ * either works or fails with ASYNC_ENOMEM, nothing crashes, and once the
+ * limit is lifted it works again. */
+static const rlim_t as_headroom[] = {0, 64 << 10, 1 << 20, 8 << 20, 32 << 20};
+
+static void *ballast_fill(void)
+{
+    void *ballast = NULL;
+    for (size_t size = (size_t)64 << 10; size >= 16; size /= 2) {
+        void **b;
+        while ((b = malloc(size))) {
+            *b = ballast;
+            ballast = b;
+        }
+    }
+    return ballast;
+}
+
+static void ballast_free(void *ballast)
+{
+    while (ballast) {
+        void *next = *(void **)ballast;
+        free(ballast);
+        ballast = next;
+    }
+}
+
+static int sweep_as_current(void)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_AS, &rl);
+    rlim_t hard = rl.rlim_max;
+    int bad = 0;
+    for (size_t i = 0; i < sizeof as_headroom / sizeof as_headroom[0]; i++) {
+        long vm = vm_size();
+        rl.rlim_cur = (rlim_t)vm + as_headroom[i];
+        rl.rlim_max = hard;
+        if (vm < 0 || setrlimit(RLIMIT_AS, &rl) != 0) {
+            say("%s: cannot lower RLIMIT_AS\n", current.name);
+            return 1;
+        }
+        void *ballast = ballast_fill();
+        int rc = current.fn();
+        ballast_free(ballast);
+        rl.rlim_cur = hard;
+        setrlimit(RLIMIT_AS, &rl);
+        if (rc != 0 && rc != ASYNC_ENOMEM) {
+            say("%s with %zu KiB of address space left: %s (%s), not ASYNC_ENOMEM\n",
+                current.name, (size_t)(as_headroom[i] >> 10), async_errname(rc),
+                async_strerror(rc));
+            bad = 1;
+        }
+        if (i == 0 && current.need == NEEDS_FDS && rc != ASYNC_ENOMEM) {
+            say("%s with no address space left: %s, want ASYNC_ENOMEM\n", current.name,
+                async_errname(rc));
+            bad = 1;
+        }
+    }
+    int rc = current.fn();
+    if (rc != 0) {
+        say("%s with the limit lifted: %s\n", current.name, async_errname(rc));
+        bad = 1;
+    }
+    return bad;
+}
+
+/* allocates: the constructor certainly takes memory, so with none left it
+ * must fail (with ASYNC_ENOMEM). */
+static void run_as_child(const char *name, ctor_fn fn, bool allocates)
+{
+#ifdef TEST_ASAN
+    (void)name, (void)fn, (void)allocates;
+    cr_skip("AddressSanitizer maps terabytes of shadow memory and cannot run under a small "
+            "RLIMIT_AS");
+#else
+    current.name = name;
+    current.fn = fn;
+    current.need = allocates ? NEEDS_FDS : NEEDS_NONE;
+    in_child(name, sweep_as_current);
+#endif
+}
+
+Test(limits, loop_new_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_loop_new", loop_new, true);
+}
+
+static int spawn_on_new_loop(void)
+{
+    async_loop_t *loop;
+    int rc = async_loop_new(&loop);
+    if (rc) return rc;
+    rc = run_one_task(loop);
+    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    return rc;
+}
+
+Test(limits, task_spawn_out_of_address_space, .timeout = 90)
+{
+    shared_loop = NULL;
+    run_as_child("async_task_spawn", spawn_on_new_loop, true);
+}
+
+Test(limits, channel_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_chan_new", chan_new, true);
+}
+
+static int group_on_new_loop(void)
+{
+    async_loop_t *loop;
+    int rc = async_loop_new(&loop);
+    if (rc) return rc;
+    shared_loop = loop;
+    rc = group_new();
+    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    return rc;
+}
+
+Test(limits, group_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_group_new", group_on_new_loop, true);
+}
+
+Test(limits, executor_threads_out_of_address_space, .timeout = 120)
+{
+    run_as_child("async_executor_new(threads)", executor_threads, true);
+}
+
+Test(limits, executor_processes_out_of_address_space, .timeout = 120)
+{
+    run_as_child("async_executor_new(processes)", executor_processes, true);
+}
+
+Test(limits, http_client_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_http_new(own loop)", http_own_loop, true);
+}
+
+Test(limits, ipc_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_shm_new", shm_new, true);
+    run_as_child("async_ipc_queue_new", queue_new, true);
+    run_as_child("async_ipc_pipe_new", pipe_new, false); /* may not touch the heap */
+    run_as_child("async_ipc_lock/sem/event_new", locks_new, true);
+}
+
+Test(limits, process_spawn_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_process_spawn", process_spawn, true);
+}
+
+Test(limits, progress_out_of_address_space, .timeout = 90)
+{
+    run_as_child("async_progress_new", progress_new, true);
+}
+
 Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
 {
 #ifdef TEST_ASAN
