@@ -644,7 +644,7 @@ static int sweep_as_current(void)
 static void run_as_child(const char *name, ctor_fn fn, bool allocates)
 {
 #ifdef TEST_ASAN
-    (void)name, (void)fn, (void)allocates;
+    (void)name, (void)fn, (void)allocates, (void)sweep_as_current;
     cr_skip("AddressSanitizer maps terabytes of shadow memory and cannot run under a small "
             "RLIMIT_AS");
 #else
@@ -733,6 +733,7 @@ Test(limits, progress_out_of_address_space, .timeout = 90)
 Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
 {
 #ifdef TEST_ASAN
+    (void)address_space_child;
     cr_skip("AddressSanitizer maps terabytes of shadow memory and cannot run under a small "
             "RLIMIT_AS");
 #else
