@@ -740,3 +740,62 @@ Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
     in_child("spawn under RLIMIT_AS", address_space_child);
 #endif
 }
+
+/* --- the brewery demo at ulimit -n 64 ---------------------------------------- */
+
+#define DEMO ASYNC_OUT_DIR "/demos/brewery/brewery"
+
+/* Runs the demo in one mode with 64 descriptors; it must end by itself
+ * (exit 0, or nonzero having said what failed), never by a signal: earlier
+ * versions died of SIGABRT inside libev. */
+static void demo_at_64(const char *mode)
+{
+    char json[64], errfile[64];
+    snprintf(json, sizeof json, "/tmp/test-limits-brewery-%d.json", (int)getpid());
+    /* A file, not a pipe: a server the demo leaves behind must not hold the
+     * test up waiting for end of file. */
+    snprintf(errfile, sizeof errfile, "/tmp/test-limits-brewery-%d.err", (int)getpid());
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct rlimit rl = {64, 64};
+        int devnull = open("/dev/null", O_WRONLY);
+        int err = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (devnull < 0 || err < 0 || dup2(devnull, 1) < 0 || dup2(err, 2) < 0) _exit(126);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+        alarm(CHILD_DEADLINE_S); /* kept across exec: a hang ends as SIGALRM */
+        execl(DEMO, DEMO, "--mode", mode, "--states", "all", "--json", json, "--latency", "1",
+              "--timeout-ms", "1000", "--retries", "0", (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    static char msg[1 << 16];
+    size_t len = 0;
+    FILE *f = fopen(errfile, "r");
+    if (f) {
+        len = fread(msg, 1, sizeof msg - 1, f);
+        fclose(f);
+    }
+    msg[len] = 0;
+    unlink(errfile);
+    unlink(json);
+    const char *tail = len > 300 ? msg + len - 300 : msg;
+    cr_assert(!WIFSIGNALED(status), "brewery --mode %s at ulimit -n 64 died of signal %d (%s): %s",
+              mode, WTERMSIG(status), strsignal(WTERMSIG(status)), tail);
+    int code = WEXITSTATUS(status);
+    cr_assert(code != 126 && code != 127, "could not run %s", DEMO);
+    if (code != 0)
+        cr_assert(strstr(msg, "failed"), "exit %d without saying what failed: %s", code, tail);
+}
+
+Test(limits, brewery_demo_async_at_64_descriptors, .timeout = 90)
+{
+    demo_at_64("async");
+}
+
+Test(limits, brewery_demo_threads_at_64_descriptors, .timeout = 90)
+{
+    demo_at_64("threads");
+}
