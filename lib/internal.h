@@ -34,6 +34,18 @@ void *async__realloc(void *ptr, size_t size);
 void async__free(void *ptr);
 char *async__strdup(const char *s);
 
+/* libev's allocator (installed by the first loop).  libev aborts when its
+ * allocator returns NULL, so this one holds a reserve of address space and
+ * spends it when realloc fails; spawn keeps the reserve in step with the
+ * live tasks (async__ev_reserve_take) and fails with ASYNC_ENOMEM when it
+ * cannot, so memory runs out in a call that can say so. */
+void *async__ev_realloc(void *ptr, long size);
+/* Counts one more live task and grows the reserve to match: 0 or
+ * ASYNC_ENOMEM (then nothing is counted). */
+int async__ev_reserve_take(void);
+/* Counts one live task fewer. */
+void async__ev_reserve_drop(void);
+
 /* --- intrusive doubly linked list ----------------------------------------- */
 typedef struct async__list {
     struct async__list *prev, *next;
