@@ -29,6 +29,7 @@ static const struct {
     {ASYNC_ECANCELED, "ASYNC_ECANCELED", "operation cancelled"},
     {ASYNC_EMFILE, "ASYNC_EMFILE", "too many open files: the process's descriptor limit (RLIMIT_NOFILE) is reached"},
     {ASYNC_ENFILE, "ASYNC_ENFILE", "too many open files in the system"},
+    {ASYNC_ENOENT, "ASYNC_ENOENT", "no such entry"},
     {ASYNC_EOWNERDEAD, "ASYNC_EOWNERDEAD", "lock acquired from a holder that died; repair the protected state"},
     {ASYNC_ECLOSED, "ASYNC_ECLOSED", "closed"},
     {ASYNC_ENOTASK, "ASYNC_ENOTASK", "must be called from inside a task"},

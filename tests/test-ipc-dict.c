@@ -59,6 +59,7 @@ Test(ipc_dict, set_get_update_increment_delete_items, .timeout = 10)
     char buf[32];
     size_t len = 0;
     cr_assert_eq(async_shared_dict_get(d, "a", buf, sizeof buf, &len), ASYNC_ENOENT);
+    cr_assert_str_eq(async_errname(ASYNC_ENOENT), "ASYNC_ENOENT"); /* a named code, not "unknown" */
     cr_assert_eq(async_shared_dict_set(d, "a", "hello", 5), 0);
     cr_assert_eq(async_shared_dict_get(d, "a", buf, sizeof buf, &len), 0);
     cr_assert_eq(len, 5);

@@ -333,11 +333,6 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
 
 /* --- the shared dictionary ------------------------------------------------- */
 
-/* No such key.  common.h has no name for this errno-valued code yet; the
- * value is -ENOENT either way. */
-#ifndef ASYNC_ENOENT
-#define ASYNC_ENOENT (-ENOENT)
-#endif
 
 /* A dictionary from string keys to byte values in shared memory, for every
  * process that inherits it (Python's Manager().dict(), without the proxy
