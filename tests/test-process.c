@@ -60,17 +60,32 @@ static int sleep_20s(void *arg)
 
 typedef struct family {
     async_shared_value_t *grandchild; /* pid_t */
-    async_ipc_event_t *ready;
+    async_ipc_event_t *ready, *running;
     bool daemon;
 } family_t;
 
-/* The middle process: starts the grandchild, tells its pid, then waits to be killed. */
+/* The grandchild runs its function only once the daemon option is in force
+ * (the death signal is armed before fn runs), so when it says it is
+ * running, a kill of its parent must take it down by SIGKILL. */
+static int grandchild(void *arg)
+{
+    family_t *f = arg;
+    async_ipc_event_set(f->running);
+    return sleep_20s(NULL);
+}
+
+/* The middle process: starts the grandchild, waits until it runs, tells its
+ * pid, then waits to be killed.  Killing the middle before the grandchild
+ * armed its death signal would test the other branch (the grandchild sees
+ * its parent gone and exits 127 without running fn), which is not this
+ * test's subject. */
 static int middle(void *arg)
 {
     family_t *f = arg;
     async_process_opts_t o = {.daemon = f->daemon};
     async_process_t *g;
-    if (async_process_spawn_opts(&g, sleep_20s, NULL, &o)) return 1;
+    if (async_process_spawn_opts(&g, grandchild, f, &o)) return 1;
+    if (async_ipc_event_wait_dl(f->running, async_deadline_after(ASYNC_SEC(10)))) return 1;
     pid_t pid = async_process_pid(g);
     async_shared_value_set(f->grandchild, &pid);
     async_ipc_event_set(f->ready);
@@ -85,6 +100,7 @@ static pid_t kill_the_parent(bool daemon)
     family_t f = {.daemon = daemon};
     cr_assert_eq(async_shared_value_new(&f.grandchild, sizeof(pid_t), true), 0);
     cr_assert_eq(async_ipc_event_new(&f.ready), 0);
+    cr_assert_eq(async_ipc_event_new(&f.running), 0);
     async_process_t *m;
     cr_assert_eq(async_process_spawn(&m, middle, &f), 0);
     cr_assert_eq(async_ipc_event_wait_dl(f.ready, async_deadline_after(ASYNC_SEC(10))), 0);
@@ -96,6 +112,7 @@ static pid_t kill_the_parent(bool daemon)
     async_process_free(m);
     async_shared_value_free(f.grandchild);
     async_ipc_event_free(f.ready);
+    async_ipc_event_free(f.running);
     return g;
 }
 
