@@ -163,7 +163,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *cls)
 
 static CURL *easy_for(const server_t *s, const char *path, resp_t *r, long timeout_ms)
 {
-    char url[512];
+    char url[2100];
     snprintf(url, sizeof url, "http://127.0.0.1:%u%s", s->port, path);
     CURL *e = curl_easy_init();
     cr_assert_not_null(e);
@@ -191,7 +191,7 @@ static resp_t get_t(const server_t *s, const char *path, long timeout_ms)
 
 static resp_t get(const server_t *s, const char *fmt, ...)
 {
-    char path[512];
+    char path[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(path, sizeof path, fmt, ap);
@@ -234,7 +234,7 @@ static long count_by_paging(const server_t *s, const char *state, long *pages)
 
 static long meta_total(const server_t *s, const char *query)
 {
-    char path[256];
+    char path[2048];
     snprintf(path, sizeof path, "/v1/breweries/meta?%s", query);
     json_t *m = get_json(s, path);
     cr_assert(json_is_integer(json_object_get(m, "total")), "meta has no integer total");
@@ -848,4 +848,362 @@ Test(brewery_server, bad_arguments_and_missing_file, .timeout = 30)
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "%s %s: status %#x", bad[i][0],
                   bad[i][1], status);
     }
+}
+
+/* ---- LIKE: linear in the worst case, and right --------------------------- */
+
+/* The matcher is compiled in directly: tests link only the library, and it has
+ * no dependency of its own. */
+#include "../demos/brewery/common/server-like.c"
+
+/* One LIKE unit: a byte and the continuation bytes after it, as the matcher
+ * steps through text, with ASCII letters folded. */
+static size_t units(const char *s, uint32_t *out, size_t cap)
+{
+    size_t n = 0;
+    while (*s && n < cap) {
+        uint32_t u = (unsigned char)*s++;
+        if (u >= 'A' && u <= 'Z')
+            u += 'a' - 'A';
+        while ((*s & 0xC0) == 0x80)
+            u = u << 8 | (unsigned char)*s++;
+        out[n++] = u;
+    }
+    return n;
+}
+
+/* The textbook dynamic program for LIKE '%pattern%', O(m*n) and obviously
+ * right: row i holds "the first i text units match the first j pattern
+ * units" for every j. */
+static bool like_ref(const char *pattern, const char *text)
+{
+    size_t pl = strlen(pattern), tl = strlen(text);
+    uint32_t *p = malloc((pl + 2) * sizeof *p), *t = malloc((tl + 1) * sizeof *t);
+    size_t m = units(pattern, p + 1, pl) + 2, n = units(text, t, tl);
+    p[0] = p[m - 1] = '%';
+    bool *prev = calloc(m + 1, 1), *cur = calloc(m + 1, 1);
+    prev[0] = true;
+    for (size_t j = 1; j <= m; j++)
+        prev[j] = prev[j - 1] && p[j - 1] == '%';
+    for (size_t i = 1; i <= n; i++) {
+        cur[0] = false;
+        for (size_t j = 1; j <= m; j++) {
+            uint32_t c = p[j - 1];
+            cur[j] = c == '%' ? cur[j - 1] || prev[j]
+                              : prev[j - 1] && (c == '_' || c == t[i - 1]);
+        }
+        bool *x = prev;
+        prev = cur;
+        cur = x;
+    }
+    bool r = prev[m];
+    free(p);
+    free(t);
+    free(prev);
+    free(cur);
+    return r;
+}
+
+static void random_like_string(unsigned *seed, char *dst, int maxunits, bool wild)
+{
+    /* Few letters so that matches are common; two with the same UTF-8 lead
+     * byte (é, ü) so that a half-matched code point must back off. */
+    static const char *const lit[] = { "a", "A", "b", "B", "\xc3\xa9", "\xc3\xbc" };
+    static const char *const all[] = { "a", "A", "b", "B", "\xc3\xa9", "\xc3\xbc", "%", "_", "%", "_" };
+    int n = rand_r(seed) % (maxunits + 1);
+    dst[0] = '\0';
+    for (int i = 0; i < n; i++)
+        strcat(dst, wild ? all[rand_r(seed) % 10] : lit[rand_r(seed) % 6]);
+}
+
+Test(brewery_server, like_matches_a_reference_on_random_patterns, .timeout = 60)
+{
+    unsigned seed = 12345;
+    char pat[64], text[64];
+    long yes = 0, runs = 200000;
+    for (long k = 0; k < runs; k++) {
+        random_like_string(&seed, pat, 9, true);
+        random_like_string(&seed, text, 14, false);
+        bool want = like_ref(pat, text), got = bsrv_like(pat, text);
+        cr_assert_eq(got, want, "LIKE '%%%s%%' on '%s': %d, reference %d", pat, text, got, want);
+        yes += want;
+    }
+    /* The property is only worth something if both answers are common. */
+    cr_expect(yes > runs / 10 && yes < runs - runs / 10, "%ld of %ld matched", yes, runs);
+    cr_expect(bsrv_like("", ""));
+    cr_expect(bsrv_like("%", "x"));
+    cr_expect(!bsrv_like("_", ""));
+}
+
+Test(brewery_server, like_worst_case_is_polynomial, .timeout = 60)
+{
+    /* The issue's pattern and a longer one of the same shape on a 2,000-code
+     * point text: exponential matching takes hours here, O(m*n) about 0.1 ms. */
+    char text[2001], pat[256] = "";
+    memset(text, 'a', 2000);
+    text[2000] = '\0';
+    for (int i = 0; i < 60; i++)
+        strcat(pat, "%_");
+    strcat(pat, "%qqq");
+    double t0 = now_s();
+    for (int i = 0; i < 20; i++) {
+        cr_expect(!bsrv_like("%_%_%_%_%_%_%qqq", text));
+        cr_expect(!bsrv_like(pat, text));
+    }
+    double secs = now_s() - t0;
+    cr_expect_lt(secs, 2.0 * test_slack(), "40 worst-case matches took %.2f s", secs);
+}
+
+/* ---- the CSV itself, read by the test, for answers to check against ------ */
+
+#include <csv.h>
+
+typedef struct table {
+    char **cell;    /* nrows x ncols, "" where empty */
+    size_t nrows, ncols, cap;
+    char *head[32]; /* the header's column names */
+    size_t col;     /* column of the field being read */
+    bool in_header;
+} table_t;
+
+static void tab_field(void *s, size_t len, void *cls)
+{
+    table_t *t = cls;
+    char *v = strndup(s ? s : "", len);
+    if (t->in_header) {
+        if (t->col < 32)
+            t->head[t->col] = v;
+        else
+            free(v);
+        t->ncols = ++t->col;
+        return;
+    }
+    if (t->col < t->ncols) {
+        if (t->nrows * t->ncols + t->col >= t->cap) {
+            t->cap = t->cap ? t->cap * 2 : 4096;
+            t->cell = realloc(t->cell, t->cap * sizeof *t->cell);
+        }
+        t->cell[t->nrows * t->ncols + t->col] = v;
+    } else {
+        free(v);
+    }
+    t->col++;
+}
+
+static void tab_row(int c, void *cls)
+{
+    table_t *t = cls;
+    (void)c;
+    if (t->in_header)
+        t->in_header = false;
+    else
+        t->nrows++;
+    t->col = 0;
+}
+
+/* Reads the whole CSV with libcsv (the server's loader is what is under test,
+ * so this one is written separately and kept simple). */
+static table_t *table_load(const char *path)
+{
+    table_t *t = calloc(1, sizeof *t);
+    struct csv_parser p;
+    t->in_header = true;
+    cr_assert_eq(csv_init(&p, CSV_STRICT | CSV_STRICT_FINI), 0);
+    FILE *fp = fopen(path, "r");
+    cr_assert_not_null(fp, "%s: %s", path, strerror(errno));
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, fp)) > 0)
+        cr_assert_eq(csv_parse(&p, buf, n, tab_field, tab_row, t), n);
+    csv_fini(&p, tab_field, tab_row, t);
+    csv_free(&p);
+    fclose(fp);
+    return t;
+}
+
+static int table_col(const table_t *t, const char *name)
+{
+    for (size_t i = 0; i < t->ncols; i++)
+        if (strcmp(t->head[i], name) == 0)
+            return (int)i;
+    cr_assert_fail("no column %s", name);
+    return -1;
+}
+
+static const char *cell(const table_t *t, size_t row, const char *name)
+{
+    return t->cell[row * t->ncols + (size_t)table_col(t, name)];
+}
+
+static void table_free(table_t *t)
+{
+    for (size_t i = 0; i < t->nrows * t->ncols; i++)
+        free(t->cell[i]);
+    for (size_t i = 0; i < t->ncols; i++)
+        free(t->head[i]);
+    free(t->cell);
+    free(t);
+}
+
+/* The rows whose `column` is LIKE '%pattern%', by the reference matcher. */
+static long count_like(const table_t *t, const char *column, const char *pattern)
+{
+    long n = 0;
+    for (size_t r = 0; r < t->nrows; r++) {
+        const char *v = cell(t, r, column);
+        n += *v && like_ref(pattern, v);
+    }
+    return n;
+}
+
+/* ---- raw sockets ----------------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int tcp_connect(const server_t *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0, "connect: %s",
+                 strerror(errno));
+    return fd;
+}
+
+static void send_all(int fd, const char *text)
+{
+    size_t n = strlen(text);
+    cr_assert_eq(send(fd, text, n, MSG_NOSIGNAL), (ssize_t)n, "send: %s", strerror(errno));
+}
+
+/* Reads until the peer closes, `cap` bytes arrive or `secs` pass.  Returns
+ * the bytes read; *closed says whether the peer closed. */
+static size_t recv_until_close(int fd, char *buf, size_t cap, double secs, bool *closed)
+{
+    size_t n = 0;
+    double end = now_s() + secs;
+    *closed = false;
+    while (n < cap - 1) {
+        int ms = (int)((end - now_s()) * 1000);
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        if (ms <= 0 || poll(&pfd, 1, ms) != 1)
+            break;
+        ssize_t k = recv(fd, buf + n, cap - 1 - n, 0);
+        if (k <= 0) {
+            *closed = true;
+            break;
+        }
+        n += (size_t)k;
+    }
+    buf[n] = '\0';
+    return n;
+}
+
+/* Waits up to `secs` for the server to exit; kills it if it does not.
+ * Returns the wait status, or -1 if it had to be killed. */
+static int server_wait_for(server_t *s, double secs)
+{
+    double end = now_s() + secs;
+    int status = 0;
+    while (now_s() < end) {
+        pid_t r = waitpid(s->pid, &status, WNOHANG);
+        cr_assert_geq(r, 0);
+        if (r == s->pid)
+            return status;
+        usleep(10000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    return -1;
+}
+
+/* ---- defect 1 of issue 10: one request pinned the server ------------------ */
+
+#define ISSUE_PATTERN "%_%_%_%_%_%_%qqq"
+#define ISSUE_REQUEST "/v1/breweries/meta?by_name=%25_%25_%25_%25_%25_%25_%25qqq"
+
+Test(brewery_server, issue_like_request_answers_promptly, .timeout = 60)
+{
+    server_t s;
+    server_start(&s, "--latency", "0", NULL);
+    resp_t r = get_t(&s, ISSUE_REQUEST, 60000);
+    cr_expect_eq(r.status, 200);
+    cr_expect_lt(r.secs, 2.0 * test_slack(), "built-in data: answered after %.2f s", r.secs);
+    free(r.body);
+    server_stop(&s);
+
+    if (!have_csv())
+        cr_skip_test("no %s", CSV);
+    server_start(&s, "--latency", "0", "--data", CSV, NULL);
+    r = get_t(&s, ISSUE_REQUEST, 60000);
+    cr_expect_eq(r.status, 200);
+    cr_expect_lt(r.secs, 2.0 * test_slack(), "CSV: answered after %.2f s", r.secs);
+    free(r.body);
+    /* And the answers are right: names against the reference matcher. */
+    table_t *t = table_load(CSV);
+    static const char *const pats[] = { ISSUE_PATTERN, "brew%co", "%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%_%z", "s_ein", "_ _ _" };
+    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+        char *q = curl_easy_escape(NULL, pats[i], 0);
+        char path[1024];
+        snprintf(path, sizeof path, "by_name=%s", q);
+        curl_free(q);
+        cr_expect_eq(meta_total(&s, path), count_like(t, "name", pats[i]), "%s", pats[i]);
+    }
+    table_free(t);
+    server_stop(&s);
+}
+
+/* Writes a CSV of `rows` breweries whose names are `len` letters 'a'. */
+static void write_long_names_csv(const char *path, int rows, int len)
+{
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp);
+    char *name = malloc((size_t)len + 1);
+    memset(name, 'a', (size_t)len);
+    name[len] = '\0';
+    fputs(header, fp);
+    for (int i = 0; i < rows; i++)
+        fprintf(fp, "id%06d,%s,micro,,,,Town,Ohio,1,United States,,,,\n", i, name);
+    free(name);
+    cr_assert_eq(fclose(fp), 0);
+}
+
+Test(brewery_server, sigterm_stops_a_request_being_computed, .timeout = 120)
+{
+    /* 3,000 names of 6,000 letters and a 255-character pattern that matches
+     * 254 characters at every position before it fails: about 4e9 steps of
+     * O(m*n) matching, many seconds, for one request. */
+    char path[] = "/tmp/brewery-long-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    write_long_names_csv(path, 3000, 6000);
+    server_t s;
+    server_start(&s, "--latency", "0", "--data", path, NULL);
+    unlink(path);
+
+    char req[1024] = "GET /v1/breweries/meta?by_name=";
+    for (int i = 0; i < 254; i++)
+        strcat(req, "_");
+    strcat(req, "b HTTP/1.1\r\nHost: x\r\n\r\n");
+    int c = tcp_connect(&s);
+    send_all(c, req);
+    usleep(500000);
+    double t0 = now_s();
+    cr_assert_eq(kill(s.pid, SIGTERM), 0);
+    int status = server_wait_for(&s, 5.0 * test_slack());
+    double secs = now_s() - t0;
+    cr_expect_neq(status, -1, "still running %.1f s after SIGTERM (killed)", secs);
+    cr_expect(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x",
+              status);
+    /* The request was still being computed when the signal came: it got a
+     * 503 or nothing, not its answer. */
+    char buf[4096];
+    bool closed;
+    recv_until_close(c, buf, sizeof buf, 5.0, &closed);
+    cr_expect(strncmp(buf, "HTTP/1.1 200", 12) != 0, "the request finished first: %s", buf);
+    close(c);
 }

@@ -24,6 +24,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,9 @@ struct bsrv_server {
     int64_t window_start;
     unsigned window_count;
     bsrv_stats_t stats;
+
+    /* Set first thing by stop, read by the MHD thread's long scans. */
+    atomic_bool stop;
 
     /* Timer state, under mu. */
     pthread_mutex_t mu;
@@ -285,7 +289,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         bsrv_reply_message(&r, 500, "Server Error");
     } else {
         struct args a = { conn };
-        bsrv_route(s->ds, url, get_arg, &a, &r);
+        bsrv_route_until(s->ds, url, get_arg, &a, &s->stop, &r);
         if (malformed)
             s->stats.malformed++;
     }
@@ -358,6 +362,7 @@ int bsrv_server_start(bsrv_server_t **out, const bsrv_config_t *cfg, const bsrv_
         return -1;
     }
     s->ds = ds;
+    atomic_init(&s->stop, false);
     s->cfg = *cfg;
     if (s->cfg.rate_window_s == 0)
         s->cfg.rate_window_s = 60;
@@ -418,6 +423,9 @@ unsigned bsrv_server_port(const bsrv_server_t *s)
 
 void bsrv_server_stop(bsrv_server_t *s, bsrv_stats_t *stats)
 {
+    /* A request being computed ends at its next row with a 503, so that
+     * MHD_stop_daemon, which joins the MHD thread, never waits for it. */
+    atomic_store(&s->stop, true);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_mutex_unlock(&s->mu);

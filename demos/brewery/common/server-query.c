@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,55 +26,11 @@
 
 static const char oom_body[] = "{\"message\":\"Server Error\"}";
 
-/* ---- LIKE ---------------------------------------------------------------- */
-
-static const char *utf8_next(const char *t)
+/* A scan over the rows polls this once a row, so that a shutdown never waits
+ * for a long request to finish (a row costs at most pattern x field). */
+static bool stopped(const atomic_bool *stop)
 {
-    t++;
-    while ((*t & 0xC0) == 0x80)
-        t++;
-    return t;
-}
-
-/* Matches `p` at the start of `t`; the pattern's end matches anything left
- * (the closing '%'). */
-static bool like_at(const char *p, const char *t)
-{
-    for (;;) {
-        if (*p == '\0')
-            return true;
-        if (*p == '%') {
-            while (*p == '%')
-                p++;
-            if (*p == '\0')
-                return true;
-            for (; *t; t = utf8_next(t))
-                if (like_at(p, t))
-                    return true;
-            return false;
-        }
-        if (*t == '\0')
-            return false;
-        if (*p == '_') {
-            p++;
-            t = utf8_next(t);
-            continue;
-        }
-        if (tolower((unsigned char)*p) != tolower((unsigned char)*t))
-            return false;
-        p++;
-        t++;
-    }
-}
-
-bool bsrv_like(const char *pattern, const char *text)
-{
-    for (const char *t = text;; t = utf8_next(t)) {
-        if (like_at(pattern, t))
-            return true;
-        if (*t == '\0')
-            return false;
-    }
+    return stop && atomic_load_explicit(stop, memory_order_relaxed);
 }
 
 /* ---- replies ------------------------------------------------------------- */
@@ -94,9 +51,15 @@ void bsrv_reply_message(bsrv_reply_t *out, unsigned status, const char *msg)
     reply_json(out, status, json_pack("{s:s}", "message", msg));
 }
 
+static void reply_stopped(bsrv_reply_t *out)
+{
+    bsrv_reply_message(out, 503, "The server is shutting down.");
+}
+
 /* ---- validation ------------------------------------------------------------ */
 
 struct params {
+    const atomic_bool *stop;   /* set when the server shuts down; may be NULL */
     long long page, per_page;
     const char *state, *city, *name, *type;
     json_t *errors;      /* {"field": ["message", ...]}, NULL while valid */
@@ -176,7 +139,7 @@ static void str_param(struct params *p, bsrv_arg_fn arg, void *cls, const char *
     if (!v)
         return;
     size_t chars = 0;
-    for (const char *c = v; *c; c = utf8_next(c))
+    for (const char *c = v; *c; c = bsrv_utf8_next(c))
         chars++;
     if (chars == 0)
         invalid(p, field, "The %s field is required.", h);
@@ -260,9 +223,10 @@ static bool matches(const struct filter *f, const bsrv_brewery_t *b)
 /* ---- endpoints ------------------------------------------------------------- */
 
 static bool parse_params(struct params *p, const bsrv_dataset_t *ds, bsrv_arg_fn arg,
-                         void *cls, bsrv_reply_t *out)
+                         void *cls, const atomic_bool *stop, bsrv_reply_t *out)
 {
     memset(p, 0, sizeof *p);
+    p->stop = stop;
     int_param(p, arg, cls, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE, &p->per_page);
     int_param(p, arg, cls, "page", 1, 0, &p->page);
     str_param(p, arg, cls, "by_state", &p->state);
@@ -318,6 +282,11 @@ static void list(const bsrv_dataset_t *ds, const struct params *p, bsrv_reply_t 
     if ((unsigned long long)(p->page - 1) <= ds->n / (unsigned long long)p->per_page)
         skip = (size_t)(p->page - 1) * (size_t)p->per_page;
     for (size_t i = 0; i < ds->n && skip != SIZE_MAX && got < (size_t)p->per_page; i++) {
+        if (stopped(p->stop)) {
+            filter_free(&f);
+            reply_stopped(out);
+            return;
+        }
         if (!matches(&f, &ds->rows[i]))
             continue;
         if (skip > 0) {
@@ -360,6 +329,13 @@ static void meta(const bsrv_dataset_t *ds, const struct params *p, bsrv_reply_t 
     }
     for (size_t i = 0; i < ds->n; i++) {
         const bsrv_brewery_t *b = &ds->rows[i];
+        if (stopped(p->stop)) {
+            filter_free(&f);
+            free(by_state);
+            free(by_type);
+            reply_stopped(out);
+            return;
+        }
         if (!matches(&f, b))
             continue;
         total++;
@@ -392,15 +368,21 @@ static void meta(const bsrv_dataset_t *ds, const struct params *p, bsrv_reply_t 
 void bsrv_route(const bsrv_dataset_t *ds, const char *path, bsrv_arg_fn arg, void *cls,
                 bsrv_reply_t *out)
 {
+    bsrv_route_until(ds, path, arg, cls, NULL, out);
+}
+
+void bsrv_route_until(const bsrv_dataset_t *ds, const char *path, bsrv_arg_fn arg, void *cls,
+                      const atomic_bool *stop, bsrv_reply_t *out)
+{
     static const char prefix[] = "/v1/breweries";
     struct params p;
     const char *rest = strncmp(path, prefix, sizeof prefix - 1) == 0 ? path + sizeof prefix - 1
                                                                      : NULL;
     if (rest && (strcmp(rest, "") == 0 || strcmp(rest, "/") == 0)) {
-        if (parse_params(&p, ds, arg, cls, out))
+        if (parse_params(&p, ds, arg, cls, stop, out))
             list(ds, &p, out);
     } else if (rest && (strcmp(rest, "/meta") == 0 || strcmp(rest, "/meta/") == 0)) {
-        if (parse_params(&p, ds, arg, cls, out))
+        if (parse_params(&p, ds, arg, cls, stop, out))
             meta(ds, &p, out);
     } else if (rest && rest[0] == '/' && rest[1] && !strchr(rest + 1, '/')) {
         const bsrv_brewery_t *b = bsrv_dataset_find(ds, rest + 1);
