@@ -1207,3 +1207,78 @@ Test(brewery_server, sigterm_stops_a_request_being_computed, .timeout = 120)
     cr_expect(strncmp(buf, "HTTP/1.1 200", 12) != 0, "the request finished first: %s", buf);
     close(c);
 }
+
+/* ---- issue 10 item 10: what libmicrohttpd cannot parse -------------------- */
+
+/* Sends `req` on a fresh connection and returns what came back before the
+ * server closed (asserting that it did close within 5 s when `must_close`). */
+static void raw_exchange(const server_t *s, const char *req, char *buf, size_t cap,
+                         bool must_close)
+{
+    int c = tcp_connect(s);
+    send_all(c, req);
+    bool closed;
+    recv_until_close(c, buf, cap, 5.0 * test_slack(), &closed);
+    if (must_close)
+        cr_expect(closed, "%s: the server kept the connection open", req);
+    close(c);
+}
+
+Test(brewery_server, garbage_request_line_gets_400_and_close, .timeout = 60)
+{
+    server_t s;
+    server_start(&s, "--latency", "0", NULL);
+    static const char *const garbage[] = {
+        "GARBAGE\r\n\r\n",
+        "GET\r\n\r\n",
+        "GET /v1/breweries\r\n\r\n",
+        "\x01\x02\x03 / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\xff\xfe\xfd\r\n\r\n",
+    };
+    char buf[4096];
+    for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+        raw_exchange(&s, garbage[i], buf, sizeof buf, true);
+        cr_expect(strncmp(buf, "HTTP/1.1 400 ", 13) == 0, "request %zu: got '%.60s'", i, buf);
+        char *body = strstr(buf, "\r\n\r\n");
+        json_t *v = body ? json_loads(body + 4, 0, NULL) : NULL;
+        cr_expect(json_is_string(json_object_get(v, "message")), "request %zu: body %s", i, buf);
+        json_decref(v);
+    }
+    /* A request line longer than the 8 KB the server looks at is refused too. */
+    char *huge = malloc(10000);
+    memcpy(huge, "GET /", 5);
+    memset(huge + 5, 'a', 9990);
+    huge[9995] = '\0';
+    raw_exchange(&s, huge, buf, sizeof buf, true);
+    cr_expect(strncmp(buf, "HTTP/1.1 400 ", 13) == 0, "long line: got '%.60s'", buf);
+    free(huge);
+    /* And the server goes on serving; a leading empty line is allowed. */
+    raw_exchange(&s, "\r\nGET /v1/breweries?per_page=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 buf, sizeof buf, true);
+    cr_expect(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "got '%.60s'", buf);
+    server_stop(&s);
+}
+
+Test(brewery_server, invalid_utf8_in_the_path_is_404, .timeout = 60)
+{
+    server_t s;
+    server_start(&s, "--latency", "0", NULL);
+    static const char *const paths[] = {
+        "/\xff\xfe", "/%ff%fe", "/v1/\xc3\x28", "/v1/breweries/\xed\xa0\x80", "/v1/breweries/%ff",
+        "/v1/breweries/x/\xf8\x88\x80\x80\x80",
+    };
+    char req[256], buf[4096];
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                 paths[i]);
+        raw_exchange(&s, req, buf, sizeof buf, true);
+        cr_expect(strncmp(buf, "HTTP/1.1 404 ", 13) == 0, "path %zu: got '%.60s'", i, buf);
+        char *body = strstr(buf, "\r\n\r\n");
+        json_t *v = body ? json_loads(body + 4, 0, NULL) : NULL;
+        cr_expect(json_is_string(json_object_get(v, "message")), "path %zu: body %s", i, buf);
+        json_decref(v);
+    }
+    server_stop(&s);
+}

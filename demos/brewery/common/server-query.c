@@ -33,6 +33,48 @@ static bool stopped(const atomic_bool *stop)
     return stop && atomic_load_explicit(stop, memory_order_relaxed);
 }
 
+/* Length of the valid UTF-8 sequence at `s`, or 0 if it is not one
+ * (overlong forms, surrogates and code points past U+10FFFF are invalid,
+ * as jansson, which refuses such strings, has them). */
+static size_t utf8_valid_at(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (n == 0 || s[0] > 0xF4)
+        return 0;
+    uint32_t cp = s[0] & (0x7F >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Copies at most `max` bytes of `src` into dst[cap] as valid UTF-8, each
+ * invalid byte replaced by U+FFFD, so that a message quoting client input
+ * can always be rendered as JSON. */
+static void utf8_sanitize(char *dst, size_t cap, const char *src, size_t max)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t w = 0;
+    for (size_t r = 0; s[r] && r < max;) {
+        size_t n = utf8_valid_at(s + r);
+        const char *piece = n ? (const char *)s + r : "\xEF\xBF\xBD";
+        size_t len = n ? n : 3;
+        if (w + len >= cap)
+            break;
+        memcpy(dst + w, piece, len);
+        w += len;
+        r += n ? n : 1;
+    }
+    dst[w] = '\0';
+}
+
 /* ---- replies ------------------------------------------------------------- */
 
 static void reply_json(bsrv_reply_t *out, unsigned status, json_t *v)
@@ -391,8 +433,9 @@ void bsrv_route_until(const bsrv_dataset_t *ds, const char *path, bsrv_arg_fn ar
         else
             bsrv_reply_message(out, 404, "Couldn't find Brewery");
     } else {
-        char msg[300];
-        snprintf(msg, sizeof msg, "The route %.200s could not be found.", path + (*path == '/'));
+        char msg[300], quoted[240];
+        utf8_sanitize(quoted, sizeof quoted, path + (*path == '/'), 200);
+        snprintf(msg, sizeof msg, "The route %s could not be found.", quoted);
         bsrv_reply_message(out, 404, msg);
     }
 }
