@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1246,13 +1247,19 @@ Test(brewery_server, garbage_request_line_gets_400_and_close, .timeout = 60)
         cr_expect(json_is_string(json_object_get(v, "message")), "request %zu: body %s", i, buf);
         json_decref(v);
     }
-    /* A request line longer than the 8 KB the server looks at is refused too. */
-    char *huge = malloc(10000);
+    /* A request line longer than the 16 KB the server looks at is refused
+     * too, and so is a good line with more than 16 KB of headers (431). */
+    char *huge = malloc(20000);
     memcpy(huge, "GET /", 5);
-    memset(huge + 5, 'a', 9990);
-    huge[9995] = '\0';
+    memset(huge + 5, 'a', 19990);
+    huge[19995] = '\0';
     raw_exchange(&s, huge, buf, sizeof buf, true);
     cr_expect(strncmp(buf, "HTTP/1.1 400 ", 13) == 0, "long line: got '%.60s'", buf);
+    strcpy(huge, "GET / HTTP/1.1\r\nX: ");
+    memset(huge + strlen(huge), 'b', 18000);
+    huge[19 + 18000] = '\0';
+    raw_exchange(&s, huge, buf, sizeof buf, true);
+    cr_expect(strncmp(buf, "HTTP/1.1 431 ", 13) == 0, "long header: got '%.60s'", buf);
     free(huge);
     /* And the server goes on serving; a leading empty line is allowed. */
     raw_exchange(&s, "\r\nGET /v1/breweries?per_page=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -1280,5 +1287,134 @@ Test(brewery_server, invalid_utf8_in_the_path_is_404, .timeout = 60)
         cr_expect(json_is_string(json_object_get(v, "message")), "path %zu: body %s", i, buf);
         json_decref(v);
     }
+    server_stop(&s);
+}
+
+/* ---- issue 10 fault suite: slowloris and connection flood ----------------- */
+
+#include <pthread.h>
+#include <sys/resource.h>
+
+/* A well-behaved client that keeps asking while an attack runs: each of its
+ * requests must succeed within `bound` seconds. */
+typedef struct bystander {
+    const server_t *s;
+    atomic_bool done;
+    int asked, ok;
+    double worst;
+} bystander_t;
+
+static void *bystander_main(void *arg)
+{
+    bystander_t *b = arg;
+    while (!atomic_load(&b->done)) {
+        resp_t r = get_t(b->s, "/v1/breweries/meta?by_state=maryland", 30000);
+        b->asked++;
+        b->ok += r.rc == CURLE_OK && r.status == 200;
+        if (r.secs > b->worst)
+            b->worst = r.secs;
+        free(r.body);
+        usleep(50000);
+    }
+    return NULL;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* True if the server has closed `fd` (EOF or reset), waiting up to `secs`. */
+static bool closed_by_peer(int fd, double secs)
+{
+    char buf[4096];
+    bool closed;
+    recv_until_close(fd, buf, sizeof buf, secs, &closed);
+    return closed;
+}
+
+Test(brewery_server, slowloris_does_not_starve_others_and_is_cut_off, .timeout = 120)
+{
+    raise_nofile();
+    server_t s;
+    server_start(&s, "--latency", "0", "--header-timeout", "2000", "--idle-timeout", "2", NULL);
+    enum { SLOW = 400 };
+    static const char req[] = "GET /v1/breweries HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n";
+    int fds[SLOW];
+    size_t sent[SLOW] = { 0 };
+    for (int i = 0; i < SLOW; i++)
+        fds[i] = tcp_connect(&s);
+
+    bystander_t b = { .s = &s };
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, bystander_main, &b), 0);
+    /* One byte per connection every 100 ms: the request would take 5 s to
+     * arrive, past the 2 s header deadline. */
+    double t0 = now_s();
+    int cut = 0;
+    while (now_s() - t0 < 4.0) {
+        for (int i = 0; i < SLOW; i++)
+            if (fds[i] >= 0 && sent[i] < sizeof req - 1) {
+                if (send(fds[i], req + sent[i], 1, MSG_NOSIGNAL) == 1) {
+                    sent[i]++;
+                } else {
+                    close(fds[i]);
+                    fds[i] = -1;
+                    cut++;
+                }
+            }
+        usleep(100000);
+    }
+    atomic_store(&b.done, true);
+    pthread_join(th, NULL);
+    cr_expect_gt(b.asked, 5, "the bystander asked only %d times in 4 s", b.asked);
+    cr_expect_eq(b.ok, b.asked, "%d of %d bystander requests failed", b.asked - b.ok, b.asked);
+    cr_expect_lt(b.worst, 2.0 * test_slack(), "a bystander request took %.2f s", b.worst);
+    /* Every trickler is cut off at the header deadline, none was served. */
+    for (int i = 0; i < SLOW; i++)
+        if (fds[i] >= 0) {
+            cut += closed_by_peer(fds[i], 5.0 * test_slack());
+            close(fds[i]);
+        }
+    cr_expect_eq(cut, SLOW, "%d of %d slow connections were closed by the server", cut, SLOW);
+    json_t *m = get_json(&s, "/v1/breweries/meta?per_page=1");
+    json_decref(m);
+    server_stop(&s);
+}
+
+Test(brewery_server, connection_flood_does_not_starve_others, .timeout = 120)
+{
+    raise_nofile();
+    server_t s;
+    server_start(&s, "--latency", "0", "--header-timeout", "2000", NULL);
+    enum { FLOOD = 3000 };
+    int *fds = malloc(FLOOD * sizeof *fds);
+    bystander_t b = { .s = &s };
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, bystander_main, &b), 0);
+    /* 3,000 connections held open and silent, then 3,000 opened and closed. */
+    for (int i = 0; i < FLOOD; i++)
+        fds[i] = tcp_connect(&s);
+    for (int i = 0; i < FLOOD; i++)
+        close(tcp_connect(&s));
+    usleep(500000);
+    atomic_store(&b.done, true);
+    pthread_join(th, NULL);
+    cr_expect_gt(b.asked, 0);
+    cr_expect_eq(b.ok, b.asked, "%d of %d bystander requests failed", b.asked - b.ok, b.asked);
+    cr_expect_lt(b.worst, 5.0 * test_slack(), "a bystander request took %.2f s", b.worst);
+    /* The silent ones are closed by the server at the header deadline. */
+    int cut = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        cut += closed_by_peer(fds[i], 5.0 * test_slack());
+        close(fds[i]);
+    }
+    free(fds);
+    cr_expect_eq(cut, FLOOD, "%d of %d idle connections were closed by the server", cut, FLOOD);
+    json_t *m = get_json(&s, "/v1/breweries/meta?per_page=1");
+    json_decref(m);
     server_stop(&s);
 }

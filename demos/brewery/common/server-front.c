@@ -1,6 +1,6 @@
 /* brewery-server's front door.  One thread owns the listening socket and an
- * epoll set of accepted connections that have not yet sent a full request
- * line.  It looks at their bytes with MSG_PEEK, so libmicrohttpd later reads
+ * epoll set of accepted connections that have not yet sent the request line
+ * and headers of their first request.  It looks at their bytes with MSG_PEEK, so libmicrohttpd later reads
  * the request from the first byte as if it had accepted the connection
  * itself.  Edge-triggered epoll wakes the thread only when new bytes arrive
  * (a peeked byte stays readable, which level triggering would report
@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 8192
+#define HEAD_MAX_BYTES 16384   /* as libmicrohttpd's memory limit per connection */
 
 struct pending {
     struct pending *prev, *next;
@@ -43,6 +43,14 @@ struct bsrv_front {
     pthread_t thread;
     unsigned long long rejected, expired;
 };
+
+static const char too_large[] =
+    "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    "Connection: close\r\n"
+    "Content-Type: application/json; charset=utf-8\r\n"
+    "Content-Length: 38\r\n"
+    "\r\n"
+    "{\"message\":\"Request header too large\"}";
 
 static const char bad_request[] =
     "HTTP/1.1 400 Bad Request\r\n"
@@ -112,7 +120,7 @@ static bool line_ok(const char *line, size_t len)
 /* Looks at what `p` has sent so far and decides. */
 static void examine(bsrv_front_t *f, struct pending *p)
 {
-    static char buf[LINE_MAX_BYTES];
+    static char buf[HEAD_MAX_BYTES];
     ssize_t n = recv(p->fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
@@ -125,19 +133,31 @@ static void examine(bsrv_front_t *f, struct pending *p)
     while (start < (size_t)n && (buf[start] == '\r' || buf[start] == '\n'))
         start++;
     char *nl = memchr(buf + start, '\n', (size_t)n - start);
-    if (!nl) {
+    const char *answer = bad_request;
+    size_t alen = sizeof bad_request - 1;
+    if (nl && line_ok(buf + start, (size_t)(nl - buf) + 1 - start)) {
+        /* A good request line: wait for the end of the header block, so that
+         * a client trickling its headers is bound by the same deadline. */
+        bool end = false;
+        for (char *c = nl; !end && c && c + 1 < buf + n; c = memchr(c + 1, '\n', (size_t)(buf + n - c - 1)))
+            end = c[1] == '\n' || (c[1] == '\r' && c + 2 < buf + n && c[2] == '\n');
+        if (end) {
+            int fd = p->fd;
+            struct sockaddr_in addr = p->addr;
+            drop(f, p, false);
+            /* libmicrohttpd owns the socket from here, and closes it on failure. */
+            MHD_add_connection(f->d, fd, (struct sockaddr *)&addr, sizeof addr);
+            return;
+        }
         if ((size_t)n < sizeof buf)
-            return;   /* wait for the rest of the line */
-    } else if (line_ok(buf + start, (size_t)(nl - buf) + 1 - start)) {
-        int fd = p->fd;
-        struct sockaddr_in addr = p->addr;
-        drop(f, p, false);
-        /* libmicrohttpd owns the socket from here, and closes it on failure. */
-        MHD_add_connection(f->d, fd, (struct sockaddr *)&addr, sizeof addr);
-        return;
+            return;
+        answer = too_large;
+        alen = sizeof too_large - 1;
+    } else if (!nl && (size_t)n < sizeof buf) {
+        return;   /* wait for the rest of the line */
     }
     f->rejected++;
-    if (send(p->fd, bad_request, sizeof bad_request - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+    if (send(p->fd, answer, alen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
         /* The peer is gone or not reading: closing is all that is left. */
     }
     /* Let the 400 leave before the close, rather than a reset losing it. */
@@ -206,7 +226,7 @@ out:
 }
 
 int bsrv_front_start(bsrv_front_t **out, unsigned port, struct MHD_Daemon *d,
-                     unsigned line_timeout_ms, unsigned max_pending, char *err, size_t errlen)
+                     unsigned header_timeout_ms, unsigned max_pending, char *err, size_t errlen)
 {
     bsrv_front_t *f = calloc(1, sizeof *f);
     if (!f) {
@@ -214,7 +234,7 @@ int bsrv_front_start(bsrv_front_t **out, unsigned port, struct MHD_Daemon *d,
         return -1;
     }
     f->d = d;
-    f->timeout_ns = (int64_t)line_timeout_ms * 1000000;
+    f->timeout_ns = (int64_t)header_timeout_ms * 1000000;
     f->max_pending = max_pending ? max_pending : 1;
     f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     f->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -1,9 +1,11 @@
 /* brewery-server's front door: it accepts connections itself and hands a
- * connection to libmicrohttpd only once its first request line has arrived
- * and is well formed.  libmicrohttpd 0.9.75 closes a connection whose request
- * line it cannot parse without a word; here such a connection gets a 400 and
- * a close.  A connection that sends no complete request line within the
- * deadline is closed, so idle and trickling connections cannot pile up. */
+ * connection to libmicrohttpd only once the request line and headers of its
+ * first request have arrived and the request line is well formed.
+ * libmicrohttpd 0.9.75 closes a connection whose request line it cannot parse
+ * without a word; here such a connection gets a 400 and a close (a header
+ * block over 16 KB a 431).  A connection that has not sent its first header
+ * block within the deadline is closed, so idle connections and slowloris
+ * tricklers cannot pile up. */
 #ifndef BREWERY_SERVER_FRONT_H
 #define BREWERY_SERVER_FRONT_H
 
@@ -18,7 +20,7 @@ typedef struct bsrv_front bsrv_front_t;
  * new one past that is closed at once.  Returns 0, or -1 with a message in
  * err[errlen]. */
 int bsrv_front_start(bsrv_front_t **out, unsigned port, struct MHD_Daemon *d,
-                     unsigned line_timeout_ms, unsigned max_pending, char *err, size_t errlen);
+                     unsigned header_timeout_ms, unsigned max_pending, char *err, size_t errlen);
 
 /* The port actually bound. */
 unsigned bsrv_front_port(const bsrv_front_t *f);

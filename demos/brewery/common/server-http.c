@@ -419,7 +419,7 @@ int bsrv_server_start(bsrv_server_t **out, const bsrv_config_t *cfg, const bsrv_
         goto fail_timer;
     }
     if (bsrv_front_start(&s->front, cfg->port, s->d,
-                         s->cfg.line_timeout_ms ? s->cfg.line_timeout_ms : 10000, limit, err,
+                         s->cfg.header_timeout_ms ? s->cfg.header_timeout_ms : 10000, limit, err,
                          errlen) != 0) {
         MHD_stop_daemon(s->d);
         goto fail_timer;
