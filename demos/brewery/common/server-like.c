@@ -25,11 +25,11 @@ static unsigned char fold(char c)
     return u >= 'A' && u <= 'Z' ? (unsigned char)(u - 'A' + 'a') : u;
 }
 
-bool bsrv_like(const char *pattern, const char *text)
+/* `floating`: an implicit leading '%', so a match may start anywhere. */
+static bool like(const char *pattern, const char *text, bool floating)
 {
     const char *p = pattern, *t = text;
-    /* The implicit leading '%': a match may start anywhere in the text. */
-    const char *star_p = pattern, *star_t = text;
+    const char *star_p = floating ? pattern : NULL, *star_t = text;
     for (;;) {
         if (*p == '%') {
             while (*p == '%')
@@ -53,10 +53,20 @@ bool bsrv_like(const char *pattern, const char *text)
         }
         /* The rest of the pattern needs text and none is left: starting the
          * last '%' later leaves even less. */
-        if (*t == '\0' || *star_t == '\0')
+        if (!star_p || *t == '\0' || *star_t == '\0')
             return false;
         star_t = bsrv_utf8_next(star_t);
         t = star_t;
         p = star_p;
     }
+}
+
+bool bsrv_like(const char *pattern, const char *text)
+{
+    return like(pattern, text, true);
+}
+
+bool bsrv_like_prefix(const char *pattern, const char *text)
+{
+    return like(pattern, text, false);
 }

@@ -1,7 +1,8 @@
 /* brewery-server's API logic, free of HTTP plumbing: validate the query
  * string the way the real Open Brewery DB API does, match breweries (SQL LIKE
- * '%value%' on the state, city and name), and produce the status and JSON body
- * of /v1/breweries, /v1/breweries/meta and /v1/breweries/{id}. */
+ * '%value%' on the state, city and name; by_country, by_postal, by_ids),
+ * order them (sort, by_dist), and produce the status and JSON body of
+ * /v1/breweries, /meta, /random, /search, /autocomplete and /{id}. */
 #ifndef BREWERY_SERVER_QUERY_H
 #define BREWERY_SERVER_QUERY_H
 
