@@ -5,7 +5,12 @@
  * shared CSV and with the built-in data (paging and meta), LIKE matching
  * (case, '_' wildcard, West Virginia inside virginia), validation (422) and
  * 404s, paging, one brewery by id, the rate limit (429 + Retry-After), every
- * fault flag, latency without a thread per request, and a ragged CSV. */
+ * fault flag, latency without a thread per request, and a ragged CSV.
+ * Issue 10: the LIKE matcher against a DP reference and on its worst case,
+ * SIGTERM during a long request, garbage request lines (400), invalid UTF-8
+ * paths (404), a slowloris and a connection flood with a bystander served.
+ * Issue 12: by_country, by_postal, by_ids, by_dist, sort, random, search and
+ * autocomplete, each against the CSV as this file reads it with libcsv. */
 #include <criterion/criterion.h>
 #include <curl/curl.h>
 #include <errno.h>
