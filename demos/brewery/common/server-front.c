@@ -171,8 +171,14 @@ static void accept_all(bsrv_front_t *f)
         struct sockaddr_in addr;
         socklen_t alen = sizeof addr;
         int fd = accept4(f->lfd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;   /* EAGAIN, or EMFILE and friends: try again on the next wake */
+        if (fd < 0) {
+            /* Out of descriptors the listening socket stays readable, and
+             * epoll would wake this thread at once, forever: pause a little
+             * so that connections being served can finish and free some. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+            return;
+        }
         struct pending *p = f->npending < f->max_pending ? malloc(sizeof *p) : NULL;
         if (!p) {
             close(fd);
