@@ -157,8 +157,11 @@ deps:
 
 # `make test` checks the system packages, builds everything, then runs each
 # test binary; TESTS=name[,name] runs a subset.
+# A binary whose source is gone (a test file split or renamed) is deleted
+# first, so that run-tests never runs a stale copy.
 test: deps
 	@$(MAKE) --no-print-directory all
+	@rm -f $(filter-out $(TEST_BINS),$(wildcard $(OUT)/tests/bin/test-*))
 	@scripts/run-tests $(OUT)/tests/bin $(TESTS)
 
 # The suite on a gcov build in build/coverage/, then line and branch coverage
@@ -167,6 +170,7 @@ test: deps
 coverage: deps
 	@$(MAKE) --no-print-directory COVERAGE=1 all
 	@find build/coverage -name '*.gcda' -delete
+	@rm -f $(filter-out $(patsubst $(OUT)/%,build/coverage/%,$(TEST_BINS)),$(wildcard build/coverage/tests/bin/test-*))
 	@scripts/run-tests build/coverage/tests/bin $(TESTS); rc=$$?; \
 	    scripts/coverage-report build/coverage || rc=1; exit $$rc
 

@@ -138,3 +138,96 @@ static int t_user_cancel(void *arg, void **res)
     return 0;
 }
 Test(group, cancel, .timeout = 10) { cr_assert_eq(test_run_task(t_user_cancel, NULL, NULL), 0); }
+
+/* --- an owner cancelled inside async_group_free; two waiters ------------- */
+
+static int group_sleeper(void *arg, void **res)
+{
+    (void)res;
+    int *ended = arg;
+    int rc = async_sleep(ASYNC_SEC(30));
+    (*ended)++;
+    return rc;
+}
+
+typedef struct {
+    int ended, free_rc, after_rc;
+} owner_job_t;
+
+/* An owner cancelled while freeing its group still waits for every group task
+ * (they must not outlive the group), and afterwards is still cancelled. */
+static int group_owner(void *arg, void **res)
+{
+    (void)res;
+    owner_job_t *j = arg;
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_group_spawn(g, group_sleeper, &j->ended, NULL), 0);
+    j->free_rc = async_group_free(g);
+    j->after_rc = async_sleep(0);
+    return 0;
+}
+
+static int t_group_owner_cancelled(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    owner_job_t j = {0};
+    async_task_t o;
+    cr_assert_eq(async_task_spawn(NULL, group_owner, &j, NULL, &o), 0);
+    cr_assert_eq(async_yield(), 0); /* the owner is in async_group_free */
+    cr_assert_eq(async_task_cancel(o), 0);
+    cr_assert_eq(async_task_await(o, NULL), 0);
+    cr_assert_eq(j.free_rc, 0);
+    cr_assert_eq(j.ended, 3, "every group task ended before the free returned");
+    cr_assert_eq(j.after_rc, ASYNC_ECANCELED, "the cancellation is kept for later");
+    return 0;
+}
+Test(group, cancelled_group_owner_waits_then_stays_cancelled, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_group_owner_cancelled, NULL, NULL), 0);
+}
+
+typedef struct {
+    async_group_t *group;
+    bool free_it;
+    int rc;
+} gwait_job_t;
+
+static int group_child(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_MSEC(5));
+}
+
+static int group_waiter(void *arg, void **res)
+{
+    (void)res;
+    gwait_job_t *j = arg;
+    j->rc = async_group_wait(j->group);
+    if (j->free_it) cr_assert_eq(async_group_free(j->group), 0);
+    return 0;
+}
+
+/* Two tasks wait for a group; the first to resume frees it.  The second's
+ * wait has already ended (the group was done when both were woken), so it
+ * must return without touching the freed group (ASan sees the read). */
+static int t_group_freed_by_first_waiter(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_spawn(g, group_child, NULL, NULL), 0);
+    gwait_job_t a = {.group = g, .free_it = true, .rc = 1}, b = {.group = g, .rc = 1};
+    async_task_t ta, tb;
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &a, NULL, &ta), 0);
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &b, NULL, &tb), 0);
+    cr_assert_eq(async_task_await(ta, NULL), 0);
+    cr_assert_eq(async_task_await(tb, NULL), 0);
+    cr_assert_eq(a.rc, 0);
+    cr_assert_eq(b.rc, 0);
+    return 0;
+}
+Test(group, group_freed_by_the_first_of_two_waiters, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_group_freed_by_first_waiter, NULL, NULL), 0);
+}

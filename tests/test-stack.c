@@ -1,6 +1,8 @@
 /* Stacks: 100,000 tasks at once under the default vm.max_map_count, reuse of
- * pooled stacks, and detection of overflow with and without guard pages. */
+ * pooled stacks, detection of overflow with and without guard pages, and
+ * loops on two threads setting up the process-wide stack settings at once. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,4 +138,35 @@ Test(stack, overflow_without_guards_is_caught_by_the_canary, .timeout = 30)
 #ifndef SANITIZED /* a sanitizer reports the crash and exits instead */
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %#x", status);
 #endif
+}
+
+static int trivial(void *arg, void **res)
+{
+    (void)res;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void *loop_thread(void *arg)
+{
+    int *ran = arg;
+    async_loop_t *loop;
+    if (async_loop_new(&loop) != 0) return NULL;
+    for (int i = 0; i < 4; i++) async_task_spawn(loop, trivial, ran, &(async_task_opts_t){.detached = true}, NULL);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_free(loop);
+    return NULL;
+}
+
+/* Loops on different threads share nothing but the process-wide stack
+ * settings, which must be safe to read and set up from several threads at
+ * once (ThreadSanitizer checks; the counts check everywhere). */
+Test(stack, loops_on_two_threads_start_at_once, .timeout = 10)
+{
+    int ran[2] = {0, 0};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&th[i], NULL, loop_thread, &ran[i]), 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    cr_assert_eq(ran[0], 4);
+    cr_assert_eq(ran[1], 4);
 }
