@@ -136,7 +136,7 @@ $(SHARED): $(LIB_OBJS)
 
 # Programs link the static library so that they run from the tree.
 # Objects made through pattern chains are kept, not deleted as intermediates.
-.PRECIOUS: $(OBJ)/%.o
+.PRECIOUS: $(OBJ)/lib/%.o $(OBJ)/tests/%.o $(OBJ)/%.o
 .SECONDEXPANSION:
 $(DEMO_BINS): $(OUT)/demos/%: $(OBJ)/demos/%.o $$(call demo_common,$$(firstword $$(subst /, ,$$*))) $(STATIC)
 	@mkdir -p $(@D)

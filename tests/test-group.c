@@ -2,6 +2,7 @@
  * the rest, and nothing outlives the group. */
 #include <criterion/criterion.h>
 #include "support/run.h"
+#include "support/alloc.h"
 
 struct probe {
     int finished, cancelled;
@@ -230,4 +231,87 @@ static int t_group_freed_by_first_waiter(void *arg, void **res)
 Test(group, group_freed_by_the_first_of_two_waiters, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_group_freed_by_first_waiter, NULL, NULL), 0);
+}
+
+/* --- misuse and failures --------------------------------------------------- */
+
+typedef struct {
+    async_group_t *group;
+    int wait_rc, free_rc;
+} inner_job_t;
+
+static int inner(void *arg, void **res)
+{
+    (void)res;
+    inner_job_t *j = arg;
+    j->wait_rc = async_group_wait(j->group);
+    j->free_rc = async_group_free(j->group);
+    return 0;
+}
+
+static int spawns_nothing(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return 0;
+}
+
+/* A group's own task cannot wait for or free its group (it would wait for
+ * itself); a cancelled group refuses spawns without running fn; a finished
+ * group's wait returns its first error again; freeing NULL is a no-op. */
+static int t_misuse(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    inner_job_t j = {.wait_rc = 1, .free_rc = 1};
+    cr_assert_eq(async_group_new(NULL, &j.group), 0);
+    cr_assert_eq(async_group_spawn(j.group, inner, &j, NULL), 0);
+    cr_assert_eq(async_group_wait(j.group), 0);
+    cr_assert_eq(j.wait_rc, ASYNC_EINVAL, "a group task waiting for its group");
+    cr_assert_eq(j.free_rc, ASYNC_EBUSY, "a group task freeing its group");
+    cr_assert_eq(async_group_live(j.group), 0);
+    async_group_cancel(j.group);
+    struct probe p = {0};
+    cr_assert_eq(async_group_spawn(j.group, quick, &p, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_group_wait(j.group), 0, "nothing failed before the cancel");
+    cr_assert_eq(async_group_free(j.group), 0);
+    cr_assert_eq(p.finished, 0, "a refused spawn never runs");
+    cr_assert_eq(async_group_free(NULL), 0);
+    return 0;
+}
+Test(group, misuse_is_refused, .timeout = 10) { cr_assert_eq(test_run_task(t_misuse, NULL, NULL), 0); }
+
+/* An allocation failure in async_group_new or in a spawn is ASYNC_ENOMEM;
+ * the group stays usable and nothing leaks. */
+static int t_oom(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int failures = 0;
+    for (long n = 0; n < 8; n++) {
+        async_group_t *g;
+        test_alloc_fail_after(n);
+        int rc = async_group_new(NULL, &g);
+        if (rc) {
+            test_alloc_fail_after(-1);
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+            continue;
+        }
+        rc = async_group_spawn(g, spawns_nothing, NULL, NULL);
+        test_alloc_fail_after(-1);
+        if (rc) {
+            cr_assert_eq(rc, ASYNC_ENOMEM, "%s", async_errname(rc));
+            cr_assert_eq(async_group_live(g), 0, "a failed spawn adds no task");
+            failures++;
+        }
+        cr_assert_eq(async_group_wait(g), 0);
+        cr_assert_eq(async_group_free(g), 0);
+    }
+    cr_assert_geq(failures, 2, "both the group and a spawn met a failed allocation");
+    return 0;
+}
+Test(group, allocation_failures, .timeout = 10)
+{
+    test_alloc_install();
+    cr_assert_eq(test_run_task(t_oom, NULL, NULL), 0);
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
 }

@@ -432,3 +432,180 @@ Test(sem, sem_permits_are_never_lost, .timeout = 10)
     cr_assert_eq(test_run_task(t_sem_handoff, NULL, NULL), 0);
 }
 
+
+/* --- the contracts' error codes -------------------------------------------- */
+
+/* Every blocking call outside a task is ASYNC_ENOTASK (and blocks nothing);
+ * bad sizes are ASYNC_EINVAL; freeing NULL is a no-op. */
+Test(sync, errors_outside_a_task_and_bad_arguments, .timeout = 10)
+{
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, 0, 4), ASYNC_EINVAL, "elem_size 0");
+    cr_assert_eq(async_chan_new(&c, SIZE_MAX / 2, 4), ASYNC_EINVAL, "capacity * elem_size overflows");
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 0), 0);
+    int v = 1;
+    cr_assert_eq(async_chan_send(c, &v), ASYNC_ENOTASK, "a rendezvous send would block");
+    cr_assert_eq(async_chan_recv(c, &v), ASYNC_ENOTASK);
+    cr_assert_eq(async_chan_free(c), 0);
+
+    async_sem_t *s;
+    cr_assert_eq(async_sem_new(&s, 0), 0);
+    cr_assert_eq(async_sem_acquire(s), ASYNC_ENOTASK);
+    cr_assert_eq(async_sem_tryacquire(s), ASYNC_EAGAIN);
+    cr_assert_eq(async_sem_free(s), 0);
+
+    async_mutex_t *m;
+    cr_assert_eq(async_mutex_new(&m), 0);
+    cr_assert_eq(async_mutex_lock(m), ASYNC_ENOTASK);
+    cr_assert_eq(async_mutex_trylock(m), ASYNC_ENOTASK, "even trylock needs a task to own it");
+    cr_assert_eq(async_mutex_unlock(m), ASYNC_EPERM);
+    cr_assert_eq(async_mutex_free(m), 0);
+
+    async_event_t *e;
+    cr_assert_eq(async_event_new(&e), 0);
+    cr_assert_eq(async_event_wait(e), ASYNC_ENOTASK);
+    async_event_set(e);
+    cr_assert(async_event_is_set(e));
+    cr_assert_eq(async_event_free(e), 0);
+
+    cr_assert_eq(async_chan_free(NULL), 0);
+    cr_assert_eq(async_sem_free(NULL), 0);
+    cr_assert_eq(async_mutex_free(NULL), 0);
+    cr_assert_eq(async_event_free(NULL), 0);
+}
+
+typedef struct {
+    async_chan_t *chan;
+    async_sem_t *sem;
+    async_mutex_t *mutex;
+    async_event_t *event;
+    int rc;
+} busy_job_t;
+
+static int chan_waiter(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    int v;
+    j->rc = async_chan_recv(j->chan, &v);
+    return 0;
+}
+
+static int sem_blocker(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_sem_acquire(j->sem);
+    return 0;
+}
+
+static int event_blocker(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_event_wait(j->event);
+    return 0;
+}
+
+static int mutex_other(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_mutex_unlock(j->mutex);
+    return 0;
+}
+
+/* Freeing a primitive a task waits on is ASYNC_EBUSY and changes nothing: the
+ * waiter is released normally afterwards.  A mutex held (by anyone) cannot be
+ * freed, locking it twice is ASYNC_EBUSY, and only its owner may unlock it. */
+static int t_busy(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    busy_job_t j = {.rc = 1};
+    async_task_t t;
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
+    cr_assert_eq(async_task_spawn(NULL, chan_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_chan_free(j.chan), ASYNC_EBUSY, "a receiver waits");
+    cr_assert_eq(async_chan_close(j.chan), 0);
+    cr_assert_eq(async_chan_close(j.chan), ASYNC_EALREADY);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_ECLOSED);
+    cr_assert_eq(async_chan_free(j.chan), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_sem_new(&j.sem, 0), 0);
+    cr_assert_eq(async_task_spawn(NULL, sem_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_sem_free(j.sem), ASYNC_EBUSY, "a task waits for a permit");
+    async_sem_release(j.sem);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, 0);
+    cr_assert_eq(async_sem_free(j.sem), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_event_new(&j.event), 0);
+    cr_assert_eq(async_task_spawn(NULL, event_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_event_free(j.event), ASYNC_EBUSY, "a task waits for the event");
+    async_event_set(j.event);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, 0);
+    async_event_clear(j.event);
+    cr_assert_not(async_event_is_set(j.event));
+    cr_assert_eq(async_event_free(j.event), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_mutex_new(&j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), ASYNC_EBUSY, "not recursive");
+    cr_assert_eq(async_mutex_free(j.mutex), ASYNC_EBUSY, "held");
+    cr_assert_eq(async_task_spawn(NULL, mutex_other, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_EPERM, "another task cannot unlock it");
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_mutex_unlock(j.mutex), ASYNC_EPERM, "no longer held");
+    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    return 0;
+}
+Test(sync, free_while_busy_and_misuse, .timeout = 10) { cr_assert_eq(test_run_task(t_busy, NULL, NULL), 0); }
+
+/* Every constructor reports an allocation failure as ASYNC_ENOMEM, at each
+ * allocation it makes, and leaves nothing allocated. */
+Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
+{
+    test_alloc_install();
+    int failures = 0;
+    for (long n = 0; n < 4; n++) {
+        async_sem_t *s;
+        async_mutex_t *m;
+        async_event_t *e;
+        test_alloc_fail_after(n);
+        int rc = async_sem_new(&s, 1);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_sem_free(s);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+        test_alloc_fail_after(n);
+        rc = async_mutex_new(&m);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_mutex_free(m);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+        test_alloc_fail_after(n);
+        rc = async_event_new(&e);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_event_free(e);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+    }
+    cr_assert_geq(failures, 3, "each constructor met a failed allocation");
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
+}
