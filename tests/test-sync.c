@@ -258,6 +258,15 @@ static void spin_past(int64_t deadline)
     while (async_now() <= deadline) { /* spin */ }
 }
 
+/* The deadline of a waiter that must still be waiting when it is handed
+ * something: far enough that a slow or loaded machine (ThreadSanitizer under
+ * a load of 16 missed 20 ms) does not expire it first; ASYNC_TEST_SLACK
+ * widens it further. */
+static int64_t handoff_deadline(void)
+{
+    return async_deadline_after((int64_t)(ASYNC_MSEC(200) * test_slack()));
+}
+
 typedef struct {
     async_chan_t *chan;
     int64_t deadline;
@@ -278,7 +287,7 @@ static int receiver_dl(void *arg, void **res)
 static int t_chan_handoff_then_deadline(void *arg, void **res)
 {
     (void)arg, (void)res;
-    recv_job_t j = {.deadline = async_deadline_after(ASYNC_MSEC(20))};
+    recv_job_t j = {.deadline = handoff_deadline()};
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
     async_task_t r;
     cr_assert_eq(async_task_spawn(NULL, receiver_dl, &j, NULL, &r), 0);
@@ -345,7 +354,7 @@ static int mutex_waiter(void *arg, void **res)
 static int t_mutex_handoff_then_cancel(void *arg, void **res)
 {
     (void)arg, (void)res;
-    lock_job_t j = {.deadline = async_deadline_after(ASYNC_MSEC(20)), .unlock_rc = 1};
+    lock_job_t j = {.deadline = handoff_deadline(), .unlock_rc = 1};
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
     async_task_t w;
@@ -407,7 +416,7 @@ static int sem_waiter(void *arg, void **res)
 static int t_sem_handoff(void *arg, void **res)
 {
     (void)arg, (void)res;
-    lock_job_t a = {.deadline = async_deadline_after(ASYNC_MSEC(20))};
+    lock_job_t a = {.deadline = handoff_deadline()};
     cr_assert_eq(async_sem_new(&a.sem, 0), 0);
     async_task_t w;
     cr_assert_eq(async_task_spawn(NULL, sem_waiter, &a, NULL, &w), 0);
