@@ -63,8 +63,10 @@ endif
 ifneq ($(COVERAGE),)
 # Atomic counter updates: the library's threads and forked workers update the
 # same counters, and plain increments lose counts (gcov then reads negative
-# branch counts and gcovr refuses the data).
-COV_FLAGS := --coverage -fprofile-update=atomic
+# branch counts and gcovr refuses the data).  ASYNC_COVERAGE lets code whose
+# processes end with _exit() (pool workers, forked children) call
+# __gcov_dump() first, or their counts are lost.
+COV_FLAGS := --coverage -fprofile-update=atomic -DASYNC_COVERAGE
 CFLAGS_ALL += $(COV_FLAGS)
 LIB_CFLAGS += $(COV_FLAGS)
 LDFLAGS += $(COV_FLAGS)
