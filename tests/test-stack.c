@@ -284,10 +284,13 @@ Test(stack, larger_stack_size_is_usable, .timeout = 30)
 {
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    int before = test_count_maps(NULL);
     /* Three in turn: each new stack is likely mapped where the last one was
-     * (under ASan that used to trip over the old task's stale shadow). */
+     * (under ASan that used to trip over the old task's stale shadow).  The
+     * mappings are counted after the first, which also sets up what any
+     * first spawn does once (libev's memory reserve). */
+    int before = 0;
     for (int i = 0; i < 3; i++) {
+        if (i == 1) before = test_count_maps(NULL);
         int r = -1;
         async_task_opts_t o = {.detached = true, .stack_size = 4 << 20};
         cr_assert_eq(async_task_spawn(loop, deep_task, &r, &o, NULL), 0);
