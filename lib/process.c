@@ -59,10 +59,10 @@ int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *a
             /* The death signal only covers a parent that dies after prctl; a
              * parent that died between fork and prctl has already left the
              * child with another parent, so check once more afterwards. */
-            if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) _exit(127);
-            if (getppid() != parent) _exit(127);
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) async__child_exit(127);
+            if (getppid() != parent) async__child_exit(127);
         }
-        _exit(fn(arg) & 0xff);
+        async__child_exit(fn(arg) & 0xff);
     }
     p->pid = pid;
     p->pidfd = pidfd_open_(pid);

@@ -56,7 +56,7 @@ static void setup(void)
              "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem "
              ">/dev/null 2>&1 && mkdir -p %s/www && echo hello > %s/www/small.txt",
              dir, dir, dir, dir);
-    if (system(cmd) != 0) cr_skip_test("openssl could not make a certificate");
+    if (system(cmd) != 0) cr_skip_test("missing package openssl: could not make a certificate");
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     port = free_port();
     char conf[512];
@@ -85,7 +85,7 @@ static void setup(void)
     for (int i = 0; i < 300 && !port_open(); i++) {
         if (waitpid(nginx, NULL, WNOHANG) == nginx) {
             nginx = -1;
-            cr_skip_test("nginx did not start");
+            cr_skip_test("missing package nginx-light: nginx did not start");
         }
         usleep(10000);
     }
