@@ -35,7 +35,7 @@ typedef struct async__exec_priv {
     char pad4[64];
     /* Rarely written. */
     _Atomic bool closed;
-    _Atomic int broken;              /* ASYNC_EINIT once an initializer failed */
+    _Atomic int broken;              /* the code that broke the pool, or 0 */
     _Atomic unsigned room_waiters;
     bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
@@ -77,16 +77,16 @@ void async__q_destroy(exec_priv_t *p);
 /* Queues jobs[0..n), a list linked through next, as one batch (one atomic
  * exchange, one wake-up round): waits (unless try_only) for room for the
  * first; a batch may overfill the bound.
- * Errors: ASYNC_ECLOSED, ASYNC_EINIT (broken), ASYNC_EAGAIN (try_only and
+ * Errors: ASYNC_ECLOSED, the broken code, ASYNC_EAGAIN (try_only and
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
 /* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
  * stopped and empty. */
 int async__q_take(exec_priv_t *p, async__job_t **out);
-/* Stops the queue (closed, or broken with code ASYNC_EINIT: false if it was
- * broken already), wakes everyone, and with drain returns every queued job as
- * a list, highest priority first. */
+/* Stops the queue (closed when code is ASYNC_ECLOSED, else broken with code:
+ * false if it was broken already), wakes everyone, and with drain returns
+ * every queued job as a list, highest priority first. */
 bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained);
 
 size_t async__default_chunksize(const async_executor_t *ex, size_t n);

@@ -334,9 +334,9 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
 bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
 {
     bool first = true;
-    if (code == ASYNC_EINIT) {
+    if (code != ASYNC_ECLOSED) {
         int expect = 0;
-        first = atomic_compare_exchange_strong(&p->broken, &expect, ASYNC_EINIT);
+        first = atomic_compare_exchange_strong(&p->broken, &expect, code);
     } else {
         atomic_store(&p->closed, true);
     }

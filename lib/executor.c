@@ -11,6 +11,7 @@
  *
  * Locking: no lock is held while a user callback, a work function or a
  * backend call runs; futures are finished outside every lock. */
+#include <assert.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,11 +21,7 @@
 
 static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
-unsigned async__cpu_count(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (unsigned)n;
-}
+unsigned async__cpu_count(void) { return async_cpu_count(); }
 
 /* Waits on c until the absolute CLOCK_MONOTONIC deadline; ETIMEDOUT or 0. */
 int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
@@ -191,18 +188,43 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
     }
 }
 
-void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
+bool async__exec_expirable(const async__job_t *job)
+{
+    return job->kind == JOB_SUBMIT && job->deadline != ASYNC_FOREVER;
+}
+
+void async__exec_expire(async_executor_t *ex, async__job_t *job)
+{
+    (void)ex;
+    assert(async__exec_expirable(job));
+    /* The executor's reference, dropped by async__exec_finish only, keeps
+     * the job and its output buffer alive for the function still running;
+     * the late finish then finds the future final and drops the result. */
+    async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
+                         "still running at its deadline (a thread cannot be stopped: the job "
+                         "runs on and its result is dropped)",
+                         NULL, 0, false);
+}
+
+void async__exec_break(async_executor_t *ex, int code, const char *msg)
 {
     exec_priv_t *p = ex->priv;
     /* Write the message before the pool turns broken: nobody reads it before. */
     pthread_mutex_lock(&p->join_mu);
     if (!atomic_load(&p->broken))
-        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "worker %u initializer failed: %s%s%s",
-                        worker, async_errname(code >= 0 ? ASYNC_EWORK : code),
-                        msg && *msg ? ": " : "", msg ? msg : "");
+        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg ? msg : async_strerror(code));
     pthread_mutex_unlock(&p->join_mu);
     async__job_t *list;
-    if (async__q_stop(p, ASYNC_EINIT, true, &list)) skip_list(list, ASYNC_EINIT, p->broken_msg);
+    if (async__q_stop(p, code, true, &list)) skip_list(list, code, p->broken_msg);
+}
+
+void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
+{
+    char full[ASYNC_FUTURE_MSG_MAX + 64];
+    (void)!snprintf(full, sizeof full, "worker %u initializer failed: %s%s%s", worker,
+                    async_errname(code >= 0 ? ASYNC_EWORK : code), msg && *msg ? ": " : "",
+                    msg ? msg : "");
+    async__exec_break(ex, ASYNC_EINIT, full);
 }
 
 /* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
@@ -258,6 +280,18 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
 
 unsigned async_executor_workers(const async_executor_t *ex) { return ex->workers; }
 async_backend_t async_executor_backend(const async_executor_t *ex) { return ex->opts.backend; }
+
+int async_executor_error(async_executor_t *ex, char *msg, size_t cap)
+{
+    if (!ex) return ASYNC_EINVAL;
+    exec_priv_t *p = ex->priv;
+    /* The message is written under join_mu before broken is set. */
+    pthread_mutex_lock(&p->join_mu);
+    int code = atomic_load(&p->broken);
+    if (msg && cap) snprintf(msg, cap, "%s", code ? p->broken_msg : "");
+    pthread_mutex_unlock(&p->join_mu);
+    return code;
+}
 
 size_t async_executor_queued(async_executor_t *ex)
 {
@@ -344,7 +378,11 @@ static int check_job(const async_job_t *j)
  * executor's), not queued yet. */
 static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 {
-    size_t in_copy = j->borrow_input ? 0 : j->in_size;
+    /* A job with a deadline may outlive its future on the thread backend
+     * (the future fails at the deadline, the function runs on), so its input
+     * is always copied into the job, which lives until the function returns. */
+    bool timed = j->deadline > 0 && j->deadline != ASYNC_FOREVER;
+    size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
     size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
@@ -367,6 +405,7 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
     job->next = NULL;
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
+    f->contested = timed;
     return f;
 }
 
@@ -530,6 +569,8 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     st->on_success = on_success;
     st->on_error = on_error;
     st->cb_arg = cb_arg;
+    /* The callbacks return before any wait on f does (executor.h). */
+    f->early_cb = on_success || on_error;
     if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
         async_future_free(f);
         return ASYNC_ENOMEM;

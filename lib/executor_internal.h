@@ -146,9 +146,23 @@ struct async_executor {
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **job);
 void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc);
 
-/* Marks the pool broken by a failed initializer: every queued job and every
- * later submit fails with ASYNC_EINIT and "worker W initializer failed: ..."
- * built from code and msg.  Idempotent; the first report wins. */
+/* A thread backend's deadline watchdog: whether a running job's future may
+ * fail at its deadline while the job still runs (a submit with a deadline;
+ * not a map chunk, whose rows the caller's memory holds until the map is
+ * final), and failing it so with ASYNC_ETIMEDOUT.  The backend calls
+ * async__exec_expire at most once per job, between taking it and calling
+ * async__exec_finish (which still follows: the job stays valid until then),
+ * without holding its own locks (callbacks run). */
+bool async__exec_expirable(const async__job_t *job);
+void async__exec_expire(async_executor_t *ex, async__job_t *job);
+
+/* Marks the pool broken: every queued job fails with code and msg, and every
+ * later submit returns code.  code is ASYNC_EINIT (an initializer failed),
+ * or, on the process backend, ASYNC_EWORKERDIED or ASYNC_ECHILD (see
+ * executor.h).  Idempotent; the first report wins. */
+void async__exec_break(async_executor_t *ex, int code, const char *msg);
+/* async__exec_break for worker's failed initializer, which returned code with
+ * msg: ASYNC_EINIT and "worker W initializer failed: ...". */
 void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg);
 
 /* Runs rows on the calling thread (thread worker or worker process):
@@ -165,7 +179,7 @@ void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadlin
  * returns its code (0 when there is none) and its message in msg. */
 int async__run_init(async_executor_t *ex, unsigned worker, char msg[ASYNC_FUTURE_MSG_MAX]);
 
-/* Number of CPUs online (at least 1). */
+/* The CPUs this process may use, async_cpu_count(): the default pool size. */
 unsigned async__cpu_count(void);
 
 #endif

@@ -20,7 +20,8 @@ static void init(async_future_t *f, async__fpool_t *pool)
     f->err = 0;
     atomic_init(&f->lock, 0);
     f->exec_owned = false;
-    f->data_owned = f->msg_owned = f->has_index = 0;
+    f->contested = false;
+    f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
     f->data = NULL;
     f->size = 0;
     f->pool = pool;
@@ -271,11 +272,41 @@ static int claim(async_future_t *f, bool pending_only)
     }
 }
 
+/* With early_cb: publishes the outcome held (FS_HOLD), so that the first
+ * callback sees it through the inspectors while every waiter still waits,
+ * then runs that callback.  Python's AsyncResult runs its callback before
+ * get() returns; map_async promises the same.  Waiters and callbacks that
+ * arrive meanwhile are listed as usual (a held future is not final to
+ * them) and are served by the release that follows. */
+static void run_early(async_future_t *f, unsigned final)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&f->state, &s, (s & ~FS_MASK) | final | FS_HOLD,
+                                                  memory_order_release, memory_order_relaxed)) {
+    }
+    async__cb_node_t *first = NULL;
+    lock(f);
+    for (async__list_t *it = f->nodes.next; it != &f->nodes; it = it->next) {
+        async__listener_t *l = container_of(it, async__listener_t, link);
+        if (!l->notify) {
+            async__list_remove(it);
+            first = container_of(l, async__cb_node_t, l);
+            break;
+        }
+    }
+    unlock(f);
+    if (first) {
+        first->cb(f, first->arg);
+        async__free(first);
+    }
+}
+
 /* Publishes the final state, then wakes sleepers, notifies listeners and runs
  * the callbacks, in the order they were added, on this thread.  The caller
  * holds a reference, so callbacks may free theirs. */
 static void publish(async_future_t *f, unsigned final)
 {
+    if (f->early_cb) run_early(f, final);
     unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&f->state, &s, final, memory_order_release,
                                                   memory_order_relaxed)) {
@@ -327,7 +358,7 @@ static int norm_code(int code) { return code >= 0 ? ASYNC_EWORK : code; }
 int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg, void *data,
                          size_t size, bool owned)
 {
-    bool sole = f->exec_owned &&
+    bool sole = f->exec_owned && !f->contested &&
                 (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
     int r = sole ? 0 : claim(f, false);
     if (r) {
@@ -350,7 +381,7 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
 
 int async__future_fail_at(async_future_t *f, int err, const char *msg, size_t index)
 {
-    bool sole = f->exec_owned &&
+    bool sole = f->exec_owned && !f->contested &&
                 (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) == FS_RUNNING;
     int r = sole ? 0 : claim(f, false);
     if (r) return ASYNC_EDONE;
@@ -432,7 +463,8 @@ int async_future_error(const async_future_t *f)
 
 const char *async_future_message(const async_future_t *f)
 {
-    if (!async_future_done(f)) return "";
+    if (!async__fs_decided(atomic_load_explicit(&((async_future_t *)f)->state, memory_order_acquire)))
+        return "";
     return f->msg ? f->msg : "";
 }
 

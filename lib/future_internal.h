@@ -32,9 +32,21 @@ enum {
     FS_MASK = 7,
     FS_SLEEPERS = 8,
     FS_LISTENERS = 16,
+    /* The outcome is set but the future's first callback still runs (a
+     * future with early_cb): inspectors report the outcome, waiters wait. */
+    FS_HOLD = 32,
 };
 
+/* Final and released: what every wait waits for. */
 static inline bool async__fs_final(unsigned s)
+{
+    if (s & FS_HOLD) return false;
+    s &= FS_MASK;
+    return s >= FS_DONE && s <= FS_CANCELLED;
+}
+
+/* The outcome is decided (final, held or not): what inspectors report. */
+static inline bool async__fs_decided(unsigned s)
 {
     s &= FS_MASK;
     return s >= FS_DONE && s <= FS_CANCELLED;
@@ -68,6 +80,12 @@ struct async_future {
                                       set before the future is shared, then only read */
     unsigned char data_owned : 1, msg_owned : 1; /* written by the finisher only */
     unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
+    unsigned char early_cb : 1;    /* its first callback runs before waiters are
+                                      released (map_async); set before sharing */
+    bool contested;                /* two threads may race to finish it (a thread
+                                      job with a deadline: its worker and the
+                                      deadline watchdog), so finishing always
+                                      claims; set before sharing, then only read */
     void *data;
     size_t size;
     struct async__fpool *pool;     /* where the memory goes back, or NULL */

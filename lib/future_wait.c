@@ -56,7 +56,9 @@ static bool satisfied(async_future_t *const *fs, size_t n, async_wait_mode_t mod
 {
     if (mode != ASYNC_WAIT_ALL) {
         for (size_t i = 0; i < n; i++) {
-            unsigned st = atomic_load_explicit(&fs[i]->state, memory_order_acquire) & FS_MASK;
+            unsigned raw = atomic_load_explicit(&fs[i]->state, memory_order_acquire);
+            unsigned st = raw & FS_MASK;
+            if (raw & FS_HOLD) continue; /* its early callback still runs */
             if (mode == ASYNC_WAIT_FIRST_COMPLETED ? async__fs_final(st)
                                                    : st == FS_FAILED || st == FS_CANCELLED) {
                 *index = i;

@@ -445,7 +445,7 @@ void async__procpool_free_now(async__procpool_t *p)
         while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
         close(p->sock);
     }
-    if (p->server > 0) {
+    if (p->server > 0 && !p->server_reaped) {
         while (waitpid(p->server, NULL, 0) < 0 && errno == EINTR) {}
     }
     for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {

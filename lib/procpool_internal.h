@@ -64,9 +64,13 @@ typedef struct async__procpool_opts {
     async__procpool_init_fn init;
     void *init_arg;
     async__procpool_call_fn call;
-    /* Called once, on the supervisor thread, when an initializer failure
-     * breaks the pool: the worker, the initializer's code and message. */
-    void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
+    /* Called once, on the supervisor thread, when the pool breaks, with the
+     * code later submits return and the message (async__procpool_error):
+     * ASYNC_EINIT (an initializer reported failure, or workers with an
+     * initializer kept dying before ready), ASYNC_EWORKERDIED (workers
+     * without one kept dying before ready, or none could be forked),
+     * ASYNC_ECHILD (the fork server died). */
+    void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;                    /* first argument of every done callback */
     int64_t idle_spin_ns;          /* one idle worker spins this long before it
@@ -93,13 +97,14 @@ typedef struct async__procjob {
 int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **out);
 
 /* Waits until every worker has run its initializer.  Errors: ASYNC_ETIMEDOUT,
- * ASYNC_EINIT (an initializer failed; see async__procpool_error), ASYNC_ECLOSED. */
+ * ASYNC_ECLOSED, or the code that broke the pool (see on_broken and
+ * async__procpool_error). */
 int async__procpool_wait_ready(async__procpool_t *pool, int64_t deadline);
 
 /* Queues a job; its done callback runs exactly once, later, on the
  * supervisor thread.  *id (may be NULL) names it for async__procpool_cancel.
- * Errors (done never runs): ASYNC_ECLOSED after shutdown or terminate,
- * ASYNC_EINIT once an initializer failed, ASYNC_ENOMEM, ASYNC_EINVAL. */
+ * Errors (done never runs): ASYNC_ECLOSED after shutdown or terminate, the
+ * code that broke the pool (see on_broken), ASYNC_ENOMEM, ASYNC_EINVAL. */
 int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job, uint64_t *id);
 
 /* Withdraws a job no worker has started: its done runs with ASYNC_ECANCELED.
@@ -134,6 +139,11 @@ pid_t async__procpool_server_pid(const async__procpool_t *pool);
 pid_t async__procpool_worker_pid(const async__procpool_t *pool, unsigned i);
 /* Workers forked so far, replacements included. */
 uint64_t async__procpool_spawned(const async__procpool_t *pool);
+
+/* Tests only: when positive, a new worker sleeps this long after its
+ * initializer and before it reports ready, so that a test can kill it in
+ * that window.  Read when the pool is created (the fork server copies it). */
+extern int64_t async__pp_test_hold_ready_ns;
 
 /* --- inside a work function -------------------------------------------- */
 /* In a worker process: its index, 0 .. workers-1; -1 elsewhere. */

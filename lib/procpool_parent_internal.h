@@ -30,7 +30,9 @@ typedef struct pp_deadline {
 typedef struct pp_pworker {
     pid_t pid;
     bool alive, spawning, ready;
-    int64_t retry_at;        /* when to try forking again after a failed fork; 0: no */
+    unsigned early_deaths;   /* deaths in a row before reporting ready */
+    int64_t retry_at;        /* when to fork again (a failed fork, a restart
+                                held back after early deaths); 0: no */
 } pp_pworker_t;
 
 enum { PP_OPEN, PP_DRAIN, PP_KILL };
@@ -55,13 +57,10 @@ struct async__procpool {
     pp_deadline_t *dl;
     size_t ndl, dl_cap;
     int mode;
-    bool killing, retired_all, server_gone, done;
+    bool killing, retired_all, server_gone, server_reaped, done;
     int broken;
     bool notify_broken;
-    unsigned broken_worker;
-    int broken_code;
-    char broken_raw[256];
-    void (*on_broken)(void *arg, unsigned worker, int code, const char *msg);
+    void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;
     char broken_msg[512];

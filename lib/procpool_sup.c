@@ -24,6 +24,16 @@
 #define RETRY_NS ASYNC_MSEC(100)
 #define IDLE_CHECK_NS ASYNC_MSEC(250)
 
+/* A worker that dies before it reports ready, without its initializer
+ * reporting a failure, was killed from outside or crashed: it is replaced.
+ * The second restart in a row of one worker waits EARLY_BACKOFF_NS, each
+ * later one twice as long up to EARLY_BACKOFF_MAX_NS, and the
+ * EARLY_DEATHS_MAX-th death in a row breaks the pool, so that a crash loop
+ * ends in a reported error after about a second instead of spinning. */
+#define EARLY_DEATHS_MAX 10
+#define EARLY_BACKOFF_NS ASYNC_MSEC(5)
+#define EARLY_BACKOFF_MAX_NS ASYNC_MSEC(200)
+
 static void send_msg(async__procpool_t *p, uint32_t type, unsigned w, pid_t pid, int value)
 {
     pp_msg_t m = {type, w, pid, value};
@@ -84,11 +94,13 @@ static void retire_all(async__procpool_t *p)
     pp_futex_wake(&p->h->work_seq, INT_MAX);
 }
 
-/* Under mu: no job will be accepted or started any more. */
+/* Under mu: no job will be accepted or started any more.  The message is
+ * written once, before on_broken is told, and never changes after. */
 static void break_pool(async__procpool_t *p, int err, const char *msg)
 {
     if (p->broken) return;
     p->broken = err;
+    p->notify_broken = p->on_broken != NULL;
     snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg);
     pthread_cond_broadcast(&p->cond);
     fail_all_queued(p, err, p->broken_msg);
@@ -205,14 +217,49 @@ static void describe(char *buf, size_t n, pid_t pid, int status)
                  WIFEXITED(status) ? WEXITSTATUS(status) : status);
 }
 
+/* Worker w died before it reported ready, and not because we killed it.
+ * Under mu.  Returns whether to restart it now. */
+static bool early_death(async__procpool_t *p, unsigned w, int status, const char *why)
+{
+    pp_worker_t *wr = &pp_workers(p->h)[w];
+    pp_pworker_t *pw = &p->w[w];
+    char msg[400];
+    if (WIFEXITED(status) && WEXITSTATUS(status) == PP_INIT_EXIT && wr->init_err) {
+        /* The initializer itself reported the failure: it would fail again. */
+        snprintf(msg, sizeof msg, "worker %u initializer failed: %s%s%s", w,
+                 async_strerror(wr->init_err), wr->init_msg[0] ? ": " : "", wr->init_msg);
+        break_pool(p, ASYNC_EINIT, msg);
+        return false;
+    }
+    if (++pw->early_deaths >= EARLY_DEATHS_MAX) {
+        if (p->h->init)
+            snprintf(msg, sizeof msg,
+                     "worker %u initializer failed: the worker died %u times in a row before it "
+                     "was ready (last: %s); the pool stopped restarting it",
+                     w, pw->early_deaths, why);
+        else
+            snprintf(msg, sizeof msg,
+                     "worker %u died %u times in a row before it was ready (last: %s); the pool "
+                     "stopped restarting it",
+                     w, pw->early_deaths, why);
+        break_pool(p, p->h->init ? ASYNC_EINIT : ASYNC_EWORKERDIED, msg);
+        return false;
+    }
+    if (pw->early_deaths < 2) return true;
+    int64_t delay = EARLY_BACKOFF_NS << (pw->early_deaths - 2 < 10 ? pw->early_deaths - 2 : 10);
+    pw->retry_at = async_now() + (delay < EARLY_BACKOFF_MAX_NS ? delay : EARLY_BACKOFF_MAX_NS);
+    return false;
+}
+
 /* Worker w was reaped.  Its finished jobs are delivered, the one it was
- * running fails with ASYNC_EWORKERDIED, and a replacement is forked. */
+ * running fails with ASYNC_EWORKERDIED (ASYNC_ECHILD when it died with the
+ * fork server), and a replacement is forked. */
 static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int status)
 {
     pp_shm_t *h = p->h;
     pp_worker_t *wr = &pp_workers(h)[w];
     reap_worker(p, w);
-    char why[200], msg[300];
+    char why[200], msg[sizeof p->broken_msg + 64];
     describe(why, sizeof why, pid, status);
     pthread_mutex_lock(&p->mu);
     pp_pworker_t *pw = &p->w[w];
@@ -228,8 +275,16 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
     for (uint32_t i = 0; i < h->nslots; i++) {
         uint32_t st = atomic_load(&slots[i].state);
         if (PP_KIND(st) == PP_RUNNING && PP_WORKER(st) == w) {
-            snprintf(msg, sizeof msg, "%s while running the job", why);
-            fail_slot(p, i, ASYNC_EWORKERDIED, msg, true);
+            if (p->server_gone) {
+                /* Nobody reaped it: it was killed because the fork server
+                 * died (PR_SET_PDEATHSIG), so the worker is not to blame. */
+                snprintf(msg, sizeof msg, "%s; the worker running the job (pid %d) died with it",
+                         p->broken_msg, (int)pid);
+                fail_slot(p, i, ASYNC_ECHILD, msg, true);
+            } else {
+                snprintf(msg, sizeof msg, "%s while running the job", why);
+                fail_slot(p, i, ASYNC_EWORKERDIED, msg, true);
+            }
         } else if (PP_KIND(st) == PP_DONE && PP_WORKER(st) == w) {
             /* Finished but not yet on the done ring when the worker died. */
             pthread_mutex_unlock(&p->mu);
@@ -244,22 +299,10 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
     atomic_store(&wr->state, PP_W_EMPTY);
     uint32_t spinning = w + 1;
     atomic_compare_exchange_strong(&h->spinner, &spinning, 0); /* died spinning */
-    if ((wst == PP_W_STARTING || wst == PP_W_EMPTY) && !p->killing && !p->broken) {
-        p->notify_broken = p->on_broken != NULL;
-        p->broken_worker = w;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == PP_INIT_EXIT && wr->init_err) {
-            p->broken_code = wr->init_err;
-            snprintf(p->broken_raw, sizeof p->broken_raw, "%s", wr->init_msg);
-            snprintf(msg, sizeof msg, "worker initializer failed: %s%s%s",
-                     async_strerror(wr->init_err), wr->init_msg[0] ? ": " : "", wr->init_msg);
-        } else {
-            p->broken_code = ASYNC_EWORKERDIED;
-            snprintf(p->broken_raw, sizeof p->broken_raw, "%s", why);
-            snprintf(msg, sizeof msg, "worker initializer failed: %s", why);
-        }
-        break_pool(p, ASYNC_EINIT, msg);
-    }
-    if (want_workers(p)) spawn(p, w);
+    bool now = true;
+    if (wst != PP_W_STARTING && wst != PP_W_EMPTY) pw->early_deaths = 0;
+    else if (!p->killing && !p->broken) now = early_death(p, w, status, why);
+    if (now && want_workers(p)) spawn(p, w);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -287,12 +330,33 @@ static void on_spawned(async__procpool_t *p, unsigned w, pid_t pid, int err)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* The fork server is gone (someone killed it): its workers die with it. */
+/* The fork server is gone (someone killed it): its workers die with it
+ * (PR_SET_PDEATHSIG) and no new one can start, so the pool is broken with
+ * ASYNC_ECHILD, and the jobs the workers held fail with that code too. */
 static void on_server_gone(async__procpool_t *p)
 {
+    char how[160] = "";
+    int status;
+    /* Its socket closes as it exits; the exit status follows at once. */
+    for (int i = 0; i < 100 && !p->server_reaped; i++) {
+        pid_t r = waitpid(p->server, &status, WNOHANG);
+        if (r == p->server) p->server_reaped = true;
+        else if (r < 0 && errno != EINTR) break;
+        else usleep(1000);
+    }
+    if (p->server_reaped && WIFSIGNALED(status))
+        snprintf(how, sizeof how, ", killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else if (p->server_reaped && WIFEXITED(status))
+        snprintf(how, sizeof how, ", exit status %d", WEXITSTATUS(status));
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "the process pool's fork server (pid %d) died%s; the pool cannot start workers "
+             "and is broken",
+             (int)p->server, how);
     pthread_mutex_lock(&p->mu);
     p->server_gone = true;
-    break_pool(p, ASYNC_EWORKERDIED, "the process pool's fork server died");
+    break_pool(p, ASYNC_ECHILD, msg);
     pthread_mutex_unlock(&p->mu);
     for (unsigned w = 0; w < p->nworkers; w++) {
         if (p->w[w].alive || p->w[w].spawning)
@@ -461,6 +525,7 @@ static void *supervise(void *arg)
             pp_pworker_t *pw = &p->w[w];
             if (!pw->ready && pw->alive && atomic_load(&pp_workers(h)[w].state) == PP_W_READY) {
                 pw->ready = true;
+                pw->early_deaths = 0;
                 if (++p->nready == p->nworkers) pthread_cond_broadcast(&p->cond);
             }
             if (pw->retry_at && pw->retry_at <= now && !pw->alive && !pw->spawning &&
@@ -479,7 +544,7 @@ static void *supervise(void *arg)
         bool notify = p->notify_broken;
         p->notify_broken = false;
         pthread_mutex_unlock(&p->mu);
-        if (notify) p->on_broken(p->broken_arg, p->broken_worker, p->broken_code, p->broken_raw);
+        if (notify) p->on_broken(p->broken_arg, p->broken, p->broken_msg);
         if (finished) break;
         if (progress) continue;
         atomic_store(&h->sup_waiting, 1);

@@ -35,6 +35,8 @@ struct async__procout {
     bool moved;
 };
 
+int64_t async__pp_test_hold_ready_ns;
+
 static int self_index = -1;
 static sigset_t saved_mask;
 static struct sigaction saved_int, saved_chld;
@@ -226,6 +228,11 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             wr->init_err = rc < 0 ? rc : ASYNC_EINIT;
             _exit(PP_INIT_EXIT);
         }
+    }
+    if (async__pp_test_hold_ready_ns > 0) {
+        struct timespec ts = {(time_t)(async__pp_test_hold_ready_ns / 1000000000),
+                              (long)(async__pp_test_hold_ready_ns % 1000000000)};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
     }
     atomic_store(&wr->state, PP_W_READY);
     atomic_fetch_add(&h->sup_seq, 1);

@@ -191,7 +191,8 @@ static void submit_job(procs_t *s, async__job_t *job)
     int rc = async__procpool_submit(s->pool, &pj, NULL);
     if (rc) {
         char msg[ASYNC_FUTURE_MSG_MAX];
-        if (rc == ASYNC_EINIT) async__procpool_error(s->pool, msg, sizeof msg);
+        if (rc != ASYNC_ECLOSED && async__procpool_error(s->pool, NULL, 0) == rc)
+            async__procpool_error(s->pool, msg, sizeof msg);
         else if (rc == ASYNC_ECLOSED) snprintf(msg, sizeof msg, "the process pool was terminated");
         else snprintf(msg, sizeof msg, "%s", async_strerror(rc));
         finish_err(s, job, rc == ASYNC_ECLOSED ? ASYNC_ECANCELED : rc, msg);
@@ -229,9 +230,10 @@ static void *feeder(void *arg)
     return NULL;
 }
 
-static void on_broken(void *arg, unsigned worker, int code, const char *msg)
+/* The pool's message already names the worker and the cause. */
+static void on_broken(void *arg, int code, const char *msg)
 {
-    async__exec_broken(arg, worker, code, msg);
+    async__exec_break(arg, code, msg);
 }
 
 static unsigned default_workers(void) { return async__cpu_count(); }

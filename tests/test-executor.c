@@ -11,7 +11,10 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -364,6 +367,100 @@ CASE(map_async_callbacks, 20)
     async_executor_free(ex);
     cr_expect_eq(success_calls, 2);
     cr_expect_eq(error_calls, 1);
+}
+
+/* map_async's callbacks return before any wait does (issue 11): a callback
+ * that records its round, sometimes slowly, and every kind of wait checks
+ * the record as soon as it returns.  Before the fix a wait returned first
+ * about once in 20 rounds, and every round with a slow callback. */
+typedef struct cb_round {
+    _Atomic int seen; /* the round whose callback has finished */
+    int round;
+    bool slow;
+} cb_round_t;
+
+static void record_round(async_future_t *f, void *arg)
+{
+    cb_round_t *r = arg;
+    /* The future reports its outcome to its own callback already. */
+    cr_expect(async_future_state(f) == ASYNC_FUTURE_DONE ||
+              async_future_state(f) == ASYNC_FUTURE_FAILED);
+    if (async_future_error(f)) cr_expect(strstr(async_future_message(f), "item "), "%s",
+                                         async_future_message(f));
+    if (r->slow) usleep(2000);
+    atomic_store(&r->seen, r->round);
+}
+
+CASE(map_async_callbacks_finish_before_waits_return, 120)
+{
+    async_executor_t *ex = pool(backend, 2);
+    enum { ROUNDS = 400 };
+    cb_round_t r = {0};
+    int in[4], out[4];
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 4, .chunksize = 1};
+    int late = 0;
+    for (int round = 1; round <= ROUNDS; round++) {
+        for (int i = 0; i < 4; i++) in[i] = round % 3 == 0 && i == 2 ? -1 : i;
+        r.round = round;
+        r.slow = round % 8 == 0;
+        async_future_t *f;
+        cr_assert_eq(async_executor_map_async(ex, &m, record_round, record_round, &r, &f), 0);
+        int64_t dl = async_deadline_after(ASYNC_SEC(20));
+        size_t idx;
+        switch (round % 5) {
+        case 0: async_future_wait(f); break;
+        case 1: async_future_wait_dl(f, dl); break;
+        case 2:
+            cr_assert_eq(async_futures_wait_dl(&f, 1, ASYNC_WAIT_FIRST_COMPLETED, &idx, dl), 0);
+            break;
+        case 3:
+            cr_assert_eq(async_futures_wait_dl(&f, 1, ASYNC_WAIT_FIRST_FAILURE, &idx, dl), 0);
+            break;
+        case 4: {
+            async_as_completed_t *it;
+            cr_assert_eq(async_as_completed_new(&f, 1, &it), 0);
+            cr_assert_eq(async_as_completed_next_dl(it, &idx, dl), 0);
+            async_as_completed_free(it);
+            break;
+        }
+        }
+        cr_assert(async_future_done(f));
+        late += atomic_load(&r.seen) != round;
+        cr_expect_eq(async_future_error(f), round % 3 == 0 ? ASYNC_EINVAL : 0);
+        async_future_free(f);
+    }
+    cr_expect_eq(late, 0, "%d of %d waits returned before the callback had finished", late, ROUNDS);
+    async_executor_free(ex);
+}
+
+/* A callback added while the first one runs still runs, after it. */
+static void second_cb(async_future_t *f, void *arg)
+{
+    (void)f;
+    cb_round_t *r = arg;
+    cr_expect_eq(atomic_load(&r->seen), r->round, "the map's own callback ran first");
+    atomic_store(&r->seen, -r->round);
+}
+
+CASE(map_async_callback_order_is_kept, 30)
+{
+    async_executor_t *ex = pool(backend, 2);
+    cb_round_t r = {.round = 1, .slow = true};
+    int in[2] = {1, 2}, out[2];
+    async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 2};
+    async_future_t *f;
+    cr_assert_eq(async_executor_map_async(ex, &m, record_round, NULL, &r, &f), 0);
+    cr_assert_eq(async_future_on_done(f, second_cb, &r), 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    /* The wait returns after the first callback; the second one may still
+     * be on its way, on the finishing thread. */
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (atomic_load(&r.seen) != -1 && async_now() < until) usleep(100);
+    cr_expect_eq(atomic_load(&r.seen), -1);
+    async_future_free(f);
+    async_executor_free(ex);
 }
 
 CASE(imap_ordered_from_array, 20)
@@ -755,6 +852,9 @@ CASE(initializer_failure_breaks_the_pool, 20)
     }
     usleep(20000);
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINIT);
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_EINIT);
+    cr_expect(strstr(why, "initializer failed") && strstr(why, "no database"), "%s", why);
     async_executor_free(ex);
 }
 
@@ -911,6 +1011,102 @@ Test(exec_threads_only, borrowed_input_and_ctx, .timeout = 10)
     async_executor_free(ex);
 }
 
+/* A job that overruns its deadline (issue 11): sleeps, then reads its
+ * (borrowed) input, writes its fixed output, grows a variable one, and says
+ * it has finished. */
+typedef struct overrun {
+    _Atomic int finished;
+    _Atomic int seen_input;
+    int sleep_ms;
+} overrun_t;
+
+static int overrunner(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size;
+    overrun_t *o = ctx; /* thread backend: the caller's memory, kept valid */
+    usleep((useconds_t)o->sleep_ms * 1000);
+    int v;
+    memcpy(&v, in, sizeof v);
+    atomic_store(&o->seen_input, v);
+    memset(out, 0x5a, out_size); /* into the future's memory, still alive */
+    char *big = async_work_output(4096); /* a heap result, dropped at the end */
+    if (big) memset(big, 1, 4096);
+    atomic_store(&o->finished, 1);
+    return 0;
+}
+
+Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout = 30)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 2);
+    static overrun_t o = {.sleep_ms = 3000};
+    int *input = malloc(sizeof *input);
+    *input = 1234;
+    int64_t t0 = async_now(), deadline = async_deadline_after(100 * MS);
+    async_job_t job = {.fn = overrunner, .in = input, .in_size = sizeof *input, .out_size = 64,
+                       .ctx = &o, .deadline = deadline, .borrow_input = true};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+    cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
+    int64_t took = async_now() - t0;
+    cr_expect_geq(took, 100 * MS, "not before the deadline");
+    /* At the deadline, not when the job returns three seconds later. */
+    cr_expect_lt(took, 2000 * MS, "returned after %.0f ms", took / 1e6);
+    cr_expect_eq(atomic_load(&o.finished), 0, "the job is still running");
+    cr_expect(strstr(async_future_message(f), "still running at its deadline"), "%s",
+              async_future_message(f));
+    cr_expect_eq(async_future_result(f, NULL, NULL), ASYNC_ETIMEDOUT);
+    /* The caller lets go of everything: its input (it was copied, having a
+     * deadline) and its future (the executor keeps the job's memory until
+     * the function returns). */
+    *input = -1;
+    free(input);
+    async_future_free(f);
+    /* Another worker serves meanwhile. */
+    async_future_t *g = submit_nap(ex, 0, 7, 0);
+    cr_expect_eq(async_future_wait(g), 0);
+    async_future_free(g);
+    /* Freeing the executor waits for the overrunning job. */
+    async_executor_free(ex);
+    cr_expect_eq(atomic_load(&o.finished), 1);
+    cr_expect_eq(atomic_load(&o.seen_input), 1234, "the job read its own copy of the input");
+}
+
+static _Atomic int expired_cb_calls;
+static void count_expired(async_future_t *f, void *arg)
+{
+    (void)arg;
+    if (async_future_error(f) == ASYNC_ETIMEDOUT) atomic_fetch_add(&expired_cb_calls, 1);
+}
+
+Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
+{
+    /* Staggered deadlines over four workers: each future fails at its own
+     * deadline, once, with its callback; jobs that finish in time succeed. */
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 4);
+    enum { N = 12 };
+    static overrun_t o[N];
+    async_future_t *fs[N];
+    int64_t t0 = async_now();
+    for (int i = 0; i < N; i++) {
+        o[i].sleep_ms = i % 3 == 0 ? 0 : 400;
+        int v = i;
+        async_job_t job = {.fn = overrunner, .in = &v, .in_size = sizeof v, .out_size = 8,
+                           .ctx = &o[i], .deadline = t0 + (50 + 20 * (i % 4)) * MS};
+        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_future_on_done(fs[i], count_expired, NULL), 0);
+    }
+    int timed_out = 0;
+    for (int i = 0; i < N; i++) {
+        int r = async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(20)));
+        cr_expect(r == 0 || r == ASYNC_ETIMEDOUT, "job %d: %s", i, async_strerror(r));
+        timed_out += r == ASYNC_ETIMEDOUT;
+        async_future_free(fs[i]);
+    }
+    async_executor_free(ex);
+    cr_expect_geq(timed_out, N - N / 3, "every overrunning job timed out");
+    cr_expect_eq(atomic_load(&expired_cb_calls), timed_out);
+}
+
 Test(exec_threads_only, default_worker_count, .timeout = 10)
 {
     async_executor_t *ex;
@@ -996,3 +1192,59 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_executor_free(ex);
 }
+
+/* --- CPU counts (issue 11) ---------------------------------------------------- */
+
+/* The first line a shell command prints, as a number; -1 if none. */
+static long command_number(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert(p, "%s", cmd);
+    long v = -1;
+    if (fscanf(p, "%ld", &v) != 1) v = -1;
+    cr_assert_eq(pclose(p), 0, "%s failed", cmd);
+    return v;
+}
+
+#define PY_AFFINITY "python3 -c 'import os; print(len(os.sched_getaffinity(0)))'"
+
+Test(cpus, count_is_the_affinity_mask, .timeout = 30)
+{
+    long want = command_number(PY_AFFINITY);
+    cr_assert_gt(want, 0);
+    cr_expect_eq(async_cpu_count(), (unsigned)want);
+    /* Narrowed to one CPU, as taskset -c would: the count follows, and the
+     * default pool sizes with it. */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    cpu_set_t all;
+    cr_assert_eq(sched_getaffinity(0, sizeof all, &all), 0);
+    int cpu = 0;
+    while (!CPU_ISSET(cpu, &all)) cpu++;
+    CPU_SET(cpu, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    cr_expect_eq(command_number(PY_AFFINITY), 1);
+    cr_expect_eq(async_cpu_count(), 1);
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    cr_expect_eq(async_executor_workers(ex), 1 + 4, "min(32, cpus + 4) threads");
+    async_executor_free(ex);
+    cr_assert_eq(sched_setaffinity(0, sizeof all, &all), 0);
+    cr_expect_eq(async_cpu_count(), (unsigned)want);
+}
+
+Test(cpus, cores_are_the_distinct_physical_cores, .timeout = 30)
+{
+    /* lscpu -p lists the online CPUs, one "core,socket" line each. */
+    long want = command_number("lscpu -p=CORE,SOCKET | grep -v '^#' | sort -u | wc -l");
+    cr_assert_gt(want, 0);
+    cr_expect_eq(async_cpu_cores(), (unsigned)want);
+    /* And the same from sysfs by another route: distinct core_cpus_list. */
+    long sys = command_number("cat /sys/devices/system/cpu/cpu[0-9]*/topology/core_cpus_list "
+                              "2>/dev/null | sort -u | wc -l");
+    bool none_offline = command_number("wc -w < /sys/devices/system/cpu/offline") == 0;
+    if (sys > 0 && none_offline) cr_expect_eq(async_cpu_cores(), (unsigned)sys);
+    cr_expect_leq(async_cpu_cores(), (unsigned)command_number("nproc --all"));
+}
+

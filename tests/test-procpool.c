@@ -1,7 +1,8 @@
 /* The process-pool engine (lib/procpool_internal.h): jobs through shared memory,
- * workers that die, deadlines, recycling, initializers, shutdown and
- * terminate, and the leak checks (descriptors, zombies, shared mappings,
- * heap allocations). */
+ * workers that die (in a job, or before they are ready: replaced, and a crash
+ * loop reported), a killed fork server, deadlines, recycling, initializers,
+ * shutdown and terminate, and the leak checks (descriptors, zombies, shared
+ * mappings, heap allocations). */
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot follow synchronisation that goes through memory
  * another process writes, and forking the fork server from a threaded
@@ -464,7 +465,12 @@ static void check_init_failure(async__procpool_init_fn init, const char *want)
 }
 
 Test(procpool, initializer_failure, .timeout = 30) { check_init_failure(bad_init, "no database"); }
-Test(procpool, initializer_crash, .timeout = 30) { check_init_failure(crashing_init, "signal 9"); }
+Test(procpool, initializer_crash, .timeout = 30)
+{
+    /* Not reported by the initializer: restarted until the crash loop is
+     * reported, a bounded number of times. */
+    check_init_failure(crashing_init, "in a row before it was ready (last: worker process");
+}
 
 /* --- shutdown and terminate ------------------------------------------------------ */
 
@@ -642,10 +648,119 @@ Test(procpool, fork_server_killed, .timeout = 30)
     cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
     cr_assert_eq(submit(p, sleeper, 10000, 8, 0, ASYNC_FOREVER, NULL), 0);
     usleep(50000);
-    cr_assert_eq(kill(async__procpool_server_pid(p), SIGKILL), 0);
+    pid_t server = async__procpool_server_pid(p);
+    cr_assert_eq(kill(server, SIGKILL), 0);
     wait_done(1);
-    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
-    cr_assert_neq(submit(p, square, 1, 8, 1, ASYNC_FOREVER, NULL), 0);
+    /* The fork server's death, not the worker it took down, is the cause. */
+    cr_assert_eq(R[0].err, ASYNC_ECHILD, "%s", R[0].msg);
+    cr_assert(strstr(R[0].msg, "fork server"), "%s", R[0].msg);
+    cr_assert(strstr(R[0].msg, "signal 9"), "%s", R[0].msg);
+    cr_assert_not(strstr(R[0].msg, "while running"), "%s", R[0].msg);
+    char msg[600];
+    cr_assert_eq(async__procpool_error(p, msg, sizeof msg), ASYNC_ECHILD);
+    cr_assert(strstr(msg, "fork server"), "%s", msg);
+    cr_assert_eq(submit(p, square, 1, 8, 1, ASYNC_FOREVER, NULL), ASYNC_ECHILD);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(1))), ASYNC_ECHILD);
+    async__procpool_free(p);
+    /* Reaped once, by the pool: nothing of ours is left. */
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1);
+}
+
+/* --- workers that die before they are ready (issue 10, defect 2) ----------------- */
+
+/* Waits for worker w's pid to be set and differ from `old`; 0 at the
+ * deadline or once the pool is broken. */
+static pid_t new_worker_pid(async__procpool_t *p, unsigned w, pid_t old, int64_t deadline)
+{
+    pid_t pid;
+    while (((pid = async__procpool_worker_pid(p, w)) == 0 || pid == old) &&
+           async_now() < deadline && async__procpool_error(p, NULL, 0) == 0)
+        usleep(500);
+    return pid == old ? 0 : pid;
+}
+
+/* SIGKILLs the next `kills` incarnations of worker 0 while each is held
+ * before it reports ready; returns how many it killed. */
+static int kill_before_ready(async__procpool_t *p, int kills)
+{
+    pid_t pid = 0;
+    int killed = 0;
+    int64_t deadline = async_now() + ASYNC_SEC(20);
+    while (killed < kills && async__procpool_error(p, NULL, 0) == 0) {
+        if (!(pid = new_worker_pid(p, 0, pid, deadline))) break;
+        /* The hook holds it a second before ready: it cannot be ready yet. */
+        cr_assert_eq(async__procpool_wait_ready(p, async_now()), ASYNC_ETIMEDOUT);
+        cr_assert_eq(kill(pid, SIGKILL), 0);
+        killed++;
+    }
+    return killed;
+}
+
+static void check_serves(async__procpool_t *p, int first)
+{
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(submit(p, square, i, 8, first + i, ASYNC_FOREVER, NULL), 0);
+    wait_done(first + 10);
+    for (int i = 0; i < 10; i++) cr_assert_eq(R[first + i].val, (long)i * i, "job %d", i);
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+}
+
+Test(procpool, replacement_killed_before_ready_is_replaced, .timeout = 60)
+{
+    async__pp_test_hold_ready_ns = ASYNC_SEC(1);
+    async__procpool_t *p = pool_new(1);
+    /* Jobs queued meanwhile wait for a worker that is ready; none is lost. */
+    cr_assert_eq(submit(p, square, 7, 8, 0, ASYNC_FOREVER, NULL), 0);
+    cr_assert_eq(kill_before_ready(p, 2), 2);
+    wait_done(1);
+    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
+    cr_assert_eq(R[0].val, 49);
+    check_serves(p, 1);
+    cr_assert_eq(async__procpool_spawned(p), 3);
+    async__procpool_free(p);
+}
+
+static int slow_init(void *arg, char *msg, size_t cap)
+{
+    (void)arg, (void)msg, (void)cap;
+    usleep(1000000);
+    return 0;
+}
+
+Test(procpool, killed_in_a_slow_initializer_is_replaced, .timeout = 60)
+{
+    async__procpool_opts_t o = {.workers = 1, .init = slow_init, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    cr_assert_eq(kill_before_ready(p, 2), 2);
+    check_serves(p, 0);
+    async__procpool_free(p);
+}
+
+Test(procpool, crash_loop_before_ready_is_reported, .timeout = 60)
+{
+    async__pp_test_hold_ready_ns = ASYNC_SEC(1);
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit(p, square, 3, 8, 0, ASYNC_FOREVER, NULL), 0);
+    int64_t t0 = async_now();
+    int killed = kill_before_ready(p, 1000);
+    char msg[600];
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (async__procpool_error(p, msg, sizeof msg) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_error(p, msg, sizeof msg), ASYNC_EWORKERDIED, "%s", msg);
+    cr_assert(strstr(msg, "10 times in a row before it was ready"), "%s", msg);
+    cr_assert(strstr(msg, "signal 9"), "%s", msg);
+    /* Bounded: ten forks, then it stops, rather than restarting forever. */
+    cr_assert_eq(killed, 10);
+    cr_assert_eq(async__procpool_spawned(p), 10);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(30));
+    wait_done(1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED, "the queued job fails with the reason");
+    cr_assert(strstr(R[0].msg, "in a row"), "%s", R[0].msg);
+    cr_assert_eq(submit(p, square, 1, 8, 1, ASYNC_FOREVER, NULL), ASYNC_EWORKERDIED);
+    usleep(300000);
+    cr_assert_eq(async__procpool_spawned(p), 10, "no restart after the report");
     async__procpool_free(p);
 }
 

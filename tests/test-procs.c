@@ -1,10 +1,14 @@
 /* The executor's process backend, through the public API: what only a
  * process pool does.  A task that kills, segfaults or exits its worker fails
  * alone with ASYNC_EWORKERDIED; a task past its deadline is killed; workers
- * recycle after max_tasks_per_worker; an initializer that crashes breaks the
- * pool with ASYNC_EINIT; terminate kills work in flight; a parent running
- * threads keeps replacing workers; maps over shared memory copy nothing; and
- * nothing leaks (allocations, descriptors, shared mappings, child processes).
+ * recycle after max_tasks_per_worker; an initializer that keeps crashing
+ * breaks the pool with ASYNC_EINIT after a bounded number of restarts, while
+ * a worker killed in its initializer is simply replaced; a killed fork
+ * server breaks the pool with ASYNC_ECHILD; a kill storm on workers and fresh
+ * replacements loses and repeats no job; terminate kills work in flight; a
+ * parent running threads keeps replacing workers; maps over shared memory
+ * copy nothing; and nothing leaks (allocations, descriptors, shared
+ * mappings, child processes).
  * The backend-independent cases run in test-executor-procs.c. */
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot follow synchronisation that goes through memory
@@ -18,10 +22,12 @@ Test(tsan, process_pool_tests_skipped, .timeout = 1) {}
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/executor.h>
@@ -209,6 +215,239 @@ Test(procs, crashing_initializer_breaks_the_pool, .timeout = 20)
         usleep(10000);
     }
     cr_expect_eq(r, ASYNC_EINIT);
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_EINIT);
+    cr_expect(strstr(why, "10 times in a row") && strstr(why, "signal 9"), "%s", why);
+    async_executor_free(ex);
+}
+
+/* Our child processes named comm (the fork server is "async-forksrv"),
+ * or the children of parent when it is not 0; up to max, returns how many. */
+static int children_named(pid_t parent, const char *comm, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    cr_assert(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        int pid = atoi(e->d_name);
+        if (pid <= 0) continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        if (!open || !close) continue;
+        *close = '\0';
+        char state;
+        int ppid;
+        if (sscanf(close + 2, "%c %d", &state, &ppid) != 2 || state == 'Z') continue;
+        if (ppid == (parent ? parent : getpid()) && strcmp(open + 1, comm) == 0) out[n++] = pid;
+    }
+    closedir(d);
+    return n;
+}
+
+Test(procs, fork_server_killed_is_reported, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    async_future_t *running = submit_act(ex, 0, 20000, 0);
+    async_future_t *warm = submit_act(ex, 0, 0, 0);
+    cr_assert_eq(async_future_wait(warm), 0);
+    async_future_free(warm);
+    pid_t server;
+    cr_assert_eq(children_named(0, "async-forksrv", &server, 1), 1);
+    cr_assert_eq(kill(server, SIGKILL), 0);
+    /* The job the dead server's worker held fails with the real cause. */
+    cr_expect_eq(async_future_wait(running), ASYNC_ECHILD, "%s", async_future_message(running));
+    const char *m = async_future_message(running);
+    cr_expect(strstr(m, "fork server") && strstr(m, "died"), "%s", m);
+    cr_expect_not(strstr(m, "while running"), "%s", m);
+    async_future_free(running);
+    /* Submits accepted before the pool had noticed fail the same way; once
+     * it has (at most a few hundred ms), submit itself returns the code. */
+    int64_t until = async_now() + ASYNC_SEC(10);
+    int r;
+    async_job_t job = {.fn = act, .in = (int[2]){0, 0}, .in_size = 2 * sizeof(int),
+                       .out_size = sizeof(int)};
+    async_future_t *f;
+    while ((r = async_executor_submit(ex, &job, &f)) == 0 && async_now() < until) {
+        cr_expect_eq(async_future_wait(f), ASYNC_ECHILD, "%s", async_future_message(f));
+        async_future_free(f);
+        usleep(5000);
+    }
+    cr_expect_eq(r, ASYNC_ECHILD, "%s", async_strerror(r));
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_ECHILD);
+    cr_expect(strstr(why, "fork server") && strstr(why, "signal 9"), "%s", why);
+    cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_ECHILD);
+    async_map_t map = {.fn = act, .in = (int[4]){0, 0, 0, 0}, .in_size = 2 * sizeof(int), .n = 2};
+    cr_expect_eq(async_executor_map(ex, &map, NULL), ASYNC_ECHILD);
+    async_executor_free(ex);
+}
+
+static int slow_ok_init(void *ctx)
+{
+    (void)ctx;
+    usleep(1000000);
+    return 0;
+}
+
+Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
+{
+    async_executor_t *ex = pool_opts(1, 0, slow_ok_init);
+    async_future_t *f = submit_act(ex, 0, 0, 0);
+    pid_t server, worker, last = 0;
+    cr_assert_eq(children_named(0, "async-forksrv", &server, 1), 1);
+    for (int kills = 0; kills < 2;) {
+        int64_t until = async_now() + ASYNC_SEC(10);
+        while ((children_named(server, "async-worker", &worker, 1) != 1 || worker == last) &&
+               async_now() < until)
+            usleep(1000);
+        cr_assert_neq(worker, last, "a new worker is forked");
+        /* It sleeps a second in its initializer: it is not ready yet. */
+        cr_assert_eq(kill(worker, SIGKILL), 0);
+        last = worker;
+        kills++;
+    }
+    cr_expect_eq(async_future_wait(f), 0, "%s", async_future_message(f));
+    cr_expect_eq(async_executor_error(ex, NULL, 0), 0, "not broken");
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+/* --- the kill storm (issue 10, fault suite) ----------------------------------- */
+
+/* Tests only (lib/procpool_internal.h): new workers wait this long before
+ * they report ready, which widens the window in which the storm catches a
+ * fresh replacement before it is ready. */
+extern int64_t async__pp_test_hold_ready_ns;
+
+enum { STORM_JOBS = 10000 };
+
+typedef struct storm {
+    _Atomic int *runs; /* shared memory: executions of each job */
+    pid_t server;
+    atomic_bool stop;
+    unsigned seed;
+    int kills, fresh_kills;
+} storm_t;
+
+/* A job's input: its index and the shared counters (allocated after the
+ * pool was forked, so they cannot come through ctx). */
+typedef struct storm_in {
+    int i;
+    _Atomic int *runs;
+} storm_in_t;
+
+static int counted(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    storm_in_t a;
+    memcpy(&a, in, sizeof a);
+    int i = a.i;
+    atomic_fetch_add(&a.runs[i], 1);
+    usleep(300); /* long enough for the storm to hit jobs in flight */
+    int v = 2 * i;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+static void *storm_main(void *arg)
+{
+    storm_t *st = arg;
+    pid_t pids[16];
+    while (!atomic_load(&st->stop)) {
+        usleep(1000 + rand_r(&st->seed) % 3000);
+        int n = children_named(st->server, "async-worker", pids, 16);
+        if (n == 0) continue;
+        kill(pids[rand_r(&st->seed) % n], SIGKILL);
+        st->kills++;
+        if (rand_r(&st->seed) % 3) continue;
+        /* And now and then the replacement, as soon as it is forked. */
+        int64_t until = async_now() + ASYNC_MSEC(50);
+        while (async_now() < until && !atomic_load(&st->stop)) {
+            pid_t now[16];
+            int m = children_named(st->server, "async-worker", now, 16), fresh = -1;
+            for (int a = 0; a < m && fresh < 0; a++) {
+                bool old = false;
+                for (int b = 0; b < n; b++) old |= now[a] == pids[b];
+                if (!old) fresh = a;
+            }
+            if (fresh >= 0) {
+                kill(now[fresh], SIGKILL);
+                st->fresh_kills++;
+                break;
+            }
+            usleep(200);
+        }
+    }
+    return NULL;
+}
+
+Test(procs, kill_storm, .timeout = 120)
+{
+    async__pp_test_hold_ready_ns = ASYNC_MSEC(2);
+    async_executor_t *ex = pool(4);
+    async__pp_test_hold_ready_ns = 0;
+    static storm_t st;
+    st.seed = (unsigned)time(NULL);
+    cr_log_info("kill storm seed %u", st.seed);
+    cr_assert_eq(async_executor_shm_alloc(ex, STORM_JOBS * sizeof *st.runs, (void **)&st.runs), 0);
+    cr_assert_eq(children_named(0, "async-forksrv", &st.server, 1), 1);
+    static async_future_t *fs[STORM_JOBS];
+    pthread_t killer;
+    cr_assert_eq(pthread_create(&killer, NULL, storm_main, &st), 0);
+    int64_t t0 = async_now();
+    for (int i = 0; i < STORM_JOBS; i++) {
+        storm_in_t a = {i, st.runs};
+        async_job_t job = {.fn = counted, .in = &a, .in_size = sizeof a, .out_size = sizeof(int)};
+        int r = async_executor_submit(ex, &job, &fs[i]);
+        cr_assert_eq(r, 0, "submit %d: %s", i, async_strerror(r));
+    }
+    int64_t deadline = async_now() + ASYNC_SEC(90);
+    int done = 0, died = 0;
+    for (int i = 0; i < STORM_JOBS; i++) {
+        int r = async_future_wait_dl(fs[i], deadline);
+        cr_assert(async_future_done(fs[i]), "job %d never became final", i);
+        int runs = atomic_load(&st.runs[i]);
+        cr_assert_leq(runs, 1, "job %d ran %d times", i, runs);
+        if (r == 0) {
+            cr_assert_eq(result_int(fs[i]), 2 * i);
+            cr_assert_eq(runs, 1, "job %d is done but did not run", i);
+            done++;
+        } else {
+            /* Only the job a killed worker held fails, and it says so. */
+            cr_assert_eq(r, ASYNC_EWORKERDIED, "job %d: %s", i, async_future_message(fs[i]));
+            cr_assert(strstr(async_future_message(fs[i]), "signal 9"), "%s",
+                      async_future_message(fs[i]));
+            died++;
+        }
+        async_future_free(fs[i]);
+    }
+    atomic_store(&st.stop, true);
+    pthread_join(killer, NULL);
+    int64_t took = async_now() - t0;
+    cr_log_info("kill storm: %d kills (%d of fresh replacements), %d jobs done, %d failed, %.2f s",
+                st.kills, st.fresh_kills, done, died, took / 1e9);
+    cr_expect_geq(st.kills, 1, "the storm killed nothing");
+    cr_expect_leq(died, st.kills + st.fresh_kills, "more jobs failed than workers died");
+    char why[300];
+    cr_expect_eq(async_executor_error(ex, why, sizeof why), 0, "broken: %s", why);
+    /* The pool serves afterwards, with every worker back. */
+    for (int i = 0; i < 100; i++) {
+        int v[2] = {0, 0};
+        async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        cr_assert_eq(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(20))), 0, "%s",
+                     async_future_message(f));
+        async_future_free(f);
+    }
+    async_executor_shm_free(ex, (void *)st.runs);
     async_executor_free(ex);
 }
 

@@ -6,19 +6,29 @@
  *   brewery [--mode serial|threads|processes|async|meta|all[,..]]
  *           [--states a,b,..|all] [--base-url URL] [--json FILE]
  *           [--latency MS] [--server-data FILE] [--rate N] [--retries N]
- *           [--timeout-ms N]
+ *           [--timeout-ms N] [--plot DIR]
+ *
+ * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
+ * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
+ * with exit status 2 before any request.
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
- * reported; the exit status is 1 if anything failed. */
+ * reported; the exit status is 1 if anything failed, 2 on a bad option (every
+ * numeric option must be a plain decimal number in its range: --latency
+ * 0..3600000, --rate 0..1e6, --retries 0..100, --timeout-ms 0..86400000). */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
 #include "common/client-modes.h"
+#include "common/client-plot.h"
 #include "common/client-server.h"
 
 static const char *const lab_states[] = {"district_of_columbia", "maryland", "new_york",
@@ -34,6 +44,13 @@ static const char *const all_states[] = {
     "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
     "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
 
+/* The numeric options' ranges: the server's own bound on latency (an hour),
+ * a day for one attempt, and enough retries and rate for any real use. */
+#define BREWERY_MAX_LATENCY_MS 3600000L
+#define BREWERY_MAX_TIMEOUT_MS 86400000L
+#define BREWERY_MAX_RETRIES 100L
+#define BREWERY_MAX_RATE 1e6
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static void usage(FILE *f)
@@ -46,20 +63,66 @@ static void usage(FILE *f)
             "  --base-url URL    API base, e.g. https://api.openbrewerydb.org/v1\n"
             "                    (default: start the local brewery-server)\n"
             "  --json FILE       results file (default async.json)\n"
-            "  --latency MS      the local server's latency (default: its own, 100)\n"
+            "  --latency MS      the local server's latency, 0..3600000 (default: its own, 100)\n"
             "  --server-data F   the local server serves this Open Brewery DB CSV\n"
-            "  --rate N          at most N requests per second (default: 2 for a remote\n"
-            "                    base URL, as Open Brewery DB allows 120 a minute; else none)\n"
-            "  --retries N       retries of a transient failure (default 3)\n"
-            "  --timeout-ms N    per request attempt (default 30000; 0: none)\n",
+            "  --rate N          at most N requests per second, 0..1e6; 0: no limit\n"
+            "                    (default: 2 for a remote base URL, as Open Brewery DB\n"
+            "                    allows 120 a minute; else none)\n"
+            "  --retries N       retries of a transient failure, 0..100 (default 3)\n"
+            "  --timeout-ms N    per request attempt, 0..86400000 (default 30000; 0: none)\n"
+            "  --plot DIR        draw each mode's request timeline with gnuplot as\n"
+            "                    DIR/timeline-MODE.png (one row per state, one bar per\n"
+            "                    request); DIR is made if missing\n",
             lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
 }
 
-/* Splits a comma list in place into a NULL-terminated array. */
+/* The numeric options: a plain decimal number in [0, max], nothing before or
+ * after it (strtol and strtod would take " 5", "+5", "5abc" as far as they
+ * read, "inf", "nan" and hex).  0 or -1 with the message printed. */
+static int bad_number(const char *opt, const char *val, const char *want)
+{
+    fprintf(stderr, "brewery: invalid value for --%s: '%s' (%s)\n", opt, val, want);
+    return -1;
+}
+
+static int parse_long(const char *opt, const char *val, long max, long *out)
+{
+    char want[64];
+    snprintf(want, sizeof want, "want a whole number from 0 to %ld", max);
+    if (!(*val >= '0' && *val <= '9')) return bad_number(opt, val, want);
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || *end || v > max) return bad_number(opt, val, want);
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *val, double max, double *out)
+{
+    char want[64];
+    snprintf(want, sizeof want, "want a number from 0 to %g", max);
+    bool digit = *val >= '0' && *val <= '9', dot = *val == '.' && val[1] >= '0' && val[1] <= '9';
+    if (!digit && !dot) return bad_number(opt, val, want);
+    for (const char *p = val; *p; p++)
+        if (*p == 'x' || *p == 'X') return bad_number(opt, val, want);
+    char *end;
+    errno = 0;
+    double v = strtod(val, &end);
+    if (errno || *end || !isfinite(v) || v > max) return bad_number(opt, val, want);
+    *out = v;
+    return 0;
+}
+
+/* Splits a comma list in place into out[0..n); returns n, or SIZE_MAX when
+ * it has more than max items (which used to be dropped without a word). */
 static size_t split(char *s, const char **out, size_t max)
 {
     size_t n = 0;
-    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) return SIZE_MAX;
+        out[n++] = tok;
+    }
     return n;
 }
 
@@ -79,9 +142,40 @@ static bool known_state(const char *name)
     return false;
 }
 
+/* Seconds are written to the microsecond with WRITTEN_DIGITS significant
+ * digits (exact up to 999 s), and the result sentence is computed from the
+ * values as written, so that anyone reading async.json gets the sentence's
+ * figure back from its durations, to the last digit. */
+#define WRITTEN_DIGITS 9
+
+static double as_written(double seconds)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*g", WRITTEN_DIGITS, round(seconds * 1e6) / 1e6);
+    return strtod(buf, NULL);
+}
+
+/* The lab's sentence, X = (serial - async) / serial * 100 with two
+ * decimals.  When async was slower, X is negative and the sentence says
+ * "slower" with -X ("async version was 12.34% slower than the serial
+ * version"), as "-12.34% faster" reads badly; a figure that rounds to zero
+ * is "0.00% faster".  Returns X, rounded to the two decimals printed. */
+static double result_sentence(double serial, double async, char *buf, size_t size)
+{
+    double x = (serial - async) / serial * 100.0;
+    char fig[64];
+    snprintf(fig, sizeof fig, "%.2f", x < 0 ? -x : x);
+    bool slower = x < 0 && strcmp(fig, "0.00") != 0;
+    snprintf(buf, size, "async version was %s%% %s than the serial version", fig,
+             slower ? "slower" : "faster");
+    double r = strtod(fig, NULL);
+    return slower ? -r : r;
+}
+
 typedef struct mode_run {
     bool ran;
     int error;        /* the mode could not run at all */
+    int64_t t0;       /* async_now() at its start */
     double seconds;
     long requests;
     size_t failed;
@@ -106,7 +200,7 @@ static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t 
 int main(int argc, char **argv)
 {
     enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES,
-           O_TIMEOUT, O_HELP };
+           O_TIMEOUT, O_PLOT, O_HELP };
     static const struct option opts[] = {
         {"mode", required_argument, NULL, O_MODE},
         {"states", required_argument, NULL, O_STATES},
@@ -117,25 +211,38 @@ int main(int argc, char **argv)
         {"rate", required_argument, NULL, O_RATE},
         {"retries", required_argument, NULL, O_RETRIES},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {"plot", required_argument, NULL, O_PLOT},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     char *mode_arg = NULL, *states_arg = NULL;
-    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL;
+    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL,
+               *plot_dir = NULL;
     double rate = -1;
     int retries = 3, c;
-    long timeout_ms = 30000;
+    long timeout_ms = 30000, num;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODE: mode_arg = optarg; break;
         case O_STATES: states_arg = optarg; break;
         case O_BASE: base = optarg; break;
         case O_JSON: json_path = optarg; break;
-        case O_LATENCY: latency = optarg; break;
+        case O_LATENCY:
+            if (parse_long("latency", optarg, BREWERY_MAX_LATENCY_MS, &num)) return 2;
+            latency = optarg;
+            break;
         case O_DATA: data = optarg; break;
-        case O_RATE: rate = atof(optarg); break;
-        case O_RETRIES: retries = atoi(optarg); break;
-        case O_TIMEOUT: timeout_ms = atol(optarg); break;
+        case O_RATE:
+            if (parse_double("rate", optarg, BREWERY_MAX_RATE, &rate)) return 2;
+            break;
+        case O_RETRIES:
+            if (parse_long("retries", optarg, BREWERY_MAX_RETRIES, &num)) return 2;
+            retries = (int)num;
+            break;
+        case O_TIMEOUT:
+            if (parse_long("timeout-ms", optarg, BREWERY_MAX_TIMEOUT_MS, &timeout_ms)) return 2;
+            break;
+        case O_PLOT: plot_dir = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -151,6 +258,10 @@ int main(int argc, char **argv)
     } else {
         const char *m[16];
         size_t nm = split(mode_arg, m, 16);
+        if (nm == SIZE_MAX) {
+            fprintf(stderr, "brewery: --mode lists more than 16 modes\n");
+            return 2;
+        }
         for (size_t i = 0; i < nm; i++) {
             int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
             if (k == -1) {
@@ -169,12 +280,19 @@ int main(int argc, char **argv)
         n = NELEM(all_states);
     } else if (states_arg) {
         n = split(states_arg, states_buf, NELEM(states_buf));
+        if (n == SIZE_MAX) {
+            fprintf(stderr, "brewery: --states lists more than %zu states\n", NELEM(states_buf));
+            return 2;
+        }
         states = states_buf;
         if (!n) {
             fprintf(stderr, "brewery: --states is empty\n");
             return 2;
         }
     }
+
+    /* Before any request: a run of minutes must not end in "cannot plot". */
+    if (plot_dir && client_plot_check(plot_dir)) return 2;
 
     client_server_t server = {.pid = -1};
     char base_buf[96];
@@ -213,9 +331,9 @@ int main(int argc, char **argv)
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
             if (known_state(states[i])) run[k++] = states[i];
-        int64_t t0 = async_now();
+        r->t0 = async_now();
         r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
-        r->seconds = (double)(async_now() - t0) / 1e9;
+        r->seconds = as_written((double)(async_now() - r->t0) / 1e9);
         r->ran = true;
         for (size_t i = 0, j = 0; i < n; i++) {
             if (j < k && run[j] == states[i]) {
@@ -239,6 +357,15 @@ int main(int argc, char **argv)
                 r->seconds, r->requests, r->failed ? "  (some states failed)" : "");
     }
     client_server_stop(&server);
+    for (int m = 0; plot_dir && m < CLIENT_NMODES; m++) {
+        if (!runs[m].ran) continue;
+        const char *name = client_mode_name((client_mode_t)m);
+        if (client_plot_timeline(plot_dir, name, states, n, runs[m].counts, runs[m].t0,
+                                 runs[m].seconds))
+            status = 1;
+        else
+            fprintf(stderr, "plot      %s/timeline-%s.png\n", plot_dir, name);
+    }
 
     /* The table: one row per state, one column per mode that ran. */
     printf("%-22s", "state");
@@ -264,29 +391,33 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s: %s failed: %s\n", client_mode_name((client_mode_t)m),
                         states[i], runs[m].counts[i].errmsg);
 
-    /* async.json: the lab's two keys, then everything measured. */
+    /* async.json: the lab's two keys, X as a number (signed: negative when
+     * async was slower), then everything measured. */
     char result[160], host[256] = "";
     gethostname(host, sizeof host - 1);
     mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
-    /* The lab's figure: the share of the serial time the async version saves. */
-    double saved = s->seconds > 0 ? (s->seconds - a->seconds) / s->seconds * 100.0 : 0;
-    if (s->ran && a->ran && saved >= 0)
-        snprintf(result, sizeof result, "async version was %.0f%% faster than the serial version",
-                 saved);
-    else if (s->ran && a->ran)
-        snprintf(result, sizeof result, "async version was %.0f%% slower than the serial version",
-                 -saved);
-    else
-        snprintf(result, sizeof result, "the serial and async versions did not both run");
+    double faster = 0;
+    bool both = s->ran && a->ran && s->seconds > 0;
+    if (both) faster = result_sentence(s->seconds, a->seconds, result, sizeof result);
+    else snprintf(result, sizeof result, "the serial and async versions did not both run");
     json_t *modes = json_object(), *st = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(st, json_string(states[i]));
     for (int m = 0; m < CLIENT_NMODES; m++)
         if (runs[m].ran)
             json_object_set_new(modes, client_mode_name((client_mode_t)m),
                                 mode_json(&runs[m], states, n));
-    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:o}", "result", result, "host", host,
-                            "base_url", base, "states", st, "modes", modes);
-    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))) {
+    json_t *out = json_pack("{s:s, s:s}", "result", result, "host", host);
+    if (out && both) json_object_set_new(out, "async_faster_percent", json_real(faster));
+    if (out) {
+        json_object_set_new(out, "base_url", json_string(base));
+        json_object_set_new(out, "states", st);
+        json_object_set_new(out, "modes", modes);
+    } else {
+        json_decref(st);
+        json_decref(modes);
+    }
+    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                                   JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
         fprintf(stderr, "brewery: cannot write %s\n", json_path);
         status = 1;
     }

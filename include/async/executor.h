@@ -49,7 +49,13 @@ typedef int (*async_work_fn)(const void *in, size_t in_size, void *out, size_t o
 /* A per-worker initializer, run once in each worker before its first work
  * (Python's initializer=).  Returns 0 or an error (async_work_fail gives it a
  * message); a failure breaks the pool: queued and later work fails with
- * ASYNC_EINIT and a message naming the worker and the error. */
+ * ASYNC_EINIT and a message naming the worker and the error.  On the process
+ * backend a worker that dies before it is ready (its initializer crashed, or
+ * it was killed from outside) reported nothing, so it is replaced; the 10th
+ * such death in a row of one worker breaks the pool with ASYNC_EINIT (or,
+ * without an initializer, ASYNC_EWORKERDIED) and "... died 10 times in a row
+ * before it was ready (last: ...)", restarts being spaced out from 5 ms up to
+ * 200 ms in between, so that a crash loop is reported in about a second. */
 typedef int (*async_work_init_fn)(void *ctx);
 
 /* Inside a work function or initializer: records a message (printf format)
@@ -78,6 +84,23 @@ ASYNC_API int async_work_worker(void);
  * work can stop early; ASYNC_FOREVER elsewhere. */
 ASYNC_API int64_t async_work_deadline(void);
 
+/* --- the machine ---------------------------------------------------------- */
+
+/* The number of logical CPUs this process may run on: the size of its
+ * affinity mask (narrowed by taskset, cgroup cpusets, container limits), as
+ * Python's len(os.sched_getaffinity(0)) or os.process_cpu_count(); the
+ * number of online CPUs if the mask cannot be read.  At least 1, never
+ * fails, read afresh at each call.  The pools' default sizes use it. */
+ASYNC_API unsigned async_cpu_count(void);
+
+/* The number of physical cores among the machine's online CPUs, each core
+ * counted once however many hardware threads (hyperthreads) it has, as
+ * psutil.cpu_count(logical=False) or the distinct cores of `lscpu -p`; the
+ * whole machine, whatever this process's affinity.  Read from
+ * /sys/devices/system/cpu/cpuN/topology; when that cannot be read, the
+ * number of online logical CPUs.  At least 1, never fails. */
+ASYNC_API unsigned async_cpu_cores(void);
+
 /* --- creating and ending a pool ------------------------------------------ */
 
 typedef enum async_backend {
@@ -88,7 +111,8 @@ typedef enum async_backend {
 typedef struct async_executor_opts {
     async_backend_t backend;
     /* Workers; 0 for the default: min(32, cpus + 4) threads, as
-     * ThreadPoolExecutor, or cpus processes. */
+     * ThreadPoolExecutor, or cpus processes, where cpus is
+     * async_cpu_count(), as Python 3.13's pools use os.process_cpu_count(). */
     unsigned workers;
     /* Bound on queued (not yet running) jobs; 0 for none.  A map counts its
      * chunks.  When full, submit blocks and trysubmit fails with
@@ -122,6 +146,13 @@ ASYNC_API async_backend_t async_executor_backend(const async_executor_t *ex);
 
 /* Number of jobs queued and not yet taken by a worker. */
 ASYNC_API size_t async_executor_queued(async_executor_t *ex);
+
+/* Whether the pool is broken: returns 0 while it serves, else the code every
+ * submit now returns (ASYNC_EINIT, ASYNC_EWORKERDIED or ASYNC_ECHILD, see
+ * async_executor_submit), and copies the reason to msg (OUT, may be NULL;
+ * cap bytes, cut and NUL-terminated; "" while it serves).  A pool that was
+ * only shut down is not broken. */
+ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
 
 /* Stops accepting work (later submits fail with ASYNC_ECLOSED).  With
  * cancel_pending, queued jobs are cancelled (their futures CANCELLED, maps
@@ -170,20 +201,34 @@ typedef struct async_job {
     int priority;     /* higher runs first; 0 normally */
     int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none (below) */
     bool borrow_input; /* in stays valid and unchanged until the future is
-                          final: not copied (thread backend) */
+                          final: not copied (thread backend); ignored, the
+                          input copied, when the job has a deadline */
 } async_job_t;
 
 /* Queues one job and returns its future (*out, OUT, one reference for the
  * caller).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
  * without running; on the process backend a job running past its deadline
- * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend it
- * cannot be stopped, its function can read async_work_deadline(), and a
- * result that comes after the deadline fails the future with
- * ASYNC_ETIMEDOUT.  submit blocks while the queue is at max_queued;
+ * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend a
+ * thread cannot be stopped: the future fails with ASYNC_ETIMEDOUT at the
+ * deadline ("still running at its deadline ..."), callbacks run and waits
+ * return then, while the function runs on to its end (it can read
+ * async_work_deadline() to stop early).  Until it returns, the executor
+ * keeps the job's memory: its copy of the input (a job with a deadline is
+ * always copied, whatever borrow_input says), its output buffer and any
+ * async_work_output buffer; the late result is then dropped, so nothing the
+ * caller frees after the timeout is touched.  What ctx points to must stay
+ * valid until the function returns: async_executor_shutdown with wait and
+ * async_executor_free wait for it.  submit blocks while the queue is at max_queued;
  * submit_dl gives up at the deadline with ASYNC_ETIMEDOUT; trysubmit fails
  * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
+ * ASYNC_EWORKERDIED (process backend without an initializer: workers kept
+ * dying before they were ready, the pool is broken), ASYNC_ECHILD (process
+ * backend: the pool's fork server died, so no worker can start and the pool
+ * is broken; jobs queued or running then fail with ASYNC_ECHILD and "the
+ * process pool's fork server (pid P) died..."; submit returns it once the
+ * pool has noticed, within about 250 ms),
  * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
 ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
                                     async_future_t **out);
@@ -231,7 +276,12 @@ typedef struct async_map {
     size_t n;
     size_t chunksize;
     int priority;
-    int64_t deadline; /* per chunk, as async_job_t's; 0 for none */
+    /* Per chunk: a chunk still queued then fails without running; on the
+     * process backend a running one is killed; on the thread backend a
+     * running chunk fails only when it returns late, because it writes into
+     * the caller's out, which must stay valid until the map is final.
+     * 0 for none. */
+    int64_t deadline;
 } async_map_t;
 
 /* The first failure of a map: the lowest failing item index, its code and
@@ -258,8 +308,15 @@ ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
  * that is DONE (no output bytes) when every item succeeded, or FAILED with
  * the lowest failing item's code, "item N: message" and
  * async_future_error_index.  on_success / on_error (either may be NULL)
- * run as that future's first callback, per the callback rules of
- * future.h.  Errors: as async_executor_map (no callback runs then). */
+ * run as that future's first callback, on the thread that finishes the map,
+ * and have returned before any wait on the future returns (as Python's
+ * AsyncResult runs its callback before get() returns): async_future_wait*,
+ * async_futures_wait*, async_future_await*, as_completed, and
+ * async_future_done turning true.  Inside the callback the future already
+ * reports its outcome (async_future_state, _error, _message, _error_index);
+ * the callback must not wait for its own future.  Callbacks added with
+ * async_future_on_done run after it.  Errors: as async_executor_map (no
+ * callback runs then). */
 ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *m,
                                        async_future_cb on_success, async_future_cb on_error,
                                        void *cb_arg, async_future_t **out);

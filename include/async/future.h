@@ -26,7 +26,9 @@
  * callback added to an already finished future, at once on the adding
  * thread.  A callback must not block for long (it holds up a worker); it may
  * call any function here, including async_future_free of a reference it
- * owns. */
+ * owns.  Waiters are normally woken before the callbacks run; the future of
+ * async_executor_map_async is the exception: its first callback returns
+ * before any wait does (see executor.h). */
 #ifndef ASYNC_FUTURE_H
 #define ASYNC_FUTURE_H
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,16 @@ static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http
     return async_http_new(loop, &o, out);
 }
 
+static void span_begin(client_count_t *out)
+{
+    if (out->nspans < CLIENT_MAX_SPANS) out->spans[out->nspans].start = async_now();
+}
+
+static void span_end(client_count_t *out)
+{
+    if (out->nspans < CLIENT_MAX_SPANS) out->spans[out->nspans++].end = async_now();
+}
+
 static void set_error(client_count_t *out, int error, const char *fmt, const char *detail)
 {
     out->count = -1;
@@ -52,18 +63,44 @@ static void set_error(client_count_t *out, int error, const char *fmt, const cha
 
 /* --- one state, page by page (blocking, or awaited inside a task) ---------- */
 
+/* FNV-1a: a page's fingerprint.  Two different pages of breweries sharing a
+ * 64-bit fingerprint is far less likely than any other failure here. */
+static uint64_t fingerprint(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+    return h;
+}
+
 void client_count_state(async_http_t *http, const client_config_t *cfg, const char *state,
                         client_count_t *out)
 {
-    char url[1024], page[16], per_page[16];
+    char url[1024], page[16], per_page[16], why[200];
     snprintf(url, sizeof url, "%s/breweries", cfg->base_url);
     snprintf(per_page, sizeof per_page, "%d", CLIENT_PER_PAGE);
     memset(out, 0, sizeof *out);
+    /* The fingerprints of the full pages so far: a server that ignores
+     * `page` (or cycles) would otherwise be paged forever. */
+    uint64_t *seen = malloc(CLIENT_MAX_PAGES * sizeof *seen);
+    if (!seen) {
+        set_error(out, ASYNC_ENOMEM, "%s", async_strerror(ASYNC_ENOMEM));
+        return;
+    }
     for (int p = 1;; p++) {
+        if (p > CLIENT_MAX_PAGES) {
+            snprintf(why, sizeof why,
+                     "stopped at the page limit: %d full pages of %d and more to come "
+                     "(does the server honour 'page'?)",
+                     CLIENT_MAX_PAGES, CLIENT_PER_PAGE);
+            set_error(out, ASYNC_EIO, "%s", why);
+            break;
+        }
         snprintf(page, sizeof page, "%d", p);
         const char *query[] = {"by_state", state, "per_page", per_page, "page", page, NULL};
         async_http_response_t *r = NULL;
+        span_begin(out);
         int rc = async_http_get(http, url, query, &r);
+        span_end(out);
         out->requests += r ? r->attempts : 1;
         long n = 0;
         int bad = rc || !r ? 0 : client_json_array_count(r->body, r->body_len, &n);
@@ -77,16 +114,33 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         if (rc) {
             set_error(out, rc, "%s", r && r->errmsg[0] ? r->errmsg : async_strerror(rc));
             async_http_response_free(r);
-            return;
+            break;
         }
+        uint64_t h = bad ? 0 : fingerprint(r->body, r->body_len);
         async_http_response_free(r);
         if (bad == -2) {
             set_error(out, ASYNC_EJSON, "%s", "page is not a JSON array");
-            return;
+            break;
         }
+        if (n < CLIENT_PER_PAGE) { /* a short or empty page is the last */
+            out->count += (long)n;
+            break;
+        }
+        int again = 0;
+        for (int q = 1; q < p && !again; q++)
+            if (seen[q - 1] == h) again = q;
+        if (again) {
+            snprintf(why, sizeof why,
+                     "page %d repeats page %d: the server ignores 'page' (stopped after %ld "
+                     "breweries)",
+                     p, again, out->count);
+            set_error(out, ASYNC_EIO, "%s", why);
+            break;
+        }
+        seen[p - 1] = h;
         out->count += (long)n;
-        if (n < CLIENT_PER_PAGE) return; /* a short or empty page is the last */
     }
+    free(seen);
 }
 
 /* --- serial ---------------------------------------------------------------- */
@@ -216,6 +270,7 @@ static int run_async(const client_config_t *cfg, const char *const *states, size
 static void on_meta(async_http_response_t *r, void *arg)
 {
     client_count_t *out = arg;
+    span_end(out);
     out->requests = r->attempts;
     json_t *j;
     int rc = async_http_response_json(r, &j);
@@ -253,6 +308,7 @@ static int run_meta(const client_config_t *cfg, const char *const *states, size_
         memset(&out[i], 0, sizeof out[i]);
         const char *query[] = {"by_state", states[i], NULL};
         async_http_request_t req = {.url = url, .query = query};
+        span_begin(&out[i]);
         int e = async_http_send(http, &req, on_meta, &out[i]);
         if (e) set_error(&out[i], e, "%s", async_strerror(e));
     }
