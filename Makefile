@@ -186,9 +186,11 @@ check-build:
 	@scripts/check-run-tests
 	@scripts/check-deps $(if $(SANITIZE),SANITIZE=$(SANITIZE)) $(if $(filter ucontext,$(CORO)),CORO=ucontext)
 
+# What make bench printed, for scripts/bench-table (build/bench-record.txt).
+BENCH_RECORD := $(patsubst %/obj,%,$(OBJ))/bench-record.txt
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run-benches $(OUT)/tests/bench/bin $(BENCHES)
+	@scripts/run-benches $(OUT)/tests/bench/bin "$(BENCHES)" $(BENCH_RECORD)
 
 # The main job on the built-in data (writes async.json), the lab's CPU jobs
 # (soln.json and charts), and the meeting at a tenth of its delays.
