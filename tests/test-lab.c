@@ -7,6 +7,7 @@
  * exact shape, charts, and clean output when stderr is redirected. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -802,4 +803,35 @@ Test(lab, busywork_tasks_report_pid_and_elapsed, .timeout = 60)
     cr_assert_geq(distinct, 2, "the pool of 4 ran the tasks in several processes");
     json_decref(s);
     run_free(&r);
+}
+
+/* prob2's part2 pool has as many workers as the CPUs the lab may run on, as
+ * len(os.sched_getaffinity(0)) counts them: under taskset to one CPU that is
+ * 1, where the machine's online count (what the lab once read) is more. */
+Test(lab, busywork_cpu_count_pool_follows_taskset, .timeout = 60)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpu = 0;
+    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &set)) cpu++;
+    cr_assert_lt(cpu, CPU_SETSIZE);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && taskset -c %d " LAB " busywork --scale 0.01 --soln soln.json > out.txt 2>&1 && "
+             "taskset -c %d /usr/bin/python3 -c 'import os; print(len(os.sched_getaffinity(0)))' > py.txt",
+             dir, cpu, cpu);
+    int st = system(cmd);
+    char *out = slurp(path("out.txt"));
+    cr_assert_eq(st, 0, "%s", out);
+    free(out);
+    char *py = slurp(path("py.txt"));
+    long want = strtol(py, NULL, 10);
+    free(py);
+    cr_assert_eq(want, 1, "python3 under taskset -c %d sees %ld CPUs", cpu, want);
+    json_t *s = load_report();
+    json_t *part2 = json_object_get(json_object_get(s, "busywork"), "part2");
+    cr_assert_eq(json_integer_value(json_object_get(part2, "workers")), want, "part2's pool has %lld workers",
+                 (long long)json_integer_value(json_object_get(part2, "workers")));
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(s, "host"), "cpus")), want);
+    json_decref(s);
 }

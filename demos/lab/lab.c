@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include "async/executor.h"
 #include "common/lab.h"
 
 static const struct workload {
@@ -76,8 +76,10 @@ int main(int argc, char **argv)
         {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    lab_opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (lab_opt.ncpu < 1) lab_opt.ncpu = 1;
+    /* The CPUs this process may run on, as len(os.sched_getaffinity(0)):
+     * under taskset or a cpuset, mp.cpu_count()'s whole-machine count would
+     * give prob2's part2 pool more workers than it can run at once. */
+    lab_opt.ncpu = (int)async_cpu_count();
     lab_opt.workers = (unsigned)lab_opt.ncpu;
     int c;
     while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:R:h", longopts, NULL)) != -1) {
