@@ -378,26 +378,62 @@ Test(lab, normalize_overflowing_row_is_an_error, .timeout = 60)
     run_free(&r);
 }
 
-Test(lab, bad_options, .timeout = 30)
+/* A bad command line is a usage error: a message naming the option and the
+ * value, exit status 2, and nothing run; a value is never truncated or read
+ * in another base ("2.5" workers, "0x10" as a seed). */
+static void bad_option(const char *want, const char *a, const char *b, const char *c)
 {
-    run_t r = lab("nosuch");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "no workload \"nosuch\""), "%s", r.err);
+    run_t r = lab(a, b, c);
+    cr_expect_eq(r.status, 2, "lab %s %s %s: status %d: %s", a, b ? b : "", c ? c : "", r.status, r.err);
+    cr_expect(strstr(r.err, want), "lab %s %s %s: %s", a, b ? b : "", c ? c : "", r.err);
+    cr_expect_null(strstr(r.out, "lab: "), "nothing ran: %s", r.out);
     run_free(&r);
-    r = lab("primes", "--mode", "gpu");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "--mode: \"gpu\" is not serial, threads, processes or all"), "%s", r.err);
-    run_free(&r);
-    r = lab("primes", "--input", "x.csv");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "--input and --output go with howmany, common or normalize"), "%s", r.err);
-    run_free(&r);
-    r = lab("primes", "--workers", "0");
-    cr_assert_eq(r.status, 1);
-    run_free(&r);
-    r = lab_env(NULL, NULL);
+}
+
+Test(lab, bad_options, .timeout = 60)
+{
+    bad_option("no workload \"nosuch\"", "nosuch", NULL, NULL);
+    bad_option("--mode: \"gpu\" is not serial, threads, processes or all", "primes", "--mode", "gpu");
+    bad_option("--input and --output go with howmany, common or normalize", "primes", "--input", "x.csv");
+    bad_option("--input and --output go with howmany, common or normalize", "all", "--output", "x.csv");
+    bad_option("--plot goes with chunks, workers or all", "primes", "--plot", "charts");
+    static const char *workers[] = {"0", "-1", "257", "abc", "", "2.5", "1e1", "0x4", " 4", "+4", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof workers / sizeof *workers; i++)
+        bad_option("--workers: ", "primes", "--workers", workers[i]);
+    static const char *seeds[] = {"-1", "4294967296", "1.5", "1e3", "0x10", "seed", "", "18446744073709551616"};
+    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++) bad_option("--seed: ", "primes", "--seed", seeds[i]);
+    static const char *repeats[] = {"0", "101", "2.5", "x"};
+    for (size_t i = 0; i < sizeof repeats / sizeof *repeats; i++)
+        bad_option("--repeat: ", "primes", "--repeat", repeats[i]);
+    static const char *scales[] = {"0", "-1", "1e-5", "101", "nan", "inf", "", "1x"};
+    for (size_t i = 0; i < sizeof scales / sizeof *scales; i++) bad_option("--scale: ", "primes", "--scale", scales[i]);
+    bad_option("repr: \"abc\" is not a number", "repr", "abc", NULL);
+    bad_option("unrecognized option", "primes", "--bogus", NULL);
+    bad_option("requires an argument", "primes", "--seed", NULL);
+    bad_option("usage: lab WORKLOAD", "primes", "sumsq", NULL);
+    run_t r = lab_env(NULL, NULL);
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "usage: lab WORKLOAD"), "%s", r.err);
+    run_free(&r);
+    /* The largest seed and pool are accepted. */
+    r = lab("primes", "--seed", "4294967295", "--workers", "256", "--mode", "threads", "--scale", "0.01");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "256 workers, scale 0.01, seed 4294967295"), "%s", r.out);
+    run_free(&r);
+}
+
+/* gnuplot reads the chart's file names inside single quotes: a quote in
+ * --plot's folder ("Bob's charts") once ended the string early, so gnuplot
+ * failed (and the rest of the name ran as gnuplot commands).  It is doubled
+ * now, and the chart is drawn there. */
+Test(lab, plot_dir_with_a_quote, .timeout = 60)
+{
+    run_t r = lab("chunks", "--scale", "0.01", "--mode", "serial", "--plot", "Bob's charts");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert_null(strstr(r.err, "gnuplot failed"), "%s", r.err);
+    char *data = slurp(path("Bob's charts/chunks.png"));
+    cr_assert(strncmp(data, "\x89PNG", 4) == 0, "no chart in \"Bob's charts\": %s", r.err);
+    free(data);
     run_free(&r);
 }
 
