@@ -458,6 +458,24 @@ Test(lab, bad_options, .timeout = 60)
     bad_option("unrecognized option", "primes", "--bogus", NULL);
     bad_option("requires an argument", "primes", "--seed", NULL);
     bad_option("usage: lab WORKLOAD", "primes", "sumsq", NULL);
+    /* Files the run would write at its end are checked before it starts
+     * (they once failed only after the work, "cannot write"). */
+    bad_option("--soln /nonexistent-dir/soln.json: cannot write there: No such file or directory", "primes", "--soln",
+               "/nonexistent-dir/soln.json");
+    bad_option("--soln /tmp: cannot write there: it is a directory", "primes", "--soln", "/tmp");
+    bad_option("--soln /dev/null/soln.json: cannot write there: Not a directory", "all", "--soln", "/dev/null/soln.json");
+    {
+        run_t r = lab("primes", "--soln", "soln.json", "--report", "/nonexistent-dir/r.json");
+        cr_expect_eq(r.status, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "--report /nonexistent-dir/r.json: cannot write there"), "%s", r.err);
+        run_free(&r);
+        write_file(path("rows.csv"), "1,2\n");
+        r = lab("normalize", "--input", "rows.csv", "--output", "/nonexistent-dir/out.csv");
+        cr_expect_eq(r.status, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "--output /nonexistent-dir/out.csv: cannot write there"), "%s", r.err);
+        cr_expect_null(strstr(r.out, "normalize"), "nothing ran: %s", r.out);
+        run_free(&r);
+    }
     run_t r = lab_env(NULL, NULL);
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "usage: lab WORKLOAD"), "%s", r.err);

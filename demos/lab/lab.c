@@ -164,6 +164,14 @@ int main(int argc, char **argv)
     if ((lab_opt.input || lab_opt.output) && (all || !w->data))
         bad("--input and --output go with howmany, common or normalize");
     if (lab_opt.plot_dir && !all && !w->plot) bad("--plot goes with chunks, workers or all (\"%s\" draws no chart)", name);
+    /* Every file the run will write, before it starts. */
+    const char *soln = all && !lab_opt.soln ? "soln.json" : lab_opt.soln, *why;
+    char buf[4096];
+    const char *report = soln ? lab_report_path(soln, buf, sizeof buf) : NULL;
+    if (soln && (why = lab_unwritable(soln))) bad("--soln %s: cannot write there: %s", soln, why);
+    if (report && (why = lab_unwritable(report))) bad("--report %s: cannot write there: %s", report, why);
+    if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
+        bad("--output %s: cannot write there: %s", lab_opt.output, why);
     setvbuf(stdout, NULL, _IOLBF, 0);
     lab_figures = json_object();
     printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,
