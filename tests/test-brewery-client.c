@@ -407,11 +407,13 @@ Test(brewery_client, server_dies_on_sigkill_in_processes)
 typedef enum fake_mode {
     FAKE_SAME_PAGE, /* ignores `page`: the same 200 breweries every time */
     FAKE_ENDLESS,   /* a fresh full page every time, forever */
-    FAKE_SLOW_LATER /* "[]" at once for the first `fast` requests, then after `ms` */
+    FAKE_SLOW_LATER, /* "[]" at once for the first `fast` requests, then after `ms` */
+    FAKE_BODY        /* `body` every time */
 } fake_mode_t;
 
 typedef struct fake {
     fake_mode_t mode;
+    const char *body;
     int fast, ms;
     int fd;
     unsigned port;
@@ -440,6 +442,8 @@ static void *fake_serve(void *arg)
         if (f->mode == FAKE_SLOW_LATER) {
             if (nth >= f->fast) usleep((useconds_t)f->ms * 1000);
             len = (size_t)snprintf(body, sizeof body, "[]");
+        } else if (f->mode == FAKE_BODY) {
+            len = (size_t)snprintf(body, sizeof body, "%s", f->body);
         } else {
             body[len++] = '[';
             for (int i = 0; i < 200; i++)
@@ -1032,4 +1036,48 @@ Test(brewery_client, non_utf8_state_is_kept_in_json)
     why = failure(j, "serial", longname);
     cr_assert(why && strstr(why, "unknown state 'x\xc3\xa9"), "%s", why ? why : "(none)");
     json_decref(j);
+}
+
+/* A meta answer whose total is not a count (negative, past a long, with
+ * blanks or a sign strtol skips) was once taken as the count: -5 breweries
+ * went into async.json.  Each is now the state's failure, naming the value. */
+Test(brewery_client, meta_total_that_is_not_a_count_fails_the_state)
+{
+    static const char *const bodies[][2] = {
+        {"{\"total\": -5}", "-5"},
+        {"{\"total\": \"-5\"}", "-5"},
+        {"{\"total\": \"99999999999999999999\"}", "99999999999999999999"},
+        {"{\"total\": \" 7\"}", " 7"},
+        {"{\"total\": \"+7\"}", "+7"},
+        {"{\"total\": 7.5}", "7.5"},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        fake_t f = {.mode = FAKE_BODY, .body = bodies[i][0]};
+        fake_start(&f);
+        char args[160];
+        snprintf(args, sizeof args, "--mode meta --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1", f.port);
+        json_t *j;
+        int st = demo(args, &j);
+        fake_stop(&f);
+        cr_expect_eq(st, 1, "%s: exit %d", bodies[i][0], st);
+        cr_expect_eq(count(j, "meta", "maryland"), -1, "%s was taken as a count", bodies[i][0]);
+        const char *why = failure(j, "meta", "maryland");
+        char want[96];
+        snprintf(want, sizeof want, "bad total '%s'", bodies[i][1]);
+        cr_expect(why && strstr(why, want), "%s: %s", bodies[i][0], why ? why : "(no failure)");
+        json_decref(j);
+    }
+    /* A count, as a number or as the real service's string, still counts. */
+    static const char *const good[] = {"{\"total\": 7}", "{\"total\": \"7\"}", "{\"total\": 0}"};
+    for (size_t i = 0; i < 3; i++) {
+        fake_t f = {.mode = FAKE_BODY, .body = good[i]};
+        fake_start(&f);
+        char args[160];
+        snprintf(args, sizeof args, "--mode meta --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1", f.port);
+        json_t *j;
+        cr_expect_eq(demo(args, &j), 0, "%s", good[i]);
+        fake_stop(&f);
+        cr_expect_eq(count(j, "meta", "maryland"), i == 2 ? 0 : 7, "%s", good[i]);
+        json_decref(j);
+    }
 }
