@@ -6,11 +6,10 @@
  * crash, no hang, nothing queued, no leak (the counting allocator checks
  * after every test), and the pool must serve normally afterwards.
  *
- * Known gaps, not asserted here until the executor fixes them (the review's
- * report has the reproducers): a map whose n * in_size or n * out_size
- * overflows is refused only by the process backend; a job deadline below 0
- * means "none" rather than "already past"; async_executor_shm_free of a
- * pointer the pool did not hand out aborts. */
+ * Sizes whose product wraps (n * in_size, n * out_size) are refused on both
+ * backends and for imap; a negative job or map deadline has passed, as in
+ * every wait; async_executor_shm_free of a pointer the process pool did not
+ * hand out is ignored (on the thread backend it is undefined: free()). */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -157,6 +156,21 @@ ON_BOTH(map_with_bad_arguments)
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out_size = 1, .n = 4}, &e),
                  ASYNC_EINVAL);
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .n = 0}, NULL), 0, "n = 0 is an empty map");
+    /* n items of in_size or out_size bytes that wrap size_t: refused, never
+     * run over the few bytes there are. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 2, .n = SIZE_MAX / 2 + 1}, &e),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex,
+                                    &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out = buf, .out_size = 2,
+                                                   .n = SIZE_MAX / 2 + 1},
+                                    &e),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2},
+                                          NULL, NULL, NULL, &f),
+                 ASYNC_EINVAL);
+    /* A negative map deadline has passed, as a negative wait deadline has. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .deadline = -5}, &e),
+                 ASYNC_ETIMEDOUT);
     cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL, NULL, NULL),
                  ASYNC_EINVAL);
     /* A chunk size past n is one chunk. */
@@ -172,6 +186,9 @@ ON_BOTH(map_with_bad_arguments)
                  ASYNC_ETIMEDOUT);
     async_imap_iter_t *it = NULL;
     cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 2, .n = SIZE_MAX / 2 + 1}, &it),
+                 ASYNC_EINVAL, "an array imap whose size wraps");
+    cr_expect_null(it);
     cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 1, .n = 3}, NULL),
                  ASYNC_EINVAL);
     cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = NULL, .in = buf, .in_size = 1, .n = 3}, &it),
@@ -306,6 +323,27 @@ ON_BOTH(shared_memory_with_bad_arguments)
     async_executor_shm_free(ex, p);
     async_executor_shm_free(ex, NULL);
     async_executor_shm_free(NULL, NULL);
+    if (backend == ASYNC_BACKEND_PROCESSES) {
+        int local = 0; /* not the pool's: ignored, not an abort */
+        async_executor_shm_free(ex, &local);
+    }
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+/* A job whose deadline is negative has passed: it fails with
+ * ASYNC_ETIMEDOUT without running (it used to mean "no deadline"). */
+ON_BOTH(negative_job_deadline_has_passed)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f = NULL;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = -5}, &f), 0);
+    int64_t t0 = async_now();
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
+    cr_expect(async_future_done(f), "final, not the wait's own timeout");
+    cr_expect_eq(async_future_error(f), ASYNC_ETIMEDOUT, "got %s", async_strerror(async_future_error(f)));
+    cr_expect_lt(async_now() - t0, ASYNC_MSEC(250), "it did not run (the job sleeps 300 ms)");
+    async_future_free(f);
     still_serves(ex);
     async_executor_free(ex);
 }
