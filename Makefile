@@ -177,3 +177,4 @@ uninstall:
 clean:
 	rm -rf build lib/libasync.a lib/libasync.so tests/bin tests/bench/bin
 	rm -f $(patsubst %.c,%,$(filter-out demos/common/%,$(DEMO_MAINS)))
+-include tests/fuzz/fuzz.mk
