@@ -76,12 +76,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 2;
     stream_len = len;
     if (fuzz_avoid_known()) {
-        /* Announced lengths beyond what the data holds are allocated up front. */
+        /* The receiver allocates an announced length up front, before any of
+         * the message arrives: past ASYNC_IPC_PIPE_MAX_MSG that is the known
+         * defect, and anything over a mebibyte costs AddressSanitizer a
+         * shadow fill of an eighth of it, which slows the run a hundredfold. */
         for (size_t pos = 0; pos + HDR <= len;) {
             uint32_t n;
             memcpy(&n, s + pos, HDR);
             if (n > len - pos - HDR) {
-                if (n > ASYNC_IPC_PIPE_MAX_MSG) return 0;
+                if (n > (1u << 20)) return 0;
                 break;
             }
             pos += HDR + n;

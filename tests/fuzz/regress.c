@@ -1,6 +1,6 @@
 /* Replays a fuzz target's saved inputs as an ordinary test: every file of
  * tests/fuzz/corpus/<target>/ and tests/fuzz/crashes/<target>/ is fed to the
- * harness in a child process of its own, so that a crash, a sanitizer report,
+ * harness in a process of its own, so that a crash, a sanitizer report,
  * a leak or a hang names the file that caused it and the replay goes on with
  * the next.  Reproducers of defects not fixed yet live in pending/, which is
  * not replayed.  Built with the compiler and sanitizers of the build in use,
@@ -52,6 +52,27 @@ static unsigned char *slurp(const char *path, size_t *len)
     return buf;
 }
 
+/* The child: a fresh copy of this program, started with FUZZ_REPLAY_FILE set,
+ * runs the input from a constructor, before Criterion starts.  A fresh
+ * program rather than a fork, because a fork of the test process inherits
+ * Criterion's threads in name only and LeakSanitizer then warns about each. */
+__attribute__((constructor)) static void replay_child(void)
+{
+    const char *path = getenv("FUZZ_REPLAY_FILE");
+    if (!path) return;
+    alarm(INPUT_SECONDS);
+    size_t len = 0;
+    unsigned char *data = slurp(path, &len);
+    if (!data) {
+        fprintf(stderr, "cannot read %s\n", path);
+        _exit(3);
+    }
+    LLVMFuzzerTestOneInput(data, len);
+    free(data);
+    /* exit, not _exit: LeakSanitizer checks at exit. */
+    exit(0);
+}
+
 /* Runs one input in a child.  Returns 0, or the child's wait status. */
 static int run_one(const char *path)
 {
@@ -59,17 +80,10 @@ static int run_one(const char *path)
     pid_t pid = fork();
     cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
     if (pid == 0) {
-        alarm(INPUT_SECONDS);
-        size_t len = 0;
-        unsigned char *data = slurp(path, &len);
-        if (!data) {
-            fprintf(stderr, "cannot read %s\n", path);
-            _exit(3);
-        }
-        LLVMFuzzerTestOneInput(data, len);
-        free(data);
-        /* exit, not _exit: LeakSanitizer checks at exit. */
-        exit(0);
+        setenv("FUZZ_REPLAY_FILE", path, 1);
+        execl("/proc/self/exe", "fuzz-replay", (char *)NULL);
+        fprintf(stderr, "exec /proc/self/exe: %s\n", strerror(errno));
+        _exit(4);
     }
     int st;
     while (waitpid(pid, &st, 0) < 0)
