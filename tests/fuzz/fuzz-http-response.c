@@ -15,6 +15,7 @@
 #include "async/http.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
@@ -26,6 +27,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 const char fuzz_target_name[] = "http-response";
@@ -108,14 +110,18 @@ static void start_server(void)
     pthread_detach(t);
 }
 
-/* A Retry-After of a whole number of seconds, as curl reads it; -1 if the
- * value is anything else. */
+/* The seconds a Retry-After asks for, as curl reads it (delay-seconds or an
+ * HTTP date); -1 if the value is neither. */
 static long long retry_after_secs(const char *v)
 {
     if (!v || !*v) return -1;
     long long x = 0;
     for (const char *c = v; *c; c++) {
-        if (!isdigit((unsigned char)*c) || x > (INT64_MAX - 9) / 10) return -1;
+        if (!isdigit((unsigned char)*c) || x > (INT64_MAX - 9) / 10) {
+            time_t now = time(NULL), when = curl_getdate(v, &now);
+            /* A second of slack: the date is read again at another time. */
+            return when == -1 || when - now < 2 ? -1 : (long long)(when - now);
+        }
         x = x * 10 + (*c - '0');
     }
     return x;
