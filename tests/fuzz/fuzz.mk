@@ -48,6 +48,8 @@ FUZZ_OPTS_server-like := -max_len=512
 FUZZ_OPTS_http-response := -dict=tests/fuzz/dict/http-response.dict -max_len=8192
 FUZZ_OPTS_ipc-pipe := -malloc_limit_mb=8192 -rss_limit_mb=4096
 
+# Our own header list: the Makefile's may change.
+FUZZ_HEADERS := include/async.h $(wildcard include/async/*.h)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_OBJ)/%.o) $(LIB_ASM:%.S=$(FUZZ_OBJ)/%.o)
 FUZZ_LIB := $(FUZZ_DIR)/lib/libasync.a
 FUZZ_BINS := $(FUZZ_ALL_TARGETS:%=$(FUZZ_DIR)/bin/fuzz-%)
@@ -58,19 +60,19 @@ fuzz_demo_objs = $(patsubst %.c,$(1)/%.o,$(FUZZ_DEMO_$(2)))
 
 .PHONY: fuzz fuzz-build fuzz-regress
 
-$(FUZZ_OBJ)/lib/%.o: lib/%.c $(HEADERS) lib/internal.h $(wildcard lib/*_internal.h)
+$(FUZZ_OBJ)/lib/%.o: lib/%.c $(FUZZ_HEADERS) lib/internal.h $(wildcard lib/*_internal.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_LIB_CFLAGS) -c $< -o $@
 $(FUZZ_OBJ)/lib/%.o: lib/%.S
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_LIB_CFLAGS) -c $< -o $@
-$(FUZZ_OBJ)/demos/%.o: demos/%.c $(HEADERS) $(wildcard demos/*/common/*.h)
+$(FUZZ_OBJ)/demos/%.o: demos/%.c $(FUZZ_HEADERS) $(wildcard demos/*/common/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
 $(FUZZ_OBJ)/tests/fuzz/fuzz-common.o: tests/fuzz/fuzz-common.c tests/fuzz/fuzz.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
-$(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(HEADERS) \
+$(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS) \
                                  $(wildcard demos/*/common/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) $(FUZZ_INC_$*) -c $< -o $@
@@ -90,17 +92,25 @@ fuzz: fuzz-build
 	    tests/fuzz/run-fuzz $(FUZZ_DIR)/bin $(FUZZ_TARGETS)
 
 # --- the replay, with the compiler and sanitizers of the build in use -------
-$(OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(HEADERS) \
+$(OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS) \
                             $(wildcard demos/*/common/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) $(FUZZ_INC_$*) -c $< -o $@
+# Explicit, so that it never depends on how the Makefile's own pattern rules
+# find their prerequisites.
+$(OBJ)/tests/fuzz/regress.o: tests/fuzz/regress.c tests/fuzz/fuzz.h
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
 $(FUZZ_REGRESS_BINS): $(OUT)/tests/bin/test-fuzz-%: $(OBJ)/tests/fuzz/regress.o \
         $(OBJ)/tests/fuzz/fuzz-%.o $(OBJ)/tests/fuzz/fuzz-common.o \
         $$(call fuzz_demo_objs,$(OBJ),$$*) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(CRITERION_LIBS)
 
+# The replays are test binaries like the others: built by `make tests`, kept
+# (not pruned as stale) and run by `make test`.
 tests: $(FUZZ_REGRESS_BINS)
+TEST_BINS += $(FUZZ_REGRESS_BINS)
 
 fuzz-regress: $(FUZZ_REGRESS_BINS)
 	@scripts/run-tests $(OUT)/tests/bin $(subst $(fuzz_space),$(comma),$(FUZZ_ALL_TARGETS:%=fuzz-%))
