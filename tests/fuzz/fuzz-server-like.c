@@ -8,6 +8,9 @@
  * code points. */
 #include "fuzz.h"
 #include "server-query.h"
+#if __has_include("server-like.h")
+#include "server-like.h" /* bsrv_like, once it has its own file */
+#endif
 
 #include <ctype.h>
 #include <stdbool.h>

@@ -7,6 +7,9 @@
  * is valid JSON: an array for a 200 list, an object otherwise. */
 #include "fuzz.h"
 #include "server-query.h"
+#if __has_include("server-like.h")
+#include "server-like.h" /* bsrv_like, once it has its own file */
+#endif
 
 #include <ctype.h>
 #include <jansson.h>

@@ -30,13 +30,15 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g $(WARN) -Iinclude $(PKG_CFLAGS) $(F
 FUZZ_LIB_CFLAGS := $(FUZZ_CFLAGS) -fPIC -fvisibility=hidden -DASYNC_BUILDING -Ilib \
                    $(if $(filter ucontext,$(CORO)),-DASYNC_CORO_UCONTEXT)
 FUZZ_APP_CFLAGS := $(FUZZ_CFLAGS) -DASYNC_SRC_DIR='"$(CURDIR)"'
-FUZZ_LIBS := $(LIBS) -lcsv
+FUZZ_LIBS := $(LIBS) $(DEMO_PKG_LIBS) -lcsv
 
-# The demo sources each harness calls into, and the include folders they need.
-FUZZ_DEMO_server-route := demos/brewery/common/server-query.c demos/brewery/common/server-data.c \
+# The demo sources each harness may call into.  They go into an archive per
+# target, so that the linker takes only the files the harness needs (and
+# those files' needs): the demos are being split into more files.
+FUZZ_DEMO_server-route := $(wildcard demos/brewery/common/server-*.c) \
                           demos/brewery/common/builtin-states.c
 FUZZ_DEMO_server-like := $(FUZZ_DEMO_server-route)
-FUZZ_DEMO_lab-csv := demos/lab/common/csvio.c demos/lab/common/util.c
+FUZZ_DEMO_lab-csv := $(wildcard demos/lab/common/*.c)
 FUZZ_INC_server-route := -Idemos/brewery/common
 FUZZ_INC_server-like := -Idemos/brewery/common
 FUZZ_INC_lab-csv := -Idemos/lab/common
@@ -57,6 +59,8 @@ FUZZ_REGRESS_BINS := $(FUZZ_ALL_TARGETS:%=$(OUT)/tests/bin/test-fuzz-%)
 fuzz_empty :=
 fuzz_space := $(fuzz_empty) $(fuzz_empty)
 fuzz_demo_objs = $(patsubst %.c,$(1)/%.o,$(FUZZ_DEMO_$(2)))
+# $(call fuzz_demo_lib,OBJ-DIR,TARGET): the archive, or nothing.
+fuzz_demo_lib = $(if $(FUZZ_DEMO_$(2)),$(1)/tests/fuzz/libdemo-$(2).a)
 
 .PHONY: fuzz fuzz-build fuzz-regress
 
@@ -79,8 +83,10 @@ $(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HE
 $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
+$(FUZZ_OBJ)/tests/fuzz/libdemo-%.a: $$(call fuzz_demo_objs,$(FUZZ_OBJ),$$*)
+	rm -f $@ && ar rcs $@ $^
 $(FUZZ_DIR)/bin/fuzz-%: $(FUZZ_OBJ)/tests/fuzz/fuzz-%.o $(FUZZ_OBJ)/tests/fuzz/fuzz-common.o \
-                        $$(call fuzz_demo_objs,$(FUZZ_OBJ),$$*) $(FUZZ_LIB)
+                        $$(call fuzz_demo_lib,$(FUZZ_OBJ),$$*) $(FUZZ_LIB)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(FUZZ_LIBS)
 
@@ -101,9 +107,11 @@ $(OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS
 $(OBJ)/tests/fuzz/regress.o: tests/fuzz/regress.c tests/fuzz/fuzz.h
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
+$(OBJ)/tests/fuzz/libdemo-%.a: $$(call fuzz_demo_objs,$(OBJ),$$*)
+	rm -f $@ && ar rcs $@ $^
 $(FUZZ_REGRESS_BINS): $(OUT)/tests/bin/test-fuzz-%: $(OBJ)/tests/fuzz/regress.o \
         $(OBJ)/tests/fuzz/fuzz-%.o $(OBJ)/tests/fuzz/fuzz-common.o \
-        $$(call fuzz_demo_objs,$(OBJ),$$*) $(STATIC)
+        $$(call fuzz_demo_lib,$(OBJ),$$*) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(CRITERION_LIBS)
 
