@@ -229,3 +229,4 @@ clean:
 
 # Rules from other parts of the tree are included below this line (the fuzz
 # targets: tests/fuzz/fuzz.mk).
+-include tests/fuzz/fuzz.mk
