@@ -164,7 +164,12 @@ static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
     int flags = deadline != ASYNC_FOREVER || async__ipc_in_task() ? MSG_DONTWAIT : 0;
     while (p->end - p->start < need) {
         if (p->eof) return p->end == p->start ? ASYNC_EEOF : ASYNC_EIO;
-        int err = reserve(p, need < 65536 ? 65536 : need);
+        /* Room grows with what arrives (at most 1 MiB past it), not with what
+         * the peer announced: a header that claims a gigabyte costs memory
+         * only as the gigabyte comes. */
+        size_t have = p->end - p->start, want = need;
+        if (want - have > ((size_t)1 << 20)) want = have + ((size_t)1 << 20);
+        int err = reserve(p, want < 65536 ? 65536 : want);
         if (err) return err;
         ssize_t n = recv(p->fd, p->buf + p->end, p->cap - p->end, flags);
         if (n > 0) {
@@ -190,6 +195,9 @@ static int fill_msg(async_ipc_pipe_t *p, size_t *len, int64_t deadline)
     if (err) return err;
     uint32_t n;
     memcpy(&n, p->buf + p->start, HDR);
+    /* No sender of ours writes more; a bigger length is a broken or hostile
+     * peer, and the stream's framing is lost. */
+    if (n > ASYNC_IPC_PIPE_MAX_MSG) return ASYNC_EIO;
     if ((err = fill(p, HDR + n, deadline))) return err == ASYNC_EEOF ? ASYNC_EIO : err;
     *len = n;
     return 0;

@@ -2,6 +2,7 @@
  * a closed peer, too-small buffers, deadlines, poll, and a task awaiting a
  * pipe while another task keeps running. */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -269,4 +270,58 @@ Test(ipc_pipe, task_awaits_pipe_while_others_run, .timeout = 10)
     cr_assert_eq(async_loop_free(loop), 0);
     cr_assert_eq(child_code(p), 0);
     async_ipc_pipe_free(e.a);
+}
+
+/* The largest single allocation libasync asked for, through the seam. */
+static size_t largest;
+static void *track_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    if (n > largest) largest = n;
+    return malloc(n);
+}
+static void *track_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    if (n > largest) largest = n;
+    return realloc(p, n);
+}
+static void track_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+/* A peer that announces more than ASYNC_IPC_PIPE_MAX_MSG (here 4 GiB - 1)
+ * broke the framing: the receiver says ASYNC_EIO at once, without waiting
+ * for the bytes or allocating for them.  And a header that claims 512 MiB
+ * but sends 8 bytes and closes costs memory only for what came (the
+ * receiver used to allocate the announced size up front). */
+Test(ipc_pipe, hostile_length_is_refused_without_allocating, .timeout = 10)
+{
+    async_set_allocator(&(async_allocator_t){track_malloc, track_realloc, track_free, NULL});
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    const unsigned char huge[4] = {0xff, 0xff, 0xff, 0xff};
+    cr_assert_eq(write(async_ipc_pipe_fd(b), huge, sizeof huge), 4);
+    void *msg = NULL;
+    size_t len = 0;
+    largest = 0;
+    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, async_deadline_after(ASYNC_SEC(5))), ASYNC_EIO);
+    cr_expect_null(msg);
+    cr_expect_lt(largest, (size_t)4 << 20, "allocated %zu bytes for a 4-byte header", largest);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    uint32_t claim = 512u << 20;
+    unsigned char frame[12] = {0};
+    memcpy(frame, &claim, 4);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), frame, sizeof frame), 12);
+    async_ipc_pipe_free(b); /* the peer closes inside its "message" */
+    largest = 0;
+    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, async_deadline_after(ASYNC_SEC(5))), ASYNC_EIO);
+    cr_expect_lt(largest, (size_t)4 << 20, "allocated %zu bytes for 12 bytes that came", largest);
+    async_ipc_pipe_free(a);
+    async_set_allocator(NULL);
 }

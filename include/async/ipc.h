@@ -189,8 +189,10 @@ ASYNC_API int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_
  * length and ASYNC_EINVAL returned: call again with a bigger buffer.
  * Errors: ASYNC_EEOF (the peer closed and every message was read), ASYNC_EPERM
  * (a send-only end), ASYNC_EINVAL, ASYNC_EIO (the peer closed in the middle of
- * a message), ASYNC_ETIMEDOUT (_dl; nothing consumed), ASYNC_ECANCELED,
- * ASYNC_ENOMEM, or the system's -errno. */
+ * a message, or announced one longer than ASYNC_IPC_PIPE_MAX_MSG: the pipe is
+ * unusable then, free it), ASYNC_ETIMEDOUT (_dl; nothing consumed),
+ * ASYNC_ECANCELED, ASYNC_ENOMEM, or the system's -errno.  Memory grows with
+ * the bytes that arrive, not with the length a peer announces. */
 ASYNC_API int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);

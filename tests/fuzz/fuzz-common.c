@@ -17,12 +17,3 @@ void fuzz_fail(const char *fmt, ...)
     abort();
 }
 
-int fuzz_avoid_known(void)
-{
-    static int avoid = -1;
-    if (avoid < 0) {
-        const char *v = getenv("FUZZ_AVOID_KNOWN");
-        avoid = v && *v && *v != '0';
-    }
-    return avoid;
-}

@@ -75,22 +75,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *s = data + 2;
     size_t len = size - 2;
     stream_len = len;
-    if (fuzz_avoid_known()) {
-        /* The receiver allocates an announced length up front, before any of
-         * the message arrives: past ASYNC_IPC_PIPE_MAX_MSG that is the known
-         * defect, and anything over a mebibyte costs AddressSanitizer a
-         * shadow fill of an eighth of it, which slows the run a hundredfold. */
-        for (size_t pos = 0; pos + HDR <= len;) {
-            uint32_t n;
-            memcpy(&n, s + pos, HDR);
-            if (n > len - pos - HDR) {
-                if (n > (1u << 20)) return 0;
-                break;
-            }
-            pos += HDR + n;
-        }
-    }
-
     async_ipc_pipe_t *a, *b;
     int err = async_ipc_pipe_new(&a, &b, 0);
     if (err) fuzz_fail("async_ipc_pipe_new: %s", async_strerror(err));

@@ -19,10 +19,5 @@ extern const char fuzz_target_name[];
 /* Prints "fuzz <target>: <message>" and aborts. */
 void fuzz_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
-/* True when FUZZ_AVOID_KNOWN is set in the environment: the harness then
- * returns early on inputs that would only hit a defect already reported
- * (see tests/fuzz/README.md), so that a long run keeps looking for new ones.
- * The replay never sets it. */
-int fuzz_avoid_known(void);
 
 #endif
