@@ -121,6 +121,13 @@ __attribute__((weak)) void shim_fail(bool fatal, const char *file, int line,
 #define cr_expect_gt(a, b, ...) SHIM_CHECK(0, (a) > (b), #a " > " #b, __VA_ARGS__)
 #define cr_expect_geq(a, b, ...) SHIM_CHECK(0, (a) >= (b), #a " >= " #b, __VA_ARGS__)
 #define cr_expect_str_eq(a, b, ...) SHIM_CHECK(0, strcmp((a), (b)) == 0, #a " equals " #b, __VA_ARGS__)
+#define cr_expect_str_neq(a, b, ...) SHIM_CHECK(0, strcmp((a), (b)) != 0, #a " differs from " #b, __VA_ARGS__)
+#define cr_assert_str_neq(a, b, ...) SHIM_CHECK(1, strcmp((a), (b)) != 0, #a " differs from " #b, __VA_ARGS__)
+#define cr_assert_fail(...) SHIM_CHECK(1, 0, "cr_assert_fail", __VA_ARGS__)
+#define cr_expect_fail(...) SHIM_CHECK(0, 0, "cr_expect_fail", __VA_ARGS__)
+/* Criterion's log lines, on stderr as Criterion prints them. */
+#define cr_log_info(...) (fprintf(stderr, "[----] " __VA_ARGS__), fputc('\n', stderr))
+#define cr_log_warn(...) (fprintf(stderr, "[WARN] " __VA_ARGS__), fputc('\n', stderr))
 /* Exit status 77 tells the runner the child skipped (the automake convention). */
 #define SHIM_SKIPPED 77
 #define cr_skip_test(...)                                                              \
@@ -132,6 +139,7 @@ __attribute__((weak)) void shim_fail(bool fatal, const char *file, int line,
         fflush(NULL);                                                                  \
         _exit(SHIM_SKIPPED);                                                           \
     } while (0)
+#define cr_skip(...) cr_skip_test(__VA_ARGS__)
 
 /* The runner.  Arguments Criterion would take are accepted and ignored. */
 __attribute__((weak)) int main(int argc, char **argv)
