@@ -42,6 +42,10 @@ typedef struct async__exec_priv {
     pthread_cond_t room;             /* submitters wait here while full */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
+    /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
+     * that frees the pool holds join_mu while it joins the workers, and a
+     * worker whose initializer failed reports it on its way out. */
+    pthread_mutex_t broken_mu;
     bool joined;
     struct async__fpool *futures;    /* submit's allocations, reused */
 } exec_priv_t;

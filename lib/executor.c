@@ -209,13 +209,22 @@ void async__exec_expire(async_executor_t *ex, async__job_t *job)
 void async__exec_break(async_executor_t *ex, int code, const char *msg)
 {
     exec_priv_t *p = ex->priv;
-    /* Write the message before the pool turns broken: nobody reads it before. */
-    pthread_mutex_lock(&p->join_mu);
-    if (!atomic_load(&p->broken))
+    /* The first report wins.  Its message is written, then the pool turns
+     * broken, both under broken_mu: a later report sees broken under the
+     * same lock and writes nothing, so readers never see the message
+     * change. */
+    pthread_mutex_lock(&p->broken_mu);
+    if (!atomic_load(&p->broken)) {
         (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg ? msg : async_strerror(code));
-    pthread_mutex_unlock(&p->join_mu);
+        atomic_store(&p->broken, code);
+    }
+    pthread_mutex_unlock(&p->broken_mu);
+    /* Every report drains, and fails what it drained: two workers whose
+     * initializers fail at once both get here, and a job the second one's
+     * drain takes must fail too, or its future waits forever. */
     async__job_t *list;
-    if (async__q_stop(p, code, true, &list)) skip_list(list, code, p->broken_msg);
+    async__q_stop(p, code, true, &list);
+    skip_list(list, atomic_load(&p->broken), p->broken_msg);
 }
 
 void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
@@ -265,11 +274,13 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     async__q_init(p);
     p->bounded = o.max_queued != 0;
     pthread_mutex_init(&p->join_mu, NULL);
+    pthread_mutex_init(&p->broken_mu, NULL);
     int r = ops->start(ex);
     if (r) {
         async__fpool_close(p->futures);
         async__q_destroy(p);
         pthread_mutex_destroy(&p->join_mu);
+        pthread_mutex_destroy(&p->broken_mu);
         async__free(p);
         async__free(ex);
         return r;
@@ -285,11 +296,11 @@ int async_executor_error(async_executor_t *ex, char *msg, size_t cap)
 {
     if (!ex) return ASYNC_EINVAL;
     exec_priv_t *p = ex->priv;
-    /* The message is written under join_mu before broken is set. */
-    pthread_mutex_lock(&p->join_mu);
+    /* The message is written under broken_mu before broken is set. */
+    pthread_mutex_lock(&p->broken_mu);
     int code = atomic_load(&p->broken);
     if (msg && cap) snprintf(msg, cap, "%s", code ? p->broken_msg : "");
-    pthread_mutex_unlock(&p->join_mu);
+    pthread_mutex_unlock(&p->broken_mu);
     return code;
 }
 
@@ -340,6 +351,7 @@ void async_executor_free(async_executor_t *ex)
     async__fpool_close(p->futures);
     async__q_destroy(p);
     pthread_mutex_destroy(&p->join_mu);
+    pthread_mutex_destroy(&p->broken_mu);
     async__free(p);
     async__free(ex);
 }

@@ -863,6 +863,31 @@ CASE(initializer_failure_breaks_the_pool, 20)
     async_executor_free(ex);
 }
 
+/* Every worker's initializer fails at about the same time, so the pool is
+ * broken by several reports at once while jobs are being queued: every job
+ * queued before the break must still fail with the reason (a report that
+ * drained a job but lost the race to break the pool used to drop it, and
+ * its future waited forever). */
+CASE(initializer_failures_at_once_fail_every_queued_job, 60)
+{
+    for (int round = 0; round < 20; round++) {
+        async_executor_opts_t o = {.backend = backend, .workers = 8, .initializer = fail_init};
+        async_executor_t *ex;
+        cr_assert_eq(async_executor_new(&ex, &o), 0);
+        int v[2] = {0, 1};
+        async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
+        async_future_t *fs[64];
+        int n = 0;
+        while (n < 64 && async_executor_submit(ex, &job, &fs[n]) == 0) n++;
+        for (int i = 0; i < n; i++) {
+            cr_assert_eq(async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(10))), ASYNC_EINIT,
+                         "round %d, job %d of %d: %s", round, i, n, async_future_message(fs[i]));
+            async_future_free(fs[i]);
+        }
+        async_executor_free(ex);
+    }
+}
+
 static int count_init(void *ctx)
 {
     (void)ctx;
