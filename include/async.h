@@ -13,5 +13,6 @@
 #include "async/http.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "async/net.h"
 
 #endif
