@@ -263,9 +263,11 @@ int async_dns_resolve_dl(async_dns_t *d, const char *host, int port, int family,
     snprintf(service, sizeof service, "%d", port);
     struct ares_addrinfo_hints hints = {.ai_flags = ARES_AI_NUMERICSERV, .ai_family = family,
                                         .ai_socktype = SOCK_STREAM};
-    q->waker = async_task_waker();
+    /* c-ares may answer from inside ares_getaddrinfo (numeric names, the
+     * hosts file): q->waker is still empty then, so that the wake-up is not
+     * left pending on the task for its next, unrelated suspension. */
     d->waiting++;
-    ares_getaddrinfo(d->ch, host, service, &hints, on_result, q); /* may answer at once */
+    ares_getaddrinfo(d->ch, host, service, &hints, on_result, q);
     rearm(d);
     while (!q->done) {
         q->waker = async_task_waker();
