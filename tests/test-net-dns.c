@@ -327,6 +327,33 @@ Test(happy_eyeballs, stalled_first_address_loses_to_second_after_stagger, .timeo
     cr_assert_eq(test_run_task(t_race_stagger, NULL, NULL), 0);
 }
 
+static int race_hang(void *arg, void **res)
+{
+    (void)res;
+    int fd;
+    return async_connect_race_dl(arg, 1, 0, &fd, ASYNC_FOREVER);
+}
+
+static int t_race_cancel(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct hang h;
+    hang_open(&h);
+    int fds_before = test_count_fds();
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, race_hang, &h.addr, NULL, &t), 0);
+    async_sleep(ASYNC_MSEC(50));
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(test_count_fds(), fds_before, "the cancelled attempt was closed");
+    hang_close(&h);
+    return 0;
+}
+Test(happy_eyeballs, cancel_ends_the_race_and_closes_attempts, .timeout = 30)
+{
+    cr_assert_eq(test_run_task(t_race_cancel, NULL, NULL), 0);
+}
+
 static int t_race_refused(void *arg, void **res)
 {
     (void)arg, (void)res;

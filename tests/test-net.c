@@ -330,6 +330,13 @@ static int blocked_write(void *arg, void **res)
     return rc;
 }
 
+static int blocked_accept(void *arg, void **res)
+{
+    (void)res;
+    int fd;
+    return async_sock_accept((int)(intptr_t)arg, &fd);
+}
+
 static int t_cancel(void *arg, void **res)
 {
     (void)arg, (void)res;
@@ -351,6 +358,13 @@ static int t_cancel(void *arg, void **res)
     cr_assert_gt(*(size_t *)sent, 0, "a cancelled write reports what went out");
     free(sent);
     cr_assert_eq(async_task_await(a, NULL), ASYNC_EINVAL);
+    int lfd;
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_task_spawn(NULL, blocked_accept, (void *)(intptr_t)lfd, NULL, &a), 0);
+    async_sleep(ASYNC_MSEC(20));
+    cr_assert_eq(async_task_cancel(a), 0);
+    cr_assert_eq(async_task_await(a, NULL), ASYNC_ECANCELED);
+    async_sock_close(lfd);
     async_sock_close(c);
     async_sock_close(s);
     async_sock_close(c2);
