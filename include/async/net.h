@@ -27,10 +27,14 @@ enum {
     ASYNC_ECONNRESET   = -ECONNRESET,   /* the peer reset the connection */
     ASYNC_ECONNREFUSED = -ECONNREFUSED, /* nobody listens there */
     ASYNC_EADDRINUSE   = -EADDRINUSE,   /* the address is taken */
-    ASYNC_EMFILE       = -EMFILE,       /* out of descriptors (process or system) */
     ASYNC_ENOTFOUND    = -1101,         /* DNS: no such name, or no address of that family */
     ASYNC_EDNS         = -1102,         /* DNS: the resolver failed (bad answer, no server) */
 };
+/* Out of descriptors.  A macro, not an enumerator, because newer common.h
+ * declares ASYNC_EMFILE itself (same value); then this line can go. */
+#ifndef ASYNC_EMFILE
+#define ASYNC_EMFILE (-EMFILE)
+#endif
 
 /* A short description of any code, this module's included; never NULL. */
 ASYNC_API const char *async_net_strerror(int err);
