@@ -30,7 +30,7 @@ OUT := build/$(patsubst -%,%,$(VARIANT))
 OBJ := $(OUT)/obj
 endif
 
-PKGS      := libcurl jansson
+PKGS      := libcurl jansson libcares
 DEMO_PKGS := libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -156,6 +156,7 @@ $(OUT)/tests/bench/bin/%: $(OBJ)/tests/bench/%.o $(STATIC)
 
 BENCH_LIBS_bench-tasks :=
 BENCH_LIBS_bench-executor := -luv
+BENCH_LIBS_bench-net := -luv
 
 # --- the commands a user runs -----------------------------------------------
 deps:

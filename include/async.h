@@ -13,5 +13,7 @@
 #include "async/http.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "async/net.h"
+#include "async/select.h"
 
 #endif

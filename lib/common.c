@@ -47,6 +47,11 @@ static const struct {
     {ASYNC_ECSV, "ASYNC_ECSV", "malformed CSV"},
     {ASYNC_EWORK, "ASYNC_EWORK", "work function failed"},
     {ASYNC_ECHILD, "ASYNC_ECHILD", "child process failed"},
+    {ASYNC_ECONNRESET, "ASYNC_ECONNRESET", "connection reset by peer"},
+    {ASYNC_ECONNREFUSED, "ASYNC_ECONNREFUSED", "connection refused"},
+    {ASYNC_EADDRINUSE, "ASYNC_EADDRINUSE", "address already in use"},
+    {ASYNC_ENOTFOUND, "ASYNC_ENOTFOUND", "name not found"},
+    {ASYNC_EDNS, "ASYNC_EDNS", "DNS resolver failed"},
 };
 
 static int find(int code)

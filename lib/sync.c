@@ -9,6 +9,7 @@
  * or cancellation is unlinked by async__task_unpark and owns nothing. */
 #include <string.h>
 #include "internal.h"
+#include "select_internal.h"
 
 /* Parks self on list; returns the wake code. */
 static int wait_on(async__list_t *list, async_task_impl_t *self, void *data, int64_t deadline)
@@ -79,12 +80,14 @@ static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool b
     }
     if (c->len < c->capacity) {
         memcpy(slot(c, c->len++), elem, c->elem_size);
+        async__chan_changed(c);
         return 0;
     }
     if (!block) return ASYNC_EAGAIN;
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
+    async__chan_changed(c);
     return wait_on(&c->senders, self, (void *)elem, deadline);
 }
 
@@ -98,6 +101,8 @@ static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
         if (s) { /* the freed slot goes to the longest-waiting sender */
             memcpy(slot(c, c->len++), s->wait_data, c->elem_size);
             async__task_unpark(s, 0);
+        } else {
+            async__chan_changed(c);
         }
         return 0;
     }
@@ -111,6 +116,7 @@ static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
+    async__chan_changed(c);
     return wait_on(&c->receivers, self, elem, deadline);
 }
 
@@ -126,6 +132,7 @@ int async_chan_close(async_chan_t *c)
 {
     if (c->closed) return ASYNC_EALREADY;
     c->closed = true;
+    async__chan_changed(c);
     wake_all(&c->senders, ASYNC_ECLOSED);
     wake_all(&c->receivers, ASYNC_ECLOSED);
     return 0;

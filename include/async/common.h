@@ -43,6 +43,9 @@ enum {
     ASYNC_EMFILE     = -EMFILE,     /* out of descriptors: the process's RLIMIT_NOFILE */
     ASYNC_ENFILE     = -ENFILE,     /* out of descriptors: the system's file table */
     ASYNC_ENOENT     = -ENOENT,     /* no such entry: a missing key */
+    ASYNC_ECONNRESET   = -ECONNRESET,   /* the peer reset the connection */
+    ASYNC_ECONNREFUSED = -ECONNREFUSED, /* nobody listens there */
+    ASYNC_EADDRINUSE   = -EADDRINUSE,   /* the address is taken */
 
     /* libasync's own codes, below every errno value. */
     ASYNC_ECLOSED     = -1001, /* the channel, queue or executor is closed */
@@ -61,6 +64,8 @@ enum {
     ASYNC_ECSV        = -1014, /* malformed CSV */
     ASYNC_EWORK       = -1015, /* a work function failed without a code */
     ASYNC_ECHILD      = -1016, /* a child process failed or could not start */
+    ASYNC_ENOTFOUND   = -1101, /* DNS: no such name, or no address of that family */
+    ASYNC_EDNS        = -1102, /* DNS: the resolver failed (bad answer, no server) */
 };
 
 /* A short English description of an error code; never NULL. */

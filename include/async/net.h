@@ -1,0 +1,210 @@
+/* Networking awaited from tasks: TCP, Unix-domain and UDP sockets, DNS on the
+ * loop (c-ares), a happy-eyeballs connect, and signals.
+ *
+ * Sockets are plain descriptors, created non-blocking and close-on-exec, so
+ * they cost nothing beyond the kernel's socket and mix with any other code.
+ * Every call that can block must run inside a task and has a _dl form taking
+ * an absolute async_now() deadline (ASYNC_ETIMEDOUT when it passes); the
+ * plain form waits forever.  A blocking call returns ASYNC_ECANCELED when its
+ * task is cancelled, and ASYNC_ENOTASK outside a task when it would have to
+ * wait.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL, and a write
+ * to a connection the peer has closed returns ASYNC_EPIPE or
+ * ASYNC_ECONNRESET.  Errors from the kernel are passed through as -errno;
+ * the ones a network program meets are named below. */
+#ifndef ASYNC_NET_H
+#define ASYNC_NET_H
+
+#include <sys/socket.h>
+#include "common.h"
+#include "loop.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* This module's errors (ASYNC_ECONNRESET, ASYNC_ECONNREFUSED,
+ * ASYNC_EADDRINUSE, ASYNC_ENOTFOUND, ASYNC_EDNS) are in common.h's table
+ * with the others.  async_net_strerror is async_strerror plus a few more
+ * kernel errors a network call passes through; never NULL. */
+ASYNC_API const char *async_net_strerror(int err);
+
+/* --- streams: TCP and Unix ------------------------------------------------- */
+
+/* Listens on a numeric address ("127.0.0.1", "::1"; NULL for every IPv4
+ * interface) and port (0: the kernel picks one; read it with async_sock_port).
+ * The socket has SO_REUSEADDR, O_NONBLOCK and FD_CLOEXEC; backlog <= 0 means
+ * SOMAXCONN.  *fd (OUT) is set only on success.  Errors: ASYNC_EINVAL (not a
+ * numeric address, port outside 0..65535), ASYNC_EADDRINUSE, ASYNC_EMFILE, other
+ * -errno from socket/bind/listen. */
+ASYNC_API int async_tcp_listen(const char *ip, int port, int backlog, int *fd);
+
+/* Listens on a Unix-domain stream socket at path, removing a stale socket
+ * file there first (not any other kind of file).  Errors: ASYNC_EINVAL (path
+ * NULL or too long), ASYNC_EADDRINUSE (something else is at path), -errno. */
+ASYNC_API int async_unix_listen(const char *path, int backlog, int *fd);
+
+/* The local port a TCP or UDP socket is bound to (> 0), or a negative error. */
+ASYNC_API int async_sock_port(int fd);
+
+/* Accepts one connection; *fd (OUT) is non-blocking and close-on-exec.
+ * Out of descriptors, it keeps the server alive the way libuv and nginx do:
+ * a descriptor reserved at the first listen is freed, the waiting connection
+ * is accepted and closed at once (the client sees its connection closed),
+ * the reserve is taken back, and ASYNC_EMFILE returns, so a loop around
+ * accept neither spins on a connection it cannot take nor stops other tasks
+ * from serving theirs; once descriptors are free, accept succeeds again.
+ * Errors: ASYNC_EMFILE, ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK,
+ * ASYNC_EINVAL (not a listening socket), -errno. */
+ASYNC_API int async_sock_accept(int lfd, int *fd);
+ASYNC_API int async_sock_accept_dl(int lfd, int *fd, int64_t deadline);
+
+/* Connects a new non-blocking, close-on-exec stream socket to addr; *fd (OUT)
+ * is set only on success (on failure the socket is closed).  Errors:
+ * ASYNC_ECONNREFUSED, ASYNC_ETIMEDOUT (the deadline passed: for example a
+ * listener whose backlog is full and that never accepts), ASYNC_ECANCELED,
+ * ASYNC_ENOTASK, ASYNC_EINVAL, -errno (ENETUNREACH, EHOSTUNREACH...). */
+ASYNC_API int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd,
+                                    int64_t deadline);
+
+/* Connects to a numeric address and port.  Errors: as async_sock_connect_dl. */
+ASYNC_API int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t deadline);
+
+/* Connects to the Unix-domain socket at path.  Errors: as async_sock_connect_dl,
+ * and -ENOENT when nothing is at path. */
+ASYNC_API int async_unix_connect_dl(const char *path, int *fd, int64_t deadline);
+
+/* Reads what is there, at most len bytes, waiting until something is; *n
+ * (OUT) is how many (> 0 on success).  Errors: ASYNC_EEOF (the peer closed
+ * its side: a half-closed or closed connection), ASYNC_ECONNRESET,
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (len 0). */
+ASYNC_API int async_sock_read(int fd, void *buf, size_t len, size_t *n);
+ASYNC_API int async_sock_read_dl(int fd, void *buf, size_t len, size_t *n, int64_t deadline);
+
+/* Reads exactly len bytes.  *got (OUT, may be NULL) is how many arrived, also
+ * on failure, so a caller can tell a clean end between messages (got 0) from
+ * one inside a message.  Errors: as async_sock_read_dl (ASYNC_EEOF if the
+ * stream ends first); len 0 returns 0 at once. */
+ASYNC_API int async_sock_read_full(int fd, void *buf, size_t len, size_t *got);
+ASYNC_API int async_sock_read_full_dl(int fd, void *buf, size_t len, size_t *got,
+                                      int64_t deadline);
+
+/* Writes all len bytes, waiting while the socket's buffer is full.  *sent
+ * (OUT, may be NULL) is how many went out, also on failure: on a deadline
+ * (a peer that never reads), a cancel or a reset, the caller learns how far
+ * it got.  Errors: ASYNC_EPIPE or ASYNC_ECONNRESET (the peer closed or reset;
+ * never SIGPIPE), ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK. */
+ASYNC_API int async_sock_write_all(int fd, const void *buf, size_t len, size_t *sent);
+ASYNC_API int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent,
+                                      int64_t deadline);
+
+/* shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.  Errors: -errno. */
+ASYNC_API int async_sock_shutdown(int fd, int how);
+
+/* Closes the socket.  A task of the same loop blocked on it must not be left
+ * waiting: cancel it first.  Errors: ASYNC_EINVAL (fd < 0); a close that
+ * fails with EINTR still released the descriptor and returns 0. */
+ASYNC_API int async_sock_close(int fd);
+
+/* --- UDP -------------------------------------------------------------------- */
+
+/* A non-blocking, close-on-exec UDP socket bound to ip (NULL: every IPv4
+ * interface) and port (0: any).  Errors: as async_tcp_listen. */
+ASYNC_API int async_udp_bind(const char *ip, int port, int *fd);
+
+/* Sends one datagram to addr (NULL: the connected peer).  Errors:
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, -errno (EMSGSIZE...). */
+ASYNC_API int async_udp_send_dl(int fd, const void *buf, size_t len, const struct sockaddr *addr,
+                                socklen_t addrlen, int64_t deadline);
+
+/* Receives one datagram: *n (OUT) its length (truncated to len); from and
+ * *fromlen (OUT, both may be NULL) the sender.  Errors: ASYNC_ETIMEDOUT,
+ * ASYNC_ECANCELED, ASYNC_ENOTASK, -errno (ECONNREFUSED after an ICMP error
+ * on a connected socket). */
+ASYNC_API int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr *from,
+                                socklen_t *fromlen, int64_t deadline);
+
+/* --- DNS (c-ares on the loop) ----------------------------------------------- */
+
+/* A resolver of one loop: c-ares, whose sockets and timeouts are watched by
+ * that loop's libev watchers, so lookups never block the loop and no thread
+ * is used. */
+typedef struct async_dns async_dns_t;
+
+typedef struct async_dns_opts {
+    /* "ip[:port],..." to ask instead of /etc/resolv.conf's servers (NULL: the
+     * system's); tests point it at a local socket. */
+    const char *servers;
+    int timeout_ms; /* first try's timeout per server; 0: c-ares' default (2 s) */
+    int tries;      /* tries per server; 0: c-ares' default (3) */
+} async_dns_opts_t;
+
+/* Creates a resolver on loop (NULL: the loop running on this thread); opts may
+ * be NULL.  Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM, ASYNC_EINVAL (bad servers
+ * string), ASYNC_EDNS (c-ares could not start). */
+ASYNC_API int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out);
+
+/* Frees the resolver.  Errors: ASYNC_EBUSY while a task waits in a lookup
+ * (lookups abandoned by a deadline or cancel are finished here). */
+ASYNC_API int async_dns_free(async_dns_t *dns);
+
+/* One resolved address. */
+typedef struct async_addr {
+    struct sockaddr_storage addr;
+    socklen_t len;
+} async_addr_t;
+
+/* Resolves host (a name, a numeric address, or "localhost" from /etc/hosts)
+ * for port; family is AF_UNSPEC, AF_INET or AF_INET6.  On success *addrs (OUT)
+ * is an array of *n (OUT, >= 1) addresses ordered as RFC 8305 wants them
+ * (families interleaved, the resolver's preferred one first); free it with
+ * async_dns_addrs_free.  Errors: ASYNC_ENOTFOUND, ASYNC_EDNS, ASYNC_ETIMEDOUT
+ * (the deadline passed first: a resolver that never answers), ASYNC_ECANCELED,
+ * ASYNC_ENOTASK, ASYNC_EINVAL, ASYNC_EWRONGLOOP (dns belongs to another loop),
+ * ASYNC_ENOMEM.  Without a deadline, a server that never answers ends as
+ * ASYNC_ETIMEDOUT after c-ares' own timeouts and tries. */
+ASYNC_API int async_dns_resolve_dl(async_dns_t *dns, const char *host, int port, int family,
+                                   async_addr_t **addrs, size_t *n, int64_t deadline);
+ASYNC_API void async_dns_addrs_free(async_addr_t *addrs);
+
+/* Connects to host:port with happy eyeballs (RFC 8305): resolves with dns
+ * (NULL: host must be numeric), then starts a connect to the first address,
+ * another every 250 ms (or as soon as one fails) while none has connected;
+ * the first to connect wins and the others are closed.  *fd (OUT) is set only
+ * on success.  Errors: those of async_dns_resolve_dl, then the last connect's
+ * error when all fail (ASYNC_ECONNREFUSED...), ASYNC_ETIMEDOUT, ASYNC_ECANCELED. */
+ASYNC_API int async_tcp_connect_dl(async_dns_t *dns, const char *host, int port, int *fd,
+                                   int64_t deadline);
+
+/* The happy-eyeballs race over given addresses; stagger_ns is the delay
+ * between attempts (0: RFC 8305's 250 ms).  Errors: as async_tcp_connect_dl. */
+ASYNC_API int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t stagger_ns, int *fd,
+                                    int64_t deadline);
+
+/* --- signals ---------------------------------------------------------------- */
+
+/* A set of signals a task can wait for, on any loop, through a signalfd.
+ * async_signal_new blocks the signals in the calling thread (the signalfd
+ * only sees signals that are blocked): call it before starting other threads
+ * so that they inherit the mask, or block the signals in them too, or the
+ * kernel may deliver a signal to a thread that has its default action. */
+typedef struct async_signal async_signal_t;
+
+/* Errors: ASYNC_EINVAL (n 0, or a signal that cannot be caught: SIGKILL,
+ * SIGSTOP), ASYNC_ENOMEM, ASYNC_EMFILE, -errno. */
+ASYNC_API int async_signal_new(const int *signals, size_t n, async_signal_t **out);
+
+/* Closes the signalfd and restores the calling thread's mask as it was
+ * before async_signal_new (signals still pending then are delivered).
+ * Errors: ASYNC_EBUSY while a task waits on it. */
+ASYNC_API int async_signal_free(async_signal_t *sig);
+
+/* Waits for one of the set's signals; *signo (OUT) is which.  Errors:
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EBUSY (another task
+ * already waits on this set). */
+ASYNC_API int async_signal_wait(async_signal_t *sig, int *signo);
+ASYNC_API int async_signal_wait_dl(async_signal_t *sig, int *signo, int64_t deadline);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,21 @@
+/* Networking internals.  PRIVATE: never installed.  Shared between
+ * net_sock.c (sockets), net_dns.c (c-ares and the happy-eyeballs race) and
+ * net_signal.c. */
+#ifndef ASYNC_NET_INTERNAL_H
+#define ASYNC_NET_INTERNAL_H
+
+#include "internal.h"
+
+/* Fills *ss and *len from a numeric IPv4/IPv6 address (NULL: INADDR_ANY) and
+ * a port.  Errors: ASYNC_EINVAL. */
+int async__sockaddr_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Starts a non-blocking connect; *pending (OUT) is true while it is in
+ * progress (wait for writability, then async__connect_result).  On error no
+ * descriptor is left open. */
+int async__connect_start(const struct sockaddr *addr, socklen_t len, int *fd, bool *pending);
+
+/* 0 or the -errno a finished non-blocking connect ended with. */
+int async__connect_result(int fd);
+
+#endif

@@ -1,0 +1,438 @@
+/* Sockets awaited from tasks: TCP and Unix-domain streams, UDP datagrams.
+ *
+ * Every call first tries the system call on the non-blocking descriptor and
+ * waits for readiness (async_wait_fd_dl) only when it would block, so data
+ * already there costs no switch.  Writes go through send(MSG_NOSIGNAL), so a
+ * closed peer gives EPIPE and never SIGPIPE.  Accept keeps one reserved
+ * descriptor per process for the EMFILE case (see accept_emfile). */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "net_internal.h"
+
+const char *async_net_strerror(int err)
+{
+    switch (err) {
+    case -ENETUNREACH: return "network unreachable";
+    case -EHOSTUNREACH: return "host unreachable";
+    case -EMSGSIZE: return "message too long";
+    default: return async_strerror(err);
+    }
+}
+
+/* A cancelled task fails every blocking call, even one that could complete,
+ * so that it winds down instead of serving on. */
+static int check_task(void)
+{
+    return async_task_cancelled() ? ASYNC_ECANCELED : 0;
+}
+
+int async__sockaddr_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (port < 0 || port > 65535) return ASYNC_EINVAL;
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (!ip) {
+        in4->sin_family = AF_INET;
+        in4->sin_addr.s_addr = htonl(INADDR_ANY);
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+    } else if (inet_pton(AF_INET, ip, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        *len = sizeof *in4;
+    } else if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+    } else {
+        return ASYNC_EINVAL;
+    }
+    return 0;
+}
+
+static int unix_addr(const char *path, struct sockaddr_un *un, socklen_t *len)
+{
+    if (!path || strlen(path) >= sizeof un->sun_path || !*path) return ASYNC_EINVAL;
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, path);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    return 0;
+}
+
+/* --- the reserved descriptor -------------------------------------------- */
+
+/* One per process, shared by every loop's listeners: it is touched only when
+ * accept runs out of descriptors, under this mutex. */
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reserve_fd = -1;
+
+static void reserve_take(void)
+{
+    pthread_mutex_lock(&reserve_lock);
+    if (reserve_fd < 0) reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pthread_mutex_unlock(&reserve_lock);
+}
+
+/* accept failed with EMFILE or ENFILE, which Linux reports before it looks
+ * at the backlog.  A connection waiting there keeps the listener readable,
+ * so returning at once would have a server loop spin on it: free the
+ * reserve, take the connection and close it (the client sees an orderly
+ * close), and take the reserve back.  Returns DROPPED when a connection went
+ * that way, EMPTY when none was waiting, NO_RESERVE when there was no reserve
+ * to spend. */
+enum { DROPPED, EMPTY, NO_RESERVE };
+
+static int accept_emfile(int lfd)
+{
+    int rc = NO_RESERVE;
+    pthread_mutex_lock(&reserve_lock);
+    if (reserve_fd >= 0) {
+        close(reserve_fd);
+        reserve_fd = -1;
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c >= 0) {
+            close(c);
+            rc = DROPPED;
+        } else {
+            rc = errno == EAGAIN || errno == EWOULDBLOCK ? EMPTY : DROPPED;
+        }
+        reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    pthread_mutex_unlock(&reserve_lock);
+    return rc;
+}
+
+/* --- listen, accept, connect -------------------------------------------- */
+
+static int new_socket(int family, int type, int *fd)
+{
+    int s = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    *fd = s;
+    return 0;
+}
+
+static int bind_listen(int s, const struct sockaddr *sa, socklen_t len, int backlog)
+{
+    if (bind(s, sa, len) < 0) return -errno;
+    if (listen(s, backlog <= 0 ? SOMAXCONN : backlog) < 0) return -errno;
+    reserve_take();
+    return 0;
+}
+
+int async_tcp_listen(const char *ip, int port, int backlog, int *fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int s = -1, rc = async__sockaddr_ip(ip, port, &ss, &len);
+    if (rc) return rc;
+    if (!fd) return ASYNC_EINVAL;
+    if ((rc = new_socket(ss.ss_family, SOCK_STREAM, &s))) return rc;
+    int one = 1;
+    if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if ((rc = bind_listen(s, (struct sockaddr *)&ss, len, backlog))) goto fail;
+    *fd = s;
+    return 0;
+fail:
+    close(s);
+    return rc;
+}
+
+int async_unix_listen(const char *path, int backlog, int *fd)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int s = -1, rc = unix_addr(path, &un, &len);
+    if (rc) return rc;
+    if (!fd) return ASYNC_EINVAL;
+    /* A socket file left by a dead server would make bind fail forever;
+     * anything else at path is not ours to remove. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    if ((rc = new_socket(AF_UNIX, SOCK_STREAM, &s))) return rc;
+    if ((rc = bind_listen(s, (struct sockaddr *)&un, len, backlog))) {
+        close(s);
+        return rc;
+    }
+    *fd = s;
+    return 0;
+}
+
+int async_sock_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return -errno;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ASYNC_EINVAL;
+}
+
+int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
+{
+    if (lfd < 0 || !fd) return ASYNC_EINVAL;
+    int rc = check_task();
+    if (rc) return rc;
+    for (;;) {
+        int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c >= 0) {
+            *fd = c;
+            return 0;
+        }
+        int e = errno;
+        switch (e) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            break;
+        case EINTR:
+        case ECONNABORTED: /* the client gave up while queued: take the next */
+            continue;
+        case EMFILE:
+        case ENFILE:
+            switch (accept_emfile(lfd)) {
+            case EMPTY: /* nobody waits: wait for a client as usual */
+                break;
+            case NO_RESERVE: {
+                /* Wait a little, so that a caller looping on EMFILE does not
+                 * spin on the pending connection. */
+                int64_t pause = async_deadline_after(ASYNC_MSEC(50));
+                rc = async_sleep_dl(pause < deadline ? pause : deadline);
+                return rc ? rc : ASYNC_EMFILE;
+            }
+            default:
+                return ASYNC_EMFILE;
+            }
+            break;
+        default:
+            return -e;
+        }
+        if ((rc = async_wait_fd_dl(lfd, ASYNC_READABLE, deadline))) return rc;
+    }
+}
+
+int async_sock_accept(int lfd, int *fd)
+{
+    return async_sock_accept_dl(lfd, fd, ASYNC_FOREVER);
+}
+
+int async__connect_start(const struct sockaddr *addr, socklen_t len, int *fd, bool *pending)
+{
+    int s = -1, rc = new_socket(addr->sa_family, SOCK_STREAM, &s);
+    if (rc) return rc;
+    if (addr->sa_family != AF_UNIX) {
+        int one = 1; /* request/response protocols suffer from Nagle */
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    *pending = false;
+    if (connect(s, addr, len) < 0) {
+        if (errno != EINPROGRESS && errno != EAGAIN) {
+            rc = -errno;
+            close(s);
+            return rc;
+        }
+        *pending = true;
+    }
+    *fd = s;
+    return 0;
+}
+
+int async__connect_result(int fd)
+{
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0) return -errno;
+    return -err;
+}
+
+int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd, int64_t deadline)
+{
+    if (!addr || !fd) return ASYNC_EINVAL;
+    int rc = check_task();
+    if (rc) return rc;
+    int s = -1;
+    bool pending;
+    if ((rc = async__connect_start(addr, len, &s, &pending))) return rc;
+    if (pending) {
+        rc = async_wait_fd_dl(s, ASYNC_WRITABLE, deadline);
+        if (!rc) rc = async__connect_result(s);
+        if (rc) {
+            close(s);
+            return rc;
+        }
+    }
+    *fd = s;
+    return 0;
+}
+
+int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t deadline)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (!ip) return ASYNC_EINVAL;
+    int rc = async__sockaddr_ip(ip, port, &ss, &len);
+    if (rc) return rc;
+    return async_sock_connect_dl((struct sockaddr *)&ss, len, fd, deadline);
+}
+
+int async_unix_connect_dl(const char *path, int *fd, int64_t deadline)
+{
+    struct sockaddr_un un;
+    socklen_t len;
+    int rc = unix_addr(path, &un, &len);
+    if (rc) return rc;
+    return async_sock_connect_dl((struct sockaddr *)&un, len, fd, deadline);
+}
+
+/* --- read and write ----------------------------------------------------- */
+
+int async_sock_read_dl(int fd, void *buf, size_t len, size_t *n, int64_t deadline)
+{
+    if (fd < 0 || !buf || !len || !n) return ASYNC_EINVAL;
+    int rc = check_task();
+    if (rc) return rc;
+    for (;;) {
+        ssize_t r = recv(fd, buf, len, 0);
+        if (r > 0) {
+            *n = (size_t)r;
+            return 0;
+        }
+        if (r == 0) return ASYNC_EEOF;
+        if (errno == EINTR) continue;
+        if (errno == ENOTSOCK) { /* a pipe or tty handed in: read(2) it */
+            r = read(fd, buf, len);
+            if (r > 0) {
+                *n = (size_t)r;
+                return 0;
+            }
+            if (r == 0) return ASYNC_EEOF;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if ((rc = async_wait_fd_dl(fd, ASYNC_READABLE, deadline))) return rc;
+    }
+}
+
+int async_sock_read(int fd, void *buf, size_t len, size_t *n)
+{
+    return async_sock_read_dl(fd, buf, len, n, ASYNC_FOREVER);
+}
+
+int async_sock_read_full_dl(int fd, void *buf, size_t len, size_t *got, int64_t deadline)
+{
+    size_t done = 0;
+    int rc = 0;
+    while (done < len) {
+        size_t n;
+        if ((rc = async_sock_read_dl(fd, (char *)buf + done, len - done, &n, deadline))) break;
+        done += n;
+    }
+    if (got) *got = done;
+    return rc;
+}
+
+int async_sock_read_full(int fd, void *buf, size_t len, size_t *got)
+{
+    return async_sock_read_full_dl(fd, buf, len, got, ASYNC_FOREVER);
+}
+
+int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent, int64_t deadline)
+{
+    size_t done = 0;
+    int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : check_task();
+    while (!rc && done < len) {
+        ssize_t w = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK) w = write(fd, (const char *)buf + done, len - done);
+        if (w >= 0) {
+            done += (size_t)w;
+            continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) rc = -errno;
+        else rc = async_wait_fd_dl(fd, ASYNC_WRITABLE, deadline);
+    }
+    if (sent) *sent = done;
+    return rc;
+}
+
+int async_sock_write_all(int fd, const void *buf, size_t len, size_t *sent)
+{
+    return async_sock_write_all_dl(fd, buf, len, sent, ASYNC_FOREVER);
+}
+
+int async_sock_shutdown(int fd, int how)
+{
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+int async_sock_close(int fd)
+{
+    if (fd < 0) return ASYNC_EINVAL;
+    /* Linux releases the descriptor even when close reports EINTR. */
+    if (close(fd) < 0 && errno != EINTR) return -errno;
+    return 0;
+}
+
+/* --- UDP ------------------------------------------------------------------ */
+
+int async_udp_bind(const char *ip, int port, int *fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int s = -1, rc = async__sockaddr_ip(ip, port, &ss, &len);
+    if (rc) return rc;
+    if (!fd) return ASYNC_EINVAL;
+    if ((rc = new_socket(ss.ss_family, SOCK_DGRAM, &s))) return rc;
+    if (bind(s, (struct sockaddr *)&ss, len) < 0) {
+        rc = -errno;
+        close(s);
+        return rc;
+    }
+    *fd = s;
+    return 0;
+}
+
+int async_udp_send_dl(int fd, const void *buf, size_t len, const struct sockaddr *addr,
+                      socklen_t addrlen, int64_t deadline)
+{
+    if (fd < 0 || (!buf && len)) return ASYNC_EINVAL;
+    int rc = check_task();
+    if (rc) return rc;
+    for (;;) {
+        ssize_t w = sendto(fd, buf, len, MSG_NOSIGNAL, addr, addr ? addrlen : 0);
+        if (w >= 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if ((rc = async_wait_fd_dl(fd, ASYNC_WRITABLE, deadline))) return rc;
+    }
+}
+
+int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr *from,
+                      socklen_t *fromlen, int64_t deadline)
+{
+    if (fd < 0 || !buf || !n || (from && !fromlen)) return ASYNC_EINVAL;
+    int rc = check_task();
+    if (rc) return rc;
+    for (;;) {
+        ssize_t r = recvfrom(fd, buf, len, 0, from, from ? fromlen : NULL);
+        if (r >= 0) {
+            *n = (size_t)r;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if ((rc = async_wait_fd_dl(fd, ASYNC_READABLE, deadline))) return rc;
+    }
+}

@@ -1,0 +1,405 @@
+/* DNS on the loop (c-ares) and the happy-eyeballs connect.  Never touches the
+ * real network: names go to a tiny DNS responder on a local UDP socket (a
+ * task of the same loop), which answers, says NXDOMAIN, or swallows queries;
+ * "localhost" comes from /etc/hosts and is checked against getaddrinfo. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "support/run.h"
+#include "support/proc.h"
+
+static int64_t dl_ms(int ms) { return async_deadline_after((int64_t)(ASYNC_MSEC(ms) * test_slack())); }
+
+/* --- the fake DNS server -------------------------------------------------- */
+
+struct fake_dns {
+    int fd, queries;
+    char servers[64];
+};
+
+/* Answers A and AAAA for "two.test" (127.0.0.1, ::1), drops every query for
+ * a name starting "silent", says NXDOMAIN to the rest. */
+static int fake_dns_serve(void *arg, void **res)
+{
+    (void)res;
+    struct fake_dns *f = arg;
+    unsigned char q[512], r[600];
+    for (;;) {
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        size_t n;
+        int rc = async_udp_recv_dl(f->fd, q, sizeof q, &n, (struct sockaddr *)&from, &fl, ASYNC_FOREVER);
+        if (rc) return rc == ASYNC_ECANCELED ? 0 : rc;
+        if (n < 17) continue;
+        f->queries++;
+        char name[256];
+        size_t p = 12, k = 0;
+        while (p < n && q[p] && k < sizeof name - 64) {
+            unsigned len = q[p++];
+            if (k) name[k++] = '.';
+            for (unsigned i = 0; i < len && p < n; i++) name[k++] = (char)q[p++];
+        }
+        name[k] = 0;
+        p++; /* the root label */
+        if (p + 4 > n) continue;
+        unsigned qtype = (unsigned)q[p] << 8 | q[p + 1];
+        size_t qend = p + 4;
+        if (!strncmp(name, "silent", 6)) continue;
+        memcpy(r, q, qend);
+        r[2] = 0x81; /* response, recursion desired */
+        r[3] = 0x80; /* recursion available, NOERROR */
+        r[6] = r[7] = r[8] = r[9] = r[10] = r[11] = 0;
+        size_t m = qend;
+        if (!strcmp(name, "two.test") && (qtype == 1 || qtype == 28)) {
+            r[7] = 1; /* one answer */
+            unsigned char rr[] = {0xc0, 0x0c, 0, (unsigned char)qtype, 0, 1, 0, 0, 0, 60, 0,
+                                  qtype == 1 ? 4 : 16};
+            memcpy(r + m, rr, sizeof rr);
+            m += sizeof rr;
+            if (qtype == 1) {
+                unsigned char a[4] = {127, 0, 0, 1};
+                memcpy(r + m, a, 4);
+                m += 4;
+            } else {
+                unsigned char a[16] = {0};
+                a[15] = 1;
+                memcpy(r + m, a, 16);
+                m += 16;
+            }
+        } else if (strcmp(name, "two.test")) {
+            r[3] = 0x83; /* NXDOMAIN */
+        }
+        async_udp_send_dl(f->fd, r, m, (struct sockaddr *)&from, fl, dl_ms(1000));
+    }
+}
+
+static async_task_t fake_dns_start(struct fake_dns *f)
+{
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &f->fd), 0);
+    snprintf(f->servers, sizeof f->servers, "127.0.0.1:%d", async_sock_port(f->fd));
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, fake_dns_serve, f, NULL, &t), 0);
+    return t;
+}
+
+static void fake_dns_stop(struct fake_dns *f, async_task_t t)
+{
+    async_task_cancel(t);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    async_sock_close(f->fd);
+}
+
+static async_dns_t *dns_on(struct fake_dns *f, int timeout_ms, int tries)
+{
+    async_dns_opts_t o = {.servers = f->servers, .timeout_ms = timeout_ms, .tries = tries};
+    async_dns_t *d;
+    cr_assert_eq(async_dns_new(NULL, &o, &d), 0);
+    return d;
+}
+
+/* --- lookups -------------------------------------------------------------- */
+
+static int t_localhost(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_dns_t *d;
+    cr_assert_eq(async_dns_new(NULL, NULL, &d), 0);
+    async_addr_t *a;
+    size_t n;
+    cr_assert_eq(async_dns_resolve_dl(d, "localhost", 80, AF_UNSPEC, &a, &n, dl_ms(5000)), 0);
+    cr_assert_geq(n, 1);
+    /* Every address c-ares gives is one the system's resolver gives too. */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *gai;
+    cr_assert_eq(getaddrinfo("localhost", "80", &hints, &gai), 0);
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (struct addrinfo *p = gai; p; p = p->ai_next)
+            found |= p->ai_addrlen == a[i].len && !memcmp(p->ai_addr, &a[i].addr, a[i].len);
+        cr_assert(found, "address %zu of localhost is not getaddrinfo's", i);
+    }
+    freeaddrinfo(gai);
+    async_dns_addrs_free(a);
+    /* A numeric address needs no server. */
+    cr_assert_eq(async_dns_resolve_dl(d, "127.0.0.1", 8080, AF_INET, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(n, 1);
+    struct sockaddr_in *in = (struct sockaddr_in *)&a[0].addr;
+    cr_assert_eq(in->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    cr_assert_eq(ntohs(in->sin_port), 8080);
+    async_dns_addrs_free(a);
+    /* c-ares answered that from inside the call: no wake-up may be left
+     * pending for the task's next, unrelated suspension. */
+    cr_assert_eq(async_task_suspend_dl(async_deadline_after(ASYNC_MSEC(20))), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_dns_free(d), 0);
+    return 0;
+}
+Test(dns, localhost_matches_getaddrinfo_and_numeric_needs_no_server, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_localhost, NULL, NULL), 0);
+}
+
+static int t_answers(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    async_dns_t *d = dns_on(&f, 0, 0);
+    async_addr_t *a;
+    size_t n;
+    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(n, 2, "one A and one AAAA");
+    cr_assert_neq(a[0].addr.ss_family, a[1].addr.ss_family, "families interleaved");
+    async_dns_addrs_free(a);
+    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, AF_INET6, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(a[0].addr.ss_family, AF_INET6);
+    async_dns_addrs_free(a);
+    cr_assert_eq(async_dns_resolve_dl(d, "nx.test", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), ASYNC_ENOTFOUND);
+    cr_assert_gt(f.queries, 0, "the answers came from the fake server");
+    cr_assert_eq(async_dns_resolve_dl(d, "", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, 12345, &a, &n, dl_ms(5000)), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_free(d), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(dns, answers_interleave_families_and_nxdomain_is_enotfound, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_answers, NULL, NULL), 0);
+}
+
+static int t_never_answers(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    async_dns_t *d = dns_on(&f, 0, 0);
+    async_addr_t *a;
+    size_t n;
+    int64_t t0 = async_now();
+    cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_UNSPEC, &a, &n,
+                                      async_deadline_after(ASYNC_MSEC(300))),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(300));
+    /* The abandoned lookup is finished (and freed) by async_dns_free. */
+    cr_assert_eq(async_dns_free(d), 0);
+    /* Without a deadline, c-ares' own timeout ends it, as ETIMEDOUT too. */
+    d = dns_on(&f, 100, 1);
+    t0 = async_now();
+    cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER), ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(100));
+    cr_assert_eq(async_dns_free(d), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(dns, resolver_that_never_answers_times_out, .timeout = 30)
+{
+    cr_assert_eq(test_run_task(t_never_answers, NULL, NULL), 0);
+}
+
+static int lookup_silent(void *arg, void **res)
+{
+    (void)res;
+    async_addr_t *a;
+    size_t n;
+    return async_dns_resolve_dl(arg, "silent.test", 80, AF_UNSPEC, &a, &n, ASYNC_FOREVER);
+}
+
+static int t_cancel(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    async_dns_t *d = dns_on(&f, 0, 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, lookup_silent, d, NULL, &t), 0);
+    async_sleep(ASYNC_MSEC(50));
+    cr_assert_eq(async_dns_free(d), ASYNC_EBUSY, "a task waits in a lookup");
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_dns_free(d), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(dns, cancel_ends_a_lookup_with_ecanceled, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
+}
+
+Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_dns_t *d;
+    cr_assert_eq(async_dns_new(loop, NULL, &d), 0);
+    async_addr_t *a;
+    size_t n;
+    cr_assert_eq(async_dns_resolve_dl(d, "localhost", 80, AF_UNSPEC, &a, &n, ASYNC_FOREVER), ASYNC_ENOTASK);
+    async_dns_opts_t bad = {.servers = "not a server list"};
+    async_dns_t *d2;
+    cr_assert_eq(async_dns_new(loop, &bad, &d2), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_new(NULL, NULL, &d2), ASYNC_ENOLOOP);
+    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+}
+
+/* --- happy eyeballs -------------------------------------------------------- */
+
+/* A listener whose backlog is full and never accepts: a connect to it hangs. */
+struct hang {
+    int lfd, fds[32], n;
+    async_addr_t addr;
+};
+
+static void hang_open(struct hang *h)
+{
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 1, &h->lfd), 0);
+    int port = async_sock_port(h->lfd);
+    h->n = 0;
+    while (h->n < 32 &&
+           async_tcp_connect_ip_dl("127.0.0.1", port, &h->fds[h->n], async_deadline_after(ASYNC_MSEC(200))) == 0)
+        h->n++;
+    cr_assert_lt(h->n, 32, "the backlog never filled");
+    struct sockaddr_in *in = (struct sockaddr_in *)&h->addr.addr;
+    memset(&h->addr, 0, sizeof h->addr);
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)port);
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    h->addr.len = sizeof *in;
+}
+
+static void hang_close(struct hang *h)
+{
+    for (int i = 0; i < h->n; i++) close(h->fds[i]);
+    close(h->lfd);
+}
+
+static async_addr_t listen_addr(int *lfd)
+{
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, lfd), 0);
+    async_addr_t a;
+    memset(&a, 0, sizeof a);
+    struct sockaddr_in *in = (struct sockaddr_in *)&a.addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)async_sock_port(*lfd));
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.len = sizeof *in;
+    return a;
+}
+
+static int peer_port(int fd)
+{
+    struct sockaddr_in p;
+    socklen_t l = sizeof p;
+    cr_assert_eq(getpeername(fd, (struct sockaddr *)&p, &l), 0);
+    return ntohs(p.sin_port);
+}
+
+static int t_race_stagger(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct hang h;
+    hang_open(&h);
+    int lfd, fd;
+    async_addr_t addrs[2] = {h.addr, listen_addr(&lfd)};
+    int fds_before = test_count_fds();
+    int64_t t0 = async_now();
+    cr_assert_eq(async_connect_race_dl(addrs, 2, 0, &fd, dl_ms(5000)), 0);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(250), "the second attempt waits out the 250 ms stagger");
+    cr_assert_eq(peer_port(fd), async_sock_port(lfd), "the address that answered won");
+    cr_assert_eq(test_count_fds(), fds_before + 1, "the losing attempt was closed");
+    close(fd);
+    /* Only the hanging address: the deadline ends the race. */
+    t0 = async_now();
+    cr_assert_eq(async_connect_race_dl(addrs, 1, 0, &fd, async_deadline_after(ASYNC_MSEC(200))),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(200));
+    cr_assert_eq(test_count_fds(), fds_before);
+    close(lfd);
+    hang_close(&h);
+    return 0;
+}
+Test(happy_eyeballs, stalled_first_address_loses_to_second_after_stagger, .timeout = 30)
+{
+    cr_assert_eq(test_run_task(t_race_stagger, NULL, NULL), 0);
+}
+
+static int race_hang(void *arg, void **res)
+{
+    (void)res;
+    int fd;
+    return async_connect_race_dl(arg, 1, 0, &fd, ASYNC_FOREVER);
+}
+
+static int t_race_cancel(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct hang h;
+    hang_open(&h);
+    int fds_before = test_count_fds();
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, race_hang, &h.addr, NULL, &t), 0);
+    async_sleep(ASYNC_MSEC(50));
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(test_count_fds(), fds_before, "the cancelled attempt was closed");
+    hang_close(&h);
+    return 0;
+}
+Test(happy_eyeballs, cancel_ends_the_race_and_closes_attempts, .timeout = 30)
+{
+    cr_assert_eq(test_run_task(t_race_cancel, NULL, NULL), 0);
+}
+
+static int t_race_refused(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int dead, lfd, fd;
+    async_addr_t refused = listen_addr(&dead);
+    close(dead); /* nobody listens there now */
+    async_addr_t addrs[2] = {refused, listen_addr(&lfd)};
+    /* A stagger far longer than the test: only "a failure starts the next
+     * attempt at once" can make it connect in time. */
+    int64_t t0 = async_now();
+    cr_assert_eq(async_connect_race_dl(addrs, 2, ASYNC_SEC(20), &fd, dl_ms(15000)), 0);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(10));
+    cr_assert_eq(peer_port(fd), async_sock_port(lfd));
+    close(fd);
+    cr_assert_eq(async_connect_race_dl(addrs, 1, 0, &fd, dl_ms(5000)), ASYNC_ECONNREFUSED);
+    close(lfd);
+    return 0;
+}
+Test(happy_eyeballs, refused_address_starts_next_attempt_at_once, .timeout = 40)
+{
+    cr_assert_eq(test_run_task(t_race_refused, NULL, NULL), 0);
+}
+
+static int t_connect_name(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    async_dns_t *d = dns_on(&f, 0, 0);
+    int lfd, fd;
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    /* two.test is 127.0.0.1 and ::1; only the IPv4 one listens on the port. */
+    cr_assert_eq(async_tcp_connect_dl(d, "two.test", async_sock_port(lfd), &fd, dl_ms(5000)), 0);
+    cr_assert_eq(peer_port(fd), async_sock_port(lfd));
+    close(fd);
+    cr_assert_eq(async_tcp_connect_dl(d, "nx.test", 80, &fd, dl_ms(5000)), ASYNC_ENOTFOUND);
+    cr_assert_eq(async_tcp_connect_dl(NULL, "127.0.0.1", async_sock_port(lfd), &fd, dl_ms(5000)), 0);
+    close(fd);
+    cr_assert_eq(async_tcp_connect_dl(NULL, "two.test", 80, &fd, dl_ms(5000)), ASYNC_EINVAL,
+                 "a name needs a resolver");
+    close(lfd);
+    cr_assert_eq(async_dns_free(d), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(happy_eyeballs, connect_by_name_through_the_resolver, .timeout = 30)
+{
+    cr_assert_eq(test_run_task(t_connect_name, NULL, NULL), 0);
+}
