@@ -4,6 +4,7 @@
  * Expected answers are computed here on rank 0 by calling the same work
  * functions directly, never typed in. */
 #include <async.h>
+#include <dlfcn.h>
 #include <async/mpi.h>
 #include <signal.h>
 #include <stdio.h>
@@ -443,6 +444,20 @@ static void c_idle(void)
     CHECK(rank0 < 50.0, "idle rank 0 used %.1f%% of a CPU", rank0);
 }
 
+/* Debian's libev.so exports libevent's names; Open MPI's must win, or
+ * MPI_Init crashes (the link line puts libevent first). */
+static void c_symbols(void)
+{
+    const char *names[] = {"event_add", "event_base_new", "event_del"};
+    for (int i = 0; i < 3; i++) {
+        void *p = dlsym(RTLD_DEFAULT, names[i]);
+        Dl_info di;
+        CHECK(p && dladdr(p, &di) && di.dli_fname && strstr(di.dli_fname, "libevent"),
+              "%s resolves to %s", names[i], p && dladdr(p, &di) ? di.dli_fname : "nothing");
+        if (p && dladdr(p, &di)) printf("%s: %s\n", names[i], di.dli_fname);
+    }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -456,6 +471,11 @@ int main(int argc, char **argv)
     async_mpi_register_data("offsets", offsets);
     char msg[256];
     int r = async_mpi_init(&argc, &argv, &mo, msg, sizeof msg);
+    if (!strcmp(c, "single")) {
+        printf("init: %s: %s\n", async_errname(r), msg);
+        CHECK(r == ASYNC_ENOTSUP && strstr(msg, "single rank"), "single: %s '%s'", async_errname(r), msg);
+        goto out;
+    }
     if (!strcmp(c, "mismatch")) {
         printf("init: %s: %s\n", async_errname(r), msg);
         CHECK(r == ASYNC_EINVAL && strstr(msg, "rank 2"), "mismatch: %s '%s'", async_errname(r), msg);
@@ -483,6 +503,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "kill")) c_kill();
     else if (!strcmp(c, "bcast")) c_bcast();
     else if (!strcmp(c, "idle")) c_idle();
+    else if (!strcmp(c, "symbols")) c_symbols();
     else if (!strcmp(c, "all")) {
         c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast();
     } else {
