@@ -8,8 +8,8 @@
  * rank never holds up the others, polls for results with MPI_Iprobe, and
  * hands each reply to its slot.  It sleeps on a condition variable while
  * nothing is in flight; while jobs are out it polls, spinning briefly and
- * then backing off from 20 us to 1 ms, so that a long job costs rank 0
- * almost no CPU and a short one a few microseconds of latency.
+ * then backing off (mpi_internal.h), so that a long job costs rank 0 almost
+ * no CPU.
  *
  * Locking: b->mu guards the send list, the slots' replies, the bcast
  * counters and `stop`; no MPI call and no executor call is made under it. */
@@ -21,6 +21,7 @@
 #include <time.h>
 #include "mpi_internal.h"
 #include "exec_internal.h"
+#include "future_internal.h"
 
 typedef struct sendreq {
     struct sendreq *next;
@@ -40,6 +41,7 @@ typedef struct slot {
     pthread_cond_t cv;
     char *reply; /* under b->mu */
     size_t reply_len;
+    _Atomic bool ready; /* reply is set: lets the slot spin before it sleeps */
 } slot_t;
 
 typedef struct mpib {
@@ -48,6 +50,7 @@ typedef struct mpib {
     pthread_cond_t wake; /* the progress thread waits here for sends */
     pthread_cond_t sent; /* bcast callers wait here */
     sendreq_t *head, **tail;
+    _Atomic bool queued; /* head is non-empty: lets the progress thread spin */
     bool stop;
     pthread_t progress;
     unsigned started; /* slot threads */
@@ -66,22 +69,9 @@ static void enqueue(mpib_t *b, sendreq_t *r)
     pthread_mutex_lock(&b->mu);
     *b->tail = r;
     b->tail = &r->next;
+    atomic_store(&b->queued, true);
     pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->mu);
-}
-
-static void nap(unsigned *backoff)
-{
-    /* About 50 us of spinning (Iprobe is cheap), then sleeps that double. */
-    if (*backoff < 64) {
-        (*backoff)++;
-        return;
-    }
-    long ns = 20000L << (*backoff - 64 < 6 ? *backoff - 64 : 6);
-    if (ns > 1000000) ns = 1000000;
-    if (*backoff < 64 + 6) (*backoff)++;
-    struct timespec ts = {0, ns};
-    nanosleep(&ts, NULL);
 }
 
 /* A send completed: release its buffer and request, or tell its bcast. */
@@ -105,12 +95,13 @@ static void *progress_main(void *arg)
     sendreq_t **pend = NULL;
     size_t npend = 0, cap = 0;
     size_t inflight = 0;
-    unsigned backoff = 0;
+    async__mpi_backoff_t backoff = {0};
     for (;;) {
         pthread_mutex_lock(&b->mu);
         sendreq_t *list = b->head;
         b->head = NULL;
         b->tail = &b->head;
+        atomic_store(&b->queued, false);
         bool stop = b->stop;
         pthread_mutex_unlock(&b->mu);
         bool active = list != NULL;
@@ -152,6 +143,7 @@ static void *progress_main(void *arg)
             pthread_mutex_lock(&b->mu);
             s->reply = buf ? buf : (char *)"";
             s->reply_len = buf ? (size_t)count : 0;
+            atomic_store(&s->ready, true);
             pthread_cond_signal(&s->cv);
             pthread_mutex_unlock(&b->mu);
             inflight--;
@@ -171,17 +163,17 @@ static void *progress_main(void *arg)
         }
         if (stop && !inflight && !npend) break;
         if (active) {
-            backoff = 0;
+            async__mpi_active(&backoff);
             continue;
         }
         if (!inflight && !npend) {
             pthread_mutex_lock(&b->mu);
             while (!b->head && !b->stop) pthread_cond_wait(&b->wake, &b->mu);
             pthread_mutex_unlock(&b->mu);
-            backoff = 0;
+            async__mpi_active(&backoff);
             continue;
         }
-        nap(&backoff);
+        async__mpi_nap(&backoff);
     }
     /* Every job has its reply: release the serving ranks. */
     for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
@@ -301,6 +293,7 @@ static void *slot_main(void *arg)
         char *reply = s->reply;
         size_t rlen = s->reply_len;
         s->reply = NULL;
+        atomic_store(&s->ready, false);
         pthread_mutex_unlock(&b->mu);
         parse(job, reply, rlen, &oc);
         async__exec_finish(ex, job, &oc);

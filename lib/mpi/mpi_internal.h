@@ -44,6 +44,27 @@ typedef struct share_hdr {
     uint64_t size;
 } share_hdr_t;
 
+/* Polling without burning a CPU (Open MPI has no wait that does not spin):
+ * after activity a poller spins for SPIN_NS, then sleeps between polls,
+ * 20 us doubling up to NAP_MAX_NS.  The cap bounds the latency a sleeping
+ * poller adds; an idle rank then wakes 5,000 times a second, about 1-2% of
+ * a CPU (test-mpi's idle case measures it). */
+#define ASYNC__MPI_SPIN_NS 50000
+#define ASYNC__MPI_NAP_MAX_NS 200000
+typedef struct async__mpi_backoff {
+    int64_t idle_since; /* 0: active */
+    unsigned step;
+} async__mpi_backoff_t;
+
+static inline void async__mpi_active(async__mpi_backoff_t *b)
+{
+    b->idle_since = 0;
+    b->step = 0;
+}
+
+/* One idle poll's pause; true while still spinning. */
+bool async__mpi_nap(async__mpi_backoff_t *b);
+
 /* registry.c */
 /* Sorts the registry and freezes it; returns its hash (names, in order). */
 uint64_t async__mpi_registry_freeze(void);

@@ -4,9 +4,27 @@
  * still checked against the bytes received before anything is read. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include "mpi_internal.h"
+#include "future_internal.h"
 
 #define MSG_ROOM ASYNC_FUTURE_MSG_MAX
+
+bool async__mpi_nap(async__mpi_backoff_t *b)
+{
+    int64_t now = async_now();
+    if (!b->idle_since) b->idle_since = now;
+    if (now - b->idle_since < ASYNC__MPI_SPIN_NS) {
+        async__cpu_relax();
+        return true;
+    }
+    long ns = 20000L << b->step;
+    if (ns > ASYNC__MPI_NAP_MAX_NS) ns = ASYNC__MPI_NAP_MAX_NS;
+    else b->step++;
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+    return false;
+}
 
 int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len)
 {

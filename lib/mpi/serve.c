@@ -5,10 +5,9 @@
  * rank (the process backend), which runs several at once and turns a job
  * that crashes into a failed reply while the rank serves on.
  *
- * Idle, the loop probes for about 50 us and then sleeps between probes,
- * from 20 us doubling to 1 ms, rather than block in MPI_Recv, which Open MPI
- * implements by busy polling: an idle rank costs well under 1% of a CPU
- * (docs/mpi.md has the measurement). */
+ * Idle, the loop probes for a moment and then sleeps between probes
+ * (mpi_internal.h), rather than block in MPI_Recv, which Open MPI
+ * implements by busy polling (docs/mpi.md has the measured cost). */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -182,19 +181,6 @@ static bool test_sends(serve_t *sv)
     return any;
 }
 
-static void nap(unsigned *backoff)
-{
-    if (*backoff < 64) {
-        (*backoff)++;
-        return;
-    }
-    long ns = 20000L << (*backoff - 64);
-    if (ns > 1000000) ns = 1000000;
-    if (*backoff < 64 + 6) (*backoff)++;
-    struct timespec ts = {0, ns};
-    nanosleep(&ts, NULL);
-}
-
 void async__mpi_serve(void)
 {
     serve_t sv = {0};
@@ -211,7 +197,7 @@ void async__mpi_serve(void)
             pool = NULL;
         }
     }
-    unsigned backoff = 0;
+    async__mpi_backoff_t backoff = {0};
     for (;;) {
         int flag = 0, count = 0;
         MPI_Status st;
@@ -222,7 +208,7 @@ void async__mpi_serve(void)
             MPI_Get_count(&st, MPI_BYTE, &count);
             char *buf = async__malloc(count > 0 ? (size_t)count : 1);
             if (!buf) { /* the message waits in MPI: try again later */
-                nap(&backoff);
+                async__mpi_nap(&backoff);
                 continue;
             }
             MPI_Recv(buf, count, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
@@ -234,7 +220,7 @@ void async__mpi_serve(void)
                 share_hdr_t h;
                 memcpy(&h, buf, sizeof h);
                 void *data;
-                while (!(data = async__malloc(h.size ? h.size : 1))) nap(&backoff);
+                while (!(data = async__malloc(h.size ? h.size : 1))) async__mpi_nap(&backoff);
                 MPI_Recv(data, (int)h.size, MPI_BYTE, 0, TAG_SHARE_DATA, MPI_COMM_WORLD,
                          MPI_STATUS_IGNORE);
                 /* Without room in the table the data stays unknown here, and
@@ -247,8 +233,8 @@ void async__mpi_serve(void)
         }
         if (pool && reap(&sv)) active = true;
         if (test_sends(&sv)) active = true;
-        if (active) backoff = 0;
-        else nap(&backoff);
+        if (active) async__mpi_active(&backoff);
+        else async__mpi_nap(&backoff);
     }
     /* Rank 0 sends stop only once every job has its reply. */
     while (sv.npend) {
