@@ -46,10 +46,15 @@ typedef struct share_hdr {
 
 /* Polling without burning a CPU (Open MPI has no wait that does not spin):
  * after activity a poller spins for SPIN_NS, then sleeps between polls,
- * 20 us doubling up to NAP_MAX_NS.  The cap bounds the latency a sleeping
- * poller adds; an idle rank then wakes 5,000 times a second, about 1-2% of
- * a CPU (test-mpi's idle case measures it). */
-#define ASYNC__MPI_SPIN_NS 50000
+ * 20 us doubling up to NAP_MAX_NS.  The spin covers the gap between a reply
+ * and the next job of a loop of submits (measured here: 300 us gave an
+ * 80 us round trip, 50 us gave 900 us, because each sleeping poller then
+ * waited for a CPU); the cap bounds the latency a sleeping poller adds.
+ * After LONG_IDLE_NS without activity the cap is 2 ms, so that an idle
+ * rank wakes 500 times a second, under 1% of a CPU (test-mpi's idle case
+ * measures it). */
+#define ASYNC__MPI_SPIN_NS 300000
+#define ASYNC__MPI_LONG_IDLE_NS 100000000
 #define ASYNC__MPI_NAP_MAX_NS 200000
 typedef struct async__mpi_backoff {
     int64_t idle_since; /* 0: active */

@@ -18,8 +18,11 @@ bool async__mpi_nap(async__mpi_backoff_t *b)
         async__cpu_relax();
         return true;
     }
+    /* Idle for long, the poller sleeps longer: latency matters while jobs
+     * come and go, CPU while nothing does. */
+    long cap = now - b->idle_since > ASYNC__MPI_LONG_IDLE_NS ? 2000000 : ASYNC__MPI_NAP_MAX_NS;
     long ns = 20000L << b->step;
-    if (ns > ASYNC__MPI_NAP_MAX_NS) ns = ASYNC__MPI_NAP_MAX_NS;
+    if (ns > cap) ns = cap;
     else b->step++;
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
