@@ -3,21 +3,25 @@
 #
 #   SANITIZE=address,undefined | thread   build and run everything under it
 #   CORO=ucontext                         glibc ucontext instead of the asm switch
+#   COVERAGE=1                            gcov instrumentation (see `make coverage`)
 #   PREFIX=/usr/local DESTDIR=            for `make install`
 #
 # The plain build writes lib/libasync.{a,so}, demos/<job>/<prog>, tests/bin/;
-# sanitizer and ucontext builds go to build/<variant>/ so they never mix.
+# sanitizer, ucontext and coverage builds go to build/<variant>/ so they never
+# mix.  Every compile writes a .d file beside its object (-MMD -MP), so
+# touching a header rebuilds exactly the objects that include it.
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 CORO    ?= asm
 SANITIZE ?=
+COVERAGE ?=
 VERSION := 0.1.0
 ARCH    := $(shell uname -m)
 
 comma := ,
-VARIANT := $(subst $(comma),-,$(SANITIZE))$(if $(filter ucontext,$(CORO)),-ucontext)
+VARIANT := $(subst $(comma),-,$(SANITIZE))$(if $(filter ucontext,$(CORO)),-ucontext)$(if $(COVERAGE),-coverage)
 ifeq ($(VARIANT),)
 OUT := .
 OBJ := build/obj
@@ -34,8 +38,14 @@ DEMO_PKG_LIBS := $(shell pkg-config --libs $(DEMO_PKGS) 2>/dev/null)
 CRITERION_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
 
 WARN    := -Wall -Wextra -Wstrict-prototypes -Werror
+ifneq ($(COVERAGE),)
+# No optimisation, so that lines and branches map one to one onto the source.
+OPT     ?= -O0 -g
+else
 OPT     ?= -O2 -g
-CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
+endif
+DEPFLAGS := -MMD -MP
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(DEPFLAGS) -Iinclude $(PKG_CFLAGS) $(CFLAGS)
 LIB_CFLAGS := $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DASYNC_BUILDING -Ilib
 ifeq ($(CORO),ucontext)
 LIB_CFLAGS += -DASYNC_CORO_UCONTEXT
@@ -50,6 +60,17 @@ CFLAGS_ALL += $(SAN_FLAGS)
 LIB_CFLAGS += $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
 endif
+ifneq ($(COVERAGE),)
+# Atomic counter updates: the library's threads and forked workers update the
+# same counters, and plain increments lose counts (gcov then reads negative
+# branch counts and gcovr refuses the data).  ASYNC_COVERAGE lets code whose
+# processes end with _exit() (pool workers, forked children) call
+# __gcov_dump() first, or their counts are lost.
+COV_FLAGS := --coverage -fprofile-update=atomic -DASYNC_COVERAGE
+CFLAGS_ALL += $(COV_FLAGS)
+LIB_CFLAGS += $(COV_FLAGS)
+LDFLAGS += $(COV_FLAGS)
+endif
 LIBS    := -lev $(PKG_LIBS) -lpthread -lrt -lm
 APPLIBS := $(LIBS) $(DEMO_PKG_LIBS) -lcsv
 
@@ -59,7 +80,6 @@ LIB_ASM  := $(if $(filter asm,$(CORO)),$(wildcard lib/coro_$(ARCH).S))
 LIB_OBJS := $(LIB_SRCS:%.c=$(OBJ)/%.o) $(LIB_ASM:%.S=$(OBJ)/%.o)
 STATIC   := $(OUT)/lib/libasync.a
 SHARED   := $(OUT)/lib/libasync.so
-HEADERS  := include/async.h $(wildcard include/async/*.h)
 
 # --- demos: demos/<job>/<prog>.c is a program; demos/<job>/common/*.c and
 # demos/common/*.c are linked into every program of that job. -------------
@@ -83,28 +103,35 @@ TEST_CFLAGS := -Itests/shim
 CRITERION_LIBS :=
 endif
 
-.PHONY: all lib demos tests benches test bench demo deps install uninstall clean check-aarch64
+.PHONY: all lib demos tests benches test bench demo deps install uninstall clean check-aarch64 \
+	coverage check-build
 all: lib demos tests benches
 lib: $(STATIC) $(SHARED)
 demos: $(DEMO_BINS)
 tests: $(TEST_BINS)
 benches: $(BENCH_BINS)
 
-$(OBJ)/lib/%.o: lib/%.c $(HEADERS) lib/internal.h $(wildcard lib/*_internal.h)
+# Header dependencies come from the .d files the compiler writes (included
+# below), not from rules listing every header: a change to one header
+# rebuilds only what includes it.  Each object also depends on its own .d, so
+# an object built before its .d existed (or whose .d was deleted) is rebuilt
+# rather than trusted with unknown headers.
+DEP_FILES := $(patsubst %.o,%.d,$(LIB_OBJS) $(SUPPORT_OBJS) \
+    $(patsubst %.c,$(OBJ)/%.o,$(TEST_SRCS) $(DEMO_MAINS) $(wildcard demos/*/common/*.c) $(BENCH_SRCS)))
+$(DEP_FILES): ;
+$(OBJ)/lib/%.o: lib/%.c $(OBJ)/lib/%.d
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
-$(OBJ)/lib/%.o: lib/%.S
+$(OBJ)/lib/%.o: lib/%.S $(OBJ)/lib/%.d
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
-$(OBJ)/tests/%.o: tests/%.c $(HEADERS)
+$(OBJ)/tests/%.o: tests/%.c $(OBJ)/tests/%.d
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
-$(OBJ)/demos/%.o: demos/%.c $(HEADERS) $(wildcard demos/*/common/*.h demos/common/*.h)
+$(OBJ)/%.o: %.c $(OBJ)/%.d
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) -c $< -o $@
-$(OBJ)/%.o: %.c $(HEADERS)
-	@mkdir -p $(@D)
-	$(CC) $(APP_CFLAGS) -c $< -o $@
+-include $(wildcard $(DEP_FILES))
 
 $(STATIC): $(LIB_OBJS)
 	@mkdir -p $(@D)
@@ -114,7 +141,8 @@ $(SHARED): $(LIB_OBJS)
 	$(CC) -shared -Wl,-soname,libasync.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Programs link the static library so that they run from the tree.
-.SECONDARY:
+# Objects made through pattern chains are kept, not deleted as intermediates.
+.PRECIOUS: $(OBJ)/lib/%.o $(OBJ)/tests/%.o $(OBJ)/%.o
 .SECONDEXPANSION:
 $(DEMO_BINS): $(OUT)/demos/%: $(OBJ)/demos/%.o $$(call demo_common,$$(firstword $$(subst /, ,$$*))) $(STATIC)
 	@mkdir -p $(@D)
@@ -148,7 +176,10 @@ ifneq ($(MPI_LIBS),)
 lib: $(MPI_STATIC) $(MPI_SHARED)
 tests: $(MPI_PROGS)
 endif
-$(OBJ)/lib/mpi/%.o: lib/mpi/%.c $(HEADERS) lib/internal.h $(wildcard lib/*_internal.h) lib/mpi/mpi_internal.h
+MPI_DEPS   := $(MPI_OBJS:.o=.d) $(patsubst tests/mpi/%.c,$(OBJ)/tests/mpi/%.d,$(wildcard tests/mpi/*.c))
+$(MPI_DEPS): ;
+-include $(wildcard $(MPI_DEPS))
+$(OBJ)/lib/mpi/%.o: lib/mpi/%.c $(OBJ)/lib/mpi/%.d
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) $(MPI_CFLAGS) -c $< -o $@
 $(MPI_STATIC): $(LIB_OBJS) $(MPI_OBJS)
@@ -184,13 +215,34 @@ deps:
 
 # `make test` checks the system packages, builds everything, then runs each
 # test binary; TESTS=name[,name] runs a subset.
+# A binary whose source is gone (a test file split or renamed) is deleted
+# first, so that run-tests never runs a stale copy.
 test: deps
 	@$(MAKE) --no-print-directory all
+	@rm -f $(filter-out $(TEST_BINS),$(wildcard $(OUT)/tests/bin/test-*))
 	@scripts/run-tests $(OUT)/tests/bin $(TESTS)
 
+# The suite on a gcov build in build/coverage/, then line and branch coverage
+# of lib/ (gcovr; the per-file table goes to build/coverage/coverage.txt).
+# Exits with the suite's status once the figures are printed.
+coverage: deps
+	@$(MAKE) --no-print-directory COVERAGE=1 all
+	@find build/coverage -name '*.gcda' -delete
+	@rm -f $(filter-out $(patsubst $(OUT)/%,build/coverage/%,$(TEST_BINS)),$(wildcard build/coverage/tests/bin/test-*))
+	@scripts/run-tests build/coverage/tests/bin $(TESTS); rc=$$?; \
+	    scripts/coverage-report build/coverage || rc=1; exit $$rc
+
+# Checks of the build itself: run-tests' accounting on a fixture, and header
+# dependencies that are exact (touch a header, only its includers rebuild).
+check-build:
+	@scripts/check-run-tests
+	@scripts/check-deps $(if $(SANITIZE),SANITIZE=$(SANITIZE)) $(if $(filter ucontext,$(CORO)),CORO=ucontext)
+
+# What make bench printed, for scripts/bench-table (build/bench-record.txt).
+BENCH_RECORD := $(patsubst %/obj,%,$(OBJ))/bench-record.txt
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run-benches $(OUT)/tests/bench/bin $(BENCHES)
+	@scripts/run-benches $(OUT)/tests/bench/bin "$(BENCHES)" $(BENCH_RECORD)
 
 # The main job on the built-in data (writes async.json), the lab's CPU jobs
 # (soln.json and charts), and the meeting at a tenth of its delays.
@@ -226,3 +278,6 @@ uninstall:
 clean:
 	rm -rf build lib/libasync.a lib/libasync.so tests/bin tests/bench/bin
 	rm -f $(patsubst %.c,%,$(filter-out demos/common/%,$(DEMO_MAINS)))
+
+# Rules from other parts of the tree are included below this line (the fuzz
+# targets: tests/fuzz/fuzz.mk).

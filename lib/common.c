@@ -1,9 +1,13 @@
-/* Error strings, the monotonic clock and the allocator seam.  Everything here
- * is safe to call from any thread; the allocator is read without a lock
- * because it must be installed before any other call and left alone after. */
+/* Error strings, the monotonic clock, the allocator seam, and libev's
+ * allocator with its memory reserve.  Everything here is safe to call from
+ * any thread; the allocator seam is read without a lock because it must be
+ * installed before any other call and left alone after. */
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include "internal.h"
 
 static const struct {
@@ -23,6 +27,9 @@ static const struct {
     {ASYNC_EALREADY, "ASYNC_EALREADY", "operation already done"},
     {ASYNC_ETIMEDOUT, "ASYNC_ETIMEDOUT", "deadline passed"},
     {ASYNC_ECANCELED, "ASYNC_ECANCELED", "operation cancelled"},
+    {ASYNC_EMFILE, "ASYNC_EMFILE", "too many open files: the process's descriptor limit (RLIMIT_NOFILE) is reached"},
+    {ASYNC_ENFILE, "ASYNC_ENFILE", "too many open files in the system"},
+    {ASYNC_ENOENT, "ASYNC_ENOENT", "no such entry"},
     {ASYNC_EOWNERDEAD, "ASYNC_EOWNERDEAD", "lock acquired from a holder that died; repair the protected state"},
     {ASYNC_ECLOSED, "ASYNC_ECLOSED", "closed"},
     {ASYNC_ENOTASK, "ASYNC_ENOTASK", "must be called from inside a task"},
@@ -106,4 +113,101 @@ char *async__strdup(const char *s)
     char *p = async__malloc(n);
     if (p) memcpy(p, s, n);
     return p;
+}
+
+/* --- libev's allocator and its reserve ------------------------------------ */
+
+/* What libev may need per live task: a slot in its timer heap and in its
+ * pending queue (16 bytes each), with room for realloc's old and new copies
+ * while an array doubles, and for the I/O watcher arrays.  The base covers
+ * libev's fixed arrays and the loops' own watchers. */
+#define RESERVE_BASE ((size_t)256 << 10)
+#define RESERVE_PER_TASK ((size_t)128)
+#define MAX_CHUNKS 64
+
+/* The reserve is untouched anonymous memory: it costs address space and
+ * commit charge, which is what runs out under RLIMIT_AS or strict
+ * overcommit, and no resident memory.  It is mapped, not malloc'd, so that
+ * giving it back returns the space to the system for libc's realloc. */
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { void *p; size_t size; } chunks[MAX_CHUNKS];
+static int n_chunks;
+static _Atomic size_t reserve_have; /* bytes in chunks */
+static _Atomic size_t live_tasks;   /* in every loop of the process */
+
+static bool release_chunk(void)
+{
+    pthread_mutex_lock(&reserve_lock);
+    bool ok = n_chunks > 0;
+    if (ok) {
+        n_chunks--;
+        munmap(chunks[n_chunks].p, chunks[n_chunks].size);
+        atomic_fetch_sub_explicit(&reserve_have, chunks[n_chunks].size, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&reserve_lock);
+    return ok;
+}
+
+void *async__ev_realloc(void *ptr, long size)
+{
+    if (size <= 0) {
+        free(ptr);
+        return NULL;
+    }
+    for (;;) {
+        void *p = realloc(ptr, (size_t)size); /* ptr stays valid when it fails */
+        if (p) return p;
+        if (!release_chunk()) break;
+    }
+    /* libev aborts next; say why first. */
+    char msg[160];
+    int n = snprintf(msg, sizeof msg,
+                     "libasync: libev needs %ld bytes and the memory reserve is spent\n", size);
+    if (n > 0 && write(2, msg, (size_t)n) < 0) { /* nothing more to do */ }
+    return NULL;
+}
+
+static void *map_chunk(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int async__ev_reserve_take(void)
+{
+    size_t live = atomic_fetch_add_explicit(&live_tasks, 1, memory_order_relaxed) + 1;
+    size_t need = RESERVE_BASE + live * RESERVE_PER_TASK;
+    if (atomic_load_explicit(&reserve_have, memory_order_relaxed) >= need) return 0;
+    int rc = 0;
+    pthread_mutex_lock(&reserve_lock);
+    size_t have = atomic_load_explicit(&reserve_have, memory_order_relaxed);
+    if (have < need) {
+        size_t page = async__page_size();
+        /* Doubling keeps the chunks few; under pressure, just what is needed. */
+        size_t want = (have > need - have ? have : need - have);
+        size_t least = need - have;
+        want = (want + page - 1) / page * page;
+        least = (least + page - 1) / page * page;
+        void *p = NULL;
+        if (n_chunks < MAX_CHUNKS) {
+            p = map_chunk(want);
+            if (!p && least < want) p = map_chunk(want = least);
+        }
+        if (p) {
+            chunks[n_chunks].p = p;
+            chunks[n_chunks].size = want;
+            n_chunks++;
+            atomic_fetch_add_explicit(&reserve_have, want, memory_order_relaxed);
+        } else {
+            rc = ASYNC_ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&reserve_lock);
+    if (rc) atomic_fetch_sub_explicit(&live_tasks, 1, memory_order_relaxed);
+    return rc;
+}
+
+void async__ev_reserve_drop(void)
+{
+    atomic_fetch_sub_explicit(&live_tasks, 1, memory_order_relaxed);
 }

@@ -51,6 +51,14 @@ int async__coro_init(async__coro_t *coro, async__stack_t *stack, void (*entry)(v
     coro->arg = arg;
     coro->stack_bottom = stack->base;
     coro->stack_size = stack->size;
+#ifdef ASYNC_ASAN
+    /* A pooled stack (or a new one mapped where an old one was) still holds
+     * the shadow of the frames its last coroutine left: a coroutine ends by
+     * switching away for good, so its outer frames never return and never
+     * unpoison their redzones.  The new coroutine's frames lie elsewhere in
+     * the same bytes, and ASan would report them as overflows. */
+    __asan_unpoison_memory_region(stack->base, stack->size);
+#endif
 #ifdef ASYNC_CORO_UCONTEXT
     ucontext_t *uc = async__malloc(sizeof *uc);
     if (!uc) return ASYNC_ENOMEM;

@@ -61,6 +61,7 @@ typedef struct http_xfer {
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
     char errbuf[CURL_ERROR_SIZE];
+    int socket_errno;            /* of this attempt's failed socket(), or 0 */
     async_http_response_t *resp; /* allocated with x, filled when it ends */
 
     /* The three ways to wait: a callback, a task's waker, or a blocking run. */

@@ -205,6 +205,40 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
     x->state = XFER_WAITING;
 }
 
+/* The wait a 429 or 503 asks for, in nanoseconds: -1 when it names none (no
+ * Retry-After, a date in the past, or text that is neither a number nor a
+ * date), INT64_MAX when it is beyond ASYNC_HTTP_RETRY_AFTER_MAX (then no
+ * retry can honour it).  Delay-seconds are read here, saturating, because
+ * curl reads an overflowing number as 0, which would retry at once; the
+ * HTTP-date form is curl's (CURLINFO_RETRY_AFTER, seconds from now). */
+static int64_t retry_after(http_xfer_t *x)
+{
+    const char *h = x->resp_hdr.data;
+    const char *value = NULL;
+    for (const char *line = h; line && *line;) {
+        if (strncasecmp(line, "Retry-After:", 12) == 0) value = line + 12; /* the last one */
+        line = strchr(line, '\n');
+        if (line) line++;
+    }
+    if (!value) return -1;
+    while (*value == ' ' || *value == '\t') value++;
+    if (*value >= '0' && *value <= '9') {
+        int64_t sec = 0;
+        for (; *value >= '0' && *value <= '9'; value++) {
+            if (sec <= ASYNC_HTTP_RETRY_AFTER_MAX) sec = sec * 10 + (*value - '0');
+        }
+        if (*value && *value != '\r' && *value != '\n' && *value != ' ' && *value != '\t')
+            return -1; /* "12abc": not a delay */
+        if (sec > ASYNC_HTTP_RETRY_AFTER_MAX) return INT64_MAX;
+        return sec ? ASYNC_SEC(sec) : -1;
+    }
+    curl_off_t after = 0;
+    if (curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &after) != CURLE_OK || after <= 0)
+        return -1;
+    if (after > ASYNC_HTTP_RETRY_AFTER_MAX) return INT64_MAX;
+    return ASYNC_SEC(after);
+}
+
 void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
 {
     async__list_remove(&x->link);
@@ -214,30 +248,28 @@ void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
     if (transient && x->attempt <= x->max_retries && !http->closing) {
-        int64_t delay;
-        curl_off_t after = -1;
-        if (rc == CURLE_OK && (status == 429 || status == 503) &&
-            curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0) {
-            delay = ASYNC_SEC(after);
-        } else {
+        int64_t delay = -1;
+        if (rc == CURLE_OK && (status == 429 || status == 503)) delay = retry_after(x);
+        if (delay < 0) {
             int shift = x->attempt - 1 < 30 ? x->attempt - 1 : 30;
             int64_t b = http->opts.retry_base_ns;
             delay = b > http->opts.retry_max_ns >> shift ? http->opts.retry_max_ns : b << shift;
             /* "Equal jitter": half the backoff, plus up to the other half. */
             delay = delay / 2 + (int64_t)(jitter() * ((double)delay / 2.0));
-            after = -1;
         }
-        if (delay <= http->opts.retry_max_ns) {
+        if (delay != INT64_MAX && delay <= http->opts.retry_max_ns) {
             http->stats.retries++;
             x->resp_body.len = x->resp_hdr.len = 0;
             x->errbuf[0] = 0;
             x->reason[0] = 0;
-            x->not_before = async_now() + delay;
+            int64_t now = async_now();
+            x->not_before = delay > INT64_MAX - now ? INT64_MAX : now + delay;
             enqueue(http, x);
             async__http_pump(http);
             return;
         }
-        /* A Retry-After longer than we may wait: the 429 or 503 stands. */
+        /* A Retry-After longer than we may wait (or than anyone may): the 429
+         * or 503 stands, rather than a retry sooner than the server asked. */
     }
     if (async__http_response_build(x, rc)) {
         fail(http, x, ASYNC_ENOMEM, "out of memory building the response");

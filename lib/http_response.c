@@ -81,13 +81,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* curl's socket open and close, counted: open sockets minus running
  * transfers is the number of idle connections that a new transfer could
- * reuse (see async__http_easy_setup). */
+ * reuse (see async__http_easy_setup).  The open is on behalf of the running
+ * transfer, which keeps the errno of a failed socket(): curl itself reports
+ * only "Couldn't connect" and leaves CURLINFO_OS_ERRNO at 0. */
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     (void)purpose;
-    http_shard_t *sh = ud;
-    curl_socket_t s = socket(a->family, a->socktype, a->protocol);
-    if (s != CURL_SOCKET_BAD) sh->n_sockets++;
+    http_xfer_t *x = ud;
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (s != CURL_SOCKET_BAD) x->shard->n_sockets++;
+    else x->socket_errno = errno;
     return s;
 }
 
@@ -132,12 +135,13 @@ int async__http_easy_setup(http_xfer_t *x)
     async_http_t *http = x->http;
     CURL *e = x->easy;
     int bad = 0;
+    x->socket_errno = 0;
     SET(CURLOPT_URL, x->url);
     SET(CURLOPT_PRIVATE, (void *)x);
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERDATA, (void *)x);
-    SET(CURLOPT_OPENSOCKETDATA, (void *)x->shard);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)x);
     SET(CURLOPT_CLOSESOCKETDATA, (void *)x->shard);
     SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
@@ -266,7 +270,11 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
 
     if (rc != CURLE_OK) {
         const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-        if (rc == CURLE_OPERATION_TIMEDOUT) {
+        if (x->socket_errno == EMFILE || x->socket_errno == ENFILE) {
+            r->error = -x->socket_errno;
+            snprintf(r->errmsg, sizeof r->errmsg, "out of descriptors: no socket (%s): %.180s",
+                     strerror(x->socket_errno), detail);
+        } else if (rc == CURLE_OPERATION_TIMEDOUT) {
             r->error = ASYNC_ETIMEDOUT;
             snprintf(r->errmsg, sizeof r->errmsg, "timed out: %.240s", detail);
         } else if (x->too_big) {

@@ -7,7 +7,23 @@
 #include <ev.h>
 #include <stdatomic.h>
 #include <pthread.h>
+#include <unistd.h>
 #include "async.h"
+
+/* _exit for the processes the library forks (pool workers, children of
+ * async_process_spawn): under `make coverage` it first writes the process's
+ * gcov counters, which _exit would throw away (gcc's fork wrapper has reset
+ * them in the child, so nothing is counted twice). */
+#ifdef ASYNC_COVERAGE
+void __gcov_dump(void);
+static inline _Noreturn void async__child_exit(int code)
+{
+    __gcov_dump();
+    _exit(code);
+}
+#else
+#define async__child_exit(code) _exit(code)
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #  define ASYNC_ASAN 1
@@ -33,6 +49,18 @@ void *async__calloc(size_t n, size_t size);
 void *async__realloc(void *ptr, size_t size);
 void async__free(void *ptr);
 char *async__strdup(const char *s);
+
+/* libev's allocator (installed by the first loop).  libev aborts when its
+ * allocator returns NULL, so this one holds a reserve of address space and
+ * spends it when realloc fails; spawn keeps the reserve in step with the
+ * live tasks (async__ev_reserve_take) and fails with ASYNC_ENOMEM when it
+ * cannot, so memory runs out in a call that can say so. */
+void *async__ev_realloc(void *ptr, long size);
+/* Counts one more live task and grows the reserve to match: 0 or
+ * ASYNC_ENOMEM (then nothing is counted). */
+int async__ev_reserve_take(void);
+/* Counts one live task fewer. */
+void async__ev_reserve_drop(void);
 
 /* --- intrusive doubly linked list ----------------------------------------- */
 typedef struct async__list {

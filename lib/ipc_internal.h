@@ -48,13 +48,22 @@ int async__ipc_mutex_lock(pthread_mutex_t *m, int64_t deadline, bool try_only);
 void async__ipc_mutex_lock_internal(pthread_mutex_t *m);
 int async__ipc_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
 
+/* A test hook: when set, the queue calls it inside its critical section
+ * with where = 1 (put, before its commit), 2 (get, before its commit) or
+ * 3 (get, after its commit), so that tests can kill a process there.  Tests
+ * link the static library and set it in a child; nothing else does. */
+extern void (*async__ipc_queue_hook)(int where);
+/* The same for the dictionary: update calls it with where = i after writing
+ * its i-th item (1-based), before its commit. */
+extern void (*async__ipc_dict_hook)(int where);
+
 /* True when called from inside a libasync task, whose waits must go through
  * the loop. */
 bool async__ipc_in_task(void);
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */
 enum { IPC_KIND_QUEUE = 1, IPC_KIND_LOCK, IPC_KIND_RLOCK, IPC_KIND_SEM, IPC_KIND_EVENT,
-       IPC_KIND_COND, IPC_KIND_BARRIER, IPC_KIND_VALUE, IPC_KIND_ARRAY };
+       IPC_KIND_COND, IPC_KIND_BARRIER, IPC_KIND_VALUE, IPC_KIND_ARRAY, IPC_KIND_DICT };
 
 static inline void async__cpu_relax(void)
 {

@@ -1,44 +1,57 @@
 /* The process-shared queue: a bounded multi-producer multi-consumer ring of
- * byte messages in one shared mapping.
+ * byte messages in one shared mapping, which survives the death of any
+ * producer or consumer at any instruction.
  *
- * The ring is Dmitry Vyukov's bounded MPMC queue.  Each slot carries a
- * sequence number: slot i is free for the put at position p when seq == 2p,
- * and full for the get at position p when seq == 2p + 1; a get hands the slot
- * back for position p + capacity.  (Vyukov uses p and p + 1; doubling keeps
- * "full for p" and "free for p + 1" apart when the capacity is 1.)  Producers claim positions by advancing
- * `head` with a compare-and-swap, consumers by advancing `tail`; positions
- * are claimed in order, so one producer's items are got in the order it put
- * them.  The top bit of head is the closed flag: setting it with an atomic OR
- * stops every later claim, so a put either landed before the close (and will
- * be drained) or fails with ASYNC_ECLOSED.
+ * Design.  A two-lock ring (Michael and Scott's two-lock queue, on an
+ * array): head counts puts committed, tail gets committed, both from 0;
+ * producers serialise on one robust process-shared mutex, consumers on
+ * another, so a producer and a consumer never wait for each other.  Every
+ * put and get changes the ring's state with a single store made while
+ * holding its side's mutex, its commit: a put copies the message into the
+ * free slot at head (free because head - tail < capacity, and tail only
+ * grows) and then advances head; a get copies the message at tail (full
+ * because tail < head) out and then advances tail.  Everything written
+ * before the commit is invisible to others (it lies outside [tail, head)),
+ * so a process killed anywhere in the critical section leaves the ring as it
+ * was before its operation (or after it, once the commit is stored): never
+ * torn.  The kernel's robust-futex list hands the mutex of a dead holder to
+ * the next locker with EOWNERDEAD; the ring needs no repair, so the lock is
+ * just marked consistent.  What a death
+ * can lose is only the message in the dead process's hands: a producer's
+ * message not yet committed, or a consumer's message committed as got but
+ * not yet used.  (The previous design, Vyukov's lock-free ring, claimed a
+ * slot with one atomic and released it with another, and a process killed
+ * between the two wedged every later put and get at that slot forever.)
+ *
+ * Checks without the lock.  head, tail and the closed flag are atomics
+ * stored under a mutex and read without it (each side reads the other's
+ * counter that way even under its own lock), so a get on an empty queue, or
+ * a put on a full one, answers without touching the mutex: waiting sides
+ * that poll do not contend with the side making progress.
  *
  * Sleeping.  A side that finds the ring full (or empty) spins briefly, then
  * raises its side's need_wake flag and sleeps on a futex event counter.  The
- * other side changes the ring and, only if the flag is up, takes it down
- * (atomic exchange), bumps the counter and wakes every sleeper: so when both
- * sides are busy no system call is made at all, and a burst of puts makes one
- * wake-up call, not one per put while the woken consumer is on its way.  The
- * sleeper raises the flag before its last look at the ring and the waker
- * publishes before reading the flag, all four accesses sequentially
- * consistent, so at least one of them sees the other (Dekker; no separate
- * fence, which ThreadSanitizer cannot model).  The futex compare of the
- * counter value read before that last look catches a wake-up that comes
- * before the sleep.  Tasks and user event loops wait on an eventfd instead,
- * armed the same way (`armed`, while the `watchers` count is non-zero).
- *
- * A producer that dies between claiming a slot and publishing it leaves that
- * slot unpublished, and consumers stall there; that is the price of a queue
- * without a lock in its fast path. */
+ * other side commits and, only if the flag is up, takes it down (atomic
+ * exchange), bumps the counter and wakes every sleeper: so when both sides are
+ * busy no system call is made at all.  The sleeper raises the flag before its
+ * last look at head and tail, and the waker commits before reading the flag,
+ * all four accesses sequentially consistent, so at least one of them sees the
+ * other (Dekker; no separate fence, which ThreadSanitizer cannot model).  The
+ * futex compare of the counter value read before that last look catches a
+ * wake-up that comes before the sleep.  Tasks and user event loops wait on an
+ * eventfd instead, armed the same way (`armed`, while the `watchers` count is
+ * non-zero).  A process killed while sleeping or watching leaves at worst a
+ * flag or count that causes one spurious wake-up later. */
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include "ipc_internal.h"
 
-#define CLOSED_BIT ((uint64_t)1 << 63)
-#define SPINS 200
+#define SPINS 100
+
+void (*async__ipc_queue_hook)(int where);
 
 typedef struct slot {
-    _Atomic uint64_t seq;
     uint32_t len;
     uint32_t pad_;
     unsigned char data[];
@@ -57,10 +70,13 @@ struct async_ipc_queue {
     async__ipc_hdr_t hdr;
     size_t capacity, max_msg, stride;
     unsigned flags;
-    _Alignas(64) _Atomic uint64_t head; /* next put position | CLOSED_BIT */
-    _Alignas(64) _Atomic uint64_t tail; /* next get position */
+    _Alignas(64) pthread_mutex_t put_mu;
+    _Atomic uint64_t head;     /* puts committed; written only under put_mu */
+    _Atomic uint32_t closed;   /* written only under put_mu, so puts and close are ordered */
+    _Alignas(64) pthread_mutex_t get_mu;
+    _Atomic uint64_t tail;     /* gets committed; written only under get_mu */
     side_t get, put;
-    _Alignas(64) _Atomic int64_t unfinished;
+    _Alignas(64) _Atomic uint64_t done; /* task_done calls; unfinished = head - done */
     _Atomic uint32_t join_ev;
     _Atomic uint32_t join_sleepers;
     _Alignas(64) unsigned char slots[];
@@ -69,6 +85,12 @@ struct async_ipc_queue {
 static inline slot_t *slot_at(async_ipc_queue_t *q, uint64_t pos)
 {
     return (slot_t *)(q->slots + (size_t)(pos % q->capacity) * q->stride);
+}
+
+static inline void hook(int where)
+{
+    void (*h)(int) = async__ipc_queue_hook;
+    if (h) h(where);
 }
 
 int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg, unsigned flags)
@@ -85,15 +107,20 @@ int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg
     q->max_msg = max_msg;
     q->stride = stride;
     q->flags = flags;
-    for (size_t i = 0; i < capacity; i++) atomic_store(&slot_at(q, i)->seq, 2 * (uint64_t)i);
+    if ((err = async__ipc_mutex_init(&q->put_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_map;
+    if ((err = async__ipc_mutex_init(&q->get_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_put_mu;
     q->get.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->get.efd < 0) { err = -errno; goto fail_map; }
+    if (q->get.efd < 0) { err = -errno; goto fail_get_mu; }
     q->put.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (q->put.efd < 0) { err = -errno; goto fail_get; }
     *out = q;
     return 0;
 fail_get:
     close(q->get.efd);
+fail_get_mu:
+    pthread_mutex_destroy(&q->get_mu);
+fail_put_mu:
+    pthread_mutex_destroy(&q->put_mu);
 fail_map:
     async__ipc_unmap(q);
     return err;
@@ -115,7 +142,7 @@ static void signal_fd(side_t *s)
 }
 
 /* Wakes the side's sleepers and watchers, if any.  The caller has just
- * published a change they wait for. */
+ * committed a change they wait for. */
 static void wake(side_t *s)
 {
     if (atomic_load(&s->need_wake) &&
@@ -127,68 +154,63 @@ static void wake(side_t *s)
         signal_fd(s);
 }
 
+/* The ring is never torn (see the top), so a dead holder's EOWNERDEAD needs
+ * no repair beyond the consistency mark the lock helper makes. */
+static void lock(pthread_mutex_t *m) { async__ipc_mutex_lock_internal(m); }
+static void unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
 int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
 {
     if (len > q->max_msg || (len && !msg)) return ASYNC_EINVAL;
-    uint64_t pos = atomic_load_explicit(&q->head, memory_order_relaxed);
-    slot_t *s;
-    for (;;) {
-        if (pos & CLOSED_BIT) return ASYNC_ECLOSED;
-        s = slot_at(q, pos);
-        uint64_t seq = atomic_load(&s->seq); /* seq_cst: see the top */
-        int64_t dif = (int64_t)(seq - 2 * pos);
-        if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&q->head, &pos, pos + 1,
-                                                      memory_order_relaxed, memory_order_relaxed))
-                break;
-        } else if (dif < 0) {
-            uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
-            if (h == pos) return ASYNC_EFULL;
-            pos = h;
-        } else {
-            pos = atomic_load_explicit(&q->head, memory_order_relaxed);
-        }
+    if (atomic_load(&q->closed)) return ASYNC_ECLOSED;
+    /* Full at the moment head was read, if tail did not move around it. */
+    uint64_t t1 = atomic_load(&q->tail), h1 = atomic_load(&q->head);
+    if (h1 - t1 >= q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EFULL;
+    lock(&q->put_mu);
+    int err = 0;
+    uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+    if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
+        err = ASYNC_ECLOSED;
+    } else if (h - atomic_load(&q->tail) >= q->capacity) {
+        err = ASYNC_EFULL;
+    } else {
+        slot_t *s = slot_at(q, h);
+        if (len) memcpy(s->data, msg, len);
+        s->len = (uint32_t)len;
+        hook(1);
+        atomic_store(&q->head, h + 1); /* the commit; seq_cst: see the top */
     }
-    /* Counted before it is visible, so join never sees a false zero. */
-    if (q->flags & ASYNC_IPC_QUEUE_JOINABLE) atomic_fetch_add(&q->unfinished, 1);
-    if (len) memcpy(s->data, msg, len);
-    s->len = (uint32_t)len;
-    atomic_store(&s->seq, 2 * pos + 1);
-    wake(&q->get);
-    return 0;
+    unlock(&q->put_mu);
+    if (!err) wake(&q->get);
+    return err;
 }
 
 int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len)
 {
     if (cap < q->max_msg || !buf) return ASYNC_EINVAL;
-    uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
-    slot_t *s;
-    for (;;) {
-        s = slot_at(q, pos);
-        uint64_t seq = atomic_load(&s->seq); /* seq_cst: see the top */
-        int64_t dif = (int64_t)(seq - (2 * pos + 1));
-        if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
-                                                      memory_order_relaxed, memory_order_relaxed))
-                break;
-        } else if (dif < 0) {
-            uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
-            if (t != pos) { pos = t; continue; }
-            /* Empty, or a producer claimed this slot and has not published it
-             * yet; only the former, once closed, is the end. */
-            uint64_t h = atomic_load(&q->head);
-            if ((h & CLOSED_BIT) && (h & ~CLOSED_BIT) == pos) return ASYNC_EEOF;
-            return ASYNC_EEMPTY;
-        } else {
-            pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
-        }
+    /* Empty at the moment tail was read, if head did not move around it.
+     * closed is read first: a put committed before the close is then seen. */
+    uint32_t closed = atomic_load(&q->closed);
+    uint64_t h1 = atomic_load(&q->head), t1 = atomic_load(&q->tail);
+    if (h1 == t1 && atomic_load(&q->head) == h1) return closed ? ASYNC_EEOF : ASYNC_EEMPTY;
+    lock(&q->get_mu);
+    int err = 0;
+    uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
+    closed = atomic_load(&q->closed); /* before head, as above */
+    if (atomic_load(&q->head) == t) {
+        err = closed ? ASYNC_EEOF : ASYNC_EEMPTY;
+    } else {
+        slot_t *s = slot_at(q, t);
+        size_t n = s->len;
+        if (n) memcpy(buf, s->data, n);
+        if (len) *len = n;
+        hook(2);
+        atomic_store(&q->tail, t + 1); /* the commit; seq_cst: see the top */
+        hook(3);
     }
-    size_t n = s->len;
-    if (n) memcpy(buf, s->data, n);
-    if (len) *len = n;
-    atomic_store(&s->seq, 2 * (pos + q->capacity));
-    wake(&q->put);
-    return 0;
+    unlock(&q->get_mu);
+    if (!err) wake(&q->put);
+    return err;
 }
 
 /* --- waiting ------------------------------------------------------------------------ */
@@ -295,8 +317,10 @@ int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len
 
 int async_ipc_queue_close(async_ipc_queue_t *q)
 {
-    uint64_t h = atomic_fetch_or(&q->head, CLOSED_BIT);
-    if (h & CLOSED_BIT) return ASYNC_EALREADY;
+    lock(&q->put_mu);
+    uint32_t was = atomic_exchange(&q->closed, 1);
+    unlock(&q->put_mu);
+    if (was) return ASYNC_EALREADY;
     wake(&q->get);
     wake(&q->put);
     return 0;
@@ -306,7 +330,7 @@ size_t async_ipc_queue_len(const async_ipc_queue_t *cq)
 {
     async_ipc_queue_t *q = (async_ipc_queue_t *)cq;
     uint64_t t = atomic_load(&q->tail);
-    uint64_t h = atomic_load(&q->head) & ~CLOSED_BIT;
+    uint64_t h = atomic_load(&q->head);
     if (h <= t) return 0;
     return h - t > q->capacity ? q->capacity : (size_t)(h - t);
 }
@@ -316,31 +340,35 @@ size_t async_ipc_queue_max_msg(const async_ipc_queue_t *q) { return q->max_msg; 
 
 /* --- JoinableQueue ------------------------------------------------------------------ */
 
+/* The unfinished count is head - done, not a counter of its own, so that a
+ * put's commit (one store) also counts it: a producer killed in the middle of
+ * a put can never leave the count off by one. */
 int async_ipc_queue_task_done(async_ipc_queue_t *q)
 {
     if (!(q->flags & ASYNC_IPC_QUEUE_JOINABLE)) return ASYNC_ENOTSUP;
-    int64_t n = atomic_load(&q->unfinished);
+    uint64_t d = atomic_load(&q->done);
     do {
-        if (n <= 0) return ASYNC_EINVAL;
-    } while (!atomic_compare_exchange_weak(&q->unfinished, &n, n - 1));
-    if (n == 1 && atomic_load(&q->join_sleepers)) {
+        if (d >= atomic_load(&q->head)) return ASYNC_EINVAL;
+    } while (!atomic_compare_exchange_weak(&q->done, &d, d + 1));
+    if (d + 1 == atomic_load(&q->head) && atomic_load(&q->join_sleepers)) {
         atomic_fetch_add(&q->join_ev, 1);
         async__futex_wake(&q->join_ev, INT32_MAX);
     }
     return 0;
 }
 
+static bool finished(async_ipc_queue_t *q) { return atomic_load(&q->done) == atomic_load(&q->head); }
+
 int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline)
 {
     if (!(q->flags & ASYNC_IPC_QUEUE_JOINABLE)) return ASYNC_ENOTSUP;
-    while (atomic_load(&q->unfinished) != 0) {
+    while (!finished(q)) {
         uint32_t ev = atomic_load(&q->join_ev);
         atomic_fetch_add(&q->join_sleepers, 1);
         int err = 0;
-        if (atomic_load(&q->unfinished) != 0) err = async__futex_wait(&q->join_ev, ev, deadline);
+        if (!finished(q)) err = async__futex_wait(&q->join_ev, ev, deadline);
         atomic_fetch_sub(&q->join_sleepers, 1);
-        if (err == ASYNC_ETIMEDOUT)
-            return atomic_load(&q->unfinished) == 0 ? 0 : ASYNC_ETIMEDOUT;
+        if (err == ASYNC_ETIMEDOUT) return finished(q) ? 0 : ASYNC_ETIMEDOUT;
     }
     return 0;
 }

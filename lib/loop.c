@@ -11,9 +11,26 @@
  * signal one ev_async; the loop takes the whole stack with one exchange and
  * reverses it, so functions posted by one thread run in order, each exactly
  * once.  The ev_async watcher is unreferenced: pending posts alone do not keep
- * the loop running. */
+ * the loop running.
+ *
+ * Running out of descriptors: libev makes its wakeup descriptor (an eventfd,
+ * or a pipe) when the first async or signal watcher starts, and if both fail
+ * it calls its syserr callback in a loop around pipe(); the default callback
+ * aborts.  So a loop is built while this thread holds a reserve of two
+ * descriptors (a pipe of our own).  Our syserr callback, when that reserve is
+ * held, closes it and returns: libev's retry of pipe() then succeeds in the
+ * two freed slots, construction completes, and loop_init tears the loop down
+ * again and returns ASYNC_EMFILE or ASYNC_ENFILE.  No other thread can take
+ * the freed slots first unless it opens descriptors in that instant; a
+ * syserr without a reserve (a raw libev watcher of the program's, an
+ * ev_loop_fork) still ends the process as libev's own callback would.  The
+ * backend is asked for as epoll alone where libev has it, so that running out
+ * of descriptors fails the loop instead of quietly falling back to poll. */
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "internal.h"
 
 static _Thread_local async_loop_t *current_loop;
@@ -40,6 +57,69 @@ static void run_posts(async_loop_t *loop)
     }
 }
 
+/* --- libev's process-wide hooks ------------------------------------------ */
+
+static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+    int fds[2];
+    bool held;
+    int hit; /* the negated errno libev ran into, or 0 */
+} reserve = {{-1, -1}, false, 0};
+
+static void on_syserr(const char *msg)
+{
+    int err = errno;
+    if (reserve.held && (err == EMFILE || err == ENFILE)) {
+        close(reserve.fds[0]);
+        close(reserve.fds[1]);
+        reserve.held = false;
+        reserve.hit = -err;
+        return; /* libev retries pipe() in the two slots just freed */
+    }
+    /* What libev's own callback does: nothing can be returned to anyone. */
+    char line[256];
+    int n = snprintf(line, sizeof line, "%s: %s\n", msg ? msg : "(libev) system error",
+                     strerror(err));
+    if (n > 0 && write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0) {
+        /* nothing more to do */
+    }
+    abort();
+}
+
+static void install_hooks(void)
+{
+    ev_set_syserr_cb(on_syserr);
+    ev_set_allocator(async__ev_realloc);
+}
+
+/* Takes the reserve; fails with the descriptor error if two are not free. */
+static int reserve_take(void)
+{
+    reserve.hit = 0;
+    if (pipe2(reserve.fds, O_CLOEXEC) != 0)
+        return errno == EMFILE || errno == ENFILE ? -errno : ASYNC_EIO;
+    reserve.held = true;
+    return 0;
+}
+
+/* Gives the reserve back; returns the error libev hit meanwhile, or 0. */
+static int reserve_give(void)
+{
+    if (reserve.held) {
+        close(reserve.fds[0]);
+        close(reserve.fds[1]);
+        reserve.held = false;
+    }
+    return reserve.hit;
+}
+
+static unsigned backend_flags(void)
+{
+    return ev_supported_backends() & EVBACKEND_EPOLL ? EVBACKEND_EPOLL : EVFLAG_AUTO;
+}
+
+/* --- the loop ------------------------------------------------------------- */
+
 static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents)
 {
     (void)ev, (void)revents;
@@ -58,22 +138,27 @@ static void on_idle(struct ev_loop *ev, ev_idle *w, int revents)
     async__loop_run_ready(container_of(w, async_loop_t, idle));
 }
 
-static int loop_init(async_loop_t **out, struct ev_loop *ev, bool is_default)
+static int loop_init(async_loop_t **out, bool is_default)
 {
+    pthread_once(&hooks_once, install_hooks);
+    int err = ASYNC_ENOMEM;
     async_loop_t *loop = async__calloc(1, sizeof *loop);
     if (!loop) return ASYNC_ENOMEM;
     loop->stacks = async__stack_pool_new();
-    if (!loop->stacks) goto nomem;
+    if (!loop->stacks) goto fail_stacks;
     async__coro_init_main(&loop->main);
 #ifdef ASYNC_CORO_UCONTEXT
-    if (!loop->main.uc) goto nomem;
+    if (!loop->main.uc) goto fail_ev;
 #endif
-    if (!ev) ev = is_default ? ev_default_loop(0) : ev_loop_new(EVFLAG_AUTO);
+    err = reserve_take();
+    if (err) goto fail_ev;
+    /* The default loop starts its SIGCHLD watcher, and so its wakeup
+     * descriptor, inside ev_default_loop: it too runs under the reserve. */
+    struct ev_loop *ev = is_default ? ev_default_loop(backend_flags()) : ev_loop_new(backend_flags());
     if (!ev) {
-        async__coro_destroy(&loop->main);
-        async__stack_pool_free(loop->stacks);
-        async__free(loop);
-        return ASYNC_EIO;
+        err = errno == EMFILE || errno == ENFILE ? -errno : ASYNC_EIO;
+        reserve_give();
+        goto fail_ev;
     }
     loop->ev = ev;
     loop->is_default = is_default;
@@ -88,25 +173,36 @@ static int loop_init(async_loop_t **out, struct ev_loop *ev, bool is_default)
     ev_async_init(&loop->wakeup, on_wakeup);
     ev_async_start(ev, &loop->wakeup);
     ev_unref(ev);
+    err = reserve_give();
+    if (err) goto fail_watchers;
     *out = loop;
     return 0;
-nomem:
-    if (loop->stacks) async__stack_pool_free(loop->stacks);
+
+fail_watchers:
+    /* Built in the reserve's slots: undo it all, so nothing stays open. */
+    ev_ref(ev);
+    ev_prepare_stop(ev, &loop->prepare);
+    ev_ref(ev);
+    ev_async_stop(ev, &loop->wakeup);
+    ev_loop_destroy(ev);
+fail_ev:
     async__coro_destroy(&loop->main);
+    async__stack_pool_free(loop->stacks);
+fail_stacks:
     async__free(loop);
-    return ASYNC_ENOMEM;
+    return err;
 }
 
 int async_loop_new(async_loop_t **out)
 {
-    return loop_init(out, NULL, false);
+    return loop_init(out, false);
 }
 
 int async_loop_default(async_loop_t **out)
 {
     pthread_mutex_lock(&default_lock);
     int rc = 0;
-    if (!default_loop) rc = loop_init(&default_loop, NULL, true);
+    if (!default_loop) rc = loop_init(&default_loop, true);
     if (rc == 0) *out = default_loop;
     pthread_mutex_unlock(&default_lock);
     return rc;

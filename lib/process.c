@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,23 +40,40 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
-int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg)
+int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *arg,
+                             const async_process_opts_t *opts)
 {
     if (!out || !fn) return ASYNC_EINVAL;
+    bool daemon = opts && opts->daemon;
     async_process_t *p = async__calloc(1, sizeof *p);
     if (!p) return ASYNC_ENOMEM;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int err = -errno;
         async__free(p);
         return err;
     }
-    if (pid == 0) _exit(fn(arg) & 0xff);
+    if (pid == 0) {
+        if (daemon) {
+            /* The death signal only covers a parent that dies after prctl; a
+             * parent that died between fork and prctl has already left the
+             * child with another parent, so check once more afterwards. */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) async__child_exit(127);
+            if (getppid() != parent) async__child_exit(127);
+        }
+        async__child_exit(fn(arg) & 0xff);
+    }
     p->pid = pid;
     p->pidfd = pidfd_open_(pid);
     if (p->pidfd >= 0) fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
     *out = p;
     return 0;
+}
+
+int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg)
+{
+    return async_process_spawn_opts(out, fn, arg, NULL);
 }
 
 int async_process_pid(const async_process_t *p) { return p->pid; }

@@ -419,7 +419,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
         close(sv[0]);
         async__pp_server_main(p->h, sv[1], o->inherit_fds);
     }
-    rc = -errno;
+    rc = pid < 0 ? -errno : 0; /* errno is stale after a fork that worked */
     close(sv[1]);
     if (pid < 0) {
         close(sv[0]);

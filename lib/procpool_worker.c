@@ -211,7 +211,7 @@ static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
 static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != server) _exit(1);
+    if (getppid() != server) async__child_exit(1);
     prctl(PR_SET_NAME, "async-worker");
     self_index = (int)w;
     sigaction(SIGINT, &saved_int, NULL);
@@ -226,7 +226,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             memcpy(wr->init_msg, msg, sizeof msg);
             wr->init_msg[sizeof wr->init_msg - 1] = '\0';
             wr->init_err = rc < 0 ? rc : ASYNC_EINIT;
-            _exit(PP_INIT_EXIT);
+            async__child_exit(PP_INIT_EXIT);
         }
     }
     if (async__pp_test_hold_ready_ns > 0) {
@@ -249,7 +249,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
         idle(h, w, wr);
     }
     atomic_store(&wr->state, PP_W_EXITING);
-    _exit(0);
+    async__child_exit(0);
 }
 
 /* --- the fork server -------------------------------------------------------- */
@@ -335,5 +335,5 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
         if (pid > 0) kill(pid, SIGKILL);
     }
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
-    _exit(0);
+    async__child_exit(0);
 }

@@ -272,7 +272,7 @@ fail:
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->room);
     async__free(s);
-    return rc == ASYNC_ENOMEM || rc == ASYNC_EAGAIN ? rc : ASYNC_EAGAIN;
+    return rc; /* ENOMEM, EAGAIN, EMFILE, ENFILE: the caller learns which limit it hit */
 }
 
 static void join(async_executor_t *ex)

@@ -284,8 +284,14 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     size_t ps = async__page_size();
     size = (size + ps - 1) / ps * ps;
 
+    /* Memory for libev's share of this task first: past this point nothing
+     * the task does can make libev run out and abort. */
+    if (async__ev_reserve_take()) return ASYNC_ENOMEM;
     async_task_impl_t *t = take_slot(loop);
-    if (!t) return ASYNC_ENOMEM;
+    if (!t) {
+        async__ev_reserve_drop();
+        return ASYNC_ENOMEM;
+    }
     t->stack = NULL;
     int rc = async__stack_get(loop->stacks, size, &t->stack);
     if (rc) goto fail;
@@ -316,6 +322,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
 fail:
     if (t->stack) async__stack_put(loop->stacks, t->stack);
     async__list_push(&loop->free_tasks, &t->all_link);
+    async__ev_reserve_drop();
     return rc;
 }
 
@@ -339,6 +346,7 @@ static void finish(async_task_impl_t *t)
         async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
     if (t->group) async__group_task_done(t);
     loop->live--;
+    async__ev_reserve_drop();
     ev_unref(loop->ev);
 }
 

@@ -2,6 +2,7 @@
  * the rest, and nothing outlives the group. */
 #include <criterion/criterion.h>
 #include "support/run.h"
+#include "support/alloc.h"
 
 struct probe {
     int finished, cancelled;
@@ -138,3 +139,179 @@ static int t_user_cancel(void *arg, void **res)
     return 0;
 }
 Test(group, cancel, .timeout = 10) { cr_assert_eq(test_run_task(t_user_cancel, NULL, NULL), 0); }
+
+/* --- an owner cancelled inside async_group_free; two waiters ------------- */
+
+static int group_sleeper(void *arg, void **res)
+{
+    (void)res;
+    int *ended = arg;
+    int rc = async_sleep(ASYNC_SEC(30));
+    (*ended)++;
+    return rc;
+}
+
+typedef struct {
+    int ended, free_rc, after_rc;
+} owner_job_t;
+
+/* An owner cancelled while freeing its group still waits for every group task
+ * (they must not outlive the group), and afterwards is still cancelled. */
+static int group_owner(void *arg, void **res)
+{
+    (void)res;
+    owner_job_t *j = arg;
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_group_spawn(g, group_sleeper, &j->ended, NULL), 0);
+    j->free_rc = async_group_free(g);
+    j->after_rc = async_sleep(0);
+    return 0;
+}
+
+static int t_group_owner_cancelled(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    owner_job_t j = {0};
+    async_task_t o;
+    cr_assert_eq(async_task_spawn(NULL, group_owner, &j, NULL, &o), 0);
+    cr_assert_eq(async_yield(), 0); /* the owner is in async_group_free */
+    cr_assert_eq(async_task_cancel(o), 0);
+    cr_assert_eq(async_task_await(o, NULL), 0);
+    cr_assert_eq(j.free_rc, 0);
+    cr_assert_eq(j.ended, 3, "every group task ended before the free returned");
+    cr_assert_eq(j.after_rc, ASYNC_ECANCELED, "the cancellation is kept for later");
+    return 0;
+}
+Test(group, cancelled_group_owner_waits_then_stays_cancelled, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_group_owner_cancelled, NULL, NULL), 0);
+}
+
+typedef struct {
+    async_group_t *group;
+    bool free_it;
+    int rc;
+} gwait_job_t;
+
+static int group_child(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_MSEC(5));
+}
+
+static int group_waiter(void *arg, void **res)
+{
+    (void)res;
+    gwait_job_t *j = arg;
+    j->rc = async_group_wait(j->group);
+    if (j->free_it) cr_assert_eq(async_group_free(j->group), 0);
+    return 0;
+}
+
+/* Two tasks wait for a group; the first to resume frees it.  The second's
+ * wait has already ended (the group was done when both were woken), so it
+ * must return without touching the freed group (ASan sees the read). */
+static int t_group_freed_by_first_waiter(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_spawn(g, group_child, NULL, NULL), 0);
+    gwait_job_t a = {.group = g, .free_it = true, .rc = 1}, b = {.group = g, .rc = 1};
+    async_task_t ta, tb;
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &a, NULL, &ta), 0);
+    cr_assert_eq(async_task_spawn(NULL, group_waiter, &b, NULL, &tb), 0);
+    cr_assert_eq(async_task_await(ta, NULL), 0);
+    cr_assert_eq(async_task_await(tb, NULL), 0);
+    cr_assert_eq(a.rc, 0);
+    cr_assert_eq(b.rc, 0);
+    return 0;
+}
+Test(group, group_freed_by_the_first_of_two_waiters, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_group_freed_by_first_waiter, NULL, NULL), 0);
+}
+
+/* --- misuse and failures --------------------------------------------------- */
+
+typedef struct {
+    async_group_t *group;
+    int wait_rc, free_rc;
+} inner_job_t;
+
+static int inner(void *arg, void **res)
+{
+    (void)res;
+    inner_job_t *j = arg;
+    j->wait_rc = async_group_wait(j->group);
+    j->free_rc = async_group_free(j->group);
+    return 0;
+}
+
+static int spawns_nothing(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return 0;
+}
+
+/* A group's own task cannot wait for or free its group (it would wait for
+ * itself); a cancelled group refuses spawns without running fn; a finished
+ * group's wait returns its first error again; freeing NULL is a no-op. */
+static int t_misuse(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    inner_job_t j = {.wait_rc = 1, .free_rc = 1};
+    cr_assert_eq(async_group_new(NULL, &j.group), 0);
+    cr_assert_eq(async_group_spawn(j.group, inner, &j, NULL), 0);
+    cr_assert_eq(async_group_wait(j.group), 0);
+    cr_assert_eq(j.wait_rc, ASYNC_EINVAL, "a group task waiting for its group");
+    cr_assert_eq(j.free_rc, ASYNC_EBUSY, "a group task freeing its group");
+    cr_assert_eq(async_group_live(j.group), 0);
+    async_group_cancel(j.group);
+    struct probe p = {0};
+    cr_assert_eq(async_group_spawn(j.group, quick, &p, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_group_wait(j.group), 0, "nothing failed before the cancel");
+    cr_assert_eq(async_group_free(j.group), 0);
+    cr_assert_eq(p.finished, 0, "a refused spawn never runs");
+    cr_assert_eq(async_group_free(NULL), 0);
+    return 0;
+}
+Test(group, misuse_is_refused, .timeout = 10) { cr_assert_eq(test_run_task(t_misuse, NULL, NULL), 0); }
+
+/* An allocation failure in async_group_new or in a spawn is ASYNC_ENOMEM;
+ * the group stays usable and nothing leaks. */
+static int t_oom(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int failures = 0;
+    for (long n = 0; n < 8; n++) {
+        async_group_t *g;
+        test_alloc_fail_after(n);
+        int rc = async_group_new(NULL, &g);
+        if (rc) {
+            test_alloc_fail_after(-1);
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+            continue;
+        }
+        rc = async_group_spawn(g, spawns_nothing, NULL, NULL);
+        test_alloc_fail_after(-1);
+        if (rc) {
+            cr_assert_eq(rc, ASYNC_ENOMEM, "%s", async_errname(rc));
+            cr_assert_eq(async_group_live(g), 0, "a failed spawn adds no task");
+            failures++;
+        }
+        cr_assert_eq(async_group_wait(g), 0);
+        cr_assert_eq(async_group_free(g), 0);
+    }
+    cr_assert_geq(failures, 2, "both the group and a spawn met a failed allocation");
+    return 0;
+}
+Test(group, allocation_failures, .timeout = 10)
+{
+    test_alloc_install();
+    cr_assert_eq(test_run_task(t_oom, NULL, NULL), 0);
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
+}

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
@@ -243,6 +244,63 @@ Test(http_faults, retry_429_honours_retry_after)
     cr_assert_eq(r->error, 0, "%s", r->errmsg);
     cr_assert_eq(r->attempts, 2);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(990), "waited the server's second");
+    async_http_response_free(r);
+}
+
+/* Retry-After from a hostile or broken server: a number whose nanoseconds
+ * overflow int64 (signed overflow, and an immediate retry, before), one too
+ * long for curl's own parser (which reads it as 0), and a date centuries
+ * ahead are never retried sooner than asked: the 429 stands, even when the
+ * client would wait as long as it takes. */
+static void expect_not_retried(const char *after, int64_t retry_max)
+{
+    char path[160];
+    static int key;
+    snprintf(path, sizeof path, "/flaky?key=big%d&fail=1&code=429&after=%s", key++, after);
+    async_http_opts_t o = {.max_retries = 3, .retry_base_ns = ASYNC_MSEC(1),
+                           .retry_max_ns = retry_max};
+    async_http_request_t req = {.url = test_httpd_url(srv, path)};
+    async_http_response_t *r = one(&o, &req);
+    cr_assert_eq(r->status, 429, "Retry-After: %s: status %ld (%s)", after, r->status, r->errmsg);
+    cr_assert_eq(r->error, ASYNC_EHTTP);
+    cr_assert_eq(r->attempts, 1, "Retry-After: %s was retried", after);
+    async_http_response_free(r);
+}
+
+Test(http_faults, retry_after_overflowing_seconds_is_not_retried)
+{
+    expect_not_retried("9223372037", ASYNC_SEC(2));
+    expect_not_retried("9223372037", INT64_MAX);
+}
+
+Test(http_faults, retry_after_too_long_for_curl_is_not_retried)
+{
+    expect_not_retried("123456789012345678901234567890", INT64_MAX);
+}
+
+Test(http_faults, retry_after_far_future_date_is_not_retried)
+{
+    expect_not_retried("Fri,%2031%20Dec%209999%2023%3A59%3A59%20GMT", INT64_MAX);
+}
+
+/* The HTTP-date form two seconds ahead: waited for (curl counts whole
+ * seconds from its own clock, so at least one), then retried. */
+Test(http_faults, retry_after_http_date_is_honoured)
+{
+    time_t when = time(NULL) + 2;
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    char date[64], path[160];
+    strftime(date, sizeof date, "%a,%%20%d%%20%b%%20%Y%%20%H%%3A%M%%3A%S%%20GMT", &tm);
+    snprintf(path, sizeof path, "/flaky?key=date&fail=1&code=503&after=%s", date);
+    async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1),
+                           .retry_max_ns = ASYNC_SEC(10)};
+    async_http_request_t req = {.url = test_httpd_url(srv, path)};
+    int64_t t0 = async_now();
+    async_http_response_t *r = one(&o, &req);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_eq(r->attempts, 2);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(900), "retried before the date");
     async_http_response_free(r);
 }
 

@@ -1,12 +1,14 @@
 /* The lab demo, run as a program at small scale: every workload's answer
- * against known values (the prime count, the common items, the lab's
- * normalisation rows), every mode agreeing exactly (the lab records each
- * mode's result hash in soln.json and exits non-zero when they differ), CSV
- * input and output with precise errors, soln.json's keys, charts, and clean
- * output when stderr is redirected. */
+ * against known values or against python3 and numpy computing the same
+ * thing (the prime count, the common items, prob3, the generated data, the
+ * heavy sum, Python's repr and json.dumps), every mode agreeing exactly (the
+ * lab records each mode's result hash in lab-report.json and exits non-zero
+ * when they differ), CSV input and output with precise errors, soln.json's
+ * exact shape, charts, and clean output when stderr is redirected. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,12 +57,17 @@ static char *slurp(const char *file)
     return s;
 }
 
-static void write_file(const char *file, const char *text)
+static void write_bytes(const char *file, const char *data, size_t len)
 {
     FILE *f = fopen(file, "w");
     cr_assert_not_null(f);
-    fputs(text, f);
+    cr_assert_eq(fwrite(data, 1, len, f), len);
     fclose(f);
+}
+
+static void write_file(const char *file, const char *text)
+{
+    write_bytes(file, text, strlen(text));
 }
 
 typedef struct run {
@@ -106,12 +113,30 @@ static void run_free(run_t *r)
     free(r->err);
 }
 
-static json_t *load_soln(void)
+static json_t *load_json(const char *name)
 {
     json_error_t e;
-    json_t *j = json_load_file(path("soln.json"), 0, &e);
-    cr_assert_not_null(j, "soln.json: %s (line %d)", e.text, e.line);
+    json_t *j = json_load_file(path(name), 0, &e);
+    cr_assert_not_null(j, "%s: %s (line %d)", name, e.text, e.line);
     return j;
+}
+/* soln.json holds the notebook's four keys; the figures are in the report. */
+#define load_soln() load_json("soln.json")
+#define load_report() load_json("lab-report.json")
+
+/* Runs Debian's python3 (with python3-numpy) on the script; returns its
+ * standard output.  A missing numpy fails the test: the comparison is the
+ * point. */
+static char *python(const char *script)
+{
+    write_file(path("script.py"), script);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "cd '%s' && /usr/bin/python3 script.py > py.out 2> py.err", dir);
+    int st = system(cmd);
+    char *err = slurp(path("py.err"));
+    cr_assert_eq(st, 0, "python3 failed (is python3-numpy installed?): %s", err);
+    free(err);
+    return slurp(path("py.out"));
 }
 
 /* The workload's figures: every mode ran, and they agree. */
@@ -135,7 +160,7 @@ Test(lab, primes_count_is_9592_in_every_mode, .timeout = 60)
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "primes below 100000: 9592"), "%s", r.out);
     cr_assert(strstr(r.out, "every mode agrees exactly"), "%s", r.out);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = check_modes(s, "primes");
     cr_assert_eq(json_integer_value(json_object_get(w, "count")), 9592);
     json_decref(s);
@@ -147,29 +172,47 @@ Test(lab, common_items_answer, .timeout = 60)
     run_t r = lab("common", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "answer: [[2, 3], [6], [11, 12], [21]]"), "%s", r.out);
+    json_t *rep = load_report();
+    check_modes(rep, "common");
+    json_decref(rep);
+    /* prob1 is the string the notebook's str() gives for its own answer. */
+    char *want = python("list_a = [[1, 2, 3], [5, 6, 7, 8], [10, 11, 12], [20, 21]]\n"
+                        "list_b = [[2, 3, 4, 5], [6, 9, 10], [11, 12, 13, 14], [21, 24, 25]]\n"
+                        "print(str([sorted(set(a) & set(b)) for a, b in zip(list_a, list_b)]), end='')\n");
     json_t *s = load_soln();
-    check_modes(s, "common");
-    json_t *want = json_loads("[[2, 3], [6], [11, 12], [21]]", 0, NULL);
-    cr_assert(json_equal(json_object_get(s, "prob1"), want), "prob1 is %s",
-              json_dumps(json_object_get(s, "prob1"), 0));
-    json_decref(want);
+    const char *got = json_string_value(json_object_get(s, "prob1"));
+    cr_assert_not_null(got, "prob1 is a string");
+    cr_assert_str_eq(got, want);
+    cr_assert_str_eq(got, "[[2, 3], [6], [11, 12], [21]]");
+    free(want);
     json_decref(s);
     run_free(&r);
 }
 
-Test(lab, normalize_lab_rows_and_sizes, .timeout = 60)
+Test(lab, normalize_sizes_and_prob3_match_numpy, .timeout = 60)
 {
     run_t r = lab("normalize", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
-    json_t *w = check_modes(s, "normalize");
+    json_t *rep = load_report();
+    json_t *w = check_modes(rep, "normalize");
     cr_assert_eq(json_array_size(json_object_get(w, "sizes")), 5);
-    json_t *p3 = json_object_get(s, "prob3");
-    cr_assert_eq(json_array_size(p3), 2);
-    const double want[2][4] = {{0, 1.0 / 3, 2.0 / 3, 1}, {0, 0, 0, 0}};
-    for (size_t i = 0; i < 2; i++)
-        for (size_t k = 0; k < 4; k++)
-            cr_assert_eq(json_real_value(json_array_get(json_array_get(p3, i), k)), want[i][k], "row %zu col %zu", i, k);
+    json_decref(rep);
+    /* prob3 is the notebook's expression on the full-size data, even at
+     * --scale 0.01: str() of the first 5 normalised XXL rows. */
+    char *want = python("import numpy as np\n"
+                        "np.random.seed(42)\n"
+                        "sizes = [(100, 50), (1000, 50), (10000, 50), (50000, 100), (100000, 100)]\n"
+                        "data = [np.random.randint(0, 1000, size=s) for s in sizes]\n"
+                        "def normalize(row):\n"
+                        "    lo, hi = row.min(), row.max()\n"
+                        "    return [0.0] * len(row) if hi == lo else [float(v) for v in (row - lo) / (hi - lo)]\n"
+                        "print(str([normalize(row) for row in data[4][:5]]), end='')\n");
+    json_t *s = load_soln();
+    const char *got = json_string_value(json_object_get(s, "prob3"));
+    cr_assert_not_null(got, "prob3 is a string");
+    cr_assert_str_eq(got, want);
+    cr_assert_gt(strlen(got), 5 * 100 * 3, "five rows of 100 floats");
+    free(want);
     json_decref(s);
     run_free(&r);
 }
@@ -211,14 +254,31 @@ Test(lab, howmany_default_data_repeats, .timeout = 60)
 {
     run_t a = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(a.status, 0, "%s%s", a.out, a.err);
-    cr_assert(strstr(a.out, "from seed 20240917"), "the seed is printed: %s", a.out);
-    json_t *s = load_soln();
+    cr_assert(strstr(a.out, "RandomState(100).randint(0, 10, size=[10000, 5])"), "the seed is printed: %s", a.out);
+    json_t *s = load_report();
     json_t *w = check_modes(s, "howmany");
     json_int_t total = json_integer_value(json_object_get(w, "total"));
-    cr_assert_gt(total, 0);
+    /* The notebook's data and count, computed by numpy. */
+    char *want = python("import numpy as np\n"
+                        "a = np.random.RandomState(100).randint(0, 10, size=[10000, 5])\n"
+                        "print(int(((a >= 4) & (a <= 8)).sum()))\n");
+    cr_assert_eq(total, strtoll(want, NULL, 10), "lab %lld, numpy %s", (long long)total, want);
+    free(want);
+    /* The notebook's three parallel variants, timed on both backends with
+     * the pool's start-up apart (each checked against the table's counts
+     * by the lab, which exits 1 on a difference). */
+    json_t *var = json_object_get(w, "variants");
+    static const char *backends[] = {"threads", "processes"};
+    static const char *keys[] = {"start", "map", "starmap", "starmap_async"};
+    for (int b = 0; b < 2; b++)
+        for (int k = 0; k < 4; k++) {
+            json_t *t = json_object_get(json_object_get(var, backends[b]), keys[k]);
+            cr_assert(json_is_real(t) && json_real_value(t) >= 0, "variants.%s.%s", backends[b], keys[k]);
+        }
+    cr_assert(strstr(a.out, "starmap_async((i, row, 4, 8)) + sort"), "%s", a.out);
     json_decref(s);
     run_t b = lab("howmany", "--scale", "0.01", "--soln", "soln.json");
-    s = load_soln();
+    s = load_report();
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(s, "workloads"), "howmany"), "total")),
                  total, "the same seed gives the same data");
     json_decref(s);
@@ -267,6 +327,56 @@ Test(lab, csv_errors_name_line_and_column, .timeout = 60)
     run_free(&r);
 }
 
+/* Issue 10, defect 8: a NUL byte read as a number (`1,2,3,\0,5` counted
+ * as 0), a directory read as an empty file, and a row whose span overflows
+ * normalised to NaN with exit status 0. */
+Test(lab, csv_nul_byte_is_an_error, .timeout = 60)
+{
+    static const char nul_row[] = "1,2,3,\0,5\n";
+    write_bytes(path("nul.csv"), nul_row, sizeof nul_row - 1);
+    run_t r = lab("howmany", "--input", "nul.csv", "--output", "counts.csv");
+    cr_assert_eq(r.status, 1, "status %d\n%s%s", r.status, r.out, r.err);
+    cr_assert(strstr(r.err, "nul.csv: line 1, column 4: a NUL byte in the field"), "%s", r.err);
+    struct stat st;
+    cr_assert_neq(stat(path("counts.csv"), &st), 0, "no counts written");
+    run_free(&r);
+    static const char nul_late[] = "1,2\n3,4\x00\n";
+    write_bytes(path("nul.csv"), nul_late, sizeof nul_late - 1);
+    r = lab("normalize", "--input", "nul.csv");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "nul.csv: line 2, column 2: a NUL byte"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(lab, csv_directory_is_a_read_error, .timeout = 60)
+{
+    cr_assert_eq(mkdir(path("rows.d"), 0755), 0);
+    run_t r = lab("normalize", "--input", "rows.d");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "rows.d: cannot read: Is a directory"), "%s", r.err);
+    cr_assert_null(strstr(r.err, "no rows"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(lab, normalize_overflowing_row_is_an_error, .timeout = 60)
+{
+    struct stat st;
+    write_file(path("big.csv"), "1,2,3\n1e308,-1e308,0\n");
+    run_t r = lab("normalize", "--input", "big.csv", "--output", "norm.csv");
+    cr_assert_eq(r.status, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.err, "big.csv: line 2: the row runs from -1e+308 to 1e+308"), "%s", r.err);
+    cr_assert_neq(stat(path("norm.csv"), &st), 0, "nothing written");
+    run_free(&r);
+    /* Huge values whose span fits still normalise. */
+    write_file(path("big.csv"), "1e308,5e307,0\n");
+    r = lab("normalize", "--input", "big.csv", "--output", "norm.csv");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *out = slurp(path("norm.csv"));
+    cr_assert_str_eq(out, "1,0.5,0\n");
+    free(out);
+    run_free(&r);
+}
+
 Test(lab, bad_options, .timeout = 30)
 {
     run_t r = lab("nosuch");
@@ -297,7 +407,7 @@ Test(lab, sumsq_loop_really_runs, .timeout = 60)
 {
     run_t r = lab("sumsq", "--mode", "serial", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = json_object_get(json_object_get(s, "workloads"), "sumsq");
     cr_assert_eq(json_integer_value(json_object_get(w, "each")), 333332833333500000LL);
     double secs = json_number_value(json_object_get(json_object_get(w, "seconds"), "serial"));
@@ -310,7 +420,7 @@ Test(lab, one_mode_only, .timeout = 60)
 {
     run_t r = lab("sumsq", "--mode", "threads", "--scale", "0.01", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *secs = json_object_get(json_object_get(json_object_get(s, "workloads"), "sumsq"), "seconds");
     cr_assert_eq(json_object_size(secs), 1);
     cr_assert(json_is_number(json_object_get(secs, "threads")));
@@ -323,7 +433,7 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     run_t r = lab("all", "--scale", "0.005", "--plot", "plots", "--workers", "2");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
     cr_assert_null(strchr(r.err, '\r'), "no progress bar when stderr is redirected: %s", r.err);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     static const char *names[] = {"howmany", "common", "busywork", "normalize", "primes",
                                   "factors", "sumsq", "heavy", "chunks"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) check_modes(s, names[i]);
@@ -332,30 +442,57 @@ Test(lab, all_writes_soln_json_and_charts, .timeout = 120)
     json_t *f = json_object_get(json_object_get(w, "amdahl_parallel_fraction"), "threads");
     cr_assert(json_is_number(f) && json_number_value(f) >= 0 && json_number_value(f) <= 1);
     cr_assert_eq((json_int_t)json_array_size(json_object_get(w, "sweep")), 2 * json_integer_value(json_object_get(w, "cpus")));
-    /* The lab's keys. */
-    cr_assert_not_null(json_object_get(s, "prob1"));
-    json_t *p2 = json_object_get(s, "prob2");
+    /* The busy work's details and the machine are in the report. */
+    json_t *bw = json_object_get(s, "busywork");
     for (int k = 1; k <= 3; k++) {
         char key[8];
         snprintf(key, sizeof key, "part%d", k);
-        json_t *part = json_object_get(p2, key);
-        cr_assert_not_null(part, "prob2.%s", key);
+        json_t *part = json_object_get(bw, key);
+        cr_assert_not_null(part, "busywork.%s", key);
         cr_assert_eq(json_array_size(json_object_get(part, "results")), 4);
     }
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(p2, "part3"), "workers")), 4);
-    cr_assert_eq(json_array_size(json_object_get(s, "prob3")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(bw, "part3"), "workers")), 4);
     json_t *host = json_object_get(s, "host");
     cr_assert_geq(json_integer_value(json_object_get(host, "cpus")), 1);
     cr_assert(json_is_string(json_object_get(host, "cpu")));
     json_decref(s);
-    /* Charts, when gnuplot is installed: real PNG files. */
-    if (access("/usr/bin/gnuplot", X_OK) == 0) {
-        const char *png[] = {"plots/workers.png", "plots/chunks.png"};
-        for (int i = 0; i < 2; i++) {
-            char *data = slurp(path(png[i]));
-            cr_assert(memcmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
-            free(data);
-        }
+
+    /* soln.json: the notebook's four keys, of its types, and nothing else. */
+    s = load_soln();
+    cr_assert_eq(json_object_size(s), 4, "exactly prob1, prob2, prob3 and host");
+    cr_assert(json_is_string(json_object_get(s, "prob1")));
+    cr_assert(json_is_string(json_object_get(s, "prob3")));
+    cr_assert(json_is_string(json_object_get(s, "host")));
+    json_t *p2 = json_object_get(s, "prob2");
+    cr_assert_eq(json_object_size(p2), 3);
+    for (int k = 1; k <= 3; k++) {
+        char key[8];
+        snprintf(key, sizeof key, "part%d", k);
+        json_t *v = json_object_get(p2, key);
+        cr_assert(json_is_real(v) && json_real_value(v) > 0, "prob2.%s is a float of seconds", key);
+    }
+    /* The busy work sleeps 1+2+4+6 s x 0.005 serially: part1 cannot be
+     * shorter. */
+    cr_assert_geq(json_real_value(json_object_get(p2, "part1")), 13 * 0.005);
+    char host_name[256] = "";
+    gethostname(host_name, sizeof host_name - 1);
+    cr_assert_str_eq(json_string_value(json_object_get(s, "host")), host_name);
+    json_decref(s);
+    /* Byte for byte what Python's json.dumps(answers, indent=2) writes for
+     * the same values. */
+    char *want = python("import json\n"
+                        "answers = json.load(open('soln.json'))\n"
+                        "print(json.dumps(answers, indent=2), end='')\n");
+    char *got = slurp(path("soln.json"));
+    cr_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    /* Charts: real PNG files (gnuplot-nox is one of scripts/packages). */
+    const char *png[] = {"plots/workers.png", "plots/chunks.png", "plots/amdahl.png"};
+    for (int i = 0; i < 3; i++) {
+        char *data = slurp(path(png[i]));
+        cr_assert(strncmp(data, "\x89PNG", 4) == 0, "%s is not a PNG", png[i]);
+        free(data);
     }
     run_free(&r);
 }
@@ -409,18 +546,48 @@ Test(lab, progress_bar_on_a_terminal, .timeout = 60)
     close(master);
 }
 
-Test(lab, heavy_scalar_math_agrees, .timeout = 60)
+/* heavy computes what the lecture's numpy code computes on the same input:
+ * three rounds of (sin + cos) ** (x * x) over RandomState(seed)'s
+ * random_sample, summed per chunk, to a relative 1e-12, with the vector
+ * math and with scalar libm; map_async is timed on both backends. */
+static void heavy_vs_numpy(bool scalar)
 {
-    setenv("LAB_SCALAR_MATH", "1", 1);
+    if (scalar) setenv("LAB_SCALAR_MATH", "1", 1);
     run_t r = lab("heavy", "--scale", "0.01", "--soln", "soln.json");
     unsetenv("LAB_SCALAR_MATH");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
-    json_t *s = load_soln();
+    json_t *s = load_report();
     json_t *w = check_modes(s, "heavy");
-    cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    if (scalar) {
+        cr_assert(strstr(r.out, "scalar math"), "%s", r.out);
+        cr_assert_str_eq(json_string_value(json_object_get(w, "math")), "scalar");
+    }
+    cr_assert_eq(json_integer_value(json_object_get(w, "n")), 400000);
+    json_t *async = json_object_get(w, "map_async_seconds");
+    cr_assert(json_real_value(json_object_get(async, "threads")) > 0);
+    cr_assert(json_real_value(json_object_get(async, "processes")) > 0);
+    double got = json_real_value(json_object_get(w, "sum"));
+    char *want = python("import numpy as np\n"
+                        "x = np.random.RandomState(20240917).random_sample(400000)\n"
+                        "for _ in range(3):\n"
+                        "    x = (np.sin(x) + np.cos(x)) ** (x * x)\n"
+                        "print(repr(sum(float(np.sum(c)) for c in np.array_split(x, 4))))\n");
+    double py = strtod(want, NULL);
+    cr_assert_gt(py, 400000, "every value ends >= 1: %s", want);
+    cr_assert_leq(fabs(got - py) / py, 1e-12, "lab %.17g, numpy %.17g", got, py);
+    free(want);
     json_decref(s);
     run_free(&r);
+}
+
+Test(lab, heavy_matches_numpy, .timeout = 90)
+{
+    heavy_vs_numpy(false);
+}
+
+Test(lab, heavy_scalar_math_matches_numpy, .timeout = 90)
+{
+    heavy_vs_numpy(true);
 }
 
 Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)
@@ -429,9 +596,210 @@ Test(lab, cpu_workloads_agree_across_modes, .timeout = 120)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         run_t r = lab(names[i], "--scale", "0.01", "--soln", "soln.json");
         cr_assert_eq(r.status, 0, "%s: %s%s", names[i], r.out, r.err);
-        json_t *s = load_soln();
+        json_t *s = load_report();
         check_modes(s, names[i]);
         json_decref(s);
         run_free(&r);
     }
+}
+
+/* The generated data are numpy's legacy generator's, bit for bit: `lab data`
+ * prints each stream's first 1,000 values and a digest of every whole data
+ * set (normalize's five sizes from one np.random.seed(42) stream, howmany's
+ * RandomState(100), heavy's random_sample), and numpy computes the same
+ * lines. */
+Test(lab, data_is_numpys_legacy_generator, .timeout = 120)
+{
+    run_t r = lab("data");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *want = python(
+        "import numpy as np\n"
+        "def digest(chunks):\n"
+        "    s, off = 0, 0\n"
+        "    for v in chunks:\n"
+        "        v = v.view(np.uint64) if v.dtype == np.float64 else v.astype(np.uint64)\n"
+        "        i = np.arange(off, off + len(v), dtype=np.uint64)\n"
+        "        off += len(v)\n"
+        "        s = (s + int(((v + np.uint64(1)) * (np.uint64(2) * i + np.uint64(1))).sum(dtype=np.uint64))) % 2**64\n"
+        "    return s\n"
+        "out = ['stream normalize: first 1000: ' + ' '.join(map(str, np.random.RandomState(42).randint(0, 1000, size=1000)))]\n"
+        "np.random.seed(42)\n"
+        "for name, r, c in [('Small', 100, 50), ('Medium', 1000, 50), ('Large', 10000, 50), ('XL', 50000, 100), ('XXL', 100000, 100)]:\n"
+        "    a = np.random.randint(0, 1000, size=(r, c))\n"
+        "    out.append('data normalize-%s %dx%d seed 42 digest %d' % (name, r, c, digest([a.ravel()])))\n"
+        "out.append('stream howmany: first 1000: ' + ' '.join(map(str, np.random.RandomState(100).randint(0, 10, size=1000))))\n"
+        "a = np.random.RandomState(100).randint(0, 10, size=[1000000, 5])\n"
+        "out.append('data howmany 1000000x5 seed 100 digest %d' % digest([a.ravel()]))\n"
+        "out.append('stream heavy: first 1000: ' + ' '.join(repr(float(v)) for v in np.random.RandomState(20240917).random_sample(1000)))\n"
+        "# 40,000,000 doubles in pieces of 2^20: the same stream, a tenth of the memory.\n"
+        "rs, n = np.random.RandomState(20240917), 40000000\n"
+        "pieces = (rs.random_sample(min(1 << 20, n - k)) for k in range(0, n, 1 << 20))\n"
+        "out.append('data heavy %dx1 seed 20240917 digest %d' % (n, digest(pieces)))\n"
+        "print('\\n'.join(out))\n");
+    cr_assert_str_eq(r.out, want);
+    /* --seed replaces the notebooks' seeds, and the data follow it. */
+    run_t s = lab("data", "--seed", "7", "--scale", "0.001");
+    cr_assert_eq(s.status, 0, "%s%s", s.out, s.err);
+    char *want7 = python("import numpy as np\n"
+                         "print(' '.join(map(str, np.random.RandomState(7).randint(0, 10, size=1000))))\n");
+    char *line = strstr(s.out, "stream howmany: first 1000: ");
+    cr_assert_not_null(line, "%s", s.out);
+    line += strlen("stream howmany: first 1000: ");
+    cr_assert_eq(strncmp(line, want7, strlen(want7)), 0, "%.200s\nwanted %.200s", line, want7);
+    free(want7);
+    run_free(&s);
+    free(want);
+    run_free(&r);
+}
+
+/* soln.json's floats are Python's repr: shortest round-trip digits, ".0"
+ * on integral values, exponents as 1e-05 and 1.5e+16, over edge cases and
+ * 2,000 doubles of random bits. */
+Test(lab, floats_print_as_pythons_repr, .timeout = 60)
+{
+    char *values = python("import random, struct\n"
+                          "random.seed(11)\n"
+                          "edge = ['0', '-0.0', '1', '0.1', '0.5', '1e-05', '0.0001', '0.00012345', '1e16', '1.5e16',\n"
+                          "        '1e15', '9999999999999998', '123456789012345678', '5e-324', '2.2250738585072014e-308',\n"
+                          "        '1.7976931348623157e308', '0.30000000000000004', '-2.5e-07', '100', '1e22', '1e23',\n"
+                          "        '3.141592653589793', '0.2295247724974722', '2.0', '-1234.5']\n"
+                          "vals = [float(s) for s in edge]\n"
+                          "while len(vals) < len(edge) + 2000:\n"
+                          "    x = struct.unpack('<d', struct.pack('<Q', random.getrandbits(64)))[0]\n"
+                          "    if x == x and abs(x) != float('inf'): vals.append(x)\n"
+                          "vals += [random.random() for _ in range(200)] + [random.uniform(-1e6, 1e6) for _ in range(200)]\n"
+                          "open('args', 'w').write(' '.join('%.17g' % v for v in vals))\n"
+                          "print('\\n'.join(repr(v) for v in vals))\n");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd '%s' && xargs -a args '%s' repr -- > repr.out", dir, LAB);
+    cr_assert_eq(system(cmd), 0);
+    char *got = slurp(path("repr.out"));
+    cr_assert_gt(strlen(got), 2400 * 3);
+    /* Line by line, to name the first value that differs. */
+    char *g = got, *w = values;
+    for (int line = 1; *g || *w; line++) {
+        size_t gl = strcspn(g, "\n"), wl = strcspn(w, "\n");
+        cr_assert(gl == wl && strncmp(g, w, gl) == 0, "value %d: lab says %.*s, Python %.*s", line, (int)gl, g,
+                  (int)wl, w);
+        g += gl + (g[gl] == '\n');
+        w += wl + (w[wl] == '\n');
+    }
+    free(got);
+    free(values);
+}
+
+/* The lecture's (x + y) ** 2 and create_and_save_file examples: every Pool
+ * call they use is timed on both backends (the lab checks each variant's
+ * results against the serial loop and exits 1 on a difference), and the
+ * files' folder is removed afterwards. */
+Test(lab, lecture_pairs_and_files_variants, .timeout = 120)
+{
+    run_t r = lab("pairs", "--scale", "0.01", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "every variant agrees exactly; f(0, 1) = 1, f(9999, 10000) = 399960001"), "%s", r.out);
+    json_t *s = load_report();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "pairs");
+    cr_assert(json_real_value(json_object_get(w, "serial")) > 0);
+    cr_assert(json_real_value(json_object_get(w, "vectorised")) > 0);
+    static const char *backends[] = {"threads", "processes"};
+    for (int b = 0; b < 2; b++) {
+        json_t *o = json_object_get(w, backends[b]);
+        cr_assert(json_real_value(json_object_get(o, "starmap")) > 0, "%s", backends[b]);
+        cr_assert(json_real_value(json_object_get(o, "starmap_async")) > 0, "%s", backends[b]);
+    }
+    json_decref(s);
+    run_free(&r);
+
+    setenv("TMPDIR", dir, 1);
+    r = lab("files", "--scale", "0.1", "--soln", "soln.json");
+    unsetenv("TMPDIR");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "every call wrote the same 20 files"), "%s", r.out);
+    s = load_report();
+    w = json_object_get(json_object_get(s, "workloads"), "files");
+    static const char *calls[] = {"apply", "apply_async", "map", "map_async", "starmap"};
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < 5; c++)
+            cr_assert(json_real_value(json_object_get(json_object_get(w, backends[b]), calls[c])) > 0, "%s %s",
+                      backends[b], calls[c]);
+    json_decref(s);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls -d '%s'/lab-files-* 2>/dev/null | grep -q .", dir);
+    cr_assert_neq(system(cmd), 0, "the files' folder was removed");
+    run_free(&r);
+}
+
+/* The scheduler hands tasks out by priority, times out the two that run ten
+ * times past their timeout (killing their workers), fails the failing one
+ * with its message, and finishes the rest. */
+Test(lab, scheduler_priorities_timeouts_failures, .timeout = 120)
+{
+    run_t r = lab("scheduler", "--scale", "0.05", "--workers", "2", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "summary: 5 done, 2 timed out, 1 failed"), "%s", r.out);
+    json_t *s = load_report();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "scheduler");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "backend")), "processes");
+    json_t *list = json_object_get(w, "tasks");
+    cr_assert_eq(json_array_size(list), 8);
+    /* A task that times out while still queued never starts, so "last" is
+     * the highest start rank given. */
+    json_int_t last = 0;
+    for (size_t i = 0; i < 8; i++) {
+        json_int_t st = json_integer_value(json_object_get(json_array_get(list, i), "started"));
+        if (st > last) last = st;
+    }
+    for (size_t i = 0; i < 8; i++) {
+        json_t *t = json_array_get(list, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const char *outcome = json_string_value(json_object_get(t, "outcome"));
+        json_int_t started = json_integer_value(json_object_get(t, "started"));
+        json_int_t prio = json_integer_value(json_object_get(t, "priority"));
+        if (!strcmp(name, "index") || !strcmp(name, "train")) cr_assert_str_eq(outcome, "timed out", "%s", name);
+        else if (!strcmp(name, "resize")) {
+            cr_assert_str_eq(outcome, "failed");
+            cr_assert(strstr(json_string_value(json_object_get(t, "message")), "the input image is corrupt"));
+        } else cr_assert_str_eq(outcome, "done", "%s", name);
+        /* Highest priority first: the two top tasks take the two workers,
+         * and the lowest starts last. */
+        if (prio == 9 || prio == 7) cr_assert_leq(started, 2, "%s started %lld", name, (long long)started);
+        if (prio == 1) cr_assert_eq(started, last, "%s started %lld of %lld", name, (long long)started, (long long)last);
+        if (strcmp(outcome, "timed out") != 0) cr_assert_gt(started, 0, "%s ran", name);
+    }
+    json_decref(s);
+    run_free(&r);
+}
+
+/* Each busy-work task reports the process that ran it and its own elapsed
+ * time, as the lab's do_busy_work prints them: serially one process, on the
+ * pool of 4 processes several, and no task took less than its sleep. */
+Test(lab, busywork_tasks_report_pid_and_elapsed, .timeout = 60)
+{
+    run_t r = lab("busywork", "--scale", "0.2", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "part3 task 4 done in pid "), "%s", r.out);
+    json_t *s = load_report();
+    json_t *bw = json_object_get(s, "busywork");
+    static const double secs[] = {1, 2, 4, 6};
+    json_t *serial = json_object_get(json_object_get(json_object_get(bw, "part1"), "tasks"), "serial");
+    json_t *procs = json_object_get(json_object_get(json_object_get(bw, "part3"), "tasks"), "processes");
+    cr_assert_eq(json_array_size(serial), 4);
+    cr_assert_eq(json_array_size(procs), 4);
+    json_int_t serial_pid = json_integer_value(json_object_get(json_array_get(serial, 0), "pid"));
+    int distinct = 0;
+    for (size_t i = 0; i < 4; i++) {
+        json_t *a = json_array_get(serial, i), *b = json_array_get(procs, i);
+        cr_assert_eq(json_integer_value(json_object_get(a, "pid")), serial_pid, "one process runs the serial loop");
+        json_int_t pid = json_integer_value(json_object_get(b, "pid"));
+        cr_assert_gt(pid, 0);
+        cr_assert_neq(pid, serial_pid, "task %zu ran in a worker process", i + 1);
+        bool seen = false;
+        for (size_t k = 0; k < i; k++) seen |= json_integer_value(json_object_get(json_array_get(procs, k), "pid")) == pid;
+        distinct += !seen;
+        cr_assert_geq(json_real_value(json_object_get(a, "elapsed")), secs[i] * 0.2 * 0.999);
+        cr_assert_geq(json_real_value(json_object_get(b, "elapsed")), secs[i] * 0.2 * 0.999);
+    }
+    cr_assert_geq(distinct, 2, "the pool of 4 ran the tasks in several processes");
+    json_decref(s);
+    run_free(&r);
 }

@@ -5,9 +5,11 @@
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "async.h"
+#include "async/ipc.h"
 #include "async/process.h"
 
 /* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
@@ -45,6 +47,123 @@ Test(process, exit_code_and_status, .timeout = 10)
     cr_assert_eq(async_process_terminate(p), ASYNC_EDONE);
     async_process_free(p);
     async_process_free(NULL);
+}
+
+/* --- daemon children ------------------------------------------------------------ */
+
+static int sleep_20s(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++) sleep(1); /* bounded: an orphan never lingers long */
+    return 0;
+}
+
+typedef struct family {
+    async_shared_value_t *grandchild; /* pid_t */
+    async_ipc_event_t *ready, *running;
+    bool daemon;
+} family_t;
+
+/* The grandchild runs its function only once the daemon option is in force
+ * (the death signal is armed before fn runs), so when it says it is
+ * running, a kill of its parent must take it down by SIGKILL. */
+static int grandchild(void *arg)
+{
+    family_t *f = arg;
+    async_ipc_event_set(f->running);
+    return sleep_20s(NULL);
+}
+
+/* The middle process: starts the grandchild, waits until it runs, tells its
+ * pid, then waits to be killed.  Killing the middle before the grandchild
+ * armed its death signal would test the other branch (the grandchild sees
+ * its parent gone and exits 127 without running fn), which is not this
+ * test's subject. */
+static int middle(void *arg)
+{
+    family_t *f = arg;
+    async_process_opts_t o = {.daemon = f->daemon};
+    async_process_t *g;
+    if (async_process_spawn_opts(&g, grandchild, f, &o)) return 1;
+    if (async_ipc_event_wait_dl(f->running, async_deadline_after(ASYNC_SEC(10)))) return 1;
+    pid_t pid = async_process_pid(g);
+    async_shared_value_set(f->grandchild, &pid);
+    async_ipc_event_set(f->ready);
+    return sleep_20s(NULL);
+}
+
+/* Kills the middle process and returns the grandchild's pid, which (as we
+ * are a subreaper) is now our child. */
+static pid_t kill_the_parent(bool daemon)
+{
+    cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    family_t f = {.daemon = daemon};
+    cr_assert_eq(async_shared_value_new(&f.grandchild, sizeof(pid_t), true), 0);
+    cr_assert_eq(async_ipc_event_new(&f.ready), 0);
+    cr_assert_eq(async_ipc_event_new(&f.running), 0);
+    async_process_t *m;
+    cr_assert_eq(async_process_spawn(&m, middle, &f), 0);
+    cr_assert_eq(async_ipc_event_wait_dl(f.ready, async_deadline_after(ASYNC_SEC(10))), 0);
+    pid_t g = 0;
+    cr_assert_eq(async_shared_value_get(f.grandchild, &g), 0);
+    cr_assert_gt(g, 0);
+    cr_assert_eq(async_process_kill(m), 0);
+    cr_assert_eq(async_process_join_dl(m, async_deadline_after(ASYNC_SEC(10))), 0);
+    async_process_free(m);
+    async_shared_value_free(f.grandchild);
+    async_ipc_event_free(f.ready);
+    async_ipc_event_free(f.running);
+    return g;
+}
+
+/* Polls for the grandchild's end until the deadline: 1 and *status, or 0. */
+static int reaped_by(pid_t g, int64_t deadline, int *status)
+{
+    do {
+        pid_t r = waitpid(g, status, WNOHANG);
+        cr_assert_geq(r, 0);
+        if (r == g) return 1;
+        usleep(5000);
+    } while (async_now() < deadline);
+    return 0;
+}
+
+Test(process, daemon_child_dies_when_its_parent_is_killed, .timeout = 30)
+{
+    pid_t g = kill_the_parent(true);
+    int status = 0;
+    cr_assert_eq(reaped_by(g, async_deadline_after(ASYNC_SEC(10)), &status), 1,
+                 "the daemon child outlived its parent");
+    cr_assert(WIFSIGNALED(status));
+    cr_assert_eq(WTERMSIG(status), SIGKILL);
+}
+
+/* The control: without the option the grandchild outlives its parent. */
+Test(process, plain_child_outlives_its_killed_parent, .timeout = 30)
+{
+    pid_t g = kill_the_parent(false);
+    int status = 0;
+    cr_assert_eq(reaped_by(g, async_deadline_after(ASYNC_MSEC(300)), &status), 0);
+    cr_assert_eq(kill(g, SIGKILL), 0);
+    cr_assert_eq(reaped_by(g, async_deadline_after(ASYNC_SEC(10)), &status), 1);
+}
+
+Test(process, daemon_child_runs_its_function, .timeout = 10)
+{
+    async_process_opts_t o = {.daemon = true};
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn_opts(NULL, return_arg, NULL, &o), ASYNC_EINVAL);
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)42, &o), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    int code = -1;
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 42);
+    async_process_free(p);
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)7, NULL), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 7);
+    async_process_free(p);
 }
 
 Test(process, join_deadline_terminate_and_kill, .timeout = 10)
@@ -251,7 +370,7 @@ Test(process, ipc_demos_run, .timeout = 60)
         ARGV(ASYNC_OUT_DIR "/demos/ipc/pipes", "--count", "1000"),
         ARGV(ASYNC_OUT_DIR "/demos/ipc/run-parallel", "-j", "2", "echo one", "echo two"),
     };
-    const char *expect[] = {"same totals", "(exact)", "(exact)", "end-of-stream after 1000", "2 commands, 2 at a time"};
+    const char *expect[] = {"same totals", "shared dict, increment each", "merge into dict", "end-of-stream after 1000", "2 commands, 2 at a time"};
     enum { N = sizeof argvs / sizeof argvs[0] };
     async_command_t cmds[N];
     for (int i = 0; i < N; i++) cmds[i] = (async_command_t){argvs[i], NULL};

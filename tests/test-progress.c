@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -212,4 +213,43 @@ Test(progress, no_leak_and_out_of_memory, .timeout = 10)
     test_alloc_fail_after(-1);
     cr_assert_eq(test_alloc_live(), before);
     test_alloc_uninstall();
+}
+
+/* With nothing done yet there is no rate, so no ETA: "--:--", not a division
+ * by zero or a huge number. */
+Test(progress, eta_unknown_before_any_progress, .timeout = 10)
+{
+    async_progress_t *p;
+    cr_assert_eq(async_progress_new_fd(1, "idle", 1000, 0, &p), 0);
+    char buf[200];
+    async_progress_format(p, 80, buf, sizeof buf);
+    cr_assert(strstr(buf, "0/1.00k   0% "), "%s", buf);
+    cr_assert(strstr(buf, "ETA --:--"), "%s", buf);
+    async_progress_free(p);
+}
+
+/* An ETA of hours is written h:mm:ss.  The count added is chosen from the
+ * measured elapsed time so that the ETA is about ten hours: any delay of the
+ * machine changes it by far less than the factor of ten either way that would
+ * leave the h:mm:ss range (one hour to 99:59:59). */
+Test(progress, eta_of_hours, .timeout = 10)
+{
+    const uint64_t total = 1000000000000ULL;
+    int64_t before = async_now();
+    async_progress_t *p;
+    cr_assert_eq(async_progress_new_fd(1, "long", total, 0, &p), 0);
+    usleep(20000);
+    double elapsed = (double)(async_now() - before) / 1e9;
+    /* remaining / rate = (total - done) * elapsed / done = 36000 s */
+    uint64_t done = (uint64_t)((double)total * elapsed / (36000.0 + elapsed));
+    cr_assert_gt(done, 0);
+    async_progress_add(p, done);
+    char buf[200];
+    async_progress_format(p, 80, buf, sizeof buf);
+    const char *eta = strstr(buf, "ETA ");
+    cr_assert_not_null(eta, "%s", buf);
+    unsigned h, m, s;
+    cr_assert_eq(sscanf(eta, "ETA %u:%2u:%2u", &h, &m, &s), 3, "h:mm:ss: %s", buf);
+    cr_assert(h >= 1 && h <= 99 && m < 60 && s < 60, "%s", buf);
+    async_progress_free(p);
 }

@@ -1,4 +1,6 @@
-/* Channels, semaphores, mutexes and events between tasks of one loop. */
+/* Channels, semaphores, mutexes and events between tasks of one loop, and the
+ * interleavings that are easy to get wrong: a waiter whose deadline passes
+ * (or who is cancelled) after it was handed an element, a permit or a lock. */
 #include <criterion/criterion.h>
 #include "support/run.h"
 #include "support/alloc.h"
@@ -243,6 +245,376 @@ Test(sync, no_leaks_and_allocation_failures, .timeout = 10)
     }
     cr_assert_eq(test_run_task(t_fifo, (void *)4, NULL), 0);
     cr_assert_eq(test_run_task(t_sem, NULL, NULL), 0);
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
+}
+
+/* --- a hand-over, then a deadline or a cancel in the same iteration ------ */
+
+/* Spins (without yielding) until the deadline has passed, so that a timer
+ * due at it would fire on the loop's next poll. */
+static void spin_past(int64_t deadline)
+{
+    while (async_now() <= deadline) { /* spin */ }
+}
+
+/* The deadline of a waiter that must still be waiting when it is handed
+ * something: far enough that a slow or loaded machine (ThreadSanitizer under
+ * a load of 16 missed 20 ms) does not expire it first; ASYNC_TEST_SLACK
+ * widens it further. */
+static int64_t handoff_deadline(void)
+{
+    return async_deadline_after((int64_t)(ASYNC_MSEC(200) * test_slack()));
+}
+
+typedef struct {
+    async_chan_t *chan;
+    int64_t deadline;
+    int rc, value;
+} recv_job_t;
+
+static int receiver_dl(void *arg, void **res)
+{
+    (void)res;
+    recv_job_t *j = arg;
+    j->value = -1;
+    j->rc = async_chan_recv_dl(j->chan, &j->value, j->deadline);
+    return 0;
+}
+
+/* The receiver is handed an element, then its deadline passes (and it is
+ * cancelled) before it runs: the hand-over stands and the element is not lost. */
+static int t_chan_handoff_then_deadline(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    recv_job_t j = {.deadline = handoff_deadline()};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
+    async_task_t r;
+    cr_assert_eq(async_task_spawn(NULL, receiver_dl, &j, NULL, &r), 0);
+    cr_assert_eq(async_yield(), 0); /* the receiver waits */
+    int v = 42;
+    cr_assert_eq(async_chan_trysend(j.chan, &v), 0, "a waiting receiver takes it at once");
+    cr_assert_eq(async_task_cancel(r), 0);
+    spin_past(j.deadline);
+    cr_assert_eq(async_task_await(r, NULL), 0);
+    cr_assert_eq(j.rc, 0, "handed over before the deadline and the cancel: %s", async_errname(j.rc));
+    cr_assert_eq(j.value, 42);
+    cr_assert_eq(async_chan_len(j.chan), 0);
+    cr_assert_eq(async_chan_free(j.chan), 0);
+    return 0;
+}
+Test(chan, chan_handoff_survives_deadline_and_cancel, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_chan_handoff_then_deadline, NULL, NULL), 0);
+}
+
+/* The receiver's deadline fires first: a later send finds no receiver and
+ * buffers the element instead of writing into the departed task's memory. */
+static int t_chan_deadline_then_send(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    recv_job_t j = {.deadline = async_deadline_after(ASYNC_MSEC(5))};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
+    async_task_t r;
+    cr_assert_eq(async_task_spawn(NULL, receiver_dl, &j, NULL, &r), 0);
+    cr_assert_eq(async_task_await(r, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_ETIMEDOUT);
+    cr_assert_eq(j.value, -1, "nothing written into a receiver that left");
+    int v = 7, out = 0;
+    cr_assert_eq(async_chan_trysend(j.chan, &v), 0);
+    cr_assert_eq(async_chan_len(j.chan), 1, "buffered, not handed to the departed");
+    cr_assert_eq(async_chan_tryrecv(j.chan, &out), 0);
+    cr_assert_eq(out, 7);
+    cr_assert_eq(async_chan_free(j.chan), 0);
+    return 0;
+}
+Test(chan, chan_deadline_then_send_buffers, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_chan_deadline_then_send, NULL, NULL), 0);
+}
+
+typedef struct {
+    async_mutex_t *mutex;
+    async_sem_t *sem;
+    int64_t deadline;
+    int rc, unlock_rc;
+} lock_job_t;
+
+static int mutex_waiter(void *arg, void **res)
+{
+    (void)res;
+    lock_job_t *j = arg;
+    j->rc = async_mutex_lock_dl(j->mutex, j->deadline);
+    if (j->rc == 0) j->unlock_rc = async_mutex_unlock(j->mutex);
+    return 0;
+}
+
+/* A mutex handed to a waiter stays handed even if the waiter is cancelled and
+ * its deadline passes before it resumes: it unlocks what it holds. */
+static int t_mutex_handoff_then_cancel(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    lock_job_t j = {.deadline = handoff_deadline(), .unlock_rc = 1};
+    cr_assert_eq(async_mutex_new(&j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), 0);
+    async_task_t w;
+    cr_assert_eq(async_task_spawn(NULL, mutex_waiter, &j, NULL, &w), 0);
+    cr_assert_eq(async_yield(), 0); /* the waiter queues */
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_mutex_trylock(j.mutex), ASYNC_EAGAIN, "already the waiter's");
+    cr_assert_eq(async_task_cancel(w), 0);
+    spin_past(j.deadline);
+    cr_assert_eq(async_task_await(w, NULL), 0);
+    cr_assert_eq(j.rc, 0, "%s", async_errname(j.rc));
+    cr_assert_eq(j.unlock_rc, 0);
+    cr_assert_eq(async_mutex_trylock(j.mutex), 0, "released by the waiter");
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    return 0;
+}
+Test(mutex, mutex_handoff_survives_cancel, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_mutex_handoff_then_cancel, NULL, NULL), 0);
+}
+
+/* A mutex waiter cancelled before the unlock leaves the queue: the unlock
+ * frees the mutex instead of handing it to a task that is gone. */
+static int t_mutex_cancel_then_unlock(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    lock_job_t j = {.deadline = ASYNC_FOREVER, .unlock_rc = 1};
+    cr_assert_eq(async_mutex_new(&j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), 0);
+    async_task_t w;
+    cr_assert_eq(async_task_spawn(NULL, mutex_waiter, &j, NULL, &w), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(w), 0);
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_task_await(w, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_ECANCELED);
+    cr_assert_eq(j.unlock_rc, 1, "never held it");
+    cr_assert_eq(async_mutex_trylock(j.mutex), 0, "free, not owned by the departed waiter");
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    return 0;
+}
+Test(mutex, cancelled_mutex_waiter_is_skipped, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_mutex_cancel_then_unlock, NULL, NULL), 0);
+}
+
+static int sem_waiter(void *arg, void **res)
+{
+    (void)res;
+    lock_job_t *j = arg;
+    j->rc = async_sem_acquire_dl(j->sem, j->deadline);
+    return 0;
+}
+
+/* Permits are never lost: one handed to a waiter whose deadline then passes
+ * stays with it; one released after a waiter timed out goes back to the count. */
+static int t_sem_handoff(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    lock_job_t a = {.deadline = handoff_deadline()};
+    cr_assert_eq(async_sem_new(&a.sem, 0), 0);
+    async_task_t w;
+    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &a, NULL, &w), 0);
+    cr_assert_eq(async_yield(), 0);
+    async_sem_release(a.sem);
+    spin_past(a.deadline);
+    cr_assert_eq(async_task_await(w, NULL), 0);
+    cr_assert_eq(a.rc, 0, "%s", async_errname(a.rc));
+    cr_assert_eq(async_sem_value(a.sem), 0, "the permit went to the waiter");
+
+    lock_job_t b = {.sem = a.sem, .deadline = async_deadline_after(ASYNC_MSEC(5))};
+    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &b, NULL, &w), 0);
+    cr_assert_eq(async_task_await(w, NULL), 0);
+    cr_assert_eq(b.rc, ASYNC_ETIMEDOUT);
+    async_sem_release(a.sem);
+    cr_assert_eq(async_sem_value(a.sem), 1, "the departed waiter took nothing");
+    cr_assert_eq(async_sem_free(a.sem), 0);
+    return 0;
+}
+Test(sem, sem_permits_are_never_lost, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_sem_handoff, NULL, NULL), 0);
+}
+
+
+/* --- the contracts' error codes -------------------------------------------- */
+
+/* Every blocking call outside a task is ASYNC_ENOTASK (and blocks nothing);
+ * bad sizes are ASYNC_EINVAL; freeing NULL is a no-op. */
+Test(sync, errors_outside_a_task_and_bad_arguments, .timeout = 10)
+{
+    async_chan_t *c;
+    cr_assert_eq(async_chan_new(&c, 0, 4), ASYNC_EINVAL, "elem_size 0");
+    cr_assert_eq(async_chan_new(&c, SIZE_MAX / 2, 4), ASYNC_EINVAL, "capacity * elem_size overflows");
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 0), 0);
+    int v = 1;
+    cr_assert_eq(async_chan_send(c, &v), ASYNC_ENOTASK, "a rendezvous send would block");
+    cr_assert_eq(async_chan_recv(c, &v), ASYNC_ENOTASK);
+    cr_assert_eq(async_chan_free(c), 0);
+
+    async_sem_t *s;
+    cr_assert_eq(async_sem_new(&s, 0), 0);
+    cr_assert_eq(async_sem_acquire(s), ASYNC_ENOTASK);
+    cr_assert_eq(async_sem_tryacquire(s), ASYNC_EAGAIN);
+    cr_assert_eq(async_sem_free(s), 0);
+
+    async_mutex_t *m;
+    cr_assert_eq(async_mutex_new(&m), 0);
+    cr_assert_eq(async_mutex_lock(m), ASYNC_ENOTASK);
+    cr_assert_eq(async_mutex_trylock(m), ASYNC_ENOTASK, "even trylock needs a task to own it");
+    cr_assert_eq(async_mutex_unlock(m), ASYNC_EPERM);
+    cr_assert_eq(async_mutex_free(m), 0);
+
+    async_event_t *e;
+    cr_assert_eq(async_event_new(&e), 0);
+    cr_assert_eq(async_event_wait(e), ASYNC_ENOTASK);
+    async_event_set(e);
+    cr_assert(async_event_is_set(e));
+    cr_assert_eq(async_event_free(e), 0);
+
+    cr_assert_eq(async_chan_free(NULL), 0);
+    cr_assert_eq(async_sem_free(NULL), 0);
+    cr_assert_eq(async_mutex_free(NULL), 0);
+    cr_assert_eq(async_event_free(NULL), 0);
+}
+
+typedef struct {
+    async_chan_t *chan;
+    async_sem_t *sem;
+    async_mutex_t *mutex;
+    async_event_t *event;
+    int rc;
+} busy_job_t;
+
+static int chan_waiter(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    int v;
+    j->rc = async_chan_recv(j->chan, &v);
+    return 0;
+}
+
+static int sem_blocker(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_sem_acquire(j->sem);
+    return 0;
+}
+
+static int event_blocker(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_event_wait(j->event);
+    return 0;
+}
+
+static int mutex_other(void *arg, void **res)
+{
+    (void)res;
+    busy_job_t *j = arg;
+    j->rc = async_mutex_unlock(j->mutex);
+    return 0;
+}
+
+/* Freeing a primitive a task waits on is ASYNC_EBUSY and changes nothing: the
+ * waiter is released normally afterwards.  A mutex held (by anyone) cannot be
+ * freed, locking it twice is ASYNC_EBUSY, and only its owner may unlock it. */
+static int t_busy(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    busy_job_t j = {.rc = 1};
+    async_task_t t;
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
+    cr_assert_eq(async_task_spawn(NULL, chan_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_chan_free(j.chan), ASYNC_EBUSY, "a receiver waits");
+    cr_assert_eq(async_chan_close(j.chan), 0);
+    cr_assert_eq(async_chan_close(j.chan), ASYNC_EALREADY);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_ECLOSED);
+    cr_assert_eq(async_chan_free(j.chan), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_sem_new(&j.sem, 0), 0);
+    cr_assert_eq(async_task_spawn(NULL, sem_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_sem_free(j.sem), ASYNC_EBUSY, "a task waits for a permit");
+    async_sem_release(j.sem);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, 0);
+    cr_assert_eq(async_sem_free(j.sem), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_event_new(&j.event), 0);
+    cr_assert_eq(async_task_spawn(NULL, event_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_event_free(j.event), ASYNC_EBUSY, "a task waits for the event");
+    async_event_set(j.event);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, 0);
+    async_event_clear(j.event);
+    cr_assert_not(async_event_is_set(j.event));
+    cr_assert_eq(async_event_free(j.event), 0);
+
+    j.rc = 1;
+    cr_assert_eq(async_mutex_new(&j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), 0);
+    cr_assert_eq(async_mutex_lock(j.mutex), ASYNC_EBUSY, "not recursive");
+    cr_assert_eq(async_mutex_free(j.mutex), ASYNC_EBUSY, "held");
+    cr_assert_eq(async_task_spawn(NULL, mutex_other, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.rc, ASYNC_EPERM, "another task cannot unlock it");
+    cr_assert_eq(async_mutex_unlock(j.mutex), 0);
+    cr_assert_eq(async_mutex_unlock(j.mutex), ASYNC_EPERM, "no longer held");
+    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    return 0;
+}
+Test(sync, free_while_busy_and_misuse, .timeout = 10) { cr_assert_eq(test_run_task(t_busy, NULL, NULL), 0); }
+
+/* Every constructor reports an allocation failure as ASYNC_ENOMEM, at each
+ * allocation it makes, and leaves nothing allocated. */
+Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
+{
+    test_alloc_install();
+    int failures = 0;
+    for (long n = 0; n < 4; n++) {
+        async_sem_t *s;
+        async_mutex_t *m;
+        async_event_t *e;
+        test_alloc_fail_after(n);
+        int rc = async_sem_new(&s, 1);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_sem_free(s);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+        test_alloc_fail_after(n);
+        rc = async_mutex_new(&m);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_mutex_free(m);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+        test_alloc_fail_after(n);
+        rc = async_event_new(&e);
+        test_alloc_fail_after(-1);
+        if (rc == 0) async_event_free(e);
+        else {
+            cr_assert_eq(rc, ASYNC_ENOMEM);
+            failures++;
+        }
+    }
+    cr_assert_geq(failures, 3, "each constructor met a failed allocation");
     cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
     test_alloc_uninstall();
 }

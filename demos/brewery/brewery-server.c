@@ -37,6 +37,8 @@ static void usage(FILE *out)
             "  --stall-rate P      share held --stall-ms, then closed unanswered\n"
             "  --stall-ms MS       how long a stall lasts (default 30000)\n"
             "  --seed N            seed of the fault draws (default 1)\n"
+            "  --header-timeout MS a new connection must send its first request's headers by then (default 10000)\n"
+            "  --idle-timeout S    close a connection silent this long (default 30)\n"
             "  --quiet             print nothing but the listening line\n"
             "  --verbose           also print libmicrohttpd's error log\n");
 }
@@ -74,7 +76,7 @@ static int parse_rate(const char *s, double *out)
 int main(int argc, char **argv)
 {
     enum { O_PORT = 256, O_DATA, O_LATENCY, O_RATE, O_WINDOW, O_FAIL, O_FAILFIRST, O_DROP,
-           O_MALFORMED, O_STALL, O_STALLMS, O_SEED, O_QUIET, O_VERBOSE, O_HELP };
+           O_MALFORMED, O_STALL, O_STALLMS, O_SEED, O_HEADTO, O_IDLETO, O_QUIET, O_VERBOSE, O_HELP };
     static const struct option opts[] = {
         { "port", required_argument, NULL, O_PORT },
         { "data", required_argument, NULL, O_DATA },
@@ -88,13 +90,16 @@ int main(int argc, char **argv)
         { "stall-rate", required_argument, NULL, O_STALL },
         { "stall-ms", required_argument, NULL, O_STALLMS },
         { "seed", required_argument, NULL, O_SEED },
+        { "header-timeout", required_argument, NULL, O_HEADTO },
+        { "idle-timeout", required_argument, NULL, O_IDLETO },
         { "quiet", no_argument, NULL, O_QUIET },
         { "verbose", no_argument, NULL, O_VERBOSE },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
     bool quiet = false;
-    bsrv_config_t cfg = { .latency_ms = 100, .stall_ms = 30000, .rate_window_s = 60, .seed = 1 };
+    bsrv_config_t cfg = { .latency_ms = 100, .stall_ms = 30000, .rate_window_s = 60, .seed = 1,
+                          .header_timeout_ms = 10000, .idle_timeout_s = 30 };
     const char *data = NULL;
     unsigned long long v;
     int c;
@@ -130,6 +135,16 @@ int main(int argc, char **argv)
             if (parse_uint(optarg, ULONG_MAX, &v))
                 return bad(name, optarg);
             cfg.fail_first = (unsigned long)v;
+            break;
+        case O_HEADTO:
+            if (parse_uint(optarg, 3600000, &v) || v == 0)
+                return bad(name, optarg);
+            cfg.header_timeout_ms = (unsigned)v;
+            break;
+        case O_IDLETO:
+            if (parse_uint(optarg, 86400, &v) || v == 0)
+                return bad(name, optarg);
+            cfg.idle_timeout_s = (unsigned)v;
             break;
         case O_SEED:
             if (parse_uint(optarg, UINT64_MAX, &v))

@@ -1,12 +1,17 @@
 /* wordcount: worker processes count the words of their part of a text into
- * one shared table (the labs' question 5.2), four ways:
+ * one shared table (the labs' question 5.2), six ways:
  *   serial          one process, the reference counts;
  *   no lock         N processes doing `count++` on shared memory: updates get
  *                   lost when two processes increment the same word at once;
  *   lock each       N processes taking the table's lock around every update:
  *                   exact, and the lock's cost shows;
  *   local + merge   N processes counting privately, then merging under the
- *                   lock once per distinct word: exact and fast.
+ *                   lock once per distinct word: exact and fast;
+ *   dict each       N processes incrementing each word in a shared
+ *                   dictionary (async_shared_dict_t, the lectures'
+ *                   Manager().dict() with a lock, minus the proxy server);
+ *   dict merge      N processes counting privately, then merging into the
+ *                   shared dictionary once per distinct word.
  * Words are inserted into the shared table without a lock (a slot is claimed
  * with a compare-and-swap), so only the counts race.  A default text is
  * generated; --input FILE counts a user's file instead.
@@ -38,13 +43,14 @@ typedef struct slot {
     long count;
 } slot_t;
 
-enum mode { SERIAL, NO_LOCK, LOCK_EACH, LOCAL_MERGE };
+enum mode { SERIAL, NO_LOCK, LOCK_EACH, LOCAL_MERGE, DICT_EACH, DICT_MERGE };
 
 typedef struct job {
     const char *text;
     size_t len;
     unsigned workers;
     async_shared_array_t *table;
+    async_shared_dict_t *dict; /* the dictionary modes' table */
     enum mode mode;
     unsigned part;
 } job_t;
@@ -121,10 +127,33 @@ static int count_shared(void *arg, const char *w, size_t n)
     return 0;
 }
 
+static int count_dict(void *arg, const char *w, size_t n)
+{
+    counter_t *c = arg;
+    char key[MAX_WORD + 1];
+    memcpy(key, w, n);
+    key[n] = '\0';
+    return async_shared_dict_increment(c->job->dict, key, 1, NULL) ? 1 : 0;
+}
+
+/* Adds the private counts to the dictionary, one increment per distinct
+ * word (each one atomic on its own: no lock around the merge). */
+static int merge_dict(counter_t *c)
+{
+    int rc = 0;
+    for (size_t i = 0; i < LOCAL_SIZE && !rc; i++) {
+        slot_t *l = &c->local[i];
+        if (l->count) rc = async_shared_dict_increment(c->job->dict, l->word, l->count, NULL) ? 1 : 0;
+    }
+    memset(c->local, 0, LOCAL_SIZE * sizeof(slot_t));
+    return rc;
+}
+
 /* Adds the private counts to the shared table under its lock (one lock for
  * the whole merge), and empties the private table. */
 static int merge(counter_t *c)
 {
+    if (c->job->mode == DICT_MERGE) return merge_dict(c);
     int rc = 0;
     async_shared_array_lock(c->job->table);
     for (size_t i = 0; i < LOCAL_SIZE && !rc; i++) {
@@ -169,7 +198,8 @@ static int worker(void *arg)
     const char *b, *e;
     part_of(j, j->part, &b, &e);
     counter_t c = {j, async_shared_array_ptr(j->table), NULL};
-    if (j->mode != LOCAL_MERGE) return each_word(b, e, count_shared, &c);
+    if (j->mode == DICT_EACH) return each_word(b, e, count_dict, &c);
+    if (j->mode != LOCAL_MERGE && j->mode != DICT_MERGE) return each_word(b, e, count_shared, &c);
     c.local = calloc(LOCAL_SIZE, sizeof(slot_t));
     if (!c.local || each_word(b, e, count_local, &c) || merge(&c)) return 1;
     free(c.local);
@@ -182,9 +212,14 @@ static void reset_counts(slot_t *t)
 }
 
 /* Runs one mode; returns seconds, or -1 if a worker failed. */
-static double run(job_t *j, enum mode mode, unsigned workers)
+static double run(job_t *j, enum mode mode, unsigned workers, size_t distinct)
 {
     reset_counts(async_shared_array_ptr(j->table));
+    if (mode == DICT_EACH || mode == DICT_MERGE) {
+        async_shared_dict_free(j->dict);
+        j->dict = NULL;
+        if (async_shared_dict_new(&j->dict, distinct + 1, MAX_WORD, sizeof(int64_t))) return -1;
+    }
     j->mode = mode;
     j->workers = workers;
     int64_t t0 = async_now();
@@ -207,6 +242,29 @@ static double run(job_t *j, enum mode mode, unsigned workers)
         async_process_free(p[i]);
     }
     return failed ? -1 : (double)(async_now() - t0) / 1e9;
+}
+
+/* Checks the dictionary against the reference counts in the table t (whose
+ * serial run holds every word): *got the total counted, *wrong the words
+ * miscounted or missing. */
+typedef struct dict_check {
+    slot_t *t;
+    const long *ref;
+    long got, wrong, seen;
+} dict_check_t;
+
+static int check_word(const char *key, const void *value, size_t len, void *arg)
+{
+    dict_check_t *dc = arg;
+    int64_t v;
+    if (len != sizeof v) return 1;
+    memcpy(&v, value, sizeof v);
+    slot_t *s = lookup(dc->t, TABLE_SIZE, key, strlen(key));
+    if (!s) return 1;
+    dc->got += (long)v;
+    dc->wrong += v != dc->ref[s - dc->t];
+    dc->seen++;
+    return 0;
 }
 
 static long total(slot_t *t)
@@ -302,7 +360,7 @@ int main(int argc, char **argv)
     slot_t *t = async_shared_array_ptr(j.table);
     fflush(stdout);
 
-    double serial = run(&j, SERIAL, 1);
+    double serial = run(&j, SERIAL, 1, 0);
     if (serial < 0) {
         fprintf(stderr, "wordcount: the table is full (more than %zu distinct words)\n", TABLE_SIZE);
         return 1;
@@ -321,17 +379,29 @@ int main(int argc, char **argv)
      * moment, so how many updates it loses varies: run it three times. */
     static const struct { enum mode mode; const char *name; } modes[] = {
         {NO_LOCK, "no lock, run 1"}, {NO_LOCK, "no lock, run 2"}, {NO_LOCK, "no lock, run 3"},
-        {LOCK_EACH, "lock around each update"}, {LOCAL_MERGE, "local counts, merge under lock"}};
+        {LOCK_EACH, "lock around each update"}, {LOCAL_MERGE, "local counts, merge under lock"},
+        {DICT_EACH, "shared dict, increment each"}, {DICT_MERGE, "local counts, merge into dict"}};
     int rc = 0;
     double unlocked = 1e9;
-    for (int m = 0; m < 5; m++) {
-        double secs = run(&j, modes[m].mode, workers);
+    for (int m = 0; m < 7; m++) {
+        double secs = run(&j, modes[m].mode, workers, (size_t)distinct);
         if (secs < 0) {
             fprintf(stderr, "wordcount: a worker failed\n");
             return 1;
         }
-        long got = total(t), wrong = 0;
-        for (size_t i = 0; i < TABLE_SIZE; i++) wrong += t[i].count != ref[i];
+        long got = 0, wrong = 0;
+        if (modes[m].mode == DICT_EACH || modes[m].mode == DICT_MERGE) {
+            dict_check_t dc = {t, ref, 0, 0, 0};
+            if (async_shared_dict_items(j.dict, check_word, &dc)) {
+                fprintf(stderr, "wordcount: the dictionary holds a word the text lacks\n");
+                return 1;
+            }
+            got = dc.got;
+            wrong = dc.wrong + (distinct - dc.seen);
+        } else {
+            got = total(t);
+            for (size_t i = 0; i < TABLE_SIZE; i++) wrong += t[i].count != ref[i];
+        }
         char name[64];
         snprintf(name, sizeof name, "%u procs, %s", workers, modes[m].name);
         printf("%-40s %8.3f s  counted %ld", name, secs, got);
@@ -356,6 +426,7 @@ int main(int argc, char **argv)
     printf("\n");
     free(ref);
     free(owned);
+    async_shared_dict_free(j.dict);
     async_shared_array_free(j.table);
     return rc;
 }

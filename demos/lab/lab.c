@@ -1,6 +1,7 @@
 /* lab: the parallel-processing lab's CPU workloads, each run serially, on
  * threads and on processes, timed, compared, and checked to agree exactly;
- * `lab all` runs everything and writes soln.json.  See docs/lab.md. */
+ * `lab all` runs everything and writes the notebook's soln.json and the
+ * report of every figure, lab-report.json.  See docs/lab.md. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,9 @@ static const struct workload {
     {"heavy", lab_heavy, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
     {"chunks", lab_chunks, false, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
     {"workers", lab_workers, false, "1 to 2 x CPUs workers, with the Amdahl fit"},
+    {"pairs", lab_pairs, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
+    {"files", lab_files, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
+    {"scheduler", lab_scheduler, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
 };
 #define NWORK (sizeof workloads / sizeof workloads[0])
 
@@ -31,17 +35,23 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: lab WORKLOAD [options]\n\nworkloads:\n");
     for (size_t i = 0; i < NWORK; i++) fprintf(f, "  %-10s %s\n", workloads[i].name, workloads[i].what);
-    fprintf(f, "  %-10s %s\n", "all", "every workload above, then soln.json");
+    fprintf(f, "  %-10s %s\n", "all", "every workload above, then soln.json and lab-report.json");
+    fprintf(f, "  %-10s %s\n", "data", "the generated data's first values and digests (to check against numpy)");
+    fprintf(f, "  %-10s %s\n", "repr", "repr X...: each number as Python's repr prints it (soln.json's floats)");
     fprintf(f, "\noptions:\n"
                "  --mode M       serial, threads, processes or all (default all)\n"
                "  --workers N    pool size for threads and processes (default: the CPU count)\n"
                "  --scale F      multiply sizes and durations by F (default 1)\n"
                "  --quick        the same as --scale 0.1\n"
-               "  --seed S       seed for the generated data (default 20240917)\n"
+               "  --seed S       seed in [0, 2^32) for every generated data set (default: the\n"
+               "                 notebooks' seeds, 42 for normalize and 100 for howmany,\n"
+               "                 and 20240917 for the others)\n"
                "  --input FILE   read the rows from CSV (howmany, common, normalize)\n"
                "  --output FILE  write the results as CSV (howmany, common, normalize)\n"
                "  --plot DIR     write PNG charts into DIR with gnuplot (chunks, workers)\n"
-               "  --soln FILE    write the figures as JSON (default for all: soln.json)\n"
+               "  --soln FILE    write the notebook's answers as JSON (default for all: soln.json)\n"
+               "  --report FILE  every other figure as JSON (default: lab-report.json beside\n"
+               "                 the soln file)\n"
                "  --repeat N     time each run N times and keep the best (default 1;\n"
                "                 runs under 0.1 s are always timed 5 times)\n"
                "  --help         this text\n");
@@ -63,13 +73,14 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'S'}, {"input", required_argument, 0, 'i'},
         {"output", required_argument, 0, 'o'}, {"plot", required_argument, 0, 'p'},
         {"soln", required_argument, 0, 'j'}, {"repeat", required_argument, 0, 'r'},
+        {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     lab_opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (lab_opt.ncpu < 1) lab_opt.ncpu = 1;
     lab_opt.workers = (unsigned)lab_opt.ncpu;
     int c;
-    while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:R:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (!strcmp(optarg, "all")) lab_opt.modes = 7;
@@ -81,16 +92,35 @@ int main(int argc, char **argv)
         case 'w': lab_opt.workers = (unsigned)number("--workers", optarg, 1, 256); break;
         case 's': lab_opt.scale = number("--scale", optarg, 1e-4, 100); break;
         case 'q': lab_opt.scale = 0.1; break;
-        case 'S': lab_opt.seed = (uint64_t)number("--seed", optarg, 0, 9007199254740992.0); break;
+        case 'S':
+            /* numpy's legacy seeding takes 0 .. 2^32 - 1. */
+            lab_opt.seed = (uint64_t)number("--seed", optarg, 0, 4294967295.0);
+            if ((double)lab_opt.seed != strtod(optarg, NULL)) lab_die("--seed: \"%s\" is not an integer", optarg);
+            lab_opt.seed_set = true;
+            break;
         case 'i': lab_opt.input = optarg; break;
         case 'o': lab_opt.output = optarg; break;
         case 'p': lab_opt.plot_dir = optarg; break;
         case 'j': lab_opt.soln = optarg; break;
+        case 'R': lab_opt.report = optarg; break;
         case 'r': lab_opt.repeat = (unsigned)number("--repeat", optarg, 1, 100); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
+    if (optind < argc && !strcmp(argv[optind], "repr")) {
+        /* Python's repr of each argument, one a line: the float format of
+         * soln.json, exposed so that tests compare it with python3. */
+        for (int i = optind + 1; i < argc; i++) {
+            char *end, buf[40];
+            double x = strtod(argv[i], &end);
+            if (!*argv[i] || *end) lab_die("repr: \"%s\" is not a number", argv[i]);
+            lab_py_float(x, buf, sizeof buf);
+            printf("%s\n", buf);
+        }
+        return 0;
+    }
+    if (optind == argc - 1 && !strcmp(argv[optind], "data")) return lab_data();
     if (optind != argc - 1) {
         usage(stderr);
         return 2;
@@ -119,5 +149,6 @@ int main(int argc, char **argv)
     json_decref(lab_prob1);
     json_decref(lab_prob2);
     json_decref(lab_prob3);
+    json_decref(lab_prob2_detail);
     return 0;
 }

@@ -40,6 +40,9 @@ enum {
     ASYNC_ETIMEDOUT  = -ETIMEDOUT,  /* a deadline passed */
     ASYNC_ECANCELED  = -ECANCELED,  /* the caller or its task was cancelled */
     ASYNC_EOWNERDEAD = -EOWNERDEAD, /* got a lock whose holder died */
+    ASYNC_EMFILE     = -EMFILE,     /* out of descriptors: the process's RLIMIT_NOFILE */
+    ASYNC_ENFILE     = -ENFILE,     /* out of descriptors: the system's file table */
+    ASYNC_ENOENT     = -ENOENT,     /* no such entry: a missing key */
 
     /* libasync's own codes, below every errno value. */
     ASYNC_ECLOSED     = -1001, /* the channel, queue or executor is closed */

@@ -140,7 +140,8 @@ typedef struct async_executor_opts {
  * Errors: ASYNC_EINVAL (unknown backend), ASYNC_ENOTSUP (backend not built
  * in: ASYNC_BACKEND_MPI needs libasync-mpi and async_mpi_init, see
  * async/mpi.h), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or
- * process). */
+ * process), ASYNC_EMFILE / ASYNC_ENFILE (the process backend found no free
+ * descriptor for its shared memory or its fork server's socket). */
 ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts);
 
 /* The pool's worker count and backend. */

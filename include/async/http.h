@@ -19,7 +19,11 @@
  * Every finished request yields an async_http_response_t, also when it
  * failed: its `error` says how (ASYNC_ECURL with curl's own message,
  * ASYNC_EHTTP with the status, ASYNC_ETIMEDOUT, ASYNC_EJSON with line and
- * column, ...) and `errmsg` says it in words. */
+ * column, ASYNC_EMFILE or ASYNC_ENFILE when no socket could be opened because
+ * descriptors ran out, ...) and `errmsg` says it in words.  Descriptor
+ * exhaustion is a transient failure like a refused connection: retried when
+ * the request allows retries, and reported as ASYNC_EMFILE, never as
+ * "Couldn't connect", when the last attempt still had no socket. */
 #ifndef ASYNC_HTTP_H
 #define ASYNC_HTTP_H
 
@@ -35,6 +39,14 @@ struct json_t; /* jansson's json_t */
 typedef struct async_http async_http_t;
 
 /* Client options.  Zero fields take the default shown. */
+/* The longest Retry-After the client will wait for, in seconds (a year).
+ * A 429 or 503 whose Retry-After (delay-seconds, or an HTTP-date) lies
+ * further ahead, however large the number, is never retried sooner than
+ * asked: it is returned as the response, as one longer than retry_max_ns
+ * is.  Retry-After: 0, a date in the past or an unreadable value gives the
+ * ordinary backoff. */
+#define ASYNC_HTTP_RETRY_AFTER_MAX ((int64_t)366 * 24 * 3600)
+
 typedef struct async_http_opts {
     long max_connections;      /* open connections in all; 0: unlimited */
     long max_host_connections; /* to one host; 0: unlimited */
@@ -42,7 +54,9 @@ typedef struct async_http_opts {
     unsigned rate_burst;       /* starts allowed back to back; 0: 1 */
     int max_retries;           /* extra attempts after a transient failure; 0: none */
     int64_t retry_base_ns;     /* first backoff; 0: 100 ms.  Doubles each retry */
-    int64_t retry_max_ns;      /* cap on one backoff and on Retry-After; 0: 30 s */
+    int64_t retry_max_ns;      /* cap on one backoff and on Retry-After; 0: 30 s.
+                                  A Retry-After longer than this is not waited
+                                  for: the 429 or 503 is the response */
     int64_t timeout_ns;        /* per attempt, whole transfer; 0: 30 s; <0: none */
     int64_t connect_timeout_ns;/* per attempt, connecting; 0: 10 s; <0: none */
     bool no_http2;             /* true: never multiplex over HTTP/2 */
@@ -106,7 +120,9 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * process; such a client must not be used from tasks of another loop.
  * opts may be NULL.  Errors: ASYNC_EINVAL (a negative limit or rate),
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
- * loop those of async_loop_new. */
+ * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
+ * descriptors run out).  A client on a given loop needs no descriptor of its
+ * own until a request opens a socket. */
 ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
                              async_http_t **out);
 
@@ -130,7 +146,8 @@ ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *re
  * task sleeps while others run; from outside any task on a client with a
  * private loop the call runs that loop until done.  Returns the response's
  * error (0 for a 2xx status after redirects and retries; ASYNC_EHTTP,
- * ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out attempt, ASYNC_ECANCELED when
+ * ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out attempt, ASYNC_EMFILE or
+ * ASYNC_ENFILE when no socket could be opened, ASYNC_ECANCELED when
  * the client is freed meanwhile, ...); *out receives the response whenever
  * one exists, also on failure, and the caller frees it.  *out is NULL on
  * ASYNC_EINVAL (bad request, as async_http_send), ASYNC_ENOMEM,

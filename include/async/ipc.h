@@ -1,5 +1,5 @@
 /* Process-shared IPC: shared memory, a message queue, message pipes, shared
- * values and arrays, and locks, semaphores, events, conditions and barriers
+ * values, arrays and a dictionary, and locks, semaphores, events, conditions and barriers
  * that work between processes (Python's multiprocessing toolbox, for C).
  *
  * Sharing model.  Every object below except the pipe lives in its own shared
@@ -25,9 +25,8 @@
  * are robust: when a process dies holding one, the next locker gets it with
  * ASYNC_EOWNERDEAD (the lock is then held and usable again; repair the state it
  * protects).  Semaphores, events, conditions and barriers repair their own
- * internal state the same way and never report it.  A process that dies in
- * the middle of a queue put can leave that one slot unpublished, which stalls
- * the queue's readers at that slot: kill producers only after closing. */
+ * internal state the same way and never report it.  The queue survives the
+ * death of any producer or consumer at any point (see below). */
 #ifndef ASYNC_IPC_H
 #define ASYNC_IPC_H
 
@@ -68,7 +67,18 @@ ASYNC_API void async_shm_free(async_shm_t *shm);
 /* A bounded multi-producer multi-consumer FIFO of byte messages between
  * processes.  Each message is 0 to max_msg bytes.  Items put by one producer
  * are got in the order it put them.  Waiting is cheap: a put or get only makes
- * a system call when the other side is asleep waiting for it. */
+ * a system call when the other side is asleep waiting for it (or, briefly,
+ * when two processes reach the queue's lock at the same moment).
+ *
+ * Death of a peer.  Any producer or consumer may be killed (even SIGKILL) at
+ * any instruction, also while inside put or get: the queue stays usable by
+ * everyone else, and at most the one message in the dead process's hands is
+ * lost.  A put in progress either took effect or left no trace; a get in
+ * progress either left the message in the queue for the next getter or took
+ * it (then it is gone with the dead process).  No message is ever got twice.
+ * A process stopped (SIGSTOP, a debugger) inside put or get holds up the
+ * others until it continues or dies.  On a JOINABLE queue, a message lost
+ * with a dead consumer is never marked done: join_dl with a deadline. */
 typedef struct async_ipc_queue async_ipc_queue_t;
 
 #define ASYNC_IPC_QUEUE_JOINABLE 1u /* count unfinished items: task_done/join */
@@ -320,6 +330,90 @@ ASYNC_API int async_shared_array_get(async_shared_array_t *a, size_t index, void
 ASYNC_API int async_shared_array_set(async_shared_array_t *a, size_t index, const void *in);
 ASYNC_API int async_shared_array_lock(async_shared_array_t *a);
 ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
+
+/* --- the shared dictionary ------------------------------------------------- */
+
+
+/* A dictionary from string keys to byte values in shared memory, for every
+ * process that inherits it (Python's Manager().dict(), without the proxy
+ * server: each call works on the shared memory directly).  Keys are
+ * NUL-terminated strings of at most max_key bytes; values are 0 to max_value
+ * bytes; it holds at most capacity keys.  Every call is atomic with respect
+ * to the others, from any number of processes and threads: each takes the
+ * dictionary's robust lock for its duration.
+ *
+ * Death of a writer.  A process killed at any point inside set, update,
+ * increment or delete leaves the dictionary exactly as before that call or
+ * exactly as after it: an update of many keys is all or nothing.  The next
+ * caller repairs it (in time proportional to the table's size) and goes on;
+ * nobody sees an error for it.  A process stopped inside a call holds up the
+ * others until it continues or dies.  Deleted keys leave tombstones that
+ * lengthen lookups until their slots are reused by new keys. */
+typedef struct async_shared_dict async_shared_dict_t;
+
+typedef struct async_shared_dict_item {
+    const char *key;
+    const void *value;
+    size_t len;
+} async_shared_dict_item_t;
+
+/* Called by items for each key; a non-zero return stops the walk and is
+ * returned by items.  key and value point into the shared table and are
+ * valid only during the call. */
+typedef int (*async_shared_dict_cb)(const char *key, const void *value, size_t len, void *arg);
+
+/* Creates an empty dictionary (its table takes 4 to 8 times
+ * capacity * (max_key + max_value + 32) bytes of shared address space, the
+ * pages touched only as keys land in them).  Errors: ASYNC_EINVAL (out NULL, capacity 0 or above
+ * 2^28, max_key 0 or above 65535, max_value above 1 GiB), ASYNC_ENOMEM. */
+ASYNC_API int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max_key,
+                                    size_t max_value);
+
+/* Unmaps this process's view.  NULL is ignored. */
+ASYNC_API void async_shared_dict_free(async_shared_dict_t *d);
+
+/* Sets key to a copy of the len bytes at value (inserting it if new).
+ * Errors: ASYNC_EINVAL (key NULL or longer than max_key, len > max_value,
+ * value NULL with len > 0), ASYNC_EFULL (a new key, and capacity keys are
+ * already there). */
+ASYNC_API int async_shared_dict_set(async_shared_dict_t *d, const char *key, const void *value,
+                                    size_t len);
+
+/* Sets every item, in order (a later duplicate key wins), as one change: all
+ * or nothing.  Errors: as set, for any item (then nothing is changed);
+ * ASYNC_EINVAL also for items NULL with n > 0. */
+ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
+                                       const async_shared_dict_item_t *items, size_t n);
+
+/* Copies key's value into buf (cap bytes; buf may be NULL when cap is 0) and
+ * its length into *len (OUT, may be NULL).  Errors: ASYNC_ENOENT (no such
+ * key), ASYNC_EINVAL (bad key, or the value is longer than cap: *len is then
+ * set and nothing is copied; call again with room). */
+ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf,
+                                    size_t cap, size_t *len);
+
+/* Adds delta to key's value, an int64_t in native byte order, creating it
+ * as 0 + delta if absent, and gives the new value in *out (OUT, may be NULL).
+ * Errors: ASYNC_EINVAL (bad key, max_value below 8, the value is not 8 bytes,
+ * or the sum overflows: the value is then unchanged), ASYNC_EFULL (a new key
+ * and no room). */
+ASYNC_API int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t delta,
+                                          int64_t *out);
+
+/* Removes key.  Errors: ASYNC_EINVAL (bad key), ASYNC_ENOENT (no such key). */
+ASYNC_API int async_shared_dict_delete(async_shared_dict_t *d, const char *key);
+
+/* Calls cb for every key and its value, in no particular order, as one
+ * consistent snapshot: the lock is held throughout, so keep cb short and do
+ * not call this dictionary from it (such calls fail with ASYNC_EALREADY).
+ * Returns 0 after the last key, or cb's first non-zero return.  Errors:
+ * ASYNC_EINVAL (cb NULL), ASYNC_EALREADY (called from a cb). */
+ASYNC_API int async_shared_dict_items(async_shared_dict_t *d, async_shared_dict_cb cb, void *arg);
+
+/* The number of keys now (0 when called from an items callback), and the
+ * capacity. */
+ASYNC_API size_t async_shared_dict_len(async_shared_dict_t *d);
+ASYNC_API size_t async_shared_dict_capacity(const async_shared_dict_t *d);
 
 #ifdef __cplusplus
 }

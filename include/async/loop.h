@@ -23,12 +23,18 @@ typedef enum async_run_mode {
     ASYNC_RUN_NOWAIT,      /* one iteration; never block */
 } async_run_mode_t;
 
-/* Creates a loop over a new libev loop.  *out is set only on success.
- * Errors: ASYNC_ENOMEM, ASYNC_EIO (libev could not create its backend). */
+/* Creates a loop over a new libev loop (epoll where libev has it).  *out is
+ * set only on success.  The loop keeps two descriptors (epoll and libev's
+ * eventfd) and needs two more free while it is built.
+ * Errors: ASYNC_ENOMEM, ASYNC_EMFILE or ASYNC_ENFILE (descriptors ran out:
+ * nothing is left open), ASYNC_EIO (libev could not create its backend).
+ * The first loop installs libev's process-wide allocator and syserr callback
+ * (ev_set_allocator, ev_set_syserr_cb); a program must not replace them. */
 ASYNC_API int async_loop_new(async_loop_t **out);
 
 /* A loop over libev's default loop, created on first use; the same object is
- * returned until it is freed.  Errors: as async_loop_new. */
+ * returned until it is freed.  libev's default loop, once made, keeps its
+ * descriptors for the life of the process.  Errors: as async_loop_new. */
 ASYNC_API int async_loop_default(async_loop_t **out);
 
 /* Frees the loop.  Posted functions still queued run first, on this thread

@@ -6,7 +6,9 @@
  * No zombies: a child is reaped by join, by is_alive once it has ended, or by
  * free (which kills it first if it still runs).  Joining from inside a
  * libasync task waits through the loop, so the loop's other tasks keep
- * running.  Deadlines are absolute async_now() times. */
+ * running.  Deadlines are absolute async_now() times.  A child spawned as a
+ * daemon (async_process_spawn_opts) is killed by the kernel when its parent
+ * exits, however it exits, so it is never left running as an orphan. */
 #ifndef ASYNC_PROCESS_H
 #define ASYNC_PROCESS_H
 
@@ -32,6 +34,23 @@ typedef int (*async_process_fn)(void *arg);
  * Errors: ASYNC_EINVAL (fn or out NULL), ASYNC_ENOMEM, or the system's -errno
  * from fork (EAGAIN: too many processes). */
 ASYNC_API int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg);
+
+/* Options for async_process_spawn_opts; zero-initialise, then set. */
+typedef struct async_process_opts {
+    /* Kill the child (SIGKILL) when the parent exits, for whatever reason,
+     * SIGKILL included (Python's Process(daemon=True), but enforced by the
+     * kernel: PR_SET_PDEATHSIG).  Precisely, the kernel sends it when the
+     * thread that called spawn exits: spawn daemons from the main thread, or
+     * from a thread that lives as long as they should.  A parent that dies
+     * before the child has set this up is caught too: the child then exits
+     * with code 127 without running fn. */
+    bool daemon;
+} async_process_opts_t;
+
+/* As async_process_spawn, with options (opts NULL: the defaults, which is
+ * async_process_spawn).  Same errors. */
+ASYNC_API int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *arg,
+                                       const async_process_opts_t *opts);
 
 /* The child's process id. */
 ASYNC_API int async_process_pid(const async_process_t *p);

@@ -49,7 +49,15 @@ typedef struct async_task_opts {
  * (may be NULL) receives the handle on success.  opts may be NULL.
  * Errors: ASYNC_ENOLOOP (loop NULL and no loop runs here), ASYNC_EWRONGLOOP
  * (the loop is running on another thread: post instead), ASYNC_EINVAL
- * (fn NULL, or stack_size too large), ASYNC_ENOMEM. */
+ * (fn NULL, or stack_size too large), ASYNC_ENOMEM (no memory for the task,
+ * its stack, or libev's share of it).
+ *
+ * Memory: libev aborts the process when it cannot allocate, so spawn secures
+ * libev's share up front: the library keeps a reserve of untouched address
+ * space (256 KiB plus 128 bytes per live task in the process) that libev's
+ * allocator spends when malloc fails, and spawn fails with ASYNC_ENOMEM when
+ * the reserve cannot grow to match.  The tasks already spawned then run to
+ * their end; what to do next is the program's choice. */
 ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
                                const async_task_opts_t *opts, async_task_t *out);
 

@@ -3,9 +3,9 @@
  * uv_queue_work; map of the lab's howmany_within_range and the lab's sum of
  * squares against serial C; the lab's I/O-like task (sleep 0.1 s) x 20 on 4
  * workers against the ideal 0.5 s; and Python's ThreadPoolExecutor and
- * multiprocessing.Pool on the same jobs, from peer-executor.py.  Every timed
- * figure is the best of a few repetitions, for ours and the baselines alike.
- * One figure per line. */
+ * multiprocessing.Pool on the same jobs, from peer-executor.py.  Every figure
+ * is measured once a round, ours and the baselines alternating, and prints as
+ * median (min-max) over the rounds. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +15,12 @@
 #include <async.h>
 #include <async/future.h>
 #include <async/executor.h>
+#include "rounds.h"
 
-#define REPS 5
 /* The maps are short (a few ms), and on this VM a worker that slept may take
- * a millisecond or more to get a CPU back; more tries find the undisturbed
- * figure, for the serial loop and the map alike. */
-#define MAP_REPS 20
+ * a millisecond or more to get a CPU back: within a round, serial and map
+ * alternate MAP_TRIES times and the round keeps the best of each. */
+#define MAP_TRIES 5
 
 static double best(double a, double b) { return a < b ? a : b; }
 
@@ -117,16 +117,24 @@ static double ours_round_trip(async_executor_t *ex)
     return (double)(async_now() - t0) / TRIPS;
 }
 
+/* As libuv's users run one job at a time: the loop runs once, and each
+ * job's after-work callback queues the next. */
+static long uv_trips_left;
+static void uv_after_next(uv_work_t *req, int status)
+{
+    (void)status;
+    if (--uv_trips_left > 0) uv_queue_work(req->loop, req, uv_work, uv_after_next);
+}
+
 static double uv_round_trip(uv_loop_t *loop)
 {
     uv_work_t req;
     int out;
     req.data = &out;
+    uv_trips_left = TRIPS;
     int64_t t0 = async_now();
-    for (int i = 0; i < TRIPS; i++) {
-        uv_queue_work(loop, &req, uv_work, uv_after);
-        uv_run(loop, UV_RUN_DEFAULT);
-    }
+    uv_queue_work(loop, &req, uv_work, uv_after_next);
+    uv_run(loop, UV_RUN_DEFAULT);
     return (double)(async_now() - t0) / TRIPS;
 }
 
@@ -246,120 +254,111 @@ static double sleeps(void)
     return dt;
 }
 
-/* --- Python, from peer-executor.py ------------------------------------------ */
+/* --- the rounds ---------------------------------------------------------- */
 
-static char py[8192];
+typedef struct data {
+    row_t *rows;
+    int *out;
+    uint64_t squares_n;
+} data_t;
 
-static void peer_run(void)
+static void ours_round(uv_loop_t *loop, data_t *d)
 {
-    FILE *f = popen("python3 tests/bench/peer-executor.py 2>/dev/null", "r");
-    size_t n = f ? fread(py, 1, sizeof py - 1, f) : 0;
-    if (f) pclose(f);
-    py[n] = 0;
+    async_executor_t *ex = pool(2);
+    bench_add("per-task overhead, 200,000 trivial tasks, 2 threads", "us", ours_overhead(ex) / 1e3);
+    bench_add("per-task overhead, libuv uv_queue_work, 2 threads (baseline)", "us", uv_overhead(loop) / 1e3);
+    bench_add("per-task overhead, the same with submit_batch (256 a call)", "us", ours_overhead_batch(ex) / 1e3);
+    bench_add("round trip, one task at a time", "us", ours_round_trip(ex) / 1e3);
+    bench_add("round trip, libuv, next job queued from the after-work callback (baseline)", "us",
+              uv_round_trip(loop) / 1e3);
+
+    long t_serial = 0, t_map = 0;
+    double sv = 1e9, mv = 1e9, hv = 1e9;
+    async_executor_t *helped = pool_opts(2, true);
+    for (int r = 0; r < MAP_TRIES; r++) {
+        sv = best(sv, serial_howmany(d->rows, d->out, &t_serial));
+        mv = best(mv, map_howmany(ex, d->rows, d->out, &t_map));
+        if (t_serial != t_map) bench_note("howmany_within_range: RESULTS DIFFER (%ld vs %ld)", t_serial, t_map);
+        hv = best(hv, map_howmany(helped, d->rows, d->out, &t_map));
+    }
+    async_executor_free(helped);
+    bench_add("howmany_within_range, 1,000,000 rows, serial C", "ms", sv * 1e3);
+    bench_add("howmany_within_range, 1,000,000 rows, map on 2 threads", "ms", mv * 1e3);
+    bench_add("howmany_within_range, map on 2 threads + the calling thread (caller_runs)", "ms", hv * 1e3);
+
+    uint64_t ns[8], c_serial = 0, c_map = 0;
+    for (int i = 0; i < 8; i++) ns[i] = d->squares_n;
+    sv = mv = 1e9;
+    for (int r = 0; r < MAP_TRIES; r++) {
+        sv = best(sv, serial_squares(ns, 8, &c_serial));
+        mv = best(mv, map_squares(ex, ns, 8, &c_map));
+    }
+    /* A folded loop would not grow with n: time 10x the work once to check. */
+    uint64_t big[8], c_big;
+    for (int i = 0; i < 8; i++) big[i] = d->squares_n * 10;
+    double s10 = serial_squares(big, 8, &c_big);
+    if (c_serial != c_map || c_big == c_serial) bench_note("sum of squares: RESULTS DIFFER");
+    bench_add("sum of squares, 8 x n, serial C", "ms", sv * 1e3);
+    bench_add("sum of squares, 8 x n, map on 2 threads", "ms", mv * 1e3);
+    bench_add("sum of squares, serial C at 10x n over 1x n (about 10 for a real loop)", "x", s10 / sv);
+    async_executor_free(ex);
+
+    bench_add("sleep 0.1 s x 20 on 4 threads (ideal 0.500)", "s", sleeps());
 }
 
-static double peer(const char *name)
+static void python_round(void)
 {
-    char key[128];
-    snprintf(key, sizeof key, "%s ", name);
-    const char *p = strstr(py, key);
-    return p ? atof(p + strlen(key)) : -1;
+    static char py[8192];
+    bench_peer_run(BENCH_PYTHON " tests/bench/peer-executor.py 2>/dev/null", py, sizeof py);
+    bench_add("per-task overhead, Python ThreadPoolExecutor(2) (50,000 tasks)", "us",
+              bench_peer_value(py, "tpe_overhead_us"));
+    bench_add("round trip, Python ThreadPoolExecutor submit + result", "us",
+              bench_peer_value(py, "tpe_round_trip_us"));
+    bench_add("howmany_within_range, Python serial (200,000 rows)", "s", bench_peer_value(py, "howmany_serial_s"));
+    bench_add("howmany_within_range, Python Pool(2).map (200,000 rows)", "s", bench_peer_value(py, "howmany_pool_s"));
+    bench_add("sum of squares, Python serial", "s", bench_peer_value(py, "squares_serial_s"));
+    bench_add("sum of squares, Python Pool(2).map", "s", bench_peer_value(py, "squares_pool_s"));
+    bench_add("sleep 0.1 s x 20, Python ThreadPoolExecutor(4)", "s", bench_peer_value(py, "sleep_tpe_s"));
 }
 
 int main(int argc, char **argv)
 {
     /* libuv sizes its pool once, from the environment, on first use. */
     setenv("UV_THREADPOOL_SIZE", "2", 1);
-    uint64_t squares_n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
-    peer_run();
-    double load[1] = {0};
-    if (getloadavg(load, 1) == 1)
-        printf("machine load average at start (2 cores; others' jobs skew parallel figures): %.2f\n",
-               load[0]);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    data_t d = {.squares_n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000};
+    bench_start("bench-executor");
+    bench_note("sum of squares: n = %llu", (unsigned long long)d.squares_n);
+
+    /* howmany_within_range over 1,000,000 rows of 5 ints in [0, 10). */
+    d.rows = malloc(ROWS * sizeof *d.rows);
+    d.out = malloc(ROWS * sizeof *d.out);
+    srand(1);
+    for (long i = 0; i < ROWS; i++)
+        for (int k = 0; k < 5; k++) d.rows[i].v[k] = rand() % 10;
 
     uv_loop_t loop;
     uv_loop_init(&loop);
-    async_executor_t *ex = pool(2);
-    double ours = 1e9, uv = 1e9, batch = 1e9;
-    for (int r = 0; r < REPS; r++) {
-        ours = best(ours, ours_overhead(ex));
-        uv = best(uv, uv_overhead(&loop));
-        batch = best(batch, ours_overhead_batch(ex));
+    for (int r = 0; r < bench_rounds(); r++) {
+        ours_round(&loop, &d);
+        python_round();
     }
-    printf("per-task overhead, 200,000 trivial tasks, 2 threads: %.3f us\n", ours / 1e3);
-    printf("per-task overhead, the same with submit_batch (256 a call): %.3f us\n", batch / 1e3);
-    printf("per-task overhead, libuv uv_queue_work, 2 threads: %.3f us\n", uv / 1e3);
-    printf("per-task overhead, Python ThreadPoolExecutor(2) (50,000 tasks): %.3f us\n",
-           peer("tpe_overhead_us"));
-    printf("per-task overhead, speedup over libuv: %.2fx\n", uv / ours);
-
-    ours = uv = 1e9;
-    for (int r = 0; r < REPS; r++) {
-        ours = best(ours, ours_round_trip(ex));
-        uv = best(uv, uv_round_trip(&loop));
-    }
-    printf("round trip, one task at a time: %.2f us\n", ours / 1e3);
-    printf("round trip, libuv uv_queue_work + uv_run: %.2f us\n", uv / 1e3);
-    printf("round trip, Python ThreadPoolExecutor submit + result: %.2f us\n", peer("tpe_round_trip_us"));
     uv_loop_close(&loop);
-    async_executor_free(ex);
-    ex = pool(2);
+    free(d.rows);
+    free(d.out);
 
-    /* howmany_within_range over 1,000,000 rows of 5 ints in [0, 10). */
-    row_t *rows = malloc(ROWS * sizeof *rows);
-    int *out = malloc(ROWS * sizeof *out);
-    srand(1);
-    for (long i = 0; i < ROWS; i++)
-        for (int k = 0; k < 5; k++) rows[i].v[k] = rand() % 10;
-    long t_serial = 0, t_map = 0;
-    double s = 1e9, m = 1e9;
-    for (int r = 0; r < MAP_REPS; r++) {
-        s = best(s, serial_howmany(rows, out, &t_serial));
-        m = best(m, map_howmany(ex, rows, out, &t_map));
-    }
-    if (t_serial != t_map) printf("howmany_within_range: RESULTS DIFFER (%ld vs %ld)\n", t_serial, t_map);
-    printf("howmany_within_range, 1,000,000 rows, serial C: %.2f ms\n", s * 1e3);
-    printf("howmany_within_range, 1,000,000 rows, map on 2 threads: %.2f ms\n", m * 1e3);
-    printf("howmany_within_range, map speedup over serial C: %.2fx\n", s / m);
-    {
-        async_executor_t *helped = pool_opts(2, true);
-        double mh = 1e9;
-        for (int r = 0; r < MAP_REPS; r++) mh = best(mh, map_howmany(helped, rows, out, &t_map));
-        async_executor_free(helped);
-        printf("howmany_within_range, map on 2 threads + the calling thread (caller_runs): %.2f ms, %.2fx\n",
-               mh * 1e3, s / mh);
-    }
-    printf("howmany_within_range, Python serial (%.0f rows): %.3f s\n", peer("howmany_rows"),
-           peer("howmany_serial_s"));
-    printf("howmany_within_range, Python Pool(2).map (%.0f rows): %.3f s\n", peer("howmany_rows"),
-           peer("howmany_pool_s"));
-    free(rows);
-    free(out);
-
-    /* Sum of squares, 8 tasks of n (default 1,000,000, read at run time). */
-    uint64_t ns[8], c_serial = 0, c_map = 0;
-    for (int i = 0; i < 8; i++) ns[i] = squares_n;
-    s = m = 1e9;
-    for (int r = 0; r < MAP_REPS; r++) {
-        s = best(s, serial_squares(ns, 8, &c_serial));
-        m = best(m, map_squares(ex, ns, 8, &c_map));
-    }
-    /* A folded loop would not grow with n: time 10x the work once to check. */
-    uint64_t big[8], c_big;
-    for (int i = 0; i < 8; i++) big[i] = squares_n * 10;
-    double s10 = serial_squares(big, 8, &c_big);
-    if (c_serial != c_map || c_big == c_serial) printf("sum of squares: RESULTS DIFFER\n");
-    printf("sum of squares, 8 x n=%lld, serial C: %.2f ms\n", (long long)squares_n, s * 1e3);
-    printf("sum of squares, 8 x n=%lld, map on 2 threads: %.2f ms\n", (long long)squares_n, m * 1e3);
-    printf("sum of squares, speedup over serial C: %.2fx\n", s / m);
-    printf("sum of squares, serial C at 10x n takes %.1fx as long (a loop, not a formula)\n", s10 / s);
-    printf("sum of squares, Python serial: %.3f s\n", peer("squares_serial_s"));
-    printf("sum of squares, Python Pool(2).map: %.3f s\n", peer("squares_pool_s"));
-    async_executor_free(ex);
-
-    double sl = 1e9;
-    for (int r = 0; r < 3; r++) sl = best(sl, sleeps());
-    printf("sleep 0.1 s x 20 on 4 threads (best of 3): %.3f s (ideal 0.500)\n", sl);
-    printf("sleep 0.1 s x 20, Python ThreadPoolExecutor(4): %.3f s\n", peer("sleep_tpe_s"));
+    bench_ratio("per-task overhead, speedup over libuv", "per-task overhead, libuv uv_queue_work, 2 threads (baseline)",
+                "per-task overhead, 200,000 trivial tasks, 2 threads");
+    bench_ratio("round trip, speedup over libuv",
+                "round trip, libuv, next job queued from the after-work callback (baseline)",
+                "round trip, one task at a time");
+    bench_ratio("howmany_within_range, map speedup over serial C", "howmany_within_range, 1,000,000 rows, serial C",
+                "howmany_within_range, 1,000,000 rows, map on 2 threads");
+    bench_ratio("howmany_within_range, caller_runs speedup over serial C",
+                "howmany_within_range, 1,000,000 rows, serial C",
+                "howmany_within_range, map on 2 threads + the calling thread (caller_runs)");
+    bench_ratio("sum of squares, speedup over serial C", "sum of squares, 8 x n, serial C",
+                "sum of squares, 8 x n, map on 2 threads");
+    bench_print();
     return 0;
 }

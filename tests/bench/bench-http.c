@@ -14,7 +14,9 @@
  *  4. 10,000 requests in flight at once against 1 s of latency: wall time and
  *     peak RSS (in a child process, so the figure is the client's own).
  *
- * Run from the source root (make bench does). */
+ * Each figure is measured once a round, the clients alternating within the
+ * round, and prints as median (min-max) over the rounds.  Run from the
+ * source root (make bench does). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -33,6 +35,7 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
+#include "rounds.h"
 
 #define SERVER ASYNC_OUT_DIR "/demos/brewery/brewery-server"
 #define DEMO ASYNC_OUT_DIR "/demos/brewery/brewery"
@@ -164,7 +167,7 @@ static int run_capture(const char *cmd, char *out, size_t len)
 
 static void brewery(const char *label, const char *states, unsigned port)
 {
-    char cmd[1024], out[8192], json_path[] = "/tmp/bench-http-XXXXXX";
+    char cmd[1024], out[8192], json_path[] = "/tmp/bench-http-XXXXXX", name[160];
     int fd = mkstemp(json_path);
     if (fd >= 0) close(fd);
     snprintf(cmd, sizeof cmd,
@@ -172,7 +175,7 @@ static void brewery(const char *label, const char *states, unsigned port)
              "--retries 0 2>/dev/null",
              DEMO, states, port, json_path);
     if (run_capture(cmd, out, sizeof out) != 0) {
-        printf("%s-demo: failed\n", label);
+        bench_note("%s: the demo failed this round", label);
         unlink(json_path);
         return;
     }
@@ -180,14 +183,12 @@ static void brewery(const char *label, const char *states, unsigned port)
     json_t *j = json_load_file(json_path, 0, &e);
     unlink(json_path);
     json_t *modes = json_object_get(j, "modes");
-    const char *name;
+    const char *mode;
     json_t *m;
-    double async_s = 0;
     long max_pages = 0;
-    json_object_foreach(modes, name, m) {
-        double s = json_real_value(json_object_get(m, "seconds"));
-        printf("%s-%s: %.3f s\n", label, name, s);
-        if (strcmp(name, "async") == 0) async_s = s;
+    json_object_foreach(modes, mode, m) {
+        snprintf(name, sizeof name, "%s, %s", label, mode);
+        bench_add(name, "s", json_real_value(json_object_get(m, "seconds")));
         const char *st;
         json_t *cnt;
         json_object_foreach(json_object_get(m, "counts"), st, cnt) {
@@ -196,21 +197,18 @@ static void brewery(const char *label, const char *states, unsigned port)
         }
     }
     json_decref(j);
-    double critical = (double)max_pages * 0.100;
-    printf("%s-longest-page-chain: %ld pages\n", label, max_pages);
-    printf("%s-critical-path: %.3f s\n", label, critical);
-    printf("%s-goal-critical-path-plus-10ms: %.3f s\n", label, critical + 0.010);
-    if (async_s > 0)
-        printf("%s-async-over-goal: %+.1f %%\n", label,
-               (async_s - (critical + 0.010)) / (critical + 0.010) * 100.0);
-    snprintf(cmd, sizeof cmd, "python3 %s --base-url http://127.0.0.1:%u/v1 --states %s", PEER,
-             port, states);
-    if (run_capture(cmd, out, sizeof out) == 0) {
-        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
-            if (strncmp(line, "python-", 7) == 0 && !strstr(line, "counts"))
-                printf("%s-%s\n", label, line);
-    } else {
-        printf("%s-python: failed\n", label);
+    /* The floor: the longest chain of pages one state needs, one latency
+     * each, plus 10 ms of slack. */
+    snprintf(name, sizeof name, "%s, goal: critical path (%ld pages x 100 ms) + 10 ms", label, max_pages);
+    bench_add(name, "s", (double)max_pages * 0.100 + 0.010);
+    snprintf(cmd, sizeof cmd, BENCH_PYTHON " %s --base-url http://127.0.0.1:%u/v1 --states %s", PEER, port,
+             states);
+    int rc = run_capture(cmd, out, sizeof out);
+    static const char *const peers[] = {"python-serial:", "python-async:"};
+    for (int i = 0; i < 2; i++) {
+        const char *p = rc == 0 ? strstr(out, peers[i]) : NULL;
+        snprintf(name, sizeof name, "%s, Python %s", label, i ? "asyncio + threads" : "serial requests");
+        bench_add(name, "s", p ? atof(p + strlen(peers[i])) : -1);
     }
 }
 
@@ -298,13 +296,14 @@ static double tp_bare(const char *url, int *failed)
     return THROUGHPUT_N / dt;
 }
 
-static double tp_curl_tool(const char *url)
+/* `curl --parallel` over n URLs: seconds for the whole command. */
+static double curl_tool_s(const char *url, int n)
 {
     char cfg[] = "/tmp/bench-http-curl-XXXXXX";
     int fd = mkstemp(cfg);
-    if (fd < 0) return 0;
+    if (fd < 0) return -1;
     FILE *f = fdopen(fd, "w");
-    for (int i = 0; i < THROUGHPUT_N; i++) fprintf(f, "url = \"%s\"\noutput = \"/dev/null\"\n", url);
+    for (int i = 0; i < n; i++) fprintf(f, "url = \"%s\"\noutput = \"/dev/null\"\n", url);
     fclose(f);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "curl -s --no-progress-meter -Z --parallel-max %d -K %s 2>/dev/null", PARALLEL, cfg);
@@ -312,7 +311,18 @@ static double tp_curl_tool(const char *url)
     int rc = system(cmd);
     double dt = now_s() - t0;
     unlink(cfg);
-    return rc == 0 ? THROUGHPUT_N / dt : 0;
+    return rc == 0 ? dt : -1;
+}
+
+/* The curl tool's transfer rate without its process start: the same
+ * command over one URL costs the start (exec, config, one request), and
+ * the rest is the transfer of the other n - 1. */
+static double tp_curl_tool(const char *url, double *start_s)
+{
+    double one = curl_tool_s(url, 1), all = curl_tool_s(url, THROUGHPUT_N);
+    *start_s = one;
+    if (one < 0 || all <= one) return -1;
+    return (THROUGHPUT_N - 1) / (all - one);
 }
 
 static double cpu_s(void)
@@ -323,46 +333,40 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-/* The machine is shared and two cores serve both ends, so each client runs
- * three times, interleaved, and the best run counts. */
-enum { ROUNDS = 3 };
-
+/* One round: the bare loop, ours and the curl tool, one after the other. */
 static void throughput(const char *label, const char *url)
 {
-    /* BENCH_HTTP_LIBASYNC_ONLY=1: only libasync's client (for profiling). */
-    bool only = getenv("BENCH_HTTP_LIBASYNC_ONLY") != NULL;
-    if (getenv("BENCH_HTTP_BARE_ONLY")) {
-        int f;
-        printf("bare: %.0f\n", tp_bare(url, &f));
-        return;
-    }
-    double lib = 0, bare = 0, tool = 0, lib_cpu = 1e9, bare_cpu = 1e9;
-    int failed = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        int f = 0;
-        double c0 = cpu_s();
-        double r = only ? 0 : tp_bare(url, &f);
-        double c1 = cpu_s();
-        if (r > bare) bare = r;
-        if (!only && c1 - c0 < bare_cpu) bare_cpu = c1 - c0;
-        failed += f;
-        r = tp_libasync(url, &f);
-        double c2 = cpu_s();
-        if (r > lib) lib = r;
-        if (c2 - c1 < lib_cpu) lib_cpu = c2 - c1;
-        failed += f;
-        if (!only && round < 2 && (r = tp_curl_tool(url)) > tool) tool = r;
-    }
-    printf("throughput-%s-libasync: %.0f req/s (best of %d)%s\n", label, lib, ROUNDS,
-           failed ? " (with failures)" : "");
-    if (only) return;
-    printf("throughput-%s-bare-multi-loop: %.0f req/s (best of %d)\n", label, bare, ROUNDS);
-    printf("throughput-%s-curl-parallel: %.0f req/s (best of 2)\n", label, tool);
-    printf("throughput-%s-libasync-of-bare: %.0f %%\n", label, bare > 0 ? lib / bare * 100 : 0);
-    printf("throughput-%s-libasync-cpu-per-request: %.1f us\n", label,
-           lib_cpu / THROUGHPUT_N * 1e6);
-    printf("throughput-%s-bare-multi-loop-cpu-per-request: %.1f us\n", label,
-           bare_cpu / THROUGHPUT_N * 1e6);
+    char name[160];
+    int f = 0;
+    double c0 = cpu_s();
+    double bare = tp_bare(url, &f);
+    double c1 = cpu_s();
+    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
+    bench_add(name, "req/s", f ? -1 : bare);
+    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
+    bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+    double lib = tp_libasync(url, &f);
+    double c2 = cpu_s();
+    snprintf(name, sizeof name, "throughput, %s, libasync", label);
+    bench_add(name, "req/s", f ? -1 : lib);
+    if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
+    snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
+    bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
+    double start;
+    double tool = tp_curl_tool(url, &start);
+    snprintf(name, sizeof name, "throughput, %s, curl --parallel, transfer only", label);
+    bench_add(name, "req/s", tool);
+    snprintf(name, sizeof name, "throughput, %s, curl --parallel, process start + 1 request", label);
+    bench_add(name, "ms", start < 0 ? start : start * 1e3);
+}
+
+static void throughput_ratio(const char *label)
+{
+    char name[160], a[160], b[160];
+    snprintf(name, sizeof name, "throughput, %s, libasync over the bare loop", label);
+    snprintf(a, sizeof a, "throughput, %s, libasync", label);
+    snprintf(b, sizeof b, "throughput, %s, bare libcurl multi loop (baseline)", label);
+    bench_ratio(name, a, b);
 }
 
 /* --- 4: 10,000 in flight ------------------------------------------------- */
@@ -439,20 +443,12 @@ static void inflight(unsigned port)
         getrusage(RUSAGE_SELF, &ru);
         char buf[1024];
         int n = snprintf(buf, sizeof buf,
-                         "inflight-%d-wall: %.3f s (goal < 1.5 s at 1 s latency)\n"
-                         "inflight-%d-first-answer: %.3f s\n"
-                         "inflight-%d-last-answer: %.3f s\n"
-                         "inflight-%d-last-request-sent: %.3f s\n"
-                         "inflight-%d-longest-server-wait: %.3f s\n"
-                         "inflight-%d-client-cpu: %.3f s\n"
-                         "inflight-%d-peak-rss: %.1f MiB\n"
-                         "inflight-%d-failed: %d%s%s\n",
-                         INFLIGHT_N, dt, INFLIGHT_N, f.first, INFLIGHT_N, f.last, INFLIGHT_N, f.last_sent, INFLIGHT_N,
-                         f.max_wait, INFLIGHT_N,
+                         "wall %.6f\nfirst %.6f\nlast %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\nrss %.3f\n"
+                         "failed %d\nerror %s\n",
+                         dt, f.first, f.last, f.last_sent, f.max_wait,
                          (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
                              (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
-                         INFLIGHT_N, ru.ru_maxrss / 1024.0, INFLIGHT_N, f.failed,
-                         f.failed ? " first: " : "", f.first_error);
+                         ru.ru_maxrss / 1024.0, f.failed, f.first_error);
         ssize_t w = write(p[1], buf, (size_t)n);
         (void)w;
         async_http_free(http);
@@ -466,7 +462,25 @@ static void inflight(unsigned port)
     buf[got] = 0;
     close(p[0]);
     waitpid(pid, NULL, 0);
-    fputs(buf, stdout);
+    static const struct { const char *key, *name, *unit; } figs[] = {
+        {"wall", "wall", "s"},
+        {"first", "first answer", "s"},
+        {"last", "last answer", "s"},
+        {"sent", "last request sent", "s"},
+        {"wait", "longest server wait", "s"},
+        {"cpu", "client CPU", "s"},
+        {"rss", "client peak RSS", "MiB"},
+    };
+    double failed = bench_peer_value(buf, "failed");
+    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%d requests in flight at 1 s latency, %s", INFLIGHT_N, figs[i].name);
+        bench_add(name, figs[i].unit, failed == 0 ? bench_peer_value(buf, figs[i].key) : -1);
+    }
+    if (failed != 0) {
+        const char *e = strstr(buf, "error ");
+        bench_note("%d in flight: %.0f failed this round (%s)", INFLIGHT_N, failed, e ? e + 6 : "no answer");
+    }
 }
 
 /* BENCH_HTTP_SECTIONS=brewery,throughput,inflight picks sections (default all). */
@@ -482,42 +496,39 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    child_t srv = {0};
-
-    if (want("brewery") && server_start(&srv, "100") == 0) {
-        brewery("brewery-4-states", "district_of_columbia,maryland,new_york,virginia", srv.port);
-        brewery("brewery-all-states", "all", srv.port);
-        child_stop(&srv);
+    if (getenv("BENCH_HTTP_INFLIGHT")) INFLIGHT_N = atoi(getenv("BENCH_HTTP_INFLIGHT"));
+    bench_start("bench-http");
+    child_t slow = {0}, fast = {0}, far = {0}, ngx = {0};
+    char dir[64] = "";
+    bool brew = want("brewery") && server_start(&slow, "100") == 0;
+    bool tp = want("throughput") && server_start(&fast, "0") == 0;
+    bool ng = want("throughput") && nginx_start(&ngx, dir, sizeof dir) == 0;
+    bool fl = want("inflight") && server_start(&far, "1000") == 0;
+    if (want("throughput") && !ng) bench_note("throughput, nginx: nginx did not start");
+    char url[160], ngx_url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries?by_state=district_of_columbia&per_page=1",
+             fast.port);
+    snprintf(ngx_url, sizeof ngx_url, "http://127.0.0.1:%u/small.txt", ngx.port);
+    for (int r = 0; r < bench_rounds(); r++) {
+        if (brew) {
+            brewery("brewery, 4 states at 100 ms", "district_of_columbia,maryland,new_york,virginia", slow.port);
+            brewery("brewery, all states at 100 ms", "all", slow.port);
+        }
+        if (tp) throughput("brewery-server", url);
+        if (ng) throughput("nginx", ngx_url);
+        if (fl) inflight(far.port);
     }
-    if (want("throughput") && server_start(&srv, "0") == 0) {
-        char url[160];
-        snprintf(url, sizeof url,
-                 "http://127.0.0.1:%u/v1/breweries?by_state=district_of_columbia&per_page=1",
-                 srv.port);
-        throughput("brewery-server", url);
-        child_stop(&srv);
-    }
-    child_t ngx = {0};
-    char dir[64];
-    dir[0] = 0;
-    if (!want("throughput")) {
-    } else if (nginx_start(&ngx, dir, sizeof dir) == 0) {
-        char url[128];
-        snprintf(url, sizeof url, "http://127.0.0.1:%u/small.txt", ngx.port);
-        throughput("nginx", url);
-        child_stop(&ngx);
-    } else {
-        printf("throughput-nginx: nginx did not start\n");
-    }
+    if (tp) throughput_ratio("brewery-server");
+    if (ng) throughput_ratio("nginx");
+    bench_print();
+    if (brew) child_stop(&slow);
+    if (tp) child_stop(&fast);
+    if (ng) child_stop(&ngx);
+    if (fl) child_stop(&far);
     if (dir[0]) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         if (system(cmd)) {}
-    }
-    if (getenv("BENCH_HTTP_INFLIGHT")) INFLIGHT_N = atoi(getenv("BENCH_HTTP_INFLIGHT"));
-    if (want("inflight") && server_start(&srv, "1000") == 0) {
-        inflight(srv.port);
-        child_stop(&srv);
     }
     curl_global_cleanup();
     return 0;

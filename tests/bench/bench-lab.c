@@ -1,17 +1,18 @@
 /* The lab's workloads in C (serial, threads, processes, from demos/lab/lab's
- * soln.json figures) beside the lab's own Python (serial and
- * multiprocessing.Pool, from tests/bench/peer-lab.py), measured in the same
- * run, as one table with the ratios, then one figure a line.
+ * lab-report.json) beside the lab's own Python (serial and
+ * multiprocessing.Pool, from tests/bench/peer-lab.py), C and Python
+ * alternating workload by workload in every round; each figure prints as
+ * median (min-max) over the rounds.
  *
  * Sizes are the lab's except where Python would take too long; those rows say
  * their size, and both languages run that same size.  Seconds exclude starting
- * the pool on both sides; C keeps the best of 3 runs (the machine is
- * shared), Python runs once.  Run from the source root (make bench does). */
+ * the pool on both sides.  Run from the source root (make bench does). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "rounds.h"
 
 #define LAB ASYNC_OUT_DIR "/demos/lab/lab"
 
@@ -52,9 +53,7 @@ static double num(json_t *o, const char *key)
 static int run_c(row_t *r, const char *json_path)
 {
     char cmd[1024];
-    /* The best of 3 runs, except the sleeping busywork, whose time is fixed. */
-    snprintf(cmd, sizeof cmd, "%s %s --repeat %d --soln %s > /dev/null", LAB, r->lab_args,
-             r->sweep == SWEEP_BUSY ? 1 : 3, json_path);
+    snprintf(cmd, sizeof cmd, "%s %s --soln /dev/null --report %s > /dev/null", LAB, r->lab_args, json_path);
     if (system(cmd) != 0) {
         fprintf(stderr, "bench-lab: `%s` failed\n", cmd);
         return -1;
@@ -70,7 +69,7 @@ static int run_c(row_t *r, const char *json_path)
     static const char *modes[3] = {"serial", "threads", "processes"};
     for (int m = 0; m < 3; m++) r->c[m] = num(secs, modes[m]);
     if (r->sweep == SWEEP_BUSY) {
-        json_t *parts = json_object_get(s, "prob2");
+        json_t *parts = json_object_get(s, "busywork");
         r->c[0] = num(json_object_get(parts, "part1"), "serial");
         r->c[1] = num(json_object_get(parts, "part3"), "threads");
         r->c[2] = num(json_object_get(parts, "part3"), "processes");
@@ -93,71 +92,64 @@ static int run_c(row_t *r, const char *json_path)
     return 0;
 }
 
-static int run_py(const char *python)
+/* One peer-lab.py run for the row; it prints one JSON line. */
+static int run_py(row_t *r)
 {
-    int rc = 0;
-    /* One peer-lab.py run per distinct option set keeps Python's start-up out
-     * of the way; each prints one JSON line per workload. */
-    for (size_t i = 0; i < NROWS; i++) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd, "%s tests/bench/peer-lab.py %s %s", python, rows[i].py_args, rows[i].py_name);
-        FILE *p = popen(cmd, "r");
-        if (!p) return -1;
-        char line[8192];
-        while (fgets(line, sizeof line, p)) {
-            json_t *j = json_loads(line, 0, NULL);
-            if (!j) continue;
-            rows[i].py[0] = num(j, "serial");
-            rows[i].py[1] = num(j, "pool");
-            json_decref(j);
-        }
-        if (pclose(p) != 0) {
-            fprintf(stderr, "bench-lab: `%s` failed\n", cmd);
-            rows[i].py[0] = rows[i].py[1] = -1;
-            rc = -1;
-        }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, BENCH_PYTHON " tests/bench/peer-lab.py %s %s", r->py_args, r->py_name);
+    r->py[0] = r->py[1] = -1;
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[8192];
+    while (fgets(line, sizeof line, p)) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (!j) continue;
+        r->py[0] = num(j, "serial");
+        r->py[1] = num(j, "pool");
+        json_decref(j);
     }
-    return rc;
+    if (pclose(p) != 0) {
+        fprintf(stderr, "bench-lab: `%s` failed\n", cmd);
+        r->py[0] = r->py[1] = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static void add(const row_t *r, const char *what, const char *unit, double v)
+{
+    char name[160];
+    snprintf(name, sizeof name, "lab %s, %s", r->name, what);
+    bench_add(name, unit, v);
 }
 
 int main(void)
 {
-    const char *python = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
     char json_path[] = "/tmp/bench-lab-XXXXXX";
     int fd = mkstemp(json_path);
     if (fd < 0) return 1;
     close(fd);
-    for (size_t i = 0; i < NROWS; i++) {
-        rows[i].py[0] = rows[i].py[1] = -1;
-        if (run_c(&rows[i], json_path) != 0) return 1;
+    bench_start("bench-lab");
+    bench_note("pools of %ld (busywork: 4); start-up excluded; C par = the faster of C threads and C processes "
+               "in that round; Python: " BENCH_PYTHON, sysconf(_SC_NPROCESSORS_ONLN));
+    for (int round = 0; round < bench_rounds(); round++) {
+        for (size_t i = 0; i < NROWS; i++) {
+            row_t *r = &rows[i];
+            r->c[0] = r->c[1] = r->c[2] = -1;
+            if (run_c(r, json_path) != 0) return 1;
+            run_py(r);
+            double par = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
+            add(r, "C serial", "s", r->c[0]);
+            add(r, "C threads", "s", r->c[1]);
+            add(r, "C processes", "s", r->c[2]);
+            add(r, "Python serial", "s", r->py[0]);
+            add(r, "Python pool", "s", r->py[1]);
+            add(r, "C parallel speedup over C serial", "x", par > 0 && r->c[0] > 0 ? r->c[0] / par : -1);
+            add(r, "Python pool over C parallel (how many times slower)", "x",
+                par > 0 && r->py[1] > 0 ? r->py[1] / par : -1);
+        }
     }
     unlink(json_path);
-    if (run_py(python) != 0)
-        fprintf(stderr, "bench-lab: the Python baseline failed (needs %s with numpy); C figures only\n", python);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    printf("the lab's workloads, seconds (pools of %ld; busywork: 4; start-up excluded; C best of 3, Python "
-           "once); Python: %s\n", cpus, python);
-    printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", "workload", "py serial", "py pool", "C serial",
-           "C threads", "C procs", "C par/", "py pool/", "py ser/");
-    printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", "", "", "", "", "", "", "C ser", "C par", "C ser");
-    for (size_t i = 0; i < NROWS; i++) {
-        row_t *r = &rows[i];
-        double best = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
-        char cell[8][16];
-        double v[5] = {r->py[0], r->py[1], r->c[0], r->c[1], r->c[2]};
-        for (int k = 0; k < 5; k++) snprintf(cell[k], 16, v[k] >= 0 ? "%.3g" : "-", v[k]);
-        snprintf(cell[5], 16, best > 0 ? "%.2fx" : "-", r->c[0] / best);
-        snprintf(cell[6], 16, best > 0 && r->py[1] >= 0 ? "%.1fx" : "-", r->py[1] / best);
-        snprintf(cell[7], 16, r->c[0] > 0 && r->py[0] >= 0 ? "%.1fx" : "-", r->py[0] / r->c[0]);
-        printf("%-24s %9s %9s %9s %9s %9s %8s %9s %9s\n", r->name, cell[0], cell[1], cell[2], cell[3], cell[4],
-               cell[5], cell[6], cell[7]);
-    }
-    printf("(C par = the faster of C threads and C processes; chunks rows: C serial is one plain loop)\n");
-    for (size_t i = 0; i < NROWS; i++) {
-        row_t *r = &rows[i];
-        double best = r->c[1] > 0 && (r->c[2] <= 0 || r->c[1] < r->c[2]) ? r->c[1] : r->c[2];
-        printf("lab %s: C parallel %.6f s, C serial %.6f s (%.2fx), Python pool %.6f s (%.1fx slower than C parallel)\n",
-               r->name, best, r->c[0], r->c[0] / best, r->py[1], r->py[1] / best);
-    }
+    bench_print();
     return 0;
 }

@@ -1,7 +1,8 @@
 /* Benchmarks of the process pool (the executor's process backend), each
  * printed beside its baseline measured in the same run: serial C, a pipe
  * ping-pong between two processes, and the labs' Python multiprocessing code
- * (tests/bench/peer-procs.py, run first so that it does not compete).
+ * (tests/bench/peer-procs.py, run once a round after ours, never at the same
+ * time).  Each figure prints as median (min-max) over the rounds.
  *
  *   bench-procs [--scale S] [--no-python]
  *
@@ -16,23 +17,10 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "../../lib/procpool_internal.h"
+#include "rounds.h"
 
 
 static double now_s(void) { return (double)async_now() / 1e9; }
-
-static double peer(const char *text, const char *name)
-{
-    const char *p = text ? strstr(text, name) : NULL;
-    return p ? atof(p + strlen(name)) : -1;
-}
-
-static void print_peer(const char *label, const char *py, const char *name, double mul,
-                       const char *unit)
-{
-    double v = peer(py, name);
-    if (v < 0) printf("%s: n/a\n", label);
-    else printf("%s: %.3f %s\n", label, v * mul, unit);
-}
 
 static async_executor_t *procs(unsigned workers)
 {
@@ -105,8 +93,8 @@ static double per_task_us(async_executor_t *ex, int n)
 }
 
 /* One task at a time (submit, wait) beside a pipe ping-pong between two
- * processes, in alternating rounds so that both see the same machine; the
- * best round of each is reported (the machine is shared and noisy). */
+ * processes, alternating within the round so that both see the same
+ * machine. */
 static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us)
 {
     int a[2], b[2];
@@ -126,21 +114,16 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us)
     int64_t v = 3, out;
     async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
     for (int i = 0; i < 200; i++) async_executor_run(ex, &job, &out, NULL, NULL);
-    *ours_us = *pipe_us = 1e9;
-    for (int round = 0; round < 10; round++) {
-        enum { N = 500 };
-        double t0 = now_s();
-        for (int i = 0; i < N; i++) async_executor_run(ex, &job, &out, NULL, NULL);
-        double dt = (now_s() - t0) / N * 1e6;
-        if (dt < *ours_us) *ours_us = dt;
-        char c = 'x';
-        t0 = now_s();
-        for (int i = 0; i < N; i++) {
-            if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
-        }
-        dt = (now_s() - t0) / N * 1e6;
-        if (dt < *pipe_us) *pipe_us = dt;
+    enum { N = 2000 };
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) async_executor_run(ex, &job, &out, NULL, NULL);
+    *ours_us = (now_s() - t0) / N * 1e6;
+    char c = 'x';
+    t0 = now_s();
+    for (int i = 0; i < N; i++) {
+        if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
     }
+    *pipe_us = (now_s() - t0) / N * 1e6;
     close(a[1]);
     waitpid(pid, NULL, 0);
     close(b[0]);
@@ -187,18 +170,14 @@ static double engine_per_task_us(int n)
 
 static double pool_start_ms(unsigned workers)
 {
-    double best = 1e9;
-    for (int r = 0; r < 5; r++) {
-        async__procpool_opts_t o = {.workers = workers, .idle_spin_ns = -1};
-        async__procpool_t *p;
-        double t0 = now_s();
-        if (async__procpool_new(&o, &p)) return -1;
-        async__procpool_wait_ready(p, ASYNC_FOREVER);
-        double dt = now_s() - t0;
-        async__procpool_free(p);
-        if (dt < best) best = dt;
-    }
-    return best * 1e3;
+    async__procpool_opts_t o = {.workers = workers, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    double t0 = now_s();
+    if (async__procpool_new(&o, &p)) return -1;
+    async__procpool_wait_ready(p, ASYNC_FOREVER);
+    double dt = now_s() - t0;
+    async__procpool_free(p);
+    return dt * 1e3;
 }
 
 static double replace_ms(double *detect_ms)
@@ -231,50 +210,35 @@ static double replace_ms(double *detect_ms)
 
 /* --- maps ------------------------------------------------------------------------------ */
 
-static void chunk_sweep(const char *py)
+static void chunk_sweep(void)
 {
     enum { N = 100000 };
     int64_t *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
     for (int i = 0; i < N; i++) in[i] = i;
-    double best_serial = 1e9;
-    for (int r = 0; r < 20; r++) {
-        double t0 = now_s();
-        for (int i = 0; i < N; i++) square(&in[i], 8, &out[i], 8, NULL);
-        __asm__ __volatile__("" ::: "memory");
-        double dt = now_s() - t0;
-        if (dt < best_serial) best_serial = dt;
-    }
-    printf("x*x over 100,000 items, serial C: %.3f ms\n", best_serial * 1e3);
+    double t0 = now_s();
+    for (int i = 0; i < N; i++) square(&in[i], 8, &out[i], 8, NULL);
+    __asm__ __volatile__("" ::: "memory");
+    bench_add("x*x over 100,000 items, serial C", "ms", (now_s() - t0) * 1e3);
     async_executor_t *ex = procs(0);
-    size_t chunks[] = {1, 10, 100, 1000, 10000};
-    char name[64];
+    static const size_t chunks[] = {1, 10, 100, 1000, 10000};
     for (int k = 0; k < 5; k++) {
-        double best = 1e9;
-        int reps = chunks[k] < 100 ? 1 : 5;
-        for (int r = 0; r < reps; r++) {
-            async_map_t m = {.fn = square, .in = in, .in_size = 8, .out = out, .out_size = 8,
-                             .n = N, .chunksize = chunks[k]};
-            double t0 = now_s();
-            if (async_executor_map(ex, &m, NULL)) exit(1);
-            double dt = now_s() - t0;
-            if (dt < best) best = dt;
-        }
+        async_map_t m = {.fn = square, .in = in, .in_size = 8, .out = out, .out_size = 8,
+                         .n = N, .chunksize = chunks[k]};
+        t0 = now_s();
+        if (async_executor_map(ex, &m, NULL)) exit(1);
+        double dt = now_s() - t0;
         for (int i = 0; i < N; i++)
             if (out[i] != (int64_t)i * i) exit(2);
-        printf("x*x over 100,000 items, processes, chunk size %zu: %.3f ms\n", chunks[k],
-               best * 1e3);
-        snprintf(name, sizeof name, "chunk_%zu_s ", chunks[k]);
-        char label[96];
-        snprintf(label, sizeof label, "x*x over 100,000 items, Python Pool.map, chunk size %zu",
-                 chunks[k]);
-        print_peer(label, py, name, 1e3, "ms");
+        char name[96];
+        snprintf(name, sizeof name, "x*x over 100,000 items, processes, chunk size %zu", chunks[k]);
+        bench_add(name, "ms", dt * 1e3);
     }
     async_executor_free(ex);
     free(in);
     free(out);
 }
 
-static void howmany_shared(const char *py)
+static void howmany_shared(void)
 {
     enum { ROWS = 1000000 };
     async_executor_t *ex = procs(2);
@@ -284,8 +248,10 @@ static void howmany_shared(const char *py)
         exit(1);
     srand(1);
     for (long i = 0; i < (long)ROWS * 5; i++) rows[i] = rand() % 10;
+    /* Serial and map alternate within the round, three times each: these are
+     * a few ms long, so one descheduling would otherwise decide the round. */
     double best_serial = 1e9, best_map = 1e9;
-    for (int r = 0; r < 10; r++) {
+    for (int r = 0; r < 3; r++) {
         double t0 = now_s();
         for (long i = 0; i < ROWS; i++) howmany(rows + i * 5, 20, &serial[i], 4, NULL);
         __asm__ __volatile__("" ::: "memory");
@@ -299,19 +265,16 @@ static void howmany_shared(const char *py)
         if (dt < best_map) best_map = dt;
     }
     if (memcmp(serial, counts, ROWS * sizeof(int))) exit(3);
-    printf("howmany_within_range, 1,000,000 rows, serial C: %.3f ms\n", best_serial * 1e3);
-    printf("howmany_within_range, 1,000,000 rows in shared memory, 2 processes: %.3f ms\n",
-           best_map * 1e3);
-    printf("howmany_within_range speedup over serial C: %.2fx\n", best_serial / best_map);
-    print_peer("howmany_within_range, Python serial", py, "howmany_serial_s ", 1e3, "ms");
-    print_peer("howmany_within_range, Python Pool.map", py, "howmany_pool_s ", 1e3, "ms");
+    bench_add("howmany_within_range, 1,000,000 rows, serial C (best of 3 in the round)", "ms", best_serial * 1e3);
+    bench_add("howmany_within_range, 1,000,000 rows in shared memory, 2 processes (best of 3 in the round)",
+              "ms", best_map * 1e3);
     async_executor_shm_free(ex, rows);
     async_executor_shm_free(ex, counts);
     async_executor_free(ex);
     free(serial);
 }
 
-static void busy_work(double scale, const char *py)
+static void busy_work(double scale)
 {
     async_executor_t *ex = procs(4);
     double secs[4] = {1 * scale, 2 * scale, 4 * scale, 6 * scale};
@@ -319,10 +282,68 @@ static void busy_work(double scale, const char *py)
     double t0 = now_s();
     if (async_executor_map(ex, &m, NULL)) exit(1);
     double dt = now_s() - t0;
-    printf("busy work [1, 2, 4, 6] s x %.2f, pool of 4, wall: %.3f s (ideal %.3f s, +%.2f%%)\n",
-           scale, dt, secs[3], (dt / secs[3] - 1) * 100);
-    if (scale == 1) print_peer("busy work, Python Pool(4).map, wall", py, "busy_s ", 1, "s");
+    char name[96];
+    snprintf(name, sizeof name, "busy work [1, 2, 4, 6] s x %.2f, pool of 4, wall (ideal %.3f s)", scale, secs[3]);
+    bench_add(name, "s", dt);
     async_executor_free(ex);
+}
+
+static void ours_round(double scale)
+{
+    async_executor_t *ex = procs(2);
+    bench_add("per-task overhead, 50,000 trivial tasks, 2 processes, submit then wait all", "us",
+              per_task_us(ex, 50000));
+    bench_add("per-task overhead, same through the engine without futures", "us", engine_per_task_us(50000));
+    double rt, pp;
+    round_trips(ex, &rt, &pp);
+    bench_add("round trip of one task at a time (async_executor_run)", "us", rt);
+    bench_add("round trip, C pipe ping-pong between two processes (baseline)", "us", pp);
+    async_executor_free(ex);
+
+    chunk_sweep();
+    howmany_shared();
+    busy_work(scale);
+
+    bench_add("pool start, 2 workers (all ready)", "ms", pool_start_ms(2));
+    bench_add("pool start, 16 workers (all ready)", "ms", pool_start_ms(16));
+    double detect = 0;
+    double rep = replace_ms(&detect);
+    bench_add("killed worker: job failed after", "ms", detect);
+    bench_add("killed worker: replacement ready after", "ms", rep);
+}
+
+/* The killed-worker run waits 10 s when Python's Pool hangs, so it runs in
+ * the first round only. */
+static void python_round(double scale, bool first)
+{
+    static char py[8192];
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, BENCH_PYTHON " tests/bench/peer-procs.py%s%s 2>/dev/null", scale == 1 ? "" : " --no-busy",
+             first ? " --killed" : "");
+    bench_peer_run(cmd, py, sizeof py);
+    bench_add("per-task overhead, Python Pool.apply_async, 20,000 tasks, 2 processes", "us",
+              bench_peer_value(py, "apply_async_us"));
+    bench_add("round trip, Python multiprocessing.Pipe ping-pong", "us", bench_peer_value(py, "mp_pipe_us"));
+    bench_add("round trip, Python Pool.apply_async().get()", "us", bench_peer_value(py, "apply_get_us"));
+    static const int chunks[] = {1, 10, 100, 1000, 10000};
+    for (int k = 0; k < 5; k++) {
+        char key[32], name[96];
+        snprintf(key, sizeof key, "chunk_%d_s", chunks[k]);
+        snprintf(name, sizeof name, "x*x over 100,000 items, Python Pool.map, chunk size %d", chunks[k]);
+        double v = bench_peer_value(py, key);
+        bench_add(name, "ms", v < 0 ? v : v * 1e3);
+    }
+    double v = bench_peer_value(py, "howmany_serial_s");
+    bench_add("howmany_within_range, Python serial", "ms", v < 0 ? v : v * 1e3);
+    v = bench_peer_value(py, "howmany_pool_s");
+    bench_add("howmany_within_range, Python Pool.map", "ms", v < 0 ? v : v * 1e3);
+    if (scale == 1) bench_add("busy work, Python Pool(4).map, wall", "s", bench_peer_value(py, "busy_s"));
+    v = bench_peer_value(py, "pool_start_2_s");
+    bench_add("pool start, Python Pool(2) + first map", "ms", v < 0 ? v : v * 1e3);
+    v = bench_peer_value(py, "pool_start_16_s");
+    bench_add("pool start, Python Pool(16) + first map", "ms", v < 0 ? v : v * 1e3);
+    v = bench_peer_value(py, "pool_killed_map_s");
+    bench_add("killed worker, Python Pool(2).map: seconds until map returned (10 = still hung at 10 s)", "s", v);
 }
 
 int main(int argc, char **argv)
@@ -334,48 +355,17 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--scale") && i + 1 < argc) scale = atof(argv[++i]);
         else if (!strcmp(argv[i], "--no-python")) python = false;
     }
-    static char py[8192];
-    if (python) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "python3 tests/bench/peer-procs.py%s 2>/dev/null",
-                 scale == 1 ? "" : " --no-busy");
-        FILE *f = popen(cmd, "r");
-        size_t n = f ? fread(py, 1, sizeof py - 1, f) : 0;
-        if (f) pclose(f);
-        py[n] = 0;
+    bench_start("bench-procs");
+    for (int r = 0; r < bench_rounds(); r++) {
+        ours_round(scale);
+        if (python) python_round(scale, r == 0);
     }
-
-    double load[1] = {-1};
-    if (getloadavg(load, 1) == 1) printf("machine load (1-minute average, %ld CPUs): %.2f\n",
-                                         sysconf(_SC_NPROCESSORS_ONLN), load[0]);
-    async_executor_t *ex = procs(2);
-    double ov = per_task_us(ex, 50000);
-    printf("per-task overhead, 50,000 trivial tasks, 2 processes, submit then wait all: %.2f us\n",
-           ov);
-    printf("per-task overhead, same through the engine without futures: %.2f us\n",
-           engine_per_task_us(50000));
-    print_peer("per-task overhead, Python Pool.apply_async, 20,000 tasks, 2 processes", py,
-               "apply_async_us ", 1, "us");
-    double rt, pp;
-    round_trips(ex, &rt, &pp);
-    printf("round trip of one task at a time (submit, wait), best of 10 rounds: %.2f us\n", rt);
-    printf("round trip, C pipe ping-pong between two processes, best of 10 rounds: %.2f us\n",
-           pp);
-    print_peer("round trip, Python multiprocessing.Pipe ping-pong", py, "mp_pipe_us ", 1, "us");
-    print_peer("round trip, Python Pool.apply_async().get()", py, "apply_get_us ", 1, "us");
-    async_executor_free(ex);
-
-    chunk_sweep(py);
-    howmany_shared(py);
-    busy_work(scale, py);
-
-    printf("pool start, 2 workers (all ready): %.2f ms\n", pool_start_ms(2));
-    printf("pool start, 16 workers (all ready): %.2f ms\n", pool_start_ms(16));
-    print_peer("pool start, Python Pool(2) + first map", py, "pool_start_2_s ", 1e3, "ms");
-    print_peer("pool start, Python Pool(16) + first map", py, "pool_start_16_s ", 1e3, "ms");
-    double detect = 0;
-    double rep = replace_ms(&detect);
-    printf("killed worker: job failed after: %.2f ms\n", detect);
-    printf("killed worker: replacement ready after: %.2f ms\n", rep);
+    bench_ratio("round trip, ours over the pipe ping-pong (lower is better)",
+                "round trip of one task at a time (async_executor_run)",
+                "round trip, C pipe ping-pong between two processes (baseline)");
+    bench_ratio("howmany_within_range, speedup over serial C",
+                "howmany_within_range, 1,000,000 rows, serial C (best of 3 in the round)",
+                "howmany_within_range, 1,000,000 rows in shared memory, 2 processes (best of 3 in the round)");
+    bench_print();
     return 0;
 }

@@ -1,8 +1,8 @@
 /* Scheduler benchmarks: the context switch (ours and glibc's swapcontext),
  * spawn plus completion, yield and channel round trips, 100,000 sleeping
  * tasks, and cross-thread posts (against a mutex-and-pipe queue).  asyncio's
- * figures for the same jobs come from peer-tasks.py in the same run.  One
- * figure per line. */
+ * figures for the same jobs come from peer-tasks.py, run once a round between
+ * our rounds.  Each figure prints as median (min-max) over the rounds. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 #include "../../lib/internal.h"
+#include "rounds.h"
 
 static double secs(int64_t ns) { return (double)ns / 1e9; }
 
@@ -258,7 +259,9 @@ static void *mq_post_many(void *arg)
 
 static double bench_mutex_queue(void)
 {
-    if (pipe(mq.pipe) != 0) return 0;
+    if (pipe(mq.pipe) != 0) return -1;
+    mq.head = NULL;
+    mq.got = 0;
     pthread_t th[2];
     int64_t t0 = async_now();
     for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, mq_post_many, NULL);
@@ -283,39 +286,26 @@ static double bench_mutex_queue(void)
     return 2.0 * POSTS / secs(dt);
 }
 
-/* --- asyncio, from peer-tasks.py ------------------------------------------- */
+/* --- the rounds ----------------------------------------------------------- */
 
-static double peer(const char *text, const char *name)
+/* One round of our figures; the peer's follow in the same round. */
+static void ours_round(void)
 {
-    const char *p = text ? strstr(text, name) : NULL;
-    return p ? atof(p + strlen(name)) : -1;
-}
+    bench_add("context switch, hand-written asm", "ns", bench_switch_asm(false));
+    bench_add("context switch, hand-written asm, mismatched call sites", "ns", bench_switch_asm(true));
+    bench_add("context switch, glibc swapcontext (baseline)", "ns", bench_swapcontext());
 
-int main(void)
-{
-    static char py[4096];
-    FILE *f = popen("python3 tests/bench/peer-tasks.py 2>/dev/null", "r");
-    size_t n = f ? fread(py, 1, sizeof py - 1, f) : 0;
-    if (f) pclose(f);
-    py[n] = 0;
-
-    double sw = bench_switch_asm(false), sw_other = bench_switch_asm(true), uc = bench_swapcontext();
-    printf("context switch, hand-written asm: %.2f ns\n", sw);
-    printf("context switch, hand-written asm, mismatched call sites: %.2f ns\n", sw_other);
-    printf("context switch, glibc swapcontext: %.2f ns\n", uc);
-    printf("context switch speedup over swapcontext: %.1fx\n", sw > 0 ? uc / sw : 0);
-
-    int batches[] = {1, 100, 1000};
+    static const int batches[] = {1, 100, 1000};
     for (int i = 0; i < 3; i++) {
         struct spawn_bench b = {batches[i], 0};
         run_tasks(spawner, &b, NULL, NULL);
-        printf("spawn + completion of a trivial task, %d at a time: %.1f ns\n", b.batch, b.ns);
+        char name[96];
+        snprintf(name, sizeof name, "spawn + completion of a trivial task, %d at a time", b.batch);
+        bench_add(name, "ns", b.ns);
     }
-    printf("spawn + completion, asyncio create_task: %.1f ns\n", peer(py, "spawn_complete_ns"));
 
     int64_t dt = run_tasks(yielder, NULL, yielder, NULL);
-    printf("yield round trip between two tasks: %.1f ns\n", (double)dt / YIELDS);
-    printf("yield round trip, asyncio sleep(0): %.1f ns\n", peer(py, "yield_round_trip_ns"));
+    bench_add("yield round trip between two tasks", "ns", (double)dt / YIELDS);
 
     struct pingpong pp = {.n = 2000000};
     async_chan_new(&pp.ping, sizeof(int), 1);
@@ -323,17 +313,38 @@ int main(void)
     dt = run_tasks(echo, &pp, pinger, &pp);
     async_chan_free(pp.ping);
     async_chan_free(pp.pong);
-    printf("channel ping-pong per message round trip: %.1f ns\n", (double)dt / pp.n);
-    printf("channel ping-pong, asyncio Queue: %.1f ns\n", peer(py, "chan_ping_pong_ns"));
+    bench_add("channel ping-pong per message round trip", "ns", (double)dt / pp.n);
 
     long rss;
-    double wall = bench_sleepers(100000, &rss);
-    printf("100,000 tasks sleeping 10 ms at once, wall: %.3f s\n", wall);
-    printf("100,000 tasks sleeping, peak RSS: %.1f MiB\n", rss / 1024.0);
-    printf("100,000 asyncio sleepers, wall: %.3f s\n", peer(py, "sleepers_100k_s"));
-    printf("100,000 asyncio sleepers, peak RSS: %.1f MiB\n", peer(py, "sleepers_100k_rss_mib"));
+    bench_add("100,000 tasks sleeping 10 ms at once, wall", "s", bench_sleepers(100000, &rss));
+    bench_add("100,000 tasks sleeping, peak RSS", "MiB", rss / 1024.0);
 
-    printf("async_loop_post from 2 threads: %.2f M posts/s\n", bench_posts() / 1e6);
-    printf("mutex + pipe queue from 2 threads (baseline): %.2f M posts/s\n", bench_mutex_queue() / 1e6);
+    bench_add("async_loop_post from 2 threads", "M posts/s", bench_posts() / 1e6);
+    bench_add("mutex + pipe queue from 2 threads (baseline)", "M posts/s", bench_mutex_queue() / 1e6);
+}
+
+static void asyncio_round(void)
+{
+    static char py[4096];
+    bench_peer_run(BENCH_PYTHON " tests/bench/peer-tasks.py 2>/dev/null", py, sizeof py);
+    bench_add("spawn + completion, asyncio create_task", "ns", bench_peer_value(py, "spawn_complete_ns"));
+    bench_add("yield round trip, asyncio sleep(0)", "ns", bench_peer_value(py, "yield_round_trip_ns"));
+    bench_add("channel ping-pong, asyncio Queue", "ns", bench_peer_value(py, "chan_ping_pong_ns"));
+    bench_add("100,000 asyncio sleepers, wall", "s", bench_peer_value(py, "sleepers_100k_s"));
+    bench_add("100,000 asyncio sleepers, peak RSS", "MiB", bench_peer_value(py, "sleepers_100k_rss_mib"));
+}
+
+int main(void)
+{
+    bench_start("bench-tasks");
+    for (int r = 0; r < bench_rounds(); r++) {
+        ours_round();
+        asyncio_round();
+    }
+    bench_ratio("context switch speedup over swapcontext", "context switch, glibc swapcontext (baseline)",
+                "context switch, hand-written asm");
+    bench_ratio("async_loop_post over the mutex + pipe queue", "async_loop_post from 2 threads",
+                "mutex + pipe queue from 2 threads (baseline)");
+    bench_print();
     return 0;
 }

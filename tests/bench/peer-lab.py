@@ -5,8 +5,10 @@ multiprocessing.Pool, as the baseline for tests/bench/bench-lab.c.
 Usage: peer-lab.py [--scale-busy F] [--heavy-n N] [--chunk-n N] [--workers-tasks N] WORKLOAD...
 Prints one JSON object a line: {"workload", "serial", "pool", "workers",
 "size", "answer"}.  Seconds exclude starting the pool, as the C lab's do.
-The data come from the same splitmix64 generator and seed as the C lab, so
-the answers can be compared."""
+The data are the notebooks' (numpy's legacy generator: seed 42 for
+normalize, RandomState(100) for howmany, RandomState(SEED).random_sample for
+heavy), as the C lab draws them, so the answers can be compared; factors keep
+the C lab's splitmix64 numbers (no notebook counterpart)."""
 import json
 import math
 import multiprocessing as mp
@@ -27,14 +29,6 @@ def splitmix(state):
         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
         yield z ^ (z >> 31)
-
-
-def splitmix_array(seed, n):
-    """The first n values of splitmix(seed) at once (uint64 arithmetic wraps)."""
-    z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 # --- the lab's functions --------------------------------------------------
@@ -103,7 +97,10 @@ def sum_square(n):
 
 
 def heavy(x):
-    return float(np.sum((np.sin(x) + np.cos(x)) ** (x * x)))
+    """The lecture's heavy computation: three rounds, then the sum."""
+    for _ in range(3):
+        x = (np.sin(x) + np.cos(x)) ** (x * x)
+    return float(np.sum(x))
 
 
 def square(x):
@@ -153,7 +150,7 @@ def main():
 
     for name in names:
         if name == "howmany":
-            rows = (splitmix_array(SEED, 5_000_000) % np.uint64(10)).reshape(1_000_000, 5).tolist()
+            rows = np.random.RandomState(100).randint(0, 10, size=[1_000_000, 5]).tolist()
             run(name, lambda: [howmany_within_range(r) for r in rows],
                 lambda p: p.map(howmany_within_range, rows), cpus, "1000000x5", check=sum)
         elif name == "common":
@@ -167,9 +164,11 @@ def main():
             run(name, lambda: [busy(t) for t in tasks], lambda p: p.map(busy, tasks, chunksize=1), 4,
                 f"1,2,4,6 s x {s}, pool of 4", check=len)
         elif name == "normalize":
-            rows_n, cols = 50_000, 100  # the lab's XL size
-            data = ((splitmix_array(SEED + 3, rows_n * cols) % np.uint64(1000)) / 10).reshape(rows_n, cols).tolist()
-            data[0] = [42.0] * cols
+            rows_n, cols = 50_000, 100  # the lab's XL size, fourth from seed 42's stream
+            np.random.seed(42)
+            for shape in ((100, 50), (1000, 50), (10000, 50)):
+                np.random.randint(0, 1000, size=shape)
+            data = np.random.randint(0, 1000, size=(rows_n, cols)).astype(np.float64).tolist()
             chunk = -(-rows_n // (4 * cpus))
             run(name, lambda: [normalize(r) for r in data],
                 lambda p: p.map(normalize, data, chunksize=chunk), cpus, "XL 50000x100",
@@ -192,11 +191,11 @@ def main():
                 check=lambda r: r[0])
         elif name == "heavy":
             n = opts["--heavy-n"]
-            x = (splitmix_array(SEED, n) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+            x = np.random.RandomState(SEED).random_sample(n)
             chunks = np.array_split(x, 4)
-            run(name, lambda: sum(heavy(c) for _ in range(3) for c in chunks),
-                lambda p: sum(sum(p.map(heavy, chunks, chunksize=1)) for _ in range(3)), cpus,
-                f"{n} doubles, 3 passes", check=lambda r: round(r, 3))
+            run(name, lambda: sum(heavy(c) for c in chunks),
+                lambda p: sum(p.map(heavy, chunks, chunksize=1)), cpus,
+                f"{n} doubles, 3 rounds in 4 chunks", check=lambda r: round(r, 3))
         elif name.startswith("chunks"):
             cs = int(name.split("=")[1]) if "=" in name else 1
             n = opts["--chunk-n"]

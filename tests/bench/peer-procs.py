@@ -3,8 +3,12 @@ same run as the C figures.
 
 Prints `name value` lines that bench-procs.c reads and re-prints beside its
 own.  --no-busy skips the 6-second busy-work figure; --full adds the chunk
-size 1 sweep point (about 10 s or more here).
+size 1 sweep point (about 10 s or more here); --killed adds a bounded run of
+Pool.map in which one task's worker is SIGKILLed, and reports how long map
+took to return, or 10 if it had not returned after 10 s.
 """
+import os
+import signal
 import multiprocessing as mp
 import random
 import sys
@@ -30,6 +34,28 @@ def howmany_within_range(row, minimum=4, maximum=8):
 def busy(seconds):
     time.sleep(seconds)
     return seconds
+
+
+def die_on_three(x):
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def killed_worker_map(limit=10.0):
+    """Seconds until Pool(2).map returned after a worker was killed, capped at limit."""
+    pool = mp.Pool(2)
+    try:
+        t0 = time.perf_counter()
+        result = pool.map_async(die_on_three, range(8), chunksize=1)
+        try:
+            result.get(timeout=limit)
+        except mp.TimeoutError:
+            return limit
+        return time.perf_counter() - t0
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def echo(conn):
@@ -87,6 +113,9 @@ def main():
             t0 = time.perf_counter()
             pool.map(busy, [1, 2, 4, 6])
             print("busy_s", time.perf_counter() - t0, file=out, flush=True)
+
+    if "--killed" in sys.argv:
+        print("pool_killed_map_s", killed_worker_map(), file=out, flush=True)
 
     for workers in (2, 16):
         t0 = time.perf_counter()

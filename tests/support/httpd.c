@@ -130,14 +130,16 @@ static enum MHD_Result flaky(test_httpd_t *h, struct MHD_Connection *c)
     pthread_mutex_unlock(&h->lock);
     if (hits > fail) return text(c, 200, "recovered");
     if (code == 0) return MHD_NO;
-    char body[64], after[32];
+    char body[64], after[64];
     snprintf(body, sizeof body, "failure %ld of %ld", hits, fail);
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body,
                                                              MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
-    long s = arg_long(c, "after", -1);
-    if (s >= 0) {
-        snprintf(after, sizeof after, "%ld", s);
+    /* Verbatim, so that a test can send a date or a number too big for a
+     * long. */
+    const char *a = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
+    if (a) {
+        snprintf(after, sizeof after, "%s", a);
         MHD_add_response_header(r, "Retry-After", after);
     }
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)code, r);
@@ -159,7 +161,9 @@ static enum MHD_Result route(test_httpd_t *h, struct MHD_Connection *c, const ch
         struct MHD_Response *r = MHD_create_response_from_buffer(
             strlen("slow down"), (void *)"slow down", MHD_RESPMEM_PERSISTENT);
         if (!r) return MHD_NO;
-        snprintf(buf, sizeof buf, "%ld", arg_long(c, "s", 1));
+        const char *raw = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "raw");
+        if (raw) snprintf(buf, sizeof buf, "%s", raw);
+        else snprintf(buf, sizeof buf, "%ld", arg_long(c, "s", 1));
         MHD_add_response_header(r, "Retry-After", buf);
         enum MHD_Result ok = MHD_queue_response(c, (unsigned)arg_long(c, "code", 429), r);
         MHD_destroy_response(r);

@@ -5,6 +5,7 @@
  *   /ok                         200 "ok"
  *   /status?code=N              status N, body "status N"
  *   /retry-after?s=S[&code=C]   429 (or C) with "Retry-After: S"
+ *   /retry-after?raw=TEXT[&code=C] 429 (or C) with "Retry-After: TEXT" verbatim
  *   /json                       200 {"ok": true, "n": 42}
  *   /badjson                    200 with malformed JSON (error at line 3, column 1)
  *   /stall?ms=N                 sleeps N ms, then 200 "stalled"
@@ -14,7 +15,8 @@
  *   /flaky?key=K&fail=N[&code=C][&after=S]
  *                               the first N hits of key K answer C (default
  *                               503; 0 drops the connection), with
- *                               "Retry-After: S" if given; later ones 200
+ *                               "Retry-After: S" (verbatim) if given; later
+ *                               ones 200
  *   /big?n=BYTES                a body of n bytes of 'x'
  *   /redirect                   302 to /ok
  *   anything else               404

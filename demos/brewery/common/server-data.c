@@ -84,6 +84,25 @@ static bool render(bsrv_brewery_t *b)
     return ok;
 }
 
+static bool parse_number(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    if (!s || !*s)
+        return false;
+    double v = strtod(s, &end);
+    if (*end || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* by_dist needs numbers; the JSON keeps the CSV's strings. */
+static void parse_coord(bsrv_brewery_t *b)
+{
+    b->has_coord = parse_number(b->f[BSRV_LATITUDE], -90, 90, &b->lat) &&
+                   parse_number(b->f[BSRV_LONGITUDE], -180, 180, &b->lon);
+}
+
 static void brewery_clear(bsrv_brewery_t *b)
 {
     for (int i = 0; i < BSRV_NFIELDS; i++)
@@ -113,6 +132,8 @@ static bool add_row(bsrv_dataset_t *ds, char *f[BSRV_NFIELDS])
         brewery_clear(&b);
         return false;
     }
+    parse_coord(&b);
+    ds->ncoord += b.has_coord;
     ds->rows[ds->n++] = b;
     return true;
 }

@@ -6,6 +6,7 @@
 #ifndef BREWERY_SERVER_DATA_H
 #define BREWERY_SERVER_DATA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The columns of the Open Brewery DB CSV, in the file's order. */
@@ -21,6 +22,8 @@ typedef struct bsrv_brewery {
     char *f[BSRV_NFIELDS];  /* NULL where the CSV field is empty */
     int state;              /* index into the dataset's states, -1 if none */
     int type;               /* index into the dataset's types, -1 if none */
+    double lat, lon;        /* parsed coordinates, when has_coord */
+    bool has_coord;         /* both columns are numbers within range */
     char *json;             /* the brewery as a compact JSON object */
     size_t json_len;
 } bsrv_brewery_t;
@@ -32,6 +35,7 @@ typedef struct bsrv_dataset {
     size_t nstates;
     char **types;           /* distinct brewery_type values, sorted */
     size_t ntypes;
+    size_t ncoord;          /* rows with coordinates */
 } bsrv_dataset_t;
 
 /* Loads the CSV at `path` into `ds` (zeroed by the call).  The header row

@@ -18,12 +18,14 @@
  * stop first sets `stopping` (the timer thread resumes everything held and
  * exits, and any later hold resumes at once), then stops the daemon. */
 #include "server-http.h"
+#include "server-front.h"
 #include "server-query.h"
 
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,7 @@ struct held {
 
 struct bsrv_server {
     struct MHD_Daemon *d;
+    bsrv_front_t *front;
     const bsrv_dataset_t *ds;
     bsrv_config_t cfg;
     unsigned port;
@@ -54,6 +57,9 @@ struct bsrv_server {
     int64_t window_start;
     unsigned window_count;
     bsrv_stats_t stats;
+
+    /* Set first thing by stop, read by the MHD thread's long scans. */
+    atomic_bool stop;
 
     /* Timer state, under mu. */
     pthread_mutex_t mu;
@@ -227,6 +233,19 @@ static enum MHD_Result deliver(struct MHD_Connection *conn, unsigned status,
     return ret;
 }
 
+/* An HTTP method is a token (RFC 9110 5.6.2); libmicrohttpd takes any run
+ * of bytes before the first space. */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!(((unsigned char)*s > 0x20 && (unsigned char)*s < 0x7F) &&
+              !strchr("\"(),/:;<=>?@[\\]{}", *s)))
+            return false;
+    return true;
+}
+
 /* Marks a request whose headers have been seen and that is not held. */
 static struct held headers_seen;
 
@@ -268,7 +287,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     unsigned remaining = 0, retry_after = 0;
     bool limited = false, fail = false, malformed = false;
 
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
+    bool bad_method = !is_token(method);
+    if (bad_method) {
+        bsrv_reply_message(&r, 400, "Malformed request line");
+    } else if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
         bsrv_reply_message(&r, 405, "The method is not supported for this route. Supported methods: GET, HEAD.");
     } else if (s->cfg.rate_limit && !rate_ok(s, &remaining, &retry_after)) {
         limited = true;
@@ -285,7 +307,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         bsrv_reply_message(&r, 500, "Server Error");
     } else {
         struct args a = { conn };
-        bsrv_route(s->ds, url, get_arg, &a, &r);
+        bsrv_route_until(s->ds, url, get_arg, &a, &s->stop, &r);
         if (malformed)
             s->stats.malformed++;
     }
@@ -298,6 +320,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         if (r.status == 405)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        if (bad_method)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
         if (s->cfg.rate_limit && r.status != 405) {
             char buf[32];
             snprintf(buf, sizeof buf, "%u", s->cfg.rate_limit);
@@ -358,6 +382,7 @@ int bsrv_server_start(bsrv_server_t **out, const bsrv_config_t *cfg, const bsrv_
         return -1;
     }
     s->ds = ds;
+    atomic_init(&s->stop, false);
     s->cfg = *cfg;
     if (s->cfg.rate_window_s == 0)
         s->cfg.rate_window_s = 60;
@@ -375,26 +400,31 @@ int bsrv_server_start(bsrv_server_t **out, const bsrv_config_t *cfg, const bsrv_
     unsigned limit = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         limit = rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 16;
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    /* The front door (server-front.c) accepts and vets each connection's
+     * first request line, then adds it here; libmicrohttpd has no listening
+     * socket of its own.  The idle timeout ends a connection that stops
+     * talking mid-request or between keep-alive requests; the memory limit
+     * bounds the headers of each. */
     s->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-            (cfg->verbose ? MHD_USE_ERROR_LOG : 0),
-        (uint16_t)cfg->port, NULL, NULL, on_request, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET |
+            MHD_USE_ITC | (cfg->verbose ? MHD_USE_ERROR_LOG : 0),
+        0, NULL, NULL, on_request, s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
-        MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.idle_timeout_s ? s->cfg.idle_timeout_s : 30u,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
         MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot listen on 127.0.0.1:%u", cfg->port);
+        snprintf(err, errlen, "cannot start libmicrohttpd");
         goto fail_timer;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : cfg->port;
+    if (bsrv_front_start(&s->front, cfg->port, s->d,
+                         s->cfg.header_timeout_ms ? s->cfg.header_timeout_ms : 10000, limit, err,
+                         errlen) != 0) {
+        MHD_stop_daemon(s->d);
+        goto fail_timer;
+    }
+    s->port = bsrv_front_port(s->front);
     *out = s;
     return 0;
 
@@ -418,6 +448,10 @@ unsigned bsrv_server_port(const bsrv_server_t *s)
 
 void bsrv_server_stop(bsrv_server_t *s, bsrv_stats_t *stats)
 {
+    /* A request being computed ends at its next row with a 503, so that
+     * MHD_stop_daemon, which joins the MHD thread, never waits for it. */
+    atomic_store(&s->stop, true);
+    bsrv_front_stop(s->front);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_mutex_unlock(&s->mu);

@@ -23,6 +23,8 @@ typedef struct bsrv_config {
     double malformed_rate;    /* share answered 200 with truncated JSON */
     double stall_rate;        /* share never answered (held stall_ms, then closed) */
     uint64_t seed;            /* fault draws are a function of (seed, request number) */
+    unsigned header_timeout_ms; /* a new connection's first header block must arrive by then (0: 10 s) */
+    unsigned idle_timeout_s;  /* a silent connection is closed after this (0: 30 s) */
     bool verbose;             /* libmicrohttpd's error log on stderr */
 } bsrv_config_t;
 

@@ -53,6 +53,12 @@ static void on_field(void *data, size_t len, void *arg)
     char text[64];
     size_t col = r->col + 1 + (r->tag ? 1 : 0);
     if (r->col == 0 && !r->tag) r->row_line = r->line;
+    /* A NUL byte would end the copy below early and read as an empty or
+     * shorter number (`1,2,3,\0,5` once counted as 0): name it instead. */
+    if (len && memchr(data, '\0', len)) {
+        fail(r, col, "a NUL byte in the field%s: expected a number", "");
+        return;
+    }
     if ((r->flags & LAB_CSV_TAGGED) && !r->tag) {
         if (len == 1 && (*(char *)data == 'a' || *(char *)data == 'b')) {
             r->tag = *(char *)data;
@@ -129,9 +135,11 @@ static void on_row(int c, void *arg)
         r->cap_r = r->cap_r ? 2 * r->cap_r : 256;
         rows->off = realloc(rows->off, r->cap_r * sizeof *rows->off);
         rows->tag = realloc(rows->tag, r->cap_r);
-        if (!rows->off || !rows->tag) lab_die("out of memory");
+        rows->line = realloc(rows->line, r->cap_r * sizeof *rows->line);
+        if (!rows->off || !rows->tag || !rows->line) lab_die("out of memory");
     }
     rows->tag[rows->nrows] = r->tag;
+    rows->line[rows->nrows] = r->row_line;
     rows->off[rows->nrows + 1] = rows->off[rows->nrows] + r->col;
     rows->nrows++;
     r->col = 0;
@@ -144,7 +152,8 @@ int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, 
     reader_t r = {.path = path, .flags = flags, .rows = rows, .err = err, .errlen = errlen, .cap_r = 256};
     rows->off = calloc(r.cap_r, sizeof *rows->off);
     rows->tag = calloc(r.cap_r, 1);
-    if (!rows->off || !rows->tag) lab_die("out of memory");
+    rows->line = calloc(r.cap_r, sizeof *rows->line);
+    if (!rows->off || !rows->tag || !rows->line) lab_die("out of memory");
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -156,10 +165,23 @@ int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, 
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    while (!r.failed && (n = getline(&line, &cap, f)) > 0) {
+    int read_errno = 0;
+    while (!r.failed) {
+        errno = 0;
+        if ((n = getline(&line, &cap, f)) <= 0) {
+            /* End of file, or a read error (EISDIR for a directory, EIO):
+             * the error must not pass for an empty file. */
+            if (ferror(f)) read_errno = errno ? errno : EIO;
+            break;
+        }
         r.line++;
         if (csv_parse(&p, line, (size_t)n, on_field, on_row, &r) != (size_t)n && !r.failed)
             fail(&r, r.col + 1, "%s (a stray or unclosed quote)", csv_strerror(csv_error(&p)));
+    }
+    if (read_errno && !r.failed) {
+        r.failed = true;
+        if (r.line) snprintf(err, errlen, "%s: cannot read after line %zu: %s", path, r.line, strerror(read_errno));
+        else snprintf(err, errlen, "%s: cannot read: %s", path, strerror(read_errno));
     }
     if (!r.failed && csv_fini(&p, on_field, on_row, &r) != 0)
         fail(&r, r.col + 1, "%s (a quote left open at the end of the file)", csv_strerror(csv_error(&p)));
@@ -179,6 +201,7 @@ void lab_rows_free(lab_rows_t *rows)
     free(rows->off);
     free(rows->v);
     free(rows->tag);
+    free(rows->line);
     memset(rows, 0, sizeof *rows);
 }
 

@@ -123,8 +123,23 @@ int lab_common(void)
     json_t *fig = lab_report("common", &r, LAB_BOUND_OVERHEAD, 0, NULL);
     json_object_set(fig, "answer", answer);
     if (!lab_opt.input) {
+        /* The notebook's answer is Python's str() of its list of lists of
+         * ints; the answers are gathered here with their row offsets. */
+        size_t total = 0, *off = malloc((npairs + 1) * sizeof *off);
+        double *vals = malloc((na ? na : 1) * sizeof *vals);
+        if (!off || !vals) lab_die("out of memory");
+        off[0] = 0;
+        for (size_t p = 0; p < npairs; p++) {
+            for (uint32_t k = 0; k < it->nout[p]; k++) vals[total++] = it->out[aoff[p] + k];
+            off[p + 1] = total;
+        }
+        lab_str_t str = {0};
+        lab_py_rows(&str, vals, off, npairs, true);
         json_decref(lab_prob1);
-        lab_prob1 = json_incref(answer);
+        lab_prob1 = json_string(str.s);
+        free(str.s);
+        free(vals);
+        free(off);
     }
     if (lab_opt.output) {
         FILE *f = lab_csv_create(lab_opt.output);

@@ -1,5 +1,6 @@
 /* The lab demo's shared declarations: options, the mode runner, shared
- * memory, the seeded generator, CSV, reports and the soln.json figures.
+ * memory, numpy's generator, Python's text, CSV, reports, soln.json and
+ * the report file.
  *
  * Every workload keeps its data and results in shared memory (lab_shared_*)
  * allocated before a pool starts, so the same range function runs unchanged
@@ -25,13 +26,14 @@ typedef struct lab_opts {
     unsigned workers;   /* pool size for threads and processes */
     unsigned modes;     /* bit (1 << mode) for each mode to run */
     uint64_t seed;
+    bool seed_set;      /* --seed given: it replaces the notebooks' seeds too */
     unsigned repeat;    /* runs per timing; the best counts */
-    const char *input, *output, *plot_dir, *soln;
+    const char *input, *output, *plot_dir, *soln, *report;
     int ncpu;
 } lab_opts_t;
 
 extern lab_opts_t lab_opt;
-/* Per-workload figures, written into soln.json beside the lab's keys. */
+/* Per-workload figures, written into the report file (lab-report.json). */
 extern json_t *lab_figures;
 
 /* --- util.c --------------------------------------------------------------- */
@@ -39,9 +41,9 @@ double lab_now(void); /* seconds, monotonic */
 /* Zeroed shared memory (MAP_SHARED | MAP_ANONYMOUS); exits on failure. */
 void *lab_shared_alloc(size_t size);
 void lab_shared_free(void *p, size_t size);
-/* splitmix64: a fixed seed gives the same data on every run and machine. */
+/* splitmix64, for data with no notebook counterpart (factors): a fixed seed
+ * gives the same data on every run and machine. */
 uint64_t lab_rand(uint64_t *state);
-double lab_rand_unit(uint64_t *state); /* [0, 1) */
 uint64_t lab_fnv(const void *data, size_t len, uint64_t h); /* FNV-1a, h = 0 to start */
 size_t lab_scaled(size_t n, size_t min);                    /* n * scale, at least min */
 void lab_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -54,6 +56,45 @@ typedef struct lab_result {
     double others[LAB_NMODES]; /* CPUs other programs used during the run */
     unsigned workers; /* the parallel modes' pool size; 0: lab_opt.workers */
 } lab_result_t;
+
+/* --- mt.c: numpy's legacy generator (RandomState), bit for bit ----------- */
+typedef struct lab_mt {
+    uint32_t key[624];
+    int pos;
+} lab_mt_t;
+void lab_mt_seed(lab_mt_t *mt, uint32_t seed);      /* np.random.seed(seed) */
+uint32_t lab_mt_next32(lab_mt_t *mt);               /* genrand_int32 */
+double lab_mt_double(lab_mt_t *mt);                 /* random_sample(): [0, 1), 53 bits */
+int64_t lab_mt_randint(lab_mt_t *mt, int64_t low, int64_t high); /* randint: [low, high) */
+
+/* The seeds of the notebooks' data, unless --seed replaces them. */
+#define LAB_SEED_NORMALIZE 42
+#define LAB_SEED_HOWMANY 100
+/* A digest of a stream of 64-bit values that numpy computes in one line:
+ * sum of (v_i + 1) * (2 i + 1) modulo 2^64.  Every weight is odd, so a
+ * change to any one value changes the digest. */
+typedef struct lab_digest {
+    uint64_t sum, i;
+} lab_digest_t;
+static inline void lab_digest_add(lab_digest_t *d, uint64_t v)
+{
+    d->sum += (v + 1) * (2 * d->i++ + 1);
+}
+
+/* --- pyfmt.c: Python's text for floats, lists and JSON strings ------------ */
+typedef struct lab_str {
+    char *s;
+    size_t len, cap;
+} lab_str_t;
+/* repr(x) into buf (cap >= 32); returns its length. */
+size_t lab_py_float(double x, char *buf, size_t cap);
+void lab_str_add(lab_str_t *s, const char *text, size_t len);
+void lab_str_puts(lab_str_t *s, const char *text);
+void lab_str_float(lab_str_t *s, double x);
+/* str() of a list of nrows lists: row r is v[off[r] .. off[r + 1]). */
+void lab_py_rows(lab_str_t *s, const double *v, const size_t *off, size_t nrows, bool ints);
+/* A JSON string literal as json.dumps (ensure_ascii) writes it. */
+void lab_json_string(lab_str_t *s, const char *text);
 
 /* --- runner.c: one range function, three modes ---------------------------- */
 /* Processes items [lo, hi) of the job at ctx.  ctx and everything it points
@@ -70,6 +111,10 @@ typedef void (*lab_range_fn)(void *ctx, size_t lo, size_t hi);
  * in *start_s when not NULL).  Exits with a message on a pool failure. */
 double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
                const char *label, double *start_s);
+/* The same job through async_executor_map_async on a fresh pool of the
+ * mode's backend, then a wait on its future: Pool.map_async(...).get().
+ * Returns the seconds from the call to the future being final. */
+double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk);
 /* Runs every mode the user asked for, clearing out (out_size bytes) before
  * each and hashing it after, into r. */
 void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
@@ -83,6 +128,7 @@ typedef struct lab_rows {
     size_t *off;   /* nrows + 1 offsets into v */
     double *v;
     char *tag;     /* with LAB_CSV_TAGGED: each row's first field, one char */
+    size_t *line;  /* the line each row starts on, for messages */
 } lab_rows_t;
 
 enum {
@@ -91,8 +137,10 @@ enum {
     LAB_CSV_TAGGED = 1 << 2, /* the first field is a tag: 'a' or 'b' */
 };
 
-/* Reads path into rows; on a bad file returns -1 with a message naming the
- * file, line and column in err. */
+/* Reads path into rows; on a bad file (a field that is not a number, a NUL
+ * byte, ragged rows, a stray quote, no rows) returns -1 with a message naming
+ * the file, line and column in err, and on a read error (a directory: EISDIR)
+ * with the system's reason. */
 int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, size_t errlen);
 void lab_rows_free(lab_rows_t *rows);
 /* Opens path for writing results, or exits with a message. */
@@ -128,8 +176,6 @@ extern double lab_last_others;
 void lab_verdict(const lab_result_t *r, lab_bound_t bound);
 /* Whether the mode was asked for. */
 bool lab_want(lab_mode_t mode);
-/* A JSON string of a C array of doubles/ints, for soln.json. */
-json_t *lab_json_doubles(const double *v, size_t n);
 
 /* --- workloads ------------------------------------------------------------ */
 int lab_howmany(void);
@@ -142,12 +188,28 @@ int lab_sumsq(void);
 int lab_heavy(void);
 int lab_chunks(void);
 int lab_workers(void);
-/* soln.c */
+int lab_pairs(void);     /* lecture.c */
+int lab_files(void);     /* lecture.c */
+int lab_scheduler(void); /* scheduler.c */
+/* data.c: `lab data` prints the generated data's first values and digests. */
+int lab_data(void);
+/* heavy's input: n = 40,000,000 x scale values of
+ * RandomState(seed).random_sample(n). */
+size_t lab_heavy_n(void);
+void lab_heavy_data(double *x, size_t n);
+/* normalize.c: the first rows of the XXL dataset, normalised, from the
+ * full-size stream whatever --scale says. */
+void lab_norm_first_rows(size_t nrows, double *out /* nrows x 100 */);
+/* soln.c: soln.json in the notebook's shape, and every figure of the run in
+ * the report file (default: lab-report.json beside soln.json). */
 int lab_soln_write(const char *path);
 /* plot.c: writes DIR/NAME.png from the data file and script, or says why not. */
 int lab_plot(const char *name, const char *data, const char *script);
 
-/* The lab's answers that tests check, kept for soln.json. */
+/* The lab's answers, kept for soln.json: prob1 and prob3 JSON strings
+ * (Python's str() of the lists), prob2 an object of part1..part3 reals. */
 extern json_t *lab_prob1, *lab_prob2, *lab_prob3;
+/* prob2's details (every configuration and mode), for the report. */
+extern json_t *lab_prob2_detail;
 
 #endif

@@ -2,7 +2,7 @@
  * seconds, speedup over serial and efficiency (speedup per worker), then a
  * one-line verdict that names the winner and the reason: the cores, memory
  * bandwidth, dispatch overhead or the longest task.  The same figures go into
- * lab_figures for soln.json.  The report also checks that every mode produced
+ * lab_figures for the report file (lab-report.json).  The report also checks that every mode produced
  * the same results (their hashes agree) and stops the lab if not. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,13 +77,6 @@ void lab_header(const char *name, const char *fmt, ...)
     vprintf(fmt, ap);
     printf("\n");
     va_end(ap);
-}
-
-json_t *lab_json_doubles(const double *v, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
-    return a;
 }
 
 static unsigned cores(void)

@@ -150,6 +150,40 @@ static double run_once(lab_mode_t mode, unsigned workers, lab_range_fn fn, void 
     return t;
 }
 
+double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk)
+{
+    if (chunk == 0) chunk = 1;
+    job_t *j = lab_shared_alloc(sizeof *j);
+    *j = (job_t){.fn = fn, .ctx = ctx, .n = n, .chunk = chunk, .nchunks = (n + chunk - 1) / chunk};
+    range_t *ranges = malloc(j->nchunks * sizeof *ranges);
+    if (!ranges) lab_die("out of memory");
+    for (size_t c = 0; c < j->nchunks; c++) {
+        ranges[c].lo = c * chunk;
+        ranges[c].hi = ranges[c].lo + chunk < n ? ranges[c].lo + chunk : n;
+    }
+    async_executor_opts_t o = {.backend = mode == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
+                               .workers = workers ? workers : 1};
+    async_executor_t *ex;
+    int rc = async_executor_new(&ex, &o);
+    if (rc != 0) lab_die("cannot start a %s pool: %s", lab_mode_name[mode], async_strerror(rc));
+    async_map_t m = {.fn = range_work, .ctx = j, .in = ranges, .in_size = sizeof *ranges, .n = j->nchunks,
+                     .chunksize = 1};
+    async_future_t *f;
+    double t0 = lab_now();
+    rc = async_executor_map_async(ex, &m, NULL, NULL, NULL, &f);
+    if (rc != 0) lab_die("map_async: %s", async_strerror(rc));
+    /* The caller is free here, as after Python's map_async; it just waits. */
+    rc = async_future_wait(f);
+    double t = lab_now() - t0;
+    if (rc == 0) rc = async_future_error(f);
+    if (rc != 0) lab_die("map_async failed: %s: %s", async_strerror(rc), async_future_message(f));
+    async_future_free(f);
+    async_executor_free(ex);
+    free(ranges);
+    lab_shared_free(j, sizeof *j);
+    return t;
+}
+
 double lab_last_others;
 
 double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,

@@ -1,7 +1,13 @@
-/* soln.json: the lab's answer keys (prob1: the common items, prob2: the
- * busy-work parts, prob3: the normalised test rows, host: the machine) and,
- * beside them, every workload's figures from this run. */
+/* soln.json, exactly as the notebook writes it with
+ * `json.dumps(answers, indent=2)`: the four keys prob1 (str() of the common
+ * items), prob2 (the busy-work seconds, part1..part3), prob3 (str() of the
+ * first normalised XXL rows) and host (the hostname), and nothing else.
+ * Every other figure of the run goes to the report file, lab-report.json. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/utsname.h>
 #include "lab.h"
@@ -40,17 +46,82 @@ static json_t *host(void)
     return h;
 }
 
+/* A value of soln.json as json.dumps writes it: strings with its escapes,
+ * reals as Python's repr (NaN and Infinity as json.dumps spells them),
+ * objects of reals indented under their key. */
+static void put_value(lab_str_t *o, const json_t *v, int depth)
+{
+    if (json_is_string(v)) {
+        lab_json_string(o, json_string_value(v));
+    } else if (json_is_number(v)) {
+        double x = json_number_value(v);
+        if (isnan(x)) lab_str_puts(o, "NaN");
+        else if (isinf(x)) lab_str_puts(o, x < 0 ? "-Infinity" : "Infinity");
+        else if (json_is_integer(v)) {
+            char b[32];
+            lab_str_add(o, b, (size_t)snprintf(b, sizeof b, "%lld", (long long)json_integer_value(v)));
+        } else lab_str_float(o, x);
+    } else if (json_is_object(v) && json_object_size(v) > 0) {
+        const char *key;
+        json_t *item;
+        bool first = true;
+        lab_str_puts(o, "{");
+        json_object_foreach((json_t *)v, key, item) {
+            lab_str_puts(o, first ? "\n" : ",\n");
+            first = false;
+            for (int i = 0; i <= depth; i++) lab_str_puts(o, "  ");
+            lab_json_string(o, key);
+            lab_str_puts(o, ": ");
+            put_value(o, item, depth + 1);
+        }
+        lab_str_puts(o, "\n");
+        for (int i = 0; i < depth; i++) lab_str_puts(o, "  ");
+        lab_str_puts(o, "}");
+    } else if (json_is_object(v)) {
+        lab_str_puts(o, "{}");
+    } else {
+        lab_str_puts(o, "null");
+    }
+}
+
+/* The report file's path: --report, else lab-report.json in soln's folder. */
+static const char *report_path(const char *soln, char *buf, size_t cap)
+{
+    if (lab_opt.report) return lab_opt.report;
+    const char *slash = strrchr(soln, '/');
+    if (slash) snprintf(buf, cap, "%.*s/lab-report.json", (int)(slash - soln), soln);
+    else snprintf(buf, cap, "lab-report.json");
+    return buf;
+}
+
 int lab_soln_write(const char *path)
 {
-    json_t *root = json_object();
-    json_object_set(root, "prob1", lab_prob1 ? lab_prob1 : json_null());
-    json_object_set(root, "prob2", lab_prob2 ? lab_prob2 : json_null());
-    json_object_set(root, "prob3", lab_prob3 ? lab_prob3 : json_null());
-    json_object_set_new(root, "host", host());
-    json_object_set(root, "workloads", lab_figures);
-    int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
-    json_decref(root);
-    if (rc != 0) lab_die("%s: cannot write", path);
+    /* The notebook's four keys, in its order, and nothing else. */
+    json_t *soln = json_object();
+    json_object_set(soln, "prob1", lab_prob1 ? lab_prob1 : json_null());
+    json_object_set(soln, "prob2", lab_prob2 ? lab_prob2 : json_null());
+    json_object_set(soln, "prob3", lab_prob3 ? lab_prob3 : json_null());
+    char name[256] = "";
+    if (gethostname(name, sizeof name - 1) != 0) name[0] = '\0';
+    json_object_set_new(soln, "host", json_string(name));
+    lab_str_t text = {0};
+    put_value(&text, soln, 0);
+    json_decref(soln);
+    FILE *f = fopen(path, "w");
+    if (!f || fwrite(text.s, 1, text.len, f) != text.len || fclose(f) != 0)
+        lab_die("%s: cannot write: %s", path, strerror(errno));
+    free(text.s);
     printf("\nwrote %s\n", path);
+
+    json_t *root = json_object();
+    json_object_set_new(root, "host", host());
+    if (lab_prob2_detail) json_object_set(root, "busywork", lab_prob2_detail);
+    json_object_set(root, "workloads", lab_figures);
+    char buf[4096];
+    const char *rp = report_path(path, buf, sizeof buf);
+    int rc = json_dump_file(root, rp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    json_decref(root);
+    if (rc != 0) lab_die("%s: cannot write", rp);
+    printf("wrote %s\n", rp);
     return 0;
 }

@@ -1,5 +1,6 @@
-/* Small helpers of the lab: the clock, shared memory, the seeded generator,
- * a hash for comparing results across modes, and scaling. */
+/* Small helpers of the lab: the clock, shared memory, the splitmix64
+ * generator of the data that have no notebook counterpart (factors), a hash
+ * for comparing results across modes, and scaling. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,11 +47,6 @@ uint64_t lab_rand(uint64_t *s)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
-}
-
-double lab_rand_unit(uint64_t *s)
-{
-    return (double)(lab_rand(s) >> 11) * 0x1.0p-53;
 }
 
 uint64_t lab_fnv(const void *data, size_t len, uint64_t h)

@@ -141,6 +141,37 @@ int lab_workers(void)
              "dat using 1:3 with points pt 5 ps 1.4 lc rgb '#d62728' title 'processes, measured'\n",
              ntasks, cores, maxp, maxp, cores, cores, cores, f[LAB_THREADS], f[LAB_PROCESSES]);
     lab_plot("workers", data, script);
+
+    /* Amdahl's law as the lecture draws it: S(n) = 1 / ((1 - p) + p / n) for
+     * p = 0.5 to 0.99 up to 64 CPUs, with this machine's measured speedups
+     * on the same axes. */
+    static const double fractions[] = {0.5, 0.75, 0.9, 0.95, 0.99};
+    char adata[8192];
+    size_t al = (size_t)snprintf(adata, sizeof adata, "# cpus S(0.5) S(0.75) S(0.9) S(0.95) S(0.99) threads processes\n");
+    for (unsigned n = 1; n <= 64; n++) {
+        al += (size_t)snprintf(adata + al, sizeof adata - al, "%u", n);
+        for (size_t k = 0; k < 5; k++)
+            al += (size_t)snprintf(adata + al, sizeof adata - al, " %.6f", 1 / ((1 - fractions[k]) + fractions[k] / n));
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+            double sp = n <= maxp && t[m][n] > 0 && t[m][1] > 0 ? t[m][1] / t[m][n] : NAN;
+            al += (size_t)snprintf(adata + al, sizeof adata - al, " %.6f", sp);
+        }
+        al += (size_t)snprintf(adata + al, sizeof adata - al, "\n");
+    }
+    char ascript[2048];
+    snprintf(ascript, sizeof ascript,
+             "set title \"Amdahl's law: speedup against CPUs for parallel fractions p, and this machine (%u CPUs)\"\n"
+             "set xlabel 'CPUs (workers)'\nset ylabel 'speedup'\nset grid\nset key top left\n"
+             "set logscale x 2\nset xrange [1:64]\nset yrange [0:%d]\n"
+             "plot dat using 1:6 with lines lw 2 lc rgb '#9467bd' title 'p = 0.99', "
+             "dat using 1:5 with lines lw 2 lc rgb '#8c564b' title 'p = 0.95', "
+             "dat using 1:4 with lines lw 2 lc rgb '#2ca02c' title 'p = 0.90', "
+             "dat using 1:3 with lines lw 2 lc rgb '#ff7f0e' title 'p = 0.75', "
+             "dat using 1:2 with lines lw 2 lc rgb '#7f7f7f' title 'p = 0.50', "
+             "dat using 1:7 with points pt 7 ps 1.4 lc rgb '#1f77b4' title 'threads, measured', "
+             "dat using 1:8 with points pt 5 ps 1.2 lc rgb '#d62728' title 'processes, measured'\n",
+             cores, 40);
+    lab_plot("amdahl", adata, ascript);
     lab_shared_free(s, sizeof *s);
     return 0;
 }

@@ -1,0 +1,343 @@
+/* The process-shared dictionary (multiprocessing's Manager().dict() without
+ * its proxy server): string keys to byte values in one shared mapping, every
+ * operation under one robust process-shared lock, and every change made so
+ * that a writer killed at any instruction leaves the dictionary exactly as
+ * it was before that change, or exactly as after it.
+ *
+ * Layout.  An open-addressing hash table (linear probing, FNV-1a) of
+ * 2^k slots, at least twice the capacity so chains stay short.  Each slot
+ * holds two versions; a version carries the generation that wrote it, a
+ * state (free, live, deleted: a tombstone that keeps probe chains whole), the
+ * key and the value.  The table's `committed` generation says which versions
+ * count: a slot's current version is the one with the highest generation at
+ * or below `committed`.
+ *
+ * Two-phase writes.  A change (one set, or a whole update of many keys)
+ * writes generation P = committed + 1 into each touched slot's other version
+ * (never the current one), and the live count into count[P & 1]; then one
+ * store of committed = P publishes all of it at once.  Before that store
+ * nobody sees P: readers and writers take the lock, and the writer itself
+ * looks through P.  A writer killed before the store leaves versions of
+ * generation above `committed`: the next locker gets EOWNERDEAD and scrubs
+ * them (sets their generation to 0) before anything else, which is also how
+ * an update that cannot complete (the table is full) rolls itself back.  A
+ * writer killed during the scrub leaves the same work to the next one. */
+#include <string.h>
+#include "ipc_internal.h"
+
+void (*async__ipc_dict_hook)(int where);
+
+enum { V_FREE = 0, V_LIVE = 1, V_DEAD = 2 };
+
+typedef struct ver {
+    uint64_t gen;   /* 0: never written, or scrubbed */
+    uint32_t state;
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t pad_;
+    unsigned char bytes[]; /* key (klen, then NUL), then the value at max_key + 1 */
+} ver_t;
+
+struct async_shared_dict {
+    async__ipc_hdr_t hdr;
+    pthread_mutex_t mu;
+    size_t capacity, max_key, max_value;
+    size_t nslots, vstride;
+    _Atomic uint64_t committed; /* written only under mu: the commit */
+    uint64_t count[2];          /* live keys as of generation g: count[g & 1] */
+    _Alignas(64) unsigned char slots[];
+};
+
+static ver_t *ver(async_shared_dict_t *d, size_t slot, int i)
+{
+    return (ver_t *)(d->slots + (slot * 2 + (size_t)i) * d->vstride);
+}
+
+static unsigned char *value_of(async_shared_dict_t *d, ver_t *v) { return v->bytes + d->max_key + 1; }
+
+/* The version of the slot as seen at generation `view`, which is either the
+ * committed one or the pending one (P): versions above `committed` count only
+ * if they are exactly `view`.  NULL: the slot is free. */
+static ver_t *current(async_shared_dict_t *d, size_t slot, uint64_t view)
+{
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    ver_t *best = NULL;
+    for (int i = 0; i < 2; i++) {
+        ver_t *v = ver(d, slot, i);
+        if (v->gen == 0 || (v->gen > c && v->gen != view)) continue;
+        if (!best || v->gen > best->gen) best = v;
+    }
+    return best && best->state != V_FREE ? best : NULL;
+}
+
+/* The version a change at generation p writes: the slot's version already of
+ * generation p, or else the one that is not the committed current one. */
+static ver_t *target(async_shared_dict_t *d, size_t slot, uint64_t p)
+{
+    ver_t *a = ver(d, slot, 0), *b = ver(d, slot, 1);
+    if (a->gen == p) return a;
+    if (b->gen == p) return b;
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    ver_t *cur = current(d, slot, c);
+    return cur == a ? b : a;
+}
+
+static uint64_t hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Finds key at generation view.  Returns its slot with *found set, or the slot
+ * where it would be inserted (the first tombstone or free slot on its chain)
+ * with *found clear; SIZE_MAX when it is absent and there is no room. */
+static size_t find(async_shared_dict_t *d, const char *key, size_t klen, uint64_t view, bool *found)
+{
+    size_t mask = d->nslots - 1, insert = SIZE_MAX;
+    *found = false;
+    for (size_t i = hash(key, klen) & mask, n = 0; n < d->nslots; i = (i + 1) & mask, n++) {
+        ver_t *v = current(d, i, view);
+        if (!v) return insert != SIZE_MAX ? insert : i;
+        if (v->state == V_DEAD) {
+            if (insert == SIZE_MAX) insert = i;
+        } else if (v->klen == klen && memcmp(v->bytes, key, klen) == 0) {
+            *found = true;
+            return i;
+        }
+    }
+    return insert;
+}
+
+/* Drops every version above the committed generation: a dead writer's
+ * unpublished change, or a change being rolled back. */
+static void scrub(async_shared_dict_t *d)
+{
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    for (size_t s = 0; s < d->nslots; s++)
+        for (int i = 0; i < 2; i++) {
+            ver_t *v = ver(d, s, i);
+            if (v->gen > c) v->gen = 0;
+        }
+}
+
+static int lock(async_shared_dict_t *d)
+{
+    int err = async__ipc_mutex_lock(&d->mu, ASYNC_FOREVER, false);
+    if (err == ASYNC_EOWNERDEAD) {
+        scrub(d);
+        err = 0;
+    }
+    return err; /* 0 or ASYNC_EALREADY: called from inside items' callback */
+}
+
+static void unlock(async_shared_dict_t *d) { pthread_mutex_unlock(&d->mu); }
+
+int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max_key,
+                          size_t max_value)
+{
+    if (!out || capacity == 0 || capacity > ((size_t)1 << 28) || max_key == 0 ||
+        max_key > 65535 || max_value > ((size_t)1 << 30))
+        return ASYNC_EINVAL;
+    size_t nslots = 2;
+    while (nslots < capacity * 2) nslots *= 2;
+    size_t vstride = (sizeof(ver_t) + max_key + 1 + max_value + 7) & ~(size_t)7;
+    if (nslots * 2 > (SIZE_MAX / 2 - sizeof(async_shared_dict_t)) / vstride) return ASYNC_EINVAL;
+    async_shared_dict_t *d;
+    int err = async__ipc_map(sizeof *d + nslots * 2 * vstride, IPC_KIND_DICT, (void **)&d);
+    if (err) return err;
+    if ((err = async__ipc_mutex_init(&d->mu, PTHREAD_MUTEX_ERRORCHECK))) {
+        async__ipc_unmap(d);
+        return err;
+    }
+    d->capacity = capacity;
+    d->max_key = max_key;
+    d->max_value = max_value;
+    d->nslots = nslots;
+    d->vstride = vstride;
+    *out = d;
+    return 0;
+}
+
+void async_shared_dict_free(async_shared_dict_t *d)
+{
+    if (d) async__ipc_unmap(d);
+}
+
+/* --- changes ------------------------------------------------------------------------ */
+
+/* One change in progress at generation p, under the lock. */
+typedef struct change {
+    async_shared_dict_t *d;
+    uint64_t p;
+    uint64_t count;
+} change_t;
+
+static change_t begin(async_shared_dict_t *d)
+{
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    return (change_t){d, c + 1, d->count[c & 1]};
+}
+
+static int put(change_t *ch, const char *key, size_t klen, const void *val, size_t vlen)
+{
+    async_shared_dict_t *d = ch->d;
+    bool found;
+    size_t s = find(d, key, klen, ch->p, &found);
+    if (s == SIZE_MAX || (!found && ch->count >= d->capacity)) return ASYNC_EFULL;
+    ver_t *v = target(d, s, ch->p);
+    v->gen = ch->p;
+    v->state = V_LIVE;
+    v->klen = (uint32_t)klen;
+    memcpy(v->bytes, key, klen);
+    v->bytes[klen] = '\0';
+    v->vlen = (uint32_t)vlen;
+    if (vlen) memcpy(value_of(d, v), val, vlen);
+    if (!found) ch->count++;
+    return 0;
+}
+
+static void commit(change_t *ch)
+{
+    ch->d->count[ch->p & 1] = ch->count;
+    /* Release: every write of the change is in memory before the commit is. */
+    atomic_store_explicit(&ch->d->committed, ch->p, memory_order_release);
+}
+
+static int check_key(async_shared_dict_t *d, const char *key, size_t *klen)
+{
+    if (!key) return ASYNC_EINVAL;
+    *klen = strnlen(key, d->max_key + 1);
+    return *klen > d->max_key ? ASYNC_EINVAL : 0;
+}
+
+int async_shared_dict_update(async_shared_dict_t *d, const async_shared_dict_item_t *items,
+                             size_t n)
+{
+    if (!d || (n && !items)) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        size_t klen;
+        if (check_key(d, items[i].key, &klen) || items[i].len > d->max_value ||
+            (items[i].len && !items[i].value))
+            return ASYNC_EINVAL;
+    }
+    int err = lock(d);
+    if (err) return err;
+    change_t ch = begin(d);
+    for (size_t i = 0; i < n && !err; i++) {
+        err = put(&ch, items[i].key, strlen(items[i].key), items[i].value, items[i].len);
+        void (*h)(int) = async__ipc_dict_hook;
+        if (h && !err) h((int)i + 1);
+    }
+    if (err) scrub(d); /* roll back what was written: nothing was published */
+    else commit(&ch);
+    unlock(d);
+    return err;
+}
+
+int async_shared_dict_set(async_shared_dict_t *d, const char *key, const void *value, size_t len)
+{
+    async_shared_dict_item_t it = {key, value, len};
+    return async_shared_dict_update(d, &it, 1);
+}
+
+int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t delta,
+                                int64_t *out)
+{
+    size_t klen;
+    if (!d || check_key(d, key, &klen) || d->max_value < sizeof(int64_t)) return ASYNC_EINVAL;
+    int err = lock(d);
+    if (err) return err;
+    change_t ch = begin(d);
+    bool found;
+    size_t s = find(d, key, klen, ch.p, &found);
+    int64_t v = 0;
+    if (found) {
+        ver_t *cur = current(d, s, ch.p);
+        if (cur->vlen != sizeof v) err = ASYNC_EINVAL;
+        else memcpy(&v, value_of(d, cur), sizeof v);
+    }
+    if (!err && __builtin_add_overflow(v, delta, &v)) err = ASYNC_EINVAL;
+    if (!err) err = put(&ch, key, klen, &v, sizeof v);
+    if (err) scrub(d);
+    else commit(&ch);
+    unlock(d);
+    if (!err && out) *out = v;
+    return err;
+}
+
+int async_shared_dict_delete(async_shared_dict_t *d, const char *key)
+{
+    size_t klen;
+    if (!d || check_key(d, key, &klen)) return ASYNC_EINVAL;
+    int err = lock(d);
+    if (err) return err;
+    change_t ch = begin(d);
+    bool found;
+    size_t s = find(d, key, klen, ch.p, &found);
+    if (!found) {
+        err = ASYNC_ENOENT;
+    } else {
+        /* The tombstone keeps the key, so a dead writer's scrub can never
+         * expose a half-written one. */
+        ver_t *cur = current(d, s, ch.p), *v = target(d, s, ch.p);
+        v->gen = ch.p;
+        v->state = V_DEAD;
+        v->klen = cur->klen;
+        memcpy(v->bytes, cur->bytes, cur->klen + 1);
+        v->vlen = 0;
+        ch.count--;
+        commit(&ch);
+    }
+    unlock(d);
+    return err;
+}
+
+/* --- reads -------------------------------------------------------------------------- */
+
+int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf, size_t cap,
+                          size_t *len)
+{
+    size_t klen;
+    if (!d || check_key(d, key, &klen) || (cap && !buf)) return ASYNC_EINVAL;
+    int err = lock(d);
+    if (err) return err;
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    bool found;
+    size_t s = find(d, key, klen, c, &found);
+    if (!found) {
+        err = ASYNC_ENOENT;
+    } else {
+        ver_t *v = current(d, s, c);
+        if (len) *len = v->vlen;
+        if (v->vlen > cap) err = ASYNC_EINVAL;
+        else if (v->vlen) memcpy(buf, value_of(d, v), v->vlen);
+    }
+    unlock(d);
+    return err;
+}
+
+int async_shared_dict_items(async_shared_dict_t *d, async_shared_dict_cb cb, void *arg)
+{
+    if (!d || !cb) return ASYNC_EINVAL;
+    int err = lock(d);
+    if (err) return err;
+    uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
+    int rc = 0;
+    for (size_t s = 0; s < d->nslots && !rc; s++) {
+        ver_t *v = current(d, s, c);
+        if (v && v->state == V_LIVE) rc = cb((const char *)v->bytes, value_of(d, v), v->vlen, arg);
+    }
+    unlock(d);
+    return rc;
+}
+
+size_t async_shared_dict_len(async_shared_dict_t *d)
+{
+    if (lock(d)) return 0;
+    size_t n = (size_t)d->count[atomic_load_explicit(&d->committed, memory_order_relaxed) & 1];
+    unlock(d);
+    return n;
+}
+
+size_t async_shared_dict_capacity(const async_shared_dict_t *d) { return d->capacity; }
