@@ -4,7 +4,9 @@
  * over 2 serving ranks beside serial C and the process backend with 2
  * workers; the lab's howmany (1,000,000 rows of 5 ints, values in [4, 8])
  * with the rows replicated once by async_mpi_bcast beside shipping them in
- * every chunk.  One `name: value unit` line per figure.
+ * every chunk.  Every side runs once a round, in alternating rounds
+ * (rounds.h: BENCH_ROUNDS, default 5), and each figure prints as
+ * `name: median (min-max) unit`; ratios are taken round by round.
  *
  *   bench-mpi [--limit N] [--trips N]
  *
@@ -16,6 +18,7 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/mpi.h>
+#include "rounds.h"
 
 static double now_s(void) { return (double)async_now() / 1e9; }
 
@@ -182,67 +185,75 @@ int main(int argc, char **argv)
         fprintf(stderr, "MPI executor: %s\n", async_errname(r));
         return 1;
     }
-    printf("ranks: %d serving %u\n", async_mpi_size(), async_executor_workers(mpi));
-
-    /* Round trips: one job at a time. */
-    async_executor_t *p1 = procs(1);
-    printf("round trip mpi: %.2f us\n", round_trip(mpi, trips));
-    printf("round trip processes: %.2f us\n", round_trip(p1, trips));
-    async_executor_free(p1);
-
-    /* Primes: serial, processes (2 workers), MPI (2 serving ranks). */
-    double ts, tp, tm;
-    uint64_t cs = primes_map(NULL, limit, &ts);
-    async_executor_t *p2 = procs(2);
-    uint64_t cp = primes_map(p2, limit, &tp);
-    async_executor_free(p2);
-    uint64_t cm = primes_map(mpi, limit, &tm);
-    printf("primes below %u: %llu (serial), %llu (processes), %llu (mpi)%s\n", limit,
-           (unsigned long long)cs, (unsigned long long)cp, (unsigned long long)cm,
-           cs == cp && cs == cm ? "" : " MISMATCH");
-    printf("primes serial: %.3f s\n", ts);
-    printf("primes processes 2 workers: %.3f s\n", tp);
-    printf("primes mpi 2 ranks: %.3f s\n", tm);
-    printf("primes mpi speedup vs serial: %.2f x\n", ts / tm);
-    printf("primes mpi vs processes: %.2f x\n", tp / tm);
-
-    /* howmany: rows replicated once vs shipped with every chunk. */
+    bench_start("bench-mpi");
+    bench_note("ranks: %d, serving workers: %u", async_mpi_size(), async_executor_workers(mpi));
+    async_executor_t *p1 = procs(1), *p2 = procs(2);
     enum { ROWS = 1000000 };
     int32_t *rows = malloc((size_t)ROWS * COLS * sizeof *rows);
     uint32_t *idx = malloc(ROWS * sizeof *idx), *c1 = malloc(ROWS * 4), *c2 = malloc(ROWS * 4);
     srand(42);
     for (size_t i = 0; i < (size_t)ROWS * COLS; i++) rows[i] = rand() % 10;
     for (uint32_t i = 0; i < ROWS; i++) idx[i] = i;
+    uint64_t s0 = 0;
+    for (uint32_t i = 0; i < ROWS; i++) {
+        uint32_t c;
+        howmany_row(rows + (size_t)i * COLS, COLS * 4, &c, 4, NULL);
+        s0 += c;
+    }
+    /* The rows go to every rank once, not once a round. */
     double t0 = now_s();
     if (async_mpi_bcast(mpi, rows, (size_t)ROWS * COLS * sizeof *rows)) {
         fprintf(stderr, "bcast failed\n");
         return 1;
     }
-    double tb = now_s() - t0;
-    async_map_t m1 = {.fn = howmany_ctx, .ctx = rows, .in = idx, .in_size = 4, .out = c1,
-                      .out_size = 4, .n = ROWS};
-    t0 = now_s();
-    int e1 = async_executor_map(mpi, &m1, NULL);
-    double th = now_s() - t0;
-    async_map_t m2 = {.fn = howmany_row, .in = rows, .in_size = COLS * 4, .out = c2,
-                      .out_size = 4, .n = ROWS};
-    t0 = now_s();
-    int e2 = async_executor_map(mpi, &m2, NULL);
-    double tr = now_s() - t0;
-    uint64_t s1 = 0, s2 = 0, s0 = 0;
-    for (uint32_t i = 0; i < ROWS; i++) {
-        uint32_t c;
-        howmany_row(rows + (size_t)i * COLS, COLS * 4, &c, 4, NULL);
-        s0 += c, s1 += c1[i], s2 += c2[i];
+    bench_add("howmany bcast of the rows (20 MB, once)", "s", now_s() - t0);
+    int rounds = bench_rounds();
+    bool ok = true;
+    for (int round = 0; round < rounds; round++) {
+        bench_add("round trip mpi", "us", round_trip(mpi, trips));
+        bench_add("round trip processes (1 worker)", "us", round_trip(p1, trips));
+        double ts, tp, tm;
+        uint64_t cs = primes_map(NULL, limit, &ts);
+        uint64_t cp = primes_map(p2, limit, &tp);
+        uint64_t cm = primes_map(mpi, limit, &tm);
+        if (cs != cp || cs != cm) {
+            bench_note("primes MISMATCH: %llu serial, %llu processes, %llu mpi",
+                       (unsigned long long)cs, (unsigned long long)cp, (unsigned long long)cm);
+            ok = false;
+        } else if (round == 0) {
+            bench_note("primes below %u: %llu on every side", limit, (unsigned long long)cs);
+        }
+        bench_add("primes serial", "s", ts);
+        bench_add("primes processes 2 workers", "s", tp);
+        bench_add("primes mpi 2 ranks", "s", tm);
+        async_map_t m1 = {.fn = howmany_ctx, .ctx = rows, .in = idx, .in_size = 4, .out = c1,
+                          .out_size = 4, .n = ROWS};
+        t0 = now_s();
+        int e1 = async_executor_map(mpi, &m1, NULL);
+        bench_add("howmany map over bcast rows", "s", now_s() - t0);
+        async_map_t m2 = {.fn = howmany_row, .in = rows, .in_size = COLS * 4, .out = c2,
+                          .out_size = 4, .n = ROWS};
+        t0 = now_s();
+        int e2 = async_executor_map(mpi, &m2, NULL);
+        bench_add("howmany map shipping rows", "s", now_s() - t0);
+        uint64_t s1 = 0, s2 = 0;
+        for (uint32_t i = 0; i < ROWS; i++) s1 += c1[i], s2 += c2[i];
+        if (e1 || e2 || s1 != s0 || s2 != s0) {
+            bench_note("howmany MISMATCH: %llu serial, %llu bcast, %llu shipped",
+                       (unsigned long long)s0, (unsigned long long)s1, (unsigned long long)s2);
+            ok = false;
+        } else if (round == 0) {
+            bench_note("howmany total: %llu on every side", (unsigned long long)s0);
+        }
     }
-    printf("howmany total: %llu (serial) %llu (bcast) %llu (shipped)%s\n", (unsigned long long)s0,
-           (unsigned long long)s1, (unsigned long long)s2,
-           !e1 && !e2 && s0 == s1 && s0 == s2 ? "" : " MISMATCH");
-    printf("howmany bcast of the rows: %.3f s\n", tb);
-    printf("howmany map over bcast rows: %.3f s\n", th);
-    printf("howmany map shipping rows: %.3f s\n", tr);
+    bench_ratio("primes mpi speedup vs serial", "primes serial", "primes mpi 2 ranks");
+    bench_ratio("primes mpi vs processes", "primes processes 2 workers", "primes mpi 2 ranks");
+    bench_ratio("primes processes speedup vs serial", "primes serial", "primes processes 2 workers");
+    bench_print();
     free(rows), free(idx), free(c1), free(c2);
+    async_executor_free(p1);
+    async_executor_free(p2);
     async_executor_free(mpi);
     async_mpi_finalize();
-    return 0;
+    return ok ? 0 : 1;
 }
