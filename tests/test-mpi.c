@@ -133,6 +133,9 @@ Test(mpi, libevent_symbols_win_over_libev) { expect_pass(3, VADER, "symbols"); }
 /* rank_processes: the job that crashes fails alone, its rank serves on. */
 Test(mpi, crashing_job_fails_only_its_future) { expect_pass(3, VADER, "crash"); }
 
+/* rank_processes: a job past its deadline is killed on its rank. */
+Test(mpi, deadline_kills_the_job_in_the_rank_pool) { expect_pass(3, VADER, "deadline"); }
+
 /* The same suite over TCP on loopback, the transport of multi-host jobs. */
 Test(mpi, all_over_tcp) { expect_pass(3, "self,tcp", "all"); }
 

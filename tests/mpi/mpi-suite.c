@@ -136,6 +136,17 @@ int offset(const void *in, size_t in_size, void *out, size_t out_size, void *ctx
 }
 ASYNC_MPI_WORK(offset);
 
+/* Sleeps the given milliseconds. */
+int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    int64_t ms;
+    memcpy(&ms, in, sizeof ms);
+    usleep((useconds_t)(ms * 1000));
+    return 0;
+}
+ASYNC_MPI_WORK(nap_ms);
+
 /* Not registered anywhere. */
 int unregistered_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
@@ -386,6 +397,26 @@ static void c_crash(void)
     CHECK(!memcmp(mo, want, sizeof mo), "map after the crash differs");
 }
 
+/* With rank_processes: a job running past its deadline is killed on its
+ * rank and fails with ASYNC_ETIMEDOUT long before it would have ended. */
+static void c_deadline(void)
+{
+    int64_t ms = 20000;
+    async_job_t j = {.fn = nap_ms, .in = &ms, .in_size = 8, .out_size = 0,
+                     .deadline = async_deadline_after(ASYNC_MSEC(300))};
+    int64_t t0 = async_now();
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    double s = (double)(async_now() - t0) / 1e9;
+    printf("deadline: %s after %.2f s: %s\n", async_errname(r), s, msg);
+    CHECK(r == ASYNC_ETIMEDOUT, "deadline: %s '%s'", async_errname(r), msg);
+    CHECK(s < 10.0, "the job was not stopped at its deadline (%.1f s)", s);
+    int64_t x = 5, got = 0, want;
+    square(&x, 8, &want, 8, NULL);
+    async_job_t k = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_run(ex, &k, &got, NULL, NULL) == 0 && got == want, "after the deadline");
+}
+
 static void c_kill(void)
 {
     async_job_t j = {.fn = die, .out_size = 8};
@@ -463,7 +494,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
     async_mpi_opts_t mo = {0};
-    if (!strcmp(c, "crash")) mo.rank_processes = 2;
+    if (!strcmp(c, "crash") || !strcmp(c, "deadline")) mo.rank_processes = 2;
     if (!strcmp(c, "mismatch")) {
         const char *rk = getenv("OMPI_COMM_WORLD_RANK");
         if (rk && !strcmp(rk, "2")) async_mpi_register("only_on_rank_2", square);
@@ -501,6 +532,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "unregistered")) c_unregistered();
     else if (!strcmp(c, "crash")) c_crash();
     else if (!strcmp(c, "kill")) c_kill();
+    else if (!strcmp(c, "deadline")) c_deadline();
     else if (!strcmp(c, "bcast")) c_bcast();
     else if (!strcmp(c, "idle")) c_idle();
     else if (!strcmp(c, "symbols")) c_symbols();
