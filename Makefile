@@ -206,7 +206,10 @@ install-mpi: $(MPI_STATIC) $(MPI_SHARED)
 	ln -sf libasync-mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' async-mpi.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/async-mpi.pc
-.PHONY: install-mpi
+clean: clean-mpi
+clean-mpi:
+	rm -f lib/libasync-mpi.a lib/libasync-mpi.so
+.PHONY: install-mpi clean-mpi
 # --- end of the MPI block -----------------------------------------------------
 
 # --- the commands a user runs -----------------------------------------------
