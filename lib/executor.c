@@ -401,7 +401,7 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
                                 j->out_size ? outbuf : NULL, j->out_size, 1};
     job->first = 0;
     job->priority = j->priority;
-    job->deadline = j->deadline > 0 ? j->deadline : ASYNC_FOREVER;
+    job->deadline = j->deadline == 0 ? ASYNC_FOREVER : j->deadline; /* < 0: already past */
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
@@ -547,6 +547,10 @@ static int check_map(async_executor_t *ex, const async_map_t *m)
     if (!ex || !m || !m->fn) return ASYNC_EINVAL;
     if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
     if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
+    /* n items must fit the caller's arrays: a product that wraps would run
+     * "every" item over a few bytes. */
+    if (m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL;
+    if (m->out_size && m->n > SIZE_MAX / m->out_size) return ASYNC_EINVAL;
     return 0;
 }
 
@@ -583,7 +587,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
         *out = f;
         return 0;
     }
-    int64_t dl = m->deadline > 0 ? m->deadline : ASYNC_FOREVER;
+    int64_t dl = m->deadline == 0 ? ASYNC_FOREVER : m->deadline; /* < 0: already past */
     for (size_t i = 0; i < nchunks; i++) {
         async__job_t *job = &st->jobs[i];
         size_t first = i * chunk;

@@ -89,8 +89,10 @@ int async__procpool_shm_alloc(async__procpool_t *p, size_t size, void **out)
 
 void async__procpool_shm_free(async__procpool_t *p, void *ptr)
 {
-    if (!p || !ptr) return;
-    assert(async__procpool_owns(p, ptr));
+    /* A pointer the heap did not hand out is the caller's bug, not a reason
+     * to abort the caller's program: it is ignored (async_executor_shm_free's
+     * contract). */
+    if (!p || !ptr || !async__procpool_owns(p, ptr)) return;
     pthread_mutex_lock(&p->mu);
     async__pp_heap_free(p, (uint64_t)((char *)ptr - (char *)p->h));
     pthread_mutex_unlock(&p->mu);

@@ -180,11 +180,21 @@ static void submit_job(procs_t *s, async__job_t *job)
         finish_err(s, job, ASYNC_EINVAL, "the job is larger than max_job_bytes");
         return;
     }
-    hdr_t h = {.fn = rw->fn, .ctx = rw->ctx, .in_shared = in_shared ? rw->in : NULL,
-               .out_shared = out_shared ? rw->out : NULL, .in_size = rw->in_size,
-               .out_size = rw->out_size, .count = rw->count,
-               .max_result = RESULT_AREA - 4096, .deadline = job->deadline,
-               .var_ok = job->var_ok};
+    /* Zeroed whole, padding too: the header is copied into shared memory,
+     * and a tool that follows it there (valgrind) must find no undefined
+     * bytes. */
+    hdr_t h;
+    memset(&h, 0, sizeof h);
+    h.fn = rw->fn;
+    h.ctx = rw->ctx;
+    h.in_shared = in_shared ? rw->in : NULL;
+    h.out_shared = out_shared ? rw->out : NULL;
+    h.in_size = rw->in_size;
+    h.out_size = rw->out_size;
+    h.count = rw->count;
+    h.max_result = RESULT_AREA - 4096;
+    h.deadline = job->deadline;
+    h.var_ok = job->var_ok;
     async__procjob_t pj = {.fn = (async__anyfn_t)run_rows, .in = &h, .in_len = sizeof h,
                            .in2 = rw->in, .in2_len = in_bytes, .out_cap = out_bytes,
                            .deadline = job->deadline, .done = on_done, .arg = job};

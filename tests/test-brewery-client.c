@@ -407,11 +407,13 @@ Test(brewery_client, server_dies_on_sigkill_in_processes)
 typedef enum fake_mode {
     FAKE_SAME_PAGE, /* ignores `page`: the same 200 breweries every time */
     FAKE_ENDLESS,   /* a fresh full page every time, forever */
-    FAKE_SLOW_LATER /* "[]" at once for the first `fast` requests, then after `ms` */
+    FAKE_SLOW_LATER, /* "[]" at once for the first `fast` requests, then after `ms` */
+    FAKE_BODY        /* `body` every time */
 } fake_mode_t;
 
 typedef struct fake {
     fake_mode_t mode;
+    const char *body;
     int fast, ms;
     int fd;
     unsigned port;
@@ -440,6 +442,8 @@ static void *fake_serve(void *arg)
         if (f->mode == FAKE_SLOW_LATER) {
             if (nth >= f->fast) usleep((useconds_t)f->ms * 1000);
             len = (size_t)snprintf(body, sizeof body, "[]");
+        } else if (f->mode == FAKE_BODY) {
+            len = (size_t)snprintf(body, sizeof body, "%s", f->body);
         } else {
             body[len++] = '[';
             for (int i = 0; i < 200; i++)
@@ -957,4 +961,142 @@ Test(brewery_client, python_peer_reports_failures)
     cr_assert_eq(st, 1, "exit %d: %s", st, out);
     cr_assert(strstr(out, "python-failed: maryland=page 2 repeats an earlier page"), "%s", out);
     cr_assert_eq(peer_count(out, "maryland"), -1, "%s", out);
+}
+
+/* --- the command line, attacked ------------------------------------------- */
+
+/* An empty --mode ("" or ",") once ran no mode at all, started a server for
+ * nothing and exited 0 with an empty table. */
+Test(brewery_client, empty_mode_is_refused)
+{
+    char json[] = "/tmp/test-brewery-json-XXXXXX";
+    int fd = mkstemp(json);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(json);
+    static const char *const modes[] = {"", ",", ",,"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *args[] = {"--mode", modes[i], "--base-url", "http://127.0.0.1:1/v1", "--json", json, NULL};
+        char err[1024];
+        cr_assert_eq(demo_argv(args, err, sizeof err), 2, "--mode '%s': %s", modes[i], err);
+        cr_assert(strstr(err, "brewery: --mode is empty"), "--mode '%s': %s", modes[i], err);
+        cr_assert_neq(access(json, F_OK), 0, "--mode '%s' still wrote %s", modes[i], json);
+    }
+}
+
+/* A --json file that cannot be written is refused before the first request
+ * (exit 2, with the reason), not after a run of minutes with "cannot
+ * write". */
+Test(brewery_client, unwritable_json_is_refused_before_any_request)
+{
+    fake_t f = {.mode = FAKE_SLOW_LATER, .fast = 1000};
+    fake_start(&f);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1", f.port);
+    static const char *const paths[][2] = {{"/nonexistent-dir/async.json", "No such file or directory"},
+                                           {"/tmp", "it is a directory"},
+                                           {"/dev/null/async.json", "Not a directory"}};
+    for (size_t i = 0; i < 3; i++) {
+        const char *args[] = {"--mode", "serial", "--states", "maryland", "--base-url", base, "--json", paths[i][0], NULL};
+        char err[1024], want[160];
+        cr_assert_eq(demo_argv(args, err, sizeof err), 2, "--json %s: %s", paths[i][0], err);
+        snprintf(want, sizeof want, "brewery: --json %s: cannot write there: %s", paths[i][0], paths[i][1]);
+        cr_assert(strstr(err, want), "--json %s said: %s", paths[i][0], err);
+    }
+    fake_stop(&f);
+    cr_assert_eq(f.requests, 0, "the run started before --json was checked");
+}
+
+/* jansson takes only UTF-8: a state name that is not (a Latin-1 "delaware"
+ * with an e-acute), or whose failure message is cut inside a character,
+ * once vanished from async.json's states and failures without a word.  Each
+ * bad byte is now U+FFFD, and every state is in the file. */
+Test(brewery_client, non_utf8_state_is_kept_in_json)
+{
+    const char *flags[] = {"--latency", "0", NULL};
+    server_start(flags);
+    /* "x" then 100 e-acutes: the message keeps 180 bytes of the name, which
+     * ends half-way through a character. */
+    char longname[1 + 200 + 1] = "x";
+    for (int i = 0; i < 100; i++) strcat(longname, "\xc3\xa9");
+    char args[1024];
+    snprintf(args, sizeof args, "--mode serial --states 'del\xe9ware,maryland,%s' --base-url http://127.0.0.1:%u/v1",
+             longname, server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    json_t *states = json_object_get(j, "states");
+    cr_assert_eq(json_array_size(states), 3, "every state is listed");
+    cr_assert_str_eq(json_string_value(json_array_get(states, 0)), "del\xef\xbf\xbdware");
+    cr_assert_str_eq(json_string_value(json_array_get(states, 2)), longname);
+    long want;
+    csv_counts(&lab[1], 1, &want);
+    cr_assert_eq(count(j, "serial", "maryland"), want);
+    const char *why = failure(j, "serial", "del\xef\xbf\xbdware");
+    cr_assert(why && strstr(why, "unknown state 'del\xef\xbf\xbdware'"), "%s", why ? why : "(none)");
+    why = failure(j, "serial", longname);
+    cr_assert(why && strstr(why, "unknown state 'x\xc3\xa9"), "%s", why ? why : "(none)");
+    json_decref(j);
+}
+
+/* A meta answer whose total is not a count (negative, past a long, with
+ * blanks or a sign strtol skips) was once taken as the count: -5 breweries
+ * went into async.json.  Each is now the state's failure, naming the value. */
+Test(brewery_client, meta_total_that_is_not_a_count_fails_the_state)
+{
+    static const char *const bodies[][2] = {
+        {"{\"total\": -5}", "-5"},
+        {"{\"total\": \"-5\"}", "-5"},
+        {"{\"total\": \"99999999999999999999\"}", "99999999999999999999"},
+        {"{\"total\": \" 7\"}", " 7"},
+        {"{\"total\": \"+7\"}", "+7"},
+        {"{\"total\": 7.5}", "7.5"},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        fake_t f = {.mode = FAKE_BODY, .body = bodies[i][0]};
+        fake_start(&f);
+        char args[160];
+        snprintf(args, sizeof args, "--mode meta --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1", f.port);
+        json_t *j;
+        int st = demo(args, &j);
+        fake_stop(&f);
+        cr_expect_eq(st, 1, "%s: exit %d", bodies[i][0], st);
+        cr_expect_eq(count(j, "meta", "maryland"), -1, "%s was taken as a count", bodies[i][0]);
+        const char *why = failure(j, "meta", "maryland");
+        char want[96];
+        snprintf(want, sizeof want, "bad total '%s'", bodies[i][1]);
+        cr_expect(why && strstr(why, want), "%s: %s", bodies[i][0], why ? why : "(no failure)");
+        json_decref(j);
+    }
+    /* A count, as a number or as the real service's string, still counts. */
+    static const char *const good[] = {"{\"total\": 7}", "{\"total\": \"7\"}", "{\"total\": 0}"};
+    for (size_t i = 0; i < 3; i++) {
+        fake_t f = {.mode = FAKE_BODY, .body = good[i]};
+        fake_start(&f);
+        char args[160];
+        snprintf(args, sizeof args, "--mode meta --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1", f.port);
+        json_t *j;
+        cr_expect_eq(demo(args, &j), 0, "%s", good[i]);
+        fake_stop(&f);
+        cr_expect_eq(count(j, "meta", "maryland"), i == 2 ? 0 : 7, "%s", good[i]);
+        json_decref(j);
+    }
+}
+
+/* A mode whose states failed may fail fast: the sentence once said "async
+ * version was 97.00% faster" when serial's requests had failed and async's
+ * had not.  Times are compared only when both modes counted every state. */
+Test(brewery_client, result_sentence_only_compares_complete_runs)
+{
+    const char *flags[] = {"--latency", "0", "--fail-first", "1", NULL};
+    server_start(flags);
+    char args[256];
+    snprintf(args, sizeof args, "--mode serial,async --retries 0 --base-url http://127.0.0.1:%u/v1", server_port);
+    json_t *j;
+    cr_assert_eq(demo(args, &j), 1);
+    cr_assert_not_null(failure(j, "serial", "district_of_columbia"), "the first request failed");
+    const char *result = json_string_value(json_object_get(j, "result"));
+    cr_assert(result && strstr(result, "the serial and async versions did not both succeed (1 and 0 of 4 states failed)"),
+              "%s", result ? result : "(none)");
+    cr_assert_null(json_object_get(j, "async_faster_percent"));
+    json_decref(j);
 }

@@ -7,6 +7,7 @@
  * exact shape, charts, and clean output when stderr is redirected. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -348,6 +349,53 @@ Test(lab, csv_nul_byte_is_an_error, .timeout = 60)
     run_free(&r);
 }
 
+/* A double holds every integer only up to 2^53: 9007199254740993 once read
+ * as ...992, so list_a's 9007199254740993 and list_b's 9007199254740992
+ * came out as a common item (Python's ints say there is none), and
+ * 99999999999999999999999 passed as 1e23.  Integers past 2^53 are an error
+ * now; 2^53 itself and floats written as floats still read. */
+Test(lab, csv_integers_beyond_2_53_are_errors, .timeout = 60)
+{
+    bad_csv("common", "a,9007199254740993,5\nb,9007199254740992,6\n",
+            "bad.csv: line 1, column 2: \"9007199254740993\" is out of range: an integer must be within +-2^53");
+    bad_csv("common", "a,1,2\nb,3,-9007199254740993\n", "bad.csv: line 2, column 3: \"-9007199254740993\" is out of range");
+    bad_csv("normalize", "1,99999999999999999999999\n", "line 1, column 2: \"99999999999999999999999\" is out of range");
+    bad_csv("howmany", "1,2\n3,9007199254740993\n", "line 2, column 2: \"9007199254740993\" is out of range");
+    write_file(path("lists.csv"), "a,9007199254740992,-9007199254740992,1e16\nb,9007199254740992,1e16\n");
+    run_t r = lab("common", "--input", "lists.csv", "--output", "common.csv", "--mode", "serial");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    /* As Python's str() prints the int 2^53 and the float 1e16 (the answer
+     * once came out as 9.00719925474099e+15, cut to 15 digits). */
+    cr_assert(strstr(r.out, "answer: [[9007199254740992, 1e+16]]"), "%s", r.out);
+    char *out = slurp(path("common.csv"));
+    cr_assert_str_eq(out, "9007199254740992,1e+16\n");
+    free(out);
+    run_free(&r);
+    write_file(path("lists.csv"), "a,0.1,2.5,1\nb,0.1,1,2.5\n");
+    r = lab("common", "--input", "lists.csv", "--output", "common.csv", "--mode", "serial");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "answer: [[0.1, 1, 2.5]]"), "%s", r.out);
+    out = slurp(path("common.csv"));
+    cr_assert_str_eq(out, "0.1,1,2.5\n", "floats as repr, not %%.17g's 0.10000000000000001");
+    free(out);
+    run_free(&r);
+}
+
+/* A spreadsheet's UTF-8 byte order mark before the first field once made
+ * it "not a number"; it is skipped, and the rows read as without it. */
+Test(lab, csv_byte_order_mark_is_skipped, .timeout = 60)
+{
+    write_file(path("bom.csv"), "\xef\xbb\xbf" "1,4,9\n8,2,5\n");
+    run_t r = lab("howmany", "--input", "bom.csv", "--output", "counts.csv", "--mode", "serial");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    char *out = slurp(path("counts.csv"));
+    cr_assert_str_eq(out, "1\n2\n");
+    free(out);
+    run_free(&r);
+    /* Only at the start of the file: elsewhere it is still a bad field. */
+    bad_csv("howmany", "1,2\n\xef\xbb\xbf" "3,4\n", "bad.csv: line 2, column 1: ");
+}
+
 Test(lab, csv_directory_is_a_read_error, .timeout = 60)
 {
     cr_assert_eq(mkdir(path("rows.d"), 0755), 0);
@@ -377,26 +425,80 @@ Test(lab, normalize_overflowing_row_is_an_error, .timeout = 60)
     run_free(&r);
 }
 
-Test(lab, bad_options, .timeout = 30)
+/* A bad command line is a usage error: a message naming the option and the
+ * value, exit status 2, and nothing run; a value is never truncated or read
+ * in another base ("2.5" workers, "0x10" as a seed). */
+static void bad_option(const char *want, const char *a, const char *b, const char *c)
 {
-    run_t r = lab("nosuch");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "no workload \"nosuch\""), "%s", r.err);
+    run_t r = lab(a, b, c);
+    cr_expect_eq(r.status, 2, "lab %s %s %s: status %d: %s", a, b ? b : "", c ? c : "", r.status, r.err);
+    cr_expect(strstr(r.err, want), "lab %s %s %s: %s", a, b ? b : "", c ? c : "", r.err);
+    cr_expect_null(strstr(r.out, "lab: "), "nothing ran: %s", r.out);
     run_free(&r);
-    r = lab("primes", "--mode", "gpu");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "--mode: \"gpu\" is not serial, threads, processes or all"), "%s", r.err);
-    run_free(&r);
-    r = lab("primes", "--input", "x.csv");
-    cr_assert_eq(r.status, 1);
-    cr_assert(strstr(r.err, "--input and --output go with howmany, common or normalize"), "%s", r.err);
-    run_free(&r);
-    r = lab("primes", "--workers", "0");
-    cr_assert_eq(r.status, 1);
-    run_free(&r);
-    r = lab_env(NULL, NULL);
+}
+
+Test(lab, bad_options, .timeout = 60)
+{
+    bad_option("no workload \"nosuch\"", "nosuch", NULL, NULL);
+    bad_option("--mode: \"gpu\" is not serial, threads, processes or all", "primes", "--mode", "gpu");
+    bad_option("--input and --output go with howmany, common or normalize", "primes", "--input", "x.csv");
+    bad_option("--input and --output go with howmany, common or normalize", "all", "--output", "x.csv");
+    bad_option("--plot goes with chunks, workers or all", "primes", "--plot", "charts");
+    static const char *workers[] = {"0", "-1", "257", "abc", "", "2.5", "1e1", "0x4", " 4", "+4", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof workers / sizeof *workers; i++)
+        bad_option("--workers: ", "primes", "--workers", workers[i]);
+    static const char *seeds[] = {"-1", "4294967296", "1.5", "1e3", "0x10", "seed", "", "18446744073709551616"};
+    for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++) bad_option("--seed: ", "primes", "--seed", seeds[i]);
+    static const char *repeats[] = {"0", "101", "2.5", "x"};
+    for (size_t i = 0; i < sizeof repeats / sizeof *repeats; i++)
+        bad_option("--repeat: ", "primes", "--repeat", repeats[i]);
+    static const char *scales[] = {"0", "-1", "1e-5", "101", "nan", "inf", "", "1x"};
+    for (size_t i = 0; i < sizeof scales / sizeof *scales; i++) bad_option("--scale: ", "primes", "--scale", scales[i]);
+    bad_option("repr: \"abc\" is not a number", "repr", "abc", NULL);
+    bad_option("unrecognized option", "primes", "--bogus", NULL);
+    bad_option("requires an argument", "primes", "--seed", NULL);
+    bad_option("usage: lab WORKLOAD", "primes", "sumsq", NULL);
+    /* Files the run would write at its end are checked before it starts
+     * (they once failed only after the work, "cannot write"). */
+    bad_option("--soln /nonexistent-dir/soln.json: cannot write there: No such file or directory", "primes", "--soln",
+               "/nonexistent-dir/soln.json");
+    bad_option("--soln /tmp: cannot write there: it is a directory", "primes", "--soln", "/tmp");
+    bad_option("--soln /dev/null/soln.json: cannot write there: Not a directory", "all", "--soln", "/dev/null/soln.json");
+    {
+        run_t r = lab("primes", "--soln", "soln.json", "--report", "/nonexistent-dir/r.json");
+        cr_expect_eq(r.status, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "--report /nonexistent-dir/r.json: cannot write there"), "%s", r.err);
+        run_free(&r);
+        write_file(path("rows.csv"), "1,2\n");
+        r = lab("normalize", "--input", "rows.csv", "--output", "/nonexistent-dir/out.csv");
+        cr_expect_eq(r.status, 2, "%s", r.err);
+        cr_expect(strstr(r.err, "--output /nonexistent-dir/out.csv: cannot write there"), "%s", r.err);
+        cr_expect_null(strstr(r.out, "normalize"), "nothing ran: %s", r.out);
+        run_free(&r);
+    }
+    run_t r = lab_env(NULL, NULL);
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "usage: lab WORKLOAD"), "%s", r.err);
+    run_free(&r);
+    /* The largest seed and pool are accepted. */
+    r = lab("primes", "--seed", "4294967295", "--workers", "256", "--mode", "threads", "--scale", "0.01");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "256 workers, scale 0.01, seed 4294967295"), "%s", r.out);
+    run_free(&r);
+}
+
+/* gnuplot reads the chart's file names inside single quotes: a quote in
+ * --plot's folder ("Bob's charts") once ended the string early, so gnuplot
+ * failed (and the rest of the name ran as gnuplot commands).  It is doubled
+ * now, and the chart is drawn there. */
+Test(lab, plot_dir_with_a_quote, .timeout = 60)
+{
+    run_t r = lab("chunks", "--scale", "0.01", "--mode", "serial", "--plot", "Bob's charts");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert_null(strstr(r.err, "gnuplot failed"), "%s", r.err);
+    char *data = slurp(path("Bob's charts/chunks.png"));
+    cr_assert(strncmp(data, "\x89PNG", 4) == 0, "no chart in \"Bob's charts\": %s", r.err);
+    free(data);
     run_free(&r);
 }
 
@@ -802,4 +904,35 @@ Test(lab, busywork_tasks_report_pid_and_elapsed, .timeout = 60)
     cr_assert_geq(distinct, 2, "the pool of 4 ran the tasks in several processes");
     json_decref(s);
     run_free(&r);
+}
+
+/* prob2's part2 pool has as many workers as the CPUs the lab may run on, as
+ * len(os.sched_getaffinity(0)) counts them: under taskset to one CPU that is
+ * 1, where the machine's online count (what the lab once read) is more. */
+Test(lab, busywork_cpu_count_pool_follows_taskset, .timeout = 60)
+{
+    cpu_set_t set;
+    cr_assert_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpu = 0;
+    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &set)) cpu++;
+    cr_assert_lt(cpu, CPU_SETSIZE);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && taskset -c %d " LAB " busywork --scale 0.01 --soln soln.json > out.txt 2>&1 && "
+             "taskset -c %d /usr/bin/python3 -c 'import os; print(len(os.sched_getaffinity(0)))' > py.txt",
+             dir, cpu, cpu);
+    int st = system(cmd);
+    char *out = slurp(path("out.txt"));
+    cr_assert_eq(st, 0, "%s", out);
+    free(out);
+    char *py = slurp(path("py.txt"));
+    long want = strtol(py, NULL, 10);
+    free(py);
+    cr_assert_eq(want, 1, "python3 under taskset -c %d sees %ld CPUs", cpu, want);
+    json_t *s = load_report();
+    json_t *part2 = json_object_get(json_object_get(s, "busywork"), "part2");
+    cr_assert_eq(json_integer_value(json_object_get(part2, "workers")), want, "part2's pool has %lld workers",
+                 (long long)json_integer_value(json_object_get(part2, "workers")));
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(s, "host"), "cpus")), want);
+    json_decref(s);
 }

@@ -10,7 +10,9 @@
  *
  * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
  * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
- * with exit status 2 before any request.
+ * with exit status 2 before any request, as is a --json FILE that cannot
+ * be written there and an empty --mode.  State names and messages that are
+ * not UTF-8 are written to the JSON with U+FFFD for each bad byte.
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <async.h>
 #include "common/client-modes.h"
@@ -172,6 +175,70 @@ static double result_sentence(double serial, double async, char *buf, size_t siz
     return slower ? -r : r;
 }
 
+/* jansson refuses a string that is not UTF-8 (json_string returns NULL, and
+ * the state or its failure then vanished from async.json without a word):
+ * --states is the user's bytes, and a message cut at a fixed length can end
+ * inside a character.  Each byte that does not begin a complete UTF-8
+ * sequence becomes U+FFFD, as Python's errors="replace" reads it. */
+typedef struct utf8 {
+    char s[3 * 256 + 1];
+} utf8_t;
+
+static utf8_t text(const char *in)
+{
+    utf8_t o;
+    size_t n = 0;
+    const unsigned char *p = (const unsigned char *)in;
+    while (*p && n + 4 < sizeof o.s) {
+        int len = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : p[0] >= 0xe0 && p[0] < 0xf0 ? 3
+                                 : p[0] >= 0xf0 && p[0] < 0xf5 ? 4 : 0;
+        for (int k = 1; k < len; k++)
+            if ((p[k] & 0xc0) != 0x80) len = 0;
+        /* Overlong forms, surrogates and code points past U+10FFFF. */
+        if ((len == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) ||
+            (len == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))))
+            len = 0;
+        if (len == 0) {
+            memcpy(o.s + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            p++;
+        } else {
+            memcpy(o.s + n, p, (size_t)len);
+            n += (size_t)len;
+            p += len;
+        }
+    }
+    o.s[n] = '\0';
+    return o;
+}
+
+static json_t *json_text(const char *in) { return json_string(text(in).s); }
+
+/* --json's file must be writable before the run starts: an existing file
+ * (not a directory) we may write, or a new name in a folder we may write. */
+static int json_check(const char *path)
+{
+    struct stat st;
+    const char *why = NULL;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) why = "it is a directory";
+        else if (access(path, W_OK) != 0) why = strerror(errno);
+    } else if (errno != ENOENT) {
+        why = strerror(errno);
+    } else {
+        char dir[4096];
+        const char *slash = strrchr(path, '/');
+        if (!slash) snprintf(dir, sizeof dir, ".");
+        else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        if (stat(dir, &st) != 0) why = strerror(errno);
+        else if (!S_ISDIR(st.st_mode)) why = strerror(ENOTDIR);
+        else if (access(dir, W_OK | X_OK) != 0) why = strerror(errno);
+    }
+    if (!why) return 0;
+    fprintf(stderr, "brewery: --json %s: cannot write there: %s\n", path, why);
+    return -1;
+}
+
 typedef struct mode_run {
     bool ran;
     int error;        /* the mode could not run at all */
@@ -187,9 +254,9 @@ static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t 
     json_t *counts = json_object(), *failed = json_object();
     for (size_t i = 0; i < n; i++) {
         if (m->counts[i].error)
-            json_object_set_new(failed, states[i], json_string(m->counts[i].errmsg));
+            json_object_set_new(failed, text(states[i]).s, json_text(m->counts[i].errmsg));
         else
-            json_object_set_new(counts, states[i], json_integer(m->counts[i].count));
+            json_object_set_new(counts, text(states[i]).s, json_integer(m->counts[i].count));
     }
     json_t *o = json_pack("{s:f, s:I, s:o, s:o}", "seconds", m->seconds, "requests",
                           (json_int_t)m->requests, "counts", counts, "failed", failed);
@@ -262,6 +329,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "brewery: --mode lists more than 16 modes\n");
             return 2;
         }
+        if (nm == 0) {
+            /* "" or "," once ran nothing and exited 0 with an empty table. */
+            fprintf(stderr, "brewery: --mode is empty\n");
+            return 2;
+        }
         for (size_t i = 0; i < nm; i++) {
             int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
             if (k == -1) {
@@ -291,8 +363,10 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Before any request: a run of minutes must not end in "cannot plot". */
+    /* Before any request: a run of minutes must not end in "cannot plot" or
+     * "cannot write". */
     if (plot_dir && client_plot_check(plot_dir)) return 2;
+    if (json_check(json_path)) return 2;
 
     client_server_t server = {.pid = -1};
     char base_buf[96];
@@ -397,16 +471,23 @@ int main(int argc, char **argv)
     gethostname(host, sizeof host - 1);
     mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
     double faster = 0;
-    bool both = s->ran && a->ran && s->seconds > 0;
+    /* Times are compared only between complete runs: a mode whose states
+     * failed may have failed fast, and was once reported "faster". */
+    bool both = s->ran && a->ran && s->seconds > 0 && !s->failed && !a->failed;
     if (both) faster = result_sentence(s->seconds, a->seconds, result, sizeof result);
+    else if (s->ran && a->ran)
+        snprintf(result, sizeof result,
+                 "the serial and async versions did not both succeed (%zu and %zu of %zu states failed), "
+                 "so their times are not compared",
+                 s->failed, a->failed, n);
     else snprintf(result, sizeof result, "the serial and async versions did not both run");
     json_t *modes = json_object(), *st = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(st, json_string(states[i]));
+    for (size_t i = 0; i < n; i++) json_array_append_new(st, json_text(states[i]));
     for (int m = 0; m < CLIENT_NMODES; m++)
         if (runs[m].ran)
             json_object_set_new(modes, client_mode_name((client_mode_t)m),
                                 mode_json(&runs[m], states, n));
-    json_t *out = json_pack("{s:s, s:s}", "result", result, "host", host);
+    json_t *out = json_pack("{s:s, s:o}", "result", result, "host", json_text(host));
     if (out && both) json_object_set_new(out, "async_faster_percent", json_real(faster));
     if (out) {
         json_object_set_new(out, "base_url", json_string(base));
@@ -416,9 +497,11 @@ int main(int argc, char **argv)
         json_decref(st);
         json_decref(modes);
     }
+    errno = 0;
     if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
                                                    JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
-        fprintf(stderr, "brewery: cannot write %s\n", json_path);
+        fprintf(stderr, "brewery: cannot write %s: %s\n", json_path,
+                errno ? strerror(errno) : "out of memory");
         status = 1;
     }
     json_decref(out);

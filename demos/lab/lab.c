@@ -2,32 +2,35 @@
  * threads and on processes, timed, compared, and checked to agree exactly;
  * `lab all` runs everything and writes the notebook's soln.json and the
  * report of every figure, lab-report.json.  See docs/lab.md. */
+#include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include "async/executor.h"
 #include "common/lab.h"
 
 static const struct workload {
     const char *name;
     int (*run)(void);
     bool data; /* takes --input/--output */
+    bool plot; /* draws charts with --plot */
     const char *what;
 } workloads[] = {
-    {"howmany", lab_howmany, true, "count per row the values in [4, 8] (1,000,000 x 5)"},
-    {"common", lab_common, true, "row-wise common items of list_a and list_b"},
-    {"busywork", lab_busywork, false, "tasks of 1, 2, 4, 6 s: serial, pool of CPUs, pool of 4"},
-    {"normalize", lab_normalize, true, "min-max normalise rows, Small to XXL"},
-    {"primes", lab_primes, false, "count the primes below 100,000"},
-    {"factors", lab_factors, false, "prime factors of 100 numbers in [1e10, 1e12]"},
-    {"sumsq", lab_sumsq, false, "sum of i^2, 8 tasks of n = 1,000,000"},
-    {"heavy", lab_heavy, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
-    {"chunks", lab_chunks, false, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
-    {"workers", lab_workers, false, "1 to 2 x CPUs workers, with the Amdahl fit"},
-    {"pairs", lab_pairs, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
-    {"files", lab_files, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
-    {"scheduler", lab_scheduler, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
+    {"howmany", lab_howmany, true, false, "count per row the values in [4, 8] (1,000,000 x 5)"},
+    {"common", lab_common, true, false, "row-wise common items of list_a and list_b"},
+    {"busywork", lab_busywork, false, false, "tasks of 1, 2, 4, 6 s: serial, pool of CPUs, pool of 4"},
+    {"normalize", lab_normalize, true, false, "min-max normalise rows, Small to XXL"},
+    {"primes", lab_primes, false, false, "count the primes below 100,000"},
+    {"factors", lab_factors, false, false, "prime factors of 100 numbers in [1e10, 1e12]"},
+    {"sumsq", lab_sumsq, false, false, "sum of i^2, 8 tasks of n = 1,000,000"},
+    {"heavy", lab_heavy, false, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
+    {"chunks", lab_chunks, false, true, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
+    {"workers", lab_workers, false, true, "1 to 2 x CPUs workers, with the Amdahl fit"},
+    {"pairs", lab_pairs, false, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
+    {"files", lab_files, false, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
+    {"scheduler", lab_scheduler, false, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
 };
 #define NWORK (sizeof workloads / sizeof workloads[0])
 
@@ -57,11 +60,37 @@ static void usage(FILE *f)
                "  --help         this text\n");
 }
 
+/* A bad command line: the message, and exit status 2 as for a usage error
+ * (a run that fails exits 1). */
+static void __attribute__((format(printf, 1, 2), noreturn)) bad(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("lab: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (try --help)\n", stderr);
+    va_end(ap);
+    exit(2);
+}
+
 static double number(const char *opt, const char *s, double lo, double hi)
 {
     char *end;
+    errno = 0;
     double v = strtod(s, &end);
-    if (!*s || *end || !(v >= lo && v <= hi)) lab_die("%s: \"%s\" is not a number in [%g, %g]", opt, s, lo, hi);
+    if (!*s || *end || !(v >= lo && v <= hi)) bad("%s: \"%s\" is not a number in [%g, %g]", opt, s, lo, hi);
+    return v;
+}
+
+/* A whole number in decimal digits: "2.5", "1e3", "0x10", " 4" and "+4"
+ * are refused rather than truncated or read in another base. */
+static unsigned long long whole(const char *opt, const char *s, unsigned long long lo, unsigned long long hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end || errno || v < lo || v > hi)
+        bad("%s: \"%s\" is not a whole number in [%llu, %llu]", opt, s, lo, hi);
     return v;
 }
 
@@ -76,8 +105,10 @@ int main(int argc, char **argv)
         {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    lab_opt.ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (lab_opt.ncpu < 1) lab_opt.ncpu = 1;
+    /* The CPUs this process may run on, as len(os.sched_getaffinity(0)):
+     * under taskset or a cpuset, mp.cpu_count()'s whole-machine count would
+     * give prob2's part2 pool more workers than it can run at once. */
+    lab_opt.ncpu = (int)async_cpu_count();
     lab_opt.workers = (unsigned)lab_opt.ncpu;
     int c;
     while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:R:h", longopts, NULL)) != -1) {
@@ -87,15 +118,14 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "serial")) lab_opt.modes = 1u << LAB_SERIAL;
             else if (!strcmp(optarg, "threads")) lab_opt.modes = 1u << LAB_THREADS;
             else if (!strcmp(optarg, "processes")) lab_opt.modes = 1u << LAB_PROCESSES;
-            else lab_die("--mode: \"%s\" is not serial, threads, processes or all", optarg);
+            else bad("--mode: \"%s\" is not serial, threads, processes or all", optarg);
             break;
-        case 'w': lab_opt.workers = (unsigned)number("--workers", optarg, 1, 256); break;
+        case 'w': lab_opt.workers = (unsigned)whole("--workers", optarg, 1, 256); break;
         case 's': lab_opt.scale = number("--scale", optarg, 1e-4, 100); break;
         case 'q': lab_opt.scale = 0.1; break;
         case 'S':
             /* numpy's legacy seeding takes 0 .. 2^32 - 1. */
-            lab_opt.seed = (uint64_t)number("--seed", optarg, 0, 4294967295.0);
-            if ((double)lab_opt.seed != strtod(optarg, NULL)) lab_die("--seed: \"%s\" is not an integer", optarg);
+            lab_opt.seed = whole("--seed", optarg, 0, 4294967295ULL);
             lab_opt.seed_set = true;
             break;
         case 'i': lab_opt.input = optarg; break;
@@ -103,7 +133,7 @@ int main(int argc, char **argv)
         case 'p': lab_opt.plot_dir = optarg; break;
         case 'j': lab_opt.soln = optarg; break;
         case 'R': lab_opt.report = optarg; break;
-        case 'r': lab_opt.repeat = (unsigned)number("--repeat", optarg, 1, 100); break;
+        case 'r': lab_opt.repeat = (unsigned)whole("--repeat", optarg, 1, 100); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -114,7 +144,7 @@ int main(int argc, char **argv)
         for (int i = optind + 1; i < argc; i++) {
             char *end, buf[40];
             double x = strtod(argv[i], &end);
-            if (!*argv[i] || *end) lab_die("repr: \"%s\" is not a number", argv[i]);
+            if (!*argv[i] || *end) bad("repr: \"%s\" is not a number", argv[i]);
             lab_py_float(x, buf, sizeof buf);
             printf("%s\n", buf);
         }
@@ -130,9 +160,18 @@ int main(int argc, char **argv)
     const struct workload *w = NULL;
     for (size_t i = 0; i < NWORK && !all; i++)
         if (!strcmp(workloads[i].name, name)) w = &workloads[i];
-    if (!all && !w) lab_die("no workload \"%s\" (try --help)", name);
+    if (!all && !w) bad("no workload \"%s\"", name);
     if ((lab_opt.input || lab_opt.output) && (all || !w->data))
-        lab_die("--input and --output go with howmany, common or normalize");
+        bad("--input and --output go with howmany, common or normalize");
+    if (lab_opt.plot_dir && !all && !w->plot) bad("--plot goes with chunks, workers or all (\"%s\" draws no chart)", name);
+    /* Every file the run will write, before it starts. */
+    const char *soln = all && !lab_opt.soln ? "soln.json" : lab_opt.soln, *why;
+    char buf[4096];
+    const char *report = soln ? lab_report_path(soln, buf, sizeof buf) : NULL;
+    if (soln && (why = lab_unwritable(soln))) bad("--soln %s: cannot write there: %s", soln, why);
+    if (report && (why = lab_unwritable(report))) bad("--report %s: cannot write there: %s", report, why);
+    if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
+        bad("--output %s: cannot write there: %s", lab_opt.output, why);
     setvbuf(stdout, NULL, _IOLBF, 0);
     lab_figures = json_object();
     printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,

@@ -192,6 +192,9 @@ ASYNC_API void async_executor_free(async_executor_t *ex);
  * address, not copied).  Free it with async_executor_shm_free before the
  * executor.  Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_executor_shm_alloc(async_executor_t *ex, size_t size, void **out);
+/* Frees what async_executor_shm_alloc of the same executor returned; NULL
+ * is a no-op.  On the process backend a pointer the pool did not hand out
+ * is ignored; on the thread backend it is undefined (it goes to free()). */
 ASYNC_API void async_executor_shm_free(async_executor_t *ex, void *ptr);
 
 /* --- single jobs: submit, apply ------------------------------------------ */
@@ -203,7 +206,7 @@ typedef struct async_job {
     size_t out_size; /* bytes of the output buffer the function gets */
     void *ctx;
     int priority;     /* higher runs first; 0 normally */
-    int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none (below) */
+    int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none, negative has passed (below) */
     bool borrow_input; /* in stays valid and unchanged until the future is
                           final: not copied (thread backend); ignored, the
                           input copied, when the job has a deadline */
@@ -284,7 +287,8 @@ typedef struct async_map {
      * process backend a running one is killed; on the thread backend a
      * running chunk fails only when it returns late, because it writes into
      * the caller's out, which must stay valid until the map is final.
-     * 0 for none. */
+     * 0 or ASYNC_FOREVER for none; any other value is a time (a negative
+     * one has passed). */
     int64_t deadline;
 } async_map_t;
 

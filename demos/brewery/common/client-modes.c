@@ -6,7 +6,9 @@
  * built in, one worker per state; otherwise with plain pthreads and fork. */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +269,20 @@ static int run_async(const client_config_t *cfg, const char *const *states, size
 
 /* --- meta: one request per state, all at once ------------------------------ */
 
+/* A count in decimal digits only: strtol alone would take " 7", "+7" and
+ * "-5", and an overflow as LONG_MAX, and a negative count would reach
+ * async.json as breweries. */
+static bool whole(const char *s, long *out)
+{
+    if (!(*s >= '0' && *s <= '9')) return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
 static void on_meta(async_http_response_t *r, void *arg)
 {
     client_count_t *out = arg;
@@ -283,12 +299,16 @@ static void on_meta(async_http_response_t *r, void *arg)
     /* The real service sends the total as a string, the local one as a
      * number: take either. */
     json_t *t = json_object_get(j, "total");
-    if (json_is_integer(t)) {
+    if (json_is_integer(t) && json_integer_value(t) >= 0 && json_integer_value(t) <= LONG_MAX) {
         out->count = (long)json_integer_value(t);
+    } else if (json_is_string(t) && whole(json_string_value(t), &out->count)) {
+        /* counted */
     } else if (json_is_string(t)) {
-        char *end;
-        out->count = strtol(json_string_value(t), &end, 10);
-        if (*end || end == json_string_value(t)) set_error(out, ASYNC_EJSON, "%s", "bad total");
+        set_error(out, ASYNC_EJSON, "bad total '%.100s' (not a count of breweries)", json_string_value(t));
+    } else if (json_is_number(t)) {
+        char v[32];
+        snprintf(v, sizeof v, "%.17g", json_number_value(t));
+        set_error(out, ASYNC_EJSON, "bad total '%s' (not a count of breweries)", v);
     } else {
         set_error(out, ASYNC_EJSON, "%s", "meta has no total");
     }

@@ -2,7 +2,9 @@
  * a time, so when a field is bad the reader knows the line it came from; the
  * column is the field's 1-based position in its row.  The first error wins
  * and stops the parse; the message names file, line and column and says what
- * was wrong and what was expected. */
+ * was wrong and what was expected.  A UTF-8 byte order mark at the start is
+ * skipped; an integer beyond 2^53, which a double cannot hold exactly, is an
+ * error. */
 #include <csv.h>
 #include <errno.h>
 #include <math.h>
@@ -103,6 +105,19 @@ static void on_field(void *data, size_t len, void *arg)
             return;
         }
     }
+    /* Past 2^53 a double no longer holds every integer, so two different
+     * integers could read as one value (9007199254740993 as ...992) and
+     * compare equal, where Python's ints would not: refuse an integer
+     * written in digits that the double does not hold exactly. */
+    const char *digits = text + (*text == '+' || *text == '-');
+    if (*digits && !digits[strspn(digits, "0123456789")]) {
+        errno = 0;
+        long long i = strtoll(text, NULL, 10);
+        if (errno == ERANGE || i > (1LL << 53) || i < -(1LL << 53)) {
+            fail(r, col, "\"%s\" is out of range: an integer must be within +-2^53 (9007199254740992), which a double holds exactly", text);
+            return;
+        }
+    }
     push(r, v);
     r->col++;
 }
@@ -175,7 +190,10 @@ int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, 
             break;
         }
         r.line++;
-        if (csv_parse(&p, line, (size_t)n, on_field, on_row, &r) != (size_t)n && !r.failed)
+        /* A UTF-8 byte order mark, as spreadsheets write it, is not data. */
+        char *at = line;
+        if (r.line == 1 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) at += 3, n -= 3;
+        if (csv_parse(&p, at, (size_t)n, on_field, on_row, &r) != (size_t)n && !r.failed)
             fail(&r, r.col + 1, "%s (a stray or unclosed quote)", csv_strerror(csv_error(&p)));
     }
     if (read_errno && !r.failed) {

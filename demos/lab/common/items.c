@@ -48,6 +48,15 @@ static void items_range(void *ctx, size_t lo, size_t hi)
     }
 }
 
+/* An item as Python's str() prints it: an integer up to 2^53 (every
+ * integer a double holds exactly) as an int, anything else as repr(float).
+ * printf's %.15g once cut 9007199254740992 to 9.00719925474099e+15. */
+static void number(double x, char *buf, size_t cap)
+{
+    if (fabs(x) <= 0x1p53 && x == floor(x)) snprintf(buf, cap, "%.0f", x);
+    else lab_py_float(x, buf, cap);
+}
+
 int lab_common(void)
 {
     size_t npairs = 0, na = 0, nb = 0;
@@ -113,8 +122,10 @@ int lab_common(void)
         printf("%s[", p ? ", " : "");
         for (uint32_t k = 0; k < it->nout[p]; k++) {
             double x = it->out[aoff[p] + k];
-            printf("%s%.15g", k ? ", " : "", x);
-            json_array_append_new(row, fabs(x) < 9e15 && x == floor(x) ? json_integer((json_int_t)x) : json_real(x));
+            char b[40];
+            number(x, b, sizeof b);
+            printf("%s%s", k ? ", " : "", b);
+            json_array_append_new(row, fabs(x) <= 0x1p53 && x == floor(x) ? json_integer((json_int_t)x) : json_real(x));
         }
         printf("]");
         json_array_append_new(answer, row);
@@ -144,7 +155,11 @@ int lab_common(void)
     if (lab_opt.output) {
         FILE *f = lab_csv_create(lab_opt.output);
         for (size_t p = 0; p < npairs; p++) {
-            for (uint32_t k = 0; k < it->nout[p]; k++) fprintf(f, "%s%.17g", k ? "," : "", it->out[aoff[p] + k]);
+            for (uint32_t k = 0; k < it->nout[p]; k++) {
+                char b[40];
+                number(it->out[aoff[p] + k], b, sizeof b);
+                fprintf(f, "%s%s", k ? "," : "", b);
+            }
             fprintf(f, "\n");
         }
         if (fclose(f) != 0) lab_die("%s: write failed", lab_opt.output);

@@ -47,6 +47,10 @@ uint64_t lab_rand(uint64_t *state);
 uint64_t lab_fnv(const void *data, size_t len, uint64_t h); /* FNV-1a, h = 0 to start */
 size_t lab_scaled(size_t n, size_t min);                    /* n * scale, at least min */
 void lab_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Why a file cannot be written at path (it is a directory, its folder is
+ * missing or not writable), or NULL if it can: checked before a run so that
+ * minutes of work do not end in "cannot write". */
+const char *lab_unwritable(const char *path);
 
 typedef struct lab_result {
     double secs[LAB_NMODES];
@@ -203,6 +207,9 @@ void lab_norm_first_rows(size_t nrows, double *out /* nrows x 100 */);
 /* soln.c: soln.json in the notebook's shape, and every figure of the run in
  * the report file (default: lab-report.json beside soln.json). */
 int lab_soln_write(const char *path);
+/* The report file's path for the soln file at soln: --report, else
+ * lab-report.json in soln's folder (into buf, cap bytes). */
+const char *lab_report_path(const char *soln, char *buf, size_t cap);
 /* plot.c: writes DIR/NAME.png from the data file and script, or says why not. */
 int lab_plot(const char *name, const char *data, const char *script);
 

@@ -24,6 +24,19 @@ static bool on_path(const char *prog)
     return false;
 }
 
+/* A gnuplot single-quoted string: a quote in a path ("Bob's charts") is
+ * doubled, so the path can neither end the string early nor smuggle a
+ * command (system(...)) into the script. */
+static void quoted(FILE *g, const char *text)
+{
+    fputc('\'', g);
+    for (; *text; text++) {
+        if (*text == '\'') fputc('\'', g);
+        fputc(*text, g);
+    }
+    fputc('\'', g);
+}
+
 int lab_plot(const char *name, const char *data, const char *script)
 {
     static int have = -1;
@@ -50,7 +63,11 @@ int lab_plot(const char *name, const char *data, const char *script)
         fprintf(stderr, "lab: cannot run gnuplot: %s\n", strerror(errno));
         return -1;
     }
-    fprintf(g, "set terminal pngcairo size 960,600 font 'sans,11'\nset output '%s'\ndat = '%s'\n", png, dat);
+    fputs("set terminal pngcairo size 960,600 font 'sans,11'\nset output ", g);
+    quoted(g, png);
+    fputs("\ndat = ", g);
+    quoted(g, dat);
+    fputs("\n", g);
     fputs(script, g);
     int st = pclose(g);
     if (st != 0) {

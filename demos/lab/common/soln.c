@@ -85,7 +85,7 @@ static void put_value(lab_str_t *o, const json_t *v, int depth)
 }
 
 /* The report file's path: --report, else lab-report.json in soln's folder. */
-static const char *report_path(const char *soln, char *buf, size_t cap)
+const char *lab_report_path(const char *soln, char *buf, size_t cap)
 {
     if (lab_opt.report) return lab_opt.report;
     const char *slash = strrchr(soln, '/');
@@ -118,7 +118,7 @@ int lab_soln_write(const char *path)
     if (lab_prob2_detail) json_object_set(root, "busywork", lab_prob2_detail);
     json_object_set(root, "workloads", lab_figures);
     char buf[4096];
-    const char *rp = report_path(path, buf, sizeof buf);
+    const char *rp = lab_report_path(path, buf, sizeof buf);
     int rc = json_dump_file(root, rp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
     json_decref(root);
     if (rc != 0) lab_die("%s: cannot write", rp);

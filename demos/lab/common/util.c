@@ -4,7 +4,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 #include "lab.h"
 
@@ -61,4 +65,21 @@ size_t lab_scaled(size_t n, size_t min)
 {
     double v = (double)n * lab_opt.scale;
     return v < (double)min ? min : (size_t)v;
+}
+
+const char *lab_unwritable(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return "it is a directory";
+        return access(path, W_OK) == 0 ? NULL : strerror(errno);
+    }
+    if (errno != ENOENT) return strerror(errno);
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (stat(dir, &st) != 0) return strerror(errno);
+    if (!S_ISDIR(st.st_mode)) return strerror(ENOTDIR);
+    return access(dir, W_OK | X_OK) == 0 ? NULL : strerror(errno);
 }

@@ -1,0 +1,349 @@
+/* The executor and futures misused through the public API, as a hostile or
+ * careless caller would, on both backends: NULL arguments, zero sizes,
+ * sizes whose products overflow, huge pools, deadlines in the past, calls
+ * after shutdown, repeated shutdowns and frees of NULL.  Each misuse must
+ * return a documented error (or do its documented no-op) at once: no
+ * crash, no hang, nothing queued, no leak (the counting allocator checks
+ * after every test), and the pool must serve normally afterwards.
+ *
+ * Sizes whose product wraps (n * in_size, n * out_size) are refused on both
+ * backends and for imap; a negative job or map deadline has passed, as in
+ * every wait; async_executor_shm_free of a pointer the process pool did not
+ * hand out is ignored (on the thread backend it is undefined: free()). */
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <async.h>
+#include "support/alloc.h"
+
+/* Under AddressSanitizer, malloc of a size no machine has (a 4e9-worker
+ * table, SIZE_MAX bytes) aborts by default; make it fail as glibc's does,
+ * so the library's own ASYNC_ENOMEM path is what the test sees. */
+#ifdef __SANITIZE_ADDRESS__
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+#endif
+
+static void setup(void) { test_alloc_install(); }
+static void teardown(void)
+{
+    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_alloc_uninstall();
+}
+TestSuite(misuse_threads, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(misuse_procs, .init = setup, .fini = teardown, .timeout = 60);
+
+#define ON_BOTH(name)                                                              \
+    static void name(async_backend_t backend);                                     \
+    Test(misuse_threads, name) { name(ASYNC_BACKEND_THREADS); }                    \
+    Test(misuse_procs, name) { name(ASYNC_BACKEND_PROCESSES); }                    \
+    static void name(async_backend_t backend)
+
+static int fill(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    unsigned char sum = 0;
+    for (size_t i = 0; i < in_size; i++) sum = (unsigned char)(sum + ((const unsigned char *)in)[i]);
+    if (out_size) memset(out, sum, out_size);
+    return 0;
+}
+
+static int sleepy(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    usleep(300 * 1000);
+    return 0;
+}
+
+static async_executor_t *pool(async_backend_t backend, unsigned workers)
+{
+    async_executor_t *ex = NULL;
+    int r = async_executor_new(&ex, &(async_executor_opts_t){.backend = backend, .workers = workers});
+    cr_assert_eq(r, 0, "executor_new: %s", async_strerror(r));
+    return ex;
+}
+
+/* The pool still runs a job and returns its result. */
+static void still_serves(async_executor_t *ex)
+{
+    unsigned char in[3] = {1, 2, 3}, out[4] = {0};
+    size_t len = 0;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 3, .out_size = 4}, out, &len, msg);
+    cr_assert_eq(r, 0, "after the misuse: %s (%s)", async_strerror(r), msg);
+    cr_assert_eq(out[0], 6);
+    cr_assert_eq(out[3], 6);
+}
+
+Test(misuse_threads, new_with_bad_arguments)
+{
+    async_executor_t *ex = (async_executor_t *)0x1;
+    cr_expect_eq(async_executor_new(NULL, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_new(&ex, &(async_executor_opts_t){.backend = (async_backend_t)77}), ASYNC_EINVAL);
+    cr_expect_eq(ex, (async_executor_t *)0x1, "*out untouched on error");
+}
+
+/* Four billion workers: refused at once (no thread or process is started
+ * first and then leaked), with the address space bounded so that a pool
+ * that tried would fail fast rather than take the machine. */
+ON_BOTH(new_with_absurd_pool_size)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_AS, &rl), 0);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's shadow memory needs terabytes of address space */
+    struct rlimit small = {(rlim_t)4 << 30, rl.rlim_max};
+    if (rl.rlim_max != RLIM_INFINITY && small.rlim_cur > rl.rlim_max) small.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_AS, &small), 0);
+#endif
+    async_executor_t *ex = NULL;
+    int64_t t0 = async_now();
+    int r = async_executor_new(&ex, &(async_executor_opts_t){.backend = backend, .workers = 4000000000u});
+    setrlimit(RLIMIT_AS, &rl);
+    cr_assert(r == ASYNC_ENOMEM || r == ASYNC_EAGAIN || r == ASYNC_EINVAL, "got %d (%s)", r, async_strerror(r));
+    cr_expect_null(ex);
+    cr_expect_lt(async_now() - t0, ASYNC_SEC(20), "refused only after %.1f s", (double)(async_now() - t0) / 1e9);
+}
+
+ON_BOTH(submit_with_bad_arguments)
+{
+    async_executor_t *ex = pool(backend, 2);
+    char buf[8] = {0};
+    async_future_t *f = (async_future_t *)0x1, *fs[2] = {NULL, NULL};
+    cr_expect_eq(async_executor_submit(NULL, &(async_job_t){.fn = fill}, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(ex, NULL, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = NULL}, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = NULL, .in_size = 5}, &f), ASYNC_EINVAL);
+    /* Sizes no allocation can hold, and sizes whose sum overflows. */
+    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = buf, .in_size = SIZE_MAX}, &f), 0);
+    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .out_size = SIZE_MAX}, &f), 0);
+    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = buf, .in_size = 8, .out_size = SIZE_MAX - 4}, &f), 0);
+    cr_expect_eq(async_executor_trysubmit(ex, NULL, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_dl(ex, NULL, &f, async_now() + ASYNC_SEC(1)), ASYNC_EINVAL);
+    cr_expect_eq(f, (async_future_t *)0x1, "*out untouched on error");
+    cr_expect_eq(async_executor_submit_batch(ex, NULL, 3, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(ex, (async_job_t[]){{.fn = fill}, {.fn = NULL}}, 2, fs), ASYNC_EINVAL);
+    cr_expect_null(fs[0], "a refused batch queues nothing");
+    cr_expect_eq(async_executor_submit_batch(ex, &(async_job_t){.fn = fill}, 0, NULL), 0, "an empty batch");
+    cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_queued(ex), 0, "nothing was queued");
+    /* Zero sizes are fine: no input, no output. */
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    const void *data = (const void *)0x1;
+    size_t size = 99;
+    cr_expect_eq(async_future_result(f, &data, &size), 0);
+    cr_expect_eq(size, 0);
+    async_future_free(f);
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+ON_BOTH(map_with_bad_arguments)
+{
+    async_executor_t *ex = pool(backend, 2);
+    char buf[16] = {0};
+    async_map_error_t e;
+    async_future_t *f = NULL;
+    cr_expect_eq(async_executor_map(NULL, &(async_map_t){.fn = fill}, &e), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex, NULL, &e), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = NULL, .n = 1}, &e), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in_size = 1, .n = 4}, &e), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out_size = 1, .n = 4}, &e),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .n = 0}, NULL), 0, "n = 0 is an empty map");
+    /* n items of in_size or out_size bytes that wrap size_t: refused, never
+     * run over the few bytes there are. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 2, .n = SIZE_MAX / 2 + 1}, &e),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map(ex,
+                                    &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out = buf, .out_size = 2,
+                                                   .n = SIZE_MAX / 2 + 1},
+                                    &e),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2},
+                                          NULL, NULL, NULL, &f),
+                 ASYNC_EINVAL);
+    /* A negative map deadline has passed, as a negative wait deadline has. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .deadline = -5}, &e),
+                 ASYNC_ETIMEDOUT);
+    cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL, NULL, NULL),
+                 ASYNC_EINVAL);
+    /* A chunk size past n is one chunk. */
+    cr_assert_eq(async_executor_map_async(ex,
+                                          &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out = buf, .out_size = 1,
+                                                         .n = 16, .chunksize = SIZE_MAX},
+                                          NULL, NULL, NULL, &f),
+                 0);
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
+    async_future_free(f);
+    /* A map whose deadline has passed runs nothing and says so. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .deadline = 1}, &e),
+                 ASYNC_ETIMEDOUT);
+    async_imap_iter_t *it = NULL;
+    cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 2, .n = SIZE_MAX / 2 + 1}, &it),
+                 ASYNC_EINVAL, "an array imap whose size wraps");
+    cr_expect_null(it);
+    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 1, .n = 3}, NULL),
+                 ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = NULL, .in = buf, .in_size = 1, .n = 3}, &it),
+                 ASYNC_EINVAL);
+    cr_expect_null(it);
+    /* A huge window and chunk over two items, and next after the end. */
+    cr_assert_eq(async_executor_imap(ex,
+                                     &(async_imap_t){.fn = fill, .in = buf, .in_size = 1, .out_size = 1, .n = 2,
+                                                     .window = SIZE_MAX, .chunksize = SIZE_MAX},
+                                     &it),
+                 0);
+    char out[1];
+    size_t ix, got = 0;
+    int r;
+    while ((r = async_imap_next_dl(it, out, &ix, async_now() + ASYNC_SEC(20))) == 0) got++;
+    cr_expect_eq(r, ASYNC_EEOF);
+    cr_expect_eq(got, 2);
+    cr_expect_eq(async_imap_next(it, out, &ix), ASYNC_EEOF, "the end stays the end");
+    async_imap_free(it);
+    async_imap_free(NULL);
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+/* Waits whose deadline has already passed return ASYNC_ETIMEDOUT at once,
+ * whatever the past value (0, negative, INT64_MIN), and leave the work
+ * running; ASYNC_FOREVER waits. */
+ON_BOTH(waits_with_past_deadlines)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy}, &f), 0);
+    static const int64_t past[] = {0, 1, -1, INT64_MIN};
+    int64_t t0 = async_now();
+    for (size_t i = 0; i < 4; i++) cr_expect_eq(async_future_wait_dl(f, past[i]), ASYNC_ETIMEDOUT, "deadline %lld", (long long)past[i]);
+    cr_expect_eq(async_future_wait_dl(f, async_now() - ASYNC_SEC(1)), ASYNC_ETIMEDOUT);
+    cr_expect_lt(async_now() - t0, ASYNC_SEC(5), "past deadlines do not wait for the job");
+    async_future_t *one[1] = {f};
+    cr_expect_eq(async_futures_wait_dl(one, 1, ASYNC_WAIT_ALL, NULL, 1), ASYNC_ETIMEDOUT);
+    async_as_completed_t *it = NULL;
+    size_t ix;
+    cr_assert_eq(async_as_completed_new(one, 1, &it), 0);
+    cr_expect_eq(async_as_completed_next_dl(it, &ix, 1), ASYNC_ETIMEDOUT);
+    cr_expect_eq(async_as_completed_unfinished(it), 1);
+    cr_expect_str_eq(async_as_completed_message(it), "1 of 1 futures unfinished");
+    async_as_completed_free(it);
+    cr_expect_eq(async_future_wait_dl(f, ASYNC_FOREVER), 0);
+    cr_expect_eq(async_future_wait_dl(f, 0), 0, "a final future answers even a past deadline");
+    async_future_free(f);
+    /* A job whose deadline passed before it was queued never runs. */
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = 1}, &f), 0);
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
+    cr_expect_str_eq(async_future_message(f), "deadline passed before it ran");
+    async_future_free(f);
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+Test(misuse_threads, many_futures_with_bad_arguments)
+{
+    async_future_t *g = NULL, *fs[1] = {NULL};
+    size_t ix;
+    cr_expect_eq(async_futures_wait_dl(fs, 1, ASYNC_WAIT_ALL, NULL, 0), ASYNC_EINVAL, "a NULL entry");
+    cr_expect_eq(async_futures_wait_dl(NULL, 1, ASYNC_WAIT_ALL, NULL, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_futures_wait_dl(NULL, 0, ASYNC_WAIT_ALL, &ix, 0), 0, "n = 0 holds at once");
+    cr_assert_eq(async_future_new(&g), 0);
+    fs[0] = g;
+    cr_expect_eq(async_futures_wait_dl(fs, 1, (async_wait_mode_t)9, NULL, 0), ASYNC_EINVAL, "a bad mode");
+    async_as_completed_t *it = NULL;
+    cr_expect_eq(async_as_completed_new(NULL, 1, &it), ASYNC_EINVAL);
+    cr_assert_eq(async_as_completed_new(NULL, 0, &it), 0);
+    cr_expect_eq(async_as_completed_next_dl(it, &ix, 1), ASYNC_EEOF);
+    async_as_completed_free(it);
+    cr_expect_eq(async_future_new(NULL), ASYNC_EINVAL);
+    /* Finishing twice, cancelling a final future. */
+    cr_expect_eq(async_future_set_error(g, 5, NULL), 0);
+    cr_expect_eq(async_future_error(g), ASYNC_EWORK, "a positive code becomes ASYNC_EWORK");
+    cr_expect_eq(async_future_set_result(g, NULL, 0), ASYNC_EDONE);
+    cr_expect_eq(async_future_set_error(g, ASYNC_EIO, "again"), ASYNC_EDONE);
+    cr_expect_eq(async_future_cancel(g), ASYNC_EDONE);
+    cr_expect_eq(async_future_error(g), ASYNC_EWORK, "the first outcome stays");
+    async_future_free(g);
+    async_future_free(NULL);
+}
+
+/* A future an executor returned is finished by its worker alone. */
+ON_BOTH(executor_futures_refuse_producer_calls)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy}, &f), 0);
+    cr_expect_eq(async_future_set_result(f, "x", 1), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_error(f, ASYNC_EIO, "forged"), ASYNC_EPERM);
+    cr_expect_eq(async_future_set_running(f), ASYNC_EPERM);
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
+    async_future_free(f);
+    async_executor_free(ex);
+}
+
+ON_BOTH(calls_after_shutdown)
+{
+    async_executor_t *ex = pool(backend, 2);
+    async_future_t *f = NULL;
+    cr_expect_eq(async_executor_shutdown(ex, false, false), 0);
+    cr_expect_eq(async_executor_shutdown(ex, true, true), 0, "again, upgraded to wait and cancel");
+    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_trysubmit(ex, &(async_job_t){.fn = fill}, &f), ASYNC_ECLOSED);
+    cr_expect_null(f);
+    char buf[1];
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .n = 1}, NULL), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_terminate(ex), 0);
+    cr_expect_eq(async_executor_terminate(ex), 0, "terminate twice");
+    char msg[4] = "x";
+    cr_expect_eq(async_executor_error(ex, msg, sizeof msg), 0, "a pool shut down is not broken");
+    cr_expect_str_eq(msg, "");
+    cr_expect_eq(async_executor_error(ex, NULL, 0), 0);
+    msg[0] = 'x';
+    cr_expect_eq(async_executor_error(ex, msg, 0), 0);
+    cr_expect_eq(msg[0], 'x', "cap 0 writes nothing");
+    async_executor_free(ex);
+    async_executor_free(NULL);
+}
+
+ON_BOTH(shared_memory_with_bad_arguments)
+{
+    async_executor_t *ex = pool(backend, 1);
+    void *p = (void *)0x1;
+    cr_expect_eq(async_executor_shm_alloc(ex, 64, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_shm_alloc(ex, SIZE_MAX, &p), ASYNC_ENOMEM);
+    cr_expect_eq(p, (void *)0x1, "*out untouched on error");
+    cr_assert_eq(async_executor_shm_alloc(ex, 0, &p), 0, "a zero-size block");
+    async_executor_shm_free(ex, p);
+    async_executor_shm_free(ex, NULL);
+    async_executor_shm_free(NULL, NULL);
+    if (backend == ASYNC_BACKEND_PROCESSES) {
+        int local = 0; /* not the pool's: ignored, not an abort */
+        async_executor_shm_free(ex, &local);
+    }
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+/* A job whose deadline is negative has passed: it fails with
+ * ASYNC_ETIMEDOUT without running (it used to mean "no deadline"). */
+ON_BOTH(negative_job_deadline_has_passed)
+{
+    async_executor_t *ex = pool(backend, 1);
+    async_future_t *f = NULL;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = -5}, &f), 0);
+    int64_t t0 = async_now();
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
+    cr_expect(async_future_done(f), "final, not the wait's own timeout");
+    cr_expect_eq(async_future_error(f), ASYNC_ETIMEDOUT, "got %s", async_strerror(async_future_error(f)));
+    cr_expect_lt(async_now() - t0, ASYNC_MSEC(250), "it did not run (the job sleeps 300 ms)");
+    async_future_free(f);
+    still_serves(ex);
+    async_executor_free(ex);
+}
