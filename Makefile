@@ -158,6 +158,61 @@ BENCH_LIBS_bench-tasks :=
 BENCH_LIBS_bench-executor := -luv
 BENCH_LIBS_bench-net := -luv
 
+# --- MPI backend (owner: mpi) ------------------------------------------------
+# libasync-mpi.{a,so} is libasync plus lib/mpi/ (the backend needs the
+# executor's internals, which libasync.so hides), so programs that use MPI
+# link it instead of libasync and the others never link MPI.  Open MPI's
+# libevent goes before libev on every MPI link line: Debian's libev.so
+# exports libevent-compatible symbols (event_add, ...) that would otherwise
+# override Open MPI's own and crash MPI_Init (docs/mpi.md).
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+MPI_LINK   := $(MPI_LIBS) -Wl,--push-state,--no-as-needed -levent_core -levent_pthreads -Wl,--pop-state
+MPI_SRCS   := $(wildcard lib/mpi/*.c)
+MPI_OBJS   := $(MPI_SRCS:%.c=$(OBJ)/%.o)
+MPI_STATIC := $(OUT)/lib/libasync-mpi.a
+MPI_SHARED := $(OUT)/lib/libasync-mpi.so
+MPI_PROGS  := $(patsubst tests/mpi/%.c,$(OUT)/tests/bin/mpi/%,$(wildcard tests/mpi/*.c))
+ifneq ($(MPI_LIBS),)
+lib: $(MPI_STATIC) $(MPI_SHARED)
+tests: $(MPI_PROGS)
+endif
+MPI_DEPS   := $(MPI_OBJS:.o=.d) $(patsubst tests/mpi/%.c,$(OBJ)/tests/mpi/%.d,$(wildcard tests/mpi/*.c))
+$(MPI_DEPS): ;
+-include $(wildcard $(MPI_DEPS))
+$(OBJ)/lib/mpi/%.o: lib/mpi/%.c $(OBJ)/lib/mpi/%.d
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+$(MPI_STATIC): $(LIB_OBJS) $(MPI_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+$(MPI_SHARED): $(LIB_OBJS) $(MPI_OBJS)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,libasync-mpi.so.0 $(LDFLAGS) -o $@ $^ $(MPI_LINK) $(LIBS)
+# MPI test programs export their symbols so that an unregistered work
+# function can be named in its error message (dladdr).
+$(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(MPI_LINK) $(APPLIBS)
+$(OUT)/tests/bin/test-mpi: | $(MPI_PROGS)
+$(OUT)/tests/bench/bin/bench-mpi: $(OBJ)/tests/bench/bench-mpi.o $(MPI_STATIC)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(MPI_LINK) $(APPLIBS)
+install-mpi: $(MPI_STATIC) $(MPI_SHARED)
+	install -d $(DESTDIR)$(PREFIX)/include/async $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/async/mpi.h $(DESTDIR)$(PREFIX)/include/async/
+	install -m 644 $(MPI_STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(MPI_SHARED) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so.$(VERSION)
+	ln -sf libasync-mpi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so.0
+	ln -sf libasync-mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' async-mpi.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/async-mpi.pc
+clean: clean-mpi
+clean-mpi:
+	rm -f lib/libasync-mpi.a lib/libasync-mpi.so
+.PHONY: install-mpi clean-mpi
+# --- end of the MPI block -----------------------------------------------------
+
 # --- the commands a user runs -----------------------------------------------
 deps:
 	@scripts/install-deps

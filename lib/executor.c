@@ -252,7 +252,10 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     const async__backend_ops_t *ops;
     if (o.backend == ASYNC_BACKEND_THREADS) ops = &async__threads_backend;
     else if (o.backend == ASYNC_BACKEND_PROCESSES) ops = &async__procs_backend;
-    else return ASYNC_EINVAL;
+    else if (o.backend == ASYNC_BACKEND_MPI) {
+        if (!&async__mpi_backend) return ASYNC_ENOTSUP;
+        ops = &async__mpi_backend;
+    } else return ASYNC_EINVAL;
 
     async_executor_t *ex = async__calloc(1, sizeof *ex);
     exec_priv_t *p = async__calloc(1, sizeof *p);

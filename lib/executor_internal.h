@@ -132,6 +132,9 @@ typedef struct async__backend_ops {
 extern const async__backend_ops_t async__threads_backend;
 /* Defined by procs.c when the process backend is built in. */
 extern const async__backend_ops_t async__procs_backend;
+/* Defined by lib/mpi/ only in libasync-mpi: a weak reference, so that
+ * libasync alone links without MPI and refuses the backend. */
+extern const async__backend_ops_t async__mpi_backend __attribute__((weak));
 
 /* The fields a backend may use.  executor.c keeps the rest behind `priv`. */
 struct async_executor {

@@ -106,6 +106,7 @@ ASYNC_API unsigned async_cpu_cores(void);
 typedef enum async_backend {
     ASYNC_BACKEND_THREADS = 0, /* worker threads in this process */
     ASYNC_BACKEND_PROCESSES,   /* forked worker processes (issue 4) */
+    ASYNC_BACKEND_MPI,         /* the ranks of an MPI job: async/mpi.h, libasync-mpi */
 } async_backend_t;
 
 typedef struct async_executor_opts {
@@ -137,9 +138,10 @@ typedef struct async_executor_opts {
 
 /* Creates and starts a pool; opts may be NULL (threads, default size).
  * Errors: ASYNC_EINVAL (unknown backend), ASYNC_ENOTSUP (backend not built
- * in), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or process),
- * ASYNC_EMFILE / ASYNC_ENFILE (the process backend found no free descriptor
- * for its shared memory or its fork server's socket). */
+ * in: ASYNC_BACKEND_MPI needs libasync-mpi and async_mpi_init, see
+ * async/mpi.h), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or
+ * process), ASYNC_EMFILE / ASYNC_ENFILE (the process backend found no free
+ * descriptor for its shared memory or its fork server's socket). */
 ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts);
 
 /* The pool's worker count and backend. */

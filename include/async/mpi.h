@@ -1,0 +1,111 @@
+/* The executor's MPI backend: the same async_executor_map / submit / imap
+ * calls spread over the ranks of `mpirun -np N ./prog` (Open MPI), as
+ * mpi4py.futures' MPIPoolExecutor does for Python.  Rank 0 runs the program;
+ * ranks 1 .. N-1 serve jobs.  Link with libasync-mpi (pkg-config async-mpi),
+ * which holds all of libasync plus this backend, instead of libasync;
+ * async.h does not include this header.
+ *
+ * Work functions cannot travel as pointers (a PIE program loads at another
+ * address on every rank), so each one is registered by name before
+ * async_mpi_init, on every rank alike (ASYNC_MPI_WORK does it at start-up);
+ * init checks that every rank has the same registry.  A job's fn is turned
+ * into its name on rank 0; an unregistered fn fails the job's future with
+ * ASYNC_EINVAL and "work function NAME ... is not registered".  Inputs and
+ * outputs travel as bytes, as on the process backend.  A job's ctx must be
+ * NULL or data known to every rank: registered with async_mpi_register_data
+ * or replicated with async_mpi_bcast; any other ctx fails the job with
+ * ASYNC_EINVAL.  No initializer: async_executor_new refuses one with
+ * ASYNC_ENOTSUP.
+ *
+ * Failures: a job that fails returns its code and message as on the other
+ * backends.  With async_mpi_opts_t.rank_processes, a rank runs its jobs in a
+ * fork-based process pool of its own, so a job that crashes fails only its
+ * own future (ASYNC_EWORKERDIED, "rank R: ...") and the rank serves on.
+ * A rank that dies (killed, node lost) ends the whole MPI job: Open MPI 4.1
+ * by default aborts every rank and mpirun reports which rank died; no
+ * recovery of lost ranks exists in this backend (docs/mpi.md).
+ *
+ * Threads: rank 0's MPI calls all happen on one progress thread of the
+ * executor (MPI_THREAD_SERIALIZED); futures are completed by the executor's
+ * driver threads, so they are awaitable from tasks and waitable from any
+ * thread as on the other backends.  One MPI executor per run: once it is
+ * freed the serving ranks have exited. */
+#ifndef ASYNC_MPI_H
+#define ASYNC_MPI_H
+
+#include "common.h"
+#include "executor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Registers fn under name (copied, at most 63 bytes) for the MPI backend.
+ * Call it before async_mpi_init, in the same way on every rank.  Errors:
+ * ASYNC_EINVAL (NULL, empty or long name, NULL fn, or the name already
+ * taken by another function), ASYNC_EBUSY (after async_mpi_init),
+ * ASYNC_ENOMEM.  Registering the same (name, fn) twice is allowed. */
+ASYNC_API int async_mpi_register(const char *name, async_work_fn fn);
+
+/* Registers data (any pointer, such as a static table built before
+ * async_mpi_init on every rank) under name, so that it may be a job's ctx:
+ * every rank passes its own pointer registered under that name.  Errors as
+ * async_mpi_register. */
+ASYNC_API int async_mpi_register_data(const char *name, void *data);
+
+/* Registers a work function under its own name at program start-up, on
+ * every rank: write `ASYNC_MPI_WORK(my_fn);` at file scope after my_fn. */
+#define ASYNC_MPI_WORK(fn)                                                          \
+    __attribute__((constructor)) static void async__mpi_reg_##fn(void)            \
+    {                                                                               \
+        (void)async_mpi_register(#fn, fn);                                          \
+    }                                                                               \
+    struct async__mpi_reg_##fn##_semicolon
+
+typedef struct async_mpi_opts {
+    /* Serving ranks run jobs in a fork-based process pool of this many
+     * processes each (the process backend), so that a job that crashes
+     * fails only its future; 0: each rank runs one job at a time on its own
+     * thread, and a crash ends the MPI job. */
+    unsigned rank_processes;
+    /* Those pools' max_job_bytes (0: the process backend's default). */
+    size_t max_job_bytes;
+} async_mpi_opts_t;
+
+/* Starts MPI (MPI_Init_thread) and checks that every rank registered the
+ * same functions and data.  Returns 0 only on rank 0; on every other rank
+ * it serves jobs until rank 0 frees its MPI executor (or exits), then
+ * finalizes MPI and exits the process with status 0 (also when the
+ * registries differ: rank 0 reports that; 1 when MPI gave too low a thread
+ * level there).  opts may be NULL; every rank must pass the same.  argc and argv
+ * may be NULL.  msg (OUT, may be NULL, cap bytes) receives the reason of a
+ * failure.  Errors: ASYNC_EALREADY (called before), ASYNC_EIO (MPI could
+ * not start, or gives less than MPI_THREAD_SERIALIZED), ASYNC_EINVAL
+ * (registries differ between ranks: the message names the first rank that
+ * differs from rank 0; the run is then over, other ranks have exited),
+ * ASYNC_ENOTSUP (a single rank: nobody to serve), ASYNC_ENOMEM. */
+ASYNC_API int async_mpi_init(int *argc, char ***argv, const async_mpi_opts_t *opts, char *msg,
+                             size_t cap);
+
+/* This process's rank and the number of ranks; -1 and 0 before init. */
+ASYNC_API int async_mpi_rank(void);
+ASYNC_API int async_mpi_size(void);
+
+/* Replicates size bytes at data, read-only, to every serving rank once, so
+ * that data may then be a job's ctx (each rank's function gets its own
+ * copy; rank 0's jobs name data by this pointer, which must stay valid and
+ * unchanged while jobs use it).  Blocks until every rank has it.  ex must be
+ * the MPI executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL,
+ * size 0 or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
+ * ASYNC_ENOMEM. */
+ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
+
+/* Rank 0: finalizes MPI after the MPI executor was freed (at exit
+ * otherwise, so calling it is optional).  Returns 0, or ASYNC_EBUSY while an
+ * MPI executor lives. */
+ASYNC_API int async_mpi_finalize(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

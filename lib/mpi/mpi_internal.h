@@ -1,0 +1,109 @@
+/* Shared by the files of the MPI backend only.  PRIVATE: never installed.
+ *
+ * The wire format between rank 0 and a serving rank, all MPI_BYTE on
+ * MPI_COMM_WORLD, in the order MPI keeps between one pair of ranks:
+ *   TAG_JOB    0 -> r: job_hdr_t, then count * in_size input bytes.
+ *   TAG_RESULT r -> 0: res_hdr_t, then msg_len message bytes, then data_size
+ *              output bytes (count * out_size rows, or a submit's result).
+ *   TAG_SHARE  0 -> r: share_hdr_t, then at once TAG_SHARE_DATA: the bytes.
+ *   TAG_STOP   0 -> r: empty; the rank finalizes and exits.
+ * Every rank runs the same program, so the structs have the same layout. */
+#ifndef ASYNC_MPI_INTERNAL_H
+#define ASYNC_MPI_INTERNAL_H
+
+#include <stdint.h>
+#include "executor_internal.h"
+#include "async/mpi.h"
+
+enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP };
+
+#define NO_DEADLINE INT64_MAX
+
+typedef struct job_hdr {
+    uint32_t slot;      /* rank 0's driver slot, echoed in the result */
+    uint32_t fn;        /* index in the sorted registry */
+    uint32_t ctx;       /* 0: NULL; else data index + 1 */
+    uint32_t var_ok;
+    uint64_t count, in_size, out_size;
+    int64_t remaining;  /* ns to the deadline when sent, NO_DEADLINE for none */
+} job_hdr_t;
+
+typedef struct res_hdr {
+    uint32_t slot;
+    int32_t err;
+    uint64_t failed_row;
+    uint64_t result_size; /* as async__outcome_t */
+    uint64_t data_size;   /* output bytes after the message */
+    uint32_t var;         /* the data is a variable-size result */
+    uint32_t msg_len;
+    uint64_t pad;         /* 48 bytes: rows written after it stay 16-aligned */
+} res_hdr_t;
+
+typedef struct share_hdr {
+    uint32_t id;        /* data index */
+    uint64_t size;
+} share_hdr_t;
+
+/* Polling without burning a CPU (Open MPI has no wait that does not spin):
+ * after activity a poller spins for SPIN_NS, then sleeps between polls,
+ * 20 us doubling up to NAP_MAX_NS.  The spin covers the gap between a reply
+ * and the next job of a loop of submits (measured here: 300 us gave an
+ * 80 us round trip, 50 us gave 900 us, because each sleeping poller then
+ * waited for a CPU); the cap bounds the latency a sleeping poller adds.
+ * After LONG_IDLE_NS without activity the cap is 2 ms, so that an idle
+ * rank wakes 500 times a second, under 1% of a CPU (test-mpi's idle case
+ * measures it). */
+#define ASYNC__MPI_SPIN_NS 300000
+#define ASYNC__MPI_LONG_IDLE_NS 100000000
+#define ASYNC__MPI_NAP_MAX_NS 200000
+typedef struct async__mpi_backoff {
+    int64_t idle_since; /* 0: active */
+    unsigned step;
+} async__mpi_backoff_t;
+
+static inline void async__mpi_active(async__mpi_backoff_t *b)
+{
+    b->idle_since = 0;
+    b->step = 0;
+}
+
+/* One idle poll's pause; true while still spinning. */
+bool async__mpi_nap(async__mpi_backoff_t *b);
+
+/* registry.c */
+/* Sorts the registry and freezes it; returns its hash (names, in order). */
+uint64_t async__mpi_registry_freeze(void);
+int async__mpi_fn_index(async_work_fn fn, uint32_t *index);
+async_work_fn async__mpi_fn_at(uint32_t index);
+/* ctx -> 0 (NULL) or data index + 1; ASYNC_EINVAL when unknown. */
+int async__mpi_ctx_index(const void *ctx, uint32_t *index);
+void *async__mpi_ctx_at(uint32_t index);
+/* Rank 0: appends replicated data (the caller's pointer); returns its index
+ * or a negative error. */
+int async__mpi_data_add(void *data, bool owned);
+/* A serving rank: puts its own copy (owned, freed with the registry) of
+ * replicated data at index id. */
+int async__mpi_data_put(uint32_t id, void *data);
+void async__mpi_registry_free(void);
+
+/* run.c: runs the job in msg (a TAG_JOB message of len bytes) on this thread
+ * and builds its TAG_RESULT message in *reply (async__malloc'd, *reply_len
+ * bytes); rank names the rank in messages.  ASYNC_ENOMEM when no reply could
+ * be built. */
+int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len);
+/* An error reply for slot. */
+int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len);
+
+/* init.c */
+extern int async__mpi_rank_, async__mpi_size_;
+extern async_mpi_opts_t async__mpi_opts;
+/* Rank 0: whether the MPI executor exists (at most one per run), and the
+ * one that exists. */
+extern async_executor_t *_Atomic async__mpi_ex;
+/* serve.c: a serving rank's loop; returns when rank 0 says stop. */
+void async__mpi_serve(void);
+/* backend.c: rank 0's at-exit stop of a live executor's ranks. */
+void async__mpi_stop_all(void);
+int async__mpi_share(async_executor_t *ex, const void *data, size_t size);
+
+#endif

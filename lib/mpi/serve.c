@@ -1,0 +1,250 @@
+/* A serving rank (1 .. N-1): receives jobs from rank 0, runs them, and sends
+ * the results back with MPI_Isend, until rank 0 says stop.  Only this
+ * thread calls MPI.  Jobs run here one at a time, or, with
+ * async_mpi_opts_t.rank_processes, in a fork-based process pool of this
+ * rank (the process backend), which runs several at once and turns a job
+ * that crashes into a failed reply while the rank serves on.
+ *
+ * Idle, the loop probes for a moment and then sleeps between probes
+ * (mpi_internal.h), rather than block in MPI_Recv, which Open MPI
+ * implements by busy polling (docs/mpi.md has the measured cost). */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include "mpi_internal.h"
+
+typedef struct pending {
+    MPI_Request req;
+    char *buf;
+} pending_t;
+
+typedef struct running {
+    async_future_t *f;
+    uint32_t slot;
+} running_t;
+
+typedef struct serve {
+    pending_t *pend;
+    size_t npend, cappend;
+    running_t *run;
+    size_t nrun, caprun;
+} serve_t;
+
+/* In a worker process of the rank's pool: runs the job message and returns
+ * the whole reply as the job's variable result. */
+static int pool_run(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)out, (void)out_size, (void)ctx;
+    char *reply;
+    size_t len;
+    int r = async__mpi_run(in, in_size, async_work_deadline(), &reply, &len);
+    if (r) return async_work_fail(r, "rank %d: no memory for the reply", async__mpi_rank_);
+    void *o = async_work_output(len);
+    if (!o) {
+        async__free(reply);
+        return async_work_fail(ASYNC_ENOMEM, "rank %d: the result (%zu bytes) exceeds the rank "
+                               "pool's limit", async__mpi_rank_, len);
+    }
+    memcpy(o, reply, len);
+    async__free(reply);
+    return 0;
+}
+
+static void send_reply(serve_t *sv, char *reply, size_t len)
+{
+    if (sv->npend == sv->cappend) {
+        size_t nc = sv->cappend ? sv->cappend * 2 : 16;
+        pending_t *np = async__malloc(nc * sizeof *np);
+        if (!np) { /* no memory for the list: send it blocking */
+            MPI_Send(reply, (int)len, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+            async__free(reply);
+            return;
+        }
+        if (sv->pend) memcpy(np, sv->pend, sv->npend * sizeof *np);
+        async__free(sv->pend);
+        sv->pend = np;
+        sv->cappend = nc;
+    }
+    pending_t *p = &sv->pend[sv->npend++];
+    p->buf = reply;
+    MPI_Isend(reply, (int)len, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD, &p->req);
+}
+
+static void send_error(serve_t *sv, uint32_t slot, int err, const char *msg)
+{
+    char *reply;
+    size_t len;
+    if (async__mpi_error_reply(slot, err, msg, &reply, &len) == 0) {
+        send_reply(sv, reply, len);
+        return;
+    }
+    /* Not even an error reply fits: a header on the stack, sent blocking,
+     * so that rank 0's slot never waits for ever. */
+    res_hdr_t h = {.slot = slot, .err = ASYNC_ENOMEM};
+    MPI_Send(&h, sizeof h, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+}
+
+static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
+{
+    job_hdr_t h = {0};
+    if (len >= sizeof h) memcpy(&h, buf, sizeof h);
+    int64_t dl = h.remaining == NO_DEADLINE ? ASYNC_FOREVER : async_now() + h.remaining;
+    char msg[ASYNC_FUTURE_MSG_MAX + 64];
+    if (!pool) {
+        char *reply;
+        size_t rlen;
+        if (async__mpi_run(buf, len, dl, &reply, &rlen)) {
+            snprintf(msg, sizeof msg, "rank %d: no memory for the reply", async__mpi_rank_);
+            send_error(sv, h.slot, ASYNC_ENOMEM, msg);
+        } else {
+            send_reply(sv, reply, rlen);
+        }
+        return;
+    }
+    if (sv->nrun == sv->caprun) {
+        size_t nc = sv->caprun ? sv->caprun * 2 : 16;
+        running_t *np = async__malloc(nc * sizeof *np);
+        if (!np) {
+            snprintf(msg, sizeof msg, "rank %d: no memory to queue the job", async__mpi_rank_);
+            send_error(sv, h.slot, ASYNC_ENOMEM, msg);
+            return;
+        }
+        if (sv->run) memcpy(np, sv->run, sv->nrun * sizeof *np);
+        async__free(sv->run);
+        sv->run = np;
+        sv->caprun = nc;
+    }
+    async_job_t job = {.fn = pool_run, .in = buf, .in_size = len, .deadline = dl};
+    async_future_t *f;
+    int r = async_executor_submit(pool, &job, &f);
+    if (r) {
+        char why[ASYNC_FUTURE_MSG_MAX - 32];
+        async_executor_error(pool, why, sizeof why);
+        (void)!snprintf(msg, sizeof msg, "rank %d: its process pool refused the job: %s", async__mpi_rank_,
+                 why[0] ? why : async_strerror(r));
+        send_error(sv, h.slot, r, msg);
+        return;
+    }
+    sv->run[sv->nrun++] = (running_t){f, h.slot};
+}
+
+/* Sends the replies of the pool's jobs that have ended. */
+static bool reap(serve_t *sv)
+{
+    bool any = false;
+    for (size_t i = 0; i < sv->nrun;) {
+        async_future_t *f = sv->run[i].f;
+        if (!async_future_done(f)) {
+            i++;
+            continue;
+        }
+        uint32_t slot = sv->run[i].slot;
+        sv->run[i] = sv->run[--sv->nrun];
+        const void *data;
+        size_t size;
+        int err = async_future_result(f, &data, &size);
+        if (!err && size >= sizeof(res_hdr_t)) {
+            char *reply = async__malloc(size);
+            if (reply) {
+                memcpy(reply, data, size);
+                send_reply(sv, reply, size);
+            } else {
+                send_error(sv, slot, ASYNC_ENOMEM, "no memory for the reply");
+            }
+        } else {
+            char msg[ASYNC_FUTURE_MSG_MAX + 64];
+            (void)!snprintf(msg, sizeof msg, "rank %d: %s", async__mpi_rank_,
+                     err ? async_future_message(f) : "the job gave no reply");
+            send_error(sv, slot, err ? err : ASYNC_EIO, msg);
+        }
+        async_future_free(f);
+        any = true;
+    }
+    return any;
+}
+
+static bool test_sends(serve_t *sv)
+{
+    bool any = false;
+    for (size_t i = 0; i < sv->npend;) {
+        int done = 0;
+        MPI_Test(&sv->pend[i].req, &done, MPI_STATUS_IGNORE);
+        if (!done) {
+            i++;
+            continue;
+        }
+        async__free(sv->pend[i].buf);
+        sv->pend[i] = sv->pend[--sv->npend];
+        any = true;
+    }
+    return any;
+}
+
+void async__mpi_serve(void)
+{
+    serve_t sv = {0};
+    async_executor_t *pool = NULL;
+    if (async__mpi_opts.rank_processes) {
+        async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES,
+                                   .workers = async__mpi_opts.rank_processes,
+                                   .max_job_bytes = async__mpi_opts.max_job_bytes};
+        int r = async_executor_new(&pool, &o);
+        if (r) {
+            /* Serve on without isolation rather than leave rank 0 waiting. */
+            fprintf(stderr, "libasync-mpi: rank %d: no process pool (%s); running jobs in the rank\n",
+                    async__mpi_rank_, async_strerror(r));
+            pool = NULL;
+        }
+    }
+    async__mpi_backoff_t backoff = {0};
+    prctl(PR_SET_TIMERSLACK, 1000UL); /* as rank 0's progress thread */
+    for (;;) {
+        int flag = 0, count = 0;
+        MPI_Status st;
+        MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &st);
+        bool active = false;
+        if (flag) {
+            active = true;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            char *buf = async__malloc(count > 0 ? (size_t)count : 1);
+            if (!buf) { /* the message waits in MPI: try again later */
+                async__mpi_nap(&backoff);
+                continue;
+            }
+            MPI_Recv(buf, count, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            if (st.MPI_TAG == TAG_STOP) {
+                async__free(buf);
+                break;
+            }
+            if (st.MPI_TAG == TAG_SHARE && count == (int)sizeof(share_hdr_t)) {
+                share_hdr_t h;
+                memcpy(&h, buf, sizeof h);
+                void *data;
+                while (!(data = async__malloc(h.size ? h.size : 1))) async__mpi_nap(&backoff);
+                MPI_Recv(data, (int)h.size, MPI_BYTE, 0, TAG_SHARE_DATA, MPI_COMM_WORLD,
+                         MPI_STATUS_IGNORE);
+                /* Without room in the table the data stays unknown here, and
+                 * jobs that name it fail with a message saying so. */
+                if (async__mpi_data_put(h.id, data)) async__free(data);
+            } else if (st.MPI_TAG == TAG_JOB) {
+                run_job(&sv, pool, buf, (size_t)count);
+            }
+            async__free(buf);
+        }
+        if (pool && reap(&sv)) active = true;
+        if (test_sends(&sv)) active = true;
+        if (active) async__mpi_active(&backoff);
+        else async__mpi_nap(&backoff);
+    }
+    /* Rank 0 sends stop only once every job has its reply. */
+    while (sv.npend) {
+        MPI_Wait(&sv.pend[sv.npend - 1].req, MPI_STATUS_IGNORE);
+        async__free(sv.pend[--sv.npend].buf);
+    }
+    for (size_t i = 0; i < sv.nrun; i++) async_future_free(sv.run[i].f);
+    async_executor_free(pool);
+    async__free(sv.pend);
+    async__free(sv.run);
+}

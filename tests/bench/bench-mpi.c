@@ -1,0 +1,259 @@
+/* Benchmarks of the MPI backend, each beside its baseline measured in the
+ * same run: a job's round trip between rank 0 and a serving rank beside the
+ * process backend's (one worker); the primes below 2e7 by trial division
+ * over 2 serving ranks beside serial C and the process backend with 2
+ * workers; the lab's howmany (1,000,000 rows of 5 ints, values in [4, 8])
+ * with the rows replicated once by async_mpi_bcast beside shipping them in
+ * every chunk.  Every side runs once a round, in alternating rounds
+ * (rounds.h: BENCH_ROUNDS, default 5), and each figure prints as
+ * `name: median (min-max) unit`; ratios are taken round by round.
+ *
+ *   bench-mpi [--limit N] [--trips N]
+ *
+ * Started without mpirun it runs itself under
+ * `mpirun --oversubscribe --bind-to none -np 3` with loopback transports. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/mpi.h>
+#include "rounds.h"
+
+static double now_s(void) { return (double)async_now() / 1e9; }
+
+/* --- work functions ------------------------------------------------------------- */
+
+static int echo(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    memcpy(out, in, in_size < out_size ? in_size : out_size);
+    return 0;
+}
+ASYNC_MPI_WORK(echo);
+
+static bool is_prime(uint32_t n)
+{
+    if (n < 2) return false;
+    if (n < 4) return true;
+    if (n % 2 == 0 || n % 3 == 0) return false;
+    for (uint32_t d = 5; d * d <= n; d += 6)
+        if (n % d == 0 || n % (d + 2) == 0) return false;
+    return true;
+}
+
+/* Input: a range [lo, hi) of uint32; output: the count of primes in it. */
+static int primes(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    uint32_t r[2];
+    memcpy(r, in, sizeof r);
+    uint64_t c = 0;
+    for (uint32_t n = r[0]; n < r[1]; n++) c += is_prime(n);
+    memcpy(out, &c, sizeof c);
+    return 0;
+}
+ASYNC_MPI_WORK(primes);
+
+enum { COLS = 5 };
+
+/* howmany over a replicated table: input is a row index, ctx the rows. */
+static int howmany_ctx(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    uint32_t r;
+    memcpy(&r, in, sizeof r);
+    const int32_t *row = (const int32_t *)ctx + (size_t)r * COLS;
+    uint32_t c = 0;
+    for (int i = 0; i < COLS; i++) c += row[i] >= 4 && row[i] <= 8;
+    memcpy(out, &c, sizeof c);
+    return 0;
+}
+ASYNC_MPI_WORK(howmany_ctx);
+
+/* howmany over a shipped row. */
+static int howmany_row(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    const int32_t *row = in;
+    uint32_t c = 0;
+    for (int i = 0; i < COLS; i++) c += row[i] >= 4 && row[i] <= 8;
+    memcpy(out, &c, sizeof c);
+    return 0;
+}
+ASYNC_MPI_WORK(howmany_row);
+
+/* --- figures ---------------------------------------------------------------------- */
+
+static double round_trip(async_executor_t *ex, int n)
+{
+    int64_t v = 1, got;
+    async_job_t j = {.fn = echo, .in = &v, .in_size = 8, .out_size = 8};
+    for (int i = 0; i < 100; i++) async_executor_run(ex, &j, &got, NULL, NULL); /* warm up */
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        v = i;
+        if (async_executor_run(ex, &j, &got, NULL, NULL) || got != i) {
+            fprintf(stderr, "round trip %d failed\n", i);
+            exit(1);
+        }
+    }
+    return (now_s() - t0) / n * 1e6;
+}
+
+static uint64_t primes_map(async_executor_t *ex, uint32_t limit, double *secs)
+{
+    enum { STEP = 100000 };
+    size_t n = (limit + STEP - 1) / STEP;
+    uint32_t (*in)[2] = malloc(n * sizeof *in);
+    uint64_t *out = calloc(n, sizeof *out);
+    for (size_t i = 0; i < n; i++) {
+        in[i][0] = (uint32_t)(i * STEP);
+        in[i][1] = (uint32_t)((i + 1) * STEP < limit ? (i + 1) * STEP : limit);
+    }
+    double t0 = now_s();
+    if (ex) {
+        async_map_t m = {.fn = primes, .in = in, .in_size = sizeof in[0], .out = out,
+                         .out_size = 8, .n = n, .chunksize = 1};
+        if (async_executor_map(ex, &m, NULL)) {
+            fprintf(stderr, "primes map failed\n");
+            exit(1);
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) primes(in[i], sizeof in[i], &out[i], 8, NULL);
+    }
+    *secs = now_s() - t0;
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++) c += out[i];
+    free(in);
+    free(out);
+    return c;
+}
+
+static async_executor_t *procs(unsigned workers)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = workers};
+    async_executor_t *ex;
+    if (async_executor_new(&ex, &o)) {
+        fprintf(stderr, "process executor failed\n");
+        exit(1);
+    }
+    return ex;
+}
+
+static int relaunch(char **argv)
+{
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    setenv("OMPI_MCA_btl", "self,vader", 0);
+    setenv("OMPI_MCA_pml", "ob1", 0);
+    setenv("OMPI_MCA_oob_tcp_if_include", "lo", 0);
+    int argc = 0;
+    while (argv[argc]) argc++;
+    char **a = calloc((size_t)argc + 8, sizeof *a);
+    int k = 0;
+    a[k++] = "mpirun";
+    a[k++] = "--oversubscribe";
+    a[k++] = "--bind-to";
+    a[k++] = "none";
+    a[k++] = "-np";
+    a[k++] = "3";
+    for (int i = 0; i < argc; i++) a[k++] = argv[i];
+    execvp("mpirun", a);
+    perror("mpirun");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (!getenv("OMPI_COMM_WORLD_SIZE")) return relaunch(argv);
+    uint32_t limit = 20000000;
+    int trips = 20000;
+    for (int i = 1; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--limit")) limit = (uint32_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--trips")) trips = atoi(argv[++i]);
+    }
+    char msg[256];
+    int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
+    if (r) {
+        fprintf(stderr, "async_mpi_init: %s: %s\n", async_errname(r), msg);
+        return 1;
+    }
+    async_executor_t *mpi;
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
+    if ((r = async_executor_new(&mpi, &o))) {
+        fprintf(stderr, "MPI executor: %s\n", async_errname(r));
+        return 1;
+    }
+    bench_start("bench-mpi");
+    bench_note("ranks: %d, serving workers: %u", async_mpi_size(), async_executor_workers(mpi));
+    async_executor_t *p1 = procs(1), *p2 = procs(2);
+    enum { ROWS = 1000000 };
+    int32_t *rows = malloc((size_t)ROWS * COLS * sizeof *rows);
+    uint32_t *idx = malloc(ROWS * sizeof *idx), *c1 = malloc(ROWS * 4), *c2 = malloc(ROWS * 4);
+    srand(42);
+    for (size_t i = 0; i < (size_t)ROWS * COLS; i++) rows[i] = rand() % 10;
+    for (uint32_t i = 0; i < ROWS; i++) idx[i] = i;
+    uint64_t s0 = 0;
+    for (uint32_t i = 0; i < ROWS; i++) {
+        uint32_t c;
+        howmany_row(rows + (size_t)i * COLS, COLS * 4, &c, 4, NULL);
+        s0 += c;
+    }
+    /* The rows go to every rank once, not once a round. */
+    double t0 = now_s();
+    if (async_mpi_bcast(mpi, rows, (size_t)ROWS * COLS * sizeof *rows)) {
+        fprintf(stderr, "bcast failed\n");
+        return 1;
+    }
+    bench_add("howmany bcast of the rows (20 MB, once)", "s", now_s() - t0);
+    int rounds = bench_rounds();
+    bool ok = true;
+    for (int round = 0; round < rounds; round++) {
+        bench_add("round trip mpi", "us", round_trip(mpi, trips));
+        bench_add("round trip processes (1 worker)", "us", round_trip(p1, trips));
+        double ts, tp, tm;
+        uint64_t cs = primes_map(NULL, limit, &ts);
+        uint64_t cp = primes_map(p2, limit, &tp);
+        uint64_t cm = primes_map(mpi, limit, &tm);
+        if (cs != cp || cs != cm) {
+            bench_note("primes MISMATCH: %llu serial, %llu processes, %llu mpi",
+                       (unsigned long long)cs, (unsigned long long)cp, (unsigned long long)cm);
+            ok = false;
+        } else if (round == 0) {
+            bench_note("primes below %u: %llu on every side", limit, (unsigned long long)cs);
+        }
+        bench_add("primes serial", "s", ts);
+        bench_add("primes processes 2 workers", "s", tp);
+        bench_add("primes mpi 2 ranks", "s", tm);
+        async_map_t m1 = {.fn = howmany_ctx, .ctx = rows, .in = idx, .in_size = 4, .out = c1,
+                          .out_size = 4, .n = ROWS};
+        t0 = now_s();
+        int e1 = async_executor_map(mpi, &m1, NULL);
+        bench_add("howmany map over bcast rows", "s", now_s() - t0);
+        async_map_t m2 = {.fn = howmany_row, .in = rows, .in_size = COLS * 4, .out = c2,
+                          .out_size = 4, .n = ROWS};
+        t0 = now_s();
+        int e2 = async_executor_map(mpi, &m2, NULL);
+        bench_add("howmany map shipping rows", "s", now_s() - t0);
+        uint64_t s1 = 0, s2 = 0;
+        for (uint32_t i = 0; i < ROWS; i++) s1 += c1[i], s2 += c2[i];
+        if (e1 || e2 || s1 != s0 || s2 != s0) {
+            bench_note("howmany MISMATCH: %llu serial, %llu bcast, %llu shipped",
+                       (unsigned long long)s0, (unsigned long long)s1, (unsigned long long)s2);
+            ok = false;
+        } else if (round == 0) {
+            bench_note("howmany total: %llu on every side", (unsigned long long)s0);
+        }
+    }
+    bench_ratio("primes mpi speedup vs serial", "primes serial", "primes mpi 2 ranks");
+    bench_ratio("primes mpi vs processes", "primes processes 2 workers", "primes mpi 2 ranks");
+    bench_ratio("primes processes speedup vs serial", "primes serial", "primes processes 2 workers");
+    bench_print();
+    free(rows), free(idx), free(c1), free(c2);
+    async_executor_free(p1);
+    async_executor_free(p2);
+    async_executor_free(mpi);
+    async_mpi_finalize();
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,550 @@
+/* The MPI backend's test program, run by tests/test-mpi.c under
+ * `mpirun -np 3` (2 serving ranks): `mpi-suite CASE` runs one case on rank
+ * 0, prints "PASS CASE" and exits 0, or prints what went wrong and exits 1.
+ * Expected answers are computed here on rank 0 by calling the same work
+ * functions directly, never typed in. */
+#include <async.h>
+#include <dlfcn.h>
+#include <async/mpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int failures;
+#define CHECK(cond, ...)                                                                  \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            printf(__VA_ARGS__);                                                          \
+            printf("\n");                                                                 \
+            fflush(stdout);                                                               \
+            failures++;                                                                   \
+        }                                                                                 \
+    } while (0)
+
+/* --- work functions (registered on every rank) ------------------------------- */
+
+int square(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    x = x * x + 1;
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+ASYNC_MPI_WORK(square);
+
+typedef struct pair { int64_t a, b; } pair_t;
+
+int add(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    const pair_t *p = in;
+    int64_t s = p->a * 3 + p->b;
+    memcpy(out, &s, sizeof s);
+    return 0;
+}
+ASYNC_MPI_WORK(add);
+
+/* Fails items whose value is a multiple of 7 (not 0). */
+int picky(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    if (x && x % 7 == 0) return async_work_fail(ASYNC_EINVAL, "value %lld is a multiple of 7", (long long)x);
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+ASYNC_MPI_WORK(picky);
+
+/* Crashes on 3, else returns x (and which rank ran it). */
+int crashy(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    if (x == 3) raise(SIGSEGV);
+    int64_t r[2] = {x, async_mpi_rank()};
+    memcpy(out, r, sizeof r);
+    return 0;
+}
+ASYNC_MPI_WORK(crashy);
+
+/* Kills the whole rank (no process pool). */
+int die(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    raise(SIGKILL);
+    return 0;
+}
+ASYNC_MPI_WORK(die);
+
+/* A result of in bytes' value in length: 'a' + rank repeated. */
+int grow(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    uint32_t n;
+    memcpy(&n, in, sizeof n);
+    char *o = async_work_output(n);
+    if (!o) return async_work_fail(ASYNC_ENOMEM, "no output of %u bytes", n);
+    for (uint32_t i = 0; i < n; i++) o[i] = (char)('a' + i % 26);
+    return 0;
+}
+ASYNC_MPI_WORK(grow);
+
+/* Looks up row i of the replicated table in ctx. */
+int lookup(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    uint32_t i;
+    memcpy(&i, in, sizeof i);
+    if (!ctx) return async_work_fail(ASYNC_EINVAL, "no ctx");
+    double v = ((const double *)ctx)[i] * 2.0;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+ASYNC_MPI_WORK(lookup);
+
+/* This rank's CPU time so far, and its rank. */
+int cpu_ns(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size, (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    int64_t r[2] = {(int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, async_mpi_rank()};
+    memcpy(out, r, sizeof r);
+    return 0;
+}
+ASYNC_MPI_WORK(cpu_ns);
+
+/* A static table that every rank builds alike: registered data. */
+static int64_t offsets[4] = {10, 20, 30, 40};
+
+int offset(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    int64_t x;
+    memcpy(&x, in, sizeof x);
+    x += ((const int64_t *)ctx)[x % 4];
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+ASYNC_MPI_WORK(offset);
+
+/* Sleeps the given milliseconds. */
+int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    int64_t ms;
+    memcpy(&ms, in, sizeof ms);
+    usleep((useconds_t)(ms * 1000));
+    return 0;
+}
+ASYNC_MPI_WORK(nap_ms);
+
+/* Not registered anywhere. */
+int unregistered_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    return square(in, in_size, out, out_size, ctx);
+}
+
+/* --- cases -------------------------------------------------------------------- */
+
+static async_executor_t *ex;
+
+static void c_map(void)
+{
+    enum { N = 1000 };
+    static int64_t in[N], out[N], want[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i - 300;
+        square(&in[i], 8, &want[i], 8, NULL);
+    }
+    async_map_t m = {.fn = square, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N};
+    async_map_error_t err;
+    int r = async_executor_map(ex, &m, &err);
+    CHECK(r == 0, "map: %s %s", async_errname(r), err.message);
+    CHECK(!memcmp(out, want, sizeof out), "map results differ");
+    /* map_async, awaited by a plain wait; chunks of 7. */
+    memset(out, 0, sizeof out);
+    m.chunksize = 7;
+    async_future_t *f;
+    CHECK(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f) == 0, "map_async");
+    CHECK(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60))) == 0, "map_async wait");
+    async_future_free(f);
+    CHECK(!memcmp(out, want, sizeof out), "map_async results differ");
+}
+
+static void c_starmap(void)
+{
+    enum { N = 500 };
+    static pair_t in[N];
+    static int64_t out[N], want[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = (pair_t){i, 1000 - i};
+        add(&in[i], sizeof in[i], &want[i], 8, NULL);
+    }
+    async_map_t m = {.fn = add, .in = in, .in_size = sizeof in[0], .out = out, .out_size = 8, .n = N};
+    int r = async_executor_map(ex, &m, NULL);
+    CHECK(r == 0, "starmap: %s", async_errname(r));
+    CHECK(!memcmp(out, want, sizeof out), "starmap results differ");
+}
+
+static void c_imap(void)
+{
+    enum { N = 300 };
+    static int64_t in[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    for (int unordered = 0; unordered < 2; unordered++) {
+        async_imap_t m = {.fn = square, .in = in, .n = N, .in_size = 8, .out_size = 8,
+                          .chunksize = 4, .unordered = unordered};
+        async_imap_iter_t *it;
+        CHECK(async_executor_imap(ex, &m, &it) == 0, "imap");
+        static bool seen[N];
+        memset(seen, 0, sizeof seen);
+        int64_t v;
+        size_t idx, count = 0, last = 0;
+        int r;
+        bool ordered = true;
+        while ((r = async_imap_next_dl(it, &v, &idx, async_deadline_after(ASYNC_SEC(60)))) == 0) {
+            int64_t want;
+            square(&in[idx], 8, &want, 8, NULL);
+            CHECK(v == want, "imap item %zu: %lld != %lld", idx, (long long)v, (long long)want);
+            if (count && idx != last + 1) ordered = false;
+            CHECK(!seen[idx], "item %zu twice", idx);
+            seen[idx] = true;
+            last = idx;
+            count++;
+        }
+        CHECK(r == ASYNC_EEOF, "imap end: %s", async_errname(r));
+        CHECK(count == N, "imap gave %zu items", count);
+        if (!unordered) CHECK(ordered, "imap out of order");
+        async_imap_free(it);
+    }
+}
+
+static void c_submit(void)
+{
+    enum { N = 64 };
+    async_future_t *fs[N];
+    int64_t in[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i * 11;
+        async_job_t j = {.fn = square, .in = &in[i], .in_size = 8, .out_size = 8};
+        CHECK(async_executor_submit(ex, &j, &fs[i]) == 0, "submit %d", i);
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK(async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(60))) == 0, "wait %d", i);
+        const void *d;
+        size_t sz;
+        CHECK(async_future_result(fs[i], &d, &sz) == 0 && sz == 8, "result %d", i);
+        int64_t want, got;
+        square(&in[i], 8, &want, 8, NULL);
+        memcpy(&got, d, 8);
+        CHECK(got == want, "submit %d: %lld != %lld", i, (long long)got, (long long)want);
+        async_future_free(fs[i]);
+    }
+    /* A variable-size result, larger than out_size. */
+    uint32_t n = 100000;
+    async_job_t j = {.fn = grow, .in = &n, .in_size = sizeof n, .out_size = 4};
+    async_future_t *f;
+    CHECK(async_executor_submit(ex, &j, &f) == 0, "submit grow");
+    CHECK(async_future_wait(f) == 0, "grow: %s", async_future_message(f));
+    const void *d;
+    size_t sz = 0;
+    async_future_result(f, &d, &sz);
+    CHECK(sz == n, "grow size %zu", sz);
+    bool same = sz == n;
+    for (uint32_t i = 0; same && i < n; i++) same = ((const char *)d)[i] == (char)('a' + i % 26);
+    CHECK(same, "grow bytes differ");
+    async_future_free(f);
+    /* Both serving ranks take work: each runs cpu_ns at least once. */
+    bool ranks[8] = {0};
+    for (int round = 0; round < 50 && !(ranks[1] && ranks[2]); round++) {
+        async_future_t *g[4];
+        for (int i = 0; i < 4; i++) {
+            async_job_t c = {.fn = cpu_ns, .out_size = 16};
+            async_executor_submit(ex, &c, &g[i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            async_future_wait(g[i]);
+            const void *dd;
+            size_t s2;
+            if (!async_future_result(g[i], &dd, &s2) && s2 == 16) {
+                int64_t r[2];
+                memcpy(r, dd, 16);
+                if (r[1] > 0 && r[1] < 8) ranks[r[1]] = true;
+            }
+            async_future_free(g[i]);
+        }
+    }
+    CHECK(ranks[1] && ranks[2], "ranks used: 1=%d 2=%d", ranks[1], ranks[2]);
+}
+
+static int await_task(void *arg, void **result)
+{
+    (void)result;
+    int64_t x = 12, got = 0;
+    async_job_t j = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
+    int r = async_executor_run(ex, &j, &got, NULL, NULL);
+    *(int64_t *)arg = r ? -1 : got;
+    return 0;
+}
+
+static void c_await(void)
+{
+    async_loop_t *loop;
+    int64_t got = 0, want;
+    int64_t x = 12;
+    square(&x, 8, &want, 8, NULL);
+    CHECK(async_loop_new(&loop) == 0, "loop");
+    CHECK(async_task_spawn(loop, await_task, &got, &(async_task_opts_t){.detached = true}, NULL) == 0,
+          "spawn");
+    CHECK(async_loop_run(loop, ASYNC_RUN_DEFAULT) == 0, "run");
+    async_loop_free(loop);
+    CHECK(got == want, "awaited %lld, want %lld", (long long)got, (long long)want);
+}
+
+static void c_errors(void)
+{
+    enum { N = 100 };
+    static int64_t in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    async_map_t m = {.fn = picky, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N,
+                     .chunksize = 5};
+    async_map_error_t err;
+    int r = async_executor_map(ex, &m, &err);
+    CHECK(r == ASYNC_EINVAL, "map error %s", async_errname(r));
+    CHECK(err.index == 7, "lowest failing item %zu", err.index);
+    CHECK(strstr(err.message, "value 7 is a multiple of 7") != NULL, "message '%s'", err.message);
+    /* a failed submit carries code and message; the pool serves on */
+    int64_t x = 14;
+    async_job_t j = {.fn = picky, .in = &x, .in_size = 8, .out_size = 8};
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    r = async_executor_run(ex, &j, NULL, NULL, msg);
+    CHECK(r == ASYNC_EINVAL && strstr(msg, "value 14"), "run: %s '%s'", async_errname(r), msg);
+    /* an unregistered ctx */
+    int64_t y = 2, got = 0;
+    async_job_t k = {.fn = square, .in = &y, .in_size = 8, .out_size = 8, .ctx = &y};
+    r = async_executor_run(ex, &k, &got, NULL, msg);
+    CHECK(r == ASYNC_EINVAL && strstr(msg, "ctx"), "ctx: %s '%s'", async_errname(r), msg);
+    /* registered data as ctx */
+    async_job_t o = {.fn = offset, .in = &y, .in_size = 8, .out_size = 8, .ctx = offsets};
+    int64_t want;
+    offset(&y, 8, &want, 8, offsets);
+    r = async_executor_run(ex, &o, &got, NULL, msg);
+    CHECK(r == 0 && got == want, "registered data: %s %lld", async_errname(r), (long long)got);
+    r = async_executor_run(ex, &j, NULL, NULL, msg);
+    CHECK(r == ASYNC_EINVAL, "still serving after errors: %s", async_errname(r));
+    m.fn = square;
+    CHECK(async_executor_map(ex, &m, NULL) == 0, "map after errors");
+}
+
+static void c_unregistered(void)
+{
+    int64_t x = 3;
+    async_job_t j = {.fn = unregistered_fn, .in = &x, .in_size = 8, .out_size = 8};
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    CHECK(r == ASYNC_EINVAL, "unregistered: %s", async_errname(r));
+    CHECK(strstr(msg, "unregistered_fn") && strstr(msg, "not registered"), "message '%s'", msg);
+    static int64_t in[10], out[10];
+    async_map_t m = {.fn = unregistered_fn, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = 10};
+    async_map_error_t err;
+    r = async_executor_map(ex, &m, &err);
+    CHECK(r == ASYNC_EINVAL && strstr(err.message, "unregistered_fn"), "map: %s '%s'",
+          async_errname(r), err.message);
+    printf("message: %s\n", msg);
+}
+
+static void c_crash(void)
+{
+    /* Run with rank_processes: the crash fails only its future. */
+    enum { N = 8 };
+    async_future_t *fs[N];
+    int64_t in[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i;
+        async_job_t j = {.fn = crashy, .in = &in[i], .in_size = 8, .out_size = 16};
+        CHECK(async_executor_submit(ex, &j, &fs[i]) == 0, "submit");
+    }
+    for (int i = 0; i < N; i++) {
+        async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(60)));
+        int e = async_future_error(fs[i]);
+        if (i == 3) {
+            CHECK(e == ASYNC_EWORKERDIED, "crashing job: %s", async_errname(e));
+            CHECK(strstr(async_future_message(fs[i]), "rank "), "message '%s'",
+                  async_future_message(fs[i]));
+            printf("message: %s\n", async_future_message(fs[i]));
+        } else {
+            CHECK(e == 0, "job %d: %s %s", i, async_errname(e), async_future_message(fs[i]));
+        }
+        async_future_free(fs[i]);
+    }
+    /* and a map after it runs whole */
+    static int64_t mi[200], mo[200], want[200];
+    for (int i = 0; i < 200; i++) {
+        mi[i] = i;
+        square(&mi[i], 8, &want[i], 8, NULL);
+    }
+    async_map_t m = {.fn = square, .in = mi, .in_size = 8, .out = mo, .out_size = 8, .n = 200};
+    CHECK(async_executor_map(ex, &m, NULL) == 0, "map after the crash");
+    CHECK(!memcmp(mo, want, sizeof mo), "map after the crash differs");
+}
+
+/* With rank_processes: a job running past its deadline is killed on its
+ * rank and fails with ASYNC_ETIMEDOUT long before it would have ended. */
+static void c_deadline(void)
+{
+    int64_t ms = 20000;
+    async_job_t j = {.fn = nap_ms, .in = &ms, .in_size = 8, .out_size = 0,
+                     .deadline = async_deadline_after(ASYNC_MSEC(300))};
+    int64_t t0 = async_now();
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    double s = (double)(async_now() - t0) / 1e9;
+    printf("deadline: %s after %.2f s: %s\n", async_errname(r), s, msg);
+    CHECK(r == ASYNC_ETIMEDOUT, "deadline: %s '%s'", async_errname(r), msg);
+    CHECK(s < 10.0, "the job was not stopped at its deadline (%.1f s)", s);
+    int64_t x = 5, got = 0, want;
+    square(&x, 8, &want, 8, NULL);
+    async_job_t k = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_run(ex, &k, &got, NULL, NULL) == 0 && got == want, "after the deadline");
+}
+
+static void c_kill(void)
+{
+    async_job_t j = {.fn = die, .out_size = 8};
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    printf("submitting the killing job\n");
+    fflush(stdout);
+    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    /* Open MPI ends the job before this returns: reaching here is a failure. */
+    printf("FAIL: the run went on after a rank was killed (%s %s)\n", async_errname(r), msg);
+    failures++;
+}
+
+static void c_bcast(void)
+{
+    enum { N = 200000 };
+    double *table = malloc(N * sizeof *table);
+    for (int i = 0; i < N; i++) table[i] = i * 0.5 + 1.0 / (i + 1);
+    CHECK(async_mpi_bcast(ex, table, N * sizeof *table) == 0, "bcast");
+    CHECK(async_mpi_bcast(NULL, table, 8) == ASYNC_EINVAL, "bcast NULL executor");
+    static uint32_t idx[5000];
+    static double out[5000];
+    for (int i = 0; i < 5000; i++) idx[i] = (uint32_t)((i * 7919u) % N);
+    async_map_t m = {.fn = lookup, .ctx = table, .in = idx, .in_size = 4, .out = out,
+                     .out_size = 8, .n = 5000};
+    async_map_error_t err;
+    int r = async_executor_map(ex, &m, &err);
+    CHECK(r == 0, "map over bcast: %s %s", async_errname(r), err.message);
+    bool same = true;
+    for (int i = 0; i < 5000; i++) {
+        double w;
+        lookup(&idx[i], 4, &w, 8, table);
+        same = same && w == out[i];
+    }
+    CHECK(same, "bcast lookups differ");
+    free(table);
+}
+
+static void c_idle(void)
+{
+    /* One serving rank (-np 2): its CPU time over 2 s of idleness. */
+    int64_t a[2], b[2];
+    async_job_t j = {.fn = cpu_ns, .out_size = 16};
+    CHECK(async_executor_run(ex, &j, a, NULL, NULL) == 0, "cpu_ns");
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    int64_t t0 = async_now();
+    sleep(2);
+    int64_t wall = async_now() - t0;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    CHECK(async_executor_run(ex, &j, b, NULL, NULL) == 0, "cpu_ns");
+    double rank1 = 100.0 * (double)(b[0] - a[0]) / (double)wall;
+    double rank0 = 100.0 * (double)((c1.tv_sec - c0.tv_sec) * 1000000000LL + c1.tv_nsec - c0.tv_nsec) / (double)wall;
+    printf("idle cpu: rank1 %.2f%% rank0 %.2f%%\n", rank1, rank0);
+    /* A rank that spins shows about 100%. */
+    CHECK(rank1 < 50.0, "idle rank 1 used %.1f%% of a CPU", rank1);
+    CHECK(rank0 < 50.0, "idle rank 0 used %.1f%% of a CPU", rank0);
+}
+
+/* Debian's libev.so exports libevent's names; Open MPI's must win, or
+ * MPI_Init crashes (the link line puts libevent first). */
+static void c_symbols(void)
+{
+    const char *names[] = {"event_add", "event_base_new", "event_del"};
+    for (int i = 0; i < 3; i++) {
+        void *p = dlsym(RTLD_DEFAULT, names[i]);
+        Dl_info di;
+        CHECK(p && dladdr(p, &di) && di.dli_fname && strstr(di.dli_fname, "libevent"),
+              "%s resolves to %s", names[i], p && dladdr(p, &di) ? di.dli_fname : "nothing");
+        if (p && dladdr(p, &di)) printf("%s: %s\n", names[i], di.dli_fname);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *c = argc > 1 ? argv[1] : "";
+    async_mpi_opts_t mo = {0};
+    if (!strcmp(c, "crash") || !strcmp(c, "deadline")) mo.rank_processes = 2;
+    if (!strcmp(c, "mismatch")) {
+        const char *rk = getenv("OMPI_COMM_WORLD_RANK");
+        if (rk && !strcmp(rk, "2")) async_mpi_register("only_on_rank_2", square);
+    }
+    async_mpi_register_data("offsets", offsets);
+    char msg[256];
+    int r = async_mpi_init(&argc, &argv, &mo, msg, sizeof msg);
+    if (!strcmp(c, "single")) {
+        printf("init: %s: %s\n", async_errname(r), msg);
+        CHECK(r == ASYNC_ENOTSUP && strstr(msg, "single rank"), "single: %s '%s'", async_errname(r), msg);
+        goto out;
+    }
+    if (!strcmp(c, "mismatch")) {
+        printf("init: %s: %s\n", async_errname(r), msg);
+        CHECK(r == ASYNC_EINVAL && strstr(msg, "rank 2"), "mismatch: %s '%s'", async_errname(r), msg);
+        goto out;
+    }
+    if (r) {
+        printf("FAIL init: %s: %s\n", async_errname(r), msg);
+        return 1;
+    }
+    CHECK(async_mpi_rank() == 0, "init returned on rank %d", async_mpi_rank());
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
+    CHECK((r = async_executor_new(&ex, &o)) == 0, "executor: %s", async_errname(r));
+    if (r) return 1;
+    CHECK(async_executor_backend(ex) == ASYNC_BACKEND_MPI, "backend");
+    async_executor_t *second;
+    CHECK(async_executor_new(&second, &o) == ASYNC_EBUSY, "a second MPI executor");
+    if (!strcmp(c, "map")) c_map();
+    else if (!strcmp(c, "starmap")) c_starmap();
+    else if (!strcmp(c, "imap")) c_imap();
+    else if (!strcmp(c, "submit")) c_submit();
+    else if (!strcmp(c, "await")) c_await();
+    else if (!strcmp(c, "errors")) c_errors();
+    else if (!strcmp(c, "unregistered")) c_unregistered();
+    else if (!strcmp(c, "crash")) c_crash();
+    else if (!strcmp(c, "kill")) c_kill();
+    else if (!strcmp(c, "deadline")) c_deadline();
+    else if (!strcmp(c, "bcast")) c_bcast();
+    else if (!strcmp(c, "idle")) c_idle();
+    else if (!strcmp(c, "symbols")) c_symbols();
+    else if (!strcmp(c, "all")) {
+        c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast();
+    } else {
+        printf("FAIL unknown case '%s'\n", c);
+        failures++;
+    }
+    async_executor_free(ex);
+    CHECK(async_mpi_finalize() == 0, "finalize");
+out:
+    if (!failures) printf("PASS %s\n", c);
+    return failures ? 1 : 0;
+}
