@@ -1951,7 +1951,7 @@ Test(brewery_server, api_hostile_parameters_answer_promptly, .timeout = 120)
     strcpy(ids, "/v1/breweries?by_ids=");
     for (int i = 0; i < 350; i++)
         strcat(ids, "00000000-0000-4000-8000-000000000000,");
-    char paths[6][1200];
+    char paths[6][3 * sizeof wild + 128]; /* room for three wild values: no truncation */
     snprintf(paths[0], sizeof paths[0], "/v1/breweries/search?query=%s&per_page=200", wild);
     snprintf(paths[1], sizeof paths[1], "/v1/breweries/autocomplete?query=%s", wild);
     snprintf(paths[2], sizeof paths[2], "/v1/breweries/meta?by_postal=%s&by_city=%s&by_name=%s",

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
+#include "rounds.h"
 
 #define MSG 64
 #define ROUND_TRIPS 20000
@@ -374,7 +375,7 @@ static void bench_held(void)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur < HELD + 100) {
-        printf("connections held: skipped, RLIMIT_NOFILE %llu < %d\n", (unsigned long long)rl.rlim_cur, HELD + 100);
+        bench_note("connections held: skipped, RLIMIT_NOFILE %llu < %d", (unsigned long long)rl.rlim_cur, HELD + 100);
         return;
     }
     int rep[2];
@@ -402,11 +403,11 @@ static void bench_held(void)
     long long accept_ns = r > 0 ? atoll(line) : 0;
     usleep(100000);
     long rss1 = rss_kib(pid);
-    printf("connections held: %d of %d\n", ok, HELD);
-    printf("connect + first echo of %d connections (client side): %.0f connections/s\n", HELD, ok / secs(dt));
-    if (accept_ns > 0) printf("server accept rate over %d connections: %.0f accepts/s\n", HELD, HELD / secs(accept_ns));
-    printf("server memory per held connection (RSS, task on a 32 KiB stack): %.1f KiB\n",
-           (double)(rss1 - rss0) / (ok ? ok : 1));
+    bench_add("10,000 connections held: how many", "connections", ok);
+    bench_add("10,000 connections: connect + first echo (client side)", "connections/s", ok / secs(dt));
+    bench_add("10,000 connections: server accept rate", "accepts/s", accept_ns > 0 ? HELD / secs(accept_ns) : -1);
+    bench_add("10,000 connections: server memory per held connection (RSS, 32 KiB task stacks)", "KiB",
+              (double)(rss1 - rss0) / (ok ? ok : 1));
     for (int i = 0; i < HELD; i++)
         if (h[i].fd >= 0) close(h[i].fd);
     async_loop_free(loop);
@@ -443,8 +444,7 @@ static void bench_dns(void)
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
     async_loop_free(loop);
-    if (ok) printf("DNS lookups of localhost, c-ares on the loop: %.0f lookups/s\n", LOOKUPS / secs(dt));
-    else printf("DNS lookups of localhost, c-ares on the loop: failed\n");
+    bench_add("DNS lookups of localhost, c-ares on the loop", "lookups/s", ok ? LOOKUPS / secs(dt) : -1);
     t0 = async_now();
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
     for (int i = 0; i < LOOKUPS; i++) {
@@ -452,24 +452,32 @@ static void bench_dns(void)
         if (getaddrinfo("localhost", "80", &hints, &ai) == 0) freeaddrinfo(ai);
     }
     dt = async_now() - t0;
-    printf("DNS lookups of localhost, blocking getaddrinfo: %.0f lookups/s\n", LOOKUPS / secs(dt));
+    bench_add("DNS lookups of localhost, blocking getaddrinfo (baseline)", "lookups/s", LOOKUPS / secs(dt));
 }
 
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* libuv's writes do not use MSG_NOSIGNAL */
-    int port;
-    pid_t pid = spawn_server(false, &port, -1, 0);
-    double a_rtt = async_rtt_us(port), a_tp = async_throughput_mb(port);
-    kill_server(pid);
-    pid = spawn_server(true, &port, -1, 0);
-    double u_rtt = uv_rtt_us(port), u_tp = uv_throughput_mb(port);
-    kill_server(pid);
-    printf("echo round trip, %d bytes, one connection, libasync: %.2f us\n", MSG, a_rtt);
-    printf("echo round trip, %d bytes, one connection, libuv: %.2f us\n", MSG, u_rtt);
-    printf("echo throughput, %d connections, %d-byte ping-pong, libasync: %.1f MB/s\n", CONNS, CHUNK, a_tp);
-    printf("echo throughput, %d connections, %d-byte ping-pong, libuv: %.1f MB/s\n", CONNS, CHUNK, u_tp);
-    bench_held();
-    bench_dns();
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bench_start("bench-net");
+    bench_note("echo: %d-byte messages; throughput: %d connections of %d-byte ping-pong", MSG, CONNS, CHUNK);
+    for (int r = 0; r < bench_rounds(); r++) {
+        int port;
+        pid_t pid = spawn_server(false, &port, -1, 0);
+        bench_add("echo round trip, one connection, libasync", "us", async_rtt_us(port));
+        bench_add("echo throughput, 100 connections, libasync", "MB/s", async_throughput_mb(port));
+        kill_server(pid);
+        pid = spawn_server(true, &port, -1, 0);
+        bench_add("echo round trip, one connection, libuv (baseline)", "us", uv_rtt_us(port));
+        bench_add("echo throughput, 100 connections, libuv (baseline)", "MB/s", uv_throughput_mb(port));
+        kill_server(pid);
+        bench_held();
+        bench_dns();
+    }
+    bench_ratio("echo round trip, libuv over libasync (above 1: ours is faster)",
+                "echo round trip, one connection, libuv (baseline)", "echo round trip, one connection, libasync");
+    bench_ratio("echo throughput, libasync over libuv", "echo throughput, 100 connections, libasync",
+                "echo throughput, 100 connections, libuv (baseline)");
+    bench_print();
     return 0;
 }
