@@ -98,13 +98,17 @@ fuzz: fuzz-build
 	    tests/fuzz/run-fuzz $(FUZZ_DIR)/bin $(FUZZ_TARGETS)
 
 # --- the replay, with the compiler and sanitizers of the build in use -------
-$(OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS) \
-                            $(wildcard demos/*/common/*.h)
+# Header dependencies from the compiler's .d files, as for every other
+# object of the build (scripts/check-deps checks these too).
+FUZZ_REGRESS_DEPS := $(patsubst %.c,$(OBJ)/%.d,$(wildcard tests/fuzz/*.c))
+$(FUZZ_REGRESS_DEPS): ;
+-include $(wildcard $(FUZZ_REGRESS_DEPS))
+$(OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c $(OBJ)/tests/fuzz/fuzz-%.d
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) $(FUZZ_INC_$*) -c $< -o $@
 # Explicit, so that it never depends on how the Makefile's own pattern rules
 # find their prerequisites.
-$(OBJ)/tests/fuzz/regress.o: tests/fuzz/regress.c tests/fuzz/fuzz.h
+$(OBJ)/tests/fuzz/regress.o: tests/fuzz/regress.c $(OBJ)/tests/fuzz/regress.d
 	@mkdir -p $(@D)
 	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) -c $< -o $@
 $(OBJ)/tests/fuzz/libdemo-%.a: $$(call fuzz_demo_objs,$(OBJ),$$*)
