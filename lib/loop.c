@@ -20,10 +20,14 @@
  * descriptors (a pipe of our own).  Our syserr callback, when that reserve is
  * held, closes it and returns: libev's retry of pipe() then succeeds in the
  * two freed slots, construction completes, and loop_init tears the loop down
- * again and returns ASYNC_EMFILE or ASYNC_ENFILE.  No other thread can take
- * the freed slots first unless it opens descriptors in that instant; a
- * syserr without a reserve (a raw libev watcher of the program's, an
- * ev_loop_fork) still ends the process as libev's own callback would.  The
+ * again and returns ASYNC_EMFILE or ASYNC_ENFILE.  Loops are built one at a
+ * time (build_mu), so two threads building loops never take each other's
+ * freed slots; the reserve holds two pipes, so a thread that opens
+ * descriptors in that instant (a curl socket) must take four before libev
+ * is short, and then the callback waits a little for descriptors to free
+ * before it gives up.  A syserr outside construction (a raw libev watcher of
+ * the program's, an ev_loop_fork) still ends the process as libev's own
+ * callback would.  The
  * backend is asked for as epoll alone where libev has it, so that running out
  * of descriptors fails the loop instead of quietly falling back to poll. */
 #include <fcntl.h>
@@ -60,21 +64,34 @@ static void run_posts(async_loop_t *loop)
 /* --- libev's process-wide hooks ------------------------------------------ */
 
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+#define RESERVE_PIPES 2
+#define RESERVE_WAITS 200 /* x 5 ms: how long a build waits for others' descriptors */
+static pthread_mutex_t build_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local struct {
-    int fds[2];
-    bool held;
+    int fds[RESERVE_PIPES][2];
+    int held;     /* pipes of fds still open */
+    bool building; /* inside loop_init, between reserve_take and reserve_give */
+    int waits;
     int hit; /* the negated errno libev ran into, or 0 */
-} reserve = {{-1, -1}, false, 0};
+} reserve;
 
 static void on_syserr(const char *msg)
 {
     int err = errno;
-    if (reserve.held && (err == EMFILE || err == ENFILE)) {
-        close(reserve.fds[0]);
-        close(reserve.fds[1]);
-        reserve.held = false;
+    if (reserve.building && (err == EMFILE || err == ENFILE)) {
         reserve.hit = -err;
-        return; /* libev retries pipe() in the two slots just freed */
+        if (reserve.held > 0) {
+            reserve.held--;
+            close(reserve.fds[reserve.held][0]);
+            close(reserve.fds[reserve.held][1]);
+            return; /* libev retries pipe() in the two slots just freed */
+        }
+        if (reserve.waits++ < RESERVE_WAITS) {
+            /* Another thread took the freed slots: its descriptors come and
+             * go (sockets), so wait for two to free rather than abort. */
+            usleep(5000);
+            return;
+        }
     }
     /* What libev's own callback does: nothing can be returned to anyone. */
     char line[256];
@@ -92,24 +109,41 @@ static void install_hooks(void)
     ev_set_allocator(async__ev_realloc);
 }
 
-/* Takes the reserve; fails with the descriptor error if two are not free. */
+/* Takes build_mu and the reserve; fails (holding neither) with the
+ * descriptor error if the reserve's descriptors are not free. */
 static int reserve_take(void)
 {
+    pthread_mutex_lock(&build_mu);
     reserve.hit = 0;
-    if (pipe2(reserve.fds, O_CLOEXEC) != 0)
-        return errno == EMFILE || errno == ENFILE ? -errno : ASYNC_EIO;
-    reserve.held = true;
+    reserve.waits = 0;
+    reserve.held = 0;
+    for (; reserve.held < RESERVE_PIPES; reserve.held++) {
+        if (pipe2(reserve.fds[reserve.held], O_CLOEXEC) != 0) {
+            int err = errno == EMFILE || errno == ENFILE ? -errno : ASYNC_EIO;
+            while (reserve.held > 0) {
+                reserve.held--;
+                close(reserve.fds[reserve.held][0]);
+                close(reserve.fds[reserve.held][1]);
+            }
+            pthread_mutex_unlock(&build_mu);
+            return err;
+        }
+    }
+    reserve.building = true;
     return 0;
 }
 
-/* Gives the reserve back; returns the error libev hit meanwhile, or 0. */
+/* Gives the reserve and build_mu back; returns the error libev hit
+ * meanwhile, or 0. */
 static int reserve_give(void)
 {
-    if (reserve.held) {
-        close(reserve.fds[0]);
-        close(reserve.fds[1]);
-        reserve.held = false;
+    while (reserve.held > 0) {
+        reserve.held--;
+        close(reserve.fds[reserve.held][0]);
+        close(reserve.fds[reserve.held][1]);
     }
+    reserve.building = false;
+    pthread_mutex_unlock(&build_mu);
     return reserve.hit;
 }
 
