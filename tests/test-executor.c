@@ -638,13 +638,34 @@ CASE(wait_deadline_lower_bound, 20)
     async_executor_free(ex);
 }
 
+/* Holds the pool's one worker until the test opens it: flags[0] says the
+ * gate runs, flags[1] opens it (memory every worker sees: shm_alloc). */
+static int gate_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    _Atomic int *flags = ctx;
+    atomic_store(&flags[0], 1);
+    for (int i = 0; i < 20000 && !atomic_load(&flags[1]); i++) usleep(500);
+    return 0;
+}
+
 CASE(priorities_higher_first, 20)
 {
     async_executor_t *ex = pool(backend, 1);
-    async_future_t *gate = submit_nap(ex, 80, 0, 0);
+    _Atomic int *flags;
+    cr_assert_eq(async_executor_shm_alloc(ex, 2 * sizeof *flags, (void **)&flags), 0);
+    atomic_init(&flags[0], 0);
+    atomic_init(&flags[1], 0);
+    async_future_t *gate = NULL;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = gate_fn, .ctx = (void *)flags}, &gate), 0);
+    /* Every job is queued while the worker is held, so the order they run
+     * in is the queue's alone, not how fast this thread submits. */
+    for (int i = 0; i < 20000 && !atomic_load(&flags[0]); i++) usleep(500);
+    cr_assert(atomic_load(&flags[0]), "the gate job never started");
     int prios[] = {1, 5, -2, 3, 5, 0};
     async_future_t *fs[6];
     for (int i = 0; i < 6; i++) fs[i] = submit_nap(ex, 0, i, prios[i]);
+    atomic_store(&flags[1], 1);
     async_as_completed_t *it;
     cr_assert_eq(async_as_completed_new(fs, 6, &it), 0);
     int expect[] = {1, 4, 3, 0, 5, 2}; /* by priority, FIFO within one */
@@ -655,7 +676,9 @@ CASE(priorities_higher_first, 20)
     }
     async_as_completed_free(it);
     for (int i = 0; i < 6; i++) async_future_free(fs[i]);
+    cr_expect_eq(async_future_wait(gate), 0);
     async_future_free(gate);
+    async_executor_shm_free(ex, (void *)flags);
     async_executor_free(ex);
 }
 
