@@ -105,7 +105,7 @@ ASYNC_API unsigned async_cpu_cores(void);
 
 typedef enum async_backend {
     ASYNC_BACKEND_THREADS = 0, /* worker threads in this process */
-    ASYNC_BACKEND_PROCESSES,   /* forked worker processes (issue 4) */
+    ASYNC_BACKEND_PROCESSES,   /* forked worker processes */
     ASYNC_BACKEND_MPI,         /* the ranks of an MPI job: async/mpi.h, libasync-mpi */
 } async_backend_t;
 
