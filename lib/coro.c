@@ -1,7 +1,11 @@
 /* Coroutine contexts: preparing a stack to run a function, and switching
  * between contexts.  The switch itself is a few instructions of assembly
  * (coro_<arch>.S); with -DASYNC_CORO_UCONTEXT it is glibc's swapcontext, which
- * also saves the signal mask with a system call and so costs ~100x more.
+ * also saves and restores the signal mask with system calls and so costs
+ * ~100x more.  A thread's signal mask belongs to the thread, not to a task
+ * (a signal wait blocks its signals for the thread, and a task that switches
+ * out must not take that back), so before each swapcontext the target's
+ * saved mask is overwritten with the thread's current one.
  *
  * Sanitizers must be told about every switch: AddressSanitizer through
  * __sanitizer_{start,finish}_switch_fiber (or it reports stack reads as
@@ -19,6 +23,7 @@
 #endif
 
 #ifdef ASYNC_CORO_UCONTEXT
+#include <signal.h>
 #include <ucontext.h>
 #else
 void async__coro_trampoline_asm(void);
@@ -147,6 +152,7 @@ void async__coro_switch(async__coro_t *from, async__coro_t *to, bool from_exitin
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
 #ifdef ASYNC_CORO_UCONTEXT
+    pthread_sigmask(SIG_SETMASK, NULL, &((ucontext_t *)to->uc)->uc_sigmask);
     swapcontext(from->uc, to->uc);
 #else
     async__coro_switch_asm(&from->sp, to->sp);

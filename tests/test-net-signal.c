@@ -47,11 +47,6 @@ static int t_wait(void *arg, void **res)
 }
 Test(signal, wait_from_a_task_then_deadline_and_mask_restored, .timeout = 20)
 {
-#ifdef ASYNC_CORO_UCONTEXT
-    /* Known defect of the ucontext build: swapcontext restores each task's
-     * saved signal mask, which undoes the mask a signal wait sets. */
-    cr_skip_test("ucontext build: swapcontext restores task signal masks, so a signal wait's mask does not hold (known defect)");
-#endif
     cr_assert_eq(test_run_task(t_wait, NULL, NULL), 0);
 }
 
@@ -131,11 +126,6 @@ static void *other_main(void *arg)
 
 Test(signal, wait_on_a_loop_of_another_thread, .timeout = 20)
 {
-#ifdef ASYNC_CORO_UCONTEXT
-    /* Known defect of the ucontext build: swapcontext restores each task's
-     * saved signal mask, which undoes the mask a signal wait sets. */
-    cr_skip_test("ucontext build: swapcontext restores task signal masks, so a signal wait's mask does not hold (known defect)");
-#endif
     struct other o = {.rc = 1};
     cr_assert_eq(pthread_create(&o.th, NULL, other_main, &o), 0);
     while (!__atomic_load_n(&o.ready, __ATOMIC_ACQUIRE)) usleep(1000);
