@@ -21,7 +21,7 @@ __attribute__((weak)) const char *__lsan_default_suppressions(void)
     return "leak:libcriterion.so\n";
 }
 
-/* lib/ipc_internal.h: called by update after its i-th item, before its commit. */
+/* lib/ipc/ipc_internal.h: called by update after its i-th item, before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
 
 #define CHILD_NS ASYNC_SEC(30)

@@ -23,7 +23,7 @@ __attribute__((weak)) const char *__lsan_default_suppressions(void)
     return "leak:libcriterion.so\n";
 }
 
-/* The library's hook inside the queue's critical section (lib/ipc_internal.h):
+/* The library's hook inside the queue's critical section (lib/ipc/ipc_internal.h):
  * 1 put before its commit, 2 get before its commit, 3 get after it. */
 extern void (*async__ipc_queue_hook)(int where);
 

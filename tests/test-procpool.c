@@ -1,4 +1,4 @@
-/* The process-pool engine (lib/procpool_internal.h): jobs through shared memory,
+/* The process-pool engine (lib/exec/procpool/procpool_internal.h): jobs through shared memory,
  * workers that die (in a job, or before they are ready: replaced, and a crash
  * loop reported), a killed fork server, deadlines, recycling, initializers,
  * shutdown and terminate, and the leak checks (descriptors, zombies, shared
@@ -26,7 +26,7 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
-#include "../lib/procpool_internal.h"
+#include "exec/procpool/procpool_internal.h"
 #include "support/alloc.h"
 #include "support/proc.h"
 

@@ -9,7 +9,7 @@
  * parent running threads keeps replacing workers; maps over shared memory
  * copy nothing; and nothing leaks (allocations, descriptors, shared
  * mappings, child processes).
- * The backend-independent cases run in test-executor-procs.c. */
+ * The backend-independent cases run in test-executor-lib/exec/process_backend.c. */
 #if defined(__SANITIZE_THREAD__)
 /* ThreadSanitizer cannot follow synchronisation that goes through memory
  * another process writes, and forking the fork server from a threaded
@@ -335,7 +335,7 @@ Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
 
 /* --- the kill storm (issue 10, fault suite) ----------------------------------- */
 
-/* Tests only (lib/procpool_internal.h): new workers wait this long before
+/* Tests only (lib/exec/procpool/procpool_internal.h): new workers wait this long before
  * they report ready, which widens the window in which the storm catches a
  * fresh replacement before it is ready. */
 extern int64_t async__pp_test_hold_ready_ns;

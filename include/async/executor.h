@@ -84,23 +84,6 @@ ASYNC_API int async_work_worker(void);
  * work can stop early; ASYNC_FOREVER elsewhere. */
 ASYNC_API int64_t async_work_deadline(void);
 
-/* --- the machine ---------------------------------------------------------- */
-
-/* The number of logical CPUs this process may run on: the size of its
- * affinity mask (narrowed by taskset, cgroup cpusets, container limits), as
- * Python's len(os.sched_getaffinity(0)) or os.process_cpu_count(); the
- * number of online CPUs if the mask cannot be read.  At least 1, never
- * fails, read afresh at each call.  The pools' default sizes use it. */
-ASYNC_API unsigned async_cpu_count(void);
-
-/* The number of physical cores among the machine's online CPUs, each core
- * counted once however many hardware threads (hyperthreads) it has, as
- * psutil.cpu_count(logical=False) or the distinct cores of `lscpu -p`; the
- * whole machine, whatever this process's affinity.  Read from
- * /sys/devices/system/cpu/cpuN/topology; when that cannot be read, the
- * number of online logical CPUs.  At least 1, never fails. */
-ASYNC_API unsigned async_cpu_cores(void);
-
 /* --- creating and ending a pool ------------------------------------------ */
 
 typedef enum async_backend {

@@ -1,4 +1,4 @@
-/* Rank 0's side of the MPI backend (executor_internal.h): ex->workers
+/* Rank 0's side of the MPI backend (exec/backend_internal.h): ex->workers
  * driver slots, each a thread that takes a job from the executor's queue,
  * turns it into a message for its rank (slot i serves rank 1 + i % (N-1)),
  * waits for the reply and finishes the job; and one progress thread, the
@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 #include "mpi_internal.h"
-#include "exec_internal.h"
-#include "future_internal.h"
+#include "exec/executor_internal.h"
+#include "exec/future_internal.h"
 
 typedef struct sendreq {
     struct sendreq *next;

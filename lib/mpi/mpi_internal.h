@@ -12,7 +12,7 @@
 #define ASYNC_MPI_INTERNAL_H
 
 #include <stdint.h>
-#include "executor_internal.h"
+#include "exec/backend_internal.h"
 #include "async/mpi.h"
 
 enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP };

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include "mpi_internal.h"
-#include "future_internal.h"
+#include "exec/future_internal.h"
 
 #define MSG_ROOM ASYNC_FUTURE_MSG_MAX
 

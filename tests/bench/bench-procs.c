@@ -16,7 +16,7 @@
 #include <async.h>
 #include <async/executor.h>
 #include <async/future.h>
-#include "../../lib/procpool_internal.h"
+#include "exec/procpool/procpool_internal.h"
 #include "rounds.h"
 
 

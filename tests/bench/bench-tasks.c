@@ -11,7 +11,8 @@
 #include <sys/resource.h>
 #include <ucontext.h>
 #include <unistd.h>
-#include "../../lib/internal.h"
+#include "async.h"
+#include "core/core_internal.h"
 #include "rounds.h"
 
 static double secs(int64_t ns) { return (double)ns / 1e9; }

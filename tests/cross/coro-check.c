@@ -1,10 +1,10 @@
 /* A cross-architecture check of the context switch and stacks: run under
- * qemu-user by `make check-aarch64`.  It needs no libev: it drives coro.c and
- * stack.c directly, ping-ponging two coroutines and checking that
+ * qemu-user by `make check-aarch64`.  It needs no libev: it drives lib/core/coro.c and
+ * lib/core/stack.c directly, ping-ponging two coroutines and checking that
  * callee-saved integer and floating-point state survives every switch. */
 #include <stdio.h>
 #include <stdlib.h>
-#include "internal.h"
+#include "core/core_internal.h"
 
 static async__coro_t main_coro, co;
 static long bounces;

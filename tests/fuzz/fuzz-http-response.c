@@ -3,8 +3,8 @@
  * the only way they can, through libcurl on a socket: a server thread in the
  * harness answers every connection with the input (byte 0 excepted) and
  * closes its side.  So each input runs curl's parser, the library's header
- * and body callbacks (lib/http_response.c), the response build with its
- * header split, the retry decision with Retry-After (lib/http_request.c),
+ * and body callbacks (lib/http/response.c), the response build with its
+ * header split, the retry decision with Retry-After (lib/http/request.c),
  * async_http_response_header() and async_http_response_json().  Every
  * request goes through the harness server as an HTTP proxy (http_proxy), so
  * redirects to other hosts never leave the machine.

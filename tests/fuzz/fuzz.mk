@@ -64,7 +64,7 @@ fuzz_demo_lib = $(if $(FUZZ_DEMO_$(2)),$(1)/tests/fuzz/libdemo-$(2).a)
 
 .PHONY: fuzz fuzz-build fuzz-regress
 
-$(FUZZ_OBJ)/lib/%.o: lib/%.c $(FUZZ_HEADERS) lib/internal.h $(wildcard lib/*_internal.h)
+$(FUZZ_OBJ)/lib/%.o: lib/%.c $(FUZZ_HEADERS) $(wildcard lib/*/*_internal.h lib/*/*/*_internal.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_LIB_CFLAGS) -c $< -o $@
 $(FUZZ_OBJ)/lib/%.o: lib/%.S
@@ -73,7 +73,7 @@ $(FUZZ_OBJ)/lib/%.o: lib/%.S
 $(FUZZ_OBJ)/demos/%.o: demos/%.c $(FUZZ_HEADERS) $(wildcard demos/*/common/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
-$(FUZZ_OBJ)/tests/fuzz/fuzz-common.o: tests/fuzz/fuzz-common.c tests/fuzz/fuzz.h
+$(FUZZ_OBJ)/tests/fuzz/fuzz-common.o: tests/fuzz/fuzz-lib/core/common.c tests/fuzz/fuzz.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
 $(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS) \

@@ -1,0 +1,118 @@
+/* Select over channels (include/async/select.h).
+ *
+ * A select tries its cases with the channels' try forms; when none can
+ * complete, it puts one watcher per case on this thread's watch list and
+ * suspends on its waker.  sync.c calls async__chan_changed on every change
+ * that may let a case complete, which wakes the watchers of that channel;
+ * the select then tries again, because another task may have taken the
+ * element first.  The list is per thread because channels and their tasks
+ * belong to one loop, and one loop runs on one thread: no lock is needed.
+ * Watchers live on the selecting task's stack and are unlinked before the
+ * select returns, whatever ended it. */
+#include "core_internal.h"
+#include "select_internal.h"
+#include "async/select.h"
+
+struct watcher {
+    async_chan_t *chan;
+    async_waker_t waker;
+    struct watcher *prev, *next;
+};
+
+static _Thread_local struct watcher *watchers;
+
+void async__chan_changed(async_chan_t *chan)
+{
+    for (struct watcher *w = watchers; w; w = w->next)
+        if (w->chan == chan) async_waker_wake(w->waker, 0); /* stale: ESRCH, harmless */
+}
+
+static void link_w(struct watcher *w)
+{
+    w->prev = NULL;
+    w->next = watchers;
+    if (watchers) watchers->prev = w;
+    watchers = w;
+}
+
+static void unlink_w(struct watcher *w)
+{
+    if (w->prev) w->prev->next = w->next;
+    else watchers = w->next;
+    if (w->next) w->next->prev = w->prev;
+}
+
+/* 0 or ASYNC_ECLOSED when case i completed (*fired = i), ASYNC_EAGAIN when
+ * none could. */
+static int try_all(async_select_case_t *cases, size_t n, size_t *fired)
+{
+    for (size_t i = 0; i < n; i++) {
+        async_select_case_t *c = &cases[i];
+        if (!c->chan) continue;
+        int rc = c->op == ASYNC_SELECT_RECV ? async_chan_tryrecv(c->chan, c->elem)
+                                            : async_chan_trysend(c->chan, c->elem);
+        if (rc != ASYNC_EAGAIN) {
+            *fired = i;
+            return rc;
+        }
+    }
+    return ASYNC_EAGAIN;
+}
+
+#define ON_STACK 8
+
+static int select_impl(async_select_case_t *cases, size_t n, size_t *fired, int64_t deadline, bool block)
+{
+    if (!cases || !n || !fired) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!cases[i].chan) continue;
+        if ((cases[i].op != ASYNC_SELECT_RECV && cases[i].op != ASYNC_SELECT_SEND) || !cases[i].elem)
+            return ASYNC_EINVAL;
+    }
+    if (async_task_cancelled()) return ASYNC_ECANCELED;
+    int rc = try_all(cases, n, fired);
+    if (rc != ASYNC_EAGAIN || !block) return rc;
+    async_task_impl_t *self;
+    if ((rc = async__task_check_blocking(&self))) return rc;
+    struct watcher local[ON_STACK], *w = local;
+    if (n > ON_STACK && !(w = async__malloc(n * sizeof *w))) return ASYNC_ENOMEM;
+    for (;;) {
+        async_waker_t wk = async_task_waker();
+        for (size_t i = 0; i < n; i++) {
+            w[i].chan = cases[i].chan;
+            w[i].waker = wk;
+            link_w(&w[i]);
+        }
+        int wrc = async_task_suspend_dl(deadline);
+        for (size_t i = 0; i < n; i++) unlink_w(&w[i]);
+        if (wrc == ASYNC_ECANCELED) { /* complete nothing */
+            rc = wrc;
+            break;
+        }
+        /* A case that can complete now wins over the deadline, as in every
+         * other blocking call of sync.h. */
+        rc = try_all(cases, n, fired);
+        if (rc != ASYNC_EAGAIN) break;
+        if (wrc) {
+            rc = wrc;
+            break;
+        }
+    }
+    if (w != local) async__free(w);
+    return rc;
+}
+
+int async_select_dl(async_select_case_t *cases, size_t n, size_t *fired, int64_t deadline)
+{
+    return select_impl(cases, n, fired, deadline, true);
+}
+
+int async_select(async_select_case_t *cases, size_t n, size_t *fired)
+{
+    return select_impl(cases, n, fired, ASYNC_FOREVER, true);
+}
+
+int async_tryselect(async_select_case_t *cases, size_t n, size_t *fired)
+{
+    return select_impl(cases, n, fired, 0, false);
+}

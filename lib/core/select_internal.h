@@ -1,0 +1,13 @@
+/* The hook between channels (sync.c) and select (select.c).  PRIVATE. */
+#ifndef ASYNC_SELECT_INTERNAL_H
+#define ASYNC_SELECT_INTERNAL_H
+
+#include "async/sync.h"
+
+/* Called by sync.c whenever a channel's state changes in a way that may let a
+ * waiting select complete: an element buffered or taken, a task starting to
+ * wait to send or receive, a close.  Wakes the selects of this thread that
+ * watch chan; costs one thread-local load when none waits. */
+void async__chan_changed(async_chan_t *chan);
+
+#endif

@@ -1,0 +1,284 @@
+/* Task-level channel, semaphore, mutex and event.
+ *
+ * All four are loop-local: only tasks of one loop may use an object, so no
+ * OS lock is taken.  Waiting tasks queue on intrusive lists (task->wait_link)
+ * in arrival order.  Ownership moves at wake-up time: a receiver woken with 0
+ * already holds its element, a semaphore or mutex waiter woken with 0 already
+ * holds the permit or the lock, so a task that runs between the wake-up and
+ * the waiter's resumption cannot steal it.  A waiter that leaves by deadline
+ * or cancellation is unlinked by async__task_unpark and owns nothing. */
+#include <string.h>
+#include "core_internal.h"
+#include "select_internal.h"
+
+/* Parks self on list; returns the wake code. */
+static int wait_on(async__list_t *list, async_task_impl_t *self, void *data, int64_t deadline)
+{
+    self->wait_data = data;
+    async__list_push(list, &self->wait_link);
+    int rc = async__task_park(self, deadline);
+    async__list_remove(&self->wait_link); /* if it left early */
+    return rc;
+}
+
+static async_task_impl_t *first_waiter(async__list_t *list)
+{
+    return async__list_empty(list) ? NULL : container_of(list->next, async_task_impl_t, wait_link);
+}
+
+static void wake_all(async__list_t *list, int code)
+{
+    async__list_t *n;
+    while ((n = async__list_pop(list))) async__task_unpark(container_of(n, async_task_impl_t, wait_link), code);
+}
+
+/* --- channel -------------------------------------------------------------- */
+
+struct async_chan {
+    size_t elem_size, capacity, head, len;
+    bool closed;
+    async__list_t senders, receivers;
+    unsigned char *ring;
+};
+
+int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
+{
+    if (!elem_size || (capacity && elem_size > SIZE_MAX / capacity)) return ASYNC_EINVAL;
+    async_chan_t *c = async__calloc(1, sizeof *c);
+    if (!c) return ASYNC_ENOMEM;
+    if (capacity && !(c->ring = async__malloc(elem_size * capacity))) {
+        async__free(c);
+        return ASYNC_ENOMEM;
+    }
+    c->elem_size = elem_size;
+    c->capacity = capacity;
+    async__list_init(&c->senders);
+    async__list_init(&c->receivers);
+    *out = c;
+    return 0;
+}
+
+int async_chan_free(async_chan_t *c)
+{
+    if (!c) return 0;
+    if (!async__list_empty(&c->senders) || !async__list_empty(&c->receivers)) return ASYNC_EBUSY;
+    async__free(c->ring);
+    async__free(c);
+    return 0;
+}
+
+static void *slot(async_chan_t *c, size_t i) { return c->ring + ((c->head + i) % c->capacity) * c->elem_size; }
+
+static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool block)
+{
+    if (c->closed) return ASYNC_ECLOSED;
+    async_task_impl_t *r = first_waiter(&c->receivers);
+    if (r) { /* receivers wait only on an empty buffer: hand over */
+        memcpy(r->wait_data, elem, c->elem_size);
+        async__task_unpark(r, 0);
+        return 0;
+    }
+    if (c->len < c->capacity) {
+        memcpy(slot(c, c->len++), elem, c->elem_size);
+        async__chan_changed(c);
+        return 0;
+    }
+    if (!block) return ASYNC_EAGAIN;
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    async__chan_changed(c);
+    return wait_on(&c->senders, self, (void *)elem, deadline);
+}
+
+static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
+{
+    async_task_impl_t *s = first_waiter(&c->senders);
+    if (c->len) {
+        memcpy(elem, slot(c, 0), c->elem_size);
+        c->head = (c->head + 1) % c->capacity;
+        c->len--;
+        if (s) { /* the freed slot goes to the longest-waiting sender */
+            memcpy(slot(c, c->len++), s->wait_data, c->elem_size);
+            async__task_unpark(s, 0);
+        } else {
+            async__chan_changed(c);
+        }
+        return 0;
+    }
+    if (s) { /* rendezvous */
+        memcpy(elem, s->wait_data, c->elem_size);
+        async__task_unpark(s, 0);
+        return 0;
+    }
+    if (c->closed) return ASYNC_ECLOSED;
+    if (!block) return ASYNC_EAGAIN;
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    async__chan_changed(c);
+    return wait_on(&c->receivers, self, elem, deadline);
+}
+
+int async_chan_send_dl(async_chan_t *c, const void *e, int64_t dl) { return chan_send(c, e, dl, true); }
+int async_chan_send(async_chan_t *c, const void *e) { return chan_send(c, e, ASYNC_FOREVER, true); }
+int async_chan_trysend(async_chan_t *c, const void *e) { return chan_send(c, e, 0, false); }
+int async_chan_recv_dl(async_chan_t *c, void *e, int64_t dl) { return chan_recv(c, e, dl, true); }
+int async_chan_recv(async_chan_t *c, void *e) { return chan_recv(c, e, ASYNC_FOREVER, true); }
+int async_chan_tryrecv(async_chan_t *c, void *e) { return chan_recv(c, e, 0, false); }
+size_t async_chan_len(const async_chan_t *c) { return c->len; }
+
+int async_chan_close(async_chan_t *c)
+{
+    if (c->closed) return ASYNC_EALREADY;
+    c->closed = true;
+    async__chan_changed(c);
+    wake_all(&c->senders, ASYNC_ECLOSED);
+    wake_all(&c->receivers, ASYNC_ECLOSED);
+    return 0;
+}
+
+/* --- semaphore ------------------------------------------------------------ */
+
+struct async_sem {
+    unsigned value;
+    async__list_t waiters;
+};
+
+int async_sem_new(async_sem_t **out, unsigned value)
+{
+    async_sem_t *s = async__calloc(1, sizeof *s);
+    if (!s) return ASYNC_ENOMEM;
+    s->value = value;
+    async__list_init(&s->waiters);
+    *out = s;
+    return 0;
+}
+
+int async_sem_free(async_sem_t *s)
+{
+    if (!s) return 0;
+    if (!async__list_empty(&s->waiters)) return ASYNC_EBUSY;
+    async__free(s);
+    return 0;
+}
+
+static int sem_acquire(async_sem_t *s, int64_t deadline, bool block)
+{
+    if (s->value > 0 && async__list_empty(&s->waiters)) {
+        s->value--;
+        return 0;
+    }
+    if (!block) return ASYNC_EAGAIN;
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    return wait_on(&s->waiters, self, NULL, deadline);
+}
+
+int async_sem_acquire(async_sem_t *s) { return sem_acquire(s, ASYNC_FOREVER, true); }
+int async_sem_acquire_dl(async_sem_t *s, int64_t dl) { return sem_acquire(s, dl, true); }
+int async_sem_tryacquire(async_sem_t *s) { return sem_acquire(s, 0, false); }
+unsigned async_sem_value(const async_sem_t *s) { return s->value; }
+
+void async_sem_release(async_sem_t *s)
+{
+    async__list_t *n = async__list_pop(&s->waiters);
+    if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+    else s->value++;
+}
+
+/* --- mutex ---------------------------------------------------------------- */
+
+struct async_mutex {
+    async_task_impl_t *owner;
+    async__list_t waiters;
+};
+
+int async_mutex_new(async_mutex_t **out)
+{
+    async_mutex_t *m = async__calloc(1, sizeof *m);
+    if (!m) return ASYNC_ENOMEM;
+    async__list_init(&m->waiters);
+    *out = m;
+    return 0;
+}
+
+int async_mutex_free(async_mutex_t *m)
+{
+    if (!m) return 0;
+    if (m->owner || !async__list_empty(&m->waiters)) return ASYNC_EBUSY;
+    async__free(m);
+    return 0;
+}
+
+static int mutex_lock(async_mutex_t *m, int64_t deadline, bool block)
+{
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    if (!m->owner) {
+        m->owner = self;
+        return 0;
+    }
+    if (m->owner == self) return ASYNC_EBUSY; /* not recursive: would deadlock */
+    if (!block) return ASYNC_EAGAIN;
+    return wait_on(&m->waiters, self, NULL, deadline);
+}
+
+int async_mutex_lock(async_mutex_t *m) { return mutex_lock(m, ASYNC_FOREVER, true); }
+int async_mutex_lock_dl(async_mutex_t *m, int64_t dl) { return mutex_lock(m, dl, true); }
+int async_mutex_trylock(async_mutex_t *m) { return mutex_lock(m, 0, false); }
+
+int async_mutex_unlock(async_mutex_t *m)
+{
+    if (!m->owner || m->owner != async__current()) return ASYNC_EPERM;
+    async__list_t *n = async__list_pop(&m->waiters);
+    m->owner = n ? container_of(n, async_task_impl_t, wait_link) : NULL;
+    if (n) async__task_unpark(m->owner, 0);
+    return 0;
+}
+
+/* --- event ---------------------------------------------------------------- */
+
+struct async_event {
+    bool set;
+    async__list_t waiters;
+};
+
+int async_event_new(async_event_t **out)
+{
+    async_event_t *e = async__calloc(1, sizeof *e);
+    if (!e) return ASYNC_ENOMEM;
+    async__list_init(&e->waiters);
+    *out = e;
+    return 0;
+}
+
+int async_event_free(async_event_t *e)
+{
+    if (!e) return 0;
+    if (!async__list_empty(&e->waiters)) return ASYNC_EBUSY;
+    async__free(e);
+    return 0;
+}
+
+void async_event_set(async_event_t *e)
+{
+    e->set = true;
+    wake_all(&e->waiters, 0);
+}
+
+void async_event_clear(async_event_t *e) { e->set = false; }
+bool async_event_is_set(const async_event_t *e) { return e->set; }
+
+int async_event_wait_dl(async_event_t *e, int64_t deadline)
+{
+    if (e->set) return 0;
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    return wait_on(&e->waiters, self, NULL, deadline);
+}
+
+int async_event_wait(async_event_t *e) { return async_event_wait_dl(e, ASYNC_FOREVER); }

@@ -1,0 +1,186 @@
+/* The executor's backend interface.  PRIVATE: never installed.
+ *
+ * executor.c owns everything that does not depend on how work runs: options,
+ * the priority queue of jobs with its bound, submit, map chunking, imap
+ * windows, futures, cancellation, per-job deadlines while queued, shutdown
+ * and the broken-pool state.  A backend (thread_backend.c, process_backend.c) only runs jobs:
+ *
+ *   1. start() creates ex->workers workers.  Each worker (a thread, or a
+ *      parent-side thread that drives one worker process) loops:
+ *
+ *          async__job_t *job;
+ *          while (async__exec_take(ex, w, &job) == 0) {
+ *              async__outcome_t oc;
+ *              ... run job->rows (in this thread: async__rows_run;
+ *                  in a process: copy job->rows.in to shared memory, let the
+ *                  process call async__rows_run on its copy, copy the output
+ *                  rows or the variable result back) ...
+ *              async__exec_finish(ex, job, &oc);
+ *          }
+ *
+ *      A process backend fills every field of oc from what its worker
+ *      reported (err, failed_row, msg, result_size, and var_out/var_size for
+ *      a variable result, which finish copies unless var_owned) and copies
+ *      the output rows (result_size bytes for a submit) into job->rows.out
+ *      before calling finish.  A worker first runs the initializer with
+ *      async__run_init; on failure it calls async__exec_broken and exits
+ *      (or stays and takes nothing).  If start() fails it must leave nothing
+ *      running (thread_backend.c shows how: async_executor_shutdown, then join).
+ *   2. async__exec_take blocks until a job is ready and hands it over already
+ *      marked running (its future can no longer be cancelled), or returns
+ *      ASYNC_ECLOSED when the pool is shut down and the worker must exit.
+ *      Cancelled jobs and jobs whose deadline passed in the queue never reach
+ *      a backend.
+ *   3. async__exec_finish completes the job exactly once: the future becomes
+ *      DONE or FAILED (or a map's chunk is counted), callbacks run on the
+ *      calling thread, the job's memory may be freed: do not touch job after.
+ *      A backend that loses a job (its process died) finishes it with
+ *      ASYNC_EWORKERDIED and a message saying the signal or exit status; a
+ *      job killed past its deadline with ASYNC_ETIMEDOUT.
+ *   4. join() is called once after the queue has closed (every take returns
+ *      ASYNC_ECLOSED from then on, after the jobs that still run are taken):
+ *      it returns when every worker has exited and released its resources.
+ *      terminate() (may be NULL) stops running work at once, finishing the
+ *      jobs held with ASYNC_ECANCELED; it is followed by join().  free()
+ *      releases ex->backend after join.
+ *
+ * Locking: executor.c never calls into a backend while holding its queue
+ * lock, and a backend must not hold its own locks while calling
+ * async__exec_take or async__exec_finish (finish runs user callbacks). */
+#ifndef ASYNC_EXECUTOR_INTERNAL_H
+#define ASYNC_EXECUTOR_INTERNAL_H
+
+#include "core/core_internal.h"
+#include "async/future.h"
+#include "async/executor.h"
+
+/* What one job runs: count items of fn.  Item i reads in_size bytes at
+ * in + i * in_size and writes out_size bytes at out + i * out_size.  For a
+ * process backend these pointers are the parent's; the worker gets a copy
+ * with its own shared-memory pointers. */
+typedef struct async__rows {
+    async_work_fn fn;
+    void *ctx;
+    const char *in;
+    size_t in_size;
+    char *out;
+    size_t out_size;
+    size_t count;
+} async__rows_t;
+
+/* What running a job produced. */
+typedef struct async__outcome {
+    int err;              /* 0, or the first failing row's code */
+    size_t failed_row;    /* that row, counted within the job */
+    size_t result_size;   /* single jobs: bytes of rows.out that are the result
+                             (out_size, or less after async_work_output) */
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    /* A variable-size result (async_work_output beyond out_size), else NULL.
+     * var_owned: var_out came from async__malloc and passes to the future;
+     * otherwise async__exec_finish copies var_size bytes from it. */
+    void *var_out;
+    size_t var_size;
+    bool var_owned;
+} async__outcome_t;
+
+/* A unit of queued work: one submit, or one chunk of a map or imap.  Backends
+ * read rows, deadline, first, priority and var_ok, and write nothing. */
+/* A priority's FIFO of queued jobs (executor.c's queue).  Its header lives in
+ * the job at its head, so queueing never allocates. */
+typedef struct async__bucket {
+    int prio;
+    struct async__job *head, *tail;
+    struct async__bucket *next;
+} async__bucket_t;
+
+typedef struct async__job {
+    async__rows_t rows;
+    /* private to executor.c, kept on the job's first cache line */
+    _Atomic(struct async__job *) qnext; /* the submit queue's link */
+    /* for backends to read; never write them */
+    int64_t deadline;  /* ASYNC_FOREVER when none */
+    size_t first;      /* index of row 0 in its map (0 for a submit) */
+    /* private to executor.c */
+    void *owner;
+    /* for backends to read */
+    int priority;
+    bool var_ok;       /* async_work_output may grow past rows.out_size */
+    /* private to executor.c */
+    unsigned char kind;
+    _Atomic unsigned char claimed; /* a map chunk: taken to run (by a worker or the caller) */
+    /* A small submit's input and output live here, on the job's second
+     * cache line, so that queueing it touches three lines in all. */
+    _Alignas(16) unsigned char small[32];
+    struct async__job *next;
+    async__bucket_t bucket; /* only when it heads a priority's bucket */
+} async__job_t;
+
+typedef struct async__backend_ops {
+    const char *name;
+    unsigned (*default_workers)(void);
+    int (*start)(async_executor_t *ex);
+    void (*join)(async_executor_t *ex);
+    void (*terminate)(async_executor_t *ex); /* NULL: cannot stop running work */
+    void (*free)(async_executor_t *ex);
+    /* Memory every worker sees at the same address; NULL: async__malloc. */
+    int (*shm_alloc)(async_executor_t *ex, size_t size, void **out);
+    void (*shm_free)(async_executor_t *ex, void *ptr);
+    /* Largest variable result a worker may produce (0: no limit). */
+    size_t max_result;
+} async__backend_ops_t;
+
+extern const async__backend_ops_t async__threads_backend;
+/* Defined by process_backend.c when the process backend is built in. */
+extern const async__backend_ops_t async__procs_backend;
+/* Defined by lib/mpi/ only in libasync-mpi: a weak reference, so that
+ * libasync alone links without MPI and refuses the backend. */
+extern const async__backend_ops_t async__mpi_backend __attribute__((weak));
+
+/* The fields a backend may use.  executor.c keeps the rest behind `priv`. */
+struct async_executor {
+    const async__backend_ops_t *ops;
+    void *backend;               /* the backend's state, set by start() */
+    unsigned workers;
+    async_executor_opts_t opts;  /* defaults filled in */
+    struct async__exec_priv *priv;
+};
+
+/* See the top of this file.  worker is the worker's index, 0 .. workers-1. */
+int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **job);
+void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc);
+
+/* A thread backend's deadline watchdog: whether a running job's future may
+ * fail at its deadline while the job still runs (a submit with a deadline;
+ * not a map chunk, whose rows the caller's memory holds until the map is
+ * final), and failing it so with ASYNC_ETIMEDOUT.  The backend calls
+ * async__exec_expire at most once per job, between taking it and calling
+ * async__exec_finish (which still follows: the job stays valid until then),
+ * without holding its own locks (callbacks run). */
+bool async__exec_expirable(const async__job_t *job);
+void async__exec_expire(async_executor_t *ex, async__job_t *job);
+
+/* Marks the pool broken: every queued job fails with code and msg, and every
+ * later submit returns code.  code is ASYNC_EINIT (an initializer failed),
+ * or, on the process backend, ASYNC_EWORKERDIED or ASYNC_ECHILD (see
+ * executor.h).  Idempotent; the first report wins. */
+void async__exec_break(async_executor_t *ex, int code, const char *msg);
+/* async__exec_break for worker's failed initializer, which returned code with
+ * msg: ASYNC_EINIT and "worker W initializer failed: ...". */
+void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg);
+
+/* Runs rows on the calling thread (thread worker or worker process):
+ * calls fn for each row in order, stopping at the first failure, and fills
+ * *oc.  worker and deadline are what async_work_worker/async_work_deadline
+ * report.  var_ok allows async_work_output past out_size, when it calls
+ * grow(grow_arg, size) for the buffer (NULL grow: async__malloc, and the
+ * outcome says var_owned).  max_result caps a variable result (0: none). */
+void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadline, bool var_ok,
+                     void *(*grow)(void *grow_arg, size_t size), void *grow_arg,
+                     size_t max_result, async__outcome_t *oc);
+
+/* Runs the executor's initializer (if any) for worker on the calling thread;
+ * returns its code (0 when there is none) and its message in msg. */
+int async__run_init(async_executor_t *ex, unsigned worker, char msg[ASYNC_FUTURE_MSG_MAX]);
+
+
+#endif

@@ -1,0 +1,675 @@
+/* The backend-independent executor: options, the job queue, submit, maps and
+ * their chunking, shutdown and the broken-pool state.  Backends (thread_backend.c,
+ * process_backend.c) take jobs from the queue and finish them, as backend_internal.h
+ * describes; nothing here knows whether a job runs in a thread or in a
+ * process.  Lazy maps (imap) live in imap.c, the work-function side (frames,
+ * async_work_*) in work.c.
+ *
+ * The queue itself (job_queue.c) takes no lock on the submit side.  A job's
+ * memory lives in its future's allocation (submit) or its map's (map), so
+ * queueing allocates nothing more.
+ *
+ * Locking: no lock is held while a user callback, a work function or a
+ * backend call runs; futures are finished outside every lock. */
+#include <assert.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include "executor_internal.h"
+#include "future_internal.h"
+
+static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
+
+
+/* Waits on c until the absolute CLOCK_MONOTONIC deadline; ETIMEDOUT or 0. */
+int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
+{
+    if (deadline == ASYNC_FOREVER) return pthread_cond_wait(c, m);
+    if (deadline < 0) deadline = 0;
+    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+    return pthread_cond_timedwait(c, m, &ts);
+}
+
+/* --- finishing jobs ----------------------------------------------------------- */
+
+static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
+
+static bool map_claim(async__job_t *job)
+{
+    return !atomic_exchange_explicit(&job->claimed, 1, memory_order_acq_rel);
+}
+
+/* Counts one of a map chunk's two events (left the queue, finished); the last
+ * of all drops the executor's reference to the map. */
+static void map_event(map_state_t *st)
+{
+    if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
+        async_future_free(st->f);
+}
+
+/* Claims a map chunk to run it here; false when it must not run (someone
+ * else has it, or the map was cancelled, or its deadline passed: then it
+ * has been finished). */
+static bool map_start(async__job_t *job)
+{
+    map_state_t *st = job->owner;
+    if (!map_claim(job)) return false;
+    if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
+        async__future_start(st->f) == ASYNC_ECANCELED) {
+        map_chunk_done(job, ASYNC_ECANCELED, 0, "map cancelled before this item ran");
+        return false;
+    }
+    if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
+        map_chunk_done(job, ASYNC_ETIMEDOUT, 0, "deadline passed before it ran");
+        return false;
+    }
+    return true;
+}
+
+/* Finishes a job that never ran, with err and msg. */
+static void skip_job(async__job_t *job, int err, const char *msg)
+{
+    switch (job->kind) {
+    case JOB_SUBMIT: {
+        async_future_t *f = job->owner;
+        if (err == ASYNC_ECANCELED) async_future_cancel(f);
+        else async__future_finish(f, FS_FAILED, err, msg, NULL, 0, false);
+        async_future_free(f); /* the executor's reference */
+        break;
+    }
+    case JOB_MAP: { /* it left the queue; finish it unless it ran elsewhere */
+        map_state_t *st = job->owner;
+        if (map_claim(job)) map_chunk_done(job, err, 0, msg);
+        map_event(st);
+        break;
+    }
+    case JOB_IMAP:
+        async__imap_chunk_done(job, err, 0, msg);
+        break;
+    }
+}
+
+static void skip_list(async__job_t *list, int err, const char *msg)
+{
+    while (list) {
+        async__job_t *next = list->next;
+        skip_job(list, err, msg);
+        list = next;
+    }
+}
+
+/* Moves a job from queued to running; false when it must not run (cancelled,
+ * or its deadline passed while queued: then it has been finished here). */
+static bool start_job(async__job_t *job)
+{
+    if (job->kind == JOB_SUBMIT) {
+        if (async__future_start(job->owner) != 0) { /* cancelled while queued */
+            async_future_free(job->owner);
+            return false;
+        }
+    } else if (job->kind == JOB_MAP) {
+        map_state_t *st = job->owner;
+        bool run = map_start(job);
+        map_event(st); /* it left the queue (st may be gone now) */
+        return run;
+    } else if (!async__imap_chunk_start(job)) {
+        return false;
+    }
+    if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
+        if (job->kind == JOB_SUBMIT) {
+            async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
+                                 "deadline passed before it ran", NULL, 0, false);
+            async_future_free(job->owner);
+        } else {
+            skip_job(job, ASYNC_ETIMEDOUT, "deadline passed before it ran");
+        }
+        return false;
+    }
+    return true;
+}
+
+int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
+{
+    (void)worker;
+    tls_worker_of = ex;
+    async__job_t *job;
+    while (async__q_take(ex->priv, &job) == 0)
+        if (start_job(job)) {
+            *out = job;
+            return 0;
+        }
+    return ASYNC_ECLOSED;
+}
+
+void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
+{
+    (void)ex;
+    bool late = job->deadline != ASYNC_FOREVER && async_now() > job->deadline;
+    if (!oc->err && late) {
+        oc->err = ASYNC_ETIMEDOUT;
+        oc->failed_row = 0;
+        snprintf(oc->msg, sizeof oc->msg, "finished after its deadline");
+    }
+    if (oc->err && oc->var_out) {
+        if (oc->var_owned) async__free(oc->var_out);
+        oc->var_out = NULL;
+    }
+    switch (job->kind) {
+    case JOB_SUBMIT: {
+        async_future_t *f = job->owner;
+        if (oc->err) {
+            async__future_finish(f, FS_FAILED, oc->err, oc->msg, NULL, 0, false);
+        } else if (oc->var_out) {
+            void *data = oc->var_out;
+            if (!oc->var_owned) {
+                data = async__malloc(oc->var_size);
+                if (data) memcpy(data, oc->var_out, oc->var_size);
+            }
+            if (data || !oc->var_size)
+                async__future_finish(f, FS_DONE, 0, NULL, data, oc->var_size, data != NULL);
+            else
+                async__future_finish(f, FS_FAILED, ASYNC_ENOMEM, "no memory for the result", NULL,
+                                     0, false);
+        } else {
+            size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
+            async__future_finish(f, FS_DONE, 0, NULL, job->rows.out, n, false);
+        }
+        async_future_free(f);
+        break;
+    }
+    case JOB_MAP:
+        map_chunk_done(job, oc->err, oc->failed_row, oc->msg);
+        break;
+    case JOB_IMAP:
+        async__imap_chunk_done(job, oc->err, oc->failed_row, oc->msg);
+        break;
+    }
+}
+
+bool async__exec_expirable(const async__job_t *job)
+{
+    return job->kind == JOB_SUBMIT && job->deadline != ASYNC_FOREVER;
+}
+
+void async__exec_expire(async_executor_t *ex, async__job_t *job)
+{
+    (void)ex;
+    assert(async__exec_expirable(job));
+    /* The executor's reference, dropped by async__exec_finish only, keeps
+     * the job and its output buffer alive for the function still running;
+     * the late finish then finds the future final and drops the result. */
+    async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
+                         "still running at its deadline (a thread cannot be stopped: the job "
+                         "runs on and its result is dropped)",
+                         NULL, 0, false);
+}
+
+void async__exec_break(async_executor_t *ex, int code, const char *msg)
+{
+    exec_priv_t *p = ex->priv;
+    /* The first report wins.  Its message is written, then the pool turns
+     * broken, both under broken_mu: a later report sees broken under the
+     * same lock and writes nothing, so readers never see the message
+     * change. */
+    pthread_mutex_lock(&p->broken_mu);
+    if (!atomic_load(&p->broken)) {
+        (void)!snprintf(p->broken_msg, sizeof p->broken_msg, "%s", msg ? msg : async_strerror(code));
+        atomic_store(&p->broken, code);
+    }
+    pthread_mutex_unlock(&p->broken_mu);
+    /* Every report drains, and fails what it drained: two workers whose
+     * initializers fail at once both get here, and a job the second one's
+     * drain takes must fail too, or its future waits forever. */
+    async__job_t *list;
+    async__q_stop(p, code, true, &list);
+    skip_list(list, atomic_load(&p->broken), p->broken_msg);
+}
+
+void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const char *msg)
+{
+    char full[ASYNC_FUTURE_MSG_MAX + 64];
+    (void)!snprintf(full, sizeof full, "worker %u initializer failed: %s%s%s", worker,
+                    async_errname(code >= 0 ? ASYNC_EWORK : code), msg && *msg ? ": " : "",
+                    msg ? msg : "");
+    async__exec_break(ex, ASYNC_EINIT, full);
+}
+
+/* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
+ * reuse freed futures; the executor keeps up to FUTURE_CACHE of them (about
+ * 100 MiB at most) until it is freed. */
+#define FUTURE_BLOCK 320
+#define FUTURE_CACHE 250000
+
+/* --- creating and ending ---------------------------------------------------- */
+
+int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts)
+{
+    if (!out) return ASYNC_EINVAL;
+    async_executor_opts_t o = {0};
+    if (opts) o = *opts;
+    const async__backend_ops_t *ops;
+    if (o.backend == ASYNC_BACKEND_THREADS) ops = &async__threads_backend;
+    else if (o.backend == ASYNC_BACKEND_PROCESSES) ops = &async__procs_backend;
+    else if (o.backend == ASYNC_BACKEND_MPI) {
+        if (!&async__mpi_backend) return ASYNC_ENOTSUP;
+        ops = &async__mpi_backend;
+    } else return ASYNC_EINVAL;
+
+    async_executor_t *ex = async__calloc(1, sizeof *ex);
+    exec_priv_t *p = async__calloc(1, sizeof *p);
+    if (!ex || !p) {
+        async__free(ex);
+        async__free(p);
+        return ASYNC_ENOMEM;
+    }
+    ex->ops = ops;
+    ex->opts = o;
+    ex->workers = o.workers ? o.workers : ops->default_workers();
+    ex->opts.workers = ex->workers;
+    ex->priv = p;
+    if (!(p->futures = async__fpool_new(FUTURE_BLOCK, FUTURE_CACHE))) {
+        async__free(ex);
+        async__free(p);
+        return ASYNC_ENOMEM;
+    }
+    async__q_init(p);
+    p->bounded = o.max_queued != 0;
+    pthread_mutex_init(&p->join_mu, NULL);
+    pthread_mutex_init(&p->broken_mu, NULL);
+    int r = ops->start(ex);
+    if (r) {
+        async__fpool_close(p->futures);
+        async__q_destroy(p);
+        pthread_mutex_destroy(&p->join_mu);
+        pthread_mutex_destroy(&p->broken_mu);
+        async__free(p);
+        async__free(ex);
+        return r;
+    }
+    *out = ex;
+    return 0;
+}
+
+unsigned async_executor_workers(const async_executor_t *ex) { return ex->workers; }
+async_backend_t async_executor_backend(const async_executor_t *ex) { return ex->opts.backend; }
+
+int async_executor_error(async_executor_t *ex, char *msg, size_t cap)
+{
+    if (!ex) return ASYNC_EINVAL;
+    exec_priv_t *p = ex->priv;
+    /* The message is written under broken_mu before broken is set. */
+    pthread_mutex_lock(&p->broken_mu);
+    int code = atomic_load(&p->broken);
+    if (msg && cap) snprintf(msg, cap, "%s", code ? p->broken_msg : "");
+    pthread_mutex_unlock(&p->broken_mu);
+    return code;
+}
+
+size_t async_executor_queued(async_executor_t *ex)
+{
+    return async__q_len(ex->priv);
+}
+
+static void join_once(async_executor_t *ex)
+{
+    exec_priv_t *p = ex->priv;
+    pthread_mutex_lock(&p->join_mu);
+    if (!p->joined) {
+        ex->ops->join(ex);
+        p->joined = true;
+    }
+    pthread_mutex_unlock(&p->join_mu);
+}
+
+int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending)
+{
+    if (!ex) return ASYNC_EINVAL;
+    async__job_t *list;
+    async__q_stop(ex->priv, ASYNC_ECLOSED, cancel_pending, &list);
+    skip_list(list, ASYNC_ECANCELED, "cancelled by the executor's shutdown");
+    if (!wait) return 0;
+    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    join_once(ex);
+    return 0;
+}
+
+int async_executor_terminate(async_executor_t *ex)
+{
+    if (!ex) return ASYNC_EINVAL;
+    async_executor_shutdown(ex, false, true);
+    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    if (ex->ops->terminate) ex->ops->terminate(ex);
+    join_once(ex);
+    return 0;
+}
+
+void async_executor_free(async_executor_t *ex)
+{
+    if (!ex) return;
+    async_executor_shutdown(ex, true, true);
+    ex->ops->free(ex);
+    exec_priv_t *p = ex->priv;
+    async__fpool_close(p->futures);
+    async__q_destroy(p);
+    pthread_mutex_destroy(&p->join_mu);
+    pthread_mutex_destroy(&p->broken_mu);
+    async__free(p);
+    async__free(ex);
+}
+
+int async_executor_shm_alloc(async_executor_t *ex, size_t size, void **out)
+{
+    if (!ex || !out) return ASYNC_EINVAL;
+    if (ex->ops->shm_alloc) return ex->ops->shm_alloc(ex, size, out);
+    void *m = async__malloc(size);
+    if (!m) return ASYNC_ENOMEM;
+    *out = m;
+    return 0;
+}
+
+void async_executor_shm_free(async_executor_t *ex, void *ptr)
+{
+    if (!ex || !ptr) return;
+    if (ex->ops->shm_free) ex->ops->shm_free(ex, ptr);
+    else async__free(ptr);
+}
+
+/* --- submit --------------------------------------------------------------------- */
+
+enum { BLOCK, TRY };
+
+#define ALIGN_UP(n) (((n) + 15) & ~(size_t)15)
+
+static int check_job(const async_job_t *j)
+{
+    if (!j || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
+    if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
+    return 0;
+}
+
+/* A future with its job inside, two references (the caller's and the
+ * executor's), not queued yet. */
+static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
+{
+    /* A job with a deadline may outlive its future on the thread backend
+     * (the future fails at the deadline, the function runs on), so its input
+     * is always copied into the job, which lives until the function returns. */
+    bool timed = j->deadline > 0 && j->deadline != ASYNC_FOREVER;
+    size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
+    /* Input and output go in the job's `small` area when they fit, else
+     * after the job. */
+    size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
+    bool small = need <= sizeof(((async__job_t *)0)->small);
+    size_t extra = sizeof(async__job_t) + (small ? 0 : ALIGN_UP(in_room) + j->out_size);
+    async_future_t *f = async__future_alloc_pooled(ex->priv->futures, extra);
+    if (!f) return NULL;
+    async__job_t *job = (async__job_t *)f->extra;
+    char *in = small ? (char *)job->small : (char *)(job + 1);
+    char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
+    if (in_copy) memcpy(in, j->in, in_copy);
+    job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
+                                j->out_size ? outbuf : NULL, j->out_size, 1};
+    job->first = 0;
+    job->priority = j->priority;
+    job->deadline = j->deadline == 0 ? ASYNC_FOREVER : j->deadline; /* < 0: already past */
+    job->var_ok = true;
+    job->kind = JOB_SUBMIT;
+    job->owner = f;
+    job->next = NULL;
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    f->exec_owned = true;
+    f->contested = timed;
+    return f;
+}
+
+static void unmake(async_future_t *f)
+{
+    async_future_free(f);
+    async_future_free(f);
+}
+
+static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
+                  int64_t deadline)
+{
+    if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
+    async_future_t *f = make_job(ex, j);
+    if (!f) return ASYNC_ENOMEM;
+    int r = async__q_enqueue(ex, (async__job_t *)f->extra, 1, how == TRY, deadline);
+    if (r) {
+        unmake(f);
+        return r;
+    }
+    *out = f;
+    return 0;
+}
+
+int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                async_future_t **out)
+{
+    if (!ex || (n && (!jobs || !out))) return ASYNC_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (check_job(&jobs[i])) return ASYNC_EINVAL;
+    if (!n) return 0;
+    async__job_t *prev = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!(out[i] = make_job(ex, &jobs[i]))) {
+            while (i--) unmake(out[i]);
+            return ASYNC_ENOMEM;
+        }
+        async__job_t *job = (async__job_t *)out[i]->extra;
+        if (prev) prev->next = job;
+        prev = job;
+    }
+    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, ASYNC_FOREVER);
+    if (r)
+        for (size_t i = 0; i < n; i++) unmake(out[i]);
+    return r;
+}
+
+int async_executor_submit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
+{
+    return submit(ex, job, out, BLOCK, ASYNC_FOREVER);
+}
+
+int async_executor_submit_dl(async_executor_t *ex, const async_job_t *job, async_future_t **out,
+                             int64_t deadline)
+{
+    return submit(ex, job, out, BLOCK, deadline);
+}
+
+int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
+{
+    return submit(ex, job, out, TRY, ASYNC_FOREVER);
+}
+
+static bool in_task(void) { return async_task_self().ptr_ != NULL; }
+
+int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
+                       char *msg)
+{
+    async_future_t *f;
+    int r = async_executor_submit(ex, job, &f);
+    if (r) return r;
+    r = in_task() ? async_future_await(f) : async_future_wait(f);
+    if (!async_future_done(f)) { /* the awaiting task was cancelled: the job runs on */
+        async_future_free(f);
+        if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "the awaiting task was cancelled");
+        return r;
+    }
+    const void *data;
+    size_t size;
+    r = async_future_result(f, &data, &size);
+    if (!r && out && size) memcpy(out, data, size < job->out_size ? size : job->out_size);
+    if (out_len) *out_len = size;
+    if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "%s", async_future_message(f));
+    async_future_free(f);
+    return r;
+}
+
+/* --- map, starmap, map_async ---------------------------------------------------- */
+
+size_t async__default_chunksize(const async_executor_t *ex, size_t n)
+{
+    size_t d = (size_t)4 * ex->workers;
+    size_t c = (n + d - 1) / d;
+    return c ? c : 1;
+}
+
+static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg)
+{
+    map_state_t *st = job->owner;
+    pthread_mutex_lock(&st->mu);
+    if (err) {
+        size_t index = job->first + row;
+        if (!st->fail_code || index < st->fail_index) {
+            st->fail_code = err;
+            st->fail_index = index;
+            snprintf(st->msg, sizeof st->msg, "%s", msg ? msg : "");
+        }
+    }
+    bool last = --st->remaining == 0;
+    pthread_mutex_unlock(&st->mu);
+    if (!last) {
+        map_event(st);
+        return;
+    }
+    async_future_t *f = st->f;
+    if (st->fail_code) {
+        char full[ASYNC_FUTURE_MSG_MAX + 32];
+        (void)!snprintf(full, sizeof full, "item %zu: %s", st->fail_index,
+                 st->msg[0] ? st->msg : async_strerror(st->fail_code));
+        async__future_fail_at(f, st->fail_code, full, st->fail_index);
+    } else {
+        async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
+    }
+    map_event(st); /* st may be gone now */
+}
+
+static void map_cb(async_future_t *f, void *arg)
+{
+    map_state_t *st = arg;
+    async_future_cb cb = async_future_error(f) ? st->on_error : st->on_success;
+    if (cb) cb(f, st->cb_arg);
+}
+
+static int check_map(async_executor_t *ex, const async_map_t *m)
+{
+    if (!ex || !m || !m->fn) return ASYNC_EINVAL;
+    if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
+    if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
+    /* n items must fit the caller's arrays: a product that wraps would run
+     * "every" item over a few bytes. */
+    if (m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL;
+    if (m->out_size && m->n > SIZE_MAX / m->out_size) return ASYNC_EINVAL;
+    return 0;
+}
+
+int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
+                             async_future_cb on_error, void *cb_arg, async_future_t **out)
+{
+    int r = check_map(ex, m);
+    if (r || !out) return r ? r : ASYNC_EINVAL;
+    size_t chunk = m->chunksize ? m->chunksize : async__default_chunksize(ex, m->n);
+    size_t nchunks = m->n ? (m->n - 1) / chunk + 1 : 0;
+    if (nchunks > (SIZE_MAX - sizeof(map_state_t)) / sizeof(async__job_t)) return ASYNC_ENOMEM;
+    async_future_t *f = async__future_alloc(sizeof(map_state_t) + nchunks * sizeof(async__job_t));
+    if (!f) return ASYNC_ENOMEM;
+    map_state_t *st = (map_state_t *)f->extra;
+    pthread_mutex_init(&st->mu, NULL);
+    st->f = f;
+    st->remaining = st->nchunks = nchunks;
+    atomic_init(&st->events, 2 * nchunks);
+    st->fail_code = 0;
+    st->fail_index = 0;
+    st->msg[0] = '\0';
+    atomic_init(&st->abandoned, false);
+    st->on_success = on_success;
+    st->on_error = on_error;
+    st->cb_arg = cb_arg;
+    /* The callbacks return before any wait on f does (executor.h). */
+    f->early_cb = on_success || on_error;
+    if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
+        async_future_free(f);
+        return ASYNC_ENOMEM;
+    }
+    if (!nchunks) { /* nothing to run: done at once (callbacks run here) */
+        async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
+        *out = f;
+        return 0;
+    }
+    int64_t dl = m->deadline == 0 ? ASYNC_FOREVER : m->deadline; /* < 0: already past */
+    for (size_t i = 0; i < nchunks; i++) {
+        async__job_t *job = &st->jobs[i];
+        size_t first = i * chunk;
+        size_t count = m->n - first < chunk ? m->n - first : chunk;
+        job->rows = (async__rows_t){
+            m->fn, m->ctx, m->in_size ? (const char *)m->in + first * m->in_size : m->in,
+            m->in_size, m->out_size ? (char *)m->out + first * m->out_size : NULL, m->out_size, count};
+        job->first = first;
+        job->priority = m->priority;
+        job->deadline = dl;
+        job->var_ok = false;
+        job->kind = JOB_MAP;
+        atomic_init(&job->claimed, 0);
+        job->owner = st;
+        job->next = i + 1 < nchunks ? &st->jobs[i + 1] : NULL;
+    }
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    f->exec_owned = true;
+    r = async__q_enqueue(ex, st->jobs, nchunks, false, ASYNC_FOREVER);
+    if (r) { /* never finished: its callbacks never run */
+        pthread_mutex_destroy(&st->mu);
+        async_future_free(f);
+        async_future_free(f);
+        return r;
+    }
+    *out = f;
+    return 0;
+}
+
+static void help_map(async_executor_t *ex, map_state_t *st)
+{
+    for (size_t i = st->nchunks; i-- > 0;) {
+        async__job_t *job = &st->jobs[i];
+        if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !map_start(job)) continue;
+        async__outcome_t oc;
+        async__rows_run(&job->rows, UINT_MAX, job->deadline, false, NULL, NULL, 0, &oc);
+        async__exec_finish(ex, job, &oc);
+    }
+}
+
+int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
+{
+    async_future_t *f;
+    int r = async_executor_map_async(ex, m, NULL, NULL, NULL, &f);
+    if (r) return r;
+    if (in_task()) {
+        r = async_future_await(f);
+        if (!async_future_done(f)) {
+            /* The task was cancelled, but running chunks still write into
+             * m->out: drop the queued ones and wait for the rest here. */
+            map_state_t *st = (map_state_t *)f->extra;
+            atomic_store_explicit(&st->abandoned, true, memory_order_release);
+            async__future_wait(f, ASYNC_FOREVER, false);
+        }
+    } else {
+        /* Asked to, the caller runs chunks instead of sleeping, from the
+         * end (workers start from the front), so that the map does not wait
+         * for sleeping workers to get a CPU back.  Not with an initializer
+         * (the caller never ran it) nor on the process backend. */
+        if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
+            help_map(ex, (map_state_t *)f->extra);
+        r = async__future_wait(f, ASYNC_FOREVER, false);
+    }
+    r = async_future_error(f);
+    if (err) {
+        map_state_t *st = (map_state_t *)f->extra;
+        err->code = r;
+        err->index = r ? st->fail_index : 0;
+        snprintf(err->message, sizeof err->message, "%s",
+                 r ? (st->msg[0] ? st->msg : async_strerror(r)) : "");
+    }
+    async_future_free(f);
+    return r;
+}

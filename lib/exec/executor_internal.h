@@ -1,0 +1,104 @@
+/* Executor internals shared by executor.c, job_queue.c and imap.c only
+ * (backends use backend_internal.h).  PRIVATE: never installed. */
+#ifndef ASYNC_EXEC_INTERNAL_H
+#define ASYNC_EXEC_INTERNAL_H
+
+#include "backend_internal.h"
+
+enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
+
+/* The fields are grouped by who writes them, each group on cache lines of
+ * its own, so that submitters and workers do not slow each other down by
+ * writing to the same line. */
+typedef struct async__exec_priv {
+    /* Written by submitters (job_queue.c explains the protocol). */
+    _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
+    _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
+    char pad0[64];
+    _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
+    char pad1[64];
+    /* Written by workers, under qlock. */
+    _Atomic unsigned char qlock;
+    _Atomic size_t taken;            /* jobs ever popped or drained */
+    async__job_t *in_tail;           /* the consumer pops the inbox's tail */
+    async__bucket_t zero;            /* priority 0, always in the list */
+    async__bucket_t *buckets;        /* highest priority first */
+    async__job_t in_stub;            /* keeps the inbox never empty */
+    char pad2[64];
+    /* The sleep protocol: written by workers, read by submitters. */
+    _Atomic unsigned idle;           /* workers about to sleep or asleep on seq */
+    _Atomic unsigned spinning;       /* workers spinning for work */
+    _Atomic unsigned waking;         /* a wake-up is on its way to an idle worker */
+    _Atomic unsigned seq;            /* futex word idle workers sleep on */
+    char pad3[64];
+    _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
+    char pad4[64];
+    /* Rarely written. */
+    _Atomic bool closed;
+    _Atomic int broken;              /* the code that broke the pool, or 0 */
+    _Atomic unsigned room_waiters;
+    bool bounded;                    /* max_queued is set */
+    pthread_mutex_t mu;              /* for `room` */
+    pthread_cond_t room;             /* submitters wait here while full */
+    char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
+    pthread_mutex_t join_mu;
+    /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
+     * that frees the pool holds join_mu while it joins the workers, and a
+     * worker whose initializer failed reports it on its way out. */
+    pthread_mutex_t broken_mu;
+    bool joined;
+    struct async__fpool *futures;    /* submit's allocations, reused */
+} exec_priv_t;
+
+static inline size_t async__q_len(exec_priv_t *p)
+{
+    size_t t = atomic_load(&p->taken);
+    return atomic_load(&p->submitted) - t;
+}
+
+/* A map's state, in its future's extra bytes, followed by its chunks. */
+typedef struct map_state {
+    async_future_t *f;
+    pthread_mutex_t mu;     /* guards remaining and the failure */
+    size_t remaining;       /* chunks not finished */
+    int fail_code;
+    size_t fail_index;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    _Atomic bool abandoned; /* skip chunks not started yet */
+    size_t nchunks;
+    /* The executor's reference goes when every chunk has both left the queue
+     * and finished (2 events a chunk): the caller of a blocking map may run
+     * chunks that still sit in the queue. */
+    _Atomic size_t events;
+    async_future_cb on_success, on_error;
+    void *cb_arg;
+    async__job_t jobs[];
+} map_state_t;
+
+/* job_queue.c */
+void async__q_init(exec_priv_t *p);
+void async__q_destroy(exec_priv_t *p);
+/* Queues jobs[0..n), a list linked through next, as one batch (one atomic
+ * exchange, one wake-up round): waits (unless try_only) for room for the
+ * first; a batch may overfill the bound.
+ * Errors: ASYNC_ECLOSED, the broken code, ASYNC_EAGAIN (try_only and
+ * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
+int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
+                     int64_t deadline);
+/* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
+ * stopped and empty. */
+int async__q_take(exec_priv_t *p, async__job_t **out);
+/* Stops the queue (closed when code is ASYNC_ECLOSED, else broken with code:
+ * false if it was broken already), wakes everyone, and with drain returns
+ * every queued job as a list, highest priority first. */
+bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained);
+
+size_t async__default_chunksize(const async_executor_t *ex, size_t n);
+int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
+
+/* imap.c: called when a chunk is taken (false: skip it, already finished)
+ * and when it is finished. */
+bool async__imap_chunk_start(async__job_t *job);
+void async__imap_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
+
+#endif

@@ -1,0 +1,172 @@
+/* Futures, the private side.  PRIVATE: never installed.
+ *
+ * The state word holds the state in its low bits and two flags: SLEEPERS
+ * (some thread sleeps on the word with a futex) and LISTENERS (the future's
+ * lock guards a non-empty list of listeners or callbacks).  A future that
+ * nobody waits on is created, run and finished without taking its lock or
+ * making a system call.
+ *
+ * Finishing goes PENDING/RUNNING -> COMPLETING (the finisher owns the result
+ * fields) -> final (published with release order; readers load with acquire
+ * order).  Listeners are added under the lock and only while the state is not
+ * final, and the finisher takes the lock when it sees LISTENERS, so no
+ * listener is ever missed. */
+#ifndef ASYNC_FUTURE_INTERNAL_H
+#define ASYNC_FUTURE_INTERNAL_H
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "core/core_internal.h"
+#include "async/future.h"
+
+enum {
+    FS_PENDING = ASYNC_FUTURE_PENDING,
+    FS_RUNNING = ASYNC_FUTURE_RUNNING,
+    FS_DONE = ASYNC_FUTURE_DONE,
+    FS_FAILED = ASYNC_FUTURE_FAILED,
+    FS_CANCELLED = ASYNC_FUTURE_CANCELLED,
+    FS_COMPLETING = 5,
+    FS_MASK = 7,
+    FS_SLEEPERS = 8,
+    FS_LISTENERS = 16,
+    /* The outcome is set but the future's first callback still runs (a
+     * future with early_cb): inspectors report the outcome, waiters wait. */
+    FS_HOLD = 32,
+};
+
+/* Final and released: what every wait waits for. */
+static inline bool async__fs_final(unsigned s)
+{
+    if (s & FS_HOLD) return false;
+    s &= FS_MASK;
+    return s >= FS_DONE && s <= FS_CANCELLED;
+}
+
+/* The outcome is decided (final, held or not): what inspectors report. */
+static inline bool async__fs_decided(unsigned s)
+{
+    s &= FS_MASK;
+    return s >= FS_DONE && s <= FS_CANCELLED;
+}
+
+/* A node in a future's list, in the order added: an internal waiter (notify
+ * set) or a user callback (notify NULL).  notify runs on the finishing
+ * thread with the future's lock held, so it must be short and must not call
+ * into the future; a node removed under the lock (async__future_unlisten) is
+ * never notified after.  Callbacks run after the lock is dropped. */
+typedef struct async__listener {
+    async__list_t link;
+    void (*notify)(struct async__listener *l, async_future_t *f);
+} async__listener_t;
+
+typedef struct async__cb_node {
+    async__listener_t l;
+    struct async__cb_node *next; /* the run list, once taken off the future */
+    async_future_cb cb;
+    void *arg;
+} async__cb_node_t;
+
+/* One cache line: a worker finishing a future nobody listens to writes only
+ * this line, and a submit initialises only this line and its job. */
+struct async_future {
+    _Atomic unsigned state;
+    _Atomic unsigned refs;
+    int err;
+    _Atomic unsigned char lock;    /* guards `nodes`; critical sections are short */
+    bool exec_owned;               /* an executor finishes it: async_future_set_* refuse;
+                                      set before the future is shared, then only read */
+    unsigned char data_owned : 1, msg_owned : 1; /* written by the finisher only */
+    unsigned char has_index : 1;   /* a failed map: `size` holds the item index */
+    unsigned char early_cb : 1;    /* its first callback runs before waiters are
+                                      released (map_async); set before sharing */
+    bool contested;                /* two threads may race to finish it (a thread
+                                      job with a deadline: its worker and the
+                                      deadline watchdog), so finishing always
+                                      claims; set before sharing, then only read */
+    void *data;
+    size_t size;
+    struct async__fpool *pool;     /* where the memory goes back, or NULL */
+    const char *msg;
+    async__list_t nodes;           /* waiters and callbacks, under lock */
+    max_align_t extra[];           /* async__future_alloc's extra bytes */
+};
+
+/* A cache of future allocations of one size, for an executor's submits: a
+ * future taken from it goes back to it when freed, so a steady stream of
+ * submits reuses warm memory instead of calling malloc and free (and, for
+ * bursts, instead of faulting in fresh pages).  It keeps up to `cap` blocks;
+ * after async__fpool_close (the owner is gone) it keeps none, and it is
+ * freed when the last future taken from it is. */
+typedef struct async__fpool async__fpool_t;
+async__fpool_t *async__fpool_new(size_t block, size_t cap);
+void async__fpool_close(async__fpool_t *p);
+/* As async__future_alloc, from p when the future fits its blocks. */
+async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra);
+
+/* A future with `extra` bytes after it (at f->extra), for the executor's job
+ * and inline buffers.  One reference.  NULL when out of memory. */
+async_future_t *async__future_alloc(size_t extra);
+
+/* Finishes a RUNNING (or PENDING) future that the caller owns: state is
+ * FS_DONE or FS_FAILED.  An executor's RUNNING future has one finisher, its
+ * worker, so that case skips the claim step.  Otherwise: state is
+ * FS_DONE or FS_FAILED.  For DONE, data/size become the output: owned says
+ * data came from async__malloc and passes to the future; otherwise data
+ * must live as long as the future (its extra bytes).  msg is copied.
+ * Returns ASYNC_EDONE if the future was already final. */
+int async__future_finish(async_future_t *f, unsigned state, int err, const char *msg,
+                         void *data, size_t size, bool owned);
+
+/* async_future_wait_dl, with or without its short spin before sleeping. */
+int async__future_wait(async_future_t *f, int64_t deadline, bool spin);
+
+/* PENDING -> RUNNING, as async_future_set_running without its check. */
+int async__future_start(async_future_t *f);
+
+/* Thread-locals of the executor's hot paths: the initial-exec model makes
+ * each access a single instruction instead of a call to __tls_get_addr, which
+ * -fPIC code would otherwise make. */
+#define ASYNC_TLS __attribute__((tls_model("initial-exec")))
+
+#if defined(__x86_64__) || defined(__i386__)
+#  define async__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#  define async__cpu_relax() __asm__ volatile("yield" ::: "memory")
+#else
+#  define async__cpu_relax() ((void)0)
+#endif
+
+/* Finishes f as FAILED with the item index that async_future_error_index
+ * reports (a map's first failure). */
+int async__future_fail_at(async_future_t *f, int err, const char *msg, size_t index);
+
+/* Adds l unless the future is final; returns false (l not added) then. */
+bool async__future_listen(async_future_t *f, async__listener_t *l);
+/* Removes l if it is still listed; afterwards l is never notified. */
+void async__future_unlisten(async_future_t *f, async__listener_t *l);
+
+/* Futex on a 32-bit word, process-private.  Waits while *addr == val, until
+ * woken or the absolute CLOCK_MONOTONIC deadline; returns 0, or ETIMEDOUT. */
+static inline int async__futex_wait(_Atomic unsigned *addr, unsigned val, int64_t deadline)
+{
+    struct timespec ts, *tp = NULL;
+    if (deadline != ASYNC_FOREVER) {
+        if (deadline < 0) deadline = 0;
+        ts.tv_sec = (time_t)(deadline / 1000000000);
+        ts.tv_nsec = (long)(deadline % 1000000000);
+        tp = &ts;
+    }
+    long r = syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_BITSET_PRIVATE, val, tp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    return r == -1 && errno == ETIMEDOUT ? ETIMEDOUT : 0;
+}
+
+static inline void async__futex_wake(_Atomic unsigned *addr, int n)
+{
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+#endif

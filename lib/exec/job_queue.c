@@ -1,0 +1,370 @@
+/* The executor's job queue: submitters never take a lock, workers share one
+ * mutex only among themselves, and a burst of submits costs at most one
+ * wake-up system call per idle worker.
+ *
+ * Submitters push onto the inbox, a lock-free FIFO (one atomic exchange per
+ * job or per batch).  A worker takes the queue lock and pops the inbox directly
+ * while every queued job has priority 0; once other priorities are queued it
+ * sorts the inbox into priority buckets and pops the highest.  Buckets are
+ * FIFO lists sorted by priority, highest first; priority 0 has a permanent
+ * bucket and every other bucket's header lives in the job at its head, so
+ * nothing here allocates.
+ *
+ * Waking: a worker that finds nothing spins for a few microseconds (only one
+ * worker spins at a time, watching the word `kick` that a submitter sets for
+ * it) and then sleeps on the futex word `seq`.  A submitter wakes a sleeper
+ * only if nobody spins and no wake-up is already on its way (`waking`); every worker clears `waking` when it enters or leaves
+ * the idle state, so a stale flag cannot strand work.  No wake-up is lost:
+ * a worker increments `idle` (sequentially consistent) before its last look at
+ * the queue's length, and a submitter counts its job in `submitted` before it
+ * reads `idle` and
+ * `spinning`, so at least one of the two sees the other; the worker's futex
+ * wait on the `seq` value it read earlier returns at once if a submitter
+ * bumped it meanwhile.
+ *
+ * Closing: a submitter counts its job in `submitted` before it checks
+ * `closed` (and uncounts it if closed), so after setting `closed`,
+ * async__q_stop drains until every counted job has been taken: no job can
+ * slip into a queue that has been stopped and drained. */
+#include <limits.h>
+#include <sched.h>
+#include "executor_internal.h"
+#include "future_internal.h"
+
+
+/* How long an idle worker spins before it sleeps, and how many pauses it
+ * lets pass between looks at `kick`.  Looking less often lets a burst of
+ * submits pile up a little, so that the worker then takes several jobs while
+ * the submitter runs on undisturbed, instead of fighting over the queue's
+ * cache lines job by job; a lone job waits at most a microsecond or two. */
+#define SPIN_NS ASYNC_USEC(50)
+#define KICK_POLL 32
+
+void async__q_init(exec_priv_t *p)
+{
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->room, &ca);
+    pthread_condattr_destroy(&ca);
+    p->zero = (async__bucket_t){0, NULL, NULL, NULL};
+    p->buckets = &p->zero;
+    atomic_init(&p->in_stub.qnext, NULL);
+    atomic_init(&p->in_head, &p->in_stub);
+    p->in_tail = &p->in_stub;
+}
+
+void async__q_destroy(exec_priv_t *p)
+{
+    pthread_cond_destroy(&p->room);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* The queue's own lock, held only for a pop: a spin lock costs one atomic
+ * exchange where a mutex costs two read-modify-writes; a holder that gets
+ * preempted makes the others yield, not burn their slice. */
+static void qlock(exec_priv_t *p)
+{
+    for (unsigned i = 0; atomic_exchange_explicit(&p->qlock, 1, memory_order_acquire); i++)
+        while (atomic_load_explicit(&p->qlock, memory_order_relaxed)) {
+            if (++i < 64) async__cpu_relax();
+            else sched_yield();
+        }
+}
+
+static void qunlock(exec_priv_t *p) { atomic_store_explicit(&p->qlock, 0, memory_order_release); }
+
+static void room_signal(exec_priv_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_signal(&p->room);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* --- buckets (under qlock) ------------------------------------------------- */
+
+static void bucket_push(exec_priv_t *p, async__job_t *job)
+{
+    async__bucket_t **at = &p->buckets;
+    while (*at && (*at)->prio > job->priority) at = &(*at)->next;
+    async__bucket_t *b = *at;
+    job->next = NULL;
+    if (!b || b->prio != job->priority) { /* a new priority: the job carries the header */
+        b = &job->bucket;
+        *b = (async__bucket_t){job->priority, job, job, *at};
+        *at = b;
+        return;
+    }
+    if (b->tail) b->tail->next = job;
+    else b->head = job;
+    b->tail = job;
+}
+
+static async__job_t *bucket_pop(exec_priv_t *p)
+{
+    for (async__bucket_t **at = &p->buckets; *at; at = &(*at)->next) {
+        async__bucket_t *b = *at;
+        async__job_t *job = b->head;
+        if (!job) continue; /* only the permanent bucket is ever empty */
+        if (!(b->head = job->next)) b->tail = NULL;
+        if (b == &job->bucket) { /* the header leaves with its job: move it on */
+            if (b->head) {
+                async__bucket_t *nb = &b->head->bucket;
+                *nb = *b;
+                *at = nb;
+            } else {
+                *at = b->next;
+            }
+        }
+        return job;
+    }
+    return NULL;
+}
+
+/* The inbox is Vyukov's intrusive multi-producer, single-consumer queue:
+ * a producer swaps itself in as the head and then links the old head to
+ * itself; the consumer (whoever holds qlock) pops from the tail.  A pop sees
+ * nothing in the instant between a producer's two steps; the job is counted
+ * in `queued` all along, so the worker just looks again. */
+static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
+{
+    atomic_store_explicit(&last->qnext, NULL, memory_order_relaxed);
+    async__job_t *prev = atomic_exchange_explicit(&p->in_head, last, memory_order_acq_rel);
+    atomic_store_explicit(&prev->qnext, first, memory_order_release);
+}
+
+static async__job_t *inbox_pop(exec_priv_t *p)
+{
+    async__job_t *tail = p->in_tail;
+    async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
+    if (tail == &p->in_stub) {
+        if (!next) return NULL;
+        p->in_tail = tail = next;
+        next = atomic_load_explicit(&next->qnext, memory_order_acquire);
+    }
+    if (next) {
+        p->in_tail = next;
+        return tail;
+    }
+    if (tail != atomic_load_explicit(&p->in_head, memory_order_acquire)) return NULL; /* mid-push */
+    inbox_push(p, &p->in_stub, &p->in_stub);
+    next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
+    if (next) {
+        p->in_tail = next;
+        return tail;
+    }
+    return NULL;
+}
+
+/* Under qlock: whether another job is visibly queued. */
+static bool more_locked(exec_priv_t *p)
+{
+    for (async__bucket_t *b = p->buckets; b; b = b->next)
+        if (b->head) return true;
+    async__job_t *tail = p->in_tail;
+    async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
+    return tail != &p->in_stub || next != NULL;
+}
+
+/* Under qlock: the next job in priority order.  While only priority 0 is in use
+ * the inbox is popped directly; otherwise it is first sorted into buckets. */
+static async__job_t *pop_any(exec_priv_t *p)
+{
+    async__job_t *job;
+    if (atomic_load_explicit(&p->prio_jobs, memory_order_acquire))
+        while ((job = inbox_pop(p))) bucket_push(p, job);
+    if (!(job = bucket_pop(p))) job = inbox_pop(p);
+    if (job && job->priority) atomic_fetch_sub(&p->prio_jobs, 1);
+    return job;
+}
+
+/* --- waking ------------------------------------------------------------------ */
+
+static void wake(exec_priv_t *p, size_t jobs)
+{
+    unsigned spin = atomic_load(&p->spinning);
+    if (spin) { /* the spinner watches `kick` alone, so polling costs submitters nothing */
+        if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
+        if (jobs <= spin) return;
+    }
+    if (atomic_load(&p->idle) == 0) return;
+    if (jobs - spin == 1) {
+        unsigned expect = 0;
+        if (!atomic_compare_exchange_strong(&p->waking, &expect, 1)) return;
+    }
+    atomic_fetch_add(&p->seq, 1);
+    async__futex_wake(&p->seq, jobs - spin > INT_MAX ? INT_MAX : (int)(jobs - spin));
+}
+
+static void wake_all(exec_priv_t *p)
+{
+    atomic_fetch_add(&p->seq, 1);
+    async__futex_wake(&p->seq, INT_MAX);
+}
+
+/* --- submitting -------------------------------------------------------------- */
+
+static int stopped(exec_priv_t *p)
+{
+    if (atomic_load(&p->closed)) return ASYNC_ECLOSED;
+    return atomic_load(&p->broken);
+}
+
+static void unreserve(exec_priv_t *p, size_t n)
+{
+    atomic_fetch_sub(&p->submitted, n);
+    if (atomic_load(&p->room_waiters)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->room);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Counts n more jobs as submitted, waiting for room for the first. */
+static int reserve(exec_priv_t *p, size_t max, size_t n, bool try_only, int64_t deadline)
+{
+    if (!max) {
+        atomic_fetch_add(&p->submitted, n);
+        return 0;
+    }
+    size_t s = atomic_load(&p->submitted);
+    for (;;) {
+        int r = stopped(p);
+        if (r) return r;
+        if (s - atomic_load(&p->taken) < max) {
+            if (atomic_compare_exchange_weak(&p->submitted, &s, s + n)) return 0;
+            continue;
+        }
+        if (try_only) return ASYNC_EAGAIN;
+        pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->room_waiters, 1);
+        int w = 0;
+        while (async__q_len(p) >= max && !stopped(p) && w != ETIMEDOUT)
+            w = async__cond_wait_dl(&p->room, &p->mu, deadline);
+        atomic_fetch_sub(&p->room_waiters, 1);
+        pthread_mutex_unlock(&p->mu);
+        s = atomic_load(&p->submitted);
+        if (w == ETIMEDOUT && async__q_len(p) >= max && !stopped(p)) return ASYNC_ETIMEDOUT;
+    }
+}
+
+int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
+                     int64_t deadline)
+{
+    exec_priv_t *p = ex->priv;
+    if (!n) return 0;
+    int r = reserve(p, ex->opts.max_queued, n, try_only, deadline);
+    if (r) return r;
+    if ((r = stopped(p)) != 0) {
+        unreserve(p, n);
+        return r;
+    }
+    async__job_t *last = jobs;
+    size_t prio = jobs->priority != 0;
+    for (size_t i = 1; i < n; i++) {
+        atomic_store_explicit(&last->qnext, last->next, memory_order_relaxed);
+        last = last->next;
+        prio += last->priority != 0;
+    }
+    if (prio) atomic_fetch_add(&p->prio_jobs, prio);
+    inbox_push(p, jobs, last);
+    wake(p, n);
+    return 0;
+}
+
+/* --- taking ---------------------------------------------------------------- */
+
+int async__q_take(exec_priv_t *p, async__job_t **out)
+{
+    for (;;) {
+        qlock(p);
+        async__job_t *job = pop_any(p);
+        if (job) {
+            /* Only qlock's holder writes taken: no read-modify-write needed. */
+            atomic_store_explicit(&p->taken,
+                                  atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
+                                  memory_order_release);
+            /* More work than this worker?  Look at the queue's own links
+             * rather than `submitted`, whose line submitters keep writing. */
+            bool more = more_locked(p);
+            qunlock(p);
+            if (p->bounded) {
+                /* Order the store to taken before the look at room_waiters
+                 * (a submitter waiting for room does the opposite). */
+                atomic_thread_fence(memory_order_seq_cst);
+                if (atomic_load(&p->room_waiters)) room_signal(p);
+            }
+            if (more) wake(p, 1); /* hand on a wake-up */
+            *out = job;
+            return 0;
+        }
+        bool stop = stopped(p) && !async__q_len(p);
+        qunlock(p);
+        if (stop) return ASYNC_ECLOSED;
+
+        if (atomic_load(&p->spinning) == 0) {
+            atomic_fetch_add(&p->spinning, 1);
+            bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
+            int64_t until = async_now() + SPIN_NS;
+            for (unsigned i = 1; !found; i++) {
+                async__cpu_relax();
+                if (i % KICK_POLL) continue;
+                if (atomic_load_explicit(&p->kick, memory_order_relaxed)) {
+                    atomic_store_explicit(&p->kick, 0, memory_order_relaxed);
+                    found = true;
+                } else if (async_now() >= until) {
+                    break;
+                }
+            }
+            atomic_fetch_sub(&p->spinning, 1);
+            if (found) continue;
+        }
+        unsigned seen = atomic_load(&p->seq);
+        atomic_store(&p->waking, 0);
+        atomic_fetch_add(&p->idle, 1);
+        if (!async__q_len(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
+        atomic_fetch_sub(&p->idle, 1);
+        atomic_store(&p->waking, 0);
+    }
+}
+
+/* --- stopping ---------------------------------------------------------------- */
+
+bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
+{
+    bool first = true;
+    if (code != ASYNC_ECLOSED) {
+        int expect = 0;
+        first = atomic_compare_exchange_strong(&p->broken, &expect, code);
+    } else {
+        atomic_store(&p->closed, true);
+    }
+    /* With drain, also wait out submitters that counted their job before
+     * they saw `closed`: each either pushes it (and it is drained here) or
+     * uncounts it. */
+    async__job_t *head = NULL, **tail = &head;
+    for (;;) {
+        qlock(p);
+        if (drain) {
+            async__job_t *job;
+            size_t n = 0;
+            while ((job = pop_any(p))) {
+                *tail = job;
+                tail = &job->next;
+                n++;
+            }
+            atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
+        }
+        *tail = NULL;
+        qunlock(p);
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->room);
+        pthread_mutex_unlock(&p->mu);
+        if (!drain || !async__q_len(p)) break;
+        sched_yield();
+    }
+    wake_all(p);
+    if (drained) *drained = head;
+    return first;
+}

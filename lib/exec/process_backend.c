@@ -1,0 +1,337 @@
+/* The process backend of the executor (backend_internal.h) on the process
+ * pool engine (exec/procpool/procpool_internal.h).
+ *
+ * One feeder thread takes jobs from the executor's queue and submits them to
+ * the pool; the pool's supervisor thread finishes them.  A job crosses as a
+ * header plus its input rows; in the worker, run_rows rebuilds the rows
+ * around the shared-memory copy and runs them with async__rows_run, exactly
+ * as a worker thread would, then leaves an outcome header, the output rows,
+ * and on failure the message in the job's result.  Input and output rows
+ * that already live in the pool's shared memory (async_executor_shm_alloc)
+ * are passed by address: a map over them copies nothing per row.
+ *
+ * How many jobs are taken: one per worker, so that priorities, cancellation
+ * and the queue bound behave as on the thread backend, plus, when recent jobs
+ * were short, enough to keep each worker busy for about 2 ms (at most
+ * PREFETCH), as ProcessPoolExecutor keeps a call queue: those count as
+ * running (they can no longer be cancelled or overtaken by a higher
+ * priority), and they spare the workers a round trip through the feeder
+ * between small jobs.  Until a job has finished nothing is prefetched, and
+ * jobs of 2 ms or more are never prefetched. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include "backend_internal.h"
+#include "exec/procpool/procpool_internal.h"
+
+#define PREFETCH 512            /* most jobs taken beyond one per worker */
+#define PREFETCH_NS 2000000.0   /* of work per worker, by the recent job time */
+#define RESULT_AREA (4u << 20)
+
+typedef struct procs {
+    async_executor_t *ex;
+    async__procpool_t *pool;
+    pthread_t feeder;
+    bool feeder_started;
+    pthread_mutex_t mu;
+    pthread_cond_t room;
+    unsigned inflight;     /* taken and not finished */
+    double avg_ns;         /* recent jobs' run time in the worker (0: none yet) */
+    unsigned wake_at;      /* the feeder waits until inflight <= wake_at */
+    bool feeder_waiting;
+} procs_t;
+
+/* What crosses to the worker in front of the input rows. */
+typedef struct hdr {
+    async_work_fn fn;
+    void *ctx;
+    const char *in_shared;  /* rows already in shared memory, else NULL */
+    char *out_shared;
+    uint64_t in_size, out_size, count, max_result;
+    int64_t deadline;
+    bool var_ok;
+} hdr_t;
+
+/* What comes back in front of the output rows. */
+typedef struct res {
+    int32_t err;
+    uint32_t msg_len;
+    uint64_t failed_row, result_size, var_size;
+    int64_t ns;            /* the rows' run time */
+} res_t;
+
+/* --- in the worker process ------------------------------------------------ */
+
+static void *grow(void *arg, size_t size)
+{
+    async__procout_t *out = arg;
+    if (async__procout_set_size(out, sizeof(res_t) + size)) return NULL;
+    return (char *)async__procout_data(out) + sizeof(res_t);
+}
+
+static int run_rows(void *unused, const void *in, size_t in_len, async__procout_t *out)
+{
+    (void)unused;
+    (void)in_len;
+    hdr_t h;
+    memcpy(&h, in, sizeof h);
+    size_t rows_bytes = h.out_shared ? 0 : h.out_size * h.count;
+    char *base = async__procout_data(out);
+    async__rows_t rows = {
+        .fn = h.fn, .ctx = h.ctx,
+        .in = h.in_shared ? h.in_shared : (const char *)in + sizeof h, .in_size = h.in_size,
+        .out = h.out_shared ? h.out_shared : (h.out_size ? base + sizeof(res_t) : NULL),
+        .out_size = h.out_size, .count = h.count,
+    };
+    async__outcome_t oc;
+    int64_t t0 = async_now();
+    async__rows_run(&rows, (unsigned)async__procpool_self(), h.deadline, h.var_ok, grow, out,
+                    h.max_result, &oc);
+    if (!oc.var_out && async__procout_data(out) != base) {
+        /* Grown, then shrunk back: the rows were written where they began. */
+        async__procout_set_size(out, sizeof(res_t) + rows_bytes);
+        memcpy((char *)async__procout_data(out) + sizeof(res_t), base + sizeof(res_t), rows_bytes);
+    }
+    size_t used = sizeof(res_t) + (oc.var_out ? oc.var_size : rows_bytes);
+    res_t r = {.err = oc.err, .failed_row = oc.failed_row, .result_size = oc.result_size,
+               .var_size = oc.var_out ? oc.var_size : 0, .ns = async_now() - t0};
+    if (oc.err && oc.msg[0]) {
+        size_t n = strnlen(oc.msg, sizeof oc.msg - 1);
+        if (async__procout_set_size(out, used + n) == 0) {
+            memcpy((char *)async__procout_data(out) + used, oc.msg, n);
+            r.msg_len = (uint32_t)n;
+            used += n;
+        }
+    }
+    async__procout_set_size(out, used);
+    memcpy(async__procout_data(out), &r, sizeof r);
+    return 0;
+}
+
+static int run_init(void *arg, char *msg, size_t cap)
+{
+    char m[ASYNC_FUTURE_MSG_MAX];
+    int rc = async__run_init(arg, (unsigned)async__procpool_self(), m);
+    if (rc) snprintf(msg, cap, "%s", m);
+    return rc;
+}
+
+/* --- in the parent ---------------------------------------------------------- */
+
+static void job_ended(procs_t *s, int64_t ns)
+{
+    pthread_mutex_lock(&s->mu);
+    s->inflight--;
+    if (ns >= 0) s->avg_ns = s->avg_ns ? s->avg_ns * 0.875 + ns * 0.125 : ns;
+    if (s->feeder_waiting && s->inflight <= s->wake_at) pthread_cond_signal(&s->room);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void finish_err(procs_t *s, async__job_t *job, int err, const char *msg)
+{
+    async__outcome_t oc = {.err = err};
+    snprintf(oc.msg, sizeof oc.msg, "%s", msg ? msg : async_strerror(err));
+    async__exec_finish(s->ex, job, &oc);
+    job_ended(s, -1);
+}
+
+static void on_done(void *user, void *arg, int err, const char *msg, const void *out,
+                    size_t len)
+{
+    procs_t *s = user;
+    async__job_t *job = arg;
+    if (err) {
+        finish_err(s, job, err, msg);
+        return;
+    }
+    res_t r;
+    memcpy(&r, out, sizeof r);
+    const char *data = (const char *)out + sizeof r;
+    async__outcome_t oc = {.err = r.err, .failed_row = r.failed_row,
+                           .result_size = r.result_size};
+    bool out_shared = job->rows.out && async__procpool_owns(s->pool, job->rows.out);
+    size_t rows_bytes = out_shared ? 0 : job->rows.out_size * job->rows.count;
+    if (r.var_size) {
+        oc.var_out = (void *)data;
+        oc.var_size = r.var_size;
+    } else if (rows_bytes && job->rows.out) {
+        size_t ran = r.err ? r.failed_row : job->rows.count;
+        memcpy(job->rows.out, data, ran * job->rows.out_size);
+    }
+    if (r.msg_len) {
+        size_t at = sizeof r + (r.var_size ? r.var_size : rows_bytes);
+        size_t n = r.msg_len < sizeof oc.msg - 1 ? r.msg_len : sizeof oc.msg - 1;
+        if (at + n <= len) memcpy(oc.msg, (const char *)out + at, n);
+        oc.msg[n] = '\0';
+    }
+    async__exec_finish(s->ex, job, &oc);
+    job_ended(s, r.ns);
+}
+
+static void submit_job(procs_t *s, async__job_t *job)
+{
+    async_executor_t *ex = s->ex;
+    const async__rows_t *rw = &job->rows;
+    bool in_shared = rw->in && async__procpool_owns(s->pool, rw->in);
+    bool out_shared = rw->out && async__procpool_owns(s->pool, rw->out);
+    size_t in_bytes = in_shared || !rw->in ? 0 : rw->in_size * rw->count;
+    size_t out_bytes = sizeof(res_t) + (out_shared ? 0 : rw->out_size * rw->count);
+    if (ex->opts.max_job_bytes && in_bytes + out_bytes > ex->opts.max_job_bytes) {
+        finish_err(s, job, ASYNC_EINVAL, "the job is larger than max_job_bytes");
+        return;
+    }
+    /* Zeroed whole, padding too: the header is copied into shared memory,
+     * and a tool that follows it there (valgrind) must find no undefined
+     * bytes. */
+    hdr_t h;
+    memset(&h, 0, sizeof h);
+    h.fn = rw->fn;
+    h.ctx = rw->ctx;
+    h.in_shared = in_shared ? rw->in : NULL;
+    h.out_shared = out_shared ? rw->out : NULL;
+    h.in_size = rw->in_size;
+    h.out_size = rw->out_size;
+    h.count = rw->count;
+    h.max_result = RESULT_AREA - 4096;
+    h.deadline = job->deadline;
+    h.var_ok = job->var_ok;
+    async__procjob_t pj = {.fn = (async__anyfn_t)run_rows, .in = &h, .in_len = sizeof h,
+                           .in2 = rw->in, .in2_len = in_bytes, .out_cap = out_bytes,
+                           .deadline = job->deadline, .done = on_done, .arg = job};
+    int rc = async__procpool_submit(s->pool, &pj, NULL);
+    if (rc) {
+        char msg[ASYNC_FUTURE_MSG_MAX];
+        if (rc != ASYNC_ECLOSED && async__procpool_error(s->pool, NULL, 0) == rc)
+            async__procpool_error(s->pool, msg, sizeof msg);
+        else if (rc == ASYNC_ECLOSED) snprintf(msg, sizeof msg, "the process pool was terminated");
+        else snprintf(msg, sizeof msg, "%s", async_strerror(rc));
+        finish_err(s, job, rc == ASYNC_ECLOSED ? ASYNC_ECANCELED : rc, msg);
+    }
+}
+
+static void *feeder(void *arg)
+{
+    procs_t *s = arg;
+    async_executor_t *ex = s->ex;
+    unsigned workers = ex->workers;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        for (;;) {
+            double extra = s->avg_ns > 0 ? workers * PREFETCH_NS / s->avg_ns : 0;
+            unsigned ahead = extra > PREFETCH ? PREFETCH : (unsigned)extra;
+            if (s->inflight < workers + ahead) break;
+            /* Refill in batches when prefetching, at once otherwise. */
+            s->wake_at = ahead > 1 ? workers + ahead / 2 : workers + ahead - 1;
+            s->feeder_waiting = true;
+            pthread_cond_wait(&s->room, &s->mu);
+            s->feeder_waiting = false;
+        }
+        s->inflight++;
+        pthread_mutex_unlock(&s->mu);
+        async__job_t *job;
+        if (async__exec_take(ex, 0, &job) != 0) {
+            pthread_mutex_lock(&s->mu);
+            s->inflight--;
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        submit_job(s, job);
+    }
+    return NULL;
+}
+
+/* The pool's message already names the worker and the cause. */
+static void on_broken(void *arg, int code, const char *msg)
+{
+    async__exec_break(arg, code, msg);
+}
+
+static unsigned default_workers(void) { return async_cpu_count(); }
+
+static int start(async_executor_t *ex)
+{
+    procs_t *s = async__calloc(1, sizeof *s);
+    if (!s) return ASYNC_ENOMEM;
+    s->ex = ex;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->room, NULL);
+    async__procpool_opts_t o = {
+        .workers = ex->workers,
+        .max_tasks_per_worker = ex->opts.max_tasks_per_worker,
+        .init = ex->opts.initializer ? run_init : NULL,
+        .init_arg = ex,
+        .result_area = RESULT_AREA,
+        .on_broken = on_broken,
+        .broken_arg = ex,
+        .user = s,
+        .idle_spin_ns = -1,
+    };
+    int rc = async__procpool_new(&o, &s->pool);
+    if (rc) goto fail;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&s->feeder, NULL, feeder, s) ? ASYNC_EAGAIN : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) goto fail;
+    s->feeder_started = true;
+    ex->backend = s;
+    return 0;
+fail:
+    async__procpool_free(s->pool);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->room);
+    async__free(s);
+    return rc; /* ENOMEM, EAGAIN, EMFILE, ENFILE: the caller learns which limit it hit */
+}
+
+static void join(async_executor_t *ex)
+{
+    procs_t *s = ex->backend;
+    if (s->feeder_started) {
+        pthread_join(s->feeder, NULL);
+        s->feeder_started = false;
+    }
+    async__procpool_shutdown(s->pool, true);
+}
+
+static void terminate(async_executor_t *ex)
+{
+    procs_t *s = ex->backend;
+    async__procpool_terminate(s->pool);
+}
+
+static void free_backend(async_executor_t *ex)
+{
+    procs_t *s = ex->backend;
+    if (!s) return;
+    async__procpool_free(s->pool);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->room);
+    async__free(s);
+    ex->backend = NULL;
+}
+
+static int shm_alloc(async_executor_t *ex, size_t size, void **out)
+{
+    procs_t *s = ex->backend;
+    return async__procpool_shm_alloc(s->pool, size ? size : 1, out);
+}
+
+static void shm_free(async_executor_t *ex, void *ptr)
+{
+    procs_t *s = ex->backend;
+    async__procpool_shm_free(s->pool, ptr);
+}
+
+const async__backend_ops_t async__procs_backend = {
+    .name = "processes",
+    .default_workers = default_workers,
+    .start = start,
+    .join = join,
+    .terminate = terminate,
+    .free = free_backend,
+    .shm_alloc = shm_alloc,
+    .shm_free = shm_free,
+    .max_result = RESULT_AREA - 4096,
+};

@@ -1,0 +1,89 @@
+/* The process pool's parent-side state, shared by procpool.c (jobs, heap,
+ * lifecycle) and supervisor.c (the supervisor thread).  PRIVATE. */
+#ifndef ASYNC_PROCPOOL_PARENT_INTERNAL_H
+#define ASYNC_PROCPOOL_PARENT_INTERNAL_H
+
+#include <assert.h>
+#include "shm_internal.h"
+
+typedef struct pp_job {
+    async__procpool_done_fn done;
+    void *arg;
+    uint64_t seq;            /* the job's id; 0 while the slot is free */
+    uint64_t in_blk, out_blk; /* heap blocks to free with the slot */
+    int zombie_of;           /* revoked from this worker: free the slot when it is reaped */
+} pp_job_t;
+
+typedef struct pp_pending {
+    struct pp_pending *next;
+    async__procjob_t job;
+    uint64_t seq;
+    char in[];
+} pp_pending_t;
+
+typedef struct pp_deadline {
+    int64_t t;
+    uint32_t idx;
+    uint64_t seq;
+} pp_deadline_t;
+
+typedef struct pp_pworker {
+    pid_t pid;
+    bool alive, spawning, ready;
+    unsigned early_deaths;   /* deaths in a row before reporting ready */
+    int64_t retry_at;        /* when to fork again (a failed fork, a restart
+                                held back after early deaths); 0: no */
+} pp_pworker_t;
+
+enum { PP_OPEN, PP_DRAIN, PP_KILL };
+
+struct async__procpool {
+    pp_shm_t *h;
+    int sock;
+    pid_t server;
+    pthread_t sup;
+    bool sup_started, sup_joined, locks_ready;
+    pthread_mutex_t join_mu;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    /* Under mu. */
+    uint32_t *free_slots;
+    uint32_t nfree;
+    pp_job_t *jobs;
+    pp_pending_t *pending_head, *pending_tail;
+    size_t pending_dl;       /* pending jobs with a deadline */
+    uint64_t inflight, next_seq;
+    uint64_t heap_top, free_list[64];
+    pp_deadline_t *dl;
+    size_t ndl, dl_cap;
+    int mode;
+    bool killing, retired_all, server_gone, server_reaped, done;
+    int broken;
+    bool notify_broken;
+    void (*on_broken)(void *arg, int code, const char *msg);
+    void *broken_arg;
+    void *user;
+    char broken_msg[512];
+    unsigned nworkers, nready, nalive;
+    pp_pworker_t *w;
+    _Atomic uint64_t spawned;
+};
+
+uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
+void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
+int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq);
+void async__pp_slot_free(async__procpool_t *p, uint32_t idx);
+void async__pp_job_finished(async__procpool_t *p);
+void async__pp_wake_workers(pp_shm_t *h, int n);
+void async__pp_deadline_pop(async__procpool_t *p);
+/* Under mu: a job left the pending list. */
+static inline void async__pp_unpend(async__procpool_t *p, const pp_pending_t *pj)
+{
+    if (pj->job.deadline != ASYNC_FOREVER) p->pending_dl--;
+}
+void async__pp_poke(async__procpool_t *p);
+void async__procpool_free_now(async__procpool_t *p);
+int async__pp_start_supervisor(async__procpool_t *p);
+void async__pp_join_supervisor(async__procpool_t *p);
+
+#endif

@@ -1,0 +1,538 @@
+/* The process pool's parent side: creating the region and the fork server,
+ * submitting and cancelling jobs, the shared heap, shutdown and terminate.
+ * The supervisor thread lives in supervisor.c.
+ *
+ * Locking: pool->mu guards every parent-side field (free slots, the heap,
+ * pending jobs, deadlines, modes, worker bookkeeping).  Callbacks (a job's
+ * done) never run under it, so they may submit again.  Only the supervisor
+ * thread talks to the fork server. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include "parent_internal.h"
+
+#define HDR_MAGIC 0x68656170u /* "heap" */
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+static unsigned pow2_at_least(unsigned n)
+{
+    unsigned p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+/* --- the shared heap (parent only) ---------------------------------------- */
+
+/* Power-of-two blocks with a 16-byte header {magic|class, next-free};
+ * returns the offset of the usable bytes, or 0 when full.  Big freed blocks
+ * (16 MiB and more) give their pages back to the kernel. */
+uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
+{
+    size_t need = n + 16;
+    if (need < n) return 0;
+    unsigned k = 5;
+    while (((size_t)1 << k) < need) {
+        if (++k >= 63) return 0;
+    }
+    char *base = (char *)p->h;
+    uint64_t off = p->free_list[k];
+    bool fresh = false;
+    if (off) {
+        p->free_list[k] = ((uint64_t *)(base + off))[1];
+    } else {
+        if (p->heap_top + ((uint64_t)1 << k) > p->h->size) return 0;
+        off = p->heap_top;
+        p->heap_top += (uint64_t)1 << k;
+        fresh = true;
+    }
+    uint64_t *hdr = (uint64_t *)(base + off);
+    hdr[0] = ((uint64_t)HDR_MAGIC << 32) | k;
+    hdr[1] = 0;
+    if (zero && !fresh) memset(hdr + 2, 0, n);
+    return off + 16;
+}
+
+void async__pp_heap_free(async__procpool_t *p, uint64_t uoff)
+{
+    if (!uoff) return;
+    char *base = (char *)p->h;
+    uint64_t off = uoff - 16;
+    uint64_t *hdr = (uint64_t *)(base + off);
+    assert(hdr[0] >> 32 == HDR_MAGIC);
+    unsigned k = (unsigned)(hdr[0] & 0xff);
+    if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
+        size_t pg = 4096;
+        /* Whole pages inside the block only: madvise rounds the length up,
+         * and the next block's header may share the last page. */
+        uintptr_t from = round_up((uintptr_t)(hdr + 2), pg);
+        uintptr_t to = ((uintptr_t)hdr + ((size_t)1 << k)) / pg * pg;
+        if (to > from) madvise((void *)from, to - from, MADV_REMOVE);
+    }
+    hdr[1] = p->free_list[k];
+    p->free_list[k] = off;
+}
+
+int async__procpool_shm_alloc(async__procpool_t *p, size_t size, void **out)
+{
+    if (!p || !out || size == 0) return ASYNC_EINVAL;
+    pthread_mutex_lock(&p->mu);
+    uint64_t off = async__pp_heap_alloc(p, size, true);
+    pthread_mutex_unlock(&p->mu);
+    if (!off) return ASYNC_ENOMEM;
+    *out = (char *)p->h + off;
+    return 0;
+}
+
+void async__procpool_shm_free(async__procpool_t *p, void *ptr)
+{
+    /* A pointer the heap did not hand out is the caller's bug, not a reason
+     * to abort the caller's program: it is ignored (async_executor_shm_free's
+     * contract). */
+    if (!p || !ptr || !async__procpool_owns(p, ptr)) return;
+    pthread_mutex_lock(&p->mu);
+    async__pp_heap_free(p, (uint64_t)((char *)ptr - (char *)p->h));
+    pthread_mutex_unlock(&p->mu);
+}
+
+bool async__procpool_owns(const async__procpool_t *p, const void *ptr)
+{
+    const char *c = ptr, *base = (const char *)p->h;
+    return c >= base + p->h->heap_off && c < base + p->h->size;
+}
+
+/* --- placing jobs in slots ------------------------------------------------------ */
+
+static void deadline_sift_down(pp_deadline_t *dl, size_t n, size_t i)
+{
+    pp_deadline_t x = dl[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && dl[c + 1].t < dl[c].t) c++;
+        if (dl[c].t >= x.t) break;
+        dl[i] = dl[c];
+        i = c;
+    }
+    dl[i] = x;
+}
+
+/* Removes entries of jobs that finished before their deadline; they are
+ * otherwise dropped only when their time comes. */
+static void deadline_compact(async__procpool_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->ndl; i++)
+        if (p->jobs[p->dl[i].idx].seq == p->dl[i].seq) p->dl[n++] = p->dl[i];
+    p->ndl = n;
+    for (size_t i = n / 2; i-- > 0;) deadline_sift_down(p->dl, n, i);
+}
+
+void async__pp_deadline_pop(async__procpool_t *p)
+{
+    p->dl[0] = p->dl[--p->ndl];
+    if (p->ndl) deadline_sift_down(p->dl, p->ndl, 0);
+}
+
+static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
+{
+    if (p->ndl == p->dl_cap && p->ndl >= 1024) deadline_compact(p);
+    if (p->ndl == p->dl_cap) {
+        size_t cap = p->dl_cap ? p->dl_cap * 2 : 64;
+        pp_deadline_t *d = async__realloc(p->dl, cap * sizeof *d);
+        if (!d) return; /* the deadline is then not enforced; never fails a job */
+        p->dl = d;
+        p->dl_cap = cap;
+    }
+    size_t i = p->ndl++;
+    while (i > 0 && p->dl[(i - 1) / 2].t > t) {
+        p->dl[i] = p->dl[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    p->dl[i] = (pp_deadline_t){t, idx, seq};
+}
+
+/* Publishes a job in a free slot.  Under mu.  Returns 0, ASYNC_EAGAIN (no
+ * slot or no ring space: keep it pending) or ASYNC_ENOMEM (heap full). */
+int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq)
+{
+    pp_shm_t *h = p->h;
+    if (!p->nfree) return ASYNC_EAGAIN;
+    uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
+    if (tail - atomic_load(&h->q_head) >= h->ring_cap) return ASYNC_EAGAIN;
+    uint32_t idx = p->free_slots[p->nfree - 1];
+    pp_slot_t *s = &pp_slots(h)[idx];
+    pp_job_t *j = &p->jobs[idx];
+    uint64_t in_blk = 0, out_blk = 0;
+    size_t in_len = job->in_len + job->in2_len;
+    char *in = (char *)s->in_inline;
+    if (in_len > PP_IN_INLINE) {
+        in_blk = async__pp_heap_alloc(p, in_len, false);
+        if (!in_blk) return ASYNC_ENOMEM;
+        in = (char *)h + in_blk;
+    }
+    if (job->in_len) memcpy(in, job->in, job->in_len);
+    if (job->in2_len) memcpy(in + job->in_len, job->in2, job->in2_len);
+    if (job->out_cap > PP_OUT_INLINE) {
+        out_blk = async__pp_heap_alloc(p, job->out_cap, false);
+        if (!out_blk) {
+            async__pp_heap_free(p, in_blk);
+            return ASYNC_ENOMEM;
+        }
+    }
+    p->nfree--;
+    s->fn = (uint64_t)(uintptr_t)job->fn;
+    s->ctx = (uint64_t)(uintptr_t)job->ctx;
+    s->in_off = in_blk;
+    s->in_len = (uint32_t)in_len;
+    s->out_off = out_blk;
+    s->out_cap = job->out_cap;
+    s->out_len = 0;
+    s->err = 0;
+    *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,
+                    .out_blk = out_blk, .zombie_of = -1};
+    atomic_store_explicit(&s->state, PP_QUEUED, memory_order_release);
+    atomic_store_explicit(&pp_ring(h)[tail & (h->ring_cap - 1)], idx, memory_order_relaxed);
+    atomic_store_explicit(&h->q_tail, tail + 1, memory_order_release);
+    if (job->deadline != ASYNC_FOREVER) deadline_push(p, job->deadline, idx, seq);
+    return 0;
+}
+
+/* Wakes n sleeping workers, if any sleep; after publishing.  One job is
+ * left to the spinning worker if there is one: it re-checks for work after
+ * it stops spinning and before it sleeps. */
+void async__pp_wake_workers(pp_shm_t *h, int n)
+{
+    pp_fence();
+    if (n == 1 && atomic_load_explicit(&h->spinner, memory_order_relaxed)) return;
+    if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
+        atomic_fetch_add(&h->work_seq, 1);
+        pp_futex_wake(&h->work_seq, n);
+    }
+}
+
+/* Wakes the supervisor whether or not it sleeps, so it re-reads the state. */
+void async__pp_poke(async__procpool_t *p)
+{
+    atomic_fetch_add(&p->h->sup_seq, 1);
+    pp_wake_supervisor(p->h);
+}
+
+int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, uint64_t *id)
+{
+    if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in) ||
+        (job->in2_len && !job->in2))
+        return ASYNC_EINVAL;
+    if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
+    pthread_mutex_lock(&p->mu);
+    int rc = 0;
+    if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
+    else if (p->broken) rc = p->broken;
+    if (rc) goto out;
+    uint64_t seq = ++p->next_seq;
+    rc = p->pending_head ? ASYNC_EAGAIN : async__pp_place(p, job, seq);
+    if (rc == ASYNC_EAGAIN) {
+        pp_pending_t *pj = async__malloc(sizeof *pj + job->in_len + job->in2_len);
+        if (!pj) {
+            rc = ASYNC_ENOMEM;
+            goto out;
+        }
+        pj->next = NULL;
+        pj->job = *job;
+        pj->seq = seq;
+        if (job->in_len) memcpy(pj->in, job->in, job->in_len);
+        if (job->in2_len) memcpy(pj->in + job->in_len, job->in2, job->in2_len);
+        pj->job.in = pj->in;
+        pj->job.in_len += job->in2_len;
+        pj->job.in2 = NULL;
+        pj->job.in2_len = 0;
+        if (job->deadline != ASYNC_FOREVER) p->pending_dl++;
+        if (p->pending_tail) p->pending_tail->next = pj;
+        else p->pending_head = pj;
+        p->pending_tail = pj;
+        rc = 0;
+    }
+    if (rc) goto out;
+    p->inflight++;
+    if (id) *id = seq;
+    pthread_mutex_unlock(&p->mu);
+    async__pp_wake_workers(p->h, 1);
+    if (job->deadline != ASYNC_FOREVER) async__pp_poke(p);
+    return 0;
+out:
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int async__procpool_cancel(async__procpool_t *p, uint64_t id)
+{
+    pthread_mutex_lock(&p->mu);
+    for (pp_pending_t **pp = &p->pending_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        pp_pending_t *pj = *pp;
+        if (pj->seq != id) continue;
+        *pp = pj->next;
+        if (p->pending_tail == pj) p->pending_tail = prev;
+        async__pp_unpend(p, pj);
+        pthread_mutex_unlock(&p->mu);
+        pj->job.done(p->user, pj->job.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
+        async__free(pj);
+        pthread_mutex_lock(&p->mu);
+        async__pp_job_finished(p);
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    pp_slot_t *slots = pp_slots(p->h);
+    for (uint32_t i = 0; i < p->h->nslots; i++) {
+        if (p->jobs[i].seq != id) continue;
+        uint32_t st = atomic_load(&slots[i].state);
+        if (PP_KIND(st) == PP_QUEUED &&
+            atomic_compare_exchange_strong(&slots[i].state, &st, PP_ST(PP_REVOKED, 0))) {
+            pp_job_t j = p->jobs[i];
+            p->jobs[i].seq = 0;
+            pthread_mutex_unlock(&p->mu);
+            j.done(p->user, j.arg, ASYNC_ECANCELED, "the job was cancelled", NULL, 0);
+            pthread_mutex_lock(&p->mu);
+            async__pp_slot_free(p, i);
+            async__pp_job_finished(p);
+            pthread_mutex_unlock(&p->mu);
+            return 0;
+        }
+        pthread_mutex_unlock(&p->mu);
+        return PP_KIND(st) == PP_RUNNING ? ASYNC_EBUSY : ASYNC_ESRCH;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ASYNC_ESRCH;
+}
+
+/* Under mu: returns a slot (and its heap blocks) to the free list. */
+void async__pp_slot_free(async__procpool_t *p, uint32_t idx)
+{
+    pp_job_t *j = &p->jobs[idx];
+    async__pp_heap_free(p, j->in_blk);
+    async__pp_heap_free(p, j->out_blk);
+    j->in_blk = j->out_blk = 0;
+    j->seq = 0;
+    j->zombie_of = -1;
+    atomic_store_explicit(&pp_slots(p->h)[idx].state, PP_FREE, memory_order_release);
+    p->free_slots[p->nfree++] = idx;
+}
+
+/* Under mu: one accepted job has had its done callback. */
+void async__pp_job_finished(async__procpool_t *p)
+{
+    if (--p->inflight == 0) pthread_cond_broadcast(&p->cond);
+}
+
+/* --- lifecycle ---------------------------------------------------------------- */
+
+static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, unsigned nworkers)
+{
+    unsigned nslots = pow2_at_least(o->slots ? o->slots : 4096);
+    size_t result_area = round_up(o->result_area ? o->result_area : (1u << 20), 4096);
+    size_t heap = o->heap_size ? o->heap_size : ((size_t)1 << 30);
+    size_t pg = 4096, off = round_up(sizeof(pp_shm_t), pg);
+    size_t slots_off = off;
+    off = round_up(off + (size_t)nslots * sizeof(pp_slot_t), pg);
+    size_t ring_off = off;
+    off = round_up(off + (size_t)nslots * 2 * 4, pg);
+    size_t workers_off = off;
+    off = round_up(off + (size_t)nworkers * sizeof(pp_worker_t), pg);
+    size_t done_off = off;
+    off = round_up(off + (size_t)nworkers * nslots * 4, pg);
+    size_t res_off = off;
+    off += (size_t)nworkers * result_area;
+    size_t heap_off = off;
+    size_t size = round_up(off + heap, pg);
+    int fd = memfd_create("async-procpool", MFD_CLOEXEC);
+    if (fd < 0) return -errno;
+    if (ftruncate(fd, (off_t)size) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    int e = -errno;
+    close(fd); /* the mapping keeps the memory; no descriptor to leak */
+    if (m == MAP_FAILED) return e;
+    pp_shm_t *h = m;
+    *h = (pp_shm_t){.magic = PP_MAGIC, .nslots = nslots, .ring_cap = nslots * 2,
+                    .nworkers = nworkers, .slots_off = slots_off, .ring_off = ring_off,
+                    .workers_off = workers_off, .done_off = done_off, .res_off = res_off,
+                    .heap_off = heap_off, .size = size, .result_area = result_area,
+                    .call = (uint64_t)(uintptr_t)o->call, .init = (uint64_t)(uintptr_t)o->init,
+                    .init_arg = (uint64_t)(uintptr_t)o->init_arg,
+                    .max_tasks = o->max_tasks_per_worker,
+                    .idle_spin_ns = o->idle_spin_ns};
+    /* No spinning by default: on a 2-CPU virtual machine a spinning worker
+     * made the one-at-a-time round trip slower (24 against 18 us) and the
+     * rest no faster; see docs/procs.md. */
+    if (h->idle_spin_ns < 0) h->idle_spin_ns = 0;
+    p->h = h;
+    p->heap_top = heap_off;
+    return 0;
+}
+
+int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **out)
+{
+    static const async__procpool_opts_t defaults = {.idle_spin_ns = -1};
+    if (!out) return ASYNC_EINVAL;
+    const async__procpool_opts_t *o = opts ? opts : &defaults;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nworkers = o->workers ? o->workers : (unsigned)(cpus > 0 ? cpus : 1);
+    if (nworkers > 4096 || o->slots > (1u << 24)) return ASYNC_EINVAL;
+    int rc = ASYNC_ENOMEM;
+    async__procpool_t *p = async__calloc(1, sizeof *p);
+    if (!p) return rc;
+    p->nworkers = nworkers;
+    p->sock = -1;
+    p->on_broken = o->on_broken;
+    p->broken_arg = o->broken_arg;
+    p->user = o->user;
+    p->w = async__calloc(nworkers, sizeof *p->w);
+    if (!p->w) goto fail;
+    if ((rc = make_region(p, o, nworkers))) goto fail;
+    rc = ASYNC_ENOMEM;
+    p->jobs = async__calloc(p->h->nslots, sizeof *p->jobs);
+    p->free_slots = async__malloc(p->h->nslots * sizeof *p->free_slots);
+    if (!p->jobs || !p->free_slots) goto fail;
+    for (uint32_t i = 0; i < p->h->nslots; i++) {
+        p->free_slots[i] = p->h->nslots - 1 - i;
+        p->jobs[i].zombie_of = -1;
+    }
+    p->nfree = p->h->nslots;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    pthread_mutex_init(&p->join_mu, NULL);
+    p->locks_ready = true;
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Text the parent buffered must not be written again by a child. */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        async__pp_server_main(p->h, sv[1], o->inherit_fds);
+    }
+    rc = pid < 0 ? -errno : 0; /* errno is stale after a fork that worked */
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        goto fail;
+    }
+    p->server = pid;
+    p->sock = sv[0];
+    if ((rc = async__pp_start_supervisor(p))) goto fail;
+    *out = p;
+    return 0;
+fail:
+    async__procpool_free_now(p);
+    return rc;
+}
+
+/* Frees everything; the supervisor is stopped and workers are reaped. */
+void async__procpool_free_now(async__procpool_t *p)
+{
+    if (p->sock >= 0) {
+        /* Ask, rather than rely on the end of file: a child the application
+         * forked meanwhile may hold a copy of our end of the socket. */
+        pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
+        while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+        close(p->sock);
+    }
+    if (p->server > 0 && !p->server_reaped) {
+        while (waitpid(p->server, NULL, 0) < 0 && errno == EINTR) {}
+    }
+    for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {
+        next = pj->next;
+        async__free(pj);
+    }
+    if (p->h) munmap(p->h, p->h->size);
+    if (p->locks_ready) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->join_mu);
+    }
+    async__free(p->dl);
+    async__free(p->jobs);
+    async__free(p->free_slots);
+    async__free(p->w);
+    async__free(p);
+}
+
+int async__procpool_wait_ready(async__procpool_t *p, int64_t deadline)
+{
+    struct timespec ts;
+    if (deadline != ASYNC_FOREVER) {
+        /* The condition variable runs on CLOCK_REALTIME; convert once. */
+        int64_t left = deadline - async_now();
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (left > 0 ? left : 0);
+        ts.tv_sec = t / 1000000000;
+        ts.tv_nsec = t % 1000000000;
+    }
+    pthread_mutex_lock(&p->mu);
+    int rc = 0;
+    while (!rc && p->nready < p->nworkers) {
+        if (p->broken) rc = p->broken;
+        else if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
+        else if (deadline == ASYNC_FOREVER) pthread_cond_wait(&p->cond, &p->mu);
+        else if (pthread_cond_timedwait(&p->cond, &p->mu, &ts) == ETIMEDOUT) rc = ASYNC_ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+void async__procpool_shutdown(async__procpool_t *p, bool wait)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->mode == PP_OPEN) p->mode = PP_DRAIN;
+    pthread_mutex_unlock(&p->mu);
+    async__pp_poke(p);
+    if (wait) async__pp_join_supervisor(p);
+}
+
+void async__procpool_terminate(async__procpool_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->mode = PP_KILL;
+    pthread_mutex_unlock(&p->mu);
+    async__pp_poke(p);
+    async__pp_join_supervisor(p);
+}
+
+void async__procpool_free(async__procpool_t *p)
+{
+    if (!p) return;
+    async__procpool_terminate(p);
+    async__procpool_free_now(p);
+}
+
+unsigned async__procpool_workers(const async__procpool_t *p) { return p->nworkers; }
+pid_t async__procpool_server_pid(const async__procpool_t *p) { return p->server; }
+
+pid_t async__procpool_worker_pid(const async__procpool_t *p, unsigned i)
+{
+    return i < p->nworkers ? atomic_load(&pp_workers(p->h)[i].pid) : 0;
+}
+
+uint64_t async__procpool_spawned(const async__procpool_t *p)
+{
+    return atomic_load(&((async__procpool_t *)p)->spawned);
+}
+
+int async__procpool_error(async__procpool_t *p, char *msg, size_t msg_cap)
+{
+    pthread_mutex_lock(&p->mu);
+    int rc = p->broken;
+    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", rc ? p->broken_msg : "");
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}

@@ -1,0 +1,162 @@
+/* The process-pool engine.  PRIVATE to libasync: the process backend of the
+ * executor (exec/process_backend.c) is built on it, users never see it.
+ *
+ * A pool is a fork server, N worker processes forked by that server, one
+ * shared-memory region that all of them map at the same address, and a
+ * supervisor thread in the parent.  Jobs cross as bytes through the region:
+ * submit copies the input into a slot (inline when small), a worker claims
+ * the slot with one compare-and-swap, runs the work function with the input
+ * and an output buffer in shared memory, and publishes the slot on its own
+ * completion ring; the supervisor delivers each result to the job's `done`
+ * callback.  Every claim and every hand-over is a single atomic operation on
+ * the slot's state word, so a worker that dies at any instruction leaves a
+ * state the supervisor can read: the job it held fails with
+ * ASYNC_EWORKERDIED, nothing else is lost, and a replacement is forked.
+ *
+ * Addresses.  The fork server is forked from the caller of
+ * async__procpool_new, and workers from the fork server, so code and data
+ * addresses are the parent's as of that moment (ASLR is chosen at exec, not at
+ * fork).  Work functions, initializers and the memory their ctx pointers
+ * reach must therefore exist before the pool is created; later changes to
+ * ordinary memory are not seen by workers.  Memory from
+ * async__procpool_shm_alloc is mapped MAP_SHARED before the fork, so it has
+ * the same address everywhere and changes are seen both ways. */
+#ifndef ASYNC_PROCPOOL_INTERNAL_H
+#define ASYNC_PROCPOOL_INTERNAL_H
+
+#include <sys/types.h>
+#include "core/core_internal.h"
+
+typedef struct async__procpool async__procpool_t;
+typedef struct async__procout async__procout_t;
+
+/* A work function, run in a worker process: reads in_len bytes at in, writes
+ * its result to async__procout_data(out) (async__procout_cap bytes, all of
+ * which are the result unless async__procout_set_size says otherwise), and
+ * returns 0 or a negative code; a message may be set with
+ * async__procout_error. */
+typedef int (*async__procpool_fn)(void *ctx, const void *in, size_t in_len, async__procout_t *out);
+
+/* An optional trampoline (the executor's adapter): when a pool has one,
+ * workers call call(fn, ctx, ...) and fn may have any type. */
+typedef void (*async__anyfn_t)(void);
+typedef int (*async__procpool_call_fn)(async__anyfn_t fn, void *ctx, const void *in,
+                                       size_t in_len, async__procout_t *out);
+
+/* A worker initializer, run once in each new worker before it takes work.
+ * Returns 0 or a negative code, writing a message of at most msg_cap bytes
+ * to msg if it likes. */
+typedef int (*async__procpool_init_fn)(void *arg, char *msg, size_t msg_cap);
+
+/* A job's completion, exactly once for every successful submit, on the
+ * supervisor thread (or in async__procpool_cancel's caller): err 0 with the
+ * result (out is valid only during the call; msg NULL), or a code and a
+ * message (never NULL).  user is the pool's opts.user, arg the job's. */
+typedef void (*async__procpool_done_fn)(void *user, void *arg, int err, const char *msg,
+                                        const void *out, size_t out_len);
+
+typedef struct async__procpool_opts {
+    unsigned workers;              /* 0: the number of CPUs */
+    unsigned slots;                /* jobs in shared memory at once; 0: 4096 */
+    size_t heap_size;              /* shared heap (virtual, sparse); 0: 1 GiB */
+    size_t result_area;            /* per-worker area for grown results; 0: 1 MiB */
+    unsigned max_tasks_per_worker; /* recycle a worker after this many; 0: never */
+    async__procpool_init_fn init;
+    void *init_arg;
+    async__procpool_call_fn call;
+    /* Called once, on the supervisor thread, when the pool breaks, with the
+     * code later submits return and the message (async__procpool_error):
+     * ASYNC_EINIT (an initializer reported failure, or workers with an
+     * initializer kept dying before ready), ASYNC_EWORKERDIED (workers
+     * without one kept dying before ready, or none could be forked),
+     * ASYNC_ECHILD (the fork server died). */
+    void (*on_broken)(void *arg, int code, const char *msg);
+    void *broken_arg;
+    void *user;                    /* first argument of every done callback */
+    int64_t idle_spin_ns;          /* one idle worker spins this long before it
+                                    * sleeps; <=0: none (the default) */
+    bool inherit_fds;              /* keep the parent's descriptors open in workers */
+} async__procpool_opts_t;
+
+typedef struct async__procjob {
+    async__anyfn_t fn;
+    void *ctx;
+    const void *in;
+    size_t in_len;
+    const void *in2;               /* more input, appended to in (may be NULL) */
+    size_t in2_len;
+    size_t out_cap;                /* bytes of result space before the job runs */
+    int64_t deadline;              /* absolute; ASYNC_FOREVER for none */
+    async__procpool_done_fn done;
+    void *arg;
+} async__procjob_t;
+
+/* Starts the fork server, the supervisor and the workers (asynchronously:
+ * jobs queue until workers are ready).  opts may be NULL.  Errors:
+ * ASYNC_EINVAL, ASYNC_ENOMEM, or a system call's -errno. */
+int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **out);
+
+/* Waits until every worker has run its initializer.  Errors: ASYNC_ETIMEDOUT,
+ * ASYNC_ECLOSED, or the code that broke the pool (see on_broken and
+ * async__procpool_error). */
+int async__procpool_wait_ready(async__procpool_t *pool, int64_t deadline);
+
+/* Queues a job; its done callback runs exactly once, later, on the
+ * supervisor thread.  *id (may be NULL) names it for async__procpool_cancel.
+ * Errors (done never runs): ASYNC_ECLOSED after shutdown or terminate, the
+ * code that broke the pool (see on_broken), ASYNC_ENOMEM, ASYNC_EINVAL. */
+int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job, uint64_t *id);
+
+/* Withdraws a job no worker has started: its done runs with ASYNC_ECANCELED.
+ * Errors: ASYNC_EBUSY (running), ASYNC_ESRCH (finished or unknown). */
+int async__procpool_cancel(async__procpool_t *pool, uint64_t id);
+
+/* Stops accepting jobs.  With wait, returns once every accepted job has
+ * completed and every worker has exited; without, the pool drains in the
+ * background.  Idempotent. */
+void async__procpool_shutdown(async__procpool_t *pool, bool wait);
+
+/* Kills every worker now; every unfinished job completes with
+ * ASYNC_ECANCELED.  Returns once all workers are reaped. */
+void async__procpool_terminate(async__procpool_t *pool);
+
+/* Terminates if needed, reaps the fork server, unmaps the region.  NULL is
+ * accepted. */
+void async__procpool_free(async__procpool_t *pool);
+
+/* Shared memory at the same address in the parent and every worker,
+ * zeroed.  Errors: ASYNC_ENOMEM (the heap is full), ASYNC_EINVAL (size 0). */
+int async__procpool_shm_alloc(async__procpool_t *pool, size_t size, void **out);
+void async__procpool_shm_free(async__procpool_t *pool, void *ptr);
+bool async__procpool_owns(const async__procpool_t *pool, const void *ptr);
+
+unsigned async__procpool_workers(const async__procpool_t *pool);
+/* The error that broke the pool (0 if none) and its message. */
+int async__procpool_error(async__procpool_t *pool, char *msg, size_t msg_cap);
+/* Process ids, for tests and tools: the fork server, and worker i (0 while
+ * it is being replaced). */
+pid_t async__procpool_server_pid(const async__procpool_t *pool);
+pid_t async__procpool_worker_pid(const async__procpool_t *pool, unsigned i);
+/* Workers forked so far, replacements included. */
+uint64_t async__procpool_spawned(const async__procpool_t *pool);
+
+/* Tests only: when positive, a new worker sleeps this long after its
+ * initializer and before it reports ready, so that a test can kill it in
+ * that window.  Read when the pool is created (the fork server copies it). */
+extern int64_t async__pp_test_hold_ready_ns;
+
+/* --- inside a work function -------------------------------------------- */
+/* In a worker process: its index, 0 .. workers-1; -1 elsewhere. */
+int async__procpool_self(void);
+void *async__procout_data(async__procout_t *out);
+size_t async__procout_cap(const async__procout_t *out);
+/* Sets the result's size.  Up to the capacity the data stays in place;
+ * beyond it the result moves to the worker's result area (the first cap
+ * bytes are copied) and async__procout_data returns the new place.
+ * Errors: ASYNC_ENOMEM (larger than the result area). */
+int async__procout_set_size(async__procout_t *out, size_t size);
+/* Sets the failure message reported with a non-zero return. */
+void async__procout_error(async__procout_t *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif

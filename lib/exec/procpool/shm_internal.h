@@ -1,0 +1,187 @@
+/* The process pool's shared-memory layout and the protocol between the
+ * parent, the fork server and the workers.  PRIVATE to lib/exec/procpool/.
+ *
+ * One memfd mapping, created before the fork server, so that every process
+ * of the pool sees it at the same address:
+ *
+ *   header | slots | submit ring | worker records | done rings | result areas | heap
+ *
+ * Ownership rules, which everything else relies on:
+ * - A slot's state word is the only field two processes ever race on; every
+ *   change of owner is one compare-and-swap on it.  The parent writes a
+ *   slot's other fields only while the slot is FREE (it is not published),
+ *   the worker writes its result fields only while it holds RUNNING.
+ * - The submit ring has one producer (the parent, under its mutex) and
+ *   advisory consumers: a worker claims the slot, not the ring entry, so an
+ *   entry may be stale and is then skipped.  q_head is only a hint that
+ *   anyone may advance past an entry whose slot is not QUEUED.
+ * - Each worker has a single-producer single-consumer ring of finished slot
+ *   indices (the worker produces, the supervisor consumes) and a byte ring for
+ *   results that outgrew their slot and for error messages (same direction;
+ *   the supervisor releases bytes in completion order).  A dead worker's rings
+ *   are drained by the supervisor and reset before a replacement starts.
+ * - Sleep and wake-up are futexes on 32-bit sequence words with a waiter flag
+ *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
+ *   the sequence it read; the waker publishes, fences, and bumps and wakes
+ *   only if a waiter announced itself. */
+#ifndef ASYNC_PROCPOOL_SHM_INTERNAL_H
+#define ASYNC_PROCPOOL_SHM_INTERNAL_H
+
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "procpool_internal.h"
+
+#define PP_MAGIC 0x61737970u /* "asyp" */
+#define PP_IN_INLINE 96
+#define PP_OUT_INLINE 64
+#define PP_LINE 64
+
+enum pp_state {
+    PP_FREE = 0,
+    PP_QUEUED,    /* published, waiting for a worker */
+    PP_RUNNING,   /* a worker (in the high bits) holds it */
+    PP_DONE,      /* the worker finished; its completion is (being) pushed */
+    PP_REVOKED,   /* the parent took it back: cancelled, timed out, terminated */
+};
+#define PP_ST(kind, w) ((uint32_t)(kind) | ((uint32_t)(w) << 8))
+#define PP_KIND(v) ((v) & 0xffu)
+#define PP_WORKER(v) ((v) >> 8)
+
+typedef struct pp_slot {
+    _Atomic uint32_t state;
+    uint32_t in_len;
+    uint64_t fn, ctx;
+    uint64_t in_off;      /* region offset of the input; 0: in_inline */
+    uint64_t out_off;     /* region offset of the result; 0: out_inline */
+    uint64_t out_cap;
+    uint64_t out_len;     /* worker-written */
+    int32_t err;          /* worker-written */
+    uint32_t msg_len;     /* worker-written; message at msg_off */
+    uint64_t msg_off;
+    uint64_t res_end;     /* worker's byte-ring position to release, 0: none */
+    uint8_t in_inline[PP_IN_INLINE];
+    uint8_t out_inline[PP_OUT_INLINE];
+} __attribute__((aligned(PP_LINE))) pp_slot_t;
+
+enum pp_wstate { PP_W_EMPTY = 0, PP_W_STARTING, PP_W_READY, PP_W_EXITING };
+
+#define PP_INIT_EXIT 121 /* exit status of a worker whose initializer failed */
+
+typedef struct pp_worker {
+    _Atomic uint32_t state;
+    _Atomic uint32_t retire;   /* set by the parent: finish the current job and exit */
+    _Atomic int32_t pid;       /* written by the fork server */
+    int32_t init_err;
+    char init_msg[256];
+    /* done ring, worker produces */
+    _Atomic uint64_t done_tail __attribute__((aligned(PP_LINE)));
+    _Atomic uint64_t res_tail;
+    /* parent consumes */
+    _Atomic uint64_t done_head __attribute__((aligned(PP_LINE)));
+    _Atomic uint64_t res_head;
+    _Atomic uint32_t res_seq, res_waiting;
+} __attribute__((aligned(PP_LINE))) pp_worker_t;
+
+typedef struct pp_shm {
+    uint32_t magic, nslots, ring_cap, nworkers;
+    uint64_t slots_off, ring_off, workers_off, done_off, res_off, heap_off, size;
+    uint64_t result_area;
+    uint64_t call, init, init_arg;
+    uint32_t max_tasks;
+    int64_t idle_spin_ns;
+    _Atomic uint64_t q_head __attribute__((aligned(PP_LINE)));
+    _Atomic uint64_t q_tail __attribute__((aligned(PP_LINE)));
+    _Atomic uint32_t work_seq __attribute__((aligned(PP_LINE)));
+    _Atomic uint32_t sleepers;
+    _Atomic uint32_t spinner;  /* 1 + the index of the one worker spinning idle, 0: none */
+    _Atomic uint32_t sup_seq __attribute__((aligned(PP_LINE)));
+    _Atomic uint32_t sup_waiting;
+    _Atomic uint32_t srv_seq;  /* bumped by the fork server after each message */
+} pp_shm_t;
+
+static inline pp_slot_t *pp_slots(pp_shm_t *h) { return (pp_slot_t *)((char *)h + h->slots_off); }
+static inline _Atomic uint32_t *pp_ring(pp_shm_t *h)
+{
+    return (_Atomic uint32_t *)((char *)h + h->ring_off);
+}
+static inline pp_worker_t *pp_workers(pp_shm_t *h)
+{
+    return (pp_worker_t *)((char *)h + h->workers_off);
+}
+static inline _Atomic uint32_t *pp_done_ring(pp_shm_t *h, unsigned w)
+{
+    return (_Atomic uint32_t *)((char *)h + h->done_off) + (size_t)w * h->nslots;
+}
+static inline char *pp_res_area(pp_shm_t *h, unsigned w)
+{
+    return (char *)h + h->res_off + (size_t)w * h->result_area;
+}
+
+static inline void pp_futex_wait(_Atomic uint32_t *word, uint32_t seen, int64_t timeout_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tp = &ts;
+    }
+    syscall(SYS_futex, word, FUTEX_WAIT, seen, tp, NULL, 0);
+}
+
+static inline void pp_futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* The full barrier of the eventcounts.  ThreadSanitizer rejects fences; a
+ * sequentially consistent read-modify-write is a full barrier too. */
+static inline void pp_fence(void)
+{
+#ifdef ASYNC_TSAN
+    static _Atomic int tsan_fence;
+    atomic_fetch_add_explicit(&tsan_fence, 0, memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Wakes the supervisor if it sleeps; callers publish first. */
+static inline void pp_wake_supervisor(pp_shm_t *h)
+{
+    pp_fence();
+    if (atomic_load_explicit(&h->sup_waiting, memory_order_relaxed)) {
+        atomic_fetch_add(&h->sup_seq, 1);
+        pp_futex_wake(&h->sup_seq, 1);
+    }
+}
+
+static inline void pp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Fork-server messages, both directions, over a SOCK_SEQPACKET pair. */
+enum pp_msg_type {
+    PP_MSG_SPAWN = 1, /* parent: fork worker `w` */
+    PP_MSG_KILL,      /* parent: kill worker `w` (pid `pid`) with signal `value` */
+    PP_MSG_SPAWNED,   /* server: worker `w` is `pid`; value -errno if fork failed */
+    PP_MSG_EXITED,    /* server: worker `w` (`pid`) was reaped, wait status `value` */
+    PP_MSG_QUIT,      /* parent: kill what is left, reap it and exit */
+};
+typedef struct pp_msg {
+    uint32_t type, w;
+    int32_t pid, value;
+} pp_msg_t;
+
+/* worker.c: the fork server's main; never returns. */
+_Noreturn void async__pp_server_main(pp_shm_t *shm, int sock, bool inherit_fds);
+
+#endif

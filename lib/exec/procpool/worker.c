@@ -1,0 +1,339 @@
+/* The process pool's child side: the fork server and the worker loop.
+ *
+ * The fork server is a single-threaded copy of the parent made when the pool
+ * is created.  It forks workers when the supervisor asks, kills them when it
+ * asks (only processes it has not reaped yet, so a pid is never reused under
+ * it), reaps them and reports each exit status.  It uses no allocator, no
+ * stdio and no locks after the fork, so a parent that ran threads when it
+ * created the pool cannot leave it a lock held forever.  When the parent's
+ * end of the socket closes (the parent freed the pool or died) it kills the
+ * remaining workers, reaps them and exits.
+ *
+ * A worker asks the kernel to SIGKILL it if the fork server dies, runs the
+ * initializer, then claims, runs and completes jobs through shared memory
+ * (see shm_internal.h) until it is retired or reaches max_tasks_per_worker.
+ * Workers leave with _exit: the parent's atexit handlers and stdio buffers
+ * are the parent's business. */
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include "shm_internal.h"
+
+struct async__procout {
+    pp_shm_t *h;
+    pp_worker_t *wr;
+    pp_slot_t *slot;
+    char *data;
+    size_t cap, len;
+    uint64_t job_res_start; /* the worker's byte-ring tail when the job began */
+    bool moved;
+};
+
+int64_t async__pp_test_hold_ready_ns;
+
+static int self_index = -1;
+static sigset_t saved_mask;
+static struct sigaction saved_int, saved_chld;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* --- results ------------------------------------------------------------ */
+
+/* Bytes from the worker's result ring; waits while earlier jobs' results are
+ * still being delivered, fails if this job alone would not fit. */
+static char *res_alloc(async__procout_t *o, size_t n)
+{
+    pp_shm_t *h = o->h;
+    uint64_t area = h->result_area;
+    n = (n + 7) & ~(size_t)7;
+    if (n == 0 || n > area) return NULL;
+    uint64_t tail = atomic_load_explicit(&o->wr->res_tail, memory_order_relaxed);
+    uint64_t off = tail % area;
+    uint64_t pad = off + n > area ? area - off : 0;
+    uint64_t need = pad + n;
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&o->wr->res_head, memory_order_acquire);
+        /* Everything released: the whole area is free, wherever the block
+         * lands (the window test below would count the skipped tail). */
+        if (head == tail || tail + need - head <= area) break;
+        if (head >= o->job_res_start) return NULL; /* only this job's bytes are left */
+        uint32_t seq = atomic_load(&o->wr->res_seq);
+        atomic_store(&o->wr->res_waiting, 1);
+        pp_fence();
+        if (tail + need - atomic_load(&o->wr->res_head) > area)
+            pp_futex_wait(&o->wr->res_seq, seq, 10000000);
+        atomic_store(&o->wr->res_waiting, 0);
+    }
+    atomic_store_explicit(&o->wr->res_tail, tail + need, memory_order_relaxed);
+    o->slot->res_end = tail + need;
+    return pp_res_area(h, (unsigned)(o->wr - pp_workers(h))) + (tail + pad) % area;
+}
+
+int async__procpool_self(void) { return self_index; }
+void *async__procout_data(async__procout_t *out) { return out->data; }
+size_t async__procout_cap(const async__procout_t *out) { return out->cap; }
+
+int async__procout_set_size(async__procout_t *out, size_t size)
+{
+    if (size <= out->cap) {
+        out->len = size;
+        return 0;
+    }
+    char *p = res_alloc(out, size);
+    if (!p) return ASYNC_ENOMEM;
+    memcpy(p, out->data, out->len < size ? out->len : size);
+    out->data = p;
+    out->cap = out->len = size;
+    out->moved = true;
+    return 0;
+}
+
+void async__procout_error(async__procout_t *out, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof buf) n = sizeof buf - 1;
+    char *p = res_alloc(out, (size_t)n + 1);
+    if (!p) return;
+    memcpy(p, buf, (size_t)n + 1);
+    out->slot->msg_off = (uint64_t)(p - (char *)out->h);
+    out->slot->msg_len = (uint32_t)n;
+}
+
+/* --- the worker ----------------------------------------------------------- */
+
+/* Claims one queued slot, or returns false if none is queued. */
+static bool claim(pp_shm_t *h, unsigned w, uint32_t *idx_out)
+{
+    _Atomic uint32_t *ring = pp_ring(h);
+    pp_slot_t *slots = pp_slots(h);
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&h->q_head, memory_order_acquire);
+        uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_acquire);
+        if (head >= tail) return false;
+        uint32_t idx = atomic_load_explicit(&ring[head & (h->ring_cap - 1)], memory_order_relaxed);
+        pp_slot_t *s = &slots[idx % h->nslots];
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+        bool mine = PP_KIND(st) == PP_QUEUED &&
+                    atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_RUNNING, w),
+                                                            memory_order_acq_rel,
+                                                            memory_order_relaxed);
+        /* Whether we won it, lost it or found it stale, this entry is spent. */
+        atomic_compare_exchange_strong(&h->q_head, &head, head + 1);
+        if (mine) {
+            *idx_out = idx % h->nslots;
+            return true;
+        }
+    }
+}
+
+static void run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
+{
+    pp_slot_t *s = &pp_slots(h)[idx];
+    async__procout_t out = {
+        .h = h, .wr = wr, .slot = s,
+        .data = s->out_off ? (char *)h + s->out_off : (char *)s->out_inline,
+        .cap = s->out_cap, .len = s->out_cap,
+        .job_res_start = atomic_load_explicit(&wr->res_tail, memory_order_relaxed),
+    };
+    const void *in = s->in_off ? (char *)h + s->in_off : (char *)s->in_inline;
+    s->msg_len = 0;
+    s->res_end = 0;
+    int rc;
+    if (h->call)
+        rc = ((async__procpool_call_fn)(uintptr_t)h->call)((async__anyfn_t)(uintptr_t)s->fn,
+                                                          (void *)(uintptr_t)s->ctx, in,
+                                                          s->in_len, &out);
+    else
+        rc = ((async__procpool_fn)(uintptr_t)s->fn)((void *)(uintptr_t)s->ctx, in, s->in_len, &out);
+    s->err = rc > 0 ? ASYNC_EWORK : rc;
+    s->out_len = out.len;
+    if (out.moved) s->out_off = (uint64_t)(out.data - (char *)h);
+    uint32_t st = PP_ST(PP_RUNNING, w);
+    /* Losing this exchange means the parent revoked the job (deadline or
+     * terminate) and is about to kill us: nothing to publish. */
+    if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
+                                                memory_order_acq_rel, memory_order_relaxed)) {
+        uint64_t t = atomic_load_explicit(&wr->done_tail, memory_order_relaxed);
+        atomic_store_explicit(&pp_done_ring(h, w)[t & (h->nslots - 1)], idx, memory_order_relaxed);
+        atomic_store_explicit(&wr->done_tail, t + 1, memory_order_release);
+        pp_wake_supervisor(h);
+    }
+}
+
+static bool has_work(pp_shm_t *h)
+{
+    return atomic_load_explicit(&h->q_head, memory_order_relaxed) <
+           atomic_load_explicit(&h->q_tail, memory_order_acquire);
+}
+
+/* Spins a little (a burst of submissions usually follows), then sleeps on
+ * work_seq until the parent publishes or retires us. */
+static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
+{
+    /* One idle worker at a time spins: it takes the next job without a
+     * wake-up, and the others leave the CPUs to the threads feeding them. */
+    uint32_t none = 0;
+    if (h->idle_spin_ns > 0 && atomic_compare_exchange_strong(&h->spinner, &none, w + 1)) {
+        int64_t until = now_ns() + h->idle_spin_ns;
+        for (unsigned i = 1;; i++) {
+            if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) {
+                atomic_store(&h->spinner, 0);
+                return;
+            }
+            pp_cpu_relax();
+            if ((i & 63) == 0 && now_ns() >= until) break;
+        }
+        atomic_store(&h->spinner, 0);
+    }
+    uint32_t seq = atomic_load(&h->work_seq);
+    atomic_fetch_add(&h->sleepers, 1);
+    pp_fence();
+    if (!has_work(h) && !atomic_load(&wr->retire)) pp_futex_wait(&h->work_seq, seq, -1);
+    atomic_fetch_sub(&h->sleepers, 1);
+}
+
+static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != server) async__child_exit(1);
+    prctl(PR_SET_NAME, "async-worker");
+    self_index = (int)w;
+    sigaction(SIGINT, &saved_int, NULL);
+    sigaction(SIGCHLD, &saved_chld, NULL);
+    sigprocmask(SIG_SETMASK, &saved_mask, NULL);
+    pp_worker_t *wr = &pp_workers(h)[w];
+    if (h->init) {
+        char msg[sizeof wr->init_msg] = "";
+        int rc = ((async__procpool_init_fn)(uintptr_t)h->init)((void *)(uintptr_t)h->init_arg,
+                                                               msg, sizeof msg);
+        if (rc) {
+            memcpy(wr->init_msg, msg, sizeof msg);
+            wr->init_msg[sizeof wr->init_msg - 1] = '\0';
+            wr->init_err = rc < 0 ? rc : ASYNC_EINIT;
+            async__child_exit(PP_INIT_EXIT);
+        }
+    }
+    if (async__pp_test_hold_ready_ns > 0) {
+        struct timespec ts = {(time_t)(async__pp_test_hold_ready_ns / 1000000000),
+                              (long)(async__pp_test_hold_ready_ns % 1000000000)};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+    }
+    atomic_store(&wr->state, PP_W_READY);
+    atomic_fetch_add(&h->sup_seq, 1);
+    pp_wake_supervisor(h);
+    uint64_t done = 0;
+    for (;;) {
+        if (atomic_load_explicit(&wr->retire, memory_order_relaxed)) break;
+        uint32_t idx;
+        if (claim(h, w, &idx)) {
+            run(h, w, wr, idx);
+            if (h->max_tasks && ++done >= h->max_tasks) break;
+            continue;
+        }
+        idle(h, w, wr);
+    }
+    atomic_store(&wr->state, PP_W_EXITING);
+    async__child_exit(0);
+}
+
+/* --- the fork server -------------------------------------------------------- */
+
+static void tell(pp_shm_t *h, int sock, uint32_t type, uint32_t w, int32_t pid, int32_t value)
+{
+    pp_msg_t m = {type, w, pid, value};
+    while (send(sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    atomic_fetch_add(&h->srv_seq, 1);
+    /* Unconditional bump, so that a supervisor about to sleep sees it. */
+    atomic_fetch_add(&h->sup_seq, 1);
+    pp_wake_supervisor(h);
+}
+
+static void close_others(int keep)
+{
+    /* Everything but stdio and our socket: a worker must not hold the
+     * parent's pipes and sockets open behind its back. */
+    if (keep > 3) syscall(SYS_close_range, 3u, (unsigned)keep - 1, 0u);
+    syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
+}
+
+_Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
+{
+    prctl(PR_SET_NAME, "async-forksrv");
+    if (!inherit_fds) close_others(sock);
+    /* Ctrl-C reaches the whole process group; the parent decides. */
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &ign, &saved_int);
+    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
+     * workers before we learn how they died. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &saved_chld);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &saved_mask);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    pid_t self = getpid();
+    pp_worker_t *ws = pp_workers(h);
+    bool quit = sfd < 0;
+    while (!quit) {
+        struct pollfd fds[2] = {{sock, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) continue;
+        if (fds[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0) {}
+            int status;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                for (unsigned w = 0; w < h->nworkers; w++) {
+                    if (atomic_load(&ws[w].pid) != pid) continue;
+                    atomic_store(&ws[w].pid, 0);
+                    tell(h, sock, PP_MSG_EXITED, w, pid, status);
+                    break;
+                }
+            }
+        }
+        if (!fds[0].revents) continue;
+        pp_msg_t m;
+        ssize_t n = 1;
+        while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+            if (m.w >= h->nworkers) continue;
+            if (m.type == PP_MSG_SPAWN) {
+                pid_t pid = fork();
+                if (pid == 0) {
+                    close(sock);
+                    close(sfd);
+                    worker_main(h, m.w, self);
+                }
+                if (pid > 0) atomic_store(&ws[m.w].pid, pid);
+                tell(h, sock, PP_MSG_SPAWNED, m.w, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
+            } else if (m.type == PP_MSG_KILL) {
+                if (m.pid > 0 && atomic_load(&ws[m.w].pid) == m.pid) kill(m.pid, m.value);
+            } else if (m.type == PP_MSG_QUIT) {
+                quit = true;
+            }
+        }
+        if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
+    }
+    for (unsigned w = 0; w < h->nworkers; w++) {
+        pid_t pid = atomic_load(&ws[w].pid);
+        if (pid > 0) kill(pid, SIGKILL);
+    }
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
+    async__child_exit(0);
+}

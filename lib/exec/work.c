@@ -1,0 +1,123 @@
+/* The work-function side of the executors: runs a job's rows on the calling
+ * thread (a worker thread, or inside a worker process), and gives the work
+ * function its per-call services (async_work_fail, async_work_output,
+ * async_work_worker, async_work_deadline) through a thread-local frame.
+ * Nothing here takes a lock or allocates, except async_work_output growing a
+ * variable-size result. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include "backend_internal.h"
+#include "future_internal.h"
+
+typedef struct frame {
+    unsigned worker;
+    int64_t deadline;
+    char *out;          /* the current row's output */
+    size_t out_size;
+    size_t row, msg_row;
+    bool var_ok, in_init;
+    void *(*grow)(void *, size_t);
+    void *grow_arg;
+    size_t max_result;
+    char *msg;          /* ASYNC_FUTURE_MSG_MAX bytes */
+    async__outcome_t *oc;
+} frame_t;
+
+static _Thread_local frame_t *tls_frame ASYNC_TLS;
+
+static int norm(int code) { return code > 0 ? ASYNC_EWORK : code; }
+
+int async_work_fail(int code, const char *fmt, ...)
+{
+    frame_t *fr = tls_frame;
+    if (fr && fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(fr->msg, ASYNC_FUTURE_MSG_MAX, fmt, ap);
+        va_end(ap);
+        fr->msg_row = fr->row;
+    }
+    return code == 0 ? ASYNC_EWORK : norm(code);
+}
+
+void *async_work_output(size_t size)
+{
+    static char empty[1];
+    frame_t *fr = tls_frame;
+    if (!fr || fr->in_init) return NULL;
+    async__outcome_t *oc = fr->oc;
+    if (size <= fr->out_size) {
+        if (oc->var_out && oc->var_owned) async__free(oc->var_out);
+        oc->var_out = NULL;
+        oc->var_size = 0;
+        oc->result_size = size;
+        return fr->out ? fr->out : empty;
+    }
+    if (!fr->var_ok || (fr->max_result && size > fr->max_result)) return NULL;
+    void *buf = fr->grow ? fr->grow(fr->grow_arg, size) : async__malloc(size);
+    if (!buf) return NULL;
+    if (oc->var_out && oc->var_owned) async__free(oc->var_out);
+    oc->var_out = buf;
+    oc->var_size = size;
+    oc->var_owned = fr->grow == NULL;
+    return buf;
+}
+
+int async_work_worker(void) { return tls_frame ? (int)tls_frame->worker : -1; }
+
+int64_t async_work_deadline(void) { return tls_frame ? tls_frame->deadline : ASYNC_FOREVER; }
+
+void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadline, bool var_ok,
+                     void *(*grow)(void *grow_arg, size_t size), void *grow_arg, size_t max_result,
+                     async__outcome_t *oc)
+{
+    frame_t fr = {.worker = worker, .deadline = deadline, .out_size = rows->out_size,
+                  .msg_row = SIZE_MAX, .var_ok = var_ok && rows->count == 1, .grow = grow,
+                  .grow_arg = grow_arg, .max_result = max_result, .msg = oc->msg, .oc = oc};
+    oc->err = 0;
+    oc->failed_row = 0;
+    oc->result_size = rows->out_size;
+    oc->msg[0] = '\0';
+    oc->var_out = NULL;
+    oc->var_size = 0;
+    oc->var_owned = false;
+    frame_t *saved = tls_frame;
+    tls_frame = &fr;
+    const char *in = rows->in;
+    char *out = rows->out;
+    async_work_fn fn = rows->fn;
+    for (size_t i = 0; i < rows->count; i++) {
+        fr.row = i;
+        fr.out = out;
+        int r = fn(in, rows->in_size, out, rows->out_size, rows->ctx);
+        if (r) {
+            oc->err = norm(r);
+            oc->failed_row = i;
+            if (fr.msg_row != i) oc->msg[0] = '\0'; /* a message left by an earlier row */
+            break;
+        }
+        if (in) in += rows->in_size;
+        if (out) out += rows->out_size;
+    }
+    if (oc->err && oc->var_out && oc->var_owned) {
+        async__free(oc->var_out);
+        oc->var_out = NULL;
+    }
+    tls_frame = saved;
+}
+
+int async__run_init(async_executor_t *ex, unsigned worker, char msg[ASYNC_FUTURE_MSG_MAX])
+{
+    msg[0] = '\0';
+    if (!ex->opts.initializer) return 0;
+    async__outcome_t oc;
+    frame_t fr = {.worker = worker, .deadline = ASYNC_FOREVER, .msg_row = SIZE_MAX,
+                  .in_init = true, .msg = msg, .oc = &oc};
+    frame_t *saved = tls_frame;
+    tls_frame = &fr;
+    int r = ex->opts.initializer(ex->opts.init_ctx);
+    tls_frame = saved;
+    if (!r) msg[0] = '\0';
+    return norm(r);
+}

@@ -1,0 +1,77 @@
+/* Private to libasync's IPC files (lib/ipc/): shared mappings,
+ * futexes, robust process-shared mutexes and waiting from inside a task.
+ * Never installed. */
+#ifndef ASYNC_IPC_INTERNAL_H
+#define ASYNC_IPC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include "core/core_internal.h"
+#include "async/ipc.h"
+
+/* Every IPC object starts its mapping with this header, so that _free knows
+ * how much to unmap. */
+typedef struct async__ipc_hdr {
+    uint32_t magic;
+    uint32_t kind;
+    size_t map_size;
+} async__ipc_hdr_t;
+
+/* A shared anonymous mapping of at least size bytes, zero-filled, whose
+ * header is filled in.  Returns 0 or ASYNC_ENOMEM / -errno. */
+int async__ipc_map(size_t size, uint32_t kind, void **out);
+void async__ipc_unmap(void *obj);
+
+/* Futex wait while *addr == val, until woken or the absolute monotonic
+ * deadline.  Returns 0 (woken, or the value differed, or a signal) or
+ * ASYNC_ETIMEDOUT.  The futexes are shared (not FUTEX_PRIVATE). */
+int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline);
+void async__futex_wake(_Atomic uint32_t *addr, int n);
+
+/* An absolute CLOCK_MONOTONIC timespec for a deadline (not ASYNC_FOREVER). */
+struct timespec async__ipc_ts(int64_t deadline);
+
+/* A robust, process-shared mutex (kind PTHREAD_MUTEX_ERRORCHECK or
+ * PTHREAD_MUTEX_RECURSIVE) and a process-shared condition variable on
+ * CLOCK_MONOTONIC.  Return 0 or -errno. */
+int async__ipc_mutex_init(pthread_mutex_t *m, int kind);
+int async__ipc_cond_init(pthread_cond_t *c);
+
+/* Locks m until the deadline and maps the outcome: 0, ASYNC_EOWNERDEAD (the
+ * mutex was made consistent and is held), ASYNC_ETIMEDOUT, ASYNC_EAGAIN
+ * (deadline 0 and busy: the try form), ASYNC_EALREADY (error-checking mutex
+ * already held by the caller). */
+int async__ipc_mutex_lock(pthread_mutex_t *m, int64_t deadline, bool try_only);
+/* As above for internal state whose invariants hold between statements:
+ * EOWNERDEAD is repaired and reported as 0. */
+void async__ipc_mutex_lock_internal(pthread_mutex_t *m);
+int async__ipc_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
+
+/* A test hook: when set, the queue calls it inside its critical section
+ * with where = 1 (put, before its commit), 2 (get, before its commit) or
+ * 3 (get, after its commit), so that tests can kill a process there.  Tests
+ * link the static library and set it in a child; nothing else does. */
+extern void (*async__ipc_queue_hook)(int where);
+/* The same for the dictionary: update calls it with where = i after writing
+ * its i-th item (1-based), before its commit. */
+extern void (*async__ipc_dict_hook)(int where);
+
+/* True when called from inside a libasync task, whose waits must go through
+ * the loop. */
+bool async__ipc_in_task(void);
+
+#define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */
+enum { IPC_KIND_QUEUE = 1, IPC_KIND_LOCK, IPC_KIND_RLOCK, IPC_KIND_SEM, IPC_KIND_EVENT,
+       IPC_KIND_COND, IPC_KIND_BARRIER, IPC_KIND_VALUE, IPC_KIND_ARRAY, IPC_KIND_DICT };
+
+static inline void async__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif
