@@ -24,19 +24,53 @@
 extern "C" {
 #endif
 
-/* Error codes.  The errno-backed ones keep errno's meaning. */
+/* Error codes.  Every call that can fail returns 0 or one of these (always
+ * negative); the errno-backed ones keep errno's meaning.  One situation has
+ * one code, in every module:
+ *
+ *   situation                                        code
+ *   ---------------------------------------------    ---------------------
+ *   a try form (or a deadline already passed on a    ASYNC_EAGAIN
+ *     call that would have to wait) cannot complete
+ *     now; a result asked for before it exists
+ *   a deadline passed while waiting                  ASYNC_ETIMEDOUT
+ *   the calling task was cancelled while it would    ASYNC_ECANCELED
+ *     have to wait (a call that can complete at
+ *     once completes, even in a cancelled task)
+ *   sending/submitting to an object closed or shut   ASYNC_ECLOSED
+ *     down (channel, queue, executor, client)
+ *   receiving from a stream that ended: closed and   ASYNC_EEOF
+ *     drained channel or queue, peer closed a pipe
+ *     or socket, an exhausted iterator
+ *   writing to a peer that is gone                   ASYNC_EPIPE
+ *   locking a lock the caller already holds; closing ASYNC_EALREADY
+ *     or cancelling twice
+ *   the call would wait for itself (a task awaiting  ASYNC_EDEADLK
+ *     itself, a pool shut down from its own worker)
+ *   an object still in use (waiters, live tasks) so  ASYNC_EBUSY
+ *     it cannot be destroyed, or already running
+ *   the object lives on another loop or thread       ASYNC_EWRONGLOOP
+ *   the object was not made for this operation (a    ASYNC_ENOTSUP
+ *     receive-only pipe end, a non-joinable queue)
+ *   a fixed capacity is exhausted (shared dict)      ASYNC_EFULL
+ *   a bad argument                                   ASYNC_EINVAL
+ *   out of memory / descriptors                      ASYNC_ENOMEM / EMFILE, ENFILE
+ *
+ * ASYNC_EAGAIN from async_executor_new or async_process_spawn keeps errno's
+ * other meaning: the system refused a thread or a process for now. */
 enum {
     ASYNC_OK         = 0,
     ASYNC_EPERM      = -EPERM,      /* not permitted */
     ASYNC_ESRCH      = -ESRCH,      /* no such task: a stale or spent handle */
     ASYNC_EIO        = -EIO,        /* input/output error */
-    ASYNC_EAGAIN     = -EAGAIN,     /* would block (try forms), or a full bound */
+    ASYNC_EAGAIN     = -EAGAIN,     /* not now: a try form would have to wait */
     ASYNC_ENOMEM     = -ENOMEM,     /* out of memory */
     ASYNC_EBUSY      = -EBUSY,      /* still in use: waiters or live tasks */
+    ASYNC_EDEADLK    = -EDEADLK,    /* the call would wait for itself */
     ASYNC_EINVAL     = -EINVAL,     /* invalid argument */
     ASYNC_EPIPE      = -EPIPE,      /* the other end is gone */
     ASYNC_ENOTSUP    = -ENOTSUP,    /* not supported here */
-    ASYNC_EALREADY   = -EALREADY,   /* already done: cancelled twice, ... */
+    ASYNC_EALREADY   = -EALREADY,   /* already so: the caller holds the lock, closed twice */
     ASYNC_ETIMEDOUT  = -ETIMEDOUT,  /* a deadline passed */
     ASYNC_ECANCELED  = -ECANCELED,  /* the caller or its task was cancelled */
     ASYNC_EOWNERDEAD = -EOWNERDEAD, /* got a lock whose holder died */
@@ -54,14 +88,13 @@ enum {
     ASYNC_EWRONGLOOP  = -1004, /* the object belongs to another loop or thread */
     ASYNC_EDONE       = -1005, /* the task or future has already finished */
     ASYNC_EEOF        = -1006, /* end of stream: the peer closed */
-    ASYNC_EFULL       = -1007, /* the queue is full */
+    ASYNC_EFULL       = -1007, /* a fixed capacity is exhausted */
     ASYNC_EEMPTY      = -1008, /* the queue is empty */
     ASYNC_EWORKERDIED = -1009, /* the worker running the job died */
     ASYNC_EINIT       = -1010, /* a worker initializer failed */
     ASYNC_EHTTP       = -1011, /* the server answered with an HTTP error status */
     ASYNC_ECURL       = -1012, /* the transfer failed (libcurl's error) */
     ASYNC_EJSON       = -1013, /* malformed JSON */
-    ASYNC_ECSV        = -1014, /* malformed CSV */
     ASYNC_EWORK       = -1015, /* a work function failed without a code */
     ASYNC_ECHILD      = -1016, /* a child process failed or could not start */
     ASYNC_ENOTFOUND   = -1101, /* DNS: no such name, or no address of that family */

@@ -21,10 +21,11 @@ static const struct {
     {ASYNC_EAGAIN, "ASYNC_EAGAIN", "resource temporarily unavailable: the call would block"},
     {ASYNC_ENOMEM, "ASYNC_ENOMEM", "out of memory"},
     {ASYNC_EBUSY, "ASYNC_EBUSY", "resource busy: still in use"},
+    {ASYNC_EDEADLK, "ASYNC_EDEADLK", "the call would wait for itself"},
     {ASYNC_EINVAL, "ASYNC_EINVAL", "invalid argument"},
     {ASYNC_EPIPE, "ASYNC_EPIPE", "broken pipe: the other end is gone"},
     {ASYNC_ENOTSUP, "ASYNC_ENOTSUP", "operation not supported"},
-    {ASYNC_EALREADY, "ASYNC_EALREADY", "operation already done"},
+    {ASYNC_EALREADY, "ASYNC_EALREADY", "already so: held by the caller, or done before"},
     {ASYNC_ETIMEDOUT, "ASYNC_ETIMEDOUT", "deadline passed"},
     {ASYNC_ECANCELED, "ASYNC_ECANCELED", "operation cancelled"},
     {ASYNC_EMFILE, "ASYNC_EMFILE", "too many open files: the process's descriptor limit (RLIMIT_NOFILE) is reached"},
@@ -37,14 +38,13 @@ static const struct {
     {ASYNC_EWRONGLOOP, "ASYNC_EWRONGLOOP", "object belongs to another loop or thread"},
     {ASYNC_EDONE, "ASYNC_EDONE", "already finished"},
     {ASYNC_EEOF, "ASYNC_EEOF", "end of stream"},
-    {ASYNC_EFULL, "ASYNC_EFULL", "queue full"},
+    {ASYNC_EFULL, "ASYNC_EFULL", "capacity exhausted"},
     {ASYNC_EEMPTY, "ASYNC_EEMPTY", "queue empty"},
     {ASYNC_EWORKERDIED, "ASYNC_EWORKERDIED", "worker died while running the job"},
     {ASYNC_EINIT, "ASYNC_EINIT", "worker initializer failed"},
     {ASYNC_EHTTP, "ASYNC_EHTTP", "HTTP error status"},
     {ASYNC_ECURL, "ASYNC_ECURL", "transfer failed"},
     {ASYNC_EJSON, "ASYNC_EJSON", "malformed JSON"},
-    {ASYNC_ECSV, "ASYNC_ECSV", "malformed CSV"},
     {ASYNC_EWORK, "ASYNC_EWORK", "work function failed"},
     {ASYNC_ECHILD, "ASYNC_ECHILD", "child process failed"},
     {ASYNC_ECONNRESET, "ASYNC_ECONNRESET", "connection reset by peer"},
@@ -71,6 +71,26 @@ const char *async_errname(int err)
 {
     int i = find(err);
     return i < 0 ? "ASYNC_E?" : errors[i].name;
+}
+
+int async__cond_init_monotonic(pthread_cond_t *c, bool pshared)
+{
+    pthread_condattr_t a;
+    int r = pthread_condattr_init(&a);
+    if (r) return -r;
+    if (!(r = pshared ? pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED) : 0) &&
+        !(r = pthread_condattr_setclock(&a, CLOCK_MONOTONIC)))
+        r = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return -r;
+}
+
+int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
+{
+    if (deadline == ASYNC_FOREVER) return pthread_cond_wait(c, m);
+    if (deadline < 0) deadline = 0;
+    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+    return pthread_cond_timedwait(c, m, &ts);
 }
 
 int64_t async_now(void)

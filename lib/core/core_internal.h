@@ -222,4 +222,28 @@ void async__task_unpark(async_task_impl_t *task, int code);
 void async__task_free_all(async_loop_t *loop);
 int async__task_check_blocking(async_task_impl_t **self_out);
 
+/* True when called from inside a libasync task, whose waits must go through
+ * the loop rather than block the thread. */
+bool async__in_task(void);
+
+/* --- thread-level helpers (common.c) ------------------------------------------ */
+
+/* Initialises c to time its waits on CLOCK_MONOTONIC, the clock of every
+ * deadline; process-shared when pshared.  0 or a negative errno. */
+int async__cond_init_monotonic(pthread_cond_t *c, bool pshared);
+/* Waits on c (made by async__cond_init_monotonic) until the absolute
+ * deadline (ASYNC_FOREVER: none; a past one returns at once); 0 or
+ * ETIMEDOUT (positive, as pthread returns it). */
+int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
+
+/* A spin-wait's pause: tells the CPU we are spinning (x86 pause, ARM yield). */
+static inline void async__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 #endif

@@ -28,6 +28,8 @@ static async_task_impl_t *validate(async_task_t h)
     return t;
 }
 
+bool async__in_task(void) { return async__current() != NULL; }
+
 async_task_impl_t *async__current(void)
 {
     async_loop_t *loop = async_loop_current();

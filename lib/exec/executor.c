@@ -21,16 +21,6 @@
 
 static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
-
-/* Waits on c until the absolute CLOCK_MONOTONIC deadline; ETIMEDOUT or 0. */
-int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
-{
-    if (deadline == ASYNC_FOREVER) return pthread_cond_wait(c, m);
-    if (deadline < 0) deadline = 0;
-    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
-    return pthread_cond_timedwait(c, m, &ts);
-}
-
 /* --- finishing jobs ----------------------------------------------------------- */
 
 static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
@@ -483,7 +473,6 @@ int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job, async
     return submit(ex, job, out, TRY, ASYNC_FOREVER);
 }
 
-static bool in_task(void) { return async_task_self().ptr_ != NULL; }
 
 int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
                        char *msg)
@@ -491,7 +480,7 @@ int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, 
     async_future_t *f;
     int r = async_executor_submit(ex, job, &f);
     if (r) return r;
-    r = in_task() ? async_future_await(f) : async_future_wait(f);
+    r = async__in_task() ? async_future_await(f) : async_future_wait(f);
     if (!async_future_done(f)) { /* the awaiting task was cancelled: the job runs on */
         async_future_free(f);
         if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "the awaiting task was cancelled");
@@ -644,7 +633,7 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
     async_future_t *f;
     int r = async_executor_map_async(ex, m, NULL, NULL, NULL, &f);
     if (r) return r;
-    if (in_task()) {
+    if (async__in_task()) {
         r = async_future_await(f);
         if (!async_future_done(f)) {
             /* The task was cancelled, but running chunks still write into

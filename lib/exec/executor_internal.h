@@ -94,7 +94,6 @@ int async__q_take(exec_priv_t *p, async__job_t **out);
 bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained);
 
 size_t async__default_chunksize(const async_executor_t *ex, size_t n);
-int async__cond_wait_dl(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
 
 /* imap.c: called when a chunk is taken (false: skip it, already finished)
  * and when it is finished. */

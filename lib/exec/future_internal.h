@@ -131,13 +131,6 @@ int async__future_start(async_future_t *f);
  * -fPIC code would otherwise make. */
 #define ASYNC_TLS __attribute__((tls_model("initial-exec")))
 
-#if defined(__x86_64__) || defined(__i386__)
-#  define async__cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#  define async__cpu_relax() __asm__ volatile("yield" ::: "memory")
-#else
-#  define async__cpu_relax() ((void)0)
-#endif
 
 /* Finishes f as FAILED with the item index that async_future_error_index
  * reports (a map's first failure). */

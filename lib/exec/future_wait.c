@@ -290,11 +290,7 @@ int async_as_completed_new(async_future_t *const *fs, size_t n, async_as_complet
         return ASYNC_ENOMEM;
     }
     pthread_mutex_init(&it->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&it->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    async__cond_init_monotonic(&it->cond, false);
     for (size_t i = 0; i < n; i++) {
         it->fs[i] = fs[i];
         async_future_ref(fs[i]);

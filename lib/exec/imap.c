@@ -175,11 +175,7 @@ int async_executor_imap(async_executor_t *ex, const async_imap_t *m, async_imap_
     it->window = m->window ? m->window : 2 * (size_t)ex->workers * it->chunk;
     if (it->window < it->chunk) it->window = it->chunk;
     pthread_mutex_init(&it->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&it->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    async__cond_init_monotonic(&it->cond, false);
     int r = refill(it);
     if (r && it->live_items == 0) {
         async_imap_free(it);

@@ -43,11 +43,7 @@
 void async__q_init(exec_priv_t *p)
 {
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->room, &ca);
-    pthread_condattr_destroy(&ca);
+    async__cond_init_monotonic(&p->room, false);
     p->zero = (async__bucket_t){0, NULL, NULL, NULL};
     p->buckets = &p->zero;
     atomic_init(&p->in_stub.qnext, NULL);

@@ -165,11 +165,7 @@ static int start(async_executor_t *ex)
     t->started = 0;
     t->watch_started = t->watch_stop = false;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    async__cond_init_monotonic(&t->wake, false);
     pthread_cond_init(&t->expired, NULL);
     ex->backend = t;
     sigset_t all, old;

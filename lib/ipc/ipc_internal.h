@@ -57,21 +57,9 @@ extern void (*async__ipc_queue_hook)(int where);
  * its i-th item (1-based), before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
 
-/* True when called from inside a libasync task, whose waits must go through
- * the loop. */
-bool async__ipc_in_task(void);
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */
 enum { IPC_KIND_QUEUE = 1, IPC_KIND_LOCK, IPC_KIND_RLOCK, IPC_KIND_SEM, IPC_KIND_EVENT,
        IPC_KIND_COND, IPC_KIND_BARRIER, IPC_KIND_VALUE, IPC_KIND_ARRAY, IPC_KIND_DICT };
-
-static inline void async__cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 #endif

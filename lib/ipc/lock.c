@@ -19,17 +19,7 @@ int async__ipc_mutex_init(pthread_mutex_t *m, int kind)
     return -r;
 }
 
-int async__ipc_cond_init(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    int r = pthread_condattr_init(&a);
-    if (r) return -r;
-    if (!(r = pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) &&
-        !(r = pthread_condattr_setclock(&a, CLOCK_MONOTONIC)))
-        r = pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-    return -r;
-}
+int async__ipc_cond_init(pthread_cond_t *c) { return async__cond_init_monotonic(c, true); }
 
 static int map_lock_result(pthread_mutex_t *m, int r)
 {

@@ -72,7 +72,7 @@ void async_ipc_msg_free(void *msg) { async__free(msg); }
 /* Waits for fd to be ready for events until the deadline. */
 static int wait_fd(int fd, int events, int64_t deadline)
 {
-    if (async__ipc_in_task()) return async_wait_fd_dl(fd, events, deadline);
+    if (async__in_task()) return async_wait_fd_dl(fd, events, deadline);
     struct pollfd pfd = {.fd = fd, .events = (events & ASYNC_READABLE ? POLLIN : 0) |
                                              (events & ASYNC_WRITABLE ? POLLOUT : 0)};
     for (;;) {
@@ -100,7 +100,7 @@ int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len, int
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
     size_t left = HDR + len;
     int flags = MSG_NOSIGNAL;
-    if (deadline != ASYNC_FOREVER || async__ipc_in_task()) flags |= MSG_DONTWAIT;
+    if (deadline != ASYNC_FOREVER || async__in_task()) flags |= MSG_DONTWAIT;
     while (left > 0) {
         ssize_t n = sendmsg(p->fd, &mh, flags);
         if (n < 0) {
@@ -161,7 +161,7 @@ static int reserve(async_ipc_pipe_t *p, size_t need)
  * buffered, ASYNC_EIO when it closed inside a message. */
 static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
 {
-    int flags = deadline != ASYNC_FOREVER || async__ipc_in_task() ? MSG_DONTWAIT : 0;
+    int flags = deadline != ASYNC_FOREVER || async__in_task() ? MSG_DONTWAIT : 0;
     while (p->end - p->start < need) {
         if (p->eof) return p->end == p->start ? ASYNC_EEOF : ASYNC_EIO;
         /* Room grows with what arrives (at most 1 MiB past it), not with what

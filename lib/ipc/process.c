@@ -105,7 +105,7 @@ int async_process_join_dl(async_process_t *p, int64_t deadline)
         if (r != 0) return r < 0 ? r : 0;
         int64_t now = async_now();
         if (deadline != ASYNC_FOREVER && now >= deadline) return ASYNC_ETIMEDOUT;
-        if (p->pidfd >= 0 && async__ipc_in_task()) {
+        if (p->pidfd >= 0 && async__in_task()) {
             int err = async_wait_fd_dl(p->pidfd, ASYNC_READABLE, deadline);
             if (err) return err;
         } else if (p->pidfd >= 0) {
@@ -120,7 +120,7 @@ int async_process_join_dl(async_process_t *p, int64_t deadline)
             /* No pidfd: poll waitpid every millisecond (or sooner, at the deadline). */
             int64_t step = ASYNC_MSEC(1);
             if (deadline != ASYNC_FOREVER && deadline - now < step) step = deadline - now;
-            if (async__ipc_in_task()) {
+            if (async__in_task()) {
                 int err = async_sleep(step);
                 if (err) return err;
             } else {

@@ -288,7 +288,7 @@ static int op_dl(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadline)
 {
     int err = attempt(q, is_get, op);
     if (err != (is_get ? ASYNC_EEMPTY : ASYNC_EFULL)) return err;
-    if (async__ipc_in_task()) return wait_task(q, is_get, op, deadline);
+    if (async__in_task()) return wait_task(q, is_get, op, deadline);
     return wait_futex(q, is_get, op, deadline);
 }
 

@@ -121,10 +121,3 @@ void async__futex_wake(_Atomic uint32_t *addr, int n)
 {
     syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
-
-/* --- tasks ------------------------------------------------------------------ */
-
-bool async__ipc_in_task(void)
-{
-    return async_task_self().ptr_ != NULL;
-}

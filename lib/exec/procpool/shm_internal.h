@@ -159,14 +159,6 @@ static inline void pp_wake_supervisor(pp_shm_t *h)
     }
 }
 
-static inline void pp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* Fork-server messages, both directions, over a SOCK_SEQPACKET pair. */
 enum pp_msg_type {

@@ -196,7 +196,7 @@ static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
                 atomic_store(&h->spinner, 0);
                 return;
             }
-            pp_cpu_relax();
+            async__cpu_relax();
             if ((i & 63) == 0 && now_ns() >= until) break;
         }
         atomic_store(&h->spinner, 0);
