@@ -376,6 +376,25 @@ Test(http_faults, task_deadline_abandons_transfer)
     cr_assert_eq(async_http_free(http), 0);
 }
 
+Test(http_faults, task_passed_deadline_starts_nothing)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    ctx_t c = {.http = http, .deadline = 0};
+    snprintf(c.url, sizeof c.url, "%s", test_httpd_url(srv, "/ok"));
+    c.resp = (void *)1;
+    cr_assert_eq(async_task_spawn(loop, fetch_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.rc, ASYNC_ETIMEDOUT);
+    cr_assert_null(c.resp);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.requests, 0);
+    cr_assert_eq(st.attempts, 0);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_httpd_requests(srv), 0);
+}
+
 Test(http_faults, task_deadline_while_rate_limited)
 {
     async_http_opts_t o = {.rate_limit = 1};

@@ -371,6 +371,51 @@ Test(http, blocking_deadline)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+Test(http, get_dl_deadline)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    async_http_response_t *r = (void *)1;
+    int64_t t0 = async_now();
+    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/stall?ms=3000"), NULL, &r,
+                                   async_deadline_after(ASYNC_MSEC(100))),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_null(r);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(95));
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(2));
+    /* A deadline in the future that is met gives the response. */
+    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/ok"), NULL, &r,
+                                   async_deadline_after(ASYNC_SEC(10))),
+                 0);
+    cr_assert_str_eq(r->body, "ok");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A deadline that has passed when the call is made (0 included) is
+ * ETIMEDOUT before any request starts; a bad request is still EINVAL. */
+Test(http, passed_deadline_starts_nothing)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    async_http_response_t *r = (void *)1;
+    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/ok"), NULL, &r, 0),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_null(r);
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_fetch_dl(http, &req, &r, async_now() - 1), ASYNC_ETIMEDOUT);
+    async_http_request_t bad = {0};
+    cr_assert_eq(async_http_fetch_dl(http, &bad, &r, 0), ASYNC_EINVAL);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.requests, 0);
+    cr_assert_eq(st.attempts, 0);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_httpd_requests(srv), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 /* --- limits ---------------------------------------------------------------- */
 
 Test(http, host_connection_limit)

@@ -158,15 +158,22 @@ ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *re
  * failure, reported rather than hanging), ASYNC_ECANCELED (the calling task
  * was cancelled; the transfer is abandoned) and ASYNC_ETIMEDOUT from the _dl
  * form's deadline, which covers every attempt and backoff (the transfer is
- * abandoned). */
+ * abandoned; a deadline that has already passed when the call is made
+ * starts no request).  async_http_fetch is async_http_fetch_dl with
+ * ASYNC_FOREVER. */
 ASYNC_API int async_http_fetch(async_http_t *http, const async_http_request_t *req,
                                async_http_response_t **out);
 ASYNC_API int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
                                   async_http_response_t **out, int64_t deadline);
 
-/* GET url (query as in async_http_request_t, may be NULL); as async_http_fetch. */
+/* GET url (query as in async_http_request_t, may be NULL) into the response
+ * `out`: async_http_get_dl is async_http_fetch_dl on a request of only that
+ * url and query, with the same deadline, errors and ownership of the
+ * response; async_http_get is async_http_get_dl with ASYNC_FOREVER. */
 ASYNC_API int async_http_get(async_http_t *http, const char *url, const char *const *query,
                              async_http_response_t **out);
+ASYNC_API int async_http_get_dl(async_http_t *http, const char *url, const char *const *query,
+                                async_http_response_t **out, int64_t deadline);
 
 /* Frees a response; NULL is ignored. */
 ASYNC_API void async_http_response_free(async_http_response_t *resp);

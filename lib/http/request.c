@@ -490,6 +490,11 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
     http_xfer_t *x;
     int err = xfer_new(http, req, &x);
     if (err) return err;
+    if (deadline != ASYNC_FOREVER && deadline <= async_now()) {
+        /* No transfer could end in time: do not start one only to abandon it. */
+        async__http_xfer_free(x);
+        return ASYNC_ETIMEDOUT;
+    }
     submit(http, x);
 
     if (waker.ptr_) {
@@ -562,11 +567,17 @@ int async_http_fetch(async_http_t *http, const async_http_request_t *req,
     return async_http_fetch_dl(http, req, out, ASYNC_FOREVER);
 }
 
+int async_http_get_dl(async_http_t *http, const char *url, const char *const *query,
+                      async_http_response_t **out, int64_t deadline)
+{
+    async_http_request_t req = {.url = url, .query = query};
+    return async_http_fetch_dl(http, &req, out, deadline);
+}
+
 int async_http_get(async_http_t *http, const char *url, const char *const *query,
                    async_http_response_t **out)
 {
-    async_http_request_t req = {.url = url, .query = query};
-    return async_http_fetch(http, &req, out);
+    return async_http_get_dl(http, url, query, out, ASYNC_FOREVER);
 }
 
 /* --- freeing a client ------------------------------------------------------ */
