@@ -470,7 +470,7 @@ Test(http, rate_limit_spacing)
 
 /* --- freeing with requests in flight --------------------------------------- */
 
-Test(http, free_cancels_in_flight)
+Test(http, free_closes_in_flight)
 {
     async_loop_t *loop;
     async_http_t *http;
@@ -485,8 +485,8 @@ Test(http, free_cancels_in_flight)
     cr_assert_eq(async_http_free(http), 0);
     cr_assert_eq(a.calls, 1);
     cr_assert_eq(b.calls, 1);
-    cr_assert_eq(a.resp->error, ASYNC_ECANCELED);
-    cr_assert_eq(b.resp->error, ASYNC_ECANCELED);
+    cr_assert_eq(a.resp->error, ASYNC_ECLOSED);
+    cr_assert_eq(b.resp->error, ASYNC_ECLOSED);
     cr_assert(strstr(a.resp->errmsg, "freed"));
     async_http_response_free(a.resp);
     async_http_response_free(b.resp);
@@ -507,7 +507,7 @@ static void free_in_callback(async_http_response_t *resp, void *arg)
     async_http_response_free(resp);
 }
 
-Test(http, free_inside_callback_is_busy)
+Test(http, free_inside_callback_is_deadlk)
 {
     async_loop_t *loop;
     async_http_t *http;
@@ -517,9 +517,191 @@ Test(http, free_inside_callback_is_busy)
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &req, free_in_callback, &f), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(f.rc, ASYNC_EBUSY);
+    cr_assert_eq(f.rc, ASYNC_EDEADLK);
     cr_assert_eq(async_http_free(http), 0);
     async_loop_free(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A task awaiting a response when another task frees the client resumes
+ * with ECLOSED and the response that says so. */
+typedef struct closer {
+    async_http_t *http;
+    const char *url;
+    int rc, fetch_rc;
+    bool closed_resp;
+} closer_t;
+
+static int fetch_until_closed_task(void *arg, void **result)
+{
+    (void)result;
+    closer_t *c = arg;
+    async_http_response_t *r = NULL;
+    c->fetch_rc = async_http_get(c->http, c->url, NULL, &r);
+    c->closed_resp = r && r->error == ASYNC_ECLOSED && strstr(r->errmsg, "freed");
+    async_http_response_free(r);
+    return 0;
+}
+
+static int free_later_task(void *arg, void **result)
+{
+    (void)result;
+    closer_t *c = arg;
+    /* Spawned second, so it runs once the fetching task has suspended with
+     * its request in the client. */
+    c->rc = async_http_free(c->http);
+    return 0;
+}
+
+Test(http, free_wakes_awaiting_task_with_closed)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    closer_t k = {.http = http, .url = test_httpd_url(srv, "/stall?ms=3000"), .rc = 1};
+    cr_assert_eq(async_task_spawn(loop, fetch_until_closed_task, &k, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(loop, free_later_task, &k, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(k.rc, 0);
+    cr_assert_eq(k.fetch_rc, ASYNC_ECLOSED);
+    cr_assert(k.closed_resp, "the task got the response that says why");
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* Inside the private loop's own run a blocking fetch would wait for
+ * itself; so would freeing the client. */
+typedef struct nested {
+    async_http_t *http;
+    const char *url;
+    int fetch_rc, free_rc, calls;
+    async_http_response_t *inner;
+} nested_t;
+
+static void nested_cb(async_http_response_t *resp, void *arg)
+{
+    nested_t *n = arg;
+    n->calls++;
+    n->inner = (void *)1;
+    async_http_request_t req = {.url = n->url};
+    n->fetch_rc = async_http_fetch(n->http, &req, &n->inner);
+    n->free_rc = async_http_free(n->http);
+    async_http_response_free(resp);
+}
+
+Test(http, blocking_fetch_inside_own_loop_is_deadlk)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    nested_t n = {.http = http, .url = test_httpd_url(srv, "/ok")};
+    async_http_request_t req = {.url = n.url};
+    cr_assert_eq(async_http_send(http, &req, nested_cb, &n), 0);
+    /* The callback runs inside this blocking fetch's run of the loop, or,
+     * if the fetch's own request ended first, in the run below: both are
+     * runs of the private loop. */
+    async_http_response_t *r;
+    cr_assert_eq(async_http_fetch(http, &req, &r), 0);
+    async_http_response_free(r);
+    if (!n.calls) cr_assert_eq(async_loop_run(async_http_loop(http), ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(n.calls, 1);
+    cr_assert_eq(n.fetch_rc, ASYNC_EDEADLK);
+    cr_assert_null(n.inner);
+    cr_assert_eq(n.free_rc, ASYNC_EDEADLK);
+    /* Run by hand: the callback runs inside async_loop_run, not a fetch. */
+    n.calls = 0;
+    cr_assert_eq(async_http_send(http, &req, nested_cb, &n), 0);
+    cr_assert_eq(async_loop_run(async_http_loop(http), ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(n.calls, 1);
+    cr_assert_eq(n.fetch_rc, ASYNC_EDEADLK);
+    cr_assert_null(n.inner);
+    cr_assert_eq(n.free_rc, ASYNC_EDEADLK);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A blocking fetch while another loop runs on this thread would stall it. */
+static void other_loop_cb(async_http_response_t *resp, void *arg)
+{
+    nested_t *n = arg;
+    n->calls++;
+    n->inner = (void *)1;
+    async_http_request_t req = {.url = n->url};
+    n->fetch_rc = async_http_fetch(n->http, &req, &n->inner);
+    async_http_response_free(resp);
+}
+
+Test(http, blocking_fetch_under_another_loop_is_wrongloop)
+{
+    async_loop_t *loop;
+    async_http_t *bound, *priv;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &bound), 0);
+    cr_assert_eq(async_http_new(NULL, NULL, &priv), 0);
+    nested_t n = {.http = priv, .url = test_httpd_url(srv, "/ok")};
+    async_http_request_t req = {.url = n.url};
+    cr_assert_eq(async_http_send(bound, &req, other_loop_cb, &n), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(n.calls, 1);
+    cr_assert_eq(n.fetch_rc, ASYNC_EWRONGLOOP);
+    cr_assert_null(n.inner);
+    async_http_stats_t st;
+    async_http_stats(priv, &st);
+    cr_assert_eq(st.requests, 0);
+    cr_assert_eq(async_http_free(priv), 0);
+    cr_assert_eq(async_http_free(bound), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A client bound to a loop is that loop's thread's. */
+typedef struct offthread {
+    async_http_t *http;
+    const char *url;
+    int send_rc, fetch_rc, get_rc, free_rc;
+    async_http_response_t *r;
+} offthread_t;
+
+static void never_cb(async_http_response_t *resp, void *arg)
+{
+    (void)arg;
+    async_http_response_free(resp);
+    cr_assert_fail("a call refused off-thread ran its callback");
+}
+
+static void *offthread_main(void *arg)
+{
+    offthread_t *o = arg;
+    async_http_request_t req = {.url = o->url};
+    o->send_rc = async_http_send(o->http, &req, never_cb, NULL);
+    o->r = (void *)1;
+    o->fetch_rc = async_http_fetch(o->http, &req, &o->r);
+    o->get_rc = async_http_get(o->http, o->url, NULL, &o->r);
+    o->free_rc = async_http_free(o->http);
+    return NULL;
+}
+
+Test(http, bound_client_from_another_thread_is_wrongloop)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    offthread_t o = {.http = http, .url = test_httpd_url(srv, "/ok")};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, offthread_main, &o), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(o.send_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(o.fetch_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(o.get_rc, ASYNC_EWRONGLOOP);
+    cr_assert_null(o.r);
+    cr_assert_eq(o.free_rc, ASYNC_EWRONGLOOP);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.requests, 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 

@@ -126,40 +126,54 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
 ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
                              async_http_t **out);
 
-/* Frees the client.  Requests still running end first: their callbacks run
- * with ASYNC_ECANCELED and awaiting tasks are woken with ASYNC_ECANCELED.
- * Errors: ASYNC_EBUSY (called from inside one of the client's own callbacks,
- * or while a blocking fetch runs on it); nothing is freed then. */
+/* Frees the client.  Requests not yet ended end first, inside this call:
+ * their callbacks run with a response whose error is ASYNC_ECLOSED, and
+ * tasks awaiting them resume with ASYNC_ECLOSED (and that response).  NULL
+ * is ignored.  Call it from the thread of the client's loop (any thread, one
+ * at a time, for a private-loop client).  Errors, nothing freed:
+ * ASYNC_EDEADLK (called from inside one of the client's own callbacks, from
+ * inside a blocking fetch's run of the private loop, such as one of its
+ * tasks, or from inside any run of the private loop), ASYNC_EWRONGLOOP (a
+ * client on a caller's loop, called from a thread other than that loop's). */
 ASYNC_API int async_http_free(async_http_t *http);
 
 /* The loop the client runs on (its private loop for a NULL-loop client). */
 ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
 
 /* Starts a request; cb(resp, arg) runs on the loop's thread when it ends,
- * never inside this call.  Errors (cb will not run): ASYNC_EINVAL (no URL,
- * a bad method or query), ASYNC_ENOMEM, ASYNC_ECLOSED (the client is being
- * freed). */
+ * never inside this call.  Errors (cb will not run): ASYNC_EINVAL (no
+ * client or callback, no URL, a bad method, query or header), ASYNC_ENOMEM,
+ * ASYNC_ECLOSED (the client is being freed: a callback that
+ * async_http_free runs), ASYNC_EWRONGLOOP (a client on a caller's loop,
+ * called from a thread other than that loop's). */
 ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *req,
                               async_http_cb cb, void *arg);
 
-/* Makes the request and waits for it.  From a task of the client's loop the
- * task sleeps while others run; from outside any task on a client with a
- * private loop the call runs that loop until done.  Returns the response's
- * error (0 for a 2xx status after redirects and retries; ASYNC_EHTTP,
- * ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out attempt, ASYNC_EMFILE or
- * ASYNC_ENFILE when no socket could be opened, ASYNC_ECANCELED when
- * the client is freed meanwhile, ...); *out receives the response whenever
- * one exists, also on failure, and the caller frees it.  *out is NULL on
- * ASYNC_EINVAL (bad request, as async_http_send), ASYNC_ENOMEM,
- * ASYNC_ECLOSED (the client is being freed), ASYNC_ENOTASK (outside a task,
- * on a client bound to an outside loop), ASYNC_EWRONGLOOP (a task of another
- * loop), ASYNC_EBUSY (blocking call from inside the private loop's own run,
- * such as a callback), ASYNC_EIO (the private loop ran dry: an internal
+/* Makes the request and waits for it; the response is stored in `out`
+ * (OUT).  From a task of the client's loop the task sleeps while others
+ * run; from outside any task on a client with a private loop the call runs
+ * that loop until done (a blocking call).
+ * Returns the response's error: 0 for a 2xx status after redirects and
+ * retries; ASYNC_EHTTP, ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out
+ * attempt, ASYNC_EMFILE or ASYNC_ENFILE when no socket could be opened,
+ * ASYNC_ENOMEM when memory ran out on the way, ASYNC_EINVAL when curl
+ * rejected an option of the request, ASYNC_ECLOSED when the client was freed
+ * meanwhile.  Then *out is the response, also on failure, and the
+ * caller frees it.
+ * *out is NULL, no response existing, on: ASYNC_EINVAL (no client or out, a
+ * bad request as for async_http_send), ASYNC_ENOMEM, ASYNC_ECLOSED (the
+ * client is being freed), ASYNC_ENOTASK (outside a task, on a client bound
+ * to a caller's loop), ASYNC_EWRONGLOOP (from a task of another loop; from
+ * a thread other than the loop's, for a client on a caller's loop; a
+ * blocking call while another loop runs on this thread, such as from its
+ * callback), ASYNC_EDEADLK (a blocking call from inside the private loop's
+ * own run, such as one of the client's callbacks, or from a callback that
+ * async_http_free runs), ASYNC_EIO (the private loop ran dry: an internal
  * failure, reported rather than hanging), ASYNC_ECANCELED (the calling task
- * was cancelled; the transfer is abandoned) and ASYNC_ETIMEDOUT from the _dl
- * form's deadline, which covers every attempt and backoff (the transfer is
- * abandoned; a deadline that has already passed when the call is made
- * starts no request).  async_http_fetch is async_http_fetch_dl with
+ * was cancelled; the transfer is abandoned) and ASYNC_ETIMEDOUT from the
+ * deadline of the _dl form, which covers every attempt and backoff (the
+ * transfer is abandoned; a deadline that has already passed when the call
+ * is made starts no request).  async_http_fetch is async_http_fetch_dl with
  * ASYNC_FOREVER. */
 ASYNC_API int async_http_fetch(async_http_t *http, const async_http_request_t *req,
                                async_http_response_t **out);

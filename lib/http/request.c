@@ -351,6 +351,15 @@ static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents)
 
 /* --- making requests ------------------------------------------------------- */
 
+/* A client on a caller's loop is that loop's thread's: another thread would
+ * race the loop on curl's handles and the queues.  A private-loop client has
+ * no fixed thread (one thread at a time may use it), so it is not checked. */
+static int check_thread(const async_http_t *http)
+{
+    if (!http->own_loop && !async__on_loop_thread(http->loop)) return ASYNC_EWRONGLOOP;
+    return 0;
+}
+
 static bool valid_method(const char *m)
 {
     if (!*m || strlen(m) > 16) return false;
@@ -431,9 +440,11 @@ static void submit(async_http_t *http, http_xfer_t *x)
 int async_http_send(async_http_t *http, const async_http_request_t *req, async_http_cb cb,
                     void *arg)
 {
-    if (!cb) return ASYNC_EINVAL;
+    if (!cb || !http) return ASYNC_EINVAL;
+    int err = check_thread(http);
+    if (err) return err;
     http_xfer_t *x;
-    int err = xfer_new(http, req, &x);
+    err = xfer_new(http, req, &x);
     if (err) return err;
     x->cb = cb;
     x->cb_arg = arg;
@@ -479,16 +490,23 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
     if (!out) return ASYNC_EINVAL;
     *out = NULL;
     if (!http) return ASYNC_EINVAL;
+    int err = check_thread(http);
+    if (err) return err;
     async_waker_t waker = async_task_waker();
     if (waker.ptr_) {
         if (async_waker_loop(waker) != http->loop) return ASYNC_EWRONGLOOP;
     } else if (!http->own_loop) {
         return ASYNC_ENOTASK;
-    } else if (http->dispatching || http->blocking) {
-        return ASYNC_EBUSY; /* the private loop is already running */
+    } else if (http->dispatching || http->blocking || async_loop_current() == http->loop) {
+        /* Called from inside the private loop's own run (a callback, a
+         * watcher) or from a callback that async_http_free runs: running the
+         * loop again here would wait for the call that is waiting. */
+        return ASYNC_EDEADLK;
+    } else if (async_loop_current()) {
+        return ASYNC_EWRONGLOOP; /* another loop runs on this thread: it would stall */
     }
     http_xfer_t *x;
-    int err = xfer_new(http, req, &x);
+    err = xfer_new(http, req, &x);
     if (err) return err;
     if (deadline != ASYNC_FOREVER && deadline <= async_now()) {
         /* No transfer could end in time: do not start one only to abandon it. */
@@ -585,12 +603,19 @@ int async_http_get(async_http_t *http, const char *url, const char *const *query
 int async_http_free(async_http_t *http)
 {
     if (!http) return 0;
-    if (http->dispatching || http->blocking) return ASYNC_EBUSY;
+    int err = check_thread(http);
+    if (err) return err;
+    /* From one of its own callbacks, or from inside a blocking fetch's run of
+     * the private loop: the caller's own frames still use the client. */
+    if (http->dispatching || http->blocking ||
+        (http->own_loop && async_loop_current() == http->loop))
+        return ASYNC_EDEADLK;
     http->closing = true;
     ev_timer_stop(http->ev, &http->wake_timer);
     async__list_t *l;
-    /* Every waiter hears ECANCELED; callbacks run here, so count them as
-     * dispatching to keep them from freeing the client again. */
+    /* Every waiter hears ECLOSED (ECANCELED is for a cancelled task);
+     * callbacks run here, so count them as dispatching to keep them from
+     * freeing the client again. */
     http->dispatching++;
     while ((l = async__list_pop(&http->running))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
@@ -598,11 +623,11 @@ int async_http_free(async_http_t *http)
         x->shard->n_running--;
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
-        fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");
+        fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     while ((l = async__list_pop(&http->waiting))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
-        fail(http, x, ASYNC_ECANCELED, "the HTTP client was freed");
+        fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     http->dispatching--;
     async__http_multi_cleanup(http);
