@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <async.h>
 #include <async/http.h>
@@ -702,6 +703,58 @@ Test(http, bound_client_from_another_thread_is_wrongloop)
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(async_http_free(http), 0);
     cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- SIGPIPE ---------------------------------------------------------------- */
+
+/* Each test runs in a process of its own, so "the first async_http_new" is
+ * the first of the test. */
+static void (*pipe_disposition(void))(int)
+{
+    struct sigaction sa;
+    cr_assert_eq(sigaction(SIGPIPE, NULL, &sa), 0);
+    return sa.sa_handler;
+}
+
+Test(http, first_client_ignores_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(pipe_disposition(), SIG_IGN);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, keep_sigpipe_leaves_it_alone)
+{
+    signal(SIGPIPE, SIG_DFL);
+    async_http_t *http, *other;
+    cr_assert_eq(async_http_new(NULL, &(async_http_opts_t){.keep_sigpipe = true}, &http), 0);
+    cr_assert_eq(pipe_disposition(), SIG_DFL);
+    /* Requests, plain http, with SIGPIPE fatal. */
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), 0);
+    async_http_response_free(r);
+    cr_assert_eq(pipe_disposition(), SIG_DFL);
+    /* A later client without the flag still ignores it. */
+    cr_assert_eq(async_http_new(NULL, NULL, &other), 0);
+    cr_assert_eq(pipe_disposition(), SIG_IGN);
+    cr_assert_eq(async_http_free(other), 0);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+static void pipe_handler(int sig) { (void)sig; }
+
+Test(http, program_sigpipe_handler_is_kept)
+{
+    signal(SIGPIPE, pipe_handler);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(pipe_disposition(), pipe_handler);
+    cr_assert_eq(async_http_free(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 

@@ -65,6 +65,8 @@ typedef struct async_http_opts {
                                     (gzip, deflate, br, zstd); or a list */
     size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */
     const char *ca_file;       /* PEM bundle of trusted CAs for https; NULL: the system's */
+    bool keep_sigpipe;         /* true: this call of async_http_new leaves SIGPIPE
+                                  alone (see async_http_new) */
 } async_http_opts_t;
 
 /* One request.  Strings are copied by the call that takes the request, so
@@ -122,7 +124,23 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
  * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
  * descriptors run out).  A client on a given loop needs no descriptor of its
- * own until a request opens a socket. */
+ * own until a request opens a socket.
+ *
+ * SIGPIPE: the first async_http_new without opts->keep_sigpipe ignores
+ * SIGPIPE process-wide (signal(SIGPIPE, SIG_IGN)) unless the program has
+ * installed a handler of its own (a disposition other than SIG_DFL), which
+ * is then left as it is; later calls do not look again.  The reason: curl
+ * runs with CURLOPT_NOSIGNAL, as a threaded program needs, so it does not
+ * ignore the signal around its calls itself.  With keep_sigpipe the call
+ * leaves the disposition untouched, and the truth is then curl's: on Linux
+ * its sends use MSG_NOSIGNAL, and a libcurl whose TLS backend writes
+ * through curl's own socket layer (libcurl 7.88 with OpenSSL does, through
+ * its own BIO) raises no SIGPIPE for http or https; but curl's
+ * documentation of CURLOPT_NOSIGNAL says corner cases remain, and builds in
+ * which the TLS library writes to the socket itself (older libcurl with
+ * OpenSSL, sending close_notify to a peer that has gone) have raised it.  A
+ * program that sets keep_sigpipe and keeps SIGPIPE fatal accepts that risk;
+ * ignoring or handling SIGPIPE itself removes it. */
 ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
                              async_http_t **out);
 

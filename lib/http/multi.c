@@ -269,14 +269,23 @@ void async__http_easy_put(async_http_t *http, CURL *easy)
 /* --- clients --------------------------------------------------------------- */
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc;
 
 static void global_init(void)
 {
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    /* CURLOPT_NOSIGNAL stops curl from ignoring SIGPIPE itself around each
-     * call, so a peer that closes a socket would kill the process: ignore the
-     * signal once, unless the program installed its own handler. */
+}
+
+/* CURLOPT_NOSIGNAL (which a multi-threaded program needs) stops curl from
+ * ignoring SIGPIPE itself around each call.  curl's own sends use
+ * MSG_NOSIGNAL, but curl documents corner cases, and a TLS library that
+ * writes to the socket itself (older libcurl with OpenSSL, sending
+ * close_notify to a peer that has gone) can raise it and kill the process:
+ * ignore the signal once, unless the program installed its own handler or
+ * the client asked us to leave it alone (keep_sigpipe). */
+static void sigpipe_init(void)
+{
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
         !(sa.sa_flags & SA_SIGINFO))
@@ -287,6 +296,7 @@ int async__http_multi_init(async_http_t *http)
 {
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) return ASYNC_ECURL;
+    if (!http->opts.keep_sigpipe) pthread_once(&sigpipe_once, sigpipe_init);
     return shard_new(http) ? 0 : ASYNC_ENOMEM;
 }
 
