@@ -9,6 +9,7 @@
 #include <string.h>
 #include <async.h>
 #include <async/http.h>
+#include "http/http_internal.h"
 #include "support/alloc.h"
 #include "support/httpd.h"
 
@@ -702,6 +703,66 @@ Test(http, bound_client_from_another_thread_is_wrongloop)
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- the curl-on-libev adapter (lib/http/multi.c) on its own --------------- */
+
+typedef struct raw {
+    int calls;
+    CURLcode rc;
+    bool detached;
+} raw_t;
+
+static void raw_done(http_transfer_t *t, CURLcode rc, void *ud)
+{
+    raw_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->detached = t->shard == NULL;
+}
+
+static size_t raw_sink(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* multi.c knows nothing of requests: it runs a bare easy handle and reports
+ * the end to the completion function it was given. */
+Test(http, multi_adapter_reports_through_its_callback)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    http_multi_t m;
+    cr_assert_eq(async__http_multi_init(&m, async_loop_ev(loop), &(async_http_opts_t){0}), 0);
+    raw_t got[2] = {{0}};
+    http_transfer_t t[2];
+    for (int i = 0; i < 2; i++) {
+        t[i] = (http_transfer_t){.easy = curl_easy_init(), .done = raw_done, .ud = &got[i]};
+        curl_easy_setopt(t[i].easy, CURLOPT_URL, test_httpd_url(srv, i ? "/stall?ms=5000" : "/ok"));
+        curl_easy_setopt(t[i].easy, CURLOPT_WRITEFUNCTION, raw_sink);
+        http_shard_t *sh = async__http_shard_pick(&m);
+        cr_assert_not_null(sh);
+        cr_assert_eq(async__http_multi_add(sh, &t[i]), CURLM_OK);
+        cr_assert_eq(t[i].shard, sh);
+    }
+    /* Run until the first ends; the second is taken back out unreported. */
+    while (!got[0].calls) cr_assert_geq(async_loop_run(loop, ASYNC_RUN_ONCE), 0);
+    cr_assert_eq(got[0].calls, 1);
+    cr_assert_eq(got[0].rc, CURLE_OK);
+    cr_assert(got[0].detached, "the handle left the multi handle before the report");
+    long status = 0;
+    curl_easy_getinfo(t[0].easy, CURLINFO_RESPONSE_CODE, &status);
+    cr_assert_eq(status, 200);
+    async__http_multi_remove(&t[1]);
+    cr_assert_null(t[1].shard);
+    cr_assert_eq(got[1].calls, 0);
+    for (int i = 0; i < 2; i++) curl_easy_cleanup(t[i].easy);
+    async__http_multi_cleanup(&m);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0, "no watcher is left behind");
     cr_assert_eq(async_loop_free(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }

@@ -1,6 +1,7 @@
 /* HTTP client internals.  PRIVATE: shared by lib/http/multi.c (the curl multi
- * glue on libev), lib/http/request.c (requests, retries, the rate limit and
- * the three calling styles) and lib/http/response.c (responses, headers,
+ * glue on libev, which calls neither of the other two), lib/http/request.c
+ * (requests, retries, the rate limit, the easy handle pool and the three
+ * calling styles) and lib/http/response.c (options, responses, headers,
  * JSON).  Everything here runs on the client's loop thread. */
 #ifndef ASYNC_HTTP_INTERNAL_H
 #define ASYNC_HTTP_INTERNAL_H
@@ -20,6 +21,13 @@ void async__http_buf_free(http_buf_t *b);
 
 enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_DONE };
 
+/* --- multi.c: curl's multi interface on libev ------------------------------
+ *
+ * A plain adapter: it knows curl, libev and the easy handles added to it,
+ * nothing of requests.  A finished transfer is reported through the
+ * completion function of its http_transfer_t, after its easy handle has
+ * left the multi handle. */
+
 /* One curl multi handle and its timer.  A client spreads transfers over
  * shards of at most SHARD_CAP running transfers each: libcurl 7.88 walks
  * every connection of a multi handle in several per-transfer steps, so a
@@ -29,24 +37,82 @@ enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_DONE };
 #define SHARD_CAP 256
 #define MAX_SHARDS 64
 
+typedef struct http_multi http_multi_t;
+
 typedef struct http_shard {
-    struct async_http *http;
+    http_multi_t *m;
     CURLM *multi;
     ev_timer timer;        /* armed by curl's CURLMOPT_TIMERFUNCTION */
     int still_running;
     size_t n_running;      /* transfers in this multi handle */
     size_t n_sockets;      /* sockets it holds open: busy and idle connections */
+    async__list_t transfers; /* http_transfer_t added here */
     bool added;            /* a transfer joined since collect began */
     bool dead;             /* our socket callback failed: curl aborts it all */
 } http_shard_t;
+
+typedef struct http_transfer http_transfer_t;
+
+/* Called once per finished attempt, on the loop, never inside a curl
+ * callback; the easy handle is already out of the multi handle (t->shard
+ * is NULL) and the callee may add it again.  rc is curl's result, or
+ * CURLE_OUT_OF_MEMORY for every transfer of a shard that died because a
+ * socket could not be watched. */
+typedef void (*http_done_fn)(http_transfer_t *t, CURLcode rc, void *ud);
+
+/* One easy handle's membership in a multi handle, embedded in the caller's
+ * object.  The caller sets easy, done and ud; multi.c the rest. */
+struct http_transfer {
+    CURL *easy;
+    http_done_fn done;
+    void *ud;
+    http_shard_t *shard;   /* while added */
+    async__list_t link;    /* in shard->transfers while added */
+};
+
+/* Every shard of a client and the sockets curl asked it to watch. */
+struct http_multi {
+    struct ev_loop *ev;
+    long max_connections, max_host_connections;
+    bool no_http2;
+    http_shard_t *shards[MAX_SHARDS];
+    size_t n_shards;
+    async__list_t socks;   /* http_sock_t */
+};
+
+/* Initialises curl once per process (and SIGPIPE, see async_http_new) and m
+ * with its first shard.  Errors: ASYNC_ECURL, ASYNC_ENOMEM. */
+int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http_opts_t *o);
+/* Closes every shard and its cached connections; nothing may be added. */
+void async__http_multi_cleanup(http_multi_t *m);
+/* The shard a new transfer joins (made on demand), or NULL without memory. */
+http_shard_t *async__http_shard_pick(http_multi_t *m);
+/* Adds t->easy to shard sh; t->done runs when it ends.  Returns curl's code. */
+CURLMcode async__http_multi_add(http_shard_t *sh, http_transfer_t *t);
+/* Takes an added transfer back out, unreported. */
+void async__http_multi_remove(http_transfer_t *t);
+/* Lets curl look at its timeouts in every shard, and collects what ended. */
+void async__http_multi_kick(http_multi_t *m);
+
+/* Per-socket context, attached with curl_multi_assign.  curl forgets the
+ * association at CURL_POLL_REMOVE, so a socket that comes back, or a new
+ * socket on a reused fd number, gets a fresh context. */
+typedef struct http_sock {
+    ev_io io;
+    async__list_t link;
+    http_shard_t *shard;
+    int events;
+} http_sock_t;
+
+/* --- request.c and response.c ---------------------------------------------- */
 
 /* One request from the call to its end, over every attempt. */
 typedef struct http_xfer {
     async__list_t link;          /* in http->waiting or http->running */
     struct async_http *http;
-    http_shard_t *shard;         /* while running */
+    http_transfer_t t;           /* t.easy: from the pool while the request
+                                    lives; t.shard: while running */
     enum xfer_state state;
-    CURL *easy;                  /* from the pool while the request lives */
     char *url;                   /* query included */
     char *method;                /* NULL for GET */
     struct curl_slist *headers;
@@ -71,28 +137,16 @@ typedef struct http_xfer {
     bool done;                   /* ended; resp is set (await and blocking) */
 } http_xfer_t;
 
-/* Per-socket context, attached with curl_multi_assign.  curl forgets the
- * association at CURL_POLL_REMOVE, so a socket that comes back, or a new
- * socket on a reused fd number, gets a fresh context. */
-typedef struct http_sock {
-    ev_io io;
-    async__list_t link;
-    http_shard_t *shard;
-    int events;
-} http_sock_t;
-
 struct async_http {
     async_loop_t *loop;
     bool own_loop;
     struct ev_loop *ev;
-    http_shard_t *shards[MAX_SHARDS];
-    size_t n_shards;
+    http_multi_t multi;
     ev_timer wake_timer;   /* the next start allowed by backoff or the rate limit */
     async_http_opts_t opts;/* defaults filled in */
     char *user_agent;
     char *accept_encoding; /* NULL: no Accept-Encoding */
     char *ca_file;
-    async__list_t socks;   /* http_sock_t */
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
     CURL **pool;           /* idle easy handles */
@@ -105,29 +159,10 @@ struct async_http {
     async_http_stats_t stats;
 };
 
-/* multi.c */
-int async__http_multi_init(async_http_t *http);
-void async__http_multi_cleanup(async_http_t *http);
-/* The shard a new transfer joins (made on demand), or NULL without memory. */
-http_shard_t *async__http_shard_pick(async_http_t *http);
-/* Reads curl_multi_info_read and hands every finished transfer on. */
-void async__http_collect(http_shard_t *shard);
-CURL *async__http_easy_get(async_http_t *http);
-void async__http_easy_put(async_http_t *http, CURL *easy);
-
-/* request.c */
-/* Called for each finished attempt, after curl_multi_remove_handle. */
-void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc);
-/* Ends a request with an error response (also for running ones, whose easy
- * handle the caller has already taken out of curl). */
-void async__http_fail(async_http_t *http, http_xfer_t *x, int error, const char *msg);
-/* Starts waiting transfers the backoff and the rate limit allow. */
-void async__http_pump(async_http_t *http);
-void async__http_xfer_free(http_xfer_t *x);
-
 /* response.c */
 int async__http_easy_init(async_http_t *http, CURL *easy);
-int async__http_easy_setup(http_xfer_t *x);
+/* The options of x's next attempt, on shard sh (which it is about to join). */
+int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh);
 /* Fills x->resp from the finished attempt.  Returns ASYNC_ENOMEM or 0. */
 int async__http_response_build(http_xfer_t *x, CURLcode rc);
 /* Makes x->resp carry only an error (cancelled, out of memory, ...). */

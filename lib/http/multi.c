@@ -7,12 +7,16 @@
  * curl_multi_socket_action happens from a libev watcher (or right after one
  * of our own callbacks returned), and transfers that ended are collected with
  * curl_multi_info_read after it returns, so curl_multi_remove_handle never
- * runs inside a curl callback.  This file also keeps the shards and the pool
- * of idle easy handles, and initialises curl once per process. */
+ * runs inside a curl callback.  This file also keeps the shards and
+ * initialises curl once per process.  It knows nothing of requests: each
+ * finished transfer goes to the completion function its owner gave it
+ * (http_transfer_t), the only way out of this file. */
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include "http_internal.h"
+
+static void collect(http_shard_t *sh);
 
 /* --- curl's socket callback ------------------------------------------------ */
 
@@ -26,21 +30,21 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents)
     /* k may be freed inside this call (CURL_POLL_REMOVE); only the shard is
      * used afterwards. */
     curl_multi_socket_action(sh->multi, w->fd, action, &sh->still_running);
-    async__http_collect(sh);
+    collect(sh);
 }
 
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *sockp)
 {
     ASYNC_UNUSED(easy);
     http_shard_t *sh = userp;
-    async_http_t *http = sh->http;
+    http_multi_t *m = sh->m;
     http_sock_t *k = sockp;
 
     if (what == CURL_POLL_REMOVE) {
         /* curl calls this before it closes the socket, so the watcher is
          * stopped while the fd number is still ours.  curl forgets k now. */
         if (k) {
-            ev_io_stop(http->ev, &k->io);
+            ev_io_stop(m->ev, &k->io);
             async__list_remove(&k->link);
             async__free(k);
         }
@@ -66,16 +70,16 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             sh->dead = true;
             return -1;
         }
-        async__list_push(&http->socks, &k->link);
-        if (events) ev_io_start(http->ev, &k->io);
+        async__list_push(&m->socks, &k->link);
+        if (events) ev_io_start(m->ev, &k->io);
         return 0;
     }
     if (events != k->events) {
         /* libev needs the watcher stopped to change its fd or events. */
-        ev_io_stop(http->ev, &k->io);
+        ev_io_stop(m->ev, &k->io);
         ev_io_set(&k->io, s, events);
         k->events = events;
-        if (events) ev_io_start(http->ev, &k->io);
+        if (events) ev_io_start(m->ev, &k->io);
     }
     return 0;
 }
@@ -88,14 +92,14 @@ static void on_curl_timer(struct ev_loop *ev, ev_timer *w, int revents)
     ASYNC_UNUSED(revents);
     http_shard_t *sh = w->data;
     curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
-    async__http_collect(sh);
+    collect(sh);
 }
 
 static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     ASYNC_UNUSED(multi);
     http_shard_t *sh = userp;
-    struct ev_loop *ev = sh->http->ev;
+    struct ev_loop *ev = sh->m->ev;
     ev_timer_stop(ev, &sh->timer);
     if (timeout_ms >= 0) {
         /* Zero arms a timer for the next loop iteration: curl must not be
@@ -110,9 +114,20 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 
 static void shard_retire(http_shard_t *sh);
 
-void async__http_collect(http_shard_t *sh)
+/* Takes t's easy handle out of its shard. */
+static void detach(http_transfer_t *t)
 {
-    async_http_t *http = sh->http;
+    http_shard_t *sh = t->shard;
+    curl_multi_remove_handle(sh->multi, t->easy);
+    async__list_remove(&t->link);
+    sh->n_running--;
+    t->shard = NULL;
+}
+
+/* Reads curl_multi_info_read and reports every finished transfer. */
+static void collect(http_shard_t *sh)
+{
+    http_multi_t *m = sh->m;
     CURLMsg *msg;
     int left;
     for (;;) {
@@ -120,153 +135,157 @@ void async__http_collect(http_shard_t *sh)
             shard_retire(sh);
             return;
         }
-        for (size_t i = 0; i < http->n_shards; i++) http->shards[i]->added = false;
+        for (size_t i = 0; i < m->n_shards; i++) m->shards[i]->added = false;
         while ((msg = curl_multi_info_read(sh->multi, &left))) {
             if (msg->msg != CURLMSG_DONE) continue;
             /* msg is invalid once the handle is removed: copy what we need. */
-            CURL *easy = msg->easy_handle;
             CURLcode rc = msg->data.result;
-            http_xfer_t *x = NULL;
-            curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-            curl_multi_remove_handle(sh->multi, easy);
-            if (x) async__http_attempt_done(http, x, rc);
+            http_transfer_t *t = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+            detach(t);
+            t->done(t, rc, t->ud);
         }
-        /* Callbacks started new transfers (the next page, the next request
-         * of a batch): start them now rather than one loop iteration later
-         * through curl's zero timeout.  We are outside every curl callback
-         * here, so calling curl is allowed.  Other shards' new transfers
-         * start on their own timers. */
+        /* Completion functions started new transfers (a retry, the next
+         * page, the next request of a batch): start them now rather than one
+         * loop iteration later through curl's zero timeout.  We are outside
+         * every curl callback here, so calling curl is allowed.  Other
+         * shards' new transfers start on their own timers. */
         if (!sh->added) break;
         curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
     }
     if (sh->still_running == 0 && sh->n_running == 0) {
         /* Nothing runs here: let a DEFAULT run of the loop end instead of
          * waiting for curl's housekeeping timer. */
-        ev_timer_stop(http->ev, &sh->timer);
+        ev_timer_stop(m->ev, &sh->timer);
     }
+}
+
+void async__http_multi_kick(http_multi_t *m)
+{
+    /* Downwards: collect may retire shard i, moving the last (already
+     * visited) one into its place. */
+    for (size_t i = m->n_shards; i-- > 0;) {
+        http_shard_t *sh = m->shards[i];
+        curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
+        collect(sh);
+    }
+}
+
+/* --- transfers ------------------------------------------------------------- */
+
+CURLMcode async__http_multi_add(http_shard_t *sh, http_transfer_t *t)
+{
+    /* CURLINFO_PRIVATE is ours: collect finds t through it. */
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)t);
+    CURLMcode mc = curl_multi_add_handle(sh->multi, t->easy);
+    if (mc != CURLM_OK) return mc;
+    t->shard = sh;
+    async__list_push(&sh->transfers, &t->link);
+    sh->added = true;
+    sh->n_running++;
+    return CURLM_OK;
+}
+
+void async__http_multi_remove(http_transfer_t *t)
+{
+    http_shard_t *sh = t->shard;
+    if (!sh) return;
+    detach(t);
+    if (!sh->n_running) ev_timer_stop(sh->m->ev, &sh->timer);
 }
 
 /* --- shards ---------------------------------------------------------------- */
 
-static http_shard_t *shard_new(async_http_t *http)
+static http_shard_t *shard_new(http_multi_t *m)
 {
     http_shard_t *sh = async__calloc(1, sizeof *sh);
     if (!sh) return NULL;
-    sh->http = http;
+    sh->m = m;
+    async__list_init(&sh->transfers);
     sh->multi = curl_multi_init();
     if (!sh->multi) {
         async__free(sh);
         return NULL;
     }
-    CURLM *m = sh->multi;
-    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, sh);
-    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(m, CURLMOPT_TIMERDATA, sh);
-    curl_multi_setopt(m, CURLMOPT_PIPELINING,
-                      http->opts.no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, http->opts.max_connections);
-    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, http->opts.max_host_connections);
+    CURLM *cm = sh->multi;
+    curl_multi_setopt(cm, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(cm, CURLMOPT_SOCKETDATA, sh);
+    curl_multi_setopt(cm, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(cm, CURLMOPT_TIMERDATA, sh);
+    curl_multi_setopt(cm, CURLMOPT_PIPELINING, m->no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(cm, CURLMOPT_MAX_TOTAL_CONNECTIONS, m->max_connections);
+    curl_multi_setopt(cm, CURLMOPT_MAX_HOST_CONNECTIONS, m->max_host_connections);
     /* Keep the idle connections a burst leaves behind (until the server or
      * curl's age limit closes them) rather than closing all but a few: with
      * libcurl 7.88 each close beyond the limit walks every connection. */
-    long cache = http->opts.max_connections ? http->opts.max_connections : 1L << 20;
-    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, cache);
+    long cache = m->max_connections ? m->max_connections : 1L << 20;
+    curl_multi_setopt(cm, CURLMOPT_MAXCONNECTS, cache);
     ev_init(&sh->timer, on_curl_timer);
     sh->timer.data = sh;
-    http->shards[http->n_shards++] = sh;
+    m->shards[m->n_shards++] = sh;
     return sh;
 }
 
 /* A shard whose socket callback failed (out of memory) is dead in curl's
- * eyes: take it out of the client, take its transfers out of curl, free it,
- * and only then fail the transfers, so that their callbacks may start new
- * requests on a healthy shard. */
+ * eyes: take it out of the set, take its transfers out of curl, free it,
+ * and only then report the transfers (CURLE_OUT_OF_MEMORY), so that their
+ * completion functions may start new transfers on a healthy shard. */
 static void shard_retire(http_shard_t *sh)
 {
-    async_http_t *http = sh->http;
-    for (size_t i = 0; i < http->n_shards; i++) {
-        if (http->shards[i] == sh) {
-            http->shards[i] = http->shards[--http->n_shards];
+    http_multi_t *m = sh->m;
+    for (size_t i = 0; i < m->n_shards; i++) {
+        if (m->shards[i] == sh) {
+            m->shards[i] = m->shards[--m->n_shards];
             break;
         }
     }
-    ev_timer_stop(http->ev, &sh->timer);
+    ev_timer_stop(m->ev, &sh->timer);
     async__list_t victims, *l, *next;
     async__list_init(&victims);
-    for (l = http->running.next; l != &http->running; l = next) {
-        next = l->next;
-        http_xfer_t *x = container_of(l, http_xfer_t, link);
-        if (x->shard != sh) continue;
-        async__list_remove(&x->link);
-        curl_multi_remove_handle(sh->multi, x->easy);
-        curl_easy_cleanup(x->easy);
-        x->easy = NULL;
-        x->shard = NULL;
-        async__list_push(&victims, &x->link);
+    while ((l = async__list_pop(&sh->transfers))) {
+        http_transfer_t *t = container_of(l, http_transfer_t, link);
+        curl_multi_remove_handle(sh->multi, t->easy);
+        t->shard = NULL;
+        async__list_push(&victims, &t->link);
     }
+    sh->n_running = 0;
     curl_multi_cleanup(sh->multi);
     /* curl reported its sockets removed; stop any watcher it did not. */
-    for (l = http->socks.next; l != &http->socks; l = next) {
+    for (l = m->socks.next; l != &m->socks; l = next) {
         next = l->next;
         http_sock_t *k = container_of(l, http_sock_t, link);
         if (k->shard != sh) continue;
-        ev_io_stop(http->ev, &k->io);
+        ev_io_stop(m->ev, &k->io);
         async__list_remove(&k->link);
         async__free(k);
     }
     async__free(sh);
     while ((l = async__list_pop(&victims))) {
-        http_xfer_t *x = container_of(l, http_xfer_t, link);
-        x->state = XFER_DONE;
-        async__http_fail(http, x, ASYNC_ENOMEM, "out of memory watching a socket");
+        http_transfer_t *t = container_of(l, http_transfer_t, link);
+        async__list_init(&t->link);
+        t->done(t, CURLE_OUT_OF_MEMORY, t->ud);
     }
 }
 
-http_shard_t *async__http_shard_pick(async_http_t *http)
+http_shard_t *async__http_shard_pick(http_multi_t *m)
 {
-    bool limited = http->opts.max_connections || http->opts.max_host_connections;
+    bool limited = m->max_connections || m->max_host_connections;
     http_shard_t *best = NULL;
-    for (size_t i = 0; i < http->n_shards; i++) {
-        http_shard_t *sh = http->shards[i];
+    for (size_t i = 0; i < m->n_shards; i++) {
+        http_shard_t *sh = m->shards[i];
         /* The first shard with room: steady loads stay in shard 0 and reuse
          * its connections; bursts spill over. */
         if (limited || sh->n_running < SHARD_CAP) return sh;
         if (!best || sh->n_running < best->n_running) best = sh;
     }
-    if (http->n_shards < MAX_SHARDS) {
-        http_shard_t *sh = shard_new(http);
+    if (m->n_shards < MAX_SHARDS) {
+        http_shard_t *sh = shard_new(m);
         if (sh) return sh;
     }
     return best;
 }
 
-/* --- easy handle pool ------------------------------------------------------ */
-
-CURL *async__http_easy_get(async_http_t *http)
-{
-    if (http->n_pool) return http->pool[--http->n_pool];
-    CURL *easy = curl_easy_init();
-    if (easy && async__http_easy_init(http, easy)) {
-        curl_easy_cleanup(easy);
-        return NULL;
-    }
-    return easy;
-}
-
-void async__http_easy_put(async_http_t *http, CURL *easy)
-{
-    if (!easy) return;
-    if (http->n_pool < http->cap_pool && !http->closing) {
-        /* Kept configured, not reset: the next request sets every option
-         * that differs between requests (async__http_easy_setup). */
-        http->pool[http->n_pool++] = easy;
-        return;
-    }
-    curl_easy_cleanup(easy);
-}
-
-/* --- clients --------------------------------------------------------------- */
+/* --- the set --------------------------------------------------------------- */
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
@@ -292,31 +311,35 @@ static void sigpipe_init(void)
         signal(SIGPIPE, SIG_IGN);
 }
 
-int async__http_multi_init(async_http_t *http)
+int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http_opts_t *o)
 {
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) return ASYNC_ECURL;
-    if (!http->opts.keep_sigpipe) pthread_once(&sigpipe_once, sigpipe_init);
-    return shard_new(http) ? 0 : ASYNC_ENOMEM;
+    if (!o->keep_sigpipe) pthread_once(&sigpipe_once, sigpipe_init);
+    m->ev = ev;
+    m->max_connections = o->max_connections;
+    m->max_host_connections = o->max_host_connections;
+    m->no_http2 = o->no_http2;
+    m->n_shards = 0;
+    async__list_init(&m->socks);
+    return shard_new(m) ? 0 : ASYNC_ENOMEM;
 }
 
-void async__http_multi_cleanup(async_http_t *http)
+void async__http_multi_cleanup(http_multi_t *m)
 {
-    for (size_t i = 0; i < http->n_pool; i++) curl_easy_cleanup(http->pool[i]);
-    http->n_pool = 0;
-    for (size_t i = 0; i < http->n_shards; i++) {
-        http_shard_t *sh = http->shards[i];
-        ev_timer_stop(http->ev, &sh->timer);
+    for (size_t i = 0; i < m->n_shards; i++) {
+        http_shard_t *sh = m->shards[i];
+        ev_timer_stop(m->ev, &sh->timer);
         /* curl closes its cached connections here and reports them removed. */
         curl_multi_cleanup(sh->multi);
-        ev_timer_stop(http->ev, &sh->timer);
+        ev_timer_stop(m->ev, &sh->timer);
         async__free(sh);
     }
-    http->n_shards = 0;
+    m->n_shards = 0;
     async__list_t *l;
-    while ((l = async__list_pop(&http->socks))) {
+    while ((l = async__list_pop(&m->socks))) {
         http_sock_t *k = container_of(l, http_sock_t, link);
-        ev_io_stop(http->ev, &k->io);
+        ev_io_stop(m->ev, &k->io);
         async__free(k);
     }
 }

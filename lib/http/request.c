@@ -20,6 +20,8 @@
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
 
 static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents);
+static void pump(async_http_t *http);
+static void xfer_free(http_xfer_t *x);
 
 /* --- clients --------------------------------------------------------------- */
 
@@ -56,7 +58,6 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
         if (!http->ca_file) goto fail_pool;
         http->opts.ca_file = http->ca_file;
     }
-    async__list_init(&http->socks);
     async__list_init(&http->waiting);
     async__list_init(&http->running);
     http->cap_pool = o.max_connections > 64 ? (size_t)o.max_connections : 64;
@@ -74,7 +75,7 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
     http->wake_timer.data = http;
     http->tokens = o.rate_burst;
     http->tokens_at = async_now();
-    err = async__http_multi_init(http);
+    err = async__http_multi_init(&http->multi, http->ev, &http->opts);
     if (err) goto fail_multi;
     *out = http;
     return 0;
@@ -101,12 +102,38 @@ void async_http_stats(const async_http_t *http, async_http_stats_t *out)
     if (!http) return;
     *out = http->stats;
     out->easy_pooled = http->n_pool;
-    for (size_t i = 0; i < http->n_shards; i++) out->connections += http->shards[i]->n_sockets;
+    for (size_t i = 0; i < http->multi.n_shards; i++)
+        out->connections += http->multi.shards[i]->n_sockets;
+}
+
+/* --- easy handle pool ------------------------------------------------------ */
+
+static CURL *easy_get(async_http_t *http)
+{
+    if (http->n_pool) return http->pool[--http->n_pool];
+    CURL *easy = curl_easy_init();
+    if (easy && async__http_easy_init(http, easy)) {
+        curl_easy_cleanup(easy);
+        return NULL;
+    }
+    return easy;
+}
+
+static void easy_put(async_http_t *http, CURL *easy)
+{
+    if (!easy) return;
+    if (http->n_pool < http->cap_pool && !http->closing) {
+        /* Kept configured, not reset: the next request sets every option
+         * that differs between requests (async__http_easy_setup). */
+        http->pool[http->n_pool++] = easy;
+        return;
+    }
+    curl_easy_cleanup(easy);
 }
 
 /* --- ending a request ------------------------------------------------------ */
 
-void async__http_xfer_free(http_xfer_t *x)
+static void xfer_free(http_xfer_t *x)
 {
     async__free(x->url);
     async__free(x->method);
@@ -123,15 +150,15 @@ static void finish(async_http_t *http, http_xfer_t *x)
 {
     x->state = XFER_DONE;
     http->stats.in_flight--;
-    async__http_easy_put(http, x->easy);
-    x->easy = NULL;
+    easy_put(http, x->t.easy);
+    x->t.easy = NULL;
     if (!x->resp || x->resp->error) http->stats.failed++;
     if (x->cb) {
         async_http_response_t *r = x->resp;
         x->resp = NULL;
         async_http_cb cb = x->cb;
         void *arg = x->cb_arg;
-        async__http_xfer_free(x);
+        xfer_free(x);
         http->dispatching++;
         cb(r, arg);
         http->dispatching--;
@@ -148,11 +175,6 @@ static void fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
 {
     async__http_response_error(x, error, msg);
     finish(http, x);
-}
-
-void async__http_fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
-{
-    fail(http, x, error, msg);
 }
 
 /* --- retries --------------------------------------------------------------- */
@@ -233,18 +255,30 @@ static int64_t retry_after(http_xfer_t *x)
         return sec ? ASYNC_SEC(sec) : -1;
     }
     curl_off_t after = 0;
-    if (curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &after) != CURLE_OK || after <= 0)
+    if (curl_easy_getinfo(x->t.easy, CURLINFO_RETRY_AFTER, &after) != CURLE_OK || after <= 0)
         return -1;
     if (after > ASYNC_HTTP_RETRY_AFTER_MAX) return INT64_MAX;
     return ASYNC_SEC(after);
 }
 
-void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
+/* The completion function of every attempt (multi.c calls it once the easy
+ * handle is out of the multi handle): retry, or end the request. */
+static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
 {
+    http_xfer_t *x = ud;
+    async_http_t *http = x->http;
+    (void)t;
     async__list_remove(&x->link);
-    x->shard->n_running--;
+    if (rc == CURLE_OUT_OF_MEMORY) {
+        /* curl's own, or the shard died watching a socket: the transfer may
+         * have stopped mid-way, so its handle is not pooled. */
+        curl_easy_cleanup(x->t.easy);
+        x->t.easy = NULL;
+        fail(http, x, ASYNC_ENOMEM, "out of memory in curl or watching its sockets");
+        return;
+    }
     long status = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
     if (transient && x->attempt <= x->max_retries && !http->closing) {
@@ -265,7 +299,7 @@ void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
             int64_t now = async_now();
             x->not_before = delay > INT64_MAX - now ? INT64_MAX : now + delay;
             enqueue(http, x);
-            async__http_pump(http);
+            pump(http);
             return;
         }
         /* A Retry-After longer than we may wait (or than anyone may): the 429
@@ -282,19 +316,19 @@ void async__http_attempt_done(async_http_t *http, http_xfer_t *x, CURLcode rc)
 
 static void start(async_http_t *http, http_xfer_t *x)
 {
-    if (!x->easy) {
-        x->easy = async__http_easy_get(http);
-        if (!x->easy) {
+    if (!x->t.easy) {
+        x->t.easy = easy_get(http);
+        if (!x->t.easy) {
             fail(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
             return;
         }
     }
-    x->shard = async__http_shard_pick(http);
-    if (!x->shard) {
+    http_shard_t *sh = async__http_shard_pick(&http->multi);
+    if (!sh) {
         fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
         return;
     }
-    int err = async__http_easy_setup(x);
+    int err = async__http_easy_setup(x, sh);
     if (err) {
         fail(http, x, err, "curl rejected an option of the request");
         return;
@@ -302,7 +336,7 @@ static void start(async_http_t *http, http_xfer_t *x)
     if (!x->attempt) x->t_start = async_now();
     x->attempt++;
     http->stats.attempts++;
-    CURLMcode mc = curl_multi_add_handle(x->shard->multi, x->easy);
+    CURLMcode mc = async__http_multi_add(sh, &x->t);
     if (mc != CURLM_OK) {
         char msg[128];
         snprintf(msg, sizeof msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
@@ -310,12 +344,10 @@ static void start(async_http_t *http, http_xfer_t *x)
         return;
     }
     x->state = XFER_RUNNING;
-    x->shard->added = true;
-    x->shard->n_running++;
     async__list_push(&http->running, &x->link);
 }
 
-void async__http_pump(async_http_t *http)
+static void pump(async_http_t *http)
 {
     ev_timer_stop(http->ev, &http->wake_timer);
     double rate = http->opts.rate_limit;
@@ -346,7 +378,7 @@ static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents)
 {
     ASYNC_UNUSED(ev);
     ASYNC_UNUSED(revents);
-    async__http_pump(w->data);
+    pump(w->data);
 }
 
 /* --- making requests ------------------------------------------------------- */
@@ -386,7 +418,10 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     http_xfer_t *x = async__calloc(1, sizeof *x);
     if (!x) return ASYNC_ENOMEM;
     async__list_init(&x->link);
+    async__list_init(&x->t.link);
     x->http = http;
+    x->t.done = on_attempt_done;
+    x->t.ud = x;
     int err = ASYNC_ENOMEM;
     /* The response exists from the start, so a request always ends with one,
      * even when memory runs out on the way. */
@@ -425,7 +460,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     *out = x;
     return 0;
 fail:
-    async__http_xfer_free(x);
+    xfer_free(x);
     return err;
 }
 
@@ -434,7 +469,7 @@ static void submit(async_http_t *http, http_xfer_t *x)
     http->stats.requests++;
     http->stats.in_flight++;
     enqueue(http, x);
-    async__http_pump(http);
+    pump(http);
 }
 
 int async_http_send(async_http_t *http, const async_http_request_t *req, async_http_cb cb,
@@ -455,26 +490,22 @@ int async_http_send(async_http_t *http, const async_http_request_t *req, async_h
 /* Takes a request that did not end back out of the client. */
 static void abandon(async_http_t *http, http_xfer_t *x)
 {
-    if (x->state == XFER_RUNNING) {
-        curl_multi_remove_handle(x->shard->multi, x->easy);
-        x->shard->n_running--;
-        if (!x->shard->n_running) ev_timer_stop(http->ev, &x->shard->timer);
-    }
+    if (x->state == XFER_RUNNING) async__http_multi_remove(&x->t);
     bool was_waiting = x->state == XFER_WAITING;
     if (x->state != XFER_DONE) async__list_remove(&x->link);
-    if (x->easy) {
+    if (x->t.easy) {
         /* The transfer may have stopped mid-way: do not pool its handle. */
-        curl_easy_cleanup(x->easy);
-        x->easy = NULL;
+        curl_easy_cleanup(x->t.easy);
+        x->t.easy = NULL;
     }
     if (x->state != XFER_DONE) {
         http->stats.failed++;
         http->stats.in_flight--;
     }
-    async__http_xfer_free(x);
+    xfer_free(x);
     /* Re-arm (or stop) the timer that waited for this request's turn, so an
      * empty queue does not hold the loop. */
-    if (was_waiting) async__http_pump(http);
+    if (was_waiting) pump(http);
 }
 
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)
@@ -510,7 +541,7 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
     if (err) return err;
     if (deadline != ASYNC_FOREVER && deadline <= async_now()) {
         /* No transfer could end in time: do not start one only to abandon it. */
-        async__http_xfer_free(x);
+        xfer_free(x);
         return ASYNC_ETIMEDOUT;
     }
     submit(http, x);
@@ -554,15 +585,7 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
                 err = ASYNC_EIO;
                 break;
             }
-            if (rc == 0) {
-                /* Downwards: collect may retire shard i, moving the last
-                 * (already visited) one into its place. */
-                for (size_t i = http->n_shards; i-- > 0;) {
-                    http_shard_t *sh = http->shards[i];
-                    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
-                    async__http_collect(sh);
-                }
-            }
+            if (rc == 0) async__http_multi_kick(&http->multi);
         }
         http->blocking--;
         ev_timer_stop(http->ev, &dl);
@@ -573,7 +596,7 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
     }
     async_http_response_t *r = x->resp;
     x->resp = NULL;
-    async__http_xfer_free(x);
+    xfer_free(x);
     if (!r) return ASYNC_ENOMEM;
     *out = r;
     return r->error;
@@ -619,10 +642,9 @@ int async_http_free(async_http_t *http)
     http->dispatching++;
     while ((l = async__list_pop(&http->running))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
-        curl_multi_remove_handle(x->shard->multi, x->easy);
-        x->shard->n_running--;
-        curl_easy_cleanup(x->easy);
-        x->easy = NULL;
+        async__http_multi_remove(&x->t);
+        curl_easy_cleanup(x->t.easy);
+        x->t.easy = NULL;
         fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     while ((l = async__list_pop(&http->waiting))) {
@@ -630,7 +652,9 @@ int async_http_free(async_http_t *http)
         fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     http->dispatching--;
-    async__http_multi_cleanup(http);
+    for (size_t i = 0; i < http->n_pool; i++) curl_easy_cleanup(http->pool[i]);
+    http->n_pool = 0;
+    async__http_multi_cleanup(&http->multi);
     ev_timer_stop(http->ev, &http->wake_timer);
     if (http->own_loop) async_loop_free(http->loop);
     async__free(http->pool);

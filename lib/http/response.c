@@ -89,7 +89,7 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
     (void)purpose;
     http_xfer_t *x = ud;
     curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (s != CURL_SOCKET_BAD) x->shard->n_sockets++;
+    if (s != CURL_SOCKET_BAD) x->t.shard->n_sockets++;
     else x->socket_errno = errno;
     return s;
 }
@@ -130,19 +130,18 @@ int async__http_easy_init(async_http_t *http, CURL *e)
 
 /* The options of this request; every one a previous request on the same
  * handle may have set is set again. */
-int async__http_easy_setup(http_xfer_t *x)
+int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
 {
     async_http_t *http = x->http;
-    CURL *e = x->easy;
+    CURL *e = x->t.easy;
     int bad = 0;
     x->socket_errno = 0;
     SET(CURLOPT_URL, x->url);
-    SET(CURLOPT_PRIVATE, (void *)x);
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_WRITEDATA, (void *)x);
     SET(CURLOPT_HEADERDATA, (void *)x);
     SET(CURLOPT_OPENSOCKETDATA, (void *)x);
-    SET(CURLOPT_CLOSESOCKETDATA, (void *)x->shard);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
     SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
     SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
     SET(CURLOPT_HTTPHEADER, x->headers);
@@ -169,7 +168,6 @@ int async__http_easy_setup(http_xfer_t *x)
     /* Under a connection limit a transfer may queue until a connection
      * frees up, and must then reuse it. */
     long host = http->opts.max_host_connections, total = http->opts.max_connections;
-    http_shard_t *sh = x->shard;
     bool queued = (host && sh->n_running >= (size_t)host) ||
                   (total && sh->n_running >= (size_t)total);
     SET(CURLOPT_FRESH_CONNECT, (long)(!h2 && !queued && sh->n_sockets <= sh->n_running));
@@ -241,7 +239,7 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     async__free(r->headers);
     async__free(r->url);
     memset(r, 0, sizeof *r);
-    CURL *e = x->easy;
+    CURL *e = x->t.easy;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     long ver = 0;
     curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
