@@ -819,6 +819,79 @@ Test(http, program_sigpipe_handler_is_kept)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* --- versioned option structs ---------------------------------------------- */
+
+Test(http, opts_size)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    /* 0: a designated initialiser reads the 0.2 layout. */
+    cr_assert_eq(async_http_new(loop, &(async_http_opts_t){.max_retries = 1}, &http), 0);
+    cr_assert_eq(async_http_free(http), 0);
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_eq(o.max_connections, 0);
+    cr_assert_null(o.user_agent);
+    o.max_host_connections = 2;
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_free(http), 0);
+    /* Larger than ours: a program built against a later version. */
+    o.size = sizeof o + 8;
+    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_free(http), 0);
+    o.size = 1;
+    http = (void *)1;
+    cr_assert_eq(async_http_new(loop, &o, &http), ASYNC_EINVAL);
+    cr_assert_null(http);
+    o.size = sizeof o - 1;
+    cr_assert_eq(async_http_new(loop, &o, &http), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, request_size)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    async_http_request_t req;
+    async_http_request_init(&req);
+    cr_assert_eq(req.size, sizeof req);
+    cr_assert_null(req.url);
+    cr_assert_null(req.method);
+    req.url = test_httpd_url(srv, "/ok");
+    got_t a = {0}, b = {0}, c = {0};
+    cr_assert_eq(async_http_send(http, &req, on_done, &a), 0);
+    async_http_request_t zero = {.url = req.url}; /* size 0 */
+    cr_assert_eq(async_http_send(http, &zero, on_done, &b), 0);
+    req.size = 1;
+    cr_assert_eq(async_http_send(http, &req, on_done, &c), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(a.calls, 1);
+    cr_assert_eq(a.resp->error, 0, "%s", a.resp->errmsg);
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.resp->error, 0, "%s", b.resp->errmsg);
+    cr_assert_eq(c.calls, 0);
+    async_http_response_free(a.resp);
+    async_http_response_free(b.resp);
+    cr_assert_eq(async_http_free(http), 0);
+    /* The blocking form checks it the same way. */
+    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    async_http_response_t *r = (void *)1;
+    cr_assert_eq(async_http_fetch(http, &req, &r), ASYNC_EINVAL);
+    cr_assert_null(r);
+    req.size = sizeof req;
+    cr_assert_eq(async_http_fetch(http, &req, &r), 0);
+    cr_assert_str_eq(r->body, "ok");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 Test(http, bad_arguments)
 {
     async_loop_t *loop;

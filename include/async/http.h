@@ -27,6 +27,7 @@
 #ifndef ASYNC_HTTP_H
 #define ASYNC_HTTP_H
 
+#include <string.h>
 #include "common.h"
 #include "loop.h"
 
@@ -38,7 +39,9 @@ struct json_t; /* jansson's json_t */
 
 typedef struct async_http async_http_t;
 
-/* Client options.  Zero fields take the default shown. */
+/* Client options.  Zero fields take the default shown.  Start from
+ * async_http_opts_init, or a designated initialiser
+ * (&(async_http_opts_t){.rate_limit = 2}, size 0). */
 /* The longest Retry-After the client will wait for, in seconds (a year).
  * A 429 or 503 whose Retry-After (delay-seconds, or an HTTP-date) lies
  * further ahead, however large the number, is never retried sooner than
@@ -48,6 +51,10 @@ typedef struct async_http async_http_t;
 #define ASYNC_HTTP_RETRY_AFTER_MAX ((int64_t)366 * 24 * 3600)
 
 typedef struct async_http_opts {
+    size_t size;               /* 0 or sizeof(async_http_opts_t) as the program was
+                                  compiled; 0 reads the 0.2 layout.  Later versions
+                                  add fields only at the end and read them only
+                                  when size covers them */
     long max_connections;      /* open connections in all; 0: unlimited */
     long max_host_connections; /* to one host; 0: unlimited */
     double rate_limit;         /* request starts per second; 0: no limit */
@@ -70,8 +77,15 @@ typedef struct async_http_opts {
 } async_http_opts_t;
 
 /* One request.  Strings are copied by the call that takes the request, so
- * the caller may reuse or free them as soon as that call returns. */
+ * the caller may reuse or free them as soon as that call returns.  Start
+ * from async_http_request_init, or a designated initialiser
+ * ((async_http_request_t){.url = u}, size 0). */
 typedef struct async_http_request {
+    size_t size;                        /* 0 or sizeof(async_http_request_t) as the
+                                           program was compiled; 0 reads the 0.2
+                                           layout.  Later versions add fields only
+                                           at the end and read them only when size
+                                           covers them */
     const char *method;                 /* NULL: "GET", or "POST" when body is set */
     const char *url;                    /* required: http:// or https:// */
     const char *const *query;           /* NULL or {"key", "value", ..., NULL}: appended
@@ -83,6 +97,20 @@ typedef struct async_http_request {
     int64_t connect_timeout_ns;         /* 0: the client's; <0: none */
     int max_retries;                    /* 0: the client's; <0: never retry */
 } async_http_request_t;
+
+/* Zero every field and set size: the way to fill an option struct that
+ * keeps working when later versions add fields. */
+static inline void async_http_opts_init(async_http_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
+static inline void async_http_request_init(async_http_request_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->size = sizeof *r;
+}
 
 typedef struct async_http_header {
     const char *name;  /* as the server spelled it */
@@ -120,7 +148,9 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
 /* Creates a client.  loop NULL gives the client a private loop of its own,
  * for blocking async_http_fetch calls from a plain thread or a worker
  * process; such a client must not be used from tasks of another loop.
- * opts may be NULL.  Errors: ASYNC_EINVAL (a negative limit or rate),
+ * opts may be NULL.  Errors: ASYNC_EINVAL (a negative limit, rate, retry
+ * count or backoff; opts->size neither 0 nor at least sizeof(async_http_opts_t) of
+ * 0.2),
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
  * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
  * descriptors run out).  A client on a given loop needs no descriptor of its
@@ -160,7 +190,9 @@ ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
 
 /* Starts a request; cb(resp, arg) runs on the loop's thread when it ends,
  * never inside this call.  Errors (cb will not run): ASYNC_EINVAL (no
- * client or callback, no URL, a bad method, query or header), ASYNC_ENOMEM,
+ * client or callback, no URL, a bad method, query or header, a body_len
+ * without a body, req->size neither 0 nor at least
+ * sizeof(async_http_request_t) of 0.2), ASYNC_ENOMEM,
  * ASYNC_ECLOSED (the client is being freed: a callback that
  * async_http_free runs), ASYNC_EWRONGLOOP (a client on a caller's loop,
  * called from a thread other than that loop's). */

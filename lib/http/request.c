@@ -19,6 +19,12 @@
 #define DEFAULT_RETRY_MAX ASYNC_SEC(30)
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
 
+/* The sizes of the 0.2 layouts.  When a later version adds fields, these
+ * stay the 0.2 sizes (the offset of the first new field), and the new
+ * fields are read only when the caller's size covers them. */
+#define OPTS_SIZE_0_2 sizeof(async_http_opts_t)
+#define REQUEST_SIZE_0_2 sizeof(async_http_request_t)
+
 static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents);
 static void pump(async_http_t *http);
 static void xfer_free(http_xfer_t *x);
@@ -30,7 +36,11 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
     if (!out) return ASYNC_EINVAL;
     *out = NULL;
     async_http_opts_t o = {0};
-    if (opts) o = *opts;
+    if (opts) {
+        if (opts->size && opts->size < OPTS_SIZE_0_2) return ASYNC_EINVAL;
+        o = *opts;
+    }
+    o.size = sizeof o;
     if (o.max_connections < 0 || o.max_host_connections < 0 || o.rate_limit < 0 ||
         o.max_retries < 0 || o.retry_base_ns < 0 || o.retry_max_ns < 0)
         return ASYNC_EINVAL;
@@ -412,6 +422,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
 {
     *out = NULL;
     if (!http || !req || !req->url || !*req->url) return ASYNC_EINVAL;
+    if (req->size && req->size < REQUEST_SIZE_0_2) return ASYNC_EINVAL;
     if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
     if (req->body_len && !req->body) return ASYNC_EINVAL;
     if (http->closing) return ASYNC_ECLOSED;
