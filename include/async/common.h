@@ -30,10 +30,10 @@ extern "C" {
  *
  *   situation                                        code
  *   ---------------------------------------------    ---------------------
- *   a try form (or a deadline already passed on a    ASYNC_EAGAIN
- *     call that would have to wait) cannot complete
- *     now; a result asked for before it exists
- *   a deadline passed while waiting                  ASYNC_ETIMEDOUT
+ *   a try form cannot complete now; a result asked   ASYNC_EAGAIN
+ *     for before it exists
+ *   a deadline passed (also one already past when    ASYNC_ETIMEDOUT
+ *     the call would have to wait)
  *   the calling task was cancelled while it would    ASYNC_ECANCELED
  *     have to wait (a call that can complete at
  *     once completes, even in a cancelled task)
