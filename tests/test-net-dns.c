@@ -94,9 +94,9 @@ static void fake_dns_stop(struct fake_dns *f, async_task_t t)
     async_sock_close(f->fd);
 }
 
-static async_dns_t *dns_on(struct fake_dns *f, int timeout_ms, int tries)
+static async_dns_t *dns_on(struct fake_dns *f, int64_t timeout_ns, int tries)
 {
-    async_dns_opts_t o = {.servers = f->servers, .timeout_ms = timeout_ms, .tries = tries};
+    async_dns_opts_t o = {.servers = f->servers, .timeout_ns = timeout_ns, .tries = tries};
     async_dns_t *d;
     cr_assert_eq(async_dns_new(NULL, &o, &d), 0);
     return d;
@@ -187,7 +187,7 @@ static int t_never_answers(void *arg, void **res)
     /* The abandoned lookup is finished (and freed) by async_dns_free. */
     cr_assert_eq(async_dns_free(d), 0);
     /* Without a deadline, c-ares' own timeout ends it, as ETIMEDOUT too. */
-    d = dns_on(&f, 100, 1);
+    d = dns_on(&f, ASYNC_MSEC(100), 1);
     t0 = async_now();
     cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(100));
@@ -243,6 +243,33 @@ Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)
     cr_assert_eq(async_dns_new(loop, &bad, &d2), ASYNC_EINVAL);
     cr_assert_eq(async_dns_new(NULL, NULL, &d2), ASYNC_ENOLOOP);
     cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+}
+
+Test(dns, opts_size_zero_or_sizeof_work_and_a_short_size_is_einval, .timeout = 10)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_dns_t *d;
+    async_dns_opts_t o;
+    async_dns_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_eq(o.servers, NULL);
+    cr_assert_eq(o.timeout_ns, 0);
+    cr_assert_eq(o.tries, 0);
+    o.timeout_ns = ASYNC_MSEC(1500);
+    cr_assert_eq(async_dns_new(loop, &o, &d), 0, "size == sizeof");
+    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_new(loop, &(async_dns_opts_t){.tries = 2}, &d), 0, "size 0: the 0.2 layout");
+    cr_assert_eq(async_dns_free(d), 0);
+    o.size = 1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    async_dns_opts_init(&o);
+    o.timeout_ns = -1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    async_dns_opts_init(&o);
+    o.tries = -1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
     cr_assert_eq(async_loop_free(loop), 0);
 }
 

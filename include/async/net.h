@@ -14,6 +14,7 @@
 #ifndef ASYNC_NET_H
 #define ASYNC_NET_H
 
+#include <string.h>
 #include <sys/socket.h>
 #include "common.h"
 #include "loop.h"
@@ -130,17 +131,31 @@ ASYNC_API int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct
  * is used. */
 typedef struct async_dns async_dns_t;
 
+/* The resolver's options.  size: 0 or sizeof(async_dns_opts_t) as the
+ * program was compiled; 0 reads the 0.2 layout.  Later versions add fields
+ * only at the end and read them only when size covers them.  Fill it with
+ * async_dns_opts_init, or with a designated initialiser (size 0). */
 typedef struct async_dns_opts {
+    size_t size;
     /* "ip[:port],..." to ask instead of /etc/resolv.conf's servers (NULL: the
      * system's); tests point it at a local socket. */
     const char *servers;
-    int timeout_ms; /* first try's timeout per server; 0: c-ares' default (2 s) */
-    int tries;      /* tries per server; 0: c-ares' default (3) */
+    /* The first try's timeout per server, in ns (c-ares counts whole
+     * milliseconds: a part of one rounds up); 0: c-ares' default (2 s). */
+    int64_t timeout_ns;
+    int tries; /* tries per server; 0: c-ares' default (3) */
 } async_dns_opts_t;
 
+static inline void async_dns_opts_init(async_dns_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 /* Creates a resolver on loop (NULL: the loop running on this thread); opts may
- * be NULL.  Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM, ASYNC_EINVAL (bad servers
- * string), ASYNC_EDNS (c-ares could not start). */
+ * be NULL.  Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM, ASYNC_EINVAL (out NULL, a
+ * bad servers string, a nonzero size smaller than the 0.2 struct, a negative
+ * timeout_ns or tries), ASYNC_EDNS (c-ares could not start). */
 ASYNC_API int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out);
 
 /* Frees the resolver.  Errors: ASYNC_EBUSY while a task waits in a lookup

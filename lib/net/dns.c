@@ -14,6 +14,7 @@
  * the stagger timer at once. */
 #include <ares.h>
 #include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,6 +119,10 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
 int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out)
 {
     if (!out) return ASYNC_EINVAL;
+    /* sizeof is 0.2's layout; a later version keeps this bound at 0.2's size
+     * and reads its new fields only when opts->size covers them. */
+    if (opts && opts->size && opts->size < sizeof(async_dns_opts_t)) return ASYNC_EINVAL;
+    if (opts && (opts->timeout_ns < 0 || opts->tries < 0)) return ASYNC_EINVAL;
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
     pthread_once(&lib_once, lib_init);
@@ -131,8 +136,11 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
     int mask = ARES_OPT_SOCK_STATE_CB;
     o.sock_state_cb = on_state;
     o.sock_state_cb_data = d;
-    if (opts && opts->timeout_ms > 0) {
-        o.timeout = opts->timeout_ms;
+    if (opts && opts->timeout_ns > 0) {
+        /* c-ares counts whole milliseconds: round up, so that a timeout
+         * under one is not read as 0 (c-ares' default). */
+        int64_t ms = (opts->timeout_ns + ASYNC_MSEC(1) - 1) / ASYNC_MSEC(1);
+        o.timeout = ms > INT_MAX ? INT_MAX : (int)ms;
         mask |= ARES_OPT_TIMEOUTMS;
     }
     if (opts && opts->tries > 0) {
