@@ -7,10 +7,14 @@
  * an absolute async_now() deadline (ASYNC_ETIMEDOUT when it passes); the
  * plain form waits forever.  A blocking call returns ASYNC_ECANCELED when its
  * task is cancelled, and ASYNC_ENOTASK outside a task when it would have to
- * wait.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL, and a write
- * to a connection the peer has closed returns ASYNC_EPIPE or
- * ASYNC_ECONNRESET.  Errors from the kernel are passed through as -errno;
- * the ones a network program meets are named below. */
+ * wait.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL.  A write to a
+ * peer that is gone (closed or reset) returns ASYNC_EPIPE; a read returns
+ * ASYNC_EEOF after the peer's orderly close and ASYNC_ECONNRESET after a
+ * reset.  The kernel's errors come out as common.h's codes, the ones each
+ * call meets listed with it; an errno that has no closer code is ASYNC_EIO.
+ * Only two pass through as -errno without an ASYNC_ name: -ENETUNREACH and
+ * -EHOSTUNREACH, from a connect or a datagram send that no route carries
+ * (async_net_strerror names them). */
 #ifndef ASYNC_NET_H
 #define ASYNC_NET_H
 
@@ -25,8 +29,8 @@ extern "C" {
 
 /* This module's errors (ASYNC_ECONNRESET, ASYNC_ECONNREFUSED,
  * ASYNC_EADDRINUSE, ASYNC_ENOTFOUND, ASYNC_EDNS) are in common.h's table
- * with the others.  async_net_strerror is async_strerror plus a few more
- * kernel errors a network call passes through; never NULL. */
+ * with the others.  async_net_strerror is async_strerror that also names
+ * -ENETUNREACH and -EHOSTUNREACH; never NULL. */
 ASYNC_API const char *async_net_strerror(int err);
 
 /* --- streams: TCP and Unix ------------------------------------------------- */
@@ -35,16 +39,21 @@ ASYNC_API const char *async_net_strerror(int err);
  * interface) and port (0: the kernel picks one; read it with async_sock_port).
  * The socket has SO_REUSEADDR, O_NONBLOCK and FD_CLOEXEC; backlog <= 0 means
  * SOMAXCONN.  *fd (OUT) is set only on success.  Errors: ASYNC_EINVAL (not a
- * numeric address, port outside 0..65535), ASYNC_EADDRINUSE, ASYNC_EMFILE, other
- * -errno from socket/bind/listen. */
+ * numeric address, port outside 0..65535, fd NULL, an address that is not
+ * this machine's), ASYNC_EADDRINUSE, ASYNC_EPERM (a privileged port),
+ * ASYNC_ENOTSUP (IPv6 on a kernel without it), ASYNC_EMFILE, ASYNC_ENFILE,
+ * ASYNC_ENOMEM. */
 ASYNC_API int async_tcp_listen(const char *ip, int port, int backlog, int *fd);
 
 /* Listens on a Unix-domain stream socket at path, removing a stale socket
  * file there first (not any other kind of file).  Errors: ASYNC_EINVAL (path
- * NULL or too long), ASYNC_EADDRINUSE (something else is at path), -errno. */
+ * NULL, empty or too long, fd NULL), ASYNC_EADDRINUSE (something else is at
+ * path), ASYNC_ENOENT (a directory of the path is missing), ASYNC_EPERM (no
+ * permission to create it there), ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOMEM. */
 ASYNC_API int async_unix_listen(const char *path, int backlog, int *fd);
 
-/* The local port a TCP or UDP socket is bound to (> 0), or a negative error. */
+/* The local port a TCP or UDP socket is bound to (> 0; 0 before a bind).
+ * Errors: ASYNC_EINVAL (not an IPv4 or IPv6 socket). */
 ASYNC_API int async_sock_port(int fd);
 
 /* Accepts one connection; *fd (OUT) is non-blocking and close-on-exec.
@@ -54,16 +63,21 @@ ASYNC_API int async_sock_port(int fd);
  * the reserve is taken back, and ASYNC_EMFILE returns, so a loop around
  * accept neither spins on a connection it cannot take nor stops other tasks
  * from serving theirs; once descriptors are free, accept succeeds again.
- * Errors: ASYNC_EMFILE, ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK,
- * ASYNC_EINVAL (not a listening socket), -errno. */
+ * Errors: ASYNC_EMFILE (also when the system's file table is full), ASYNC_ETIMEDOUT,
+ * ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (lfd not a listening socket,
+ * fd NULL), ASYNC_EPERM (a firewall rule refused the connection),
+ * ASYNC_ENOMEM. */
 ASYNC_API int async_sock_accept(int lfd, int *fd);
 ASYNC_API int async_sock_accept_dl(int lfd, int *fd, int64_t deadline);
 
 /* Connects a new non-blocking, close-on-exec stream socket to addr; *fd (OUT)
  * is set only on success (on failure the socket is closed).  Errors:
- * ASYNC_ECONNREFUSED, ASYNC_ETIMEDOUT (the deadline passed: for example a
- * listener whose backlog is full and that never accepts), ASYNC_ECANCELED,
- * ASYNC_ENOTASK, ASYNC_EINVAL, -errno (ENETUNREACH, EHOSTUNREACH...). */
+ * ASYNC_ECONNREFUSED (nobody listens there), ASYNC_ETIMEDOUT (the deadline
+ * passed: for example a listener whose backlog is full and that never
+ * accepts; or the kernel gave up first), ASYNC_ECANCELED, ASYNC_ENOTASK,
+ * ASYNC_EINVAL (addr or fd NULL, a bad address), ASYNC_EADDRINUSE (no local
+ * port is free), ASYNC_EPERM, ASYNC_ENOTSUP (a family the kernel lacks),
+ * ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOMEM, -ENETUNREACH, -EHOSTUNREACH. */
 ASYNC_API int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd,
                                     int64_t deadline);
 
@@ -71,13 +85,17 @@ ASYNC_API int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, 
 ASYNC_API int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t deadline);
 
 /* Connects to the Unix-domain socket at path.  Errors: as async_sock_connect_dl,
- * and -ENOENT when nothing is at path. */
+ * ASYNC_ENOENT when nothing is at path, ASYNC_ECONNREFUSED when no stream
+ * socket listens there. */
 ASYNC_API int async_unix_connect_dl(const char *path, int *fd, int64_t deadline);
 
 /* Reads what is there, at most len bytes, waiting until something is; *n
- * (OUT) is how many (> 0 on success).  Errors: ASYNC_EEOF (the peer closed
- * its side: a half-closed or closed connection), ASYNC_ECONNRESET,
- * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (len 0). */
+ * (OUT) is how many (> 0 on success).  A pipe or a tty works too (read(2)).
+ * Errors: ASYNC_EEOF (the peer closed its side: a half-closed or closed
+ * connection), ASYNC_ECONNRESET (the peer reset the connection, or the
+ * kernel gave up on it), ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK,
+ * ASYNC_EINVAL (len 0, buf or n NULL, fd not open or not connected),
+ * ASYNC_ENOTSUP (fd is open for writing only), ASYNC_EIO. */
 ASYNC_API int async_sock_read(int fd, void *buf, size_t len, size_t *n);
 ASYNC_API int async_sock_read_dl(int fd, void *buf, size_t len, size_t *n, int64_t deadline);
 
@@ -89,21 +107,28 @@ ASYNC_API int async_sock_read_full(int fd, void *buf, size_t len, size_t *got);
 ASYNC_API int async_sock_read_full_dl(int fd, void *buf, size_t len, size_t *got,
                                       int64_t deadline);
 
-/* Writes all len bytes, waiting while the socket's buffer is full.  *sent
- * (OUT, may be NULL) is how many went out, also on failure: on a deadline
- * (a peer that never reads), a cancel or a reset, the caller learns how far
- * it got.  Errors: ASYNC_EPIPE or ASYNC_ECONNRESET (the peer closed or reset;
- * never SIGPIPE), ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK. */
+/* Writes all len bytes, waiting while the socket's buffer is full; a pipe
+ * works too (write(2)).  *sent (OUT, may be NULL) is how many went out, also
+ * on failure: on a deadline (a peer that never reads), a cancel or a reset,
+ * the caller learns how far it got.  Errors: ASYNC_EPIPE (the peer is gone:
+ * it closed or reset the connection, or the kernel gave up on it; also a
+ * socket that never connected or was shut down for writing; never SIGPIPE),
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (fd not
+ * open, buf NULL with len > 0), ASYNC_ENOTSUP (fd is open for reading only),
+ * ASYNC_ENOMEM, ASYNC_EIO. */
 ASYNC_API int async_sock_write_all(int fd, const void *buf, size_t len, size_t *sent);
 ASYNC_API int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent,
                                       int64_t deadline);
 
-/* shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.  Errors: -errno. */
+/* shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.  Errors: ASYNC_EPIPE
+ * (not connected: never, or no more after a reset), ASYNC_EINVAL (not a
+ * socket, a bad how). */
 ASYNC_API int async_sock_shutdown(int fd, int how);
 
 /* Closes the socket.  A task of the same loop blocked on it must not be left
- * waiting: cancel it first.  Errors: ASYNC_EINVAL (fd < 0); a close that
- * fails with EINTR still released the descriptor and returns 0. */
+ * waiting: cancel it first.  Errors: ASYNC_EINVAL (fd < 0 or not open),
+ * ASYNC_EIO; a close that fails with EINTR still released the descriptor and
+ * returns 0. */
 ASYNC_API int async_sock_close(int fd);
 
 /* --- UDP -------------------------------------------------------------------- */
@@ -113,14 +138,19 @@ ASYNC_API int async_sock_close(int fd);
 ASYNC_API int async_udp_bind(const char *ip, int port, int *fd);
 
 /* Sends one datagram to addr (NULL: the connected peer).  Errors:
- * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, -errno (EMSGSIZE...). */
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (too long for
+ * one datagram, addr NULL on an unconnected socket, a bad address),
+ * ASYNC_ECONNREFUSED (a connected socket whose peer's port was unreachable),
+ * ASYNC_EPERM (a broadcast address, a firewall rule), ASYNC_ENOMEM,
+ * -ENETUNREACH, -EHOSTUNREACH. */
 ASYNC_API int async_udp_send_dl(int fd, const void *buf, size_t len, const struct sockaddr *addr,
                                 socklen_t addrlen, int64_t deadline);
 
 /* Receives one datagram: *n (OUT) its length (truncated to len); from and
  * *fromlen (OUT, both may be NULL) the sender.  Errors: ASYNC_ETIMEDOUT,
- * ASYNC_ECANCELED, ASYNC_ENOTASK, -errno (ECONNREFUSED after an ICMP error
- * on a connected socket). */
+ * ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (fd not a socket, buf or n
+ * NULL, from without fromlen), ASYNC_ECONNREFUSED (after an ICMP error on a
+ * connected socket), ASYNC_ENOMEM. */
 ASYNC_API int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr *from,
                                 socklen_t *fromlen, int64_t deadline);
 
@@ -205,7 +235,8 @@ ASYNC_API int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t
 typedef struct async_signal async_signal_t;
 
 /* Errors: ASYNC_EINVAL (n 0, or a signal that cannot be caught: SIGKILL,
- * SIGSTOP), ASYNC_ENOMEM, ASYNC_EMFILE, -errno. */
+ * SIGSTOP), ASYNC_ENOMEM, ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOTSUP (the
+ * kernel could not make a signalfd). */
 ASYNC_API int async_signal_new(const int *signals, size_t n, async_signal_t **out);
 
 /* Closes the signalfd and restores the calling thread's mask as it was

@@ -34,7 +34,9 @@ int async_signal_new(const int *signals, size_t n, async_signal_t **out)
         if (!sigismember(&old, signals[i])) sigaddset(&s->added, signals[i]);
     s->fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s->fd < 0) {
-        rc = -errno;
+        /* ENODEV: the kernel could not give the anonymous inode signalfd
+         * needs. */
+        rc = errno == ENODEV ? ASYNC_ENOTSUP : async__net_errno(errno);
         pthread_sigmask(SIG_UNBLOCK, &s->added, NULL);
         goto fail;
     }
@@ -69,7 +71,7 @@ int async_signal_wait_dl(async_signal_t *s, int *signo, int64_t deadline)
             return 0;
         }
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno != EAGAIN) return -errno;
+        if (r < 0 && errno != EAGAIN) return async__net_errno(errno);
         s->waiting = true;
         rc = async_wait_fd_dl(s->fd, ASYNC_READABLE, deadline);
         s->waiting = false;
