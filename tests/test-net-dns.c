@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "support/run.h"
 #include "support/proc.h"
@@ -227,6 +228,61 @@ static int t_cancel(void *arg, void **res)
 Test(dns, cancel_ends_a_lookup_with_ecanceled, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
+}
+
+/* A cancelled task still resolves what needs no wait (a numeric address,
+ * answered inside the call), and a race whose address connects at once (a
+ * Unix socket) still wins; a lookup that must ask the server stops with
+ * ASYNC_ECANCELED. */
+struct cancelled_arg {
+    async_dns_t *dns;
+    async_addr_t unix_addr;
+};
+
+static int cancelled_checks(void *arg, void **res)
+{
+    (void)res;
+    struct cancelled_arg *ca = arg;
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    async_addr_t *a;
+    size_t n;
+    cr_assert_eq(async_dns_resolve_dl(ca->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER), 0);
+    cr_assert_eq(n, 1);
+    async_dns_addrs_free(a);
+    cr_assert_eq(async_dns_resolve_dl(ca->dns, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER),
+                 ASYNC_ECANCELED);
+    int fd;
+    cr_assert_eq(async_connect_race_dl(&ca->unix_addr, 1, 0, &fd, ASYNC_FOREVER), 0);
+    async_sock_close(fd);
+    return 0;
+}
+
+static int t_cancelled_completes(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    struct cancelled_arg ca = {.dns = dns_on(&f, 0, 0)};
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-net-dns-%d.sock", (int)getpid());
+    int lfd;
+    cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    struct sockaddr_un *un = (struct sockaddr_un *)&ca.unix_addr.addr;
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, path);
+    ca.unix_addr.len = sizeof *un;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, cancelled_checks, &ca, NULL, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    async_sock_close(lfd);
+    unlink(path);
+    cr_assert_eq(async_dns_free(ca.dns), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(dns, cancelled_task_completes_what_needs_no_wait, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_completes, NULL, NULL), 0);
 }
 
 Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)

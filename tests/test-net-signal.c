@@ -79,6 +79,28 @@ Test(signal, cancel_ends_the_wait_and_busy_set_is_ebusy, .timeout = 20)
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
 }
 
+/* A cancelled task still takes a signal that is already pending; with none
+ * pending the wait would have to wait, and returns ASYNC_ECANCELED. */
+static int t_cancelled_pending(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int sigs[] = {SIGUSR1};
+    async_signal_t *s;
+    cr_assert_eq(async_signal_new(sigs, 1, &s), 0);
+    raise(SIGUSR1);
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    int signo = 0;
+    cr_assert_eq(async_signal_wait(s, &signo), 0);
+    cr_assert_eq(signo, SIGUSR1);
+    cr_assert_eq(async_signal_wait(s, &signo), ASYNC_ECANCELED);
+    cr_assert_eq(async_signal_free(s), 0);
+    return 0;
+}
+Test(signal, cancelled_task_takes_a_pending_signal, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_pending, NULL, NULL), 0);
+}
+
 Test(signal, bad_input_is_einval, .timeout = 10)
 {
     async_signal_t *s;

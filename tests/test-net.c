@@ -4,6 +4,7 @@
  * its precise error. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -476,6 +477,77 @@ static int t_cancel(void *arg, void **res)
 Test(net, cancel_ends_blocked_read_and_write_with_ecanceled, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
+}
+
+/* A cancelled task still completes every call that needs no wait (the
+ * table's cancellation rule); only a call that would have to wait returns
+ * ASYNC_ECANCELED. */
+static int t_cancelled_completes(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int c, s, lfd, ufd, a, b;
+    tcp_pair(&c, &s);
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", async_sock_port(lfd), &ufd, dl_ms(5000)), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-net-cancel-%d.sock", (int)getpid());
+    int ulfd;
+    cr_assert_eq(async_unix_listen(path, 0, &ulfd), 0);
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &a), 0);
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &b), 0);
+    struct sockaddr_storage to;
+    socklen_t tolen = sizeof to;
+    cr_assert_eq(getsockname(b, (struct sockaddr *)&to, &tolen), 0);
+    cr_assert_eq(async_sock_write_all(s, "ready", 5, NULL), 0);
+
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    cr_assert(async_task_cancelled());
+    char buf[16];
+    size_t n, sent;
+    /* Data already there is read; then there is none and the read would wait. */
+    struct pollfd pc = {.fd = c, .events = POLLIN};
+    cr_assert_eq(poll(&pc, 1, 5000), 1, "the data is there");
+    cr_assert_eq(async_sock_read(c, buf, sizeof buf, &n), 0);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(async_sock_read(c, buf, sizeof buf, &n), ASYNC_ECANCELED);
+    /* Room in the buffer: the write goes out; a write too big to fit writes
+     * what fits and stops where it would wait. */
+    cr_assert_eq(async_sock_write_all(c, "abc", 3, &sent), 0);
+    cr_assert_eq(sent, 3);
+    size_t len = (size_t)64 << 20;
+    char *big = calloc(1, len);
+    cr_assert_eq(async_sock_write_all(c, big, len, &sent), ASYNC_ECANCELED);
+    cr_assert_gt(sent, 0);
+    cr_assert_lt(sent, len);
+    free(big);
+    /* A connection is waiting: accepted; none left: the accept would wait. */
+    int fd;
+    cr_assert_eq(async_sock_accept(lfd, &fd), 0);
+    async_sock_close(fd);
+    cr_assert_eq(async_sock_accept(lfd, &fd), ASYNC_ECANCELED);
+    /* A Unix connect completes at once when the backlog has room. */
+    cr_assert_eq(async_unix_connect_dl(path, &fd, ASYNC_FOREVER), 0);
+    async_sock_close(fd);
+    /* Datagrams: a send goes out, the one that is there is received. */
+    cr_assert_eq(async_udp_send_dl(a, "dg", 2, (struct sockaddr *)&to, tolen, ASYNC_FOREVER), 0);
+    struct pollfd pf = {.fd = b, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 5000), 1, "the datagram is there");
+    cr_assert_eq(async_udp_recv_dl(b, buf, sizeof buf, &n, NULL, NULL, ASYNC_FOREVER), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(async_udp_recv_dl(b, buf, sizeof buf, &n, NULL, NULL, ASYNC_FOREVER), ASYNC_ECANCELED);
+    async_sock_close(a);
+    async_sock_close(b);
+    async_sock_close(ulfd);
+    unlink(path);
+    async_sock_close(ufd);
+    async_sock_close(lfd);
+    async_sock_close(c);
+    async_sock_close(s);
+    return 0;
+}
+Test(net, cancelled_task_completes_calls_that_need_no_wait, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_completes, NULL, NULL), 0);
 }
 
 static int t_bad_input(void *arg, void **res)

@@ -5,9 +5,12 @@
  * they cost nothing beyond the kernel's socket and mix with any other code.
  * Every call that can block must run inside a task and has a _dl form taking
  * an absolute async_now() deadline (ASYNC_ETIMEDOUT when it passes); the
- * plain form waits forever.  A blocking call returns ASYNC_ECANCELED when its
- * task is cancelled, and ASYNC_ENOTASK outside a task when it would have to
- * wait.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL.  A write to a
+ * plain form waits forever.  Every call first tries its system call, so one
+ * that can complete at once does, also in a cancelled task, past its
+ * deadline or outside a task; only when it would have to wait does it return
+ * ASYNC_ECANCELED (its task was cancelled), ASYNC_ETIMEDOUT (the deadline
+ * passed) or ASYNC_ENOTASK (outside a task).  A loop that may never wait (a
+ * peer that always has data) checks async_task_cancelled() itself.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL.  A write to a
  * peer that is gone (closed or reset) returns ASYNC_EPIPE; a read returns
  * ASYNC_EEOF after the peer's orderly close and ASYNC_ECONNRESET after a
  * reset.  The kernel's errors come out as common.h's codes, the ones each

@@ -61,7 +61,6 @@ int async_signal_wait_dl(async_signal_t *s, int *signo, int64_t deadline)
 {
     if (!s || !signo) return ASYNC_EINVAL;
     if (s->waiting) return ASYNC_EBUSY;
-    if (async_task_cancelled()) return ASYNC_ECANCELED;
     int rc;
     for (;;) {
         struct signalfd_siginfo si;

@@ -2,7 +2,9 @@
  *
  * Every call first tries the system call on the non-blocking descriptor and
  * waits for readiness (async_wait_fd_dl) only when it would block, so data
- * already there costs no switch.  Writes go through send(MSG_NOSIGNAL), so a
+ * already there costs no switch, and a cancelled task (or a passed deadline)
+ * still completes what can complete at once: only the wait returns
+ * ASYNC_ECANCELED (or the deadline's code).  Writes go through send(MSG_NOSIGNAL), so a
  * closed peer gives EPIPE and never SIGPIPE.  Accept keeps one reserved
  * descriptor per process for the EMFILE case (see accept_emfile). */
 #include <arpa/inet.h>
@@ -107,13 +109,6 @@ static int write_errno(int fd, int e)
 static int connect_errno(int e)
 {
     return e == EADDRNOTAVAIL ? ASYNC_EADDRINUSE : async__net_errno(e);
-}
-
-/* A cancelled task fails every blocking call, even one that could complete,
- * so that it winds down instead of serving on. */
-static int check_task(void)
-{
-    return async_task_cancelled() ? ASYNC_ECANCELED : 0;
 }
 
 int async__sockaddr_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len)
@@ -266,8 +261,7 @@ int async_sock_port(int fd)
 int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
 {
     if (lfd < 0 || !fd) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c >= 0) {
@@ -355,11 +349,10 @@ int async__connect_result(int fd)
 int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd, int64_t deadline)
 {
     if (!addr || !fd) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
     int s = -1;
     bool pending;
-    if ((rc = async__connect_start(addr, len, &s, &pending))) return rc;
+    int rc = async__connect_start(addr, len, &s, &pending);
+    if (rc) return rc;
     if (pending) {
         rc = async_wait_fd_dl(s, ASYNC_WRITABLE, deadline);
         if (!rc) rc = async__connect_result(s);
@@ -396,8 +389,7 @@ int async_unix_connect_dl(const char *path, int *fd, int64_t deadline)
 int async_sock_read_dl(int fd, void *buf, size_t len, size_t *n, int64_t deadline)
 {
     if (fd < 0 || !buf || !len || !n) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t r = recv(fd, buf, len, 0);
         if (r < 0 && errno == ENOTSOCK) r = read(fd, buf, len); /* a pipe or tty */
@@ -438,7 +430,7 @@ int async_sock_read_full(int fd, void *buf, size_t len, size_t *got)
 int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent, int64_t deadline)
 {
     size_t done = 0;
-    int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : check_task();
+    int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : 0;
     while (!rc && done < len) {
         ssize_t w = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
         if (w < 0 && errno == ENOTSOCK) w = write(fd, (const char *)buf + done, len - done);
@@ -497,8 +489,7 @@ int async_udp_send_dl(int fd, const void *buf, size_t len, const struct sockaddr
                       socklen_t addrlen, int64_t deadline)
 {
     if (fd < 0 || (!buf && len)) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t w = sendto(fd, buf, len, MSG_NOSIGNAL, addr, addr ? addrlen : 0);
         if (w >= 0) return 0;
@@ -512,8 +503,7 @@ int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr 
                       socklen_t *fromlen, int64_t deadline)
 {
     if (fd < 0 || !buf || !n || (from && !fromlen)) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t r = recvfrom(fd, buf, len, 0, from, from ? fromlen : NULL);
         if (r >= 0) {
