@@ -4,6 +4,7 @@
  * its precise error. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <poll.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "support/run.h"
 
@@ -326,6 +328,62 @@ static int t_kernel_codes(void *arg, void **res)
 Test(net, kernel_errors_come_out_as_common_codes, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_kernel_codes, NULL, NULL), 0);
+}
+
+static bool sigpipe_blocked(void)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    return sigismember(&cur, SIGPIPE);
+}
+
+static bool sigpipe_pending(void)
+{
+    sigset_t p;
+    sigpending(&p);
+    return sigismember(&p, SIGPIPE);
+}
+
+/* A pipe handed to write_all goes through write(2), which has no
+ * MSG_NOSIGNAL: with the reader gone it must still be ASYNC_EPIPE, with
+ * SIGPIPE's default action (death) in place, no SIGPIPE left pending and
+ * the thread's mask as it was.  A SIGPIPE pending before is someone else's
+ * and stays. */
+static int t_pipe_sigpipe(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    cr_assert_eq(async_sock_write_all(p[1], "ok", 2, NULL), 0, "a pipe with a reader");
+    close(p[0]);
+    size_t sent = 1;
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, &sent), ASYNC_EPIPE);
+    cr_assert_eq(sent, 0);
+    cr_assert(!sigpipe_blocked(), "the mask is restored");
+    cr_assert(!sigpipe_pending(), "the write's SIGPIPE was taken");
+    /* The caller blocks SIGPIPE and has one pending of its own. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+    raise(SIGPIPE);
+    cr_assert(sigpipe_pending());
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, NULL), ASYNC_EPIPE);
+    cr_assert(sigpipe_blocked(), "still blocked, as the caller had it");
+    cr_assert(sigpipe_pending(), "the caller's own SIGPIPE is left alone");
+    struct timespec zero = {0, 0};
+    cr_assert_eq(sigtimedwait(&set, NULL, &zero), SIGPIPE);
+    /* Blocked by the caller, none pending: the write's own is taken. */
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, NULL), ASYNC_EPIPE);
+    cr_assert(!sigpipe_pending());
+    cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+    close(p[1]);
+    return 0;
+}
+Test(net, write_to_pipe_whose_reader_closed_is_epipe_never_sigpipe, .timeout = 20)
+{
+    signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test */
+    cr_assert_eq(test_run_task(t_pipe_sigpipe, NULL, NULL), 0);
 }
 
 static int t_half_close(void *arg, void **res)

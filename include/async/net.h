@@ -10,8 +10,10 @@
  * deadline or outside a task; only when it would have to wait does it return
  * ASYNC_ECANCELED (its task was cancelled), ASYNC_ETIMEDOUT (the deadline
  * passed) or ASYNC_ENOTASK (outside a task).  A loop that may never wait (a
- * peer that always has data) checks async_task_cancelled() itself.  No call ever raises SIGPIPE: writes use MSG_NOSIGNAL.  A write to a
- * peer that is gone (closed or reset) returns ASYNC_EPIPE; a read returns
+ * peer that always has data) checks async_task_cancelled() itself.  No call ever raises SIGPIPE: a write to a socket uses MSG_NOSIGNAL, and
+ * one to a pipe runs with SIGPIPE blocked on the calling thread and takes
+ * the SIGPIPE it raised before restoring the mask.  A write to a peer that
+ * is gone (closed or reset) returns ASYNC_EPIPE; a read returns
  * ASYNC_EEOF after the peer's orderly close and ASYNC_ECONNRESET after a
  * reset.  The kernel's errors come out as common.h's codes, the ones each
  * call meets listed with it; an errno that has no closer code is ASYNC_EIO.

@@ -4,14 +4,17 @@
  * waits for readiness (async_wait_fd_dl) only when it would block, so data
  * already there costs no switch, and a cancelled task (or a passed deadline)
  * still completes what can complete at once: only the wait returns
- * ASYNC_ECANCELED (or the deadline's code).  Writes go through send(MSG_NOSIGNAL), so a
- * closed peer gives EPIPE and never SIGPIPE.  Accept keeps one reserved
- * descriptor per process for the EMFILE case (see accept_emfile). */
+ * ASYNC_ECANCELED (or the deadline's code).  Writes go through
+ * send(MSG_NOSIGNAL), and a pipe's write(2) runs with SIGPIPE blocked on the
+ * thread (write_nosigpipe), so a gone reader gives EPIPE and never SIGPIPE.
+ * Accept keeps one reserved descriptor per process for the EMFILE case (see
+ * accept_emfile). */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -427,13 +430,40 @@ int async_sock_read_full(int fd, void *buf, size_t len, size_t *got)
     return async_sock_read_full_dl(fd, buf, len, got, ASYNC_FOREVER);
 }
 
+/* write(2) to a pipe whose reader is gone raises SIGPIPE, and write has no
+ * MSG_NOSIGNAL.  The signal is directed at the calling thread, so block it
+ * on this thread around the write and, if the write made it pending, take
+ * it with a zero-timeout sigtimedwait before restoring the mask (the pattern
+ * curl and others use; no process-wide handler is touched).  A SIGPIPE that
+ * was pending before the write is left pending: the two cannot be told
+ * apart, and it is someone else's. */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t w = write(fd, buf, len);
+    int e = errno;
+    if (w < 0 && e == EPIPE && !was_pending) {
+        static const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return w;
+}
+
 int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent, int64_t deadline)
 {
     size_t done = 0;
     int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : 0;
     while (!rc && done < len) {
         ssize_t w = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
-        if (w < 0 && errno == ENOTSOCK) w = write(fd, (const char *)buf + done, len - done);
+        if (w < 0 && errno == ENOTSOCK) w = write_nosigpipe(fd, (const char *)buf + done, len - done);
         if (w >= 0) {
             done += (size_t)w;
             continue;
