@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -327,6 +328,52 @@ Test(dns, opts_size_zero_or_sizeof_work_and_a_short_size_is_einval, .timeout = 1
     o.tries = -1;
     cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
     cr_assert_eq(async_loop_free(loop), 0);
+}
+
+/* A resolver belongs to its loop: made, used and freed from that loop's
+ * thread only. */
+struct foreign {
+    async_loop_t *loop; /* the test thread's */
+    async_dns_t *dns;
+    int new_rc, free_rc, resolve_rc;
+};
+
+static int foreign_task(void *arg, void **res)
+{
+    (void)res;
+    struct foreign *f = arg;
+    async_addr_t *a;
+    size_t n;
+    f->resolve_rc = async_dns_resolve_dl(f->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER);
+    async_dns_t *d = NULL;
+    f->new_rc = async_dns_new(f->loop, NULL, &d);
+    f->free_rc = async_dns_free(f->dns);
+    return 0;
+}
+
+static void *foreign_main(void *arg)
+{
+    async_loop_t *loop;
+    if (async_loop_new(&loop)) return NULL;
+    async_task_spawn(loop, foreign_task, arg, NULL, NULL);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_free(loop);
+    return NULL;
+}
+
+Test(dns, another_loop_or_thread_is_ewrongloop, .timeout = 10)
+{
+    struct foreign f = {.new_rc = 1, .free_rc = 1, .resolve_rc = 1};
+    cr_assert_eq(async_loop_new(&f.loop), 0);
+    cr_assert_eq(async_dns_new(f.loop, NULL, &f.dns), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(f.resolve_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.new_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.free_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_dns_free(f.dns), 0);
+    cr_assert_eq(async_loop_free(f.loop), 0);
 }
 
 /* --- happy eyeballs -------------------------------------------------------- */

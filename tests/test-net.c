@@ -96,6 +96,16 @@ static int t_unix_echo(void *arg, void **res)
     async_sock_close(lfd);
     /* The stale socket file of a dead server does not stop a new listen. */
     cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    /* A live server's socket file is not stale: it stays that server's. */
+    int l2, probe;
+    cr_assert_eq(async_unix_listen(path, 0, &l2), ASYNC_EADDRINUSE);
+    /* The server saw the probe that found it alive: a connection that ends
+     * at once. */
+    char c1;
+    size_t n1;
+    cr_assert_eq(async_sock_accept_dl(lfd, &probe, dl_ms(5000)), 0);
+    cr_assert_eq(async_sock_read_dl(probe, &c1, 1, &n1, dl_ms(5000)), ASYNC_EEOF);
+    async_sock_close(probe);
     async_task_t srv;
     cr_assert_eq(async_task_spawn(NULL, echo_one, (void *)(intptr_t)lfd, NULL, &srv), 0);
     cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(5000)), 0);

@@ -125,6 +125,8 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
     if (opts && (opts->timeout_ns < 0 || opts->tries < 0)) return ASYNC_EINVAL;
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
+    /* The resolver's watchers live on the loop: only its thread touches them. */
+    if (!async__on_loop_thread(loop)) return ASYNC_EWRONGLOOP;
     pthread_once(&lib_once, lib_init);
     if (lib_status != ARES_SUCCESS) return ASYNC_EDNS;
     async_dns_t *d = async__calloc(1, sizeof *d);
@@ -167,6 +169,7 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
 int async_dns_free(async_dns_t *d)
 {
     if (!d) return 0;
+    if (!async__on_loop_thread(d->loop)) return ASYNC_EWRONGLOOP;
     if (d->waiting) return ASYNC_EBUSY;
     /* Runs the callbacks of abandoned lookups (they free their state) and
      * closes c-ares' sockets (on_state frees their watchers). */

@@ -231,6 +231,17 @@ fail:
     return rc;
 }
 
+/* True when a server still listens on the socket file at un: a connect is
+ * taken (or finds the backlog full) rather than refused. */
+static bool unix_alive(const struct sockaddr_un *un, socklen_t len)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return false;
+    bool alive = connect(s, (const struct sockaddr *)un, len) == 0 || errno != ECONNREFUSED;
+    close(s);
+    return alive;
+}
+
 int async_unix_listen(const char *path, int backlog, int *fd)
 {
     struct sockaddr_un un;
@@ -238,10 +249,14 @@ int async_unix_listen(const char *path, int backlog, int *fd)
     int s = -1, rc = unix_addr(path, &un, &len);
     if (rc) return rc;
     if (!fd) return ASYNC_EINVAL;
-    /* A socket file left by a dead server would make bind fail forever;
-     * anything else at path is not ours to remove. */
+    /* A socket file left by a dead server would make bind fail forever, so
+     * it goes; one a live server listens on is that server's (unlinking it
+     * would steal its address), and anything else at path is not ours. */
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (unix_alive(&un, len)) return ASYNC_EADDRINUSE;
+        unlink(path);
+    }
     if ((rc = new_socket(AF_UNIX, SOCK_STREAM, &s))) return rc;
     if ((rc = bind_listen(s, (struct sockaddr *)&un, len, backlog))) {
         close(s);
