@@ -114,7 +114,7 @@ static int t_unix_echo(void *arg, void **res)
     cr_assert_eq(async_task_await(srv, NULL), 0);
     async_sock_close(lfd);
     unlink(path);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), -ENOENT);
+    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ENOENT);
     return 0;
 }
 Test(net, unix_listen_connect_echo, .timeout = 20)

@@ -99,7 +99,8 @@ ASYNC_API int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t
 ASYNC_API int async_unix_connect_dl(const char *path, int *fd, int64_t deadline);
 
 /* Reads what is there, at most len bytes, waiting until something is; *n
- * (OUT) is how many (> 0 on success).  A pipe or a tty works too (read(2)).
+ * (OUT) is how many (> 0 on success).  A pipe or a tty works too (read(2));
+ * make it O_NONBLOCK, or a read with nothing there blocks the thread.
  * Errors: ASYNC_EEOF (the peer closed its side: a half-closed or closed
  * connection), ASYNC_ECONNRESET (the peer reset the connection, or the
  * kernel gave up on it), ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK,
@@ -117,7 +118,8 @@ ASYNC_API int async_sock_read_full_dl(int fd, void *buf, size_t len, size_t *got
                                       int64_t deadline);
 
 /* Writes all len bytes, waiting while the socket's buffer is full; a pipe
- * works too (write(2)).  *sent (OUT, may be NULL) is how many went out, also
+ * works too (write(2); make it O_NONBLOCK, or a full pipe blocks the
+ * thread).  *sent (OUT, may be NULL) is how many went out, also
  * on failure: on a deadline (a peer that never reads), a cancel or a reset,
  * the caller learns how far it got.  Errors: ASYNC_EPIPE (the peer is gone:
  * it closed or reset the connection, or the kernel gave up on it; also a
