@@ -6,8 +6,10 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "support/run.h"
 #include "support/proc.h"
@@ -94,9 +96,9 @@ static void fake_dns_stop(struct fake_dns *f, async_task_t t)
     async_sock_close(f->fd);
 }
 
-static async_dns_t *dns_on(struct fake_dns *f, int timeout_ms, int tries)
+static async_dns_t *dns_on(struct fake_dns *f, int64_t timeout_ns, int tries)
 {
-    async_dns_opts_t o = {.servers = f->servers, .timeout_ms = timeout_ms, .tries = tries};
+    async_dns_opts_t o = {.servers = f->servers, .timeout_ns = timeout_ns, .tries = tries};
     async_dns_t *d;
     cr_assert_eq(async_dns_new(NULL, &o, &d), 0);
     return d;
@@ -187,7 +189,7 @@ static int t_never_answers(void *arg, void **res)
     /* The abandoned lookup is finished (and freed) by async_dns_free. */
     cr_assert_eq(async_dns_free(d), 0);
     /* Without a deadline, c-ares' own timeout ends it, as ETIMEDOUT too. */
-    d = dns_on(&f, 100, 1);
+    d = dns_on(&f, ASYNC_MSEC(100), 1);
     t0 = async_now();
     cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(100));
@@ -229,6 +231,61 @@ Test(dns, cancel_ends_a_lookup_with_ecanceled, .timeout = 20)
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
 }
 
+/* A cancelled task still resolves what needs no wait (a numeric address,
+ * answered inside the call), and a race whose address connects at once (a
+ * Unix socket) still wins; a lookup that must ask the server stops with
+ * ASYNC_ECANCELED. */
+struct cancelled_arg {
+    async_dns_t *dns;
+    async_addr_t unix_addr;
+};
+
+static int cancelled_checks(void *arg, void **res)
+{
+    (void)res;
+    struct cancelled_arg *ca = arg;
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    async_addr_t *a;
+    size_t n;
+    cr_assert_eq(async_dns_resolve_dl(ca->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER), 0);
+    cr_assert_eq(n, 1);
+    async_dns_addrs_free(a);
+    cr_assert_eq(async_dns_resolve_dl(ca->dns, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER),
+                 ASYNC_ECANCELED);
+    int fd;
+    cr_assert_eq(async_connect_race_dl(&ca->unix_addr, 1, 0, &fd, ASYNC_FOREVER), 0);
+    async_sock_close(fd);
+    return 0;
+}
+
+static int t_cancelled_completes(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    struct fake_dns f;
+    async_task_t srv = fake_dns_start(&f);
+    struct cancelled_arg ca = {.dns = dns_on(&f, 0, 0)};
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-net-dns-%d.sock", (int)getpid());
+    int lfd;
+    cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    struct sockaddr_un *un = (struct sockaddr_un *)&ca.unix_addr.addr;
+    un->sun_family = AF_UNIX;
+    strcpy(un->sun_path, path);
+    ca.unix_addr.len = sizeof *un;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, cancelled_checks, &ca, NULL, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    async_sock_close(lfd);
+    unlink(path);
+    cr_assert_eq(async_dns_free(ca.dns), 0);
+    fake_dns_stop(&f, srv);
+    return 0;
+}
+Test(dns, cancelled_task_completes_what_needs_no_wait, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_completes, NULL, NULL), 0);
+}
+
 Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)
 {
     async_loop_t *loop;
@@ -244,6 +301,79 @@ Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)
     cr_assert_eq(async_dns_new(NULL, NULL, &d2), ASYNC_ENOLOOP);
     cr_assert_eq(async_dns_free(d), 0);
     cr_assert_eq(async_loop_free(loop), 0);
+}
+
+Test(dns, opts_size_zero_or_sizeof_work_and_a_short_size_is_einval, .timeout = 10)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_dns_t *d;
+    async_dns_opts_t o;
+    async_dns_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_eq(o.servers, NULL);
+    cr_assert_eq(o.timeout_ns, 0);
+    cr_assert_eq(o.tries, 0);
+    o.timeout_ns = ASYNC_MSEC(1500);
+    cr_assert_eq(async_dns_new(loop, &o, &d), 0, "size == sizeof");
+    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_new(loop, &(async_dns_opts_t){.tries = 2}, &d), 0, "size 0: the 0.2 layout");
+    cr_assert_eq(async_dns_free(d), 0);
+    o.size = 1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    async_dns_opts_init(&o);
+    o.timeout_ns = -1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    async_dns_opts_init(&o);
+    o.tries = -1;
+    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_free(loop), 0);
+}
+
+/* A resolver belongs to its loop: made, used and freed from that loop's
+ * thread only. */
+struct foreign {
+    async_loop_t *loop; /* the test thread's */
+    async_dns_t *dns;
+    int new_rc, free_rc, resolve_rc;
+};
+
+static int foreign_task(void *arg, void **res)
+{
+    (void)res;
+    struct foreign *f = arg;
+    async_addr_t *a;
+    size_t n;
+    f->resolve_rc = async_dns_resolve_dl(f->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER);
+    async_dns_t *d = NULL;
+    f->new_rc = async_dns_new(f->loop, NULL, &d);
+    f->free_rc = async_dns_free(f->dns);
+    return 0;
+}
+
+static void *foreign_main(void *arg)
+{
+    async_loop_t *loop;
+    if (async_loop_new(&loop)) return NULL;
+    async_task_spawn(loop, foreign_task, arg, NULL, NULL);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_free(loop);
+    return NULL;
+}
+
+Test(dns, another_loop_or_thread_is_ewrongloop, .timeout = 10)
+{
+    struct foreign f = {.new_rc = 1, .free_rc = 1, .resolve_rc = 1};
+    cr_assert_eq(async_loop_new(&f.loop), 0);
+    cr_assert_eq(async_dns_new(f.loop, NULL, &f.dns), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(f.resolve_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.new_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.free_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_dns_free(f.dns), 0);
+    cr_assert_eq(async_loop_free(f.loop), 0);
 }
 
 /* --- happy eyeballs -------------------------------------------------------- */

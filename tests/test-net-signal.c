@@ -79,6 +79,28 @@ Test(signal, cancel_ends_the_wait_and_busy_set_is_ebusy, .timeout = 20)
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
 }
 
+/* A cancelled task still takes a signal that is already pending; with none
+ * pending the wait would have to wait, and returns ASYNC_ECANCELED. */
+static int t_cancelled_pending(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int sigs[] = {SIGUSR1};
+    async_signal_t *s;
+    cr_assert_eq(async_signal_new(sigs, 1, &s), 0);
+    raise(SIGUSR1);
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    int signo = 0;
+    cr_assert_eq(async_signal_wait(s, &signo), 0);
+    cr_assert_eq(signo, SIGUSR1);
+    cr_assert_eq(async_signal_wait(s, &signo), ASYNC_ECANCELED);
+    cr_assert_eq(async_signal_free(s), 0);
+    return 0;
+}
+Test(signal, cancelled_task_takes_a_pending_signal, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_pending, NULL, NULL), 0);
+}
+
 Test(signal, bad_input_is_einval, .timeout = 10)
 {
     async_signal_t *s;
@@ -133,4 +155,54 @@ Test(signal, wait_on_a_loop_of_another_thread, .timeout = 20)
     pthread_join(o.th, NULL);
     cr_assert_eq(o.rc, 0);
     cr_assert_eq(o.got, SIGUSR1);
+}
+
+/* The set belongs to the thread that made it: free elsewhere would restore
+ * the wrong thread's mask, and a wait on a thread that does not block the
+ * signals could see one delivered with its default action instead. */
+struct foreign {
+    async_signal_t *s;
+    int free_rc, unblocked_rc, blocked_rc;
+};
+
+static int foreign_task(void *arg, void **res)
+{
+    (void)res;
+    struct foreign *f = arg;
+    f->free_rc = async_signal_free(f->s);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    int signo;
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    f->unblocked_rc = async_signal_wait_dl(f->s, &signo, async_deadline_after(ASYNC_MSEC(10)));
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    f->blocked_rc = async_signal_wait_dl(f->s, &signo, async_deadline_after(ASYNC_MSEC(10)));
+    return 0;
+}
+
+static void *foreign_main(void *arg)
+{
+    async_loop_t *loop;
+    if (async_loop_new(&loop)) return NULL;
+    async_task_spawn(loop, foreign_task, arg, NULL, NULL);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_free(loop);
+    return NULL;
+}
+
+Test(signal, another_thread_may_not_free_and_waits_only_with_the_signals_blocked, .timeout = 20)
+{
+    int sigs[] = {SIGUSR2};
+    struct foreign f = {.free_rc = 1, .unblocked_rc = 1, .blocked_rc = 1};
+    cr_assert_eq(async_signal_new(sigs, 1, &f.s), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(f.free_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.unblocked_rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(f.blocked_rc, ASYNC_ETIMEDOUT, "a thread that blocks the signals may wait");
+    cr_assert(blocked(SIGUSR2));
+    cr_assert_eq(async_signal_free(f.s), 0);
+    cr_assert(!blocked(SIGUSR2));
 }

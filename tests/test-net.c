@@ -4,6 +4,8 @@
  * its precise error. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,7 +13,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "support/run.h"
 
@@ -92,6 +96,16 @@ static int t_unix_echo(void *arg, void **res)
     async_sock_close(lfd);
     /* The stale socket file of a dead server does not stop a new listen. */
     cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    /* A live server's socket file is not stale: it stays that server's. */
+    int l2, probe;
+    cr_assert_eq(async_unix_listen(path, 0, &l2), ASYNC_EADDRINUSE);
+    /* The server saw the probe that found it alive: a connection that ends
+     * at once. */
+    char c1;
+    size_t n1;
+    cr_assert_eq(async_sock_accept_dl(lfd, &probe, dl_ms(5000)), 0);
+    cr_assert_eq(async_sock_read_dl(probe, &c1, 1, &n1, dl_ms(5000)), ASYNC_EEOF);
+    async_sock_close(probe);
     async_task_t srv;
     cr_assert_eq(async_task_spawn(NULL, echo_one, (void *)(intptr_t)lfd, NULL, &srv), 0);
     cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(5000)), 0);
@@ -100,7 +114,7 @@ static int t_unix_echo(void *arg, void **res)
     cr_assert_eq(async_task_await(srv, NULL), 0);
     async_sock_close(lfd);
     unlink(path);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), -ENOENT);
+    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ENOENT);
     return 0;
 }
 Test(net, unix_listen_connect_echo, .timeout = 20)
@@ -207,22 +221,179 @@ static int t_reset_write(void *arg, void **res)
     cr_assert_eq(async_task_spawn(NULL, read_then_reset, (void *)(intptr_t)s, NULL, &t), 0);
     size_t len = (size_t)64 << 20, sent = 0;
     char *big = calloc(1, len);
+    /* The kernel says ECONNRESET while the RST is pending, EPIPE after: a
+     * write says EPIPE either way. */
     int rc = async_sock_write_all_dl(c, big, len, &sent, dl_ms(10000));
-    cr_assert(rc == ASYNC_ECONNRESET || rc == ASYNC_EPIPE, "got %s", async_errname(rc));
+    cr_assert_eq(rc, ASYNC_EPIPE, "got %s", async_errname(rc));
     cr_assert_gt(sent, 0);
     cr_assert_lt(sent, len);
     /* A later write to the dead connection fails too, and still no SIGPIPE. */
     rc = async_sock_write_all_dl(c, big, 1, &sent, dl_ms(1000));
-    cr_assert(rc == ASYNC_ECONNRESET || rc == ASYNC_EPIPE, "got %s", async_errname(rc));
+    cr_assert_eq(rc, ASYNC_EPIPE, "got %s", async_errname(rc));
     free(big);
     cr_assert_eq(async_task_await(t, NULL), 0);
     async_sock_close(c);
     return 0;
 }
-Test(net, peer_reset_mid_write_is_econnreset_or_epipe_never_sigpipe, .timeout = 30)
+Test(net, peer_reset_mid_write_is_epipe_never_sigpipe, .timeout = 30)
 {
     signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test */
     cr_assert_eq(test_run_task(t_reset_write, NULL, NULL), 0);
+}
+
+/* A peer that closed (FIN) and then reset our first write's data leaves
+ * EPIPE on the socket; a peer that reset the connection at once leaves
+ * ECONNRESET, then EPIPE.  Every write after either is ASYNC_EPIPE. */
+static int t_gone_peer_write(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    for (int reset = 0; reset < 2; reset++) {
+        int c, s;
+        tcp_pair(&c, &s);
+        if (reset) reset_close(s);
+        else async_sock_close(s);
+        size_t sent;
+        int rc = 0, i;
+        for (i = 0; i < 100 && !rc; i++) rc = async_sock_write_all_dl(c, "x", 1, &sent, dl_ms(5000));
+        cr_assert_eq(rc, ASYNC_EPIPE, "reset %d, write %d got %s", reset, i, async_errname(rc));
+        cr_assert_eq(sent, 0);
+        rc = async_sock_write_all_dl(c, "x", 1, &sent, dl_ms(5000));
+        cr_assert_eq(rc, ASYNC_EPIPE, "reset %d got %s", reset, async_errname(rc));
+        async_sock_close(c);
+    }
+    return 0;
+}
+Test(net, write_to_closed_or_reset_peer_is_epipe_every_time, .timeout = 20)
+{
+    signal(SIGPIPE, SIG_DFL);
+    cr_assert_eq(test_run_task(t_gone_peer_write, NULL, NULL), 0);
+}
+
+/* What the kernel says comes out as one of common.h's codes, never a raw
+ * -errno without an ASYNC_ name. */
+static int t_kernel_codes(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    char buf[8];
+    size_t n;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    /* The wrong end of a pipe (EBADF): the wrong mode. */
+    cr_assert_eq(async_sock_read(p[1], buf, sizeof buf, &n), ASYNC_ENOTSUP);
+    cr_assert_eq(async_sock_write_all(p[0], "x", 1, NULL), ASYNC_ENOTSUP);
+    /* Not a socket (ENOTSOCK), not a listening one (EINVAL). */
+    int fd;
+    cr_assert_eq(async_sock_accept(p[0], &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_port(p[0]), ASYNC_EINVAL);
+    close(p[0]);
+    close(p[1]);
+    /* A descriptor that is not open (EBADF). */
+    cr_assert_eq(async_sock_read(p[0], buf, sizeof buf, &n), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_write_all(p[0], "x", 1, NULL), ASYNC_EINVAL);
+    /* An unconnected stream socket: ENOTCONN on read and shutdown, EPIPE on
+     * a write; a shutdown has no peer to reach, like the write. */
+    int u = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    cr_assert_geq(u, 0);
+    cr_assert_eq(async_sock_read(u, buf, sizeof buf, &n), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_write_all(u, "x", 1, NULL), ASYNC_EPIPE);
+    cr_assert_eq(async_sock_shutdown(u, SHUT_WR), ASYNC_EPIPE);
+    cr_assert_eq(async_sock_shutdown(u, 42), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_accept(u, &fd), ASYNC_EINVAL);
+    close(u);
+    /* A datagram without an address on an unconnected socket (EDESTADDRREQ),
+     * and one too long for UDP (EMSGSIZE). */
+    int d;
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &d), 0);
+    cr_assert_eq(async_udp_send_dl(d, "x", 1, NULL, 0, dl_ms(1000)), ASYNC_EINVAL);
+    struct sockaddr_storage to;
+    socklen_t tolen = sizeof to;
+    cr_assert_eq(getsockname(d, (struct sockaddr *)&to, &tolen), 0);
+    size_t big = 70000;
+    char *huge = calloc(1, big);
+    cr_assert_eq(async_udp_send_dl(d, huge, big, (struct sockaddr *)&to, tolen, dl_ms(1000)), ASYNC_EINVAL);
+    free(huge);
+    async_sock_close(d);
+    /* Binding an address that is not this machine's (EADDRNOTAVAIL). */
+    cr_assert_eq(async_tcp_listen("192.0.2.1", 0, 0, &fd), ASYNC_EINVAL);
+    /* A path through a regular file (ENOTDIR): nothing is there. */
+    char file[64], path[80];
+    snprintf(file, sizeof file, "/tmp/test-net-file-%d", (int)getpid());
+    int f = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    cr_assert_geq(f, 0);
+    close(f);
+    snprintf(path, sizeof path, "%s/sock", file);
+    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ENOENT);
+    unlink(file);
+    /* A datagram socket at the path (EPROTOTYPE): no stream listens there. */
+    snprintf(path, sizeof path, "/tmp/test-net-dgram-%d.sock", (int)getpid());
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    strcpy(un.sun_path, path);
+    int g = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(bind(g, (struct sockaddr *)&un, sizeof un), 0);
+    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ECONNREFUSED);
+    close(g);
+    unlink(path);
+    return 0;
+}
+Test(net, kernel_errors_come_out_as_common_codes, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_kernel_codes, NULL, NULL), 0);
+}
+
+static bool sigpipe_blocked(void)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    return sigismember(&cur, SIGPIPE);
+}
+
+static bool sigpipe_pending(void)
+{
+    sigset_t p;
+    sigpending(&p);
+    return sigismember(&p, SIGPIPE);
+}
+
+/* A pipe handed to write_all goes through write(2), which has no
+ * MSG_NOSIGNAL: with the reader gone it must still be ASYNC_EPIPE, with
+ * SIGPIPE's default action (death) in place, no SIGPIPE left pending and
+ * the thread's mask as it was.  A SIGPIPE pending before is someone else's
+ * and stays. */
+static int t_pipe_sigpipe(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    cr_assert_eq(async_sock_write_all(p[1], "ok", 2, NULL), 0, "a pipe with a reader");
+    close(p[0]);
+    size_t sent = 1;
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, &sent), ASYNC_EPIPE);
+    cr_assert_eq(sent, 0);
+    cr_assert(!sigpipe_blocked(), "the mask is restored");
+    cr_assert(!sigpipe_pending(), "the write's SIGPIPE was taken");
+    /* The caller blocks SIGPIPE and has one pending of its own. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+    raise(SIGPIPE);
+    cr_assert(sigpipe_pending());
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, NULL), ASYNC_EPIPE);
+    cr_assert(sigpipe_blocked(), "still blocked, as the caller had it");
+    cr_assert(sigpipe_pending(), "the caller's own SIGPIPE is left alone");
+    struct timespec zero = {0, 0};
+    cr_assert_eq(sigtimedwait(&set, NULL, &zero), SIGPIPE);
+    /* Blocked by the caller, none pending: the write's own is taken. */
+    cr_assert_eq(async_sock_write_all(p[1], "gone", 4, NULL), ASYNC_EPIPE);
+    cr_assert(!sigpipe_pending());
+    cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &set, NULL), 0);
+    close(p[1]);
+    return 0;
+}
+Test(net, write_to_pipe_whose_reader_closed_is_epipe_never_sigpipe, .timeout = 20)
+{
+    signal(SIGPIPE, SIG_DFL); /* a SIGPIPE would kill the test */
+    cr_assert_eq(test_run_task(t_pipe_sigpipe, NULL, NULL), 0);
 }
 
 static int t_half_close(void *arg, void **res)
@@ -374,6 +545,77 @@ static int t_cancel(void *arg, void **res)
 Test(net, cancel_ends_blocked_read_and_write_with_ecanceled, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_cancel, NULL, NULL), 0);
+}
+
+/* A cancelled task still completes every call that needs no wait (the
+ * table's cancellation rule); only a call that would have to wait returns
+ * ASYNC_ECANCELED. */
+static int t_cancelled_completes(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int c, s, lfd, ufd, a, b;
+    tcp_pair(&c, &s);
+    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", async_sock_port(lfd), &ufd, dl_ms(5000)), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-net-cancel-%d.sock", (int)getpid());
+    int ulfd;
+    cr_assert_eq(async_unix_listen(path, 0, &ulfd), 0);
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &a), 0);
+    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &b), 0);
+    struct sockaddr_storage to;
+    socklen_t tolen = sizeof to;
+    cr_assert_eq(getsockname(b, (struct sockaddr *)&to, &tolen), 0);
+    cr_assert_eq(async_sock_write_all(s, "ready", 5, NULL), 0);
+
+    cr_assert_eq(async_task_cancel(async_task_self()), 0);
+    cr_assert(async_task_cancelled());
+    char buf[16];
+    size_t n, sent;
+    /* Data already there is read; then there is none and the read would wait. */
+    struct pollfd pc = {.fd = c, .events = POLLIN};
+    cr_assert_eq(poll(&pc, 1, 5000), 1, "the data is there");
+    cr_assert_eq(async_sock_read(c, buf, sizeof buf, &n), 0);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(async_sock_read(c, buf, sizeof buf, &n), ASYNC_ECANCELED);
+    /* Room in the buffer: the write goes out; a write too big to fit writes
+     * what fits and stops where it would wait. */
+    cr_assert_eq(async_sock_write_all(c, "abc", 3, &sent), 0);
+    cr_assert_eq(sent, 3);
+    size_t len = (size_t)64 << 20;
+    char *big = calloc(1, len);
+    cr_assert_eq(async_sock_write_all(c, big, len, &sent), ASYNC_ECANCELED);
+    cr_assert_gt(sent, 0);
+    cr_assert_lt(sent, len);
+    free(big);
+    /* A connection is waiting: accepted; none left: the accept would wait. */
+    int fd;
+    cr_assert_eq(async_sock_accept(lfd, &fd), 0);
+    async_sock_close(fd);
+    cr_assert_eq(async_sock_accept(lfd, &fd), ASYNC_ECANCELED);
+    /* A Unix connect completes at once when the backlog has room. */
+    cr_assert_eq(async_unix_connect_dl(path, &fd, ASYNC_FOREVER), 0);
+    async_sock_close(fd);
+    /* Datagrams: a send goes out, the one that is there is received. */
+    cr_assert_eq(async_udp_send_dl(a, "dg", 2, (struct sockaddr *)&to, tolen, ASYNC_FOREVER), 0);
+    struct pollfd pf = {.fd = b, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, 5000), 1, "the datagram is there");
+    cr_assert_eq(async_udp_recv_dl(b, buf, sizeof buf, &n, NULL, NULL, ASYNC_FOREVER), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(async_udp_recv_dl(b, buf, sizeof buf, &n, NULL, NULL, ASYNC_FOREVER), ASYNC_ECANCELED);
+    async_sock_close(a);
+    async_sock_close(b);
+    async_sock_close(ulfd);
+    unlink(path);
+    async_sock_close(ufd);
+    async_sock_close(lfd);
+    async_sock_close(c);
+    async_sock_close(s);
+    return 0;
+}
+Test(net, cancelled_task_completes_calls_that_need_no_wait, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_cancelled_completes, NULL, NULL), 0);
 }
 
 static int t_bad_input(void *arg, void **res)

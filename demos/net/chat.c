@@ -156,7 +156,7 @@ static int conn_task(void *arg, void **res)
     bool joined = c->refs == 2 && async_chan_send(a.hub->joins, &c) == 0;
     char buf[LINE_MAX_LEN];
     size_t have = 0;
-    while (joined) {
+    while (joined && !async_task_cancelled()) { /* a read that need not wait completes */
         size_t n;
         if (async_sock_read(c->fd, buf + have, sizeof buf - 1 - have, &n)) break;
         have += n;

@@ -30,8 +30,16 @@ static int serve_conn(void *arg, void **res)
     char buf[16384];
     size_t n;
     int rc;
-    while ((rc = async_sock_read(c->fd, buf, sizeof buf, &n)) == 0)
+    /* A cancelled task's read and write still complete when they need not
+     * wait: a client that always sends and always reads would keep the
+     * loop going past the drain time without this check. */
+    while ((rc = async_sock_read(c->fd, buf, sizeof buf, &n)) == 0) {
         if ((rc = async_sock_write_all(c->fd, buf, n, NULL))) break;
+        if (async_task_cancelled()) {
+            rc = ASYNC_ECANCELED;
+            break;
+        }
+    }
     if (rc == ASYNC_EEOF) c->srv->served++;
     else c->srv->failed++;
     async_sock_close(c->fd);

@@ -14,6 +14,7 @@
  * the stagger timer at once. */
 #include <ares.h>
 #include <arpa/inet.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,8 +119,14 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
 int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out)
 {
     if (!out) return ASYNC_EINVAL;
+    /* sizeof is 0.2's layout; a later version keeps this bound at 0.2's size
+     * and reads its new fields only when opts->size covers them. */
+    if (opts && opts->size && opts->size < sizeof(async_dns_opts_t)) return ASYNC_EINVAL;
+    if (opts && (opts->timeout_ns < 0 || opts->tries < 0)) return ASYNC_EINVAL;
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
+    /* The resolver's watchers live on the loop: only its thread touches them. */
+    if (!async__on_loop_thread(loop)) return ASYNC_EWRONGLOOP;
     pthread_once(&lib_once, lib_init);
     if (lib_status != ARES_SUCCESS) return ASYNC_EDNS;
     async_dns_t *d = async__calloc(1, sizeof *d);
@@ -131,8 +138,11 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
     int mask = ARES_OPT_SOCK_STATE_CB;
     o.sock_state_cb = on_state;
     o.sock_state_cb_data = d;
-    if (opts && opts->timeout_ms > 0) {
-        o.timeout = opts->timeout_ms;
+    if (opts && opts->timeout_ns > 0) {
+        /* c-ares counts whole milliseconds: round up, so that a timeout
+         * under one is not read as 0 (c-ares' default). */
+        int64_t ms = (opts->timeout_ns + ASYNC_MSEC(1) - 1) / ASYNC_MSEC(1);
+        o.timeout = ms > INT_MAX ? INT_MAX : (int)ms;
         mask |= ARES_OPT_TIMEOUTMS;
     }
     if (opts && opts->tries > 0) {
@@ -159,6 +169,7 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
 int async_dns_free(async_dns_t *d)
 {
     if (!d) return 0;
+    if (!async__on_loop_thread(d->loop)) return ASYNC_EWRONGLOOP;
     if (d->waiting) return ASYNC_EBUSY;
     /* Runs the callbacks of abandoned lookups (they free their state) and
      * closes c-ares' sockets (on_state frees their watchers). */
@@ -256,7 +267,8 @@ int async_dns_resolve_dl(async_dns_t *d, const char *host, int port, int family,
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (self->loop != d->loop) return ASYNC_EWRONGLOOP;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    /* A cancelled task still gets an answer that needs no wait (a numeric
+     * name, the hosts file); it stops only where it would suspend. */
     struct query *q = async__calloc(1, sizeof *q);
     if (!q) return ASYNC_ENOMEM;
     char service[8];
@@ -323,7 +335,8 @@ int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t stagger_n
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    /* A cancelled task still wins an attempt that connects at once; it
+     * stops where it would suspend. */
     if (!stagger_ns) stagger_ns = STAGGER;
     struct ev_loop *ev = self->loop->ev;
     struct attempt *at = async__calloc(n, sizeof *at);

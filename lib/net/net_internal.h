@@ -7,6 +7,10 @@
 #include "core/core_internal.h"
 #include "async/net.h"
 
+/* errno as one of common.h's codes (ENETUNREACH and EHOSTUNREACH pass
+ * through as -errno); see socket.c. */
+int async__net_errno(int e);
+
 /* Fills *ss and *len from a numeric IPv4/IPv6 address (NULL: INADDR_ANY) and
  * a port.  Errors: ASYNC_EINVAL. */
 int async__sockaddr_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);

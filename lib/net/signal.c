@@ -3,18 +3,37 @@
  * libev can watch signals only on its default loop; a signalfd is a plain
  * descriptor, so any loop's task waits on it with async_wait_fd_dl.  The
  * signals must be blocked for the signalfd to see them: async_signal_new
- * blocks them in the calling thread and async_signal_free unblocks exactly
- * those it blocked. */
+ * blocks them in the calling thread and async_signal_free, on that thread,
+ * unblocks exactly those it blocked.  A task of a loop on another thread may
+ * wait too, if that thread blocks the signals (inherited from the creator,
+ * say): else a signal could be delivered to it with its default action. */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 #include "net_internal.h"
 
 struct async_signal {
     int fd;
-    sigset_t added; /* the signals this set blocked, to unblock at free */
-    bool waiting;
+    sigset_t set;     /* the signals of the set */
+    sigset_t added;   /* the ones this set blocked, to unblock at free */
+    pthread_t thread; /* the thread whose mask that is */
+    /* A task waits in async_signal_wait_dl.  Atomic: tasks of loops on other
+     * threads may wait on the set (their threads block the signals too). */
+    _Atomic bool waiting;
 };
+
+/* The calling thread blocks every signal of the set: else the kernel may
+ * deliver one to this thread with its default action while it waits. */
+static bool thread_blocks(const async_signal_t *s)
+{
+    sigset_t cur;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &cur)) return false;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(&s->set, sig) == 1 && sigismember(&cur, sig) != 1) return false;
+    return true;
+}
 
 int async_signal_new(const int *signals, size_t n, async_signal_t **out)
 {
@@ -29,12 +48,16 @@ int async_signal_new(const int *signals, size_t n, async_signal_t **out)
     if (!s) return ASYNC_ENOMEM;
     int rc = -pthread_sigmask(SIG_BLOCK, &set, &old);
     if (rc) goto fail;
+    s->set = set;
+    s->thread = pthread_self();
     sigemptyset(&s->added);
     for (size_t i = 0; i < n; i++)
         if (!sigismember(&old, signals[i])) sigaddset(&s->added, signals[i]);
     s->fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (s->fd < 0) {
-        rc = -errno;
+        /* ENODEV: the kernel could not give the anonymous inode signalfd
+         * needs. */
+        rc = errno == ENODEV ? ASYNC_ENOTSUP : async__net_errno(errno);
         pthread_sigmask(SIG_UNBLOCK, &s->added, NULL);
         goto fail;
     }
@@ -48,7 +71,9 @@ fail:
 int async_signal_free(async_signal_t *s)
 {
     if (!s) return 0;
-    if (s->waiting) return ASYNC_EBUSY;
+    /* The mask to restore is the creating thread's. */
+    if (!pthread_equal(s->thread, pthread_self())) return ASYNC_EWRONGLOOP;
+    if (atomic_load(&s->waiting)) return ASYNC_EBUSY;
     close(s->fd);
     pthread_sigmask(SIG_UNBLOCK, &s->added, NULL);
     async__free(s);
@@ -58,8 +83,8 @@ int async_signal_free(async_signal_t *s)
 int async_signal_wait_dl(async_signal_t *s, int *signo, int64_t deadline)
 {
     if (!s || !signo) return ASYNC_EINVAL;
-    if (s->waiting) return ASYNC_EBUSY;
-    if (async_task_cancelled()) return ASYNC_ECANCELED;
+    if (atomic_load(&s->waiting)) return ASYNC_EBUSY;
+    if (!pthread_equal(s->thread, pthread_self()) && !thread_blocks(s)) return ASYNC_EWRONGLOOP;
     int rc;
     for (;;) {
         struct signalfd_siginfo si;
@@ -69,10 +94,10 @@ int async_signal_wait_dl(async_signal_t *s, int *signo, int64_t deadline)
             return 0;
         }
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno != EAGAIN) return -errno;
-        s->waiting = true;
+        if (r < 0 && errno != EAGAIN) return async__net_errno(errno);
+        if (atomic_exchange(&s->waiting, true)) return ASYNC_EBUSY;
         rc = async_wait_fd_dl(s->fd, ASYNC_READABLE, deadline);
-        s->waiting = false;
+        atomic_store(&s->waiting, false);
         if (rc) return rc;
     }
 }

@@ -2,14 +2,19 @@
  *
  * Every call first tries the system call on the non-blocking descriptor and
  * waits for readiness (async_wait_fd_dl) only when it would block, so data
- * already there costs no switch.  Writes go through send(MSG_NOSIGNAL), so a
- * closed peer gives EPIPE and never SIGPIPE.  Accept keeps one reserved
- * descriptor per process for the EMFILE case (see accept_emfile). */
+ * already there costs no switch, and a cancelled task (or a passed deadline)
+ * still completes what can complete at once: only the wait returns
+ * ASYNC_ECANCELED (or the deadline's code).  Writes go through
+ * send(MSG_NOSIGNAL), and a pipe's write(2) runs with SIGPIPE blocked on the
+ * thread (write_nosigpipe), so a gone reader gives EPIPE and never SIGPIPE.
+ * Accept keeps one reserved descriptor per process for the EMFILE case (see
+ * accept_emfile). */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,16 +26,92 @@ const char *async_net_strerror(int err)
     switch (err) {
     case -ENETUNREACH: return "network unreachable";
     case -EHOSTUNREACH: return "host unreachable";
-    case -EMSGSIZE: return "message too long";
     default: return async_strerror(err);
     }
 }
 
-/* A cancelled task fails every blocking call, even one that could complete,
- * so that it winds down instead of serving on. */
-static int check_task(void)
+/* --- the kernel's errors, in common.h's codes ----------------------------- */
+
+/* Every errno a socket call can end with becomes one of common.h's codes, so
+ * that a caller meets one code per situation.  The only two that pass
+ * through without an ASYNC_ name are ENETUNREACH and EHOSTUNREACH (their
+ * -DOWN variants folded in): routing failures that a network program reports
+ * as they are, and that async_net_strerror names. */
+int async__net_errno(int e)
 {
-    return async_task_cancelled() ? ASYNC_ECANCELED : 0;
+    switch (e) {
+    case EIO:
+    case EMFILE:
+    case ENFILE:
+    case ENOENT:
+    case EPIPE:
+    case ETIMEDOUT:
+    case ECONNRESET:
+    case ECONNREFUSED:
+    case EADDRINUSE:
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+        return -e;
+    case ENETDOWN: return -ENETUNREACH;
+    case EHOSTDOWN: return -EHOSTUNREACH;
+    case EPERM:
+    case EACCES:
+    case EROFS: return ASYNC_EPERM;
+    case ENOMEM:
+    case ENOBUFS: return ASYNC_ENOMEM;
+    case ENOTDIR: return ASYNC_ENOENT; /* a path component is not a directory */
+    case EAFNOSUPPORT:
+    case EPROTONOSUPPORT: return ASYNC_ENOTSUP; /* a kernel without IPv6, say */
+    case EPROTOTYPE: return ASYNC_ECONNREFUSED; /* a datagram socket at a stream's path */
+    case EBADF:
+    case ENOTSOCK:
+    case EINVAL:
+    case EFAULT:
+    case EOPNOTSUPP:
+    case ENOTCONN:
+    case EISCONN:
+    case EDESTADDRREQ:
+    case EMSGSIZE:
+    case EADDRNOTAVAIL:
+    case EISDIR:
+    case ELOOP:
+    case ENAMETOOLONG: return ASYNC_EINVAL;
+    default: return ASYNC_EIO;
+    }
+}
+
+/* A descriptor that is open but not for this direction (the write end of a
+ * pipe handed to a read) is the wrong mode, not a bad argument. */
+static int wrong_mode(int fd, int e, int forbidden)
+{
+    if (e != EBADF) return 0;
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && (fl & O_ACCMODE) == forbidden;
+}
+
+/* A read from a connection that died (reset, or the kernel's own timers gave
+ * up on it) is ASYNC_ECONNRESET; the kernel's ETIMEDOUT must not pass for a
+ * deadline. */
+static int read_errno(int fd, int e)
+{
+    if (e == ECONNRESET || e == ETIMEDOUT) return ASYNC_ECONNRESET;
+    if (wrong_mode(fd, e, O_WRONLY)) return ASYNC_ENOTSUP;
+    return async__net_errno(e);
+}
+
+/* A write to a peer that is gone is ASYNC_EPIPE, whether the kernel says
+ * EPIPE or, when the peer's RST is still pending on the socket, ECONNRESET. */
+static int write_errno(int fd, int e)
+{
+    if (e == EPIPE || e == ECONNRESET || e == ETIMEDOUT || e == ENOTCONN) return ASYNC_EPIPE;
+    if (wrong_mode(fd, e, O_RDONLY)) return ASYNC_ENOTSUP;
+    return async__net_errno(e);
+}
+
+/* A connect that finds no free local port says EADDRNOTAVAIL. */
+static int connect_errno(int e)
+{
+    return e == EADDRNOTAVAIL ? ASYNC_EADDRINUSE : async__net_errno(e);
 }
 
 int async__sockaddr_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len)
@@ -116,15 +197,15 @@ static int accept_emfile(int lfd)
 static int new_socket(int family, int type, int *fd)
 {
     int s = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s < 0) return -errno;
+    if (s < 0) return async__net_errno(errno);
     *fd = s;
     return 0;
 }
 
 static int bind_listen(int s, const struct sockaddr *sa, socklen_t len, int backlog)
 {
-    if (bind(s, sa, len) < 0) return -errno;
-    if (listen(s, backlog <= 0 ? SOMAXCONN : backlog) < 0) return -errno;
+    if (bind(s, sa, len) < 0) return async__net_errno(errno);
+    if (listen(s, backlog <= 0 ? SOMAXCONN : backlog) < 0) return async__net_errno(errno);
     reserve_take();
     return 0;
 }
@@ -139,7 +220,7 @@ int async_tcp_listen(const char *ip, int port, int backlog, int *fd)
     if ((rc = new_socket(ss.ss_family, SOCK_STREAM, &s))) return rc;
     int one = 1;
     if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
-        rc = -errno;
+        rc = async__net_errno(errno);
         goto fail;
     }
     if ((rc = bind_listen(s, (struct sockaddr *)&ss, len, backlog))) goto fail;
@@ -150,6 +231,17 @@ fail:
     return rc;
 }
 
+/* True when a server still listens on the socket file at un: a connect is
+ * taken (or finds the backlog full) rather than refused. */
+static bool unix_alive(const struct sockaddr_un *un, socklen_t len)
+{
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) return false;
+    bool alive = connect(s, (const struct sockaddr *)un, len) == 0 || errno != ECONNREFUSED;
+    close(s);
+    return alive;
+}
+
 int async_unix_listen(const char *path, int backlog, int *fd)
 {
     struct sockaddr_un un;
@@ -157,10 +249,14 @@ int async_unix_listen(const char *path, int backlog, int *fd)
     int s = -1, rc = unix_addr(path, &un, &len);
     if (rc) return rc;
     if (!fd) return ASYNC_EINVAL;
-    /* A socket file left by a dead server would make bind fail forever;
-     * anything else at path is not ours to remove. */
+    /* A socket file left by a dead server would make bind fail forever, so
+     * it goes; one a live server listens on is that server's (unlinking it
+     * would steal its address), and anything else at path is not ours. */
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        if (unix_alive(&un, len)) return ASYNC_EADDRINUSE;
+        unlink(path);
+    }
     if ((rc = new_socket(AF_UNIX, SOCK_STREAM, &s))) return rc;
     if ((rc = bind_listen(s, (struct sockaddr *)&un, len, backlog))) {
         close(s);
@@ -174,7 +270,7 @@ int async_sock_port(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return -errno;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return async__net_errno(errno);
     if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
     if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return ASYNC_EINVAL;
@@ -183,8 +279,7 @@ int async_sock_port(int fd)
 int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
 {
     if (lfd < 0 || !fd) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c >= 0) {
@@ -200,6 +295,17 @@ int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
             break;
         case EINTR:
         case ECONNABORTED: /* the client gave up while queued: take the next */
+        /* Linux reports a queued connection's pending network error from
+         * accept; accept(2) says to treat those like EAGAIN: take the next. */
+        case EPROTO:
+        case ENOPROTOOPT:
+        case ENETDOWN:
+        case ENETUNREACH:
+        case EHOSTDOWN:
+        case EHOSTUNREACH:
+        case ENONET:
+        case ETIMEDOUT:
+        case ECONNRESET:
             continue;
         case EMFILE:
         case ENFILE:
@@ -218,7 +324,7 @@ int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
             }
             break;
         default:
-            return -e;
+            return async__net_errno(e);
         }
         if ((rc = async_wait_fd_dl(lfd, ASYNC_READABLE, deadline))) return rc;
     }
@@ -240,7 +346,7 @@ int async__connect_start(const struct sockaddr *addr, socklen_t len, int *fd, bo
     *pending = false;
     if (connect(s, addr, len) < 0) {
         if (errno != EINPROGRESS && errno != EAGAIN) {
-            rc = -errno;
+            rc = connect_errno(errno);
             close(s);
             return rc;
         }
@@ -254,18 +360,17 @@ int async__connect_result(int fd)
 {
     int err = 0;
     socklen_t l = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0) return -errno;
-    return -err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0) return async__net_errno(errno);
+    return err ? connect_errno(err) : 0;
 }
 
 int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd, int64_t deadline)
 {
     if (!addr || !fd) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
     int s = -1;
     bool pending;
-    if ((rc = async__connect_start(addr, len, &s, &pending))) return rc;
+    int rc = async__connect_start(addr, len, &s, &pending);
+    if (rc) return rc;
     if (pending) {
         rc = async_wait_fd_dl(s, ASYNC_WRITABLE, deadline);
         if (!rc) rc = async__connect_result(s);
@@ -302,25 +407,17 @@ int async_unix_connect_dl(const char *path, int *fd, int64_t deadline)
 int async_sock_read_dl(int fd, void *buf, size_t len, size_t *n, int64_t deadline)
 {
     if (fd < 0 || !buf || !len || !n) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t r = recv(fd, buf, len, 0);
+        if (r < 0 && errno == ENOTSOCK) r = read(fd, buf, len); /* a pipe or tty */
         if (r > 0) {
             *n = (size_t)r;
             return 0;
         }
         if (r == 0) return ASYNC_EEOF;
         if (errno == EINTR) continue;
-        if (errno == ENOTSOCK) { /* a pipe or tty handed in: read(2) it */
-            r = read(fd, buf, len);
-            if (r > 0) {
-                *n = (size_t)r;
-                return 0;
-            }
-            if (r == 0) return ASYNC_EEOF;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return read_errno(fd, errno);
         if ((rc = async_wait_fd_dl(fd, ASYNC_READABLE, deadline))) return rc;
     }
 }
@@ -348,19 +445,46 @@ int async_sock_read_full(int fd, void *buf, size_t len, size_t *got)
     return async_sock_read_full_dl(fd, buf, len, got, ASYNC_FOREVER);
 }
 
+/* write(2) to a pipe whose reader is gone raises SIGPIPE, and write has no
+ * MSG_NOSIGNAL.  The signal is directed at the calling thread, so block it
+ * on this thread around the write and, if the write made it pending, take
+ * it with a zero-timeout sigtimedwait before restoring the mask (the pattern
+ * curl and others use; no process-wide handler is touched).  A SIGPIPE that
+ * was pending before the write is left pending: the two cannot be told
+ * apart, and it is someone else's. */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t w = write(fd, buf, len);
+    int e = errno;
+    if (w < 0 && e == EPIPE && !was_pending) {
+        static const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return w;
+}
+
 int async_sock_write_all_dl(int fd, const void *buf, size_t len, size_t *sent, int64_t deadline)
 {
     size_t done = 0;
-    int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : check_task();
+    int rc = fd < 0 || (!buf && len) ? ASYNC_EINVAL : 0;
     while (!rc && done < len) {
         ssize_t w = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
-        if (w < 0 && errno == ENOTSOCK) w = write(fd, (const char *)buf + done, len - done);
+        if (w < 0 && errno == ENOTSOCK) w = write_nosigpipe(fd, (const char *)buf + done, len - done);
         if (w >= 0) {
             done += (size_t)w;
             continue;
         }
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) rc = -errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) rc = write_errno(fd, errno);
         else rc = async_wait_fd_dl(fd, ASYNC_WRITABLE, deadline);
     }
     if (sent) *sent = done;
@@ -374,14 +498,16 @@ int async_sock_write_all(int fd, const void *buf, size_t len, size_t *sent)
 
 int async_sock_shutdown(int fd, int how)
 {
-    return shutdown(fd, how) < 0 ? -errno : 0;
+    /* ENOTCONN: the connection is gone (reset) or never was, as for a send. */
+    if (shutdown(fd, how) == 0) return 0;
+    return errno == ENOTCONN ? ASYNC_EPIPE : async__net_errno(errno);
 }
 
 int async_sock_close(int fd)
 {
     if (fd < 0) return ASYNC_EINVAL;
     /* Linux releases the descriptor even when close reports EINTR. */
-    if (close(fd) < 0 && errno != EINTR) return -errno;
+    if (close(fd) < 0 && errno != EINTR) return async__net_errno(errno);
     return 0;
 }
 
@@ -396,7 +522,7 @@ int async_udp_bind(const char *ip, int port, int *fd)
     if (!fd) return ASYNC_EINVAL;
     if ((rc = new_socket(ss.ss_family, SOCK_DGRAM, &s))) return rc;
     if (bind(s, (struct sockaddr *)&ss, len) < 0) {
-        rc = -errno;
+        rc = async__net_errno(errno);
         close(s);
         return rc;
     }
@@ -408,13 +534,12 @@ int async_udp_send_dl(int fd, const void *buf, size_t len, const struct sockaddr
                       socklen_t addrlen, int64_t deadline)
 {
     if (fd < 0 || (!buf && len)) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t w = sendto(fd, buf, len, MSG_NOSIGNAL, addr, addr ? addrlen : 0);
         if (w >= 0) return 0;
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return async__net_errno(errno);
         if ((rc = async_wait_fd_dl(fd, ASYNC_WRITABLE, deadline))) return rc;
     }
 }
@@ -423,8 +548,7 @@ int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr 
                       socklen_t *fromlen, int64_t deadline)
 {
     if (fd < 0 || !buf || !n || (from && !fromlen)) return ASYNC_EINVAL;
-    int rc = check_task();
-    if (rc) return rc;
+    int rc;
     for (;;) {
         ssize_t r = recvfrom(fd, buf, len, 0, from, from ? fromlen : NULL);
         if (r >= 0) {
@@ -432,7 +556,7 @@ int async_udp_recv_dl(int fd, void *buf, size_t len, size_t *n, struct sockaddr 
             return 0;
         }
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return async__net_errno(errno);
         if ((rc = async_wait_fd_dl(fd, ASYNC_READABLE, deadline))) return rc;
     }
 }
