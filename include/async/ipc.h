@@ -94,20 +94,23 @@ ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size
 ASYNC_API void async_ipc_queue_free(async_ipc_queue_t *q);
 
 /* Copies len bytes from msg in as one message, waiting while the queue is
- * full.  Errors: ASYNC_EINVAL (len > max_msg, or msg NULL with len > 0),
- * ASYNC_ECLOSED (closed before or while waiting: not put), ASYNC_ETIMEDOUT
- * (_dl), ASYNC_EFULL (tryput), ASYNC_ECANCELED (the calling task was
- * cancelled). */
+ * full; tryput never waits.  Errors: ASYNC_EINVAL (len > max_msg, or msg
+ * NULL with len > 0), ASYNC_ECLOSED (closed before or while waiting: not
+ * put; also when it is full), ASYNC_EAGAIN (tryput: the queue is full),
+ * ASYNC_ETIMEDOUT (_dl: still full at the deadline), ASYNC_ECANCELED (put and
+ * put_dl in a task that was cancelled while it would have to wait). */
 ASYNC_API int async_ipc_queue_put(async_ipc_queue_t *q, const void *msg, size_t len);
 ASYNC_API int async_ipc_queue_put_dl(async_ipc_queue_t *q, const void *msg, size_t len,
                                      int64_t deadline);
 ASYNC_API int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len);
 
 /* Takes the oldest message into buf, which must have room for max_msg bytes
- * (cap >= max_msg), and its length into *len (OUT), waiting while the queue
- * is empty.  Errors: ASYNC_EINVAL (cap < max_msg, or buf NULL), ASYNC_EEOF
- * (the queue is closed and drained), ASYNC_ETIMEDOUT (_dl), ASYNC_EEMPTY
- * (tryget), ASYNC_ECANCELED (the calling task was cancelled). */
+ * (cap >= max_msg), and its length into *len (OUT, may be NULL), waiting
+ * while the queue is empty; tryget never waits.  Errors: ASYNC_EINVAL (cap <
+ * max_msg, or buf NULL), ASYNC_EEOF (the queue is closed and drained),
+ * ASYNC_EAGAIN (tryget: empty, not closed), ASYNC_ETIMEDOUT (_dl: still empty
+ * at the deadline), ASYNC_ECANCELED (get and get_dl in a task that was
+ * cancelled while it would have to wait). */
 ASYNC_API int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_queue_get_dl(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
@@ -142,7 +145,7 @@ ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
  * the wait with watch/unwatch:
  *
  *     async_ipc_queue_watch(q, ASYNC_READABLE);
- *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EEMPTY)
+ *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EAGAIN)
  *         wait for fd readable, then async_ipc_queue_drain_fd(q, ASYNC_READABLE);
  *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
  *
