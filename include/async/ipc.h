@@ -178,41 +178,55 @@ ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, uns
  * which then gets ASYNC_EEOF.  NULL is ignored. */
 ASYNC_API void async_ipc_pipe_free(async_ipc_pipe_t *p);
 
-/* Sends len bytes as one message, waiting while the pipe is full.
- * Errors: ASYNC_EINVAL (len > ASYNC_IPC_PIPE_MAX_MSG), ASYNC_EPERM (a
- * receive-only end), ASYNC_EPIPE (the peer closed), ASYNC_ETIMEDOUT (_dl; the
- * message may then be partly sent and the pipe is unusable: free it),
- * ASYNC_ECANCELED (task cancelled, same caveat), or the system's -errno. */
+/* Sends len bytes as one message, waiting while the pipe is full (a
+ * deadline that has passed, 0 for one, still sends what fits at once).
+ * Errors: ASYNC_EINVAL (len > ASYNC_IPC_PIPE_MAX_MSG, or msg NULL with
+ * len > 0), ASYNC_ENOTSUP (a receive-only end), ASYNC_EPIPE (the peer
+ * closed), ASYNC_ETIMEDOUT (_dl; the message may then be partly sent and the
+ * pipe is unusable: free it), ASYNC_ECANCELED (in a task cancelled while it
+ * would have to wait, same caveat), or the system's -errno. */
 ASYNC_API int async_ipc_pipe_send(async_ipc_pipe_t *p, const void *msg, size_t len);
 ASYNC_API int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len,
                                      int64_t deadline);
 
-/* Receives the next message into buf (cap bytes) and its length into *len
- * (OUT).  A message longer than cap is left in the pipe, *len is set to its
- * length and ASYNC_EINVAL returned: call again with a bigger buffer.
- * Errors: ASYNC_EEOF (the peer closed and every message was read), ASYNC_EPERM
- * (a send-only end), ASYNC_EINVAL, ASYNC_EIO (the peer closed in the middle of
- * a message, or announced one longer than ASYNC_IPC_PIPE_MAX_MSG: the pipe is
- * unusable then, free it), ASYNC_ETIMEDOUT (_dl; nothing consumed),
- * ASYNC_ECANCELED, ASYNC_ENOMEM, or the system's -errno.  Memory grows with
- * the bytes that arrive, not with the length a peer announces. */
+/* Receives the next message into buf (cap bytes; buf may be NULL when cap
+ * is 0) and its length into *len (OUT), waiting until a whole message is
+ * there; tryrecv never waits (a message already there is received even when
+ * the deadline has passed).  A message longer than cap is left in the pipe,
+ * *len is set to its length and ASYNC_EINVAL returned: call again with a
+ * bigger buffer.  Errors: ASYNC_EEOF (the peer closed and every message was
+ * read), ASYNC_ENOTSUP (a send-only end), ASYNC_EINVAL (len NULL, buf NULL
+ * with cap > 0, or the message is longer than cap), ASYNC_EIO (the peer
+ * closed in the middle of a message, or announced one longer than
+ * ASYNC_IPC_PIPE_MAX_MSG: the pipe is unusable then, free it), ASYNC_EAGAIN
+ * (tryrecv: no whole message yet; nothing consumed), ASYNC_ETIMEDOUT (_dl;
+ * nothing consumed), ASYNC_ECANCELED (recv and recv_dl in a task cancelled
+ * while they would have to wait), ASYNC_ENOMEM, or the system's -errno.
+ * Memory grows with the bytes that arrive, not with the length a peer
+ * announces. */
 ASYNC_API int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
+ASYNC_API int async_ipc_pipe_tryrecv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
 
 /* As recv_dl, but allocates the message: *msg (OUT) is released with
- * async_ipc_msg_free.  Errors: as recv_dl except the too-small case. */
+ * async_ipc_msg_free.  Errors: as recv_dl, except that ASYNC_EINVAL means
+ * msg or len NULL. */
 ASYNC_API int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len,
                                            int64_t deadline);
 ASYNC_API void async_ipc_msg_free(void *msg);
 
-/* Waits until a message (or end-of-stream) is ready to receive: returns 0
- * then, ASYNC_ETIMEDOUT at the deadline (a deadline of 0 just checks),
- * ASYNC_EPERM on a send-only end, ASYNC_ECANCELED. */
+/* Waits until a message (or end-of-stream, or a torn message) is ready to
+ * receive: returns 0 then (the next recv reports what is there).  A deadline
+ * that has passed (0, for one) just checks.  Errors: ASYNC_ETIMEDOUT (not
+ * ready by the deadline), ASYNC_ENOTSUP (a send-only end), ASYNC_ECANCELED (in
+ * a task cancelled while it would have to wait), ASYNC_ENOMEM, or the
+ * system's -errno. */
 ASYNC_API int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline);
 
 /* The end's descriptor, for your own event loop (readable: a message may be
- * ready; call poll_dl with deadline 0 to know).  The end keeps ownership. */
+ * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  The end
+ * keeps ownership. */
 ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
 
 /* --- locks ------------------------------------------------------------------ */
