@@ -36,7 +36,7 @@ Test(process, exit_code_and_status, .timeout = 10)
     cr_assert_eq(async_process_spawn(&p, return_arg, (void *)(intptr_t)42), 0);
     cr_assert_gt(async_process_pid(p), 0);
     int code, sig;
-    cr_assert_eq(async_process_status(p, &code, &sig), ASYNC_EBUSY, "not joined yet");
+    cr_assert_eq(async_process_status(p, &code, &sig), ASYNC_EAGAIN, "not joined yet");
     cr_assert_eq(async_process_join(p), 0);
     cr_assert_eq(async_process_join(p), 0, "joining twice is fine");
     cr_assert_eq(async_process_status(p, &code, &sig), 0);
@@ -175,6 +175,10 @@ Test(process, join_deadline_terminate_and_kill, .timeout = 10)
     cr_assert_eq(async_process_join_dl(p, t0 + ASYNC_MSEC(30)), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(30));
     cr_assert_eq(async_process_join_dl(p, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_process_join_dl(p, INT64_MIN), ASYNC_ETIMEDOUT, "long past");
+    int early = 7;
+    cr_assert_eq(async_process_status(p, &early, NULL), ASYNC_EAGAIN, "still running");
+    cr_assert_eq(early, 7, "nothing written before it is known");
     cr_assert_eq(async_process_terminate(p), 0);
     cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
     int code, sig;

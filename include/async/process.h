@@ -70,8 +70,9 @@ ASYNC_API int async_process_terminate(async_process_t *p);
 ASYNC_API int async_process_kill(async_process_t *p);
 
 /* How the child ended: *exit_code (OUT, may be NULL) its exit code, or -1 if
- * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.
- * Errors: ASYNC_EBUSY (not yet reaped: join first). */
+ * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.  Never
+ * waits and never reaps.  Errors: ASYNC_EAGAIN (not yet reaped, so not yet
+ * known: join, or is_alive until it says false, first). */
 ASYNC_API int async_process_status(const async_process_t *p, int *exit_code, int *signal);
 
 /* Frees the handle; a child still running is killed (SIGKILL) and reaped

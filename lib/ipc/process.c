@@ -147,7 +147,7 @@ int async_process_kill(async_process_t *p) { return send_signal(p, SIGKILL); }
 
 int async_process_status(const async_process_t *p, int *exit_code, int *signal)
 {
-    if (!p->reaped) return ASYNC_EBUSY;
+    if (!p->reaped) return ASYNC_EAGAIN; /* not yet: the result does not exist */
     bool sig = WIFSIGNALED(p->status);
     if (exit_code) *exit_code = sig ? -1 : WEXITSTATUS(p->status);
     if (signal) *signal = sig ? WTERMSIG(p->status) : 0;
