@@ -163,6 +163,20 @@ Test(ipc_queue, bad_arguments, .timeout = 10)
     cr_assert_eq(async_ipc_queue_len(q), 1, "a refused get consumes nothing");
     cr_assert_eq(async_ipc_queue_fd(q, 0), ASYNC_EINVAL);
     cr_assert_eq(async_ipc_queue_fd(q, ASYNC_READABLE | ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_fd(NULL, ASYNC_READABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(q, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE | ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(NULL, ASYNC_READABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_unwatch(q, 4), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_drain_fd(q, -1), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_drain_fd(NULL, ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), ASYNC_EINVAL, "nobody watches");
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE), 0);
+    cr_assert_eq(async_ipc_queue_drain_fd(q, ASYNC_READABLE), 0, "nothing to drain is fine");
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), 0);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), ASYNC_EINVAL, "once per watch");
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_WRITABLE), 0);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_WRITABLE), 0);
     cr_assert_eq(async_ipc_queue_task_done(q), ASYNC_ENOTSUP);
     cr_assert_eq(async_ipc_queue_join(q), ASYNC_ENOTSUP);
     async_ipc_queue_free(q);
@@ -373,17 +387,17 @@ Test(ipc_queue, descriptor_protocol_with_poll, .timeout = 10)
     cr_assert_neq(async_ipc_queue_fd(q, ASYNC_WRITABLE), fd);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, put_after_50ms, q), 0);
-    async_ipc_queue_watch(q, ASYNC_READABLE);
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE), 0);
     char buf[8];
     size_t len;
     int err, polls = 0;
     while ((err = async_ipc_queue_tryget(q, buf, sizeof buf, &len)) == ASYNC_EAGAIN) {
         struct pollfd pfd = {fd, POLLIN, 0};
         cr_assert_eq(poll(&pfd, 1, 5000), 1, "the descriptor became readable");
-        async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+        cr_assert_eq(async_ipc_queue_drain_fd(q, ASYNC_READABLE), 0);
         polls++;
     }
-    async_ipc_queue_unwatch(q, ASYNC_READABLE);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), 0);
     cr_assert_eq(err, 0);
     cr_assert_eq(len, 2);
     cr_assert_geq(polls, 1);

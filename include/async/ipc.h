@@ -139,23 +139,34 @@ ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
 
 /* Descriptors for waiting on the queue from your own event loop.
  * async_ipc_queue_fd gives an eventfd that becomes readable when the queue
- * may have changed in the direction asked: ASYNC_READABLE (a get may succeed,
+ * may have changed in the direction asked (the event flags of task.h):
+ * ASYNC_READABLE (a get may succeed,
  * or the queue closed) or ASYNC_WRITABLE (a put may succeed, or closed).
  * Producers and consumers only signal it while someone watches, so bracket
- * the wait with watch/unwatch:
+ * the wait with watch/unwatch, and drain the descriptor after each wake-up,
+ * before trying again:
  *
+ *     int fd = async_ipc_queue_fd(q, ASYNC_READABLE);
  *     async_ipc_queue_watch(q, ASYNC_READABLE);
- *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EAGAIN)
- *         wait for fd readable, then async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+ *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EAGAIN) {
+ *         struct pollfd pfd = {.fd = fd, .events = POLLIN};
+ *         poll(&pfd, 1, -1);           (or your loop's wait for fd readable)
+ *         async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+ *     }
  *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
+ *     (err is 0 with a message, ASYNC_EEOF once closed and drained, ...)
  *
  * Readiness may be spurious; always retry the try form.  get/put called in a
- * task do exactly this through async_wait_fd_dl.  async_ipc_queue_fd returns
- * ASYNC_EINVAL for any other events value. */
+ * task do exactly this through async_wait_fd_dl.  Any thread of any process
+ * holding the queue may call these; none of them waits.  The count of
+ * watchers is shared by every process: each watch is undone by one unwatch.
+ * Errors (all four): ASYNC_EINVAL (q NULL, or events not exactly one of
+ * ASYNC_READABLE and ASYNC_WRITABLE; unwatch also when nobody watches that
+ * direction).  fd returns the descriptor (>= 0), owned by the queue. */
 ASYNC_API int async_ipc_queue_fd(const async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_watch(async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_watch(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_unwatch(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events);
 
 /* --- pipes ------------------------------------------------------------------ */
 

@@ -230,6 +230,7 @@ static int attempt(async_ipc_queue_t *q, bool is_get, op_t *op)
 
 static side_t *side_of(async_ipc_queue_t *q, int events)
 {
+    if (!q) return NULL;
     if (events == ASYNC_READABLE) return &q->get;
     if (events == ASYNC_WRITABLE) return &q->put;
     return NULL;
@@ -381,34 +382,43 @@ int async_ipc_queue_fd(const async_ipc_queue_t *q, int events)
     return s ? s->efd : ASYNC_EINVAL;
 }
 
-void async_ipc_queue_watch(async_ipc_queue_t *q, int events)
+int async_ipc_queue_watch(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
     atomic_fetch_add(&s->watchers, 1);
     atomic_store(&s->armed, 1);
+    return 0;
 }
 
-void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
+int async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
+    /* Never below zero: an unmatched unwatch would wrap the shared count and
+     * make every later commit signal the descriptor for nobody. */
+    uint32_t n = atomic_load(&s->watchers);
+    do {
+        if (n == 0) return ASYNC_EINVAL;
+    } while (!atomic_compare_exchange_weak(&s->watchers, &n, n - 1));
     /* This watcher may have drained a signal others needed: re-arm and give
      * them a (possibly spurious) wake-up. */
-    if (atomic_fetch_sub(&s->watchers, 1) > 1) {
+    if (n > 1) {
         atomic_store(&s->armed, 1);
         signal_fd(s);
     }
+    return 0;
 }
 
-void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
+int async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
     uint64_t v;
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
     /* Re-arm before the caller's next try, so that a change after that try
      * signals the descriptor again. */
     atomic_store(&s->armed, 1);
     ssize_t r = read(s->efd, &v, sizeof v);
     (void)r; /* EAGAIN: nothing to drain */
+    return 0;
 }
