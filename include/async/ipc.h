@@ -329,27 +329,40 @@ ASYNC_API bool async_ipc_barrier_broken(const async_ipc_barrier_t *b);
 
 /* A shared value of size bytes (multiprocessing.Value), zero-filled, with an
  * optional robust lock.  ptr gives direct access (synchronise it yourself);
- * get and set copy the whole value, under the lock when it has one.  lock and
- * unlock are the lock's (ASYNC_ENOTSUP without one; otherwise as
- * async_ipc_lock_lock and _unlock).  get/set return ASYNC_EOWNERDEAD when they
- * took the lock from a dead holder (the copy still happened), and
- * ASYNC_EALREADY, copying nothing, when the caller already holds the lock
- * (the lock is not recursive: inside lock/unlock, use ptr).
- * Errors: new: ASYNC_EINVAL (size 0), ASYNC_ENOMEM. */
+ * get and set copy the whole value, under the lock when it has one.  lock
+ * and unlock are that lock's, for compound updates through ptr (unlock as
+ * async_ipc_lock_unlock: ASYNC_EPERM when the caller does not hold it).
+ * Because a user may hold the lock for as long as they like, lock, get and
+ * set wait for it without limit; their _dl forms wait until the deadline (a
+ * deadline that has passed still takes a free lock).  They block the calling
+ * thread, even in a task.
+ * lock/lock_dl return 0 or ASYNC_EOWNERDEAD with the lock held (its last
+ * holder died: repair the value).  get/set and their _dl forms return 0, or
+ * ASYNC_EOWNERDEAD when they took the lock from a dead holder (the copy
+ * still happened).  Errors: new: ASYNC_EINVAL (out NULL, size 0),
+ * ASYNC_ENOMEM; lock, unlock (and _dl): ASYNC_ENOTSUP (made without a lock);
+ * lock, get, set (and _dl): ASYNC_EALREADY, copying nothing, when the caller
+ * already holds the lock (it is not recursive: inside lock/unlock, use ptr),
+ * ASYNC_ETIMEDOUT (_dl: still held by another at the deadline, nothing
+ * copied); get, set: ASYNC_EINVAL (out or in NULL). */
 typedef struct async_shared_value async_shared_value_t;
 ASYNC_API int async_shared_value_new(async_shared_value_t **out, size_t size, bool with_lock);
 ASYNC_API void async_shared_value_free(async_shared_value_t *v);
 ASYNC_API void *async_shared_value_ptr(async_shared_value_t *v);
 ASYNC_API size_t async_shared_value_size(const async_shared_value_t *v);
 ASYNC_API int async_shared_value_get(async_shared_value_t *v, void *out);
+ASYNC_API int async_shared_value_get_dl(async_shared_value_t *v, void *out, int64_t deadline);
 ASYNC_API int async_shared_value_set(async_shared_value_t *v, const void *in);
+ASYNC_API int async_shared_value_set_dl(async_shared_value_t *v, const void *in, int64_t deadline);
 ASYNC_API int async_shared_value_lock(async_shared_value_t *v);
+ASYNC_API int async_shared_value_lock_dl(async_shared_value_t *v, int64_t deadline);
 ASYNC_API int async_shared_value_unlock(async_shared_value_t *v);
 
 /* A shared array of n elements of elem_size bytes (multiprocessing.Array),
- * zero-filled, with an optional robust lock; as the value, plus an index:
- * get/set on index >= n is ASYNC_EINVAL.  Errors: new: ASYNC_EINVAL (0 or
- * overflowing sizes), ASYNC_ENOMEM. */
+ * zero-filled, with an optional robust lock; as the value (the same codes,
+ * the same waiting), plus an index: get/set on index >= n is ASYNC_EINVAL.
+ * Errors: new: ASYNC_EINVAL (out NULL, 0 or overflowing sizes),
+ * ASYNC_ENOMEM. */
 typedef struct async_shared_array async_shared_array_t;
 ASYNC_API int async_shared_array_new(async_shared_array_t **out, size_t elem_size, size_t n,
                                      bool with_lock);
@@ -357,8 +370,13 @@ ASYNC_API void async_shared_array_free(async_shared_array_t *a);
 ASYNC_API void *async_shared_array_ptr(async_shared_array_t *a);
 ASYNC_API size_t async_shared_array_len(const async_shared_array_t *a);
 ASYNC_API int async_shared_array_get(async_shared_array_t *a, size_t index, void *out);
+ASYNC_API int async_shared_array_get_dl(async_shared_array_t *a, size_t index, void *out,
+                                        int64_t deadline);
 ASYNC_API int async_shared_array_set(async_shared_array_t *a, size_t index, const void *in);
+ASYNC_API int async_shared_array_set_dl(async_shared_array_t *a, size_t index, const void *in,
+                                        int64_t deadline);
 ASYNC_API int async_shared_array_lock(async_shared_array_t *a);
+ASYNC_API int async_shared_array_lock_dl(async_shared_array_t *a, int64_t deadline);
 ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
 
 /* --- the shared dictionary ------------------------------------------------- */
@@ -371,6 +389,13 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * bytes; it holds at most capacity keys.  Every call is atomic with respect
  * to the others, from any number of processes and threads: each takes the
  * dictionary's robust lock for its duration.
+ *
+ * Waiting.  That lock is internal: no call hands it to the user, and each
+ * call holds it only for its own lookup and copy (items: for its walk and
+ * the callbacks).  A call therefore waits only as long as the calls ahead of
+ * it take, a bounded time, so the dictionary has no _dl forms; the one wait a
+ * user controls is an items callback, so keep those short.  The calls block
+ * the calling thread, even in a task.
  *
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
