@@ -90,9 +90,10 @@ typedef struct async_command_result {
     int error;          /* 0: it ran and ended (see below); ASYNC_ECHILD: it could
                            not start (start_errno says why); ASYNC_ETIMEDOUT:
                            killed, or never started, at the deadline;
-                           ASYNC_ENOMEM or -errno: setting it up, or
-                           capturing its output, failed (it still ran to its
-                           end; what was captured is kept) */
+                           ASYNC_ECANCELED: the same, because the calling
+                           task was cancelled; ASYNC_ENOMEM or -errno:
+                           setting it up, or capturing its output, failed (it
+                           still ran to its end; what was captured is kept) */
     int start_errno;    /* errno of the failed start (ENOENT, EACCES, ...) */
     int exit_code;      /* its exit code, or -1 if a signal ended it */
     int signal;         /* the signal that ended it, or 0 */
@@ -105,12 +106,18 @@ typedef struct async_command_result {
 /* Runs the n commands, at most max_parallel at a time, in the order given,
  * each with stdin from /dev/null and its stdout and stderr captured into
  * results[i].  A command that cannot start fails alone; the others run.  At
- * the deadline, running commands are killed and the rest not started.
+ * the deadline (one that has passed included), running commands are killed
+ * (SIGKILL) and the rest not started.  Called from a task, it waits through
+ * the loop, so the loop's other tasks run meanwhile; when the task is
+ * cancelled, running commands are killed and the rest not started, as at a
+ * deadline.  Outside a task it blocks the calling thread.
  * Returns 0 when every command ran and exited with code 0; ASYNC_ECHILD when
  * some failed to start, exited non-zero or died by a signal; ASYNC_ETIMEDOUT
- * when the deadline cut some short.  Either way every results[i] is filled
- * and must be cleared.  Errors with nothing run: ASYNC_EINVAL (NULL arrays,
- * a NULL argv or argv[0], max_parallel 0), ASYNC_ENOMEM. */
+ * when the deadline cut some short; ASYNC_ECANCELED when the cancellation
+ * did.  Either way every results[i] is filled and must be cleared.  Errors
+ * with nothing run: ASYNC_EINVAL (NULL arrays, a NULL argv or argv[0],
+ * max_parallel 0), ASYNC_ENOMEM, or the system's -errno (in a task, no
+ * descriptor for the wait: EMFILE, ENFILE). */
 ASYNC_API int async_process_run_commands_dl(const async_command_t *cmds, size_t n,
                                             size_t max_parallel,
                                             async_command_result_t *results, int64_t deadline);
