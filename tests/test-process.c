@@ -150,6 +150,38 @@ Test(process, plain_child_outlives_its_killed_parent, .timeout = 30)
     cr_assert_eq(reaped_by(g, async_deadline_after(ASYNC_SEC(10)), &status), 1);
 }
 
+/* The options' size: 0 (a designated initialiser) and sizeof (the
+ * initialiser) both work; a size smaller than the struct is refused before
+ * anything is forked. */
+Test(process, opts_size_field, .timeout = 10)
+{
+    async_process_opts_t o;
+    async_process_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_not(o.daemon, "the defaults");
+    o.daemon = true;
+    async_process_t *p;
+    int code = -1;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)5, &o), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 5);
+    async_process_free(p);
+    o.size = 0;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)6, &o), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 6);
+    async_process_free(p);
+    o.size = 1;
+    p = NULL;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, NULL, &o), ASYNC_EINVAL);
+    cr_assert_null(p);
+    o.size = sizeof o - 1;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, NULL, &o), ASYNC_EINVAL);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "nothing was forked");
+}
+
 Test(process, daemon_child_runs_its_function, .timeout = 10)
 {
     async_process_opts_t o = {.daemon = true};

@@ -12,6 +12,7 @@
 #ifndef ASYNC_PROCESS_H
 #define ASYNC_PROCESS_H
 
+#include <string.h>
 #include "common.h"
 
 #ifdef __cplusplus
@@ -35,8 +36,13 @@ typedef int (*async_process_fn)(void *arg);
  * from fork (EAGAIN: too many processes). */
 ASYNC_API int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg);
 
-/* Options for async_process_spawn_opts; zero-initialise, then set. */
+/* Options for async_process_spawn_opts.  size: 0 or
+ * sizeof(async_process_opts_t) as the program was compiled; 0 reads the 0.2
+ * layout.  Later versions add fields only at the end and read them only when
+ * size covers them.  Fill it with async_process_opts_init, or with a
+ * designated initialiser (size 0). */
 typedef struct async_process_opts {
+    size_t size;
     /* Kill the child (SIGKILL) when the parent exits, for whatever reason,
      * SIGKILL included (Python's Process(daemon=True), but enforced by the
      * kernel: PR_SET_PDEATHSIG).  Precisely, the kernel sends it when the
@@ -47,8 +53,16 @@ typedef struct async_process_opts {
     bool daemon;
 } async_process_opts_t;
 
+/* Zeroes *o (the defaults) and sets its size. */
+static inline void async_process_opts_init(async_process_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 /* As async_process_spawn, with options (opts NULL: the defaults, which is
- * async_process_spawn).  Same errors. */
+ * async_process_spawn).  Same errors, and ASYNC_EINVAL for an opts->size
+ * that is neither 0 nor at least the 0.2 struct's (nothing is forked). */
 ASYNC_API int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *arg,
                                        const async_process_opts_t *opts);
 

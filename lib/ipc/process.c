@@ -48,6 +48,9 @@ int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *a
                              const async_process_opts_t *opts)
 {
     if (!out || !fn) return ASYNC_EINVAL;
+    /* sizeof is 0.2's layout; a later version keeps this bound at 0.2's size
+     * and reads its new fields only when opts->size covers them. */
+    if (opts && opts->size && opts->size < sizeof(async_process_opts_t)) return ASYNC_EINVAL;
     bool daemon = opts && opts->daemon;
     async_process_t *p = async__calloc(1, sizeof *p);
     if (!p) return ASYNC_ENOMEM;
