@@ -12,14 +12,19 @@
  * may still use it through the view being freed.  An async_shm_t region can
  * also be handed to an unrelated process as a descriptor.
  *
- * Waiting.  Every blocking call has a _dl form taking an absolute deadline on
- * async_now()'s clock (ASYNC_FOREVER: none) and returning ASYNC_ETIMEDOUT when
+ * Waiting.  Every call that can wait without limit has a _dl form taking an
+ * absolute deadline on async_now()'s clock (ASYNC_FOREVER: none; any value at
+ * or before now, 0 included, has passed) and returning ASYNC_ETIMEDOUT when
  * it passes; an operation that can complete at once does so even when its
- * deadline has passed.  Queue and pipe operations called from inside a libasync
- * task wait through the loop (async_wait_fd_dl) instead of blocking the
- * thread, so the loop's other tasks keep running; they then also return
- * ASYNC_ECANCELED when the task is cancelled.  Locks, semaphores, events,
- * conditions and barriers block the calling thread.
+ * deadline has passed.  (The shared dictionary waits only for other calls'
+ * bounded work and has none; see there.)  Try forms never wait: ASYNC_EAGAIN
+ * when they cannot complete now.  Queue puts and gets and pipe operations
+ * called from inside a libasync task wait through the loop (async_wait_fd_dl)
+ * instead of blocking the thread, so the loop's other tasks keep running;
+ * they then also return ASYNC_ECANCELED when the task is cancelled while
+ * they would have to wait.  Everything else (locks, semaphores, events,
+ * conditions, barriers, shared values, arrays and the dictionary, queue join)
+ * blocks the calling thread, even in a task, and is never cancelled.
  *
  * Robustness.  The locks (including the ones inside shared values and arrays)
  * are robust: when a process dies holding one, the next locker gets it with
@@ -44,13 +49,14 @@ extern "C" {
 typedef struct async_shm async_shm_t;
 
 /* Creates a region of size bytes (rounded up to pages by the kernel).
- * Errors: ASYNC_EINVAL (size 0), ASYNC_ENOMEM, or the system's -errno. */
+ * Errors: ASYNC_EINVAL (out NULL, size 0 or above PTRDIFF_MAX), ASYNC_ENOMEM,
+ * or the system's -errno. */
 ASYNC_API int async_shm_new(async_shm_t **out, size_t size);
 
 /* Maps a region from a descriptor another process handed over (inherited
  * across exec, or passed with SCM_RIGHTS).  The handle takes its own
- * duplicate of fd; the caller keeps fd.  Errors: ASYNC_EINVAL (not a region:
- * size 0), ASYNC_ENOMEM, or the system's -errno (EBADF, ...). */
+ * duplicate of fd; the caller keeps fd.  Errors: ASYNC_EINVAL (out NULL, or
+ * not a region: size 0), ASYNC_ENOMEM, or the system's -errno (EBADF, ...). */
 ASYNC_API int async_shm_attach(async_shm_t **out, int fd);
 
 /* The mapped memory, its size, and the region's descriptor (owned by the
@@ -84,8 +90,8 @@ typedef struct async_ipc_queue async_ipc_queue_t;
 #define ASYNC_IPC_QUEUE_JOINABLE 1u /* count unfinished items: task_done/join */
 
 /* Creates a queue of capacity messages of at most max_msg bytes each; flags
- * is 0 or ASYNC_IPC_QUEUE_JOINABLE.  Errors: ASYNC_EINVAL (capacity 0,
- * max_msg 0 or above 1 GiB, unknown flags, or too big altogether),
+ * is 0 or ASYNC_IPC_QUEUE_JOINABLE.  Errors: ASYNC_EINVAL (out NULL,
+ * capacity 0, max_msg 0 or above 1 GiB, unknown flags, or too big altogether),
  * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg,
                                   unsigned flags);
@@ -181,7 +187,7 @@ typedef struct async_ipc_pipe async_ipc_pipe_t;
 #define ASYNC_IPC_PIPE_MAX_MSG ((size_t)1 << 30)
 
 /* Creates a connected pair of ends.  Duplex by default: each end sends to and
- * receives from the other.  Errors: ASYNC_EINVAL (unknown flags),
+ * receives from the other.  Errors: ASYNC_EINVAL (a or b NULL, unknown flags),
  * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flags);
 
@@ -247,9 +253,11 @@ ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
  * Errors: ASYNC_ETIMEDOUT (_dl), ASYNC_EAGAIN (trylock: held by another),
  * ASYNC_EALREADY (the caller already holds it), ASYNC_EINVAL (new: out NULL);
  * unlock: ASYNC_EPERM (the caller does not hold it).  Hold it from one thread
- * at a time per process: it is owned by the locking thread. */
+ * at a time per process: it is owned by the locking thread.  new: also
+ * ASYNC_ENOMEM, or the system's -errno.  They block the calling thread, even
+ * in a task. */
 typedef struct async_ipc_lock async_ipc_lock_t;
-ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out); /* ASYNC_ENOMEM */
+ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out);
 ASYNC_API void async_ipc_lock_free(async_ipc_lock_t *lock);
 ASYNC_API int async_ipc_lock_lock(async_ipc_lock_t *lock);
 ASYNC_API int async_ipc_lock_lock_dl(async_ipc_lock_t *lock, int64_t deadline);
@@ -271,8 +279,9 @@ ASYNC_API int async_ipc_rlock_unlock(async_ipc_rlock_t *lock);
 
 /* A counting semaphore; bounded when max > 0 (BoundedSemaphore: releasing past
  * max is ASYNC_EINVAL).  Errors: new: ASYNC_EINVAL (out NULL, value > max > 0,
- * or either above INT32_MAX), ASYNC_ENOMEM; acquire: ASYNC_ETIMEDOUT,
- * ASYNC_EAGAIN (tryacquire); release: ASYNC_EINVAL (at max). */
+ * or either above INT32_MAX), ASYNC_ENOMEM; acquire_dl: ASYNC_ETIMEDOUT;
+ * tryacquire: ASYNC_EAGAIN (the count is 0); release: ASYNC_EINVAL (at max,
+ * or at INT32_MAX when unbounded: the count is unchanged). */
 typedef struct async_ipc_sem async_ipc_sem_t;
 ASYNC_API int async_ipc_sem_new(async_ipc_sem_t **out, unsigned value, unsigned max);
 ASYNC_API void async_ipc_sem_free(async_ipc_sem_t *sem);
@@ -297,8 +306,9 @@ ASYNC_API int async_ipc_event_wait_dl(async_ipc_event_t *ev, int64_t deadline);
  * releases the lock, sleeps until signalled (or a spurious wake-up: re-check
  * your predicate), and takes the lock again before returning, also on
  * ASYNC_ETIMEDOUT.  Returns ASYNC_EOWNERDEAD when the lock's holder died
- * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM;
- * wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT. */
+ * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM,
+ * or the system's -errno; wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT
+ * (wait_dl). */
 typedef struct async_ipc_cond async_ipc_cond_t;
 ASYNC_API int async_ipc_cond_new(async_ipc_cond_t **out);
 ASYNC_API void async_ipc_cond_free(async_ipc_cond_t *cond);
@@ -314,7 +324,8 @@ ASYNC_API void async_ipc_cond_broadcast(async_ipc_cond_t *cond);
  * ASYNC_ETIMEDOUT and breaks the barrier: the other waiters, and every later
  * one until reset, get ASYNC_ECLOSED (Python's BrokenBarrierError); abort
  * breaks it on purpose.  reset mends it (waiters at that moment get
- * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (parties 0), ASYNC_ENOMEM. */
+ * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (out NULL, parties 0),
+ * ASYNC_ENOMEM, or the system's -errno. */
 typedef struct async_ipc_barrier async_ipc_barrier_t;
 ASYNC_API int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties);
 ASYNC_API void async_ipc_barrier_free(async_ipc_barrier_t *b);
@@ -395,7 +406,9 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * the callbacks).  A call therefore waits only as long as the calls ahead of
  * it take, a bounded time, so the dictionary has no _dl forms; the one wait a
  * user controls is an items callback, so keep those short.  The calls block
- * the calling thread, even in a task.
+ * the calling thread, even in a task.  A call from inside an items callback
+ * of the same dictionary cannot take the lock its walk holds: it returns
+ * ASYNC_EALREADY and does nothing (len returns 0).
  *
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
@@ -428,9 +441,9 @@ ASYNC_API int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, 
 ASYNC_API void async_shared_dict_free(async_shared_dict_t *d);
 
 /* Sets key to a copy of the len bytes at value (inserting it if new).
- * Errors: ASYNC_EINVAL (key NULL or longer than max_key, len > max_value,
- * value NULL with len > 0), ASYNC_EFULL (a new key, and capacity keys are
- * already there). */
+ * Errors: ASYNC_EINVAL (d or key NULL, key longer than max_key, len >
+ * max_value, value NULL with len > 0), ASYNC_EFULL (a new key, and capacity
+ * keys are already there), ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_set(async_shared_dict_t *d, const char *key, const void *value,
                                     size_t len);
 
@@ -442,8 +455,9 @@ ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
 
 /* Copies key's value into buf (cap bytes; buf may be NULL when cap is 0) and
  * its length into *len (OUT, may be NULL).  Errors: ASYNC_ENOENT (no such
- * key), ASYNC_EINVAL (bad key, or the value is longer than cap: *len is then
- * set and nothing is copied; call again with room). */
+ * key), ASYNC_EINVAL (bad key, buf NULL with cap > 0, or the value is longer
+ * than cap: *len is then set and nothing is copied; call again with room),
+ * ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf,
                                     size_t cap, size_t *len);
 
@@ -451,11 +465,12 @@ ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, voi
  * as 0 + delta if absent, and gives the new value in *out (OUT, may be NULL).
  * Errors: ASYNC_EINVAL (bad key, max_value below 8, the value is not 8 bytes,
  * or the sum overflows: the value is then unchanged), ASYNC_EFULL (a new key
- * and no room). */
+ * and no room), ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t delta,
                                           int64_t *out);
 
-/* Removes key.  Errors: ASYNC_EINVAL (bad key), ASYNC_ENOENT (no such key). */
+/* Removes key.  Errors: ASYNC_EINVAL (bad key), ASYNC_ENOENT (no such key),
+ * ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_delete(async_shared_dict_t *d, const char *key);
 
 /* Calls cb for every key and its value, in no particular order, as one

@@ -6,7 +6,8 @@
  * No zombies: a child is reaped by join, by is_alive once it has ended, or by
  * free (which kills it first if it still runs).  Joining from inside a
  * libasync task waits through the loop, so the loop's other tasks keep
- * running.  Deadlines are absolute async_now() times.  A child spawned as a
+ * running.  Deadlines are absolute async_now() times (ASYNC_FOREVER: none;
+ * any at or before now, 0 included, has passed).  A child spawned as a
  * daemon (async_process_spawn_opts) is killed by the kernel when its parent
  * exits, however it exits, so it is never left running as an orphan. */
 #ifndef ASYNC_PROCESS_H
