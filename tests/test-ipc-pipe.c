@@ -91,11 +91,16 @@ Test(ipc_pipe, one_way_drains_then_eof, .timeout = 10)
 {
     ends_t e;
     cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, ASYNC_IPC_PIPE_ONEWAY), 0);
-    cr_assert_eq(async_ipc_pipe_send(e.a, "x", 1), ASYNC_EPERM, "receive-only end");
+    cr_assert_eq(async_ipc_pipe_send(e.a, "x", 1), ASYNC_ENOTSUP, "receive-only end");
+    cr_assert_eq(async_ipc_pipe_send_dl(e.a, "x", 1, 0), ASYNC_ENOTSUP);
     char buf[8];
     size_t len;
-    cr_assert_eq(async_ipc_pipe_recv(e.b, buf, sizeof buf, &len), ASYNC_EPERM, "send-only end");
-    cr_assert_eq(async_ipc_pipe_poll_dl(e.b, 0), ASYNC_EPERM);
+    void *msg;
+    cr_assert_eq(async_ipc_pipe_recv(e.b, buf, sizeof buf, &len), ASYNC_ENOTSUP, "send-only end");
+    cr_assert_eq(async_ipc_pipe_recv_dl(e.b, buf, sizeof buf, &len, 0), ASYNC_ENOTSUP);
+    cr_assert_eq(async_ipc_pipe_tryrecv(e.b, buf, sizeof buf, &len), ASYNC_ENOTSUP);
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(e.b, &msg, &len, 0), ASYNC_ENOTSUP);
+    cr_assert_eq(async_ipc_pipe_poll_dl(e.b, 0), ASYNC_ENOTSUP);
     async_process_t *p;
     cr_assert_eq(async_process_spawn(&p, send_three_and_close, &e), 0);
     async_ipc_pipe_free(e.b);
@@ -106,6 +111,7 @@ Test(ipc_pipe, one_way_drains_then_eof, .timeout = 10)
         cr_assert_eq(v, i);
     }
     cr_assert_eq(async_ipc_pipe_poll_dl(e.a, 0), 0, "end-of-stream is ready");
+    cr_assert_eq(async_ipc_pipe_tryrecv(e.a, buf, sizeof buf, &len), ASYNC_EEOF);
     cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EEOF);
     cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EEOF, "stays at the end");
     async_ipc_pipe_free(e.a);
@@ -211,6 +217,59 @@ Test(ipc_pipe, peer_dying_mid_message_is_eio, .timeout = 10)
     async_ipc_pipe_free(e.a);
 }
 
+/* tryrecv never waits: ASYNC_EAGAIN until a whole message is there, with
+ * nothing consumed, even when part of one has arrived; then the message. */
+Test(ipc_pipe, tryrecv_says_eagain_until_a_whole_message, .timeout = 10)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    char buf[16];
+    size_t len = 0;
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN, "nothing sent");
+    uint32_t n = 5;
+    cr_assert_eq(write(async_ipc_pipe_fd(b), &n, sizeof n), sizeof n);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "ab", 2), 2);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN, "half a message");
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN, "still half");
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "cde", 3), 3);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, 2, &len), ASYNC_EINVAL, "too small: left there");
+    cr_assert_eq(len, 5);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), 0);
+    cr_assert_eq(len, 5);
+    cr_assert_eq(memcmp(buf, "abcde", 5), 0);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN, "drained");
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, NULL), ASYNC_EINVAL);
+    async_ipc_pipe_free(b);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EEOF, "peer closed");
+    async_ipc_pipe_free(a);
+}
+
+/* Any deadline at or before now has passed, 0 and negative ones included
+ * (INT64_MIN once overflowed into a wait of centuries): a call that can
+ * complete at once does, one that would have to wait times out at once. */
+Test(ipc_pipe, every_past_deadline_has_passed, .timeout = 10)
+{
+    const int64_t past[] = {0, -1, INT64_MIN, 1, async_now() - 1};
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    char buf[16];
+    size_t len;
+    void *msg;
+    for (size_t i = 0; i < sizeof past / sizeof *past; i++) {
+        int64_t dl = past[i];
+        cr_assert_eq(async_ipc_pipe_recv_dl(a, buf, sizeof buf, &len, dl), ASYNC_ETIMEDOUT,
+                     "deadline %lld", (long long)dl);
+        cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, dl), ASYNC_ETIMEDOUT);
+        cr_assert_eq(async_ipc_pipe_poll_dl(a, dl), ASYNC_ETIMEDOUT);
+        cr_assert_eq(async_ipc_pipe_send_dl(b, "hi", 2, dl), 0, "there is room: sent");
+        cr_assert_eq(async_ipc_pipe_poll_dl(a, dl), 0);
+        cr_assert_eq(async_ipc_pipe_recv_dl(a, buf, sizeof buf, &len, dl), 0, "there: received");
+        cr_assert_eq(len, 2);
+    }
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+}
+
 /* --- tasks ------------------------------------------------------------------ */
 
 typedef struct tctx {
@@ -270,6 +329,44 @@ Test(ipc_pipe, task_awaits_pipe_while_others_run, .timeout = 10)
     cr_assert_eq(async_loop_free(loop), 0);
     cr_assert_eq(child_code(p), 0);
     async_ipc_pipe_free(e.a);
+}
+
+typedef struct cancelled_ctx {
+    async_ipc_pipe_t *end;
+    int try_got, try_empty, recv_empty;
+} cancelled_ctx_t;
+
+static int recv_in_cancelled_task(void *arg, void **result)
+{
+    (void)result;
+    cancelled_ctx_t *c = arg;
+    async_task_cancel(async_task_self());
+    char buf[8];
+    size_t len;
+    c->try_got = async_ipc_pipe_tryrecv(c->end, buf, sizeof buf, &len);
+    c->try_empty = async_ipc_pipe_tryrecv(c->end, buf, sizeof buf, &len);
+    c->recv_empty = async_ipc_pipe_recv(c->end, buf, sizeof buf, &len);
+    return 0;
+}
+
+/* A cancelled task's try form still completes or says EAGAIN (never
+ * ECANCELED); a receive that would have to wait is cancelled. */
+Test(ipc_pipe, tryrecv_in_a_cancelled_task_is_not_cancelled, .timeout = 10)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    cr_assert_eq(async_ipc_pipe_send(b, "x", 1), 0);
+    cancelled_ctx_t c = {.end = a};
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, recv_in_cancelled_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.try_got, 0);
+    cr_assert_eq(c.try_empty, ASYNC_EAGAIN);
+    cr_assert_eq(c.recv_empty, ASYNC_ECANCELED);
+    cr_assert_eq(async_loop_free(loop), 0);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
 }
 
 /* The largest single allocation libasync asked for, through the seam. */

@@ -88,12 +88,12 @@ static void expect_usable(async_ipc_queue_t *q)
     for (int round = 0; round < 5; round++) {
         for (size_t i = 0; i < cap; i++)
             cr_assert_eq(async_ipc_queue_put_dl(q, "r", 1, async_now() + WEDGE_NS), 0);
-        cr_assert_eq(async_ipc_queue_tryput(q, "r", 1), ASYNC_EFULL);
+        cr_assert_eq(async_ipc_queue_tryput(q, "r", 1), ASYNC_EAGAIN);
         cr_assert_eq(async_ipc_queue_len(q), cap);
         for (size_t i = 0; i < cap; i++) expect_get(q, "r");
         char buf[16];
         size_t len;
-        cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EEMPTY);
+        cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EAGAIN);
     }
 }
 
@@ -138,7 +138,7 @@ Test(ipc_queue_faults, producer_killed_mid_put_leaves_no_trace, .timeout = 60)
     expect_get(q, "A");
     char buf[16];
     size_t len;
-    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EEMPTY);
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EAGAIN);
     /* The half-done put is not counted as unfinished either. */
     cr_assert_eq(async_ipc_queue_task_done(q), 0);
     cr_assert_eq(async_ipc_queue_join_dl(q, async_now() + WEDGE_NS), 0);

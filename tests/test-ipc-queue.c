@@ -131,7 +131,7 @@ Test(ipc_queue, fifo_and_message_sizes, .timeout = 10)
     cr_assert_eq(async_ipc_queue_get(q, buf, sizeof buf, &len), 0);
     cr_assert_eq(len, 3);
     cr_assert_eq(memcmp(buf, "abc", 3), 0);
-    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EEMPTY);
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EAGAIN);
     /* Wrap around the ring several times. */
     for (int i = 0; i < 100; i++) {
         cr_assert_eq(async_ipc_queue_tryput(q, &i, sizeof i), 0);
@@ -163,6 +163,20 @@ Test(ipc_queue, bad_arguments, .timeout = 10)
     cr_assert_eq(async_ipc_queue_len(q), 1, "a refused get consumes nothing");
     cr_assert_eq(async_ipc_queue_fd(q, 0), ASYNC_EINVAL);
     cr_assert_eq(async_ipc_queue_fd(q, ASYNC_READABLE | ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_fd(NULL, ASYNC_READABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(q, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE | ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_watch(NULL, ASYNC_READABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_unwatch(q, 4), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_drain_fd(q, -1), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_drain_fd(NULL, ASYNC_WRITABLE), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), ASYNC_EINVAL, "nobody watches");
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE), 0);
+    cr_assert_eq(async_ipc_queue_drain_fd(q, ASYNC_READABLE), 0, "nothing to drain is fine");
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), 0);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), ASYNC_EINVAL, "once per watch");
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_WRITABLE), 0);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_WRITABLE), 0);
     cr_assert_eq(async_ipc_queue_task_done(q), ASYNC_ENOTSUP);
     cr_assert_eq(async_ipc_queue_join(q), ASYNC_ENOTSUP);
     async_ipc_queue_free(q);
@@ -184,7 +198,7 @@ Test(ipc_queue, backpressure_of_a_full_queue, .timeout = 10)
     cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
     for (int i = 0; i < 4; i++) cr_assert_eq(async_ipc_queue_tryput(q, &i, sizeof i), 0);
     int x = 4;
-    cr_assert_eq(async_ipc_queue_tryput(q, &x, sizeof x), ASYNC_EFULL);
+    cr_assert_eq(async_ipc_queue_tryput(q, &x, sizeof x), ASYNC_EAGAIN);
     int64_t t0 = async_now();
     cr_assert_eq(async_ipc_queue_put_dl(q, &x, sizeof x, t0 + ASYNC_MSEC(50)), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(50));
@@ -244,6 +258,30 @@ Test(ipc_queue, close_drains_then_end_of_stream, .timeout = 10)
     cr_assert_eq(async_ipc_queue_get(q, buf, sizeof buf, &len), 0);
     cr_assert_eq(buf[0], 'b');
     cr_assert_eq(async_ipc_queue_get(q, buf, sizeof buf, &len), ASYNC_EEOF);
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EEOF);
+    cr_assert_eq(async_ipc_queue_get_dl(q, buf, sizeof buf, &len, 0), ASYNC_EEOF);
+    async_ipc_queue_free(q);
+}
+
+/* The try forms answer ASYNC_EAGAIN for "not now" in both directions, and
+ * the end codes once closed: a full closed queue refuses a put as closed, not
+ * as full, and a drained one answers every get with the end. */
+Test(ipc_queue, try_forms_say_eagain_then_the_end_codes, .timeout = 10)
+{
+    async_ipc_queue_t *q;
+    cr_assert_eq(async_ipc_queue_new(&q, 1, 8, 0), 0);
+    char buf[8];
+    size_t len;
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EAGAIN, "empty");
+    cr_assert_eq(async_ipc_queue_get_dl(q, buf, sizeof buf, &len, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_ipc_queue_tryput(q, "a", 1), 0);
+    cr_assert_eq(async_ipc_queue_tryput(q, "b", 1), ASYNC_EAGAIN, "full");
+    cr_assert_eq(async_ipc_queue_put_dl(q, "b", 1, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_ipc_queue_close(q), 0);
+    cr_assert_eq(async_ipc_queue_tryput(q, "b", 1), ASYNC_ECLOSED, "full and closed");
+    cr_assert_eq(async_ipc_queue_put_dl(q, "b", 1, 0), ASYNC_ECLOSED);
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), 0, "closed still drains");
+    cr_assert_eq(len, 1);
     cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EEOF);
     cr_assert_eq(async_ipc_queue_get_dl(q, buf, sizeof buf, &len, 0), ASYNC_EEOF);
     async_ipc_queue_free(q);
@@ -349,17 +387,17 @@ Test(ipc_queue, descriptor_protocol_with_poll, .timeout = 10)
     cr_assert_neq(async_ipc_queue_fd(q, ASYNC_WRITABLE), fd);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, put_after_50ms, q), 0);
-    async_ipc_queue_watch(q, ASYNC_READABLE);
+    cr_assert_eq(async_ipc_queue_watch(q, ASYNC_READABLE), 0);
     char buf[8];
     size_t len;
     int err, polls = 0;
-    while ((err = async_ipc_queue_tryget(q, buf, sizeof buf, &len)) == ASYNC_EEMPTY) {
+    while ((err = async_ipc_queue_tryget(q, buf, sizeof buf, &len)) == ASYNC_EAGAIN) {
         struct pollfd pfd = {fd, POLLIN, 0};
         cr_assert_eq(poll(&pfd, 1, 5000), 1, "the descriptor became readable");
-        async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+        cr_assert_eq(async_ipc_queue_drain_fd(q, ASYNC_READABLE), 0);
         polls++;
     }
-    async_ipc_queue_unwatch(q, ASYNC_READABLE);
+    cr_assert_eq(async_ipc_queue_unwatch(q, ASYNC_READABLE), 0);
     cr_assert_eq(err, 0);
     cr_assert_eq(len, 2);
     cr_assert_geq(polls, 1);

@@ -370,6 +370,89 @@ Test(ipc_sync, shared_array_and_unlocked_value, .timeout = 10)
     async_shared_array_free(a);
 }
 
+typedef struct held_value {
+    async_shared_value_t *value;
+    async_shared_array_t *array;
+    async_ipc_event_t *locked, *release;
+} held_value_t;
+
+/* Holds both locks, as a user making a compound update would, until told. */
+static int hold_value_locks(void *arg)
+{
+    held_value_t *h = arg;
+    if (async_shared_value_lock(h->value) || async_shared_array_lock(h->array)) return 1;
+    async_ipc_event_set(h->locked);
+    if (async_ipc_event_wait_dl(h->release, async_deadline_after(ASYNC_SEC(10)))) return 2;
+    if (async_shared_array_unlock(h->array) || async_shared_value_unlock(h->value)) return 3;
+    return 0;
+}
+
+/* A value's or array's lock held by another process: the _dl forms give up
+ * at their deadline with nothing copied; once it is free, even a deadline
+ * that has passed takes it.  The plain forms would wait for ever. */
+Test(ipc_sync, shared_value_and_array_deadlines, .timeout = 20)
+{
+    SKIP_UNDER_TSAN();
+    held_value_t h;
+    cr_assert_eq(async_shared_value_new(&h.value, sizeof(int), true), 0);
+    cr_assert_eq(async_shared_array_new(&h.array, sizeof(int), 4, true), 0);
+    cr_assert_eq(async_ipc_event_new(&h.locked), 0);
+    cr_assert_eq(async_ipc_event_new(&h.release), 0);
+    int one = 1, got = -1;
+    cr_assert_eq(async_shared_value_set(h.value, &one), 0);
+    cr_assert_eq(async_shared_array_set(h.array, 3, &one), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, hold_value_locks, &h), 0);
+    cr_assert_eq(async_ipc_event_wait_dl(h.locked, async_deadline_after(ASYNC_SEC(5))), 0);
+
+    int64_t t0 = async_now();
+    cr_assert_eq(async_shared_value_lock_dl(h.value, t0 + ASYNC_MSEC(20)), ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(20));
+    int two = 2;
+    cr_assert_eq(async_shared_value_get_dl(h.value, &got, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(got, -1, "nothing copied");
+    cr_assert_eq(async_shared_value_set_dl(h.value, &two, async_now()), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_shared_array_lock_dl(h.array, INT64_MIN), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_shared_array_get_dl(h.array, 3, &got, async_deadline_after(ASYNC_MSEC(5))),
+                 ASYNC_ETIMEDOUT);
+    cr_assert_eq(got, -1, "nothing copied");
+    cr_assert_eq(async_shared_array_set_dl(h.array, 3, &two, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_shared_array_get_dl(h.array, 4, &got, 0), ASYNC_EINVAL, "index first");
+
+    async_ipc_event_set(h.release);
+    cr_assert_eq(child_code(p), 0);
+    cr_assert_eq(*(int *)async_shared_value_ptr(h.value), 1, "no timed-out set wrote");
+    cr_assert_eq(((int *)async_shared_array_ptr(h.array))[0], 0);
+    cr_assert_eq(((int *)async_shared_array_ptr(h.array))[3], 1);
+    cr_assert_eq(async_shared_value_set_dl(h.value, &two, 0), 0, "free: a past deadline takes it");
+    cr_assert_eq(async_shared_value_get_dl(h.value, &got, INT64_MIN), 0);
+    cr_assert_eq(got, 2);
+    cr_assert_eq(async_shared_array_set_dl(h.array, 3, &two, 0), 0);
+    cr_assert_eq(async_shared_array_get_dl(h.array, 3, &got, 0), 0);
+    cr_assert_eq(got, 2);
+    cr_assert_eq(async_shared_value_lock_dl(h.value, 0), 0);
+    cr_assert_eq(async_shared_value_lock_dl(h.value, 0), ASYNC_EALREADY);
+    cr_assert_eq(async_shared_value_get_dl(h.value, &got, 0), ASYNC_EALREADY, "not recursive");
+    cr_assert_eq(async_shared_value_unlock(h.value), 0);
+    cr_assert_eq(async_shared_array_lock_dl(h.array, async_deadline_after(ASYNC_SEC(1))), 0);
+    cr_assert_eq(async_shared_array_set_dl(h.array, 0, &two, ASYNC_FOREVER), ASYNC_EALREADY);
+    cr_assert_eq(async_shared_array_unlock(h.array), 0);
+    cr_assert_eq(async_shared_value_get(h.value, NULL), ASYNC_EINVAL);
+    cr_assert_eq(async_shared_array_set(h.array, 0, NULL), ASYNC_EINVAL);
+    async_ipc_event_free(h.release);
+    async_ipc_event_free(h.locked);
+    async_shared_array_free(h.array);
+    async_shared_value_free(h.value);
+
+    async_shared_value_t *bare;
+    cr_assert_eq(async_shared_value_new(&bare, sizeof(int), false), 0);
+    cr_assert_eq(async_shared_value_lock_dl(bare, 0), ASYNC_ENOTSUP);
+    cr_assert_eq(async_shared_value_set_dl(bare, &two, 0), 0, "no lock: nothing to wait for");
+    cr_assert_eq(async_shared_value_get_dl(bare, &got, 0), 0);
+    cr_assert_eq(got, 2);
+    async_shared_value_free(bare);
+}
+
 typedef struct held2 {
     async_ipc_rlock_t *rlock;
     async_shared_value_t *value;

@@ -3,7 +3,9 @@
  * commands run N at a time with captured output, a command that cannot start,
  * non-zero exits and the deadline. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -36,7 +38,7 @@ Test(process, exit_code_and_status, .timeout = 10)
     cr_assert_eq(async_process_spawn(&p, return_arg, (void *)(intptr_t)42), 0);
     cr_assert_gt(async_process_pid(p), 0);
     int code, sig;
-    cr_assert_eq(async_process_status(p, &code, &sig), ASYNC_EBUSY, "not joined yet");
+    cr_assert_eq(async_process_status(p, &code, &sig), ASYNC_EAGAIN, "not joined yet");
     cr_assert_eq(async_process_join(p), 0);
     cr_assert_eq(async_process_join(p), 0, "joining twice is fine");
     cr_assert_eq(async_process_status(p, &code, &sig), 0);
@@ -148,6 +150,38 @@ Test(process, plain_child_outlives_its_killed_parent, .timeout = 30)
     cr_assert_eq(reaped_by(g, async_deadline_after(ASYNC_SEC(10)), &status), 1);
 }
 
+/* The options' size: 0 (a designated initialiser) and sizeof (the
+ * initialiser) both work; a size smaller than the struct is refused before
+ * anything is forked. */
+Test(process, opts_size_field, .timeout = 10)
+{
+    async_process_opts_t o;
+    async_process_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_not(o.daemon, "the defaults");
+    o.daemon = true;
+    async_process_t *p;
+    int code = -1;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)5, &o), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 5);
+    async_process_free(p);
+    o.size = 0;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, (void *)(intptr_t)6, &o), 0);
+    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
+    cr_assert_eq(async_process_status(p, &code, NULL), 0);
+    cr_assert_eq(code, 6);
+    async_process_free(p);
+    o.size = 1;
+    p = NULL;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, NULL, &o), ASYNC_EINVAL);
+    cr_assert_null(p);
+    o.size = sizeof o - 1;
+    cr_assert_eq(async_process_spawn_opts(&p, return_arg, NULL, &o), ASYNC_EINVAL);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "nothing was forked");
+}
+
 Test(process, daemon_child_runs_its_function, .timeout = 10)
 {
     async_process_opts_t o = {.daemon = true};
@@ -175,6 +209,10 @@ Test(process, join_deadline_terminate_and_kill, .timeout = 10)
     cr_assert_eq(async_process_join_dl(p, t0 + ASYNC_MSEC(30)), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(30));
     cr_assert_eq(async_process_join_dl(p, 0), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_process_join_dl(p, INT64_MIN), ASYNC_ETIMEDOUT, "long past");
+    int early = 7;
+    cr_assert_eq(async_process_status(p, &early, NULL), ASYNC_EAGAIN, "still running");
+    cr_assert_eq(early, 7, "nothing written before it is known");
     cr_assert_eq(async_process_terminate(p), 0);
     cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(5))), 0);
     int code, sig;
@@ -358,6 +396,95 @@ Test(process, commands_bad_arguments, .timeout = 10)
     cr_assert_eq(async_process_run_commands_dl(cmds, 1, 0, r, ASYNC_FOREVER), ASYNC_EINVAL);
     cr_assert_eq(async_process_run_commands_dl(NULL, 1, 1, r, ASYNC_FOREVER), ASYNC_EINVAL);
     cr_assert_eq(async_process_run_commands_dl(cmds, 0, 1, r, ASYNC_FOREVER), 0, "nothing to do");
+}
+
+/* --- commands from a task --------------------------------------------------- */
+
+typedef struct cmd_task {
+    int feed[2];                  /* the command reads a line from feed[0] */
+    int rc;
+    async_command_result_t r[3];
+    async_task_t runner;
+} cmd_task_t;
+
+static int run_reader(void *arg, void **result)
+{
+    (void)result;
+    cmd_task_t *c = arg;
+    char script[64];
+    snprintf(script, sizeof script, "read line <&%d; echo got $line", c->feed[0]);
+    async_command_t cmd = {ARGV("sh", "-c", script), NULL};
+    c->rc = async_process_run_commands_dl(&cmd, 1, 1, c->r, async_deadline_after(ASYNC_SEC(5)));
+    return 0;
+}
+
+static int feed_line(void *arg, void **result)
+{
+    (void)result;
+    cmd_task_t *c = arg;
+    return write(c->feed[1], "hello\n", 6) == 6 ? 0 : ASYNC_EIO;
+}
+
+/* The command waits for a line that only another task of the loop writes:
+ * it ends only if run_commands lets that task run while it waits (blocking
+ * the thread in poll, it timed out at its deadline instead). */
+Test(process, commands_in_a_task_wait_through_the_loop, .timeout = 20)
+{
+    cmd_task_t c = {0};
+    cr_assert_eq(pipe(c.feed), 0);
+    cr_assert_eq(fcntl(c.feed[1], F_SETFD, FD_CLOEXEC), 0, "the command holds no write end");
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, run_reader, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(loop, feed_line, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.rc, 0, "%s", async_errname(c.rc));
+    cr_assert_str_eq(c.r[0].out, "got hello\n");
+    cr_assert_eq(c.r[0].exit_code, 0);
+    async_command_result_clear(&c.r[0]);
+    cr_assert_eq(async_loop_free(loop), 0);
+    close(c.feed[0]);
+    close(c.feed[1]);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no zombies");
+}
+
+static int run_sleepers(void *arg, void **result)
+{
+    (void)result;
+    cmd_task_t *c = arg;
+    async_command_t cmds[3] = {
+        {ARGV("sleep", "30"), NULL}, {ARGV("sleep", "30"), NULL}, {ARGV("echo", "never"), NULL}};
+    c->rc = async_process_run_commands_dl(cmds, 3, 2, c->r, ASYNC_FOREVER);
+    return 0;
+}
+
+static int cancel_runner(void *arg, void **result)
+{
+    (void)result;
+    cmd_task_t *c = arg;
+    return async_task_cancel(c->runner);
+}
+
+/* Cancelling the task stops the run as a deadline would: the running
+ * commands are killed and reaped, the rest never start, ASYNC_ECANCELED. */
+Test(process, commands_in_a_cancelled_task_are_killed, .timeout = 20)
+{
+    cmd_task_t c = {0};
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(loop, run_sleepers, &c, NULL, &c.runner), 0);
+    cr_assert_eq(async_task_spawn(loop, cancel_runner, &c, NULL, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.rc, ASYNC_ECANCELED, "%s", async_errname(c.rc));
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(c.r[i].error, ASYNC_ECANCELED);
+        cr_assert_eq(c.r[i].signal, SIGKILL);
+    }
+    cr_assert_eq(c.r[2].error, ASYNC_ECANCELED, "never started");
+    cr_assert_null(c.r[2].out);
+    for (int i = 0; i < 3; i++) async_command_result_clear(&c.r[i]);
+    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no zombies");
 }
 
 /* The IPC demos, small, run as commands: each exits 0 and prints its figures. */

@@ -89,7 +89,6 @@ enum {
     ASYNC_EDONE       = -1005, /* the task or future has already finished */
     ASYNC_EEOF        = -1006, /* end of stream: the peer closed */
     ASYNC_EFULL       = -1007, /* a fixed capacity is exhausted */
-    ASYNC_EEMPTY      = -1008, /* the queue is empty */
     ASYNC_EWORKERDIED = -1009, /* the worker running the job died */
     ASYNC_EINIT       = -1010, /* a worker initializer failed */
     ASYNC_EHTTP       = -1011, /* the server answered with an HTTP error status */

@@ -12,14 +12,19 @@
  * may still use it through the view being freed.  An async_shm_t region can
  * also be handed to an unrelated process as a descriptor.
  *
- * Waiting.  Every blocking call has a _dl form taking an absolute deadline on
- * async_now()'s clock (ASYNC_FOREVER: none) and returning ASYNC_ETIMEDOUT when
+ * Waiting.  Every call that can wait without limit has a _dl form taking an
+ * absolute deadline on async_now()'s clock (ASYNC_FOREVER: none; any value at
+ * or before now, 0 included, has passed) and returning ASYNC_ETIMEDOUT when
  * it passes; an operation that can complete at once does so even when its
- * deadline has passed.  Queue and pipe operations called from inside a libasync
- * task wait through the loop (async_wait_fd_dl) instead of blocking the
- * thread, so the loop's other tasks keep running; they then also return
- * ASYNC_ECANCELED when the task is cancelled.  Locks, semaphores, events,
- * conditions and barriers block the calling thread.
+ * deadline has passed.  (The shared dictionary waits only for other calls'
+ * bounded work and has none; see there.)  Try forms never wait: ASYNC_EAGAIN
+ * when they cannot complete now.  Queue puts and gets and pipe operations
+ * called from inside a libasync task wait through the loop (async_wait_fd_dl)
+ * instead of blocking the thread, so the loop's other tasks keep running;
+ * they then also return ASYNC_ECANCELED when the task is cancelled while
+ * they would have to wait.  Everything else (locks, semaphores, events,
+ * conditions, barriers, shared values, arrays and the dictionary, queue join)
+ * blocks the calling thread, even in a task, and is never cancelled.
  *
  * Robustness.  The locks (including the ones inside shared values and arrays)
  * are robust: when a process dies holding one, the next locker gets it with
@@ -44,13 +49,14 @@ extern "C" {
 typedef struct async_shm async_shm_t;
 
 /* Creates a region of size bytes (rounded up to pages by the kernel).
- * Errors: ASYNC_EINVAL (size 0), ASYNC_ENOMEM, or the system's -errno. */
+ * Errors: ASYNC_EINVAL (out NULL, size 0 or above PTRDIFF_MAX), ASYNC_ENOMEM,
+ * or the system's -errno. */
 ASYNC_API int async_shm_new(async_shm_t **out, size_t size);
 
 /* Maps a region from a descriptor another process handed over (inherited
  * across exec, or passed with SCM_RIGHTS).  The handle takes its own
- * duplicate of fd; the caller keeps fd.  Errors: ASYNC_EINVAL (not a region:
- * size 0), ASYNC_ENOMEM, or the system's -errno (EBADF, ...). */
+ * duplicate of fd; the caller keeps fd.  Errors: ASYNC_EINVAL (out NULL, or
+ * not a region: size 0), ASYNC_ENOMEM, or the system's -errno (EBADF, ...). */
 ASYNC_API int async_shm_attach(async_shm_t **out, int fd);
 
 /* The mapped memory, its size, and the region's descriptor (owned by the
@@ -84,8 +90,8 @@ typedef struct async_ipc_queue async_ipc_queue_t;
 #define ASYNC_IPC_QUEUE_JOINABLE 1u /* count unfinished items: task_done/join */
 
 /* Creates a queue of capacity messages of at most max_msg bytes each; flags
- * is 0 or ASYNC_IPC_QUEUE_JOINABLE.  Errors: ASYNC_EINVAL (capacity 0,
- * max_msg 0 or above 1 GiB, unknown flags, or too big altogether),
+ * is 0 or ASYNC_IPC_QUEUE_JOINABLE.  Errors: ASYNC_EINVAL (out NULL,
+ * capacity 0, max_msg 0 or above 1 GiB, unknown flags, or too big altogether),
  * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg,
                                   unsigned flags);
@@ -94,20 +100,23 @@ ASYNC_API int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size
 ASYNC_API void async_ipc_queue_free(async_ipc_queue_t *q);
 
 /* Copies len bytes from msg in as one message, waiting while the queue is
- * full.  Errors: ASYNC_EINVAL (len > max_msg, or msg NULL with len > 0),
- * ASYNC_ECLOSED (closed before or while waiting: not put), ASYNC_ETIMEDOUT
- * (_dl), ASYNC_EFULL (tryput), ASYNC_ECANCELED (the calling task was
- * cancelled). */
+ * full; tryput never waits.  Errors: ASYNC_EINVAL (len > max_msg, or msg
+ * NULL with len > 0), ASYNC_ECLOSED (closed before or while waiting: not
+ * put; also when it is full), ASYNC_EAGAIN (tryput: the queue is full),
+ * ASYNC_ETIMEDOUT (_dl: still full at the deadline), ASYNC_ECANCELED (put and
+ * put_dl in a task that was cancelled while it would have to wait). */
 ASYNC_API int async_ipc_queue_put(async_ipc_queue_t *q, const void *msg, size_t len);
 ASYNC_API int async_ipc_queue_put_dl(async_ipc_queue_t *q, const void *msg, size_t len,
                                      int64_t deadline);
 ASYNC_API int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len);
 
 /* Takes the oldest message into buf, which must have room for max_msg bytes
- * (cap >= max_msg), and its length into *len (OUT), waiting while the queue
- * is empty.  Errors: ASYNC_EINVAL (cap < max_msg, or buf NULL), ASYNC_EEOF
- * (the queue is closed and drained), ASYNC_ETIMEDOUT (_dl), ASYNC_EEMPTY
- * (tryget), ASYNC_ECANCELED (the calling task was cancelled). */
+ * (cap >= max_msg), and its length into *len (OUT, may be NULL), waiting
+ * while the queue is empty; tryget never waits.  Errors: ASYNC_EINVAL (cap <
+ * max_msg, or buf NULL), ASYNC_EEOF (the queue is closed and drained),
+ * ASYNC_EAGAIN (tryget: empty, not closed), ASYNC_ETIMEDOUT (_dl: still empty
+ * at the deadline), ASYNC_ECANCELED (get and get_dl in a task that was
+ * cancelled while it would have to wait). */
 ASYNC_API int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_queue_get_dl(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
@@ -136,23 +145,34 @@ ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
 
 /* Descriptors for waiting on the queue from your own event loop.
  * async_ipc_queue_fd gives an eventfd that becomes readable when the queue
- * may have changed in the direction asked: ASYNC_READABLE (a get may succeed,
+ * may have changed in the direction asked (the event flags of task.h):
+ * ASYNC_READABLE (a get may succeed,
  * or the queue closed) or ASYNC_WRITABLE (a put may succeed, or closed).
  * Producers and consumers only signal it while someone watches, so bracket
- * the wait with watch/unwatch:
+ * the wait with watch/unwatch, and drain the descriptor after each wake-up,
+ * before trying again:
  *
+ *     int fd = async_ipc_queue_fd(q, ASYNC_READABLE);
  *     async_ipc_queue_watch(q, ASYNC_READABLE);
- *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EEMPTY)
- *         wait for fd readable, then async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+ *     while ((err = async_ipc_queue_tryget(q, buf, cap, &len)) == ASYNC_EAGAIN) {
+ *         struct pollfd pfd = {.fd = fd, .events = POLLIN};
+ *         poll(&pfd, 1, -1);           (or your loop's wait for fd readable)
+ *         async_ipc_queue_drain_fd(q, ASYNC_READABLE);
+ *     }
  *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
+ *     (err is 0 with a message, ASYNC_EEOF once closed and drained, ...)
  *
  * Readiness may be spurious; always retry the try form.  get/put called in a
- * task do exactly this through async_wait_fd_dl.  async_ipc_queue_fd returns
- * ASYNC_EINVAL for any other events value. */
+ * task do exactly this through async_wait_fd_dl.  Any thread of any process
+ * holding the queue may call these; none of them waits.  The count of
+ * watchers is shared by every process: each watch is undone by one unwatch.
+ * Errors (all four): ASYNC_EINVAL (q NULL, or events not exactly one of
+ * ASYNC_READABLE and ASYNC_WRITABLE; unwatch also when nobody watches that
+ * direction).  fd returns the descriptor (>= 0), owned by the queue. */
 ASYNC_API int async_ipc_queue_fd(const async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_watch(async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events);
-ASYNC_API void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_watch(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_unwatch(async_ipc_queue_t *q, int events);
+ASYNC_API int async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events);
 
 /* --- pipes ------------------------------------------------------------------ */
 
@@ -167,7 +187,7 @@ typedef struct async_ipc_pipe async_ipc_pipe_t;
 #define ASYNC_IPC_PIPE_MAX_MSG ((size_t)1 << 30)
 
 /* Creates a connected pair of ends.  Duplex by default: each end sends to and
- * receives from the other.  Errors: ASYNC_EINVAL (unknown flags),
+ * receives from the other.  Errors: ASYNC_EINVAL (a or b NULL, unknown flags),
  * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flags);
 
@@ -175,41 +195,55 @@ ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, uns
  * which then gets ASYNC_EEOF.  NULL is ignored. */
 ASYNC_API void async_ipc_pipe_free(async_ipc_pipe_t *p);
 
-/* Sends len bytes as one message, waiting while the pipe is full.
- * Errors: ASYNC_EINVAL (len > ASYNC_IPC_PIPE_MAX_MSG), ASYNC_EPERM (a
- * receive-only end), ASYNC_EPIPE (the peer closed), ASYNC_ETIMEDOUT (_dl; the
- * message may then be partly sent and the pipe is unusable: free it),
- * ASYNC_ECANCELED (task cancelled, same caveat), or the system's -errno. */
+/* Sends len bytes as one message, waiting while the pipe is full (a
+ * deadline that has passed, 0 for one, still sends what fits at once).
+ * Errors: ASYNC_EINVAL (len > ASYNC_IPC_PIPE_MAX_MSG, or msg NULL with
+ * len > 0), ASYNC_ENOTSUP (a receive-only end), ASYNC_EPIPE (the peer
+ * closed), ASYNC_ETIMEDOUT (_dl; the message may then be partly sent and the
+ * pipe is unusable: free it), ASYNC_ECANCELED (in a task cancelled while it
+ * would have to wait, same caveat), or the system's -errno. */
 ASYNC_API int async_ipc_pipe_send(async_ipc_pipe_t *p, const void *msg, size_t len);
 ASYNC_API int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len,
                                      int64_t deadline);
 
-/* Receives the next message into buf (cap bytes) and its length into *len
- * (OUT).  A message longer than cap is left in the pipe, *len is set to its
- * length and ASYNC_EINVAL returned: call again with a bigger buffer.
- * Errors: ASYNC_EEOF (the peer closed and every message was read), ASYNC_EPERM
- * (a send-only end), ASYNC_EINVAL, ASYNC_EIO (the peer closed in the middle of
- * a message, or announced one longer than ASYNC_IPC_PIPE_MAX_MSG: the pipe is
- * unusable then, free it), ASYNC_ETIMEDOUT (_dl; nothing consumed),
- * ASYNC_ECANCELED, ASYNC_ENOMEM, or the system's -errno.  Memory grows with
- * the bytes that arrive, not with the length a peer announces. */
+/* Receives the next message into buf (cap bytes; buf may be NULL when cap
+ * is 0) and its length into *len (OUT), waiting until a whole message is
+ * there; tryrecv never waits (a message already there is received even when
+ * the deadline has passed).  A message longer than cap is left in the pipe,
+ * *len is set to its length and ASYNC_EINVAL returned: call again with a
+ * bigger buffer.  Errors: ASYNC_EEOF (the peer closed and every message was
+ * read), ASYNC_ENOTSUP (a send-only end), ASYNC_EINVAL (len NULL, buf NULL
+ * with cap > 0, or the message is longer than cap), ASYNC_EIO (the peer
+ * closed in the middle of a message, or announced one longer than
+ * ASYNC_IPC_PIPE_MAX_MSG: the pipe is unusable then, free it), ASYNC_EAGAIN
+ * (tryrecv: no whole message yet; nothing consumed), ASYNC_ETIMEDOUT (_dl;
+ * nothing consumed), ASYNC_ECANCELED (recv and recv_dl in a task cancelled
+ * while they would have to wait), ASYNC_ENOMEM, or the system's -errno.
+ * Memory grows with the bytes that arrive, not with the length a peer
+ * announces. */
 ASYNC_API int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
+ASYNC_API int async_ipc_pipe_tryrecv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len);
 
 /* As recv_dl, but allocates the message: *msg (OUT) is released with
- * async_ipc_msg_free.  Errors: as recv_dl except the too-small case. */
+ * async_ipc_msg_free.  Errors: as recv_dl, except that ASYNC_EINVAL means
+ * msg or len NULL. */
 ASYNC_API int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len,
                                            int64_t deadline);
 ASYNC_API void async_ipc_msg_free(void *msg);
 
-/* Waits until a message (or end-of-stream) is ready to receive: returns 0
- * then, ASYNC_ETIMEDOUT at the deadline (a deadline of 0 just checks),
- * ASYNC_EPERM on a send-only end, ASYNC_ECANCELED. */
+/* Waits until a message (or end-of-stream, or a torn message) is ready to
+ * receive: returns 0 then (the next recv reports what is there).  A deadline
+ * that has passed (0, for one) just checks.  Errors: ASYNC_ETIMEDOUT (not
+ * ready by the deadline), ASYNC_ENOTSUP (a send-only end), ASYNC_ECANCELED (in
+ * a task cancelled while it would have to wait), ASYNC_ENOMEM, or the
+ * system's -errno. */
 ASYNC_API int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline);
 
 /* The end's descriptor, for your own event loop (readable: a message may be
- * ready; call poll_dl with deadline 0 to know).  The end keeps ownership. */
+ * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  The end
+ * keeps ownership. */
 ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
 
 /* --- locks ------------------------------------------------------------------ */
@@ -219,9 +253,11 @@ ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
  * Errors: ASYNC_ETIMEDOUT (_dl), ASYNC_EAGAIN (trylock: held by another),
  * ASYNC_EALREADY (the caller already holds it), ASYNC_EINVAL (new: out NULL);
  * unlock: ASYNC_EPERM (the caller does not hold it).  Hold it from one thread
- * at a time per process: it is owned by the locking thread. */
+ * at a time per process: it is owned by the locking thread.  new: also
+ * ASYNC_ENOMEM, or the system's -errno.  They block the calling thread, even
+ * in a task. */
 typedef struct async_ipc_lock async_ipc_lock_t;
-ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out); /* ASYNC_ENOMEM */
+ASYNC_API int async_ipc_lock_new(async_ipc_lock_t **out);
 ASYNC_API void async_ipc_lock_free(async_ipc_lock_t *lock);
 ASYNC_API int async_ipc_lock_lock(async_ipc_lock_t *lock);
 ASYNC_API int async_ipc_lock_lock_dl(async_ipc_lock_t *lock, int64_t deadline);
@@ -243,8 +279,9 @@ ASYNC_API int async_ipc_rlock_unlock(async_ipc_rlock_t *lock);
 
 /* A counting semaphore; bounded when max > 0 (BoundedSemaphore: releasing past
  * max is ASYNC_EINVAL).  Errors: new: ASYNC_EINVAL (out NULL, value > max > 0,
- * or either above INT32_MAX), ASYNC_ENOMEM; acquire: ASYNC_ETIMEDOUT,
- * ASYNC_EAGAIN (tryacquire); release: ASYNC_EINVAL (at max). */
+ * or either above INT32_MAX), ASYNC_ENOMEM; acquire_dl: ASYNC_ETIMEDOUT;
+ * tryacquire: ASYNC_EAGAIN (the count is 0); release: ASYNC_EINVAL (at max,
+ * or at INT32_MAX when unbounded: the count is unchanged). */
 typedef struct async_ipc_sem async_ipc_sem_t;
 ASYNC_API int async_ipc_sem_new(async_ipc_sem_t **out, unsigned value, unsigned max);
 ASYNC_API void async_ipc_sem_free(async_ipc_sem_t *sem);
@@ -269,8 +306,9 @@ ASYNC_API int async_ipc_event_wait_dl(async_ipc_event_t *ev, int64_t deadline);
  * releases the lock, sleeps until signalled (or a spurious wake-up: re-check
  * your predicate), and takes the lock again before returning, also on
  * ASYNC_ETIMEDOUT.  Returns ASYNC_EOWNERDEAD when the lock's holder died
- * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM;
- * wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT. */
+ * meanwhile (lock held).  Errors: new: ASYNC_EINVAL (out NULL), ASYNC_ENOMEM,
+ * or the system's -errno; wait: ASYNC_EPERM (lock not held), ASYNC_ETIMEDOUT
+ * (wait_dl). */
 typedef struct async_ipc_cond async_ipc_cond_t;
 ASYNC_API int async_ipc_cond_new(async_ipc_cond_t **out);
 ASYNC_API void async_ipc_cond_free(async_ipc_cond_t *cond);
@@ -286,7 +324,8 @@ ASYNC_API void async_ipc_cond_broadcast(async_ipc_cond_t *cond);
  * ASYNC_ETIMEDOUT and breaks the barrier: the other waiters, and every later
  * one until reset, get ASYNC_ECLOSED (Python's BrokenBarrierError); abort
  * breaks it on purpose.  reset mends it (waiters at that moment get
- * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (parties 0), ASYNC_ENOMEM. */
+ * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (out NULL, parties 0),
+ * ASYNC_ENOMEM, or the system's -errno. */
 typedef struct async_ipc_barrier async_ipc_barrier_t;
 ASYNC_API int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties);
 ASYNC_API void async_ipc_barrier_free(async_ipc_barrier_t *b);
@@ -301,27 +340,40 @@ ASYNC_API bool async_ipc_barrier_broken(const async_ipc_barrier_t *b);
 
 /* A shared value of size bytes (multiprocessing.Value), zero-filled, with an
  * optional robust lock.  ptr gives direct access (synchronise it yourself);
- * get and set copy the whole value, under the lock when it has one.  lock and
- * unlock are the lock's (ASYNC_ENOTSUP without one; otherwise as
- * async_ipc_lock_lock and _unlock).  get/set return ASYNC_EOWNERDEAD when they
- * took the lock from a dead holder (the copy still happened), and
- * ASYNC_EALREADY, copying nothing, when the caller already holds the lock
- * (the lock is not recursive: inside lock/unlock, use ptr).
- * Errors: new: ASYNC_EINVAL (size 0), ASYNC_ENOMEM. */
+ * get and set copy the whole value, under the lock when it has one.  lock
+ * and unlock are that lock's, for compound updates through ptr (unlock as
+ * async_ipc_lock_unlock: ASYNC_EPERM when the caller does not hold it).
+ * Because a user may hold the lock for as long as they like, lock, get and
+ * set wait for it without limit; their _dl forms wait until the deadline (a
+ * deadline that has passed still takes a free lock).  They block the calling
+ * thread, even in a task.
+ * lock/lock_dl return 0 or ASYNC_EOWNERDEAD with the lock held (its last
+ * holder died: repair the value).  get/set and their _dl forms return 0, or
+ * ASYNC_EOWNERDEAD when they took the lock from a dead holder (the copy
+ * still happened).  Errors: new: ASYNC_EINVAL (out NULL, size 0),
+ * ASYNC_ENOMEM; lock, unlock (and _dl): ASYNC_ENOTSUP (made without a lock);
+ * lock, get, set (and _dl): ASYNC_EALREADY, copying nothing, when the caller
+ * already holds the lock (it is not recursive: inside lock/unlock, use ptr),
+ * ASYNC_ETIMEDOUT (_dl: still held by another at the deadline, nothing
+ * copied); get, set: ASYNC_EINVAL (out or in NULL). */
 typedef struct async_shared_value async_shared_value_t;
 ASYNC_API int async_shared_value_new(async_shared_value_t **out, size_t size, bool with_lock);
 ASYNC_API void async_shared_value_free(async_shared_value_t *v);
 ASYNC_API void *async_shared_value_ptr(async_shared_value_t *v);
 ASYNC_API size_t async_shared_value_size(const async_shared_value_t *v);
 ASYNC_API int async_shared_value_get(async_shared_value_t *v, void *out);
+ASYNC_API int async_shared_value_get_dl(async_shared_value_t *v, void *out, int64_t deadline);
 ASYNC_API int async_shared_value_set(async_shared_value_t *v, const void *in);
+ASYNC_API int async_shared_value_set_dl(async_shared_value_t *v, const void *in, int64_t deadline);
 ASYNC_API int async_shared_value_lock(async_shared_value_t *v);
+ASYNC_API int async_shared_value_lock_dl(async_shared_value_t *v, int64_t deadline);
 ASYNC_API int async_shared_value_unlock(async_shared_value_t *v);
 
 /* A shared array of n elements of elem_size bytes (multiprocessing.Array),
- * zero-filled, with an optional robust lock; as the value, plus an index:
- * get/set on index >= n is ASYNC_EINVAL.  Errors: new: ASYNC_EINVAL (0 or
- * overflowing sizes), ASYNC_ENOMEM. */
+ * zero-filled, with an optional robust lock; as the value (the same codes,
+ * the same waiting), plus an index: get/set on index >= n is ASYNC_EINVAL.
+ * Errors: new: ASYNC_EINVAL (out NULL, 0 or overflowing sizes),
+ * ASYNC_ENOMEM. */
 typedef struct async_shared_array async_shared_array_t;
 ASYNC_API int async_shared_array_new(async_shared_array_t **out, size_t elem_size, size_t n,
                                      bool with_lock);
@@ -329,8 +381,13 @@ ASYNC_API void async_shared_array_free(async_shared_array_t *a);
 ASYNC_API void *async_shared_array_ptr(async_shared_array_t *a);
 ASYNC_API size_t async_shared_array_len(const async_shared_array_t *a);
 ASYNC_API int async_shared_array_get(async_shared_array_t *a, size_t index, void *out);
+ASYNC_API int async_shared_array_get_dl(async_shared_array_t *a, size_t index, void *out,
+                                        int64_t deadline);
 ASYNC_API int async_shared_array_set(async_shared_array_t *a, size_t index, const void *in);
+ASYNC_API int async_shared_array_set_dl(async_shared_array_t *a, size_t index, const void *in,
+                                        int64_t deadline);
 ASYNC_API int async_shared_array_lock(async_shared_array_t *a);
+ASYNC_API int async_shared_array_lock_dl(async_shared_array_t *a, int64_t deadline);
 ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
 
 /* --- the shared dictionary ------------------------------------------------- */
@@ -343,6 +400,15 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * bytes; it holds at most capacity keys.  Every call is atomic with respect
  * to the others, from any number of processes and threads: each takes the
  * dictionary's robust lock for its duration.
+ *
+ * Waiting.  That lock is internal: no call hands it to the user, and each
+ * call holds it only for its own lookup and copy (items: for its walk and
+ * the callbacks).  A call therefore waits only as long as the calls ahead of
+ * it take, a bounded time, so the dictionary has no _dl forms; the one wait a
+ * user controls is an items callback, so keep those short.  The calls block
+ * the calling thread, even in a task.  A call from inside an items callback
+ * of the same dictionary cannot take the lock its walk holds: it returns
+ * ASYNC_EALREADY and does nothing (len returns 0).
  *
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
@@ -375,9 +441,9 @@ ASYNC_API int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, 
 ASYNC_API void async_shared_dict_free(async_shared_dict_t *d);
 
 /* Sets key to a copy of the len bytes at value (inserting it if new).
- * Errors: ASYNC_EINVAL (key NULL or longer than max_key, len > max_value,
- * value NULL with len > 0), ASYNC_EFULL (a new key, and capacity keys are
- * already there). */
+ * Errors: ASYNC_EINVAL (d or key NULL, key longer than max_key, len >
+ * max_value, value NULL with len > 0), ASYNC_EFULL (a new key, and capacity
+ * keys are already there), ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_set(async_shared_dict_t *d, const char *key, const void *value,
                                     size_t len);
 
@@ -389,8 +455,9 @@ ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
 
 /* Copies key's value into buf (cap bytes; buf may be NULL when cap is 0) and
  * its length into *len (OUT, may be NULL).  Errors: ASYNC_ENOENT (no such
- * key), ASYNC_EINVAL (bad key, or the value is longer than cap: *len is then
- * set and nothing is copied; call again with room). */
+ * key), ASYNC_EINVAL (bad key, buf NULL with cap > 0, or the value is longer
+ * than cap: *len is then set and nothing is copied; call again with room),
+ * ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf,
                                     size_t cap, size_t *len);
 
@@ -398,11 +465,12 @@ ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, voi
  * as 0 + delta if absent, and gives the new value in *out (OUT, may be NULL).
  * Errors: ASYNC_EINVAL (bad key, max_value below 8, the value is not 8 bytes,
  * or the sum overflows: the value is then unchanged), ASYNC_EFULL (a new key
- * and no room). */
+ * and no room), ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t delta,
                                           int64_t *out);
 
-/* Removes key.  Errors: ASYNC_EINVAL (bad key), ASYNC_ENOENT (no such key). */
+/* Removes key.  Errors: ASYNC_EINVAL (bad key), ASYNC_ENOENT (no such key),
+ * ASYNC_EALREADY (from an items callback). */
 ASYNC_API int async_shared_dict_delete(async_shared_dict_t *d, const char *key);
 
 /* Calls cb for every key and its value, in no particular order, as one

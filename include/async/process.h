@@ -6,12 +6,14 @@
  * No zombies: a child is reaped by join, by is_alive once it has ended, or by
  * free (which kills it first if it still runs).  Joining from inside a
  * libasync task waits through the loop, so the loop's other tasks keep
- * running.  Deadlines are absolute async_now() times.  A child spawned as a
+ * running.  Deadlines are absolute async_now() times (ASYNC_FOREVER: none;
+ * any at or before now, 0 included, has passed).  A child spawned as a
  * daemon (async_process_spawn_opts) is killed by the kernel when its parent
  * exits, however it exits, so it is never left running as an orphan. */
 #ifndef ASYNC_PROCESS_H
 #define ASYNC_PROCESS_H
 
+#include <string.h>
 #include "common.h"
 
 #ifdef __cplusplus
@@ -35,8 +37,13 @@ typedef int (*async_process_fn)(void *arg);
  * from fork (EAGAIN: too many processes). */
 ASYNC_API int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg);
 
-/* Options for async_process_spawn_opts; zero-initialise, then set. */
+/* Options for async_process_spawn_opts.  size: 0 or
+ * sizeof(async_process_opts_t) as the program was compiled; 0 reads the 0.2
+ * layout.  Later versions add fields only at the end and read them only when
+ * size covers them.  Fill it with async_process_opts_init, or with a
+ * designated initialiser (size 0). */
 typedef struct async_process_opts {
+    size_t size;
     /* Kill the child (SIGKILL) when the parent exits, for whatever reason,
      * SIGKILL included (Python's Process(daemon=True), but enforced by the
      * kernel: PR_SET_PDEATHSIG).  Precisely, the kernel sends it when the
@@ -47,8 +54,16 @@ typedef struct async_process_opts {
     bool daemon;
 } async_process_opts_t;
 
+/* Zeroes *o (the defaults) and sets its size. */
+static inline void async_process_opts_init(async_process_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 /* As async_process_spawn, with options (opts NULL: the defaults, which is
- * async_process_spawn).  Same errors. */
+ * async_process_spawn).  Same errors, and ASYNC_EINVAL for an opts->size
+ * that is neither 0 nor at least the 0.2 struct's (nothing is forked). */
 ASYNC_API int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *arg,
                                        const async_process_opts_t *opts);
 
@@ -70,8 +85,9 @@ ASYNC_API int async_process_terminate(async_process_t *p);
 ASYNC_API int async_process_kill(async_process_t *p);
 
 /* How the child ended: *exit_code (OUT, may be NULL) its exit code, or -1 if
- * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.
- * Errors: ASYNC_EBUSY (not yet reaped: join first). */
+ * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.  Never
+ * waits and never reaps.  Errors: ASYNC_EAGAIN (not yet reaped, so not yet
+ * known: join, or is_alive until it says false, first). */
 ASYNC_API int async_process_status(const async_process_t *p, int *exit_code, int *signal);
 
 /* Frees the handle; a child still running is killed (SIGKILL) and reaped
@@ -89,9 +105,10 @@ typedef struct async_command_result {
     int error;          /* 0: it ran and ended (see below); ASYNC_ECHILD: it could
                            not start (start_errno says why); ASYNC_ETIMEDOUT:
                            killed, or never started, at the deadline;
-                           ASYNC_ENOMEM or -errno: setting it up, or
-                           capturing its output, failed (it still ran to its
-                           end; what was captured is kept) */
+                           ASYNC_ECANCELED: the same, because the calling
+                           task was cancelled; ASYNC_ENOMEM or -errno:
+                           setting it up, or capturing its output, failed (it
+                           still ran to its end; what was captured is kept) */
     int start_errno;    /* errno of the failed start (ENOENT, EACCES, ...) */
     int exit_code;      /* its exit code, or -1 if a signal ended it */
     int signal;         /* the signal that ended it, or 0 */
@@ -104,12 +121,18 @@ typedef struct async_command_result {
 /* Runs the n commands, at most max_parallel at a time, in the order given,
  * each with stdin from /dev/null and its stdout and stderr captured into
  * results[i].  A command that cannot start fails alone; the others run.  At
- * the deadline, running commands are killed and the rest not started.
+ * the deadline (one that has passed included), running commands are killed
+ * (SIGKILL) and the rest not started.  Called from a task, it waits through
+ * the loop, so the loop's other tasks run meanwhile; when the task is
+ * cancelled, running commands are killed and the rest not started, as at a
+ * deadline.  Outside a task it blocks the calling thread.
  * Returns 0 when every command ran and exited with code 0; ASYNC_ECHILD when
  * some failed to start, exited non-zero or died by a signal; ASYNC_ETIMEDOUT
- * when the deadline cut some short.  Either way every results[i] is filled
- * and must be cleared.  Errors with nothing run: ASYNC_EINVAL (NULL arrays,
- * a NULL argv or argv[0], max_parallel 0), ASYNC_ENOMEM. */
+ * when the deadline cut some short; ASYNC_ECANCELED when the cancellation
+ * did.  Either way every results[i] is filled and must be cleared.  Errors
+ * with nothing run: ASYNC_EINVAL (NULL arrays, a NULL argv or argv[0],
+ * max_parallel 0), ASYNC_ENOMEM, or the system's -errno (in a task, no
+ * descriptor for the wait: EMFILE, ENFILE). */
 ASYNC_API int async_process_run_commands_dl(const async_command_t *cmds, size_t n,
                                             size_t max_parallel,
                                             async_command_result_t *results, int64_t deadline);

@@ -39,7 +39,6 @@ static const struct {
     {ASYNC_EDONE, "ASYNC_EDONE", "already finished"},
     {ASYNC_EEOF, "ASYNC_EEOF", "end of stream"},
     {ASYNC_EFULL, "ASYNC_EFULL", "capacity exhausted"},
-    {ASYNC_EEMPTY, "ASYNC_EEMPTY", "queue empty"},
     {ASYNC_EWORKERDIED, "ASYNC_EWORKERDIED", "worker died while running the job"},
     {ASYNC_EINIT, "ASYNC_EINIT", "worker initializer failed"},
     {ASYNC_EHTTP, "ASYNC_EHTTP", "HTTP error status"},

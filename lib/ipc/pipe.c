@@ -1,8 +1,8 @@
 /* Message pipes: a 4-byte length prefix framing messages over a
  * SOCK_STREAM socketpair.  Descriptors stay in blocking mode so that a call
- * without a deadline costs one system call; calls with a deadline, and calls
- * from a task, use MSG_DONTWAIT and wait with ppoll (or, in a task, with
- * async_wait_fd_dl) until their deadline.
+ * without a deadline costs one system call; calls with a deadline, calls
+ * from a task and tryrecv use MSG_DONTWAIT and wait with ppoll (or, in a
+ * task, with async_wait_fd_dl) until their deadline (tryrecv never waits).
  * Received bytes are buffered in the end until a whole message is there, so a
  * receive that times out consumes nothing and a message longer than the
  * caller's buffer stays in the pipe.  Sends use MSG_NOSIGNAL: a closed peer
@@ -69,7 +69,8 @@ int async_ipc_pipe_fd(const async_ipc_pipe_t *p) { return p->fd; }
 
 void async_ipc_msg_free(void *msg) { async__free(msg); }
 
-/* Waits for fd to be ready for events until the deadline. */
+/* Waits for fd to be ready for events until the deadline; any deadline at
+ * or before now (0 and negative ones included) has passed. */
 static int wait_fd(int fd, int events, int64_t deadline)
 {
     if (async__in_task()) return async_wait_fd_dl(fd, events, deadline);
@@ -78,8 +79,11 @@ static int wait_fd(int fd, int events, int64_t deadline)
     for (;;) {
         struct timespec ts, *tsp = NULL;
         if (deadline != ASYNC_FOREVER) {
-            int64_t left = deadline - async_now();
-            if (left <= 0) return ASYNC_ETIMEDOUT;
+            /* Compare before subtracting: deadline - now overflows for a
+             * deadline far in the past (INT64_MIN). */
+            int64_t now = async_now();
+            if (deadline <= now) return ASYNC_ETIMEDOUT;
+            int64_t left = deadline - now;
             ts = (struct timespec){.tv_sec = left / 1000000000, .tv_nsec = left % 1000000000};
             tsp = &ts;
         }
@@ -94,7 +98,7 @@ static int wait_fd(int fd, int events, int64_t deadline)
 int async_ipc_pipe_send_dl(async_ipc_pipe_t *p, const void *msg, size_t len, int64_t deadline)
 {
     if (len > ASYNC_IPC_PIPE_MAX_MSG || (len && !msg)) return ASYNC_EINVAL;
-    if (!(p->mode & CAN_SEND)) return ASYNC_EPERM;
+    if (!(p->mode & CAN_SEND)) return ASYNC_ENOTSUP;
     uint32_t hdr = (uint32_t)len;
     struct iovec iov[2] = {{&hdr, HDR}, {(void *)msg, len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
@@ -157,11 +161,19 @@ static int reserve(async_ipc_pipe_t *p, size_t need)
     return 0;
 }
 
+/* How a receive waits: until the deadline, or not at all (tryrecv). */
+typedef struct how {
+    int64_t deadline;
+    bool try_only;
+} how_t;
+
 /* Buffers at least need bytes.  ASYNC_EEOF when the peer closed with nothing
- * buffered, ASYNC_EIO when it closed inside a message. */
-static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
+ * buffered, ASYNC_EIO when it closed inside a message, ASYNC_EAGAIN (try
+ * only) when the bytes are not there yet. */
+static int fill(async_ipc_pipe_t *p, size_t need, how_t how)
 {
-    int flags = deadline != ASYNC_FOREVER || async__in_task() ? MSG_DONTWAIT : 0;
+    int flags = how.try_only || how.deadline != ASYNC_FOREVER || async__in_task() ? MSG_DONTWAIT
+                                                                                  : 0;
     while (p->end - p->start < need) {
         if (p->eof) return p->end == p->start ? ASYNC_EEOF : ASYNC_EIO;
         /* Room grows with what arrives (at most 1 MiB past it), not with what
@@ -177,7 +189,8 @@ static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
         } else if (n == 0) {
             p->eof = true;
         } else if (errno == EAGAIN) {
-            if ((err = wait_fd(p->fd, ASYNC_READABLE, deadline))) return err;
+            if (how.try_only) return ASYNC_EAGAIN;
+            if ((err = wait_fd(p->fd, ASYNC_READABLE, how.deadline))) return err;
         } else if (errno == ECONNRESET) {
             p->eof = true;
         } else if (errno != EINTR) {
@@ -188,17 +201,17 @@ static int fill(async_ipc_pipe_t *p, size_t need, int64_t deadline)
 }
 
 /* Buffers one whole message; *len (OUT) is its length. */
-static int fill_msg(async_ipc_pipe_t *p, size_t *len, int64_t deadline)
+static int fill_msg(async_ipc_pipe_t *p, size_t *len, how_t how)
 {
-    if (!(p->mode & CAN_RECV)) return ASYNC_EPERM;
-    int err = fill(p, HDR, deadline);
+    if (!(p->mode & CAN_RECV)) return ASYNC_ENOTSUP;
+    int err = fill(p, HDR, how);
     if (err) return err;
     uint32_t n;
     memcpy(&n, p->buf + p->start, HDR);
     /* No sender of ours writes more; a bigger length is a broken or hostile
      * peer, and the stream's framing is lost. */
     if (n > ASYNC_IPC_PIPE_MAX_MSG) return ASYNC_EIO;
-    if ((err = fill(p, HDR + n, deadline))) return err == ASYNC_EEOF ? ASYNC_EIO : err;
+    if ((err = fill(p, HDR + n, how))) return err == ASYNC_EEOF ? ASYNC_EIO : err;
     *len = n;
     return 0;
 }
@@ -209,18 +222,28 @@ static void consume(async_ipc_pipe_t *p, size_t len)
     if (p->start == p->end) p->start = p->end = 0;
 }
 
-int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
-                           int64_t deadline)
+static int recv_into(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len, how_t how)
 {
     if (!len || (cap && !buf)) return ASYNC_EINVAL;
     size_t n;
-    int err = fill_msg(p, &n, deadline);
+    int err = fill_msg(p, &n, how);
     if (err) return err;
     *len = n;
     if (n > cap) return ASYNC_EINVAL;
     if (n) memcpy(buf, p->buf + p->start + HDR, n);
     consume(p, n);
     return 0;
+}
+
+int async_ipc_pipe_recv_dl(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len,
+                           int64_t deadline)
+{
+    return recv_into(p, buf, cap, len, (how_t){.deadline = deadline});
+}
+
+int async_ipc_pipe_tryrecv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len)
+{
+    return recv_into(p, buf, cap, len, (how_t){.try_only = true});
 }
 
 int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len)
@@ -232,7 +255,7 @@ int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len, i
 {
     if (!msg || !len) return ASYNC_EINVAL;
     size_t n;
-    int err = fill_msg(p, &n, deadline);
+    int err = fill_msg(p, &n, (how_t){.deadline = deadline});
     if (err) return err;
     void *m = async__malloc(n ? n : 1);
     if (!m) return ASYNC_ENOMEM;
@@ -246,7 +269,7 @@ int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len, i
 int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline)
 {
     size_t n;
-    int err = fill_msg(p, &n, deadline);
+    int err = fill_msg(p, &n, (how_t){.deadline = deadline});
     /* End of stream and a torn message are "ready": recv will report them. */
     if (err == ASYNC_EEOF || err == ASYNC_EIO) return 0;
     return err;

@@ -6,13 +6,17 @@
  *
  * async_process_run_commands_dl starts commands with posix_spawnp (glibc
  * reports a failed exec as its return value, so a command that cannot start
- * fails alone) and runs one poll loop over every running command's stdout,
- * stderr and pidfd until all have ended or the deadline passes. */
+ * fails alone) and runs one wait loop over every running command's stdout,
+ * stderr and pidfd until all have ended or the deadline passes.  Outside a
+ * task the loop waits in poll; inside one, those descriptors sit in an epoll
+ * set whose own descriptor the task waits on through the loop
+ * (async_wait_fd_dl), so the loop's other tasks run meanwhile. */
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,6 +48,9 @@ int async_process_spawn_opts(async_process_t **out, async_process_fn fn, void *a
                              const async_process_opts_t *opts)
 {
     if (!out || !fn) return ASYNC_EINVAL;
+    /* sizeof is 0.2's layout; a later version keeps this bound at 0.2's size
+     * and reads its new fields only when opts->size covers them. */
+    if (opts && opts->size && opts->size < sizeof(async_process_opts_t)) return ASYNC_EINVAL;
     bool daemon = opts && opts->daemon;
     async_process_t *p = async__calloc(1, sizeof *p);
     if (!p) return ASYNC_ENOMEM;
@@ -147,7 +154,7 @@ int async_process_kill(async_process_t *p) { return send_signal(p, SIGKILL); }
 
 int async_process_status(const async_process_t *p, int *exit_code, int *signal)
 {
-    if (!p->reaped) return ASYNC_EBUSY;
+    if (!p->reaped) return ASYNC_EAGAIN; /* not yet: the result does not exist */
     bool sig = WIFSIGNALED(p->status);
     if (exit_code) *exit_code = sig ? -1 : WEXITSTATUS(p->status);
     if (signal) *signal = sig ? WTERMSIG(p->status) : 0;
@@ -178,6 +185,7 @@ typedef struct run {
     int fd[2];     /* stdout, stderr read ends; -1 at end of file */
     int pidfd;     /* -1 once reaped or if unavailable */
     bool reaped;
+    bool tick;     /* in a task, a descriptor is missing from the epoll set */
     int status;
     int error;     /* a capture error, kept until the run is finished */
     int64_t start;
@@ -209,8 +217,24 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
+/* In a task, every descriptor the loop waits on is also in the epoll set
+ * epfd (-1 outside a task): level-triggered, so what is left unread keeps
+ * the set readable. */
+static int track(int epfd, int fd)
+{
+    if (epfd < 0 || fd < 0) return 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void untrack_close(int epfd, int *fd)
+{
+    if (epfd >= 0 && *fd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, *fd, NULL);
+    close_fd(fd);
+}
+
 /* Starts cmds[r->idx]; 0 or the error to store in its result. */
-static int start(run_t *r, const async_command_t *cmd, async_command_result_t *res)
+static int start(run_t *r, const async_command_t *cmd, async_command_result_t *res, int epfd)
 {
     int out[2] = {-1, -1}, err[2] = {-1, -1}, e;
     if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
@@ -242,6 +266,12 @@ static int start(run_t *r, const async_command_t *cmd, async_command_result_t *r
     r->pidfd = pidfd_open_(r->pid);
     if (r->pidfd >= 0) fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
     r->reaped = false;
+    /* A descriptor the set refused (out of memory, or the user's epoll
+     * watch limit) would never wake the task: look at this run every tick,
+     * as at a missing pidfd, instead. */
+    for (int k = 0; k < 2; k++)
+        if (track(epfd, r->fd[k])) r->tick = true;
+    if (track(epfd, r->pidfd)) r->tick = true;
     return 0;
 fail_pipes:
     close(out[0]);
@@ -252,14 +282,14 @@ fail_pipes:
 }
 
 /* Moves a finished run's captures and status into its result. */
-static void finish(run_t *r, async_command_result_t *res, int error)
+static void finish(run_t *r, async_command_result_t *res, int error, int epfd)
 {
     for (int i = 0; i < 2; i++) {
-        close_fd(&r->fd[i]);
+        untrack_close(epfd, &r->fd[i]);
         if (!r->b[i].data) r->b[i].data = async__malloc(1);
         if (r->b[i].data) r->b[i].data[r->b[i].len] = '\0';
     }
-    close_fd(&r->pidfd);
+    untrack_close(epfd, &r->pidfd);
     res->out = r->b[0].data;
     res->out_len = r->b[0].len;
     res->err = r->b[1].data;
@@ -275,6 +305,29 @@ static void finish(run_t *r, async_command_result_t *res, int error)
     if (!error && (!res->out || !res->err)) res->error = ASYNC_ENOMEM;
 }
 
+/* Waits for output, an exit or the deadline; a wait shortened to a tick
+ * (no pidfd) ends early.  Outside a task: poll over pfds.  In a task: the
+ * epoll set through the loop.  0, or ASYNC_ECANCELED (the task), or the
+ * system's -errno. */
+static int wait_runs(struct pollfd *pfds, size_t np, int epfd, bool need_tick, int64_t deadline)
+{
+    int64_t now = async_now(), until = deadline;
+    if (need_tick && (until == ASYNC_FOREVER || until - now > ASYNC_MSEC(5)))
+        until = now + ASYNC_MSEC(5); /* no pidfd: poll waitpid */
+    if (epfd >= 0) {
+        int err = async_wait_fd_dl(epfd, ASYNC_READABLE, until);
+        return err == ASYNC_ETIMEDOUT ? 0 : err;
+    }
+    int ms = -1;
+    if (until != ASYNC_FOREVER) {
+        /* Compare before subtracting: a deadline far in the past would overflow. */
+        int64_t left = until <= now ? 0 : (until - now + 999999) / 1000000;
+        ms = left > INT32_MAX ? INT32_MAX : (int)left;
+    }
+    if (poll(pfds, np, ms) < 0 && errno != EINTR) return -errno;
+    return 0;
+}
+
 int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t max_parallel,
                                   async_command_result_t *results, int64_t deadline)
 {
@@ -282,24 +335,31 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
     for (size_t i = 0; i < n; i++)
         if (!cmds[i].argv || !cmds[i].argv[0]) return ASYNC_EINVAL;
     if (max_parallel > n) max_parallel = n ? n : 1;
+    int epfd = -1;
+    if (n && async__in_task()) {
+        epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (epfd < 0) return errno == ENOMEM ? ASYNC_ENOMEM : -errno;
+    }
     run_t *runs = async__calloc(max_parallel, sizeof *runs);
     struct pollfd *pfds = async__calloc(max_parallel * 3, sizeof *pfds);
     if (!runs || !pfds) {
         async__free(runs);
         async__free(pfds);
+        if (epfd >= 0) close(epfd);
         return ASYNC_ENOMEM;
     }
     memset(results, 0, n * sizeof *results);
     size_t next = 0, nrun = 0;
-    bool failed = false, timed_out = false;
+    bool failed = false;
+    int stop = 0; /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED: kill the rest, start no more */
     for (;;) {
         /* Start commands while there is room. */
-        while (nrun < max_parallel && next < n && !timed_out) {
+        while (nrun < max_parallel && next < n && !stop) {
             run_t *r = &runs[nrun];
             memset(r, 0, sizeof *r);
             r->idx = next++;
             r->fd[0] = r->fd[1] = r->pidfd = -1;
-            int e = start(r, &cmds[r->idx], &results[r->idx]);
+            int e = start(r, &cmds[r->idx], &results[r->idx], epfd);
             if (e) {
                 results[r->idx].error = e;
                 results[r->idx].exit_code = -1;
@@ -318,19 +378,12 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
                 if (runs[i].fd[k] >= 0) pfds[np++] = (struct pollfd){runs[i].fd[k], POLLIN, 0};
             if (runs[i].pidfd >= 0) pfds[np++] = (struct pollfd){runs[i].pidfd, POLLIN, 0};
             else if (!runs[i].reaped) need_tick = true;
+            if (runs[i].tick) need_tick = true;
         }
-        int64_t now = async_now();
-        int ms = -1;
-        if (deadline != ASYNC_FOREVER) {
-            int64_t left = deadline - now <= 0 ? 0 : (deadline - now + 999999) / 1000000;
-            ms = left > INT32_MAX ? INT32_MAX : (int)left;
-        }
-        if (need_tick && (ms < 0 || ms > 5)) ms = 5; /* no pidfd: poll waitpid */
-        if (poll(pfds, np, ms) < 0 && errno != EINTR) {
-            /* Should not happen; treat as the deadline so nothing hangs. */
-            timed_out = true;
-        }
-        if (deadline != ASYNC_FOREVER && async_now() >= deadline) timed_out = true;
+        int werr = wait_runs(pfds, np, epfd, need_tick, deadline);
+        if (werr == ASYNC_ECANCELED) stop = ASYNC_ECANCELED;
+        else if (werr) stop = ASYNC_ETIMEDOUT; /* should not happen; stop so nothing hangs */
+        if (!stop && deadline != ASYNC_FOREVER && async_now() >= deadline) stop = ASYNC_ETIMEDOUT;
 
         /* Collect output and exits; compact finished runs out of the array. */
         for (size_t i = 0; i < nrun;) {
@@ -339,44 +392,46 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
             for (int k = 0; k < 2; k++) {
                 if (r->fd[k] < 0) continue;
                 int rr = buf_read(&r->b[k], r->fd[k]);
-                if (rr == 1) close_fd(&r->fd[k]);
+                if (rr == 1) untrack_close(epfd, &r->fd[k]);
                 else if (rr < 0) {
                     /* The child may run on: remember the error until it ends. */
                     if (!r->error) r->error = rr;
-                    close_fd(&r->fd[k]);
+                    untrack_close(epfd, &r->fd[k]);
                 }
             }
             int error = r->error;
             if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
                 r->reaped = true;
-                close_fd(&r->pidfd);
+                untrack_close(epfd, &r->pidfd);
             }
-            if (timed_out && !r->reaped) {
+            if (stop && !r->reaped) {
                 kill(r->pid, SIGKILL);
                 while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {}
                 r->reaped = true;
                 for (int k = 0; k < 2; k++)
                     if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);
-                error = ASYNC_ETIMEDOUT;
+                error = stop;
             }
-            if (r->reaped && (timed_out || error || (r->fd[0] < 0 && r->fd[1] < 0))) {
-                finish(r, res, error);
-                if (res->error == ASYNC_ETIMEDOUT) timed_out = true;
-                else if (res->error || res->exit_code != 0) failed = true;
+            if (r->reaped && (stop || error || (r->fd[0] < 0 && r->fd[1] < 0))) {
+                finish(r, res, error, epfd);
+                if (res->error != ASYNC_ETIMEDOUT && res->error != ASYNC_ECANCELED &&
+                    (res->error || res->exit_code != 0))
+                    failed = true;
                 runs[i] = runs[--nrun];
                 continue;
             }
             i++;
         }
     }
-    /* Commands never started because of the deadline. */
+    /* Commands never started because of the deadline or the cancellation. */
     for (size_t i = next; i < n; i++) {
-        results[i].error = ASYNC_ETIMEDOUT;
+        results[i].error = stop;
         results[i].exit_code = -1;
     }
     async__free(runs);
     async__free(pfds);
-    return timed_out ? ASYNC_ETIMEDOUT : failed ? ASYNC_ECHILD : 0;
+    if (epfd >= 0) close(epfd);
+    return stop ? stop : failed ? ASYNC_ECHILD : 0;
 }
 
 void async_command_result_clear(async_command_result_t *r)

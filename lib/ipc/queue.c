@@ -165,14 +165,14 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     if (atomic_load(&q->closed)) return ASYNC_ECLOSED;
     /* Full at the moment head was read, if tail did not move around it. */
     uint64_t t1 = atomic_load(&q->tail), h1 = atomic_load(&q->head);
-    if (h1 - t1 >= q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EFULL;
+    if (h1 - t1 >= q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EAGAIN;
     lock(&q->put_mu);
     int err = 0;
     uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
         err = ASYNC_ECLOSED;
     } else if (h - atomic_load(&q->tail) >= q->capacity) {
-        err = ASYNC_EFULL;
+        err = ASYNC_EAGAIN;
     } else {
         slot_t *s = slot_at(q, h);
         if (len) memcpy(s->data, msg, len);
@@ -192,13 +192,13 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
      * closed is read first: a put committed before the close is then seen. */
     uint32_t closed = atomic_load(&q->closed);
     uint64_t h1 = atomic_load(&q->head), t1 = atomic_load(&q->tail);
-    if (h1 == t1 && atomic_load(&q->head) == h1) return closed ? ASYNC_EEOF : ASYNC_EEMPTY;
+    if (h1 == t1 && atomic_load(&q->head) == h1) return closed ? ASYNC_EEOF : ASYNC_EAGAIN;
     lock(&q->get_mu);
     int err = 0;
     uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
     closed = atomic_load(&q->closed); /* before head, as above */
     if (atomic_load(&q->head) == t) {
-        err = closed ? ASYNC_EEOF : ASYNC_EEMPTY;
+        err = closed ? ASYNC_EEOF : ASYNC_EAGAIN;
     } else {
         slot_t *s = slot_at(q, t);
         size_t n = s->len;
@@ -230,6 +230,7 @@ static int attempt(async_ipc_queue_t *q, bool is_get, op_t *op)
 
 static side_t *side_of(async_ipc_queue_t *q, int events)
 {
+    if (!q) return NULL;
     if (events == ASYNC_READABLE) return &q->get;
     if (events == ASYNC_WRITABLE) return &q->put;
     return NULL;
@@ -238,13 +239,12 @@ static side_t *side_of(async_ipc_queue_t *q, int events)
 /* Waits in a task through the loop, on the side's eventfd. */
 static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadline)
 {
-    int busy = is_get ? ASYNC_EEMPTY : ASYNC_EFULL;
     side_t *s = is_get ? &q->get : &q->put;
     atomic_fetch_add(&s->watchers, 1);
     int err;
     for (;;) {
         atomic_store(&s->armed, 1);
-        if ((err = attempt(q, is_get, op)) != busy) break;
+        if ((err = attempt(q, is_get, op)) != ASYNC_EAGAIN) break;
         if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, deadline))) break;
         async_ipc_queue_drain_fd(q, is_get ? ASYNC_READABLE : ASYNC_WRITABLE);
     }
@@ -265,21 +265,20 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
  * make progress), then sleep. */
 static int wait_futex(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadline)
 {
-    int busy = is_get ? ASYNC_EEMPTY : ASYNC_EFULL;
     side_t *s = is_get ? &q->get : &q->put;
     int err;
     for (;;) {
         for (int i = 0; i < SPINS; i++) {
-            if ((err = attempt(q, is_get, op)) != busy) return err;
+            if ((err = attempt(q, is_get, op)) != ASYNC_EAGAIN) return err;
             async__cpu_relax();
         }
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
         uint32_t ev = atomic_load(&s->ev);
         atomic_store(&s->need_wake, 1);
-        if ((err = attempt(q, is_get, op)) != busy) return err;
+        if ((err = attempt(q, is_get, op)) != ASYNC_EAGAIN) return err;
         if (async__futex_wait(&s->ev, ev, deadline) == ASYNC_ETIMEDOUT) {
             err = attempt(q, is_get, op);
-            return err == busy ? ASYNC_ETIMEDOUT : err;
+            return err == ASYNC_EAGAIN ? ASYNC_ETIMEDOUT : err;
         }
     }
 }
@@ -287,7 +286,7 @@ static int wait_futex(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadl
 static int op_dl(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadline)
 {
     int err = attempt(q, is_get, op);
-    if (err != (is_get ? ASYNC_EEMPTY : ASYNC_EFULL)) return err;
+    if (err != ASYNC_EAGAIN) return err; /* done, or failed for good */
     if (async__in_task()) return wait_task(q, is_get, op, deadline);
     return wait_futex(q, is_get, op, deadline);
 }
@@ -383,34 +382,43 @@ int async_ipc_queue_fd(const async_ipc_queue_t *q, int events)
     return s ? s->efd : ASYNC_EINVAL;
 }
 
-void async_ipc_queue_watch(async_ipc_queue_t *q, int events)
+int async_ipc_queue_watch(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
     atomic_fetch_add(&s->watchers, 1);
     atomic_store(&s->armed, 1);
+    return 0;
 }
 
-void async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
+int async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
+    /* Never below zero: an unmatched unwatch would wrap the shared count and
+     * make every later commit signal the descriptor for nobody. */
+    uint32_t n = atomic_load(&s->watchers);
+    do {
+        if (n == 0) return ASYNC_EINVAL;
+    } while (!atomic_compare_exchange_weak(&s->watchers, &n, n - 1));
     /* This watcher may have drained a signal others needed: re-arm and give
      * them a (possibly spurious) wake-up. */
-    if (atomic_fetch_sub(&s->watchers, 1) > 1) {
+    if (n > 1) {
         atomic_store(&s->armed, 1);
         signal_fd(s);
     }
+    return 0;
 }
 
-void async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
+int async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of(q, events);
     uint64_t v;
-    if (!s) return;
+    if (!s) return ASYNC_EINVAL;
     /* Re-arm before the caller's next try, so that a change after that try
      * signals the descriptor again. */
     atomic_store(&s->armed, 1);
     ssize_t r = read(s->efd, &v, sizeof v);
     (void)r; /* EAGAIN: nothing to drain */
+    return 0;
 }
