@@ -26,7 +26,7 @@ static int t_fifo(void *arg, void **res)
         cr_assert_eq(v, expect++);
         cr_assert_leq(async_chan_len(c), cap, "the bound holds");
     }
-    cr_assert_eq(rc, ASYNC_ECLOSED);
+    cr_assert_eq(rc, ASYNC_EEOF);
     cr_assert_eq(expect, 100, "nothing lost");
     cr_assert_eq(async_task_await(p, NULL), 0);
     cr_assert_eq(async_chan_free(c), 0);
@@ -68,7 +68,10 @@ static int t_close(void *arg, void **res)
     v = 0;
     cr_assert_eq(async_chan_recv(c, &v), 0, "receivers drain what is buffered");
     cr_assert_eq(v, 1);
-    cr_assert_eq(async_chan_recv(c, &v), ASYNC_ECLOSED);
+    cr_assert_eq(async_chan_recv(c, &v), ASYNC_EEOF, "closed and drained");
+    cr_assert_eq(async_chan_tryrecv(c, &v), ASYNC_EEOF);
+    cr_assert_eq(async_chan_recv_dl(c, &v, async_now() - 1), ASYNC_EEOF);
+    cr_assert_eq(async_chan_trysend(c, &v), ASYNC_ECLOSED);
     cr_assert_eq(async_chan_free(c), 0);
 
     /* Receivers waiting on an empty channel are released by close. */
@@ -79,8 +82,8 @@ static int t_close(void *arg, void **res)
     cr_assert_eq(async_chan_tryrecv(c, &v), ASYNC_EAGAIN, "empty");
     cr_assert_eq(async_chan_close(c), 0);
     int e[3];
-    cr_assert_eq(async_gather(r, 3, NULL, e), ASYNC_ECLOSED);
-    for (int i = 0; i < 3; i++) cr_assert_eq(e[i], ASYNC_ECLOSED);
+    cr_assert_eq(async_gather(r, 3, NULL, e), ASYNC_EEOF);
+    for (int i = 0; i < 3; i++) cr_assert_eq(e[i], ASYNC_EEOF, "a waiting receiver sees the end");
     cr_assert_eq(async_chan_free(c), 0);
     return 0;
 }
@@ -197,7 +200,9 @@ static int t_mutex(void *arg, void **res)
     cr_assert_eq(async_gather(t, 5, NULL, NULL), 0);
     cr_assert_eq(p.counter, 50, "no lost update");
     cr_assert_eq(async_mutex_trylock(p.m), 0);
-    cr_assert_eq(async_mutex_lock(p.m), ASYNC_EBUSY, "not recursive");
+    cr_assert_eq(async_mutex_lock(p.m), ASYNC_EALREADY, "not recursive");
+    cr_assert_eq(async_mutex_trylock(p.m), ASYNC_EALREADY, "not recursive, even tried");
+    cr_assert_eq(async_mutex_lock_dl(p.m, async_now() - 1), ASYNC_EALREADY);
     cr_assert_eq(async_mutex_free(p.m), ASYNC_EBUSY, "held");
     cr_assert_eq(async_mutex_unlock(p.m), 0);
     cr_assert_eq(async_mutex_free(p.m), 0);
@@ -526,7 +531,7 @@ static int mutex_other(void *arg, void **res)
 
 /* Freeing a primitive a task waits on is ASYNC_EBUSY and changes nothing: the
  * waiter is released normally afterwards.  A mutex held (by anyone) cannot be
- * freed, locking it twice is ASYNC_EBUSY, and only its owner may unlock it. */
+ * freed, locking it twice is ASYNC_EALREADY, and only its owner may unlock it. */
 static int t_busy(void *arg, void **res)
 {
     (void)arg, (void)res;
@@ -539,7 +544,7 @@ static int t_busy(void *arg, void **res)
     cr_assert_eq(async_chan_close(j.chan), 0);
     cr_assert_eq(async_chan_close(j.chan), ASYNC_EALREADY);
     cr_assert_eq(async_task_await(t, NULL), 0);
-    cr_assert_eq(j.rc, ASYNC_ECLOSED);
+    cr_assert_eq(j.rc, ASYNC_EEOF);
     cr_assert_eq(async_chan_free(j.chan), 0);
 
     j.rc = 1;
@@ -567,7 +572,7 @@ static int t_busy(void *arg, void **res)
     j.rc = 1;
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
-    cr_assert_eq(async_mutex_lock(j.mutex), ASYNC_EBUSY, "not recursive");
+    cr_assert_eq(async_mutex_lock(j.mutex), ASYNC_EALREADY, "not recursive");
     cr_assert_eq(async_mutex_free(j.mutex), ASYNC_EBUSY, "held");
     cr_assert_eq(async_task_spawn(NULL, mutex_other, &j, NULL, &t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);

@@ -66,7 +66,7 @@ Test(task, await_finished_task, .timeout = 10)
 static int t_self(void *arg, void **res)
 {
     (void)arg, (void)res;
-    cr_assert_eq(async_task_await(async_task_self(), NULL), ASYNC_EINVAL);
+    cr_assert_eq(async_task_await(async_task_self(), NULL), ASYNC_EDEADLK);
     cr_assert_eq(async_task_await((async_task_t){0}, NULL), ASYNC_ESRCH);
     return 0;
 }

@@ -34,13 +34,14 @@ ASYNC_API int async_chan_send_dl(async_chan_t *chan, const void *elem, int64_t d
 ASYNC_API int async_chan_trysend(async_chan_t *chan, const void *elem);
 
 /* Copies the oldest element out to *elem (OUT), waiting while empty.
- * Errors: ASYNC_ECLOSED (closed and drained). */
+ * Errors: ASYNC_EEOF (closed and drained: the stream ended, also for a
+ * receiver waiting when the channel is closed). */
 ASYNC_API int async_chan_recv(async_chan_t *chan, void *elem);
 ASYNC_API int async_chan_recv_dl(async_chan_t *chan, void *elem, int64_t deadline);
 ASYNC_API int async_chan_tryrecv(async_chan_t *chan, void *elem);
 
-/* Closes the channel: waiting senders fail with ASYNC_ECLOSED; receivers
- * drain what is buffered, then get ASYNC_ECLOSED.
+/* Closes the channel: waiting senders and later sends fail with
+ * ASYNC_ECLOSED; receivers drain what is buffered, then get ASYNC_EEOF.
  * Errors: ASYNC_EALREADY (already closed). */
 ASYNC_API int async_chan_close(async_chan_t *chan);
 
@@ -60,7 +61,7 @@ ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
 /* Mutex, held by a task; every form of lock must be called from a task
  * (ASYNC_ENOTASK otherwise, even trylock).  Locking a mutex the calling task
- * already holds is ASYNC_EBUSY (it is not recursive); unlocking one it does
+ * already holds is ASYNC_EALREADY (it is not recursive); unlocking one it does
  * not hold is ASYNC_EPERM.  new: ASYNC_ENOMEM. */
 typedef struct async_mutex async_mutex_t;
 ASYNC_API int async_mutex_new(async_mutex_t **out);

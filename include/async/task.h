@@ -66,7 +66,8 @@ ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
  * code.  The _dl form gives up at the deadline with ASYNC_ETIMEDOUT and leaves
  * the task running and the handle valid.  Errors besides the task's own code:
  * ASYNC_ESRCH (spent or invalid handle), ASYNC_ENOTASK (not called from a
- * task), ASYNC_EINVAL (a task awaiting itself), ASYNC_EWRONGLOOP, and from the
+ * task), ASYNC_EDEADLK (a task awaiting itself), ASYNC_EWRONGLOOP (the task
+ * belongs to another loop), and from the
  * waiting itself ASYNC_ETIMEDOUT and ASYNC_ECANCELED (the awaiter was
  * cancelled; the awaited task runs on).  To tell a task's own ETIMEDOUT from
  * the deadline's, check async_task_done(). */
@@ -128,14 +129,14 @@ typedef struct async_group async_group_t;
 /* Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM. */
 ASYNC_API int async_group_new(async_loop_t *loop, async_group_t **out);
 
-/* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECANCELED
+/* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECLOSED
  * once the group has failed or been cancelled (fn will not run). */
 ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *arg,
                                 const async_task_opts_t *opts);
 
 /* Waits for every task in the group; returns the group's first error or 0.
  * The _dl form returns ASYNC_ETIMEDOUT at the deadline and leaves the tasks
- * running.  Errors: ASYNC_ENOTASK, ASYNC_EINVAL (called from one of the
+ * running.  Errors: ASYNC_ENOTASK, ASYNC_EDEADLK (called from one of the
  * group's own tasks: it would wait for itself), ASYNC_ECANCELED (the
  * waiter's own), ASYNC_ETIMEDOUT (_dl). */
 ASYNC_API int async_group_wait(async_group_t *group);
@@ -148,8 +149,10 @@ ASYNC_API void async_group_cancel(async_group_t *group);
 ASYNC_API size_t async_group_live(async_group_t *group);
 
 /* Frees the group.  With tasks still alive: from a task, cancels them, waits
- * for them, then frees; from outside a task, or from one of the group's own
- * tasks, returns ASYNC_EBUSY and frees nothing (they keep running). */
+ * for them (even when the calling task is cancelled), then frees.  Errors,
+ * freeing nothing (the tasks keep running): ASYNC_EBUSY (called outside a
+ * task), ASYNC_EDEADLK (called from one of the group's own tasks: it would
+ * wait for itself). */
 ASYNC_API int async_group_free(async_group_t *group);
 
 /* Suspend and wake: the building block for awaitables outside libasync (the

@@ -33,7 +33,7 @@ int async_group_new(async_loop_t *loop, async_group_t **out)
 
 int async_group_spawn(async_group_t *g, async_task_fn fn, void *arg, const async_task_opts_t *opts)
 {
-    if (g->cancelled) return ASYNC_ECANCELED;
+    if (g->cancelled) return ASYNC_ECLOSED;
     async_task_opts_t o = opts ? *opts : (async_task_opts_t){0};
     o.detached = true;
     async_task_impl_t *t;
@@ -80,7 +80,7 @@ int async_group_wait_dl(async_group_t *g, int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->group == g) return ASYNC_EINVAL; /* would wait for itself */
+    if (self->group == g) return ASYNC_EDEADLK; /* would wait for itself */
     if (g->live == 0) return g->first_error;
     /* Only the group's end (with its first error), the deadline or a
      * cancellation end this wait; after it, g may already be freed. */
@@ -100,7 +100,8 @@ int async_group_free(async_group_t *g)
     if (!g) return 0;
     if (g->live > 0) {
         async_task_impl_t *self = async__current();
-        if (!self || self->group == g) return ASYNC_EBUSY;
+        if (!self) return ASYNC_EBUSY;
+        if (self->group == g) return ASYNC_EDEADLK; /* would wait for itself */
         async_group_cancel(g);
         /* Shielded: even a cancelled caller must wait, or tasks would
          * outlive their group. */

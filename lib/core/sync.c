@@ -111,7 +111,7 @@ static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
         async__task_unpark(s, 0);
         return 0;
     }
-    if (c->closed) return ASYNC_ECLOSED;
+    if (c->closed) return ASYNC_EEOF; /* closed and drained: the stream ended */
     if (!block) return ASYNC_EAGAIN;
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
@@ -134,7 +134,7 @@ int async_chan_close(async_chan_t *c)
     c->closed = true;
     async__chan_changed(c);
     wake_all(&c->senders, ASYNC_ECLOSED);
-    wake_all(&c->receivers, ASYNC_ECLOSED);
+    wake_all(&c->receivers, ASYNC_EEOF); /* they wait only on an empty buffer */
     return 0;
 }
 
@@ -221,7 +221,7 @@ static int mutex_lock(async_mutex_t *m, int64_t deadline, bool block)
         m->owner = self;
         return 0;
     }
-    if (m->owner == self) return ASYNC_EBUSY; /* not recursive: would deadlock */
+    if (m->owner == self) return ASYNC_EALREADY; /* not recursive: would deadlock */
     if (!block) return ASYNC_EAGAIN;
     return wait_on(&m->waiters, self, NULL, deadline);
 }

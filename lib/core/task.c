@@ -377,7 +377,7 @@ int async_task_await_dl(async_task_t h, void **result, int64_t deadline)
     if (rc) return rc;
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
-    if (t == self) return ASYNC_EINVAL;
+    if (t == self) return ASYNC_EDEADLK;
     if (t->loop != self->loop) return ASYNC_EWRONGLOOP;
     while (t->state != TASK_DONE) {
         async__list_push(&t->awaiters, &self->wait_link);
