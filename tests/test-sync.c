@@ -2,6 +2,7 @@
  * interleavings that are easy to get wrong: a waiter whose deadline passes
  * (or who is cancelled) after it was handed an element, a permit or a lock. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include "support/run.h"
 #include "support/alloc.h"
 
@@ -440,6 +441,37 @@ static int t_sem_handoff(void *arg, void **res)
     cr_assert_eq(async_sem_value(a.sem), 1, "the departed waiter took nothing");
     cr_assert_eq(async_sem_free(a.sem), 0);
     return 0;
+}
+
+/* A release that would carry the count past UINT_MAX is refused and leaves
+ * the count as it was (it used to wrap to 0); with a waiter, the permit goes
+ * to the waiter, whatever the count. */
+static int t_sem_overflow(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_sem_t *s;
+    cr_assert_eq(async_sem_new(&s, UINT_MAX - 1), 0);
+    cr_assert_eq(async_sem_release(s), 0);
+    cr_assert_eq(async_sem_value(s), UINT_MAX);
+    cr_assert_eq(async_sem_release(s), ASYNC_EINVAL);
+    cr_assert_eq(async_sem_value(s), UINT_MAX, "unchanged");
+    cr_assert_eq(async_sem_free(s), 0);
+
+    lock_job_t a = {.deadline = ASYNC_FOREVER};
+    cr_assert_eq(async_sem_new(&a.sem, 0), 0);
+    async_task_t w;
+    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &a, NULL, &w), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_sem_release(a.sem), 0);
+    cr_assert_eq(async_task_await(w, NULL), 0);
+    cr_assert_eq(a.rc, 0);
+    cr_assert_eq(async_sem_value(a.sem), 0, "handed over, not counted");
+    cr_assert_eq(async_sem_free(a.sem), 0);
+    return 0;
+}
+Test(sem, release_past_uint_max_is_einval, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_sem_overflow, NULL, NULL), 0);
 }
 Test(sem, sem_permits_are_never_lost, .timeout = 10)
 {

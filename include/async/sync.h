@@ -49,14 +49,16 @@ ASYNC_API int async_chan_close(async_chan_t *chan);
 ASYNC_API size_t async_chan_len(const async_chan_t *chan);
 
 /* Semaphore, for example to cap how many tasks do something at once.
- * new: ASYNC_ENOMEM. */
+ * new: ASYNC_ENOMEM.  release hands the permit to the longest waiter, or
+ * adds it to the count: ASYNC_EINVAL, the count unchanged, when the count
+ * would pass UINT_MAX. */
 typedef struct async_sem async_sem_t;
 ASYNC_API int async_sem_new(async_sem_t **out, unsigned value);
 ASYNC_API int async_sem_free(async_sem_t *sem); /* ASYNC_EBUSY with waiters */
 ASYNC_API int async_sem_acquire(async_sem_t *sem);
 ASYNC_API int async_sem_acquire_dl(async_sem_t *sem, int64_t deadline);
 ASYNC_API int async_sem_tryacquire(async_sem_t *sem);
-ASYNC_API void async_sem_release(async_sem_t *sem);
+ASYNC_API int async_sem_release(async_sem_t *sem);
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
 /* Mutex, held by a task; every form of lock must be called from a task

@@ -142,8 +142,10 @@ ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *ar
 ASYNC_API int async_group_wait(async_group_t *group);
 ASYNC_API int async_group_wait_dl(async_group_t *group, int64_t deadline);
 
-/* Cancels every task in the group and rejects further spawns. */
-ASYNC_API void async_group_cancel(async_group_t *group);
+/* Cancels every task in the group and rejects further spawns.  Returns 0, or
+ * ASYNC_EALREADY when the group was already cancelled or has failed (its
+ * first failure cancels it). */
+ASYNC_API int async_group_cancel(async_group_t *group);
 
 /* Number of the group's tasks that have not ended. */
 ASYNC_API size_t async_group_live(async_group_t *group);

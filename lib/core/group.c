@@ -45,13 +45,15 @@ int async_group_spawn(async_group_t *g, async_task_fn fn, void *arg, const async
     return 0;
 }
 
-void async_group_cancel(async_group_t *g)
+int async_group_cancel(async_group_t *g)
 {
+    if (g->cancelled) return ASYNC_EALREADY;
     g->cancelled = true;
     for (async__list_t *n = g->tasks.next; n != &g->tasks; n = n->next) {
         async_task_impl_t *t = container_of(n, async_task_impl_t, group_link);
         if (!t->cancelled) async__task_cancel(t);
     }
+    return 0;
 }
 
 void async__group_task_done(async_task_impl_t *t)

@@ -296,9 +296,12 @@ int async_loop_run(async_loop_t *loop, async_run_mode_t mode)
     return more || loop->live ? 1 : 0;
 }
 
-void async_loop_stop(async_loop_t *loop)
+int async_loop_stop(async_loop_t *loop)
 {
+    /* ev_break writes the loop's state unlocked: only its thread may. */
+    if (!async__on_loop_thread(loop)) return ASYNC_EWRONGLOOP;
     ev_break(loop->ev, EVBREAK_ALL);
+    return 0;
 }
 
 void async__loop_post_node(async_loop_t *loop, async__post_t *node)
@@ -324,7 +327,7 @@ int async_loop_post(async_loop_t *loop, void (*fn)(void *arg), void *arg)
     return 0;
 }
 
-static void stop_cb(void *arg) { async_loop_stop(arg); }
+static void stop_cb(void *arg) { (void)async_loop_stop(arg); }
 
 int async_loop_stop_post(async_loop_t *loop)
 {

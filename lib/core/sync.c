@@ -7,6 +7,7 @@
  * holds the permit or the lock, so a task that runs between the wake-up and
  * the waiter's resumption cannot steal it.  A waiter that leaves by deadline
  * or cancellation is unlinked by async__task_unpark and owns nothing. */
+#include <limits.h>
 #include <string.h>
 #include "core_internal.h"
 #include "select_internal.h"
@@ -181,11 +182,16 @@ int async_sem_acquire_dl(async_sem_t *s, int64_t dl) { return sem_acquire(s, dl,
 int async_sem_tryacquire(async_sem_t *s) { return sem_acquire(s, 0, false); }
 unsigned async_sem_value(const async_sem_t *s) { return s->value; }
 
-void async_sem_release(async_sem_t *s)
+int async_sem_release(async_sem_t *s)
 {
     async__list_t *n = async__list_pop(&s->waiters);
-    if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
-    else s->value++;
+    if (n) {
+        async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+        return 0;
+    }
+    if (s->value == UINT_MAX) return ASYNC_EINVAL; /* would wrap to 0 */
+    s->value++;
+    return 0;
 }
 
 /* --- mutex ---------------------------------------------------------------- */
