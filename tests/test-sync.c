@@ -3,6 +3,8 @@
  * (or who is cancelled) after it was handed an element, a permit or a lock. */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <pthread.h>
+#include <async/select.h>
 #include "support/run.h"
 #include "support/alloc.h"
 
@@ -654,4 +656,178 @@ Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
     cr_assert_geq(failures, 3, "each constructor met a failed allocation");
     cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
     test_alloc_uninstall();
+}
+
+/* --- loop ownership ----------------------------------------------------- */
+
+typedef struct {
+    async_chan_t *chan;
+    async_sem_t *sem;
+    async_mutex_t *mutex;
+    async_event_t *event;
+    int other_thread[4];
+} owned_t;
+
+static int make_owned(void *arg, void **res)
+{
+    (void)res;
+    owned_t *o = arg;
+    cr_assert_eq(async_chan_new(&o->chan, sizeof(int), 2), 0);
+    cr_assert_eq(async_sem_new(&o->sem, 1), 0);
+    cr_assert_eq(async_mutex_new(&o->mutex), 0);
+    cr_assert_eq(async_event_new(&o->event), 0);
+    int v = 1;
+    cr_assert_eq(async_chan_send(o->chan, &v), 0, "its own loop's task may use it");
+    return 0;
+}
+
+/* Every call from a task of another loop is ASYNC_EWRONGLOOP and changes
+ * nothing. */
+static int use_from_other_loop(void *arg, void **res)
+{
+    (void)res;
+    owned_t *o = arg;
+    int v = 2;
+    cr_assert_eq(async_chan_send(o->chan, &v), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_trysend(o->chan, &v), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_send_dl(o->chan, &v, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_recv(o->chan, &v), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_tryrecv(o->chan, &v), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_recv_dl(o->chan, &v, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_close(o->chan), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_free(o->chan), ASYNC_EWRONGLOOP);
+    size_t fired;
+    async_select_case_t cs[] = {{o->chan, ASYNC_SELECT_RECV, &v}};
+    cr_assert_eq(async_select(cs, 1, &fired), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_tryselect(cs, 1, &fired), ASYNC_EWRONGLOOP);
+    cr_assert_eq(v, 2, "nothing received");
+    cr_assert_eq(async_chan_len(o->chan), 1, "nothing sent or taken");
+
+    cr_assert_eq(async_sem_acquire(o->sem), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_acquire_dl(o->sem, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_tryacquire(o->sem), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_release(o->sem), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_free(o->sem), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_value(o->sem), 1, "no permit taken or given");
+
+    cr_assert_eq(async_mutex_lock(o->mutex), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_mutex_lock_dl(o->mutex, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_mutex_trylock(o->mutex), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_mutex_unlock(o->mutex), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_mutex_free(o->mutex), ASYNC_EWRONGLOOP);
+
+    cr_assert_eq(async_event_set(o->event), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_clear(o->event), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_wait(o->event), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_wait_dl(o->event, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_free(o->event), ASYNC_EWRONGLOOP);
+    cr_assert(!async_event_is_set(o->event), "not set");
+    return 0;
+}
+
+static void *use_from_other_thread(void *arg)
+{
+    owned_t *o = arg;
+    int v = 3;
+    o->other_thread[0] = async_chan_trysend(o->chan, &v);
+    o->other_thread[1] = async_sem_release(o->sem);
+    o->other_thread[2] = async_event_set(o->event);
+    o->other_thread[3] = async_chan_free(o->chan);
+    return NULL;
+}
+
+/* While the owner loop runs, a thread outside any loop is refused too. */
+static int use_while_running(void *arg, void **res)
+{
+    (void)res;
+    owned_t *o = arg;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, use_from_other_thread, o), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 4; i++) cr_assert_eq(o->other_thread[i], ASYNC_EWRONGLOOP, "call %d", i);
+    cr_assert_eq(async_chan_len(o->chan), 1);
+    cr_assert_eq(async_sem_value(o->sem), 1);
+    cr_assert(!async_event_is_set(o->event));
+    return 0;
+}
+
+static int free_owned(void *arg, void **res)
+{
+    (void)res;
+    owned_t *o = arg;
+    int v;
+    cr_assert_eq(async_chan_recv(o->chan, &v), 0);
+    cr_assert_eq(v, 1);
+    cr_assert_eq(async_mutex_lock(o->mutex), 0);
+    cr_assert_eq(async_mutex_unlock(o->mutex), 0);
+    cr_assert_eq(async_chan_free(o->chan), 0);
+    cr_assert_eq(async_sem_free(o->sem), 0);
+    cr_assert_eq(async_mutex_free(o->mutex), 0);
+    cr_assert_eq(async_event_free(o->event), 0);
+    return 0;
+}
+
+static void run_on(async_loop_t *loop, async_task_fn fn, void *arg)
+{
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(loop, fn, arg, NULL, &t), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_task_done(t), 1);
+    cr_assert_eq(async_task_detach(t), 0);
+}
+
+Test(owner, objects_refuse_other_loops_and_threads, .timeout = 10)
+{
+    async_loop_t *a, *b;
+    cr_assert_eq(async_loop_new(&a), 0);
+    cr_assert_eq(async_loop_new(&b), 0);
+    owned_t o = {0};
+    run_on(a, make_owned, &o);
+    run_on(b, use_from_other_loop, &o);
+    run_on(a, use_while_running, &o);
+    int v = 0;
+    cr_assert_eq(async_chan_tryrecv(o.chan, &v), 0, "the owner's thread, the loop not running");
+    cr_assert_eq(v, 1);
+    cr_assert_eq(async_chan_trysend(o.chan, &v), 0);
+    run_on(a, free_owned, &o);
+    cr_assert_eq(async_loop_free(b), 0);
+    cr_assert_eq(async_loop_free(a), 0);
+}
+
+static int bind_owned(void *arg, void **res)
+{
+    (void)res;
+    owned_t *o = arg;
+    int v = 0;
+    cr_assert_eq(async_chan_tryrecv(o->chan, &v), 0);
+    cr_assert_eq(v, 1);
+    cr_assert_eq(async_chan_trysend(o->chan, &v), 0);
+    cr_assert_eq(async_sem_tryacquire(o->sem), 0);
+    cr_assert_eq(async_sem_release(o->sem), 0);
+    cr_assert_eq(async_mutex_lock(o->mutex), 0);
+    cr_assert_eq(async_mutex_unlock(o->mutex), 0);
+    cr_assert_eq(async_event_set(o->event), 0);
+    cr_assert_eq(async_event_clear(o->event), 0);
+    return 0;
+}
+
+/* An object made outside any loop is usable there, and belongs to the first
+ * loop that uses it. */
+Test(owner, made_outside_a_loop_binds_at_first_use, .timeout = 10)
+{
+    owned_t o = {0};
+    cr_assert_eq(async_chan_new(&o.chan, sizeof(int), 2), 0);
+    cr_assert_eq(async_sem_new(&o.sem, 1), 0);
+    cr_assert_eq(async_mutex_new(&o.mutex), 0);
+    cr_assert_eq(async_event_new(&o.event), 0);
+    int v = 1;
+    cr_assert_eq(async_chan_trysend(o.chan, &v), 0, "unbound: usable outside a loop");
+    async_loop_t *a, *b;
+    cr_assert_eq(async_loop_new(&a), 0);
+    cr_assert_eq(async_loop_new(&b), 0);
+    run_on(a, bind_owned, &o);
+    run_on(b, use_from_other_loop, &o);
+    run_on(a, free_owned, &o);
+    cr_assert_eq(async_loop_free(b), 0);
+    cr_assert_eq(async_loop_free(a), 0);
 }

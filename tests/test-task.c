@@ -415,3 +415,28 @@ Test(task, allocation_failure_in_spawn_leaks_nothing, .timeout = 10)
     (void)base;
     test_alloc_uninstall();
 }
+
+/* async_task_cancel from a thread other than the task's loop's is
+ * ASYNC_EWRONGLOOP and cancels nothing. */
+static void *cancel_from_thread(void *arg)
+{
+    return (void *)(intptr_t)async_task_cancel(*(async_task_t *)arg);
+}
+
+static int t_cancel_other_thread(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)(intptr_t)5, NULL, &t), 0);
+    pthread_t th;
+    void *rc;
+    cr_assert_eq(pthread_create(&th, NULL, cancel_from_thread, &t), 0);
+    pthread_join(th, &rc);
+    cr_assert_eq((int)(intptr_t)rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_task_await(t, NULL), 0, "it ran to its end, not cancelled");
+    return 0;
+}
+Test(task, cancel_from_another_thread_is_ewrongloop, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_cancel_other_thread, NULL, NULL), 0);
+}

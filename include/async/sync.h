@@ -1,7 +1,16 @@
 /* Task-level synchronisation: channel, semaphore, mutex and event.
  *
  * These objects belong to one loop and are used by that loop's tasks; no OS
- * lock is taken, because tasks of a loop never run at the same time.  Waiters
+ * lock is taken, because tasks of a loop never run at the same time.  An
+ * object belongs to the loop running on the thread that creates it (from a
+ * task or a callback of that loop); one created outside any running loop
+ * belongs to the first loop that uses it.  Its loop's tasks and callbacks
+ * may use it, and so may the loop's thread while the loop is not running;
+ * every other caller (a task of another loop, another thread) gets
+ * ASYNC_EWRONGLOOP from every call that returns an int, which then does
+ * nothing.  The reads that return a count or a flag (async_chan_len,
+ * async_sem_value, async_event_is_set) are not checked: call them only
+ * where the others are allowed.  Waiters
  * are served first come, first served.  Every blocking call has a _dl form
  * (ASYNC_ETIMEDOUT at the deadline) and a try form (ASYNC_EAGAIN instead of
  * blocking); every blocking call returns ASYNC_ECANCELED when its task is
@@ -24,62 +33,94 @@ typedef struct async_chan async_chan_t;
 ASYNC_API int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity);
 
 /* Frees the channel.  Errors: ASYNC_EBUSY while tasks wait on it (close it
- * first and let them leave). */
+ * first and let them leave), ASYNC_EWRONGLOOP. */
 ASYNC_API int async_chan_free(async_chan_t *chan);
 
 /* Copies elem in, waiting while the channel is full.
- * Errors: ASYNC_ECLOSED (closed before or while waiting; elem not sent). */
+ * Errors: ASYNC_ECLOSED (closed before or while waiting; elem not sent),
+ * ASYNC_EWRONGLOOP. */
 ASYNC_API int async_chan_send(async_chan_t *chan, const void *elem);
 ASYNC_API int async_chan_send_dl(async_chan_t *chan, const void *elem, int64_t deadline);
 ASYNC_API int async_chan_trysend(async_chan_t *chan, const void *elem);
 
 /* Copies the oldest element out to *elem (OUT), waiting while empty.
  * Errors: ASYNC_EEOF (closed and drained: the stream ended, also for a
- * receiver waiting when the channel is closed). */
+ * receiver waiting when the channel is closed), ASYNC_EWRONGLOOP. */
 ASYNC_API int async_chan_recv(async_chan_t *chan, void *elem);
 ASYNC_API int async_chan_recv_dl(async_chan_t *chan, void *elem, int64_t deadline);
 ASYNC_API int async_chan_tryrecv(async_chan_t *chan, void *elem);
 
 /* Closes the channel: waiting senders and later sends fail with
  * ASYNC_ECLOSED; receivers drain what is buffered, then get ASYNC_EEOF.
- * Errors: ASYNC_EALREADY (already closed). */
+ * Errors: ASYNC_EALREADY (already closed), ASYNC_EWRONGLOOP. */
 ASYNC_API int async_chan_close(async_chan_t *chan);
 
 /* Number of buffered elements. */
 ASYNC_API size_t async_chan_len(const async_chan_t *chan);
 
-/* Semaphore, for example to cap how many tasks do something at once.
- * new: ASYNC_ENOMEM.  release hands the permit to the longest waiter, or
- * adds it to the count: ASYNC_EINVAL, the count unchanged, when the count
- * would pass UINT_MAX. */
+/* Semaphore, for example to cap how many tasks do something at once.  Every
+ * call below may also return ASYNC_EWRONGLOOP. */
 typedef struct async_sem async_sem_t;
+
+/* Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_sem_new(async_sem_t **out, unsigned value);
-ASYNC_API int async_sem_free(async_sem_t *sem); /* ASYNC_EBUSY with waiters */
+
+/* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
+ASYNC_API int async_sem_free(async_sem_t *sem);
+
+/* Takes a permit, waiting while none is free (or others wait before).
+ * try: ASYNC_EAGAIN instead of waiting. */
 ASYNC_API int async_sem_acquire(async_sem_t *sem);
 ASYNC_API int async_sem_acquire_dl(async_sem_t *sem, int64_t deadline);
 ASYNC_API int async_sem_tryacquire(async_sem_t *sem);
+
+/* Gives a permit back: to the longest waiter, or to the count.  Callable
+ * outside a task.  Errors: ASYNC_EINVAL (the count would pass UINT_MAX; it
+ * is left unchanged). */
 ASYNC_API int async_sem_release(async_sem_t *sem);
+
+/* The count of free permits. */
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
-/* Mutex, held by a task; every form of lock must be called from a task
- * (ASYNC_ENOTASK otherwise, even trylock).  Locking a mutex the calling task
- * already holds is ASYNC_EALREADY (it is not recursive); unlocking one it does
- * not hold is ASYNC_EPERM.  new: ASYNC_ENOMEM. */
+/* Mutex, held by a task.  Every call below may also return
+ * ASYNC_EWRONGLOOP. */
 typedef struct async_mutex async_mutex_t;
+
+/* Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_mutex_new(async_mutex_t **out);
-ASYNC_API int async_mutex_free(async_mutex_t *mutex); /* ASYNC_EBUSY if held */
+
+/* Errors: ASYNC_EBUSY while held or waited for (nothing is freed). */
+ASYNC_API int async_mutex_free(async_mutex_t *mutex);
+
+/* Locks, waiting while another task holds it.  Every form must be called
+ * from a task, even trylock (the owner is a task).  Errors: ASYNC_ENOTASK,
+ * ASYNC_EALREADY (the calling task holds it: it is not recursive); try:
+ * ASYNC_EAGAIN instead of waiting. */
 ASYNC_API int async_mutex_lock(async_mutex_t *mutex);
 ASYNC_API int async_mutex_lock_dl(async_mutex_t *mutex, int64_t deadline);
 ASYNC_API int async_mutex_trylock(async_mutex_t *mutex);
+
+/* Unlocks and hands the lock to the longest waiter.  Errors: ASYNC_EPERM
+ * (the caller is not the task holding it). */
 ASYNC_API int async_mutex_unlock(async_mutex_t *mutex);
 
-/* Event: a flag tasks wait for; set wakes every waiter.  new: ASYNC_ENOMEM. */
+/* Event: a flag tasks wait for; set wakes every waiter.  Every call below
+ * that returns an int may also return ASYNC_EWRONGLOOP. */
 typedef struct async_event async_event_t;
+
+/* Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_event_new(async_event_t **out);
-ASYNC_API int async_event_free(async_event_t *event); /* ASYNC_EBUSY with waiters */
-ASYNC_API void async_event_set(async_event_t *event);
-ASYNC_API void async_event_clear(async_event_t *event);
+
+/* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
+ASYNC_API int async_event_free(async_event_t *event);
+
+/* Sets the flag and wakes every waiter; clear resets it.  Both are
+ * callable outside a task and return 0 apart from ASYNC_EWRONGLOOP. */
+ASYNC_API int async_event_set(async_event_t *event);
+ASYNC_API int async_event_clear(async_event_t *event);
 ASYNC_API bool async_event_is_set(const async_event_t *event);
+
+/* Waits until the flag is set (returns at once if it is). */
 ASYNC_API int async_event_wait(async_event_t *event);
 ASYNC_API int async_event_wait_dl(async_event_t *event, int64_t deadline);
 

@@ -78,9 +78,11 @@ ASYNC_API int async_task_await_dl(async_task_t task, void **result, int64_t dead
  * Errors: ASYNC_ESRCH. */
 ASYNC_API int async_task_detach(async_task_t task);
 
-/* Requests cancellation (see the top of this file).  Callable from any task of
- * the loop or from the loop's thread outside tasks.  Errors: ASYNC_ESRCH,
- * ASYNC_EALREADY (already cancelled), ASYNC_EDONE (already finished). */
+/* Requests cancellation (see the top of this file).  Callable from the
+ * task's loop's thread: from its tasks and callbacks, or outside any task
+ * while the loop does not run.  Errors: ASYNC_ESRCH, ASYNC_EALREADY (already
+ * cancelled), ASYNC_EDONE (already finished), ASYNC_EWRONGLOOP (another
+ * thread: nothing is done; post a function that cancels to the loop). */
 ASYNC_API int async_task_cancel(async_task_t task);
 
 /* 1 if the task has finished, 0 if not, ASYNC_ESRCH for a spent handle. */

@@ -69,6 +69,10 @@ static int select_impl(async_select_case_t *cases, size_t n, size_t *fired, int6
         if ((cases[i].op != ASYNC_SELECT_RECV && cases[i].op != ASYNC_SELECT_SEND) || !cases[i].elem)
             return ASYNC_EINVAL;
     }
+    /* Every channel checked before any case is tried: a select that fails
+     * completes nothing. */
+    for (size_t i = 0; i < n; i++)
+        if (cases[i].chan && async__chan_own(cases[i].chan)) return ASYNC_EWRONGLOOP;
     /* A case that can complete now completes, even in a cancelled task;
      * only the wait below is refused to one. */
     int rc = try_all(cases, n, fired);

@@ -416,6 +416,9 @@ int async_task_cancel(async_task_t h)
 {
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
+    /* Cancelling unparks the task onto its loop's ready queue, which only
+     * the loop's thread may touch. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
     return async__task_cancel(t);
 }
 
