@@ -440,3 +440,106 @@ Test(task, cancel_from_another_thread_is_ewrongloop, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_cancel_other_thread, NULL, NULL), 0);
 }
+
+/* --- the shield ------------------------------------------------------------ */
+
+typedef struct {
+    async_chan_t *chan;
+    async_event_t *receiving;
+    int shield0, sleep_rc, cancelled_inside, recv_rc, value, lift, after_rc;
+    bool cancelled_after;
+    int64_t slept;
+} shield_job_t;
+
+/* Cleanup under a shield runs to its end although the task is cancelled
+ * meanwhile; the cancel is delivered at the first wait after the lift. */
+static int shielded_cleanup(void *arg, void **res)
+{
+    (void)res;
+    shield_job_t *j = arg;
+    j->shield0 = async_task_shield(true);
+    int64_t t0 = async_now();
+    j->sleep_rc = async_sleep(ASYNC_MSEC(20)); /* cancelled during this */
+    j->slept = async_now() - t0;
+    j->cancelled_inside = async_task_cancelled();
+    cr_assert_eq(async_event_set(j->receiving), 0); /* and waits at once */
+    j->recv_rc = async_chan_recv(j->chan, &j->value);
+    j->lift = async_task_shield(false);
+    j->cancelled_after = async_task_cancelled();
+    j->after_rc = async_sleep(0);
+    return 0;
+}
+
+static int t_shield(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    shield_job_t j = {0};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
+    cr_assert_eq(async_event_new(&j.receiving), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, shielded_cleanup, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0); /* t sleeps, shielded */
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_event_wait(j.receiving), 0); /* t now waits on the channel */
+    int v = 42;
+    cr_assert_eq(async_chan_send(j.chan, &v), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.shield0, 0, "not shielded before");
+    cr_assert_eq(j.sleep_rc, 0, "the shielded sleep ran to its end");
+    cr_assert_geq(j.slept, ASYNC_MSEC(20));
+    cr_assert_eq(j.cancelled_inside, 0, "held off while shielded");
+    cr_assert_eq(j.recv_rc, 0, "a shielded wait that began cancelled still waits");
+    cr_assert_eq(j.value, 42);
+    cr_assert_eq(j.lift, 1, "it was shielded");
+    cr_assert(j.cancelled_after);
+    cr_assert_eq(j.after_rc, ASYNC_ECANCELED, "delivered after the lift");
+    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_event_free(j.receiving), 0);
+    return 0;
+}
+Test(task, shield_holds_off_cancellation_until_lifted, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_shield, NULL, NULL), 0);
+}
+
+typedef struct {
+    int outer, inner, restore_inner, inner_sleep, restore_outer, after;
+} nest_job_t;
+
+static int nested_shields(void *arg, void **res)
+{
+    (void)res;
+    nest_job_t *j = arg;
+    cr_assert_eq(async_sleep(ASYNC_SEC(30)), ASYNC_ECANCELED, "cancelled unshielded");
+    j->outer = async_task_shield(true);
+    j->inner = async_task_shield(true);
+    j->restore_inner = async_task_shield(j->inner);
+    j->inner_sleep = async_sleep(ASYNC_MSEC(1)); /* still shielded by the outer */
+    j->restore_outer = async_task_shield(j->outer);
+    j->after = async_yield();
+    return 0;
+}
+
+static int t_shield_nesting(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    nest_job_t j = {0};
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, nested_shields, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.outer, 0);
+    cr_assert_eq(j.inner, 1, "the inner shield saw the outer");
+    cr_assert_eq(j.restore_inner, 1);
+    cr_assert_eq(j.inner_sleep, 0, "the inner lift restored the outer shield");
+    cr_assert_eq(j.restore_outer, 1);
+    cr_assert_eq(j.after, ASYNC_ECANCELED, "the outer lift restored no shield");
+    return 0;
+}
+Test(task, shields_nest, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_shield_nesting, NULL, NULL), 0);
+    cr_assert_eq(async_task_shield(true), ASYNC_ENOTASK);
+    cr_assert_eq(async_task_shield(false), ASYNC_ENOTASK);
+}

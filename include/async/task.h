@@ -13,9 +13,12 @@
  * async_loop_free.
  *
  * Cancellation: async_task_cancel makes the task's current blocking call and
- * every later one return ASYNC_ECANCELED, so the task can clean up and end.  A
- * task cancelled before it first ran still runs, so that it can free what its
- * argument owns; async_task_cancelled tells it. */
+ * every later one that would have to wait return ASYNC_ECANCELED, so the task
+ * can clean up and end (a call that can complete at once still completes).
+ * A task cancelled before it first ran still runs, so that it can free what
+ * its argument owns; async_task_cancelled tells it.  Cleanup that must itself
+ * wait (flush, say goodbye, wait for a helper) runs under async_task_shield,
+ * which holds the cancellation off until the shield is lifted. */
 #ifndef ASYNC_TASK_H
 #define ASYNC_TASK_H
 
@@ -91,8 +94,21 @@ ASYNC_API int async_task_done(async_task_t task);
 /* The calling task's handle; ptr_ is NULL outside tasks. */
 ASYNC_API async_task_t async_task_self(void);
 
-/* True inside a task whose cancellation was requested. */
+/* True inside a task whose cancellation was requested and is not held off
+ * by a shield: exactly when its blocking calls that would wait return
+ * ASYNC_ECANCELED.  False outside tasks. */
 ASYNC_API bool async_task_cancelled(void);
+
+/* Shields the calling task from cancellation (shielded true) or lifts the
+ * shield (false).  While shielded, the task's blocking calls are not
+ * interrupted by cancellation and run to their end (an element, a deadline,
+ * a wake-up); a cancellation requested meanwhile, or before, is remembered
+ * and delivered by the first blocking call after the shield is lifted.  A
+ * shielded wait with no deadline ends only by its event, so give cleanup a
+ * deadline.  Returns the previous state, 1 (shielded) or 0, so that nested
+ * shields restore it: `int was = async_task_shield(true); ...;
+ * async_task_shield(was);`.  Errors: ASYNC_ENOTASK (outside a task). */
+ASYNC_API int async_task_shield(bool shielded);
 
 /* Lets every other ready task of the loop run once, then returns.
  * Errors: ASYNC_ENOTASK, ASYNC_ECANCELED. */

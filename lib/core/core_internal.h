@@ -221,6 +221,13 @@ int async__task_park(async_task_impl_t *self, int64_t deadline);
 void async__task_unpark(async_task_impl_t *task, int code);
 void async__task_free_all(async_loop_t *loop);
 int async__task_check_blocking(async_task_impl_t **self_out);
+/* True when t's blocking calls must return ASYNC_ECANCELED now: its
+ * cancellation was requested and no shield (async_task_shield) holds it
+ * off.  Every wait of every module checks this, never t->cancelled. */
+static inline bool async__task_cancel_pending(const async_task_impl_t *t)
+{
+    return t->cancelled && !t->shielded;
+}
 
 /* True when called from inside a libasync task, whose waits must go through
  * the loop rather than block the thread. */

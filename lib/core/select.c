@@ -79,7 +79,7 @@ static int select_impl(async_select_case_t *cases, size_t n, size_t *fired, int6
     if (rc != ASYNC_EAGAIN || !block) return rc;
     async_task_impl_t *self;
     if ((rc = async__task_check_blocking(&self))) return rc;
-    if (self->cancelled && !self->shielded) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     struct watcher local[ON_STACK], *w = local;
     if (n > ON_STACK && !(w = async__malloc(n * sizeof *w))) return ASYNC_ENOMEM;
     for (;;) {

@@ -187,7 +187,7 @@ static int park(async_task_impl_t *self, int64_t deadline, bool by_waker)
     self->epoch++;
     bool pending = self->has_pending_wake;
     self->has_pending_wake = false;
-    if (self->cancelled && !self->shielded) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (pending && by_waker) return self->pending_wake;
     if (deadline != ASYNC_FOREVER) {
         int64_t left = deadline - async_now();
@@ -438,7 +438,18 @@ async_task_t async_task_self(void)
 bool async_task_cancelled(void)
 {
     async_task_impl_t *self = async__current();
-    return self && self->cancelled;
+    return self && async__task_cancel_pending(self);
+}
+
+int async_task_shield(bool shielded)
+{
+    async_task_impl_t *self = async__current();
+    if (!self) return ASYNC_ENOTASK;
+    int was = self->shielded;
+    /* Nothing to deliver on lifting: the request stays in self->cancelled,
+     * and the next wait's check (park, or the early checks below) sees it. */
+    self->shielded = shielded;
+    return was;
 }
 
 /* --- yield, sleep, descriptors -------------------------------------------- */
@@ -448,7 +459,7 @@ int async_yield(void)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     async__task_ready(self);
     switch_out(self, false);
     return 0;
@@ -459,7 +470,7 @@ int async_sleep_dl(int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (deadline == ASYNC_FOREVER) {
         for (;;) /* only cancellation ends this */
             if (async__task_park(self, deadline) == ASYNC_ECANCELED) return ASYNC_ECANCELED;
@@ -483,7 +494,7 @@ int async_wait_fd_dl(int fd, int events, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (fd < 0 || !events || (events & ~(ASYNC_READABLE | ASYNC_WRITABLE))) return ASYNC_EINVAL;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     ev_io_set(&self->io, fd, (events & ASYNC_READABLE ? EV_READ : 0) |
                              (events & ASYNC_WRITABLE ? EV_WRITE : 0));
     ev_io_start(self->loop->ev, &self->io);
