@@ -831,3 +831,242 @@ Test(owner, made_outside_a_loop_binds_at_first_use, .timeout = 10)
     cr_assert_eq(async_loop_free(b), 0);
     cr_assert_eq(async_loop_free(a), 0);
 }
+
+/* --- condition variable --------------------------------------------------- */
+
+#define QCAP 4
+typedef struct {
+    async_mutex_t *m;
+    async_cond_t *not_empty, *not_full;
+    int buf[QCAP], head, len, consumed, sum, done;
+    bool closed;
+} cq_t;
+
+static int cq_producer(void *arg, void **res)
+{
+    (void)res;
+    cq_t *q = arg;
+    for (int i = 1; i <= 100; i++) {
+        cr_assert_eq(async_mutex_lock(q->m), 0);
+        while (q->len == QCAP) cr_assert_eq(async_cond_wait(q->not_full, q->m), 0);
+        q->buf[(q->head + q->len++) % QCAP] = i;
+        cr_assert_eq(async_cond_signal(q->not_empty), 0);
+        cr_assert_eq(async_mutex_unlock(q->m), 0);
+    }
+    cr_assert_eq(async_mutex_lock(q->m), 0);
+    q->closed = true;
+    cr_assert_eq(async_cond_broadcast(q->not_empty), 0);
+    return async_mutex_unlock(q->m);
+}
+
+static int cq_consumer(void *arg, void **res)
+{
+    (void)res;
+    cq_t *q = arg;
+    for (;;) {
+        cr_assert_eq(async_mutex_lock(q->m), 0);
+        while (q->len == 0 && !q->closed) cr_assert_eq(async_cond_wait(q->not_empty, q->m), 0);
+        if (q->len == 0) {
+            q->done++;
+            return async_mutex_unlock(q->m);
+        }
+        q->sum += q->buf[q->head];
+        q->head = (q->head + 1) % QCAP;
+        q->len--;
+        q->consumed++;
+        cr_assert_eq(async_cond_signal(q->not_full), 0);
+        cr_assert_eq(async_mutex_unlock(q->m), 0);
+        if (q->consumed % 7 == 0) cr_assert_eq(async_yield(), 0);
+    }
+}
+
+/* A bounded queue of a mutex and two conditions: one producer, three
+ * consumers, nothing lost, the bound held, every consumer released. */
+static int t_cond_queue(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    cq_t q = {0};
+    cr_assert_eq(async_mutex_new(&q.m), 0);
+    cr_assert_eq(async_cond_new(&q.not_empty), 0);
+    cr_assert_eq(async_cond_new(&q.not_full), 0);
+    async_task_t t[4];
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, cq_consumer, &q, NULL, &t[i]), 0);
+    cr_assert_eq(async_task_spawn(NULL, cq_producer, &q, NULL, &t[3]), 0);
+    cr_assert_eq(async_gather(t, 4, NULL, NULL), 0);
+    cr_assert_eq(q.consumed, 100);
+    cr_assert_eq(q.sum, 5050, "every element once");
+    cr_assert_eq(q.done, 3, "the broadcast released every consumer");
+    cr_assert_eq(async_cond_free(q.not_empty), 0);
+    cr_assert_eq(async_cond_free(q.not_full), 0);
+    cr_assert_eq(async_mutex_free(q.m), 0);
+    return 0;
+}
+Test(cond, producer_consumer, .timeout = 10) { cr_assert_eq(test_run_task(t_cond_queue, NULL, NULL), 0); }
+
+typedef struct {
+    async_mutex_t *m;
+    async_cond_t *c;
+    async_event_t *waiting;
+    int64_t deadline;
+    bool go, cancel_check;
+    int rc, woken, held_after, waiting_count;
+} cw_job_t;
+
+static int cond_waiter(void *arg, void **res)
+{
+    (void)res;
+    cw_job_t *j = arg;
+    cr_assert_eq(async_mutex_lock(j->m), 0);
+    if (++j->waiting_count == 3 && j->waiting) async_event_set(j->waiting);
+    int rc = async_cond_wait_dl(j->c, j->m, j->deadline);
+    if (j->rc == 1) j->rc = rc;
+    if (rc == 0) j->woken++;
+    /* Held again, however the wait ended: unlocking succeeds. */
+    if (async_mutex_unlock(j->m) == 0) j->held_after++;
+    return rc;
+}
+
+/* broadcast wakes every waiter, signal one, and each returns holding the
+ * mutex; a signal with nobody waiting is not remembered. */
+static int t_cond_broadcast(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    cw_job_t j = {.deadline = ASYNC_FOREVER, .rc = 1};
+    cr_assert_eq(async_mutex_new(&j.m), 0);
+    cr_assert_eq(async_cond_new(&j.c), 0);
+    cr_assert_eq(async_event_new(&j.waiting), 0);
+    cr_assert_eq(async_cond_signal(j.c), 0, "nobody waits: nothing happens");
+    async_task_t t[3];
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t[i]), 0);
+    cr_assert_eq(async_event_wait(j.waiting), 0);
+    cr_assert_eq(async_mutex_lock(j.m), 0, "every waiter let the mutex go");
+    cr_assert_eq(async_cond_free(j.c), ASYNC_EBUSY, "tasks wait on it");
+    cr_assert_eq(async_cond_signal(j.c), 0);
+    cr_assert_eq(async_mutex_unlock(j.m), 0);
+    cr_assert_eq(async_task_await(t[0], NULL), 0, "the longest waiter woke first");
+    cr_assert_eq(j.woken, 1, "signal woke one");
+    cr_assert_eq(async_task_done(t[1]), 0);
+    cr_assert_eq(async_task_done(t[2]), 0);
+    cr_assert_eq(async_cond_broadcast(j.c), 0);
+    cr_assert_eq(async_gather(t + 1, 2, NULL, NULL), 0);
+    cr_assert_eq(j.woken, 3, "broadcast woke the rest");
+    cr_assert_eq(j.held_after, 3);
+    cr_assert_eq(async_cond_free(j.c), 0);
+    cr_assert_eq(async_event_free(j.waiting), 0);
+    cr_assert_eq(async_mutex_free(j.m), 0);
+    return 0;
+}
+Test(cond, signal_and_broadcast, .timeout = 10) { cr_assert_eq(test_run_task(t_cond_broadcast, NULL, NULL), 0); }
+
+/* The deadline and cancellation end a wait with the mutex held again, even
+ * when another task holds it at that moment (the waiter waits for it); a
+ * wait that cannot begin keeps the mutex; misuse is refused. */
+static int t_cond_deadline_cancel(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    cw_job_t j = {.rc = 1};
+    cr_assert_eq(async_mutex_new(&j.m), 0);
+    cr_assert_eq(async_cond_new(&j.c), 0);
+    j.deadline = async_deadline_after(ASYNC_MSEC(10));
+    async_task_t t;
+    int64_t t0 = async_now();
+    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ETIMEDOUT);
+    cr_assert_geq(async_now() - t0, ASYNC_MSEC(10));
+    cr_assert_eq(j.held_after, 1, "returned holding the mutex");
+
+    j.rc = 1;
+    j.held_after = 0;
+    j.deadline = ASYNC_FOREVER;
+    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0); /* t waits on the condition */
+    cr_assert_eq(async_mutex_lock(j.m), 0, "t let it go");
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_done(t), 0, "cancelled, and waiting for the mutex we hold");
+    cr_assert_eq(async_mutex_unlock(j.m), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(j.held_after, 1, "returned holding the mutex");
+
+    cr_assert_eq(async_cond_wait(j.c, j.m), ASYNC_EPERM, "not held");
+    cr_assert_eq(async_mutex_lock(j.m), 0);
+    cr_assert_eq(async_cond_wait_dl(j.c, j.m, async_now() - 1), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_mutex_trylock(j.m), ASYNC_EALREADY, "still held: it never let go");
+    cr_assert_eq(async_mutex_unlock(j.m), 0);
+    cr_assert_eq(async_cond_free(j.c), 0);
+    cr_assert_eq(async_mutex_free(j.m), 0);
+    cr_assert_eq(async_cond_free(NULL), 0);
+    return 0;
+}
+Test(cond, deadline_and_cancel_return_holding_the_mutex, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_cond_deadline_cancel, NULL, NULL), 0);
+}
+
+static int cond_signalled_then_cancelled(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    cw_job_t j = {.rc = 1, .deadline = ASYNC_FOREVER};
+    cr_assert_eq(async_mutex_new(&j.m), 0);
+    cr_assert_eq(async_cond_new(&j.c), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_cond_signal(j.c), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0, "the signal reached it first and stands");
+    cr_assert_eq(async_cond_free(j.c), 0);
+    cr_assert_eq(async_mutex_free(j.m), 0);
+    return 0;
+}
+Test(cond, a_signal_before_the_cancel_stands, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(cond_signalled_then_cancelled, NULL, NULL), 0);
+}
+
+static int cancelled_cond_waiter(void *arg, void **res)
+{
+    (void)res;
+    cw_job_t *j = arg;
+    cr_assert_eq(async_sleep(ASYNC_SEC(30)), ASYNC_ECANCELED);
+    cr_assert_eq(async_mutex_lock(j->m), 0, "free: completes although cancelled");
+    j->rc = async_cond_wait(j->c, j->m);
+    cr_assert_eq(async_mutex_trylock(j->m), ASYNC_EALREADY, "the wait never let it go");
+    return async_mutex_unlock(j->m);
+}
+
+static int cond_wrong_loop(void *arg, void **res)
+{
+    (void)res;
+    cw_job_t *j = arg;
+    cr_assert_eq(async_mutex_lock(j->m), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_wait(j->c, j->m), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_wait_dl(j->c, j->m, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_signal(j->c), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_broadcast(j->c), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_free(j->c), ASYNC_EWRONGLOOP);
+    return 0;
+}
+
+Test(cond, cancelled_wait_and_misuse, .timeout = 10)
+{
+    async_loop_t *a, *b;
+    cr_assert_eq(async_loop_new(&a), 0);
+    cr_assert_eq(async_loop_new(&b), 0);
+    cw_job_t j = {.rc = 1};
+    cr_assert_eq(async_mutex_new(&j.m), 0);
+    cr_assert_eq(async_cond_new(&j.c), 0);
+    cr_assert_eq(async_cond_wait(j.c, j.m), ASYNC_ENOTASK);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(a, cancelled_cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_loop_run(a, ASYNC_RUN_NOWAIT), 1);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_loop_run(a, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(j.rc, ASYNC_ECANCELED, "a cancelled task cannot begin to wait");
+    /* Both are bound to a now; loop b's tasks are refused. */
+    run_on(b, cond_wrong_loop, &j);
+    cr_assert_eq(async_cond_free(j.c), 0);
+    cr_assert_eq(async_mutex_free(j.m), 0);
+    cr_assert_eq(async_loop_free(b), 0);
+    cr_assert_eq(async_loop_free(a), 0);
+}

@@ -1,4 +1,5 @@
-/* Task-level synchronisation: channel, semaphore, mutex and event.
+/* Task-level synchronisation: channel, semaphore, mutex, condition variable
+ * and event.
  *
  * These objects belong to one loop and are used by that loop's tasks; no OS
  * lock is taken, because tasks of a loop never run at the same time.  An
@@ -103,6 +104,38 @@ ASYNC_API int async_mutex_trylock(async_mutex_t *mutex);
 /* Unlocks and hands the lock to the longest waiter.  Errors: ASYNC_EPERM
  * (the caller is not the task holding it). */
 ASYNC_API int async_mutex_unlock(async_mutex_t *mutex);
+
+/* Condition variable, used with a task mutex as with pthread_cond_t: wait
+ * while holding the mutex until another task changes the state it guards
+ * and signals.  Wake-ups are never spurious (a woken wait returns 0 only
+ * after a signal or broadcast), but another task may run first and change
+ * the state again: test the predicate in a loop.  Waiters are woken first
+ * come, first served.  Every call below may also return ASYNC_EWRONGLOOP. */
+typedef struct async_cond async_cond_t;
+
+/* Errors: ASYNC_ENOMEM. */
+ASYNC_API int async_cond_new(async_cond_t **out);
+
+/* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
+ASYNC_API int async_cond_free(async_cond_t *cond);
+
+/* Releases mutex, which the calling task must hold, and waits for a signal,
+ * as one step: no other task can signal in between.  Before returning it
+ * takes the mutex again, whatever ended the wait (a signal, the deadline,
+ * cancellation), so the caller always holds the mutex afterwards, and may
+ * have to wait for it behind other lockers.  A wait that cannot begin (the
+ * task is cancelled, the deadline has passed) returns at once without
+ * releasing the mutex.  Errors: ASYNC_ENOTASK, ASYNC_EPERM (the calling task
+ * does not hold mutex), ASYNC_ETIMEDOUT (_dl), ASYNC_ECANCELED; a signal
+ * that reached the waiter before its deadline or cancellation stands (0). */
+ASYNC_API int async_cond_wait(async_cond_t *cond, async_mutex_t *mutex);
+ASYNC_API int async_cond_wait_dl(async_cond_t *cond, async_mutex_t *mutex, int64_t deadline);
+
+/* Wakes the longest waiter (signal) or every waiter (broadcast); nothing
+ * when none waits (a signal is not remembered).  Callable outside a task,
+ * with or without the mutex held. */
+ASYNC_API int async_cond_signal(async_cond_t *cond);
+ASYNC_API int async_cond_broadcast(async_cond_t *cond);
 
 /* Event: a flag tasks wait for; set wakes every waiter.  Every call below
  * that returns an int may also return ASYNC_EWRONGLOOP. */

@@ -1,6 +1,6 @@
-/* Task-level channel, semaphore, mutex and event.
+/* Task-level channel, semaphore, mutex, condition variable and event.
  *
- * All four are loop-local: only tasks of one loop may use an object, so no
+ * All five are loop-local: only tasks of one loop may use an object, so no
  * OS lock is taken.  Waiting tasks queue on intrusive lists (task->wait_link)
  * in arrival order.  Ownership moves at wake-up time: a receiver woken with 0
  * already holds its element, a semaphore or mutex waiter woken with 0 already
@@ -273,13 +273,90 @@ int async_mutex_lock(async_mutex_t *m) { return mutex_lock(m, ASYNC_FOREVER, tru
 int async_mutex_lock_dl(async_mutex_t *m, int64_t dl) { return mutex_lock(m, dl, true); }
 int async_mutex_trylock(async_mutex_t *m) { return mutex_lock(m, 0, false); }
 
+/* Hands the lock to the longest waiter, or frees it. */
+static void mutex_release(async_mutex_t *m)
+{
+    async__list_t *n = async__list_pop(&m->waiters);
+    m->owner = n ? container_of(n, async_task_impl_t, wait_link) : NULL;
+    if (n) async__task_unpark(m->owner, 0);
+}
+
 int async_mutex_unlock(async_mutex_t *m)
 {
     if (own(&m->loop)) return ASYNC_EWRONGLOOP;
     if (!m->owner || m->owner != async__current()) return ASYNC_EPERM;
-    async__list_t *n = async__list_pop(&m->waiters);
-    m->owner = n ? container_of(n, async_task_impl_t, wait_link) : NULL;
-    if (n) async__task_unpark(m->owner, 0);
+    mutex_release(m);
+    return 0;
+}
+
+/* --- condition variable --------------------------------------------------- */
+
+/* A waiter queues on the condition and releases the mutex in one step, with
+ * no switch in between, so no other task of the loop can signal in the gap:
+ * that is all the atomicity pthread's wait promises.  A signal wakes the
+ * longest waiter with 0; the waiter then takes the mutex like any locker
+ * (behind those already queued for it), shielded, because it must hold the
+ * mutex again when it returns, however its wait ended. */
+struct async_cond {
+    async_loop_t *loop;
+    async__list_t waiters;
+};
+
+int async_cond_new(async_cond_t **out)
+{
+    async_cond_t *c = async__calloc(1, sizeof *c);
+    if (!c) return ASYNC_ENOMEM;
+    c->loop = async_loop_current();
+    async__list_init(&c->waiters);
+    *out = c;
+    return 0;
+}
+
+int async_cond_free(async_cond_t *c)
+{
+    if (!c) return 0;
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (!async__list_empty(&c->waiters)) return ASYNC_EBUSY;
+    async__free(c);
+    return 0;
+}
+
+int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
+{
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    if (own(&c->loop) || own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (m->owner != self) return ASYNC_EPERM;
+    /* A wait that cannot begin returns with the mutex never let go. */
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
+    if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;
+    async__list_push(&c->waiters, &self->wait_link);
+    mutex_release(m);
+    rc = async__task_park(self, deadline);
+    async__list_remove(&self->wait_link); /* if it left early */
+    bool was = self->shielded;
+    self->shielded = true;
+    int lrc = mutex_lock(m, ASYNC_FOREVER, true);
+    self->shielded = was;
+    (void)lrc; /* 0: a shielded wait for a mutex of our loop cannot fail */
+    return rc;
+}
+
+int async_cond_wait(async_cond_t *c, async_mutex_t *m) { return async_cond_wait_dl(c, m, ASYNC_FOREVER); }
+
+int async_cond_signal(async_cond_t *c)
+{
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    async__list_t *n = async__list_pop(&c->waiters);
+    if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+    return 0;
+}
+
+int async_cond_broadcast(async_cond_t *c)
+{
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    wake_all(&c->waiters, 0);
     return 0;
 }
 
