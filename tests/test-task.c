@@ -543,3 +543,34 @@ Test(task, shields_nest, .timeout = 10)
     cr_assert_eq(async_task_shield(true), ASYNC_ENOTASK);
     cr_assert_eq(async_task_shield(false), ASYNC_ENOTASK);
 }
+
+/* --- the options' size ------------------------------------------------------ */
+
+/* size 0 (a designated initialiser) reads the 0.2 layout, async_task_opts_init
+ * sets sizeof, and a nonzero size below the 0.2 layout is refused. */
+static int t_opts_size(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &(async_task_opts_t){.stack_size = 64 << 10}, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0, "size 0");
+    async_task_opts_t o;
+    memset(&o, 0xff, sizeof o);
+    async_task_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_eq(o.stack_size, 0);
+    cr_assert(!o.detached);
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0, "size sizeof");
+    o.size = 1;
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), ASYNC_EINVAL, "size 1");
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), ASYNC_EINVAL, "size 1, in a group");
+    o.size = sizeof o;
+    cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), 0);
+    cr_assert_eq(async_group_wait(g), 0);
+    cr_assert_eq(async_group_free(g), 0);
+    return 0;
+}
+Test(task, opts_size, .timeout = 10) { cr_assert_eq(test_run_task(t_opts_size, NULL, NULL), 0); }

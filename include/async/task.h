@@ -22,6 +22,7 @@
 #ifndef ASYNC_TASK_H
 #define ASYNC_TASK_H
 
+#include <string.h>
 #include "common.h"
 #include "loop.h"
 
@@ -39,10 +40,23 @@ typedef struct async_task_handle {
  * what async_task_await hands the awaiter. */
 typedef int (*async_task_fn)(void *arg, void **result);
 
+/* Options of a spawn.  size: 0 or sizeof(async_task_opts_t) as the program
+ * was compiled; 0 reads the 0.2 layout.  Later versions add fields only at
+ * the end and read them only when size covers them.  Fill it with
+ * async_task_opts_init, or with a designated initialiser
+ * (&(async_task_opts_t){.detached = true}: size 0). */
 typedef struct async_task_opts {
+    size_t size;       /* 0, or sizeof(async_task_opts_t) */
     size_t stack_size; /* bytes; 0 for the default (256 KiB), rounded up to pages */
     bool detached;     /* no handle: reclaimed as soon as it ends */
 } async_task_opts_t;
+
+/* Zeroes *o (every option its default) and sets its size. */
+static inline void async_task_opts_init(async_task_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 #define ASYNC_STACK_DEFAULT ((size_t)256 * 1024)
 #define ASYNC_STACK_MIN ((size_t)16 * 1024)
@@ -52,7 +66,8 @@ typedef struct async_task_opts {
  * (may be NULL) receives the handle on success.  opts may be NULL.
  * Errors: ASYNC_ENOLOOP (loop NULL and no loop runs here), ASYNC_EWRONGLOOP
  * (the loop is running on another thread: post instead), ASYNC_EINVAL
- * (fn NULL, or stack_size too large), ASYNC_ENOMEM (no memory for the task,
+ * (fn NULL, stack_size too large, or opts->size nonzero but smaller than
+ * the 0.2 layout), ASYNC_ENOMEM (no memory for the task,
  * its stack, or libev's share of it).
  *
  * Memory: libev aborts the process when it cannot allocate, so spawn secures

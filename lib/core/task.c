@@ -20,6 +20,9 @@
 
 #define BUDGET 1024
 #define MAX_STACK ((size_t)1 << 30)
+/* The end of the last field of 0.2's async_task_opts_t: a nonzero size below
+ * it cannot be a real layout.  Stays put as later versions append fields. */
+#define OPTS_SIZE_0_2 (offsetof(async_task_opts_t, detached) + sizeof(bool))
 
 static async_task_impl_t *validate(async_task_t h)
 {
@@ -280,6 +283,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
     if (loop->running && async_loop_current() != loop) return ASYNC_EWRONGLOOP;
+    if (opts && opts->size && opts->size < OPTS_SIZE_0_2) return ASYNC_EINVAL;
     size_t size = opts && opts->stack_size ? opts->stack_size : ASYNC_STACK_DEFAULT;
     if (size > MAX_STACK) return ASYNC_EINVAL;
     if (size < ASYNC_STACK_MIN) size = ASYNC_STACK_MIN;
