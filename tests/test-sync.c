@@ -512,8 +512,10 @@ Test(sync, errors_outside_a_task_and_bad_arguments, .timeout = 10)
     async_event_t *e;
     cr_assert_eq(async_event_new(&e), 0);
     cr_assert_eq(async_event_wait(e), ASYNC_ENOTASK);
+    cr_assert_eq(async_event_trywait(e), ASYNC_EAGAIN, "trywait needs no task");
     async_event_set(e);
     cr_assert(async_event_is_set(e));
+    cr_assert_eq(async_event_trywait(e), 0);
     cr_assert_eq(async_event_free(e), 0);
 
     cr_assert_eq(async_chan_free(NULL), 0);
@@ -720,6 +722,7 @@ static int use_from_other_loop(void *arg, void **res)
     cr_assert_eq(async_event_clear(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_wait(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_wait_dl(o->event, 0), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_trywait(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_free(o->event), ASYNC_EWRONGLOOP);
     cr_assert(!async_event_is_set(o->event), "not set");
     return 0;
@@ -1069,4 +1072,74 @@ Test(cond, cancelled_wait_and_misuse, .timeout = 10)
     cr_assert_eq(async_mutex_free(j.m), 0);
     cr_assert_eq(async_loop_free(b), 0);
     cr_assert_eq(async_loop_free(a), 0);
+}
+
+/* --- the cancellation rule ---------------------------------------------------- */
+
+typedef struct {
+    async_chan_t *full, *empty;
+    async_sem_t *none;
+    async_mutex_t *held;
+    async_event_t *unset, *set;
+} cancel_rule_t;
+
+/* In a cancelled task, what can complete at once completes, a try form says
+ * ASYNC_EAGAIN (never ASYNC_ECANCELED), and only a call that would have to
+ * wait says ASYNC_ECANCELED. */
+static int cancelled_user(void *arg, void **res)
+{
+    (void)res;
+    cancel_rule_t *c = arg;
+    cr_assert_eq(async_sleep(ASYNC_SEC(30)), ASYNC_ECANCELED);
+    int v = 1;
+    cr_assert_eq(async_chan_tryrecv(c->full, &v), 0, "buffered: completes");
+    cr_assert_eq(async_chan_send(c->full, &v), 0, "room: completes");
+    cr_assert_eq(async_chan_trysend(c->full, &v), ASYNC_EAGAIN);
+    cr_assert_eq(async_chan_send(c->full, &v), ASYNC_ECANCELED, "full: would wait");
+    cr_assert_eq(async_chan_tryrecv(c->empty, &v), ASYNC_EAGAIN);
+    cr_assert_eq(async_chan_recv(c->empty, &v), ASYNC_ECANCELED);
+    cr_assert_eq(async_sem_tryacquire(c->none), ASYNC_EAGAIN);
+    cr_assert_eq(async_sem_acquire(c->none), ASYNC_ECANCELED);
+    cr_assert_eq(async_sem_release(c->none), 0);
+    cr_assert_eq(async_sem_acquire(c->none), 0, "a permit: completes");
+    cr_assert_eq(async_mutex_trylock(c->held), ASYNC_EAGAIN);
+    cr_assert_eq(async_mutex_lock(c->held), ASYNC_ECANCELED);
+    cr_assert_eq(async_event_trywait(c->unset), ASYNC_EAGAIN);
+    cr_assert_eq(async_event_wait(c->unset), ASYNC_ECANCELED);
+    cr_assert_eq(async_event_trywait(c->set), 0);
+    cr_assert_eq(async_event_wait(c->set), 0, "set: completes");
+    return 0;
+}
+
+static int t_cancel_rule(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    cancel_rule_t c;
+    cr_assert_eq(async_chan_new(&c.full, sizeof(int), 1), 0);
+    cr_assert_eq(async_chan_new(&c.empty, sizeof(int), 1), 0);
+    cr_assert_eq(async_sem_new(&c.none, 0), 0);
+    cr_assert_eq(async_mutex_new(&c.held), 0);
+    cr_assert_eq(async_event_new(&c.unset), 0);
+    cr_assert_eq(async_event_new(&c.set), 0);
+    int v = 7;
+    cr_assert_eq(async_chan_send(c.full, &v), 0);
+    cr_assert_eq(async_mutex_lock(c.held), 0);
+    cr_assert_eq(async_event_set(c.set), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, cancelled_user, &c, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(async_mutex_unlock(c.held), 0);
+    cr_assert_eq(async_chan_free(c.full), 0);
+    cr_assert_eq(async_chan_free(c.empty), 0);
+    cr_assert_eq(async_sem_free(c.none), 0);
+    cr_assert_eq(async_mutex_free(c.held), 0);
+    cr_assert_eq(async_event_free(c.unset), 0);
+    cr_assert_eq(async_event_free(c.set), 0);
+    return 0;
+}
+Test(cancel, what_needs_no_wait_completes_in_a_cancelled_task, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_cancel_rule, NULL, NULL), 0);
 }

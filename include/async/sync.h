@@ -11,12 +11,21 @@
  * ASYNC_EWRONGLOOP from every call that returns an int, which then does
  * nothing.  The reads that return a count or a flag (async_chan_len,
  * async_sem_value, async_event_is_set) are not checked: call them only
- * where the others are allowed.  Waiters
- * are served first come, first served.  Every blocking call has a _dl form
- * (ASYNC_ETIMEDOUT at the deadline) and a try form (ASYNC_EAGAIN instead of
- * blocking); every blocking call returns ASYNC_ECANCELED when its task is
- * cancelled, and ASYNC_ENOTASK when called outside a task.  An operation that
- * can complete at once does so even when its deadline has passed. */
+ * where the others are allowed.
+ *
+ * Waiters are served first come, first served.  Every blocking call has a
+ * _dl form (ASYNC_ETIMEDOUT when the deadline passes before it can
+ * complete); the channel, semaphore, mutex and event also have a try form
+ * (ASYNC_EAGAIN instead of waiting), and the condition wait, which exists to
+ * wait, has none.  A call that would have to wait returns ASYNC_ENOTASK
+ * outside a task.
+ *
+ * Cancellation and deadlines: a call that can complete at once completes,
+ * even in a cancelled task and even when its deadline has passed; one that
+ * would have to wait returns ASYNC_ECANCELED in a cancelled task (unless a
+ * shield holds the cancellation off: async_task_shield), and a wait under
+ * way ends with ASYNC_ECANCELED when its task is cancelled.  A try form never
+ * returns ASYNC_ECANCELED. */
 #ifndef ASYNC_SYNC_H
 #define ASYNC_SYNC_H
 
@@ -153,9 +162,11 @@ ASYNC_API int async_event_set(async_event_t *event);
 ASYNC_API int async_event_clear(async_event_t *event);
 ASYNC_API bool async_event_is_set(const async_event_t *event);
 
-/* Waits until the flag is set (returns at once if it is). */
+/* Waits until the flag is set (returns at once if it is); try: 0 if it is
+ * set, ASYNC_EAGAIN if not, callable outside a task. */
 ASYNC_API int async_event_wait(async_event_t *event);
 ASYNC_API int async_event_wait_dl(async_event_t *event, int64_t deadline);
+ASYNC_API int async_event_trywait(async_event_t *event);
 
 #ifdef __cplusplus
 }

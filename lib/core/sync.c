@@ -414,3 +414,9 @@ int async_event_wait_dl(async_event_t *e, int64_t deadline)
 }
 
 int async_event_wait(async_event_t *e) { return async_event_wait_dl(e, ASYNC_FOREVER); }
+
+int async_event_trywait(async_event_t *e)
+{
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    return e->set ? 0 : ASYNC_EAGAIN;
+}
