@@ -59,7 +59,8 @@ static int t_fail(void *arg, void **res)
     cr_assert_eq(async_group_wait(g), ASYNC_EIO, "the first failure is the group's error");
     cr_assert_lt(async_now() - t0, ASYNC_SEC(5), "the sleepers were cancelled, not waited out");
     cr_assert_eq(p.cancelled, 5);
-    cr_assert_eq(async_group_spawn(g, quick, &p, NULL), ASYNC_ECANCELED, "a failed group takes no more");
+    cr_assert_eq(async_group_spawn(g, quick, &p, NULL), ASYNC_ECLOSED, "a failed group takes no more");
+    cr_assert_eq(async_group_cancel(g), ASYNC_EALREADY, "its failure cancelled it");
     cr_assert_eq(async_group_free(g), 0);
     return 0;
 }
@@ -132,7 +133,8 @@ static int t_user_cancel(void *arg, void **res)
     cr_assert_eq(async_group_new(NULL, &g), 0);
     for (int i = 0; i < 4; i++) cr_assert_eq(async_group_spawn(g, sleeper, &p, NULL), 0);
     cr_assert_eq(async_yield(), 0);
-    async_group_cancel(g);
+    cr_assert_eq(async_group_cancel(g), 0);
+    cr_assert_eq(async_group_cancel(g), ASYNC_EALREADY, "cancelling twice");
     cr_assert_eq(async_group_wait(g), ASYNC_ECANCELED);
     cr_assert_eq(p.cancelled, 4);
     cr_assert_eq(async_group_free(g), 0);
@@ -265,12 +267,12 @@ static int t_misuse(void *arg, void **res)
     cr_assert_eq(async_group_new(NULL, &j.group), 0);
     cr_assert_eq(async_group_spawn(j.group, inner, &j, NULL), 0);
     cr_assert_eq(async_group_wait(j.group), 0);
-    cr_assert_eq(j.wait_rc, ASYNC_EINVAL, "a group task waiting for its group");
-    cr_assert_eq(j.free_rc, ASYNC_EBUSY, "a group task freeing its group");
+    cr_assert_eq(j.wait_rc, ASYNC_EDEADLK, "a group task waiting for its group");
+    cr_assert_eq(j.free_rc, ASYNC_EDEADLK, "a group task freeing its group");
     cr_assert_eq(async_group_live(j.group), 0);
-    async_group_cancel(j.group);
+    cr_assert_eq(async_group_cancel(j.group), 0);
     struct probe p = {0};
-    cr_assert_eq(async_group_spawn(j.group, quick, &p, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_group_spawn(j.group, quick, &p, NULL), ASYNC_ECLOSED);
     cr_assert_eq(async_group_wait(j.group), 0, "nothing failed before the cancel");
     cr_assert_eq(async_group_free(j.group), 0);
     cr_assert_eq(p.finished, 0, "a refused spawn never runs");

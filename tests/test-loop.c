@@ -121,6 +121,40 @@ Test(loop, stop_and_busy_free, .timeout = 10)
     cr_assert_eq(async_loop_free(loop), 0);
 }
 
+/* async_loop_stop from a thread other than the loop's is refused (it would
+ * write the loop's state unlocked) and stops nothing; from the loop's thread
+ * it stops the run. */
+static void *stop_from_other_thread(void *arg)
+{
+    return (void *)(intptr_t)async_loop_stop(arg);
+}
+
+static int stop_checker(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_loop_t *loop = async_loop_current();
+    pthread_t th;
+    void *rc;
+    cr_assert_eq(pthread_create(&th, NULL, stop_from_other_thread, loop), 0);
+    pthread_join(th, &rc);
+    cr_assert_eq((int)(intptr_t)rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sleep(ASYNC_MSEC(1)), 0, "the run was not stopped");
+    cr_assert_eq(async_loop_stop(loop), 0);
+    return async_sleep(ASYNC_SEC(100));
+}
+
+Test(loop, stop_from_another_thread_is_ewrongloop, .timeout = 10)
+{
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(loop, stop_checker, NULL, NULL, &t), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 1, "stopped by the task, with it left");
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_loop_free(loop), 0);
+}
+
 static void fired(struct ev_loop *ev, ev_timer *w, int revents)
 {
     (void)ev, (void)revents;

@@ -163,7 +163,7 @@ static int t_closed(void *arg, void **res)
     cr_assert_eq(async_task_spawn(NULL, sel_forever, cs, NULL, &t), 0);
     async_sleep(ASYNC_MSEC(10));
     cr_assert_eq(async_chan_close(b), 0);
-    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECLOSED, "a close wakes a select on the channel");
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_EEOF, "a close wakes a select receiving from the channel");
     size_t fired;
     int out = 1;
     async_select_case_t snd[] = {{b, ASYNC_SELECT_SEND, &out}};
@@ -181,7 +181,7 @@ static int t_closed(void *arg, void **res)
     async_chan_free(b);
     return 0;
 }
-Test(select, closed_channel_fires_with_eclosed_and_bad_input_is_einval, .timeout = 10)
+Test(select, closed_channel_fires_with_eof_or_eclosed_and_bad_input_is_einval, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_closed, NULL, NULL), 0);
 }
@@ -222,4 +222,49 @@ static int t_many(void *arg, void **res)
 Test(select, many_cases, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_many, NULL, NULL), 0);
+}
+
+/* In a cancelled task a case that can complete at once still completes (the
+ * table's cancellation rule): async_tryselect never says ASYNC_ECANCELED, and
+ * async_select refuses only the wait. */
+static int cancelled_selector(void *arg, void **res)
+{
+    (void)res;
+    async_chan_t **ab = arg;
+    cr_assert_eq(async_sleep(ASYNC_SEC(30)), ASYNC_ECANCELED, "cancelled while asleep");
+    int in = -1, out = 5;
+    size_t fired = 99;
+    async_select_case_t recv[] = {{ab[0], ASYNC_SELECT_RECV, &in}};
+    cr_assert_eq(async_tryselect(recv, 1, &fired), 0, "an element is buffered");
+    cr_assert_eq(fired, 0);
+    cr_assert_eq(in, 4);
+    cr_assert_eq(async_tryselect(recv, 1, &fired), ASYNC_EAGAIN, "empty: not ECANCELED");
+    async_select_case_t send[] = {{ab[0], ASYNC_SELECT_RECV, &in}, {ab[1], ASYNC_SELECT_SEND, &out}};
+    cr_assert_eq(async_select(send, 2, &fired), 0, "the send can complete at once");
+    cr_assert_eq(fired, 1);
+    cr_assert_eq(async_select(recv, 1, &fired), ASYNC_ECANCELED, "it would have to wait");
+    cr_assert_eq(async_chan_close(ab[0]), 0);
+    cr_assert_eq(async_tryselect(recv, 1, &fired), ASYNC_EEOF, "a closed, drained channel");
+    return 0;
+}
+
+static int t_cancelled_completes_at_once(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_chan_t *ab[2] = {chan(1), chan(1)};
+    int v = 4;
+    cr_assert_eq(async_chan_send(ab[0], &v), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, cancelled_selector, ab, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(async_chan_len(ab[1]), 1, "the cancelled task's send went through");
+    async_chan_free(ab[0]);
+    async_chan_free(ab[1]);
+    return 0;
+}
+Test(select, cancelled_task_completes_what_needs_no_wait, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_cancelled_completes_at_once, NULL, NULL), 0);
 }

@@ -66,7 +66,7 @@ Test(task, await_finished_task, .timeout = 10)
 static int t_self(void *arg, void **res)
 {
     (void)arg, (void)res;
-    cr_assert_eq(async_task_await(async_task_self(), NULL), ASYNC_EINVAL);
+    cr_assert_eq(async_task_await(async_task_self(), NULL), ASYNC_EDEADLK);
     cr_assert_eq(async_task_await((async_task_t){0}, NULL), ASYNC_ESRCH);
     return 0;
 }
@@ -415,3 +415,162 @@ Test(task, allocation_failure_in_spawn_leaks_nothing, .timeout = 10)
     (void)base;
     test_alloc_uninstall();
 }
+
+/* async_task_cancel from a thread other than the task's loop's is
+ * ASYNC_EWRONGLOOP and cancels nothing. */
+static void *cancel_from_thread(void *arg)
+{
+    return (void *)(intptr_t)async_task_cancel(*(async_task_t *)arg);
+}
+
+static int t_cancel_other_thread(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)(intptr_t)5, NULL, &t), 0);
+    pthread_t th;
+    void *rc;
+    cr_assert_eq(pthread_create(&th, NULL, cancel_from_thread, &t), 0);
+    pthread_join(th, &rc);
+    cr_assert_eq((int)(intptr_t)rc, ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_task_await(t, NULL), 0, "it ran to its end, not cancelled");
+    return 0;
+}
+Test(task, cancel_from_another_thread_is_ewrongloop, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_cancel_other_thread, NULL, NULL), 0);
+}
+
+/* --- the shield ------------------------------------------------------------ */
+
+typedef struct {
+    async_chan_t *chan;
+    async_event_t *receiving;
+    int shield0, sleep_rc, cancelled_inside, recv_rc, value, lift, after_rc;
+    bool cancelled_after;
+    int64_t slept;
+} shield_job_t;
+
+/* Cleanup under a shield runs to its end although the task is cancelled
+ * meanwhile; the cancel is delivered at the first wait after the lift. */
+static int shielded_cleanup(void *arg, void **res)
+{
+    (void)res;
+    shield_job_t *j = arg;
+    j->shield0 = async_task_shield(true);
+    int64_t t0 = async_now();
+    j->sleep_rc = async_sleep(ASYNC_MSEC(20)); /* cancelled during this */
+    j->slept = async_now() - t0;
+    j->cancelled_inside = async_task_cancelled();
+    cr_assert_eq(async_event_set(j->receiving), 0); /* and waits at once */
+    j->recv_rc = async_chan_recv(j->chan, &j->value);
+    j->lift = async_task_shield(false);
+    j->cancelled_after = async_task_cancelled();
+    j->after_rc = async_sleep(0);
+    return 0;
+}
+
+static int t_shield(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    shield_job_t j = {0};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
+    cr_assert_eq(async_event_new(&j.receiving), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, shielded_cleanup, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0); /* t sleeps, shielded */
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_event_wait(j.receiving), 0); /* t now waits on the channel */
+    int v = 42;
+    cr_assert_eq(async_chan_send(j.chan, &v), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.shield0, 0, "not shielded before");
+    cr_assert_eq(j.sleep_rc, 0, "the shielded sleep ran to its end");
+    cr_assert_geq(j.slept, ASYNC_MSEC(20));
+    cr_assert_eq(j.cancelled_inside, 0, "held off while shielded");
+    cr_assert_eq(j.recv_rc, 0, "a shielded wait that began cancelled still waits");
+    cr_assert_eq(j.value, 42);
+    cr_assert_eq(j.lift, 1, "it was shielded");
+    cr_assert(j.cancelled_after);
+    cr_assert_eq(j.after_rc, ASYNC_ECANCELED, "delivered after the lift");
+    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_event_free(j.receiving), 0);
+    return 0;
+}
+Test(task, shield_holds_off_cancellation_until_lifted, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_shield, NULL, NULL), 0);
+}
+
+typedef struct {
+    int outer, inner, restore_inner, inner_sleep, restore_outer, after;
+} nest_job_t;
+
+static int nested_shields(void *arg, void **res)
+{
+    (void)res;
+    nest_job_t *j = arg;
+    cr_assert_eq(async_sleep(ASYNC_SEC(30)), ASYNC_ECANCELED, "cancelled unshielded");
+    j->outer = async_task_shield(true);
+    j->inner = async_task_shield(true);
+    j->restore_inner = async_task_shield(j->inner);
+    j->inner_sleep = async_sleep(ASYNC_MSEC(1)); /* still shielded by the outer */
+    j->restore_outer = async_task_shield(j->outer);
+    j->after = async_yield();
+    return 0;
+}
+
+static int t_shield_nesting(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    nest_job_t j = {0};
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, nested_shields, &j, NULL, &t), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.outer, 0);
+    cr_assert_eq(j.inner, 1, "the inner shield saw the outer");
+    cr_assert_eq(j.restore_inner, 1);
+    cr_assert_eq(j.inner_sleep, 0, "the inner lift restored the outer shield");
+    cr_assert_eq(j.restore_outer, 1);
+    cr_assert_eq(j.after, ASYNC_ECANCELED, "the outer lift restored no shield");
+    return 0;
+}
+Test(task, shields_nest, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_shield_nesting, NULL, NULL), 0);
+    cr_assert_eq(async_task_shield(true), ASYNC_ENOTASK);
+    cr_assert_eq(async_task_shield(false), ASYNC_ENOTASK);
+}
+
+/* --- the options' size ------------------------------------------------------ */
+
+/* size 0 (a designated initialiser) reads the 0.2 layout, async_task_opts_init
+ * sets sizeof, and a nonzero size below the 0.2 layout is refused. */
+static int t_opts_size(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &(async_task_opts_t){.stack_size = 64 << 10}, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0, "size 0");
+    async_task_opts_t o;
+    memset(&o, 0xff, sizeof o);
+    async_task_opts_init(&o);
+    cr_assert_eq(o.size, sizeof o);
+    cr_assert_eq(o.stack_size, 0);
+    cr_assert(!o.detached);
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0, "size sizeof");
+    o.size = 1;
+    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), ASYNC_EINVAL, "size 1");
+    async_group_t *g;
+    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), ASYNC_EINVAL, "size 1, in a group");
+    o.size = sizeof o;
+    cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), 0);
+    cr_assert_eq(async_group_wait(g), 0);
+    cr_assert_eq(async_group_free(g), 0);
+    return 0;
+}
+Test(task, opts_size, .timeout = 10) { cr_assert_eq(test_run_task(t_opts_size, NULL, NULL), 0); }

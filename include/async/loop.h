@@ -56,8 +56,9 @@ ASYNC_API struct ev_loop *async_loop_ev(async_loop_t *loop);
 ASYNC_API int async_loop_run(async_loop_t *loop, async_run_mode_t mode);
 
 /* Makes a running async_loop_run return after the current iteration.
- * Loop thread only; other threads use async_loop_stop_post. */
-ASYNC_API void async_loop_stop(async_loop_t *loop);
+ * Returns 0, or ASYNC_EWRONGLOOP (nothing done) when called from a thread
+ * other than the loop's: other threads use async_loop_stop_post. */
+ASYNC_API int async_loop_stop(async_loop_t *loop);
 
 /* Runs fn(arg) on the loop's thread, soon, from any thread.  Functions posted
  * from one thread run in the order posted; every successful post runs exactly

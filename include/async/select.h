@@ -32,11 +32,14 @@ typedef struct async_select_case {
 } async_select_case_t;
 
 /* Completes one of the n cases; *fired (OUT) is its index.  Returns 0, or
- * ASYNC_ECLOSED with *fired naming a case whose channel is closed (a send
- * to it, or a receive from it once drained).  Errors: ASYNC_ETIMEDOUT (_dl),
- * ASYNC_ECANCELED, ASYNC_ENOTASK (would wait outside a task), ASYNC_EINVAL
+ * with *fired naming a case whose channel is closed: ASYNC_ECLOSED for a
+ * send to it, ASYNC_EEOF for a receive from it once drained.  A case that can
+ * complete at once completes even in a cancelled task.  Errors:
+ * ASYNC_ETIMEDOUT (_dl), ASYNC_ECANCELED (the task is cancelled and no case
+ * can complete now), ASYNC_ENOTASK (would wait outside a task), ASYNC_EINVAL
  * (cases NULL, n 0, fired NULL, an unknown op, a case without elem);
- * async_tryselect returns ASYNC_EAGAIN instead of waiting. */
+ * async_tryselect returns ASYNC_EAGAIN instead of waiting, and never
+ * ASYNC_ECANCELED or ASYNC_ENOTASK. */
 ASYNC_API int async_select(async_select_case_t *cases, size_t n, size_t *fired);
 ASYNC_API int async_select_dl(async_select_case_t *cases, size_t n, size_t *fired, int64_t deadline);
 ASYNC_API int async_tryselect(async_select_case_t *cases, size_t n, size_t *fired);

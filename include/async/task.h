@@ -13,12 +13,16 @@
  * async_loop_free.
  *
  * Cancellation: async_task_cancel makes the task's current blocking call and
- * every later one return ASYNC_ECANCELED, so the task can clean up and end.  A
- * task cancelled before it first ran still runs, so that it can free what its
- * argument owns; async_task_cancelled tells it. */
+ * every later one that would have to wait return ASYNC_ECANCELED, so the task
+ * can clean up and end (a call that can complete at once still completes).
+ * A task cancelled before it first ran still runs, so that it can free what
+ * its argument owns; async_task_cancelled tells it.  Cleanup that must itself
+ * wait (flush, say goodbye, wait for a helper) runs under async_task_shield,
+ * which holds the cancellation off until the shield is lifted. */
 #ifndef ASYNC_TASK_H
 #define ASYNC_TASK_H
 
+#include <string.h>
 #include "common.h"
 #include "loop.h"
 
@@ -36,10 +40,23 @@ typedef struct async_task_handle {
  * what async_task_await hands the awaiter. */
 typedef int (*async_task_fn)(void *arg, void **result);
 
+/* Options of a spawn.  size: 0 or sizeof(async_task_opts_t) as the program
+ * was compiled; 0 reads the 0.2 layout.  Later versions add fields only at
+ * the end and read them only when size covers them.  Fill it with
+ * async_task_opts_init, or with a designated initialiser
+ * (&(async_task_opts_t){.detached = true}: size 0). */
 typedef struct async_task_opts {
+    size_t size;       /* 0, or sizeof(async_task_opts_t) */
     size_t stack_size; /* bytes; 0 for the default (256 KiB), rounded up to pages */
     bool detached;     /* no handle: reclaimed as soon as it ends */
 } async_task_opts_t;
+
+/* Zeroes *o (every option its default) and sets its size. */
+static inline void async_task_opts_init(async_task_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 #define ASYNC_STACK_DEFAULT ((size_t)256 * 1024)
 #define ASYNC_STACK_MIN ((size_t)16 * 1024)
@@ -49,7 +66,8 @@ typedef struct async_task_opts {
  * (may be NULL) receives the handle on success.  opts may be NULL.
  * Errors: ASYNC_ENOLOOP (loop NULL and no loop runs here), ASYNC_EWRONGLOOP
  * (the loop is running on another thread: post instead), ASYNC_EINVAL
- * (fn NULL, or stack_size too large), ASYNC_ENOMEM (no memory for the task,
+ * (fn NULL, stack_size too large, or opts->size nonzero but smaller than
+ * the 0.2 layout), ASYNC_ENOMEM (no memory for the task,
  * its stack, or libev's share of it).
  *
  * Memory: libev aborts the process when it cannot allocate, so spawn secures
@@ -66,7 +84,8 @@ ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
  * code.  The _dl form gives up at the deadline with ASYNC_ETIMEDOUT and leaves
  * the task running and the handle valid.  Errors besides the task's own code:
  * ASYNC_ESRCH (spent or invalid handle), ASYNC_ENOTASK (not called from a
- * task), ASYNC_EINVAL (a task awaiting itself), ASYNC_EWRONGLOOP, and from the
+ * task), ASYNC_EDEADLK (a task awaiting itself), ASYNC_EWRONGLOOP (the task
+ * belongs to another loop), and from the
  * waiting itself ASYNC_ETIMEDOUT and ASYNC_ECANCELED (the awaiter was
  * cancelled; the awaited task runs on).  To tell a task's own ETIMEDOUT from
  * the deadline's, check async_task_done(). */
@@ -77,9 +96,11 @@ ASYNC_API int async_task_await_dl(async_task_t task, void **result, int64_t dead
  * Errors: ASYNC_ESRCH. */
 ASYNC_API int async_task_detach(async_task_t task);
 
-/* Requests cancellation (see the top of this file).  Callable from any task of
- * the loop or from the loop's thread outside tasks.  Errors: ASYNC_ESRCH,
- * ASYNC_EALREADY (already cancelled), ASYNC_EDONE (already finished). */
+/* Requests cancellation (see the top of this file).  Callable from the
+ * task's loop's thread: from its tasks and callbacks, or outside any task
+ * while the loop does not run.  Errors: ASYNC_ESRCH, ASYNC_EALREADY (already
+ * cancelled), ASYNC_EDONE (already finished), ASYNC_EWRONGLOOP (another
+ * thread: nothing is done; post a function that cancels to the loop). */
 ASYNC_API int async_task_cancel(async_task_t task);
 
 /* 1 if the task has finished, 0 if not, ASYNC_ESRCH for a spent handle. */
@@ -88,8 +109,21 @@ ASYNC_API int async_task_done(async_task_t task);
 /* The calling task's handle; ptr_ is NULL outside tasks. */
 ASYNC_API async_task_t async_task_self(void);
 
-/* True inside a task whose cancellation was requested. */
+/* True inside a task whose cancellation was requested and is not held off
+ * by a shield: exactly when its blocking calls that would wait return
+ * ASYNC_ECANCELED.  False outside tasks. */
 ASYNC_API bool async_task_cancelled(void);
+
+/* Shields the calling task from cancellation (shielded true) or lifts the
+ * shield (false).  While shielded, the task's blocking calls are not
+ * interrupted by cancellation and run to their end (an element, a deadline,
+ * a wake-up); a cancellation requested meanwhile, or before, is remembered
+ * and delivered by the first blocking call after the shield is lifted.  A
+ * shielded wait with no deadline ends only by its event, so give cleanup a
+ * deadline.  Returns the previous state, 1 (shielded) or 0, so that nested
+ * shields restore it: `int was = async_task_shield(true); ...;
+ * async_task_shield(was);`.  Errors: ASYNC_ENOTASK (outside a task). */
+ASYNC_API int async_task_shield(bool shielded);
 
 /* Lets every other ready task of the loop run once, then returns.
  * Errors: ASYNC_ENOTASK, ASYNC_ECANCELED. */
@@ -128,28 +162,32 @@ typedef struct async_group async_group_t;
 /* Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM. */
 ASYNC_API int async_group_new(async_loop_t *loop, async_group_t **out);
 
-/* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECANCELED
+/* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECLOSED
  * once the group has failed or been cancelled (fn will not run). */
 ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *arg,
                                 const async_task_opts_t *opts);
 
 /* Waits for every task in the group; returns the group's first error or 0.
  * The _dl form returns ASYNC_ETIMEDOUT at the deadline and leaves the tasks
- * running.  Errors: ASYNC_ENOTASK, ASYNC_EINVAL (called from one of the
+ * running.  Errors: ASYNC_ENOTASK, ASYNC_EDEADLK (called from one of the
  * group's own tasks: it would wait for itself), ASYNC_ECANCELED (the
  * waiter's own), ASYNC_ETIMEDOUT (_dl). */
 ASYNC_API int async_group_wait(async_group_t *group);
 ASYNC_API int async_group_wait_dl(async_group_t *group, int64_t deadline);
 
-/* Cancels every task in the group and rejects further spawns. */
-ASYNC_API void async_group_cancel(async_group_t *group);
+/* Cancels every task in the group and rejects further spawns.  Returns 0, or
+ * ASYNC_EALREADY when the group was already cancelled or has failed (its
+ * first failure cancels it). */
+ASYNC_API int async_group_cancel(async_group_t *group);
 
 /* Number of the group's tasks that have not ended. */
 ASYNC_API size_t async_group_live(async_group_t *group);
 
 /* Frees the group.  With tasks still alive: from a task, cancels them, waits
- * for them, then frees; from outside a task, or from one of the group's own
- * tasks, returns ASYNC_EBUSY and frees nothing (they keep running). */
+ * for them (even when the calling task is cancelled), then frees.  Errors,
+ * freeing nothing (the tasks keep running): ASYNC_EBUSY (called outside a
+ * task), ASYNC_EDEADLK (called from one of the group's own tasks: it would
+ * wait for itself). */
 ASYNC_API int async_group_free(async_group_t *group);
 
 /* Suspend and wake: the building block for awaitables outside libasync (the

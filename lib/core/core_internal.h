@@ -174,8 +174,12 @@ typedef struct async_task {
     ev_timer timer;
     ev_io io;
     int64_t deadline;
-    struct async_group *group;
-    async__list_t group_link;
+    /* Called when the task's function has returned, after its awaiters were
+     * woken and before it stops counting as live: how a group learns that
+     * one of its tasks ended without task.c knowing groups. */
+    void (*on_exit)(struct async_task *t, void *arg);
+    void *on_exit_arg;
+    async__list_t group_link;    /* in its group's list, for group.c */
     void *wait_data;             /* for the object the task waits on */
 } async_task_impl_t;
 
@@ -197,30 +201,49 @@ struct async_loop {
     async__coro_t main;             /* the thread stack that runs libev */
     async__stack_pool_t *stacks;
     struct async_task *current;
-    struct async_task *ready_head, *ready_tail;
+    struct async_task *ready_head, *ready_tail; /* the ready queue (loop.c) */
     struct async_task *zombie;      /* finished; stack freed after switching away */
     async__list_t tasks;            /* every task slot in use */
     async__list_t free_tasks;       /* recycled slots (never freed before the loop) */
     size_t live;
     uint64_t next_gen;
-    unsigned budget;                /* task switches left before libev polls */
+    unsigned budget;                /* task switches left before libev polls (loop.c) */
 };
 
 /* Queues a post whose node the caller owns (no allocation, cannot fail). */
 void async__loop_post_node(async_loop_t *loop, async__post_t *node);
-/* Runs ready tasks; called by the loop's prepare and idle watchers. */
-void async__loop_run_ready(async_loop_t *loop);
 bool async__on_loop_thread(const async_loop_t *loop);
 
-/* Task internals shared with sync.c. */
-async_task_impl_t *async__current(void);
+/* Scheduling order (loop.c): the ready queue is FIFO, and a run of task
+ * switches is cut after a budget so that libev polls between them. */
+/* Marks the task TASK_READY and queues it at the tail. */
 void async__task_ready(async_task_impl_t *task);
+/* The task a switching task hands control to next, or NULL for the thread's
+ * own stack (nothing is ready, or the budget is spent). */
+async_task_impl_t *async__loop_next(async_loop_t *loop);
+
+/* Switching (task.c): from the thread's stack into next, a task taken off
+ * the ready queue, until control comes back to the thread's stack. */
+void async__task_run_from_main(async_loop_t *loop, async_task_impl_t *next);
+
+/* Task internals shared with sync.c and group.c. */
+async_task_impl_t *async__current(void);
+int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const async_task_opts_t *opts,
+                      async_task_impl_t **out);
+int async__task_cancel(async_task_impl_t *t);
 /* Suspends the current task until woken/deadline/cancel; see async_task_suspend_dl. */
 int async__task_park(async_task_impl_t *self, int64_t deadline);
 /* Wakes a parked task with code; it must be TASK_SUSPENDED. */
 void async__task_unpark(async_task_impl_t *task, int code);
 void async__task_free_all(async_loop_t *loop);
 int async__task_check_blocking(async_task_impl_t **self_out);
+/* True when t's blocking calls must return ASYNC_ECANCELED now: its
+ * cancellation was requested and no shield (async_task_shield) holds it
+ * off.  Every wait of every module checks this, never t->cancelled. */
+static inline bool async__task_cancel_pending(const async_task_impl_t *t)
+{
+    return t->cancelled && !t->shielded;
+}
 
 /* True when called from inside a libasync task, whose waits must go through
  * the loop rather than block the thread. */

@@ -2,7 +2,9 @@
  * live tasks; the first to fail records its error and cancels the rest; the
  * group cannot be freed while any of them runs, so nothing outlives it.
  * Group tasks are detached: their results go through the arguments the
- * caller passes, and their slots are reclaimed as they end. */
+ * caller passes, and their slots are reclaimed as they end.  A group task
+ * carries the group as its exit hook (task->on_exit), which is how the group
+ * hears of its end. */
 #include "core_internal.h"
 
 struct async_group {
@@ -13,10 +15,6 @@ struct async_group {
     int first_error;
     bool cancelled;
 };
-
-int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const async_task_opts_t *opts,
-                      async_task_impl_t **out);
-int async__task_cancel(async_task_impl_t *t);
 
 int async_group_new(async_loop_t *loop, async_group_t **out)
 {
@@ -31,34 +29,46 @@ int async_group_new(async_loop_t *loop, async_group_t **out)
     return 0;
 }
 
+static void task_done(async_task_impl_t *t, void *arg);
+
+/* True when t is one of g's tasks. */
+static bool member(const async_task_impl_t *t, const async_group_t *g)
+{
+    return t->on_exit == task_done && t->on_exit_arg == g;
+}
+
 int async_group_spawn(async_group_t *g, async_task_fn fn, void *arg, const async_task_opts_t *opts)
 {
-    if (g->cancelled) return ASYNC_ECANCELED;
+    if (g->cancelled) return ASYNC_ECLOSED;
     async_task_opts_t o = opts ? *opts : (async_task_opts_t){0};
     o.detached = true;
     async_task_impl_t *t;
     int rc = async__task_spawn(g->loop, fn, arg, &o, &t);
     if (rc) return rc;
-    t->group = g;
+    t->on_exit = task_done;
+    t->on_exit_arg = g;
     async__list_push(&g->tasks, &t->group_link);
     g->live++;
     return 0;
 }
 
-void async_group_cancel(async_group_t *g)
+int async_group_cancel(async_group_t *g)
 {
+    if (g->cancelled) return ASYNC_EALREADY;
     g->cancelled = true;
     for (async__list_t *n = g->tasks.next; n != &g->tasks; n = n->next) {
         async_task_impl_t *t = container_of(n, async_task_impl_t, group_link);
         if (!t->cancelled) async__task_cancel(t);
     }
+    return 0;
 }
 
-void async__group_task_done(async_task_impl_t *t)
+static void task_done(async_task_impl_t *t, void *arg)
 {
-    async_group_t *g = t->group;
+    async_group_t *g = arg;
     async__list_remove(&t->group_link);
-    t->group = NULL;
+    t->on_exit = NULL;
+    t->on_exit_arg = NULL;
     g->live--;
     if (t->error && !g->first_error) {
         g->first_error = t->error;
@@ -80,7 +90,7 @@ int async_group_wait_dl(async_group_t *g, int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->group == g) return ASYNC_EINVAL; /* would wait for itself */
+    if (member(self, g)) return ASYNC_EDEADLK; /* would wait for itself */
     if (g->live == 0) return g->first_error;
     /* Only the group's end (with its first error), the deadline or a
      * cancellation end this wait; after it, g may already be freed. */
@@ -100,7 +110,8 @@ int async_group_free(async_group_t *g)
     if (!g) return 0;
     if (g->live > 0) {
         async_task_impl_t *self = async__current();
-        if (!self || self->group == g) return ASYNC_EBUSY;
+        if (!self) return ASYNC_EBUSY;
+        if (member(self, g)) return ASYNC_EDEADLK; /* would wait for itself */
         async_group_cancel(g);
         /* Shielded: even a cancelled caller must wait, or tasks would
          * outlive their group. */

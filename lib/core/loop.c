@@ -6,6 +6,10 @@
  * watcher is active so that the poll does not block.  Each live task holds
  * one libev reference (ev_ref), so ev_run keeps going while tasks exist even
  * when they wait on things libev cannot see (futures completed by threads).
+ * The loop owns the order: one FIFO ready queue, and a budget of BUDGET
+ * switches per run after which control returns to libev, so that a set of
+ * tasks waking each other cannot starve I/O and timers.  task.c does the
+ * switches and asks async__loop_next whom to switch to.
  *
  * Posts: producers push nodes on a lock-free stack (compare-and-swap) and
  * signal one ev_async; the loop takes the whole stack with one exchange and
@@ -36,6 +40,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "core_internal.h"
+
+/* Task switches in a row before libev polls again. */
+#define BUDGET 1024
 
 static _Thread_local async_loop_t *current_loop;
 static async_loop_t *default_loop;
@@ -152,6 +159,53 @@ static unsigned backend_flags(void)
     return ev_supported_backends() & EVBACKEND_EPOLL ? EVBACKEND_EPOLL : EVFLAG_AUTO;
 }
 
+/* --- scheduling order ---------------------------------------------------- */
+
+void async__task_ready(async_task_impl_t *t)
+{
+    async_loop_t *loop = t->loop;
+    t->state = TASK_READY;
+    t->next_ready = NULL;
+    if (loop->ready_tail) loop->ready_tail->next_ready = t;
+    else loop->ready_head = t;
+    loop->ready_tail = t;
+    /* Outside the scheduler (a libev callback, a post), make sure the next
+     * poll does not block before the prepare watcher runs the task. */
+    if (!loop->current && !ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+}
+
+static async_task_impl_t *pop_ready(async_loop_t *loop)
+{
+    async_task_impl_t *t = loop->ready_head;
+    if (t) {
+        loop->ready_head = t->next_ready;
+        if (!loop->ready_head) loop->ready_tail = NULL;
+    }
+    return t;
+}
+
+async_task_impl_t *async__loop_next(async_loop_t *loop)
+{
+    if (loop->budget == 0) return NULL;
+    loop->budget--;
+    return pop_ready(loop);
+}
+
+/* Runs ready tasks from the thread's stack: the first one, which hands
+ * control on (async__loop_next) until the queue or the budget runs out. */
+static void run_ready(async_loop_t *loop)
+{
+    if (loop->current) return;
+    loop->budget = BUDGET;
+    async_task_impl_t *next = pop_ready(loop);
+    if (next) async__task_run_from_main(loop, next);
+    if (loop->ready_head) {
+        if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+    } else if (ev_is_active(&loop->idle)) {
+        ev_idle_stop(loop->ev, &loop->idle);
+    }
+}
+
 /* --- the loop ------------------------------------------------------------- */
 
 static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents)
@@ -163,13 +217,13 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents)
 static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     (void)ev, (void)revents;
-    async__loop_run_ready(container_of(w, async_loop_t, prepare));
+    run_ready(container_of(w, async_loop_t, prepare));
 }
 
 static void on_idle(struct ev_loop *ev, ev_idle *w, int revents)
 {
     (void)ev, (void)revents;
-    async__loop_run_ready(container_of(w, async_loop_t, idle));
+    run_ready(container_of(w, async_loop_t, idle));
 }
 
 static int loop_init(async_loop_t **out, bool is_default)
@@ -296,9 +350,12 @@ int async_loop_run(async_loop_t *loop, async_run_mode_t mode)
     return more || loop->live ? 1 : 0;
 }
 
-void async_loop_stop(async_loop_t *loop)
+int async_loop_stop(async_loop_t *loop)
 {
+    /* ev_break writes the loop's state unlocked: only its thread may. */
+    if (!async__on_loop_thread(loop)) return ASYNC_EWRONGLOOP;
     ev_break(loop->ev, EVBREAK_ALL);
+    return 0;
 }
 
 void async__loop_post_node(async_loop_t *loop, async__post_t *node)
@@ -324,7 +381,7 @@ int async_loop_post(async_loop_t *loop, void (*fn)(void *arg), void *arg)
     return 0;
 }
 
-static void stop_cb(void *arg) { async_loop_stop(arg); }
+static void stop_cb(void *arg) { (void)async_loop_stop(arg); }
 
 int async_loop_stop_post(async_loop_t *loop)
 {

@@ -42,8 +42,8 @@ static void unlink_w(struct watcher *w)
     if (w->next) w->next->prev = w->prev;
 }
 
-/* 0 or ASYNC_ECLOSED when case i completed (*fired = i), ASYNC_EAGAIN when
- * none could. */
+/* 0, ASYNC_ECLOSED (a send) or ASYNC_EEOF (a receive) when case i completed
+ * (*fired = i), ASYNC_EAGAIN when none could. */
 static int try_all(async_select_case_t *cases, size_t n, size_t *fired)
 {
     for (size_t i = 0; i < n; i++) {
@@ -69,11 +69,17 @@ static int select_impl(async_select_case_t *cases, size_t n, size_t *fired, int6
         if ((cases[i].op != ASYNC_SELECT_RECV && cases[i].op != ASYNC_SELECT_SEND) || !cases[i].elem)
             return ASYNC_EINVAL;
     }
-    if (async_task_cancelled()) return ASYNC_ECANCELED;
+    /* Every channel checked before any case is tried: a select that fails
+     * completes nothing. */
+    for (size_t i = 0; i < n; i++)
+        if (cases[i].chan && async__chan_own(cases[i].chan)) return ASYNC_EWRONGLOOP;
+    /* A case that can complete now completes, even in a cancelled task;
+     * only the wait below is refused to one. */
     int rc = try_all(cases, n, fired);
     if (rc != ASYNC_EAGAIN || !block) return rc;
     async_task_impl_t *self;
     if ((rc = async__task_check_blocking(&self))) return rc;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     struct watcher local[ON_STACK], *w = local;
     if (n > ON_STACK && !(w = async__malloc(n * sizeof *w))) return ASYNC_ENOMEM;
     for (;;) {

@@ -10,4 +10,8 @@
  * watch chan; costs one thread-local load when none waits. */
 void async__chan_changed(async_chan_t *chan);
 
+/* 0, or ASYNC_EWRONGLOOP when the caller may not use chan (sync.c's rule:
+ * the channel's loop's thread only); binds an unbound channel. */
+int async__chan_own(async_chan_t *chan);
+
 #endif

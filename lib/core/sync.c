@@ -1,12 +1,19 @@
-/* Task-level channel, semaphore, mutex and event.
+/* Task-level channel, semaphore, mutex, condition variable and event.
  *
- * All four are loop-local: only tasks of one loop may use an object, so no
+ * All five are loop-local: only tasks of one loop may use an object, so no
  * OS lock is taken.  Waiting tasks queue on intrusive lists (task->wait_link)
  * in arrival order.  Ownership moves at wake-up time: a receiver woken with 0
  * already holds its element, a semaphore or mutex waiter woken with 0 already
  * holds the permit or the lock, so a task that runs between the wake-up and
  * the waiter's resumption cannot steal it.  A waiter that leaves by deadline
- * or cancellation is unlinked by async__task_unpark and owns nothing. */
+ * or cancellation is unlinked by async__task_unpark and owns nothing.
+ *
+ * Each object records its loop: the one running on the creating thread, or,
+ * for an object made outside any loop, the first loop whose thread uses it.
+ * Every operation first checks the caller against it (own), because a task
+ * of another loop runs on another thread, or at another time on this one,
+ * and would race the owner's tasks on the unlocked lists. */
+#include <limits.h>
 #include <string.h>
 #include "core_internal.h"
 #include "select_internal.h"
@@ -19,6 +26,20 @@ static int wait_on(async__list_t *list, async_task_impl_t *self, void *data, int
     int rc = async__task_park(self, deadline);
     async__list_remove(&self->wait_link); /* if it left early */
     return rc;
+}
+
+/* 0 when the caller may use an object of *owner: from the owner loop's
+ * thread while it runs (a task or a callback of it), or from its thread
+ * outside any loop while it does not run.  An unbound object (made outside
+ * any loop) is bound here to the first loop that uses it. */
+static int own(async_loop_t **owner)
+{
+    async_loop_t *cur = async_loop_current();
+    if (cur) {
+        if (!*owner) *owner = cur;
+        return *owner == cur ? 0 : ASYNC_EWRONGLOOP;
+    }
+    return !*owner || async__on_loop_thread(*owner) ? 0 : ASYNC_EWRONGLOOP;
 }
 
 static async_task_impl_t *first_waiter(async__list_t *list)
@@ -35,6 +56,7 @@ static void wake_all(async__list_t *list, int code)
 /* --- channel -------------------------------------------------------------- */
 
 struct async_chan {
+    async_loop_t *loop;
     size_t elem_size, capacity, head, len;
     bool closed;
     async__list_t senders, receivers;
@@ -50,6 +72,7 @@ int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
         async__free(c);
         return ASYNC_ENOMEM;
     }
+    c->loop = async_loop_current();
     c->elem_size = elem_size;
     c->capacity = capacity;
     async__list_init(&c->senders);
@@ -61,6 +84,7 @@ int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
 int async_chan_free(async_chan_t *c)
 {
     if (!c) return 0;
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&c->senders) || !async__list_empty(&c->receivers)) return ASYNC_EBUSY;
     async__free(c->ring);
     async__free(c);
@@ -69,8 +93,11 @@ int async_chan_free(async_chan_t *c)
 
 static void *slot(async_chan_t *c, size_t i) { return c->ring + ((c->head + i) % c->capacity) * c->elem_size; }
 
+int async__chan_own(async_chan_t *c) { return own(&c->loop); }
+
 static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool block)
 {
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
     if (c->closed) return ASYNC_ECLOSED;
     async_task_impl_t *r = first_waiter(&c->receivers);
     if (r) { /* receivers wait only on an empty buffer: hand over */
@@ -93,6 +120,7 @@ static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool b
 
 static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
 {
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
     async_task_impl_t *s = first_waiter(&c->senders);
     if (c->len) {
         memcpy(elem, slot(c, 0), c->elem_size);
@@ -111,7 +139,7 @@ static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
         async__task_unpark(s, 0);
         return 0;
     }
-    if (c->closed) return ASYNC_ECLOSED;
+    if (c->closed) return ASYNC_EEOF; /* closed and drained: the stream ended */
     if (!block) return ASYNC_EAGAIN;
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
@@ -130,17 +158,19 @@ size_t async_chan_len(const async_chan_t *c) { return c->len; }
 
 int async_chan_close(async_chan_t *c)
 {
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
     if (c->closed) return ASYNC_EALREADY;
     c->closed = true;
     async__chan_changed(c);
     wake_all(&c->senders, ASYNC_ECLOSED);
-    wake_all(&c->receivers, ASYNC_ECLOSED);
+    wake_all(&c->receivers, ASYNC_EEOF); /* they wait only on an empty buffer */
     return 0;
 }
 
 /* --- semaphore ------------------------------------------------------------ */
 
 struct async_sem {
+    async_loop_t *loop;
     unsigned value;
     async__list_t waiters;
 };
@@ -149,6 +179,7 @@ int async_sem_new(async_sem_t **out, unsigned value)
 {
     async_sem_t *s = async__calloc(1, sizeof *s);
     if (!s) return ASYNC_ENOMEM;
+    s->loop = async_loop_current();
     s->value = value;
     async__list_init(&s->waiters);
     *out = s;
@@ -158,6 +189,7 @@ int async_sem_new(async_sem_t **out, unsigned value)
 int async_sem_free(async_sem_t *s)
 {
     if (!s) return 0;
+    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&s->waiters)) return ASYNC_EBUSY;
     async__free(s);
     return 0;
@@ -165,6 +197,7 @@ int async_sem_free(async_sem_t *s)
 
 static int sem_acquire(async_sem_t *s, int64_t deadline, bool block)
 {
+    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
     if (s->value > 0 && async__list_empty(&s->waiters)) {
         s->value--;
         return 0;
@@ -181,16 +214,23 @@ int async_sem_acquire_dl(async_sem_t *s, int64_t dl) { return sem_acquire(s, dl,
 int async_sem_tryacquire(async_sem_t *s) { return sem_acquire(s, 0, false); }
 unsigned async_sem_value(const async_sem_t *s) { return s->value; }
 
-void async_sem_release(async_sem_t *s)
+int async_sem_release(async_sem_t *s)
 {
+    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
     async__list_t *n = async__list_pop(&s->waiters);
-    if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
-    else s->value++;
+    if (n) {
+        async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+        return 0;
+    }
+    if (s->value == UINT_MAX) return ASYNC_EINVAL; /* would wrap to 0 */
+    s->value++;
+    return 0;
 }
 
 /* --- mutex ---------------------------------------------------------------- */
 
 struct async_mutex {
+    async_loop_t *loop;
     async_task_impl_t *owner;
     async__list_t waiters;
 };
@@ -199,6 +239,7 @@ int async_mutex_new(async_mutex_t **out)
 {
     async_mutex_t *m = async__calloc(1, sizeof *m);
     if (!m) return ASYNC_ENOMEM;
+    m->loop = async_loop_current();
     async__list_init(&m->waiters);
     *out = m;
     return 0;
@@ -207,6 +248,7 @@ int async_mutex_new(async_mutex_t **out)
 int async_mutex_free(async_mutex_t *m)
 {
     if (!m) return 0;
+    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
     if (m->owner || !async__list_empty(&m->waiters)) return ASYNC_EBUSY;
     async__free(m);
     return 0;
@@ -217,11 +259,12 @@ static int mutex_lock(async_mutex_t *m, int64_t deadline, bool block)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
+    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
     if (!m->owner) {
         m->owner = self;
         return 0;
     }
-    if (m->owner == self) return ASYNC_EBUSY; /* not recursive: would deadlock */
+    if (m->owner == self) return ASYNC_EALREADY; /* not recursive: would deadlock */
     if (!block) return ASYNC_EAGAIN;
     return wait_on(&m->waiters, self, NULL, deadline);
 }
@@ -230,18 +273,97 @@ int async_mutex_lock(async_mutex_t *m) { return mutex_lock(m, ASYNC_FOREVER, tru
 int async_mutex_lock_dl(async_mutex_t *m, int64_t dl) { return mutex_lock(m, dl, true); }
 int async_mutex_trylock(async_mutex_t *m) { return mutex_lock(m, 0, false); }
 
-int async_mutex_unlock(async_mutex_t *m)
+/* Hands the lock to the longest waiter, or frees it. */
+static void mutex_release(async_mutex_t *m)
 {
-    if (!m->owner || m->owner != async__current()) return ASYNC_EPERM;
     async__list_t *n = async__list_pop(&m->waiters);
     m->owner = n ? container_of(n, async_task_impl_t, wait_link) : NULL;
     if (n) async__task_unpark(m->owner, 0);
+}
+
+int async_mutex_unlock(async_mutex_t *m)
+{
+    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (!m->owner || m->owner != async__current()) return ASYNC_EPERM;
+    mutex_release(m);
+    return 0;
+}
+
+/* --- condition variable --------------------------------------------------- */
+
+/* A waiter queues on the condition and releases the mutex in one step, with
+ * no switch in between, so no other task of the loop can signal in the gap:
+ * that is all the atomicity pthread's wait promises.  A signal wakes the
+ * longest waiter with 0; the waiter then takes the mutex like any locker
+ * (behind those already queued for it), shielded, because it must hold the
+ * mutex again when it returns, however its wait ended. */
+struct async_cond {
+    async_loop_t *loop;
+    async__list_t waiters;
+};
+
+int async_cond_new(async_cond_t **out)
+{
+    async_cond_t *c = async__calloc(1, sizeof *c);
+    if (!c) return ASYNC_ENOMEM;
+    c->loop = async_loop_current();
+    async__list_init(&c->waiters);
+    *out = c;
+    return 0;
+}
+
+int async_cond_free(async_cond_t *c)
+{
+    if (!c) return 0;
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (!async__list_empty(&c->waiters)) return ASYNC_EBUSY;
+    async__free(c);
+    return 0;
+}
+
+int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
+{
+    async_task_impl_t *self;
+    int rc = async__task_check_blocking(&self);
+    if (rc) return rc;
+    if (own(&c->loop) || own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (m->owner != self) return ASYNC_EPERM;
+    /* A wait that cannot begin returns with the mutex never let go. */
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
+    if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;
+    async__list_push(&c->waiters, &self->wait_link);
+    mutex_release(m);
+    rc = async__task_park(self, deadline);
+    async__list_remove(&self->wait_link); /* if it left early */
+    bool was = self->shielded;
+    self->shielded = true;
+    int lrc = mutex_lock(m, ASYNC_FOREVER, true);
+    self->shielded = was;
+    (void)lrc; /* 0: a shielded wait for a mutex of our loop cannot fail */
+    return rc;
+}
+
+int async_cond_wait(async_cond_t *c, async_mutex_t *m) { return async_cond_wait_dl(c, m, ASYNC_FOREVER); }
+
+int async_cond_signal(async_cond_t *c)
+{
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    async__list_t *n = async__list_pop(&c->waiters);
+    if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
+    return 0;
+}
+
+int async_cond_broadcast(async_cond_t *c)
+{
+    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    wake_all(&c->waiters, 0);
     return 0;
 }
 
 /* --- event ---------------------------------------------------------------- */
 
 struct async_event {
+    async_loop_t *loop;
     bool set;
     async__list_t waiters;
 };
@@ -250,6 +372,7 @@ int async_event_new(async_event_t **out)
 {
     async_event_t *e = async__calloc(1, sizeof *e);
     if (!e) return ASYNC_ENOMEM;
+    e->loop = async_loop_current();
     async__list_init(&e->waiters);
     *out = e;
     return 0;
@@ -258,22 +381,31 @@ int async_event_new(async_event_t **out)
 int async_event_free(async_event_t *e)
 {
     if (!e) return 0;
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&e->waiters)) return ASYNC_EBUSY;
     async__free(e);
     return 0;
 }
 
-void async_event_set(async_event_t *e)
+int async_event_set(async_event_t *e)
 {
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
     e->set = true;
     wake_all(&e->waiters, 0);
+    return 0;
 }
 
-void async_event_clear(async_event_t *e) { e->set = false; }
+int async_event_clear(async_event_t *e)
+{
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    e->set = false;
+    return 0;
+}
 bool async_event_is_set(const async_event_t *e) { return e->set; }
 
 int async_event_wait_dl(async_event_t *e, int64_t deadline)
 {
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
     if (e->set) return 0;
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
@@ -282,3 +414,9 @@ int async_event_wait_dl(async_event_t *e, int64_t deadline)
 }
 
 int async_event_wait(async_event_t *e) { return async_event_wait_dl(e, ASYNC_FOREVER); }
+
+int async_event_trywait(async_event_t *e)
+{
+    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    return e->set ? 0 : ASYNC_EAGAIN;
+}

@@ -6,10 +6,12 @@
  * task in TASK_SUSPENDED is woken exactly once per suspension (its epoch
  * counts suspensions, and wakers name an epoch), by async__task_unpark, which
  * also stops its timer and I/O watcher and unlinks it from any wait queue.
- * When a task switches away it hands control directly to the next ready task
- * while the budget lasts, and to the thread's stack otherwise, so a run of
- * wake-ups between tasks costs one switch each and libev still polls at least
- * once every BUDGET switches.  A finished task cannot free the stack it is
+ * When a task switches away it hands control directly to the task the loop
+ * names next (async__loop_next: the ready queue's head while the budget
+ * lasts), and to the thread's stack otherwise, so a run of wake-ups between
+ * tasks costs one switch each and libev still polls between budgets.  What
+ * runs in which order is the loop's business (loop.c); this file does the
+ * switches.  A finished task cannot free the stack it is
  * running on: it leaves itself in loop->zombie and whoever runs next reaps
  * it. */
 #include <stdio.h>
@@ -18,8 +20,10 @@
 #include <unistd.h>
 #include "core_internal.h"
 
-#define BUDGET 1024
 #define MAX_STACK ((size_t)1 << 30)
+/* The end of the last field of 0.2's async_task_opts_t: a nonzero size below
+ * it cannot be a real layout.  Stays put as later versions append fields. */
+#define OPTS_SIZE_0_2 (offsetof(async_task_opts_t, detached) + sizeof(bool))
 
 static async_task_impl_t *validate(async_task_t h)
 {
@@ -44,30 +48,7 @@ int async__task_check_blocking(async_task_impl_t **self_out)
     return 0;
 }
 
-/* --- the ready queue and switching --------------------------------------- */
-
-void async__task_ready(async_task_impl_t *t)
-{
-    async_loop_t *loop = t->loop;
-    t->state = TASK_READY;
-    t->next_ready = NULL;
-    if (loop->ready_tail) loop->ready_tail->next_ready = t;
-    else loop->ready_head = t;
-    loop->ready_tail = t;
-    /* Outside the scheduler (a libev callback, a post), make sure the next
-     * poll does not block before the prepare watcher runs the task. */
-    if (!loop->current && !ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
-}
-
-static async_task_impl_t *pop_ready(async_loop_t *loop)
-{
-    async_task_impl_t *t = loop->ready_head;
-    if (t) {
-        loop->ready_head = t->next_ready;
-        if (!loop->ready_head) loop->ready_tail = NULL;
-    }
-    return t;
-}
+/* --- switching ----------------------------------------------------------- */
 
 static void release_slot(async_task_impl_t *t)
 {
@@ -104,11 +85,7 @@ static void switch_out(async_task_impl_t *self, bool exiting)
 {
     async_loop_t *loop = self->loop;
     if (!async__stack_intact(self->stack)) overflow(self);
-    async_task_impl_t *next = NULL;
-    if (loop->budget > 0) {
-        loop->budget--;
-        next = pop_ready(loop);
-    }
+    async_task_impl_t *next = async__loop_next(loop);
     if (next == self) { /* a yield with nobody else ready */
         self->state = TASK_RUNNING;
         return;
@@ -124,22 +101,12 @@ static void switch_out(async_task_impl_t *self, bool exiting)
     reap_zombie(loop);
 }
 
-void async__loop_run_ready(async_loop_t *loop)
+void async__task_run_from_main(async_loop_t *loop, async_task_impl_t *next)
 {
-    if (loop->current) return;
-    loop->budget = BUDGET;
-    async_task_impl_t *next = pop_ready(loop);
-    if (next) {
-        next->state = TASK_RUNNING;
-        loop->current = next;
-        async__coro_switch(&loop->main, &next->coro, false);
-        reap_zombie(loop);
-    }
-    if (loop->ready_head) {
-        if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
-    } else if (ev_is_active(&loop->idle)) {
-        ev_idle_stop(loop->ev, &loop->idle);
-    }
+    next->state = TASK_RUNNING;
+    loop->current = next;
+    async__coro_switch(&loop->main, &next->coro, false);
+    reap_zombie(loop);
 }
 
 /* --- suspension ----------------------------------------------------------- */
@@ -187,7 +154,7 @@ static int park(async_task_impl_t *self, int64_t deadline, bool by_waker)
     self->epoch++;
     bool pending = self->has_pending_wake;
     self->has_pending_wake = false;
-    if (self->cancelled && !self->shielded) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (pending && by_waker) return self->pending_wake;
     if (deadline != ASYNC_FOREVER) {
         int64_t left = deadline - async_now();
@@ -280,6 +247,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
     if (loop->running && async_loop_current() != loop) return ASYNC_EWRONGLOOP;
+    if (opts && opts->size && opts->size < OPTS_SIZE_0_2) return ASYNC_EINVAL;
     size_t size = opts && opts->stack_size ? opts->stack_size : ASYNC_STACK_DEFAULT;
     if (size > MAX_STACK) return ASYNC_EINVAL;
     if (size < ASYNC_STACK_MIN) size = ASYNC_STACK_MIN;
@@ -306,7 +274,8 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     t->error = t->wake_code = t->pending_wake = 0;
     t->epoch = 0;
     t->deadline = 0;
-    t->group = NULL;
+    t->on_exit = NULL;
+    t->on_exit_arg = NULL;
     t->cancelled = t->has_pending_wake = t->shielded = false;
     t->detached = opts && opts->detached;
     t->gen = ++loop->next_gen;
@@ -337,8 +306,6 @@ int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asyn
     return rc;
 }
 
-void async__group_task_done(async_task_impl_t *t);
-
 static void finish(async_task_impl_t *t)
 {
     async_loop_t *loop = t->loop;
@@ -346,7 +313,7 @@ static void finish(async_task_impl_t *t)
     async__list_t *n;
     while ((n = async__list_pop(&t->awaiters)))
         async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
-    if (t->group) async__group_task_done(t);
+    if (t->on_exit) t->on_exit(t, t->on_exit_arg);
     loop->live--;
     async__ev_reserve_drop();
     ev_unref(loop->ev);
@@ -377,7 +344,7 @@ int async_task_await_dl(async_task_t h, void **result, int64_t deadline)
     if (rc) return rc;
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
-    if (t == self) return ASYNC_EINVAL;
+    if (t == self) return ASYNC_EDEADLK;
     if (t->loop != self->loop) return ASYNC_EWRONGLOOP;
     while (t->state != TASK_DONE) {
         async__list_push(&t->awaiters, &self->wait_link);
@@ -416,6 +383,9 @@ int async_task_cancel(async_task_t h)
 {
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
+    /* Cancelling unparks the task onto its loop's ready queue, which only
+     * the loop's thread may touch. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
     return async__task_cancel(t);
 }
 
@@ -435,7 +405,18 @@ async_task_t async_task_self(void)
 bool async_task_cancelled(void)
 {
     async_task_impl_t *self = async__current();
-    return self && self->cancelled;
+    return self && async__task_cancel_pending(self);
+}
+
+int async_task_shield(bool shielded)
+{
+    async_task_impl_t *self = async__current();
+    if (!self) return ASYNC_ENOTASK;
+    int was = self->shielded;
+    /* Nothing to deliver on lifting: the request stays in self->cancelled,
+     * and the next wait's check (park, or the early checks below) sees it. */
+    self->shielded = shielded;
+    return was;
 }
 
 /* --- yield, sleep, descriptors -------------------------------------------- */
@@ -445,7 +426,7 @@ int async_yield(void)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     async__task_ready(self);
     switch_out(self, false);
     return 0;
@@ -456,7 +437,7 @@ int async_sleep_dl(int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (deadline == ASYNC_FOREVER) {
         for (;;) /* only cancellation ends this */
             if (async__task_park(self, deadline) == ASYNC_ECANCELED) return ASYNC_ECANCELED;
@@ -480,7 +461,7 @@ int async_wait_fd_dl(int fd, int events, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (fd < 0 || !events || (events & ~(ASYNC_READABLE | ASYNC_WRITABLE))) return ASYNC_EINVAL;
-    if (self->cancelled) return ASYNC_ECANCELED;
+    if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     ev_io_set(&self->io, fd, (events & ASYNC_READABLE ? EV_READ : 0) |
                              (events & ASYNC_WRITABLE ? EV_WRITE : 0));
     ev_io_start(self->loop->ev, &self->io);
