@@ -134,6 +134,11 @@ typedef struct async_allocator {
 
 ASYNC_API void async_set_allocator(const async_allocator_t *allocator);
 
+/* Readiness of a descriptor: async_wait_fd_dl (task.h), the IPC queue's
+ * descriptors (ipc.h). */
+#define ASYNC_READABLE 1
+#define ASYNC_WRITABLE 2
+
 /* --- the machine ---------------------------------------------------------- */
 
 /* The number of logical CPUs this process may run on: the size of its

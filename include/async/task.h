@@ -134,9 +134,7 @@ ASYNC_API int async_yield(void);
 ASYNC_API int async_sleep(int64_t ns);
 ASYNC_API int async_sleep_dl(int64_t deadline);
 
-#define ASYNC_READABLE 1
-#define ASYNC_WRITABLE 2
-
+/* ASYNC_READABLE and ASYNC_WRITABLE are in common.h. */
 /* Waits until fd is readable and/or writable (events is a mask of the two).
  * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL. */
 ASYNC_API int async_wait_fd(int fd, int events);
