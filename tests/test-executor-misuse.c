@@ -7,8 +7,7 @@
  * after every test), and the pool must serve normally afterwards.
  *
  * Sizes whose product wraps (n * in_size, n * out_size) are refused on both
- * backends and for imap; a negative job or map deadline has passed, as in
- * every wait; async_executor_shm_free of a pointer the process pool did not
+ * backends and for imap; a negative job or map time limit has expired; async_executor_shm_free of a pointer the process pool did not
  * hand out is ignored (on the thread backend it is undefined: free()). */
 #include <criterion/criterion.h>
 #include <stdint.h>
@@ -172,8 +171,8 @@ ON_BOTH(map_with_bad_arguments)
     cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2},
                                           NULL, NULL, NULL, &f),
                  ASYNC_EINVAL);
-    /* A negative map deadline has passed, as a negative wait deadline has. */
-    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .deadline = -5}, &e),
+    /* A negative map time limit has expired. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .timeout_ns = -5}, &e),
                  ASYNC_ETIMEDOUT);
     cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL, NULL, NULL),
                  ASYNC_EINVAL);
@@ -185,8 +184,8 @@ ON_BOTH(map_with_bad_arguments)
                  0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
     async_future_free(f);
-    /* A map whose deadline has passed runs nothing and says so. */
-    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .deadline = 1}, &e),
+    /* A map whose time limit has expired runs nothing and says so. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .timeout_ns = -1}, &e),
                  ASYNC_ETIMEDOUT);
     async_imap_iter_t *it = NULL;
     cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
@@ -242,8 +241,8 @@ ON_BOTH(waits_with_past_deadlines)
     cr_expect_eq(async_future_wait_dl(f, ASYNC_FOREVER), 0);
     cr_expect_eq(async_future_wait_dl(f, 0), 0, "a final future answers even a past deadline");
     async_future_free(f);
-    /* A job whose deadline passed before it was queued never runs. */
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = 1}, &f), 0);
+    /* A job whose time limit expired before it was queued never runs. */
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -1}, &f), 0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect_str_eq(async_future_message(f), "deadline passed before it ran");
     async_future_free(f);
@@ -335,13 +334,35 @@ ON_BOTH(shared_memory_with_bad_arguments)
     async_executor_free(ex);
 }
 
-/* A job whose deadline is negative has passed: it fails with
- * ASYNC_ETIMEDOUT without running (it used to mean "no deadline"). */
+/* A job's and a map's time limit counts from the submit: a limit of 30 s
+ * (as an absolute time, 30 s after boot: long past) leaves the job time to
+ * run, and 0 means no limit. */
+ON_BOTH(time_limit_is_relative_to_the_submit)
+{
+    async_executor_t *ex = pool(backend, 1);
+    unsigned char in[2] = {1, 2}, out[8] = {0};
+    async_future_t *f = NULL;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 2, .out_size = 1,
+                                                          .timeout_ns = ASYNC_SEC(30)},
+                                       &f),
+                 0);
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0, "%s", async_future_message(f));
+    async_future_free(f);
+    async_map_error_t e;
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = out, .in_size = 1, .out = out,
+                                                       .out_size = 1, .n = 8, .timeout_ns = ASYNC_SEC(30)},
+                                    &e),
+                 0, "%s", e.message);
+    async_executor_free(ex);
+}
+
+/* A job whose time limit is negative has expired: it fails with
+ * ASYNC_ETIMEDOUT without running. */
 ON_BOTH(negative_job_deadline_has_passed)
 {
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f = NULL;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = -5}, &f), 0);
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -5}, &f), 0);
     int64_t t0 = async_now();
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect(async_future_done(f), "final, not the wait's own timeout");

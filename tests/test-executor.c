@@ -614,7 +614,7 @@ CASE(deadline_in_queue, 20)
     async_future_t *busy = submit_nap(ex, 80, 1, 0);
     int v[2] = {0, 2};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
-                       .deadline = async_deadline_after(20 * MS)};
+                       .timeout_ns = 20 * MS};
     async_future_t *late;
     cr_assert_eq(async_executor_submit(ex, &job, &late), 0);
     cr_expect_eq(async_future_wait(late), ASYNC_ETIMEDOUT);
@@ -1094,9 +1094,9 @@ Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout =
     static overrun_t o = {.sleep_ms = 3000};
     int *input = malloc(sizeof *input);
     *input = 1234;
-    int64_t t0 = async_now(), deadline = async_deadline_after(100 * MS);
+    int64_t t0 = async_now();
     async_job_t job = {.fn = overrunner, .in = input, .in_size = sizeof *input, .out_size = 64,
-                       .ctx = &o, .deadline = deadline, .borrow_input = true};
+                       .ctx = &o, .timeout_ns = 100 * MS, .borrow_input = true};
     async_future_t *f;
     cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
@@ -1139,12 +1139,11 @@ Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
     enum { N = 12 };
     static overrun_t o[N];
     async_future_t *fs[N];
-    int64_t t0 = async_now();
     for (int i = 0; i < N; i++) {
         o[i].sleep_ms = i % 3 == 0 ? 0 : 400;
         int v = i;
         async_job_t job = {.fn = overrunner, .in = &v, .in_size = sizeof v, .out_size = 8,
-                           .ctx = &o[i], .deadline = t0 + (50 + 20 * (i % 4)) * MS};
+                           .ctx = &o[i], .timeout_ns = (50 + 20 * (i % 4)) * MS};
         cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
         cr_assert_eq(async_future_on_done(fs[i], count_expired, NULL), 0);
     }

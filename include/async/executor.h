@@ -188,22 +188,27 @@ typedef struct async_job {
     size_t in_size;
     size_t out_size; /* bytes of the output buffer the function gets */
     void *ctx;
-    int priority;     /* higher runs first; 0 normally */
-    int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none, negative has passed (below) */
+    int priority;       /* higher runs first; 0 normally */
+    /* Time limit in ns, counted from the submit (which turns it into the
+     * job's deadline, async_deadline_after(timeout_ns)); 0 for none; a
+     * negative one has already expired: the job fails with ASYNC_ETIMEDOUT
+     * without running.  What happens at the deadline: below. */
+    int64_t timeout_ns;
     bool borrow_input; /* in stays valid and unchanged until the future is
                           final: not copied (thread backend); ignored, the
-                          input copied, when the job has a deadline */
+                          input copied, when the job has a time limit */
 } async_job_t;
 
 /* Queues one job and returns its future (*out, OUT, one reference for the
- * caller).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
+ * caller).  The job's deadline is job->timeout_ns after the submit is
+ * called (none when 0).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
  * without running; on the process backend a job running past its deadline
  * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend a
  * thread cannot be stopped: the future fails with ASYNC_ETIMEDOUT at the
  * deadline ("still running at its deadline ..."), callbacks run and waits
  * return then, while the function runs on to its end (it can read
  * async_work_deadline() to stop early).  Until it returns, the executor
- * keeps the job's memory: its copy of the input (a job with a deadline is
+ * keeps the job's memory: its copy of the input (a job with a time limit is
  * always copied, whatever borrow_input says), its output buffer and any
  * async_work_output buffer; the late result is then dropped, so nothing the
  * caller frees after the timeout is touched.  What ctx points to must stay
@@ -266,13 +271,15 @@ typedef struct async_map {
     size_t n;
     size_t chunksize;
     int priority;
-    /* Per chunk: a chunk still queued then fails without running; on the
-     * process backend a running one is killed; on the thread backend a
-     * running chunk fails only when it returns late, because it writes into
-     * the caller's out, which must stay valid until the map is final.
-     * 0 or ASYNC_FOREVER for none; any other value is a time (a negative
-     * one has passed). */
-    int64_t deadline;
+    /* Time limit in ns for every chunk, counted from the map's submit (one
+     * deadline for all chunks, async_deadline_after(timeout_ns)); 0 for
+     * none; negative: already expired, every chunk fails with
+     * ASYNC_ETIMEDOUT without running.  At the deadline a chunk still
+     * queued fails without running; on the process backend a running one
+     * is killed; on the thread backend a running chunk fails only when it
+     * returns late, because it writes into the caller's out, which must
+     * stay valid until the map is final. */
+    int64_t timeout_ns;
 } async_map_t;
 
 /* The first failure of a map: the lowest failing item index, its code and

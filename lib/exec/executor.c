@@ -378,14 +378,25 @@ static int check_job(const async_job_t *j)
     return 0;
 }
 
+/* The absolute deadline of a job or map whose time limit is timeout_ns,
+ * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
+ * already past for a negative limit (the job fails without running). */
+static int64_t limit_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns == 0) return ASYNC_FOREVER;
+    if (timeout_ns < 0) return -1;
+    return async_deadline_after(timeout_ns);
+}
+
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 {
+    int64_t deadline = limit_deadline(j->timeout_ns);
     /* A job with a deadline may outlive its future on the thread backend
      * (the future fails at the deadline, the function runs on), so its input
      * is always copied into the job, which lives until the function returns. */
-    bool timed = j->deadline > 0 && j->deadline != ASYNC_FOREVER;
+    bool timed = deadline != ASYNC_FOREVER;
     size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
@@ -402,7 +413,7 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
                                 j->out_size ? outbuf : NULL, j->out_size, 1};
     job->first = 0;
     job->priority = j->priority;
-    job->deadline = j->deadline == 0 ? ASYNC_FOREVER : j->deadline; /* < 0: already past */
+    job->deadline = deadline;
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
@@ -587,7 +598,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
         *out = f;
         return 0;
     }
-    int64_t dl = m->deadline == 0 ? ASYNC_FOREVER : m->deadline; /* < 0: already past */
+    int64_t dl = limit_deadline(m->timeout_ns);
     for (size_t i = 0; i < nchunks; i++) {
         async__job_t *job = &st->jobs[i];
         size_t first = i * chunk;

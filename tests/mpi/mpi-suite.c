@@ -403,7 +403,7 @@ static void c_deadline(void)
 {
     int64_t ms = 20000;
     async_job_t j = {.fn = nap_ms, .in = &ms, .in_size = 8, .out_size = 0,
-                     .deadline = async_deadline_after(ASYNC_MSEC(300))};
+                     .timeout_ns = ASYNC_MSEC(300)};
     int64_t t0 = async_now();
     char msg[ASYNC_FUTURE_MSG_MAX];
     int r = async_executor_run(ex, &j, NULL, NULL, msg);
