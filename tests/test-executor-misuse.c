@@ -76,7 +76,7 @@ static void still_serves(async_executor_t *ex)
     unsigned char in[3] = {1, 2, 3}, out[4] = {0};
     size_t len = 0;
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 3, .out_size = 4}, out, &len, msg);
+    int r = async_executor_run(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 3, .out_size = 4}, out, &len, msg, sizeof msg);
     cr_assert_eq(r, 0, "after the misuse: %s (%s)", async_strerror(r), msg);
     cr_assert_eq(out[0], 6);
     cr_assert_eq(out[3], 6);
@@ -132,7 +132,7 @@ ON_BOTH(submit_with_bad_arguments)
     cr_expect_eq(async_executor_submit_batch(ex, (async_job_t[]){{.fn = fill}, {.fn = NULL}}, 2, fs), ASYNC_EINVAL);
     cr_expect_null(fs[0], "a refused batch queues nothing");
     cr_expect_eq(async_executor_submit_batch(ex, &(async_job_t){.fn = fill}, 0, NULL), 0, "an empty batch");
-    cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL, 0), ASYNC_EINVAL);
     cr_expect_eq(async_executor_queued(ex), 0, "nothing was queued");
     /* Zero sizes are fine: no input, no output. */
     cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), 0);

@@ -941,7 +941,7 @@ static int await_one(void *arg, void **result)
     int v[2] = {a->i % 3, a->i};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
     size_t len;
-    int r = async_executor_run(a->ex, &job, &a->got, &len, NULL);
+    int r = async_executor_run(a->ex, &job, &a->got, &len, NULL, 0);
     return r ? r : len == sizeof(int) ? 0 : ASYNC_EIO;
 }
 
@@ -971,10 +971,10 @@ CASE(run_blocking_outside_tasks, 20)
     int in = -3, out = 0;
     async_job_t job = {.fn = picky, .in = &in, .in_size = sizeof in, .out_size = sizeof out};
     char msg[ASYNC_FUTURE_MSG_MAX];
-    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg, sizeof msg), ASYNC_EINVAL);
     cr_expect_str_eq(msg, "bad value -3");
     in = 21;
-    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), 0);
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg, sizeof msg), 0);
     cr_expect_eq(out, 42);
     async_executor_free(ex);
 }
@@ -1058,7 +1058,7 @@ Test(exec_threads_only, borrowed_input_and_ctx, .timeout = 10)
     async_job_t job = {.fn = borrow_reader, .in = &data, .in_size = sizeof data,
                        .out_size = sizeof(void *), .ctx = &calls, .borrow_input = true};
     const void *seen = NULL;
-    cr_expect_eq(async_executor_run(ex, &job, &seen, NULL, NULL), 0);
+    cr_expect_eq(async_executor_run(ex, &job, &seen, NULL, NULL, 0), 0);
     cr_expect_eq(seen, &data, "not copied");
     cr_expect_eq(calls, 1);
     async_executor_free(ex);
@@ -1228,7 +1228,7 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     async_job_t job = {.fn = shrink, .out_size = 16};
     char out[16] = {0};
     size_t len = 0;
-    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL), 0);
+    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL, 0), 0);
     cr_expect_eq(len, 3);
     cr_expect_eq(memcmp(out, "abc", 3), 0);
     cr_expect_eq(async_work_worker(), -1, "outside a work function");
@@ -1238,7 +1238,7 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
      * shuts down). */
     int r = 1;
     job = (async_job_t){.fn = shutdown_self, .out_size = sizeof r, .ctx = ex};
-    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL), 0);
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
     cr_expect_eq(r, ASYNC_EINVAL);
     async_future_t *f;
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);

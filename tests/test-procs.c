@@ -690,7 +690,7 @@ static int await_kill(void *arg, void **result)
     async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
     int out;
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &job, &out, NULL, msg);
+    int r = async_executor_run(ex, &job, &out, NULL, msg, sizeof msg);
     task_rc = r == ASYNC_EWORKERDIED && strstr(msg, "signal 9") ? 0 : ASYNC_EIO;
     return 0;
 }

@@ -213,9 +213,15 @@ typedef struct async_job {
  * async_work_output buffer; the late result is then dropped, so nothing the
  * caller frees after the timeout is touched.  What ctx points to must stay
  * valid until the function returns: async_executor_shutdown with wait and
- * async_executor_free wait for it.  submit blocks while the queue is at max_queued;
- * submit_dl gives up at the deadline with ASYNC_ETIMEDOUT; trysubmit fails
- * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
+ * async_executor_free wait for it.
+ *
+ * While the queue is at max_queued, submit waits for room: a thread blocks;
+ * a task awaits (only the task sleeps, its loop runs on).  submit_dl gives
+ * up waiting at its deadline parameter with ASYNC_ETIMEDOUT (that deadline
+ * bounds the wait for room only, not the job: see timeout_ns); a task
+ * cancelled while it waits gets ASYNC_ECANCELED; in both cases nothing is
+ * queued.  trysubmit never waits: ASYNC_EAGAIN when full.
+ * Errors: ASYNC_EINVAL (job or fn NULL, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
  * ASYNC_EWORKERDIED (process backend without an initializer: workers kept
@@ -223,7 +229,8 @@ typedef struct async_job {
  * backend: the pool's fork server died, so no worker can start and the pool
  * is broken; jobs queued or running then fail with ASYNC_ECHILD and "the
  * process pool's fork server (pid P) died..."; submit returns it once the
- * pool has noticed, within about 250 ms),
+ * pool has noticed, within about 250 ms), ASYNC_ETIMEDOUT (submit_dl),
+ * ASYNC_ECANCELED (a cancelled task that had to wait for room),
  * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
 ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
                                     async_future_t **out);
@@ -232,25 +239,38 @@ ASYNC_API int async_executor_submit_dl(async_executor_t *ex, const async_job_t *
 ASYNC_API int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job,
                                        async_future_t **out);
 
-/* Queues n jobs at once and returns their futures in out[0..n) (one
+/* Queues n jobs at once and returns their futures in out[0..n) (OUT, one
  * reference each).  Cheaper per job than n submits: the batch is queued with
- * one atomic operation and wakes the workers once.  It blocks for room as
- * submit does (a batch may overfill max_queued).  Errors: as submit, and
- * ASYNC_EINVAL if any job is invalid; on error nothing is queued and out
- * holds nothing to free. */
+ * one atomic operation and wakes the workers once.  It waits for room as
+ * submit does, for room for one job (a batch may overfill max_queued); the
+ * _dl form gives up at the deadline with ASYNC_ETIMEDOUT.  Errors: as
+ * submit_dl, and ASYNC_EINVAL if any job is invalid; on error nothing is
+ * queued and out holds nothing to free. */
 ASYNC_API int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
                                           async_future_t **out);
+ASYNC_API int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs,
+                                             size_t n, async_future_t **out, int64_t deadline);
 
-/* apply / to_thread / run_in_executor: submits the job and waits for it, in
- * a task by awaiting (only the task sleeps), elsewhere by blocking; copies
- * the result into out (job->out_size bytes; *out_len, OUT, may be NULL,
- * receives the result's size, which may exceed job->out_size for a variable
- * result: then only out_size bytes are copied).  Returns the job's outcome,
- * or an error of submit, or ASYNC_ECANCELED if the awaiting task was
- * cancelled (the job runs on).  msg (OUT, may be NULL) receives the
- * failure's message, up to ASYNC_FUTURE_MSG_MAX bytes. */
+/* apply / run_in_executor: submits the job and waits for it, in a task by
+ * awaiting (only the task sleeps), elsewhere by blocking; copies the result
+ * into out (job->out_size bytes; *out_len, OUT, may be NULL, receives the
+ * result's size, which may exceed job->out_size for a variable result: then
+ * only out_size bytes are copied).  msg (OUT, may be NULL) receives the
+ * failure's message ("" on success), cut to msg_cap bytes with its NUL
+ * (nothing is written when msg_cap is 0; ASYNC_FUTURE_MSG_MAX holds any).
+ * The _dl form's deadline bounds the call's waiting, for queue room and
+ * for the result: at the deadline it returns ASYNC_ETIMEDOUT.  When the
+ * call gives up (deadline, or the awaiting task cancelled: ASYNC_ECANCELED)
+ * a job still queued is cancelled and a running one runs on, its result
+ * dropped; out is never written after the call returns (the job writes into
+ * the executor's buffer), so nothing is waited for; ctx must stay valid
+ * until the function returns, as for submit.  Returns the job's outcome
+ * (0, or its code: a job's own time limit gives ASYNC_ETIMEDOUT too), or an
+ * error of submit_dl, or ASYNC_ETIMEDOUT / ASYNC_ECANCELED as above. */
 ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out,
-                                 size_t *out_len, char *msg);
+                                 size_t *out_len, char *msg, size_t msg_cap);
+ASYNC_API int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out,
+                                    size_t *out_len, char *msg, size_t msg_cap, int64_t deadline);
 
 /* --- maps: map, starmap, map_async --------------------------------------- */
 
@@ -290,17 +310,30 @@ typedef struct async_map_error {
     char message[ASYNC_FUTURE_MSG_MAX];
 } async_map_error_t;
 
-/* Runs the map and waits for it (blocking the thread; in a task, awaiting).
- * With opts.caller_runs on the thread backend without an initializer, a
- * blocking caller (not a task) also runs chunks itself while it would
- * otherwise sleep, so the map does not wait for sleeping workers to get a
- * CPU; async_work_worker() is -1 in those calls.
+/* Runs the map and waits for it (blocking the thread; in a task, awaiting:
+ * only the task sleeps).  With opts.caller_runs on the thread backend
+ * without an initializer, a blocking caller (not a task) also runs chunks
+ * itself while it would otherwise sleep, so the map does not wait for
+ * sleeping workers to get a CPU; async_work_worker() is -1 in those calls.
  * Returns 0 when every item succeeded, otherwise the code of the lowest
  * failing item, described in *err (OUT, may be NULL).  n = 0 returns 0.
- * Errors also: as submit (nothing ran then), ASYNC_EINVAL (m NULL, fn NULL,
- * in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
+ *
+ * Giving up: the _dl form's deadline bounds the call's waiting (for queue
+ * room, then for the map); at the deadline it returns ASYNC_ETIMEDOUT.  A
+ * task cancelled while it waits gets ASYNC_ECANCELED.  In both cases the
+ * chunks still queued are cancelled (they never run), and, because running
+ * chunks write into the caller's out, the call first waits for them to end
+ * (in a task through the loop, shielded from the cancel: only the task
+ * sleeps), so out is never written after it returns; a chunk that ignores
+ * async_work_deadline() can delay the return that long.  *err then has
+ * that code, index the lowest item that failed or did not run (n if all ran
+ * after all), and a message saying why.
+ * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, fn
+ * NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
 ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
                                  async_map_error_t *err);
+ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
+                                    async_map_error_t *err, int64_t deadline);
 
 /* map_async: queues the map and returns at once with a future (*out, OUT)
  * that is DONE (no output bytes) when every item succeeded, or FAILED with
@@ -353,10 +386,14 @@ ASYNC_API int async_executor_imap(async_executor_t *ex, const async_imap_t *m,
 
 /* Blocks the calling thread for the next result (in input order, or in
  * completion order when unordered), copies it to out (out_size bytes) and
- * sets *index (OUT, may be NULL) to its input position.  Returns 0, the
- * item's error (message in async_imap_message; iteration may go on),
+ * sets *index (OUT, may be NULL) to its input position.  It first tops up
+ * the window, waiting for queue room as submit does; the deadline bounds
+ * that wait too (an item pulled from the source but not queued by then is
+ * kept and queued first by the next call, so nothing is lost).  Returns 0,
+ * the item's error (message in async_imap_message; iteration may go on),
  * ASYNC_EEOF after the last item, the source's error, ASYNC_ETIMEDOUT at
- * the deadline (nothing is consumed). */
+ * the deadline (no result is consumed), or an error of submit (ECLOSED,
+ * the broken pool's code, ENOMEM) from the top-up. */
 ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
 ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
                                  int64_t deadline);

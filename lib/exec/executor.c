@@ -445,8 +445,8 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     return 0;
 }
 
-int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
-                                async_future_t **out)
+int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                   async_future_t **out, int64_t deadline)
 {
     if (!ex || (n && (!jobs || !out))) return ASYNC_EINVAL;
     for (size_t i = 0; i < n; i++)
@@ -462,10 +462,16 @@ int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, s
         if (prev) prev->next = job;
         prev = job;
     }
-    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, ASYNC_FOREVER);
+    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, deadline);
     if (r)
         for (size_t i = 0; i < n; i++) unmake(out[i]);
     return r;
+}
+
+int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                async_future_t **out)
+{
+    return async_executor_submit_batch_dl(ex, jobs, n, out, ASYNC_FOREVER);
 }
 
 int async_executor_submit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
@@ -485,16 +491,24 @@ int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job, async
 }
 
 
-int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
-                       char *msg)
+int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
+                          char *msg, size_t msg_cap, int64_t deadline)
 {
+    if (msg && msg_cap) msg[0] = '\0';
     async_future_t *f;
-    int r = async_executor_submit(ex, job, &f);
+    int r = async_executor_submit_dl(ex, job, &f, deadline);
     if (r) return r;
-    r = async__in_task() ? async_future_await(f) : async_future_wait(f);
-    if (!async_future_done(f)) { /* the awaiting task was cancelled: the job runs on */
+    r = async__in_task() ? async_future_await_dl(f, deadline) : async__future_wait(f, deadline, true);
+    if (!async_future_done(f)) {
+        /* The deadline passed or the awaiting task was cancelled.  The job
+         * writes only into its own buffer, which the executor keeps until
+         * the function returns, so nothing waits here: a queued job is
+         * cancelled, a running one runs on and its result is dropped. */
+        async_future_cancel(f);
         async_future_free(f);
-        if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "the awaiting task was cancelled");
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "%s", r == ASYNC_ETIMEDOUT ? "the call's deadline passed"
+                                                              : "the awaiting task was cancelled");
         return r;
     }
     const void *data;
@@ -502,9 +516,15 @@ int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, 
     r = async_future_result(f, &data, &size);
     if (!r && out && size) memcpy(out, data, size < job->out_size ? size : job->out_size);
     if (out_len) *out_len = size;
-    if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "%s", async_future_message(f));
+    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", async_future_message(f));
     async_future_free(f);
     return r;
+}
+
+int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
+                       char *msg, size_t msg_cap)
+{
+    return async_executor_run_dl(ex, job, out, out_len, msg, msg_cap, ASYNC_FOREVER);
 }
 
 /* --- map, starmap, map_async ---------------------------------------------------- */
@@ -565,8 +585,10 @@ static int check_map(async_executor_t *ex, const async_map_t *m)
     return 0;
 }
 
-int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
-                             async_future_cb on_error, void *cb_arg, async_future_t **out)
+/* map_async whose wait for queue room gives up at deadline. */
+static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
+                        async_future_cb on_error, void *cb_arg, async_future_t **out,
+                        int64_t deadline)
 {
     int r = check_map(ex, m);
     if (r || !out) return r ? r : ASYNC_EINVAL;
@@ -617,7 +639,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     }
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
-    r = async__q_enqueue(ex, st->jobs, nchunks, false, ASYNC_FOREVER);
+    r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
     if (r) { /* never finished: its callbacks never run */
         pthread_mutex_destroy(&st->mu);
         async_future_free(f);
@@ -628,9 +650,15 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     return 0;
 }
 
-static void help_map(async_executor_t *ex, map_state_t *st)
+int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
+                             async_future_cb on_error, void *cb_arg, async_future_t **out)
 {
-    for (size_t i = st->nchunks; i-- > 0;) {
+    return map_async_dl(ex, m, on_success, on_error, cb_arg, out, ASYNC_FOREVER);
+}
+
+static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
+{
+    for (size_t i = st->nchunks; i-- > 0 && (deadline == ASYNC_FOREVER || async_now() < deadline);) {
         async__job_t *job = &st->jobs[i];
         if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !map_start(job)) continue;
         async__outcome_t oc;
@@ -639,32 +667,49 @@ static void help_map(async_executor_t *ex, map_state_t *st)
     }
 }
 
-int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
+/* Ends a map its caller gave up on (deadline, cancelled task): chunks still
+ * queued are skipped, and the call waits for the running ones, which write
+ * into the caller's out, through the loop when in a task. */
+static void abandon_map(async_future_t *f)
+{
+    map_state_t *st = (map_state_t *)f->extra;
+    atomic_store_explicit(&st->abandoned, true, memory_order_release);
+    if (async__in_task()) async__future_await_shielded(f);
+    else async__future_wait(f, ASYNC_FOREVER, false);
+}
+
+int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_error_t *err,
+                          int64_t deadline)
 {
     async_future_t *f;
-    int r = async_executor_map_async(ex, m, NULL, NULL, NULL, &f);
+    int r = map_async_dl(ex, m, NULL, NULL, NULL, &f, deadline);
     if (r) return r;
     if (async__in_task()) {
-        r = async_future_await(f);
-        if (!async_future_done(f)) {
-            /* The task was cancelled, but running chunks still write into
-             * m->out: drop the queued ones and wait for the rest here. */
-            map_state_t *st = (map_state_t *)f->extra;
-            atomic_store_explicit(&st->abandoned, true, memory_order_release);
-            async__future_wait(f, ASYNC_FOREVER, false);
-        }
+        r = async_future_await_dl(f, deadline);
     } else {
         /* Asked to, the caller runs chunks instead of sleeping, from the
          * end (workers start from the front), so that the map does not wait
          * for sleeping workers to get a CPU back.  Not with an initializer
          * (the caller never ran it) nor on the process backend. */
         if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
-            help_map(ex, (map_state_t *)f->extra);
-        r = async__future_wait(f, ASYNC_FOREVER, false);
+            help_map(ex, (map_state_t *)f->extra, deadline);
+        r = async__future_wait(f, deadline, false);
+    }
+    map_state_t *st = (map_state_t *)f->extra;
+    if (!async_future_done(f)) { /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED */
+        abandon_map(f);
+        if (err) {
+            err->code = r;
+            err->index = st->fail_code ? st->fail_index : m->n;
+            snprintf(err->message, sizeof err->message, "%s",
+                     r == ASYNC_ETIMEDOUT ? "the map's deadline passed before it finished"
+                                          : "the awaiting task was cancelled");
+        }
+        async_future_free(f);
+        return r;
     }
     r = async_future_error(f);
     if (err) {
-        map_state_t *st = (map_state_t *)f->extra;
         err->code = r;
         err->index = r ? st->fail_index : 0;
         snprintf(err->message, sizeof err->message, "%s",
@@ -672,4 +717,9 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
     }
     async_future_free(f);
     return r;
+}
+
+int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
+{
+    return async_executor_map_dl(ex, m, err, ASYNC_FOREVER);
 }

@@ -40,6 +40,7 @@ typedef struct async__exec_priv {
     bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
+    async__list_t task_room;         /* tasks waiting for room (job_queue.c) */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
