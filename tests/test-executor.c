@@ -11,6 +11,7 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -1234,15 +1235,52 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     cr_expect_eq(async_work_worker(), -1, "outside a work function");
     cr_expect_null(async_work_output(4));
     cr_expect_eq(async_work_deadline(), ASYNC_FOREVER);
-    /* A worker asking to wait for its own pool gets EINVAL (the pool still
+    /* A worker asking to wait for its own pool gets EDEADLK (the pool still
      * shuts down). */
     int r = 1;
     job = (async_job_t){.fn = shutdown_self, .out_size = sizeof r, .ctx = ex};
     cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
-    cr_expect_eq(r, ASYNC_EINVAL);
+    cr_expect_eq(r, ASYNC_EDEADLK);
     async_future_t *f;
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_executor_free(ex);
+}
+
+static int terminate_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size;
+    int r = async_executor_terminate(ctx);
+    memcpy(out, &r, sizeof r);
+    return 0;
+}
+
+Test(exec_threads_only, worker_terminate_of_its_own_pool_is_edeadlk, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    int r = 1;
+    async_job_t job = {.fn = terminate_self, .out_size = sizeof r, .ctx = ex};
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
+    cr_expect_eq(r, ASYNC_EDEADLK);
+    async_future_t *f;
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED, "shut down all the same");
+    async_executor_free(ex);
+}
+
+static int free_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    async_executor_free(ctx);
+    return 0;
+}
+
+/* A programming error, reported and stopped at once rather than a worker
+ * joining itself or freeing the memory it runs on. */
+Test(exec_threads_only, worker_free_of_its_own_pool_aborts, .timeout = 10, .signal = SIGABRT)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = free_self, .ctx = ex}, &f), 0);
+    async_future_wait(f);
 }
 
 /* --- CPU counts (issue 11) ---------------------------------------------------- */

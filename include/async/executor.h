@@ -119,12 +119,16 @@ typedef struct async_executor_opts {
     bool caller_runs;
 } async_executor_opts_t;
 
-/* Creates and starts a pool; opts may be NULL (threads, default size).
- * Errors: ASYNC_EINVAL (unknown backend), ASYNC_ENOTSUP (backend not built
- * in: ASYNC_BACKEND_MPI needs libasync-mpi and async_mpi_init, see
- * async/mpi.h), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or
- * process), ASYNC_EMFILE / ASYNC_ENFILE (the process backend found no free
- * descriptor for its shared memory or its fork server's socket). */
+/* Creates and starts a pool (*out, OUT); opts may be NULL (threads, default
+ * size).  Errors: ASYNC_EINVAL (out NULL, unknown backend); ASYNC_ENOTSUP
+ * for ASYNC_BACKEND_MPI when the program is linked with libasync rather than
+ * libasync-mpi, when async_mpi_init has not returned on this rank (rank 0),
+ * or with an initializer (see async/mpi.h); ASYNC_EBUSY (MPI: an MPI
+ * executor lives already); ASYNC_ECLOSED (MPI: the run's MPI executor was
+ * freed, and the serving ranks exited with it); ASYNC_ENOMEM; ASYNC_EAGAIN
+ * (the system refused a thread or process); ASYNC_EMFILE / ASYNC_ENFILE
+ * (the process backend found no free descriptor for its shared memory or its
+ * fork server's socket).  On error *out is untouched. */
 ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts);
 
 /* The pool's worker count and backend. */
@@ -146,20 +150,26 @@ ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
  * FAILED with ASYNC_ECANCELED); without, they still run.  With wait, blocks
  * until all work that will run has finished and the workers have exited.
  * Calling it again is allowed (it can upgrade to cancel or wait).  Errors:
- * ASYNC_EINVAL (wait asked from one of the pool's own workers, which would
- * wait for itself; the shutdown itself still happens). */
+ * ASYNC_EINVAL (ex NULL), ASYNC_EDEADLK (wait asked from one of the pool's
+ * own workers, which would wait for itself; the shutdown itself still
+ * happens, without the wait). */
 ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
 
 /* Stops now: cancels queued jobs, and on the process backend kills the
  * workers, failing the jobs they held with ASYNC_ECANCELED; then waits for
  * the workers to exit.  A thread cannot be killed, so the thread backend
- * waits for running jobs to end.  Errors: ASYNC_EINVAL (called from a
- * worker). */
+ * waits for running jobs to end.  Errors: ASYNC_EINVAL (ex NULL),
+ * ASYNC_EDEADLK (called from one of the pool's own workers: the queued jobs
+ * are cancelled and the pool shut down, but nothing is killed or waited
+ * for). */
 ASYNC_API int async_executor_terminate(async_executor_t *ex);
 
 /* Shuts down (cancel_pending, wait) if not done yet and frees the pool.
  * Futures the caller still holds stay valid, and all are final.  NULL is
- * ignored.  Must not be called from one of the pool's workers.
+ * ignored.  Calling it from one of the pool's own workers is a programming
+ * error, as free() of a bad pointer is: the worker would wait for itself and
+ * free the memory it runs on, so the call prints a message naming it to
+ * stderr and aborts the process.
  *
  * Memory: the executor reuses the memory of freed futures of small jobs
  * (input plus output up to about 80 bytes) for later submits, keeping up to

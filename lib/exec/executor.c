@@ -14,6 +14,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "executor_internal.h"
@@ -319,7 +320,7 @@ int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending
     async__q_stop(ex->priv, ASYNC_ECLOSED, cancel_pending, &list);
     skip_list(list, ASYNC_ECANCELED, "cancelled by the executor's shutdown");
     if (!wait) return 0;
-    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    if (tls_worker_of == ex) return ASYNC_EDEADLK; /* it would join itself */
     join_once(ex);
     return 0;
 }
@@ -328,7 +329,7 @@ int async_executor_terminate(async_executor_t *ex)
 {
     if (!ex) return ASYNC_EINVAL;
     async_executor_shutdown(ex, false, true);
-    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    if (tls_worker_of == ex) return ASYNC_EDEADLK;
     if (ex->ops->terminate) ex->ops->terminate(ex);
     join_once(ex);
     return 0;
@@ -337,6 +338,15 @@ int async_executor_terminate(async_executor_t *ex)
 void async_executor_free(async_executor_t *ex)
 {
     if (!ex) return;
+    if (tls_worker_of == ex) {
+        /* The worker would join itself, and the pool's memory, which this
+         * very worker runs on, would go: a programming error, caught here
+         * as free() catches a bad pointer rather than left to corrupt. */
+        fprintf(stderr, "libasync: async_executor_free(%p) called from one of that executor's own "
+                        "workers; an executor must be freed from outside its pool\n",
+                (void *)ex);
+        abort();
+    }
     async_executor_shutdown(ex, true, true);
     ex->ops->free(ex);
     exec_priv_t *p = ex->priv;
