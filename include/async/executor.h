@@ -282,6 +282,35 @@ ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, v
 ASYNC_API int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out,
                                     size_t *out_len, char *msg, size_t msg_cap, int64_t deadline);
 
+/* --- to_thread ------------------------------------------------------------- */
+
+/* asyncio.to_thread: runs fn(arg) on a thread of a default pool that the
+ * process shares, created on the first call with min(32, async_cpu_count()
+ * + 4) threads (as Python's default executor) and freed at exit (exit then
+ * waits for functions still running; one that calls exit() itself is not
+ * waited for).  From a task the task awaits, so only it sleeps and its loop
+ * runs on; from any other thread the call blocks.  fn's return value goes to
+ * *result (OUT, may be NULL).
+ *
+ * Giving up: the _dl form's deadline and the cancellation of the calling
+ * task end the wait for fn, but a thread cannot be stopped, and arg usually
+ * points at memory the caller is about to release.  So the call never
+ * returns while fn runs: a call still queued (every thread busy) is
+ * cancelled and fn never runs (*result untouched); a call already running is
+ * waited for, shielded from the cancel (in a task only the task waits), and
+ * its return value still goes to *result, so that what fn allocated can be
+ * freed.  Then it returns ASYNC_ETIMEDOUT or ASYNC_ECANCELED: arg may be
+ * released as soon as the call returns, whatever it returns.
+ *
+ * Returns 0 (fn ran; its return value is in *result).  Errors:
+ * ASYNC_EINVAL (fn NULL), ASYNC_ETIMEDOUT (_dl: the deadline passed first),
+ * ASYNC_ECANCELED (the calling task was cancelled; or the process is
+ * exiting and the call never ran), ASYNC_ENOMEM, ASYNC_EAGAIN (the system
+ * refused the pool's threads on the first call; a later call tries again). */
+ASYNC_API int async_to_thread(void *(*fn)(void *arg), void *arg, void **result);
+ASYNC_API int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **result,
+                                 int64_t deadline);
+
 /* --- maps: map, starmap, map_async --------------------------------------- */
 
 /* A map of fn over n items: item i is in_size bytes at in + i * in_size, its

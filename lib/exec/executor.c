@@ -120,6 +120,8 @@ static bool start_job(async__job_t *job)
     return true;
 }
 
+bool async__exec_on_worker(const async_executor_t *ex) { return tls_worker_of == ex; }
+
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
     (void)worker;

@@ -96,6 +96,9 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
 
 size_t async__default_chunksize(const async_executor_t *ex, size_t n);
 
+/* Whether the calling thread is one of ex's workers. */
+bool async__exec_on_worker(const async_executor_t *ex);
+
 /* imap.c: called when a chunk is taken (false: skip it, already finished)
  * and when it is finished. */
 bool async__imap_chunk_start(async__job_t *job);
