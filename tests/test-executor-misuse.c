@@ -372,3 +372,61 @@ ON_BOTH(negative_job_deadline_has_passed)
     still_serves(ex);
     async_executor_free(ex);
 }
+
+/* Option structs carry their size: 0 (a designated initialiser) and
+ * sizeof (the _init functions) work, a size below the struct's is refused
+ * with ASYNC_EINVAL and nothing happens. */
+ON_BOTH(option_struct_sizes)
+{
+    async_executor_t *ex = NULL;
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    cr_expect_eq(o.size, sizeof o);
+    o.backend = backend;
+    o.workers = 1;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    async_executor_t *bad = NULL;
+    o.size = 1;
+    cr_expect_eq(async_executor_new(&bad, &o), ASYNC_EINVAL);
+    cr_expect_null(bad);
+
+    unsigned char in[4] = {1, 2, 3, 4}, out[4] = {0};
+    async_future_t *f = NULL;
+    async_job_t j;
+    async_job_init(&j);
+    j.fn = fill, j.in = in, j.in_size = 4, j.out_size = 1;
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), 0);
+    cr_expect_eq(out[0], 10);
+    j.size = 0;
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), 0);
+    j.size = 1;
+    cr_expect_eq(async_executor_submit(ex, &j, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), ASYNC_EINVAL);
+    cr_expect_null(f);
+
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = fill, m.in = in, m.in_size = 1, m.out = out, m.out_size = 1, m.n = 4;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0);
+    cr_expect_eq(out[3], 4);
+    m.size = 1;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f), ASYNC_EINVAL);
+    cr_expect_null(f);
+
+    async_imap_t im;
+    async_imap_init(&im);
+    im.fn = fill, im.in = in, im.in_size = 1, im.out_size = 1, im.n = 4;
+    async_imap_iter_t *it = NULL;
+    cr_assert_eq(async_executor_imap(ex, &im, &it), 0);
+    size_t idx;
+    for (int i = 0; i < 4; i++) cr_expect_eq(async_imap_next(it, out, &idx), 0);
+    cr_expect_eq(async_imap_next(it, out, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    it = NULL;
+    im.size = 1;
+    cr_expect_eq(async_executor_imap(ex, &im, &it), ASYNC_EINVAL);
+    cr_expect_null(it);
+    still_serves(ex);
+    async_executor_free(ex);
+}

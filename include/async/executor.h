@@ -27,6 +27,7 @@
 #ifndef ASYNC_EXECUTOR_H
 #define ASYNC_EXECUTOR_H
 
+#include <string.h>
 #include "common.h"
 #include "future.h"
 
@@ -93,6 +94,11 @@ typedef enum async_backend {
 } async_backend_t;
 
 typedef struct async_executor_opts {
+    /* 0 or sizeof(async_executor_opts_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_backend_t backend;
     /* Workers; 0 for the default: min(32, cpus + 4) threads, as
      * ThreadPoolExecutor, or cpus processes, where cpus is
@@ -119,8 +125,15 @@ typedef struct async_executor_opts {
     bool caller_runs;
 } async_executor_opts_t;
 
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_executor_opts_init(async_executor_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 /* Creates and starts a pool (*out, OUT); opts may be NULL (threads, default
- * size).  Errors: ASYNC_EINVAL (out NULL, unknown backend); ASYNC_ENOTSUP
+ * size).  Errors: ASYNC_EINVAL (out NULL, bad opts->size, unknown backend); ASYNC_ENOTSUP
  * for ASYNC_BACKEND_MPI when the program is linked with libasync rather than
  * libasync-mpi, when async_mpi_init has not returned on this rank (rank 0),
  * or with an initializer (see async/mpi.h); ASYNC_EBUSY (MPI: an MPI
@@ -193,6 +206,11 @@ ASYNC_API void async_executor_shm_free(async_executor_t *ex, void *ptr);
 /* --- single jobs: submit, apply ------------------------------------------ */
 
 typedef struct async_job {
+    /* 0 or sizeof(async_job_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     const void *in;  /* in_size bytes, copied by submit unless borrow_input */
     size_t in_size;
@@ -208,6 +226,13 @@ typedef struct async_job {
                           final: not copied (thread backend); ignored, the
                           input copied, when the job has a time limit */
 } async_job_t;
+
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_job_init(async_job_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 /* Queues one job and returns its future (*out, OUT, one reference for the
  * caller).  The job's deadline is job->timeout_ns after the submit is
@@ -231,7 +256,7 @@ typedef struct async_job {
  * bounds the wait for room only, not the job: see timeout_ns); a task
  * cancelled while it waits gets ASYNC_ECANCELED; in both cases nothing is
  * queued.  trysubmit never waits: ASYNC_EAGAIN when full.
- * Errors: ASYNC_EINVAL (job or fn NULL, in NULL
+ * Errors: ASYNC_EINVAL (job or fn NULL, bad job->size, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
  * ASYNC_EWORKERDIED (process backend without an initializer: workers kept
@@ -321,6 +346,11 @@ ASYNC_API int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **resul
  * thread backend.  A chunk stops at its first failing item; other chunks run
  * on. */
 typedef struct async_map {
+    /* 0 or sizeof(async_map_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     void *ctx;
     const void *in;
@@ -340,6 +370,13 @@ typedef struct async_map {
      * stay valid until the map is final. */
     int64_t timeout_ns;
 } async_map_t;
+
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_map_init(async_map_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 /* The first failure of a map: the lowest failing item index, its code and
  * message. */
@@ -367,8 +404,8 @@ typedef struct async_map_error {
  * async_work_deadline() can delay the return that long.  *err then has
  * that code, index the lowest item that failed or did not run (n if all ran
  * after all), and a message saying why.
- * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, fn
- * NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
+ * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, bad
+ * m->size, fn NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
 ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
                                  async_map_error_t *err);
 ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
@@ -400,6 +437,11 @@ ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *
 typedef int (*async_source_fn)(void *arg, void *item);
 
 typedef struct async_imap {
+    /* 0 or sizeof(async_imap_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     void *ctx;
     size_t in_size, out_size;
@@ -415,10 +457,17 @@ typedef struct async_imap {
     int priority;
 } async_imap_t;
 
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_imap_init(async_imap_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 typedef struct async_imap_iter async_imap_iter_t;
 
 /* Starts the lazy map and fills the first window.  Errors: as
- * async_executor_submit, ASYNC_EINVAL (fn NULL, no input, in_size 0 with
+ * async_executor_submit, ASYNC_EINVAL (bad m->size, fn NULL, no input, in_size 0 with
  * a source). */
 ASYNC_API int async_executor_imap(async_executor_t *ex, const async_imap_t *m,
                                   async_imap_iter_t **out);

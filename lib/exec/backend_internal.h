@@ -54,6 +54,11 @@
 #include "async/future.h"
 #include "async/executor.h"
 
+/* An option struct's size field (rule of executor.h): 0 reads the 0.2
+ * layout, a nonzero size below this library's struct is refused.  Later
+ * versions read a field added at the end only when size covers it. */
+#define async__size_bad(p) ((p)->size != 0 && (p)->size < sizeof *(p))
+
 /* What one job runs: count items of fn.  Item i reads in_size bytes at
  * in + i * in_size and writes out_size bytes at out + i * out_size.  For a
  * process backend these pointers are the parent's; the worker gets a copy

@@ -238,7 +238,7 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
 
 int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts)
 {
-    if (!out) return ASYNC_EINVAL;
+    if (!out || (opts && async__size_bad(opts))) return ASYNC_EINVAL;
     async_executor_opts_t o = {0};
     if (opts) o = *opts;
     const async__backend_ops_t *ops;
@@ -385,7 +385,7 @@ enum { BLOCK, TRY };
 
 static int check_job(const async_job_t *j)
 {
-    if (!j || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
+    if (!j || async__size_bad(j) || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
     if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
     return 0;
 }
@@ -587,7 +587,7 @@ static void map_cb(async_future_t *f, void *arg)
 
 static int check_map(async_executor_t *ex, const async_map_t *m)
 {
-    if (!ex || !m || !m->fn) return ASYNC_EINVAL;
+    if (!ex || !m || async__size_bad(m) || !m->fn) return ASYNC_EINVAL;
     if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
     if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
     /* n items must fit the caller's arrays: a product that wraps would run

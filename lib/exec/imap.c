@@ -189,7 +189,7 @@ static int refill(async_imap_iter_t *it, int64_t deadline)
 
 int async_executor_imap(async_executor_t *ex, const async_imap_t *m, async_imap_iter_t **out)
 {
-    if (!ex || !m || !m->fn || !out) return ASYNC_EINVAL;
+    if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;
     if (!m->source && m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL; /* wraps */
     async_imap_iter_t *it = async__calloc(1, sizeof *it);

@@ -501,6 +501,13 @@ int main(int argc, char **argv)
     }
     async_mpi_register_data("offsets", offsets);
     char msg[256];
+    /* A size below the struct's is refused before MPI starts (every rank). */
+    CHECK(async_mpi_init(&argc, &argv, &(async_mpi_opts_t){.size = 1}, msg, sizeof msg) == ASYNC_EINVAL,
+          "opts size 1");
+    async_mpi_opts_t sized;
+    async_mpi_opts_init(&sized);
+    CHECK(sized.size == sizeof sized, "async_mpi_opts_init");
+    mo.size = strcmp(c, "map") ? 0 : sizeof mo; /* both layouts work */
     int r = async_mpi_init(&argc, &argv, &mo, msg, sizeof msg);
     if (!strcmp(c, "single")) {
         printf("init: %s: %s\n", async_errname(r), msg);
