@@ -7,8 +7,7 @@
  * after every test), and the pool must serve normally afterwards.
  *
  * Sizes whose product wraps (n * in_size, n * out_size) are refused on both
- * backends and for imap; a negative job or map deadline has passed, as in
- * every wait; async_executor_shm_free of a pointer the process pool did not
+ * backends and for imap; a negative job or map time limit has expired; async_executor_shm_free of a pointer the process pool did not
  * hand out is ignored (on the thread backend it is undefined: free()). */
 #include <criterion/criterion.h>
 #include <stdint.h>
@@ -77,7 +76,7 @@ static void still_serves(async_executor_t *ex)
     unsigned char in[3] = {1, 2, 3}, out[4] = {0};
     size_t len = 0;
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 3, .out_size = 4}, out, &len, msg);
+    int r = async_executor_run(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 3, .out_size = 4}, out, &len, msg, sizeof msg);
     cr_assert_eq(r, 0, "after the misuse: %s (%s)", async_strerror(r), msg);
     cr_assert_eq(out[0], 6);
     cr_assert_eq(out[3], 6);
@@ -133,7 +132,7 @@ ON_BOTH(submit_with_bad_arguments)
     cr_expect_eq(async_executor_submit_batch(ex, (async_job_t[]){{.fn = fill}, {.fn = NULL}}, 2, fs), ASYNC_EINVAL);
     cr_expect_null(fs[0], "a refused batch queues nothing");
     cr_expect_eq(async_executor_submit_batch(ex, &(async_job_t){.fn = fill}, 0, NULL), 0, "an empty batch");
-    cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL, 0), ASYNC_EINVAL);
     cr_expect_eq(async_executor_queued(ex), 0, "nothing was queued");
     /* Zero sizes are fine: no input, no output. */
     cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), 0);
@@ -172,8 +171,8 @@ ON_BOTH(map_with_bad_arguments)
     cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2},
                                           NULL, NULL, NULL, &f),
                  ASYNC_EINVAL);
-    /* A negative map deadline has passed, as a negative wait deadline has. */
-    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .deadline = -5}, &e),
+    /* A negative map time limit has expired. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .timeout_ns = -5}, &e),
                  ASYNC_ETIMEDOUT);
     cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL, NULL, NULL),
                  ASYNC_EINVAL);
@@ -185,8 +184,8 @@ ON_BOTH(map_with_bad_arguments)
                  0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
     async_future_free(f);
-    /* A map whose deadline has passed runs nothing and says so. */
-    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .deadline = 1}, &e),
+    /* A map whose time limit has expired runs nothing and says so. */
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .timeout_ns = -1}, &e),
                  ASYNC_ETIMEDOUT);
     async_imap_iter_t *it = NULL;
     cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
@@ -242,8 +241,8 @@ ON_BOTH(waits_with_past_deadlines)
     cr_expect_eq(async_future_wait_dl(f, ASYNC_FOREVER), 0);
     cr_expect_eq(async_future_wait_dl(f, 0), 0, "a final future answers even a past deadline");
     async_future_free(f);
-    /* A job whose deadline passed before it was queued never runs. */
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = 1}, &f), 0);
+    /* A job whose time limit expired before it was queued never runs. */
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -1}, &f), 0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect_str_eq(async_future_message(f), "deadline passed before it ran");
     async_future_free(f);
@@ -335,19 +334,99 @@ ON_BOTH(shared_memory_with_bad_arguments)
     async_executor_free(ex);
 }
 
-/* A job whose deadline is negative has passed: it fails with
- * ASYNC_ETIMEDOUT without running (it used to mean "no deadline"). */
+/* A job's and a map's time limit counts from the submit: a limit of 30 s
+ * (as an absolute time, 30 s after boot: long past) leaves the job time to
+ * run, and 0 means no limit. */
+ON_BOTH(time_limit_is_relative_to_the_submit)
+{
+    async_executor_t *ex = pool(backend, 1);
+    unsigned char in[2] = {1, 2}, out[8] = {0};
+    async_future_t *f = NULL;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 2, .out_size = 1,
+                                                          .timeout_ns = ASYNC_SEC(30)},
+                                       &f),
+                 0);
+    cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0, "%s", async_future_message(f));
+    async_future_free(f);
+    async_map_error_t e;
+    cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = out, .in_size = 1, .out = out,
+                                                       .out_size = 1, .n = 8, .timeout_ns = ASYNC_SEC(30)},
+                                    &e),
+                 0, "%s", e.message);
+    async_executor_free(ex);
+}
+
+/* A job whose time limit is negative has expired: it fails with
+ * ASYNC_ETIMEDOUT without running. */
 ON_BOTH(negative_job_deadline_has_passed)
 {
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f = NULL;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .deadline = -5}, &f), 0);
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -5}, &f), 0);
     int64_t t0 = async_now();
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect(async_future_done(f), "final, not the wait's own timeout");
     cr_expect_eq(async_future_error(f), ASYNC_ETIMEDOUT, "got %s", async_strerror(async_future_error(f)));
     cr_expect_lt(async_now() - t0, ASYNC_MSEC(250), "it did not run (the job sleeps 300 ms)");
     async_future_free(f);
+    still_serves(ex);
+    async_executor_free(ex);
+}
+
+/* Option structs carry their size: 0 (a designated initialiser) and
+ * sizeof (the _init functions) work, a size below the struct's is refused
+ * with ASYNC_EINVAL and nothing happens. */
+ON_BOTH(option_struct_sizes)
+{
+    async_executor_t *ex = NULL;
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    cr_expect_eq(o.size, sizeof o);
+    o.backend = backend;
+    o.workers = 1;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    async_executor_t *bad = NULL;
+    o.size = 1;
+    cr_expect_eq(async_executor_new(&bad, &o), ASYNC_EINVAL);
+    cr_expect_null(bad);
+
+    unsigned char in[4] = {1, 2, 3, 4}, out[4] = {0};
+    async_future_t *f = NULL;
+    async_job_t j;
+    async_job_init(&j);
+    j.fn = fill, j.in = in, j.in_size = 4, j.out_size = 1;
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), 0);
+    cr_expect_eq(out[0], 10);
+    j.size = 0;
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), 0);
+    j.size = 1;
+    cr_expect_eq(async_executor_submit(ex, &j, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), ASYNC_EINVAL);
+    cr_expect_null(f);
+
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = fill, m.in = in, m.in_size = 1, m.out = out, m.out_size = 1, m.n = 4;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0);
+    cr_expect_eq(out[3], 4);
+    m.size = 1;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f), ASYNC_EINVAL);
+    cr_expect_null(f);
+
+    async_imap_t im;
+    async_imap_init(&im);
+    im.fn = fill, im.in = in, im.in_size = 1, im.out_size = 1, im.n = 4;
+    async_imap_iter_t *it = NULL;
+    cr_assert_eq(async_executor_imap(ex, &im, &it), 0);
+    size_t idx;
+    for (int i = 0; i < 4; i++) cr_expect_eq(async_imap_next(it, out, &idx), 0);
+    cr_expect_eq(async_imap_next(it, out, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    it = NULL;
+    im.size = 1;
+    cr_expect_eq(async_executor_imap(ex, &im, &it), ASYNC_EINVAL);
+    cr_expect_null(it);
     still_serves(ex);
     async_executor_free(ex);
 }

@@ -11,6 +11,7 @@
  * every test. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -614,7 +615,7 @@ CASE(deadline_in_queue, 20)
     async_future_t *busy = submit_nap(ex, 80, 1, 0);
     int v[2] = {0, 2};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
-                       .deadline = async_deadline_after(20 * MS)};
+                       .timeout_ns = 20 * MS};
     async_future_t *late;
     cr_assert_eq(async_executor_submit(ex, &job, &late), 0);
     cr_expect_eq(async_future_wait(late), ASYNC_ETIMEDOUT);
@@ -941,7 +942,7 @@ static int await_one(void *arg, void **result)
     int v[2] = {a->i % 3, a->i};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
     size_t len;
-    int r = async_executor_run(a->ex, &job, &a->got, &len, NULL);
+    int r = async_executor_run(a->ex, &job, &a->got, &len, NULL, 0);
     return r ? r : len == sizeof(int) ? 0 : ASYNC_EIO;
 }
 
@@ -971,10 +972,10 @@ CASE(run_blocking_outside_tasks, 20)
     int in = -3, out = 0;
     async_job_t job = {.fn = picky, .in = &in, .in_size = sizeof in, .out_size = sizeof out};
     char msg[ASYNC_FUTURE_MSG_MAX];
-    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg, sizeof msg), ASYNC_EINVAL);
     cr_expect_str_eq(msg, "bad value -3");
     in = 21;
-    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg), 0);
+    cr_expect_eq(async_executor_run(ex, &job, &out, NULL, msg, sizeof msg), 0);
     cr_expect_eq(out, 42);
     async_executor_free(ex);
 }
@@ -1058,7 +1059,7 @@ Test(exec_threads_only, borrowed_input_and_ctx, .timeout = 10)
     async_job_t job = {.fn = borrow_reader, .in = &data, .in_size = sizeof data,
                        .out_size = sizeof(void *), .ctx = &calls, .borrow_input = true};
     const void *seen = NULL;
-    cr_expect_eq(async_executor_run(ex, &job, &seen, NULL, NULL), 0);
+    cr_expect_eq(async_executor_run(ex, &job, &seen, NULL, NULL, 0), 0);
     cr_expect_eq(seen, &data, "not copied");
     cr_expect_eq(calls, 1);
     async_executor_free(ex);
@@ -1094,9 +1095,9 @@ Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout =
     static overrun_t o = {.sleep_ms = 3000};
     int *input = malloc(sizeof *input);
     *input = 1234;
-    int64_t t0 = async_now(), deadline = async_deadline_after(100 * MS);
+    int64_t t0 = async_now();
     async_job_t job = {.fn = overrunner, .in = input, .in_size = sizeof *input, .out_size = 64,
-                       .ctx = &o, .deadline = deadline, .borrow_input = true};
+                       .ctx = &o, .timeout_ns = 100 * MS, .borrow_input = true};
     async_future_t *f;
     cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
@@ -1139,12 +1140,11 @@ Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
     enum { N = 12 };
     static overrun_t o[N];
     async_future_t *fs[N];
-    int64_t t0 = async_now();
     for (int i = 0; i < N; i++) {
         o[i].sleep_ms = i % 3 == 0 ? 0 : 400;
         int v = i;
         async_job_t job = {.fn = overrunner, .in = &v, .in_size = sizeof v, .out_size = 8,
-                           .ctx = &o[i], .deadline = t0 + (50 + 20 * (i % 4)) * MS};
+                           .ctx = &o[i], .timeout_ns = (50 + 20 * (i % 4)) * MS};
         cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
         cr_assert_eq(async_future_on_done(fs[i], count_expired, NULL), 0);
     }
@@ -1229,21 +1229,58 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     async_job_t job = {.fn = shrink, .out_size = 16};
     char out[16] = {0};
     size_t len = 0;
-    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL), 0);
+    cr_expect_eq(async_executor_run(ex, &job, out, &len, NULL, 0), 0);
     cr_expect_eq(len, 3);
     cr_expect_eq(memcmp(out, "abc", 3), 0);
     cr_expect_eq(async_work_worker(), -1, "outside a work function");
     cr_expect_null(async_work_output(4));
     cr_expect_eq(async_work_deadline(), ASYNC_FOREVER);
-    /* A worker asking to wait for its own pool gets EINVAL (the pool still
+    /* A worker asking to wait for its own pool gets EDEADLK (the pool still
      * shuts down). */
     int r = 1;
     job = (async_job_t){.fn = shutdown_self, .out_size = sizeof r, .ctx = ex};
-    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL), 0);
-    cr_expect_eq(r, ASYNC_EINVAL);
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
+    cr_expect_eq(r, ASYNC_EDEADLK);
     async_future_t *f;
     cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
     async_executor_free(ex);
+}
+
+static int terminate_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size;
+    int r = async_executor_terminate(ctx);
+    memcpy(out, &r, sizeof r);
+    return 0;
+}
+
+Test(exec_threads_only, worker_terminate_of_its_own_pool_is_edeadlk, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    int r = 1;
+    async_job_t job = {.fn = terminate_self, .out_size = sizeof r, .ctx = ex};
+    cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
+    cr_expect_eq(r, ASYNC_EDEADLK);
+    async_future_t *f;
+    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED, "shut down all the same");
+    async_executor_free(ex);
+}
+
+static int free_self(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    async_executor_free(ctx);
+    return 0;
+}
+
+/* A programming error, reported and stopped at once rather than a worker
+ * joining itself or freeing the memory it runs on. */
+Test(exec_threads_only, worker_free_of_its_own_pool_aborts, .timeout = 10, .signal = SIGABRT)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = free_self, .ctx = ex}, &f), 0);
+    async_future_wait(f);
 }
 
 /* --- CPU counts (issue 11) ---------------------------------------------------- */

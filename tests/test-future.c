@@ -486,3 +486,22 @@ Test(future, unfinished_future_with_callbacks_frees_them)
     cr_assert_eq(async_future_on_done(f, log_cb, NULL), 0);
     async_future_free(f); /* never finished: the callbacks never run, nothing leaks */
 }
+
+/* The wait modes that listen on every future allocate, and say so when the
+ * allocation fails; WAIT_ALL never allocates. */
+Test(future, futures_wait_reports_enomem)
+{
+    async_future_t *fs[2];
+    cr_assert_eq(async_future_new(&fs[0]), 0);
+    cr_assert_eq(async_future_new(&fs[1]), 0);
+    size_t index = 7;
+    test_alloc_fail_after(0);
+    int r = async_futures_wait_dl(fs, 2, ASYNC_WAIT_FIRST_COMPLETED, &index, async_deadline_after(ASYNC_MSEC(1)));
+    int all = async_futures_wait_dl(fs, 2, ASYNC_WAIT_ALL, &index, async_deadline_after(ASYNC_MSEC(1)));
+    test_alloc_fail_after(-1);
+    cr_expect_eq(r, ASYNC_ENOMEM, "got %s", async_strerror(r));
+    cr_expect_eq(all, ASYNC_ETIMEDOUT, "got %s", async_strerror(all));
+    cr_expect_eq(index, 7, "untouched");
+    async_future_free(fs[0]);
+    async_future_free(fs[1]);
+}

@@ -78,11 +78,11 @@ static int act(const void *in, size_t in_size, void *out, size_t out_size, void 
     return 0;
 }
 
-static async_future_t *submit_act(async_executor_t *ex, int how, int ms, int64_t deadline)
+static async_future_t *submit_act(async_executor_t *ex, int how, int ms, int64_t timeout_ns)
 {
     int v[2] = {how, ms};
     async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
-                       .deadline = deadline};
+                       .timeout_ns = timeout_ns};
     async_future_t *f = NULL;
     int r = async_executor_submit(ex, &job, &f);
     cr_assert_eq(r, 0, "submit: %s", async_strerror(r));
@@ -155,7 +155,7 @@ Test(procs, deadline_kills_the_worker, .timeout = 20)
     marked_t in = {flag, 20000};
     int64_t t0 = async_now(), deadline = async_deadline_after(ASYNC_MSEC(150));
     async_job_t job = {.fn = mark_and_sleep, .in = &in, .in_size = sizeof in,
-                       .deadline = deadline};
+                       .timeout_ns = ASYNC_MSEC(150)};
     async_future_t *f;
     cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
     while (!*flag && async_now() < deadline) usleep(1000);
@@ -690,7 +690,7 @@ static int await_kill(void *arg, void **result)
     async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
     int out;
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &job, &out, NULL, msg);
+    int r = async_executor_run(ex, &job, &out, NULL, msg, sizeof msg);
     task_rc = r == ASYNC_EWORKERDIED && strstr(msg, "signal 9") ? 0 : ASYNC_EIO;
     return 0;
 }

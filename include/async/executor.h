@@ -27,6 +27,7 @@
 #ifndef ASYNC_EXECUTOR_H
 #define ASYNC_EXECUTOR_H
 
+#include <string.h>
 #include "common.h"
 #include "future.h"
 
@@ -93,6 +94,11 @@ typedef enum async_backend {
 } async_backend_t;
 
 typedef struct async_executor_opts {
+    /* 0 or sizeof(async_executor_opts_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_backend_t backend;
     /* Workers; 0 for the default: min(32, cpus + 4) threads, as
      * ThreadPoolExecutor, or cpus processes, where cpus is
@@ -119,12 +125,23 @@ typedef struct async_executor_opts {
     bool caller_runs;
 } async_executor_opts_t;
 
-/* Creates and starts a pool; opts may be NULL (threads, default size).
- * Errors: ASYNC_EINVAL (unknown backend), ASYNC_ENOTSUP (backend not built
- * in: ASYNC_BACKEND_MPI needs libasync-mpi and async_mpi_init, see
- * async/mpi.h), ASYNC_ENOMEM, ASYNC_EAGAIN (the system refused a thread or
- * process), ASYNC_EMFILE / ASYNC_ENFILE (the process backend found no free
- * descriptor for its shared memory or its fork server's socket). */
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_executor_opts_init(async_executor_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
+/* Creates and starts a pool (*out, OUT); opts may be NULL (threads, default
+ * size).  Errors: ASYNC_EINVAL (out NULL, bad opts->size, unknown backend); ASYNC_ENOTSUP
+ * for ASYNC_BACKEND_MPI when the program is linked with libasync rather than
+ * libasync-mpi, when async_mpi_init has not returned on this rank (rank 0),
+ * or with an initializer (see async/mpi.h); ASYNC_EBUSY (MPI: an MPI
+ * executor lives already); ASYNC_ECLOSED (MPI: the run's MPI executor was
+ * freed, and the serving ranks exited with it); ASYNC_ENOMEM; ASYNC_EAGAIN
+ * (the system refused a thread or process); ASYNC_EMFILE / ASYNC_ENFILE
+ * (the process backend found no free descriptor for its shared memory or its
+ * fork server's socket).  On error *out is untouched. */
 ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts);
 
 /* The pool's worker count and backend. */
@@ -146,20 +163,26 @@ ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
  * FAILED with ASYNC_ECANCELED); without, they still run.  With wait, blocks
  * until all work that will run has finished and the workers have exited.
  * Calling it again is allowed (it can upgrade to cancel or wait).  Errors:
- * ASYNC_EINVAL (wait asked from one of the pool's own workers, which would
- * wait for itself; the shutdown itself still happens). */
+ * ASYNC_EINVAL (ex NULL), ASYNC_EDEADLK (wait asked from one of the pool's
+ * own workers, which would wait for itself; the shutdown itself still
+ * happens, without the wait). */
 ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
 
 /* Stops now: cancels queued jobs, and on the process backend kills the
  * workers, failing the jobs they held with ASYNC_ECANCELED; then waits for
  * the workers to exit.  A thread cannot be killed, so the thread backend
- * waits for running jobs to end.  Errors: ASYNC_EINVAL (called from a
- * worker). */
+ * waits for running jobs to end.  Errors: ASYNC_EINVAL (ex NULL),
+ * ASYNC_EDEADLK (called from one of the pool's own workers: the queued jobs
+ * are cancelled and the pool shut down, but nothing is killed or waited
+ * for). */
 ASYNC_API int async_executor_terminate(async_executor_t *ex);
 
 /* Shuts down (cancel_pending, wait) if not done yet and frees the pool.
  * Futures the caller still holds stay valid, and all are final.  NULL is
- * ignored.  Must not be called from one of the pool's workers.
+ * ignored.  Calling it from one of the pool's own workers is a programming
+ * error, as free() of a bad pointer is: the worker would wait for itself and
+ * free the memory it runs on, so the call prints a message naming it to
+ * stderr and aborts the process.
  *
  * Memory: the executor reuses the memory of freed futures of small jobs
  * (input plus output up to about 80 bytes) for later submits, keeping up to
@@ -183,34 +206,57 @@ ASYNC_API void async_executor_shm_free(async_executor_t *ex, void *ptr);
 /* --- single jobs: submit, apply ------------------------------------------ */
 
 typedef struct async_job {
+    /* 0 or sizeof(async_job_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     const void *in;  /* in_size bytes, copied by submit unless borrow_input */
     size_t in_size;
     size_t out_size; /* bytes of the output buffer the function gets */
     void *ctx;
-    int priority;     /* higher runs first; 0 normally */
-    int64_t deadline; /* absolute; 0 or ASYNC_FOREVER for none, negative has passed (below) */
+    int priority;       /* higher runs first; 0 normally */
+    /* Time limit in ns, counted from the submit (which turns it into the
+     * job's deadline, async_deadline_after(timeout_ns)); 0 for none; a
+     * negative one has already expired: the job fails with ASYNC_ETIMEDOUT
+     * without running.  What happens at the deadline: below. */
+    int64_t timeout_ns;
     bool borrow_input; /* in stays valid and unchanged until the future is
                           final: not copied (thread backend); ignored, the
-                          input copied, when the job has a deadline */
+                          input copied, when the job has a time limit */
 } async_job_t;
 
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_job_init(async_job_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 /* Queues one job and returns its future (*out, OUT, one reference for the
- * caller).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
+ * caller).  The job's deadline is job->timeout_ns after the submit is
+ * called (none when 0).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
  * without running; on the process backend a job running past its deadline
  * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend a
  * thread cannot be stopped: the future fails with ASYNC_ETIMEDOUT at the
  * deadline ("still running at its deadline ..."), callbacks run and waits
  * return then, while the function runs on to its end (it can read
  * async_work_deadline() to stop early).  Until it returns, the executor
- * keeps the job's memory: its copy of the input (a job with a deadline is
+ * keeps the job's memory: its copy of the input (a job with a time limit is
  * always copied, whatever borrow_input says), its output buffer and any
  * async_work_output buffer; the late result is then dropped, so nothing the
  * caller frees after the timeout is touched.  What ctx points to must stay
  * valid until the function returns: async_executor_shutdown with wait and
- * async_executor_free wait for it.  submit blocks while the queue is at max_queued;
- * submit_dl gives up at the deadline with ASYNC_ETIMEDOUT; trysubmit fails
- * at once with ASYNC_EAGAIN.  Errors: ASYNC_EINVAL (job or fn NULL, in NULL
+ * async_executor_free wait for it.
+ *
+ * While the queue is at max_queued, submit waits for room: a thread blocks;
+ * a task awaits (only the task sleeps, its loop runs on).  submit_dl gives
+ * up waiting at its deadline parameter with ASYNC_ETIMEDOUT (that deadline
+ * bounds the wait for room only, not the job: see timeout_ns); a task
+ * cancelled while it waits gets ASYNC_ECANCELED; in both cases nothing is
+ * queued.  trysubmit never waits: ASYNC_EAGAIN when full.
+ * Errors: ASYNC_EINVAL (job or fn NULL, bad job->size, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
  * ASYNC_EWORKERDIED (process backend without an initializer: workers kept
@@ -218,7 +264,8 @@ typedef struct async_job {
  * backend: the pool's fork server died, so no worker can start and the pool
  * is broken; jobs queued or running then fail with ASYNC_ECHILD and "the
  * process pool's fork server (pid P) died..."; submit returns it once the
- * pool has noticed, within about 250 ms),
+ * pool has noticed, within about 250 ms), ASYNC_ETIMEDOUT (submit_dl),
+ * ASYNC_ECANCELED (a cancelled task that had to wait for room),
  * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
 ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
                                     async_future_t **out);
@@ -227,25 +274,67 @@ ASYNC_API int async_executor_submit_dl(async_executor_t *ex, const async_job_t *
 ASYNC_API int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job,
                                        async_future_t **out);
 
-/* Queues n jobs at once and returns their futures in out[0..n) (one
+/* Queues n jobs at once and returns their futures in out[0..n) (OUT, one
  * reference each).  Cheaper per job than n submits: the batch is queued with
- * one atomic operation and wakes the workers once.  It blocks for room as
- * submit does (a batch may overfill max_queued).  Errors: as submit, and
- * ASYNC_EINVAL if any job is invalid; on error nothing is queued and out
- * holds nothing to free. */
+ * one atomic operation and wakes the workers once.  It waits for room as
+ * submit does, for room for one job (a batch may overfill max_queued); the
+ * _dl form gives up at the deadline with ASYNC_ETIMEDOUT.  Errors: as
+ * submit_dl, and ASYNC_EINVAL if any job is invalid; on error nothing is
+ * queued and out holds nothing to free. */
 ASYNC_API int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
                                           async_future_t **out);
+ASYNC_API int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs,
+                                             size_t n, async_future_t **out, int64_t deadline);
 
-/* apply / to_thread / run_in_executor: submits the job and waits for it, in
- * a task by awaiting (only the task sleeps), elsewhere by blocking; copies
- * the result into out (job->out_size bytes; *out_len, OUT, may be NULL,
- * receives the result's size, which may exceed job->out_size for a variable
- * result: then only out_size bytes are copied).  Returns the job's outcome,
- * or an error of submit, or ASYNC_ECANCELED if the awaiting task was
- * cancelled (the job runs on).  msg (OUT, may be NULL) receives the
- * failure's message, up to ASYNC_FUTURE_MSG_MAX bytes. */
+/* apply / run_in_executor: submits the job and waits for it, in a task by
+ * awaiting (only the task sleeps), elsewhere by blocking; copies the result
+ * into out (job->out_size bytes; *out_len, OUT, may be NULL, receives the
+ * result's size, which may exceed job->out_size for a variable result: then
+ * only out_size bytes are copied).  msg (OUT, may be NULL) receives the
+ * failure's message ("" on success), cut to msg_cap bytes with its NUL
+ * (nothing is written when msg_cap is 0; ASYNC_FUTURE_MSG_MAX holds any).
+ * The _dl form's deadline bounds the call's waiting, for queue room and
+ * for the result: at the deadline it returns ASYNC_ETIMEDOUT.  When the
+ * call gives up (deadline, or the awaiting task cancelled: ASYNC_ECANCELED)
+ * a job still queued is cancelled and a running one runs on, its result
+ * dropped; out is never written after the call returns (the job writes into
+ * the executor's buffer), so nothing is waited for; ctx must stay valid
+ * until the function returns, as for submit.  Returns the job's outcome
+ * (0, or its code: a job's own time limit gives ASYNC_ETIMEDOUT too), or an
+ * error of submit_dl, or ASYNC_ETIMEDOUT / ASYNC_ECANCELED as above. */
 ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out,
-                                 size_t *out_len, char *msg);
+                                 size_t *out_len, char *msg, size_t msg_cap);
+ASYNC_API int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out,
+                                    size_t *out_len, char *msg, size_t msg_cap, int64_t deadline);
+
+/* --- to_thread ------------------------------------------------------------- */
+
+/* asyncio.to_thread: runs fn(arg) on a thread of a default pool that the
+ * process shares, created on the first call with min(32, async_cpu_count()
+ * + 4) threads (as Python's default executor) and freed at exit (exit then
+ * waits for functions still running; one that calls exit() itself is not
+ * waited for).  From a task the task awaits, so only it sleeps and its loop
+ * runs on; from any other thread the call blocks.  fn's return value goes to
+ * *result (OUT, may be NULL).
+ *
+ * Giving up: the _dl form's deadline and the cancellation of the calling
+ * task end the wait for fn, but a thread cannot be stopped, and arg usually
+ * points at memory the caller is about to release.  So the call never
+ * returns while fn runs: a call still queued (every thread busy) is
+ * cancelled and fn never runs (*result untouched); a call already running is
+ * waited for, shielded from the cancel (in a task only the task waits), and
+ * its return value still goes to *result, so that what fn allocated can be
+ * freed.  Then it returns ASYNC_ETIMEDOUT or ASYNC_ECANCELED: arg may be
+ * released as soon as the call returns, whatever it returns.
+ *
+ * Returns 0 (fn ran; its return value is in *result).  Errors:
+ * ASYNC_EINVAL (fn NULL), ASYNC_ETIMEDOUT (_dl: the deadline passed first),
+ * ASYNC_ECANCELED (the calling task was cancelled; or the process is
+ * exiting and the call never ran), ASYNC_ENOMEM, ASYNC_EAGAIN (the system
+ * refused the pool's threads on the first call; a later call tries again). */
+ASYNC_API int async_to_thread(void *(*fn)(void *arg), void *arg, void **result);
+ASYNC_API int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **result,
+                                 int64_t deadline);
 
 /* --- maps: map, starmap, map_async --------------------------------------- */
 
@@ -257,6 +346,11 @@ ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, v
  * thread backend.  A chunk stops at its first failing item; other chunks run
  * on. */
 typedef struct async_map {
+    /* 0 or sizeof(async_map_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     void *ctx;
     const void *in;
@@ -266,14 +360,23 @@ typedef struct async_map {
     size_t n;
     size_t chunksize;
     int priority;
-    /* Per chunk: a chunk still queued then fails without running; on the
-     * process backend a running one is killed; on the thread backend a
-     * running chunk fails only when it returns late, because it writes into
-     * the caller's out, which must stay valid until the map is final.
-     * 0 or ASYNC_FOREVER for none; any other value is a time (a negative
-     * one has passed). */
-    int64_t deadline;
+    /* Time limit in ns for every chunk, counted from the map's submit (one
+     * deadline for all chunks, async_deadline_after(timeout_ns)); 0 for
+     * none; negative: already expired, every chunk fails with
+     * ASYNC_ETIMEDOUT without running.  At the deadline a chunk still
+     * queued fails without running; on the process backend a running one
+     * is killed; on the thread backend a running chunk fails only when it
+     * returns late, because it writes into the caller's out, which must
+     * stay valid until the map is final. */
+    int64_t timeout_ns;
 } async_map_t;
+
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_map_init(async_map_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 /* The first failure of a map: the lowest failing item index, its code and
  * message. */
@@ -283,17 +386,30 @@ typedef struct async_map_error {
     char message[ASYNC_FUTURE_MSG_MAX];
 } async_map_error_t;
 
-/* Runs the map and waits for it (blocking the thread; in a task, awaiting).
- * With opts.caller_runs on the thread backend without an initializer, a
- * blocking caller (not a task) also runs chunks itself while it would
- * otherwise sleep, so the map does not wait for sleeping workers to get a
- * CPU; async_work_worker() is -1 in those calls.
+/* Runs the map and waits for it (blocking the thread; in a task, awaiting:
+ * only the task sleeps).  With opts.caller_runs on the thread backend
+ * without an initializer, a blocking caller (not a task) also runs chunks
+ * itself while it would otherwise sleep, so the map does not wait for
+ * sleeping workers to get a CPU; async_work_worker() is -1 in those calls.
  * Returns 0 when every item succeeded, otherwise the code of the lowest
  * failing item, described in *err (OUT, may be NULL).  n = 0 returns 0.
- * Errors also: as submit (nothing ran then), ASYNC_EINVAL (m NULL, fn NULL,
- * in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
+ *
+ * Giving up: the _dl form's deadline bounds the call's waiting (for queue
+ * room, then for the map); at the deadline it returns ASYNC_ETIMEDOUT.  A
+ * task cancelled while it waits gets ASYNC_ECANCELED.  In both cases the
+ * chunks still queued are cancelled (they never run), and, because running
+ * chunks write into the caller's out, the call first waits for them to end
+ * (in a task through the loop, shielded from the cancel: only the task
+ * sleeps), so out is never written after it returns; a chunk that ignores
+ * async_work_deadline() can delay the return that long.  *err then has
+ * that code, index the lowest item that failed or did not run (n if all ran
+ * after all), and a message saying why.
+ * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, bad
+ * m->size, fn NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
 ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
                                  async_map_error_t *err);
+ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
+                                    async_map_error_t *err, int64_t deadline);
 
 /* map_async: queues the map and returns at once with a future (*out, OUT)
  * that is DONE (no output bytes) when every item succeeded, or FAILED with
@@ -321,6 +437,11 @@ ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *
 typedef int (*async_source_fn)(void *arg, void *item);
 
 typedef struct async_imap {
+    /* 0 or sizeof(async_imap_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     async_work_fn fn;
     void *ctx;
     size_t in_size, out_size;
@@ -336,20 +457,31 @@ typedef struct async_imap {
     int priority;
 } async_imap_t;
 
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_imap_init(async_imap_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
+
 typedef struct async_imap_iter async_imap_iter_t;
 
 /* Starts the lazy map and fills the first window.  Errors: as
- * async_executor_submit, ASYNC_EINVAL (fn NULL, no input, in_size 0 with
+ * async_executor_submit, ASYNC_EINVAL (bad m->size, fn NULL, no input, in_size 0 with
  * a source). */
 ASYNC_API int async_executor_imap(async_executor_t *ex, const async_imap_t *m,
                                   async_imap_iter_t **out);
 
 /* Blocks the calling thread for the next result (in input order, or in
  * completion order when unordered), copies it to out (out_size bytes) and
- * sets *index (OUT, may be NULL) to its input position.  Returns 0, the
- * item's error (message in async_imap_message; iteration may go on),
+ * sets *index (OUT, may be NULL) to its input position.  It first tops up
+ * the window, waiting for queue room as submit does; the deadline bounds
+ * that wait too (an item pulled from the source but not queued by then is
+ * kept and queued first by the next call, so nothing is lost).  Returns 0,
+ * the item's error (message in async_imap_message; iteration may go on),
  * ASYNC_EEOF after the last item, the source's error, ASYNC_ETIMEDOUT at
- * the deadline (nothing is consumed). */
+ * the deadline (no result is consumed), or an error of submit (ECLOSED,
+ * the broken pool's code, ENOMEM) from the top-up. */
 ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
 ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
                                  int64_t deadline);

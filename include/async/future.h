@@ -167,7 +167,9 @@ typedef enum async_wait_mode {
  * failed or cancelled one, or n when none failed; ALL: n).  The futures
  * that are final then are async_future_done's; the others run on.  n = 0
  * returns 0 at once.  Errors: ASYNC_ETIMEDOUT at the deadline (_dl only),
- * ASYNC_EINVAL (fs NULL with n > 0, a NULL entry, a bad mode). */
+ * ASYNC_EINVAL (fs NULL with n > 0, a NULL entry, a bad mode),
+ * ASYNC_ENOMEM (FIRST_COMPLETED and FIRST_FAILURE listen on every future
+ * through an allocation; ALL never allocates). */
 ASYNC_API int async_futures_wait(async_future_t *const *fs, size_t n, async_wait_mode_t mode,
                                  size_t *index);
 ASYNC_API int async_futures_wait_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode,

@@ -33,6 +33,7 @@
 #ifndef ASYNC_MPI_H
 #define ASYNC_MPI_H
 
+#include <string.h>
 #include "common.h"
 #include "executor.h"
 
@@ -63,6 +64,11 @@ ASYNC_API int async_mpi_register_data(const char *name, void *data);
     struct async__mpi_reg_##fn##_semicolon
 
 typedef struct async_mpi_opts {
+    /* 0 or sizeof(async_mpi_opts_t) as the program was compiled; 0 reads the 0.2
+     * layout.  Later versions add fields only at the end and read them only
+     * when size covers them; a nonzero size below the 0.2 struct's is
+     * refused with ASYNC_EINVAL. */
+    size_t size;
     /* Serving ranks run jobs in a fork-based process pool of this many
      * processes each (the process backend), so that a job that crashes
      * fails only its future; 0: each rank runs one job at a time on its own
@@ -71,6 +77,13 @@ typedef struct async_mpi_opts {
     /* Those pools' max_job_bytes (0: the process backend's default). */
     size_t max_job_bytes;
 } async_mpi_opts_t;
+
+/* Zeroes *o and sets its size (see the size field). */
+static inline void async_mpi_opts_init(async_mpi_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->size = sizeof *o;
+}
 
 /* Starts MPI (MPI_Init_thread) and checks that every rank registered the
  * same functions and data.  Returns 0 only on rank 0; on every other rank
@@ -81,7 +94,8 @@ typedef struct async_mpi_opts {
  * may be NULL.  msg (OUT, may be NULL, cap bytes) receives the reason of a
  * failure.  Errors: ASYNC_EALREADY (called before), ASYNC_EIO (MPI could
  * not start, or gives less than MPI_THREAD_SERIALIZED), ASYNC_EINVAL
- * (registries differ between ranks: the message names the first rank that
+ * (opts->size neither 0 nor large enough, checked before MPI starts; or
+ * registries differ between ranks: the message names the first rank that
  * differs from rank 0; the run is then over, other ranks have exited),
  * ASYNC_ENOTSUP (a single rank: nobody to serve), ASYNC_ENOMEM. */
 ASYNC_API int async_mpi_init(int *argc, char ***argv, const async_mpi_opts_t *opts, char *msg,

@@ -50,9 +50,25 @@
 #ifndef ASYNC_EXECUTOR_INTERNAL_H
 #define ASYNC_EXECUTOR_INTERNAL_H
 
+#include <limits.h>
 #include "core/core_internal.h"
 #include "async/future.h"
 #include "async/executor.h"
+
+/* An option struct's size field (rule of executor.h): 0 reads the 0.2
+ * layout, a nonzero size below this library's struct is refused.  Later
+ * versions read a field added at the end only when size covers it. */
+#define async__size_bad(p) ((p)->size != 0 && (p)->size < sizeof *(p))
+
+/* The one shape of every backend's default_workers: per workers for each of
+ * units (CPUs, serving ranks), at most cap (0: no cap), at least 1. */
+static inline unsigned async__default_workers(unsigned units, unsigned per, unsigned cap)
+{
+    unsigned long long n = (unsigned long long)units * per;
+    if (cap && n > cap) n = cap;
+    if (n > UINT_MAX) n = UINT_MAX;
+    return n ? (unsigned)n : 1;
+}
 
 /* What one job runs: count items of fn.  Item i reads in_size bytes at
  * in + i * in_size and writes out_size bytes at out + i * out_size.  For a

@@ -14,6 +14,7 @@
 #include <assert.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "executor_internal.h"
@@ -118,6 +119,8 @@ static bool start_job(async__job_t *job)
     }
     return true;
 }
+
+bool async__exec_on_worker(const async_executor_t *ex) { return tls_worker_of == ex; }
 
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
@@ -235,7 +238,7 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
 
 int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts)
 {
-    if (!out) return ASYNC_EINVAL;
+    if (!out || (opts && async__size_bad(opts))) return ASYNC_EINVAL;
     async_executor_opts_t o = {0};
     if (opts) o = *opts;
     const async__backend_ops_t *ops;
@@ -319,7 +322,7 @@ int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending
     async__q_stop(ex->priv, ASYNC_ECLOSED, cancel_pending, &list);
     skip_list(list, ASYNC_ECANCELED, "cancelled by the executor's shutdown");
     if (!wait) return 0;
-    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    if (tls_worker_of == ex) return ASYNC_EDEADLK; /* it would join itself */
     join_once(ex);
     return 0;
 }
@@ -328,7 +331,7 @@ int async_executor_terminate(async_executor_t *ex)
 {
     if (!ex) return ASYNC_EINVAL;
     async_executor_shutdown(ex, false, true);
-    if (tls_worker_of == ex) return ASYNC_EINVAL;
+    if (tls_worker_of == ex) return ASYNC_EDEADLK;
     if (ex->ops->terminate) ex->ops->terminate(ex);
     join_once(ex);
     return 0;
@@ -337,6 +340,15 @@ int async_executor_terminate(async_executor_t *ex)
 void async_executor_free(async_executor_t *ex)
 {
     if (!ex) return;
+    if (tls_worker_of == ex) {
+        /* The worker would join itself, and the pool's memory, which this
+         * very worker runs on, would go: a programming error, caught here
+         * as free() catches a bad pointer rather than left to corrupt. */
+        fprintf(stderr, "libasync: async_executor_free(%p) called from one of that executor's own "
+                        "workers; an executor must be freed from outside its pool\n",
+                (void *)ex);
+        abort();
+    }
     async_executor_shutdown(ex, true, true);
     ex->ops->free(ex);
     exec_priv_t *p = ex->priv;
@@ -373,19 +385,30 @@ enum { BLOCK, TRY };
 
 static int check_job(const async_job_t *j)
 {
-    if (!j || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
+    if (!j || async__size_bad(j) || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
     if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
     return 0;
+}
+
+/* The absolute deadline of a job or map whose time limit is timeout_ns,
+ * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
+ * already past for a negative limit (the job fails without running). */
+static int64_t limit_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns == 0) return ASYNC_FOREVER;
+    if (timeout_ns < 0) return -1;
+    return async_deadline_after(timeout_ns);
 }
 
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 {
+    int64_t deadline = limit_deadline(j->timeout_ns);
     /* A job with a deadline may outlive its future on the thread backend
      * (the future fails at the deadline, the function runs on), so its input
      * is always copied into the job, which lives until the function returns. */
-    bool timed = j->deadline > 0 && j->deadline != ASYNC_FOREVER;
+    bool timed = deadline != ASYNC_FOREVER;
     size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
@@ -402,7 +425,7 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
                                 j->out_size ? outbuf : NULL, j->out_size, 1};
     job->first = 0;
     job->priority = j->priority;
-    job->deadline = j->deadline == 0 ? ASYNC_FOREVER : j->deadline; /* < 0: already past */
+    job->deadline = deadline;
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
@@ -434,8 +457,8 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     return 0;
 }
 
-int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
-                                async_future_t **out)
+int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                   async_future_t **out, int64_t deadline)
 {
     if (!ex || (n && (!jobs || !out))) return ASYNC_EINVAL;
     for (size_t i = 0; i < n; i++)
@@ -451,10 +474,16 @@ int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, s
         if (prev) prev->next = job;
         prev = job;
     }
-    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, ASYNC_FOREVER);
+    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, deadline);
     if (r)
         for (size_t i = 0; i < n; i++) unmake(out[i]);
     return r;
+}
+
+int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
+                                async_future_t **out)
+{
+    return async_executor_submit_batch_dl(ex, jobs, n, out, ASYNC_FOREVER);
 }
 
 int async_executor_submit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
@@ -474,16 +503,24 @@ int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job, async
 }
 
 
-int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
-                       char *msg)
+int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
+                          char *msg, size_t msg_cap, int64_t deadline)
 {
+    if (msg && msg_cap) msg[0] = '\0';
     async_future_t *f;
-    int r = async_executor_submit(ex, job, &f);
+    int r = async_executor_submit_dl(ex, job, &f, deadline);
     if (r) return r;
-    r = async__in_task() ? async_future_await(f) : async_future_wait(f);
-    if (!async_future_done(f)) { /* the awaiting task was cancelled: the job runs on */
+    r = async__in_task() ? async_future_await_dl(f, deadline) : async__future_wait(f, deadline, true);
+    if (!async_future_done(f)) {
+        /* The deadline passed or the awaiting task was cancelled.  The job
+         * writes only into its own buffer, which the executor keeps until
+         * the function returns, so nothing waits here: a queued job is
+         * cancelled, a running one runs on and its result is dropped. */
+        async_future_cancel(f);
         async_future_free(f);
-        if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "the awaiting task was cancelled");
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "%s", r == ASYNC_ETIMEDOUT ? "the call's deadline passed"
+                                                              : "the awaiting task was cancelled");
         return r;
     }
     const void *data;
@@ -491,9 +528,15 @@ int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, 
     r = async_future_result(f, &data, &size);
     if (!r && out && size) memcpy(out, data, size < job->out_size ? size : job->out_size);
     if (out_len) *out_len = size;
-    if (msg) snprintf(msg, ASYNC_FUTURE_MSG_MAX, "%s", async_future_message(f));
+    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", async_future_message(f));
     async_future_free(f);
     return r;
+}
+
+int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, size_t *out_len,
+                       char *msg, size_t msg_cap)
+{
+    return async_executor_run_dl(ex, job, out, out_len, msg, msg_cap, ASYNC_FOREVER);
 }
 
 /* --- map, starmap, map_async ---------------------------------------------------- */
@@ -544,7 +587,7 @@ static void map_cb(async_future_t *f, void *arg)
 
 static int check_map(async_executor_t *ex, const async_map_t *m)
 {
-    if (!ex || !m || !m->fn) return ASYNC_EINVAL;
+    if (!ex || !m || async__size_bad(m) || !m->fn) return ASYNC_EINVAL;
     if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
     if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
     /* n items must fit the caller's arrays: a product that wraps would run
@@ -554,8 +597,10 @@ static int check_map(async_executor_t *ex, const async_map_t *m)
     return 0;
 }
 
-int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
-                             async_future_cb on_error, void *cb_arg, async_future_t **out)
+/* map_async whose wait for queue room gives up at deadline. */
+static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
+                        async_future_cb on_error, void *cb_arg, async_future_t **out,
+                        int64_t deadline)
 {
     int r = check_map(ex, m);
     if (r || !out) return r ? r : ASYNC_EINVAL;
@@ -587,7 +632,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
         *out = f;
         return 0;
     }
-    int64_t dl = m->deadline == 0 ? ASYNC_FOREVER : m->deadline; /* < 0: already past */
+    int64_t dl = limit_deadline(m->timeout_ns);
     for (size_t i = 0; i < nchunks; i++) {
         async__job_t *job = &st->jobs[i];
         size_t first = i * chunk;
@@ -606,7 +651,7 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     }
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
-    r = async__q_enqueue(ex, st->jobs, nchunks, false, ASYNC_FOREVER);
+    r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
     if (r) { /* never finished: its callbacks never run */
         pthread_mutex_destroy(&st->mu);
         async_future_free(f);
@@ -617,9 +662,15 @@ int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_f
     return 0;
 }
 
-static void help_map(async_executor_t *ex, map_state_t *st)
+int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
+                             async_future_cb on_error, void *cb_arg, async_future_t **out)
 {
-    for (size_t i = st->nchunks; i-- > 0;) {
+    return map_async_dl(ex, m, on_success, on_error, cb_arg, out, ASYNC_FOREVER);
+}
+
+static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
+{
+    for (size_t i = st->nchunks; i-- > 0 && (deadline == ASYNC_FOREVER || async_now() < deadline);) {
         async__job_t *job = &st->jobs[i];
         if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !map_start(job)) continue;
         async__outcome_t oc;
@@ -628,32 +679,49 @@ static void help_map(async_executor_t *ex, map_state_t *st)
     }
 }
 
-int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
+/* Ends a map its caller gave up on (deadline, cancelled task): chunks still
+ * queued are skipped, and the call waits for the running ones, which write
+ * into the caller's out, through the loop when in a task. */
+static void abandon_map(async_future_t *f)
+{
+    map_state_t *st = (map_state_t *)f->extra;
+    atomic_store_explicit(&st->abandoned, true, memory_order_release);
+    if (async__in_task()) async__future_await_shielded(f);
+    else async__future_wait(f, ASYNC_FOREVER, false);
+}
+
+int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_error_t *err,
+                          int64_t deadline)
 {
     async_future_t *f;
-    int r = async_executor_map_async(ex, m, NULL, NULL, NULL, &f);
+    int r = map_async_dl(ex, m, NULL, NULL, NULL, &f, deadline);
     if (r) return r;
     if (async__in_task()) {
-        r = async_future_await(f);
-        if (!async_future_done(f)) {
-            /* The task was cancelled, but running chunks still write into
-             * m->out: drop the queued ones and wait for the rest here. */
-            map_state_t *st = (map_state_t *)f->extra;
-            atomic_store_explicit(&st->abandoned, true, memory_order_release);
-            async__future_wait(f, ASYNC_FOREVER, false);
-        }
+        r = async_future_await_dl(f, deadline);
     } else {
         /* Asked to, the caller runs chunks instead of sleeping, from the
          * end (workers start from the front), so that the map does not wait
          * for sleeping workers to get a CPU back.  Not with an initializer
          * (the caller never ran it) nor on the process backend. */
         if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
-            help_map(ex, (map_state_t *)f->extra);
-        r = async__future_wait(f, ASYNC_FOREVER, false);
+            help_map(ex, (map_state_t *)f->extra, deadline);
+        r = async__future_wait(f, deadline, false);
+    }
+    map_state_t *st = (map_state_t *)f->extra;
+    if (!async_future_done(f)) { /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED */
+        abandon_map(f);
+        if (err) {
+            err->code = r;
+            err->index = st->fail_code ? st->fail_index : m->n;
+            snprintf(err->message, sizeof err->message, "%s",
+                     r == ASYNC_ETIMEDOUT ? "the map's deadline passed before it finished"
+                                          : "the awaiting task was cancelled");
+        }
+        async_future_free(f);
+        return r;
     }
     r = async_future_error(f);
     if (err) {
-        map_state_t *st = (map_state_t *)f->extra;
         err->code = r;
         err->index = r ? st->fail_index : 0;
         snprintf(err->message, sizeof err->message, "%s",
@@ -661,4 +729,9 @@ int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_err
     }
     async_future_free(f);
     return r;
+}
+
+int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
+{
+    return async_executor_map_dl(ex, m, err, ASYNC_FOREVER);
 }

@@ -40,6 +40,7 @@ typedef struct async__exec_priv {
     bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
+    async__list_t task_room;         /* tasks waiting for room (job_queue.c) */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
@@ -94,6 +95,9 @@ int async__q_take(exec_priv_t *p, async__job_t **out);
 bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained);
 
 size_t async__default_chunksize(const async_executor_t *ex, size_t n);
+
+/* Whether the calling thread is one of ex's workers. */
+bool async__exec_on_worker(const async_executor_t *ex);
 
 /* imap.c: called when a chunk is taken (false: skip it, already finished)
  * and when it is finished. */

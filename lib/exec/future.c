@@ -29,13 +29,19 @@ static void init(async_future_t *f, async__fpool_t *pool)
     async__list_init(&f->nodes);
 }
 
-static void lock(async_future_t *f)
+/* The one spin lock of this file, for a future's list and for a pool of
+ * blocks: every critical section it guards is a few stores long, so a
+ * waiter yields rather than sleeps. */
+static void spin_lock(_Atomic unsigned char *l)
 {
-    while (atomic_exchange_explicit(&f->lock, 1, memory_order_acquire))
-        while (atomic_load_explicit(&f->lock, memory_order_relaxed)) sched_yield();
+    while (atomic_exchange_explicit(l, 1, memory_order_acquire))
+        while (atomic_load_explicit(l, memory_order_relaxed)) sched_yield();
 }
 
-static void unlock(async_future_t *f) { atomic_store_explicit(&f->lock, 0, memory_order_release); }
+static void spin_unlock(_Atomic unsigned char *l) { atomic_store_explicit(l, 0, memory_order_release); }
+
+static void lock(async_future_t *f) { spin_lock(&f->lock); }
+static void unlock(async_future_t *f) { spin_unlock(&f->lock); }
 
 async_future_t *async__future_alloc(size_t extra)
 {
@@ -55,7 +61,7 @@ async_future_t *async__future_alloc(size_t extra)
  * magazine goes back when its thread switches pools, exits (a key
  * destructor) or closes the pool, or when it grows past MAG_MAX. */
 struct async__fpool {
-    _Atomic bool busy;   /* a spin lock: every critical section is short */
+    _Atomic unsigned char busy; /* spin_lock's word: every critical section is short */
     _Atomic bool closed; /* the owner is gone: the last block frees the pool */
     size_t outstanding;
     size_t block, cap, count;
@@ -96,16 +102,8 @@ static void free_list(void *list)
     }
 }
 
-static void fpool_lock(async__fpool_t *p)
-{
-    while (atomic_exchange_explicit(&p->busy, true, memory_order_acquire))
-        while (atomic_load_explicit(&p->busy, memory_order_relaxed)) sched_yield();
-}
-
-static void fpool_unlock(async__fpool_t *p)
-{
-    atomic_store_explicit(&p->busy, false, memory_order_release);
-}
+static void fpool_lock(async__fpool_t *p) { spin_lock(&p->busy); }
+static void fpool_unlock(async__fpool_t *p) { spin_unlock(&p->busy); }
 
 /* Gives back a chain of n blocks (head..tail): spliced into the pool while
  * it is open and under its cap, freed otherwise; frees the pool after its

@@ -123,6 +123,12 @@ int async__future_finish(async_future_t *f, unsigned state, int err, const char 
 /* async_future_wait_dl, with or without its short spin before sleeping. */
 int async__future_wait(async_future_t *f, int64_t deadline, bool spin);
 
+/* Awaits f from a task until it is final, whatever cancellation of the task
+ * (which stays pending for the task's next wait): for a caller whose memory
+ * the work still writes.  Only the task sleeps.  Returns f's outcome, or
+ * ASYNC_ENOTASK outside a task. */
+int async__future_await_shielded(async_future_t *f);
+
 /* PENDING -> RUNNING, as async_future_set_running without its check. */
 int async__future_start(async_future_t *f);
 

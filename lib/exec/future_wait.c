@@ -185,8 +185,11 @@ static void await_notify(async__listener_t *l, async_future_t *f)
     async__loop_post_node(rec->loop, &rec->post);
 }
 
-int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index,
-                           int64_t deadline)
+/* async_futures_await_dl; shielded, a cancellation of the task neither ends
+ * the wait nor prevents it (the caller must wait for memory the work still
+ * writes). */
+static int await_many(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index,
+                      int64_t deadline, bool shielded)
 {
     int r = check_many(fs, n, mode);
     if (r) return r;
@@ -195,7 +198,7 @@ int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_
         if (satisfied(fs, n, mode, &from, &idx)) break;
         async_waker_t waker = async_task_waker();
         if (!waker.ptr_) return ASYNC_ENOTASK;
-        if (async_task_cancelled()) return ASYNC_ECANCELED;
+        if (!shielded && async_task_cancelled()) return ASYNC_ECANCELED;
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;
         /* ALL listens on the first unfinished one only; the others on all. */
         size_t lo = mode == ASYNC_WAIT_ALL ? from : 0;
@@ -233,6 +236,29 @@ int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_
     }
     if (index) *index = idx;
     return 0;
+}
+
+int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode, size_t *index,
+                           int64_t deadline)
+{
+    return await_many(fs, n, mode, index, deadline, false);
+}
+
+int async__future_await_shielded(async_future_t *f)
+{
+    async_task_impl_t *self = async__current();
+    if (!self) return ASYNC_ENOTASK;
+    /* The task's shield makes its suspensions deaf to a cancel (the core's
+     * park and cancel honour it); the cancel stays recorded for the task's
+     * next wait.  Retried on ENOMEM: the caller must not return before f is
+     * final. */
+    bool was = self->shielded;
+    self->shielded = true;
+    int r;
+    while ((r = await_many(&f, 1, ASYNC_WAIT_ALL, NULL, ASYNC_FOREVER, true)) == ASYNC_ENOMEM)
+        async__task_park(self, async_deadline_after(ASYNC_MSEC(1))); /* deaf to cancel */
+    self->shielded = was;
+    return r ? r : async_future_error(f);
 }
 
 int async_future_await_dl(async_future_t *f, int64_t deadline)

@@ -41,6 +41,10 @@ struct async_imap_iter {
     bool src_done;
     int src_err;
     _Atomic bool stopping;
+    /* A chunk built (its input pulled from the source) whose queueing gave
+     * up at a deadline: queued first by the next refill, so no input is lost
+     * and the order stays. */
+    chunk_t *pending;
     char msg[ASYNC_FUTURE_MSG_MAX];
 };
 
@@ -72,18 +76,19 @@ void async__imap_chunk_done(async__job_t *job, int err, size_t row, const char *
     pthread_mutex_unlock(&it->mu); /* the iterator may be freed from here on */
 }
 
-/* Builds and queues one chunk; 0, ASYNC_EEOF (no input left) or an error.
- * Called on the caller's thread without the mutex. */
-static int add_chunk(async_imap_iter_t *it)
+/* Builds the next chunk (*built, OUT) from the input; 0, ASYNC_EEOF (no input
+ * left) or ASYNC_ENOMEM. */
+static int build_chunk(async_imap_iter_t *it, chunk_t **built)
 {
     const async_imap_t *m = &it->m;
+    chunk_t *c;
     size_t want = it->chunk;
     if (!m->source) {
         if (it->next_input >= m->n) return ASYNC_EEOF;
         if (m->n - it->next_input < want) want = m->n - it->next_input;
     }
     size_t in_bytes = m->source ? want * m->in_size : 0;
-    chunk_t *c = async__malloc(sizeof *c + in_bytes + want * m->out_size);
+    c = async__malloc(sizeof *c + in_bytes + want * m->out_size);
     if (!c) return ASYNC_ENOMEM;
     char *in = (char *)c->buf, *out = in + in_bytes;
     size_t got = want;
@@ -119,7 +124,23 @@ static int add_chunk(async_imap_iter_t *it)
     c->job.kind = JOB_IMAP;
     c->job.owner = c;
     c->job.next = NULL;
+    *built = c;
+    return 0;
+}
 
+/* Queues one chunk (the pending one first, else a new one), waiting for
+ * queue room until deadline; 0, ASYNC_EEOF (no input left) or an error; on
+ * ASYNC_ETIMEDOUT or ASYNC_ECANCELED the chunk is kept as it->pending.
+ * Called on the caller's thread without the mutex. */
+static int add_chunk(async_imap_iter_t *it, int64_t deadline)
+{
+    const async_imap_t *m = &it->m;
+    chunk_t *c = it->pending;
+    it->pending = NULL;
+    if (!c) {
+        int r = build_chunk(it, &c);
+        if (r) return r;
+    }
     pthread_mutex_lock(&it->mu);
     if (!m->unordered) {
         if (it->tail) it->tail->next = c;
@@ -127,10 +148,10 @@ static int add_chunk(async_imap_iter_t *it)
         it->tail = c;
     }
     it->unfinished++;
-    it->live_items += got;
+    it->live_items += c->count;
     pthread_mutex_unlock(&it->mu);
 
-    int r = async__q_enqueue(it->ex, &c->job, 1, false, ASYNC_FOREVER);
+    int r = async__q_enqueue(it->ex, &c->job, 1, false, deadline);
     if (r) {
         pthread_mutex_lock(&it->mu);
         if (!m->unordered) { /* it is the tail: unlink it */
@@ -140,19 +161,23 @@ static int add_chunk(async_imap_iter_t *it)
             it->tail = prev;
         }
         it->unfinished--;
-        it->live_items -= got;
+        it->live_items -= c->count;
         pthread_mutex_unlock(&it->mu);
-        async__free(c);
+        if (r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED) it->pending = c;
+        else async__free(c);
         return r;
     }
-    it->next_input += got;
+    it->next_input += c->count;
     return 0;
 }
 
-static int refill(async_imap_iter_t *it)
+/* Tops the window up; gives up at deadline with ASYNC_ETIMEDOUT (a chunk
+ * then pending).  The source may be done while a chunk is still pending. */
+static int refill(async_imap_iter_t *it, int64_t deadline)
 {
-    while (!it->src_done && (it->live_items == 0 || it->live_items + it->chunk <= it->window)) {
-        int r = add_chunk(it);
+    while (it->pending ||
+           (!it->src_done && (it->live_items == 0 || it->live_items + it->chunk <= it->window))) {
+        int r = add_chunk(it, deadline);
         if (r == ASYNC_EEOF) {
             it->src_done = true;
             break;
@@ -164,7 +189,7 @@ static int refill(async_imap_iter_t *it)
 
 int async_executor_imap(async_executor_t *ex, const async_imap_t *m, async_imap_iter_t **out)
 {
-    if (!ex || !m || !m->fn || !out) return ASYNC_EINVAL;
+    if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;
     if (!m->source && m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL; /* wraps */
     async_imap_iter_t *it = async__calloc(1, sizeof *it);
@@ -176,7 +201,7 @@ int async_executor_imap(async_executor_t *ex, const async_imap_t *m, async_imap_
     if (it->window < it->chunk) it->window = it->chunk;
     pthread_mutex_init(&it->mu, NULL);
     async__cond_init_monotonic(&it->cond, false);
-    int r = refill(it);
+    int r = refill(it, ASYNC_FOREVER);
     if (r && it->live_items == 0) {
         async_imap_free(it);
         return r;
@@ -200,7 +225,9 @@ static void release(async_imap_iter_t *it, chunk_t *c)
 
 int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t deadline)
 {
-    int r = refill(it);
+    /* A refill that times out still lets a result that is ready be taken. */
+    int r = refill(it, deadline);
+    if (r == ASYNC_ETIMEDOUT) r = 0;
     pthread_mutex_lock(&it->mu);
     it->msg[0] = '\0';
     if (r) goto out;
@@ -209,6 +236,10 @@ int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t 
         c = it->m.unordered ? it->done_head : it->head;
         if (c && c->done) break;
         if (!c && (it->m.unordered ? it->unfinished == 0 : true)) {
+            if (it->pending) { /* not queued yet: the refill timed out */
+                r = ASYNC_ETIMEDOUT;
+                goto out;
+            }
             if (it->src_err) {
                 r = it->src_err;
                 it->src_err = 0;
@@ -263,6 +294,7 @@ void async_imap_free(async_imap_iter_t *it)
         next = c->next_done;
         async__free(c);
     }
+    async__free(it->pending);
     pthread_cond_destroy(&it->cond);
     pthread_mutex_destroy(&it->mu);
     async__free(it);

@@ -44,6 +44,7 @@ void async__q_init(exec_priv_t *p)
 {
     pthread_mutex_init(&p->mu, NULL);
     async__cond_init_monotonic(&p->room, false);
+    async__list_init(&p->task_room);
     p->zero = (async__bucket_t){0, NULL, NULL, NULL};
     p->buckets = &p->zero;
     atomic_init(&p->in_stub.qnext, NULL);
@@ -71,10 +72,50 @@ static void qlock(exec_priv_t *p)
 
 static void qunlock(exec_priv_t *p) { atomic_store_explicit(&p->qlock, 0, memory_order_release); }
 
+/* A task waiting for queue room sleeps through its loop, never blocking the
+ * loop's thread: it lists this record under p->mu and suspends; whoever
+ * makes room posts it to the task's loop, where it wakes the task.  The
+ * record is shared by the task and at most one post in flight, and the last
+ * of the two to drop it frees it, so a task that timed out or was cancelled
+ * meanwhile leaves nothing a late post could touch. */
+typedef struct room_task {
+    async__post_t post;
+    async__list_t link; /* in p->task_room, under p->mu, while listed */
+    async_waker_t waker;
+    _Atomic unsigned refs;
+} room_task_t;
+
+static void room_task_drop(room_task_t *w)
+{
+    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1) async__free(w);
+}
+
+/* On the task's loop thread. */
+static void room_task_posted(void *arg)
+{
+    room_task_t *w = arg;
+    async_waker_wake(w->waker, 0); /* ASYNC_ESRCH when that wait has ended: fine */
+    room_task_drop(w);
+}
+
+/* Under p->mu: wakes one thread waiting for room (every one with all) and
+ * every task waiting for room; each looks again. */
+static void room_wake_locked(exec_priv_t *p, bool all)
+{
+    if (all) pthread_cond_broadcast(&p->room);
+    else pthread_cond_signal(&p->room);
+    async__list_t *n;
+    while ((n = async__list_pop(&p->task_room))) {
+        room_task_t *w = container_of(n, room_task_t, link);
+        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
+        async__loop_post_node(async_waker_loop(w->waker), &w->post);
+    }
+}
+
 static void room_signal(exec_priv_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    pthread_cond_signal(&p->room);
+    room_wake_locked(p, false);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -212,9 +253,37 @@ static void unreserve(exec_priv_t *p, size_t n)
     atomic_fetch_sub(&p->submitted, n);
     if (atomic_load(&p->room_waiters)) {
         pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->room);
+        room_wake_locked(p, true);
         pthread_mutex_unlock(&p->mu);
     }
+}
+
+/* A task's wait for room, until deadline: 0 (look again), ASYNC_ETIMEDOUT,
+ * ASYNC_ECANCELED or ASYNC_ENOMEM.  The same protocol as a thread's wait:
+ * room_waiters is raised and the queue looked at under p->mu, so a worker
+ * that makes room either is seen here or sees the waiter. */
+static int task_wait_room(exec_priv_t *p, size_t max, int64_t deadline)
+{
+    room_task_t *w = async__malloc(sizeof *w);
+    if (!w) return ASYNC_ENOMEM;
+    w->post = (async__post_t){.fn = room_task_posted, .arg = w, .owned = false};
+    atomic_init(&w->refs, 1);
+    async__list_init(&w->link);
+    int r = 0;
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->room_waiters, 1);
+    if (async__q_len(p) >= max && !stopped(p)) {
+        w->waker = async_task_waker();
+        async__list_push(&p->task_room, &w->link);
+        pthread_mutex_unlock(&p->mu);
+        r = async_task_suspend_dl(deadline);
+        pthread_mutex_lock(&p->mu);
+        async__list_remove(&w->link); /* still listed unless a post took it */
+    }
+    atomic_fetch_sub(&p->room_waiters, 1);
+    pthread_mutex_unlock(&p->mu);
+    room_task_drop(w);
+    return r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED ? r : 0;
 }
 
 /* Counts n more jobs as submitted, waiting for room for the first. */
@@ -233,6 +302,13 @@ static int reserve(exec_priv_t *p, size_t max, size_t n, bool try_only, int64_t 
             continue;
         }
         if (try_only) return ASYNC_EAGAIN;
+        if (async__in_task()) {
+            int w = task_wait_room(p, max, deadline);
+            s = atomic_load(&p->submitted);
+            if (w == ASYNC_ENOMEM || w == ASYNC_ECANCELED) return w;
+            if (w == ASYNC_ETIMEDOUT && async__q_len(p) >= max && !stopped(p)) return w;
+            continue;
+        }
         pthread_mutex_lock(&p->mu);
         atomic_fetch_add(&p->room_waiters, 1);
         int w = 0;
@@ -355,7 +431,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
         *tail = NULL;
         qunlock(p);
         pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->room);
+        room_wake_locked(p, true);
         pthread_mutex_unlock(&p->mu);
         if (!drain || !async__q_len(p)) break;
         sched_yield();

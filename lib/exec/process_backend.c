@@ -246,7 +246,7 @@ static void on_broken(void *arg, int code, const char *msg)
     async__exec_break(arg, code, msg);
 }
 
-static unsigned default_workers(void) { return async_cpu_count(); }
+static unsigned default_workers(void) { return async__default_workers(async_cpu_count(), 1, 0); }
 
 static int start(async_executor_t *ex)
 {

@@ -40,11 +40,8 @@ typedef struct threads {
     worker_t w[];
 } threads_t;
 
-static unsigned default_workers(void)
-{
-    unsigned n = async_cpu_count() + 4;
-    return n > 32 ? 32 : n;
-}
+/* min(32, cpus + 4), as ThreadPoolExecutor. */
+static unsigned default_workers(void) { return async__default_workers(async_cpu_count() + 4, 1, 32); }
 
 /* Waits on c until the absolute CLOCK_MONOTONIC deadline (c uses it). */
 static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)

@@ -61,7 +61,7 @@ typedef struct mpib {
 static unsigned default_workers(void)
 {
     unsigned per = async__mpi_opts.rank_processes ? async__mpi_opts.rank_processes : 1;
-    return (unsigned)(async__mpi_size_ > 1 ? async__mpi_size_ - 1 : 1) * per;
+    return async__default_workers(async__mpi_size_ > 1 ? (unsigned)async__mpi_size_ - 1 : 1, per, 0);
 }
 
 static void enqueue(mpib_t *b, sendreq_t *r)

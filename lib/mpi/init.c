@@ -50,6 +50,10 @@ int async_mpi_init(int *argc, char ***argv, const async_mpi_opts_t *opts, char *
 {
     if (msg && cap) msg[0] = '\0';
     if (inited) return ASYNC_EALREADY;
+    if (opts && async__size_bad(opts)) {
+        say(msg, cap, "async_mpi_opts_t.size is neither 0 nor the struct's size");
+        return ASYNC_EINVAL;
+    }
     inited = true;
     if (opts) async__mpi_opts = *opts;
     int flag = 0, provided = 0;

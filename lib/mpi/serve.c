@@ -116,7 +116,10 @@ static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
         sv->run = np;
         sv->caprun = nc;
     }
-    async_job_t job = {.fn = pool_run, .in = buf, .in_size = len, .deadline = dl};
+    /* The time left, as the rank's pool counts it from this submit. */
+    int64_t left = dl == ASYNC_FOREVER ? 0 : dl - async_now();
+    async_job_t job = {.fn = pool_run, .in = buf, .in_size = len,
+                       .timeout_ns = dl == ASYNC_FOREVER ? 0 : left > 0 ? left : -1};
     async_future_t *f;
     int r = async_executor_submit(pool, &job, &f);
     if (r) {

@@ -89,11 +89,11 @@ static double round_trip(async_executor_t *ex, int n)
 {
     int64_t v = 1, got;
     async_job_t j = {.fn = echo, .in = &v, .in_size = 8, .out_size = 8};
-    for (int i = 0; i < 100; i++) async_executor_run(ex, &j, &got, NULL, NULL); /* warm up */
+    for (int i = 0; i < 100; i++) async_executor_run(ex, &j, &got, NULL, NULL, 0); /* warm up */
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
         v = i;
-        if (async_executor_run(ex, &j, &got, NULL, NULL) || got != i) {
+        if (async_executor_run(ex, &j, &got, NULL, NULL, 0) || got != i) {
             fprintf(stderr, "round trip %d failed\n", i);
             exit(1);
         }

@@ -113,10 +113,10 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us)
     close(b[1]);
     int64_t v = 3, out;
     async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
-    for (int i = 0; i < 200; i++) async_executor_run(ex, &job, &out, NULL, NULL);
+    for (int i = 0; i < 200; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
     enum { N = 2000 };
     double t0 = now_s();
-    for (int i = 0; i < N; i++) async_executor_run(ex, &job, &out, NULL, NULL);
+    for (int i = 0; i < N; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
     *ours_us = (now_s() - t0) / N * 1e6;
     char c = 'x';
     t0 = now_s();

@@ -291,7 +291,7 @@ static int await_task(void *arg, void **result)
     (void)result;
     int64_t x = 12, got = 0;
     async_job_t j = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
-    int r = async_executor_run(ex, &j, &got, NULL, NULL);
+    int r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
     *(int64_t *)arg = r ? -1 : got;
     return 0;
 }
@@ -326,20 +326,20 @@ static void c_errors(void)
     int64_t x = 14;
     async_job_t j = {.fn = picky, .in = &x, .in_size = 8, .out_size = 8};
     char msg[ASYNC_FUTURE_MSG_MAX];
-    r = async_executor_run(ex, &j, NULL, NULL, msg);
+    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     CHECK(r == ASYNC_EINVAL && strstr(msg, "value 14"), "run: %s '%s'", async_errname(r), msg);
     /* an unregistered ctx */
     int64_t y = 2, got = 0;
     async_job_t k = {.fn = square, .in = &y, .in_size = 8, .out_size = 8, .ctx = &y};
-    r = async_executor_run(ex, &k, &got, NULL, msg);
+    r = async_executor_run(ex, &k, &got, NULL, msg, sizeof msg);
     CHECK(r == ASYNC_EINVAL && strstr(msg, "ctx"), "ctx: %s '%s'", async_errname(r), msg);
     /* registered data as ctx */
     async_job_t o = {.fn = offset, .in = &y, .in_size = 8, .out_size = 8, .ctx = offsets};
     int64_t want;
     offset(&y, 8, &want, 8, offsets);
-    r = async_executor_run(ex, &o, &got, NULL, msg);
+    r = async_executor_run(ex, &o, &got, NULL, msg, sizeof msg);
     CHECK(r == 0 && got == want, "registered data: %s %lld", async_errname(r), (long long)got);
-    r = async_executor_run(ex, &j, NULL, NULL, msg);
+    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     CHECK(r == ASYNC_EINVAL, "still serving after errors: %s", async_errname(r));
     m.fn = square;
     CHECK(async_executor_map(ex, &m, NULL) == 0, "map after errors");
@@ -350,7 +350,7 @@ static void c_unregistered(void)
     int64_t x = 3;
     async_job_t j = {.fn = unregistered_fn, .in = &x, .in_size = 8, .out_size = 8};
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    int r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     CHECK(r == ASYNC_EINVAL, "unregistered: %s", async_errname(r));
     CHECK(strstr(msg, "unregistered_fn") && strstr(msg, "not registered"), "message '%s'", msg);
     static int64_t in[10], out[10];
@@ -403,10 +403,10 @@ static void c_deadline(void)
 {
     int64_t ms = 20000;
     async_job_t j = {.fn = nap_ms, .in = &ms, .in_size = 8, .out_size = 0,
-                     .deadline = async_deadline_after(ASYNC_MSEC(300))};
+                     .timeout_ns = ASYNC_MSEC(300)};
     int64_t t0 = async_now();
     char msg[ASYNC_FUTURE_MSG_MAX];
-    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    int r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     double s = (double)(async_now() - t0) / 1e9;
     printf("deadline: %s after %.2f s: %s\n", async_errname(r), s, msg);
     CHECK(r == ASYNC_ETIMEDOUT, "deadline: %s '%s'", async_errname(r), msg);
@@ -414,7 +414,7 @@ static void c_deadline(void)
     int64_t x = 5, got = 0, want;
     square(&x, 8, &want, 8, NULL);
     async_job_t k = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
-    CHECK(async_executor_run(ex, &k, &got, NULL, NULL) == 0 && got == want, "after the deadline");
+    CHECK(async_executor_run(ex, &k, &got, NULL, NULL, 0) == 0 && got == want, "after the deadline");
 }
 
 static void c_kill(void)
@@ -423,7 +423,7 @@ static void c_kill(void)
     char msg[ASYNC_FUTURE_MSG_MAX];
     printf("submitting the killing job\n");
     fflush(stdout);
-    int r = async_executor_run(ex, &j, NULL, NULL, msg);
+    int r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     /* Open MPI ends the job before this returns: reaching here is a failure. */
     printf("FAIL: the run went on after a rank was killed (%s %s)\n", async_errname(r), msg);
     failures++;
@@ -459,14 +459,14 @@ static void c_idle(void)
     /* One serving rank (-np 2): its CPU time over 2 s of idleness. */
     int64_t a[2], b[2];
     async_job_t j = {.fn = cpu_ns, .out_size = 16};
-    CHECK(async_executor_run(ex, &j, a, NULL, NULL) == 0, "cpu_ns");
+    CHECK(async_executor_run(ex, &j, a, NULL, NULL, 0) == 0, "cpu_ns");
     struct timespec c0, c1;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     int64_t t0 = async_now();
     sleep(2);
     int64_t wall = async_now() - t0;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
-    CHECK(async_executor_run(ex, &j, b, NULL, NULL) == 0, "cpu_ns");
+    CHECK(async_executor_run(ex, &j, b, NULL, NULL, 0) == 0, "cpu_ns");
     double rank1 = 100.0 * (double)(b[0] - a[0]) / (double)wall;
     double rank0 = 100.0 * (double)((c1.tv_sec - c0.tv_sec) * 1000000000LL + c1.tv_nsec - c0.tv_nsec) / (double)wall;
     printf("idle cpu: rank1 %.2f%% rank0 %.2f%%\n", rank1, rank0);
@@ -501,6 +501,13 @@ int main(int argc, char **argv)
     }
     async_mpi_register_data("offsets", offsets);
     char msg[256];
+    /* A size below the struct's is refused before MPI starts (every rank). */
+    CHECK(async_mpi_init(&argc, &argv, &(async_mpi_opts_t){.size = 1}, msg, sizeof msg) == ASYNC_EINVAL,
+          "opts size 1");
+    async_mpi_opts_t sized;
+    async_mpi_opts_init(&sized);
+    CHECK(sized.size == sizeof sized, "async_mpi_opts_init");
+    mo.size = strcmp(c, "map") ? 0 : sizeof mo; /* both layouts work */
     int r = async_mpi_init(&argc, &argv, &mo, msg, sizeof msg);
     if (!strcmp(c, "single")) {
         printf("init: %s: %s\n", async_errname(r), msg);

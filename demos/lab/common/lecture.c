@@ -242,7 +242,7 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
         for (size_t i = 0; i < n && rc == 0; i++) {
             async_job_t job = {.fn = file_fn, .in = &idx[i], .in_size = sizeof idx[i], .out_size = sizeof out[i]};
             char msg[ASYNC_FUTURE_MSG_MAX] = "";
-            rc = async_executor_run(ex, &job, &out[i], NULL, msg);
+            rc = async_executor_run(ex, &job, &out[i], NULL, msg, sizeof msg);
             if (rc != 0) lab_die("files apply: %s: %s", async_strerror(rc), msg);
         }
     } else if (v == V_APPLY_ASYNC) {

@@ -65,7 +65,7 @@ void async__pp_heap_free(async__procpool_t *p, uint64_t uoff)
     assert(hdr[0] >> 32 == HDR_MAGIC);
     unsigned k = (unsigned)(hdr[0] & 0xff);
     if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
-        size_t pg = 4096;
+        size_t pg = async__page_size();
         /* Whole pages inside the block only: madvise rounds the length up,
          * and the next block's header may share the last page. */
         uintptr_t from = round_up((uintptr_t)(hdr + 2), pg);
@@ -331,9 +331,10 @@ void async__pp_job_finished(async__procpool_t *p)
 static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, unsigned nworkers)
 {
     unsigned nslots = pow2_at_least(o->slots ? o->slots : 4096);
-    size_t result_area = round_up(o->result_area ? o->result_area : (1u << 20), 4096);
+    size_t pg = async__page_size();
+    size_t result_area = round_up(o->result_area ? o->result_area : (1u << 20), pg);
     size_t heap = o->heap_size ? o->heap_size : ((size_t)1 << 30);
-    size_t pg = 4096, off = round_up(sizeof(pp_shm_t), pg);
+    size_t off = round_up(sizeof(pp_shm_t), pg);
     size_t slots_off = off;
     off = round_up(off + (size_t)nslots * sizeof(pp_slot_t), pg);
     size_t ring_off = off;
@@ -404,7 +405,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     }
     p->nfree = p->h->nslots;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    async__cond_init_monotonic(&p->cond, false); /* timed waits run on deadlines */
     pthread_mutex_init(&p->join_mu, NULL);
     p->locks_ready = true;
 
@@ -469,22 +470,12 @@ void async__procpool_free_now(async__procpool_t *p)
 
 int async__procpool_wait_ready(async__procpool_t *p, int64_t deadline)
 {
-    struct timespec ts;
-    if (deadline != ASYNC_FOREVER) {
-        /* The condition variable runs on CLOCK_REALTIME; convert once. */
-        int64_t left = deadline - async_now();
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (left > 0 ? left : 0);
-        ts.tv_sec = t / 1000000000;
-        ts.tv_nsec = t % 1000000000;
-    }
     pthread_mutex_lock(&p->mu);
     int rc = 0;
     while (!rc && p->nready < p->nworkers) {
         if (p->broken) rc = p->broken;
         else if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
-        else if (deadline == ASYNC_FOREVER) pthread_cond_wait(&p->cond, &p->mu);
-        else if (pthread_cond_timedwait(&p->cond, &p->mu, &ts) == ETIMEDOUT) rc = ASYNC_ETIMEDOUT;
+        else if (async__cond_wait_dl(&p->cond, &p->mu, deadline) == ETIMEDOUT) rc = ASYNC_ETIMEDOUT;
     }
     pthread_mutex_unlock(&p->mu);
     return rc;
