@@ -116,32 +116,38 @@ ON_BOTH(submit_with_bad_arguments)
     async_executor_t *ex = pool(backend, 2);
     char buf[8] = {0};
     async_future_t *f = (async_future_t *)0x1, *fs[2] = {NULL, NULL};
-    cr_expect_eq(async_executor_submit(NULL, &(async_job_t){.fn = fill}, &f), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit(ex, NULL, &f), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, NULL), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = NULL}, &f), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = NULL, .in_size = 5}, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, NULL, &(async_job_t){.fn = fill}), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(NULL, ex, &(async_job_t){.fn = fill}), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = NULL}), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill, .in = NULL,
+                                       .in_size = 5}), ASYNC_EINVAL);
     /* Sizes no allocation can hold, and sizes whose sum overflows. */
-    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = buf, .in_size = SIZE_MAX}, &f), 0);
-    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .out_size = SIZE_MAX}, &f), 0);
-    cr_expect_neq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = buf, .in_size = 8, .out_size = SIZE_MAX - 4}, &f), 0);
-    cr_expect_eq(async_executor_trysubmit(ex, NULL, &f), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit_dl(ex, NULL, &f, async_now() + ASYNC_SEC(1)), ASYNC_EINVAL);
+    cr_expect_neq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill, .in = buf,
+                                        .in_size = SIZE_MAX}), 0);
+    cr_expect_neq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill, .out_size = SIZE_MAX}),
+                  0);
+    cr_expect_neq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill, .in = buf, .in_size = 8,
+                                        .out_size = SIZE_MAX - 4}), 0);
+    cr_expect_eq(async_executor_trysubmit(&f, ex, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_dl(&f, ex, NULL, async_now() + ASYNC_SEC(1)), ASYNC_EINVAL);
     cr_expect_eq(f, (async_future_t *)0x1, "*out untouched on error");
-    cr_expect_eq(async_executor_submit_batch(ex, NULL, 3, fs), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit_batch(ex, (async_job_t[]){{.fn = fill}, {.fn = NULL}}, 2, fs), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(fs, ex, NULL, 3), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(fs, ex, (async_job_t[]){{.fn = fill}, {.fn = NULL}},
+                                             2), ASYNC_EINVAL);
     cr_expect_null(fs[0], "a refused batch queues nothing");
-    cr_expect_eq(async_executor_submit_batch(ex, &(async_job_t){.fn = fill}, 0, NULL), 0, "an empty batch");
+    cr_expect_eq(async_executor_submit_batch(NULL, ex, &(async_job_t){.fn = fill}, 0), 0,
+                 "an empty batch");
     cr_expect_eq(async_executor_run(ex, NULL, NULL, NULL, NULL, 0), ASYNC_EINVAL);
     cr_expect_eq(async_executor_queued(ex), 0, "nothing was queued");
     /* Zero sizes are fine: no input, no output. */
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill}), 0);
     cr_expect_eq(async_future_wait(f), 0);
     const void *data = (const void *)0x1;
     size_t size = 99;
     cr_expect_eq(async_future_result(f, &data, &size), 0);
     cr_expect_eq(size, 0);
-    async_future_free(f);
+    async_future_unref(f);
     still_serves(ex);
     async_executor_free(ex);
 }
@@ -168,40 +174,44 @@ ON_BOTH(map_with_bad_arguments)
                                                    .n = SIZE_MAX / 2 + 1},
                                     &e),
                  ASYNC_EINVAL);
-    cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2},
-                                          NULL, NULL, NULL, &f),
+    cr_expect_eq(async_executor_map_async(&f, ex,
+                                          &(async_map_t){.fn = fill, .in = buf, .in_size = 4, .n = SIZE_MAX / 2}, NULL, NULL, NULL),
                  ASYNC_EINVAL);
     /* A negative map time limit has expired. */
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 2, .timeout_ns = -5}, &e),
                  ASYNC_ETIMEDOUT);
-    cr_expect_eq(async_executor_map_async(ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL, NULL, NULL),
+    cr_expect_eq(async_executor_map_async(NULL, ex, &(async_map_t){.fn = fill, .n = 0}, NULL, NULL,
+                                          NULL),
                  ASYNC_EINVAL);
     /* A chunk size past n is one chunk. */
-    cr_assert_eq(async_executor_map_async(ex,
+    cr_assert_eq(async_executor_map_async(&f,
+                                          ex,
                                           &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .out = buf, .out_size = 1,
-                                                         .n = 16, .chunksize = SIZE_MAX},
-                                          NULL, NULL, NULL, &f),
+                                                         .n = 16, .chunksize = SIZE_MAX}, NULL, NULL, NULL),
                  0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
-    async_future_free(f);
+    async_future_unref(f);
     /* A map whose time limit has expired runs nothing and says so. */
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = sleepy, .in = buf, .in_size = 1, .n = 8, .timeout_ns = -1}, &e),
                  ASYNC_ETIMEDOUT);
     async_imap_iter_t *it = NULL;
-    cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 2, .n = SIZE_MAX / 2 + 1}, &it),
+    cr_expect_eq(async_executor_imap(&it, ex, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(&it, ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 2,
+                                     .n = SIZE_MAX / 2 + 1}),
                  ASYNC_EINVAL, "an array imap whose size wraps");
     cr_expect_null(it);
-    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 1, .n = 3}, NULL),
+    cr_expect_eq(async_executor_imap(NULL, ex, &(async_imap_t){.fn = fill, .in = buf, .in_size = 1,
+                                     .n = 3}),
                  ASYNC_EINVAL);
-    cr_expect_eq(async_executor_imap(ex, &(async_imap_t){.fn = NULL, .in = buf, .in_size = 1, .n = 3}, &it),
+    cr_expect_eq(async_executor_imap(&it, ex, &(async_imap_t){.fn = NULL, .in = buf, .in_size = 1,
+                                     .n = 3}),
                  ASYNC_EINVAL);
     cr_expect_null(it);
     /* A huge window and chunk over two items, and next after the end. */
-    cr_assert_eq(async_executor_imap(ex,
+    cr_assert_eq(async_executor_imap(&it,
+                                     ex,
                                      &(async_imap_t){.fn = fill, .in = buf, .in_size = 1, .out_size = 1, .n = 2,
-                                                     .window = SIZE_MAX, .chunksize = SIZE_MAX},
-                                     &it),
+                                                     .window = SIZE_MAX, .chunksize = SIZE_MAX}),
                  0);
     char out[1];
     size_t ix, got = 0;
@@ -223,7 +233,7 @@ ON_BOTH(waits_with_past_deadlines)
 {
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = sleepy}), 0);
     static const int64_t past[] = {0, 1, -1, INT64_MIN};
     int64_t t0 = async_now();
     for (size_t i = 0; i < 4; i++) cr_expect_eq(async_future_wait_dl(f, past[i]), ASYNC_ETIMEDOUT, "deadline %lld", (long long)past[i]);
@@ -233,19 +243,19 @@ ON_BOTH(waits_with_past_deadlines)
     cr_expect_eq(async_futures_wait_dl(one, 1, ASYNC_WAIT_ALL, NULL, 1), ASYNC_ETIMEDOUT);
     async_as_completed_t *it = NULL;
     size_t ix;
-    cr_assert_eq(async_as_completed_new(one, 1, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, one, 1), 0);
     cr_expect_eq(async_as_completed_next_dl(it, &ix, 1), ASYNC_ETIMEDOUT);
     cr_expect_eq(async_as_completed_unfinished(it), 1);
     cr_expect_str_eq(async_as_completed_message(it), "1 of 1 futures unfinished");
     async_as_completed_free(it);
     cr_expect_eq(async_future_wait_dl(f, ASYNC_FOREVER), 0);
     cr_expect_eq(async_future_wait_dl(f, 0), 0, "a final future answers even a past deadline");
-    async_future_free(f);
+    async_future_unref(f);
     /* A job whose time limit expired before it was queued never runs. */
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -1}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = sleepy, .timeout_ns = -1}), 0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect_str_eq(async_future_message(f), "deadline passed before it ran");
-    async_future_free(f);
+    async_future_unref(f);
     still_serves(ex);
     async_executor_free(ex);
 }
@@ -261,8 +271,8 @@ Test(misuse_threads, many_futures_with_bad_arguments)
     fs[0] = g;
     cr_expect_eq(async_futures_wait_dl(fs, 1, (async_wait_mode_t)9, NULL, 0), ASYNC_EINVAL, "a bad mode");
     async_as_completed_t *it = NULL;
-    cr_expect_eq(async_as_completed_new(NULL, 1, &it), ASYNC_EINVAL);
-    cr_assert_eq(async_as_completed_new(NULL, 0, &it), 0);
+    cr_expect_eq(async_as_completed_new(&it, NULL, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_as_completed_new(&it, NULL, 0), 0);
     cr_expect_eq(async_as_completed_next_dl(it, &ix, 1), ASYNC_EEOF);
     async_as_completed_free(it);
     cr_expect_eq(async_future_new(NULL), ASYNC_EINVAL);
@@ -273,8 +283,8 @@ Test(misuse_threads, many_futures_with_bad_arguments)
     cr_expect_eq(async_future_set_error(g, ASYNC_EIO, "again"), ASYNC_EDONE);
     cr_expect_eq(async_future_cancel(g), ASYNC_EDONE);
     cr_expect_eq(async_future_error(g), ASYNC_EWORK, "the first outcome stays");
-    async_future_free(g);
-    async_future_free(NULL);
+    async_future_unref(g);
+    async_future_unref(NULL);
 }
 
 /* A future an executor returned is finished by its worker alone. */
@@ -282,12 +292,12 @@ ON_BOTH(executor_futures_refuse_producer_calls)
 {
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = sleepy}), 0);
     cr_expect_eq(async_future_set_result(f, "x", 1), ASYNC_EPERM);
     cr_expect_eq(async_future_set_error(f, ASYNC_EIO, "forged"), ASYNC_EPERM);
     cr_expect_eq(async_future_set_running(f), ASYNC_EPERM);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0);
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -297,8 +307,8 @@ ON_BOTH(calls_after_shutdown)
     async_future_t *f = NULL;
     cr_expect_eq(async_executor_shutdown(ex, false, false), 0);
     cr_expect_eq(async_executor_shutdown(ex, true, true), 0, "again, upgraded to wait and cancel");
-    cr_expect_eq(async_executor_submit(ex, &(async_job_t){.fn = fill}, &f), ASYNC_ECLOSED);
-    cr_expect_eq(async_executor_trysubmit(ex, &(async_job_t){.fn = fill}, &f), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = fill}), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_trysubmit(&f, ex, &(async_job_t){.fn = fill}), ASYNC_ECLOSED);
     cr_expect_null(f);
     char buf[1];
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = buf, .in_size = 1, .n = 1}, NULL), ASYNC_ECLOSED);
@@ -319,10 +329,10 @@ ON_BOTH(shared_memory_with_bad_arguments)
 {
     async_executor_t *ex = pool(backend, 1);
     void *p = (void *)0x1;
-    cr_expect_eq(async_executor_shm_alloc(ex, 64, NULL), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_shm_alloc(ex, SIZE_MAX, &p), ASYNC_ENOMEM);
+    cr_expect_eq(async_executor_shm_alloc(NULL, ex, 64), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_shm_alloc(&p, ex, SIZE_MAX), ASYNC_ENOMEM);
     cr_expect_eq(p, (void *)0x1, "*out untouched on error");
-    cr_assert_eq(async_executor_shm_alloc(ex, 0, &p), 0, "a zero-size block");
+    cr_assert_eq(async_executor_shm_alloc(&p, ex, 0), 0, "a zero-size block");
     async_executor_shm_free(ex, p);
     async_executor_shm_free(ex, NULL);
     async_executor_shm_free(NULL, NULL);
@@ -342,12 +352,12 @@ ON_BOTH(time_limit_is_relative_to_the_submit)
     async_executor_t *ex = pool(backend, 1);
     unsigned char in[2] = {1, 2}, out[8] = {0};
     async_future_t *f = NULL;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = fill, .in = in, .in_size = 2, .out_size = 1,
-                                                          .timeout_ns = ASYNC_SEC(30)},
-                                       &f),
+    cr_assert_eq(async_executor_submit(&f, ex,
+                                       &(async_job_t){.fn = fill, .in = in, .in_size = 2, .out_size = 1,
+                                                          .timeout_ns = ASYNC_SEC(30)}),
                  0);
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), 0, "%s", async_future_message(f));
-    async_future_free(f);
+    async_future_unref(f);
     async_map_error_t e;
     cr_expect_eq(async_executor_map(ex, &(async_map_t){.fn = fill, .in = out, .in_size = 1, .out = out,
                                                        .out_size = 1, .n = 8, .timeout_ns = ASYNC_SEC(30)},
@@ -362,13 +372,13 @@ ON_BOTH(negative_job_deadline_has_passed)
 {
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f = NULL;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = sleepy, .timeout_ns = -5}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = sleepy, .timeout_ns = -5}), 0);
     int64_t t0 = async_now();
     cr_expect_eq(async_future_wait_dl(f, async_now() + ASYNC_SEC(20)), ASYNC_ETIMEDOUT);
     cr_expect(async_future_done(f), "final, not the wait's own timeout");
     cr_expect_eq(async_future_error(f), ASYNC_ETIMEDOUT, "got %s", async_strerror(async_future_error(f)));
     cr_expect_lt(async_now() - t0, ASYNC_MSEC(250), "it did not run (the job sleeps 300 ms)");
-    async_future_free(f);
+    async_future_unref(f);
     still_serves(ex);
     async_executor_free(ex);
 }
@@ -400,7 +410,7 @@ ON_BOTH(option_struct_sizes)
     j.size = 0;
     cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), 0);
     j.size = 1;
-    cr_expect_eq(async_executor_submit(ex, &j, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, &j), ASYNC_EINVAL);
     cr_expect_eq(async_executor_run(ex, &j, out, NULL, NULL, 0), ASYNC_EINVAL);
     cr_expect_null(f);
 
@@ -411,21 +421,21 @@ ON_BOTH(option_struct_sizes)
     cr_expect_eq(out[3], 4);
     m.size = 1;
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_map_async(&f, ex, &m, NULL, NULL, NULL), ASYNC_EINVAL);
     cr_expect_null(f);
 
     async_imap_t im;
     async_imap_init(&im);
     im.fn = fill, im.in = in, im.in_size = 1, im.out_size = 1, im.n = 4;
     async_imap_iter_t *it = NULL;
-    cr_assert_eq(async_executor_imap(ex, &im, &it), 0);
+    cr_assert_eq(async_executor_imap(&it, ex, &im), 0);
     size_t idx;
     for (int i = 0; i < 4; i++) cr_expect_eq(async_imap_next(it, out, &idx), 0);
     cr_expect_eq(async_imap_next(it, out, &idx), ASYNC_EEOF);
     async_imap_free(it);
     it = NULL;
     im.size = 1;
-    cr_expect_eq(async_executor_imap(ex, &im, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(&it, ex, &im), ASYNC_EINVAL);
     cr_expect_null(it);
     still_serves(ex);
     async_executor_free(ex);

@@ -92,7 +92,8 @@ static async_executor_t *pool(unsigned workers, size_t max_queued)
 static async_executor_t *held_pool(gate_t *g, size_t max_queued, async_future_t **held)
 {
     async_executor_t *ex = pool(1, max_queued);
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = gate_fn, .ctx = g, .out_size = sizeof(int)}, held),
+    cr_assert_eq(async_executor_submit(held, ex, &(async_job_t){.fn = gate_fn, .ctx = g,
+                                       .out_size = sizeof(int)}),
                  0);
     gate_wait_running(g);
     return ex;
@@ -136,7 +137,7 @@ Test(exec_wait, run_dl_gives_up_at_its_deadline_and_cancels_the_queued_job)
     cr_expect(strstr(msg, "deadline"), "%s", msg);
     gate_open(&g, 1);
     cr_expect_eq(async_future_wait(held), 0);
-    async_future_free(held);
+    async_future_unref(held);
     async_executor_shutdown(ex, true, false);
     cr_expect_eq(atomic_load(&runs), 0, "the job was cancelled, not run later");
     cr_expect_eq(out, -1);
@@ -197,18 +198,20 @@ Test(exec_wait, submit_batch_dl_gives_up_waiting_for_room)
     int in = 1;
     async_job_t jobs[2] = {{.fn = tenfold, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)},
                            {.fn = tenfold, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)}};
-    cr_assert_eq(async_executor_submit(ex, &jobs[0], &filler), 0);
-    cr_expect_eq(async_executor_submit_batch_dl(ex, jobs, 2, fs, async_deadline_after(30 * MS)), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_executor_submit(&filler, ex, &jobs[0]), 0);
+    cr_expect_eq(async_executor_submit_batch_dl(fs, ex, jobs, 2, async_deadline_after(30 * MS)),
+                 ASYNC_ETIMEDOUT);
     gate_open(&g, 1);
-    cr_expect_eq(async_executor_submit_batch_dl(ex, jobs, 2, fs, async_deadline_after(ASYNC_SEC(20))), 0);
+    cr_expect_eq(async_executor_submit_batch_dl(fs, ex, jobs, 2,
+                                                async_deadline_after(ASYNC_SEC(20))), 0);
     for (int i = 0; i < 2; i++) {
         cr_expect_eq(async_future_wait(fs[i]), 0);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_future_wait(filler);
-    async_future_free(filler);
+    async_future_unref(filler);
     async_future_wait(held);
-    async_future_free(held);
+    async_future_unref(held);
     async_executor_free(ex);
 }
 
@@ -224,9 +227,9 @@ Test(exec_wait, imap_next_dl_bounds_its_top_up_and_loses_no_item)
     async_imap_iter_t *it;
     /* A window of one item: the first is queued now, the next only once
      * the first has been handed out. */
-    cr_assert_eq(async_executor_imap(ex, &(async_imap_t){.fn = tenfold, .in = in, .n = N, .in_size = sizeof(int),
-                                                         .out_size = sizeof(int), .window = 1},
-                                     &it),
+    cr_assert_eq(async_executor_imap(&it, ex,
+                                     &(async_imap_t){.fn = tenfold, .in = in, .n = N, .in_size = sizeof(int),
+                                                         .out_size = sizeof(int), .window = 1}),
                  0);
     gate_open(&g1, 1);
     int v = -1;
@@ -234,12 +237,13 @@ Test(exec_wait, imap_next_dl_bounds_its_top_up_and_loses_no_item)
     cr_assert_eq(async_imap_next(it, &v, &idx), 0);
     cr_expect_eq(v, 0);
     /* Hold the worker again and fill the queue: the next top-up has no room. */
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = gate_fn, .ctx = &g2, .out_size = sizeof(int)}, &held2),
+    cr_assert_eq(async_executor_submit(&held2, ex, &(async_job_t){.fn = gate_fn, .ctx = &g2,
+                                       .out_size = sizeof(int)}),
                  0);
     gate_wait_running(&g2);
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = tenfold, .in = &in[1], .in_size = sizeof(int),
-                                                          .out_size = sizeof(int)},
-                                       &filler),
+    cr_assert_eq(async_executor_submit(&filler, ex,
+                                       &(async_job_t){.fn = tenfold, .in = &in[1], .in_size = sizeof(int),
+                                                          .out_size = sizeof(int)}),
                  0);
     int64_t t0 = async_now();
     cr_expect_eq(async_imap_next_dl(it, &v, &idx, async_deadline_after(30 * MS)), ASYNC_ETIMEDOUT);
@@ -255,7 +259,7 @@ Test(exec_wait, imap_next_dl_bounds_its_top_up_and_loses_no_item)
     async_future_t *fs[3] = {held, held2, filler};
     for (int i = 0; i < 3; i++) {
         async_future_wait(fs[i]);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
 }
@@ -312,9 +316,9 @@ Test(exec_wait, cancelled_map_in_a_task_waits_through_the_loop)
     scene_t s = {.ex = ex, .g = &g, .in = in, .out = out, .n = N, .result = 1};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, map_waiter, &s, NULL, &s.waiter), 0);
+    cr_assert_eq(async_task_spawn(&s.waiter, loop, map_waiter, &s, NULL), 0);
     async_task_t other;
-    cr_assert_eq(async_task_spawn(loop, canceller, &s, NULL, &other), 0);
+    cr_assert_eq(async_task_spawn(&other, loop, canceller, &s, NULL), 0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_expect_eq(s.result, ASYNC_ECANCELED, "got %s", async_strerror(s.result));
     cr_expect_eq(atomic_load(&g.passed_by), 3, "the other task opened the gate while the map waited");
@@ -322,7 +326,7 @@ Test(exec_wait, cancelled_map_in_a_task_waits_through_the_loop)
     int ran = atomic_load(&runs);
     async_executor_shutdown(ex, true, false);
     cr_expect_eq(atomic_load(&runs), ran, "queued chunks were cancelled");
-    cr_expect_eq(async_loop_free(loop), 0);
+    cr_expect_eq(async_loop_destroy(loop), 0);
     async_executor_free(ex);
 }
 
@@ -332,10 +336,10 @@ static int submit_waiter(void *arg, void **res)
     scene_t *s = arg;
     atomic_store(&s->waiting, 1);
     async_future_t *f = NULL;
-    s->result = async_executor_submit_dl(s->ex, &s->job, &f, s->deadline);
+    s->result = async_executor_submit_dl(&f, s->ex, &s->job, s->deadline);
     if (f) {
         async_future_await(f);
-        async_future_free(f);
+        async_future_unref(f);
     }
     return 0;
 }
@@ -359,13 +363,13 @@ static void room_scene(int64_t deadline, bool cancel, bool open, int want)
     async_executor_t *ex = held_pool(&g, 1, &held);
     int in = 2;
     async_job_t job = {.fn = tenfold, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
-    cr_assert_eq(async_executor_submit(ex, &job, &filler), 0);
+    cr_assert_eq(async_executor_submit(&filler, ex, &job), 0);
     scene_t s = {.ex = ex, .g = open ? &g : NULL, .job = job, .deadline = deadline, .result = 1};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, submit_waiter, &s, NULL, &s.waiter), 0);
+    cr_assert_eq(async_task_spawn(&s.waiter, loop, submit_waiter, &s, NULL), 0);
     async_task_t other;
-    cr_assert_eq(async_task_spawn(loop, ticker, &s, NULL, &other), 0);
+    cr_assert_eq(async_task_spawn(&other, loop, ticker, &s, NULL), 0);
     if (cancel) {
         /* The waiter is cancelled by the loop's first turn after it ran. */
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_ONCE), 1);
@@ -379,10 +383,10 @@ static void room_scene(int64_t deadline, bool cancel, bool open, int want)
     if (open) cr_expect_eq(atomic_load(&g.opened_by), 3);
     gate_open(&g, 1);
     async_future_wait(held);
-    async_future_free(held);
+    async_future_unref(held);
     async_future_wait(filler);
-    async_future_free(filler);
-    cr_expect_eq(async_loop_free(loop), 0);
+    async_future_unref(filler);
+    cr_expect_eq(async_loop_destroy(loop), 0);
     async_executor_free(ex);
 }
 

@@ -133,7 +133,7 @@ static async_future_t *submit_nap(async_executor_t *ex, int ms, int tag, int pri
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
                        .priority = priority};
     async_future_t *f = NULL;
-    int r = async_executor_submit(ex, &job, &f);
+    int r = async_executor_submit(&f, ex, &job);
     cr_assert_eq(r, 0, "submit: %s", async_strerror(r));
     return f;
 }
@@ -161,7 +161,7 @@ CASE(submit_and_result, 20)
     for (int i = 0; i < N; i++) {
         int64_t v = i;
         async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
-        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
         v = -1; /* the input was copied */
     }
     cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
@@ -174,7 +174,7 @@ CASE(submit_and_result, 20)
         memcpy(&v, data, sizeof v);
         cr_expect_eq(v, (int64_t)i * i);
         cr_expect_eq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
 }
@@ -193,9 +193,9 @@ CASE(submit_batch_mixed_priorities, 20)
                                 .out_size = sizeof(int), .priority = i == 40 ? 9 : 0};
     }
     async_future_t *fs[N];
-    cr_assert_eq(async_executor_submit_batch(ex, jobs, N, fs), 0);
+    cr_assert_eq(async_executor_submit_batch(fs, ex, jobs, N), 0);
     async_as_completed_t *it;
-    cr_assert_eq(async_as_completed_new(fs, N, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, N), 0);
     size_t idx;
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
     cr_expect_eq(idx, 40, "the high-priority job of the batch ran first");
@@ -205,12 +205,12 @@ CASE(submit_batch_mixed_priorities, 20)
     cr_expect_eq(async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL), 0);
     for (int i = 0; i < N; i++) {
         cr_expect_eq(result_int(fs[i]), i);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     jobs[3].fn = NULL;
-    cr_expect_eq(async_executor_submit_batch(ex, jobs, N, fs), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit_batch(ex, jobs, 0, NULL), 0);
-    async_future_free(gate);
+    cr_expect_eq(async_executor_submit_batch(fs, ex, jobs, N), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit_batch(NULL, ex, jobs, 0), 0);
+    async_future_unref(gate);
     async_executor_free(ex);
 }
 
@@ -219,18 +219,18 @@ CASE(bad_arguments, 10)
     async_executor_t *ex = pool(backend, 1);
     async_future_t *f = NULL;
     async_job_t job = {.fn = NULL};
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_submit(ex, NULL, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, NULL), ASYNC_EINVAL);
     job = (async_job_t){.fn = nothing, .in = NULL, .in_size = 4};
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_EINVAL);
     async_map_t m = {.fn = NULL};
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
     m = (async_map_t){.fn = nothing, .n = 3, .in_size = 4};
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL);
     async_imap_t im = {.fn = nothing, .source = NULL, .n = 2, .in_size = 4, .in = NULL};
     async_imap_iter_t *it;
-    cr_expect_eq(async_executor_imap(ex, NULL, &it), ASYNC_EINVAL);
-    cr_expect_eq(async_executor_imap(ex, &im, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(&it, ex, NULL), ASYNC_EINVAL);
+    cr_expect_eq(async_executor_imap(&it, ex, &im), ASYNC_EINVAL);
     cr_expect_null(f);
     async_executor_opts_t o = {.backend = (async_backend_t)42};
     async_executor_t *bad;
@@ -245,7 +245,7 @@ CASE(variable_size_results, 20)
     async_future_t *fs[5];
     for (int i = 0; i < 5; i++) {
         async_job_t job = {.fn = repeat, .in = &sizes[i], .in_size = sizeof(size_t), .out_size = 8};
-        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
     }
     for (int i = 0; i < 5; i++) {
         const void *data;
@@ -255,7 +255,7 @@ CASE(variable_size_results, 20)
         cr_expect_eq(size, sizes[i]);
         for (size_t k = 0; k < size; k++)
             if (((const char *)data)[k] != 'x') { cr_expect_eq(((const char *)data)[k], 'x', "byte %zu of result %d", k, i); break; }
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
 }
@@ -267,7 +267,7 @@ CASE(work_errors_fail_only_their_future, 20)
     async_future_t *fs[4];
     for (int i = 0; i < 4; i++) {
         async_job_t job = {.fn = picky, .in = &vals[i], .in_size = sizeof(int), .out_size = sizeof(int)};
-        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
     }
     cr_expect_eq(async_future_wait(fs[0]), 0);
     cr_expect_eq(result_int(fs[0]), 2);
@@ -278,7 +278,7 @@ CASE(work_errors_fail_only_their_future, 20)
     cr_expect_eq(result_int(fs[2]), 6);
     cr_expect_eq(async_future_wait(fs[3]), ASYNC_EWORK);
     cr_expect_str_eq(async_future_message(fs[3]), "");
-    for (int i = 0; i < 4; i++) async_future_free(fs[i]);
+    for (int i = 0; i < 4; i++) async_future_unref(fs[i]);
     async_executor_free(ex);
 }
 
@@ -326,13 +326,13 @@ CASE(map_reports_first_failure_with_index, 20)
     cr_expect_eq(out[100], 200, "other chunks ran");
 
     async_future_t *f;
-    cr_assert_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f), 0);
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, NULL, NULL, NULL), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
     size_t idx;
     cr_expect_eq(async_future_error_index(f, &idx), 0);
     cr_expect_eq(idx, 37);
     cr_expect_str_eq(async_future_message(f), "item 37: bad value -37");
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -359,17 +359,17 @@ CASE(map_async_callbacks, 20)
     async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
                      .out_size = sizeof(int), .n = 50};
     async_future_t *f;
-    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, on_success, on_error, &success_calls), 0);
     cr_expect_eq(async_future_wait(f), 0);
-    async_future_free(f);
+    async_future_unref(f);
     in[10] = -1;
-    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, on_success, on_error, &success_calls), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_EINVAL);
-    async_future_free(f);
+    async_future_unref(f);
     m.n = 0;
-    cr_assert_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f), 0);
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, on_success, on_error, &success_calls), 0);
     cr_expect_eq(async_future_state(f), ASYNC_FUTURE_DONE);
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
     cr_expect_eq(success_calls, 2);
     cr_expect_eq(error_calls, 1);
@@ -411,7 +411,7 @@ CASE(map_async_callbacks_finish_before_waits_return, 120)
         r.round = round;
         r.slow = round % 8 == 0;
         async_future_t *f;
-        cr_assert_eq(async_executor_map_async(ex, &m, record_round, record_round, &r, &f), 0);
+        cr_assert_eq(async_executor_map_async(&f, ex, &m, record_round, record_round, &r), 0);
         int64_t dl = async_deadline_after(ASYNC_SEC(20));
         size_t idx;
         switch (round % 5) {
@@ -425,7 +425,7 @@ CASE(map_async_callbacks_finish_before_waits_return, 120)
             break;
         case 4: {
             async_as_completed_t *it;
-            cr_assert_eq(async_as_completed_new(&f, 1, &it), 0);
+            cr_assert_eq(async_as_completed_new(&it, &f, 1), 0);
             cr_assert_eq(async_as_completed_next_dl(it, &idx, dl), 0);
             async_as_completed_free(it);
             break;
@@ -434,7 +434,7 @@ CASE(map_async_callbacks_finish_before_waits_return, 120)
         cr_assert(async_future_done(f));
         late += atomic_load(&r.seen) != round;
         cr_expect_eq(async_future_error(f), round % 3 == 0 ? ASYNC_EINVAL : 0);
-        async_future_free(f);
+        async_future_unref(f);
     }
     cr_expect_eq(late, 0, "%d of %d waits returned before the callback had finished", late, ROUNDS);
     async_executor_free(ex);
@@ -457,7 +457,7 @@ CASE(map_async_callback_order_is_kept, 30)
     async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
                      .out_size = sizeof(int), .n = 2};
     async_future_t *f;
-    cr_assert_eq(async_executor_map_async(ex, &m, record_round, NULL, &r, &f), 0);
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, record_round, NULL, &r), 0);
     cr_assert_eq(async_future_on_done(f, second_cb, &r), 0);
     cr_expect_eq(async_future_wait(f), 0);
     /* The wait returns after the first callback; the second one may still
@@ -465,7 +465,7 @@ CASE(map_async_callback_order_is_kept, 30)
     int64_t until = async_now() + ASYNC_SEC(10);
     while (atomic_load(&r.seen) != -1 && async_now() < until) usleep(100);
     cr_expect_eq(atomic_load(&r.seen), -1);
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -479,7 +479,7 @@ CASE(imap_ordered_from_array, 20)
         async_imap_t m = {.fn = picky, .in = in, .n = N, .in_size = sizeof(int),
                           .out_size = sizeof(int), .chunksize = chunk};
         async_imap_iter_t *it;
-        cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+        cr_assert_eq(async_executor_imap(&it, ex, &m), 0);
         int v;
         size_t idx;
         for (int i = 0; i < N; i++) {
@@ -517,7 +517,7 @@ CASE(imap_unordered_lazy_and_bounded, 20)
                       .in_size = sizeof(int), .out_size = sizeof(int), .window = 8,
                       .unordered = true};
     async_imap_iter_t *it;
-    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    cr_assert_eq(async_executor_imap(&it, ex, &m), 0);
     cr_expect_leq(src.pulled, 8, "only the first window was pulled (%d)", src.pulled);
     static bool seen[500];
     memset(seen, 0, sizeof seen);
@@ -552,7 +552,7 @@ CASE(imap_source_error_ends_the_input, 20)
     async_imap_t m = {.fn = picky, .source = failing_source, .source_arg = &next,
                       .in_size = sizeof(int), .out_size = sizeof(int)};
     async_imap_iter_t *it;
-    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    cr_assert_eq(async_executor_imap(&it, ex, &m), 0);
     int v;
     size_t idx;
     for (int i = 0; i < 3; i++) {
@@ -574,7 +574,7 @@ CASE(imap_item_errors_and_early_free, 20)
     async_imap_t m = {.fn = picky, .in = in, .n = 20, .in_size = sizeof(int),
                       .out_size = sizeof(int), .chunksize = 4};
     async_imap_iter_t *it;
-    cr_assert_eq(async_executor_imap(ex, &m, &it), 0);
+    cr_assert_eq(async_executor_imap(&it, ex, &m), 0);
     int v;
     size_t idx;
     for (int i = 0; i < 5; i++) cr_expect_eq(async_imap_next(it, &v, &idx), 0);
@@ -604,8 +604,8 @@ CASE(cancel_pending_only, 20)
     cr_expect_eq(async_future_wait(busy), 0);
     cr_expect_eq(result_int(busy), 1);
     cr_expect_eq(async_future_cancel(busy), ASYNC_EDONE);
-    async_future_free(busy);
-    async_future_free(queued);
+    async_future_unref(busy);
+    async_future_unref(queued);
     async_executor_free(ex);
 }
 
@@ -617,12 +617,12 @@ CASE(deadline_in_queue, 20)
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
                        .timeout_ns = 20 * MS};
     async_future_t *late;
-    cr_assert_eq(async_executor_submit(ex, &job, &late), 0);
+    cr_assert_eq(async_executor_submit(&late, ex, &job), 0);
     cr_expect_eq(async_future_wait(late), ASYNC_ETIMEDOUT);
     cr_expect_str_eq(async_future_message(late), "deadline passed before it ran");
     cr_expect_eq(async_future_wait(busy), 0);
-    async_future_free(busy);
-    async_future_free(late);
+    async_future_unref(busy);
+    async_future_unref(late);
     async_executor_free(ex);
 }
 
@@ -635,7 +635,7 @@ CASE(wait_deadline_lower_bound, 20)
     cr_expect_geq(async_now() - t0, 40 * MS);
     cr_expect_not(async_future_done(f));
     cr_expect_eq(async_future_wait(f), 0, "the work ran on after the wait timed out");
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -654,11 +654,12 @@ CASE(priorities_higher_first, 20)
 {
     async_executor_t *ex = pool(backend, 1);
     _Atomic int *flags;
-    cr_assert_eq(async_executor_shm_alloc(ex, 2 * sizeof *flags, (void **)&flags), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&flags, ex, 2 * sizeof *flags), 0);
     atomic_init(&flags[0], 0);
     atomic_init(&flags[1], 0);
     async_future_t *gate = NULL;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = gate_fn, .ctx = (void *)flags}, &gate), 0);
+    cr_assert_eq(async_executor_submit(&gate, ex, &(async_job_t){.fn = gate_fn,
+                                       .ctx = (void *)flags}), 0);
     /* Every job is queued while the worker is held, so the order they run
      * in is the queue's alone, not how fast this thread submits. */
     for (int i = 0; i < 20000 && !atomic_load(&flags[0]); i++) usleep(500);
@@ -668,7 +669,7 @@ CASE(priorities_higher_first, 20)
     for (int i = 0; i < 6; i++) fs[i] = submit_nap(ex, 0, i, prios[i]);
     atomic_store(&flags[1], 1);
     async_as_completed_t *it;
-    cr_assert_eq(async_as_completed_new(fs, 6, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, 6), 0);
     int expect[] = {1, 4, 3, 0, 5, 2}; /* by priority, FIFO within one */
     for (int k = 0; k < 6; k++) {
         size_t idx;
@@ -676,9 +677,9 @@ CASE(priorities_higher_first, 20)
         cr_expect_eq((int)idx, expect[k], "completion %d", k);
     }
     async_as_completed_free(it);
-    for (int i = 0; i < 6; i++) async_future_free(fs[i]);
+    for (int i = 0; i < 6; i++) async_future_unref(fs[i]);
     cr_expect_eq(async_future_wait(gate), 0);
-    async_future_free(gate);
+    async_future_unref(gate);
     async_executor_shm_free(ex, (void *)flags);
     async_executor_free(ex);
 }
@@ -692,7 +693,7 @@ CASE(wait_modes_and_as_completed, 20)
     cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_FIRST_COMPLETED, &idx), 0);
     cr_expect_eq(idx, 1);
     async_as_completed_t *it;
-    cr_assert_eq(async_as_completed_new(fs, 3, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, 3), 0);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
     cr_expect_eq(idx, 1);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, async_deadline_after(1 * MS)), ASYNC_ETIMEDOUT);
@@ -704,7 +705,7 @@ CASE(wait_modes_and_as_completed, 20)
     cr_expect_eq(idx, 0);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), ASYNC_EEOF);
     async_as_completed_free(it);
-    for (int i = 0; i < 3; i++) async_future_free(fs[i]);
+    for (int i = 0; i < 3; i++) async_future_unref(fs[i]);
     async_executor_free(ex);
 }
 
@@ -719,18 +720,19 @@ CASE(bounded_queue, 20)
     cr_expect_eq(async_executor_queued(ex), 2);
     int v[2] = {0, 3};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
-    cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_EAGAIN);
+    cr_expect_eq(async_executor_trysubmit(&f, ex, &job), ASYNC_EAGAIN);
     int64_t t0 = async_now();
-    cr_expect_eq(async_executor_submit_dl(ex, &job, &f, async_deadline_after(20 * MS)), ASYNC_ETIMEDOUT);
+    cr_expect_eq(async_executor_submit_dl(&f, ex, &job, async_deadline_after(20 * MS)),
+                 ASYNC_ETIMEDOUT);
     cr_expect_geq(async_now() - t0, 20 * MS);
     cr_expect_null(f);
-    cr_expect_eq(async_executor_submit(ex, &job, &f), 0, "blocks until there is room");
+    cr_expect_eq(async_executor_submit(&f, ex, &job), 0, "blocks until there is room");
     cr_expect_eq(async_future_wait(f), 0);
     cr_expect_eq(result_int(f), 3);
-    async_future_free(busy);
-    async_future_free(q1);
-    async_future_free(q2);
-    async_future_free(f);
+    async_future_unref(busy);
+    async_future_unref(q1);
+    async_future_unref(q2);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -753,19 +755,19 @@ CASE(shutdown_while_busy, 20)
         cr_expect(async_future_done(fs[i]), "future %d final after shutdown(wait)", i);
         if (async_future_state(fs[i]) == ASYNC_FUTURE_DONE) done++;
         if (async_future_state(fs[i]) == ASYNC_FUTURE_CANCELLED) cancelled++;
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     cr_expect_eq(done, 2, "the two running ones finished");
     cr_expect_eq(cancelled, 6);
     int v[2] = {0, 0};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
     async_future_t *f;
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_ECLOSED);
     async_map_t m = {.fn = nothing, .n = 3};
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_ECLOSED);
     success_calls = error_calls = 0;
     f = NULL;
-    cr_expect_eq(async_executor_map_async(ex, &m, on_success, on_error, &success_calls, &f),
+    cr_expect_eq(async_executor_map_async(&f, ex, &m, on_success, on_error, &success_calls),
                  ASYNC_ECLOSED);
     cr_expect_null(f);
     cr_expect_eq(success_calls + error_calls, 0, "a call that fails never calls back");
@@ -782,7 +784,7 @@ CASE(shutdown_drains_without_cancel, 20)
     for (int i = 0; i < 6; i++) {
         cr_expect_eq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
         cr_expect_eq(result_int(fs[i]), i);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
 }
@@ -791,19 +793,19 @@ CASE(free_with_work_in_flight, 20)
 {
     async_executor_t *ex = pool(backend, 2);
     async_future_t *kept = submit_nap(ex, 30, 7, 0);
-    for (int i = 0; i < 20; i++) async_future_free(submit_nap(ex, 5, i, 0)); /* dropped at once */
+    for (int i = 0; i < 20; i++) async_future_unref(submit_nap(ex, 5, i, 0)); /* dropped at once */
     int in[1000], out[1000];
     for (int i = 0; i < 1000; i++) in[i] = i;
     async_map_t m = {.fn = picky, .in = in, .in_size = sizeof(int), .out = out,
                      .out_size = sizeof(int), .n = 1000, .chunksize = 1};
     async_future_t *mf;
-    cr_assert_eq(async_executor_map_async(ex, &m, NULL, NULL, NULL, &mf), 0);
+    cr_assert_eq(async_executor_map_async(&mf, ex, &m, NULL, NULL, NULL), 0);
     async_executor_free(ex);
     cr_expect(async_future_done(kept));
     cr_expect(async_future_done(mf));
     cr_expect(async_future_error(mf) == 0 || async_future_error(mf) == ASYNC_ECANCELED);
-    async_future_free(kept);
-    async_future_free(mf);
+    async_future_unref(kept);
+    async_future_unref(mf);
 }
 
 typedef struct {
@@ -820,7 +822,7 @@ static void *submit_many(void *arg)
     for (int i = 0; i < N; i++) {
         int64_t v = s->base + i;
         async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
-        if (async_executor_submit(s->ex, &job, &fs[i])) {
+        if (async_executor_submit(&fs[i], s->ex, &job)) {
             s->errors++;
             fs[i] = NULL;
         }
@@ -832,7 +834,7 @@ static void *submit_many(void *arg)
         int64_t v, want = (int64_t)(s->base + i) * (s->base + i);
         if (async_future_result(fs[i], &data, NULL)) s->errors++;
         else if (memcpy(&v, data, sizeof v), v != want) s->errors++;
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     free(fs);
     return NULL;
@@ -870,17 +872,17 @@ CASE(initializer_failure_breaks_the_pool, 20)
     int v[2] = {0, 1};
     async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
     async_future_t *f = NULL;
-    int r = async_executor_submit(ex, &job, &f);
+    int r = async_executor_submit(&f, ex, &job);
     if (r == 0) { /* queued before the pool knew: fails with the reason */
         cr_expect_eq(async_future_wait(f), ASYNC_EINIT);
         cr_expect(strstr(async_future_message(f), "initializer failed"), "%s", async_future_message(f));
         cr_expect(strstr(async_future_message(f), "no database"), "%s", async_future_message(f));
-        async_future_free(f);
+        async_future_unref(f);
     } else {
         cr_expect_eq(r, ASYNC_EINIT);
     }
     usleep(20000);
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_EINIT);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_EINIT);
     char why[300];
     cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_EINIT);
     cr_expect(strstr(why, "initializer failed") && strstr(why, "no database"), "%s", why);
@@ -902,11 +904,11 @@ CASE(initializer_failures_at_once_fail_every_queued_job, 60)
         async_job_t job = {.fn = nap, .in = v, .in_size = sizeof v};
         async_future_t *fs[64];
         int n = 0;
-        while (n < 64 && async_executor_submit(ex, &job, &fs[n]) == 0) n++;
+        while (n < 64 && async_executor_submit(&fs[n], ex, &job) == 0) n++;
         for (int i = 0; i < n; i++) {
             cr_assert_eq(async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(10))), ASYNC_EINIT,
                          "round %d, job %d of %d: %s", round, i, n, async_future_message(fs[i]));
-            async_future_free(fs[i]);
+            async_future_unref(fs[i]);
         }
         async_executor_free(ex);
     }
@@ -925,7 +927,7 @@ CASE(initializer_runs_per_worker, 20)
     cr_assert_eq(async_executor_new(&ex, &o), 0);
     async_future_t *f = submit_nap(ex, 0, 9, 0);
     cr_expect_eq(async_future_wait(f), 0);
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -956,11 +958,11 @@ CASE(thousand_tasks_await_futures, 30)
     async_task_t *h = calloc(N, sizeof *h);
     for (int i = 0; i < N; i++) {
         a[i] = (awaiter_t){ex, i, -1};
-        cr_assert_eq(async_task_spawn(loop, await_one, &a[i], NULL, &h[i]), 0);
+        cr_assert_eq(async_task_spawn(&h[i], loop, await_one, &a[i], NULL), 0);
     }
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     for (int i = 0; i < N; i++) cr_expect_eq(a[i].got, i);
-    cr_expect_eq(async_loop_free(loop), 0);
+    cr_expect_eq(async_loop_destroy(loop), 0);
     free(a);
     free(h);
     async_executor_free(ex);
@@ -1003,8 +1005,8 @@ Test(exec_threads_only, callbacks_run_on_the_worker, .timeout = 10)
     /* The state turns final before the callbacks run: wait for ours. */
     while (!atomic_load(&cb_ran)) usleep(100);
     cr_expect_not(pthread_equal(cb_thread, pthread_self()), "ran on a worker thread");
-    async_future_free(gate);
-    async_future_free(f);
+    async_future_unref(gate);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -1030,7 +1032,7 @@ Test(exec_threads_only, blocking_map_caller_runs_chunks, .timeout = 10)
     cr_expect_not(async_future_done(gate), "the map did not wait for the busy worker");
     for (int i = 0; i < 10; i++) cr_expect_eq(out[i], -1, "item %d ran on the caller", i);
     cr_expect_eq(async_future_wait(gate), 0);
-    async_future_free(gate);
+    async_future_unref(gate);
     async_executor_free(ex);
 }
 
@@ -1099,7 +1101,7 @@ Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout =
     async_job_t job = {.fn = overrunner, .in = input, .in_size = sizeof *input, .out_size = 64,
                        .ctx = &o, .timeout_ns = 100 * MS, .borrow_input = true};
     async_future_t *f;
-    cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
     int64_t took = async_now() - t0;
     cr_expect_geq(took, 100 * MS, "not before the deadline");
@@ -1114,11 +1116,11 @@ Test(exec_threads_only, deadline_fails_the_future_while_the_job_runs, .timeout =
      * the function returns). */
     *input = -1;
     free(input);
-    async_future_free(f);
+    async_future_unref(f);
     /* Another worker serves meanwhile. */
     async_future_t *g = submit_nap(ex, 0, 7, 0);
     cr_expect_eq(async_future_wait(g), 0);
-    async_future_free(g);
+    async_future_unref(g);
     /* Freeing the executor waits for the overrunning job. */
     async_executor_free(ex);
     cr_expect_eq(atomic_load(&o.finished), 1);
@@ -1145,7 +1147,7 @@ Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
         int v = i;
         async_job_t job = {.fn = overrunner, .in = &v, .in_size = sizeof v, .out_size = 8,
                            .ctx = &o[i], .timeout_ns = (50 + 20 * (i % 4)) * MS};
-        cr_assert_eq(async_executor_submit(ex, &job, &fs[i]), 0);
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
         cr_assert_eq(async_future_on_done(fs[i], count_expired, NULL), 0);
     }
     int timed_out = 0;
@@ -1153,7 +1155,7 @@ Test(exec_threads_only, many_overrunning_deadlines, .timeout = 30)
         int r = async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(20)));
         cr_expect(r == 0 || r == ASYNC_ETIMEDOUT, "job %d: %s", i, async_strerror(r));
         timed_out += r == ASYNC_ETIMEDOUT;
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
     cr_expect_geq(timed_out, N - N / 3, "every overrunning job timed out");
@@ -1177,7 +1179,7 @@ Test(exec_threads_only, out_of_memory_paths, .timeout = 10)
     async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
     async_future_t *f = NULL;
     test_alloc_fail_after(0);
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ENOMEM);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_ENOMEM);
     test_alloc_fail_after(-1);
     cr_expect_null(f);
     int in[4] = {1, 2, 3, 4}, out[4];
@@ -1201,7 +1203,7 @@ Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10
     cr_expect_eq(async_future_set_error(gate, ASYNC_EIO, "x"), ASYNC_EPERM);
     cr_expect_eq(async_future_set_running(gate), ASYNC_EPERM);
     cr_expect_eq(async_future_wait(gate), 0);
-    async_future_free(gate);
+    async_future_unref(gate);
     async_executor_free(ex);
 }
 
@@ -1242,7 +1244,7 @@ Test(exec_threads_only, shrunk_result_and_worker_shutdown, .timeout = 10)
     cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
     cr_expect_eq(r, ASYNC_EDEADLK);
     async_future_t *f;
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED);
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_ECLOSED);
     async_executor_free(ex);
 }
 
@@ -1262,7 +1264,7 @@ Test(exec_threads_only, worker_terminate_of_its_own_pool_is_edeadlk, .timeout = 
     cr_expect_eq(async_executor_run(ex, &job, &r, NULL, NULL, 0), 0);
     cr_expect_eq(r, ASYNC_EDEADLK);
     async_future_t *f;
-    cr_expect_eq(async_executor_submit(ex, &job, &f), ASYNC_ECLOSED, "shut down all the same");
+    cr_expect_eq(async_executor_submit(&f, ex, &job), ASYNC_ECLOSED, "shut down all the same");
     async_executor_free(ex);
 }
 
@@ -1279,7 +1281,7 @@ Test(exec_threads_only, worker_free_of_its_own_pool_aborts, .timeout = 10, .sign
 {
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
     async_future_t *f;
-    cr_assert_eq(async_executor_submit(ex, &(async_job_t){.fn = free_self, .ctx = ex}, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = free_self, .ctx = ex}), 0);
     async_future_wait(f);
 }
 

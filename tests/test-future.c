@@ -51,18 +51,18 @@ Test(future, result_roundtrip)
     cr_expect_eq(async_future_wait(f), 0);
     size_t idx;
     cr_expect_eq(async_future_error_index(f, &idx), ASYNC_EINVAL);
-    async_future_free(f);
-    async_future_free(NULL);
+    async_future_unref(f);
+    async_future_unref(NULL);
 }
 
 Test(future, refs_keep_it_alive)
 {
     async_future_t *f = fresh();
     async_future_ref(f);
-    async_future_free(f);
+    async_future_unref(f);
     cr_expect_eq(async_future_set_result(f, NULL, 0), 0);
     cr_expect_eq(async_future_result(f, NULL, NULL), 0);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 Test(future, errors_and_messages)
@@ -77,7 +77,7 @@ Test(future, errors_and_messages)
     cr_expect_eq(async_future_result(f, &data, &size), ASYNC_EIO);
     cr_expect_null(data);
     cr_expect_eq(size, 0);
-    async_future_free(f);
+    async_future_unref(f);
 
     /* Codes >= 0 become ASYNC_EWORK; long messages are cut. */
     f = fresh();
@@ -87,12 +87,12 @@ Test(future, errors_and_messages)
     cr_expect_eq(async_future_set_error(f, 7, longmsg), 0);
     cr_expect_eq(async_future_error(f), ASYNC_EWORK);
     cr_expect_eq(strlen(async_future_message(f)), ASYNC_FUTURE_MSG_MAX - 1);
-    async_future_free(f);
+    async_future_unref(f);
 
     f = fresh();
     cr_expect_eq(async_future_set_error(f, ASYNC_EIO, NULL), 0);
     cr_expect_str_eq(async_future_message(f), "");
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 Test(future, cancel_rules)
@@ -106,14 +106,14 @@ Test(future, cancel_rules)
     cr_expect_eq(async_future_set_running(f), ASYNC_ECANCELED);
     cr_expect_eq(async_future_set_result(f, "x", 1), ASYNC_EDONE);
     cr_expect_eq(async_future_wait(f), ASYNC_ECANCELED);
-    async_future_free(f);
+    async_future_unref(f);
 
     f = fresh();
     async_future_set_running(f);
     cr_expect_eq(async_future_cancel(f), ASYNC_EBUSY);
     async_future_set_result(f, NULL, 0);
     cr_expect_eq(async_future_cancel(f), ASYNC_EDONE);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 /* --- callbacks ---------------------------------------------------------- */
@@ -159,13 +159,13 @@ Test(future, callbacks_order_and_thread)
     cr_expect_eq(cblog.n, 5);
     cr_expect(pthread_equal(cblog.thread[4], pthread_self()));
     cr_expect_eq(async_future_on_done(f, NULL, NULL), ASYNC_EINVAL);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 static void cb_frees(async_future_t *f, void *arg)
 {
     (void)arg;
-    async_future_free(f); /* drops a reference the callback owns */
+    async_future_unref(f); /* drops a reference the callback owns */
 }
 
 Test(future, callback_may_free_its_reference)
@@ -175,7 +175,7 @@ Test(future, callback_may_free_its_reference)
     async_future_on_done(f, cb_frees, NULL);
     async_future_cancel(f);
     cr_expect_eq(async_future_state(f), ASYNC_FUTURE_CANCELLED);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 Test(future, callback_allocation_failure)
@@ -188,7 +188,7 @@ Test(future, callback_allocation_failure)
     memset(&cblog, 0, sizeof cblog);
     async_future_set_result(f, NULL, 0);
     cr_expect_eq(cblog.n, 1, "only the callback that was added ran");
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 /* --- blocking waits ---------------------------------------------------------- */
@@ -203,7 +203,7 @@ Test(future, wait_deadline_leaves_it_pending)
     cr_expect_eq(async_future_wait_dl(f, 0), ASYNC_ETIMEDOUT);
     async_future_set_result(f, NULL, 0);
     cr_expect_eq(async_future_wait_dl(f, 0), 0);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 Test(future, wait_wakes_when_finished_elsewhere)
@@ -215,7 +215,7 @@ Test(future, wait_wakes_when_finished_elsewhere)
     cr_expect_eq(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(10))), 0);
     cr_expect_geq(async_now() - t0, 15 * MS);
     pthread_join(t, NULL);
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 typedef struct {
@@ -267,9 +267,9 @@ Test(future, wait_modes)
     cr_expect_eq(async_futures_wait(ok, 2, (async_wait_mode_t)42, NULL), ASYNC_EINVAL);
     async_future_t *holes[2] = {ok[0], NULL};
     cr_expect_eq(async_futures_wait(holes, 2, ASYNC_WAIT_ALL, NULL), ASYNC_EINVAL);
-    for (int i = 0; i < 3; i++) async_future_free(fs[i]);
-    async_future_free(ok[0]);
-    async_future_free(ok[1]);
+    for (int i = 0; i < 3; i++) async_future_unref(fs[i]);
+    async_future_unref(ok[0]);
+    async_future_unref(ok[1]);
 }
 
 Test(future, wait_all_timeout_lower_bound)
@@ -282,8 +282,8 @@ Test(future, wait_all_timeout_lower_bound)
     cr_expect_geq(async_now() - t0, 25 * MS);
     cr_expect_eq(async_futures_wait_dl(fs, 2, ASYNC_WAIT_FIRST_FAILURE, NULL,
                                        async_deadline_after(5 * MS)), ASYNC_ETIMEDOUT);
-    async_future_free(fs[0]);
-    async_future_free(fs[1]);
+    async_future_unref(fs[0]);
+    async_future_unref(fs[1]);
 }
 
 Test(future, as_completed_order_and_timeout)
@@ -291,7 +291,7 @@ Test(future, as_completed_order_and_timeout)
     async_future_t *fs[3] = {fresh(), fresh(), fresh()};
     async_future_set_result(fs[1], NULL, 0);
     async_as_completed_t *it;
-    cr_assert_eq(async_as_completed_new(fs, 3, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, 3), 0);
     size_t idx;
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
     cr_expect_eq(idx, 1);
@@ -312,7 +312,7 @@ Test(future, as_completed_order_and_timeout)
     cr_expect_eq(idx, 0);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), ASYNC_EEOF);
     cr_expect_eq(async_as_completed_unfinished(it), 0);
-    for (int i = 0; i < 3; i++) async_future_free(fs[i]);
+    for (int i = 0; i < 3; i++) async_future_unref(fs[i]);
     async_as_completed_free(it); /* holds its own references */
 }
 
@@ -320,19 +320,19 @@ Test(future, as_completed_free_early_and_bad_input)
 {
     async_future_t *fs[2] = {fresh(), fresh()};
     async_as_completed_t *it;
-    cr_assert_eq(async_as_completed_new(fs, 2, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, 2), 0);
     async_as_completed_free(it);
     async_future_set_result(fs[0], NULL, 0); /* no listener left to touch */
-    cr_expect_eq(async_as_completed_new(NULL, 2, &it), ASYNC_EINVAL);
+    cr_expect_eq(async_as_completed_new(&it, NULL, 2), ASYNC_EINVAL);
     test_alloc_fail_after(1);
-    cr_expect_eq(async_as_completed_new(fs, 2, &it), ASYNC_ENOMEM);
+    cr_expect_eq(async_as_completed_new(&it, fs, 2), ASYNC_ENOMEM);
     test_alloc_fail_after(-1);
-    cr_assert_eq(async_as_completed_new(fs, 0, &it), 0);
+    cr_assert_eq(async_as_completed_new(&it, fs, 0), 0);
     size_t idx;
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), ASYNC_EEOF);
     async_as_completed_free(it);
-    async_future_free(fs[0]);
-    async_future_free(fs[1]);
+    async_future_unref(fs[0]);
+    async_future_unref(fs[1]);
 }
 
 /* --- awaiting from tasks ------------------------------------------------------ */
@@ -371,8 +371,8 @@ Test(future, await_lets_the_loop_run)
     cr_assert_eq(async_loop_new(&loop), 0);
     awaiter_t a = {fresh(), ASYNC_FOREVER, 1, false};
     ticks = 0;
-    cr_assert_eq(async_task_spawn(loop, await_task, &a, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, ticker, &a, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, await_task, &a, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, ticker, &a, NULL), 0);
     finisher_t x = {a.f, 50 * MS, ASYNC_EIO};
     pthread_t t;
     pthread_create(&t, NULL, finish_with, &x);
@@ -380,8 +380,8 @@ Test(future, await_lets_the_loop_run)
     pthread_join(t, NULL);
     cr_expect_eq(a.rc, ASYNC_EIO);
     cr_expect_gt(ticks, 5, "the loop ran other tasks while one awaited (%d ticks)", ticks);
-    cr_expect_eq(async_loop_free(loop), 0);
-    async_future_free(a.f);
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    async_future_unref(a.f);
 }
 
 Test(future, await_outside_task_and_finished)
@@ -390,7 +390,7 @@ Test(future, await_outside_task_and_finished)
     cr_expect_eq(async_future_await(f), ASYNC_ENOTASK);
     async_future_set_result(f, NULL, 0);
     cr_expect_eq(async_future_await(f), 0, "a finished future needs no task");
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 Test(future, await_timeout_then_late_completion)
@@ -399,13 +399,13 @@ Test(future, await_timeout_then_late_completion)
     cr_assert_eq(async_loop_new(&loop), 0);
     int64_t t0 = async_now();
     awaiter_t a = {fresh(), t0 + 20 * MS, 1, false};
-    cr_assert_eq(async_task_spawn(loop, await_task, &a, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, await_task, &a, NULL), 0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_expect_eq(a.rc, ASYNC_ETIMEDOUT);
     cr_expect_geq(async_now() - t0, 20 * MS);
     async_future_set_result(a.f, NULL, 0); /* nobody listens any more */
-    cr_expect_eq(async_loop_free(loop), 0);
-    async_future_free(a.f);
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    async_future_unref(a.f);
 }
 
 static int cancel_then_finish(void *arg, void **result)
@@ -432,15 +432,15 @@ Test(future, await_cancelled_while_post_in_flight)
         cr_assert_eq(async_loop_new(&loop), 0);
         awaiter_t a = {fresh(), ASYNC_FOREVER, 1, false};
         async_task_t h;
-        cr_assert_eq(async_task_spawn(loop, await_task, &a, NULL, &h), 0);
-        cr_assert_eq(async_task_spawn(loop, cancel_then_finish, &h, NULL, NULL), 0);
+        cr_assert_eq(async_task_spawn(&h, loop, await_task, &a, NULL), 0);
+        cr_assert_eq(async_task_spawn(NULL, loop, cancel_then_finish, &h, NULL), 0);
         pthread_t t;
         pthread_create(&t, NULL, finish_now, a.f);
         cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         pthread_join(t, NULL);
         cr_expect(a.rc == ASYNC_ECANCELED || a.rc == 0, "rc %d", a.rc);
-        cr_expect_eq(async_loop_free(loop), 0);
-        async_future_free(a.f);
+        cr_expect_eq(async_loop_destroy(loop), 0);
+        async_future_unref(a.f);
     }
 }
 
@@ -465,7 +465,7 @@ Test(future, await_many_modes)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_future_t *fs[3] = {fresh(), fresh(), fresh()};
-    cr_assert_eq(async_task_spawn(loop, await_many_task, fs, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, await_many_task, fs, NULL), 0);
     finisher_t a = {fs[1], 10 * MS, 0}, b = {fs[0], 40 * MS, 0}, c = {fs[2], 50 * MS, 0};
     pthread_t ta, tb, tc;
     pthread_create(&ta, NULL, finish_with, &a);
@@ -475,8 +475,8 @@ Test(future, await_many_modes)
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     pthread_join(tc, NULL);
-    cr_expect_eq(async_loop_free(loop), 0);
-    for (int i = 0; i < 3; i++) async_future_free(fs[i]);
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    for (int i = 0; i < 3; i++) async_future_unref(fs[i]);
 }
 
 Test(future, unfinished_future_with_callbacks_frees_them)
@@ -484,7 +484,7 @@ Test(future, unfinished_future_with_callbacks_frees_them)
     async_future_t *f = fresh();
     cr_assert_eq(async_future_on_done(f, log_cb, NULL), 0);
     cr_assert_eq(async_future_on_done(f, log_cb, NULL), 0);
-    async_future_free(f); /* never finished: the callbacks never run, nothing leaks */
+    async_future_unref(f); /* never finished: the callbacks never run, nothing leaks */
 }
 
 /* The wait modes that listen on every future allocate, and say so when the
@@ -502,6 +502,6 @@ Test(future, futures_wait_reports_enomem)
     cr_expect_eq(r, ASYNC_ENOMEM, "got %s", async_strerror(r));
     cr_expect_eq(all, ASYNC_ETIMEDOUT, "got %s", async_strerror(all));
     cr_expect_eq(index, 7, "untouched");
-    async_future_free(fs[0]);
-    async_future_free(fs[1]);
+    async_future_unref(fs[0]);
+    async_future_unref(fs[1]);
 }

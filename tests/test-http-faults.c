@@ -29,7 +29,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     test_httpd_stop(srv);
     cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
     test_alloc_uninstall();
@@ -46,12 +46,12 @@ static void on_done(async_http_response_t *resp, void *arg)
 static async_http_response_t *one(const async_http_opts_t *o, const async_http_request_t *req)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, o), 0);
     async_http_response_t *r = NULL;
     cr_assert_eq(async_http_send(http, req, on_done, &r), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_not_null(r);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     return r;
 }
 
@@ -78,7 +78,7 @@ Test(http_faults, status_404_json_helper_keeps_http_error)
     cr_assert_eq(r->error, ASYNC_EHTTP);
     cr_assert_eq(r->status, 404);
     json_t *j = (void *)1;
-    cr_assert_eq(async_http_response_json(r, &j), ASYNC_EHTTP);
+    cr_assert_eq(async_http_response_json(&j, r), ASYNC_EHTTP);
     cr_assert_null(j);
     async_http_response_free(r);
 }
@@ -111,7 +111,7 @@ Test(http_faults, malformed_json)
     async_http_response_t *r = get("/badjson");
     cr_assert_eq(r->error, 0);
     json_t *j = (void *)1;
-    cr_assert_eq(async_http_response_json(r, &j), ASYNC_EJSON);
+    cr_assert_eq(async_http_response_json(&j, r), ASYNC_EJSON);
     cr_assert_null(j);
     cr_assert_eq(r->error, ASYNC_EJSON);
     cr_assert(strstr(r->errmsg, "JSON error at line 3, column 1"), "%s", r->errmsg);
@@ -353,18 +353,18 @@ static int fetch_task(void *arg, void **result)
     (void)result;
     ctx_t *c = arg;
     async_http_request_t req = {.url = c->url};
-    c->rc = async_http_fetch_dl(c->http, &req, &c->resp, c->deadline);
+    c->rc = async_http_fetch_dl(&c->resp, c->http, &req, c->deadline);
     return 0;
 }
 
 Test(http_faults, task_deadline_abandons_transfer)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     ctx_t c = {.http = http, .deadline = async_deadline_after(ASYNC_MSEC(100))};
     snprintf(c.url, sizeof c.url, "%s", test_httpd_url(srv, "/stall?ms=5000"));
     c.resp = (void *)1;
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_task, &c, NULL), 0);
     int64_t t0 = async_now();
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_lt(async_now() - t0, ASYNC_SEC(2), "the abandoned transfer did not hold the loop");
@@ -373,17 +373,17 @@ Test(http_faults, task_deadline_abandons_transfer)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.in_flight, 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 Test(http_faults, task_passed_deadline_starts_nothing)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     ctx_t c = {.http = http, .deadline = 0};
     snprintf(c.url, sizeof c.url, "%s", test_httpd_url(srv, "/ok"));
     c.resp = (void *)1;
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, ASYNC_ETIMEDOUT);
     cr_assert_null(c.resp);
@@ -391,7 +391,7 @@ Test(http_faults, task_passed_deadline_starts_nothing)
     async_http_stats(http, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(st.attempts, 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_httpd_requests(srv), 0);
 }
 
@@ -399,13 +399,13 @@ Test(http_faults, task_deadline_while_rate_limited)
 {
     async_http_opts_t o = {.rate_limit = 1};
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     ctx_t a = {.http = http, .deadline = ASYNC_FOREVER};
     ctx_t b = {.http = http, .deadline = async_deadline_after(ASYNC_MSEC(100))};
     snprintf(a.url, sizeof a.url, "%s", test_httpd_url(srv, "/ok"));
     snprintf(b.url, sizeof b.url, "%s", test_httpd_url(srv, "/ok"));
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &a, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &b, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_task, &a, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_task, &b, NULL), 0);
     int64_t t0 = async_now();
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_lt(async_now() - t0, ASYNC_MSEC(900), "the queued request left the queue");
@@ -417,7 +417,7 @@ Test(http_faults, task_deadline_while_rate_limited)
     async_http_stats(http, &st);
     cr_assert_eq(st.in_flight, 0);
     cr_assert_eq(st.attempts, 1);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 static int canceller(void *arg, void **result)
@@ -431,29 +431,29 @@ static int canceller(void *arg, void **result)
 Test(http_faults, task_cancel_during_fetch)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     ctx_t c = {.http = http, .deadline = ASYNC_FOREVER};
     snprintf(c.url, sizeof c.url, "%s", test_httpd_url(srv, "/stall?ms=5000"));
     async_task_t t;
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &c, NULL, &t), 0);
-    cr_assert_eq(async_task_spawn(loop, canceller, &t, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t, loop, fetch_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, canceller, &t, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, ASYNC_ECANCELED);
     cr_assert_null(c.resp);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 Test(http_faults, task_fetch_sees_fault_response)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     ctx_t c = {.http = http, .deadline = ASYNC_FOREVER};
     snprintf(c.url, sizeof c.url, "%s", test_httpd_url(srv, "/status?code=503"));
-    cr_assert_eq(async_task_spawn(loop, fetch_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, ASYNC_EHTTP);
     cr_assert_not_null(c.resp, "a failed request still hands over its response");
     cr_assert_eq(c.resp->status, 503);
     async_http_response_free(c.resp);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
 }

@@ -122,7 +122,7 @@ Test(http_tls, http2_multiplexes_one_connection)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = cert};
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t g[N] = {0};
     async_http_request_t req = {.url = url};
     for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
@@ -148,8 +148,8 @@ Test(http_tls, http2_multiplexes_one_connection)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.connections, 1, "%zu connections for %d requests", st.connections, N);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -159,7 +159,7 @@ Test(http_tls, http1_when_http2_is_off)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = cert, .no_http2 = true};
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t g = {0};
     async_http_request_t req = {.url = url};
     cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
@@ -167,8 +167,8 @@ Test(http_tls, http1_when_http2_is_off)
     cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
     cr_assert_str_eq(g.resp->http_version, "HTTP/1.1");
     async_http_response_free(g.resp);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -177,7 +177,7 @@ Test(http_tls, untrusted_certificate)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     got_t g = {0};
     async_http_request_t req = {.url = url};
     cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
@@ -186,7 +186,7 @@ Test(http_tls, untrusted_certificate)
     cr_assert(strstr(g.resp->errmsg, "certificate"), "%s", g.resp->errmsg);
     cr_assert(strstr(g.resp->errmsg, "curl error 60"), "%s", g.resp->errmsg);
     async_http_response_free(g.resp);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }

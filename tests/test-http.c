@@ -49,7 +49,7 @@ Test(http, callback_get)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     got_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
@@ -68,8 +68,8 @@ Test(http, callback_get)
     cr_assert_eq(r->attempts, 1);
     cr_assert(r->timings.total > 0 && r->timings.elapsed >= r->timings.total);
     async_http_response_free(r);
-    cr_assert_eq(async_http_free(http), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
 }
 
@@ -78,7 +78,7 @@ Test(http, query_headers_post_echo)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     const char *query[] = {"by_state", "new york", "q", "a&b=c/é", NULL};
     const char *headers[] = {"X-Test: yes", "Content-Type: text/plain", NULL};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .query = query,
@@ -89,7 +89,7 @@ Test(http, query_headers_post_echo)
     cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
     cr_assert(strstr(g.resp->url, "?by_state=new%20york&q=a%26b%3Dc%2F%C3%A9"), "%s", g.resp->url);
     json_t *j;
-    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    cr_assert_eq(async_http_response_json(&j, g.resp), 0);
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "POST");
     cr_assert_str_eq(json_string_value(json_object_get(j, "body")), "hello body");
     json_t *q = json_object_get(j, "query");
@@ -108,13 +108,13 @@ Test(http, query_headers_post_echo)
     g = (got_t){0};
     cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    cr_assert_eq(async_http_response_json(&j, g.resp), 0);
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "PUT");
     json_decref(j);
     async_http_response_free(g.resp);
 
-    cr_assert_eq(async_http_free(http), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -124,21 +124,21 @@ Test(http, accept_encoding_option)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.accept_encoding = "gzip", .user_agent = "tester/1"};
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo")};
     cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     json_t *j;
-    cr_assert_eq(async_http_response_json(g.resp, &j), 0);
+    cr_assert_eq(async_http_response_json(&j, g.resp), 0);
     json_t *h = json_object_get(j, "headers");
     cr_assert_str_eq(json_string_value(json_object_get(h, "Accept-Encoding")), "gzip");
     cr_assert_str_eq(json_string_value(json_object_get(h, "User-Agent")), "tester/1");
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
     json_decref(j);
     async_http_response_free(g.resp);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -147,7 +147,7 @@ Test(http, redirect_and_slow_body)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     got_t a = {0}, b = {0};
     async_http_request_t r1 = {.url = test_httpd_url(srv, "/redirect")};
     cr_assert_eq(async_http_send(http, &r1, on_done, &a), 0);
@@ -161,8 +161,8 @@ Test(http, redirect_and_slow_body)
     cr_assert(b.resp->timings.total >= 0.08);
     async_http_response_free(a.resp);
     async_http_response_free(b.resp);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -180,13 +180,13 @@ static int fetch_json_task(void *arg, void **result)
     (void)result;
     ctx_t *c = arg;
     async_http_response_t *r;
-    c->rc = async_http_get(c->http, c->url, NULL, &r);
+    c->rc = async_http_get(&r, c->http, c->url, NULL);
     if (c->rc) {
         async_http_response_free(r);
         return c->rc;
     }
     json_t *j;
-    c->rc = async_http_response_json(r, &j);
+    c->rc = async_http_response_json(&j, r);
     if (!c->rc) {
         c->n = (long)json_integer_value(json_object_get(j, "n"));
         json_decref(j);
@@ -200,14 +200,14 @@ Test(http, await_from_task)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     ctx_t c = {.http = http, .url = test_httpd_url(srv, "/json")};
-    cr_assert_eq(async_task_spawn(loop, fetch_json_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_json_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, 0);
     cr_assert_eq(c.n, 42);
-    cr_assert_eq(async_http_free(http), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -216,12 +216,12 @@ Test(http, fetch_outside_task_on_bound_client)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     async_http_response_t *r = (void *)1;
-    cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), ASYNC_ENOTASK);
+    cr_assert_eq(async_http_get(&r, http, test_httpd_url(srv, "/ok"), NULL), ASYNC_ENOTASK);
     cr_assert_null(r);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -238,7 +238,7 @@ static int many_task(void *arg, void **result)
     many_t *m = arg;
     for (int i = 0; i < 3; i++) {
         async_http_response_t *r;
-        int rc = async_http_get(m->http, m->url, NULL, &r);
+        int rc = async_http_get(&r, m->http, m->url, NULL);
         if (rc == 0 && strcmp(r->body, "stalled") == 0) m->ok++;
         async_http_response_free(r);
     }
@@ -251,12 +251,12 @@ Test(http, many_tasks_concurrently)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     static many_t m[N];
     for (int i = 0; i < N; i++) {
         m[i].http = http;
         snprintf(m[i].url, sizeof m[i].url, "%s", test_httpd_url(srv, "/stall?ms=50"));
-        cr_assert_eq(async_task_spawn(loop, many_task, &m[i], NULL, NULL), 0);
+        cr_assert_eq(async_task_spawn(NULL, loop, many_task, &m[i], NULL), 0);
     }
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     for (int i = 0; i < N; i++) cr_assert_eq(m[i].ok, 3, "task %d", i);
@@ -270,8 +270,8 @@ Test(http, many_tasks_concurrently)
     cr_assert_eq(st.failed, 0);
     cr_assert_eq(st.in_flight, 0);
     cr_assert_gt(st.easy_pooled, 0);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -283,7 +283,7 @@ Test(http, burst_over_shards)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     static got_t g[N];
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=200")};
     for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
@@ -303,8 +303,8 @@ Test(http, burst_over_shards)
     async_http_stats(http, &st);
     cr_assert_eq(st.in_flight, 0);
     cr_assert_eq(st.failed, 0);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -313,17 +313,17 @@ Test(http, burst_over_shards)
 Test(http, blocking_private_loop)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     cr_assert_not_null(async_http_loop(http));
     for (int i = 0; i < 10; i++) {
         async_http_response_t *r;
-        cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), 0);
+        cr_assert_eq(async_http_get(&r, http, test_httpd_url(srv, "/ok"), NULL), 0);
         cr_assert_str_eq(r->body, "ok");
         async_http_response_free(r);
     }
     /* Ten requests in a row share one kept-alive connection. */
     cr_assert_eq(test_httpd_connections(srv), 1);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -331,14 +331,14 @@ static void *thread_main(void *arg)
 {
     const char *url = arg;
     async_http_t *http;
-    if (async_http_new(NULL, NULL, &http)) return (void *)1;
+    if (async_http_new(&http, NULL, NULL)) return (void *)1;
     intptr_t bad = 0;
     for (int i = 0; i < 5; i++) {
         async_http_response_t *r;
-        if (async_http_get(http, url, NULL, &r) || strcmp(r->body, "ok")) bad++;
+        if (async_http_get(&r, http, url, NULL) || strcmp(r->body, "ok")) bad++;
         async_http_response_free(r);
     }
-    async_http_free(http);
+    async_http_destroy(http);
     return (void *)bad;
 }
 
@@ -360,38 +360,38 @@ Test(http, blocking_from_threads)
 Test(http, blocking_deadline)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=3000")};
     async_http_response_t *r = (void *)1;
     int64_t t0 = async_now();
-    cr_assert_eq(async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_MSEC(100))),
+    cr_assert_eq(async_http_fetch_dl(&r, http, &req, async_deadline_after(ASYNC_MSEC(100))),
                  ASYNC_ETIMEDOUT);
     cr_assert_null(r);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(95));
     cr_assert_lt(async_now() - t0, ASYNC_SEC(2));
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
 Test(http, get_dl_deadline)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     async_http_response_t *r = (void *)1;
     int64_t t0 = async_now();
-    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/stall?ms=3000"), NULL, &r,
+    cr_assert_eq(async_http_get_dl(&r, http, test_httpd_url(srv, "/stall?ms=3000"), NULL,
                                    async_deadline_after(ASYNC_MSEC(100))),
                  ASYNC_ETIMEDOUT);
     cr_assert_null(r);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(95));
     cr_assert_lt(async_now() - t0, ASYNC_SEC(2));
     /* A deadline in the future that is met gives the response. */
-    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/ok"), NULL, &r,
+    cr_assert_eq(async_http_get_dl(&r, http, test_httpd_url(srv, "/ok"), NULL,
                                    async_deadline_after(ASYNC_SEC(10))),
                  0);
     cr_assert_str_eq(r->body, "ok");
     async_http_response_free(r);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -400,20 +400,20 @@ Test(http, get_dl_deadline)
 Test(http, passed_deadline_starts_nothing)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     async_http_response_t *r = (void *)1;
-    cr_assert_eq(async_http_get_dl(http, test_httpd_url(srv, "/ok"), NULL, &r, 0),
+    cr_assert_eq(async_http_get_dl(&r, http, test_httpd_url(srv, "/ok"), NULL, 0),
                  ASYNC_ETIMEDOUT);
     cr_assert_null(r);
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
-    cr_assert_eq(async_http_fetch_dl(http, &req, &r, async_now() - 1), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_http_fetch_dl(&r, http, &req, async_now() - 1), ASYNC_ETIMEDOUT);
     async_http_request_t bad = {0};
-    cr_assert_eq(async_http_fetch_dl(http, &bad, &r, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_http_fetch_dl(&r, http, &bad, 0), ASYNC_EINVAL);
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(st.attempts, 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_httpd_requests(srv), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
@@ -426,7 +426,7 @@ Test(http, host_connection_limit)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.max_host_connections = 3};
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t g[12] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=30")};
     for (int i = 0; i < 12; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
@@ -437,8 +437,8 @@ Test(http, host_connection_limit)
     }
     cr_assert_leq(test_httpd_max_open(srv), 3);
     cr_assert_leq(test_httpd_connections(srv), 3);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -449,7 +449,7 @@ Test(http, rate_limit_spacing)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 20}; /* one start every 50 ms */
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t g[N] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     int64_t t0 = async_now();
@@ -465,8 +465,8 @@ Test(http, rate_limit_spacing)
         last = g[i].resp->timings.queued;
         async_http_response_free(g[i].resp);
     }
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -478,13 +478,13 @@ Test(http, free_closes_in_flight)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 1};
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
     got_t a = {0}, b = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=2000")};
     cr_assert_eq(async_http_send(http, &req, on_done, &a), 0); /* running */
     cr_assert_eq(async_http_send(http, &req, on_done, &b), 0); /* held by the rate limit */
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_NOWAIT), 1);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(a.calls, 1);
     cr_assert_eq(b.calls, 1);
     cr_assert_eq(a.resp->error, ASYNC_ECLOSED);
@@ -493,7 +493,7 @@ Test(http, free_closes_in_flight)
     async_http_response_free(a.resp);
     async_http_response_free(b.resp);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -505,7 +505,7 @@ typedef struct freer {
 static void free_in_callback(async_http_response_t *resp, void *arg)
 {
     freer_t *f = arg;
-    f->rc = async_http_free(f->http);
+    f->rc = async_http_destroy(f->http);
     async_http_response_free(resp);
 }
 
@@ -514,14 +514,14 @@ Test(http, free_inside_callback_is_deadlk)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     freer_t f = {http, 0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &req, free_in_callback, &f), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(f.rc, ASYNC_EDEADLK);
-    cr_assert_eq(async_http_free(http), 0);
-    async_loop_free(loop);
+    cr_assert_eq(async_http_destroy(http), 0);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -539,7 +539,7 @@ static int fetch_until_closed_task(void *arg, void **result)
     (void)result;
     closer_t *c = arg;
     async_http_response_t *r = NULL;
-    c->fetch_rc = async_http_get(c->http, c->url, NULL, &r);
+    c->fetch_rc = async_http_get(&r, c->http, c->url, NULL);
     c->closed_resp = r && r->error == ASYNC_ECLOSED && strstr(r->errmsg, "freed");
     async_http_response_free(r);
     return 0;
@@ -551,7 +551,7 @@ static int free_later_task(void *arg, void **result)
     closer_t *c = arg;
     /* Spawned second, so it runs once the fetching task has suspended with
      * its request in the client. */
-    c->rc = async_http_free(c->http);
+    c->rc = async_http_destroy(c->http);
     return 0;
 }
 
@@ -560,15 +560,15 @@ Test(http, free_wakes_awaiting_task_with_closed)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     closer_t k = {.http = http, .url = test_httpd_url(srv, "/stall?ms=3000"), .rc = 1};
-    cr_assert_eq(async_task_spawn(loop, fetch_until_closed_task, &k, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, free_later_task, &k, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, fetch_until_closed_task, &k, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, free_later_task, &k, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(k.rc, 0);
     cr_assert_eq(k.fetch_rc, ASYNC_ECLOSED);
     cr_assert(k.closed_resp, "the task got the response that says why");
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -587,15 +587,15 @@ static void nested_cb(async_http_response_t *resp, void *arg)
     n->calls++;
     n->inner = (void *)1;
     async_http_request_t req = {.url = n->url};
-    n->fetch_rc = async_http_fetch(n->http, &req, &n->inner);
-    n->free_rc = async_http_free(n->http);
+    n->fetch_rc = async_http_fetch(&n->inner, n->http, &req);
+    n->free_rc = async_http_destroy(n->http);
     async_http_response_free(resp);
 }
 
 Test(http, blocking_fetch_inside_own_loop_is_deadlk)
 {
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     nested_t n = {.http = http, .url = test_httpd_url(srv, "/ok")};
     async_http_request_t req = {.url = n.url};
     cr_assert_eq(async_http_send(http, &req, nested_cb, &n), 0);
@@ -603,7 +603,7 @@ Test(http, blocking_fetch_inside_own_loop_is_deadlk)
      * if the fetch's own request ended first, in the run below: both are
      * runs of the private loop. */
     async_http_response_t *r;
-    cr_assert_eq(async_http_fetch(http, &req, &r), 0);
+    cr_assert_eq(async_http_fetch(&r, http, &req), 0);
     async_http_response_free(r);
     if (!n.calls) cr_assert_eq(async_loop_run(async_http_loop(http), ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(n.calls, 1);
@@ -618,7 +618,7 @@ Test(http, blocking_fetch_inside_own_loop_is_deadlk)
     cr_assert_eq(n.fetch_rc, ASYNC_EDEADLK);
     cr_assert_null(n.inner);
     cr_assert_eq(n.free_rc, ASYNC_EDEADLK);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -629,7 +629,7 @@ static void other_loop_cb(async_http_response_t *resp, void *arg)
     n->calls++;
     n->inner = (void *)1;
     async_http_request_t req = {.url = n->url};
-    n->fetch_rc = async_http_fetch(n->http, &req, &n->inner);
+    n->fetch_rc = async_http_fetch(&n->inner, n->http, &req);
     async_http_response_free(resp);
 }
 
@@ -638,8 +638,8 @@ Test(http, blocking_fetch_under_another_loop_is_wrongloop)
     async_loop_t *loop;
     async_http_t *bound, *priv;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &bound), 0);
-    cr_assert_eq(async_http_new(NULL, NULL, &priv), 0);
+    cr_assert_eq(async_http_new(&bound, loop, NULL), 0);
+    cr_assert_eq(async_http_new(&priv, NULL, NULL), 0);
     nested_t n = {.http = priv, .url = test_httpd_url(srv, "/ok")};
     async_http_request_t req = {.url = n.url};
     cr_assert_eq(async_http_send(bound, &req, other_loop_cb, &n), 0);
@@ -650,9 +650,9 @@ Test(http, blocking_fetch_under_another_loop_is_wrongloop)
     async_http_stats_t st;
     async_http_stats(priv, &st);
     cr_assert_eq(st.requests, 0);
-    cr_assert_eq(async_http_free(priv), 0);
-    cr_assert_eq(async_http_free(bound), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(priv), 0);
+    cr_assert_eq(async_http_destroy(bound), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -677,9 +677,9 @@ static void *offthread_main(void *arg)
     async_http_request_t req = {.url = o->url};
     o->send_rc = async_http_send(o->http, &req, never_cb, NULL);
     o->r = (void *)1;
-    o->fetch_rc = async_http_fetch(o->http, &req, &o->r);
-    o->get_rc = async_http_get(o->http, o->url, NULL, &o->r);
-    o->free_rc = async_http_free(o->http);
+    o->fetch_rc = async_http_fetch(&o->r, o->http, &req);
+    o->get_rc = async_http_get(&o->r, o->http, o->url, NULL);
+    o->free_rc = async_http_destroy(o->http);
     return NULL;
 }
 
@@ -688,7 +688,7 @@ Test(http, bound_client_from_another_thread_is_wrongloop)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     offthread_t o = {.http = http, .url = test_httpd_url(srv, "/ok")};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, offthread_main, &o), 0);
@@ -702,8 +702,8 @@ Test(http, bound_client_from_another_thread_is_wrongloop)
     async_http_stats(http, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_http_free(http), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -763,7 +763,7 @@ Test(http, multi_adapter_reports_through_its_callback)
     for (int i = 0; i < 2; i++) curl_easy_cleanup(t[i].easy);
     async__http_multi_cleanup(&m);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0, "no watcher is left behind");
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -782,9 +782,9 @@ Test(http, first_client_ignores_sigpipe)
 {
     signal(SIGPIPE, SIG_DFL);
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     cr_assert_eq(pipe_disposition(), SIG_IGN);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -792,18 +792,18 @@ Test(http, keep_sigpipe_leaves_it_alone)
 {
     signal(SIGPIPE, SIG_DFL);
     async_http_t *http, *other;
-    cr_assert_eq(async_http_new(NULL, &(async_http_opts_t){.keep_sigpipe = true}, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, &(async_http_opts_t){.keep_sigpipe = true}), 0);
     cr_assert_eq(pipe_disposition(), SIG_DFL);
     /* Requests, plain http, with SIGPIPE fatal. */
     async_http_response_t *r;
-    cr_assert_eq(async_http_get(http, test_httpd_url(srv, "/ok"), NULL, &r), 0);
+    cr_assert_eq(async_http_get(&r, http, test_httpd_url(srv, "/ok"), NULL), 0);
     async_http_response_free(r);
     cr_assert_eq(pipe_disposition(), SIG_DFL);
     /* A later client without the flag still ignores it. */
-    cr_assert_eq(async_http_new(NULL, NULL, &other), 0);
+    cr_assert_eq(async_http_new(&other, NULL, NULL), 0);
     cr_assert_eq(pipe_disposition(), SIG_IGN);
-    cr_assert_eq(async_http_free(other), 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(other), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -813,9 +813,9 @@ Test(http, program_sigpipe_handler_is_kept)
 {
     signal(SIGPIPE, pipe_handler);
     async_http_t *http;
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     cr_assert_eq(pipe_disposition(), pipe_handler);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -827,27 +827,27 @@ Test(http, opts_size)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     /* 0: a designated initialiser reads the 0.2 layout. */
-    cr_assert_eq(async_http_new(loop, &(async_http_opts_t){.max_retries = 1}, &http), 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &(async_http_opts_t){.max_retries = 1}), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     async_http_opts_t o;
     async_http_opts_init(&o);
     cr_assert_eq(o.size, sizeof o);
     cr_assert_eq(o.max_connections, 0);
     cr_assert_null(o.user_agent);
     o.max_host_connections = 2;
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     /* Larger than ours: a program built against a later version. */
     o.size = sizeof o + 8;
-    cr_assert_eq(async_http_new(loop, &o, &http), 0);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     o.size = 1;
     http = (void *)1;
-    cr_assert_eq(async_http_new(loop, &o, &http), ASYNC_EINVAL);
+    cr_assert_eq(async_http_new(&http, loop, &o), ASYNC_EINVAL);
     cr_assert_null(http);
     o.size = sizeof o - 1;
-    cr_assert_eq(async_http_new(loop, &o, &http), ASYNC_EINVAL);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, &o), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -856,7 +856,7 @@ Test(http, request_size)
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     async_http_request_t req;
     async_http_request_init(&req);
     cr_assert_eq(req.size, sizeof req);
@@ -877,18 +877,18 @@ Test(http, request_size)
     cr_assert_eq(c.calls, 0);
     async_http_response_free(a.resp);
     async_http_response_free(b.resp);
-    cr_assert_eq(async_http_free(http), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
     /* The blocking form checks it the same way. */
-    cr_assert_eq(async_http_new(NULL, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     async_http_response_t *r = (void *)1;
-    cr_assert_eq(async_http_fetch(http, &req, &r), ASYNC_EINVAL);
+    cr_assert_eq(async_http_fetch(&r, http, &req), ASYNC_EINVAL);
     cr_assert_null(r);
     req.size = sizeof req;
-    cr_assert_eq(async_http_fetch(http, &req, &r), 0);
+    cr_assert_eq(async_http_fetch(&r, http, &req), 0);
     cr_assert_str_eq(r->body, "ok");
     async_http_response_free(r);
-    cr_assert_eq(async_http_free(http), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -899,9 +899,9 @@ Test(http, bad_arguments)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t bad = {.rate_limit = -1};
     http = (void *)1;
-    cr_assert_eq(async_http_new(loop, &bad, &http), ASYNC_EINVAL);
+    cr_assert_eq(async_http_new(&http, loop, &bad), ASYNC_EINVAL);
     cr_assert_null(http);
-    cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     got_t g = {0};
     async_http_request_t none = {0};
     cr_assert_eq(async_http_send(http, &none, on_done, &g), ASYNC_EINVAL);
@@ -919,9 +919,9 @@ Test(http, bad_arguments)
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.calls, 0, "a call that fails never runs its callback");
     json_t *j;
-    cr_assert_eq(async_http_response_json(NULL, &j), ASYNC_EINVAL);
-    async_http_free(http);
-    async_loop_free(loop);
+    cr_assert_eq(async_http_response_json(&j, NULL), ASYNC_EINVAL);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -935,7 +935,7 @@ Test(http, out_of_memory_fails_cleanly)
         long before = test_alloc_live();
         test_alloc_fail_after(n);
         async_http_t *http = NULL;
-        int rc = async_http_new(loop, NULL, &http);
+        int rc = async_http_new(&http, loop, NULL);
         if (rc == 0) {
             got_t g = {0};
             async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
@@ -948,14 +948,14 @@ Test(http, out_of_memory_fails_cleanly)
             } else {
                 cr_assert_eq(rc, ASYNC_ENOMEM);
             }
-            async_http_free(http);
+            async_http_destroy(http);
         } else {
             cr_assert_eq(rc, ASYNC_ENOMEM);
         }
         test_alloc_fail_after(-1);
         cr_assert_eq(test_alloc_live(), before, "leak after failing allocation %ld", n);
     }
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
 
@@ -969,7 +969,7 @@ Test(http, out_of_memory_during_transfer)
     for (long n = 0; n < 30; n++) {
         long before = test_alloc_live();
         async_http_t *http;
-        cr_assert_eq(async_http_new(loop, NULL, &http), 0);
+        cr_assert_eq(async_http_new(&http, loop, NULL), 0);
         got_t g = {0};
         async_http_request_t req = {.url = test_httpd_url(srv, "/json")};
         cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
@@ -983,9 +983,9 @@ Test(http, out_of_memory_during_transfer)
         /* By the last round every allocation point was passed. */
         if (n == 29) cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
         async_http_response_free(g.resp);
-        cr_assert_eq(async_http_free(http), 0);
+        cr_assert_eq(async_http_destroy(http), 0);
         cr_assert_eq(test_alloc_live(), before, "leak after failing allocation %ld", n);
     }
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }

@@ -99,7 +99,7 @@ Test(ipc_pipe, one_way_drains_then_eof, .timeout = 10)
     cr_assert_eq(async_ipc_pipe_recv(e.b, buf, sizeof buf, &len), ASYNC_ENOTSUP, "send-only end");
     cr_assert_eq(async_ipc_pipe_recv_dl(e.b, buf, sizeof buf, &len, 0), ASYNC_ENOTSUP);
     cr_assert_eq(async_ipc_pipe_tryrecv(e.b, buf, sizeof buf, &len), ASYNC_ENOTSUP);
-    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(e.b, &msg, &len, 0), ASYNC_ENOTSUP);
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, e.b, 0), ASYNC_ENOTSUP);
     cr_assert_eq(async_ipc_pipe_poll_dl(e.b, 0), ASYNC_ENOTSUP);
     async_process_t *p;
     cr_assert_eq(async_process_spawn(&p, send_three_and_close, &e), 0);
@@ -146,14 +146,14 @@ Test(ipc_pipe, small_buffer_deadline_poll_and_alloc, .timeout = 10)
     cr_assert_eq(async_ipc_pipe_recv(a, buf, sizeof buf, &len), ASYNC_EINVAL);
     cr_assert_eq(len, 10, "the length needed");
     void *msg;
-    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, ASYNC_FOREVER), 0, "still there");
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, a, ASYNC_FOREVER), 0, "still there");
     cr_assert_eq(len, 10);
     cr_assert_eq(memcmp(msg, "0123456789", 10), 0);
     async_ipc_msg_free(msg);
     cr_assert_eq(async_ipc_pipe_send(b, NULL, 1), ASYNC_EINVAL);
     cr_assert_eq(async_ipc_pipe_send(b, buf, ASYNC_IPC_PIPE_MAX_MSG + 1), ASYNC_EINVAL);
     cr_assert_eq(async_ipc_pipe_recv(a, NULL, 4, &len), ASYNC_EINVAL);
-    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, NULL, &len, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(NULL, &len, a, 0), ASYNC_EINVAL);
     cr_assert_geq(async_ipc_pipe_fd(a), 0);
     async_ipc_pipe_free(a);
     async_ipc_pipe_free(b);
@@ -183,7 +183,8 @@ Test(ipc_pipe, big_message_across_processes, .timeout = 20)
     async_ipc_pipe_free(e.b);
     void *msg;
     size_t len;
-    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(e.a, &msg, &len, async_deadline_after(ASYNC_SEC(10))), 0);
+    cr_assert_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, e.a,
+                                              async_deadline_after(ASYNC_SEC(10))), 0);
     cr_assert_eq(len, BIG);
     unsigned char *m = msg;
     for (size_t i = 0; i < BIG; i += 4099) cr_assert_eq(m[i], (unsigned char)(i * 7));
@@ -259,7 +260,7 @@ Test(ipc_pipe, every_past_deadline_has_passed, .timeout = 10)
         int64_t dl = past[i];
         cr_assert_eq(async_ipc_pipe_recv_dl(a, buf, sizeof buf, &len, dl), ASYNC_ETIMEDOUT,
                      "deadline %lld", (long long)dl);
-        cr_assert_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, dl), ASYNC_ETIMEDOUT);
+        cr_assert_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, a, dl), ASYNC_ETIMEDOUT);
         cr_assert_eq(async_ipc_pipe_poll_dl(a, dl), ASYNC_ETIMEDOUT);
         cr_assert_eq(async_ipc_pipe_send_dl(b, "hi", 2, dl), 0, "there is room: sent");
         cr_assert_eq(async_ipc_pipe_poll_dl(a, dl), 0);
@@ -320,13 +321,13 @@ Test(ipc_pipe, task_awaits_pipe_while_others_run, .timeout = 10)
     tctx_t c = {.end = e.a};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, recv_task, &c, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, tick_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, recv_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, tick_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.err, 0);
     cr_assert_str_eq(c.got, "late");
     cr_assert_geq(c.ticks_at_recv, 5, "ticks %d", c.ticks_at_recv);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(child_code(p), 0);
     async_ipc_pipe_free(e.a);
 }
@@ -359,12 +360,12 @@ Test(ipc_pipe, tryrecv_in_a_cancelled_task_is_not_cancelled, .timeout = 10)
     cancelled_ctx_t c = {.end = a};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, recv_in_cancelled_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, recv_in_cancelled_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.try_got, 0);
     cr_assert_eq(c.try_empty, ASYNC_EAGAIN);
     cr_assert_eq(c.recv_empty, ASYNC_ECANCELED);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_ipc_pipe_free(a);
     async_ipc_pipe_free(b);
 }
@@ -404,7 +405,8 @@ Test(ipc_pipe, hostile_length_is_refused_without_allocating, .timeout = 10)
     void *msg = NULL;
     size_t len = 0;
     largest = 0;
-    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, async_deadline_after(ASYNC_SEC(5))), ASYNC_EIO);
+    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, a, async_deadline_after(ASYNC_SEC(5))),
+                 ASYNC_EIO);
     cr_expect_null(msg);
     cr_expect_lt(largest, (size_t)4 << 20, "allocated %zu bytes for a 4-byte header", largest);
     async_ipc_pipe_free(a);
@@ -417,7 +419,8 @@ Test(ipc_pipe, hostile_length_is_refused_without_allocating, .timeout = 10)
     cr_assert_eq(write(async_ipc_pipe_fd(b), frame, sizeof frame), 12);
     async_ipc_pipe_free(b); /* the peer closes inside its "message" */
     largest = 0;
-    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(a, &msg, &len, async_deadline_after(ASYNC_SEC(5))), ASYNC_EIO);
+    cr_expect_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, a, async_deadline_after(ASYNC_SEC(5))),
+                 ASYNC_EIO);
     cr_expect_lt(largest, (size_t)4 << 20, "allocated %zu bytes for 12 bytes that came", largest);
     async_ipc_pipe_free(a);
     async_set_allocator(NULL);

@@ -446,8 +446,8 @@ Test(ipc_queue, task_awaits_queue_while_others_run, .timeout = 10)
     cr_assert_eq(async_ipc_queue_new(&c.q, 2, 8, 0), 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, getter_task, &c, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, ticker_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, getter_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, ticker_task, &c, NULL), 0);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, put_after_50ms, c.q), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -455,7 +455,7 @@ Test(ipc_queue, task_awaits_queue_while_others_run, .timeout = 10)
     cr_assert_eq(memcmp(c.got, "hi", 2), 0);
     /* The ticker kept running while the getter waited ~50 ms. */
     cr_assert_geq(c.ticks_at_get, 5, "ticks %d", c.ticks_at_get);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_process_join(child);
     async_process_free(child);
     async_ipc_queue_free(c.q);
@@ -485,11 +485,11 @@ Test(ipc_queue, task_waiting_on_queue_can_be_cancelled_or_time_out, .timeout = 1
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_task_t victim;
-    cr_assert_eq(async_task_spawn(loop, cancelled_getter, &c, NULL, &victim), 0);
-    cr_assert_eq(async_task_spawn(loop, canceller, &victim, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(&victim, loop, cancelled_getter, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, canceller, &victim, NULL), 0);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     cr_assert_eq(c.get_err, ASYNC_ECANCELED);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_ipc_queue_free(c.q);
 }
 
@@ -514,12 +514,12 @@ Test(ipc_queue, task_put_on_full_queue_times_out, .timeout = 10)
     cr_assert_eq(async_ipc_queue_put(c.q, "x", 1), 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, putter_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, putter_task, &c, NULL), 0);
     int64_t t0 = async_now();
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     cr_assert_eq(c.err, ASYNC_ETIMEDOUT, "%s", async_errname(c.err));
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(30));
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_ipc_queue_free(c.q);
 }
 
@@ -565,7 +565,8 @@ static void several_tasks(int (*producer)(void *))
     cr_assert_eq(async_ipc_queue_new(&m.q, 4, sizeof(int), 0), 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(loop, multi_getter, &m, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, loop, multi_getter, &m, NULL),
+                                             0);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, producer, m.q), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -575,7 +576,7 @@ static void several_tasks(int (*producer)(void *))
         sum += m.got[i];
     }
     cr_assert_eq(sum, 6, "each item got once");
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_process_join(child);
     async_process_free(child);
     async_ipc_queue_free(m.q);
@@ -609,7 +610,7 @@ Test(ipc_queue, task_put_woken_by_consumer_in_another_process, .timeout = 10)
     cr_assert_eq(async_ipc_queue_put(c.q, "x", 1), 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, putter_forever, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, putter_forever, &c, NULL), 0);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, drain_after_30ms, c.q), 0);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
@@ -619,6 +620,6 @@ Test(ipc_queue, task_put_woken_by_consumer_in_another_process, .timeout = 10)
     async_process_status(child, &code, NULL);
     cr_assert_eq(code, 0);
     async_process_free(child);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_ipc_queue_free(c.q);
 }

@@ -201,7 +201,7 @@ static int yield_once(void *arg, void **res)
 static int run_one_task(async_loop_t *loop)
 {
     async_task_t t;
-    int rc = async_task_spawn(loop, yield_once, NULL, NULL, &t);
+    int rc = async_task_spawn(&t, loop, yield_once, NULL, NULL);
     if (rc) return rc;
     if (async_loop_run(loop, ASYNC_RUN_DEFAULT) != 0) return ASYNC_EIO;
     return 0;
@@ -213,7 +213,7 @@ static int loop_new(void)
     int rc = async_loop_new(&loop);
     if (rc) return rc;
     rc = run_one_task(loop);
-    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
     return rc;
 }
 
@@ -223,7 +223,7 @@ static int loop_default(void)
     int rc = async_loop_default(&loop);
     if (rc) return rc;
     rc = run_one_task(loop);
-    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
     return rc;
 }
 
@@ -235,9 +235,9 @@ static int task_spawn(void) { return run_one_task(shared_loop); }
 static int group_new(void)
 {
     async_group_t *g;
-    int rc = async_group_new(shared_loop, &g);
+    int rc = async_group_new(&g, shared_loop);
     if (rc) return rc;
-    return async_group_free(g);
+    return async_group_destroy(g);
 }
 
 static int chan_new(void)
@@ -245,7 +245,7 @@ static int chan_new(void)
     async_chan_t *c;
     int rc = async_chan_new(&c, sizeof(int), 4);
     if (rc) return rc;
-    return async_chan_free(c);
+    return async_chan_destroy(c);
 }
 
 static int add_one(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
@@ -264,14 +264,14 @@ static int executor(async_backend_t backend)
     int in = 41;
     async_job_t job = {.fn = add_one, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
     async_future_t *f;
-    rc = async_executor_submit(ex, &job, &f);
+    rc = async_executor_submit(&f, ex, &job);
     if (rc == 0) {
         rc = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(20)));
         const void *data;
         size_t size;
         if (rc == 0 && (async_future_result(f, &data, &size) || *(const int *)data != 42))
             rc = ASYNC_EIO;
-        async_future_free(f);
+        async_future_unref(f);
     }
     async_executor_free(ex);
     return rc;
@@ -283,9 +283,9 @@ static int executor_processes(void) { return executor(ASYNC_BACKEND_PROCESSES); 
 static int http_own_loop(void)
 {
     async_http_t *http;
-    int rc = async_http_new(NULL, NULL, &http);
+    int rc = async_http_new(&http, NULL, NULL);
     if (rc) return rc;
-    return async_http_free(http);
+    return async_http_destroy(http);
 }
 
 static int shm_new(void)
@@ -356,7 +356,7 @@ static int process_spawn(void)
 static int progress_new(void)
 {
     async_progress_t *p;
-    int rc = async_progress_new("limits", 10, &p);
+    int rc = async_progress_new(&p, "limits", 10);
     if (rc) return rc;
     async_progress_free(p);
     return 0;
@@ -381,7 +381,7 @@ Test(limits, task_spawn_and_group_need_no_descriptor, .timeout = 90)
     cr_assert_eq(async_loop_new(&shared_loop), 0);
     run_child("async_task_spawn", task_spawn, NEEDS_NONE, false);
     run_child("async_group_new", group_new, NEEDS_NONE, false);
-    cr_assert_eq(async_loop_free(shared_loop), 0);
+    cr_assert_eq(async_loop_destroy(shared_loop), 0);
 }
 
 Test(limits, channel_needs_no_descriptor, .timeout = 90)
@@ -443,7 +443,7 @@ static int http_request_child(void)
     rl.rlim_cur = NOFILE;
     setrlimit(RLIMIT_NOFILE, &rl);
     async_http_t *http;
-    int rc = async_http_new(NULL, NULL, &http);
+    int rc = async_http_new(&http, NULL, NULL);
     if (rc) {
         say("async_http_new: %s\n", async_errname(rc));
         return 1;
@@ -453,7 +453,7 @@ static int http_request_child(void)
     async_http_response_t *r = NULL;
     fill(0);
     int before = count_fds();
-    rc = async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_SEC(20)));
+    rc = async_http_fetch_dl(&r, http, &req, async_deadline_after(ASYNC_SEC(20)));
     int after = count_fds();
     unfill();
     if (rc != ASYNC_EMFILE || !r || r->error != ASYNC_EMFILE || !strstr(r->errmsg, "descriptors")) {
@@ -467,14 +467,14 @@ static int http_request_child(void)
     }
     async_http_response_free(r);
     r = NULL;
-    rc = async_http_fetch_dl(http, &req, &r, async_deadline_after(ASYNC_SEC(20)));
+    rc = async_http_fetch_dl(&r, http, &req, async_deadline_after(ASYNC_SEC(20)));
     if (rc != ASYNC_ECURL || !r || !strstr(r->errmsg, "onnect")) {
         say("with descriptors back: %s, \"%s\"; want a refused connection\n",
             async_errname(rc), r ? r->errmsg : "(no response)");
         bad = 1;
     }
     async_http_response_free(r);
-    async_http_free(http);
+    async_http_destroy(http);
     return bad;
 }
 
@@ -531,7 +531,7 @@ static int address_space_child(void)
     async_task_opts_t o = {.stack_size = ASYNC_STACK_MIN, .detached = true};
     int n = 0;
     for (; n < AS_MAX_TASKS; n++) {
-        rc = async_task_spawn(loop, nap, NULL, &o, NULL);
+        rc = async_task_spawn(NULL, loop, nap, NULL, &o);
         if (rc) break;
     }
     if (rc != ASYNC_ENOMEM || n == 0) {
@@ -560,7 +560,7 @@ static int address_space_child(void)
     }
     /* The program's choice after ASYNC_ENOMEM: go on with fewer tasks. */
     for (int i = 0; i < n / 2; i++) {
-        rc = async_task_spawn(loop, nap, NULL, &o, NULL);
+        rc = async_task_spawn(NULL, loop, nap, NULL, &o);
         if (rc) {
             say("spawn %d of %d again, after the first %d ended: %s\n", i, n / 2, n,
                 async_errname(rc));
@@ -568,7 +568,7 @@ static int address_space_child(void)
         }
     }
     rc = async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    if (rc != 0 || async_loop_free(loop) != 0) {
+    if (rc != 0 || async_loop_destroy(loop) != 0) {
         say("second run: %d\n", rc);
         return 1;
     }
@@ -668,7 +668,7 @@ static int spawn_on_new_loop(void)
     int rc = async_loop_new(&loop);
     if (rc) return rc;
     rc = run_one_task(loop);
-    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
     return rc;
 }
 
@@ -690,7 +690,7 @@ static int group_on_new_loop(void)
     if (rc) return rc;
     shared_loop = loop;
     rc = group_new();
-    if (async_loop_free(loop)) return ASYNC_EBUSY;
+    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
     return rc;
 }
 

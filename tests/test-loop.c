@@ -61,14 +61,14 @@ Test(loop, posts_from_two_threads_run_once_in_order, .timeout = 30)
     struct producer pr[2];
     pthread_t th[2];
     async_task_t waiter;
-    cr_assert_eq(async_task_spawn(st.loop, wait_for_posts, &st, NULL, &waiter), 0);
+    cr_assert_eq(async_task_spawn(&waiter, st.loop, wait_for_posts, &st, NULL), 0);
     for (int t = 0; t < 2; t++) {
         pr[t] = (struct producer){&st, calloc(POSTS, sizeof(struct post_arg)), t};
         cr_assert_eq(pthread_create(&th[t], NULL, produce, &pr[t]), 0);
     }
     cr_assert_eq(async_loop_run(st.loop, ASYNC_RUN_DEFAULT), 0);
     for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
-    cr_assert_eq(async_loop_free(st.loop), 0);
+    cr_assert_eq(async_loop_destroy(st.loop), 0);
     cr_assert_eq(atomic_load(&st.count), 2 * POSTS);
     cr_assert(st.in_order);
     cr_assert_eq(st.last[0], POSTS);
@@ -85,7 +85,7 @@ Test(loop, free_runs_pending_posts_and_refuses_while_busy, .timeout = 10)
     cr_assert_eq(async_loop_new(&loop), 0);
     int n = 0;
     for (int i = 0; i < 3; i++) cr_assert_eq(async_loop_post(loop, count_post, &n), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(n, 3);
     cr_assert_eq(test_alloc_live(), 0);
     test_alloc_uninstall();
@@ -108,17 +108,17 @@ Test(loop, stop_and_busy_free, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(loop, forever, NULL, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, loop, forever, NULL, NULL), 0);
     ev_timer w;
     ev_timer_init(&w, stopper, 0.01, 0.);
     w.data = loop;
     ev_timer_start(async_loop_ev(loop), &w);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 1, "stopped with a task left");
     cr_assert_eq(async_loop_live_tasks(loop), 1);
-    cr_assert_eq(async_loop_free(loop), ASYNC_EBUSY);
+    cr_assert_eq(async_loop_destroy(loop), ASYNC_EBUSY);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 /* async_loop_stop from a thread other than the loop's is refused (it would
@@ -148,11 +148,11 @@ Test(loop, stop_from_another_thread_is_ewrongloop, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(loop, stop_checker, NULL, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, loop, stop_checker, NULL, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 1, "stopped by the task, with it left");
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 static void fired(struct ev_loop *ev, ev_timer *w, int revents)
@@ -174,7 +174,7 @@ Test(loop, raw_watchers_keep_the_loop_running, .timeout = 10)
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(n, 1);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(19));
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 static int counter(void *arg, void **res)
@@ -192,13 +192,14 @@ Test(loop, nowait_and_once_modes, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     int n = 0;
-    cr_assert_eq(async_task_spawn(loop, counter, &n, &(async_task_opts_t){.detached = true}, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, counter, &n, &(async_task_opts_t){.detached = true}),
+                 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_NOWAIT), 1);
     cr_assert_eq(n, 1);
     while (async_loop_run(loop, ASYNC_RUN_ONCE) != 0) {}
     cr_assert_eq(n, 3);
     cr_assert_eq(async_loop_run(loop, 7), ASYNC_EINVAL);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 Test(loop, default_loop_is_shared, .timeout = 10)
@@ -208,7 +209,7 @@ Test(loop, default_loop_is_shared, .timeout = 10)
     cr_assert_eq(async_loop_default(&b), 0);
     cr_assert_eq(a, b);
     cr_assert_eq(async_loop_ev(a), EV_DEFAULT);
-    cr_assert_eq(async_loop_free(a), 0);
+    cr_assert_eq(async_loop_destroy(a), 0);
 }
 
 static int poster(void *arg, void **res)
@@ -227,12 +228,12 @@ Test(loop, stop_post_and_reentry, .timeout = 10)
     cr_assert_eq(async_loop_new(&loop), 0);
     int ran = 0;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(loop, poster, &ran, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, loop, poster, &ran, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 1);
     cr_assert_eq(ran, 1);
     async_task_cancel(t);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 Test(common, errors_and_time, .timeout = 10)

@@ -82,10 +82,10 @@ static int fake_dns_serve(void *arg, void **res)
 static async_task_t fake_dns_start(struct fake_dns *f)
 {
     memset(f, 0, sizeof *f);
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &f->fd), 0);
+    cr_assert_eq(async_udp_bind(&f->fd, "127.0.0.1", 0), 0);
     snprintf(f->servers, sizeof f->servers, "127.0.0.1:%d", async_sock_port(f->fd));
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, fake_dns_serve, f, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, fake_dns_serve, f, NULL), 0);
     return t;
 }
 
@@ -100,7 +100,7 @@ static async_dns_t *dns_on(struct fake_dns *f, int64_t timeout_ns, int tries)
 {
     async_dns_opts_t o = {.servers = f->servers, .timeout_ns = timeout_ns, .tries = tries};
     async_dns_t *d;
-    cr_assert_eq(async_dns_new(NULL, &o, &d), 0);
+    cr_assert_eq(async_dns_new(&d, NULL, &o), 0);
     return d;
 }
 
@@ -110,10 +110,10 @@ static int t_localhost(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_dns_t *d;
-    cr_assert_eq(async_dns_new(NULL, NULL, &d), 0);
+    cr_assert_eq(async_dns_new(&d, NULL, NULL), 0);
     async_addr_t *a;
     size_t n;
-    cr_assert_eq(async_dns_resolve_dl(d, "localhost", 80, AF_UNSPEC, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "localhost", 80, AF_UNSPEC, dl_ms(5000)), 0);
     cr_assert_geq(n, 1);
     /* Every address c-ares gives is one the system's resolver gives too. */
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *gai;
@@ -127,7 +127,7 @@ static int t_localhost(void *arg, void **res)
     freeaddrinfo(gai);
     async_dns_addrs_free(a);
     /* A numeric address needs no server. */
-    cr_assert_eq(async_dns_resolve_dl(d, "127.0.0.1", 8080, AF_INET, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "127.0.0.1", 8080, AF_INET, dl_ms(5000)), 0);
     cr_assert_eq(n, 1);
     struct sockaddr_in *in = (struct sockaddr_in *)&a[0].addr;
     cr_assert_eq(in->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
@@ -136,7 +136,7 @@ static int t_localhost(void *arg, void **res)
     /* c-ares answered that from inside the call: no wake-up may be left
      * pending for the task's next, unrelated suspension. */
     cr_assert_eq(async_task_suspend_dl(async_deadline_after(ASYNC_MSEC(20))), ASYNC_ETIMEDOUT);
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_destroy(d), 0);
     return 0;
 }
 Test(dns, localhost_matches_getaddrinfo_and_numeric_needs_no_server, .timeout = 20)
@@ -152,19 +152,21 @@ static int t_answers(void *arg, void **res)
     async_dns_t *d = dns_on(&f, 0, 0);
     async_addr_t *a;
     size_t n;
-    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "two.test", 443, AF_UNSPEC, dl_ms(5000)), 0);
     cr_assert_eq(n, 2, "one A and one AAAA");
     cr_assert_neq(a[0].addr.ss_family, a[1].addr.ss_family, "families interleaved");
     async_dns_addrs_free(a);
-    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, AF_INET6, &a, &n, dl_ms(5000)), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "two.test", 443, AF_INET6, dl_ms(5000)), 0);
     cr_assert_eq(n, 1);
     cr_assert_eq(a[0].addr.ss_family, AF_INET6);
     async_dns_addrs_free(a);
-    cr_assert_eq(async_dns_resolve_dl(d, "nx.test", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), ASYNC_ENOTFOUND);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "nx.test", 443, AF_UNSPEC, dl_ms(5000)),
+                 ASYNC_ENOTFOUND);
     cr_assert_gt(f.queries, 0, "the answers came from the fake server");
-    cr_assert_eq(async_dns_resolve_dl(d, "", 443, AF_UNSPEC, &a, &n, dl_ms(5000)), ASYNC_EINVAL);
-    cr_assert_eq(async_dns_resolve_dl(d, "two.test", 443, 12345, &a, &n, dl_ms(5000)), ASYNC_EINVAL);
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "", 443, AF_UNSPEC, dl_ms(5000)), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "two.test", 443, 12345, dl_ms(5000)),
+                 ASYNC_EINVAL);
+    cr_assert_eq(async_dns_destroy(d), 0);
     fake_dns_stop(&f, srv);
     return 0;
 }
@@ -182,18 +184,19 @@ static int t_never_answers(void *arg, void **res)
     async_addr_t *a;
     size_t n;
     int64_t t0 = async_now();
-    cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_UNSPEC, &a, &n,
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "silent.test", 80, AF_UNSPEC,
                                       async_deadline_after(ASYNC_MSEC(300))),
                  ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(300));
-    /* The abandoned lookup is finished (and freed) by async_dns_free. */
-    cr_assert_eq(async_dns_free(d), 0);
+    /* The abandoned lookup is finished (and freed) by async_dns_destroy. */
+    cr_assert_eq(async_dns_destroy(d), 0);
     /* Without a deadline, c-ares' own timeout ends it, as ETIMEDOUT too. */
     d = dns_on(&f, ASYNC_MSEC(100), 1);
     t0 = async_now();
-    cr_assert_eq(async_dns_resolve_dl(d, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER), ASYNC_ETIMEDOUT);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "silent.test", 80, AF_INET, ASYNC_FOREVER),
+                 ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(100));
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_destroy(d), 0);
     fake_dns_stop(&f, srv);
     return 0;
 }
@@ -207,7 +210,7 @@ static int lookup_silent(void *arg, void **res)
     (void)res;
     async_addr_t *a;
     size_t n;
-    return async_dns_resolve_dl(arg, "silent.test", 80, AF_UNSPEC, &a, &n, ASYNC_FOREVER);
+    return async_dns_resolve_dl(&a, &n, arg, "silent.test", 80, AF_UNSPEC, ASYNC_FOREVER);
 }
 
 static int t_cancel(void *arg, void **res)
@@ -217,12 +220,12 @@ static int t_cancel(void *arg, void **res)
     async_task_t srv = fake_dns_start(&f);
     async_dns_t *d = dns_on(&f, 0, 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, lookup_silent, d, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, lookup_silent, d, NULL), 0);
     async_sleep(ASYNC_MSEC(50));
-    cr_assert_eq(async_dns_free(d), ASYNC_EBUSY, "a task waits in a lookup");
+    cr_assert_eq(async_dns_destroy(d), ASYNC_EBUSY, "a task waits in a lookup");
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_destroy(d), 0);
     fake_dns_stop(&f, srv);
     return 0;
 }
@@ -247,13 +250,13 @@ static int cancelled_checks(void *arg, void **res)
     cr_assert_eq(async_task_cancel(async_task_self()), 0);
     async_addr_t *a;
     size_t n;
-    cr_assert_eq(async_dns_resolve_dl(ca->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER), 0);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, ca->dns, "127.0.0.1", 80, AF_INET, ASYNC_FOREVER), 0);
     cr_assert_eq(n, 1);
     async_dns_addrs_free(a);
-    cr_assert_eq(async_dns_resolve_dl(ca->dns, "silent.test", 80, AF_INET, &a, &n, ASYNC_FOREVER),
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, ca->dns, "silent.test", 80, AF_INET, ASYNC_FOREVER),
                  ASYNC_ECANCELED);
     int fd;
-    cr_assert_eq(async_connect_race_dl(&ca->unix_addr, 1, 0, &fd, ASYNC_FOREVER), 0);
+    cr_assert_eq(async_connect_race_dl(&fd, &ca->unix_addr, 1, 0, ASYNC_FOREVER), 0);
     async_sock_close(fd);
     return 0;
 }
@@ -267,17 +270,17 @@ static int t_cancelled_completes(void *arg, void **res)
     char path[64];
     snprintf(path, sizeof path, "/tmp/test-net-dns-%d.sock", (int)getpid());
     int lfd;
-    cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    cr_assert_eq(async_unix_listen(&lfd, path, 0), 0);
     struct sockaddr_un *un = (struct sockaddr_un *)&ca.unix_addr.addr;
     un->sun_family = AF_UNIX;
     strcpy(un->sun_path, path);
     ca.unix_addr.len = sizeof *un;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cancelled_checks, &ca, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cancelled_checks, &ca, NULL), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     async_sock_close(lfd);
     unlink(path);
-    cr_assert_eq(async_dns_free(ca.dns), 0);
+    cr_assert_eq(async_dns_destroy(ca.dns), 0);
     fake_dns_stop(&f, srv);
     return 0;
 }
@@ -291,16 +294,17 @@ Test(dns, resolve_outside_a_task_is_enotask, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     async_dns_t *d;
-    cr_assert_eq(async_dns_new(loop, NULL, &d), 0);
+    cr_assert_eq(async_dns_new(&d, loop, NULL), 0);
     async_addr_t *a;
     size_t n;
-    cr_assert_eq(async_dns_resolve_dl(d, "localhost", 80, AF_UNSPEC, &a, &n, ASYNC_FOREVER), ASYNC_ENOTASK);
+    cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "localhost", 80, AF_UNSPEC, ASYNC_FOREVER),
+                 ASYNC_ENOTASK);
     async_dns_opts_t bad = {.servers = "not a server list"};
     async_dns_t *d2;
-    cr_assert_eq(async_dns_new(loop, &bad, &d2), ASYNC_EINVAL);
-    cr_assert_eq(async_dns_new(NULL, NULL, &d2), ASYNC_ENOLOOP);
-    cr_assert_eq(async_dns_free(d), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_dns_new(&d2, loop, &bad), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_new(&d2, NULL, NULL), ASYNC_ENOLOOP);
+    cr_assert_eq(async_dns_destroy(d), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 Test(dns, opts_size_zero_or_sizeof_work_and_a_short_size_is_einval, .timeout = 10)
@@ -315,19 +319,20 @@ Test(dns, opts_size_zero_or_sizeof_work_and_a_short_size_is_einval, .timeout = 1
     cr_assert_eq(o.timeout_ns, 0);
     cr_assert_eq(o.tries, 0);
     o.timeout_ns = ASYNC_MSEC(1500);
-    cr_assert_eq(async_dns_new(loop, &o, &d), 0, "size == sizeof");
-    cr_assert_eq(async_dns_free(d), 0);
-    cr_assert_eq(async_dns_new(loop, &(async_dns_opts_t){.tries = 2}, &d), 0, "size 0: the 0.2 layout");
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_new(&d, loop, &o), 0, "size == sizeof");
+    cr_assert_eq(async_dns_destroy(d), 0);
+    cr_assert_eq(async_dns_new(&d, loop, &(async_dns_opts_t){.tries = 2}), 0,
+                 "size 0: the 0.2 layout");
+    cr_assert_eq(async_dns_destroy(d), 0);
     o.size = 1;
-    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_new(&d, loop, &o), ASYNC_EINVAL);
     async_dns_opts_init(&o);
     o.timeout_ns = -1;
-    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
+    cr_assert_eq(async_dns_new(&d, loop, &o), ASYNC_EINVAL);
     async_dns_opts_init(&o);
     o.tries = -1;
-    cr_assert_eq(async_dns_new(loop, &o, &d), ASYNC_EINVAL);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_dns_new(&d, loop, &o), ASYNC_EINVAL);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 /* A resolver belongs to its loop: made, used and freed from that loop's
@@ -344,10 +349,10 @@ static int foreign_task(void *arg, void **res)
     struct foreign *f = arg;
     async_addr_t *a;
     size_t n;
-    f->resolve_rc = async_dns_resolve_dl(f->dns, "127.0.0.1", 80, AF_INET, &a, &n, ASYNC_FOREVER);
+    f->resolve_rc = async_dns_resolve_dl(&a, &n, f->dns, "127.0.0.1", 80, AF_INET, ASYNC_FOREVER);
     async_dns_t *d = NULL;
-    f->new_rc = async_dns_new(f->loop, NULL, &d);
-    f->free_rc = async_dns_free(f->dns);
+    f->new_rc = async_dns_new(&d, f->loop, NULL);
+    f->free_rc = async_dns_destroy(f->dns);
     return 0;
 }
 
@@ -355,9 +360,9 @@ static void *foreign_main(void *arg)
 {
     async_loop_t *loop;
     if (async_loop_new(&loop)) return NULL;
-    async_task_spawn(loop, foreign_task, arg, NULL, NULL);
+    async_task_spawn(NULL, loop, foreign_task, arg, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return NULL;
 }
 
@@ -365,15 +370,15 @@ Test(dns, another_loop_or_thread_is_ewrongloop, .timeout = 10)
 {
     struct foreign f = {.new_rc = 1, .free_rc = 1, .resolve_rc = 1};
     cr_assert_eq(async_loop_new(&f.loop), 0);
-    cr_assert_eq(async_dns_new(f.loop, NULL, &f.dns), 0);
+    cr_assert_eq(async_dns_new(&f.dns, f.loop, NULL), 0);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
     pthread_join(th, NULL);
     cr_assert_eq(f.resolve_rc, ASYNC_EWRONGLOOP);
     cr_assert_eq(f.new_rc, ASYNC_EWRONGLOOP);
     cr_assert_eq(f.free_rc, ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_dns_free(f.dns), 0);
-    cr_assert_eq(async_loop_free(f.loop), 0);
+    cr_assert_eq(async_dns_destroy(f.dns), 0);
+    cr_assert_eq(async_loop_destroy(f.loop), 0);
 }
 
 /* --- happy eyeballs -------------------------------------------------------- */
@@ -386,11 +391,12 @@ struct hang {
 
 static void hang_open(struct hang *h)
 {
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 1, &h->lfd), 0);
+    cr_assert_eq(async_tcp_listen(&h->lfd, "127.0.0.1", 0, 1), 0);
     int port = async_sock_port(h->lfd);
     h->n = 0;
     while (h->n < 32 &&
-           async_tcp_connect_ip_dl("127.0.0.1", port, &h->fds[h->n], async_deadline_after(ASYNC_MSEC(200))) == 0)
+           async_tcp_connect_ip_dl(&h->fds[h->n], "127.0.0.1", port,
+                                   async_deadline_after(ASYNC_MSEC(200))) == 0)
         h->n++;
     cr_assert_lt(h->n, 32, "the backlog never filled");
     struct sockaddr_in *in = (struct sockaddr_in *)&h->addr.addr;
@@ -409,7 +415,7 @@ static void hang_close(struct hang *h)
 
 static async_addr_t listen_addr(int *lfd)
 {
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, lfd), 0);
+    cr_assert_eq(async_tcp_listen(lfd, "127.0.0.1", 0, 0), 0);
     async_addr_t a;
     memset(&a, 0, sizeof a);
     struct sockaddr_in *in = (struct sockaddr_in *)&a.addr;
@@ -437,14 +443,14 @@ static int t_race_stagger(void *arg, void **res)
     async_addr_t addrs[2] = {h.addr, listen_addr(&lfd)};
     int fds_before = test_count_fds();
     int64_t t0 = async_now();
-    cr_assert_eq(async_connect_race_dl(addrs, 2, 0, &fd, dl_ms(5000)), 0);
+    cr_assert_eq(async_connect_race_dl(&fd, addrs, 2, 0, dl_ms(5000)), 0);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(250), "the second attempt waits out the 250 ms stagger");
     cr_assert_eq(peer_port(fd), async_sock_port(lfd), "the address that answered won");
     cr_assert_eq(test_count_fds(), fds_before + 1, "the losing attempt was closed");
     close(fd);
     /* Only the hanging address: the deadline ends the race. */
     t0 = async_now();
-    cr_assert_eq(async_connect_race_dl(addrs, 1, 0, &fd, async_deadline_after(ASYNC_MSEC(200))),
+    cr_assert_eq(async_connect_race_dl(&fd, addrs, 1, 0, async_deadline_after(ASYNC_MSEC(200))),
                  ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(200));
     cr_assert_eq(test_count_fds(), fds_before);
@@ -461,7 +467,7 @@ static int race_hang(void *arg, void **res)
 {
     (void)res;
     int fd;
-    return async_connect_race_dl(arg, 1, 0, &fd, ASYNC_FOREVER);
+    return async_connect_race_dl(&fd, arg, 1, 0, ASYNC_FOREVER);
 }
 
 static int t_race_cancel(void *arg, void **res)
@@ -471,7 +477,7 @@ static int t_race_cancel(void *arg, void **res)
     hang_open(&h);
     int fds_before = test_count_fds();
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, race_hang, &h.addr, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, race_hang, &h.addr, NULL), 0);
     async_sleep(ASYNC_MSEC(50));
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
@@ -494,11 +500,11 @@ static int t_race_refused(void *arg, void **res)
     /* A stagger far longer than the test: only "a failure starts the next
      * attempt at once" can make it connect in time. */
     int64_t t0 = async_now();
-    cr_assert_eq(async_connect_race_dl(addrs, 2, ASYNC_SEC(20), &fd, dl_ms(15000)), 0);
+    cr_assert_eq(async_connect_race_dl(&fd, addrs, 2, ASYNC_SEC(20), dl_ms(15000)), 0);
     cr_assert_lt(async_now() - t0, ASYNC_SEC(10));
     cr_assert_eq(peer_port(fd), async_sock_port(lfd));
     close(fd);
-    cr_assert_eq(async_connect_race_dl(addrs, 1, 0, &fd, dl_ms(5000)), ASYNC_ECONNREFUSED);
+    cr_assert_eq(async_connect_race_dl(&fd, addrs, 1, 0, dl_ms(5000)), ASYNC_ECONNREFUSED);
     close(lfd);
     return 0;
 }
@@ -514,18 +520,19 @@ static int t_connect_name(void *arg, void **res)
     async_task_t srv = fake_dns_start(&f);
     async_dns_t *d = dns_on(&f, 0, 0);
     int lfd, fd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
     /* two.test is 127.0.0.1 and ::1; only the IPv4 one listens on the port. */
-    cr_assert_eq(async_tcp_connect_dl(d, "two.test", async_sock_port(lfd), &fd, dl_ms(5000)), 0);
+    cr_assert_eq(async_tcp_connect_dl(&fd, d, "two.test", async_sock_port(lfd), dl_ms(5000)), 0);
     cr_assert_eq(peer_port(fd), async_sock_port(lfd));
     close(fd);
-    cr_assert_eq(async_tcp_connect_dl(d, "nx.test", 80, &fd, dl_ms(5000)), ASYNC_ENOTFOUND);
-    cr_assert_eq(async_tcp_connect_dl(NULL, "127.0.0.1", async_sock_port(lfd), &fd, dl_ms(5000)), 0);
+    cr_assert_eq(async_tcp_connect_dl(&fd, d, "nx.test", 80, dl_ms(5000)), ASYNC_ENOTFOUND);
+    cr_assert_eq(async_tcp_connect_dl(&fd, NULL, "127.0.0.1", async_sock_port(lfd), dl_ms(5000)),
+                 0);
     close(fd);
-    cr_assert_eq(async_tcp_connect_dl(NULL, "two.test", 80, &fd, dl_ms(5000)), ASYNC_EINVAL,
+    cr_assert_eq(async_tcp_connect_dl(&fd, NULL, "two.test", 80, dl_ms(5000)), ASYNC_EINVAL,
                  "a name needs a resolver");
     close(lfd);
-    cr_assert_eq(async_dns_free(d), 0);
+    cr_assert_eq(async_dns_destroy(d), 0);
     fake_dns_stop(&f, srv);
     return 0;
 }

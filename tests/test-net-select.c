@@ -42,8 +42,8 @@ static int t_ready(void *arg, void **res)
     async_select_case_t nil[] = {{NULL, ASYNC_SELECT_RECV, &in}, {b, ASYNC_SELECT_SEND, &out}};
     cr_assert_eq(async_select(nil, 2, &fired), 0);
     cr_assert_eq(fired, 1);
-    async_chan_free(a);
-    async_chan_free(b);
+    async_chan_destroy(a);
+    async_chan_destroy(b);
     return 0;
 }
 Test(select, fires_the_case_that_can_complete_with_priority_in_order, .timeout = 10)
@@ -81,7 +81,7 @@ static int t_wait(void *arg, void **res)
     /* A plain send on the rendezvous channel b, 30 ms later. */
     struct later lb = {b, 42, 30, false};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, act_later, &lb, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, act_later, &lb, NULL), 0);
     int64_t t0 = async_now();
     cr_assert_eq(async_select_dl(cs, 3, &fired, async_deadline_after(ASYNC_SEC(5))), 0);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(30));
@@ -90,7 +90,7 @@ static int t_wait(void *arg, void **res)
     cr_assert_eq(async_task_await(t, NULL), 0);
     /* A receiver frees room in `full`: the send case fires. */
     struct later lf = {full, 0, 30, true};
-    cr_assert_eq(async_task_spawn(NULL, act_later, &lf, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, act_later, &lf, NULL), 0);
     cr_assert_eq(async_select_dl(cs, 3, &fired, async_deadline_after(ASYNC_SEC(5))), 0);
     cr_assert_eq(fired, 2);
     cr_assert_eq(async_task_await(t, NULL), 0);
@@ -100,14 +100,14 @@ static int t_wait(void *arg, void **res)
     cr_assert_eq(y, 9, "the select's element went in");
     /* A receiver blocked on a rendezvous channel takes a select's send. */
     struct later lr = {b, 0, 0, true};
-    cr_assert_eq(async_task_spawn(NULL, act_later, &lr, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, act_later, &lr, NULL), 0);
     async_select_case_t snd[] = {{b, ASYNC_SELECT_SEND, &out}};
     cr_assert_eq(async_select_dl(snd, 1, &fired, async_deadline_after(ASYNC_SEC(5))), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(lr.v, 9);
-    async_chan_free(a);
-    async_chan_free(b);
-    async_chan_free(full);
+    async_chan_destroy(a);
+    async_chan_destroy(b);
+    async_chan_destroy(full);
     return 0;
 }
 Test(select, waits_until_a_case_can_complete, .timeout = 10)
@@ -134,7 +134,7 @@ static int t_deadline_cancel(void *arg, void **res)
     cr_assert_eq(async_select_dl(cs, 2, &fired, async_deadline_after(ASYNC_MSEC(50))), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(50));
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, sel_forever, cs, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, sel_forever, cs, NULL), 0);
     async_sleep(ASYNC_MSEC(10));
     /* Cancel, then make a case ready before the cancelled task runs: it
      * must still take nothing. */
@@ -144,8 +144,8 @@ static int t_deadline_cancel(void *arg, void **res)
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
     cr_assert_eq(async_chan_len(a), 1, "a cancelled select received nothing");
     cr_assert_eq(in, -1);
-    async_chan_free(a);
-    async_chan_free(b);
+    async_chan_destroy(a);
+    async_chan_destroy(b);
     return 0;
 }
 Test(select, deadline_and_cancel_complete_nothing, .timeout = 10)
@@ -160,7 +160,7 @@ static int t_closed(void *arg, void **res)
     int in = 0;
     async_select_case_t cs[] = {{a, ASYNC_SELECT_RECV, &in}, {b, ASYNC_SELECT_RECV, &in}};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, sel_forever, cs, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, sel_forever, cs, NULL), 0);
     async_sleep(ASYNC_MSEC(10));
     cr_assert_eq(async_chan_close(b), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_EEOF, "a close wakes a select receiving from the channel");
@@ -177,8 +177,8 @@ static int t_closed(void *arg, void **res)
     cr_assert_eq(async_select(bad, 1, &fired), ASYNC_EINVAL);
     async_select_case_t noelem[] = {{a, ASYNC_SELECT_RECV, NULL}};
     cr_assert_eq(async_select(noelem, 1, &fired), ASYNC_EINVAL);
-    async_chan_free(a);
-    async_chan_free(b);
+    async_chan_destroy(a);
+    async_chan_destroy(b);
     return 0;
 }
 Test(select, closed_channel_fires_with_eof_or_eclosed_and_bad_input_is_einval, .timeout = 10)
@@ -193,7 +193,7 @@ Test(select, waiting_outside_a_task_is_enotask, .timeout = 10)
     size_t fired;
     async_select_case_t cs[] = {{a, ASYNC_SELECT_RECV, &in}};
     cr_assert_eq(async_select(cs, 1, &fired), ASYNC_ENOTASK);
-    async_chan_free(a);
+    async_chan_destroy(a);
 }
 
 /* Many cases (more than the select keeps on its stack). */
@@ -210,13 +210,13 @@ static int t_many(void *arg, void **res)
     }
     struct later l = {c[N - 1], 77, 20, false};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, act_later, &l, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, act_later, &l, NULL), 0);
     size_t fired;
     cr_assert_eq(async_select_dl(cs, N, &fired, async_deadline_after(ASYNC_SEC(5))), 0);
     cr_assert_eq(fired, N - 1);
     cr_assert_eq(in[N - 1], 77);
     cr_assert_eq(async_task_await(t, NULL), 0);
-    for (int i = 0; i < N; i++) async_chan_free(c[i]);
+    for (int i = 0; i < N; i++) async_chan_destroy(c[i]);
     return 0;
 }
 Test(select, many_cases, .timeout = 10)
@@ -255,13 +255,13 @@ static int t_cancelled_completes_at_once(void *arg, void **res)
     int v = 4;
     cr_assert_eq(async_chan_send(ab[0], &v), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cancelled_selector, ab, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cancelled_selector, ab, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(async_chan_len(ab[1]), 1, "the cancelled task's send went through");
-    async_chan_free(ab[0]);
-    async_chan_free(ab[1]);
+    async_chan_destroy(ab[0]);
+    async_chan_destroy(ab[1]);
     return 0;
 }
 Test(select, cancelled_task_completes_what_needs_no_wait, .timeout = 10)

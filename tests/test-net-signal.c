@@ -26,10 +26,10 @@ static int t_wait(void *arg, void **res)
     (void)arg, (void)res;
     int sigs[] = {SIGUSR1, SIGUSR2};
     async_signal_t *s;
-    cr_assert_eq(async_signal_new(sigs, 2, &s), 0);
+    cr_assert_eq(async_signal_new(&s, sigs, 2), 0);
     cr_assert(blocked(SIGUSR1) && blocked(SIGUSR2));
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, raise_later, (void *)(intptr_t)SIGUSR2, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, raise_later, (void *)(intptr_t)SIGUSR2, NULL), 0);
     int signo = 0;
     cr_assert_eq(async_signal_wait_dl(s, &signo, async_deadline_after(ASYNC_SEC(5))), 0);
     cr_assert_eq(signo, SIGUSR2);
@@ -41,7 +41,7 @@ static int t_wait(void *arg, void **res)
     int64_t t0 = async_now();
     cr_assert_eq(async_signal_wait_dl(s, &signo, async_deadline_after(ASYNC_MSEC(50))), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(50));
-    cr_assert_eq(async_signal_free(s), 0);
+    cr_assert_eq(async_signal_destroy(s), 0);
     cr_assert(!blocked(SIGUSR1) && !blocked(SIGUSR2), "free unblocks what new blocked");
     return 0;
 }
@@ -62,16 +62,16 @@ static int t_cancel(void *arg, void **res)
     (void)arg, (void)res;
     int sigs[] = {SIGUSR1};
     async_signal_t *s;
-    cr_assert_eq(async_signal_new(sigs, 1, &s), 0);
+    cr_assert_eq(async_signal_new(&s, sigs, 1), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, waiter, s, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, waiter, s, NULL), 0);
     async_sleep(ASYNC_MSEC(20));
     int signo;
     cr_assert_eq(async_signal_wait(s, &signo), ASYNC_EBUSY, "one waiter per set");
-    cr_assert_eq(async_signal_free(s), ASYNC_EBUSY);
+    cr_assert_eq(async_signal_destroy(s), ASYNC_EBUSY);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
-    cr_assert_eq(async_signal_free(s), 0);
+    cr_assert_eq(async_signal_destroy(s), 0);
     return 0;
 }
 Test(signal, cancel_ends_the_wait_and_busy_set_is_ebusy, .timeout = 20)
@@ -86,14 +86,14 @@ static int t_cancelled_pending(void *arg, void **res)
     (void)arg, (void)res;
     int sigs[] = {SIGUSR1};
     async_signal_t *s;
-    cr_assert_eq(async_signal_new(sigs, 1, &s), 0);
+    cr_assert_eq(async_signal_new(&s, sigs, 1), 0);
     raise(SIGUSR1);
     cr_assert_eq(async_task_cancel(async_task_self()), 0);
     int signo = 0;
     cr_assert_eq(async_signal_wait(s, &signo), 0);
     cr_assert_eq(signo, SIGUSR1);
     cr_assert_eq(async_signal_wait(s, &signo), ASYNC_ECANCELED);
-    cr_assert_eq(async_signal_free(s), 0);
+    cr_assert_eq(async_signal_destroy(s), 0);
     return 0;
 }
 Test(signal, cancelled_task_takes_a_pending_signal, .timeout = 20)
@@ -105,15 +105,15 @@ Test(signal, bad_input_is_einval, .timeout = 10)
 {
     async_signal_t *s;
     int kill9[] = {SIGKILL}, stop[] = {SIGSTOP}, bad[] = {12345};
-    cr_assert_eq(async_signal_new(kill9, 1, &s), ASYNC_EINVAL);
-    cr_assert_eq(async_signal_new(stop, 1, &s), ASYNC_EINVAL);
-    cr_assert_eq(async_signal_new(bad, 1, &s), ASYNC_EINVAL);
-    cr_assert_eq(async_signal_new(kill9, 0, &s), ASYNC_EINVAL);
+    cr_assert_eq(async_signal_new(&s, kill9, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_signal_new(&s, stop, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_signal_new(&s, bad, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_signal_new(&s, kill9, 0), ASYNC_EINVAL);
     int ok[] = {SIGUSR1};
-    cr_assert_eq(async_signal_new(ok, 1, &s), 0);
+    cr_assert_eq(async_signal_new(&s, ok, 1), 0);
     int signo;
     cr_assert_eq(async_signal_wait(s, &signo), ASYNC_ENOTASK);
-    cr_assert_eq(async_signal_free(s), 0);
+    cr_assert_eq(async_signal_destroy(s), 0);
 }
 
 /* A loop of another thread, not libev's default one. */
@@ -129,10 +129,10 @@ static int other_task(void *arg, void **res)
     struct other *o = arg;
     int sigs[] = {SIGUSR1};
     async_signal_t *s;
-    if ((o->rc = async_signal_new(sigs, 1, &s))) return o->rc;
+    if ((o->rc = async_signal_new(&s, sigs, 1))) return o->rc;
     __atomic_store_n(&o->ready, true, __ATOMIC_RELEASE);
     o->rc = async_signal_wait_dl(s, &o->got, async_deadline_after(ASYNC_SEC(10)));
-    async_signal_free(s);
+    async_signal_destroy(s);
     return o->rc;
 }
 
@@ -140,9 +140,9 @@ static void *other_main(void *arg)
 {
     async_loop_t *loop;
     if (async_loop_new(&loop)) return NULL;
-    async_task_spawn(loop, other_task, arg, NULL, NULL);
+    async_task_spawn(NULL, loop, other_task, arg, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return NULL;
 }
 
@@ -169,7 +169,7 @@ static int foreign_task(void *arg, void **res)
 {
     (void)res;
     struct foreign *f = arg;
-    f->free_rc = async_signal_free(f->s);
+    f->free_rc = async_signal_destroy(f->s);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR2);
@@ -185,9 +185,9 @@ static void *foreign_main(void *arg)
 {
     async_loop_t *loop;
     if (async_loop_new(&loop)) return NULL;
-    async_task_spawn(loop, foreign_task, arg, NULL, NULL);
+    async_task_spawn(NULL, loop, foreign_task, arg, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return NULL;
 }
 
@@ -195,7 +195,7 @@ Test(signal, another_thread_may_not_free_and_waits_only_with_the_signals_blocked
 {
     int sigs[] = {SIGUSR2};
     struct foreign f = {.free_rc = 1, .unblocked_rc = 1, .blocked_rc = 1};
-    cr_assert_eq(async_signal_new(sigs, 1, &f.s), 0);
+    cr_assert_eq(async_signal_new(&f.s, sigs, 1), 0);
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
     pthread_join(th, NULL);
@@ -203,6 +203,6 @@ Test(signal, another_thread_may_not_free_and_waits_only_with_the_signals_blocked
     cr_assert_eq(f.unblocked_rc, ASYNC_EWRONGLOOP);
     cr_assert_eq(f.blocked_rc, ASYNC_ETIMEDOUT, "a thread that blocks the signals may wait");
     cr_assert(blocked(SIGUSR2));
-    cr_assert_eq(async_signal_free(f.s), 0);
+    cr_assert_eq(async_signal_destroy(f.s), 0);
     cr_assert(!blocked(SIGUSR2));
 }

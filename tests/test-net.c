@@ -39,7 +39,7 @@ static int echo_conn(void *arg, void **res)
 static int echo_one(void *arg, void **res)
 {
     int lfd = (int)(intptr_t)arg, c;
-    int rc = async_sock_accept_dl(lfd, &c, dl_ms(5000));
+    int rc = async_sock_accept_dl(&c, lfd, dl_ms(5000));
     if (rc) return rc;
     return echo_conn((void *)(intptr_t)c, res);
 }
@@ -60,7 +60,7 @@ static int t_tcp_echo(void *arg, void **res)
 {
     (void)arg, (void)res;
     int lfd, fd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
     int port = async_sock_port(lfd);
     cr_assert_gt(port, 0, "port 0 binds a real port, readable back");
     cr_assert(fcntl(lfd, F_GETFD) & FD_CLOEXEC);
@@ -70,8 +70,8 @@ static int t_tcp_echo(void *arg, void **res)
     cr_assert_eq(getsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, &ol), 0);
     cr_assert(on);
     async_task_t srv;
-    cr_assert_eq(async_task_spawn(NULL, echo_one, (void *)(intptr_t)lfd, NULL, &srv), 0);
-    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", port, &fd, dl_ms(5000)), 0);
+    cr_assert_eq(async_task_spawn(&srv, NULL, echo_one, (void *)(intptr_t)lfd, NULL), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl(&fd, "127.0.0.1", port, dl_ms(5000)), 0);
     cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
     cr_assert(fcntl(fd, F_GETFL) & O_NONBLOCK);
     check_round_trip(fd);
@@ -92,29 +92,29 @@ static int t_unix_echo(void *arg, void **res)
     char path[64];
     snprintf(path, sizeof path, "/tmp/test-net-%d.sock", (int)getpid());
     int lfd, fd;
-    cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    cr_assert_eq(async_unix_listen(&lfd, path, 0), 0);
     async_sock_close(lfd);
     /* The stale socket file of a dead server does not stop a new listen. */
-    cr_assert_eq(async_unix_listen(path, 0, &lfd), 0);
+    cr_assert_eq(async_unix_listen(&lfd, path, 0), 0);
     /* A live server's socket file is not stale: it stays that server's. */
     int l2, probe;
-    cr_assert_eq(async_unix_listen(path, 0, &l2), ASYNC_EADDRINUSE);
+    cr_assert_eq(async_unix_listen(&l2, path, 0), ASYNC_EADDRINUSE);
     /* The server saw the probe that found it alive: a connection that ends
      * at once. */
     char c1;
     size_t n1;
-    cr_assert_eq(async_sock_accept_dl(lfd, &probe, dl_ms(5000)), 0);
+    cr_assert_eq(async_sock_accept_dl(&probe, lfd, dl_ms(5000)), 0);
     cr_assert_eq(async_sock_read_dl(probe, &c1, 1, &n1, dl_ms(5000)), ASYNC_EEOF);
     async_sock_close(probe);
     async_task_t srv;
-    cr_assert_eq(async_task_spawn(NULL, echo_one, (void *)(intptr_t)lfd, NULL, &srv), 0);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(5000)), 0);
+    cr_assert_eq(async_task_spawn(&srv, NULL, echo_one, (void *)(intptr_t)lfd, NULL), 0);
+    cr_assert_eq(async_unix_connect_dl(&fd, path, dl_ms(5000)), 0);
     check_round_trip(fd);
     async_sock_close(fd);
     cr_assert_eq(async_task_await(srv, NULL), 0);
     async_sock_close(lfd);
     unlink(path);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ENOENT);
+    cr_assert_eq(async_unix_connect_dl(&fd, path, dl_ms(1000)), ASYNC_ENOENT);
     return 0;
 }
 Test(net, unix_listen_connect_echo, .timeout = 20)
@@ -126,8 +126,8 @@ static int t_udp(void *arg, void **res)
 {
     (void)arg, (void)res;
     int a, b;
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &a), 0);
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &b), 0);
+    cr_assert_eq(async_udp_bind(&a, "127.0.0.1", 0), 0);
+    cr_assert_eq(async_udp_bind(&b, "127.0.0.1", 0), 0);
     struct sockaddr_storage to;
     socklen_t tolen = sizeof to;
     cr_assert_eq(getsockname(b, (struct sockaddr *)&to, &tolen), 0);
@@ -158,9 +158,9 @@ Test(net, udp_send_recv_and_recv_deadline, .timeout = 20)
 static void tcp_pair(int *c, int *s)
 {
     int lfd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
-    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", async_sock_port(lfd), c, dl_ms(5000)), 0);
-    cr_assert_eq(async_sock_accept_dl(lfd, s, dl_ms(5000)), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl(c, "127.0.0.1", async_sock_port(lfd), dl_ms(5000)), 0);
+    cr_assert_eq(async_sock_accept_dl(s, lfd, dl_ms(5000)), 0);
     async_sock_close(lfd);
 }
 
@@ -185,7 +185,7 @@ static int t_reset_read(void *arg, void **res)
     int c, s;
     tcp_pair(&c, &s);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, reset_later, (void *)(intptr_t)s, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, reset_later, (void *)(intptr_t)s, NULL), 0);
     char buf[16];
     size_t n;
     /* The reader is blocked when the reset arrives. */
@@ -218,7 +218,7 @@ static int t_reset_write(void *arg, void **res)
     int c, s;
     tcp_pair(&c, &s);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, read_then_reset, (void *)(intptr_t)s, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, read_then_reset, (void *)(intptr_t)s, NULL), 0);
     size_t len = (size_t)64 << 20, sent = 0;
     char *big = calloc(1, len);
     /* The kernel says ECONNRESET while the RST is pending, EPIPE after: a
@@ -283,7 +283,7 @@ static int t_kernel_codes(void *arg, void **res)
     cr_assert_eq(async_sock_write_all(p[0], "x", 1, NULL), ASYNC_ENOTSUP);
     /* Not a socket (ENOTSOCK), not a listening one (EINVAL). */
     int fd;
-    cr_assert_eq(async_sock_accept(p[0], &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_accept(&fd, p[0]), ASYNC_EINVAL);
     cr_assert_eq(async_sock_port(p[0]), ASYNC_EINVAL);
     close(p[0]);
     close(p[1]);
@@ -298,12 +298,12 @@ static int t_kernel_codes(void *arg, void **res)
     cr_assert_eq(async_sock_write_all(u, "x", 1, NULL), ASYNC_EPIPE);
     cr_assert_eq(async_sock_shutdown(u, SHUT_WR), ASYNC_EPIPE);
     cr_assert_eq(async_sock_shutdown(u, 42), ASYNC_EINVAL);
-    cr_assert_eq(async_sock_accept(u, &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_accept(&fd, u), ASYNC_EINVAL);
     close(u);
     /* A datagram without an address on an unconnected socket (EDESTADDRREQ),
      * and one too long for UDP (EMSGSIZE). */
     int d;
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &d), 0);
+    cr_assert_eq(async_udp_bind(&d, "127.0.0.1", 0), 0);
     cr_assert_eq(async_udp_send_dl(d, "x", 1, NULL, 0, dl_ms(1000)), ASYNC_EINVAL);
     struct sockaddr_storage to;
     socklen_t tolen = sizeof to;
@@ -314,7 +314,7 @@ static int t_kernel_codes(void *arg, void **res)
     free(huge);
     async_sock_close(d);
     /* Binding an address that is not this machine's (EADDRNOTAVAIL). */
-    cr_assert_eq(async_tcp_listen("192.0.2.1", 0, 0, &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_tcp_listen(&fd, "192.0.2.1", 0, 0), ASYNC_EINVAL);
     /* A path through a regular file (ENOTDIR): nothing is there. */
     char file[64], path[80];
     snprintf(file, sizeof file, "/tmp/test-net-file-%d", (int)getpid());
@@ -322,7 +322,7 @@ static int t_kernel_codes(void *arg, void **res)
     cr_assert_geq(f, 0);
     close(f);
     snprintf(path, sizeof path, "%s/sock", file);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ENOENT);
+    cr_assert_eq(async_unix_connect_dl(&fd, path, dl_ms(1000)), ASYNC_ENOENT);
     unlink(file);
     /* A datagram socket at the path (EPROTOTYPE): no stream listens there. */
     snprintf(path, sizeof path, "/tmp/test-net-dgram-%d.sock", (int)getpid());
@@ -330,7 +330,7 @@ static int t_kernel_codes(void *arg, void **res)
     strcpy(un.sun_path, path);
     int g = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     cr_assert_eq(bind(g, (struct sockaddr *)&un, sizeof un), 0);
-    cr_assert_eq(async_unix_connect_dl(path, &fd, dl_ms(1000)), ASYNC_ECONNREFUSED);
+    cr_assert_eq(async_unix_connect_dl(&fd, path, dl_ms(1000)), ASYNC_ECONNREFUSED);
     close(g);
     unlink(path);
     return 0;
@@ -457,13 +457,14 @@ static int t_backlog(void *arg, void **res)
 {
     (void)arg, (void)res;
     int lfd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 1, &lfd), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 1), 0);
     int port = async_sock_port(lfd);
     /* Nobody accepts: the backlog fills and a later connect hangs. */
     int fds[16], nfds = 0, rc = 0;
     while (nfds < 16) {
         int64_t t0 = async_now();
-        rc = async_tcp_connect_ip_dl("127.0.0.1", port, &fds[nfds], async_deadline_after(ASYNC_MSEC(300)));
+        rc = async_tcp_connect_ip_dl(&fds[nfds], "127.0.0.1", port,
+                                     async_deadline_after(ASYNC_MSEC(300)));
         if (rc) {
             cr_assert_geq(async_now() - t0, ASYNC_MSEC(300));
             break;
@@ -505,7 +506,7 @@ static int blocked_accept(void *arg, void **res)
 {
     (void)res;
     int fd;
-    return async_sock_accept((int)(intptr_t)arg, &fd);
+    return async_sock_accept(&fd, (int)(intptr_t)arg);
 }
 
 static int t_cancel(void *arg, void **res)
@@ -515,9 +516,9 @@ static int t_cancel(void *arg, void **res)
     tcp_pair(&c, &s);   /* c reads, s never writes */
     tcp_pair(&c2, &s2); /* s2 writes, c2 never reads */
     async_task_t r, w, a;
-    cr_assert_eq(async_task_spawn(NULL, blocked_read, (void *)(intptr_t)c, NULL, &r), 0);
-    cr_assert_eq(async_task_spawn(NULL, blocked_write, (void *)(intptr_t)s2, NULL, &w), 0);
-    cr_assert_eq(async_task_spawn(NULL, blocked_read, (void *)(intptr_t)-1, NULL, &a), 0);
+    cr_assert_eq(async_task_spawn(&r, NULL, blocked_read, (void *)(intptr_t)c, NULL), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, blocked_write, (void *)(intptr_t)s2, NULL), 0);
+    cr_assert_eq(async_task_spawn(&a, NULL, blocked_read, (void *)(intptr_t)-1, NULL), 0);
     async_sleep(ASYNC_MSEC(50));
     cr_assert_eq(async_task_done(r), 0);
     cr_assert_eq(async_task_done(w), 0);
@@ -530,8 +531,8 @@ static int t_cancel(void *arg, void **res)
     free(sent);
     cr_assert_eq(async_task_await(a, NULL), ASYNC_EINVAL);
     int lfd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
-    cr_assert_eq(async_task_spawn(NULL, blocked_accept, (void *)(intptr_t)lfd, NULL, &a), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
+    cr_assert_eq(async_task_spawn(&a, NULL, blocked_accept, (void *)(intptr_t)lfd, NULL), 0);
     async_sleep(ASYNC_MSEC(20));
     cr_assert_eq(async_task_cancel(a), 0);
     cr_assert_eq(async_task_await(a, NULL), ASYNC_ECANCELED);
@@ -555,14 +556,14 @@ static int t_cancelled_completes(void *arg, void **res)
     (void)arg, (void)res;
     int c, s, lfd, ufd, a, b;
     tcp_pair(&c, &s);
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
-    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", async_sock_port(lfd), &ufd, dl_ms(5000)), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl(&ufd, "127.0.0.1", async_sock_port(lfd), dl_ms(5000)), 0);
     char path[64];
     snprintf(path, sizeof path, "/tmp/test-net-cancel-%d.sock", (int)getpid());
     int ulfd;
-    cr_assert_eq(async_unix_listen(path, 0, &ulfd), 0);
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &a), 0);
-    cr_assert_eq(async_udp_bind("127.0.0.1", 0, &b), 0);
+    cr_assert_eq(async_unix_listen(&ulfd, path, 0), 0);
+    cr_assert_eq(async_udp_bind(&a, "127.0.0.1", 0), 0);
+    cr_assert_eq(async_udp_bind(&b, "127.0.0.1", 0), 0);
     struct sockaddr_storage to;
     socklen_t tolen = sizeof to;
     cr_assert_eq(getsockname(b, (struct sockaddr *)&to, &tolen), 0);
@@ -590,11 +591,11 @@ static int t_cancelled_completes(void *arg, void **res)
     free(big);
     /* A connection is waiting: accepted; none left: the accept would wait. */
     int fd;
-    cr_assert_eq(async_sock_accept(lfd, &fd), 0);
+    cr_assert_eq(async_sock_accept(&fd, lfd), 0);
     async_sock_close(fd);
-    cr_assert_eq(async_sock_accept(lfd, &fd), ASYNC_ECANCELED);
+    cr_assert_eq(async_sock_accept(&fd, lfd), ASYNC_ECANCELED);
     /* A Unix connect completes at once when the backlog has room. */
-    cr_assert_eq(async_unix_connect_dl(path, &fd, ASYNC_FOREVER), 0);
+    cr_assert_eq(async_unix_connect_dl(&fd, path, ASYNC_FOREVER), 0);
     async_sock_close(fd);
     /* Datagrams: a send goes out, the one that is there is received. */
     cr_assert_eq(async_udp_send_dl(a, "dg", 2, (struct sockaddr *)&to, tolen, ASYNC_FOREVER), 0);
@@ -624,28 +625,28 @@ static int t_bad_input(void *arg, void **res)
     int fd;
     char buf[4];
     size_t n;
-    cr_assert_eq(async_tcp_listen("not-an-ip", 0, 0, &fd), ASYNC_EINVAL);
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 70000, 0, &fd), ASYNC_EINVAL);
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, NULL), ASYNC_EINVAL);
-    cr_assert_eq(async_unix_listen(NULL, 0, &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_tcp_listen(&fd, "not-an-ip", 0, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_tcp_listen(&fd, "127.0.0.1", 70000, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_tcp_listen(NULL, "127.0.0.1", 0, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_unix_listen(&fd, NULL, 0), ASYNC_EINVAL);
     char longpath[200];
     memset(longpath, 'a', sizeof longpath - 1);
     longpath[sizeof longpath - 1] = 0;
-    cr_assert_eq(async_unix_listen(longpath, 0, &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_unix_listen(&fd, longpath, 0), ASYNC_EINVAL);
     cr_assert_eq(async_sock_read(-1, buf, sizeof buf, &n), ASYNC_EINVAL);
     cr_assert_eq(async_sock_read(0, buf, 0, &n), ASYNC_EINVAL);
-    cr_assert_eq(async_sock_accept(-1, &fd), ASYNC_EINVAL);
+    cr_assert_eq(async_sock_accept(&fd, -1), ASYNC_EINVAL);
     cr_assert_eq(async_sock_close(-1), ASYNC_EINVAL);
-    cr_assert_eq(async_tcp_connect_ip_dl(NULL, 80, &fd, dl_ms(100)), ASYNC_EINVAL);
+    cr_assert_eq(async_tcp_connect_ip_dl(&fd, NULL, 80, dl_ms(100)), ASYNC_EINVAL);
     /* A port nobody listens on. */
     int lfd;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
     int port = async_sock_port(lfd);
     async_sock_close(lfd);
-    cr_assert_eq(async_tcp_connect_ip_dl("127.0.0.1", port, &fd, dl_ms(5000)), ASYNC_ECONNREFUSED);
-    cr_assert_eq(async_tcp_listen("127.0.0.1", 0, 0, &lfd), 0);
+    cr_assert_eq(async_tcp_connect_ip_dl(&fd, "127.0.0.1", port, dl_ms(5000)), ASYNC_ECONNREFUSED);
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
     int l2;
-    cr_assert_eq(async_tcp_listen("127.0.0.1", async_sock_port(lfd), 0, &l2), ASYNC_EADDRINUSE);
+    cr_assert_eq(async_tcp_listen(&l2, "127.0.0.1", async_sock_port(lfd), 0), ASYNC_EADDRINUSE);
     async_sock_close(lfd);
     cr_assert_str_eq(async_net_strerror(ASYNC_ECONNRESET), "connection reset by peer");
     cr_assert_str_eq(async_net_strerror(ASYNC_ETIMEDOUT), async_strerror(ASYNC_ETIMEDOUT));
@@ -701,7 +702,7 @@ static int emfile_accept(void *arg, void **res)
     struct emfile_srv *s = arg;
     while (!s->stop) {
         int c;
-        int rc = async_sock_accept_dl(s->lfd, &c, async_deadline_after(ASYNC_MSEC(100)));
+        int rc = async_sock_accept_dl(&c, s->lfd, async_deadline_after(ASYNC_MSEC(100)));
         if (rc == ASYNC_ETIMEDOUT) continue;
         if (rc == ASYNC_EMFILE) {
             s->emfile++;
@@ -713,7 +714,7 @@ static int emfile_accept(void *arg, void **res)
         box->s = s;
         box->fd = c;
         async_task_opts_t o = {.detached = true, .stack_size = 64 * 1024};
-        if (async_task_spawn(NULL, emfile_conn, box, &o, NULL)) {
+        if (async_task_spawn(NULL, NULL, emfile_conn, box, &o)) {
             free(box);
             close(c);
         }
@@ -728,11 +729,11 @@ static int emfile_child_task(void *arg, void **res)
     (void)res;
     int *io = arg; /* io[0] the write end of the report pipe, io[1] ctl read end */
     struct emfile_srv s = {0};
-    if (async_tcp_listen("127.0.0.1", 0, 128, &s.lfd)) return 1;
+    if (async_tcp_listen(&s.lfd, "127.0.0.1", 0, 128)) return 1;
     int port = async_sock_port(s.lfd);
     if (write(io[0], &port, sizeof port) != sizeof port) return 2;
     async_task_t acc;
-    if (async_task_spawn(NULL, emfile_accept, &s, NULL, &acc)) return 3;
+    if (async_task_spawn(&acc, NULL, emfile_accept, &s, NULL)) return 3;
     char b;
     size_t n;
     async_sock_read(io[1], &b, 1, &n); /* EOF when the parent is done */

@@ -283,15 +283,15 @@ Test(process, task_joins_while_others_run, .timeout = 10)
     cr_assert_eq(async_process_spawn(&c.p, sleep_50ms, NULL), 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, join_task, &c, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, tick_task, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, join_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, tick_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.err, 0);
     cr_assert_geq(c.ticks_at_join, 5, "ticks %d", c.ticks_at_join);
     int code;
     cr_assert_eq(async_process_status(c.p, &code, NULL), 0);
     cr_assert_eq(code, 3);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     async_process_free(c.p);
 }
 
@@ -435,14 +435,14 @@ Test(process, commands_in_a_task_wait_through_the_loop, .timeout = 20)
     cr_assert_eq(fcntl(c.feed[1], F_SETFD, FD_CLOEXEC), 0, "the command holds no write end");
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, run_reader, &c, NULL, NULL), 0);
-    cr_assert_eq(async_task_spawn(loop, feed_line, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, run_reader, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, feed_line, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, 0, "%s", async_errname(c.rc));
     cr_assert_str_eq(c.r[0].out, "got hello\n");
     cr_assert_eq(c.r[0].exit_code, 0);
     async_command_result_clear(&c.r[0]);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     close(c.feed[0]);
     close(c.feed[1]);
     cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no zombies");
@@ -472,8 +472,8 @@ Test(process, commands_in_a_cancelled_task_are_killed, .timeout = 20)
     cmd_task_t c = {0};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, run_sleepers, &c, NULL, &c.runner), 0);
-    cr_assert_eq(async_task_spawn(loop, cancel_runner, &c, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(&c.runner, loop, run_sleepers, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, cancel_runner, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, ASYNC_ECANCELED, "%s", async_errname(c.rc));
     for (int i = 0; i < 2; i++) {
@@ -483,7 +483,7 @@ Test(process, commands_in_a_cancelled_task_are_killed, .timeout = 20)
     cr_assert_eq(c.r[2].error, ASYNC_ECANCELED, "never started");
     cr_assert_null(c.r[2].out);
     for (int i = 0; i < 3; i++) async_command_result_clear(&c.r[i]);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "no zombies");
 }
 

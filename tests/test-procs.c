@@ -84,7 +84,7 @@ static async_future_t *submit_act(async_executor_t *ex, int how, int ms, int64_t
     async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
                        .timeout_ns = timeout_ns};
     async_future_t *f = NULL;
-    int r = async_executor_submit(ex, &job, &f);
+    int r = async_executor_submit(&f, ex, &job);
     cr_assert_eq(r, 0, "submit: %s", async_strerror(r));
     return f;
 }
@@ -112,10 +112,10 @@ static void death(int how, const char *want)
     for (int i = 0; i < 10; i++) after[i] = submit_act(ex, 0, 0, 0);
     for (int i = 0; i < 10; i++) {
         cr_expect_eq(async_future_wait(after[i]), 0, "the pool serves on");
-        async_future_free(after[i]);
+        async_future_unref(after[i]);
     }
-    async_future_free(ok1);
-    async_future_free(bad);
+    async_future_unref(ok1);
+    async_future_unref(bad);
     async_executor_free(ex);
 }
 
@@ -151,13 +151,13 @@ Test(procs, deadline_kills_the_worker, .timeout = 20)
 {
     async_executor_t *ex = pool(1);
     volatile int *flag;
-    cr_assert_eq(async_executor_shm_alloc(ex, sizeof *flag, (void **)&flag), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&flag, ex, sizeof *flag), 0);
     marked_t in = {flag, 20000};
     int64_t t0 = async_now(), deadline = async_deadline_after(ASYNC_MSEC(150));
     async_job_t job = {.fn = mark_and_sleep, .in = &in, .in_size = sizeof in,
                        .timeout_ns = ASYNC_MSEC(150)};
     async_future_t *f;
-    cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+    cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
     while (!*flag && async_now() < deadline) usleep(1000);
     bool ran = *flag; /* a starved machine may not start it in time */
     cr_expect_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
@@ -166,8 +166,8 @@ Test(procs, deadline_kills_the_worker, .timeout = 20)
     if (ran) cr_expect(strstr(async_future_message(f), "killed"), "%s", async_future_message(f));
     async_future_t *g = submit_act(ex, 0, 0, 0);
     cr_expect_eq(async_future_wait(g), 0);
-    async_future_free(f);
-    async_future_free(g);
+    async_future_unref(f);
+    async_future_unref(g);
     async_executor_shm_free(ex, (void *)flag);
     async_executor_free(ex);
 }
@@ -185,7 +185,7 @@ Test(procs, max_tasks_per_worker_recycles, .timeout = 20)
         int seen = 0;
         for (int k = 0; k < i; k++) seen |= pids[k] == pids[i];
         distinct += !seen;
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     cr_expect_geq(distinct, N / 3, "%d workers for %d tasks", distinct, N);
     async_executor_free(ex);
@@ -204,18 +204,18 @@ Test(procs, crashing_initializer_breaks_the_pool, .timeout = 20)
     int v[2] = {0, 0};
     async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
     async_future_t *f = NULL;
-    int r = async_executor_submit(ex, &job, &f);
+    int r = async_executor_submit(&f, ex, &job);
     if (r == 0) {
         cr_expect_eq(async_future_wait(f), ASYNC_EINIT);
         cr_expect(strstr(async_future_message(f), "signal 9"), "%s", async_future_message(f));
-        async_future_free(f);
+        async_future_unref(f);
     } else {
         cr_expect_eq(r, ASYNC_EINIT);
     }
     int64_t until = async_now() + ASYNC_SEC(5);
-    while ((r = async_executor_submit(ex, &job, &f)) == 0 && async_now() < until) {
+    while ((r = async_executor_submit(&f, ex, &job)) == 0 && async_now() < until) {
         async_future_wait(f);
-        async_future_free(f);
+        async_future_unref(f);
         usleep(10000);
     }
     cr_expect_eq(r, ASYNC_EINIT);
@@ -273,7 +273,7 @@ Test(procs, fork_server_killed_is_reported, .timeout = 30)
     async_future_t *running = submit_act(ex, 0, 20000, 0);
     async_future_t *warm = submit_act(ex, 0, 0, 0);
     cr_assert_eq(async_future_wait(warm), 0);
-    async_future_free(warm);
+    async_future_unref(warm);
     pid_t server = fork_server();
     cr_assert_eq(kill(server, SIGKILL), 0);
     /* The job the dead server's worker held fails with the real cause. */
@@ -281,7 +281,7 @@ Test(procs, fork_server_killed_is_reported, .timeout = 30)
     const char *m = async_future_message(running);
     cr_expect(strstr(m, "fork server") && strstr(m, "died"), "%s", m);
     cr_expect_not(strstr(m, "while running"), "%s", m);
-    async_future_free(running);
+    async_future_unref(running);
     /* Submits accepted before the pool had noticed fail the same way; once
      * it has (at most a few hundred ms), submit itself returns the code. */
     int64_t until = async_now() + ASYNC_SEC(10);
@@ -289,16 +289,16 @@ Test(procs, fork_server_killed_is_reported, .timeout = 30)
     async_job_t job = {.fn = act, .in = (int[2]){0, 0}, .in_size = 2 * sizeof(int),
                        .out_size = sizeof(int)};
     async_future_t *f;
-    while ((r = async_executor_submit(ex, &job, &f)) == 0 && async_now() < until) {
+    while ((r = async_executor_submit(&f, ex, &job)) == 0 && async_now() < until) {
         cr_expect_eq(async_future_wait(f), ASYNC_ECHILD, "%s", async_future_message(f));
-        async_future_free(f);
+        async_future_unref(f);
         usleep(5000);
     }
     cr_expect_eq(r, ASYNC_ECHILD, "%s", async_strerror(r));
     char why[300];
     cr_expect_eq(async_executor_error(ex, why, sizeof why), ASYNC_ECHILD);
     cr_expect(strstr(why, "fork server") && strstr(why, "signal 9"), "%s", why);
-    cr_expect_eq(async_executor_trysubmit(ex, &job, &f), ASYNC_ECHILD);
+    cr_expect_eq(async_executor_trysubmit(&f, ex, &job), ASYNC_ECHILD);
     async_map_t map = {.fn = act, .in = (int[4]){0, 0, 0, 0}, .in_size = 2 * sizeof(int), .n = 2};
     cr_expect_eq(async_executor_map(ex, &map, NULL), ASYNC_ECHILD);
     async_executor_free(ex);
@@ -329,7 +329,7 @@ Test(procs, worker_killed_in_its_initializer_is_replaced, .timeout = 40)
     }
     cr_expect_eq(async_future_wait(f), 0, "%s", async_future_message(f));
     cr_expect_eq(async_executor_error(ex, NULL, 0), 0, "not broken");
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
 }
 
@@ -442,7 +442,7 @@ Test(procs, kill_storm, .timeout = 120)
     static storm_t st;
     st.seed = (unsigned)time(NULL);
     cr_log_info("kill storm seed %u", st.seed);
-    cr_assert_eq(async_executor_shm_alloc(ex, STORM_JOBS * sizeof *st.runs, (void **)&st.runs), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&st.runs, ex, STORM_JOBS * sizeof *st.runs), 0);
     st.server = fork_server();
     static async_future_t *fs[STORM_JOBS];
     pthread_t killer;
@@ -451,7 +451,7 @@ Test(procs, kill_storm, .timeout = 120)
     for (int i = 0; i < STORM_JOBS; i++) {
         storm_in_t a = {i, st.runs};
         async_job_t job = {.fn = counted, .in = &a, .in_size = sizeof a, .out_size = sizeof(int)};
-        int r = async_executor_submit(ex, &job, &fs[i]);
+        int r = async_executor_submit(&fs[i], ex, &job);
         cr_assert_eq(r, 0, "submit %d: %s", i, async_strerror(r));
     }
     int64_t deadline = async_now() + ASYNC_SEC(90);
@@ -472,7 +472,7 @@ Test(procs, kill_storm, .timeout = 120)
                       async_future_message(fs[i]));
             died++;
         }
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     atomic_store(&st.stop, true);
     pthread_join(killer, NULL);
@@ -488,10 +488,10 @@ Test(procs, kill_storm, .timeout = 120)
         int v[2] = {0, 0};
         async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
         async_future_t *f;
-        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
         cr_assert_eq(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(20))), 0, "%s",
                      async_future_message(f));
-        async_future_free(f);
+        async_future_unref(f);
     }
     async_executor_shm_free(ex, (void *)st.runs);
     async_executor_free(ex);
@@ -510,7 +510,7 @@ Test(procs, terminate_kills_work_in_flight, .timeout = 20)
     for (int i = 0; i < N; i++) {
         cr_expect(async_future_done(fs[i]));
         cr_expect_neq(async_future_state(fs[i]), ASYNC_FUTURE_DONE);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
 }
@@ -539,7 +539,7 @@ Test(procs, parent_running_threads, .timeout = 30)
     for (int i = 0; i < T; i++) {
         int ms = 1;
         async_job_t job = {.fn = spin_ms, .in = &ms, .in_size = sizeof ms};
-        cr_assert_eq(async_executor_submit(threads, &job, &tf[i]), 0);
+        cr_assert_eq(async_executor_submit(&tf[i], threads, &job), 0);
     }
     async_executor_t *ex = pool_opts(2, 2, NULL);
     enum { N = 40 };
@@ -547,11 +547,11 @@ Test(procs, parent_running_threads, .timeout = 30)
     for (int i = 0; i < N; i++) fs[i] = submit_act(ex, i == 20 ? 1 : 0, 2, 0);
     for (int i = 0; i < N; i++) {
         cr_expect_eq(async_future_wait(fs[i]), i == 20 ? ASYNC_EWORKERDIED : 0, "task %d", i);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     for (int i = 0; i < T; i++) {
         cr_expect_eq(async_future_wait(tf[i]), 0);
-        async_future_free(tf[i]);
+        async_future_unref(tf[i]);
     }
     async_executor_free(ex);
     async_executor_free(threads);
@@ -580,8 +580,8 @@ Test(procs, map_over_shared_rows, .timeout = 30)
     async_executor_t *ex = pool(2);
     enum { ROWS = 200000 };
     int *rows, *counts;
-    cr_assert_eq(async_executor_shm_alloc(ex, ROWS * 5 * sizeof(int), (void **)&rows), 0);
-    cr_assert_eq(async_executor_shm_alloc(ex, ROWS * sizeof(int), (void **)&counts), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&rows, ex, ROWS * 5 * sizeof(int)), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&counts, ex, ROWS * sizeof(int)), 0);
     long want = 0;
     for (long i = 0; i < ROWS * 5; i++) {
         rows[i] = (int)((i * 2654435761u) >> 7) % 10;
@@ -626,7 +626,7 @@ Test(procs, large_variable_results, .timeout = 20)
         async_job_t job = {.fn = big_result, .in = &sizes[k], .in_size = sizeof sizes[k],
                            .out_size = 8};
         async_future_t *f;
-        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
         int r = async_future_wait(f);
         if (sizes[k] > (8u << 20)) {
             cr_expect_eq(r, ASYNC_ENOMEM, "beyond the result limit");
@@ -638,7 +638,7 @@ Test(procs, large_variable_results, .timeout = 20)
             cr_expect_eq(n, sizes[k]);
             for (size_t i = 0; i < n; i += 997) cr_expect_eq(d[i], (unsigned char)(i % 251));
         }
-        async_future_free(f);
+        async_future_unref(f);
     }
     async_executor_free(ex);
 }
@@ -668,7 +668,7 @@ Test(procs, nothing_leaks, .timeout = 30)
         async_executor_free(ex); /* round 2: with work in flight */
         for (int i = 0; i < N; i++) {
             cr_expect(async_future_done(fs[i]));
-            async_future_free(fs[i]);
+            async_future_unref(fs[i]);
         }
     }
     cr_expect_eq(test_count_fds(), fds);
@@ -700,10 +700,10 @@ Test(procs, dead_worker_seen_from_a_task, .timeout = 20)
     async_executor_t *ex = pool(2);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, await_kill, ex, NULL, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, await_kill, ex, NULL), 0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_expect_eq(task_rc, 0);
-    cr_expect_eq(async_loop_free(loop), 0);
+    cr_expect_eq(async_loop_destroy(loop), 0);
     async_executor_free(ex);
 }
 static int echo_len(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
@@ -725,7 +725,7 @@ Test(procs, max_job_bytes, .timeout = 20)
         async_job_t job = {.fn = echo_len, .in = big, .in_size = sizes[k],
                            .out_size = sizeof(size_t)};
         async_future_t *f;
-        cr_assert_eq(async_executor_submit(ex, &job, &f), 0);
+        cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
         if (k == 0) {
             cr_expect_eq(async_future_wait(f), 0);
         } else {
@@ -733,7 +733,7 @@ Test(procs, max_job_bytes, .timeout = 20)
             cr_expect(strstr(async_future_message(f), "max_job_bytes"), "%s",
                       async_future_message(f));
         }
-        async_future_free(f);
+        async_future_unref(f);
     }
     async_executor_free(ex);
 }

@@ -31,7 +31,7 @@ Test(progress, silent_when_not_a_terminal, .timeout = 10)
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "work", 10, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, fds[1], "work", 10, 0), 0);
     cr_assert_not(async_progress_enabled(p));
     for (int i = 0; i < 10; i++) async_progress_add(p, 1);
     cr_assert_eq(async_progress_done(p), 10);
@@ -48,7 +48,8 @@ Test(progress, forced_bar_draws_final_line, .timeout = 10)
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "primes", 200, ASYNC_PROGRESS_FORCE | ASYNC_PROGRESS_NOW, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, fds[1], "primes", 200,
+                                       ASYNC_PROGRESS_FORCE | ASYNC_PROGRESS_NOW), 0);
     cr_assert(async_progress_enabled(p));
     async_progress_add(p, 200);
     async_progress_finish(p);
@@ -75,7 +76,7 @@ Test(progress, terminal_is_detected, .timeout = 10)
     int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
     cr_assert_geq(slave, 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(slave, "tty", 4, ASYNC_PROGRESS_NOW, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, slave, "tty", 4, ASYNC_PROGRESS_NOW), 0);
     cr_assert(async_progress_enabled(p));
     async_progress_add(p, 4);
     async_progress_free(p);
@@ -92,7 +93,7 @@ Test(progress, short_work_shows_no_bar, .timeout = 10)
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "quick", 5, ASYNC_PROGRESS_FORCE, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, fds[1], "quick", 5, ASYNC_PROGRESS_FORCE), 0);
     async_progress_add(p, 5);
     async_progress_free(p);
     char buf[256];
@@ -106,7 +107,7 @@ Test(progress, long_work_shows_bar_after_delay, .timeout = 10)
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "slow", 5, ASYNC_PROGRESS_FORCE, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, fds[1], "slow", 5, ASYNC_PROGRESS_FORCE), 0);
     async_progress_add(p, 1);
     usleep(1100 * 1000);
     async_progress_add(p, 1);
@@ -124,7 +125,7 @@ Test(progress, long_work_shows_bar_after_delay, .timeout = 10)
 Test(progress, format_half_done, .timeout = 10)
 {
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(1, "half", 1000, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, 1, "half", 1000, 0), 0);
     async_progress_add(p, 500);
     char buf[200];
     async_progress_format(p, 80, buf, sizeof buf);
@@ -146,7 +147,7 @@ Test(progress, format_half_done, .timeout = 10)
 Test(progress, format_unknown_total, .timeout = 10)
 {
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(1, "rows", 0, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, 1, "rows", 0, 0), 0);
     async_progress_add(p, 12345);
     char buf[200];
     async_progress_format(p, 80, buf, sizeof buf);
@@ -172,7 +173,7 @@ Test(progress, exact_count_from_threads, .timeout = 20)
     cr_assert_eq(pipe(fds), 0);
     fcntl(fds[1], F_SETFL, O_NONBLOCK); /* a full pipe must not stall workers */
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(fds[1], "mt", 400000, ASYNC_PROGRESS_FORCE, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, fds[1], "mt", 400000, ASYNC_PROGRESS_FORCE), 0);
     pthread_t t[4];
     struct adder a = {p, 100000};
     for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, add_many, &a);
@@ -186,10 +187,10 @@ Test(progress, exact_count_from_threads, .timeout = 20)
 Test(progress, bad_arguments, .timeout = 10)
 {
     async_progress_t *p = (async_progress_t *)0x1;
-    cr_assert_eq(async_progress_new(NULL, 1, &p), ASYNC_EINVAL);
-    cr_assert_eq(async_progress_new("x", 1, NULL), ASYNC_EINVAL);
-    cr_assert_eq(async_progress_new_fd(-1, "x", 1, 0, &p), ASYNC_EINVAL);
-    cr_assert_eq(async_progress_new_fd(2, "x", 1, 0x100, &p), ASYNC_EINVAL);
+    cr_assert_eq(async_progress_new(&p, NULL, 1), ASYNC_EINVAL);
+    cr_assert_eq(async_progress_new(NULL, "x", 1), ASYNC_EINVAL);
+    cr_assert_eq(async_progress_new_fd(&p, -1, "x", 1, 0), ASYNC_EINVAL);
+    cr_assert_eq(async_progress_new_fd(&p, 2, "x", 1, 0x100), ASYNC_EINVAL);
     cr_assert_eq(p, (async_progress_t *)0x1, "out untouched on failure");
     /* NULL bars are allowed everywhere a caller may hold an optional one. */
     async_progress_add(NULL, 1);
@@ -204,12 +205,12 @@ Test(progress, no_leak_and_out_of_memory, .timeout = 10)
     test_alloc_install();
     long before = test_alloc_live();
     async_progress_t *p;
-    cr_assert_eq(async_progress_new("leak", 3, &p), 0);
+    cr_assert_eq(async_progress_new(&p, "leak", 3), 0);
     async_progress_add(p, 3);
     async_progress_free(p);
     cr_assert_eq(test_alloc_live(), before);
     test_alloc_fail_after(0);
-    cr_assert_eq(async_progress_new("oom", 3, &p), ASYNC_ENOMEM);
+    cr_assert_eq(async_progress_new(&p, "oom", 3), ASYNC_ENOMEM);
     test_alloc_fail_after(-1);
     cr_assert_eq(test_alloc_live(), before);
     test_alloc_uninstall();
@@ -220,7 +221,7 @@ Test(progress, no_leak_and_out_of_memory, .timeout = 10)
 Test(progress, eta_unknown_before_any_progress, .timeout = 10)
 {
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(1, "idle", 1000, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, 1, "idle", 1000, 0), 0);
     char buf[200];
     async_progress_format(p, 80, buf, sizeof buf);
     cr_assert(strstr(buf, "0/1.00k   0% "), "%s", buf);
@@ -237,7 +238,7 @@ Test(progress, eta_of_hours, .timeout = 10)
     const uint64_t total = 1000000000000ULL;
     int64_t before = async_now();
     async_progress_t *p;
-    cr_assert_eq(async_progress_new_fd(1, "long", total, 0, &p), 0);
+    cr_assert_eq(async_progress_new_fd(&p, 1, "long", total, 0), 0);
     usleep(20000);
     double elapsed = (double)(async_now() - before) / 1e9;
     /* remaining / rate = (total - done) * elapsed / done = 36000 s */

@@ -37,14 +37,14 @@ Test(stack, hundred_thousand_tasks_at_once, .timeout = 60)
     cr_assert_eq(async_loop_new(&loop), 0);
     int done = 0;
     for (int i = 0; i < MANY; i++) {
-        int rc = async_task_spawn(loop, nap, &done, &(async_task_opts_t){.detached = true}, NULL);
+        int rc = async_task_spawn(NULL, loop, nap, &done, &(async_task_opts_t){.detached = true});
         cr_assert_eq(rc, 0, "spawn %d: %s", i, async_strerror(rc));
     }
     cr_assert_eq(async_loop_live_tasks(loop), MANY);
     cr_assert_lt(test_count_maps(NULL), 65530, "under the default vm.max_map_count");
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(done, MANY);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 static int noop(void *arg, void **res)
@@ -57,11 +57,11 @@ static int t_reuse(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, noop, NULL, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, noop, NULL, NULL), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     int before = test_count_maps(NULL);
     for (int i = 0; i < 1000; i++) {
-        cr_assert_eq(async_task_spawn(NULL, noop, NULL, NULL, &t), 0);
+        cr_assert_eq(async_task_spawn(&t, NULL, noop, NULL, NULL), 0);
         cr_assert_eq(async_task_await(t, NULL), 0);
     }
 #ifndef SANITIZED /* sanitizers map shadow memory of their own as they go */
@@ -113,8 +113,8 @@ static int run_child(async_task_fn fn, const char *guards)
         async_loop_t *loop;
         async_loop_new(&loop);
         async_task_t t[2];
-        async_task_spawn(loop, noop, NULL, NULL, &t[0]); /* a neighbour stack below */
-        async_task_spawn(loop, fn, NULL, NULL, &t[1]);
+        async_task_spawn(&t[0], loop, noop, NULL, NULL); /* a neighbour stack below */
+        async_task_spawn(&t[1], loop, fn, NULL, NULL);
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         _exit(0);
     }
@@ -153,9 +153,10 @@ static void *loop_thread(void *arg)
     int *ran = arg;
     async_loop_t *loop;
     if (async_loop_new(&loop) != 0) return NULL;
-    for (int i = 0; i < 4; i++) async_task_spawn(loop, trivial, ran, &(async_task_opts_t){.detached = true}, NULL);
+    for (int i = 0; i < 4; i++) async_task_spawn(NULL, loop, trivial, ran,
+                                                 &(async_task_opts_t){.detached = true});
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return NULL;
 }
 
@@ -195,7 +196,8 @@ static void spawn_under_failures(void)
         cr_assert_eq(async_loop_new(&loop), 0);
         int ran = 0;
         test_alloc_fail_after(n);
-        int rc = async_task_spawn(loop, trivial, &ran, &(async_task_opts_t){.detached = true}, NULL);
+        int rc = async_task_spawn(NULL, loop, trivial, &ran,
+                                  &(async_task_opts_t){.detached = true});
         test_alloc_fail_after(-1);
         if (rc == 0) {
             ok_in_a_row++;
@@ -206,7 +208,7 @@ static void spawn_under_failures(void)
         }
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         cr_assert_eq(ran, rc == 0, "the task ran if and only if its spawn succeeded");
-        cr_assert_eq(async_loop_free(loop), 0);
+        cr_assert_eq(async_loop_destroy(loop), 0);
     }
     cr_assert_geq(failures, 2, "the task and its stack both met a failed allocation");
     cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
@@ -231,7 +233,8 @@ Test(stack, guarded_stacks_beyond_the_pool_are_unmapped, .timeout = 60)
     cr_assert_eq(async_loop_new(&loop), 0);
     int done = 0;
     for (int i = 0; i < KEEP + EXTRA; i++)
-        cr_assert_eq(async_task_spawn(loop, nap, &done, &(async_task_opts_t){.detached = true}, NULL), 0);
+        cr_assert_eq(async_task_spawn(NULL, loop, nap, &done,
+                                      &(async_task_opts_t){.detached = true}), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_NOWAIT), 1, "every task sleeps, work is left");
     int during = test_count_maps(NULL);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -242,7 +245,7 @@ Test(stack, guarded_stacks_beyond_the_pool_are_unmapped, .timeout = 60)
 #else
     (void)during, (void)after;
 #endif
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 static int deep_task(void *arg, void **res)
@@ -269,11 +272,12 @@ Test(stack, reused_stack_carries_no_stale_poison, .timeout = 30)
     cr_assert_eq(async_loop_new(&loop), 0);
     for (int i = 0; i < 3; i++) {
         int r = -1;
-        cr_assert_eq(async_task_spawn(loop, shallow_task, &r, &(async_task_opts_t){.detached = true}, NULL), 0);
+        cr_assert_eq(async_task_spawn(NULL, loop, shallow_task, &r,
+                                      &(async_task_opts_t){.detached = true}), 0);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         cr_assert_neq(r, -1, "task %d ran to its end", i);
     }
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 /* A task asked for a larger stack gets all of it (500 KiB of frames would
@@ -293,7 +297,7 @@ Test(stack, larger_stack_size_is_usable, .timeout = 30)
         if (i == 1) before = test_count_maps(NULL);
         int r = -1;
         async_task_opts_t o = {.detached = true, .stack_size = 4 << 20};
-        cr_assert_eq(async_task_spawn(loop, deep_task, &r, &o, NULL), 0);
+        cr_assert_eq(async_task_spawn(NULL, loop, deep_task, &r, &o), 0);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         cr_assert_neq(r, -1, "the task ran to its end");
     }
@@ -302,5 +306,5 @@ Test(stack, larger_stack_size_is_usable, .timeout = 30)
 #else
     (void)before;
 #endif
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }

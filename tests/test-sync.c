@@ -23,7 +23,7 @@ static int t_fifo(void *arg, void **res)
     async_chan_t *c;
     cr_assert_eq(async_chan_new(&c, sizeof(int), cap), 0);
     async_task_t p;
-    cr_assert_eq(async_task_spawn(NULL, producer, c, NULL, &p), 0);
+    cr_assert_eq(async_task_spawn(&p, NULL, producer, c, NULL), 0);
     int v, expect = 0, rc;
     while ((rc = async_chan_recv(c, &v)) == 0) {
         cr_assert_eq(v, expect++);
@@ -32,7 +32,7 @@ static int t_fifo(void *arg, void **res)
     cr_assert_eq(rc, ASYNC_EEOF);
     cr_assert_eq(expect, 100, "nothing lost");
     cr_assert_eq(async_task_await(p, NULL), 0);
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
     return 0;
 }
 Test(chan, buffered_fifo_until_closed, .timeout = 10) { cr_assert_eq(test_run_task(t_fifo, (void *)4, NULL), 0); }
@@ -61,9 +61,9 @@ static int t_close(void *arg, void **res)
     cr_assert_eq(async_chan_trysend(c, &v), 0);
     cr_assert_eq(async_chan_trysend(c, &v), ASYNC_EAGAIN, "full");
     async_task_t s;
-    cr_assert_eq(async_task_spawn(NULL, blocked_sender, c, NULL, &s), 0);
+    cr_assert_eq(async_task_spawn(&s, NULL, blocked_sender, c, NULL), 0);
     cr_assert_eq(async_yield(), 0);
-    cr_assert_eq(async_chan_free(c), ASYNC_EBUSY, "a task waits on it");
+    cr_assert_eq(async_chan_destroy(c), ASYNC_EBUSY, "a task waits on it");
     cr_assert_eq(async_chan_close(c), 0);
     cr_assert_eq(async_chan_close(c), ASYNC_EALREADY);
     cr_assert_eq(async_task_await(s, NULL), ASYNC_ECLOSED, "a waiting sender fails");
@@ -75,19 +75,20 @@ static int t_close(void *arg, void **res)
     cr_assert_eq(async_chan_tryrecv(c, &v), ASYNC_EEOF);
     cr_assert_eq(async_chan_recv_dl(c, &v, async_now() - 1), ASYNC_EEOF);
     cr_assert_eq(async_chan_trysend(c, &v), ASYNC_ECLOSED);
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
 
     /* Receivers waiting on an empty channel are released by close. */
     cr_assert_eq(async_chan_new(&c, sizeof(int), 2), 0);
     async_task_t r[3];
-    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, blocked_receiver, c, NULL, &r[i]), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(&r[i], NULL, blocked_receiver, c,
+                                                              NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_chan_tryrecv(c, &v), ASYNC_EAGAIN, "empty");
     cr_assert_eq(async_chan_close(c), 0);
     int e[3];
     cr_assert_eq(async_gather(r, 3, NULL, e), ASYNC_EEOF);
     for (int i = 0; i < 3; i++) cr_assert_eq(e[i], ASYNC_EEOF, "a waiting receiver sees the end");
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
     return 0;
 }
 Test(chan, close_releases_waiters, .timeout = 10) { cr_assert_eq(test_run_task(t_close, NULL, NULL), 0); }
@@ -104,7 +105,7 @@ static int t_deadlines(void *arg, void **res)
     cr_assert_eq(async_chan_send_dl(c, &v, t0 - 1), 0, "possible at once: the past deadline is moot");
     cr_assert_eq(async_chan_send_dl(c, &v, async_now() - 1), ASYNC_ETIMEDOUT, "full and the deadline passed");
     cr_assert_eq(async_chan_len(c), 1);
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
     cr_assert_eq(async_chan_new(&c, 0, 1), ASYNC_EINVAL);
     return 0;
 }
@@ -125,13 +126,13 @@ static int t_cancel_waiter(void *arg, void **res)
     async_chan_t *c;
     cr_assert_eq(async_chan_new(&c, sizeof(int), 0), 0);
     async_task_t r;
-    cr_assert_eq(async_task_spawn(NULL, cancelled_receiver, c, NULL, &r), 0);
+    cr_assert_eq(async_task_spawn(&r, NULL, cancelled_receiver, c, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(r), 0);
     cr_assert_eq(async_task_await(r, NULL), ASYNC_ECANCELED);
     int v = 1;
     cr_assert_eq(async_chan_trysend(c, &v), ASYNC_EAGAIN, "the cancelled receiver left the queue");
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
     return 0;
 }
 Test(chan, cancelled_waiter_leaves, .timeout = 10) { cr_assert_eq(test_run_task(t_cancel_waiter, NULL, NULL), 0); }
@@ -159,7 +160,7 @@ static int t_sem(void *arg, void **res)
     struct sem_probe p = {0};
     cr_assert_eq(async_sem_new(&p.sem, 3), 0);
     async_task_t t[20];
-    for (int i = 0; i < 20; i++) cr_assert_eq(async_task_spawn(NULL, capped, &p, NULL, &t[i]), 0);
+    for (int i = 0; i < 20; i++) cr_assert_eq(async_task_spawn(&t[i], NULL, capped, &p, NULL), 0);
     cr_assert_eq(async_gather(t, 20, NULL, NULL), 0);
     cr_assert_eq(p.peak, 3);
     cr_assert_eq(async_sem_value(p.sem), 3);
@@ -168,7 +169,7 @@ static int t_sem(void *arg, void **res)
     cr_assert_eq(async_sem_acquire(p.sem), 0);
     cr_assert_eq(async_sem_tryacquire(p.sem), ASYNC_EAGAIN);
     cr_assert_eq(async_sem_acquire_dl(p.sem, async_deadline_after(ASYNC_MSEC(5))), ASYNC_ETIMEDOUT);
-    cr_assert_eq(async_sem_free(p.sem), 0);
+    cr_assert_eq(async_sem_destroy(p.sem), 0);
     return 0;
 }
 Test(sem, caps_concurrency, .timeout = 10) { cr_assert_eq(test_run_task(t_sem, NULL, NULL), 0); }
@@ -199,16 +200,16 @@ static int t_mutex(void *arg, void **res)
     cr_assert_eq(async_mutex_new(&p.m), 0);
     cr_assert_eq(async_mutex_unlock(p.m), ASYNC_EPERM, "not held");
     async_task_t t[5];
-    for (int i = 0; i < 5; i++) cr_assert_eq(async_task_spawn(NULL, locker, &p, NULL, &t[i]), 0);
+    for (int i = 0; i < 5; i++) cr_assert_eq(async_task_spawn(&t[i], NULL, locker, &p, NULL), 0);
     cr_assert_eq(async_gather(t, 5, NULL, NULL), 0);
     cr_assert_eq(p.counter, 50, "no lost update");
     cr_assert_eq(async_mutex_trylock(p.m), 0);
     cr_assert_eq(async_mutex_lock(p.m), ASYNC_EALREADY, "not recursive");
     cr_assert_eq(async_mutex_trylock(p.m), ASYNC_EALREADY, "not recursive, even tried");
     cr_assert_eq(async_mutex_lock_dl(p.m, async_now() - 1), ASYNC_EALREADY);
-    cr_assert_eq(async_mutex_free(p.m), ASYNC_EBUSY, "held");
+    cr_assert_eq(async_mutex_destroy(p.m), ASYNC_EBUSY, "held");
     cr_assert_eq(async_mutex_unlock(p.m), 0);
-    cr_assert_eq(async_mutex_free(p.m), 0);
+    cr_assert_eq(async_mutex_destroy(p.m), 0);
     return 0;
 }
 Test(mutex, excludes, .timeout = 10) { cr_assert_eq(test_run_task(t_mutex, NULL, NULL), 0); }
@@ -225,9 +226,10 @@ static int t_event(void *arg, void **res)
     async_event_t *e;
     cr_assert_eq(async_event_new(&e), 0);
     async_task_t t[4];
-    for (int i = 0; i < 4; i++) cr_assert_eq(async_task_spawn(NULL, event_waiter, e, NULL, &t[i]), 0);
+    for (int i = 0; i < 4; i++) cr_assert_eq(async_task_spawn(&t[i], NULL, event_waiter, e, NULL),
+                                             0);
     cr_assert_eq(async_yield(), 0);
-    cr_assert_eq(async_event_free(e), ASYNC_EBUSY);
+    cr_assert_eq(async_event_destroy(e), ASYNC_EBUSY);
     cr_assert_eq(async_event_wait_dl(e, async_deadline_after(ASYNC_MSEC(5))), ASYNC_ETIMEDOUT);
     async_event_set(e);
     cr_assert(async_event_is_set(e));
@@ -235,7 +237,7 @@ static int t_event(void *arg, void **res)
     cr_assert_eq(async_event_wait(e), 0);
     async_event_clear(e);
     cr_assert_not(async_event_is_set(e));
-    cr_assert_eq(async_event_free(e), 0);
+    cr_assert_eq(async_event_destroy(e), 0);
     return 0;
 }
 Test(event, wakes_all, .timeout = 10) { cr_assert_eq(test_run_task(t_event, NULL, NULL), 0); }
@@ -248,7 +250,7 @@ Test(sync, no_leaks_and_allocation_failures, .timeout = 10)
         test_alloc_fail_after(n);
         int rc = async_chan_new(&c, 8, 4);
         test_alloc_fail_after(-1);
-        if (rc == 0) async_chan_free(c);
+        if (rc == 0) async_chan_destroy(c);
         else cr_assert_eq(rc, ASYNC_ENOMEM);
     }
     cr_assert_eq(test_run_task(t_fifo, (void *)4, NULL), 0);
@@ -298,7 +300,7 @@ static int t_chan_handoff_then_deadline(void *arg, void **res)
     recv_job_t j = {.deadline = handoff_deadline()};
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
     async_task_t r;
-    cr_assert_eq(async_task_spawn(NULL, receiver_dl, &j, NULL, &r), 0);
+    cr_assert_eq(async_task_spawn(&r, NULL, receiver_dl, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0); /* the receiver waits */
     int v = 42;
     cr_assert_eq(async_chan_trysend(j.chan, &v), 0, "a waiting receiver takes it at once");
@@ -308,7 +310,7 @@ static int t_chan_handoff_then_deadline(void *arg, void **res)
     cr_assert_eq(j.rc, 0, "handed over before the deadline and the cancel: %s", async_errname(j.rc));
     cr_assert_eq(j.value, 42);
     cr_assert_eq(async_chan_len(j.chan), 0);
-    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
     return 0;
 }
 Test(chan, chan_handoff_survives_deadline_and_cancel, .timeout = 10)
@@ -324,7 +326,7 @@ static int t_chan_deadline_then_send(void *arg, void **res)
     recv_job_t j = {.deadline = async_deadline_after(ASYNC_MSEC(5))};
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
     async_task_t r;
-    cr_assert_eq(async_task_spawn(NULL, receiver_dl, &j, NULL, &r), 0);
+    cr_assert_eq(async_task_spawn(&r, NULL, receiver_dl, &j, NULL), 0);
     cr_assert_eq(async_task_await(r, NULL), 0);
     cr_assert_eq(j.rc, ASYNC_ETIMEDOUT);
     cr_assert_eq(j.value, -1, "nothing written into a receiver that left");
@@ -333,7 +335,7 @@ static int t_chan_deadline_then_send(void *arg, void **res)
     cr_assert_eq(async_chan_len(j.chan), 1, "buffered, not handed to the departed");
     cr_assert_eq(async_chan_tryrecv(j.chan, &out), 0);
     cr_assert_eq(out, 7);
-    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
     return 0;
 }
 Test(chan, chan_deadline_then_send_buffers, .timeout = 10)
@@ -366,7 +368,7 @@ static int t_mutex_handoff_then_cancel(void *arg, void **res)
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
     async_task_t w;
-    cr_assert_eq(async_task_spawn(NULL, mutex_waiter, &j, NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, mutex_waiter, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0); /* the waiter queues */
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
     cr_assert_eq(async_mutex_trylock(j.mutex), ASYNC_EAGAIN, "already the waiter's");
@@ -377,7 +379,7 @@ static int t_mutex_handoff_then_cancel(void *arg, void **res)
     cr_assert_eq(j.unlock_rc, 0);
     cr_assert_eq(async_mutex_trylock(j.mutex), 0, "released by the waiter");
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
-    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    cr_assert_eq(async_mutex_destroy(j.mutex), 0);
     return 0;
 }
 Test(mutex, mutex_handoff_survives_cancel, .timeout = 10)
@@ -394,7 +396,7 @@ static int t_mutex_cancel_then_unlock(void *arg, void **res)
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
     async_task_t w;
-    cr_assert_eq(async_task_spawn(NULL, mutex_waiter, &j, NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, mutex_waiter, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(w), 0);
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
@@ -403,7 +405,7 @@ static int t_mutex_cancel_then_unlock(void *arg, void **res)
     cr_assert_eq(j.unlock_rc, 1, "never held it");
     cr_assert_eq(async_mutex_trylock(j.mutex), 0, "free, not owned by the departed waiter");
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
-    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    cr_assert_eq(async_mutex_destroy(j.mutex), 0);
     return 0;
 }
 Test(mutex, cancelled_mutex_waiter_is_skipped, .timeout = 10)
@@ -427,7 +429,7 @@ static int t_sem_handoff(void *arg, void **res)
     lock_job_t a = {.deadline = handoff_deadline()};
     cr_assert_eq(async_sem_new(&a.sem, 0), 0);
     async_task_t w;
-    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &a, NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, sem_waiter, &a, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     async_sem_release(a.sem);
     spin_past(a.deadline);
@@ -436,12 +438,12 @@ static int t_sem_handoff(void *arg, void **res)
     cr_assert_eq(async_sem_value(a.sem), 0, "the permit went to the waiter");
 
     lock_job_t b = {.sem = a.sem, .deadline = async_deadline_after(ASYNC_MSEC(5))};
-    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &b, NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, sem_waiter, &b, NULL), 0);
     cr_assert_eq(async_task_await(w, NULL), 0);
     cr_assert_eq(b.rc, ASYNC_ETIMEDOUT);
     async_sem_release(a.sem);
     cr_assert_eq(async_sem_value(a.sem), 1, "the departed waiter took nothing");
-    cr_assert_eq(async_sem_free(a.sem), 0);
+    cr_assert_eq(async_sem_destroy(a.sem), 0);
     return 0;
 }
 
@@ -457,18 +459,18 @@ static int t_sem_overflow(void *arg, void **res)
     cr_assert_eq(async_sem_value(s), UINT_MAX);
     cr_assert_eq(async_sem_release(s), ASYNC_EINVAL);
     cr_assert_eq(async_sem_value(s), UINT_MAX, "unchanged");
-    cr_assert_eq(async_sem_free(s), 0);
+    cr_assert_eq(async_sem_destroy(s), 0);
 
     lock_job_t a = {.deadline = ASYNC_FOREVER};
     cr_assert_eq(async_sem_new(&a.sem, 0), 0);
     async_task_t w;
-    cr_assert_eq(async_task_spawn(NULL, sem_waiter, &a, NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, sem_waiter, &a, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_sem_release(a.sem), 0);
     cr_assert_eq(async_task_await(w, NULL), 0);
     cr_assert_eq(a.rc, 0);
     cr_assert_eq(async_sem_value(a.sem), 0, "handed over, not counted");
-    cr_assert_eq(async_sem_free(a.sem), 0);
+    cr_assert_eq(async_sem_destroy(a.sem), 0);
     return 0;
 }
 Test(sem, release_past_uint_max_is_einval, .timeout = 10)
@@ -494,20 +496,20 @@ Test(sync, errors_outside_a_task_and_bad_arguments, .timeout = 10)
     int v = 1;
     cr_assert_eq(async_chan_send(c, &v), ASYNC_ENOTASK, "a rendezvous send would block");
     cr_assert_eq(async_chan_recv(c, &v), ASYNC_ENOTASK);
-    cr_assert_eq(async_chan_free(c), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
 
     async_sem_t *s;
     cr_assert_eq(async_sem_new(&s, 0), 0);
     cr_assert_eq(async_sem_acquire(s), ASYNC_ENOTASK);
     cr_assert_eq(async_sem_tryacquire(s), ASYNC_EAGAIN);
-    cr_assert_eq(async_sem_free(s), 0);
+    cr_assert_eq(async_sem_destroy(s), 0);
 
     async_mutex_t *m;
     cr_assert_eq(async_mutex_new(&m), 0);
     cr_assert_eq(async_mutex_lock(m), ASYNC_ENOTASK);
     cr_assert_eq(async_mutex_trylock(m), ASYNC_ENOTASK, "even trylock needs a task to own it");
     cr_assert_eq(async_mutex_unlock(m), ASYNC_EPERM);
-    cr_assert_eq(async_mutex_free(m), 0);
+    cr_assert_eq(async_mutex_destroy(m), 0);
 
     async_event_t *e;
     cr_assert_eq(async_event_new(&e), 0);
@@ -516,12 +518,12 @@ Test(sync, errors_outside_a_task_and_bad_arguments, .timeout = 10)
     async_event_set(e);
     cr_assert(async_event_is_set(e));
     cr_assert_eq(async_event_trywait(e), 0);
-    cr_assert_eq(async_event_free(e), 0);
+    cr_assert_eq(async_event_destroy(e), 0);
 
-    cr_assert_eq(async_chan_free(NULL), 0);
-    cr_assert_eq(async_sem_free(NULL), 0);
-    cr_assert_eq(async_mutex_free(NULL), 0);
-    cr_assert_eq(async_event_free(NULL), 0);
+    cr_assert_eq(async_chan_destroy(NULL), 0);
+    cr_assert_eq(async_sem_destroy(NULL), 0);
+    cr_assert_eq(async_mutex_destroy(NULL), 0);
+    cr_assert_eq(async_event_destroy(NULL), 0);
 }
 
 typedef struct {
@@ -574,48 +576,48 @@ static int t_busy(void *arg, void **res)
     busy_job_t j = {.rc = 1};
     async_task_t t;
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 0), 0);
-    cr_assert_eq(async_task_spawn(NULL, chan_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, chan_waiter, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
-    cr_assert_eq(async_chan_free(j.chan), ASYNC_EBUSY, "a receiver waits");
+    cr_assert_eq(async_chan_destroy(j.chan), ASYNC_EBUSY, "a receiver waits");
     cr_assert_eq(async_chan_close(j.chan), 0);
     cr_assert_eq(async_chan_close(j.chan), ASYNC_EALREADY);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.rc, ASYNC_EEOF);
-    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
 
     j.rc = 1;
     cr_assert_eq(async_sem_new(&j.sem, 0), 0);
-    cr_assert_eq(async_task_spawn(NULL, sem_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, sem_blocker, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
-    cr_assert_eq(async_sem_free(j.sem), ASYNC_EBUSY, "a task waits for a permit");
+    cr_assert_eq(async_sem_destroy(j.sem), ASYNC_EBUSY, "a task waits for a permit");
     async_sem_release(j.sem);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.rc, 0);
-    cr_assert_eq(async_sem_free(j.sem), 0);
+    cr_assert_eq(async_sem_destroy(j.sem), 0);
 
     j.rc = 1;
     cr_assert_eq(async_event_new(&j.event), 0);
-    cr_assert_eq(async_task_spawn(NULL, event_blocker, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, event_blocker, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
-    cr_assert_eq(async_event_free(j.event), ASYNC_EBUSY, "a task waits for the event");
+    cr_assert_eq(async_event_destroy(j.event), ASYNC_EBUSY, "a task waits for the event");
     async_event_set(j.event);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.rc, 0);
     async_event_clear(j.event);
     cr_assert_not(async_event_is_set(j.event));
-    cr_assert_eq(async_event_free(j.event), 0);
+    cr_assert_eq(async_event_destroy(j.event), 0);
 
     j.rc = 1;
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), ASYNC_EALREADY, "not recursive");
-    cr_assert_eq(async_mutex_free(j.mutex), ASYNC_EBUSY, "held");
-    cr_assert_eq(async_task_spawn(NULL, mutex_other, &j, NULL, &t), 0);
+    cr_assert_eq(async_mutex_destroy(j.mutex), ASYNC_EBUSY, "held");
+    cr_assert_eq(async_task_spawn(&t, NULL, mutex_other, &j, NULL), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.rc, ASYNC_EPERM, "another task cannot unlock it");
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
     cr_assert_eq(async_mutex_unlock(j.mutex), ASYNC_EPERM, "no longer held");
-    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    cr_assert_eq(async_mutex_destroy(j.mutex), 0);
     return 0;
 }
 Test(sync, free_while_busy_and_misuse, .timeout = 10) { cr_assert_eq(test_run_task(t_busy, NULL, NULL), 0); }
@@ -633,7 +635,7 @@ Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
         test_alloc_fail_after(n);
         int rc = async_sem_new(&s, 1);
         test_alloc_fail_after(-1);
-        if (rc == 0) async_sem_free(s);
+        if (rc == 0) async_sem_destroy(s);
         else {
             cr_assert_eq(rc, ASYNC_ENOMEM);
             failures++;
@@ -641,7 +643,7 @@ Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
         test_alloc_fail_after(n);
         rc = async_mutex_new(&m);
         test_alloc_fail_after(-1);
-        if (rc == 0) async_mutex_free(m);
+        if (rc == 0) async_mutex_destroy(m);
         else {
             cr_assert_eq(rc, ASYNC_ENOMEM);
             failures++;
@@ -649,7 +651,7 @@ Test(sync, constructors_fail_cleanly_at_each_allocation, .timeout = 10)
         test_alloc_fail_after(n);
         rc = async_event_new(&e);
         test_alloc_fail_after(-1);
-        if (rc == 0) async_event_free(e);
+        if (rc == 0) async_event_destroy(e);
         else {
             cr_assert_eq(rc, ASYNC_ENOMEM);
             failures++;
@@ -697,7 +699,7 @@ static int use_from_other_loop(void *arg, void **res)
     cr_assert_eq(async_chan_tryrecv(o->chan, &v), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_chan_recv_dl(o->chan, &v, 0), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_chan_close(o->chan), ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_chan_free(o->chan), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_chan_destroy(o->chan), ASYNC_EWRONGLOOP);
     size_t fired;
     async_select_case_t cs[] = {{o->chan, ASYNC_SELECT_RECV, &v}};
     cr_assert_eq(async_select(cs, 1, &fired), ASYNC_EWRONGLOOP);
@@ -709,21 +711,21 @@ static int use_from_other_loop(void *arg, void **res)
     cr_assert_eq(async_sem_acquire_dl(o->sem, 0), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_sem_tryacquire(o->sem), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_sem_release(o->sem), ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_sem_free(o->sem), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_sem_destroy(o->sem), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_sem_value(o->sem), 1, "no permit taken or given");
 
     cr_assert_eq(async_mutex_lock(o->mutex), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_mutex_lock_dl(o->mutex, 0), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_mutex_trylock(o->mutex), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_mutex_unlock(o->mutex), ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_mutex_free(o->mutex), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_mutex_destroy(o->mutex), ASYNC_EWRONGLOOP);
 
     cr_assert_eq(async_event_set(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_clear(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_wait(o->event), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_wait_dl(o->event, 0), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_event_trywait(o->event), ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_event_free(o->event), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_event_destroy(o->event), ASYNC_EWRONGLOOP);
     cr_assert(!async_event_is_set(o->event), "not set");
     return 0;
 }
@@ -735,7 +737,7 @@ static void *use_from_other_thread(void *arg)
     o->other_thread[0] = async_chan_trysend(o->chan, &v);
     o->other_thread[1] = async_sem_release(o->sem);
     o->other_thread[2] = async_event_set(o->event);
-    o->other_thread[3] = async_chan_free(o->chan);
+    o->other_thread[3] = async_chan_destroy(o->chan);
     return NULL;
 }
 
@@ -763,17 +765,17 @@ static int free_owned(void *arg, void **res)
     cr_assert_eq(v, 1);
     cr_assert_eq(async_mutex_lock(o->mutex), 0);
     cr_assert_eq(async_mutex_unlock(o->mutex), 0);
-    cr_assert_eq(async_chan_free(o->chan), 0);
-    cr_assert_eq(async_sem_free(o->sem), 0);
-    cr_assert_eq(async_mutex_free(o->mutex), 0);
-    cr_assert_eq(async_event_free(o->event), 0);
+    cr_assert_eq(async_chan_destroy(o->chan), 0);
+    cr_assert_eq(async_sem_destroy(o->sem), 0);
+    cr_assert_eq(async_mutex_destroy(o->mutex), 0);
+    cr_assert_eq(async_event_destroy(o->event), 0);
     return 0;
 }
 
 static void run_on(async_loop_t *loop, async_task_fn fn, void *arg)
 {
     async_task_t t;
-    cr_assert_eq(async_task_spawn(loop, fn, arg, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, loop, fn, arg, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(async_task_done(t), 1);
     cr_assert_eq(async_task_detach(t), 0);
@@ -793,8 +795,8 @@ Test(owner, objects_refuse_other_loops_and_threads, .timeout = 10)
     cr_assert_eq(v, 1);
     cr_assert_eq(async_chan_trysend(o.chan, &v), 0);
     run_on(a, free_owned, &o);
-    cr_assert_eq(async_loop_free(b), 0);
-    cr_assert_eq(async_loop_free(a), 0);
+    cr_assert_eq(async_loop_destroy(b), 0);
+    cr_assert_eq(async_loop_destroy(a), 0);
 }
 
 static int bind_owned(void *arg, void **res)
@@ -831,8 +833,8 @@ Test(owner, made_outside_a_loop_binds_at_first_use, .timeout = 10)
     run_on(a, bind_owned, &o);
     run_on(b, use_from_other_loop, &o);
     run_on(a, free_owned, &o);
-    cr_assert_eq(async_loop_free(b), 0);
-    cr_assert_eq(async_loop_free(a), 0);
+    cr_assert_eq(async_loop_destroy(b), 0);
+    cr_assert_eq(async_loop_destroy(a), 0);
 }
 
 /* --- condition variable --------------------------------------------------- */
@@ -893,15 +895,16 @@ static int t_cond_queue(void *arg, void **res)
     cr_assert_eq(async_cond_new(&q.not_empty), 0);
     cr_assert_eq(async_cond_new(&q.not_full), 0);
     async_task_t t[4];
-    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, cq_consumer, &q, NULL, &t[i]), 0);
-    cr_assert_eq(async_task_spawn(NULL, cq_producer, &q, NULL, &t[3]), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(&t[i], NULL, cq_consumer, &q, NULL),
+                                             0);
+    cr_assert_eq(async_task_spawn(&t[3], NULL, cq_producer, &q, NULL), 0);
     cr_assert_eq(async_gather(t, 4, NULL, NULL), 0);
     cr_assert_eq(q.consumed, 100);
     cr_assert_eq(q.sum, 5050, "every element once");
     cr_assert_eq(q.done, 3, "the broadcast released every consumer");
-    cr_assert_eq(async_cond_free(q.not_empty), 0);
-    cr_assert_eq(async_cond_free(q.not_full), 0);
-    cr_assert_eq(async_mutex_free(q.m), 0);
+    cr_assert_eq(async_cond_destroy(q.not_empty), 0);
+    cr_assert_eq(async_cond_destroy(q.not_full), 0);
+    cr_assert_eq(async_mutex_destroy(q.m), 0);
     return 0;
 }
 Test(cond, producer_consumer, .timeout = 10) { cr_assert_eq(test_run_task(t_cond_queue, NULL, NULL), 0); }
@@ -940,10 +943,11 @@ static int t_cond_broadcast(void *arg, void **res)
     cr_assert_eq(async_event_new(&j.waiting), 0);
     cr_assert_eq(async_cond_signal(j.c), 0, "nobody waits: nothing happens");
     async_task_t t[3];
-    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t[i]), 0);
+    for (int i = 0; i < 3; i++) cr_assert_eq(async_task_spawn(&t[i], NULL, cond_waiter, &j, NULL),
+                                             0);
     cr_assert_eq(async_event_wait(j.waiting), 0);
     cr_assert_eq(async_mutex_lock(j.m), 0, "every waiter let the mutex go");
-    cr_assert_eq(async_cond_free(j.c), ASYNC_EBUSY, "tasks wait on it");
+    cr_assert_eq(async_cond_destroy(j.c), ASYNC_EBUSY, "tasks wait on it");
     cr_assert_eq(async_cond_signal(j.c), 0);
     cr_assert_eq(async_mutex_unlock(j.m), 0);
     cr_assert_eq(async_task_await(t[0], NULL), 0, "the longest waiter woke first");
@@ -954,9 +958,9 @@ static int t_cond_broadcast(void *arg, void **res)
     cr_assert_eq(async_gather(t + 1, 2, NULL, NULL), 0);
     cr_assert_eq(j.woken, 3, "broadcast woke the rest");
     cr_assert_eq(j.held_after, 3);
-    cr_assert_eq(async_cond_free(j.c), 0);
-    cr_assert_eq(async_event_free(j.waiting), 0);
-    cr_assert_eq(async_mutex_free(j.m), 0);
+    cr_assert_eq(async_cond_destroy(j.c), 0);
+    cr_assert_eq(async_event_destroy(j.waiting), 0);
+    cr_assert_eq(async_mutex_destroy(j.m), 0);
     return 0;
 }
 Test(cond, signal_and_broadcast, .timeout = 10) { cr_assert_eq(test_run_task(t_cond_broadcast, NULL, NULL), 0); }
@@ -973,7 +977,7 @@ static int t_cond_deadline_cancel(void *arg, void **res)
     j.deadline = async_deadline_after(ASYNC_MSEC(10));
     async_task_t t;
     int64_t t0 = async_now();
-    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cond_waiter, &j, NULL), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(10));
     cr_assert_eq(j.held_after, 1, "returned holding the mutex");
@@ -981,7 +985,7 @@ static int t_cond_deadline_cancel(void *arg, void **res)
     j.rc = 1;
     j.held_after = 0;
     j.deadline = ASYNC_FOREVER;
-    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cond_waiter, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0); /* t waits on the condition */
     cr_assert_eq(async_mutex_lock(j.m), 0, "t let it go");
     cr_assert_eq(async_task_cancel(t), 0);
@@ -996,9 +1000,9 @@ static int t_cond_deadline_cancel(void *arg, void **res)
     cr_assert_eq(async_cond_wait_dl(j.c, j.m, async_now() - 1), ASYNC_ETIMEDOUT);
     cr_assert_eq(async_mutex_trylock(j.m), ASYNC_EALREADY, "still held: it never let go");
     cr_assert_eq(async_mutex_unlock(j.m), 0);
-    cr_assert_eq(async_cond_free(j.c), 0);
-    cr_assert_eq(async_mutex_free(j.m), 0);
-    cr_assert_eq(async_cond_free(NULL), 0);
+    cr_assert_eq(async_cond_destroy(j.c), 0);
+    cr_assert_eq(async_mutex_destroy(j.m), 0);
+    cr_assert_eq(async_cond_destroy(NULL), 0);
     return 0;
 }
 Test(cond, deadline_and_cancel_return_holding_the_mutex, .timeout = 10)
@@ -1013,13 +1017,13 @@ static int cond_signalled_then_cancelled(void *arg, void **res)
     cr_assert_eq(async_mutex_new(&j.m), 0);
     cr_assert_eq(async_cond_new(&j.c), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cond_waiter, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_cond_signal(j.c), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0, "the signal reached it first and stands");
-    cr_assert_eq(async_cond_free(j.c), 0);
-    cr_assert_eq(async_mutex_free(j.m), 0);
+    cr_assert_eq(async_cond_destroy(j.c), 0);
+    cr_assert_eq(async_mutex_destroy(j.m), 0);
     return 0;
 }
 Test(cond, a_signal_before_the_cancel_stands, .timeout = 10)
@@ -1047,7 +1051,7 @@ static int cond_wrong_loop(void *arg, void **res)
     cr_assert_eq(async_cond_wait_dl(j->c, j->m, 0), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_cond_signal(j->c), ASYNC_EWRONGLOOP);
     cr_assert_eq(async_cond_broadcast(j->c), ASYNC_EWRONGLOOP);
-    cr_assert_eq(async_cond_free(j->c), ASYNC_EWRONGLOOP);
+    cr_assert_eq(async_cond_destroy(j->c), ASYNC_EWRONGLOOP);
     return 0;
 }
 
@@ -1061,17 +1065,17 @@ Test(cond, cancelled_wait_and_misuse, .timeout = 10)
     cr_assert_eq(async_cond_new(&j.c), 0);
     cr_assert_eq(async_cond_wait(j.c, j.m), ASYNC_ENOTASK);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(a, cancelled_cond_waiter, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, a, cancelled_cond_waiter, &j, NULL), 0);
     cr_assert_eq(async_loop_run(a, ASYNC_RUN_NOWAIT), 1);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_loop_run(a, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(j.rc, ASYNC_ECANCELED, "a cancelled task cannot begin to wait");
     /* Both are bound to a now; loop b's tasks are refused. */
     run_on(b, cond_wrong_loop, &j);
-    cr_assert_eq(async_cond_free(j.c), 0);
-    cr_assert_eq(async_mutex_free(j.m), 0);
-    cr_assert_eq(async_loop_free(b), 0);
-    cr_assert_eq(async_loop_free(a), 0);
+    cr_assert_eq(async_cond_destroy(j.c), 0);
+    cr_assert_eq(async_mutex_destroy(j.m), 0);
+    cr_assert_eq(async_loop_destroy(b), 0);
+    cr_assert_eq(async_loop_destroy(a), 0);
 }
 
 /* --- the cancellation rule ---------------------------------------------------- */
@@ -1126,17 +1130,17 @@ static int t_cancel_rule(void *arg, void **res)
     cr_assert_eq(async_mutex_lock(c.held), 0);
     cr_assert_eq(async_event_set(c.set), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cancelled_user, &c, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cancelled_user, &c, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(async_mutex_unlock(c.held), 0);
-    cr_assert_eq(async_chan_free(c.full), 0);
-    cr_assert_eq(async_chan_free(c.empty), 0);
-    cr_assert_eq(async_sem_free(c.none), 0);
-    cr_assert_eq(async_mutex_free(c.held), 0);
-    cr_assert_eq(async_event_free(c.unset), 0);
-    cr_assert_eq(async_event_free(c.set), 0);
+    cr_assert_eq(async_chan_destroy(c.full), 0);
+    cr_assert_eq(async_chan_destroy(c.empty), 0);
+    cr_assert_eq(async_sem_destroy(c.none), 0);
+    cr_assert_eq(async_mutex_destroy(c.held), 0);
+    cr_assert_eq(async_event_destroy(c.unset), 0);
+    cr_assert_eq(async_event_destroy(c.set), 0);
     return 0;
 }
 Test(cancel, what_needs_no_wait_completes_in_a_cancelled_task, .timeout = 10)

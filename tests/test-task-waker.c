@@ -28,7 +28,7 @@ static int t_wake_twice_then_cancel(void *arg, void **res)
     (void)arg, (void)res;
     susp_job_t j = {0};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, suspender, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, suspender, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_waker_wake(j.waker, 5), 0);
     cr_assert_eq(async_waker_wake(j.waker, 6), ASYNC_ESRCH, "one wake a suspension");
@@ -50,7 +50,7 @@ static int t_cancel_then_wake(void *arg, void **res)
     (void)arg, (void)res;
     susp_job_t j = {0};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, suspender, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, suspender, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_waker_wake(j.waker, 5), ASYNC_ESRCH);
@@ -91,14 +91,14 @@ static int t_stray_waker_vs_mutex(void *arg, void **res)
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, stray_locker, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, stray_locker, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0); /* it waits on the mutex */
     cr_assert_eq(async_waker_wake(j.waker, 0), ASYNC_ESRCH, "not its suspension");
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.lock_rc, 0);
     cr_assert_eq(j.unlock_rc, 0, "it held the lock it was told it held");
-    cr_assert_eq(async_mutex_free(j.mutex), 0);
+    cr_assert_eq(async_mutex_destroy(j.mutex), 0);
     return 0;
 }
 Test(waker, stray_waker_cannot_complete_a_mutex_wait, .timeout = 10)
@@ -133,7 +133,7 @@ static int t_pending_wake_vs_chan(void *arg, void **res)
     pending_job_t j = {0};
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, pending_receiver, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, pending_receiver, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(j.woken_rc, 0, "a wake before the suspension is kept");
     int v = 11;
@@ -141,7 +141,7 @@ static int t_pending_wake_vs_chan(void *arg, void **res)
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(j.recv_rc, 0);
     cr_assert_eq(j.value, 11, "received a real element");
-    cr_assert_eq(async_chan_free(j.chan), 0);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
     return 0;
 }
 Test(waker, pending_wake_cannot_complete_a_chan_receive, .timeout = 10)

@@ -29,8 +29,8 @@ static int t_await(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t a, b;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)42, NULL, &a), 0);
-    cr_assert_eq(async_task_spawn(NULL, fail_with, (void *)(intptr_t)ASYNC_EIO, NULL, &b), 0);
+    cr_assert_eq(async_task_spawn(&a, NULL, ret_arg, (void *)42, NULL), 0);
+    cr_assert_eq(async_task_spawn(&b, NULL, fail_with, (void *)(intptr_t)ASYNC_EIO, NULL), 0);
     void *r = NULL;
     cr_assert_eq(async_task_await(a, &r), 0);
     cr_assert_eq((intptr_t)r, 42);
@@ -50,7 +50,7 @@ static int t_finished(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t a;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)7, NULL, &a), 0);
+    cr_assert_eq(async_task_spawn(&a, NULL, ret_arg, (void *)7, NULL), 0);
     cr_assert_eq(async_sleep(ASYNC_MSEC(5)), 0);
     cr_assert_eq(async_task_done(a), 1);
     void *r;
@@ -89,20 +89,21 @@ Test(task, blocking_calls_outside_a_task, .timeout = 10)
 Test(task, spawn_without_a_loop, .timeout = 10)
 {
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, NULL, NULL, &t), ASYNC_ENOLOOP);
+    cr_assert_eq(async_task_spawn(&t, NULL, ret_arg, NULL, NULL), ASYNC_ENOLOOP);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, NULL, NULL, NULL, &t), ASYNC_EINVAL);
-    cr_assert_eq(async_task_spawn(loop, ret_arg, NULL, &(async_task_opts_t){.stack_size = (size_t)1 << 40}, &t),
+    cr_assert_eq(async_task_spawn(&t, loop, NULL, NULL, NULL), ASYNC_EINVAL);
+    cr_assert_eq(async_task_spawn(&t, loop, ret_arg, NULL,
+                                  &(async_task_opts_t){.stack_size = (size_t)1 << 40}),
                  ASYNC_EINVAL);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
 }
 
 static int t_await_dl(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t s;
-    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)100, NULL, &s), 0);
+    cr_assert_eq(async_task_spawn(&s, NULL, sleeper, (void *)100, NULL), 0);
     int64_t t0 = async_now();
     cr_assert_eq(async_task_await_dl(s, NULL, t0 + ASYNC_MSEC(20)), ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(20), "a deadline never fires early");
@@ -139,7 +140,7 @@ static int t_cancel(void *arg, void **res)
     (void)arg, (void)res;
     struct cancel_probe p = {0};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cancellable, &p, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cancellable, &p, NULL), 0);
     cr_assert_eq(async_sleep(ASYNC_MSEC(5)), 0);
     int64_t t0 = async_now();
     cr_assert_eq(async_task_cancel(t), 0);
@@ -152,7 +153,7 @@ static int t_cancel(void *arg, void **res)
     cr_assert(p.saw_flag && p.cleaned);
 
     async_task_t done;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, NULL, NULL, &done), 0);
+    cr_assert_eq(async_task_spawn(&done, NULL, ret_arg, NULL, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(done), ASYNC_EDONE);
     cr_assert_eq(async_task_await(done, NULL), 0);
@@ -168,7 +169,7 @@ static int t_cancel_before_start(void *arg, void **res)
     (void)arg, (void)res;
     struct cancel_probe p = {0};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, cancellable, &p, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, cancellable, &p, NULL), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
     cr_assert(p.cleaned, "a task cancelled before it ran still runs, to clean up");
@@ -219,8 +220,8 @@ static int t_yield(void *arg, void **res)
     struct trace tr = {0};
     struct { struct trace *t; char c; } a = {&tr, 'a'}, b = {&tr, 'b'};
     async_task_t ta, tb;
-    cr_assert_eq(async_task_spawn(NULL, yielder, &a, NULL, &ta), 0);
-    cr_assert_eq(async_task_spawn(NULL, yielder, &b, NULL, &tb), 0);
+    cr_assert_eq(async_task_spawn(&ta, NULL, yielder, &a, NULL), 0);
+    cr_assert_eq(async_task_spawn(&tb, NULL, yielder, &b, NULL), 0);
     cr_assert_eq(async_task_await(ta, NULL), 0);
     cr_assert_eq(async_task_await(tb, NULL), 0);
     cr_assert_str_eq(tr.log, "ababab");
@@ -247,7 +248,7 @@ static int t_fd(void *arg, void **res)
     cr_assert_eq(async_wait_fd_dl(p[0], ASYNC_READABLE, async_deadline_after(ASYNC_MSEC(10))),
                  ASYNC_ETIMEDOUT);
     async_task_t w;
-    cr_assert_eq(async_task_spawn(NULL, writer, &p[1], NULL, &w), 0);
+    cr_assert_eq(async_task_spawn(&w, NULL, writer, &p[1], NULL), 0);
     cr_assert_eq(async_wait_fd(p[0], ASYNC_READABLE), 0);
     char c;
     cr_assert_eq(read(p[0], &c, 1), 1);
@@ -269,10 +270,10 @@ static int t_gather(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t t[4];
-    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)20, NULL, &t[0]), 0);
-    cr_assert_eq(async_task_spawn(NULL, fail_with, (void *)(intptr_t)ASYNC_EPIPE, NULL, &t[1]), 0);
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)3, NULL, &t[2]), 0);
-    cr_assert_eq(async_task_spawn(NULL, fail_with, (void *)(intptr_t)ASYNC_EIO, NULL, &t[3]), 0);
+    cr_assert_eq(async_task_spawn(&t[0], NULL, sleeper, (void *)20, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t[1], NULL, fail_with, (void *)(intptr_t)ASYNC_EPIPE, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t[2], NULL, ret_arg, (void *)3, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t[3], NULL, fail_with, (void *)(intptr_t)ASYNC_EIO, NULL), 0);
     void *r[4];
     int e[4];
     cr_assert_eq(async_gather(t, 4, r, e), ASYNC_EPIPE, "first error in task order");
@@ -284,9 +285,9 @@ static int t_gather(void *arg, void **res)
     for (int i = 0; i < 4; i++) cr_assert_eq(async_task_done(t[i]), ASYNC_ESRCH);
 
     /* With a deadline: finished tasks are reaped, the slow one keeps going. */
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, NULL, &t[0]), 0);
-    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)200, NULL, &t[1]), 0);
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)2, NULL, &t[2]), 0);
+    cr_assert_eq(async_task_spawn(&t[0], NULL, ret_arg, (void *)1, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t[1], NULL, sleeper, (void *)200, NULL), 0);
+    cr_assert_eq(async_task_spawn(&t[2], NULL, ret_arg, (void *)2, NULL), 0);
     cr_assert_eq(async_gather_dl(t, 3, r, e, async_deadline_after(ASYNC_MSEC(20))), ASYNC_ETIMEDOUT);
     cr_assert_eq(e[0], 0);
     cr_assert_eq(e[1], ASYNC_ETIMEDOUT);
@@ -307,7 +308,7 @@ static int t_detach(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)10, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, sleeper, (void *)10, NULL), 0);
     cr_assert_eq(async_task_detach(t), 0);
     cr_assert_eq(async_task_detach(t), 0, "still valid until it ends");
     cr_assert_eq(async_sleep(ASYNC_MSEC(30)), 0);
@@ -340,7 +341,8 @@ static int t_stack_size(void *arg, void **res)
     (void)arg, (void)res;
     async_task_t t;
     /* 1 MiB of frames needs more than the default 256 KiB stack. */
-    cr_assert_eq(async_task_spawn(NULL, recurse, (void *)1000, &(async_task_opts_t){.stack_size = 4 << 20}, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, recurse, (void *)1000,
+                                  &(async_task_opts_t){.stack_size = 4 << 20}), 0);
     int rc = async_task_await(t, NULL);
     cr_assert_eq(rc, 0, "%s", async_errname(rc));
     return 0;
@@ -353,7 +355,7 @@ Test(task, larger_stack_on_request, .timeout = 10)
 static void *spawn_from_other_thread(void *arg)
 {
     async_task_t t;
-    return (void *)(intptr_t)async_task_spawn(arg, ret_arg, NULL, NULL, &t);
+    return (void *)(intptr_t)async_task_spawn(&t, arg, ret_arg, NULL, NULL);
 }
 
 static int t_wrong_thread(void *arg, void **res)
@@ -403,14 +405,14 @@ Test(task, allocation_failure_in_spawn_leaks_nothing, .timeout = 10)
     for (long n = 0; n < 8; n++) {
         test_alloc_fail_after(n);
         async_task_t t;
-        int rc = async_task_spawn(loop, ret_arg, NULL, NULL, &t);
+        int rc = async_task_spawn(&t, loop, ret_arg, NULL, NULL);
         test_alloc_fail_after(-1);
         if (rc == ASYNC_ENOMEM) failures++;
         else cr_assert_eq(rc, 0);
     }
     cr_assert_gt(failures, 0, "some allocation in spawn was made to fail");
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0, "%ld allocations leaked", test_alloc_live());
     (void)base;
     test_alloc_uninstall();
@@ -427,7 +429,7 @@ static int t_cancel_other_thread(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, sleeper, (void *)(intptr_t)5, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, sleeper, (void *)(intptr_t)5, NULL), 0);
     pthread_t th;
     void *rc;
     cr_assert_eq(pthread_create(&th, NULL, cancel_from_thread, &t), 0);
@@ -477,7 +479,7 @@ static int t_shield(void *arg, void **res)
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
     cr_assert_eq(async_event_new(&j.receiving), 0);
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, shielded_cleanup, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, shielded_cleanup, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0); /* t sleeps, shielded */
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_event_wait(j.receiving), 0); /* t now waits on the channel */
@@ -493,8 +495,8 @@ static int t_shield(void *arg, void **res)
     cr_assert_eq(j.lift, 1, "it was shielded");
     cr_assert(j.cancelled_after);
     cr_assert_eq(j.after_rc, ASYNC_ECANCELED, "delivered after the lift");
-    cr_assert_eq(async_chan_free(j.chan), 0);
-    cr_assert_eq(async_event_free(j.receiving), 0);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
+    cr_assert_eq(async_event_destroy(j.receiving), 0);
     return 0;
 }
 Test(task, shield_holds_off_cancellation_until_lifted, .timeout = 10)
@@ -525,7 +527,7 @@ static int t_shield_nesting(void *arg, void **res)
     (void)arg, (void)res;
     nest_job_t j = {0};
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, nested_shields, &j, NULL, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, nested_shields, &j, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
@@ -552,7 +554,8 @@ static int t_opts_size(void *arg, void **res)
 {
     (void)arg, (void)res;
     async_task_t t;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &(async_task_opts_t){.stack_size = 64 << 10}, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, ret_arg, (void *)1,
+                                  &(async_task_opts_t){.stack_size = 64 << 10}), 0);
     cr_assert_eq(async_task_await(t, NULL), 0, "size 0");
     async_task_opts_t o;
     memset(&o, 0xff, sizeof o);
@@ -560,17 +563,17 @@ static int t_opts_size(void *arg, void **res)
     cr_assert_eq(o.size, sizeof o);
     cr_assert_eq(o.stack_size, 0);
     cr_assert(!o.detached);
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), 0);
+    cr_assert_eq(async_task_spawn(&t, NULL, ret_arg, (void *)1, &o), 0);
     cr_assert_eq(async_task_await(t, NULL), 0, "size sizeof");
     o.size = 1;
-    cr_assert_eq(async_task_spawn(NULL, ret_arg, (void *)1, &o, &t), ASYNC_EINVAL, "size 1");
+    cr_assert_eq(async_task_spawn(&t, NULL, ret_arg, (void *)1, &o), ASYNC_EINVAL, "size 1");
     async_group_t *g;
-    cr_assert_eq(async_group_new(NULL, &g), 0);
+    cr_assert_eq(async_group_new(&g, NULL), 0);
     cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), ASYNC_EINVAL, "size 1, in a group");
     o.size = sizeof o;
     cr_assert_eq(async_group_spawn(g, ret_arg, (void *)1, &o), 0);
     cr_assert_eq(async_group_wait(g), 0);
-    cr_assert_eq(async_group_free(g), 0);
+    cr_assert_eq(async_group_destroy(g), 0);
     return 0;
 }
 Test(task, opts_size, .timeout = 10) { cr_assert_eq(test_run_task(t_opts_size, NULL, NULL), 0); }

@@ -87,15 +87,15 @@ static void task_scene(bool cancel, int want)
     scene_t s = {.rc = 1, .cancel = cancel};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, caller, &s, NULL, &s.caller), 0);
+    cr_assert_eq(async_task_spawn(&s.caller, loop, caller, &s, NULL), 0);
     async_task_t o;
-    cr_assert_eq(async_task_spawn(loop, other, &s, NULL, &o), 0);
+    cr_assert_eq(async_task_spawn(&o, loop, other, &s, NULL), 0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_expect_eq(s.seen, 1, "the other task ran while the call waited");
     cr_expect_eq(s.rc, want, "got %s", async_strerror(s.rc));
     cr_expect_eq(atomic_load(&s.g.finished), 1, "fn had returned when the call did");
     cr_expect_eq(s.result, (void *)(uintptr_t)0x5eed, "its return value is kept");
-    cr_expect_eq(async_loop_free(loop), 0);
+    cr_expect_eq(async_loop_destroy(loop), 0);
 }
 
 Test(to_thread, from_a_task_only_the_task_waits)
@@ -140,11 +140,12 @@ Test(to_thread, many_calls_use_every_thread_of_the_pool)
     async_task_t *h = calloc(n, sizeof *h);
     for (unsigned i = 0; i < n; i++) rcs[i] = 1;
     for (unsigned i = 0; i < n; i++)
-        cr_assert_eq(async_task_spawn(loop, barrier_task, (void *)(uintptr_t)(i + 1), NULL, &h[i]), 0);
+        cr_assert_eq(async_task_spawn(&h[i], loop, barrier_task, (void *)(uintptr_t)(i + 1), NULL),
+                     0);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     for (unsigned i = 0; i < n; i++) cr_expect_eq(rcs[i], 0, "call %u: %s", i, async_strerror(rcs[i]));
     cr_expect_eq(atomic_load(&done), (int)n);
-    cr_expect_eq(async_loop_free(loop), 0);
+    cr_expect_eq(async_loop_destroy(loop), 0);
     free(h);
     pthread_barrier_destroy(&barrier);
 }

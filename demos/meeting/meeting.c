@@ -61,11 +61,11 @@ static int concurrently(void *arg, void **result)
     (void)result;
     int *rc = arg;
     async_group_t *group;
-    if ((*rc = async_group_new(NULL, &group))) return *rc;
+    if ((*rc = async_group_new(&group, NULL))) return *rc;
     for (size_t i = 0; i < NJOBS && !*rc; i++) *rc = async_group_spawn(group, run_job, &jobs[i], NULL);
     int waited = async_group_wait(group);
     if (!*rc) *rc = waited;
-    async_group_free(group);
+    async_group_destroy(group);
     return *rc;
 }
 
@@ -80,12 +80,13 @@ static double timed(async_task_fn fn)
     int64_t t0 = async_now();
     for (size_t i = 0; i < NJOBS; i++) jobs[i].t0 = t0;
     int task_rc = 0;
-    if ((rc = async_task_spawn(loop, fn, &task_rc, &(async_task_opts_t){.detached = true}, NULL)) == 0) {
+    if ((rc = async_task_spawn(NULL, loop, fn, &task_rc,
+                               &(async_task_opts_t){.detached = true})) == 0) {
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         rc = task_rc;
     }
     double seconds = (double)(async_now() - t0) / 1e9;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     if (rc) {
         fprintf(stderr, "meeting: %s\n", async_strerror(rc));
         exit(1);

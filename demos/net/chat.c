@@ -52,7 +52,7 @@ static void release(struct client *c)
 {
     if (--c->refs) return;
     async_sock_close(c->fd);
-    async_chan_free(c->outbox);
+    async_chan_destroy(c->outbox);
     free(c);
 }
 
@@ -151,7 +151,7 @@ static int conn_task(void *arg, void **res)
     c->id = a.id;
     c->refs = 1;
     async_task_opts_t o = {.detached = true};
-    if (async_task_spawn(NULL, writer_task, c, &o, NULL) == 0) c->refs++;
+    if (async_task_spawn(NULL, NULL, writer_task, c, &o) == 0) c->refs++;
     else async_chan_close(c->outbox);
     bool joined = c->refs == 2 && async_chan_send(a.hub->joins, &c) == 0;
     char buf[LINE_MAX_LEN];
@@ -193,7 +193,7 @@ static int accept_task(void *arg, void **res)
     int lfd = *(int *)pair[2], next_id = 1;
     for (;;) {
         int fd;
-        int rc = async_sock_accept(lfd, &fd);
+        int rc = async_sock_accept(&fd, lfd);
         if (rc == ASYNC_ECANCELED) return 0;
         if (rc) continue; /* EMFILE: the connection was dropped */
         struct conn_arg *a = malloc(sizeof *a);
@@ -213,16 +213,16 @@ static int run(struct main_args *m)
 {
     struct hub h = {0};
     int lfd, rc;
-    if ((rc = async_tcp_listen("127.0.0.1", m->port, 0, &lfd))) return rc;
+    if ((rc = async_tcp_listen(&lfd, "127.0.0.1", m->port, 0))) return rc;
     async_group_t *g = NULL;
     if ((rc = async_chan_new(&h.joins, sizeof(struct client *), 16)) ||
         (rc = async_chan_new(&h.leaves, sizeof(struct client *), 16)) ||
-        (rc = async_chan_new(&h.msgs, sizeof(struct line), 64)) || (rc = async_group_new(NULL, &g)))
+        (rc = async_chan_new(&h.msgs, sizeof(struct line), 64)) || (rc = async_group_new(&g, NULL)))
         goto out;
     void *pair[3] = {&h, g, &lfd};
     async_task_t hub, acc;
-    if ((rc = async_task_spawn(NULL, hub_task, &h, NULL, &hub))) goto out;
-    if ((rc = async_task_spawn(NULL, accept_task, pair, NULL, &acc))) {
+    if ((rc = async_task_spawn(&hub, NULL, hub_task, &h, NULL))) goto out;
+    if ((rc = async_task_spawn(&acc, NULL, accept_task, pair, NULL))) {
         async_task_cancel(hub);
         async_task_await(hub, NULL);
         goto out;
@@ -240,10 +240,10 @@ static int run(struct main_args *m)
     fprintf(stderr, "chat: %s: %ld lines delivered, %ld dropped for slow clients\n",
             signo ? strsignal(signo) : "stopped", h.delivered, h.dropped);
 out:
-    if (g) async_group_free(g);
-    async_chan_free(h.joins);
-    async_chan_free(h.leaves);
-    async_chan_free(h.msgs);
+    if (g) async_group_destroy(g);
+    async_chan_destroy(h.joins);
+    async_chan_destroy(h.leaves);
+    async_chan_destroy(h.msgs);
     async_sock_close(lfd);
     return rc;
 }
@@ -285,16 +285,16 @@ int main(int argc, char **argv)
         }
     }
     int sigs[] = {SIGINT, SIGTERM};
-    int rc = async_signal_new(sigs, 2, &m.sig);
+    int rc = async_signal_new(&m.sig, sigs, 2);
     async_loop_t *loop = NULL;
     if (!rc) rc = async_loop_new(&loop);
-    if (!rc) rc = async_task_spawn(loop, main_task, &m, NULL, NULL);
+    if (!rc) rc = async_task_spawn(NULL, loop, main_task, &m, NULL);
     if (!rc) {
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         rc = m.rc;
     }
     if (rc) fprintf(stderr, "chat: %s\n", async_net_strerror(rc));
-    if (loop) async_loop_free(loop);
-    async_signal_free(m.sig);
+    if (loop) async_loop_destroy(loop);
+    async_signal_destroy(m.sig);
     return rc ? 1 : 0;
 }

@@ -53,7 +53,7 @@ static int accept_loop(void *arg, void **res)
     struct server *s = arg;
     for (;;) {
         int fd;
-        int rc = async_sock_accept(s->lfd, &fd);
+        int rc = async_sock_accept(&fd, s->lfd);
         if (rc == ASYNC_ECANCELED) return 0;
         if (rc == ASYNC_EMFILE) {
             fprintf(stderr, "echo-server: out of descriptors, dropped a connection\n");
@@ -96,14 +96,14 @@ static int main_task(void *arg, void **res)
 static int serve(struct main_args *a)
 {
     struct server s = {0};
-    int rc = async_tcp_listen("127.0.0.1", a->port, 0, &s.lfd);
+    int rc = async_tcp_listen(&s.lfd, "127.0.0.1", a->port, 0);
     if (rc) {
         fprintf(stderr, "echo-server: listen on port %d: %s\n", a->port, async_net_strerror(rc));
         return rc;
     }
-    if ((rc = async_group_new(NULL, &s.conns))) return rc;
+    if ((rc = async_group_new(&s.conns, NULL))) return rc;
     async_task_t acc;
-    if ((rc = async_task_spawn(NULL, accept_loop, &s, NULL, &acc))) return rc;
+    if ((rc = async_task_spawn(&acc, NULL, accept_loop, &s, NULL))) return rc;
     printf("listening on 127.0.0.1:%d\n", async_sock_port(s.lfd));
     fflush(stdout);
     int signo = 0;
@@ -119,7 +119,7 @@ static int serve(struct main_args *a)
         async_group_cancel(s.conns);
         async_group_wait(s.conns);
     }
-    async_group_free(s.conns);
+    async_group_destroy(s.conns);
     fprintf(stderr, "echo-server: %ld connections accepted, %ld ended cleanly, %ld failed; %zu were open at the signal\n",
             s.accepted, s.served, s.failed, left);
     return 0;
@@ -158,16 +158,16 @@ int main(int argc, char **argv)
     }
     /* Before any thread exists, so that every thread inherits the mask. */
     int sigs[] = {SIGINT, SIGTERM};
-    int rc = async_signal_new(sigs, 2, &a.sig);
+    int rc = async_signal_new(&a.sig, sigs, 2);
     async_loop_t *loop = NULL;
     if (!rc) rc = async_loop_new(&loop);
-    if (!rc) rc = async_task_spawn(loop, main_task, &a, NULL, NULL);
+    if (!rc) rc = async_task_spawn(NULL, loop, main_task, &a, NULL);
     if (!rc) {
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         rc = a.rc;
     }
     if (rc) fprintf(stderr, "echo-server: %s\n", async_net_strerror(rc));
-    if (loop) async_loop_free(loop);
-    async_signal_free(a.sig);
+    if (loop) async_loop_destroy(loop);
+    async_signal_destroy(a.sig);
     return rc ? 1 : 0;
 }

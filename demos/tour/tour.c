@@ -15,7 +15,7 @@ static int main_task(void *arg, void **result)
     (void)arg, (void)result;
     async_task_t tasks[3];
     for (intptr_t i = 0; i < 3; i++) {
-        int rc = async_task_spawn(NULL, worker, (void *)(i + 1), NULL, &tasks[i]);
+        int rc = async_task_spawn(&tasks[i], NULL, worker, (void *)(i + 1), NULL);
         if (rc) return rc;
     }
     void *results[3];
@@ -28,16 +28,16 @@ static int main_task(void *arg, void **result)
     for (int i = 0; i < 4; i++) async_chan_send(chan, &i);
     async_chan_close(chan);
     for (int v; async_chan_recv(chan, &v) == 0;) printf("received %d\n", v);
-    return async_chan_free(chan);
+    return async_chan_destroy(chan);
 }
 
 int main(void)
 {
     async_loop_t *loop = NULL;
     int rc = async_loop_new(&loop);
-    if (rc == 0) rc = async_task_spawn(loop, main_task, NULL, NULL, NULL);
+    if (rc == 0) rc = async_task_spawn(NULL, loop, main_task, NULL, NULL);
     if (rc == 0) async_loop_run(loop, ASYNC_RUN_DEFAULT); /* until no task is left */
     if (rc) fprintf(stderr, "tour: %s\n", async_strerror(rc));
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return rc ? 1 : 0;
 }

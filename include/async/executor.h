@@ -197,7 +197,7 @@ ASYNC_API void async_executor_free(async_executor_t *ex);
  * mapping on the process backend (map inputs inside it are passed by
  * address, not copied).  Free it with async_executor_shm_free before the
  * executor.  Errors: ASYNC_ENOMEM. */
-ASYNC_API int async_executor_shm_alloc(async_executor_t *ex, size_t size, void **out);
+ASYNC_API int async_executor_shm_alloc(void **out, async_executor_t *ex, size_t size);
 /* Frees what async_executor_shm_alloc of the same executor returned; NULL
  * is a no-op.  On the process backend a pointer the pool did not hand out
  * is ignored; on the thread backend it is undefined (it goes to free()). */
@@ -267,12 +267,12 @@ static inline void async_job_init(async_job_t *o)
  * pool has noticed, within about 250 ms), ASYNC_ETIMEDOUT (submit_dl),
  * ASYNC_ECANCELED (a cancelled task that had to wait for room),
  * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
-ASYNC_API int async_executor_submit(async_executor_t *ex, const async_job_t *job,
-                                    async_future_t **out);
-ASYNC_API int async_executor_submit_dl(async_executor_t *ex, const async_job_t *job,
-                                       async_future_t **out, int64_t deadline);
-ASYNC_API int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job,
-                                       async_future_t **out);
+ASYNC_API int async_executor_submit(async_future_t **out, async_executor_t *ex,
+                                    const async_job_t *job);
+ASYNC_API int async_executor_submit_dl(async_future_t **out, async_executor_t *ex,
+                                       const async_job_t *job, int64_t deadline);
+ASYNC_API int async_executor_trysubmit(async_future_t **out, async_executor_t *ex,
+                                       const async_job_t *job);
 
 /* Queues n jobs at once and returns their futures in out[0..n) (OUT, one
  * reference each).  Cheaper per job than n submits: the batch is queued with
@@ -281,10 +281,10 @@ ASYNC_API int async_executor_trysubmit(async_executor_t *ex, const async_job_t *
  * _dl form gives up at the deadline with ASYNC_ETIMEDOUT.  Errors: as
  * submit_dl, and ASYNC_EINVAL if any job is invalid; on error nothing is
  * queued and out holds nothing to free. */
-ASYNC_API int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
-                                          async_future_t **out);
-ASYNC_API int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs,
-                                             size_t n, async_future_t **out, int64_t deadline);
+ASYNC_API int async_executor_submit_batch(async_future_t **out, async_executor_t *ex,
+                                          const async_job_t *jobs, size_t n);
+ASYNC_API int async_executor_submit_batch_dl(async_future_t **out, async_executor_t *ex,
+                                             const async_job_t *jobs, size_t n, int64_t deadline);
 
 /* apply / run_in_executor: submits the job and waits for it, in a task by
  * awaiting (only the task sleeps), elsewhere by blocking; copies the result
@@ -424,9 +424,9 @@ ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
  * the callback must not wait for its own future.  Callbacks added with
  * async_future_on_done run after it.  Errors: as async_executor_map (no
  * callback runs then). */
-ASYNC_API int async_executor_map_async(async_executor_t *ex, const async_map_t *m,
-                                       async_future_cb on_success, async_future_cb on_error,
-                                       void *cb_arg, async_future_t **out);
+ASYNC_API int async_executor_map_async(async_future_t **out, async_executor_t *ex,
+                                       const async_map_t *m, async_future_cb on_success,
+                                       async_future_cb on_error, void *cb_arg);
 
 /* --- lazy maps: imap, imap_unordered ------------------------------------- */
 
@@ -469,8 +469,8 @@ typedef struct async_imap_iter async_imap_iter_t;
 /* Starts the lazy map and fills the first window.  Errors: as
  * async_executor_submit, ASYNC_EINVAL (bad m->size, fn NULL, no input, in_size 0 with
  * a source). */
-ASYNC_API int async_executor_imap(async_executor_t *ex, const async_imap_t *m,
-                                  async_imap_iter_t **out);
+ASYNC_API int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex,
+                                  const async_imap_t *m);
 
 /* Blocks the calling thread for the next result (in input order, or in
  * completion order when unordered), copies it to out (out_size bytes) and

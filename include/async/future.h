@@ -13,7 +13,7 @@
  *
  * Lifetime: futures are reference counted.  The creator (async_future_new or
  * an executor's submit) gets one reference and gives it up with
- * async_future_free; the executor keeps its own reference until the work has
+ * async_future_unref; the executor keeps its own reference until the work has
  * finished, so freeing a future whose work is still queued or running is
  * allowed: the work runs (or is cancelled with the pool) and its result is
  * dropped.  async_future_ref takes one more reference, to hand a future to
@@ -25,7 +25,7 @@
  * the thread calling async_future_cancel or async_future_set_*, or, for a
  * callback added to an already finished future, at once on the adding
  * thread.  A callback must not block for long (it holds up a worker); it may
- * call any function here, including async_future_free of a reference it
+ * call any function here, including async_future_unref of a reference it
  * owns.  Waiters are normally woken before the callbacks run; the future of
  * async_executor_map_async is the exception: its first callback returns
  * before any wait does (see executor.h). */
@@ -59,12 +59,12 @@ typedef enum async_future_state {
  * thread) and for tests.  Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_future_new(async_future_t **out);
 
-/* Takes one more reference; pair it with async_future_free. */
+/* Takes one more reference; pair it with async_future_unref. */
 ASYNC_API void async_future_ref(async_future_t *f);
 
 /* Gives up one reference; the last one frees the future and its output.
  * NULL is ignored.  Never blocks and never cancels the work. */
-ASYNC_API void async_future_free(async_future_t *f);
+ASYNC_API void async_future_unref(async_future_t *f);
 
 /* The three calls below are for futures made by async_future_new; on a
  * future an executor returned they fail with ASYNC_EPERM (its worker alone
@@ -185,8 +185,8 @@ ASYNC_API int async_futures_await_dl(async_future_t *const *fs, size_t n, async_
 typedef struct async_as_completed async_as_completed_t;
 
 /* Errors: ASYNC_EINVAL (fs NULL with n > 0, a NULL entry), ASYNC_ENOMEM. */
-ASYNC_API int async_as_completed_new(async_future_t *const *fs, size_t n,
-                                     async_as_completed_t **out);
+ASYNC_API int async_as_completed_new(async_as_completed_t **out, async_future_t *const *fs,
+                                     size_t n);
 
 /* Blocks the calling thread until one more future is final; *index (OUT)
  * receives its position in fs.  Returns 0, ASYNC_EEOF when all n have been

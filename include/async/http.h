@@ -171,8 +171,8 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * OpenSSL, sending close_notify to a peer that has gone) have raised it.  A
  * program that sets keep_sigpipe and keeps SIGPIPE fatal accepts that risk;
  * ignoring or handling SIGPIPE itself removes it. */
-ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
-                             async_http_t **out);
+ASYNC_API int async_http_new(async_http_t **out, async_loop_t *loop,
+                             const async_http_opts_t *opts);
 
 /* Frees the client.  Requests not yet ended end first, inside this call:
  * their callbacks run with a response whose error is ASYNC_ECLOSED, and
@@ -183,7 +183,7 @@ ASYNC_API int async_http_new(async_loop_t *loop, const async_http_opts_t *opts,
  * inside a blocking fetch's run of the private loop, such as one of its
  * tasks, or from inside any run of the private loop), ASYNC_EWRONGLOOP (a
  * client on a caller's loop, called from a thread other than that loop's). */
-ASYNC_API int async_http_free(async_http_t *http);
+ASYNC_API int async_http_destroy(async_http_t *http);
 
 /* The loop the client runs on (its private loop for a NULL-loop client). */
 ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
@@ -194,7 +194,7 @@ ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
  * without a body, req->size neither 0 nor at least
  * sizeof(async_http_request_t) of 0.2), ASYNC_ENOMEM,
  * ASYNC_ECLOSED (the client is being freed: a callback that
- * async_http_free runs), ASYNC_EWRONGLOOP (a client on a caller's loop,
+ * async_http_destroy runs), ASYNC_EWRONGLOOP (a client on a caller's loop,
  * called from a thread other than that loop's). */
 ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *req,
                               async_http_cb cb, void *arg);
@@ -218,26 +218,26 @@ ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *re
  * blocking call while another loop runs on this thread, such as from its
  * callback), ASYNC_EDEADLK (a blocking call from inside the private loop's
  * own run, such as one of the client's callbacks, or from a callback that
- * async_http_free runs), ASYNC_EIO (the private loop ran dry: an internal
+ * async_http_destroy runs), ASYNC_EIO (the private loop ran dry: an internal
  * failure, reported rather than hanging), ASYNC_ECANCELED (the calling task
  * was cancelled; the transfer is abandoned) and ASYNC_ETIMEDOUT from the
  * deadline of the _dl form, which covers every attempt and backoff (the
  * transfer is abandoned; a deadline that has already passed when the call
  * is made starts no request).  async_http_fetch is async_http_fetch_dl with
  * ASYNC_FOREVER. */
-ASYNC_API int async_http_fetch(async_http_t *http, const async_http_request_t *req,
-                               async_http_response_t **out);
-ASYNC_API int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
-                                  async_http_response_t **out, int64_t deadline);
+ASYNC_API int async_http_fetch(async_http_response_t **out, async_http_t *http,
+                               const async_http_request_t *req);
+ASYNC_API int async_http_fetch_dl(async_http_response_t **out, async_http_t *http,
+                                  const async_http_request_t *req, int64_t deadline);
 
 /* GET url (query as in async_http_request_t, may be NULL) into the response
  * `out`: async_http_get_dl is async_http_fetch_dl on a request of only that
  * url and query, with the same deadline, errors and ownership of the
  * response; async_http_get is async_http_get_dl with ASYNC_FOREVER. */
-ASYNC_API int async_http_get(async_http_t *http, const char *url, const char *const *query,
-                             async_http_response_t **out);
-ASYNC_API int async_http_get_dl(async_http_t *http, const char *url, const char *const *query,
-                                async_http_response_t **out, int64_t deadline);
+ASYNC_API int async_http_get(async_http_response_t **out, async_http_t *http, const char *url,
+                             const char *const *query);
+ASYNC_API int async_http_get_dl(async_http_response_t **out, async_http_t *http, const char *url,
+                                const char *const *query, int64_t deadline);
 
 /* Frees a response; NULL is ignored. */
 ASYNC_API void async_http_response_free(async_http_response_t *resp);
@@ -251,7 +251,7 @@ ASYNC_API const char *async_http_response_header(const async_http_response_t *re
  * error and errmsg are set ("JSON error at line L, column C: ...") and the
  * same code returned.  Errors: ASYNC_EJSON, ASYNC_EINVAL (resp NULL), or the
  * response's own error if the request had failed (nothing is decoded). */
-ASYNC_API int async_http_response_json(async_http_response_t *resp, struct json_t **out);
+ASYNC_API int async_http_response_json(struct json_t **out, async_http_response_t *resp);
 
 /* Counters since the client was made. */
 typedef struct async_http_stats {

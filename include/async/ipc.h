@@ -229,7 +229,7 @@ ASYNC_API int async_ipc_pipe_tryrecv(async_ipc_pipe_t *p, void *buf, size_t cap,
 /* As recv_dl, but allocates the message: *msg (OUT) is released with
  * async_ipc_msg_free.  Errors: as recv_dl, except that ASYNC_EINVAL means
  * msg or len NULL. */
-ASYNC_API int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len,
+ASYNC_API int async_ipc_pipe_recv_alloc_dl(void **msg, size_t *len, async_ipc_pipe_t *p,
                                            int64_t deadline);
 ASYNC_API void async_ipc_msg_free(void *msg);
 

@@ -42,7 +42,7 @@ ASYNC_API int async_loop_default(async_loop_t **out);
  * while tasks are alive or the loop is running, or when a function it ran
  * spawned a task (run the loop again, then free); finished tasks nobody
  * awaited are reclaimed. */
-ASYNC_API int async_loop_free(async_loop_t *loop);
+ASYNC_API int async_loop_destroy(async_loop_t *loop);
 
 /* The underlying libev loop, for raw watchers.  A started, referenced watcher
  * keeps async_loop_run(ASYNC_RUN_DEFAULT) running like a live task does. */
@@ -62,7 +62,7 @@ ASYNC_API int async_loop_stop(async_loop_t *loop);
 
 /* Runs fn(arg) on the loop's thread, soon, from any thread.  Functions posted
  * from one thread run in the order posted; every successful post runs exactly
- * once: in an iteration of async_loop_run, or in async_loop_free.  A pending
+ * once: in an iteration of async_loop_run, or in async_loop_destroy.  A pending
  * post does not by itself keep a DEFAULT run going; keep a task or watcher
  * alive for work you are waiting on.  Errors: ASYNC_ENOMEM (fn will not run). */
 ASYNC_API int async_loop_post(async_loop_t *loop, void (*fn)(void *arg), void *arg);

@@ -50,7 +50,7 @@ ASYNC_API const char *async_net_strerror(int err);
  * this machine's), ASYNC_EADDRINUSE, ASYNC_EPERM (a privileged port),
  * ASYNC_ENOTSUP (IPv6 on a kernel without it), ASYNC_EMFILE, ASYNC_ENFILE,
  * ASYNC_ENOMEM. */
-ASYNC_API int async_tcp_listen(const char *ip, int port, int backlog, int *fd);
+ASYNC_API int async_tcp_listen(int *fd, const char *ip, int port, int backlog);
 
 /* Listens on a Unix-domain stream socket at path, removing a stale socket
  * file there first: one that refuses a connect (a live server's socket file
@@ -59,7 +59,7 @@ ASYNC_API int async_tcp_listen(const char *ip, int port, int backlog, int *fd);
  * too long, fd NULL), ASYNC_EADDRINUSE (a live server or another kind of
  * file is at path), ASYNC_ENOENT (a directory of the path is missing), ASYNC_EPERM (no
  * permission to create it there), ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOMEM. */
-ASYNC_API int async_unix_listen(const char *path, int backlog, int *fd);
+ASYNC_API int async_unix_listen(int *fd, const char *path, int backlog);
 
 /* The local port a TCP or UDP socket is bound to (> 0; 0 before a bind).
  * Errors: ASYNC_EINVAL (not an IPv4 or IPv6 socket). */
@@ -76,8 +76,8 @@ ASYNC_API int async_sock_port(int fd);
  * ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (lfd not a listening socket,
  * fd NULL), ASYNC_EPERM (a firewall rule refused the connection),
  * ASYNC_ENOMEM. */
-ASYNC_API int async_sock_accept(int lfd, int *fd);
-ASYNC_API int async_sock_accept_dl(int lfd, int *fd, int64_t deadline);
+ASYNC_API int async_sock_accept(int *fd, int lfd);
+ASYNC_API int async_sock_accept_dl(int *fd, int lfd, int64_t deadline);
 
 /* Connects a new non-blocking, close-on-exec stream socket to addr; *fd (OUT)
  * is set only on success (on failure the socket is closed).  Errors:
@@ -87,16 +87,16 @@ ASYNC_API int async_sock_accept_dl(int lfd, int *fd, int64_t deadline);
  * ASYNC_EINVAL (addr or fd NULL, a bad address), ASYNC_EADDRINUSE (no local
  * port is free), ASYNC_EPERM, ASYNC_ENOTSUP (a family the kernel lacks),
  * ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOMEM, -ENETUNREACH, -EHOSTUNREACH. */
-ASYNC_API int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd,
+ASYNC_API int async_sock_connect_dl(int *fd, const struct sockaddr *addr, socklen_t len,
                                     int64_t deadline);
 
 /* Connects to a numeric address and port.  Errors: as async_sock_connect_dl. */
-ASYNC_API int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t deadline);
+ASYNC_API int async_tcp_connect_ip_dl(int *fd, const char *ip, int port, int64_t deadline);
 
 /* Connects to the Unix-domain socket at path.  Errors: as async_sock_connect_dl,
  * ASYNC_ENOENT when nothing is at path, ASYNC_ECONNREFUSED when no stream
  * socket listens there. */
-ASYNC_API int async_unix_connect_dl(const char *path, int *fd, int64_t deadline);
+ASYNC_API int async_unix_connect_dl(int *fd, const char *path, int64_t deadline);
 
 /* Reads what is there, at most len bytes, waiting until something is; *n
  * (OUT) is how many (> 0 on success).  A pipe or a tty works too (read(2));
@@ -146,7 +146,7 @@ ASYNC_API int async_sock_close(int fd);
 
 /* A non-blocking, close-on-exec UDP socket bound to ip (NULL: every IPv4
  * interface) and port (0: any).  Errors: as async_tcp_listen. */
-ASYNC_API int async_udp_bind(const char *ip, int port, int *fd);
+ASYNC_API int async_udp_bind(int *fd, const char *ip, int port);
 
 /* Sends one datagram to addr (NULL: the connected peer).  Errors:
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (too long for
@@ -199,12 +199,12 @@ static inline void async_dns_opts_init(async_dns_opts_t *o)
  * thread), ASYNC_ENOMEM, ASYNC_EINVAL (out NULL, a bad servers string, a
  * nonzero size smaller than the 0.2 struct, a negative timeout_ns or tries),
  * ASYNC_EDNS (c-ares could not start). */
-ASYNC_API int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out);
+ASYNC_API int async_dns_new(async_dns_t **out, async_loop_t *loop, const async_dns_opts_t *opts);
 
 /* Frees the resolver (NULL: nothing to do); lookups abandoned by a deadline
  * or a cancel are finished here.  Errors: ASYNC_EBUSY while a task waits in
  * a lookup, ASYNC_EWRONGLOOP (not on the resolver's loop thread). */
-ASYNC_API int async_dns_free(async_dns_t *dns);
+ASYNC_API int async_dns_destroy(async_dns_t *dns);
 
 /* One resolved address. */
 typedef struct async_addr {
@@ -226,8 +226,9 @@ typedef struct async_addr {
  * task of another loop), ASYNC_ENOMEM.  Without a deadline, a server that
  * never answers ends as ASYNC_ETIMEDOUT after c-ares' own timeouts and
  * tries. */
-ASYNC_API int async_dns_resolve_dl(async_dns_t *dns, const char *host, int port, int family,
-                                   async_addr_t **addrs, size_t *n, int64_t deadline);
+ASYNC_API int async_dns_resolve_dl(async_addr_t **addrs, size_t *n, async_dns_t *dns,
+                                   const char *host,
+                                   int port, int family, int64_t deadline);
 ASYNC_API void async_dns_addrs_free(async_addr_t *addrs);
 
 /* Connects to host:port with happy eyeballs (RFC 8305): resolves with dns
@@ -238,7 +239,7 @@ ASYNC_API void async_dns_addrs_free(async_addr_t *addrs);
  * host).  Errors: ASYNC_EINVAL (host or fd NULL, dns NULL and host not
  * numeric), those of async_dns_resolve_dl, then those of
  * async_connect_race_dl. */
-ASYNC_API int async_tcp_connect_dl(async_dns_t *dns, const char *host, int port, int *fd,
+ASYNC_API int async_tcp_connect_dl(int *fd, async_dns_t *dns, const char *host, int port,
                                    int64_t deadline);
 
 /* The happy-eyeballs race over given addresses; stagger_ns is the delay
@@ -248,7 +249,8 @@ ASYNC_API int async_tcp_connect_dl(async_dns_t *dns, const char *host, int port,
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (its attempts are closed), and when every
  * attempt fails the last one's error, one of async_sock_connect_dl's
  * (ASYNC_ECONNREFUSED...). */
-ASYNC_API int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t stagger_ns, int *fd,
+ASYNC_API int async_connect_race_dl(int *fd, const async_addr_t *addrs, size_t n,
+                                    int64_t stagger_ns,
                                     int64_t deadline);
 
 /* --- signals ---------------------------------------------------------------- */
@@ -268,13 +270,13 @@ typedef struct async_signal async_signal_t;
  * signal, or a signal that cannot be caught: SIGKILL, SIGSTOP),
  * ASYNC_ENOMEM, ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOTSUP (the kernel could
  * not make a signalfd). */
-ASYNC_API int async_signal_new(const int *signals, size_t n, async_signal_t **out);
+ASYNC_API int async_signal_new(async_signal_t **out, const int *signals, size_t n);
 
 /* Closes the signalfd and unblocks the signals that async_signal_new blocked
  * (those the thread did not block already); signals still pending then are
  * delivered.  NULL: nothing to do.  Errors: ASYNC_EBUSY while a task waits
  * on it, ASYNC_EWRONGLOOP (not the thread that made the set). */
-ASYNC_API int async_signal_free(async_signal_t *sig);
+ASYNC_API int async_signal_destroy(async_signal_t *sig);
 
 /* Waits for one of the set's signals; *signo (OUT) is which.  A signal
  * already pending is taken at once, also in a cancelled task or outside a

@@ -36,14 +36,15 @@ enum {
  * only.  Nothing is drawn unless stderr is a terminal.  *out is set only on
  * success; free it with async_progress_free().
  * Errors: ASYNC_EINVAL (out or label NULL), ASYNC_ENOMEM. */
-ASYNC_API int async_progress_new(const char *label, uint64_t total, async_progress_t **out);
+ASYNC_API int async_progress_new(async_progress_t **out, const char *label, uint64_t total);
 
 /* As async_progress_new(), drawing on `fd` (which the caller keeps owning)
  * when it is a terminal, or always with ASYNC_PROGRESS_FORCE.
  * Errors: ASYNC_EINVAL (out or label NULL, fd negative, unknown flag),
  * ASYNC_ENOMEM. */
-ASYNC_API int async_progress_new_fd(int fd, const char *label, uint64_t total, unsigned flags,
-                                    async_progress_t **out);
+ASYNC_API int async_progress_new_fd(async_progress_t **out, int fd, const char *label,
+                                    uint64_t total,
+                                    unsigned flags);
 
 /* Whether this bar draws at all (its fd is a terminal, or it was forced). */
 ASYNC_API bool async_progress_enabled(const async_progress_t *p);

@@ -44,7 +44,7 @@ ASYNC_API int async_chan_new(async_chan_t **out, size_t elem_size, size_t capaci
 
 /* Frees the channel.  Errors: ASYNC_EBUSY while tasks wait on it (close it
  * first and let them leave), ASYNC_EWRONGLOOP. */
-ASYNC_API int async_chan_free(async_chan_t *chan);
+ASYNC_API int async_chan_destroy(async_chan_t *chan);
 
 /* Copies elem in, waiting while the channel is full.
  * Errors: ASYNC_ECLOSED (closed before or while waiting; elem not sent),
@@ -76,7 +76,7 @@ typedef struct async_sem async_sem_t;
 ASYNC_API int async_sem_new(async_sem_t **out, unsigned value);
 
 /* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
-ASYNC_API int async_sem_free(async_sem_t *sem);
+ASYNC_API int async_sem_destroy(async_sem_t *sem);
 
 /* Takes a permit, waiting while none is free (or others wait before).
  * try: ASYNC_EAGAIN instead of waiting. */
@@ -100,7 +100,7 @@ typedef struct async_mutex async_mutex_t;
 ASYNC_API int async_mutex_new(async_mutex_t **out);
 
 /* Errors: ASYNC_EBUSY while held or waited for (nothing is freed). */
-ASYNC_API int async_mutex_free(async_mutex_t *mutex);
+ASYNC_API int async_mutex_destroy(async_mutex_t *mutex);
 
 /* Locks, waiting while another task holds it.  Every form must be called
  * from a task, even trylock (the owner is a task).  Errors: ASYNC_ENOTASK,
@@ -126,7 +126,7 @@ typedef struct async_cond async_cond_t;
 ASYNC_API int async_cond_new(async_cond_t **out);
 
 /* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
-ASYNC_API int async_cond_free(async_cond_t *cond);
+ASYNC_API int async_cond_destroy(async_cond_t *cond);
 
 /* Releases mutex, which the calling task must hold, and waits for a signal,
  * as one step: no other task can signal in between.  Before returning it
@@ -154,7 +154,7 @@ typedef struct async_event async_event_t;
 ASYNC_API int async_event_new(async_event_t **out);
 
 /* Errors: ASYNC_EBUSY while tasks wait on it (nothing is freed). */
-ASYNC_API int async_event_free(async_event_t *event);
+ASYNC_API int async_event_destroy(async_event_t *event);
 
 /* Sets the flag and wakes every waiter; clear resets it.  Both are
  * callable outside a task and return 0 apart from ASYNC_EWRONGLOOP. */

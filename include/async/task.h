@@ -10,7 +10,7 @@
  * Lifetime: a task's result is kept until it is awaited (async_task_await,
  * async_gather) or the handle is given up (async_task_detach); after that the
  * handle is spent.  Finished tasks that were never awaited are reclaimed by
- * async_loop_free.
+ * async_loop_destroy.
  *
  * Cancellation: async_task_cancel makes the task's current blocking call and
  * every later one that would have to wait return ASYNC_ECANCELED, so the task
@@ -76,8 +76,8 @@ static inline void async_task_opts_init(async_task_opts_t *o)
  * allocator spends when malloc fails, and spawn fails with ASYNC_ENOMEM when
  * the reserve cannot grow to match.  The tasks already spawned then run to
  * their end; what to do next is the program's choice. */
-ASYNC_API int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg,
-                               const async_task_opts_t *opts, async_task_t *out);
+ASYNC_API int async_task_spawn(async_task_t *out, async_loop_t *loop, async_task_fn fn,
+                               void *arg, const async_task_opts_t *opts);
 
 /* Waits for the task to end and returns its result code; *result (may be NULL)
  * receives its result.  The handle is spent once this returns the task's own
@@ -154,11 +154,11 @@ ASYNC_API int async_gather_dl(async_task_t *tasks, size_t n, void **results, int
 /* Task groups (structured concurrency).  A group owns the tasks spawned into
  * it: the first task to fail cancels the others; async_group_wait returns
  * when all have ended, with that first error (0 if none); nothing spawned in
- * a group outlives async_group_free. */
+ * a group outlives async_group_destroy. */
 typedef struct async_group async_group_t;
 
 /* Errors: ASYNC_ENOLOOP, ASYNC_ENOMEM. */
-ASYNC_API int async_group_new(async_loop_t *loop, async_group_t **out);
+ASYNC_API int async_group_new(async_group_t **out, async_loop_t *loop);
 
 /* Spawns into the group.  Errors: as async_task_spawn, and ASYNC_ECLOSED
  * once the group has failed or been cancelled (fn will not run). */
@@ -186,7 +186,7 @@ ASYNC_API size_t async_group_live(async_group_t *group);
  * freeing nothing (the tasks keep running): ASYNC_EBUSY (called outside a
  * task), ASYNC_EDEADLK (called from one of the group's own tasks: it would
  * wait for itself). */
-ASYNC_API int async_group_free(async_group_t *group);
+ASYNC_API int async_group_destroy(async_group_t *group);
 
 /* Suspend and wake: the building block for awaitables outside libasync (the
  * executor's futures and the HTTP client use it too).

@@ -16,7 +16,7 @@ struct async_group {
     bool cancelled;
 };
 
-int async_group_new(async_loop_t *loop, async_group_t **out)
+int async_group_new(async_group_t **out, async_loop_t *loop)
 {
     if (!loop) loop = async_loop_current();
     if (!loop) return ASYNC_ENOLOOP;
@@ -105,7 +105,7 @@ int async_group_wait(async_group_t *g)
     return async_group_wait_dl(g, ASYNC_FOREVER);
 }
 
-int async_group_free(async_group_t *g)
+int async_group_destroy(async_group_t *g)
 {
     if (!g) return 0;
     if (g->live > 0) {

@@ -296,7 +296,7 @@ int async_loop_default(async_loop_t **out)
     return rc;
 }
 
-int async_loop_free(async_loop_t *loop)
+int async_loop_destroy(async_loop_t *loop)
 {
     if (!loop) return 0;
     if (loop->running || loop->live) return ASYNC_EBUSY;

@@ -23,8 +23,8 @@ struct async_progress {
     char label[64];
 };
 
-int async_progress_new_fd(int fd, const char *label, uint64_t total, unsigned flags,
-                          async_progress_t **out)
+int async_progress_new_fd(async_progress_t **out, int fd, const char *label, uint64_t total,
+                          unsigned flags)
 {
     if (!out || !label || fd < 0 || (flags & ~(unsigned)(ASYNC_PROGRESS_FORCE | ASYNC_PROGRESS_NOW))) return ASYNC_EINVAL;
     async_progress_t *p = async__calloc(1, sizeof *p);
@@ -44,9 +44,9 @@ int async_progress_new_fd(int fd, const char *label, uint64_t total, unsigned fl
     return 0;
 }
 
-int async_progress_new(const char *label, uint64_t total, async_progress_t **out)
+int async_progress_new(async_progress_t **out, const char *label, uint64_t total)
 {
-    return async_progress_new_fd(STDERR_FILENO, label, total, 0, out);
+    return async_progress_new_fd(out, STDERR_FILENO, label, total, 0);
 }
 
 bool async_progress_enabled(const async_progress_t *p)

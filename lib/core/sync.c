@@ -81,7 +81,7 @@ int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
     return 0;
 }
 
-int async_chan_free(async_chan_t *c)
+int async_chan_destroy(async_chan_t *c)
 {
     if (!c) return 0;
     if (own(&c->loop)) return ASYNC_EWRONGLOOP;
@@ -186,7 +186,7 @@ int async_sem_new(async_sem_t **out, unsigned value)
     return 0;
 }
 
-int async_sem_free(async_sem_t *s)
+int async_sem_destroy(async_sem_t *s)
 {
     if (!s) return 0;
     if (own(&s->loop)) return ASYNC_EWRONGLOOP;
@@ -245,7 +245,7 @@ int async_mutex_new(async_mutex_t **out)
     return 0;
 }
 
-int async_mutex_free(async_mutex_t *m)
+int async_mutex_destroy(async_mutex_t *m)
 {
     if (!m) return 0;
     if (own(&m->loop)) return ASYNC_EWRONGLOOP;
@@ -312,7 +312,7 @@ int async_cond_new(async_cond_t **out)
     return 0;
 }
 
-int async_cond_free(async_cond_t *c)
+int async_cond_destroy(async_cond_t *c)
 {
     if (!c) return 0;
     if (own(&c->loop)) return ASYNC_EWRONGLOOP;
@@ -378,7 +378,7 @@ int async_event_new(async_event_t **out)
     return 0;
 }
 
-int async_event_free(async_event_t *e)
+int async_event_destroy(async_event_t *e)
 {
     if (!e) return 0;
     if (own(&e->loop)) return ASYNC_EWRONGLOOP;

@@ -297,8 +297,8 @@ fail:
     return rc;
 }
 
-int async_task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const async_task_opts_t *opts,
-                     async_task_t *out)
+int async_task_spawn(async_task_t *out, async_loop_t *loop, async_task_fn fn, void *arg,
+                     const async_task_opts_t *opts)
 {
     async_task_impl_t *t;
     int rc = async__task_spawn(loop, fn, arg, opts, &t);

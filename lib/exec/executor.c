@@ -36,7 +36,7 @@ static bool map_claim(async__job_t *job)
 static void map_event(map_state_t *st)
 {
     if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
-        async_future_free(st->f);
+        async_future_unref(st->f);
 }
 
 /* Claims a map chunk to run it here; false when it must not run (someone
@@ -66,7 +66,7 @@ static void skip_job(async__job_t *job, int err, const char *msg)
         async_future_t *f = job->owner;
         if (err == ASYNC_ECANCELED) async_future_cancel(f);
         else async__future_finish(f, FS_FAILED, err, msg, NULL, 0, false);
-        async_future_free(f); /* the executor's reference */
+        async_future_unref(f); /* the executor's reference */
         break;
     }
     case JOB_MAP: { /* it left the queue; finish it unless it ran elsewhere */
@@ -96,7 +96,7 @@ static bool start_job(async__job_t *job)
 {
     if (job->kind == JOB_SUBMIT) {
         if (async__future_start(job->owner) != 0) { /* cancelled while queued */
-            async_future_free(job->owner);
+            async_future_unref(job->owner);
             return false;
         }
     } else if (job->kind == JOB_MAP) {
@@ -111,7 +111,7 @@ static bool start_job(async__job_t *job)
         if (job->kind == JOB_SUBMIT) {
             async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
                                  "deadline passed before it ran", NULL, 0, false);
-            async_future_free(job->owner);
+            async_future_unref(job->owner);
         } else {
             skip_job(job, ASYNC_ETIMEDOUT, "deadline passed before it ran");
         }
@@ -168,7 +168,7 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
             size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
             async__future_finish(f, FS_DONE, 0, NULL, job->rows.out, n, false);
         }
-        async_future_free(f);
+        async_future_unref(f);
         break;
     }
     case JOB_MAP:
@@ -360,7 +360,7 @@ void async_executor_free(async_executor_t *ex)
     async__free(ex);
 }
 
-int async_executor_shm_alloc(async_executor_t *ex, size_t size, void **out)
+int async_executor_shm_alloc(void **out, async_executor_t *ex, size_t size)
 {
     if (!ex || !out) return ASYNC_EINVAL;
     if (ex->ops->shm_alloc) return ex->ops->shm_alloc(ex, size, out);
@@ -438,8 +438,8 @@ static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 
 static void unmake(async_future_t *f)
 {
-    async_future_free(f);
-    async_future_free(f);
+    async_future_unref(f);
+    async_future_unref(f);
 }
 
 static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
@@ -457,8 +457,9 @@ static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **o
     return 0;
 }
 
-int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs, size_t n,
-                                   async_future_t **out, int64_t deadline)
+int async_executor_submit_batch_dl(async_future_t **out, async_executor_t *ex,
+                                   const async_job_t *jobs,
+                                   size_t n, int64_t deadline)
 {
     if (!ex || (n && (!jobs || !out))) return ASYNC_EINVAL;
     for (size_t i = 0; i < n; i++)
@@ -480,24 +481,24 @@ int async_executor_submit_batch_dl(async_executor_t *ex, const async_job_t *jobs
     return r;
 }
 
-int async_executor_submit_batch(async_executor_t *ex, const async_job_t *jobs, size_t n,
-                                async_future_t **out)
+int async_executor_submit_batch(async_future_t **out, async_executor_t *ex, const async_job_t *jobs,
+                                size_t n)
 {
-    return async_executor_submit_batch_dl(ex, jobs, n, out, ASYNC_FOREVER);
+    return async_executor_submit_batch_dl(out, ex, jobs, n, ASYNC_FOREVER);
 }
 
-int async_executor_submit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
+int async_executor_submit(async_future_t **out, async_executor_t *ex, const async_job_t *job)
 {
     return submit(ex, job, out, BLOCK, ASYNC_FOREVER);
 }
 
-int async_executor_submit_dl(async_executor_t *ex, const async_job_t *job, async_future_t **out,
+int async_executor_submit_dl(async_future_t **out, async_executor_t *ex, const async_job_t *job,
                              int64_t deadline)
 {
     return submit(ex, job, out, BLOCK, deadline);
 }
 
-int async_executor_trysubmit(async_executor_t *ex, const async_job_t *job, async_future_t **out)
+int async_executor_trysubmit(async_future_t **out, async_executor_t *ex, const async_job_t *job)
 {
     return submit(ex, job, out, TRY, ASYNC_FOREVER);
 }
@@ -508,7 +509,7 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
 {
     if (msg && msg_cap) msg[0] = '\0';
     async_future_t *f;
-    int r = async_executor_submit_dl(ex, job, &f, deadline);
+    int r = async_executor_submit_dl(&f, ex, job, deadline);
     if (r) return r;
     r = async__in_task() ? async_future_await_dl(f, deadline) : async__future_wait(f, deadline, true);
     if (!async_future_done(f)) {
@@ -517,7 +518,7 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
          * the function returns, so nothing waits here: a queued job is
          * cancelled, a running one runs on and its result is dropped. */
         async_future_cancel(f);
-        async_future_free(f);
+        async_future_unref(f);
         if (msg && msg_cap)
             snprintf(msg, msg_cap, "%s", r == ASYNC_ETIMEDOUT ? "the call's deadline passed"
                                                               : "the awaiting task was cancelled");
@@ -529,7 +530,7 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
     if (!r && out && size) memcpy(out, data, size < job->out_size ? size : job->out_size);
     if (out_len) *out_len = size;
     if (msg && msg_cap) snprintf(msg, msg_cap, "%s", async_future_message(f));
-    async_future_free(f);
+    async_future_unref(f);
     return r;
 }
 
@@ -624,7 +625,7 @@ static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future
     /* The callbacks return before any wait on f does (executor.h). */
     f->early_cb = on_success || on_error;
     if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
-        async_future_free(f);
+        async_future_unref(f);
         return ASYNC_ENOMEM;
     }
     if (!nchunks) { /* nothing to run: done at once (callbacks run here) */
@@ -654,16 +655,16 @@ static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future
     r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
     if (r) { /* never finished: its callbacks never run */
         pthread_mutex_destroy(&st->mu);
-        async_future_free(f);
-        async_future_free(f);
+        async_future_unref(f);
+        async_future_unref(f);
         return r;
     }
     *out = f;
     return 0;
 }
 
-int async_executor_map_async(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
-                             async_future_cb on_error, void *cb_arg, async_future_t **out)
+int async_executor_map_async(async_future_t **out, async_executor_t *ex, const async_map_t *m,
+                             async_future_cb on_success, async_future_cb on_error, void *cb_arg)
 {
     return map_async_dl(ex, m, on_success, on_error, cb_arg, out, ASYNC_FOREVER);
 }
@@ -717,7 +718,7 @@ int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_
                      r == ASYNC_ETIMEDOUT ? "the map's deadline passed before it finished"
                                           : "the awaiting task was cancelled");
         }
-        async_future_free(f);
+        async_future_unref(f);
         return r;
     }
     r = async_future_error(f);
@@ -727,7 +728,7 @@ int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_
         snprintf(err->message, sizeof err->message, "%s",
                  r ? (st->msg[0] ? st->msg : async_strerror(r)) : "");
     }
-    async_future_free(f);
+    async_future_unref(f);
     return r;
 }
 

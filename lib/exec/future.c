@@ -238,7 +238,7 @@ void async_future_ref(async_future_t *f)
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
-void async_future_free(async_future_t *f)
+void async_future_unref(async_future_t *f)
 {
     if (!f) return;
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;

@@ -297,7 +297,7 @@ static void ac_notify(async__listener_t *l, async_future_t *f)
     pthread_mutex_unlock(&it->mu);
 }
 
-int async_as_completed_new(async_future_t *const *fs, size_t n, async_as_completed_t **out)
+int async_as_completed_new(async_as_completed_t **out, async_future_t *const *fs, size_t n)
 {
     int r = check_many(fs, n, ASYNC_WAIT_ALL);
     if (r) return r;
@@ -379,7 +379,7 @@ void async_as_completed_free(async_as_completed_t *it)
     if (!it) return;
     for (size_t i = 0; i < it->n; i++) {
         async__future_unlisten(it->fs[i], &it->nodes[i].l);
-        async_future_free(it->fs[i]);
+        async_future_unref(it->fs[i]);
     }
     pthread_cond_destroy(&it->cond);
     pthread_mutex_destroy(&it->mu);

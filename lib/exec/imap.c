@@ -187,7 +187,7 @@ static int refill(async_imap_iter_t *it, int64_t deadline)
     return 0;
 }
 
-int async_executor_imap(async_executor_t *ex, const async_imap_t *m, async_imap_iter_t **out)
+int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex, const async_imap_t *m)
 {
     if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;

@@ -88,7 +88,8 @@ int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **result, int64_t
     async_job_t job = {.fn = call_fn, .in = &c, .in_size = sizeof c, .out_size = sizeof(void *)};
     async_future_t *f;
     /* Unbounded: the submit never waits.  Closed only while exit frees it. */
-    if ((r = async_executor_submit(ex, &job, &f)) != 0) return r == ASYNC_ECLOSED ? ASYNC_ECANCELED : r;
+    if ((r = async_executor_submit(&f, ex,
+                                   &job)) != 0) return r == ASYNC_ECLOSED ? ASYNC_ECANCELED : r;
     bool task = async__in_task();
     r = task ? async_future_await_dl(f, deadline) : async__future_wait(f, deadline, true);
     if (!async_future_done(f)) {
@@ -106,7 +107,7 @@ int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **result, int64_t
     int out = async_future_result(f, &data, NULL);
     if (out == 0 && result) memcpy(result, data, sizeof *result);
     if (!r && out) r = out; /* not run: the pool was shut down at exit */
-    async_future_free(f);
+    async_future_unref(f);
     return r;
 }
 

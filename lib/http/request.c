@@ -31,7 +31,7 @@ static void xfer_free(http_xfer_t *x);
 
 /* --- clients --------------------------------------------------------------- */
 
-int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http_t **out)
+int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts_t *opts)
 {
     if (!out) return ASYNC_EINVAL;
     *out = NULL;
@@ -91,7 +91,7 @@ int async_http_new(async_loop_t *loop, const async_http_opts_t *opts, async_http
     return 0;
 
 fail_multi:
-    if (http->own_loop) async_loop_free(http->loop);
+    if (http->own_loop) async_loop_destroy(http->loop);
 fail_loop:
     async__free(http->pool);
 fail_pool:
@@ -526,8 +526,8 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)
     *(bool *)w->data = true;
 }
 
-int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
-                        async_http_response_t **out, int64_t deadline)
+int async_http_fetch_dl(async_http_response_t **out, async_http_t *http,
+                        const async_http_request_t *req, int64_t deadline)
 {
     if (!out) return ASYNC_EINVAL;
     *out = NULL;
@@ -541,7 +541,7 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
         return ASYNC_ENOTASK;
     } else if (http->dispatching || http->blocking || async_loop_current() == http->loop) {
         /* Called from inside the private loop's own run (a callback, a
-         * watcher) or from a callback that async_http_free runs: running the
+         * watcher) or from a callback that async_http_destroy runs: running the
          * loop again here would wait for the call that is waiting. */
         return ASYNC_EDEADLK;
     } else if (async_loop_current()) {
@@ -613,28 +613,28 @@ int async_http_fetch_dl(async_http_t *http, const async_http_request_t *req,
     return r->error;
 }
 
-int async_http_fetch(async_http_t *http, const async_http_request_t *req,
-                     async_http_response_t **out)
+int async_http_fetch(async_http_response_t **out, async_http_t *http,
+                     const async_http_request_t *req)
 {
-    return async_http_fetch_dl(http, req, out, ASYNC_FOREVER);
+    return async_http_fetch_dl(out, http, req, ASYNC_FOREVER);
 }
 
-int async_http_get_dl(async_http_t *http, const char *url, const char *const *query,
-                      async_http_response_t **out, int64_t deadline)
+int async_http_get_dl(async_http_response_t **out, async_http_t *http, const char *url,
+                      const char *const *query, int64_t deadline)
 {
     async_http_request_t req = {.url = url, .query = query};
-    return async_http_fetch_dl(http, &req, out, deadline);
+    return async_http_fetch_dl(out, http, &req, deadline);
 }
 
-int async_http_get(async_http_t *http, const char *url, const char *const *query,
-                   async_http_response_t **out)
+int async_http_get(async_http_response_t **out, async_http_t *http, const char *url,
+                   const char *const *query)
 {
-    return async_http_get_dl(http, url, query, out, ASYNC_FOREVER);
+    return async_http_get_dl(out, http, url, query, ASYNC_FOREVER);
 }
 
 /* --- freeing a client ------------------------------------------------------ */
 
-int async_http_free(async_http_t *http)
+int async_http_destroy(async_http_t *http)
 {
     if (!http) return 0;
     int err = check_thread(http);
@@ -667,7 +667,7 @@ int async_http_free(async_http_t *http)
     http->n_pool = 0;
     async__http_multi_cleanup(&http->multi);
     ev_timer_stop(http->ev, &http->wake_timer);
-    if (http->own_loop) async_loop_free(http->loop);
+    if (http->own_loop) async_loop_destroy(http->loop);
     async__free(http->pool);
     async__free(http->ca_file);
     async__free(http->accept_encoding);

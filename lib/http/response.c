@@ -330,7 +330,7 @@ const char *async_http_response_header(const async_http_response_t *resp, const 
     return NULL;
 }
 
-int async_http_response_json(async_http_response_t *resp, struct json_t **out)
+int async_http_response_json(struct json_t **out, async_http_response_t *resp)
 {
     if (!resp || !out) return ASYNC_EINVAL;
     *out = NULL;

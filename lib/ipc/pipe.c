@@ -251,7 +251,7 @@ int async_ipc_pipe_recv(async_ipc_pipe_t *p, void *buf, size_t cap, size_t *len)
     return async_ipc_pipe_recv_dl(p, buf, cap, len, ASYNC_FOREVER);
 }
 
-int async_ipc_pipe_recv_alloc_dl(async_ipc_pipe_t *p, void **msg, size_t *len, int64_t deadline)
+int async_ipc_pipe_recv_alloc_dl(void **msg, size_t *len, async_ipc_pipe_t *p, int64_t deadline)
 {
     if (!msg || !len) return ASYNC_EINVAL;
     size_t n;

@@ -121,7 +121,7 @@ static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
     async_job_t job = {.fn = pool_run, .in = buf, .in_size = len,
                        .timeout_ns = dl == ASYNC_FOREVER ? 0 : left > 0 ? left : -1};
     async_future_t *f;
-    int r = async_executor_submit(pool, &job, &f);
+    int r = async_executor_submit(&f, pool, &job);
     if (r) {
         char why[ASYNC_FUTURE_MSG_MAX - 32];
         async_executor_error(pool, why, sizeof why);
@@ -162,7 +162,7 @@ static bool reap(serve_t *sv)
                      err ? async_future_message(f) : "the job gave no reply");
             send_error(sv, slot, err ? err : ASYNC_EIO, msg);
         }
-        async_future_free(f);
+        async_future_unref(f);
         any = true;
     }
     return any;
@@ -246,7 +246,7 @@ void async__mpi_serve(void)
         MPI_Wait(&sv.pend[sv.npend - 1].req, MPI_STATUS_IGNORE);
         async__free(sv.pend[--sv.npend].buf);
     }
-    for (size_t i = 0; i < sv.nrun; i++) async_future_free(sv.run[i].f);
+    for (size_t i = 0; i < sv.nrun; i++) async_future_unref(sv.run[i].f);
     async_executor_free(pool);
     async__free(sv.pend);
     async__free(sv.run);

@@ -7,7 +7,7 @@
  * unreferenced: a waiting task keeps the loop running, an idle resolver does
  * not.  A lookup's state (struct query) outlives the task that started it when
  * the task leaves early (deadline, cancel): c-ares' callback frees it then,
- * at the latest from ares_destroy in async_dns_free.
+ * at the latest from ares_destroy in async_dns_destroy.
  *
  * The race keeps every attempt's descriptor in an ev_io watcher of its own
  * and suspends the task on a waker, so one task waits on all attempts and on
@@ -116,7 +116,7 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
     start_unref(ev, &s->io);
 }
 
-int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t **out)
+int async_dns_new(async_dns_t **out, async_loop_t *loop, const async_dns_opts_t *opts)
 {
     if (!out) return ASYNC_EINVAL;
     /* sizeof is 0.2's layout; a later version keeps this bound at 0.2's size
@@ -166,7 +166,7 @@ int async_dns_new(async_loop_t *loop, const async_dns_opts_t *opts, async_dns_t 
     return 0;
 }
 
-int async_dns_free(async_dns_t *d)
+int async_dns_destroy(async_dns_t *d)
 {
     if (!d) return 0;
     if (!async__on_loop_thread(d->loop)) return ASYNC_EWRONGLOOP;
@@ -258,8 +258,9 @@ static int to_addrs(const struct ares_addrinfo *res, async_addr_t **out, size_t 
     return 0;
 }
 
-int async_dns_resolve_dl(async_dns_t *d, const char *host, int port, int family, async_addr_t **addrs,
-                         size_t *n, int64_t deadline)
+int async_dns_resolve_dl(async_addr_t **addrs, size_t *n, async_dns_t *d, const char *host,
+                         int port,
+                         int family, int64_t deadline)
 {
     if (!d || !host || !*host || !addrs || !n || port < 0 || port > 65535) return ASYNC_EINVAL;
     if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) return ASYNC_EINVAL;
@@ -328,7 +329,7 @@ static void on_attempt(struct ev_loop *ev, ev_io *w, int revents)
     async_waker_wake(a->race->waker, 0);
 }
 
-int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t stagger_ns, int *fd,
+int async_connect_race_dl(int *fd, const async_addr_t *addrs, size_t n, int64_t stagger_ns,
                           int64_t deadline)
 {
     if (!addrs || !n || !fd || stagger_ns < 0) return ASYNC_EINVAL;
@@ -406,18 +407,19 @@ int async_connect_race_dl(const async_addr_t *addrs, size_t n, int64_t stagger_n
     return winner >= 0 ? 0 : last_err;
 }
 
-int async_tcp_connect_dl(async_dns_t *dns, const char *host, int port, int *fd, int64_t deadline)
+int async_tcp_connect_dl(int *fd, async_dns_t *dns, const char *host, int port, int64_t deadline)
 {
     if (!host || !fd) return ASYNC_EINVAL;
     async_addr_t one, *addrs = &one;
     size_t n = 1;
     int rc;
     if (dns) {
-        if ((rc = async_dns_resolve_dl(dns, host, port, AF_UNSPEC, &addrs, &n, deadline))) return rc;
+        if ((rc = async_dns_resolve_dl(&addrs, &n, dns, host, port, AF_UNSPEC,
+                                       deadline))) return rc;
     } else if ((rc = async__sockaddr_ip(host, port, &one.addr, &one.len))) {
         return rc;
     }
-    rc = async_connect_race_dl(addrs, n, 0, fd, deadline);
+    rc = async_connect_race_dl(fd, addrs, n, 0, deadline);
     if (addrs != &one) async_dns_addrs_free(addrs);
     return rc;
 }

@@ -3,7 +3,7 @@
  * libev can watch signals only on its default loop; a signalfd is a plain
  * descriptor, so any loop's task waits on it with async_wait_fd_dl.  The
  * signals must be blocked for the signalfd to see them: async_signal_new
- * blocks them in the calling thread and async_signal_free, on that thread,
+ * blocks them in the calling thread and async_signal_destroy, on that thread,
  * unblocks exactly those it blocked.  A task of a loop on another thread may
  * wait too, if that thread blocks the signals (inherited from the creator,
  * say): else a signal could be delivered to it with its default action. */
@@ -35,7 +35,7 @@ static bool thread_blocks(const async_signal_t *s)
     return true;
 }
 
-int async_signal_new(const int *signals, size_t n, async_signal_t **out)
+int async_signal_new(async_signal_t **out, const int *signals, size_t n)
 {
     if (!signals || !n || !out) return ASYNC_EINVAL;
     sigset_t set, old;
@@ -68,7 +68,7 @@ fail:
     return rc;
 }
 
-int async_signal_free(async_signal_t *s)
+int async_signal_destroy(async_signal_t *s)
 {
     if (!s) return 0;
     /* The mask to restore is the creating thread's. */

@@ -210,7 +210,7 @@ static int bind_listen(int s, const struct sockaddr *sa, socklen_t len, int back
     return 0;
 }
 
-int async_tcp_listen(const char *ip, int port, int backlog, int *fd)
+int async_tcp_listen(int *fd, const char *ip, int port, int backlog)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -242,7 +242,7 @@ static bool unix_alive(const struct sockaddr_un *un, socklen_t len)
     return alive;
 }
 
-int async_unix_listen(const char *path, int backlog, int *fd)
+int async_unix_listen(int *fd, const char *path, int backlog)
 {
     struct sockaddr_un un;
     socklen_t len;
@@ -276,7 +276,7 @@ int async_sock_port(int fd)
     return ASYNC_EINVAL;
 }
 
-int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
+int async_sock_accept_dl(int *fd, int lfd, int64_t deadline)
 {
     if (lfd < 0 || !fd) return ASYNC_EINVAL;
     int rc;
@@ -330,9 +330,9 @@ int async_sock_accept_dl(int lfd, int *fd, int64_t deadline)
     }
 }
 
-int async_sock_accept(int lfd, int *fd)
+int async_sock_accept(int *fd, int lfd)
 {
-    return async_sock_accept_dl(lfd, fd, ASYNC_FOREVER);
+    return async_sock_accept_dl(fd, lfd, ASYNC_FOREVER);
 }
 
 int async__connect_start(const struct sockaddr *addr, socklen_t len, int *fd, bool *pending)
@@ -364,7 +364,7 @@ int async__connect_result(int fd)
     return err ? connect_errno(err) : 0;
 }
 
-int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd, int64_t deadline)
+int async_sock_connect_dl(int *fd, const struct sockaddr *addr, socklen_t len, int64_t deadline)
 {
     if (!addr || !fd) return ASYNC_EINVAL;
     int s = -1;
@@ -383,23 +383,23 @@ int async_sock_connect_dl(const struct sockaddr *addr, socklen_t len, int *fd, i
     return 0;
 }
 
-int async_tcp_connect_ip_dl(const char *ip, int port, int *fd, int64_t deadline)
+int async_tcp_connect_ip_dl(int *fd, const char *ip, int port, int64_t deadline)
 {
     struct sockaddr_storage ss;
     socklen_t len;
     if (!ip) return ASYNC_EINVAL;
     int rc = async__sockaddr_ip(ip, port, &ss, &len);
     if (rc) return rc;
-    return async_sock_connect_dl((struct sockaddr *)&ss, len, fd, deadline);
+    return async_sock_connect_dl(fd, (struct sockaddr *)&ss, len, deadline);
 }
 
-int async_unix_connect_dl(const char *path, int *fd, int64_t deadline)
+int async_unix_connect_dl(int *fd, const char *path, int64_t deadline)
 {
     struct sockaddr_un un;
     socklen_t len;
     int rc = unix_addr(path, &un, &len);
     if (rc) return rc;
-    return async_sock_connect_dl((struct sockaddr *)&un, len, fd, deadline);
+    return async_sock_connect_dl(fd, (struct sockaddr *)&un, len, deadline);
 }
 
 /* --- read and write ----------------------------------------------------- */
@@ -513,7 +513,7 @@ int async_sock_close(int fd)
 
 /* --- UDP ------------------------------------------------------------------ */
 
-int async_udp_bind(const char *ip, int port, int *fd)
+int async_udp_bind(int *fd, const char *ip, int port)
 {
     struct sockaddr_storage ss;
     socklen_t len;

@@ -56,9 +56,9 @@ static double ours_overhead(async_executor_t *ex)
     async_job_t job = {.fn = trivial, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
     int64_t t0 = async_now();
     for (int i = 0; i < TASKS; i++)
-        if (async_executor_submit(ex, &job, &fs[i])) abort();
+        if (async_executor_submit(&fs[i], ex, &job)) abort();
     async_futures_wait(fs, TASKS, ASYNC_WAIT_ALL, NULL);
-    for (int i = 0; i < TASKS; i++) async_future_free(fs[i]);
+    for (int i = 0; i < TASKS; i++) async_future_unref(fs[i]);
     return (double)(async_now() - t0) / TASKS;
 }
 
@@ -72,9 +72,10 @@ static double ours_overhead_batch(async_executor_t *ex)
         jobs[i] = (async_job_t){.fn = trivial, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
     int64_t t0 = async_now();
     for (int i = 0; i < TASKS; i += 256)
-        if (async_executor_submit_batch(ex, jobs, TASKS - i < 256 ? TASKS - i : 256, &fs[i])) abort();
+        if (async_executor_submit_batch(&fs[i], ex, jobs,
+                                        TASKS - i < 256 ? TASKS - i : 256)) abort();
     async_futures_wait(fs, TASKS, ASYNC_WAIT_ALL, NULL);
-    for (int i = 0; i < TASKS; i++) async_future_free(fs[i]);
+    for (int i = 0; i < TASKS; i++) async_future_unref(fs[i]);
     return (double)(async_now() - t0) / TASKS;
 }
 
@@ -110,9 +111,9 @@ static double ours_round_trip(async_executor_t *ex)
     int64_t t0 = async_now();
     for (int i = 0; i < TRIPS; i++) {
         async_future_t *f;
-        if (async_executor_submit(ex, &job, &f)) abort();
+        if (async_executor_submit(&f, ex, &job)) abort();
         async_future_wait(f);
-        async_future_free(f);
+        async_future_unref(f);
     }
     return (double)(async_now() - t0) / TRIPS;
 }
@@ -246,10 +247,10 @@ static double sleeps(void)
     async_future_t *fs[20];
     async_job_t job = {.fn = sleeper};
     int64_t t0 = async_now();
-    for (int i = 0; i < 20; i++) async_executor_submit(ex, &job, &fs[i]);
+    for (int i = 0; i < 20; i++) async_executor_submit(&fs[i], ex, &job);
     async_futures_wait(fs, 20, ASYNC_WAIT_ALL, NULL);
     double dt = (double)(async_now() - t0) / 1e9;
-    for (int i = 0; i < 20; i++) async_future_free(fs[i]);
+    for (int i = 0; i < 20; i++) async_future_unref(fs[i]);
     async_executor_free(ex);
     return dt;
 }

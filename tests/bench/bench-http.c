@@ -238,13 +238,13 @@ static double tp_libasync(const char *url, int *failed)
 {
     async_loop_t *loop;
     tp_t t = {.req = {.url = url}};
-    if (async_loop_new(&loop) || async_http_new(loop, NULL, &t.http)) return 0;
+    if (async_loop_new(&loop) || async_http_new(&t.http, loop, NULL)) return 0;
     double t0 = now_s();
     for (; t.sent < PARALLEL; t.sent++) async_http_send(t.http, &t.req, tp_done, &t);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     double dt = now_s() - t0;
-    async_http_free(t.http);
-    async_loop_free(loop);
+    async_http_destroy(t.http);
+    async_loop_destroy(loop);
     *failed = t.failed;
     return THROUGHPUT_N / dt;
 }
@@ -416,23 +416,24 @@ static void inflight(unsigned port)
         snprintf(first, sizeof first, "http://127.0.0.1:%u/v1/breweries?per_page=1", port);
         snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries/meta?by_state=ohio", port);
         async_http_t *blocking;
-        if (async_http_new(NULL, NULL, &blocking) == 0) {
+        if (async_http_new(&blocking, NULL, NULL) == 0) {
             async_http_response_t *r;
             json_t *j;
-            if (async_http_get(blocking, first, NULL, &r) == 0 && async_http_response_json(r, &j) == 0) {
+            if (async_http_get(&r, blocking, first, NULL) == 0 &&
+                async_http_response_json(&j, r) == 0) {
                 const char *id = json_string_value(json_object_get(json_array_get(j, 0), "id"));
                 if (id) snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries/%s", port, id);
                 json_decref(j);
             }
             async_http_response_free(r);
-            async_http_free(blocking);
+            async_http_destroy(blocking);
         }
         async_loop_t *loop;
         async_http_t *http;
         async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20)};
         fl_t f = {0};
         async_loop_new(&loop);
-        async_http_new(loop, &o, &http);
+        async_http_new(&http, loop, &o);
         async_http_request_t req = {.url = url};
         double t0 = now_s();
         f.t0 = t0;
@@ -451,8 +452,8 @@ static void inflight(unsigned port)
                          ru.ru_maxrss / 1024.0, f.failed, f.first_error);
         ssize_t w = write(p[1], buf, (size_t)n);
         (void)w;
-        async_http_free(http);
-        async_loop_free(loop);
+        async_http_destroy(http);
+        async_loop_destroy(loop);
         _exit(0);
     }
     close(p[1]);

@@ -54,11 +54,11 @@ static int srv_accept(void *arg, void **res)
     async_task_opts_t o = {.detached = true, .stack_size = 32 * 1024};
     for (;;) {
         int fd;
-        if (async_sock_accept(s->lfd, &fd)) continue;
+        if (async_sock_accept(&fd, s->lfd)) continue;
         int64_t now = async_now();
         if (!s->accepted++) s->first = now;
         s->last = now;
-        if (async_task_spawn(NULL, srv_conn, (void *)(intptr_t)fd, &o, NULL)) close(fd);
+        if (async_task_spawn(NULL, NULL, srv_conn, (void *)(intptr_t)fd, &o)) close(fd);
         if (s->accepted == s->want && s->report >= 0) {
             char line[128];
             int len = snprintf(line, sizeof line, "%lld\n", (long long)(s->last - s->first));
@@ -72,7 +72,7 @@ static void run_async_server(int lfd, int report, long want)
     async_loop_t *loop;
     if (async_loop_new(&loop)) _exit(1);
     struct srv s = {.lfd = lfd, .report = report, .want = want};
-    async_task_spawn(loop, srv_accept, &s, NULL, NULL);
+    async_task_spawn(NULL, loop, srv_accept, &s, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     _exit(0);
 }
@@ -141,7 +141,7 @@ static void run_uv_server(int lfd)
 static pid_t spawn_server(bool uv, int *port, int report, long want)
 {
     int lfd;
-    if (async_tcp_listen("127.0.0.1", 0, 0, &lfd)) exit(1);
+    if (async_tcp_listen(&lfd, "127.0.0.1", 0, 0)) exit(1);
     *port = async_sock_port(lfd);
     pid_t pid = fork();
     if (pid == 0) {
@@ -172,7 +172,8 @@ static int cli_rtt(void *arg, void **res)
     (void)res;
     struct cli *c = arg;
     int fd;
-    if (async_tcp_connect_ip_dl("127.0.0.1", c->port, &fd, async_deadline_after(ASYNC_SEC(5)))) return 1;
+    if (async_tcp_connect_ip_dl(&fd, "127.0.0.1", c->port,
+                                async_deadline_after(ASYNC_SEC(5)))) return 1;
     char msg[MSG] = {1}, back[MSG];
     for (long i = 0; i < c->rounds; i++)
         if (async_sock_write_all(fd, msg, MSG, NULL) || async_sock_read_full(fd, back, MSG, NULL)) return 1;
@@ -185,7 +186,8 @@ static int cli_stream(void *arg, void **res)
     (void)res;
     struct cli *c = arg;
     int fd;
-    if (async_tcp_connect_ip_dl("127.0.0.1", c->port, &fd, async_deadline_after(ASYNC_SEC(10)))) return 1;
+    if (async_tcp_connect_ip_dl(&fd, "127.0.0.1", c->port,
+                                async_deadline_after(ASYNC_SEC(10)))) return 1;
     char buf[CHUNK] = {2};
     while (async_now() < c->until) {
         if (async_sock_write_all(fd, buf, CHUNK, NULL) || async_sock_read_full(fd, buf, CHUNK, NULL)) return 1;
@@ -201,10 +203,10 @@ static double async_rtt_us(int port)
     async_loop_new(&loop);
     struct cli c = {.port = port, .rounds = ROUND_TRIPS};
     int64_t t0 = async_now();
-    async_task_spawn(loop, cli_rtt, &c, NULL, NULL);
+    async_task_spawn(NULL, loop, cli_rtt, &c, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return secs(dt) * 1e6 / ROUND_TRIPS;
 }
 
@@ -216,13 +218,13 @@ static double async_throughput_mb(int port)
     int64_t t0 = async_now(), until = t0 + THROUGHPUT_NS;
     for (int i = 0; i < CONNS; i++) {
         c[i] = (struct cli){.port = port, .until = until};
-        async_task_spawn(loop, cli_stream, &c[i], NULL, NULL);
+        async_task_spawn(NULL, loop, cli_stream, &c[i], NULL);
     }
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
     long total = 0;
     for (int i = 0; i < CONNS; i++) total += c[i].bytes;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return (double)total / 1e6 / secs(dt);
 }
 
@@ -360,7 +362,8 @@ static int hold_one(void *arg, void **res)
 {
     (void)res;
     struct holder *h = arg;
-    if (async_tcp_connect_ip_dl("127.0.0.1", h->port, &h->fd, async_deadline_after(ASYNC_SEC(30)))) return 1;
+    if (async_tcp_connect_ip_dl(&h->fd, "127.0.0.1", h->port,
+                                async_deadline_after(ASYNC_SEC(30)))) return 1;
     char b = 'x';
     /* One echo proves the server runs a task for this connection. */
     if (async_sock_write_all(h->fd, &b, 1, NULL) || async_sock_read_full(h->fd, &b, 1, NULL)) return 1;
@@ -392,7 +395,7 @@ static void bench_held(void)
     int64_t t0 = async_now();
     for (int i = 0; i < HELD; i++) {
         h[i] = (struct holder){.port = port, .fd = -1};
-        async_task_spawn(loop, hold_one, &h[i], &o, NULL);
+        async_task_spawn(NULL, loop, hold_one, &h[i], &o);
     }
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
@@ -410,7 +413,7 @@ static void bench_held(void)
               (double)(rss1 - rss0) / (ok ? ok : 1));
     for (int i = 0; i < HELD; i++)
         if (h[i].fd >= 0) close(h[i].fd);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     close(rep[0]);
     kill_server(pid);
 }
@@ -421,16 +424,17 @@ static int dns_task(void *arg, void **res)
 {
     (void)res;
     async_dns_t *d;
-    if (async_dns_new(NULL, NULL, &d)) return 1;
+    if (async_dns_new(&d, NULL, NULL)) return 1;
     for (int i = 0; i < LOOKUPS; i++) {
         async_addr_t *a;
         size_t n;
-        if (async_dns_resolve_dl(d, "localhost", 80, AF_UNSPEC, &a, &n, async_deadline_after(ASYNC_SEC(5))))
+        if (async_dns_resolve_dl(&a, &n, d, "localhost", 80, AF_UNSPEC,
+                                 async_deadline_after(ASYNC_SEC(5))))
             return 1;
         async_dns_addrs_free(a);
     }
     *(int *)arg = 1;
-    async_dns_free(d);
+    async_dns_destroy(d);
     return 0;
 }
 
@@ -440,10 +444,10 @@ static void bench_dns(void)
     async_loop_new(&loop);
     int ok = 0;
     int64_t t0 = async_now();
-    async_task_spawn(loop, dns_task, &ok, NULL, NULL);
+    async_task_spawn(NULL, loop, dns_task, &ok, NULL);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     bench_add("DNS lookups of localhost, c-ares on the loop", "lookups/s", ok ? LOOKUPS / secs(dt) : -1);
     t0 = async_now();
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};

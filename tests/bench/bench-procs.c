@@ -81,11 +81,11 @@ static double per_task_us(async_executor_t *ex, int n)
     for (int i = 0; i < n; i++) {
         int64_t v = i;
         async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
-        if (async_executor_submit(ex, &job, &fs[i])) exit(1);
+        if (async_executor_submit(&fs[i], ex, &job)) exit(1);
     }
     for (int i = 0; i < n; i++) {
         async_future_wait(fs[i]);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     double dt = now_s() - t0;
     free(fs);
@@ -243,8 +243,8 @@ static void howmany_shared(void)
     enum { ROWS = 1000000 };
     async_executor_t *ex = procs(2);
     int *rows, *counts, *serial = malloc(ROWS * sizeof *serial);
-    if (async_executor_shm_alloc(ex, (size_t)ROWS * 5 * sizeof(int), (void **)&rows) ||
-        async_executor_shm_alloc(ex, (size_t)ROWS * sizeof(int), (void **)&counts))
+    if (async_executor_shm_alloc((void **)&rows, ex, (size_t)ROWS * 5 * sizeof(int)) ||
+        async_executor_shm_alloc((void **)&counts, ex, (size_t)ROWS * sizeof(int)))
         exit(1);
     srand(1);
     for (long i = 0; i < (long)ROWS * 5; i++) rows[i] = rand() % 10;

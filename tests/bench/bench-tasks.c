@@ -118,7 +118,7 @@ static int spawner(void *arg, void **res)
     int rounds = SPAWNS / b->batch;
     int64_t t0 = async_now();
     for (int i = 0; i < rounds; i++) {
-        for (int j = 0; j < b->batch; j++) async_task_spawn(NULL, trivial, NULL, &detached, NULL);
+        for (int j = 0; j < b->batch; j++) async_task_spawn(NULL, NULL, trivial, NULL, &detached);
         async_yield();
     }
     b->ns = (double)(async_now() - t0) / ((double)rounds * b->batch);
@@ -166,11 +166,11 @@ static int64_t run_tasks(async_task_fn a, void *aa, async_task_fn b, void *ba)
     async_loop_t *loop;
     async_loop_new(&loop);
     int64_t t0 = async_now();
-    async_task_spawn(loop, a, aa, &(async_task_opts_t){.detached = true}, NULL);
-    if (b) async_task_spawn(loop, b, ba, &(async_task_opts_t){.detached = true}, NULL);
+    async_task_spawn(NULL, loop, a, aa, &(async_task_opts_t){.detached = true});
+    if (b) async_task_spawn(NULL, loop, b, ba, &(async_task_opts_t){.detached = true});
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return dt;
 }
 
@@ -186,13 +186,13 @@ static double bench_sleepers(int n, long *rss_kib)
     async_loop_new(&loop);
     int64_t t0 = async_now();
     const async_task_opts_t detached = {.detached = true};
-    for (int i = 0; i < n; i++) async_task_spawn(loop, napper, NULL, &detached, NULL);
+    for (int i = 0; i < n; i++) async_task_spawn(NULL, loop, napper, NULL, &detached);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     *rss_kib = ru.ru_maxrss;
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return secs(dt);
 }
 
@@ -222,14 +222,14 @@ static double bench_posts(void)
     async_loop_t *loop;
     async_loop_new(&loop);
     received = 0;
-    async_task_spawn(loop, post_waiter, NULL, &(async_task_opts_t){.detached = true}, NULL);
+    async_task_spawn(NULL, loop, post_waiter, NULL, &(async_task_opts_t){.detached = true});
     pthread_t th[2];
     int64_t t0 = async_now();
     for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, post_many, loop);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     int64_t dt = async_now() - t0;
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     return 2.0 * POSTS / secs(dt);
 }
 
@@ -312,8 +312,8 @@ static void ours_round(void)
     async_chan_new(&pp.ping, sizeof(int), 1);
     async_chan_new(&pp.pong, sizeof(int), 1);
     dt = run_tasks(echo, &pp, pinger, &pp);
-    async_chan_free(pp.ping);
-    async_chan_free(pp.pong);
+    async_chan_destroy(pp.ping);
+    async_chan_destroy(pp.pong);
     bench_add("channel ping-pong per message round trip", "ns", (double)dt / pp.n);
 
     long rss;

@@ -183,11 +183,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .accept_encoding = mode & 4 ? "" : NULL,
     };
     async_http_t *http;
-    int err = async_http_new(NULL, &opts, &http);
+    int err = async_http_new(&http, NULL, &opts);
     if (err) fuzz_fail("async_http_new: %s", async_strerror(err));
     async_http_request_t req = {.url = url};
     async_http_response_t *r = NULL;
-    int rc = async_http_fetch(http, &req, &r);
+    int rc = async_http_fetch(&r, http, &req);
     if (getenv("FUZZ_VERBOSE"))
         fprintf(stderr, "rc %d status %ld attempts %d headers %zu body %zu: %s\n", rc,
                 r ? r->status : 0, r ? r->attempts : 0, r ? r->n_headers : 0,
@@ -195,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(r, rc, mode & 1);
     if (r && r->error == 0) {
         json_t *j = NULL;
-        int je = async_http_response_json(r, &j);
+        int je = async_http_response_json(&j, r);
         if (je == 0 && !j) fuzz_fail("JSON decoded to nothing");
         if (je == ASYNC_EJSON && strncmp(r->errmsg, "JSON error at line ", 19) != 0)
             fuzz_fail("JSON error message \"%s\"", r->errmsg);
@@ -203,7 +203,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(j);
     }
     async_http_response_free(r);
-    if ((err = async_http_free(http))) fuzz_fail("async_http_free: %s", async_strerror(err));
+    if ((err = async_http_destroy(http))) fuzz_fail("async_http_destroy: %s", async_strerror(err));
 
     pthread_mutex_lock(&mu);
     for (size_t i = 0; i < n_spent; i++) close(spent[i]);

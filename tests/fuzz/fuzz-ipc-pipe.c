@@ -109,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         void *msg = NULL;
         size_t got = (size_t)-1;
         if (mode & 1) {
-            err = async_ipc_pipe_recv_alloc_dl(a, &msg, &got, deadline(mode));
+            err = async_ipc_pipe_recv_alloc_dl(&msg, &got, a, deadline(mode));
         } else {
             /* Everything is buffered and the peer closed, so the try form
              * never has to wait: it must give what recv_dl gives. */
@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (err == ASYNC_EINVAL && want == 0 && n > cap) {
                 if (got != n) fuzz_fail("too small a buffer reported %zu for %u", got, n);
                 got = (size_t)-1;
-                err = async_ipc_pipe_recv_alloc_dl(a, &msg, &got, deadline(mode));
+                err = async_ipc_pipe_recv_alloc_dl(&msg, &got, a, deadline(mode));
             } else if (err == 0) {
                 msg = buf;
             }

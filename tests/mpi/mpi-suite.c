@@ -174,9 +174,9 @@ static void c_map(void)
     memset(out, 0, sizeof out);
     m.chunksize = 7;
     async_future_t *f;
-    CHECK(async_executor_map_async(ex, &m, NULL, NULL, NULL, &f) == 0, "map_async");
+    CHECK(async_executor_map_async(&f, ex, &m, NULL, NULL, NULL) == 0, "map_async");
     CHECK(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60))) == 0, "map_async wait");
-    async_future_free(f);
+    async_future_unref(f);
     CHECK(!memcmp(out, want, sizeof out), "map_async results differ");
 }
 
@@ -204,7 +204,7 @@ static void c_imap(void)
         async_imap_t m = {.fn = square, .in = in, .n = N, .in_size = 8, .out_size = 8,
                           .chunksize = 4, .unordered = unordered};
         async_imap_iter_t *it;
-        CHECK(async_executor_imap(ex, &m, &it) == 0, "imap");
+        CHECK(async_executor_imap(&it, ex, &m) == 0, "imap");
         static bool seen[N];
         memset(seen, 0, sizeof seen);
         int64_t v;
@@ -236,7 +236,7 @@ static void c_submit(void)
     for (int i = 0; i < N; i++) {
         in[i] = i * 11;
         async_job_t j = {.fn = square, .in = &in[i], .in_size = 8, .out_size = 8};
-        CHECK(async_executor_submit(ex, &j, &fs[i]) == 0, "submit %d", i);
+        CHECK(async_executor_submit(&fs[i], ex, &j) == 0, "submit %d", i);
     }
     for (int i = 0; i < N; i++) {
         CHECK(async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(60))) == 0, "wait %d", i);
@@ -247,13 +247,13 @@ static void c_submit(void)
         square(&in[i], 8, &want, 8, NULL);
         memcpy(&got, d, 8);
         CHECK(got == want, "submit %d: %lld != %lld", i, (long long)got, (long long)want);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     /* A variable-size result, larger than out_size. */
     uint32_t n = 100000;
     async_job_t j = {.fn = grow, .in = &n, .in_size = sizeof n, .out_size = 4};
     async_future_t *f;
-    CHECK(async_executor_submit(ex, &j, &f) == 0, "submit grow");
+    CHECK(async_executor_submit(&f, ex, &j) == 0, "submit grow");
     CHECK(async_future_wait(f) == 0, "grow: %s", async_future_message(f));
     const void *d;
     size_t sz = 0;
@@ -262,14 +262,14 @@ static void c_submit(void)
     bool same = sz == n;
     for (uint32_t i = 0; same && i < n; i++) same = ((const char *)d)[i] == (char)('a' + i % 26);
     CHECK(same, "grow bytes differ");
-    async_future_free(f);
+    async_future_unref(f);
     /* Both serving ranks take work: each runs cpu_ns at least once. */
     bool ranks[8] = {0};
     for (int round = 0; round < 50 && !(ranks[1] && ranks[2]); round++) {
         async_future_t *g[4];
         for (int i = 0; i < 4; i++) {
             async_job_t c = {.fn = cpu_ns, .out_size = 16};
-            async_executor_submit(ex, &c, &g[i]);
+            async_executor_submit(&g[i], ex, &c);
         }
         for (int i = 0; i < 4; i++) {
             async_future_wait(g[i]);
@@ -280,7 +280,7 @@ static void c_submit(void)
                 memcpy(r, dd, 16);
                 if (r[1] > 0 && r[1] < 8) ranks[r[1]] = true;
             }
-            async_future_free(g[i]);
+            async_future_unref(g[i]);
         }
     }
     CHECK(ranks[1] && ranks[2], "ranks used: 1=%d 2=%d", ranks[1], ranks[2]);
@@ -303,10 +303,11 @@ static void c_await(void)
     int64_t x = 12;
     square(&x, 8, &want, 8, NULL);
     CHECK(async_loop_new(&loop) == 0, "loop");
-    CHECK(async_task_spawn(loop, await_task, &got, &(async_task_opts_t){.detached = true}, NULL) == 0,
+    CHECK(async_task_spawn(NULL, loop, await_task, &got,
+                           &(async_task_opts_t){.detached = true}) == 0,
           "spawn");
     CHECK(async_loop_run(loop, ASYNC_RUN_DEFAULT) == 0, "run");
-    async_loop_free(loop);
+    async_loop_destroy(loop);
     CHECK(got == want, "awaited %lld, want %lld", (long long)got, (long long)want);
 }
 
@@ -371,7 +372,7 @@ static void c_crash(void)
     for (int i = 0; i < N; i++) {
         in[i] = i;
         async_job_t j = {.fn = crashy, .in = &in[i], .in_size = 8, .out_size = 16};
-        CHECK(async_executor_submit(ex, &j, &fs[i]) == 0, "submit");
+        CHECK(async_executor_submit(&fs[i], ex, &j) == 0, "submit");
     }
     for (int i = 0; i < N; i++) {
         async_future_wait_dl(fs[i], async_deadline_after(ASYNC_SEC(60)));
@@ -384,7 +385,7 @@ static void c_crash(void)
         } else {
             CHECK(e == 0, "job %d: %s %s", i, async_errname(e), async_future_message(fs[i]));
         }
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     /* and a map after it runs whole */
     static int64_t mi[200], mo[200], want[200];

@@ -24,10 +24,11 @@ int test_run_task(async_task_fn fn, void *arg, void **result)
     async_loop_t *loop;
     struct outcome o = {fn, arg, NULL, 0, false};
     cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(loop, wrapper, &o, &(async_task_opts_t){.detached = true}, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, wrapper, &o, &(async_task_opts_t){.detached = true}),
+                 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert(o.ran, "the task never finished");
-    cr_assert_eq(async_loop_free(loop), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
     if (result) *result = o.result;
     return o.rc;
 }

@@ -43,7 +43,7 @@ static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http
         .user_agent = "libasync-brewery/0.1",
         .accept_encoding = cfg->compressed ? "" : NULL,
     };
-    return async_http_new(loop, &o, out);
+    return async_http_new(out, loop, &o);
 }
 
 static void span_begin(client_count_t *out)
@@ -101,7 +101,7 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         const char *query[] = {"by_state", state, "per_page", per_page, "page", page, NULL};
         async_http_response_t *r = NULL;
         span_begin(out);
-        int rc = async_http_get(http, url, query, &r);
+        int rc = async_http_get(&r, http, url, query);
         span_end(out);
         out->requests += r ? r->attempts : 1;
         long n = 0;
@@ -109,7 +109,7 @@ void client_count_state(async_http_t *http, const client_config_t *cfg, const ch
         if (bad == -1) {
             /* Malformed: jansson says where, with line and column. */
             json_t *j = NULL;
-            rc = async_http_response_json(r, &j);
+            rc = async_http_response_json(&j, r);
             json_decref(j);
             if (!rc) rc = ASYNC_EJSON;
         }
@@ -154,7 +154,7 @@ static int run_serial(const client_config_t *cfg, const char *const *states, siz
     int err = client_new(NULL, cfg, &http);
     if (err) return err;
     for (size_t i = 0; i < n; i++) client_count_state(http, cfg, states[i], &out[i]);
-    async_http_free(http);
+    async_http_destroy(http);
     return 0;
 }
 
@@ -175,7 +175,7 @@ static int count_work(const void *in, size_t in_size, void *out, size_t out_size
     int err = client_new(NULL, cfg, &http);
     if (err) return async_work_fail(err, "HTTP client: %s", async_strerror(err));
     client_count_state(http, cfg, in, c);
-    async_http_free(http);
+    async_http_destroy(http);
     return 0; /* a failed state is reported in its count, not as a failed job */
 }
 
@@ -224,7 +224,7 @@ static int loop_client_new(const client_config_t *cfg, async_loop_t **loop, asyn
 {
     int err = async_loop_new(loop);
     if (err) return err;
-    if ((err = client_new(*loop, cfg, http))) async_loop_free(*loop);
+    if ((err = client_new(*loop, cfg, http))) async_loop_destroy(*loop);
     return err;
 }
 
@@ -257,13 +257,13 @@ static int run_async(const client_config_t *cfg, const char *const *states, size
     async_task_opts_t topts = {.detached = true};
     for (size_t i = 0; jobs && i < n; i++) {
         jobs[i] = (task_job_t){http, cfg, states[i], &out[i]};
-        int e = async_task_spawn(loop, state_task, &jobs[i], &topts, NULL);
+        int e = async_task_spawn(NULL, loop, state_task, &jobs[i], &topts);
         if (e) set_error(&out[i], e, "%s", async_strerror(e));
     }
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
     free(jobs);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     return err;
 }
 
@@ -289,7 +289,7 @@ static void on_meta(async_http_response_t *r, void *arg)
     span_end(out);
     out->requests = r->attempts;
     json_t *j;
-    int rc = async_http_response_json(r, &j);
+    int rc = async_http_response_json(&j, r);
     if (rc) {
         set_error(out, rc, "%s", r->errmsg);
         async_http_response_free(r);
@@ -333,8 +333,8 @@ static int run_meta(const client_config_t *cfg, const char *const *states, size_
         if (e) set_error(&out[i], e, "%s", async_strerror(e));
     }
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_http_free(http);
-    async_loop_free(loop);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     return 0;
 }
 

@@ -135,7 +135,7 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
                           .out_size = sizeof *iout, .n = nrows};
         async_future_t *f;
         t0 = lab_now();
-        if ((rc = async_executor_map_async(ex, &am, NULL, NULL, NULL, &f)) != 0)
+        if ((rc = async_executor_map_async(&f, ex, &am, NULL, NULL, NULL)) != 0)
             lab_die("howmany starmap_async: %s", async_strerror(rc));
         if ((rc = async_future_wait(f)) != 0)
             lab_die("howmany starmap_async: %s: %s", async_strerror(rc), async_future_message(f));
@@ -147,7 +147,7 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
             out[iout[r].index] = iout[r].count;
         }
         t[3][m] = lab_now() - t0;
-        async_future_free(f);
+        async_future_unref(f);
         if (memcmp(out, want, nrows * sizeof *out) != 0)
             lab_die("howmany: starmap_async on %s counted differently", lab_mode_name[m]);
         async_executor_free(ex);

@@ -61,7 +61,7 @@ static void wait_ok(async_future_t *f, const char *what)
 {
     int rc = async_future_wait(f);
     if (rc != 0) lab_die("%s: %s: %s", what, async_strerror(rc), async_future_message(f));
-    async_future_free(f);
+    async_future_unref(f);
 }
 
 int lab_pairs(void)
@@ -106,7 +106,7 @@ int lab_pairs(void)
         memset(out, 0, n * sizeof *out);
         async_future_t *fu;
         t0 = lab_now();
-        if ((rc = async_executor_map_async(ex, &mp, NULL, NULL, NULL, &fu)) != 0)
+        if ((rc = async_executor_map_async(&fu, ex, &mp, NULL, NULL, NULL)) != 0)
             lab_die("pairs starmap_async: %s", async_strerror(rc));
         wait_ok(fu, "pairs starmap_async");
         t[2][m] = lab_now() - t0;
@@ -251,7 +251,9 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
         if (!jobs || !fs) lab_die("out of memory");
         for (size_t i = 0; i < n; i++) {
             jobs[i] = (async_job_t){.fn = file_fn, .in = &idx[i], .in_size = sizeof idx[i], .out_size = sizeof out[i]};
-            if ((rc = async_executor_submit(ex, &jobs[i], &fs[i])) != 0) lab_die("files apply_async: %s", async_strerror(rc));
+            if ((rc = async_executor_submit(&fs[i], ex,
+                                            &jobs[i])) != 0) lab_die("files apply_async: %s",
+                                                                     async_strerror(rc));
         }
         for (size_t i = 0; i < n; i++) {
             const void *data;
@@ -259,7 +261,7 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
             if ((rc = async_future_wait(fs[i])) != 0 || (rc = async_future_result(fs[i], &data, &size)) != 0)
                 lab_die("files apply_async: %s: %s", async_strerror(rc), async_future_message(fs[i]));
             memcpy(&out[i], data, sizeof out[i]);
-            async_future_free(fs[i]);
+            async_future_unref(fs[i]);
         }
         free(jobs);
         free(fs);
@@ -269,7 +271,7 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
                          .in_size = v == V_STARMAP ? sizeof *args : sizeof *idx, .out = out, .out_size = sizeof *out, .n = n};
         if (v == V_MAP_ASYNC) {
             async_future_t *fu;
-            if ((rc = async_executor_map_async(ex, &m, NULL, NULL, NULL, &fu)) != 0)
+            if ((rc = async_executor_map_async(&fu, ex, &m, NULL, NULL, NULL)) != 0)
                 lab_die("files map_async: %s", async_strerror(rc));
             wait_ok(fu, "files map_async");
         } else if ((rc = async_executor_map(ex, &m, &err)) != 0) {

@@ -96,7 +96,7 @@ static double run_executor(async_executor_t *ex, job_t *j, async_progress_t *bar
                           .n = j->nchunks, .chunksize = 1, .unordered = true,
                           .window = j->nchunks < 4096 ? j->nchunks : 4096};
         async_imap_iter_t *it;
-        int rc = async_executor_imap(ex, &m, &it);
+        int rc = async_executor_imap(&it, ex, &m);
         if (rc != 0) lab_die("imap: %s", async_strerror(rc));
         size_t index;
         char dummy;
@@ -124,7 +124,7 @@ static double run_once(lab_mode_t mode, unsigned workers, lab_range_fn fn, void 
     char text[64];
     snprintf(text, sizeof text, "%s %s", label ? label : "", lab_mode_name[mode]);
     async_progress_t *bar = NULL;
-    if (label && async_progress_new(text, n, &bar) != 0) bar = NULL;
+    if (label && async_progress_new(&bar, text, n) != 0) bar = NULL;
     if (start_s) *start_s = 0;
     double t;
     if (mode == LAB_SERIAL) {
@@ -170,14 +170,14 @@ double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *c
                      .chunksize = 1};
     async_future_t *f;
     double t0 = lab_now();
-    rc = async_executor_map_async(ex, &m, NULL, NULL, NULL, &f);
+    rc = async_executor_map_async(&f, ex, &m, NULL, NULL, NULL);
     if (rc != 0) lab_die("map_async: %s", async_strerror(rc));
     /* The caller is free here, as after Python's map_async; it just waits. */
     rc = async_future_wait(f);
     double t = lab_now() - t0;
     if (rc == 0) rc = async_future_error(f);
     if (rc != 0) lab_die("map_async failed: %s: %s", async_strerror(rc), async_future_message(f));
-    async_future_free(f);
+    async_future_unref(f);
     async_executor_free(ex);
     free(ranges);
     lab_shared_free(j, sizeof *j);

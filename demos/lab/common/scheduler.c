@@ -88,11 +88,13 @@ int lab_scheduler(void)
     double t0 = lab_now();
     /* One batch: every task is queued before a worker takes one, so the
      * queue's priority order is the start order. */
-    if ((rc = async_executor_submit_batch(ex, jobs, NTASKS, fs)) != 0) lab_die("scheduler: %s", async_strerror(rc));
+    if ((rc = async_executor_submit_batch(fs, ex, jobs, NTASKS)) != 0) lab_die("scheduler: %s",
+                                                                               async_strerror(rc));
     async_progress_t *bar = NULL;
-    if (async_progress_new("scheduler", NTASKS, &bar) != 0) bar = NULL;
+    if (async_progress_new(&bar, "scheduler", NTASKS) != 0) bar = NULL;
     async_as_completed_t *it;
-    if ((rc = async_as_completed_new(fs, NTASKS, &it)) != 0) lab_die("scheduler: %s", async_strerror(rc));
+    if ((rc = async_as_completed_new(&it, fs, NTASKS)) != 0) lab_die("scheduler: %s",
+                                                                     async_strerror(rc));
     double done_at[NTASKS] = {0};
     size_t k;
     /* Every task has finished or timed out well within this. */
@@ -144,7 +146,7 @@ int lab_scheduler(void)
         json_object_set_new(t, "message", json_string(err ? async_future_message(fs[i]) : ""));
         json_object_set_new(t, "finished", json_real(done_at[i]));
         json_array_append_new(list, t);
-        async_future_free(fs[i]);
+        async_future_unref(fs[i]);
     }
     async_executor_free(ex);
     printf("  summary: %zu done, %zu timed out, %zu failed, in %.3f s on %u workers\n", ok, timed_out, failed, total,
