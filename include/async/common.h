@@ -5,7 +5,34 @@
  * the negative ASYNC_E* codes below.  Codes that have an errno equivalent are
  * that errno negated, so a system call's failure can be passed through as
  * -errno.  Time is an int64_t count of nanoseconds on CLOCK_MONOTONIC; a
- * deadline is an absolute such time, and ASYNC_FOREVER never comes. */
+ * deadline is an absolute such time, and ASYNC_FOREVER never comes.
+ *
+ * The conventions every header follows:
+ *   - A call that creates or hands back an object (a handle, a future, a
+ *     descriptor, an iterator, an allocation, a response) takes its OUT
+ *     pointer first: async_loop_new(&loop), async_executor_submit(&f, ex,
+ *     &job), async_tcp_listen(&fd, ip, port, backlog).  Results that fill
+ *     the caller's buffers (lengths, counts, indexes) follow the inputs, as
+ *     in read(2).  An OUT is written only on success.
+ *   - Every call that can block has a _dl form whose last parameter is an
+ *     absolute deadline; the plain form is the _dl form with ASYNC_FOREVER.
+ *     A deadline at or before now has passed (0 included); an operation
+ *     that can complete at once still does.  A duration in a struct or an
+ *     option is a field named *_ns, relative, 0 meaning its documented
+ *     default (async_job_t.timeout_ns: no limit).
+ *   - Try forms never wait: ASYNC_EAGAIN when they cannot complete now.
+ *   - _free always succeeds and returns void; for reference-counted objects
+ *     it is _unref (async_future_unref), for process-shared objects it drops
+ *     this process's view.  _destroy may refuse, as pthread_mutex_destroy
+ *     does: ASYNC_EBUSY while the object is in use (waiters, live tasks,
+ *     lookups), and the object stays valid.
+ *   - An option struct passed by pointer starts with `size_t size`: 0 (a
+ *     designated initialiser) reads the 0.2 layout; its inline _init
+ *     function sets sizeof as the program was compiled.  Later versions add
+ *     fields only at the end and read them only when size covers them; a
+ *     nonzero size smaller than the 0.2 struct is ASYNC_EINVAL.
+ *   - Objects that belong to a loop (sync primitives, resolvers, clients,
+ *     tasks) refuse other loops and threads with ASYNC_EWRONGLOOP. */
 #ifndef ASYNC_COMMON_H
 #define ASYNC_COMMON_H
 
