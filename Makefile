@@ -17,7 +17,10 @@ CC      ?= cc
 CORO    ?= asm
 SANITIZE ?=
 COVERAGE ?=
-VERSION := 0.1.0
+# The version lives in include/async/common.h; before 1.0 the ABI may change
+# with every minor version, so the soname is libasync.so.MAJOR.MINOR.
+VERSION := $(shell sed -n 's/^\#define ASYNC_VERSION "\(.*\)"/\1/p' include/async/common.h)
+SOVERSION := $(basename $(VERSION))
 ARCH    := $(shell uname -m)
 
 comma := ,
@@ -142,7 +145,7 @@ $(STATIC): $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(SHARED): $(LIB_OBJS)
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,libasync.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) -shared -Wl,-soname,libasync.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Programs link the static library so that they run from the tree.
 # Objects made through pattern chains are kept, not deleted as intermediates.
@@ -192,7 +195,7 @@ $(MPI_STATIC): $(LIB_OBJS) $(MPI_OBJS)
 	rm -f $@ && ar rcs $@ $^
 $(MPI_SHARED): $(LIB_OBJS) $(MPI_OBJS)
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,libasync-mpi.so.0 $(LDFLAGS) -o $@ $^ $(MPI_LINK) $(LIBS)
+	$(CC) -shared -Wl,-soname,libasync-mpi.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(MPI_LINK) $(LIBS)
 # MPI test programs export their symbols so that an unregistered work
 # function can be named in its error message (dladdr).
 $(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_STATIC)
@@ -207,8 +210,8 @@ install-mpi: $(MPI_STATIC) $(MPI_SHARED)
 	install -m 644 include/async/mpi.h $(DESTDIR)$(PREFIX)/include/async/
 	install -m 644 $(MPI_STATIC) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(MPI_SHARED) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so.$(VERSION)
-	ln -sf libasync-mpi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so.0
-	ln -sf libasync-mpi.so.0 $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so
+	ln -sf libasync-mpi.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so.$(SOVERSION)
+	ln -sf libasync-mpi.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libasync-mpi.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' async-mpi.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/async-mpi.pc
 clean: clean-mpi
@@ -242,12 +245,14 @@ coverage: deps
 
 # Checks of the build itself: run-tests' accounting on a fixture, header
 # dependencies that are exact (touch a header, only its includers rebuild),
-# and the architecture's arrows (docs/architecture.md: modules include and
-# call only downward, no call cycle across modules).
+# the architecture's arrows (docs/architecture.md: modules include and call
+# only downward, no call cycle across modules), and an install that a program
+# builds against with pkg-config (plain builds only).
 check-build:
 	@scripts/check-run-tests
 	@$(MAKE) --no-print-directory -s lib
 	@scripts/check-arrows $(OBJ)
+	@$(if $(SANITIZE)$(COVERAGE),true,scripts/check-install)
 	@scripts/check-deps $(if $(SANITIZE),SANITIZE=$(SANITIZE)) $(if $(filter ucontext,$(CORO)),CORO=ucontext)
 
 # What make bench printed, for scripts/bench-table (build/bench-record.txt).
@@ -278,8 +283,8 @@ install: lib
 	install -m 644 include/async/*.h $(DESTDIR)$(PREFIX)/include/async/
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libasync.so.$(VERSION)
-	ln -sf libasync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync.so.0
-	ln -sf libasync.so.0 $(DESTDIR)$(PREFIX)/lib/libasync.so
+	ln -sf libasync.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libasync.so.$(SOVERSION)
+	ln -sf libasync.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libasync.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' async.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/async.pc
 

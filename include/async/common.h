@@ -51,6 +51,14 @@
 extern "C" {
 #endif
 
+/* The version of these headers (the Makefile and the soname read it here).
+ * Before 1.0 every minor version may change the ABI, so the soname carries
+ * major.minor: libasync.so.0.2. */
+#define ASYNC_VERSION_MAJOR 0
+#define ASYNC_VERSION_MINOR 2
+#define ASYNC_VERSION_PATCH 0
+#define ASYNC_VERSION "0.2.0"
+
 /* Error codes.  Every call that can fail returns 0 or one of these (always
  * negative); the errno-backed ones keep errno's meaning.  One situation has
  * one code, in every module:
