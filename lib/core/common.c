@@ -72,6 +72,19 @@ const char *async_errname(int err)
     return i < 0 ? "ASYNC_E?" : errors[i].name;
 }
 
+/* The system page size, read once. */
+static _Atomic size_t page_bytes;
+
+size_t async__page_size(void)
+{
+    size_t ps = atomic_load_explicit(&page_bytes, memory_order_relaxed);
+    if (!ps) {
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&page_bytes, ps, memory_order_relaxed);
+    }
+    return ps;
+}
+
 int async__cond_init_monotonic(pthread_cond_t *c, bool pshared)
 {
     pthread_condattr_t a;

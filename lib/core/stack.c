@@ -54,17 +54,6 @@ struct async__stack_pool {
  * lazy set-ups may run twice at once; both compute the same value. */
 static _Atomic long guarded_live;
 static _Atomic long guarded_budget = -1;
-static _Atomic size_t page_bytes;
-
-size_t async__page_size(void)
-{
-    size_t ps = atomic_load_explicit(&page_bytes, memory_order_relaxed);
-    if (!ps) {
-        ps = (size_t)sysconf(_SC_PAGESIZE);
-        atomic_store_explicit(&page_bytes, ps, memory_order_relaxed);
-    }
-    return ps;
-}
 
 /* ASYNC_STACK_GUARDS=N overrides how many guarded stacks a process may hold
  * (0: none, every default-size stack comes from a slab). */
