@@ -1,4 +1,4 @@
-/* Executor internals shared by executor.c, job_queue.c and imap.c only
+/* Executor internals shared by executor.c, job_queue.c, map.c and imap.c only
  * (backends use backend_internal.h).  PRIVATE: never installed. */
 #ifndef ASYNC_EXEC_INTERNAL_H
 #define ASYNC_EXEC_INTERNAL_H
@@ -57,24 +57,15 @@ static inline size_t async__q_len(exec_priv_t *p)
     return atomic_load(&p->submitted) - t;
 }
 
-/* A map's state, in its future's extra bytes, followed by its chunks. */
-typedef struct map_state {
-    async_future_t *f;
-    pthread_mutex_t mu;     /* guards remaining and the failure */
-    size_t remaining;       /* chunks not finished */
-    int fail_code;
-    size_t fail_index;
-    char msg[ASYNC_FUTURE_MSG_MAX];
-    _Atomic bool abandoned; /* skip chunks not started yet */
-    size_t nchunks;
-    /* The executor's reference goes when every chunk has both left the queue
-     * and finished (2 events a chunk): the caller of a blocking map may run
-     * chunks that still sit in the queue. */
-    _Atomic size_t events;
-    async_future_cb on_success, on_error;
-    void *cb_arg;
-    async__job_t jobs[];
-} map_state_t;
+/* The absolute deadline of a job or map whose time limit is timeout_ns,
+ * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
+ * already past for a negative limit (the job fails without running). */
+static inline int64_t async__limit_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns == 0) return ASYNC_FOREVER;
+    if (timeout_ns < 0) return -1;
+    return async_deadline_after(timeout_ns);
+}
 
 /* job_queue.c */
 void async__q_init(exec_priv_t *p);
@@ -98,6 +89,14 @@ size_t async__default_chunksize(const async_executor_t *ex, size_t n);
 
 /* Whether the calling thread is one of ex's workers. */
 bool async__exec_on_worker(const async_executor_t *ex);
+
+/* map.c: a chunk taken by a worker (false: do not run it; it has been
+ * finished, cancelled or past its deadline), a chunk drained without
+ * running (finished with err and msg unless it ran elsewhere), a chunk
+ * that ran. */
+bool async__map_chunk_take(async__job_t *job);
+void async__map_chunk_skip(async__job_t *job, int err, const char *msg);
+void async__map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
 
 /* imap.c: called when a chunk is taken (false: skip it, already finished)
  * and when it is finished. */
