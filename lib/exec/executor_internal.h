@@ -4,6 +4,7 @@
 #define ASYNC_EXEC_INTERNAL_H
 
 #include "backend_internal.h"
+#include "waiters_internal.h"
 
 enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
 
@@ -40,7 +41,7 @@ typedef struct async__exec_priv {
     bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
-    async__list_t task_room;         /* tasks waiting for room (job_queue.c) */
+    async__twaiters_t task_room;     /* tasks waiting for room (job_queue.c) */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
@@ -77,6 +78,11 @@ void async__q_destroy(exec_priv_t *p);
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
+/* Waits, as a submit would, until the queue has room for one job or is
+ * stopped, without reserving it (a racing submit may take it): 0,
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (a cancelled task) or ASYNC_ENOMEM.  0
+ * at once without a bound. */
+int async__q_wait_room(async_executor_t *ex, int64_t deadline);
 /* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
  * stopped and empty. */
 int async__q_take(exec_priv_t *p, async__job_t **out);
