@@ -193,10 +193,9 @@ static void map_chunks(map_state_t *st, const async_map_t *m, size_t chunk)
     }
 }
 
-/* map_async whose wait for queue room gives up at deadline. */
-static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
-                        async_future_cb on_error, void *cb_arg, async_future_t **out,
-                        int64_t deadline)
+int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, const async_map_t *m,
+                                async_future_cb on_success, async_future_cb on_error, void *cb_arg,
+                                int64_t deadline)
 {
     int r = check_map(ex, m);
     if (r || !out) return r ? r : ASYNC_EINVAL;
@@ -227,7 +226,7 @@ static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future
 int async_executor_map_async(async_future_t **out, async_executor_t *ex, const async_map_t *m,
                              async_future_cb on_success, async_future_cb on_error, void *cb_arg)
 {
-    return map_async_dl(ex, m, on_success, on_error, cb_arg, out, ASYNC_FOREVER);
+    return async_executor_map_async_dl(out, ex, m, on_success, on_error, cb_arg, ASYNC_FOREVER);
 }
 
 /* --- map: waiting for it ------------------------------------------------------ */
@@ -293,7 +292,7 @@ int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_
                           int64_t deadline)
 {
     async_future_t *f;
-    int r = map_async_dl(ex, m, NULL, NULL, NULL, &f, deadline);
+    int r = async_executor_map_async_dl(&f, ex, m, NULL, NULL, NULL, deadline);
     if (r) return r;
     r = map_wait(ex, f, deadline);
     bool given_up = !async_future_done(f); /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED */
