@@ -404,3 +404,196 @@ Test(exec_wait, submit_from_a_cancelled_task_stops_waiting_for_room)
 {
     room_scene(ASYNC_FOREVER, true, false, ASYNC_ECANCELED);
 }
+
+/* --- map_async_dl, imap_dl: the wait for queue room ------------------------------ */
+
+static _Atomic int callbacks;
+
+static void count_cb(async_future_t *f, void *arg)
+{
+    (void)f, (void)arg;
+    atomic_fetch_add(&callbacks, 1);
+}
+
+Test(exec_wait, map_async_dl_gives_up_waiting_for_room_with_nothing_queued)
+{
+    gate_t g = {0};
+    async_future_t *held, *filler;
+    async_executor_t *ex = held_pool(&g, 1, &held);
+    int in[3] = {1, 2, 3}, out[3] = {-1, -1, -1};
+    cr_assert_eq(async_executor_submit(&filler, ex, &(async_job_t){.fn = tenfold, .in = in,
+                                       .in_size = sizeof(int), .out_size = sizeof(int)}),
+                 0);
+    atomic_store(&runs, 0);
+    atomic_store(&callbacks, 0);
+    async_map_t m = {.fn = tenfold, .in = in, .in_size = sizeof(int), .out = out,
+                     .out_size = sizeof(int), .n = 3, .chunksize = 1};
+    async_future_t *f = (async_future_t *)&g; /* must stay untouched */
+    cr_expect_eq(async_executor_map_async_dl(&f, ex, &m, count_cb, count_cb, NULL,
+                                             async_deadline_after(30 * MS)),
+                 ASYNC_ETIMEDOUT);
+    cr_expect_eq(f, (async_future_t *)&g, "*out untouched");
+    cr_expect_eq(async_executor_queued(ex), 1, "nothing of the map was queued");
+    gate_open(&g, 1);
+    cr_expect_eq(async_executor_map_async_dl(&f, ex, &m, count_cb, count_cb, NULL,
+                                             async_deadline_after(ASYNC_SEC(20))),
+                 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    cr_expect_eq(atomic_load(&callbacks), 1, "only the map that was queued called back");
+    for (int i = 0; i < 3; i++) cr_expect_eq(out[i], 10 * in[i]);
+    async_future_unref(f);
+    async_future_wait(filler);
+    async_future_unref(filler);
+    async_future_wait(held);
+    async_future_unref(held);
+    async_executor_shutdown(ex, true, false);
+    cr_expect_eq(atomic_load(&runs), 4, "the filler and the second map's 3 items ran, no more");
+    async_executor_free(ex);
+}
+
+/* A source of ints 0, 1, ... n-1 that counts its pulls. */
+typedef struct {
+    int next, n;
+} counter_src_t;
+
+static int counter_source(void *arg, void *item)
+{
+    counter_src_t *c = arg;
+    if (c->next >= c->n) return ASYNC_EEOF;
+    memcpy(item, &c->next, sizeof(int));
+    c->next++;
+    return 0;
+}
+
+Test(exec_wait, imap_dl_gives_up_waiting_for_room_before_taking_input)
+{
+    gate_t g = {0};
+    async_future_t *held, *filler;
+    async_executor_t *ex = held_pool(&g, 1, &held);
+    int one = 1;
+    cr_assert_eq(async_executor_submit(&filler, ex, &(async_job_t){.fn = tenfold, .in = &one,
+                                       .in_size = sizeof(int), .out_size = sizeof(int)}),
+                 0);
+    enum { N = 5 };
+    counter_src_t src = {0, N};
+    async_imap_t m = {.fn = tenfold, .source = counter_source, .source_arg = &src,
+                      .in_size = sizeof(int), .out_size = sizeof(int), .window = 2};
+    async_imap_iter_t *it = (async_imap_iter_t *)&g; /* must stay untouched */
+    cr_expect_eq(async_executor_imap_dl(&it, ex, &m, async_deadline_after(30 * MS)), ASYNC_ETIMEDOUT);
+    cr_expect_eq(it, (async_imap_iter_t *)&g, "*out untouched");
+    cr_expect_eq(src.next, 0, "no item was pulled from the source");
+    cr_expect_eq(async_executor_queued(ex), 1, "nothing of the map was queued");
+    gate_open(&g, 1);
+    cr_assert_eq(async_executor_imap_dl(&it, ex, &m, async_deadline_after(ASYNC_SEC(20))), 0);
+    int v;
+    size_t idx;
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(async_imap_next(it, &v, &idx), 0);
+        cr_expect_eq(idx, (size_t)i);
+        cr_expect_eq(v, 10 * i);
+    }
+    cr_expect_eq(async_imap_next(it, &v, &idx), ASYNC_EEOF);
+    async_imap_free(it);
+    async_future_wait(filler);
+    async_future_unref(filler);
+    async_future_wait(held);
+    async_future_unref(held);
+    async_executor_free(ex);
+}
+
+/* --- imap from a task: next and free wait through the loop ------------------------- */
+
+typedef struct {
+    async_executor_t *ex;
+    gate_t *g;
+    async_imap_iter_t *it;
+    async_task_t waiter;
+    _Atomic int waiting;
+    int result, v;
+    int ticks, seen;
+    bool free_it;        /* the waiter frees the iterator instead of reading it */
+    bool cancel;         /* the other task cancels the waiter first */
+    int open_at_return;  /* g->open when the waiter's call returned */
+} imap_scene_t;
+
+static int imap_waiter(void *arg, void **res)
+{
+    (void)res;
+    imap_scene_t *s = arg;
+    atomic_store(&s->waiting, 1);
+    if (s->free_it) {
+        /* The first chunk runs at the gate: free must wait for it. */
+        async_imap_free(s->it);
+        s->it = NULL;
+        s->result = 0;
+    } else {
+        size_t idx;
+        s->result = async_imap_next_dl(s->it, &s->v, &idx, async_deadline_after(ASYNC_SEC(20)));
+    }
+    s->open_at_return = atomic_load(&s->g->open);
+    return 0;
+}
+
+/* Takes turns on the loop while the waiter waits, then opens the gate: it
+ * could not if the waiter held the loop's thread (the gate's job would then
+ * give up by itself after 10 s, and passed_by would say 0). */
+static int imap_opener(void *arg, void **res)
+{
+    (void)res;
+    imap_scene_t *s = arg;
+    while (!atomic_load(&s->waiting)) async_yield();
+    if (s->cancel) async_task_cancel(s->waiter);
+    for (s->ticks = 0; s->ticks < 5; s->ticks++) async_sleep(MS);
+    s->seen = s->result;
+    gate_open(s->g, 3);
+    return 0;
+}
+
+static void imap_scene(bool free_it, bool cancel)
+{
+    async_executor_t *ex = pool(1, 0);
+    gate_t g = {0};
+    enum { N = 3 };
+    int in[N] = {0, 1, 2};
+    imap_scene_t s = {.ex = ex, .g = &g, .result = 1, .v = -1, .free_it = free_it, .cancel = cancel};
+    cr_assert_eq(async_executor_imap(&s.it, ex, &(async_imap_t){.fn = tenfold, .ctx = &g, .in = in, .n = N,
+                                                                 .in_size = sizeof(int),
+                                                                 .out_size = sizeof(int), .window = 1}),
+                 0);
+    gate_wait_running(&g);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(&s.waiter, loop, imap_waiter, &s, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, imap_opener, &s, NULL), 0);
+    cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_expect_eq(s.ticks, 5);
+    if (cancel && !free_it) {
+        cr_expect_eq(s.seen, ASYNC_ECANCELED, "the cancelled waiter returned before the gate opened");
+        cr_expect_eq(s.open_at_return, 0);
+    } else {
+        cr_expect_eq(s.seen, 1, "the other task ran on while the waiter waited");
+    }
+    async_imap_free(s.it); /* NULL when the waiter freed it; waits for the chunk */
+    cr_expect_eq(atomic_load(&g.passed_by), 3, "the other task opened the gate");
+    if (free_it) {
+        cr_expect_eq(s.open_at_return, 1, "free returned only after the running chunk ended");
+    } else if (cancel) {
+        cr_expect_eq(s.result, ASYNC_ECANCELED, "got %s", async_errname(s.result));
+    } else {
+        cr_expect_eq(s.result, 0, "got %s", async_errname(s.result));
+        cr_expect_eq(s.v, 0);
+    }
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    async_executor_free(ex);
+}
+
+Test(exec_wait, imap_next_in_a_task_waits_through_the_loop) { imap_scene(false, false); }
+
+Test(exec_wait, imap_next_in_a_cancelled_task_stops_waiting) { imap_scene(false, true); }
+
+Test(exec_wait, imap_free_in_a_task_waits_through_the_loop) { imap_scene(true, false); }
+
+Test(exec_wait, imap_free_in_a_cancelled_task_still_waits_for_running_chunks)
+{
+    imap_scene(true, true);
+}

@@ -5,6 +5,7 @@
  * Every test checks with the counting allocator that nothing leaks. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -504,4 +505,102 @@ Test(future, futures_wait_reports_enomem)
     cr_expect_eq(index, 7, "untouched");
     async_future_unref(fs[0]);
     async_future_unref(fs[1]);
+}
+
+/* --- as_completed from a task: only the task sleeps --------------------------- */
+
+typedef struct {
+    async_as_completed_t *it;
+    async_future_t *f;
+    async_task_t waiter;
+    _Atomic int waiting;
+    int result;
+    size_t index;
+    int ticks;      /* the other task's turns while the waiter waited */
+    int seen;       /* the waiter's result once those turns were over */
+    bool cancel;    /* the other task cancels the waiter instead of finishing f */
+} ac_scene_t;
+
+static int ac_waiter(void *arg, void **res)
+{
+    (void)res;
+    ac_scene_t *s = arg;
+    atomic_store(&s->waiting, 1);
+    /* If the call blocked the loop's thread, the other task could not run
+     * and finish f: the call would time out instead. */
+    s->result = async_as_completed_next_dl(s->it, &s->index, async_deadline_after(ASYNC_SEC(10)));
+    return 0;
+}
+
+static int ac_finisher(void *arg, void **res)
+{
+    (void)res;
+    ac_scene_t *s = arg;
+    while (!atomic_load(&s->waiting)) async_yield();
+    for (s->ticks = 0; s->ticks < 5; s->ticks++) async_sleep(MS);
+    s->seen = s->result;
+    if (s->cancel) async_task_cancel(s->waiter);
+    else cr_expect_eq(async_future_set_result(s->f, "x", 1), 0);
+    return 0;
+}
+
+static void ac_scene(bool cancel)
+{
+    async_future_t *fs[2] = {fresh(), fresh()};
+    ac_scene_t s = {.f = fs[1], .result = 1, .index = 99, .cancel = cancel};
+    cr_assert_eq(async_as_completed_new(&s.it, fs, 2), 0);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(&s.waiter, loop, ac_waiter, &s, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, ac_finisher, &s, NULL), 0);
+    cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_expect_eq(s.ticks, 5);
+    cr_expect_eq(s.seen, 1, "the other task ran on while the waiter waited");
+    if (cancel) {
+        cr_expect_eq(s.result, ASYNC_ECANCELED, "got %s", async_errname(s.result));
+        cr_expect_eq(s.index, 99, "nothing yielded");
+        cr_expect_eq(async_as_completed_unfinished(s.it), 2);
+    } else {
+        cr_expect_eq(s.result, 0, "got %s", async_errname(s.result));
+        cr_expect_eq(s.index, 1);
+    }
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    async_as_completed_free(s.it);
+    async_future_unref(fs[0]);
+    async_future_unref(fs[1]);
+}
+
+Test(future, as_completed_in_a_task_waits_through_the_loop) { ac_scene(false); }
+
+Test(future, as_completed_in_a_cancelled_task_stops_waiting) { ac_scene(true); }
+
+/* A task that times out leaves nothing listed: a completion afterwards
+ * touches nothing of it, and a final future is yielded even to a task past
+ * its deadline. */
+static int ac_timeout_task(void *arg, void **res)
+{
+    (void)res;
+    ac_scene_t *s = arg;
+    size_t i;
+    s->result = async_as_completed_next_dl(s->it, &i, async_deadline_after(5 * MS));
+    cr_expect_str_eq(async_as_completed_message(s->it), "1 of 1 futures unfinished");
+    cr_expect_eq(async_future_set_result(s->f, NULL, 0), 0);
+    s->seen = async_as_completed_next_dl(s->it, &i, 0);
+    return 0;
+}
+
+Test(future, as_completed_in_a_task_times_out_then_yields)
+{
+    async_future_t *f = fresh();
+    ac_scene_t s = {.f = f, .result = 1, .seen = 1};
+    cr_assert_eq(async_as_completed_new(&s.it, &f, 1), 0);
+    async_loop_t *loop;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, ac_timeout_task, &s, NULL), 0);
+    cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_expect_eq(s.result, ASYNC_ETIMEDOUT);
+    cr_expect_eq(s.seen, 0, "a final future is yielded at once, deadline passed or not");
+    cr_expect_eq(async_loop_destroy(loop), 0);
+    async_as_completed_free(s.it);
+    async_future_unref(f);
 }

@@ -161,24 +161,33 @@ ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
 /* Stops accepting work (later submits fail with ASYNC_ECLOSED).  With
  * cancel_pending, queued jobs are cancelled (their futures CANCELLED, maps
  * FAILED with ASYNC_ECANCELED); without, they still run.  With wait, blocks
+ * the calling thread (a task's too: joining threads cannot be awaited)
  * until all work that will run has finished and the workers have exited.
- * Calling it again is allowed (it can upgrade to cancel or wait).  Errors:
+ * It has no _dl form: the workers run their jobs to the end (a thread cannot
+ * be stopped), and the pool is only safe to free once they have exited.  To
+ * bound the wait, shut down without wait and wait for the futures with
+ * async_futures_wait_dl (async_futures_await_dl in a task), or terminate.
+ * Without wait it never blocks.  Calling it again is allowed (it can
+ * upgrade to cancel or wait).  Errors:
  * ASYNC_EINVAL (ex NULL), ASYNC_EDEADLK (wait asked from one of the pool's
  * own workers, which would wait for itself; the shutdown itself still
  * happens, without the wait). */
 ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
 
 /* Stops now: cancels queued jobs, and on the process backend kills the
- * workers, failing the jobs they held with ASYNC_ECANCELED; then waits for
- * the workers to exit.  A thread cannot be killed, so the thread backend
- * waits for running jobs to end.  Errors: ASYNC_EINVAL (ex NULL),
+ * workers, failing the jobs they held with ASYNC_ECANCELED; then blocks the
+ * calling thread (a task's too) until the workers have exited.  A thread
+ * cannot be killed, so the thread backend waits for running jobs to end;
+ * hence no _dl form: the wait is teardown that must outlast running work.  Errors: ASYNC_EINVAL (ex NULL),
  * ASYNC_EDEADLK (called from one of the pool's own workers: the queued jobs
  * are cancelled and the pool shut down, but nothing is killed or waited
  * for). */
 ASYNC_API int async_executor_terminate(async_executor_t *ex);
 
 /* Shuts down (cancel_pending, wait) if not done yet and frees the pool.
- * Futures the caller still holds stay valid, and all are final.  NULL is
+ * Futures the caller still holds stay valid, and all are final.  It blocks,
+ * without a _dl form, for the same reason as async_executor_shutdown with
+ * wait: the pool's memory must outlive the jobs still running.  NULL is
  * ignored.  Calling it from one of the pool's own workers is a programming
  * error, as free() of a bad pointer is: the worker would wait for itself and
  * free the memory it runs on, so the call prints a message naming it to
@@ -411,8 +420,8 @@ ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
 ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
                                     async_map_error_t *err, int64_t deadline);
 
-/* map_async: queues the map and returns at once with a future (*out, OUT)
- * that is DONE (no output bytes) when every item succeeded, or FAILED with
+/* map_async: queues the map and returns with a future (*out, OUT) without
+ * waiting for the map itself; the future is DONE (no output bytes) when every item succeeded, or FAILED with
  * the lowest failing item's code, "item N: message" and
  * async_future_error_index.  on_success / on_error (either may be NULL)
  * run as that future's first callback, on the thread that finishes the map,
@@ -422,11 +431,24 @@ ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
  * async_future_done turning true.  Inside the callback the future already
  * reports its outcome (async_future_state, _error, _message, _error_index);
  * the callback must not wait for its own future.  Callbacks added with
- * async_future_on_done run after it.  Errors: as async_executor_map (no
- * callback runs then). */
+ * async_future_on_done run after it.
+ *
+ * The one wait: while the queue is at max_queued (a map counts its chunks,
+ * queued as one batch that may overfill the bound), the call waits for room
+ * as submit does: a thread blocks; a task awaits (only the task sleeps).
+ * map_async_dl gives up at its deadline with ASYNC_ETIMEDOUT (the deadline
+ * bounds that wait only, not the map: see timeout_ns), and a task
+ * cancelled while it waits gets ASYNC_ECANCELED; then nothing is queued and
+ * no callback runs.  Without max_queued it never waits.
+ * Errors: as async_executor_submit_dl, ASYNC_EINVAL as async_executor_map;
+ * on error no callback runs and *out is untouched. */
 ASYNC_API int async_executor_map_async(async_future_t **out, async_executor_t *ex,
                                        const async_map_t *m, async_future_cb on_success,
                                        async_future_cb on_error, void *cb_arg);
+ASYNC_API int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex,
+                                          const async_map_t *m, async_future_cb on_success,
+                                          async_future_cb on_error, void *cb_arg,
+                                          int64_t deadline);
 
 /* --- lazy maps: imap, imap_unordered ------------------------------------- */
 
@@ -466,22 +488,38 @@ static inline void async_imap_init(async_imap_t *o)
 
 typedef struct async_imap_iter async_imap_iter_t;
 
-/* Starts the lazy map and fills the first window.  Errors: as
- * async_executor_submit, ASYNC_EINVAL (bad m->size, fn NULL, no input, in_size 0 with
- * a source). */
+/* Starts the lazy map (*out, OUT) and fills the first window, queueing its
+ * chunks.  While the queue is at max_queued it waits for room as submit
+ * does (a thread blocks; a task awaits, only the task sleeps), and pulls an
+ * item from the source only once there is room for its chunk.  imap_dl
+ * gives up that wait at its deadline: ASYNC_ETIMEDOUT (or ASYNC_ECANCELED
+ * for a task cancelled while it waits) when nothing was taken from the
+ * input yet, so nothing is queued, no item pulled and *out untouched.  Once
+ * some input was taken (a chunk queued, or pulled but beaten to the room by
+ * another submit), the map has started: the call returns 0 with the part of
+ * the window that fit, and async_imap_next queues the rest, an item already
+ * pulled first, so none is lost.  Without max_queued it never waits.
+ * Errors: as async_executor_submit_dl, ASYNC_EINVAL (bad m->size, fn NULL,
+ * no input, in_size 0 with a source). */
 ASYNC_API int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex,
                                   const async_imap_t *m);
+ASYNC_API int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *ex,
+                                     const async_imap_t *m, int64_t deadline);
 
-/* Blocks the calling thread for the next result (in input order, or in
- * completion order when unordered), copies it to out (out_size bytes) and
- * sets *index (OUT, may be NULL) to its input position.  It first tops up
- * the window, waiting for queue room as submit does; the deadline bounds
- * that wait too (an item pulled from the source but not queued by then is
- * kept and queued first by the next call, so nothing is lost).  Returns 0,
- * the item's error (message in async_imap_message; iteration may go on),
- * ASYNC_EEOF after the last item, the source's error, ASYNC_ETIMEDOUT at
- * the deadline (no result is consumed), or an error of submit (ECLOSED,
- * the broken pool's code, ENOMEM) from the top-up. */
+/* Waits for the next result (in input order, or in completion order when
+ * unordered), copies it to out (out_size bytes) and sets *index (OUT, may
+ * be NULL) to its input position.  A thread blocks; a task awaits through
+ * its loop (only the task sleeps, the loop's other tasks run on).  It first
+ * tops up the window, waiting for queue room as submit does; the deadline
+ * bounds that wait too (an item pulled from the source but not queued by
+ * then is kept and queued first by the next call, so nothing is lost), and
+ * a result that is ready is still returned.  Returns 0, the item's error
+ * (message in async_imap_message; iteration may go on), ASYNC_EEOF after
+ * the last item, the source's error, ASYNC_ETIMEDOUT at the deadline,
+ * ASYNC_ECANCELED (a task cancelled while it had to wait; in both cases no
+ * result is consumed), or an error of submit (ECLOSED, the broken pool's
+ * code, ENOMEM) from the top-up.  Call it from one thread or task at a
+ * time (the source is pulled here). */
 ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
 ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
                                  int64_t deadline);
@@ -490,7 +528,12 @@ ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index
 ASYNC_API const char *async_imap_message(const async_imap_iter_t *it);
 
 /* Stops the map: cancels what is queued, waits for chunks running, frees.
- * NULL is ignored. */
+ * NULL is ignored.  It has no _dl form: running chunks write into the
+ * iterator's memory, and a thread cannot be stopped, so it must wait for
+ * them to end however long they run (a chunk that reads
+ * async_work_deadline() can end early).  In a task it waits through the
+ * loop, deaf to the task's cancellation (which stays pending for its next
+ * wait): only the task sleeps. */
 ASYNC_API void async_imap_free(async_imap_iter_t *it);
 
 #ifdef __cplusplus

@@ -161,7 +161,8 @@ typedef enum async_wait_mode {
     ASYNC_WAIT_FIRST_FAILURE,   /* one is FAILED or CANCELLED, or all are final */
 } async_wait_mode_t;
 
-/* Blocks the calling thread until the condition of mode holds over fs[0..n),
+/* Blocks the calling thread (from a task use async_futures_await_dl, which
+ * sleeps only the task) until the condition of mode holds over fs[0..n),
  * and returns 0; *index (OUT, may be NULL) receives the index of a final
  * future (FIRST_COMPLETED: the lowest final one; FIRST_FAILURE: the lowest
  * failed or cancelled one, or n when none failed; ALL: n).  The futures
@@ -188,12 +189,16 @@ typedef struct async_as_completed async_as_completed_t;
 ASYNC_API int async_as_completed_new(async_as_completed_t **out, async_future_t *const *fs,
                                      size_t n);
 
-/* Blocks the calling thread until one more future is final; *index (OUT)
- * receives its position in fs.  Returns 0, ASYNC_EEOF when all n have been
- * yielded, or ASYNC_ETIMEDOUT at the deadline (pass the same absolute
- * deadline to every call for Python's as_completed(timeout)); after a
+/* Waits until one more future is final; *index (OUT) receives its position
+ * in fs.  A thread blocks; a task awaits through its loop (only the task
+ * sleeps, the loop's other tasks run on).  Returns 0, ASYNC_EEOF when all n
+ * have been yielded, ASYNC_ETIMEDOUT at the deadline (pass the same
+ * absolute deadline to every call for Python's as_completed(timeout)),
+ * ASYNC_ECANCELED (a task cancelled while it had to wait; a future already
+ * final is still yielded), or ASYNC_ENOMEM (a task's wait record); after a
  * timeout async_as_completed_message says "N of M futures unfinished" and
- * async_as_completed_unfinished gives N. */
+ * async_as_completed_unfinished gives N.  Call it from one thread or task
+ * at a time. */
 ASYNC_API int async_as_completed_next_dl(async_as_completed_t *it, size_t *index,
                                          int64_t deadline);
 

@@ -1,9 +1,10 @@
 /* The executor's backend interface.  PRIVATE: never installed.
  *
- * executor.c owns everything that does not depend on how work runs: options,
- * the priority queue of jobs with its bound, submit, map chunking, imap
- * windows, futures, cancellation, per-job deadlines while queued, shutdown
- * and the broken-pool state.  A backend (thread_backend.c, process_backend.c) only runs jobs:
+ * The executor front owns everything that does not depend on how work runs:
+ * options, submit, shutdown and the broken-pool state (executor.c), the
+ * priority queue of jobs with its bound (job_queue.c), map chunking
+ * (map.c), imap windows (imap.c), futures, cancellation and per-job
+ * deadlines while queued.  A backend (thread_backend.c, process_backend.c) only runs jobs:
  *
  *   1. start() creates ex->workers workers.  Each worker (a thread, or a
  *      parent-side thread that drives one worker process) loops:

@@ -1,9 +1,10 @@
-/* The backend-independent executor: options, the job queue, submit, maps and
- * their chunking, shutdown and the broken-pool state.  Backends (thread_backend.c,
- * process_backend.c) take jobs from the queue and finish them, as backend_internal.h
- * describes; nothing here knows whether a job runs in a thread or in a
- * process.  Lazy maps (imap) live in imap.c, the work-function side (frames,
- * async_work_*) in work.c.
+/* The backend-independent executor: options, creating and ending a pool, the
+ * worker side of jobs (taking, finishing, expiring), submit and run, and the
+ * broken-pool state.  Backends (thread_backend.c, process_backend.c) take
+ * jobs from the queue and finish them, as backend_internal.h describes;
+ * nothing here knows whether a job runs in a thread or in a process.  Eager
+ * maps live in map.c, lazy maps (imap) in imap.c, the queue in job_queue.c,
+ * the work-function side (frames, async_work_*) in work.c.
  *
  * The queue itself (job_queue.c) takes no lock on the submit side.  A job's
  * memory lives in its future's allocation (submit) or its map's (map), so
@@ -24,40 +25,6 @@ static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
 /* --- finishing jobs ----------------------------------------------------------- */
 
-static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
-
-static bool map_claim(async__job_t *job)
-{
-    return !atomic_exchange_explicit(&job->claimed, 1, memory_order_acq_rel);
-}
-
-/* Counts one of a map chunk's two events (left the queue, finished); the last
- * of all drops the executor's reference to the map. */
-static void map_event(map_state_t *st)
-{
-    if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
-        async_future_unref(st->f);
-}
-
-/* Claims a map chunk to run it here; false when it must not run (someone
- * else has it, or the map was cancelled, or its deadline passed: then it
- * has been finished). */
-static bool map_start(async__job_t *job)
-{
-    map_state_t *st = job->owner;
-    if (!map_claim(job)) return false;
-    if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
-        async__future_start(st->f) == ASYNC_ECANCELED) {
-        map_chunk_done(job, ASYNC_ECANCELED, 0, "map cancelled before this item ran");
-        return false;
-    }
-    if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
-        map_chunk_done(job, ASYNC_ETIMEDOUT, 0, "deadline passed before it ran");
-        return false;
-    }
-    return true;
-}
-
 /* Finishes a job that never ran, with err and msg. */
 static void skip_job(async__job_t *job, int err, const char *msg)
 {
@@ -69,12 +36,9 @@ static void skip_job(async__job_t *job, int err, const char *msg)
         async_future_unref(f); /* the executor's reference */
         break;
     }
-    case JOB_MAP: { /* it left the queue; finish it unless it ran elsewhere */
-        map_state_t *st = job->owner;
-        if (map_claim(job)) map_chunk_done(job, err, 0, msg);
-        map_event(st);
+    case JOB_MAP:
+        async__map_chunk_skip(job, err, msg);
         break;
-    }
     case JOB_IMAP:
         async__imap_chunk_done(job, err, 0, msg);
         break;
@@ -94,27 +58,21 @@ static void skip_list(async__job_t *list, int err, const char *msg)
  * or its deadline passed while queued: then it has been finished here). */
 static bool start_job(async__job_t *job)
 {
-    if (job->kind == JOB_SUBMIT) {
+    switch (job->kind) {
+    case JOB_MAP:
+        return async__map_chunk_take(job); /* it checks the map's deadline itself */
+    case JOB_SUBMIT:
         if (async__future_start(job->owner) != 0) { /* cancelled while queued */
             async_future_unref(job->owner);
             return false;
         }
-    } else if (job->kind == JOB_MAP) {
-        map_state_t *st = job->owner;
-        bool run = map_start(job);
-        map_event(st); /* it left the queue (st may be gone now) */
-        return run;
-    } else if (!async__imap_chunk_start(job)) {
-        return false;
+        break;
+    case JOB_IMAP:
+        if (!async__imap_chunk_start(job)) return false;
+        break;
     }
     if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
-        if (job->kind == JOB_SUBMIT) {
-            async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT,
-                                 "deadline passed before it ran", NULL, 0, false);
-            async_future_unref(job->owner);
-        } else {
-            skip_job(job, ASYNC_ETIMEDOUT, "deadline passed before it ran");
-        }
+        skip_job(job, ASYNC_ETIMEDOUT, "deadline passed before it ran");
         return false;
     }
     return true;
@@ -135,6 +93,31 @@ int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
     return ASYNC_ECLOSED;
 }
 
+/* Finishes a submit's future from its outcome: DONE with its output rows or
+ * its variable result, else FAILED; then drops the executor's reference. */
+static void finish_submit(async__job_t *job, async__outcome_t *oc)
+{
+    async_future_t *f = job->owner;
+    if (oc->err) {
+        async__future_finish(f, FS_FAILED, oc->err, oc->msg, NULL, 0, false);
+    } else if (oc->var_out) {
+        void *data = oc->var_out;
+        if (!oc->var_owned) {
+            data = async__malloc(oc->var_size);
+            if (data) memcpy(data, oc->var_out, oc->var_size);
+        }
+        if (data || !oc->var_size)
+            async__future_finish(f, FS_DONE, 0, NULL, data, oc->var_size, data != NULL);
+        else
+            async__future_finish(f, FS_FAILED, ASYNC_ENOMEM, "no memory for the result", NULL, 0,
+                                 false);
+    } else {
+        size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
+        async__future_finish(f, FS_DONE, 0, NULL, job->rows.out, n, false);
+    }
+    async_future_unref(f);
+}
+
 void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
 {
     (void)ex;
@@ -144,35 +127,16 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
         oc->failed_row = 0;
         snprintf(oc->msg, sizeof oc->msg, "finished after its deadline");
     }
-    if (oc->err && oc->var_out) {
+    if (oc->err && oc->var_out) { /* a failed job keeps no result */
         if (oc->var_owned) async__free(oc->var_out);
         oc->var_out = NULL;
     }
     switch (job->kind) {
-    case JOB_SUBMIT: {
-        async_future_t *f = job->owner;
-        if (oc->err) {
-            async__future_finish(f, FS_FAILED, oc->err, oc->msg, NULL, 0, false);
-        } else if (oc->var_out) {
-            void *data = oc->var_out;
-            if (!oc->var_owned) {
-                data = async__malloc(oc->var_size);
-                if (data) memcpy(data, oc->var_out, oc->var_size);
-            }
-            if (data || !oc->var_size)
-                async__future_finish(f, FS_DONE, 0, NULL, data, oc->var_size, data != NULL);
-            else
-                async__future_finish(f, FS_FAILED, ASYNC_ENOMEM, "no memory for the result", NULL,
-                                     0, false);
-        } else {
-            size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
-            async__future_finish(f, FS_DONE, 0, NULL, job->rows.out, n, false);
-        }
-        async_future_unref(f);
+    case JOB_SUBMIT:
+        finish_submit(job, oc);
         break;
-    }
     case JOB_MAP:
-        map_chunk_done(job, oc->err, oc->failed_row, oc->msg);
+        async__map_chunk_done(job, oc->err, oc->failed_row, oc->msg);
         break;
     case JOB_IMAP:
         async__imap_chunk_done(job, oc->err, oc->failed_row, oc->msg);
@@ -390,21 +354,11 @@ static int check_job(const async_job_t *j)
     return 0;
 }
 
-/* The absolute deadline of a job or map whose time limit is timeout_ns,
- * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
- * already past for a negative limit (the job fails without running). */
-static int64_t limit_deadline(int64_t timeout_ns)
-{
-    if (timeout_ns == 0) return ASYNC_FOREVER;
-    if (timeout_ns < 0) return -1;
-    return async_deadline_after(timeout_ns);
-}
-
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 static async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
 {
-    int64_t deadline = limit_deadline(j->timeout_ns);
+    int64_t deadline = async__limit_deadline(j->timeout_ns);
     /* A job with a deadline may outlive its future on the thread backend
      * (the future fails at the deadline, the function runs on), so its input
      * is always copied into the job, which lives until the function returns. */
@@ -538,201 +492,4 @@ int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out, 
                        char *msg, size_t msg_cap)
 {
     return async_executor_run_dl(ex, job, out, out_len, msg, msg_cap, ASYNC_FOREVER);
-}
-
-/* --- map, starmap, map_async ---------------------------------------------------- */
-
-size_t async__default_chunksize(const async_executor_t *ex, size_t n)
-{
-    size_t d = (size_t)4 * ex->workers;
-    size_t c = (n + d - 1) / d;
-    return c ? c : 1;
-}
-
-static void map_chunk_done(async__job_t *job, int err, size_t row, const char *msg)
-{
-    map_state_t *st = job->owner;
-    pthread_mutex_lock(&st->mu);
-    if (err) {
-        size_t index = job->first + row;
-        if (!st->fail_code || index < st->fail_index) {
-            st->fail_code = err;
-            st->fail_index = index;
-            snprintf(st->msg, sizeof st->msg, "%s", msg ? msg : "");
-        }
-    }
-    bool last = --st->remaining == 0;
-    pthread_mutex_unlock(&st->mu);
-    if (!last) {
-        map_event(st);
-        return;
-    }
-    async_future_t *f = st->f;
-    if (st->fail_code) {
-        char full[ASYNC_FUTURE_MSG_MAX + 32];
-        (void)!snprintf(full, sizeof full, "item %zu: %s", st->fail_index,
-                 st->msg[0] ? st->msg : async_strerror(st->fail_code));
-        async__future_fail_at(f, st->fail_code, full, st->fail_index);
-    } else {
-        async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
-    }
-    map_event(st); /* st may be gone now */
-}
-
-static void map_cb(async_future_t *f, void *arg)
-{
-    map_state_t *st = arg;
-    async_future_cb cb = async_future_error(f) ? st->on_error : st->on_success;
-    if (cb) cb(f, st->cb_arg);
-}
-
-static int check_map(async_executor_t *ex, const async_map_t *m)
-{
-    if (!ex || !m || async__size_bad(m) || !m->fn) return ASYNC_EINVAL;
-    if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
-    if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
-    /* n items must fit the caller's arrays: a product that wraps would run
-     * "every" item over a few bytes. */
-    if (m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL;
-    if (m->out_size && m->n > SIZE_MAX / m->out_size) return ASYNC_EINVAL;
-    return 0;
-}
-
-/* map_async whose wait for queue room gives up at deadline. */
-static int map_async_dl(async_executor_t *ex, const async_map_t *m, async_future_cb on_success,
-                        async_future_cb on_error, void *cb_arg, async_future_t **out,
-                        int64_t deadline)
-{
-    int r = check_map(ex, m);
-    if (r || !out) return r ? r : ASYNC_EINVAL;
-    size_t chunk = m->chunksize ? m->chunksize : async__default_chunksize(ex, m->n);
-    size_t nchunks = m->n ? (m->n - 1) / chunk + 1 : 0;
-    if (nchunks > (SIZE_MAX - sizeof(map_state_t)) / sizeof(async__job_t)) return ASYNC_ENOMEM;
-    async_future_t *f = async__future_alloc(sizeof(map_state_t) + nchunks * sizeof(async__job_t));
-    if (!f) return ASYNC_ENOMEM;
-    map_state_t *st = (map_state_t *)f->extra;
-    pthread_mutex_init(&st->mu, NULL);
-    st->f = f;
-    st->remaining = st->nchunks = nchunks;
-    atomic_init(&st->events, 2 * nchunks);
-    st->fail_code = 0;
-    st->fail_index = 0;
-    st->msg[0] = '\0';
-    atomic_init(&st->abandoned, false);
-    st->on_success = on_success;
-    st->on_error = on_error;
-    st->cb_arg = cb_arg;
-    /* The callbacks return before any wait on f does (executor.h). */
-    f->early_cb = on_success || on_error;
-    if ((on_success || on_error) && async_future_on_done(f, map_cb, st)) {
-        async_future_unref(f);
-        return ASYNC_ENOMEM;
-    }
-    if (!nchunks) { /* nothing to run: done at once (callbacks run here) */
-        async__future_finish(f, FS_DONE, 0, NULL, NULL, 0, false);
-        *out = f;
-        return 0;
-    }
-    int64_t dl = limit_deadline(m->timeout_ns);
-    for (size_t i = 0; i < nchunks; i++) {
-        async__job_t *job = &st->jobs[i];
-        size_t first = i * chunk;
-        size_t count = m->n - first < chunk ? m->n - first : chunk;
-        job->rows = (async__rows_t){
-            m->fn, m->ctx, m->in_size ? (const char *)m->in + first * m->in_size : m->in,
-            m->in_size, m->out_size ? (char *)m->out + first * m->out_size : NULL, m->out_size, count};
-        job->first = first;
-        job->priority = m->priority;
-        job->deadline = dl;
-        job->var_ok = false;
-        job->kind = JOB_MAP;
-        atomic_init(&job->claimed, 0);
-        job->owner = st;
-        job->next = i + 1 < nchunks ? &st->jobs[i + 1] : NULL;
-    }
-    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
-    f->exec_owned = true;
-    r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
-    if (r) { /* never finished: its callbacks never run */
-        pthread_mutex_destroy(&st->mu);
-        async_future_unref(f);
-        async_future_unref(f);
-        return r;
-    }
-    *out = f;
-    return 0;
-}
-
-int async_executor_map_async(async_future_t **out, async_executor_t *ex, const async_map_t *m,
-                             async_future_cb on_success, async_future_cb on_error, void *cb_arg)
-{
-    return map_async_dl(ex, m, on_success, on_error, cb_arg, out, ASYNC_FOREVER);
-}
-
-static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
-{
-    for (size_t i = st->nchunks; i-- > 0 && (deadline == ASYNC_FOREVER || async_now() < deadline);) {
-        async__job_t *job = &st->jobs[i];
-        if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !map_start(job)) continue;
-        async__outcome_t oc;
-        async__rows_run(&job->rows, UINT_MAX, job->deadline, false, NULL, NULL, 0, &oc);
-        async__exec_finish(ex, job, &oc);
-    }
-}
-
-/* Ends a map its caller gave up on (deadline, cancelled task): chunks still
- * queued are skipped, and the call waits for the running ones, which write
- * into the caller's out, through the loop when in a task. */
-static void abandon_map(async_future_t *f)
-{
-    map_state_t *st = (map_state_t *)f->extra;
-    atomic_store_explicit(&st->abandoned, true, memory_order_release);
-    if (async__in_task()) async__future_await_shielded(f);
-    else async__future_wait(f, ASYNC_FOREVER, false);
-}
-
-int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_error_t *err,
-                          int64_t deadline)
-{
-    async_future_t *f;
-    int r = map_async_dl(ex, m, NULL, NULL, NULL, &f, deadline);
-    if (r) return r;
-    if (async__in_task()) {
-        r = async_future_await_dl(f, deadline);
-    } else {
-        /* Asked to, the caller runs chunks instead of sleeping, from the
-         * end (workers start from the front), so that the map does not wait
-         * for sleeping workers to get a CPU back.  Not with an initializer
-         * (the caller never ran it) nor on the process backend. */
-        if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
-            help_map(ex, (map_state_t *)f->extra, deadline);
-        r = async__future_wait(f, deadline, false);
-    }
-    map_state_t *st = (map_state_t *)f->extra;
-    if (!async_future_done(f)) { /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED */
-        abandon_map(f);
-        if (err) {
-            err->code = r;
-            err->index = st->fail_code ? st->fail_index : m->n;
-            snprintf(err->message, sizeof err->message, "%s",
-                     r == ASYNC_ETIMEDOUT ? "the map's deadline passed before it finished"
-                                          : "the awaiting task was cancelled");
-        }
-        async_future_unref(f);
-        return r;
-    }
-    r = async_future_error(f);
-    if (err) {
-        err->code = r;
-        err->index = r ? st->fail_index : 0;
-        snprintf(err->message, sizeof err->message, "%s",
-                 r ? (st->msg[0] ? st->msg : async_strerror(r)) : "");
-    }
-    async_future_unref(f);
-    return r;
-}
-
-int async_executor_map(async_executor_t *ex, const async_map_t *m, async_map_error_t *err)
-{
-    return async_executor_map_dl(ex, m, err, ASYNC_FOREVER);
 }

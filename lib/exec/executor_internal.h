@@ -1,9 +1,10 @@
-/* Executor internals shared by executor.c, job_queue.c and imap.c only
+/* Executor internals shared by executor.c, job_queue.c, map.c and imap.c only
  * (backends use backend_internal.h).  PRIVATE: never installed. */
 #ifndef ASYNC_EXEC_INTERNAL_H
 #define ASYNC_EXEC_INTERNAL_H
 
 #include "backend_internal.h"
+#include "waiters_internal.h"
 
 enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
 
@@ -40,7 +41,7 @@ typedef struct async__exec_priv {
     bool bounded;                    /* max_queued is set */
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
-    async__list_t task_room;         /* tasks waiting for room (job_queue.c) */
+    async__twaiters_t task_room;     /* tasks waiting for room (job_queue.c) */
     char broken_msg[ASYNC_FUTURE_MSG_MAX + 64];
     pthread_mutex_t join_mu;
     /* Guards broken_msg and the turn to broken.  Never join_mu: the thread
@@ -57,24 +58,15 @@ static inline size_t async__q_len(exec_priv_t *p)
     return atomic_load(&p->submitted) - t;
 }
 
-/* A map's state, in its future's extra bytes, followed by its chunks. */
-typedef struct map_state {
-    async_future_t *f;
-    pthread_mutex_t mu;     /* guards remaining and the failure */
-    size_t remaining;       /* chunks not finished */
-    int fail_code;
-    size_t fail_index;
-    char msg[ASYNC_FUTURE_MSG_MAX];
-    _Atomic bool abandoned; /* skip chunks not started yet */
-    size_t nchunks;
-    /* The executor's reference goes when every chunk has both left the queue
-     * and finished (2 events a chunk): the caller of a blocking map may run
-     * chunks that still sit in the queue. */
-    _Atomic size_t events;
-    async_future_cb on_success, on_error;
-    void *cb_arg;
-    async__job_t jobs[];
-} map_state_t;
+/* The absolute deadline of a job or map whose time limit is timeout_ns,
+ * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
+ * already past for a negative limit (the job fails without running). */
+static inline int64_t async__limit_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns == 0) return ASYNC_FOREVER;
+    if (timeout_ns < 0) return -1;
+    return async_deadline_after(timeout_ns);
+}
 
 /* job_queue.c */
 void async__q_init(exec_priv_t *p);
@@ -86,6 +78,11 @@ void async__q_destroy(exec_priv_t *p);
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
+/* Waits, as a submit would, until the queue has room for one job or is
+ * stopped, without reserving it (a racing submit may take it): 0,
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (a cancelled task) or ASYNC_ENOMEM.  0
+ * at once without a bound. */
+int async__q_wait_room(async_executor_t *ex, int64_t deadline);
 /* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
  * stopped and empty. */
 int async__q_take(exec_priv_t *p, async__job_t **out);
@@ -98,6 +95,14 @@ size_t async__default_chunksize(const async_executor_t *ex, size_t n);
 
 /* Whether the calling thread is one of ex's workers. */
 bool async__exec_on_worker(const async_executor_t *ex);
+
+/* map.c: a chunk taken by a worker (false: do not run it; it has been
+ * finished, cancelled or past its deadline), a chunk drained without
+ * running (finished with err and msg unless it ran elsewhere), a chunk
+ * that ran. */
+bool async__map_chunk_take(async__job_t *job);
+void async__map_chunk_skip(async__job_t *job, int err, const char *msg);
+void async__map_chunk_done(async__job_t *job, int err, size_t row, const char *msg);
 
 /* imap.c: called when a chunk is taken (false: skip it, already finished)
  * and when it is finished. */

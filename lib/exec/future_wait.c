@@ -4,13 +4,15 @@
  * Blocking waits sleep on a futex: a single future's waiters on its state
  * word, a multi-future wait on a word of its own that listeners bump, an
  * as-completed iterator on a condition variable.  A task never blocks its
- * thread: it registers a listener that posts to its loop, with the post node
+ * thread: an as-completed iterator lists it with its task waiters
+ * (waiters_internal.h), and an await registers a listener that posts to its loop, with the post node
  * embedded in a heap record shared by the task and the post, so that a task
  * that timed out or was cancelled meanwhile leaves nothing behind that a late
  * completion could touch. */
 #include <stdio.h>
 #include <string.h>
 #include "future_internal.h"
+#include "waiters_internal.h"
 
 /* Pauses a waiter spins through before it sleeps (a few microseconds). */
 #define SPIN_LOOPS 200
@@ -274,7 +276,8 @@ int async_future_await(async_future_t *f) { return async_future_await_dl(f, ASYN
 
 struct async_as_completed {
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond;      /* threads waiting in next */
+    async__twaiters_t tasks;  /* tasks waiting in next, under mu */
     size_t n, head, tail; /* order[head..tail) finished, not yet yielded */
     size_t *order;
     async_future_t **fs;
@@ -294,6 +297,7 @@ static void ac_notify(async__listener_t *l, async_future_t *f)
     pthread_mutex_lock(&it->mu);
     it->order[it->tail++] = nd->index;
     pthread_cond_signal(&it->cond);
+    async__twaiters_wake_locked(&it->tasks); /* a post: short, as a notify must be */
     pthread_mutex_unlock(&it->mu);
 }
 
@@ -317,6 +321,7 @@ int async_as_completed_new(async_as_completed_t **out, async_future_t *const *fs
     }
     pthread_mutex_init(&it->mu, NULL);
     async__cond_init_monotonic(&it->cond, false);
+    async__twaiters_init(&it->tasks);
     for (size_t i = 0; i < n; i++) {
         it->fs[i] = fs[i];
         async_future_ref(fs[i]);
@@ -336,6 +341,7 @@ int async_as_completed_new(async_as_completed_t **out, async_future_t *const *fs
 
 int async_as_completed_next_dl(async_as_completed_t *it, size_t *index, int64_t deadline)
 {
+    bool task = async__in_task();
     int r = 0;
     pthread_mutex_lock(&it->mu);
     it->msg[0] = '\0';
@@ -344,15 +350,16 @@ int async_as_completed_next_dl(async_as_completed_t *it, size_t *index, int64_t 
             r = ASYNC_EEOF;
             break;
         }
-        if (deadline == ASYNC_FOREVER) {
-            pthread_cond_wait(&it->cond, &it->mu);
-            continue;
-        }
-        struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
-        if (deadline < 0) ts.tv_sec = ts.tv_nsec = 0;
-        if (pthread_cond_timedwait(&it->cond, &it->mu, &ts) == ETIMEDOUT && it->head == it->tail) {
-            snprintf(it->msg, sizeof it->msg, "%zu of %zu futures unfinished", it->n - it->tail, it->n);
-            r = ASYNC_ETIMEDOUT;
+        /* A task sleeps through its loop; a thread on the condition. */
+        int w = task ? async__twait_locked(&it->tasks, &it->mu, deadline)
+                     : async__cond_wait_dl(&it->cond, &it->mu, deadline) == ETIMEDOUT
+                           ? ASYNC_ETIMEDOUT
+                           : 0;
+        if (w && it->head == it->tail) {
+            if (w == ASYNC_ETIMEDOUT)
+                snprintf(it->msg, sizeof it->msg, "%zu of %zu futures unfinished",
+                         it->n - it->tail, it->n);
+            r = w;
             break;
         }
     }

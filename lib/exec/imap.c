@@ -32,7 +32,8 @@ struct async_imap_iter {
     async_imap_t m;
     size_t chunk, window;
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond;            /* threads waiting for a chunk to finish */
+    async__twaiters_t tasks;        /* tasks waiting for the same, under mu */
     chunk_t *head, *tail;           /* ordered: every live chunk, oldest first */
     chunk_t *done_head, *done_tail; /* unordered: finished chunks with rows left */
     size_t live_items;              /* items in chunks not yet fully yielded */
@@ -73,6 +74,7 @@ void async__imap_chunk_done(async__job_t *job, int err, size_t row, const char *
     }
     it->unfinished--;
     pthread_cond_broadcast(&it->cond);
+    async__twaiters_wake_locked(&it->tasks);
     pthread_mutex_unlock(&it->mu); /* the iterator may be freed from here on */
 }
 
@@ -130,7 +132,8 @@ static int build_chunk(async_imap_iter_t *it, chunk_t **built)
 
 /* Queues one chunk (the pending one first, else a new one), waiting for
  * queue room until deadline; 0, ASYNC_EEOF (no input left) or an error; on
- * ASYNC_ETIMEDOUT or ASYNC_ECANCELED the chunk is kept as it->pending.
+ * ASYNC_ETIMEDOUT or ASYNC_ECANCELED a chunk already built (another submit
+ * took the room it waited for) is kept as it->pending.
  * Called on the caller's thread without the mutex. */
 static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 {
@@ -138,8 +141,11 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
     chunk_t *c = it->pending;
     it->pending = NULL;
     if (!c) {
-        int r = build_chunk(it, &c);
+        /* Wait for room before pulling the chunk's items from the source,
+         * so that a deadline passing here leaves the input untouched. */
+        int r = async__q_wait_room(it->ex, deadline);
         if (r) return r;
+        if ((r = build_chunk(it, &c)) != 0) return r;
     }
     pthread_mutex_lock(&it->mu);
     if (!m->unordered) {
@@ -187,7 +193,8 @@ static int refill(async_imap_iter_t *it, int64_t deadline)
     return 0;
 }
 
-int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex, const async_imap_t *m)
+int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *ex, const async_imap_t *m,
+                           int64_t deadline)
 {
     if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;
@@ -201,13 +208,22 @@ int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex, const asy
     if (it->window < it->chunk) it->window = it->chunk;
     pthread_mutex_init(&it->mu, NULL);
     async__cond_init_monotonic(&it->cond, false);
-    int r = refill(it, ASYNC_FOREVER);
-    if (r && it->live_items == 0) {
+    async__twaiters_init(&it->tasks);
+    /* Once input was taken (a chunk queued, or built and pending), the map
+     * has started: the iterator is handed out and the next call goes on
+     * (and reports a lasting error, such as ECLOSED), so no item is lost. */
+    int r = refill(it, deadline);
+    if (r && it->live_items == 0 && !it->pending) {
         async_imap_free(it);
         return r;
     }
     *out = it;
     return 0;
+}
+
+int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex, const async_imap_t *m)
+{
+    return async_executor_imap_dl(out, ex, m, ASYNC_FOREVER);
 }
 
 static void release(async_imap_iter_t *it, chunk_t *c)
@@ -223,11 +239,21 @@ static void release(async_imap_iter_t *it, chunk_t *c)
     async__free(c);
 }
 
+/* Under it->mu: one wait for a chunk to finish, until deadline; a task
+ * waits through its loop.  0 (look again), ASYNC_ETIMEDOUT, ASYNC_ECANCELED
+ * or ASYNC_ENOMEM. */
+static int wait_chunk(async_imap_iter_t *it, int64_t deadline)
+{
+    if (async__in_task()) return async__twait_locked(&it->tasks, &it->mu, deadline);
+    return async__cond_wait_dl(&it->cond, &it->mu, deadline) == ETIMEDOUT ? ASYNC_ETIMEDOUT : 0;
+}
+
 int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t deadline)
 {
-    /* A refill that times out still lets a result that is ready be taken. */
-    int r = refill(it, deadline);
-    if (r == ASYNC_ETIMEDOUT) r = 0;
+    /* A refill that gives up (deadline, cancelled task) still lets a result
+     * that is ready be taken; the code is returned when none is. */
+    int gave_up = 0, r = refill(it, deadline);
+    if (r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED) gave_up = r, r = 0;
     pthread_mutex_lock(&it->mu);
     it->msg[0] = '\0';
     if (r) goto out;
@@ -236,8 +262,8 @@ int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t 
         c = it->m.unordered ? it->done_head : it->head;
         if (c && c->done) break;
         if (!c && (it->m.unordered ? it->unfinished == 0 : true)) {
-            if (it->pending) { /* not queued yet: the refill timed out */
-                r = ASYNC_ETIMEDOUT;
+            if (it->pending || !it->src_done) { /* input left: the refill gave up */
+                r = gave_up ? gave_up : ASYNC_ETIMEDOUT;
                 goto out;
             }
             if (it->src_err) {
@@ -249,10 +275,11 @@ int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t 
             }
             goto out;
         }
-        if (async__cond_wait_dl(&it->cond, &it->mu, deadline) == ETIMEDOUT) {
+        int w = wait_chunk(it, deadline);
+        if (w) {
             c = it->m.unordered ? it->done_head : it->head;
             if (c && c->done) break;
-            r = ASYNC_ETIMEDOUT;
+            r = w;
             goto out;
         }
     }
@@ -283,8 +310,14 @@ void async_imap_free(async_imap_iter_t *it)
 {
     if (!it) return;
     atomic_store_explicit(&it->stopping, true, memory_order_release);
+    /* Running chunks write into the chunks' memory: wait for every one,
+     * in a task through the loop and whatever its cancellation. */
+    bool task = async__in_task();
     pthread_mutex_lock(&it->mu);
-    while (it->unfinished) pthread_cond_wait(&it->cond, &it->mu);
+    while (it->unfinished) {
+        if (task) async__twait_shielded_locked(&it->tasks, &it->mu);
+        else pthread_cond_wait(&it->cond, &it->mu);
+    }
     pthread_mutex_unlock(&it->mu);
     for (chunk_t *c = it->head, *next; c; c = next) {
         next = c->next;

@@ -30,6 +30,7 @@
 #include <sched.h>
 #include "executor_internal.h"
 #include "future_internal.h"
+#include "waiters_internal.h"
 
 
 /* How long an idle worker spins before it sleeps, and how many pauses it
@@ -44,7 +45,7 @@ void async__q_init(exec_priv_t *p)
 {
     pthread_mutex_init(&p->mu, NULL);
     async__cond_init_monotonic(&p->room, false);
-    async__list_init(&p->task_room);
+    async__twaiters_init(&p->task_room);
     p->zero = (async__bucket_t){0, NULL, NULL, NULL};
     p->buckets = &p->zero;
     atomic_init(&p->in_stub.qnext, NULL);
@@ -72,44 +73,13 @@ static void qlock(exec_priv_t *p)
 
 static void qunlock(exec_priv_t *p) { atomic_store_explicit(&p->qlock, 0, memory_order_release); }
 
-/* A task waiting for queue room sleeps through its loop, never blocking the
- * loop's thread: it lists this record under p->mu and suspends; whoever
- * makes room posts it to the task's loop, where it wakes the task.  The
- * record is shared by the task and at most one post in flight, and the last
- * of the two to drop it frees it, so a task that timed out or was cancelled
- * meanwhile leaves nothing a late post could touch. */
-typedef struct room_task {
-    async__post_t post;
-    async__list_t link; /* in p->task_room, under p->mu, while listed */
-    async_waker_t waker;
-    _Atomic unsigned refs;
-} room_task_t;
-
-static void room_task_drop(room_task_t *w)
-{
-    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1) async__free(w);
-}
-
-/* On the task's loop thread. */
-static void room_task_posted(void *arg)
-{
-    room_task_t *w = arg;
-    async_waker_wake(w->waker, 0); /* ASYNC_ESRCH when that wait has ended: fine */
-    room_task_drop(w);
-}
-
 /* Under p->mu: wakes one thread waiting for room (every one with all) and
  * every task waiting for room; each looks again. */
 static void room_wake_locked(exec_priv_t *p, bool all)
 {
     if (all) pthread_cond_broadcast(&p->room);
     else pthread_cond_signal(&p->room);
-    async__list_t *n;
-    while ((n = async__list_pop(&p->task_room))) {
-        room_task_t *w = container_of(n, room_task_t, link);
-        atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-        async__loop_post_node(async_waker_loop(w->waker), &w->post);
-    }
+    async__twaiters_wake_locked(&p->task_room);
 }
 
 static void room_signal(exec_priv_t *p)
@@ -264,26 +234,38 @@ static void unreserve(exec_priv_t *p, size_t n)
  * that makes room either is seen here or sees the waiter. */
 static int task_wait_room(exec_priv_t *p, size_t max, int64_t deadline)
 {
-    room_task_t *w = async__malloc(sizeof *w);
-    if (!w) return ASYNC_ENOMEM;
-    w->post = (async__post_t){.fn = room_task_posted, .arg = w, .owned = false};
-    atomic_init(&w->refs, 1);
-    async__list_init(&w->link);
     int r = 0;
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->room_waiters, 1);
-    if (async__q_len(p) >= max && !stopped(p)) {
-        w->waker = async_task_waker();
-        async__list_push(&p->task_room, &w->link);
-        pthread_mutex_unlock(&p->mu);
-        r = async_task_suspend_dl(deadline);
-        pthread_mutex_lock(&p->mu);
-        async__list_remove(&w->link); /* still listed unless a post took it */
-    }
+    if (async__q_len(p) >= max && !stopped(p))
+        r = async__twait_locked(&p->task_room, &p->mu, deadline);
     atomic_fetch_sub(&p->room_waiters, 1);
     pthread_mutex_unlock(&p->mu);
-    room_task_drop(w);
-    return r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED ? r : 0;
+    return r;
+}
+
+/* One wait for room while the queue is full (at max), until deadline: a
+ * task through its loop, a thread on p->room.  0 (look again),
+ * ASYNC_ETIMEDOUT, ASYNC_ECANCELED or ASYNC_ENOMEM (a task's). */
+static int wait_room(exec_priv_t *p, size_t max, int64_t deadline)
+{
+    if (async__in_task()) return task_wait_room(p, max, deadline);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->room_waiters, 1);
+    int w = 0;
+    while (async__q_len(p) >= max && !stopped(p) && w != ETIMEDOUT)
+        w = async__cond_wait_dl(&p->room, &p->mu, deadline);
+    atomic_fetch_sub(&p->room_waiters, 1);
+    pthread_mutex_unlock(&p->mu);
+    return w == ETIMEDOUT ? ASYNC_ETIMEDOUT : 0;
+}
+
+/* Whether a wait for room that returned w ends the caller's wait: an error,
+ * or a timeout while the queue is still full and serving. */
+static bool room_wait_ends(exec_priv_t *p, size_t max, int w)
+{
+    if (w == ASYNC_ENOMEM || w == ASYNC_ECANCELED) return true;
+    return w == ASYNC_ETIMEDOUT && async__q_len(p) >= max && !stopped(p);
 }
 
 /* Counts n more jobs as submitted, waiting for room for the first. */
@@ -302,23 +284,21 @@ static int reserve(exec_priv_t *p, size_t max, size_t n, bool try_only, int64_t 
             continue;
         }
         if (try_only) return ASYNC_EAGAIN;
-        if (async__in_task()) {
-            int w = task_wait_room(p, max, deadline);
-            s = atomic_load(&p->submitted);
-            if (w == ASYNC_ENOMEM || w == ASYNC_ECANCELED) return w;
-            if (w == ASYNC_ETIMEDOUT && async__q_len(p) >= max && !stopped(p)) return w;
-            continue;
-        }
-        pthread_mutex_lock(&p->mu);
-        atomic_fetch_add(&p->room_waiters, 1);
-        int w = 0;
-        while (async__q_len(p) >= max && !stopped(p) && w != ETIMEDOUT)
-            w = async__cond_wait_dl(&p->room, &p->mu, deadline);
-        atomic_fetch_sub(&p->room_waiters, 1);
-        pthread_mutex_unlock(&p->mu);
+        int w = wait_room(p, max, deadline);
+        if (room_wait_ends(p, max, w)) return w;
         s = atomic_load(&p->submitted);
-        if (w == ETIMEDOUT && async__q_len(p) >= max && !stopped(p)) return ASYNC_ETIMEDOUT;
     }
+}
+
+int async__q_wait_room(async_executor_t *ex, int64_t deadline)
+{
+    exec_priv_t *p = ex->priv;
+    size_t max = ex->opts.max_queued;
+    while (max && async__q_len(p) >= max && !stopped(p)) {
+        int w = wait_room(p, max, deadline);
+        if (room_wait_ends(p, max, w)) return w;
+    }
+    return 0;
 }
 
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
