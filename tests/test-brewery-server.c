@@ -270,19 +270,6 @@ static void check_lab_counts(const server_t *s)
     }
 }
 
-/* Criterion 2.4.1's runner (the parent process) loses a few 48-byte blocks
- * allocated under criterion_run_all_tests when this file's tests run with
- * --jobs 2, and LSan then fails the whole binary under SANITIZE=address.  With
- * the default fast unwinder those stacks hold only libcriterion frames, so
- * the suppression names the module.  It applies to this test binary only; the
- * server, whose memory these tests are about, is a separate program that
- * LSan (and valgrind, see docs/brewery-server.md) checks on its own. */
-const char *__lsan_default_suppressions(void);
-__attribute__((used)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 static bool have_csv(void)
 {
     return access(CSV, R_OK) == 0;
