@@ -1,6 +1,7 @@
 /* See run.h. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <criterion/criterion.h>
 #include "run.h"
 
@@ -76,6 +77,13 @@ async_task_t test_spawn_started(async_task_fn fn, void *arg)
     cr_assert_eq(async_task_spawn(&t, NULL, fn, arg, NULL), 0);
     cr_assert_eq(async_yield(), 0);
     return t;
+}
+
+double test_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 double test_slack(void)

@@ -22,6 +22,9 @@ int test_run_task_in_thread(async_task_fn fn, void *arg);
  * this returns.  Fails the test if the spawn or the yield fails. */
 async_task_t test_spawn_started(async_task_fn fn, void *arg);
 
+/* CLOCK_MONOTONIC in seconds. */
+double test_now_s(void);
+
 /* Multiplier for timing tolerances. */
 double test_slack(void);
 #endif
