@@ -76,11 +76,9 @@ static int by_id(const csv_table_t *t, size_t a, size_t b)
 
 Test(brewery_server, api_by_country_matches_csv, .timeout = 120)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    csv_table_t *t = csv_table_load(CSV);
     srv_t s, b;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
     srv_start(&b, "--latency", "0", NULL);
     /* Every distinct country, counted in the file, against both data sets. */
     char **seen = calloc(t->nrows, sizeof *seen);
@@ -130,11 +128,9 @@ static bool postal_prefix(const char *q, const char *v)
 
 Test(brewery_server, api_by_postal_is_a_5_or_9_digit_prefix, .timeout = 120)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    csv_table_t *t = csv_table_load(CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
     int tried9 = 0;
     for (size_t r = 0, k = 0; r < t->nrows && k < 25; r += 397) {
         const char *pc = csv_cell(t, r, "postal_code");
@@ -180,11 +176,9 @@ static size_t ids_of(json_t *a, const char **ids, size_t cap)
 
 Test(brewery_server, api_by_ids_returns_exactly_those, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    csv_table_t *t = csv_table_load(CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
     size_t pick[] = { 7, 100, 2000, 7000, t->nrows - 1 };
     char path[1024] = "/v1/breweries?by_ids=";
     for (size_t i = 0; i < 5; i++) {
@@ -203,7 +197,7 @@ Test(brewery_server, api_by_ids_returns_exactly_those, .timeout = 60)
     json_decref(a);
     snprintf(path, sizeof path, "by_ids=%s,%s", csv_cell(t, 3, "id"), csv_cell(t, 4, "id"));
     cr_expect_eq(srv_meta_total(&s, path), 2);
-    srv_expect_422(&s, "/v1/breweries?by_ids=", "by_ids");
+    srv_expect_error(&s, 422, "/v1/breweries?by_ids=", "by_ids");
     csv_table_free(t);
     srv_stop(&s);
 }
@@ -228,8 +222,8 @@ static int cmp_double(const void *a, const void *b)
 
 Test(brewery_server, api_by_dist_orders_by_distance, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
+    srv_t s;
+    srv_start_on_csv(&s);
     csv_table_t *t = csv_table_load(CSV);
     const double lat = 38.8977, lon = -77.0365;
     double *d = malloc(t->nrows * sizeof *d);
@@ -240,8 +234,6 @@ Test(brewery_server, api_by_dist_orders_by_distance, .timeout = 60)
             d[nd++] = haversine(lat, lon, atof(la), atof(lo));
     }
     qsort(d, nd, sizeof *d, cmp_double);
-    srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
     /* Pages 1 and 3 of 100: the k-th answer is at the k-th smallest distance. */
     for (int page = 1; page <= 3; page += 2) {
         char path[128];
@@ -267,9 +259,9 @@ Test(brewery_server, api_by_dist_orders_by_distance, .timeout = 60)
     json_t *o = json_array_get(last, json_array_size(last) - 1);
     cr_expect(json_is_null(json_object_get(o, "latitude")), "the last row has coordinates");
     json_decref(last);
-    srv_expect_422(&s, "/v1/breweries?by_dist=91,0", "by_dist");
-    srv_expect_422(&s, "/v1/breweries?by_dist=abc", "by_dist");
-    srv_expect_422(&s, "/v1/breweries?by_dist=1,2&sort=name", "sort");
+    srv_expect_error(&s, 422, "/v1/breweries?by_dist=91,0", "by_dist");
+    srv_expect_error(&s, 422, "/v1/breweries?by_dist=abc", "by_dist");
+    srv_expect_error(&s, 422, "/v1/breweries?by_dist=1,2&sort=name", "sort");
     srv_resp_t r = srv_get(&s, "/v1/breweries?by_dist=1,2&sort=name");
     cr_expect_not_null(strstr(r.body, "by_dist"), "the 422 does not say why: %s", r.body);
     free(r.body);
@@ -332,11 +324,9 @@ static void expect_order(const srv_t *s, const csv_table_t *t, const char *query
 
 Test(brewery_server, api_sort_matches_csv_order, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    csv_table_t *t = csv_table_load(CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
     expect_order(&s, t, "/v1/breweries?by_state=ohio&sort=type,name:desc", "Ohio",
                  by_type_name_desc);
     expect_order(&s, t, "/v1/breweries?by_state=california&sort=brewery_type:asc,name:DESC",
@@ -358,25 +348,23 @@ Test(brewery_server, api_sort_matches_csv_order, .timeout = 60)
         prev = atof(la);
     }
     json_decref(a);
-    srv_expect_422(&s, "/v1/breweries?sort=bogus", "sort");
-    srv_expect_422(&s, "/v1/breweries?sort=name:up", "sort");
-    srv_expect_422(&s, "/v1/breweries?sort=name,", "sort");
-    srv_expect_422(&s, "/v1/breweries?sort=a,b,c,d,e,f,g,h,i", "sort");
+    srv_expect_error(&s, 422, "/v1/breweries?sort=bogus", "sort");
+    srv_expect_error(&s, 422, "/v1/breweries?sort=name:up", "sort");
+    srv_expect_error(&s, 422, "/v1/breweries?sort=name,", "sort");
+    srv_expect_error(&s, 422, "/v1/breweries?sort=a,b,c,d,e,f,g,h,i", "sort");
     csv_table_free(t);
     srv_stop(&s);
 }
 
 Test(brewery_server, api_random_breweries, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
+    srv_t s;
+    srv_start_on_csv(&s);
     csv_table_t *t = csv_table_load(CSV);
     size_t *ix = malloc(t->nrows * sizeof *ix);
     for (size_t i = 0; i < t->nrows; i++)
         ix[i] = i;
     sort_rows(t, ix, t->nrows, by_id);
-    srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
     json_t *one = srv_get_json(&s, "/v1/breweries/random");
     cr_expect(json_is_array(one) && json_array_size(one) == 1, "default size is 1");
     json_decref(one);
@@ -406,9 +394,9 @@ Test(brewery_server, api_random_breweries, .timeout = 60)
     cr_expect_lt(same, 50, "two draws of 50 were identical");
     json_decref(a);
     json_decref(b);
-    srv_expect_422(&s, "/v1/breweries/random?size=51", "size");
-    srv_expect_422(&s, "/v1/breweries/random?size=0", "size");
-    srv_expect_422(&s, "/v1/breweries/random?size=x", "size");
+    srv_expect_error(&s, 422, "/v1/breweries/random?size=51", "size");
+    srv_expect_error(&s, 422, "/v1/breweries/random?size=0", "size");
+    srv_expect_error(&s, 422, "/v1/breweries/random?size=x", "size");
     free(ix);
     csv_table_free(t);
     srv_stop(&s);
@@ -429,12 +417,10 @@ static size_t search_ref(const csv_table_t *t, const char *q, size_t *ix)
 
 Test(brewery_server, api_search_and_autocomplete_match_csv, .timeout = 120)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
+    srv_t s;
+    srv_start_on_csv(&s);
     csv_table_t *t = csv_table_load(CSV);
     size_t *ix = malloc(t->nrows * sizeof *ix);
-    srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
     static const char *const queries[] = { "dog", "san_diego", "Bayern", "x", "brew%co", "zzzzqqq" };
     for (size_t q = 0; q < sizeof queries / sizeof queries[0]; q++) {
         size_t n = search_ref(t, queries[q], ix);
@@ -467,9 +453,9 @@ Test(brewery_server, api_search_and_autocomplete_match_csv, .timeout = 120)
         }
         json_decref(ac);
     }
-    srv_expect_422(&s, "/v1/breweries/search", "query");
-    srv_expect_422(&s, "/v1/breweries/search?query=", "query");
-    srv_expect_422(&s, "/v1/breweries/autocomplete", "query");
+    srv_expect_error(&s, 422, "/v1/breweries/search", "query");
+    srv_expect_error(&s, 422, "/v1/breweries/search?query=", "query");
+    srv_expect_error(&s, 422, "/v1/breweries/autocomplete", "query");
     free(ix);
     csv_table_free(t);
     srv_stop(&s);
@@ -477,11 +463,9 @@ Test(brewery_server, api_search_and_autocomplete_match_csv, .timeout = 120)
 
 Test(brewery_server, api_new_filters_on_meta_and_builtin, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    csv_table_t *t = csv_table_load(CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
     /* meta counts what the list returns, for the new filters together. */
     const char *q = "by_country=united_states&by_postal=940&by_type=micro";
     long want = 0;

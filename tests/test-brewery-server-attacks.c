@@ -109,9 +109,7 @@ Test(brewery_server, issue_like_request_answers_promptly, .timeout = 60)
     free(r.body);
     srv_stop(&s);
 
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
     r = srv_get_t(&s, ISSUE_REQUEST, 60000);
     cr_expect_eq(r.status, 200);
     cr_expect_lt(r.secs, 2.0 * test_slack(), "CSV: answered after %.2f s", r.secs);
@@ -387,10 +385,8 @@ Test(brewery_server, connection_flood_does_not_starve_others, .timeout = 120)
 
 Test(brewery_server, api_hostile_parameters_answer_promptly, .timeout = 120)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
     char wild[512] = "";
     for (int i = 0; i < 127; i++)
         strcat(wild, "%25_");

@@ -61,10 +61,8 @@ static void check_lab_counts(const srv_t *s)
 
 Test(brewery_server, csv_lab_counts, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
     check_lab_counts(&s);
     /* The whole file, and West Virginia inside "virginia" as the service does. */
     cr_expect_eq(srv_meta_total(&s, "per_page=1"), 11822);
@@ -89,10 +87,8 @@ Test(brewery_server, builtin_lab_counts, .timeout = 60)
 
 Test(brewery_server, builtin_matches_csv_per_state, .timeout = 60)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
     srv_t a, b;
-    srv_start(&a, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&a);
     srv_start(&b, "--latency", "0", NULL);
     json_t *ma = srv_get_json(&a, "/v1/breweries/meta?per_page=200");
     json_t *mb = srv_get_json(&b, "/v1/breweries/meta?per_page=200");
@@ -126,10 +122,8 @@ Test(brewery_server, state_match_is_like_case_insensitive_with_wildcard, .timeou
 
 Test(brewery_server, other_filters, .timeout = 30)
 {
-    if (!srv_have_csv())
-        cr_skip_test("no %s", CSV);
     srv_t s;
-    srv_start(&s, "--latency", "0", "--data", CSV, NULL);
+    srv_start_on_csv(&s);
     cr_expect_eq(srv_meta_total(&s, "by_state=new_york&by_type=micro"), 226);
     cr_expect_eq(srv_meta_total(&s, "by_state=new_york&by_type=micro,brewpub"), 337);
     json_t *a = srv_get_json(&s, "/v1/breweries?by_city=tupper%20lake&by_name=big_tupper");
@@ -137,9 +131,7 @@ Test(brewery_server, other_filters, .timeout = 30)
     cr_expect_str_eq(json_string_value(json_object_get(json_array_get(a, 0), "name")),
                      "Big Tupper Brewing");
     json_decref(a);
-    srv_resp_t r = srv_get(&s, "/v1/breweries?by_type=nonsense");
-    cr_expect_eq(r.status, 422);
-    free(r.body);
+    cr_expect_eq(srv_status(&s, "/v1/breweries?by_type=nonsense"), 422);
     srv_stop(&s);
 }
 
@@ -147,16 +139,16 @@ Test(brewery_server, validation_422, .timeout = 30)
 {
     srv_t s;
     srv_start(&s, "--latency", "0", NULL);
-    srv_expect_422(&s, "/v1/breweries?per_page=201", "per_page");
-    srv_expect_422(&s, "/v1/breweries?per_page=0", "per_page");
-    srv_expect_422(&s, "/v1/breweries?per_page=abc", "per_page");
-    srv_expect_422(&s, "/v1/breweries?per_page=99999999999999999999999", "per_page");
-    srv_expect_422(&s, "/v1/breweries?page=0", "page");
-    srv_expect_422(&s, "/v1/breweries?page=-3", "page");
-    srv_expect_422(&s, "/v1/breweries?by_state=ny", "by_state");
-    srv_expect_422(&s, "/v1/breweries?by_state=", "by_state");
-    srv_expect_422(&s, "/v1/breweries/meta?per_page=500", "per_page");
-    srv_expect_422(&s, "/v1/breweries/meta?by_state=va", "by_state");
+    srv_expect_error(&s, 422, "/v1/breweries?per_page=201", "per_page");
+    srv_expect_error(&s, 422, "/v1/breweries?per_page=0", "per_page");
+    srv_expect_error(&s, 422, "/v1/breweries?per_page=abc", "per_page");
+    srv_expect_error(&s, 422, "/v1/breweries?per_page=99999999999999999999999", "per_page");
+    srv_expect_error(&s, 422, "/v1/breweries?page=0", "page");
+    srv_expect_error(&s, 422, "/v1/breweries?page=-3", "page");
+    srv_expect_error(&s, 422, "/v1/breweries?by_state=ny", "by_state");
+    srv_expect_error(&s, 422, "/v1/breweries?by_state=", "by_state");
+    srv_expect_error(&s, 422, "/v1/breweries/meta?per_page=500", "per_page");
+    srv_expect_error(&s, 422, "/v1/breweries/meta?by_state=va", "by_state");
     /* The limits themselves are fine. */
     json_t *a = srv_get_json(&s, "/v1/breweries?per_page=200");
     cr_expect_eq(json_array_size(a), 200);
@@ -167,26 +159,15 @@ Test(brewery_server, validation_422, .timeout = 30)
     srv_stop(&s);
 }
 
-static void expect_404(const srv_t *s, const char *path)
-{
-    srv_resp_t r = srv_get(s, "%s", path);
-    cr_assert_eq(r.rc, CURLE_OK);
-    cr_expect_eq(r.status, 404, "%s: status %ld", path, r.status);
-    json_t *v = json_loadb(r.body, r.len, 0, NULL);
-    cr_expect(json_is_string(json_object_get(v, "message")), "%s: body %s", path, r.body);
-    json_decref(v);
-    free(r.body);
-}
-
 Test(brewery_server, not_found_404, .timeout = 30)
 {
     srv_t s;
     srv_start(&s, "--latency", "0", NULL);
-    expect_404(&s, "/v1/breweries/no-such-id");
-    expect_404(&s, "/v1/breweries/a/b");
-    expect_404(&s, "/v1/brewery");
-    expect_404(&s, "/v2/breweries");
-    expect_404(&s, "/");
+    srv_expect_error(&s, 404, "/v1/breweries/no-such-id", NULL);
+    srv_expect_error(&s, 404, "/v1/breweries/a/b", NULL);
+    srv_expect_error(&s, 404, "/v1/brewery", NULL);
+    srv_expect_error(&s, 404, "/v2/breweries", NULL);
+    srv_expect_error(&s, 404, "/", NULL);
     srv_resp_t r = srv_get_t(&s, "/v1/breweries", 5000);
     cr_expect_eq(r.status, 200);
     free(r.body);

@@ -217,15 +217,31 @@ void srv_suite_fini(void)
     curl_global_cleanup();
 }
 
-void srv_expect_422(const srv_t *s, const char *path, const char *field)
+void srv_start_on_csv(srv_t *s)
+{
+    if (!srv_have_csv())
+        cr_skip_test("no %s", CSV);
+    srv_start(s, "--latency", "0", "--data", CSV, NULL);
+}
+
+long srv_status(const srv_t *s, const char *path)
+{
+    srv_resp_t r = srv_get(s, "%s", path);
+    cr_assert_eq(r.rc, CURLE_OK, "%s: %s", path, curl_easy_strerror(r.rc));
+    free(r.body);
+    return r.status;
+}
+
+void srv_expect_error(const srv_t *s, long status, const char *path, const char *field)
 {
     srv_resp_t r = srv_get(s, "%s", path);
     cr_assert_eq(r.rc, CURLE_OK);
-    cr_expect_eq(r.status, 422, "%s: status %ld", path, r.status);
+    cr_expect_eq(r.status, status, "%s: status %ld", path, r.status);
     json_t *v = json_loadb(r.body, r.len, 0, NULL);
-    cr_expect(json_is_string(json_object_get(v, "message")), "%s: no message", path);
-    cr_expect(json_is_array(json_object_get(json_object_get(v, "errors"), field)),
-              "%s: no errors.%s in %s", path, field, r.body);
+    cr_expect(json_is_string(json_object_get(v, "message")), "%s: no message in %s", path, r.body);
+    if (field)
+        cr_expect(json_is_array(json_object_get(json_object_get(v, "errors"), field)),
+                  "%s: no errors.%s in %s", path, field, r.body);
     json_decref(v);
     free(r.body);
 }

@@ -72,10 +72,16 @@ srv_resp_t srv_get_t(const srv_t *s, const char *path, long timeout_ms);
 srv_resp_t srv_get(const srv_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* GET that must answer 200 with JSON (else the test fails); the parsed body. */
 json_t *srv_get_json(const srv_t *s, const char *path);
+/* srv_start with `--latency 0 --data CSV`; skips the test (it is counted and
+ * named as skipped) if the shared CSV is missing. */
+void srv_start_on_csv(srv_t *s);
 /* The integer "total" of /v1/breweries/meta?query (the test fails without it). */
 long srv_meta_total(const srv_t *s, const char *query);
-/* GET that must answer 422 with a message and an errors.field list. */
-void srv_expect_422(const srv_t *s, const char *path, const char *field);
+/* The status of a GET of path (the test fails if there is no answer). */
+long srv_status(const srv_t *s, const char *path);
+/* GET that must answer status with a JSON message and, if field is not
+ * NULL, an errors.field list (the API's 422). */
+void srv_expect_error(const srv_t *s, long status, const char *path, const char *field);
 
 /* --- the CSV, read by the test, for answers to check against ---------------- */
 
