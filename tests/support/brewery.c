@@ -4,6 +4,9 @@
 #include <csv.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "brewery.h"
@@ -375,4 +379,203 @@ void csv_table_free(csv_table_t *t)
         free(t->head[i]);
     free(t->cell);
     free(t);
+}
+
+/* --- the brewery demo's tests ----------------------------------------------- */
+
+srv_t cli_server = { -1, 0 };
+
+void cli_server_start(const char *const *flags)
+{
+    srv_start_argv(&cli_server, flags);
+}
+
+void cli_server_stop(void)
+{
+    srv_kill(&cli_server);
+}
+
+/* Runs the demo; returns its exit status and the JSON it wrote. */
+int cli_demo(const char *args, json_t **out)
+{
+    char path[] = "/tmp/test-brewery-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s --json %s >/dev/null 2>&1", DEMO, args, path);
+    int rc = system(cmd);
+    json_error_t e;
+    *out = json_load_file(path, 0, &e);
+    unlink(path);
+    cr_assert_not_null(*out, "no JSON written: %s", e.text);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The breweries of each state in the shared CSV, counted by python3 the way
+ * the API matches by_state: SQL LIKE '%state%' on state_province, any case,
+ * '_' matching any one character (so "virginia" counts West Virginia too). */
+void cli_csv_counts(const char *const *states, size_t n, long *out)
+{
+    cr_assert_eq(access(CSV, R_OK), 0, "no shared CSV at %s", CSV);
+    char cmd[2048];
+    int len = snprintf(cmd, sizeof cmd,
+                       "python3 -c 'import csv, re, sys\n"
+                       "rows = [r[\"state_province\"] for r in csv.DictReader(open(sys.argv[1], "
+                       "newline=\"\", encoding=\"utf-8\"))]\n"
+                       "for s in sys.argv[2:]:\n"
+                       "    p = re.compile(\"\".join(\".\" if c == \"_\" else re.escape(c) "
+                       "for c in s), re.I | re.S)\n"
+                       "    print(sum(1 for v in rows if p.search(v)))' '%s'",
+                       CSV);
+    for (size_t i = 0; i < n; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'", states[i]);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(fscanf(f, "%ld", &out[i]), 1, "python3 counted nothing");
+    cr_assert_eq(pclose(f), 0, "python3 failed");
+}
+
+const char *const cli_lab[4] = {"district_of_columbia", "maryland", "new_york", "virginia"};
+
+/* The lab's sentence, from the durations in the file itself. */
+void cli_check_result(json_t *j)
+{
+    double s = json_real_value(json_object_get(cli_mode(j, "serial"), "seconds"));
+    double a = json_real_value(json_object_get(cli_mode(j, "async"), "seconds"));
+    cr_assert_gt(s, 0);
+    double x = (s - a) / s * 100;
+    char want[160], fig[32];
+    snprintf(fig, sizeof fig, "%.2f", x < 0 ? -x : x);
+    bool slower = x < 0 && strcmp(fig, "0.00") != 0;
+    snprintf(want, sizeof want, "async version was %s%% %s than the serial version", fig,
+             slower ? "slower" : "faster");
+    const char *result = json_string_value(json_object_get(j, "result"));
+    cr_assert(result && strcmp(result, want) == 0, "result '%s', the durations say '%s'",
+              result ? result : "(none)", want);
+    double pct = json_real_value(json_object_get(j, "async_faster_percent"));
+    cr_assert(fabs(pct - (slower ? -1 : 1) * strtod(fig, NULL)) < 1e-9, "%g vs %s", pct, fig);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "host")), host);
+}
+
+json_t *cli_mode(json_t *j, const char *name)
+{
+    return json_object_get(json_object_get(j, "modes"), name);
+}
+
+long cli_count(json_t *j, const char *m, const char *state)
+{
+    json_t *c = json_object_get(json_object_get(cli_mode(j, m), "counts"), state);
+    return c ? (long)json_integer_value(c) : -1;
+}
+
+const char *cli_failure(json_t *j, const char *m, const char *state)
+{
+    return json_string_value(json_object_get(json_object_get(cli_mode(j, m), "failed"), state));
+}
+
+/* Waits for a child of ours with a deadline; returns its status or -1. */
+int cli_wait_deadline(pid_t pid, int64_t deadline_ms)
+{
+    for (int64_t waited = 0; waited < deadline_ms; waited += 10) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return st;
+        cr_assert_geq(r, 0, "waitpid: %s", strerror(errno));
+        usleep(10 * 1000);
+    }
+    return -1;
+}
+
+static void *fake_serve(void *arg)
+{
+    cli_fake_t *f = arg;
+    static char body[64 * 1024], head[256];
+    for (;;) {
+        int c = accept(f->fd, NULL, NULL);
+        if (c < 0) return NULL; /* shut down */
+        char req[4096];
+        size_t got = 0;
+        while (got < sizeof req - 1) {
+            ssize_t k = read(c, req + got, sizeof req - 1 - got);
+            if (k <= 0) break;
+            got += (size_t)k;
+            req[got] = 0;
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        long nth = f->requests++;
+        size_t len = 0;
+        if (f->mode == FAKE_SLOW_LATER) {
+            if (nth >= f->fast) usleep((useconds_t)f->ms * 1000);
+            len = (size_t)snprintf(body, sizeof body, "[]");
+        } else if (f->mode == FAKE_BODY) {
+            len = (size_t)snprintf(body, sizeof body, "%s", f->body);
+        } else {
+            body[len++] = '[';
+            for (int i = 0; i < 200; i++)
+                len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"id\":\"%ld-%d\"}",
+                                        i ? "," : "", f->mode == FAKE_ENDLESS ? nth : 0, i);
+            body[len++] = ']';
+        }
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                          len);
+        if (write(c, head, (size_t)hl) == hl && write(c, body, len) == (ssize_t)len) {}
+        close(c);
+    }
+}
+
+void cli_fake_start(cli_fake_t *f)
+{
+    f->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(f->fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(f->fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(f->fd, 64), 0);
+    cr_assert_eq(getsockname(f->fd, (struct sockaddr *)&a, &al), 0);
+    f->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&f->thread, NULL, fake_serve, f), 0);
+}
+
+void cli_fake_stop(cli_fake_t *f)
+{
+    shutdown(f->fd, SHUT_RDWR); /* wakes accept() */
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+}
+
+/* The environment of the next cli_demo_argv(); NULL: ours. */
+char *const *cli_demo_env;
+
+/* Runs the demo with argv (after the program name), stdout to /dev/null;
+ * returns the exit status (-1 if it did not exit) and its stderr in err. */
+int cli_demo_argv(const char *const *args, char *err, size_t errsize)
+{
+    char path[] = "/tmp/test-brewery-err-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    const char *argv[32] = {DEMO};
+    int argc = 1;
+    for (int i = 0; args[i]; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(fd, 2);
+        if (cli_demo_env) execve(DEMO, (char *const *)argv, cli_demo_env);
+        else execv(DEMO, (char *const *)argv);
+        _exit(127);
+    }
+    int st = cli_wait_deadline(pid, 20000);
+    if (st == -1) kill(pid, SIGKILL), waitpid(pid, NULL, 0);
+    ssize_t n = pread(fd, err, errsize - 1, 0);
+    err[n > 0 ? n : 0] = 0;
+    close(fd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -2,11 +2,15 @@
  * tests/test-brewery-client-*.c): the built programs and the shared CSV,
  * brewery-server started on a free port and stopped, GETs against it with
  * libcurl, the Open Brewery DB CSV read independently of the server (with
- * libcsv), and a reference LIKE matcher to check the server's answers by. */
+ * libcsv), and a reference LIKE matcher to check the server's answers by;
+ * for the demo's tests, runs of the demo, readers of the JSON it writes, the
+ * lab's counts by python3, and a fake API that misbehaves on request. */
 #ifndef TEST_SUPPORT_BREWERY_H
 #define TEST_SUPPORT_BREWERY_H
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/resource.h>
@@ -108,5 +112,65 @@ void csv_table_free(csv_table_t *t);
  * point: the textbook O(m*n) dynamic program, obviously right, to check the
  * server's matcher against. */
 bool srv_like_ref(const char *pattern, const char *text);
+
+/* --- the brewery demo's tests ----------------------------------------------- */
+
+/* The suite's brewery-server, started by cli_server_start with extra flags
+ * (a NULL-terminated list, or NULL), and stopped by cli_server_stop: the
+ * suite's .fini, so a test need not stop it. */
+extern srv_t cli_server;
+void cli_server_start(const char *const *flags);
+void cli_server_stop(void);
+
+/* Runs the demo with args (one string, split by the shell) and --json to a
+ * temporary file, output to /dev/null; returns its exit status (-1 if it did
+ * not exit) and the JSON it wrote (the test fails if it wrote none). */
+int cli_demo(const char *args, json_t **out);
+/* Runs the demo with argv after the program name (NULL-terminated), stdout to
+ * /dev/null, in the environment cli_demo_env (NULL: ours), for at most 20 s;
+ * returns its exit status (-1 if it did not exit) and its stderr in err. */
+int cli_demo_argv(const char *const *args, char *err, size_t errsize);
+extern char *const *cli_demo_env;
+/* Waits for a child of ours for up to deadline_ms; its wait status or -1. */
+int cli_wait_deadline(pid_t pid, int64_t deadline_ms);
+
+/* The lab's four states. */
+extern const char *const cli_lab[4];
+/* The breweries of each state in the shared CSV, counted by python3 the way
+ * the API matches by_state: SQL LIKE '%state%' on state_province, any case,
+ * '_' matching any one character (so "virginia" counts West Virginia too). */
+void cli_csv_counts(const char *const *states, size_t n, long *out);
+
+/* In the demo's JSON j: mode m's object, its count for state (-1 if none),
+ * and its failure message for state (NULL if none). */
+json_t *cli_mode(json_t *j, const char *m);
+long cli_count(json_t *j, const char *m, const char *state);
+const char *cli_failure(json_t *j, const char *m, const char *state);
+/* j's "result" sentence and async_faster_percent are those the durations
+ * in the file give, and "host" is this host. */
+void cli_check_result(json_t *j);
+
+/* A fake Open Brewery DB API on a thread of this process, on a free port of
+ * 127.0.0.1; every answer is 200 JSON and ends the connection. */
+typedef enum cli_fake_mode {
+    FAKE_SAME_PAGE,  /* ignores `page`: the same 200 breweries every time */
+    FAKE_ENDLESS,    /* a fresh full page every time, forever */
+    FAKE_SLOW_LATER, /* "[]" at once for the first `fast` requests, then after `ms` */
+    FAKE_BODY        /* `body` every time */
+} cli_fake_mode_t;
+
+typedef struct cli_fake {
+    cli_fake_mode_t mode;
+    const char *body;
+    int fast, ms;
+    int fd;
+    unsigned port;  /* set by cli_fake_start */
+    long requests;  /* answered so far (read it after cli_fake_stop) */
+    pthread_t thread;
+} cli_fake_t;
+
+/* Starts f (mode and its parameters set by the caller). */
+void cli_fake_start(cli_fake_t *f);
+void cli_fake_stop(cli_fake_t *f);
 
 #endif
