@@ -34,10 +34,8 @@ Test(brewery_client, result_sentence_only_compares_complete_runs)
 {
     const char *flags[] = {"--latency", "0", "--fail-first", "1", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args, "--mode serial,async --retries 0 --base-url http://127.0.0.1:%u/v1", cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 1);
+    cr_assert_eq(cli_demo_on_server("--mode serial,async --retries 0", &j), 1);
     cr_assert_not_null(cli_failure(j, "serial", "district_of_columbia"), "the first request failed");
     const char *result = json_string_value(json_object_get(j, "result"));
     cr_assert(result && strstr(result, "the serial and async versions did not both succeed (1 and 0 of 4 states failed)"),

@@ -41,11 +41,8 @@ Test(brewery_client, failed_state_marked_others_written)
      * it fails, the others count. */
     const char *flags[] = {"--latency", "0", "--fail-first", "1", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args, "--mode serial --retries 0 --base-url http://127.0.0.1:%u/v1",
-             cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 1, "a failed state makes the exit status 1");
+    cr_assert_eq(cli_demo_on_server("--mode serial --retries 0", &j), 1, "a failed state makes the exit status 1");
     const char *why = cli_failure(j, "serial", "district_of_columbia");
     cr_assert_not_null(why);
     cr_assert(strstr(why, "HTTP status 500"), "%s", why);
@@ -60,11 +57,8 @@ Test(brewery_client, retries_recover_transient_faults)
     const char *flags[] = {"--latency", "0", "--fail-rate", "0.3", "--drop-rate", "0.1",
                            "--seed", "7", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args, "--mode async,meta --retries 8 --base-url http://127.0.0.1:%u/v1",
-             cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 0);
+    cr_assert_eq(cli_demo_on_server("--mode async,meta --retries 8", &j), 0);
     long want[4];
     cli_csv_counts(cli_lab, 4, want);
     for (int i = 0; i < 4; i++) {
@@ -80,11 +74,8 @@ Test(brewery_client, malformed_json_is_precise)
 {
     const char *flags[] = {"--latency", "0", "--malformed-rate", "1", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args, "--mode async,meta --retries 0 --base-url http://127.0.0.1:%u/v1",
-             cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 1);
+    cr_assert_eq(cli_demo_on_server("--mode async,meta --retries 0", &j), 1);
     const char *why = cli_failure(j, "async", "maryland");
     cr_assert(why && strstr(why, "JSON error at line"), "%s", why ? why : "(none)");
     why = cli_failure(j, "meta", "maryland");
@@ -96,12 +87,8 @@ Test(brewery_client, stalled_server_times_out)
 {
     const char *flags[] = {"--latency", "0", "--stall-rate", "1", "--stall-ms", "20000", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args,
-             "--mode meta --retries 0 --timeout-ms 300 --base-url http://127.0.0.1:%u/v1",
-             cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 1);
+    cr_assert_eq(cli_demo_on_server("--mode meta --retries 0 --timeout-ms 300", &j), 1);
     const char *why = cli_failure(j, "meta", "virginia");
     cr_assert(why && strstr(why, "timed out"), "%s", why ? why : "(none)");
     json_decref(j);
@@ -122,12 +109,8 @@ Test(brewery_client, unknown_state)
 {
     const char *flags[] = {"--latency", "0", NULL};
     cli_server_start(flags);
-    char args[256];
-    snprintf(args, sizeof args,
-             "--mode async --states maryland,atlantis --base-url http://127.0.0.1:%u/v1",
-             cli_server.port);
     json_t *j;
-    cr_assert_eq(cli_demo(args, &j), 1);
+    cr_assert_eq(cli_demo_on_server("--mode async --states maryland,atlantis", &j), 1);
     long want;
     cli_csv_counts(&cli_lab[1], 1, &want);
     cr_assert_eq(cli_count(j, "async", "maryland"), want);

@@ -390,6 +390,13 @@ void cli_server_start(const char *const *flags)
     srv_start_argv(&cli_server, flags);
 }
 
+int cli_demo_on_server(const char *args, json_t **out)
+{
+    char all[1024];
+    snprintf(all, sizeof all, "%s --base-url http://127.0.0.1:%u/v1", args, cli_server.port);
+    return cli_demo(all, out);
+}
+
 void cli_server_stop(void)
 {
     srv_kill(&cli_server);

@@ -126,6 +126,8 @@ void cli_server_stop(void);
  * temporary file, output to /dev/null; returns its exit status (-1 if it did
  * not exit) and the JSON it wrote (the test fails if it wrote none). */
 int cli_demo(const char *args, json_t **out);
+/* cli_demo with `--base-url` the suite's server's /v1 after args. */
+int cli_demo_on_server(const char *args, json_t **out);
 /* Runs the demo with argv after the program name (NULL-terminated), stdout to
  * /dev/null, in the environment cli_demo_env (NULL: ours), for at most 20 s;
  * returns its exit status (-1 if it did not exit) and its stderr in err. */
