@@ -15,14 +15,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner (criterion_run_all_tests) sometimes leaks 48 bytes of its
- * own when two workers finish close together (--jobs 2); that is not ours. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* The library's hook inside the queue's critical section (lib/ipc/ipc_internal.h):
  * 1 put before its commit, 2 get before its commit, 3 get after it. */
 extern void (*async__ipc_queue_hook)(int where);
@@ -53,22 +45,39 @@ static int hooked_op(void *arg)
     return async_ipc_queue_get(h->q, buf, sizeof buf, &len) ? 1 : 0;
 }
 
-/* Starts a child that stops itself at the hook point `where`, waits until it
- * has stopped there (holding the queue's lock), and kills it. */
-static void kill_at(async_ipc_queue_t *q, int where)
+/* Starts a child that stops itself at the hook point `where`, and waits
+ * until it has stopped there (holding the queue's lock). */
+static async_process_t *stopped_at(async_ipc_queue_t *q, int where)
 {
-    hooked_t h = {q, where};
+    hooked_t h = {q, where}; /* the child has its own copy from the fork */
     async_process_t *p;
     cr_assert_eq(async_process_spawn(&p, hooked_op, &h), 0);
     siginfo_t si = {0};
     cr_assert_eq(waitid(P_PID, (id_t)async_process_pid(p), &si, WSTOPPED | WNOWAIT), 0);
     cr_assert_eq(si.si_code, CLD_STOPPED, "the child did not stop at the hook");
+    return p;
+}
+
+/* A child stopped at `where`, killed there. */
+static void kill_at(async_ipc_queue_t *q, int where)
+{
+    async_process_t *p = stopped_at(q, where);
     cr_assert_eq(async_process_kill(p), 0);
     cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0);
     int sig = 0;
     cr_assert_eq(async_process_status(p, NULL, &sig), 0);
     cr_assert_eq(sig, SIGKILL);
     async_process_free(p);
+}
+
+/* A new queue of cap slots of 8 bytes, holding one message a character of
+ * items ("AB": "A" then "B"). */
+static async_ipc_queue_t *queue_holding(size_t cap, unsigned flags, const char *items)
+{
+    async_ipc_queue_t *q;
+    cr_assert_eq(async_ipc_queue_new(&q, cap, 8, flags), 0);
+    for (const char *c = items; *c; c++) cr_assert_eq(async_ipc_queue_put(q, c, 1), 0);
+    return q;
 }
 
 static void expect_get(async_ipc_queue_t *q, const char *want)
@@ -102,10 +111,7 @@ static void expect_usable(async_ipc_queue_t *q)
  * later put and get timing out. */
 Test(ipc_queue_faults, consumer_killed_holding_a_claimed_slot_loses_nothing, .timeout = 60)
 {
-    async_ipc_queue_t *q;
-    cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "B", 1), 0);
+    async_ipc_queue_t *q = queue_holding(4, 0, "AB");
     kill_at(q, 2);
     /* It died before its get took effect: A is still there, first. */
     cr_assert_eq(async_ipc_queue_len(q), 2);
@@ -117,10 +123,7 @@ Test(ipc_queue_faults, consumer_killed_holding_a_claimed_slot_loses_nothing, .ti
 
 Test(ipc_queue_faults, consumer_killed_after_its_get_loses_only_its_message, .timeout = 60)
 {
-    async_ipc_queue_t *q;
-    cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "B", 1), 0);
+    async_ipc_queue_t *q = queue_holding(4, 0, "AB");
     kill_at(q, 3);
     cr_assert_eq(async_ipc_queue_len(q), 1);
     expect_get(q, "B");
@@ -130,9 +133,7 @@ Test(ipc_queue_faults, consumer_killed_after_its_get_loses_only_its_message, .ti
 
 Test(ipc_queue_faults, producer_killed_mid_put_leaves_no_trace, .timeout = 60)
 {
-    async_ipc_queue_t *q;
-    cr_assert_eq(async_ipc_queue_new(&q, 2, 8, ASYNC_IPC_QUEUE_JOINABLE), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0);
+    async_ipc_queue_t *q = queue_holding(2, ASYNC_IPC_QUEUE_JOINABLE, "A");
     kill_at(q, 1);
     cr_assert_eq(async_ipc_queue_len(q), 1);
     expect_get(q, "A");
@@ -159,14 +160,8 @@ static int get_one(void *arg)
  * message when the holder dies. */
 Test(ipc_queue_faults, waiter_behind_a_killed_holder_goes_on, .timeout = 60)
 {
-    async_ipc_queue_t *q;
-    cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
-    cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0);
-    hooked_t h = {q, 2};
-    async_process_t *holder, *waiter;
-    cr_assert_eq(async_process_spawn(&holder, hooked_op, &h), 0);
-    siginfo_t si = {0};
-    cr_assert_eq(waitid(P_PID, (id_t)async_process_pid(holder), &si, WSTOPPED | WNOWAIT), 0);
+    async_ipc_queue_t *q = queue_holding(4, 0, "A");
+    async_process_t *holder = stopped_at(q, 2), *waiter;
     cr_assert_eq(async_process_spawn(&waiter, get_one, q), 0);
     usleep(50 * 1000); /* let it reach the lock; the outcome is checked either way */
     cr_assert_eq(async_process_kill(holder), 0);

@@ -82,25 +82,57 @@ static void unfill(void)
  * and returns the constructor's code (or 0). */
 typedef int (*ctor_fn)(void);
 
-enum need { NEEDS_NONE, NEEDS_FDS };
+/* What a constructor needs, and so what it must do under each limit. */
+enum {
+    NEEDS_FDS = 1, /* with no descriptor free it must fail with ASYNC_EMFILE; else work */
+    ALLOCATES = 2, /* with no address space left it must fail with ASYNC_ENOMEM */
+    KEEPS_FDS = 4, /* once made it keeps descriptors for the process, by design */
+    ON_LOOP = 8,   /* fn works on shared_loop: under RLIMIT_NOFILE one made before the
+                    * descriptors ran out, under RLIMIT_AS one made for each call */
+};
+
+/* One case of the table below: a constructor and what it needs. */
+typedef struct limit_case {
+    const char *name; /* what a failure calls it */
+    ctor_fn fn;
+    int flags;
+} limit_case_t;
+
+/* The case the forked child runs (set in the parent before the fork). */
+static limit_case_t current;
+
+/* Objects that live on a loop made before the descriptors ran out. */
+static async_loop_t *shared_loop;
 
 static bool precise(int rc) { return rc == ASYNC_EMFILE || rc == ASYNC_ENFILE; }
 
-/* The child's whole run for one constructor; returns its exit code. */
-static int sweep(const char *name, ctor_fn fn, enum need need, bool keeps_fds)
+/* Lowers RLIMIT_NOFILE to NOFILE, so that fill() and count_fds() see every
+ * descriptor the process may have. */
+static int limit_nofile(void)
 {
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = NOFILE;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        say("%s: setrlimit: %s", name, strerror(errno));
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) return 0;
+    say("%s: setrlimit(RLIMIT_NOFILE): %s\n", current.name, strerror(errno));
+    return 1;
+}
+
+/* The child's whole run for the current case under RLIMIT_NOFILE; returns
+ * its exit code. */
+static int sweep_nofile(void)
+{
+    const char *name = current.name;
+    if ((current.flags & ON_LOOP) && async_loop_new(&shared_loop) != 0) {
+        say("%s: async_loop_new before the sweep failed\n", name);
         return 1;
     }
+    if (limit_nofile()) return 1;
     int bad = 0;
     for (int k = 0; k <= HEADROOM; k++) {
         fill(k);
         int before = count_fds();
-        int rc = fn();
+        int rc = current.fn();
         int after = count_fds();
         unfill();
         if (rc != 0 && !precise(rc)) {
@@ -108,30 +140,34 @@ static int sweep(const char *name, ctor_fn fn, enum need need, bool keeps_fds)
                 async_errname(rc), async_strerror(rc));
             bad = 1;
         }
-        if (k == 0 && need == NEEDS_FDS && rc != ASYNC_EMFILE) {
+        if (k == 0 && (current.flags & NEEDS_FDS) && rc != ASYNC_EMFILE) {
             say("%s with no free descriptor: %s, want ASYNC_EMFILE\n", name, async_errname(rc));
             bad = 1;
         }
-        if (need == NEEDS_NONE && rc != 0) {
+        if (!(current.flags & NEEDS_FDS) && rc != 0) {
             say("%s needs no descriptor yet failed with %d free: %s\n", name, k,
                 async_errname(rc));
             bad = 1;
         }
-        if (after != before && !(rc == 0 && keeps_fds)) {
+        if (after != before && !(rc == 0 && (current.flags & KEEPS_FDS))) {
             say("%s with %d free descriptors (%s): %d open before, %d after\n", name, k,
                 async_errname(rc), before, after);
             bad = 1;
         }
     }
     int before = count_fds();
-    int rc = fn();
+    int rc = current.fn();
     if (rc != 0) {
         say("%s with descriptors back: %s\n", name, async_errname(rc));
         bad = 1;
     }
-    if (count_fds() != before && !keeps_fds) {
+    if (count_fds() != before && !(current.flags & KEEPS_FDS)) {
         say("%s with descriptors back leaked: %d open before, %d after\n", name, before,
             count_fds());
+        bad = 1;
+    }
+    if (shared_loop && async_loop_destroy(shared_loop) != 0) {
+        say("%s: the loop made before the sweep would not be destroyed\n", name);
         bad = 1;
     }
     return bad;
@@ -169,27 +205,6 @@ static void in_child(const char *name, int (*main_fn)(void))
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: %s", name, msg);
 }
 
-static struct {
-    const char *name;
-    ctor_fn fn;
-    enum need need;
-    bool keeps_fds;
-} current;
-
-static int sweep_current(void)
-{
-    return sweep(current.name, current.fn, current.need, current.keeps_fds);
-}
-
-static void run_child(const char *name, ctor_fn fn, enum need need, bool keeps_fds)
-{
-    current.name = name;
-    current.fn = fn;
-    current.need = need;
-    current.keeps_fds = keeps_fds;
-    in_child(name, sweep_current);
-}
-
 /* --- constructors ---------------------------------------------------------- */
 
 static int yield_once(void *arg, void **res)
@@ -207,28 +222,20 @@ static int run_one_task(async_loop_t *loop)
     return 0;
 }
 
-static int loop_new(void)
+/* A loop from make (async_loop_new or async_loop_default) runs a task and
+ * is destroyed. */
+static int loop_made_by(int (*make)(async_loop_t **))
 {
     async_loop_t *loop;
-    int rc = async_loop_new(&loop);
+    int rc = make(&loop);
     if (rc) return rc;
     rc = run_one_task(loop);
     if (async_loop_destroy(loop)) return ASYNC_EBUSY;
     return rc;
 }
 
-static int loop_default(void)
-{
-    async_loop_t *loop;
-    int rc = async_loop_default(&loop);
-    if (rc) return rc;
-    rc = run_one_task(loop);
-    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
-    return rc;
-}
-
-/* Objects that live on a loop made before the descriptors ran out. */
-static async_loop_t *shared_loop;
+static int loop_new(void) { return loop_made_by(async_loop_new); }
+static int loop_default(void) { return loop_made_by(async_loop_default); }
 
 static int task_spawn(void) { return run_one_task(shared_loop); }
 
@@ -362,86 +369,51 @@ static int progress_new(void)
     return 0;
 }
 
+/* --- the table ------------------------------------------------------------- */
+
+/* Every constructor: what failures call it, the function, its flags, the
+ * tests' timeout (s), and the names of its two tests, one under exhausted
+ * descriptors and one under a full address space.  Each constructor is a
+ * test of its own under each limit, so a failure names it.  An IPC pipe may
+ * not touch the heap at all. */
+#define LIMIT_CASES(X)                                                                           \
+    X("async_loop_new", loop_new, NEEDS_FDS | ALLOCATES, 90, loop_new_without_descriptors,       \
+      loop_new_out_of_address_space)                                                             \
+    X("async_loop_default", loop_default, NEEDS_FDS | ALLOCATES | KEEPS_FDS, 90,                 \
+      loop_default_without_descriptors, loop_default_out_of_address_space)                       \
+    X("async_task_spawn", task_spawn, ALLOCATES | ON_LOOP, 90, task_spawn_needs_no_descriptor,   \
+      task_spawn_out_of_address_space)                                                           \
+    X("async_group_new", group_new, ALLOCATES | ON_LOOP, 90, group_needs_no_descriptor,          \
+      group_out_of_address_space)                                                                \
+    X("async_chan_new", chan_new, ALLOCATES, 90, channel_needs_no_descriptor,                    \
+      channel_out_of_address_space)                                                              \
+    X("async_executor_new(threads)", executor_threads, ALLOCATES, 120,                           \
+      executor_threads_without_descriptors, executor_threads_out_of_address_space)               \
+    X("async_executor_new(processes)", executor_processes, NEEDS_FDS | ALLOCATES, 120,           \
+      executor_processes_without_descriptors, executor_processes_out_of_address_space)           \
+    X("async_http_new(own loop)", http_own_loop, NEEDS_FDS | ALLOCATES, 90,                      \
+      http_client_own_loop_without_descriptors, http_client_out_of_address_space)                \
+    X("async_shm_new", shm_new, NEEDS_FDS | ALLOCATES, 90, ipc_shm_without_descriptors,          \
+      ipc_shm_out_of_address_space)                                                              \
+    X("async_ipc_queue_new", queue_new, NEEDS_FDS | ALLOCATES, 90, ipc_queue_without_descriptors, \
+      ipc_queue_out_of_address_space)                                                            \
+    X("async_ipc_pipe_new", pipe_new, NEEDS_FDS, 90, ipc_pipe_without_descriptors,               \
+      ipc_pipe_out_of_address_space)                                                             \
+    X("async_ipc_lock/sem/event_new", locks_new, ALLOCATES, 90, ipc_locks_need_no_descriptor,    \
+      ipc_locks_out_of_address_space)                                                            \
+    X("async_process_spawn", process_spawn, ALLOCATES, 90, process_spawn_without_descriptors,    \
+      process_spawn_out_of_address_space)                                                        \
+    X("async_progress_new", progress_new, ALLOCATES, 90, progress_needs_no_descriptor,           \
+      progress_out_of_address_space)
+
 /* --- descriptor exhaustion ------------------------------------------------- */
-
-Test(limits, loop_new_without_descriptors, .timeout = 90)
-{
-    run_child("async_loop_new", loop_new, NEEDS_FDS, false);
-}
-
-/* libev's default loop keeps its descriptors for the process once made, by
- * design; only failures are checked for leaks. */
-Test(limits, loop_default_without_descriptors, .timeout = 90)
-{
-    run_child("async_loop_default", loop_default, NEEDS_FDS, true);
-}
-
-Test(limits, task_spawn_and_group_need_no_descriptor, .timeout = 90)
-{
-    cr_assert_eq(async_loop_new(&shared_loop), 0);
-    run_child("async_task_spawn", task_spawn, NEEDS_NONE, false);
-    run_child("async_group_new", group_new, NEEDS_NONE, false);
-    cr_assert_eq(async_loop_destroy(shared_loop), 0);
-}
-
-Test(limits, channel_needs_no_descriptor, .timeout = 90)
-{
-    run_child("async_chan_new", chan_new, NEEDS_NONE, false);
-}
-
-Test(limits, executor_threads_without_descriptors, .timeout = 120)
-{
-    run_child("async_executor_new(threads)", executor_threads, NEEDS_NONE, false);
-}
-
-Test(limits, executor_processes_without_descriptors, .timeout = 120)
-{
-    run_child("async_executor_new(processes)", executor_processes, NEEDS_FDS, false);
-}
-
-Test(limits, http_client_own_loop_without_descriptors, .timeout = 90)
-{
-    run_child("async_http_new(own loop)", http_own_loop, NEEDS_FDS, false);
-}
-
-Test(limits, ipc_shm_without_descriptors, .timeout = 90)
-{
-    run_child("async_shm_new", shm_new, NEEDS_FDS, false);
-}
-
-Test(limits, ipc_queue_without_descriptors, .timeout = 90)
-{
-    run_child("async_ipc_queue_new", queue_new, NEEDS_FDS, false);
-}
-
-Test(limits, ipc_pipe_without_descriptors, .timeout = 90)
-{
-    run_child("async_ipc_pipe_new", pipe_new, NEEDS_FDS, false);
-}
-
-Test(limits, ipc_locks_need_no_descriptor, .timeout = 90)
-{
-    run_child("async_ipc_lock/sem/event_new", locks_new, NEEDS_NONE, false);
-}
-
-Test(limits, process_spawn_without_descriptors, .timeout = 90)
-{
-    run_child("async_process_spawn", process_spawn, NEEDS_NONE, false);
-}
-
-Test(limits, progress_needs_no_descriptor, .timeout = 90)
-{
-    run_child("async_progress_new", progress_new, NEEDS_NONE, false);
-}
 
 /* A request that cannot get a socket says so, rather than "Couldn't connect";
  * with descriptors back, the same request fails as a refused connection. */
 static int http_request_child(void)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = NOFILE;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    current.name = "HTTP request";
+    if (limit_nofile()) return 1;
     async_http_t *http;
     int rc = async_http_new(&http, NULL, NULL);
     if (rc) {
@@ -500,6 +472,30 @@ static long vm_size(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
+/* Takes what memory is left, so that no slack in malloc's heap hides what
+ * the code under test needs; ballast_free() gives it back. */
+static void *ballast_fill(void)
+{
+    void *ballast = NULL;
+    for (size_t size = (size_t)64 << 10; size >= 16; size /= 2) {
+        void **b;
+        while ((b = malloc(size))) {
+            *b = ballast;
+            ballast = b;
+        }
+    }
+    return ballast;
+}
+
+static void ballast_free(void *ballast)
+{
+    while (ballast) {
+        void *next = *(void **)ballast;
+        free(ballast);
+        ballast = next;
+    }
+}
+
 /* Every task sleeps, so libev's timer heap and pending queue grow with the
  * number of tasks while the address space is already full of their stacks. */
 static int nap(void *arg, void **res)
@@ -538,22 +534,10 @@ static int address_space_child(void)
         say("after %d tasks spawn said %s, want ASYNC_ENOMEM\n", n, async_errname(rc));
         return 1;
     }
-    /* The program takes what memory is left (so that no slack in malloc's
-     * heap hides libev's needs), then runs the tasks it has. */
-    void *ballast = NULL;
-    for (size_t size = (size_t)64 << 10; size >= 16; size /= 2) {
-        void **b;
-        while ((b = malloc(size))) {
-            *b = ballast;
-            ballast = b;
-        }
-    }
+    /* The program takes what memory is left, then runs the tasks it has. */
+    void *ballast = ballast_fill();
     rc = async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    while (ballast) {
-        void *next = *(void **)ballast;
-        free(ballast);
-        ballast = next;
-    }
+    ballast_free(ballast);
     if (rc != 0) {
         say("running %d tasks: %d\n", n, rc);
         return 1;
@@ -581,29 +565,20 @@ static int address_space_child(void)
  * limit is lifted it works again. */
 static const rlim_t as_headroom[] = {0, 64 << 10, 1 << 20, 8 << 20, 32 << 20};
 
-static void *ballast_fill(void)
+/* The current constructor, on a loop made (and destroyed) for this call if
+ * it works on one: under RLIMIT_AS the loop is part of what is measured. */
+static int call_on_own_loop(void)
 {
-    void *ballast = NULL;
-    for (size_t size = (size_t)64 << 10; size >= 16; size /= 2) {
-        void **b;
-        while ((b = malloc(size))) {
-            *b = ballast;
-            ballast = b;
-        }
-    }
-    return ballast;
+    if (!(current.flags & ON_LOOP)) return current.fn();
+    int rc = async_loop_new(&shared_loop);
+    if (rc) return rc;
+    rc = current.fn();
+    if (async_loop_destroy(shared_loop)) rc = ASYNC_EBUSY;
+    shared_loop = NULL;
+    return rc;
 }
 
-static void ballast_free(void *ballast)
-{
-    while (ballast) {
-        void *next = *(void **)ballast;
-        free(ballast);
-        ballast = next;
-    }
-}
-
-static int sweep_as_current(void)
+static int sweep_as(void)
 {
     struct rlimit rl;
     getrlimit(RLIMIT_AS, &rl);
@@ -618,7 +593,7 @@ static int sweep_as_current(void)
             return 1;
         }
         void *ballast = ballast_fill();
-        int rc = current.fn();
+        int rc = call_on_own_loop();
         ballast_free(ballast);
         rl.rlim_cur = hard;
         setrlimit(RLIMIT_AS, &rl);
@@ -628,13 +603,13 @@ static int sweep_as_current(void)
                 async_strerror(rc));
             bad = 1;
         }
-        if (i == 0 && current.need == NEEDS_FDS && rc != ASYNC_ENOMEM) {
+        if (i == 0 && (current.flags & ALLOCATES) && rc != ASYNC_ENOMEM) {
             say("%s with no address space left: %s, want ASYNC_ENOMEM\n", current.name,
                 async_errname(rc));
             bad = 1;
         }
     }
-    int rc = current.fn();
+    int rc = call_on_own_loop();
     if (rc != 0) {
         say("%s with the limit lifted: %s\n", current.name, async_errname(rc));
         bad = 1;
@@ -642,104 +617,40 @@ static int sweep_as_current(void)
     return bad;
 }
 
-/* allocates: the constructor certainly takes memory, so with none left it
- * must fail (with ASYNC_ENOMEM). */
-static void run_as_child(const char *name, ctor_fn fn, bool allocates)
+/* AddressSanitizer and ThreadSanitizer reserve terabytes of shadow memory:
+ * under them these tests are skipped, and counted as skipped. */
+static void in_child_as(const char *name, int (*main_fn)(void))
 {
 #ifdef TEST_SHADOW
-    (void)name, (void)fn, (void)allocates, (void)sweep_as_current;
+    (void)name, (void)main_fn;
     cr_skip("a sanitizer maps terabytes of shadow memory and cannot run under a small RLIMIT_AS");
 #else
-    current.name = name;
-    current.fn = fn;
-    current.need = allocates ? NEEDS_FDS : NEEDS_NONE;
-    in_child(name, sweep_as_current);
+    in_child(name, main_fn);
 #endif
 }
 
-Test(limits, loop_new_out_of_address_space, .timeout = 90)
+/* --- the table's tests ------------------------------------------------------ */
+
+/* Runs sweep (sweep_nofile or sweep_as) for case c in a forked child. */
+static void run_case(limit_case_t c, int (*sweep)(void))
 {
-    run_as_child("async_loop_new", loop_new, true);
+    current = c;
+    if (sweep == sweep_as) in_child_as(c.name, sweep);
+    else in_child(c.name, sweep);
 }
 
-static int spawn_on_new_loop(void)
-{
-    async_loop_t *loop;
-    int rc = async_loop_new(&loop);
-    if (rc) return rc;
-    rc = run_one_task(loop);
-    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
-    return rc;
-}
-
-Test(limits, task_spawn_out_of_address_space, .timeout = 90)
-{
-    shared_loop = NULL;
-    run_as_child("async_task_spawn", spawn_on_new_loop, true);
-}
-
-Test(limits, channel_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_chan_new", chan_new, true);
-}
-
-static int group_on_new_loop(void)
-{
-    async_loop_t *loop;
-    int rc = async_loop_new(&loop);
-    if (rc) return rc;
-    shared_loop = loop;
-    rc = group_new();
-    if (async_loop_destroy(loop)) return ASYNC_EBUSY;
-    return rc;
-}
-
-Test(limits, group_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_group_new", group_on_new_loop, true);
-}
-
-Test(limits, executor_threads_out_of_address_space, .timeout = 120)
-{
-    run_as_child("async_executor_new(threads)", executor_threads, true);
-}
-
-Test(limits, executor_processes_out_of_address_space, .timeout = 120)
-{
-    run_as_child("async_executor_new(processes)", executor_processes, true);
-}
-
-Test(limits, http_client_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_http_new(own loop)", http_own_loop, true);
-}
-
-Test(limits, ipc_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_shm_new", shm_new, true);
-    run_as_child("async_ipc_queue_new", queue_new, true);
-    run_as_child("async_ipc_pipe_new", pipe_new, false); /* may not touch the heap */
-    run_as_child("async_ipc_lock/sem/event_new", locks_new, true);
-}
-
-Test(limits, process_spawn_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_process_spawn", process_spawn, true);
-}
-
-Test(limits, progress_out_of_address_space, .timeout = 90)
-{
-    run_as_child("async_progress_new", progress_new, true);
-}
+#define CASE_TEST(test, secs, sweep, label, ctor, flags_)                                        \
+    Test(limits, test, .timeout = secs) { run_case((limit_case_t){label, ctor, flags_}, sweep); }
+#define NOFILE_TEST(label, ctor, flags_, secs, nofile_test, as_test)                             \
+    CASE_TEST(nofile_test, secs, sweep_nofile, label, ctor, flags_)
+#define AS_TEST(label, ctor, flags_, secs, nofile_test, as_test)                                 \
+    CASE_TEST(as_test, secs, sweep_as, label, ctor, flags_)
+LIMIT_CASES(NOFILE_TEST)
+LIMIT_CASES(AS_TEST)
 
 Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
 {
-#ifdef TEST_SHADOW
-    (void)address_space_child;
-    cr_skip("a sanitizer maps terabytes of shadow memory and cannot run under a small RLIMIT_AS");
-#else
-    in_child("spawn under RLIMIT_AS", address_space_child);
-#endif
+    in_child_as("spawn under RLIMIT_AS", address_space_child);
 }
 
 /* --- the brewery demo at ulimit -n 64 ---------------------------------------- */

@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -20,7 +19,8 @@ static int64_t dl_ms(int ms) { return async_deadline_after((int64_t)(ASYNC_MSEC(
 
 struct fake_dns {
     int fd, queries;
-    char servers[64];
+    char servers[64]; /* "127.0.0.1:PORT", for async_dns_opts_t.servers */
+    async_task_t task;
 };
 
 /* Answers A and AAAA for "two.test" (127.0.0.1, ::1), drops every query for
@@ -79,20 +79,19 @@ static int fake_dns_serve(void *arg, void **res)
     }
 }
 
-static async_task_t fake_dns_start(struct fake_dns *f)
+/* Starts the server as a task of the current loop. */
+static void fake_dns_start(struct fake_dns *f)
 {
     memset(f, 0, sizeof *f);
     cr_assert_eq(async_udp_bind(&f->fd, "127.0.0.1", 0), 0);
     snprintf(f->servers, sizeof f->servers, "127.0.0.1:%d", async_sock_port(f->fd));
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, fake_dns_serve, f, NULL), 0);
-    return t;
+    cr_assert_eq(async_task_spawn(&f->task, NULL, fake_dns_serve, f, NULL), 0);
 }
 
-static void fake_dns_stop(struct fake_dns *f, async_task_t t)
+static void fake_dns_stop(struct fake_dns *f)
 {
-    async_task_cancel(t);
-    cr_assert_eq(async_task_await(t, NULL), 0);
+    async_task_cancel(f->task);
+    cr_assert_eq(async_task_await(f->task, NULL), 0);
     async_sock_close(f->fd);
 }
 
@@ -102,6 +101,14 @@ static async_dns_t *dns_on(struct fake_dns *f, int64_t timeout_ns, int tries)
     async_dns_t *d;
     cr_assert_eq(async_dns_new(&d, NULL, &o), 0);
     return d;
+}
+
+/* The usual start of a test: the fake server, and a resolver of the loop's
+ * that asks only it, with c-ares' default timeout and tries. */
+static async_dns_t *fake_dns_and_resolver(struct fake_dns *f)
+{
+    fake_dns_start(f);
+    return dns_on(f, 0, 0);
 }
 
 /* --- lookups -------------------------------------------------------------- */
@@ -148,8 +155,7 @@ static int t_answers(void *arg, void **res)
 {
     (void)arg, (void)res;
     struct fake_dns f;
-    async_task_t srv = fake_dns_start(&f);
-    async_dns_t *d = dns_on(&f, 0, 0);
+    async_dns_t *d = fake_dns_and_resolver(&f);
     async_addr_t *a;
     size_t n;
     cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "two.test", 443, AF_UNSPEC, dl_ms(5000)), 0);
@@ -167,7 +173,7 @@ static int t_answers(void *arg, void **res)
     cr_assert_eq(async_dns_resolve_dl(&a, &n, d, "two.test", 443, 12345, dl_ms(5000)),
                  ASYNC_EINVAL);
     cr_assert_eq(async_dns_destroy(d), 0);
-    fake_dns_stop(&f, srv);
+    fake_dns_stop(&f);
     return 0;
 }
 Test(dns, answers_interleave_families_and_nxdomain_is_enotfound, .timeout = 20)
@@ -179,8 +185,7 @@ static int t_never_answers(void *arg, void **res)
 {
     (void)arg, (void)res;
     struct fake_dns f;
-    async_task_t srv = fake_dns_start(&f);
-    async_dns_t *d = dns_on(&f, 0, 0);
+    async_dns_t *d = fake_dns_and_resolver(&f);
     async_addr_t *a;
     size_t n;
     int64_t t0 = async_now();
@@ -197,7 +202,7 @@ static int t_never_answers(void *arg, void **res)
                  ASYNC_ETIMEDOUT);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(100));
     cr_assert_eq(async_dns_destroy(d), 0);
-    fake_dns_stop(&f, srv);
+    fake_dns_stop(&f);
     return 0;
 }
 Test(dns, resolver_that_never_answers_times_out, .timeout = 30)
@@ -217,16 +222,13 @@ static int t_cancel(void *arg, void **res)
 {
     (void)arg, (void)res;
     struct fake_dns f;
-    async_task_t srv = fake_dns_start(&f);
-    async_dns_t *d = dns_on(&f, 0, 0);
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, lookup_silent, d, NULL), 0);
-    async_sleep(ASYNC_MSEC(50));
+    async_dns_t *d = fake_dns_and_resolver(&f);
+    async_task_t t = test_spawn_started(lookup_silent, d);
     cr_assert_eq(async_dns_destroy(d), ASYNC_EBUSY, "a task waits in a lookup");
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
     cr_assert_eq(async_dns_destroy(d), 0);
-    fake_dns_stop(&f, srv);
+    fake_dns_stop(&f);
     return 0;
 }
 Test(dns, cancel_ends_a_lookup_with_ecanceled, .timeout = 20)
@@ -265,8 +267,7 @@ static int t_cancelled_completes(void *arg, void **res)
 {
     (void)arg, (void)res;
     struct fake_dns f;
-    async_task_t srv = fake_dns_start(&f);
-    struct cancelled_arg ca = {.dns = dns_on(&f, 0, 0)};
+    struct cancelled_arg ca = {.dns = fake_dns_and_resolver(&f)};
     char path[64];
     snprintf(path, sizeof path, "/tmp/test-net-dns-%d.sock", (int)getpid());
     int lfd;
@@ -281,7 +282,7 @@ static int t_cancelled_completes(void *arg, void **res)
     async_sock_close(lfd);
     unlink(path);
     cr_assert_eq(async_dns_destroy(ca.dns), 0);
-    fake_dns_stop(&f, srv);
+    fake_dns_stop(&f);
     return 0;
 }
 Test(dns, cancelled_task_completes_what_needs_no_wait, .timeout = 20)
@@ -356,24 +357,12 @@ static int foreign_task(void *arg, void **res)
     return 0;
 }
 
-static void *foreign_main(void *arg)
-{
-    async_loop_t *loop;
-    if (async_loop_new(&loop)) return NULL;
-    async_task_spawn(NULL, loop, foreign_task, arg, NULL);
-    async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    async_loop_destroy(loop);
-    return NULL;
-}
-
 Test(dns, another_loop_or_thread_is_ewrongloop, .timeout = 10)
 {
     struct foreign f = {.new_rc = 1, .free_rc = 1, .resolve_rc = 1};
     cr_assert_eq(async_loop_new(&f.loop), 0);
     cr_assert_eq(async_dns_new(&f.dns, f.loop, NULL), 0);
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, foreign_main, &f), 0);
-    pthread_join(th, NULL);
+    cr_assert_eq(test_run_task_in_thread(foreign_task, &f), 0);
     cr_assert_eq(f.resolve_rc, ASYNC_EWRONGLOOP);
     cr_assert_eq(f.new_rc, ASYNC_EWRONGLOOP);
     cr_assert_eq(f.free_rc, ASYNC_EWRONGLOOP);
@@ -389,6 +378,19 @@ struct hang {
     async_addr_t addr;
 };
 
+/* 127.0.0.1:port as an async_addr_t. */
+static async_addr_t loopback(int port)
+{
+    async_addr_t a;
+    memset(&a, 0, sizeof a);
+    struct sockaddr_in *in = (struct sockaddr_in *)&a.addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)port);
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.len = sizeof *in;
+    return a;
+}
+
 static void hang_open(struct hang *h)
 {
     cr_assert_eq(async_tcp_listen(&h->lfd, "127.0.0.1", 0, 1), 0);
@@ -399,12 +401,7 @@ static void hang_open(struct hang *h)
                                    async_deadline_after(ASYNC_MSEC(200))) == 0)
         h->n++;
     cr_assert_lt(h->n, 32, "the backlog never filled");
-    struct sockaddr_in *in = (struct sockaddr_in *)&h->addr.addr;
-    memset(&h->addr, 0, sizeof h->addr);
-    in->sin_family = AF_INET;
-    in->sin_port = htons((uint16_t)port);
-    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    h->addr.len = sizeof *in;
+    h->addr = loopback(port);
 }
 
 static void hang_close(struct hang *h)
@@ -416,14 +413,7 @@ static void hang_close(struct hang *h)
 static async_addr_t listen_addr(int *lfd)
 {
     cr_assert_eq(async_tcp_listen(lfd, "127.0.0.1", 0, 0), 0);
-    async_addr_t a;
-    memset(&a, 0, sizeof a);
-    struct sockaddr_in *in = (struct sockaddr_in *)&a.addr;
-    in->sin_family = AF_INET;
-    in->sin_port = htons((uint16_t)async_sock_port(*lfd));
-    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.len = sizeof *in;
-    return a;
+    return loopback(async_sock_port(*lfd));
 }
 
 static int peer_port(int fd)
@@ -476,9 +466,7 @@ static int t_race_cancel(void *arg, void **res)
     struct hang h;
     hang_open(&h);
     int fds_before = test_count_fds();
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, race_hang, &h.addr, NULL), 0);
-    async_sleep(ASYNC_MSEC(50));
+    async_task_t t = test_spawn_started(race_hang, &h.addr);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
     cr_assert_eq(test_count_fds(), fds_before, "the cancelled attempt was closed");
@@ -517,8 +505,7 @@ static int t_connect_name(void *arg, void **res)
 {
     (void)arg, (void)res;
     struct fake_dns f;
-    async_task_t srv = fake_dns_start(&f);
-    async_dns_t *d = dns_on(&f, 0, 0);
+    async_dns_t *d = fake_dns_and_resolver(&f);
     int lfd, fd;
     cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 0), 0);
     /* two.test is 127.0.0.1 and ::1; only the IPv4 one listens on the port. */
@@ -533,7 +520,7 @@ static int t_connect_name(void *arg, void **res)
                  "a name needs a resolver");
     close(lfd);
     cr_assert_eq(async_dns_destroy(d), 0);
-    fake_dns_stop(&f, srv);
+    fake_dns_stop(&f);
     return 0;
 }
 Test(happy_eyeballs, connect_by_name_through_the_resolver, .timeout = 30)

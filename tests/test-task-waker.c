@@ -27,9 +27,7 @@ static int t_wake_twice_then_cancel(void *arg, void **res)
 {
     (void)arg, (void)res;
     susp_job_t j = {0};
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, suspender, &j, NULL), 0);
-    cr_assert_eq(async_yield(), 0);
+    async_task_t t = test_spawn_started(suspender, &j);
     cr_assert_eq(async_waker_wake(j.waker, 5), 0);
     cr_assert_eq(async_waker_wake(j.waker, 6), ASYNC_ESRCH, "one wake a suspension");
     cr_assert_eq(async_task_cancel(t), 0);
@@ -49,9 +47,7 @@ static int t_cancel_then_wake(void *arg, void **res)
 {
     (void)arg, (void)res;
     susp_job_t j = {0};
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, suspender, &j, NULL), 0);
-    cr_assert_eq(async_yield(), 0);
+    async_task_t t = test_spawn_started(suspender, &j);
     cr_assert_eq(async_task_cancel(t), 0);
     cr_assert_eq(async_waker_wake(j.waker, 5), ASYNC_ESRCH);
     cr_assert_eq(async_task_await(t, NULL), 0);
@@ -90,9 +86,7 @@ static int t_stray_waker_vs_mutex(void *arg, void **res)
     stray_job_t j = {.unlock_rc = 1};
     cr_assert_eq(async_mutex_new(&j.mutex), 0);
     cr_assert_eq(async_mutex_lock(j.mutex), 0);
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, stray_locker, &j, NULL), 0);
-    cr_assert_eq(async_yield(), 0); /* it waits on the mutex */
+    async_task_t t = test_spawn_started(stray_locker, &j); /* it waits on the mutex */
     cr_assert_eq(async_waker_wake(j.waker, 0), ASYNC_ESRCH, "not its suspension");
     cr_assert_eq(async_mutex_unlock(j.mutex), 0);
     cr_assert_eq(async_task_await(t, NULL), 0);
@@ -132,9 +126,7 @@ static int t_pending_wake_vs_chan(void *arg, void **res)
     (void)arg, (void)res;
     pending_job_t j = {0};
     cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
-    async_task_t t;
-    cr_assert_eq(async_task_spawn(&t, NULL, pending_receiver, &j, NULL), 0);
-    cr_assert_eq(async_yield(), 0);
+    async_task_t t = test_spawn_started(pending_receiver, &j);
     cr_assert_eq(j.woken_rc, 0, "a wake before the suspension is kept");
     int v = 11;
     cr_assert_eq(async_chan_send(j.chan, &v), 0);

@@ -33,19 +33,7 @@
 #include "common/client-modes.h"
 #include "common/client-plot.h"
 #include "common/client-server.h"
-
-static const char *const lab_states[] = {"district_of_columbia", "maryland", "new_york",
-                                         "virginia"};
-
-static const char *const all_states[] = {
-    "alabama", "alaska", "arizona", "arkansas", "california", "colorado", "connecticut",
-    "delaware", "district_of_columbia", "florida", "georgia", "hawaii", "idaho", "illinois",
-    "indiana", "iowa", "kansas", "kentucky", "louisiana", "maine", "maryland",
-    "massachusetts", "michigan", "minnesota", "mississippi", "missouri", "montana",
-    "nebraska", "nevada", "new_hampshire", "new_jersey", "new_mexico", "new_york",
-    "north_carolina", "north_dakota", "ohio", "oklahoma", "oregon", "pennsylvania",
-    "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
-    "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
+#include "common/client-states.h"
 
 /* The numeric options' ranges: the server's own bound on latency (an hour),
  * a day for one attempt, and enough retries and rate for any real use. */
@@ -76,7 +64,8 @@ static void usage(FILE *f)
             "  --plot DIR        draw each mode's request timeline with gnuplot as\n"
             "                    DIR/timeline-MODE.png (one row per state, one bar per\n"
             "                    request); DIR is made if missing\n",
-            lab_states[0], lab_states[1], lab_states[2], lab_states[3]);
+            client_lab_states[0], client_lab_states[1], client_lab_states[2],
+            client_lab_states[3]);
 }
 
 /* The numeric options: a plain decimal number in [0, max], nothing before or
@@ -127,22 +116,6 @@ static size_t split(char *s, const char **out, size_t max)
         out[n++] = tok;
     }
     return n;
-}
-
-/* A state name the API knows: one of all_states, compared without case and
- * with ' ' or '-' for '_'. */
-static bool known_state(const char *name)
-{
-    for (size_t i = 0; i < NELEM(all_states); i++) {
-        const char *a = all_states[i], *b = name;
-        for (; *a && *b; a++, b++) {
-            char c = (char)(*b >= 'A' && *b <= 'Z' ? *b - 'A' + 'a' : *b);
-            if (c == ' ' || c == '-') c = '_';
-            if (c != *a) break;
-        }
-        if (!*a && !*b) return true;
-    }
-    return false;
 }
 
 /* Seconds are written to the microsecond with WRITTEN_DIGITS significant
@@ -345,11 +318,11 @@ int main(int argc, char **argv)
         }
     }
     const char *states_buf[128];
-    const char *const *states = lab_states;
-    size_t n = NELEM(lab_states);
+    const char *const *states = client_lab_states;
+    size_t n = CLIENT_NLAB_STATES;
     if (states_arg && strcmp(states_arg, "all") == 0) {
-        states = all_states;
-        n = NELEM(all_states);
+        states = client_all_states;
+        n = CLIENT_NALL_STATES;
     } else if (states_arg) {
         n = split(states_arg, states_buf, NELEM(states_buf));
         if (n == SIZE_MAX) {
@@ -404,7 +377,7 @@ int main(int argc, char **argv)
         if (!run || !got) return 1;
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            if (known_state(states[i])) run[k++] = states[i];
+            if (client_known_state(states[i])) run[k++] = states[i];
         r->t0 = async_now();
         r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
         r->seconds = as_written((double)(async_now() - r->t0) / 1e9);

@@ -1,5 +1,7 @@
 /* See run.h. */
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <criterion/criterion.h>
 #include "run.h"
 
@@ -19,18 +21,69 @@ static int wrapper(void *arg, void **result)
     return 0;
 }
 
-int test_run_task(async_task_fn fn, void *arg, void **result)
+/* Runs o's task on a new loop; 0, or the step that failed (1 new, 2 spawn,
+ * 3 run, 4 destroy).  No asserts: it also runs on threads of its own. */
+static int run_outcome(struct outcome *o)
 {
     async_loop_t *loop;
+    if (async_loop_new(&loop)) return 1;
+    if (async_task_spawn(NULL, loop, wrapper, o, &(async_task_opts_t){.detached = true})) {
+        async_loop_destroy(loop);
+        return 2;
+    }
+    if (async_loop_run(loop, ASYNC_RUN_DEFAULT)) return 3;
+    return async_loop_destroy(loop) ? 4 : 0;
+}
+
+static const char *const steps[] = {"", "async_loop_new", "async_task_spawn", "async_loop_run",
+                                    "async_loop_destroy"};
+
+int test_run_task(async_task_fn fn, void *arg, void **result)
+{
     struct outcome o = {fn, arg, NULL, 0, false};
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, wrapper, &o, &(async_task_opts_t){.detached = true}),
-                 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    int step = run_outcome(&o);
+    cr_assert_eq(step, 0, "%s failed", steps[step]);
     cr_assert(o.ran, "the task never finished");
-    cr_assert_eq(async_loop_destroy(loop), 0);
     if (result) *result = o.result;
     return o.rc;
+}
+
+struct in_thread {
+    struct outcome o;
+    int step;
+};
+
+static void *thread_main(void *arg)
+{
+    struct in_thread *t = arg;
+    t->step = run_outcome(&t->o);
+    return NULL;
+}
+
+int test_run_task_in_thread(async_task_fn fn, void *arg)
+{
+    struct in_thread t = {{fn, arg, NULL, 0, false}, 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, thread_main, &t), 0);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert_eq(t.step, 0, "%s failed on the other thread", steps[t.step]);
+    cr_assert(t.o.ran, "the task on the other thread never finished");
+    return t.o.rc;
+}
+
+async_task_t test_spawn_started(async_task_fn fn, void *arg)
+{
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(&t, NULL, fn, arg, NULL), 0);
+    cr_assert_eq(async_yield(), 0);
+    return t;
+}
+
+double test_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 double test_slack(void)
