@@ -17,7 +17,7 @@ Unlike the lab's programs, a state whose page fails (a non-200 answer, a
 body that is not a JSON array, a full page repeating an earlier one, or more
 than 500 full pages) is reported as failed rather than counted short, and
 the exit status is then 1: a benchmark figure from a short count is not one.
-tests/test-brewery-client.c runs this against brewery-server and checks its
+tests/test-brewery-client-peer.c runs this against brewery-server and checks its
 counts against the brewery demo's and the CSV's.
 
 Uses the requests package when installed (python3-requests), else urllib
