@@ -108,14 +108,17 @@ ASYNC_API int async_mpi_size(void);
 /* Replicates size bytes at data, read-only, to every serving rank once, so
  * that data may then be a job's ctx (each rank's function gets its own
  * copy; rank 0's jobs name data by this pointer, which must stay valid and
- * unchanged while jobs use it).  Blocks until every rank has it.  ex must be
+ * unchanged while jobs use it; replicating the same pointer again makes
+ * later jobs read the new copy).  Blocks until every rank has it.  ex must be
  * the MPI executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL,
  * size 0 or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
  * ASYNC_ENOMEM. */
 ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
 
 /* Rank 0: finalizes MPI after the MPI executor was freed (at exit
- * otherwise, so calling it is optional).  Returns 0, or ASYNC_EBUSY while an
+ * otherwise, so calling it is optional); when no MPI executor was ever made
+ * it first releases the serving ranks, and later executors fail with
+ * ASYNC_ECLOSED.  Returns 0, or ASYNC_EBUSY while an
  * MPI executor lives. */
 ASYNC_API int async_mpi_finalize(void);
 

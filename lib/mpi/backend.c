@@ -377,6 +377,15 @@ static int start(async_executor_t *ex)
     return r;
 }
 
+void async__mpi_stop_all(void)
+{
+    /* Only when no executor ever started: one that did stopped the ranks
+     * when it was freed.  No progress thread exists then, so this thread
+     * may call MPI. */
+    if (atomic_exchange(&used, true)) return;
+    for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
+}
+
 static void free_backend(async_executor_t *ex)
 {
     if (ex->backend) destroy(ex->backend, ex->workers);

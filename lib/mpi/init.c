@@ -32,6 +32,7 @@ int async_mpi_finalize(void)
     if (async__mpi_rank_ != 0 || finalized) return 0;
     if (atomic_load(&async__mpi_ex)) return ASYNC_EBUSY;
     finalized = true;
+    async__mpi_stop_all();
     MPI_Finalize();
     async__mpi_registry_free();
     return 0;

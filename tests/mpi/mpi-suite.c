@@ -455,6 +455,29 @@ static void c_bcast(void)
     free(table);
 }
 
+/* The same pointer replicated again with other bytes (memory freed and
+ * reused, or rewritten): jobs then read the new bytes, not the first copy. */
+static void c_rebcast(void)
+{
+    enum { N = 1000 };
+    double *table = malloc(N * sizeof *table);
+    uint32_t idx[N];
+    double out[N];
+    for (int i = 0; i < N; i++) idx[i] = (uint32_t)i;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) table[i] = round * 1000.0 + i;
+        CHECK(async_mpi_bcast(ex, table, N * sizeof *table) == 0, "bcast round %d", round);
+        async_map_t m = {.fn = lookup, .ctx = table, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N};
+        async_map_error_t err;
+        int r = async_executor_map(ex, &m, &err);
+        CHECK(r == 0, "map round %d: %s %s", round, async_errname(r), err.message);
+        bool same = true;
+        for (int i = 0; i < N; i++) same = same && out[i] == 2 * (round * 1000.0 + i); /* lookup doubles */
+        CHECK(same, "round %d: the ranks read older bytes (out[1] = %g)", round, out[1]);
+    }
+    free(table);
+}
+
 static void c_idle(void)
 {
     /* One serving rank (-np 2): its CPU time over 2 s of idleness. */
@@ -525,6 +548,16 @@ int main(int argc, char **argv)
         return 1;
     }
     CHECK(async_mpi_rank() == 0, "init returned on rank %d", async_mpi_rank());
+    if (!strcmp(c, "noexec")) {
+        /* No executor ever: finalize must still release the serving ranks
+         * (mpirun would wait for them for ever), and an executor after
+         * that has no ranks to serve it. */
+        CHECK(async_mpi_finalize() == 0, "finalize");
+        async_executor_t *late;
+        r = async_executor_new(&late, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI});
+        CHECK(r == ASYNC_ECLOSED, "an executor after finalize: %s", async_errname(r));
+        goto out;
+    }
     async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
     CHECK((r = async_executor_new(&ex, &o)) == 0, "executor: %s", async_errname(r));
     if (r) return 1;
@@ -542,10 +575,11 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "kill")) c_kill();
     else if (!strcmp(c, "deadline")) c_deadline();
     else if (!strcmp(c, "bcast")) c_bcast();
+    else if (!strcmp(c, "rebcast")) c_rebcast();
     else if (!strcmp(c, "idle")) c_idle();
     else if (!strcmp(c, "symbols")) c_symbols();
     else if (!strcmp(c, "all")) {
-        c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast();
+        c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast(), c_rebcast();
     } else {
         printf("FAIL unknown case '%s'\n", c);
         failures++;
