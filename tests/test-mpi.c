@@ -127,6 +127,7 @@ Test(mpi, errors_fail_only_their_items) { expect_pass(3, VADER, "errors"); }
 Test(mpi, unregistered_function_is_einval_naming_it) { expect_pass(3, VADER, "unregistered"); }
 Test(mpi, bcast_replicates_a_table_for_ctx) { expect_pass(3, VADER, "bcast"); }
 Test(mpi, bcast_of_the_same_pointer_again_replaces_it) { expect_pass(3, VADER, "rebcast"); }
+Test(mpi, bcast_dl_ends_at_its_deadline_and_completes_behind) { expect_pass(3, VADER, "bcast_dl"); }
 Test(mpi, no_executor_still_releases_the_ranks) { expect_pass(3, VADER, "noexec"); }
 Test(mpi, registry_mismatch_names_the_rank) { expect_pass(3, VADER, "mismatch"); }
 Test(mpi, single_rank_is_enotsup) { expect_pass(1, VADER, "single"); }

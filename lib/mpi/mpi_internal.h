@@ -106,6 +106,6 @@ void async__mpi_serve(void);
  * executor ever did (a program that never made one must not leave them
  * serving); later executors then fail with ASYNC_ECLOSED. */
 void async__mpi_stop_all(void);
-int async__mpi_share(async_executor_t *ex, const void *data, size_t size);
+int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_t deadline);
 
 #endif
