@@ -139,18 +139,11 @@ Test(mpi, crashing_job_fails_only_its_future) { expect_pass(3, VADER, "crash"); 
 /* rank_processes: a job past its deadline is killed on its rank. */
 Test(mpi, deadline_kills_the_job_in_the_rank_pool) { expect_pass(3, VADER, "deadline"); }
 
-/* The same suite over TCP on loopback, the transport of multi-host jobs. */
-Test(mpi, all_over_tcp)
-{
-#if defined(__SANITIZE_THREAD__)
-    /* Over Open MPI's TCP transport a thread-sanitized rank reported a race
-     * and exited 66 (the shared-memory runs pass): Open MPI is not built
-     * for ThreadSanitizer, and which side the race is on is not known yet. */
-    cr_skip_test("ThreadSanitizer: a rank over the TCP transport reports a race not yet analysed (the "
-                 "shared-memory suite runs)");
-#endif
-    expect_pass(3, "self,tcp", "all");
-}
+/* The same suite over TCP on loopback, the transport of multi-host jobs.
+ * Under ThreadSanitizer, Open MPI's TCP transport reports a lock-order
+ * inversion of its own between MPI_Init and MPI_Finalize, suppressed in
+ * scripts/tsan.supp with the reason (no data race, no libasync frame). */
+Test(mpi, all_over_tcp) { expect_pass(3, "self,tcp", "all"); }
 
 /* An idle serving rank (and rank 0) back off instead of spinning. */
 Test(mpi, idle_ranks_do_not_spin) { expect_pass(2, VADER, "idle"); }
