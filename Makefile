@@ -202,6 +202,18 @@ $(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(MPI_LINK) $(APPLIBS)
 $(OUT)/tests/bin/test-mpi: | $(MPI_PROGS)
+# The lab demo's --mode mpi: with Open MPI the lab links libasync-mpi (its
+# mpi.c is built with LAB_WITH_MPI) and exports its symbols, as the MPI tests do;
+# without, it links libasync alone and refuses the mode.  libasync-mpi.a
+# holds the same objects as libasync.a, so both on the line is harmless.
+LAB_BIN := $(OUT)/demos/lab/lab
+ifneq ($(MPI_LIBS),)
+$(OBJ)/demos/lab/common/mpi.o: APP_CFLAGS += -DLAB_WITH_MPI
+$(LAB_BIN): $(MPI_STATIC)
+$(LAB_BIN): APPLIBS := $(MPI_LINK) $(APPLIBS)
+$(LAB_BIN): LDFLAGS += -rdynamic
+$(OUT)/tests/bin/test-lab: | $(LAB_BIN)
+endif
 $(OUT)/tests/bench/bin/bench-mpi: $(OBJ)/tests/bench/bench-mpi.o $(MPI_STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(MPI_LINK) $(APPLIBS)

@@ -1,5 +1,6 @@
 /* lab: the parallel-processing lab's CPU workloads, each run serially, on
- * threads and on processes, timed, compared, and checked to agree exactly;
+ * threads and on processes (and, under mpirun with --mode mpi, on MPI
+ * ranks), timed, compared, and checked to agree exactly;
  * `lab all` runs everything and writes the notebook's soln.json and the
  * report of every figure, lab-report.json.  See docs/lab.md. */
 #include <errno.h>
@@ -16,21 +17,22 @@ static const struct workload {
     int (*run)(void);
     bool data; /* takes --input/--output */
     bool plot; /* draws charts with --plot */
+    bool mpi;  /* runs over MPI ranks with --mode mpi */
     const char *what;
 } workloads[] = {
-    {"howmany", lab_howmany, true, false, "count per row the values in [4, 8] (1,000,000 x 5)"},
-    {"common", lab_common, true, false, "row-wise common items of list_a and list_b"},
-    {"busywork", lab_busywork, false, false, "tasks of 1, 2, 4, 6 s: serial, pool of CPUs, pool of 4"},
-    {"normalize", lab_normalize, true, false, "min-max normalise rows, Small to XXL"},
-    {"primes", lab_primes, false, false, "count the primes below 100,000"},
-    {"factors", lab_factors, false, false, "prime factors of 100 numbers in [1e10, 1e12]"},
-    {"sumsq", lab_sumsq, false, false, "sum of i^2, 8 tasks of n = 1,000,000"},
-    {"heavy", lab_heavy, false, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
-    {"chunks", lab_chunks, false, true, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
-    {"workers", lab_workers, false, true, "1 to 2 x CPUs workers, with the Amdahl fit"},
-    {"pairs", lab_pairs, false, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
-    {"files", lab_files, false, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
-    {"scheduler", lab_scheduler, false, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
+    {"howmany", lab_howmany, true, false, true, "count per row the values in [4, 8] (1,000,000 x 5)"},
+    {"common", lab_common, true, false, false, "row-wise common items of list_a and list_b"},
+    {"busywork", lab_busywork, false, false, false, "tasks of 1, 2, 4, 6 s: serial, pool of CPUs, pool of 4"},
+    {"normalize", lab_normalize, true, false, true, "min-max normalise rows, Small to XXL"},
+    {"primes", lab_primes, false, false, true, "count the primes below 100,000"},
+    {"factors", lab_factors, false, false, true, "prime factors of 100 numbers in [1e10, 1e12]"},
+    {"sumsq", lab_sumsq, false, false, true, "sum of i^2, 8 tasks of n = 1,000,000"},
+    {"heavy", lab_heavy, false, false, false, "(sin x + cos x)^(x*x) over 40,000,000 doubles, 3 passes"},
+    {"chunks", lab_chunks, false, true, false, "x*x over 100,000 items for chunk sizes 1 to 10,000"},
+    {"workers", lab_workers, false, true, false, "1 to 2 x CPUs workers, with the Amdahl fit"},
+    {"pairs", lab_pairs, false, false, false, "the lecture's (x + y) ** 2 over 1,000,000 pairs: starmap, async, vectorised"},
+    {"files", lab_files, false, false, false, "create_and_save_file through apply, apply_async, map, map_async, starmap"},
+    {"scheduler", lab_scheduler, false, false, false, "a priority task scheduler: priorities, timeouts, failures, summary"},
 };
 #define NWORK (sizeof workloads / sizeof workloads[0])
 
@@ -42,7 +44,10 @@ static void usage(FILE *f)
     fprintf(f, "  %-10s %s\n", "data", "the generated data's first values and digests (to check against numpy)");
     fprintf(f, "  %-10s %s\n", "repr", "repr X...: each number as Python's repr prints it (soln.json's floats)");
     fprintf(f, "\noptions:\n"
-               "  --mode M       serial, threads, processes or all (default all)\n"
+               "  --mode M       serial, threads, processes, mpi, or all (= serial,threads,processes;\n"
+               "                 the default), or a list such as serial,mpi; mpi runs under\n"
+               "                 mpirun -np N (N >= 2) and covers howmany, normalize, primes,\n"
+               "                 factors and sumsq (docs/lab.md)\n"
                "  --workers N    pool size for threads and processes (default: the CPU count)\n"
                "  --scale F      multiply sizes and durations by F (default 1)\n"
                "  --quick        the same as --scale 0.1\n"
@@ -94,6 +99,24 @@ static unsigned long long whole(const char *opt, const char *s, unsigned long lo
     return v;
 }
 
+/* --mode's value: one mode, all, or a comma-separated list of them. */
+static unsigned modes(const char *arg)
+{
+    unsigned m = 0;
+    const char *p = arg;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        unsigned bit = 0;
+        if (len == 3 && !strncmp(p, "all", 3)) bit = 7;
+        for (lab_mode_t k = 0; k < LAB_NMODES && !bit; k++)
+            if (strlen(lab_mode_name[k]) == len && !strncmp(p, lab_mode_name[k], len)) bit = 1u << k;
+        if (!bit) bad("--mode: \"%s\" is not serial, threads, processes, mpi, all or a list of them", arg);
+        m |= bit;
+        if (!p[len]) return m;
+        p += len + 1;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -113,13 +136,7 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "m:w:s:qS:i:o:p:j:r:R:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            if (!strcmp(optarg, "all")) lab_opt.modes = 7;
-            else if (!strcmp(optarg, "serial")) lab_opt.modes = 1u << LAB_SERIAL;
-            else if (!strcmp(optarg, "threads")) lab_opt.modes = 1u << LAB_THREADS;
-            else if (!strcmp(optarg, "processes")) lab_opt.modes = 1u << LAB_PROCESSES;
-            else bad("--mode: \"%s\" is not serial, threads, processes or all", optarg);
-            break;
+        case 'm': lab_opt.modes = modes(optarg); break;
         case 'w': lab_opt.workers = (unsigned)whole("--workers", optarg, 1, 256); break;
         case 's': lab_opt.scale = number("--scale", optarg, 1e-4, 100); break;
         case 'q': lab_opt.scale = 0.1; break;
@@ -138,6 +155,9 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    /* Every rank of an MPI run read the same options; only rank 0 goes on
+     * from here, the others serve chunks until it ends. */
+    if (lab_want(LAB_MPI)) lab_mpi_start(&argc, &argv);
     if (optind < argc && !strcmp(argv[optind], "repr")) {
         /* Python's repr of each argument, one a line: the float format of
          * soln.json, exposed so that tests compare it with python3. */
@@ -177,13 +197,25 @@ int main(int argc, char **argv)
     printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,
            lab_opt.workers, lab_opt.scale, (unsigned long long)lab_opt.seed, lab_backend(LAB_THREADS),
            lab_backend(LAB_PROCESSES));
+    if (lab_want(LAB_MPI))
+        printf("lab: mpi: %u serving ranks, %s\n", lab_mpi_workers(), lab_backend(LAB_MPI));
+    /* --mode mpi alone: a workload that does not run over MPI has no mode. */
+    bool mpi_only = lab_opt.modes == 1u << LAB_MPI;
+    if (!all && mpi_only && !w->mpi) bad("\"%s\" does not run over MPI (--mode mpi covers howmany, normalize, primes, factors, sumsq)", name);
     if (all) {
-        for (size_t i = 0; i < NWORK; i++) workloads[i].run();
+        for (size_t i = 0; i < NWORK; i++) {
+            if (mpi_only && !workloads[i].mpi) {
+                printf("\n== %s: not run (it does not run over MPI)\n", workloads[i].name);
+                continue;
+            }
+            workloads[i].run();
+        }
         lab_soln_write(lab_opt.soln ? lab_opt.soln : "soln.json");
     } else {
         w->run();
         if (lab_opt.soln) lab_soln_write(lab_opt.soln);
     }
+    lab_mpi_end();
     json_decref(lab_figures);
     json_decref(lab_prob1);
     json_decref(lab_prob2);

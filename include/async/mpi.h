@@ -108,14 +108,34 @@ ASYNC_API int async_mpi_size(void);
 /* Replicates size bytes at data, read-only, to every serving rank once, so
  * that data may then be a job's ctx (each rank's function gets its own
  * copy; rank 0's jobs name data by this pointer, which must stay valid and
- * unchanged while jobs use it).  Blocks until every rank has it.  ex must be
- * the MPI executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL,
- * size 0 or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
+ * unchanged while jobs use it; replicating the same pointer again makes
+ * later jobs read the new copy).  Blocks until every rank has it: a rank
+ * running a job without rank_processes receives it only after that job, so
+ * the wait can be as long as the longest running job (async_mpi_bcast_dl
+ * bounds it).  Any thread of rank 0 may call it.  ex must be the MPI
+ * executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL, size 0
+ * or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
  * ASYNC_ENOMEM. */
 ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
 
+/* async_mpi_bcast that waits at most until deadline (absolute, async_now()'s
+ * clock).  This is not an MPI collective: rank 0 sends the bytes to each
+ * serving rank (MPI_Isend), which takes them in its serving loop, so
+ * bounding the wait is safe; what cannot be bounded is the sends
+ * themselves, since MPI cannot take back a started send.  Hence:
+ * ASYNC_ETIMEDOUT with the deadline already past on entry: nothing was sent
+ * and data is not replicated.  ASYNC_ETIMEDOUT later: not every rank had
+ * the bytes by the deadline, and the replication goes on in the background:
+ * data is replicated (jobs may name it; each rank receives it before any
+ * job sent after this call, since MPI keeps the order between two ranks)
+ * and must stay valid and unchanged until async_executor_free(ex) returns,
+ * which waits for the last send.  Other errors as async_mpi_bcast. */
+ASYNC_API int async_mpi_bcast_dl(async_executor_t *ex, const void *data, size_t size, int64_t deadline);
+
 /* Rank 0: finalizes MPI after the MPI executor was freed (at exit
- * otherwise, so calling it is optional).  Returns 0, or ASYNC_EBUSY while an
+ * otherwise, so calling it is optional); when no MPI executor was ever made
+ * it first releases the serving ranks, and later executors fail with
+ * ASYNC_ECLOSED.  Returns 0, or ASYNC_EBUSY while an
  * MPI executor lives. */
 ASYNC_API int async_mpi_finalize(void);
 

@@ -30,9 +30,19 @@ typedef struct sendreq {
     const void *buf;
     size_t len;
     bool owned;          /* free buf once sent */
-    unsigned *counter;   /* decremented under mu once sent (bcast) */
+    struct bcast *bc;    /* the bcast this send belongs to, or NULL */
     MPI_Request req;
 } sendreq_t;
+
+/* One async_mpi_bcast: a header and the data for every serving rank.  Its
+ * caller waits until `left` is 0, or until its deadline: then it sets
+ * `abandoned` and the last send to complete frees the bcast (under mu). */
+typedef struct bcast {
+    unsigned left;
+    bool abandoned;
+    share_hdr_t h;
+    sendreq_t q[];
+} bcast_t;
 
 typedef struct slot {
     struct mpib *b;
@@ -79,14 +89,19 @@ static void enqueue(mpib_t *b, sendreq_t *r)
 static void sent(mpib_t *b, sendreq_t *r)
 {
     if (r->owned) async__free((void *)r->buf);
-    if (!r->counter) {
+    bcast_t *bc = r->bc;
+    if (!bc) {
         async__free(r);
         return;
     }
-    /* A bcast's requests belong to the bcast call, which frees them once
-     * its counter is 0: r must not be touched after the decrement. */
+    /* A bcast's requests belong to the bcast, which its caller frees once
+     * `left` is 0, or the last send frees if the caller stopped waiting: r
+     * must not be touched after the decrement. */
     pthread_mutex_lock(&b->mu);
-    if (--*r->counter == 0) pthread_cond_broadcast(&b->sent);
+    if (--bc->left == 0) {
+        if (bc->abandoned) async__free(bc);
+        else pthread_cond_broadcast(&b->sent);
+    }
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -350,7 +365,7 @@ static int start(async_executor_t *ex)
     b->tail = &b->head;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->wake, NULL);
-    pthread_cond_init(&b->sent, NULL);
+    async__cond_init_monotonic(&b->sent, false); /* bcast deadlines */
     for (unsigned i = 0; i < ex->workers; i++) {
         b->s[i] = (slot_t){.b = b, .index = i, .rank = 1 + (int)(i % (unsigned)(async__mpi_size_ - 1))};
         pthread_cond_init(&b->s[i].cv, NULL);
@@ -377,6 +392,15 @@ static int start(async_executor_t *ex)
     return r;
 }
 
+void async__mpi_stop_all(void)
+{
+    /* Only when no executor ever started: one that did stopped the ranks
+     * when it was freed.  No progress thread exists then, so this thread
+     * may call MPI. */
+    if (atomic_exchange(&used, true)) return;
+    for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
+}
+
 static void free_backend(async_executor_t *ex)
 {
     if (ex->backend) destroy(ex->backend, ex->workers);
@@ -384,46 +408,46 @@ static void free_backend(async_executor_t *ex)
     atomic_store(&async__mpi_ex, NULL);
 }
 
-int async__mpi_share(async_executor_t *ex, const void *data, size_t size)
+int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_t deadline)
 {
     if (!ex || ex->ops != &async__mpi_backend || !data || !size || size > INT32_MAX)
         return ASYNC_EINVAL;
     if (atomic_load(&ex->priv->closed)) return ASYNC_ECLOSED;
+    /* Nothing can be sent by a deadline already past: refuse before the
+     * data is registered, so that nothing goes on behind the caller. */
+    if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;
     mpib_t *b = ex->backend;
     int n = async__mpi_size_ - 1;
-    sendreq_t *q = async__calloc((size_t)n * 2, sizeof *q);
-    share_hdr_t *h = async__malloc(sizeof *h);
-    if (!q || !h) {
-        async__free(q);
-        async__free(h);
-        return ASYNC_ENOMEM;
-    }
+    bcast_t *bc = async__calloc(1, sizeof *bc + (size_t)n * 2 * sizeof bc->q[0]);
+    if (!bc) return ASYNC_ENOMEM;
     int id = async__mpi_data_add((void *)data, false);
     if (id < 0) {
-        async__free(q);
-        async__free(h);
+        async__free(bc);
         return id;
     }
-    *h = (share_hdr_t){.id = (uint32_t)id, .size = size};
-    unsigned counter = (unsigned)n * 2;
+    bc->h = (share_hdr_t){.id = (uint32_t)id, .size = size};
+    bc->left = (unsigned)n * 2;
     /* Enqueued under one lock hold so that another bcast cannot interleave
      * its header between ours and our data (the ranks read them in pairs). */
     pthread_mutex_lock(&b->mu);
     for (int i = 0; i < n; i++) {
-        q[2 * i] = (sendreq_t){.rank = i + 1, .tag = TAG_SHARE, .buf = h, .len = sizeof *h,
-                               .counter = &counter};
-        q[2 * i + 1] = (sendreq_t){.rank = i + 1, .tag = TAG_SHARE_DATA, .buf = data, .len = size,
-                                   .counter = &counter};
-        *b->tail = &q[2 * i];
-        q[2 * i].next = &q[2 * i + 1];
-        b->tail = &q[2 * i + 1].next;
+        bc->q[2 * i] = (sendreq_t){.rank = i + 1, .tag = TAG_SHARE, .buf = &bc->h, .len = sizeof bc->h, .bc = bc};
+        bc->q[2 * i + 1] = (sendreq_t){.rank = i + 1, .tag = TAG_SHARE_DATA, .buf = data, .len = size, .bc = bc};
+        *b->tail = &bc->q[2 * i];
+        bc->q[2 * i].next = &bc->q[2 * i + 1];
+        b->tail = &bc->q[2 * i + 1].next;
     }
+    atomic_store(&b->queued, true);
     pthread_cond_signal(&b->wake);
-    while (counter) pthread_cond_wait(&b->sent, &b->mu);
+    int r = 0;
+    while (bc->left && !r)
+        if (async__cond_wait_dl(&b->sent, &b->mu, deadline) == ETIMEDOUT && bc->left) r = ASYNC_ETIMEDOUT;
+    /* Timed out: the sends go on (MPI cannot take back a started send);
+     * the progress thread frees the bcast after the last one. */
+    if (r) bc->abandoned = true;
     pthread_mutex_unlock(&b->mu);
-    async__free(q);
-    async__free(h);
-    return 0;
+    if (!r) async__free(bc);
+    return r;
 }
 
 const async__backend_ops_t async__mpi_backend = {

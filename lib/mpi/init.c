@@ -32,6 +32,7 @@ int async_mpi_finalize(void)
     if (async__mpi_rank_ != 0 || finalized) return 0;
     if (atomic_load(&async__mpi_ex)) return ASYNC_EBUSY;
     finalized = true;
+    async__mpi_stop_all();
     MPI_Finalize();
     async__mpi_registry_free();
     return 0;
@@ -107,5 +108,10 @@ int async_mpi_init(int *argc, char ***argv, const async_mpi_opts_t *opts, char *
 
 int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size)
 {
-    return async__mpi_share(ex, data, size);
+    return async__mpi_share(ex, data, size, ASYNC_FOREVER);
+}
+
+int async_mpi_bcast_dl(async_executor_t *ex, const void *data, size_t size, int64_t deadline)
+{
+    return async__mpi_share(ex, data, size, deadline);
 }

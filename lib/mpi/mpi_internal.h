@@ -102,8 +102,10 @@ extern async_mpi_opts_t async__mpi_opts;
 extern async_executor_t *_Atomic async__mpi_ex;
 /* serve.c: a serving rank's loop; returns when rank 0 says stop. */
 void async__mpi_serve(void);
-/* backend.c: rank 0's at-exit stop of a live executor's ranks. */
+/* backend.c: rank 0, no executor alive: stops the serving ranks if no
+ * executor ever did (a program that never made one must not leave them
+ * serving); later executors then fail with ASYNC_ECLOSED. */
 void async__mpi_stop_all(void);
-int async__mpi_share(async_executor_t *ex, const void *data, size_t size);
+int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_t deadline);
 
 #endif

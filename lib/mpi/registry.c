@@ -163,6 +163,11 @@ void *async__mpi_ctx_at(uint32_t index)
 int async__mpi_data_add(void *data, bool owned)
 {
     pthread_mutex_lock(&mu);
+    /* The same pointer replicated again (its memory freed and reused, or
+     * its bytes changed) names the new copy from now on: the old entry is
+     * forgotten on rank 0, or jobs would still name the old bytes. */
+    for (size_t i = 0; i < ndatas; i++)
+        if (!datas[i].name[0] && datas[i].data == data) datas[i].data = NULL;
     int r = grow((void **)&datas, &capdatas, ndatas, sizeof *datas);
     if (!r) {
         datas[ndatas] = (data_ent_t){.data = data, .owned = owned};

@@ -6,8 +6,10 @@
 #include <async.h>
 #include <dlfcn.h>
 #include <async/mpi.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -455,6 +457,114 @@ static void c_bcast(void)
     free(table);
 }
 
+/* The same pointer replicated again with other bytes (memory freed and
+ * reused, or rewritten): jobs then read the new bytes, not the first copy. */
+static void c_rebcast(void)
+{
+    enum { N = 1000 };
+    double *table = malloc(N * sizeof *table);
+    uint32_t idx[N];
+    double out[N];
+    for (int i = 0; i < N; i++) idx[i] = (uint32_t)i;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) table[i] = round * 1000.0 + i;
+        CHECK(async_mpi_bcast(ex, table, N * sizeof *table) == 0, "bcast round %d", round);
+        async_map_t m = {.fn = lookup, .ctx = table, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N};
+        async_map_error_t err;
+        int r = async_executor_map(ex, &m, &err);
+        CHECK(r == 0, "map round %d: %s %s", round, async_errname(r), err.message);
+        bool same = true;
+        for (int i = 0; i < N; i++) same = same && out[i] == 2 * (round * 1000.0 + i); /* lookup doubles */
+        CHECK(same, "round %d: the ranks read older bytes (out[1] = %g)", round, out[1]);
+    }
+    free(table);
+}
+
+/* Holds its rank until rank 0 lets it go: writes a byte into the FIFO
+ * "<in>.started", then reads one from "<in>.go" (all ranks run on this
+ * host).  No sleeps: rank 0 knows when the rank is busy and chooses when
+ * it is free again. */
+int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)out, (void)out_size, (void)ctx;
+    char path[256], c = 1;
+    snprintf(path, sizeof path, "%.*s.started", (int)in_size, (const char *)in);
+    int fd = open(path, O_WRONLY);
+    if (fd < 0 || write(fd, &c, 1) != 1) return async_work_fail(ASYNC_EIO, "hold: %s", path);
+    close(fd);
+    snprintf(path, sizeof path, "%.*s.go", (int)in_size, (const char *)in);
+    fd = open(path, O_RDONLY);
+    if (fd < 0 || read(fd, &c, 1) != 1) return async_work_fail(ASYNC_EIO, "hold: %s", path);
+    close(fd);
+    return 0;
+}
+ASYNC_MPI_WORK(hold);
+
+/* async_mpi_bcast_dl: a deadline already past sends nothing; a rank held
+ * in a job cannot take the bytes, so the wait ends at the deadline and the
+ * replication finishes once the rank is free; a deadline in time is 0. */
+static void c_bcast_dl(void)
+{
+    enum { N = 1 << 17 }; /* 1 MiB: above every transport's eager limit */
+    double *table = malloc(N * sizeof *table);
+    for (int i = 0; i < N; i++) table[i] = i + 0.25;
+    CHECK(async_mpi_bcast_dl(ex, table, N * sizeof *table, 0) == ASYNC_ETIMEDOUT, "a past deadline");
+    uint32_t idx = 5;
+    double out = 0;
+    async_job_t lj = {.fn = lookup, .ctx = table, .in = &idx, .in_size = 4, .out_size = 8};
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int r = async_executor_run(ex, &lj, &out, NULL, msg, sizeof msg);
+    CHECK(r == ASYNC_EINVAL, "a job naming data never replicated: %s", async_errname(r));
+
+    char base[64];
+    snprintf(base, sizeof base, "/tmp/mpi-suite-%d", (int)getpid());
+    char started[80], go[80];
+    snprintf(started, sizeof started, "%s.started", base);
+    snprintf(go, sizeof go, "%s.go", base);
+    unlink(started), unlink(go);
+    CHECK(mkfifo(started, 0600) == 0 && mkfifo(go, 0600) == 0, "mkfifo");
+    async_future_t *f;
+    async_job_t hj = {.fn = hold, .in = base, .in_size = strlen(base)};
+    CHECK(async_executor_submit(&f, ex, &hj) == 0, "submit hold");
+    char c;
+    int fd = open(started, O_RDONLY); /* until the rank runs the job */
+    CHECK(fd >= 0 && read(fd, &c, 1) == 1, "the held job did not start");
+    close(fd);
+    int64_t t0 = async_now();
+    r = async_mpi_bcast_dl(ex, table, N * sizeof *table, async_deadline_after(50000000));
+    double waited = (double)(async_now() - t0) / 1e6;
+    CHECK(r == ASYNC_ETIMEDOUT, "bcast_dl past a held rank: %s after %.0f ms", async_errname(r), waited);
+    printf("bcast_dl: timed out after %.1f ms (deadline 50 ms)\n", waited);
+    fd = open(go, O_WRONLY); /* let the rank go */
+    CHECK(fd >= 0 && write(fd, &c, 1) == 1, "release");
+    close(fd);
+    CHECK(async_future_wait(f) == 0 && async_future_error(f) == 0, "hold: %s", async_future_message(f));
+    async_future_unref(f);
+    unlink(started), unlink(go);
+    /* The timed-out replication completed behind the caller: every rank
+     * answers from its copy. */
+    enum { M = 64 };
+    uint32_t ids[M];
+    double outs[M];
+    for (int i = 0; i < M; i++) ids[i] = (uint32_t)(i * 2011 % N);
+    async_map_t m = {.fn = lookup, .ctx = table, .in = ids, .in_size = 4, .out = outs, .out_size = 8, .n = M};
+    async_map_error_t err;
+    r = async_executor_map(ex, &m, &err);
+    CHECK(r == 0, "map after the timed-out bcast: %s %s", async_errname(r), err.message);
+    bool same = true;
+    for (int i = 0; i < M; i++) same = same && outs[i] == 2 * table[ids[i]];
+    CHECK(same, "the ranks' copies differ");
+    /* With time enough, the same call completes. */
+    double *small = malloc(1024 * sizeof *small);
+    for (int i = 0; i < 1024; i++) small[i] = -i;
+    r = async_mpi_bcast_dl(ex, small, 1024 * sizeof *small, async_deadline_after(60000000000LL));
+    CHECK(r == 0, "bcast_dl in time: %s", async_errname(r));
+    async_executor_free(ex); /* waits for the last send: then table may go */
+    ex = NULL;
+    free(small);
+    free(table);
+}
+
 static void c_idle(void)
 {
     /* One serving rank (-np 2): its CPU time over 2 s of idleness. */
@@ -525,6 +635,16 @@ int main(int argc, char **argv)
         return 1;
     }
     CHECK(async_mpi_rank() == 0, "init returned on rank %d", async_mpi_rank());
+    if (!strcmp(c, "noexec")) {
+        /* No executor ever: finalize must still release the serving ranks
+         * (mpirun would wait for them for ever), and an executor after
+         * that has no ranks to serve it. */
+        CHECK(async_mpi_finalize() == 0, "finalize");
+        async_executor_t *late;
+        r = async_executor_new(&late, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI});
+        CHECK(r == ASYNC_ECLOSED, "an executor after finalize: %s", async_errname(r));
+        goto out;
+    }
     async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
     CHECK((r = async_executor_new(&ex, &o)) == 0, "executor: %s", async_errname(r));
     if (r) return 1;
@@ -542,10 +662,12 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "kill")) c_kill();
     else if (!strcmp(c, "deadline")) c_deadline();
     else if (!strcmp(c, "bcast")) c_bcast();
+    else if (!strcmp(c, "rebcast")) c_rebcast();
+    else if (!strcmp(c, "bcast_dl")) c_bcast_dl();
     else if (!strcmp(c, "idle")) c_idle();
     else if (!strcmp(c, "symbols")) c_symbols();
     else if (!strcmp(c, "all")) {
-        c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast();
+        c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast(), c_rebcast();
     } else {
         printf("FAIL unknown case '%s'\n", c);
         failures++;

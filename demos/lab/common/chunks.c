@@ -51,7 +51,7 @@ int lab_chunks(void)
         json_t *row = json_object();
         json_object_set_new(row, "chunksize", json_integer((json_int_t)chunks[c]));
         printf("  %-10zu", chunks[c]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
             if (!lab_want(m)) {
                 printf(" %12s", "-");
                 continue;
@@ -65,7 +65,7 @@ int lab_chunks(void)
             printf(" %12.6f", t[m]);
             json_object_set_new(row, lab_mode_name[m], json_real(t[m]));
         }
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
             if (t[m] > 0 && serial > 0) printf(" %13.2fx", t[m] / serial);
             else printf(" %14s", "-");
         }

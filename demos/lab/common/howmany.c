@@ -29,6 +29,35 @@ static void hm_range(void *ctx, size_t lo, size_t hi)
     for (size_t r = lo; r < hi; r++) h->count[r] = howmany_within_range(h->v + r * h->ncols, h->ncols, h->lo, h->hi);
 }
 
+/* Over MPI: the input is a header and the rows; a rank's own counts. */
+typedef struct hm_in {
+    uint64_t ncols;
+    int32_t lo, hi;
+    int32_t v[];
+} hm_in_t;
+
+static void *hm_attach(const void *in, size_t n, void **results)
+{
+    const hm_in_t *a = in;
+    hm_t *h = malloc(sizeof *h);
+    if (h) *h = (hm_t){.v = a->v, .ncols = a->ncols, .lo = a->lo, .hi = a->hi, .count = calloc(n, sizeof *h->count)};
+    if (h && !h->count) {
+        free(h);
+        return NULL;
+    }
+    if (h) *results = h->count;
+    return h;
+}
+
+static void hm_detach(void *ctx)
+{
+    hm_t *h = ctx;
+    free(h->count);
+    free(h);
+}
+
+const lab_mpi_kind_t lab_mpi_howmany = {"howmany", hm_range, hm_attach, hm_detach};
+
 /* --- the notebook's three parallel variants, on the executor's own map API:
  * the rows (or argument tuples) are the items, copied to the workers as
  * bytes, as Pool pickles them. */
@@ -105,7 +134,7 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
                                    "starmap_async((i, row, 4, 8)) + sort"};
     double t[4][LAB_NMODES] = {{0}};
     json_t *all = json_object();
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (!lab_want(m)) continue;
         async_executor_opts_t o = {.backend = m == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
                                    .workers = lab_opt.workers};
@@ -160,7 +189,7 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
     }
     for (int k = 0; k < 4; k++) {
         printf("  %-34s", names[k]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
             if (lab_want(m)) printf(" %10.4f", t[k][m]);
             else printf(" %10s", "-");
         }
@@ -214,7 +243,15 @@ int lab_howmany(void)
     /* Pool.map's default chunk size: ceil(n / (4 x workers)). */
     size_t chunk = (nrows + 4 * lab_opt.workers - 1) / (4 * lab_opt.workers);
     lab_result_t r = {0};
-    lab_modes(&r, hm_range, h, nrows, chunk, "howmany", h->count, out_size);
+    hm_in_t *in = NULL;
+    size_t in_size = sizeof *in + nrows * ncols * sizeof *v;
+    if (lab_want(LAB_MPI)) {
+        if (!(in = malloc(in_size))) lab_die("out of memory");
+        *in = (hm_in_t){.ncols = ncols, .lo = h->lo, .hi = h->hi};
+        memcpy(in->v, v, nrows * ncols * sizeof *v);
+    }
+    lab_modes_mpi(&r, hm_range, h, nrows, chunk, "howmany", h->count, out_size, &lab_mpi_howmany, in, in_size);
+    free(in);
 
     uint64_t total = 0;
     for (size_t i = 0; i < nrows; i++) total += h->count[i];

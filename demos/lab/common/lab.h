@@ -17,7 +17,10 @@
 #include <jansson.h>
 #include "async/progress.h"
 
-typedef enum lab_mode { LAB_SERIAL, LAB_THREADS, LAB_PROCESSES, LAB_NMODES } lab_mode_t;
+/* LAB_MPI runs only under mpirun (--mode mpi, mpi.c); the modes below
+ * LAB_NPOOLS start a pool of their own in this process. */
+typedef enum lab_mode { LAB_SERIAL, LAB_THREADS, LAB_PROCESSES, LAB_MPI, LAB_NMODES } lab_mode_t;
+#define LAB_NPOOLS LAB_MPI
 
 extern const char *const lab_mode_name[LAB_NMODES];
 
@@ -119,12 +122,60 @@ double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, si
  * mode's backend, then a wait on its future: Pool.map_async(...).get().
  * Returns the seconds from the call to the future being final. */
 double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk);
+/* Times once(arg) as lab_run times a run (the best of --repeat runs, and
+ * of 5 under 0.1 s; lab_last_others set); *start_s from the first run. */
+double lab_best_of(double (*once)(void *arg, double *start_s), void *arg, double *start_s);
 /* Runs every mode the user asked for, clearing out (out_size bytes) before
  * each and hashing it after, into r. */
 void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
                void *out, size_t out_size);
 /* The backend each parallel mode is using, for the report. */
 const char *lab_backend(lab_mode_t mode);
+
+/* --- mpi.c: the same range functions over MPI ranks (--mode mpi) ---------
+ * Ranks share no memory, so a workload that runs over MPI says how a
+ * serving rank rebuilds its ctx from bytes: rank 0 replicates the job's
+ * read-only input once (async_mpi_bcast), each chunk names its range, the
+ * serving rank runs the workload's own range function over its copy and
+ * sends that range's results back as the chunk's output bytes, which land
+ * where the other modes write them.  The results of item i must be the
+ * item_size bytes at results + i * item_size (out_size / n of lab_modes).
+ * Every kind is listed in mpi.c's table, the same on every rank. */
+typedef struct lab_mpi_kind {
+    const char *name;
+    lab_range_fn fn;
+    /* On a serving rank: a ctx for fn over in (the rank's copy of the
+     * replicated input, NULL when there is none) for n items, with room for
+     * every item's results, which *results points to; NULL when out of
+     * memory.  Kept for the rank's later chunks of the same input. */
+    void *(*attach)(const void *in, size_t n, void **results);
+    void (*detach)(void *ctx);
+} lab_mpi_kind_t;
+
+extern const lab_mpi_kind_t lab_mpi_howmany, lab_mpi_primes, lab_mpi_factors, lab_mpi_normalize, lab_mpi_sumsq;
+
+/* lab_modes, and when --mode has mpi, the same job over MPI ranks: in
+ * (in_size bytes, or NULL and 0) is the input every serving rank needs to
+ * rebuild the ctx with kind->attach; it must stay unchanged until the call
+ * returns.  kind NULL: this workload does not run over MPI (lab_modes). */
+void lab_modes_mpi(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
+                   void *out, size_t out_size, const lab_mpi_kind_t *kind, const void *in, size_t in_size);
+/* One MPI run of kind over [0, n) in chunks (lab_best_of's timing): the
+ * results land in out; *start_s gets the MPI executor's start-up on its
+ * first use, 0 after. */
+double lab_mpi_run(const lab_mpi_kind_t *kind, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
+                   size_t out_size, double *start_s);
+/* Whether this lab was built with libasync-mpi. */
+bool lab_mpi_built(void);
+/* Starts MPI when --mode has mpi (call it once the options are read): only
+ * rank 0 returns; the other ranks serve chunks until rank 0 ends and then
+ * exit.  Exits with a message when MPI cannot start (not under mpirun -np 2
+ * or more). */
+void lab_mpi_start(int *argc, char ***argv);
+/* The number of serving ranks (0 before lab_mpi_start). */
+unsigned lab_mpi_workers(void);
+/* Stops the serving ranks and finalizes MPI (also done at exit). */
+void lab_mpi_end(void);
 
 /* --- csvio.c -------------------------------------------------------------- */
 typedef struct lab_rows {

@@ -92,7 +92,7 @@ int lab_pairs(void)
     json_object_set_new(fig, "serial", json_real(serial));
     json_object_set_new(fig, "vectorised", json_real(vec));
     double t[3][LAB_NMODES] = {{0}};
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (!lab_want(m)) continue;
         async_executor_t *ex = pool(m, &t[0][m]);
         async_map_t mp = {.fn = pair_fn, .in = in, .in_size = sizeof *in, .out = out, .out_size = sizeof *out, .n = n};
@@ -122,12 +122,12 @@ int lab_pairs(void)
     static const char *names[3] = {"pool start-up", "starmap", "starmap_async + get"};
     for (int k = 1; k < 3; k++) {
         printf("  %-26s", names[k]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
             lab_want(m) ? printf(" %10.4f", t[k][m]) : printf(" %10s", "-");
         printf("\n");
     }
     printf("  %-26s", names[0]);
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
         lab_want(m) ? printf(" %10.4f", t[0][m]) : printf(" %10s", "-");
     printf("  (not in the rows above)\n");
     printf("  results: every variant agrees exactly; f(0, 1) = %lld, f(%zu, %zu) = %lld\n", (long long)want[0], n - 1,
@@ -137,7 +137,7 @@ int lab_pairs(void)
     double bt = vec;
     if (serial < bt) best = "the serial loop", bt = serial;
     char what[64];
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
         for (int k = 1; k < 3; k++)
             if (lab_want(m) && t[k][m] < bt) {
                 snprintf(what, sizeof what, "%s on %s", names[k], lab_mode_name[m]);
@@ -307,7 +307,7 @@ int lab_files(void)
     json_t *fig = json_object();
     json_object_set_new(fig, "serial", json_real(serial));
     double t[NVAR][LAB_NMODES] = {{0}}, start[LAB_NMODES] = {0};
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (!lab_want(m)) continue;
         async_executor_t *ex = pool(m, &start[m]);
         json_t *o = json_object();
@@ -328,7 +328,7 @@ int lab_files(void)
     }
     for (int v = 0; v < NVAR; v++) {
         printf("  %-12s", var_name[v]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
             lab_want(m) ? printf(" %10.4f", t[v][m]) : printf(" %10s", "-");
         printf("\n");
     }
@@ -337,7 +337,7 @@ int lab_files(void)
            n, (unsigned long long)want, 1e3 * start[LAB_THREADS], 1e3 * start[LAB_PROCESSES]);
     int bv = -1;
     lab_mode_t bm = LAB_THREADS;
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
         for (int v = 0; v < NVAR; v++)
             if (lab_want(m) && (bv < 0 || t[v][m] < t[bv][bm])) bv = v, bm = m;
     if (bv < 0 || t[bv][bm] >= serial)

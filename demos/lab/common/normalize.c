@@ -46,12 +46,50 @@ static const struct size {
     size_t rows, cols;
 } sizes[] = {{"Small", 100, 50}, {"Medium", 1000, 50}, {"Large", 10000, 50}, {"XL", 50000, 100}, {"XXL", 100000, 100}};
 
+/* Over MPI: the input is the column count and the rows; a rank's own
+ * output rows. */
+typedef struct norm_in {
+    uint64_t ncols;
+    double v[];
+} norm_in_t;
+
+static void *norm_attach(const void *in, size_t n, void **results)
+{
+    const norm_in_t *a = in;
+    norm_t *nm = malloc(sizeof *nm);
+    if (nm) *nm = (norm_t){.v = a->v, .ncols = a->ncols, .out = calloc(n * a->ncols, sizeof *nm->out)};
+    if (nm && !nm->out) {
+        free(nm);
+        return NULL;
+    }
+    if (nm) *results = nm->out;
+    return nm;
+}
+
+static void norm_detach(void *ctx)
+{
+    norm_t *nm = ctx;
+    free(nm->out);
+    free(nm);
+}
+
+const lab_mpi_kind_t lab_mpi_normalize = {"normalize", norm_range, norm_attach, norm_detach};
+
 /* Normalises nrows x ncols values (already in v) in every mode; returns the
  * result in r and leaves the last mode's output in nm->out. */
 static void run_all(norm_t *nm, size_t nrows, const char *label, lab_result_t *r)
 {
     size_t chunk = (nrows + 4 * lab_opt.workers - 1) / (4 * lab_opt.workers);
-    lab_modes(r, norm_range, nm, nrows, chunk, label, nm->out, nrows * nm->ncols * sizeof *nm->out);
+    size_t values = nrows * nm->ncols, in_size = sizeof(norm_in_t) + values * sizeof(double);
+    norm_in_t *in = NULL;
+    if (lab_want(LAB_MPI)) {
+        if (!(in = malloc(in_size))) lab_die("out of memory");
+        in->ncols = nm->ncols;
+        memcpy(in->v, nm->v, values * sizeof(double));
+    }
+    lab_modes_mpi(r, norm_range, nm, nrows, chunk, label, nm->out, values * sizeof *nm->out, &lab_mpi_normalize, in,
+                  in_size);
+    free(in);
 }
 
 #define NSIZES (sizeof sizes / sizeof sizes[0])
@@ -151,7 +189,9 @@ int lab_normalize(void)
                lab_opt.scale, norm_seed());
     printf("  prob3, the first %d normalised XXL rows (full-size data), begins %.60s...\n", PROB3_ROWS,
            json_string_value(lab_prob3));
-    printf("  %-8s %14s %10s %10s %10s %9s\n", "size", "rows x cols", "serial", "threads", "processes", "speedup");
+    printf("  %-8s %14s %10s %10s %10s", "size", "rows x cols", "serial", "threads", "processes");
+    if (lab_want(LAB_MPI)) printf(" %10s", "mpi");
+    printf(" %9s\n", "speedup");
     json_t *table = json_array();
     lab_result_t last = {0};
     lab_mt_t mt;
@@ -174,6 +214,7 @@ int lab_normalize(void)
         json_object_set_new(row, "cols", json_integer((json_int_t)ncols));
         double best = 0;
         for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
+            if (m == LAB_MPI && !lab_want(m)) continue; /* no column */
             if (!r.ran[m]) {
                 printf(" %10s", "-");
                 continue;

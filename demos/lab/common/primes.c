@@ -4,6 +4,7 @@
  * factors: the prime factors of 100 numbers drawn in [1e10, 1e12] from the
  * seed, one number a task; a prime near 1e12 takes 500,000 divisions, so the
  * tasks are uneven and the pool's dynamic hand-out matters. */
+#include <stdlib.h>
 #include <string.h>
 #include "lab.h"
 
@@ -28,12 +29,24 @@ static void primes_range(void *ctx, size_t lo, size_t hi)
     for (size_t n = lo; n < hi; n++) p->is_prime[n] = is_prime(n);
 }
 
+/* Over MPI: no input; a rank's own table of verdicts. */
+static void *primes_attach(const void *in, size_t n, void **results)
+{
+    (void)in;
+    primes_t *p = n == PRIME_LIMIT ? calloc(1, sizeof *p) : NULL;
+    if (p) *results = p->is_prime;
+    return p;
+}
+
+const lab_mpi_kind_t lab_mpi_primes = {"primes", primes_range, primes_attach, free};
+
 int lab_primes(void)
 {
     primes_t *p = lab_shared_alloc(sizeof *p);
     lab_header("primes", "count the primes below %d by trial division, in ranges of 1,000", PRIME_LIMIT);
     lab_result_t r = {0};
-    lab_modes(&r, primes_range, p, PRIME_LIMIT, 1000, "primes", p->is_prime, sizeof p->is_prime);
+    lab_modes_mpi(&r, primes_range, p, PRIME_LIMIT, 1000, "primes", p->is_prime, sizeof p->is_prime, &lab_mpi_primes,
+                  NULL, 0);
     unsigned count = 0;
     for (size_t n = 0; n < PRIME_LIMIT; n++) count += p->is_prime[n];
     printf("  primes below %d: %u (expected 9592)\n", PRIME_LIMIT, count);
@@ -67,6 +80,28 @@ static void factors_range(void *ctx, size_t lo, size_t hi)
     for (size_t i = lo; i < hi; i++) factorize(f->num[i], f->f[i]);
 }
 
+/* Over MPI: the input is the numbers; a rank's own factor table. */
+static void *factors_attach(const void *in, size_t n, void **results)
+{
+    factors_t *f = malloc(sizeof *f);
+    if (f) *f = (factors_t){.n = n, .num = (uint64_t *)in, .f = calloc(n, sizeof *f->f)};
+    if (f && !f->f) {
+        free(f);
+        return NULL;
+    }
+    if (f) *results = f->f;
+    return f;
+}
+
+static void factors_detach(void *ctx)
+{
+    factors_t *f = ctx;
+    free(f->f);
+    free(f);
+}
+
+const lab_mpi_kind_t lab_mpi_factors = {"factors", factors_range, factors_attach, factors_detach};
+
 int lab_factors(void)
 {
     size_t n = lab_scaled(100, 4);
@@ -83,7 +118,8 @@ int lab_factors(void)
     lab_header("factors", "prime factors of %zu numbers in [1e10, 1e12] from seed %llu, one number a task", n,
                (unsigned long long)lab_opt.seed);
     lab_result_t r = {0};
-    lab_modes(&r, factors_range, f, n, 1, "factors", f->f, out_size);
+    lab_modes_mpi(&r, factors_range, f, n, 1, "factors", f->f, out_size, &lab_mpi_factors, f->num,
+                  n * sizeof *f->num);
     json_t *ex = json_array();
     size_t checked = 0;
     for (size_t i = 0; i < n; i++) {

@@ -162,7 +162,7 @@ json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, d
         if (first == LAB_NMODES) first = m;
         else if (r->sum[m] != r->sum[first]) agree = false;
         double sp = r->ran[LAB_SERIAL] && r->secs[m] > 0 ? r->secs[LAB_SERIAL] / r->secs[m] : 1;
-        unsigned w = m == LAB_SERIAL ? 1 : r->workers ? r->workers : lab_opt.workers;
+        unsigned w = m == LAB_SERIAL ? 1 : m == LAB_MPI ? lab_mpi_workers() : r->workers ? r->workers : lab_opt.workers;
         printf("  %-10s %10.4f %8.2fx %10.0f%%", lab_mode_name[m], r->secs[m], sp, 100 * sp / w);
         if (unit) printf(" %14.4g", r->secs[m] > 0 ? work_units / r->secs[m] : 0);
         printf("\n");
@@ -176,7 +176,7 @@ json_t *lab_report(const char *name, const lab_result_t *r, lab_bound_t bound, d
     char hex[17];
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)r->sum[first]);
     printf("  results: %s (hash %s)\n", agree ? "every mode agrees exactly" : "MODES DISAGREE", hex);
-    if (r->start[LAB_THREADS] > 0 || r->start[LAB_PROCESSES] > 0) {
+    if (r->start[LAB_THREADS] > 0 || r->start[LAB_PROCESSES] > 0 || r->start[LAB_MPI] > 0) {
         json_t *st = json_object();
         printf("  pool start-up, not counted above:");
         for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {

@@ -28,13 +28,14 @@
 #include "async/executor.h"
 #include "lab.h"
 
-const char *const lab_mode_name[LAB_NMODES] = {"serial", "threads", "processes"};
+const char *const lab_mode_name[LAB_NMODES] = {"serial", "threads", "processes", "mpi"};
 
 const char *lab_backend(lab_mode_t mode)
 {
     switch (mode) {
     case LAB_SERIAL: return "a plain loop";
     case LAB_THREADS: return "libasync thread executor";
+    case LAB_MPI: return "libasync MPI executor (libasync-mpi)";
     default: return "libasync process executor";
     }
 }
@@ -186,8 +187,7 @@ double lab_run_async(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *c
 
 double lab_last_others;
 
-double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
-               const char *label, double *start_s)
+double lab_best_of(double (*once)(void *arg, double *start_s), void *arg, double *start_s)
 {
     /* With --repeat, the best of the runs: the one least disturbed by other
      * work on the machine.  Runs under 0.1 s, where one context switch
@@ -196,13 +196,13 @@ double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, si
      * repeated run leaves the same results. */
     lab_load_t load;
     lab_load_begin(&load);
-    double best = run_once(mode, workers, fn, ctx, n, chunk, label, start_s);
+    double best = once(arg, start_s);
     lab_last_others = lab_load_end(&load);
     unsigned runs = lab_opt.repeat > 1 ? lab_opt.repeat : 1;
     if (best < 0.1 && runs < 5) runs = 5;
     for (unsigned k = 1; k < runs; k++) {
         lab_load_begin(&load);
-        double t = run_once(mode, workers, fn, ctx, n, chunk, label, NULL);
+        double t = once(arg, NULL);
         if (t < best) {
             best = t;
             lab_last_others = lab_load_end(&load);
@@ -211,15 +211,49 @@ double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, si
     return best;
 }
 
-void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
-               void *out, size_t out_size)
+typedef struct run_args {
+    lab_mode_t mode;
+    unsigned workers;
+    lab_range_fn fn;
+    void *ctx;
+    size_t n, chunk;
+    const char *label;
+} run_args_t;
+
+static double run_args_once(void *arg, double *start_s)
+{
+    run_args_t *a = arg;
+    return run_once(a->mode, a->workers, a->fn, a->ctx, a->n, a->chunk, a->label, start_s);
+}
+
+double lab_run(lab_mode_t mode, unsigned workers, lab_range_fn fn, void *ctx, size_t n, size_t chunk,
+               const char *label, double *start_s)
+{
+    if (mode >= LAB_NPOOLS) lab_die("lab_run: mode %s has no pool of its own", lab_mode_name[mode]);
+    run_args_t a = {mode, workers, fn, ctx, n, chunk, label};
+    return lab_best_of(run_args_once, &a, start_s);
+}
+
+void lab_modes_mpi(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
+                   void *out, size_t out_size, const lab_mpi_kind_t *kind, const void *in, size_t in_size)
 {
     for (lab_mode_t m = 0; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
+        if (m == LAB_MPI && !kind) {
+            printf("  (mpi: this workload does not run over MPI)\n");
+            continue;
+        }
         memset(out, 0, out_size);
-        r->secs[m] = lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, fn, ctx, n, chunk, label, &r->start[m]);
+        if (m == LAB_MPI) r->secs[m] = lab_mpi_run(kind, in, in_size, n, chunk, out, out_size, &r->start[m]);
+        else r->secs[m] = lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, fn, ctx, n, chunk, label, &r->start[m]);
         r->others[m] = lab_last_others;
         r->sum[m] = lab_fnv(out, out_size, 0);
         r->ran[m] = true;
     }
+}
+
+void lab_modes(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t chunk, const char *label,
+               void *out, size_t out_size)
+{
+    lab_modes_mpi(r, fn, ctx, n, chunk, label, out, out_size, NULL, NULL, 0);
 }

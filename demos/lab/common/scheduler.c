@@ -43,10 +43,12 @@ static double timeout_of(size_t i)
 }
 #define NTASKS (sizeof tasks / sizeof tasks[0])
 
-/* Shared with the workers: the order in which tasks started. */
+/* Shared with the workers: the order in which tasks started.  Atomic:
+ * a task whose future timed out may still be running, or start late, while
+ * the summary reads the board (no future orders the two). */
 typedef struct board {
     _Atomic int next;
-    int started[NTASKS]; /* start rank, 1-based; 0: never started */
+    _Atomic int started[NTASKS]; /* start rank, 1-based; 0: never started */
 } board_t;
 
 static board_t *board;
@@ -57,7 +59,7 @@ static int task_fn(const void *in, size_t in_size, void *out, size_t out_size, v
     (void)in_size, (void)out, (void)out_size, (void)ctx;
     size_t i;
     memcpy(&i, in, sizeof i);
-    board->started[i] = atomic_fetch_add(&board->next, 1) + 1;
+    atomic_store_explicit(&board->started[i], atomic_fetch_add(&board->next, 1) + 1, memory_order_relaxed);
     double s = tasks[i].secs * scale;
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {}
@@ -110,12 +112,15 @@ int lab_scheduler(void)
     async_progress_free(bar);
     double total = lab_now() - t0;
 
-    /* The summary, in start order (never-started tasks last). */
+    /* The summary, in start order (never-started tasks last), from one
+     * snapshot of the board. */
+    int started[NTASKS];
+    for (size_t i = 0; i < NTASKS; i++) started[i] = atomic_load_explicit(&board->started[i], memory_order_relaxed);
     size_t order[NTASKS];
     for (size_t i = 0; i < NTASKS; i++) order[i] = i;
     for (size_t a = 1; a < NTASKS; a++)
         for (size_t b = a; b > 0; b--) {
-            int ra = board->started[order[b - 1]], rb = board->started[order[b]];
+            int ra = started[order[b - 1]], rb = started[order[b]];
             if ((ra == 0 ? 1 << 30 : ra) > (rb == 0 ? 1 << 30 : rb)) {
                 size_t x = order[b];
                 order[b] = order[b - 1];
@@ -134,14 +139,14 @@ int lab_scheduler(void)
         else if (err == ASYNC_ETIMEDOUT) timed_out++;
         else failed++;
         char start[16];
-        snprintf(start, sizeof start, board->started[i] ? "%d" : "-", board->started[i]);
+        snprintf(start, sizeof start, started[i] ? "%d" : "-", started[i]);
         printf("  %-9s %8d %8.2f %8.2f %6s  %-10s %.3f%s%s\n", tasks[i].name, tasks[i].priority, tasks[i].secs * scale,
                timeout_of(i), start, outcome, done_at[i], err && err != ASYNC_ETIMEDOUT ? ": " : "",
                err && err != ASYNC_ETIMEDOUT ? async_future_message(fs[i]) : "");
         json_t *t = json_object();
         json_object_set_new(t, "name", json_string(tasks[i].name));
         json_object_set_new(t, "priority", json_integer(tasks[i].priority));
-        json_object_set_new(t, "started", json_integer(board->started[i]));
+        json_object_set_new(t, "started", json_integer(started[i]));
         json_object_set_new(t, "outcome", json_string(outcome));
         json_object_set_new(t, "message", json_string(err ? async_future_message(fs[i]) : ""));
         json_object_set_new(t, "finished", json_real(done_at[i]));

@@ -51,6 +51,19 @@ static void sumsq_range(void *ctx, size_t lo, size_t hi)
     for (size_t t = lo; t < hi; t++) q->sum[t] = sum_squares(q->n);
 }
 
+/* Over MPI: the input is n; a rank's own sums. */
+static void *sumsq_attach(const void *in, size_t n, void **results)
+{
+    sumsq_t *q = n == NSUMS ? calloc(1, sizeof *q) : NULL;
+    if (q) {
+        memcpy(&q->n, in, sizeof q->n);
+        *results = q->sum;
+    }
+    return q;
+}
+
+const lab_mpi_kind_t lab_mpi_sumsq = {"sumsq", sumsq_range, sumsq_attach, free};
+
 int lab_sumsq(void)
 {
     sumsq_t *q = lab_shared_alloc(sizeof *q);
@@ -58,7 +71,7 @@ int lab_sumsq(void)
     lab_header("sumsq", "sum of i^2 for i < %llu, %d tasks (the loop really runs: see sums.c)",
                (unsigned long long)q->n, NSUMS);
     lab_result_t r = {0};
-    lab_modes(&r, sumsq_range, q, NSUMS, 1, "sumsq", q->sum, sizeof q->sum);
+    lab_modes_mpi(&r, sumsq_range, q, NSUMS, 1, "sumsq", q->sum, sizeof q->sum, &lab_mpi_sumsq, &q->n, sizeof q->n);
     uint64_t n = q->n;
     unsigned __int128 closed = (unsigned __int128)n * (n - 1) * (2 * n - 1) / 6;
     for (int t = 0; t < NSUMS; t++)
@@ -153,7 +166,7 @@ int lab_heavy(void)
     printf("  sum: %.17g\n", total);
     json_t *fig = lab_report("heavy", &r, LAB_BOUND_CPU, (double)n * HEAVY_ROUNDS, "values/s");
     json_t *async = json_object();
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (!lab_want(m)) continue;
         memset(h->partial, 0, sizeof h->partial);
         double t = lab_run_async(m, lab_opt.workers, heavy_range, h, n, h->chunk);

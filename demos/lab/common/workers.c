@@ -60,7 +60,7 @@ int lab_workers(void)
     double t[LAB_NMODES][65] = {{0}};
     double f[LAB_NMODES] = {0};
     uint64_t want = 0;
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (!lab_want(m)) continue;
         for (unsigned p = 1; p <= maxp; p++) {
             memset(s->divisions, 0, sizeof s->divisions);
@@ -82,7 +82,7 @@ int lab_workers(void)
         json_object_set_new(row, "workers", json_integer(p));
         printf("  %-8u", p);
         double sp[LAB_NMODES] = {0};
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
             if (t[m][p] <= 0) {
                 printf(" %11s %8s %6s", "-", "-", "-");
                 continue;
@@ -103,7 +103,7 @@ int lab_workers(void)
                                amdahl(f[LAB_THREADS], p, cores), amdahl(f[LAB_PROCESSES], p, cores));
     }
     json_t *fig = json_object(), *fit = json_object();
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
         if (t[m][1] <= 0) continue;
         printf("  Amdahl fit, %s: parallel fraction %.4f (serial %.2f%%), so at most %.2fx on %u cores\n",
                lab_mode_name[m], f[m], 100 * (1 - f[m]), amdahl(f[m], cores, cores), cores);
@@ -152,7 +152,7 @@ int lab_workers(void)
         al += (size_t)snprintf(adata + al, sizeof adata - al, "%u", n);
         for (size_t k = 0; k < 5; k++)
             al += (size_t)snprintf(adata + al, sizeof adata - al, " %.6f", 1 / ((1 - fractions[k]) + fractions[k] / n));
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
             double sp = n <= maxp && t[m][n] > 0 && t[m][1] > 0 ? t[m][1] / t[m][n] : NAN;
             al += (size_t)snprintf(adata + al, sizeof adata - al, " %.6f", sp);
         }
