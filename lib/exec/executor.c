@@ -200,6 +200,19 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
 
 /* --- creating and ending ---------------------------------------------------- */
 
+/* Frees what async_executor_new made besides the backend's own state: after
+ * a failed start, or at the end of async_executor_free. */
+static void release(async_executor_t *ex)
+{
+    exec_priv_t *p = ex->priv;
+    async__fpool_close(p->futures);
+    async__q_destroy(p);
+    pthread_mutex_destroy(&p->join_mu);
+    pthread_mutex_destroy(&p->broken_mu);
+    async__free(p);
+    async__free(ex);
+}
+
 int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts)
 {
     if (!out || (opts && async__size_bad(opts))) return ASYNC_EINVAL;
@@ -236,12 +249,7 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     pthread_mutex_init(&p->broken_mu, NULL);
     int r = ops->start(ex);
     if (r) {
-        async__fpool_close(p->futures);
-        async__q_destroy(p);
-        pthread_mutex_destroy(&p->join_mu);
-        pthread_mutex_destroy(&p->broken_mu);
-        async__free(p);
-        async__free(ex);
+        release(ex);
         return r;
     }
     *out = ex;
@@ -315,13 +323,7 @@ void async_executor_free(async_executor_t *ex)
     }
     async_executor_shutdown(ex, true, true);
     ex->ops->free(ex);
-    exec_priv_t *p = ex->priv;
-    async__fpool_close(p->futures);
-    async__q_destroy(p);
-    pthread_mutex_destroy(&p->join_mu);
-    pthread_mutex_destroy(&p->broken_mu);
-    async__free(p);
-    async__free(ex);
+    release(ex);
 }
 
 int async_executor_shm_alloc(void **out, async_executor_t *ex, size_t size)
