@@ -17,6 +17,8 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 #else
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
+#include <time.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -852,6 +854,250 @@ Test(procpool, created_while_threads_malloc, .timeout = 30)
     }
     atomic_store(&stop_threads, true);
     for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+}
+
+/* --- async__procpool_call: the worker hands the job straight to the waiter --------- */
+
+/* Counts every done call per job, so that a double or a missing delivery
+ * shows. */
+static atomic_int call_dones[MAXJ];
+
+static void on_call_done(void *user, void *arg, int err, const char *msg, const void *out,
+                         size_t len)
+{
+    atomic_fetch_add(&call_dones[(intptr_t)arg], 1);
+    on_done(user, arg, err, msg, out, len);
+}
+
+static int call(async__procpool_t *p, async__procpool_fn fn, void *ctx, long in, size_t out_cap,
+                int i, int64_t deadline)
+{
+    async__procjob_t j = {.fn = (async__anyfn_t)fn, .ctx = ctx, .in = &in, .in_len = sizeof in,
+                          .out_cap = out_cap, .deadline = deadline, .done = on_call_done,
+                          .arg = (void *)(intptr_t)i};
+    return async__procpool_call(p, &j);
+}
+
+Test(procpool, call_results_and_errors, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    /* Direct hand-overs, and jobs that used the worker's byte ring (a grown
+     * result, a message) and so take the supervisor's way, interleaved. */
+    for (int i = 0; i < 3000; i++) {
+        int k = i % 3;
+        int rc = k == 0 ? call(p, square, NULL, i, 8, i, ASYNC_FOREVER)
+               : k == 1 ? call(p, grower, NULL, 200, 8, i, ASYNC_FOREVER)
+                        : call(p, failer, NULL, 0, 8, i, ASYNC_FOREVER);
+        cr_assert_eq(rc, 0, "call %d: %s", i, async_strerror(rc));
+        /* done ran before the call returned, exactly once */
+        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
+                     atomic_load(&call_dones[i]));
+        if (k == 0) {
+            cr_assert_eq(R[i].err, 0);
+            cr_assert_eq(R[i].val, (long)i * i);
+        } else if (k == 1) {
+            cr_assert_eq(R[i].err, 0);
+            cr_assert_eq(R[i].len, 200);
+            for (int b = 0; b < 200; b++) cr_assert_eq(R[i].data[b], (unsigned char)(b * 7 + 1));
+        } else {
+            cr_assert_eq(R[i].err, ASYNC_EINVAL);
+            cr_assert_str_eq(R[i].msg, "bad item 42");
+        }
+    }
+    /* Beside ordinary submits. */
+    for (int i = 3000; i < 3100; i++) cr_assert_eq(submit(p, square, i, 8, i, ASYNC_FOREVER, NULL), 0);
+    cr_assert_eq(call(p, square, NULL, 7, 8, 3100, ASYNC_FOREVER), 0);
+    cr_assert_eq(R[3100].val, 49);
+    wait_done(3101);
+    for (int i = 3000; i < 3100; i++) cr_assert_eq(R[i].val, (long)i * i);
+    async__procpool_shutdown(p, true);
+    cr_assert_eq(call(p, square, NULL, 1, 8, 0, ASYNC_FOREVER), ASYNC_ECLOSED);
+    async__procpool_free(p);
+}
+
+Test(procpool, call_without_a_free_slot_says_eagain, .timeout = 30)
+{
+    async__procpool_opts_t o = {.workers = 1, .slots = 1, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    cr_assert_eq(async__procpool_new(&o, &p), 0);
+    cr_assert_eq(submit(p, sleeper, 300, 8, 0, ASYNC_FOREVER, NULL), 0);
+    cr_assert_eq(call(p, square, NULL, 3, 8, 1, ASYNC_FOREVER), ASYNC_EAGAIN);
+    cr_assert_eq(atomic_load(&call_dones[1]), 0);
+    wait_done(1);
+    /* The slot is free again once the job is delivered. */
+    int64_t until = async_deadline_after(ASYNC_SEC(10));
+    int rc;
+    while ((rc = call(p, square, NULL, 3, 8, 1, ASYNC_FOREVER)) == ASYNC_EAGAIN &&
+           async_now() < until)
+        usleep(1000);
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(R[1].val, 9);
+    async__procpool_free(p);
+}
+
+typedef struct killer_arg {
+    volatile long *pid;
+    atomic_bool stop;
+} killer_arg_t;
+
+static void *kill_when_started(void *arg)
+{
+    killer_arg_t *k = arg;
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (!*k->pid && async_now() < until) usleep(1000);
+    if (*k->pid) kill((pid_t)*k->pid, SIGKILL);
+    return NULL;
+}
+
+Test(procpool, call_whose_worker_is_killed, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    killer_arg_t k = {0};
+    cr_assert_eq(async__procpool_shm_alloc(p, sizeof *k.pid, (void **)&k.pid), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, kill_when_started, &k), 0);
+    cr_assert_eq(call(p, sleeper, (void *)k.pid, 10000, 8, 0, ASYNC_FOREVER), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(atomic_load(&call_dones[0]), 1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED);
+    cr_assert(strstr(R[0].msg, "signal 9"), "%s", R[0].msg);
+    /* The pool serves on. */
+    cr_assert_eq(call(p, square, NULL, 6, 8, 1, ASYNC_FOREVER), 0);
+    cr_assert_eq(R[1].val, 36);
+    async__procpool_free(p);
+}
+
+Test(procpool, call_past_its_deadline, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(call(p, sleeper, NULL, 20000, 8, 0, async_deadline_after(ASYNC_MSEC(100))), 0);
+    cr_assert_eq(atomic_load(&call_dones[0]), 1);
+    cr_assert_eq(R[0].err, ASYNC_ETIMEDOUT);
+    cr_assert_eq(call(p, square, NULL, 4, 8, 1, ASYNC_FOREVER), 0);
+    cr_assert_eq(R[1].val, 16);
+    async__procpool_free(p);
+}
+
+static void *terminate_soon(void *arg)
+{
+    usleep(100000);
+    async__procpool_terminate(arg);
+    return NULL;
+}
+
+Test(procpool, call_during_terminate, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, terminate_soon, p), 0);
+    cr_assert_eq(call(p, sleeper, NULL, 10000, 8, 0, ASYNC_FOREVER), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(atomic_load(&call_dones[0]), 1);
+    cr_assert_eq(R[0].err, ASYNC_ECANCELED);
+    async__procpool_free(p);
+}
+
+/* Threads call one job at a time while workers are SIGKILLed at random:
+ * every call returns, each job's done ran exactly once, a job succeeded
+ * with its own result or failed because its worker died, and it ran at most
+ * once (counted in shared memory). */
+enum { STORM_CALLERS = 3, STORM_CALLS = 6000 };
+
+typedef struct call_storm {
+    async__procpool_t *p;
+    _Atomic int *runs;
+    int first;
+    atomic_int died;
+} call_storm_t;
+
+static int counted_square(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)n;
+    long x;
+    memcpy(&x, in, sizeof x);
+    atomic_fetch_add(&((_Atomic int *)ctx)[x], 1);
+    /* About 20 us of work, so that kills land in jobs as well as between. */
+    int64_t until = async_now() + ASYNC_USEC(20);
+    while (async_now() < until) {}
+    x *= x;
+    memcpy(async__procout_data(out), &x, sizeof x);
+    return 0;
+}
+
+static void *storm_caller(void *arg)
+{
+    call_storm_t *c = arg;
+    for (int i = c->first; i < c->first + STORM_CALLS; i++) {
+        int rc = call(c->p, counted_square, (void *)c->runs, i, 8, i, ASYNC_FOREVER);
+        if (rc == ASYNC_EAGAIN) { /* another caller's job is in the only slot */
+            i--;
+            continue;
+        }
+        if (rc) return (void *)(intptr_t)rc;
+    }
+    return NULL;
+}
+
+Test(procpool, call_kill_storm, .timeout = 120)
+{
+    async__procpool_t *p = pool_new(2);
+    _Atomic int *runs;
+    cr_assert_eq(async__procpool_shm_alloc(p, STORM_CALLERS * STORM_CALLS * sizeof *runs,
+                                           (void **)&runs), 0);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    call_storm_t c[STORM_CALLERS];
+    pthread_t t[STORM_CALLERS];
+    for (int k = 0; k < STORM_CALLERS; k++) {
+        c[k] = (call_storm_t){.p = p, .runs = runs, .first = k * STORM_CALLS};
+        cr_assert_eq(pthread_create(&t[k], NULL, storm_caller, &c[k]), 0);
+    }
+    unsigned seed = (unsigned)time(NULL);
+    cr_log_info("call kill storm seed %u", seed);
+    int kills = 0;
+    bool joined[STORM_CALLERS] = {0};
+    pid_t seen[2] = {0};
+    int64_t seen_at[2] = {0};
+    for (int alive = STORM_CALLERS; alive;) {
+        usleep(1000 + rand_r(&seed) % 3000);
+        /* Only a worker seen for 20 ms (ready, most likely): killing fresh
+         * ones again and again would be a crash loop, which breaks the pool
+         * by design. */
+        unsigned wi = rand_r(&seed) % 2;
+        pid_t w = async__procpool_worker_pid(p, wi);
+        if (w != seen[wi]) {
+            seen[wi] = w;
+            seen_at[wi] = async_now();
+        } else if (w > 0 && async_now() - seen_at[wi] >= ASYNC_MSEC(20) && kill(w, SIGKILL) == 0) {
+            kills++;
+        }
+        alive = 0;
+        for (int k = 0; k < STORM_CALLERS; k++) {
+            void *rc = NULL;
+            if (!joined[k] && pthread_tryjoin_np(t[k], &rc) == 0) {
+                joined[k] = true;
+                cr_assert_null(rc, "caller %d: %s", k, async_strerror((int)(intptr_t)rc));
+            }
+            alive += !joined[k];
+        }
+    }
+    int died = 0;
+    for (int i = 0; i < STORM_CALLERS * STORM_CALLS; i++) {
+        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
+                     atomic_load(&call_dones[i]));
+        int r = atomic_load(&runs[i]);
+        cr_assert_leq(r, 1, "job %d ran %d times", i, r);
+        if (R[i].err == 0) {
+            cr_assert_eq(R[i].val, (long)i * i);
+            cr_assert_eq(r, 1);
+        } else {
+            cr_assert_eq(R[i].err, ASYNC_EWORKERDIED, "job %d: %s", i, R[i].msg);
+            died++;
+        }
+    }
+    cr_log_info("%d kills, %d jobs failed with their worker", kills, died);
+    cr_assert_leq(died, kills);
+    async__procpool_free(p);
 }
 
 #endif

@@ -4,13 +4,17 @@
  * (tests/bench/peer-procs.py, run once a round after ours, never at the same
  * time).  Each figure prints as median (min-max) over the rounds.
  *
- *   bench-procs [--scale S] [--no-python]
+ *   bench-procs [--scale S] [--no-python] [--round-trip]
  *
- * --scale shrinks the busy-work figure ([1, 2, 4, 6] s times S; default 1). */
+ * --scale shrinks the busy-work figure ([1, 2, 4, 6] s times S; default 1);
+ * --round-trip measures only the one-job-at-a-time round trips (ours, the
+ * pipe, the engine alone), without Python. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -92,10 +96,47 @@ static double per_task_us(async_executor_t *ex, int n)
     return dt / n * 1e6;
 }
 
+/* One job at a time through the engine alone (no executor, no feeder
+ * thread, no future): the caller submits and sleeps on a futex that the
+ * done callback, on the supervisor thread, sets.  The gap between this and
+ * the executor's round trip is the executor's share. */
+static _Atomic uint32_t rt_word;
+static void rt_done(void *u, void *a, int e, const char *m, const void *o, size_t l)
+{
+    (void)u, (void)a, (void)e, (void)m, (void)o, (void)l;
+    atomic_store(&rt_word, 1);
+    syscall(SYS_futex, &rt_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static int eng_square(void *ctx, const void *in, size_t n, async__procout_t *out);
+static void eng_cb(void *u, void *a, int e, const char *m, const void *o, size_t l);
+
+static void engine_round_trip(async__procpool_t *p)
+{
+    int64_t v = 3;
+    async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &v, .in_len = sizeof v,
+                          .out_cap = 8, .deadline = ASYNC_FOREVER, .done = rt_done};
+    atomic_store(&rt_word, 0);
+    if (async__procpool_submit(p, &j, NULL)) exit(1);
+    while (!atomic_load(&rt_word)) syscall(SYS_futex, &rt_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+/* The same through async__procpool_call: the worker wakes the caller
+ * directly, the supervisor thread takes no part. */
+static void engine_call(async__procpool_t *p)
+{
+    int64_t v = 3;
+    async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &v, .in_len = sizeof v,
+                          .out_cap = 8, .deadline = ASYNC_FOREVER, .done = eng_cb};
+    if (async__procpool_call(p, &j)) exit(1);
+}
+
 /* One task at a time (submit, wait) beside a pipe ping-pong between two
- * processes, alternating within the round so that both see the same
- * machine. */
-static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us)
+ * processes and the engine's own round trip, alternating in blocks of
+ * BLOCK within the round so that all three see the same machine (it is
+ * shared: only figures of one run compare). */
+static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, double *eng_us,
+                        double *call_us)
 {
     int a[2], b[2];
     if (pipe(a) || pipe(b)) exit(1);
@@ -111,19 +152,43 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us)
     }
     close(a[0]);
     close(b[1]);
+    async__procpool_opts_t po = {.workers = 2, .idle_spin_ns = -1};
+    async__procpool_t *p;
+    if (async__procpool_new(&po, &p) || async__procpool_wait_ready(p, ASYNC_FOREVER)) exit(1);
     int64_t v = 3, out;
     async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
-    for (int i = 0; i < 200; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
-    enum { N = 2000 };
-    double t0 = now_s();
-    for (int i = 0; i < N; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
-    *ours_us = (now_s() - t0) / N * 1e6;
     char c = 'x';
-    t0 = now_s();
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < 200; i++) {
+        async_executor_run(ex, &job, &out, NULL, NULL, 0);
+        engine_round_trip(p);
+        engine_call(p);
         if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
     }
-    *pipe_us = (now_s() - t0) / N * 1e6;
+    enum { BLOCKS = 10, BLOCK = 200 };
+    double ours = 0, piped = 0, eng = 0, call = 0;
+    for (int k = 0; k < BLOCKS; k++) {
+        double t0 = now_s();
+        for (int i = 0; i < BLOCK; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
+        double t1 = now_s();
+        for (int i = 0; i < BLOCK; i++) {
+            if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
+        }
+        double t2 = now_s();
+        for (int i = 0; i < BLOCK; i++) engine_round_trip(p);
+        double t3 = now_s();
+        for (int i = 0; i < BLOCK; i++) engine_call(p);
+        double t4 = now_s();
+        ours += t1 - t0;
+        piped += t2 - t1;
+        eng += t3 - t2;
+        call += t4 - t3;
+    }
+    if (out != 9) exit(2);
+    *ours_us = ours / (BLOCKS * BLOCK) * 1e6;
+    *pipe_us = piped / (BLOCKS * BLOCK) * 1e6;
+    *eng_us = eng / (BLOCKS * BLOCK) * 1e6;
+    *call_us = call / (BLOCKS * BLOCK) * 1e6;
+    async__procpool_free(p);
     close(a[1]);
     waitpid(pid, NULL, 0);
     close(b[0]);
@@ -288,16 +353,24 @@ static void busy_work(double scale)
     async_executor_free(ex);
 }
 
+static void round_trip_round(async_executor_t *ex)
+{
+    double rt, pp, eng, call;
+    round_trips(ex, &rt, &pp, &eng, &call);
+    bench_add("round trip of one task at a time (async_executor_run)", "us", rt);
+    bench_add("round trip, C pipe ping-pong between two processes (baseline)", "us", pp);
+    bench_add("round trip, the engine alone (submit, done callback wakes the caller)", "us", eng);
+    bench_add("round trip, the engine's direct call (async__procpool_call: the worker wakes the caller)",
+              "us", call);
+}
+
 static void ours_round(double scale)
 {
     async_executor_t *ex = procs(2);
     bench_add("per-task overhead, 50,000 trivial tasks, 2 processes, submit then wait all", "us",
               per_task_us(ex, 50000));
     bench_add("per-task overhead, same through the engine without futures", "us", engine_per_task_us(50000));
-    double rt, pp;
-    round_trips(ex, &rt, &pp);
-    bench_add("round trip of one task at a time (async_executor_run)", "us", rt);
-    bench_add("round trip, C pipe ping-pong between two processes (baseline)", "us", pp);
+    round_trip_round(ex);
     async_executor_free(ex);
 
     chunk_sweep();
@@ -350,20 +423,38 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     double scale = 1;
-    bool python = true;
+    bool python = true, only_rt = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--scale") && i + 1 < argc) scale = atof(argv[++i]);
         else if (!strcmp(argv[i], "--no-python")) python = false;
+        else if (!strcmp(argv[i], "--round-trip")) only_rt = true;
+        else {
+            fprintf(stderr, "usage: bench-procs [--scale S] [--no-python] [--round-trip]\n");
+            return 2;
+        }
     }
     bench_start("bench-procs");
     for (int r = 0; r < bench_rounds(); r++) {
+        if (only_rt) {
+            async_executor_t *ex = procs(2);
+            round_trip_round(ex);
+            async_executor_free(ex);
+            continue;
+        }
         ours_round(scale);
         if (python) python_round(scale, r == 0);
     }
     bench_ratio("round trip, ours over the pipe ping-pong (lower is better)",
                 "round trip of one task at a time (async_executor_run)",
                 "round trip, C pipe ping-pong between two processes (baseline)");
-    bench_ratio("howmany_within_range, speedup over serial C",
+    bench_ratio("round trip, the engine alone over the pipe ping-pong",
+                "round trip, the engine alone (submit, done callback wakes the caller)",
+                "round trip, C pipe ping-pong between two processes (baseline)");
+    bench_ratio("round trip, the engine's direct call over the pipe ping-pong",
+                "round trip, the engine's direct call (async__procpool_call: the worker wakes the caller)",
+                "round trip, C pipe ping-pong between two processes (baseline)");
+    if (!only_rt)
+        bench_ratio("howmany_within_range, speedup over serial C",
                 "howmany_within_range, 1,000,000 rows, serial C (best of 3 in the round)",
                 "howmany_within_range, 1,000,000 rows in shared memory, 2 processes (best of 3 in the round)");
     bench_print();

@@ -12,6 +12,7 @@ typedef struct pp_job {
     uint64_t seq;            /* the job's id; 0 while the slot is free */
     uint64_t in_blk, out_blk; /* heap blocks to free with the slot */
     int zombie_of;           /* revoked from this worker: free the slot when it is reaped */
+    _Atomic uint32_t *waiter; /* async__procpool_call's flag: set once done has run */
 } pp_job_t;
 
 typedef struct pp_pending {
@@ -71,7 +72,14 @@ struct async__procpool {
 
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
 void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
-int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq);
+int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
+                    _Atomic uint32_t *waiter, uint32_t *idx_out);
+/* Runs the done callback of the finished job in slot idx (not under mu). */
+void async__pp_deliver(async__procpool_t *p, uint32_t idx);
+/* After a job's done ran anywhere but in its async__procpool_call waiter:
+ * tells the waiter (if any) and wakes it.  Never touches *waiter after the
+ * store: the waiter may return at once. */
+void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter);
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx);
 void async__pp_job_finished(async__procpool_t *p);
 void async__pp_wake_workers(pp_shm_t *h, int n);

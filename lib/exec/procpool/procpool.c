@@ -156,8 +156,10 @@ static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_
 }
 
 /* Publishes a job in a free slot.  Under mu.  Returns 0, ASYNC_EAGAIN (no
- * slot or no ring space: keep it pending) or ASYNC_ENOMEM (heap full). */
-int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq)
+ * slot or no ring space: keep it pending) or ASYNC_ENOMEM (heap full).
+ * waiter is async__procpool_call's flag, NULL for other jobs. */
+int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
+                    _Atomic uint32_t *waiter, uint32_t *idx_out)
 {
     pp_shm_t *h = p->h;
     if (!p->nfree) return ASYNC_EAGAIN;
@@ -192,8 +194,10 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     s->out_cap = job->out_cap;
     s->out_len = 0;
     s->err = 0;
+    s->direct = waiter != NULL;
     *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,
-                    .out_blk = out_blk, .zombie_of = -1};
+                    .out_blk = out_blk, .zombie_of = -1, .waiter = waiter};
+    if (idx_out) *idx_out = idx;
     atomic_store_explicit(&s->state, PP_QUEUED, memory_order_release);
     atomic_store_explicit(&pp_ring(h)[tail & (h->ring_cap - 1)], idx, memory_order_relaxed);
     atomic_store_explicit(&h->q_tail, tail + 1, memory_order_release);
@@ -233,7 +237,7 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
     else if (p->broken) rc = p->broken;
     if (rc) goto out;
     uint64_t seq = ++p->next_seq;
-    rc = p->pending_head ? ASYNC_EAGAIN : async__pp_place(p, job, seq);
+    rc = p->pending_head ? ASYNC_EAGAIN : async__pp_place(p, job, seq, NULL, NULL);
     if (rc == ASYNC_EAGAIN) {
         pp_pending_t *pj = async__malloc(sizeof *pj + job->in_len + job->in2_len);
         if (!pj) {
@@ -265,6 +269,50 @@ int async__procpool_submit(async__procpool_t *p, const async__procjob_t *job, ui
 out:
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
+{
+    if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in) ||
+        (job->in2_len && !job->in2))
+        return ASYNC_EINVAL;
+    if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
+    _Atomic uint32_t finished = 0;
+    uint32_t idx;
+    pthread_mutex_lock(&p->mu);
+    int rc = 0;
+    if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
+    else if (p->broken) rc = p->broken;
+    else if (p->pending_head) rc = ASYNC_EAGAIN; /* would overtake them */
+    else rc = async__pp_place(p, job, p->next_seq + 1, &finished, &idx);
+    if (rc) {
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    p->next_seq++;
+    p->inflight++;
+    pthread_mutex_unlock(&p->mu);
+    async__pp_wake_workers(p->h, 1);
+    if (job->deadline != ASYNC_FOREVER) async__pp_poke(p);
+    pp_slot_t *s = &pp_slots(p->h)[idx];
+    for (;;) {
+        uint32_t ws = atomic_load(&s->wseq);
+        /* The state before the flag: the slot is freed (and may be reused)
+         * only after the flag is set, so a state read before a clear flag
+         * is this job's. */
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+        if (atomic_load(&finished)) return 0; /* done ran on the supervisor */
+        if (PP_KIND(st) == PP_HANDED) {
+            async__pp_deliver(p, idx);
+            pthread_mutex_lock(&p->mu);
+            assert(p->jobs[idx].waiter == &finished);
+            async__pp_slot_free(p, idx);
+            async__pp_job_finished(p);
+            pthread_mutex_unlock(&p->mu);
+            return 0;
+        }
+        pp_futex_wait(&s->wseq, ws, -1);
+    }
 }
 
 int async__procpool_cancel(async__procpool_t *p, uint64_t id)
@@ -316,6 +364,7 @@ void async__pp_slot_free(async__procpool_t *p, uint32_t idx)
     j->in_blk = j->out_blk = 0;
     j->seq = 0;
     j->zombie_of = -1;
+    j->waiter = NULL;
     atomic_store_explicit(&pp_slots(p->h)[idx].state, PP_FREE, memory_order_release);
     p->free_slots[p->nfree++] = idx;
 }

@@ -107,6 +107,19 @@ int async__procpool_wait_ready(async__procpool_t *pool, int64_t deadline);
  * code that broke the pool (see on_broken), ASYNC_ENOMEM, ASYNC_EINVAL. */
 int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job, uint64_t *id);
 
+/* Runs a job and waits for it in the calling thread, which the worker wakes
+ * directly (no hop through the supervisor thread: two hand-overs per job,
+ * as a pipe ping-pong).  The job's done runs exactly once before this
+ * returns 0: here on success, on the supervisor thread when the job fails
+ * there (its worker died, its deadline passed, terminate).  There is no id:
+ * the job cannot be cancelled, and the wait ends only with the job (its
+ * deadline bounds it).  Errors (done never runs): ASYNC_EAGAIN (no slot is
+ * free at once, or jobs are pending: submit it instead), ASYNC_ECLOSED after
+ * shutdown or terminate, the code that broke the pool, ASYNC_ENOMEM,
+ * ASYNC_EINVAL.  Any thread but the supervisor's (not from a done
+ * callback). */
+int async__procpool_call(async__procpool_t *pool, const async__procjob_t *job);
+
 /* Withdraws a job no worker has started: its done runs with ASYNC_ECANCELED.
  * Errors: ASYNC_EBUSY (running), ASYNC_ESRCH (finished or unknown). */
 int async__procpool_cancel(async__procpool_t *pool, uint64_t id);

@@ -15,6 +15,15 @@
  *   advisory consumers: a worker claims the slot, not the ring entry, so an
  *   entry may be stale and is then skipped.  q_head is only a hint that
  *   anyone may advance past an entry whose slot is not QUEUED.
+ * - A job submitted with async__procpool_call is finished by its worker
+ *   straight to the thread waiting for it: RUNNING -> HANDED with one
+ *   compare-and-swap, then a bump and wake of the slot's wseq; that thread
+ *   delivers it and frees the slot.  It goes on no done ring, and the
+ *   supervisor's only part is to wake the waiter when it fails the job (the
+ *   worker died, a deadline, terminate) or when the worker died between the
+ *   exchange and the wake.  A direct job whose result or message went to the
+ *   worker's byte ring takes the ordinary way instead (DONE, the done ring),
+ *   so that the byte ring is still released in completion order.
  * - Each worker has a single-producer single-consumer ring of finished slot
  *   indices (the worker produces, the supervisor consumes) and a byte ring for
  *   results that outgrew their slot and for error messages (same direction;
@@ -46,6 +55,8 @@ enum pp_state {
     PP_RUNNING,   /* a worker (in the high bits) holds it */
     PP_DONE,      /* the worker finished; its completion is (being) pushed */
     PP_REVOKED,   /* the parent took it back: cancelled, timed out, terminated */
+    PP_HANDED,    /* finished, for the parent thread waiting in async__procpool_call:
+                   * that thread delivers it, it is on no done ring */
 };
 #define PP_ST(kind, w) ((uint32_t)(kind) | ((uint32_t)(w) << 8))
 #define PP_KIND(v) ((v) & 0xffu)
@@ -63,6 +74,8 @@ typedef struct pp_slot {
     uint32_t msg_len;     /* worker-written; message at msg_off */
     uint64_t msg_off;
     uint64_t res_end;     /* worker's byte-ring position to release, 0: none */
+    _Atomic uint32_t wseq; /* bumped to wake the thread waiting in async__procpool_call */
+    uint32_t direct;      /* a thread waits in async__procpool_call for this job */
     uint8_t in_inline[PP_IN_INLINE];
     uint8_t out_inline[PP_OUT_INLINE];
 } __attribute__((aligned(PP_LINE))) pp_slot_t;

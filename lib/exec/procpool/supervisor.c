@@ -48,9 +48,13 @@ static void fail_slot(async__procpool_t *p, uint32_t idx, int err, const char *m
     pp_job_t j = p->jobs[idx];
     pthread_mutex_unlock(&p->mu);
     j.done(p->user, j.arg, err, msg, NULL, 0);
+    async__pp_wake_waiter(p, idx, j.waiter);
     pthread_mutex_lock(&p->mu);
     if (free_it) async__pp_slot_free(p, idx);
-    else p->jobs[idx].seq = 0; /* no longer cancellable or expirable */
+    else {
+        p->jobs[idx].seq = 0; /* no longer cancellable or expirable */
+        p->jobs[idx].waiter = NULL; /* told: it may be gone */
+    }
     async__pp_job_finished(p);
 }
 
@@ -133,7 +137,24 @@ static bool want_workers(async__procpool_t *p)
 
 /* --- completions ------------------------------------------------------------ */
 
-static void deliver(async__procpool_t *p, uint32_t idx)
+void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter)
+{
+    if (!waiter) return;
+    pp_slot_t *s = &pp_slots(p->h)[idx];
+    atomic_store(waiter, 1);
+    atomic_fetch_add(&s->wseq, 1);
+    pp_futex_wake(&s->wseq, INT_MAX);
+}
+
+/* Worker w died: a waiter whose job it handed over but did not wake yet
+ * would sleep for ever. */
+static void wake_handed(pp_slot_t *s)
+{
+    atomic_fetch_add(&s->wseq, 1);
+    pp_futex_wake(&s->wseq, INT_MAX);
+}
+
+void async__pp_deliver(async__procpool_t *p, uint32_t idx)
 {
     pp_slot_t *s = &pp_slots(p->h)[idx];
     pp_job_t *j = &p->jobs[idx];
@@ -177,7 +198,8 @@ static bool reap_worker(async__procpool_t *p, unsigned w)
         for (; head != tail && n < 256; head++) {
             uint32_t idx = atomic_load_explicit(&ring[head & (h->nslots - 1)],
                                                 memory_order_relaxed);
-            deliver(p, idx);
+            async__pp_deliver(p, idx);
+            async__pp_wake_waiter(p, idx, p->jobs[idx].waiter);
             if (pp_slots(h)[idx].res_end) res_end = pp_slots(h)[idx].res_end;
             batch[n++] = idx;
         }
@@ -287,11 +309,15 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
             }
         } else if (PP_KIND(st) == PP_DONE && PP_WORKER(st) == w) {
             /* Finished but not yet on the done ring when the worker died. */
+            _Atomic uint32_t *waiter = p->jobs[i].waiter;
             pthread_mutex_unlock(&p->mu);
-            deliver(p, i);
+            async__pp_deliver(p, i);
+            async__pp_wake_waiter(p, i, waiter);
             pthread_mutex_lock(&p->mu);
             async__pp_slot_free(p, i);
             async__pp_job_finished(p);
+        } else if (PP_KIND(st) == PP_HANDED && PP_WORKER(st) == w) {
+            wake_handed(&slots[i]); /* its waiter delivers it */
         } else if (PP_KIND(st) == PP_REVOKED && p->jobs[i].zombie_of == (int)w) {
             async__pp_slot_free(p, i);
         }
@@ -462,7 +488,7 @@ static bool fill_pending(async__procpool_t *p)
     bool any = false;
     pp_pending_t *pj;
     while ((pj = p->pending_head)) {
-        int rc = async__pp_place(p, &pj->job, pj->seq);
+        int rc = async__pp_place(p, &pj->job, pj->seq, NULL, NULL);
         if (rc == ASYNC_EAGAIN) break;
         p->pending_head = pj->next;
         if (!p->pending_head) p->pending_tail = NULL;

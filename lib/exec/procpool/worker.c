@@ -165,9 +165,20 @@ static void run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
     s->out_len = out.len;
     if (out.moved) s->out_off = (uint64_t)(out.data - (char *)h);
     uint32_t st = PP_ST(PP_RUNNING, w);
+    /* A thread waits for this job in async__procpool_call: hand it over
+     * directly, unless it used the byte ring (released in ring order). */
+    bool direct = s->direct && !s->res_end;
     /* Losing this exchange means the parent revoked the job (deadline or
      * terminate) and is about to kill us: nothing to publish. */
-    if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
+    if (direct) {
+        if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_HANDED, w),
+                                                    memory_order_acq_rel, memory_order_relaxed)) {
+            /* The waiter may free and reuse the slot at once: a bump of a
+             * reused slot's wseq is only a spurious wake-up. */
+            atomic_fetch_add(&s->wseq, 1);
+            pp_futex_wake(&s->wseq, 1);
+        }
+    } else if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
                                                 memory_order_acq_rel, memory_order_relaxed)) {
         uint64_t t = atomic_load_explicit(&wr->done_tail, memory_order_relaxed);
         atomic_store_explicit(&pp_done_ring(h, w)[t & (h->nslots - 1)], idx, memory_order_relaxed);
