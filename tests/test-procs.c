@@ -738,4 +738,240 @@ Test(procs, max_job_bytes, .timeout = 20)
     async_executor_free(ex);
 }
 
+/* --- the direct path of async_executor_run ---------------------------------------------- */
+
+/* Counted by the process backend each time a run took the direct path
+ * (async__procpool_call: no feeder, no supervisor, no future). */
+extern _Atomic uint64_t async__procs_direct_runs;
+static uint64_t direct_runs(void) { return atomic_load(&async__procs_direct_runs); }
+
+static int fail_row(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    return async_work_fail(ASYNC_EINVAL, "bad row %d", 7);
+}
+
+static int run_act(async_executor_t *ex, int how, int ms, int64_t timeout_ns, int *out,
+                   size_t *out_len, char *msg, size_t msg_cap)
+{
+    int v[2] = {how, ms};
+    async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
+                       .timeout_ns = timeout_ns};
+    return async_executor_run(ex, &job, out, out_len, msg, msg_cap);
+}
+
+static void direct_results(unsigned workers)
+{
+    async_executor_t *ex = pool(workers);
+    uint64_t before = direct_runs();
+    int pid = 0;
+    size_t len = 99;
+    char msg[ASYNC_FUTURE_MSG_MAX] = "x";
+    cr_expect_eq(run_act(ex, 0, 0, 0, &pid, &len, msg, sizeof msg), 0);
+    cr_expect_gt(pid, 0);
+    cr_expect_neq(pid, getpid(), "it ran in a worker process");
+    cr_expect_eq(len, sizeof(int));
+    cr_expect_str_eq(msg, "");
+
+    /* A variable result: out_size bytes copied, its whole size in out_len. */
+    size_t n = 5000;
+    unsigned char head[8] = {0};
+    async_job_t big = {.fn = big_result, .in = &n, .in_size = sizeof n, .out_size = sizeof head};
+    cr_expect_eq(async_executor_run(ex, &big, head, &len, msg, sizeof msg), 0, "%s", msg);
+    cr_expect_eq(len, n);
+    for (size_t i = 0; i < sizeof head; i++) cr_expect_eq(head[i], (unsigned char)(i % 251));
+
+    /* A failure: its code, its message cut to msg_cap, out untouched, out_len 0. */
+    int sentinel = 0x5a5a5a5a;
+    async_job_t bad = {.fn = fail_row, .out_size = sizeof(int)};
+    char small[5];
+    cr_expect_eq(async_executor_run(ex, &bad, &sentinel, &len, small, sizeof small), ASYNC_EINVAL);
+    cr_expect_str_eq(small, "bad ");
+    cr_expect_eq(len, 0);
+    cr_expect_eq(sentinel, 0x5a5a5a5a);
+    cr_expect_eq(async_executor_run(ex, &bad, NULL, NULL, msg, sizeof msg), ASYNC_EINVAL);
+    cr_expect_str_eq(msg, "bad row 7");
+    cr_expect_eq(direct_runs() - before, 4, "every run on the idle pool took the direct path");
+    async_executor_free(ex);
+}
+
+Test(procs, direct_run_results, .timeout = 20) { direct_results(2); }
+Test(procs, direct_run_results_one_worker, .timeout = 20) { direct_results(1); }
+
+Test(procs, direct_run_killed_worker, .timeout = 20)
+{
+    async_executor_t *ex = pool(2);
+    uint64_t before = direct_runs();
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int out = -1;
+    size_t len = 99;
+    cr_expect_eq(run_act(ex, 1, 0, 0, &out, &len, msg, sizeof msg), ASYNC_EWORKERDIED);
+    cr_expect(strstr(msg, "signal 9"), "'%s'", msg);
+    cr_expect_eq(len, 0);
+    cr_expect_eq(out, -1);
+    cr_expect_eq(async_executor_error(ex, NULL, 0), 0, "one death does not break the pool");
+    for (int i = 0; i < 5; i++)
+        cr_expect_eq(run_act(ex, 0, 0, 0, &out, NULL, msg, sizeof msg), 0, "%s", msg);
+    cr_expect_eq(direct_runs() - before, 6);
+    async_executor_free(ex);
+}
+
+Test(procs, direct_run_deadline, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    uint64_t before = direct_runs();
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int out;
+    /* The job's own limit: its worker is killed at the deadline. */
+    cr_expect_eq(run_act(ex, 0, 20000, ASYNC_MSEC(100), &out, NULL, msg, sizeof msg),
+                 ASYNC_ETIMEDOUT, "%s", msg);
+    cr_expect_eq(direct_runs() - before, 1);
+    cr_expect_eq(run_act(ex, 0, 0, ASYNC_SEC(60), &out, NULL, msg, sizeof msg), 0, "%s", msg);
+    cr_expect_eq(direct_runs() - before, 2);
+    /* A limit already past: fails without running, as a submit does. */
+    cr_expect_eq(run_act(ex, 0, 0, -1, &out, NULL, msg, sizeof msg), ASYNC_ETIMEDOUT);
+    cr_expect_eq(direct_runs() - before, 2);
+    /* The call's deadline before the job's end: the ordinary path, which
+     * stops waiting at the call's deadline (and the job runs on). */
+    int v[2] = {0, 300};
+    async_job_t job = {.fn = act, .in = v, .in_size = sizeof v, .out_size = sizeof(int)};
+    cr_expect_eq(async_executor_run_dl(ex, &job, &out, NULL, msg, sizeof msg,
+                                       async_deadline_after(ASYNC_MSEC(50))),
+                 ASYNC_ETIMEDOUT);
+    cr_expect_str_eq(msg, "the call's deadline passed");
+    cr_expect_eq(direct_runs() - before, 2);
+    async_executor_free(ex);
+}
+
+/* A job that says it started, then waits for its release (all in shared
+ * memory), says it finished, and returns its ticket. */
+typedef struct gate {
+    _Atomic int started, release, finished, tickets;
+} gate_t;
+
+static int gated(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    gate_t *g;
+    memcpy(&g, in, sizeof g);
+    atomic_store(&g->started, 1);
+    while (!atomic_load(&g->release)) usleep(500);
+    atomic_store(&g->finished, 1);
+    int t = atomic_fetch_add(&g->tickets, 1);
+    memcpy(out, &t, sizeof t);
+    return 0;
+}
+
+typedef struct runner {
+    async_executor_t *ex;
+    gate_t *g;
+    int rc, out;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+} runner_t;
+
+static void *run_gated(void *arg)
+{
+    runner_t *r = arg;
+    async_job_t job = {.fn = gated, .in = &r->g, .in_size = sizeof r->g, .out_size = sizeof(int)};
+    r->rc = async_executor_run(r->ex, &job, &r->out, NULL, r->msg, sizeof r->msg);
+    return NULL;
+}
+
+typedef struct shutter {
+    async_executor_t *ex;
+    gate_t *g;
+    int finished_at_return;
+} shutter_t;
+
+static void *shut_wait(void *arg)
+{
+    shutter_t *sh = arg;
+    async_executor_shutdown(sh->ex, true, false);
+    sh->finished_at_return = atomic_load(&sh->g->finished);
+    return NULL;
+}
+
+static void wait_started(gate_t *g)
+{
+    while (!atomic_load(&g->started)) usleep(200);
+}
+
+Test(procs, direct_run_shutdown_waits_for_it, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    uint64_t before = direct_runs();
+    gate_t *g;
+    cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+    runner_t r = {.ex = ex, .g = g, .rc = 1};
+    pthread_t t, u;
+    cr_assert_eq(pthread_create(&t, NULL, run_gated, &r), 0);
+    wait_started(g);
+    /* Closed: a new run fails with ASYNC_ECLOSED, the one in flight runs on. */
+    cr_expect_eq(async_executor_shutdown(ex, false, false), 0);
+    int out;
+    cr_expect_eq(run_act(ex, 0, 0, 0, &out, NULL, NULL, 0), ASYNC_ECLOSED);
+    shutter_t sh = {.ex = ex, .g = g, .finished_at_return = -1};
+    cr_assert_eq(pthread_create(&u, NULL, shut_wait, &sh), 0);
+    atomic_store(&g->release, 1);
+    pthread_join(u, NULL);
+    cr_expect_eq(sh.finished_at_return, 1, "shutdown(wait) returned before the direct run ended");
+    pthread_join(t, NULL);
+    cr_expect_eq(r.rc, 0, "%s", r.msg);
+    cr_expect_eq(r.out, 0);
+    cr_expect_eq(direct_runs() - before, 1);
+    async_executor_shm_free(ex, g);
+    async_executor_free(ex);
+}
+
+Test(procs, direct_run_terminated, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    uint64_t before = direct_runs();
+    gate_t *g;
+    cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+    runner_t r = {.ex = ex, .g = g, .rc = 1, .out = -1};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, run_gated, &r), 0);
+    wait_started(g);
+    cr_expect_eq(async_executor_terminate(ex), 0);
+    pthread_join(t, NULL);
+    cr_expect_eq(r.rc, ASYNC_ECANCELED, "%s", async_strerror(r.rc));
+    cr_expect_eq(r.out, -1, "a failed run writes no result");
+    cr_expect_eq(direct_runs() - before, 1);
+    async_executor_shm_free(ex, g);
+    async_executor_free(ex);
+}
+
+Test(procs, direct_run_never_overtakes_queued_jobs, .timeout = 30)
+{
+    async_executor_t *ex = pool(1);
+    gate_t *g;
+    cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+    /* A holds the only worker; B waits in the queue. */
+    async_job_t job = {.fn = gated, .in = &g, .in_size = sizeof g, .out_size = sizeof(int)};
+    async_future_t *a, *b;
+    cr_assert_eq(async_executor_submit(&a, ex, &job), 0);
+    wait_started(g);
+    cr_assert_eq(async_executor_submit(&b, ex, &job), 0);
+    uint64_t before = direct_runs();
+    runner_t r = {.ex = ex, .g = g, .rc = 1};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, run_gated, &r), 0);
+    /* The run queues behind B. */
+    while (async_executor_queued(ex) < 2) usleep(200);
+    atomic_store(&g->release, 1);
+    pthread_join(t, NULL);
+    cr_expect_eq(r.rc, 0, "%s", r.msg);
+    cr_expect_eq(async_future_wait(a), 0);
+    cr_expect_eq(async_future_wait(b), 0);
+    cr_expect_eq(result_int(a), 0);
+    cr_expect_eq(result_int(b), 1);
+    cr_expect_eq(r.out, 2, "the run ran after the job queued before it");
+    cr_expect_eq(direct_runs() - before, 0);
+    async_future_unref(a);
+    async_future_unref(b);
+    async_executor_shm_free(ex, g);
+    async_executor_free(ex);
+}
+
 #endif

@@ -144,7 +144,25 @@ typedef struct async__backend_ops {
     void (*shm_free)(async_executor_t *ex, void *ptr);
     /* Largest variable result a worker may produce (0: no limit). */
     size_t max_result;
+    /* The direct path of async_executor_run_dl (NULL: the backend has none,
+     * every run is a submit and a wait on its future).  executor.c calls it
+     * from a plain thread (not a task) only while the pool is open and not
+     * broken and its queue holds no job of any priority, with the job's
+     * absolute deadline (ASYNC_FOREVER or in the future) and only when the
+     * call's own deadline cannot end the wait first.  Returns false when
+     * it did not run the job (no worker free, the pool closing or busy:
+     * the caller takes the ordinary path; nothing was written); true when
+     * it ran it, with the job's code in *code and out, out_len, msg filled
+     * exactly as async_executor_run documents (a copy of at most out_size
+     * bytes of the result, its whole size in out_len, the message in
+     * msg_cap bytes).  The run counts as in flight (prefetch, shutdown's
+     * wait) until it returns. */
+    bool (*run)(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
+                size_t *out_len, char *msg, size_t msg_cap, int *code);
 } async__backend_ops_t;
+
+/* Tests only: runs the process backend's direct path has completed. */
+extern _Atomic uint64_t async__procs_direct_runs;
 
 extern const async__backend_ops_t async__threads_backend;
 /* Defined by process_backend.c when the process backend is built in. */

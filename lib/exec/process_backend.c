@@ -17,7 +17,11 @@
  * running (they can no longer be cancelled or overtaken by a higher
  * priority), and they spare the workers a round trip through the feeder
  * between small jobs.  Until a job has finished nothing is prefetched, and
- * jobs of 2 ms or more are never prefetched. */
+ * jobs of 2 ms or more are never prefetched.
+ *
+ * async_executor_run on an idle pool takes a shorter way (run_direct, the
+ * backend's run op): no feeder, no supervisor, no future; the worker wakes
+ * the calling thread itself, two hand-overs instead of four. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +43,12 @@ typedef struct procs {
     double avg_ns;         /* recent jobs' run time in the worker (0: none yet) */
     unsigned wake_at;      /* the feeder waits until inflight <= wake_at */
     bool feeder_waiting;
+    /* The feeder counts a job in inflight before it blocks in take: while it
+     * waits there, that count is a reservation, not a busy worker. */
+    _Atomic bool feeder_taking;
+    unsigned direct;       /* direct runs under way (counted in inflight too) */
+    bool joining;          /* join() began: no new direct run */
+    pthread_cond_t direct_idle; /* join waits here for direct == 0 */
 } procs_t;
 
 /* What crosses to the worker in front of the input rows. */
@@ -118,12 +128,17 @@ static int run_init(void *arg, char *msg, size_t cap)
 
 /* --- in the parent ---------------------------------------------------------- */
 
-static void job_ended(procs_t *s, int64_t ns)
+static void ended_locked(procs_t *s, int64_t ns)
 {
-    pthread_mutex_lock(&s->mu);
     s->inflight--;
     if (ns >= 0) s->avg_ns = s->avg_ns ? s->avg_ns * 0.875 + ns * 0.125 : ns;
     if (s->feeder_waiting && s->inflight <= s->wake_at) pthread_cond_signal(&s->room);
+}
+
+static void job_ended(procs_t *s, int64_t ns)
+{
+    pthread_mutex_lock(&s->mu);
+    ended_locked(s, ns);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -168,6 +183,27 @@ static void on_done(void *user, void *arg, int err, const char *msg, const void 
     job_ended(s, r.ns);
 }
 
+/* The header in front of a job's input rows: the same for a submit and a
+ * direct run. */
+static void make_hdr(hdr_t *h, const async__rows_t *rw, bool in_shared, bool out_shared,
+                     int64_t deadline, bool var_ok)
+{
+    /* Zeroed whole, padding too: the header is copied into shared memory,
+     * and a tool that follows it there (valgrind) must find no undefined
+     * bytes. */
+    memset(h, 0, sizeof *h);
+    h->fn = rw->fn;
+    h->ctx = rw->ctx;
+    h->in_shared = in_shared ? rw->in : NULL;
+    h->out_shared = out_shared ? rw->out : NULL;
+    h->in_size = rw->in_size;
+    h->out_size = rw->out_size;
+    h->count = rw->count;
+    h->max_result = RESULT_AREA - 4096;
+    h->deadline = deadline;
+    h->var_ok = var_ok;
+}
+
 static void submit_job(procs_t *s, async__job_t *job)
 {
     async_executor_t *ex = s->ex;
@@ -180,21 +216,8 @@ static void submit_job(procs_t *s, async__job_t *job)
         finish_err(s, job, ASYNC_EINVAL, "the job is larger than max_job_bytes");
         return;
     }
-    /* Zeroed whole, padding too: the header is copied into shared memory,
-     * and a tool that follows it there (valgrind) must find no undefined
-     * bytes. */
     hdr_t h;
-    memset(&h, 0, sizeof h);
-    h.fn = rw->fn;
-    h.ctx = rw->ctx;
-    h.in_shared = in_shared ? rw->in : NULL;
-    h.out_shared = out_shared ? rw->out : NULL;
-    h.in_size = rw->in_size;
-    h.out_size = rw->out_size;
-    h.count = rw->count;
-    h.max_result = RESULT_AREA - 4096;
-    h.deadline = job->deadline;
-    h.var_ok = job->var_ok;
+    make_hdr(&h, rw, in_shared, out_shared, job->deadline, job->var_ok);
     async__procjob_t pj = {.fn = (async__anyfn_t)run_rows, .in = &h, .in_len = sizeof h,
                            .in2 = rw->in, .in2_len = in_bytes, .out_cap = out_bytes,
                            .deadline = job->deadline, .done = on_done, .arg = job};
@@ -227,9 +250,12 @@ static void *feeder(void *arg)
             s->feeder_waiting = false;
         }
         s->inflight++;
+        atomic_store_explicit(&s->feeder_taking, true, memory_order_relaxed);
         pthread_mutex_unlock(&s->mu);
         async__job_t *job;
-        if (async__exec_take(ex, 0, &job) != 0) {
+        int taken = async__exec_take(ex, 0, &job);
+        atomic_store_explicit(&s->feeder_taking, false, memory_order_relaxed);
+        if (taken != 0) {
             pthread_mutex_lock(&s->mu);
             s->inflight--;
             pthread_mutex_unlock(&s->mu);
@@ -238,6 +264,121 @@ static void *feeder(void *arg)
         submit_job(s, job);
     }
     return NULL;
+}
+
+/* --- the direct path of async_executor_run ------------------------------------
+ *
+ * A run on a plain thread with the queue empty and a worker free skips the
+ * feeder, the supervisor and the future: async__procpool_call hands the job
+ * to a worker and the worker wakes this thread, which copies the result
+ * straight into the caller's buffer.  The job crosses with the header a
+ * submit would build, so the worker side (run_rows) is the same, and the
+ * results are read as on_done reads them. */
+
+_Atomic uint64_t async__procs_direct_runs;
+
+typedef struct direct {
+    int64_t deadline;
+    void *out;             /* the caller's, or NULL */
+    size_t out_size;
+    int code;
+    size_t len;            /* the result's whole size */
+    int64_t ns;            /* the rows' run time; -1: unknown */
+    char msg[ASYNC_FUTURE_MSG_MAX];
+} direct_t;
+
+/* Exactly once, before async__procpool_call returns: here on success, on the
+ * supervisor thread when the job failed there (its worker died, its deadline
+ * passed, terminate).  Writes the caller's out only for a job that
+ * succeeded, as the ordinary path copies only a DONE future's result. */
+static void on_direct_done(void *user, void *arg, int err, const char *msg, const void *out,
+                           size_t len)
+{
+    (void)user;
+    direct_t *d = arg;
+    if (err) {
+        d->code = err;
+        snprintf(d->msg, sizeof d->msg, "%s", msg ? msg : async_strerror(err));
+        return;
+    }
+    res_t r;
+    memcpy(&r, out, sizeof r);
+    d->ns = r.ns;
+    const char *data = (const char *)out + sizeof r;
+    if (r.err) {
+        d->code = r.err >= 0 ? ASYNC_EWORK : r.err;
+        if (r.msg_len) {
+            size_t at = sizeof r + (r.var_size ? r.var_size : d->out_size);
+            size_t n = r.msg_len < sizeof d->msg - 1 ? r.msg_len : sizeof d->msg - 1;
+            if (at + n <= len) memcpy(d->msg, (const char *)out + at, n);
+            d->msg[n] = '\0';
+        }
+        return;
+    }
+    /* async__exec_finish's rule: a result that arrives past the job's
+     * deadline is a failure. */
+    if (d->deadline != ASYNC_FOREVER && async_now() > d->deadline) {
+        d->code = ASYNC_ETIMEDOUT;
+        snprintf(d->msg, sizeof d->msg, "finished after its deadline");
+        return;
+    }
+    size_t size = r.var_size ? r.var_size
+                             : (r.result_size < d->out_size ? r.result_size : d->out_size);
+    if (d->out && size) memcpy(d->out, data, size < d->out_size ? size : d->out_size);
+    d->len = size;
+}
+
+static void direct_ended(procs_t *s, int64_t ns)
+{
+    pthread_mutex_lock(&s->mu);
+    ended_locked(s, ns);
+    if (!--s->direct && s->joining) pthread_cond_broadcast(&s->direct_idle);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
+                       size_t *out_len, char *msg, size_t msg_cap, int *code)
+{
+    procs_t *s = ex->backend;
+    /* The submit path's rules: an untimed borrowed input already in shared
+     * memory goes by address, any other input is copied; the output comes
+     * back through the job's result. */
+    bool in_shared = job->in && job->borrow_input && deadline == ASYNC_FOREVER &&
+                     async__procpool_owns(s->pool, job->in);
+    size_t in_bytes = in_shared || !job->in ? 0 : job->in_size;
+    size_t out_bytes = sizeof(res_t) + job->out_size;
+    if (ex->opts.max_job_bytes && in_bytes + out_bytes > ex->opts.max_job_bytes)
+        return false; /* the ordinary path says why */
+    pthread_mutex_lock(&s->mu);
+    /* A free worker: the call then starts at once, and the feeder, which
+     * counts this run, takes no more than the workers can hold. */
+    unsigned busy = s->inflight - atomic_load_explicit(&s->feeder_taking, memory_order_relaxed);
+    bool go = !s->joining && busy < ex->workers;
+    if (go) {
+        s->inflight++;
+        s->direct++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!go) return false;
+    async__rows_t rw = {.fn = job->fn, .ctx = job->ctx, .in = job->in, .in_size = job->in_size,
+                        .out = NULL, .out_size = job->out_size, .count = 1};
+    hdr_t h;
+    make_hdr(&h, &rw, in_shared, false, deadline, true);
+    direct_t d = {.deadline = deadline, .out = out, .out_size = job->out_size, .ns = -1};
+    async__procjob_t pj = {.fn = (async__anyfn_t)run_rows, .in = &h, .in_len = sizeof h,
+                           .in2 = job->in, .in2_len = in_bytes, .out_cap = out_bytes,
+                           .deadline = deadline, .done = on_direct_done, .arg = &d};
+    int rc = async__procpool_call(s->pool, &pj);
+    direct_ended(s, rc ? -1 : d.ns);
+    /* Not run (EAGAIN: no slot free or jobs pending in the engine; ECLOSED;
+     * the pool broken; ENOMEM): the ordinary path gives the answer a
+     * submit gives, with the executor's codes and messages. */
+    if (rc) return false;
+    atomic_fetch_add_explicit(&async__procs_direct_runs, 1, memory_order_relaxed);
+    *code = d.code;
+    if (out_len) *out_len = d.code ? 0 : d.len;
+    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", d.code ? d.msg : "");
+    return true;
 }
 
 /* The pool's message already names the worker and the cause. */
@@ -255,6 +396,7 @@ static int start(async_executor_t *ex)
     s->ex = ex;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->room, NULL);
+    pthread_cond_init(&s->direct_idle, NULL);
     async__procpool_opts_t o = {
         .workers = ex->workers,
         .max_tasks_per_worker = ex->opts.max_tasks_per_worker,
@@ -281,6 +423,7 @@ fail:
     async__procpool_free(s->pool);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->room);
+    pthread_cond_destroy(&s->direct_idle);
     async__free(s);
     return rc; /* ENOMEM, EAGAIN, EMFILE, ENFILE: the caller learns which limit it hit */
 }
@@ -288,11 +431,19 @@ fail:
 static void join(async_executor_t *ex)
 {
     procs_t *s = ex->backend;
+    pthread_mutex_lock(&s->mu);
+    s->joining = true;
+    pthread_mutex_unlock(&s->mu);
     if (s->feeder_started) {
         pthread_join(s->feeder, NULL);
         s->feeder_started = false;
     }
+    /* Waits for every accepted job, direct runs too; then for the threads
+     * of those runs to leave the pool's memory, which free() unmaps. */
     async__procpool_shutdown(s->pool, true);
+    pthread_mutex_lock(&s->mu);
+    while (s->direct) pthread_cond_wait(&s->direct_idle, &s->mu);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void terminate(async_executor_t *ex)
@@ -308,6 +459,7 @@ static void free_backend(async_executor_t *ex)
     async__procpool_free(s->pool);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->room);
+    pthread_cond_destroy(&s->direct_idle);
     async__free(s);
     ex->backend = NULL;
 }
@@ -334,4 +486,5 @@ const async__backend_ops_t async__procs_backend = {
     .shm_alloc = shm_alloc,
     .shm_free = shm_free,
     .max_result = RESULT_AREA - 4096,
+    .run = run_direct,
 };

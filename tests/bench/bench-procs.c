@@ -8,7 +8,10 @@
  *
  * --scale shrinks the busy-work figure ([1, 2, 4, 6] s times S; default 1);
  * --round-trip measures only the one-job-at-a-time round trips (ours, the
- * pipe, the engine alone), without Python. */
+ * pipe, the engine alone), without Python.  Ours is async_executor_run, which
+ * on an idle pool takes the direct hand-over; "through the queue" is the
+ * same run with a call deadline, which keeps it on the submit, feeder and
+ * future path. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,8 +138,14 @@ static void engine_call(async__procpool_t *p)
  * processes and the engine's own round trip, alternating in blocks of
  * BLOCK within the round so that all three see the same machine (it is
  * shared: only figures of one run compare). */
+static void run_queued(async_executor_t *ex, const async_job_t *job, int64_t *out)
+{
+    /* A call deadline earlier than the job's end could be: not direct. */
+    async_executor_run_dl(ex, job, out, NULL, NULL, 0, async_deadline_after(ASYNC_SEC(600)));
+}
+
 static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, double *eng_us,
-                        double *call_us)
+                        double *call_us, double *queued_us)
 {
     int a[2], b[2];
     if (pipe(a) || pipe(b)) exit(1);
@@ -160,12 +169,13 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
     char c = 'x';
     for (int i = 0; i < 200; i++) {
         async_executor_run(ex, &job, &out, NULL, NULL, 0);
+        run_queued(ex, &job, &out);
         engine_round_trip(p);
         engine_call(p);
         if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
     }
     enum { BLOCKS = 10, BLOCK = 200 };
-    double ours = 0, piped = 0, eng = 0, call = 0;
+    double ours = 0, piped = 0, eng = 0, call = 0, queued = 0;
     for (int k = 0; k < BLOCKS; k++) {
         double t0 = now_s();
         for (int i = 0; i < BLOCK; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
@@ -178,6 +188,9 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
         double t3 = now_s();
         for (int i = 0; i < BLOCK; i++) engine_call(p);
         double t4 = now_s();
+        for (int i = 0; i < BLOCK; i++) run_queued(ex, &job, &out);
+        double t5 = now_s();
+        queued += t5 - t4;
         ours += t1 - t0;
         piped += t2 - t1;
         eng += t3 - t2;
@@ -188,6 +201,7 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
     *pipe_us = piped / (BLOCKS * BLOCK) * 1e6;
     *eng_us = eng / (BLOCKS * BLOCK) * 1e6;
     *call_us = call / (BLOCKS * BLOCK) * 1e6;
+    *queued_us = queued / (BLOCKS * BLOCK) * 1e6;
     async__procpool_free(p);
     close(a[1]);
     waitpid(pid, NULL, 0);
@@ -355,13 +369,15 @@ static void busy_work(double scale)
 
 static void round_trip_round(async_executor_t *ex)
 {
-    double rt, pp, eng, call;
-    round_trips(ex, &rt, &pp, &eng, &call);
+    double rt, pp, eng, call, queued;
+    round_trips(ex, &rt, &pp, &eng, &call, &queued);
     bench_add("round trip of one task at a time (async_executor_run)", "us", rt);
     bench_add("round trip, C pipe ping-pong between two processes (baseline)", "us", pp);
     bench_add("round trip, the engine alone (submit, done callback wakes the caller)", "us", eng);
     bench_add("round trip, the engine's direct call (async__procpool_call: the worker wakes the caller)",
               "us", call);
+    bench_add("round trip, async_executor_run through the queue (a call deadline: submit, feeder, future)",
+              "us", queued);
 }
 
 static void ours_round(double scale)
@@ -446,6 +462,9 @@ int main(int argc, char **argv)
     }
     bench_ratio("round trip, ours over the pipe ping-pong (lower is better)",
                 "round trip of one task at a time (async_executor_run)",
+                "round trip, C pipe ping-pong between two processes (baseline)");
+    bench_ratio("round trip, through the queue over the pipe ping-pong",
+                "round trip, async_executor_run through the queue (a call deadline: submit, feeder, future)",
                 "round trip, C pipe ping-pong between two processes (baseline)");
     bench_ratio("round trip, the engine alone over the pipe ping-pong",
                 "round trip, the engine alone (submit, done callback wakes the caller)",
