@@ -76,17 +76,12 @@ typedef struct run {
     char *out, *err;
 } run_t;
 
-/* Runs the lab with the arguments (NULL-terminated) in dir, stdout and stderr
- * to files; env_path, when not NULL, replaces PATH. */
-static run_t lab_env(const char *env_path, const char *arg, ...)
+/* Runs argv[0] (searched in PATH when search) with argv in dir, its standard
+ * output and error to dir/stdout and dir/stderr; child_env, when not NULL,
+ * sets the child's environment first.  Returns its status and both outputs. */
+static run_t run_in_dir(const char *const *argv, bool search, void (*child_env)(const void *),
+                        const void *env_arg)
 {
-    const char *argv[32] = {LAB};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, arg);
-    for (const char *a = arg; a && argc < 31; a = va_arg(ap, const char *)) argv[argc++] = a;
-    va_end(ap);
-    argv[argc] = NULL;
     char out[128], err[128];
     snprintf(out, sizeof out, "%s/stdout", dir);
     snprintf(err, sizeof err, "%s/stderr", dir);
@@ -97,14 +92,31 @@ static run_t lab_env(const char *env_path, const char *arg, ...)
         dup2(o, 1);
         dup2(e, 2);
         if (chdir(dir) != 0) _exit(126);
-        if (env_path) setenv("PATH", env_path, 1);
-        execv(LAB, (char *const *)argv);
+        if (child_env) child_env(env_arg);
+        if (search) execvp(argv[0], (char *const *)argv);
+        else execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     run_t r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(out), slurp(err)};
     return r;
+}
+
+static void set_path(const void *env_path) { setenv("PATH", env_path, 1); }
+
+/* Runs the lab with the arguments (NULL-terminated) in dir, output and errors
+ * to files; env_path, when not NULL, replaces PATH. */
+static run_t lab_env(const char *env_path, const char *arg, ...)
+{
+    const char *argv[32] = {LAB};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a && argc < 31; a = va_arg(ap, const char *)) argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    return run_in_dir(argv, false, env_path ? set_path : NULL, env_path);
 }
 #define lab(...) lab_env(NULL, __VA_ARGS__, NULL)
 
@@ -941,8 +953,26 @@ Test(lab, busywork_cpu_count_pool_follows_taskset, .timeout = 60)
 
 /* --- --mode mpi: the same range functions over MPI ranks ------------------ */
 
-/* Runs `mpirun -np np lab ARGS...` in dir on loopback (test-mpi's settings),
- * bounded by coreutils' timeout, stdout and stderr to files. */
+/* The child's environment for mpirun on loopback (test-mpi's settings). */
+static void set_mpi_env(const void *np_arg)
+{
+    int np = *(const int *)np_arg;
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    setenv("OMPI_MCA_btl", "self,vader", 1);
+    setenv("OMPI_MCA_pml", "ob1", 1);
+    setenv("OMPI_MCA_oob_tcp_if_include", "lo", 1);
+    /* Under ASan, Open MPI's own leaks are suppressed (test-mpi's file). */
+    setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
+    /* With exactly 2 ranks, LeakSanitizer's exit-time tracer crashes
+     * in one rank ("Tracer caught signal 11", over vader and tcp alike,
+     * already at 18e9152; not analysed): those runs skip the leak check,
+     * which the 3-rank runs still make. */
+    setenv("ASAN_OPTIONS", np == 2 ? "fast_unwind_on_malloc=0:detect_leaks=0" : "fast_unwind_on_malloc=0", 1);
+}
+
+/* Runs `mpirun -np np lab ARGS...` in dir on loopback, bounded by coreutils'
+ * timeout, stdout and stderr to files. */
 static run_t lab_mpirun(int np, const char *arg, ...)
 {
     char nps[16];
@@ -955,35 +985,7 @@ static run_t lab_mpirun(int np, const char *arg, ...)
     for (const char *a = arg; a && argc < 39; a = va_arg(ap, const char *)) argv[argc++] = a;
     va_end(ap);
     argv[argc] = NULL;
-    char out[128], err[128];
-    snprintf(out, sizeof out, "%s/stdout", dir);
-    snprintf(err, sizeof err, "%s/stderr", dir);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(o, 1);
-        dup2(e, 2);
-        if (chdir(dir) != 0) _exit(126);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-        setenv("OMPI_MCA_btl", "self,vader", 1);
-        setenv("OMPI_MCA_pml", "ob1", 1);
-        setenv("OMPI_MCA_oob_tcp_if_include", "lo", 1);
-        /* Under ASan, Open MPI's own leaks are suppressed (test-mpi's file). */
-        setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
-        /* With exactly 2 ranks, LeakSanitizer's exit-time tracer crashes
-         * in one rank ("Tracer caught signal 11", over vader and tcp alike,
-         * already at 18e9152; not analysed): those runs skip the leak check,
-         * which the 3-rank runs still make. */
-        setenv("ASAN_OPTIONS", np == 2 ? "fast_unwind_on_malloc=0:detect_leaks=0" : "fast_unwind_on_malloc=0", 1);
-        execvp("timeout", (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    run_t r = {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), slurp(out), slurp(err)};
-    return r;
+    return run_in_dir(argv, true, set_mpi_env, &np);
 }
 #define lab_mpi(np, ...) lab_mpirun(np, __VA_ARGS__, NULL)
 
