@@ -245,6 +245,8 @@ static void hosts_up(void)
     if (access(SUITE, X_OK))
         cr_skip_test("missing package libopenmpi-dev: " SUITE " was not built");
     char out[256], why[600];
+    if (run_cmd(out, sizeof out, "mpirun --version") != 0)
+        cr_skip_test("missing package openmpi-bin: no mpirun (%s)", out);
     if (run_cmd(out, sizeof out, "ip -V") != 0)
         cr_skip_test("missing package iproute2: no ip command (%s)", out);
     if (run_cmd(out, sizeof out, "unshare --version") != 0)

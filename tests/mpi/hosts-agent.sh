@@ -39,6 +39,8 @@ if [ -z "$ns" ]; then
 fi
 # ip netns exec gives the command a mount namespace of its own (to remount
 # /sys), so the tmpfs on /dev/shm is seen by this host's processes only and
-# goes away with the last of them.
+# goes away with the last of them.  The inner script's $0 and $1 are its own
+# arguments (the namespace, the command), expanded there, not here.
+# shellcheck disable=SC2016
 exec ip netns exec "$ns" unshare --uts sh -c \
     'hostname "$0" && mount -t tmpfs -o mode=1777 hostshm /dev/shm && eval "$1"' "$ns" "$*"
