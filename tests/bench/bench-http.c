@@ -404,7 +404,7 @@ static int INFLIGHT_N = INFLIGHT_N_DEFAULT;
 typedef struct fl {
     int done, failed;
     double t0, first, last;
-    double last_sent, max_wait; /* request written; first byte after that */
+    double first_sent, last_sent, max_wait; /* request written; first byte after that */
     char first_error[256];
 } fl_t;
 
@@ -417,6 +417,7 @@ static void fl_done(async_http_response_t *r, void *arg)
     f->last = t;
     double sent = r->timings.queued + r->timings.pretransfer;
     if (sent > f->last_sent) f->last_sent = sent;
+    if (f->done == 1 || sent < f->first_sent) f->first_sent = sent;
     double wait = r->timings.starttransfer - r->timings.pretransfer;
     if (wait > f->max_wait) f->max_wait = wait;
     if (r->error) {
@@ -471,9 +472,9 @@ static void inflight(unsigned port)
         getrusage(RUSAGE_SELF, &ru);
         char buf[1024];
         int n = snprintf(buf, sizeof buf,
-                         "wall %.6f\nfirst %.6f\nlast %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\nrss %.3f\n"
-                         "failed %d\nerror %s\n",
-                         dt, f.first, f.last, f.last_sent, f.max_wait,
+                         "wall %.6f\nfirst %.6f\nlast %.6f\nsent1 %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\n"
+                         "rss %.3f\nfailed %d\nerror %s\n",
+                         dt, f.first, f.last, f.first_sent, f.last_sent, f.max_wait,
                          (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
                              (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
                          ru.ru_maxrss / 1024.0, f.failed, f.first_error);
@@ -494,6 +495,7 @@ static void inflight(unsigned port)
         {"wall", "wall", "s"},
         {"first", "first answer", "s"},
         {"last", "last answer", "s"},
+        {"sent1", "first request sent", "s"},
         {"sent", "last request sent", "s"},
         {"wait", "longest server wait", "s"},
         {"cpu", "client CPU", "s"},
