@@ -118,6 +118,78 @@ Test(http, query_headers_post_echo)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* Sends req on http's loop and returns its response (the caller frees it). */
+static async_http_response_t *send_one(async_loop_t *loop, async_http_t *http,
+                                       const async_http_request_t *req)
+{
+    got_t g = {0};
+    cr_assert_eq(async_http_send(http, req, on_done, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(g.calls, 1);
+    return g.resp;
+}
+
+/* One pooled easy handle carries every request below in turn, and sets only
+ * the options that differ from the previous request's: each request must
+ * still go out as asked, nothing of the one before it left behind. */
+Test(http, pooled_handle_forgets_previous_request)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    const char *headers[] = {"X-Test: yes", NULL};
+    async_http_request_t post = {.url = test_httpd_url(srv, "/echo"), .headers = headers,
+                                 .body = "hello", .body_len = 5};
+    async_http_response_t *r = send_one(loop, http, &post);
+    json_t *j;
+    cr_assert_eq(async_http_response_json(&j, r), 0, "%s", r->errmsg);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "POST");
+    json_decref(j);
+    async_http_response_free(r);
+
+    /* A plain GET after it: no body, no method, no header of the POST. */
+    async_http_request_t get = {.url = test_httpd_url(srv, "/echo")};
+    r = send_one(loop, http, &get);
+    cr_assert_eq(async_http_response_json(&j, r), 0, "%s", r->errmsg);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "body")), "");
+    cr_assert_null(json_object_get(json_object_get(j, "headers"), "X-Test"));
+    json_decref(j);
+    async_http_response_free(r);
+
+    /* HEAD, then GET again: the body is back. */
+    async_http_request_t head = {.url = test_httpd_url(srv, "/ok"), .method = "HEAD"};
+    r = send_one(loop, http, &head);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_eq(r->body_len, 0);
+    async_http_response_free(r);
+    async_http_request_t ok = {.url = test_httpd_url(srv, "/ok")};
+    r = send_one(loop, http, &ok);
+    cr_assert_str_eq(r->body, "ok");
+    async_http_response_free(r);
+
+    /* A short timeout of its own, then the client's default again. */
+    async_http_request_t stall = {.url = test_httpd_url(srv, "/stall?ms=400"),
+                                  .timeout_ns = ASYNC_MSEC(100), .max_retries = -1};
+    r = send_one(loop, http, &stall);
+    cr_assert_eq(r->error, ASYNC_ETIMEDOUT, "%s", r->errmsg);
+    async_http_response_free(r);
+    stall.timeout_ns = 0;
+    r = send_one(loop, http, &stall);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_str_eq(r->body, "stalled");
+    async_http_response_free(r);
+
+    /* One request at a time: every one ran on the same pooled handle. */
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, 1);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+}
+
 Test(http, accept_encoding_option)
 {
     async_loop_t *loop;

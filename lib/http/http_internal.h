@@ -106,12 +106,29 @@ typedef struct http_sock {
 
 /* --- request.c and response.c ---------------------------------------------- */
 
+typedef struct http_xfer http_xfer_t;
+
+/* A pooled easy handle and what stays with it across the requests it
+ * carries.  curl's data pointers (body, headers, socket open, error buffer)
+ * aim here once, at the request it runs now (x); and the options last set
+ * are remembered, so that each request sets only those that differ: the
+ * setopt calls were a tenth of our own per-request work. */
+typedef struct http_easy {
+    CURL *curl;
+    http_xfer_t *x;                /* the request it runs, or NULL */
+    char errbuf[CURL_ERROR_SIZE];
+    /* As last set on curl; initialised to values no request has. */
+    http_shard_t *close_shard;     /* CLOSESOCKETDATA */
+    long timeout_ms, connect_timeout_ms, fresh_connect, pipewait;
+    bool plain_get;                /* GET without body, method or headers */
+} http_easy_t;
+
 /* One request from the call to its end, over every attempt. */
-typedef struct http_xfer {
+struct http_xfer {
     async__list_t link;          /* in http->waiting or http->running */
     struct async_http *http;
-    http_transfer_t t;           /* t.easy: from the pool while the request
-                                    lives; t.shard: while running */
+    http_easy_t *easy;           /* from the pool while the request lives */
+    http_transfer_t t;           /* t.easy: easy->curl; t.shard: while running */
     enum xfer_state state;
     char *url;                   /* query included */
     char *method;                /* NULL for GET */
@@ -124,9 +141,9 @@ typedef struct http_xfer {
     int attempt;                 /* attempts started */
     int64_t t_call, t_start, not_before; /* async_now() times */
     http_buf_t resp_body, resp_hdr;
+    size_t n_hdr_lines;          /* lines in resp_hdr: sizes the header array */
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
-    char errbuf[CURL_ERROR_SIZE];
     int socket_errno;            /* of this attempt's failed socket(), or 0 */
     async_http_response_t *resp; /* allocated with x, filled when it ends */
 
@@ -135,7 +152,7 @@ typedef struct http_xfer {
     void *cb_arg;
     async_waker_t waker;
     bool done;                   /* ended; resp is set (await and blocking) */
-} http_xfer_t;
+};
 
 struct async_http {
     async_loop_t *loop;
@@ -149,7 +166,7 @@ struct async_http {
     char *ca_file;
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
-    CURL **pool;           /* idle easy handles */
+    http_easy_t **pool;    /* idle easy handles */
     size_t n_pool, cap_pool;
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
@@ -160,7 +177,10 @@ struct async_http {
 };
 
 /* response.c */
-int async__http_easy_init(async_http_t *http, CURL *easy);
+/* A new easy handle with the options every request of http shares, or NULL
+ * without memory (or when curl refuses an option). */
+http_easy_t *async__http_easy_new(async_http_t *http);
+void async__http_easy_free(http_easy_t *e);
 /* The options of x's next attempt, on shard sh (which it is about to join). */
 int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh);
 /* Fills x->resp from the finished attempt.  Returns ASYNC_ENOMEM or 0. */

@@ -118,27 +118,35 @@ void async_http_stats(const async_http_t *http, async_http_stats_t *out)
 
 /* --- easy handle pool ------------------------------------------------------ */
 
-static CURL *easy_get(async_http_t *http)
+static http_easy_t *easy_get(async_http_t *http)
 {
     if (http->n_pool) return http->pool[--http->n_pool];
-    CURL *easy = curl_easy_init();
-    if (easy && async__http_easy_init(http, easy)) {
-        curl_easy_cleanup(easy);
-        return NULL;
-    }
-    return easy;
+    return async__http_easy_new(http);
 }
 
-static void easy_put(async_http_t *http, CURL *easy)
+/* Gives x's easy handle back to the pool. */
+static void easy_put(async_http_t *http, http_xfer_t *x)
 {
-    if (!easy) return;
+    http_easy_t *h = x->easy;
+    x->easy = NULL;
+    x->t.easy = NULL;
+    if (!h) return;
+    h->x = NULL;
     if (http->n_pool < http->cap_pool && !http->closing) {
         /* Kept configured, not reset: the next request sets every option
-         * that differs between requests (async__http_easy_setup). */
-        http->pool[http->n_pool++] = easy;
+         * that differs from this one's (async__http_easy_setup). */
+        http->pool[http->n_pool++] = h;
         return;
     }
-    curl_easy_cleanup(easy);
+    async__http_easy_free(h);
+}
+
+/* Frees x's easy handle instead: its transfer may have stopped mid-way. */
+static void easy_discard(http_xfer_t *x)
+{
+    async__http_easy_free(x->easy);
+    x->easy = NULL;
+    x->t.easy = NULL;
 }
 
 /* --- ending a request ------------------------------------------------------ */
@@ -160,8 +168,7 @@ static void finish(async_http_t *http, http_xfer_t *x)
 {
     x->state = XFER_DONE;
     http->stats.in_flight--;
-    easy_put(http, x->t.easy);
-    x->t.easy = NULL;
+    easy_put(http, x);
     if (!x->resp || x->resp->error) http->stats.failed++;
     if (x->cb) {
         async_http_response_t *r = x->resp;
@@ -282,8 +289,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     if (rc == CURLE_OUT_OF_MEMORY) {
         /* curl's own, or the shard died watching a socket: the transfer may
          * have stopped mid-way, so its handle is not pooled. */
-        curl_easy_cleanup(x->t.easy);
-        x->t.easy = NULL;
+        easy_discard(x);
         fail(http, x, ASYNC_ENOMEM, "out of memory in curl or watching its sockets");
         return;
     }
@@ -304,7 +310,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         if (delay != INT64_MAX && delay <= http->opts.retry_max_ns) {
             http->stats.retries++;
             x->resp_body.len = x->resp_hdr.len = 0;
-            x->errbuf[0] = 0;
+            x->n_hdr_lines = 0;
             x->reason[0] = 0;
             int64_t now = async_now();
             x->not_before = delay > INT64_MAX - now ? INT64_MAX : now + delay;
@@ -326,12 +332,13 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
 
 static void start(async_http_t *http, http_xfer_t *x)
 {
-    if (!x->t.easy) {
-        x->t.easy = easy_get(http);
-        if (!x->t.easy) {
+    if (!x->easy) {
+        x->easy = easy_get(http);
+        if (!x->easy) {
             fail(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
             return;
         }
+        x->t.easy = x->easy->curl;
     }
     http_shard_t *sh = async__http_shard_pick(&http->multi);
     if (!sh) {
@@ -504,11 +511,7 @@ static void abandon(async_http_t *http, http_xfer_t *x)
     if (x->state == XFER_RUNNING) async__http_multi_remove(&x->t);
     bool was_waiting = x->state == XFER_WAITING;
     if (x->state != XFER_DONE) async__list_remove(&x->link);
-    if (x->t.easy) {
-        /* The transfer may have stopped mid-way: do not pool its handle. */
-        curl_easy_cleanup(x->t.easy);
-        x->t.easy = NULL;
-    }
+    easy_discard(x);
     if (x->state != XFER_DONE) {
         http->stats.failed++;
         http->stats.in_flight--;
@@ -654,8 +657,7 @@ int async_http_destroy(async_http_t *http)
     while ((l = async__list_pop(&http->running))) {
         http_xfer_t *x = container_of(l, http_xfer_t, link);
         async__http_multi_remove(&x->t);
-        curl_easy_cleanup(x->t.easy);
-        x->t.easy = NULL;
+        easy_discard(x);
         fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     while ((l = async__list_pop(&http->waiting))) {
@@ -663,7 +665,7 @@ int async_http_destroy(async_http_t *http)
         fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
     http->dispatching--;
-    for (size_t i = 0; i < http->n_pool; i++) curl_easy_cleanup(http->pool[i]);
+    for (size_t i = 0; i < http->n_pool; i++) async__http_easy_free(http->pool[i]);
     http->n_pool = 0;
     async__http_multi_cleanup(&http->multi);
     ev_timer_stop(http->ev, &http->wake_timer);

@@ -41,7 +41,7 @@ void async__http_buf_free(http_buf_t *b)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ud;
+    http_xfer_t *x = ((http_easy_t *)ud)->x;
     size_t len = size * n;
     if (x->resp_body.len + len > x->http->opts.max_body) {
         x->too_big = true;
@@ -53,12 +53,13 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ud;
+    http_xfer_t *x = ((http_easy_t *)ud)->x;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (after a redirect or a 100 Continue): the headers
          * kept are those of the final response. */
         x->resp_hdr.len = 0;
+        x->n_hdr_lines = 0;
         if (x->resp_hdr.data) x->resp_hdr.data[0] = 0;
         const char *sp = memchr(p, ' ', len);
         const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
@@ -74,6 +75,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     }
     if (!memchr(p, ':', len)) return len; /* the blank line ending the block */
     if (async__http_buf_add(&x->resp_hdr, p, len)) return 0;
+    x->n_hdr_lines++; /* curl hands over one header line per call */
     return len;
 }
 
@@ -87,7 +89,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     (void)purpose;
-    http_xfer_t *x = ud;
+    http_xfer_t *x = ((http_easy_t *)ud)->x;
     curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (s != CURL_SOCKET_BAD) x->t.shard->n_sockets++;
     else x->socket_errno = errno;
@@ -106,11 +108,16 @@ static int on_close_socket(void *ud, curl_socket_t s)
 /* Options every request of the client shares, set once when an easy handle
  * is made: pooled handles keep them, so a reused handle is not reset (a
  * reset frees curl's buffers only for the next request to allocate them). */
-int async__http_easy_init(async_http_t *http, CURL *e)
+static int easy_init(async_http_t *http, http_easy_t *h)
 {
+    CURL *e = h->curl;
     int bad = 0;
 #define SET(opt, val) bad |= curl_easy_setopt(e, opt, val) != CURLE_OK
     SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, h->errbuf);
+    SET(CURLOPT_WRITEDATA, (void *)h);
+    SET(CURLOPT_HEADERDATA, (void *)h);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)h);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -128,39 +135,76 @@ int async__http_easy_init(async_http_t *http, CURL *e)
     return bad ? ASYNC_EINVAL : 0;
 }
 
-/* The options of this request; every one a previous request on the same
- * handle may have set is set again. */
+http_easy_t *async__http_easy_new(async_http_t *http)
+{
+    http_easy_t *h = async__calloc(1, sizeof *h);
+    if (!h) return NULL;
+    /* Nothing is set yet: values no request has make the first set them. */
+    h->timeout_ms = h->connect_timeout_ms = h->fresh_connect = h->pipewait = -1;
+    h->curl = curl_easy_init();
+    if (!h->curl || easy_init(http, h)) {
+        async__http_easy_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void async__http_easy_free(http_easy_t *h)
+{
+    if (!h) return;
+    if (h->curl) curl_easy_cleanup(h->curl);
+    async__free(h);
+}
+
+/* Sets opt to val unless the handle already has it (*last). */
+static int set_long(CURL *e, CURLoption opt, long val, long *last)
+{
+    if (*last == val) return 0;
+    if (curl_easy_setopt(e, opt, val) != CURLE_OK) return 1;
+    *last = val;
+    return 0;
+}
+
+/* The options of this request that differ from what the previous request on
+ * the same handle set. */
 int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
 {
     async_http_t *http = x->http;
-    CURL *e = x->t.easy;
+    http_easy_t *h = x->easy;
+    CURL *e = h->curl;
     int bad = 0;
+    h->x = x;
+    h->errbuf[0] = 0;
     x->socket_errno = 0;
     SET(CURLOPT_URL, x->url);
-    SET(CURLOPT_ERRORBUFFER, x->errbuf);
-    SET(CURLOPT_WRITEDATA, (void *)x);
-    SET(CURLOPT_HEADERDATA, (void *)x);
-    SET(CURLOPT_OPENSOCKETDATA, (void *)x);
-    SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
-    SET(CURLOPT_TIMEOUT_MS, x->timeout_ms);
-    SET(CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
-    SET(CURLOPT_HTTPHEADER, x->headers);
-    /* Back to a plain GET: clears POST, NOBODY and UPLOAD, then the custom
-     * method string. */
-    SET(CURLOPT_HTTPGET, 1L);
-    SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
-    if (x->body) {
-        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
-        SET(CURLOPT_POSTFIELDS, x->body);
+    if (h->close_shard != sh) {
+        /* curl keeps this with each connection it opens from now on. */
+        SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
+        h->close_shard = sh;
     }
-    if (x->method) {
-        if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
-        else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
+    bad |= set_long(e, CURLOPT_TIMEOUT_MS, x->timeout_ms, &h->timeout_ms);
+    bad |= set_long(e, CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms, &h->connect_timeout_ms);
+    bool plain = !x->headers && !x->body && !x->method;
+    if (!plain || !h->plain_get) {
+        SET(CURLOPT_HTTPHEADER, x->headers);
+        /* Back to a plain GET: clears POST, NOBODY and UPLOAD, then the
+         * custom method string. */
+        SET(CURLOPT_HTTPGET, 1L);
+        SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+        if (x->body) {
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+            SET(CURLOPT_POSTFIELDS, x->body);
+        }
+        if (x->method) {
+            if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
+            else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
+        }
+        h->plain_get = plain;
     }
     /* Wait for a connection that may multiplex instead of opening one more;
      * only where HTTP/2 can be negotiated (TLS ALPN). */
     bool h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
-    SET(CURLOPT_PIPEWAIT, (long)h2);
+    bad |= set_long(e, CURLOPT_PIPEWAIT, (long)h2, &h->pipewait);
     /* libcurl 7.88 looks for a reusable connection by walking every
      * connection to the host, so a burst of n new connections costs n^2.
      * When every open socket already carries a transfer, no HTTP/1
@@ -170,8 +214,15 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     long host = http->opts.max_host_connections, total = http->opts.max_connections;
     bool queued = (host && sh->n_running >= (size_t)host) ||
                   (total && sh->n_running >= (size_t)total);
-    SET(CURLOPT_FRESH_CONNECT, (long)(!h2 && !queued && sh->n_sockets <= sh->n_running));
+    long fresh = !h2 && !queued && sh->n_sockets <= sh->n_running;
+    bad |= set_long(e, CURLOPT_FRESH_CONNECT, fresh, &h->fresh_connect);
 #undef SET
+    if (bad) {
+        /* What curl holds is unknown now: the next request sets it all. */
+        h->timeout_ms = h->connect_timeout_ms = h->fresh_connect = h->pipewait = -1;
+        h->close_shard = NULL;
+        h->plain_get = false;
+    }
     return bad ? ASYNC_EINVAL : 0;
 }
 
@@ -184,14 +235,12 @@ static double secs(CURL *e, CURLINFO info)
     return (double)us / 1e6;
 }
 
-/* Splits the raw "Name: value\r\n" lines kept by on_header into an array
- * that points into one copy of them. */
-static int parse_headers(async_http_response_t *r, http_buf_t *raw)
+/* Splits the raw "Name: value\r\n" lines kept by on_header (n of them, as
+ * counted there: a byte-by-byte count here cost more than the rest of the
+ * response) into an array that points into one copy of them. */
+static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < raw->len; i++) n += raw->data[i] == '\n';
-    if (raw->len && raw->data[raw->len - 1] != '\n') n++;
-    if (!n) return 0;
+    if (!n || !raw->len) return 0;
     char *block = async__malloc(n * sizeof(async_http_header_t) + raw->len + 1);
     if (!block) return ASYNC_ENOMEM;
     async_http_header_t *h = (async_http_header_t *)block;
@@ -240,6 +289,7 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     async__free(r->url);
     memset(r, 0, sizeof *r);
     CURL *e = x->t.easy;
+    const char *errbuf = x->easy->errbuf;
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
     long ver = 0;
     curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
@@ -261,13 +311,15 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     r->body_len = x->resp_body.len;
     x->resp_body.data = NULL;
     x->resp_body.len = x->resp_body.cap = 0;
-    int err = parse_headers(r, &x->resp_hdr);
+    int err = parse_headers(r, &x->resp_hdr, x->n_hdr_lines);
     if (err) return err;
-    r->url = async__strdup(x->url);
-    if (!r->url) return ASYNC_ENOMEM;
+    /* The request ends with this response (no attempt follows), so its URL
+     * moves rather than being copied. */
+    r->url = x->url;
+    x->url = NULL;
 
     if (rc != CURLE_OK) {
-        const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+        const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
         if (x->socket_errno == EMFILE || x->socket_errno == ENFILE) {
             r->error = -x->socket_errno;
             snprintf(r->errmsg, sizeof r->errmsg, "out of descriptors: no socket (%s): %.180s",
@@ -279,9 +331,9 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
                      x->http->opts.max_body);
-        } else if (x->errbuf[0]) {
+        } else if (errbuf[0]) {
             r->error = ASYNC_ECURL;
-            snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)", x->errbuf, (int)rc);
+            snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)", errbuf, (int)rc);
         } else {
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)",
