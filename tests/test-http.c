@@ -97,7 +97,8 @@ Test(http, query_headers_post_echo)
     cr_assert_str_eq(json_string_value(json_object_get(q, "q")), "a&b=c/é");
     json_t *h = json_object_get(j, "headers");
     cr_assert_str_eq(json_string_value(json_object_get(h, "X-Test")), "yes");
-    cr_assert(json_string_value(json_object_get(h, "User-Agent")));
+    cr_assert_str_eq(json_string_value(json_object_get(h, "User-Agent")), "libasync/" ASYNC_VERSION,
+                     "the default User-Agent names this version");
     cr_assert_null(json_object_get(h, "Accept-Encoding"), "no Accept-Encoding unless asked");
     json_decref(j);
     async_http_response_free(g.resp);

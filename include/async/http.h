@@ -67,7 +67,7 @@ typedef struct async_http_opts {
     int64_t timeout_ns;        /* per attempt, whole transfer; 0: 30 s; <0: none */
     int64_t connect_timeout_ns;/* per attempt, connecting; 0: 10 s; <0: none */
     bool no_http2;             /* true: never multiplex over HTTP/2 */
-    const char *user_agent;    /* NULL: "libasync/0.1" */
+    const char *user_agent;    /* NULL: "libasync/" ASYNC_VERSION */
     const char *accept_encoding; /* NULL: none; "": every encoding curl decodes
                                     (gzip, deflate, br, zstd); or a list */
     size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */

@@ -55,7 +55,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     if (!http) return ASYNC_ENOMEM;
     int err = ASYNC_ENOMEM;
     http->opts = o;
-    http->user_agent = async__strdup(o.user_agent ? o.user_agent : "libasync/0.1");
+    http->user_agent = async__strdup(o.user_agent ? o.user_agent : "libasync/" ASYNC_VERSION);
     if (!http->user_agent) goto fail_ua;
     http->opts.user_agent = http->user_agent;
     if (o.accept_encoding) {

@@ -268,7 +268,7 @@ static void bare_options(CURL *e, const char *url, bool as_client)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     if (!as_client) return; /* curl's defaults: the figure of 0.2 and before */
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "libasync/0.1");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "libasync/" ASYNC_VERSION);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
