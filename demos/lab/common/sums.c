@@ -219,8 +219,9 @@ int lab_heavy(void)
                                 : lab_run_async(m, lab_opt.workers, heavy_range, h, HEAVY_CHUNKS, 1);
         uint64_t sum = lab_fnv(h->partial, sizeof h->partial, 0);
         if (sum != r.sum[first]) lab_die("heavy: map_async on %s computed something else than %s", lab_mode_name[m], lab_mode_name[first]);
-        printf("  map_async on %-9s %10.4f s (%.2fx serial)\n", lab_mode_name[m], t,
-               r.ran[LAB_SERIAL] ? r.secs[LAB_SERIAL] / t : 0);
+        printf("  map_async on %-9s %10.4f s", lab_mode_name[m], t);
+        if (r.ran[LAB_SERIAL]) printf(" (%.2fx serial)", r.secs[LAB_SERIAL] / t);
+        printf("\n");
         json_object_set_new(async, lab_mode_name[m], json_real(t));
     }
     json_object_set_new(fig, "map_async_seconds", async);
