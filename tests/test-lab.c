@@ -1003,11 +1003,20 @@ static void need_mpi_lab(void)
     if (without) cr_skip_test("the lab was built without Open MPI (libopenmpi-dev)");
 }
 
-static const char *const mpi_workloads[] = {"howmany", "normalize", "primes", "factors", "sumsq"};
+/* Every workload but scheduler runs over MPI.  Each of these reports the
+ * hash of its results (FNV of every result byte; busywork's: the sleeps its
+ * tasks were given) computed from whatever modes ran, so a serial run's
+ * hash against an MPI run's compares the two modes' answers across runs.
+ * pairs' hash is of its serial loop, which every run computes as its
+ * reference; there the check is the lab's own (it exits 1 when starmap over
+ * MPI differs), as it is for files (the bytes each call wrote, below). */
+static const char *const mpi_workloads[] = {"howmany", "common", "busywork", "normalize", "primes", "factors",
+                                            "sumsq",   "heavy",  "chunks",   "workers",   "pairs"};
 #define N_MPI_WORKLOADS (sizeof mpi_workloads / sizeof mpi_workloads[0])
 
-/* Each workload's result hash in the report (FNV of every result byte). */
-static void report_hashes(char hashes[][17])
+/* Each workload's result hash in the report, and the bytes files wrote (in
+ * hashes[N_MPI_WORKLOADS]); *files_mpi: whether files ran over MPI. */
+static void report_hashes(char hashes[][17], bool *files_mpi)
 {
     json_t *s = load_report();
     json_t *w = json_object_get(s, "workloads");
@@ -1016,18 +1025,24 @@ static void report_hashes(char hashes[][17])
         cr_assert_not_null(h, "no hash for %s", mpi_workloads[i]);
         snprintf(hashes[i], 17, "%s", h);
     }
+    json_t *files = json_object_get(w, "files");
+    cr_assert_not_null(json_object_get(files, "bytes"), "no files figures");
+    snprintf(hashes[N_MPI_WORKLOADS], 17, "%lld", (long long)json_integer_value(json_object_get(files, "bytes")));
+    *files_mpi = json_object_get(files, "mpi") != NULL;
     json_decref(s);
 }
 
 /* The answers over 1 and 2 serving ranks equal the serial mode's on the same
  * seed, byte for byte: a serial run's hashes against `--mode mpi` runs. */
-Test(lab, mpi_mode_answers_equal_serial, .timeout = 600)
+Test(lab, mpi_mode_answers_equal_serial, .timeout = 900)
 {
     need_mpi_lab();
-    char serial[N_MPI_WORKLOADS][17], mpi[N_MPI_WORKLOADS][17];
+    char serial[N_MPI_WORKLOADS + 1][17], mpi[N_MPI_WORKLOADS + 1][17];
+    bool files_mpi;
     run_t r = lab("all", "--mode", "serial", "--quick", "--seed", "7", "--soln", "soln.json");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    report_hashes(serial);
+    report_hashes(serial, &files_mpi);
+    cr_assert(!files_mpi);
     run_free(&r);
     for (int np = 2; np <= 3; np++) {
         unlink(path("lab-report.json"));
@@ -1036,11 +1051,15 @@ Test(lab, mpi_mode_answers_equal_serial, .timeout = 600)
         char want[64];
         snprintf(want, sizeof want, "mpi: %d serving ranks", np - 1);
         cr_assert(strstr(r.out, want), "-np %d: no '%s':\n%s", np, want, r.out);
-        cr_assert(strstr(r.out, "heavy: not run (it does not run over MPI)"), "%s", r.out);
-        report_hashes(mpi);
+        cr_assert(strstr(r.out, "scheduler: not run (it does not run over MPI)"), "%s", r.out);
+        cr_assert(!strstr(r.out, "heavy: not run"), "%s", r.out);
+        report_hashes(mpi, &files_mpi);
         for (size_t i = 0; i < N_MPI_WORKLOADS; i++)
             cr_expect_str_eq(mpi[i], serial[i], "-np %d: %s: mpi hash %s, serial %s", np, mpi_workloads[i], mpi[i],
                              serial[i]);
+        cr_expect(files_mpi, "-np %d: files did not run over MPI", np);
+        cr_expect_str_eq(mpi[N_MPI_WORKLOADS], serial[N_MPI_WORKLOADS], "-np %d: files wrote %s bytes, serial %s", np,
+                         mpi[N_MPI_WORKLOADS], serial[N_MPI_WORKLOADS]);
         run_free(&r);
     }
 }
@@ -1066,14 +1085,29 @@ Test(lab, mpi_and_serial_agree_in_one_run, .timeout = 300)
     cr_assert_str_eq(out, "3\n0\n5\n");
     free(out);
     run_free(&r);
-    r = lab_mpi(2, "common", "--mode", "serial,mpi");
+    /* common's answers are of different lengths per pair (each pair's
+     * slot is its a row's length): the user's rows over MPI come back too. */
+    write_file(path("lists.csv"), "a,1,2,3\nb,3,2,9\na,7,7,8\nb,7\na,5\nb,6\n");
+    r = lab_mpi(3, "common", "--mode", "serial,mpi", "--input", "lists.csv", "--output", "common.csv");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "(mpi: this workload does not run over MPI)"), "%s", r.out);
+    cr_assert(strstr(r.out, "answer: [[2, 3], [7], []]"), "%s", r.out);
+    cr_assert(strstr(r.out, "every mode agrees exactly"), "%s", r.out);
+    out = slurp(path("common.csv"));
+    cr_assert_str_eq(out, "2,3\n7\n\n");
+    free(out);
     run_free(&r);
-    /* Alone, such a workload has no mode: a usage error. */
-    r = lab_mpi(2, "heavy", "--mode", "mpi");
+    /* The workloads that call the executor API themselves take an mpi
+     * column, checked inside the lab against the serial loop. */
+    r = lab_mpi(3, "files", "--mode", "serial,mpi", "--quick");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "threads  processes        mpi"), "no mpi column:\n%s", r.out);
+    cr_assert(strstr(r.out, "every call wrote the same 20 files"), "%s", r.out);
+    run_free(&r);
+    /* The one workload that does not run over MPI says so, and alone it
+     * has no mode: a usage error. */
+    r = lab_mpi(2, "scheduler", "--mode", "mpi");
     cr_assert_neq(r.status, 0, "%s", r.out);
-    cr_assert(strstr(r.err, "\"heavy\" does not run over MPI"), "%s", r.err);
+    cr_assert(strstr(r.err, "\"scheduler\" does not run over MPI"), "%s", r.err);
     run_free(&r);
     /* No MPI job at all (lab data): the serving ranks are released. */
     r = lab_mpi(3, "data", "--mode", "mpi");

@@ -4,6 +4,8 @@
  * the longest task's time even on 2 cores.  The expected time of each
  * configuration comes from simulating the pool's in-order hand-out, and the
  * lab's prob2 answer records all three parts. */
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "lab.h"
@@ -13,13 +15,17 @@ json_t *lab_prob2, *lab_prob2_detail;
 static const double secs[] = {1, 2, 4, 6};
 #define NTASKS 4
 
+/* What a task reports, as the lab's do_busy_work prints it: what it was
+ * asked to sleep (the result the modes must agree on), the process that ran
+ * it and the time it measured itself. */
+typedef struct busy_task {
+    double slept, elapsed;
+    int64_t pid;
+} busy_task_t;
+
 typedef struct busy {
     double scale;
-    double slept[NTASKS];
-    /* What each task reports, as the lab's do_busy_work prints it: the
-     * process that ran it and the time it measured itself. */
-    int pid[NTASKS];
-    double elapsed[NTASKS];
+    busy_task_t task[NTASKS];
 } busy_t;
 
 static void busy_range(void *ctx, size_t lo, size_t hi)
@@ -29,10 +35,38 @@ static void busy_range(void *ctx, size_t lo, size_t hi)
         double s = secs[i] * b->scale, t0 = lab_now();
         struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
         while (nanosleep(&ts, &ts) != 0) {}
-        b->slept[i] = secs[i];
-        b->pid[i] = (int)getpid();
-        b->elapsed[i] = lab_now() - t0;
+        b->task[i] = (busy_task_t){.slept = secs[i], .elapsed = lab_now() - t0, .pid = getpid()};
     }
+}
+
+/* Over MPI: the input is the scale; a rank's own reports. */
+static void *busy_attach(const void *in, size_t n, void **results)
+{
+    busy_t *b = n == NTASKS ? calloc(1, sizeof *b) : NULL;
+    if (b) {
+        memcpy(&b->scale, in, sizeof b->scale);
+        *results = b->task;
+    }
+    return b;
+}
+
+const lab_mpi_kind_t lab_mpi_busywork = {"busywork", busy_range, busy_attach, free, NULL};
+
+/* The answers the modes must agree on: the sleeps the tasks were given. */
+static uint64_t slept_hash(const busy_t *b)
+{
+    double slept[NTASKS];
+    for (int i = 0; i < NTASKS; i++) slept[i] = b->task[i].slept;
+    return lab_fnv(slept, sizeof slept, 0);
+}
+
+/* One configuration of `workers` in mode; returns its seconds. */
+static double busy_run(lab_mode_t mode, unsigned workers, busy_t *b)
+{
+    memset(b->task, 0, sizeof b->task);
+    if (mode != LAB_MPI) return lab_run(mode, workers, busy_range, b, NTASKS, 1, "busywork", NULL);
+    return lab_mpi_call(&(lab_mpi_call_t){.kind = &lab_mpi_busywork, .workers = workers}, &b->scale, sizeof b->scale,
+                        NTASKS, 1, b->task, sizeof b->task, NULL);
 }
 
 /* Greedy in-order hand-out to `workers` free workers: the pool's makespan. */
@@ -59,7 +93,9 @@ int lab_busywork(void)
     const char *part_name[3] = {"serial", "pool of CPU count", "pool of 4"};
     lab_header("busywork", "tasks sleeping 1, 2, 4, 6 s x %.3g: serial, a pool of %d (CPU count), a pool of 4",
                lab_opt.scale, lab_opt.ncpu);
-    printf("  %-20s %9s %10s %10s %10s\n", "configuration", "expected", "threads", "processes", "serial");
+    bool mpi = lab_want(LAB_MPI);
+    printf("  %-20s %9s %10s %10s %10s%s\n", "configuration", "expected", "threads", "processes", "serial",
+           mpi ? "        mpi" : "");
     json_t *parts = json_object(), *prob2 = json_object(), *reports = json_array();
     lab_result_t sum = {.workers = 4};
     /* prob2's seconds: part1 serial, part2 and part3 the processes pool (the
@@ -74,18 +110,28 @@ int lab_busywork(void)
         json_t *part = json_object();
         json_object_set_new(part, "workers", json_integer(pools[p]));
         json_object_set_new(part, "expected", json_real(expected(pools[p], lab_opt.scale)));
-        for (lab_mode_t m = LAB_THREADS; m <= LAB_PROCESSES + 1; m++) {
-            lab_mode_t mode = m == LAB_PROCESSES + 1 ? LAB_SERIAL : m;
-            bool run = p == 0 ? mode == LAB_SERIAL && lab_want(LAB_SERIAL) : mode != LAB_SERIAL && lab_want(mode);
+        /* The columns: threads, processes, serial, then mpi when asked for. */
+        static const lab_mode_t column[] = {LAB_THREADS, LAB_PROCESSES, LAB_SERIAL, LAB_MPI};
+        for (size_t c = 0; c < sizeof column / sizeof column[0]; c++) {
+            lab_mode_t mode = column[c];
+            if (mode == LAB_MPI && !mpi) continue;
+            /* Serial is the first configuration only; over MPI the first is
+             * one rank at a time, as serial is one worker. */
+            bool run = p == 0 ? (mode == LAB_SERIAL || mode == LAB_MPI) && lab_want(mode)
+                              : mode != LAB_SERIAL && lab_want(mode);
             if (!run) {
                 printf(" %10s", "-");
                 continue;
             }
-            for (int i = 0; i < NTASKS; i++) b->slept[i] = 0, b->pid[i] = 0, b->elapsed[i] = 0;
-            double t = lab_run(mode, pools[p], busy_range, b, NTASKS, 1, "busywork", NULL);
+            double t = busy_run(mode, pools[p], b);
             printf(" %10.3f", t);
+            if (mode == LAB_MPI && pools[p] > lab_mpi_workers()) {
+                /* A pool larger than the serving ranks runs on all of them. */
+                printf(" (%u ranks, expected %.3f)", lab_mpi_workers(), expected(lab_mpi_workers(), lab_opt.scale));
+                json_object_set_new(part, "mpi_ranks", json_integer(lab_mpi_workers()));
+            }
             json_object_set_new(part, lab_mode_name[mode], json_real(t));
-            uint64_t h = lab_fnv(b->slept, sizeof b->slept, 0);
+            uint64_t h = slept_hash(b);
             /* The table's modes are compared with the pool of 4, the lab's last part. */
             if (p == 0 || p == 2) {
                 sum.secs[mode] = t;
@@ -95,12 +141,12 @@ int lab_busywork(void)
             json_t *msgs = json_array(), *reported = json_array();
             for (int i = 0; i < NTASKS; i++) {
                 char line[96];
-                snprintf(line, sizeof line, "task %d done in pid %d, slept for %g, took %.3f s", i + 1, b->pid[i],
-                         b->slept[i] * lab_opt.scale, b->elapsed[i]);
+                snprintf(line, sizeof line, "task %d done in pid %lld, slept for %g, took %.3f s", i + 1,
+                         (long long)b->task[i].pid, b->task[i].slept * lab_opt.scale, b->task[i].elapsed);
                 json_array_append_new(msgs, json_string(line));
                 json_t *task = json_object();
-                json_object_set_new(task, "pid", json_integer(b->pid[i]));
-                json_object_set_new(task, "elapsed", json_real(b->elapsed[i]));
+                json_object_set_new(task, "pid", json_integer((json_int_t)b->task[i].pid));
+                json_object_set_new(task, "elapsed", json_real(b->task[i].elapsed));
                 json_array_append_new(reported, task);
             }
             json_object_set_new(tasks, lab_mode_name[mode], reported);

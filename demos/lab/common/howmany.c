@@ -56,7 +56,7 @@ static void hm_detach(void *ctx)
     free(h);
 }
 
-const lab_mpi_kind_t lab_mpi_howmany = {"howmany", hm_range, hm_attach, hm_detach};
+const lab_mpi_kind_t lab_mpi_howmany = {"howmany", hm_range, hm_attach, hm_detach, NULL};
 
 /* --- the notebook's three parallel variants, on the executor's own map API:
  * the rows (or argument tuples) are the items, copied to the workers as
@@ -70,6 +70,7 @@ static int hm_map_fn(const void *in, size_t in_size, void *out, size_t out_size,
     memcpy(out, &c, sizeof c);
     return 0;
 }
+LAB_MPI_WORK(hm_map_fn);
 
 /* pool.starmap(howmany_within_range, [(row, 4, 8) for row in data]). */
 typedef struct star {
@@ -85,6 +86,7 @@ static int hm_star_fn(const void *in, size_t in_size, void *out, size_t out_size
     memcpy(out, &c, sizeof c);
     return 0;
 }
+LAB_MPI_WORK(hm_star_fn);
 
 /* pool.starmap_async(howmany_within_range2, [(i, row, 4, 8) ...]): the
  * function hands back (i, count) and the notebook re-sorts by i. */
@@ -107,6 +109,7 @@ static int hm_istar_fn(const void *in, size_t in_size, void *out, size_t out_siz
     memcpy(out, &r, sizeof r);
     return 0;
 }
+LAB_MPI_WORK(hm_istar_fn);
 
 /* Times the three variants on each parallel backend asked for, checks each
  * against the table's counts, and adds their figures to fig. */
@@ -129,18 +132,23 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
         memcpy(b->row, v + r * ncols, row_b);
     }
     printf("  the notebook's parallel variants (pool of %u; start-up timed apart):\n", lab_opt.workers);
-    printf("  %-34s %10s %10s\n", "variant", "threads", "processes");
+    bool mpi = lab_want(LAB_MPI);
+    printf("  %-34s %10s %10s%s\n", "variant", "threads", "processes", mpi ? "        mpi" : "");
+    /* Over MPI, hm_istar_fn's ctx is the column count replicated to every rank. */
+    if (mpi) lab_mpi_replicate(&cols, sizeof cols, "howmany");
     static const char *names[4] = {"pool start-up", "map(rows)", "starmap((row, 4, 8))",
                                    "starmap_async((i, row, 4, 8)) + sort"};
     double t[4][LAB_NMODES] = {{0}};
     json_t *all = json_object();
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
         async_executor_opts_t o = {.backend = m == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
                                    .workers = lab_opt.workers};
         async_executor_t *ex;
         double t0 = lab_now();
-        int rc = async_executor_new(&ex, &o);
+        int rc = 0;
+        if (m == LAB_MPI) ex = lab_mpi_executor(NULL); /* the run's one, up since the table above */
+        else rc = async_executor_new(&ex, &o);
         if (rc != 0) lab_die("cannot start a %s pool: %s", lab_mode_name[m], async_strerror(rc));
         t[0][m] = lab_now() - t0;
         async_map_error_t err;
@@ -179,7 +187,7 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
         async_future_unref(f);
         if (memcmp(out, want, nrows * sizeof *out) != 0)
             lab_die("howmany: starmap_async on %s counted differently", lab_mode_name[m]);
-        async_executor_free(ex);
+        if (m != LAB_MPI) async_executor_free(ex);
         json_t *o2 = json_object();
         json_object_set_new(o2, "start", json_real(t[0][m]));
         json_object_set_new(o2, "map", json_real(t[1][m]));
@@ -189,9 +197,9 @@ static void variants(const int32_t *v, size_t nrows, size_t ncols, const uint32_
     }
     for (int k = 0; k < 4; k++) {
         printf("  %-34s", names[k]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
             if (lab_want(m)) printf(" %10.4f", t[k][m]);
-            else printf(" %10s", "-");
+            else if (m != LAB_MPI) printf(" %10s", "-");
         }
         printf("\n");
     }

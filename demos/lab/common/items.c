@@ -19,10 +19,28 @@ typedef struct items {
     size_t npairs;
     const double *a, *b;          /* flat rows */
     const size_t *aoff, *boff;    /* npairs + 1 offsets */
-    const size_t *out_off;        /* room for each pair's answer: its a row's length */
+    /* Pair p's answer, one slot of 8-byte words from word aoff[p] + p:
+     * its count of items (a uint32_t in the first word), then room for its
+     * a row's values.  One slot a pair, so a range of pairs' answers is one
+     * run of bytes (what an MPI chunk sends back). */
     double *out;
-    uint32_t *nout;
 } items_t;
+
+static size_t slot_offset(const void *ctx, size_t p)
+{
+    const items_t *it = ctx;
+    return (it->aoff[p] + p) * sizeof(double);
+}
+
+static uint32_t *slot_count(const items_t *it, size_t p)
+{
+    return (uint32_t *)((char *)it->out + slot_offset(it, p));
+}
+
+static double *slot_items(const items_t *it, size_t p)
+{
+    return (double *)((char *)it->out + slot_offset(it, p)) + 1;
+}
 
 static int cmp(const void *x, const void *y)
 {
@@ -35,7 +53,7 @@ static void items_range(void *ctx, size_t lo, size_t hi)
 {
     items_t *it = ctx;
     for (size_t p = lo; p < hi; p++) {
-        double *o = it->out + it->out_off[p];
+        double *o = slot_items(it, p);
         uint32_t n = 0;
         for (size_t i = it->aoff[p]; i < it->aoff[p + 1]; i++) {
             bool in_b = false, seen = false;
@@ -44,9 +62,57 @@ static void items_range(void *ctx, size_t lo, size_t hi)
             if (in_b && !seen) o[n++] = it->a[i];
         }
         qsort(o, n, sizeof *o, cmp);
-        it->nout[p] = n;
+        *slot_count(it, p) = n;
     }
 }
+
+/* Over MPI: the input is the pairs' rows, laid out as below; a rank's own
+ * answer slots.  size_t is 64 bits here (the offsets travel as they are). */
+_Static_assert(sizeof(size_t) == sizeof(uint64_t), "offsets travel as 64-bit words");
+typedef struct items_in {
+    uint64_t npairs, na, nb;
+    uint64_t words[]; /* aoff[npairs + 1], boff[npairs + 1], a[na], b[nb] (doubles) */
+} items_in_t;
+
+static items_in_t *items_pack(const items_t *it, size_t na, size_t nb, size_t *size)
+{
+    size_t np = it->npairs, off = 2 * (np + 1);
+    *size = sizeof(items_in_t) + (off + na + nb) * sizeof(uint64_t);
+    items_in_t *in = malloc(*size);
+    if (!in) lab_die("out of memory");
+    *in = (items_in_t){.npairs = np, .na = na, .nb = nb};
+    memcpy(in->words, it->aoff, (np + 1) * sizeof(uint64_t));
+    memcpy(in->words + np + 1, it->boff, (np + 1) * sizeof(uint64_t));
+    memcpy(in->words + off, it->a, na * sizeof(double));
+    memcpy(in->words + off + na, it->b, nb * sizeof(double));
+    return in;
+}
+
+static void *items_attach(const void *in, size_t n, void **results)
+{
+    const items_in_t *a = in;
+    if (a->npairs != n) return NULL;
+    items_t *it = malloc(sizeof *it);
+    size_t off = 2 * (n + 1);
+    double *out = calloc(a->na + n + 1, sizeof *out);
+    if (!it || !out) {
+        free(it), free(out);
+        return NULL;
+    }
+    *it = (items_t){.npairs = n, .aoff = (const size_t *)a->words, .boff = (const size_t *)a->words + n + 1,
+                    .a = (const double *)(a->words + off), .b = (const double *)(a->words + off + a->na), .out = out};
+    *results = out;
+    return it;
+}
+
+static void items_detach(void *ctx)
+{
+    items_t *it = ctx;
+    free(it->out);
+    free(it);
+}
+
+const lab_mpi_kind_t lab_mpi_common = {"common", items_range, items_attach, items_detach, slot_offset};
 
 /* An item as Python's str() prints it: an integer up to 2^53 (every
  * integer a double holds exactly) as an int, anything else as repr(float).
@@ -108,20 +174,22 @@ int lab_common(void)
         printf("  list_b = [[2, 3, 4, 5], [6, 9, 10], [11, 12, 13, 14], [21, 24, 25]]\n");
     }
     items_t *it = lab_shared_alloc(sizeof *it);
-    size_t out_size = na * sizeof(double) + npairs * sizeof(uint32_t);
-    char *out = lab_shared_alloc(out_size);
-    *it = (items_t){.npairs = npairs, .a = a, .b = b, .aoff = aoff, .boff = boff, .out_off = aoff,
-                    .out = (double *)out, .nout = (uint32_t *)(out + na * sizeof(double))};
+    size_t out_size = (na + npairs) * sizeof(double);
+    char *out = lab_shared_alloc(out_size ? out_size : 1);
+    *it = (items_t){.npairs = npairs, .a = a, .b = b, .aoff = aoff, .boff = boff, .out = (double *)out};
     lab_result_t r = {0};
-    lab_modes(&r, items_range, it, npairs, 1, "common", out, out_size);
+    size_t in_size = 0;
+    items_in_t *in = lab_want(LAB_MPI) ? items_pack(it, na, nb, &in_size) : NULL;
+    lab_modes_mpi(&r, items_range, it, npairs, 1, "common", out, out_size, &lab_mpi_common, in, in_size);
+    free(in);
 
     json_t *answer = json_array();
     printf("  answer: [");
     for (size_t p = 0; p < npairs; p++) {
         json_t *row = json_array();
         printf("%s[", p ? ", " : "");
-        for (uint32_t k = 0; k < it->nout[p]; k++) {
-            double x = it->out[aoff[p] + k];
+        for (uint32_t k = 0; k < *slot_count(it, p); k++) {
+            double x = slot_items(it, p)[k];
             char b[40];
             number(x, b, sizeof b);
             printf("%s%s", k ? ", " : "", b);
@@ -141,7 +209,7 @@ int lab_common(void)
         if (!off || !vals) lab_die("out of memory");
         off[0] = 0;
         for (size_t p = 0; p < npairs; p++) {
-            for (uint32_t k = 0; k < it->nout[p]; k++) vals[total++] = it->out[aoff[p] + k];
+            for (uint32_t k = 0; k < *slot_count(it, p); k++) vals[total++] = slot_items(it, p)[k];
             off[p + 1] = total;
         }
         lab_str_t str = {0};
@@ -155,9 +223,9 @@ int lab_common(void)
     if (lab_opt.output) {
         FILE *f = lab_csv_create(lab_opt.output);
         for (size_t p = 0; p < npairs; p++) {
-            for (uint32_t k = 0; k < it->nout[p]; k++) {
+            for (uint32_t k = 0; k < *slot_count(it, p); k++) {
                 char b[40];
-                number(it->out[aoff[p] + k], b, sizeof b);
+                number(slot_items(it, p)[k], b, sizeof b);
                 fprintf(f, "%s%s", k ? "," : "", b);
             }
             fprintf(f, "\n");
@@ -166,7 +234,7 @@ int lab_common(void)
         printf("  wrote %zu rows to %s\n", npairs, lab_opt.output);
     }
     json_decref(answer);
-    lab_shared_free(out, out_size);
+    lab_shared_free(out, out_size ? out_size : 1);
     lab_shared_free(it, sizeof *it);
     lab_shared_free(a, na * sizeof *a);
     lab_shared_free(b, nb * sizeof *b);

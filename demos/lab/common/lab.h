@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <jansson.h>
+#include "async/executor.h"
 #include "async/progress.h"
 
 /* LAB_MPI runs only under mpirun (--mode mpi, mpi.c); the modes below
@@ -138,8 +139,9 @@ const char *lab_backend(lab_mode_t mode);
  * read-only input once (async_mpi_bcast), each chunk names its range, the
  * serving rank runs the workload's own range function over its copy and
  * sends that range's results back as the chunk's output bytes, which land
- * where the other modes write them.  The results of item i must be the
- * item_size bytes at results + i * item_size (out_size / n of lab_modes).
+ * where the other modes write them.  The results of item i are the
+ * item_size bytes at results + i * item_size (out_size / n of lab_modes),
+ * unless the kind places them itself (offset).
  * Every kind is listed in mpi.c's table, the same on every rank. */
 typedef struct lab_mpi_kind {
     const char *name;
@@ -150,9 +152,15 @@ typedef struct lab_mpi_kind {
      * memory.  Kept for the rank's later chunks of the same input. */
     void *(*attach)(const void *in, size_t n, void **results);
     void (*detach)(void *ctx);
+    /* NULL for results of one size per item; else the byte offset of item
+     * i's results (i in [0, n], so item i ends where i + 1 starts), read
+     * from a ctx of the workload's shape: rank 0's own (lab_mpi_call_t.own)
+     * or a serving rank's attached one, which must agree. */
+    size_t (*offset)(const void *ctx, size_t i);
 } lab_mpi_kind_t;
 
-extern const lab_mpi_kind_t lab_mpi_howmany, lab_mpi_primes, lab_mpi_factors, lab_mpi_normalize, lab_mpi_sumsq;
+extern const lab_mpi_kind_t lab_mpi_howmany, lab_mpi_primes, lab_mpi_factors, lab_mpi_normalize, lab_mpi_sumsq,
+    lab_mpi_heavy, lab_mpi_common, lab_mpi_chunks, lab_mpi_workers_spin, lab_mpi_busywork;
 
 /* lab_modes, and when --mode has mpi, the same job over MPI ranks: in
  * (in_size bytes, or NULL and 0) is the input every serving rank needs to
@@ -165,6 +173,39 @@ void lab_modes_mpi(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t
  * first use, 0 after. */
 double lab_mpi_run(const lab_mpi_kind_t *kind, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
                    size_t out_size, double *start_s);
+/* How lab_mpi_call runs a kind. */
+typedef struct lab_mpi_call {
+    const lab_mpi_kind_t *kind;
+    const void *own;  /* rank 0's ctx of the workload: required by a kind with offset */
+    unsigned workers; /* a pool of this many: at most so many chunks in flight (imap's
+                       * window); 0 or more than the serving ranks: all of them */
+    bool async;       /* one timed run through async_executor_map_async and a wait */
+} lab_mpi_call_t;
+/* lab_mpi_run with those choices. */
+double lab_mpi_call(const lab_mpi_call_t *call, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
+                    size_t out_size, double *start_s);
+/* The run's one MPI executor (started on first use; *start_s gets its
+ * start-up then, 0 after; may be NULL), for workloads that call the
+ * executor API themselves.  Never free it: lab_mpi_end does.  Exits with a
+ * message when MPI was not started or the lab was built without it. */
+async_executor_t *lab_mpi_executor(double *start_s);
+/* async_mpi_bcast of size bytes at data, so that data may be a job's ctx on
+ * every rank; what names the workload in the message if it fails (exits). */
+void lab_mpi_replicate(const void *data, size_t size, const char *what);
+/* "rank R: " on a serving rank, "" elsewhere: for a job's failure message,
+ * so that the user learns which host it failed on. */
+const char *lab_rank_tag(void);
+/* Registers fn for the MPI backend under name (async_mpi_register; a no-op
+ * without Open MPI); exits if the name is taken.  LAB_MPI_WORK(fn) at file
+ * scope does it at start-up, on every rank alike, as ASYNC_MPI_WORK does
+ * (which only mpi.c, built with LAB_WITH_MPI, may include). */
+void lab_mpi_work(const char *name, async_work_fn fn);
+#define LAB_MPI_WORK(fn)                                                                                       \
+    __attribute__((constructor)) static void lab__mpi_work_##fn(void)                                         \
+    {                                                                                                           \
+        lab_mpi_work(#fn, fn);                                                                                  \
+    }                                                                                                           \
+    struct lab__mpi_work_##fn##_semicolon
 /* Whether this lab was built with libasync-mpi. */
 bool lab_mpi_built(void);
 /* Starts MPI when --mode has mpi (call it once the options are read): only

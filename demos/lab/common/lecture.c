@@ -44,9 +44,13 @@ static int pair_fn(const void *in, size_t in_size, void *out, size_t out_size, v
     memcpy(out, &r, sizeof r);
     return 0;
 }
+LAB_MPI_WORK(pair_fn);
 
+/* The mode's executor: a fresh pool, or the run's one MPI executor, which
+ * stays up (pool_free leaves it to lab_mpi_end). */
 static async_executor_t *pool(lab_mode_t m, double *start)
 {
+    if (m == LAB_MPI) return lab_mpi_executor(start);
     async_executor_opts_t o = {.backend = m == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
                                .workers = lab_opt.workers};
     async_executor_t *ex;
@@ -55,6 +59,27 @@ static async_executor_t *pool(lab_mode_t m, double *start)
     if (rc != 0) lab_die("cannot start a %s pool: %s", lab_mode_name[m], async_strerror(rc));
     *start = lab_now() - t0;
     return ex;
+}
+
+static void pool_free(lab_mode_t m, async_executor_t *ex)
+{
+    if (m != LAB_MPI) async_executor_free(ex);
+}
+
+/* "threads processes[ mpi]": the column heads of the modes' tables. */
+static void mode_heads(void)
+{
+    printf(" %10s %10s", "threads", "processes");
+    if (lab_want(LAB_MPI)) printf(" %10s", "mpi");
+}
+
+/* One cell per column of mode_heads. */
+static void mode_cells(const double *t)
+{
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        if (m == LAB_MPI && !lab_want(m)) continue;
+        lab_want(m) ? printf(" %10.4f", t[m]) : printf(" %10s", "-");
+    }
 }
 
 static void wait_ok(async_future_t *f, const char *what)
@@ -86,13 +111,22 @@ int lab_pairs(void)
     for (size_t i = 0; i < n; i++) out[i] = (xs[i] + ys[i]) * (xs[i] + ys[i]);
     double vec = lab_now() - t0;
     if (memcmp(out, want, n * sizeof *out) != 0) lab_die("pairs: the vectorised loop computed something else");
-    printf("  %-26s %10s %10s\n", "variant", "threads", "processes");
-    printf("  %-26s %10.4f %10.4f\n", "serial loop of calls", serial, serial);
-    printf("  %-26s %10.4f %10.4f\n", "vectorised loop", vec, vec);
+    printf("  %-26s", "variant");
+    mode_heads();
+    printf("\n");
+    double same[LAB_NMODES] = {0};
+    for (lab_mode_t m = 0; m < LAB_NMODES; m++) same[m] = serial;
+    printf("  %-26s", "serial loop of calls");
+    mode_cells(same);
+    printf("\n");
+    for (lab_mode_t m = 0; m < LAB_NMODES; m++) same[m] = vec;
+    printf("  %-26s", "vectorised loop");
+    mode_cells(same);
+    printf("\n");
     json_object_set_new(fig, "serial", json_real(serial));
     json_object_set_new(fig, "vectorised", json_real(vec));
     double t[3][LAB_NMODES] = {{0}};
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
         async_executor_t *ex = pool(m, &t[0][m]);
         async_map_t mp = {.fn = pair_fn, .in = in, .in_size = sizeof *in, .out = out, .out_size = sizeof *out, .n = n};
@@ -112,7 +146,7 @@ int lab_pairs(void)
         t[2][m] = lab_now() - t0;
         if (memcmp(out, want, n * sizeof *out) != 0)
             lab_die("pairs: starmap_async on %s computed something else", lab_mode_name[m]);
-        async_executor_free(ex);
+        pool_free(m, ex);
         json_t *o = json_object();
         json_object_set_new(o, "start", json_real(t[0][m]));
         json_object_set_new(o, "starmap", json_real(t[1][m]));
@@ -122,22 +156,23 @@ int lab_pairs(void)
     static const char *names[3] = {"pool start-up", "starmap", "starmap_async + get"};
     for (int k = 1; k < 3; k++) {
         printf("  %-26s", names[k]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
-            lab_want(m) ? printf(" %10.4f", t[k][m]) : printf(" %10s", "-");
+        mode_cells(t[k]);
         printf("\n");
     }
     printf("  %-26s", names[0]);
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
-        lab_want(m) ? printf(" %10.4f", t[0][m]) : printf(" %10s", "-");
+    mode_cells(t[0]);
     printf("  (not in the rows above)\n");
-    printf("  results: every variant agrees exactly; f(0, 1) = %lld, f(%zu, %zu) = %lld\n", (long long)want[0], n - 1,
-           n, (long long)want[n - 1]);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)lab_fnv(want, n * sizeof *want, 0));
+    printf("  results: every variant agrees exactly; f(0, 1) = %lld, f(%zu, %zu) = %lld (hash %s)\n",
+           (long long)want[0], n - 1, n, (long long)want[n - 1], hex);
+    json_object_set_new(fig, "hash", json_string(hex));
     /* The verdict names the fastest variant from the measurements. */
     const char *best = "the vectorised loop";
     double bt = vec;
     if (serial < bt) best = "the serial loop", bt = serial;
     char what[64];
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
         for (int k = 1; k < 3; k++)
             if (lab_want(m) && t[k][m] < bt) {
                 snprintf(what, sizeof what, "%s on %s", names[k], lab_mode_name[m]);
@@ -147,7 +182,8 @@ int lab_pairs(void)
            "runs %.1fx the loop of calls, and a pool pays off only where its hand-over per chunk (%s) costs less "
            "than the chunk's work.\n",
            best, bt, vec > 0 ? serial / vec : 0,
-           lab_want(LAB_PROCESSES) ? "copying the pairs to the processes and back" : "a few microseconds");
+           lab_want(LAB_PROCESSES) || lab_want(LAB_MPI) ? "copying the pairs to the workers and back"
+                                                         : "a few microseconds");
     json_object_set_new(fig, "n", json_integer((json_int_t)n));
     json_object_set_new(fig, "last", json_integer(want[n - 1]));
     json_object_set_new(lab_figures, "pairs", fig);
@@ -160,7 +196,9 @@ int lab_pairs(void)
 #define FILE_LINES 100
 
 /* The folder every variant writes into; set before a pool starts, so the
- * worker processes inherit it. */
+ * worker processes inherit it.  It is also every job's ctx: over MPI it is
+ * replicated to the ranks (the path names the same folder on one host; on
+ * many hosts it must be on a file system they share). */
 static char folder[4096];
 
 typedef struct file_args {
@@ -169,12 +207,14 @@ typedef struct file_args {
 
 /* The lecture's create_and_save_file(i): writes file_i.txt and returns the
  * bytes written (as the number of its output). */
-static int create_and_save_file(int64_t i, int64_t lines, uint64_t *bytes)
+static int create_and_save_file(const char *dir, int64_t i, int64_t lines, uint64_t *bytes)
 {
     char name[4200], text[96];
-    snprintf(name, sizeof name, "%s/file_%lld.txt", folder, (long long)i);
+    snprintf(name, sizeof name, "%s/file_%lld.txt", dir, (long long)i);
     FILE *fp = fopen(name, "w");
-    if (!fp) return async_work_fail(ASYNC_EIO, "%s: %s", name, strerror(errno));
+    /* Over MPI the rank says who failed: on many hosts a missing folder
+     * means one that is not shared. */
+    if (!fp) return async_work_fail(ASYNC_EIO, "%s%s: %s", lab_rank_tag(), name, strerror(errno));
     *bytes = 0;
     for (int64_t k = 0; k < lines; k++) {
         int len = snprintf(text, sizeof text, "This is line %lld of file %lld\n", (long long)k, (long long)i);
@@ -185,27 +225,30 @@ static int create_and_save_file(int64_t i, int64_t lines, uint64_t *bytes)
     return 0;
 }
 
+/* ctx: the folder (NUL-terminated). */
 static int file_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
-    (void)in_size, (void)out_size, (void)ctx;
+    (void)in_size, (void)out_size;
     int64_t i;
     memcpy(&i, in, sizeof i);
-    uint64_t b;
-    int rc = create_and_save_file(i, FILE_LINES, &b);
+    uint64_t b = 0;
+    int rc = create_and_save_file(ctx, i, FILE_LINES, &b);
     memcpy(out, &b, sizeof b);
     return rc;
 }
+LAB_MPI_WORK(file_fn);
 
 static int file_star_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
-    (void)in_size, (void)out_size, (void)ctx;
+    (void)in_size, (void)out_size;
     file_args_t a;
     memcpy(&a, in, sizeof a);
-    uint64_t b;
-    int rc = create_and_save_file(a.i, a.lines, &b);
+    uint64_t b = 0;
+    int rc = create_and_save_file(ctx, a.i, a.lines, &b);
     memcpy(out, &b, sizeof b);
     return rc;
 }
+LAB_MPI_WORK(file_star_fn);
 
 /* Counts the files of the folder and their bytes, then empties it. */
 static size_t sweep(uint64_t *bytes)
@@ -240,7 +283,8 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
     int rc = 0;
     if (v == V_APPLY) {
         for (size_t i = 0; i < n && rc == 0; i++) {
-            async_job_t job = {.fn = file_fn, .in = &idx[i], .in_size = sizeof idx[i], .out_size = sizeof out[i]};
+            async_job_t job = {.fn = file_fn, .ctx = folder, .in = &idx[i], .in_size = sizeof idx[i],
+                               .out_size = sizeof out[i]};
             char msg[ASYNC_FUTURE_MSG_MAX] = "";
             rc = async_executor_run(ex, &job, &out[i], NULL, msg, sizeof msg);
             if (rc != 0) lab_die("files apply: %s: %s", async_strerror(rc), msg);
@@ -250,7 +294,8 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
         async_future_t **fs = malloc(n * sizeof *fs);
         if (!jobs || !fs) lab_die("out of memory");
         for (size_t i = 0; i < n; i++) {
-            jobs[i] = (async_job_t){.fn = file_fn, .in = &idx[i], .in_size = sizeof idx[i], .out_size = sizeof out[i]};
+            jobs[i] = (async_job_t){.fn = file_fn, .ctx = folder, .in = &idx[i], .in_size = sizeof idx[i],
+                                    .out_size = sizeof out[i]};
             if ((rc = async_executor_submit(&fs[i], ex,
                                             &jobs[i])) != 0) lab_die("files apply_async: %s",
                                                                      async_strerror(rc));
@@ -266,7 +311,7 @@ static double files_variant(async_executor_t *ex, int v, size_t n, const int64_t
         free(jobs);
         free(fs);
     } else {
-        async_map_t m = {.fn = v == V_STARMAP ? file_star_fn : file_fn,
+        async_map_t m = {.fn = v == V_STARMAP ? file_star_fn : file_fn, .ctx = folder,
                          .in = v == V_STARMAP ? (const void *)args : (const void *)idx,
                          .in_size = v == V_STARMAP ? sizeof *args : sizeof *idx, .out = out, .out_size = sizeof *out, .n = n};
         if (v == V_MAP_ASYNC) {
@@ -298,16 +343,19 @@ int lab_files(void)
     double t0 = lab_now();
     for (size_t i = 0; i < n; i++) {
         uint64_t b;
-        if (create_and_save_file((int64_t)i, FILE_LINES, &b) != 0) lab_die("files: cannot write into %s", folder);
+        if (create_and_save_file(folder, (int64_t)i, FILE_LINES, &b) != 0) lab_die("files: cannot write into %s", folder);
         want += b;
     }
     double serial = lab_now() - t0;
     if (sweep(&got) != n || got != want) lab_die("files: the serial loop left the wrong files in %s", folder);
-    printf("  %-12s %10s %10s   (serial loop %.4f s)\n", "call", "threads", "processes", serial);
+    printf("  %-12s", "call");
+    mode_heads();
+    printf("   (serial loop %.4f s)\n", serial);
+    if (lab_want(LAB_MPI)) lab_mpi_replicate(folder, strlen(folder) + 1, "files");
     json_t *fig = json_object();
     json_object_set_new(fig, "serial", json_real(serial));
     double t[NVAR][LAB_NMODES] = {{0}}, start[LAB_NMODES] = {0};
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
         if (!lab_want(m)) continue;
         async_executor_t *ex = pool(m, &start[m]);
         json_t *o = json_object();
@@ -324,20 +372,20 @@ int lab_files(void)
         }
         json_object_set_new(o, "start", json_real(start[m]));
         json_object_set_new(fig, lab_mode_name[m], o);
-        async_executor_free(ex);
+        pool_free(m, ex);
     }
     for (int v = 0; v < NVAR; v++) {
         printf("  %-12s", var_name[v]);
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
-            lab_want(m) ? printf(" %10.4f", t[v][m]) : printf(" %10s", "-");
+        mode_cells(t[v]);
         printf("\n");
     }
     printf("  results: every call wrote the same %zu files, %llu bytes; pool start-up apart: threads %.2f ms, "
-           "processes %.2f ms\n",
-           n, (unsigned long long)want, 1e3 * start[LAB_THREADS], 1e3 * start[LAB_PROCESSES]);
+           "processes %.2f ms%s\n",
+           n, (unsigned long long)want, 1e3 * start[LAB_THREADS], 1e3 * start[LAB_PROCESSES],
+           lab_want(LAB_MPI) ? "; mpi: the run's executor, started once" : "");
     int bv = -1;
     lab_mode_t bm = LAB_THREADS;
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++)
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++)
         for (int v = 0; v < NVAR; v++)
             if (lab_want(m) && (bv < 0 || t[v][m] < t[bv][bm])) bv = v, bm = m;
     if (bv < 0 || t[bv][bm] >= serial)

@@ -24,11 +24,14 @@
 #ifdef LAB_WITH_MPI
 #include "async/mpi.h"
 
-static const lab_mpi_kind_t *const kinds[] = {&lab_mpi_howmany, &lab_mpi_primes, &lab_mpi_factors,
-                                              &lab_mpi_normalize, &lab_mpi_sumsq};
+static const lab_mpi_kind_t *const kinds[] = {&lab_mpi_howmany,   &lab_mpi_primes, &lab_mpi_factors,
+                                              &lab_mpi_normalize, &lab_mpi_sumsq,  &lab_mpi_heavy,
+                                              &lab_mpi_common,    &lab_mpi_chunks, &lab_mpi_workers_spin,
+                                              &lab_mpi_busywork};
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
-/* One chunk: items [lo, hi) of n, item_size result bytes each. */
+/* One chunk: items [lo, hi) of n, item_size result bytes each (or placed
+ * by the kind's offset function when item_size is 0). */
 typedef struct span {
     uint32_t kind, pad;
     uint64_t n, item_size, lo, hi;
@@ -43,12 +46,19 @@ static struct {
     void *ctx, *results;
 } att;
 
+/* Where item i's results start in the results of ctx (i in [0, n]). */
+static size_t offset_of(const lab_mpi_kind_t *k, const void *ctx, uint64_t item_size, size_t i)
+{
+    return k->offset ? k->offset(ctx, i) : i * item_size;
+}
+
 static int lab_mpi_chunk(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
     span_t s;
     if (in_size != sizeof s) return async_work_fail(ASYNC_EINVAL, "lab: a chunk of %zu bytes", in_size);
     memcpy(&s, in, sizeof s);
-    if (s.kind >= NKINDS || s.lo > s.hi || s.hi > s.n || (s.hi - s.lo) * s.item_size > out_size)
+    if (s.kind >= NKINDS || s.lo > s.hi || s.hi > s.n || (s.hi - s.lo) * s.item_size > out_size ||
+        (kinds[s.kind]->offset != NULL) != (s.item_size == 0))
         return async_work_fail(ASYNC_EINVAL, "lab: a malformed chunk (kind %u, [%llu, %llu) of %llu)", s.kind,
                                (unsigned long long)s.lo, (unsigned long long)s.hi, (unsigned long long)s.n);
     const lab_mpi_kind_t *k = kinds[s.kind];
@@ -64,11 +74,33 @@ static int lab_mpi_chunk(const void *in, size_t in_size, void *out, size_t out_s
                                    k->name, (unsigned long long)s.n);
         }
     }
+    size_t from = offset_of(k, att.ctx, s.item_size, s.lo), to = offset_of(k, att.ctx, s.item_size, s.hi);
+    if (to - from > out_size)
+        return async_work_fail(ASYNC_EINVAL, "lab: rank %d: %s's items [%llu, %llu) hold %zu result bytes, room for %zu",
+                               async_mpi_rank(), k->name, (unsigned long long)s.lo, (unsigned long long)s.hi,
+                               to - from, out_size);
     k->fn(att.ctx, s.lo, s.hi);
-    memcpy(out, (char *)att.results + s.lo * s.item_size, (s.hi - s.lo) * s.item_size);
+    memcpy(out, (char *)att.results + from, to - from);
     return 0;
 }
 ASYNC_MPI_WORK(lab_mpi_chunk);
+
+const char *lab_rank_tag(void)
+{
+    static char tag[32];
+    int rank = async_mpi_rank();
+    if (rank <= 0) return "";
+    snprintf(tag, sizeof tag, "rank %d: ", rank);
+    return tag;
+}
+
+/* A registration that fails is a bug of the lab (two functions under one
+ * name): it stops every rank alike, before MPI starts. */
+void lab_mpi_work(const char *name, async_work_fn fn)
+{
+    int rc = async_mpi_register(name, fn);
+    if (rc) lab_die("cannot register the work function %s for MPI: %s", name, async_strerror(rc));
+}
 
 static async_executor_t *ex;
 
@@ -98,8 +130,10 @@ void lab_mpi_end(void)
 }
 
 /* The one MPI executor of the run (the serving ranks exit with it). */
-static async_executor_t *executor(double *start_s)
+async_executor_t *lab_mpi_executor(double *start_s)
 {
+    if (start_s) *start_s = 0;
+    if (async_mpi_rank() != 0) lab_die("--mode mpi: MPI was not started (lab_mpi_start)");
     if (!ex) {
         double t0 = lab_now();
         int rc = async_executor_new(&ex, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI});
@@ -109,57 +143,125 @@ static async_executor_t *executor(double *start_s)
     return ex;
 }
 
+void lab_mpi_replicate(const void *data, size_t size, const char *what)
+{
+    int rc = async_mpi_bcast(lab_mpi_executor(NULL), data, size);
+    if (rc) lab_die("mpi: cannot replicate %s's %zu input bytes: %s", what, size, async_strerror(rc));
+}
+
 typedef struct mpi_run {
-    uint32_t kind;
+    const lab_mpi_kind_t *kind;
     const void *ctx; /* the replicated input, or NULL */
-    size_t n, chunk, item_size, nchunks;
+    const void *own; /* rank 0's ctx of the workload, for the kind's offsets */
+    size_t n, nchunks, room; /* room: the most result bytes of one chunk */
     span_t *spans;
-    char *rows; /* nchunks x chunk items: the last chunk's row is partly unused */
+    char *rows; /* nchunks x room bytes */
     void *out;
+    unsigned workers; /* chunks in flight at most; 0: every serving rank */
+    bool async;
 } mpi_run_t;
+
+static size_t run_offset(const mpi_run_t *m, size_t i)
+{
+    return offset_of(m->kind, m->own, m->spans[0].item_size, i);
+}
+
+/* Pool.map: every chunk at once, the caller asleep until the last. */
+static void run_map(async_executor_t *e, const async_map_t *map)
+{
+    async_map_error_t err;
+    int rc = async_executor_map(e, map, &err);
+    if (rc) lab_die("mpi map failed at chunk %zu: %s: %s", err.index, async_strerror(rc), err.message);
+}
+
+/* Pool.map_async(...).get(): the same map behind a future. */
+static void run_map_async(async_executor_t *e, const async_map_t *map)
+{
+    async_future_t *f = NULL;
+    int rc = async_executor_map_async(&f, e, map, NULL, NULL, NULL);
+    if (rc == 0) rc = async_future_wait(f);
+    if (rc == 0) rc = async_future_error(f);
+    if (rc) lab_die("mpi map_async failed: %s: %s", async_strerror(rc), f ? async_future_message(f) : "");
+    async_future_unref(f);
+}
+
+/* A pool of `window` workers on ranks that may be more: imap keeps at most
+ * window chunks in flight, so at most that many ranks work at once. */
+static void run_window(async_executor_t *e, const async_map_t *map, unsigned window)
+{
+    async_imap_t im = {.fn = map->fn, .ctx = map->ctx, .in = map->in, .in_size = map->in_size,
+                       .out_size = map->out_size, .n = map->n, .chunksize = 1, .unordered = true, .window = window};
+    async_imap_iter_t *it;
+    int rc = async_executor_imap(&it, e, &im);
+    if (rc) lab_die("mpi imap: %s", async_strerror(rc));
+    size_t index;
+    char *slot = malloc(map->out_size ? map->out_size : 1);
+    if (!slot) lab_die("out of memory");
+    while ((rc = async_imap_next(it, slot, &index)) == 0) memcpy((char *)map->out + index * map->out_size, slot, map->out_size);
+    if (rc != ASYNC_EEOF) lab_die("mpi chunk %zu failed: %s: %s", index, async_strerror(rc), async_imap_message(it));
+    async_imap_free(it);
+    free(slot);
+}
 
 static double mpi_once(void *arg, double *start_s)
 {
     mpi_run_t *m = arg;
-    async_executor_t *e = executor(start_s);
+    async_executor_t *e = lab_mpi_executor(start_s);
     async_map_t map = {.fn = lab_mpi_chunk, .ctx = (void *)m->ctx, .in = m->spans, .in_size = sizeof *m->spans,
-                       .out = m->rows, .out_size = m->chunk * m->item_size, .n = m->nchunks, .chunksize = 1};
-    async_map_error_t err;
+                       .out = m->rows, .out_size = m->room, .n = m->nchunks, .chunksize = 1};
     double t0 = lab_now();
-    int rc = async_executor_map(e, &map, &err);
-    if (rc) lab_die("mpi map failed at chunk %zu: %s: %s", err.index, async_strerror(rc), err.message);
-    memcpy(m->out, m->rows, m->n * m->item_size);
+    if (m->async) run_map_async(e, &map);
+    else if (m->workers && m->workers < lab_mpi_workers()) run_window(e, &map, m->workers);
+    else run_map(e, &map);
+    for (size_t c = 0; c < m->nchunks; c++) {
+        size_t from = run_offset(m, m->spans[c].lo);
+        memcpy((char *)m->out + from, m->rows + c * m->room, run_offset(m, m->spans[c].hi) - from);
+    }
     return lab_now() - t0;
+}
+
+double lab_mpi_call(const lab_mpi_call_t *call, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
+                    size_t out_size, double *start_s)
+{
+    const lab_mpi_kind_t *kind = call->kind;
+    if (start_s) *start_s = 0;
+    uint32_t k = 0;
+    while (k < NKINDS && kinds[k] != kind) k++;
+    if (k == NKINDS) lab_die("mpi: %s is not a kind the ranks know", kind->name);
+    if (n == 0 || (!kind->offset && out_size % n)) lab_die("mpi: %s: %zu result bytes for %zu items", kind->name, out_size, n);
+    if (kind->offset && !call->own) lab_die("mpi: %s places its results by its ctx, and none was given", kind->name);
+    if (chunk == 0) chunk = 1;
+    uint64_t item_size = kind->offset ? 0 : out_size / n;
+    mpi_run_t m = {.kind = kind, .own = call->own, .n = n, .nchunks = (n + chunk - 1) / chunk, .out = out,
+                   .workers = call->workers, .async = call->async};
+    lab_mpi_executor(start_s); /* its start-up is timed apart, before the replication */
+    if (in) {
+        /* Once per job, not per chunk or per repeat: the ranks keep it. */
+        lab_mpi_replicate(in, in_size, kind->name);
+        m.ctx = in;
+    }
+    m.spans = malloc(m.nchunks * sizeof *m.spans);
+    if (!m.spans) lab_die("out of memory");
+    for (size_t c = 0; c < m.nchunks; c++) {
+        size_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        m.spans[c] = (span_t){.kind = k, .n = n, .item_size = item_size, .lo = lo, .hi = hi};
+    }
+    for (size_t c = 0; c < m.nchunks; c++) {
+        size_t bytes = run_offset(&m, m.spans[c].hi) - run_offset(&m, m.spans[c].lo);
+        if (bytes > m.room) m.room = bytes;
+    }
+    m.rows = malloc(m.nchunks * (m.room ? m.room : 1));
+    if (!m.rows) lab_die("out of memory");
+    double t = call->async ? mpi_once(&m, NULL) : lab_best_of(mpi_once, &m, NULL);
+    free(m.spans);
+    free(m.rows);
+    return t;
 }
 
 double lab_mpi_run(const lab_mpi_kind_t *kind, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
                    size_t out_size, double *start_s)
 {
-    if (start_s) *start_s = 0;
-    uint32_t k = 0;
-    while (k < NKINDS && kinds[k] != kind) k++;
-    if (k == NKINDS || n == 0 || out_size % n) lab_die("mpi: %s is not a kind the ranks know", kind->name);
-    if (chunk == 0) chunk = 1;
-    mpi_run_t m = {.kind = k, .n = n, .chunk = chunk, .item_size = out_size / n, .nchunks = (n + chunk - 1) / chunk,
-                   .out = out};
-    async_executor_t *e = executor(start_s);
-    if (in) {
-        /* Once per job, not per chunk or per repeat: the ranks keep it. */
-        int rc = async_mpi_bcast(e, in, in_size);
-        if (rc) lab_die("mpi: cannot replicate %s's %zu input bytes: %s", kind->name, in_size, async_strerror(rc));
-        m.ctx = in;
-    }
-    m.spans = malloc(m.nchunks * sizeof *m.spans);
-    m.rows = malloc(m.nchunks * chunk * m.item_size);
-    if (!m.spans || !m.rows) lab_die("out of memory");
-    for (size_t c = 0; c < m.nchunks; c++) {
-        size_t lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        m.spans[c] = (span_t){.kind = k, .n = n, .item_size = m.item_size, .lo = lo, .hi = hi};
-    }
-    double t = lab_best_of(mpi_once, &m, NULL);
-    free(m.spans);
-    free(m.rows);
-    return t;
+    return lab_mpi_call(&(lab_mpi_call_t){.kind = kind}, in, in_size, n, chunk, out, out_size, start_s);
 }
 
 #else /* built without Open MPI */
@@ -183,11 +285,40 @@ unsigned lab_mpi_workers(void)
 
 void lab_mpi_end(void) {}
 
+double lab_mpi_call(const lab_mpi_call_t *call, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
+                    size_t out_size, double *start_s)
+{
+    (void)in, (void)in_size, (void)n, (void)chunk, (void)out, (void)out_size, (void)start_s;
+    lab_die("mpi: %s: this lab was built without Open MPI", call->kind->name);
+}
+
 double lab_mpi_run(const lab_mpi_kind_t *kind, const void *in, size_t in_size, size_t n, size_t chunk, void *out,
                    size_t out_size, double *start_s)
 {
-    (void)in, (void)in_size, (void)n, (void)chunk, (void)out, (void)out_size, (void)start_s;
-    lab_die("mpi: %s: this lab was built without Open MPI", kind->name);
+    return lab_mpi_call(&(lab_mpi_call_t){.kind = kind}, in, in_size, n, chunk, out, out_size, start_s);
+}
+
+const char *lab_rank_tag(void)
+{
+    return "";
+}
+
+/* Without Open MPI nothing is registered: no rank will ever ask. */
+void lab_mpi_work(const char *name, async_work_fn fn)
+{
+    (void)name, (void)fn;
+}
+
+async_executor_t *lab_mpi_executor(double *start_s)
+{
+    (void)start_s;
+    lab_die("--mode mpi: this lab was built without Open MPI");
+}
+
+void lab_mpi_replicate(const void *data, size_t size, const char *what)
+{
+    (void)data, (void)size;
+    lab_die("mpi: %s: this lab was built without Open MPI", what);
 }
 
 #endif

@@ -73,7 +73,7 @@ static void norm_detach(void *ctx)
     free(nm);
 }
 
-const lab_mpi_kind_t lab_mpi_normalize = {"normalize", norm_range, norm_attach, norm_detach};
+const lab_mpi_kind_t lab_mpi_normalize = {"normalize", norm_range, norm_attach, norm_detach, NULL};
 
 /* Normalises nrows x ncols values (already in v) in every mode; returns the
  * result in r and leaves the last mode's output in nm->out. */

@@ -38,7 +38,7 @@ static void *primes_attach(const void *in, size_t n, void **results)
     return p;
 }
 
-const lab_mpi_kind_t lab_mpi_primes = {"primes", primes_range, primes_attach, free};
+const lab_mpi_kind_t lab_mpi_primes = {"primes", primes_range, primes_attach, free, NULL};
 
 int lab_primes(void)
 {
@@ -100,7 +100,7 @@ static void factors_detach(void *ctx)
     free(f);
 }
 
-const lab_mpi_kind_t lab_mpi_factors = {"factors", factors_range, factors_attach, factors_detach};
+const lab_mpi_kind_t lab_mpi_factors = {"factors", factors_range, factors_attach, factors_detach, NULL};
 
 int lab_factors(void)
 {

@@ -244,7 +244,9 @@ void lab_modes_mpi(lab_result_t *r, lab_range_fn fn, void *ctx, size_t n, size_t
             continue;
         }
         memset(out, 0, out_size);
-        if (m == LAB_MPI) r->secs[m] = lab_mpi_run(kind, in, in_size, n, chunk, out, out_size, &r->start[m]);
+        if (m == LAB_MPI)
+            r->secs[m] = lab_mpi_call(&(lab_mpi_call_t){.kind = kind, .own = ctx}, in, in_size, n, chunk, out, out_size,
+                                      &r->start[m]);
         else r->secs[m] = lab_run(m, m == LAB_SERIAL ? 1 : lab_opt.workers, fn, ctx, n, chunk, label, &r->start[m]);
         r->others[m] = lab_last_others;
         r->sum[m] = lab_fnv(out, out_size, 0);

@@ -74,6 +74,13 @@ int lab_scheduler(void)
     lab_mode_t mode = lab_want(LAB_PROCESSES) ? LAB_PROCESSES : LAB_THREADS;
     lab_header("scheduler", "%zu prioritised tasks with timeouts on a pool of %u %s (durations x %.3g)", NTASKS,
                lab_opt.workers, lab_mode_name[mode], scale);
+    /* Why not over MPI: the start order is a board in shared memory, and a
+     * task past its timeout must be killed with its worker, which an MPI
+     * rank serving on its own thread (the lab starts no rank pools) cannot
+     * do: the rank would sleep on for ten times the timeout. */
+    if (lab_want(LAB_MPI))
+        printf("  (mpi: this workload does not run over MPI: its timeouts kill running tasks, which a serving rank "
+               "without a process pool cannot; docs/lab.md)\n");
     async_executor_opts_t o = {.backend = mode == LAB_THREADS ? ASYNC_BACKEND_THREADS : ASYNC_BACKEND_PROCESSES,
                                .workers = lab_opt.workers};
     async_executor_t *ex;

@@ -9,6 +9,7 @@
  * a = 1 - 1 / min(p, c) and y = T(p) / T(1).  The chart draws the measured
  * speedups, the fitted curve and the ideal line. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lab.h"
 
@@ -27,6 +28,22 @@ static void spin_range(void *ctx, size_t lo, size_t hi)
         s->divisions[t] = k;
     }
 }
+
+#define SPIN_PRIME 999999999989ULL
+
+/* Over MPI: no input; a rank's own table of division counts. */
+static void *spin_attach(const void *in, size_t n, void **results)
+{
+    (void)in;
+    spin_t *s = n <= 4096 ? calloc(1, sizeof *s) : NULL;
+    if (s) {
+        s->prime = SPIN_PRIME;
+        *results = s->divisions;
+    }
+    return s;
+}
+
+const lab_mpi_kind_t lab_mpi_workers_spin = {"workers", spin_range, spin_attach, free, NULL};
 
 /* Least-squares Amdahl fraction from times t[1..maxp] (t[0] unused). */
 static double amdahl_fit(const double *t, unsigned maxp, unsigned cores)
@@ -55,24 +72,41 @@ int lab_workers(void)
     ntasks -= ntasks % 12; /* divisible by 1, 2, 3, 4 and 6 workers */
     if (ntasks > 4096) ntasks = 4096;
     spin_t *s = lab_shared_alloc(sizeof *s);
-    s->prime = 999999999989ULL;
+    s->prime = SPIN_PRIME;
     lab_header("workers", "%zu equal CPU-bound tasks on 1 to %u workers (%u CPUs)", ntasks, maxp, cores);
     double t[LAB_NMODES][65] = {{0}};
     double f[LAB_NMODES] = {0};
     uint64_t want = 0;
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
-        if (!lab_want(m)) continue;
-        for (unsigned p = 1; p <= maxp; p++) {
-            memset(s->divisions, 0, sizeof s->divisions);
-            t[m][p] = lab_run(m, p, spin_range, s, ntasks, 1, "workers", NULL);
-            uint64_t h = lab_fnv(s->divisions, sizeof s->divisions, 0);
-            if (want && h != want) lab_die("workers: %s with %u workers computed something else", lab_mode_name[m], p);
-            want = h;
-        }
-        f[m] = amdahl_fit(t[m], maxp, cores);
+    const char *want_from = NULL;
+    if (lab_want(LAB_SERIAL)) {
+        /* The reference the pools' answers are checked against. */
+        memset(s->divisions, 0, sizeof s->divisions);
+        t[LAB_SERIAL][1] = lab_run(LAB_SERIAL, 1, spin_range, s, ntasks, 1, "workers", NULL);
+        want = lab_fnv(s->divisions, sizeof s->divisions, 0);
+        want_from = "serial";
+        printf("  serial loop: %.4f s\n", t[LAB_SERIAL][1]);
     }
-    printf("  %-8s %11s %8s %6s %11s %8s %6s\n", "workers", "threads s", "speedup", "eff", "processes s",
-           "speedup", "eff");
+    /* Over MPI the pool is the serving ranks: p workers are p chunks in
+     * flight at most (imap's window), up to every serving rank. */
+    unsigned top[LAB_NMODES] = {0, maxp, maxp, lab_mpi_workers() < 64 ? lab_mpi_workers() : 64};
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+        if (!lab_want(m)) continue;
+        for (unsigned p = 1; p <= top[m]; p++) {
+            memset(s->divisions, 0, sizeof s->divisions);
+            t[m][p] = m == LAB_MPI ? lab_mpi_call(&(lab_mpi_call_t){.kind = &lab_mpi_workers_spin, .workers = p}, NULL, 0,
+                                                  ntasks, 1, s->divisions, ntasks * sizeof *s->divisions, NULL)
+                                   : lab_run(m, p, spin_range, s, ntasks, 1, "workers", NULL);
+            uint64_t h = lab_fnv(s->divisions, sizeof s->divisions, 0);
+            if (want_from && h != want)
+                lab_die("workers: %s with %u workers computed something else than %s", lab_mode_name[m], p, want_from);
+            want = h;
+            if (!want_from) want_from = lab_mode_name[m];
+        }
+        f[m] = amdahl_fit(t[m], top[m], cores);
+    }
+    bool mpi = lab_want(LAB_MPI);
+    printf("  %-8s %11s %8s %6s %11s %8s %6s%s\n", "workers", "threads s", "speedup", "eff", "processes s",
+           "speedup", "eff", mpi ? "       mpi s  speedup    eff" : "");
     json_t *rows = json_array();
     char data[4096];
     size_t dl = (size_t)snprintf(data, sizeof data, "# workers threads_speedup processes_speedup ideal "
@@ -82,7 +116,8 @@ int lab_workers(void)
         json_object_set_new(row, "workers", json_integer(p));
         printf("  %-8u", p);
         double sp[LAB_NMODES] = {0};
-        for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+        for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
+            if (m == LAB_MPI && !mpi) continue;
             if (t[m][p] <= 0) {
                 printf(" %11s %8s %6s", "-", "-", "-");
                 continue;
@@ -103,7 +138,7 @@ int lab_workers(void)
                                amdahl(f[LAB_THREADS], p, cores), amdahl(f[LAB_PROCESSES], p, cores));
     }
     json_t *fig = json_object(), *fit = json_object();
-    for (lab_mode_t m = LAB_THREADS; m < LAB_NPOOLS; m++) {
+    for (lab_mode_t m = LAB_THREADS; m < LAB_NMODES; m++) {
         if (t[m][1] <= 0) continue;
         printf("  Amdahl fit, %s: parallel fraction %.4f (serial %.2f%%), so at most %.2fx on %u cores\n",
                lab_mode_name[m], f[m], 100 * (1 - f[m]), amdahl(f[m], cores, cores), cores);
@@ -122,6 +157,13 @@ int lab_workers(void)
                lab_mode_name[b], cores, t[b][1] / t[b][cores], 100 * f[b], cores, past);
         if (others >= 0.5) printf(" Other programs kept %.1f of the %d CPUs busy meanwhile.", others, lab_opt.ncpu);
         printf("\n");
+    }
+    if (want_from) {
+        /* Every count and backend gave these division counts. */
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)want);
+        json_object_set_new(fig, "hash", json_string(hex));
+        printf("  results: every run counted the same divisions (hash %s)\n", hex);
     }
     json_object_set_new(fig, "sweep", rows);
     json_object_set_new(fig, "amdahl_parallel_fraction", fit);
