@@ -5,6 +5,10 @@
  *   TAG_JOB    0 -> r: job_hdr_t, then count * in_size input bytes.
  *   TAG_RESULT r -> 0: res_hdr_t, then msg_len message bytes, then data_size
  *              output bytes (count * out_size rows, or a submit's result).
+ *   TAG_DIRECT r -> 0: the same, for a job whose slot is DIRECT_SLOT: the
+ *              reply of a direct run (async_executor_run on a plain thread),
+ *              which that thread receives itself; the progress thread never
+ *              probes this tag.
  *   TAG_SHARE  0 -> r: share_hdr_t, then at once TAG_SHARE_DATA: the bytes.
  *   TAG_STOP   0 -> r: empty; the rank finalizes and exits.
  * Every rank runs the same program, so the structs have the same layout. */
@@ -15,7 +19,16 @@
 #include "exec/backend_internal.h"
 #include "async/mpi.h"
 
-enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP };
+enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP, TAG_DIRECT };
+
+/* job_hdr_t.slot of a direct run: its reply goes back as TAG_DIRECT. */
+#define DIRECT_SLOT UINT32_MAX
+
+/* The tag a serving rank answers a job of this slot with. */
+static inline int async__mpi_reply_tag(uint32_t slot)
+{
+    return slot == DIRECT_SLOT ? TAG_DIRECT : TAG_RESULT;
+}
 
 #define NO_DEADLINE INT64_MAX
 
@@ -93,6 +106,9 @@ void async__mpi_registry_free(void);
 int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len);
 /* An error reply for slot. */
 int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len);
+
+/* backend.c: direct runs completed (tests only). */
+extern _Atomic uint64_t async__mpi_direct_runs;
 
 /* init.c */
 extern int async__mpi_rank_, async__mpi_size_;
