@@ -76,6 +76,11 @@ typedef struct mpib {
      * not come, by slots and direct runs.  A direct run takes only a rank
      * at 0, so that it never waits behind another job. */
     unsigned *busy;
+    /* Per rank, under mu: a direct run gave up at its deadline and its
+     * reply is still to come; the progress thread receives and drops it
+     * (and only then is the rank idle).  orphans counts them. */
+    bool *orphan;
+    unsigned orphans;
     unsigned directs;     /* direct runs under way */
     bool joining;         /* join() began: no new direct run */
     pthread_cond_t direct_idle; /* join waits here for directs == 0 */
@@ -122,6 +127,34 @@ static void sent(mpib_t *b, sendreq_t *r)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* Under mpi_mu: receives and drops the replies of direct runs that gave up
+ * at their deadline, which free their ranks.  True if one came. */
+static bool drop_orphans(mpib_t *b)
+{
+    bool any = false;
+    for (int r = 1; r < async__mpi_size_; r++) {
+        pthread_mutex_lock(&b->mu);
+        bool waiting = b->orphan[r];
+        pthread_mutex_unlock(&b->mu);
+        int flag = 0, count = 0;
+        MPI_Status st;
+        if (waiting) MPI_Iprobe(r, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) continue;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        char *buf = async__malloc(count > 0 ? (size_t)count : 1);
+        if (!buf) continue; /* it waits in MPI until memory is back */
+        MPI_Recv(buf, count, MPI_BYTE, r, TAG_DIRECT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        async__free(buf);
+        pthread_mutex_lock(&b->mu);
+        b->orphan[r] = false;
+        b->orphans--;
+        b->busy[r]--;
+        pthread_mutex_unlock(&b->mu);
+        any = true;
+    }
+    return any;
+}
+
 static void *progress_main(void *arg)
 {
     mpib_t *b = arg;
@@ -143,6 +176,7 @@ static void *progress_main(void *arg)
         b->tail = &b->head;
         atomic_store(&b->queued, false);
         bool stop = b->stop;
+        unsigned orphans = b->orphans;
         pthread_mutex_unlock(&b->mu);
         bool active = list != NULL;
         for (sendreq_t *r = list, *next; r; r = next) {
@@ -202,15 +236,16 @@ static void *progress_main(void *arg)
             sent(b, r);
             active = true;
         }
+        if (orphans && drop_orphans(b)) active = true;
         pthread_mutex_unlock(&b->mpi_mu);
-        if (stop && !inflight && !npend) break;
+        if (stop && !inflight && !npend && !orphans) break;
         if (active) {
             async__mpi_active(&backoff);
             continue;
         }
-        if (!inflight && !npend) {
+        if (!inflight && !npend && !orphans) {
             pthread_mutex_lock(&b->mu);
-            while (!b->head && !b->stop) pthread_cond_wait(&b->wake, &b->mu);
+            while (!b->head && !b->stop && !b->orphans) pthread_cond_wait(&b->wake, &b->mu);
             pthread_mutex_unlock(&b->mu);
             async__mpi_active(&backoff);
             continue;
@@ -381,6 +416,7 @@ static void destroy(mpib_t *b, unsigned slots)
     pthread_mutex_destroy(&b->mu);
     pthread_mutex_destroy(&b->mpi_mu);
     async__free(b->busy);
+    async__free(b->orphan);
     async__free(b);
 }
 
@@ -404,7 +440,10 @@ static int start(async_executor_t *ex)
         return ASYNC_ENOMEM;
     }
     b->busy = async__calloc((size_t)async__mpi_size_, sizeof *b->busy);
-    if (!b->busy) {
+    b->orphan = async__calloc((size_t)async__mpi_size_, sizeof *b->orphan);
+    if (!b->busy || !b->orphan) {
+        async__free(b->busy);
+        async__free(b->orphan);
         async__free(b);
         atomic_store(&async__mpi_ex, NULL);
         atomic_store(&used, false);
@@ -509,7 +548,9 @@ int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_
  * (tag TAG_DIRECT, which nobody else receives) and copies the result into
  * the caller's buffer.  The trip is then MPI's latency and the rank's run,
  * with no thread of rank 0 to wake on either side.  While it waits the
- * thread spins, then naps as the progress thread does (mpi_internal.h). */
+ * thread spins, then naps as the progress thread does (mpi_internal.h).
+ * At the job's deadline it stops waiting (a rank without a pool cannot stop
+ * the job) and leaves the reply to the progress thread, which drops it. */
 
 _Atomic uint64_t async__mpi_direct_runs;
 
@@ -530,10 +571,18 @@ static int claim_rank(mpib_t *b)
     return rank;
 }
 
-static void release_rank(mpib_t *b, int rank)
+/* The direct run on rank is over; orphaned: its reply is still to come,
+ * for the progress thread to drop, and the rank stays busy until then. */
+static void release_rank(mpib_t *b, int rank, bool orphaned)
 {
     pthread_mutex_lock(&b->mu);
-    b->busy[rank]--;
+    if (orphaned) {
+        b->orphan[rank] = true;
+        b->orphans++;
+        pthread_cond_signal(&b->wake);
+    } else {
+        b->busy[rank]--;
+    }
     if (!--b->directs && b->joining) pthread_cond_broadcast(&b->direct_idle);
     pthread_mutex_unlock(&b->mu);
 }
@@ -553,8 +602,9 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
 }
 
 /* Polls until the send has completed and the reply has come; returns it
- * (async__malloc'd, *len bytes). */
-static char *await_direct(mpib_t *b, int rank, MPI_Request *req, size_t *len)
+ * (async__malloc'd, *len bytes), or NULL when deadline passed first (the
+ * send has completed then: the job is on the rank). */
+static char *await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, size_t *len)
 {
     async__mpi_backoff_t backoff = {0};
     bool sent_all = false;
@@ -578,6 +628,7 @@ static char *await_direct(mpib_t *b, int rank, MPI_Request *req, size_t *len)
         }
         pthread_mutex_unlock(&b->mpi_mu);
         if (reply) return reply;
+        if (sent_all && !flag && deadline != ASYNC_FOREVER && async_now() > deadline) return NULL;
         async__mpi_nap(&backoff);
     }
 }
@@ -612,10 +663,6 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
                        size_t *out_len, char *msg, size_t msg_cap, int *code)
 {
     mpib_t *b = ex->backend;
-    /* Without a pool on the rank, nothing stops a job at its deadline, and
-     * the caller's own deadline (at or after the job's) must be able to
-     * end the wait: the ordinary path's future does that. */
-    if (deadline != ASYNC_FOREVER && !async__mpi_opts.rank_processes) return false;
     int rank = claim_rank(b);
     if (!rank) return false;
     async__rows_t rw = {.fn = job->fn, .ctx = job->ctx, .in = job->in, .in_size = job->in_size,
@@ -624,11 +671,11 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
     size_t len;
     int r = build(DIRECT_SLOT, &rw, true, deadline, &m, &len, why);
     if (r == ASYNC_ENOMEM) { /* the ordinary path says so with its own codes */
-        release_rank(b, rank);
+        release_rank(b, rank, false);
         return false;
     }
     if (r) { /* what a slot would fail the job with: unregistered, bad ctx, too large */
-        release_rank(b, rank);
+        release_rank(b, rank, false);
         *code = r;
         if (out_len) *out_len = 0;
         if (msg && msg_cap) snprintf(msg, msg_cap, "%s", why);
@@ -638,15 +685,26 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
     MPI_Request req;
     if (!send_direct(b, rank, m, len, &req)) {
         async__free(m);
-        release_rank(b, rank);
+        release_rank(b, rank, false);
         return false;
     }
     size_t rlen;
-    char *reply = await_direct(b, rank, &req, &rlen);
+    char *reply = await_direct(b, rank, &req, deadline, &rlen);
     async__free(m);
-    release_rank(b, rank);
-    *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
-    async__free(reply);
+    release_rank(b, rank, !reply);
+    if (reply) {
+        *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
+        async__free(reply);
+    } else { /* as the thread backend's watchdog says it */
+        *code = ASYNC_ETIMEDOUT;
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "still running on rank %d at its deadline (%s)", rank,
+                     async__mpi_opts.rank_processes
+                         ? "the rank's process pool stops it; its result is dropped"
+                         : "without rank_processes a rank cannot stop a job: it runs on, its "
+                           "result is dropped");
+    }
     atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
     return true;
 }

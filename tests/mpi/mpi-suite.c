@@ -484,15 +484,30 @@ static void c_direct(void)
     async_future_unref(mf);
     CHECK(!memcmp(mo, want, sizeof mo), "the map beside the runs differs");
 
-    /* With a deadline and no pool on the ranks, nothing could stop the job
-     * at its deadline: the ordinary path, whose future ends the wait. */
+    /* A timed run: the direct path too.  Without a pool on the ranks the
+     * job cannot be stopped, so the run gives up at its deadline, the job
+     * runs on and its reply is dropped; the rank serves on after it. */
     d0 = direct_runs();
     x = 9;
     int64_t w;
     square(&x, 8, &w, 8, NULL);
     j = (async_job_t){.fn = square, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = ASYNC_SEC(30)};
     CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "timed run");
-    CHECK(direct_runs() == d0, "a timed run without rank_processes took the direct path");
+    ms = 1500;
+    j = (async_job_t){.fn = nap_ms, .in = &ms, .in_size = 8, .timeout_ns = ASYNC_MSEC(200)};
+    int64_t t0 = async_now();
+    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
+    double waited = (double)(async_now() - t0) / 1e9;
+    CHECK(r == ASYNC_ETIMEDOUT && strstr(msg, "at its deadline"), "late run: %s '%s'", async_errname(r), msg);
+    CHECK(waited < 1.2, "the late run waited %.2f s for a 0.2 s deadline", waited);
+    CHECK(direct_runs() - d0 == 2, "%llu of 2 timed runs took the direct path",
+          (unsigned long long)(direct_runs() - d0));
+    CHECK(run_squares(300, 50) == 0, "runs beside the late job");
+    usleep(1600000); /* the late job's reply has come and was dropped: */
+    d0 = direct_runs();
+    CHECK(run_squares(400, 20) == 0, "runs after the late job");
+    CHECK(direct_runs() - d0 == 20, "after the late job's reply, %llu of 20 runs were direct",
+          (unsigned long long)(direct_runs() - d0));
     printf("direct runs: %llu\n", (unsigned long long)direct_runs());
 }
 
