@@ -35,6 +35,7 @@
 typedef struct sendreq {
     struct sendreq *next;
     int rank, tag;
+    unsigned slot;       /* a job's driver slot */
     const void *buf;
     size_t len;
     bool owned;          /* free buf once sent */
@@ -165,6 +166,8 @@ static void *progress_main(void *arg)
     size_t npend = 0, cap = 0;
     size_t inflight = 0;
     async__mpi_backoff_t backoff = {0};
+    /* When each slot's job was sent, for the typical job time (backoff). */
+    int64_t *sent_at = async__calloc(b->ex->workers, sizeof *sent_at);
     for (;;) {
         /* Taken before the send list, so that a direct run, which checks
          * under mpi_mu that the list is empty, cannot send ahead of a job or
@@ -192,7 +195,10 @@ static void *progress_main(void *arg)
                 }
             }
             MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
-            if (r->tag == TAG_JOB) inflight++;
+            if (r->tag == TAG_JOB) {
+                inflight++;
+                if (sent_at) sent_at[r->slot] = async_now();
+            }
             if (npend < cap) pend[npend++] = r;
             else { /* no memory for the list: wait for this one here */
                 MPI_Wait(&r->req, MPI_STATUS_IGNORE);
@@ -213,6 +219,10 @@ static void *progress_main(void *arg)
             res_hdr_t h = {0};
             if (buf && count >= (int)sizeof h) memcpy(&h, buf, sizeof h);
             if (h.slot >= b->ex->workers) h.slot = 0;
+            if (sent_at && sent_at[h.slot]) {
+                int64_t took = async_now() - sent_at[h.slot];
+                backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
+            }
             slot_t *s = &b->s[h.slot];
             pthread_mutex_lock(&b->mu);
             b->busy[s->rank]--;
@@ -258,6 +268,7 @@ static void *progress_main(void *arg)
     for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
     pthread_mutex_unlock(&b->mpi_mu);
     async__free(pend);
+    async__free(sent_at);
     return NULL;
 }
 
@@ -374,7 +385,8 @@ static void *slot_main(void *arg)
             async__exec_finish(ex, job, &oc);
             continue;
         }
-        *q = (sendreq_t){.rank = s->rank, .tag = TAG_JOB, .buf = m, .len = len, .owned = true};
+        *q = (sendreq_t){.rank = s->rank, .tag = TAG_JOB, .slot = s->index, .buf = m, .len = len,
+                         .owned = true};
         enqueue(b, q);
         pthread_mutex_lock(&b->mu);
         while (!s->reply) pthread_cond_wait(&s->cv, &b->mu);

@@ -69,9 +69,15 @@ typedef struct share_hdr {
 #define ASYNC__MPI_SPIN_NS 300000
 #define ASYNC__MPI_LONG_IDLE_NS 100000000
 #define ASYNC__MPI_NAP_MAX_NS 200000
+/* A poller that knows its jobs run long (job_ns, the typical time from
+ * sending a job to its reply, at least LONG_JOB_NS) skips the spin, which
+ * would take a CPU from the ranks computing them, and lets its naps grow to
+ * job_ns / 64 (at most 2 ms), about 1% of a job's time added to its reply. */
+#define ASYNC__MPI_LONG_JOB_NS (20 * (int64_t)ASYNC__MPI_SPIN_NS)
 typedef struct async__mpi_backoff {
     int64_t idle_since; /* 0: active */
     unsigned step;
+    int64_t job_ns;     /* 0: unknown */
 } async__mpi_backoff_t;
 
 static inline void async__mpi_active(async__mpi_backoff_t *b)
