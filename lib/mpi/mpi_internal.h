@@ -72,7 +72,8 @@ typedef struct share_hdr {
 /* A poller that knows its jobs run long (job_ns, the typical time from
  * sending a job to its reply, at least LONG_JOB_NS) skips the spin, which
  * would take a CPU from the ranks computing them, and lets its naps grow to
- * job_ns / 64 (at most 2 ms), about 1% of a job's time added to its reply. */
+ * job_ns / 128 (at most 2 ms): a reply then waits about 0.4% of its job's
+ * time for the poller to wake. */
 #define ASYNC__MPI_LONG_JOB_NS (20 * (int64_t)ASYNC__MPI_SPIN_NS)
 typedef struct async__mpi_backoff {
     int64_t idle_since; /* 0: active */

@@ -22,7 +22,7 @@ bool async__mpi_nap(async__mpi_backoff_t *b)
     /* Idle for long, the poller sleeps longer: latency matters while jobs
      * come and go, CPU while nothing does. */
     long cap = now - b->idle_since > ASYNC__MPI_LONG_IDLE_NS ? 2000000 : ASYNC__MPI_NAP_MAX_NS;
-    if (long_jobs && b->job_ns / 64 > cap) cap = b->job_ns / 64 < 2000000 ? (long)(b->job_ns / 64) : 2000000;
+    if (long_jobs && b->job_ns / 128 > cap) cap = b->job_ns / 128 < 2000000 ? (long)(b->job_ns / 128) : 2000000;
     long ns = 20000L << b->step;
     if (ns > cap) ns = cap;
     else b->step++;
