@@ -10,7 +10,7 @@
  * (rounds.h: BENCH_ROUNDS, default 5), and each figure prints as
  * `name: median (min-max) unit`; ratios are taken round by round.
  *
- *   bench-mpi [--limit N] [--trips N]
+ *   bench-mpi [--limit N] [--trips N] [--mpi-workers N]
  *
  * Started without mpirun it runs itself under
  * `mpirun --oversubscribe --bind-to none -np 3` with loopback transports. */
@@ -204,9 +204,11 @@ int main(int argc, char **argv)
     if (!getenv("OMPI_COMM_WORLD_SIZE")) return relaunch(argv);
     uint32_t limit = 20000000;
     int trips = 20000;
+    unsigned mpi_workers = 0; /* the backend's default: one slot per serving rank */
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--limit")) limit = (uint32_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--trips")) trips = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mpi-workers")) mpi_workers = (unsigned)atoi(argv[++i]);
     }
     char msg[256];
     int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
@@ -215,7 +217,7 @@ int main(int argc, char **argv)
         return 1;
     }
     async_executor_t *mpi;
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI, .workers = mpi_workers};
     if ((r = async_executor_new(&mpi, &o))) {
         fprintf(stderr, "MPI executor: %s\n", async_errname(r));
         return 1;
