@@ -623,10 +623,13 @@ static char *await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadlin
     for (;;) {
         char *reply = NULL;
         pthread_mutex_lock(&b->mpi_mu);
-        int flag = 0;
-        if (!sent_all) MPI_Test(req, &flag, MPI_STATUS_IGNORE), sent_all = flag;
+        if (!sent_all) {
+            int done = 0;
+            MPI_Test(req, &done, MPI_STATUS_IGNORE);
+            sent_all = done;
+        }
         MPI_Status st;
-        flag = 0;
+        int flag = 0;
         if (sent_all) MPI_Iprobe(rank, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
         if (flag) {
             int count = 0;
