@@ -137,6 +137,13 @@ Test(mpi, registry_mismatch_names_the_rank) { expect_pass(3, VADER, "mismatch");
 Test(mpi, single_rank_is_enotsup) { expect_pass(1, VADER, "single"); }
 Test(mpi, libevent_symbols_win_over_libev) { expect_pass(3, VADER, "symbols"); }
 
+/* async_executor_run on a plain thread with an idle rank: the calling
+ * thread sends the job and takes the reply itself (a failing function, an
+ * unregistered one, a variable result, a deadline that passes while the
+ * job runs on; not from a task, not to a busy rank; beside a map and
+ * another thread). */
+Test(mpi, run_takes_the_direct_path) { expect_pass(3, VADER, "direct"); }
+
 /* rank_processes: the job that crashes fails alone, its rank serves on. */
 Test(mpi, crashing_job_fails_only_its_future) { expect_pass(3, VADER, "crash"); }
 

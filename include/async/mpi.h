@@ -25,10 +25,16 @@
  * by default aborts every rank and mpirun reports which rank died; no
  * recovery of lost ranks exists in this backend (docs/mpi.md).
  *
- * Threads: rank 0's MPI calls all happen on one progress thread of the
- * executor (MPI_THREAD_SERIALIZED); futures are completed by the executor's
- * driver threads, so they are awaitable from tasks and waitable from any
- * thread as on the other backends.  One MPI executor per run: once it is
+ * Threads: MPI runs at MPI_THREAD_SERIALIZED and the backend makes one MPI
+ * call at a time on rank 0: those of the executor's progress thread, and
+ * those of a thread in async_executor_run, which on a plain thread (not a
+ * task) with the queue empty and a serving rank idle sends its job and
+ * waits for the reply itself, spinning briefly and then napping; at the
+ * job's deadline it returns ASYNC_ETIMEDOUT while the job runs on (or the
+ * rank's pool kills it) and its result is dropped.  Futures are completed by the executor's driver threads,
+ * so they are awaitable from tasks and waitable from any thread as on the
+ * other backends.  The program itself must make no MPI call of its own
+ * while the MPI executor lives.  One MPI executor per run: once it is
  * freed the serving ranks have exited. */
 #ifndef ASYNC_MPI_H
 #define ASYNC_MPI_H

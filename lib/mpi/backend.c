@@ -1,8 +1,15 @@
 /* Rank 0's side of the MPI backend (exec/backend_internal.h): ex->workers
  * driver slots, each a thread that takes a job from the executor's queue,
  * turns it into a message for its rank (slot i serves rank 1 + i % (N-1)),
- * waits for the reply and finishes the job; and one progress thread, the
- * only thread of rank 0 that calls MPI once async_mpi_init has returned.
+ * waits for the reply and finishes the job; one progress thread, which
+ * makes the MPI calls of the slots' jobs and of bcasts; and the direct path
+ * of async_executor_run (run_direct), on which the calling thread sends its
+ * job to an idle rank and receives the reply itself.
+ *
+ * MPI runs at MPI_THREAD_SERIALIZED: any thread may call it, one at a time.
+ * b->mpi_mu is held around every MPI call of rank 0 after init; the
+ * progress thread holds it for one pass of its loop and never while it
+ * sleeps.
  *
  * The progress thread sends with MPI_Isend only, so a large job or a slow
  * rank never holds up the others, polls for results with MPI_Iprobe, and
@@ -12,7 +19,8 @@
  * no CPU.
  *
  * Locking: b->mu guards the send list, the slots' replies, the bcast
- * counters and `stop`; no MPI call and no executor call is made under it. */
+ * counters, the ranks' busy counts and `stop`; no MPI call and no executor
+ * call is made under it.  Order: mpi_mu before mu. */
 #include <dlfcn.h>
 #include <mpi.h>
 #include <signal.h>
@@ -27,6 +35,7 @@
 typedef struct sendreq {
     struct sendreq *next;
     int rank, tag;
+    unsigned slot;       /* a job's driver slot */
     const void *buf;
     size_t len;
     bool owned;          /* free buf once sent */
@@ -57,12 +66,25 @@ typedef struct slot {
 
 typedef struct mpib {
     async_executor_t *ex;
+    pthread_mutex_t mpi_mu; /* held around every MPI call */
     pthread_mutex_t mu;
     pthread_cond_t wake; /* the progress thread waits here for sends */
     pthread_cond_t sent; /* bcast callers wait here */
     sendreq_t *head, **tail;
     _Atomic bool queued; /* head is non-empty: lets the progress thread spin */
     bool stop;
+    /* Per rank (index 0 unused), under mu: jobs sent to it whose reply has
+     * not come, by slots and direct runs.  A direct run takes only a rank
+     * at 0, so that it never waits behind another job. */
+    unsigned *busy;
+    /* Per rank, under mu: a direct run gave up at its deadline and its
+     * reply is still to come; the progress thread receives and drops it
+     * (and only then is the rank idle).  orphans counts them. */
+    bool *orphan;
+    unsigned orphans;
+    unsigned directs;     /* direct runs under way */
+    bool joining;         /* join() began: no new direct run */
+    pthread_cond_t direct_idle; /* join waits here for directs == 0 */
     pthread_t progress;
     unsigned started; /* slot threads */
     slot_t s[];
@@ -78,6 +100,7 @@ static void enqueue(mpib_t *b, sendreq_t *r)
 {
     r->next = NULL;
     pthread_mutex_lock(&b->mu);
+    if (r->tag == TAG_JOB) b->busy[r->rank]++;
     *b->tail = r;
     b->tail = &r->next;
     atomic_store(&b->queued, true);
@@ -105,6 +128,34 @@ static void sent(mpib_t *b, sendreq_t *r)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* Under mpi_mu: receives and drops the replies of direct runs that gave up
+ * at their deadline, which free their ranks.  True if one came. */
+static bool drop_orphans(mpib_t *b)
+{
+    bool any = false;
+    for (int r = 1; r < async__mpi_size_; r++) {
+        pthread_mutex_lock(&b->mu);
+        bool waiting = b->orphan[r];
+        pthread_mutex_unlock(&b->mu);
+        int flag = 0, count = 0;
+        MPI_Status st;
+        if (waiting) MPI_Iprobe(r, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) continue;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        char *buf = async__malloc(count > 0 ? (size_t)count : 1);
+        if (!buf) continue; /* it waits in MPI until memory is back */
+        MPI_Recv(buf, count, MPI_BYTE, r, TAG_DIRECT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        async__free(buf);
+        pthread_mutex_lock(&b->mu);
+        b->orphan[r] = false;
+        b->orphans--;
+        b->busy[r]--;
+        pthread_mutex_unlock(&b->mu);
+        any = true;
+    }
+    return any;
+}
+
 static void *progress_main(void *arg)
 {
     mpib_t *b = arg;
@@ -115,13 +166,20 @@ static void *progress_main(void *arg)
     size_t npend = 0, cap = 0;
     size_t inflight = 0;
     async__mpi_backoff_t backoff = {0};
+    /* When each slot's job was sent, for the typical job time (backoff). */
+    int64_t *sent_at = async__calloc(b->ex->workers, sizeof *sent_at);
     for (;;) {
+        /* Taken before the send list, so that a direct run, which checks
+         * under mpi_mu that the list is empty, cannot send ahead of a job or
+         * bcast already taken from it (the ranks rely on MPI's order). */
+        pthread_mutex_lock(&b->mpi_mu);
         pthread_mutex_lock(&b->mu);
         sendreq_t *list = b->head;
         b->head = NULL;
         b->tail = &b->head;
         atomic_store(&b->queued, false);
         bool stop = b->stop;
+        unsigned orphans = b->orphans;
         pthread_mutex_unlock(&b->mu);
         bool active = list != NULL;
         for (sendreq_t *r = list, *next; r; r = next) {
@@ -137,7 +195,10 @@ static void *progress_main(void *arg)
                 }
             }
             MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
-            if (r->tag == TAG_JOB) inflight++;
+            if (r->tag == TAG_JOB) {
+                inflight++;
+                if (sent_at) sent_at[r->slot] = async_now();
+            }
             if (npend < cap) pend[npend++] = r;
             else { /* no memory for the list: wait for this one here */
                 MPI_Wait(&r->req, MPI_STATUS_IGNORE);
@@ -158,8 +219,13 @@ static void *progress_main(void *arg)
             res_hdr_t h = {0};
             if (buf && count >= (int)sizeof h) memcpy(&h, buf, sizeof h);
             if (h.slot >= b->ex->workers) h.slot = 0;
+            if (sent_at && sent_at[h.slot]) {
+                int64_t took = async_now() - sent_at[h.slot];
+                backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
+            }
             slot_t *s = &b->s[h.slot];
             pthread_mutex_lock(&b->mu);
+            b->busy[s->rank]--;
             s->reply = buf ? buf : (char *)"";
             s->reply_len = buf ? (size_t)count : 0;
             atomic_store(&s->ready, true);
@@ -180,31 +246,38 @@ static void *progress_main(void *arg)
             sent(b, r);
             active = true;
         }
-        if (stop && !inflight && !npend) break;
+        if (orphans && drop_orphans(b)) active = true;
+        pthread_mutex_unlock(&b->mpi_mu);
+        if (stop && !inflight && !npend && !orphans) break;
         if (active) {
             async__mpi_active(&backoff);
             continue;
         }
-        if (!inflight && !npend) {
+        if (!inflight && !npend && !orphans) {
             pthread_mutex_lock(&b->mu);
-            while (!b->head && !b->stop) pthread_cond_wait(&b->wake, &b->mu);
+            while (!b->head && !b->stop && !b->orphans) pthread_cond_wait(&b->wake, &b->mu);
             pthread_mutex_unlock(&b->mu);
             async__mpi_active(&backoff);
             continue;
         }
         async__mpi_nap(&backoff);
     }
-    /* Every job has its reply: release the serving ranks. */
+    /* Every job has its reply and no direct run is left (join waited for
+     * them): release the serving ranks. */
+    pthread_mutex_lock(&b->mpi_mu);
     for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
+    pthread_mutex_unlock(&b->mpi_mu);
     async__free(pend);
+    async__free(sent_at);
     return NULL;
 }
 
-/* Builds the job message for job; on error fills why. */
-static int build(slot_t *s, async__job_t *job, char **out, size_t *len, char why[ASYNC_FUTURE_MSG_MAX])
+/* Builds the message of a job of rows for slot (DIRECT_SLOT for a direct
+ * run); on error fills why. */
+static int build(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t deadline, char **out,
+                 size_t *len, char why[ASYNC_FUTURE_MSG_MAX])
 {
-    const async__rows_t *rw = &job->rows;
-    job_hdr_t h = {.slot = s->index, .var_ok = job->var_ok, .count = rw->count,
+    job_hdr_t h = {.slot = slot, .var_ok = var_ok, .count = rw->count,
                    .in_size = rw->in_size, .out_size = rw->out_size, .remaining = NO_DEADLINE};
     if (async__mpi_fn_index(rw->fn, &h.fn)) {
         Dl_info di;
@@ -229,8 +302,8 @@ static int build(slot_t *s, async__job_t *job, char **out, size_t *len, char why
         snprintf(why, ASYNC_FUTURE_MSG_MAX, "the job's input or output exceeds 2 GiB, MPI's limit");
         return ASYNC_EINVAL;
     }
-    if (job->deadline != ASYNC_FOREVER) {
-        int64_t left = job->deadline - async_now();
+    if (deadline != ASYNC_FOREVER) {
+        int64_t left = deadline - async_now();
         h.remaining = left > 0 ? left : 1;
     }
     char *m = async__malloc(sizeof h + in_bytes);
@@ -245,10 +318,16 @@ static int build(slot_t *s, async__job_t *job, char **out, size_t *len, char why
     return 0;
 }
 
-/* Fills oc (and the job's output rows) from a reply. */
-static void parse(async__job_t *job, const char *reply, size_t len, async__outcome_t *oc)
+/* Fills oc from a reply to a job of count rows of out_size bytes, and
+ * points *rows at the output rows in it (*rows_len bytes, at most count *
+ * out_size; 0 for a failed job or a variable result, which oc->var_out
+ * points at instead). */
+static void parse(const char *reply, size_t len, size_t count, size_t out_size, async__outcome_t *oc,
+                  const char **rows, size_t *rows_len)
 {
     memset(oc, 0, sizeof *oc);
+    *rows = NULL;
+    *rows_len = 0;
     res_hdr_t h;
     if (len < sizeof h) {
         oc->err = ASYNC_ENOMEM;
@@ -275,10 +354,11 @@ static void parse(async__job_t *job, const char *reply, size_t len, async__outco
         oc->var_owned = false;
         return;
     }
-    size_t cap = job->rows.out_size * job->rows.count;
+    size_t cap = out_size * count;
     size_t n = h.data_size < cap ? h.data_size : cap;
-    if (n && job->rows.out) memcpy(job->rows.out, data, n);
-    if (job->rows.count == 1) oc->result_size = n;
+    *rows = data;
+    *rows_len = n;
+    if (count == 1) oc->result_size = n;
 }
 
 static void *slot_main(void *arg)
@@ -291,7 +371,7 @@ static void *slot_main(void *arg)
         async__outcome_t oc = {0};
         char *m;
         size_t len;
-        int r = build(s, job, &m, &len, oc.msg);
+        int r = build(s->index, &job->rows, job->var_ok, job->deadline, &m, &len, oc.msg);
         if (r) {
             oc.err = r;
             async__exec_finish(ex, job, &oc);
@@ -305,7 +385,8 @@ static void *slot_main(void *arg)
             async__exec_finish(ex, job, &oc);
             continue;
         }
-        *q = (sendreq_t){.rank = s->rank, .tag = TAG_JOB, .buf = m, .len = len, .owned = true};
+        *q = (sendreq_t){.rank = s->rank, .tag = TAG_JOB, .slot = s->index, .buf = m, .len = len,
+                         .owned = true};
         enqueue(b, q);
         pthread_mutex_lock(&b->mu);
         while (!s->reply) pthread_cond_wait(&s->cv, &b->mu);
@@ -314,7 +395,10 @@ static void *slot_main(void *arg)
         s->reply = NULL;
         atomic_store(&s->ready, false);
         pthread_mutex_unlock(&b->mu);
-        parse(job, reply, rlen, &oc);
+        const char *rows;
+        size_t n;
+        parse(reply, rlen, job->rows.count, job->rows.out_size, &oc, &rows, &n);
+        if (n && job->rows.out) memcpy(job->rows.out, rows, n);
         async__exec_finish(ex, job, &oc);
         if (rlen) async__free(reply);
     }
@@ -327,6 +411,8 @@ static void join(async_executor_t *ex)
     for (unsigned i = 0; i < b->started; i++) pthread_join(b->s[i].tid, NULL);
     b->started = 0;
     pthread_mutex_lock(&b->mu);
+    b->joining = true;
+    while (b->directs) pthread_cond_wait(&b->direct_idle, &b->mu);
     b->stop = true;
     pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->mu);
@@ -338,7 +424,11 @@ static void destroy(mpib_t *b, unsigned slots)
     for (unsigned i = 0; i < slots; i++) pthread_cond_destroy(&b->s[i].cv);
     pthread_cond_destroy(&b->wake);
     pthread_cond_destroy(&b->sent);
+    pthread_cond_destroy(&b->direct_idle);
     pthread_mutex_destroy(&b->mu);
+    pthread_mutex_destroy(&b->mpi_mu);
+    async__free(b->busy);
+    async__free(b->orphan);
     async__free(b);
 }
 
@@ -361,9 +451,21 @@ static int start(async_executor_t *ex)
         atomic_store(&used, false);
         return ASYNC_ENOMEM;
     }
+    b->busy = async__calloc((size_t)async__mpi_size_, sizeof *b->busy);
+    b->orphan = async__calloc((size_t)async__mpi_size_, sizeof *b->orphan);
+    if (!b->busy || !b->orphan) {
+        async__free(b->busy);
+        async__free(b->orphan);
+        async__free(b);
+        atomic_store(&async__mpi_ex, NULL);
+        atomic_store(&used, false);
+        return ASYNC_ENOMEM;
+    }
     b->ex = ex;
     b->tail = &b->head;
+    pthread_mutex_init(&b->mpi_mu, NULL);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->direct_idle, NULL);
     pthread_cond_init(&b->wake, NULL);
     async__cond_init_monotonic(&b->sent, false); /* bcast deadlines */
     for (unsigned i = 0; i < ex->workers; i++) {
@@ -450,6 +552,178 @@ int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_
     return r;
 }
 
+/* --- the direct path of async_executor_run ------------------------------------
+ *
+ * A run on a plain thread, with the queue empty and a rank that has nothing
+ * of ours to do, skips the driver slot, the progress thread and the future:
+ * the calling thread sends the job to the rank itself, polls for its reply
+ * (tag TAG_DIRECT, which nobody else receives) and copies the result into
+ * the caller's buffer.  The trip is then MPI's latency and the rank's run,
+ * with no thread of rank 0 to wake on either side.  While it waits the
+ * thread spins, then naps as the progress thread does (mpi_internal.h).
+ * At the job's deadline it stops waiting (a rank without a pool cannot stop
+ * the job) and leaves the reply to the progress thread, which drops it. */
+
+_Atomic uint64_t async__mpi_direct_runs;
+
+/* Claims an idle rank for a direct run: 0 when there is none, the pool is
+ * closing, or sends are queued for the progress thread. */
+static int claim_rank(mpib_t *b)
+{
+    int rank = 0;
+    pthread_mutex_lock(&b->mu);
+    if (!b->joining && !b->stop && !b->head)
+        for (int r = 1; r < async__mpi_size_ && !rank; r++)
+            if (!b->busy[r]) rank = r;
+    if (rank) {
+        b->busy[rank]++;
+        b->directs++;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return rank;
+}
+
+/* The direct run on rank is over; orphaned: its reply is still to come,
+ * for the progress thread to drop, and the rank stays busy until then. */
+static void release_rank(mpib_t *b, int rank, bool orphaned)
+{
+    pthread_mutex_lock(&b->mu);
+    if (orphaned) {
+        b->orphan[rank] = true;
+        b->orphans++;
+        pthread_cond_signal(&b->wake);
+    } else {
+        b->busy[rank]--;
+    }
+    if (!--b->directs && b->joining) pthread_cond_broadcast(&b->direct_idle);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Sends the job message under mpi_mu, unless sends are queued for the
+ * progress thread (a bcast: it must reach the rank first, and MPI keeps
+ * the order of sends, not of enqueues).  False when it did not send. */
+static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Request *req)
+{
+    pthread_mutex_lock(&b->mpi_mu);
+    pthread_mutex_lock(&b->mu);
+    bool clear = !b->head;
+    pthread_mutex_unlock(&b->mu);
+    if (clear) MPI_Isend(m, (int)len, MPI_BYTE, rank, TAG_JOB, MPI_COMM_WORLD, req);
+    pthread_mutex_unlock(&b->mpi_mu);
+    return clear;
+}
+
+/* Polls until the send has completed and the reply has come; returns it
+ * (async__malloc'd, *len bytes), or NULL when deadline passed first (the
+ * send has completed then: the job is on the rank). */
+static char *await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, size_t *len)
+{
+    async__mpi_backoff_t backoff = {0};
+    bool sent_all = false;
+    for (;;) {
+        char *reply = NULL;
+        pthread_mutex_lock(&b->mpi_mu);
+        if (!sent_all) {
+            int done = 0;
+            MPI_Test(req, &done, MPI_STATUS_IGNORE);
+            sent_all = done;
+        }
+        MPI_Status st;
+        int flag = 0;
+        if (sent_all) MPI_Iprobe(rank, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
+        if (flag) {
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            /* Without memory the reply waits in MPI and we poll again. */
+            reply = async__malloc(count > 0 ? (size_t)count : 1);
+            if (reply) {
+                MPI_Recv(reply, count, MPI_BYTE, rank, TAG_DIRECT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                *len = (size_t)count;
+            }
+        }
+        pthread_mutex_unlock(&b->mpi_mu);
+        if (reply) return reply;
+        if (sent_all && !flag && deadline != ASYNC_FOREVER && async_now() > deadline) return NULL;
+        async__mpi_nap(&backoff);
+    }
+}
+
+/* The caller's answer from a reply, as async_executor_run gives it on the
+ * ordinary path: the result copied only for a job that succeeded in time. */
+static int answer(const char *reply, size_t rlen, const async_job_t *job, int64_t deadline, void *out,
+                  size_t *out_len, char *msg, size_t msg_cap)
+{
+    async__outcome_t oc;
+    const char *rows;
+    size_t n;
+    parse(reply, rlen, 1, job->out_size, &oc, &rows, &n);
+    /* async__exec_finish's rule: a result past the deadline is a failure. */
+    if (!oc.err && deadline != ASYNC_FOREVER && async_now() > deadline) {
+        oc.err = ASYNC_ETIMEDOUT;
+        snprintf(oc.msg, sizeof oc.msg, "finished after its deadline");
+    }
+    size_t size = 0;
+    if (!oc.err) {
+        const char *data = oc.var_out ? oc.var_out : rows;
+        size = oc.var_out ? oc.var_size : oc.result_size;
+        size_t copy = size < job->out_size ? size : job->out_size;
+        if (out && copy) memcpy(out, data, copy);
+    }
+    if (out_len) *out_len = size;
+    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", oc.err ? oc.msg : "");
+    return oc.err;
+}
+
+static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
+                       size_t *out_len, char *msg, size_t msg_cap, int *code)
+{
+    mpib_t *b = ex->backend;
+    int rank = claim_rank(b);
+    if (!rank) return false;
+    async__rows_t rw = {.fn = job->fn, .ctx = job->ctx, .in = job->in, .in_size = job->in_size,
+                        .out_size = job->out_size, .count = 1};
+    char *m, why[ASYNC_FUTURE_MSG_MAX];
+    size_t len;
+    int r = build(DIRECT_SLOT, &rw, true, deadline, &m, &len, why);
+    if (r == ASYNC_ENOMEM) { /* the ordinary path says so with its own codes */
+        release_rank(b, rank, false);
+        return false;
+    }
+    if (r) { /* what a slot would fail the job with: unregistered, bad ctx, too large */
+        release_rank(b, rank, false);
+        *code = r;
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap) snprintf(msg, msg_cap, "%s", why);
+        atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
+        return true;
+    }
+    MPI_Request req;
+    if (!send_direct(b, rank, m, len, &req)) {
+        async__free(m);
+        release_rank(b, rank, false);
+        return false;
+    }
+    size_t rlen;
+    char *reply = await_direct(b, rank, &req, deadline, &rlen);
+    async__free(m);
+    release_rank(b, rank, !reply);
+    if (reply) {
+        *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
+        async__free(reply);
+    } else { /* as the thread backend's watchdog says it */
+        *code = ASYNC_ETIMEDOUT;
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "still running on rank %d at its deadline (%s)", rank,
+                     async__mpi_opts.rank_processes
+                         ? "the rank's process pool stops it; its result is dropped"
+                         : "without rank_processes a rank cannot stop a job: it runs on, its "
+                           "result is dropped");
+    }
+    atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
+    return true;
+}
+
 const async__backend_ops_t async__mpi_backend = {
     .name = "mpi",
     .default_workers = default_workers,
@@ -457,4 +731,5 @@ const async__backend_ops_t async__mpi_backend = {
     .join = join,
     .terminate = NULL,
     .free = free_backend,
+    .run = run_direct,
 };

@@ -5,6 +5,10 @@
  *   TAG_JOB    0 -> r: job_hdr_t, then count * in_size input bytes.
  *   TAG_RESULT r -> 0: res_hdr_t, then msg_len message bytes, then data_size
  *              output bytes (count * out_size rows, or a submit's result).
+ *   TAG_DIRECT r -> 0: the same, for a job whose slot is DIRECT_SLOT: the
+ *              reply of a direct run (async_executor_run on a plain thread),
+ *              which that thread receives itself; the progress thread never
+ *              probes this tag.
  *   TAG_SHARE  0 -> r: share_hdr_t, then at once TAG_SHARE_DATA: the bytes.
  *   TAG_STOP   0 -> r: empty; the rank finalizes and exits.
  * Every rank runs the same program, so the structs have the same layout. */
@@ -15,7 +19,16 @@
 #include "exec/backend_internal.h"
 #include "async/mpi.h"
 
-enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP };
+enum { TAG_JOB = 1, TAG_RESULT, TAG_SHARE, TAG_SHARE_DATA, TAG_STOP, TAG_DIRECT };
+
+/* job_hdr_t.slot of a direct run: its reply goes back as TAG_DIRECT. */
+#define DIRECT_SLOT UINT32_MAX
+
+/* The tag a serving rank answers a job of this slot with. */
+static inline int async__mpi_reply_tag(uint32_t slot)
+{
+    return slot == DIRECT_SLOT ? TAG_DIRECT : TAG_RESULT;
+}
 
 #define NO_DEADLINE INT64_MAX
 
@@ -56,9 +69,16 @@ typedef struct share_hdr {
 #define ASYNC__MPI_SPIN_NS 300000
 #define ASYNC__MPI_LONG_IDLE_NS 100000000
 #define ASYNC__MPI_NAP_MAX_NS 200000
+/* A poller that knows its jobs run long (job_ns, the typical time from
+ * sending a job to its reply, at least LONG_JOB_NS) skips the spin, which
+ * would take a CPU from the ranks computing them, and lets its naps grow to
+ * job_ns / 128 (at most 2 ms): a reply then waits about 0.4% of its job's
+ * time for the poller to wake. */
+#define ASYNC__MPI_LONG_JOB_NS (20 * (int64_t)ASYNC__MPI_SPIN_NS)
 typedef struct async__mpi_backoff {
     int64_t idle_since; /* 0: active */
     unsigned step;
+    int64_t job_ns;     /* 0: unknown */
 } async__mpi_backoff_t;
 
 static inline void async__mpi_active(async__mpi_backoff_t *b)
@@ -93,6 +113,9 @@ void async__mpi_registry_free(void);
 int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len);
 /* An error reply for slot. */
 int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len);
+
+/* backend.c: direct runs completed (tests only). */
+extern _Atomic uint64_t async__mpi_direct_runs;
 
 /* init.c */
 extern int async__mpi_rank_, async__mpi_size_;

@@ -14,13 +14,15 @@ bool async__mpi_nap(async__mpi_backoff_t *b)
 {
     int64_t now = async_now();
     if (!b->idle_since) b->idle_since = now;
-    if (now - b->idle_since < ASYNC__MPI_SPIN_NS) {
+    bool long_jobs = b->job_ns >= ASYNC__MPI_LONG_JOB_NS;
+    if (!long_jobs && now - b->idle_since < ASYNC__MPI_SPIN_NS) {
         async__cpu_relax();
         return true;
     }
     /* Idle for long, the poller sleeps longer: latency matters while jobs
      * come and go, CPU while nothing does. */
     long cap = now - b->idle_since > ASYNC__MPI_LONG_IDLE_NS ? 2000000 : ASYNC__MPI_NAP_MAX_NS;
+    if (long_jobs && b->job_ns / 128 > cap) cap = b->job_ns / 128 < 2000000 ? (long)(b->job_ns / 128) : 2000000;
     long ns = 20000L << b->step;
     if (ns > cap) ns = cap;
     else b->step++;

@@ -52,13 +52,18 @@ static int pool_run(const void *in, size_t in_size, void *out, size_t out_size, 
     return 0;
 }
 
+/* Replies go back with the tag their slot asks for (a direct run's or a
+ * driver slot's); every reply starts with its res_hdr_t. */
 static void send_reply(serve_t *sv, char *reply, size_t len)
 {
+    res_hdr_t h;
+    memcpy(&h, reply, sizeof h);
+    int tag = async__mpi_reply_tag(h.slot);
     if (sv->npend == sv->cappend) {
         size_t nc = sv->cappend ? sv->cappend * 2 : 16;
         pending_t *np = async__malloc(nc * sizeof *np);
         if (!np) { /* no memory for the list: send it blocking */
-            MPI_Send(reply, (int)len, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+            MPI_Send(reply, (int)len, MPI_BYTE, 0, tag, MPI_COMM_WORLD);
             async__free(reply);
             return;
         }
@@ -69,7 +74,7 @@ static void send_reply(serve_t *sv, char *reply, size_t len)
     }
     pending_t *p = &sv->pend[sv->npend++];
     p->buf = reply;
-    MPI_Isend(reply, (int)len, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD, &p->req);
+    MPI_Isend(reply, (int)len, MPI_BYTE, 0, tag, MPI_COMM_WORLD, &p->req);
 }
 
 static void send_error(serve_t *sv, uint32_t slot, int err, const char *msg)
@@ -83,7 +88,7 @@ static void send_error(serve_t *sv, uint32_t slot, int err, const char *msg)
     /* Not even an error reply fits: a header on the stack, sent blocking,
      * so that rank 0's slot never waits for ever. */
     res_hdr_t h = {.slot = slot, .err = ASYNC_ENOMEM};
-    MPI_Send(&h, sizeof h, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+    MPI_Send(&h, sizeof h, MPI_BYTE, 0, async__mpi_reply_tag(slot), MPI_COMM_WORLD);
 }
 
 static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)

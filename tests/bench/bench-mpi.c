@@ -1,26 +1,37 @@
 /* Benchmarks of the MPI backend, each beside its baseline measured in the
  * same run: a job's round trip between rank 0 and a serving rank beside the
- * process backend's (one worker); the primes below 2e7 by trial division
+ * process backend's (one worker), by async_executor_run (the direct path
+ * on both) and by a submit and a wait on its future (the queue, a driver
+ * slot and the progress thread); the primes below 2e7 by trial division
  * over 2 serving ranks beside serial C and the process backend with 2
- * workers; the lab's howmany (1,000,000 rows of 5 ints, values in [4, 8])
+ * workers, with rank 0's CPU use while the ranks compute; the lab's howmany (1,000,000 rows of 5 ints, values in [4, 8])
  * with the rows replicated once by async_mpi_bcast beside shipping them in
  * every chunk.  Every side runs once a round, in alternating rounds
  * (rounds.h: BENCH_ROUNDS, default 5), and each figure prints as
  * `name: median (min-max) unit`; ratios are taken round by round.
  *
- *   bench-mpi [--limit N] [--trips N]
+ *   bench-mpi [--limit N] [--trips N] [--mpi-workers N]
  *
  * Started without mpirun it runs itself under
  * `mpirun --oversubscribe --bind-to none -np 3` with loopback transports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/mpi.h>
 #include "rounds.h"
 
 static double now_s(void) { return (double)async_now() / 1e9; }
+
+/* This process's CPU time (every thread), in seconds. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* --- work functions ------------------------------------------------------------- */
 
@@ -101,7 +112,30 @@ static double round_trip(async_executor_t *ex, int n)
     return (now_s() - t0) / n * 1e6;
 }
 
-static uint64_t primes_map(async_executor_t *ex, uint32_t limit, double *secs)
+/* *secs: the wall time; *cpu (may be NULL): this process's CPU time over
+ * it, as a share of one CPU (rank 0's cost while the ranks compute). */
+/* The same through the queue: submit, then wait on the future. */
+static double round_trip_submit(async_executor_t *ex, int n)
+{
+    int64_t v = 1, got;
+    async_job_t j = {.fn = echo, .in = &v, .in_size = 8, .out_size = 8};
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        v = i;
+        async_future_t *f;
+        const void *d;
+        size_t sz;
+        if (async_executor_submit(&f, ex, &j) || async_future_wait(f) ||
+            async_future_result(f, &d, &sz) || sz != 8 || (memcpy(&got, d, 8), got != i)) {
+            fprintf(stderr, "submitted round trip %d failed\n", i);
+            exit(1);
+        }
+        async_future_unref(f);
+    }
+    return (now_s() - t0) / n * 1e6;
+}
+
+static uint64_t primes_map(async_executor_t *ex, uint32_t limit, double *secs, double *cpu)
 {
     enum { STEP = 100000 };
     size_t n = (limit + STEP - 1) / STEP;
@@ -111,7 +145,7 @@ static uint64_t primes_map(async_executor_t *ex, uint32_t limit, double *secs)
         in[i][0] = (uint32_t)(i * STEP);
         in[i][1] = (uint32_t)((i + 1) * STEP < limit ? (i + 1) * STEP : limit);
     }
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     if (ex) {
         async_map_t m = {.fn = primes, .in = in, .in_size = sizeof in[0], .out = out,
                          .out_size = 8, .n = n, .chunksize = 1};
@@ -123,6 +157,7 @@ static uint64_t primes_map(async_executor_t *ex, uint32_t limit, double *secs)
         for (size_t i = 0; i < n; i++) primes(in[i], sizeof in[i], &out[i], 8, NULL);
     }
     *secs = now_s() - t0;
+    if (cpu) *cpu = (cpu_s() - c0) / *secs;
     uint64_t c = 0;
     for (size_t i = 0; i < n; i++) c += out[i];
     free(in);
@@ -169,9 +204,11 @@ int main(int argc, char **argv)
     if (!getenv("OMPI_COMM_WORLD_SIZE")) return relaunch(argv);
     uint32_t limit = 20000000;
     int trips = 20000;
+    unsigned mpi_workers = 0; /* the backend's default: one slot per serving rank */
     for (int i = 1; i + 1 < argc; i++) {
         if (!strcmp(argv[i], "--limit")) limit = (uint32_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--trips")) trips = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mpi-workers")) mpi_workers = (unsigned)atoi(argv[++i]);
     }
     char msg[256];
     int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
@@ -180,7 +217,7 @@ int main(int argc, char **argv)
         return 1;
     }
     async_executor_t *mpi;
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI, .workers = mpi_workers};
     if ((r = async_executor_new(&mpi, &o))) {
         fprintf(stderr, "MPI executor: %s\n", async_errname(r));
         return 1;
@@ -212,10 +249,12 @@ int main(int argc, char **argv)
     for (int round = 0; round < rounds; round++) {
         bench_add("round trip mpi", "us", round_trip(mpi, trips));
         bench_add("round trip processes (1 worker)", "us", round_trip(p1, trips));
-        double ts, tp, tm;
-        uint64_t cs = primes_map(NULL, limit, &ts);
-        uint64_t cp = primes_map(p2, limit, &tp);
-        uint64_t cm = primes_map(mpi, limit, &tm);
+        bench_add("round trip mpi, submit and wait", "us", round_trip_submit(mpi, trips / 10));
+        bench_add("round trip processes, submit and wait", "us", round_trip_submit(p1, trips / 10));
+        double ts, tp, tm, cpu0;
+        uint64_t cs = primes_map(NULL, limit, &ts, NULL);
+        uint64_t cp = primes_map(p2, limit, &tp, NULL);
+        uint64_t cm = primes_map(mpi, limit, &tm, &cpu0);
         if (cs != cp || cs != cm) {
             bench_note("primes MISMATCH: %llu serial, %llu processes, %llu mpi",
                        (unsigned long long)cs, (unsigned long long)cp, (unsigned long long)cm);
@@ -226,6 +265,7 @@ int main(int argc, char **argv)
         bench_add("primes serial", "s", ts);
         bench_add("primes processes 2 workers", "s", tp);
         bench_add("primes mpi 2 ranks", "s", tm);
+        bench_add("primes mpi: rank 0 CPU while the ranks compute", "% of a CPU", 100 * cpu0);
         async_map_t m1 = {.fn = howmany_ctx, .ctx = rows, .in = idx, .in_size = 4, .out = c1,
                           .out_size = 4, .n = ROWS};
         t0 = now_s();
@@ -246,6 +286,7 @@ int main(int argc, char **argv)
             bench_note("howmany total: %llu on every side", (unsigned long long)s0);
         }
     }
+    bench_ratio("round trip: processes' / mpi's", "round trip processes (1 worker)", "round trip mpi");
     bench_ratio("primes mpi speedup vs serial", "primes serial", "primes mpi 2 ranks");
     bench_ratio("primes mpi vs processes", "primes processes 2 workers", "primes mpi 2 ranks");
     bench_ratio("primes processes speedup vs serial", "primes serial", "primes processes 2 workers");

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <unistd.h>
 
 static int failures;
@@ -365,6 +368,167 @@ static void c_unregistered(void)
     printf("message: %s\n", msg);
 }
 
+/* --- the direct path of async_executor_run ----------------------------------- */
+
+/* Runs completed by the direct path (lib/mpi/backend.c). */
+extern _Atomic uint64_t async__mpi_direct_runs;
+static uint64_t direct_runs(void) { return atomic_load(&async__mpi_direct_runs); }
+
+/* Runs square on n values from base through async_executor_run; returns
+ * how many answers were wrong. */
+static int run_squares(int64_t base, int n)
+{
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t x = base + i, got = -1, want;
+        size_t len = 0;
+        square(&x, 8, &want, 8, NULL);
+        async_job_t j = {.fn = square, .in = &x, .in_size = 8, .out_size = 8};
+        if (async_executor_run(ex, &j, &got, &len, NULL, 0) || got != want || len != 8) wrong++;
+    }
+    return wrong;
+}
+
+static void *squares_thread(void *arg)
+{
+    return (void *)(intptr_t)run_squares((int64_t)(intptr_t)arg, 300);
+}
+
+static int direct_task(void *arg, void **result)
+{
+    (void)result;
+    *(int *)arg = run_squares(1000, 20);
+    return 0;
+}
+
+static void c_direct(void)
+{
+    /* A plain thread on an idle pool: every run takes the direct path. */
+    uint64_t d0 = direct_runs();
+    CHECK(run_squares(-50, 200) == 0, "plain thread runs");
+    CHECK(direct_runs() - d0 == 200, "%llu of 200 runs took the direct path",
+          (unsigned long long)(direct_runs() - d0));
+
+    /* A failing function: its code and message, the output left alone. */
+    int64_t x = 14, got = -1;
+    size_t len = 99;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    d0 = direct_runs();
+    async_job_t j = {.fn = picky, .in = &x, .in_size = 8, .out_size = 8};
+    int r = async_executor_run(ex, &j, &got, &len, msg, sizeof msg);
+    CHECK(r == ASYNC_EINVAL && strstr(msg, "value 14 is a multiple of 7"), "failing: %s '%s'",
+          async_errname(r), msg);
+    CHECK(got == -1 && len == 0, "failing run wrote %lld, len %zu", (long long)got, len);
+
+    /* An unregistered function: EINVAL naming it, as the ordinary path. */
+    j = (async_job_t){.fn = unregistered_fn, .in = &x, .in_size = 8, .out_size = 8};
+    r = async_executor_run(ex, &j, &got, NULL, msg, sizeof msg);
+    CHECK(r == ASYNC_EINVAL && strstr(msg, "unregistered_fn") && strstr(msg, "not registered"),
+          "unregistered: %s '%s'", async_errname(r), msg);
+
+    /* A variable result past out_size: its first out_size bytes, whole size. */
+    uint32_t n = 100;
+    char head[8] = {0};
+    j = (async_job_t){.fn = grow, .in = &n, .in_size = sizeof n, .out_size = sizeof head};
+    r = async_executor_run(ex, &j, head, &len, msg, sizeof msg);
+    CHECK(r == 0 && len == 100 && !memcmp(head, "abcdefgh", 8), "grow: %s len %zu '%.8s' '%s'",
+          async_errname(r), len, head, msg);
+    CHECK(direct_runs() - d0 == 3, "%llu of 3 runs took the direct path",
+          (unsigned long long)(direct_runs() - d0));
+
+    /* From a task: the ordinary path (the task awaits its future). */
+    d0 = direct_runs();
+    async_loop_t *loop;
+    int wrong = -1;
+    CHECK(async_loop_new(&loop) == 0, "loop");
+    CHECK(async_task_spawn(NULL, loop, direct_task, &wrong, &(async_task_opts_t){.detached = true}) == 0,
+          "spawn");
+    CHECK(async_loop_run(loop, ASYNC_RUN_DEFAULT) == 0, "run");
+    async_loop_destroy(loop);
+    CHECK(wrong == 0, "task runs: %d wrong", wrong);
+    CHECK(direct_runs() == d0, "a task's run took the direct path");
+
+    /* Both ranks busy with submitted jobs and the queue empty: the run
+     * must not wait behind them on the direct path, it takes the queue. */
+    int64_t ms = 400;
+    async_future_t *busy[2];
+    async_job_t nap = {.fn = nap_ms, .in = &ms, .in_size = 8};
+    for (int i = 0; i < 2; i++) CHECK(async_executor_submit(&busy[i], ex, &nap) == 0, "submit nap");
+    usleep(100000); /* the slots have sent them */
+    d0 = direct_runs();
+    CHECK(run_squares(7, 1) == 0, "run while the ranks are busy");
+    CHECK(direct_runs() == d0, "a run took the direct path to a busy rank");
+    for (int i = 0; i < 2; i++) {
+        CHECK(async_future_wait(busy[i]) == 0, "nap job");
+        async_future_unref(busy[i]);
+    }
+
+    /* A map in flight while two threads run: every answer right. */
+    static int64_t mi[40], mo[40], want[40];
+    for (int i = 0; i < 40; i++) {
+        mi[i] = i;
+        square(&mi[i], 8, &want[i], 8, NULL);
+    }
+    async_map_t m = {.fn = square, .in = mi, .in_size = 8, .out = mo, .out_size = 8, .n = 40,
+                     .chunksize = 1};
+    async_future_t *mf;
+    CHECK(async_executor_map_async(&mf, ex, &m, NULL, NULL, NULL) == 0, "map_async");
+    pthread_t t[2];
+    for (intptr_t i = 0; i < 2; i++) pthread_create(&t[i], NULL, squares_thread, (void *)(i * 1000));
+    for (int i = 0; i < 2; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        CHECK(bad == NULL, "thread %d: %d wrong answers", i, (int)(intptr_t)bad);
+    }
+    CHECK(async_future_wait(mf) == 0, "map: %s", async_future_message(mf));
+    async_future_unref(mf);
+    CHECK(!memcmp(mo, want, sizeof mo), "the map beside the runs differs");
+
+    /* A timed run: the direct path too.  Without a pool on the ranks the
+     * job cannot be stopped, so the run gives up at its deadline, the job
+     * runs on and its reply is dropped; the rank serves on after it. */
+    d0 = direct_runs();
+    x = 9;
+    int64_t w;
+    square(&x, 8, &w, 8, NULL);
+    j = (async_job_t){.fn = square, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = ASYNC_SEC(30)};
+    CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "timed run");
+    ms = 4000;
+    j = (async_job_t){.fn = nap_ms, .in = &ms, .in_size = 8, .timeout_ns = ASYNC_MSEC(200)};
+    int64_t t0 = async_now();
+    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
+    double waited = (double)(async_now() - t0) / 1e9;
+    CHECK(r == ASYNC_ETIMEDOUT && strstr(msg, "at its deadline"), "late run: %s '%s'", async_errname(r), msg);
+    /* It gave up at its deadline, not when the 4 s job ended. */
+    CHECK(waited < 3.0, "the late run waited %.2f s for a 0.2 s deadline", waited);
+    CHECK(direct_runs() - d0 == 2, "%llu of 2 timed runs took the direct path",
+          (unsigned long long)(direct_runs() - d0));
+    /* Beside the late job, direct runs go to the other rank (crashy says
+     * which rank ran it); once its reply has come and been dropped, the
+     * late job's rank takes them again (the lowest idle rank is taken). */
+    int late_rank = 0;
+    for (int i = 0; i < 20; i++) {
+        int64_t v = 100 + i, rr[2] = {0, 0};
+        j = (async_job_t){.fn = crashy, .in = &v, .in_size = 8, .out_size = 16};
+        d0 = direct_runs();
+        CHECK(async_executor_run(ex, &j, rr, NULL, NULL, 0) == 0 && rr[0] == v, "a run beside the late job");
+        CHECK(direct_runs() - d0 == 1, "a run beside the late job was not direct");
+        CHECK(!late_rank || rr[1] == late_rank, "runs beside the late job went to ranks %d and %lld",
+              late_rank, (long long)rr[1]);
+        late_rank = (int)rr[1];
+    }
+    late_rank = 3 - late_rank; /* the late job's rank, of ranks 1 and 2 */
+    int64_t give_up = async_now() + ASYNC_SEC(60), rr[2] = {0, 0};
+    while (rr[1] != late_rank && async_now() < give_up) {
+        int64_t v = 7;
+        j = (async_job_t){.fn = crashy, .in = &v, .in_size = 8, .out_size = 16};
+        CHECK(async_executor_run(ex, &j, rr, NULL, NULL, 0) == 0, "a run while the late job ends");
+        if (rr[1] != late_rank) usleep(20000);
+    }
+    CHECK(rr[1] == late_rank, "rank %d took no direct run after its late job ended", late_rank);
+    printf("direct runs: %llu\n", (unsigned long long)direct_runs());
+}
+
 static void c_crash(void)
 {
     /* Run with rank_processes: the crash fails only its future. */
@@ -409,8 +573,11 @@ static void c_deadline(void)
                      .timeout_ns = ASYNC_MSEC(300)};
     int64_t t0 = async_now();
     char msg[ASYNC_FUTURE_MSG_MAX];
+    uint64_t d0 = direct_runs();
     int r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
     double s = (double)(async_now() - t0) / 1e9;
+    /* With a pool on the ranks a timed run takes the direct path. */
+    CHECK(direct_runs() - d0 == 1, "the timed run did not take the direct path");
     printf("deadline: %s after %.2f s: %s\n", async_errname(r), s, msg);
     CHECK(r == ASYNC_ETIMEDOUT, "deadline: %s '%s'", async_errname(r), msg);
     CHECK(s < 10.0, "the job was not stopped at its deadline (%.1f s)", s);
@@ -666,8 +833,10 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "bcast_dl")) c_bcast_dl();
     else if (!strcmp(c, "idle")) c_idle();
     else if (!strcmp(c, "symbols")) c_symbols();
+    else if (!strcmp(c, "direct")) c_direct();
     else if (!strcmp(c, "all")) {
         c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast(), c_rebcast();
+        c_direct();
     } else {
         printf("FAIL unknown case '%s'\n", c);
         failures++;
