@@ -283,6 +283,7 @@ int main(int argc, char **argv)
         {names[2], helped_less, false},
     };
     int ncs = helped_less ? 6 : 5;
+    if (!helped_less) bench_note("one thread: no \"caller_runs on one worker fewer\" contender (it would have 0 workers)");
 
     data_t d = {0};
     fill(&d, procs, limit);
