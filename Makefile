@@ -164,6 +164,9 @@ $(OUT)/tests/bench/bin/%: $(OBJ)/tests/bench/%.o $(STATIC)
 BENCH_LIBS_bench-tasks :=
 BENCH_LIBS_bench-executor := -luv
 BENCH_LIBS_bench-net := -luv
+# bench-map's OpenMP baseline: gcc's libgomp (Debian's libgcc-12-dev, which gcc depends on).
+$(OBJ)/tests/bench/bench-map.o: APP_CFLAGS += -fopenmp
+BENCH_LIBS_bench-map := -fopenmp
 
 # --- MPI backend (owner: mpi) ------------------------------------------------
 # libasync-mpi.{a,so} is libasync plus lib/mpi/ (the backend needs the

@@ -1,22 +1,33 @@
 /* Eager maps (map, starmap, map_async): one future for n items, cut into
- * chunks that are jobs of the executor's queue (kind JOB_MAP).  The chunks
- * live in the map's future allocation, after its state, so queueing a map
- * allocates once whatever n.  The items' input and output stay in the
- * caller's arrays: a chunk reads and writes them in place, which is why a
- * map that its caller gives up on still waits for its running chunks.
+ * chunks run by jobs of the executor's queue (kind JOB_MAP).  The jobs and
+ * the chunks' bounds live in the map's future allocation, after its state,
+ * so queueing a map allocates once whatever n.  The items' input and output
+ * stay in the caller's arrays: a chunk reads and writes them in place, which
+ * is why a map that its caller gives up on still waits for its running
+ * chunks.
  *
- * A chunk can be run by a worker or, with caller_runs, by the thread that
- * waits for the map: whoever claims it first (claimed) runs it.  The
- * executor's reference to the map goes when every chunk has both left the
- * queue and finished, two events a chunk (events), since the caller may
- * finish a chunk that still sits in the queue. */
+ * A queued job is a ticket, not a given chunk: whoever runs a chunk (a
+ * worker that took a ticket, or, with caller_runs, the thread that waits
+ * for the map) claims the next one in order with one atomic increment of
+ * next_chunk, and a ticket that finds every chunk claimed runs nothing.  So
+ * chunks run strictly in order, whoever runs them, and a helping caller
+ * never scans for unclaimed chunks nor races a worker for the same one.
+ * That order is what the default chunk sizes need: they shrink towards the
+ * end of the map (map_plan), so the last chunks, which decide when the map
+ * ends, are small, and a worker that woke late or lost its CPU for a while
+ * costs at most one small chunk of idle time on the others.
+ *
+ * The executor's reference to the map goes when every ticket has left the
+ * queue and every chunk has finished, two events per chunk (events), since
+ * the caller may finish chunks while tickets still sit in the queue. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
 #include "future_internal.h"
 
-/* A map's state, in its future's extra bytes, followed by its chunks. */
+/* A map's state, in its future's extra bytes, followed by its tickets and
+ * then nchunks + 1 chunk bounds (chunk k is items bounds[k] .. bounds[k+1]). */
 typedef struct map_state {
     async_future_t *f;
     pthread_mutex_t mu;     /* guards remaining and the failure */
@@ -26,7 +37,10 @@ typedef struct map_state {
     char msg[ASYNC_FUTURE_MSG_MAX];
     _Atomic bool abandoned; /* skip chunks not started yet */
     size_t nchunks;
+    _Atomic size_t next_chunk; /* the next chunk to claim (>= nchunks: none left) */
     _Atomic size_t events;  /* see the top of this file */
+    async__rows_t all;      /* the whole map's items: count is n */
+    const size_t *bounds;
     async_future_cb on_success, on_error;
     void *cb_arg;
     async__job_t jobs[];
@@ -39,21 +53,68 @@ size_t async__default_chunksize(const async_executor_t *ex, size_t n)
     return c ? c : 1;
 }
 
-/* --- chunks: claiming, counting, finishing --------------------------------- */
+/* --- planning the chunks ------------------------------------------------------ */
 
-static bool chunk_claim(async__job_t *job)
+/* Chunk sizes for chunksize 0, guided as OpenMP's schedule(guided): each
+ * chunk is 1/(2 * workers) of the items not yet planned, never more than
+ * Pool.map's ceil(n / (4 * workers)) (so no chunk is larger, and no job
+ * bigger, than with that rule) nor less than n / (32 * workers).  The map
+ * starts with full-size chunks and ends with small ones: the idle time at
+ * the end is at most one small chunk, where equal chunks leave up to one
+ * full chunk (an eighth of the map on 2 workers).  About 4 * workers chunks
+ * more than Pool.map's rule, whatever n. */
+static size_t guided_size(size_t left, size_t cap, size_t floor, size_t workers)
 {
-    return !atomic_exchange_explicit(&job->claimed, 1, memory_order_acq_rel);
+    size_t c = (left + 2 * workers - 1) / (2 * workers);
+    if (c > cap) c = cap;
+    if (c < floor) c = floor;
+    return c < left ? c : left;
 }
 
-/* Counts one of a chunk's two events (left the queue, finished); the last of
- * all drops the executor's reference to the map. */
+/* The number of chunks of a map of n items, and their bounds into bounds
+ * (OUT, nchunks + 1 entries) unless it is NULL. */
+static size_t map_plan(const async_executor_t *ex, size_t n, size_t chunksize, size_t *bounds)
+{
+    size_t workers = ex->workers ? ex->workers : 1;
+    size_t cap = chunksize ? chunksize : async__default_chunksize(ex, n);
+    size_t d = 32 * workers;
+    size_t floor = chunksize ? chunksize : (n + d - 1) / d;
+    if (!floor) floor = 1;
+    size_t k = 0, first = 0;
+    while (first < n) {
+        if (bounds) bounds[k] = first;
+        first += guided_size(n - first, cap, floor, workers);
+        k++;
+    }
+    if (bounds) bounds[k] = n;
+    return k;
+}
+
+/* --- chunks: claiming, counting, finishing --------------------------------- */
+
+/* Claims the next chunk for job, a ticket or the caller's own job, and
+ * points job's rows at its items; false when every chunk is claimed. */
+static bool chunk_claim(map_state_t *st, async__job_t *job)
+{
+    size_t k = atomic_fetch_add_explicit(&st->next_chunk, 1, memory_order_relaxed);
+    if (k >= st->nchunks) return false;
+    size_t first = st->bounds[k], count = st->bounds[k + 1] - first;
+    const async__rows_t *all = &st->all;
+    job->rows = (async__rows_t){
+        all->fn, all->ctx, all->in_size ? (const char *)all->in + first * all->in_size : all->in,
+        all->in_size, all->out_size ? (char *)all->out + first * all->out_size : NULL,
+        all->out_size, count};
+    job->first = first;
+    return true;
+}
+
+/* Counts one of a chunk's two events (a ticket left the queue, a chunk
+ * finished); the last of all drops the executor's reference to the map. */
 static void map_event(map_state_t *st)
 {
     if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
         async_future_unref(st->f);
 }
-
 void async__map_chunk_done(async__job_t *job, int err, size_t row, const char *msg)
 {
     map_state_t *st = job->owner;
@@ -84,13 +145,11 @@ void async__map_chunk_done(async__job_t *job, int err, size_t row, const char *m
     map_event(st); /* st may be gone now */
 }
 
-/* Claims a chunk to run it here; false when it must not run (someone else
- * has it, or the map was cancelled, or its deadline passed: then it has been
- * finished). */
-static bool chunk_start(async__job_t *job)
+/* Whether a chunk just claimed may run; false when the map was cancelled or
+ * its deadline passed (the chunk has been finished then). */
+static bool chunk_may_run(async__job_t *job)
 {
     map_state_t *st = job->owner;
-    if (!chunk_claim(job)) return false;
     if (atomic_load_explicit(&st->abandoned, memory_order_acquire) ||
         async__future_start(st->f) == ASYNC_ECANCELED) {
         async__map_chunk_done(job, ASYNC_ECANCELED, 0, "map cancelled before this item ran");
@@ -106,16 +165,17 @@ static bool chunk_start(async__job_t *job)
 bool async__map_chunk_take(async__job_t *job)
 {
     map_state_t *st = job->owner;
-    bool run = chunk_start(job);
-    map_event(st); /* it left the queue (st may be gone now) */
+    bool run = chunk_claim(st, job) && chunk_may_run(job);
+    map_event(st); /* the ticket left the queue (st may be gone now unless run) */
     return run;
 }
 
 void async__map_chunk_skip(async__job_t *job, int err, const char *msg)
 {
     map_state_t *st = job->owner;
-    if (chunk_claim(job)) async__map_chunk_done(job, err, 0, msg); /* unless it ran elsewhere */
-    map_event(st); /* it left the queue */
+    /* The ticket fails the next chunk nobody has claimed, if any is left. */
+    if (chunk_claim(st, job)) async__map_chunk_done(job, err, 0, msg);
+    map_event(st); /* the ticket left the queue */
 }
 
 /* --- map_async --------------------------------------------------------------- */
@@ -139,19 +199,22 @@ static int check_map(async_executor_t *ex, const async_map_t *m)
     return 0;
 }
 
-/* A map's future with room for nchunks chunks, one reference, its state
- * initialised and its callbacks added (they run first when it finishes);
- * NULL when out of memory. */
+/* A map's future with room for nchunks tickets and their chunks' bounds,
+ * one reference, its state initialised and its callbacks added (they run
+ * first when it finishes); NULL when out of memory. */
 static async_future_t *map_new(size_t nchunks, async_future_cb on_success,
                                async_future_cb on_error, void *cb_arg)
 {
-    if (nchunks > (SIZE_MAX - sizeof(map_state_t)) / sizeof(async__job_t)) return NULL;
-    async_future_t *f = async__future_alloc(sizeof(map_state_t) + nchunks * sizeof(async__job_t));
+    size_t per_chunk = sizeof(async__job_t) + sizeof(size_t);
+    if (nchunks > (SIZE_MAX - sizeof(map_state_t) - sizeof(size_t)) / per_chunk) return NULL;
+    async_future_t *f =
+        async__future_alloc(sizeof(map_state_t) + nchunks * per_chunk + sizeof(size_t));
     if (!f) return NULL;
     map_state_t *st = (map_state_t *)f->extra;
     pthread_mutex_init(&st->mu, NULL);
     st->f = f;
     st->remaining = st->nchunks = nchunks;
+    atomic_init(&st->next_chunk, 0);
     atomic_init(&st->events, 2 * nchunks);
     st->fail_code = 0;
     st->fail_index = 0;
@@ -170,24 +233,23 @@ static async_future_t *map_new(size_t nchunks, async_future_cb on_success,
     return f;
 }
 
-/* Fills the map's chunks of `chunk` items each over m's arrays, linked
+/* Plans the map's chunks over m's arrays and fills its tickets, linked
  * through next as async__q_enqueue wants them. */
-static void map_chunks(map_state_t *st, const async_map_t *m, size_t chunk)
+static void map_tickets(async_executor_t *ex, map_state_t *st, const async_map_t *m)
 {
+    size_t *bounds = (size_t *)(st->jobs + st->nchunks);
+    map_plan(ex, m->n, m->chunksize, bounds);
+    st->bounds = bounds;
+    st->all = (async__rows_t){m->fn, m->ctx, m->in, m->in_size, m->out, m->out_size, m->n};
     int64_t dl = async__limit_deadline(m->timeout_ns);
     for (size_t i = 0; i < st->nchunks; i++) {
         async__job_t *job = &st->jobs[i];
-        size_t first = i * chunk;
-        size_t count = m->n - first < chunk ? m->n - first : chunk;
-        job->rows = (async__rows_t){
-            m->fn, m->ctx, m->in_size ? (const char *)m->in + first * m->in_size : m->in,
-            m->in_size, m->out_size ? (char *)m->out + first * m->out_size : NULL, m->out_size, count};
-        job->first = first;
+        job->rows = (async__rows_t){0}; /* set when the ticket claims a chunk */
+        job->first = 0;
         job->priority = m->priority;
         job->deadline = dl;
         job->var_ok = false;
         job->kind = JOB_MAP;
-        atomic_init(&job->claimed, 0);
         job->owner = st;
         job->next = i + 1 < st->nchunks ? &st->jobs[i + 1] : NULL;
     }
@@ -199,8 +261,7 @@ int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, cons
 {
     int r = check_map(ex, m);
     if (r || !out) return r ? r : ASYNC_EINVAL;
-    size_t chunk = m->chunksize ? m->chunksize : async__default_chunksize(ex, m->n);
-    size_t nchunks = m->n ? (m->n - 1) / chunk + 1 : 0;
+    size_t nchunks = map_plan(ex, m->n, m->chunksize, NULL);
     async_future_t *f = map_new(nchunks, on_success, on_error, cb_arg);
     if (!f) return ASYNC_ENOMEM;
     map_state_t *st = (map_state_t *)f->extra;
@@ -209,7 +270,7 @@ int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, cons
         *out = f;
         return 0;
     }
-    map_chunks(st, m, chunk);
+    map_tickets(ex, st, m);
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
     r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
@@ -231,16 +292,22 @@ int async_executor_map_async(async_future_t **out, async_executor_t *ex, const a
 
 /* --- map: waiting for it ------------------------------------------------------ */
 
-/* The caller's share of the work (caller_runs): runs chunks nobody has
- * claimed, from the end (workers start from the front), until deadline. */
+/* The caller's share of the work (caller_runs): claims and runs chunks, in
+ * the same order as the workers, until none is left or deadline.  Its job
+ * is never queued: it only carries a chunk to async__exec_finish. */
 static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
 {
-    for (size_t i = st->nchunks; i-- > 0 && (deadline == ASYNC_FOREVER || async_now() < deadline);) {
-        async__job_t *job = &st->jobs[i];
-        if (atomic_load_explicit(&job->claimed, memory_order_relaxed) || !chunk_start(job)) continue;
+    async__job_t job;
+    memset(&job, 0, sizeof job);
+    job.kind = JOB_MAP;
+    job.owner = st;
+    job.deadline = st->jobs[0].deadline; /* every ticket's; never rewritten */
+    while (deadline == ASYNC_FOREVER || async_now() < deadline) {
+        if (!chunk_claim(st, &job)) return;
+        if (!chunk_may_run(&job)) continue;
         async__outcome_t oc;
-        async__rows_run(&job->rows, UINT_MAX, job->deadline, false, NULL, NULL, 0, &oc);
-        async__exec_finish(ex, job, &oc);
+        async__rows_run(&job.rows, UINT_MAX, job.deadline, false, NULL, NULL, 0, &oc);
+        async__exec_finish(ex, &job, &oc);
     }
 }
 

@@ -1,0 +1,214 @@
+/* How an eager map cuts its items into chunks and who runs them: the
+ * default (chunksize 0) chunks shrink towards the end of the map and are
+ * never larger than Pool.map's ceil(n / (4 * workers)); an explicit
+ * chunksize is kept exactly; chunks are claimed in order, so a caller that
+ * helps (caller_runs) and the workers together run every item exactly once
+ * and report the lowest failing one; a map cancelled by shutdown fails the
+ * chunks that never ran without writing their output.  Chunk bounds are
+ * observed through the rule that a chunk stops at its first failing item:
+ * when every item fails, exactly the first item of each chunk runs.  The
+ * counting allocator checks for leaks after every test. */
+#include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/future.h>
+#include <async/executor.h>
+#include "support/alloc.h"
+
+static void setup(void) { test_alloc_install(); }
+static void teardown(void)
+{
+    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_alloc_uninstall();
+}
+TestSuite(map_chunks, .init = setup, .fini = teardown);
+
+static async_executor_t *pool(unsigned workers, bool caller_runs)
+{
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.workers = workers;
+    o.caller_runs = caller_runs;
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    return ex;
+}
+
+/* Marks its item as run in ctx (one atomic counter per item) and fails. */
+static int fail_every_item(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)out, (void)out_size, (void)in_size;
+    size_t i;
+    memcpy(&i, in, sizeof i);
+    atomic_fetch_add((_Atomic int *)ctx + i, 1);
+    return async_work_fail(ASYNC_EINVAL, "item %zu fails", i);
+}
+
+/* Runs a map of n failing items and returns the chunk starts it ran, in
+ * order (*count, OUT), checking that the lowest item is reported. */
+static size_t *chunk_starts(async_executor_t *ex, size_t n, size_t chunksize, size_t *count)
+{
+    size_t *in = malloc(n * sizeof *in), *starts = malloc(n * sizeof *starts);
+    _Atomic int *ran = calloc(n, sizeof *ran);
+    cr_assert(in && starts && ran);
+    for (size_t i = 0; i < n; i++) in[i] = i;
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = fail_every_item;
+    m.ctx = ran;
+    m.in = in;
+    m.in_size = sizeof *in;
+    m.n = n;
+    m.chunksize = chunksize;
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
+    cr_expect_eq(err.index, 0, "the lowest failing item is reported");
+    cr_expect_str_eq(err.message, "item 0 fails");
+    *count = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_expect_leq(atomic_load(&ran[i]), 1, "item %zu ran once at most", i);
+        if (atomic_load(&ran[i])) starts[(*count)++] = i;
+    }
+    free(in);
+    free((void *)ran);
+    return starts;
+}
+
+Test(map_chunks, default_chunks_shrink_towards_the_end, .timeout = 30)
+{
+    async_executor_t *ex = pool(2, false);
+    size_t n = 100000, count;
+    size_t *starts = chunk_starts(ex, n, 0, &count);
+    size_t pool_map = (n + 7) / 8; /* Pool.map's ceil(n / (4 * workers)) */
+    cr_assert_geq(count, 2);
+    cr_expect_eq(starts[0], 0);
+    size_t first = starts[1] - starts[0], last = n - starts[count - 1];
+    for (size_t k = 0; k < count; k++) {
+        size_t size = (k + 1 < count ? starts[k + 1] : n) - starts[k];
+        cr_expect_leq(size, pool_map, "chunk %zu: %zu items, more than Pool.map's %zu", k, size, pool_map);
+        if (k + 1 < count) {
+            size_t next = (k + 2 < count ? starts[k + 2] : n) - starts[k + 1];
+            cr_expect_leq(next, size, "chunk %zu (%zu items) is larger than chunk %zu (%zu)", k + 1, next, k,
+                          size);
+        }
+    }
+    cr_expect_eq(first, pool_map, "the map starts with Pool.map's chunk size");
+    cr_expect_leq(last * 4, first, "the last chunk (%zu items) is at most a quarter of the first (%zu)", last,
+                  first);
+    /* Fewer than Pool.map's 8 chunks plus 4 per worker. */
+    cr_expect_leq(count, 8 + 4 * 2 + 2, "%zu chunks", count);
+    free(starts);
+    async_executor_free(ex);
+}
+
+Test(map_chunks, an_explicit_chunksize_is_kept, .timeout = 30)
+{
+    async_executor_t *ex = pool(2, false);
+    size_t count;
+    size_t *starts = chunk_starts(ex, 1003, 10, &count);
+    cr_expect_eq(count, 101);
+    for (size_t k = 0; k < count; k++) cr_expect_eq(starts[k], 10 * k);
+    free(starts);
+    async_executor_free(ex);
+}
+
+Test(map_chunks, small_maps_have_a_chunk_per_item_at_most, .timeout = 30)
+{
+    async_executor_t *ex = pool(4, false);
+    for (size_t n = 1; n <= 40; n++) {
+        size_t count;
+        size_t *starts = chunk_starts(ex, n, 0, &count);
+        cr_expect(count >= 1 && count <= n, "n %zu: %zu chunks", n, count);
+        free(starts);
+    }
+    async_executor_free(ex);
+}
+
+/* Counts its item's runs in ctx and writes 3 * the item. */
+static int triple(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    int v;
+    memcpy(&v, in, sizeof v);
+    atomic_fetch_add((_Atomic int *)ctx + v, 1);
+    v *= 3;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+Test(map_chunks, the_caller_and_the_workers_run_every_item_once, .timeout = 60)
+{
+    enum { N = 20011, MAPS = 50 };
+    int *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+    _Atomic int *ran = calloc(N, sizeof *ran);
+    cr_assert(in && out && ran);
+    for (int i = 0; i < N; i++) in[i] = i;
+    async_executor_t *ex = pool(2, true);
+    for (int r = 0; r < MAPS; r++) {
+        memset(out, 0xff, N * sizeof *out);
+        async_map_t m;
+        async_map_init(&m);
+        m.fn = triple;
+        m.ctx = ran;
+        m.in = in;
+        m.in_size = sizeof *in;
+        m.out = out;
+        m.out_size = sizeof *out;
+        m.n = N;
+        m.chunksize = r % 2 ? 0 : (size_t)(r + 1) * 37; /* default and explicit sizes */
+        cr_assert_eq(async_executor_map(ex, &m, NULL), 0);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(out[i], 3 * i, "map %d, item %d", r, i);
+            cr_assert_eq(atomic_load(&ran[i]), r + 1, "map %d, item %d ran %d times", r, i,
+                         atomic_load(&ran[i]));
+        }
+    }
+    async_executor_free(ex);
+    free(in);
+    free(out);
+    free((void *)ran);
+}
+
+static int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)ctx;
+    int ms;
+    memcpy(&ms, in, sizeof ms);
+    usleep((useconds_t)ms * 1000);
+    memset(out, 1, out_size);
+    return 0;
+}
+
+Test(map_chunks, shutdown_fails_the_chunks_that_never_ran, .timeout = 30)
+{
+    enum { N = 12 };
+    async_executor_t *ex = pool(1, false);
+    int in[N];
+    char out[N];
+    for (int i = 0; i < N; i++) in[i] = 50;
+    memset(out, 0, sizeof out);
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = nap_ms;
+    m.in = in;
+    m.in_size = sizeof in[0];
+    m.out = out;
+    m.out_size = 1;
+    m.n = N;
+    m.chunksize = 1;
+    async_future_t *f;
+    cr_assert_eq(async_executor_map_async(&f, ex, &m, NULL, NULL, NULL), 0);
+    usleep(20000); /* the first chunk is running */
+    cr_assert_eq(async_executor_shutdown(ex, true, true), 0);
+    cr_expect_eq(async_future_wait(f), ASYNC_ECANCELED);
+    size_t index = N;
+    cr_expect_eq(async_future_error_index(f, &index), 0);
+    cr_expect(index >= 1 && index < N, "the first item that did not run: %zu", index);
+    for (size_t i = 0; i < N; i++)
+        cr_expect_eq(out[i], i < index, "item %zu %s", i, i < index ? "ran" : "never ran");
+    async_future_unref(f);
+    async_executor_free(ex);
+}
