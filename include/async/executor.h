@@ -350,7 +350,9 @@ ASYNC_API int async_to_thread_dl(void *(*fn)(void *arg), void *arg, void **resul
 /* A map of fn over n items: item i is in_size bytes at in + i * in_size, its
  * result out_size bytes at out + i * out_size.  starmap is the same call
  * with items that are structs of arguments.  Items are grouped into chunks
- * of chunksize (0: ceil(n / (4 * workers)), as Pool.map), one job each; in
+ * of chunksize, one job each, run in order (0: guided chunks that shrink
+ * towards the end of the map, from Pool.map's ceil(n / (4 * workers)) down
+ * to n / (32 * workers), about twice as many as Pool.map's); in
  * and out must stay valid until the map is final and are not copied on the
  * thread backend.  A chunk stops at its first failing item; other chunks run
  * on. */

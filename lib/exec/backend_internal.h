@@ -124,7 +124,6 @@ typedef struct async__job {
     bool var_ok;       /* async_work_output may grow past rows.out_size */
     /* private to executor.c */
     unsigned char kind;
-    _Atomic unsigned char claimed; /* a map chunk: taken to run (by a worker or the caller) */
     /* A small submit's input and output live here, on the job's second
      * cache line, so that queueing it touches three lines in all. */
     _Alignas(16) unsigned char small[32];
