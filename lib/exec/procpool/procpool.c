@@ -277,6 +277,7 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
         (job->in2_len && !job->in2))
         return ASYNC_EINVAL;
     if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
+    if (async__procpool_on_supervisor(p)) return ASYNC_EDEADLK;
     _Atomic uint32_t finished = 0;
     uint32_t idx;
     pthread_mutex_lock(&p->mu);
@@ -553,6 +554,11 @@ void async__procpool_free(async__procpool_t *p)
     if (!p) return;
     async__procpool_terminate(p);
     async__procpool_free_now(p);
+}
+
+bool async__procpool_on_supervisor(const async__procpool_t *p)
+{
+    return p->sup_started && pthread_equal(pthread_self(), p->sup);
 }
 
 unsigned async__procpool_workers(const async__procpool_t *p) { return p->nworkers; }

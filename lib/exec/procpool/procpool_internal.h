@@ -116,9 +116,13 @@ int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job,
  * deadline bounds it).  Errors (done never runs): ASYNC_EAGAIN (no slot is
  * free at once, or jobs are pending: submit it instead), ASYNC_ECLOSED after
  * shutdown or terminate, the code that broke the pool, ASYNC_ENOMEM,
- * ASYNC_EINVAL.  Any thread but the supervisor's (not from a done
- * callback). */
+ * ASYNC_EINVAL, ASYNC_EDEADLK (called on the supervisor thread, from a done
+ * callback: a worker's death or the deadline would never be handled). */
 int async__procpool_call(async__procpool_t *pool, const async__procjob_t *job);
+
+/* Whether the calling thread is the pool's supervisor (done callbacks run
+ * there): it must not wait for a job, which only it could fail. */
+bool async__procpool_on_supervisor(const async__procpool_t *pool);
 
 /* Withdraws a job no worker has started: its done runs with ASYNC_ECANCELED.
  * Errors: ASYNC_EBUSY (running), ASYNC_ESRCH (finished or unknown). */
