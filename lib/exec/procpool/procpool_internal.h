@@ -75,8 +75,14 @@ typedef struct async__procpool_opts {
     void *user;                    /* first argument of every done callback */
     int64_t idle_spin_ns;          /* one idle worker spins this long before it
                                     * sleeps; <=0: none (the default) */
+    /* async__procpool_call: its caller spins this long for the hand-over
+     * before it sleeps, and the worker that handed a job over spins as long
+     * for the next one; 0: PP_CALL_SPIN_NS, <0: neither spins. */
+    int64_t call_spin_ns;
     bool inherit_fds;              /* keep the parent's descriptors open in workers */
 } async__procpool_opts_t;
+
+#define PP_CALL_SPIN_NS 20000
 
 typedef struct async__procjob {
     async__anyfn_t fn;
