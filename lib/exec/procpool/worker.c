@@ -208,8 +208,9 @@ static bool has_work(pp_shm_t *h)
 }
 
 /* Spins a little (a burst of submissions usually follows), then sleeps on
- * work_seq until the parent publishes or retires us. */
-static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
+ * work_seq until the parent publishes or retires us.  Returns whether work
+ * came while it spun. */
+static bool idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
 {
     /* One idle worker at a time spins: it takes the next job without a
      * wake-up, and the others leave the CPUs to the threads feeding them. */
@@ -219,7 +220,7 @@ static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
         for (unsigned i = 1;; i++) {
             if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) {
                 atomic_store(&h->spinner, 0);
-                return;
+                return true;
             }
             async__cpu_relax();
             if ((i & 63) == 0 && now_ns() >= until) break;
@@ -231,6 +232,7 @@ static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
     pp_fence();
     if (!has_work(h) && !atomic_load(&wr->retire)) pp_futex_wait(&h->work_seq, seq, -1);
     atomic_fetch_sub(&h->sleepers, 1);
+    return false;
 }
 
 static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
@@ -264,48 +266,47 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     pp_wake_supervisor(h);
     uint64_t done = 0;
     /* A thread that calls one job at a time usually calls the next at once:
-     * after handing it its result, wait for that call spinning, but only
-     * while recent next calls came sooner than the spin would last, not
+     * after handing it its result, wait for that call spinning, but not
      * beside the caller on its own CPU (the spin would only delay it), and
-     * while the caller spins too (then both have a CPU; it spins only when
-     * a worker does).  Now and then a hand-over to a sleeping caller spins
-     * anyway (a probe), to find out whether a second CPU has come free:
-     * after PROBE_MIN such hand-overs, twice as many after each probe that
-     * found the caller asleep again, at most PROBE_MAX, so that on a busy
-     * machine the probes' cost fades away. */
+     * only while the caller spins too (then both have a CPU: it spins only
+     * when a worker does) and the last such spin got a job.  Otherwise a
+     * hand-over spins now and then anyway (a probe), to find out whether a
+     * second CPU has come free or the caller calls faster again: after
+     * PROBE_MIN hand-overs, twice as many after each spin that got no job,
+     * at most PROBE_MAX, so that on a busy machine, or for a caller that
+     * thinks between calls, the probes' cost fades away. */
     enum { PROBE_MIN = 8, PROBE_MAX = 1024 };
-    int64_t spin_ns = h->idle_spin_ns, handed_at = 0, gap_ns = 0;
-    unsigned to_sleepers = 0, probe_every = PROBE_MIN;
-    bool probed = false;
+    int64_t spin_ns = h->idle_spin_ns;
+    unsigned since_probe = 0, probe_every = PROBE_MIN;
+    bool spin_paid = true, after_hand_over = false;
     for (;;) {
         if (atomic_load_explicit(&wr->retire, memory_order_relaxed)) break;
         uint32_t idx;
         if (claim(h, w, &idx)) {
-            if (handed_at) {
-                gap_ns += (now_ns() - handed_at - gap_ns) / 8;
-                handed_at = 0;
-            }
-            pp_slot_t *s = &pp_slots(h)[idx];
-            uint16_t caller_cpu = atomic_load_explicit(&s->caller_cpu, memory_order_relaxed);
+            uint16_t caller_cpu =
+                atomic_load_explicit(&pp_slots(h)[idx].caller_cpu, memory_order_relaxed);
             enum handed handed = run(h, w, wr, idx);
             spin_ns = h->idle_spin_ns;
-            if (handed != NOT_HANDED) {
-                handed_at = now_ns();
-                if (handed == HANDED_TO_SPINNER) probe_every = PROBE_MIN;
-                else if (probed && probe_every < PROBE_MAX) probe_every *= 2;
-                bool probe = handed == HANDED_TO_SLEEPER && ++to_sleepers >= probe_every;
-                if (probe) to_sleepers = 0;
-                probed = false;
-                if ((handed == HANDED_TO_SPINNER || probe) && gap_ns < h->call_spin_ns &&
-                    caller_cpu != (uint16_t)sched_getcpu() && h->call_spin_ns > spin_ns) {
+            after_hand_over = false;
+            if (handed != NOT_HANDED && h->call_spin_ns > spin_ns &&
+                caller_cpu != (uint16_t)sched_getcpu()) {
+                bool want = handed == HANDED_TO_SPINNER && spin_paid;
+                if (!want && ++since_probe >= probe_every) want = true;
+                if (want) {
                     spin_ns = h->call_spin_ns;
-                    probed = probe;
+                    since_probe = 0;
+                    after_hand_over = true;
                 }
             }
             if (h->max_tasks && ++done >= h->max_tasks) break;
             continue;
         }
-        idle(h, w, wr, spin_ns);
+        bool got = idle(h, w, wr, spin_ns);
+        if (after_hand_over) {
+            spin_paid = got;
+            probe_every = got ? PROBE_MIN : probe_every < PROBE_MAX ? probe_every * 2 : PROBE_MAX;
+            after_hand_over = false;
+        }
         spin_ns = h->idle_spin_ns;
     }
     atomic_store(&wr->state, PP_W_EXITING);
