@@ -278,6 +278,20 @@ out:
     return rc;
 }
 
+#define SPINNER_LATE_NS 2000
+
+/* Wakes one sleeping worker even though one spins (it may have lost its
+ * CPU).  Returns true. */
+static bool wake_one_worker(pp_shm_t *h)
+{
+    pp_fence();
+    if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
+        atomic_fetch_add(&h->work_seq, 1);
+        pp_futex_wake(&h->work_seq, 1);
+    }
+    return true;
+}
+
 /* Waits for a short job's hand-over without a system call on either side
  * (the worker then skips its wake), but only when a worker was spinning for
  * the job, so that it runs on another CPU now: one woken from its sleep may
@@ -287,21 +301,27 @@ out:
  * while recent calls waited less than the bound (the classic rule: spin no
  * longer than blocking would cost). */
 static void spin_for_hand_over(async__procpool_t *p, pp_slot_t *s, _Atomic uint32_t *finished,
-                               int64_t start)
+                               int64_t start, bool *woke)
 {
     if (p->call_spin_ns <= 0 ||
         atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed) >= p->call_spin_ns)
         return;
     int64_t until = start + p->call_spin_ns;
     for (unsigned i = 1;; i++) {
-        if (PP_KIND(atomic_load_explicit(&s->state, memory_order_relaxed)) == PP_HANDED ||
-            atomic_load_explicit(finished, memory_order_relaxed))
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+        if (PP_KIND(st) == PP_HANDED || atomic_load_explicit(finished, memory_order_relaxed))
             return;
         async__cpu_relax();
         if ((i & 31) == 0) {
             uint16_t cpu = (uint16_t)sched_getcpu();
             if (atomic_load_explicit(&s->worker_cpu, memory_order_relaxed) == cpu) return;
-            if (async_now() >= until) return;
+            int64_t now = async_now();
+            if (now >= until) return;
+            /* A spinning worker claims within a fraction of a microsecond;
+             * still queued means it lost its CPU: another worker may not
+             * wait for it. */
+            if (!*woke && PP_KIND(st) == PP_QUEUED && now - start > SPINNER_LATE_NS)
+                *woke = wake_one_worker(p->h);
         }
     }
 }
@@ -340,7 +360,8 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     if (job->deadline != ASYNC_FOREVER) async__pp_poke(p);
     pp_slot_t *s = &pp_slots(p->h)[idx];
     int64_t start = async_now();
-    if (spinner) spin_for_hand_over(p, s, &finished, start);
+    bool woke = !spinner; /* a worker was woken, or none could be */
+    if (spinner) spin_for_hand_over(p, s, &finished, start, &woke);
     for (;;) {
         uint32_t ws = atomic_load(&s->wseq);
         /* The state before the flag: the slot is freed (and may be reused)
@@ -362,8 +383,11 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
          * exchange and wakes only a waiter that announced itself. */
         atomic_store(&s->wsleep, 1);
         pp_fence();
-        if (PP_KIND(atomic_load(&s->state)) != PP_HANDED && !atomic_load(&finished))
-            pp_futex_wait(&s->wseq, ws, -1);
+        uint32_t now_st = atomic_load(&s->state);
+        if (PP_KIND(now_st) == PP_HANDED || atomic_load(&finished)) continue;
+        /* Left to a spinner that has not claimed it: do not sleep on it. */
+        if (!woke && PP_KIND(now_st) == PP_QUEUED) woke = wake_one_worker(p->h);
+        pp_futex_wait(&s->wseq, ws, -1);
     }
 }
 
