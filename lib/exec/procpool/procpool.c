@@ -298,25 +298,30 @@ static bool wake_one_worker(pp_shm_t *h)
  * need this very CPU, and then the cheapest hand-over is to block at once.
  * Bounded, because a spin that fails burns a CPU the machine may need: it
  * stops when the worker turns out to run on this CPU, and it is tried only
- * while recent calls waited less than the bound (the classic rule: spin no
- * longer than blocking would cost). */
-static void spin_for_hand_over(async__procpool_t *p, pp_slot_t *s, _Atomic uint32_t *finished,
+ * while recent spinning calls waited less than the bound (the classic rule:
+ * spin no longer than blocking would cost; a long job ends the spins).
+ * Calls that skip the spin let that average fade, so that a spin is tried
+ * again now and then.  Returns whether it spun. */
+static bool spin_for_hand_over(async__procpool_t *p, pp_slot_t *s, _Atomic uint32_t *finished,
                                int64_t start, bool *woke)
 {
-    if (p->call_spin_ns <= 0 ||
-        atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed) >= p->call_spin_ns)
-        return;
+    if (p->call_spin_ns <= 0) return false;
+    int64_t avg = atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed);
+    if (avg >= p->call_spin_ns) {
+        atomic_store_explicit(&p->call_wait_ns, avg - avg / 8, memory_order_relaxed);
+        return false;
+    }
     int64_t until = start + p->call_spin_ns;
     for (unsigned i = 1;; i++) {
         uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
         if (PP_KIND(st) == PP_HANDED || atomic_load_explicit(finished, memory_order_relaxed))
-            return;
+            return true;
         async__cpu_relax();
         if ((i & 31) == 0) {
             uint16_t cpu = (uint16_t)sched_getcpu();
-            if (atomic_load_explicit(&s->worker_cpu, memory_order_relaxed) == cpu) return;
+            if (atomic_load_explicit(&s->worker_cpu, memory_order_relaxed) == cpu) return true;
             int64_t now = async_now();
-            if (now >= until) return;
+            if (now >= until) return true;
             /* A spinning worker claims within a fraction of a microsecond;
              * still queued means it lost its CPU: another worker may not
              * wait for it. */
@@ -326,8 +331,8 @@ static void spin_for_hand_over(async__procpool_t *p, pp_slot_t *s, _Atomic uint3
     }
 }
 
-/* Recent calls' waits, an average kept without a lock: a lost update among
- * racing callers only delays the estimate. */
+/* Recent spinning calls' waits, an average kept without a lock: a lost
+ * update among racing callers only delays the estimate. */
 static void note_call_wait(async__procpool_t *p, int64_t waited)
 {
     int64_t avg = atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed);
@@ -361,7 +366,7 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     pp_slot_t *s = &pp_slots(p->h)[idx];
     int64_t start = async_now();
     bool woke = !spinner; /* a worker was woken, or none could be */
-    if (spinner) spin_for_hand_over(p, s, &finished, start, &woke);
+    bool spun = spinner && spin_for_hand_over(p, s, &finished, start, &woke);
     for (;;) {
         uint32_t ws = atomic_load(&s->wseq);
         /* The state before the flag: the slot is freed (and may be reused)
@@ -370,7 +375,7 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
         uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
         if (atomic_load(&finished)) return 0; /* done ran on the supervisor */
         if (PP_KIND(st) == PP_HANDED) {
-            note_call_wait(p, async_now() - start);
+            if (spun) note_call_wait(p, async_now() - start);
             async__pp_deliver(p, idx);
             pthread_mutex_lock(&p->mu);
             assert(p->jobs[idx].waiter == &finished);
