@@ -974,4 +974,63 @@ Test(procs, direct_run_never_overtakes_queued_jobs, .timeout = 30)
     async_executor_free(ex);
 }
 
+/* async_executor_run from a future's callback.  On this backend callbacks
+ * run on the pool's supervisor thread, which alone delivers results and
+ * fails jobs whose worker dies: a run there waited for itself (for ever on
+ * a busy pool, or when the worker died).  It now fails at once with
+ * ASYNC_EDEADLK and says why; the same run from a plain thread, and from a
+ * callback added to a future already final (it runs on the adding thread),
+ * works. */
+typedef struct cb_run {
+    async_executor_t *ex;
+    int how;
+    int rc, out;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    _Atomic int ran;
+} cb_run_t;
+
+static void run_from_callback(async_future_t *f, void *arg)
+{
+    (void)f;
+    cb_run_t *c = arg;
+    c->rc = run_act(c->ex, c->how, 0, 0, &c->out, NULL, c->msg, sizeof c->msg);
+    atomic_store(&c->ran, 1);
+}
+
+static void callback_run(async_executor_t *ex, int how)
+{
+    cb_run_t c = {.ex = ex, .how = how, .rc = 1};
+    /* Long enough that the callback is added before the job ends. */
+    async_future_t *f = submit_act(ex, 0, 50, 0);
+    cr_assert_eq(async_future_on_done(f, run_from_callback, &c), 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (!atomic_load(&c.ran) && async_now() < until) usleep(1000);
+    cr_assert(atomic_load(&c.ran), "the run in the callback returned within 10 s");
+    cr_expect_eq(c.rc, ASYNC_EDEADLK, "%s", async_strerror(c.rc));
+    cr_expect(strstr(c.msg, "callback") != NULL, "the message says why: %s", c.msg);
+    async_future_unref(f);
+}
+
+Test(procs, run_from_a_callback_is_refused, .timeout = 30)
+{
+    async_executor_t *ex = pool(2);
+    callback_run(ex, 0);
+    /* Where the wait would have lasted for ever: the job kills its worker. */
+    callback_run(ex, 1);
+    /* The pool serves on, and a callback on the caller's own thread may run. */
+    int pid = 0;
+    cr_expect_eq(run_act(ex, 0, 0, 0, &pid, NULL, NULL, 0), 0);
+    cr_expect_gt(pid, 0);
+    async_future_t *f = submit_act(ex, 0, 0, 0);
+    cr_expect_eq(async_future_wait(f), 0);
+    cb_run_t c = {.ex = ex, .rc = 1};
+    cr_assert_eq(async_future_on_done(f, run_from_callback, &c), 0);
+    cr_expect(atomic_load(&c.ran), "a callback added to a final future runs at once");
+    cr_expect_eq(c.rc, 0, "%s", c.msg);
+    cr_expect_gt(c.out, 0);
+    async_future_unref(f);
+    async_executor_free(ex);
+}
+
 #endif

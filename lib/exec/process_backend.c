@@ -232,9 +232,12 @@ static void submit_job(procs_t *s, async__job_t *job)
     }
 }
 
+static _Thread_local const procs_t *tls_feeder_of;
+
 static void *feeder(void *arg)
 {
     procs_t *s = arg;
+    tls_feeder_of = s;
     async_executor_t *ex = s->ex;
     unsigned workers = ex->workers;
     for (;;) {
@@ -336,10 +339,28 @@ static void direct_ended(procs_t *s, int64_t ns)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The pool's own threads run future callbacks: the supervisor (results,
+ * deaths, deadlines) and the feeder (jobs it could not place).  A run
+ * there would wait for a result that only that thread could deliver. */
+static bool on_pool_thread(const procs_t *s)
+{
+    return async__procpool_on_supervisor(s->pool) || tls_feeder_of == s;
+}
+
 static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
                        size_t *out_len, char *msg, size_t msg_cap, int *code)
 {
     procs_t *s = ex->backend;
+    if (on_pool_thread(s)) {
+        /* Answered here, not by the ordinary path, which would hang. */
+        *code = ASYNC_EDEADLK;
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "async_executor_run called from a future's callback on the "
+                                   "process backend: callbacks run on the pool's own thread, "
+                                   "which would have to deliver the result");
+        return true;
+    }
     /* The submit path's rules: an untimed borrowed input already in shared
      * memory goes by address, any other input is copied; the output comes
      * back through the job's result. */

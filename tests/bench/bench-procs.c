@@ -12,6 +12,7 @@
  * on an idle pool takes the direct hand-over; "through the queue" is the
  * same run with a call deadline, which keeps it on the submit, feeder and
  * future path. */
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,77 @@ static void engine_call(async__procpool_t *p)
     if (async__procpool_call(p, &j)) exit(1);
 }
 
+/* CPU time used so far by this process (all its threads) and every process
+ * descended from it (the pools' fork servers and workers, the pipe's echo
+ * process), in ns, from the scheduler's own accounting (/proc/.../schedstat,
+ * nanoseconds, not ticks).  Spinning shows here, where wall time hides it. */
+static int64_t schedstat_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int64_t sum = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char f[320];
+        snprintf(f, sizeof f, "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+        FILE *fp = fopen(f, "r");
+        long long ns;
+        if (fp && fscanf(fp, "%lld", &ns) == 1) sum += ns;
+        if (fp) fclose(fp);
+    }
+    closedir(d);
+    return sum;
+}
+
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')'); /* the name may hold spaces */
+    int ppid = 0;
+    if (!rp || sscanf(rp + 1, " %*c %d", &ppid) != 1) return 0;
+    return ppid;
+}
+
+/* This process and its descendants, listed once (a walk of /proc) so that
+ * each reading opens only their files. */
+static pid_t tree[64];
+static int ntree;
+
+static void list_tree(void)
+{
+    pid_t self = getpid();
+    ntree = 0;
+    tree[ntree++] = self;
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d)) && ntree < 64;) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0 || pid == self) continue;
+        for (pid_t a = parent_of(pid), hops = 0; a > 1 && hops < 8; a = parent_of(a), hops++) {
+            if (a == self) {
+                tree[ntree++] = pid;
+                break;
+            }
+        }
+    }
+    closedir(d);
+}
+
+static int64_t tree_cpu_ns(void)
+{
+    int64_t sum = 0;
+    for (int i = 0; i < ntree; i++) sum += schedstat_ns(tree[i]);
+    return sum;
+}
+
 /* One task at a time (submit, wait) beside a pipe ping-pong between two
  * processes and the engine's own round trip, alternating in blocks of
  * BLOCK within the round so that all three see the same machine (it is
@@ -145,7 +217,8 @@ static void run_queued(async_executor_t *ex, const async_job_t *job, int64_t *ou
 }
 
 static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, double *eng_us,
-                        double *call_us, double *queued_us)
+                        double *call_us, double *queued_us, double *call_blocking_us,
+                        double *ours_cpu_us, double *pipe_cpu_us)
 {
     int a[2], b[2];
     if (pipe(a) || pipe(b)) exit(1);
@@ -162,8 +235,12 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
     close(a[0]);
     close(b[1]);
     async__procpool_opts_t po = {.workers = 2, .idle_spin_ns = -1};
-    async__procpool_t *p;
+    async__procpool_t *p, *blocking;
     if (async__procpool_new(&po, &p) || async__procpool_wait_ready(p, ASYNC_FOREVER)) exit(1);
+    /* The direct call as it was before the spins: both sides always sleep. */
+    po.call_spin_ns = -1;
+    if (async__procpool_new(&po, &blocking) || async__procpool_wait_ready(blocking, ASYNC_FOREVER))
+        exit(1);
     int64_t v = 3, out;
     async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
     char c = 'x';
@@ -172,25 +249,38 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
         run_queued(ex, &job, &out);
         engine_round_trip(p);
         engine_call(p);
+        engine_call(blocking);
         if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
     }
+    list_tree();
     enum { BLOCKS = 10, BLOCK = 200 };
-    double ours = 0, piped = 0, eng = 0, call = 0, queued = 0;
+    double ours = 0, piped = 0, eng = 0, call = 0, queued = 0, call_blocking = 0;
+    int64_t ours_cpu = 0, pipe_cpu = 0;
     for (int k = 0; k < BLOCKS; k++) {
+        int64_t c0 = tree_cpu_ns();
         double t0 = now_s();
         for (int i = 0; i < BLOCK; i++) async_executor_run(ex, &job, &out, NULL, NULL, 0);
         double t1 = now_s();
+        int64_t c1 = tree_cpu_ns();
         for (int i = 0; i < BLOCK; i++) {
             if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) exit(1);
         }
         double t2 = now_s();
+        int64_t c2 = tree_cpu_ns();
+        /* A reading's own cost (a few small files) falls in the CPU sums
+         * of both, once per block. */
+        ours_cpu += c1 - c0;
+        pipe_cpu += c2 - c1;
         for (int i = 0; i < BLOCK; i++) engine_round_trip(p);
         double t3 = now_s();
         for (int i = 0; i < BLOCK; i++) engine_call(p);
         double t4 = now_s();
         for (int i = 0; i < BLOCK; i++) run_queued(ex, &job, &out);
         double t5 = now_s();
+        for (int i = 0; i < BLOCK; i++) engine_call(blocking);
+        double t6 = now_s();
         queued += t5 - t4;
+        call_blocking += t6 - t5;
         ours += t1 - t0;
         piped += t2 - t1;
         eng += t3 - t2;
@@ -202,7 +292,11 @@ static void round_trips(async_executor_t *ex, double *ours_us, double *pipe_us, 
     *eng_us = eng / (BLOCKS * BLOCK) * 1e6;
     *call_us = call / (BLOCKS * BLOCK) * 1e6;
     *queued_us = queued / (BLOCKS * BLOCK) * 1e6;
+    *call_blocking_us = call_blocking / (BLOCKS * BLOCK) * 1e6;
+    *ours_cpu_us = ours_cpu / 1e3 / (BLOCKS * BLOCK);
+    *pipe_cpu_us = pipe_cpu / 1e3 / (BLOCKS * BLOCK);
     async__procpool_free(p);
+    async__procpool_free(blocking);
     close(a[1]);
     waitpid(pid, NULL, 0);
     close(b[0]);
@@ -369,15 +463,19 @@ static void busy_work(double scale)
 
 static void round_trip_round(async_executor_t *ex)
 {
-    double rt, pp, eng, call, queued;
-    round_trips(ex, &rt, &pp, &eng, &call, &queued);
+    double rt, pp, eng, call, queued, blocking, rt_cpu, pp_cpu;
+    round_trips(ex, &rt, &pp, &eng, &call, &queued, &blocking, &rt_cpu, &pp_cpu);
     bench_add("round trip of one task at a time (async_executor_run)", "us", rt);
     bench_add("round trip, C pipe ping-pong between two processes (baseline)", "us", pp);
+    bench_add("round trip, CPU per trip, async_executor_run (all threads and processes)", "us",
+              rt_cpu);
+    bench_add("round trip, CPU per trip, C pipe ping-pong (both processes)", "us", pp_cpu);
     bench_add("round trip, the engine alone (submit, done callback wakes the caller)", "us", eng);
     bench_add("round trip, the engine's direct call (async__procpool_call: the worker wakes the caller)",
               "us", call);
     bench_add("round trip, async_executor_run through the queue (a call deadline: submit, feeder, future)",
               "us", queued);
+    bench_add("round trip, the engine's direct call, never spinning (call_spin_ns -1)", "us", blocking);
 }
 
 static void ours_round(double scale)
@@ -463,6 +561,12 @@ int main(int argc, char **argv)
     bench_ratio("round trip, ours over the pipe ping-pong (lower is better)",
                 "round trip of one task at a time (async_executor_run)",
                 "round trip, C pipe ping-pong between two processes (baseline)");
+    bench_ratio("round trip, CPU per trip, ours over the pipe ping-pong",
+                "round trip, CPU per trip, async_executor_run (all threads and processes)",
+                "round trip, CPU per trip, C pipe ping-pong (both processes)");
+    bench_ratio("round trip, the engine's direct call, spinning over never spinning",
+                "round trip, the engine's direct call (async__procpool_call: the worker wakes the caller)",
+                "round trip, the engine's direct call, never spinning (call_spin_ns -1)");
     bench_ratio("round trip, through the queue over the pipe ping-pong",
                 "round trip, async_executor_run through the queue (a call deadline: submit, feeder, future)",
                 "round trip, C pipe ping-pong between two processes (baseline)");
@@ -477,5 +581,10 @@ int main(int argc, char **argv)
                 "howmany_within_range, 1,000,000 rows, serial C (best of 3 in the round)",
                 "howmany_within_range, 1,000,000 rows in shared memory, 2 processes (best of 3 in the round)");
     bench_print();
+    /* The ratio's spread is mostly the machine's: each round's own pair says more. */
+    printf("round trip, ours over the pipe ping-pong, each round:");
+    for (int r = 0; r < bench_rounds(); r++)
+        printf(" %.3g", bench_value("round trip, ours over the pipe ping-pong (lower is better)", r));
+    printf("\n");
     return 0;
 }

@@ -64,6 +64,8 @@ struct async__procpool {
     void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;
+    int64_t call_spin_ns;    /* see async__procpool_opts_t */
+    _Atomic int64_t call_wait_ns; /* recent direct calls' waits for the hand-over */
     char broken_msg[512];
     unsigned nworkers, nready, nalive;
     pp_pworker_t *w;
@@ -82,7 +84,8 @@ void async__pp_deliver(async__procpool_t *p, uint32_t idx);
 void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter);
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx);
 void async__pp_job_finished(async__procpool_t *p);
-void async__pp_wake_workers(pp_shm_t *h, int n);
+/* Returns whether the job was left to the worker spinning for one (no wake-up). */
+bool async__pp_wake_workers(pp_shm_t *h, int n);
 void async__pp_deadline_pop(async__procpool_t *p);
 /* Under mu: a job left the pending list. */
 static inline void async__pp_unpend(async__procpool_t *p, const pp_pending_t *pj)

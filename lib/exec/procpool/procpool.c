@@ -6,6 +6,7 @@
  * pending jobs, deadlines, modes, worker bookkeeping).  Callbacks (a job's
  * done) never run under it, so they may submit again.  Only the supervisor
  * thread talks to the fork server. */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -195,6 +196,11 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     s->out_len = 0;
     s->err = 0;
     s->direct = waiter != NULL;
+    atomic_store_explicit(&s->wsleep, 0, memory_order_relaxed);
+    if (waiter) {
+        atomic_store_explicit(&s->caller_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+        atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
+    }
     *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,
                     .out_blk = out_blk, .zombie_of = -1, .waiter = waiter};
     if (idx_out) *idx_out = idx;
@@ -208,14 +214,15 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
 /* Wakes n sleeping workers, if any sleep; after publishing.  One job is
  * left to the spinning worker if there is one: it re-checks for work after
  * it stops spinning and before it sleeps. */
-void async__pp_wake_workers(pp_shm_t *h, int n)
+bool async__pp_wake_workers(pp_shm_t *h, int n)
 {
     pp_fence();
-    if (n == 1 && atomic_load_explicit(&h->spinner, memory_order_relaxed)) return;
+    if (n == 1 && atomic_load_explicit(&h->spinner, memory_order_relaxed)) return true;
     if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
         atomic_fetch_add(&h->work_seq, 1);
         pp_futex_wake(&h->work_seq, n);
     }
+    return false;
 }
 
 /* Wakes the supervisor whether or not it sleeps, so it re-reads the state. */
@@ -271,12 +278,74 @@ out:
     return rc;
 }
 
+#define SPINNER_LATE_NS 2000
+
+/* Wakes one sleeping worker even though one spins (it may have lost its
+ * CPU).  Returns true. */
+static bool wake_one_worker(pp_shm_t *h)
+{
+    pp_fence();
+    if (atomic_load_explicit(&h->sleepers, memory_order_relaxed)) {
+        atomic_fetch_add(&h->work_seq, 1);
+        pp_futex_wake(&h->work_seq, 1);
+    }
+    return true;
+}
+
+/* Waits for a short job's hand-over without a system call on either side
+ * (the worker then skips its wake), but only when a worker was spinning for
+ * the job, so that it runs on another CPU now: one woken from its sleep may
+ * need this very CPU, and then the cheapest hand-over is to block at once.
+ * Bounded, because a spin that fails burns a CPU the machine may need: it
+ * stops when the worker turns out to run on this CPU, and it is tried only
+ * while recent spinning calls waited less than the bound (the classic rule:
+ * spin no longer than blocking would cost; a long job ends the spins).
+ * Calls that skip the spin let that average fade, so that a spin is tried
+ * again now and then.  Returns whether it spun. */
+static bool spin_for_hand_over(async__procpool_t *p, pp_slot_t *s, _Atomic uint32_t *finished,
+                               int64_t start, bool *woke)
+{
+    if (p->call_spin_ns <= 0) return false;
+    int64_t avg = atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed);
+    if (avg >= p->call_spin_ns) {
+        atomic_store_explicit(&p->call_wait_ns, avg - avg / 8, memory_order_relaxed);
+        return false;
+    }
+    int64_t until = start + p->call_spin_ns;
+    for (unsigned i = 1;; i++) {
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_relaxed);
+        if (PP_KIND(st) == PP_HANDED || atomic_load_explicit(finished, memory_order_relaxed))
+            return true;
+        async__cpu_relax();
+        if ((i & 31) == 0) {
+            uint16_t cpu = (uint16_t)sched_getcpu();
+            if (atomic_load_explicit(&s->worker_cpu, memory_order_relaxed) == cpu) return true;
+            int64_t now = async_now();
+            if (now >= until) return true;
+            /* A spinning worker claims within a fraction of a microsecond;
+             * still queued means it lost its CPU: another worker may not
+             * wait for it. */
+            if (!*woke && PP_KIND(st) == PP_QUEUED && now - start > SPINNER_LATE_NS)
+                *woke = wake_one_worker(p->h);
+        }
+    }
+}
+
+/* Recent spinning calls' waits, an average kept without a lock: a lost
+ * update among racing callers only delays the estimate. */
+static void note_call_wait(async__procpool_t *p, int64_t waited)
+{
+    int64_t avg = atomic_load_explicit(&p->call_wait_ns, memory_order_relaxed);
+    atomic_store_explicit(&p->call_wait_ns, avg + (waited - avg) / 8, memory_order_relaxed);
+}
+
 int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
 {
     if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in) ||
         (job->in2_len && !job->in2))
         return ASYNC_EINVAL;
     if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
+    if (async__procpool_on_supervisor(p)) return ASYNC_EDEADLK;
     _Atomic uint32_t finished = 0;
     uint32_t idx;
     pthread_mutex_lock(&p->mu);
@@ -292,9 +361,12 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     p->next_seq++;
     p->inflight++;
     pthread_mutex_unlock(&p->mu);
-    async__pp_wake_workers(p->h, 1);
+    bool spinner = async__pp_wake_workers(p->h, 1);
     if (job->deadline != ASYNC_FOREVER) async__pp_poke(p);
     pp_slot_t *s = &pp_slots(p->h)[idx];
+    int64_t start = async_now();
+    bool woke = !spinner; /* a worker was woken, or none could be */
+    bool spun = spinner && spin_for_hand_over(p, s, &finished, start, &woke);
     for (;;) {
         uint32_t ws = atomic_load(&s->wseq);
         /* The state before the flag: the slot is freed (and may be reused)
@@ -303,6 +375,7 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
         uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
         if (atomic_load(&finished)) return 0; /* done ran on the supervisor */
         if (PP_KIND(st) == PP_HANDED) {
+            if (spun) note_call_wait(p, async_now() - start);
             async__pp_deliver(p, idx);
             pthread_mutex_lock(&p->mu);
             assert(p->jobs[idx].waiter == &finished);
@@ -311,6 +384,14 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
             pthread_mutex_unlock(&p->mu);
             return 0;
         }
+        /* Announced, then checked again: the worker fences after its
+         * exchange and wakes only a waiter that announced itself. */
+        atomic_store(&s->wsleep, 1);
+        pp_fence();
+        uint32_t now_st = atomic_load(&s->state);
+        if (PP_KIND(now_st) == PP_HANDED || atomic_load(&finished)) continue;
+        /* Left to a spinner that has not claimed it: do not sleep on it. */
+        if (!woke && PP_KIND(now_st) == PP_QUEUED) woke = wake_one_worker(p->h);
         pp_futex_wait(&s->wseq, ws, -1);
     }
 }
@@ -415,7 +496,8 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
                     .call = (uint64_t)(uintptr_t)o->call, .init = (uint64_t)(uintptr_t)o->init,
                     .init_arg = (uint64_t)(uintptr_t)o->init_arg,
                     .max_tasks = o->max_tasks_per_worker,
-                    .idle_spin_ns = o->idle_spin_ns};
+                    .idle_spin_ns = o->idle_spin_ns,
+                    .call_spin_ns = p->call_spin_ns};
     /* No spinning by default: on a 2-CPU virtual machine a spinning worker
      * made the one-at-a-time round trip slower (24 against 18 us) and the
      * rest no faster; see docs/procs.md. */
@@ -441,6 +523,8 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     p->on_broken = o->on_broken;
     p->broken_arg = o->broken_arg;
     p->user = o->user;
+    p->call_spin_ns = o->call_spin_ns ? o->call_spin_ns : PP_CALL_SPIN_NS;
+    if (p->call_spin_ns < 0) p->call_spin_ns = 0;
     p->w = async__calloc(nworkers, sizeof *p->w);
     if (!p->w) goto fail;
     if ((rc = make_region(p, o, nworkers))) goto fail;
@@ -553,6 +637,11 @@ void async__procpool_free(async__procpool_t *p)
     if (!p) return;
     async__procpool_terminate(p);
     async__procpool_free_now(p);
+}
+
+bool async__procpool_on_supervisor(const async__procpool_t *p)
+{
+    return p->sup_started && pthread_equal(pthread_self(), p->sup);
 }
 
 unsigned async__procpool_workers(const async__procpool_t *p) { return p->nworkers; }

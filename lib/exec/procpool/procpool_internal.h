@@ -75,8 +75,14 @@ typedef struct async__procpool_opts {
     void *user;                    /* first argument of every done callback */
     int64_t idle_spin_ns;          /* one idle worker spins this long before it
                                     * sleeps; <=0: none (the default) */
+    /* async__procpool_call: its caller spins this long for the hand-over
+     * before it sleeps, and the worker that handed a job over spins as long
+     * for the next one; 0: PP_CALL_SPIN_NS, <0: neither spins. */
+    int64_t call_spin_ns;
     bool inherit_fds;              /* keep the parent's descriptors open in workers */
 } async__procpool_opts_t;
+
+#define PP_CALL_SPIN_NS 20000
 
 typedef struct async__procjob {
     async__anyfn_t fn;
@@ -116,9 +122,13 @@ int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job,
  * deadline bounds it).  Errors (done never runs): ASYNC_EAGAIN (no slot is
  * free at once, or jobs are pending: submit it instead), ASYNC_ECLOSED after
  * shutdown or terminate, the code that broke the pool, ASYNC_ENOMEM,
- * ASYNC_EINVAL.  Any thread but the supervisor's (not from a done
- * callback). */
+ * ASYNC_EINVAL, ASYNC_EDEADLK (called on the supervisor thread, from a done
+ * callback: a worker's death or the deadline would never be handled). */
 int async__procpool_call(async__procpool_t *pool, const async__procjob_t *job);
+
+/* Whether the calling thread is the pool's supervisor (done callbacks run
+ * there): it must not wait for a job, which only it could fail. */
+bool async__procpool_on_supervisor(const async__procpool_t *pool);
 
 /* Withdraws a job no worker has started: its done runs with ASYNC_ECANCELED.
  * Errors: ASYNC_EBUSY (running), ASYNC_ESRCH (finished or unknown). */

@@ -38,6 +38,7 @@
 
 #include <linux/futex.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -75,10 +76,19 @@ typedef struct pp_slot {
     uint64_t msg_off;
     uint64_t res_end;     /* worker's byte-ring position to release, 0: none */
     _Atomic uint32_t wseq; /* bumped to wake the thread waiting in async__procpool_call */
-    uint32_t direct;      /* a thread waits in async__procpool_call for this job */
-    uint8_t in_inline[PP_IN_INLINE];
+    uint8_t direct;       /* a thread waits in async__procpool_call for this job */
+    _Atomic uint8_t wsleep; /* that thread stopped spinning and sleeps on wseq */
+    /* Where the calling thread placed the job and where its worker runs it
+     * (CPU numbers, hints only): a spin for the other side pays only when
+     * the two are on different CPUs. */
+    _Atomic uint16_t caller_cpu;
+    uint8_t in_inline[PP_IN_INLINE];   /* 8-aligned: work functions read it in place */
     uint8_t out_inline[PP_OUT_INLINE];
+    _Atomic uint16_t worker_cpu;       /* in the tail padding: the slot stays 256 bytes */
 } __attribute__((aligned(PP_LINE))) pp_slot_t;
+_Static_assert(offsetof(pp_slot_t, in_inline) % 8 == 0 && offsetof(pp_slot_t, out_inline) % 8 == 0,
+               "inline input and output stay 8-aligned");
+_Static_assert(sizeof(pp_slot_t) == 4 * PP_LINE, "a slot is four cache lines");
 
 enum pp_wstate { PP_W_EMPTY = 0, PP_W_STARTING, PP_W_READY, PP_W_EXITING };
 
@@ -106,6 +116,7 @@ typedef struct pp_shm {
     uint64_t call, init, init_arg;
     uint32_t max_tasks;
     int64_t idle_spin_ns;
+    int64_t call_spin_ns;  /* after a direct hand-over, the worker spins this long */
     _Atomic uint64_t q_head __attribute__((aligned(PP_LINE)));
     _Atomic uint64_t q_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t work_seq __attribute__((aligned(PP_LINE)));

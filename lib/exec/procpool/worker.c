@@ -15,6 +15,7 @@
  * Workers leave with _exit: the parent's atexit handlers and stdio buffers
  * are the parent's business. */
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -142,7 +143,12 @@ static bool claim(pp_shm_t *h, unsigned w, uint32_t *idx_out)
     }
 }
 
-static void run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
+enum handed { NOT_HANDED, HANDED_TO_SLEEPER, HANDED_TO_SPINNER };
+
+/* Runs the job in slot idx and publishes it; says whether it was handed
+ * straight to a thread waiting in async__procpool_call, and whether that
+ * thread was still spinning (running on another CPU) or asleep. */
+static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
 {
     pp_slot_t *s = &pp_slots(h)[idx];
     async__procout_t out = {
@@ -152,6 +158,7 @@ static void run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
         .job_res_start = atomic_load_explicit(&wr->res_tail, memory_order_relaxed),
     };
     const void *in = s->in_off ? (char *)h + s->in_off : (char *)s->in_inline;
+    if (s->direct) atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
     s->msg_len = 0;
     s->res_end = 0;
     int rc;
@@ -171,20 +178,27 @@ static void run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
     /* Losing this exchange means the parent revoked the job (deadline or
      * terminate) and is about to kill us: nothing to publish. */
     if (direct) {
-        if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_HANDED, w),
-                                                    memory_order_acq_rel, memory_order_relaxed)) {
-            /* The waiter may free and reuse the slot at once: a bump of a
-             * reused slot's wseq is only a spurious wake-up. */
-            atomic_fetch_add(&s->wseq, 1);
-            pp_futex_wake(&s->wseq, 1);
-        }
-    } else if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_HANDED, w),
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            return NOT_HANDED;
+        /* The eventcount: a waiter still spinning sees HANDED by itself, and
+         * one that announced its sleep is woken.  The waiter may free and
+         * reuse the slot at once: reading or bumping a reused slot's words
+         * is only a spurious wake-up. */
+        pp_fence();
+        if (!atomic_load_explicit(&s->wsleep, memory_order_relaxed)) return HANDED_TO_SPINNER;
+        atomic_fetch_add(&s->wseq, 1);
+        pp_futex_wake(&s->wseq, 1);
+        return HANDED_TO_SLEEPER;
+    }
+    if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
                                                 memory_order_acq_rel, memory_order_relaxed)) {
         uint64_t t = atomic_load_explicit(&wr->done_tail, memory_order_relaxed);
         atomic_store_explicit(&pp_done_ring(h, w)[t & (h->nslots - 1)], idx, memory_order_relaxed);
         atomic_store_explicit(&wr->done_tail, t + 1, memory_order_release);
         pp_wake_supervisor(h);
     }
+    return NOT_HANDED;
 }
 
 static bool has_work(pp_shm_t *h)
@@ -194,18 +208,19 @@ static bool has_work(pp_shm_t *h)
 }
 
 /* Spins a little (a burst of submissions usually follows), then sleeps on
- * work_seq until the parent publishes or retires us. */
-static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
+ * work_seq until the parent publishes or retires us.  Returns whether work
+ * came while it spun. */
+static bool idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
 {
     /* One idle worker at a time spins: it takes the next job without a
      * wake-up, and the others leave the CPUs to the threads feeding them. */
     uint32_t none = 0;
-    if (h->idle_spin_ns > 0 && atomic_compare_exchange_strong(&h->spinner, &none, w + 1)) {
-        int64_t until = now_ns() + h->idle_spin_ns;
+    if (spin_ns > 0 && atomic_compare_exchange_strong(&h->spinner, &none, w + 1)) {
+        int64_t until = now_ns() + spin_ns;
         for (unsigned i = 1;; i++) {
             if (has_work(h) || atomic_load_explicit(&wr->retire, memory_order_relaxed)) {
                 atomic_store(&h->spinner, 0);
-                return;
+                return true;
             }
             async__cpu_relax();
             if ((i & 63) == 0 && now_ns() >= until) break;
@@ -217,6 +232,7 @@ static void idle(pp_shm_t *h, unsigned w, pp_worker_t *wr)
     pp_fence();
     if (!has_work(h) && !atomic_load(&wr->retire)) pp_futex_wait(&h->work_seq, seq, -1);
     atomic_fetch_sub(&h->sleepers, 1);
+    return false;
 }
 
 static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
@@ -249,15 +265,49 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     atomic_fetch_add(&h->sup_seq, 1);
     pp_wake_supervisor(h);
     uint64_t done = 0;
+    /* A thread that calls one job at a time usually calls the next at once:
+     * after handing it its result, wait for that call spinning, but not
+     * beside the caller on its own CPU (the spin would only delay it), and
+     * only while the caller spins too (then both have a CPU: it spins only
+     * when a worker does) and the last such spin got a job.  Otherwise a
+     * hand-over spins now and then anyway (a probe), to find out whether a
+     * second CPU has come free or the caller calls faster again: after
+     * PROBE_MIN hand-overs, twice as many after each spin that got no job,
+     * at most PROBE_MAX, so that on a busy machine, or for a caller that
+     * thinks between calls, the probes' cost fades away. */
+    enum { PROBE_MIN = 8, PROBE_MAX = 1024 };
+    int64_t spin_ns = h->idle_spin_ns;
+    unsigned since_probe = 0, probe_every = PROBE_MIN;
+    bool spin_paid = true, after_hand_over = false;
     for (;;) {
         if (atomic_load_explicit(&wr->retire, memory_order_relaxed)) break;
         uint32_t idx;
         if (claim(h, w, &idx)) {
-            run(h, w, wr, idx);
+            uint16_t caller_cpu =
+                atomic_load_explicit(&pp_slots(h)[idx].caller_cpu, memory_order_relaxed);
+            enum handed handed = run(h, w, wr, idx);
+            spin_ns = h->idle_spin_ns;
+            after_hand_over = false;
+            if (handed != NOT_HANDED && h->call_spin_ns > spin_ns &&
+                caller_cpu != (uint16_t)sched_getcpu()) {
+                bool want = handed == HANDED_TO_SPINNER && spin_paid;
+                if (!want && ++since_probe >= probe_every) want = true;
+                if (want) {
+                    spin_ns = h->call_spin_ns;
+                    since_probe = 0;
+                    after_hand_over = true;
+                }
+            }
             if (h->max_tasks && ++done >= h->max_tasks) break;
             continue;
         }
-        idle(h, w, wr);
+        bool got = idle(h, w, wr, spin_ns);
+        if (after_hand_over) {
+            spin_paid = got;
+            probe_every = got ? PROBE_MIN : probe_every < PROBE_MAX ? probe_every * 2 : PROBE_MAX;
+            after_hand_over = false;
+        }
+        spin_ns = h->idle_spin_ns;
     }
     atomic_store(&wr->state, PP_W_EXITING);
     async__child_exit(0);
