@@ -14,8 +14,11 @@ enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
 typedef struct async__exec_priv {
     /* Written by submitters (job_queue.c explains the protocol). */
     _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
-    _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
     char pad0[64];
+    /* Read by every pop, written only for jobs with a priority: a line of its
+     * own, or each pop would pull `submitted`'s line from the submitter. */
+    _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
+    char pad0b[64];
     _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     char pad1[64];
     /* Written by workers, under qlock. */
