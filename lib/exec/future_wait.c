@@ -14,13 +14,30 @@
 #include "future_internal.h"
 #include "waiters_internal.h"
 
-/* Pauses a waiter spins through before it sleeps (a few microseconds). */
-#define SPIN_LOOPS 200
+/* How long a waiter spins before it sleeps, and how many pauses pass
+ * between looks at the clock.  A futex sleep and wake-up cost a microsecond
+ * or two of CPU on each side, so spinning longer than that costs more than
+ * it can save; a count of pauses instead of a time would vary tenfold across
+ * CPUs (a pause takes 10 to 140 cycles). */
+#define SPIN_NS ASYNC_USEC(3)
+#define CLOCK_POLL 16
 
 /* How far ahead a wait for all asks for the futures' lines. */
 #define WAIT_AHEAD 8
 
 /* --- blocking waits ---------------------------------------------------------- */
+
+/* Spins up to SPIN_NS for f to become final; returns the state last seen. */
+static unsigned spin_until_final(async_future_t *f, unsigned s)
+{
+    int64_t until = async_now() + SPIN_NS;
+    for (unsigned i = 1; !async__fs_final(s); i++) {
+        async__cpu_relax();
+        s = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (i % CLOCK_POLL == 0 && async_now() >= until) break;
+    }
+    return s;
+}
 
 int async__future_wait(async_future_t *f, int64_t deadline, bool spin)
 {
@@ -29,10 +46,7 @@ int async__future_wait(async_future_t *f, int64_t deadline, bool spin)
      * a batch), the next one is often a moment away, and sleeping would cost
      * a system call on both sides.  Not for long work, such as a map: a
      * spinning waiter holds the CPU that a worker it just woke should get. */
-    for (unsigned i = 0; spin && i < SPIN_LOOPS && !async__fs_final(s); i++) {
-        async__cpu_relax();
-        s = atomic_load_explicit(&f->state, memory_order_acquire);
-    }
+    if (spin && !async__fs_final(s)) s = spin_until_final(f, s);
     for (;;) {
         if (async__fs_final(s)) return async_future_error(f);
         if (deadline != ASYNC_FOREVER && async_now() >= deadline) return ASYNC_ETIMEDOUT;

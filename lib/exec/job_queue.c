@@ -33,12 +33,21 @@
 #include "waiters_internal.h"
 
 
-/* How long an idle worker spins before it sleeps, and how many pauses it
- * lets pass between looks at `kick`.  Looking less often lets a burst of
- * submits pile up a little, so that the worker then takes several jobs while
- * the submitter runs on undisturbed, instead of fighting over the queue's
- * cache lines job by job; a lone job waits at most a microsecond or two. */
-#define SPIN_NS ASYNC_USEC(50)
+/* How long an idle worker spins before it sleeps: a budget between SPIN_MIN
+ * and SPIN_MAX that adapts to the gaps between jobs.  Spinning pays while
+ * the next job comes sooner than a futex sleep and wake-up would take (a
+ * microsecond or two of CPU on each side); a worker that spins through its
+ * whole budget and then sleeps anyway has burnt it for nothing, which a
+ * fixed 50 us spin did on every job of a loop that submits one job now and
+ * then.  So a spin that runs out halves the budget, and an idle spell (spin
+ * and sleep) that ended within twice the budget, a near miss, doubles it.
+ * KICK_POLL is how many pauses the spinner lets pass between looks at
+ * `kick`.  Looking less often lets a burst of submits pile up a little, so
+ * that the worker then takes several jobs while the submitter runs on
+ * undisturbed, instead of fighting over the queue's cache lines job by job;
+ * a lone job waits at most a microsecond or two. */
+#define SPIN_MIN ASYNC_USEC(2)
+#define SPIN_MAX ASYNC_USEC(50)
 #define KICK_POLL 32
 
 void async__q_init(exec_priv_t *p)
@@ -51,6 +60,7 @@ void async__q_init(exec_priv_t *p)
     atomic_init(&p->in_stub.qnext, NULL);
     atomic_init(&p->in_head, &p->in_stub);
     p->in_tail = &p->in_stub;
+    atomic_init(&p->spin_budget, SPIN_MIN);
 }
 
 void async__q_destroy(exec_priv_t *p)
@@ -340,6 +350,52 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
 
 /* --- taking ---------------------------------------------------------------- */
 
+static int64_t budget(exec_priv_t *p) { return atomic_load_explicit(&p->spin_budget, memory_order_relaxed); }
+
+static void set_budget(exec_priv_t *p, int64_t ns)
+{
+    ns = ns < SPIN_MIN ? SPIN_MIN : ns > SPIN_MAX ? SPIN_MAX : ns;
+    if (ns != budget(p)) atomic_store_explicit(&p->spin_budget, ns, memory_order_relaxed);
+}
+
+/* The one spinner's wait for `kick`, from `from` for the spin budget: true
+ * when work may have come (look again), false when it ran out (sleep). */
+static bool spin_for_work(exec_priv_t *p, int64_t from)
+{
+    atomic_fetch_add(&p->spinning, 1);
+    bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
+    int64_t spin = budget(p), until = from + spin;
+    for (unsigned i = 1; !found; i++) {
+        async__cpu_relax();
+        if (i % KICK_POLL) continue;
+        if (atomic_load_explicit(&p->kick, memory_order_relaxed)) {
+            atomic_store_explicit(&p->kick, 0, memory_order_relaxed);
+            found = true;
+        } else if (async_now() >= until) {
+            break;
+        }
+    }
+    atomic_fetch_sub(&p->spinning, 1);
+    if (!found) set_budget(p, spin / 2);
+    return found;
+}
+
+/* Sleeps on `seq` until a submit or a stop wakes this worker.  After a spin
+ * that began at spun_from (-1: none), an idle spell short enough that a
+ * longer spin would have caught it doubles the spin budget. */
+static void sleep_for_work(exec_priv_t *p, int64_t spun_from)
+{
+    unsigned seen = atomic_load(&p->seq);
+    atomic_store(&p->waking, 0);
+    atomic_fetch_add(&p->idle, 1);
+    if (!async__q_len(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
+    atomic_fetch_sub(&p->idle, 1);
+    atomic_store(&p->waking, 0);
+    if (spun_from < 0) return;
+    int64_t spin = budget(p);
+    if (async_now() - spun_from <= 2 * spin) set_budget(p, 2 * spin);
+}
+
 int async__q_take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
@@ -368,29 +424,12 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         qunlock(p);
         if (stop) return ASYNC_ECLOSED;
 
+        int64_t spun_from = -1; /* only the spinner's spells teach the budget */
         if (atomic_load(&p->spinning) == 0) {
-            atomic_fetch_add(&p->spinning, 1);
-            bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
-            int64_t until = async_now() + SPIN_NS;
-            for (unsigned i = 1; !found; i++) {
-                async__cpu_relax();
-                if (i % KICK_POLL) continue;
-                if (atomic_load_explicit(&p->kick, memory_order_relaxed)) {
-                    atomic_store_explicit(&p->kick, 0, memory_order_relaxed);
-                    found = true;
-                } else if (async_now() >= until) {
-                    break;
-                }
-            }
-            atomic_fetch_sub(&p->spinning, 1);
-            if (found) continue;
+            spun_from = async_now();
+            if (spin_for_work(p, spun_from)) continue;
         }
-        unsigned seen = atomic_load(&p->seq);
-        atomic_store(&p->waking, 0);
-        atomic_fetch_add(&p->idle, 1);
-        if (!async__q_len(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
-        atomic_fetch_sub(&p->idle, 1);
-        atomic_store(&p->waking, 0);
+        sleep_for_work(p, spun_from);
     }
 }
 
