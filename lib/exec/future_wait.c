@@ -127,6 +127,7 @@ int async_futures_wait_dl(async_future_t *const *fs, size_t n, async_wait_mode_t
          * of finished futures would otherwise cost one stall per future. */
         for (size_t i = 0; i < n; i++) {
             if (i + WAIT_AHEAD < n) __builtin_prefetch(fs[i + WAIT_AHEAD], 1, 3);
+            if (async__fs_final(atomic_load_explicit(&fs[i]->state, memory_order_acquire))) continue;
             r = async_future_wait_dl(fs[i], deadline);
             if (r == ASYNC_ETIMEDOUT && !async_future_done(fs[i])) return r;
         }

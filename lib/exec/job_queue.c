@@ -220,8 +220,13 @@ static void wake(exec_priv_t *p, size_t jobs)
     }
     if (atomic_load(&p->idle) == 0) return;
     if (jobs - spin == 1) {
+        /* Look before the exchange: a failed one still takes the line from
+         * the cores reading `idle` and `spinning` beside it, on every job
+         * of a stream that keeps one wake-up on its way. */
         unsigned expect = 0;
-        if (!atomic_compare_exchange_strong(&p->waking, &expect, 1)) return;
+        if (atomic_load_explicit(&p->waking, memory_order_relaxed) ||
+            !atomic_compare_exchange_strong(&p->waking, &expect, 1))
+            return;
     }
     atomic_fetch_add(&p->seq, 1);
     async__futex_wake(&p->seq, jobs - spin > INT_MAX ? INT_MAX : (int)(jobs - spin));
@@ -291,13 +296,12 @@ static bool room_wait_ends(exec_priv_t *p, size_t max, int w)
     return w == ASYNC_ETIMEDOUT && async__q_len(p) >= max && !stopped(p);
 }
 
-/* Counts n more jobs as submitted, waiting for room for the first. */
-static int reserve(exec_priv_t *p, size_t max, size_t n, bool try_only, int64_t deadline)
+/* Counts n more jobs as submitted in a queue bounded at max, waiting for
+ * room for the first.  Out of line, so that an unbounded submit does not pay
+ * for the registers this needs. */
+static __attribute__((noinline)) int reserve_bounded(exec_priv_t *p, size_t max, size_t n,
+                                                     bool try_only, int64_t deadline)
 {
-    if (!max) {
-        atomic_fetch_add(&p->submitted, n);
-        return 0;
-    }
     size_t s = atomic_load(&p->submitted);
     for (;;) {
         int r = stopped(p);
@@ -329,7 +333,10 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
 {
     exec_priv_t *p = ex->priv;
     if (!n) return 0;
-    int r = reserve(p, ex->opts.max_queued, n, try_only, deadline);
+    size_t max = ex->opts.max_queued;
+    int r = 0;
+    if (max) r = reserve_bounded(p, max, n, try_only, deadline);
+    else atomic_fetch_add(&p->submitted, n);
     if (r) return r;
     if ((r = stopped(p)) != 0) {
         unreserve(p, n);
