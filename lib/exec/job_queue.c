@@ -366,8 +366,10 @@ static void set_budget(exec_priv_t *p, int64_t ns)
 }
 
 /* The one spinner's wait for `kick`, from `from` for the spin budget: true
- * when work may have come (look again), false when it ran out (sleep). */
-static bool spin_for_work(exec_priv_t *p, int64_t from)
+ * when work may have come (look again), false when it ran out (sleep).
+ * This and sleep_for_work stay out of line so that a pop that finds a job
+ * does not pay for their registers. */
+static __attribute__((noinline)) bool spin_for_work(exec_priv_t *p, int64_t from)
 {
     atomic_fetch_add(&p->spinning, 1);
     bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
@@ -390,7 +392,7 @@ static bool spin_for_work(exec_priv_t *p, int64_t from)
 /* Sleeps on `seq` until a submit or a stop wakes this worker.  After a spin
  * that began at spun_from (-1: none), an idle spell short enough that a
  * longer spin would have caught it doubles the spin budget. */
-static void sleep_for_work(exec_priv_t *p, int64_t spun_from)
+static __attribute__((noinline)) void sleep_for_work(exec_priv_t *p, int64_t spun_from)
 {
     unsigned seen = atomic_load(&p->seq);
     atomic_store(&p->waking, 0);
