@@ -36,11 +36,13 @@
 /* How long an idle worker spins before it sleeps: a budget between SPIN_MIN
  * and SPIN_MAX that adapts to the gaps between jobs.  Spinning pays while
  * the next job comes sooner than a futex sleep and wake-up would take (a
- * microsecond or two of CPU on each side); a worker that spins through its
- * whole budget and then sleeps anyway has burnt it for nothing, which a
- * fixed 50 us spin did on every job of a loop that submits one job now and
- * then.  So a spin that runs out halves the budget, and an idle spell (spin
- * and sleep) that ended within twice the budget, a near miss, doubles it.
+ * microsecond or two of CPU on each side, and on the submitter's path); a
+ * worker that spins through its whole budget and then sleeps anyway has burnt
+ * it for nothing, which a fixed 50 us spin did on every job of a loop that
+ * submits one job now and then.  So a spin that runs out halves the budget;
+ * a spin that catches a job (a live stream: let it ride out the submitter's
+ * hiccups) and an idle spell (spin and sleep) that ended within twice the
+ * budget, a near miss, double it.
  * KICK_POLL is how many pauses the spinner lets pass between looks at
  * `kick`.  Looking less often lets a burst of submits pile up a little, so
  * that the worker then takes several jobs while the submitter runs on
@@ -385,7 +387,7 @@ static __attribute__((noinline)) bool spin_for_work(exec_priv_t *p, int64_t from
         }
     }
     atomic_fetch_sub(&p->spinning, 1);
-    if (!found) set_budget(p, spin / 2);
+    set_budget(p, found ? 2 * spin : spin / 2);
     return found;
 }
 
