@@ -15,11 +15,13 @@
 #include "waiters_internal.h"
 
 /* How long a waiter spins before it sleeps, and how many pauses pass
- * between looks at the clock.  A futex sleep and wake-up cost a microsecond
- * or two of CPU on each side, so spinning longer than that costs more than
- * it can save; a count of pauses instead of a time would vary tenfold across
- * CPUs (a pause takes 10 to 140 cycles). */
-#define SPIN_NS ASYNC_USEC(3)
+ * between looks at the clock.  The spin must outlast the wake-up of a worker
+ * that slept (several microseconds on a VM): with a shorter one, a loop of
+ * one job at a time settles into both sides sleeping on every trip, each
+ * waiting for the other's wake-up (in alternating runs on the loaded VM,
+ * 3 us gave round trips of 2 to 6 us, 10 us mostly 1.4 to 1.9 us).  A count of pauses instead of a time would
+ * vary tenfold across CPUs (a pause takes 10 to 140 cycles). */
+#define SPIN_NS ASYNC_USEC(10)
 #define CLOCK_POLL 16
 
 /* How far ahead a wait for all asks for the futures' lines. */
