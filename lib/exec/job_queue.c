@@ -10,9 +10,9 @@
  * bucket and every other bucket's header lives in the job at its head, so
  * nothing here allocates.
  *
- * Waking: a worker that finds nothing spins for a few microseconds (only one
- * worker spins at a time, watching the word `kick` that a submitter sets for
- * it) and then sleeps on the futex word `seq`.  A submitter wakes a sleeper
+ * Waking: a worker that finds nothing spins for the spin budget, 2 to 50 us
+ * (only one worker spins at a time, watching the word `kick` that a submitter
+ * sets for it), and then sleeps on the futex word `seq`.  A submitter wakes a sleeper
  * only if nobody spins and no wake-up is already on its way (`waking`); every worker clears `waking` when it enters or leaves
  * the idle state, so a stale flag cannot strand work.  No wake-up is lost:
  * a worker increments `idle` (sequentially consistent) before its last look at
