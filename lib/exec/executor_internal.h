@@ -14,8 +14,11 @@ enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
 typedef struct async__exec_priv {
     /* Written by submitters (job_queue.c explains the protocol). */
     _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
-    _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
     char pad0[64];
+    /* Read by every pop, written only for jobs with a priority: a line of its
+     * own, or each pop would pull `submitted`'s line from the submitter. */
+    _Atomic size_t prio_jobs;        /* queued jobs with a priority other than 0 */
+    char pad0b[64];
     _Atomic(async__job_t *) in_head; /* the inbox, an MPSC queue: producers swap the head */
     char pad1[64];
     /* Written by workers, under qlock. */
@@ -31,6 +34,7 @@ typedef struct async__exec_priv {
     _Atomic unsigned spinning;       /* workers spinning for work */
     _Atomic unsigned waking;         /* a wake-up is on its way to an idle worker */
     _Atomic unsigned seq;            /* futex word idle workers sleep on */
+    _Atomic int64_t spin_budget;     /* ns an idle worker spins before it sleeps */
     char pad3[64];
     _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
     char pad4[64];

@@ -1,6 +1,7 @@
 /* Executor benchmarks, each beside its baselines measured in the same run:
  * per-task overhead and one-at-a-time round trip against libuv's
- * uv_queue_work; map of the lab's howmany_within_range and the lab's sum of
+ * uv_queue_work (wall time, and the CPU time of all threads, which shows
+ * what spinning costs); map of the lab's howmany_within_range and the lab's sum of
  * squares against serial C; the lab's I/O-like task (sleep 0.1 s) x 20 on 4
  * workers against the ideal 0.5 s; and Python's ThreadPoolExecutor and
  * multiprocessing.Pool on the same jobs, from peer-executor.py.  Every figure
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 #include <async.h>
@@ -37,6 +39,30 @@ static async_executor_t *pool_opts(unsigned workers, bool caller_runs)
 
 static async_executor_t *pool(unsigned workers) { return pool_opts(workers, false); }
 
+/* CPU time of every thread of this process, in ns. */
+static int64_t cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Wall and CPU time per operation of one measured loop. */
+typedef struct cost {
+    double wall, cpu;
+} cost_t;
+
+typedef struct clocks {
+    int64_t wall, cpu;
+} clocks_t;
+
+static clocks_t clocks_start(void) { return (clocks_t){async_now(), cpu_now()}; }
+
+static cost_t cost_per(clocks_t c0, long ops)
+{
+    return (cost_t){(double)(async_now() - c0.wall) / (double)ops, (double)(cpu_now() - c0.cpu) / (double)ops};
+}
+
 /* --- per-task overhead and round trip -------------------------------------- */
 
 static int trivial(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
@@ -49,17 +75,17 @@ static int trivial(const void *in, size_t in_size, void *out, size_t out_size, v
 #define TASKS 200000
 
 /* Submits TASKS trivial jobs, then waits for all and frees the futures. */
-static double ours_overhead(async_executor_t *ex)
+static cost_t ours_overhead(async_executor_t *ex)
 {
     static async_future_t *fs[TASKS];
     int in = 1;
     async_job_t job = {.fn = trivial, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
-    int64_t t0 = async_now();
+    clocks_t c0 = clocks_start();
     for (int i = 0; i < TASKS; i++)
         if (async_executor_submit(&fs[i], ex, &job)) abort();
     async_futures_wait(fs, TASKS, ASYNC_WAIT_ALL, NULL);
     for (int i = 0; i < TASKS; i++) async_future_unref(fs[i]);
-    return (double)(async_now() - t0) / TASKS;
+    return cost_per(c0, TASKS);
 }
 
 /* The same through async_executor_submit_batch, 256 jobs a call. */
@@ -87,35 +113,51 @@ static void uv_after(uv_work_t *req, int status)
     uv_done++;
 }
 
-static double uv_overhead(uv_loop_t *loop)
+/* The same with libuv: queues TASKS requests, then runs the loop until
+ * every after-work callback has run. */
+static cost_t uv_overhead(uv_loop_t *loop)
 {
     static uv_work_t reqs[TASKS];
     static int outs[TASKS];
     uv_done = 0;
-    int64_t t0 = async_now();
+    clocks_t c0 = clocks_start();
     for (int i = 0; i < TASKS; i++) {
         reqs[i].data = &outs[i];
         uv_queue_work(loop, &reqs[i], uv_work, uv_after);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     if (uv_done != TASKS) abort();
-    return (double)(async_now() - t0) / TASKS;
+    return cost_per(c0, TASKS);
 }
 
 #define TRIPS 20000
 
-static double ours_round_trip(async_executor_t *ex)
+/* A pause between one-at-a-time jobs (GAP_NS, GAP_TRIPS of them): the
+ * caller's own work, or a wait for input, between two submits. */
+#define GAP_NS 20000
+#define GAP_TRIPS 2000
+
+static void gap(void)
+{
+    struct timespec ts = {0, GAP_NS};
+    nanosleep(&ts, NULL);
+}
+
+/* trips one-at-a-time jobs, each submitted when the last has finished,
+ * with a gap() between them if gaps. */
+static cost_t ours_round_trip(async_executor_t *ex, int trips, bool gaps)
 {
     int in = 1;
     async_job_t job = {.fn = trivial, .in = &in, .in_size = sizeof in, .out_size = sizeof(int)};
-    int64_t t0 = async_now();
-    for (int i = 0; i < TRIPS; i++) {
+    clocks_t c0 = clocks_start();
+    for (int i = 0; i < trips; i++) {
         async_future_t *f;
         if (async_executor_submit(&f, ex, &job)) abort();
         async_future_wait(f);
         async_future_unref(f);
+        if (gaps) gap();
     }
-    return (double)(async_now() - t0) / TRIPS;
+    return cost_per(c0, trips);
 }
 
 /* As libuv's users run one job at a time: the loop runs once, and each
@@ -127,16 +169,33 @@ static void uv_after_next(uv_work_t *req, int status)
     if (--uv_trips_left > 0) uv_queue_work(req->loop, req, uv_work, uv_after_next);
 }
 
-static double uv_round_trip(uv_loop_t *loop)
+static cost_t uv_round_trip(uv_loop_t *loop)
 {
     uv_work_t req;
     int out;
     req.data = &out;
     uv_trips_left = TRIPS;
-    int64_t t0 = async_now();
+    clocks_t c0 = clocks_start();
     uv_queue_work(loop, &req, uv_work, uv_after_next);
     uv_run(loop, UV_RUN_DEFAULT);
-    return (double)(async_now() - t0) / TRIPS;
+    return cost_per(c0, TRIPS);
+}
+
+/* With a gap() before each next job: the loop runs once a job. */
+static cost_t uv_gapped_trips(uv_loop_t *loop)
+{
+    uv_work_t req;
+    int out;
+    req.data = &out;
+    uv_done = 0;
+    clocks_t c0 = clocks_start();
+    for (int i = 0; i < GAP_TRIPS; i++) {
+        uv_queue_work(loop, &req, uv_work, uv_after);
+        uv_run(loop, UV_RUN_DEFAULT);
+        gap();
+    }
+    if (uv_done != GAP_TRIPS) abort();
+    return cost_per(c0, GAP_TRIPS);
 }
 
 /* --- howmany_within_range -------------------------------------------------- */
@@ -266,12 +325,24 @@ typedef struct data {
 static void ours_round(uv_loop_t *loop, data_t *d)
 {
     async_executor_t *ex = pool(2);
-    bench_add("per-task overhead, 200,000 trivial tasks, 2 threads", "us", ours_overhead(ex) / 1e3);
-    bench_add("per-task overhead, libuv uv_queue_work, 2 threads (baseline)", "us", uv_overhead(loop) / 1e3);
+    cost_t c = ours_overhead(ex);
+    bench_add("per-task overhead, 200,000 trivial tasks, 2 threads", "us", c.wall / 1e3);
+    bench_add("per-task overhead, CPU time of all threads", "us", c.cpu / 1e3);
+    c = uv_overhead(loop);
+    bench_add("per-task overhead, libuv uv_queue_work, 2 threads (baseline)", "us", c.wall / 1e3);
+    bench_add("per-task overhead, libuv, CPU time of all threads (baseline)", "us", c.cpu / 1e3);
     bench_add("per-task overhead, the same with submit_batch (256 a call)", "us", ours_overhead_batch(ex) / 1e3);
-    bench_add("round trip, one task at a time", "us", ours_round_trip(ex) / 1e3);
-    bench_add("round trip, libuv, next job queued from the after-work callback (baseline)", "us",
-              uv_round_trip(loop) / 1e3);
+    c = ours_round_trip(ex, TRIPS, false);
+    bench_add("round trip, one task at a time", "us", c.wall / 1e3);
+    bench_add("round trip, CPU time of all threads per trip", "us", c.cpu / 1e3);
+    c = uv_round_trip(loop);
+    bench_add("round trip, libuv, next job queued from the after-work callback (baseline)", "us", c.wall / 1e3);
+    bench_add("round trip, libuv, CPU time of all threads per trip (baseline)", "us", c.cpu / 1e3);
+    c = ours_round_trip(ex, GAP_TRIPS, true);
+    bench_add("one task at a time with a 20 us sleep between, CPU time per task", "us", c.cpu / 1e3);
+    c = uv_gapped_trips(loop);
+    bench_add("one task at a time with a 20 us sleep between, libuv, CPU time per task (baseline)", "us",
+              c.cpu / 1e3);
 
     long t_serial = 0, t_map = 0;
     double sv = 1e9, mv = 1e9, hv = 1e9;
@@ -350,6 +421,12 @@ int main(int argc, char **argv)
 
     bench_ratio("per-task overhead, speedup over libuv", "per-task overhead, libuv uv_queue_work, 2 threads (baseline)",
                 "per-task overhead, 200,000 trivial tasks, 2 threads");
+    bench_ratio("per-task overhead, CPU time, libuv's over ours",
+                "per-task overhead, libuv, CPU time of all threads (baseline)",
+                "per-task overhead, CPU time of all threads");
+    bench_ratio("one task at a time with 20 us sleeps, CPU time, libuv's over ours",
+                "one task at a time with a 20 us sleep between, libuv, CPU time per task (baseline)",
+                "one task at a time with a 20 us sleep between, CPU time per task");
     bench_ratio("round trip, speedup over libuv",
                 "round trip, libuv, next job queued from the after-work callback (baseline)",
                 "round trip, one task at a time");
