@@ -1033,4 +1033,45 @@ Test(procs, run_from_a_callback_is_refused, .timeout = 30)
     async_executor_free(ex);
 }
 
+typedef struct cb_waits {
+    async_executor_t *ex;
+    int run_rc, shutdown_rc;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    _Atomic int ran;
+} cb_waits_t;
+
+static void waits_from_callback(async_future_t *f, void *arg)
+{
+    (void)f;
+    cb_waits_t *c = arg;
+    c->run_rc = run_act(c->ex, 0, 0, 0, NULL, NULL, c->msg, sizeof c->msg);
+    c->shutdown_rc = async_executor_shutdown(c->ex, true, false);
+    atomic_store(&c->ran, 1);
+}
+
+/* With jobs queued, run takes the submit path, not the direct one: it must
+ * be refused there too, and so must a shutdown that waits. */
+Test(procs, run_and_shutdown_from_a_callback_with_jobs_queued_are_refused, .timeout = 30)
+{
+    async_executor_t *ex = pool(1);
+    cb_waits_t c = {.ex = ex, .run_rc = 1, .shutdown_rc = 1};
+    async_future_t *first = submit_act(ex, 0, 100, 0);
+    async_future_t *queued[3];
+    for (int i = 0; i < 3; i++) queued[i] = submit_act(ex, 0, 50, 0);
+    cr_assert_eq(async_future_on_done(first, waits_from_callback, &c), 0);
+    int64_t until = async_now() + ASYNC_SEC(10);
+    while (!atomic_load(&c.ran) && async_now() < until) usleep(1000);
+    cr_assert(atomic_load(&c.ran), "the callback's run and shutdown returned within 10 s");
+    cr_expect_eq(c.run_rc, ASYNC_EDEADLK, "%s", async_strerror(c.run_rc));
+    cr_expect(strstr(c.msg, "callback") != NULL, "the message says why: %s", c.msg);
+    cr_expect_eq(c.shutdown_rc, ASYNC_EDEADLK, "%s", async_strerror(c.shutdown_rc));
+    /* The shutdown itself happened: the queued jobs still run (no cancel). */
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(async_future_wait(queued[i]), 0);
+        async_future_unref(queued[i]);
+    }
+    async_future_unref(first);
+    async_executor_free(ex);
+}
+
 #endif

@@ -170,7 +170,8 @@ ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
  * Without wait it never blocks.  Calling it again is allowed (it can
  * upgrade to cancel or wait).  Errors:
  * ASYNC_EINVAL (ex NULL), ASYNC_EDEADLK (wait asked from one of the pool's
- * own workers, which would wait for itself; the shutdown itself still
+ * own workers, or from a future's callback on the process backend, which
+ * runs on the pool's own thread: it would wait for itself; the shutdown itself still
  * happens, without the wait). */
 ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
 
@@ -179,7 +180,8 @@ ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool canc
  * calling thread (a task's too) until the workers have exited.  A thread
  * cannot be killed, so the thread backend waits for running jobs to end;
  * hence no _dl form: the wait is teardown that must outlast running work.  Errors: ASYNC_EINVAL (ex NULL),
- * ASYNC_EDEADLK (called from one of the pool's own workers: the queued jobs
+ * ASYNC_EDEADLK (called from one of the pool's own workers or, on the process
+ * backend, from a future's callback: the queued jobs
  * are cancelled and the pool shut down, but nothing is killed or waited
  * for). */
 ASYNC_API int async_executor_terminate(async_executor_t *ex);
@@ -188,7 +190,8 @@ ASYNC_API int async_executor_terminate(async_executor_t *ex);
  * Futures the caller still holds stay valid, and all are final.  It blocks,
  * without a _dl form, for the same reason as async_executor_shutdown with
  * wait: the pool's memory must outlive the jobs still running.  NULL is
- * ignored.  Calling it from one of the pool's own workers is a programming
+ * ignored.  Calling it from one of the pool's own workers (or, on the process
+ * backend, from a future's callback, which runs on the pool's thread) is a programming
  * error, as free() of a bad pointer is: the worker would wait for itself and
  * free the memory it runs on, so the call prints a message naming it to
  * stderr and aborts the process.
@@ -310,7 +313,10 @@ ASYNC_API int async_executor_submit_batch_dl(async_future_t **out, async_executo
  * the executor's buffer), so nothing is waited for; ctx must stay valid
  * until the function returns, as for submit.  Returns the job's outcome
  * (0, or its code: a job's own time limit gives ASYNC_ETIMEDOUT too), or an
- * error of submit_dl, or ASYNC_ETIMEDOUT / ASYNC_ECANCELED as above. */
+ * error of submit_dl, or ASYNC_ETIMEDOUT / ASYNC_ECANCELED as above, or
+ * ASYNC_EDEADLK with a message saying why, at once, when called from a
+ * future's callback on the process backend (callbacks run on the pool's own
+ * thread, which would have to deliver the result). */
 ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out,
                                  size_t *out_len, char *msg, size_t msg_cap);
 ASYNC_API int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out,

@@ -80,6 +80,13 @@ static bool start_job(async__job_t *job)
 
 bool async__exec_on_worker(const async_executor_t *ex) { return tls_worker_of == ex; }
 
+/* One of the pool's own threads: a worker, or a backend thread that runs
+ * future callbacks.  A wait for the pool from there waits for itself. */
+static bool on_pool_thread(const async_executor_t *ex)
+{
+    return tls_worker_of == ex || (ex->ops->on_own_thread && ex->ops->on_own_thread(ex));
+}
+
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
     (void)worker;
@@ -294,7 +301,7 @@ int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending
     async__q_stop(ex->priv, ASYNC_ECLOSED, cancel_pending, &list);
     skip_list(list, ASYNC_ECANCELED, "cancelled by the executor's shutdown");
     if (!wait) return 0;
-    if (tls_worker_of == ex) return ASYNC_EDEADLK; /* it would join itself */
+    if (on_pool_thread(ex)) return ASYNC_EDEADLK; /* it would join itself */
     join_once(ex);
     return 0;
 }
@@ -303,7 +310,7 @@ int async_executor_terminate(async_executor_t *ex)
 {
     if (!ex) return ASYNC_EINVAL;
     async_executor_shutdown(ex, false, true);
-    if (tls_worker_of == ex) return ASYNC_EDEADLK;
+    if (on_pool_thread(ex)) return ASYNC_EDEADLK;
     if (ex->ops->terminate) ex->ops->terminate(ex);
     join_once(ex);
     return 0;
@@ -312,12 +319,13 @@ int async_executor_terminate(async_executor_t *ex)
 void async_executor_free(async_executor_t *ex)
 {
     if (!ex) return;
-    if (tls_worker_of == ex) {
+    if (on_pool_thread(ex)) {
         /* The worker would join itself, and the pool's memory, which this
          * very worker runs on, would go: a programming error, caught here
          * as free() catches a bad pointer rather than left to corrupt. */
         fprintf(stderr, "libasync: async_executor_free(%p) called from one of that executor's own "
-                        "workers; an executor must be freed from outside its pool\n",
+                        "threads (a worker, or a future's callback on the process backend); an "
+                        "executor must be freed from outside its pool\n",
                 (void *)ex);
         abort();
     }
@@ -468,6 +476,16 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
                           char *msg, size_t msg_cap, int64_t deadline)
 {
     if (msg && msg_cap) msg[0] = '\0';
+    if (ex && ex->ops->on_own_thread && ex->ops->on_own_thread(ex)) {
+        /* The result could only come through this very thread, queued
+         * jobs or not. */
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "async_executor_run called from a future's callback on the %s "
+                                   "backend: callbacks run on the pool's own thread, which would have "
+                                   "to deliver the result", ex->ops->name);
+        return ASYNC_EDEADLK;
+    }
     if (ex && ex->ops->run && !check_job(job) && !async__in_task()) {
         /* The direct path (backend_internal.h): only where it cannot change
          * what the call means.  It never overtakes queued work (the queue

@@ -347,6 +347,11 @@ static bool on_pool_thread(const procs_t *s)
     return async__procpool_on_supervisor(s->pool) || tls_feeder_of == s;
 }
 
+static bool on_own_thread(const async_executor_t *ex)
+{
+    return ex->backend && on_pool_thread(ex->backend);
+}
+
 static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
                        size_t *out_len, char *msg, size_t msg_cap, int *code)
 {
@@ -508,4 +513,5 @@ const async__backend_ops_t async__procs_backend = {
     .shm_free = shm_free,
     .max_result = RESULT_AREA - 4096,
     .run = run_direct,
+    .on_own_thread = on_own_thread,
 };
