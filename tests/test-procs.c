@@ -1035,8 +1035,9 @@ Test(procs, run_from_a_callback_is_refused, .timeout = 30)
 
 typedef struct cb_waits {
     async_executor_t *ex;
-    int run_rc, shutdown_rc;
+    int run_rc, map_rc, shutdown_rc;
     char msg[ASYNC_FUTURE_MSG_MAX];
+    async_map_error_t map_err;
     _Atomic int ran;
 } cb_waits_t;
 
@@ -1045,16 +1046,20 @@ static void waits_from_callback(async_future_t *f, void *arg)
     (void)f;
     cb_waits_t *c = arg;
     c->run_rc = run_act(c->ex, 0, 0, 0, NULL, NULL, c->msg, sizeof c->msg);
+    int in[2][2] = {{0, 0}, {0, 0}}, out[2];
+    async_map_t m = {.fn = act, .in = in, .in_size = sizeof in[0], .out = out, .out_size = sizeof out[0],
+                     .n = 2};
+    c->map_rc = async_executor_map(c->ex, &m, &c->map_err);
     c->shutdown_rc = async_executor_shutdown(c->ex, true, false);
     atomic_store(&c->ran, 1);
 }
 
 /* With jobs queued, run takes the submit path, not the direct one: it must
  * be refused there too, and so must a shutdown that waits. */
-Test(procs, run_and_shutdown_from_a_callback_with_jobs_queued_are_refused, .timeout = 30)
+Test(procs, run_map_and_shutdown_from_a_callback_with_jobs_queued_are_refused, .timeout = 30)
 {
     async_executor_t *ex = pool(1);
-    cb_waits_t c = {.ex = ex, .run_rc = 1, .shutdown_rc = 1};
+    cb_waits_t c = {.ex = ex, .run_rc = 1, .map_rc = 1, .shutdown_rc = 1};
     async_future_t *first = submit_act(ex, 0, 100, 0);
     async_future_t *queued[3];
     for (int i = 0; i < 3; i++) queued[i] = submit_act(ex, 0, 50, 0);
@@ -1064,6 +1069,8 @@ Test(procs, run_and_shutdown_from_a_callback_with_jobs_queued_are_refused, .time
     cr_assert(atomic_load(&c.ran), "the callback's run and shutdown returned within 10 s");
     cr_expect_eq(c.run_rc, ASYNC_EDEADLK, "%s", async_strerror(c.run_rc));
     cr_expect(strstr(c.msg, "callback") != NULL, "the message says why: %s", c.msg);
+    cr_expect_eq(c.map_rc, ASYNC_EDEADLK, "%s", async_strerror(c.map_rc));
+    cr_expect(strstr(c.map_err.message, "callback") != NULL, "the map says why: %s", c.map_err.message);
     cr_expect_eq(c.shutdown_rc, ASYNC_EDEADLK, "%s", async_strerror(c.shutdown_rc));
     /* The shutdown itself happened: the queued jobs still run (no cancel). */
     for (int i = 0; i < 3; i++) {

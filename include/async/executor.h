@@ -422,7 +422,10 @@ typedef struct async_map_error {
  * that code, index the lowest item that failed or did not run (n if all ran
  * after all), and a message saying why.
  * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, bad
- * m->size, fn NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0). */
+ * m->size, fn NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0),
+ * ASYNC_EDEADLK at once from a future's callback on the process backend
+ * (it runs on the pool's own thread, which would have to deliver the
+ * results; map_async works there). */
 ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
                                  async_map_error_t *err);
 ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,

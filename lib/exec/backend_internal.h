@@ -164,10 +164,27 @@ typedef struct async__backend_ops {
      * it could deliver what it waits for.  executor.c refuses a run, a
      * shutdown with wait, terminate and free from it as from a worker. */
     bool (*on_own_thread)(const async_executor_t *ex);
+    /* The direct path of async_executor_map_dl (NULL: none, every map
+     * queues its chunks).  map.c calls it from a plain thread (not a task)
+     * only while the pool is open and not broken, its queue holds no job,
+     * and the call has no deadline of its own, with the map's n tickets
+     * (JOB_MAP jobs, never queued) and its whole rows.  Returns false when
+     * it did nothing (a worker busy, the pool closing, rows outside the
+     * executor's shared memory, too many chunks): the caller then queues
+     * the tickets.  Otherwise calls take on every ticket, in order (take
+     * claims the next chunk and says whether it may run; a chunk that may
+     * not was finished by take), runs those that may on the workers and
+     * finishes each with async__exec_finish, and returns true once every
+     * one has been finished, or has been handed to the backend's ordinary
+     * path (which finishes it later) when the workers could not take them
+     * all at once after all.  The map counts as in flight until then. */
+    bool (*map)(async_executor_t *ex, async__job_t *tickets, size_t n, const async__rows_t *all,
+                bool (*take)(async__job_t *ticket));
 } async__backend_ops_t;
 
-/* Tests only: runs the process backend's direct path has completed. */
+/* Tests only: runs and maps the process backend's direct paths completed. */
 extern _Atomic uint64_t async__procs_direct_runs;
+extern _Atomic uint64_t async__procs_direct_maps;
 
 extern const async__backend_ops_t async__threads_backend;
 /* Defined by process_backend.c when the process backend is built in. */

@@ -19,7 +19,11 @@
  *
  * The executor's reference to the map goes when every ticket has left the
  * queue and every chunk has finished, two events per chunk (events), since
- * the caller may finish chunks while tickets still sit in the queue. */
+ * the caller may finish chunks while tickets still sit in the queue.
+ *
+ * A map that its caller waits for may skip the queue: a backend with a map
+ * op (the process backend) takes the tickets in order itself and hands the
+ * chunks straight to idle workers (backend_internal.h says when). */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -255,9 +259,21 @@ static void map_tickets(async_executor_t *ex, map_state_t *st, const async_map_t
     }
 }
 
-int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, const async_map_t *m,
-                                async_future_cb on_success, async_future_cb on_error, void *cb_arg,
-                                int64_t deadline)
+/* Whether a map may take the backend's direct path (backend_internal.h):
+ * only a waiting call (direct), from a plain thread, with no deadline of
+ * its own, and where it cannot overtake queued work. */
+static bool direct_ok(async_executor_t *ex, bool direct, int64_t deadline)
+{
+    exec_priv_t *p = ex->priv;
+    return direct && ex->ops->map && deadline == ASYNC_FOREVER && !async__in_task() &&
+           !atomic_load(&p->closed) && !atomic_load(&p->broken) && async__q_len(p) == 0;
+}
+
+/* async_executor_map_async_dl, or, with direct, the start of a map that its
+ * caller then waits for. */
+static int map_start(async_future_t **out, async_executor_t *ex, const async_map_t *m,
+                     async_future_cb on_success, async_future_cb on_error, void *cb_arg,
+                     int64_t deadline, bool direct)
 {
     int r = check_map(ex, m);
     if (r || !out) return r ? r : ASYNC_EINVAL;
@@ -273,6 +289,11 @@ int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, cons
     map_tickets(ex, st, m);
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
+    if (direct_ok(ex, direct, deadline) &&
+        ex->ops->map(ex, st->jobs, nchunks, &st->all, async__map_chunk_take)) {
+        *out = f;
+        return 0;
+    }
     r = async__q_enqueue(ex, st->jobs, nchunks, false, deadline);
     if (r) { /* never finished: its callbacks never run */
         pthread_mutex_destroy(&st->mu);
@@ -282,6 +303,13 @@ int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, cons
     }
     *out = f;
     return 0;
+}
+
+int async_executor_map_async_dl(async_future_t **out, async_executor_t *ex, const async_map_t *m,
+                                async_future_cb on_success, async_future_cb on_error, void *cb_arg,
+                                int64_t deadline)
+{
+    return map_start(out, ex, m, on_success, on_error, cb_arg, deadline, false);
 }
 
 int async_executor_map_async(async_future_t **out, async_executor_t *ex, const async_map_t *m,
@@ -358,8 +386,21 @@ static void map_report(async_map_error_t *err, const map_state_t *st, size_t n, 
 int async_executor_map_dl(async_executor_t *ex, const async_map_t *m, async_map_error_t *err,
                           int64_t deadline)
 {
+    if (ex && ex->ops->on_own_thread && ex->ops->on_own_thread(ex)) {
+        /* A future's callback on the pool's own thread: the results could
+         * only come through this very thread (backend_internal.h). */
+        if (err) {
+            err->code = ASYNC_EDEADLK;
+            err->index = 0;
+            snprintf(err->message, sizeof err->message,
+                     "async_executor_map called from a future's callback on the %s backend: "
+                     "callbacks run on the pool's own thread, which would have to deliver the results",
+                     ex->ops->name);
+        }
+        return ASYNC_EDEADLK;
+    }
     async_future_t *f;
-    int r = async_executor_map_async_dl(&f, ex, m, NULL, NULL, NULL, deadline);
+    int r = map_start(&f, ex, m, NULL, NULL, NULL, deadline, true);
     if (r) return r;
     r = map_wait(ex, f, deadline);
     bool given_up = !async_future_done(f); /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED */

@@ -21,7 +21,9 @@
  *
  * async_executor_run on an idle pool takes a shorter way (run_direct, the
  * backend's run op): no feeder, no supervisor, no future; the worker wakes
- * the calling thread itself, two hand-overs instead of four. */
+ * the calling thread itself, two hand-overs instead of four.  A map that
+ * its caller waits for does the same with all its chunks at once
+ * (map_direct, the map op), when its rows are in the pool's shared memory. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -407,6 +409,93 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
     return true;
 }
 
+/* --- the direct path of a map ---------------------------------------------------
+ *
+ * A map from a plain thread on an idle pool skips the feeder and the
+ * supervisor: every chunk goes straight into a slot at once
+ * (async__procpool_call_n), in chunk order, which is the order the workers
+ * claim them in, and each worker hands its chunk's outcome back to this
+ * thread, which finishes the chunk as on_done would on the supervisor.
+ * Only rows in the pool's shared memory qualify: a chunk then crosses as
+ * its 80-byte header alone, which sits in the slot, so placing allocates
+ * nothing and cannot fail half-way.  A worker that dies mid-chunk, a chunk
+ * past its deadline, and terminate are the supervisor's, as for a direct
+ * run: it fails that chunk and wakes this thread. */
+
+_Atomic uint64_t async__procs_direct_maps;
+
+static bool rows_shared(const procs_t *s, const async__rows_t *all)
+{
+    bool in_ok = !all->in || !all->in_size || async__procpool_owns(s->pool, all->in);
+    bool out_ok = !all->out || !all->out_size || async__procpool_owns(s->pool, all->out);
+    return in_ok && out_ok;
+}
+
+/* Claims the pool for a direct map of up to n chunks: every worker idle,
+ * so that the chunks start at once; they count in inflight from here, so
+ * that the feeder and other callers hold back meanwhile. */
+static bool direct_map_begin(procs_t *s, size_t n)
+{
+    pthread_mutex_lock(&s->mu);
+    unsigned busy = s->inflight - atomic_load_explicit(&s->feeder_taking, memory_order_relaxed);
+    bool go = !s->joining && busy == 0 && n <= s->ex->workers + PREFETCH;
+    if (go) {
+        s->direct++;
+        s->inflight += (unsigned)n;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return go;
+}
+
+static void direct_map_end(procs_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!--s->direct && s->joining) pthread_cond_broadcast(&s->direct_idle);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool map_direct(async_executor_t *ex, async__job_t *tickets, size_t n,
+                       const async__rows_t *all, bool (*take)(async__job_t *ticket))
+{
+    procs_t *s = ex->backend;
+    if (n > PP_CALL_MAX || on_pool_thread(s) || !rows_shared(s, all)) return false;
+    if (ex->opts.max_job_bytes && sizeof(res_t) > ex->opts.max_job_bytes) return false;
+    /* The headers, then the engine's jobs pointing at them: one block. */
+    hdr_t *h = async__malloc(n * (sizeof *h + sizeof(async__procjob_t)));
+    if (!h) return false;
+    async__procjob_t *pj = (async__procjob_t *)(h + n);
+    if (!direct_map_begin(s, n)) {
+        async__free(h);
+        return false;
+    }
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        async__job_t *job = &tickets[k];
+        if (!take(job)) continue;
+        const async__rows_t *rw = &job->rows;
+        make_hdr(&h[m], rw, rw->in && rw->in_size, rw->out != NULL, job->deadline, job->var_ok);
+        pj[m] = (async__procjob_t){.fn = (async__anyfn_t)run_rows, .in = &h[m],
+                                   .in_len = sizeof h[m], .out_cap = sizeof(res_t),
+                                   .deadline = job->deadline, .done = on_done, .arg = job};
+        m++;
+    }
+    /* Chunks take finished (cancelled, past their deadline) never run: on_done
+     * or finish_err ends each of the m others. */
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = m; k < n; k++) ended_locked(s, -1);
+    pthread_mutex_unlock(&s->mu);
+    if (m && async__procpool_call_n(s->pool, pj, m) != 0) {
+        /* Not placed (a slot taken meanwhile, the pool closing or broken):
+         * the ordinary engine path, which gives a submit's codes. */
+        for (size_t k = 0; k < m; k++) submit_job(s, pj[k].arg);
+    } else if (m) {
+        atomic_fetch_add_explicit(&async__procs_direct_maps, 1, memory_order_relaxed);
+    }
+    async__free(h);
+    direct_map_end(s);
+    return true;
+}
+
 /* The pool's message already names the worker and the cause. */
 static void on_broken(void *arg, int code, const char *msg)
 {
@@ -514,4 +603,5 @@ const async__backend_ops_t async__procs_backend = {
     .max_result = RESULT_AREA - 4096,
     .run = run_direct,
     .on_own_thread = on_own_thread,
+    .map = map_direct,
 };

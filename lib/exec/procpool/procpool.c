@@ -339,21 +339,70 @@ static void note_call_wait(async__procpool_t *p, int64_t waited)
     atomic_store_explicit(&p->call_wait_ns, avg + (waited - avg) / 8, memory_order_relaxed);
 }
 
-int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
+/* Waits until the job in slot idx, placed with the flag finished, has
+ * ended, delivering it here when its worker handed it over; woke says
+ * whether a worker was woken for it (else a spinner was left to claim it). */
+static void wait_for_slot(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *finished,
+                          bool woke, bool spun, int64_t start)
+{
+    pp_slot_t *s = &pp_slots(p->h)[idx];
+    for (;;) {
+        uint32_t ws = atomic_load(&s->wseq);
+        /* The state before the flag: the slot is freed (and may be reused)
+         * only after the flag is set, so a state read before a clear flag
+         * is this job's. */
+        uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+        if (atomic_load(finished)) return; /* done ran on the supervisor */
+        if (PP_KIND(st) == PP_HANDED) {
+            if (spun) note_call_wait(p, async_now() - start);
+            async__pp_deliver(p, idx);
+            pthread_mutex_lock(&p->mu);
+            assert(p->jobs[idx].waiter == finished);
+            async__pp_slot_free(p, idx);
+            async__pp_job_finished(p);
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        /* Announced, then checked again: the worker fences after its
+         * exchange and wakes only a waiter that announced itself. */
+        atomic_store(&s->wsleep, 1);
+        pp_fence();
+        uint32_t now_st = atomic_load(&s->state);
+        if (PP_KIND(now_st) == PP_HANDED || atomic_load(finished)) continue;
+        /* Left to a spinner that has not claimed it: do not sleep on it. */
+        if (!woke && PP_KIND(now_st) == PP_QUEUED) woke = wake_one_worker(p->h);
+        pp_futex_wait(&s->wseq, ws, -1);
+    }
+}
+
+static int check_call(async__procpool_t *p, const async__procjob_t *job)
 {
     if (!p || !job || !job->fn || !job->done || (job->in_len && !job->in) ||
         (job->in2_len && !job->in2))
         return ASYNC_EINVAL;
     if (job->in_len + job->in2_len > UINT32_MAX) return ASYNC_EINVAL;
+    return 0;
+}
+
+/* Why a call cannot be placed now (under mu), or 0. */
+static int call_refused(const async__procpool_t *p)
+{
+    if (p->mode != PP_OPEN) return ASYNC_ECLOSED;
+    if (p->broken) return p->broken;
+    if (p->pending_head) return ASYNC_EAGAIN; /* would overtake them */
+    return 0;
+}
+
+int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
+{
+    int rc = check_call(p, job);
+    if (rc) return rc;
     if (async__procpool_on_supervisor(p)) return ASYNC_EDEADLK;
     _Atomic uint32_t finished = 0;
     uint32_t idx;
     pthread_mutex_lock(&p->mu);
-    int rc = 0;
-    if (p->mode != PP_OPEN) rc = ASYNC_ECLOSED;
-    else if (p->broken) rc = p->broken;
-    else if (p->pending_head) rc = ASYNC_EAGAIN; /* would overtake them */
-    else rc = async__pp_place(p, job, p->next_seq + 1, &finished, &idx);
+    rc = call_refused(p);
+    if (!rc) rc = async__pp_place(p, job, p->next_seq + 1, &finished, &idx);
     if (rc) {
         pthread_mutex_unlock(&p->mu);
         return rc;
@@ -367,33 +416,45 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     int64_t start = async_now();
     bool woke = !spinner; /* a worker was woken, or none could be */
     bool spun = spinner && spin_for_hand_over(p, s, &finished, start, &woke);
-    for (;;) {
-        uint32_t ws = atomic_load(&s->wseq);
-        /* The state before the flag: the slot is freed (and may be reused)
-         * only after the flag is set, so a state read before a clear flag
-         * is this job's. */
-        uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
-        if (atomic_load(&finished)) return 0; /* done ran on the supervisor */
-        if (PP_KIND(st) == PP_HANDED) {
-            if (spun) note_call_wait(p, async_now() - start);
-            async__pp_deliver(p, idx);
-            pthread_mutex_lock(&p->mu);
-            assert(p->jobs[idx].waiter == &finished);
-            async__pp_slot_free(p, idx);
-            async__pp_job_finished(p);
-            pthread_mutex_unlock(&p->mu);
-            return 0;
-        }
-        /* Announced, then checked again: the worker fences after its
-         * exchange and wakes only a waiter that announced itself. */
-        atomic_store(&s->wsleep, 1);
-        pp_fence();
-        uint32_t now_st = atomic_load(&s->state);
-        if (PP_KIND(now_st) == PP_HANDED || atomic_load(&finished)) continue;
-        /* Left to a spinner that has not claimed it: do not sleep on it. */
-        if (!woke && PP_KIND(now_st) == PP_QUEUED) woke = wake_one_worker(p->h);
-        pp_futex_wait(&s->wseq, ws, -1);
+    wait_for_slot(p, idx, &finished, woke, spun, start);
+    return 0;
+}
+
+int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, size_t n)
+{
+    if (!n || n > PP_CALL_MAX) return ASYNC_EINVAL;
+    for (size_t k = 0; k < n; k++) {
+        int rc = check_call(p, &jobs[k]);
+        if (rc) return rc;
+        /* Inline only, so that placing cannot fail half-way for memory. */
+        if (jobs[k].in_len + jobs[k].in2_len > PP_IN_INLINE || jobs[k].out_cap > PP_OUT_INLINE)
+            return ASYNC_EINVAL;
     }
+    if (async__procpool_on_supervisor(p)) return ASYNC_EDEADLK;
+    _Atomic uint32_t finished[PP_CALL_MAX];
+    uint32_t idx[PP_CALL_MAX];
+    bool timed = false;
+    pthread_mutex_lock(&p->mu);
+    int rc = call_refused(p);
+    uint64_t tail = atomic_load_explicit(&p->h->q_tail, memory_order_relaxed);
+    if (!rc && (p->nfree < n || tail - atomic_load(&p->h->q_head) + n > p->h->ring_cap))
+        rc = ASYNC_EAGAIN; /* all or none */
+    for (size_t k = 0; !rc && k < n; k++) {
+        atomic_init(&finished[k], 0);
+        rc = async__pp_place(p, &jobs[k], p->next_seq + 1, &finished[k], &idx[k]);
+        assert(rc == 0); /* room and inline sizes were checked */
+        p->next_seq++;
+        p->inflight++;
+        timed |= jobs[k].deadline != ASYNC_FOREVER;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (rc) return rc;
+    unsigned workers = p->h->nworkers;
+    bool spinner = async__pp_wake_workers(p->h, n < workers ? (int)n : (int)workers);
+    if (timed) async__pp_poke(p);
+    /* In placing order, which is the order workers claim them in. */
+    for (size_t k = 0; k < n; k++) wait_for_slot(p, idx[k], &finished[k], !spinner, false, 0);
+    return 0;
 }
 
 int async__procpool_cancel(async__procpool_t *p, uint64_t id)

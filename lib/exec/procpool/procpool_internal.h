@@ -126,6 +126,20 @@ int async__procpool_submit(async__procpool_t *pool, const async__procjob_t *job,
  * callback: a worker's death or the deadline would never be handled). */
 int async__procpool_call(async__procpool_t *pool, const async__procjob_t *job);
 
+/* The most jobs one async__procpool_call_n takes. */
+#define PP_CALL_MAX 256
+
+/* async__procpool_call for n jobs at once (a map's chunks): places all of
+ * them or none, wakes up to one worker a job, and returns once every job's
+ * done has run (here for those handed over, on the supervisor thread for
+ * those that failed there), in any order.  Workers claim them in the order
+ * given.  Each job's input must fit a slot's inline bytes (96) and its
+ * out_cap the inline result (64), so that placing cannot fail half-way.
+ * Errors (no done ever runs): those of async__procpool_call, ASYNC_EAGAIN
+ * also when fewer than n slots are free, ASYNC_EINVAL for n 0 or above
+ * PP_CALL_MAX or a job too large to sit inline. */
+int async__procpool_call_n(async__procpool_t *pool, const async__procjob_t *jobs, size_t n);
+
 /* Whether the calling thread is the pool's supervisor (done callbacks run
  * there): it must not wait for a job, which only it could fail. */
 bool async__procpool_on_supervisor(const async__procpool_t *pool);
