@@ -369,8 +369,8 @@ int main(int argc, char **argv)
     bench_ratio("round trip: processes' / mpi's", "round trip processes (1 worker)", "round trip mpi");
     bench_ratio("primes mpi speedup vs serial", "primes serial", "primes mpi 2 ranks");
     bench_ratio("primes mpi vs processes", "primes processes 2 workers", "primes mpi 2 ranks");
-    bench_ratio("primes mpi: 1 slot per rank / the default slots", "primes mpi 2 ranks, 1 slot per rank (no prefetch)",
-                "primes mpi 2 ranks");
+    bench_ratio("primes mpi: 1 slot per rank / the default slots",
+                "primes mpi 2 ranks, 1 slot per rank (no prefetch)", "primes mpi 2 ranks");
     bench_ratio("primes processes speedup vs serial", "primes serial", "primes processes 2 workers");
     bench_print();
     free(rows), free(idx), free(c1), free(c2);
