@@ -15,7 +15,10 @@
  * NULL or data known to every rank: registered with async_mpi_register_data
  * or replicated with async_mpi_bcast; any other ctx fails the job with
  * ASYNC_EINVAL.  No initializer: async_executor_new refuses one with
- * ASYNC_ENOTSUP.
+ * ASYNC_ENOTSUP.  workers 0 gives two driver slots per serving rank
+ * (rank_processes + 1 with a rank pool): each rank then holds a job
+ * besides the ones it runs, ready when it finishes one; a map's chunks are
+ * still handed out in order, one slot at a time.
  *
  * Failures: a job that fails returns its code and message as on the other
  * backends.  With async_mpi_opts_t.rank_processes, a rank runs its jobs in a

@@ -1,7 +1,8 @@
 /* Rank 0's side of the MPI backend (exec/backend_internal.h): ex->workers
  * driver slots, each a thread that takes a job from the executor's queue,
- * turns it into a message for its rank (slot i serves rank 1 + i % (N-1)),
- * waits for the reply and finishes the job; one progress thread, which
+ * turns it into a message for the serving rank with the fewest jobs of
+ * ours in flight (two slots per rank by default, so a rank holds its next
+ * job while it runs one), waits for the reply and finishes the job; one progress thread, which
  * makes the MPI calls of the slots' jobs and of bcasts; and the direct path
  * of async_executor_run (run_direct), on which the calling thread sends its
  * job to an idle rank and receives the reply itself.
@@ -56,7 +57,7 @@ typedef struct bcast {
 typedef struct slot {
     struct mpib *b;
     unsigned index;
-    int rank;
+    int rank; /* under b->mu: the rank its job in flight went to */
     pthread_t tid;
     pthread_cond_t cv;
     char *reply; /* under b->mu */
@@ -90,17 +91,51 @@ typedef struct mpib {
     slot_t s[];
 } mpib_t;
 
+/* One slot more per serving rank than the rank runs at once, so that a
+ * rank finishing a job finds the next already in its MPI queue: with one
+ * slot per rank it waited for the reply to reach rank 0, the slot to wake
+ * and the progress thread to send again, 4 ms a job on the loaded 2 cores
+ * (docs/mpi.md, "Measured"). */
 static unsigned default_workers(void)
 {
     unsigned per = async__mpi_opts.rank_processes ? async__mpi_opts.rank_processes : 1;
-    return async__default_workers(async__mpi_size_ > 1 ? (unsigned)async__mpi_size_ - 1 : 1, per, 0);
+    return async__default_workers(async__mpi_size_ > 1 ? (unsigned)async__mpi_size_ - 1 : 1, per + 1, 0);
 }
 
-static void enqueue(mpib_t *b, sendreq_t *r)
+_Atomic unsigned async__mpi_slot_cap;
+
+/* While async__mpi_slot_cap excludes this slot (a benchmark's A/B), it
+ * takes no job; it naps, as it must also see the executor close. */
+static void park_while_capped(const slot_t *s)
+{
+    unsigned cap;
+    while ((cap = atomic_load_explicit(&async__mpi_slot_cap, memory_order_relaxed)) && s->index >= cap &&
+           !atomic_load(&s->b->ex->priv->closed))
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
+
+/* Under mu: the serving rank with the fewest jobs of ours (the lowest of
+ * equals).  A slot's job goes there, not to a rank fixed per slot: with
+ * more slots than ranks, two jobs could otherwise both go to one rank
+ * while another idles. */
+static int least_busy_rank(const mpib_t *b)
+{
+    int best = 1;
+    for (int r = 2; r < async__mpi_size_; r++)
+        if (b->busy[r] < b->busy[best]) best = r;
+    return best;
+}
+
+/* Queues r for the progress thread; a job's goes to the least busy rank,
+ * which becomes its slot's rank until the reply. */
+static void enqueue(mpib_t *b, sendreq_t *r, slot_t *s)
 {
     r->next = NULL;
     pthread_mutex_lock(&b->mu);
-    if (r->tag == TAG_JOB) b->busy[r->rank]++;
+    if (s) {
+        s->rank = r->rank = least_busy_rank(b);
+        b->busy[r->rank]++;
+    }
     *b->tail = r;
     b->tail = &r->next;
     atomic_store(&b->queued, true);
@@ -367,7 +402,9 @@ static void *slot_main(void *arg)
     mpib_t *b = s->b;
     async_executor_t *ex = b->ex;
     async__job_t *job;
-    while (async__exec_take(ex, s->index, &job) == 0) {
+    for (;;) {
+        park_while_capped(s);
+        if (async__exec_take(ex, s->index, &job)) break;
         async__outcome_t oc = {0};
         char *m;
         size_t len;
@@ -385,9 +422,8 @@ static void *slot_main(void *arg)
             async__exec_finish(ex, job, &oc);
             continue;
         }
-        *q = (sendreq_t){.rank = s->rank, .tag = TAG_JOB, .slot = s->index, .buf = m, .len = len,
-                         .owned = true};
-        enqueue(b, q);
+        *q = (sendreq_t){.tag = TAG_JOB, .slot = s->index, .buf = m, .len = len, .owned = true};
+        enqueue(b, q, s);
         pthread_mutex_lock(&b->mu);
         while (!s->reply) pthread_cond_wait(&s->cv, &b->mu);
         char *reply = s->reply;
@@ -469,7 +505,7 @@ static int start(async_executor_t *ex)
     pthread_cond_init(&b->wake, NULL);
     async__cond_init_monotonic(&b->sent, false); /* bcast deadlines */
     for (unsigned i = 0; i < ex->workers; i++) {
-        b->s[i] = (slot_t){.b = b, .index = i, .rank = 1 + (int)(i % (unsigned)(async__mpi_size_ - 1))};
+        b->s[i] = (slot_t){.b = b, .index = i, .rank = 1};
         pthread_cond_init(&b->s[i].cv, NULL);
     }
     ex->backend = b;

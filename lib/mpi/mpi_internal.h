@@ -117,6 +117,10 @@ int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply
 /* backend.c: direct runs completed (tests only). */
 extern _Atomic uint64_t async__mpi_direct_runs;
 
+/* backend.c, benchmarks only: driver slots at or above it take no job
+ * (0: every slot takes jobs), for an A/B of the slot count in one run. */
+extern _Atomic unsigned async__mpi_slot_cap;
+
 /* init.c */
 extern int async__mpi_rank_, async__mpi_size_;
 extern async_mpi_opts_t async__mpi_opts;

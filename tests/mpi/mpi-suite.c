@@ -166,6 +166,10 @@ static void c_map(void)
 {
     enum { N = 1000 };
     static int64_t in[N], out[N], want[N];
+    /* The default: two driver slots per serving rank (one job queued at
+     * each rank while it runs one). */
+    CHECK(async_executor_workers(ex) == 2u * (unsigned)(async_mpi_size() - 1), "default slots: %u",
+          async_executor_workers(ex));
     for (int i = 0; i < N; i++) {
         in[i] = i - 300;
         square(&in[i], 8, &want[i], 8, NULL);
@@ -533,6 +537,9 @@ static void c_crash(void)
 {
     /* Run with rank_processes: the crash fails only its future. */
     enum { N = 8 };
+    /* rank_processes 2: the pool's two at once plus one queued, per rank. */
+    CHECK(async_executor_workers(ex) == 3u * (unsigned)(async_mpi_size() - 1), "default slots: %u",
+          async_executor_workers(ex));
     async_future_t *fs[N];
     int64_t in[N];
     for (int i = 0; i < N; i++) {
