@@ -845,6 +845,46 @@ Test(lab, lecture_pairs_and_files_variants, .timeout = 120)
     run_free(&r);
 }
 
+/* One scheduler run's figures w, on a pool of `pool` at once: the two tasks
+ * that run ten times past their timeout time out, the failing one fails
+ * with its message, the rest are done; a done task's start is known; and
+ * the queue hands tasks out by priority: the top task starts in the first
+ * wave, and no task starts ahead of `pool` or more tasks of higher
+ * priority (it can be ahead only of those taken from the queue together
+ * with it, at most pool - 1 in a pool of `pool`).  Unknown starts (0)
+ * take no part. */
+static void check_scheduler_run(json_t *w, json_int_t pool)
+{
+    cr_assert_eq(json_integer_value(json_object_get(w, "workers")), pool);
+    json_t *list = json_object_get(w, "tasks");
+    cr_assert_eq(json_array_size(list), 8);
+    for (size_t i = 0; i < 8; i++) {
+        json_t *t = json_array_get(list, i);
+        const char *name = json_string_value(json_object_get(t, "name"));
+        const char *outcome = json_string_value(json_object_get(t, "outcome"));
+        json_int_t started = json_integer_value(json_object_get(t, "started"));
+        json_int_t prio = json_integer_value(json_object_get(t, "priority"));
+        if (!strcmp(name, "index") || !strcmp(name, "train")) cr_assert_str_eq(outcome, "timed out", "%s", name);
+        else if (!strcmp(name, "resize")) {
+            cr_assert_str_eq(outcome, "failed");
+            cr_assert(strstr(json_string_value(json_object_get(t, "message")), "the input image is corrupt"));
+        } else {
+            cr_assert_str_eq(outcome, "done", "%s", name);
+            cr_assert_gt(started, 0, "%s ran", name);
+        }
+        if (prio == 9) cr_assert_leq(started, pool, "%s started %lld", name, (long long)started);
+        if (started == 0) continue;
+        int later_higher = 0; /* higher priority, started after this one */
+        for (size_t k = 0; k < 8; k++) {
+            json_t *o = json_array_get(list, k);
+            json_int_t os = json_integer_value(json_object_get(o, "started"));
+            later_higher += os > started && json_integer_value(json_object_get(o, "priority")) > prio;
+        }
+        cr_assert_lt(later_higher, pool, "%s (priority %lld) started %lld, before %d tasks of higher priority", name,
+                     (long long)prio, (long long)started, later_higher);
+    }
+}
+
 /* The scheduler hands tasks out by priority, times out the two that run ten
  * times past their timeout (killing their workers), fails the failing one
  * with its message, and finishes the rest. */
@@ -856,6 +896,7 @@ Test(lab, scheduler_priorities_timeouts_failures, .timeout = 120)
     json_t *s = load_report();
     json_t *w = json_object_get(json_object_get(s, "workloads"), "scheduler");
     cr_assert_str_eq(json_string_value(json_object_get(w, "backend")), "processes");
+    check_scheduler_run(w, 2);
     json_t *list = json_object_get(w, "tasks");
     cr_assert_eq(json_array_size(list), 8);
     /* A task that times out while still queued never starts, so "last" is
@@ -1003,7 +1044,8 @@ static void need_mpi_lab(void)
     if (without) cr_skip_test("the lab was built without Open MPI (libopenmpi-dev)");
 }
 
-/* Every workload but scheduler runs over MPI.  Each of these reports the
+/* Every workload runs over MPI (scheduler in a run of its own, with rank
+ * pools: mpi_scheduler_agrees_with_processes).  Each of these reports the
  * hash of its results (FNV of every result byte; busywork's: the sleeps its
  * tasks were given) computed from whatever modes ran, so a serial run's
  * hash against an MPI run's compares the two modes' answers across runs.
@@ -1051,7 +1093,8 @@ Test(lab, mpi_mode_answers_equal_serial, .timeout = 900)
         char want[64];
         snprintf(want, sizeof want, "mpi: %d serving ranks", np - 1);
         cr_assert(strstr(r.out, want), "-np %d: no '%s':\n%s", np, want, r.out);
-        cr_assert(strstr(r.out, "scheduler: not run (it does not run over MPI)"), "%s", r.out);
+        /* scheduler needs rank pools, which `lab all` does not start. */
+        cr_assert(strstr(r.out, "(mpi: not in this run: a task past its timeout"), "-np %d: scheduler:\n%s", np, r.out);
         cr_assert(!strstr(r.out, "heavy: not run"), "%s", r.out);
         report_hashes(mpi, &files_mpi);
         for (size_t i = 0; i < N_MPI_WORKLOADS; i++)
@@ -1065,8 +1108,7 @@ Test(lab, mpi_mode_answers_equal_serial, .timeout = 900)
 }
 
 /* serial,mpi in one run: the lab itself checks that both modes agree, and
- * the answers are the known ones; a workload that does not run over MPI
- * says so and runs its other modes. */
+ * the answers are the known ones. */
 Test(lab, mpi_and_serial_agree_in_one_run, .timeout = 300)
 {
     need_mpi_lab();
@@ -1103,14 +1145,66 @@ Test(lab, mpi_and_serial_agree_in_one_run, .timeout = 300)
     cr_assert(strstr(r.out, "threads  processes        mpi"), "no mpi column:\n%s", r.out);
     cr_assert(strstr(r.out, "every call wrote the same 20 files"), "%s", r.out);
     run_free(&r);
-    /* The one workload that does not run over MPI says so, and alone it
-     * has no mode: a usage error. */
-    r = lab_mpi(2, "scheduler", "--mode", "mpi");
-    cr_assert_neq(r.status, 0, "%s", r.out);
-    cr_assert(strstr(r.err, "\"scheduler\" does not run over MPI"), "%s", r.err);
-    run_free(&r);
     /* No MPI job at all (lab data): the serving ranks are released. */
     r = lab_mpi(3, "data", "--mode", "mpi");
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    run_free(&r);
+}
+
+/* The scheduler over MPI ranks with their process pools: every task has the
+ * outcome it has on the same run's pool of processes (the lab exits 1
+ * otherwise, and the test compares them again from the report), the
+ * runaway tasks are killed at their deadline on their rank, and the queue
+ * hands the tasks out by priority to the pool of --workers slots.  -np 3:
+ * two serving ranks of one process each; -np 2: one rank of two. */
+Test(lab, mpi_scheduler_agrees_with_processes, .timeout = 300)
+{
+    need_mpi_lab();
+    run_t r = lab_mpi(3, "scheduler", "--mode", "processes,mpi", "--scale", "0.05", "--workers", "2", "--soln",
+                      "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "processes and mpi agree"), "%s", r.out);
+    json_t *s = load_report();
+    json_t *w = json_object_get(json_object_get(s, "workloads"), "scheduler");
+    json_t *m = json_object_get(w, "mpi");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "backend")), "processes");
+    cr_assert_str_eq(json_string_value(json_object_get(m, "backend")), "mpi", "no mpi run:\n%s", r.out);
+    static const char *const counts[] = {"done", "timed_out", "failed"};
+    for (size_t c = 0; c < 3; c++)
+        cr_assert_eq(json_integer_value(json_object_get(m, counts[c])), json_integer_value(json_object_get(w, counts[c])),
+                     "%s", counts[c]);
+    json_t *pl = json_object_get(w, "tasks"), *ml = json_object_get(m, "tasks");
+    for (size_t i = 0; i < 8; i++) {
+        json_t *pt = json_array_get(pl, i);
+        const char *name = json_string_value(json_object_get(pt, "name"));
+        json_t *mt = NULL;
+        for (size_t k = 0; k < json_array_size(ml); k++)
+            if (!strcmp(json_string_value(json_object_get(json_array_get(ml, k), "name")), name)) mt = json_array_get(ml, k);
+        cr_assert_not_null(mt, "%s: not in the mpi run", name);
+        cr_assert_str_eq(json_string_value(json_object_get(mt, "outcome")),
+                         json_string_value(json_object_get(pt, "outcome")), "%s", name);
+        /* A timed-out task either never started or was killed on its rank
+         * at its deadline (the rank's pool says which); it returns no
+         * output, so its start is unknown. */
+        if (!strcmp(json_string_value(json_object_get(mt, "outcome")), "timed out")) {
+            const char *msg = json_string_value(json_object_get(mt, "message"));
+            cr_assert(strstr(msg, "was killed") || strstr(msg, "before"), "%s: %s", name, msg);
+            cr_assert_eq(json_integer_value(json_object_get(mt, "started")), 0, "%s: a start without an output", name);
+        }
+    }
+    check_scheduler_run(w, 2);
+    check_scheduler_run(m, 2);
+    json_decref(s);
+    run_free(&r);
+    /* Alone, on one serving rank whose pool runs both at once. */
+    unlink(path("lab-report.json"));
+    r = lab_mpi(2, "scheduler", "--mode", "mpi", "--scale", "0.05", "--workers", "2", "--soln", "soln.json");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "summary: 5 done, 2 timed out, 1 failed"), "%s", r.out);
+    s = load_report();
+    w = json_object_get(json_object_get(s, "workloads"), "scheduler");
+    cr_assert_str_eq(json_string_value(json_object_get(w, "backend")), "mpi");
+    check_scheduler_run(w, 2);
+    json_decref(s);
     run_free(&r);
 }

@@ -210,11 +210,18 @@ void lab_mpi_work(const char *name, async_work_fn fn);
 bool lab_mpi_built(void);
 /* Starts MPI when --mode has mpi (call it once the options are read): only
  * rank 0 returns; the other ranks serve chunks until rank 0 ends and then
- * exit.  Exits with a message when MPI cannot start (not under mpirun -np 2
- * or more). */
-void lab_mpi_start(int *argc, char ***argv);
+ * exit.  pool 0: each serving rank runs its jobs on its own thread; else
+ * every rank runs them in a fork-based process pool of its own
+ * (async_mpi_opts_t.rank_processes: pool / serving ranks, rounded up),
+ * which kills a job at its deadline, and the run's MPI executor has pool
+ * driver slots, so pool jobs run at once.  Every rank must pass the same.
+ * Exits with a message when MPI cannot start (not under mpirun -np 2 or
+ * more). */
+void lab_mpi_start(int *argc, char ***argv, unsigned pool);
 /* The number of serving ranks (0 before lab_mpi_start). */
 unsigned lab_mpi_workers(void);
+/* Each serving rank's process pool size (0: no rank pools). */
+unsigned lab_mpi_rank_processes(void);
 /* Stops the serving ranks and finalizes MPI (also done at exit). */
 void lab_mpi_end(void);
 

@@ -38,7 +38,8 @@ typedef struct span {
 } span_t;
 
 /* The serving rank's attached ctx.  A rank runs one job at a time on its
- * serving thread (no rank_processes), so this needs no lock. */
+ * serving thread, or, with rank pools, one at a time in each worker
+ * process, which has its own copy: no lock either way. */
 static struct {
     const lab_mpi_kind_t *kind;
     const void *in;
@@ -109,10 +110,35 @@ bool lab_mpi_built(void)
     return true;
 }
 
-void lab_mpi_start(int *argc, char ***argv)
+/* rank_processes of this run (0: no rank pools), and the MPI executor's
+ * driver slots (0: the backend's default). */
+static unsigned rank_processes, slots;
+
+/* Processes per serving rank for a pool of `pool` tasks over all of them,
+ * rounded up.  Before MPI starts only Open MPI's environment tells how many
+ * ranks there are (OMPI_COMM_WORLD_SIZE, set for every rank mpirun starts,
+ * so every rank computes the same); without it, pool, enough for any
+ * number of ranks. */
+static unsigned per_rank(unsigned pool)
+{
+    const char *s = getenv("OMPI_COMM_WORLD_SIZE");
+    char *end;
+    long n = s ? strtol(s, &end, 10) : 0;
+    if (!s || *end || n < 2 || n > 1 << 20) return pool;
+    return (pool + (unsigned)n - 2) / ((unsigned)n - 1);
+}
+
+void lab_mpi_start(int *argc, char ***argv, unsigned pool)
 {
     char msg[256];
-    int rc = async_mpi_init(argc, argv, NULL, msg, sizeof msg);
+    async_mpi_opts_t o;
+    async_mpi_opts_init(&o);
+    if (pool) {
+        o.rank_processes = per_rank(pool);
+        rank_processes = o.rank_processes;
+        slots = pool;
+    }
+    int rc = async_mpi_init(argc, argv, &o, msg, sizeof msg);
     if (rc) lab_die("--mode mpi: %s: %s (run it as: mpirun -np 3 demos/lab/lab WORKLOAD --mode mpi)",
                     async_strerror(rc), msg[0] ? msg : "MPI did not start");
 }
@@ -120,6 +146,11 @@ void lab_mpi_start(int *argc, char ***argv)
 unsigned lab_mpi_workers(void)
 {
     return async_mpi_size() > 1 ? (unsigned)async_mpi_size() - 1 : 0;
+}
+
+unsigned lab_mpi_rank_processes(void)
+{
+    return rank_processes;
 }
 
 void lab_mpi_end(void)
@@ -136,7 +167,7 @@ async_executor_t *lab_mpi_executor(double *start_s)
     if (async_mpi_rank() != 0) lab_die("--mode mpi: MPI was not started (lab_mpi_start)");
     if (!ex) {
         double t0 = lab_now();
-        int rc = async_executor_new(&ex, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI});
+        int rc = async_executor_new(&ex, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI, .workers = slots});
         if (rc) lab_die("cannot start the MPI executor: %s", async_strerror(rc));
         if (start_s) *start_s = lab_now() - t0;
     }
@@ -271,14 +302,19 @@ bool lab_mpi_built(void)
     return false;
 }
 
-void lab_mpi_start(int *argc, char ***argv)
+void lab_mpi_start(int *argc, char ***argv, unsigned pool)
 {
-    (void)argc, (void)argv;
+    (void)argc, (void)argv, (void)pool;
     lab_die("--mode mpi: this lab was built without Open MPI (install libopenmpi-dev and openmpi-bin, then "
             "make)");
 }
 
 unsigned lab_mpi_workers(void)
+{
+    return 0;
+}
+
+unsigned lab_mpi_rank_processes(void)
 {
     return 0;
 }
