@@ -130,6 +130,9 @@ Test(mpi, awaited_from_a_task) { expect_pass(3, VADER, "await"); }
 Test(mpi, errors_fail_only_their_items) { expect_pass(3, VADER, "errors"); }
 Test(mpi, unregistered_function_is_einval_naming_it) { expect_pass(3, VADER, "unregistered"); }
 Test(mpi, bcast_replicates_a_table_for_ctx) { expect_pass(3, VADER, "bcast"); }
+/* With rank_processes the jobs run in worker processes forked before the
+ * data arrived: the rank must hand them the data too. */
+Test(mpi, bcast_reaches_the_rank_process_pools) { expect_pass(3, VADER, "pool_bcast"); }
 Test(mpi, bcast_of_the_same_pointer_again_replaces_it) { expect_pass(3, VADER, "rebcast"); }
 Test(mpi, bcast_dl_ends_at_its_deadline_and_completes_behind) { expect_pass(3, VADER, "bcast_dl"); }
 Test(mpi, no_executor_still_releases_the_ranks) { expect_pass(3, VADER, "noexec"); }

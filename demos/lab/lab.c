@@ -119,14 +119,14 @@ static unsigned modes(const char *arg)
 
 /* The pool size to start rank pools for (lab_mpi_start), or 0.  The
  * scheduler's timeouts must kill a task running past them, which only a
- * serving rank's process pool can, so a run of it starts them on every
- * rank, its pool of --workers tasks spread over them.  Not for `all`: a
- * rank pool's processes are forked when MPI starts, before any input is
- * replicated, so the other workloads' replicated inputs would not reach
- * them. */
+ * serving rank's process pool can, so a run of it (or of `all`) starts them
+ * on every rank, its pool of --workers tasks spread over them.  The other
+ * workloads of `all` then run in those pools too: a rank forks its pool
+ * again when replicated input arrives (lib/mpi/serve.c), so the workers
+ * hold it. */
 static unsigned rank_pool(const char *workload)
 {
-    return !strcmp(workload, "scheduler") ? lab_opt.workers : 0;
+    return !strcmp(workload, "scheduler") || !strcmp(workload, "all") ? lab_opt.workers : 0;
 }
 
 int main(int argc, char **argv)

@@ -121,7 +121,9 @@ ASYNC_API int async_mpi_size(void);
  * later jobs read the new copy).  Blocks until every rank has it: a rank
  * running a job without rank_processes receives it only after that job, so
  * the wait can be as long as the longest running job (async_mpi_bcast_dl
- * bounds it).  Any thread of rank 0 may call it.  ex must be the MPI
+ * bounds it).  With rank_processes, a rank that receives it lets its pool
+ * finish the jobs it runs and forks the pool again, so that its workers
+ * hold the copy (a few ms per replication).  Any thread of rank 0 may call it.  ex must be the MPI
  * executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL, size 0
  * or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
  * ASYNC_ENOMEM. */

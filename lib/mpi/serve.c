@@ -190,22 +190,44 @@ static bool test_sends(serve_t *sv)
     return any;
 }
 
+/* The rank's process pool (async_mpi_opts_t.rank_processes), or NULL. */
+static async_executor_t *make_pool(void)
+{
+    if (!async__mpi_opts.rank_processes) return NULL;
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES,
+                               .workers = async__mpi_opts.rank_processes,
+                               .max_job_bytes = async__mpi_opts.max_job_bytes};
+    async_executor_t *pool;
+    int r = async_executor_new(&pool, &o);
+    if (r) {
+        /* Serve on without isolation rather than leave rank 0 waiting. */
+        fprintf(stderr, "libasync-mpi: rank %d: no process pool (%s); running jobs in the rank\n",
+                async__mpi_rank_, async_strerror(r));
+        return NULL;
+    }
+    return pool;
+}
+
+/* New replicated data reaches the pool's workers only through a fork: they
+ * were forked before it arrived.  So the rank finishes the jobs the pool
+ * runs (every job sent after the data comes after it, in MPI's order) and
+ * forks a new pool, whose workers inherit the rank's copy. */
+static void refork_pool(serve_t *sv, async_executor_t **pool, async__mpi_backoff_t *backoff)
+{
+    while (sv->nrun) {
+        bool any = reap(sv);
+        if (test_sends(sv)) any = true;
+        if (any) async__mpi_active(backoff);
+        else async__mpi_nap(backoff);
+    }
+    async_executor_free(*pool);
+    *pool = make_pool();
+}
+
 void async__mpi_serve(void)
 {
     serve_t sv = {0};
-    async_executor_t *pool = NULL;
-    if (async__mpi_opts.rank_processes) {
-        async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES,
-                                   .workers = async__mpi_opts.rank_processes,
-                                   .max_job_bytes = async__mpi_opts.max_job_bytes};
-        int r = async_executor_new(&pool, &o);
-        if (r) {
-            /* Serve on without isolation rather than leave rank 0 waiting. */
-            fprintf(stderr, "libasync-mpi: rank %d: no process pool (%s); running jobs in the rank\n",
-                    async__mpi_rank_, async_strerror(r));
-            pool = NULL;
-        }
-    }
+    async_executor_t *pool = make_pool();
     async__mpi_backoff_t backoff = {0};
     prctl(PR_SET_TIMERSLACK, 1000UL); /* as rank 0's progress thread */
     for (;;) {
@@ -236,6 +258,7 @@ void async__mpi_serve(void)
                 /* Without room in the table the data stays unknown here, and
                  * jobs that name it fail with a message saying so. */
                 if (async__mpi_data_put(h.id, data)) async__free(data);
+                else if (pool) refork_pool(&sv, &pool, &backoff);
             } else if (st.MPI_TAG == TAG_JOB) {
                 run_job(&sv, pool, buf, (size_t)count);
             }

@@ -779,7 +779,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
     async_mpi_opts_t mo = {0};
-    if (!strcmp(c, "crash") || !strcmp(c, "deadline")) mo.rank_processes = 2;
+    if (!strcmp(c, "crash") || !strcmp(c, "deadline") || !strcmp(c, "pool_bcast")) mo.rank_processes = 2;
     if (!strcmp(c, "mismatch")) {
         const char *rk = getenv("OMPI_COMM_WORLD_RANK");
         if (rk && !strcmp(rk, "2")) async_mpi_register("only_on_rank_2", square);
@@ -836,6 +836,10 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "kill")) c_kill();
     else if (!strcmp(c, "deadline")) c_deadline();
     else if (!strcmp(c, "bcast")) c_bcast();
+    else if (!strcmp(c, "pool_bcast")) { /* replicated data in the ranks' process pools */
+        c_bcast();
+        c_rebcast();
+    }
     else if (!strcmp(c, "rebcast")) c_rebcast();
     else if (!strcmp(c, "bcast_dl")) c_bcast_dl();
     else if (!strcmp(c, "idle")) c_idle();
