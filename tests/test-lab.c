@@ -909,19 +909,12 @@ Test(lab, scheduler_priorities_timeouts_failures, .timeout = 120)
     for (size_t i = 0; i < 8; i++) {
         json_t *t = json_array_get(list, i);
         const char *name = json_string_value(json_object_get(t, "name"));
-        const char *outcome = json_string_value(json_object_get(t, "outcome"));
         json_int_t started = json_integer_value(json_object_get(t, "started"));
         json_int_t prio = json_integer_value(json_object_get(t, "priority"));
-        if (!strcmp(name, "index") || !strcmp(name, "train")) cr_assert_str_eq(outcome, "timed out", "%s", name);
-        else if (!strcmp(name, "resize")) {
-            cr_assert_str_eq(outcome, "failed");
-            cr_assert(strstr(json_string_value(json_object_get(t, "message")), "the input image is corrupt"));
-        } else cr_assert_str_eq(outcome, "done", "%s", name);
-        /* Highest priority first: the two top tasks take the two workers,
-         * and the lowest starts last. */
+        /* Outcomes: check_scheduler_run.  Highest priority first: the two
+         * top tasks take the two workers, and the lowest starts last. */
         if (prio == 9 || prio == 7) cr_assert_leq(started, 2, "%s started %lld", name, (long long)started);
         if (prio == 1) cr_assert_eq(started, last, "%s started %lld of %lld", name, (long long)started, (long long)last);
-        if (strcmp(outcome, "timed out") != 0) cr_assert_gt(started, 0, "%s ran", name);
     }
     json_decref(s);
     run_free(&r);

@@ -17,7 +17,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -273,12 +272,7 @@ static long long veth_counter(const hosts_t *h, const char *which)
     return atoll(out);
 }
 
-typedef struct run {
-    int status;
-    bool timed_out;
-    double seconds;
-    char out[65536];
-} run_t;
+typedef test_output_t run_t;
 
 /* Runs `mpirun ... -np 3 hosts-agent.sh --rank mpi-suite CASE` inside host
  * A, with slots_a slots on A and 2 on B, filled in rank order (slots_a 2:
@@ -322,33 +316,7 @@ static void run_mpi(run_t *r, const hosts_t *h, int slots_a, const char *c, doub
     }
     setpgid(pid, pid);
     close(p[1]);
-    size_t len = 0;
-    double end = t0 + timeout * test_slack();
-    for (;;) {
-        double left = end - test_now_s();
-        if (left <= 0) {
-            r->timed_out = true;
-            kill(-pid, SIGKILL);
-            break;
-        }
-        struct pollfd pf = {p[0], POLLIN, 0};
-        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0) continue;
-        ssize_t got = read(p[0], r->out + len, sizeof r->out - 1 - len);
-        if (got <= 0) break;
-        len += (size_t)got;
-        if (len == sizeof r->out - 1) len = 0; /* keep the tail of a flood */
-    }
-    r->out[len] = '\0';
-    close(p[0]);
-    while (waitpid(pid, &r->status, WNOHANG) == 0) {
-        if (test_now_s() > end + 10) {
-            r->timed_out = true;
-            kill(-pid, SIGKILL);
-        }
-        usleep(10000);
-    }
-    kill(-pid, SIGKILL);
-    r->seconds = test_now_s() - t0;
+    test_collect(r, pid, p[0], t0, timeout);
 }
 
 /* The namespace inode rank printed ("hosts-agent: rank R netns net:[I] host

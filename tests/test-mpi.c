@@ -8,7 +8,6 @@
  * MPI). */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,19 +20,7 @@
 
 #define SUITE ASYNC_OUT_DIR "/tests/bin/mpi/mpi-suite"
 
-typedef struct run {
-    int status;     /* waitpid status */
-    bool timed_out;
-    double seconds;
-    char out[65536];
-} run_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+typedef test_output_t run_t;
 
 /* Runs the suite's case under mpirun with np ranks over btl (self,vader or
  * self,tcp), for at most timeout seconds (times the slack). */
@@ -44,7 +31,7 @@ static void run_mpi(run_t *r, int np, const char *btl, const char *c, double tim
     cr_assert_eq(pipe(p), 0);
     char nps[16];
     snprintf(nps, sizeof nps, "%d", np);
-    double t0 = now_s();
+    double t0 = test_now_s();
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
@@ -74,35 +61,7 @@ static void run_mpi(run_t *r, int np, const char *btl, const char *c, double tim
     }
     setpgid(pid, pid);
     close(p[1]);
-    size_t len = 0;
-    double end = t0 + timeout * test_slack();
-    for (;;) {
-        double left = end - now_s();
-        if (left <= 0) {
-            r->timed_out = true;
-            kill(-pid, SIGKILL);
-            break;
-        }
-        struct pollfd pf = {p[0], POLLIN, 0};
-        int n = poll(&pf, 1, (int)(left * 1000) + 1);
-        if (n <= 0) continue;
-        ssize_t got = read(p[0], r->out + len, sizeof r->out - 1 - len);
-        if (got <= 0) break;
-        len += (size_t)got;
-        if (len == sizeof r->out - 1) len = 0; /* keep the tail of a flood */
-    }
-    r->out[len] = '\0';
-    close(p[0]);
-    /* The pipe closed: mpirun is ending; reap it, with its deadline too. */
-    while (waitpid(pid, &r->status, WNOHANG) == 0) {
-        if (now_s() > end + 10) {
-            r->timed_out = true;
-            kill(-pid, SIGKILL);
-        }
-        usleep(10000);
-    }
-    kill(-pid, SIGKILL); /* anything left of the group */
-    r->seconds = now_s() - t0;
+    test_collect(r, pid, p[0], t0, timeout);
 }
 
 static void expect_pass(int np, const char *btl, const char *c)

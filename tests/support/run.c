@@ -1,7 +1,11 @@
 /* See run.h. */
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <criterion/criterion.h>
 #include "run.h"
 
@@ -91,4 +95,36 @@ double test_slack(void)
     const char *s = getenv("ASYNC_TEST_SLACK");
     double v = s ? atof(s) : 1.0;
     return v > 0 ? v : 1.0;
+}
+
+void test_collect(test_output_t *r, pid_t pid, int fd, double t0, double timeout)
+{
+    size_t len = 0;
+    double end = t0 + timeout * test_slack();
+    for (;;) {
+        double left = end - test_now_s();
+        if (left <= 0) {
+            r->timed_out = true;
+            kill(-pid, SIGKILL);
+            break;
+        }
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0) continue;
+        ssize_t got = read(fd, r->out + len, sizeof r->out - 1 - len);
+        if (got <= 0) break;
+        len += (size_t)got;
+        if (len == sizeof r->out - 1) len = 0; /* keep the tail of a flood */
+    }
+    r->out[len] = '\0';
+    close(fd);
+    /* The pipe closed: the child is ending; reap it, with its deadline too. */
+    while (waitpid(pid, &r->status, WNOHANG) == 0) {
+        if (test_now_s() > end + 10) {
+            r->timed_out = true;
+            kill(-pid, SIGKILL);
+        }
+        usleep(10000);
+    }
+    kill(-pid, SIGKILL); /* anything left of the group */
+    r->seconds = test_now_s() - t0;
 }

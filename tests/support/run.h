@@ -27,4 +27,19 @@ double test_now_s(void);
 
 /* Multiplier for timing tolerances. */
 double test_slack(void);
+
+/* What a child's process group printed, and how it ended. */
+typedef struct test_output {
+    int status;     /* waitpid status */
+    bool timed_out; /* the deadline passed: the group was killed */
+    double seconds; /* from t0 to the reap */
+    char out[65536];
+} test_output_t;
+
+/* Reads what child pid (the leader of its own process group) writes to fd,
+ * the read end of the pipe its stdout and stderr go to, until the pipe
+ * closes or t0 + timeout * test_slack() passes; then reaps it (10 s more
+ * at most) and kills what is left of the group.  At the deadline the group
+ * is killed and r->timed_out set.  Keeps the tail of a flood; closes fd. */
+void test_collect(test_output_t *r, pid_t pid, int fd, double t0, double timeout);
 #endif
