@@ -342,32 +342,19 @@ static void direct_ended(procs_t *s, int64_t ns)
 }
 
 /* The pool's own threads run future callbacks: the supervisor (results,
- * deaths, deadlines) and the feeder (jobs it could not place).  A run
- * there would wait for a result that only that thread could deliver. */
-static bool on_pool_thread(const procs_t *s)
-{
-    return async__procpool_on_supervisor(s->pool) || tls_feeder_of == s;
-}
-
+ * deaths, deadlines) and the feeder (jobs it could not place).  A run or a
+ * map there would wait for a result that only that thread could deliver:
+ * executor.c refuses them before they reach run_direct or map_direct. */
 static bool on_own_thread(const async_executor_t *ex)
 {
-    return ex->backend && on_pool_thread(ex->backend);
+    const procs_t *s = ex->backend;
+    return s && (async__procpool_on_supervisor(s->pool) || tls_feeder_of == s);
 }
 
 static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
                        size_t *out_len, char *msg, size_t msg_cap, int *code)
 {
     procs_t *s = ex->backend;
-    if (on_pool_thread(s)) {
-        /* Answered here, not by the ordinary path, which would hang. */
-        *code = ASYNC_EDEADLK;
-        if (out_len) *out_len = 0;
-        if (msg && msg_cap)
-            snprintf(msg, msg_cap, "async_executor_run called from a future's callback on the "
-                                   "process backend: callbacks run on the pool's own thread, "
-                                   "which would have to deliver the result");
-        return true;
-    }
     /* The submit path's rules: an untimed borrowed input already in shared
      * memory goes by address, any other input is copied; the output comes
      * back through the job's result. */
@@ -458,7 +445,7 @@ static bool map_direct(async_executor_t *ex, async__job_t *tickets, size_t n,
                        const async__rows_t *all, bool (*take)(async__job_t *ticket))
 {
     procs_t *s = ex->backend;
-    if (n > PP_CALL_MAX || on_pool_thread(s) || !rows_shared(s, all)) return false;
+    if (n > PP_CALL_MAX || !rows_shared(s, all)) return false;
     if (ex->opts.max_job_bytes && sizeof(res_t) > ex->opts.max_job_bytes) return false;
     /* The headers, then the engine's jobs pointing at them: one block. */
     hdr_t *h = async__malloc(n * (sizeof *h + sizeof(async__procjob_t)));

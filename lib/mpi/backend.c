@@ -482,16 +482,15 @@ static int start(async_executor_t *ex)
         return ASYNC_ECLOSED;
     }
     mpib_t *b = async__calloc(1, sizeof *b + ex->workers * sizeof b->s[0]);
-    if (!b) {
-        atomic_store(&async__mpi_ex, NULL);
-        atomic_store(&used, false);
-        return ASYNC_ENOMEM;
+    if (b) {
+        b->busy = async__calloc((size_t)async__mpi_size_, sizeof *b->busy);
+        b->orphan = async__calloc((size_t)async__mpi_size_, sizeof *b->orphan);
     }
-    b->busy = async__calloc((size_t)async__mpi_size_, sizeof *b->busy);
-    b->orphan = async__calloc((size_t)async__mpi_size_, sizeof *b->orphan);
-    if (!b->busy || !b->orphan) {
-        async__free(b->busy);
-        async__free(b->orphan);
+    if (!b || !b->busy || !b->orphan) {
+        if (b) {
+            async__free(b->busy);
+            async__free(b->orphan);
+        }
         async__free(b);
         atomic_store(&async__mpi_ex, NULL);
         atomic_store(&used, false);
