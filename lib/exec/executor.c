@@ -486,19 +486,17 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
                                    "to deliver the result", ex->ops->name);
         return ASYNC_EDEADLK;
     }
-    if (ex && ex->ops->run && !check_job(job) && !async__in_task()) {
+    if (ex && ex->ops->run && !check_job(job) && async__exec_direct_ok(ex->priv)) {
         /* The direct path (backend_internal.h): only where it cannot change
          * what the call means.  It never overtakes queued work (the queue
          * is empty), and it waits for the job to end, so the call's own
          * deadline must not be able to end the wait first; a job whose
          * deadline already passed takes the ordinary path, which fails it
          * without running it. */
-        exec_priv_t *p = ex->priv;
         int64_t jdl = async__limit_deadline(job->timeout_ns);
         bool bounded = deadline == ASYNC_FOREVER || (jdl != ASYNC_FOREVER && jdl <= deadline);
         int code;
         if (bounded && (jdl == ASYNC_FOREVER || async_now() < jdl) &&
-            !atomic_load(&p->closed) && !atomic_load(&p->broken) && async__q_len(p) == 0 &&
             ex->ops->run(ex, job, jdl, out, out_len, msg, msg_cap, &code))
             return code;
     }

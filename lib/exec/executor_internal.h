@@ -62,6 +62,16 @@ static inline size_t async__q_len(exec_priv_t *p)
     return atomic_load(&p->submitted) - t;
 }
 
+/* Whether a call may take a backend's direct path (its run or map op) now,
+ * as far as the executor can tell: from a plain thread (a task awaits
+ * instead), the pool open and not broken, and no queued job it would
+ * overtake. */
+static inline bool async__exec_direct_ok(exec_priv_t *p)
+{
+    return !async__in_task() && !atomic_load(&p->closed) && !atomic_load(&p->broken) &&
+           async__q_len(p) == 0;
+}
+
 /* The absolute deadline of a job or map whose time limit is timeout_ns,
  * counted from now (the submit): ASYNC_FOREVER for 0 (no limit), a time
  * already past for a negative limit (the job fails without running). */

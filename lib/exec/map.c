@@ -264,9 +264,7 @@ static void map_tickets(async_executor_t *ex, map_state_t *st, const async_map_t
  * its own, and where it cannot overtake queued work. */
 static bool direct_ok(async_executor_t *ex, bool direct, int64_t deadline)
 {
-    exec_priv_t *p = ex->priv;
-    return direct && ex->ops->map && deadline == ASYNC_FOREVER && !async__in_task() &&
-           !atomic_load(&p->closed) && !atomic_load(&p->broken) && async__q_len(p) == 0;
+    return direct && ex->ops->map && deadline == ASYNC_FOREVER && async__exec_direct_ok(ex->priv);
 }
 
 /* async_executor_map_async_dl, or, with direct, the start of a map that its
