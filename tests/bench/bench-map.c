@@ -40,6 +40,7 @@
 #include <async.h>
 #include <async/executor.h>
 #include "rounds.h"
+#include "workloads.h"
 
 #define TRIES 5
 #define PAUSE_NS 20000000L
@@ -91,16 +92,6 @@ static int howmany_work(const void *in, size_t in_size, void *out, size_t out_si
     const range_t *r = ctx;
     *(int *)out = howmany_within_range(in, r->lo, r->hi);
     return 0;
-}
-
-static bool is_prime(uint32_t n)
-{
-    if (n < 2) return false;
-    if (n < 4) return true;
-    if (n % 2 == 0 || n % 3 == 0) return false;
-    for (uint32_t d = 5; d * d <= n; d += 6)
-        if (n % d == 0 || n % (d + 2) == 0) return false;
-    return true;
 }
 
 static uint64_t primes_in(uint32_t lo, uint32_t hi)

@@ -27,6 +27,7 @@
 #include <async.h>
 #include <async/mpi.h>
 #include "rounds.h"
+#include "workloads.h"
 
 /* lib/mpi (benchmarks only): driver slots at or above it take no job; 0:
  * all do.  The A/B of prefetch (the default 2 slots per rank) against one
@@ -52,16 +53,6 @@ static int echo(const void *in, size_t in_size, void *out, size_t out_size, void
     return 0;
 }
 ASYNC_MPI_WORK(echo);
-
-static bool is_prime(uint32_t n)
-{
-    if (n < 2) return false;
-    if (n < 4) return true;
-    if (n % 2 == 0 || n % 3 == 0) return false;
-    for (uint32_t d = 5; d * d <= n; d += 6)
-        if (n % d == 0 || n % (d + 2) == 0) return false;
-    return true;
-}
 
 /* What a primes chunk reports: its count, and when and where it ran, so
  * that a worker's idle time between its chunks can be summed (one host:
