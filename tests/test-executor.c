@@ -1195,6 +1195,51 @@ Test(exec_threads_only, out_of_memory_paths, .timeout = 10)
     async_executor_free(ex);
 }
 
+/* Submits' futures come from slabs of several at a time: 1,000 submits make
+ * far fewer than 1,000 allocations; a slab that cannot be had fails only its
+ * submit; futures that outlive their executor keep only their own slabs
+ * (and the pool's header) alive, and the last of them frees those. */
+#define SLAB_TEST_JOBS 1000
+#define SLAB_MAX_TRIES 1000
+Test(exec_threads_only, submit_futures_come_from_slabs, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 2);
+    static async_future_t *fs[SLAB_TEST_JOBS];
+    int64_t v = 3;
+    async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+    long before = test_alloc_total();
+    for (int i = 0; i < SLAB_TEST_JOBS; i++) cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
+    cr_expect_lt(test_alloc_total() - before, SLAB_TEST_JOBS / 10, "%ld allocations for %d submits",
+                 test_alloc_total() - before, SLAB_TEST_JOBS);
+    /* Submits take carved blocks without allocating until the next slab is
+     * due: that one fails alone, and the one after it gets the slab. */
+    static async_future_t *more[SLAB_MAX_TRIES];
+    int n = 0, r = 0;
+    test_alloc_fail_after(0);
+    while (n < SLAB_MAX_TRIES && (r = async_executor_submit(&more[n], ex, &job)) == 0) n++;
+    test_alloc_fail_after(-1);
+    cr_expect_eq(r, ASYNC_ENOMEM, "a submit failed once the slabs were used up");
+    cr_assert_lt(n, SLAB_MAX_TRIES);
+    cr_assert_eq(async_executor_submit(&more[n++], ex, &job), 0);
+    cr_expect_eq(async_futures_wait(fs, SLAB_TEST_JOBS, ASYNC_WAIT_ALL, NULL), 0);
+    cr_expect_eq(async_futures_wait(more, (size_t)n, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < n; i++) async_future_unref(more[i]);
+    /* Keep the first future and the last; free the rest, then the pool. */
+    for (int i = 1; i < SLAB_TEST_JOBS - 1; i++) async_future_unref(fs[i]);
+    async_executor_free(ex);
+    long live = test_alloc_live();
+    cr_expect(live >= 2 && live <= 3, "%ld allocations live: two slabs at most and the pool", live);
+    const void *data;
+    size_t size;
+    cr_expect_eq(async_future_result(fs[0], &data, &size), 0);
+    cr_expect_eq(size, sizeof v);
+    cr_expect_eq(*(const int64_t *)data, 9);
+    async_future_unref(fs[0]);
+    cr_expect_eq(async_future_result(fs[SLAB_TEST_JOBS - 1], &data, &size), 0);
+    cr_expect_eq(*(const int64_t *)data, 9);
+    async_future_unref(fs[SLAB_TEST_JOBS - 1]);
+}
+
 Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10)
 {
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);

@@ -13,7 +13,9 @@
 static const char cancelled_msg[] = "cancelled before it ran";
 
 
-static void init(async_future_t *f, async__fpool_t *pool)
+/* Resets a future for its next use.  f->slab stays: it says where the
+ * memory came from for as long as the memory lives. */
+static void init(async_future_t *f)
 {
     atomic_init(&f->state, FS_PENDING);
     atomic_init(&f->refs, 1);
@@ -24,7 +26,6 @@ static void init(async_future_t *f, async__fpool_t *pool)
     f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
     f->data = NULL;
     f->size = 0;
-    f->pool = pool;
     f->msg = NULL;
     async__list_init(&f->nodes);
 }
@@ -46,29 +47,50 @@ static void unlock(async_future_t *f) { spin_unlock(&f->lock); }
 async_future_t *async__future_alloc(size_t extra)
 {
     async_future_t *f = async__malloc(sizeof *f + extra);
-    if (f) init(f, NULL);
+    if (!f) return NULL;
+    f->slab = NULL;
+    init(f);
     return f;
 }
 
 /* --- the allocation cache ------------------------------------------------ */
 
-/* A pool of equal blocks for one executor's futures.  Each thread keeps a
- * magazine of blocks for the pool it used last, taken from the pool and given
- * back whole (constant time both ways, under the pool's lock), so a thread
- * that submits and frees in a stream touches no lock and no atomic for its
- * blocks.  `outstanding` counts the blocks outside the pool's list (in use
- * or in magazines); a closed pool is freed when that count drops to 0.  A
- * magazine goes back when its thread switches pools, exits (a key
- * destructor) or closes the pool, or when it grows past MAG_MAX. */
+/* A pool of equal blocks for one executor's futures, carved from slabs of
+ * up to SLAB_MAX blocks: a fresh executor's first burst of submits costs one
+ * malloc per slab instead of one per future, and freeing the executor one
+ * free per slab (a malloc and a free per block were half of a trivial
+ * job's instructions).  At most `cap` blocks are ever carved; past that a
+ * submit's future is an ordinary allocation, freed when it is.
+ *
+ * Each thread keeps a magazine of blocks for the pool it used last, taken
+ * from the pool and given back whole (constant time both ways, under the
+ * pool's lock), so a thread that submits and frees in a stream touches no
+ * lock and no atomic for its blocks.  `outstanding` counts the carved blocks
+ * outside the pool's list (in use or in magazines).  While the pool is open
+ * no slab is ever freed.  At close, the slabs whose blocks are all back are
+ * freed, and each other slab counts its blocks still out (`live`) and is
+ * freed by the give_back that brings its last one; the pool itself goes with
+ * the last slab.  A magazine goes back when its thread switches pools, exits
+ * (a key destructor) or closes the pool, or when it grows past MAG_MAX. */
+typedef struct async__slab {
+    struct async__slab *prev, *next; /* the pool's slabs, under its lock */
+    async__fpool_t *pool;            /* read without the lock: set before any block is used */
+    void *raw;                       /* what async__malloc returned */
+    size_t n, live;                  /* blocks; live: after close, blocks still out */
+} slab_t;
+
 struct async__fpool {
     _Atomic unsigned char busy; /* spin_lock's word: every critical section is short */
     _Atomic bool closed; /* the owner is gone: the last block frees the pool */
     size_t outstanding;
-    size_t block, cap, count;
+    size_t block, cap, carved, count; /* count: blocks on the list */
+    slab_t *slabs;
     void *blocks, *last; /* free blocks, linked through their first word */
 };
 
 #define MAG_MAX 4096
+#define SLAB_MIN 8
+#define SLAB_MAX 128 /* 40 KiB of 320-byte blocks: below malloc's mmap threshold */
 
 typedef struct magazine {
     async__fpool_t *pool;
@@ -80,50 +102,53 @@ static _Thread_local magazine_t mag ASYNC_TLS;
 static pthread_key_t mag_key;
 static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
 
-/* Pool blocks start on a cache line (the hot header is exactly one line);
- * the pointer to free sits just before the block. */
-static void *block_alloc(size_t size)
-{
-    char *raw = async__malloc(size + 64 + sizeof(void *));
-    if (!raw) return NULL;
-    char *blk = (char *)(((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63);
-    ((void **)blk)[-1] = raw;
-    return blk;
-}
-
-static void block_free(void *blk) { async__free(((void **)blk)[-1]); }
-
-static void free_list(void *list)
-{
-    while (list) {
-        void *next = *(void **)list;
-        block_free(list);
-        list = next;
-    }
-}
-
 static void fpool_lock(async__fpool_t *p) { spin_lock(&p->busy); }
 static void fpool_unlock(async__fpool_t *p) { spin_unlock(&p->busy); }
 
+/* Under the lock: unlinks s from p's slabs; the caller frees it. */
+static void slab_unlink(async__fpool_t *p, slab_t *s)
+{
+    if (s->prev) s->prev->next = s->next;
+    else p->slabs = s->next;
+    if (s->next) s->next->prev = s->prev;
+}
+
+static void free_slabs(slab_t *s)
+{
+    while (s) {
+        slab_t *next = s->next;
+        async__free(s->raw);
+        s = next;
+    }
+}
+
 /* Gives back a chain of n blocks (head..tail): spliced into the pool while
- * it is open and under its cap, freed otherwise; frees the pool after its
- * last block. */
+ * it is open; after close each block is counted off its slab, and a slab
+ * whose last block came back is freed, the pool with its last slab. */
 static void give_back(async__fpool_t *p, void *head, void *tail, size_t n)
 {
-    void *spill = NULL;
+    slab_t *dead = NULL;
     fpool_lock(p);
-    if (!atomic_load_explicit(&p->closed, memory_order_relaxed) && p->count + n <= p->cap) {
+    if (!atomic_load_explicit(&p->closed, memory_order_relaxed)) {
         *(void **)tail = p->blocks;
         if (!p->blocks) p->last = tail;
         p->blocks = head;
         p->count += n;
     } else {
-        spill = head;
+        for (void *b = head, *next; b; b = next) {
+            next = b == tail ? NULL : *(void **)b;
+            slab_t *s = ((async_future_t *)b)->slab;
+            if (--s->live == 0) {
+                slab_unlink(p, s);
+                s->next = dead;
+                dead = s;
+            }
+        }
     }
     p->outstanding -= n;
     bool last = atomic_load_explicit(&p->closed, memory_order_relaxed) && p->outstanding == 0;
     fpool_unlock(p);
-    free_list(spill);
+    free_slabs(dead);
     if (last) async__free(p);
 }
 
@@ -143,9 +168,10 @@ async__fpool_t *async__fpool_new(size_t block, size_t cap)
     atomic_init(&p->busy, false);
     atomic_init(&p->closed, false);
     p->outstanding = 0;
-    p->block = block;
+    p->block = (block + 63) & ~(size_t)63; /* every block starts on a cache line */
     p->cap = cap;
-    p->count = 0;
+    p->carved = p->count = 0;
+    p->slabs = NULL;
     p->blocks = p->last = NULL;
     return p;
 }
@@ -156,12 +182,26 @@ void async__fpool_close(async__fpool_t *p)
     if (mag.pool == p) mag_flush(&mag);
     fpool_lock(p);
     atomic_store_explicit(&p->closed, true, memory_order_relaxed);
-    void *list = p->blocks;
+    slab_t *dead = NULL;
+    if (p->outstanding == 0) { /* the usual case: every block is back */
+        dead = p->slabs;
+        p->slabs = NULL;
+    } else {
+        for (slab_t *s = p->slabs; s; s = s->next) s->live = s->n;
+        for (void *b = p->blocks; b; b = *(void **)b) ((async_future_t *)b)->slab->live--;
+        for (slab_t *s = p->slabs, *next; s; s = next) {
+            next = s->next;
+            if (s->live) continue;
+            slab_unlink(p, s);
+            s->next = dead;
+            dead = s;
+        }
+    }
     p->blocks = p->last = NULL;
     p->count = 0;
     bool last = p->outstanding == 0;
     fpool_unlock(p);
-    free_list(list);
+    free_slabs(dead);
     if (last) async__free(p);
 }
 
@@ -180,6 +220,32 @@ static void prefetch_block(const void *blk)
     __builtin_prefetch(b + 192, 1, 3);
 }
 
+/* Carves a new slab of n blocks (its header on a line of its own) into the
+ * empty magazine; the caller counted them in carved and outstanding.  False
+ * when out of memory. */
+static bool slab_carve(async__fpool_t *p, size_t n)
+{
+    char *raw = async__malloc(64 + 64 + n * p->block);
+    if (!raw) return false;
+    slab_t *s = (slab_t *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    char *b = (char *)s + 64;
+    *s = (slab_t){.prev = NULL, .pool = p, .raw = raw, .n = n, .live = 0};
+    for (size_t i = 0; i < n; i++) {
+        async_future_t *f = (async_future_t *)(b + i * p->block);
+        f->slab = s;
+        *(void **)f = i + 1 < n ? b + (i + 1) * p->block : NULL;
+    }
+    mag.head = b;
+    mag.tail = b + (n - 1) * p->block;
+    mag.n = n;
+    fpool_lock(p);
+    s->next = p->slabs;
+    if (p->slabs) p->slabs->prev = s;
+    p->slabs = s;
+    fpool_unlock(p);
+    return true;
+}
+
 async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
 {
     if (!p || sizeof(async_future_t) + extra > p->block) return async__future_alloc(extra);
@@ -189,42 +255,50 @@ async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
         pthread_setspecific(mag_key, &mag);
         mag.pool = p;
     }
-    if (!mag.n) { /* take the pool's whole list, or make one new block */
+    if (!mag.n) { /* take the pool's whole list, or carve a new slab */
         fpool_lock(p);
         mag.head = p->blocks;
         mag.tail = p->last;
         mag.n = p->count;
+        size_t carve = 0;
+        if (!mag.n && p->carved < p->cap) {
+            /* Slabs grow with the pool, 8 blocks to SLAB_MAX, so that an
+             * executor that runs a few jobs keeps a few blocks. */
+            carve = p->carved < SLAB_MIN ? SLAB_MIN : p->carved > SLAB_MAX ? SLAB_MAX : p->carved;
+            if (carve > p->cap - p->carved) carve = p->cap - p->carved;
+            p->carved += carve;
+        }
         p->blocks = p->last = NULL;
         p->count = 0;
-        p->outstanding += mag.n ? mag.n : 1;
+        p->outstanding += mag.n + carve;
         fpool_unlock(p);
         if (!mag.n) {
-            void *blk = block_alloc(p->block);
-            if (!blk) {
+            if (!carve) return async__future_alloc(extra); /* past the cap */
+            if (!slab_carve(p, carve)) {
                 fpool_lock(p);
-                p->outstanding--; /* open: its owner is allocating */
+                p->carved -= carve;
+                p->outstanding -= carve; /* open: its owner is allocating */
                 fpool_unlock(p);
                 return NULL;
             }
-            init(blk, p);
-            return blk;
         }
     }
     void *blk = mag.head;
     if (!(mag.head = *(void **)blk)) mag.tail = NULL;
     else prefetch_block(mag.head);
     mag.n--;
-    init(blk, p);
+    init(blk);
     return blk;
 }
 
 static void release_memory(async_future_t *f)
 {
-    async__fpool_t *p = f->pool;
-    if (!p) {
+    slab_t *s = f->slab;
+    if (!s) {
         async__free(f);
         return;
     }
+    async__fpool_t *p = s->pool;
     if (mag.pool != p || atomic_load_explicit(&p->closed, memory_order_relaxed)) {
         *(void **)f = NULL;
         give_back(p, f, f, 1);

@@ -88,7 +88,8 @@ struct async_future {
                                       claims; set before sharing, then only read */
     void *data;
     size_t size;
-    struct async__fpool *pool;     /* where the memory goes back, or NULL */
+    struct async__slab *slab;      /* the pool slab it was carved from, or NULL
+                                      (async__malloc'd); fixed for the memory's life */
     const char *msg;
     async__list_t nodes;           /* waiters and callbacks, under lock */
     max_align_t extra[];           /* async__future_alloc's extra bytes */
@@ -97,9 +98,10 @@ struct async_future {
 /* A cache of future allocations of one size, for an executor's submits: a
  * future taken from it goes back to it when freed, so a steady stream of
  * submits reuses warm memory instead of calling malloc and free (and, for
- * bursts, instead of faulting in fresh pages).  It keeps up to `cap` blocks;
- * after async__fpool_close (the owner is gone) it keeps none, and it is
- * freed when the last future taken from it is. */
+ * bursts, instead of faulting in fresh pages).  Its blocks are carved from
+ * slabs, up to `cap` blocks in all (later futures are plain allocations);
+ * after async__fpool_close (the owner is gone) a slab is freed as soon as
+ * every future carved from it is, and the pool with its last slab. */
 typedef struct async__fpool async__fpool_t;
 async__fpool_t *async__fpool_new(size_t block, size_t cap);
 void async__fpool_close(async__fpool_t *p);
