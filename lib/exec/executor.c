@@ -368,6 +368,27 @@ SUBMIT_INLINE int check_job(const async_job_t *j)
     return 0;
 }
 
+/* memcpy, with the sizes of a small input (up to 32 bytes) copied inline
+ * by two fixed-size moves that overlap, never reading past the input: a
+ * call to memcpy for 4 bytes costs more than the rest of the copy. */
+SUBMIT_INLINE void copy_in(char *dst, const char *src, size_t n)
+{
+    if (n > 32 || n == 0) {
+        if (n) memcpy(dst, src, n);
+    } else if (n >= 16) {
+        memcpy(dst, src, 16);
+        memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(dst, src, 8);
+        memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(dst, src, 4);
+        memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = src[i];
+    }
+}
+
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
@@ -388,7 +409,7 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
     async__job_t *job = (async__job_t *)f->extra;
     char *in = small ? (char *)job->small : (char *)(job + 1);
     char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
-    if (in_copy) memcpy(in, j->in, in_copy);
+    copy_in(in, j->in, in_copy);
     job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
                                 j->out_size ? outbuf : NULL, j->out_size, 1};
     job->first = 0;
@@ -410,7 +431,7 @@ static void unmake(async_future_t *f)
     async_future_unref(f);
 }
 
-static int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
+SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
                   int64_t deadline)
 {
     if (!ex || !out || check_job(j)) return ASYNC_EINVAL;

@@ -131,8 +131,22 @@ int async__future_wait(async_future_t *f, int64_t deadline, bool spin);
  * ASYNC_ENOTASK outside a task. */
 int async__future_await_shielded(async_future_t *f);
 
-/* PENDING -> RUNNING, as async_future_set_running without its check. */
-int async__future_start(async_future_t *f);
+/* PENDING -> RUNNING, as async_future_set_running without its check: 0,
+ * ASYNC_ECANCELED, ASYNC_EALREADY (running) or ASYNC_EDONE.  Inline: every
+ * job a worker takes passes here. */
+static inline int async__future_start(async_future_t *f)
+{
+    unsigned s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    for (;;) {
+        unsigned st = s & FS_MASK;
+        if (st == FS_CANCELLED) return ASYNC_ECANCELED;
+        if (st == FS_RUNNING) return ASYNC_EALREADY;
+        if (st != FS_PENDING) return ASYNC_EDONE;
+        if (atomic_compare_exchange_weak_explicit(&f->state, &s, (s & ~FS_MASK) | FS_RUNNING,
+                                                  memory_order_acquire, memory_order_relaxed))
+            return 0;
+    }
+}
 
 /* Thread-locals of the executor's hot paths: the initial-exec model makes
  * each access a single instruction instead of a call to __tls_get_addr, which
