@@ -200,9 +200,13 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
 }
 
 /* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
- * reuse freed futures; the executor keeps up to FUTURE_CACHE of them (about
- * 100 MiB at most) until it is freed. */
-#define FUTURE_BLOCK 320
+ * reuse freed futures; the executor carves up to FUTURE_CACHE of them (61 MiB
+ * at most) and keeps them until it is freed.  Four cache lines: the future's
+ * and the job's, whose `small` area holds up to 32 bytes of input and
+ * output; a fifth line would only serve jobs with larger ones, and cost
+ * every submit a quarter more memory to fault in and stream through. */
+_Static_assert(sizeof(async_future_t) + sizeof(async__job_t) <= 256, "a small submit fits a block");
+#define FUTURE_BLOCK 256
 #define FUTURE_CACHE 250000
 
 /* --- creating and ending ---------------------------------------------------- */

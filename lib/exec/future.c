@@ -91,7 +91,7 @@ struct async__fpool {
 
 #define MAG_MAX 4096
 #define SLAB_MIN 8
-#define SLAB_MAX 128 /* 40 KiB of 320-byte blocks: below malloc's mmap threshold */
+#define SLAB_MAX 128 /* 32 KiB of 256-byte blocks: below malloc's mmap threshold */
 
 typedef struct magazine {
     async__fpool_t *pool;
