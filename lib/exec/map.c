@@ -25,6 +25,7 @@
  * op (the process backend) takes the tickets in order itself and hands the
  * chunks straight to idle workers (backend_internal.h says when). */
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
@@ -34,8 +35,8 @@
  * then nchunks + 1 chunk bounds (chunk k is items bounds[k] .. bounds[k+1]). */
 typedef struct map_state {
     async_future_t *f;
-    pthread_mutex_t mu;     /* guards remaining and the failure */
-    size_t remaining;       /* chunks not finished */
+    pthread_mutex_t mu;     /* guards the failure */
+    _Atomic size_t remaining; /* chunks not finished */
     int fail_code;
     size_t fail_index;
     char msg[ASYNC_FUTURE_MSG_MAX];
@@ -119,21 +120,25 @@ static void map_event(map_state_t *st)
     if (atomic_fetch_sub_explicit(&st->events, 1, memory_order_acq_rel) == 1)
         async_future_unref(st->f);
 }
+/* A chunk that succeeded takes no lock: with chunks of a few microseconds,
+ * two workers finishing at once made a contended mutex, and so a futex
+ * wait and wake, on most small maps.  A failure is recorded under mu before
+ * the chunk is counted; the last count (acq_rel, the end of every earlier
+ * count's release sequence) therefore sees every failure. */
 void async__map_chunk_done(async__job_t *job, int err, size_t row, const char *msg)
 {
     map_state_t *st = job->owner;
-    pthread_mutex_lock(&st->mu);
     if (err) {
         size_t index = job->first + row;
+        pthread_mutex_lock(&st->mu);
         if (!st->fail_code || index < st->fail_index) {
             st->fail_code = err;
             st->fail_index = index;
             snprintf(st->msg, sizeof st->msg, "%s", msg ? msg : "");
         }
+        pthread_mutex_unlock(&st->mu);
     }
-    bool last = --st->remaining == 0;
-    pthread_mutex_unlock(&st->mu);
-    if (!last) {
+    if (atomic_fetch_sub_explicit(&st->remaining, 1, memory_order_acq_rel) != 1) {
         map_event(st);
         return;
     }
@@ -217,7 +222,8 @@ static async_future_t *map_new(size_t nchunks, async_future_cb on_success,
     map_state_t *st = (map_state_t *)f->extra;
     pthread_mutex_init(&st->mu, NULL);
     st->f = f;
-    st->remaining = st->nchunks = nchunks;
+    st->nchunks = nchunks;
+    atomic_init(&st->remaining, nchunks);
     atomic_init(&st->next_chunk, 0);
     atomic_init(&st->events, 2 * nchunks);
     st->fail_code = 0;
@@ -337,8 +343,55 @@ static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
     }
 }
 
-/* Waits for the map until deadline: a task awaits; a thread sleeps, or first
- * runs chunks itself when the pool is set to let the caller run. */
+/* How long a thread that waits for a map looks at it before it sleeps.
+ * Sleeping costs the map's end two hops: the last chunk's finisher makes a
+ * futex call to wake the caller, which then waits for a CPU (on a VM, for
+ * its vCPU to come out of halt), several microseconds at best and tens
+ * under load: most of what a map of 50 us of work costs beyond its rows
+ * when maps run back to back.  The budget adapts as the job queue's spin
+ * does: a spin that caught the map's end, or a sleep that ended within
+ * twice the budget (a near miss), doubles it, up to MAP_SPIN_MAX; a longer
+ * sleep halves it, down to MAP_SPIN_MIN, so that a thread whose maps run
+ * for milliseconds burns little.  The budget is the waiting thread's: each
+ * caller learns from its own maps.  The spinner yields its CPU every
+ * MAP_SPIN_YIELD looks at the clock: a worker woken for the map and queued
+ * behind it on the same CPU then runs at once, so the spin never holds up
+ * the work it waits for (with caller_runs off, the caller is one thread
+ * more than the workers, and may share a CPU with one). */
+#define MAP_SPIN_MIN ASYNC_USEC(5)
+#define MAP_SPIN_MAX ASYNC_USEC(100)
+#define MAP_SPIN_POLL 16
+#define MAP_SPIN_YIELD 8
+
+static _Thread_local int64_t map_spin_budget ASYNC_TLS = MAP_SPIN_MAX;
+
+/* Spins until f is final (true) or until passes (false). */
+static bool spin_until_final(async_future_t *f, int64_t until)
+{
+    for (unsigned i = 1;; i++) {
+        if (async__fs_final(atomic_load_explicit(&f->state, memory_order_acquire))) return true;
+        async__cpu_relax();
+        if (i % MAP_SPIN_POLL) continue;
+        if (async_now() >= until) return false;
+        if (i % (MAP_SPIN_POLL * MAP_SPIN_YIELD) == 0) sched_yield();
+    }
+}
+
+/* A thread's wait for f until deadline: spins for its budget, then sleeps. */
+static int spin_then_sleep(async_future_t *f, int64_t deadline)
+{
+    int64_t spin = map_spin_budget, from = async_now(), until = from + spin;
+    bool caught = spin_until_final(f, deadline < until ? deadline : until);
+    int r = async__future_wait(f, deadline, false);
+    if (!caught && async_now() - from > 2 * spin) spin /= 2;
+    else spin *= 2;
+    map_spin_budget = spin < MAP_SPIN_MIN ? MAP_SPIN_MIN : spin > MAP_SPIN_MAX ? MAP_SPIN_MAX : spin;
+    return r;
+}
+
+/* Waits for the map until deadline: a task awaits; a thread spins a little
+ * and then sleeps, or first runs chunks itself when the pool is set to let
+ * the caller run. */
 static int map_wait(async_executor_t *ex, async_future_t *f, int64_t deadline)
 {
     if (async__in_task()) return async_future_await_dl(f, deadline);
@@ -347,7 +400,7 @@ static int map_wait(async_executor_t *ex, async_future_t *f, int64_t deadline)
      * sleeping workers to get a CPU back. */
     if (ex->opts.caller_runs && ex->opts.backend == ASYNC_BACKEND_THREADS && !ex->opts.initializer)
         help_map(ex, (map_state_t *)f->extra, deadline);
-    return async__future_wait(f, deadline, false);
+    return spin_then_sleep(f, deadline);
 }
 
 /* Ends a map its caller gave up on (deadline, cancelled task): chunks still
