@@ -20,6 +20,7 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 #include <errno.h>
 #include <time.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -876,6 +877,50 @@ static int call(async__procpool_t *p, async__procpool_fn fn, void *ctx, long in,
                           .out_cap = out_cap, .deadline = deadline, .done = on_call_done,
                           .arg = (void *)(intptr_t)i};
     return async__procpool_call(p, &j);
+}
+
+/* The CPUs the pool's creator could use, which its workers inherit. */
+static cpu_set_t inherited;
+
+/* The worker's CPU times 2, plus 1 if it may use exactly the inherited CPUs. */
+static int affinity_kept(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx, (void)in, (void)n;
+    cpu_set_t now;
+    long same = sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&now, &inherited);
+    long v = sched_getcpu() * 2L + same;
+    memcpy(async__procout_data(out), &v, sizeof v);
+    return 0;
+}
+
+/* A worker that hands jobs over to a caller on its own CPU steps off that
+ * CPU now and then by narrowing its affinity; every job must still find the
+ * mask the worker inherited. */
+Test(procpool, call_beside_the_caller_keeps_the_workers_affinity, .timeout = 30)
+{
+    cr_assert_eq(sched_getaffinity(0, sizeof inherited, &inherited), 0);
+    if (CPU_COUNT(&inherited) < 2) cr_skip_test("one CPU: a worker has nowhere to step");
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
+    /* The caller follows the worker to its CPU, so that the worker is
+     * beside it at every hand-over. */
+    for (int i = 0; i < 3000; i++) {
+        R[0].val = -1;
+        cr_assert_eq(call(p, affinity_kept, NULL, 0, 8, 0, ASYNC_FOREVER), 0);
+        cr_assert_eq(R[0].err, 0);
+        cr_assert(R[0].val >= 0 && (R[0].val & 1), "job %d ran with a narrowed affinity", i);
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET((int)(R[0].val / 2), &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+    pthread_setaffinity_np(pthread_self(), sizeof inherited, &inherited);
+    for (unsigned w = 0; w < async__procpool_workers(p); w++) {
+        cpu_set_t m;
+        cr_assert_eq(sched_getaffinity(async__procpool_worker_pid(p, w), sizeof m, &m), 0);
+        cr_assert(CPU_EQUAL(&m, &inherited), "worker %u left with a narrowed affinity", w);
+    }
+    async__procpool_free(p);
 }
 
 Test(procpool, call_results_and_errors, .timeout = 30)

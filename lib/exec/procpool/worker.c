@@ -235,6 +235,26 @@ static bool idle(pp_shm_t *h, unsigned w, pp_worker_t *wr, int64_t spin_ns)
     return false;
 }
 
+/* A probe for a caller that shares this worker's CPU.  Once the two sleep
+ * and wake each other on one CPU they stay there: the kernel places a task
+ * woken by a futex beside its waker or on its previous CPU, so nothing moves
+ * either to a second CPU that has come free, and neither may spin (it would
+ * only delay the other).  The worker therefore steps off the caller's CPU
+ * itself, by narrowing its affinity to its other allowed CPUs, which
+ * migrates it now, and restoring the inherited mask at once (which does not
+ * move it back); the probe's spin then tells whether that CPU was free.  A
+ * probe that gets no job doubles the interval to the next, as for any
+ * probe.  Returns whether it moved. */
+static bool move_off(uint16_t cpu, const cpu_set_t *allowed, int nallowed)
+{
+    if (nallowed < 2 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, allowed)) return false;
+    cpu_set_t away = *allowed;
+    CPU_CLR(cpu, &away);
+    if (sched_setaffinity(0, sizeof away, &away) != 0) return false;
+    sched_setaffinity(0, sizeof *allowed, allowed);
+    return sched_getcpu() != cpu;
+}
+
 static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -271,7 +291,8 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
      * only while the caller spins too (then both have a CPU: it spins only
      * when a worker does) and the last such spin got a job.  Otherwise a
      * hand-over spins now and then anyway (a probe), to find out whether a
-     * second CPU has come free or the caller calls faster again: after
+     * second CPU has come free or the caller calls faster again (beside the
+ * caller, a probe first steps off its CPU: move_off): after
      * PROBE_MIN hand-overs, twice as many after each spin that got no job,
      * at most PROBE_MAX, so that on a busy machine, or for a caller that
      * thinks between calls, the probes' cost fades away. */
@@ -279,6 +300,9 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     int64_t spin_ns = h->idle_spin_ns;
     unsigned since_probe = 0, probe_every = PROBE_MIN;
     bool spin_paid = true, after_hand_over = false;
+    /* The CPUs this worker may use, as inherited; move_off never leaves them. */
+    cpu_set_t allowed;
+    int nallowed = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : 0;
     for (;;) {
         if (atomic_load_explicit(&wr->retire, memory_order_relaxed)) break;
         uint32_t idx;
@@ -288,10 +312,11 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             enum handed handed = run(h, w, wr, idx);
             spin_ns = h->idle_spin_ns;
             after_hand_over = false;
-            if (handed != NOT_HANDED && h->call_spin_ns > spin_ns &&
-                caller_cpu != (uint16_t)sched_getcpu()) {
-                bool want = handed == HANDED_TO_SPINNER && spin_paid;
-                if (!want && ++since_probe >= probe_every) want = true;
+            if (handed != NOT_HANDED && h->call_spin_ns > spin_ns) {
+                bool beside = caller_cpu == (uint16_t)sched_getcpu();
+                bool want = !beside && handed == HANDED_TO_SPINNER && spin_paid;
+                if (!want && ++since_probe >= probe_every)
+                    want = !beside || move_off(caller_cpu, &allowed, nallowed);
                 if (want) {
                     spin_ns = h->call_spin_ns;
                     since_probe = 0;
