@@ -170,6 +170,8 @@ struct async_http {
     size_t n_pool, cap_pool;
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
+    unsigned batch_iter;   /* ev_iteration when batch_started was counted */
+    unsigned batch_started;/* attempts started in that loop iteration */
     int dispatching;       /* inside user callbacks */
     int blocking;          /* blocking fetches in progress */
     bool closing;
