@@ -78,6 +78,10 @@ struct http_multi {
     http_shard_t *shards[MAX_SHARDS];
     size_t n_shards;
     async__list_t socks;   /* http_sock_t */
+    /* The context of each socket our open callback made, by descriptor,
+     * from its open to its close (see http_sock_t). */
+    struct http_sock **by_fd;
+    size_t n_by_fd;
 };
 
 /* Initialises curl once per process (and SIGPIPE, see async_http_new) and m
@@ -95,14 +99,27 @@ void async__http_multi_remove(http_transfer_t *t);
 void async__http_multi_kick(http_multi_t *m);
 
 /* Per-socket context, attached with curl_multi_assign.  curl forgets the
- * association at CURL_POLL_REMOVE, so a socket that comes back, or a new
- * socket on a reused fd number, gets a fresh context. */
+ * association at CURL_POLL_REMOVE, which it sends whenever a keep-alive
+ * connection falls idle, that is after every request; the next request on
+ * the connection watches the socket again.  A socket our open callback made
+ * therefore keeps its context (in m->by_fd) until our close callback: its
+ * watcher is stopped and started again on the same descriptor, which libev
+ * does without an epoll_ctl when both happen in one loop iteration, the
+ * common case of one request following another.  Sockets curl makes itself
+ * (a resolver's socket pair) are closed without our knowing, so theirs is a
+ * fresh context at each watch, freed at CURL_POLL_REMOVE (kept false). */
 typedef struct http_sock {
     ev_io io;
     async__list_t link;
     http_shard_t *shard;
     int events;
+    bool kept;             /* in m->by_fd until our close callback */
 } http_sock_t;
+
+/* Our open callback made socket s for shard sh / is closing it.  Without
+ * memory for the context, s is watched as a socket curl made itself. */
+void async__http_sock_opened(http_shard_t *sh, curl_socket_t s);
+void async__http_sock_closing(http_shard_t *sh, curl_socket_t s);
 
 /* --- request.c and response.c ---------------------------------------------- */
 
@@ -170,6 +187,8 @@ struct async_http {
     size_t n_pool, cap_pool;
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
+    unsigned batch_iter;   /* ev_iteration when batch_started was counted */
+    unsigned batch_started;/* attempts started in that loop iteration */
     int dispatching;       /* inside user callbacks */
     int blocking;          /* blocking fetches in progress */
     bool closing;

@@ -42,18 +42,35 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 
     if (what == CURL_POLL_REMOVE) {
         /* curl calls this before it closes the socket, so the watcher is
-         * stopped while the fd number is still ours.  curl forgets k now. */
+         * stopped while the fd number is still ours.  curl forgets k now;
+         * a kept one waits for the socket's next watch or its close. */
         if (k) {
             ev_io_stop(m->ev, &k->io);
-            async__list_remove(&k->link);
-            async__free(k);
+            if (!k->kept) {
+                async__list_remove(&k->link);
+                async__free(k);
+            }
         }
         return 0;
     }
     int events = ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     if (!k) {
-        /* A new socket, or one curl stopped watching and watches again, or a
-         * new socket on a reused fd number: a fresh context each time. */
+        k = (size_t)s < m->n_by_fd ? m->by_fd[s] : NULL;
+        if (k && k->shard == sh) {
+            /* Our socket, watched again: same descriptor, same socket (its
+             * close would have dropped k), so no ev_io_set, which would make
+             * libev tell the kernel again. */
+            if (curl_multi_assign(sh->multi, s, k) != CURLM_OK) {
+                sh->dead = true;
+                return -1;
+            }
+            ev_io_modify(&k->io, events);
+            k->events = events;
+            if (events) ev_io_start(m->ev, &k->io);
+            return 0;
+        }
+        /* A socket curl made itself, or one without a kept context: a fresh
+         * context, freed when curl stops watching it. */
         k = async__calloc(1, sizeof *k);
         if (!k) {
             /* curl aborts every transfer of this multi handle now; collect
@@ -82,6 +99,48 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         if (events) ev_io_start(m->ev, &k->io);
     }
     return 0;
+}
+
+void async__http_sock_opened(http_shard_t *sh, curl_socket_t s)
+{
+    http_multi_t *m = sh->m;
+    if (s < 0) return;
+    if ((size_t)s >= m->n_by_fd) {
+        size_t n = m->n_by_fd ? m->n_by_fd : 64;
+        while (n <= (size_t)s) n *= 2;
+        http_sock_t **t = async__realloc(m->by_fd, n * sizeof *t);
+        if (!t) return;
+        memset(t + m->n_by_fd, 0, (n - m->n_by_fd) * sizeof *t);
+        m->by_fd = t;
+        m->n_by_fd = n;
+    }
+    /* A context left for this number would be a socket closed behind our
+     * back, which curl does not do with the sockets we open. */
+    if (m->by_fd[s]) return;
+    http_sock_t *k = async__calloc(1, sizeof *k);
+    if (!k) return;
+    k->shard = sh;
+    k->kept = true;
+    ev_io_init(&k->io, on_io, s, 0);
+    k->io.data = k;
+    async__list_push(&m->socks, &k->link);
+    m->by_fd[s] = k;
+}
+
+static void sock_drop(http_multi_t *m, http_sock_t *k)
+{
+    ev_io_stop(m->ev, &k->io);
+    async__list_remove(&k->link);
+    if (k->kept && (size_t)k->io.fd < m->n_by_fd && m->by_fd[k->io.fd] == k)
+        m->by_fd[k->io.fd] = NULL;
+    async__free(k);
+}
+
+void async__http_sock_closing(http_shard_t *sh, curl_socket_t s)
+{
+    http_multi_t *m = sh->m;
+    http_sock_t *k = s >= 0 && (size_t)s < m->n_by_fd ? m->by_fd[s] : NULL;
+    if (k) sock_drop(m, k);
 }
 
 /* --- curl's timer callback ------------------------------------------------- */
@@ -254,10 +313,7 @@ static void shard_retire(http_shard_t *sh)
     for (l = m->socks.next; l != &m->socks; l = next) {
         next = l->next;
         http_sock_t *k = container_of(l, http_sock_t, link);
-        if (k->shard != sh) continue;
-        ev_io_stop(m->ev, &k->io);
-        async__list_remove(&k->link);
-        async__free(k);
+        if (k->shard == sh) sock_drop(m, k);
     }
     async__free(sh);
     while ((l = async__list_pop(&victims))) {
@@ -322,6 +378,8 @@ int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http
     m->no_http2 = o->no_http2;
     m->n_shards = 0;
     async__list_init(&m->socks);
+    m->by_fd = NULL;
+    m->n_by_fd = 0;
     return shard_new(m) ? 0 : ASYNC_ENOMEM;
 }
 
@@ -342,4 +400,7 @@ void async__http_multi_cleanup(http_multi_t *m)
         ev_io_stop(m->ev, &k->io);
         async__free(k);
     }
+    async__free(m->by_fd);
+    m->by_fd = NULL;
+    m->n_by_fd = 0;
 }

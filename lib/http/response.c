@@ -91,8 +91,12 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
     (void)purpose;
     http_xfer_t *x = ((http_easy_t *)ud)->x;
     curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (s != CURL_SOCKET_BAD) x->t.shard->n_sockets++;
-    else x->socket_errno = errno;
+    if (s != CURL_SOCKET_BAD) {
+        x->t.shard->n_sockets++;
+        async__http_sock_opened(x->t.shard, s);
+    } else {
+        x->socket_errno = errno;
+    }
     return s;
 }
 
@@ -102,6 +106,7 @@ static int on_close_socket(void *ud, curl_socket_t s)
 {
     http_shard_t *sh = ud;
     sh->n_sockets--;
+    async__http_sock_closing(sh, s);
     return close(s);
 }
 

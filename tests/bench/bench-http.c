@@ -415,7 +415,11 @@ static void fl_done(async_http_response_t *r, void *arg)
     double t = now_s() - f->t0;
     if (f->done == 1) f->first = t;
     f->last = t;
-    double sent = r->timings.queued + r->timings.pretransfer;
+    /* When the request was written, on the run's clock: curl's times count
+     * from when curl took the transfer up, which is not when it was added
+     * (queued ends there), so only their differences are used, back from
+     * now. */
+    double sent = t - (r->timings.total - r->timings.pretransfer);
     if (sent > f->last_sent) f->last_sent = sent;
     if (f->done == 1 || sent < f->first_sent) f->first_sent = sent;
     double wait = r->timings.starttransfer - r->timings.pretransfer;
