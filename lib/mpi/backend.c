@@ -177,10 +177,8 @@ static bool drop_orphans(mpib_t *b)
         if (waiting) MPI_Iprobe(r, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
         if (!flag) continue;
         MPI_Get_count(&st, MPI_BYTE, &count);
-        char *buf = async__malloc(count > 0 ? (size_t)count : 1);
-        if (!buf) continue; /* it waits in MPI until memory is back */
-        MPI_Recv(buf, count, MPI_BYTE, r, TAG_DIRECT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        async__free(buf);
+        /* Received with memory or without, and dropped: the rank is free. */
+        async__free(async__mpi_recv_probed(r, TAG_DIRECT, count, NULL, 0));
         pthread_mutex_lock(&b->mu);
         b->orphan[r] = false;
         b->orphans--;
@@ -246,14 +244,12 @@ static void *progress_main(void *arg)
             MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &flag, &st);
             if (!flag) break;
             MPI_Get_count(&st, MPI_BYTE, &count);
-            char *buf = async__malloc(count > 0 ? (size_t)count : 1);
-            MPI_Recv(buf ? buf : (char[sizeof(res_hdr_t)]){0}, buf ? count : 0, MPI_BYTE,
-                     st.MPI_SOURCE, TAG_RESULT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-            /* Which slot: the header's, or, without memory for the reply,
-             * the rank's only slot that waits (the slot then fails). */
-            res_hdr_t h = {0};
-            if (buf && count >= (int)sizeof h) memcpy(&h, buf, sizeof h);
-            if (h.slot >= b->ex->workers) h.slot = 0;
+            /* Without memory for the reply the header still names its
+             * slot, which gets an empty reply: parse fails its job with
+             * ASYNC_ENOMEM. */
+            res_hdr_t h;
+            char *buf = async__mpi_recv_probed(st.MPI_SOURCE, TAG_RESULT, count, &h, sizeof h);
+            if (h.slot >= b->ex->workers) h.slot = 0; /* malformed: never sent by a serving rank */
             if (sent_at && sent_at[h.slot]) {
                 int64_t took = async_now() - sent_at[h.slot];
                 backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
@@ -648,15 +644,18 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
     return clear;
 }
 
-/* Polls until the send has completed and the reply has come; returns it
- * (async__malloc'd, *len bytes), or NULL when deadline passed first (the
- * send has completed then: the job is on the rank). */
-static char *await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, size_t *len)
+/* Polls until the send has completed and the reply has come.  Returns 0
+ * with the reply in *reply (OUT, async__malloc'd, *len bytes);
+ * ASYNC_ENOMEM when it came but no memory could hold it (it was received
+ * and dropped: the rank is free); ASYNC_ETIMEDOUT when deadline passed
+ * first (the send has completed then: the job is on the rank, its reply
+ * still to come). */
+static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len)
 {
     async__mpi_backoff_t backoff = {0};
     bool sent_all = false;
     for (;;) {
-        char *reply = NULL;
+        *reply = NULL;
         pthread_mutex_lock(&b->mpi_mu);
         if (!sent_all) {
             int done = 0;
@@ -666,19 +665,17 @@ static char *await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadlin
         MPI_Status st;
         int flag = 0;
         if (sent_all) MPI_Iprobe(rank, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
+        int count = 0;
         if (flag) {
-            int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
-            /* Without memory the reply waits in MPI and we poll again. */
-            reply = async__malloc(count > 0 ? (size_t)count : 1);
-            if (reply) {
-                MPI_Recv(reply, count, MPI_BYTE, rank, TAG_DIRECT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-                *len = (size_t)count;
-            }
+            *reply = async__mpi_recv_probed(rank, TAG_DIRECT, count, NULL, 0);
         }
         pthread_mutex_unlock(&b->mpi_mu);
-        if (reply) return reply;
-        if (sent_all && !flag && deadline != ASYNC_FOREVER && async_now() > deadline) return NULL;
+        if (flag) {
+            *len = (size_t)count;
+            return *reply ? 0 : ASYNC_ENOMEM;
+        }
+        if (sent_all && deadline != ASYNC_FOREVER && async_now() > deadline) return ASYNC_ETIMEDOUT;
         async__mpi_nap(&backoff);
     }
 }
@@ -738,13 +735,18 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
         release_rank(b, rank, false);
         return false;
     }
-    size_t rlen;
-    char *reply = await_direct(b, rank, &req, deadline, &rlen);
+    size_t rlen = 0;
+    char *reply;
+    r = await_direct(b, rank, &req, deadline, &reply, &rlen);
     async__free(m);
-    release_rank(b, rank, !reply);
-    if (reply) {
+    release_rank(b, rank, r == ASYNC_ETIMEDOUT);
+    if (!r) {
         *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
         async__free(reply);
+    } else if (r == ASYNC_ENOMEM) { /* as a slot's job fails (parse) */
+        *code = r;
+        if (out_len) *out_len = 0;
+        if (msg && msg_cap) snprintf(msg, msg_cap, "rank 0: no memory for a job's reply (%zu bytes)", rlen);
     } else { /* as the thread backend's watchdog says it */
         *code = ASYNC_ETIMEDOUT;
         if (out_len) *out_len = 0;
