@@ -106,6 +106,14 @@ Test(mpi, libevent_symbols_win_over_libev) { expect_pass(3, VADER, "symbols"); }
  * another thread). */
 Test(mpi, run_takes_the_direct_path) { expect_pass(3, VADER, "direct"); }
 
+/* Without memory for a probed message (a reply on rank 0 by the direct
+ * path, the progress thread or an orphaned direct run's drop; a job on a
+ * serving rank), the message is still received and dropped and its job
+ * fails with ASYNC_ENOMEM; the next message from that rank is found.  Over
+ * tcp too, whose eager limit is larger. */
+Test(mpi, out_of_memory_for_a_message_fails_its_job_only) { expect_pass(3, VADER, "oom"); }
+Test(mpi, out_of_memory_for_a_message_over_tcp) { expect_pass(3, "self,tcp", "oom_tcp"); }
+
 /* rank_processes: the job that crashes fails alone, its rank serves on. */
 Test(mpi, crashing_job_fails_only_its_future) { expect_pass(3, VADER, "crash"); }
 

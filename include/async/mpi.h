@@ -26,7 +26,11 @@
  * own future (ASYNC_EWORKERDIED, "rank R: ...") and the rank serves on.
  * A rank that dies (killed, node lost) ends the whole MPI job: Open MPI 4.1
  * by default aborts every rank and mpirun reports which rank died; no
- * recovery of lost ranks exists in this backend (docs/mpi.md).
+ * recovery of lost ranks exists in this backend (docs/mpi.md).  Without
+ * memory for a job's message on its rank, or for its reply on rank 0, the
+ * message is still received and dropped and that job alone fails with
+ * ASYNC_ENOMEM ("... no memory for the job's message" / "for a job's
+ * reply"); the rank serves on.
  *
  * Threads: MPI runs at MPI_THREAD_SERIALIZED and the backend makes one MPI
  * call at a time on rank 0: those of the executor's progress thread, and

@@ -90,6 +90,18 @@ static inline void async__mpi_active(async__mpi_backoff_t *b)
 /* One idle poll's pause; true while still spinning. */
 bool async__mpi_nap(async__mpi_backoff_t *b);
 
+/* recv.c: receives the message from source with tag that a probe found
+ * (count bytes, from MPI_Get_count) and returns it in an async__malloc'd
+ * buffer of count bytes (1 when count is 0); its first hdr_size bytes (all
+ * of it when it is shorter, the rest of hdr zeroed) are copied to hdr.
+ * Without memory for the buffer the message is still received, into a
+ * scratch area, and dropped, so that it never waits in MPI's queue where
+ * every later probe would find it again: NULL is returned, hdr filled all
+ * the same, and the caller fails the job the header names with
+ * ASYNC_ENOMEM.  The caller serializes MPI calls as everywhere (rank 0:
+ * under mpi_mu). */
+char *async__mpi_recv_probed(int source, int tag, int count, void *hdr, size_t hdr_size);
+
 /* registry.c */
 /* Sorts the registry and freezes it; returns its hash (names, in order). */
 uint64_t async__mpi_registry_freeze(void);

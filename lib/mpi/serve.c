@@ -238,29 +238,35 @@ void async__mpi_serve(void)
         if (flag) {
             active = true;
             MPI_Get_count(&st, MPI_BYTE, &count);
-            char *buf = async__malloc(count > 0 ? (size_t)count : 1);
-            if (!buf) { /* the message waits in MPI: try again later */
-                async__mpi_nap(&backoff);
-                continue;
-            }
-            MPI_Recv(buf, count, MPI_BYTE, 0, st.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            /* Received with memory or without (recv.c): the headers below
+             * are read from hd, which is filled either way. */
+            union {
+                job_hdr_t job;
+                share_hdr_t share;
+            } hd;
+            char *buf = async__mpi_recv_probed(0, st.MPI_TAG, count, &hd, sizeof hd);
             if (st.MPI_TAG == TAG_STOP) {
                 async__free(buf);
                 break;
             }
             if (st.MPI_TAG == TAG_SHARE && count == (int)sizeof(share_hdr_t)) {
-                share_hdr_t h;
-                memcpy(&h, buf, sizeof h);
-                void *data;
-                while (!(data = async__malloc(h.size ? h.size : 1))) async__mpi_nap(&backoff);
-                MPI_Recv(data, (int)h.size, MPI_BYTE, 0, TAG_SHARE_DATA, MPI_COMM_WORLD,
-                         MPI_STATUS_IGNORE);
-                /* Without room in the table the data stays unknown here, and
+                /* The data follows at once.  Without memory for it, or
+                 * without room in the table, it stays unknown here, and
                  * jobs that name it fail with a message saying so. */
-                if (async__mpi_data_put(h.id, data)) async__free(data);
+                MPI_Status ds;
+                int dcount = 0;
+                MPI_Probe(0, TAG_SHARE_DATA, MPI_COMM_WORLD, &ds);
+                MPI_Get_count(&ds, MPI_BYTE, &dcount);
+                char *data = async__mpi_recv_probed(0, TAG_SHARE_DATA, dcount, NULL, 0);
+                if (!data || async__mpi_data_put(hd.share.id, data)) async__free(data);
                 else if (pool) refork_pool(&sv, &pool, &backoff);
-            } else if (st.MPI_TAG == TAG_JOB) {
+            } else if (st.MPI_TAG == TAG_JOB && buf) {
                 run_job(&sv, pool, buf, (size_t)count);
+            } else if (st.MPI_TAG == TAG_JOB) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "rank %d: no memory for the job's message (%d bytes)",
+                         async__mpi_rank_, count);
+                send_error(&sv, hd.job.slot, ASYNC_ENOMEM, msg);
             }
             async__free(buf);
         }

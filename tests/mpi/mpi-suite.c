@@ -152,6 +152,18 @@ int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx
 }
 ASYNC_MPI_WORK(nap_ms);
 
+/* Sleeps in[0] milliseconds, then fills its output with 'z'. */
+int nap_fill(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)ctx;
+    int64_t ms;
+    memcpy(&ms, in, sizeof ms);
+    if (ms) usleep((useconds_t)(ms * 1000));
+    memset(out, 'z', out_size);
+    return 0;
+}
+ASYNC_MPI_WORK(nap_fill);
+
 /* Not registered anywhere. */
 int unregistered_fn(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
@@ -533,6 +545,163 @@ static void c_direct(void)
     printf("direct runs: %llu\n", (unsigned long long)direct_runs());
 }
 
+/* --- out of memory for a message of unknown size ------------------------------
+ *
+ * The allocator seam, installed on every rank before init, fails every
+ * allocation of a size in an armed window, and counts them: on rank 0,
+ * while oom_armed, (WIDE, WIDE + 128), where only the reply to a job of
+ * WIDE output bytes falls (its 48-byte header, no message, the rows; a
+ * future with its result inline is WIDE and 256 bytes); on a serving rank,
+ * always, (HEAVY, HEAVY + 1024), where only the message of a job of HEAVY
+ * input bytes falls.  Rank 0 never allocates that message in the window it does
+ * not arm, nor a serving rank a reply. */
+enum { WIDE = 77777, HEAVY = 55555 };
+static _Atomic bool oom_armed;
+static _Atomic long oom_hits;
+
+static bool oom_fails(size_t n)
+{
+    bool fail = async_mpi_rank() > 0 ? n > HEAVY && n < HEAVY + 1024
+                                     : atomic_load(&oom_armed) && n > WIDE && n < WIDE + 128;
+    if (fail) atomic_fetch_add(&oom_hits, 1);
+    return fail;
+}
+
+static void *oom_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    return oom_fails(n) ? NULL : malloc(n);
+}
+
+static void *oom_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    return oom_fails(n) ? NULL : realloc(p, n);
+}
+
+static void oom_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+static const async_allocator_t oom_allocator = {oom_malloc, oom_realloc, oom_free, NULL};
+
+static bool all_z(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 'z') return false;
+    return true;
+}
+
+/* Every way rank 0 or a serving rank receives a message it probed (a
+ * direct run's caller, a slot's direct submit, the progress thread, its
+ * drop of a late direct reply; a serving rank's job): without
+ * memory for it, the message is received and dropped (the next one from
+ * that rank is found), and the job it belongs to fails with ASYNC_ENOMEM
+ * rather than wait for memory for ever.  The replies are past Open MPI's
+ * eager limit (4 KiB over vader, 64 KiB over tcp), where draining them by
+ * truncation would write past the buffer. */
+static void c_oom(void)
+{
+    static char out[WIDE];
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    int64_t ms = 0;
+    async_job_t wide = {.fn = nap_fill, .in = &ms, .in_size = 8, .out_size = WIDE};
+
+    /* The direct path: the calling thread receives the reply itself. */
+    atomic_store(&oom_armed, true);
+    long h0 = atomic_load(&oom_hits);
+    uint64_t d0 = direct_runs();
+    size_t len = 99;
+    int r = async_executor_run(ex, &wide, out, &len, msg, sizeof msg);
+    CHECK(r == ASYNC_ENOMEM && strstr(msg, "no memory for a job's reply") && len == 0,
+          "direct run without memory: %s '%s', len %zu", async_errname(r), msg, len);
+    CHECK(direct_runs() - d0 == 1, "the run did not take the direct path");
+    CHECK(atomic_load(&oom_hits) > h0, "no allocation failed");
+    atomic_store(&oom_armed, false);
+    memset(out, 0, sizeof out);
+    r = async_executor_run(ex, &wide, out, &len, msg, sizeof msg);
+    CHECK(r == 0 && len == WIDE && all_z(out, WIDE), "the next direct run: %s '%s', len %zu", async_errname(r),
+          msg, len);
+
+    /* A submit with a rank idle: its driver slot takes the direct path and
+     * receives the reply itself. */
+    atomic_store(&oom_armed, true);
+    h0 = atomic_load(&oom_hits);
+    async_future_t *f;
+    CHECK(async_executor_submit(&f, ex, &wide) == 0, "submit");
+    r = async_future_wait(f);
+    CHECK(r == ASYNC_ENOMEM && strstr(async_future_message(f), "no memory for a job's reply"),
+          "submitted job without memory: %s '%s'", async_errname(r), async_future_message(f));
+    CHECK(atomic_load(&oom_hits) > h0, "no allocation failed");
+    async_future_unref(f);
+    atomic_store(&oom_armed, false);
+    CHECK(async_executor_submit(&f, ex, &wide) == 0, "submit");
+    const void *data;
+    size_t size = 0;
+    r = async_future_wait(f);
+    CHECK(r == 0 && async_future_result(f, &data, &size) == 0 && size == WIDE && all_z(data, WIDE),
+          "the next submitted job: %s '%s', %zu bytes", async_errname(r), async_future_message(f), size);
+    async_future_unref(f);
+
+    /* A map's chunk: the progress thread receives its reply. */
+    async_map_t m = {.fn = nap_fill, .in = &ms, .in_size = 8, .out = out, .out_size = WIDE, .n = 1};
+    async_map_error_t me;
+    atomic_store(&oom_armed, true);
+    h0 = atomic_load(&oom_hits);
+    r = async_executor_map(ex, &m, &me);
+    CHECK(r == ASYNC_ENOMEM && strstr(me.message, "no memory for a job's reply"), "map without memory: %s '%s'",
+          async_errname(r), me.message);
+    CHECK(atomic_load(&oom_hits) > h0, "no allocation failed");
+    atomic_store(&oom_armed, false);
+    memset(out, 0, sizeof out);
+    r = async_executor_map(ex, &m, &me);
+    CHECK(r == 0 && all_z(out, WIDE), "the next map: %s '%s'", async_errname(r), me.message);
+
+    /* A direct run's reply after its deadline: the progress thread drops
+     * it, and only then does its rank take direct runs again (crashy says
+     * which rank ran it; the lowest idle rank is taken), memory or not. */
+    ms = 1500;
+    async_job_t late = {.fn = nap_fill, .in = &ms, .in_size = 8, .out_size = WIDE, .timeout_ns = ASYNC_MSEC(200)};
+    d0 = direct_runs();
+    r = async_executor_run(ex, &late, out, NULL, msg, sizeof msg);
+    CHECK(r == ASYNC_ETIMEDOUT && direct_runs() - d0 == 1, "late direct run: %s '%s'", async_errname(r), msg);
+    atomic_store(&oom_armed, true);
+    h0 = atomic_load(&oom_hits);
+    int64_t v = 5, rr[2] = {0, 0};
+    async_job_t which = {.fn = crashy, .in = &v, .in_size = 8, .out_size = 16};
+    CHECK(async_executor_run(ex, &which, rr, NULL, NULL, 0) == 0, "a run beside the late job");
+    int late_rank = 3 - (int)rr[1];
+    int64_t give_up = async_now() + ASYNC_SEC(30);
+    while (rr[1] != late_rank && async_now() < give_up) {
+        CHECK(async_executor_run(ex, &which, rr, NULL, NULL, 0) == 0, "a run while the late job ends");
+        if (rr[1] != late_rank) usleep(20000);
+    }
+    CHECK(rr[1] == late_rank, "rank %d took no direct run after its late reply came without memory", late_rank);
+    CHECK(atomic_load(&oom_hits) > h0, "no allocation failed for the late reply");
+    atomic_store(&oom_armed, false);
+
+    /* A serving rank without memory for a job's message: the job fails,
+     * the rank serves on. */
+    static char heavy_in[HEAVY];
+    int64_t sq = 6, want, got = 0;
+    square(&sq, 8, &want, 8, NULL);
+    memcpy(heavy_in, &sq, sizeof sq);
+    async_job_t heavy = {.fn = square, .in = heavy_in, .in_size = HEAVY, .out_size = 8};
+    CHECK(async_executor_submit(&f, ex, &heavy) == 0, "submit heavy");
+    r = async_future_wait(f);
+    CHECK(r == ASYNC_ENOMEM && strstr(async_future_message(f), "no memory for the job's message"),
+          "heavy job: %s '%s'", async_errname(r), async_future_message(f));
+    async_future_unref(f);
+    r = async_executor_run(ex, &heavy, &got, NULL, msg, sizeof msg);
+    CHECK(r == ASYNC_ENOMEM && strstr(msg, "no memory for the job's message"), "heavy run: %s '%s'",
+          async_errname(r), msg);
+    async_job_t light = {.fn = square, .in = &sq, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_run(ex, &light, &got, NULL, NULL, 0) == 0 && got == want, "a run after them");
+    printf("allocations failed: %ld\n", atomic_load(&oom_hits));
+}
+
 static void c_crash(void)
 {
     /* Run with rank_processes: the crash fails only its future. */
@@ -785,6 +954,7 @@ int main(int argc, char **argv)
         if (rk && !strcmp(rk, "2")) async_mpi_register("only_on_rank_2", square);
     }
     async_mpi_register_data("offsets", offsets);
+    if (!strcmp(c, "oom") || !strcmp(c, "oom_tcp")) async_set_allocator(&oom_allocator);
     char msg[256];
     /* A size below the struct's is refused before MPI starts (every rank). */
     CHECK(async_mpi_init(&argc, &argv, &(async_mpi_opts_t){.size = 1}, msg, sizeof msg) == ASYNC_EINVAL,
@@ -845,6 +1015,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "idle")) c_idle();
     else if (!strcmp(c, "symbols")) c_symbols();
     else if (!strcmp(c, "direct")) c_direct();
+    else if (!strcmp(c, "oom") || !strcmp(c, "oom_tcp")) c_oom();
     else if (!strcmp(c, "all")) {
         c_map(), c_starmap(), c_imap(), c_submit(), c_await(), c_errors(), c_unregistered(), c_bcast(), c_rebcast();
         c_direct();
