@@ -63,7 +63,6 @@ typedef struct slot {
     char *reply; /* under b->mu */
     size_t reply_len;
     _Atomic bool ready; /* reply is set: lets the slot spin before it sleeps */
-    int64_t direct_ns;  /* its direct submits' typical time, for its backoff */
 } slot_t;
 
 typedef struct mpib {
@@ -85,7 +84,6 @@ typedef struct mpib {
     bool *orphan;
     unsigned orphans;
     unsigned directs;     /* direct runs under way */
-    int next_direct;      /* where a slot's direct submit looks for an idle rank first */
     bool joining;         /* join() began: no new direct run */
     pthread_cond_t direct_idle; /* join waits here for directs == 0 */
     pthread_t progress;
@@ -394,8 +392,6 @@ static void parse(const char *reply, size_t len, size_t count, size_t out_size, 
     if (count == 1) oc->result_size = n;
 }
 
-static bool slot_direct(slot_t *s, async__job_t *job);
-
 static void *slot_main(void *arg)
 {
     slot_t *s = arg;
@@ -405,7 +401,6 @@ static void *slot_main(void *arg)
     for (;;) {
         park_while_capped(s);
         if (async__exec_take(ex, s->index, &job)) break;
-        if (slot_direct(s, job)) continue;
         async__outcome_t oc = {0};
         char *m;
         size_t len;
@@ -603,21 +598,14 @@ int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_
 _Atomic uint64_t async__mpi_direct_runs;
 
 /* Claims an idle rank for a direct run: 0 when there is none, the pool is
- * closing, or sends are queued for the progress thread.  A run takes the
- * lowest idle rank; a slot's direct submits (rotate) take the ranks in
- * turn, or one slot that drains a burst of short submits faster than the
- * other slots wake would send every one of them to rank 1. */
-static int claim_rank(mpib_t *b, bool rotate)
+ * closing, or sends are queued for the progress thread. */
+static int claim_rank(mpib_t *b)
 {
-    int rank = 0, n = async__mpi_size_ - 1;
+    int rank = 0;
     pthread_mutex_lock(&b->mu);
-    int first = rotate && b->next_direct >= 1 && b->next_direct <= n ? b->next_direct : 1;
     if (!b->joining && !b->stop && !b->head)
-        for (int i = 0; i < n && !rank; i++) {
-            int r = 1 + (first - 1 + i) % n;
+        for (int r = 1; r < async__mpi_size_ && !rank; r++)
             if (!b->busy[r]) rank = r;
-        }
-    if (rank && rotate) b->next_direct = rank % n + 1;
     if (rank) {
         b->busy[rank]++;
         b->directs++;
@@ -662,10 +650,9 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
  * and dropped: the rank is free); ASYNC_ETIMEDOUT when deadline passed
  * first (the send has completed then: the job is on the rank, its reply
  * still to come). */
-static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, int64_t job_ns, char **reply,
-                        size_t *len)
+static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len)
 {
-    async__mpi_backoff_t backoff = {.job_ns = job_ns};
+    async__mpi_backoff_t backoff = {0};
     bool sent_all = false;
     for (;;) {
         *reply = NULL;
@@ -691,16 +678,6 @@ static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline,
         if (sent_all && deadline != ASYNC_FOREVER && async_now() > deadline) return ASYNC_ETIMEDOUT;
         async__mpi_nap(&backoff);
     }
-}
-
-/* A direct job that its deadline left on rank: as the thread backend's
- * watchdog says it. */
-static void late_message(char *msg, size_t cap, int rank)
-{
-    snprintf(msg, cap, "still running on rank %d at its deadline (%s)", rank,
-             async__mpi_opts.rank_processes
-                 ? "the rank's process pool stops it; its result is dropped"
-                 : "without rank_processes a rank cannot stop a job: it runs on, its result is dropped");
 }
 
 /* The caller's answer from a reply, as async_executor_run gives it on the
@@ -733,7 +710,7 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
                        size_t *out_len, char *msg, size_t msg_cap, int *code)
 {
     mpib_t *b = ex->backend;
-    int rank = claim_rank(b, false);
+    int rank = claim_rank(b);
     if (!rank) return false;
     async__rows_t rw = {.fn = job->fn, .ctx = job->ctx, .in = job->in, .in_size = job->in_size,
                         .out_size = job->out_size, .count = 1};
@@ -760,7 +737,7 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
     }
     size_t rlen = 0;
     char *reply;
-    r = await_direct(b, rank, &req, deadline, 0, &reply, &rlen);
+    r = await_direct(b, rank, &req, deadline, &reply, &rlen);
     async__free(m);
     release_rank(b, rank, r == ASYNC_ETIMEDOUT);
     if (!r) {
@@ -770,10 +747,15 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
         *code = r;
         if (out_len) *out_len = 0;
         if (msg && msg_cap) snprintf(msg, msg_cap, "rank 0: no memory for a job's reply (%zu bytes)", rlen);
-    } else {
+    } else { /* as the thread backend's watchdog says it */
         *code = ASYNC_ETIMEDOUT;
         if (out_len) *out_len = 0;
-        if (msg && msg_cap) late_message(msg, msg_cap, rank);
+        if (msg && msg_cap)
+            snprintf(msg, msg_cap, "still running on rank %d at its deadline (%s)", rank,
+                     async__mpi_opts.rank_processes
+                         ? "the rank's process pool stops it; its result is dropped"
+                         : "without rank_processes a rank cannot stop a job: it runs on, its "
+                           "result is dropped");
     }
     atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
     return true;
@@ -788,59 +770,3 @@ const async__backend_ops_t async__mpi_backend = {
     .free = free_backend,
     .run = run_direct,
 };
-
-/* A submit that a slot takes while a serving rank has nothing of ours goes
- * there by the direct path: the slot sends it and polls for its reply
- * itself, as async_executor_run's caller does.  Through the progress thread
- * the trip paid two more thread wake-ups, the progress thread's for the
- * send and the slot's for the reply (timestamps per hop on the loaded 2
- * cores: 8 to 50 us and 11 to 14 us of a 50 to 140 us trip).  A map's or
- * imap's chunks keep the progress thread: one poller for all of them costs
- * rank 0 less CPU while the ranks compute than one per slot.  The slot's
- * backoff learns its direct jobs' typical time, so that a slot of long
- * submits naps instead of spinning.  True when it finished the job. */
-static bool slot_direct(slot_t *s, async__job_t *job)
-{
-    mpib_t *b = s->b;
-    if (job->kind != JOB_SUBMIT) return false;
-    int rank = claim_rank(b, true);
-    if (!rank) return false;
-    async__outcome_t oc = {0};
-    char *m;
-    size_t len;
-    int r = build(DIRECT_SLOT, &job->rows, job->var_ok, job->deadline, &m, &len, oc.msg);
-    if (r) {
-        release_rank(b, rank, false);
-        oc.err = r;
-        async__exec_finish(b->ex, job, &oc);
-        return true;
-    }
-    MPI_Request req;
-    if (!send_direct(b, rank, m, len, &req)) {
-        async__free(m);
-        release_rank(b, rank, false);
-        return false;
-    }
-    int64_t t0 = async_now();
-    char *reply = NULL;
-    size_t rlen = 0;
-    r = await_direct(b, rank, &req, job->deadline, s->direct_ns, &reply, &rlen);
-    async__free(m);
-    release_rank(b, rank, r == ASYNC_ETIMEDOUT);
-    if (!r) {
-        int64_t took = async_now() - t0;
-        s->direct_ns = s->direct_ns ? (7 * s->direct_ns + took) / 8 : took;
-        const char *rows;
-        size_t n;
-        parse(reply, rlen, job->rows.count, job->rows.out_size, &oc, &rows, &n);
-        if (n && job->rows.out) memcpy(job->rows.out, rows, n);
-    } else if (r == ASYNC_ENOMEM) {
-        parse("", 0, 1, 0, &oc, &(const char *){NULL}, &(size_t){0});
-    } else {
-        oc.err = r;
-        late_message(oc.msg, sizeof oc.msg, rank);
-    }
-    async__exec_finish(b->ex, job, &oc); /* copies a variable result out of reply */
-    async__free(reply);
-    return true;
-}

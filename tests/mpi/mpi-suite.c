@@ -594,9 +594,7 @@ static bool all_z(const char *p, size_t n)
     return true;
 }
 
-/* Every way rank 0 or a serving rank receives a message it probed (a
- * direct run's caller, a slot's direct submit, the progress thread, its
- * drop of a late direct reply; a serving rank's job): without
+/* Every way rank 0 or a serving rank receives a message it probed: without
  * memory for it, the message is received and dropped (the next one from
  * that rank is found), and the job it belongs to fails with ASYNC_ENOMEM
  * rather than wait for memory for ever.  The replies are past Open MPI's
@@ -625,8 +623,7 @@ static void c_oom(void)
     CHECK(r == 0 && len == WIDE && all_z(out, WIDE), "the next direct run: %s '%s', len %zu", async_errname(r),
           msg, len);
 
-    /* A submit with a rank idle: its driver slot takes the direct path and
-     * receives the reply itself. */
+    /* A driver slot's job: the progress thread receives its reply. */
     atomic_store(&oom_armed, true);
     h0 = atomic_load(&oom_hits);
     async_future_t *f;
@@ -644,20 +641,6 @@ static void c_oom(void)
     CHECK(r == 0 && async_future_result(f, &data, &size) == 0 && size == WIDE && all_z(data, WIDE),
           "the next submitted job: %s '%s', %zu bytes", async_errname(r), async_future_message(f), size);
     async_future_unref(f);
-
-    /* A map's chunk: the progress thread receives its reply. */
-    async_map_t m = {.fn = nap_fill, .in = &ms, .in_size = 8, .out = out, .out_size = WIDE, .n = 1};
-    async_map_error_t me;
-    atomic_store(&oom_armed, true);
-    h0 = atomic_load(&oom_hits);
-    r = async_executor_map(ex, &m, &me);
-    CHECK(r == ASYNC_ENOMEM && strstr(me.message, "no memory for a job's reply"), "map without memory: %s '%s'",
-          async_errname(r), me.message);
-    CHECK(atomic_load(&oom_hits) > h0, "no allocation failed");
-    atomic_store(&oom_armed, false);
-    memset(out, 0, sizeof out);
-    r = async_executor_map(ex, &m, &me);
-    CHECK(r == 0 && all_z(out, WIDE), "the next map: %s '%s'", async_errname(r), me.message);
 
     /* A direct run's reply after its deadline: the progress thread drops
      * it, and only then does its rank take direct runs again (crashy says
