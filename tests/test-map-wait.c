@@ -125,6 +125,21 @@ static int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, vo
     return 0;
 }
 
+/* A map of n naps (in[i] ms each), one item a chunk. */
+static async_map_t nap_map(int *in, int *out, size_t n)
+{
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = nap_ms;
+    m.in = in;
+    m.in_size = sizeof *in;
+    m.out = out;
+    m.out_size = sizeof *out;
+    m.n = n;
+    m.chunksize = 1;
+    return m;
+}
+
 static void cheap_maps(async_executor_t *ex, int rounds)
 {
     int in[64], out[64];
@@ -155,15 +170,7 @@ Test(map_wait, a_map_longer_than_the_look_ends_through_the_sleep, .timeout = 60)
         for (int round = 0; round < 3; round++) {
             cheap_maps(ex, 50);
             int in[4] = {30, 30, 30, 30}, out[4] = {0};
-            async_map_t m;
-            async_map_init(&m);
-            m.fn = nap_ms;
-            m.in = in;
-            m.in_size = sizeof *in;
-            m.out = out;
-            m.out_size = sizeof *out;
-            m.n = 4;
-            m.chunksize = 1;
+            async_map_t m = nap_map(in, out, 4);
             int64_t t0 = async_now();
             cr_assert_eq(async_executor_map(ex, &m, NULL), 0);
             int64_t took = async_now() - t0;
@@ -184,15 +191,7 @@ Test(map_wait, a_deadline_inside_the_look_still_times_out, .timeout = 60)
         cheap_maps(ex, 20);
         int in[8], out[8] = {0};
         for (int i = 0; i < 8; i++) in[i] = 40;
-        async_map_t m;
-        async_map_init(&m);
-        m.fn = nap_ms;
-        m.in = in;
-        m.in_size = sizeof *in;
-        m.out = out;
-        m.out_size = sizeof *out;
-        m.n = 8;
-        m.chunksize = 1;
+        async_map_t m = nap_map(in, out, 8);
         async_map_error_t err;
         int r = async_executor_map_dl(ex, &m, &err, async_deadline_after(ASYNC_USEC(20)));
         cr_expect_eq(r, ASYNC_ETIMEDOUT, "%s", async_strerror(r));
