@@ -193,6 +193,10 @@ $(MPI_DEPS): ;
 $(OBJ)/lib/mpi/%.o: lib/mpi/%.c $(OBJ)/lib/mpi/%.d
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+# The MPI test programs may speak the backend's wire format (mpi_internal.h).
+$(OBJ)/tests/mpi/%.o: tests/mpi/%.c $(OBJ)/tests/mpi/%.d
+	@mkdir -p $(@D)
+	$(CC) $(TEST_CFLAGS) $(APP_CFLAGS) $(MPI_CFLAGS) -c $< -o $@
 $(MPI_STATIC): $(LIB_OBJS) $(MPI_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^

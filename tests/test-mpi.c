@@ -104,6 +104,7 @@ Test(mpi, libevent_symbols_win_over_libev) { expect_pass(3, VADER, "symbols"); }
  * unregistered one, a variable result, a deadline that passes while the
  * job runs on; not from a task, not to a busy rank; beside a map and
  * another thread). */
+Test(mpi, replies_for_no_job_of_ours_are_dropped) { expect_pass(3, VADER, "stray"); }
 Test(mpi, run_takes_the_direct_path) { expect_pass(3, VADER, "direct"); }
 
 /* Without memory for a probed message (a reply on rank 0 by the direct

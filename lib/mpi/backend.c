@@ -57,7 +57,8 @@ typedef struct bcast {
 typedef struct slot {
     struct mpib *b;
     unsigned index;
-    int rank; /* under b->mu: the rank its job in flight went to */
+    int rank;      /* under b->mu: the rank its job in flight went to */
+    bool awaiting; /* under b->mu: its job is sent and its reply still to come */
     pthread_t tid;
     pthread_cond_t cv;
     char *reply; /* under b->mu */
@@ -133,6 +134,7 @@ static void enqueue(mpib_t *b, sendreq_t *r, slot_t *s)
     r->next = NULL;
     pthread_mutex_lock(&b->mu);
     if (s) {
+        s->awaiting = true;
         s->rank = r->rank = least_busy_rank(b);
         b->busy[r->rank]++;
     }
@@ -187,6 +189,24 @@ static bool drop_orphans(mpib_t *b)
         any = true;
     }
     return any;
+}
+
+/* What a slot finds in its reply when rank 0 had no memory to receive it. */
+static char no_memory_reply[1];
+
+_Atomic uint64_t async__mpi_stray_replies;
+
+/* Under mu: the slot a result of count bytes from source with header h
+ * answers, or NULL when no job of ours is waiting for it there - a reply
+ * too short to name its slot, a slot out of range, idle, or waiting on
+ * another rank.  Serving ranks never send one; handing it to some slot
+ * anyway would give that slot's job a wrong answer now and its own reply
+ * to the slot's next job later. */
+static slot_t *reply_slot(mpib_t *b, const res_hdr_t *h, int count, int source)
+{
+    if (count < (int)sizeof *h || h->slot >= b->ex->workers) return NULL;
+    slot_t *s = &b->s[h->slot];
+    return s->awaiting && s->rank == source ? s : NULL;
 }
 
 static void *progress_main(void *arg)
@@ -245,23 +265,30 @@ static void *progress_main(void *arg)
             if (!flag) break;
             MPI_Get_count(&st, MPI_BYTE, &count);
             /* Without memory for the reply the header still names its
-             * slot, which gets an empty reply: parse fails its job with
+             * slot, which gets no_memory_reply: parse fails its job with
              * ASYNC_ENOMEM. */
             res_hdr_t h;
             char *buf = async__mpi_recv_probed(st.MPI_SOURCE, TAG_RESULT, count, &h, sizeof h);
-            if (h.slot >= b->ex->workers) h.slot = 0; /* malformed: never sent by a serving rank */
-            if (sent_at && sent_at[h.slot]) {
-                int64_t took = async_now() - sent_at[h.slot];
-                backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
-            }
-            slot_t *s = &b->s[h.slot];
             pthread_mutex_lock(&b->mu);
+            slot_t *s = reply_slot(b, &h, count, st.MPI_SOURCE);
+            if (!s) { /* never sent by a serving rank for a job of ours: dropped */
+                pthread_mutex_unlock(&b->mu);
+                async__free(buf);
+                atomic_fetch_add_explicit(&async__mpi_stray_replies, 1, memory_order_relaxed);
+                active = true;
+                continue;
+            }
             b->busy[s->rank]--;
-            s->reply = buf ? buf : (char *)"";
+            s->awaiting = false;
+            s->reply = buf ? buf : no_memory_reply;
             s->reply_len = buf ? (size_t)count : 0;
             atomic_store(&s->ready, true);
             pthread_cond_signal(&s->cv);
             pthread_mutex_unlock(&b->mu);
+            if (sent_at && sent_at[h.slot]) {
+                int64_t took = async_now() - sent_at[h.slot];
+                backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
+            }
             inflight--;
             active = true;
         }
@@ -349,7 +376,8 @@ static int build(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t de
     return 0;
 }
 
-/* Fills oc from a reply to a job of count rows of out_size bytes, and
+/* Fills oc from a reply (NULL: rank 0 had no memory to receive it) to a
+ * job of count rows of out_size bytes, and
  * points *rows at the output rows in it (*rows_len bytes, at most count *
  * out_size; 0 for a failed job or a variable result, which oc->var_out
  * points at instead). */
@@ -360,9 +388,14 @@ static void parse(const char *reply, size_t len, size_t count, size_t out_size, 
     *rows = NULL;
     *rows_len = 0;
     res_hdr_t h;
-    if (len < sizeof h) {
+    if (!reply) {
         oc->err = ASYNC_ENOMEM;
         snprintf(oc->msg, sizeof oc->msg, "rank 0: no memory for a job's reply");
+        return;
+    }
+    if (len < sizeof h) {
+        oc->err = ASYNC_EIO;
+        snprintf(oc->msg, sizeof oc->msg, "a malformed reply (%zu bytes)", len);
         return;
     }
     memcpy(&h, reply, sizeof h);
@@ -429,10 +462,11 @@ static void *slot_main(void *arg)
         pthread_mutex_unlock(&b->mu);
         const char *rows;
         size_t n;
-        parse(reply, rlen, job->rows.count, job->rows.out_size, &oc, &rows, &n);
+        parse(reply == no_memory_reply ? NULL : reply, rlen, job->rows.count, job->rows.out_size, &oc, &rows,
+              &n);
         if (n && job->rows.out) memcpy(job->rows.out, rows, n);
         async__exec_finish(ex, job, &oc);
-        if (rlen) async__free(reply);
+        if (reply != no_memory_reply) async__free(reply);
     }
     return NULL;
 }

@@ -128,6 +128,9 @@ int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply
 
 /* backend.c: direct runs completed (tests only). */
 extern _Atomic uint64_t async__mpi_direct_runs;
+/* backend.c: results dropped because no job of ours was waiting for them
+ * (tests only). */
+extern _Atomic uint64_t async__mpi_stray_replies;
 
 /* backend.c, benchmarks only: driver slots at or above it take no job
  * (0: every slot takes jobs), for an A/B of the slot count in one run. */
