@@ -181,8 +181,11 @@ ASYNC_API int async_futures_wait_dl(async_future_t *const *fs, size_t n, async_w
 ASYNC_API int async_futures_await_dl(async_future_t *const *fs, size_t n, async_wait_mode_t mode,
                                      size_t *index, int64_t deadline);
 
-/* as_completed: yields futures in the order they finish.  The iterator takes
- * its own reference on each future (the caller may free its own). */
+/* as_completed: yields futures in the order they finish, as the iterator
+ * sees it: futures already final when it is made come first, in array order
+ * (interleaved only with any that finish while async_as_completed_new runs),
+ * then the rest as they finish.  The iterator takes its own reference on
+ * each future (the caller may free its own). */
 typedef struct async_as_completed async_as_completed_t;
 
 /* Errors: ASYNC_EINVAL (fs NULL with n > 0, a NULL entry), ASYNC_ENOMEM. */
