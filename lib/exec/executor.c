@@ -392,7 +392,7 @@ enum { BLOCK, TRY };
 SUBMIT_INLINE int check_job(const async_job_t *j)
 {
     if (!j || async__size_bad(j) || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
-    if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
+    if ((j->in_size | j->out_size) > SIZE_MAX / 4) return ASYNC_EINVAL; /* either past it */
     return 0;
 }
 
@@ -465,7 +465,7 @@ SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_futur
     if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
     async_future_t *f = make_job(ex, j);
     if (!f) return ASYNC_ENOMEM;
-    int r = async__q_enqueue(ex, (async__job_t *)f->extra, 1, how == TRY, deadline);
+    int r = async__q_enqueue_one(ex, (async__job_t *)f->extra, how == TRY, deadline);
     if (r) {
         unmake(f);
         return r;
