@@ -376,7 +376,6 @@ int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only,
         unreserve(p, 1);
         return r;
     }
-    atomic_store_explicit(&job->qnext, NULL, memory_order_relaxed);
     if (job->priority) atomic_fetch_add(&p->prio_jobs, 1);
     inbox_push(p, job, job);
     wake(p, 1);
