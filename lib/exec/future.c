@@ -254,7 +254,7 @@ async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
     return blk;
 }
 
-static void release_memory(async_future_t *f)
+static inline __attribute__((always_inline)) void release_memory(async_future_t *f)
 {
     slab_t *s = f->slab;
     if (!s) {
@@ -291,12 +291,9 @@ void async_future_ref(async_future_t *f)
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
-void async_future_unref(async_future_t *f)
-{
-    if (f) async__future_drop(f);
-}
-
-void async__future_free(async_future_t *f)
+/* Inlined into both async_future_unref and async__future_free, so that the
+ * caller's last unref of a future makes one call, not two. */
+static inline __attribute__((always_inline)) void free_future(async_future_t *f)
 {
     /* Last reference: no waiter is listening (waiters hold references), but
      * callbacks of a future that never finished (a submit that failed after
@@ -308,6 +305,13 @@ void async__future_free(async_future_t *f)
     if (f->data_owned) async__free(f->data);
     if (f->msg_owned) async__free((void *)f->msg);
     release_memory(f);
+}
+
+void async__future_free(async_future_t *f) { free_future(f); }
+
+void async_future_unref(async_future_t *f)
+{
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) free_future(f);
 }
 
 /* Claims the result fields: moves a non-final state to COMPLETING, keeping the
