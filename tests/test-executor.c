@@ -1245,6 +1245,47 @@ Test(exec_threads_only, submit_futures_come_from_slabs, .timeout = 10)
     async_future_unref(fs[SLAB_TEST_JOBS - 1]);
 }
 
+/* Futures whose callers let go before their jobs ran: the worker's finish
+ * drops the last reference, from a thread whose magazine holds another pool
+ * (none), so each block goes straight back to the pool; the executor's free
+ * then finds every block home and leaves nothing allocated. */
+static atomic_bool gate_open;
+
+static int hold_at_gate(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    while (!atomic_load(&gate_open)) usleep(100);
+    return 0;
+}
+
+Test(exec_threads_only, futures_dropped_before_they_finish_go_back_to_the_pool, .timeout = 10)
+{
+    long before = test_alloc_live();
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 2);
+    atomic_store(&gate_open, false);
+    async_job_t hold = {.fn = hold_at_gate};
+    async_future_t *gate, *gate2;
+    cr_assert_eq(async_executor_submit(&gate, ex, &hold), 0);
+    cr_assert_eq(async_executor_submit(&gate2, ex, &hold), 0);
+    int64_t v = 3;
+    async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+    for (int i = 0; i < 1000; i++) {
+        async_future_t *f;
+        cr_assert_eq(async_executor_submit(&f, ex, &job), 0);
+        cr_expect_eq(async_future_state(f), ASYNC_FUTURE_PENDING, "queued behind the gates");
+        async_future_unref(f);
+    }
+    atomic_store(&gate_open, true);
+    async_future_t *last = submit_nap(ex, 0, 7, 0);
+    cr_assert_eq(async_future_wait(last), 0);
+    cr_expect_eq(result_int(last), 7);
+    async_future_unref(last);
+    async_future_unref(gate);
+    async_future_unref(gate2);
+    async_executor_free(ex);
+    cr_expect_eq(test_alloc_live(), before, "%ld allocations left", test_alloc_live() - before);
+}
+
 Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10)
 {
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);

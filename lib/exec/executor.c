@@ -56,14 +56,14 @@ static void skip_list(async__job_t *list, int err, const char *msg)
 
 /* Moves a job from queued to running; false when it must not run (cancelled,
  * or its deadline passed while queued: then it has been finished here). */
-static bool start_job(async__job_t *job)
+static __attribute__((noinline)) bool start_job(async__job_t *job)
 {
     switch (job->kind) {
     case JOB_MAP:
         return async__map_chunk_take(job); /* it checks the map's deadline itself */
     case JOB_SUBMIT:
         if (async__future_start(job->owner) != 0) { /* cancelled while queued */
-            async_future_unref(job->owner);
+            async__future_drop(job->owner);
             return false;
         }
         break;
@@ -71,7 +71,7 @@ static bool start_job(async__job_t *job)
         if (!async__imap_chunk_start(job)) return false;
         break;
     }
-    if (job->deadline != ASYNC_FOREVER && async_now() >= job->deadline) {
+    if (__builtin_expect(job->deadline != ASYNC_FOREVER, 0) && async_now() >= job->deadline) {
         skip_job(job, ASYNC_ETIMEDOUT, "deadline passed before it ran");
         return false;
     }
@@ -91,12 +91,19 @@ int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
     (void)worker;
     tls_worker_of = ex;
-    async__job_t *job;
-    while (async__q_take(ex->priv, &job) == 0)
-        if (start_job(job)) {
-            *out = job;
+    while (async__q_take(ex->priv, out) == 0) {
+        async__job_t *job = *out;
+        /* The usual job, a submit without a deadline, is started here;
+         * start_job, out of line, takes the rest, so that this loop needs
+         * few registers saved. */
+        if (job->kind != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
+            if (start_job(job)) return 0;
+        } else if (async__future_start(job->owner) == 0) {
             return 0;
+        } else { /* cancelled while queued */
+            async__future_drop(job->owner);
         }
+    }
     return ASYNC_ECLOSED;
 }
 
@@ -122,12 +129,13 @@ static void finish_submit(async__job_t *job, async__outcome_t *oc)
         size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
         async__future_finish(f, FS_DONE, 0, NULL, job->rows.out, n, false);
     }
-    async_future_unref(f);
+    async__future_drop(f);
 }
 
-void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
+/* async__exec_finish's general path, out of line so that the usual case
+ * needs few registers saved. */
+static __attribute__((noinline)) void finish_job(async__job_t *job, async__outcome_t *oc)
 {
-    (void)ex;
     bool late = job->deadline != ASYNC_FOREVER && async_now() > job->deadline;
     if (!oc->err && late) {
         oc->err = ASYNC_ETIMEDOUT;
@@ -149,6 +157,22 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
         async__imap_chunk_done(job, oc->err, oc->failed_row, oc->msg);
         break;
     }
+}
+
+void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
+{
+    (void)ex;
+    /* The usual submit: no deadline, no error, its result in its own rows.
+     * Finished inline, without the general path's claim and copies. */
+    if (job->kind == JOB_SUBMIT && job->deadline == ASYNC_FOREVER && !oc->err && !oc->var_out) {
+        async_future_t *f = job->owner;
+        size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
+        if (async__future_done_sole(f, job->rows.out, n)) {
+            async__future_drop(f); /* the executor's reference */
+            return;
+        }
+    }
+    finish_job(job, oc);
 }
 
 bool async__exec_expirable(const async__job_t *job)
@@ -368,7 +392,7 @@ enum { BLOCK, TRY };
 SUBMIT_INLINE int check_job(const async_job_t *j)
 {
     if (!j || async__size_bad(j) || !j->fn || (!j->in && j->in_size)) return ASYNC_EINVAL;
-    if (j->in_size > SIZE_MAX / 4 || j->out_size > SIZE_MAX / 4) return ASYNC_EINVAL;
+    if ((j->in_size | j->out_size) > SIZE_MAX / 4) return ASYNC_EINVAL; /* either past it */
     return 0;
 }
 
@@ -441,7 +465,7 @@ SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_futur
     if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
     async_future_t *f = make_job(ex, j);
     if (!f) return ASYNC_ENOMEM;
-    int r = async__q_enqueue(ex, (async__job_t *)f->extra, 1, how == TRY, deadline);
+    int r = async__q_enqueue_one(ex, (async__job_t *)f->extra, how == TRY, deadline);
     if (r) {
         unmake(f);
         return r;

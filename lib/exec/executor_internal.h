@@ -92,6 +92,9 @@ void async__q_destroy(exec_priv_t *p);
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
+/* async__q_enqueue of one job, without the batch's loop: a single submit's
+ * path. */
+int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline);
 /* Waits, as a submit would, until the queue has room for one job or is
  * stopped, without reserving it (a racing submit may take it): 0,
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (a cancelled task) or ASYNC_ENOMEM.  0

@@ -13,24 +13,6 @@
 static const char cancelled_msg[] = "cancelled before it ran";
 
 
-/* Resets a future for its next use.  f->slab stays: it says where the
- * memory came from for as long as the memory lives.  Inlined into both
- * allocators: it is most of a pooled allocation's work. */
-static inline __attribute__((always_inline)) void init(async_future_t *f)
-{
-    atomic_init(&f->state, FS_PENDING);
-    atomic_init(&f->refs, 1);
-    f->err = 0;
-    atomic_init(&f->lock, 0);
-    f->exec_owned = false;
-    f->contested = false;
-    f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
-    f->data = NULL;
-    f->size = 0;
-    f->msg = NULL;
-    async__list_init(&f->nodes);
-}
-
 /* The one spin lock of this file, for a future's list and for a pool of
  * blocks: every critical section it guards is a few stores long, so a
  * waiter yields rather than sleeps. */
@@ -50,7 +32,7 @@ async_future_t *async__future_alloc(size_t extra)
     async_future_t *f = async__malloc(sizeof *f + extra);
     if (!f) return NULL;
     f->slab = NULL;
-    init(f);
+    async__future_init(f);
     return f;
 }
 
@@ -93,13 +75,7 @@ struct async__fpool {
 #define SLAB_MIN 8
 #define SLAB_MAX 128 /* 32 KiB of 256-byte blocks: below malloc's mmap threshold */
 
-typedef struct magazine {
-    async__fpool_t *pool;
-    void *head, *tail;
-    size_t n;
-} magazine_t;
-
-static _Thread_local magazine_t mag ASYNC_TLS;
+_Thread_local async__magazine_t async__mag ASYNC_TLS;
 static pthread_key_t mag_key;
 static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
 
@@ -153,10 +129,10 @@ static void give_back(async__fpool_t *p, void *head, void *tail, size_t n)
     if (last) async__free(p);
 }
 
-static void mag_flush(magazine_t *m)
+static void mag_flush(async__magazine_t *m)
 {
     if (m->pool && m->n) give_back(m->pool, m->head, m->tail, m->n);
-    *m = (magazine_t){NULL, NULL, NULL, 0};
+    *m = (async__magazine_t){NULL, NULL, NULL, 0, 0};
 }
 
 static void mag_exit(void *arg) { mag_flush(arg); }
@@ -180,7 +156,7 @@ async__fpool_t *async__fpool_new(size_t block, size_t cap)
 void async__fpool_close(async__fpool_t *p)
 {
     if (!p) return;
-    if (mag.pool == p) mag_flush(&mag);
+    if (async__mag.pool == p) mag_flush(&async__mag);
     fpool_lock(p);
     atomic_store_explicit(&p->closed, true, memory_order_relaxed);
     slab_t *dead = NULL;
@@ -206,21 +182,6 @@ void async__fpool_close(async__fpool_t *p)
     if (last) async__free(p);
 }
 
-/* Asks for the next block's first four lines (the ones a submit writes)
- * ahead of its use: a stream of submits cycles through more blocks than a
- * core's cache holds, and the workers wrote into them last, so each line is a
- * miss that would otherwise stall the submit's first atomic instruction.  A
- * prefetch never faults, so a smaller block's neighbour may be asked for too;
- * four fixed prefetches cost less than a loop bounded by the block size. */
-static void prefetch_block(const void *blk)
-{
-    const char *b = blk;
-    __builtin_prefetch(b, 1, 3);
-    __builtin_prefetch(b + 64, 1, 3);
-    __builtin_prefetch(b + 128, 1, 3);
-    __builtin_prefetch(b + 192, 1, 3);
-}
-
 /* Carves a new slab of n blocks (its header on a line of its own) into the
  * empty magazine; the caller counted them in carved and outstanding.  False
  * when out of memory. */
@@ -236,9 +197,9 @@ static bool slab_carve(async__fpool_t *p, size_t n)
         f->slab = s;
         *(void **)f = i + 1 < n ? b + (i + 1) * p->block : NULL;
     }
-    mag.head = b;
-    mag.tail = b + (n - 1) * p->block;
-    mag.n = n;
+    async__mag.head = b;
+    async__mag.tail = b + (n - 1) * p->block;
+    async__mag.n = n;
     fpool_lock(p);
     s->next = p->slabs;
     if (p->slabs) p->slabs->prev = s;
@@ -247,22 +208,23 @@ static bool slab_carve(async__fpool_t *p, size_t n)
     return true;
 }
 
-async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
+async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
 {
     if (!p || sizeof(async_future_t) + extra > p->block) return async__future_alloc(extra);
-    if (mag.pool != p) {
-        mag_flush(&mag);
+    if (async__mag.pool != p) {
+        mag_flush(&async__mag);
         pthread_once(&mag_once, mag_key_init);
-        pthread_setspecific(mag_key, &mag);
-        mag.pool = p;
+        pthread_setspecific(mag_key, &async__mag);
+        async__mag.pool = p;
+        async__mag.block = p->block;
     }
-    if (!mag.n) { /* take the pool's whole list, or carve a new slab */
+    if (!async__mag.n) { /* take the pool's whole list, or carve a new slab */
         fpool_lock(p);
-        mag.head = p->blocks;
-        mag.tail = p->last;
-        mag.n = p->count;
+        async__mag.head = p->blocks;
+        async__mag.tail = p->last;
+        async__mag.n = p->count;
         size_t carve = 0;
-        if (!mag.n && p->carved < p->cap) {
+        if (!async__mag.n && p->carved < p->cap) {
             /* Slabs grow with the pool, 8 blocks to SLAB_MAX, so that an
              * executor that runs a few jobs keeps a few blocks. */
             carve = p->carved < SLAB_MIN ? SLAB_MIN : p->carved > SLAB_MAX ? SLAB_MAX : p->carved;
@@ -271,9 +233,9 @@ async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
         }
         p->blocks = p->last = NULL;
         p->count = 0;
-        p->outstanding += mag.n + carve;
+        p->outstanding += async__mag.n + carve;
         fpool_unlock(p);
-        if (!mag.n) {
+        if (!async__mag.n) {
             if (!carve) return async__future_alloc(extra); /* past the cap */
             if (!slab_carve(p, carve)) {
                 fpool_lock(p);
@@ -284,15 +246,15 @@ async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
             }
         }
     }
-    void *blk = mag.head;
-    if (!(mag.head = *(void **)blk)) mag.tail = NULL;
-    else prefetch_block(mag.head);
-    mag.n--;
-    init(blk);
+    void *blk = async__mag.head;
+    if (!(async__mag.head = *(void **)blk)) async__mag.tail = NULL;
+    else async__prefetch_block(async__mag.head);
+    async__mag.n--;
+    async__future_init(blk);
     return blk;
 }
 
-static void release_memory(async_future_t *f)
+static inline __attribute__((always_inline)) void release_memory(async_future_t *f)
 {
     slab_t *s = f->slab;
     if (!s) {
@@ -300,18 +262,18 @@ static void release_memory(async_future_t *f)
         return;
     }
     async__fpool_t *p = s->pool;
-    if (mag.pool != p || atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+    if (async__mag.pool != p || atomic_load_explicit(&p->closed, memory_order_relaxed)) {
         *(void **)f = NULL;
         give_back(p, f, f, 1);
         return;
     }
-    *(void **)f = mag.head;
-    if (!mag.head) mag.tail = f;
-    mag.head = f;
-    if (++mag.n > MAG_MAX) { /* do not hoard: give all back, keep the pool */
-        give_back(p, mag.head, mag.tail, mag.n);
-        mag.head = mag.tail = NULL;
-        mag.n = 0;
+    *(void **)f = async__mag.head;
+    if (!async__mag.head) async__mag.tail = f;
+    async__mag.head = f;
+    if (++async__mag.n > MAG_MAX) { /* do not hoard: give all back, keep the pool */
+        give_back(p, async__mag.head, async__mag.tail, async__mag.n);
+        async__mag.head = async__mag.tail = NULL;
+        async__mag.n = 0;
     }
 }
 
@@ -329,10 +291,10 @@ void async_future_ref(async_future_t *f)
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
-void async_future_unref(async_future_t *f)
+/* Inlined into both async_future_unref and async__future_free, so that the
+ * caller's last unref of a future makes one call, not two. */
+static inline __attribute__((always_inline)) void free_future(async_future_t *f)
 {
-    if (!f) return;
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
     /* Last reference: no waiter is listening (waiters hold references), but
      * callbacks of a future that never finished (a submit that failed after
      * they were added) are still listed: they will never run. */
@@ -343,6 +305,13 @@ void async_future_unref(async_future_t *f)
     if (f->data_owned) async__free(f->data);
     if (f->msg_owned) async__free((void *)f->msg);
     release_memory(f);
+}
+
+void async__future_free(async_future_t *f) { free_future(f); }
+
+void async_future_unref(async_future_t *f)
+{
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) free_future(f);
 }
 
 /* Claims the result fields: moves a non-final state to COMPLETING, keeping the
@@ -427,6 +396,11 @@ static inline __attribute__((always_inline)) void publish(async_future_t *f, uns
 {
     if (f->early_cb) run_early(f, final);
     unsigned s = atomic_exchange_explicit(&f->state, final, memory_order_release);
+    if (s & (FS_SLEEPERS | FS_LISTENERS)) async__future_released(f, s);
+}
+
+void async__future_released(async_future_t *f, unsigned s)
+{
     if (s & FS_SLEEPERS) async__futex_wake(&f->state, INT_MAX);
     if (s & FS_LISTENERS) notify_all(f);
 }

@@ -102,15 +102,117 @@ struct async_future {
  * slabs, up to `cap` blocks in all (later futures are plain allocations);
  * after async__fpool_close (the owner is gone) a slab is freed as soon as
  * every future carved from it is, and the pool with its last slab. */
-typedef struct async__fpool async__fpool_t;
-async__fpool_t *async__fpool_new(size_t block, size_t cap);
-void async__fpool_close(async__fpool_t *p);
-/* As async__future_alloc, from p when the future fits its blocks. */
-async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra);
 
 /* A future with `extra` bytes after it (at f->extra), for the executor's job
  * and inline buffers.  One reference.  NULL when out of memory. */
 async_future_t *async__future_alloc(size_t extra);
+
+/* Resets a future for its next use.  f->slab stays: it says where the
+ * memory came from for as long as the memory lives. */
+static inline void async__future_init(async_future_t *f)
+{
+    atomic_init(&f->state, FS_PENDING);
+    atomic_init(&f->refs, 1);
+    f->err = 0;
+    atomic_init(&f->lock, 0);
+    f->exec_owned = false;
+    f->contested = false;
+    f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
+    f->data = NULL;
+    f->size = 0;
+    f->msg = NULL;
+    async__list_init(&f->nodes);
+}
+
+/* Thread-locals of the executor's hot paths: the initial-exec model makes
+ * each access a single instruction instead of a call to __tls_get_addr, which
+ * -fPIC code would otherwise make. */
+#define ASYNC_TLS __attribute__((tls_model("initial-exec")))
+
+typedef struct async__fpool async__fpool_t;
+async__fpool_t *async__fpool_new(size_t block, size_t cap);
+void async__fpool_close(async__fpool_t *p);
+
+/* Each thread's magazine of free blocks for the pool it used last
+ * (future.c explains the scheme); `block` is that pool's block size.  Only
+ * its own thread touches it. */
+typedef struct async__magazine {
+    async__fpool_t *pool;
+    void *head, *tail;
+    size_t n, block;
+} async__magazine_t;
+extern _Thread_local async__magazine_t async__mag ASYNC_TLS;
+
+/* Asks for the next block's first four lines (the ones a submit writes)
+ * ahead of its use: a stream of submits cycles through more blocks than a
+ * core's cache holds, and the workers wrote into them last, so each line is a
+ * miss that would otherwise stall the submit's first atomic instruction.  A
+ * prefetch never faults, so a smaller block's neighbour may be asked for too;
+ * four fixed prefetches cost less than a loop bounded by the block size. */
+static inline void async__prefetch_block(const void *blk)
+{
+    const char *b = blk;
+    __builtin_prefetch(b, 1, 3);
+    __builtin_prefetch(b + 64, 1, 3);
+    __builtin_prefetch(b + 128, 1, 3);
+    __builtin_prefetch(b + 192, 1, 3);
+}
+
+/* async__future_alloc_pooled when the magazine cannot serve: another pool,
+ * an empty magazine, or a future too big for the blocks. */
+async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra);
+
+/* As async__future_alloc, from p when the future fits its blocks.  The
+ * usual case, a block off this thread's magazine, is inlined into each
+ * submit: it is a handful of loads and stores, and the call cost as much. */
+static inline async_future_t *async__future_alloc_pooled(async__fpool_t *p, size_t extra)
+{
+    async__magazine_t *m = &async__mag;
+    if (__builtin_expect(!p || m->pool != p || !m->n || sizeof(async_future_t) + extra > m->block, 0))
+        return async__future_alloc_refill(p, extra);
+    async_future_t *f = m->head;
+    void *next = *(void **)f;
+    m->head = next;
+    if (!next) m->tail = NULL;
+    else async__prefetch_block(next);
+    m->n--;
+    async__future_init(f);
+    return f;
+}
+
+/* What async_future_unref does with the last reference: frees the future's
+ * results, callbacks never run, and its memory. */
+void async__future_free(async_future_t *f);
+
+/* async_future_unref of a future known not to be NULL, inlined where a
+ * worker drops the executor's reference: that is almost never the last. */
+static inline void async__future_drop(async_future_t *f)
+{
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) async__future_free(f);
+}
+
+/* Wakes the sleepers and serves the listeners that the flags of s, the
+ * state a finish replaced, name. */
+void async__future_released(async_future_t *f, unsigned s);
+
+/* Finishes DONE with data/size (memory that lives as long as the future) an
+ * executor's RUNNING future whose worker is its one finisher (exec_owned,
+ * not contested, no early callback); false, with nothing done, for any
+ * other future, which takes async__future_finish.  Inlined into a worker's
+ * finish: a future nobody waits on costs four stores and one exchange. */
+static inline bool async__future_done_sole(async_future_t *f, void *data, size_t size)
+{
+    if (!f->exec_owned || f->contested || f->early_cb ||
+        (atomic_load_explicit(&f->state, memory_order_relaxed) & FS_MASK) != FS_RUNNING)
+        return false;
+    f->err = 0;
+    f->data = data;
+    f->size = size;
+    f->data_owned = 0;
+    unsigned s = atomic_exchange_explicit(&f->state, FS_DONE, memory_order_release);
+    if (__builtin_expect(s & (FS_SLEEPERS | FS_LISTENERS), 0)) async__future_released(f, s);
+    return true;
+}
 
 /* Finishes a RUNNING (or PENDING) future that the caller owns: state is
  * FS_DONE or FS_FAILED.  An executor's RUNNING future has one finisher, its
@@ -147,11 +249,6 @@ static inline int async__future_start(async_future_t *f)
             return 0;
     }
 }
-
-/* Thread-locals of the executor's hot paths: the initial-exec model makes
- * each access a single instruction instead of a call to __tls_get_addr, which
- * -fPIC code would otherwise make. */
-#define ASYNC_TLS __attribute__((tls_model("initial-exec")))
 
 
 /* Finishes f as FAILED with the item index that async_future_error_index

@@ -366,6 +366,22 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
     return 0;
 }
 
+int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline)
+{
+    exec_priv_t *p = ex->priv;
+    if (p->bounded) return async__q_enqueue(ex, job, 1, try_only, deadline);
+    atomic_fetch_add(&p->submitted, 1);
+    int r = stopped(p);
+    if (r) {
+        unreserve(p, 1);
+        return r;
+    }
+    if (job->priority) atomic_fetch_add(&p->prio_jobs, 1);
+    inbox_push(p, job, job);
+    wake(p, 1);
+    return 0;
+}
+
 /* --- taking ---------------------------------------------------------------- */
 
 static int64_t budget(exec_priv_t *p) { return atomic_load_explicit(&p->spin_budget, memory_order_relaxed); }

@@ -123,7 +123,8 @@ static void *worker_main(void *arg)
     async__job_t *job;
     async__outcome_t oc;
     while (async__exec_take(ex, w->index, &job) == 0) {
-        bool watched = async__exec_expirable(job);
+        /* Most jobs have no deadline: spare them the call. */
+        bool watched = job->deadline != ASYNC_FOREVER && async__exec_expirable(job);
         if (watched) watch(w, job);
         async__rows_run(&job->rows, w->index, job->deadline, job->var_ok, NULL, NULL, 0, &oc);
         if (watched) unwatch(w);
