@@ -261,12 +261,13 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
  * HTTP-date form is curl's (CURLINFO_RETRY_AFTER, seconds from now). */
 static int64_t retry_after(http_xfer_t *x)
 {
-    const char *h = x->resp_hdr.data;
-    const char *value = NULL;
-    for (const char *line = h; line && *line;) {
-        if (strncasecmp(line, "Retry-After:", 12) == 0) value = line + 12; /* the last one */
-        line = strchr(line, '\n');
-        if (line) line++;
+    /* on_header keeps "Name\0value\0" pairs, the value trimmed. */
+    const char *value = NULL, *p = x->resp_hdr.data;
+    const char *end = p ? p + x->resp_hdr.len : NULL;
+    for (size_t i = 0; p && i < x->n_hdr_lines && p < end; i++) {
+        const char *v = p + strlen(p) + 1;
+        if (strcasecmp(p, "Retry-After") == 0) value = v; /* the last one */
+        p = v + strlen(v) + 1;
     }
     if (!value) return -1;
     while (*value == ' ' || *value == '\t') value++;

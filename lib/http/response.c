@@ -73,8 +73,23 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         x->reason[rl] = 0;
         return len;
     }
-    if (!memchr(p, ':', len)) return len; /* the blank line ending the block */
-    if (async__http_buf_add(&x->resp_hdr, p, len)) return 0;
+    const char *colon = memchr(p, ':', len);
+    if (!colon) return len; /* the blank line ending the block */
+    /* Kept as "Name\0value\0", the value without its blanks: the split is
+     * made here, where the line's length is known, so that the response
+     * needs only to point into a copy (a rescan of the raw lines with
+     * strchr and isspace cost as much as keeping them). */
+    const char *v = colon + 1, *ve = p + len;
+    while (v < ve && (*v == ' ' || *v == '\t')) v++;
+    while (ve > v && isspace((unsigned char)ve[-1])) ve--;
+    /* A NUL byte inside ends the name or value, as it would a C string,
+     * and keeps the pairs two strings each. */
+    size_t nl = strnlen(p, (size_t)(colon - p)), vl = strnlen(v, (size_t)(ve - v));
+    http_buf_t *b = &x->resp_hdr;
+    if (async__http_buf_add(b, p, nl + 1)) return 0; /* the ':' becomes the NUL */
+    b->data[b->len - 1] = 0;
+    if (async__http_buf_add(b, v, vl + 1)) return 0; /* one more byte: overwritten */
+    b->data[b->len - 1] = 0;
     x->n_hdr_lines++; /* curl hands over one header line per call */
     return len;
 }
@@ -240,35 +255,22 @@ static double secs(CURL *e, CURLINFO info)
     return (double)us / 1e6;
 }
 
-/* Splits the raw "Name: value\r\n" lines kept by on_header (n of them, as
- * counted there: a byte-by-byte count here cost more than the rest of the
- * response) into an array that points into one copy of them. */
+/* Points an array at one copy of the n "Name\0value\0" pairs that
+ * on_header kept (none holds a NUL byte of its own). */
 static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n)
 {
     if (!n || !raw->len) return 0;
     char *block = async__malloc(n * sizeof(async_http_header_t) + raw->len + 1);
     if (!block) return ASYNC_ENOMEM;
     async_http_header_t *h = (async_http_header_t *)block;
-    char *s = block + n * sizeof *h;
+    char *s = block + n * sizeof *h, *end = s + raw->len;
     memcpy(s, raw->data, raw->len + 1);
     size_t k = 0;
-    char *line = s;
-    while (*line && k < n) {
-        char *end = strchr(line, '\n');
-        char *next = end ? end + 1 : line + strlen(line);
-        if (end) *end = 0;
-        char *colon = strchr(line, ':');
-        if (colon) {
-            *colon = 0;
-            char *v = colon + 1;
-            while (*v == ' ' || *v == '\t') v++;
-            char *ve = v + strlen(v);
-            while (ve > v && isspace((unsigned char)ve[-1])) *--ve = 0;
-            h[k].name = line;
-            h[k].value = v;
-            k++;
-        }
-        line = next;
+    for (char *p = s; k < n && p < end; k++) {
+        h[k].name = p;
+        p += strlen(p) + 1;
+        h[k].value = p;
+        p += strlen(p) + 1;
     }
     r->headers = h;
     r->n_headers = k;
