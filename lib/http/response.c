@@ -53,14 +53,15 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ((http_easy_t *)ud)->x;
+    http_easy_t *h = ud;
+    http_xfer_t *x = h->x;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (after a redirect or a 100 Continue): the headers
          * kept are those of the final response. */
-        x->resp_hdr.len = 0;
-        x->n_hdr_lines = 0;
-        if (x->resp_hdr.data) x->resp_hdr.data[0] = 0;
+        h->hdr.len = 0;
+        h->n_hdr = 0;
+        if (h->hdr.data) h->hdr.data[0] = 0;
         const char *sp = memchr(p, ' ', len);
         const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
         size_t rl = 0;
@@ -85,12 +86,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     /* A NUL byte inside ends the name or value, as it would a C string,
      * and keeps the pairs two strings each. */
     size_t nl = strnlen(p, (size_t)(colon - p)), vl = strnlen(v, (size_t)(ve - v));
-    http_buf_t *b = &x->resp_hdr;
+    http_buf_t *b = &h->hdr;
     if (async__http_buf_add(b, p, nl + 1)) return 0; /* the ':' becomes the NUL */
     b->data[b->len - 1] = 0;
     if (async__http_buf_add(b, v, vl + 1)) return 0; /* one more byte: overwritten */
     b->data[b->len - 1] = 0;
-    x->n_hdr_lines++; /* curl hands over one header line per call */
+    h->n_hdr++; /* curl hands over one header line per call */
     return len;
 }
 
@@ -173,6 +174,7 @@ void async__http_easy_free(http_easy_t *h)
 {
     if (!h) return;
     if (h->curl) curl_easy_cleanup(h->curl);
+    async__http_buf_free(&h->hdr);
     async__free(h);
 }
 
@@ -195,6 +197,8 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     int bad = 0;
     h->x = x;
     h->errbuf[0] = 0;
+    h->hdr.len = 0;
+    h->n_hdr = 0;
     x->socket_errno = 0;
     SET(CURLOPT_URL, x->url);
     if (h->close_shard != sh) {
@@ -318,7 +322,7 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     r->body_len = x->resp_body.len;
     x->resp_body.data = NULL;
     x->resp_body.len = x->resp_body.cap = 0;
-    int err = parse_headers(r, &x->resp_hdr, x->n_hdr_lines);
+    int err = parse_headers(r, &x->easy->hdr, x->easy->n_hdr);
     if (err) return err;
     /* The request ends with this response (no attempt follows), so its URL
      * moves rather than being copied. */
