@@ -14,19 +14,29 @@
 
 /* --- buffers --------------------------------------------------------------- */
 
-int async__http_buf_add(http_buf_t *b, const void *p, size_t n)
+/* Appends n bytes to b, to be filled by the caller: their address, or NULL
+ * without memory. */
+static char *buf_room(http_buf_t *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 512;
         while (cap < b->len + n + 1) cap *= 2;
         char *d = async__realloc(b->data, cap);
-        if (!d) return ASYNC_ENOMEM;
+        if (!d) return NULL;
         b->data = d;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, p, n);
+    char *at = b->data + b->len;
     b->len += n;
     b->data[b->len] = 0;
+    return at;
+}
+
+int async__http_buf_add(http_buf_t *b, const void *p, size_t n)
+{
+    char *at = buf_room(b, n);
+    if (!at) return ASYNC_ENOMEM;
+    memcpy(at, p, n);
     return 0;
 }
 
@@ -50,6 +60,9 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     if (async__http_buf_add(&x->resp_body, p, len)) return 0;
     return len;
 }
+
+/* isspace() of the C locale, without its table lookup. */
+static bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
@@ -82,15 +95,20 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
      * strchr and isspace cost as much as keeping them). */
     const char *v = colon + 1, *ve = p + len;
     while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && isspace((unsigned char)ve[-1])) ve--;
-    /* A NUL byte inside ends the name or value, as it would a C string,
-     * and keeps the pairs two strings each. */
-    size_t nl = strnlen(p, (size_t)(colon - p)), vl = strnlen(v, (size_t)(ve - v));
-    http_buf_t *b = &h->hdr;
-    if (async__http_buf_add(b, p, nl + 1)) return 0; /* the ':' becomes the NUL */
-    b->data[b->len - 1] = 0;
-    if (async__http_buf_add(b, v, vl + 1)) return 0; /* one more byte: overwritten */
-    b->data[b->len - 1] = 0;
+    while (ve > v && is_space((unsigned char)ve[-1])) ve--;
+    size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
+    if (memchr(p, 0, len)) {
+        /* A NUL byte inside ends the name or value, as it would a C string,
+         * and keeps the pairs two strings each. */
+        nl = strnlen(p, nl);
+        vl = strnlen(v, vl);
+    }
+    char *d = buf_room(&h->hdr, nl + 1 + vl + 1);
+    if (!d) return 0;
+    memcpy(d, p, nl);
+    d[nl] = 0;
+    memcpy(d + nl + 1, v, vl);
+    d[nl + 1 + vl] = 0;
     h->n_hdr++; /* curl hands over one header line per call */
     return len;
 }
