@@ -150,6 +150,8 @@ static void on_curl_timer(struct ev_loop *ev, ev_timer *w, int revents)
     ASYNC_UNUSED(ev);
     ASYNC_UNUSED(revents);
     http_shard_t *sh = w->data;
+    /* This call starts what joined too: on_prepare need not call again. */
+    sh->pending = false;
     curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
     collect(sh);
 }
