@@ -367,6 +367,40 @@ Test(http, redirect_and_slow_body)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* A pooled handle does not set the URL again when the next request's is the
+ * same: curl must start each transfer from the URL set, not from where a
+ * redirect of the previous one led.  One request at a time on a blocking
+ * client, so all run on one handle. */
+Test(http, same_url_again_after_redirect)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char redirect[128], echo[128];
+    snprintf(redirect, sizeof redirect, "%s", test_httpd_url(srv, "/redirect"));
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo"));
+    const char *urls[] = {redirect, redirect, echo, echo, redirect};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        long before = test_httpd_requests(srv);
+        async_http_response_t *r;
+        cr_assert_eq(async_http_get(&r, http, urls[i], NULL), 0, "%zu: %s", i, r ? r->errmsg : "");
+        cr_assert_str_eq(r->url, urls[i]);
+        if (urls[i] == redirect) {
+            /* The 302 and then /ok: a transfer started from /ok makes one. */
+            cr_assert_eq(test_httpd_requests(srv) - before, 2, "%zu", i);
+            cr_assert_str_eq(r->body, "ok", "%zu", i);
+        } else {
+            cr_assert_eq(test_httpd_requests(srv) - before, 1, "%zu", i);
+            cr_assert(strstr(r->body, "\"path\":\"/echo\""), "%zu: %s", i, r->body);
+        }
+        async_http_response_free(r);
+    }
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, 1);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 /* --- await from a task ----------------------------------------------------- */
 
 typedef struct ctx {

@@ -126,6 +126,8 @@ void async__http_sock_closing(http_shard_t *sh, curl_socket_t s);
 
 typedef struct http_xfer http_xfer_t;
 
+#define HTTP_URL_KEEP 192
+
 /* A pooled easy handle and what stays with it across the requests it
  * carries.  curl's data pointers (body, headers, socket open, error buffer)
  * aim here once, at the request it runs now (x); and the options last set
@@ -139,6 +141,12 @@ typedef struct http_easy {
     http_shard_t *close_shard;     /* CLOSESOCKETDATA */
     long timeout_ms, connect_timeout_ms, fresh_connect, pipewait;
     bool plain_get;                /* GET without body, method or headers */
+    /* CURLOPT_URL as last set, when it fits (url_len 0: unknown).  curl
+     * starts each transfer from the URL set, also after it followed a
+     * redirect, so a request to the same URL need not set it again (curl's
+     * copy and its free cost 400 instructions). */
+    size_t url_len;
+    char url[HTTP_URL_KEEP];
     /* The header lines of the running attempt as "Name\0value\0" pairs
      * (on_header), n_hdr of them.  The buffer stays with the handle, so a
      * request costs no allocation for it; a response copies it. */

@@ -218,7 +218,13 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->hdr.len = 0;
     h->n_hdr = 0;
     x->socket_errno = 0;
-    SET(CURLOPT_URL, x->url);
+    size_t ul = strlen(x->url);
+    if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
+        SET(CURLOPT_URL, x->url);
+        bool keep = !bad && ul < sizeof h->url;
+        if (keep) memcpy(h->url, x->url, ul);
+        h->url_len = keep ? ul : 0;
+    }
     if (h->close_shard != sh) {
         /* curl keeps this with each connection it opens from now on. */
         SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
@@ -264,6 +270,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
         h->timeout_ms = h->connect_timeout_ms = h->fresh_connect = h->pipewait = -1;
         h->close_shard = NULL;
         h->plain_get = false;
+        h->url_len = 0;
     }
     return bad ? ASYNC_EINVAL : 0;
 }
