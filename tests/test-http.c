@@ -5,8 +5,12 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <async.h>
 #include <async/http.h>
 #include "http/http_internal.h"
@@ -29,6 +33,96 @@ static void teardown(void)
 }
 
 TestSuite(http, .init = setup, .fini = teardown, .timeout = 20);
+
+/* --- headers as the server sent them ---------------------------------------- */
+
+/* A one-shot server: accepts one connection, reads the request, writes
+ * `reply` as it is and closes. */
+typedef struct raw_srv {
+    int fd;
+    unsigned short port;
+    const char *reply;
+    pthread_t thread;
+} raw_srv_t;
+
+static void *raw_main(void *arg)
+{
+    raw_srv_t *s = arg;
+    int c = accept(s->fd, NULL, NULL);
+    if (c < 0) return NULL;
+    char buf[4096];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof buf - 1 && (n = read(c, buf + got, sizeof buf - 1 - got)) > 0) {
+        got += (size_t)n;
+        buf[got] = 0;
+        if (strstr(buf, "\r\n\r\n")) break;
+    }
+    size_t len = strlen(s->reply), off = 0;
+    while (off < len && (n = write(c, s->reply + off, len - off)) > 0) off += (size_t)n;
+    close(c);
+    return NULL;
+}
+
+static void raw_start(raw_srv_t *s, const char *reply)
+{
+    s->reply = reply;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(s->fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(s->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(s->fd, 4), 0);
+    cr_assert_eq(getsockname(s->fd, (struct sockaddr *)&sa, &sl), 0);
+    s->port = ntohs(sa.sin_port);
+    cr_assert_eq(pthread_create(&s->thread, NULL, raw_main, s), 0);
+}
+
+static void raw_stop(raw_srv_t *s)
+{
+    pthread_join(s->thread, NULL);
+    close(s->fd);
+}
+
+/* Every header line in order, the name as spelled, the value without the
+ * blanks around it (inner ones kept), empty values and repeats kept, the last
+ * of a repeated name found by name; the status line and the blank line are
+ * not headers. */
+Test(http, headers_trimmed_in_order)
+{
+    raw_srv_t s;
+    raw_start(&s, "HTTP/1.1 200 OK\r\n"
+                  "X-Pad: \t  two  words \t \r\n"
+                  "X-Empty:\r\n"
+                  "x-twice: first\r\n"
+                  "X-Twice:second\r\n"
+                  "X-Colon: a: b\r\n"
+                  "Content-Length: 2\r\n"
+                  "Connection: close\r\n"
+                  "\r\n"
+                  "hi");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
+    raw_stop(&s);
+    static const char *const want[][2] = {{"X-Pad", "two  words"}, {"X-Empty", ""},
+                                          {"x-twice", "first"},    {"X-Twice", "second"},
+                                          {"X-Colon", "a: b"},     {"Content-Length", "2"},
+                                          {"Connection", "close"}};
+    cr_assert_eq(r->n_headers, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        cr_assert_str_eq(r->headers[i].name, want[i][0]);
+        cr_assert_str_eq(r->headers[i].value, want[i][1]);
+    }
+    cr_assert_str_eq(async_http_response_header(r, "x-TWICE"), "second");
+    cr_assert_str_eq(async_http_response_header(r, "x-empty"), "");
+    cr_assert_str_eq(r->body, "hi");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+}
 
 /* --- callback style -------------------------------------------------------- */
 
@@ -270,6 +364,40 @@ Test(http, redirect_and_slow_body)
     async_http_response_free(b.resp);
     async_http_destroy(http);
     async_loop_destroy(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A pooled handle does not set the URL again when the next request's is the
+ * same: curl must start each transfer from the URL set, not from where a
+ * redirect of the previous one led.  One request at a time on a blocking
+ * client, so all run on one handle. */
+Test(http, same_url_again_after_redirect)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char redirect[128], echo[128];
+    snprintf(redirect, sizeof redirect, "%s", test_httpd_url(srv, "/redirect"));
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo"));
+    const char *urls[] = {redirect, redirect, echo, echo, redirect};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        long before = test_httpd_requests(srv);
+        async_http_response_t *r;
+        cr_assert_eq(async_http_get(&r, http, urls[i], NULL), 0, "%zu: %s", i, r ? r->errmsg : "");
+        cr_assert_str_eq(r->url, urls[i]);
+        if (urls[i] == redirect) {
+            /* The 302 and then /ok: a transfer started from /ok makes one. */
+            cr_assert_eq(test_httpd_requests(srv) - before, 2, "%zu", i);
+            cr_assert_str_eq(r->body, "ok", "%zu", i);
+        } else {
+            cr_assert_eq(test_httpd_requests(srv) - before, 1, "%zu", i);
+            cr_assert(strstr(r->body, "\"path\":\"/echo\""), "%zu: %s", i, r->body);
+        }
+        async_http_response_free(r);
+    }
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, 1);
+    cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
 

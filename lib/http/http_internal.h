@@ -47,7 +47,7 @@ typedef struct http_shard {
     size_t n_running;      /* transfers in this multi handle */
     size_t n_sockets;      /* sockets it holds open: busy and idle connections */
     async__list_t transfers; /* http_transfer_t added here */
-    bool added;            /* a transfer joined since collect began */
+    bool pending;          /* transfers joined that curl has not started yet */
     bool dead;             /* our socket callback failed: curl aborts it all */
 } http_shard_t;
 
@@ -77,6 +77,7 @@ struct http_multi {
     bool no_http2;
     http_shard_t *shards[MAX_SHARDS];
     size_t n_shards;
+    ev_prepare start;      /* starts what joined in this iteration (on_prepare) */
     async__list_t socks;   /* http_sock_t */
     /* The context of each socket our open callback made, by descriptor,
      * from its open to its close (see http_sock_t). */
@@ -125,6 +126,8 @@ void async__http_sock_closing(http_shard_t *sh, curl_socket_t s);
 
 typedef struct http_xfer http_xfer_t;
 
+#define HTTP_URL_KEEP 192
+
 /* A pooled easy handle and what stays with it across the requests it
  * carries.  curl's data pointers (body, headers, socket open, error buffer)
  * aim here once, at the request it runs now (x); and the options last set
@@ -138,6 +141,17 @@ typedef struct http_easy {
     http_shard_t *close_shard;     /* CLOSESOCKETDATA */
     long timeout_ms, connect_timeout_ms, fresh_connect, pipewait;
     bool plain_get;                /* GET without body, method or headers */
+    /* CURLOPT_URL as last set, when it fits (url_len 0: unknown).  curl
+     * starts each transfer from the URL set, also after it followed a
+     * redirect, so a request to the same URL need not set it again (curl's
+     * copy and its free cost 400 instructions). */
+    size_t url_len;
+    char url[HTTP_URL_KEEP];
+    /* The header lines of the running attempt as "Name\0value\0" pairs
+     * (on_header), n_hdr of them.  The buffer stays with the handle, so a
+     * request costs no allocation for it; a response copies it. */
+    http_buf_t hdr;
+    size_t n_hdr;
 } http_easy_t;
 
 /* One request from the call to its end, over every attempt. */
@@ -157,8 +171,7 @@ struct http_xfer {
     bool idempotent;
     int attempt;                 /* attempts started */
     int64_t t_call, t_start, not_before; /* async_now() times */
-    http_buf_t resp_body, resp_hdr;
-    size_t n_hdr_lines;          /* lines in resp_hdr: sizes the header array */
+    http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
     int socket_errno;            /* of this attempt's failed socket(), or 0 */

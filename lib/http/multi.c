@@ -150,6 +150,8 @@ static void on_curl_timer(struct ev_loop *ev, ev_timer *w, int revents)
     ASYNC_UNUSED(ev);
     ASYNC_UNUSED(revents);
     http_shard_t *sh = w->data;
+    /* This call starts what joined too: on_prepare need not call again. */
+    sh->pending = false;
     curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
     collect(sh);
 }
@@ -189,34 +191,57 @@ static void collect(http_shard_t *sh)
     http_multi_t *m = sh->m;
     CURLMsg *msg;
     int left;
-    for (;;) {
-        if (sh->dead) {
-            shard_retire(sh);
-            return;
-        }
-        for (size_t i = 0; i < m->n_shards; i++) m->shards[i]->added = false;
-        while ((msg = curl_multi_info_read(sh->multi, &left))) {
-            if (msg->msg != CURLMSG_DONE) continue;
-            /* msg is invalid once the handle is removed: copy what we need. */
-            CURLcode rc = msg->data.result;
-            http_transfer_t *t = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-            detach(t);
-            t->done(t, rc, t->ud);
-        }
-        /* Completion functions started new transfers (a retry, the next
-         * page, the next request of a batch): start them now rather than one
-         * loop iteration later through curl's zero timeout.  We are outside
-         * every curl callback here, so calling curl is allowed.  Other
-         * shards' new transfers start on their own timers. */
-        if (!sh->added) break;
-        curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
+    if (sh->dead) {
+        shard_retire(sh);
+        return;
+    }
+    while ((msg = curl_multi_info_read(sh->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        /* msg is invalid once the handle is removed: copy what we need. */
+        CURLcode rc = msg->data.result;
+        http_transfer_t *t = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        detach(t);
+        t->done(t, rc, t->ud);
     }
     if (sh->still_running == 0 && sh->n_running == 0) {
         /* Nothing runs here: let a DEFAULT run of the loop end instead of
          * waiting for curl's housekeeping timer. */
         ev_timer_stop(m->ev, &sh->timer);
     }
+}
+
+/* Starts the transfers added since the loop last polled, with one
+ * curl_multi_socket_action per shard that has any, from an ev_prepare
+ * watcher, that is after every watcher of this loop iteration ran and
+ * before the poll: the completion functions of all the answers one poll
+ * brought (a retry, the next page, the next request of a batch) are
+ * started together, where each answer's own call cost as much as a
+ * request's own work, and none waits for curl's zero timeout, which
+ * would cost one more poll.  Starting transfers can end some (a refused
+ * connection) and their completion functions add more: repeat until no
+ * shard has any. */
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
+{
+    ASYNC_UNUSED(revents);
+    http_multi_t *m = w->data;
+    ev_prepare_stop(ev, w);
+    for (bool again = true; again;) {
+        again = false;
+        /* Downwards: collect may retire shard i, moving the last (already
+         * visited) one into its place. */
+        for (size_t i = m->n_shards; i-- > 0;) {
+            http_shard_t *sh = m->shards[i];
+            if (!sh->pending) continue;
+            sh->pending = false;
+            curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
+            collect(sh);
+            again = true;
+        }
+    }
+    /* Adds inside the loop started the watcher again; the loop has already
+     * started their transfers. */
+    ev_prepare_stop(ev, w);
 }
 
 void async__http_multi_kick(http_multi_t *m)
@@ -240,7 +265,8 @@ CURLMcode async__http_multi_add(http_shard_t *sh, http_transfer_t *t)
     if (mc != CURLM_OK) return mc;
     t->shard = sh;
     async__list_push(&sh->transfers, &t->link);
-    sh->added = true;
+    sh->pending = true;
+    ev_prepare_start(sh->m->ev, &sh->m->start);
     sh->n_running++;
     return CURLM_OK;
 }
@@ -380,11 +406,14 @@ int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http
     async__list_init(&m->socks);
     m->by_fd = NULL;
     m->n_by_fd = 0;
+    ev_prepare_init(&m->start, on_prepare);
+    m->start.data = m;
     return shard_new(m) ? 0 : ASYNC_ENOMEM;
 }
 
 void async__http_multi_cleanup(http_multi_t *m)
 {
+    ev_prepare_stop(m->ev, &m->start);
     for (size_t i = 0; i < m->n_shards; i++) {
         http_shard_t *sh = m->shards[i];
         ev_timer_stop(m->ev, &sh->timer);

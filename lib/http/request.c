@@ -18,6 +18,8 @@
 #define DEFAULT_RETRY_BASE ASYNC_MSEC(100)
 #define DEFAULT_RETRY_MAX ASYNC_SEC(30)
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
+/* The largest header buffer a pooled easy handle keeps for its next request. */
+#define HDR_KEEP ((size_t)16 << 10)
 
 /* Attempts started in one loop iteration, at most.  curl opens the
  * connection of every transfer added before the loop polls again, so a
@@ -141,6 +143,8 @@ static void easy_put(async_http_t *http, http_xfer_t *x)
     x->t.easy = NULL;
     if (!h) return;
     h->x = NULL;
+    /* A rare large header block does not stay with the handle. */
+    if (h->hdr.cap > HDR_KEEP) async__http_buf_free(&h->hdr);
     if (http->n_pool < http->cap_pool && !http->closing) {
         /* Kept configured, not reset: the next request sets every option
          * that differs from this one's (async__http_easy_setup). */
@@ -167,7 +171,6 @@ static void xfer_free(http_xfer_t *x)
     async__free(x->body);
     if (x->headers) curl_slist_free_all(x->headers);
     async__http_buf_free(&x->resp_body);
-    async__http_buf_free(&x->resp_hdr);
     async_http_response_free(x->resp);
     async__free(x);
 }
@@ -261,12 +264,14 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
  * HTTP-date form is curl's (CURLINFO_RETRY_AFTER, seconds from now). */
 static int64_t retry_after(http_xfer_t *x)
 {
-    const char *h = x->resp_hdr.data;
-    const char *value = NULL;
-    for (const char *line = h; line && *line;) {
-        if (strncasecmp(line, "Retry-After:", 12) == 0) value = line + 12; /* the last one */
-        line = strchr(line, '\n');
-        if (line) line++;
+    /* on_header keeps "Name\0value\0" pairs, the value trimmed. */
+    const http_easy_t *h = x->easy;
+    const char *value = NULL, *p = h->hdr.data;
+    const char *end = p ? p + h->hdr.len : NULL;
+    for (size_t i = 0; p && i < h->n_hdr && p < end; i++) {
+        const char *v = p + strlen(p) + 1;
+        if (strcasecmp(p, "Retry-After") == 0) value = v; /* the last one */
+        p = v + strlen(v) + 1;
     }
     if (!value) return -1;
     while (*value == ' ' || *value == '\t') value++;
@@ -318,8 +323,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         }
         if (delay != INT64_MAX && delay <= http->opts.retry_max_ns) {
             http->stats.retries++;
-            x->resp_body.len = x->resp_hdr.len = 0;
-            x->n_hdr_lines = 0;
+            x->resp_body.len = 0;
             x->reason[0] = 0;
             int64_t now = async_now();
             x->not_before = delay > INT64_MAX - now ? INT64_MAX : now + delay;

@@ -14,19 +14,29 @@
 
 /* --- buffers --------------------------------------------------------------- */
 
-int async__http_buf_add(http_buf_t *b, const void *p, size_t n)
+/* Appends n bytes to b, to be filled by the caller: their address, or NULL
+ * without memory. */
+static char *buf_room(http_buf_t *b, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 512;
         while (cap < b->len + n + 1) cap *= 2;
         char *d = async__realloc(b->data, cap);
-        if (!d) return ASYNC_ENOMEM;
+        if (!d) return NULL;
         b->data = d;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, p, n);
+    char *at = b->data + b->len;
     b->len += n;
     b->data[b->len] = 0;
+    return at;
+}
+
+int async__http_buf_add(http_buf_t *b, const void *p, size_t n)
+{
+    char *at = buf_room(b, n);
+    if (!at) return ASYNC_ENOMEM;
+    memcpy(at, p, n);
     return 0;
 }
 
@@ -51,16 +61,20 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* isspace() of the C locale, without its table lookup. */
+static bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ((http_easy_t *)ud)->x;
+    http_easy_t *h = ud;
+    http_xfer_t *x = h->x;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (after a redirect or a 100 Continue): the headers
          * kept are those of the final response. */
-        x->resp_hdr.len = 0;
-        x->n_hdr_lines = 0;
-        if (x->resp_hdr.data) x->resp_hdr.data[0] = 0;
+        h->hdr.len = 0;
+        h->n_hdr = 0;
+        if (h->hdr.data) h->hdr.data[0] = 0;
         const char *sp = memchr(p, ' ', len);
         const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
         size_t rl = 0;
@@ -73,9 +87,29 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         x->reason[rl] = 0;
         return len;
     }
-    if (!memchr(p, ':', len)) return len; /* the blank line ending the block */
-    if (async__http_buf_add(&x->resp_hdr, p, len)) return 0;
-    x->n_hdr_lines++; /* curl hands over one header line per call */
+    const char *colon = memchr(p, ':', len);
+    if (!colon) return len; /* the blank line ending the block */
+    /* Kept as "Name\0value\0", the value without its blanks: the split is
+     * made here, where the line's length is known, so that the response
+     * needs only to point into a copy (a rescan of the raw lines with
+     * strchr and isspace cost as much as keeping them). */
+    const char *v = colon + 1, *ve = p + len;
+    while (v < ve && (*v == ' ' || *v == '\t')) v++;
+    while (ve > v && is_space((unsigned char)ve[-1])) ve--;
+    size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
+    if (memchr(p, 0, len)) {
+        /* A NUL byte inside ends the name or value, as it would a C string,
+         * and keeps the pairs two strings each. */
+        nl = strnlen(p, nl);
+        vl = strnlen(v, vl);
+    }
+    char *d = buf_room(&h->hdr, nl + 1 + vl + 1);
+    if (!d) return 0;
+    memcpy(d, p, nl);
+    d[nl] = 0;
+    memcpy(d + nl + 1, v, vl);
+    d[nl + 1 + vl] = 0;
+    h->n_hdr++; /* curl hands over one header line per call */
     return len;
 }
 
@@ -158,6 +192,7 @@ void async__http_easy_free(http_easy_t *h)
 {
     if (!h) return;
     if (h->curl) curl_easy_cleanup(h->curl);
+    async__http_buf_free(&h->hdr);
     async__free(h);
 }
 
@@ -180,8 +215,16 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     int bad = 0;
     h->x = x;
     h->errbuf[0] = 0;
+    h->hdr.len = 0;
+    h->n_hdr = 0;
     x->socket_errno = 0;
-    SET(CURLOPT_URL, x->url);
+    size_t ul = strlen(x->url);
+    if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
+        SET(CURLOPT_URL, x->url);
+        bool keep = !bad && ul < sizeof h->url;
+        if (keep) memcpy(h->url, x->url, ul);
+        h->url_len = keep ? ul : 0;
+    }
     if (h->close_shard != sh) {
         /* curl keeps this with each connection it opens from now on. */
         SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
@@ -227,6 +270,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
         h->timeout_ms = h->connect_timeout_ms = h->fresh_connect = h->pipewait = -1;
         h->close_shard = NULL;
         h->plain_get = false;
+        h->url_len = 0;
     }
     return bad ? ASYNC_EINVAL : 0;
 }
@@ -240,35 +284,22 @@ static double secs(CURL *e, CURLINFO info)
     return (double)us / 1e6;
 }
 
-/* Splits the raw "Name: value\r\n" lines kept by on_header (n of them, as
- * counted there: a byte-by-byte count here cost more than the rest of the
- * response) into an array that points into one copy of them. */
+/* Points an array at one copy of the n "Name\0value\0" pairs that
+ * on_header kept (none holds a NUL byte of its own). */
 static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n)
 {
     if (!n || !raw->len) return 0;
     char *block = async__malloc(n * sizeof(async_http_header_t) + raw->len + 1);
     if (!block) return ASYNC_ENOMEM;
     async_http_header_t *h = (async_http_header_t *)block;
-    char *s = block + n * sizeof *h;
+    char *s = block + n * sizeof *h, *end = s + raw->len;
     memcpy(s, raw->data, raw->len + 1);
     size_t k = 0;
-    char *line = s;
-    while (*line && k < n) {
-        char *end = strchr(line, '\n');
-        char *next = end ? end + 1 : line + strlen(line);
-        if (end) *end = 0;
-        char *colon = strchr(line, ':');
-        if (colon) {
-            *colon = 0;
-            char *v = colon + 1;
-            while (*v == ' ' || *v == '\t') v++;
-            char *ve = v + strlen(v);
-            while (ve > v && isspace((unsigned char)ve[-1])) *--ve = 0;
-            h[k].name = line;
-            h[k].value = v;
-            k++;
-        }
-        line = next;
+    for (char *p = s; k < n && p < end; k++) {
+        h[k].name = p;
+        p += strlen(p) + 1;
+        h[k].value = p;
+        p += strlen(p) + 1;
     }
     r->headers = h;
     r->n_headers = k;
@@ -316,7 +347,7 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     r->body_len = x->resp_body.len;
     x->resp_body.data = NULL;
     x->resp_body.len = x->resp_body.cap = 0;
-    int err = parse_headers(r, &x->resp_hdr, x->n_hdr_lines);
+    int err = parse_headers(r, &x->easy->hdr, x->easy->n_hdr);
     if (err) return err;
     /* The request ends with this response (no attempt follows), so its URL
      * moves rather than being copied. */
