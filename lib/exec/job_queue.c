@@ -11,10 +11,11 @@
  * nothing here allocates.
  *
  * Waking: a worker that finds nothing spins for the spin budget, 2 to 50 us
- * (as many workers at a time as there are CPUs, watching the word `kick`
- * that a submitter sets for them), and then sleeps on the futex word `seq`.
- * Several spin so that a map's tickets, queued back to back with the last
- * map, find every worker awake: with one spinner the others slept between
+ * (watching the word `kick` that a submitter sets for it), and then sleeps
+ * on the futex word `seq`.  One worker at a time spins while the last
+ * submit was a single job; after a batch (`wide`: a map's tickets) as many
+ * as there are CPUs do, so that the next map, queued back to back with the
+ * last, finds every worker awake: with one spinner the others slept between
  * maps and each map paid a futex wake and a wait per sleeper, and waited
  * for them to get a CPU back.  A kick brings one spinner back (the first to
  * see it clears it); a worker that takes a job and sees more behind it
@@ -239,7 +240,7 @@ POP_INLINE async__job_t *pop_any(exec_priv_t *p)
 
 /* --- waking ------------------------------------------------------------------ */
 
-static void wake(exec_priv_t *p, size_t jobs)
+static void wake_n(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
     if (spin) { /* spinners watch `kick` alone, so polling costs submitters nothing */
@@ -262,6 +263,19 @@ static void wake(exec_priv_t *p, size_t jobs)
     }
     atomic_fetch_add(&p->seq, 1);
     async__futex_wake(&p->seq, jobs - spin > INT_MAX ? INT_MAX : (int)(jobs - spin));
+}
+
+/* A submit's wake-up: also notes whether it queued a batch (a map's
+ * tickets), which is when more than one idle worker may spin (see the top
+ * of this file); a stream of single jobs keeps one spinner, as a second
+ * would only burn its CPU through each gap.  The flag is written only when
+ * it changes, so a stream of submits leaves its line shared. */
+static void wake(exec_priv_t *p, size_t jobs)
+{
+    bool wide = jobs > 1;
+    if (atomic_load_explicit(&p->wide, memory_order_relaxed) != wide)
+        atomic_store_explicit(&p->wide, wide, memory_order_relaxed);
+    wake_n(p, jobs);
 }
 
 static void wake_all(exec_priv_t *p)
@@ -463,7 +477,7 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
                 atomic_thread_fence(memory_order_seq_cst);
                 if (atomic_load(&p->room_waiters)) room_signal(p);
             }
-            if (more) wake(p, 1); /* hand on a wake-up */
+            if (more) wake_n(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;
         }
@@ -472,7 +486,8 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         if (stop) return ASYNC_ECLOSED;
 
         int64_t spun_from = -1; /* only the spinner's spells teach the budget */
-        if (atomic_load(&p->spinning) < p->max_spinning && spin_for_work(p, &spun_from)) continue;
+        unsigned spinners = atomic_load_explicit(&p->wide, memory_order_relaxed) ? p->max_spinning : 1;
+        if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
         sleep_for_work(p, spun_from);
     }
 }
