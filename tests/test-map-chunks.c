@@ -4,7 +4,8 @@
  * chunksize is kept exactly; chunks are claimed in order, so a caller that
  * helps (caller_runs) and the workers together run every item exactly once
  * and report the lowest failing one; a map cancelled by shutdown fails the
- * chunks that never ran without writing their output.  Chunk bounds are
+ * chunks that never ran without writing their output; async_work_output
+ * gives each item its own output slot.  Chunk bounds are
  * observed through the rule that a chunk stops at its first failing item:
  * when every item fails, exactly the first item of each chunk runs.  The
  * counting allocator checks for leaks after every test. */
@@ -210,5 +211,39 @@ Test(map_chunks, shutdown_fails_the_chunks_that_never_ran, .timeout = 30)
     for (size_t i = 0; i < N; i++)
         cr_expect_eq(out[i], i < index, "item %zu %s", i, i < index ? "ran" : "never ran");
     async_future_unref(f);
+    async_executor_free(ex);
+}
+
+/* Writes its item plus 1 through async_work_output, never through out. */
+static int output_next(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    int v;
+    memcpy(&v, in, sizeof v);
+    int *buf = async_work_output(sizeof v);
+    if (!buf) return async_work_fail(ASYNC_ENOMEM, "no output for item %d", v);
+    *buf = v + 1;
+    if (async_work_output(sizeof v + 1)) return async_work_fail(ASYNC_EINVAL, "item %d grew", v);
+    return 0;
+}
+
+Test(map_chunks, work_output_is_each_items_own_slot, .timeout = 30)
+{
+    enum { N = 1000 };
+    int in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    memset(out, 0xff, sizeof out);
+    async_executor_t *ex = pool(2, true);
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = output_next;
+    m.in = in;
+    m.in_size = sizeof in[0];
+    m.out = out;
+    m.out_size = sizeof out[0];
+    m.n = N;
+    m.chunksize = 64; /* rows well inside each chunk, by the caller and the workers */
+    cr_assert_eq(async_executor_map(ex, &m, NULL), 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(out[i], i + 1, "item %d", i);
     async_executor_free(ex);
 }

@@ -5,10 +5,13 @@
  * before sleeping is for), on threads with and without caller_runs and on
  * processes with the rows in shared memory; a map that outlasts the look
  * ends through the sleep; a deadline shorter than the look still ends the
- * wait.  Chunks that fail at the same moment on different threads still
+ * wait.  Back-to-back maps of one item per worker, each item waiting for
+ * the others, show that a map reaches every worker, spinning or asleep,
+ * map after map.  Chunks that fail at the same moment on different threads still
  * leave the lowest failing item as the map's error.  The counting
  * allocator checks for leaks after every test. */
 #include <criterion/criterion.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +115,54 @@ Test(map_wait, back_to_back_maps_return_with_every_row_written, .timeout = 120)
     async_executor_shm_free(px, pin);
     async_executor_shm_free(px, pout);
     async_executor_free(px);
+}
+
+/* One item of a meeting of as many items as workers: counts itself in and
+ * waits, yielding its CPU, until all have come (they must run at once) or
+ * 10 s have passed (a failure). */
+static int meet(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size;
+    _Atomic int *arrived = ctx;
+    int want = *(const int *)in;
+    atomic_fetch_add(arrived, 1);
+    int64_t until = async_deadline_after(ASYNC_SEC(10));
+    while (atomic_load(arrived) < want)
+        if (async_now() > until) return async_work_fail(ASYNC_ETIMEDOUT, "only %d came", atomic_load(arrived));
+        else sched_yield();
+    *(int *)out = 1;
+    return 0;
+}
+
+/* Several idle workers spin between jobs, and a kick brings back only one
+ * of them; the one it brings hands a kick on to the next.  A map of one
+ * item per worker, each waiting for all the others to be running, can only
+ * end if every spinner (and every sleeper) was brought back for it, map
+ * after map. */
+Test(map_wait, back_to_back_maps_reach_every_spinning_worker, .timeout = 120)
+{
+    enum { WORKERS = 3, MAPS = 300 };
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, WORKERS, false);
+    int in[WORKERS], out[WORKERS];
+    for (int i = 0; i < WORKERS; i++) in[i] = WORKERS;
+    for (int r = 0; r < MAPS; r++) {
+        _Atomic int arrived = 0;
+        memset(out, 0, sizeof out);
+        async_map_t m;
+        async_map_init(&m);
+        m.fn = meet;
+        m.ctx = (void *)&arrived;
+        m.in = in;
+        m.in_size = sizeof *in;
+        m.out = out;
+        m.out_size = sizeof *out;
+        m.n = WORKERS;
+        m.chunksize = 1;
+        async_map_error_t err;
+        cr_assert_eq(async_executor_map(ex, &m, &err), 0, "map %d: %s", r, err.message);
+        for (int i = 0; i < WORKERS; i++) cr_assert_eq(out[i], 1, "map %d, item %d", r, i);
+    }
+    async_executor_free(ex);
 }
 
 /* Sleeps its item's milliseconds, then writes 1. */

@@ -35,8 +35,10 @@ typedef struct async__exec_priv {
     _Atomic unsigned waking;         /* a wake-up is on its way to an idle worker */
     _Atomic unsigned seq;            /* futex word idle workers sleep on */
     _Atomic int64_t spin_budget;     /* ns an idle worker spins before it sleeps */
+    unsigned max_spinning;           /* workers that may spin at once after a batch */
     char pad3[64];
     _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
+    _Atomic bool wide;               /* the last submit queued a batch: several may spin */
     char pad4[64];
     /* Rarely written. */
     _Atomic bool closed;

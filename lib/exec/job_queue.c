@@ -11,10 +11,18 @@
  * nothing here allocates.
  *
  * Waking: a worker that finds nothing spins for the spin budget, 2 to 50 us
- * (only one worker spins at a time, watching the word `kick` that a submitter
- * sets for it), and then sleeps on the futex word `seq`.  A submitter wakes a sleeper
- * only if nobody spins and no wake-up is already on its way (`waking`); every worker clears `waking` when it enters or leaves
- * the idle state, so a stale flag cannot strand work.  No wake-up is lost:
+ * (watching the word `kick` that a submitter sets for it), and then sleeps
+ * on the futex word `seq`.  One worker at a time spins while the last
+ * submit was a single job; after a batch (`wide`: a map's tickets) as many
+ * as there are CPUs do, so that the next map, queued back to back with the
+ * last, finds every worker awake: with one spinner the others slept between
+ * maps and each map paid a futex wake and a wait per sleeper, and waited
+ * for them to get a CPU back.  A kick brings one spinner back (the first to
+ * see it clears it); a worker that takes a job and sees more behind it
+ * hands a kick on, so a batch reaches every spinner in turn.  A submitter
+ * wakes a sleeper only for jobs beyond the spinners and if no wake-up is
+ * already on its way (`waking`); every worker clears `waking` when it
+ * enters or leaves the idle state, so a stale flag cannot strand work.  No wake-up is lost:
  * a worker increments `idle` (sequentially consistent) before its last look at
  * the queue's length, and a submitter counts its job in `submitted` before it
  * reads `idle` and
@@ -43,6 +51,10 @@
  * a spin that catches a job (a live stream: let it ride out the submitter's
  * hiccups) and an idle spell (spin and sleep) that ended within twice the
  * budget, a near miss, double it.
+ * A sleep that ended within SPIN_MAX of the spin's start (a spin that long
+ * would have caught it) raises the budget to one and a half times that gap
+ * at least: doubling from a budget far below the gap between a loop's maps
+ * never got there, as each spin ran out first and halved it again.
  * KICK_POLL is how many pauses the spinner lets pass between looks at
  * `kick`.  Looking less often lets a burst of submits pile up a little, so
  * that the worker then takes several jobs while the submitter runs on
@@ -51,6 +63,10 @@
 #define SPIN_MIN ASYNC_USEC(2)
 #define SPIN_MAX ASYNC_USEC(50)
 #define KICK_POLL 32
+/* A spinner yields its CPU every SPIN_YIELD looks at `kick`: with more
+ * threads than CPUs (the map's caller, other programs) a spinner would
+ * otherwise hold the CPU of the thread that is about to give it work. */
+#define SPIN_YIELD 4
 
 void async__q_init(exec_priv_t *p)
 {
@@ -63,6 +79,8 @@ void async__q_init(exec_priv_t *p)
     atomic_init(&p->in_head, &p->in_stub);
     p->in_tail = &p->in_stub;
     atomic_init(&p->spin_budget, SPIN_MIN);
+    p->max_spinning = async_cpu_count();
+    if (p->max_spinning < 1) p->max_spinning = 1;
 }
 
 void async__q_destroy(exec_priv_t *p)
@@ -222,10 +240,10 @@ POP_INLINE async__job_t *pop_any(exec_priv_t *p)
 
 /* --- waking ------------------------------------------------------------------ */
 
-static void wake(exec_priv_t *p, size_t jobs)
+static void wake_n(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
-    if (spin) { /* the spinner watches `kick` alone, so polling costs submitters nothing */
+    if (spin) { /* spinners watch `kick` alone, so polling costs submitters nothing */
         if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
         if (jobs <= spin) return;
     }
@@ -238,9 +256,26 @@ static void wake(exec_priv_t *p, size_t jobs)
         if (atomic_load_explicit(&p->waking, memory_order_relaxed) ||
             !atomic_compare_exchange_strong(&p->waking, &expect, 1))
             return;
+    } else {
+        /* Wake-ups on their way: a worker that takes one of these jobs and
+         * hands on a wake-up need not make a system call while they land. */
+        atomic_store(&p->waking, 1);
     }
     atomic_fetch_add(&p->seq, 1);
     async__futex_wake(&p->seq, jobs - spin > INT_MAX ? INT_MAX : (int)(jobs - spin));
+}
+
+/* A submit's wake-up: also notes whether it queued a batch (a map's
+ * tickets), which is when more than one idle worker may spin (see the top
+ * of this file); a stream of single jobs keeps one spinner, as a second
+ * would only burn its CPU through each gap.  The flag is written only when
+ * it changes, so a stream of submits leaves its line shared. */
+static void wake(exec_priv_t *p, size_t jobs)
+{
+    bool wide = jobs > 1;
+    if (atomic_load_explicit(&p->wide, memory_order_relaxed) != wide)
+        atomic_store_explicit(&p->wide, wide, memory_order_relaxed);
+    wake_n(p, jobs);
 }
 
 static void wake_all(exec_priv_t *p)
@@ -392,7 +427,7 @@ static void set_budget(exec_priv_t *p, int64_t ns)
     if (ns != budget(p)) atomic_store_explicit(&p->spin_budget, ns, memory_order_relaxed);
 }
 
-/* The one spinner's wait for `kick`, for the spin budget: true when work may
+/* A spinner's wait for `kick`, for the spin budget: true when work may
  * have come (look again), false when it ran out (sleep).  *from is when the
  * spin began, read only after `spinning` is raised: until then a submitter
  * that finds nobody spinning wakes a sleeping worker, a system call on its
@@ -413,6 +448,8 @@ static __attribute__((noinline)) bool spin_for_work(exec_priv_t *p, int64_t *fro
             found = true;
         } else if (async_now() >= until) {
             break;
+        } else if (i % (KICK_POLL * SPIN_YIELD) == 0) {
+            sched_yield();
         }
     }
     atomic_fetch_sub(&p->spinning, 1);
@@ -432,8 +469,8 @@ static __attribute__((noinline)) void sleep_for_work(exec_priv_t *p, int64_t spu
     atomic_fetch_sub(&p->idle, 1);
     atomic_store(&p->waking, 0);
     if (spun_from < 0) return;
-    int64_t spin = budget(p);
-    if (async_now() - spun_from <= 2 * spin) set_budget(p, 2 * spin);
+    int64_t spin = budget(p), gap = async_now() - spun_from;
+    if (gap <= SPIN_MAX) set_budget(p, gap + gap / 2 > 2 * spin ? gap + gap / 2 : 2 * spin);
 }
 
 int async__q_take(exec_priv_t *p, async__job_t **out)
@@ -456,7 +493,7 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
                 atomic_thread_fence(memory_order_seq_cst);
                 if (atomic_load(&p->room_waiters)) room_signal(p);
             }
-            if (more) wake(p, 1); /* hand on a wake-up */
+            if (more) wake_n(p, 1); /* hand on a wake-up */
             *out = job;
             return 0;
         }
@@ -465,7 +502,8 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         if (stop) return ASYNC_ECLOSED;
 
         int64_t spun_from = -1; /* only the spinner's spells teach the budget */
-        if (atomic_load(&p->spinning) == 0 && spin_for_work(p, &spun_from)) continue;
+        unsigned spinners = atomic_load_explicit(&p->wide, memory_order_relaxed) ? p->max_spinning : 1;
+        if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
         sleep_for_work(p, spun_from);
     }
 }
