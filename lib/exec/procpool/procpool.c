@@ -199,7 +199,9 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     s->batch = waiter ? p->placing_batch : 0;
     atomic_store_explicit(&s->wsleep, 0, memory_order_relaxed);
     if (waiter) {
-        atomic_store_explicit(&s->caller_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+        /* The CPU hints serve the spins of a single call; a batch has none. */
+        uint16_t cpu = s->batch ? UINT16_MAX : (uint16_t)sched_getcpu();
+        atomic_store_explicit(&s->caller_cpu, cpu, memory_order_relaxed);
         atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
     }
     *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,

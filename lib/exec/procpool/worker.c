@@ -178,7 +178,7 @@ static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
         .job_res_start = atomic_load_explicit(&wr->res_tail, memory_order_relaxed),
     };
     const void *in = s->in_off ? (char *)h + s->in_off : (char *)s->in_inline;
-    if (s->direct) atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+    if (s->direct && !s->batch) atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
     s->msg_len = 0;
     s->res_end = 0;
     int rc;
