@@ -1145,4 +1145,157 @@ Test(procpool, call_kill_storm, .timeout = 120)
     async__procpool_free(p);
 }
 
+
+/* --- async__procpool_call_n: a batch shares one wake-up ---------------------------- */
+
+/* n jobs of fns[k % nfns] with inputs first .. first + n - 1 (job k is R[first + k]). */
+static int call_n(async__procpool_t *p, async__procpool_fn const *fns, int nfns, void *const *ctxs,
+                  const long *ins, int first, int n)
+{
+    async__procjob_t j[PP_CALL_MAX];
+    for (int k = 0; k < n; k++)
+        j[k] = (async__procjob_t){.fn = (async__anyfn_t)fns[k % nfns],
+                                  .ctx = ctxs ? ctxs[k % nfns] : NULL, .in = &ins[k],
+                                  .in_len = sizeof ins[k], .out_cap = 8,
+                                  .deadline = ASYNC_FOREVER, .done = on_call_done,
+                                  .arg = (void *)(intptr_t)(first + k)};
+    return async__procpool_call_n(p, j, (size_t)n);
+}
+
+Test(procpool, call_n_results_and_errors, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    /* Handed-over jobs, and ones that take the supervisor's way (a grown
+     * result, a message) and so wake the caller from there, in one batch. */
+    async__procpool_fn fns[] = {square, square, grower, square, failer};
+    int first = 0;
+    for (int b = 0; b < 400; b++) {
+        int n = 1 + b % 40;
+        long ins[PP_CALL_MAX];
+        for (int k = 0; k < n; k++) ins[k] = k % 5 == 2 ? 200 : first + k;
+        int rc = call_n(p, fns, 5, NULL, ins, first, n);
+        cr_assert_eq(rc, 0, "batch %d: %s", b, async_strerror(rc));
+        for (int k = 0; k < n; k++) {
+            int i = first + k;
+            cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
+                         atomic_load(&call_dones[i]));
+            if (k % 5 == 2) {
+                cr_assert_eq(R[i].err, 0);
+                cr_assert_eq(R[i].len, 200);
+            } else if (k % 5 == 4) {
+                cr_assert_eq(R[i].err, ASYNC_EINVAL);
+                cr_assert_str_eq(R[i].msg, "bad item 42");
+            } else {
+                cr_assert_eq(R[i].err, 0);
+                cr_assert_eq(R[i].val, (long)i * i);
+            }
+        }
+        first += n;
+    }
+    async__procpool_shutdown(p, true);
+    long in = 1;
+    cr_assert_eq(call_n(p, fns, 1, NULL, &in, 0, 1), ASYNC_ECLOSED);
+    async__procpool_free(p);
+}
+
+/* The worker holding the batch's first chunk is killed while the other
+ * worker still runs the second: the chunk fails with ASYNC_EWORKERDIED,
+ * and the second's hand-over, which is not the batch's last count (the
+ * failed chunk was never counted), must still wake the caller; then the
+ * replacement serves the next batch. */
+Test(procpool, call_n_worker_killed_holding_a_chunk, .timeout = 30)
+{
+    async__procpool_t *p = pool_new(2);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    killer_arg_t k = {0};
+    cr_assert_eq(async__procpool_shm_alloc(p, sizeof *k.pid, (void **)&k.pid), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, kill_when_started, &k), 0);
+    async__procpool_fn fns[] = {sleeper, sleeper};
+    void *ctxs[] = {(void *)k.pid, NULL};
+    long ins[] = {10000, 300};
+    int64_t t0 = async_now();
+    cr_assert_eq(call_n(p, fns, 2, ctxs, ins, 0, 2), 0);
+    pthread_join(t, NULL);
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(9), "the batch waited for the killed chunk's sleep");
+    cr_assert_eq(atomic_load(&call_dones[0]), 1);
+    cr_assert_eq(atomic_load(&call_dones[1]), 1);
+    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED, "%s", R[0].msg);
+    cr_assert(strstr(R[0].msg, "signal 9"), "%s", R[0].msg);
+    cr_assert_eq(R[1].err, 0, "%s", R[1].msg);
+    async__procpool_fn sq[] = {square};
+    long more[8] = {2, 3, 4, 5, 6, 7, 8, 9};
+    cr_assert_eq(call_n(p, sq, 1, NULL, more, 2, 8), 0);
+    for (int i = 2; i < 10; i++) cr_assert_eq(R[i].val, (long)(i * i), "job %d", i);
+    async__procpool_free(p);
+}
+
+/* Batches back to back while workers are SIGKILLed at random, at any point
+ * of a chunk (claimed, running, handed over, counted): every batch returns,
+ * each job's done ran exactly once, and a job succeeded with its result
+ * (run once) or failed because its worker died. */
+enum { BSTORM_BATCHES = 600, BSTORM_N = 16 };
+
+static void *batch_storm_caller(void *arg)
+{
+    call_storm_t *c = arg;
+    async__procpool_fn fns[] = {counted_square};
+    void *ctxs[] = {(void *)c->runs};
+    for (int b = 0; b < BSTORM_BATCHES; b++) {
+        long ins[BSTORM_N];
+        for (int k = 0; k < BSTORM_N; k++) ins[k] = b * BSTORM_N + k;
+        int rc = call_n(c->p, fns, 1, ctxs, ins, b * BSTORM_N, BSTORM_N);
+        if (rc) return (void *)(intptr_t)rc;
+    }
+    return NULL;
+}
+
+Test(procpool, call_n_kill_storm, .timeout = 120)
+{
+    async__procpool_t *p = pool_new(2);
+    enum { JOBS = BSTORM_BATCHES * BSTORM_N };
+    _Atomic int *runs;
+    cr_assert_eq(async__procpool_shm_alloc(p, JOBS * sizeof *runs, (void **)&runs), 0);
+    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(10))), 0);
+    call_storm_t c = {.p = p, .runs = runs};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, batch_storm_caller, &c), 0);
+    unsigned seed = (unsigned)time(NULL);
+    cr_log_info("call_n kill storm seed %u", seed);
+    int kills = 0;
+    pid_t seen[2] = {0};
+    int64_t seen_at[2] = {0};
+    void *rc = NULL;
+    while (pthread_tryjoin_np(t, &rc) != 0) {
+        usleep(1000 + rand_r(&seed) % 3000);
+        unsigned wi = rand_r(&seed) % 2;
+        pid_t w = async__procpool_worker_pid(p, wi);
+        if (w != seen[wi]) {
+            seen[wi] = w;
+            seen_at[wi] = async_now();
+        } else if (w > 0 && async_now() - seen_at[wi] >= ASYNC_MSEC(20) && kill(w, SIGKILL) == 0) {
+            kills++;
+        }
+    }
+    cr_assert_null(rc, "%s", async_strerror((int)(intptr_t)rc));
+    int died = 0;
+    for (int i = 0; i < JOBS; i++) {
+        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
+                     atomic_load(&call_dones[i]));
+        int r = atomic_load(&runs[i]);
+        cr_assert_leq(r, 1, "job %d ran %d times", i, r);
+        if (R[i].err == 0) {
+            cr_assert_eq(R[i].val, (long)i * i);
+            cr_assert_eq(r, 1);
+        } else {
+            cr_assert_eq(R[i].err, ASYNC_EWORKERDIED, "job %d: %s", i, R[i].msg);
+            died++;
+        }
+    }
+    cr_log_info("%d kills, %d jobs failed with their worker", kills, died);
+    cr_assert_gt(kills, 0);
+    cr_assert_leq(died, kills);
+    async__procpool_free(p);
+}
+
 #endif

@@ -403,6 +403,9 @@ static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t dea
  * (async__procpool_call_n), in chunk order, which is the order the workers
  * claim them in, and each worker hands its chunk's outcome back to this
  * thread, which finishes the chunk as on_done would on the supervisor.
+ * The chunks share one wake-up: this thread sleeps until the worker that
+ * hands over the last one wakes it (the batch of procpool_internal.h), so
+ * a map costs one sleep here and one per worker, whatever its chunks.
  * Only rows in the pool's shared memory qualify: a chunk then crosses as
  * its 80-byte header alone, which sits in the slot, so placing allocates
  * nothing and cannot fail half-way.  A worker that dies mid-chunk, a chunk

@@ -64,6 +64,11 @@ struct async__procpool {
     void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;
+    /* Under mu: async__procpool_call_n's batch (shm_internal.h): one at a
+     * time, its generation, and what async__pp_place writes in the slot's
+     * batch field (0 outside call_n). */
+    bool batch_busy;
+    uint32_t batch_gen, placing_batch;
     int64_t call_spin_ns;    /* see async__procpool_opts_t */
     _Atomic int64_t call_wait_ns; /* recent direct calls' waits for the hand-over */
     char broken_msg[512];

@@ -196,9 +196,12 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     s->out_len = 0;
     s->err = 0;
     s->direct = waiter != NULL;
+    s->batch = waiter ? p->placing_batch : 0;
     atomic_store_explicit(&s->wsleep, 0, memory_order_relaxed);
     if (waiter) {
-        atomic_store_explicit(&s->caller_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+        /* The CPU hints serve the spins of a single call; a batch has none. */
+        uint16_t cpu = s->batch ? UINT16_MAX : (uint16_t)sched_getcpu();
+        atomic_store_explicit(&s->caller_cpu, cpu, memory_order_relaxed);
         atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
     }
     *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,
@@ -420,6 +423,39 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     return 0;
 }
 
+/* Whether every chunk of the batch has ended: HANDED (this thread delivers
+ * it) or failed by the supervisor (its flag).  The state is read before the
+ * flag, as in wait_for_slot: a slot is freed only after its flag is set. */
+static bool batch_ended(pp_slot_t *slots, const uint32_t *idx, _Atomic uint32_t *finished,
+                        size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        uint32_t st = atomic_load_explicit(&slots[idx[k]].state, memory_order_acquire);
+        if (PP_KIND(st) != PP_HANDED && !atomic_load(&finished[k])) return false;
+    }
+    return true;
+}
+
+/* Waits for a batch, asleep at once: the workers need the CPUs (on two, a
+ * spinning caller takes one from them), and the last hand-over wakes this
+ * thread once (shm_internal.h).  Measured on 2 CPUs, 10,000-row maps back
+ * to back: sleeping at once 31 us a map (median), a 5 us spin first 33-52. */
+static void wait_batch(async__procpool_t *p, const uint32_t *idx, _Atomic uint32_t *finished,
+                       size_t n)
+{
+    pp_shm_t *h = p->h;
+    pp_slot_t *slots = pp_slots(h);
+    for (;;) {
+        uint32_t seq = atomic_load(&h->batch_seq);
+        if (batch_ended(slots, idx, finished, n)) break;
+        atomic_store(&h->batch_sleep, 1);
+        pp_fence();
+        if (batch_ended(slots, idx, finished, n)) break;
+        pp_futex_wait(&h->batch_seq, seq, -1);
+    }
+    atomic_store(&h->batch_sleep, 0);
+}
+
 int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, size_t n)
 {
     if (!n || n > PP_CALL_MAX) return ASYNC_EINVAL;
@@ -434,11 +470,20 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
     _Atomic uint32_t finished[PP_CALL_MAX];
     uint32_t idx[PP_CALL_MAX];
     bool timed = false;
+    pp_shm_t *h = p->h;
     pthread_mutex_lock(&p->mu);
     int rc = call_refused(p);
-    uint64_t tail = atomic_load_explicit(&p->h->q_tail, memory_order_relaxed);
-    if (!rc && (p->nfree < n || tail - atomic_load(&p->h->q_head) + n > p->h->ring_cap))
-        rc = ASYNC_EAGAIN; /* all or none */
+    uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
+    if (!rc && (p->batch_busy || p->nfree < n || tail - atomic_load(&h->q_head) + n > h->ring_cap))
+        rc = ASYNC_EAGAIN; /* all or none, one batch at a time */
+    if (!rc) {
+        p->batch_busy = true;
+        if (++p->batch_gen == 0) p->batch_gen = 1; /* 0 marks a slot of no batch */
+        p->placing_batch = p->batch_gen;
+        /* Before the first chunk is published: a worker counts down from n. */
+        atomic_store(&h->batch_degraded, 0);
+        atomic_store(&h->batch_left, (uint64_t)p->batch_gen << 32 | n);
+    }
     for (size_t k = 0; !rc && k < n; k++) {
         atomic_init(&finished[k], 0);
         rc = async__pp_place(p, &jobs[k], p->next_seq + 1, &finished[k], &idx[k]);
@@ -447,13 +492,30 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
         p->inflight++;
         timed |= jobs[k].deadline != ASYNC_FOREVER;
     }
+    p->placing_batch = 0;
     pthread_mutex_unlock(&p->mu);
     if (rc) return rc;
-    unsigned workers = p->h->nworkers;
-    bool spinner = async__pp_wake_workers(p->h, n < workers ? (int)n : (int)workers);
+    unsigned workers = h->nworkers;
+    async__pp_wake_workers(h, n < workers ? (int)n : (int)workers);
     if (timed) async__pp_poke(p);
-    /* In placing order, which is the order workers claim them in. */
-    for (size_t k = 0; k < n; k++) wait_for_slot(p, idx[k], &finished[k], !spinner, false, 0);
+    wait_batch(p, idx, finished, n);
+    /* Every chunk has ended: deliver those handed over, in placing order,
+     * then free their slots under one lock. */
+    bool handed[PP_CALL_MAX];
+    for (size_t k = 0; k < n; k++) {
+        uint32_t st = atomic_load_explicit(&pp_slots(h)[idx[k]].state, memory_order_acquire);
+        handed[k] = !atomic_load(&finished[k]) && PP_KIND(st) == PP_HANDED;
+        if (handed[k]) async__pp_deliver(p, idx[k]);
+    }
+    pthread_mutex_lock(&p->mu);
+    for (size_t k = 0; k < n; k++) {
+        if (!handed[k]) continue;
+        assert(p->jobs[idx[k]].waiter == &finished[k]);
+        async__pp_slot_free(p, idx[k]);
+        async__pp_job_finished(p);
+    }
+    p->batch_busy = false;
+    pthread_mutex_unlock(&p->mu);
     return 0;
 }
 

@@ -133,11 +133,15 @@ int async__procpool_call(async__procpool_t *pool, const async__procjob_t *job);
  * them or none, wakes up to one worker a job, and returns once every job's
  * done has run (here for those handed over, on the supervisor thread for
  * those that failed there), in any order.  Workers claim them in the order
- * given.  Each job's input must fit a slot's inline bytes (96) and its
- * out_cap the inline result (64), so that placing cannot fail half-way.
- * Errors (no done ever runs): those of async__procpool_call, ASYNC_EAGAIN
- * also when fewer than n slots are free, ASYNC_EINVAL for n 0 or above
- * PP_CALL_MAX or a job too large to sit inline. */
+ * given.  The calling thread sleeps at once and is woken once, by the
+ * worker that hands over the last job (after a failure in the batch, by
+ * every hand-over), not once a job.  Each job's input must fit a slot's
+ * inline bytes (96) and its out_cap the inline result (64), so that placing
+ * cannot fail half-way.  Errors (no done ever runs): those of
+ * async__procpool_call, ASYNC_EAGAIN also when fewer than n slots are free
+ * or another thread's call_n is under way (one batch at a time),
+ * ASYNC_EINVAL for n 0 or above PP_CALL_MAX or a job too large to sit
+ * inline. */
 int async__procpool_call_n(async__procpool_t *pool, const async__procjob_t *jobs, size_t n);
 
 /* Whether the calling thread is the pool's supervisor (done callbacks run

@@ -24,6 +24,16 @@
  *   exchange and the wake.  A direct job whose result or message went to the
  *   worker's byte ring takes the ordinary way instead (DONE, the done ring),
  *   so that the byte ring is still released in completion order.
+ * - The jobs of one async__procpool_call_n (a batch: a map's chunks) are
+ *   direct jobs that share one wake-up: the calling thread waits on
+ *   batch_seq until every slot of the batch is HANDED or failed, and a worker
+ *   that hands a chunk over counts it down on batch_left (the batch's
+ *   generation in the high half, so that a late count of an earlier batch is
+ *   ignored) and wakes the caller only at zero.  The slot states are the
+ *   truth; the count only decides who wakes.  The supervisor fails a chunk
+ *   (a worker died, a deadline, terminate) without counting it: it sets
+ *   batch_degraded and wakes, and from then on every hand-over of that batch
+ *   wakes the caller, which re-reads the states.  One batch at a time.
  * - Each worker has a single-producer single-consumer ring of finished slot
  *   indices (the worker produces, the supervisor consumes) and a byte ring for
  *   results that outgrew their slot and for error messages (same direction;
@@ -85,6 +95,10 @@ typedef struct pp_slot {
     uint8_t in_inline[PP_IN_INLINE];   /* 8-aligned: work functions read it in place */
     uint8_t out_inline[PP_OUT_INLINE];
     _Atomic uint16_t worker_cpu;       /* in the tail padding: the slot stays 256 bytes */
+    /* Nonzero: the job is a chunk of the batch with this generation
+     * (async__procpool_call_n); its worker counts it on the batch word
+     * instead of waking the slot's wseq. */
+    uint32_t batch;
 } __attribute__((aligned(PP_LINE))) pp_slot_t;
 _Static_assert(offsetof(pp_slot_t, in_inline) % 8 == 0 && offsetof(pp_slot_t, out_inline) % 8 == 0,
                "inline input and output stay 8-aligned");
@@ -125,6 +139,11 @@ typedef struct pp_shm {
     _Atomic uint32_t sup_seq __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t sup_waiting;
     _Atomic uint32_t srv_seq;  /* bumped by the fork server after each message */
+    /* The batch of async__procpool_call_n (see the top of this file). */
+    _Atomic uint64_t batch_left __attribute__((aligned(PP_LINE)));
+    _Atomic uint32_t batch_seq;
+    _Atomic uint32_t batch_sleep;    /* the caller announced that it sleeps */
+    _Atomic uint32_t batch_degraded; /* a chunk failed: wake at every hand-over */
 } pp_shm_t;
 
 static inline pp_slot_t *pp_slots(pp_shm_t *h) { return (pp_slot_t *)((char *)h + h->slots_off); }
@@ -183,6 +202,17 @@ static inline void pp_wake_supervisor(pp_shm_t *h)
     }
 }
 
+
+/* After the supervisor failed or woke a batch's direct job: every later
+ * hand-over of that batch wakes its caller, and the caller re-reads the
+ * slots now (shm_internal.h's batch rule). */
+static inline void pp_wake_batch(pp_shm_t *h)
+{
+    atomic_store(&h->batch_degraded, 1);
+    pp_fence();
+    atomic_fetch_add(&h->batch_seq, 1);
+    pp_futex_wake(&h->batch_seq, INT32_MAX);
+}
 
 /* Fork-server messages, both directions, over a SOCK_SEQPACKET pair. */
 enum pp_msg_type {

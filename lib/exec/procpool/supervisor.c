@@ -141,15 +141,23 @@ void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t 
 {
     if (!waiter) return;
     pp_slot_t *s = &pp_slots(p->h)[idx];
+    /* Read before the flag: once it is set the waiter may free the slot. */
+    bool batch = s->batch != 0;
     atomic_store(waiter, 1);
+    if (batch) {
+        pp_wake_batch(p->h);
+        return;
+    }
     atomic_fetch_add(&s->wseq, 1);
     pp_futex_wake(&s->wseq, INT_MAX);
 }
 
 /* Worker w died: a waiter whose job it handed over but did not wake yet
  * would sleep for ever. */
-static void wake_handed(pp_slot_t *s)
+static void wake_handed(async__procpool_t *p, pp_slot_t *s)
 {
+    /* A chunk of a batch: whether the worker counted it is unknown. */
+    if (s->batch) pp_wake_batch(p->h);
     atomic_fetch_add(&s->wseq, 1);
     pp_futex_wake(&s->wseq, INT_MAX);
 }
@@ -317,7 +325,7 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
             async__pp_slot_free(p, i);
             async__pp_job_finished(p);
         } else if (PP_KIND(st) == PP_HANDED && PP_WORKER(st) == w) {
-            wake_handed(&slots[i]); /* its waiter delivers it */
+            wake_handed(p, &slots[i]); /* its waiter delivers it */
         } else if (PP_KIND(st) == PP_REVOKED && p->jobs[i].zombie_of == (int)w) {
             async__pp_slot_free(p, i);
         }
