@@ -12,8 +12,14 @@
  *     bare libcurl multi loop (curl_multi_poll, reused easy handles, no event
  *     loop, the client's request options: bare_options) as the limit for any
  *     client on libcurl;
- *  4. 10,000 requests in flight at once against 1 s of latency: wall time and
- *     peak RSS (in a child process, so the figure is the client's own).
+ *  4. 10,000 requests in flight at once against 1 s of latency: wall time,
+ *     when the requests went out, CPU and peak RSS (each client in a child
+ *     process, so the figures are its own), for libasync and two bare
+ *     libcurl loops with the same request options: curl_multi_poll over one
+ *     multi handle, and curl_multi_socket_action over epoll with the burst
+ *     spread over multi handles of 256 as the client spreads it (libcurl
+ *     7.88's walks over every connection make one multi handle grow faster
+ *     than linearly), the baseline for the client's own cost.
  *
  * Each figure is measured once a round, the clients alternating within the
  * round, and prints as median (min-max) over the rounds.  Run from the
@@ -28,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -405,12 +413,25 @@ typedef struct fl {
     int done, failed;
     double t0, first, last;
     double first_sent, last_sent, max_wait; /* request written; first byte after that */
+    double wall, cpu; /* taken when the last answer is in, before cleanup */
     char first_error[256];
 } fl_t;
 
-static void fl_done(async_http_response_t *r, void *arg)
+static const struct { const char *key, *name, *unit; } fl_figs[] = {
+    {"wall", "wall", "s"},
+    {"first", "first answer", "s"},
+    {"last", "last answer", "s"},
+    {"sent1", "first request sent", "s"},
+    {"sent", "last request sent", "s"},
+    {"wait", "longest server wait", "s"},
+    {"cpu", "client CPU", "s"},
+    {"rss", "client peak RSS", "MiB"},
+};
+
+/* One answer, on the run's clock; total, pretransfer and starttransfer are
+ * curl's times of the transfer in seconds. */
+static void fl_record(fl_t *f, double total, double pretransfer, double starttransfer, const char *error)
 {
-    fl_t *f = arg;
     f->done++;
     double t = now_s() - f->t0;
     if (f->done == 1) f->first = t;
@@ -419,18 +440,218 @@ static void fl_done(async_http_response_t *r, void *arg)
      * from when curl took the transfer up, which is not when it was added
      * (queued ends there), so only their differences are used, back from
      * now. */
-    double sent = t - (r->timings.total - r->timings.pretransfer);
+    double sent = t - (total - pretransfer);
     if (sent > f->last_sent) f->last_sent = sent;
     if (f->done == 1 || sent < f->first_sent) f->first_sent = sent;
-    double wait = r->timings.starttransfer - r->timings.pretransfer;
+    double wait = starttransfer - pretransfer;
     if (wait > f->max_wait) f->max_wait = wait;
-    if (r->error) {
-        if (!f->failed++) snprintf(f->first_error, sizeof f->first_error, "%s", r->errmsg);
-    }
+    if (error && !f->failed++) snprintf(f->first_error, sizeof f->first_error, "%s", error);
+}
+
+/* The run is over: its wall and CPU time, before the client's cleanup (which
+ * closes 10,000 sockets) so that they are the burst's alone. */
+static void fl_finish(fl_t *f)
+{
+    f->wall = now_s() - f->t0;
+    f->cpu = cpu_s();
+}
+
+static void fl_done(async_http_response_t *r, void *arg)
+{
+    fl_record(arg, r->timings.total, r->timings.pretransfer, r->timings.starttransfer,
+              r->error ? r->errmsg : NULL);
     async_http_response_free(r);
 }
 
-static void inflight(unsigned port)
+static void fl_libasync(const char *url, fl_t *f)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20)};
+    async_loop_new(&loop);
+    async_http_new(&http, loop, &o);
+    async_http_request_t req = {.url = url};
+    f->t0 = now_s();
+    for (int i = 0; i < INFLIGHT_N; i++) async_http_send(http, &req, fl_done, f);
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    fl_finish(f);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
+}
+
+/* The bare loops' easy handle: the throughput section's options with the
+ * client's 20 s timeout of this section, and CURLOPT_FRESH_CONNECT, which
+ * the client sets on every transfer of a burst (no open socket is idle)
+ * to skip libcurl 7.88's walk over every connection for one to reuse. */
+static CURL *fl_easy(const char *url)
+{
+    CURL *e = curl_easy_init();
+    bare_options(e, url, true);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    return e;
+}
+
+/* Reads the finished transfers of one multi handle; returns how many. */
+static int fl_bare_drain(CURLM *m, fl_t *f)
+{
+    CURLMsg *msg;
+    int left, n = 0;
+    while ((msg = curl_multi_info_read(m, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL *h = msg->easy_handle;
+        curl_off_t total = 0, pre = 0, start = 0;
+        curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &total);
+        curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pre);
+        curl_easy_getinfo(h, CURLINFO_STARTTRANSFER_TIME_T, &start);
+        CURLcode rc = msg->data.result;
+        /* Removing the handle invalidates msg. */
+        curl_multi_remove_handle(m, h);
+        fl_record(f, (double)total / 1e6, (double)pre / 1e6, (double)start / 1e6,
+                  rc == CURLE_OK ? NULL : curl_easy_strerror(rc));
+        n++;
+    }
+    return n;
+}
+
+/* Every request in one multi handle, driven by curl_multi_perform and
+ * curl_multi_poll, as the throughput section's bare loop. */
+static void fl_bare_poll(const char *url, fl_t *f)
+{
+    CURLM *m = curl_multi_init();
+    CURL **e = calloc((size_t)INFLIGHT_N, sizeof *e);
+    int done = 0, running = 0;
+    f->t0 = now_s();
+    for (int i = 0; i < INFLIGHT_N; i++) {
+        e[i] = fl_easy(url);
+        curl_multi_add_handle(m, e[i]);
+    }
+    while (done < INFLIGHT_N) {
+        curl_multi_perform(m, &running);
+        done += fl_bare_drain(m, f);
+        if (done < INFLIGHT_N) curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    fl_finish(f);
+    for (int i = 0; i < INFLIGHT_N; i++) curl_easy_cleanup(e[i]);
+    free(e);
+    curl_multi_cleanup(m);
+}
+
+/* The same requests spread over multi handles of at most SHARD transfers,
+ * as the client spreads a burst (docs/http.md, "How it is built"), driven by
+ * curl_multi_socket_action from one epoll set and each handle's timer:
+ * libasync's design without libev and without the client. */
+enum { SHARD_DEFAULT = 256, MAX_SHARDS = 64 };
+static int SHARD = SHARD_DEFAULT;
+
+typedef struct bare_shard {
+    CURLM *m;
+    int ep, index;
+    double deadline; /* of curl's timer on the run's clock, < 0 for none */
+} bare_shard_t;
+
+static int bare_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    (void)e, (void)sockp;
+    bare_shard_t *sh = ud;
+    struct epoll_event ev = {.data.u64 = (uint64_t)sh->index << 32 | (uint32_t)s};
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(sh->ep, EPOLL_CTL_DEL, s, &ev);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (epoll_ctl(sh->ep, EPOLL_CTL_MOD, s, &ev) && errno == ENOENT) epoll_ctl(sh->ep, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int bare_on_timer(CURLM *m, long timeout_ms, void *ud)
+{
+    (void)m;
+    bare_shard_t *sh = ud;
+    sh->deadline = timeout_ms < 0 ? -1 : now_s() + (double)timeout_ms / 1e3;
+    return 0;
+}
+
+static void fl_bare_socket(const char *url, fl_t *f)
+{
+    int n_shards = (INFLIGHT_N + SHARD - 1) / SHARD;
+    if (n_shards > MAX_SHARDS) n_shards = MAX_SHARDS;
+    bare_shard_t sh[MAX_SHARDS];
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    for (int i = 0; i < n_shards; i++) {
+        sh[i] = (bare_shard_t){.m = curl_multi_init(), .ep = ep, .index = i, .deadline = -1};
+        curl_multi_setopt(sh[i].m, CURLMOPT_SOCKETFUNCTION, bare_on_socket);
+        curl_multi_setopt(sh[i].m, CURLMOPT_SOCKETDATA, &sh[i]);
+        curl_multi_setopt(sh[i].m, CURLMOPT_TIMERFUNCTION, bare_on_timer);
+        curl_multi_setopt(sh[i].m, CURLMOPT_TIMERDATA, &sh[i]);
+    }
+    CURL **e = calloc((size_t)INFLIGHT_N, sizeof *e);
+    int done = 0, running = 0;
+    f->t0 = now_s();
+    /* Shard by shard, as the client fills the first shard with room. */
+    for (int i = 0; i < INFLIGHT_N; i++) {
+        e[i] = fl_easy(url);
+        int k = i / SHARD < n_shards ? i / SHARD : i % n_shards;
+        curl_multi_add_handle(sh[k].m, e[i]);
+    }
+    struct epoll_event evs[256];
+    int turn = 0;
+    while (done < INFLIGHT_N) {
+        double t = now_s(), next = -1;
+        for (int i = 0; i < n_shards; i++)
+            if (sh[i].deadline >= 0 && (next < 0 || sh[i].deadline < next)) next = sh[i].deadline;
+        int ms = next < 0 ? 1000 : next <= t ? 0 : (int)((next - t) * 1e3) + 1;
+        int n = epoll_wait(ep, evs, 256, ms);
+        for (int i = 0; i < n; i++) {
+            bare_shard_t *s = &sh[evs[i].data.u64 >> 32];
+            int fd = (int)(uint32_t)evs[i].data.u64;
+            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(s->m, fd, flags, &running);
+            done += fl_bare_drain(s->m, f);
+        }
+        /* One expired timer a pass, the shards in turn: the first timer
+         * starts a whole shard's connections, and answering those that are
+         * ready before starting the next shard sends the first requests
+         * sooner (starting all 10,000 first delays them by the whole
+         * burst).  A timer left expired makes the next wait 0. */
+        t = now_s();
+        for (int j = 0; j < n_shards; j++) {
+            bare_shard_t *s = &sh[(turn + j) % n_shards];
+            if (s->deadline < 0 || s->deadline > t) continue;
+            s->deadline = -1;
+            curl_multi_socket_action(s->m, CURL_SOCKET_TIMEOUT, 0, &running);
+            done += fl_bare_drain(s->m, f);
+            turn = (turn + j + 1) % n_shards;
+            break;
+        }
+    }
+    fl_finish(f);
+    for (int i = 0; i < INFLIGHT_N; i++) curl_easy_cleanup(e[i]);
+    free(e);
+    for (int i = 0; i < n_shards; i++) curl_multi_cleanup(sh[i].m);
+    close(ep);
+}
+
+enum { FL_LIBASYNC, FL_BARE_POLL, FL_BARE_SOCKET };
+
+/* The name of one client's figure. */
+static void fl_name(char *buf, size_t size, int client, const char *fig)
+{
+    if (client == FL_LIBASYNC)
+        snprintf(buf, size, "%d requests in flight at 1 s latency, %s", INFLIGHT_N, fig);
+    else if (client == FL_BARE_POLL)
+        snprintf(buf, size, "%d requests in flight at 1 s latency, bare curl_multi_poll loop, one multi handle, %s",
+                 INFLIGHT_N, fig);
+    else
+        snprintf(buf, size, "%d requests in flight at 1 s latency, bare multi_socket loop, %d a multi handle, %s",
+                 INFLIGHT_N, SHARD, fig);
+}
+
+/* One client's run in a child process, so that the CPU and peak RSS are
+ * that client's alone. */
+static void inflight(unsigned port, int client)
 {
     int p[2];
     if (pipe(p)) return;
@@ -460,32 +681,20 @@ static void inflight(unsigned port)
             async_http_response_free(r);
             async_http_destroy(blocking);
         }
-        async_loop_t *loop;
-        async_http_t *http;
-        async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20)};
         fl_t f = {0};
-        async_loop_new(&loop);
-        async_http_new(&http, loop, &o);
-        async_http_request_t req = {.url = url};
-        double t0 = now_s();
-        f.t0 = t0;
-        for (int i = 0; i < INFLIGHT_N; i++) async_http_send(http, &req, fl_done, &f);
-        async_loop_run(loop, ASYNC_RUN_DEFAULT);
-        double dt = now_s() - t0;
+        if (client == FL_LIBASYNC) fl_libasync(url, &f);
+        else if (client == FL_BARE_POLL) fl_bare_poll(url, &f);
+        else fl_bare_socket(url, &f);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         char buf[1024];
         int n = snprintf(buf, sizeof buf,
                          "wall %.6f\nfirst %.6f\nlast %.6f\nsent1 %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\n"
                          "rss %.3f\nfailed %d\nerror %s\n",
-                         dt, f.first, f.last, f.first_sent, f.last_sent, f.max_wait,
-                         (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                             (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+                         f.wall, f.first, f.last, f.first_sent, f.last_sent, f.max_wait, f.cpu,
                          ru.ru_maxrss / 1024.0, f.failed, f.first_error);
         ssize_t w = write(p[1], buf, (size_t)n);
         (void)w;
-        async_http_destroy(http);
-        async_loop_destroy(loop);
         _exit(0);
     }
     close(p[1]);
@@ -495,25 +704,41 @@ static void inflight(unsigned port)
     buf[got] = 0;
     close(p[0]);
     waitpid(pid, NULL, 0);
-    static const struct { const char *key, *name, *unit; } figs[] = {
-        {"wall", "wall", "s"},
-        {"first", "first answer", "s"},
-        {"last", "last answer", "s"},
-        {"sent1", "first request sent", "s"},
-        {"sent", "last request sent", "s"},
-        {"wait", "longest server wait", "s"},
-        {"cpu", "client CPU", "s"},
-        {"rss", "client peak RSS", "MiB"},
-    };
     double failed = bench_peer_value(buf, "failed");
-    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
-        char name[160];
-        snprintf(name, sizeof name, "%d requests in flight at 1 s latency, %s", INFLIGHT_N, figs[i].name);
-        bench_add(name, figs[i].unit, failed == 0 ? bench_peer_value(buf, figs[i].key) : -1);
+    for (size_t i = 0; i < sizeof fl_figs / sizeof fl_figs[0]; i++) {
+        char name[200];
+        fl_name(name, sizeof name, client, fl_figs[i].name);
+        bench_add(name, fl_figs[i].unit, failed == 0 ? bench_peer_value(buf, fl_figs[i].key) : -1);
     }
     if (failed != 0) {
         const char *e = strstr(buf, "error ");
-        bench_note("%d in flight: %.0f failed this round (%s)", INFLIGHT_N, failed, e ? e + 6 : "no answer");
+        char name[200];
+        fl_name(name, sizeof name, client, "failed");
+        bench_note("%s: %.0f this round (%s)", name, failed, e ? e + 6 : "no answer");
+    }
+}
+
+/* libasync over each bare loop that ran, round by round, for the figures
+ * the client's own work moves. */
+static void inflight_ratio(int bare)
+{
+    if (bare & 1)
+        bench_note("%d in flight: the one-multi-handle poll loop walks every transfer in each "
+                   "curl_multi_perform and every socket in each curl_multi_poll, and libcurl 7.88 every "
+                   "connection on each remove: it grows faster than linearly, so the sharded socket loop "
+                   "is the fair baseline (BENCH_HTTP_INFLIGHT=n, BENCH_HTTP_BARE_SHARD=n to check)",
+                   INFLIGHT_N);
+    static const char *const figs[] = {"wall", "last request sent", "client CPU", "client peak RSS"};
+    for (int c = FL_BARE_POLL; c <= FL_BARE_SOCKET; c++) {
+        if (!(bare & (1 << (c - 1)))) continue;
+        for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
+            char name[240], a[200], b[200], over[64];
+            snprintf(over, sizeof over, "libasync over it, %s", figs[i]);
+            fl_name(name, sizeof name, c, over);
+            fl_name(a, sizeof a, FL_LIBASYNC, figs[i]);
+            fl_name(b, sizeof b, c, figs[i]);
+            bench_ratio(name, a, b);
+        }
     }
 }
 
@@ -531,6 +756,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (getenv("BENCH_HTTP_INFLIGHT")) INFLIGHT_N = atoi(getenv("BENCH_HTTP_INFLIGHT"));
+    /* BENCH_HTTP_BARE: 1 the poll loop only, 2 the socket loop only, 3 both (default). */
+    int fl_bare = getenv("BENCH_HTTP_BARE") ? atoi(getenv("BENCH_HTTP_BARE")) : 3;
+    /* BENCH_HTTP_BARE_SHARD: transfers a multi handle in the socket loop. */
+    if (getenv("BENCH_HTTP_BARE_SHARD")) SHARD = atoi(getenv("BENCH_HTTP_BARE_SHARD"));
+    if (SHARD < 1) SHARD = SHARD_DEFAULT;
     bench_start("bench-http");
     child_t slow = {0}, fast = {0}, far = {0}, ngx = {0};
     char dir[64] = "";
@@ -550,10 +780,16 @@ int main(int argc, char **argv)
         }
         if (tp) throughput("brewery-server", url);
         if (ng) throughput("nginx", ngx_url);
-        if (fl) inflight(far.port);
+        /* The clients take turns at going first, so that none always
+         * finds the server fresh or just after another client's burst. */
+        for (int k = 0; fl && k < 3; k++) {
+            int c = (r + k) % 3;
+            if (c == FL_LIBASYNC || (fl_bare & (1 << (c - 1)))) inflight(far.port, c);
+        }
     }
     if (tp) throughput_ratio("brewery-server");
     if (ng) throughput_ratio("nginx");
+    if (fl) inflight_ratio(fl_bare);
     bench_print();
     if (brew) child_stop(&slow);
     if (tp) child_stop(&fast);
