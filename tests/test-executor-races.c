@@ -488,3 +488,46 @@ static void mixed(size_t max_queued)
 
 Test(exec_races, priorities_and_deadlines_mixed_with_plain_submits, .timeout = 30) { mixed(0); }
 Test(exec_races, bounded_queue_mixed_with_plain_submits, .timeout = 30) { mixed(8); }
+
+/* Deadlines that expire around the job's end: the watchdog's expiry, the
+ * worker's late finish and the submitter's unref race on the contested
+ * (claiming) path, next to plain submits on the inline one.  Each future
+ * ends DONE with its result or FAILED with ASYNC_ETIMEDOUT, never both or
+ * neither; the leak check sees a reference dropped wrong. */
+Test(exec_races, deadlines_expiring_beside_plain_submits, .timeout = 30)
+{
+    async_executor_t *ex = pool(2, 0);
+    enum { BATCH = 16 };
+    async_future_t *fs[BATCH];
+    int64_t in[BATCH];
+    int done = 0, expired = 0;
+    for (int r = 0; r < ROUNDS / BATCH; r++) {
+        for (int i = 0; i < BATCH; i++) {
+            in[i] = r * BATCH + i;
+            uint64_t x = rnd();
+            async_job_t job = {.fn = triple, .in = &in[i], .in_size = sizeof in[i],
+                               .out_size = sizeof in[i],
+                               .timeout_ns = (x & 1) ? (int64_t)(x >> 8) % 20000 + 1 : 0};
+            cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
+            if ((x & 6) == 0) { /* let go at once: the worker or watchdog frees it */
+                async_future_unref(fs[i]);
+                fs[i] = NULL;
+            }
+        }
+        for (int i = 0; i < BATCH; i++) {
+            if (!fs[i]) continue;
+            int e = async_future_wait(fs[i]);
+            if (e == 0) {
+                cr_assert_eq(result_of(fs[i]), in[i] * 3 + 1);
+                done++;
+            } else {
+                cr_assert_eq(e, ASYNC_ETIMEDOUT, "round %d: %s", r, async_strerror(e));
+                cr_assert_eq(async_future_state(fs[i]), ASYNC_FUTURE_FAILED);
+                expired++;
+            }
+            async_future_unref(fs[i]);
+        }
+    }
+    cr_log_info("%d done, %d expired", done, expired);
+    async_executor_free(ex);
+}
