@@ -117,6 +117,22 @@ Test(map_wait, back_to_back_maps_return_with_every_row_written, .timeout = 120)
     async_executor_free(px);
 }
 
+/* A map of fn over n ints into n ints, one item a chunk. */
+static async_map_t int_map(async_work_fn fn, void *ctx, int *in, int *out, size_t n)
+{
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = fn;
+    m.ctx = ctx;
+    m.in = in;
+    m.in_size = sizeof *in;
+    m.out = out;
+    m.out_size = sizeof *out;
+    m.n = n;
+    m.chunksize = 1;
+    return m;
+}
+
 /* One item of a meeting of as many items as workers: counts itself in and
  * waits, yielding its CPU, until all have come (they must run at once) or
  * 10 s have passed (a failure). */
@@ -148,16 +164,7 @@ Test(map_wait, back_to_back_maps_reach_every_spinning_worker, .timeout = 120)
     for (int r = 0; r < MAPS; r++) {
         _Atomic int arrived = 0;
         memset(out, 0, sizeof out);
-        async_map_t m;
-        async_map_init(&m);
-        m.fn = meet;
-        m.ctx = (void *)&arrived;
-        m.in = in;
-        m.in_size = sizeof *in;
-        m.out = out;
-        m.out_size = sizeof *out;
-        m.n = WORKERS;
-        m.chunksize = 1;
+        async_map_t m = int_map(meet, (void *)&arrived, in, out, WORKERS);
         async_map_error_t err;
         cr_assert_eq(async_executor_map(ex, &m, &err), 0, "map %d: %s", r, err.message);
         for (int i = 0; i < WORKERS; i++) cr_assert_eq(out[i], 1, "map %d, item %d", r, i);
@@ -177,19 +184,7 @@ static int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, vo
 }
 
 /* A map of n naps (in[i] ms each), one item a chunk. */
-static async_map_t nap_map(int *in, int *out, size_t n)
-{
-    async_map_t m;
-    async_map_init(&m);
-    m.fn = nap_ms;
-    m.in = in;
-    m.in_size = sizeof *in;
-    m.out = out;
-    m.out_size = sizeof *out;
-    m.n = n;
-    m.chunksize = 1;
-    return m;
-}
+static async_map_t nap_map(int *in, int *out, size_t n) { return int_map(nap_ms, NULL, in, out, n); }
 
 static void cheap_maps(async_executor_t *ex, int rounds)
 {

@@ -1084,6 +1084,51 @@ static void *storm_caller(void *arg)
     return NULL;
 }
 
+/* The killing side of a storm: now and then SIGKILLs one of the two
+ * workers, only one seen for 20 ms (ready, most likely): killing fresh ones
+ * again and again would be a crash loop, which breaks the pool by design. */
+typedef struct storm_killer {
+    unsigned seed;
+    int kills;
+    pid_t seen[2];
+    int64_t seen_at[2];
+} storm_killer_t;
+
+static void storm_kill_maybe(async__procpool_t *p, storm_killer_t *k)
+{
+    usleep(1000 + rand_r(&k->seed) % 3000);
+    unsigned wi = rand_r(&k->seed) % 2;
+    pid_t w = async__procpool_worker_pid(p, wi);
+    if (w != k->seen[wi]) {
+        k->seen[wi] = w;
+        k->seen_at[wi] = async_now();
+    } else if (w > 0 && async_now() - k->seen_at[wi] >= ASYNC_MSEC(20) && kill(w, SIGKILL) == 0) {
+        k->kills++;
+    }
+}
+
+/* After a storm of n counted_square jobs: each job's done ran once, and it
+ * succeeded with its result (run once) or failed because its worker died.
+ * Returns how many failed. */
+static int storm_check(_Atomic int *runs, int n)
+{
+    int died = 0;
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
+                     atomic_load(&call_dones[i]));
+        int r = atomic_load(&runs[i]);
+        cr_assert_leq(r, 1, "job %d ran %d times", i, r);
+        if (R[i].err == 0) {
+            cr_assert_eq(R[i].val, (long)i * i);
+            cr_assert_eq(r, 1);
+        } else {
+            cr_assert_eq(R[i].err, ASYNC_EWORKERDIED, "job %d: %s", i, R[i].msg);
+            died++;
+        }
+    }
+    return died;
+}
+
 Test(procpool, call_kill_storm, .timeout = 120)
 {
     async__procpool_t *p = pool_new(2);
@@ -1097,49 +1142,22 @@ Test(procpool, call_kill_storm, .timeout = 120)
         c[k] = (call_storm_t){.p = p, .runs = runs, .first = k * STORM_CALLS};
         cr_assert_eq(pthread_create(&t[k], NULL, storm_caller, &c[k]), 0);
     }
-    unsigned seed = (unsigned)time(NULL);
-    cr_log_info("call kill storm seed %u", seed);
-    int kills = 0;
+    storm_killer_t k = {.seed = (unsigned)time(NULL)};
+    cr_log_info("call kill storm seed %u", k.seed);
     bool joined[STORM_CALLERS] = {0};
-    pid_t seen[2] = {0};
-    int64_t seen_at[2] = {0};
     for (int alive = STORM_CALLERS; alive;) {
-        usleep(1000 + rand_r(&seed) % 3000);
-        /* Only a worker seen for 20 ms (ready, most likely): killing fresh
-         * ones again and again would be a crash loop, which breaks the pool
-         * by design. */
-        unsigned wi = rand_r(&seed) % 2;
-        pid_t w = async__procpool_worker_pid(p, wi);
-        if (w != seen[wi]) {
-            seen[wi] = w;
-            seen_at[wi] = async_now();
-        } else if (w > 0 && async_now() - seen_at[wi] >= ASYNC_MSEC(20) && kill(w, SIGKILL) == 0) {
-            kills++;
-        }
+        storm_kill_maybe(p, &k);
         alive = 0;
-        for (int k = 0; k < STORM_CALLERS; k++) {
+        for (int i = 0; i < STORM_CALLERS; i++) {
             void *rc = NULL;
-            if (!joined[k] && pthread_tryjoin_np(t[k], &rc) == 0) {
-                joined[k] = true;
-                cr_assert_null(rc, "caller %d: %s", k, async_strerror((int)(intptr_t)rc));
+            if (!joined[i] && pthread_tryjoin_np(t[i], &rc) == 0) {
+                joined[i] = true;
+                cr_assert_null(rc, "caller %d: %s", i, async_strerror((int)(intptr_t)rc));
             }
-            alive += !joined[k];
+            alive += !joined[i];
         }
     }
-    int died = 0;
-    for (int i = 0; i < STORM_CALLERS * STORM_CALLS; i++) {
-        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
-                     atomic_load(&call_dones[i]));
-        int r = atomic_load(&runs[i]);
-        cr_assert_leq(r, 1, "job %d ran %d times", i, r);
-        if (R[i].err == 0) {
-            cr_assert_eq(R[i].val, (long)i * i);
-            cr_assert_eq(r, 1);
-        } else {
-            cr_assert_eq(R[i].err, ASYNC_EWORKERDIED, "job %d: %s", i, R[i].msg);
-            died++;
-        }
-    }
+    int kills = k.kills, died = storm_check(runs, STORM_CALLERS * STORM_CALLS);
     cr_log_info("%d kills, %d jobs failed with their worker", kills, died);
     cr_assert_leq(died, kills);
     async__procpool_free(p);
@@ -1260,38 +1278,12 @@ Test(procpool, call_n_kill_storm, .timeout = 120)
     call_storm_t c = {.p = p, .runs = runs};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, batch_storm_caller, &c), 0);
-    unsigned seed = (unsigned)time(NULL);
-    cr_log_info("call_n kill storm seed %u", seed);
-    int kills = 0;
-    pid_t seen[2] = {0};
-    int64_t seen_at[2] = {0};
+    storm_killer_t k = {.seed = (unsigned)time(NULL)};
+    cr_log_info("call_n kill storm seed %u", k.seed);
     void *rc = NULL;
-    while (pthread_tryjoin_np(t, &rc) != 0) {
-        usleep(1000 + rand_r(&seed) % 3000);
-        unsigned wi = rand_r(&seed) % 2;
-        pid_t w = async__procpool_worker_pid(p, wi);
-        if (w != seen[wi]) {
-            seen[wi] = w;
-            seen_at[wi] = async_now();
-        } else if (w > 0 && async_now() - seen_at[wi] >= ASYNC_MSEC(20) && kill(w, SIGKILL) == 0) {
-            kills++;
-        }
-    }
+    while (pthread_tryjoin_np(t, &rc) != 0) storm_kill_maybe(p, &k);
     cr_assert_null(rc, "%s", async_strerror((int)(intptr_t)rc));
-    int died = 0;
-    for (int i = 0; i < JOBS; i++) {
-        cr_assert_eq(atomic_load(&call_dones[i]), 1, "job %d: %d done calls", i,
-                     atomic_load(&call_dones[i]));
-        int r = atomic_load(&runs[i]);
-        cr_assert_leq(r, 1, "job %d ran %d times", i, r);
-        if (R[i].err == 0) {
-            cr_assert_eq(R[i].val, (long)i * i);
-            cr_assert_eq(r, 1);
-        } else {
-            cr_assert_eq(R[i].err, ASYNC_EWORKERDIED, "job %d: %s", i, R[i].msg);
-            died++;
-        }
-    }
+    int kills = k.kills, died = storm_check(runs, JOBS);
     cr_log_info("%d kills, %d jobs failed with their worker", kills, died);
     cr_assert_gt(kills, 0);
     cr_assert_leq(died, kills);
