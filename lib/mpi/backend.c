@@ -4,8 +4,8 @@
  * ours in flight (two slots per rank by default, so a rank holds its next
  * job while it runs one), waits for the reply and finishes the job; one progress thread, which
  * makes the MPI calls of the slots' jobs and of bcasts; and the direct path
- * of async_executor_run (run_direct), on which the calling thread sends its
- * job to an idle rank and receives the reply itself.
+ * of async_executor_run (direct_run.c), on which the calling thread sends
+ * its job to an idle rank and receives the reply itself.
  *
  * MPI runs at MPI_THREAD_SERIALIZED: any thread may call it, one at a time.
  * b->mpi_mu is held around every MPI call of rank 0 after init; the
@@ -22,75 +22,15 @@
  * Locking: b->mu guards the send list, the slots' replies, the bcast
  * counters, the ranks' busy counts and `stop`; no MPI call and no executor
  * call is made under it.  Order: mpi_mu before mu. */
-#include <dlfcn.h>
-#include <mpi.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include "mpi_internal.h"
+#include "rank0.h"
 #include "exec/executor_internal.h"
 #include "exec/future_internal.h"
 
-typedef struct sendreq {
-    struct sendreq *next;
-    int rank, tag;
-    unsigned slot;       /* a job's driver slot */
-    const void *buf;
-    size_t len;
-    bool owned;          /* free buf once sent */
-    struct bcast *bc;    /* the bcast this send belongs to, or NULL */
-    MPI_Request req;
-} sendreq_t;
-
-/* One async_mpi_bcast: a header and the data for every serving rank.  Its
- * caller waits until `left` is 0, or until its deadline: then it sets
- * `abandoned` and the last send to complete frees the bcast (under mu). */
-typedef struct bcast {
-    unsigned left;
-    bool abandoned;
-    share_hdr_t h;
-    sendreq_t q[];
-} bcast_t;
-
-typedef struct slot {
-    struct mpib *b;
-    unsigned index;
-    int rank;      /* under b->mu: the rank its job in flight went to */
-    bool awaiting; /* under b->mu: its job is sent and its reply still to come */
-    pthread_t tid;
-    pthread_cond_t cv;
-    char *reply; /* under b->mu */
-    size_t reply_len;
-    _Atomic bool ready; /* reply is set: lets the slot spin before it sleeps */
-} slot_t;
-
-typedef struct mpib {
-    async_executor_t *ex;
-    pthread_mutex_t mpi_mu; /* held around every MPI call */
-    pthread_mutex_t mu;
-    pthread_cond_t wake; /* the progress thread waits here for sends */
-    pthread_cond_t sent; /* bcast callers wait here */
-    sendreq_t *head, **tail;
-    _Atomic bool queued; /* head is non-empty: lets the progress thread spin */
-    bool stop;
-    /* Per rank (index 0 unused), under mu: jobs sent to it whose reply has
-     * not come, by slots and direct runs.  A direct run takes only a rank
-     * at 0, so that it never waits behind another job. */
-    unsigned *busy;
-    /* Per rank, under mu: a direct run gave up at its deadline and its
-     * reply is still to come; the progress thread receives and drops it
-     * (and only then is the rank idle).  orphans counts them. */
-    bool *orphan;
-    unsigned orphans;
-    unsigned directs;     /* direct runs under way */
-    bool joining;         /* join() began: no new direct run */
-    pthread_cond_t direct_idle; /* join waits here for directs == 0 */
-    pthread_t progress;
-    unsigned started; /* slot threads */
-    slot_t s[];
-} mpib_t;
 
 /* One slot more per serving rank than the rank runs at once, so that a
  * rank finishing a job finds the next already in its MPI queue: with one
@@ -209,18 +149,110 @@ static slot_t *reply_slot(mpib_t *b, const res_hdr_t *h, int count, int source)
     return s->awaiting && s->rank == source ? s : NULL;
 }
 
+/* The progress thread's own state between passes. */
+typedef struct progress {
+    sendreq_t **pend;  /* sends started, not yet complete */
+    size_t npend, cap;
+    size_t inflight;   /* jobs sent whose reply has not come */
+    async__mpi_backoff_t backoff;
+    int64_t *sent_at;  /* per slot: when its job was sent, for backoff.job_ns; NULL without memory */
+} progress_t;
+
+/* Under mpi_mu: starts the sends of list.  A send that finds no room in
+ * the pending list (no memory to grow it) is waited for here. */
+static void start_sends(mpib_t *b, progress_t *p, sendreq_t *list)
+{
+    for (sendreq_t *r = list, *next; r; r = next) {
+        next = r->next;
+        if (p->npend == p->cap) {
+            size_t nc = p->cap ? p->cap * 2 : 64;
+            sendreq_t **np = async__malloc(nc * sizeof *np);
+            if (np) {
+                if (p->pend) memcpy(np, p->pend, p->npend * sizeof *np);
+                async__free(p->pend);
+                p->pend = np;
+                p->cap = nc;
+            }
+        }
+        MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
+        if (r->tag == TAG_JOB) {
+            p->inflight++;
+            if (p->sent_at) p->sent_at[r->slot] = async_now();
+        }
+        if (p->npend < p->cap) p->pend[p->npend++] = r;
+        else {
+            MPI_Wait(&r->req, MPI_STATUS_IGNORE);
+            sent(b, r);
+        }
+    }
+}
+
+/* Under mpi_mu: hands every result that has come to its slot, or drops it
+ * when it answers no job of ours.  True if one came. */
+static bool take_results(mpib_t *b, progress_t *p)
+{
+    bool any = false;
+    for (;;) {
+        int flag = 0, count = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) return any;
+        any = true;
+        MPI_Get_count(&st, MPI_BYTE, &count);
+        /* Without memory for the reply the header still names its slot,
+         * which gets no_memory_reply: async__mpi_reply_outcome fails its
+         * job with ASYNC_ENOMEM. */
+        res_hdr_t h;
+        char *buf = async__mpi_recv_probed(st.MPI_SOURCE, TAG_RESULT, count, &h, sizeof h);
+        pthread_mutex_lock(&b->mu);
+        slot_t *s = reply_slot(b, &h, count, st.MPI_SOURCE);
+        if (!s) { /* never sent by a serving rank for a job of ours: dropped */
+            pthread_mutex_unlock(&b->mu);
+            async__free(buf);
+            atomic_fetch_add_explicit(&async__mpi_stray_replies, 1, memory_order_relaxed);
+            continue;
+        }
+        b->busy[s->rank]--;
+        s->awaiting = false;
+        s->reply = buf ? buf : no_memory_reply;
+        s->reply_len = buf ? (size_t)count : 0;
+        atomic_store(&s->ready, true);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&b->mu);
+        if (p->sent_at && p->sent_at[h.slot]) {
+            int64_t took = async_now() - p->sent_at[h.slot];
+            p->backoff.job_ns = p->backoff.job_ns ? (7 * p->backoff.job_ns + took) / 8 : took;
+        }
+        p->inflight--;
+    }
+}
+
+/* Under mpi_mu: releases the sends that have completed.  True if one had. */
+static bool reap_sends(mpib_t *b, progress_t *p)
+{
+    bool any = false;
+    for (size_t i = 0; i < p->npend;) {
+        int done = 0;
+        MPI_Test(&p->pend[i]->req, &done, MPI_STATUS_IGNORE);
+        if (!done) {
+            i++;
+            continue;
+        }
+        sendreq_t *r = p->pend[i];
+        p->pend[i] = p->pend[--p->npend];
+        sent(b, r);
+        any = true;
+    }
+    return any;
+}
+
 static void *progress_main(void *arg)
 {
     mpib_t *b = arg;
     /* Its naps are short: without this, Linux's default 50 us timer slack
      * stretches each of them. */
     prctl(PR_SET_TIMERSLACK, 1000UL);
-    sendreq_t **pend = NULL;
-    size_t npend = 0, cap = 0;
-    size_t inflight = 0;
-    async__mpi_backoff_t backoff = {0};
-    /* When each slot's job was sent, for the typical job time (backoff). */
-    int64_t *sent_at = async__calloc(b->ex->workers, sizeof *sent_at);
+    progress_t p = {.sent_at = async__calloc(b->ex->workers, sizeof *p.sent_at)};
     for (;;) {
         /* Taken before the send list, so that a direct run, which checks
          * under mpi_mu that the list is empty, cannot send ahead of a job or
@@ -234,195 +266,35 @@ static void *progress_main(void *arg)
         bool stop = b->stop;
         unsigned orphans = b->orphans;
         pthread_mutex_unlock(&b->mu);
+        start_sends(b, &p, list);
         bool active = list != NULL;
-        for (sendreq_t *r = list, *next; r; r = next) {
-            next = r->next;
-            if (npend == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                sendreq_t **np = async__malloc(nc * sizeof *np);
-                if (np) {
-                    if (pend) memcpy(np, pend, npend * sizeof *np);
-                    async__free(pend);
-                    pend = np;
-                    cap = nc;
-                }
-            }
-            MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
-            if (r->tag == TAG_JOB) {
-                inflight++;
-                if (sent_at) sent_at[r->slot] = async_now();
-            }
-            if (npend < cap) pend[npend++] = r;
-            else { /* no memory for the list: wait for this one here */
-                MPI_Wait(&r->req, MPI_STATUS_IGNORE);
-                sent(b, r);
-            }
-        }
-        for (;;) {
-            int flag = 0, count = 0;
-            MPI_Status st;
-            MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &flag, &st);
-            if (!flag) break;
-            MPI_Get_count(&st, MPI_BYTE, &count);
-            /* Without memory for the reply the header still names its
-             * slot, which gets no_memory_reply: parse fails its job with
-             * ASYNC_ENOMEM. */
-            res_hdr_t h;
-            char *buf = async__mpi_recv_probed(st.MPI_SOURCE, TAG_RESULT, count, &h, sizeof h);
-            pthread_mutex_lock(&b->mu);
-            slot_t *s = reply_slot(b, &h, count, st.MPI_SOURCE);
-            if (!s) { /* never sent by a serving rank for a job of ours: dropped */
-                pthread_mutex_unlock(&b->mu);
-                async__free(buf);
-                atomic_fetch_add_explicit(&async__mpi_stray_replies, 1, memory_order_relaxed);
-                active = true;
-                continue;
-            }
-            b->busy[s->rank]--;
-            s->awaiting = false;
-            s->reply = buf ? buf : no_memory_reply;
-            s->reply_len = buf ? (size_t)count : 0;
-            atomic_store(&s->ready, true);
-            pthread_cond_signal(&s->cv);
-            pthread_mutex_unlock(&b->mu);
-            if (sent_at && sent_at[h.slot]) {
-                int64_t took = async_now() - sent_at[h.slot];
-                backoff.job_ns = backoff.job_ns ? (7 * backoff.job_ns + took) / 8 : took;
-            }
-            inflight--;
-            active = true;
-        }
-        for (size_t i = 0; i < npend;) {
-            int done = 0;
-            MPI_Test(&pend[i]->req, &done, MPI_STATUS_IGNORE);
-            if (!done) {
-                i++;
-                continue;
-            }
-            sendreq_t *r = pend[i];
-            pend[i] = pend[--npend];
-            sent(b, r);
-            active = true;
-        }
+        active |= take_results(b, &p);
+        active |= reap_sends(b, &p);
         if (orphans && drop_orphans(b)) active = true;
         pthread_mutex_unlock(&b->mpi_mu);
-        if (stop && !inflight && !npend && !orphans) break;
+        bool idle = !p.inflight && !p.npend && !orphans;
+        if (stop && idle) break;
         if (active) {
-            async__mpi_active(&backoff);
+            async__mpi_active(&p.backoff);
             continue;
         }
-        if (!inflight && !npend && !orphans) {
+        if (idle) {
             pthread_mutex_lock(&b->mu);
             while (!b->head && !b->stop && !b->orphans) pthread_cond_wait(&b->wake, &b->mu);
             pthread_mutex_unlock(&b->mu);
-            async__mpi_active(&backoff);
+            async__mpi_active(&p.backoff);
             continue;
         }
-        async__mpi_nap(&backoff);
+        async__mpi_nap(&p.backoff);
     }
     /* Every job has its reply and no direct run is left (join waited for
      * them): release the serving ranks. */
     pthread_mutex_lock(&b->mpi_mu);
     for (int r = 1; r < async__mpi_size_; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
     pthread_mutex_unlock(&b->mpi_mu);
-    async__free(pend);
-    async__free(sent_at);
+    async__free(p.pend);
+    async__free(p.sent_at);
     return NULL;
-}
-
-/* Builds the message of a job of rows for slot (DIRECT_SLOT for a direct
- * run); on error fills why. */
-static int build(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t deadline, char **out,
-                 size_t *len, char why[ASYNC_FUTURE_MSG_MAX])
-{
-    job_hdr_t h = {.slot = slot, .var_ok = var_ok, .count = rw->count,
-                   .in_size = rw->in_size, .out_size = rw->out_size, .remaining = NO_DEADLINE};
-    if (async__mpi_fn_index(rw->fn, &h.fn)) {
-        Dl_info di;
-        const char *name = dladdr((void *)rw->fn, &di) && di.dli_sname ? di.dli_sname : "(no symbol)";
-        snprintf(why, ASYNC_FUTURE_MSG_MAX,
-                 "work function %s at %p is not registered for MPI: call async_mpi_register or "
-                 "ASYNC_MPI_WORK on every rank",
-                 name, (void *)rw->fn);
-        return ASYNC_EINVAL;
-    }
-    if (async__mpi_ctx_index(rw->ctx, &h.ctx)) {
-        snprintf(why, ASYNC_FUTURE_MSG_MAX,
-                 "ctx %p is neither NULL nor data registered with async_mpi_register_data or "
-                 "async_mpi_bcast",
-                 rw->ctx);
-        return ASYNC_EINVAL;
-    }
-    size_t in_bytes = rw->in ? rw->in_size * rw->count : 0;
-    if (!rw->in) h.in_size = 0;
-    if (in_bytes > (size_t)INT32_MAX - sizeof h ||
-        (rw->out_size && rw->count > ((size_t)INT32_MAX - 512) / rw->out_size)) {
-        snprintf(why, ASYNC_FUTURE_MSG_MAX, "the job's input or output exceeds 2 GiB, MPI's limit");
-        return ASYNC_EINVAL;
-    }
-    if (deadline != ASYNC_FOREVER) {
-        int64_t left = deadline - async_now();
-        h.remaining = left > 0 ? left : 1;
-    }
-    char *m = async__malloc(sizeof h + in_bytes);
-    if (!m) {
-        snprintf(why, ASYNC_FUTURE_MSG_MAX, "no memory for the job's message");
-        return ASYNC_ENOMEM;
-    }
-    memcpy(m, &h, sizeof h);
-    if (in_bytes) memcpy(m + sizeof h, rw->in, in_bytes);
-    *out = m;
-    *len = sizeof h + in_bytes;
-    return 0;
-}
-
-/* Fills oc from a reply (NULL: rank 0 had no memory to receive it) to a
- * job of count rows of out_size bytes, and
- * points *rows at the output rows in it (*rows_len bytes, at most count *
- * out_size; 0 for a failed job or a variable result, which oc->var_out
- * points at instead). */
-static void parse(const char *reply, size_t len, size_t count, size_t out_size, async__outcome_t *oc,
-                  const char **rows, size_t *rows_len)
-{
-    memset(oc, 0, sizeof *oc);
-    *rows = NULL;
-    *rows_len = 0;
-    res_hdr_t h;
-    if (!reply) {
-        oc->err = ASYNC_ENOMEM;
-        snprintf(oc->msg, sizeof oc->msg, "rank 0: no memory for a job's reply");
-        return;
-    }
-    if (len < sizeof h) {
-        oc->err = ASYNC_EIO;
-        snprintf(oc->msg, sizeof oc->msg, "a malformed reply (%zu bytes)", len);
-        return;
-    }
-    memcpy(&h, reply, sizeof h);
-    size_t ml = h.msg_len < sizeof oc->msg - 1 ? h.msg_len : sizeof oc->msg - 1;
-    if (sizeof h + h.msg_len + h.data_size != len) {
-        oc->err = ASYNC_EIO;
-        snprintf(oc->msg, sizeof oc->msg, "a malformed reply (%zu bytes)", len);
-        return;
-    }
-    memcpy(oc->msg, reply + sizeof h, ml);
-    oc->msg[ml] = '\0';
-    oc->err = h.err;
-    oc->failed_row = h.failed_row;
-    oc->result_size = h.result_size;
-    const char *data = reply + sizeof h + h.msg_len;
-    if (h.err) return;
-    if (h.var) {
-        oc->var_out = (void *)data; /* copied by async__exec_finish */
-        oc->var_size = h.data_size;
-        oc->var_owned = false;
-        return;
-    }
-    size_t cap = out_size * count;
-    size_t n = h.data_size < cap ? h.data_size : cap;
-    *rows = data;
-    *rows_len = n;
-    if (count == 1) oc->result_size = n;
 }
 
 static void *slot_main(void *arg)
@@ -437,7 +309,7 @@ static void *slot_main(void *arg)
         async__outcome_t oc = {0};
         char *m;
         size_t len;
-        int r = build(s->index, &job->rows, job->var_ok, job->deadline, &m, &len, oc.msg);
+        int r = async__mpi_job_message(s->index, &job->rows, job->var_ok, job->deadline, &m, &len, oc.msg);
         if (r) {
             oc.err = r;
             async__exec_finish(ex, job, &oc);
@@ -462,8 +334,8 @@ static void *slot_main(void *arg)
         pthread_mutex_unlock(&b->mu);
         const char *rows;
         size_t n;
-        parse(reply == no_memory_reply ? NULL : reply, rlen, job->rows.count, job->rows.out_size, &oc, &rows,
-              &n);
+        async__mpi_reply_outcome(reply == no_memory_reply ? NULL : reply, rlen, job->rows.count, job->rows.out_size,
+                                 &oc, &rows, &n);
         if (n && job->rows.out) memcpy(job->rows.out, rows, n);
         async__exec_finish(ex, job, &oc);
         if (reply != no_memory_reply) async__free(reply);
@@ -617,184 +489,6 @@ int async__mpi_share(async_executor_t *ex, const void *data, size_t size, int64_
     return r;
 }
 
-/* --- the direct path of async_executor_run ------------------------------------
- *
- * A run on a plain thread, with the queue empty and a rank that has nothing
- * of ours to do, skips the driver slot, the progress thread and the future:
- * the calling thread sends the job to the rank itself, polls for its reply
- * (tag TAG_DIRECT, which nobody else receives) and copies the result into
- * the caller's buffer.  The trip is then MPI's latency and the rank's run,
- * with no thread of rank 0 to wake on either side.  While it waits the
- * thread spins, then naps as the progress thread does (mpi_internal.h).
- * At the job's deadline it stops waiting (a rank without a pool cannot stop
- * the job) and leaves the reply to the progress thread, which drops it. */
-
-_Atomic uint64_t async__mpi_direct_runs;
-
-/* Claims an idle rank for a direct run: 0 when there is none, the pool is
- * closing, or sends are queued for the progress thread. */
-static int claim_rank(mpib_t *b)
-{
-    int rank = 0;
-    pthread_mutex_lock(&b->mu);
-    if (!b->joining && !b->stop && !b->head)
-        for (int r = 1; r < async__mpi_size_ && !rank; r++)
-            if (!b->busy[r]) rank = r;
-    if (rank) {
-        b->busy[rank]++;
-        b->directs++;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return rank;
-}
-
-/* The direct run on rank is over; orphaned: its reply is still to come,
- * for the progress thread to drop, and the rank stays busy until then. */
-static void release_rank(mpib_t *b, int rank, bool orphaned)
-{
-    pthread_mutex_lock(&b->mu);
-    if (orphaned) {
-        b->orphan[rank] = true;
-        b->orphans++;
-        pthread_cond_signal(&b->wake);
-    } else {
-        b->busy[rank]--;
-    }
-    if (!--b->directs && b->joining) pthread_cond_broadcast(&b->direct_idle);
-    pthread_mutex_unlock(&b->mu);
-}
-
-/* Sends the job message under mpi_mu, unless sends are queued for the
- * progress thread (a bcast: it must reach the rank first, and MPI keeps
- * the order of sends, not of enqueues).  False when it did not send. */
-static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Request *req)
-{
-    pthread_mutex_lock(&b->mpi_mu);
-    pthread_mutex_lock(&b->mu);
-    bool clear = !b->head;
-    pthread_mutex_unlock(&b->mu);
-    if (clear) MPI_Isend(m, (int)len, MPI_BYTE, rank, TAG_JOB, MPI_COMM_WORLD, req);
-    pthread_mutex_unlock(&b->mpi_mu);
-    return clear;
-}
-
-/* Polls until the send has completed and the reply has come.  Returns 0
- * with the reply in *reply (OUT, async__malloc'd, *len bytes);
- * ASYNC_ENOMEM when it came but no memory could hold it (it was received
- * and dropped: the rank is free); ASYNC_ETIMEDOUT when deadline passed
- * first (the send has completed then: the job is on the rank, its reply
- * still to come). */
-static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len)
-{
-    async__mpi_backoff_t backoff = {0};
-    bool sent_all = false;
-    for (;;) {
-        *reply = NULL;
-        pthread_mutex_lock(&b->mpi_mu);
-        if (!sent_all) {
-            int done = 0;
-            MPI_Test(req, &done, MPI_STATUS_IGNORE);
-            sent_all = done;
-        }
-        MPI_Status st;
-        int flag = 0;
-        if (sent_all) MPI_Iprobe(rank, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
-        int count = 0;
-        if (flag) {
-            MPI_Get_count(&st, MPI_BYTE, &count);
-            *reply = async__mpi_recv_probed(rank, TAG_DIRECT, count, NULL, 0);
-        }
-        pthread_mutex_unlock(&b->mpi_mu);
-        if (flag) {
-            *len = (size_t)count;
-            return *reply ? 0 : ASYNC_ENOMEM;
-        }
-        if (sent_all && deadline != ASYNC_FOREVER && async_now() > deadline) return ASYNC_ETIMEDOUT;
-        async__mpi_nap(&backoff);
-    }
-}
-
-/* The caller's answer from a reply, as async_executor_run gives it on the
- * ordinary path: the result copied only for a job that succeeded in time. */
-static int answer(const char *reply, size_t rlen, const async_job_t *job, int64_t deadline, void *out,
-                  size_t *out_len, char *msg, size_t msg_cap)
-{
-    async__outcome_t oc;
-    const char *rows;
-    size_t n;
-    parse(reply, rlen, 1, job->out_size, &oc, &rows, &n);
-    /* async__exec_finish's rule: a result past the deadline is a failure. */
-    if (!oc.err && deadline != ASYNC_FOREVER && async_now() > deadline) {
-        oc.err = ASYNC_ETIMEDOUT;
-        snprintf(oc.msg, sizeof oc.msg, "finished after its deadline");
-    }
-    size_t size = 0;
-    if (!oc.err) {
-        const char *data = oc.var_out ? oc.var_out : rows;
-        size = oc.var_out ? oc.var_size : oc.result_size;
-        size_t copy = size < job->out_size ? size : job->out_size;
-        if (out && copy) memcpy(out, data, copy);
-    }
-    if (out_len) *out_len = size;
-    if (msg && msg_cap) snprintf(msg, msg_cap, "%s", oc.err ? oc.msg : "");
-    return oc.err;
-}
-
-static bool run_direct(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
-                       size_t *out_len, char *msg, size_t msg_cap, int *code)
-{
-    mpib_t *b = ex->backend;
-    int rank = claim_rank(b);
-    if (!rank) return false;
-    async__rows_t rw = {.fn = job->fn, .ctx = job->ctx, .in = job->in, .in_size = job->in_size,
-                        .out_size = job->out_size, .count = 1};
-    char *m, why[ASYNC_FUTURE_MSG_MAX];
-    size_t len;
-    int r = build(DIRECT_SLOT, &rw, true, deadline, &m, &len, why);
-    if (r == ASYNC_ENOMEM) { /* the ordinary path says so with its own codes */
-        release_rank(b, rank, false);
-        return false;
-    }
-    if (r) { /* what a slot would fail the job with: unregistered, bad ctx, too large */
-        release_rank(b, rank, false);
-        *code = r;
-        if (out_len) *out_len = 0;
-        if (msg && msg_cap) snprintf(msg, msg_cap, "%s", why);
-        atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
-        return true;
-    }
-    MPI_Request req;
-    if (!send_direct(b, rank, m, len, &req)) {
-        async__free(m);
-        release_rank(b, rank, false);
-        return false;
-    }
-    size_t rlen = 0;
-    char *reply;
-    r = await_direct(b, rank, &req, deadline, &reply, &rlen);
-    async__free(m);
-    release_rank(b, rank, r == ASYNC_ETIMEDOUT);
-    if (!r) {
-        *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
-        async__free(reply);
-    } else if (r == ASYNC_ENOMEM) { /* as a slot's job fails (parse) */
-        *code = r;
-        if (out_len) *out_len = 0;
-        if (msg && msg_cap) snprintf(msg, msg_cap, "rank 0: no memory for a job's reply (%zu bytes)", rlen);
-    } else { /* as the thread backend's watchdog says it */
-        *code = ASYNC_ETIMEDOUT;
-        if (out_len) *out_len = 0;
-        if (msg && msg_cap)
-            snprintf(msg, msg_cap, "still running on rank %d at its deadline (%s)", rank,
-                     async__mpi_opts.rank_processes
-                         ? "the rank's process pool stops it; its result is dropped"
-                         : "without rank_processes a rank cannot stop a job: it runs on, its "
-                           "result is dropped");
-    }
-    atomic_fetch_add_explicit(&async__mpi_direct_runs, 1, memory_order_relaxed);
-    return true;
-}
-
 const async__backend_ops_t async__mpi_backend = {
     .name = "mpi",
     .default_workers = default_workers,
@@ -802,5 +496,5 @@ const async__backend_ops_t async__mpi_backend = {
     .join = join,
     .terminate = NULL,
     .free = free_backend,
-    .run = run_direct,
+    .run = async__mpi_run_direct,
 };

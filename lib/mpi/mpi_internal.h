@@ -126,7 +126,21 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
 /* An error reply for slot. */
 int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len);
 
-/* backend.c: direct runs completed (tests only). */
+/* job_message.c: the TAG_JOB message of a job of rows for slot
+ * (DIRECT_SLOT for a direct run), async__malloc'd in *out (*len bytes).
+ * Errors, with why filled: ASYNC_EINVAL (a work function or ctx not
+ * registered, input or output over MPI's 2 GiB), ASYNC_ENOMEM. */
+int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t deadline, char **out,
+                           size_t *len, char why[ASYNC_FUTURE_MSG_MAX]);
+/* job_message.c: fills oc from a reply (NULL: rank 0 had no memory to
+ * receive it: ASYNC_ENOMEM; shorter than its header or than it says:
+ * ASYNC_EIO) to a job of count rows of out_size bytes, and points *rows at
+ * the output rows in it (*rows_len bytes, at most count * out_size; 0 for a
+ * failed job or a variable result, which oc->var_out points at instead). */
+void async__mpi_reply_outcome(const char *reply, size_t len, size_t count, size_t out_size, async__outcome_t *oc,
+                              const char **rows, size_t *rows_len);
+
+/* direct_run.c: direct runs completed (tests only). */
 extern _Atomic uint64_t async__mpi_direct_runs;
 /* backend.c: results dropped because no job of ours was waiting for them
  * (tests only). */
