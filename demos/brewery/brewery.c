@@ -236,8 +236,74 @@ static json_t *mode_json(const mode_run_t *m, const char *const *states, size_t 
     if (m->error) json_object_set_new(o, "error", json_string(async_strerror(m->error)));
     return o;
 }
+/* What the command line asked for. */
+typedef struct cli {
+    bool want[CLIENT_NMODES];
+    const char *const *states;
+    size_t n;
+    const char *states_buf[128]; /* --states, split in place */
+    const char *base, *json_path, *latency, *data, *plot_dir;
+    double rate; /* < 0: the default for the server's place */
+    int retries;
+    long timeout_ms;
+} cli_t;
 
-int main(int argc, char **argv)
+/* --mode: "all", or a list of modes (and "all"). */
+static int parse_modes(char *arg, bool want[CLIENT_NMODES])
+{
+    if (!arg || strcmp(arg, "all") == 0) {
+        for (int i = 0; i < CLIENT_NMODES; i++) want[i] = true;
+        return 0;
+    }
+    const char *m[16];
+    size_t nm = split(arg, m, 16);
+    if (nm == SIZE_MAX) {
+        fprintf(stderr, "brewery: --mode lists more than 16 modes\n");
+        return 2;
+    }
+    if (nm == 0) {
+        /* "" or "," once ran nothing and exited 0 with an empty table. */
+        fprintf(stderr, "brewery: --mode is empty\n");
+        return 2;
+    }
+    for (size_t i = 0; i < nm; i++) {
+        int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
+        if (k == -1) {
+            fprintf(stderr, "brewery: unknown mode '%s'\n", m[i]);
+            return 2;
+        }
+        for (int j = 0; j < CLIENT_NMODES; j++)
+            if (k == -2 || k == j) want[j] = true;
+    }
+    return 0;
+}
+
+/* --states: the lab's four by default, "all", or a list. */
+static int parse_states(char *arg, cli_t *o)
+{
+    o->states = client_lab_states;
+    o->n = CLIENT_NLAB_STATES;
+    if (arg && strcmp(arg, "all") == 0) {
+        o->states = client_all_states;
+        o->n = CLIENT_NALL_STATES;
+    } else if (arg) {
+        o->n = split(arg, o->states_buf, NELEM(o->states_buf));
+        if (o->n == SIZE_MAX) {
+            fprintf(stderr, "brewery: --states lists more than %zu states\n", NELEM(o->states_buf));
+            return 2;
+        }
+        o->states = o->states_buf;
+        if (!o->n) {
+            fprintf(stderr, "brewery: --states is empty\n");
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* Fills o from the command line.  Returns -1 to go on, or the status to
+ * exit with (0 after --help, 2 for a usage error). */
+static int parse_args(int argc, char **argv, cli_t *o)
 {
     enum { O_MODE = 256, O_STATES, O_BASE, O_JSON, O_LATENCY, O_DATA, O_RATE, O_RETRIES,
            O_TIMEOUT, O_PLOT, O_HELP };
@@ -255,34 +321,32 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
+    *o = (cli_t){.json_path = "async.json", .rate = -1, .retries = 3, .timeout_ms = 30000};
     char *mode_arg = NULL, *states_arg = NULL;
-    const char *base = NULL, *json_path = "async.json", *latency = NULL, *data = NULL,
-               *plot_dir = NULL;
-    double rate = -1;
-    int retries = 3, c;
-    long timeout_ms = 30000, num;
+    int c;
+    long num;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case O_MODE: mode_arg = optarg; break;
         case O_STATES: states_arg = optarg; break;
-        case O_BASE: base = optarg; break;
-        case O_JSON: json_path = optarg; break;
+        case O_BASE: o->base = optarg; break;
+        case O_JSON: o->json_path = optarg; break;
         case O_LATENCY:
             if (parse_long("latency", optarg, BREWERY_MAX_LATENCY_MS, &num)) return 2;
-            latency = optarg;
+            o->latency = optarg;
             break;
-        case O_DATA: data = optarg; break;
+        case O_DATA: o->data = optarg; break;
         case O_RATE:
-            if (parse_double("rate", optarg, BREWERY_MAX_RATE, &rate)) return 2;
+            if (parse_double("rate", optarg, BREWERY_MAX_RATE, &o->rate)) return 2;
             break;
         case O_RETRIES:
             if (parse_long("retries", optarg, BREWERY_MAX_RETRIES, &num)) return 2;
-            retries = (int)num;
+            o->retries = (int)num;
             break;
         case O_TIMEOUT:
-            if (parse_long("timeout-ms", optarg, BREWERY_MAX_TIMEOUT_MS, &timeout_ms)) return 2;
+            if (parse_long("timeout-ms", optarg, BREWERY_MAX_TIMEOUT_MS, &o->timeout_ms)) return 2;
             break;
-        case O_PLOT: plot_dir = optarg; break;
+        case O_PLOT: o->plot_dir = optarg; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -291,130 +355,56 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (parse_modes(mode_arg, o->want) || parse_states(states_arg, o)) return 2;
+    return -1;
+}
 
-    bool want[CLIENT_NMODES] = {0};
-    if (!mode_arg || strcmp(mode_arg, "all") == 0) {
-        for (int i = 0; i < CLIENT_NMODES; i++) want[i] = true;
-    } else {
-        const char *m[16];
-        size_t nm = split(mode_arg, m, 16);
-        if (nm == SIZE_MAX) {
-            fprintf(stderr, "brewery: --mode lists more than 16 modes\n");
-            return 2;
-        }
-        if (nm == 0) {
-            /* "" or "," once ran nothing and exited 0 with an empty table. */
-            fprintf(stderr, "brewery: --mode is empty\n");
-            return 2;
-        }
-        for (size_t i = 0; i < nm; i++) {
-            int k = strcmp(m[i], "all") == 0 ? -2 : client_mode_parse(m[i]);
-            if (k == -1) {
-                fprintf(stderr, "brewery: unknown mode '%s'\n", m[i]);
-                return 2;
-            }
-            for (int j = 0; j < CLIENT_NMODES; j++)
-                if (k == -2 || k == j) want[j] = true;
-        }
-    }
-    const char *states_buf[128];
-    const char *const *states = client_lab_states;
-    size_t n = CLIENT_NLAB_STATES;
-    if (states_arg && strcmp(states_arg, "all") == 0) {
-        states = client_all_states;
-        n = CLIENT_NALL_STATES;
-    } else if (states_arg) {
-        n = split(states_arg, states_buf, NELEM(states_buf));
-        if (n == SIZE_MAX) {
-            fprintf(stderr, "brewery: --states lists more than %zu states\n", NELEM(states_buf));
-            return 2;
-        }
-        states = states_buf;
-        if (!n) {
-            fprintf(stderr, "brewery: --states is empty\n");
-            return 2;
-        }
-    }
-
-    /* Before any request: a run of minutes must not end in "cannot plot" or
-     * "cannot write". */
-    if (plot_dir && client_plot_check(plot_dir)) return 2;
-    if (json_check(json_path)) return 2;
-
-    client_server_t server = {.pid = -1};
-    char base_buf[96];
-    if (!base) {
-        const char *extra[8];
-        size_t ne = 0;
-        if (latency) extra[ne++] = "--latency", extra[ne++] = latency;
-        if (data) extra[ne++] = "--data", extra[ne++] = data;
-        extra[ne] = NULL;
-        if (client_server_start(&server, argv[0], extra)) return 1;
-        snprintf(base_buf, sizeof base_buf, "%s/v1", server.url);
-        base = base_buf;
-    }
-    /* Be polite to a remote API (Open Brewery DB allows 120 requests a
-     * minute) and ask it for compressed pages; a server on this machine gets
-     * neither. */
-    bool local = strstr(base, "://127.0.0.1") || strstr(base, "://localhost") ||
-                 strstr(base, "://[::1]");
-    if (rate < 0) rate = local ? 0 : 2;
-    client_config_t cfg = {.base_url = base, .rate_limit = rate, .max_retries = retries,
-                           .timeout_ns = timeout_ms > 0 ? ASYNC_MSEC(timeout_ms) : -1,
-                           .compressed = !local};
-
-    mode_run_t runs[CLIENT_NMODES] = {0};
-    int status = 0;
-    for (int m = 0; m < CLIENT_NMODES; m++) {
-        if (!want[m]) continue;
-        mode_run_t *r = &runs[m];
-        r->counts = calloc(n, sizeof *r->counts);
-        if (!r->counts) return 1;
-        /* Unknown states fail without a request: the API would answer them
-         * with an empty list, which would read as zero breweries. */
-        const char **run = calloc(n, sizeof *run);
-        client_count_t *got = calloc(n, sizeof *got);
-        if (!run || !got) return 1;
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (client_known_state(states[i])) run[k++] = states[i];
-        r->t0 = async_now();
-        r->error = k ? client_run((client_mode_t)m, &cfg, run, k, got) : 0;
-        r->seconds = as_written((double)(async_now() - r->t0) / 1e9);
-        r->ran = true;
-        for (size_t i = 0, j = 0; i < n; i++) {
-            if (j < k && run[j] == states[i]) {
-                r->counts[i] = got[j++];
-            } else {
-                r->counts[i].count = -1;
-                r->counts[i].error = ASYNC_EINVAL;
-                snprintf(r->counts[i].errmsg, sizeof r->counts[i].errmsg,
-                         "unknown state '%.180s' (not a US state or district_of_columbia)",
-                         states[i]);
-            }
-        }
+/* Runs one mode over the states into r.  Unknown states fail without a
+ * request: the API would answer them with an empty list, which would read
+ * as zero breweries.  Returns 0, or -1 without memory. */
+static int run_mode(client_mode_t m, const client_config_t *cfg, const char *const *states, size_t n,
+                    mode_run_t *r)
+{
+    r->counts = calloc(n, sizeof *r->counts);
+    const char **run = calloc(n, sizeof *run);
+    client_count_t *got = calloc(n, sizeof *got);
+    if (!r->counts || !run || !got) {
         free(run);
         free(got);
-        for (size_t i = 0; i < n; i++) {
-            r->requests += r->counts[i].requests;
-            if (r->counts[i].error || r->error) r->failed++;
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (client_known_state(states[i])) run[k++] = states[i];
+    r->t0 = async_now();
+    r->error = k ? client_run(m, cfg, run, k, got) : 0;
+    r->seconds = as_written((double)(async_now() - r->t0) / 1e9);
+    r->ran = true;
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (j < k && run[j] == states[i]) {
+            r->counts[i] = got[j++];
+        } else {
+            r->counts[i].count = -1;
+            r->counts[i].error = ASYNC_EINVAL;
+            snprintf(r->counts[i].errmsg, sizeof r->counts[i].errmsg,
+                     "unknown state '%.180s' (not a US state or district_of_columbia)", states[i]);
         }
-        if (r->failed) status = 1;
-        fprintf(stderr, "%-9s %7.3f s  %5ld requests%s\n", client_mode_name((client_mode_t)m),
-                r->seconds, r->requests, r->failed ? "  (some states failed)" : "");
     }
-    client_server_stop(&server);
-    for (int m = 0; plot_dir && m < CLIENT_NMODES; m++) {
-        if (!runs[m].ran) continue;
-        const char *name = client_mode_name((client_mode_t)m);
-        if (client_plot_timeline(plot_dir, name, states, n, runs[m].counts, runs[m].t0,
-                                 runs[m].seconds))
-            status = 1;
-        else
-            fprintf(stderr, "plot      %s/timeline-%s.png\n", plot_dir, name);
+    free(run);
+    free(got);
+    for (size_t i = 0; i < n; i++) {
+        r->requests += r->counts[i].requests;
+        if (r->counts[i].error || r->error) r->failed++;
     }
+    fprintf(stderr, "%-9s %7.3f s  %5ld requests%s\n", client_mode_name(m), r->seconds, r->requests,
+            r->failed ? "  (some states failed)" : "");
+    return 0;
+}
 
-    /* The table: one row per state, one column per mode that ran. */
+/* The table on stdout: one row per state, one column per mode that ran;
+ * each failure's message on stderr. */
+static void print_table(const mode_run_t runs[CLIENT_NMODES], const char *const *states, size_t n)
+{
     printf("%-22s", "state");
     for (int m = 0; m < CLIENT_NMODES; m++)
         if (runs[m].ran) printf(" %10s", client_mode_name((client_mode_t)m));
@@ -435,14 +425,18 @@ int main(int argc, char **argv)
     for (int m = 0; m < CLIENT_NMODES; m++)
         for (size_t i = 0; runs[m].ran && i < n; i++)
             if (runs[m].counts[i].error)
-                fprintf(stderr, "%s: %s failed: %s\n", client_mode_name((client_mode_t)m),
-                        states[i], runs[m].counts[i].errmsg);
+                fprintf(stderr, "%s: %s failed: %s\n", client_mode_name((client_mode_t)m), states[i],
+                        runs[m].counts[i].errmsg);
+}
 
-    /* async.json: the lab's two keys, X as a number (signed: negative when
-     * async was slower), then everything measured. */
+/* async.json: the lab's two keys, X as a number (signed: negative when
+ * async was slower), then everything measured; prints the result
+ * sentence.  Returns 0, or 1 when the file could not be written. */
+static int write_async_json(const cli_t *o, const mode_run_t runs[CLIENT_NMODES])
+{
     char result[160], host[256] = "";
     gethostname(host, sizeof host - 1);
-    mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
+    const mode_run_t *s = &runs[CLIENT_SERIAL], *a = &runs[CLIENT_ASYNC];
     double faster = 0;
     /* Times are compared only between complete runs: a mode whose states
      * failed may have failed fast, and was once reported "faster". */
@@ -452,33 +446,89 @@ int main(int argc, char **argv)
         snprintf(result, sizeof result,
                  "the serial and async versions did not both succeed (%zu and %zu of %zu states failed), "
                  "so their times are not compared",
-                 s->failed, a->failed, n);
+                 s->failed, a->failed, o->n);
     else snprintf(result, sizeof result, "the serial and async versions did not both run");
     json_t *modes = json_object(), *st = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(st, json_text(states[i]));
+    for (size_t i = 0; i < o->n; i++) json_array_append_new(st, json_text(o->states[i]));
     for (int m = 0; m < CLIENT_NMODES; m++)
         if (runs[m].ran)
-            json_object_set_new(modes, client_mode_name((client_mode_t)m),
-                                mode_json(&runs[m], states, n));
+            json_object_set_new(modes, client_mode_name((client_mode_t)m), mode_json(&runs[m], o->states, o->n));
     json_t *out = json_pack("{s:s, s:o}", "result", result, "host", json_text(host));
     if (out && both) json_object_set_new(out, "async_faster_percent", json_real(faster));
     if (out) {
-        json_object_set_new(out, "base_url", json_string(base));
+        json_object_set_new(out, "base_url", json_string(o->base));
         json_object_set_new(out, "states", st);
         json_object_set_new(out, "modes", modes);
     } else {
         json_decref(st);
         json_decref(modes);
     }
+    int status = 0;
     errno = 0;
-    if (!out || json_dump_file(out, json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-                                                   JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
-        fprintf(stderr, "brewery: cannot write %s: %s\n", json_path,
-                errno ? strerror(errno) : "out of memory");
+    if (!out || json_dump_file(out, o->json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                                      JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
+        fprintf(stderr, "brewery: cannot write %s: %s\n", o->json_path, errno ? strerror(errno) : "out of memory");
         status = 1;
     }
     json_decref(out);
     printf("%s\n", result);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    cli_t o;
+    int status = parse_args(argc, argv, &o);
+    if (status >= 0) return status;
+    /* Before any request: a run of minutes must not end in "cannot plot" or
+     * "cannot write". */
+    if (o.plot_dir && client_plot_check(o.plot_dir)) return 2;
+    if (json_check(o.json_path)) return 2;
+
+    client_server_t server = {.pid = -1};
+    char base_buf[96];
+    if (!o.base) {
+        const char *extra[8];
+        size_t ne = 0;
+        if (o.latency) extra[ne++] = "--latency", extra[ne++] = o.latency;
+        if (o.data) extra[ne++] = "--data", extra[ne++] = o.data;
+        extra[ne] = NULL;
+        if (client_server_start(&server, argv[0], extra)) return 1;
+        snprintf(base_buf, sizeof base_buf, "%s/v1", server.url);
+        o.base = base_buf;
+    }
+    /* Be polite to a remote API (Open Brewery DB allows 120 requests a
+     * minute) and ask it for compressed pages; a server on this machine gets
+     * neither. */
+    bool local = strstr(o.base, "://127.0.0.1") || strstr(o.base, "://localhost") ||
+                 strstr(o.base, "://[::1]");
+    if (o.rate < 0) o.rate = local ? 0 : 2;
+    client_config_t cfg = {.base_url = o.base, .rate_limit = o.rate, .max_retries = o.retries,
+                           .timeout_ns = o.timeout_ms > 0 ? ASYNC_MSEC(o.timeout_ms) : -1,
+                           .compressed = !local};
+
+    mode_run_t runs[CLIENT_NMODES] = {0};
+    status = 0;
+    for (int m = 0; m < CLIENT_NMODES; m++) {
+        if (!o.want[m]) continue;
+        if (run_mode((client_mode_t)m, &cfg, o.states, o.n, &runs[m])) {
+            fprintf(stderr, "brewery: out of memory\n");
+            status = 1;
+            break;
+        }
+        if (runs[m].failed) status = 1;
+    }
+    client_server_stop(&server);
+    for (int m = 0; o.plot_dir && m < CLIENT_NMODES; m++) {
+        if (!runs[m].ran) continue;
+        const char *name = client_mode_name((client_mode_t)m);
+        if (client_plot_timeline(o.plot_dir, name, o.states, o.n, runs[m].counts, runs[m].t0, runs[m].seconds))
+            status = 1;
+        else
+            fprintf(stderr, "plot      %s/timeline-%s.png\n", o.plot_dir, name);
+    }
+    print_table(runs, o.states, o.n);
+    status |= write_async_json(&o, runs);
     for (int m = 0; m < CLIENT_NMODES; m++) free(runs[m].counts);
     return status;
 }
