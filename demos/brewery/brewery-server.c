@@ -73,7 +73,9 @@ static int parse_rate(const char *s, double *out)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Fills cfg, *data and *quiet from the command line.  Returns -1 to go
+ * on, or the status to exit with (0 after --help, 2 for a usage error). */
+static int parse_args(int argc, char **argv, bsrv_config_t *cfg, const char **data, bool *quiet)
 {
     enum { O_PORT = 256, O_DATA, O_LATENCY, O_RATE, O_WINDOW, O_FAIL, O_FAILFIRST, O_DROP,
            O_MALFORMED, O_STALL, O_STALLMS, O_SEED, O_HEADTO, O_IDLETO, O_QUIET, O_VERBOSE, O_HELP };
@@ -97,10 +99,6 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
-    bool quiet = false;
-    bsrv_config_t cfg = { .latency_ms = 100, .stall_ms = 30000, .rate_window_s = 60, .seed = 1,
-                          .header_timeout_ms = 10000, .idle_timeout_s = 30 };
-    const char *data = NULL;
     unsigned long long v;
     int c;
 
@@ -110,62 +108,62 @@ int main(int argc, char **argv)
         case O_PORT:
             if (parse_uint(optarg, 65535, &v))
                 return bad(name, optarg);
-            cfg.port = (unsigned)v;
+            cfg->port = (unsigned)v;
             break;
         case O_DATA:
-            data = optarg;
+            *data = optarg;
             break;
         case O_LATENCY:
         case O_STALLMS:
             if (parse_uint(optarg, 3600000, &v))
                 return bad(name, optarg);
-            *(c == O_LATENCY ? &cfg.latency_ms : &cfg.stall_ms) = (unsigned)v;
+            *(c == O_LATENCY ? &cfg->latency_ms : &cfg->stall_ms) = (unsigned)v;
             break;
         case O_RATE:
             if (parse_uint(optarg, 1000000000, &v))
                 return bad(name, optarg);
-            cfg.rate_limit = (unsigned)v;
+            cfg->rate_limit = (unsigned)v;
             break;
         case O_WINDOW:
             if (parse_uint(optarg, 86400, &v) || v == 0)
                 return bad(name, optarg);
-            cfg.rate_window_s = (unsigned)v;
+            cfg->rate_window_s = (unsigned)v;
             break;
         case O_FAILFIRST:
             if (parse_uint(optarg, ULONG_MAX, &v))
                 return bad(name, optarg);
-            cfg.fail_first = (unsigned long)v;
+            cfg->fail_first = (unsigned long)v;
             break;
         case O_HEADTO:
             if (parse_uint(optarg, 3600000, &v) || v == 0)
                 return bad(name, optarg);
-            cfg.header_timeout_ms = (unsigned)v;
+            cfg->header_timeout_ms = (unsigned)v;
             break;
         case O_IDLETO:
             if (parse_uint(optarg, 86400, &v) || v == 0)
                 return bad(name, optarg);
-            cfg.idle_timeout_s = (unsigned)v;
+            cfg->idle_timeout_s = (unsigned)v;
             break;
         case O_SEED:
             if (parse_uint(optarg, UINT64_MAX, &v))
                 return bad(name, optarg);
-            cfg.seed = v;
+            cfg->seed = v;
             break;
         case O_FAIL:
         case O_DROP:
         case O_MALFORMED:
         case O_STALL: {
-            double *dst = c == O_FAIL ? &cfg.fail_rate : c == O_DROP ? &cfg.drop_rate
-                        : c == O_MALFORMED ? &cfg.malformed_rate : &cfg.stall_rate;
+            double *dst = c == O_FAIL ? &cfg->fail_rate : c == O_DROP ? &cfg->drop_rate
+                        : c == O_MALFORMED ? &cfg->malformed_rate : &cfg->stall_rate;
             if (parse_rate(optarg, dst))
                 return bad(name, optarg);
             break;
         }
         case O_QUIET:
-            quiet = true;
+            *quiet = true;
             break;
         case O_VERBOSE:
-            cfg.verbose = true;
+            cfg->verbose = true;
             break;
         case O_HELP:
             usage(stdout);
@@ -180,6 +178,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    bool quiet = false;
+    bsrv_config_t cfg = { .latency_ms = 100, .stall_ms = 30000, .rate_window_s = 60, .seed = 1,
+                          .header_timeout_ms = 10000, .idle_timeout_s = 30 };
+    const char *data = NULL;
+    int status = parse_args(argc, argv, &cfg, &data, &quiet);
+    if (status >= 0)
+        return status;
 
     /* Thousands of concurrent connections need thousands of descriptors. */
     struct rlimit rl;
