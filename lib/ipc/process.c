@@ -328,6 +328,100 @@ static int wait_runs(struct pollfd *pfds, size_t np, int epfd, bool need_tick, i
     return 0;
 }
 
+/* One async_process_run_commands_dl call's state. */
+typedef struct batch {
+    const async_command_t *cmds;
+    async_command_result_t *results;
+    size_t n, max_parallel;
+    run_t *runs;          /* the running commands, runs[0..nrun) */
+    size_t nrun, next;    /* next: the first command not yet started */
+    struct pollfd *pfds;  /* 3 a run: stdout, stderr, pidfd */
+    int epfd;             /* in a task: the descriptors the task waits on; else -1 */
+    bool failed;          /* a command could not start, failed or exited non-zero */
+    int stop;             /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED: kill the rest, start no more */
+} batch_t;
+
+/* Starts commands while there is room. */
+static void start_more(batch_t *b)
+{
+    while (b->nrun < b->max_parallel && b->next < b->n && !b->stop) {
+        run_t *r = &b->runs[b->nrun];
+        memset(r, 0, sizeof *r);
+        r->idx = b->next++;
+        r->fd[0] = r->fd[1] = r->pidfd = -1;
+        int e = start(r, &b->cmds[r->idx], &b->results[r->idx], b->epfd);
+        if (e) {
+            b->results[r->idx].error = e;
+            b->results[r->idx].exit_code = -1;
+            b->failed = true;
+            continue;
+        }
+        b->nrun++;
+    }
+}
+
+/* Waits for output, an end, or the deadline; sets b->stop at the deadline
+ * or on cancellation. */
+static void wait_any(batch_t *b, int64_t deadline)
+{
+    size_t np = 0;
+    bool need_tick = false;
+    for (size_t i = 0; i < b->nrun; i++) {
+        const run_t *r = &b->runs[i];
+        for (int k = 0; k < 2; k++)
+            if (r->fd[k] >= 0) b->pfds[np++] = (struct pollfd){r->fd[k], POLLIN, 0};
+        if (r->pidfd >= 0) b->pfds[np++] = (struct pollfd){r->pidfd, POLLIN, 0};
+        else if (!r->reaped) need_tick = true;
+        if (r->tick) need_tick = true;
+    }
+    int werr = wait_runs(b->pfds, np, b->epfd, need_tick, deadline);
+    if (werr == ASYNC_ECANCELED) b->stop = ASYNC_ECANCELED;
+    else if (werr) b->stop = ASYNC_ETIMEDOUT; /* should not happen; stop so nothing hangs */
+    if (!b->stop && deadline != ASYNC_FOREVER && async_now() >= deadline) b->stop = ASYNC_ETIMEDOUT;
+}
+
+/* Reads output and exits; finishes the runs that are over (all of them,
+ * killed, once b->stop is set) and compacts them out of the array. */
+static void collect(batch_t *b)
+{
+    for (size_t i = 0; i < b->nrun;) {
+        run_t *r = &b->runs[i];
+        async_command_result_t *res = &b->results[r->idx];
+        for (int k = 0; k < 2; k++) {
+            if (r->fd[k] < 0) continue;
+            int rr = buf_read(&r->b[k], r->fd[k]);
+            if (rr == 1) untrack_close(b->epfd, &r->fd[k]);
+            else if (rr < 0) {
+                /* The child may run on: remember the error until it ends. */
+                if (!r->error) r->error = rr;
+                untrack_close(b->epfd, &r->fd[k]);
+            }
+        }
+        int error = r->error;
+        if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
+            r->reaped = true;
+            untrack_close(b->epfd, &r->pidfd);
+        }
+        if (b->stop && !r->reaped) {
+            kill(r->pid, SIGKILL);
+            while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {}
+            r->reaped = true;
+            for (int k = 0; k < 2; k++)
+                if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);
+            error = b->stop;
+        }
+        if (r->reaped && (b->stop || error || (r->fd[0] < 0 && r->fd[1] < 0))) {
+            finish(r, res, error, b->epfd);
+            if (res->error != ASYNC_ETIMEDOUT && res->error != ASYNC_ECANCELED &&
+                (res->error || res->exit_code != 0))
+                b->failed = true;
+            b->runs[i] = b->runs[--b->nrun];
+            continue;
+        }
+        i++;
+    }
+}
+
 int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t max_parallel,
                                   async_command_result_t *results, int64_t deadline)
 {
@@ -335,103 +429,35 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
     for (size_t i = 0; i < n; i++)
         if (!cmds[i].argv || !cmds[i].argv[0]) return ASYNC_EINVAL;
     if (max_parallel > n) max_parallel = n ? n : 1;
-    int epfd = -1;
+    batch_t b = {.cmds = cmds, .results = results, .n = n, .max_parallel = max_parallel, .epfd = -1};
     if (n && async__in_task()) {
-        epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (epfd < 0) return errno == ENOMEM ? ASYNC_ENOMEM : -errno;
+        b.epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (b.epfd < 0) return errno == ENOMEM ? ASYNC_ENOMEM : -errno;
     }
-    run_t *runs = async__calloc(max_parallel, sizeof *runs);
-    struct pollfd *pfds = async__calloc(max_parallel * 3, sizeof *pfds);
-    if (!runs || !pfds) {
-        async__free(runs);
-        async__free(pfds);
-        if (epfd >= 0) close(epfd);
+    b.runs = async__calloc(max_parallel, sizeof *b.runs);
+    b.pfds = async__calloc(max_parallel * 3, sizeof *b.pfds);
+    if (!b.runs || !b.pfds) {
+        async__free(b.runs);
+        async__free(b.pfds);
+        if (b.epfd >= 0) close(b.epfd);
         return ASYNC_ENOMEM;
     }
     memset(results, 0, n * sizeof *results);
-    size_t next = 0, nrun = 0;
-    bool failed = false;
-    int stop = 0; /* ASYNC_ETIMEDOUT or ASYNC_ECANCELED: kill the rest, start no more */
     for (;;) {
-        /* Start commands while there is room. */
-        while (nrun < max_parallel && next < n && !stop) {
-            run_t *r = &runs[nrun];
-            memset(r, 0, sizeof *r);
-            r->idx = next++;
-            r->fd[0] = r->fd[1] = r->pidfd = -1;
-            int e = start(r, &cmds[r->idx], &results[r->idx], epfd);
-            if (e) {
-                results[r->idx].error = e;
-                results[r->idx].exit_code = -1;
-                failed = true;
-                continue;
-            }
-            nrun++;
-        }
-        if (nrun == 0) break;
-
-        /* Wait for output, ends, or the deadline. */
-        size_t np = 0;
-        bool need_tick = false;
-        for (size_t i = 0; i < nrun; i++) {
-            for (int k = 0; k < 2; k++)
-                if (runs[i].fd[k] >= 0) pfds[np++] = (struct pollfd){runs[i].fd[k], POLLIN, 0};
-            if (runs[i].pidfd >= 0) pfds[np++] = (struct pollfd){runs[i].pidfd, POLLIN, 0};
-            else if (!runs[i].reaped) need_tick = true;
-            if (runs[i].tick) need_tick = true;
-        }
-        int werr = wait_runs(pfds, np, epfd, need_tick, deadline);
-        if (werr == ASYNC_ECANCELED) stop = ASYNC_ECANCELED;
-        else if (werr) stop = ASYNC_ETIMEDOUT; /* should not happen; stop so nothing hangs */
-        if (!stop && deadline != ASYNC_FOREVER && async_now() >= deadline) stop = ASYNC_ETIMEDOUT;
-
-        /* Collect output and exits; compact finished runs out of the array. */
-        for (size_t i = 0; i < nrun;) {
-            run_t *r = &runs[i];
-            async_command_result_t *res = &results[r->idx];
-            for (int k = 0; k < 2; k++) {
-                if (r->fd[k] < 0) continue;
-                int rr = buf_read(&r->b[k], r->fd[k]);
-                if (rr == 1) untrack_close(epfd, &r->fd[k]);
-                else if (rr < 0) {
-                    /* The child may run on: remember the error until it ends. */
-                    if (!r->error) r->error = rr;
-                    untrack_close(epfd, &r->fd[k]);
-                }
-            }
-            int error = r->error;
-            if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
-                r->reaped = true;
-                untrack_close(epfd, &r->pidfd);
-            }
-            if (stop && !r->reaped) {
-                kill(r->pid, SIGKILL);
-                while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {}
-                r->reaped = true;
-                for (int k = 0; k < 2; k++)
-                    if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);
-                error = stop;
-            }
-            if (r->reaped && (stop || error || (r->fd[0] < 0 && r->fd[1] < 0))) {
-                finish(r, res, error, epfd);
-                if (res->error != ASYNC_ETIMEDOUT && res->error != ASYNC_ECANCELED &&
-                    (res->error || res->exit_code != 0))
-                    failed = true;
-                runs[i] = runs[--nrun];
-                continue;
-            }
-            i++;
-        }
+        start_more(&b);
+        if (b.nrun == 0) break;
+        wait_any(&b, deadline);
+        collect(&b);
     }
     /* Commands never started because of the deadline or the cancellation. */
-    for (size_t i = next; i < n; i++) {
-        results[i].error = stop;
+    for (size_t i = b.next; i < n; i++) {
+        results[i].error = b.stop;
         results[i].exit_code = -1;
     }
-    async__free(runs);
-    async__free(pfds);
-    if (epfd >= 0) close(epfd);
-    return stop ? stop : failed ? ASYNC_ECHILD : 0;
+    async__free(b.runs);
+    async__free(b.pfds);
+    if (b.epfd >= 0) close(b.epfd);
+    return b.stop ? b.stop : b.failed ? ASYNC_ECHILD : 0;
 }
 
 void async_command_result_clear(async_command_result_t *r)
