@@ -64,18 +64,23 @@ static double amdahl(double f, unsigned p, unsigned cores)
     return 1 / ((1 - f) + f / (p < cores ? p : cores));
 }
 
-int lab_workers(void)
+/* The sweep's measurements, shared by the steps below. */
+typedef struct sweep {
+    unsigned cores, maxp;
+    size_t ntasks;
+    double t[LAB_NMODES][65]; /* seconds by mode and workers; 0: not run */
+    double f[LAB_NMODES];     /* Amdahl fit: the parallel fraction */
+    uint64_t want;            /* hash of the division counts every run gave */
+    const char *want_from;    /* the first mode that gave it, or NULL */
+} sweep_t;
+
+/* Runs the serial reference and every pool from 1 to maxp workers; dies if
+ * one computes other division counts than the first. */
+static void sweep_measure(sweep_t *sw, spin_t *s)
 {
-    unsigned cores = (unsigned)lab_opt.ncpu, maxp = 2 * cores;
-    if (maxp > 64) maxp = 64;
-    size_t ntasks = lab_scaled(240, 12);
-    ntasks -= ntasks % 12; /* divisible by 1, 2, 3, 4 and 6 workers */
-    if (ntasks > 4096) ntasks = 4096;
-    spin_t *s = lab_shared_alloc(sizeof *s);
-    s->prime = SPIN_PRIME;
-    lab_header("workers", "%zu equal CPU-bound tasks on 1 to %u workers (%u CPUs)", ntasks, maxp, cores);
-    double t[LAB_NMODES][65] = {{0}};
-    double f[LAB_NMODES] = {0};
+    const unsigned maxp = sw->maxp, cores = sw->cores;
+    const size_t ntasks = sw->ntasks;
+    double (*t)[65] = sw->t, *f = sw->f;
     uint64_t want = 0;
     const char *want_from = NULL;
     if (lab_want(LAB_SERIAL)) {
@@ -104,12 +109,24 @@ int lab_workers(void)
         }
         f[m] = amdahl_fit(t[m], top[m], cores);
     }
+    sw->want = want;
+    sw->want_from = want_from;
+}
+
+/* The table, the Amdahl fit and the verdict on stdout, the figures in
+ * lab_figures; fills data with the speedup chart's data file. */
+static void sweep_report(const sweep_t *sw, char *data, size_t data_size)
+{
+    const unsigned cores = sw->cores, maxp = sw->maxp;
+    const size_t ntasks = sw->ntasks;
+    const uint64_t want = sw->want;
+    const char *want_from = sw->want_from;
+    const double (*t)[65] = sw->t, *f = sw->f;
     bool mpi = lab_want(LAB_MPI);
     printf("  %-8s %11s %8s %6s %11s %8s %6s%s\n", "workers", "threads s", "speedup", "eff", "processes s",
            "speedup", "eff", mpi ? "       mpi s  speedup    eff" : "");
     json_t *rows = json_array();
-    char data[4096];
-    size_t dl = (size_t)snprintf(data, sizeof data, "# workers threads_speedup processes_speedup ideal "
+    size_t dl = (size_t)snprintf(data, data_size, "# workers threads_speedup processes_speedup ideal "
                                                     "amdahl_threads amdahl_processes\n");
     for (unsigned p = 1; p <= maxp; p++) {
         json_t *row = json_object();
@@ -132,7 +149,7 @@ int lab_workers(void)
         }
         printf("\n");
         json_array_append_new(rows, row);
-        dl += (size_t)snprintf(data + dl, sizeof data - dl, "%u %.6f %.6f %u %.6f %.6f\n", p,
+        dl += (size_t)snprintf(data + dl, data_size - dl, "%u %.6f %.6f %u %.6f %.6f\n", p,
                                sp[LAB_THREADS] > 0 ? sp[LAB_THREADS] : NAN,
                                sp[LAB_PROCESSES] > 0 ? sp[LAB_PROCESSES] : NAN, p,
                                amdahl(f[LAB_THREADS], p, cores), amdahl(f[LAB_PROCESSES], p, cores));
@@ -170,6 +187,14 @@ int lab_workers(void)
     json_object_set_new(fig, "tasks", json_integer((json_int_t)ntasks));
     json_object_set_new(fig, "cpus", json_integer(cores));
     json_object_set_new(lab_figures, "workers", fig);
+}
+
+/* The speedup chart: measured speedups, the ideal and the Amdahl fits. */
+static void plot_speedup(const sweep_t *sw, const char *data)
+{
+    const unsigned cores = sw->cores, maxp = sw->maxp;
+    const size_t ntasks = sw->ntasks;
+    const double *f = sw->f;
     char script[2048];
     snprintf(script, sizeof script,
              "set title 'Speedup against workers (%zu equal CPU-bound tasks, %u CPUs)'\n"
@@ -183,7 +208,13 @@ int lab_workers(void)
              "dat using 1:3 with points pt 5 ps 1.4 lc rgb '#d62728' title 'processes, measured'\n",
              ntasks, cores, maxp, maxp, cores, cores, cores, f[LAB_THREADS], f[LAB_PROCESSES]);
     lab_plot("workers", data, script);
+}
 
+/* Amdahl's law as the lecture draws it, with this machine's speedups. */
+static void plot_amdahl(const sweep_t *sw)
+{
+    const unsigned cores = sw->cores, maxp = sw->maxp;
+    const double (*t)[65] = sw->t;
     /* Amdahl's law as the lecture draws it: S(n) = 1 / ((1 - p) + p / n) for
      * p = 0.5 to 0.99 up to 64 CPUs, with this machine's measured speedups
      * on the same axes. */
@@ -214,6 +245,25 @@ int lab_workers(void)
              "dat using 1:8 with points pt 5 ps 1.2 lc rgb '#d62728' title 'processes, measured'\n",
              cores, 40);
     lab_plot("amdahl", adata, ascript);
+}
+
+int lab_workers(void)
+{
+    sweep_t sw = {.cores = (unsigned)lab_opt.ncpu};
+    sw.maxp = 2 * sw.cores;
+    if (sw.maxp > 64) sw.maxp = 64;
+    sw.ntasks = lab_scaled(240, 12);
+    sw.ntasks -= sw.ntasks % 12; /* divisible by 1, 2, 3, 4 and 6 workers */
+    if (sw.ntasks > 4096) sw.ntasks = 4096;
+    spin_t *s = lab_shared_alloc(sizeof *s);
+    s->prime = SPIN_PRIME;
+    lab_header("workers", "%zu equal CPU-bound tasks on 1 to %u workers (%u CPUs)", sw.ntasks, sw.maxp,
+               sw.cores);
+    sweep_measure(&sw, s);
+    char data[4096];
+    sweep_report(&sw, data, sizeof data);
+    plot_speedup(&sw, data);
+    plot_amdahl(&sw);
     lab_shared_free(s, sizeof *s);
     return 0;
 }
