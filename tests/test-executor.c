@@ -1286,6 +1286,45 @@ Test(exec_threads_only, futures_dropped_before_they_finish_go_back_to_the_pool, 
     cr_expect_eq(test_alloc_live(), before, "%ld allocations left", test_alloc_live() - before);
 }
 
+/* An executor freed on another thread than the one that submitted: the
+ * submitter's magazine still holds blocks of the closed pool, which the
+ * freeing thread cannot reach.  The submitter's next free of one of that
+ * pool's futures gives them all back, so nothing stays allocated while the
+ * submitter lives on. */
+static void *free_executor(void *ex)
+{
+    async_executor_free(ex);
+    return NULL;
+}
+
+Test(exec_threads_only, a_pool_closed_elsewhere_gets_the_submitters_magazine_back, .timeout = 10)
+{
+    long before = test_alloc_live();
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 2);
+    int64_t v = 3;
+    async_job_t job = {.fn = square, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+    async_future_t *kept;
+    cr_assert_eq(async_executor_submit(&kept, ex, &job), 0);
+    async_future_t *fs[200];
+    for (int i = 0; i < 200; i++) cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
+    cr_assert_eq(async_futures_wait(fs, 200, ASYNC_WAIT_ALL, NULL), 0);
+    cr_assert_eq(async_future_wait(kept), 0);
+    /* The workers drop their references just after the futures turn final:
+     * let them, so that this thread drops the last ones and the blocks go
+     * to its magazine. */
+    usleep(20000);
+    for (int i = 0; i < 200; i++) async_future_unref(fs[i]);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_executor, ex), 0);
+    pthread_join(t, NULL);
+    const void *data;
+    size_t size;
+    cr_expect_eq(async_future_result(kept, &data, &size), 0);
+    cr_expect_eq(*(const int64_t *)data, 9);
+    async_future_unref(kept);
+    cr_expect_eq(test_alloc_live(), before, "%ld allocations left", test_alloc_live() - before);
+}
+
 Test(exec_threads_only, executor_futures_refuse_manual_completion, .timeout = 10)
 {
     async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);

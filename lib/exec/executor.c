@@ -446,7 +446,10 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
-    job->next = NULL;
+    /* job->next is left as it is: the queue links a single job through
+     * qnext, and whoever lists jobs through next (a batch, a bucket, a
+     * drain) writes it first.  It sits on the block's fourth line, which a
+     * small submit then never touches. */
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
     f->contested = timed;

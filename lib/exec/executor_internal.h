@@ -44,7 +44,10 @@ typedef struct async__exec_priv {
     _Atomic bool closed;
     _Atomic int broken;              /* the code that broke the pool, or 0 */
     _Atomic unsigned room_waiters;
-    bool bounded;                    /* max_queued is set */
+    /* opts.max_queued != 0, copied here: async__q_take has only this
+     * struct, and the submit path reads it from the line that `closed` and
+     * `broken` (which it reads anyway) share, instead of the executor's. */
+    bool bounded;
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
     async__twaiters_t task_room;     /* tasks waiting for room (job_queue.c) */

@@ -263,6 +263,11 @@ static inline __attribute__((always_inline)) void release_memory(async_future_t 
     }
     async__fpool_t *p = s->pool;
     if (async__mag.pool != p || atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+        /* A pool closed on another thread (its executor freed there) could
+         * not reach this thread's magazine: give its blocks back now, or
+         * they and their slabs would stay until this thread exits.  First,
+         * while f, still out, keeps the pool alive. */
+        if (async__mag.pool == p) mag_flush(&async__mag);
         *(void **)f = NULL;
         give_back(p, f, f, 1);
         return;

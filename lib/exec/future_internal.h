@@ -143,19 +143,19 @@ typedef struct async__magazine {
 } async__magazine_t;
 extern _Thread_local async__magazine_t async__mag ASYNC_TLS;
 
-/* Asks for the next block's first four lines (the ones a submit writes)
- * ahead of its use: a stream of submits cycles through more blocks than a
- * core's cache holds, and the workers wrote into them last, so each line is a
- * miss that would otherwise stall the submit's first atomic instruction.  A
- * prefetch never faults, so a smaller block's neighbour may be asked for too;
- * four fixed prefetches cost less than a loop bounded by the block size. */
+/* Asks for the next block's first three lines (the future and the job's
+ * fields and small area: all that a small submit writes) ahead of its use:
+ * a stream of submits cycles through more blocks than a core's cache holds,
+ * and the workers wrote into them last, so each line is a miss that would
+ * otherwise stall the submit's first atomic instruction.  A prefetch never
+ * faults, so a smaller block's neighbour may be asked for too; fixed
+ * prefetches cost less than a loop bounded by the block size. */
 static inline void async__prefetch_block(const void *blk)
 {
     const char *b = blk;
     __builtin_prefetch(b, 1, 3);
     __builtin_prefetch(b + 64, 1, 3);
     __builtin_prefetch(b + 128, 1, 3);
-    __builtin_prefetch(b + 192, 1, 3);
 }
 
 /* async__future_alloc_pooled when the magazine cannot serve: another pool,
