@@ -124,6 +124,30 @@ Test(http, headers_trimmed_in_order)
     cr_assert_eq(async_http_destroy(http), 0);
 }
 
+/* The version and status come from the final status line: an HTTP/1.0
+ * answer says so, and its status and reason make the error. */
+Test(http, version_and_status_of_the_status_line)
+{
+    raw_srv_t s;
+    raw_start(&s, "HTTP/1.0 404 Gone Fishing\r\n"
+                  "Content-Length: 2\r\n"
+                  "\r\n"
+                  "no");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), ASYNC_EHTTP);
+    raw_stop(&s);
+    cr_assert_str_eq(r->http_version, "HTTP/1.0");
+    cr_assert_eq(r->status, 404);
+    cr_assert_str_eq(r->errmsg, "HTTP status 404 Gone Fishing");
+    cr_assert_str_eq(r->body, "no");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+}
+
 /* --- callback style -------------------------------------------------------- */
 
 typedef struct got {

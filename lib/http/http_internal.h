@@ -174,6 +174,8 @@ struct http_xfer {
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
+    long version;                /* CURL_HTTP_VERSION_* of the status line, 0: unknown */
+    long status;                 /* CURLINFO_RESPONSE_CODE of the attempt that ended */
     int socket_errno;            /* of this attempt's failed socket(), or 0 */
     async_http_response_t *resp; /* allocated with x, filled when it ends */
 

@@ -309,6 +309,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     }
     long status = 0;
     curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
+    x->status = status; /* the response reads it from here, not from curl again */
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
     if (transient && x->attempt <= x->max_retries && !http->closing) {

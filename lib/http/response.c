@@ -64,6 +64,23 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 /* isspace() of the C locale, without its table lookup. */
 static bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
+/* The version of a status line after its "HTTP/", as curl would report it
+ * (CURLINFO_HTTP_VERSION), or 0 for one to ask curl about: reading it here
+ * spares a curl_easy_getinfo per response. */
+static long status_version(const char *v, size_t n)
+{
+    if (n < 2) return 0;
+    if (n >= 4 && v[0] == '1' && v[1] == '.' && v[3] == ' ') {
+        if (v[2] == '1') return CURL_HTTP_VERSION_1_1;
+        if (v[2] == '0') return CURL_HTTP_VERSION_1_0;
+        return 0;
+    }
+    if (v[1] != ' ') return 0;
+    if (v[0] == '2') return CURL_HTTP_VERSION_2_0;
+    if (v[0] == '3') return CURL_HTTP_VERSION_3;
+    return 0;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
@@ -85,6 +102,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             memcpy(x->reason, rs, rl);
         }
         x->reason[rl] = 0;
+        x->version = status_version(p + 5, len - 5);
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -215,6 +233,8 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     int bad = 0;
     h->x = x;
     h->errbuf[0] = 0;
+    x->version = 0;
+    x->status = 0;
     h->hdr.len = 0;
     h->n_hdr = 0;
     x->socket_errno = 0;
@@ -326,9 +346,9 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     memset(r, 0, sizeof *r);
     CURL *e = x->t.easy;
     const char *errbuf = x->easy->errbuf;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-    long ver = 0;
-    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
+    r->status = x->status; /* on_attempt_done read it */
+    long ver = x->version;
+    if (!ver) curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
     r->http_version = version_name(ver);
     r->attempts = x->attempt;
     async_http_timings_t *t = &r->timings;
