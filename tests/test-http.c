@@ -237,6 +237,71 @@ Test(http, query_headers_post_echo)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* --- the easy handle pool -------------------------------------------------- */
+
+typedef struct burst {
+    int done, failed;
+} burst_t;
+
+static void on_burst_done(async_http_response_t *resp, void *arg)
+{
+    burst_t *b = arg;
+    b->done++;
+    if (resp->error) b->failed++;
+    async_http_response_free(resp);
+}
+
+static void on_wait(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(ev);
+    ASYNC_UNUSED(w);
+    ASYNC_UNUSED(revents);
+}
+
+/* A burst wider than the pool's floor of 64 leaves every handle it made in
+ * the pool, for the next burst; the pool's timer does not keep the loop
+ * running, and once the loop has run two idle periods the pool is back at
+ * its floor. */
+Test(http, pool_grows_for_a_burst_and_shrinks_when_idle)
+{
+    enum { BURST = 150 };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    /* Stalled, so that every request of the burst runs at once. */
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
+    burst_t b = {0};
+    for (int i = 0; i < BURST; i++) cr_assert_eq(async_http_send(http, &req, on_burst_done, &b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(b.done, BURST);
+    cr_assert_eq(b.failed, 0);
+    /* Every request of the burst started at once (the pump starts up to
+     * 256 a loop iteration), each on a handle of its own. */
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, BURST, "one idle handle for each request that ran at once");
+
+    /* Two idle periods (1 s each) and a margin. */
+    ev_timer wait;
+    ev_timer_init(&wait, on_wait, 3.5, 0.);
+    ev_timer_start(async_loop_ev(loop), &wait);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, 64, "the pool shrank to its floor");
+
+    /* The pool still serves: a request after the shrink. */
+    b = (burst_t){0};
+    req.url = test_httpd_url(srv, "/ok");
+    cr_assert_eq(async_http_send(http, &req, on_burst_done, &b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(b.done, 1);
+    cr_assert_eq(b.failed, 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+}
+
 /* Sends req on http's loop and returns its response (the caller frees it). */
 static async_http_response_t *send_one(async_loop_t *loop, async_http_t *http,
                                        const async_http_request_t *req)

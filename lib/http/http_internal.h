@@ -200,6 +200,9 @@ struct async_http {
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */
     size_t n_pool, cap_pool;
+    size_t pool_floor;     /* idle handles kept however long they idle */
+    size_t pool_low;       /* fewest idle handles since pool_timer last ran */
+    ev_timer pool_timer;   /* frees what idled a whole period above the floor */
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
     unsigned batch_iter;   /* ev_iteration when batch_started was counted */
