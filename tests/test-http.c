@@ -148,6 +148,53 @@ Test(http, version_and_status_of_the_status_line)
     cr_assert_eq(async_http_destroy(http), 0);
 }
 
+/* The header array of a small response shares the body's buffer; a header
+ * block too large for its spare room has an allocation of its own.  Either
+ * way every header reads back and freeing the response frees it all. */
+Test(http, headers_inline_or_apart)
+{
+    static char big[4096];
+    size_t at = (size_t)snprintf(big, sizeof big, "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i < 40; i++)
+        at += (size_t)snprintf(big + at, sizeof big - at, "X-Field-%02d: value number %02d\r\n", i, i);
+    snprintf(big + at, sizeof big - at, "Content-Length: 2\r\nConnection: close\r\n\r\nhi");
+    const char *replies[] = {"HTTP/1.1 200 OK\r\nX-One: 1\r\nContent-Length: 2\r\n"
+                             "Connection: close\r\n\r\nhi",
+                             big};
+    for (int k = 0; k < 2; k++) {
+        raw_srv_t s;
+        raw_start(&s, replies[k]);
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+        async_http_t *http;
+        cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+        async_http_response_t *r;
+        cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
+        raw_stop(&s);
+        cr_assert_str_eq(r->body, "hi");
+        bool in_body = (const char *)r->headers > r->body && (const char *)r->headers < r->body + 512;
+        if (k == 0) {
+            cr_assert(in_body, "a small response's headers share its body buffer");
+            cr_assert_eq(r->n_headers, 3);
+            cr_assert_str_eq(async_http_response_header(r, "x-one"), "1");
+        } else {
+            cr_assert(!in_body);
+            cr_assert_eq(r->n_headers, 42);
+            for (int i = 0; i < 40; i++) {
+                char name[16], value[32];
+                snprintf(name, sizeof name, "X-Field-%02d", i);
+                snprintf(value, sizeof value, "value number %02d", i);
+                cr_assert_str_eq(r->headers[i].name, name);
+                cr_assert_str_eq(r->headers[i].value, value);
+            }
+        }
+        cr_assert_str_eq(async_http_response_header(r, "connection"), "close");
+        async_http_response_free(r);
+        cr_assert_eq(async_http_destroy(http), 0);
+        cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    }
+}
+
 /* --- callback style -------------------------------------------------------- */
 
 typedef struct got {

@@ -214,6 +214,11 @@ struct async_http {
 };
 
 /* response.c */
+/* A zeroed request in one allocation with its response (x->resp set), or
+ * NULL without memory.  The block is freed with the response: by
+ * async_http_response_free once the waiter has it, and until then by
+ * freeing x->resp (x included). */
+http_xfer_t *async__http_xfer_alloc(void);
 /* A new easy handle with the options every request of http shares, or NULL
  * without memory (or when curl refuses an option). */
 http_easy_t *async__http_easy_new(async_http_t *http);

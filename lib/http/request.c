@@ -230,6 +230,9 @@ static void easy_discard(http_xfer_t *x)
 
 /* --- ending a request ------------------------------------------------------ */
 
+/* Frees what x owns.  x itself shares its response's allocation
+ * (async__http_xfer_alloc): it goes with a response not yet handed out, and
+ * otherwise stays, unused, until the waiter frees the response. */
 static void xfer_free(http_xfer_t *x)
 {
     async__free(x->url);
@@ -237,8 +240,7 @@ static void xfer_free(http_xfer_t *x)
     async__free(x->body);
     if (x->headers) curl_slist_free_all(x->headers);
     async__http_buf_free(&x->resp_body);
-    async_http_response_free(x->resp);
-    async__free(x);
+    if (x->resp) async_http_response_free(x->resp);
 }
 
 /* Hands the finished request and its response to its waiter. */
@@ -526,18 +528,16 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
     if (req->body_len && !req->body) return ASYNC_EINVAL;
     if (http->closing) return ASYNC_ECLOSED;
-    http_xfer_t *x = async__calloc(1, sizeof *x);
+    /* The response exists from the start, so a request always ends with one,
+     * even when memory runs out on the way. */
+    http_xfer_t *x = async__http_xfer_alloc();
     if (!x) return ASYNC_ENOMEM;
     async__list_init(&x->link);
     async__list_init(&x->t.link);
     x->http = http;
     x->t.done = on_attempt_done;
     x->t.ud = x;
-    int err = ASYNC_ENOMEM;
-    /* The response exists from the start, so a request always ends with one,
-     * even when memory runs out on the way. */
-    if (!(x->resp = async__calloc(1, sizeof *x->resp))) goto fail;
-    err = async__http_url_build(req->url, req->query, &x->url);
+    int err = async__http_url_build(req->url, req->query, &x->url);
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);
