@@ -227,6 +227,7 @@ Test(http, callback_get)
     cr_assert_str_eq(r->body, "ok");
     cr_assert_eq(r->body_len, 2);
     cr_assert_str_eq(r->errmsg, "");
+    cr_assert_str_eq(r->url, test_httpd_url(srv, "/ok"), "the URL, kept in the response's block");
     cr_assert_str_eq(async_http_response_header(r, "content-type"), "text/plain");
     cr_assert_null(async_http_response_header(r, "x-missing"));
     cr_assert_str_eq(r->http_version, "HTTP/1.1");

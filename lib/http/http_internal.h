@@ -214,11 +214,14 @@ struct async_http {
 };
 
 /* response.c */
-/* A zeroed request in one allocation with its response (x->resp set), or
- * NULL without memory.  The block is freed with the response: by
- * async_http_response_free once the waiter has it, and until then by
- * freeing x->resp (x included). */
-http_xfer_t *async__http_xfer_alloc(void);
+/* A zeroed request in one allocation with its response (x->resp set) and,
+ * when url is not NULL, a copy of it as x->url; NULL without memory.  The
+ * block is freed with the response: by async_http_response_free once the
+ * waiter has it, and until then by async__http_xfer_free. */
+http_xfer_t *async__http_xfer_alloc(const char *url);
+/* Frees what x owns, and x with its response unless the response was
+ * handed out (x->resp NULL). */
+void async__http_xfer_free(http_xfer_t *x);
 /* A new easy handle with the options every request of http shares, or NULL
  * without memory (or when curl refuses an option). */
 http_easy_t *async__http_easy_new(async_http_t *http);

@@ -230,18 +230,7 @@ static void easy_discard(http_xfer_t *x)
 
 /* --- ending a request ------------------------------------------------------ */
 
-/* Frees what x owns.  x itself shares its response's allocation
- * (async__http_xfer_alloc): it goes with a response not yet handed out, and
- * otherwise stays, unused, until the waiter frees the response. */
-static void xfer_free(http_xfer_t *x)
-{
-    async__free(x->url);
-    async__free(x->method);
-    async__free(x->body);
-    if (x->headers) curl_slist_free_all(x->headers);
-    async__http_buf_free(&x->resp_body);
-    if (x->resp) async_http_response_free(x->resp);
-}
+static void xfer_free(http_xfer_t *x) { async__http_xfer_free(x); }
 
 /* Hands the finished request and its response to its waiter. */
 static void finish(async_http_t *http, http_xfer_t *x)
@@ -530,14 +519,15 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (http->closing) return ASYNC_ECLOSED;
     /* The response exists from the start, so a request always ends with one,
      * even when memory runs out on the way. */
-    http_xfer_t *x = async__http_xfer_alloc();
+    /* A URL without a query needs no building: it is copied into the block. */
+    http_xfer_t *x = async__http_xfer_alloc(req->query ? NULL : req->url);
     if (!x) return ASYNC_ENOMEM;
     async__list_init(&x->link);
     async__list_init(&x->t.link);
     x->http = http;
     x->t.done = on_attempt_done;
     x->t.ud = x;
-    int err = async__http_url_build(req->url, req->query, &x->url);
+    int err = x->url ? 0 : async__http_url_build(req->url, req->query, &x->url);
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);

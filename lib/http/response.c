@@ -304,21 +304,39 @@ static double secs(CURL *e, CURLINFO info)
     return (double)us / 1e6;
 }
 
-/* A response, its request and a flag of the response's, in one
- * allocation: the request's memory stays until the response is freed (a
- * few hundred bytes), which spares an allocation and its free per request. */
+/* A response, its request, a flag of the response's and the URL of a
+ * request without a query, in one allocation: the request's memory stays
+ * until the response is freed (a few hundred bytes), which spares two
+ * allocations and their frees per request. */
 typedef struct resp_block {
     async_http_response_t r; /* first: a response's address is its block's */
     bool headers_in_body;    /* r.headers lies in r.body's spare room */
     http_xfer_t x;
+    char url[];              /* x.url and then r.url when they point here */
 } resp_block_t;
 
-http_xfer_t *async__http_xfer_alloc(void)
+http_xfer_t *async__http_xfer_alloc(const char *url)
 {
-    resp_block_t *b = async__calloc(1, sizeof *b);
+    size_t ul = url ? strlen(url) + 1 : 0;
+    resp_block_t *b = async__calloc(1, sizeof *b + ul);
     if (!b) return NULL;
     b->x.resp = &b->r;
+    if (url) {
+        memcpy(b->url, url, ul);
+        b->x.url = b->url;
+    }
     return &b->x;
+}
+
+void async__http_xfer_free(http_xfer_t *x)
+{
+    resp_block_t *b = container_of(x, resp_block_t, x);
+    if (x->url != b->url) async__free(x->url);
+    async__free(x->method);
+    async__free(x->body);
+    if (x->headers) curl_slist_free_all(x->headers);
+    async__http_buf_free(&x->resp_body);
+    if (x->resp) async_http_response_free(x->resp);
 }
 
 /* Points an array at one copy of the n "Name\0value\0" pairs that
@@ -441,7 +459,12 @@ void async__http_response_error(http_xfer_t *x, int error, const char *msg)
         r->body = async__malloc(1);
         if (r->body) r->body[0] = 0;
     }
-    if (!r->url) r->url = async__strdup(x->url);
+    if (!r->url) {
+        resp_block_t *b = container_of(x, resp_block_t, x);
+        /* The URL in the block is the response's already; x->url stays for
+         * async__http_xfer_free, which does not free it. */
+        r->url = x->url == b->url ? b->url : async__strdup(x->url);
+    }
     if (!r->http_version) r->http_version = "";
     r->attempts = x->attempt;
     r->timings.elapsed = (double)(async_now() - x->t_call) / 1e9;
@@ -450,9 +473,10 @@ void async__http_response_error(http_xfer_t *x, int error, const char *msg)
 void async_http_response_free(async_http_response_t *resp)
 {
     if (!resp) return;
-    if (!((resp_block_t *)resp)->headers_in_body) async__free(resp->headers);
+    resp_block_t *b = (resp_block_t *)resp;
+    if (!b->headers_in_body) async__free(resp->headers);
+    if (resp->url != b->url) async__free(resp->url);
     async__free(resp->body);
-    async__free(resp->url);
     async__free(resp); /* and its request, in the same block */
 }
 
