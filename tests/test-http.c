@@ -124,6 +124,77 @@ Test(http, headers_trimmed_in_order)
     cr_assert_eq(async_http_destroy(http), 0);
 }
 
+/* The version and status come from the final status line: an HTTP/1.0
+ * answer says so, and its status and reason make the error. */
+Test(http, version_and_status_of_the_status_line)
+{
+    raw_srv_t s;
+    raw_start(&s, "HTTP/1.0 404 Gone Fishing\r\n"
+                  "Content-Length: 2\r\n"
+                  "\r\n"
+                  "no");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), ASYNC_EHTTP);
+    raw_stop(&s);
+    cr_assert_str_eq(r->http_version, "HTTP/1.0");
+    cr_assert_eq(r->status, 404);
+    cr_assert_str_eq(r->errmsg, "HTTP status 404 Gone Fishing");
+    cr_assert_str_eq(r->body, "no");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+}
+
+/* The header array of a small response shares the body's buffer; a header
+ * block too large for its spare room has an allocation of its own.  Either
+ * way every header reads back and freeing the response frees it all. */
+Test(http, headers_inline_or_apart)
+{
+    static char big[4096];
+    size_t at = (size_t)snprintf(big, sizeof big, "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i < 40; i++)
+        at += (size_t)snprintf(big + at, sizeof big - at, "X-Field-%02d: value number %02d\r\n", i, i);
+    snprintf(big + at, sizeof big - at, "Content-Length: 2\r\nConnection: close\r\n\r\nhi");
+    const char *replies[] = {"HTTP/1.1 200 OK\r\nX-One: 1\r\nContent-Length: 2\r\n"
+                             "Connection: close\r\n\r\nhi",
+                             big};
+    for (int k = 0; k < 2; k++) {
+        raw_srv_t s;
+        raw_start(&s, replies[k]);
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+        async_http_t *http;
+        cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+        async_http_response_t *r;
+        cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
+        raw_stop(&s);
+        cr_assert_str_eq(r->body, "hi");
+        bool in_body = (const char *)r->headers > r->body && (const char *)r->headers < r->body + 512;
+        if (k == 0) {
+            cr_assert(in_body, "a small response's headers share its body buffer");
+            cr_assert_eq(r->n_headers, 3);
+            cr_assert_str_eq(async_http_response_header(r, "x-one"), "1");
+        } else {
+            cr_assert(!in_body);
+            cr_assert_eq(r->n_headers, 42);
+            for (int i = 0; i < 40; i++) {
+                char name[16], value[32];
+                snprintf(name, sizeof name, "X-Field-%02d", i);
+                snprintf(value, sizeof value, "value number %02d", i);
+                cr_assert_str_eq(r->headers[i].name, name);
+                cr_assert_str_eq(r->headers[i].value, value);
+            }
+        }
+        cr_assert_str_eq(async_http_response_header(r, "connection"), "close");
+        async_http_response_free(r);
+        cr_assert_eq(async_http_destroy(http), 0);
+        cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    }
+}
+
 /* --- callback style -------------------------------------------------------- */
 
 typedef struct got {
@@ -156,6 +227,7 @@ Test(http, callback_get)
     cr_assert_str_eq(r->body, "ok");
     cr_assert_eq(r->body_len, 2);
     cr_assert_str_eq(r->errmsg, "");
+    cr_assert_str_eq(r->url, test_httpd_url(srv, "/ok"), "the URL, kept in the response's block");
     cr_assert_str_eq(async_http_response_header(r, "content-type"), "text/plain");
     cr_assert_null(async_http_response_header(r, "x-missing"));
     cr_assert_str_eq(r->http_version, "HTTP/1.1");
@@ -211,6 +283,71 @@ Test(http, query_headers_post_echo)
     cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(async_loop_destroy(loop), 0);
     cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* --- the easy handle pool -------------------------------------------------- */
+
+typedef struct burst {
+    int done, failed;
+} burst_t;
+
+static void on_burst_done(async_http_response_t *resp, void *arg)
+{
+    burst_t *b = arg;
+    b->done++;
+    if (resp->error) b->failed++;
+    async_http_response_free(resp);
+}
+
+static void on_wait(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(ev);
+    ASYNC_UNUSED(w);
+    ASYNC_UNUSED(revents);
+}
+
+/* A burst wider than the pool's floor of 64 leaves every handle it made in
+ * the pool, for the next burst; the pool's timer does not keep the loop
+ * running, and once the loop has run two idle periods the pool is back at
+ * its floor. */
+Test(http, pool_grows_for_a_burst_and_shrinks_when_idle)
+{
+    enum { BURST = 150 };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    /* Stalled, so that every request of the burst runs at once. */
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
+    burst_t b = {0};
+    for (int i = 0; i < BURST; i++) cr_assert_eq(async_http_send(http, &req, on_burst_done, &b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(b.done, BURST);
+    cr_assert_eq(b.failed, 0);
+    /* Every request of the burst started at once (the pump starts up to
+     * 256 a loop iteration), each on a handle of its own. */
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, BURST, "one idle handle for each request that ran at once");
+
+    /* Two idle periods (1 s each) and a margin. */
+    ev_timer wait;
+    ev_timer_init(&wait, on_wait, 3.5, 0.);
+    ev_timer_start(async_loop_ev(loop), &wait);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    async_http_stats(http, &st);
+    cr_assert_eq(st.easy_pooled, 64, "the pool shrank to its floor");
+
+    /* The pool still serves: a request after the shrink. */
+    b = (burst_t){0};
+    req.url = test_httpd_url(srv, "/ok");
+    cr_assert_eq(async_http_send(http, &req, on_burst_done, &b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(b.done, 1);
+    cr_assert_eq(b.failed, 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_loop_destroy(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
 }
 
 /* Sends req on http's loop and returns its response (the caller frees it). */

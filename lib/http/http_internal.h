@@ -174,6 +174,8 @@ struct http_xfer {
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
     char reason[64];             /* the status line's reason phrase */
+    long version;                /* CURL_HTTP_VERSION_* of the status line, 0: unknown */
+    long status;                 /* CURLINFO_RESPONSE_CODE of the attempt that ended */
     int socket_errno;            /* of this attempt's failed socket(), or 0 */
     async_http_response_t *resp; /* allocated with x, filled when it ends */
 
@@ -198,6 +200,9 @@ struct async_http {
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */
     size_t n_pool, cap_pool;
+    size_t pool_floor;     /* idle handles kept however long they idle */
+    size_t pool_low;       /* fewest idle handles since pool_timer last ran */
+    ev_timer pool_timer;   /* frees what idled a whole period above the floor */
     double tokens;         /* rate limit bucket */
     int64_t tokens_at;
     unsigned batch_iter;   /* ev_iteration when batch_started was counted */
@@ -209,6 +214,14 @@ struct async_http {
 };
 
 /* response.c */
+/* A zeroed request in one allocation with its response (x->resp set) and,
+ * when url is not NULL, a copy of it as x->url; NULL without memory.  The
+ * block is freed with the response: by async_http_response_free once the
+ * waiter has it, and until then by async__http_xfer_free. */
+http_xfer_t *async__http_xfer_alloc(const char *url);
+/* Frees what x owns, and x with its response unless the response was
+ * handed out (x->resp NULL). */
+void async__http_xfer_free(http_xfer_t *x);
 /* A new easy handle with the options every request of http shares, or NULL
  * without memory (or when curl refuses an option). */
 http_easy_t *async__http_easy_new(async_http_t *http);

@@ -20,6 +20,15 @@
 #define DEFAULT_MAX_BODY ((size_t)64 << 20)
 /* The largest header buffer a pooled easy handle keeps for its next request. */
 #define HDR_KEEP ((size_t)16 << 10)
+/* The easy handle pool keeps up to POOL_FLOOR idle handles (or one per
+ * allowed connection, if more) for good, and grows for a burst up to
+ * POOL_MAX: freeing the handles of a burst as its first requests end cost
+ * every later request of the burst a curl_easy_init and its options (5.4k
+ * instructions).  What stays idle above the floor for a whole POOL_IDLE
+ * period is freed (an idle handle holds about 10 KB of heap in libcurl 7.88). */
+#define POOL_FLOOR 64
+#define POOL_MAX 4096
+#define POOL_IDLE 1.0
 
 /* Attempts started in one loop iteration, at most.  curl opens the
  * connection of every transfer added before the loop polls again, so a
@@ -37,6 +46,7 @@
 #define REQUEST_SIZE_0_2 sizeof(async_http_request_t)
 
 static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents);
+static void on_pool_timer(struct ev_loop *ev, ev_timer *w, int revents);
 static void pump(async_http_t *http);
 static void xfer_free(http_xfer_t *x);
 
@@ -81,7 +91,8 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     }
     async__list_init(&http->waiting);
     async__list_init(&http->running);
-    http->cap_pool = o.max_connections > 64 ? (size_t)o.max_connections : 64;
+    http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;
+    http->cap_pool = http->pool_floor;
     http->pool = async__calloc(http->cap_pool, sizeof *http->pool);
     if (!http->pool) goto fail_pool;
     if (!loop) {
@@ -94,6 +105,8 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     http->ev = async_loop_ev(http->loop);
     ev_init(&http->wake_timer, on_wake_timer);
     http->wake_timer.data = http;
+    ev_init(&http->pool_timer, on_pool_timer);
+    http->pool_timer.data = http;
     http->tokens = o.rate_burst;
     http->tokens_at = async_now();
     err = async__http_multi_init(&http->multi, http->ev, &http->opts);
@@ -131,8 +144,61 @@ void async_http_stats(const async_http_t *http, async_http_stats_t *out)
 
 static http_easy_t *easy_get(async_http_t *http)
 {
-    if (http->n_pool) return http->pool[--http->n_pool];
+    if (http->n_pool) {
+        http_easy_t *h = http->pool[--http->n_pool];
+        if (http->n_pool < http->pool_low) http->pool_low = http->n_pool;
+        return h;
+    }
     return async__http_easy_new(http);
+}
+
+/* Stops the shrinking timer; it holds no reference on the loop. */
+static void pool_timer_stop(async_http_t *http)
+{
+    if (!ev_is_active(&http->pool_timer)) return;
+    ev_ref(http->ev);
+    ev_timer_stop(http->ev, &http->pool_timer);
+}
+
+/* Room for one more idle handle: the array grows (to POOL_MAX at most), and
+ * once the pool is above its floor the timer that shrinks it runs.  The
+ * timer does not keep the loop alive (ev_unref): an idle client must not
+ * hold up a loop run to its end. */
+static bool pool_room(async_http_t *http)
+{
+    if (http->n_pool == http->cap_pool) {
+        size_t cap = http->cap_pool * 2 < POOL_MAX ? http->cap_pool * 2 : POOL_MAX;
+        if (cap <= http->cap_pool) return false;
+        http_easy_t **p = async__realloc(http->pool, cap * sizeof *p);
+        if (!p) return false;
+        http->pool = p;
+        http->cap_pool = cap;
+    }
+    if (http->n_pool >= http->pool_floor && !ev_is_active(&http->pool_timer)) {
+        http->pool_low = http->n_pool;
+        ev_timer_set(&http->pool_timer, POOL_IDLE, POOL_IDLE);
+        ev_timer_start(http->ev, &http->pool_timer);
+        ev_unref(http->ev);
+    }
+    return true;
+}
+
+/* Frees the handles that stayed idle above the floor for the whole period
+ * (the pool never went below pool_low since the last run).  They are taken
+ * from the bottom of the stack, which easy_get reaches last. */
+static void on_pool_timer(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(ev);
+    ASYNC_UNUSED(revents);
+    async_http_t *http = w->data;
+    size_t extra = http->pool_low > http->pool_floor ? http->pool_low - http->pool_floor : 0;
+    for (size_t i = 0; i < extra; i++) async__http_easy_free(http->pool[i]);
+    if (extra) {
+        http->n_pool -= extra;
+        memmove(http->pool, http->pool + extra, http->n_pool * sizeof *http->pool);
+    }
+    http->pool_low = http->n_pool;
+    if (http->n_pool <= http->pool_floor) pool_timer_stop(http);
 }
 
 /* Gives x's easy handle back to the pool. */
@@ -145,7 +211,7 @@ static void easy_put(async_http_t *http, http_xfer_t *x)
     h->x = NULL;
     /* A rare large header block does not stay with the handle. */
     if (h->hdr.cap > HDR_KEEP) async__http_buf_free(&h->hdr);
-    if (http->n_pool < http->cap_pool && !http->closing) {
+    if (!http->closing && pool_room(http)) {
         /* Kept configured, not reset: the next request sets every option
          * that differs from this one's (async__http_easy_setup). */
         http->pool[http->n_pool++] = h;
@@ -164,16 +230,7 @@ static void easy_discard(http_xfer_t *x)
 
 /* --- ending a request ------------------------------------------------------ */
 
-static void xfer_free(http_xfer_t *x)
-{
-    async__free(x->url);
-    async__free(x->method);
-    async__free(x->body);
-    if (x->headers) curl_slist_free_all(x->headers);
-    async__http_buf_free(&x->resp_body);
-    async_http_response_free(x->resp);
-    async__free(x);
-}
+static void xfer_free(http_xfer_t *x) { async__http_xfer_free(x); }
 
 /* Hands the finished request and its response to its waiter. */
 static void finish(async_http_t *http, http_xfer_t *x)
@@ -309,6 +366,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     }
     long status = 0;
     curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
+    x->status = status; /* the response reads it from here, not from curl again */
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
     if (transient && x->attempt <= x->max_retries && !http->closing) {
@@ -459,18 +517,17 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
     if (req->body_len && !req->body) return ASYNC_EINVAL;
     if (http->closing) return ASYNC_ECLOSED;
-    http_xfer_t *x = async__calloc(1, sizeof *x);
+    /* The response exists from the start, so a request always ends with one,
+     * even when memory runs out on the way. */
+    /* A URL without a query needs no building: it is copied into the block. */
+    http_xfer_t *x = async__http_xfer_alloc(req->query ? NULL : req->url);
     if (!x) return ASYNC_ENOMEM;
     async__list_init(&x->link);
     async__list_init(&x->t.link);
     x->http = http;
     x->t.done = on_attempt_done;
     x->t.ud = x;
-    int err = ASYNC_ENOMEM;
-    /* The response exists from the start, so a request always ends with one,
-     * even when memory runs out on the way. */
-    if (!(x->resp = async__calloc(1, sizeof *x->resp))) goto fail;
-    err = async__http_url_build(req->url, req->query, &x->url);
+    int err = x->url ? 0 : async__http_url_build(req->url, req->query, &x->url);
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);
@@ -675,6 +732,7 @@ int async_http_destroy(async_http_t *http)
         return ASYNC_EDEADLK;
     http->closing = true;
     ev_timer_stop(http->ev, &http->wake_timer);
+    pool_timer_stop(http);
     async__list_t *l;
     /* Every waiter hears ECLOSED (ECANCELED is for a cancelled task);
      * callbacks run here, so count them as dispatching to keep them from

@@ -64,6 +64,23 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 /* isspace() of the C locale, without its table lookup. */
 static bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
+/* The version of a status line after its "HTTP/", as curl would report it
+ * (CURLINFO_HTTP_VERSION), or 0 for one to ask curl about: reading it here
+ * spares a curl_easy_getinfo per response. */
+static long status_version(const char *v, size_t n)
+{
+    if (n < 2) return 0;
+    if (n >= 4 && v[0] == '1' && v[1] == '.' && v[3] == ' ') {
+        if (v[2] == '1') return CURL_HTTP_VERSION_1_1;
+        if (v[2] == '0') return CURL_HTTP_VERSION_1_0;
+        return 0;
+    }
+    if (v[1] != ' ') return 0;
+    if (v[0] == '2') return CURL_HTTP_VERSION_2_0;
+    if (v[0] == '3') return CURL_HTTP_VERSION_3;
+    return 0;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
@@ -85,6 +102,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
             memcpy(x->reason, rs, rl);
         }
         x->reason[rl] = 0;
+        x->version = status_version(p + 5, len - 5);
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -215,6 +233,8 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     int bad = 0;
     h->x = x;
     h->errbuf[0] = 0;
+    x->version = 0;
+    x->status = 0;
     h->hdr.len = 0;
     h->n_hdr = 0;
     x->socket_errno = 0;
@@ -284,13 +304,59 @@ static double secs(CURL *e, CURLINFO info)
     return (double)us / 1e6;
 }
 
+/* A response, its request, a flag of the response's and the URL of a
+ * request without a query, in one allocation: the request's memory stays
+ * until the response is freed (a few hundred bytes), which spares two
+ * allocations and their frees per request. */
+typedef struct resp_block {
+    async_http_response_t r; /* first: a response's address is its block's */
+    bool headers_in_body;    /* r.headers lies in r.body's spare room */
+    http_xfer_t x;
+    char url[];              /* x.url and then r.url when they point here */
+} resp_block_t;
+
+http_xfer_t *async__http_xfer_alloc(const char *url)
+{
+    size_t ul = url ? strlen(url) + 1 : 0;
+    resp_block_t *b = async__calloc(1, sizeof *b + ul);
+    if (!b) return NULL;
+    b->x.resp = &b->r;
+    if (url) {
+        memcpy(b->url, url, ul);
+        b->x.url = b->url;
+    }
+    return &b->x;
+}
+
+void async__http_xfer_free(http_xfer_t *x)
+{
+    resp_block_t *b = container_of(x, resp_block_t, x);
+    if (x->url != b->url) async__free(x->url);
+    async__free(x->method);
+    async__free(x->body);
+    if (x->headers) curl_slist_free_all(x->headers);
+    async__http_buf_free(&x->resp_body);
+    if (x->resp) async_http_response_free(x->resp);
+}
+
 /* Points an array at one copy of the n "Name\0value\0" pairs that
- * on_header kept (none holds a NUL byte of its own). */
-static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n)
+ * on_header kept (none holds a NUL byte of its own).  The copy goes into the
+ * room left after the body (body, of capacity cap) when it fits, as it does
+ * for a small response in the body buffer's first 512 bytes, and into an
+ * allocation of its own otherwise. */
+static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n, size_t cap)
 {
     if (!n || !raw->len) return 0;
-    char *block = async__malloc(n * sizeof(async_http_header_t) + raw->len + 1);
-    if (!block) return ASYNC_ENOMEM;
+    size_t need = n * sizeof(async_http_header_t) + raw->len + 1;
+    size_t align = _Alignof(async_http_header_t);
+    size_t off = (r->body_len + 1 + align - 1) & ~(align - 1);
+    char *block;
+    if (cap >= off && cap - off >= need) {
+        block = r->body + off;
+        ((resp_block_t *)r)->headers_in_body = true;
+    } else if (!(block = async__malloc(need))) {
+        return ASYNC_ENOMEM;
+    }
     async_http_header_t *h = (async_http_header_t *)block;
     char *s = block + n * sizeof *h, *end = s + raw->len;
     memcpy(s, raw->data, raw->len + 1);
@@ -320,15 +386,13 @@ static const char *version_name(long v)
 int async__http_response_build(http_xfer_t *x, CURLcode rc)
 {
     async_http_response_t *r = x->resp;
-    async__free(r->body);
-    async__free(r->headers);
-    async__free(r->url);
+    /* Built once, when the request ends: nothing of the response is set yet. */
     memset(r, 0, sizeof *r);
     CURL *e = x->t.easy;
     const char *errbuf = x->easy->errbuf;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-    long ver = 0;
-    curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
+    r->status = x->status; /* on_attempt_done read it */
+    long ver = x->version;
+    if (!ver) curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
     r->http_version = version_name(ver);
     r->attempts = x->attempt;
     async_http_timings_t *t = &r->timings;
@@ -345,9 +409,10 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     if (!x->resp_body.data && async__http_buf_add(&x->resp_body, "", 0)) return ASYNC_ENOMEM;
     r->body = x->resp_body.data;
     r->body_len = x->resp_body.len;
+    size_t cap = x->resp_body.cap;
     x->resp_body.data = NULL;
     x->resp_body.len = x->resp_body.cap = 0;
-    int err = parse_headers(r, &x->easy->hdr, x->easy->n_hdr);
+    int err = parse_headers(r, &x->easy->hdr, x->easy->n_hdr, cap);
     if (err) return err;
     /* The request ends with this response (no attempt follows), so its URL
      * moves rather than being copied. */
@@ -394,7 +459,12 @@ void async__http_response_error(http_xfer_t *x, int error, const char *msg)
         r->body = async__malloc(1);
         if (r->body) r->body[0] = 0;
     }
-    if (!r->url) r->url = async__strdup(x->url);
+    if (!r->url) {
+        resp_block_t *b = container_of(x, resp_block_t, x);
+        /* The URL in the block is the response's already; x->url stays for
+         * async__http_xfer_free, which does not free it. */
+        r->url = x->url == b->url ? b->url : async__strdup(x->url);
+    }
     if (!r->http_version) r->http_version = "";
     r->attempts = x->attempt;
     r->timings.elapsed = (double)(async_now() - x->t_call) / 1e9;
@@ -403,10 +473,11 @@ void async__http_response_error(http_xfer_t *x, int error, const char *msg)
 void async_http_response_free(async_http_response_t *resp)
 {
     if (!resp) return;
+    resp_block_t *b = (resp_block_t *)resp;
+    if (!b->headers_in_body) async__free(resp->headers);
+    if (resp->url != b->url) async__free(resp->url);
     async__free(resp->body);
-    async__free(resp->headers);
-    async__free(resp->url);
-    async__free(resp);
+    async__free(resp); /* and its request, in the same block */
 }
 
 const char *async_http_response_header(const async_http_response_t *resp, const char *name)
