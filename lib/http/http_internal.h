@@ -35,7 +35,20 @@ enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_DONE };
  * shards keep each walk short.  With a connection limit there is one shard
  * only, because curl enforces limits per multi handle. */
 #define SHARD_CAP 256
-#define MAX_SHARDS 64
+#define MAX_SHARDS 128
+
+/* Transfers that may multiplex (HTTP/2 over TLS) a shard carries, at most.
+ * libcurl 7.88 lets a transfer wait (CURLOPT_PIPEWAIT) only for a host's
+ * first connection: once the host is known to multiplex and its
+ * connections carry as many streams as allowed, the next transfer opens a
+ * connection, and every transfer after it opens one more, because curl
+ * skips a connection still being set up (fixed in curl 8.0, PR #10456).
+ * A shard holding no more multiplexing transfers than one connection
+ * takes never needs a second connection to a host, and its first one is
+ * waited for.  100 is curl's own limit of streams a connection
+ * (CURLMOPT_MAX_CONCURRENT_STREAMS, set to this) and no more than any
+ * common server allows (RFC 9113 asks for at least 100; nginx allows 128). */
+#define MUX_SHARD_CAP 100
 
 typedef struct http_multi http_multi_t;
 
@@ -45,6 +58,7 @@ typedef struct http_shard {
     ev_timer timer;        /* armed by curl's CURLMOPT_TIMERFUNCTION */
     int still_running;
     size_t n_running;      /* transfers in this multi handle */
+    size_t n_mux;          /* of which may multiplex (t->multiplex) */
     size_t n_sockets;      /* sockets it holds open: busy and idle connections */
     async__list_t transfers; /* http_transfer_t added here */
     bool pending;          /* transfers joined that curl has not started yet */
@@ -66,6 +80,7 @@ struct http_transfer {
     CURL *easy;
     http_done_fn done;
     void *ud;
+    bool multiplex;        /* may multiplex (HTTP/2 over TLS), see MUX_SHARD_CAP */
     http_shard_t *shard;   /* while added */
     async__list_t link;    /* in shard->transfers while added */
 };
@@ -90,7 +105,9 @@ struct http_multi {
 int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http_opts_t *o);
 /* Closes every shard and its cached connections; nothing may be added. */
 void async__http_multi_cleanup(http_multi_t *m);
-/* The shard a new transfer joins (made on demand), or NULL without memory. */
+/* The shard a new transfer joins (made on demand), or NULL without memory:
+ * one with fewer than SHARD_CAP transfers and MUX_SHARD_CAP multiplexing
+ * ones, so that the transfer fits whether it multiplexes or not. */
 http_shard_t *async__http_shard_pick(http_multi_t *m);
 /* Adds t->easy to shard sh; t->done runs when it ends.  Returns curl's code. */
 CURLMcode async__http_multi_add(http_shard_t *sh, http_transfer_t *t);

@@ -182,6 +182,7 @@ static void detach(http_transfer_t *t)
     curl_multi_remove_handle(sh->multi, t->easy);
     async__list_remove(&t->link);
     sh->n_running--;
+    sh->n_mux -= t->multiplex;
     t->shard = NULL;
 }
 
@@ -268,6 +269,7 @@ CURLMcode async__http_multi_add(http_shard_t *sh, http_transfer_t *t)
     sh->pending = true;
     ev_prepare_start(sh->m->ev, &sh->m->start);
     sh->n_running++;
+    sh->n_mux += t->multiplex;
     return CURLM_OK;
 }
 
@@ -300,6 +302,7 @@ static http_shard_t *shard_new(http_multi_t *m)
     curl_multi_setopt(cm, CURLMOPT_PIPELINING, m->no_http2 ? CURLPIPE_NOTHING : CURLPIPE_MULTIPLEX);
     curl_multi_setopt(cm, CURLMOPT_MAX_TOTAL_CONNECTIONS, m->max_connections);
     curl_multi_setopt(cm, CURLMOPT_MAX_HOST_CONNECTIONS, m->max_host_connections);
+    curl_multi_setopt(cm, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)MUX_SHARD_CAP);
     /* Keep the idle connections a burst leaves behind (until the server or
      * curl's age limit closes them) rather than closing all but a few: with
      * libcurl 7.88 each close beyond the limit walks every connection. */
@@ -333,7 +336,7 @@ static void shard_retire(http_shard_t *sh)
         t->shard = NULL;
         async__list_push(&victims, &t->link);
     }
-    sh->n_running = 0;
+    sh->n_running = sh->n_mux = 0;
     curl_multi_cleanup(sh->multi);
     /* curl reported its sockets removed; stop any watcher it did not. */
     for (l = m->socks.next; l != &m->socks; l = next) {
@@ -357,7 +360,7 @@ http_shard_t *async__http_shard_pick(http_multi_t *m)
         http_shard_t *sh = m->shards[i];
         /* The first shard with room: steady loads stay in shard 0 and reuse
          * its connections; bursts spill over. */
-        if (limited || sh->n_running < SHARD_CAP) return sh;
+        if (limited || (sh->n_running < SHARD_CAP && sh->n_mux < MUX_SHARD_CAP)) return sh;
         if (!best || sh->n_running < best->n_running) best = sh;
     }
     if (m->n_shards < MAX_SHARDS) {

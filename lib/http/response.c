@@ -273,6 +273,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
      * only where HTTP/2 can be negotiated (TLS ALPN). */
     bool h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
     bad |= set_long(e, CURLOPT_PIPEWAIT, (long)h2, &h->pipewait);
+    x->t.multiplex = h2; /* sh has room for it: async__http_shard_pick */
     /* libcurl 7.88 looks for a reusable connection by walking every
      * connection to the host, so a burst of n new connections costs n^2.
      * When every open socket already carries a transfer, no HTTP/1

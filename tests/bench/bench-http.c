@@ -19,7 +19,13 @@
  *     multi handle, and curl_multi_socket_action over epoll with the burst
  *     spread over multi handles of 256 as the client spreads it (libcurl
  *     7.88's walks over every connection make one multi handle grow faster
- *     than linearly), the baseline for the client's own cost.
+ *     than linearly), the baseline for the client's own cost;
+ *  5. the same 10,000 against Debian's nginx with the echo module's 1 s
+ *     sleep: over HTTP/2 (TLS, nginx's default 128 streams a connection),
+ *     libasync and the bare socket loop with the client's HTTP/2 options
+ *     (CURLOPT_PIPEWAIT, multi handles of 100 multiplexing transfers, as
+ *     the client: MUX_SHARD_CAP), and libasync over HTTP/1.1 to the same
+ *     nginx, which tells the server's cost from the protocol's.
  *
  * Each figure is measured once a round, the clients alternating within the
  * round, and prints as median (min-max) over the rounds.  Run from the
@@ -159,6 +165,68 @@ static int nginx_start(child_t *c, char *dir, size_t dirlen)
         usleep(10000);
     }
     c->pid = -1;
+    return -1;
+}
+
+/* Section 5's server: Debian's nginx with the echo module answering /sleep
+ * after 1 s, over HTTP/2 and TLS (a throwaway certificate, ngx_cert) on
+ * echo.port and over cleartext HTTP/1.1 on echo_h1_port, with nginx's
+ * default of 128 streams a connection written out. */
+static child_t echo;
+static unsigned echo_h1_port;
+static char ngx_cert[128];
+
+static int nginx_echo_start(char *dir, size_t dirlen)
+{
+    const char *module = "/usr/lib/nginx/modules/ngx_http_echo_module.so";
+    if (access(module, R_OK) != 0) return -1;
+    snprintf(dir, dirlen, "/tmp/bench-http-echo-XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    chmod(dir, 0755);
+    char cmd[1024], path[512];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem "
+             ">/dev/null 2>&1",
+             dir, dir);
+    if (system(cmd) != 0) return -1;
+    snprintf(ngx_cert, sizeof ngx_cert, "%s/cert.pem", dir);
+    echo.port = free_port();
+    echo_h1_port = free_port();
+    snprintf(path, sizeof path, "%s/nginx.conf", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f,
+            "load_module %s;\n"
+            "daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 20000;\n"
+            "pid %s/nginx.pid; error_log %s/error.log;\n"
+            "events { worker_connections 16000; }\n"
+            "http { access_log off; keepalive_requests 1000000; http2_max_concurrent_streams 128;\n"
+            "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+            "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+            "  server { listen 127.0.0.1:%u ssl http2; ssl_certificate %s/cert.pem;\n"
+            "    ssl_certificate_key %s/key.pem; location / { echo_sleep 1; echo ok; } }\n"
+            "  server { listen 127.0.0.1:%u backlog=16384; location / { echo_sleep 1; echo ok; } } }\n",
+            module, dir, dir, dir, dir, dir, dir, dir, echo.port, dir, dir, echo_h1_port);
+    fclose(f);
+    fflush(NULL);
+    echo.pid = fork();
+    if (echo.pid == 0) {
+        int null = open("/dev/null", 1);
+        dup2(null, 1);
+        dup2(null, 2);
+        char elog[600];
+        snprintf(elog, sizeof elog, "%s/error.log", dir);
+        execlp("nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        if (port_open(echo.port) && port_open(echo_h1_port)) return 0;
+        if (waitpid(echo.pid, NULL, WNOHANG) == echo.pid) break;
+        usleep(10000);
+    }
+    echo.pid = -1;
     return -1;
 }
 
@@ -467,7 +535,7 @@ static void fl_libasync(const char *url, fl_t *f)
 {
     async_loop_t *loop;
     async_http_t *http;
-    async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20)};
+    async_http_opts_t o = {.timeout_ns = ASYNC_SEC(20), .ca_file = ngx_cert[0] ? ngx_cert : NULL};
     async_loop_new(&loop);
     async_http_new(&http, loop, &o);
     async_http_request_t req = {.url = url};
@@ -488,7 +556,14 @@ static CURL *fl_easy(const char *url)
     CURL *e = curl_easy_init();
     bare_options(e, url, true);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    if (strncmp(url, "https:", 6) == 0) {
+        /* The client's HTTP/2 options: wait for a connection that may
+         * multiplex rather than open one more (response.c). */
+        curl_easy_setopt(e, CURLOPT_CAINFO, ngx_cert);
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    }
     return e;
 }
 
@@ -541,7 +616,7 @@ static void fl_bare_poll(const char *url, fl_t *f)
  * as the client spreads a burst (docs/http.md, "How it is built"), driven by
  * curl_multi_socket_action from one epoll set and each handle's timer:
  * libasync's design without libev and without the client. */
-enum { SHARD_DEFAULT = 256, MAX_SHARDS = 64 };
+enum { SHARD_DEFAULT = 256, MUX_SHARD = 100, MAX_SHARDS = 128 };
 static int SHARD = SHARD_DEFAULT;
 
 typedef struct bare_shard {
@@ -574,6 +649,11 @@ static int bare_on_timer(CURLM *m, long timeout_ms, void *ud)
 
 static void fl_bare_socket(const char *url, fl_t *f)
 {
+    /* Multiplexing transfers go 100 a multi handle, as the client puts
+     * them (MUX_SHARD_CAP in lib/http/http_internal.h): more, and libcurl
+     * 7.88 opens a connection for each beyond the first connection's. */
+    bool mux = strncmp(url, "https:", 6) == 0;
+    if (mux) SHARD = SHARD < MUX_SHARD ? SHARD : MUX_SHARD;
     int n_shards = (INFLIGHT_N + SHARD - 1) / SHARD;
     if (n_shards > MAX_SHARDS) n_shards = MAX_SHARDS;
     bare_shard_t sh[MAX_SHARDS];
@@ -584,6 +664,7 @@ static void fl_bare_socket(const char *url, fl_t *f)
         curl_multi_setopt(sh[i].m, CURLMOPT_SOCKETDATA, &sh[i]);
         curl_multi_setopt(sh[i].m, CURLMOPT_TIMERFUNCTION, bare_on_timer);
         curl_multi_setopt(sh[i].m, CURLMOPT_TIMERDATA, &sh[i]);
+        curl_multi_setopt(sh[i].m, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)MUX_SHARD);
     }
     CURL **e = calloc((size_t)INFLIGHT_N, sizeof *e);
     int done = 0, running = 0;
@@ -634,7 +715,7 @@ static void fl_bare_socket(const char *url, fl_t *f)
     close(ep);
 }
 
-enum { FL_LIBASYNC, FL_BARE_POLL, FL_BARE_SOCKET };
+enum { FL_LIBASYNC, FL_BARE_POLL, FL_BARE_SOCKET, FL_H2_LIBASYNC, FL_H2_BARE_SOCKET, FL_NGX_H1_LIBASYNC };
 
 /* The name of one client's figure. */
 static void fl_name(char *buf, size_t size, int client, const char *fig)
@@ -644,9 +725,18 @@ static void fl_name(char *buf, size_t size, int client, const char *fig)
     else if (client == FL_BARE_POLL)
         snprintf(buf, size, "%d requests in flight at 1 s latency, bare curl_multi_poll loop, one multi handle, %s",
                  INFLIGHT_N, fig);
-    else
+    else if (client == FL_BARE_SOCKET)
         snprintf(buf, size, "%d requests in flight at 1 s latency, bare multi_socket loop, %d a multi handle, %s",
                  INFLIGHT_N, SHARD, fig);
+    else if (client == FL_H2_LIBASYNC)
+        snprintf(buf, size, "%d requests in flight at 1 s latency, nginx, HTTP/2 over TLS, %s", INFLIGHT_N, fig);
+    else if (client == FL_H2_BARE_SOCKET)
+        snprintf(buf, size,
+                 "%d requests in flight at 1 s latency, nginx, HTTP/2 over TLS, bare multi_socket loop, "
+                 "%d a multi handle, %s",
+                 INFLIGHT_N, MUX_SHARD, fig);
+    else
+        snprintf(buf, size, "%d requests in flight at 1 s latency, nginx, HTTP/1.1, %s", INFLIGHT_N, fig);
 }
 
 /* One client's run in a child process, so that the CPU and peak RSS are
@@ -669,7 +759,7 @@ static void inflight(unsigned port, int client)
         snprintf(first, sizeof first, "http://127.0.0.1:%u/v1/breweries?per_page=1", port);
         snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries/meta?by_state=ohio", port);
         async_http_t *blocking;
-        if (async_http_new(&blocking, NULL, NULL) == 0) {
+        if (client <= FL_BARE_SOCKET && async_http_new(&blocking, NULL, NULL) == 0) {
             async_http_response_t *r;
             json_t *j;
             if (async_http_get(&r, blocking, first, NULL) == 0 &&
@@ -681,8 +771,13 @@ static void inflight(unsigned port, int client)
             async_http_response_free(r);
             async_http_destroy(blocking);
         }
+        if (client == FL_H2_LIBASYNC || client == FL_H2_BARE_SOCKET)
+            snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", echo.port);
+        else if (client == FL_NGX_H1_LIBASYNC)
+            snprintf(url, sizeof url, "http://127.0.0.1:%u/sleep", echo_h1_port);
         fl_t f = {0};
-        if (client == FL_LIBASYNC) fl_libasync(url, &f);
+        if (client == FL_LIBASYNC || client == FL_H2_LIBASYNC || client == FL_NGX_H1_LIBASYNC)
+            fl_libasync(url, &f);
         else if (client == FL_BARE_POLL) fl_bare_poll(url, &f);
         else fl_bare_socket(url, &f);
         struct rusage ru;
@@ -742,6 +837,25 @@ static void inflight_ratio(int bare)
     }
 }
 
+/* Section 5's ratios: libasync over the bare loop with the same HTTP/2
+ * options, and HTTP/2 over HTTP/1.1 against the same nginx. */
+static void inflight_h2_ratio(void)
+{
+    static const char *const figs[] = {"wall", "last request sent", "client CPU", "client peak RSS"};
+    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
+        char name[240], a[200], b[200], over[64];
+        snprintf(over, sizeof over, "libasync over it, %s", figs[i]);
+        fl_name(name, sizeof name, FL_H2_BARE_SOCKET, over);
+        fl_name(a, sizeof a, FL_H2_LIBASYNC, figs[i]);
+        fl_name(b, sizeof b, FL_H2_BARE_SOCKET, figs[i]);
+        bench_ratio(name, a, b);
+        snprintf(over, sizeof over, "HTTP/2 over HTTP/1.1, %s", figs[i]);
+        fl_name(name, sizeof name, FL_NGX_H1_LIBASYNC, over);
+        fl_name(b, sizeof b, FL_NGX_H1_LIBASYNC, figs[i]);
+        bench_ratio(name, a, b);
+    }
+}
+
 /* BENCH_HTTP_SECTIONS=brewery,throughput,inflight picks sections (default all). */
 static bool want(const char *section)
 {
@@ -768,6 +882,10 @@ int main(int argc, char **argv)
     bool tp = want("throughput") && server_start(&fast, "0") == 0;
     bool ng = want("throughput") && nginx_start(&ngx, dir, sizeof dir) == 0;
     bool fl = want("inflight") && server_start(&far, "1000") == 0;
+    char echo_dir[64] = "";
+    bool fl_h2 = fl && nginx_echo_start(echo_dir, sizeof echo_dir) == 0;
+    if (fl && !fl_h2)
+        bench_note("inflight over HTTP/2: nginx with the echo module (libnginx-mod-http-echo) did not start");
     if (want("throughput") && !ng) bench_note("throughput, nginx: nginx did not start");
     char url[160], ngx_url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries?by_state=district_of_columbia&per_page=1",
@@ -782,22 +900,28 @@ int main(int argc, char **argv)
         if (ng) throughput("nginx", ngx_url);
         /* The clients take turns at going first, so that none always
          * finds the server fresh or just after another client's burst. */
-        for (int k = 0; fl && k < 3; k++) {
-            int c = (r + k) % 3;
-            if (c == FL_LIBASYNC || (fl_bare & (1 << (c - 1)))) inflight(far.port, c);
+        for (int k = 0; fl && k < 6; k++) {
+            int c = (r + k) % 6;
+            if (c == FL_LIBASYNC || (c <= FL_BARE_SOCKET && (fl_bare & (1 << (c - 1)))) ||
+                (c > FL_BARE_SOCKET && fl_h2))
+                inflight(far.port, c);
         }
     }
     if (tp) throughput_ratio("brewery-server");
     if (ng) throughput_ratio("nginx");
     if (fl) inflight_ratio(fl_bare);
+    if (fl_h2) inflight_h2_ratio();
     bench_print();
     if (brew) child_stop(&slow);
     if (tp) child_stop(&fast);
     if (ng) child_stop(&ngx);
     if (fl) child_stop(&far);
-    if (dir[0]) {
+    if (fl_h2) child_stop(&echo);
+    for (int i = 0; i < 2; i++) {
+        const char *d = i ? echo_dir : dir;
+        if (!d[0]) continue;
         char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", d);
         if (system(cmd)) {}
     }
     curl_global_cleanup();

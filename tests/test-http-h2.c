@@ -1,0 +1,281 @@
+/* Bursts over HTTP/2 against Debian's nginx (TLS, a throwaway certificate,
+ * the echo module's sleep as a slow server, nginx's default of 128 streams
+ * a connection): a burst well past one connection's streams opens a
+ * handful of connections, not one for each request beyond the first
+ * connection's (libcurl 7.88, see MUX_SHARD_CAP in lib/http/http_internal.h);
+ * HTTP/1.1 bursts still open one connection a request in flight; and a few
+ * hundred requests are in flight at once over HTTP/2.  nginx's access log
+ * names each request's connection ($connection), which counts them.
+ * Skipped when nginx, its echo module or openssl is missing. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/http.h>
+#include "support/alloc.h"
+#include "support/run.h"
+
+#define ECHO_MODULE "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+/* nginx's default http2_max_concurrent_streams, written out. */
+#define SERVER_STREAMS 128
+
+static char dir[64];
+static pid_t nginx = -1;
+static unsigned port_h2, port_h1;
+static char cert[128], log_path[128];
+
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &len))
+        sa.sin_port = 0;
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool port_open(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons((unsigned short)port)};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+/* nginx with two servers answering /sleep after the same delay: HTTP/2
+ * over TLS on port_h2, cleartext HTTP/1.1 on port_h1. */
+static void setup(void)
+{
+    test_alloc_install();
+    snprintf(dir, sizeof dir, "/tmp/test-http-h2-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    chmod(dir, 0755);
+    if (access(ECHO_MODULE, R_OK) != 0)
+        cr_skip_test("missing package libnginx-mod-http-echo: no " ECHO_MODULE);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem "
+             ">/dev/null 2>&1",
+             dir, dir);
+    if (system(cmd) != 0) cr_skip_test("missing package openssl: could not make a certificate");
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(log_path, sizeof log_path, "%s/access.log", dir);
+    port_h2 = free_port();
+    port_h1 = free_port();
+    char conf[512];
+    snprintf(conf, sizeof conf, "%s/nginx.conf", dir);
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    /* The delay grows with the slack, so that a slow machine still sends
+     * every request of a burst before the first answer. */
+    double sleep_s = 1.0 * test_slack();
+    fprintf(f,
+            "load_module " ECHO_MODULE ";\n"
+            "daemon off; master_process off; worker_processes 1;\n"
+            "pid %s/nginx.pid; error_log %s/error.log;\n"
+            "events { worker_connections 4096; }\n"
+            "http { log_format conn '$connection $server_protocol';\n"
+            "  access_log %s conn; keepalive_requests 100000;\n"
+            "  http2_max_concurrent_streams %d;\n"
+            "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+            "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+            "  server { listen 127.0.0.1:%u ssl http2;\n"
+            "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem;\n"
+            "    location /sleep { echo_sleep %.3f; echo ok; } }\n"
+            "  server { listen 127.0.0.1:%u;\n"
+            "    location /sleep { echo_sleep %.3f; echo ok; } } }\n",
+            dir, dir, log_path, SERVER_STREAMS, dir, dir, dir, dir, dir, port_h2, dir, dir,
+            sleep_s, port_h1, sleep_s);
+    fclose(f);
+    nginx = fork();
+    if (nginx == 0) {
+        freopen("/dev/null", "w", stdout);
+        freopen("/dev/null", "w", stderr);
+        char elog[128];
+        snprintf(elog, sizeof elog, "%s/error.log", dir);
+        execlp("nginx", "nginx", "-p", dir, "-c", conf, "-e", elog, (char *)NULL);
+        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", conf, "-e", elog, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 300 && !(port_open(port_h2) && port_open(port_h1)); i++) {
+        if (waitpid(nginx, NULL, WNOHANG) == nginx) {
+            nginx = -1;
+            cr_skip_test("missing package nginx-light: nginx did not start");
+        }
+        usleep(10000);
+    }
+    /* The probes above are connections too: the counts start after them. */
+    for (int i = 0; i < 100; i++) {
+        FILE *l = fopen(log_path, "w");
+        if (l) {
+            fclose(l);
+            break;
+        }
+        usleep(10000);
+    }
+}
+
+static void teardown(void)
+{
+    if (nginx > 0) {
+        kill(nginx, SIGTERM);
+        waitpid(nginx, NULL, 0);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    test_alloc_uninstall();
+}
+
+TestSuite(http_h2, .init = setup, .fini = teardown, .timeout = 60);
+
+/* The distinct connections of the n requests that nginx logged with the
+ * given protocol ("HTTP/2.0", "HTTP/1.1"); fails unless it logged n. */
+static int connections_logged(int n, const char *protocol)
+{
+    static long seen[4096];
+    int lines = 0, distinct = 0;
+    /* nginx logs a request once its answer is sent: the last lines may
+     * come just after the client read the answers. */
+    for (int tries = 0; tries < 200; tries++) {
+        FILE *f = fopen(log_path, "r");
+        cr_assert_not_null(f);
+        char line[128], proto[32];
+        long id;
+        lines = distinct = 0;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "%ld %31s", &id, proto) != 2) continue;
+            cr_assert_str_eq(proto, protocol, "%s", line);
+            lines++;
+            int i = 0;
+            while (i < distinct && seen[i] != id) i++;
+            if (i == distinct && distinct < 4096) seen[distinct++] = id;
+        }
+        fclose(f);
+        if (lines >= n) break;
+        usleep(10000);
+    }
+    cr_assert_eq(lines, n, "nginx logged %d requests of %d", lines, n);
+    return distinct;
+}
+
+typedef struct burst {
+    int done, ok, http2;
+    double first_answer, last_sent;
+    double t0;
+    char first_error[320];
+} burst_t;
+
+static void on_done(async_http_response_t *r, void *arg)
+{
+    burst_t *b = arg;
+    double t = test_now_s() - b->t0;
+    if (!b->done++) b->first_answer = t;
+    if (r->error == 0 && r->status == 200 && strcmp(r->body, "ok\n") == 0) b->ok++;
+    else if (!b->first_error[0])
+        snprintf(b->first_error, sizeof b->first_error, "%d %ld %s", r->error, r->status, r->errmsg);
+    if (strcmp(r->http_version, "HTTP/2") == 0) b->http2++;
+    /* When this request was written, back from now on curl's times. */
+    double sent = t - (r->timings.total - r->timings.pretransfer);
+    if (sent > b->last_sent) b->last_sent = sent;
+    async_http_response_free(r);
+}
+
+/* Sends n GETs of url at once and runs the loop until all are answered. */
+static void burst_run(const char *url, int n, bool no_http2, burst_t *b, size_t *open_after)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.ca_file = cert, .no_http2 = no_http2, .timeout_ns = ASYNC_SEC(50)};
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_http_request_t req = {.url = url};
+    b->t0 = test_now_s();
+    for (int i = 0; i < n; i++) cr_assert_eq(async_http_send(http, &req, on_done, b), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(b->done, n);
+    cr_assert_eq(b->ok, n, "%d of %d answered; first error: %s", b->ok, n, b->first_error);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    *open_after = st.connections;
+    async_http_destroy(http);
+    async_loop_destroy(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* 300 requests at once to a server allowing 128 streams a connection:
+ * the client puts at most 100 multiplexing transfers in a multi handle, so
+ * three connections; libcurl 7.88 left alone opened one for each request
+ * beyond the first connection's 100, about 200. */
+Test(http_h2, burst_past_one_connection_opens_a_handful)
+{
+    enum { N = 300 };
+    char url[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
+    burst_t b = {0};
+    size_t open_after;
+    burst_run(url, N, false, &b, &open_after);
+    cr_assert_eq(b.http2, N);
+    int conns = connections_logged(N, "HTTP/2.0");
+    cr_assert_geq(conns, (N + SERVER_STREAMS - 1) / SERVER_STREAMS, "%d connections", conns);
+    cr_assert_leq(conns, 5, "%d connections for %d requests over HTTP/2", conns, N);
+    cr_assert_leq(open_after, 5, "%zu connections open after the burst", open_after);
+}
+
+/* The same burst over HTTP/1.1, cleartext and over TLS with HTTP/2 off:
+ * every request in flight has a connection of its own, as before. */
+Test(http_h2, http1_bursts_open_a_connection_a_request)
+{
+    enum { N = 300 };
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/sleep", port_h1);
+    burst_t b = {0};
+    size_t open_after;
+    burst_run(url, N, false, &b, &open_after);
+    cr_assert_eq(b.http2, 0);
+    int conns = connections_logged(N, "HTTP/1.1");
+    cr_assert_eq(conns, N, "%d connections for %d requests over HTTP/1.1", conns, N);
+}
+
+Test(http_h2, tls_http1_burst_opens_a_connection_a_request)
+{
+    enum { N = 300 };
+    char url[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
+    burst_t b = {0};
+    size_t open_after;
+    burst_run(url, N, true, &b, &open_after);
+    cr_assert_eq(b.http2, 0);
+    int conns = connections_logged(N, "HTTP/1.1");
+    cr_assert_eq(conns, N, "%d connections for %d requests over HTTP/1.1", conns, N);
+}
+
+/* 1,000 requests at once over HTTP/2: every one is written before the
+ * first answer comes back, a second later, so all were in flight
+ * together, over ten connections or so. */
+Test(http_h2, a_thousand_in_flight)
+{
+    enum { N = 1000 };
+    char url[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
+    burst_t b = {0};
+    size_t open_after;
+    burst_run(url, N, false, &b, &open_after);
+    cr_assert_eq(b.http2, N);
+    cr_assert_lt(b.last_sent, b.first_answer, "the last request went out at %.3f s, "
+                 "after the first answer at %.3f s", b.last_sent, b.first_answer);
+    int conns = connections_logged(N, "HTTP/2.0");
+    cr_assert_leq(conns, 15, "%d connections for %d requests over HTTP/2", conns, N);
+}
