@@ -6,7 +6,10 @@
  * mid-chunk (and the pool replaces it), ASYNC_ETIMEDOUT past the map's
  * timeout, terminate failing it with ASYNC_ECANCELED, shutdown waiting for
  * it, a storm of worker deaths losing no map; and rows in the parent's own
- * memory still take the queued path. */
+ * memory still take the queued path.  Rows in fresh shared memory, which
+ * each worker populates on first touch (worker.c), map right, also after
+ * their pages went back to the kernel, and under workers killed from
+ * outside at any moment. */
 #if defined(__SANITIZE_THREAD__)
 /* As test-procs.c: ThreadSanitizer cannot follow the process pool's
  * cross-process hand-overs. */
@@ -18,10 +21,13 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 }
 #else
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/executor.h>
@@ -218,6 +224,170 @@ Test(procmap, kill_storm, .timeout = 120)
     expect_doubled(r.out, N);
     async_executor_shm_free(r.ex, (void *)runs);
     free_rows(&r);
+}
+
+/* BIG rows of {TWICE, i + base} in a fresh block of shared memory of
+ * 16 MiB or more: one that async_executor_shm_free gives back to the
+ * kernel, so that workers that populated its pages (the first touch in
+ * worker.c) find them gone after a free and a new allocation. */
+enum { BIG = 1100000 };
+
+static void big_rows(async_executor_t *ex, int (**in)[2], int **out, int base)
+{
+    cr_assert_eq(async_executor_shm_alloc((void **)in, ex, BIG * sizeof **in), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)out, ex, BIG * sizeof **out), 0);
+    for (int i = 0; i < BIG; i++) (*in)[i][0] = TWICE, (*in)[i][1] = i + base;
+    memset(*out, 0xff, BIG * sizeof **out);
+}
+
+static void expect_big(const int *out, int base)
+{
+    for (int i = 0; i < BIG; i++)
+        if (out[i] != 2 * (i + base)) cr_assert_fail("item %d: %d, not %d", i, out[i], 2 * (i + base));
+}
+
+static int map_big(async_executor_t *ex, int (*in)[2], int *out, async_map_error_t *err)
+{
+    async_map_t m = {.fn = item, .in = in, .in_size = sizeof in[0], .out = out,
+                     .out_size = sizeof out[0], .n = BIG};
+    return async_executor_map(ex, &m, err);
+}
+
+Test(procmap, fresh_and_returned_shared_memory, .timeout = 60)
+{
+    async_executor_t *ex;
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 2};
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    uint64_t before = direct_maps();
+    for (int k = 0; k < 4; k++) {
+        int (*in)[2], *out;
+        big_rows(ex, &in, &out, 1000 * k);
+        async_map_error_t err;
+        cr_assert_eq(map_big(ex, in, out, &err), 0, "%s", err.message);
+        expect_big(out, 1000 * k);
+        /* The same rows again: every page is populated in both workers. */
+        memset(out, 0xff, BIG * sizeof *out);
+        cr_assert_eq(map_big(ex, in, out, &err), 0, "%s", err.message);
+        expect_big(out, 1000 * k);
+        async_executor_shm_free(ex, in);
+        async_executor_shm_free(ex, out);
+    }
+    cr_expect_gt(direct_maps() - before, 0, "no map took the direct path");
+    async_executor_free(ex);
+}
+
+/* The pids of the pool's workers: the children of this process's child,
+ * the fork server, that are named async-worker. */
+static int worker_pids(pid_t *pids, int cap)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    struct dirent *e;
+    while (n < cap && (e = readdir(d))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        bool ok = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        char *close_paren = ok ? strrchr(buf, ')') : NULL;
+        if (!close_paren || !strstr(buf, "(async-worker)")) continue;
+        char state;
+        int ppid, grand = 0;
+        if (sscanf(close_paren + 2, "%c %d", &state, &ppid) != 2) continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", ppid);
+        if (!(f = fopen(path, "r"))) continue;
+        ok = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        close_paren = ok ? strrchr(buf, ')') : NULL;
+        if (close_paren && sscanf(close_paren + 2, "%c %d", &state, &grand) == 2 && grand == getpid())
+            pids[n++] = atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+typedef struct killer {
+    _Atomic bool stop;
+    _Atomic int kills;
+} killer_t;
+
+/* SIGKILLs a worker every 0.5 to 4 ms: in its first touch of new rows, in
+ * its rows, or idle; but only a worker seen alive 20 ms before, so that
+ * none dies before it is ready, which the pool counts towards giving up
+ * on the worker. */
+static void *kill_workers(void *arg)
+{
+    killer_t *k = arg;
+    unsigned seed = 12345;
+    pid_t seen[64];
+    int64_t since[64];
+    int nseen = 0;
+    while (!atomic_load(&k->stop)) {
+        struct timespec ts = {0, 500000 + (long)(rand_r(&seed) % 3500000)};
+        nanosleep(&ts, NULL);
+        pid_t pids[8];
+        int n = worker_pids(pids, 8);
+        if (!n) continue;
+        pid_t pid = pids[rand_r(&seed) % (unsigned)n];
+        int j = 0;
+        while (j < nseen && seen[j] != pid) j++;
+        if (j == nseen) {
+            if (nseen == 64) nseen = 0; /* old pids are dead: forget them */
+            seen[nseen] = pid;
+            since[nseen++] = async_now();
+            continue;
+        }
+        if (async_now() - since[j] >= ASYNC_MSEC(20) && kill(pid, SIGKILL) == 0)
+            atomic_fetch_add(&k->kills, 1);
+    }
+    return NULL;
+}
+
+/* Workers killed from outside while maps run over fresh memory, which each
+ * worker populates before its rows: every map succeeds whole or fails with
+ * ASYNC_EWORKERDIED, and the pool serves a map once the killing stops. */
+Test(procmap, kill_storm_over_fresh_memory, .timeout = 120)
+{
+    async_executor_t *ex;
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 2};
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    killer_t k = {0};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, kill_workers, &k), 0);
+    int died = 0, done = 0;
+    /* Until kills have landed in maps and maps have succeeded between them
+     * (a kill lands in a map by chance, more often on a slow machine). */
+    for (int i = 0; i < 1000 && (died < 3 || done < 3); i++) {
+        int (*in)[2], *out;
+        big_rows(ex, &in, &out, i);
+        async_map_error_t err;
+        int rc = map_big(ex, in, out, &err);
+        if (rc == 0) {
+            expect_big(out, i);
+            done++;
+        } else {
+            cr_assert_eq(rc, ASYNC_EWORKERDIED, "map %d: %s", i, err.message);
+            died++;
+        }
+        async_executor_shm_free(ex, in);
+        async_executor_shm_free(ex, out);
+    }
+    atomic_store(&k.stop, true);
+    pthread_join(t, NULL);
+    cr_log_info("kill storm over fresh memory: %d kills, %d maps failed with their worker, %d done",
+                atomic_load(&k.kills), died, done);
+    cr_expect_gt(died, 0, "no kill landed in a map");
+    cr_expect_gt(done, 0, "no map succeeded between the kills");
+    int (*in)[2], *out;
+    big_rows(ex, &in, &out, 7);
+    async_map_error_t err;
+    cr_assert_eq(map_big(ex, in, out, &err), 0, "%s", err.message);
+    expect_big(out, 7);
+    async_executor_shm_free(ex, in);
+    async_executor_shm_free(ex, out);
+    async_executor_free(ex);
 }
 
 Test(procmap, timeout_fails_the_map, .timeout = 30)

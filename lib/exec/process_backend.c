@@ -95,6 +95,10 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
         .out = h.out_shared ? h.out_shared : (h.out_size ? base + sizeof(res_t) : NULL),
         .out_size = h.out_size, .count = h.count,
     };
+    /* Rows passed by address were written by the parent: mapped here at
+     * once rather than a fault a page (async__procpool_prefault). */
+    if (h.in_shared) async__procpool_prefault(h.in_shared, h.in_size * h.count, false);
+    if (h.out_shared) async__procpool_prefault(h.out_shared, h.out_size * h.count, true);
     async__outcome_t oc;
     int64_t t0 = async_now();
     async__rows_run(&rows, (unsigned)async__procpool_self(), h.deadline, h.var_ok, grow, out,

@@ -196,6 +196,12 @@ size_t async__procout_cap(const async__procout_t *out);
  * bytes are copied) and async__procout_data returns the new place.
  * Errors: ASYNC_ENOMEM (larger than the result area). */
 int async__procout_set_size(async__procout_t *out, size_t size);
+/* Maps the pages of [ptr, ptr + len) into this worker now, if the range is
+ * in the pool's shared heap and this worker has not populated them before:
+ * one system call instead of a page fault per page on first touch (ptr is
+ * read, and written too with write).  Does nothing outside a worker, and
+ * cannot fail: pages it leaves out fault in as usual. */
+void async__procpool_prefault(const void *ptr, size_t len, bool write);
 /* Sets the failure message reported with a non-zero return. */
 void async__procout_error(async__procout_t *out, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
