@@ -14,6 +14,7 @@
 #include <async.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/port.h"
 #include "support/httpd.h"
 
 static test_httpd_t *srv;
@@ -153,22 +154,10 @@ Test(http_faults, dropped_connection)
     async_http_response_free(r);
 }
 
-static unsigned short closed_port(void)
-{
-    /* Bind a port and close it again: nothing listens there now. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &len))
-        sa.sin_port = 0;
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 Test(http_faults, unreachable_port)
 {
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/ok", closed_port());
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/ok", test_free_port() /* bound, then closed: nothing listens */);
     async_http_request_t req = {.url = url};
     async_http_response_t *r = one(NULL, &req);
     cr_assert_eq(r->error, ASYNC_ECURL);
@@ -181,7 +170,7 @@ Test(http_faults, unreachable_port)
 Test(http_faults, unreachable_port_retried_then_fails)
 {
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/ok", closed_port());
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/ok", test_free_port() /* bound, then closed: nothing listens */);
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(20)};
     async_http_request_t req = {.url = url};
     int64_t t0 = async_now();

@@ -8,114 +8,58 @@
  * names each request's connection ($connection), which counts them.
  * Skipped when nginx, its echo module or openssl is missing. */
 #include <criterion/criterion.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/nginx.h"
+#include "support/port.h"
 #include "support/run.h"
 
 #define ECHO_MODULE "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 /* nginx's default http2_max_concurrent_streams, written out. */
 #define SERVER_STREAMS 128
 
-static char dir[64];
-static pid_t nginx = -1;
+static test_nginx_t ngx;
 static unsigned port_h2, port_h1;
-static char cert[128], log_path[128];
-
-static unsigned free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &len))
-        sa.sin_port = 0;
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static bool port_open(unsigned port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                             .sin_port = htons((unsigned short)port)};
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
+static char log_path[128];
 
 /* nginx with two servers answering /sleep after the same delay: HTTP/2
  * over TLS on port_h2, cleartext HTTP/1.1 on port_h1. */
 static void setup(void)
 {
     test_alloc_install();
-    snprintf(dir, sizeof dir, "/tmp/test-http-h2-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    chmod(dir, 0755);
     if (access(ECHO_MODULE, R_OK) != 0)
         cr_skip_test("missing package libnginx-mod-http-echo: no " ECHO_MODULE);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-             "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem "
-             ">/dev/null 2>&1",
-             dir, dir);
-    if (system(cmd) != 0) cr_skip_test("missing package openssl: could not make a certificate");
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    test_nginx_prepare(&ngx, "test-http-h2");
+    const char *dir = ngx.dir;
     snprintf(log_path, sizeof log_path, "%s/access.log", dir);
-    port_h2 = free_port();
-    port_h1 = free_port();
-    char conf[512];
-    snprintf(conf, sizeof conf, "%s/nginx.conf", dir);
-    FILE *f = fopen(conf, "w");
-    cr_assert_not_null(f);
+    port_h2 = test_free_port();
+    port_h1 = test_free_port();
     /* The delay grows with the slack, so that a slow machine still sends
      * every request of a burst before the first answer. */
     double sleep_s = 1.0 * test_slack();
-    fprintf(f,
-            "load_module " ECHO_MODULE ";\n"
-            "daemon off; master_process off; worker_processes 1;\n"
-            "pid %s/nginx.pid; error_log %s/error.log;\n"
-            "events { worker_connections 4096; }\n"
-            "http { log_format conn '$connection $server_protocol';\n"
-            "  access_log %s conn; keepalive_requests 100000;\n"
-            "  http2_max_concurrent_streams %d;\n"
-            "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
-            "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
-            "  server { listen 127.0.0.1:%u ssl http2;\n"
-            "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem;\n"
-            "    location /sleep { echo_sleep %.3f; echo ok; } }\n"
-            "  server { listen 127.0.0.1:%u;\n"
-            "    location /sleep { echo_sleep %.3f; echo ok; } } }\n",
-            dir, dir, log_path, SERVER_STREAMS, dir, dir, dir, dir, dir, port_h2, dir, dir,
-            sleep_s, port_h1, sleep_s);
-    fclose(f);
-    nginx = fork();
-    if (nginx == 0) {
-        freopen("/dev/null", "w", stdout);
-        freopen("/dev/null", "w", stderr);
-        char elog[128];
-        snprintf(elog, sizeof elog, "%s/error.log", dir);
-        execlp("nginx", "nginx", "-p", dir, "-c", conf, "-e", elog, (char *)NULL);
-        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", conf, "-e", elog, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300 && !(port_open(port_h2) && port_open(port_h1)); i++) {
-        if (waitpid(nginx, NULL, WNOHANG) == nginx) {
-            nginx = -1;
-            cr_skip_test("missing package nginx-light: nginx did not start");
-        }
-        usleep(10000);
-    }
+    char conf[2048];
+    snprintf(conf, sizeof conf,
+             "load_module " ECHO_MODULE ";\n"
+             "events { worker_connections 4096; }\n"
+             "http { log_format conn '$connection $server_protocol';\n"
+             "  access_log %s conn; keepalive_requests 100000;\n"
+             "  http2_max_concurrent_streams %d;\n"
+             "  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+             "  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+             "  server { listen 127.0.0.1:%u ssl http2;\n"
+             "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem;\n"
+             "    location /sleep { echo_sleep %.3f; echo ok; } }\n"
+             "  server { listen 127.0.0.1:%u;\n"
+             "    location /sleep { echo_sleep %.3f; echo ok; } } }\n",
+             log_path, SERVER_STREAMS, dir, dir, dir, dir, dir, port_h2, dir, dir, sleep_s, port_h1,
+             sleep_s);
+    const unsigned ports[] = {port_h2, port_h1};
+    test_nginx_start(&ngx, conf, ports, 2);
     /* The probes above are connections too: the counts start after them. */
     for (int i = 0; i < 100; i++) {
         FILE *l = fopen(log_path, "w");
@@ -129,13 +73,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (nginx > 0) {
-        kill(nginx, SIGTERM);
-        waitpid(nginx, NULL, 0);
-    }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    test_nginx_stop(&ngx);
     test_alloc_uninstall();
 }
 
@@ -199,7 +137,7 @@ static void burst_run(const char *url, int n, bool no_http2, burst_t *b, size_t 
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
-    async_http_opts_t o = {.ca_file = cert, .no_http2 = no_http2, .timeout_ns = ASYNC_SEC(50)};
+    async_http_opts_t o = {.ca_file = ngx.cert, .no_http2 = no_http2, .timeout_ns = ASYNC_SEC(50)};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
     async_http_request_t req = {.url = url};
     b->t0 = test_now_s();
@@ -236,30 +174,27 @@ Test(http_h2, burst_past_one_connection_opens_a_handful)
 
 /* The same burst over HTTP/1.1, cleartext and over TLS with HTTP/2 off:
  * every request in flight has a connection of its own, as before. */
-Test(http_h2, http1_bursts_open_a_connection_a_request)
+static void http1_burst(const char *scheme, unsigned port, bool no_http2)
 {
     enum { N = 300 };
     char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/sleep", port_h1);
+    snprintf(url, sizeof url, "%s://127.0.0.1:%u/sleep", scheme, port);
     burst_t b = {0};
     size_t open_after;
-    burst_run(url, N, false, &b, &open_after);
+    burst_run(url, N, no_http2, &b, &open_after);
     cr_assert_eq(b.http2, 0);
     int conns = connections_logged(N, "HTTP/1.1");
-    cr_assert_eq(conns, N, "%d connections for %d requests over HTTP/1.1", conns, N);
+    cr_assert_eq(conns, N, "%d connections for %d requests over HTTP/1.1 (%s)", conns, N, scheme);
+}
+
+Test(http_h2, http1_bursts_open_a_connection_a_request)
+{
+    http1_burst("http", port_h1, false);
 }
 
 Test(http_h2, tls_http1_burst_opens_a_connection_a_request)
 {
-    enum { N = 300 };
-    char url[128];
-    snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
-    burst_t b = {0};
-    size_t open_after;
-    burst_run(url, N, true, &b, &open_after);
-    cr_assert_eq(b.http2, 0);
-    int conns = connections_logged(N, "HTTP/1.1");
-    cr_assert_eq(conns, N, "%d connections for %d requests over HTTP/1.1", conns, N);
+    http1_burst("https", port_h2, true);
 }
 
 /* 1,000 requests at once over HTTP/2: every one is written before the
