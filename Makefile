@@ -157,7 +157,9 @@ $(DEMO_BINS): $(OUT)/demos/%: $(OBJ)/demos/%.o $$(call demo_common,$$(firstword 
 $(OUT)/tests/bin/%: $(OBJ)/tests/%.o $(SUPPORT_OBJS) $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(CRITERION_LIBS)
-$(OUT)/tests/bench/bin/%: $(OBJ)/tests/bench/%.o $(STATIC)
+# Benchmarks share the tests' loopback port helpers (nothing else of
+# tests/support: the rest links Criterion).
+$(OUT)/tests/bench/bin/%: $(OBJ)/tests/bench/%.o $(OBJ)/tests/support/port.o $(STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(APPLIBS) $(BENCH_LIBS_$*)
 

@@ -51,6 +51,7 @@
 #include <async.h>
 #include <async/http.h>
 #include "rounds.h"
+#include "../support/port.h"
 
 #define SERVER ASYNC_OUT_DIR "/demos/brewery/brewery-server"
 #define DEMO ASYNC_OUT_DIR "/demos/brewery/brewery"
@@ -100,25 +101,33 @@ static void child_stop(child_t *c)
     c->pid = -1;
 }
 
-static unsigned free_port(void)
+/* Starts Debian's nginx on the prefix dir with dir/nginx.conf and waits
+ * until each of the n ports accepts connections.  0, or -1 (c->pid -1) when
+ * nginx did not start. */
+static int nginx_run(child_t *c, const char *dir, const unsigned *ports, size_t n)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &len))
-        sa.sin_port = 0;
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static bool port_open(unsigned port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                             .sin_port = htons((unsigned short)port)};
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
+    char path[600], elog[600];
+    snprintf(path, sizeof path, "%s/nginx.conf", dir);
+    snprintf(elog, sizeof elog, "%s/error.log", dir);
+    fflush(NULL);
+    c->pid = fork();
+    if (c->pid == 0) {
+        int null = open("/dev/null", 1);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        size_t open_ports = 0;
+        while (open_ports < n && test_port_open(ports[open_ports])) open_ports++;
+        if (open_ports == n) return 0;
+        if (waitpid(c->pid, NULL, WNOHANG) == c->pid) break;
+        usleep(10000);
+    }
+    c->pid = -1;
+    return -1;
 }
 
 /* Debian's nginx serving one small static file from a temporary prefix. */
@@ -135,7 +144,7 @@ static int nginx_start(child_t *c, char *dir, size_t dirlen)
     if (!f) return -1;
     fputs("hello, brewery\n", f);
     fclose(f);
-    c->port = free_port();
+    c->port = test_free_port();
     snprintf(path, sizeof path, "%s/nginx.conf", dir);
     f = fopen(path, "w");
     if (!f) return -1;
@@ -147,25 +156,7 @@ static int nginx_start(child_t *c, char *dir, size_t dirlen)
             "  server { listen 127.0.0.1:%u; root %s/www; location / { } } }\n",
             dir, dir, c->port, dir);
     fclose(f);
-    fflush(NULL);
-    c->pid = fork();
-    if (c->pid == 0) {
-        int null = open("/dev/null", 1);
-        dup2(null, 1);
-        dup2(null, 2);
-        char elog[600];
-        snprintf(elog, sizeof elog, "%s/error.log", dir);
-        execlp("nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
-        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        if (port_open(c->port)) return 0;
-        if (waitpid(c->pid, NULL, WNOHANG) == c->pid) break;
-        usleep(10000);
-    }
-    c->pid = -1;
-    return -1;
+    return nginx_run(c, dir, &c->port, 1);
 }
 
 /* Section 5's server: Debian's nginx with the echo module answering /sleep
@@ -191,8 +182,8 @@ static int nginx_echo_start(char *dir, size_t dirlen)
              dir, dir);
     if (system(cmd) != 0) return -1;
     snprintf(ngx_cert, sizeof ngx_cert, "%s/cert.pem", dir);
-    echo.port = free_port();
-    echo_h1_port = free_port();
+    echo.port = test_free_port();
+    echo_h1_port = test_free_port();
     snprintf(path, sizeof path, "%s/nginx.conf", dir);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
@@ -209,25 +200,8 @@ static int nginx_echo_start(char *dir, size_t dirlen)
             "  server { listen 127.0.0.1:%u backlog=16384; location / { echo_sleep 1; echo ok; } } }\n",
             module, dir, dir, dir, dir, dir, dir, dir, echo.port, dir, dir, echo_h1_port);
     fclose(f);
-    fflush(NULL);
-    echo.pid = fork();
-    if (echo.pid == 0) {
-        int null = open("/dev/null", 1);
-        dup2(null, 1);
-        dup2(null, 2);
-        char elog[600];
-        snprintf(elog, sizeof elog, "%s/error.log", dir);
-        execlp("nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
-        execl("/usr/sbin/nginx", "nginx", "-p", dir, "-c", path, "-e", elog, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        if (port_open(echo.port) && port_open(echo_h1_port)) return 0;
-        if (waitpid(echo.pid, NULL, WNOHANG) == echo.pid) break;
-        usleep(10000);
-    }
-    echo.pid = -1;
-    return -1;
+    const unsigned ports[] = {echo.port, echo_h1_port};
+    return nginx_run(&echo, dir, ports, 2);
 }
 
 /* Runs a shell command; its stdout goes into out (NUL-terminated). */
