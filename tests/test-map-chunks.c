@@ -11,6 +11,7 @@
  * counting allocator checks for leaks after every test. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -245,5 +246,168 @@ Test(map_chunks, work_output_is_each_items_own_slot, .timeout = 30)
     m.chunksize = 64; /* rows well inside each chunk, by the caller and the workers */
     cr_assert_eq(async_executor_map(ex, &m, NULL), 0);
     for (int i = 0; i < N; i++) cr_assert_eq(out[i], i + 1, "item %d", i);
+    async_executor_free(ex);
+}
+
+/* --- chunk functions (async_map_t.chunk_fn) --------------------------------- */
+
+/* Squares its run of items; counts its calls and items in ctx (two atomic
+ * counters, NULL on the process backend, whose workers are other
+ * processes).  Checks that async_work_output has nothing to give. */
+static int square_run(const void *in, size_t in_size, void *out, size_t out_size, size_t count,
+                      size_t *failed, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)failed;
+    const int *x = in;
+    long *y = out;
+    for (size_t k = 0; k < count; k++) y[k] = (long)x[k] * x[k];
+    if (async_work_output(sizeof *y)) return async_work_fail(ASYNC_EINVAL, "work output in a chunk");
+    if (ctx) {
+        atomic_fetch_add((_Atomic size_t *)ctx, 1);
+        atomic_fetch_add((_Atomic size_t *)ctx + 1, count);
+    }
+    return 0;
+}
+
+/* Runs a squares map of n items over ex with chunk_fn and checks every
+ * result; returns the number of calls when counted (threads). */
+static size_t chunk_squares(async_executor_t *ex, int *in, long *out, size_t n, size_t chunksize,
+                            bool counted)
+{
+    for (size_t i = 0; i < n; i++) in[i] = (int)i - 7;
+    memset(out, 0xff, n * sizeof *out);
+    _Atomic size_t calls[2] = {0, 0};
+    async_map_t m;
+    async_map_init(&m);
+    m.chunk_fn = square_run;
+    m.ctx = counted ? (void *)calls : NULL;
+    m.in = in;
+    m.in_size = sizeof *in;
+    m.out = out;
+    m.out_size = sizeof *out;
+    m.n = n;
+    m.chunksize = chunksize;
+    async_map_error_t err;
+    int r = async_executor_map(ex, &m, &err);
+    cr_assert_eq(r, 0, "map: %s (%s)", async_errname(r), err.message);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(out[i], (long)in[i] * in[i], "item %zu", i);
+    if (counted) cr_expect_eq(atomic_load(&calls[1]), n, "every item once");
+    return atomic_load(&calls[0]);
+}
+
+Test(map_chunks, a_chunk_function_runs_every_item_once_a_call_a_chunk, .timeout = 60)
+{
+    enum { N = 10007 };
+    static int in[N];
+    static long out[N];
+    async_executor_t *threads = pool(2, false), *helped = pool(2, true);
+    cr_expect_eq(chunk_squares(threads, in, out, N, 7, true), (N + 6) / 7, "one call a chunk");
+    size_t calls = chunk_squares(threads, in, out, N, 0, true);
+    cr_expect(calls > 1 && calls <= 64 * 2, "guided chunks: %zu calls", calls);
+    chunk_squares(helped, in, out, N, 0, true);
+    chunk_squares(helped, in, out, 1, 0, true);
+    async_executor_free(threads);
+    async_executor_free(helped);
+    /* Processes: rows copied to the workers, and rows in shared memory. */
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.backend = ASYNC_BACKEND_PROCESSES;
+    o.workers = 2;
+    async_executor_t *procs;
+    cr_assert_eq(async_executor_new(&procs, &o), 0);
+    chunk_squares(procs, in, out, N, 1000, false);
+    int *sin;
+    long *sout;
+    cr_assert_eq(async_executor_shm_alloc((void **)&sin, procs, N * sizeof *sin), 0);
+    cr_assert_eq(async_executor_shm_alloc((void **)&sout, procs, N * sizeof *sout), 0);
+    chunk_squares(procs, sin, sout, N, 0, false);
+    async_executor_shm_free(procs, sin);
+    async_executor_shm_free(procs, sout);
+    async_executor_free(procs);
+}
+
+/* Fails at the first item whose value is negative, with a message. */
+static int fail_at_negative(const void *in, size_t in_size, void *out, size_t out_size,
+                            size_t count, size_t *failed, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    const int *x = in;
+    int *y = out;
+    for (size_t k = 0; k < count; k++) {
+        if (x[k] < 0) {
+            *failed = k;
+            return async_work_fail(ASYNC_EINVAL, "value %d below 0", x[k]);
+        }
+        y[k] = x[k];
+    }
+    return 0;
+}
+
+static void expect_failure_at(async_executor_t *ex, size_t chunksize)
+{
+    enum { N = 3000, BAD = 1234 };
+    static int in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i == BAD || i == BAD + 500 ? -i : i;
+    memset(out, 0, sizeof out);
+    async_map_t m;
+    async_map_init(&m);
+    m.chunk_fn = fail_at_negative;
+    m.in = in;
+    m.in_size = sizeof in[0];
+    m.out = out;
+    m.out_size = sizeof out[0];
+    m.n = N;
+    m.chunksize = chunksize;
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
+    cr_expect_eq(err.index, BAD, "the lowest failing item: %zu", err.index);
+    cr_expect_str_eq(err.message, "value -1234 below 0");
+    for (int i = 0; i < BAD; i++) cr_assert_eq(out[i], i, "item %d before the failure", i);
+}
+
+Test(map_chunks, a_chunk_function_names_its_failing_item, .timeout = 60)
+{
+    async_executor_t *ex = pool(2, true);
+    expect_failure_at(ex, 0);
+    expect_failure_at(ex, 100);
+    async_executor_free(ex);
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.backend = ASYNC_BACKEND_PROCESSES;
+    o.workers = 2;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    expect_failure_at(ex, 0);
+    async_executor_free(ex);
+}
+
+static int identity(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    memcpy(out, in, in_size < out_size ? in_size : out_size);
+    return 0;
+}
+
+Test(map_chunks, fn_or_chunk_fn_exactly_one_and_the_0_2_layout_has_none, .timeout = 30)
+{
+    async_executor_t *ex = pool(1, false);
+    int in[3] = {1, 2, 3}, out[3];
+    async_map_t m;
+    async_map_init(&m);
+    m.in = in;
+    m.in_size = sizeof in[0];
+    m.out = out;
+    m.out_size = sizeof out[0];
+    m.n = 3;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL, "neither");
+    m.fn = identity;
+    m.chunk_fn = fail_at_negative;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL, "both");
+    /* A program built against 0.2 passes its struct's size, which ends
+     * before chunk_fn: whatever lies there is not read. */
+    m.size = offsetof(async_map_t, chunk_fn);
+    cr_expect_eq(async_executor_map(ex, &m, NULL), 0, "the 0.2 layout, fn only");
+    cr_expect_eq(out[2], 3);
+    m.size = offsetof(async_map_t, chunk_fn) - 1;
+    cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL, "smaller than the 0.2 struct");
     async_executor_free(ex);
 }

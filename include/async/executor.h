@@ -47,6 +47,19 @@ typedef struct async_executor async_executor_t;
 typedef int (*async_work_fn)(const void *in, size_t in_size, void *out, size_t out_size,
                              void *ctx);
 
+/* A map's work on a run of consecutive items in one call (async_map_t's
+ * chunk_fn, in place of fn): item k (0 <= k < count) reads in_size bytes at
+ * in + k * in_size and writes out_size bytes at out + k * out_size (in or
+ * out is NULL when its size is 0).  One call a chunk spares the call a row
+ * and lets the compiler unroll or vectorise the loop over the items.
+ * Returns 0 when every item succeeded; else the error of the first item that
+ * failed, as a work function's (async_work_fail gives it a message), with
+ * *failed set to that item's index within the run (left at 0, the run's
+ * first item is blamed); the run's items after it count as not run.
+ * async_work_output returns NULL inside it: results go to out. */
+typedef int (*async_chunk_fn)(const void *in, size_t in_size, void *out, size_t out_size,
+                              size_t count, size_t *failed, void *ctx);
+
 /* A per-worker initializer, run once in each worker before its first work
  * (Python's initializer=).  Returns 0 or an error (async_work_fail gives it a
  * message); a failure breaks the pool: queued and later work fails with
@@ -386,6 +399,11 @@ typedef struct async_map {
      * returns late, because it writes into the caller's out, which must
      * stay valid until the map is final. */
     int64_t timeout_ns;
+    /* Since 0.3, read only when size covers it (async_map_init sets it):
+     * the work as one call a chunk, in place of fn, which must then be NULL
+     * (exactly one of the two is set).  Not on the MPI backend: the map
+     * fails with ASYNC_ENOTSUP. */
+    async_chunk_fn chunk_fn;
 } async_map_t;
 
 /* Zeroes *o and sets its size (see the size field). */
@@ -422,7 +440,9 @@ typedef struct async_map_error {
  * that code, index the lowest item that failed or did not run (n if all ran
  * after all), and a message saying why.
  * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, bad
- * m->size, fn NULL, in NULL with n and in_size > 0, out NULL with n and out_size > 0),
+ * m->size, neither or both of fn and chunk_fn, in NULL with n and
+ * in_size > 0, out NULL with n and out_size > 0), ASYNC_ENOTSUP (chunk_fn
+ * on the MPI backend),
  * ASYNC_EDEADLK at once from a future's callback on the process backend
  * (it runs on the pool's own thread, which would have to deliver the
  * results; map_async works there). */

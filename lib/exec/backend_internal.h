@@ -71,7 +71,8 @@ static inline unsigned async__default_workers(unsigned units, unsigned per, unsi
     return n ? (unsigned)n : 1;
 }
 
-/* What one job runs: count items of fn.  Item i reads in_size bytes at
+/* What one job runs: count items of fn, or of chunk in one call (a map's
+ * chunk_fn; fn is NULL then).  Item i reads in_size bytes at
  * in + i * in_size and writes out_size bytes at out + i * out_size.  For a
  * process backend these pointers are the parent's; the worker gets a copy
  * with its own shared-memory pointers. */
@@ -83,6 +84,7 @@ typedef struct async__rows {
     char *out;
     size_t out_size;
     size_t count;
+    async_chunk_fn chunk;
 } async__rows_t;
 
 /* What running a job produced. */

@@ -26,6 +26,7 @@
  * chunks straight to idle workers (backend_internal.h says when). */
 #include <limits.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include "executor_internal.h"
@@ -108,7 +109,7 @@ static bool chunk_claim(map_state_t *st, async__job_t *job)
     job->rows = (async__rows_t){
         all->fn, all->ctx, all->in_size ? (const char *)all->in + first * all->in_size : all->in,
         all->in_size, all->out_size ? (char *)all->out + first * all->out_size : NULL,
-        all->out_size, count};
+        all->out_size, count, all->chunk};
     job->first = first;
     return true;
 }
@@ -196,9 +197,21 @@ static void map_cb(async_future_t *f, void *arg)
     if (cb) cb(f, st->cb_arg);
 }
 
+/* async_map_t as 0.2 laid it out ends before chunk_fn: a size that covers
+ * only that much is the 0.2 struct, whose chunk_fn is not there to read. */
+#define MAP_SIZE_0_2 offsetof(async_map_t, chunk_fn)
+
+static async_chunk_fn map_chunk_fn(const async_map_t *m)
+{
+    return m->size >= MAP_SIZE_0_2 + sizeof m->chunk_fn ? m->chunk_fn : NULL;
+}
+
 static int check_map(async_executor_t *ex, const async_map_t *m)
 {
-    if (!ex || !m || async__size_bad(m) || !m->fn) return ASYNC_EINVAL;
+    if (!ex || !m || (m->size && m->size < MAP_SIZE_0_2)) return ASYNC_EINVAL;
+    async_chunk_fn chunk = map_chunk_fn(m);
+    if (!m->fn == !chunk) return ASYNC_EINVAL; /* exactly one of the two */
+    if (chunk && ex->opts.backend == ASYNC_BACKEND_MPI) return ASYNC_ENOTSUP;
     if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
     if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
     /* n items must fit the caller's arrays: a product that wraps would run
@@ -250,7 +263,8 @@ static void map_tickets(async_executor_t *ex, map_state_t *st, const async_map_t
     size_t *bounds = (size_t *)(st->jobs + st->nchunks);
     map_plan(ex, m->n, m->chunksize, bounds);
     st->bounds = bounds;
-    st->all = (async__rows_t){m->fn, m->ctx, m->in, m->in_size, m->out, m->out_size, m->n};
+    st->all = (async__rows_t){m->fn, m->ctx, m->in, m->in_size, m->out, m->out_size, m->n,
+                              map_chunk_fn(m)};
     int64_t dl = async__limit_deadline(m->timeout_ns);
     for (size_t i = 0; i < st->nchunks; i++) {
         async__job_t *job = &st->jobs[i];

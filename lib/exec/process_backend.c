@@ -56,6 +56,7 @@ typedef struct procs {
 /* What crosses to the worker in front of the input rows. */
 typedef struct hdr {
     async_work_fn fn;
+    async_chunk_fn chunk;   /* a map's chunk function: fn is NULL then */
     void *ctx;
     const char *in_shared;  /* rows already in shared memory, else NULL */
     char *out_shared;
@@ -90,7 +91,7 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
     size_t rows_bytes = h.out_shared ? 0 : h.out_size * h.count;
     char *base = async__procout_data(out);
     async__rows_t rows = {
-        .fn = h.fn, .ctx = h.ctx,
+        .fn = h.fn, .chunk = h.chunk, .ctx = h.ctx,
         .in = h.in_shared ? h.in_shared : (const char *)in + sizeof h, .in_size = h.in_size,
         .out = h.out_shared ? h.out_shared : (h.out_size ? base + sizeof(res_t) : NULL),
         .out_size = h.out_size, .count = h.count,
@@ -199,6 +200,7 @@ static void make_hdr(hdr_t *h, const async__rows_t *rw, bool in_shared, bool out
      * bytes. */
     memset(h, 0, sizeof *h);
     h->fn = rw->fn;
+    h->chunk = rw->chunk;
     h->ctx = rw->ctx;
     h->in_shared = in_shared ? rw->in : NULL;
     h->out_shared = out_shared ? rw->out : NULL;

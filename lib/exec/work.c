@@ -108,6 +108,21 @@ static __attribute__((noinline)) void rows_rest(const async__rows_t *rows, frame
     }
 }
 
+/* A chunk function's one call for all the rows.  The frame has no rows, so
+ * async_work_output finds none to hand out: the results go to out. */
+static __attribute__((noinline)) void rows_chunk(const async__rows_t *rows, frame_t *fr,
+                                                 async__outcome_t *oc)
+{
+    size_t failed = 0;
+    fr->rows = NULL;
+    int r = rows->chunk(rows->in, rows->in_size, rows->out, rows->out_size, rows->count, &failed,
+                        rows->ctx);
+    if (__builtin_expect(r != 0, 0)) {
+        oc->err = norm(r);
+        oc->failed_row = failed < rows->count ? failed : rows->count - 1;
+    }
+}
+
 void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadline, bool var_ok,
                      void *(*grow)(void *grow_arg, size_t size), void *grow_arg, size_t max_result,
                      async__outcome_t *oc)
@@ -131,7 +146,9 @@ void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadlin
     oc->var_owned = false;
     frame_t *saved = tls_frame;
     tls_frame = &fr;
-    if (rows->count) {
+    if (rows->chunk) {
+        if (rows->count) rows_chunk(rows, &fr, oc);
+    } else if (rows->count) {
         /* Row 0 is called here, the rest in rows_rest: a failing row 0 owns
          * whatever message there is, as the message was cleared above. */
         int r = rows->fn(rows->in, rows->in_size, rows->out, rows->out_size, rows->ctx);

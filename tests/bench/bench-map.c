@@ -8,7 +8,9 @@
  * calls the map's work function a row at a time through a pointer, as a map
  * does: half its time is the floor of a map on two CPUs, so the gap from
  * there to OpenMP (which inlines and vectorises the rows) is the per-row
- * call's, not the executor's.
+ * call's, not the executor's.  Two more contenders map howmany with a chunk
+ * function (async_map_t.chunk_fn: one call a chunk, the rows' loop the same
+ * as OpenMP's), on threads and on processes, which takes that call away.
  *
  *   bench-map [--limit N]      (primes below N, default 20,000,000)
  *
@@ -131,7 +133,22 @@ typedef struct contender {
     async_executor_t *ex;  /* NULL: serial or OpenMP */
     bool omp;
     bool per_call;         /* serial, through the work function a row at a time */
+    bool chunked;          /* the map through howmany_chunk (howmany only) */
 } contender_t;
+
+/* The same as one call for a chunk's rows (async_map_t.chunk_fn): the loop
+ * is OpenMP's, so the compiler may inline and vectorise it as it does there. */
+static int howmany_chunk(const void *in, size_t in_size, void *out, size_t out_size, size_t count,
+                         size_t *failed, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)failed;
+    const range_t *r = ctx;
+    const int *rows = in;
+    int *counts = out;
+    int lo = r->lo, hi = r->hi;
+    for (size_t i = 0; i < count; i++) counts[i] = howmany_within_range(rows + i * COLS, lo, hi);
+    return 0;
+}
 
 /* The map's work function as a map runs it: through a pointer the compiler
  * cannot see through, one call a row.  The serial figure of this is the
@@ -150,8 +167,16 @@ static double howmany_once(const contender_t *c, data_t *d, long n, bool pause)
     if (pause) pause_for_spinners();
     double t0 = now_s();
     if (c->ex) {
-        async_map_t m = {.fn = howmany_work, .ctx = &the_range, .in = rows,
-                         .in_size = COLS * sizeof(int), .out = out, .out_size = sizeof(int), .n = (size_t)n};
+        async_map_t m;
+        async_map_init(&m);
+        if (c->chunked) m.chunk_fn = howmany_chunk;
+        else m.fn = howmany_work;
+        m.ctx = &the_range;
+        m.in = rows;
+        m.in_size = COLS * sizeof(int);
+        m.out = out;
+        m.out_size = sizeof(int);
+        m.n = (size_t)n;
         if (async_executor_map(c->ex, &m, NULL)) die("howmany map failed");
     } else if (c->per_call) {
         int (*fn)(const void *, size_t, void *, size_t, void *) = work_ptr;
@@ -286,22 +311,27 @@ int main(int argc, char **argv)
     bench_note("threads: %u (OpenMP's team and every pool's workers); primes below %u in blocks of %d",
                team, limit, BLOCK);
 
-    char names[4][80];
+    char names[6][80];
     snprintf(names[0], sizeof names[0], "map on %u threads", team);
     snprintf(names[1], sizeof names[1], "map on %u threads + the caller (caller_runs)", team);
     snprintf(names[2], sizeof names[2], "map on %u threads + the caller (caller_runs, %u in all)", team - 1, team);
     snprintf(names[3], sizeof names[3], "map on %u processes, rows in shared memory", team);
-    contender_t cs[7] = {
-        {"serial C", NULL, false, false},
-        {"OpenMP parallel for", NULL, true, false},
-        {names[0], threads, false, false},
-        {names[1], helped, false, false},
-        {names[3], procs, false, false},
-        {names[2], helped_less, false, false},
+    snprintf(names[4], sizeof names[4], "map on %u threads, a chunk function", team);
+    snprintf(names[5], sizeof names[5], "map on %u processes, a chunk function, rows in shared memory", team);
+    contender_t cs[9] = {
+        {"serial C", NULL, false, false, false},
+        {"OpenMP parallel for", NULL, true, false, false},
+        {names[0], threads, false, false, false},
+        {names[1], helped, false, false, false},
+        {names[3], procs, false, false, false},
+        {names[2], helped_less, false, false, false},
     };
     int ncs = helped_less ? 6 : 5;
     work_ptr = howmany_work;
-    cs[ncs++] = (contender_t){"serial C, one call of the work function a row", NULL, false, true};
+    cs[ncs++] = (contender_t){"serial C, one call of the work function a row", NULL, false, true, false};
+    int nprimes = ncs; /* a chunk function changes nothing for the primes' one block an item */
+    cs[ncs++] = (contender_t){names[4], threads, false, false, true};
+    cs[ncs++] = (contender_t){names[5], procs, false, false, true};
     if (!helped_less) bench_note("one thread: no \"caller_runs on one worker fewer\" contender (it would have 0 workers)");
 
     data_t d = {0};
@@ -318,14 +348,15 @@ int main(int argc, char **argv)
     for (long i = 0; i < ROWS; i++) total += d.expect[i];
     bench_note("howmany_within_range total: %ld; primes below %u: %llu (checked on every run)", total,
                limit, (unsigned long long)d.primes_expect);
-    for (int i = 1; i < ncs; i++) howmany_once(&cs[i], &d, ROWS, true), primes_once(&cs[i], &d);
+    for (int i = 1; i < ncs; i++) howmany_once(&cs[i], &d, ROWS, true);
+    for (int i = 1; i < nprimes; i++) primes_once(&cs[i], &d);
 
     const char *hm = "howmany_within_range, 1,000,000 rows";
     const char *hm_hot = "howmany_within_range, back to back";
     const char *hm_small = "howmany_within_range, 10,000 rows back to back";
     const char *pr = "primes in blocks";
     for (int r = 0; r < bench_rounds(); r++) {
-        double best[7];
+        double best[9];
         for (int i = 0; i < ncs; i++) best[i] = 1e9;
         for (int t = 0; t < TRIES; t++)
             for (int i = 0; i < ncs; i++) {
@@ -353,7 +384,7 @@ int main(int argc, char **argv)
             }
             figure(hm_small, cs[i].name, best[i]);
         }
-        for (int i = 0; i < ncs; i++) {
+        for (int i = 0; i < nprimes; i++) {
             const char *who = i == 1 ? "OpenMP schedule(dynamic)" : cs[i].name;
             figure(pr, who, primes_once(&cs[i], &d));
         }
@@ -362,10 +393,10 @@ int main(int argc, char **argv)
     ratios(hm, cs, ncs);
     ratios(hm_hot, cs, ncs);
     ratios(hm_small, cs, ncs);
-    contender_t pcs[7];
+    contender_t pcs[9];
     memcpy(pcs, cs, sizeof pcs);
     pcs[1].name = "OpenMP schedule(dynamic)";
-    ratios(pr, pcs, ncs);
+    ratios(pr, pcs, nprimes);
     bench_print();
 
     free(d.expect);

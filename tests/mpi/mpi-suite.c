@@ -195,6 +195,15 @@ int unregistered_fn(const void *in, size_t in_size, void *out, size_t out_size, 
     return square(in, in_size, out, out_size, ctx);
 }
 
+static int square_run(const void *in, size_t in_size, void *out, size_t out_size, size_t count,
+                      size_t *failed, void *ctx)
+{
+    (void)failed;
+    for (size_t k = 0; k < count; k++)
+        square((const char *)in + k * in_size, in_size, (char *)out + k * out_size, out_size, ctx);
+    return 0;
+}
+
 /* --- cases -------------------------------------------------------------------- */
 
 static async_executor_t *ex;
@@ -224,6 +233,17 @@ static void c_map(void)
     CHECK(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60))) == 0, "map_async wait");
     async_future_unref(f);
     CHECK(!memcmp(out, want, sizeof out), "map_async results differ");
+    /* A chunk function cannot cross to another host by address: refused. */
+    async_map_t mc;
+    async_map_init(&mc);
+    mc.chunk_fn = square_run;
+    mc.in = in;
+    mc.in_size = 8;
+    mc.out = out;
+    mc.out_size = 8;
+    mc.n = N;
+    r = async_executor_map(ex, &mc, &err);
+    CHECK(r == ASYNC_ENOTSUP, "chunk_fn map on MPI: %s", async_errname(r));
 }
 
 static void c_stray(void)
