@@ -52,6 +52,7 @@
 #define ASYNC_EXECUTOR_INTERNAL_H
 
 #include <limits.h>
+#include <stddef.h>
 #include "core/core_internal.h"
 #include "async/future.h"
 #include "async/executor.h"
@@ -71,11 +72,20 @@ static inline unsigned async__default_workers(unsigned units, unsigned per, unsi
     return n ? (unsigned)n : 1;
 }
 
-/* What one job runs: count items of fn, or of chunk in one call (a map's
- * chunk_fn; fn is NULL then).  Item i reads in_size bytes at
- * in + i * in_size and writes out_size bytes at out + i * out_size.  For a
- * process backend these pointers are the parent's; the worker gets a copy
- * with its own shared-memory pointers. */
+/* A map's chunk function and its ctx, which a job's rows point to (as
+ * their ctx, with fn NULL) when one call runs them all. */
+typedef struct async__chunk_call {
+    async_chunk_fn fn;
+    void *ctx;
+} async__chunk_call_t;
+
+/* What one job runs: count items of fn.  Item i reads in_size bytes at
+ * in + i * in_size and writes out_size bytes at out + i * out_size.  fn NULL:
+ * one call of a chunk function runs them all, and ctx points to its
+ * async__chunk_call_t (so a job stays 56 bytes of rows: a submit's job keeps
+ * its queue link on its first cache line).  For a process backend these
+ * pointers are the parent's; the worker gets a copy with its own
+ * shared-memory pointers. */
 typedef struct async__rows {
     async_work_fn fn;
     void *ctx;
@@ -84,7 +94,6 @@ typedef struct async__rows {
     char *out;
     size_t out_size;
     size_t count;
-    async_chunk_fn chunk;
 } async__rows_t;
 
 /* What running a job produced. */
@@ -132,6 +141,10 @@ typedef struct async__job {
     struct async__job *next;
     async__bucket_t bucket; /* only when it heads a priority's bucket */
 } async__job_t;
+/* The layout a small submit's cost rests on (its job starts a cache line). */
+_Static_assert(offsetof(async__job_t, qnext) < 64, "a job's queue link left its first cache line");
+_Static_assert(offsetof(async__job_t, small) + sizeof ((async__job_t *)0)->small <= 128,
+               "a small submit's job spans more than two cache lines");
 
 typedef struct async__backend_ops {
     const char *name;

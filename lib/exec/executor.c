@@ -439,7 +439,7 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
     char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
     copy_in(in, j->in, in_copy);
     job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
-                                j->out_size ? outbuf : NULL, j->out_size, 1, NULL};
+                                j->out_size ? outbuf : NULL, j->out_size, 1};
     job->first = 0;
     job->priority = j->priority;
     job->deadline = deadline;

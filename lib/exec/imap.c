@@ -118,7 +118,7 @@ static int build_chunk(async_imap_iter_t *it, chunk_t **built)
     c->err = 0;
     c->next = c->next_done = NULL;
     c->job.rows = (async__rows_t){m->fn, m->ctx, in, m->in_size, m->out_size ? out : NULL,
-                                  m->out_size, got, NULL};
+                                  m->out_size, got};
     c->job.first = c->base;
     c->job.priority = m->priority;
     c->job.deadline = ASYNC_FOREVER;

@@ -46,6 +46,7 @@ typedef struct map_state {
     _Atomic size_t next_chunk; /* the next chunk to claim (>= nchunks: none left) */
     _Atomic size_t events;  /* see the top of this file */
     async__rows_t all;      /* the whole map's items: count is n */
+    async__chunk_call_t chunk_call; /* with chunk_fn: all.ctx points here */
     const size_t *bounds;
     async_future_cb on_success, on_error;
     void *cb_arg;
@@ -109,7 +110,7 @@ static bool chunk_claim(map_state_t *st, async__job_t *job)
     job->rows = (async__rows_t){
         all->fn, all->ctx, all->in_size ? (const char *)all->in + first * all->in_size : all->in,
         all->in_size, all->out_size ? (char *)all->out + first * all->out_size : NULL,
-        all->out_size, count, all->chunk};
+        all->out_size, count};
     job->first = first;
     return true;
 }
@@ -263,8 +264,9 @@ static void map_tickets(async_executor_t *ex, map_state_t *st, const async_map_t
     size_t *bounds = (size_t *)(st->jobs + st->nchunks);
     map_plan(ex, m->n, m->chunksize, bounds);
     st->bounds = bounds;
-    st->all = (async__rows_t){m->fn, m->ctx, m->in, m->in_size, m->out, m->out_size, m->n,
-                              map_chunk_fn(m)};
+    st->chunk_call = (async__chunk_call_t){map_chunk_fn(m), m->ctx};
+    st->all = (async__rows_t){m->fn, m->fn ? m->ctx : &st->chunk_call, m->in, m->in_size, m->out,
+                              m->out_size, m->n};
     int64_t dl = async__limit_deadline(m->timeout_ns);
     for (size_t i = 0; i < st->nchunks; i++) {
         async__job_t *job = &st->jobs[i];

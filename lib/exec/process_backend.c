@@ -90,8 +90,9 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
     memcpy(&h, in, sizeof h);
     size_t rows_bytes = h.out_shared ? 0 : h.out_size * h.count;
     char *base = async__procout_data(out);
+    async__chunk_call_t call = {h.chunk, h.ctx};
     async__rows_t rows = {
-        .fn = h.fn, .chunk = h.chunk, .ctx = h.ctx,
+        .fn = h.fn, .ctx = h.fn ? h.ctx : &call,
         .in = h.in_shared ? h.in_shared : (const char *)in + sizeof h, .in_size = h.in_size,
         .out = h.out_shared ? h.out_shared : (h.out_size ? base + sizeof(res_t) : NULL),
         .out_size = h.out_size, .count = h.count,
@@ -199,9 +200,14 @@ static void make_hdr(hdr_t *h, const async__rows_t *rw, bool in_shared, bool out
      * and a tool that follows it there (valgrind) must find no undefined
      * bytes. */
     memset(h, 0, sizeof *h);
-    h->fn = rw->fn;
-    h->chunk = rw->chunk;
-    h->ctx = rw->ctx;
+    if (rw->fn) {
+        h->fn = rw->fn;
+        h->ctx = rw->ctx;
+    } else { /* the call's address is the parent's: its two fields cross */
+        const async__chunk_call_t *call = rw->ctx;
+        h->chunk = call->fn;
+        h->ctx = call->ctx;
+    }
     h->in_shared = in_shared ? rw->in : NULL;
     h->out_shared = out_shared ? rw->out : NULL;
     h->in_size = rw->in_size;

@@ -113,10 +113,11 @@ static __attribute__((noinline)) void rows_rest(const async__rows_t *rows, frame
 static __attribute__((noinline)) void rows_chunk(const async__rows_t *rows, frame_t *fr,
                                                  async__outcome_t *oc)
 {
+    const async__chunk_call_t *call = rows->ctx;
     size_t failed = 0;
     fr->rows = NULL;
-    int r = rows->chunk(rows->in, rows->in_size, rows->out, rows->out_size, rows->count, &failed,
-                        rows->ctx);
+    int r = call->fn(rows->in, rows->in_size, rows->out, rows->out_size, rows->count, &failed,
+                     call->ctx);
     if (__builtin_expect(r != 0, 0)) {
         oc->err = norm(r);
         oc->failed_row = failed < rows->count ? failed : rows->count - 1;
@@ -146,7 +147,7 @@ void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadlin
     oc->var_owned = false;
     frame_t *saved = tls_frame;
     tls_frame = &fr;
-    if (rows->chunk) {
+    if (!rows->fn) {
         if (rows->count) rows_chunk(rows, &fr, oc);
     } else if (rows->count) {
         /* Row 0 is called here, the rest in rows_rest: a failing row 0 owns

@@ -13,7 +13,7 @@ int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, 
 {
     job_hdr_t h = {.slot = slot, .var_ok = var_ok, .count = rw->count,
                    .in_size = rw->in_size, .out_size = rw->out_size, .remaining = NO_DEADLINE};
-    if (rw->chunk) { /* async_executor_map refuses these first; this keeps it so */
+    if (!rw->fn) { /* a chunk function: async_executor_map refuses these first */
         snprintf(why, ASYNC_FUTURE_MSG_MAX, "chunk functions are not supported on the MPI backend");
         return ASYNC_ENOTSUP;
     }

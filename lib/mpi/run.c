@@ -65,7 +65,7 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     if (!r) return async__mpi_error_reply(h.slot, ASYNC_ENOMEM, "no memory for the output", reply,
                                           reply_len);
     async__rows_t rows = {fn, ctx, h.in_size ? msg + sizeof h : NULL, h.in_size,
-                          out_bytes ? r + off : NULL, h.out_size, h.count, NULL};
+                          out_bytes ? r + off : NULL, h.out_size, h.count};
     async__outcome_t oc;
     async__rows_run(&rows, (unsigned)async__mpi_rank_ - 1, deadline, h.var_ok, NULL, NULL, 0, &oc);
     res_hdr_t rh = {.slot = h.slot, .err = oc.err, .failed_row = oc.failed_row,
