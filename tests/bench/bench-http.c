@@ -184,6 +184,17 @@ static int nginx_echo_start(char *dir, size_t dirlen)
              dir, dir);
     if (system(cmd) != 0) return -1;
     snprintf(ngx_cert, sizeof ngx_cert, "%s/cert.pem", dir);
+    /* BENCH_HTTP_CA_BUNDLE=1: the HTTP/2 clients trust Debian's CA bundle
+     * with the throwaway certificate appended, as a client of public
+     * servers does (curl's default CAINFO), to show what libcurl 7.88's
+     * loading of the CA file for each multi handle's connections costs. */
+    const char *system_cas = "/etc/ssl/certs/ca-certificates.crt";
+    if (getenv("BENCH_HTTP_CA_BUNDLE") && access(system_cas, R_OK) == 0) {
+        snprintf(cmd, sizeof cmd, "cat %s %s/cert.pem > %s/bundle.pem", system_cas, dir, dir);
+        if (system(cmd) != 0) return -1;
+        snprintf(ngx_cert, sizeof ngx_cert, "%s/bundle.pem", dir);
+        bench_note("inflight over HTTP/2: the clients trust %s and nginx's certificate", system_cas);
+    }
     echo.port = test_free_port();
     echo_h1_port = test_free_port();
     snprintf(path, sizeof path, "%s/nginx.conf", dir);
