@@ -8,9 +8,15 @@
  * names each request's connection ($connection), which counts them.
  * Skipped when nginx, its echo module or openssl is missing. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <linux/tcp.h> /* tcpi_segs_out, which glibc's tcp_info lacks */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
@@ -213,4 +219,94 @@ Test(http_h2, a_thousand_in_flight)
                  "after the first answer at %.3f s", b.last_sent, b.first_answer);
     int conns = connections_logged(N, "HTTP/2.0");
     cr_assert_leq(conns, 15, "%d connections for %d requests over HTTP/2", conns, N);
+}
+
+/* This process's TCP connections to port, found through /proc/self/fd:
+ * how many there are, how many are corked (TCP_CORK), and the segments they
+ * sent in all (TCP_INFO), each an OUT parameter. */
+static int connections_to(unsigned port, int *corked, unsigned long *segs_out)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    struct dirent *e;
+    int n = 0;
+    *corked = 0;
+    *segs_out = 0;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        struct stat st;
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        if (e->d_name[0] == '.' || fd == dirfd(d) || fstat(fd, &st) || !S_ISSOCK(st.st_mode)) continue;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) || peer.sin_family != AF_INET ||
+            ntohs(peer.sin_port) != port)
+            continue;
+        int cork = 0;
+        socklen_t cl = sizeof cork;
+        struct tcp_info ti;
+        socklen_t tl = sizeof ti;
+        cr_assert_eq(getsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, &cl), 0);
+        cr_assert_eq(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl), 0);
+        n++;
+        *corked += cork != 0;
+        *segs_out += ti.tcpi_segs_out;
+    }
+    closedir(d);
+    return n;
+}
+
+typedef struct corks {
+    int answers, connections, corked;
+    unsigned long segs_out;
+} corks_t;
+
+static void on_corks(async_http_response_t *r, void *arg)
+{
+    corks_t *c = arg;
+    cr_expect_eq(r->error, 0, "%s", r->errmsg);
+    c->answers++;
+    /* The loop ran curl and came back to us: no connection may stay corked
+     * past that call, or its last writes would wait up to 200 ms. */
+    int corked;
+    c->connections = connections_to(port_h2, &corked, &c->segs_out);
+    c->corked += corked;
+    async_http_response_free(r);
+}
+
+/* The client corks a multiplexing shard's connections while curl writes a
+ * burst of streams to them, so that each request is not one TCP segment of
+ * its own, and uncorks them before curl returns: the burst went out in
+ * fewer segments than requests, over one connection, and no connection was
+ * corked while the client's callbacks ran or after the burst, between two
+ * requests on the loop. */
+Test(http_h2, a_burst_leaves_in_few_segments_and_nothing_stays_corked)
+{
+    enum { N = 100 };
+    char url[128];
+    snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.ca_file = ngx.cert, .timeout_ns = ASYNC_SEC(50)};
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_http_request_t req = {.url = url};
+    corks_t c = {0};
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_corks, &c), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.answers, N);
+    cr_assert_eq(c.corked, 0, "a connection was corked in %d answer callbacks", c.corked);
+    cr_assert_eq(c.connections, 1);
+    cr_assert_lt(c.segs_out, N, "%lu segments for %d requests", c.segs_out, N);
+    /* One more request on the idle connection, after the loop polled. */
+    cr_assert_eq(async_http_send(http, &req, on_corks, &c), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(c.answers, N + 1);
+    cr_assert_eq(c.corked, 0);
+    int corked;
+    unsigned long segs;
+    cr_assert_eq(connections_to(port_h2, &corked, &segs), 1);
+    cr_assert_eq(corked, 0);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
+    cr_assert_eq(test_alloc_live(), 0);
 }

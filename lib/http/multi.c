@@ -11,12 +11,79 @@
  * initialises curl once per process.  It knows nothing of requests: each
  * finished transfer goes to the completion function its owner gave it
  * (http_transfer_t), the only way out of this file. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "http_internal.h"
 
 static void collect(http_shard_t *sh);
+
+/* --- corking a multiplexing shard's connections ----------------------------
+ *
+ * curl 7.88 writes each HTTP/2 frame with its own SSL_write, that is its own
+ * send(): with TCP_NODELAY (curl's default) a burst of streams on one
+ * connection goes out one small segment a request, and the loopback or the
+ * NIC, and the server, wake once for each.  While curl runs for a
+ * multiplexing shard its connections are corked (TCP_CORK), and uncorked as
+ * soon as curl returns, before the loop polls: what that one call wrote
+ * leaves in full segments, and nothing waits longer than the call, which is
+ * what TCP_NODELAY is there for (curl's write-write-read pattern never waits
+ * for an ACK). */
+
+/* Sockets of a shard worth corking: a multiplexing shard holds one
+ * connection to each host it talks to, rarely more. */
+#define CORK_MAX 4
+
+/* What this file keeps of a shard beyond http_shard_t. */
+typedef struct shard_box {
+    http_shard_t sh;
+    curl_socket_t cork[CORK_MAX]; /* sockets our open callback made for it
+                                     while it had multiplexing transfers */
+    int n_cork;
+} shard_box_t;
+
+static shard_box_t *box_of(http_shard_t *sh) { return container_of(sh, shard_box_t, sh); }
+
+static void cork_add(http_shard_t *sh, curl_socket_t s)
+{
+    shard_box_t *b = box_of(sh);
+    if (sh->n_mux && b->n_cork < CORK_MAX) b->cork[b->n_cork++] = s;
+}
+
+static void cork_remove(http_shard_t *sh, curl_socket_t s)
+{
+    shard_box_t *b = box_of(sh);
+    for (int i = 0; i < b->n_cork; i++) {
+        if (b->cork[i] == s) {
+            b->cork[i] = b->cork[--b->n_cork];
+            return;
+        }
+    }
+}
+
+/* Best effort: a socket that refuses (not TCP) only goes out uncorked. */
+static void cork_set(shard_box_t *b, int on)
+{
+    for (int i = 0; i < b->n_cork; i++)
+        (void)setsockopt(b->cork[i], IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+/* One curl_multi_socket_action for shard sh, its connections corked for the
+ * call, then the transfers it ended collected.  A socket opened during the
+ * call was never corked, one closed left the list: uncorking the list as it
+ * is afterwards releases every socket that was corked. */
+static void drive(http_shard_t *sh, curl_socket_t fd, int action)
+{
+    shard_box_t *b = box_of(sh);
+    bool corked = b->n_cork > 0;
+    if (corked) cork_set(b, 1);
+    curl_multi_socket_action(sh->multi, fd, action, &sh->still_running);
+    if (corked) cork_set(b, 0);
+    collect(sh);
+}
 
 /* --- curl's socket callback ------------------------------------------------ */
 
@@ -29,8 +96,7 @@ static void on_io(struct ev_loop *ev, ev_io *w, int revents)
                  ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     /* k may be freed inside this call (CURL_POLL_REMOVE); only the shard is
      * used afterwards. */
-    curl_multi_socket_action(sh->multi, w->fd, action, &sh->still_running);
-    collect(sh);
+    drive(sh, w->fd, action);
 }
 
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *sockp)
@@ -105,6 +171,8 @@ void async__http_sock_opened(http_shard_t *sh, curl_socket_t s)
 {
     http_multi_t *m = sh->m;
     if (s < 0) return;
+    /* The transfer that connects is counted in n_mux already. */
+    cork_add(sh, s);
     if ((size_t)s >= m->n_by_fd) {
         size_t n = m->n_by_fd ? m->n_by_fd : 64;
         while (n <= (size_t)s) n *= 2;
@@ -139,6 +207,7 @@ static void sock_drop(http_multi_t *m, http_sock_t *k)
 void async__http_sock_closing(http_shard_t *sh, curl_socket_t s)
 {
     http_multi_t *m = sh->m;
+    cork_remove(sh, s);
     http_sock_t *k = s >= 0 && (size_t)s < m->n_by_fd ? m->by_fd[s] : NULL;
     if (k) sock_drop(m, k);
 }
@@ -152,8 +221,7 @@ static void on_curl_timer(struct ev_loop *ev, ev_timer *w, int revents)
     http_shard_t *sh = w->data;
     /* This call starts what joined too: on_prepare need not call again. */
     sh->pending = false;
-    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
-    collect(sh);
+    drive(sh, CURL_SOCKET_TIMEOUT, 0);
 }
 
 static int on_timer(CURLM *multi, long timeout_ms, void *userp)
@@ -235,8 +303,7 @@ static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
             http_shard_t *sh = m->shards[i];
             if (!sh->pending) continue;
             sh->pending = false;
-            curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
-            collect(sh);
+            drive(sh, CURL_SOCKET_TIMEOUT, 0);
             again = true;
         }
     }
@@ -250,9 +317,7 @@ void async__http_multi_kick(http_multi_t *m)
     /* Downwards: collect may retire shard i, moving the last (already
      * visited) one into its place. */
     for (size_t i = m->n_shards; i-- > 0;) {
-        http_shard_t *sh = m->shards[i];
-        curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &sh->still_running);
-        collect(sh);
+        drive(m->shards[i], CURL_SOCKET_TIMEOUT, 0);
     }
 }
 
@@ -285,13 +350,14 @@ void async__http_multi_remove(http_transfer_t *t)
 
 static http_shard_t *shard_new(http_multi_t *m)
 {
-    http_shard_t *sh = async__calloc(1, sizeof *sh);
-    if (!sh) return NULL;
+    shard_box_t *b = async__calloc(1, sizeof *b);
+    if (!b) return NULL;
+    http_shard_t *sh = &b->sh;
     sh->m = m;
     async__list_init(&sh->transfers);
     sh->multi = curl_multi_init();
     if (!sh->multi) {
-        async__free(sh);
+        async__free(box_of(sh));
         return NULL;
     }
     CURLM *cm = sh->multi;
@@ -344,7 +410,7 @@ static void shard_retire(http_shard_t *sh)
         http_sock_t *k = container_of(l, http_sock_t, link);
         if (k->shard == sh) sock_drop(m, k);
     }
-    async__free(sh);
+    async__free(box_of(sh));
     while ((l = async__list_pop(&victims))) {
         http_transfer_t *t = container_of(l, http_transfer_t, link);
         async__list_init(&t->link);
@@ -423,7 +489,7 @@ void async__http_multi_cleanup(http_multi_t *m)
         /* curl closes its cached connections here and reports them removed. */
         curl_multi_cleanup(sh->multi);
         ev_timer_stop(m->ev, &sh->timer);
-        async__free(sh);
+        async__free(box_of(sh));
     }
     m->n_shards = 0;
     async__list_t *l;

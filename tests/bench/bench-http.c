@@ -24,7 +24,8 @@
  *     sleep: over HTTP/2 (TLS, nginx's default 128 streams a connection),
  *     libasync and the bare socket loop with the client's HTTP/2 options
  *     (CURLOPT_PIPEWAIT, multi handles of 100 multiplexing transfers, as
- *     the client: MUX_SHARD_CAP), and libasync over HTTP/1.1 to the same
+ *     the client: MUX_SHARD_CAP; their connections corked while curl runs,
+ *     as the client's), and libasync over HTTP/1.1 to the same
  *     nginx, which tells the server's cost from the protocol's.
  *
  * Each figure is measured once a round, the clients alternating within the
@@ -36,6 +37,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +184,17 @@ static int nginx_echo_start(char *dir, size_t dirlen)
              dir, dir);
     if (system(cmd) != 0) return -1;
     snprintf(ngx_cert, sizeof ngx_cert, "%s/cert.pem", dir);
+    /* BENCH_HTTP_CA_BUNDLE=1: the HTTP/2 clients trust Debian's CA bundle
+     * with the throwaway certificate appended, as a client of public
+     * servers does (curl's default CAINFO), to show what libcurl 7.88's
+     * loading of the CA file for each multi handle's connections costs. */
+    const char *system_cas = "/etc/ssl/certs/ca-certificates.crt";
+    if (getenv("BENCH_HTTP_CA_BUNDLE") && access(system_cas, R_OK) == 0) {
+        snprintf(cmd, sizeof cmd, "cat %s %s/cert.pem > %s/bundle.pem", system_cas, dir, dir);
+        if (system(cmd) != 0) return -1;
+        snprintf(ngx_cert, sizeof ngx_cert, "%s/bundle.pem", dir);
+        bench_note("inflight over HTTP/2: the clients trust %s and nginx's certificate", system_cas);
+    }
     echo.port = test_free_port();
     echo_h1_port = test_free_port();
     snprintf(path, sizeof path, "%s/nginx.conf", dir);
@@ -593,17 +606,47 @@ static void fl_bare_poll(const char *url, fl_t *f)
 enum { SHARD_DEFAULT = 256, MUX_SHARD = 100, MAX_SHARDS = 128 };
 static int SHARD = SHARD_DEFAULT;
 
+enum { BARE_CORK_MAX = 4 };
+
 typedef struct bare_shard {
     CURLM *m;
     int ep, index;
     double deadline; /* of curl's timer on the run's clock, < 0 for none */
+    bool mux;        /* HTTP/2: its connections are corked as the client's */
+    curl_socket_t cork[BARE_CORK_MAX]; /* sockets curl watches for it */
+    int n_cork;
 } bare_shard_t;
+
+/* The client corks a multiplexing shard's connections while curl runs
+ * (lib/http/multi.c, drive): so does the bare loop, so that the two write
+ * the same segments. */
+static void bare_cork_track(bare_shard_t *sh, curl_socket_t s, bool watched)
+{
+    int i = 0;
+    while (i < sh->n_cork && sh->cork[i] != s) i++;
+    if (watched && i == sh->n_cork && sh->n_cork < BARE_CORK_MAX) sh->cork[sh->n_cork++] = s;
+    else if (!watched && i < sh->n_cork) sh->cork[i] = sh->cork[--sh->n_cork];
+}
+
+/* curl_multi_socket_action with the shard's sockets corked for the call: the
+ * sockets as they were before it, so that one curl stops watching during
+ * the call is uncorked too. */
+static void bare_action(bare_shard_t *sh, curl_socket_t fd, int flags, int *running)
+{
+    curl_socket_t corked[BARE_CORK_MAX];
+    int n = sh->n_cork, on = 1, off = 0;
+    memcpy(corked, sh->cork, sizeof corked);
+    for (int i = 0; i < n; i++) setsockopt(corked[i], IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    curl_multi_socket_action(sh->m, fd, flags, running);
+    for (int i = 0; i < n; i++) setsockopt(corked[i], IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+}
 
 static int bare_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
 {
     (void)e, (void)sockp;
     bare_shard_t *sh = ud;
     struct epoll_event ev = {.data.u64 = (uint64_t)sh->index << 32 | (uint32_t)s};
+    if (sh->mux) bare_cork_track(sh, s, what != CURL_POLL_REMOVE);
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(sh->ep, EPOLL_CTL_DEL, s, &ev);
         return 0;
@@ -633,7 +676,7 @@ static void fl_bare_socket(const char *url, fl_t *f)
     bare_shard_t sh[MAX_SHARDS];
     int ep = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < n_shards; i++) {
-        sh[i] = (bare_shard_t){.m = curl_multi_init(), .ep = ep, .index = i, .deadline = -1};
+        sh[i] = (bare_shard_t){.m = curl_multi_init(), .ep = ep, .index = i, .deadline = -1, .mux = mux};
         curl_multi_setopt(sh[i].m, CURLMOPT_SOCKETFUNCTION, bare_on_socket);
         curl_multi_setopt(sh[i].m, CURLMOPT_SOCKETDATA, &sh[i]);
         curl_multi_setopt(sh[i].m, CURLMOPT_TIMERFUNCTION, bare_on_timer);
@@ -663,7 +706,7 @@ static void fl_bare_socket(const char *url, fl_t *f)
             int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                         (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                         (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-            curl_multi_socket_action(s->m, fd, flags, &running);
+            bare_action(s, fd, flags, &running);
             done += fl_bare_drain(s->m, f);
         }
         /* One expired timer a pass, the shards in turn: the first timer
@@ -676,7 +719,7 @@ static void fl_bare_socket(const char *url, fl_t *f)
             bare_shard_t *s = &sh[(turn + j) % n_shards];
             if (s->deadline < 0 || s->deadline > t) continue;
             s->deadline = -1;
-            curl_multi_socket_action(s->m, CURL_SOCKET_TIMEOUT, 0, &running);
+            bare_action(s, CURL_SOCKET_TIMEOUT, 0, &running);
             done += fl_bare_drain(s->m, f);
             turn = (turn + j + 1) % n_shards;
             break;
