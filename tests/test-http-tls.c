@@ -1,15 +1,19 @@
 /* The HTTP client over TLS against Debian's nginx on loopback with a
  * throwaway self-signed certificate: HTTP/2 is negotiated and concurrent
  * requests share one multiplexed connection; HTTP/1.1 when HTTP/2 is turned
- * off; an untrusted certificate is a precise error.  Skipped when nginx or
+ * off; an untrusted certificate is a precise error; a CA bundle is parsed
+ * once for all connections, again only when the file changes, and trusts
+ * only its own certificates.  Skipped when nginx or
  * openssl is missing. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <async.h>
 #include <async/http.h>
+#include "http/ca_store.h"
 #include "support/alloc.h"
 #include "support/nginx.h"
 #include "support/port.h"
@@ -132,5 +136,78 @@ Test(http_tls, untrusted_certificate)
     async_http_response_free(g.resp);
     async_http_destroy(http);
     async_loop_destroy(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* Writes path: Debian's CA bundle, and the test's certificate if with_ours. */
+static void write_bundle(const char *path, bool with_ours)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cat /etc/ssl/certs/ca-certificates.crt %s > %s.new && mv %s.new %s",
+             with_ours ? ngx.cert : "", path, path, path);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+/* n requests at once over HTTP/1.1 (a connection each, mostly) by a new
+ * client trusting ca_file; returns how many failed, each with curl_err. */
+static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connections)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    got_t g[32] = {0};
+    cr_assert_leq(n, 32);
+    async_http_request_t req = {.url = url};
+    for (int i = 0; i < n; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    int failed = 0;
+    char want[32];
+    snprintf(want, sizeof want, "curl error %d", curl_err);
+    for (int i = 0; i < n; i++) {
+        if (g[i].resp->error) {
+            failed++;
+            cr_expect(strstr(g[i].resp->errmsg, want), "%s (wanted %s)", g[i].resp->errmsg, want);
+        }
+        async_http_response_free(g[i].resp);
+    }
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    if (connections) *connections = st.connections;
+    async_http_destroy(http);
+    async_loop_destroy(loop);
+    return failed;
+}
+
+Test(http_tls, a_ca_bundle_is_parsed_once_and_trusts_only_its_own)
+{
+    if (access("/etc/ssl/certs/ca-certificates.crt", R_OK))
+        cr_skip_test("no /etc/ssl/certs/ca-certificates.crt (package ca-certificates)");
+    char bundle[160];
+    snprintf(bundle, sizeof bundle, "%s/bundle.pem", ngx.dir);
+    write_bundle(bundle, true);
+    unsigned long p0 = async__http_ca_parses();
+    size_t conns = 0;
+    cr_expect_eq(fetch_all(bundle, 24, 0, &conns), 0, "the bundle with our certificate");
+    cr_expect_gt(conns, 1, "%zu connections", conns);
+    cr_expect_eq(async__http_ca_parses() - p0, 1, "one parse for %zu connections", conns);
+    /* Another client, the same file: parsed already. */
+    cr_expect_eq(fetch_all(bundle, 4, 0, NULL), 0);
+    cr_expect_eq(async__http_ca_parses() - p0, 1);
+    /* Debian's bundle alone does not trust the throwaway certificate, though
+     * a store that does is cached beside it. */
+    cr_expect_eq(fetch_all("/etc/ssl/certs/ca-certificates.crt", 4, 60, NULL), 4);
+    cr_expect_eq(async__http_ca_parses() - p0, 2);
+    /* The file replaced without our certificate: parsed again, refused. */
+    write_bundle(bundle, false);
+    cr_expect_eq(fetch_all(bundle, 4, 60, NULL), 4, "the changed bundle is read again");
+    cr_expect_eq(async__http_ca_parses() - p0, 3);
+    write_bundle(bundle, true);
+    cr_expect_eq(fetch_all(bundle, 4, 0, NULL), 0);
+    /* A bundle that is not there: curl's own error for a bad CA file. */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/missing.pem", ngx.dir);
+    cr_expect_eq(fetch_all(missing, 2, 77, NULL), 2);
     cr_assert_eq(test_alloc_live(), 0);
 }

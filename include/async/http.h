@@ -71,7 +71,9 @@ typedef struct async_http_opts {
     const char *accept_encoding; /* NULL: none; "": every encoding curl decodes
                                     (gzip, deflate, br, zstd); or a list */
     size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */
-    const char *ca_file;       /* PEM bundle of trusted CAs for https; NULL: the system's */
+    const char *ca_file;       /* PEM bundle of trusted CAs for https, and only
+                                  those; NULL: the system's.  Parsed once per
+                                  process, again when the file changes */
     bool keep_sigpipe;         /* true: this call of async_http_new leaves SIGPIPE
                                   alone (see async_http_new) */
 } async_http_opts_t;

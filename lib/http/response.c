@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <jansson.h>
+#include "ca_store.h"
 #include "http_internal.h"
 
 /* --- buffers --------------------------------------------------------------- */
@@ -185,7 +186,7 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     /* Off unless asked: curl's decoder setup costs about a fifth of the CPU
      * of a small request on loopback. */
     if (http->accept_encoding) SET(CURLOPT_ACCEPT_ENCODING, http->accept_encoding);
-    if (http->ca_file) SET(CURLOPT_CAINFO, http->ca_file);
+    bad |= async__http_ca_setup(e, http->ca_file) != CURLE_OK; /* ca_store.h */
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
