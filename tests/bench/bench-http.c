@@ -403,35 +403,52 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* BENCH_HTTP_TP=bare,default,libasync,tool picks the throughput section's
+ * clients (default all), so that a profiler sees one client alone. */
+static bool tp_want(const char *client)
+{
+    const char *s = getenv("BENCH_HTTP_TP");
+    return !s || strstr(s, client);
+}
+
 /* One round: the bare loop (curl's defaults, then the client's options),
  * ours and the curl tool, one after the other. */
 static void throughput(const char *label, const char *url)
 {
     char name[160];
     int f = 0;
-    double bare_default = tp_bare(url, false, &f);
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, curl's default options", label);
-    bench_add(name, "req/s", f ? -1 : bare_default);
-    double c0 = cpu_s();
-    double bare = tp_bare(url, true, &f);
-    double c1 = cpu_s();
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
-    bench_add(name, "req/s", f ? -1 : bare);
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
-    bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
-    double lib = tp_libasync(url, &f);
-    double c2 = cpu_s();
-    snprintf(name, sizeof name, "throughput, %s, libasync", label);
-    bench_add(name, "req/s", f ? -1 : lib);
-    if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
-    snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
-    bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
-    double start;
-    double tool = tp_curl_tool(url, &start);
-    snprintf(name, sizeof name, "throughput, %s, curl --parallel, transfer only", label);
-    bench_add(name, "req/s", tool);
-    snprintf(name, sizeof name, "throughput, %s, curl --parallel, process start + 1 request", label);
-    bench_add(name, "ms", start < 0 ? start : start * 1e3);
+    if (tp_want("default")) {
+        double bare_default = tp_bare(url, false, &f);
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, curl's default options", label);
+        bench_add(name, "req/s", f ? -1 : bare_default);
+    }
+    if (tp_want("bare")) {
+        double c0 = cpu_s();
+        double bare = tp_bare(url, true, &f);
+        double c1 = cpu_s();
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
+        bench_add(name, "req/s", f ? -1 : bare);
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
+        bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+    }
+    if (tp_want("libasync")) {
+        double c1 = cpu_s();
+        double lib = tp_libasync(url, &f);
+        double c2 = cpu_s();
+        snprintf(name, sizeof name, "throughput, %s, libasync", label);
+        bench_add(name, "req/s", f ? -1 : lib);
+        if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
+        snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
+        bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
+    }
+    if (tp_want("tool")) {
+        double start;
+        double tool = tp_curl_tool(url, &start);
+        snprintf(name, sizeof name, "throughput, %s, curl --parallel, transfer only", label);
+        bench_add(name, "req/s", tool);
+        snprintf(name, sizeof name, "throughput, %s, curl --parallel, process start + 1 request", label);
+        bench_add(name, "ms", start < 0 ? start : start * 1e3);
+    }
 }
 
 static void throughput_ratio(const char *label)
@@ -853,8 +870,11 @@ int main(int argc, char **argv)
     child_t slow = {0}, fast = {0}, far = {0}, ngx = {0};
     char dir[64] = "";
     bool brew = want("brewery") && server_start(&slow, "100") == 0;
-    bool tp = want("throughput") && server_start(&fast, "0") == 0;
-    bool ng = want("throughput") && nginx_start(&ngx, dir, sizeof dir) == 0;
+    /* BENCH_HTTP_TP_SERVERS=brewery,nginx picks the throughput servers (default both). */
+    const char *tps = getenv("BENCH_HTTP_TP_SERVERS");
+    bool tp = want("throughput") && (!tps || strstr(tps, "brewery")) && server_start(&fast, "0") == 0;
+    bool ng = want("throughput") && (!tps || strstr(tps, "nginx")) &&
+              nginx_start(&ngx, dir, sizeof dir) == 0;
     bool fl = want("inflight") && server_start(&far, "1000") == 0;
     char echo_dir[64] = "";
     bool fl_h2 = fl && nginx_echo_start(echo_dir, sizeof echo_dir) == 0;
