@@ -124,6 +124,39 @@ Test(http, headers_trimmed_in_order)
     cr_assert_eq(async_http_destroy(http), 0);
 }
 
+/* A folded continuation line (no colon) is no header of its own, and the
+ * lines after it are read as usual.  (A NUL byte in a header line, the other
+ * oddity on_header guards against, curl 7.88 refuses itself: "Nul byte in
+ * header".) */
+Test(http, folded_header_line)
+{
+    raw_srv_t s;
+    raw_start(&s, "HTTP/1.1 200 OK\r\n"
+                  "X-Folded: one\r\n"
+                  " two\r\n"
+                  "X-After: yes\r\n"
+                  "Content-Length: 2\r\n"
+                  "Connection: close\r\n"
+                  "\r\n"
+                  "hi");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
+    raw_stop(&s);
+    cr_assert_str_eq(async_http_response_header(r, "X-After"), "yes");
+    cr_assert_str_eq(async_http_response_header(r, "Content-Length"), "2");
+    const char *folded = async_http_response_header(r, "X-Folded");
+    cr_assert(folded && strncmp(folded, "one", 3) == 0, "X-Folded: %s", folded ? folded : "(none)");
+    for (size_t i = 0; i < r->n_headers; i++)
+        cr_assert(strchr(r->headers[i].name, ' ') == NULL, "header %zu: \"%s\"", i, r->headers[i].name);
+    cr_assert_str_eq(r->body, "hi");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+}
+
 /* The version and status come from the final status line: an HTTP/1.0
  * answer says so, and its status and reason make the error. */
 Test(http, version_and_status_of_the_status_line)

@@ -164,9 +164,10 @@ typedef struct http_easy {
      * copy and its free cost 400 instructions). */
     size_t url_len;
     char url[HTTP_URL_KEEP];
-    /* The header lines of the running attempt as "Name\0value\0" pairs
-     * (on_header), n_hdr of them.  The buffer stays with the handle, so a
-     * request costs no allocation for it; a response copies it. */
+    /* The header lines of the running attempt as curl handed them over,
+     * each after its length as a size_t and before a NUL (on_header), n_hdr
+     * of them; read with async__http_header_next.  The buffer stays with the handle, so a
+     * request costs no allocation for it; a response copies what it needs. */
     http_buf_t hdr;
     size_t n_hdr;
 } http_easy_t;
@@ -231,6 +232,15 @@ struct async_http {
 };
 
 /* response.c */
+/* One header line of http_easy_t.hdr: its name and its value without the
+ * blanks around it, neither NUL-terminated (either may hold a NUL byte). */
+typedef struct http_header_span {
+    const char *name, *value;
+    size_t name_len, value_len;
+} http_header_span_t;
+/* The next header of raw from offset *at (0 for the first), which it moves
+ * past it; false when there is none.  Lines without a colon are skipped. */
+bool async__http_header_next(const http_buf_t *raw, size_t *at, http_header_span_t *out);
 /* A zeroed request in one allocation with its response (x->resp set) and,
  * when url is not NULL, a copy of it as x->url; NULL without memory.  The
  * block is freed with the response: by async_http_response_free once the

@@ -321,24 +321,23 @@ static void enqueue(async_http_t *http, http_xfer_t *x)
  * HTTP-date form is curl's (CURLINFO_RETRY_AFTER, seconds from now). */
 static int64_t retry_after(http_xfer_t *x)
 {
-    /* on_header keeps "Name\0value\0" pairs, the value trimmed. */
-    const http_easy_t *h = x->easy;
-    const char *value = NULL, *p = h->hdr.data;
-    const char *end = p ? p + h->hdr.len : NULL;
-    for (size_t i = 0; p && i < h->n_hdr && p < end; i++) {
-        const char *v = p + strlen(p) + 1;
-        if (strcasecmp(p, "Retry-After") == 0) value = v; /* the last one */
-        p = v + strlen(v) + 1;
+    http_header_span_t sp;
+    size_t at = 0;
+    const char *v = NULL, *ve = NULL;
+    while (async__http_header_next(&x->easy->hdr, &at, &sp)) {
+        /* A NUL byte ends a name or value, as in the response's headers. */
+        if (strnlen(sp.name, sp.name_len) != 11 || strncasecmp(sp.name, "Retry-After", 11) != 0)
+            continue;
+        v = sp.value; /* the last one */
+        ve = v + strnlen(v, sp.value_len);
     }
-    if (!value) return -1;
-    while (*value == ' ' || *value == '\t') value++;
-    if (*value >= '0' && *value <= '9') {
+    if (!v) return -1;
+    if (v < ve && *v >= '0' && *v <= '9') {
         int64_t sec = 0;
-        for (; *value >= '0' && *value <= '9'; value++) {
-            if (sec <= ASYNC_HTTP_RETRY_AFTER_MAX) sec = sec * 10 + (*value - '0');
+        for (; v < ve && *v >= '0' && *v <= '9'; v++) {
+            if (sec <= ASYNC_HTTP_RETRY_AFTER_MAX) sec = sec * 10 + (*v - '0');
         }
-        if (*value && *value != '\r' && *value != '\n' && *value != ' ' && *value != '\t')
-            return -1; /* "12abc": not a delay */
+        if (v < ve) return -1; /* "12abc": not a delay (the value has no trailing blanks) */
         if (sec > ASYNC_HTTP_RETRY_AFTER_MAX) return INT64_MAX;
         return sec ? ASYNC_SEC(sec) : -1;
     }

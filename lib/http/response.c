@@ -92,7 +92,6 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
          * kept are those of the final response. */
         h->hdr.len = 0;
         h->n_hdr = 0;
-        if (h->hdr.data) h->hdr.data[0] = 0;
         const char *sp = memchr(p, ' ', len);
         const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
         size_t rl = 0;
@@ -106,30 +105,49 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         x->version = status_version(p + 5, len - 5);
         return len;
     }
-    const char *colon = memchr(p, ':', len);
-    if (!colon) return len; /* the blank line ending the block */
-    /* Kept as "Name\0value\0", the value without its blanks: the split is
-     * made here, where the line's length is known, so that the response
-     * needs only to point into a copy (a rescan of the raw lines with
-     * strchr and isspace cost as much as keeping them). */
-    const char *v = colon + 1, *ve = p + len;
-    while (v < ve && (*v == ' ' || *v == '\t')) v++;
-    while (ve > v && is_space((unsigned char)ve[-1])) ve--;
-    size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
-    if (memchr(p, 0, len)) {
-        /* A NUL byte inside ends the name or value, as it would a C string,
-         * and keeps the pairs two strings each. */
-        nl = strnlen(p, nl);
-        vl = strnlen(v, vl);
-    }
-    char *d = buf_room(&h->hdr, nl + 1 + vl + 1);
+    if (len <= 2 && (!len || *p == '\r' || *p == '\n')) return len; /* the blank line */
+    /* Kept as received, each line after its length and before a NUL: the
+     * split happens once, when the response is built, in the response's
+     * own copy (parse_headers), so that a line costs one copy here. */
+    char *d = buf_room(&h->hdr, sizeof len + len + 1);
     if (!d) return 0;
-    memcpy(d, p, nl);
-    d[nl] = 0;
-    memcpy(d + nl + 1, v, vl);
-    d[nl + 1 + vl] = 0;
+    memcpy(d, &len, sizeof len);
+    memcpy(d + sizeof len, p, len);
+    d[sizeof len + len] = 0;
     h->n_hdr++; /* curl hands over one header line per call */
     return len;
+}
+
+/* The colon of a header line and its value without the blanks around it
+ * (OUT: *v, *ve); NULL when the line has no colon, and is no header. */
+static const char *split_line(const char *p, size_t len, const char **v, const char **ve)
+{
+    const char *colon = memchr(p, ':', len);
+    if (!colon) return NULL;
+    const char *b = colon + 1, *e = p + len;
+    while (b < e && (*b == ' ' || *b == '\t')) b++;
+    while (e > b && is_space((unsigned char)e[-1])) e--;
+    *v = b;
+    *ve = e;
+    return colon;
+}
+
+bool async__http_header_next(const http_buf_t *raw, size_t *at, http_header_span_t *out)
+{
+    while (raw->data && *at + sizeof(size_t) <= raw->len) {
+        size_t len;
+        memcpy(&len, raw->data + *at, sizeof len);
+        const char *p = raw->data + *at + sizeof len, *v, *ve;
+        *at += sizeof len + len + 1;
+        const char *colon = split_line(p, len, &v, &ve);
+        if (!colon) continue; /* not a header: a folded line, or junk */
+        out->name = p;
+        out->name_len = (size_t)(colon - p);
+        out->value = v;
+        out->value_len = (size_t)(ve - v);
+        return true;
+    }
+    return false;
 }
 
 /* --- one attempt's options ------------------------------------------------- */
@@ -341,15 +359,18 @@ void async__http_xfer_free(http_xfer_t *x)
     if (x->resp) async_http_response_free(x->resp);
 }
 
-/* Points an array at one copy of the n "Name\0value\0" pairs that
- * on_header kept (none holds a NUL byte of its own).  The copy goes into the
- * room left after the body (body, of capacity cap) when it fits, as it does
- * for a small response in the body buffer's first 512 bytes, and into an
- * allocation of its own otherwise. */
-static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n, size_t cap)
+/* Splits the n header lines that on_header kept into the response's
+ * "Name\0value\0" strings and the array pointing at them: the lines are
+ * copied as they are, and the colon and the end of the value become NULs
+ * (the NUL after each line leaves room for the last).  A NUL byte inside a
+ * line thus ends the name or value, as it would any C string.  Copy and
+ * array go into the room left after the body (body, of capacity cap) when
+ * they fit, as they do for a small response in the body buffer's first 512
+ * bytes, and into an allocation of their own otherwise. */
+static int parse_headers(async_http_response_t *r, const http_buf_t *raw, size_t n, size_t cap)
 {
     if (!n || !raw->len) return 0;
-    size_t need = n * sizeof(async_http_header_t) + raw->len + 1;
+    size_t need = n * sizeof(async_http_header_t) + raw->len;
     size_t align = _Alignof(async_http_header_t);
     size_t off = (r->body_len + 1 + align - 1) & ~(align - 1);
     char *block;
@@ -361,13 +382,21 @@ static int parse_headers(async_http_response_t *r, http_buf_t *raw, size_t n, si
     }
     async_http_header_t *h = (async_http_header_t *)block;
     char *s = block + n * sizeof *h, *end = s + raw->len;
-    memcpy(s, raw->data, raw->len + 1);
+    memcpy(s, raw->data, raw->len);
     size_t k = 0;
-    for (char *p = s; k < n && p < end; k++) {
+    while (k < n && end - s > (ptrdiff_t)sizeof(size_t)) {
+        size_t len;
+        memcpy(&len, s, sizeof len);
+        char *p = s + sizeof len;
+        s = p + len + 1;
+        const char *v, *ve;
+        char *colon = (char *)split_line(p, len, &v, &ve);
+        if (!colon) continue;
+        *colon = 0;
+        ((char *)ve)[0] = 0;
         h[k].name = p;
-        p += strlen(p) + 1;
-        h[k].value = p;
-        p += strlen(p) + 1;
+        h[k].value = v;
+        k++;
     }
     r->headers = h;
     r->n_headers = k;

@@ -11,7 +11,8 @@
  *     client, `curl --parallel --parallel-max 64` over the same URLs, and a
  *     bare libcurl multi loop (curl_multi_poll, reused easy handles, no event
  *     loop, the client's request options: bare_options) as the limit for any
- *     client on libcurl;
+ *     client on libcurl, and the same over curl's socket interface
+ *     (curl_multi_socket_action over epoll, as the client drives curl);
  *  4. 10,000 requests in flight at once against 1 s of latency: wall time,
  *     when the requests went out, CPU and peak RSS (each client in a child
  *     process, so the figures are its own), for libasync and two bare
@@ -379,6 +380,103 @@ static double tp_bare(const char *url, bool as_client, int *failed)
     return THROUGHPUT_N / dt;
 }
 
+/* The same over curl's socket interface, as the client drives curl: one
+ * multi handle, its sockets in one epoll set (curl's socket callback), its
+ * timer as a deadline (the timer callback), curl_multi_socket_action for
+ * each ready socket and for the timer.  Beside tp_bare it tells what the
+ * socket interface itself costs from what the client adds to it. */
+typedef struct tp_sock {
+    int ep;
+    double deadline; /* of curl's timer, < 0 for none */
+} tp_sock_t;
+
+static int tp_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    (void)e, (void)sockp;
+    tp_sock_t *ts = ud;
+    struct epoll_event ev = {.data.fd = s};
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(ts->ep, EPOLL_CTL_DEL, s, &ev);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (epoll_ctl(ts->ep, EPOLL_CTL_MOD, s, &ev) && errno == ENOENT) epoll_ctl(ts->ep, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+static int tp_on_timer(CURLM *m, long timeout_ms, void *ud)
+{
+    (void)m;
+    tp_sock_t *ts = ud;
+    ts->deadline = timeout_ms < 0 ? -1 : now_s() + (double)timeout_ms / 1e3;
+    return 0;
+}
+
+/* Re-adds every finished handle while requests are left; returns how many finished. */
+static int tp_sock_drain(CURLM *m, int *started, int *failed)
+{
+    int done = 0, left;
+    CURLMsg *msg;
+    while ((msg = curl_multi_info_read(m, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL *h = msg->easy_handle;
+        if (msg->data.result != CURLE_OK) (*failed)++;
+        done++;
+        curl_multi_remove_handle(m, h);
+        if (*started < THROUGHPUT_N) {
+            curl_multi_add_handle(m, h);
+            (*started)++;
+        }
+    }
+    return done;
+}
+
+static double tp_bare_socket(const char *url, int *failed)
+{
+    tp_sock_t ts = {.ep = epoll_create1(EPOLL_CLOEXEC), .deadline = -1};
+    CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, tp_on_socket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, &ts);
+    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, tp_on_timer);
+    curl_multi_setopt(m, CURLMOPT_TIMERDATA, &ts);
+    CURL *e[PARALLEL];
+    int started = 0, done = 0, running = 0;
+    *failed = 0;
+    double t0 = now_s();
+    for (int i = 0; i < PARALLEL; i++) {
+        e[i] = curl_easy_init();
+        bare_options(e[i], url, true);
+        curl_multi_add_handle(m, e[i]);
+        started++;
+    }
+    struct epoll_event evs[PARALLEL];
+    while (done < THROUGHPUT_N) {
+        double t = now_s();
+        int ms = ts.deadline < 0 ? 1000 : ts.deadline <= t ? 0 : (int)((ts.deadline - t) * 1e3) + 1;
+        int n = epoll_wait(ts.ep, evs, PARALLEL, ms);
+        for (int i = 0; i < n; i++) {
+            int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                        (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                        (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(m, evs[i].data.fd, flags, &running);
+            done += tp_sock_drain(m, &started, failed);
+        }
+        if (ts.deadline >= 0 && ts.deadline <= now_s()) {
+            ts.deadline = -1;
+            curl_multi_socket_action(m, CURL_SOCKET_TIMEOUT, 0, &running);
+            done += tp_sock_drain(m, &started, failed);
+        }
+    }
+    double dt = now_s() - t0;
+    for (int i = 0; i < PARALLEL; i++) {
+        curl_multi_remove_handle(m, e[i]);
+        curl_easy_cleanup(e[i]);
+    }
+    curl_multi_cleanup(m);
+    close(ts.ep);
+    return THROUGHPUT_N / dt;
+}
+
 /* `curl --parallel` over n URLs: seconds for the whole command. */
 static double curl_tool_s(const char *url, int n)
 {
@@ -416,35 +514,61 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* BENCH_HTTP_TP=bare,default,socket,libasync,tool picks the throughput section's
+ * clients (default all), so that a profiler sees one client alone. */
+static bool tp_want(const char *client)
+{
+    const char *s = getenv("BENCH_HTTP_TP");
+    return !s || strstr(s, client);
+}
+
 /* One round: the bare loop (curl's defaults, then the client's options),
  * ours and the curl tool, one after the other. */
 static void throughput(const char *label, const char *url)
 {
     char name[160];
     int f = 0;
-    double bare_default = tp_bare(url, false, &f);
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, curl's default options", label);
-    bench_add(name, "req/s", f ? -1 : bare_default);
-    double c0 = cpu_s();
-    double bare = tp_bare(url, true, &f);
-    double c1 = cpu_s();
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
-    bench_add(name, "req/s", f ? -1 : bare);
-    snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
-    bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
-    double lib = tp_libasync(url, &f);
-    double c2 = cpu_s();
-    snprintf(name, sizeof name, "throughput, %s, libasync", label);
-    bench_add(name, "req/s", f ? -1 : lib);
-    if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
-    snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
-    bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
-    double start;
-    double tool = tp_curl_tool(url, &start);
-    snprintf(name, sizeof name, "throughput, %s, curl --parallel, transfer only", label);
-    bench_add(name, "req/s", tool);
-    snprintf(name, sizeof name, "throughput, %s, curl --parallel, process start + 1 request", label);
-    bench_add(name, "ms", start < 0 ? start : start * 1e3);
+    if (tp_want("default")) {
+        double bare_default = tp_bare(url, false, &f);
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, curl's default options", label);
+        bench_add(name, "req/s", f ? -1 : bare_default);
+    }
+    if (tp_want("bare")) {
+        double c0 = cpu_s();
+        double bare = tp_bare(url, true, &f);
+        double c1 = cpu_s();
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
+        bench_add(name, "req/s", f ? -1 : bare);
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
+        bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+    }
+    if (tp_want("socket")) {
+        double c0 = cpu_s();
+        double sock = tp_bare_socket(url, &f);
+        double c1 = cpu_s();
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl socket loop", label);
+        bench_add(name, "req/s", f ? -1 : sock);
+        snprintf(name, sizeof name, "throughput, %s, bare libcurl socket loop, CPU per request", label);
+        bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+    }
+    if (tp_want("libasync")) {
+        double c1 = cpu_s();
+        double lib = tp_libasync(url, &f);
+        double c2 = cpu_s();
+        snprintf(name, sizeof name, "throughput, %s, libasync", label);
+        bench_add(name, "req/s", f ? -1 : lib);
+        if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
+        snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
+        bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
+    }
+    if (tp_want("tool")) {
+        double start;
+        double tool = tp_curl_tool(url, &start);
+        snprintf(name, sizeof name, "throughput, %s, curl --parallel, transfer only", label);
+        bench_add(name, "req/s", tool);
+        snprintf(name, sizeof name, "throughput, %s, curl --parallel, process start + 1 request", label);
+        bench_add(name, "ms", start < 0 ? start : start * 1e3);
+    }
 }
 
 static void throughput_ratio(const char *label)
@@ -453,6 +577,9 @@ static void throughput_ratio(const char *label)
     snprintf(name, sizeof name, "throughput, %s, libasync over the bare loop", label);
     snprintf(a, sizeof a, "throughput, %s, libasync", label);
     snprintf(b, sizeof b, "throughput, %s, bare libcurl multi loop (baseline)", label);
+    bench_ratio(name, a, b);
+    snprintf(name, sizeof name, "throughput, %s, libasync over the bare socket loop", label);
+    snprintf(b, sizeof b, "throughput, %s, bare libcurl socket loop", label);
     bench_ratio(name, a, b);
     snprintf(name, sizeof name, "throughput, %s, libasync over the bare loop with curl's defaults", label);
     snprintf(b, sizeof b, "throughput, %s, bare libcurl multi loop, curl's default options", label);
@@ -896,8 +1023,11 @@ int main(int argc, char **argv)
     child_t slow = {0}, fast = {0}, far = {0}, ngx = {0};
     char dir[64] = "";
     bool brew = want("brewery") && server_start(&slow, "100") == 0;
-    bool tp = want("throughput") && server_start(&fast, "0") == 0;
-    bool ng = want("throughput") && nginx_start(&ngx, dir, sizeof dir) == 0;
+    /* BENCH_HTTP_TP_SERVERS=brewery,nginx picks the throughput servers (default both). */
+    const char *tps = getenv("BENCH_HTTP_TP_SERVERS");
+    bool tp = want("throughput") && (!tps || strstr(tps, "brewery")) && server_start(&fast, "0") == 0;
+    bool ng = want("throughput") && (!tps || strstr(tps, "nginx")) &&
+              nginx_start(&ngx, dir, sizeof dir) == 0;
     bool fl = want("inflight") && server_start(&far, "1000") == 0;
     char echo_dir[64] = "";
     bool fl_h2 = fl && nginx_echo_start(echo_dir, sizeof echo_dir) == 0;
