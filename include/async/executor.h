@@ -401,8 +401,8 @@ typedef struct async_map {
     int64_t timeout_ns;
     /* Since 0.3, read only when size covers it (async_map_init sets it):
      * the work as one call a chunk, in place of fn, which must then be NULL
-     * (exactly one of the two is set).  Not on the MPI backend: the map
-     * fails with ASYNC_ENOTSUP. */
+     * (exactly one of the two is set).  On the MPI backend it must be
+     * registered (async_mpi_register_chunk, ASYNC_MPI_CHUNK), as fn. */
     async_chunk_fn chunk_fn;
 } async_map_t;
 
@@ -441,8 +441,7 @@ typedef struct async_map_error {
  * after all), and a message saying why.
  * Errors also: as submit_dl (nothing ran then), ASYNC_EINVAL (m NULL, bad
  * m->size, neither or both of fn and chunk_fn, in NULL with n and
- * in_size > 0, out NULL with n and out_size > 0), ASYNC_ENOTSUP (chunk_fn
- * on the MPI backend),
+ * in_size > 0, out NULL with n and out_size > 0),
  * ASYNC_EDEADLK at once from a future's callback on the process backend
  * (it runs on the pool's own thread, which would have to deliver the
  * results; map_async works there). */

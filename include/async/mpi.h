@@ -61,6 +61,10 @@ extern "C" {
  * ASYNC_ENOMEM.  Registering the same (name, fn) twice is allowed. */
 ASYNC_API int async_mpi_register(const char *name, async_work_fn fn);
 
+/* The same for a chunk function (async_map_t.chunk_fn), which a map on the
+ * MPI backend may then use; chunk and work functions share one namespace. */
+ASYNC_API int async_mpi_register_chunk(const char *name, async_chunk_fn fn);
+
 /* Registers data (any pointer, such as a static table built before
  * async_mpi_init on every rank) under name, so that it may be a job's ctx:
  * every rank passes its own pointer registered under that name.  Errors as
@@ -73,6 +77,14 @@ ASYNC_API int async_mpi_register_data(const char *name, void *data);
     __attribute__((constructor)) static void async__mpi_reg_##fn(void)            \
     {                                                                               \
         (void)async_mpi_register(#fn, fn);                                          \
+    }                                                                               \
+    struct async__mpi_reg_##fn##_semicolon
+
+/* The same for a chunk function: `ASYNC_MPI_CHUNK(my_chunk_fn);`. */
+#define ASYNC_MPI_CHUNK(fn)                                                         \
+    __attribute__((constructor)) static void async__mpi_reg_##fn(void)            \
+    {                                                                               \
+        (void)async_mpi_register_chunk(#fn, fn);                                    \
     }                                                                               \
     struct async__mpi_reg_##fn##_semicolon
 

@@ -212,7 +212,6 @@ static int check_map(async_executor_t *ex, const async_map_t *m)
     if (!ex || !m || (m->size && m->size < MAP_SIZE_0_2)) return ASYNC_EINVAL;
     async_chunk_fn chunk = map_chunk_fn(m);
     if (!m->fn == !chunk) return ASYNC_EINVAL; /* exactly one of the two */
-    if (chunk && ex->opts.backend == ASYNC_BACKEND_MPI) return ASYNC_ENOTSUP;
     if (m->n && m->in_size && !m->in) return ASYNC_EINVAL;
     if (m->n && m->out_size && !m->out) return ASYNC_EINVAL;
     /* n items must fit the caller's arrays: a product that wraps would run

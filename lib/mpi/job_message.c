@@ -13,24 +13,27 @@ int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, 
 {
     job_hdr_t h = {.slot = slot, .var_ok = var_ok, .count = rw->count,
                    .in_size = rw->in_size, .out_size = rw->out_size, .remaining = NO_DEADLINE};
-    if (!rw->fn) { /* a chunk function: async_executor_map refuses these first */
-        snprintf(why, ASYNC_FUTURE_MSG_MAX, "chunk functions are not supported on the MPI backend");
-        return ASYNC_ENOTSUP;
-    }
-    if (async__mpi_fn_index(rw->fn, &h.fn)) {
+    /* A chunk function's rows carry it and the real ctx in their ctx. */
+    const async__chunk_call_t *call = rw->fn ? NULL : rw->ctx;
+    void *fn = call ? (void *)call->fn : (void *)rw->fn;
+    void *ctx = call ? call->ctx : rw->ctx;
+    h.chunked = call != NULL;
+    if (call ? async__mpi_chunk_index(call->fn, &h.fn) : async__mpi_fn_index(rw->fn, &h.fn)) {
         Dl_info di;
-        const char *name = dladdr((void *)rw->fn, &di) && di.dli_sname ? di.dli_sname : "(no symbol)";
+        const char *name = dladdr(fn, &di) && di.dli_sname ? di.dli_sname : "(no symbol)";
         snprintf(why, ASYNC_FUTURE_MSG_MAX,
-                 "work function %s at %p is not registered for MPI: call async_mpi_register or "
-                 "ASYNC_MPI_WORK on every rank",
-                 name, (void *)rw->fn);
+                 call ? "chunk function %s at %p is not registered for MPI: call "
+                        "async_mpi_register_chunk or ASYNC_MPI_CHUNK on every rank"
+                      : "work function %s at %p is not registered for MPI: call async_mpi_register or "
+                        "ASYNC_MPI_WORK on every rank",
+                 name, fn);
         return ASYNC_EINVAL;
     }
-    if (async__mpi_ctx_index(rw->ctx, &h.ctx)) {
+    if (async__mpi_ctx_index(ctx, &h.ctx)) {
         snprintf(why, ASYNC_FUTURE_MSG_MAX,
                  "ctx %p is neither NULL nor data registered with async_mpi_register_data or "
                  "async_mpi_bcast",
-                 rw->ctx);
+                 ctx);
         return ASYNC_EINVAL;
     }
     size_t in_bytes = rw->in ? rw->in_size * rw->count : 0;

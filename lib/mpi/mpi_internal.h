@@ -36,7 +36,8 @@ typedef struct job_hdr {
     uint32_t slot;      /* rank 0's driver slot, echoed in the result */
     uint32_t fn;        /* index in the sorted registry */
     uint32_t ctx;       /* 0: NULL; else data index + 1 */
-    uint32_t var_ok;
+    uint16_t var_ok;
+    uint16_t chunked;   /* fn is a chunk function (async_map_t.chunk_fn) */
     uint64_t count, in_size, out_size;
     int64_t remaining;  /* ns to the deadline when sent, NO_DEADLINE for none */
 } job_hdr_t;
@@ -107,6 +108,9 @@ char *async__mpi_recv_probed(int source, int tag, int count, void *hdr, size_t h
 uint64_t async__mpi_registry_freeze(void);
 int async__mpi_fn_index(async_work_fn fn, uint32_t *index);
 async_work_fn async__mpi_fn_at(uint32_t index);
+/* The same for chunk functions, which share the table and its indexes. */
+int async__mpi_chunk_index(async_chunk_fn fn, uint32_t *index);
+async_chunk_fn async__mpi_chunk_at(uint32_t index);
 /* ctx -> 0 (NULL) or data index + 1; ASYNC_EINVAL when unknown. */
 int async__mpi_ctx_index(const void *ctx, uint32_t *index);
 void *async__mpi_ctx_at(uint32_t index);

@@ -1,4 +1,4 @@
-/* The MPI backend's registries: work functions and ctx data by name, the
+/* The MPI backend's registries: work and chunk functions and ctx data by name, the
  * same on every rank, so that a job names its function and its ctx by index
  * instead of by pointer.  Registration happens before async_mpi_init
  * (constructors, or main before init), single-threaded; init sorts both
@@ -14,7 +14,8 @@
 
 typedef struct fn_ent {
     char name[NAME_MAX_];
-    async_work_fn fn;
+    async_work_fn fn;     /* one of the two is set */
+    async_chunk_fn chunk;
 } fn_ent_t;
 
 typedef struct data_ent {
@@ -49,23 +50,35 @@ static int check_name(const char *name)
     return 0;
 }
 
-int async_mpi_register(const char *name, async_work_fn fn)
+/* A work function (fn) or a chunk function (chunk) under name. */
+static int register_fn(const char *name, async_work_fn fn, async_chunk_fn chunk)
 {
-    if (check_name(name) || !fn) return ASYNC_EINVAL;
+    if (check_name(name) || (!fn && !chunk)) return ASYNC_EINVAL;
     pthread_mutex_lock(&mu);
     int r = frozen ? ASYNC_EBUSY : 0;
     for (size_t i = 0; !r && i < nfns; i++)
         if (!strcmp(fns[i].name, name)) {
             pthread_mutex_unlock(&mu);
-            return fns[i].fn == fn ? 0 : ASYNC_EINVAL;
+            return fns[i].fn == fn && fns[i].chunk == chunk ? 0 : ASYNC_EINVAL;
         }
     if (!r) r = grow((void **)&fns, &capfns, nfns, sizeof *fns);
     if (!r) {
         strcpy(fns[nfns].name, name);
-        fns[nfns++].fn = fn;
+        fns[nfns].fn = fn;
+        fns[nfns++].chunk = chunk;
     }
     pthread_mutex_unlock(&mu);
     return r;
+}
+
+int async_mpi_register(const char *name, async_work_fn fn)
+{
+    return fn ? register_fn(name, fn, NULL) : ASYNC_EINVAL;
+}
+
+int async_mpi_register_chunk(const char *name, async_chunk_fn fn)
+{
+    return fn ? register_fn(name, NULL, fn) : ASYNC_EINVAL;
 }
 
 int async_mpi_register_data(const char *name, void *data)
@@ -111,7 +124,7 @@ uint64_t async__mpi_registry_freeze(void)
     if (nfns) qsort(fns, nfns, sizeof *fns, cmp_fn);
     if (ndatas) qsort(datas, ndatas, sizeof *datas, cmp_data);
     uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < nfns; i++) h = fnv(h, fns[i].name);
+    for (size_t i = 0; i < nfns; i++) h = fnv(fnv(h, fns[i].chunk ? "\x02" : "\x03"), fns[i].name);
     h = fnv(h, "\x01 data");
     for (size_t i = 0; i < ndatas; i++) h = fnv(h, datas[i].name);
     pthread_mutex_unlock(&mu);
@@ -132,6 +145,21 @@ int async__mpi_fn_index(async_work_fn fn, uint32_t *index)
 async_work_fn async__mpi_fn_at(uint32_t index)
 {
     return index < nfns ? fns[index].fn : NULL;
+}
+
+int async__mpi_chunk_index(async_chunk_fn fn, uint32_t *index)
+{
+    for (size_t i = 0; i < nfns; i++)
+        if (fns[i].chunk == fn) {
+            *index = (uint32_t)i;
+            return 0;
+        }
+    return ASYNC_EINVAL;
+}
+
+async_chunk_fn async__mpi_chunk_at(uint32_t index)
+{
+    return index < nfns ? fns[index].chunk : NULL;
 }
 
 int async__mpi_ctx_index(const void *ctx, uint32_t *index)

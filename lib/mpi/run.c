@@ -50,9 +50,10 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     if (len < sizeof h) return async__mpi_error_reply(0, ASYNC_EINVAL, "short job message", reply, reply_len);
     memcpy(&h, msg, sizeof h);
     char why[MSG_ROOM];
-    async_work_fn fn = async__mpi_fn_at(h.fn);
+    async_work_fn fn = h.chunked ? NULL : async__mpi_fn_at(h.fn);
+    async__chunk_call_t call = {h.chunked ? async__mpi_chunk_at(h.fn) : NULL, NULL};
     void *ctx = async__mpi_ctx_at(h.ctx);
-    if (!fn || (h.ctx && !ctx) || h.count == 0 ||
+    if ((!fn && !call.fn) || (h.ctx && !ctx) || h.count == 0 ||
         (h.in_size && h.count > (len - sizeof h) / h.in_size) ||
         len - sizeof h != h.count * h.in_size ||
         (h.out_size && h.count > (SIZE_MAX - sizeof(res_hdr_t) - MSG_ROOM) / h.out_size)) {
@@ -64,7 +65,8 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     char *r = async__malloc(off + out_bytes);
     if (!r) return async__mpi_error_reply(h.slot, ASYNC_ENOMEM, "no memory for the output", reply,
                                           reply_len);
-    async__rows_t rows = {fn, ctx, h.in_size ? msg + sizeof h : NULL, h.in_size,
+    call.ctx = ctx;
+    async__rows_t rows = {fn, fn ? ctx : &call, h.in_size ? msg + sizeof h : NULL, h.in_size,
                           out_bytes ? r + off : NULL, h.out_size, h.count};
     async__outcome_t oc;
     async__rows_run(&rows, (unsigned)async__mpi_rank_ - 1, deadline, h.var_ok, NULL, NULL, 0, &oc);
