@@ -211,3 +211,81 @@ Test(http_tls, a_ca_bundle_is_parsed_once_and_trusts_only_its_own)
     cr_expect_eq(fetch_all(missing, 2, 77, NULL), 2);
     cr_assert_eq(test_alloc_live(), 0);
 }
+
+/* One request trusting ca_file; returns the response's error message. */
+static void fetch_one(const char *ca_file, char *msg, size_t cap)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    got_t g = {0};
+    async_http_request_t req = {.url = url};
+    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    snprintf(msg, cap, "%s", g.resp->error ? g.resp->errmsg : "");
+    async_http_response_free(g.resp);
+    async_http_destroy(http);
+    async_loop_destroy(loop);
+}
+
+Test(http_tls, a_bad_ca_file_says_which_and_why)
+{
+    char path[160], msg[256], want[256];
+    snprintf(path, sizeof path, "%s/missing.pem", ngx.dir);
+    fetch_one(path, msg, sizeof msg);
+    snprintf(want, sizeof want, "CA file %s: No such file or directory (curl error 77)", path);
+    cr_expect_str_eq(msg, want);
+    snprintf(path, sizeof path, "%s/garbage.pem", ngx.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+    fetch_one(path, msg, sizeof msg);
+    snprintf(want, sizeof want, "CA file %s: ", path);
+    cr_expect(!strncmp(msg, want, strlen(want)) && strstr(msg, "(curl error 77)"), "%s", msg);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http_tls, many_bundle_files_keep_sixteen_parsed_stores)
+{
+    /* Seventeen files of one certificate each, then the first again: the
+     * least recently used store went, so it is parsed anew. */
+    char path[17][160];
+    for (int i = 0; i < 17; i++) {
+        snprintf(path[i], sizeof path[i], "%s/b%d.pem", ngx.dir, i);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "cp %.200s %.200s", ngx.cert, path[i]);
+        cr_assert_eq(system(cmd), 0);
+    }
+    unsigned long p0 = async__http_ca_parses();
+    char msg[256];
+    for (int i = 0; i < 17; i++) {
+        fetch_one(path[i], msg, sizeof msg);
+        cr_assert_str_eq(msg, "", "bundle %d: %s", i, msg);
+    }
+    cr_expect_eq(async__http_ca_parses() - p0, 17);
+    fetch_one(path[16], msg, sizeof msg);
+    cr_expect_eq(async__http_ca_parses() - p0, 17, "the newest is still kept");
+    fetch_one(path[0], msg, sizeof msg);
+    cr_expect_str_eq(msg, "");
+    cr_expect_eq(async__http_ca_parses() - p0, 18, "the oldest was dropped and parsed again");
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http_tls, behind_a_tls_proxy_curl_loads_ca_file_itself)
+{
+    /* An https:// proxy in the environment (bypassed here for 127.0.0.1):
+     * the shared store stays out of it, and ca_file still decides. */
+    setenv("https_proxy", "https://127.0.0.1:9", 1);
+    setenv("no_proxy", "127.0.0.1", 1);
+    unsigned long p0 = async__http_ca_parses();
+    char msg[256];
+    fetch_one(ngx.cert, msg, sizeof msg);
+    cr_expect_str_eq(msg, "");
+    fetch_one("/etc/ssl/certs/ca-certificates.crt", msg, sizeof msg);
+    cr_expect(strstr(msg, "curl error 60"), "%s", msg);
+    cr_expect_eq(async__http_ca_parses(), p0, "no shared store behind a TLS proxy");
+    cr_assert_eq(test_alloc_live(), 0);
+}

@@ -411,3 +411,54 @@ Test(map_chunks, fn_or_chunk_fn_exactly_one_and_the_0_2_layout_has_none, .timeou
     cr_expect_eq(async_executor_map(ex, &m, NULL), ASYNC_EINVAL, "smaller than the 0.2 struct");
     async_executor_free(ex);
 }
+
+/* Writes each item's value, except in the run that holds item 15, which
+ * fails with *failed out of range and writes nothing. */
+static int fail_out_of_range(const void *in, size_t in_size, void *out, size_t out_size,
+                             size_t count, size_t *failed, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    const int *x = in;
+    int *y = out;
+    if (x[0] <= 15 && 15 < x[0] + (int)count) {
+        *failed = SIZE_MAX;
+        return async_work_fail(ASYNC_EINVAL, "run from %d refused", x[0]);
+    }
+    for (size_t k = 0; k < count; k++) y[k] = x[k];
+    return 0;
+}
+
+static void expect_run_blamed(async_executor_t *ex)
+{
+    enum { N = 30 };
+    int in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    memset(out, 0x7f, sizeof out);
+    async_map_t m;
+    async_map_init(&m);
+    m.chunk_fn = fail_out_of_range;
+    m.in = in;
+    m.in_size = sizeof in[0];
+    m.out = out;
+    m.out_size = sizeof out[0];
+    m.n = N;
+    m.chunksize = 10;
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
+    cr_expect_eq(err.index, 10, "the run's first item is blamed: %zu", err.index);
+    for (int i = 10; i < 20; i++) cr_expect_eq(out[i], 0x7f7f7f7f, "item %d was never written", i);
+}
+
+Test(map_chunks, a_failed_index_out_of_range_blames_the_runs_first_item, .timeout = 30)
+{
+    async_executor_t *ex = pool(2, false);
+    expect_run_blamed(ex);
+    async_executor_free(ex);
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.backend = ASYNC_BACKEND_PROCESSES;
+    o.workers = 1;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    expect_run_blamed(ex); /* rows copied back: none of the failing run's */
+    async_executor_free(ex);
+}

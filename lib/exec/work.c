@@ -120,7 +120,10 @@ static __attribute__((noinline)) void rows_chunk(const async__rows_t *rows, fram
                      call->ctx);
     if (__builtin_expect(r != 0, 0)) {
         oc->err = norm(r);
-        oc->failed_row = failed < rows->count ? failed : rows->count - 1;
+        /* Out of range: the run's first item, as documented.  Never a
+         * later one: the rows before the failing one count as written, and
+         * the process backend copies them back into the caller's array. */
+        oc->failed_row = failed < rows->count ? failed : 0;
     }
 }
 

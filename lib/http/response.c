@@ -463,6 +463,10 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
                      x->http->opts.max_body);
+        } else if (rc == CURLE_SSL_CACERT_BADFILE && async__http_ca_error(x->http->ca_file)) {
+            r->error = ASYNC_ECURL; /* the shared store's own reason, with the path */
+            snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)",
+                     async__http_ca_error(x->http->ca_file), (int)rc);
         } else if (errbuf[0]) {
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)", errbuf, (int)rc);
