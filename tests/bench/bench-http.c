@@ -390,25 +390,36 @@ typedef struct tp_sock {
     double deadline; /* of curl's timer, < 0 for none */
 } tp_sock_t;
 
+/* What a bare socket loop does in curl's socket callback: epoll follows
+ * what curl wants of s (ev carries the loop's own data). */
+static void epoll_follow(int ep, curl_socket_t s, int what, struct epoll_event ev)
+{
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, s, &ev);
+        return;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev) && errno == ENOENT) epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+}
+
+/* curl's timer callback's timeout as an absolute deadline, < 0 for none. */
+static double timer_deadline(long timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : now_s() + (double)timeout_ms / 1e3;
+}
+
 static int tp_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
 {
     (void)e, (void)sockp;
     tp_sock_t *ts = ud;
-    struct epoll_event ev = {.data.fd = s};
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(ts->ep, EPOLL_CTL_DEL, s, &ev);
-        return 0;
-    }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (epoll_ctl(ts->ep, EPOLL_CTL_MOD, s, &ev) && errno == ENOENT) epoll_ctl(ts->ep, EPOLL_CTL_ADD, s, &ev);
+    epoll_follow(ts->ep, s, what, (struct epoll_event){.data.fd = s});
     return 0;
 }
 
 static int tp_on_timer(CURLM *m, long timeout_ms, void *ud)
 {
     (void)m;
-    tp_sock_t *ts = ud;
-    ts->deadline = timeout_ms < 0 ? -1 : now_s() + (double)timeout_ms / 1e3;
+    ((tp_sock_t *)ud)->deadline = timer_deadline(timeout_ms);
     return 0;
 }
 
@@ -772,22 +783,16 @@ static int bare_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *so
 {
     (void)e, (void)sockp;
     bare_shard_t *sh = ud;
-    struct epoll_event ev = {.data.u64 = (uint64_t)sh->index << 32 | (uint32_t)s};
     if (sh->mux) bare_cork_track(sh, s, what != CURL_POLL_REMOVE);
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(sh->ep, EPOLL_CTL_DEL, s, &ev);
-        return 0;
-    }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (epoll_ctl(sh->ep, EPOLL_CTL_MOD, s, &ev) && errno == ENOENT) epoll_ctl(sh->ep, EPOLL_CTL_ADD, s, &ev);
+    epoll_follow(sh->ep, s, what,
+                 (struct epoll_event){.data.u64 = (uint64_t)sh->index << 32 | (uint32_t)s});
     return 0;
 }
 
 static int bare_on_timer(CURLM *m, long timeout_ms, void *ud)
 {
     (void)m;
-    bare_shard_t *sh = ud;
-    sh->deadline = timeout_ms < 0 ? -1 : now_s() + (double)timeout_ms / 1e3;
+    ((bare_shard_t *)ud)->deadline = timer_deadline(timeout_ms);
     return 0;
 }
 
