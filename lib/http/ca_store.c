@@ -160,11 +160,16 @@ static bool tls_proxy(void)
     return false;
 }
 
-CURLcode async__http_ca_setup(CURL *e, const char *ca_file)
+const char *async__http_ca_shared(const char *ca_file)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
     const char *path = ca_file ? ca_file : v->cainfo;
-    if (!path || !openssl_under_curl(v) || tls_proxy()) {
+    return path && openssl_under_curl(v) && !tls_proxy() ? path : NULL;
+}
+
+CURLcode async__http_ca_setup(CURL *e, const char *ca_file, const char *shared)
+{
+    if (!shared) {
         /* curl loads the CAs itself, once a connection; ca_file means
          * those only, not the system's directory beside them. */
         if (!ca_file) return CURLE_OK;
@@ -174,15 +179,14 @@ CURLcode async__http_ca_setup(CURL *e, const char *ca_file)
     }
     CURLcode r = curl_easy_setopt(e, CURLOPT_CAINFO, (char *)NULL);
     if (!r) r = curl_easy_setopt(e, CURLOPT_CAPATH, (char *)NULL);
-    if (!r) r = curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)path);
+    if (!r) r = curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)shared);
     if (!r) r = curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
     return r;
 }
 
-const char *async__http_ca_error(const char *ca_file)
+const char *async__http_ca_error(const char *shared)
 {
-    const char *path = ca_file ? ca_file : curl_version_info(CURLVERSION_NOW)->cainfo;
-    if (!path || !last_error[0] || strcmp(path, last_error_path)) return NULL;
+    if (!shared || !last_error[0] || strcmp(shared, last_error_path)) return NULL;
     return last_error;
 }
 

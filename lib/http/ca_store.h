@@ -11,22 +11,28 @@
 
 #include <curl/curl.h>
 
-/* Sets up easy handle e to trust the CAs of ca_file (NULL: the bundle curl
- * was built with) from the shared store.  With no bundle to name (curl built
- * with a directory only) or a TLS library other than OpenSSL under curl, it
- * sets CURLOPT_CAINFO to ca_file and CURLOPT_CAPATH to NULL (those CAs
- * only), and curl loads them for each connection; likewise when the
- * environment names an https:// proxy, whose own handshake the shared store
- * must not check.
- * ca_file must stay valid while e is used.  Returns a curl setopt error, or
- * CURLE_OK.  A bundle that cannot be read fails each TLS connection with
- * CURLE_SSL_CACERT_BADFILE, as curl's own loading does. */
-CURLcode async__http_ca_setup(CURL *e, const char *ca_file);
+/* The bundle a client's TLS connections share a parsed store of: ca_file,
+ * or curl's own bundle when ca_file is NULL; decided once per client.  NULL
+ * when they cannot: curl built with a CA directory only, a TLS library other
+ * than OpenSSL under curl, or an https:// proxy in the environment (curl
+ * hands the proxy's handshake to the same callback, and that one must be
+ * checked against the system's CAs, not against ca_file). */
+const char *async__http_ca_shared(const char *ca_file);
 
-/* Why this thread's last TLS connection that trusts ca_file (NULL: curl's
- * bundle) could not get its CAs ("CA file PATH: reason"), or NULL when it
- * did; curl itself only says that the callback failed. */
-const char *async__http_ca_error(const char *ca_file);
+/* Sets up easy handle e to trust the CAs of ca_file (NULL: the system's):
+ * with shared (async__http_ca_shared's answer, not NULL) from the store of
+ * that bundle; without, curl loads ca_file itself for each connection, with
+ * CURLOPT_CAPATH NULL (those CAs only).  ca_file and shared must stay valid
+ * while e is used.  Returns a curl setopt error, or CURLE_OK.  A bundle
+ * that cannot be read fails each TLS connection with
+ * CURLE_SSL_CACERT_BADFILE, as curl's own loading does. */
+CURLcode async__http_ca_setup(CURL *e, const char *ca_file, const char *shared);
+
+/* Why this thread's last TLS connection that shares the store of bundle
+ * shared could not get its CAs ("CA file PATH: reason"), or NULL when it did
+ * (or shared is NULL: curl's own message says it then); curl itself only
+ * says that the callback failed. */
+const char *async__http_ca_error(const char *shared);
 
 /* How many times a bundle was parsed so far in this process (tests). */
 unsigned long async__http_ca_parses(void);

@@ -214,6 +214,7 @@ struct async_http {
     char *user_agent;
     char *accept_encoding; /* NULL: no Accept-Encoding */
     char *ca_file;
+    const char *ca_shared; /* the bundle of the shared CA store, or NULL (ca_store.h) */
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "ca_store.h"
 #include "http_internal.h"
 
 #define DEFAULT_TIMEOUT ASYNC_SEC(30)
@@ -89,6 +90,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         if (!http->ca_file) goto fail_pool;
         http->opts.ca_file = http->ca_file;
     }
+    http->ca_shared = async__http_ca_shared(http->ca_file);
     async__list_init(&http->waiting);
     async__list_init(&http->running);
     http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;

@@ -204,7 +204,7 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     /* Off unless asked: curl's decoder setup costs about a fifth of the CPU
      * of a small request on loopback. */
     if (http->accept_encoding) SET(CURLOPT_ACCEPT_ENCODING, http->accept_encoding);
-    bad |= async__http_ca_setup(e, http->ca_file) != CURLE_OK; /* ca_store.h */
+    bad |= async__http_ca_setup(e, http->ca_file, http->ca_shared) != CURLE_OK; /* ca_store.h */
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -463,10 +463,10 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
                      x->http->opts.max_body);
-        } else if (rc == CURLE_SSL_CACERT_BADFILE && async__http_ca_error(x->http->ca_file)) {
+        } else if (rc == CURLE_SSL_CACERT_BADFILE && async__http_ca_error(x->http->ca_shared)) {
             r->error = ASYNC_ECURL; /* the shared store's own reason, with the path */
             snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)",
-                     async__http_ca_error(x->http->ca_file), (int)rc);
+                     async__http_ca_error(x->http->ca_shared), (int)rc);
         } else if (errbuf[0]) {
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)", errbuf, (int)rc);
