@@ -71,22 +71,20 @@ ASYNC_API int async_mpi_register_chunk(const char *name, async_chunk_fn fn);
  * async_mpi_register. */
 ASYNC_API int async_mpi_register_data(const char *name, void *data);
 
-/* Registers a work function under its own name at program start-up, on
- * every rank: write `ASYNC_MPI_WORK(my_fn);` at file scope after my_fn. */
-#define ASYNC_MPI_WORK(fn)                                                          \
+/* Calls registrar(#fn, fn) at program start-up (the two macros below). */
+#define ASYNC__MPI_AT_START(fn, registrar)                                          \
     __attribute__((constructor)) static void async__mpi_reg_##fn(void)            \
     {                                                                               \
-        (void)async_mpi_register(#fn, fn);                                          \
+        (void)registrar(#fn, fn);                                                   \
     }                                                                               \
     struct async__mpi_reg_##fn##_semicolon
 
+/* Registers a work function under its own name at program start-up, on
+ * every rank: write `ASYNC_MPI_WORK(my_fn);` at file scope after my_fn. */
+#define ASYNC_MPI_WORK(fn) ASYNC__MPI_AT_START(fn, async_mpi_register)
+
 /* The same for a chunk function: `ASYNC_MPI_CHUNK(my_chunk_fn);`. */
-#define ASYNC_MPI_CHUNK(fn)                                                         \
-    __attribute__((constructor)) static void async__mpi_reg_##fn(void)            \
-    {                                                                               \
-        (void)async_mpi_register_chunk(#fn, fn);                                    \
-    }                                                                               \
-    struct async__mpi_reg_##fn##_semicolon
+#define ASYNC_MPI_CHUNK(fn) ASYNC__MPI_AT_START(fn, async_mpi_register_chunk)
 
 typedef struct async_mpi_opts {
     /* 0 or sizeof(async_mpi_opts_t) as the program was compiled; 0 reads the 0.2

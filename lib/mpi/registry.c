@@ -131,15 +131,21 @@ uint64_t async__mpi_registry_freeze(void)
     return h;
 }
 
-int async__mpi_fn_index(async_work_fn fn, uint32_t *index)
+/* The index of the entry that is exactly (fn, chunk), one of them NULL. */
+static int fn_find(async_work_fn fn, async_chunk_fn chunk, uint32_t *index)
 {
     /* Frozen: the table no longer changes, no lock needed. */
     for (size_t i = 0; i < nfns; i++)
-        if (fns[i].fn == fn) {
+        if (fns[i].fn == fn && fns[i].chunk == chunk) {
             *index = (uint32_t)i;
             return 0;
         }
     return ASYNC_EINVAL;
+}
+
+int async__mpi_fn_index(async_work_fn fn, uint32_t *index)
+{
+    return fn ? fn_find(fn, NULL, index) : ASYNC_EINVAL;
 }
 
 async_work_fn async__mpi_fn_at(uint32_t index)
@@ -149,12 +155,7 @@ async_work_fn async__mpi_fn_at(uint32_t index)
 
 int async__mpi_chunk_index(async_chunk_fn fn, uint32_t *index)
 {
-    for (size_t i = 0; i < nfns; i++)
-        if (fns[i].chunk == fn) {
-            *index = (uint32_t)i;
-            return 0;
-        }
-    return ASYNC_EINVAL;
+    return fn ? fn_find(NULL, fn, index) : ASYNC_EINVAL;
 }
 
 async_chunk_fn async__mpi_chunk_at(uint32_t index)
