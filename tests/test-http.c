@@ -84,30 +84,39 @@ static void raw_stop(raw_srv_t *s)
     close(s->fd);
 }
 
+/* One GET by a fresh client of a raw server that answers reply; the call
+ * must return want.  Returns the response (the caller frees it). */
+static async_http_response_t *raw_get(const char *reply, int want)
+{
+    raw_srv_t s;
+    raw_start(&s, reply);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), want, "%s", r ? r->errmsg : "");
+    raw_stop(&s);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return r;
+}
+
 /* Every header line in order, the name as spelled, the value without the
  * blanks around it (inner ones kept), empty values and repeats kept, the last
  * of a repeated name found by name; the status line and the blank line are
  * not headers. */
 Test(http, headers_trimmed_in_order)
 {
-    raw_srv_t s;
-    raw_start(&s, "HTTP/1.1 200 OK\r\n"
-                  "X-Pad: \t  two  words \t \r\n"
-                  "X-Empty:\r\n"
-                  "x-twice: first\r\n"
-                  "X-Twice:second\r\n"
-                  "X-Colon: a: b\r\n"
-                  "Content-Length: 2\r\n"
-                  "Connection: close\r\n"
-                  "\r\n"
-                  "hi");
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
-    async_http_response_t *r;
-    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
-    raw_stop(&s);
+    async_http_response_t *r = raw_get("HTTP/1.1 200 OK\r\n"
+                                       "X-Pad: \t  two  words \t \r\n"
+                                       "X-Empty:\r\n"
+                                       "x-twice: first\r\n"
+                                       "X-Twice:second\r\n"
+                                       "X-Colon: a: b\r\n"
+                                       "Content-Length: 2\r\n"
+                                       "Connection: close\r\n"
+                                       "\r\n"
+                                       "hi", 0);
     static const char *const want[][2] = {{"X-Pad", "two  words"}, {"X-Empty", ""},
                                           {"x-twice", "first"},    {"X-Twice", "second"},
                                           {"X-Colon", "a: b"},     {"Content-Length", "2"},
@@ -121,7 +130,6 @@ Test(http, headers_trimmed_in_order)
     cr_assert_str_eq(async_http_response_header(r, "x-empty"), "");
     cr_assert_str_eq(r->body, "hi");
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 /* A folded continuation line (no colon) is no header of its own, and the
@@ -130,22 +138,14 @@ Test(http, headers_trimmed_in_order)
  * header".) */
 Test(http, folded_header_line)
 {
-    raw_srv_t s;
-    raw_start(&s, "HTTP/1.1 200 OK\r\n"
-                  "X-Folded: one\r\n"
-                  " two\r\n"
-                  "X-After: yes\r\n"
-                  "Content-Length: 2\r\n"
-                  "Connection: close\r\n"
-                  "\r\n"
-                  "hi");
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
-    async_http_response_t *r;
-    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
-    raw_stop(&s);
+    async_http_response_t *r = raw_get("HTTP/1.1 200 OK\r\n"
+                                       "X-Folded: one\r\n"
+                                       " two\r\n"
+                                       "X-After: yes\r\n"
+                                       "Content-Length: 2\r\n"
+                                       "Connection: close\r\n"
+                                       "\r\n"
+                                       "hi", 0);
     cr_assert_str_eq(async_http_response_header(r, "X-After"), "yes");
     cr_assert_str_eq(async_http_response_header(r, "Content-Length"), "2");
     const char *folded = async_http_response_header(r, "X-Folded");
@@ -154,31 +154,21 @@ Test(http, folded_header_line)
         cr_assert(strchr(r->headers[i].name, ' ') == NULL, "header %zu: \"%s\"", i, r->headers[i].name);
     cr_assert_str_eq(r->body, "hi");
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 /* The version and status come from the final status line: an HTTP/1.0
  * answer says so, and its status and reason make the error. */
 Test(http, version_and_status_of_the_status_line)
 {
-    raw_srv_t s;
-    raw_start(&s, "HTTP/1.0 404 Gone Fishing\r\n"
-                  "Content-Length: 2\r\n"
-                  "\r\n"
-                  "no");
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
-    async_http_response_t *r;
-    cr_assert_eq(async_http_get(&r, http, url, NULL), ASYNC_EHTTP);
-    raw_stop(&s);
+    async_http_response_t *r = raw_get("HTTP/1.0 404 Gone Fishing\r\n"
+                                       "Content-Length: 2\r\n"
+                                       "\r\n"
+                                       "no", ASYNC_EHTTP);
     cr_assert_str_eq(r->http_version, "HTTP/1.0");
     cr_assert_eq(r->status, 404);
     cr_assert_str_eq(r->errmsg, "HTTP status 404 Gone Fishing");
     cr_assert_str_eq(r->body, "no");
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
 }
 
 /* The header array of a small response shares the body's buffer; a header
@@ -195,15 +185,7 @@ Test(http, headers_inline_or_apart)
                              "Connection: close\r\n\r\nhi",
                              big};
     for (int k = 0; k < 2; k++) {
-        raw_srv_t s;
-        raw_start(&s, replies[k]);
-        char url[64];
-        snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-        async_http_t *http;
-        cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
-        async_http_response_t *r;
-        cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
-        raw_stop(&s);
+        async_http_response_t *r = raw_get(replies[k], 0);
         cr_assert_str_eq(r->body, "hi");
         bool in_body = (const char *)r->headers > r->body && (const char *)r->headers < r->body + 512;
         if (k == 0) {
@@ -223,7 +205,6 @@ Test(http, headers_inline_or_apart)
         }
         cr_assert_str_eq(async_http_response_header(r, "connection"), "close");
         async_http_response_free(r);
-        cr_assert_eq(async_http_destroy(http), 0);
         cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
     }
 }
