@@ -39,6 +39,34 @@ static async_executor_t *pool(unsigned workers, bool caller_runs)
     return ex;
 }
 
+static async_executor_t *process_pool(unsigned workers)
+{
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.backend = ASYNC_BACKEND_PROCESSES;
+    o.workers = workers;
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    return ex;
+}
+
+/* A map of chunk function fn over n items of in_size bytes at in, results
+ * of out_size bytes at out, in chunks of chunksize (0: the default). */
+static async_map_t chunk_map(async_chunk_fn fn, const void *in, size_t in_size, void *out,
+                             size_t out_size, size_t n, size_t chunksize)
+{
+    async_map_t m;
+    async_map_init(&m);
+    m.chunk_fn = fn;
+    m.in = in;
+    m.in_size = in_size;
+    m.out = out;
+    m.out_size = out_size;
+    m.n = n;
+    m.chunksize = chunksize;
+    return m;
+}
+
 /* Marks its item as run in ctx (one atomic counter per item) and fails. */
 static int fail_every_item(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
@@ -277,16 +305,8 @@ static size_t chunk_squares(async_executor_t *ex, int *in, long *out, size_t n, 
     for (size_t i = 0; i < n; i++) in[i] = (int)i - 7;
     memset(out, 0xff, n * sizeof *out);
     _Atomic size_t calls[2] = {0, 0};
-    async_map_t m;
-    async_map_init(&m);
-    m.chunk_fn = square_run;
+    async_map_t m = chunk_map(square_run, in, sizeof *in, out, sizeof *out, n, chunksize);
     m.ctx = counted ? (void *)calls : NULL;
-    m.in = in;
-    m.in_size = sizeof *in;
-    m.out = out;
-    m.out_size = sizeof *out;
-    m.n = n;
-    m.chunksize = chunksize;
     async_map_error_t err;
     int r = async_executor_map(ex, &m, &err);
     cr_assert_eq(r, 0, "map: %s (%s)", async_errname(r), err.message);
@@ -309,12 +329,7 @@ Test(map_chunks, a_chunk_function_runs_every_item_once_a_call_a_chunk, .timeout 
     async_executor_free(threads);
     async_executor_free(helped);
     /* Processes: rows copied to the workers, and rows in shared memory. */
-    async_executor_opts_t o;
-    async_executor_opts_init(&o);
-    o.backend = ASYNC_BACKEND_PROCESSES;
-    o.workers = 2;
-    async_executor_t *procs;
-    cr_assert_eq(async_executor_new(&procs, &o), 0);
+    async_executor_t *procs = process_pool(2);
     chunk_squares(procs, in, out, N, 1000, false);
     int *sin;
     long *sout;
@@ -349,15 +364,7 @@ static void expect_failure_at(async_executor_t *ex, size_t chunksize)
     static int in[N], out[N];
     for (int i = 0; i < N; i++) in[i] = i == BAD || i == BAD + 500 ? -i : i;
     memset(out, 0, sizeof out);
-    async_map_t m;
-    async_map_init(&m);
-    m.chunk_fn = fail_at_negative;
-    m.in = in;
-    m.in_size = sizeof in[0];
-    m.out = out;
-    m.out_size = sizeof out[0];
-    m.n = N;
-    m.chunksize = chunksize;
+    async_map_t m = chunk_map(fail_at_negative, in, sizeof in[0], out, sizeof out[0], N, chunksize);
     async_map_error_t err;
     cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
     cr_expect_eq(err.index, BAD, "the lowest failing item: %zu", err.index);
@@ -371,11 +378,7 @@ Test(map_chunks, a_chunk_function_names_its_failing_item, .timeout = 60)
     expect_failure_at(ex, 0);
     expect_failure_at(ex, 100);
     async_executor_free(ex);
-    async_executor_opts_t o;
-    async_executor_opts_init(&o);
-    o.backend = ASYNC_BACKEND_PROCESSES;
-    o.workers = 2;
-    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    ex = process_pool(2);
     expect_failure_at(ex, 0);
     async_executor_free(ex);
 }
@@ -434,15 +437,7 @@ static void expect_run_blamed(async_executor_t *ex)
     int in[N], out[N];
     for (int i = 0; i < N; i++) in[i] = i;
     memset(out, 0x7f, sizeof out);
-    async_map_t m;
-    async_map_init(&m);
-    m.chunk_fn = fail_out_of_range;
-    m.in = in;
-    m.in_size = sizeof in[0];
-    m.out = out;
-    m.out_size = sizeof out[0];
-    m.n = N;
-    m.chunksize = 10;
+    async_map_t m = chunk_map(fail_out_of_range, in, sizeof in[0], out, sizeof out[0], N, 10);
     async_map_error_t err;
     cr_expect_eq(async_executor_map(ex, &m, &err), ASYNC_EINVAL);
     cr_expect_eq(err.index, 10, "the run's first item is blamed: %zu", err.index);
@@ -454,11 +449,7 @@ Test(map_chunks, a_failed_index_out_of_range_blames_the_runs_first_item, .timeou
     async_executor_t *ex = pool(2, false);
     expect_run_blamed(ex);
     async_executor_free(ex);
-    async_executor_opts_t o;
-    async_executor_opts_init(&o);
-    o.backend = ASYNC_BACKEND_PROCESSES;
-    o.workers = 1;
-    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    ex = process_pool(1);
     expect_run_blamed(ex); /* rows copied back: none of the failing run's */
     async_executor_free(ex);
 }
