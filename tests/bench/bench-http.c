@@ -533,6 +533,19 @@ static bool tp_want(const char *client)
     return !s || strstr(s, client);
 }
 
+/* A client's two figures: "throughput, LABEL, WHO<tag>" in req/s (-1 when
+ * f requests failed) and "throughput, LABEL, WHO, CPU per request" from the
+ * process CPU time c0 .. c1 its run took. */
+static void tp_figures(const char *label, const char *who, const char *tag, double rate, int f,
+                       double c0, double c1)
+{
+    char name[160];
+    snprintf(name, sizeof name, "throughput, %s, %s%s", label, who, tag);
+    bench_add(name, "req/s", f ? -1 : rate);
+    snprintf(name, sizeof name, "throughput, %s, %s, CPU per request", label, who);
+    bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+}
+
 /* One round: the bare loop (curl's defaults, then the client's options),
  * ours and the curl tool, one after the other. */
 static void throughput(const char *label, const char *url)
@@ -547,30 +560,18 @@ static void throughput(const char *label, const char *url)
     if (tp_want("bare")) {
         double c0 = cpu_s();
         double bare = tp_bare(url, true, &f);
-        double c1 = cpu_s();
-        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop (baseline)", label);
-        bench_add(name, "req/s", f ? -1 : bare);
-        snprintf(name, sizeof name, "throughput, %s, bare libcurl multi loop, CPU per request", label);
-        bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+        tp_figures(label, "bare libcurl multi loop", " (baseline)", bare, f, c0, cpu_s());
     }
     if (tp_want("socket")) {
         double c0 = cpu_s();
         double sock = tp_bare_socket(url, &f);
-        double c1 = cpu_s();
-        snprintf(name, sizeof name, "throughput, %s, bare libcurl socket loop", label);
-        bench_add(name, "req/s", f ? -1 : sock);
-        snprintf(name, sizeof name, "throughput, %s, bare libcurl socket loop, CPU per request", label);
-        bench_add(name, "us", (c1 - c0) / THROUGHPUT_N * 1e6);
+        tp_figures(label, "bare libcurl socket loop", "", sock, f, c0, cpu_s());
     }
     if (tp_want("libasync")) {
-        double c1 = cpu_s();
+        double c0 = cpu_s();
         double lib = tp_libasync(url, &f);
-        double c2 = cpu_s();
-        snprintf(name, sizeof name, "throughput, %s, libasync", label);
-        bench_add(name, "req/s", f ? -1 : lib);
+        tp_figures(label, "libasync", "", lib, f, c0, cpu_s());
         if (f) bench_note("throughput, %s, libasync: %d failed requests this round", label, f);
-        snprintf(name, sizeof name, "throughput, %s, libasync, CPU per request", label);
-        bench_add(name, "us", (c2 - c1) / THROUGHPUT_N * 1e6);
     }
     if (tp_want("tool")) {
         double start;
