@@ -381,21 +381,18 @@ static int parse_headers(async_http_response_t *r, const http_buf_t *raw, size_t
         return ASYNC_ENOMEM;
     }
     async_http_header_t *h = (async_http_header_t *)block;
-    char *s = block + n * sizeof *h, *end = s + raw->len;
+    char *s = block + n * sizeof *h;
     memcpy(s, raw->data, raw->len);
-    size_t k = 0;
-    while (k < n && end - s > (ptrdiff_t)sizeof(size_t)) {
-        size_t len;
-        memcpy(&len, s, sizeof len);
-        char *p = s + sizeof len;
-        s = p + len + 1;
-        const char *v, *ve;
-        char *colon = (char *)split_line(p, len, &v, &ve);
-        if (!colon) continue;
-        *colon = 0;
-        ((char *)ve)[0] = 0;
-        h[k].name = p;
-        h[k].value = v;
+    /* Read as the raw lines are, in the response's own copy, where each
+     * name and value is ended in place (at its colon, after its blanks). */
+    http_buf_t copy = {s, raw->len, raw->len};
+    http_header_span_t sp;
+    size_t at = 0, k = 0;
+    while (k < n && async__http_header_next(&copy, &at, &sp)) {
+        ((char *)sp.name)[sp.name_len] = 0;
+        ((char *)sp.value)[sp.value_len] = 0;
+        h[k].name = sp.name;
+        h[k].value = sp.value;
         k++;
     }
     r->headers = h;
