@@ -73,7 +73,7 @@ $(FUZZ_OBJ)/lib/%.o: lib/%.S
 $(FUZZ_OBJ)/demos/%.o: demos/%.c $(FUZZ_HEADERS) $(wildcard demos/*/common/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
-$(FUZZ_OBJ)/tests/fuzz/fuzz-common.o: tests/fuzz/fuzz-lib/core/common.c tests/fuzz/fuzz.h
+$(FUZZ_OBJ)/tests/fuzz/fuzz-common.o: tests/fuzz/fuzz-common.c tests/fuzz/fuzz.h
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_APP_CFLAGS) -c $< -o $@
 $(FUZZ_OBJ)/tests/fuzz/fuzz-%.o: tests/fuzz/fuzz-%.c tests/fuzz/fuzz.h $(FUZZ_HEADERS) \
