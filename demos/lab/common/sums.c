@@ -22,10 +22,13 @@
 #if defined(__x86_64__) && defined(__GLIBC__)
 #include <immintrin.h>
 #define HAVE_MVEC 1
-/* glibc's libmvec, AVX2 variants (the vector ABI's names). */
-__m256d _ZGVdN4v_sin(__m256d x);
-__m256d _ZGVdN4v_cos(__m256d x);
-__m256d _ZGVdN4vv_pow(__m256d x, __m256d y);
+/* glibc's libmvec, AVX2 variants (the vector ABI's names).  Declared for
+ * AVX2 as their callers are: clang refuses a 256-bit vector argument to a
+ * function compiled without AVX (its ABI would differ). */
+#define MVEC_AVX2 __attribute__((target("avx2")))
+MVEC_AVX2 __m256d _ZGVdN4v_sin(__m256d x);
+MVEC_AVX2 __m256d _ZGVdN4v_cos(__m256d x);
+MVEC_AVX2 __m256d _ZGVdN4vv_pow(__m256d x, __m256d y);
 #endif
 
 #define NSUMS 8
