@@ -28,10 +28,12 @@ static void teardown(void)
 }
 TestSuite(map_chunks, .init = setup, .fini = teardown);
 
-static async_executor_t *pool(unsigned workers, bool caller_runs)
+/* An executor on backend with workers workers. */
+static async_executor_t *pool_on(async_backend_t backend, unsigned workers, bool caller_runs)
 {
     async_executor_opts_t o;
     async_executor_opts_init(&o);
+    o.backend = backend;
     o.workers = workers;
     o.caller_runs = caller_runs;
     async_executor_t *ex;
@@ -39,15 +41,14 @@ static async_executor_t *pool(unsigned workers, bool caller_runs)
     return ex;
 }
 
+static async_executor_t *pool(unsigned workers, bool caller_runs)
+{
+    return pool_on(ASYNC_BACKEND_THREADS, workers, caller_runs);
+}
+
 static async_executor_t *process_pool(unsigned workers)
 {
-    async_executor_opts_t o;
-    async_executor_opts_init(&o);
-    o.backend = ASYNC_BACKEND_PROCESSES;
-    o.workers = workers;
-    async_executor_t *ex;
-    cr_assert_eq(async_executor_new(&ex, &o), 0);
-    return ex;
+    return pool_on(ASYNC_BACKEND_PROCESSES, workers, false);
 }
 
 /* A map of chunk function fn over n items of in_size bytes at in, results
