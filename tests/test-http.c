@@ -700,6 +700,151 @@ Test(http, burst_over_shards)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* A server that holds every answer until all N requests are in, and then
+ * writes them all while the client's loop is held (together_hold), so that
+ * the client's next poll finds all N sockets ready at once. */
+enum { TOGETHER_N = 32 };
+
+typedef struct together_srv {
+    int fd;
+    unsigned short port;
+    pthread_t thread;
+    int received;          /* requests read, under mu */
+    bool written;          /* every answer written, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} together_srv_t;
+
+static void *together_main(void *arg)
+{
+    together_srv_t *s = arg;
+    int c[TOGETHER_N];
+    char path[TOGETHER_N][16];
+    for (int i = 0; i < TOGETHER_N; i++) {
+        c[i] = accept(s->fd, NULL, NULL);
+        char buf[2048];
+        size_t got = 0;
+        ssize_t n;
+        while (c[i] >= 0 && got < sizeof buf - 1 &&
+               (n = read(c[i], buf + got, sizeof buf - 1 - got)) > 0) {
+            got += (size_t)n;
+            buf[got] = 0;
+            if (strstr(buf, "\r\n\r\n")) break;
+        }
+        buf[got] = 0;
+        /* "GET /rK HTTP/1.1": answer with the path, so that a mix-up shows. */
+        if (sscanf(buf, "GET /%15s", path[i]) != 1) snprintf(path[i], sizeof path[i], "?");
+        pthread_mutex_lock(&s->mu);
+        s->received++;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (int i = 0; i < TOGETHER_N; i++) {
+        char reply[128];
+        int len = snprintf(reply, sizeof reply,
+                           "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
+                           strlen(path[i]), path[i]);
+        /* A short write shows as a failed or short answer in the test. */
+        if (c[i] >= 0 && write(c[i], reply, (size_t)len) != len) continue;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->written = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    /* Closed only after the client read them: it runs with the answers in
+     * its sockets' buffers, the connections still open. */
+    for (int i = 0; i < TOGETHER_N; i++) {
+        char b[64];
+        if (c[i] >= 0) {
+            while (read(c[i], b, sizeof b) > 0) {}
+            close(c[i]);
+        }
+    }
+    return NULL;
+}
+
+/* On the client's loop: waits (polling the loop) until the server has every
+ * request, then blocks the loop's thread until the server has written every
+ * answer. */
+static int together_hold(void *arg, void **result)
+{
+    together_srv_t *s = arg;
+    *result = NULL;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool all_in = s->received == TOGETHER_N;
+        pthread_mutex_unlock(&s->mu);
+        if (all_in) break;
+        int rc = async_sleep(1000000);
+        if (rc != 0) return rc;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (!s->written) pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* Answers that one poll finds ready together are driven with one call for
+ * them all (curl_multi_socket_all), and each still reaches its own request;
+ * a lone answer among them is driven on its own (no socket_all). */
+Test(http, answers_arriving_together_are_driven_at_once)
+{
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+
+    got_t one = {0};
+    async_http_request_t req1 = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_send(http, &req1, on_done, &one), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(one.calls, 1);
+    cr_assert_eq(one.resp->error, 0, "%s", one.resp->errmsg);
+    async_http_response_free(one.resp);
+    cr_assert_eq(http->multi.n_drive_all, 0, "one ready socket is driven on its own");
+
+    static together_srv_t s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(s.fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(s.fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(s.fd, TOGETHER_N), 0);
+    cr_assert_eq(getsockname(s.fd, (struct sockaddr *)&sa, &sl), 0);
+    s.port = ntohs(sa.sin_port);
+    cr_assert_eq(pthread_create(&s.thread, NULL, together_main, &s), 0);
+
+    static got_t g[TOGETHER_N];
+    static char url[TOGETHER_N][64];
+    for (int i = 0; i < TOGETHER_N; i++) {
+        snprintf(url[i], sizeof url[i], "http://127.0.0.1:%u/r%d", (unsigned)s.port, i);
+        async_http_request_t req = {.url = url[i]};
+        cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    }
+    cr_assert_eq(async_task_spawn(NULL, loop, together_hold, &s, NULL), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    for (int i = 0; i < TOGETHER_N; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "r%d", i);
+        cr_assert_eq(g[i].calls, 1, "%d", i);
+        cr_assert_eq(g[i].resp->error, 0, "%d: %s", i, g[i].resp->errmsg);
+        cr_assert_eq(g[i].resp->status, 200);
+        cr_assert_str_eq(g[i].resp->body, want);
+        async_http_response_free(g[i].resp);
+    }
+    cr_assert_gt(http->multi.n_drive_all, 0, "the answers were driven together");
+    cr_assert_eq(async_http_destroy(http), 0);
+    pthread_join(s.thread, NULL);
+    close(s.fd);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    cr_assert_eq(async_loop_destroy(loop), 0);
+    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+}
+
 /* --- blocking calls -------------------------------------------------------- */
 
 Test(http, blocking_private_loop)

@@ -61,6 +61,8 @@ typedef struct http_shard {
     size_t n_mux;          /* of which may multiplex (t->multiplex) */
     size_t n_sockets;      /* sockets it holds open: busy and idle connections */
     async__list_t transfers; /* http_transfer_t added here */
+    async__list_t ready;   /* http_sock_t the last poll found ready (ready_link) */
+    size_t n_ready;
     bool pending;          /* transfers joined that curl has not started yet */
     bool dead;             /* our socket callback failed: curl aborts it all */
 } http_shard_t;
@@ -92,7 +94,10 @@ struct http_multi {
     bool no_http2;
     http_shard_t *shards[MAX_SHARDS];
     size_t n_shards;
-    ev_prepare start;      /* starts what joined in this iteration (on_prepare) */
+    ev_prepare start;      /* drives what joined or became ready in this
+                              iteration (on_prepare) */
+    unsigned long n_drive_all; /* times one curl_multi_socket_all served a
+                                  shard's ready sockets (tests read it) */
     async__list_t socks;   /* http_sock_t */
     /* The context of each socket our open callback made, by descriptor,
      * from its open to its close (see http_sock_t). */
@@ -129,8 +134,11 @@ void async__http_multi_kick(http_multi_t *m);
 typedef struct http_sock {
     ev_io io;
     async__list_t link;
+    async__list_t ready_link; /* in shard->ready while ready */
     http_shard_t *shard;
     int events;
+    int revents;           /* CURL_CSELECT_* the poll reported, while ready */
+    bool ready;
     bool kept;             /* in m->by_fd until our close callback */
 } http_sock_t;
 
