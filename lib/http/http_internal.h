@@ -98,6 +98,9 @@ struct http_multi {
                               iteration (on_prepare) */
     unsigned long n_drive_all; /* times one curl_multi_socket_all served a
                                   shard's ready sockets (tests read it) */
+    unsigned long n_done;  /* transfers reported to their owner, ever */
+    ev_idle flush;         /* keeps the poll after an on_prepare that
+                              reported transfers from blocking */
     async__list_t socks;   /* http_sock_t */
     /* The context of each socket our open callback made, by descriptor,
      * from its open to its close (see http_sock_t). */

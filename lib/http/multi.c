@@ -357,6 +357,7 @@ static bool collect(http_shard_t *sh)
         http_transfer_t *t = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
         detach(t);
+        m->n_done++;
         t->done(t, rc, t->ud);
     }
     if (sh->still_running == 0 && sh->n_running == 0) {
@@ -365,6 +366,13 @@ static bool collect(http_shard_t *sh)
         ev_timer_stop(m->ev, &sh->timer);
     }
     return true;
+}
+
+/* Stops itself: it only kept one poll from blocking (on_prepare). */
+static void on_flush(struct ev_loop *ev, ev_idle *w, int revents)
+{
+    ASYNC_UNUSED(revents);
+    ev_idle_stop(ev, w);
 }
 
 /* Drives, from an ev_prepare watcher, that is after every watcher of this
@@ -380,6 +388,7 @@ static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
 {
     ASYNC_UNUSED(revents);
     http_multi_t *m = w->data;
+    unsigned long done = m->n_done;
     ev_prepare_stop(ev, w);
     for (bool again = true; again;) {
         again = false;
@@ -395,6 +404,11 @@ static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents)
     /* Adds inside the loop started the watcher again; the loop has already
      * started their transfers. */
     ev_prepare_stop(ev, w);
+    /* Answers reported here came after the poll that brought them: an idle
+     * watcher keeps the coming poll from blocking, so that a run of the
+     * loop with ASYNC_RUN_ONCE (a blocking fetch) returns with them, as it
+     * did when the io watcher drove curl itself. */
+    if (m->n_done != done && !ev_is_active(&m->flush)) ev_idle_start(ev, &m->flush);
 }
 
 void async__http_multi_kick(http_multi_t *m)
@@ -500,6 +514,7 @@ static void shard_retire(http_shard_t *sh)
     while ((l = async__list_pop(&victims))) {
         http_transfer_t *t = container_of(l, http_transfer_t, link);
         async__list_init(&t->link);
+        m->n_done++;
         t->done(t, CURLE_OUT_OF_MEMORY, t->ud);
     }
 }
@@ -564,12 +579,15 @@ int async__http_multi_init(http_multi_t *m, struct ev_loop *ev, const async_http
     m->n_by_fd = 0;
     ev_prepare_init(&m->start, on_prepare);
     m->start.data = m;
+    m->n_done = 0;
+    ev_idle_init(&m->flush, on_flush);
     return shard_new(m) ? 0 : ASYNC_ENOMEM;
 }
 
 void async__http_multi_cleanup(http_multi_t *m)
 {
     ev_prepare_stop(m->ev, &m->start);
+    ev_idle_stop(m->ev, &m->flush);
     for (size_t i = 0; i < m->n_shards; i++) {
         http_shard_t *sh = m->shards[i];
         ev_timer_stop(m->ev, &sh->timer);
