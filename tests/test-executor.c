@@ -1286,6 +1286,75 @@ Test(exec_threads_only, futures_dropped_before_they_finish_go_back_to_the_pool, 
     cr_expect_eq(test_alloc_live(), before, "%ld allocations left", test_alloc_live() - before);
 }
 
+/* A shutdown that cancels a queue of every kind of job: small single
+ * submits (one pooled block each, whose job has no `next`), jobs with
+ * priorities (sorted into buckets), one with an input too large for the
+ * job's small area (a plain allocation), a batch mixing both, and a map's
+ * tickets.  The one worker is held at a gate meanwhile, so the drain is
+ * the queue's first pop: the prioritised jobs make it sort the inbox into
+ * buckets, priority 0's among them, and return them all as one list.  Every
+ * queued future is cancelled (the map fails with ECANCELED), its callback
+ * runs exactly once, and nothing leaks (the teardown). */
+static _Atomic int done_calls[32];
+static void count_done(async_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+Test(exec_threads_only, shutdown_cancels_a_mixed_queue, .timeout = 10)
+{
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    atomic_store(&gate_open, false);
+    async_job_t hold = {.fn = hold_at_gate};
+    async_future_t *gate;
+    cr_assert_eq(async_executor_submit(&gate, ex, &hold), 0);
+    while (async_future_state(gate) != ASYNC_FUTURE_RUNNING) usleep(1000);
+
+    async_future_t *fs[32];
+    int n = 0;
+    for (int i = 0; i < 6; i++) fs[n++] = submit_nap(ex, 0, i, 0);
+    for (int i = 0; i < 4; i++) fs[n++] = submit_nap(ex, 0, 10 + i, i % 2 ? -3 : 5 + i);
+    char big[100] = {0};
+    async_job_t large = {.fn = nothing, .in = big, .in_size = sizeof big, .out_size = 48};
+    cr_assert_eq(async_executor_submit(&fs[n++], ex, &large), 0);
+    int v[2] = {0, 0};
+    async_job_t batch[5];
+    for (int i = 0; i < 5; i++)
+        batch[i] = (async_job_t){.fn = nap, .in = v, .in_size = sizeof v, .out_size = sizeof(int),
+                                 .priority = i == 2 ? 7 : 0};
+    cr_assert_eq(async_executor_submit_batch(&fs[n], ex, batch, 5), 0);
+    n += 5;
+    for (int i = 0; i < 6; i++) fs[n++] = submit_nap(ex, 0, 20 + i, i == 3 ? 1 : 0);
+    async_map_t m = {.fn = nothing, .n = 4, .chunksize = 1};
+    cr_assert_eq(async_executor_map_async(&fs[n++], ex, &m, NULL, NULL, NULL), 0);
+    for (int i = 0; i < n; i++) {
+        atomic_store(&done_calls[i], 0);
+        cr_assert_eq(async_future_on_done(fs[i], count_done, &done_calls[i]), 0);
+    }
+    cr_expect_eq(async_executor_queued(ex), (size_t)(n - 1 + 4), "every job still queued");
+
+    cr_assert_eq(async_executor_shutdown(ex, false, true), 0);
+    for (int i = 0; i < n; i++) {
+        /* A map that never ran fails, with ECANCELED and the index of its
+         * first item; a submit is cancelled. */
+        cr_expect_eq(async_future_state(fs[i]),
+                     i == n - 1 ? ASYNC_FUTURE_FAILED : ASYNC_FUTURE_CANCELLED, "future %d", i);
+        cr_expect_eq(async_future_error(fs[i]), ASYNC_ECANCELED, "future %d", i);
+        cr_expect_eq(atomic_load(&done_calls[i]), 1, "future %d called back once", i);
+    }
+    cr_expect_eq(async_executor_queued(ex), 0);
+    atomic_store(&gate_open, true);
+    cr_expect_eq(async_future_wait(gate), 0, "the running job finished");
+    cr_expect_eq(async_executor_shutdown(ex, true, true), 0);
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(atomic_load(&done_calls[i]), 1, "future %d called back once in all", i);
+        async_future_unref(fs[i]);
+    }
+    async_future_unref(gate);
+    async_executor_free(ex);
+}
+
 /* An executor freed on another thread than the one that submitted: the
  * submitter's magazine still holds blocks of the closed pool, which the
  * freeing thread cannot reach.  The submitter's next free of one of that

@@ -203,11 +203,14 @@ Test(map_chunks, the_caller_and_the_workers_run_every_item_once, .timeout = 60)
     free((void *)ran);
 }
 
+/* Counts its start in ctx (an atomic int), sleeps its item's milliseconds,
+ * and marks its output. */
 static int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
-    (void)in_size, (void)ctx;
+    (void)in_size;
     int ms;
     memcpy(&ms, in, sizeof ms);
+    atomic_fetch_add((_Atomic int *)ctx, 1);
     usleep((useconds_t)ms * 1000);
     memset(out, 1, out_size);
     return 0;
@@ -223,7 +226,9 @@ Test(map_chunks, shutdown_fails_the_chunks_that_never_ran, .timeout = 30)
     memset(out, 0, sizeof out);
     async_map_t m;
     async_map_init(&m);
+    _Atomic int started = 0;
     m.fn = nap_ms;
+    m.ctx = (void *)&started;
     m.in = in;
     m.in_size = sizeof in[0];
     m.out = out;
@@ -232,7 +237,9 @@ Test(map_chunks, shutdown_fails_the_chunks_that_never_ran, .timeout = 30)
     m.chunksize = 1;
     async_future_t *f;
     cr_assert_eq(async_executor_map_async(&f, ex, &m, NULL, NULL, NULL), 0);
-    usleep(20000); /* the first chunk is running */
+    /* Shut down once the first chunk is running: a fixed sleep was too
+     * short under load, and then no chunk had run at all. */
+    while (!atomic_load(&started)) usleep(1000);
     cr_assert_eq(async_executor_shutdown(ex, true, true), 0);
     cr_expect_eq(async_future_wait(f), ASYNC_ECANCELED);
     size_t index = N;

@@ -45,10 +45,13 @@ static void skip_job(async__job_t *job, int err, const char *msg)
     }
 }
 
+/* Finishes every job of a drained list (linked through qnext, as
+ * async__q_stop returns it), reading each link before the finish that may
+ * free its job. */
 static void skip_list(async__job_t *list, int err, const char *msg)
 {
     while (list) {
-        async__job_t *next = list->next;
+        async__job_t *next = atomic_load_explicit(&list->qnext, memory_order_relaxed);
         skip_job(list, err, msg);
         list = next;
     }
@@ -224,14 +227,24 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
 }
 
 /* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
- * reuse freed futures; the executor carves up to FUTURE_CACHE of them (61 MiB
- * at most) and keeps them until it is freed.  Four cache lines: the future's
- * and the job's, whose `small` area holds up to 32 bytes of input and
- * output; a fifth line would only serve jobs with larger ones, and cost
- * every submit a quarter more memory to fault in and stream through. */
-_Static_assert(sizeof(async_future_t) + sizeof(async__job_t) <= 256, "a small submit fits a block");
-#define FUTURE_BLOCK 256
+ * reuse freed futures; the executor carves up to FUTURE_CACHE of them (46 MiB
+ * at most) and keeps them until it is freed.  Three cache lines: the
+ * future's and the job's two, whose `small` area holds up to 32 bytes of
+ * input and output.  A job of priority 0 ends at its `next` field: the
+ * queue links it through qnext alone and never touches `next` or `bucket`
+ * (job_queue.c), so a small submit's job leaves them out, and the block is
+ * a quarter smaller than the whole job would make it, which every submit
+ * pays for in memory faulted in and streamed through.  A job with a
+ * priority may head a bucket, so it takes its whole size, a plain
+ * allocation. */
+#define FUTURE_BLOCK 192
 #define FUTURE_CACHE 250000
+#define SMALL_JOB offsetof(async__job_t, next)
+_Static_assert(sizeof(async_future_t) + SMALL_JOB <= FUTURE_BLOCK, "a small submit fits a block");
+_Static_assert(offsetof(async__job_t, small) + sizeof ((async__job_t *)0)->small <= SMALL_JOB &&
+               offsetof(async__job_t, qnext) < SMALL_JOB &&
+               offsetof(async__job_t, bucket) > SMALL_JOB,
+               "a small submit's job has every field but next and bucket");
 
 /* --- creating and ending ---------------------------------------------------- */
 
@@ -431,11 +444,13 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
      * after the job. */
     size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
     bool small = need <= sizeof(((async__job_t *)0)->small);
-    size_t extra = sizeof(async__job_t) + (small ? 0 : ALIGN_UP(in_room) + j->out_size);
+    /* Only a job with a priority needs `next` and `bucket` (see FUTURE_BLOCK). */
+    size_t job_size = j->priority ? sizeof(async__job_t) : ALIGN_UP(SMALL_JOB);
+    size_t extra = job_size + (small ? 0 : ALIGN_UP(in_room) + j->out_size);
     async_future_t *f = async__future_alloc_pooled(ex->priv->futures, extra);
     if (!f) return NULL;
     async__job_t *job = (async__job_t *)f->extra;
-    char *in = small ? (char *)job->small : (char *)(job + 1);
+    char *in = small ? (char *)job->small : (char *)job + job_size;
     char *outbuf = in + (small ? in_room : ALIGN_UP(in_room));
     copy_in(in, j->in, in_copy);
     job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
@@ -446,10 +461,9 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
     job->var_ok = true;
     job->kind = JOB_SUBMIT;
     job->owner = f;
-    /* job->next is left as it is: the queue links a single job through
-     * qnext, and whoever lists jobs through next (a batch, a bucket, a
-     * drain) writes it first.  It sits on the block's fourth line, which a
-     * small submit then never touches. */
+    /* job->next is never written: a job of priority 0 has none (see
+     * FUTURE_BLOCK), and the queue, a batch and a drain all link through
+     * qnext. */
     atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->exec_owned = true;
     f->contested = timed;
@@ -485,17 +499,22 @@ int async_executor_submit_batch_dl(async_future_t **out, async_executor_t *ex,
     for (size_t i = 0; i < n; i++)
         if (check_job(&jobs[i])) return ASYNC_EINVAL;
     if (!n) return 0;
+    /* Linked through qnext as the queue wants them: a job of priority 0
+     * has no `next`. */
     async__job_t *prev = NULL;
+    size_t prio = 0;
     for (size_t i = 0; i < n; i++) {
         if (!(out[i] = make_job(ex, &jobs[i]))) {
             while (i--) unmake(out[i]);
             return ASYNC_ENOMEM;
         }
         async__job_t *job = (async__job_t *)out[i]->extra;
-        if (prev) prev->next = job;
+        if (prev) atomic_store_explicit(&prev->qnext, job, memory_order_relaxed);
         prev = job;
+        prio += job->priority != 0;
     }
-    int r = async__q_enqueue(ex, (async__job_t *)out[0]->extra, n, false, deadline);
+    int r = async__q_enqueue_linked(ex, (async__job_t *)out[0]->extra, prev, n, prio, false,
+                                    deadline);
     if (r)
         for (size_t i = 0; i < n; i++) unmake(out[i]);
     return r;

@@ -90,11 +90,16 @@ static inline int64_t async__limit_deadline(int64_t timeout_ns)
 /* job_queue.c */
 void async__q_init(exec_priv_t *p);
 void async__q_destroy(exec_priv_t *p);
-/* Queues jobs[0..n), a list linked through next, as one batch (one atomic
- * exchange, one wake-up round): waits (unless try_only) for room for the
- * first; a batch may overfill the bound.
+/* Queues n jobs, first to last, already linked through qnext (last's link
+ * need not be set), prio of them with a priority other than 0, as one batch
+ * (one atomic exchange, one wake-up round): waits (unless try_only) for room
+ * for the first; a batch may overfill the bound.
  * Errors: ASYNC_ECLOSED, the broken code, ASYNC_EAGAIN (try_only and
  * full), ASYNC_ETIMEDOUT.  Nothing is queued on error. */
+int async__q_enqueue_linked(async_executor_t *ex, async__job_t *first, async__job_t *last,
+                            size_t n, size_t prio, bool try_only, int64_t deadline);
+/* async__q_enqueue_linked of jobs[0..n), a list linked through next (a
+ * map's tickets, an imap's chunk), which it links through qnext. */
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
 /* async__q_enqueue of one job, without the batch's loop: a single submit's
@@ -110,7 +115,8 @@ int async__q_wait_room(async_executor_t *ex, int64_t deadline);
 int async__q_take(exec_priv_t *p, async__job_t **out);
 /* Stops the queue (closed when code is ASYNC_ECLOSED, else broken with code:
  * false if it was broken already), wakes everyone, and with drain returns
- * every queued job as a list, highest priority first. */
+ * (*drained, OUT) every queued job as a list linked through qnext, highest
+ * priority first. */
 bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained);
 
 size_t async__default_chunksize(const async_executor_t *ex, size_t n);

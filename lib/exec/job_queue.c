@@ -10,6 +10,14 @@
  * bucket and every other bucket's header lives in the job at its head, so
  * nothing here allocates.
  *
+ * A job is linked through `qnext` alone, wherever it is: in the inbox, in a
+ * bucket (a job leaves the inbox before it joins a bucket, and no producer
+ * writes the link of a job it did not push last), and in the list that a
+ * drain returns.  Neither `next` nor `bucket` is ever touched for a job of
+ * priority 0, so a small submit's allocation ends before them
+ * (executor.c); only a job with a priority can head a bucket, and such a
+ * job always has a whole job's memory.
+ *
  * Waking: a worker that finds nothing spins for the spin budget, 2 to 50 us
  * (watching the word `kick` that a submitter sets for it), and then sleeps
  * on the futex word `seq`.  One worker at a time spins while the last
@@ -125,19 +133,33 @@ static void room_signal(exec_priv_t *p)
 
 /* --- buckets (under qlock) ------------------------------------------------- */
 
+/* Under qlock the links are plain: a job in a bucket is out of the inbox,
+ * where producers write them, and only the lock's holder reads them. */
+static async__job_t *link_of(const async__job_t *job)
+{
+    return atomic_load_explicit(&job->qnext, memory_order_relaxed);
+}
+
+static void set_link(async__job_t *job, async__job_t *to)
+{
+    atomic_store_explicit(&job->qnext, to, memory_order_relaxed);
+}
+
 static void bucket_push(exec_priv_t *p, async__job_t *job)
 {
     async__bucket_t **at = &p->buckets;
     while (*at && (*at)->prio > job->priority) at = &(*at)->next;
     async__bucket_t *b = *at;
-    job->next = NULL;
-    if (!b || b->prio != job->priority) { /* a new priority: the job carries the header */
+    set_link(job, NULL);
+    if (!b || b->prio != job->priority) {
+        /* A new priority, never 0 (its bucket is permanent): the job carries
+         * the header. */
         b = &job->bucket;
         *b = (async__bucket_t){job->priority, job, job, *at};
         *at = b;
         return;
     }
-    if (b->tail) b->tail->next = job;
+    if (b->tail) set_link(b->tail, job);
     else b->head = job;
     b->tail = job;
 }
@@ -148,7 +170,7 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
         async__bucket_t *b = *at;
         async__job_t *job = b->head;
         if (!job) continue; /* only the permanent bucket is ever empty */
-        if (!(b->head = job->next)) b->tail = NULL;
+        if (!(b->head = link_of(job))) b->tail = NULL;
         if (b == &job->bucket) { /* the header leaves with its job: move it on */
             if (b->head) {
                 async__bucket_t *nb = &b->head->bucket;
@@ -374,8 +396,8 @@ int async__q_wait_room(async_executor_t *ex, int64_t deadline)
     return 0;
 }
 
-int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
-                     int64_t deadline)
+int async__q_enqueue_linked(async_executor_t *ex, async__job_t *first, async__job_t *last,
+                            size_t n, size_t prio, bool try_only, int64_t deadline)
 {
     exec_priv_t *p = ex->priv;
     if (!n) return 0;
@@ -388,17 +410,24 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
         unreserve(p, n);
         return r;
     }
+    if (prio) atomic_fetch_add(&p->prio_jobs, prio);
+    inbox_push(p, first, last);
+    wake(p, n);
+    return 0;
+}
+
+int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
+                     int64_t deadline)
+{
+    if (!n) return 0;
     async__job_t *last = jobs;
     size_t prio = jobs->priority != 0;
     for (size_t i = 1; i < n; i++) {
-        atomic_store_explicit(&last->qnext, last->next, memory_order_relaxed);
+        set_link(last, last->next);
         last = last->next;
         prio += last->priority != 0;
     }
-    if (prio) atomic_fetch_add(&p->prio_jobs, prio);
-    inbox_push(p, jobs, last);
-    wake(p, n);
-    return 0;
+    return async__q_enqueue_linked(ex, jobs, last, n, prio, try_only, deadline);
 }
 
 int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline)
@@ -522,20 +551,21 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
     /* With drain, also wait out submitters that counted their job before
      * they saw `closed`: each either pushes it (and it is drained here) or
      * uncounts it. */
-    async__job_t *head = NULL, **tail = &head;
+    async__job_t *head = NULL, *last = NULL;
     for (;;) {
         qlock(p);
         if (drain) {
             async__job_t *job;
             size_t n = 0;
             while ((job = pop_any(p))) {
-                *tail = job;
-                tail = &job->next;
+                set_link(job, NULL);
+                if (last) set_link(last, job);
+                else head = job;
+                last = job;
                 n++;
             }
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
         }
-        *tail = NULL;
         qunlock(p);
         pthread_mutex_lock(&p->mu);
         room_wake_locked(p, true);
