@@ -101,6 +101,79 @@ static async_http_response_t *raw_get(const char *reply, int want)
     return r;
 }
 
+/* --- proxies from the environment ------------------------------------------- */
+
+static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                         "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+
+static void unset_proxy_vars(void)
+{
+    for (size_t i = 0; i < sizeof proxy_vars / sizeof *proxy_vars; i++) unsetenv(proxy_vars[i]);
+}
+
+/* A GET of a closed port on loopback, by client http: through a proxy it
+ * is the proxy (a raw server answering "proxied") that answers; without
+ * one the connection is refused. */
+static async_http_response_t *get_closed_port(async_http_t *http, raw_srv_t *proxy)
+{
+    async_http_response_t *r = NULL;
+    int rc = async_http_get(&r, http, "http://127.0.0.1:9/via", NULL);
+    if (proxy) {
+        cr_assert_eq(rc, 0, "through the proxy: %s", r ? r->errmsg : "");
+        cr_assert_str_eq(r->body, "proxied");
+    } else {
+        cr_assert_neq(rc, 0, "port 9 answered without a proxy");
+    }
+    return r;
+}
+
+#define PROXY_REPLY "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nproxied"
+
+/* A proxy variable set when the client is made is honoured for each
+ * request, as curl reads it; and no_proxy still exempts a host. */
+Test(http, proxy_variable_set_before_the_client_is_honoured)
+{
+    unset_proxy_vars();
+    raw_srv_t p;
+    raw_start(&p, PROXY_REPLY);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
+    setenv("http_proxy", url, 1);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_free(get_closed_port(http, &p));
+    raw_stop(&p);
+    /* Exempted by no_proxy, set after the client was made: curl reads it
+     * on every request while a proxy variable is set. */
+    setenv("no_proxy", "127.0.0.1", 1);
+    async_http_response_free(get_closed_port(http, NULL));
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* With no proxy variable when the client is made, its requests go direct:
+ * the environment is read once then (docs: async_http_new), not on every
+ * request, so a variable set later does not apply to this client, only
+ * to one made after it. */
+Test(http, proxy_variable_set_after_the_client_is_made_applies_to_the_next_client)
+{
+    unset_proxy_vars();
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    raw_srv_t p;
+    raw_start(&p, PROXY_REPLY);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
+    setenv("http_proxy", url, 1);
+    async_http_response_free(get_closed_port(http, NULL));
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_response_free(get_closed_port(http, &p));
+    raw_stop(&p);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 /* Every header line in order, the name as spelled, the value without the
  * blanks around it (inner ones kept), empty values and repeats kept, the last
  * of a repeated name found by name; the status line and the blank line are

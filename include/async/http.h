@@ -172,7 +172,14 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * which the TLS library writes to the socket itself (older libcurl with
  * OpenSSL, sending close_notify to a peer that has gone) have raised it.  A
  * program that sets keep_sigpipe and keeps SIGPIPE fatal accepts that risk;
- * ignoring or handling SIGPIPE itself removes it. */
+ * ignoring or handling SIGPIPE itself removes it.
+ *
+ * Proxies: the environment is looked at once, here.  If any variable curl
+ * reads is set (http_proxy, https_proxy, HTTPS_PROXY, all_proxy, ALL_PROXY,
+ * no_proxy, NO_PROXY; curl never reads HTTP_PROXY), curl reads them for
+ * every request as usual.  If none is set, the client's requests go direct,
+ * and a variable set later applies only to clients made after it (curl
+ * would otherwise read up to five variables for every request). */
 ASYNC_API int async_http_new(async_http_t **out, async_loop_t *loop,
                              const async_http_opts_t *opts);
 

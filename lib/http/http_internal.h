@@ -226,6 +226,7 @@ struct async_http {
     char *accept_encoding; /* NULL: no Accept-Encoding */
     char *ca_file;
     const char *ca_shared; /* the bundle of the shared CA store, or NULL (ca_store.h) */
+    bool proxy_env;        /* a proxy variable was set when the client was made */
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */
@@ -261,6 +262,10 @@ http_xfer_t *async__http_xfer_alloc(const char *url);
 /* Frees what x owns, and x with its response unless the response was
  * handed out (x->resp NULL). */
 void async__http_xfer_free(http_xfer_t *x);
+/* Whether a proxy variable curl reads (http_proxy, https_proxy, all_proxy,
+ * no_proxy, their upper-case forms but HTTP_PROXY) is set now.  Read once
+ * when a client is made: without one, its handles are told "no proxy". */
+bool async__http_proxy_env(void);
 /* A new easy handle with the options every request of http shares, or NULL
  * without memory (or when curl refuses an option). */
 http_easy_t *async__http_easy_new(async_http_t *http);

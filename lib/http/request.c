@@ -91,6 +91,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         http->opts.ca_file = http->ca_file;
     }
     http->ca_shared = async__http_ca_shared(http->ca_file);
+    http->proxy_env = async__http_proxy_env();
     async__list_init(&http->waiting);
     async__list_init(&http->running);
     http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;
