@@ -6,12 +6,18 @@
  * add requests while sockets are still on a ready list, a completion chain
  * that must not starve the rest of the loop, descriptors closed and reused
  * among ready ones, and curl's timeouts firing while other transfers are
- * busy. */
+ * busy.  And the executor's 192-byte submit block with its qnext-only queue:
+ * small priority-0 submits packed next to each other in the future pool,
+ * mixed with prioritised jobs and batches, cancelled and shut down while
+ * queued; a write into a small job's missing `next` or `bucket` would land
+ * in the neighbouring block and corrupt its future. */
 #include <criterion/criterion.h>
 #include <ev.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <async.h>
+#include <async/executor.h>
+#include <async/future.h>
 #include <async/http.h>
 #include "support/alloc.h"
 #include "support/httpd.h"
@@ -312,4 +318,89 @@ Test(round6_attack, a_timeout_fires_on_time_among_busy_transfers)
         async_http_response_free(busy[i].resp);
     }
     cr_assert_eq(async_http_destroy(http), 0);
+}
+
+/* --- the executor's small submit block ------------------------------------- */
+
+static int triple(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    cr_assert_eq(in_size, sizeof(long));
+    cr_assert_eq(out_size, sizeof(long));
+    long v;
+    memcpy(&v, in, sizeof v);
+    v = v * 3 + 1;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+#define MIX_JOBS 6000
+
+/* Each round queues MIX_JOBS small jobs on two workers: singles of priority
+ * 0 (192-byte blocks, neighbours in the pool), every seventh single with a
+ * priority, every fortieth call a batch of five mixing both; every eleventh
+ * future is cancelled, and the last rounds shut down with cancel while jobs
+ * are queued.  Each future ends once: with its own value, or cancelled. */
+static void mixed_round(int round, bool shutdown_early)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 2};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    static async_future_t *fs[MIX_JOBS];
+    static long in[MIX_JOBS];
+    size_t n = 0;
+    for (int call = 0; n < MIX_JOBS; call++) {
+        if (call % 40 == 39 && n + 5 <= MIX_JOBS) {
+            async_job_t jobs[5];
+            for (int k = 0; k < 5; k++) {
+                in[n + k] = (long)(n + k);
+                jobs[k] = (async_job_t){.fn = triple, .in = &in[n + k], .in_size = sizeof(long),
+                                        .out_size = sizeof(long), .priority = k == 2 ? 5 : 0};
+            }
+            cr_assert_eq(async_executor_submit_batch(&fs[n], ex, jobs, 5), 0);
+            n += 5;
+        } else {
+            in[n] = (long)n;
+            async_job_t j = {.fn = triple, .in = &in[n], .in_size = sizeof(long),
+                             .out_size = sizeof(long), .priority = call % 7 == 6 ? call % 3 + 1 : 0};
+            cr_assert_eq(async_executor_submit(&fs[n], ex, &j), 0);
+            n++;
+        }
+        if (n % 11 == 0) (void)async_future_cancel(fs[n - 1]);
+        if (shutdown_early && n == MIX_JOBS / 2) {
+            /* The rest are refused (ECLOSED) once it is shut down. */
+            cr_assert_eq(async_executor_shutdown(ex, false, true), 0);
+            break;
+        }
+    }
+    /* Cancelled futures make the wait report an error: each is checked below. */
+    (void)async_futures_wait(fs, n, ASYNC_WAIT_ALL, NULL);
+    size_t done = 0, cancelled = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(async_future_done(fs[i]), "round %d, job %zu not final", round, i);
+        int e = async_future_error(fs[i]);
+        if (e == 0) {
+            const void *data;
+            size_t size;
+            cr_assert_eq(async_future_result(fs[i], &data, &size), 0);
+            cr_assert_eq(size, sizeof(long));
+            long v;
+            memcpy(&v, data, sizeof v);
+            cr_assert_eq(v, (long)i * 3 + 1, "round %d, job %zu: another job's output", round, i);
+            done++;
+        } else {
+            cr_assert_eq(e, ASYNC_ECANCELED, "round %d, job %zu: %s", round, i,
+                         async_strerror(e));
+            cancelled++;
+        }
+        async_future_unref(fs[i]);
+    }
+    cr_assert_eq(done + cancelled, n);
+    async_executor_free(ex);
+}
+
+Test(round6_attack, small_submits_mixed_with_priorities_batches_cancels_and_shutdown,
+     .timeout = 120)
+{
+    for (int round = 0; round < 6; round++) mixed_round(round, round >= 4);
 }
