@@ -13,8 +13,10 @@
  * in the neighbouring block and corrupt its future. */
 #include <criterion/criterion.h>
 #include <ev.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <async.h>
 #include <async/executor.h>
 #include <async/future.h>
@@ -403,4 +405,71 @@ Test(round6_attack, small_submits_mixed_with_priorities_batches_cancels_and_shut
      .timeout = 120)
 {
     for (int round = 0; round < 6; round++) mixed_round(round, round >= 4);
+}
+
+/* Priority buckets linked through qnext alone: a bucket's header lives in
+ * the job at its head and moves to the next job when that one is taken (a
+ * cancelled head included).  Behind a held worker, jobs of priorities
+ * 2, 2, 5, 0, 2, 5, 0 with the first (a bucket's head) and the sixth (the
+ * second of priority 5) cancelled run as 5, 2, 2, 0, 0: each priority first
+ * in, first out. */
+static _Atomic int order_next;
+static _Atomic int gate_open;
+
+typedef struct order_rec {
+    int tag;
+    int ran_at;
+} order_rec_t;
+
+static int record(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    order_rec_t *r = ctx;
+    r->ran_at = atomic_fetch_add(&order_next, 1);
+    return 0;
+}
+
+static int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    while (!atomic_load(&gate_open)) usleep(1000);
+    return 0;
+}
+
+Test(round6_attack, bucket_headers_move_along_qnext_links_in_priority_order)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 1};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    atomic_store(&gate_open, 0);
+    atomic_store(&order_next, 0);
+    async_future_t *gate;
+    cr_assert_eq(async_executor_submit(&gate, ex, &(async_job_t){.fn = hold}), 0);
+    /* Wait until the worker holds the gate, so everything below queues. */
+    while (async_future_state(gate) != ASYNC_FUTURE_RUNNING) usleep(1000);
+    static const int prio[] = {2, 2, 5, 0, 2, 5, 0};
+    enum { N = sizeof prio / sizeof prio[0] };
+    order_rec_t rec[N];
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        rec[i] = (order_rec_t){i, -1};
+        async_job_t j = {.fn = record, .ctx = &rec[i], .priority = prio[i]};
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &j), 0);
+    }
+    cr_assert_eq(async_future_cancel(fs[0]), 0);
+    cr_assert_eq(async_future_cancel(fs[5]), 0);
+    atomic_store(&gate_open, 1);
+    (void)async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL);
+    cr_assert_eq(async_future_wait(gate), 0);
+    static const int want[] = {2, 1, 4, 3, 6}; /* tags in the order they must run */
+    for (int k = 0; k < 5; k++)
+        cr_expect_eq(rec[want[k]].ran_at, k, "job %d (priority %d) ran %d-th, expected %d-th",
+                     want[k], prio[want[k]], rec[want[k]].ran_at, k);
+    cr_expect_eq(rec[0].ran_at, -1, "a cancelled job ran");
+    cr_expect_eq(rec[5].ran_at, -1, "a cancelled job ran");
+    cr_expect_eq(async_future_error(fs[0]), ASYNC_ECANCELED);
+    cr_expect_eq(async_future_error(fs[5]), ASYNC_ECANCELED);
+    for (int i = 0; i < N; i++) async_future_unref(fs[i]);
+    async_future_unref(gate);
+    async_executor_free(ex);
 }
