@@ -473,3 +473,50 @@ Test(round6_attack, bucket_headers_move_along_qnext_links_in_priority_order)
     async_future_unref(gate);
     async_executor_free(ex);
 }
+
+/* More transfers than one shard takes (SHARD_CAP, 256): the second shard's
+ * transfers, a few among the first shard's 256 streaming ones whose sockets
+ * are ready poll after poll, are driven in the same passes and end with
+ * their answers, not at their timeout. */
+#define SHARDS_N 300
+
+typedef struct timed_slot {
+    slot_t s;
+    int64_t t0, took;
+} timed_slot_t;
+
+static void on_timed(async_http_response_t *resp, void *arg)
+{
+    timed_slot_t *t = arg;
+    t->took = async_now() - t->t0;
+    on_slot(resp, &t->s);
+}
+
+Test(round6_attack, a_busy_shard_does_not_starve_the_next_one, .timeout = 60)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static timed_slot_t t[SHARDS_N];
+    memset(t, 0, sizeof t);
+    for (int i = 0; i < SHARDS_N; i++) {
+        /* The first 256 stream for about a second; the rest want one short answer. */
+        const char *path = i < 256 ? "/slow?chunks=50&ms=20" : "/ok";
+        async_http_request_t req = {.url = test_httpd_url(srv, path),
+                                    .timeout_ns = ASYNC_SEC(20)};
+        t[i].t0 = async_now();
+        cr_assert_eq(async_http_send(http, &req, on_timed, &t[i]), 0);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    int64_t slowest_ok = 0;
+    for (int i = 0; i < SHARDS_N; i++) {
+        cr_assert_eq(t[i].s.calls, 1, "request %d", i);
+        cr_assert_eq(t[i].s.resp->error, 0, "request %d: %s", i, t[i].s.resp->errmsg);
+        if (i >= 256 && t[i].took > slowest_ok) slowest_ok = t[i].took;
+        async_http_response_free(t[i].s.resp);
+    }
+    cr_log_info("the slowest of the second shard's /ok answers took %lld ms",
+                (long long)(slowest_ok / 1000000));
+    /* Starved, they would wait for their 20 s timeout; a tolerance, not a speed figure. */
+    cr_assert_lt(slowest_ok, ASYNC_SEC(10));
+    cr_assert_eq(async_http_destroy(http), 0);
+}
