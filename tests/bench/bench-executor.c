@@ -322,25 +322,15 @@ typedef struct data {
     uint64_t squares_n;
 } data_t;
 
-/* ex, the 2-thread pool, lives through every round, as libuv's pool does
- * (it is process-wide, started on first use) and as libuv's requests do
- * (static arrays): each side's per-task figure is then measured on warm
- * memory from the second round on.  A pool made for the round (the row
- * "a fresh executor") also pays for faulting in its futures' memory, 200,000
- * x 192 bytes, about 9,400 page faults a round on this VM, that libuv's side
- * never pays after its first round. */
-static void ours_round(uv_loop_t *loop, data_t *d, async_executor_t *ex)
+static void ours_round(uv_loop_t *loop, data_t *d)
 {
+    async_executor_t *ex = pool(2);
     cost_t c = ours_overhead(ex);
     bench_add("per-task overhead, 200,000 trivial tasks, 2 threads", "us", c.wall / 1e3);
     bench_add("per-task overhead, CPU time of all threads", "us", c.cpu / 1e3);
     c = uv_overhead(loop);
     bench_add("per-task overhead, libuv uv_queue_work, 2 threads (baseline)", "us", c.wall / 1e3);
     bench_add("per-task overhead, libuv, CPU time of all threads (baseline)", "us", c.cpu / 1e3);
-    async_executor_t *fresh = pool(2);
-    c = ours_overhead(fresh);
-    async_executor_free(fresh);
-    bench_add("per-task overhead, a fresh executor each round (its memory faulted in)", "us", c.wall / 1e3);
     bench_add("per-task overhead, the same with submit_batch (256 a call)", "us", ours_overhead_batch(ex) / 1e3);
     c = ours_round_trip(ex, TRIPS, false);
     bench_add("round trip, one task at a time", "us", c.wall / 1e3);
@@ -383,6 +373,7 @@ static void ours_round(uv_loop_t *loop, data_t *d, async_executor_t *ex)
     bench_add("sum of squares, 8 x n, serial C", "ms", sv * 1e3);
     bench_add("sum of squares, 8 x n, map on 2 threads", "ms", mv * 1e3);
     bench_add("sum of squares, serial C at 10x n over 1x n (about 10 for a real loop)", "x", s10 / sv);
+    async_executor_free(ex);
 
     bench_add("sleep 0.1 s x 20 on 4 threads (ideal 0.500)", "s", sleeps());
 }
@@ -420,21 +411,16 @@ int main(int argc, char **argv)
 
     uv_loop_t loop;
     uv_loop_init(&loop);
-    async_executor_t *ex = pool(2);
     for (int r = 0; r < bench_rounds(); r++) {
-        ours_round(&loop, &d, ex);
+        ours_round(&loop, &d);
         python_round();
     }
-    async_executor_free(ex);
     uv_loop_close(&loop);
     free(d.rows);
     free(d.out);
 
     bench_ratio("per-task overhead, speedup over libuv", "per-task overhead, libuv uv_queue_work, 2 threads (baseline)",
                 "per-task overhead, 200,000 trivial tasks, 2 threads");
-    bench_ratio("per-task overhead, a fresh executor each round, speedup over libuv",
-                "per-task overhead, libuv uv_queue_work, 2 threads (baseline)",
-                "per-task overhead, a fresh executor each round (its memory faulted in)");
     bench_ratio("per-task overhead, CPU time, libuv's over ours",
                 "per-task overhead, libuv, CPU time of all threads (baseline)",
                 "per-task overhead, CPU time of all threads");
