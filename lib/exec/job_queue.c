@@ -171,7 +171,9 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
         async__job_t *job = b->head;
         if (!job) continue; /* only the permanent bucket is ever empty */
         if (!(b->head = link_of(job))) b->tail = NULL;
-        if (b == &job->bucket) { /* the header leaves with its job: move it on */
+        /* Only a job with a priority has a bucket header of its own: a small
+         * priority-0 job's memory ends before the field (executor.c). */
+        if (job->priority && b == &job->bucket) { /* the header leaves with its job */
             if (b->head) {
                 async__bucket_t *nb = &b->head->bucket;
                 *nb = *b;
