@@ -1526,3 +1526,45 @@ Test(http, out_of_memory_during_transfer)
     async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }
+
+/* One GET of /ok on a blocking client made now, without retries; returns
+ * the response's error, its message in msg. */
+static int get_ok_now(char *msg, size_t len)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok"), .max_retries = -1};
+    async_http_response_t *r;
+    int rc = async_http_fetch(&r, http, &req);
+    cr_assert_not_null(r);
+    snprintf(msg, len, "%s", r->errmsg);
+    cr_assert_eq(rc, r->error);
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return rc;
+}
+
+Test(http, proxy_variables_set_when_the_client_is_made_are_honoured)
+{
+    /* Without a proxy variable the client tells curl "no proxy" once
+     * (response.c); with one, curl reads the environment as ever. */
+    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                        "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
+    char msg[256];
+    cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
+    /* A proxy where nothing listens: the request goes to it and fails. */
+    setenv("http_proxy", "http://127.0.0.1:1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), ASYNC_ECURL);
+    cr_assert(strstr(msg, "curl error 7"), "%s", msg);
+    unsetenv("http_proxy");
+    setenv("all_proxy", "http://127.0.0.1:1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), ASYNC_ECURL);
+    cr_assert(strstr(msg, "curl error 7"), "%s", msg);
+    /* no_proxy keeps the test server's address from the proxy. */
+    setenv("no_proxy", "127.0.0.1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
+    unsetenv("all_proxy");
+    unsetenv("no_proxy");
+    cr_assert_eq(test_alloc_live(), 0);
+}

@@ -226,6 +226,7 @@ struct async_http {
     char *accept_encoding; /* NULL: no Accept-Encoding */
     char *ca_file;
     const char *ca_shared; /* the bundle of the shared CA store, or NULL (ca_store.h) */
+    bool no_proxy_env;     /* no proxy variable was set when the client was made */
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */

@@ -208,6 +208,15 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    /* No proxy variable was set when the client was made: an empty proxy
+     * and an empty no-proxy list are curl's "none" without its getenv calls
+     * for them on each transfer (libcurl 7.88, url.c,
+     * create_conn_helper_init_proxy).  A variable set later is not seen,
+     * as for the client's CA choice (ca_store.c). */
+    if (http->no_proxy_env) {
+        SET(CURLOPT_PROXY, "");
+        SET(CURLOPT_NOPROXY, "");
+    }
     return bad ? ASYNC_EINVAL : 0;
 }
 
