@@ -1281,7 +1281,7 @@ Test(http, multi_adapter_reports_through_its_callback)
         t[i] = (http_transfer_t){.easy = curl_easy_init(), .done = raw_done, .ud = &got[i]};
         curl_easy_setopt(t[i].easy, CURLOPT_URL, test_httpd_url(srv, i ? "/stall?ms=5000" : "/ok"));
         curl_easy_setopt(t[i].easy, CURLOPT_WRITEFUNCTION, raw_sink);
-        http_shard_t *sh = async__http_shard_pick(&m);
+        http_shard_t *sh = async__http_shard_pick(&m, false);
         cr_assert_not_null(sh);
         cr_assert_eq(async__http_multi_add(sh, &t[i]), CURLM_OK);
         cr_assert_eq(t[i].shard, sh);
@@ -1566,5 +1566,35 @@ Test(http, proxy_variables_set_when_the_client_is_made_are_honoured)
     cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
     unsetenv("all_proxy");
     unsetenv("no_proxy");
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, steady_plain_load_runs_in_small_shards_and_reuses_their_connections)
+{
+    /* 64 at once: four shards of PLAIN_SHARD_CAP (short reuse walks in
+     * curl); a second wave of 64 finds each shard's idle connections. */
+    enum { N = PLAIN_SHARDS * PLAIN_SHARD_CAP };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static got_t g[N];
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
+    for (int wave = 0; wave < 2; wave++) {
+        memset(g, 0, sizeof g);
+        for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+        cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+        cr_assert_eq(http->multi.n_shards, PLAIN_SHARDS);
+        for (size_t s = 0; s < http->multi.n_shards; s++)
+            cr_assert_eq(http->multi.shards[s]->n_sockets, PLAIN_SHARD_CAP);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(g[i].calls, 1);
+            cr_assert_eq(g[i].resp->error, 0, "%d: %s", i, g[i].resp->errmsg);
+            async_http_response_free(g[i].resp);
+        }
+    }
+    cr_assert_eq(test_httpd_connections(srv), N, "the second wave reused the first's connections");
+    async_http_destroy(http);
+    async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }

@@ -428,7 +428,9 @@ static void start(async_http_t *http, http_xfer_t *x)
         }
         x->t.easy = x->easy->curl;
     }
-    http_shard_t *sh = async__http_shard_pick(&http->multi);
+    /* As async__http_easy_setup decides it (CURLOPT_PIPEWAIT). */
+    bool mux = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    http_shard_t *sh = async__http_shard_pick(&http->multi, mux);
     if (!sh) {
         fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
         return;
