@@ -1354,7 +1354,7 @@ Test(http, multi_adapter_reports_through_its_callback)
         t[i] = (http_transfer_t){.easy = curl_easy_init(), .done = raw_done, .ud = &got[i]};
         curl_easy_setopt(t[i].easy, CURLOPT_URL, test_httpd_url(srv, i ? "/stall?ms=5000" : "/ok"));
         curl_easy_setopt(t[i].easy, CURLOPT_WRITEFUNCTION, raw_sink);
-        http_shard_t *sh = async__http_shard_pick(&m);
+        http_shard_t *sh = async__http_shard_pick(&m, false);
         cr_assert_not_null(sh);
         cr_assert_eq(async__http_multi_add(sh, &t[i]), CURLM_OK);
         cr_assert_eq(t[i].shard, sh);
@@ -1596,6 +1596,78 @@ Test(http, out_of_memory_during_transfer)
         cr_assert_eq(async_http_destroy(http), 0);
         cr_assert_eq(test_alloc_live(), before, "leak after failing allocation %ld", n);
     }
+    async_loop_destroy(loop);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* One GET of /ok on a blocking client made now, without retries; returns
+ * the response's error, its message in msg. */
+static int get_ok_now(char *msg, size_t len)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok"), .max_retries = -1};
+    async_http_response_t *r;
+    int rc = async_http_fetch(&r, http, &req);
+    cr_assert_not_null(r);
+    snprintf(msg, len, "%s", r->errmsg);
+    cr_assert_eq(rc, r->error);
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return rc;
+}
+
+Test(http, proxy_variables_set_when_the_client_is_made_are_honoured)
+{
+    /* Without a proxy variable the client tells curl "no proxy" once
+     * (response.c); with one, curl reads the environment as ever. */
+    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                        "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
+    char msg[256];
+    cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
+    /* A proxy where nothing listens: the request goes to it and fails. */
+    setenv("http_proxy", "http://127.0.0.1:1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), ASYNC_ECURL);
+    cr_assert(strstr(msg, "curl error 7"), "%s", msg);
+    unsetenv("http_proxy");
+    setenv("all_proxy", "http://127.0.0.1:1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), ASYNC_ECURL);
+    cr_assert(strstr(msg, "curl error 7"), "%s", msg);
+    /* no_proxy keeps the test server's address from the proxy. */
+    setenv("no_proxy", "127.0.0.1", 1);
+    cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
+    unsetenv("all_proxy");
+    unsetenv("no_proxy");
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+Test(http, steady_plain_load_runs_in_small_shards_and_reuses_their_connections)
+{
+    /* 64 at once: four shards of PLAIN_SHARD_CAP (short reuse walks in
+     * curl); a second wave of 64 finds each shard's idle connections. */
+    enum { N = PLAIN_SHARDS * PLAIN_SHARD_CAP };
+    async_loop_t *loop;
+    async_http_t *http;
+    cr_assert_eq(async_loop_new(&loop), 0);
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static got_t g[N];
+    async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
+    for (int wave = 0; wave < 2; wave++) {
+        memset(g, 0, sizeof g);
+        for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+        cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+        cr_assert_eq(http->multi.n_shards, PLAIN_SHARDS);
+        for (size_t s = 0; s < http->multi.n_shards; s++)
+            cr_assert_eq(http->multi.shards[s]->n_sockets, PLAIN_SHARD_CAP);
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(g[i].calls, 1);
+            cr_assert_eq(g[i].resp->error, 0, "%d: %s", i, g[i].resp->errmsg);
+            async_http_response_free(g[i].resp);
+        }
+    }
+    cr_assert_eq(test_httpd_connections(srv), N, "the second wave reused the first's connections");
+    async_http_destroy(http);
     async_loop_destroy(loop);
     cr_assert_eq(test_alloc_live(), 0);
 }

@@ -519,17 +519,23 @@ static void shard_retire(http_shard_t *sh)
     }
 }
 
-http_shard_t *async__http_shard_pick(http_multi_t *m)
+http_shard_t *async__http_shard_pick(http_multi_t *m, bool mux)
 {
-    bool limited = m->max_connections || m->max_host_connections;
-    http_shard_t *best = NULL;
+    if ((m->max_connections || m->max_host_connections) && m->n_shards) return m->shards[0];
+    http_shard_t *room = NULL, *best = NULL;
     for (size_t i = 0; i < m->n_shards; i++) {
         http_shard_t *sh = m->shards[i];
-        /* The first shard with room: steady loads stay in shard 0 and reuse
-         * its connections; bursts spill over. */
-        if (limited || (sh->n_running < SHARD_CAP && sh->n_mux < MUX_SHARD_CAP)) return sh;
+        size_t plain = sh->n_running - sh->n_mux;
+        bool fits = sh->n_running < SHARD_CAP &&
+                    (mux ? sh->n_mux < MUX_SHARD_CAP : i >= PLAIN_SHARDS || plain < PLAIN_SHARD_CAP);
+        /* The first shard with room and an idle connection, else the first
+         * with room: steady loads stay in the first shards and reuse their
+         * connections; bursts spill over. */
+        if (fits && sh->n_sockets > sh->n_running) return sh;
+        if (fits && !room) room = sh;
         if (!best || sh->n_running < best->n_running) best = sh;
     }
+    if (room) return room;
     if (m->n_shards < MAX_SHARDS) {
         http_shard_t *sh = shard_new(m);
         if (sh) return sh;

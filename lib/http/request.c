@@ -53,6 +53,21 @@ static void xfer_free(http_xfer_t *x);
 
 /* --- clients --------------------------------------------------------------- */
 
+/* Whether the environment names a proxy, or hosts to keep from one: the
+ * variables libcurl 7.88 reads for http and https transfers (it reads
+ * http_proxy only in lower case, on purpose).  curl looks them up with
+ * getenv on every new connection and every reuse, some 1,500 instructions
+ * a request; a client made without any tells curl so once for all
+ * (response.c, easy_init). */
+static bool proxy_env(void)
+{
+    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                        "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (getenv(names[i])) return true;
+    return false;
+}
+
 int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts_t *opts)
 {
     if (!out) return ASYNC_EINVAL;
@@ -91,7 +106,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         http->opts.ca_file = http->ca_file;
     }
     http->ca_shared = async__http_ca_shared(http->ca_file);
-    http->proxy_env = async__http_proxy_env();
+    http->no_proxy_env = !proxy_env();
     async__list_init(&http->waiting);
     async__list_init(&http->running);
     http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;
@@ -413,7 +428,9 @@ static void start(async_http_t *http, http_xfer_t *x)
         }
         x->t.easy = x->easy->curl;
     }
-    http_shard_t *sh = async__http_shard_pick(&http->multi);
+    /* As async__http_easy_setup decides it (CURLOPT_PIPEWAIT). */
+    bool mux = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    http_shard_t *sh = async__http_shard_pick(&http->multi, mux);
     if (!sh) {
         fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
         return;

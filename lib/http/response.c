@@ -181,19 +181,6 @@ static int on_close_socket(void *ud, curl_socket_t s)
     return close(s);
 }
 
-/* Whether the environment names a proxy, or hosts a proxy must not serve:
- * every variable libcurl 7.88 reads for an http or https request
- * (create_conn_helper_init_proxy and detect_proxy in its url.c; it never
- * reads HTTP_PROXY, which a CGI request can set). */
-bool async__http_proxy_env(void)
-{
-    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                                        "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (getenv(names[i])) return true;
-    return false;
-}
-
 /* Options every request of the client shares, set once when an easy handle
  * is made: pooled handles keep them, so a reused handle is not reset (a
  * reset frees curl's buffers only for the next request to allocate them). */
@@ -221,12 +208,12 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     if (http->opts.no_http2) SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    /* With no proxy variable set when the client was made, say "no proxy"
-     * outright: otherwise curl reads up to five variables for every
-     * transfer (a walk of the environment each, 1.5k instructions a GET
-     * here), as the client's CA store already decides on the proxy at
-     * creation (ca_store.c).  With one set, curl reads them as usual. */
-    if (!http->proxy_env) {
+    /* No proxy variable was set when the client was made: an empty proxy
+     * and an empty no-proxy list are curl's "none" without its getenv calls
+     * for them on each transfer (libcurl 7.88, url.c,
+     * create_conn_helper_init_proxy).  A variable set later is not seen,
+     * as for the client's CA choice (ca_store.c). */
+    if (http->no_proxy_env) {
         SET(CURLOPT_PROXY, "");
         SET(CURLOPT_NOPROXY, "");
     }
