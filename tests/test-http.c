@@ -1621,9 +1621,7 @@ Test(http, proxy_variables_set_when_the_client_is_made_are_honoured)
 {
     /* Without a proxy variable the client tells curl "no proxy" once
      * (response.c); with one, curl reads the environment as ever. */
-    static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                                        "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
+    unset_proxy_vars();
     char msg[256];
     cr_assert_eq(get_ok_now(msg, sizeof msg), 0, "%s", msg);
     /* A proxy where nothing listens: the request goes to it and fails. */
