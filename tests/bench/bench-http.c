@@ -677,16 +677,26 @@ static void fl_libasync(const char *url, fl_t *f)
  * client's 20 s timeout of this section, and CURLOPT_FRESH_CONNECT, which
  * the client sets on every transfer of a burst (no open socket is idle)
  * to skip libcurl 7.88's walk over every connection for one to reuse. */
+/* Levers tried on the bare loops only (docs/http.md, 10,000 in flight):
+ * BENCH_HTTP_FL_BUFSIZE=n sets CURLOPT_BUFFERSIZE on each handle, and
+ * BENCH_HTTP_FL_SSL_SHARE=1 shares TLS sessions across the burst through
+ * one CURLSH, so that one full handshake serves every connection.  Both are
+ * off by default; the figures' names do not change with them. */
+static long fl_bufsize;
+static CURLSH *fl_ssl_share;
+
 static CURL *fl_easy(const char *url)
 {
     CURL *e = curl_easy_init();
     bare_options(e, url, true);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
+    if (fl_bufsize > 0) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, fl_bufsize);
     if (strncmp(url, "https:", 6) == 0) {
         /* The client's HTTP/2 options: wait for a connection that may
          * multiplex rather than open one more (response.c). */
         curl_easy_setopt(e, CURLOPT_CAINFO, ngx_cert);
         curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+        if (fl_ssl_share) curl_easy_setopt(e, CURLOPT_SHARE, fl_ssl_share);
     } else {
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     }
@@ -1025,6 +1035,10 @@ int main(int argc, char **argv)
     /* BENCH_HTTP_BARE_SHARD: transfers a multi handle in the socket loop. */
     if (getenv("BENCH_HTTP_BARE_SHARD")) SHARD = atoi(getenv("BENCH_HTTP_BARE_SHARD"));
     if (SHARD < 1) SHARD = SHARD_DEFAULT;
+    if (getenv("BENCH_HTTP_FL_BUFSIZE")) fl_bufsize = atol(getenv("BENCH_HTTP_FL_BUFSIZE"));
+    if (getenv("BENCH_HTTP_FL_SSL_SHARE") && atoi(getenv("BENCH_HTTP_FL_SSL_SHARE")) &&
+        (fl_ssl_share = curl_share_init()))
+        curl_share_setopt(fl_ssl_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     bench_start("bench-http");
     child_t slow = {0}, fast = {0}, far = {0}, ngx = {0};
     char dir[64] = "";
@@ -1077,6 +1091,7 @@ int main(int argc, char **argv)
         snprintf(cmd, sizeof cmd, "rm -rf %s", d);
         if (system(cmd)) {}
     }
+    if (fl_ssl_share) curl_share_cleanup(fl_ssl_share);
     curl_global_cleanup();
     return 0;
 }
