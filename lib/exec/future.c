@@ -208,18 +208,21 @@ static bool slab_carve(async__fpool_t *p, size_t n)
     return true;
 }
 
+/* Under ASan each future is its own allocation, so that ASan sees its
+ * bounds: a small submit's job ends before async__job_t's next and bucket
+ * (executor.c), and a stray access to them would land, inside a slab, in the
+ * neighbouring block, which ASan cannot tell from this one.  The pool's slabs
+ * stay covered by the plain, TSan and ucontext builds. */
+#ifdef ASYNC_ASAN
+#  define FUTURE_SLABS 0
+#else
+#  define FUTURE_SLABS 1
+#endif
+
 async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
 {
-#ifdef ASYNC_ASAN
-    /* Each future its own allocation, so that ASan sees its bounds: a small
-     * submit's job ends before async__job_t's next and bucket (executor.c),
-     * and a stray access to them would land, inside a slab, in the
-     * neighbouring block, which ASan cannot tell from this one.  The pool's
-     * slabs stay covered by the plain, TSan and ucontext builds. */
-    (void)p;
-    return async__future_alloc(extra);
-#endif
-    if (!p || sizeof(async_future_t) + extra > p->block) return async__future_alloc(extra);
+    if (!FUTURE_SLABS || !p || sizeof(async_future_t) + extra > p->block)
+        return async__future_alloc(extra);
     if (async__mag.pool != p) {
         mag_flush(&async__mag);
         pthread_once(&mag_once, mag_key_init);
