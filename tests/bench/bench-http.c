@@ -673,10 +673,6 @@ static void fl_libasync(const char *url, fl_t *f)
     async_loop_destroy(loop);
 }
 
-/* The bare loops' easy handle: the throughput section's options with the
- * client's 20 s timeout of this section, and CURLOPT_FRESH_CONNECT, which
- * the client sets on every transfer of a burst (no open socket is idle)
- * to skip libcurl 7.88's walk over every connection for one to reuse. */
 /* Levers tried on the bare loops only (docs/http.md, 10,000 in flight):
  * BENCH_HTTP_FL_BUFSIZE=n sets CURLOPT_BUFFERSIZE on each handle, and
  * BENCH_HTTP_FL_SSL_SHARE=1 shares TLS sessions across the burst through
@@ -685,6 +681,10 @@ static void fl_libasync(const char *url, fl_t *f)
 static long fl_bufsize;
 static CURLSH *fl_ssl_share;
 
+/* The bare loops' easy handle: the throughput section's options with the
+ * client's 20 s timeout of this section, and CURLOPT_FRESH_CONNECT, which
+ * the client sets on every transfer of a burst (no open socket is idle)
+ * to skip libcurl 7.88's walk over every connection for one to reuse. */
 static CURL *fl_easy(const char *url)
 {
     CURL *e = curl_easy_init();
