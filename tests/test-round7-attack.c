@@ -219,3 +219,45 @@ Test(round7_attack, barrier_after_a_party_died_in_the_wait, .timeout = 120)
     cr_assert(!async_ipc_barrier_broken(b));
     async_ipc_barrier_free(b);
 }
+
+/* --- R4: a holder of a region's descriptor shrinks it under the others ------ */
+
+static async_shm_t *region;
+
+static int shrink_region(void *arg)
+{
+    (void)arg;
+    /* What a hostile or buggy holder of the descriptor can do. */
+    return ftruncate(async_shm_fd(region), 0) == 0 ? 1 : errno == EPERM ? 0 : 2;
+}
+
+static int read_region(void *arg)
+{
+    (void)arg;
+    volatile unsigned char *p = async_shm_ptr(region);
+    unsigned sum = 0;
+    for (size_t i = 0; i < async_shm_size(region); i += 4096) sum += p[i];
+    return sum == (unsigned)(async_shm_size(region) / 4096) * 7u ? 0 : 3;
+}
+
+/* On main the shrink succeeds and every process that then touches the
+ * region dies of SIGBUS: a region is now sealed against shrinking. */
+Test(round7_attack, a_region_cannot_be_shrunk_under_its_users, .timeout = 30)
+{
+    size_t size = (size_t)1 << 20;
+    cr_assert_eq(async_shm_new(&region, size), 0);
+    memset(async_shm_ptr(region), 7, size);
+    int code = finish(spawn(shrink_region, NULL));
+    cr_expect_eq(code, 0, "ftruncate of a region's descriptor: %s",
+                 code == 1 ? "it shrank" : "failed other than EPERM");
+    code = finish(spawn(read_region, NULL));
+    cr_assert_eq(code, 0, "a reader of the region ended %d%s", code,
+                 code == 128 + SIGBUS ? " (SIGBUS: the region shrank under it)" : "");
+    /* Another process that attaches by descriptor still maps all of it. */
+    async_shm_t *other;
+    cr_assert_eq(async_shm_attach(&other, async_shm_fd(region)), 0);
+    cr_assert_eq(async_shm_size(other), size);
+    cr_assert_eq(((unsigned char *)async_shm_ptr(other))[size - 1], 7);
+    async_shm_free(other);
+    async_shm_free(region);
+}
