@@ -261,3 +261,285 @@ Test(round7_attack, a_region_cannot_be_shrunk_under_its_users, .timeout = 30)
     async_shm_free(other);
     async_shm_free(region);
 }
+
+/* --- hostile sizes -------------------------------------------------------- */
+
+/* Every size at and past each limit is refused with ASYNC_EINVAL before
+ * anything is mapped, or, when it passes the checks but cannot be mapped,
+ * fails with ASYNC_ENOMEM; nothing crashes and *out is never set. */
+Test(round7_attack, hostile_sizes_are_refused, .timeout = 30)
+{
+    void *const sentinel = (void *)0x1;
+    async_shm_t *shm = sentinel;
+    cr_expect_eq(async_shm_new(&shm, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_shm_new(&shm, SIZE_MAX), ASYNC_EINVAL);
+    cr_expect_eq(async_shm_new(&shm, (size_t)PTRDIFF_MAX + 1), ASYNC_EINVAL);
+    int err = async_shm_new(&shm, (size_t)PTRDIFF_MAX); /* passes the check; no such mapping */
+    cr_expect(err < 0, "a PTRDIFF_MAX region: %d", err);
+    cr_expect_eq(shm, sentinel);
+
+    async_ipc_queue_t *q = sentinel;
+    cr_expect_eq(async_ipc_queue_new(&q, 0, 8, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_new(&q, 8, 0, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_new(&q, 8, ((size_t)1 << 30) + 1, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_new(&q, SIZE_MAX, 1, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_new(&q, SIZE_MAX / 16, (size_t)1 << 30, 0), ASYNC_EINVAL);
+    err = async_ipc_queue_new(&q, (size_t)1 << 40, 1, 0); /* 16 TiB: checks pass, mmap cannot */
+    cr_expect(err == ASYNC_ENOMEM || err == ASYNC_EINVAL, "a 16 TiB queue: %d", err);
+    cr_expect_eq(q, sentinel);
+    cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
+    char buf[16];
+    size_t len = 99;
+    cr_expect_eq(async_ipc_queue_tryput(q, "123456789", 9), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_put_dl(q, "x", SIZE_MAX, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_tryput(q, NULL, 1), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_tryput(q, NULL, 0), 0); /* an empty message */
+    cr_expect_eq(async_ipc_queue_tryget(q, buf, 7, &len), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_tryget(q, NULL, SIZE_MAX, &len), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_queue_tryget(q, buf, SIZE_MAX, &len), 0);
+    cr_expect_eq(len, 0);
+    cr_expect_eq(async_ipc_queue_len(q), 0);
+    async_ipc_queue_free(q);
+
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    cr_expect_eq(async_ipc_pipe_send(b, "x", ASYNC_IPC_PIPE_MAX_MSG + 1), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_pipe_send(b, "x", SIZE_MAX), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_pipe_send(b, NULL, 1), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_pipe_send(b, "hello", 5), 0);
+    cr_expect_eq(async_ipc_pipe_recv(a, NULL, 0, &len), ASYNC_EINVAL); /* too long for 0 */
+    cr_expect_eq(len, 5);
+    cr_expect_eq(async_ipc_pipe_recv(a, buf, sizeof buf, &len), 0, "the message stayed");
+    cr_expect_eq(len, 5);
+    cr_expect_eq(async_ipc_pipe_send(b, NULL, 0), 0);
+    cr_expect_eq(async_ipc_pipe_recv(a, NULL, 0, &len), 0);
+    cr_expect_eq(len, 0);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+
+    async_shared_dict_t *d = sentinel;
+    cr_expect_eq(async_shared_dict_new(&d, 0, 8, 8), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_new(&d, ((size_t)1 << 28) + 1, 8, 8), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_new(&d, 4, 0, 8), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_new(&d, 4, 65536, 8), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_new(&d, 4, 8, ((size_t)1 << 30) + 1), ASYNC_EINVAL);
+    err = async_shared_dict_new(&d, (size_t)1 << 28, 65535, (size_t)1 << 30); /* 2^60 bytes */
+    cr_expect(err == ASYNC_ENOMEM || err == ASYNC_EINVAL, "the biggest dictionary: %d", err);
+    cr_expect_eq(d, sentinel);
+    cr_assert_eq(async_shared_dict_new(&d, 2, 4, 4), 0);
+    cr_expect_eq(async_shared_dict_set(d, "12345", "v", 1), ASYNC_EINVAL, "key past max_key");
+    cr_expect_eq(async_shared_dict_set(d, "k", "12345", 5), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_set(d, "k", "v", SIZE_MAX), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_dict_increment(d, "k", 1, NULL), ASYNC_EINVAL, "max_value 4 < 8");
+    cr_expect_eq(async_shared_dict_set(d, "", "", 0), 0, "the empty key and value");
+    cr_expect_eq(async_shared_dict_get(d, "", NULL, 0, &len), 0);
+    cr_expect_eq(async_shared_dict_set(d, "a", "1", 1), 0);
+    cr_expect_eq(async_shared_dict_set(d, "b", "1", 1), ASYNC_EFULL);
+    cr_expect_eq(async_shared_dict_len(d), 2);
+    async_shared_dict_free(d);
+
+    async_shared_value_t *v = sentinel;
+    async_shared_array_t *arr = sentinel;
+    cr_expect_eq(async_shared_value_new(&v, 0, true), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_value_new(&v, SIZE_MAX, true), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_array_new(&arr, SIZE_MAX / 2, 3, false), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_array_new(&arr, 3, SIZE_MAX / 2, false), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_array_new(&arr, 8, 0, false), ASYNC_EINVAL);
+    err = async_shared_array_new(&arr, 1, SIZE_MAX - 4096, false);
+    cr_expect(err == ASYNC_ENOMEM || err == ASYNC_EINVAL, "an array of all memory: %d", err);
+    cr_expect(v == sentinel && arr == sentinel);
+    cr_assert_eq(async_shared_array_new(&arr, 8, 4, true), 0);
+    uint64_t x = 5;
+    cr_expect_eq(async_shared_array_set(arr, 4, &x), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_array_get(arr, SIZE_MAX, &x), ASYNC_EINVAL);
+    cr_expect_eq(async_shared_array_set(arr, 3, &x), 0);
+    async_shared_array_free(arr);
+
+    async_ipc_sem_t *s = sentinel;
+    cr_expect_eq(async_ipc_sem_new(&s, (unsigned)INT32_MAX + 1, 0), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_sem_new(&s, 0, (unsigned)INT32_MAX + 1), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_sem_new(&s, 3, 2), ASYNC_EINVAL);
+    cr_expect_eq(s, sentinel);
+    cr_assert_eq(async_ipc_sem_new(&s, INT32_MAX, 0), 0);
+    cr_expect_eq(async_ipc_sem_release(s), ASYNC_EINVAL);
+    cr_expect_eq(async_ipc_sem_value(s), (unsigned)INT32_MAX);
+    async_ipc_sem_free(s);
+    async_ipc_barrier_t *bar = sentinel;
+    cr_expect_eq(async_ipc_barrier_new(&bar, 0), ASYNC_EINVAL);
+    cr_expect_eq(bar, sentinel);
+}
+
+/* --- descriptors and address space exhausted, in a forked child ----------- */
+
+#define CHILD_CHECK(cond, n)                                                        \
+    do {                                                                            \
+        if (!(cond)) {                                                              \
+            fprintf(stderr, "child check %d failed: %s\n", (n), #cond);             \
+            return (n);                                                             \
+        }                                                                           \
+    } while (0)
+
+/* Fills every free descriptor slot under a limit of 64 but `spare`; returns
+ * how many it opened (closed by unfill). */
+static int fillers[64], nfillers;
+
+static void fill_fds(int spare)
+{
+    struct rlimit rl = {64, 64};
+    setrlimit(RLIMIT_NOFILE, &rl);
+    nfillers = 0;
+    int fd;
+    while (nfillers < 64 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        fillers[nfillers++] = fd;
+    for (int i = 0; i < spare && nfillers > 0; i++) close(fillers[--nfillers]);
+}
+
+static void unfill_fds(void)
+{
+    while (nfillers > 0) close(fillers[--nfillers]);
+}
+
+/* Free slots now (each probe is closed again). */
+static int free_fds(void)
+{
+    int fds[64], n = 0;
+    while (n < 64 && (fds[n] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0) n++;
+    for (int i = 0; i < n; i++) close(fds[i]);
+    return n;
+}
+
+static int exhausted_descriptors(void *arg)
+{
+    (void)arg;
+    async_shm_t *keep;
+    CHILD_CHECK(async_shm_new(&keep, 4096) == 0, 10);
+    for (int spare = 0; spare <= 1; spare++) {
+        fill_fds(spare);
+        CHILD_CHECK(free_fds() == spare, 11);
+        async_ipc_queue_t *q = NULL;
+        async_ipc_pipe_t *a = NULL, *b = NULL;
+        async_shm_t *shm = NULL, *att = NULL;
+        /* The queue needs two eventfds, the pipe two sockets: with one
+         * spare, the first is made and must be closed again. */
+        CHILD_CHECK(async_ipc_queue_new(&q, 4, 8, 0) == ASYNC_EMFILE && !q, 12);
+        CHILD_CHECK(free_fds() == spare, 13);
+        CHILD_CHECK(async_ipc_pipe_new(&a, &b, 0) == ASYNC_EMFILE && !a && !b, 14);
+        CHILD_CHECK(free_fds() == spare, 15);
+        if (spare == 0) {
+            CHILD_CHECK(async_shm_new(&shm, 4096) == ASYNC_EMFILE && !shm, 16);
+            CHILD_CHECK(async_shm_attach(&att, async_shm_fd(keep)) == ASYNC_EMFILE && !att, 17);
+        } else {
+            /* One descriptor is all a region takes. */
+            CHILD_CHECK(async_shm_new(&shm, 4096) == 0, 18);
+            async_shm_free(shm);
+        }
+        CHILD_CHECK(free_fds() == spare, 19);
+        /* The objects without a descriptor do not care. */
+        async_ipc_lock_t *l;
+        async_shared_dict_t *d;
+        CHILD_CHECK(async_ipc_lock_new(&l) == 0, 20);
+        CHILD_CHECK(async_shared_dict_new(&d, 4, 8, 8) == 0, 21);
+        async_ipc_lock_free(l);
+        async_shared_dict_free(d);
+        unfill_fds();
+    }
+    /* With the descriptors back, all of it works. */
+    async_ipc_queue_t *q;
+    CHILD_CHECK(async_ipc_queue_new(&q, 4, 8, 0) == 0, 30);
+    CHILD_CHECK(async_ipc_queue_put(q, "ok", 2) == 0, 31);
+    async_ipc_queue_free(q);
+    async_shm_free(keep);
+    return 0;
+}
+
+Test(round7_attack, descriptor_exhaustion_fails_cleanly, .timeout = 30)
+{
+    int code = finish(spawn(exhausted_descriptors, NULL));
+    cr_assert_eq(code, 0, "the child's check %d failed (its stderr says which)", code);
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SHADOW 1
+#else
+#define SHADOW 0
+#endif
+
+/* This process's address space in use now (VmSize), in bytes. */
+static size_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+#define BIG_MSG ((size_t)192 << 20)
+
+static async_ipc_pipe_t *big_tx, *big_rx;
+
+static int send_big(void *arg)
+{
+    (void)arg;
+    unsigned char *m = malloc(BIG_MSG);
+    if (!m) return 1;
+    for (size_t i = 0; i < BIG_MSG; i++) m[i] = (unsigned char)(i * 31 + 7);
+    int err = async_ipc_pipe_send_dl(big_tx, m, BIG_MSG, async_now() + ASYNC_SEC(60));
+    free(m);
+    return err ? 2 : 0;
+}
+
+static int exhausted_memory(void *arg)
+{
+    (void)arg;
+    struct rlimit old;
+    CHILD_CHECK(getrlimit(RLIMIT_AS, &old) == 0, 40);
+    CHILD_CHECK(async_ipc_pipe_new(&big_rx, &big_tx, ASYNC_IPC_PIPE_ONEWAY) == 0, 41);
+    async_process_opts_t o;
+    async_process_opts_init(&o);
+    o.daemon = true;
+    async_process_t *sender;
+    CHILD_CHECK(async_process_spawn_opts(&sender, send_big, NULL, &o) == 0, 42);
+    async_ipc_pipe_free(big_tx);
+    /* 64 MiB of room: every object below wants more. */
+    struct rlimit small = {vm_size() + ((size_t)64 << 20), old.rlim_max};
+    CHILD_CHECK(setrlimit(RLIMIT_AS, &small) == 0, 43);
+    async_shm_t *shm = NULL;
+    async_ipc_queue_t *q = NULL;
+    async_shared_dict_t *d = NULL;
+    async_shared_array_t *arr = NULL;
+    CHILD_CHECK(async_shm_new(&shm, (size_t)256 << 20) == ASYNC_ENOMEM && !shm, 44);
+    CHILD_CHECK(async_ipc_queue_new(&q, 256, (size_t)1 << 20, 0) == ASYNC_ENOMEM && !q, 45);
+    CHILD_CHECK(async_shared_dict_new(&d, (size_t)1 << 18, 64, 1024) == ASYNC_ENOMEM && !d, 46);
+    CHILD_CHECK(async_shared_array_new(&arr, 1, (size_t)256 << 20, true) == ASYNC_ENOMEM && !arr, 47);
+    /* A message bigger than the room: ENOMEM, and what arrived stays. */
+    void *msg = NULL;
+    size_t len = 0;
+    int err = async_ipc_pipe_recv_alloc_dl(&msg, &len, big_rx, async_now() + ASYNC_SEC(60));
+    CHILD_CHECK(err == ASYNC_ENOMEM && !msg, 48);
+    /* Room again: the same message comes whole. */
+    CHILD_CHECK(setrlimit(RLIMIT_AS, &old) == 0, 49);
+    err = async_ipc_pipe_recv_alloc_dl(&msg, &len, big_rx, async_now() + ASYNC_SEC(60));
+    CHILD_CHECK(err == 0 && len == BIG_MSG, 50);
+    const unsigned char *m = msg;
+    for (size_t i = 0; i < BIG_MSG; i++) CHILD_CHECK(m[i] == (unsigned char)(i * 31 + 7), 51);
+    async_ipc_msg_free(msg);
+    CHILD_CHECK(async_ipc_pipe_recv_alloc_dl(&msg, &len, big_rx, async_now() + ASYNC_SEC(60)) ==
+                    ASYNC_EEOF, 52);
+    CHILD_CHECK(async_process_join_dl(sender, async_now() + ASYNC_SEC(30)) == 0, 53);
+    int code = -1;
+    async_process_status(sender, &code, NULL);
+    CHILD_CHECK(code == 0, 54);
+    async_process_free(sender);
+    async_ipc_pipe_free(big_rx);
+    return 0;
+}
+
+Test(round7_attack, address_space_exhaustion_fails_cleanly_and_recovers, .timeout = 90)
+{
+    if (SHADOW) cr_skip_test("a sanitizer's shadow memory cannot live under a small RLIMIT_AS");
+    int code = finish(spawn(exhausted_memory, NULL));
+    cr_assert_eq(code, 0, "the child's check %d failed (its stderr says which)", code);
+}
