@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include "async.h"
 #include "async/ipc.h"
@@ -542,4 +543,248 @@ Test(round7_attack, address_space_exhaustion_fails_cleanly_and_recovers, .timeou
     if (SHADOW) cr_skip_test("a sanitizer's shadow memory cannot live under a small RLIMIT_AS");
     int code = finish(spawn(exhausted_memory, NULL));
     cr_assert_eq(code, 0, "the child's check %d failed (its stderr says which)", code);
+}
+
+/* --- queue users killed while they wait through a loop ---------------------- */
+
+/* The queue's kill storms (test-ipc-queue-faults.c) kill processes that
+ * wait on the futex.  These kill processes whose tasks wait on the queue's
+ * eventfds (watchers, armed flags), which a dead watcher leaves raised. */
+
+#define T_IDS 96u
+#define T_PER_ID 4000u
+#define T_PROD 2u
+#define T_CONS 2u
+#define T_TASKS 3u /* getter tasks in each consumer process */
+#define T_STORM_NS ASYNC_MSEC(1500)
+#define T_CHILD_NS ASYNC_SEC(40)
+
+typedef struct tstorm {
+    async_ipc_queue_t *q;
+    unsigned char *seen;
+    uint32_t *put_done;
+    uint32_t id;
+} tstorm_t;
+
+typedef struct tbody {
+    tstorm_t *s;
+    int err; /* the first failure in this process */
+} tbody_t;
+
+static int put_task(void *arg, void **result)
+{
+    (void)result;
+    tbody_t *b = arg;
+    int64_t dl = async_now() + T_CHILD_NS;
+    for (uint32_t i = 0; i < T_PER_ID; i++) {
+        uint32_t it[2] = {b->s->id, i};
+        int err = async_ipc_queue_put_dl(b->s->q, it, sizeof it, dl);
+        if (err) {
+            b->err = 1;
+            return 0;
+        }
+        __atomic_store_n(&b->s->put_done[b->s->id], i + 1, __ATOMIC_SEQ_CST);
+    }
+    return 0;
+}
+
+static int get_task(void *arg, void **result)
+{
+    (void)result;
+    tbody_t *b = arg;
+    int64_t dl = async_now() + T_CHILD_NS;
+    for (;;) {
+        uint32_t it[2];
+        size_t len;
+        int err = async_ipc_queue_get_dl(b->s->q, it, sizeof it, &len, dl);
+        if (err == ASYNC_EEOF) return 0;
+        if (err || len != sizeof it || it[0] >= T_IDS || it[1] >= T_PER_ID) {
+            if (!b->err) b->err = err ? 2 : 3;
+            return 0;
+        }
+        __atomic_fetch_add(&b->s->seen[it[0] * T_PER_ID + it[1]], 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static int on_loop(tstorm_t *s, async_task_fn fn, unsigned ntasks)
+{
+    async_loop_t *loop;
+    if (async_loop_new(&loop)) return 10;
+    tbody_t b = {s, 0};
+    for (unsigned i = 0; i < ntasks; i++)
+        if (async_task_spawn(NULL, loop, fn, &b, NULL)) return 11;
+    if (async_loop_run(loop, ASYNC_RUN_DEFAULT)) return 12;
+    async_loop_destroy(loop);
+    return b.err;
+}
+
+static int task_producer(void *arg) { return on_loop(arg, put_task, 1); }
+static int task_consumer(void *arg) { return on_loop(arg, get_task, T_TASKS); }
+
+Test(round7_attack, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeout = 120)
+{
+    SKIP_UNDER_TSAN();
+    unsigned seed0 = (unsigned)time(NULL), seed = seed0;
+    tstorm_t s = {0};
+    async_shared_array_t *seen, *done;
+    /* A small queue, so that both sides wait often: producers for room,
+     * consumers for items. */
+    cr_assert_eq(async_ipc_queue_new(&s.q, 8, 2 * sizeof(uint32_t), 0), 0);
+    cr_assert_eq(async_shared_array_new(&seen, 1, T_IDS * T_PER_ID, false), 0);
+    cr_assert_eq(async_shared_array_new(&done, sizeof(uint32_t), T_IDS, false), 0);
+    s.seen = async_shared_array_ptr(seen);
+    s.put_done = async_shared_array_ptr(done);
+    uint32_t next_id = 0;
+    async_process_t *m[T_PROD + T_CONS];
+    for (unsigned i = 0; i < T_PROD + T_CONS; i++) {
+        if (i < T_PROD) s.id = next_id++;
+        m[i] = spawn(i < T_PROD ? task_producer : task_consumer, &s);
+    }
+    unsigned killed[2] = {0, 0};
+    int64_t end = async_now() + T_STORM_NS;
+    while (async_now() < end) {
+        usleep(1000 + (unsigned)rand_r(&seed) % 3000);
+        unsigned i = (unsigned)rand_r(&seed) % (T_PROD + T_CONS);
+        bool producer = i < T_PROD;
+        if (producer && next_id >= T_IDS) continue;
+        if (async_process_is_alive(m[i])) cr_assert_eq(async_process_kill(m[i]), 0);
+        cr_assert_eq(async_process_join_dl(m[i], async_now() + T_CHILD_NS), 0);
+        int sig = 0, code = -1;
+        cr_assert_eq(async_process_status(m[i], &code, &sig), 0);
+        if (sig == SIGKILL) killed[producer]++;
+        else cr_assert_eq(code, 0, "a %s exited %d", producer ? "producer" : "consumer", code);
+        async_process_free(m[i]);
+        if (producer) s.id = next_id++;
+        m[i] = spawn(producer ? task_producer : task_consumer, &s);
+    }
+    for (unsigned i = 0; i < T_PROD; i++) {
+        int code = finish(m[i]);
+        cr_assert_eq(code, 0, "a surviving producer ended %d", code);
+    }
+    cr_assert_eq(async_ipc_queue_close(s.q), 0);
+    for (unsigned i = T_PROD; i < T_PROD + T_CONS; i++) {
+        int code = finish(m[i]);
+        cr_assert_eq(code, 0, "a surviving consumer ended %d", code);
+    }
+    cr_assert_eq(async_ipc_queue_len(s.q), 0);
+
+    uint64_t delivered = 0, lost = 0, in_hand = 0;
+    for (uint32_t id = 0; id < next_id; id++) {
+        uint32_t pd = s.put_done[id];
+        for (uint32_t k = 0; k < T_PER_ID; k++) {
+            unsigned char n = s.seen[id * T_PER_ID + k];
+            cr_assert_leq(n, 1, "item %u/%u got %u times", id, k, n);
+            if (k < pd) delivered += n, lost += !n;
+            else if (k == pd) in_hand += n;
+            else cr_assert_eq(n, 0, "item %u/%u got but never put", id, k);
+        }
+    }
+    cr_log_info("task storm seed %u: %u producers and %u consumers killed, %llu delivered, "
+                "%llu lost with dead consumers, %llu committed by dying producers",
+                seed0, killed[1], killed[0], (unsigned long long)delivered,
+                (unsigned long long)lost, (unsigned long long)in_hand);
+    cr_assert_gt(killed[0] + killed[1], 100, "only %u kills", killed[0] + killed[1]);
+    /* One thread a consumer: a dead one held at most one message. */
+    cr_assert_leq(lost, killed[0], "%llu lost, but only %u consumers died",
+                  (unsigned long long)lost, killed[0]);
+    cr_assert_gt(delivered, 0);
+    async_shared_array_free(seen);
+    async_shared_array_free(done);
+    async_ipc_queue_free(s.q);
+}
+
+/* --- a kill storm on a condition and its lock ------------------------------- */
+
+typedef struct cstorm {
+    async_ipc_lock_t *lock;
+    async_ipc_cond_t *cond;
+    uint64_t *ticket; /* shared, under lock: bumped by the signaller */
+    uint32_t *stop;   /* shared, under lock */
+} cstorm_t;
+
+/* Takes the lock; a dead holder's is fine (the state is one word). */
+static int take(cstorm_t *c)
+{
+    int err = async_ipc_lock_lock_dl(c->lock, async_now() + T_CHILD_NS);
+    return err == 0 || err == ASYNC_EOWNERDEAD ? 0 : 1;
+}
+
+static int storm_waiter(void *arg)
+{
+    cstorm_t *c = arg;
+    int64_t dl = async_now() + T_CHILD_NS;
+    uint64_t seen = 0;
+    for (;;) {
+        if (take(c)) return 20;
+        while (*c->ticket == seen && !*c->stop) {
+            int err = async_ipc_cond_wait_dl(c->cond, c->lock, dl);
+            if (err && err != ASYNC_EOWNERDEAD) return err == ASYNC_ETIMEDOUT ? 21 : 22;
+        }
+        seen = *c->ticket;
+        bool stop = *c->stop;
+        async_ipc_lock_unlock(c->lock);
+        if (stop) return 0;
+    }
+}
+
+static int storm_signaller(void *arg)
+{
+    cstorm_t *c = arg;
+    for (unsigned n = 0;; n++) {
+        if (take(c)) return 30;
+        (*c->ticket)++;
+        bool stop = *c->stop;
+        if (n % 3 == 0) async_ipc_cond_broadcast(c->cond);
+        else async_ipc_cond_signal(c->cond);
+        async_ipc_lock_unlock(c->lock);
+        if (stop) return 0;
+        usleep(100);
+    }
+}
+
+#define C_WAITERS 4u
+
+/* Waiters killed asleep in the wait, awake holding the lock, or between;
+ * the signaller killed too, sometimes holding the lock.  On main
+ * (pthread_cond_t) the first broadcast after a dead sleeper's group switch
+ * never returns.  Afterwards every survivor sees the stop within the bound. */
+Test(round7_attack, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
+{
+    SKIP_UNDER_TSAN();
+    unsigned seed0 = (unsigned)time(NULL), seed = seed0;
+    cstorm_t c;
+    async_shared_array_t *words;
+    cr_assert_eq(async_ipc_lock_new(&c.lock), 0);
+    cr_assert_eq(async_ipc_cond_new(&c.cond), 0);
+    cr_assert_eq(async_shared_array_new(&words, sizeof(uint64_t), 2, false), 0);
+    c.ticket = async_shared_array_ptr(words);
+    c.stop = (uint32_t *)(c.ticket + 1);
+    async_process_t *m[C_WAITERS + 1];
+    for (unsigned i = 0; i <= C_WAITERS; i++)
+        m[i] = spawn(i == C_WAITERS ? storm_signaller : storm_waiter, &c);
+    unsigned kills = 0;
+    int64_t end = async_now() + T_STORM_NS;
+    while (async_now() < end) {
+        usleep(1000 + (unsigned)rand_r(&seed) % 3000);
+        unsigned i = (unsigned)rand_r(&seed) % (C_WAITERS + 1);
+        cr_assert(async_process_is_alive(m[i]), "a storm process ended by itself");
+        kill_and_reap(m[i]);
+        kills++;
+        m[i] = spawn(i == C_WAITERS ? storm_signaller : storm_waiter, &c);
+    }
+    cr_assert_eq(take(&c), 0, "the lock wedged");
+    *c.stop = 1;
+    async_ipc_cond_broadcast(c.cond);
+    cr_assert_eq(async_ipc_lock_unlock(c.lock), 0);
+    for (unsigned i = 0; i <= C_WAITERS; i++) {
+        int code = finish(m[i]);
+        cr_assert_eq(code, 0, "seed %u: %s %u ended %d after the stop", seed0,
+                     i == C_WAITERS ? "the signaller" : "waiter", i, code);
+    }
+    cr_log_info("condition storm seed %u: %u kills, %llu signals", seed0, kills,
+                (unsigned long long)*c.ticket);
+    cr_assert_gt(kills, 100);
+    async_shared_array_free(words);
+    async_ipc_cond_free(c.cond);
+    async_ipc_lock_free(c.lock);
 }
