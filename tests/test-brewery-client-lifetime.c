@@ -47,18 +47,43 @@ static pid_t server_child_of(pid_t parent, int64_t deadline_ms)
     return -1;
 }
 
+/* In a forked child before exec: the stop signals back to their default
+ * action, and no signal blocked. */
+static void child_default_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigemptyset(&dfl.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 /* Starts the demo (which starts its own server, slow enough that it is
  * mid-run when `sig` arrives), sends it `sig`, and checks that the server
  * is gone within a bound.  This process is a subreaper, so a server the
  * demo left behind becomes our child instead of vanishing into PID 1.
  * `clean`: the demo itself must have stopped and reaped the server before
- * it exited. */
-static void server_dies_with_client(int sig, bool clean, const char *run_mode)
+ * it exited.  `ignored` (0: none): a stop signal the demo's caller ignores,
+ * sent first; the demo and its server must both stay up through it. */
+static void server_dies_after(int ignored, int sig, bool clean, const char *run_mode)
 {
     cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     pid_t demo_pid = fork();
     cr_assert_geq(demo_pid, 0);
     if (demo_pid == 0) {
+        /* The demo keeps a stop signal its caller ignores (nohup; and a
+         * command run with `&` by a shell without job control, as `make
+         * test > log &` in a script is, inherits SIGINT ignored), and a
+         * blocked one stays pending: each test here is about a caller that
+         * neither ignores nor blocks `sig`, so it says so instead of
+         * inheriting whatever the runner's shell left. */
+        child_default_signals();
+        if (ignored) signal(ignored, SIG_IGN);
+        /* A failed assertion ends this test at once: the demo goes with it
+         * rather than run on for its 5 s answers. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
@@ -69,6 +94,16 @@ static void server_dies_with_client(int sig, bool clean, const char *run_mode)
     pid_t srv = server_child_of(demo_pid, 10000);
     cr_assert_gt(srv, 0, "the demo started no brewery-server");
     usleep(300 * 1000); /* the demo now waits on the server's first answer */
+    if (ignored) {
+        cr_assert_eq(kill(demo_pid, ignored), 0);
+        usleep(500 * 1000);
+        int st;
+        cr_assert_eq(waitpid(demo_pid, &st, WNOHANG), 0,
+                     "the demo ended on %s, which its caller ignores (status %#x)",
+                     strsignal(ignored), st);
+        cr_assert_eq(kill(srv, 0), 0, "brewery-server ended on the demo's ignored %s",
+                     strsignal(ignored));
+    }
     cr_assert_eq(kill(demo_pid, sig), 0);
     int st = cli_wait_deadline(demo_pid, 10000);
     cr_assert_neq(st, -1, "the demo did not exit after %s", strsignal(sig));
@@ -95,9 +130,26 @@ static void server_dies_with_client(int sig, bool clean, const char *run_mode)
     }
 }
 
+static void server_dies_with_client(int sig, bool clean, const char *run_mode)
+{
+    server_dies_after(0, sig, clean, run_mode);
+}
+
 Test(brewery_client, server_dies_on_sigterm) { server_dies_with_client(SIGTERM, true, "serial"); }
 
 Test(brewery_client, server_dies_on_sigint) { server_dies_with_client(SIGINT, true, "serial"); }
+
+/* nohup and `cmd &` without job control: a stop signal the caller ignores
+ * neither stops the demo nor its server; SIGTERM still stops both. */
+Test(brewery_client, sigint_the_caller_ignores_stays_ignored)
+{
+    server_dies_after(SIGINT, SIGTERM, true, "serial");
+}
+
+Test(brewery_client, sighup_the_caller_ignores_stays_ignored)
+{
+    server_dies_after(SIGHUP, SIGTERM, true, "serial");
+}
 
 Test(brewery_client, server_dies_on_sigkill) { server_dies_with_client(SIGKILL, false, "serial"); }
 

@@ -33,10 +33,20 @@ void async__futex_wake(_Atomic uint32_t *addr, int n);
 struct timespec async__ipc_ts(int64_t deadline);
 
 /* A robust, process-shared mutex (kind PTHREAD_MUTEX_ERRORCHECK or
- * PTHREAD_MUTEX_RECURSIVE) and a process-shared condition variable on
- * CLOCK_MONOTONIC.  Return 0 or -errno. */
+ * PTHREAD_MUTEX_RECURSIVE).  Returns 0 or -errno. */
 int async__ipc_mutex_init(pthread_mutex_t *m, int kind);
-int async__ipc_cond_init(pthread_cond_t *c);
+
+/* A process-shared condition variable on a futex word, zero-filled to
+ * start (no init).  Not pthread_cond_t: glibc's (2.36) keeps per-group
+ * reference counts that a waiter SIGKILLed inside its wait never gives back,
+ * and the next signal or broadcast that switches groups then waits for them
+ * forever (and a signal can go to the dead waiter's group, lost).  Here a
+ * waiter holds nothing while it sleeps: its death leaves at most a count of
+ * sleepers one too high, which costs a needless wake-up call. */
+typedef struct async__ipc_cond {
+    _Atomic uint32_t seq;     /* bumped by every signal and broadcast */
+    _Atomic uint32_t waiters; /* sleepers, or about to be */
+} async__ipc_cond_t;
 
 /* Locks m until the deadline and maps the outcome: 0, ASYNC_EOWNERDEAD (the
  * mutex was made consistent and is held), ASYNC_ETIMEDOUT, ASYNC_EAGAIN
@@ -46,7 +56,13 @@ int async__ipc_mutex_lock(pthread_mutex_t *m, int64_t deadline, bool try_only);
 /* As above for internal state whose invariants hold between statements:
  * EOWNERDEAD is repaired and reported as 0. */
 void async__ipc_mutex_lock_internal(pthread_mutex_t *m);
-int async__ipc_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline);
+/* Releases m (held by the caller), sleeps until woken (or spuriously) or the
+ * deadline, and takes m again.  Returns 0, ASYNC_ETIMEDOUT, ASYNC_EOWNERDEAD
+ * (m taken from a dead holder and made consistent; it wins over a timeout),
+ * or -EPERM with nothing done when the caller does not hold m. */
+int async__ipc_cond_wait(async__ipc_cond_t *c, pthread_mutex_t *m, int64_t deadline);
+/* Wakes up to n waiters (INT32_MAX: all). */
+void async__ipc_cond_wake(async__ipc_cond_t *c, int n);
 
 /* A test hook: when set, the queue calls it inside its critical section
  * with where = 1 (put, before its commit), 2 (get, before its commit) or

@@ -1,9 +1,11 @@
 /* Process-shared locks and condition variables: robust pthread mutexes and
- * CLOCK_MONOTONIC condition variables in shared mappings.  A lock whose
- * holder died is handed to the next locker with ASYNC_EOWNERDEAD after being
- * marked consistent, so one death never wedges the lock for everyone else.
- * Deadlines use pthread_mutex_clocklock and pthread_cond_clockwait (glibc
- * 2.30+) on CLOCK_MONOTONIC, the clock of async_now(). */
+ * futex-word condition variables in shared mappings.  A lock whose holder
+ * died is handed to the next locker with ASYNC_EOWNERDEAD after being marked
+ * consistent, so one death never wedges the lock for everyone else; a
+ * condition's waiter holds nothing while it sleeps, so its death wedges no
+ * signal or broadcast (ipc_internal.h says why that rules out
+ * pthread_cond_t).  Deadlines use pthread_mutex_clocklock (glibc 2.30+) and
+ * FUTEX_WAIT_BITSET on CLOCK_MONOTONIC, the clock of async_now(). */
 #include "ipc_internal.h"
 
 int async__ipc_mutex_init(pthread_mutex_t *m, int kind)
@@ -18,8 +20,6 @@ int async__ipc_mutex_init(pthread_mutex_t *m, int kind)
     pthread_mutexattr_destroy(&a);
     return -r;
 }
-
-int async__ipc_cond_init(pthread_cond_t *c) { return async__cond_init_monotonic(c, true); }
 
 static int map_lock_result(pthread_mutex_t *m, int r)
 {
@@ -56,16 +56,33 @@ void async__ipc_mutex_lock_internal(pthread_mutex_t *m)
     (void)r; /* 0 or a repaired EOWNERDEAD: internal state is never torn */
 }
 
-int async__ipc_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
+/* The sequence is read under m, before m is released: a wake made after
+ * the caller's last look at its predicate (which needs m, or comes later)
+ * bumps it, so the futex compare sees the change and the sleep does not
+ * start, or the wake finds the sleeper.  The waker bumps seq before it
+ * reads waiters, the waiter counts itself before it sleeps, both
+ * sequentially consistent: a waker that reads no waiter bumped seq before
+ * the waiter's futex compare, which then fails.  No wake-up is lost; some are
+ * spurious, as the contract allows. */
+int async__ipc_cond_wait(async__ipc_cond_t *c, pthread_mutex_t *m, int64_t deadline)
 {
-    int r;
-    if (deadline == ASYNC_FOREVER) {
-        r = pthread_cond_wait(c, m);
-    } else {
-        struct timespec ts = async__ipc_ts(deadline);
-        r = pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, &ts);
+    uint32_t seq = atomic_load(&c->seq);
+    atomic_fetch_add(&c->waiters, 1);
+    int r = pthread_mutex_unlock(m);
+    if (r) {
+        atomic_fetch_sub(&c->waiters, 1);
+        return -r;
     }
-    return map_lock_result(m, r);
+    int err = async__futex_wait(&c->seq, seq, deadline);
+    atomic_fetch_sub(&c->waiters, 1);
+    int lerr = async__ipc_mutex_lock(m, ASYNC_FOREVER, false);
+    return lerr ? lerr : err;
+}
+
+void async__ipc_cond_wake(async__ipc_cond_t *c, int n)
+{
+    atomic_fetch_add(&c->seq, 1);
+    if (atomic_load(&c->waiters)) async__futex_wake(&c->seq, n);
 }
 
 /* --- lock and rlock ----------------------------------------------------------- */
@@ -161,21 +178,13 @@ int async_ipc_rlock_unlock(async_ipc_rlock_t *lock)
 
 struct async_ipc_cond {
     async__ipc_hdr_t hdr;
-    pthread_cond_t c;
+    async__ipc_cond_t c; /* zero-filled by the mapping: ready */
 };
 
 int async_ipc_cond_new(async_ipc_cond_t **out)
 {
     if (!out) return ASYNC_EINVAL;
-    async_ipc_cond_t *cond;
-    int err = async__ipc_map(sizeof *cond, IPC_KIND_COND, (void **)&cond);
-    if (err) return err;
-    if ((err = async__ipc_cond_init(&cond->c))) {
-        async__ipc_unmap(cond);
-        return err;
-    }
-    *out = cond;
-    return 0;
+    return async__ipc_map(sizeof **out, IPC_KIND_COND, (void **)out);
 }
 
 void async_ipc_cond_free(async_ipc_cond_t *cond)
@@ -193,5 +202,5 @@ int async_ipc_cond_wait_dl(async_ipc_cond_t *cond, async_ipc_lock_t *lock, int64
     return async__ipc_cond_wait(&cond->c, &lock->m, deadline);
 }
 
-void async_ipc_cond_signal(async_ipc_cond_t *cond) { pthread_cond_signal(&cond->c); }
-void async_ipc_cond_broadcast(async_ipc_cond_t *cond) { pthread_cond_broadcast(&cond->c); }
+void async_ipc_cond_signal(async_ipc_cond_t *cond) { async__ipc_cond_wake(&cond->c, 1); }
+void async_ipc_cond_broadcast(async_ipc_cond_t *cond) { async__ipc_cond_wake(&cond->c, INT32_MAX); }

@@ -9,8 +9,9 @@
  * Neither holds a lock, so a process dying inside them cannot wedge them.
  *
  * The barrier needs several fields changed together, so it uses a robust
- * mutex and a condition variable; its state is consistent between any two
- * statements, so a holder's death is repaired silently. */
+ * mutex and the futex condition of lock.c (a waiter killed asleep in it holds
+ * nothing); its state is consistent between any two statements, so a
+ * holder's death is repaired silently. */
 #include "ipc_internal.h"
 
 /* --- semaphore ------------------------------------------------------------------ */
@@ -126,7 +127,7 @@ int async_ipc_event_wait(async_ipc_event_t *ev) { return async_ipc_event_wait_dl
 struct async_ipc_barrier {
     async__ipc_hdr_t hdr;
     pthread_mutex_t m;
-    pthread_cond_t c;
+    async__ipc_cond_t c;
     unsigned parties;
     unsigned count;       /* arrived in the current generation */
     uint32_t generation;  /* bumped when a generation is released or reset */
@@ -141,8 +142,7 @@ int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties)
     async_ipc_barrier_t *b;
     int err = async__ipc_map(sizeof *b, IPC_KIND_BARRIER, (void **)&b);
     if (err) return err;
-    if ((err = async__ipc_mutex_init(&b->m, PTHREAD_MUTEX_ERRORCHECK)) ||
-        (err = async__ipc_cond_init(&b->c))) {
+    if ((err = async__ipc_mutex_init(&b->m, PTHREAD_MUTEX_ERRORCHECK))) {
         async__ipc_unmap(b);
         return err;
     }
@@ -169,7 +169,7 @@ int async_ipc_barrier_wait_dl(async_ipc_barrier_t *b, unsigned *index, int64_t d
     if (b->count == b->parties) {
         b->count = 0;
         b->generation++;
-        pthread_cond_broadcast(&b->c);
+        async__ipc_cond_wake(&b->c, INT32_MAX);
     } else {
         while (gen == b->generation && !b->broken) {
             int r = async__ipc_cond_wait(&b->c, &b->m, deadline);
@@ -177,7 +177,7 @@ int async_ipc_barrier_wait_dl(async_ipc_barrier_t *b, unsigned *index, int64_t d
                 /* Our deadline breaks the barrier for everyone, as Python's does. */
                 b->broken = true;
                 b->count = 0;
-                pthread_cond_broadcast(&b->c);
+                async__ipc_cond_wake(&b->c, INT32_MAX);
                 err = ASYNC_ETIMEDOUT;
                 break;
             }
@@ -200,7 +200,7 @@ void async_ipc_barrier_abort(async_ipc_barrier_t *b)
     async__ipc_mutex_lock_internal(&b->m);
     b->broken = true;
     b->count = 0;
-    pthread_cond_broadcast(&b->c);
+    async__ipc_cond_wake(&b->c, INT32_MAX);
     pthread_mutex_unlock(&b->m);
 }
 
@@ -215,7 +215,7 @@ void async_ipc_barrier_reset(async_ipc_barrier_t *b)
     }
     b->broken = false;
     b->count = 0;
-    pthread_cond_broadcast(&b->c);
+    async__ipc_cond_wake(&b->c, INT32_MAX);
     pthread_mutex_unlock(&b->m);
 }
 

@@ -1,9 +1,11 @@
 /* Shared memory for the IPC objects: memfd-backed regions users can hand to
  * other processes (async_shm_t), the anonymous shared mappings each IPC
  * object lives in, and the futex calls the lock-free objects sleep on.  A
- * mapping made here is MAP_SHARED, so children forked after its creation see
- * the same memory at the same address; nothing here touches the heap except
- * the small process-local async_shm_t handle. */
+ * region's memfd is sealed against shrinking, so no holder of its descriptor
+ * can pull pages from under the others.  A mapping made here is MAP_SHARED,
+ * so children forked after its creation see the same memory at the same
+ * address; nothing here touches the heap except the small process-local
+ * async_shm_t handle. */
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -25,9 +27,13 @@ int async_shm_new(async_shm_t **out, size_t size)
     async_shm_t *shm = async__malloc(sizeof *shm);
     if (!shm) return ASYNC_ENOMEM;
     int err;
-    shm->fd = memfd_create("async-shm", MFD_CLOEXEC);
+    shm->fd = memfd_create("async-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (shm->fd < 0) { err = -errno; goto fail_free; }
     if (ftruncate(shm->fd, (off_t)size) < 0) { err = -errno; goto fail_close; }
+    /* Whoever holds the descriptor (every process it is handed to) could
+     * otherwise ftruncate it smaller, and every process touching the pages
+     * past the new end would die of SIGBUS. */
+    if (fcntl(shm->fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) { err = -errno; goto fail_close; }
     shm->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, shm->fd, 0);
     if (shm->base == MAP_FAILED) { err = -errno; goto fail_close; }
     shm->size = size;
