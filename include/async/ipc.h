@@ -48,7 +48,11 @@ extern "C" {
  * with every process that maps the region. */
 typedef struct async_shm async_shm_t;
 
-/* Creates a region of size bytes (rounded up to pages by the kernel).
+/* Creates a region of size bytes (rounded up to pages by the kernel).  The
+ * memfd is sealed against shrinking (F_SEAL_SHRINK), so no holder of its
+ * descriptor can truncate the memory under the other users (they would die
+ * of SIGBUS); growing it stays allowed.  A descriptor async_shm_attach maps
+ * but this library did not create carries whatever seals its owner set.
  * Errors: ASYNC_EINVAL (out NULL, size 0 or above PTRDIFF_MAX), ASYNC_ENOMEM,
  * or the system's -errno. */
 ASYNC_API int async_shm_new(async_shm_t **out, size_t size);
