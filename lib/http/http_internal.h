@@ -190,10 +190,12 @@ typedef struct http_easy {
      * copy and its free cost 400 instructions). */
     size_t url_len;
     char url[HTTP_URL_KEEP];
-    /* The header lines of the running attempt as curl handed them over,
-     * each after its length as a size_t and before a NUL (on_header), n_hdr
-     * of them; read with async__http_header_next.  The buffer stays with the handle, so a
-     * request costs no allocation for it; a response copies what it needs. */
+    /* The headers of the running attempt, split as they came (on_header):
+     * per header its name's and its value's length as two size_t, then the
+     * name, a NUL, the value without the blanks around it and a NUL; n_hdr
+     * of them, read with async__http_header_next.  The buffer stays with
+     * the handle, so a request costs no allocation for it; a response
+     * copies it in one go and points into the copy (parse_headers). */
     http_buf_t hdr;
     size_t n_hdr;
 } http_easy_t;
@@ -217,9 +219,13 @@ struct http_xfer {
     int64_t t_call, t_start, not_before; /* async_now() times */
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
-    char reason[64];             /* the status line's reason phrase */
-    long version;                /* CURL_HTTP_VERSION_* of the status line, 0: unknown */
-    long status;                 /* CURLINFO_RESPONSE_CODE of the attempt that ended */
+    bool h2;                     /* may multiplex: https, HTTP/2 not turned off */
+    /* The attempt's last status line as it came (on_header), cut to fit:
+     * its code, version and reason phrase are read from it only when they
+     * are needed (async__http_status_code, the response build). */
+    char status_line[96];
+    size_t status_line_len;      /* 0: none yet */
+    long status;                 /* the response code of the attempt that ended */
     int socket_errno;            /* of this attempt's failed socket(), or 0 */
     async_http_response_t *resp; /* allocated with x, filled when it ends */
 
@@ -260,15 +266,19 @@ struct async_http {
 };
 
 /* response.c */
-/* One header line of http_easy_t.hdr: its name and its value without the
- * blanks around it, neither NUL-terminated (either may hold a NUL byte). */
+/* One header of http_easy_t.hdr: its name and its value without the blanks
+ * around it, each followed by a NUL (either may hold a NUL byte too). */
 typedef struct http_header_span {
     const char *name, *value;
     size_t name_len, value_len;
 } http_header_span_t;
 /* The next header of raw from offset *at (0 for the first), which it moves
- * past it; false when there is none.  Lines without a colon are skipped. */
+ * past it; false when there is none.  (Lines without a colon were never
+ * kept.) */
 bool async__http_header_next(const http_buf_t *raw, size_t *at, http_header_span_t *out);
+/* The code of x's last status line ("HTTP/1.1 200 OK" -> 200), or 0 when it
+ * has none or it is not one curl would accept. */
+long async__http_status_code(const http_xfer_t *x);
 /* A zeroed request in one allocation with its response (x->resp set) and,
  * when url is not NULL, a copy of it as x->url; NULL without memory.  The
  * block is freed with the response: by async_http_response_free once the

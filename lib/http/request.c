@@ -381,8 +381,13 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         fail(http, x, ASYNC_ENOMEM, "out of memory in curl or watching its sockets");
         return;
     }
-    long status = 0;
-    curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
+    /* A transfer that succeeded ended with the response of its last status
+     * line, whose code is curl's CURLINFO_RESPONSE_CODE: read there, it
+     * spares a curl_easy_getinfo a request.  A failed one asks curl, which
+     * knows whether a status line seen (a proxy's CONNECT answer, say) was
+     * the server's. */
+    long status = rc == CURLE_OK ? async__http_status_code(x) : 0;
+    if (!status) curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     x->status = status; /* the response reads it from here, not from curl again */
     bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
@@ -399,7 +404,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         if (delay != INT64_MAX && delay <= http->opts.retry_max_ns) {
             http->stats.retries++;
             x->resp_body.len = 0;
-            x->reason[0] = 0;
+            x->status_line_len = 0;
             int64_t now = async_now();
             x->not_before = delay > INT64_MAX - now ? INT64_MAX : now + delay;
             enqueue(http, x);
@@ -428,9 +433,8 @@ static void start(async_http_t *http, http_xfer_t *x)
         }
         x->t.easy = x->easy->curl;
     }
-    /* As async__http_easy_setup decides it (CURLOPT_PIPEWAIT). */
-    bool mux = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
-    http_shard_t *sh = async__http_shard_pick(&http->multi, mux);
+    /* As async__http_easy_setup uses it (CURLOPT_PIPEWAIT). */
+    http_shard_t *sh = async__http_shard_pick(&http->multi, x->h2);
     if (!sh) {
         fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
         return;
@@ -556,6 +560,8 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
     }
     x->idempotent = !x->method || strcmp(x->method, "POST") != 0;
+    /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
+    x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
     if (req->body) {
         if (!(x->body = async__malloc(req->body_len ? req->body_len : 1))) goto fail;
         memcpy(x->body, req->body, req->body_len);

@@ -85,69 +85,85 @@ static long status_version(const char *v, size_t n)
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
-    http_xfer_t *x = h->x;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (after a redirect or a 100 Continue): the headers
-         * kept are those of the final response. */
+         * kept are those of the final response.  The line is kept as it is;
+         * its code, version and reason are read when needed, for most
+         * responses only the code and the version. */
+        http_xfer_t *x = h->x;
         h->hdr.len = 0;
         h->n_hdr = 0;
-        const char *sp = memchr(p, ' ', len);
-        const char *rs = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - p)) : NULL;
-        size_t rl = 0;
-        if (rs) {
-            rs++;
-            while (rs + rl < p + len && rs[rl] != '\r' && rs[rl] != '\n') rl++;
-            if (rl >= sizeof x->reason) rl = sizeof x->reason - 1;
-            memcpy(x->reason, rs, rl);
-        }
-        x->reason[rl] = 0;
-        x->version = status_version(p + 5, len - 5);
+        size_t keep = len < sizeof x->status_line - 1 ? len : sizeof x->status_line - 1;
+        memcpy(x->status_line, p, keep);
+        x->status_line[keep] = 0;
+        x->status_line_len = keep;
         return len;
     }
-    if (len <= 2 && (!len || *p == '\r' || *p == '\n')) return len; /* the blank line */
-    /* Kept as received, each line after its length and before a NUL: the
-     * split happens once, when the response is built, in the response's
-     * own copy (parse_headers), so that a line costs one copy here. */
-    char *d = buf_room(&h->hdr, sizeof len + len + 1);
+    /* Split once, as it comes: a line costs one scan for its colon and one
+     * copy, and the response later copies all the headers in one go.  A
+     * line without a colon (the blank line, a folded line, junk) is no
+     * header and is not kept. */
+    const char *colon = memchr(p, ':', len);
+    if (!colon) return len;
+    const char *v = colon + 1, *e = p + len;
+    while (v < e && (*v == ' ' || *v == '\t')) v++;
+    while (e > v && is_space((unsigned char)e[-1])) e--;
+    size_t nl = (size_t)(colon - p), vl = (size_t)(e - v);
+    char *d = buf_room(&h->hdr, 2 * sizeof(size_t) + nl + vl + 2);
     if (!d) return 0;
-    memcpy(d, &len, sizeof len);
-    memcpy(d + sizeof len, p, len);
-    d[sizeof len + len] = 0;
+    memcpy(d, &nl, sizeof nl);
+    memcpy(d + sizeof nl, &vl, sizeof vl);
+    d += 2 * sizeof(size_t);
+    memcpy(d, p, nl);
+    d[nl] = 0;
+    memcpy(d + nl + 1, v, vl);
+    d[nl + 1 + vl] = 0;
     h->n_hdr++; /* curl hands over one header line per call */
     return len;
 }
 
-/* The colon of a header line and its value without the blanks around it
- * (OUT: *v, *ve); NULL when the line has no colon, and is no header. */
-static const char *split_line(const char *p, size_t len, const char **v, const char **ve)
-{
-    const char *colon = memchr(p, ':', len);
-    if (!colon) return NULL;
-    const char *b = colon + 1, *e = p + len;
-    while (b < e && (*b == ' ' || *b == '\t')) b++;
-    while (e > b && is_space((unsigned char)e[-1])) e--;
-    *v = b;
-    *ve = e;
-    return colon;
-}
-
 bool async__http_header_next(const http_buf_t *raw, size_t *at, http_header_span_t *out)
 {
-    while (raw->data && *at + sizeof(size_t) <= raw->len) {
-        size_t len;
-        memcpy(&len, raw->data + *at, sizeof len);
-        const char *p = raw->data + *at + sizeof len, *v, *ve;
-        *at += sizeof len + len + 1;
-        const char *colon = split_line(p, len, &v, &ve);
-        if (!colon) continue; /* not a header: a folded line, or junk */
-        out->name = p;
-        out->name_len = (size_t)(colon - p);
-        out->value = v;
-        out->value_len = (size_t)(ve - v);
-        return true;
+    if (!raw->data || raw->len < 2 * sizeof(size_t) || *at > raw->len - 2 * sizeof(size_t))
+        return false;
+    const char *r = raw->data + *at;
+    memcpy(&out->name_len, r, sizeof(size_t));
+    memcpy(&out->value_len, r + sizeof(size_t), sizeof(size_t));
+    out->name = r + 2 * sizeof(size_t);
+    out->value = out->name + out->name_len + 1;
+    *at += 2 * sizeof(size_t) + out->name_len + out->value_len + 2;
+    return true;
+}
+
+/* The status line's part after "HTTP/": its version, then its code. */
+long async__http_status_code(const http_xfer_t *x)
+{
+    const char *p = x->status_line, *e = p + x->status_line_len;
+    const char *sp = x->status_line_len > 5 ? memchr(p + 5, ' ', (size_t)(e - p - 5)) : NULL;
+    if (!sp || e - sp < 4) return 0;
+    const char *c = sp + 1;
+    if (c[0] < '1' || c[0] > '9' || c[1] < '0' || c[1] > '9' || c[2] < '0' || c[2] > '9')
+        return 0;
+    if (e - c > 3 && c[3] != ' ' && c[3] != '\r' && c[3] != '\n') return 0;
+    return (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+}
+
+/* The reason phrase of x's status line (the text after its code), cut to
+ * len - 1 bytes, into out. */
+static void status_reason(const http_xfer_t *x, char *out, size_t len)
+{
+    const char *p = x->status_line, *e = p + x->status_line_len;
+    const char *sp = memchr(p, ' ', x->status_line_len);
+    const char *rs = sp ? memchr(sp + 1, ' ', (size_t)(e - sp - 1)) : NULL;
+    size_t rl = 0;
+    if (rs) {
+        rs++;
+        while (rs + rl < e && rs[rl] != '\r' && rs[rl] != '\n') rl++;
+        if (rl >= len) rl = len - 1;
+        memcpy(out, rs, rl);
     }
-    return false;
+    out[rl] = 0;
 }
 
 /* --- one attempt's options ------------------------------------------------- */
@@ -261,7 +277,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     int bad = 0;
     h->x = x;
     h->errbuf[0] = 0;
-    x->version = 0;
+    x->status_line_len = 0;
     x->status = 0;
     h->hdr.len = 0;
     h->n_hdr = 0;
@@ -299,7 +315,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     }
     /* Wait for a connection that may multiplex instead of opening one more;
      * only where HTTP/2 can be negotiated (TLS ALPN). */
-    bool h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    bool h2 = x->h2;
     bad |= set_long(e, CURLOPT_PIPEWAIT, (long)h2, &h->pipewait);
     x->t.multiplex = h2; /* sh has room for it: async__http_shard_pick */
     /* libcurl 7.88 looks for a reusable connection by walking every
@@ -368,14 +384,13 @@ void async__http_xfer_free(http_xfer_t *x)
     if (x->resp) async_http_response_free(x->resp);
 }
 
-/* Splits the n header lines that on_header kept into the response's
- * "Name\0value\0" strings and the array pointing at them: the lines are
- * copied as they are, and the colon and the end of the value become NULs
- * (the NUL after each line leaves room for the last).  A NUL byte inside a
- * line thus ends the name or value, as it would any C string.  Copy and
- * array go into the room left after the body (body, of capacity cap) when
- * they fit, as they do for a small response in the body buffer's first 512
- * bytes, and into an allocation of their own otherwise. */
+/* Gives the response the n headers on_header kept: a copy of their block
+ * (names and values are NUL-terminated there already) and the array
+ * pointing into it.  A NUL byte inside a name or value thus ends it, as it
+ * would any C string.  Copy and array go into the room left after the body
+ * (body, of capacity cap) when they fit, as they do for a small response in
+ * the body buffer's first 512 bytes, and into an allocation of their own
+ * otherwise. */
 static int parse_headers(async_http_response_t *r, const http_buf_t *raw, size_t n, size_t cap)
 {
     if (!n || !raw->len) return 0;
@@ -392,14 +407,10 @@ static int parse_headers(async_http_response_t *r, const http_buf_t *raw, size_t
     async_http_header_t *h = (async_http_header_t *)block;
     char *s = block + n * sizeof *h;
     memcpy(s, raw->data, raw->len);
-    /* Read as the raw lines are, in the response's own copy, where each
-     * name and value is ended in place (at its colon, after its blanks). */
     http_buf_t copy = {s, raw->len, raw->len};
     http_header_span_t sp;
     size_t at = 0, k = 0;
     while (k < n && async__http_header_next(&copy, &at, &sp)) {
-        ((char *)sp.name)[sp.name_len] = 0;
-        ((char *)sp.value)[sp.value_len] = 0;
         h[k].name = sp.name;
         h[k].value = sp.value;
         k++;
@@ -423,12 +434,13 @@ static const char *version_name(long v)
 int async__http_response_build(http_xfer_t *x, CURLcode rc)
 {
     async_http_response_t *r = x->resp;
-    /* Built once, when the request ends: nothing of the response is set yet. */
-    memset(r, 0, sizeof *r);
+    /* Built once, when the request ends, in a block that was zeroed when it
+     * was allocated (async__http_xfer_alloc): nothing of the response has
+     * been set yet, so it needs no clearing. */
     CURL *e = x->t.easy;
     const char *errbuf = x->easy->errbuf;
     r->status = x->status; /* on_attempt_done read it */
-    long ver = x->version;
+    long ver = x->status_line_len > 5 ? status_version(x->status_line + 5, x->status_line_len - 5) : 0;
     if (!ver) curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &ver);
     r->http_version = version_name(ver);
     r->attempts = x->attempt;
@@ -482,9 +494,11 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
                      curl_easy_strerror(rc), (int)rc);
         }
     } else if (r->status < 200 || r->status >= 300) {
+        char reason[64];
+        status_reason(x, reason, sizeof reason);
         r->error = ASYNC_EHTTP;
         snprintf(r->errmsg, sizeof r->errmsg, "HTTP status %ld%s%s", r->status,
-                 x->reason[0] ? " " : "", x->reason);
+                 reason[0] ? " " : "", reason);
     }
     return 0;
 }
