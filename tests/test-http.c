@@ -37,19 +37,18 @@ TestSuite(http, .init = setup, .fini = teardown, .timeout = 20);
 /* --- headers as the server sent them ---------------------------------------- */
 
 /* A one-shot server: accepts one connection, reads the request, writes
- * `reply` as it is and closes. */
+ * `reply` as it is and closes; then the same with `reply2`, if set. */
 typedef struct raw_srv {
     int fd;
     unsigned short port;
-    const char *reply;
+    const char *reply, *reply2;
     pthread_t thread;
 } raw_srv_t;
 
-static void *raw_main(void *arg)
+static void raw_answer(int fd, const char *reply)
 {
-    raw_srv_t *s = arg;
-    int c = accept(s->fd, NULL, NULL);
-    if (c < 0) return NULL;
+    int c = accept(fd, NULL, NULL);
+    if (c < 0) return;
     char buf[4096];
     size_t got = 0;
     ssize_t n;
@@ -58,15 +57,23 @@ static void *raw_main(void *arg)
         buf[got] = 0;
         if (strstr(buf, "\r\n\r\n")) break;
     }
-    size_t len = strlen(s->reply), off = 0;
-    while (off < len && (n = write(c, s->reply + off, len - off)) > 0) off += (size_t)n;
+    size_t len = strlen(reply), off = 0;
+    while (off < len && (n = write(c, reply + off, len - off)) > 0) off += (size_t)n;
     close(c);
+}
+
+static void *raw_main(void *arg)
+{
+    raw_srv_t *s = arg;
+    raw_answer(s->fd, s->reply);
+    if (s->reply2) raw_answer(s->fd, s->reply2);
     return NULL;
 }
 
-static void raw_start(raw_srv_t *s, const char *reply)
+static void raw_start2(raw_srv_t *s, const char *reply, const char *reply2)
 {
     s->reply = reply;
+    s->reply2 = reply2;
     s->fd = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert(s->fd >= 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -77,6 +84,8 @@ static void raw_start(raw_srv_t *s, const char *reply)
     s->port = ntohs(sa.sin_port);
     cr_assert_eq(pthread_create(&s->thread, NULL, raw_main, s), 0);
 }
+
+static void raw_start(raw_srv_t *s, const char *reply) { raw_start2(s, reply, NULL); }
 
 static void raw_stop(raw_srv_t *s)
 {
@@ -247,6 +256,31 @@ Test(http, version_and_status_of_the_status_line)
 /* The header array of a small response shares the body's buffer; a header
  * block too large for its spare room has an allocation of its own.  Either
  * way every header reads back and freeing the response frees it all. */
+/* A retried request whose last answer has no body: the body of the answer
+ * before it must not show through (body[body_len] == 0, body "" here). */
+Test(http, retry_to_an_empty_answer_gives_an_empty_body)
+{
+    raw_srv_t s;
+    raw_start2(&s,
+               "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\n"
+               "Connection: close\r\n\r\nfirst answer",
+               "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
+    async_http_opts_t o = {.max_retries = 1, .retry_base_ns = ASYNC_MSEC(1)};
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, &o), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
+    raw_stop(&s);
+    cr_assert_eq(r->status, 204);
+    cr_assert_eq(r->attempts, 2);
+    cr_assert_eq(r->body_len, 0);
+    cr_assert_str_eq(r->body, "");
+    async_http_response_free(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+}
+
 Test(http, headers_inline_or_apart)
 {
     static char big[4096];

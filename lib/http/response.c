@@ -458,6 +458,10 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
     if (!x->resp_body.data && async__http_buf_add(&x->resp_body, "", 0)) return ASYNC_ENOMEM;
     r->body = x->resp_body.data;
     r->body_len = x->resp_body.len;
+    /* A retry empties the buffer without clearing it: an attempt that
+     * wrote nothing would otherwise show the one before it.  The buffer
+     * always has room for the NUL (buf_room). */
+    r->body[r->body_len] = 0;
     size_t cap = x->resp_body.cap;
     x->resp_body.data = NULL;
     x->resp_body.len = x->resp_body.cap = 0;
