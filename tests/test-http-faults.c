@@ -14,6 +14,7 @@
 #include <async.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/answer.h"
 #include "support/port.h"
 #include "support/httpd.h"
 
@@ -476,29 +477,16 @@ Test(http_faults, blocking_fetch_returns_with_its_answer_not_at_its_deadline)
  * touches freed memory (the sanitizer build). */
 #define STORM_N 24
 
-typedef struct storm {
-    async_http_response_t *resp;
-    int calls;
-} storm_t;
-
-static void on_storm(async_http_response_t *resp, void *arg)
-{
-    storm_t *s = arg;
-    s->calls++;
-    if (s->resp) async_http_response_free(s->resp);
-    s->resp = resp;
-}
-
 Test(http_faults, out_of_memory_while_many_answers_arrive_together, .timeout = 60)
 {
     for (long n = 0; n < 200; n += (n < 60 ? 1 : 7)) {
         long before = test_alloc_live();
         async_http_t *http;
         cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-        storm_t s[STORM_N] = {0};
+        test_answer_t s[STORM_N] = {0};
         for (int i = 0; i < STORM_N; i++) {
             async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
-            cr_assert_eq(async_http_send(http, &req, on_storm, &s[i]), 0);
+            cr_assert_eq(async_http_send(http, &req, test_answer_catch, &s[i]), 0);
         }
         test_alloc_fail_after(n);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);

@@ -15,6 +15,7 @@
 #include <async/http.h>
 #include "http/ca_store.h"
 #include "support/alloc.h"
+#include "support/answer.h"
 #include "support/nginx.h"
 #include "support/port.h"
 
@@ -54,15 +55,6 @@ static void teardown(void)
 
 TestSuite(http_tls, .init = setup, .fini = teardown, .timeout = 20);
 
-typedef struct got {
-    async_http_response_t *resp;
-} got_t;
-
-static void on_done(async_http_response_t *resp, void *arg)
-{
-    ((got_t *)arg)->resp = resp;
-}
-
 Test(http_tls, http2_multiplexes_one_connection)
 {
     enum { N = 20 };
@@ -71,9 +63,9 @@ Test(http_tls, http2_multiplexes_one_connection)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g[N] = {0};
+    test_answer_t g[N] = {0};
     async_http_request_t req = {.url = url};
-    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     /* The one connection's TLS handshake shows in the timings of the request
      * that made it, after its TCP connect and before its end; the requests
@@ -108,9 +100,9 @@ Test(http_tls, http1_when_http2_is_off)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert, .no_http2 = true};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
     cr_assert_str_eq(g.resp->http_version, "HTTP/1.1");
@@ -126,9 +118,9 @@ Test(http_tls, untrusted_certificate)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.resp->error, ASYNC_ECURL);
     cr_assert(strstr(g.resp->errmsg, "certificate"), "%s", g.resp->errmsg);
@@ -157,10 +149,10 @@ static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connectio
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g[32] = {0};
+    test_answer_t g[32] = {0};
     cr_assert_leq(n, 32);
     async_http_request_t req = {.url = url};
-    for (int i = 0; i < n; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    for (int i = 0; i < n; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     int failed = 0;
     char want[32];
@@ -220,9 +212,9 @@ static void fetch_one(const char *ca_file, char *msg, size_t cap)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     snprintf(msg, cap, "%s", g.resp->error ? g.resp->errmsg : "");
     async_http_response_free(g.resp);

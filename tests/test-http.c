@@ -15,6 +15,7 @@
 #include <async/http.h>
 #include "http/http_internal.h"
 #include "support/alloc.h"
+#include "support/answer.h"
 #include "support/httpd.h"
 
 static test_httpd_t *srv;
@@ -318,27 +319,15 @@ Test(http, headers_inline_or_apart)
 
 /* --- callback style -------------------------------------------------------- */
 
-typedef struct got {
-    async_http_response_t *resp;
-    int calls;
-} got_t;
-
-static void on_done(async_http_response_t *resp, void *arg)
-{
-    got_t *g = arg;
-    g->resp = resp;
-    g->calls++;
-}
-
 Test(http, callback_get)
 {
     async_loop_t *loop;
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(g.calls, 0, "the callback never runs inside send");
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.calls, 1);
@@ -370,8 +359,8 @@ Test(http, query_headers_post_echo)
     const char *headers[] = {"X-Test: yes", "Content-Type: text/plain", NULL};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .query = query,
                                 .headers = headers, .body = "hello body", .body_len = 10};
-    got_t g = {0};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    test_answer_t g = {0};
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
     cr_assert(strstr(g.resp->url, "?by_state=new%20york&q=a%26b%3Dc%2F%C3%A9"), "%s", g.resp->url);
@@ -393,8 +382,8 @@ Test(http, query_headers_post_echo)
     /* Any method with a body; PUT is sent as PUT. */
     req.method = "put";
     req.query = NULL;
-    g = (got_t){0};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    g = (test_answer_t){0};
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(async_http_response_json(&j, g.resp), 0);
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "PUT");
@@ -475,8 +464,8 @@ Test(http, pool_grows_for_a_burst_and_shrinks_when_idle)
 static async_http_response_t *send_one(async_loop_t *loop, async_http_t *http,
                                        const async_http_request_t *req)
 {
-    got_t g = {0};
-    cr_assert_eq(async_http_send(http, req, on_done, &g), 0);
+    test_answer_t g = {0};
+    cr_assert_eq(async_http_send(http, req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(g.calls, 1);
     return g.resp;
@@ -584,9 +573,9 @@ Test(http, accept_encoding_option)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.accept_encoding = "gzip", .user_agent = "tester/1"};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo")};
-    cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     json_t *j;
     cr_assert_eq(async_http_response_json(&j, g.resp), 0);
@@ -607,11 +596,11 @@ Test(http, redirect_and_slow_body)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    got_t a = {0}, b = {0};
+    test_answer_t a = {0}, b = {0};
     async_http_request_t r1 = {.url = test_httpd_url(srv, "/redirect")};
-    cr_assert_eq(async_http_send(http, &r1, on_done, &a), 0);
+    cr_assert_eq(async_http_send(http, &r1, test_answer_catch, &a), 0);
     async_http_request_t r2 = {.url = test_httpd_url(srv, "/slow?chunks=5&ms=20")};
-    cr_assert_eq(async_http_send(http, &r2, on_done, &b), 0);
+    cr_assert_eq(async_http_send(http, &r2, test_answer_catch, &b), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(a.resp->status, 200);
     cr_assert_str_eq(a.resp->body, "ok");
@@ -779,9 +768,9 @@ Test(http, burst_over_shards)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    static got_t g[N];
+    static test_answer_t g[N];
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=200")};
-    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.in_flight, N);
@@ -901,9 +890,9 @@ Test(http, answers_arriving_together_are_driven_at_once)
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
 
-    got_t one = {0};
+    test_answer_t one = {0};
     async_http_request_t req1 = {.url = test_httpd_url(srv, "/ok")};
-    cr_assert_eq(async_http_send(http, &req1, on_done, &one), 0);
+    cr_assert_eq(async_http_send(http, &req1, test_answer_catch, &one), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(one.calls, 1);
     cr_assert_eq(one.resp->error, 0, "%s", one.resp->errmsg);
@@ -924,12 +913,12 @@ Test(http, answers_arriving_together_are_driven_at_once)
     s.port = ntohs(sa.sin_port);
     cr_assert_eq(pthread_create(&s.thread, NULL, together_main, &s), 0);
 
-    static got_t g[TOGETHER_N];
+    static test_answer_t g[TOGETHER_N];
     static char url[TOGETHER_N][64];
     for (int i = 0; i < TOGETHER_N; i++) {
         snprintf(url[i], sizeof url[i], "http://127.0.0.1:%u/r%d", (unsigned)s.port, i);
         async_http_request_t req = {.url = url[i]};
-        cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+        cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     }
     cr_assert_eq(async_task_spawn(NULL, loop, together_hold, &s, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -1071,9 +1060,9 @@ Test(http, host_connection_limit)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.max_host_connections = 3};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g[12] = {0};
+    test_answer_t g[12] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=30")};
-    for (int i = 0; i < 12; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    for (int i = 0; i < 12; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     for (int i = 0; i < 12; i++) {
         cr_assert_eq(g[i].resp->error, 0, "%s", g[i].resp->errmsg);
@@ -1094,10 +1083,10 @@ Test(http, rate_limit_spacing)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 20}; /* one start every 50 ms */
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t g[N] = {0};
+    test_answer_t g[N] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     int64_t t0 = async_now();
-    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+    for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     int64_t took = async_now() - t0;
     /* Lower bound only: (N - 1) gaps of 50 ms, less a little for clocks. */
@@ -1123,10 +1112,10 @@ Test(http, free_closes_in_flight)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 1};
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    got_t a = {0}, b = {0};
+    test_answer_t a = {0}, b = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=2000")};
-    cr_assert_eq(async_http_send(http, &req, on_done, &a), 0); /* running */
-    cr_assert_eq(async_http_send(http, &req, on_done, &b), 0); /* held by the rate limit */
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &a), 0); /* running */
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &b), 0); /* held by the rate limit */
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_NOWAIT), 1);
     cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(a.calls, 1);
@@ -1507,12 +1496,12 @@ Test(http, request_size)
     cr_assert_null(req.url);
     cr_assert_null(req.method);
     req.url = test_httpd_url(srv, "/ok");
-    got_t a = {0}, b = {0}, c = {0};
-    cr_assert_eq(async_http_send(http, &req, on_done, &a), 0);
+    test_answer_t a = {0}, b = {0}, c = {0};
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &a), 0);
     async_http_request_t zero = {.url = req.url}; /* size 0 */
-    cr_assert_eq(async_http_send(http, &zero, on_done, &b), 0);
+    cr_assert_eq(async_http_send(http, &zero, test_answer_catch, &b), 0);
     req.size = 1;
-    cr_assert_eq(async_http_send(http, &req, on_done, &c), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &c), ASYNC_EINVAL);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(a.calls, 1);
     cr_assert_eq(a.resp->error, 0, "%s", a.resp->errmsg);
@@ -1546,18 +1535,18 @@ Test(http, bad_arguments)
     cr_assert_eq(async_http_new(&http, loop, &bad), ASYNC_EINVAL);
     cr_assert_null(http);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    got_t g = {0};
+    test_answer_t g = {0};
     async_http_request_t none = {0};
-    cr_assert_eq(async_http_send(http, &none, on_done, &g), ASYNC_EINVAL);
-    cr_assert_eq(async_http_send(http, NULL, on_done, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, &none, test_answer_catch, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, NULL, test_answer_catch, &g), ASYNC_EINVAL);
     async_http_request_t m = {.url = test_httpd_url(srv, "/ok"), .method = "GE T"};
-    cr_assert_eq(async_http_send(http, &m, on_done, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, &m, test_answer_catch, &g), ASYNC_EINVAL);
     const char *odd[] = {"key", NULL};
     async_http_request_t q = {.url = test_httpd_url(srv, "/ok"), .query = odd};
-    cr_assert_eq(async_http_send(http, &q, on_done, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, &q, test_answer_catch, &g), ASYNC_EINVAL);
     const char *hdr[] = {"no colon", NULL};
     async_http_request_t h = {.url = test_httpd_url(srv, "/ok"), .headers = hdr};
-    cr_assert_eq(async_http_send(http, &h, on_done, &g), ASYNC_EINVAL);
+    cr_assert_eq(async_http_send(http, &h, test_answer_catch, &g), ASYNC_EINVAL);
     async_http_request_t ok = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &ok, NULL, &g), ASYNC_EINVAL);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -1581,9 +1570,9 @@ Test(http, out_of_memory_fails_cleanly)
         async_http_t *http = NULL;
         int rc = async_http_new(&http, loop, NULL);
         if (rc == 0) {
-            got_t g = {0};
+            test_answer_t g = {0};
             async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
-            rc = async_http_send(http, &req, on_done, &g);
+            rc = async_http_send(http, &req, test_answer_catch, &g);
             test_alloc_fail_after(-1);
             if (rc == 0) {
                 async_loop_run(loop, ASYNC_RUN_DEFAULT);
@@ -1614,9 +1603,9 @@ Test(http, out_of_memory_during_transfer)
         long before = test_alloc_live();
         async_http_t *http;
         cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-        got_t g = {0};
+        test_answer_t g = {0};
         async_http_request_t req = {.url = test_httpd_url(srv, "/json")};
-        cr_assert_eq(async_http_send(http, &req, on_done, &g), 0);
+        cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
         test_alloc_fail_after(n);
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         test_alloc_fail_after(-1);
@@ -1683,11 +1672,11 @@ Test(http, steady_plain_load_runs_in_small_shards_and_reuses_their_connections)
     async_http_t *http;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    static got_t g[N];
+    static test_answer_t g[N];
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
     for (int wave = 0; wave < 2; wave++) {
         memset(g, 0, sizeof g);
-        for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_done, &g[i]), 0);
+        for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         cr_assert_eq(http->multi.n_shards, PLAIN_SHARDS);
         for (size_t s = 0; s < http->multi.n_shards; s++)

@@ -22,6 +22,7 @@
 #include <async/future.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/answer.h"
 #include "support/httpd.h"
 
 static test_httpd_t *srv;
@@ -45,19 +46,6 @@ static void teardown(void)
 
 TestSuite(round6_attack, .init = setup, .fini = teardown, .timeout = 30);
 
-typedef struct slot {
-    async_http_response_t *resp;
-    int calls;
-} slot_t;
-
-static void on_slot(async_http_response_t *resp, void *arg)
-{
-    slot_t *s = arg;
-    s->calls++;
-    if (s->resp) async_http_response_free(s->resp);
-    s->resp = resp;
-}
-
 static double thread_cpu(void)
 {
     struct rusage ru;
@@ -76,10 +64,10 @@ Test(round6_attack, a_client_waiting_on_slow_answers_blocks_in_the_poll)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    slot_t s[SLOW_N] = {0};
+    test_answer_t s[SLOW_N] = {0};
     for (int i = 0; i < SLOW_N; i++) {
         async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=1500")};
-        cr_assert_eq(async_http_send(http, &req, on_slot, &s[i]), 0);
+        cr_assert_eq(async_http_send(http, &req, test_answer_catch, &s[i]), 0);
     }
     struct ev_loop *ev = async_loop_ev(loop);
     unsigned it0 = ev_iteration(ev);
@@ -130,7 +118,7 @@ Test(round6_attack, a_blocking_fetch_of_a_slow_answer_blocks_in_the_poll)
 
 typedef struct pair {
     async_http_t *a, *b;
-    slot_t sa[PAIR_N], sb[PAIR_N], more[PAIR_N];
+    test_answer_t sa[PAIR_N], sb[PAIR_N], more[PAIR_N];
     int n_more;
     int destroy_rc;
     bool destroyed;
@@ -145,10 +133,10 @@ static void on_b(async_http_response_t *resp, void *arg)
 {
     pair_arg_t *pa = arg;
     pair_t *p = pa->p;
-    on_slot(resp, &p->sb[pa->i]);
+    test_answer_catch(resp, &p->sb[pa->i]);
     if (p->n_more < PAIR_N) {
         async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
-        cr_assert_eq(async_http_send(p->a, &req, on_slot, &p->more[p->n_more]), 0);
+        cr_assert_eq(async_http_send(p->a, &req, test_answer_catch, &p->more[p->n_more]), 0);
         p->n_more++;
     }
 }
@@ -157,7 +145,7 @@ static void on_a(async_http_response_t *resp, void *arg)
 {
     pair_arg_t *pa = arg;
     pair_t *p = pa->p;
-    on_slot(resp, &p->sa[pa->i]);
+    test_answer_catch(resp, &p->sa[pa->i]);
     if (!p->destroyed) {
         p->destroyed = true;
         /* Its own client cannot be freed from here; another can. */
@@ -214,7 +202,7 @@ typedef struct chain {
     async_http_t *http;
     int links;
     int links_when_timer_ran;
-    slot_t last;
+    test_answer_t last;
 } chain_t;
 
 static void on_chain(async_http_response_t *resp, void *arg)
@@ -270,12 +258,12 @@ Test(round6_attack, dropped_connections_and_reused_descriptors_among_ready_socke
     o.max_retries = 0;
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    static slot_t s[MIX_N];
+    static test_answer_t s[MIX_N];
     memset(s, 0, sizeof s);
     for (int i = 0; i < MIX_N; i++) {
         const char *path = i % 3 == 0 ? "/drop" : i % 3 == 1 ? "/ok" : "/stall?ms=20";
         async_http_request_t req = {.url = test_httpd_url(srv, path)};
-        cr_assert_eq(async_http_send(http, &req, on_slot, &s[i]), 0);
+        cr_assert_eq(async_http_send(http, &req, test_answer_catch, &s[i]), 0);
     }
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     for (int i = 0; i < MIX_N; i++) {
@@ -297,15 +285,15 @@ Test(round6_attack, a_timeout_fires_on_time_among_busy_transfers)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    slot_t busy[8] = {0}, late = {0};
+    test_answer_t busy[8] = {0}, late = {0};
     for (int i = 0; i < 8; i++) {
         async_http_request_t req = {.url = test_httpd_url(srv, "/slow?chunks=60&ms=20")};
-        cr_assert_eq(async_http_send(http, &req, on_slot, &busy[i]), 0);
+        cr_assert_eq(async_http_send(http, &req, test_answer_catch, &busy[i]), 0);
     }
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=5000"),
                                 .timeout_ns = ASYNC_MSEC(300)};
     int64_t t0 = async_now(), took = 0;
-    cr_assert_eq(async_http_send(http, &req, on_slot, &late), 0);
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &late), 0);
     while (!late.calls) cr_assert_geq(async_loop_run(loop, ASYNC_RUN_ONCE), 0);
     took = async_now() - t0;
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -481,7 +469,7 @@ Test(round6_attack, bucket_headers_move_along_qnext_links_in_priority_order)
 #define SHARDS_N 300
 
 typedef struct timed_slot {
-    slot_t s;
+    test_answer_t s;
     int64_t t0, took;
 } timed_slot_t;
 
@@ -489,7 +477,7 @@ static void on_timed(async_http_response_t *resp, void *arg)
 {
     timed_slot_t *t = arg;
     t->took = async_now() - t->t0;
-    on_slot(resp, &t->s);
+    test_answer_catch(resp, &t->s);
 }
 
 Test(round6_attack, a_busy_shard_does_not_starve_the_next_one, .timeout = 60)
