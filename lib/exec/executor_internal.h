@@ -24,7 +24,10 @@ typedef struct async__exec_priv {
     /* Written by workers, under qlock. */
     _Atomic unsigned char qlock;
     _Atomic size_t taken;            /* jobs ever popped or drained */
-    async__job_t *in_tail;           /* the consumer pops the inbox's tail */
+    /* The consumer pops the inbox's tail; atomic only so that a worker
+     * outside qlock may look whether the queue is empty (async__q_busy). */
+    _Atomic(async__job_t *) in_tail;
+    _Atomic size_t bucketed;         /* jobs sorted into buckets (a priority is in use) */
     async__bucket_t zero;            /* priority 0, always in the list */
     async__bucket_t *buckets;        /* highest priority first */
     async__job_t in_stub;            /* keeps the inbox never empty */
@@ -65,6 +68,23 @@ static inline size_t async__q_len(exec_priv_t *p)
 {
     size_t t = atomic_load(&p->taken);
     return atomic_load(&p->submitted) - t;
+}
+
+/* Whether a job is queued, or being pushed, as a worker outside qlock can
+ * tell from the queue's own links, without reading `submitted`, whose line
+ * the submitters write on every submit: a look at it from a worker about to
+ * spin or sleep made each next submit's locked increment wait for the line
+ * to come back (20% of a stream's wall time on this VM).  Sequentially
+ * consistent: a submitter pushes (an exchange of in_head) before it reads
+ * `idle` and `spinning`, and a worker raises one of those before it looks
+ * here, so at least one of the two sees the other (job_queue.c).  An inbox
+ * whose consumer and head are both at the stub is empty; a job that
+ * another worker is popping at the moment leaves in_tail off the stub, and
+ * that worker looks for more under qlock. */
+static inline bool async__q_busy(exec_priv_t *p)
+{
+    return atomic_load(&p->in_head) != &p->in_stub || atomic_load(&p->in_tail) != &p->in_stub ||
+           atomic_load_explicit(&p->bucketed, memory_order_relaxed) != 0;
 }
 
 /* Whether a call may take a backend's direct path (its run or map op) now,

@@ -31,9 +31,10 @@
  * wakes a sleeper only for jobs beyond the spinners and if no wake-up is
  * already on its way (`waking`); every worker clears `waking` when it
  * enters or leaves the idle state, so a stale flag cannot strand work.  No wake-up is lost:
- * a worker increments `idle` (sequentially consistent) before its last look at
- * the queue's length, and a submitter counts its job in `submitted` before it
- * reads `idle` and
+ * a worker increments `idle` or `spinning` (sequentially consistent) before
+ * its last look at the queue's links (async__q_busy: never `submitted`,
+ * whose line would then bounce on every submit), and a submitter pushes its
+ * job (a sequentially consistent exchange) before it reads `idle` and
  * `spinning`, so at least one of the two sees the other; the worker's futex
  * wait on the `seq` value it read earlier returns at once if a submitter
  * bumped it meanwhile.
@@ -85,7 +86,7 @@ void async__q_init(exec_priv_t *p)
     p->buckets = &p->zero;
     atomic_init(&p->in_stub.qnext, NULL);
     atomic_init(&p->in_head, &p->in_stub);
-    p->in_tail = &p->in_stub;
+    atomic_init(&p->in_tail, &p->in_stub);
     atomic_init(&p->spin_budget, SPIN_MIN);
     p->max_spinning = async_cpu_count();
     if (p->max_spinning < 1) p->max_spinning = 1;
@@ -151,6 +152,8 @@ static void bucket_push(exec_priv_t *p, async__job_t *job)
     while (*at && (*at)->prio > job->priority) at = &(*at)->next;
     async__bucket_t *b = *at;
     set_link(job, NULL);
+    atomic_store_explicit(&p->bucketed, atomic_load_explicit(&p->bucketed, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     if (!b || b->prio != job->priority) {
         /* A new priority, never 0 (its bucket is permanent): the job carries
          * the header. */
@@ -171,6 +174,9 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
         async__job_t *job = b->head;
         if (!job) continue; /* only the permanent bucket is ever empty */
         if (!(b->head = link_of(job))) b->tail = NULL;
+        atomic_store_explicit(&p->bucketed,
+                              atomic_load_explicit(&p->bucketed, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
         /* Only a job with a priority has a bucket header of its own: a small
          * priority-0 job's memory ends before the field (executor.c). */
         if (job->priority && b == &job->bucket) { /* the header leaves with its job */
@@ -195,7 +201,9 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
 static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
 {
     atomic_store_explicit(&last->qnext, NULL, memory_order_relaxed);
-    async__job_t *prev = atomic_exchange_explicit(&p->in_head, last, memory_order_acq_rel);
+    /* Sequentially consistent: it orders the push before the submitter's
+     * look at `idle` and `spinning` (async__q_busy). */
+    async__job_t *prev = atomic_exchange(&p->in_head, last);
     atomic_store_explicit(&prev->qnext, first, memory_order_release);
 }
 
@@ -211,17 +219,26 @@ static void prefetch_job(const async__job_t *job)
     __builtin_prefetch((const void *)(j + 64), 1, 3);
 }
 
+/* Under qlock the consumer's tail is plain: only the lock's holder writes
+ * it (async__q_busy reads it outside the lock). */
+static async__job_t *tail_of(exec_priv_t *p) { return atomic_load_explicit(&p->in_tail, memory_order_relaxed); }
+
+static void set_tail(exec_priv_t *p, async__job_t *t)
+{
+    atomic_store_explicit(&p->in_tail, t, memory_order_relaxed);
+}
+
 POP_INLINE async__job_t *inbox_pop(exec_priv_t *p)
 {
-    async__job_t *tail = p->in_tail;
+    async__job_t *tail = tail_of(p);
     async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     if (tail == &p->in_stub) {
         if (!next) return NULL;
-        p->in_tail = tail = next;
+        set_tail(p, tail = next);
         next = atomic_load_explicit(&next->qnext, memory_order_acquire);
     }
     if (next) {
-        p->in_tail = next;
+        set_tail(p, next);
         prefetch_job(next);
         return tail;
     }
@@ -229,7 +246,7 @@ POP_INLINE async__job_t *inbox_pop(exec_priv_t *p)
     inbox_push(p, &p->in_stub, &p->in_stub);
     next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     if (next) {
-        p->in_tail = next;
+        set_tail(p, next);
         return tail;
     }
     return NULL;
@@ -240,7 +257,7 @@ static bool more_locked(exec_priv_t *p)
 {
     for (async__bucket_t *b = p->buckets; b; b = b->next)
         if (b->head) return true;
-    async__job_t *tail = p->in_tail;
+    async__job_t *tail = tail_of(p);
     async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     return tail != &p->in_stub || next != NULL;
 }
@@ -468,7 +485,7 @@ static void set_budget(exec_priv_t *p, int64_t ns)
 static __attribute__((noinline)) bool spin_for_work(exec_priv_t *p, int64_t *from)
 {
     atomic_fetch_add(&p->spinning, 1);
-    bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
+    bool found = async__q_busy(p) || stopped(p); /* raced with a submit? */
     *from = async_now();
     int64_t spin = budget(p), until = *from + spin;
     for (unsigned i = 1; !found; i++) {
@@ -496,7 +513,7 @@ static __attribute__((noinline)) void sleep_for_work(exec_priv_t *p, int64_t spu
     unsigned seen = atomic_load(&p->seq);
     atomic_store(&p->waking, 0);
     atomic_fetch_add(&p->idle, 1);
-    if (!async__q_len(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
+    if (!async__q_busy(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
     atomic_fetch_sub(&p->idle, 1);
     atomic_store(&p->waking, 0);
     if (spun_from < 0) return;
