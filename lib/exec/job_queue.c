@@ -76,6 +76,8 @@
  * threads than CPUs (the map's caller, other programs) a spinner would
  * otherwise hold the CPU of the thread that is about to give it work. */
 #define SPIN_YIELD 4
+/* How long a reserve worker naps between looks at the backlog. */
+#define NAP_NS ASYNC_USEC(200)
 
 void async__q_init(exec_priv_t *p)
 {
@@ -90,6 +92,8 @@ void async__q_init(exec_priv_t *p)
     atomic_init(&p->spin_budget, SPIN_MIN);
     p->max_spinning = async_cpu_count();
     if (p->max_spinning < 1) p->max_spinning = 1;
+    /* One CPU for the thread that submits, the rest for workers. */
+    p->cap = p->max_spinning > 1 ? p->max_spinning - 1 : 1;
 }
 
 void async__q_destroy(exec_priv_t *p)
@@ -281,6 +285,16 @@ POP_INLINE async__job_t *pop_any(exec_priv_t *p)
 
 /* --- waking ------------------------------------------------------------------ */
 
+/* Whether `cap` workers, not counting the caller if it is one (self), are
+ * consuming single jobs already (neither idle nor spinning), so that no
+ * other should join them: see the top of this file. */
+static bool over_cap(exec_priv_t *p, unsigned idle, unsigned spin, unsigned self)
+{
+    if (atomic_load_explicit(&p->wide, memory_order_relaxed)) return false;
+    unsigned resting = idle + spin + self;
+    return resting < p->workers && p->workers - resting >= p->cap;
+}
+
 static void wake_n(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
@@ -288,7 +302,13 @@ static void wake_n(exec_priv_t *p, size_t jobs)
         if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
         if (jobs <= spin) return;
     }
-    if (atomic_load(&p->idle) == 0) return;
+    unsigned idle = atomic_load(&p->idle);
+    if (idle == 0) return;
+    /* A single job while enough workers consume: a napper watches the
+     * backlog and joins if it ages, so nobody else is woken. */
+    if (jobs == 1 && atomic_load_explicit(&p->napping, memory_order_relaxed) &&
+        over_cap(p, idle, spin, 0))
+        return;
     if (jobs - spin == 1) {
         /* Look before the exchange: a failed one still takes the line from
          * the cores reading `idle` and `spinning` beside it, on every job
@@ -449,20 +469,48 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
     return async__q_enqueue_linked(ex, jobs, last, n, prio, try_only, deadline);
 }
 
-int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline)
+/* The lone submit's answer to a stop that raced with its push: cancel the
+ * job's future unless a worker or a drain got to it first (then the submit
+ * stands). */
+static __attribute__((noinline)) int lone_closed(async__job_t *job, int code, bool *kept)
+{
+    if (async_future_cancel(job->owner) != 0) return 0;
+    *kept = true;
+    return code;
+}
+
+int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline,
+                         bool *kept)
 {
     exec_priv_t *p = ex->priv;
+    *kept = false;
     if (p->bounded) return async__q_enqueue(ex, job, 1, try_only, deadline);
-    atomic_fetch_add(&p->submitted, 1);
     int r = stopped(p);
-    if (r) {
-        unreserve(p, 1);
-        return r;
-    }
+    if (r) return r;
+    job->kind |= JOB_LONE;
     if (job->priority) atomic_fetch_add(&p->prio_jobs, 1);
     inbox_push(p, job, job);
+    /* Sequentially consistent after the push's exchange, against the stop's
+     * store to `closed` or `broken` before it looks at the queue: either
+     * the stop sees this job (and drains it or lets the workers run it), or
+     * this sees the stop. */
+    if (__builtin_expect((r = stopped(p)) != 0, 0)) return lone_closed(job, r, kept);
     wake(p, 1);
     return 0;
+}
+
+size_t async__q_count(exec_priv_t *p)
+{
+    size_t n = 0;
+    qlock(p);
+    for (async__bucket_t *b = p->buckets; b; b = b->next)
+        for (async__job_t *j = b->head; j; j = link_of(j)) n += (j->kind & JOB_LONE) != 0;
+    /* The inbox from the consumer's end: every link up to a push under way
+     * is set, and no job leaves it but under qlock. */
+    for (async__job_t *j = tail_of(p); j; j = atomic_load_explicit(&j->qnext, memory_order_acquire))
+        n += j != &p->in_stub && (j->kind & JOB_LONE) != 0;
+    qunlock(p);
+    return async__q_len(p) + n;
 }
 
 /* --- taking ---------------------------------------------------------------- */
@@ -521,16 +569,46 @@ static __attribute__((noinline)) void sleep_for_work(exec_priv_t *p, int64_t spu
     if (gap <= SPIN_MAX) set_budget(p, gap + gap / 2 > 2 * spin ? gap + gap / 2 : 2 * spin);
 }
 
+/* A reserve worker's watch while `cap` others consume single jobs: it
+ * sleeps on `seq` for NAP_NS at a time, and returns (to take jobs) when the
+ * cap no longer binds (a batch, a consumer gone idle), the pool stops, or
+ * the backlog has aged: jobs are queued and the consumer's end of the inbox
+ * has not moved for a whole nap, so the consumers are busy with long jobs
+ * (a sample of the queue every nap, not a clock read per job).  Counted in
+ * `idle`, so submitters see it as the sleeper it is. */
+static __attribute__((noinline)) void nap(exec_priv_t *p)
+{
+    atomic_fetch_add(&p->napping, 1);
+    for (;;) {
+        async__job_t *mark = atomic_load(&p->in_tail);
+        unsigned seen = atomic_load(&p->seq);
+        atomic_store(&p->waking, 0);
+        atomic_fetch_add(&p->idle, 1);
+        bool ready = async__q_busy(p) || stopped(p);
+        if (!ready || atomic_load(&p->in_tail) == mark)
+            async__futex_wait(&p->seq, seen, async_now() + NAP_NS);
+        atomic_fetch_sub(&p->idle, 1);
+        atomic_store(&p->waking, 0);
+        if (stopped(p) ||
+            !over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1))
+            break;
+        if (async__q_busy(p) && atomic_load(&p->in_tail) == mark) break; /* aged */
+    }
+    atomic_fetch_sub(&p->napping, 1);
+}
+
 int async__q_take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
         qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
-            /* Only qlock's holder writes taken: no read-modify-write needed. */
-            atomic_store_explicit(&p->taken,
-                                  atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
-                                  memory_order_release);
+            /* Only qlock's holder writes taken: no read-modify-write needed.
+             * A lone submit was never counted. */
+            if (!(job->kind & JOB_LONE))
+                atomic_store_explicit(&p->taken,
+                                      atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
+                                      memory_order_release);
             /* More work than this worker?  Look at the queue's own links
              * rather than `submitted`, whose line submitters keep writing. */
             bool more = more_locked(p);
@@ -545,10 +623,23 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
             *out = job;
             return 0;
         }
-        bool stop = stopped(p) && !async__q_len(p);
+        /* Stopped: leave once no counted job is on its way and no lone one
+         * is mid-push (that one's submitter may have seen the pool open). */
+        bool stop = stopped(p) && !async__q_len(p) && !async__q_busy(p);
         qunlock(p);
         if (stop) return ASYNC_ECLOSED;
 
+        /* While others consume single jobs up to the cap, one idle worker
+         * naps in reserve and the rest sleep; a sleeper woken meanwhile
+         * joins the reserve rather than the consumers. */
+        if (over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1)) {
+            if (atomic_load(&p->napping)) {
+                sleep_for_work(p, -1);
+                if (!over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1)) continue;
+            }
+            nap(p);
+            continue;
+        }
         int64_t spun_from = -1; /* only the spinner's spells teach the budget */
         unsigned spinners = atomic_load_explicit(&p->wide, memory_order_relaxed) ? p->max_spinning : 1;
         if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
@@ -581,7 +672,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
                 if (last) set_link(last, job);
                 else head = job;
                 last = job;
-                n++;
+                n += !(job->kind & JOB_LONE);
             }
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
         }
@@ -589,7 +680,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
         pthread_mutex_lock(&p->mu);
         room_wake_locked(p, true);
         pthread_mutex_unlock(&p->mu);
-        if (!drain || !async__q_len(p)) break;
+        if (!drain || (!async__q_len(p) && !async__q_busy(p))) break;
         sched_yield();
     }
     wake_all(p);
