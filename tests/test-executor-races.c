@@ -531,3 +531,64 @@ Test(exec_races, deadlines_expiring_beside_plain_submits, .timeout = 30)
     cr_log_info("%d done, %d expired", done, expired);
     async_executor_free(ex);
 }
+
+/* Two threads submit single jobs while the main thread shuts the pool down
+ * (with and without cancelling what is queued, without waiting) at a random
+ * point.  A lone submit to an unbounded pool is queued before it looks at
+ * the pool's state, so one that races the stop must still end one of two
+ * ways: ASYNC_ECLOSED with *out untouched, or 0 with a future that becomes
+ * final (run, or cancelled by the shutdown).  A job stranded in the queue
+ * after the workers left would leave its future pending (the wait below
+ * times out) and its block unfreed (the leak check). */
+typedef struct {
+    async_executor_t *ex;
+    async_future_t *fs[256];
+    int n, closed, other;
+} racer_t;
+
+static void *race_submits(void *arg)
+{
+    racer_t *rc = arg;
+    for (int i = 0; i < 256; i++) {
+        int64_t v = i;
+        async_job_t job = {.fn = triple, .in = &v, .in_size = sizeof v, .out_size = sizeof v};
+        async_future_t *f = (async_future_t *)rc;
+        int r = async_executor_submit(&f, rc->ex, &job);
+        if (r == 0) rc->fs[rc->n++] = f;
+        else if (r == ASYNC_ECLOSED && f == (async_future_t *)rc) rc->closed++;
+        else rc->other++;
+        if ((rnd() & 15) == 0) jitter();
+    }
+    return NULL;
+}
+
+Test(exec_races, lone_submits_racing_a_shutdown_end_closed_or_final, .timeout = 60)
+{
+    int rounds = ROUNDS / 40;
+    long closed = 0, cancelled = 0;
+    for (int r = 0; r < rounds; r++) {
+        async_executor_t *ex = pool(1 + (unsigned)(r & 1), 0);
+        racer_t rc[2] = {{.ex = ex}, {.ex = ex}};
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++) cr_assert_eq(pthread_create(&th[t], NULL, race_submits, &rc[t]), 0);
+        for (volatile unsigned i = 0, n = (unsigned)(rnd() % 20000); i < n; i++) {
+        }
+        cr_assert_eq(async_executor_shutdown(ex, false, (r & 2) != 0), 0);
+        for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+        for (int t = 0; t < 2; t++) {
+            cr_assert_eq(rc[t].other, 0, "round %d: a submit failed otherwise", r);
+            closed += rc[t].closed;
+            for (int i = 0; i < rc[t].n; i++) {
+                async_future_t *f = rc[t].fs[i];
+                int w = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(10)));
+                cr_assert(async_future_done(f), "round %d: an accepted submit's future stayed pending", r);
+                cr_assert(w == 0 || w == ASYNC_ECANCELED, "round %d: %s", r, async_strerror(w));
+                cancelled += w == ASYNC_ECANCELED;
+                async_future_unref(f);
+            }
+        }
+        async_executor_free(ex);
+        cr_assert_eq(test_alloc_live(), 0, "round %d: %ld allocations left", r, test_alloc_live());
+    }
+    cr_log_info("%d rounds: %ld submits closed, %ld accepted and cancelled", rounds, closed, cancelled);
+}

@@ -1544,3 +1544,42 @@ Test(cpus, cores_are_the_distinct_physical_cores, .timeout = 30)
     cr_expect_leq(async_cpu_cores(), (unsigned)command_number("nproc --all"));
 }
 
+
+/* N single jobs on N workers all run at once, whatever the CPU count: the
+ * awake-worker cap keeps at most cpus - 1 workers on a stream of single
+ * jobs, and its reserve must bring in the others once the jobs turn out
+ * long.  Each job waits at a rendezvous for all the others; jobs run one or
+ * two at a time would leave the first ones waiting until their 10 s
+ * give-up, and they report it. */
+typedef struct {
+    atomic_int arrived;
+    int n;
+} rendezvous_t;
+
+static int meet(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    rendezvous_t *rv = ctx;
+    atomic_fetch_add(&rv->arrived, 1);
+    int64_t give_up = async_deadline_after(ASYNC_SEC(10));
+    while (atomic_load(&rv->arrived) < rv->n)
+        if (async_now() > give_up) return async_work_fail(ASYNC_ETIMEDOUT, "only %d of %d met",
+                                                          atomic_load(&rv->arrived), rv->n);
+        else usleep(200);
+    return 0;
+}
+
+Test(exec_threads_only, single_jobs_as_many_as_workers_all_run_at_once, .timeout = 30)
+{
+    enum { N = 6 };
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, N);
+    rendezvous_t rv = {.n = N};
+    async_job_t job = {.fn = meet, .ctx = &rv};
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(async_future_wait(fs[i]), 0, "job %d: %s", i, async_future_message(fs[i]));
+        async_future_unref(fs[i]);
+    }
+    async_executor_free(ex);
+}

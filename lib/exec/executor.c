@@ -28,7 +28,7 @@ static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 /* Finishes a job that never ran, with err and msg. */
 static void skip_job(async__job_t *job, int err, const char *msg)
 {
-    switch (job->kind) {
+    switch (async__job_kind(job)) {
     case JOB_SUBMIT: {
         async_future_t *f = job->owner;
         if (err == ASYNC_ECANCELED) async_future_cancel(f);
@@ -61,7 +61,7 @@ static void skip_list(async__job_t *list, int err, const char *msg)
  * or its deadline passed while queued: then it has been finished here). */
 static __attribute__((noinline)) bool start_job(async__job_t *job)
 {
-    switch (job->kind) {
+    switch (async__job_kind(job)) {
     case JOB_MAP:
         return async__map_chunk_take(job); /* it checks the map's deadline itself */
     case JOB_SUBMIT:
@@ -99,7 +99,7 @@ int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
         /* The usual job, a submit without a deadline, is started here;
          * start_job, out of line, takes the rest, so that this loop needs
          * few registers saved. */
-        if (job->kind != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
+        if (async__job_kind(job) != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
             if (start_job(job)) return 0;
         } else if (async__future_start(job->owner) == 0) {
             return 0;
@@ -149,7 +149,7 @@ static __attribute__((noinline)) void finish_job(async__job_t *job, async__outco
         if (oc->var_owned) async__free(oc->var_out);
         oc->var_out = NULL;
     }
-    switch (job->kind) {
+    switch (async__job_kind(job)) {
     case JOB_SUBMIT:
         finish_submit(job, oc);
         break;
@@ -167,7 +167,8 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
     (void)ex;
     /* The usual submit: no deadline, no error, its result in its own rows.
      * Finished inline, without the general path's claim and copies. */
-    if (job->kind == JOB_SUBMIT && job->deadline == ASYNC_FOREVER && !oc->err && !oc->var_out) {
+    if (async__job_kind(job) == JOB_SUBMIT && job->deadline == ASYNC_FOREVER && !oc->err &&
+        !oc->var_out) {
         async_future_t *f = job->owner;
         size_t n = oc->result_size < job->rows.out_size ? oc->result_size : job->rows.out_size;
         if (async__future_done_sole(f, job->rows.out, n)) {
@@ -180,7 +181,7 @@ void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_
 
 bool async__exec_expirable(const async__job_t *job)
 {
-    return job->kind == JOB_SUBMIT && job->deadline != ASYNC_FOREVER;
+    return async__job_kind(job) == JOB_SUBMIT && job->deadline != ASYNC_FOREVER;
 }
 
 void async__exec_expire(async_executor_t *ex, async__job_t *job)
@@ -292,6 +293,7 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
         return ASYNC_ENOMEM;
     }
     async__q_init(p);
+    p->workers = ex->workers;
     p->bounded = o.max_queued != 0;
     pthread_mutex_init(&p->join_mu, NULL);
     pthread_mutex_init(&p->broken_mu, NULL);
@@ -321,7 +323,7 @@ int async_executor_error(async_executor_t *ex, char *msg, size_t cap)
 
 size_t async_executor_queued(async_executor_t *ex)
 {
-    return async__q_len(ex->priv);
+    return async__q_count(ex->priv);
 }
 
 static void join_once(async_executor_t *ex)
@@ -482,9 +484,14 @@ SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_futur
     if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
     async_future_t *f = make_job(ex, j);
     if (!f) return ASYNC_ENOMEM;
-    int r = async__q_enqueue_one(ex, (async__job_t *)f->extra, how == TRY, deadline);
+    bool kept;
+    int r = async__q_enqueue_one(ex, (async__job_t *)f->extra, how == TRY, deadline, &kept);
     if (r) {
-        unmake(f);
+        /* Kept: queued, then found the pool stopped and cancelled before
+         * anything took it; the queue holds the executor's reference until
+         * a worker or a drain drops it. */
+        if (kept) async_future_unref(f);
+        else unmake(f);
         return r;
     }
     *out = f;

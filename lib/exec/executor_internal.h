@@ -6,14 +6,18 @@
 #include "backend_internal.h"
 #include "waiters_internal.h"
 
-enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP };
+/* A job's kind, and a flag: JOB_LONE marks a single submit to an unbounded
+ * pool, which is never counted in `submitted` nor `taken` (job_queue.c
+ * explains how it is closed out instead). */
+enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP, JOB_KIND = 3, JOB_LONE = 4 };
+#define async__job_kind(job) ((job)->kind & JOB_KIND)
 
 /* The fields are grouped by who writes them, each group on cache lines of
  * its own, so that submitters and workers do not slow each other down by
  * writing to the same line. */
 typedef struct async__exec_priv {
     /* Written by submitters (job_queue.c explains the protocol). */
-    _Atomic size_t submitted;        /* jobs ever reserved (queued = submitted - taken) */
+    _Atomic size_t submitted;        /* jobs ever reserved, but JOB_LONE (queued = submitted - taken) */
     char pad0[64];
     /* Read by every pop, written only for jobs with a priority: a line of its
      * own, or each pop would pull `submitted`'s line from the submitter. */
@@ -23,8 +27,11 @@ typedef struct async__exec_priv {
     char pad1[64];
     /* Written by workers, under qlock. */
     _Atomic unsigned char qlock;
-    _Atomic size_t taken;            /* jobs ever popped or drained */
-    async__job_t *in_tail;           /* the consumer pops the inbox's tail */
+    _Atomic size_t taken;            /* jobs ever popped or drained, but JOB_LONE */
+    /* The consumer pops the inbox's tail; atomic only so that a worker
+     * outside qlock may look whether the queue is empty (async__q_busy). */
+    _Atomic(async__job_t *) in_tail;
+    _Atomic size_t bucketed;         /* jobs sorted into buckets (a priority is in use) */
     async__bucket_t zero;            /* priority 0, always in the list */
     async__bucket_t *buckets;        /* highest priority first */
     async__job_t in_stub;            /* keeps the inbox never empty */
@@ -36,6 +43,9 @@ typedef struct async__exec_priv {
     _Atomic unsigned seq;            /* futex word idle workers sleep on */
     _Atomic int64_t spin_budget;     /* ns an idle worker spins before it sleeps */
     unsigned max_spinning;           /* workers that may spin at once after a batch */
+    _Atomic unsigned napping;        /* idle workers on a timed nap, watching the backlog */
+    unsigned workers;                /* the pool's workers (set before they start) */
+    unsigned cap;                    /* workers that consume a stream of single jobs */
     char pad3[64];
     _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
     _Atomic bool wide;               /* the last submit queued a batch: several may spin */
@@ -67,6 +77,23 @@ static inline size_t async__q_len(exec_priv_t *p)
     return atomic_load(&p->submitted) - t;
 }
 
+/* Whether a job is queued, or being pushed, as a worker outside qlock can
+ * tell from the queue's own links, without reading `submitted`, whose line
+ * the submitters write on every submit: a look at it from a worker about to
+ * spin or sleep made each next submit's locked increment wait for the line
+ * to come back (20% of a stream's wall time on this VM).  Sequentially
+ * consistent: a submitter pushes (an exchange of in_head) before it reads
+ * `idle` and `spinning`, and a worker raises one of those before it looks
+ * here, so at least one of the two sees the other (job_queue.c).  An inbox
+ * whose consumer and head are both at the stub is empty; a job that
+ * another worker is popping at the moment leaves in_tail off the stub, and
+ * that worker looks for more under qlock. */
+static inline bool async__q_busy(exec_priv_t *p)
+{
+    return atomic_load(&p->in_head) != &p->in_stub || atomic_load(&p->in_tail) != &p->in_stub ||
+           atomic_load_explicit(&p->bucketed, memory_order_relaxed) != 0;
+}
+
 /* Whether a call may take a backend's direct path (its run or map op) now,
  * as far as the executor can tell: from a plain thread (a task awaits
  * instead), the pool open and not broken, and no queued job it would
@@ -74,7 +101,7 @@ static inline size_t async__q_len(exec_priv_t *p)
 static inline bool async__exec_direct_ok(exec_priv_t *p)
 {
     return !async__in_task() && !atomic_load(&p->closed) && !atomic_load(&p->broken) &&
-           async__q_len(p) == 0;
+           async__q_len(p) == 0 && !async__q_busy(p);
 }
 
 /* The absolute deadline of a job or map whose time limit is timeout_ns,
@@ -103,13 +130,23 @@ int async__q_enqueue_linked(async_executor_t *ex, async__job_t *first, async__jo
 int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool try_only,
                      int64_t deadline);
 /* async__q_enqueue of one job, without the batch's loop: a single submit's
- * path. */
-int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline);
+ * path, a submit's job only.  On an unbounded pool the job is JOB_LONE: it
+ * is pushed first and the pool's state looked at after, and a submit that
+ * then finds the pool stopped cancels the job's future if nothing took the
+ * job yet (ASYNC_ECLOSED or the broken code, with *kept, OUT, true: the job
+ * stays queued, with the executor's reference, until a worker or a drain
+ * drops it); if something took it, the submit succeeded.  *kept is false
+ * whenever nothing was queued. */
+int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline,
+                         bool *kept);
 /* Waits, as a submit would, until the queue has room for one job or is
  * stopped, without reserving it (a racing submit may take it): 0,
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (a cancelled task) or ASYNC_ENOMEM.  0
  * at once without a bound. */
 int async__q_wait_room(async_executor_t *ex, int64_t deadline);
+/* The jobs queued and not yet taken (async_executor_queued): the counted
+ * ones, and the JOB_LONE ones in the queue, counted under qlock. */
+size_t async__q_count(exec_priv_t *p);
 /* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
  * stopped and empty. */
 int async__q_take(exec_priv_t *p, async__job_t **out);

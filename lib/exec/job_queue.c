@@ -31,9 +31,10 @@
  * wakes a sleeper only for jobs beyond the spinners and if no wake-up is
  * already on its way (`waking`); every worker clears `waking` when it
  * enters or leaves the idle state, so a stale flag cannot strand work.  No wake-up is lost:
- * a worker increments `idle` (sequentially consistent) before its last look at
- * the queue's length, and a submitter counts its job in `submitted` before it
- * reads `idle` and
+ * a worker increments `idle` or `spinning` (sequentially consistent) before
+ * its last look at the queue's links (async__q_busy: never `submitted`,
+ * whose line would then bounce on every submit), and a submitter pushes its
+ * job (a sequentially consistent exchange) before it reads `idle` and
  * `spinning`, so at least one of the two sees the other; the worker's futex
  * wait on the `seq` value it read earlier returns at once if a submitter
  * bumped it meanwhile.
@@ -75,6 +76,8 @@
  * threads than CPUs (the map's caller, other programs) a spinner would
  * otherwise hold the CPU of the thread that is about to give it work. */
 #define SPIN_YIELD 4
+/* How long a reserve worker naps between looks at the backlog. */
+#define NAP_NS ASYNC_USEC(200)
 
 void async__q_init(exec_priv_t *p)
 {
@@ -85,10 +88,12 @@ void async__q_init(exec_priv_t *p)
     p->buckets = &p->zero;
     atomic_init(&p->in_stub.qnext, NULL);
     atomic_init(&p->in_head, &p->in_stub);
-    p->in_tail = &p->in_stub;
+    atomic_init(&p->in_tail, &p->in_stub);
     atomic_init(&p->spin_budget, SPIN_MIN);
     p->max_spinning = async_cpu_count();
     if (p->max_spinning < 1) p->max_spinning = 1;
+    /* One CPU for the thread that submits, the rest for workers. */
+    p->cap = p->max_spinning > 1 ? p->max_spinning - 1 : 1;
 }
 
 void async__q_destroy(exec_priv_t *p)
@@ -151,6 +156,8 @@ static void bucket_push(exec_priv_t *p, async__job_t *job)
     while (*at && (*at)->prio > job->priority) at = &(*at)->next;
     async__bucket_t *b = *at;
     set_link(job, NULL);
+    atomic_store_explicit(&p->bucketed, atomic_load_explicit(&p->bucketed, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     if (!b || b->prio != job->priority) {
         /* A new priority, never 0 (its bucket is permanent): the job carries
          * the header. */
@@ -171,6 +178,9 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
         async__job_t *job = b->head;
         if (!job) continue; /* only the permanent bucket is ever empty */
         if (!(b->head = link_of(job))) b->tail = NULL;
+        atomic_store_explicit(&p->bucketed,
+                              atomic_load_explicit(&p->bucketed, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
         /* Only a job with a priority has a bucket header of its own: a small
          * priority-0 job's memory ends before the field (executor.c). */
         if (job->priority && b == &job->bucket) { /* the header leaves with its job */
@@ -195,7 +205,9 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
 static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
 {
     atomic_store_explicit(&last->qnext, NULL, memory_order_relaxed);
-    async__job_t *prev = atomic_exchange_explicit(&p->in_head, last, memory_order_acq_rel);
+    /* Sequentially consistent: it orders the push before the submitter's
+     * look at `idle` and `spinning` (async__q_busy). */
+    async__job_t *prev = atomic_exchange(&p->in_head, last);
     atomic_store_explicit(&prev->qnext, first, memory_order_release);
 }
 
@@ -211,17 +223,26 @@ static void prefetch_job(const async__job_t *job)
     __builtin_prefetch((const void *)(j + 64), 1, 3);
 }
 
+/* Under qlock the consumer's tail is plain: only the lock's holder writes
+ * it (async__q_busy reads it outside the lock). */
+static async__job_t *tail_of(exec_priv_t *p) { return atomic_load_explicit(&p->in_tail, memory_order_relaxed); }
+
+static void set_tail(exec_priv_t *p, async__job_t *t)
+{
+    atomic_store_explicit(&p->in_tail, t, memory_order_relaxed);
+}
+
 POP_INLINE async__job_t *inbox_pop(exec_priv_t *p)
 {
-    async__job_t *tail = p->in_tail;
+    async__job_t *tail = tail_of(p);
     async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     if (tail == &p->in_stub) {
         if (!next) return NULL;
-        p->in_tail = tail = next;
+        set_tail(p, tail = next);
         next = atomic_load_explicit(&next->qnext, memory_order_acquire);
     }
     if (next) {
-        p->in_tail = next;
+        set_tail(p, next);
         prefetch_job(next);
         return tail;
     }
@@ -229,7 +250,7 @@ POP_INLINE async__job_t *inbox_pop(exec_priv_t *p)
     inbox_push(p, &p->in_stub, &p->in_stub);
     next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     if (next) {
-        p->in_tail = next;
+        set_tail(p, next);
         return tail;
     }
     return NULL;
@@ -240,7 +261,7 @@ static bool more_locked(exec_priv_t *p)
 {
     for (async__bucket_t *b = p->buckets; b; b = b->next)
         if (b->head) return true;
-    async__job_t *tail = p->in_tail;
+    async__job_t *tail = tail_of(p);
     async__job_t *next = atomic_load_explicit(&tail->qnext, memory_order_acquire);
     return tail != &p->in_stub || next != NULL;
 }
@@ -264,6 +285,16 @@ POP_INLINE async__job_t *pop_any(exec_priv_t *p)
 
 /* --- waking ------------------------------------------------------------------ */
 
+/* Whether `cap` workers, not counting the caller if it is one (self), are
+ * consuming single jobs already (neither idle nor spinning), so that no
+ * other should join them: see the top of this file. */
+static bool over_cap(exec_priv_t *p, unsigned idle, unsigned spin, unsigned self)
+{
+    if (atomic_load_explicit(&p->wide, memory_order_relaxed)) return false;
+    unsigned resting = idle + spin + self;
+    return resting < p->workers && p->workers - resting >= p->cap;
+}
+
 static void wake_n(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
@@ -271,7 +302,13 @@ static void wake_n(exec_priv_t *p, size_t jobs)
         if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
         if (jobs <= spin) return;
     }
-    if (atomic_load(&p->idle) == 0) return;
+    unsigned idle = atomic_load(&p->idle);
+    if (idle == 0) return;
+    /* A single job while enough workers consume: a napper watches the
+     * backlog and joins if it ages, so nobody else is woken. */
+    if (jobs == 1 && atomic_load_explicit(&p->napping, memory_order_relaxed) &&
+        over_cap(p, idle, spin, 0))
+        return;
     if (jobs - spin == 1) {
         /* Look before the exchange: a failed one still takes the line from
          * the cores reading `idle` and `spinning` beside it, on every job
@@ -432,20 +469,48 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
     return async__q_enqueue_linked(ex, jobs, last, n, prio, try_only, deadline);
 }
 
-int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline)
+/* The lone submit's answer to a stop that raced with its push: cancel the
+ * job's future unless a worker or a drain got to it first (then the submit
+ * stands). */
+static __attribute__((noinline)) int lone_closed(async__job_t *job, int code, bool *kept)
+{
+    if (async_future_cancel(job->owner) != 0) return 0;
+    *kept = true;
+    return code;
+}
+
+int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only, int64_t deadline,
+                         bool *kept)
 {
     exec_priv_t *p = ex->priv;
+    *kept = false;
     if (p->bounded) return async__q_enqueue(ex, job, 1, try_only, deadline);
-    atomic_fetch_add(&p->submitted, 1);
     int r = stopped(p);
-    if (r) {
-        unreserve(p, 1);
-        return r;
-    }
+    if (r) return r;
+    job->kind |= JOB_LONE;
     if (job->priority) atomic_fetch_add(&p->prio_jobs, 1);
     inbox_push(p, job, job);
+    /* Sequentially consistent after the push's exchange, against the stop's
+     * store to `closed` or `broken` before it looks at the queue: either
+     * the stop sees this job (and drains it or lets the workers run it), or
+     * this sees the stop. */
+    if (__builtin_expect((r = stopped(p)) != 0, 0)) return lone_closed(job, r, kept);
     wake(p, 1);
     return 0;
+}
+
+size_t async__q_count(exec_priv_t *p)
+{
+    size_t n = 0;
+    qlock(p);
+    for (async__bucket_t *b = p->buckets; b; b = b->next)
+        for (async__job_t *j = b->head; j; j = link_of(j)) n += (j->kind & JOB_LONE) != 0;
+    /* The inbox from the consumer's end: every link up to a push under way
+     * is set, and no job leaves it but under qlock. */
+    for (async__job_t *j = tail_of(p); j; j = atomic_load_explicit(&j->qnext, memory_order_acquire))
+        n += j != &p->in_stub && (j->kind & JOB_LONE) != 0;
+    qunlock(p);
+    return async__q_len(p) + n;
 }
 
 /* --- taking ---------------------------------------------------------------- */
@@ -468,7 +533,7 @@ static void set_budget(exec_priv_t *p, int64_t ns)
 static __attribute__((noinline)) bool spin_for_work(exec_priv_t *p, int64_t *from)
 {
     atomic_fetch_add(&p->spinning, 1);
-    bool found = async__q_len(p) || stopped(p); /* raced with a submit? */
+    bool found = async__q_busy(p) || stopped(p); /* raced with a submit? */
     *from = async_now();
     int64_t spin = budget(p), until = *from + spin;
     for (unsigned i = 1; !found; i++) {
@@ -496,12 +561,40 @@ static __attribute__((noinline)) void sleep_for_work(exec_priv_t *p, int64_t spu
     unsigned seen = atomic_load(&p->seq);
     atomic_store(&p->waking, 0);
     atomic_fetch_add(&p->idle, 1);
-    if (!async__q_len(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
+    if (!async__q_busy(p) && !stopped(p)) async__futex_wait(&p->seq, seen, ASYNC_FOREVER);
     atomic_fetch_sub(&p->idle, 1);
     atomic_store(&p->waking, 0);
     if (spun_from < 0) return;
     int64_t spin = budget(p), gap = async_now() - spun_from;
     if (gap <= SPIN_MAX) set_budget(p, gap + gap / 2 > 2 * spin ? gap + gap / 2 : 2 * spin);
+}
+
+/* A reserve worker's watch while `cap` others consume single jobs: it
+ * sleeps on `seq` for NAP_NS at a time, and returns (to take jobs) when the
+ * cap no longer binds (a batch, a consumer gone idle), the pool stops, or
+ * the backlog has aged: jobs are queued and the consumer's end of the inbox
+ * has not moved for a whole nap, so the consumers are busy with long jobs
+ * (a sample of the queue every nap, not a clock read per job).  Counted in
+ * `idle`, so submitters see it as the sleeper it is. */
+static __attribute__((noinline)) void nap(exec_priv_t *p)
+{
+    atomic_fetch_add(&p->napping, 1);
+    for (;;) {
+        async__job_t *mark = atomic_load(&p->in_tail);
+        unsigned seen = atomic_load(&p->seq);
+        atomic_store(&p->waking, 0);
+        atomic_fetch_add(&p->idle, 1);
+        bool ready = async__q_busy(p) || stopped(p);
+        if (!ready || atomic_load(&p->in_tail) == mark)
+            async__futex_wait(&p->seq, seen, async_now() + NAP_NS);
+        atomic_fetch_sub(&p->idle, 1);
+        atomic_store(&p->waking, 0);
+        if (stopped(p) ||
+            !over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1))
+            break;
+        if (async__q_busy(p) && atomic_load(&p->in_tail) == mark) break; /* aged */
+    }
+    atomic_fetch_sub(&p->napping, 1);
 }
 
 int async__q_take(exec_priv_t *p, async__job_t **out)
@@ -510,10 +603,12 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         qlock(p);
         async__job_t *job = pop_any(p);
         if (job) {
-            /* Only qlock's holder writes taken: no read-modify-write needed. */
-            atomic_store_explicit(&p->taken,
-                                  atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
-                                  memory_order_release);
+            /* Only qlock's holder writes taken: no read-modify-write needed.
+             * A lone submit was never counted. */
+            if (!(job->kind & JOB_LONE))
+                atomic_store_explicit(&p->taken,
+                                      atomic_load_explicit(&p->taken, memory_order_relaxed) + 1,
+                                      memory_order_release);
             /* More work than this worker?  Look at the queue's own links
              * rather than `submitted`, whose line submitters keep writing. */
             bool more = more_locked(p);
@@ -528,10 +623,23 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
             *out = job;
             return 0;
         }
-        bool stop = stopped(p) && !async__q_len(p);
+        /* Stopped: leave once no counted job is on its way and no lone one
+         * is mid-push (that one's submitter may have seen the pool open). */
+        bool stop = stopped(p) && !async__q_len(p) && !async__q_busy(p);
         qunlock(p);
         if (stop) return ASYNC_ECLOSED;
 
+        /* While others consume single jobs up to the cap, one idle worker
+         * naps in reserve and the rest sleep; a sleeper woken meanwhile
+         * joins the reserve rather than the consumers. */
+        if (over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1)) {
+            if (atomic_load(&p->napping)) {
+                sleep_for_work(p, -1);
+                if (!over_cap(p, atomic_load(&p->idle), atomic_load(&p->spinning), 1)) continue;
+            }
+            nap(p);
+            continue;
+        }
         int64_t spun_from = -1; /* only the spinner's spells teach the budget */
         unsigned spinners = atomic_load_explicit(&p->wide, memory_order_relaxed) ? p->max_spinning : 1;
         if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
@@ -564,7 +672,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
                 if (last) set_link(last, job);
                 else head = job;
                 last = job;
-                n++;
+                n += !(job->kind & JOB_LONE);
             }
             atomic_store(&p->taken, atomic_load_explicit(&p->taken, memory_order_relaxed) + n);
         }
@@ -572,7 +680,7 @@ bool async__q_stop(exec_priv_t *p, int code, bool drain, async__job_t **drained)
         pthread_mutex_lock(&p->mu);
         room_wake_locked(p, true);
         pthread_mutex_unlock(&p->mu);
-        if (!drain || !async__q_len(p)) break;
+        if (!drain || (!async__q_len(p) && !async__q_busy(p))) break;
         sched_yield();
     }
     wake_all(p);
