@@ -161,7 +161,9 @@ ASYNC_API int async_executor_new(async_executor_t **out, const async_executor_op
 ASYNC_API unsigned async_executor_workers(const async_executor_t *ex);
 ASYNC_API async_backend_t async_executor_backend(const async_executor_t *ex);
 
-/* Number of jobs queued and not yet taken by a worker. */
+/* Number of jobs queued and not yet taken by a worker: a snapshot, which
+ * walks the queue under its lock (O(queued)), for tests and diagnostics
+ * rather than a hot loop. */
 ASYNC_API size_t async_executor_queued(async_executor_t *ex);
 
 /* Whether the pool is broken: returns 0 while it serves, else the code every

@@ -158,6 +158,13 @@ typedef struct async__backend_ops {
     void (*shm_free)(async_executor_t *ex, void *ptr);
     /* Largest variable result a worker may produce (0: no limit). */
     size_t max_result;
+    /* Whether each worker is a thread that runs its jobs on this host's
+     * CPUs (the thread backend).  Only then does the queue cap the workers
+     * that consume a stream of single jobs at the CPUs left to the
+     * submitter (job_queue.c): a process backend's one feeder or an MPI
+     * backend's driver slots wait on work that runs elsewhere, and a cap
+     * on them would funnel every job through one slot. */
+    bool cpu_workers;
     /* The direct path of async_executor_run_dl (NULL: the backend has none,
      * every run is a submit and a wait on its future).  executor.c calls it
      * from a plain thread (not a task) only while the pool is open and not

@@ -294,6 +294,7 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     }
     async__q_init(p);
     p->workers = ex->workers;
+    if (!ops->cpu_workers) p->cap = UINT_MAX; /* no cap: see cpu_workers */
     p->bounded = o.max_queued != 0;
     pthread_mutex_init(&p->join_mu, NULL);
     pthread_mutex_init(&p->broken_mu, NULL);

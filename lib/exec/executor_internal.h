@@ -45,7 +45,7 @@ typedef struct async__exec_priv {
     unsigned max_spinning;           /* workers that may spin at once after a batch */
     _Atomic unsigned napping;        /* idle workers on a timed nap, watching the backlog */
     unsigned workers;                /* the pool's workers (set before they start) */
-    unsigned cap;                    /* workers that consume a stream of single jobs */
+    unsigned cap;                    /* workers that consume a stream of single jobs (UINT_MAX: no cap) */
     char pad3[64];
     _Atomic unsigned kick;           /* set by a submitter for the spinning worker */
     _Atomic bool wide;               /* the last submit queued a batch: several may spin */

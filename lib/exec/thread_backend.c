@@ -206,4 +206,5 @@ const async__backend_ops_t async__threads_backend = {
     .join = join,
     .terminate = NULL,
     .free = free_backend,
+    .cpu_workers = true,
 };
