@@ -1583,3 +1583,86 @@ Test(exec_threads_only, single_jobs_as_many_as_workers_all_run_at_once, .timeout
     }
     async_executor_free(ex);
 }
+
+/* Writes out[i] = in_size + out_size + i + the sum of the input's bytes. */
+static int edge_echo(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    unsigned sum = 0;
+    for (size_t i = 0; i < in_size; i++) sum += ((const unsigned char *)in)[i];
+    for (size_t i = 0; i < out_size; i++)
+        ((unsigned char *)out)[i] = (unsigned char)(in_size + out_size + i + sum);
+    return 0;
+}
+
+/* Holds the pool's one worker until released. */
+static int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    while (!atomic_load((_Atomic int *)ctx)) usleep(1000);
+    return 0;
+}
+
+/* A small submit (input copy and output in the job's 32-byte inline area)
+ * takes a path of its own: every size around the area's edges, the input
+ * copied at submit (the caller's buffer is scribbled over while the jobs
+ * wait behind a held worker) or borrowed, gives the right result; a
+ * borrowed input of an impossible size is refused as on the general path. */
+Test(exec_threads_only, small_submits_at_the_edges_of_the_inline_area, .timeout = 30)
+{
+    static const size_t ins[] = {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 24, 25, 31, 32, 33, 40};
+    static const size_t outs[] = {0, 1, 4, 7, 8, 16, 24, 28, 29, 32, 33, 64};
+    enum { NI = sizeof ins / sizeof ins[0], NO = sizeof outs / sizeof outs[0] };
+    async_executor_t *ex = pool(ASYNC_BACKEND_THREADS, 1);
+    _Atomic int go = 0;
+    async_future_t *blocker;
+    async_job_t hj = {.fn = hold, .ctx = (void *)&go};
+    cr_assert_eq(async_executor_submit(&blocker, ex, &hj), 0);
+    static unsigned char bufs[2][NI][NO][40];
+    async_future_t *fs[2][NI][NO];
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < NI; i++)
+            for (int o = 0; o < NO; o++) {
+                unsigned char *buf = bufs[b][i][o];
+                for (size_t k = 0; k < sizeof bufs[b][i][o]; k++) buf[k] = (unsigned char)(3 * k + i + o + 1);
+                async_job_t j = {.fn = edge_echo, .in = ins[i] ? buf : NULL, .in_size = ins[i],
+                                 .out_size = outs[o], .borrow_input = b == 1};
+                int r = async_executor_submit(&fs[b][i][o], ex, &j);
+                cr_assert_eq(r, 0, "in %zu out %zu: %s", ins[i], outs[o], async_strerror(r));
+            }
+    /* The copies must not see this; the borrowed inputs must. */
+    for (int i = 0; i < NI; i++)
+        for (int o = 0; o < NO; o++) memset(bufs[0][i][o], 0xee, sizeof bufs[0][i][o]);
+    for (int i = 0; i < NI; i++)
+        for (int o = 0; o < NO; o++) bufs[1][i][o][0] ^= 0x55;
+    atomic_store(&go, 1);
+    for (int b = 0; b < 2; b++)
+        for (int i = 0; i < NI; i++)
+            for (int o = 0; o < NO; o++) {
+                async_future_t *f = fs[b][i][o];
+                cr_assert_eq(async_future_wait(f), 0);
+                const void *data;
+                size_t size;
+                cr_assert_eq(async_future_result(f, &data, &size), 0);
+                cr_expect_eq(size, outs[o], "in %zu out %zu: %zu bytes", ins[i], outs[o], size);
+                unsigned sum = 0;
+                for (size_t k = 0; k < ins[i]; k++) {
+                    unsigned char c = (unsigned char)(3 * k + i + o + 1);
+                    if (b == 1 && k == 0) c ^= 0x55;
+                    sum += c;
+                }
+                for (size_t k = 0; k < size; k++)
+                    cr_expect_eq(((const unsigned char *)data)[k], (unsigned char)(ins[i] + outs[o] + k + sum),
+                                 "%s input, in %zu out %zu: byte %zu", b ? "borrowed" : "copied", ins[i],
+                                 outs[o], k);
+                async_future_unref(f);
+            }
+    async_future_unref(blocker);
+    static int data;
+    async_future_t *f = NULL;
+    async_job_t huge = {.fn = edge_echo, .in = &data, .in_size = SIZE_MAX / 2, .out_size = 4,
+                        .borrow_input = true};
+    cr_expect_eq(async_executor_submit(&f, ex, &huge), ASYNC_EINVAL);
+    cr_expect_null(f);
+    async_executor_free(ex);
+}

@@ -479,8 +479,80 @@ static void unmake(async_future_t *f)
     async_future_unref(f);
 }
 
-SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
-                  int64_t deadline)
+/* submit_small's ends when the pool was found stopped, out of line and
+ * called last, so that its path saves no registers: before the push (the
+ * job was never queued) and after it (async__q_lone_closed decides, as in
+ * async__q_enqueue_one; a job it kept is the queue's, with the executor's
+ * reference). */
+static __attribute__((noinline)) int small_refused(async_future_t *f, int r)
+{
+    unmake(f);
+    return r;
+}
+
+static __attribute__((noinline)) int small_stopped(async_future_t **out, async_future_t *f, int r)
+{
+    bool kept = false;
+    if ((r = async__q_lone_closed((async__job_t *)f->extra, r, &kept)) == 0) {
+        *out = f;
+        return 0;
+    }
+    if (kept) async_future_unref(f);
+    else unmake(f);
+    return r;
+}
+
+/* The usual submit, on one straight path: a job of priority 0 without a
+ * time limit whose input copy and output fit the job's `small` area, to an
+ * unbounded pool, with a block on this thread's magazine.  It does what
+ * make_job and async__q_enqueue_one do for such a job, with none of their
+ * branches for the rare cases (those take submit's general path), and
+ * writes each field once.  Returns 1 when the job is not such a job (and
+ * nothing was done), else the submit's result. */
+SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async_future_t **out)
+{
+    if (!ex || !out || !j || !j->fn || j->timeout_ns || j->priority || async__size_bad(j) ||
+        (!j->in && j->in_size))
+        return 1;
+    exec_priv_t *p = ex->priv;
+    size_t in_copy = j->borrow_input ? 0 : j->in_size, out_size = j->out_size;
+    size_t in_room = (in_copy + 7) & ~(size_t)7;
+    async__magazine_t *m = &async__mag;
+    /* Each size on its own first, so that no sum can wrap. */
+    if (in_copy > 32 || out_size > 32 || j->in_size > SIZE_MAX / 4 || in_room + out_size > sizeof(((async__job_t *)0)->small) ||
+        p->bounded || m->pool != p->futures || !m->n)
+        return 1;
+    async_future_t *f = m->head; /* a block of FUTURE_BLOCK bytes: see there */
+    void *next = *(void **)f;
+    m->head = next;
+    if (!next) m->tail = NULL;
+    else async__prefetch_block(next);
+    m->n--;
+    async__future_init_exec(f, false);
+    async__job_t *job = (async__job_t *)f->extra;
+    char *in = (char *)job->small;
+    copy_in(in, j->in, in_copy);
+    job->rows = (async__rows_t){j->fn, j->ctx, in_copy ? in : j->in, j->in_size,
+                                out_size ? in + in_room : NULL, out_size, 1};
+    job->first = 0;
+    job->priority = 0;
+    job->deadline = ASYNC_FOREVER;
+    job->var_ok = true;
+    job->kind = JOB_SUBMIT | JOB_LONE;
+    job->owner = f;
+    int r = async__q_stopped(p);
+    if (__builtin_expect(r != 0, 0)) return small_refused(f, r);
+    async__q_push(p, job, job);
+    /* As async__q_push_lone: after the push's exchange, against a stop. */
+    if (__builtin_expect((r = async__q_stopped(p)) != 0, 0)) return small_stopped(out, f, r);
+    *out = f;
+    return async__q_wake_one(p);
+}
+
+/* Every other submit, out of line, so that the small one's path saves no
+ * registers for it. */
+static __attribute__((noinline)) int submit_general(async_executor_t *ex, const async_job_t *j,
+                                                    async_future_t **out, int how, int64_t deadline)
 {
     if (!ex || !out || check_job(j)) return ASYNC_EINVAL;
     async_future_t *f = make_job(ex, j);
@@ -497,6 +569,14 @@ SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_futur
     }
     *out = f;
     return 0;
+}
+
+SUBMIT_INLINE int submit(async_executor_t *ex, const async_job_t *j, async_future_t **out, int how,
+                         int64_t deadline)
+{
+    int r = submit_small(ex, j, out);
+    if (__builtin_expect(r != 1, 1)) return r;
+    return submit_general(ex, j, out, how, deadline);
 }
 
 int async_executor_submit_batch_dl(async_future_t **out, async_executor_t *ex,

@@ -115,6 +115,89 @@ static inline int64_t async__limit_deadline(int64_t timeout_ns)
 }
 
 /* job_queue.c */
+
+/* The queue's state as a submit sees it: ASYNC_ECLOSED, the broken code, or
+ * 0 while it serves. */
+static inline int async__q_stopped(exec_priv_t *p)
+{
+    if (atomic_load(&p->closed)) return ASYNC_ECLOSED;
+    return atomic_load(&p->broken);
+}
+
+/* Pushes first..last (linked through qnext; last's link need not be set)
+ * onto the inbox: job_queue.c describes the queue.  Sequentially
+ * consistent: the exchange orders the push before the submitter's look at
+ * `idle` and `spinning`, and before a lone submit's second look at the
+ * queue's state. */
+static inline void async__q_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
+{
+    atomic_store_explicit(&last->qnext, NULL, memory_order_relaxed);
+    async__job_t *prev = atomic_exchange(&p->in_head, last);
+    atomic_store_explicit(&prev->qnext, first, memory_order_release);
+}
+
+/* The wake-up for jobs just pushed (job_queue.c's protocol). */
+void async__q_wake_n(exec_priv_t *p, size_t jobs);
+/* A lone submit that found the pool stopped after its push: cancels the
+ * job's future unless something took the job first (then 0: the submit
+ * stands), else returns code with *kept (OUT) true. */
+int async__q_lone_closed(async__job_t *job, int code, bool *kept);
+
+/* The wake-up for one job just pushed (async__q_wake_n(p, 1)); returns 0. */
+int async__q_wake_single(exec_priv_t *p);
+
+/* A submit's wake-up for one job, its usual cases inlined: while a worker
+ * spins, its `kick` is set here; while `cap` workers consume a stream of
+ * single jobs (none spins, so the resting are the idle ones), the reserve's
+ * napper watches the backlog and nobody is woken; only a sleeper's wake-up
+ * takes the call (a tail call, so that a submit that inlines this saves no
+ * registers for it).  The flag `wide` (the last submit queued a batch) is
+ * written only when it changes, so that a stream of single submits leaves
+ * its line shared.  Returns 0. */
+static inline __attribute__((always_inline)) int async__q_hand_on(exec_priv_t *p);
+
+static inline __attribute__((always_inline)) int async__q_wake_one(exec_priv_t *p)
+{
+    if (__builtin_expect(atomic_load_explicit(&p->wide, memory_order_relaxed), 0))
+        atomic_store_explicit(&p->wide, false, memory_order_relaxed);
+    return async__q_hand_on(p);
+}
+
+/* async__q_wake_n(p, 1) with its usual cases inlined, as above, but without
+ * the note of a single submit: a worker that took a job and sees more
+ * behind it hands a wake-up on with this.  Returns 0. */
+static inline __attribute__((always_inline)) int async__q_hand_on(exec_priv_t *p)
+{
+    if (atomic_load(&p->spinning)) {
+        /* A spinner watches `kick` alone, so this look costs nothing more. */
+        if (!atomic_load_explicit(&p->kick, memory_order_relaxed)) atomic_store(&p->kick, 1);
+        return 0;
+    }
+    unsigned idle = atomic_load(&p->idle);
+    if (!idle) return 0;
+    if (atomic_load_explicit(&p->napping, memory_order_relaxed) &&
+        !atomic_load_explicit(&p->wide, memory_order_relaxed) && idle < p->workers &&
+        p->workers - idle >= p->cap)
+        return 0;
+    return async__q_wake_single(p);
+}
+
+/* The rest of async__q_enqueue_one for a JOB_LONE job whose submitter saw
+ * the pool serving (and counted a priority in prio_jobs): the push, the
+ * second look at the pool's state, and the wake-up. */
+static inline __attribute__((always_inline)) int async__q_push_lone(exec_priv_t *p, async__job_t *job,
+                                                                    bool *kept)
+{
+    async__q_push(p, job, job);
+    /* Sequentially consistent after the push's exchange, against the stop's
+     * store to `closed` or `broken` before it looks at the queue: either
+     * the stop sees this job (and drains it or lets the workers run it), or
+     * this sees the stop. */
+    int r = async__q_stopped(p);
+    if (__builtin_expect(r != 0, 0)) return async__q_lone_closed(job, r, kept);
+    return async__q_wake_one(p);
+}
+
 void async__q_init(exec_priv_t *p);
 void async__q_destroy(exec_priv_t *p);
 /* Queues n jobs, first to last, already linked through qnext (last's link

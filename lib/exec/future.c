@@ -326,9 +326,18 @@ static inline __attribute__((always_inline)) void free_future(async_future_t *f)
 
 void async__future_free(async_future_t *f) { free_future(f); }
 
+/* A caller that sees one reference left holds it alone: nobody else can
+ * take one (a new reference comes only from a holder), so the last unref
+ * frees without its locked read-modify-write, which on a stream of futures
+ * (a submit loop's unrefs) cost as much as the rest of the free.  The
+ * acquire load synchronizes with the release of every earlier unref (the
+ * executor's drop after its finish), as the read-modify-write would. */
 void async_future_unref(async_future_t *f)
 {
-    if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) free_future(f);
+    if (!f) return;
+    if (atomic_load_explicit(&f->refs, memory_order_acquire) == 1 ||
+        atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        free_future(f);
 }
 
 /* Claims the result fields: moves a non-final state to COMPLETING, keeping the

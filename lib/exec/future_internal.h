@@ -124,6 +124,24 @@ static inline void async__future_init(async_future_t *f)
     async__list_init(&f->nodes);
 }
 
+/* async__future_init for an executor's submit, in the same stores: two
+ * references (the caller's and the executor's), exec_owned, and contested
+ * as given. */
+static inline void async__future_init_exec(async_future_t *f, bool contested)
+{
+    atomic_init(&f->state, FS_PENDING);
+    atomic_init(&f->refs, 2);
+    f->err = 0;
+    atomic_init(&f->lock, 0);
+    f->exec_owned = true;
+    f->contested = contested;
+    f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
+    f->data = NULL;
+    f->size = 0;
+    f->msg = NULL;
+    async__list_init(&f->nodes);
+}
+
 /* Thread-locals of the executor's hot paths: the initial-exec model makes
  * each access a single instruction instead of a call to __tls_get_addr, which
  * -fPIC code would otherwise make. */

@@ -204,11 +204,7 @@ POP_INLINE async__job_t *bucket_pop(exec_priv_t *p)
  * in `queued` all along, so the worker just looks again. */
 static void inbox_push(exec_priv_t *p, async__job_t *first, async__job_t *last)
 {
-    atomic_store_explicit(&last->qnext, NULL, memory_order_relaxed);
-    /* Sequentially consistent: it orders the push before the submitter's
-     * look at `idle` and `spinning` (async__q_busy). */
-    async__job_t *prev = atomic_exchange(&p->in_head, last);
-    atomic_store_explicit(&prev->qnext, first, memory_order_release);
+    async__q_push(p, first, last); /* executor_internal.h: a lone submit inlines it */
 }
 
 /* Asks for the lines of the job a worker will most likely take next, while
@@ -295,7 +291,7 @@ static bool over_cap(exec_priv_t *p, unsigned idle, unsigned spin, unsigned self
     return resting < p->workers && p->workers - resting >= p->cap;
 }
 
-static void wake_n(exec_priv_t *p, size_t jobs)
+void async__q_wake_n(exec_priv_t *p, size_t jobs)
 {
     unsigned spin = atomic_load(&p->spinning);
     if (spin) { /* spinners watch `kick` alone, so polling costs submitters nothing */
@@ -326,6 +322,12 @@ static void wake_n(exec_priv_t *p, size_t jobs)
     async__futex_wake(&p->seq, jobs - spin > INT_MAX ? INT_MAX : (int)(jobs - spin));
 }
 
+int async__q_wake_single(exec_priv_t *p)
+{
+    async__q_wake_n(p, 1);
+    return 0;
+}
+
 /* A submit's wake-up: also notes whether it queued a batch (a map's
  * tickets), which is when more than one idle worker may spin (see the top
  * of this file); a stream of single jobs keeps one spinner, as a second
@@ -336,7 +338,7 @@ static void wake(exec_priv_t *p, size_t jobs)
     bool wide = jobs > 1;
     if (atomic_load_explicit(&p->wide, memory_order_relaxed) != wide)
         atomic_store_explicit(&p->wide, wide, memory_order_relaxed);
-    wake_n(p, jobs);
+    async__q_wake_n(p, jobs);
 }
 
 static void wake_all(exec_priv_t *p)
@@ -347,11 +349,7 @@ static void wake_all(exec_priv_t *p)
 
 /* --- submitting -------------------------------------------------------------- */
 
-static int stopped(exec_priv_t *p)
-{
-    if (atomic_load(&p->closed)) return ASYNC_ECLOSED;
-    return atomic_load(&p->broken);
-}
+static int stopped(exec_priv_t *p) { return async__q_stopped(p); }
 
 static void unreserve(exec_priv_t *p, size_t n)
 {
@@ -472,7 +470,7 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
 /* The lone submit's answer to a stop that raced with its push: cancel the
  * job's future unless a worker or a drain got to it first (then the submit
  * stands). */
-static __attribute__((noinline)) int lone_closed(async__job_t *job, int code, bool *kept)
+__attribute__((noinline)) int async__q_lone_closed(async__job_t *job, int code, bool *kept)
 {
     if (async_future_cancel(job->owner) != 0) return 0;
     *kept = true;
@@ -489,14 +487,7 @@ int async__q_enqueue_one(async_executor_t *ex, async__job_t *job, bool try_only,
     if (r) return r;
     job->kind |= JOB_LONE;
     if (job->priority) atomic_fetch_add(&p->prio_jobs, 1);
-    inbox_push(p, job, job);
-    /* Sequentially consistent after the push's exchange, against the stop's
-     * store to `closed` or `broken` before it looks at the queue: either
-     * the stop sees this job (and drains it or lets the workers run it), or
-     * this sees the stop. */
-    if (__builtin_expect((r = stopped(p)) != 0, 0)) return lone_closed(job, r, kept);
-    wake(p, 1);
-    return 0;
+    return async__q_push_lone(p, job, kept);
 }
 
 size_t async__q_count(exec_priv_t *p)
@@ -619,7 +610,7 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
                 atomic_thread_fence(memory_order_seq_cst);
                 if (atomic_load(&p->room_waiters)) room_signal(p);
             }
-            if (more) wake_n(p, 1); /* hand on a wake-up */
+            if (more) async__q_hand_on(p); /* hand on a wake-up */
             *out = job;
             return 0;
         }

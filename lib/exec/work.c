@@ -131,11 +131,15 @@ void async__rows_run(const async__rows_t *rows, unsigned worker, int64_t deadlin
                      void *(*grow)(void *grow_arg, size_t size), void *grow_arg, size_t max_result,
                      async__outcome_t *oc)
 {
-    grow_opts_t g = {grow, grow_arg, max_result};
+    grow_opts_t g;
     frame_t fr;
     fr.rows = rows;
     fr.oc = oc;
-    fr.grow = grow || max_result ? &g : NULL;
+    fr.grow = NULL; /* a thread worker's: it has no grow and no cap */
+    if (__builtin_expect(grow || max_result, 0)) {
+        g = (grow_opts_t){grow, grow_arg, max_result};
+        fr.grow = &g;
+    }
     fr.deadline = deadline;
     fr.row = 0;
     fr.msg_row = SIZE_MAX;
