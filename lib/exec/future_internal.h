@@ -107,16 +107,18 @@ struct async_future {
  * and inline buffers.  One reference.  NULL when out of memory. */
 async_future_t *async__future_alloc(size_t extra);
 
-/* Resets a future for its next use.  f->slab stays: it says where the
- * memory came from for as long as the memory lives. */
-static inline void async__future_init(async_future_t *f)
+/* Resets a future for its next use with `refs` references, exec_owned and
+ * contested as given.  f->slab stays: it says where the memory came from
+ * for as long as the memory lives. */
+static inline void async__future_reset(async_future_t *f, unsigned refs, bool exec_owned,
+                                       bool contested)
 {
     atomic_init(&f->state, FS_PENDING);
-    atomic_init(&f->refs, 1);
+    atomic_init(&f->refs, refs);
     f->err = 0;
     atomic_init(&f->lock, 0);
-    f->exec_owned = false;
-    f->contested = false;
+    f->exec_owned = exec_owned;
+    f->contested = contested;
     f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
     f->data = NULL;
     f->size = 0;
@@ -124,22 +126,14 @@ static inline void async__future_init(async_future_t *f)
     async__list_init(&f->nodes);
 }
 
-/* async__future_init for an executor's submit, in the same stores: two
- * references (the caller's and the executor's), exec_owned, and contested
- * as given. */
+/* A future of one reference that anybody may finish. */
+static inline void async__future_init(async_future_t *f) { async__future_reset(f, 1, false, false); }
+
+/* An executor's submit, in the same stores: two references (the caller's
+ * and the executor's), exec_owned, and contested as given. */
 static inline void async__future_init_exec(async_future_t *f, bool contested)
 {
-    atomic_init(&f->state, FS_PENDING);
-    atomic_init(&f->refs, 2);
-    f->err = 0;
-    atomic_init(&f->lock, 0);
-    f->exec_owned = true;
-    f->contested = contested;
-    f->data_owned = f->msg_owned = f->has_index = f->early_cb = 0;
-    f->data = NULL;
-    f->size = 0;
-    f->msg = NULL;
-    async__list_init(&f->nodes);
+    async__future_reset(f, 2, true, contested);
 }
 
 /* Thread-locals of the executor's hot paths: the initial-exec model makes
