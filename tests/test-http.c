@@ -648,6 +648,94 @@ Test(http, same_url_again_after_redirect)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
+/* The one idle handle of a blocking client, between its requests. */
+static http_easy_t *idle_handle(async_http_t *http)
+{
+    cr_assert_eq(http->n_pool, 1);
+    return http->pool[0];
+}
+
+/* A GET on a blocking client that must succeed and reach /echo of the test
+ * server with the query parameter q=`q` (/echo answers with the query it
+ * saw). */
+static void get_echo(async_http_t *http, const char *url, const char *q)
+{
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s: %s", url, r ? r->errmsg : "");
+    cr_assert(strstr(r->body, "\"path\":\"/echo\""), "%s: %s", url, r->body);
+    json_t *j = json_loads(r->body, 0, NULL);
+    cr_assert(j, "%s", r->body);
+    const char *got = json_string_value(json_object_get(json_object_get(j, "query"), "q"));
+    cr_assert_str_eq(got ? got : "(none)", q, "%s", url);
+    json_decref(j);
+    async_http_response_free(r);
+}
+
+/* A URL the handle remembers is handed to curl parsed (CURLOPT_CURLU), once
+ * for all the requests to it, so that curl does not parse it again for each
+ * transfer; a URL too long to remember goes as a string, and the next short
+ * one is parsed again.  Each request reaches its own URL. */
+Test(http, a_remembered_url_is_parsed_once_for_its_handle)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char echo[128], other[128], lng[HTTP_URL_KEEP + 64];
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
+    snprintf(other, sizeof other, "%s", test_httpd_url(srv, "/echo?q=two"));
+    int n = snprintf(lng, sizeof lng, "%s", test_httpd_url(srv, "/echo?q="));
+    memset(lng + n, 'a', sizeof lng - 1 - (size_t)n);
+    lng[sizeof lng - 1] = 0;
+
+    get_echo(http, echo, "one");
+    CURLU *uh = idle_handle(http)->uh;
+    cr_assert(uh, "a short URL is handed over parsed");
+    get_echo(http, echo, "one");
+    cr_assert_eq(idle_handle(http)->uh, uh, "the same URL is not parsed again");
+    get_echo(http, other, "two");
+    cr_assert(idle_handle(http)->uh, "another URL is parsed in its turn");
+    get_echo(http, lng, lng + n);
+    cr_assert_null(idle_handle(http)->uh, "a URL too long to remember goes as a string");
+    get_echo(http, echo, "one");
+    cr_assert(idle_handle(http)->uh);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A URL without a scheme is curl's guess (http) on a handle that carried a
+ * full URL before: it is parsed on its own, never resolved against the
+ * handle's previous URL as a relative reference. */
+Test(http, a_url_without_a_scheme_after_another_on_one_handle)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char full[128], bare[128];
+    snprintf(full, sizeof full, "%s", test_httpd_url(srv, "/echo?q=one"));
+    snprintf(bare, sizeof bare, "%s", test_httpd_url(srv, "/echo?q=two") + strlen("http://"));
+    get_echo(http, full, "one");
+    get_echo(http, bare, "two");
+    get_echo(http, full, "one");
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A URL curl cannot parse fails its request with curl's own error, and the
+ * handle goes on to the next URL. */
+Test(http, a_malformed_url_fails_with_curls_error)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char echo[128];
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
+    get_echo(http, echo, "one");
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, "http://[::1/echo", NULL), ASYNC_ECURL);
+    cr_assert(strstr(r->errmsg, "(curl error 3)"), "%s", r->errmsg);
+    async_http_response_free(r);
+    get_echo(http, echo, "one");
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
 /* --- await from a task ----------------------------------------------------- */
 
 typedef struct ctx {

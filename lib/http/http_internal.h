@@ -190,6 +190,10 @@ typedef struct http_easy {
      * copy and its free cost 400 instructions). */
     size_t url_len;
     char url[HTTP_URL_KEEP];
+    /* That URL parsed (CURLOPT_CURLU), or NULL when curl has the URL as a
+     * string (CURLOPT_URL): libcurl 7.88 parses a string anew for every
+     * transfer (response.c, set_url). */
+    CURLU *uh;
     /* The headers of the running attempt, split as they came (on_header):
      * per header its name's and its value's length as two size_t, then the
      * name, a NUL, the value without the blanks around it and a NUL; n_hdr

@@ -254,6 +254,7 @@ void async__http_easy_free(http_easy_t *h)
 {
     if (!h) return;
     if (h->curl) curl_easy_cleanup(h->curl);
+    curl_url_cleanup(h->uh); /* after the handle that pointed at it */
     async__http_buf_free(&h->hdr);
     async__free(h);
 }
@@ -265,6 +266,36 @@ static int set_long(CURL *e, CURLoption opt, long val, long *last)
     if (curl_easy_setopt(e, opt, val) != CURLE_OK) return 1;
     *last = val;
     return 0;
+}
+
+/* Gives curl url for the handle's next transfers.  libcurl 7.88 parses a URL
+ * set as a string (CURLOPT_URL) anew at the start of every transfer and
+ * formats it back (url.c, parseurlandfillconn: curl_url_set, then
+ * curl_url_get of the whole URL), some 6,000 instructions a GET; from a
+ * parsed one (CURLOPT_CURLU) it copies the parts (curl_url_dup).  So a URL
+ * the handle remembers (parsed, a request to the same URL sets nothing) is
+ * parsed here, once, with the flags curl parses a string with, into a fresh
+ * CURLU: one that held a URL would resolve a scheme-less one against it.  A
+ * URL that is not remembered, or that does not parse, goes to curl as a
+ * string: curl then fails the transfer with its own error, as before.
+ * Returns nonzero if curl refused an option. */
+static int set_url(http_easy_t *h, const char *url, bool parse)
+{
+    CURLU *uh = parse ? curl_url() : NULL;
+    if (uh && curl_url_set(uh, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+                  CURLUE_OK) {
+        curl_url_cleanup(uh);
+        uh = NULL;
+    }
+    int bad = 0;
+    /* curl takes the URL string of a transfer from CURLOPT_URL, and formats
+     * it from the CURLU when that is NULL.  It reads the CURLU only when a
+     * transfer starts, so the old one may go now. */
+    bad |= curl_easy_setopt(h->curl, CURLOPT_CURLU, uh) != CURLE_OK;
+    bad |= curl_easy_setopt(h->curl, CURLOPT_URL, uh ? NULL : url) != CURLE_OK;
+    curl_url_cleanup(h->uh);
+    h->uh = uh;
+    return bad;
 }
 
 /* The options of this request that differ from what the previous request on
@@ -284,8 +315,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     x->socket_errno = 0;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
-        SET(CURLOPT_URL, x->url);
-        bool keep = !bad && ul < sizeof h->url;
+        bool keep = ul < sizeof h->url;
+        bad |= set_url(h, x->url, keep);
+        keep = keep && !bad;
         if (keep) memcpy(h->url, x->url, ul);
         h->url_len = keep ? ul : 0;
     }
