@@ -44,16 +44,16 @@ typedef struct raw_srv {
     unsigned short port;
     const char *reply, *reply2;
     pthread_t thread;
+    char got[2][4096];  /* what each connection sent, up to its blank line */
 } raw_srv_t;
 
-static void raw_answer(int fd, const char *reply)
+static void raw_answer(int fd, const char *reply, char *buf)
 {
     int c = accept(fd, NULL, NULL);
     if (c < 0) return;
-    char buf[4096];
     size_t got = 0;
     ssize_t n;
-    while (got < sizeof buf - 1 && (n = read(c, buf + got, sizeof buf - 1 - got)) > 0) {
+    while (got < 4096 - 1 && (n = read(c, buf + got, 4096 - 1 - got)) > 0) {
         got += (size_t)n;
         buf[got] = 0;
         if (strstr(buf, "\r\n\r\n")) break;
@@ -66,8 +66,8 @@ static void raw_answer(int fd, const char *reply)
 static void *raw_main(void *arg)
 {
     raw_srv_t *s = arg;
-    raw_answer(s->fd, s->reply);
-    if (s->reply2) raw_answer(s->fd, s->reply2);
+    raw_answer(s->fd, s->reply, s->got[0]);
+    if (s->reply2) raw_answer(s->fd, s->reply2, s->got[1]);
     return NULL;
 }
 
@@ -75,6 +75,7 @@ static void raw_start2(raw_srv_t *s, const char *reply, const char *reply2)
 {
     s->reply = reply;
     s->reply2 = reply2;
+    s->got[0][0] = s->got[1][0] = 0;
     s->fd = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert(s->fd >= 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -180,6 +181,101 @@ Test(http, proxy_variable_set_after_the_client_is_made_applies_to_the_next_clien
     cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
     async_http_response_free(get_closed_port(http, &p));
     raw_stop(&p);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* The User-Agent lines of a request as a raw server got it: how many, and
+ * the value of the first in ua (empty when there is none). */
+static int ua_lines(const char *got, char *ua, size_t len)
+{
+    int n = 0;
+    ua[0] = 0;
+    for (const char *p = strstr(got, "\r\n"); p; p = strstr(p + 2, "\r\n")) {
+        if (strncasecmp(p + 2, "User-Agent:", 11) != 0) continue;
+        const char *v = p + 13, *e = strstr(v, "\r\n");
+        while (*v == ' ') v++;
+        if (!n++ && e) snprintf(ua, len, "%.*s", (int)(e - v), v);
+    }
+    return n;
+}
+
+/* One request of req's kind (its URL set here) by a client made with opts,
+ * to a raw server; returns the number of User-Agent lines it sent, the
+ * first one's value in ua. */
+static int sent_ua(const async_http_opts_t *opts, async_http_request_t req, char *ua, size_t len)
+{
+    raw_srv_t s;
+    raw_start(&s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/ua", (unsigned)s.port);
+    req.url = url;
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, opts), 0);
+    async_http_response_t *r;
+    cr_assert_eq(async_http_fetch(&r, http, &req), 0, "%s", r ? r->errmsg : "");
+    async_http_response_free(r);
+    raw_stop(&s);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return ua_lines(s.got[0], ua, len);
+}
+
+/* The client's User-Agent goes as a header line of the request's own
+ * (cheaper in curl than CURLOPT_USERAGENT), exactly once: on a plain GET, a
+ * request with headers, one with a body; a request's own User-Agent
+ * replaces it, an empty one removes it, and so does an empty user_agent. */
+Test(http, the_user_agent_is_sent_once_and_a_requests_own_replaces_it)
+{
+    unset_proxy_vars();
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    cr_assert(http->ua_header, "a client without a proxy sends the User-Agent as a header");
+    cr_assert_eq(async_http_destroy(http), 0);
+    char ua[128];
+    async_http_request_t get = {0};
+    cr_assert_eq(sent_ua(NULL, get, ua, sizeof ua), 1);
+    cr_assert_str_eq(ua, "libasync/" ASYNC_VERSION);
+    const char *hdrs[] = {"X-Test: yes", NULL};
+    async_http_request_t with = {.headers = hdrs};
+    cr_assert_eq(sent_ua(NULL, with, ua, sizeof ua), 1);
+    cr_assert_str_eq(ua, "libasync/" ASYNC_VERSION);
+    async_http_request_t post = {.body = "b", .body_len = 1};
+    cr_assert_eq(sent_ua(NULL, post, ua, sizeof ua), 1);
+    cr_assert_str_eq(ua, "libasync/" ASYNC_VERSION);
+    const char *mine[] = {"X-Test: yes", "user-agent: mine/2", NULL};
+    async_http_request_t own = {.headers = mine};
+    cr_assert_eq(sent_ua(NULL, own, ua, sizeof ua), 1);
+    cr_assert_str_eq(ua, "mine/2");
+    const char *none[] = {"User-Agent:", NULL};
+    async_http_request_t removed = {.headers = none};
+    cr_assert_eq(sent_ua(NULL, removed, ua, sizeof ua), 0);
+    async_http_opts_t empty = {.user_agent = ""};
+    cr_assert_eq(sent_ua(&empty, get, ua, sizeof ua), 0);
+    async_http_opts_t named = {.user_agent = "tester/1"};
+    cr_assert_eq(sent_ua(&named, post, ua, sizeof ua), 1);
+    cr_assert_str_eq(ua, "tester/1");
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* Through a proxy (a variable set when the client is made) the User-Agent
+ * is still sent once, curl's way, which a proxy's CONNECT carries too. */
+Test(http, the_user_agent_reaches_a_proxy_once)
+{
+    unset_proxy_vars();
+    raw_srv_t p;
+    raw_start(&p, PROXY_REPLY);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
+    setenv("http_proxy", url, 1);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    cr_assert_null(http->ua_header, "curl's CURLOPT_USERAGENT reaches a CONNECT too");
+    async_http_response_free(get_closed_port(http, &p));
+    raw_stop(&p);
+    unset_proxy_vars();
+    char ua[128];
+    cr_assert_eq(ua_lines(p.got[0], ua, sizeof ua), 1, "%s", p.got[0]);
+    cr_assert_str_eq(ua, "libasync/" ASYNC_VERSION);
     cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }
@@ -644,6 +740,94 @@ Test(http, same_url_again_after_redirect)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.easy_pooled, 1);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* The one idle handle of a blocking client, between its requests. */
+static http_easy_t *idle_handle(async_http_t *http)
+{
+    cr_assert_eq(http->n_pool, 1);
+    return http->pool[0];
+}
+
+/* A GET on a blocking client that must succeed and reach /echo of the test
+ * server with the query parameter q=`q` (/echo answers with the query it
+ * saw). */
+static void get_echo(async_http_t *http, const char *url, const char *q)
+{
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s: %s", url, r ? r->errmsg : "");
+    cr_assert(strstr(r->body, "\"path\":\"/echo\""), "%s: %s", url, r->body);
+    json_t *j = json_loads(r->body, 0, NULL);
+    cr_assert(j, "%s", r->body);
+    const char *got = json_string_value(json_object_get(json_object_get(j, "query"), "q"));
+    cr_assert_str_eq(got ? got : "(none)", q, "%s", url);
+    json_decref(j);
+    async_http_response_free(r);
+}
+
+/* A URL the handle remembers is handed to curl parsed (CURLOPT_CURLU), once
+ * for all the requests to it, so that curl does not parse it again for each
+ * transfer; a URL too long to remember goes as a string, and the next short
+ * one is parsed again.  Each request reaches its own URL. */
+Test(http, a_remembered_url_is_parsed_once_for_its_handle)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char echo[128], other[128], lng[HTTP_URL_KEEP + 64];
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
+    snprintf(other, sizeof other, "%s", test_httpd_url(srv, "/echo?q=two"));
+    int n = snprintf(lng, sizeof lng, "%s", test_httpd_url(srv, "/echo?q="));
+    memset(lng + n, 'a', sizeof lng - 1 - (size_t)n);
+    lng[sizeof lng - 1] = 0;
+
+    get_echo(http, echo, "one");
+    CURLU *uh = idle_handle(http)->uh;
+    cr_assert(uh, "a short URL is handed over parsed");
+    get_echo(http, echo, "one");
+    cr_assert_eq(idle_handle(http)->uh, uh, "the same URL is not parsed again");
+    get_echo(http, other, "two");
+    cr_assert(idle_handle(http)->uh, "another URL is parsed in its turn");
+    get_echo(http, lng, lng + n);
+    cr_assert_null(idle_handle(http)->uh, "a URL too long to remember goes as a string");
+    get_echo(http, echo, "one");
+    cr_assert(idle_handle(http)->uh);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A URL without a scheme is curl's guess (http) on a handle that carried a
+ * full URL before: it is parsed on its own, never resolved against the
+ * handle's previous URL as a relative reference. */
+Test(http, a_url_without_a_scheme_after_another_on_one_handle)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char full[128], bare[128];
+    snprintf(full, sizeof full, "%s", test_httpd_url(srv, "/echo?q=one"));
+    snprintf(bare, sizeof bare, "%s", test_httpd_url(srv, "/echo?q=two") + strlen("http://"));
+    get_echo(http, full, "one");
+    get_echo(http, bare, "two");
+    get_echo(http, full, "one");
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_alloc_live(), 0);
+}
+
+/* A URL curl cannot parse fails its request with curl's own error, and the
+ * handle goes on to the next URL. */
+Test(http, a_malformed_url_fails_with_curls_error)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    char echo[128];
+    snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
+    get_echo(http, echo, "one");
+    async_http_response_t *r;
+    cr_assert_eq(async_http_get(&r, http, "http://[::1/echo", NULL), ASYNC_ECURL);
+    cr_assert(strstr(r->errmsg, "(curl error 3)"), "%s", r->errmsg);
+    async_http_response_free(r);
+    get_echo(http, echo, "one");
     cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_alloc_live(), 0);
 }

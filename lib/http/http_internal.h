@@ -190,6 +190,10 @@ typedef struct http_easy {
      * copy and its free cost 400 instructions). */
     size_t url_len;
     char url[HTTP_URL_KEEP];
+    /* That URL parsed (CURLOPT_CURLU), or NULL when curl has the URL as a
+     * string (CURLOPT_URL): libcurl 7.88 parses a string anew for every
+     * transfer (response.c, set_url). */
+    CURLU *uh;
     /* The headers of the running attempt, split as they came (on_header):
      * per header its name's and its value's length as two size_t, then the
      * name, a NUL, the value without the blanks around it and a NUL; n_hdr
@@ -248,6 +252,10 @@ struct async_http {
     char *ca_file;
     const char *ca_shared; /* the bundle of the shared CA store, or NULL (ca_store.h) */
     bool no_proxy_env;     /* no proxy variable was set when the client was made */
+    /* "User-Agent: ..." as a header of its own on every request (the first
+     * of x->headers, or alone for a plain GET), or NULL when curl adds it
+     * (CURLOPT_USERAGENT): see async__http_ua_header. */
+    struct curl_slist *ua_header;
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
     http_easy_t **pool;    /* idle easy handles */
@@ -287,6 +295,9 @@ http_xfer_t *async__http_xfer_alloc(const char *url);
 /* Frees what x owns, and x with its response unless the response was
  * handed out (x->resp NULL). */
 void async__http_xfer_free(http_xfer_t *x);
+/* Sets http->ua_header for a client without a proxy and with a User-Agent
+ * that is not empty.  Returns ASYNC_ENOMEM or 0. */
+int async__http_ua_header(async_http_t *http);
 /* A new easy handle with the options every request of http shares, or NULL
  * without memory (or when curl refuses an option). */
 http_easy_t *async__http_easy_new(async_http_t *http);

@@ -107,6 +107,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     }
     http->ca_shared = async__http_ca_shared(http->ca_file);
     http->no_proxy_env = !proxy_env();
+    if (async__http_ua_header(http)) goto fail_pool;
     async__list_init(&http->waiting);
     async__list_init(&http->running);
     http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;
@@ -137,6 +138,7 @@ fail_multi:
 fail_loop:
     async__free(http->pool);
 fail_pool:
+    curl_slist_free_all(http->ua_header);
     async__free(http->ca_file);
     async__free(http->accept_encoding);
     async__free(http->user_agent);
@@ -562,12 +564,23 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     x->idempotent = !x->method || strcmp(x->method, "POST") != 0;
     /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
     x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    /* The client's User-Agent leads a request's own header list, unless the
+     * request names one itself (even empty, which sends none), as curl
+     * leaves its own out then. */
+    bool own_ua = false;
+    for (size_t i = 0; req->headers && req->headers[i]; i++)
+        own_ua |= strncasecmp(req->headers[i], "User-Agent", 10) == 0 &&
+                  (req->headers[i][10] == ':' || req->headers[i][10] == ';');
+    bool ua = http->ua_header && !own_ua && (req->body || (req->headers && req->headers[0]));
+    if (ua && !(x->headers = curl_slist_append(NULL, http->ua_header->data))) goto fail;
     if (req->body) {
         if (!(x->body = async__malloc(req->body_len ? req->body_len : 1))) goto fail;
         memcpy(x->body, req->body, req->body_len);
         x->body_len = req->body_len;
         /* No "Expect: 100-continue" round trip before larger bodies. */
-        if (!(x->headers = curl_slist_append(NULL, "Expect:"))) goto fail;
+        struct curl_slist *l = curl_slist_append(x->headers, "Expect:");
+        if (!l) goto fail;
+        x->headers = l;
     }
     for (size_t i = 0; req->headers && req->headers[i]; i++) {
         if (!strchr(req->headers[i], ':')) {
@@ -780,6 +793,7 @@ int async_http_destroy(async_http_t *http)
     ev_timer_stop(http->ev, &http->wake_timer);
     if (http->own_loop) async_loop_destroy(http->loop);
     async__free(http->pool);
+    curl_slist_free_all(http->ua_header); /* after every handle that sent it */
     async__free(http->ca_file);
     async__free(http->accept_encoding);
     async__free(http->user_agent);

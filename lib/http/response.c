@@ -197,6 +197,26 @@ static int on_close_socket(void *ud, curl_socket_t s)
     return close(s);
 }
 
+/* libcurl 7.88 formats a User-Agent given as CURLOPT_USERAGENT twice for
+ * each transfer, into "User-Agent: %s\r\n" when the transfer starts and
+ * into the request with curl's printf, which appends byte by byte: some
+ * 3,300 instructions a GET for "libasync/0.x".  Sent as a header of the
+ * request's own it is copied into the request once.  curl still sends a
+ * CURLOPT_USERAGENT, and no header of the request's, to a proxy's CONNECT
+ * (CURLHEADER_SEPARATE, curl's default), so a client that may go through a
+ * proxy keeps curl's way. */
+int async__http_ua_header(async_http_t *http)
+{
+    if (!http->no_proxy_env || !http->user_agent[0]) return 0;
+    size_t n = strlen("User-Agent: ") + strlen(http->user_agent) + 1;
+    char *line = async__malloc(n);
+    if (!line) return ASYNC_ENOMEM;
+    snprintf(line, n, "User-Agent: %s", http->user_agent);
+    http->ua_header = curl_slist_append(NULL, line);
+    async__free(line);
+    return http->ua_header ? 0 : ASYNC_ENOMEM;
+}
+
 /* Options every request of the client shares, set once when an easy handle
  * is made: pooled handles keep them, so a reused handle is not reset (a
  * reset frees curl's buffers only for the next request to allocate them). */
@@ -216,7 +236,8 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_FOLLOWLOCATION, 1L);
     SET(CURLOPT_MAXREDIRS, 10L);
-    SET(CURLOPT_USERAGENT, http->user_agent);
+    /* Without a header of its own (ua_header), the User-Agent is curl's. */
+    if (!http->ua_header) SET(CURLOPT_USERAGENT, http->user_agent);
     /* Off unless asked: curl's decoder setup costs about a fifth of the CPU
      * of a small request on loopback. */
     if (http->accept_encoding) SET(CURLOPT_ACCEPT_ENCODING, http->accept_encoding);
@@ -254,6 +275,7 @@ void async__http_easy_free(http_easy_t *h)
 {
     if (!h) return;
     if (h->curl) curl_easy_cleanup(h->curl);
+    curl_url_cleanup(h->uh); /* after the handle that pointed at it */
     async__http_buf_free(&h->hdr);
     async__free(h);
 }
@@ -265,6 +287,36 @@ static int set_long(CURL *e, CURLoption opt, long val, long *last)
     if (curl_easy_setopt(e, opt, val) != CURLE_OK) return 1;
     *last = val;
     return 0;
+}
+
+/* Gives curl url for the handle's next transfers.  libcurl 7.88 parses a URL
+ * set as a string (CURLOPT_URL) anew at the start of every transfer and
+ * formats it back (url.c, parseurlandfillconn: curl_url_set, then
+ * curl_url_get of the whole URL), some 6,000 instructions a GET; from a
+ * parsed one (CURLOPT_CURLU) it copies the parts (curl_url_dup).  So a URL
+ * the handle remembers (parsed, a request to the same URL sets nothing) is
+ * parsed here, once, with the flags curl parses a string with, into a fresh
+ * CURLU: one that held a URL would resolve a scheme-less one against it.  A
+ * URL that is not remembered, or that does not parse, goes to curl as a
+ * string: curl then fails the transfer with its own error, as before.
+ * Returns nonzero if curl refused an option. */
+static int set_url(http_easy_t *h, const char *url, bool parse)
+{
+    CURLU *uh = parse ? curl_url() : NULL;
+    if (uh && curl_url_set(uh, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+                  CURLUE_OK) {
+        curl_url_cleanup(uh);
+        uh = NULL;
+    }
+    int bad = 0;
+    /* curl takes the URL string of a transfer from CURLOPT_URL, and formats
+     * it from the CURLU when that is NULL.  It reads the CURLU only when a
+     * transfer starts, so the old one may go now. */
+    bad |= curl_easy_setopt(h->curl, CURLOPT_CURLU, uh) != CURLE_OK;
+    bad |= curl_easy_setopt(h->curl, CURLOPT_URL, uh ? NULL : url) != CURLE_OK;
+    curl_url_cleanup(h->uh);
+    h->uh = uh;
+    return bad;
 }
 
 /* The options of this request that differ from what the previous request on
@@ -284,8 +336,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     x->socket_errno = 0;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
-        SET(CURLOPT_URL, x->url);
-        bool keep = !bad && ul < sizeof h->url;
+        bool keep = ul < sizeof h->url;
+        bad |= set_url(h, x->url, keep);
+        keep = keep && !bad;
         if (keep) memcpy(h->url, x->url, ul);
         h->url_len = keep ? ul : 0;
     }
@@ -298,7 +351,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     bad |= set_long(e, CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms, &h->connect_timeout_ms);
     bool plain = !x->headers && !x->body && !x->method;
     if (!plain || !h->plain_get) {
-        SET(CURLOPT_HTTPHEADER, x->headers);
+        SET(CURLOPT_HTTPHEADER, x->headers ? x->headers : http->ua_header);
         /* Back to a plain GET: clears POST, NOBODY and UPLOAD, then the
          * custom method string. */
         SET(CURLOPT_HTTPGET, 1L);
