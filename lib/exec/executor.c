@@ -511,7 +511,9 @@ static __attribute__((noinline)) int small_stopped(async_future_t **out, async_f
  * nothing was done), else the submit's result. */
 SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async_future_t **out)
 {
-    if (!ex || !out || !j || !j->fn || j->timeout_ns || j->priority || async__size_bad(j) ||
+    /* The size first: a job shorter than async_job_t may end before the
+     * fields read after it (check_job's order). */
+    if (!ex || !out || !j || async__size_bad(j) || !j->fn || j->timeout_ns || j->priority ||
         (!j->in && j->in_size))
         return 1;
     exec_priv_t *p = ex->priv;
