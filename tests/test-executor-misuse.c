@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <async.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 /* Under AddressSanitizer, malloc of a size no machine has (a 4e9-worker
  * table, SIZE_MAX bytes) aborts by default; make it fail as glibc's does,
@@ -34,7 +35,7 @@ const char *__tsan_default_options(void) { return "allocator_may_return_null=1";
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(misuse_threads, .init = setup, .fini = teardown, .timeout = 60);

@@ -20,11 +20,12 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(exec_races, .init = setup, .fini = teardown);

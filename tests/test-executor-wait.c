@@ -16,13 +16,14 @@
 #include <async.h>
 #include <async/executor.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 #define MS ASYNC_MSEC(1)
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(exec_wait, .init = setup, .fini = teardown, .timeout = 30);

@@ -22,6 +22,7 @@
 #include <async/future.h>
 #include <async/executor.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 #define MS ASYNC_MSEC(1)
 
@@ -50,7 +51,7 @@ Test(procs, backend_table_skipped_under_tsan, .timeout = 5)
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(threads, .init = setup, .fini = teardown);

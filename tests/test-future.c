@@ -11,6 +11,7 @@
 #include <async.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 /* Timing slack for slow CI; only lower bounds are asserted. */
 #define MS ASYNC_MSEC(1)
@@ -18,7 +19,7 @@
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(future, .init = setup, .fini = teardown, .timeout = 20);

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "support/teardown.h"
 
 #define LAB ASYNC_OUT_DIR "/demos/lab/lab"
 
@@ -32,7 +33,7 @@ static void remove_dir(void)
 {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
+    TEARDOWN_CHECK(system(cmd) == 0, "could not remove %s", dir);
 }
 
 static char *path(const char *name)

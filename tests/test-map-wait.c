@@ -21,11 +21,12 @@
 #include <async/future.h>
 #include <async/executor.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(map_wait, .init = setup, .fini = teardown);

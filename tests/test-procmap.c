@@ -32,6 +32,7 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 #include <async.h>
 #include <async/executor.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 
 extern _Atomic uint64_t async__procs_direct_maps;
 static uint64_t direct_maps(void) { return atomic_load(&async__procs_direct_maps); }
@@ -39,7 +40,7 @@ static uint64_t direct_maps(void) { return atomic_load(&async__procs_direct_maps
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(procmap, .init = setup, .fini = teardown);

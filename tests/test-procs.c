@@ -37,13 +37,14 @@ Test(tsan, process_pool_tests_skipped, .timeout = 5)
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 #include "support/proc.h"
 
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)
 {
-    cr_expect_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 TestSuite(procs, .init = setup, .fini = teardown);

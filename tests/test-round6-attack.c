@@ -22,6 +22,7 @@
 #include <async/future.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/teardown.h"
 #include "support/answer.h"
 #include "support/httpd.h"
 
@@ -38,9 +39,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-    cr_assert_eq(async_loop_destroy(loop), 0);
+    TEARDOWN_CHECK(async_loop_destroy(loop) == 0, "the loop would not close");
     test_httpd_stop(srv);
-    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
 

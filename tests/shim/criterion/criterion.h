@@ -128,6 +128,7 @@ __attribute__((weak)) void shim_fail(bool fatal, const char *file, int line,
 /* Criterion's log lines, on stderr as Criterion prints them. */
 #define cr_log_info(...) (fprintf(stderr, "[----] " __VA_ARGS__), fputc('\n', stderr))
 #define cr_log_warn(...) (fprintf(stderr, "[WARN] " __VA_ARGS__), fputc('\n', stderr))
+#define cr_log_error(...) (fprintf(stderr, "[ERR ] " __VA_ARGS__), fputc('\n', stderr))
 /* Exit status 77 tells the runner the child skipped (the automake convention). */
 #define SHIM_SKIPPED 77
 #define cr_skip_test(...)                                                              \
