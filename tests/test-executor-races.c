@@ -20,6 +20,8 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/jitter.h"
+#include "support/pool.h"
 #include "support/teardown.h"
 
 static void setup(void) { test_alloc_install(); }
@@ -38,40 +40,9 @@ TestSuite(exec_races, .init = setup, .fini = teardown);
 #define ROUNDS 6000
 #endif
 
-static async_executor_t *pool(unsigned workers, size_t max_queued)
-{
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = workers,
-                               .max_queued = max_queued};
-    async_executor_t *ex = NULL;
-    int r = async_executor_new(&ex, &o);
-    cr_assert_eq(r, 0, "executor_new: %s", async_strerror(r));
-    return ex;
-}
-
-/* A per-thread xorshift: each side of a race draws its own delays. */
-static _Thread_local uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-    if (!rng_state) rng_state = (uint64_t)(uintptr_t)&rng_state ^ 0x9e3779b97f4a7c15u;
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 /* A random delay of 0 to about a microsecond, sometimes a yield: enough to
  * land on either side of a worker's few-instruction finish. */
-static void jitter(void)
-{
-    uint64_t r = rnd();
-    if ((r & 7) == 0) {
-        sched_yield();
-        return;
-    }
-    for (volatile unsigned i = 0, n = (unsigned)(r >> 8) % 200; i < n; i++) {
-    }
-}
+static void jitter(void) { test_jitter(8, 200); }
 
 /* in: an int64; out: in * 3 + 1, after a jitter.  Counts its runs in ctx
  * (an atomic_long), if given. */
@@ -117,12 +88,12 @@ static async_future_t *submit_triple(async_executor_t *ex, int64_t *v, void *ctx
  * sees a reference never dropped. */
 Test(exec_races, unref_races_the_inline_finish, .timeout = 20)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     atomic_long runs = 0;
     for (int i = 0; i < ROUNDS; i++) {
         int64_t v = i;
         async_future_t *f = submit_triple(ex, &v, &runs);
-        switch (rnd() % 3) {
+        switch (test_rnd() % 3) {
         case 0: /* before it runs, most often */
             break;
         case 1: /* while it runs or finishes */
@@ -164,13 +135,13 @@ static void on_done_unref(async_future_t *f, void *arg)
 
 Test(exec_races, callbacks_added_during_the_inline_finish_run_once, .timeout = 20)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     cb_slot_t *slots = calloc(ROUNDS, sizeof *slots);
     for (int i = 0; i < ROUNDS; i++) {
         int64_t v = i;
         slots[i].want = v * 3 + 1;
         async_future_t *f = submit_triple(ex, &v, NULL);
-        if (rnd() & 1) jitter();
+        if (test_rnd() & 1) jitter();
         cr_assert_eq(async_future_on_done(f, on_done_unref, &slots[i]), 0);
     }
     cr_assert_eq(async_executor_shutdown(ex, true, false), 0);
@@ -211,7 +182,7 @@ static void *wait_rounds(void *arg)
 
 Test(exec_races, waiters_arriving_during_the_inline_finish_wake, .timeout = 30)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     enum { WAITERS = 2 };
     waiters_t w = {.round = -1};
     pthread_t th[WAITERS];
@@ -249,7 +220,7 @@ static int submit_and_await(void *arg, void **result)
     for (int k = 0; k < 20; k++) {
         int64_t v = a->i * 100 + k;
         async_future_t *f = submit_triple(a->ex, &v, NULL);
-        if (rnd() & 1) jitter();
+        if (test_rnd() & 1) jitter();
         int r = async_future_await(f);
         a->right = r == 0 && result_of(f) == v * 3 + 1;
         async_future_unref(f);
@@ -260,7 +231,7 @@ static int submit_and_await(void *arg, void **result)
 
 Test(exec_races, tasks_awaiting_during_the_inline_finish, .timeout = 30)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     enum { N = ROUNDS / 20 };
@@ -294,18 +265,18 @@ static int mark_ran(const void *in, size_t in_size, void *out, size_t out_size, 
 
 Test(exec_races, cancel_races_the_inline_start, .timeout = 20)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     atomic_bool *ran = calloc(ROUNDS, sizeof *ran);
     bool *won = calloc(ROUNDS, sizeof *won);
     async_future_t **fs = calloc(ROUNDS, sizeof *fs);
     for (int i = 0; i < ROUNDS; i++) {
         async_job_t job = {.fn = mark_ran, .in = &i, .in_size = sizeof i, .ctx = ran};
         cr_assert_eq(async_executor_submit(&fs[i], ex, &job), 0);
-        if (rnd() & 1) jitter();
+        if (test_rnd() & 1) jitter();
         int r = async_future_cancel(fs[i]);
         cr_assert(r == 0 || r == ASYNC_EBUSY || r == ASYNC_EDONE, "cancel: %s", async_strerror(r));
         won[i] = r == 0;
-        if (rnd() & 1) { /* sometimes the submitter lets go at once */
+        if (test_rnd() & 1) { /* sometimes the submitter lets go at once */
             async_future_unref(fs[i]);
             fs[i] = NULL;
         }
@@ -360,12 +331,12 @@ Test(exec_races, free_with_plain_submits_in_flight, .timeout = 30)
     async_future_t *fs[BATCH];
     int64_t want[BATCH];
     for (int r = 0; r < rounds; r++) {
-        async_executor_t *ex = pool(1 + (unsigned)(r & 1), 0);
+        async_executor_t *ex = test_thread_pool(1 + (unsigned)(r & 1), 0);
         for (int i = 0; i < BATCH; i++) {
             int64_t v = r * BATCH + i;
             want[i] = v * 3 + 1;
             fs[i] = submit_triple(ex, &v, NULL);
-            if ((rnd() & 3) == 0) {
+            if ((test_rnd() & 3) == 0) {
                 async_future_unref(fs[i]);
                 fs[i] = NULL;
             }
@@ -413,7 +384,7 @@ static int parent(const void *in, size_t in_size, void *out, size_t out_size, vo
 
 Test(exec_races, submits_from_inside_jobs_use_the_workers_magazines, .timeout = 30)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     family_t fam = {ex, calloc(ROUNDS, sizeof(async_future_t *)), 0};
     async_future_t **parents = calloc(ROUNDS, sizeof *parents);
     for (int i = 0; i < ROUNDS; i++) {
@@ -455,7 +426,7 @@ static void *mix(void *arg)
     for (int r = 0; r < ROUNDS / BATCH; r++) {
         for (int i = 0; i < BATCH; i++) {
             in[i] = m->base + r * BATCH + i;
-            uint64_t x = rnd();
+            uint64_t x = test_rnd();
             async_job_t job = {.fn = triple, .in = &in[i], .in_size = sizeof in[i],
                                .out_size = sizeof in[i], .ctx = m->runs,
                                .priority = (x & 3) == 0 ? (int)(x >> 8) % 5 - 2 : 0,
@@ -476,7 +447,7 @@ static void *mix(void *arg)
 
 static void mixed(size_t max_queued)
 {
-    async_executor_t *ex = pool(2, max_queued);
+    async_executor_t *ex = test_thread_pool(2, max_queued);
     atomic_long runs = 0;
     mixer_t m[2] = {{ex, 0, &runs, 0}, {ex, 1 << 20, &runs, 0}};
     pthread_t th[2];
@@ -497,7 +468,7 @@ Test(exec_races, bounded_queue_mixed_with_plain_submits, .timeout = 30) { mixed(
  * neither; the leak check sees a reference dropped wrong. */
 Test(exec_races, deadlines_expiring_beside_plain_submits, .timeout = 30)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     enum { BATCH = 16 };
     async_future_t *fs[BATCH];
     int64_t in[BATCH];
@@ -505,7 +476,7 @@ Test(exec_races, deadlines_expiring_beside_plain_submits, .timeout = 30)
     for (int r = 0; r < ROUNDS / BATCH; r++) {
         for (int i = 0; i < BATCH; i++) {
             in[i] = r * BATCH + i;
-            uint64_t x = rnd();
+            uint64_t x = test_rnd();
             async_job_t job = {.fn = triple, .in = &in[i], .in_size = sizeof in[i],
                                .out_size = sizeof in[i],
                                .timeout_ns = (x & 1) ? (int64_t)(x >> 8) % 20000 + 1 : 0};
@@ -558,7 +529,7 @@ static void *race_submits(void *arg)
         if (r == 0) rc->fs[rc->n++] = f;
         else if (r == ASYNC_ECLOSED && f == (async_future_t *)rc) rc->closed++;
         else rc->other++;
-        if ((rnd() & 15) == 0) jitter();
+        if ((test_rnd() & 15) == 0) jitter();
     }
     return NULL;
 }
@@ -568,11 +539,11 @@ Test(exec_races, lone_submits_racing_a_shutdown_end_closed_or_final, .timeout = 
     int rounds = ROUNDS / 40;
     long closed = 0, cancelled = 0;
     for (int r = 0; r < rounds; r++) {
-        async_executor_t *ex = pool(1 + (unsigned)(r & 1), 0);
+        async_executor_t *ex = test_thread_pool(1 + (unsigned)(r & 1), 0);
         racer_t rc[2] = {{.ex = ex}, {.ex = ex}};
         pthread_t th[2];
         for (int t = 0; t < 2; t++) cr_assert_eq(pthread_create(&th[t], NULL, race_submits, &rc[t]), 0);
-        for (volatile unsigned i = 0, n = (unsigned)(rnd() % 20000); i < n; i++) {
+        for (volatile unsigned i = 0, n = (unsigned)(test_rnd() % 20000); i < n; i++) {
         }
         cr_assert_eq(async_executor_shutdown(ex, false, (r & 2) != 0), 0);
         for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);

@@ -27,6 +27,8 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/jitter.h"
+#include "support/pool.h"
 #include "support/teardown.h"
 
 static void setup(void) { test_alloc_install(); }
@@ -54,16 +56,6 @@ static void expect_nothing_left(void)
 #else
 #define ASAN 0
 #endif
-
-static async_executor_t *pool(unsigned workers, size_t max_queued)
-{
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = workers,
-                               .max_queued = max_queued};
-    async_executor_t *ex = NULL;
-    int r = async_executor_new(&ex, &o);
-    cr_assert_eq(r, 0, "executor_new: %s", async_strerror(r));
-    return ex;
-}
 
 static void sleep_ms(long ms)
 {
@@ -123,7 +115,7 @@ static int nothing(const void *in, size_t in_size, void *out, size_t out_size, v
 Test(round10_attack, the_magazine_serves_a_stream_of_submits_on_this_build, .timeout = 30)
 {
     if (ASAN) cr_skip_test("ASan: every future is its own allocation (future.c)");
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     enum { N = 400 };
     long before = test_alloc_total();
     for (int i = 0; i < N; i++) {
@@ -152,7 +144,7 @@ Test(round10_attack, a_truncated_job_is_refused_before_its_missing_fields_are_re
     char *m = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     cr_assert_neq(m, MAP_FAILED);
     cr_assert_eq(mprotect(m + page, (size_t)page, PROT_NONE), 0);
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     /* Warm the magazine, so that a submit that got past the checks would
      * find its block. */
     async_future_t *w;
@@ -214,7 +206,7 @@ static int order_of(async_future_t *f)
  * job runs in submit order). */
 Test(round10_attack, a_small_job_with_a_priority_runs_in_priority_order, .timeout = 30)
 {
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
     async_future_t *b = block_worker(ex, &g);
     atomic_store(&order_next, 0);
@@ -256,7 +248,7 @@ static int echo_counted(const void *in, size_t in_size, void *out, size_t out_si
  * ASYNC_FOREVER: all three run, and the third sees the changed input). */
 Test(round10_attack, a_small_job_with_a_time_limit_keeps_its_deadline_and_its_copy, .timeout = 30)
 {
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
     async_future_t *b = block_worker(ex, &g);
     atomic_store(&runs_of_timed, 0);
@@ -288,6 +280,23 @@ Test(round10_attack, a_small_job_with_a_time_limit_keeps_its_deadline_and_its_co
     expect_nothing_left();
 }
 
+/* Opens the gate of the held worker (b), waits for each of fs[0..n) to
+ * succeed and lets it go, then checks that nothing is queued, that a
+ * shutdown with wait returns, and that nothing is left once ex is freed. */
+static void release_and_drain(async_executor_t *ex, gate_t *g, async_future_t *b,
+                              async_future_t **fs, int n)
+{
+    open_gate(g, b);
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(async_future_wait(fs[i]), 0);
+        async_future_unref(fs[i]);
+    }
+    cr_expect_eq(async_executor_queued(ex), 0);
+    cr_expect_eq(async_executor_shutdown(ex, true, false), 0);
+    async_executor_free(ex);
+    expect_nothing_left();
+}
+
 /* A bounded pool (max_queued 2) whose worker is held: two small submits
  * fill it, a third trysubmit gets ASYNC_EAGAIN, a submit_dl times out, and
  * queued says 2 throughout; once the worker runs them all, queued is 0 and
@@ -295,7 +304,7 @@ Test(round10_attack, a_small_job_with_a_time_limit_keeps_its_deadline_and_its_co
  * job (nothing counts it against the bound: the third submit is accepted). */
 Test(round10_attack, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 30)
 {
-    async_executor_t *ex = pool(1, 2);
+    async_executor_t *ex = test_thread_pool(1, 2);
     gate_t g;
     async_future_t *b = block_worker(ex, &g);
     async_future_t *fs[2], *extra = NULL;
@@ -307,15 +316,7 @@ Test(round10_attack, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 3
                  ASYNC_ETIMEDOUT);
     cr_expect_null(extra);
     cr_expect_eq(async_executor_queued(ex), 2);
-    open_gate(&g, b);
-    for (int i = 0; i < 2; i++) {
-        cr_expect_eq(async_future_wait(fs[i]), 0);
-        async_future_unref(fs[i]);
-    }
-    cr_expect_eq(async_executor_queued(ex), 0);
-    cr_expect_eq(async_executor_shutdown(ex, true, false), 0);
-    async_executor_free(ex);
-    expect_nothing_left();
+    release_and_drain(ex, &g, b, fs, 2);
 }
 
 /* Lone small submits to an unbounded pool are counted by queued while they
@@ -325,7 +326,7 @@ Test(round10_attack, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 3
  * wraps to a huge number and a stop waits for jobs that never come. */
 Test(round10_attack, lone_small_submits_are_queued_then_gone, .timeout = 30)
 {
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
     async_future_t *b = block_worker(ex, &g);
     enum { N = 5 };
@@ -333,15 +334,7 @@ Test(round10_attack, lone_small_submits_are_queued_then_gone, .timeout = 30)
     async_job_t j = {.fn = nothing, .out_size = 8};
     for (int i = 0; i < N; i++) cr_assert_eq(async_executor_submit(&fs[i], ex, &j), 0);
     cr_expect_eq(async_executor_queued(ex), N);
-    open_gate(&g, b);
-    for (int i = 0; i < N; i++) {
-        cr_expect_eq(async_future_wait(fs[i]), 0);
-        async_future_unref(fs[i]);
-    }
-    cr_expect_eq(async_executor_queued(ex), 0);
-    cr_expect_eq(async_executor_shutdown(ex, true, false), 0);
-    async_executor_free(ex);
-    expect_nothing_left();
+    release_and_drain(ex, &g, b, fs, N);
 }
 
 /* --- the edges of the inline area ---------------------------------------- */
@@ -390,7 +383,7 @@ static int write_then_check(const void *in, size_t in_size, void *out, size_t ou
  * borrowed input copied or a copied one borrowed. */
 Test(round10_attack, every_size_to_64_in_and_out_copied_and_borrowed, .timeout = 60)
 {
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
     async_future_t *b = block_worker(ex, &g);
     static unsigned char bufs[2][MAXSZ + 1][MAXSZ + 1][MAXSZ];
@@ -479,7 +472,7 @@ static void expect_refused(async_executor_t *ex, int code)
  * cancelled there, and queued counts it). */
 Test(round10_attack, a_stopped_or_broken_pool_refuses_small_submits_and_keeps_nothing, .timeout = 30)
 {
-    async_executor_t *ex = pool(1, 0);
+    async_executor_t *ex = test_thread_pool(1, 0);
     async_future_t *w;
     async_job_t warm = {.fn = nothing, .out_size = 8};
     cr_assert_eq(async_executor_submit(&w, ex, &warm), 0);
@@ -566,7 +559,7 @@ Test(round10_attack, submits_racing_a_shutdown_run_once_or_never, .timeout = 120
     int rounds = SANITIZED ? 150 : 1000;
     long closed = 0, cancelled = 0, done = 0;
     for (int r = 0; r < rounds; r++) {
-        async_executor_t *ex = pool(1 + (unsigned)(r & 1), 0);
+        async_executor_t *ex = test_thread_pool(1 + (unsigned)(r & 1), 0);
         bool cancel = (r & 2) != 0;
         static atomic_int runs[2][RACE_JOBS];
         static racer_t rc[2];
@@ -624,30 +617,9 @@ Test(round10_attack, submits_racing_a_shutdown_run_once_or_never, .timeout = 120
 
 /* --- unrefs racing the worker's drop -------------------------------------- */
 
-/* A per-thread xorshift, and a random delay of 0 to about a microsecond
- * (sometimes a yield): enough to land on either side of a worker's
- * few-instruction finish and drop. */
-static _Thread_local uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-    if (!rng_state) rng_state = (uint64_t)(uintptr_t)&rng_state ^ 0x9e3779b97f4a7c15u;
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
-static void jitter(void)
-{
-    uint64_t r = rnd();
-    if ((r & 15) == 0) {
-        sched_yield();
-        return;
-    }
-    for (volatile unsigned i = 0, n = (unsigned)(r >> 8) % 300; i < n; i++) {
-    }
-}
+/* A random delay of 0 to about a microsecond (sometimes a yield): enough to
+ * land on either side of a worker's few-instruction finish and drop. */
+static void jitter(void) { test_jitter(16, 300); }
 
 static inline void relax(void)
 {
@@ -704,7 +676,7 @@ static void *wait_and_drop(void *arg)
  * acquire (the worker's writes race the next submit's into the block). */
 Test(round10_attack, unrefs_racing_the_workers_drop_free_each_future_once, .timeout = 120)
 {
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     static handoff_t hand[UNREF_ROUNDS / 4];
     for (int i = 0; i < UNREF_ROUNDS / 4; i++) atomic_store(&hand[i].ready, 0);
     pthread_t waiter;
@@ -797,7 +769,7 @@ static void *free_on_thread(void *arg)
 Test(round10_attack, a_thread_alternating_two_pools_frees_both, .timeout = 60)
 {
     enum { N = 600 };
-    async_executor_t *ex[2] = {pool(1, 0), pool(2, 0)};
+    async_executor_t *ex[2] = {test_thread_pool(1, 0), test_thread_pool(2, 0)};
     static async_future_t *kept[N];
     for (int i = 0; i < N; i++) {
         int64_t v = 1000 + i;
@@ -841,7 +813,7 @@ Test(round10_attack, a_thread_alternating_two_pools_frees_both, .timeout = 60)
 Test(round10_attack, a_pool_freed_on_another_thread_leaves_nothing_in_this_magazine, .timeout = 30)
 {
     enum { N = 100 };
-    async_executor_t *ex = pool(2, 0);
+    async_executor_t *ex = test_thread_pool(2, 0);
     async_future_t *fs[N];
     for (int i = 0; i < N; i++) run_small(ex, i, &fs[i]);
     for (int i = 0; i < N; i += 2) { /* half back into this thread's magazine first */
