@@ -479,24 +479,13 @@ static void unmake(async_future_t *f)
     async_future_unref(f);
 }
 
-/* submit_small's ends when the pool was found stopped, out of line and
- * called last, so that its path saves no registers: before the push (the
- * job was never queued) and after it (async__q_lone_closed decides, as in
- * async__q_enqueue_one; a job it kept is the queue's, with the executor's
- * reference). */
-static __attribute__((noinline)) int small_refused(async_future_t *f, int r)
+/* A submit's job that did not stand: never queued (kept false: the job and
+ * both references go), or queued, then found the pool stopped and cancelled
+ * before anything took it (kept: the queue holds the executor's reference
+ * until a worker or a drain drops it).  Out of line and called last, so that
+ * a submit's straight path saves no registers for it. */
+static __attribute__((noinline)) int submit_failed(async_future_t *f, int r, bool kept)
 {
-    unmake(f);
-    return r;
-}
-
-static __attribute__((noinline)) int small_stopped(async_future_t **out, async_future_t *f, int r)
-{
-    bool kept = false;
-    if ((r = async__q_lone_closed((async__job_t *)f->extra, r, &kept)) == 0) {
-        *out = f;
-        return 0;
-    }
     if (kept) async_future_unref(f);
     else unmake(f);
     return r;
@@ -524,12 +513,7 @@ SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async
     if (in_copy > 32 || out_size > 32 || j->in_size > SIZE_MAX / 4 || in_room + out_size > sizeof(((async__job_t *)0)->small) ||
         p->bounded || m->pool != p->futures || !m->n)
         return 1;
-    async_future_t *f = m->head; /* a block of FUTURE_BLOCK bytes: see there */
-    void *next = *(void **)f;
-    m->head = next;
-    if (!next) m->tail = NULL;
-    else async__prefetch_block(next);
-    m->n--;
+    async_future_t *f = async__mag_pop(m); /* a block of FUTURE_BLOCK bytes: see there */
     async__future_init_exec(f, false);
     async__job_t *job = (async__job_t *)f->extra;
     char *in = (char *)job->small;
@@ -543,12 +527,11 @@ SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async
     job->kind = JOB_SUBMIT | JOB_LONE;
     job->owner = f;
     int r = async__q_stopped(p);
-    if (__builtin_expect(r != 0, 0)) return small_refused(f, r);
-    async__q_push(p, job, job);
-    /* As async__q_push_lone: after the push's exchange, against a stop. */
-    if (__builtin_expect((r = async__q_stopped(p)) != 0, 0)) return small_stopped(out, f, r);
+    if (__builtin_expect(r != 0, 0)) return submit_failed(f, r, false);
+    bool kept = false;
+    if (__builtin_expect((r = async__q_push_lone(p, job, &kept)) != 0, 0)) return submit_failed(f, r, kept);
     *out = f;
-    return async__q_wake_one(p);
+    return 0;
 }
 
 /* Every other submit, out of line, so that the small one's path saves no
@@ -561,14 +544,7 @@ static __attribute__((noinline)) int submit_general(async_executor_t *ex, const 
     if (!f) return ASYNC_ENOMEM;
     bool kept;
     int r = async__q_enqueue_one(ex, (async__job_t *)f->extra, how == TRY, deadline, &kept);
-    if (r) {
-        /* Kept: queued, then found the pool stopped and cancelled before
-         * anything took it; the queue holds the executor's reference until
-         * a worker or a drain drops it. */
-        if (kept) async_future_unref(f);
-        else unmake(f);
-        return r;
-    }
+    if (r) return submit_failed(f, r, kept);
     *out = f;
     return 0;
 }

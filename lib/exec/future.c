@@ -258,12 +258,9 @@ async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
             }
         }
     }
-    void *blk = async__mag.head;
-    if (!(async__mag.head = *(void **)blk)) async__mag.tail = NULL;
-    else async__prefetch_block(async__mag.head);
-    async__mag.n--;
-    async__future_init(blk);
-    return blk;
+    async_future_t *f = async__mag_pop(&async__mag);
+    async__future_init(f);
+    return f;
 }
 
 static inline __attribute__((always_inline)) void release_memory(async_future_t *f)

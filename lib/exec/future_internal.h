@@ -170,6 +170,18 @@ static inline void async__prefetch_block(const void *blk)
     __builtin_prefetch(b + 128, 1, 3);
 }
 
+/* Takes the first block off a magazine that has one (m->n > 0), and asks
+ * for the next one's lines ahead of its use. */
+static inline void *async__mag_pop(async__magazine_t *m)
+{
+    void *blk = m->head, *next = *(void **)blk;
+    m->head = next;
+    if (!next) m->tail = NULL;
+    else async__prefetch_block(next);
+    m->n--;
+    return blk;
+}
+
 /* async__future_alloc_pooled when the magazine cannot serve: another pool,
  * an empty magazine, or a future too big for the blocks. */
 async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra);
@@ -182,12 +194,7 @@ static inline async_future_t *async__future_alloc_pooled(async__fpool_t *p, size
     async__magazine_t *m = &async__mag;
     if (__builtin_expect(!p || m->pool != p || !m->n || sizeof(async_future_t) + extra > m->block, 0))
         return async__future_alloc_refill(p, extra);
-    async_future_t *f = m->head;
-    void *next = *(void **)f;
-    m->head = next;
-    if (!next) m->tail = NULL;
-    else async__prefetch_block(next);
-    m->n--;
+    async_future_t *f = async__mag_pop(m);
     async__future_init(f);
     return f;
 }
