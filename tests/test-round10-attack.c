@@ -467,7 +467,8 @@ static void expect_refused(async_executor_t *ex, int code)
  * queued, and the block they took off the magazine given back (the leak
  * check: a block kept would keep its slab and the pool).  Catches a
  * straight path whose refusal before the push keeps the block
- * (small_refused without its unmake: 5 allocations left), and one without
+ * (submit_failed skipping its unmake for a job never queued: 5 allocations
+ * left), and one without
  * its look at the pool's state before the push (the job is queued and
  * cancelled there, and queued counts it). */
 Test(round10_attack, a_stopped_or_broken_pool_refuses_small_submits_and_keeps_nothing, .timeout = 30)
