@@ -88,6 +88,10 @@ ASYNC_API int async_future_set_error(async_future_t *f, int code, const char *ms
 
 /* --- inspecting ---------------------------------------------------------- */
 
+/* The state now, read without a lock and never blocking: PENDING until a
+ * worker starts the job, RUNNING while it runs, then one of the three final
+ * states, which never changes again.  Another thread may move a PENDING or
+ * RUNNING future on as soon as this returns. */
 ASYNC_API async_future_state_t async_future_state(const async_future_t *f);
 
 /* True in DONE, FAILED or CANCELLED. */

@@ -108,6 +108,7 @@ static inline void async_http_opts_init(async_http_opts_t *o)
     o->size = sizeof *o;
 }
 
+/* The same for a request: zeroed, size set, every field at its default. */
 static inline void async_http_request_init(async_http_request_t *r)
 {
     memset(r, 0, sizeof *r);
@@ -273,6 +274,10 @@ typedef struct async_http_stats {
     size_t easy_pooled;  /* idle easy handles kept for reuse */
 } async_http_stats_t;
 
+/* Fills *out (OUT) with the client's counters (all zero for a NULL http;
+ * nothing for a NULL out); never fails.  It reads them without a lock: call it
+ * where async_http_destroy may be called (the loop's thread; for a
+ * private-loop client, one thread at a time). */
 ASYNC_API void async_http_stats(const async_http_t *http, async_http_stats_t *out);
 
 #ifdef __cplusplus
