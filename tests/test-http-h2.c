@@ -21,6 +21,7 @@
 #include <async.h>
 #include <async/http.h>
 #include "support/alloc.h"
+#include "support/http_client.h"
 #include "support/nginx.h"
 #include "support/port.h"
 #include "support/run.h"
@@ -142,11 +143,9 @@ static void on_done(async_http_response_t *r, void *arg)
 /* Sends n GETs of url at once and runs the loop until all are answered. */
 static void burst_run(const char *url, int n, bool no_http2, burst_t *b, size_t *open_after)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert, .no_http2 = no_http2, .timeout_ns = ASYNC_SEC(50)};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     async_http_request_t req = {.url = url};
     b->t0 = test_now_s();
     for (int i = 0; i < n; i++) cr_assert_eq(async_http_send(http, &req, on_done, b), 0);
@@ -156,9 +155,7 @@ static void burst_run(const char *url, int n, bool no_http2, burst_t *b, size_t 
     async_http_stats_t st;
     async_http_stats(http, &st);
     *open_after = st.connections;
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* 300 requests at once to a server allowing 128 streams a connection:
@@ -288,11 +285,9 @@ Test(http_h2, a_burst_leaves_in_few_segments_and_nothing_stays_corked)
     enum { N = 100 };
     char url[128];
     snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", port_h2);
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert, .timeout_ns = ASYNC_SEC(50)};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     async_http_request_t req = {.url = url};
     corks_t c = {0};
     for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, on_corks, &c), 0);
@@ -310,7 +305,5 @@ Test(http_h2, a_burst_leaves_in_few_segments_and_nothing_stays_corked)
     unsigned long segs;
     cr_assert_eq(connections_to(port_h2, &corked, &segs), 1);
     cr_assert_eq(corked, 0);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }

@@ -16,6 +16,7 @@
 #include "http/ca_store.h"
 #include "support/alloc.h"
 #include "support/answer.h"
+#include "support/http_client.h"
 #include "support/nginx.h"
 #include "support/port.h"
 
@@ -55,14 +56,23 @@ static void teardown(void)
 
 TestSuite(http_tls, .init = setup, .fini = teardown, .timeout = 20);
 
+/* One GET of the server's file by http, on its loop; returns the response
+ * (the caller frees it). */
+static async_http_response_t *get_one(async_loop_t *loop, async_http_t *http)
+{
+    test_answer_t g = {0};
+    async_http_request_t req = {.url = url};
+    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    return g.resp;
+}
+
 Test(http_tls, http2_multiplexes_one_connection)
 {
     enum { N = 20 };
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t g[N] = {0};
     async_http_request_t req = {.url = url};
     for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
@@ -88,47 +98,31 @@ Test(http_tls, http2_multiplexes_one_connection)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.connections, 1, "%zu connections for %d requests", st.connections, N);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http_tls, http1_when_http2_is_off)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ngx.cert, .no_http2 = true};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    test_answer_t g = {0};
-    async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(g.resp->error, 0, "%s", g.resp->errmsg);
-    cr_assert_str_eq(g.resp->http_version, "HTTP/1.1");
-    async_http_response_free(g.resp);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
+    async_http_response_t *r = get_one(loop, http);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_str_eq(r->http_version, "HTTP/1.1");
+    async_http_response_free(r);
+    test_http_client_end(loop, http);
 }
 
 Test(http_tls, untrusted_certificate)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
-    test_answer_t g = {0};
-    async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(g.resp->error, ASYNC_ECURL);
-    cr_assert(strstr(g.resp->errmsg, "certificate"), "%s", g.resp->errmsg);
-    cr_assert(strstr(g.resp->errmsg, "curl error 60"), "%s", g.resp->errmsg);
-    async_http_response_free(g.resp);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
+    async_http_response_t *r = get_one(loop, http);
+    cr_assert_eq(r->error, ASYNC_ECURL);
+    cr_assert(strstr(r->errmsg, "certificate"), "%s", r->errmsg);
+    cr_assert(strstr(r->errmsg, "curl error 60"), "%s", r->errmsg);
+    async_http_response_free(r);
+    test_http_client_end(loop, http);
 }
 
 /* Writes path: Debian's CA bundle, and the test's certificate if with_ours. */
@@ -144,11 +138,9 @@ static void write_bundle(const char *path, bool with_ours)
  * client trusting ca_file; returns how many failed, each with curl_err. */
 static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connections)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t g[32] = {0};
     cr_assert_leq(n, 32);
     async_http_request_t req = {.url = url};
@@ -207,17 +199,12 @@ Test(http_tls, a_ca_bundle_is_parsed_once_and_trusts_only_its_own)
 /* One request trusting ca_file; returns the response's error message. */
 static void fetch_one(const char *ca_file, char *msg, size_t cap)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
-    test_answer_t g = {0};
-    async_http_request_t req = {.url = url};
-    cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    snprintf(msg, cap, "%s", g.resp->error ? g.resp->errmsg : "");
-    async_http_response_free(g.resp);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
+    async_http_response_t *r = get_one(loop, http);
+    snprintf(msg, cap, "%s", r->error ? r->errmsg : "");
+    async_http_response_free(r);
     async_http_destroy(http);
     async_loop_destroy(loop);
 }

@@ -16,6 +16,7 @@
 #include "http/http_internal.h"
 #include "support/alloc.h"
 #include "support/answer.h"
+#include "support/http_client.h"
 #include "support/httpd.h"
 
 static test_httpd_t *srv;
@@ -103,8 +104,7 @@ static async_http_response_t *raw_get(const char *reply, int want)
     raw_start(&s, reply);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_response_t *r;
     cr_assert_eq(async_http_get(&r, http, url, NULL), want, "%s", r ? r->errmsg : "");
     raw_stop(&s);
@@ -140,26 +140,31 @@ static async_http_response_t *get_closed_port(async_http_t *http, raw_srv_t *pro
 
 #define PROXY_REPLY "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nproxied"
 
+/* Starts p as a proxy (a raw server answering PROXY_REPLY once) and names it
+ * in http_proxy, for the clients made from now on. */
+static void proxy_start(raw_srv_t *p)
+{
+    raw_start(p, PROXY_REPLY);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p->port);
+    setenv("http_proxy", url, 1);
+}
+
 /* A proxy variable set when the client is made is honoured for each
  * request, as curl reads it; and no_proxy still exempts a host. */
 Test(http, proxy_variable_set_before_the_client_is_honoured)
 {
     unset_proxy_vars();
     raw_srv_t p;
-    raw_start(&p, PROXY_REPLY);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
-    setenv("http_proxy", url, 1);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    proxy_start(&p);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_response_free(get_closed_port(http, &p));
     raw_stop(&p);
     /* Exempted by no_proxy, set after the client was made: curl reads it
      * on every request while a proxy variable is set. */
     setenv("no_proxy", "127.0.0.1", 1);
     async_http_response_free(get_closed_port(http, NULL));
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* With no proxy variable when the client is made, its requests go direct:
@@ -169,20 +174,15 @@ Test(http, proxy_variable_set_before_the_client_is_honoured)
 Test(http, proxy_variable_set_after_the_client_is_made_applies_to_the_next_client)
 {
     unset_proxy_vars();
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     raw_srv_t p;
-    raw_start(&p, PROXY_REPLY);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
-    setenv("http_proxy", url, 1);
+    proxy_start(&p);
     async_http_response_free(get_closed_port(http, NULL));
     cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    http = test_http_client(NULL, NULL);
     async_http_response_free(get_closed_port(http, &p));
     raw_stop(&p);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* The User-Agent lines of a request as a raw server got it: how many, and
@@ -210,8 +210,7 @@ static int sent_ua(const async_http_opts_t *opts, async_http_request_t req, char
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/ua", (unsigned)s.port);
     req.url = url;
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, opts), 0);
+    async_http_t *http = test_http_client(NULL, opts);
     async_http_response_t *r;
     cr_assert_eq(async_http_fetch(&r, http, &req), 0, "%s", r ? r->errmsg : "");
     async_http_response_free(r);
@@ -227,8 +226,7 @@ static int sent_ua(const async_http_opts_t *opts, async_http_request_t req, char
 Test(http, the_user_agent_is_sent_once_and_a_requests_own_replaces_it)
 {
     unset_proxy_vars();
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     cr_assert(http->ua_header, "a client without a proxy sends the User-Agent as a header");
     cr_assert_eq(async_http_destroy(http), 0);
     char ua[128];
@@ -263,12 +261,8 @@ Test(http, the_user_agent_reaches_a_proxy_once)
 {
     unset_proxy_vars();
     raw_srv_t p;
-    raw_start(&p, PROXY_REPLY);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%u", (unsigned)p.port);
-    setenv("http_proxy", url, 1);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    proxy_start(&p);
+    async_http_t *http = test_http_client(NULL, NULL);
     cr_assert_null(http->ua_header, "curl's CURLOPT_USERAGENT reaches a CONNECT too");
     async_http_response_free(get_closed_port(http, &p));
     raw_stop(&p);
@@ -276,8 +270,7 @@ Test(http, the_user_agent_reaches_a_proxy_once)
     char ua[128];
     cr_assert_eq(ua_lines(p.got[0], ua, sizeof ua), 1, "%s", p.got[0]);
     cr_assert_str_eq(ua, "libasync/" ASYNC_VERSION);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* Every header line in order, the name as spelled, the value without the
@@ -365,8 +358,7 @@ Test(http, retry_to_an_empty_answer_gives_an_empty_body)
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)s.port);
     async_http_opts_t o = {.max_retries = 1, .retry_base_ns = ASYNC_MSEC(1)};
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, &o), 0);
+    async_http_t *http = test_http_client(NULL, &o);
     async_http_response_t *r;
     cr_assert_eq(async_http_get(&r, http, url, NULL), 0, "%s", r ? r->errmsg : "");
     raw_stop(&s);
@@ -418,9 +410,7 @@ Test(http, headers_inline_or_apart)
 Test(http, callback_get)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     test_answer_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
@@ -440,17 +430,13 @@ Test(http, callback_get)
     cr_assert_eq(r->attempts, 1);
     cr_assert(r->timings.total > 0 && r->timings.elapsed >= r->timings.total);
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_http_client_end(loop, http);
 }
 
 Test(http, query_headers_post_echo)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     const char *query[] = {"by_state", "new york", "q", "a&b=c/é", NULL};
     const char *headers[] = {"X-Test: yes", "Content-Type: text/plain", NULL};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .query = query,
@@ -486,9 +472,7 @@ Test(http, query_headers_post_echo)
     json_decref(j);
     async_http_response_free(g.resp);
 
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* --- the easy handle pool -------------------------------------------------- */
@@ -520,9 +504,7 @@ Test(http, pool_grows_for_a_burst_and_shrinks_when_idle)
 {
     enum { BURST = 150 };
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     /* Stalled, so that every request of the burst runs at once. */
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
     burst_t b = {0};
@@ -551,9 +533,7 @@ Test(http, pool_grows_for_a_burst_and_shrinks_when_idle)
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(b.done, 1);
     cr_assert_eq(b.failed, 0);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_http_client_end(loop, http);
 }
 
 /* Sends req on http's loop and returns its response (the caller frees it). */
@@ -575,9 +555,7 @@ static async_http_response_t *send_one(async_loop_t *loop, async_http_t *http,
 Test(http, socket_context_survives_reuse_not_close)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     char ok_url[256], drop_url[256]; /* test_httpd_url's buffer is reused */
     snprintf(ok_url, sizeof ok_url, "%s", test_httpd_url(srv, "/ok"));
     snprintf(drop_url, sizeof drop_url, "%s", test_httpd_url(srv, "/drop"));
@@ -596,9 +574,7 @@ Test(http, socket_context_survives_reuse_not_close)
         async_http_response_free(r);
     }
     cr_assert_geq(test_httpd_connections(srv), 10); /* each drop closed one */
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* One pooled easy handle carries every request below in turn, and sets only
@@ -607,9 +583,7 @@ Test(http, socket_context_survives_reuse_not_close)
 Test(http, pooled_handle_forgets_previous_request)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     const char *headers[] = {"X-Test: yes", NULL};
     async_http_request_t post = {.url = test_httpd_url(srv, "/echo"), .headers = headers,
                                  .body = "hello", .body_len = 5};
@@ -657,18 +631,14 @@ Test(http, pooled_handle_forgets_previous_request)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.easy_pooled, 1);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
+    test_http_client_end(loop, http);
 }
 
 Test(http, accept_encoding_option)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.accept_encoding = "gzip", .user_agent = "tester/1"};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t g = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/echo")};
     cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
@@ -681,17 +651,13 @@ Test(http, accept_encoding_option)
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
     json_decref(j);
     async_http_response_free(g.resp);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http, redirect_and_slow_body)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     test_answer_t a = {0}, b = {0};
     async_http_request_t r1 = {.url = test_httpd_url(srv, "/redirect")};
     cr_assert_eq(async_http_send(http, &r1, test_answer_catch, &a), 0);
@@ -705,9 +671,7 @@ Test(http, redirect_and_slow_body)
     cr_assert(b.resp->timings.total >= 0.08);
     async_http_response_free(a.resp);
     async_http_response_free(b.resp);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* A pooled handle does not set the URL again when the next request's is the
@@ -716,8 +680,7 @@ Test(http, redirect_and_slow_body)
  * client, so all run on one handle. */
 Test(http, same_url_again_after_redirect)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     char redirect[128], echo[128];
     snprintf(redirect, sizeof redirect, "%s", test_httpd_url(srv, "/redirect"));
     snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo"));
@@ -740,8 +703,7 @@ Test(http, same_url_again_after_redirect)
     async_http_stats_t st;
     async_http_stats(http, &st);
     cr_assert_eq(st.easy_pooled, 1);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* The one idle handle of a blocking client, between its requests. */
@@ -773,8 +735,7 @@ static void get_echo(async_http_t *http, const char *url, const char *q)
  * one is parsed again.  Each request reaches its own URL. */
 Test(http, a_remembered_url_is_parsed_once_for_its_handle)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     char echo[128], other[128], lng[HTTP_URL_KEEP + 64];
     snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
     snprintf(other, sizeof other, "%s", test_httpd_url(srv, "/echo?q=two"));
@@ -793,8 +754,7 @@ Test(http, a_remembered_url_is_parsed_once_for_its_handle)
     cr_assert_null(idle_handle(http)->uh, "a URL too long to remember goes as a string");
     get_echo(http, echo, "one");
     cr_assert(idle_handle(http)->uh);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* A URL without a scheme is curl's guess (http) on a handle that carried a
@@ -802,24 +762,21 @@ Test(http, a_remembered_url_is_parsed_once_for_its_handle)
  * handle's previous URL as a relative reference. */
 Test(http, a_url_without_a_scheme_after_another_on_one_handle)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     char full[128], bare[128];
     snprintf(full, sizeof full, "%s", test_httpd_url(srv, "/echo?q=one"));
     snprintf(bare, sizeof bare, "%s", test_httpd_url(srv, "/echo?q=two") + strlen("http://"));
     get_echo(http, full, "one");
     get_echo(http, bare, "two");
     get_echo(http, full, "one");
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* A URL curl cannot parse fails its request with curl's own error, and the
  * handle goes on to the next URL. */
 Test(http, a_malformed_url_fails_with_curls_error)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     char echo[128];
     snprintf(echo, sizeof echo, "%s", test_httpd_url(srv, "/echo?q=one"));
     get_echo(http, echo, "one");
@@ -828,8 +785,7 @@ Test(http, a_malformed_url_fails_with_curls_error)
     cr_assert(strstr(r->errmsg, "(curl error 3)"), "%s", r->errmsg);
     async_http_response_free(r);
     get_echo(http, echo, "one");
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* --- await from a task ----------------------------------------------------- */
@@ -864,31 +820,23 @@ static int fetch_json_task(void *arg, void **result)
 Test(http, await_from_task)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     ctx_t c = {.http = http, .url = test_httpd_url(srv, "/json")};
     cr_assert_eq(async_task_spawn(NULL, loop, fetch_json_task, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.rc, 0);
     cr_assert_eq(c.n, 42);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http, fetch_outside_task_on_bound_client)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     async_http_response_t *r = (void *)1;
     cr_assert_eq(async_http_get(&r, http, test_httpd_url(srv, "/ok"), NULL), ASYNC_ENOTASK);
     cr_assert_null(r);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* Many tasks, each making a few requests on one client. */
@@ -915,9 +863,7 @@ Test(http, many_tasks_concurrently)
 {
     enum { N = 100 };
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     static many_t m[N];
     for (int i = 0; i < N; i++) {
         m[i].http = http;
@@ -936,9 +882,7 @@ Test(http, many_tasks_concurrently)
     cr_assert_eq(st.failed, 0);
     cr_assert_eq(st.in_flight, 0);
     cr_assert_gt(st.easy_pooled, 0);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* More requests at once than one curl multi handle takes (the client spreads
@@ -949,9 +893,7 @@ Test(http, burst_over_shards)
 {
     enum { N = 700 };
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     static test_answer_t g[N];
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=200")};
     for (int i = 0; i < N; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
@@ -975,9 +917,7 @@ Test(http, burst_over_shards)
     cr_assert_eq(st.attempts, N);
     cr_assert_eq(st.in_flight, 0);
     cr_assert_eq(st.failed, 0);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* A server that holds every answer until all N requests are in, and then
@@ -1070,17 +1010,12 @@ static int together_hold(void *arg, void **result)
 Test(http, answers_arriving_together_are_driven_at_once)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
 
-    test_answer_t one = {0};
     async_http_request_t req1 = {.url = test_httpd_url(srv, "/ok")};
-    cr_assert_eq(async_http_send(http, &req1, test_answer_catch, &one), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(one.calls, 1);
-    cr_assert_eq(one.resp->error, 0, "%s", one.resp->errmsg);
-    async_http_response_free(one.resp);
+    async_http_response_t *one = send_one(loop, http, &req1);
+    cr_assert_eq(one->error, 0, "%s", one->errmsg);
+    async_http_response_free(one);
     cr_assert_eq(http->multi.n_drive_all, 0, "one ready socket is driven on its own");
 
     static together_srv_t s;
@@ -1116,21 +1051,18 @@ Test(http, answers_arriving_together_are_driven_at_once)
         async_http_response_free(g[i].resp);
     }
     cr_assert_gt(http->multi.n_drive_all, 0, "the answers were driven together");
-    cr_assert_eq(async_http_destroy(http), 0);
+    test_http_client_end(loop, http);
     pthread_join(s.thread, NULL);
     close(s.fd);
     pthread_mutex_destroy(&s.mu);
     pthread_cond_destroy(&s.cv);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0, "leaked %ld allocations", test_alloc_live());
 }
 
 /* --- blocking calls -------------------------------------------------------- */
 
 Test(http, blocking_private_loop)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     cr_assert_not_null(async_http_loop(http));
     for (int i = 0; i < 10; i++) {
         async_http_response_t *r;
@@ -1140,8 +1072,7 @@ Test(http, blocking_private_loop)
     }
     /* Ten requests in a row share one kept-alive connection. */
     cr_assert_eq(test_httpd_connections(srv), 1);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 static void *thread_main(void *arg)
@@ -1176,8 +1107,7 @@ Test(http, blocking_from_threads)
 
 Test(http, blocking_deadline)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=3000")};
     async_http_response_t *r = (void *)1;
     int64_t t0 = async_now();
@@ -1186,14 +1116,12 @@ Test(http, blocking_deadline)
     cr_assert_null(r);
     cr_assert_geq(async_now() - t0, ASYNC_MSEC(95));
     cr_assert_lt(async_now() - t0, ASYNC_SEC(2));
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 Test(http, get_dl_deadline)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_response_t *r = (void *)1;
     int64_t t0 = async_now();
     cr_assert_eq(async_http_get_dl(&r, http, test_httpd_url(srv, "/stall?ms=3000"), NULL,
@@ -1208,16 +1136,14 @@ Test(http, get_dl_deadline)
                  0);
     cr_assert_str_eq(r->body, "ok");
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* A deadline that has passed when the call is made (0 included) is
  * ETIMEDOUT before any request starts; a bad request is still EINVAL. */
 Test(http, passed_deadline_starts_nothing)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_response_t *r = (void *)1;
     cr_assert_eq(async_http_get_dl(&r, http, test_httpd_url(srv, "/ok"), NULL, 0),
                  ASYNC_ETIMEDOUT);
@@ -1230,20 +1156,17 @@ Test(http, passed_deadline_starts_nothing)
     async_http_stats(http, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(st.attempts, 0);
-    cr_assert_eq(async_http_destroy(http), 0);
+    test_http_client_end(NULL, http);
     cr_assert_eq(test_httpd_requests(srv), 0);
-    cr_assert_eq(test_alloc_live(), 0);
 }
 
 /* --- limits ---------------------------------------------------------------- */
 
 Test(http, host_connection_limit)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.max_host_connections = 3};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t g[12] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=30")};
     for (int i = 0; i < 12; i++) cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g[i]), 0);
@@ -1254,19 +1177,15 @@ Test(http, host_connection_limit)
     }
     cr_assert_leq(test_httpd_max_open(srv), 3);
     cr_assert_leq(test_httpd_connections(srv), 3);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http, rate_limit_spacing)
 {
     enum { N = 6 };
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 20}; /* one start every 50 ms */
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t g[N] = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     int64_t t0 = async_now();
@@ -1282,20 +1201,16 @@ Test(http, rate_limit_spacing)
         last = g[i].resp->timings.queued;
         async_http_response_free(g[i].resp);
     }
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* --- freeing with requests in flight --------------------------------------- */
 
 Test(http, free_closes_in_flight)
 {
-    async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
     async_http_opts_t o = {.rate_limit = 1};
-    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_loop_t *loop;
+    async_http_t *http = test_http_client(&loop, &o);
     test_answer_t a = {0}, b = {0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=2000")};
     cr_assert_eq(async_http_send(http, &req, test_answer_catch, &a), 0); /* running */
@@ -1329,17 +1244,13 @@ static void free_in_callback(async_http_response_t *resp, void *arg)
 Test(http, free_inside_callback_is_deadlk)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     freer_t f = {http, 0};
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
     cr_assert_eq(async_http_send(http, &req, free_in_callback, &f), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(f.rc, ASYNC_EDEADLK);
-    cr_assert_eq(async_http_destroy(http), 0);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* A task awaiting a response when another task frees the client resumes
@@ -1375,9 +1286,7 @@ static int free_later_task(void *arg, void **result)
 Test(http, free_wakes_awaiting_task_with_closed)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     closer_t k = {.http = http, .url = test_httpd_url(srv, "/stall?ms=3000"), .rc = 1};
     cr_assert_eq(async_task_spawn(NULL, loop, fetch_until_closed_task, &k, NULL), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, free_later_task, &k, NULL), 0);
@@ -1411,8 +1320,7 @@ static void nested_cb(async_http_response_t *resp, void *arg)
 
 Test(http, blocking_fetch_inside_own_loop_is_deadlk)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     nested_t n = {.http = http, .url = test_httpd_url(srv, "/ok")};
     async_http_request_t req = {.url = n.url};
     cr_assert_eq(async_http_send(http, &req, nested_cb, &n), 0);
@@ -1435,8 +1343,7 @@ Test(http, blocking_fetch_inside_own_loop_is_deadlk)
     cr_assert_eq(n.fetch_rc, ASYNC_EDEADLK);
     cr_assert_null(n.inner);
     cr_assert_eq(n.free_rc, ASYNC_EDEADLK);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* A blocking fetch while another loop runs on this thread would stall it. */
@@ -1453,10 +1360,8 @@ static void other_loop_cb(async_http_response_t *resp, void *arg)
 Test(http, blocking_fetch_under_another_loop_is_wrongloop)
 {
     async_loop_t *loop;
-    async_http_t *bound, *priv;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&bound, loop, NULL), 0);
-    cr_assert_eq(async_http_new(&priv, NULL, NULL), 0);
+    async_http_t *bound = test_http_client(&loop, NULL);
+    async_http_t *priv = test_http_client(NULL, NULL);
     nested_t n = {.http = priv, .url = test_httpd_url(srv, "/ok")};
     async_http_request_t req = {.url = n.url};
     cr_assert_eq(async_http_send(bound, &req, other_loop_cb, &n), 0);
@@ -1468,9 +1373,7 @@ Test(http, blocking_fetch_under_another_loop_is_wrongloop)
     async_http_stats(priv, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(async_http_destroy(priv), 0);
-    cr_assert_eq(async_http_destroy(bound), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, bound);
 }
 
 /* A client bound to a loop is that loop's thread's. */
@@ -1503,9 +1406,7 @@ static void *offthread_main(void *arg)
 Test(http, bound_client_from_another_thread_is_wrongloop)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     offthread_t o = {.http = http, .url = test_httpd_url(srv, "/ok")};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, offthread_main, &o), 0);
@@ -1519,9 +1420,7 @@ Test(http, bound_client_from_another_thread_is_wrongloop)
     async_http_stats(http, &st);
     cr_assert_eq(st.requests, 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 /* --- the curl-on-libev adapter (lib/http/multi.c) on its own --------------- */
@@ -1598,18 +1497,15 @@ static void (*pipe_disposition(void))(int)
 Test(http, first_client_ignores_sigpipe)
 {
     signal(SIGPIPE, SIG_DFL);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     cr_assert_eq(pipe_disposition(), SIG_IGN);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 Test(http, keep_sigpipe_leaves_it_alone)
 {
     signal(SIGPIPE, SIG_DFL);
-    async_http_t *http, *other;
-    cr_assert_eq(async_http_new(&http, NULL, &(async_http_opts_t){.keep_sigpipe = true}), 0);
+    async_http_t *http = test_http_client(NULL, &(async_http_opts_t){.keep_sigpipe = true});
     cr_assert_eq(pipe_disposition(), SIG_DFL);
     /* Requests, plain http, with SIGPIPE fatal. */
     async_http_response_t *r;
@@ -1617,11 +1513,10 @@ Test(http, keep_sigpipe_leaves_it_alone)
     async_http_response_free(r);
     cr_assert_eq(pipe_disposition(), SIG_DFL);
     /* A later client without the flag still ignores it. */
-    cr_assert_eq(async_http_new(&other, NULL, NULL), 0);
+    async_http_t *other = test_http_client(NULL, NULL);
     cr_assert_eq(pipe_disposition(), SIG_IGN);
     cr_assert_eq(async_http_destroy(other), 0);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 static void pipe_handler(int sig) { (void)sig; }
@@ -1629,11 +1524,9 @@ static void pipe_handler(int sig) { (void)sig; }
 Test(http, program_sigpipe_handler_is_kept)
 {
     signal(SIGPIPE, pipe_handler);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     cr_assert_eq(pipe_disposition(), pipe_handler);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(NULL, http);
 }
 
 /* --- versioned option structs ---------------------------------------------- */
@@ -1671,9 +1564,7 @@ Test(http, opts_size)
 Test(http, request_size)
 {
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     async_http_request_t req;
     async_http_request_init(&req);
     cr_assert_eq(req.size, sizeof req);
@@ -1696,7 +1587,7 @@ Test(http, request_size)
     async_http_response_free(b.resp);
     cr_assert_eq(async_http_destroy(http), 0);
     /* The blocking form checks it the same way. */
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    http = test_http_client(NULL, NULL);
     async_http_response_t *r = (void *)1;
     cr_assert_eq(async_http_fetch(&r, http, &req), ASYNC_EINVAL);
     cr_assert_null(r);
@@ -1704,9 +1595,7 @@ Test(http, request_size)
     cr_assert_eq(async_http_fetch(&r, http, &req), 0);
     cr_assert_str_eq(r->body, "ok");
     async_http_response_free(r);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http, bad_arguments)
@@ -1737,9 +1626,7 @@ Test(http, bad_arguments)
     cr_assert_eq(g.calls, 0, "a call that fails never runs its callback");
     json_t *j;
     cr_assert_eq(async_http_response_json(&j, NULL), ASYNC_EINVAL);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
 
 Test(http, out_of_memory_fails_cleanly)
@@ -1811,8 +1698,7 @@ Test(http, out_of_memory_during_transfer)
  * the response's error, its message in msg. */
 static int get_ok_now(char *msg, size_t len)
 {
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
+    async_http_t *http = test_http_client(NULL, NULL);
     async_http_request_t req = {.url = test_httpd_url(srv, "/ok"), .max_retries = -1};
     async_http_response_t *r;
     int rc = async_http_fetch(&r, http, &req);
@@ -1853,9 +1739,7 @@ Test(http, steady_plain_load_runs_in_small_shards_and_reuses_their_connections)
      * curl); a second wave of 64 finds each shard's idle connections. */
     enum { N = PLAIN_SHARDS * PLAIN_SHARD_CAP };
     async_loop_t *loop;
-    async_http_t *http;
-    cr_assert_eq(async_loop_new(&loop), 0);
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *http = test_http_client(&loop, NULL);
     static test_answer_t g[N];
     async_http_request_t req = {.url = test_httpd_url(srv, "/stall?ms=100")};
     for (int wave = 0; wave < 2; wave++) {
@@ -1872,7 +1756,5 @@ Test(http, steady_plain_load_runs_in_small_shards_and_reuses_their_connections)
         }
     }
     cr_assert_eq(test_httpd_connections(srv), N, "the second wave reused the first's connections");
-    async_http_destroy(http);
-    async_loop_destroy(loop);
-    cr_assert_eq(test_alloc_live(), 0);
+    test_http_client_end(loop, http);
 }
