@@ -25,6 +25,7 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/gate.h"
 #include "support/jitter.h"
 #include "support/pool.h"
 #include "support/teardown.h"
@@ -42,38 +43,6 @@ enum { ROUNDS = 3000 };
 #else
 enum { ROUNDS = 20000 };
 #endif
-
-/* A gate: the job holds its worker until the gate opens. */
-typedef struct {
-    atomic_int open, started;
-} gate_t;
-
-static int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out, (void)out_size;
-    gate_t *g = ctx;
-    atomic_store(&g->started, 1);
-    while (!atomic_load(&g->open)) usleep(100);
-    return 0;
-}
-
-static async_future_t *block_worker(async_executor_t *ex, gate_t *g)
-{
-    atomic_store(&g->open, 0);
-    atomic_store(&g->started, 0);
-    async_job_t j = {.fn = hold, .ctx = g};
-    async_future_t *f;
-    cr_assert_eq(async_executor_submit(&f, ex, &j), 0);
-    while (!atomic_load(&g->started)) usleep(100);
-    return f;
-}
-
-static void open_gate(gate_t *g, async_future_t *f)
-{
-    atomic_store(&g->open, 1);
-    cr_assert_eq(async_future_wait(f), 0);
-    async_future_unref(f);
-}
 
 /* --- what one job leaves for the next ------------------------------------ */
 

@@ -27,6 +27,7 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include "support/alloc.h"
+#include "support/gate.h"
 #include "support/jitter.h"
 #include "support/pool.h"
 #include "support/teardown.h"
@@ -61,41 +62,6 @@ static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-/* A gate: the job holds its worker until the gate opens; `started` says it
- * has been taken. */
-typedef struct {
-    atomic_int open, started;
-} gate_t;
-
-static int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out, (void)out_size;
-    gate_t *g = ctx;
-    atomic_store(&g->started, 1);
-    while (!atomic_load(&g->open)) usleep(200);
-    return 0;
-}
-
-/* Holds ex's only worker until open_gate: the jobs submitted meanwhile stay
- * queued. */
-static async_future_t *block_worker(async_executor_t *ex, gate_t *g)
-{
-    atomic_store(&g->open, 0);
-    atomic_store(&g->started, 0);
-    async_job_t j = {.fn = hold, .ctx = g};
-    async_future_t *f;
-    cr_assert_eq(async_executor_submit(&f, ex, &j), 0);
-    while (!atomic_load(&g->started)) usleep(100);
-    return f;
-}
-
-static void open_gate(gate_t *g, async_future_t *f)
-{
-    atomic_store(&g->open, 1);
-    cr_assert_eq(async_future_wait(f), 0);
-    async_future_unref(f);
 }
 
 static int nothing(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)

@@ -1,0 +1,45 @@
+/* A gate for executor tests: a job (hold) that keeps its worker until the
+ * gate opens, so that the jobs submitted meanwhile stay queued behind it. */
+#ifndef TEST_SUPPORT_GATE_H
+#define TEST_SUPPORT_GATE_H
+#include <stdatomic.h>
+#include <unistd.h>
+#include <async/executor.h>
+#include <async/future.h>
+#include <criterion/criterion.h>
+
+/* `started` says the hold job has been taken. */
+typedef struct {
+    atomic_int open, started;
+} gate_t;
+
+static inline int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    gate_t *g = ctx;
+    atomic_store(&g->started, 1);
+    while (!atomic_load(&g->open)) usleep(100);
+    return 0;
+}
+
+/* Holds one of ex's workers (its only one, for a pool of one) until
+ * open_gate; returns the hold job's future once the job runs. */
+static inline async_future_t *block_worker(async_executor_t *ex, gate_t *g)
+{
+    atomic_store(&g->open, 0);
+    atomic_store(&g->started, 0);
+    async_job_t j = {.fn = hold, .ctx = g};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(&f, ex, &j), 0);
+    while (!atomic_load(&g->started)) usleep(100);
+    return f;
+}
+
+/* Opens the gate, waits for the hold job and lets go of its future. */
+static inline void open_gate(gate_t *g, async_future_t *f)
+{
+    atomic_store(&g->open, 1);
+    cr_assert_eq(async_future_wait(f), 0);
+    async_future_unref(f);
+}
+#endif
