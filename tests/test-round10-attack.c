@@ -144,28 +144,6 @@ Test(round10_attack, a_truncated_job_is_refused_before_its_missing_fields_are_re
 
 /* --- jobs that must not take the straight path ------------------------------ */
 
-static atomic_int order_next;
-
-static int record_order(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)ctx;
-    int at = atomic_fetch_add(&order_next, 1);
-    if (out_size >= sizeof at) memcpy(out, &at, sizeof at);
-    return 0;
-}
-
-static int order_of(async_future_t *f)
-{
-    cr_assert_eq(async_future_wait(f), 0);
-    const void *d;
-    size_t n;
-    cr_assert_eq(async_future_result(f, &d, &n), 0);
-    cr_assert_eq(n, sizeof(int));
-    int at;
-    memcpy(&at, d, sizeof at);
-    return at;
-}
-
 /* Small jobs queued behind a held worker: a priority-7 one submitted last
  * runs first, a priority -3 one last.  Catches a straight path that takes a
  * job with a priority (it writes priority 0 and never counts prio_jobs: the

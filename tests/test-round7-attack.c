@@ -561,6 +561,16 @@ Test(round7_attack, address_space_exhaustion_fails_cleanly_and_recovers, .timeou
 #define T_KILLS 100u
 #define T_CHILD_NS ASYNC_SEC(40)
 
+/* Whether a storm that began at start with kills so far goes on: at least
+ * T_STORM_NS and until more than T_KILLS kills.  A slow machine (a
+ * sanitizer, a loaded CI) spawns slower, so it storms longer, up to
+ * T_STORM_MAX_NS, rather than kill less. */
+static bool storming(int64_t start, unsigned kills)
+{
+    int64_t now = async_now();
+    return now < start + T_STORM_NS || (kills <= T_KILLS && now < start + T_STORM_MAX_NS);
+}
+
 typedef struct tstorm {
     async_ipc_queue_t *q;
     unsigned char *seen;
@@ -643,11 +653,8 @@ Test(round7_attack, kill_storm_of_producers_and_consumers_waiting_in_tasks, .tim
         m[i] = spawn(i < T_PROD ? task_producer : task_consumer, &s);
     }
     unsigned killed[2] = {0, 0};
-    /* At least T_STORM_NS and more than T_KILLS kills: a slow machine (a
-     * sanitizer, a loaded CI) spawns slower, so it storms longer, up to
-     * T_STORM_MAX_NS, rather than kill less. */
-    int64_t start = async_now(), end = start + T_STORM_NS, cap = start + T_STORM_MAX_NS;
-    while (async_now() < end || (killed[0] + killed[1] <= T_KILLS && async_now() < cap)) {
+    int64_t start = async_now();
+    while (storming(start, killed[0] + killed[1])) {
         usleep(1000 + (unsigned)rand_r(&seed) % 3000);
         unsigned i = (unsigned)rand_r(&seed) % (T_PROD + T_CONS);
         bool producer = i < T_PROD;
@@ -769,9 +776,8 @@ Test(round7_attack, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
     for (unsigned i = 0; i <= C_WAITERS; i++)
         m[i] = spawn(i == C_WAITERS ? storm_signaller : storm_waiter, &c);
     unsigned kills = 0;
-    /* As the task storm: at least T_STORM_NS and more than T_KILLS kills. */
-    int64_t start = async_now(), end = start + T_STORM_NS, cap = start + T_STORM_MAX_NS;
-    while (async_now() < end || (kills <= T_KILLS && async_now() < cap)) {
+    int64_t start = async_now();
+    while (storming(start, kills)) {
         usleep(1000 + (unsigned)rand_r(&seed) % 3000);
         unsigned i = (unsigned)rand_r(&seed) % (C_WAITERS + 1);
         cr_assert(async_process_is_alive(m[i]), "a storm process ended by itself");
