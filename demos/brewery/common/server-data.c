@@ -10,6 +10,7 @@
 #include "builtin-states.h"
 
 #include <csv.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -113,9 +114,9 @@ static void brewery_clear(bsrv_brewery_t *b)
 
 /* Appends a brewery whose fields `f` are moved into the dataset (and cleared
  * in the caller's array) whether or not the call succeeds. */
-static bool add_row(bsrv_dataset_t *ds, char *f[BSRV_NFIELDS])
+static bool add_row(bsrv_dataset_t *ds, char *f[BSRV_NFIELDS], size_t line)
 {
-    bsrv_brewery_t b = { .state = -1, .type = -1 };
+    bsrv_brewery_t b = { .state = -1, .type = -1, .line = line };
     memcpy(b.f, f, sizeof b.f);
     memset(f, 0, sizeof b.f);
     if (ds->n == ds->cap) {
@@ -182,13 +183,21 @@ static bool intern(bsrv_dataset_t *ds, int field, char ***out, size_t *nout, siz
     return ok;
 }
 
-/* Sorts by id, rejects duplicate ids and interns states and types. */
-static int finish(bsrv_dataset_t *ds, char *err, size_t errlen)
+/* Sorts by id, rejects duplicate ids and interns states and types.  `path`
+ * is the CSV's (NULL for the built-in data), for the duplicate's message. */
+static int finish(bsrv_dataset_t *ds, const char *path, char *err, size_t errlen)
 {
     qsort(ds->rows, ds->n, sizeof *ds->rows, cmp_id);
     for (size_t i = 1; i < ds->n; i++)
         if (strcmp(ds->rows[i - 1].f[BSRV_ID], ds->rows[i].f[BSRV_ID]) == 0) {
-            fail(err, errlen, "duplicate brewery id %s", ds->rows[i].f[BSRV_ID]);
+            /* qsort is not stable: name the earlier line first whichever
+             * of the two rows it left in front. */
+            size_t a = ds->rows[i - 1].line, b = ds->rows[i].line;
+            if (path)
+                fail(err, errlen, "%s: line %zu: duplicate brewery id %s (also on line %zu)", path,
+                     a > b ? a : b, ds->rows[i].f[BSRV_ID], a > b ? b : a);
+            else
+                fail(err, errlen, "duplicate brewery id %s", ds->rows[i].f[BSRV_ID]);
             return -1;
         }
     if (!intern(ds, BSRV_STATE, &ds->states, &ds->nstates, offsetof(bsrv_brewery_t, state)) ||
@@ -226,6 +235,14 @@ static void on_field(void *s, size_t len, void *data)
     if (L->nfields == 0)
         L->row_line = L->line;
     int col = L->nfields++;
+    /* strndup would cut the field at a NUL byte and serve the rest of the
+     * row as if the text ended there ("a\0evil" was served as "a"). */
+    if (len && memchr(s, '\0', len)) {
+        fail(L->err, L->errlen, "%s: line %zu, column %d: a NUL byte in the field", L->path,
+             L->line, col + 1);
+        L->failed = true;
+        return;
+    }
     if (!L->header_done) {
         if (col >= MAX_COLUMNS) {
             fail(L->err, L->errlen, "%s: line %zu: more than %d columns in the header",
@@ -242,6 +259,14 @@ static void on_field(void *s, size_t len, void *data)
         for (int f = 0; f < BSRV_NFIELDS; f++)
             if (strlen(bsrv_field_names[f]) == len && memcmp(bsrv_field_names[f], s, len) == 0)
                 L->colmap[col] = f;
+        /* Two columns of one name: each row's later value silently won. */
+        for (int c = 0; L->colmap[col] >= 0 && c < col; c++)
+            if (L->colmap[c] == L->colmap[col]) {
+                fail(L->err, L->errlen, "%s: line %zu: column \"%s\" is named twice (columns %d and %d)",
+                     L->path, L->line, bsrv_field_names[L->colmap[col]], c + 1, col + 1);
+                L->failed = true;
+                return;
+            }
         L->ncols = col + 1;
         return;
     }
@@ -287,7 +312,7 @@ static void on_row(int c, void *data)
     } else if (!L->cur[BSRV_ID]) {
         fail(L->err, L->errlen, "%s: line %zu: empty id", L->path, L->row_line);
         L->failed = true;
-    } else if (!add_row(L->ds, L->cur)) {
+    } else if (!add_row(L->ds, L->cur, L->row_line)) {
         fail(L->err, L->errlen, "%s: line %zu: invalid UTF-8 or out of memory", L->path, L->row_line);
         L->failed = true;
     }
@@ -324,8 +349,12 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
             L.failed = true;
         }
     }
+    /* getline's errno, taken before anything else can change it: fopen
+     * opens a directory for reading and getline then fails with EISDIR,
+     * which used to read as a bare "read error". */
+    int read_errno = errno;
     if (!L.failed && ferror(fp)) {
-        fail(err, errlen, "%s: read error", path);
+        fail(err, errlen, "%s: read error: %s", path, strerror(read_errno));
         L.failed = true;
     }
     if (!L.failed && csv_fini(&p, on_field, on_row, &L) != 0 && !L.failed) {
@@ -337,7 +366,7 @@ int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_
         L.failed = true;
     }
     if (!L.failed)
-        rc = finish(ds, err, errlen);
+        rc = finish(ds, path, err, errlen);
     for (int i = 0; i < BSRV_NFIELDS; i++)
         free(L.cur[i]);
     csv_free(&p);
@@ -400,14 +429,14 @@ int bsrv_dataset_builtin(bsrv_dataset_t *ds, char *err, size_t errlen)
                 for (int i = 0; i < BSRV_NFIELDS; i++)
                     free(f[i]);
             }
-            if (!ok || !add_row(ds, f)) {
+            if (!ok || !add_row(ds, f, 0)) {
                 fail(err, errlen, "out of memory");
                 bsrv_dataset_free(ds);
                 return -1;
             }
         }
     }
-    if (finish(ds, err, errlen) != 0) {
+    if (finish(ds, NULL, err, errlen) != 0) {
         bsrv_dataset_free(ds);
         return -1;
     }

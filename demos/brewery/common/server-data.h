@@ -26,6 +26,7 @@ typedef struct bsrv_brewery {
     bool has_coord;         /* both columns are numbers within range */
     char *json;             /* the brewery as a compact JSON object */
     size_t json_len;
+    size_t line;            /* the CSV line its row starts on; 0 for built-in rows */
 } bsrv_brewery_t;
 
 typedef struct bsrv_dataset {
@@ -40,10 +41,12 @@ typedef struct bsrv_dataset {
 
 /* Loads the CSV at `path` into `ds` (zeroed by the call).  The header row
  * names the columns (any order; id, name and state_province are required,
- * other unknown columns are ignored).  A row with a different number of
- * fields than the header, a duplicate id, a malformed quote or an I/O error
- * fails the load with -1 and a message naming the file and line in
- * err[errlen]; `ds` is then empty.  Returns 0 on success. */
+ * other unknown columns are ignored; a known column named twice is an error).
+ * A row with a different number of fields than the header, a duplicate id
+ * (the message names both lines), a NUL byte in a field, a malformed quote or
+ * an I/O error (a directory: "Is a directory") fails the load with -1 and a
+ * message naming the file and line in err[errlen]; `ds` is then empty.
+ * Returns 0 on success. */
 int bsrv_dataset_load_csv(bsrv_dataset_t *ds, const char *path, char *err, size_t errlen);
 
 /* Fills `ds` with breweries synthesised from builtin-states.c: one per
