@@ -11,7 +11,11 @@
  * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
  * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
  * with exit status 2 before any request, as is a --json FILE that cannot
- * be written there and an empty --mode.  State names and messages that are
+ * be written there (an empty name included), an empty --mode, a state named
+ * twice in --states, a --base-url that is not http:// or https:// (its
+ * trailing slashes are dropped); --latency or --server-data with
+ * --base-url (they set the local server, which then does not run) is
+ * ignored with a warning.  State names and messages that are
  * not UTF-8 are written to the JSON with U+FFFD for each bad byte.
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <async.h>
@@ -193,7 +198,10 @@ static int json_check(const char *path)
 {
     struct stat st;
     const char *why = NULL;
-    if (stat(path, &st) == 0) {
+    /* stat("") fails with ENOENT and "." is writable, so an empty name
+     * passed, and the run ended in "cannot write : No such file". */
+    if (!*path) why = "the file name is empty";
+    else if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) why = "it is a directory";
         else if (access(path, W_OK) != 0) why = strerror(errno);
     } else if (errno != ENOENT) {
@@ -298,6 +306,36 @@ static int parse_states(char *arg, cli_t *o)
             return 2;
         }
     }
+    /* A state named twice (new_york,New_York) was counted twice under one
+     * key of "counts", with its requests doubled in "requests". */
+    for (size_t i = 0; i < o->n; i++)
+        for (size_t j = 0; j < i; j++) {
+            int a = client_state_index(o->states[i]), b = client_state_index(o->states[j]);
+            if (a >= 0 ? a == b : strcmp(o->states[i], o->states[j]) == 0) {
+                fprintf(stderr, "brewery: --states names '%s' twice ('%s' and '%s')\n",
+                        a >= 0 ? client_all_states[a] : o->states[i], o->states[j], o->states[i]);
+                return 2;
+            }
+        }
+    return 0;
+}
+
+/* --base-url: http:// or https:// (curl would try ftp:// and fail every
+ * state), without trailing slashes (".../v1/" made ".../v1//breweries", a
+ * 404 on every page).  Trims base_buf in place. */
+static int check_base(char *base)
+{
+    if (strncasecmp(base, "http://", 7) != 0 && strncasecmp(base, "https://", 8) != 0) {
+        fprintf(stderr, "brewery: --base-url '%s' is not an http:// or https:// URL\n", base);
+        return 2;
+    }
+    const char *host = base + (base[4] == ':' ? 7 : 8);
+    if (!*host || *host == '/') {
+        fprintf(stderr, "brewery: --base-url '%s' names no host\n", base);
+        return 2;
+    }
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/') base[--n] = '\0';
     return 0;
 }
 
@@ -329,7 +367,10 @@ static int parse_args(int argc, char **argv, cli_t *o)
         switch (c) {
         case O_MODE: mode_arg = optarg; break;
         case O_STATES: states_arg = optarg; break;
-        case O_BASE: o->base = optarg; break;
+        case O_BASE:
+            if (check_base(optarg)) return 2;
+            o->base = optarg;
+            break;
         case O_JSON: o->json_path = optarg; break;
         case O_LATENCY:
             if (parse_long("latency", optarg, BREWERY_MAX_LATENCY_MS, &num)) return 2;
@@ -356,6 +397,12 @@ static int parse_args(int argc, char **argv, cli_t *o)
         return 2;
     }
     if (parse_modes(mode_arg, o->want) || parse_states(states_arg, o)) return 2;
+    /* They set the local server, which --base-url replaces: say so rather
+     * than drop them without a word (the run goes on). */
+    if (o->base && o->latency)
+        fprintf(stderr, "brewery: --latency is ignored with --base-url (it sets the local server)\n");
+    if (o->base && o->data)
+        fprintf(stderr, "brewery: --server-data is ignored with --base-url (it sets the local server)\n");
     return -1;
 }
 

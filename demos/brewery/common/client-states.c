@@ -14,7 +14,9 @@ const char *const client_all_states[CLIENT_NALL_STATES] = {
     "rhode_island", "south_carolina", "south_dakota", "tennessee", "texas", "utah", "vermont",
     "virginia", "washington", "west_virginia", "wisconsin", "wyoming"};
 
-bool client_known_state(const char *name)
+bool client_known_state(const char *name) { return client_state_index(name) >= 0; }
+
+int client_state_index(const char *name)
 {
     for (size_t i = 0; i < CLIENT_NALL_STATES; i++) {
         const char *a = client_all_states[i], *b = name;
@@ -23,7 +25,7 @@ bool client_known_state(const char *name)
             if (c == ' ' || c == '-') c = '_';
             if (c != *a) break;
         }
-        if (!*a && !*b) return true;
+        if (!*a && !*b) return (int)i;
     }
-    return false;
+    return -1;
 }

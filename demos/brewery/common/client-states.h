@@ -18,4 +18,7 @@ extern const char *const client_all_states[CLIENT_NALL_STATES];
  * ' ' or '-' for '_' (as the API reads it).  Any thread may call it. */
 bool client_known_state(const char *name);
 
+/* name's index in client_all_states under the same comparison, or -1. */
+int client_state_index(const char *name);
+
 #endif
