@@ -195,6 +195,7 @@ int main(int argc, char **argv)
     if (!all && !w) bad("no workload \"%s\"", name);
     if ((lab_opt.input || lab_opt.output) && (all || !w->data))
         bad("--input and --output go with howmany, common or normalize");
+    if (lab_opt.input && !*lab_opt.input) bad("--input: the file name is empty");
     if (lab_opt.plot_dir && !all && !w->plot) bad("--plot goes with chunks, workers or all (\"%s\" draws no chart)", name);
     /* Every file the run will write, before it starts. */
     const char *soln = all && !lab_opt.soln ? "soln.json" : lab_opt.soln, *why;
@@ -202,6 +203,10 @@ int main(int argc, char **argv)
     const char *report = soln ? lab_report_path(soln, buf, sizeof buf) : NULL;
     if (soln && (why = lab_unwritable(soln))) bad("--soln %s: cannot write there: %s", soln, why);
     if (report && (why = lab_unwritable(report))) bad("--report %s: cannot write there: %s", report, why);
+    /* The report was written over soln.json, which was lost, with exit 0. */
+    if (soln && report && lab_same_file(soln, report))
+        bad("--soln %s and the report %s are one file (the report would replace the answers): give "
+            "--report another name", soln, report);
     if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
         bad("--output %s: cannot write there: %s", lab_opt.output, why);
     setvbuf(stdout, NULL, _IOLBF, 0);

@@ -51,10 +51,13 @@ uint64_t lab_rand(uint64_t *state);
 uint64_t lab_fnv(const void *data, size_t len, uint64_t h); /* FNV-1a, h = 0 to start */
 size_t lab_scaled(size_t n, size_t min);                    /* n * scale, at least min */
 void lab_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-/* Why a file cannot be written at path (it is a directory, its folder is
+/* Why a file cannot be written at path (an empty name, a directory, its folder is
  * missing or not writable), or NULL if it can: checked before a run so that
  * minutes of work do not end in "cannot write". */
 const char *lab_unwritable(const char *path);
+/* Whether paths a and b name one file (the same inode if both exist, else
+ * the same name in the same resolved folder). */
+bool lab_same_file(const char *a, const char *b);
 
 typedef struct lab_result {
     double secs[LAB_NMODES];

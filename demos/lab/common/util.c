@@ -2,6 +2,7 @@
  * generator of the data that have no notebook counterpart (factors), a hash
  * for comparing results across modes, and scaling. */
 #include <stdarg.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -70,6 +71,9 @@ size_t lab_scaled(size_t n, size_t min)
 const char *lab_unwritable(const char *path)
 {
     struct stat st;
+    /* stat("") fails with ENOENT and "." is writable, so an empty name
+     * passed and the run ended in "lab: : cannot write". */
+    if (!*path) return "the file name is empty";
     if (stat(path, &st) == 0) {
         if (S_ISDIR(st.st_mode)) return "it is a directory";
         return access(path, W_OK) == 0 ? NULL : strerror(errno);
@@ -82,4 +86,25 @@ const char *lab_unwritable(const char *path)
     if (stat(dir, &st) != 0) return strerror(errno);
     if (!S_ISDIR(st.st_mode)) return strerror(ENOTDIR);
     return access(dir, W_OK | X_OK) == 0 ? NULL : strerror(errno);
+}
+
+/* path with its folder resolved (symbolic links, "..", "."), into buf; the
+ * folder must exist (lab_unwritable has said so). */
+static const char *resolved(const char *path, char *buf, size_t cap)
+{
+    char dir[4096], real[PATH_MAX];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (!realpath(dir, real)) return path;
+    snprintf(buf, cap, "%s/%s", real, base);
+    return buf;
+}
+
+bool lab_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char ba[PATH_MAX + 256], bb[PATH_MAX + 256];
+    return strcmp(resolved(a, ba, sizeof ba), resolved(b, bb, sizeof bb)) == 0;
 }
