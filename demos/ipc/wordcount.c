@@ -14,10 +14,14 @@
  *                   shared dictionary once per distinct word.
  * Words are inserted into the shared table without a lock (a slot is claimed
  * with a compare-and-swap), so only the counts race.  A default text is
- * generated; --input FILE counts a user's file instead.
+ * generated; --input FILE counts a user's file instead: a regular file is
+ * mapped, a FIFO, device or /proc file is read to its end (up to 1 GiB), and
+ * a directory or a file that cannot be opened ends the run with
+ * "wordcount: FILE: reason" and exit status 1.
  *
  *   wordcount [--input FILE] [--words N] [--workers W] */
 #include <ctype.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -312,6 +316,61 @@ static char *generate(size_t n, size_t *len)
     return text;
 }
 
+/* The largest input read as a stream (a pipe, /proc, a device), so that
+ * --input /dev/zero ends with a message instead of filling memory. */
+#define MAX_STREAM ((size_t)1 << 30)
+
+/* --input: a regular file is mapped; anything stat cannot size (a FIFO,
+ * /dev/stdin, /proc/cpuinfo, whose st_size is 0) is read to its end, which
+ * once counted 0 words of it.  The text lands in j->text (and *owned when it
+ * was read).  Returns NULL, or why the file cannot be counted. */
+static const char *read_input(const char *path, job_t *j, char **owned)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0) return strerror(errno);
+    if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+        /* mmap of a directory said "No such device". */
+        int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+        close(fd);
+        return strerror(e);
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+        j->len = (size_t)st.st_size;
+        j->text = mmap(NULL, j->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        int e = errno;
+        close(fd);
+        return j->text == MAP_FAILED ? strerror(e) : NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    const char *why = buf ? NULL : strerror(ENOMEM);
+    for (ssize_t k; !why;) {
+        if (n == cap) {
+            char *nb = cap < MAX_STREAM ? realloc(buf, cap * 2) : NULL;
+            if (!nb) {
+                why = cap < MAX_STREAM ? strerror(ENOMEM) : "more than 1 GiB (the most read from a stream)";
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        k = read(fd, buf + n, cap - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) why = strerror(errno);
+        else if (k == 0) break;
+        else n += (size_t)k;
+    }
+    close(fd);
+    if (why) {
+        free(buf);
+        return why;
+    }
+    j->text = *owned = buf;
+    j->len = n;
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *input = NULL;
@@ -335,17 +394,9 @@ int main(int argc, char **argv)
     job_t j = {0};
     char *owned = NULL;
     if (input) {
-        int fd = open(input, O_RDONLY);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0) {
-            perror(input);
-            return 1;
-        }
-        j.len = (size_t)st.st_size;
-        j.text = j.len ? mmap(NULL, j.len, PROT_READ, MAP_PRIVATE, fd, 0) : "";
-        close(fd);
-        if (j.text == MAP_FAILED) {
-            perror(input);
+        const char *why = read_input(input, &j, &owned);
+        if (why) {
+            fprintf(stderr, "wordcount: %s: %s\n", *input ? input : "(empty file name)", why);
             return 1;
         }
     } else {
@@ -408,7 +459,7 @@ int main(int argc, char **argv)
         if (got == words && !wrong) printf(" (exact)");
         else printf(" (LOST %ld updates, %ld words miscounted)", words - got, wrong);
         if (modes[m].mode == NO_LOCK && secs < unlocked) unlocked = secs;
-        if (modes[m].mode == LOCK_EACH)
+        if (modes[m].mode == LOCK_EACH && words > 0)
             printf(", the lock adds %+.0f ns per word (vs the fastest no-lock run)", (secs - unlocked) * 1e9 / (double)words);
         printf("\n");
         if (modes[m].mode != NO_LOCK && (got != words || wrong)) rc = 1;
