@@ -1,0 +1,378 @@
+/* Round 12's review of the demos as a hostile user runs them: each test
+ * failed before its fix.
+ *   brewery-server --data: a NUL byte in a field (the field was served cut
+ *     at it), a column named twice (the later value won without a word), a
+ *     duplicate id (the message named no file and no line), a directory (a
+ *     bare "read error");
+ *   brewery: an empty --json name (the whole run, then "cannot write : ..."
+ *     and exit 1), a state named twice (counted twice under one key), a
+ *     --base-url that is not http(s) (every state failed) or ends in '/'
+ *     (".../v1//breweries": every state failed);
+ *   lab: an empty --soln, --report, --output or --input name (the workload
+ *     ran, then "lab: : cannot write" and exit 1); --soln and the report as
+ *     one file (the report replaced the answers, exit 0);
+ *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
+ *     a directory ("No such device"), an empty file ("+inf ns per word"). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <async.h>
+
+#include "support/brewery.h"
+
+#define LAB ASYNC_OUT_DIR "/demos/lab/lab"
+#define WORDCOUNT ASYNC_OUT_DIR "/demos/ipc/wordcount"
+
+TestSuite(round12_demos, .init = srv_suite_init, .fini = cli_server_stop, .timeout = 60);
+
+/* Runs argv (NULL-terminated) to its end, 40 s at most, stdout and stderr
+ * captured into *r (clear it). */
+static void run(const char *const *argv, async_command_result_t *r)
+{
+    async_command_t cmd = {argv, NULL};
+    int rc = async_process_run_commands_dl(&cmd, 1, 1, r, async_deadline_after(ASYNC_SEC(40)));
+    cr_assert(rc == 0 || rc == ASYNC_ECHILD, "%s: %s", argv[0], async_strerror(rc));
+    cr_assert_eq(r->error, 0, "%s did not run to its end: %s", argv[0], async_strerror(r->error));
+}
+
+/* A temporary file holding len bytes of text; its path in path[64]. */
+static void temp_file(char path[64], const char *text, size_t len)
+{
+    snprintf(path, 64, "/tmp/test-round12-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, text, len), (ssize_t)len);
+    close(fd);
+}
+
+/* brewery-server --data on len bytes of CSV: it must refuse to start with
+ * exit 1 and print each of the NULL-terminated `want` strings on stderr. */
+static void server_refuses(const char *text, size_t len, const char *const *want)
+{
+    char path[64];
+    temp_file(path, text, len);
+    const char *argv[] = {SERVER, "--port", "0", "--quiet", "--latency", "0", "--data", path, NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    unlink(path);
+    cr_expect_eq(r.exit_code, 1, "exit %d, stderr: %s", r.exit_code, r.err);
+    cr_expect_eq(r.out_len, 0, "it started listening: %s", r.out);
+    cr_expect(strstr(r.err, path) != NULL, "names the file: %s", r.err);
+    for (int i = 0; want[i]; i++) cr_expect(strstr(r.err, want[i]), "no \"%s\" in: %s", want[i], r.err);
+    async_command_result_clear(&r);
+}
+
+Test(round12_demos, server_csv_nul_byte_is_an_error)
+{
+    static const char text[] = "id,name,state_province\n"
+                               "b1,Good,Ohio\n"
+                               "b2,Cut\0here,Ohio\n";
+    server_refuses(text, sizeof text - 1,
+                   (const char *const[]){"line 3, column 2", "NUL byte", NULL});
+}
+
+Test(round12_demos, server_csv_column_named_twice_is_an_error)
+{
+    static const char text[] = "id,name,state_province,name\n"
+                               "b1,First,Ohio,Second\n";
+    server_refuses(text, sizeof text - 1,
+                   (const char *const[]){"line 1", "\"name\" is named twice", "columns 2 and 4", NULL});
+}
+
+Test(round12_demos, server_csv_duplicate_id_names_both_lines)
+{
+    /* The duplicate's rows are 2 and 4; qsort may put either in front. */
+    static const char text[] = "id,name,state_province\n"
+                               "zz,One,Ohio\n"
+                               "aa,Two,Ohio\n"
+                               "zz,Three,Ohio\n";
+    server_refuses(text, sizeof text - 1,
+                   (const char *const[]){"line 4: duplicate brewery id zz", "also on line 2", NULL});
+}
+
+Test(round12_demos, server_data_directory_says_so)
+{
+    const char *argv[] = {SERVER, "--port", "0", "--quiet", "--data", "/tmp", NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    cr_expect_eq(r.exit_code, 1, "exit %d", r.exit_code);
+    cr_expect(strstr(r.err, "/tmp: read error: Is a directory"), "%s", r.err);
+    async_command_result_clear(&r);
+}
+
+/* The client's refusals come before any request: a fake API counts them. */
+static void client_refuses(const char *const *args, const char *want)
+{
+    cli_fake_t f = {.mode = FAKE_BODY, .body = "[]"};
+    cli_fake_start(&f);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%u/v1", f.port);
+    const char *argv[24];
+    int n = 0;
+    for (int i = 0; args[i]; i++) argv[n++] = args[i];
+    bool has_base = false;
+    for (int i = 0; i < n; i++) has_base |= strcmp(argv[i], "--base-url") == 0;
+    if (!has_base) argv[n++] = "--base-url", argv[n++] = base;
+    argv[n] = NULL;
+    char err[2048];
+    int status = cli_demo_argv(argv, err, sizeof err);
+    cli_fake_stop(&f);
+    cr_expect_eq(status, 2, "%s: exit %d, stderr: %s", want, status, err);
+    cr_expect(strstr(err, want), "no \"%s\" in: %s", want, err);
+    cr_expect_eq(f.requests, 0, "%s: %ld requests before the refusal", want, f.requests);
+}
+
+Test(round12_demos, client_empty_json_name_is_refused_first)
+{
+    client_refuses((const char *const[]){"--mode", "serial", "--states", "ohio", "--json", "", NULL},
+                   "--json : cannot write there: the file name is empty");
+}
+
+Test(round12_demos, client_state_named_twice_is_refused)
+{
+    client_refuses((const char *const[]){"--mode", "serial", "--states", "new_york,ohio,New-York",
+                                         "--json", "/dev/null", NULL},
+                   "--states names 'new_york' twice ('new_york' and 'New-York')");
+    client_refuses((const char *const[]){"--mode", "serial", "--states", "atlantis,atlantis",
+                                         "--json", "/dev/null", NULL},
+                   "--states names 'atlantis' twice");
+}
+
+Test(round12_demos, client_base_url_must_be_http)
+{
+    client_refuses((const char *const[]){"--mode", "serial", "--states", "ohio", "--json", "/dev/null",
+                                         "--base-url", "ftp://127.0.0.1/v1", NULL},
+                   "--base-url 'ftp://127.0.0.1/v1' is not an http:// or https:// URL");
+    client_refuses((const char *const[]){"--mode", "serial", "--states", "ohio", "--json", "/dev/null",
+                                         "--base-url", "http:///v1", NULL},
+                   "--base-url 'http:///v1' names no host");
+}
+
+/* ".../v1/" counts what ".../v1" counts (the API's path has no empty
+ * segment: brewery-server answers 404 to /v1//breweries, as a router does). */
+Test(round12_demos, client_base_url_trailing_slash_is_dropped)
+{
+    cli_server_start((const char *const[]){"--latency", "0", NULL});
+    json_t *plain = NULL, *slash = NULL;
+    cr_assert_eq(cli_demo_on_server("--mode serial,async --states ohio,maryland", &plain), 0);
+    char args[256];
+    snprintf(args, sizeof args, "--mode serial,async --states ohio,maryland --base-url http://127.0.0.1:%u/v1//",
+             cli_server.port);
+    cr_assert_eq(cli_demo(args, &slash), 0, "a base URL ending in / failed");
+    const char *base = json_string_value(json_object_get(slash, "base_url"));
+    char want[64];
+    snprintf(want, sizeof want, "http://127.0.0.1:%u/v1", cli_server.port);
+    cr_expect_str_eq(base, want);
+    for (int m = 0; m < 2; m++)
+        for (int s = 0; s < 2; s++) {
+            const char *mode = m ? "async" : "serial", *state = s ? "maryland" : "ohio";
+            long a = cli_count(plain, mode, state), b = cli_count(slash, mode, state);
+            cr_expect(a > 0 && a == b, "%s %s: %ld against %ld", mode, state, b, a);
+        }
+    cli_check_result(slash);
+    json_decref(plain);
+    json_decref(slash);
+}
+
+/* The lab refuses an empty file name before anything runs: exit 2 and
+ * nothing on stdout (its first line comes after the checks). */
+Test(round12_demos, lab_empty_file_names_are_refused_first)
+{
+    static const struct {
+        const char *const argv[9];
+        const char *want;
+    } cases[] = {
+        {{LAB, "primes", "--mode", "serial", "--soln", "", NULL}, "--soln : cannot write there: the file name is empty"},
+        {{LAB, "primes", "--mode", "serial", "--soln", "/dev/null", "--report", "", NULL},
+         "--report : cannot write there: the file name is empty"},
+        {{LAB, "howmany", "--mode", "serial", "--quick", "--output", "", NULL},
+         "--output : cannot write there: the file name is empty"},
+        {{LAB, "howmany", "--mode", "serial", "--input", "", NULL}, "--input: the file name is empty"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        async_command_result_t r;
+        run(cases[i].argv, &r);
+        cr_expect_eq(r.exit_code, 2, "%s: exit %d, stderr: %s", cases[i].want, r.exit_code, r.err);
+        cr_expect(strstr(r.err, cases[i].want), "no \"%s\" in: %s", cases[i].want, r.err);
+        cr_expect_eq(r.out_len, 0, "%s: it ran: %s", cases[i].want, r.out);
+        async_command_result_clear(&r);
+    }
+}
+
+/* soln.json and its report as one file: the report replaced the answers and
+ * the lab exited 0.  Both spellings of one path are caught, and a soln.json
+ * named like the default report beside it. */
+Test(round12_demos, lab_soln_and_report_as_one_file_is_refused)
+{
+    char dir[] = "/tmp/test-round12-lab-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char soln[128], other[128], dflt[128];
+    snprintf(soln, sizeof soln, "%s/answers.json", dir);
+    snprintf(other, sizeof other, "%s/../%s/./answers.json", dir, strrchr(dir, '/') + 1);
+    snprintf(dflt, sizeof dflt, "%s/lab-report.json", dir);
+    const char *const argvs[][9] = {
+        {LAB, "primes", "--mode", "serial", "--soln", soln, "--report", soln, NULL},
+        {LAB, "primes", "--mode", "serial", "--soln", soln, "--report", other, NULL},
+        {LAB, "primes", "--mode", "serial", "--soln", dflt, NULL},
+    };
+    for (size_t i = 0; i < sizeof argvs / sizeof argvs[0]; i++) {
+        async_command_result_t r;
+        run(argvs[i], &r);
+        cr_expect_eq(r.exit_code, 2, "case %zu: exit %d, stderr: %s", i, r.exit_code, r.err);
+        cr_expect(strstr(r.err, "are one file"), "case %zu: %s", i, r.err);
+        cr_expect_eq(r.out_len, 0, "case %zu ran: %s", i, r.out);
+        async_command_result_clear(&r);
+    }
+    /* Two names in one folder are fine, and soln.json keeps its four keys. */
+    const char *ok[] = {LAB, "primes", "--mode", "serial", "--soln", soln, "--report", dflt, NULL};
+    async_command_result_t r;
+    run(ok, &r);
+    cr_expect_eq(r.exit_code, 0, "exit %d: %s", r.exit_code, r.err);
+    async_command_result_clear(&r);
+    json_error_t e;
+    json_t *j = json_load_file(soln, 0, &e);
+    cr_assert_not_null(j, "%s: %s", soln, e.text);
+    cr_expect_eq(json_object_size(j), 4);
+    cr_expect_not_null(json_object_get(j, "prob1"));
+    json_decref(j);
+    unlink(soln);
+    unlink(dflt);
+    rmdir(dir);
+}
+
+/* --- wordcount --input ---------------------------------------------------- */
+
+/* The text the FIFO carries, and its words counted here: "w<k % 7>" for k
+ * in 0..n, so word w<i> occurs once for each k with k % 7 == i. */
+enum { FIFO_WORDS = 20000 };
+
+static char *fifo_text(size_t *len)
+{
+    char *t = malloc(FIFO_WORDS * 4 + 1);
+    cr_assert_not_null(t);
+    size_t n = 0;
+    for (int k = 0; k < FIFO_WORDS; k++) n += (size_t)sprintf(t + n, "w%d%c", k % 7, k % 10 == 9 ? '\n' : ' ');
+    *len = n;
+    return t;
+}
+
+struct writer {
+    const char *path;
+    const char *text;
+    size_t len;
+};
+
+static void *write_fifo(void *arg)
+{
+    struct writer *w = arg;
+    int fd = open(w->path, O_WRONLY); /* blocks until wordcount opens it */
+    if (fd < 0) return NULL;
+    for (size_t off = 0; off < w->len;) {
+        ssize_t k = write(fd, w->text + off, w->len - off);
+        if (k <= 0) break;
+        off += (size_t)k;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* The count of `word` on wordcount's "most frequent:" line, or -1. */
+static long frequent(const char *out, const char *word)
+{
+    const char *line = strstr(out, "most frequent:");
+    char key[32];
+    snprintf(key, sizeof key, " %s=", word);
+    const char *p = line ? strstr(line, key) : NULL;
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+Test(round12_demos, wordcount_reads_a_fifo_to_its_end)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test-round12-fifo-%d", (int)getpid());
+    unlink(path);
+    cr_assert_eq(mkfifo(path, 0600), 0, "%s", strerror(errno));
+    struct writer w = {path, NULL, 0};
+    char *text = fifo_text(&w.len);
+    w.text = text;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, write_fifo, &w), 0);
+    const char *argv[] = {WORDCOUNT, "--input", path, "--workers", "2", NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    pthread_join(th, NULL);
+    unlink(path);
+    cr_expect_eq(r.exit_code, 0, "exit %d: %s", r.exit_code, r.err);
+    char head[128];
+    snprintf(head, sizeof head, "%zu bytes, %d words, 7 distinct", w.len, FIFO_WORDS);
+    cr_expect(strstr(r.out, head), "no \"%s\" in: %s", head, r.out);
+    /* The five most frequent are listed; ties may put any of them there. */
+    int listed = 0;
+    for (int i = 0; i < 7; i++) {
+        char word[8];
+        snprintf(word, sizeof word, "w%d", i);
+        long want = 0, got = frequent(r.out, word);
+        for (int k = 0; k < FIFO_WORDS; k++) want += k % 7 == i;
+        if (got < 0) continue;
+        listed++;
+        cr_expect_eq(got, want, "%s: %s", word, r.out);
+    }
+    cr_expect_eq(listed, 5, "%s", r.out);
+    async_command_result_clear(&r);
+    free(text);
+}
+
+/* /proc files say st_size 0 and have text (every mount line has words). */
+Test(round12_demos, wordcount_reads_a_proc_file)
+{
+    const char *argv[] = {WORDCOUNT, "--input", "/proc/self/mountinfo", "--workers", "2", NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    cr_expect_eq(r.exit_code, 0, "exit %d: %s", r.exit_code, r.err);
+    long bytes = -1, words = -1;
+    const char *p = strstr(r.out, "text: /proc/self/mountinfo, ");
+    cr_assert_not_null(p, "%s", r.out);
+    cr_assert_eq(sscanf(p, "text: /proc/self/mountinfo, %ld bytes, %ld words", &bytes, &words), 2, "%s", r.out);
+    cr_expect_gt(bytes, 0, "read nothing of a /proc file: %s", r.out);
+    cr_expect_gt(words, 0, "counted no words of a /proc file: %s", r.out);
+    async_command_result_clear(&r);
+}
+
+Test(round12_demos, wordcount_directory_and_empty_name_say_why)
+{
+    static const struct {
+        const char *input, *want;
+    } cases[] = {
+        {"/tmp", "wordcount: /tmp: Is a directory"},
+        {"", "wordcount: (empty file name): No such file or directory"},
+        {"/nonexistent-round12", "wordcount: /nonexistent-round12: No such file or directory"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[] = {WORDCOUNT, "--input", cases[i].input, NULL};
+        async_command_result_t r;
+        run(argv, &r);
+        cr_expect_eq(r.exit_code, 1, "%s: exit %d", cases[i].input, r.exit_code);
+        cr_expect(strstr(r.err, cases[i].want), "no \"%s\" in: %s", cases[i].want, r.err);
+        async_command_result_clear(&r);
+    }
+}
+
+Test(round12_demos, wordcount_empty_file_prints_no_infinite_cost)
+{
+    char path[64];
+    temp_file(path, "", 0);
+    const char *argv[] = {WORDCOUNT, "--input", path, "--workers", "2", NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    unlink(path);
+    cr_expect_eq(r.exit_code, 0, "exit %d: %s", r.exit_code, r.err);
+    cr_expect(strstr(r.out, "0 bytes, 0 words, 0 distinct"), "%s", r.out);
+    cr_expect(!strstr(r.out, "inf") && !strstr(r.out, "nan"), "%s", r.out);
+    async_command_result_clear(&r);
+}
