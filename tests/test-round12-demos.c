@@ -10,7 +10,10 @@
  *     (".../v1//breweries": every state failed);
  *   lab: an empty --soln, --report, --output or --input name (the workload
  *     ran, then "lab: : cannot write" and exit 1); --soln and the report as
- *     one file (the report replaced the answers, exit 0);
+ *     one file (the report replaced the answers, exit 0); a CSV number of
+ *     64 bytes or more ("not a number") or below DBL_MIN ("out of range"),
+ *     which Python's float() reads; howmany's 20-digit integer ("is not an
+ *     integer" where the others say out of range);
  *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
  *     a directory ("No such device"), an empty file ("+inf ns per word"). */
 #include <criterion/criterion.h>
@@ -243,6 +246,63 @@ Test(round12_demos, lab_soln_and_report_as_one_file_is_refused)
     json_decref(j);
     unlink(soln);
     unlink(dflt);
+    rmdir(dir);
+}
+
+/* The lab's CSV numbers as Python's float() reads them: a field past 63
+ * bytes (a long decimal expansion) was "not a number", and a value below
+ * DBL_MIN (glibc's strtod sets ERANGE for it) was "out of range", where
+ * float() gives the subnormal or 0.0.  The normalised rows are compared with
+ * numpy's on the same file (Debian's python3 with python3-numpy). */
+Test(round12_demos, lab_csv_reads_long_and_subnormal_numbers_as_python)
+{
+    char dir[] = "/tmp/test-round12-csv-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char in[128], out[128], cmd[1024];
+    snprintf(in, sizeof in, "%s/rows.csv", dir);
+    snprintf(out, sizeof out, "%s/norm.csv", dir);
+    char row1[256];
+    snprintf(row1, sizeof row1, "0,0.%s,1,3\n", "1111111111222222222233333333334444444444555555555566666666667777777777");
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    fputs(row1, f);
+    fputs("1,4.9e-324,2,1e-400\n", f);
+    fputs("2.2e-308,1e-310,5,-0.000000000000000000000000000000000000000000000000000000000000000000001\n", f);
+    fclose(f);
+    const char *argv[] = {LAB, "normalize", "--mode", "serial", "--input", in, "--output", out, NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    cr_expect_eq(r.exit_code, 0, "exit %d: %s", r.exit_code, r.err);
+    async_command_result_clear(&r);
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c 'import numpy as np, csv, sys\n"
+             "rows = [[float(x) for x in row] for row in csv.reader(open(sys.argv[1]))]\n"
+             "got = [[float(x) for x in row] for row in csv.reader(open(sys.argv[2]))]\n"
+             "want = []\n"
+             "for row in rows:\n"
+             "    a = np.array(row)\n"
+             "    want.append(((a - a.min()) / (a.max() - a.min())).tolist())\n"
+             "sys.exit(0 if got == want else print(got, want) or 1)' '%s' '%s' 2>&1",
+             in, out);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    char said[2048] = "";
+    size_t n = fread(said, 1, sizeof said - 1, p);
+    said[n] = '\0';
+    int st = pclose(p);
+    cr_expect_eq(st, 0, "the lab's rows differ from numpy's (got, want): %s", said);
+    /* howmany's integers: twenty digits are out of range, not "not an integer". */
+    FILE *g = fopen(in, "w");
+    cr_assert_not_null(g);
+    fputs("1,99999999999999999999\n", g);
+    fclose(g);
+    const char *hm[] = {LAB, "howmany", "--mode", "serial", "--input", in, NULL};
+    run(hm, &r);
+    cr_expect_eq(r.exit_code, 1, "exit %d", r.exit_code);
+    cr_expect(strstr(r.err, "line 1, column 2: \"99999999999999999999\" is out of range"), "%s", r.err);
+    async_command_result_clear(&r);
+    unlink(in);
+    unlink(out);
     rmdir(dir);
 }
 

@@ -31,7 +31,7 @@ static void fail(reader_t *r, size_t col, const char *fmt, const char *what)
 {
     if (r->failed) return;
     r->failed = true;
-    char msg[160];
+    char msg[256];
     snprintf(msg, sizeof msg, fmt, what);
     if (col) snprintf(r->err, r->errlen, "%s: line %zu, column %zu: %s", r->path, r->line, col, msg);
     else snprintf(r->err, r->errlen, "%s: line %zu: %s", r->path, r->line, msg);
@@ -46,6 +46,59 @@ static void push(reader_t *r, double v)
         if (!rows->v) lab_die("out of memory");
     }
     rows->v[rows->off[rows->nrows] + r->col] = v;
+}
+
+#define OUT_OF_RANGE \
+    "\"%s\" is out of range: an integer must be within +-2^53 (9007199254740992), which a double holds exactly"
+
+/* Reads the number `text` of column col (`what`: text as messages show it)
+ * into the row, or fails naming why. */
+static void number(reader_t *r, size_t col, const char *text, const char *what)
+{
+    char *end;
+    errno = 0;
+    double v;
+    if (r->flags & LAB_CSV_INTS) {
+        long long i = strtoll(text, &end, 10);
+        /* Twenty digits overflow strtoll: out of range, as normalize and
+         * common say it, not "is not an integer". */
+        if (!*end && errno == ERANGE) {
+            fail(r, col, OUT_OF_RANGE, what);
+            return;
+        }
+        if (*end || errno) {
+            strtod(text, &end);
+            fail(r, col, *end ? "\"%s\" is not a number: expected an integer" : "\"%s\" is not an integer",
+                 what);
+            return;
+        }
+        v = (double)i;
+    } else {
+        v = strtod(text, &end);
+        /* Only overflow is out of range: glibc also sets ERANGE for a
+         * result below DBL_MIN (4.9e-324, 1e-310, 1e-400), which Python's
+         * float() and numpy read as the subnormal or 0.0, and which was
+         * refused here as "out of range". */
+        if (*end || !isfinite(v)) {
+            fail(r, col, *end ? "\"%s\" is not a number" : "\"%s\" is out of range", what);
+            return;
+        }
+    }
+    /* Past 2^53 a double no longer holds every integer, so two different
+     * integers could read as one value (9007199254740993 as ...992) and
+     * compare equal, where Python's ints would not: refuse an integer
+     * written in digits that the double does not hold exactly. */
+    const char *digits = text + (*text == '+' || *text == '-');
+    if (*digits && !digits[strspn(digits, "0123456789")]) {
+        errno = 0;
+        long long i = strtoll(text, NULL, 10);
+        if (errno == ERANGE || i > (1LL << 53) || i < -(1LL << 53)) {
+            fail(r, col, OUT_OF_RANGE, what);
+            return;
+        }
+    }
+    push(r, v);
+    r->col++;
 }
 
 static void on_field(void *data, size_t len, void *arg)
@@ -79,47 +132,25 @@ static void on_field(void *data, size_t len, void *arg)
         fail(r, col, "%sempty field: expected a number", "");
         return;
     }
+    /* A field too long for the stack buffer (a decimal expansion of many
+     * digits, which Python's float() reads) is parsed from a heap copy; it
+     * was refused as "not a number".  Messages show the first 40 bytes of
+     * such a field. */
+    char *big = NULL, *num = text, shown[48];
     if (len >= sizeof text) {
-        snprintf(text, sizeof text, "%.40s...", s);
-        fail(r, col, "\"%s\" is not a number", text);
-        return;
+        big = malloc(len + 1);
+        if (!big) lab_die("out of memory");
+        num = big;
     }
-    memcpy(text, s, len);
-    text[len] = '\0';
-    char *end;
-    errno = 0;
-    double v;
-    if (r->flags & LAB_CSV_INTS) {
-        long long i = strtoll(text, &end, 10);
-        if (*end || errno) {
-            strtod(text, &end);
-            fail(r, col, *end ? "\"%s\" is not a number: expected an integer" : "\"%s\" is not an integer",
-                 text);
-            return;
-        }
-        v = (double)i;
-    } else {
-        v = strtod(text, &end);
-        if (*end || errno == ERANGE || !isfinite(v)) {
-            fail(r, col, *end ? "\"%s\" is not a number" : "\"%s\" is out of range", text);
-            return;
-        }
+    memcpy(num, s, len);
+    num[len] = '\0';
+    const char *what = num;
+    if (len >= sizeof text) {
+        snprintf(shown, sizeof shown, "%.40s...", num);
+        what = shown;
     }
-    /* Past 2^53 a double no longer holds every integer, so two different
-     * integers could read as one value (9007199254740993 as ...992) and
-     * compare equal, where Python's ints would not: refuse an integer
-     * written in digits that the double does not hold exactly. */
-    const char *digits = text + (*text == '+' || *text == '-');
-    if (*digits && !digits[strspn(digits, "0123456789")]) {
-        errno = 0;
-        long long i = strtoll(text, NULL, 10);
-        if (errno == ERANGE || i > (1LL << 53) || i < -(1LL << 53)) {
-            fail(r, col, "\"%s\" is out of range: an integer must be within +-2^53 (9007199254740992), which a double holds exactly", text);
-            return;
-        }
-    }
-    push(r, v);
-    r->col++;
+    number(r, col, num, what);
+    free(big);
 }
 
 static void on_row(int c, void *arg)
