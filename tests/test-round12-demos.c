@@ -3,7 +3,8 @@
  *   brewery-server --data: a NUL byte in a field (the field was served cut
  *     at it), a column named twice (the later value won without a word), a
  *     duplicate id (the message named no file and no line), a directory (a
- *     bare "read error");
+ *     bare "read error"); the API's exclude_types filter (ignored: every
+ *     type came back);
  *   brewery: an empty --json name (the whole run, then "cannot write : ..."
  *     and exit 1), a state named twice (counted twice under one key), a
  *     --base-url that is not http(s) (every state failed) or ends in '/'
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <async.h>
@@ -107,6 +109,54 @@ Test(round12_demos, server_data_directory_says_so)
     cr_expect_eq(r.exit_code, 1, "exit %d", r.exit_code);
     cr_expect(strstr(r.err, "/tmp: read error: Is a directory"), "%s", r.err);
     async_command_result_clear(&r);
+}
+
+/* exclude_types, the real API's `lower(brewery_type) NOT IN (list)` on the
+ * list and meta, was ignored: every type came back.  Counts are the CSV's,
+ * read here with libcsv; a name the data lacks excludes nothing and an empty
+ * value is no filter, as on the real service. */
+static long csv_count_without(const csv_table_t *t, const char *const *types, size_t n, const char *state)
+{
+    long count = 0;
+    for (size_t r = 0; r < t->nrows; r++) {
+        const char *ty = csv_cell(t, r, "brewery_type");
+        bool out = !*ty;
+        for (size_t i = 0; i < n && !out; i++) out = strcasecmp(ty, types[i]) == 0;
+        if (!out && (!state || strcasecmp(csv_cell(t, r, "state_province"), state) == 0)) count++;
+    }
+    return count;
+}
+
+Test(round12_demos, server_exclude_types_filters_list_and_meta)
+{
+    srv_t s;
+    srv_start_on_csv(&s);
+    csv_table_t *t = csv_table_load(CSV);
+    static const char *const two[] = {"micro", "brewpub"};
+    cr_expect_eq(srv_meta_total(&s, "exclude_types=micro"), csv_count_without(t, two, 1, NULL));
+    cr_expect_eq(srv_meta_total(&s, "exclude_types=micro,%20Brewpub"), csv_count_without(t, two, 2, NULL));
+    cr_expect_eq(srv_meta_total(&s, "exclude_types=micro&by_state=ohio"), csv_count_without(t, two, 1, "Ohio"));
+    cr_expect_eq(srv_meta_total(&s, "exclude_types=no_such_type"), (long)t->nrows);
+    cr_expect_eq(srv_meta_total(&s, "exclude_types="), (long)t->nrows);
+    /* Every page of the list: no excluded type, and as many as meta says. */
+    long seen = 0;
+    for (int page = 1;; page++) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/breweries?exclude_types=micro,brewpub&per_page=200&page=%d", page);
+        json_t *a = srv_get_json(&s, path);
+        size_t n = json_array_size(a), i;
+        json_t *b;
+        json_array_foreach(a, i, b) {
+            const char *ty = json_string_value(json_object_get(b, "brewery_type"));
+            cr_assert(ty && strcmp(ty, "micro") && strcmp(ty, "brewpub"), "page %d: %s", page, ty ? ty : "null");
+        }
+        json_decref(a);
+        seen += (long)n;
+        if (n < 200) break;
+    }
+    cr_expect_eq(seen, csv_count_without(t, two, 2, NULL));
+    csv_table_free(t);
+    srv_stop(&s);
 }
 
 /* The client's refusals come before any request: a fake API counts them. */

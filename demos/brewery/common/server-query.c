@@ -2,7 +2,8 @@
  * rules and messages (per_page 1..200, page >= 1, by_* filters 3..255
  * characters, 422 with {"message", "errors"}); filtering follows its SQL:
  * LIKE '%value%' on state_province, city and name, an exact list for
- * by_type, an exact name for by_country, LIKE 'value%' for by_postal.  Rows
+ * by_type, an exact name for by_country, LIKE 'value%' for by_postal,
+ * lower(brewery_type) NOT IN (list) for exclude_types.  Rows
  * are visited in id order, so pages are stable; sort and by_dist reorder the
  * matches (server-order.c).  A list page
  * is the concatenation of the rows' pre-rendered JSON, which keeps a request
@@ -111,6 +112,7 @@ struct params {
     const atomic_bool *stop;   /* set when the server shuts down; may be NULL */
     long long page, per_page;
     const char *state, *city, *name, *type, *country, *postal, *ids, *query;
+    const char *exclude; /* exclude_types, NULL when absent or empty */
     bool by_dist;
     double lat, lon;
     bsrv_sort_key_t sort[BSRV_MAX_SORT_KEYS];
@@ -213,6 +215,7 @@ struct filter {
     const bsrv_dataset_t *ds;
     unsigned char *state_ok;   /* per interned state, when by_state is given */
     unsigned char *type_ok;    /* per interned type, when by_type is given */
+    unsigned char *type_out;   /* per interned type, when exclude_types is given */
     unsigned char *id_ok;      /* per row, when by_ids is given */
 };
 
@@ -271,6 +274,14 @@ static bool type_listed(const char *list, const char *type)
     return false;
 }
 
+static void filter_free(struct filter *f)
+{
+    free(f->state_ok);
+    free(f->type_ok);
+    free(f->type_out);
+    free(f->id_ok);
+}
+
 static bool filter_init(struct filter *f, const bsrv_dataset_t *ds, const struct params *p)
 {
     memset(f, 0, sizeof *f);
@@ -298,14 +309,15 @@ static bool filter_init(struct filter *f, const bsrv_dataset_t *ds, const struct
         for (size_t i = 0; i < ds->ntypes; i++)
             f->type_ok[i] = type_listed(p->type, ds->types[i]);
     }
+    if (p->exclude) {
+        if (!(f->type_out = calloc(ds->ntypes + 1, 1))) {
+            filter_free(f);
+            return false;
+        }
+        for (size_t i = 0; i < ds->ntypes; i++)
+            f->type_out[i] = type_listed(p->exclude, ds->types[i]);
+    }
     return true;
-}
-
-static void filter_free(struct filter *f)
-{
-    free(f->state_ok);
-    free(f->type_ok);
-    free(f->id_ok);
 }
 
 static bool matches(const struct filter *f, const bsrv_brewery_t *b)
@@ -313,6 +325,9 @@ static bool matches(const struct filter *f, const bsrv_brewery_t *b)
     if (f->state_ok && (b->state < 0 || !f->state_ok[b->state]))
         return false;
     if (f->type_ok && (b->type < 0 || !f->type_ok[b->type]))
+        return false;
+    /* SQL's NOT IN: a row without a type is not returned either. */
+    if (f->type_out && (b->type < 0 || f->type_out[b->type]))
         return false;
     if (f->p->city && (!b->f[BSRV_CITY] || !bsrv_like(f->p->city, b->f[BSRV_CITY])))
         return false;
@@ -408,6 +423,13 @@ static bool parse_params(struct params *p, const bsrv_dataset_t *ds, bsrv_arg_fn
     str_param(p, arg, cls, "by_state", &p->state);
     str_param(p, arg, cls, "by_city", &p->city);
     str_param(p, arg, cls, "by_name", &p->name);
+    /* exclude_types (the real API's `lower(brewery_type) NOT IN (list)` on
+     * the list and meta): a comma list, ASCII case and spaces around names
+     * ignored as in by_type; a name the data lacks excludes nothing, and an
+     * empty value is no filter, as the real service has it (it validates
+     * only by_type and by_dist).  It was ignored, so every type came back. */
+    const char *ex = arg(cls, "exclude_types");
+    p->exclude = ex && ex[strspn(ex, " ,")] ? ex : NULL;
     p->type = arg(cls, "by_type");
     if (p->type) {
         /* Every listed type must be one the data knows, as the real API checks
