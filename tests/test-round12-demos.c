@@ -14,7 +14,8 @@
  *     one file (the report replaced the answers, exit 0); a CSV number of
  *     64 bytes or more ("not a number") or below DBL_MIN ("out of range"),
  *     which Python's float() reads; howmany's 20-digit integer ("is not an
- *     integer" where the others say out of range);
+ *     integer" where the others say out of range); a --plot folder that
+ *     cannot be written (found after the run, exit 1);
  *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
  *     a directory ("No such device"), an empty file ("+inf ns per word"). */
 #include <criterion/criterion.h>
@@ -297,6 +298,26 @@ Test(round12_demos, lab_soln_and_report_as_one_file_is_refused)
     unlink(soln);
     unlink(dflt);
     rmdir(dir);
+}
+
+/* A --plot folder that cannot be written was found at the first chart,
+ * after the workload had run (minutes, for `all`), with exit 1. */
+Test(round12_demos, lab_plot_dir_is_checked_before_the_run)
+{
+    char file[64];
+    temp_file(file, "not a folder\n", 13);
+    const char *dirs[] = {"", "/nonexistent-round12/charts", file};
+    const char *want[] = {"the folder name is empty", "No such file or directory", "Not a directory"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *argv[] = {LAB, "chunks", "--mode", "serial", "--scale", "0.01", "--plot", dirs[i], NULL};
+        async_command_result_t r;
+        run(argv, &r);
+        cr_expect_eq(r.exit_code, 2, "[%s]: exit %d, stderr: %s", dirs[i], r.exit_code, r.err);
+        cr_expect(strstr(r.err, "cannot write charts there") && strstr(r.err, want[i]), "[%s]: %s", dirs[i], r.err);
+        cr_expect_eq(r.out_len, 0, "[%s] ran: %s", dirs[i], r.out);
+        async_command_result_clear(&r);
+    }
+    unlink(file);
 }
 
 /* The lab's CSV numbers as Python's float() reads them: a field past 63

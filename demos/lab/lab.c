@@ -207,6 +207,10 @@ int main(int argc, char **argv)
     if (soln && report && lab_same_file(soln, report))
         bad("--soln %s and the report %s are one file (the report would replace the answers): give "
             "--report another name", soln, report);
+    /* A --plot folder that cannot be made was found at the first chart,
+     * after the workload (minutes, for `all`), with exit 1. */
+    if (lab_opt.plot_dir && (why = lab_plot_unwritable(lab_opt.plot_dir)))
+        bad("--plot %s: cannot write charts there: %s", lab_opt.plot_dir, why);
     if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
         bad("--output %s: cannot write there: %s", lab_opt.output, why);
     setvbuf(stdout, NULL, _IOLBF, 0);

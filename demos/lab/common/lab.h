@@ -314,6 +314,10 @@ int lab_soln_write(const char *path);
 const char *lab_report_path(const char *soln, char *buf, size_t cap);
 /* plot.c: writes DIR/NAME.png from the data file and script, or says why not. */
 int lab_plot(const char *name, const char *data, const char *script);
+/* Why charts cannot be written into dir (an empty name, not a folder, not
+ * writable, or missing and mkdir fails), or NULL if they can (a missing dir
+ * is made): --plot is checked before the run, as --soln is. */
+const char *lab_plot_unwritable(const char *dir);
 
 /* The lab's answers, kept for soln.json: prob1 and prob3 JSON strings
  * (Python's str() of the lists), prob2 an object of part1..part3 reals. */

@@ -77,3 +77,17 @@ int lab_plot(const char *name, const char *data, const char *script)
     printf("  chart: %s\n", png);
     return 0;
 }
+
+const char *lab_plot_unwritable(const char *dir)
+{
+    struct stat st;
+    if (!*dir) return "the folder name is empty";
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return strerror(ENOTDIR);
+        return access(dir, W_OK | X_OK) == 0 ? NULL : strerror(errno);
+    }
+    if (errno != ENOENT) return strerror(errno);
+    /* Made now, as the first chart would make it: only mkdir itself knows
+     * (as root, access() says yes to /proc, where mkdir fails). */
+    return mkdir(dir, 0777) == 0 ? NULL : strerror(errno);
+}
