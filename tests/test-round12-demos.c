@@ -4,7 +4,8 @@
  *     at it), a column named twice (the later value won without a word), a
  *     duplicate id (the message named no file and no line), a directory (a
  *     bare "read error"); the API's exclude_types filter (ignored: every
- *     type came back);
+ *     type came back); a parameter given twice (the first value won, where
+ *     the real service takes the last);
  *   brewery: an empty --json name (the whole run, then "cannot write : ..."
  *     and exit 1), a state named twice (counted twice under one key), a
  *     --base-url that is not http(s) (every state failed) or ends in '/'
@@ -157,6 +158,31 @@ Test(round12_demos, server_exclude_types_filters_list_and_meta)
     }
     cr_expect_eq(seen, csv_count_without(t, two, 2, NULL));
     csv_table_free(t);
+    srv_stop(&s);
+}
+
+/* A parameter given twice takes its last value, as PHP (and Rack before
+ * it) reads a query string; libmicrohttpd's lookup gave the first. */
+Test(round12_demos, server_repeated_parameter_takes_the_last_value)
+{
+    srv_t s;
+    srv_start(&s, "--latency", "0", NULL);
+    json_t *a = srv_get_json(&s, "/v1/breweries?per_page=5&per_page=7");
+    cr_expect_eq(json_array_size(a), 7);
+    json_decref(a);
+    long texas = srv_meta_total(&s, "by_state=texas");
+    cr_expect_eq(srv_meta_total(&s, "by_state=ohio&by_state=texas"), texas);
+    a = srv_get_json(&s, "/v1/breweries?by_state=ohio&by_state=texas&per_page=200");
+    size_t i;
+    json_t *b;
+    cr_expect_eq((long)json_array_size(a), texas < 200 ? texas : 200);
+    json_array_foreach(a, i, b) {
+        const char *st = json_string_value(json_object_get(b, "state_province"));
+        cr_expect(st && strcmp(st, "Texas") == 0, "%s", st ? st : "null");
+    }
+    json_decref(a);
+    /* A key without '=' is still no parameter: the earlier value stands. */
+    cr_expect_eq(srv_meta_total(&s, "by_state=texas&by_state"), texas);
     srv_stop(&s);
 }
 

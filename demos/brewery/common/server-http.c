@@ -156,10 +156,30 @@ struct args {
     struct MHD_Connection *conn;
 };
 
+struct last_value {
+    const char *name, *value;
+};
+
+static enum MHD_Result keep_last(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct last_value *lv = cls;
+    (void)kind;
+    if (value && strcmp(key, lv->name) == 0)
+        lv->value = value;
+    return MHD_YES;
+}
+
+/* A parameter given twice takes its last value, as the real service's PHP
+ * (and before it Rails' Rack) reads `per_page=5&per_page=7`: 7.
+ * MHD_lookup_connection_value gives the first, so such a request once got
+ * 5 here.  A key without '=' stays absent, as before. */
 static const char *get_arg(void *cls, const char *name)
 {
     struct args *a = cls;
-    return MHD_lookup_connection_value(a->conn, MHD_GET_ARGUMENT_KIND, name);
+    struct last_value lv = { name, NULL };
+    MHD_get_connection_values(a->conn, MHD_GET_ARGUMENT_KIND, keep_last, &lv);
+    return lv.value;
 }
 
 static struct MHD_Response *make_response(const bsrv_reply_t *r, size_t len)
