@@ -3,9 +3,10 @@
  *   brewery-server --data: a NUL byte in a field (the field was served cut
  *     at it), a column named twice (the later value won without a word), a
  *     duplicate id (the message named no file and no line), a directory (a
- *     bare "read error"); the API's exclude_types filter (ignored: every
- *     type came back); a parameter given twice (the first value won, where
- *     the real service takes the last);
+ *     bare "read error"), an empty --data name (exit 1, not 2); the API's
+ *     exclude_types filter (ignored: every type came back); a parameter
+ *     given twice (the first value won, where the real service takes the
+ *     last);
  *   brewery: an empty --json name (the whole run, then "cannot write : ..."
  *     and exit 1), a state named twice (counted twice under one key), a
  *     --base-url that is not http(s) (every state failed) or ends in '/'
@@ -184,6 +185,17 @@ Test(round12_demos, server_repeated_parameter_takes_the_last_value)
     /* A key without '=' is still no parameter: the earlier value stands. */
     cr_expect_eq(srv_meta_total(&s, "by_state=texas&by_state"), texas);
     srv_stop(&s);
+}
+
+Test(round12_demos, server_empty_data_name_is_a_bad_option)
+{
+    const char *argv[] = {SERVER, "--port", "0", "--quiet", "--data", "", NULL};
+    async_command_result_t r;
+    run(argv, &r);
+    cr_expect_eq(r.exit_code, 2, "exit %d: %s", r.exit_code, r.err);
+    cr_expect(strstr(r.err, "invalid value for --data: ''"), "%s", r.err);
+    cr_expect_eq(r.out_len, 0, "it started: %s", r.out);
+    async_command_result_clear(&r);
 }
 
 /* The client's refusals come before any request: a fake API counts them. */

@@ -111,6 +111,10 @@ static int parse_args(int argc, char **argv, bsrv_config_t *cfg, const char **da
             cfg->port = (unsigned)v;
             break;
         case O_DATA:
+            /* An empty name is a bad option (exit 2), not a file that
+             * failed to load (": No such file or directory", exit 1). */
+            if (!*optarg)
+                return bad(name, optarg);
             *data = optarg;
             break;
         case O_LATENCY:
