@@ -182,7 +182,7 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 static int refill(async_imap_iter_t *it, int64_t deadline)
 {
     while (it->pending ||
-           (!it->src_done && (it->live_items == 0 || it->live_items + it->chunk <= it->window))) {
+           (!it->src_done && (it->live_items == 0 || it->chunk <= it->window - it->live_items))) {
         int r = add_chunk(it, deadline);
         if (r == ASYNC_EEOF) {
             it->src_done = true;
@@ -199,12 +199,22 @@ int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *ex, const 
     if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;
     if (!m->source && m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL; /* wraps */
+    /* A chunk's memory, its input copy (from a source) and its output rows,
+     * must fit a size_t: a product that wraps would allocate a few bytes
+     * and have the source and the workers write chunksize rows into them. */
+    size_t chunk = m->chunksize ? m->chunksize : 1;
+    size_t rows = m->source || chunk < m->n ? chunk : m->n;
+    size_t row_bytes = (m->source ? m->in_size : 0) + m->out_size;
+    if (row_bytes < m->out_size || (row_bytes && rows > (SIZE_MAX - sizeof(chunk_t)) / row_bytes))
+        return ASYNC_EINVAL;
     async_imap_iter_t *it = async__calloc(1, sizeof *it);
     if (!it) return ASYNC_ENOMEM;
     it->ex = ex;
     it->m = *m;
-    it->chunk = m->chunksize ? m->chunksize : 1;
-    it->window = m->window ? m->window : 2 * (size_t)ex->workers * it->chunk;
+    it->chunk = chunk;
+    size_t per_window = 2 * (size_t)ex->workers; /* the default window, saturated */
+    it->window = m->window ? m->window
+                 : per_window && chunk > SIZE_MAX / per_window ? SIZE_MAX : per_window * chunk;
     if (it->window < it->chunk) it->window = it->chunk;
     pthread_mutex_init(&it->mu, NULL);
     async__cond_init_monotonic(&it->cond, false);
