@@ -461,3 +461,59 @@ Test(round12_oom, every_allocation_of_a_process_pools_life_fails_in_turn, .timeo
     sweep(ASYNC_BACKEND_PROCESSES);
 }
 #endif
+
+/* A job that sleeps 20 s whatever its deadline says. */
+static int deaf_sleeper(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    for (int i = 0; i < 2000; i++) usleep(10 * 1000);
+    return 0;
+}
+
+#if !defined(__SANITIZE_THREAD__)
+/* A job with a time limit on the process backend is killed at its deadline
+ * even when an allocation on its way to a worker fails: it then fails with
+ * ASYNC_ENOMEM (or the submit does), or is killed at its deadline, never
+ * runs on to its end.  The deadline heap's growth (procpool.c's
+ * deadline_push) dropped the deadline when its realloc failed ("never fails
+ * a job"): the job ran its 20 s past a 200 ms limit, and its future failed
+ * only then ("finished after its deadline").  The wait is allowed 10 s, a
+ * bound for a hang, not for speed. */
+Test(round12_oom, a_deadline_is_kept_when_an_allocation_of_its_submit_fails, .timeout = 120)
+{
+    long at = 0;
+    for (;; at++) {
+        cr_assert_lt(at, 200, "the sweep does not end");
+        async_executor_t *ex = NULL;
+        cr_assert_eq(async_executor_new(&ex, &(async_executor_opts_t){
+                         .backend = ASYNC_BACKEND_PROCESSES, .workers = 1}), 0);
+        atomic_store(&sw_fired, false);
+        atomic_store(&sw_countdown, at);
+        async_future_t *f = NULL;
+        int r = async_executor_submit(&f, ex, &(async_job_t){.fn = deaf_sleeper, .out_size = 8,
+                                                             .timeout_ns = ASYNC_MSEC(200)});
+        EXPECT_OK_OR_NOMEM(r, "submit");
+        if (!r) {
+            /* The job reaches the pool on its dispatcher thread: the
+             * failure stays armed until the job is final. */
+            int64_t t0 = async_now();
+            int e = async_future_wait(f);
+            int64_t waited = async_now() - t0;
+            atomic_store(&sw_countdown, -1);
+            cr_assert_lt(waited, ASYNC_SEC(10), "a job with a 200 ms limit ran %.1f s (%s) at failure %ld",
+                         (double)waited / 1e9, async_future_message(f), at);
+            cr_assert(e == ASYNC_ETIMEDOUT || e == ASYNC_ENOMEM,
+                      "a job with a 200 ms limit ended with %s (%s) at failure %ld", async_strerror(e),
+                      async_future_message(f), at);
+            async_future_unref(f);
+        }
+        atomic_store(&sw_countdown, -1);
+        bool fired = atomic_load(&sw_fired);
+        async_executor_free(ex);
+        cr_assert_eq(atomic_load(&sw_live), 0, "%ld allocations left after failure %ld",
+                     atomic_load(&sw_live), at);
+        if (!fired) break;
+    }
+    cr_log_info("%ld allocations of a timed submit failed in turn", at);
+}
+#endif
