@@ -517,3 +517,369 @@ Test(round12_oom, a_deadline_is_kept_when_an_allocation_of_its_submit_fails, .ti
     cr_log_info("%ld allocations of a timed submit failed in turn", at);
 }
 #endif
+
+/* --- workers SIGKILLed from outside at random instants ------------------------ */
+
+#if !defined(__SANITIZE_THREAD__)
+enum { STORM_WORKERS = 2, STORM_ROUNDS = 25, STORM_ITEMS = 120, STORM_JOBS = 40 };
+
+/* Shared with the workers (async_executor_shm_alloc): the pid of the worker
+ * running each index, for the killer. */
+typedef struct storm_shm {
+    _Atomic int pid[STORM_WORKERS];
+} storm_shm_t;
+
+static int storm_twice(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size;
+    storm_shm_t *sh = ctx;
+    int w = async_work_worker();
+    if (w >= 0 && w < STORM_WORKERS) atomic_store(&sh->pid[w], (int)getpid());
+    usleep(200);
+    *(int64_t *)out = 2 * *(const int64_t *)in;
+    return 0;
+}
+
+typedef struct killer {
+    storm_shm_t *sh;
+    atomic_bool stop;
+    int kills;
+    unsigned seed;
+} killer_t;
+
+static void *killer_main(void *arg)
+{
+    killer_t *k = arg;
+    while (!atomic_load(&k->stop)) {
+        usleep(2000 + rand_r(&k->seed) % 6000);
+        int w = (int)(rand_r(&k->seed) % STORM_WORKERS);
+        int pid = atomic_exchange(&k->sh->pid[w], 0);
+        if (pid > 0 && kill(pid, SIGKILL) == 0) k->kills++;
+    }
+    return NULL;
+}
+
+static int count_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+static atomic_int storm_cb_runs[STORM_ROUNDS * STORM_JOBS];
+static void storm_on_done(async_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add(&storm_cb_runs[(intptr_t)arg], 1);
+}
+
+/* A died worker fails what it held with ASYNC_EWORKERDIED; the rest of its
+ * chunk did not run (ASYNC_ECANCELED); anything else is a result. */
+static void expect_value_or_died(int r, int64_t got, int64_t want, const char *what, const char *msg)
+{
+    if (r == 0) cr_assert_eq(got, want, "%s: %lld, not %lld", what, (long long)got, (long long)want);
+    else cr_assert(r == ASYNC_EWORKERDIED || r == ASYNC_ECANCELED, "%s: %s (%s)", what,
+                   async_strerror(r), msg);
+}
+
+/* Lazy maps (ordered over an array, unordered from a source), submits with
+ * callbacks, map_async and run, while a thread SIGKILLs a worker every 2 to
+ * 8 ms: each item is yielded once with its result or its worker's death,
+ * each future is final, each callback ran once, the pool is not broken and
+ * serves afterwards, and its free leaves no descriptor open. */
+Test(round12_exec, kill_storm_over_lazy_maps_and_callbacks, .timeout = 240)
+{
+    int fds_before = count_fds();
+    async_executor_t *ex = NULL;
+    cr_assert_eq(async_executor_new(&ex, &(async_executor_opts_t){
+                     .backend = ASYNC_BACKEND_PROCESSES, .workers = STORM_WORKERS}), 0);
+    storm_shm_t *sh;
+    cr_assert_eq(async_executor_shm_alloc((void **)&sh, ex, sizeof *sh), 0);
+    killer_t k = {.sh = sh, .seed = (unsigned)time(NULL)};
+    cr_log_info("kill storm seed %u", k.seed);
+    pthread_t kt;
+    cr_assert_eq(pthread_create(&kt, NULL, killer_main, &k), 0);
+    static int64_t in[STORM_ITEMS], out[STORM_ITEMS];
+    for (int i = 0; i < STORM_ITEMS; i++) in[i] = i;
+    int died = 0, ok = 0;
+    for (int round = 0; round < STORM_ROUNDS; round++) {
+        /* imap, ordered over the array, then unordered from a source */
+        for (int unordered = 0; unordered < 2; unordered++) {
+            counted_t src = {0, STORM_ITEMS};
+            async_imap_t im;
+            async_imap_init(&im);
+            im.fn = storm_twice, im.ctx = sh, im.in_size = im.out_size = sizeof(int64_t);
+            im.chunksize = 3, im.unordered = unordered;
+            if (unordered) im.source = counted_source, im.source_arg = &src;
+            else im.in = in, im.n = STORM_ITEMS;
+            async_imap_iter_t *it;
+            cr_assert_eq(async_executor_imap(&it, ex, &im), 0);
+            static bool seen[STORM_ITEMS];
+            memset(seen, 0, sizeof seen);
+            int r, got = 0;
+            int64_t o;
+            size_t idx;
+            while ((r = async_imap_next(it, &o, &idx)) != ASYNC_EEOF) {
+                cr_assert_lt(idx, STORM_ITEMS);
+                cr_assert(!seen[idx], "item %zu twice", idx);
+                seen[idx] = true;
+                if (!unordered) cr_assert_eq(idx, (size_t)got, "ordered imap out of order");
+                expect_value_or_died(r, o, 2 * (int64_t)idx, "imap item", async_imap_message(it));
+                r ? died++ : ok++;
+                got++;
+            }
+            cr_assert_eq(got, STORM_ITEMS, "%d of %d items yielded", got, STORM_ITEMS);
+            async_imap_free(it);
+        }
+        /* submits with callbacks */
+        async_future_t *fs[STORM_JOBS];
+        for (int j = 0; j < STORM_JOBS; j++) {
+            cr_assert_eq(async_executor_submit(&fs[j], ex, &(async_job_t){
+                             .fn = storm_twice, .ctx = sh, .in = &in[j], .in_size = sizeof in[j],
+                             .out_size = sizeof in[j]}), 0);
+            intptr_t slot = round * STORM_JOBS + j;
+            cr_assert_eq(async_future_on_done(fs[j], storm_on_done, (void *)slot), 0);
+        }
+        /* map_async beside them */
+        async_map_t m;
+        async_map_init(&m);
+        m.fn = storm_twice, m.ctx = sh, m.in = in, m.in_size = sizeof in[0], m.out = out;
+        m.out_size = sizeof out[0], m.n = STORM_ITEMS, m.chunksize = 4;
+        async_future_t *mf;
+        memset(out, 0xff, sizeof out);
+        cr_assert_eq(async_executor_map_async(&mf, ex, &m, NULL, NULL, NULL), 0);
+        /* and run */
+        for (int j = 0; j < 5; j++) {
+            int64_t v = j, w = -1;
+            char msg[ASYNC_FUTURE_MSG_MAX];
+            int r = async_executor_run(ex, &(async_job_t){.fn = storm_twice, .ctx = sh, .in = &v,
+                                                          .in_size = sizeof v, .out_size = sizeof w},
+                                       &w, NULL, msg, sizeof msg);
+            expect_value_or_died(r, w, 2 * v, "run", msg);
+        }
+        for (int j = 0; j < STORM_JOBS; j++) {
+            int e = async_future_wait(fs[j]);
+            const void *data = NULL;
+            size_t size = 0;
+            if (!e) cr_assert_eq(async_future_result(fs[j], &data, &size), 0);
+            expect_value_or_died(e, e ? 0 : *(const int64_t *)data, 2 * in[j], "submit",
+                                 async_future_message(fs[j]));
+            async_future_unref(fs[j]);
+        }
+        int e = async_future_wait(mf);
+        if (e) {
+            cr_assert_eq(e, ASYNC_EWORKERDIED, "map_async: %s", async_future_message(mf));
+        } else {
+            for (int i = 0; i < STORM_ITEMS; i++) cr_assert_eq(out[i], 2 * in[i]);
+        }
+        async_future_unref(mf);
+    }
+    atomic_store(&k.stop, true);
+    pthread_join(kt, NULL);
+    cr_log_info("%d kills: %d imap items failed with their worker, %d done", k.kills, died, ok);
+    cr_expect_gt(k.kills, 0);
+    char why[ASYNC_FUTURE_MSG_MAX];
+    cr_assert_eq(async_executor_error(ex, why, sizeof why), 0, "the storm broke the pool: %s", why);
+    still_maps(ex);
+    async_executor_shm_free(ex, sh);
+    async_executor_free(ex);
+    for (int i = 0; i < STORM_ROUNDS * STORM_JOBS; i++)
+        cr_assert_eq(atomic_load(&storm_cb_runs[i]), 1, "callback %d ran %d times", i,
+                     atomic_load(&storm_cb_runs[i]));
+    cr_expect_eq(count_fds(), fds_before, "descriptors left open by the pool");
+}
+#endif
+
+/* --- callbacks that submit into a full queue ----------------------------------- */
+
+/* Gates in the pool's shared memory (heap memory on the thread backend):
+ * a held job waits until its gate opens and counts itself as started. */
+typedef struct gates {
+    _Atomic int open[2];
+    _Atomic int started;
+} gates_t;
+
+static int held(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size;
+    gates_t *g = ctx;
+    int which = *(const int *)in;
+    atomic_fetch_add(&g->started, 1);
+    while (!atomic_load(&g->open[which])) usleep(500);
+    return 0;
+}
+
+typedef struct resubmit {
+    async_executor_t *ex;
+    _Atomic int rc;
+    _Atomic bool ran;
+    async_future_t *f;
+} resubmit_t;
+
+/* A callback that submits one more job, blocking while the queue is full. */
+static void resubmit_cb(async_future_t *f, void *arg)
+{
+    (void)f;
+    resubmit_t *r = arg;
+    async_job_t job;
+    async_job_init(&job);
+    job.fn = nothing;
+    atomic_store(&r->rc, async_executor_submit(&r->f, r->ex, &job));
+    atomic_store(&r->ran, true);
+}
+
+static async_executor_t *bounded(async_backend_t backend, unsigned workers, size_t max_queued)
+{
+    async_executor_t *ex = NULL;
+    int rc = async_executor_new(&ex, &(async_executor_opts_t){.backend = backend, .workers = workers,
+                                                              .max_queued = max_queued});
+    cr_assert_eq(rc, 0, "executor_new: %s", async_strerror(rc));
+    return ex;
+}
+
+static async_future_t *submit_held(async_executor_t *ex, gates_t *g, const int *which)
+{
+    async_future_t *f = NULL;
+    cr_assert_eq(async_executor_submit(&f, ex, &(async_job_t){.fn = held, .ctx = g, .in = which,
+                                                              .in_size = sizeof *which}), 0);
+    return f;
+}
+
+static void wait_started(gates_t *g, int n)
+{
+    int64_t until = async_deadline_after(ASYNC_SEC(20));
+    while (atomic_load(&g->started) < n) {
+        cr_assert_lt(async_now(), until, "%d of %d held jobs started", atomic_load(&g->started), n);
+        usleep(500);
+    }
+}
+
+static void wait_ran(resubmit_t *r)
+{
+    int64_t until = async_deadline_after(ASYNC_SEC(20));
+    while (!atomic_load(&r->ran)) {
+        cr_assert_lt(async_now(), until, "the callback's submit never returned");
+        usleep(1000);
+    }
+}
+
+/* A pool of one worker thread and a queue bound of 1: the worker, in a
+ * callback, submits into the full queue.  Only the worker could make room,
+ * and it waits for room: the submit blocked for ever (the test timed out).
+ * Now ASYNC_EDEADLK at once, and the pool serves on. */
+Test(round12_exec, the_only_worker_submitting_into_a_full_queue_gets_edeadlk, .timeout = 60)
+{
+    async_executor_t *ex = bounded(ASYNC_BACKEND_THREADS, 1, 1);
+    gates_t *g;
+    cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+    memset(g, 0, sizeof *g);
+    static const int gate0 = 0;
+    resubmit_t rs = {.ex = ex};
+    async_future_t *a = submit_held(ex, g, &gate0);
+    cr_assert_eq(async_future_on_done(a, resubmit_cb, &rs), 0);
+    wait_started(g, 1);
+    async_future_t *b = NULL;
+    cr_assert_eq(async_executor_submit(&b, ex, &(async_job_t){.fn = nothing}), 0); /* the queue is full */
+    atomic_store(&g->open[0], 1);
+    wait_ran(&rs);
+    cr_expect_eq(atomic_load(&rs.rc), ASYNC_EDEADLK, "%s", async_strerror(atomic_load(&rs.rc)));
+    cr_expect_eq(async_future_wait(a), 0);
+    cr_expect_eq(async_future_wait(b), 0);
+    async_future_unref(a);
+    async_future_unref(b);
+    if (atomic_load(&rs.rc) == 0) async_future_unref(rs.f);
+    still_maps(ex);
+    async_executor_shm_free(ex, g);
+    async_executor_free(ex);
+}
+
+/* Two workers, both in callbacks that submit into the full queue: the first
+ * waits for room (the other worker may still make it), the last one would
+ * leave nobody to take a job and gets ASYNC_EDEADLK; it then takes the
+ * queued job, which gives the first its room.  Catches a rule that refuses
+ * any worker's wait (the first must succeed) and one that lets all wait. */
+Test(round12_exec, the_last_worker_to_wait_for_room_gets_edeadlk, .timeout = 60)
+{
+    async_executor_t *ex = bounded(ASYNC_BACKEND_THREADS, 2, 1);
+    gates_t *g;
+    cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+    memset(g, 0, sizeof *g);
+    static const int gate[2] = {0, 1};
+    resubmit_t rs[2] = {{.ex = ex}, {.ex = ex}};
+    async_future_t *a = submit_held(ex, g, &gate[0]);
+    async_future_t *b = submit_held(ex, g, &gate[1]);
+    cr_assert_eq(async_future_on_done(a, resubmit_cb, &rs[0]), 0);
+    cr_assert_eq(async_future_on_done(b, resubmit_cb, &rs[1]), 0);
+    wait_started(g, 2);
+    async_future_t *c = NULL;
+    cr_assert_eq(async_executor_submit(&c, ex, &(async_job_t){.fn = nothing}), 0); /* the queue is full */
+    atomic_store(&g->open[0], 1);
+    usleep(20 * 1000); /* the order does not matter: whichever waits first gets its room */
+    atomic_store(&g->open[1], 1);
+    wait_ran(&rs[0]);
+    wait_ran(&rs[1]);
+    int r0 = atomic_load(&rs[0].rc), r1 = atomic_load(&rs[1].rc);
+    cr_expect((r0 == 0 && r1 == ASYNC_EDEADLK) || (r0 == ASYNC_EDEADLK && r1 == 0),
+              "the callbacks' submits: %s, %s", async_strerror(r0), async_strerror(r1));
+    for (int i = 0; i < 2; i++)
+        if (atomic_load(&rs[i].rc) == 0) {
+            cr_expect_eq(async_future_wait(rs[i].f), 0);
+            async_future_unref(rs[i].f);
+        }
+    async_future_t *fs[3] = {a, b, c};
+    cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_ALL, NULL), 0);
+    for (int i = 0; i < 3; i++) async_future_unref(fs[i]);
+    still_maps(ex);
+    async_executor_shm_free(ex, g);
+    async_executor_free(ex);
+}
+
+#if !defined(__SANITIZE_THREAD__)
+/* The process backend runs callbacks on its supervisor thread, which frees
+ * the slots that its feeder needs to take queued jobs: a callback's submit
+ * into the full queue blocked for ever (the test timed out).  Now it returns
+ * ASYNC_EDEADLK, as run and map do there, unless the feeder made room first
+ * (then it is queued), and the pool serves on. */
+Test(round12_exec, a_process_pool_callback_submitting_into_a_full_queue_returns, .timeout = 60)
+{
+    int deadlk = 0, queued = 0;
+    for (int round = 0; round < 5; round++) {
+        async_executor_t *ex = bounded(ASYNC_BACKEND_PROCESSES, 1, 1);
+        gates_t *g;
+        cr_assert_eq(async_executor_shm_alloc((void **)&g, ex, sizeof *g), 0);
+        memset(g, 0, sizeof *g);
+        static const int gate0 = 0;
+        resubmit_t rs = {.ex = ex};
+        async_future_t *a = submit_held(ex, g, &gate0);
+        cr_assert_eq(async_future_on_done(a, resubmit_cb, &rs), 0);
+        wait_started(g, 1);
+        async_future_t *more[8];
+        int n = 0;
+        while (n < 8 && async_executor_trysubmit(&more[n], ex, &(async_job_t){.fn = nothing}) == 0) n++;
+        cr_assert_lt(n, 8, "the queue never filled");
+        atomic_store(&g->open[0], 1);
+        wait_ran(&rs);
+        int rc = atomic_load(&rs.rc);
+        cr_assert(rc == ASYNC_EDEADLK || rc == 0, "%s", async_strerror(rc));
+        rc ? deadlk++ : queued++;
+        cr_expect_eq(async_future_wait(a), 0);
+        for (int i = 0; i < n; i++) {
+            cr_expect_eq(async_future_wait(more[i]), 0);
+            async_future_unref(more[i]);
+        }
+        if (rc == 0) {
+            cr_expect_eq(async_future_wait(rs.f), 0);
+            async_future_unref(rs.f);
+        }
+        async_future_unref(a);
+        still_maps(ex);
+        async_executor_shm_free(ex, g);
+        async_executor_free(ex);
+    }
+    cr_log_info("callbacks' submits: %d ASYNC_EDEADLK, %d queued", deadlk, queued);
+}
+#endif
