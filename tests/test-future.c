@@ -311,7 +311,7 @@ Test(future, as_completed_order_and_timeout)
     cr_expect_geq(async_now() - t0, 20 * MS);
     cr_expect_eq(async_as_completed_unfinished(it), 2);
     cr_expect_str_eq(async_as_completed_message(it), "2 of 3 futures unfinished");
-    finisher_t a = {fs[2], 10 * MS, ASYNC_EIO};
+    finisher_t a = {fs[2], 10 * MS, ASYNC_EIO, NULL};
     pthread_t t;
     pthread_create(&t, NULL, finish_with, &a);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
@@ -384,7 +384,7 @@ Test(future, await_lets_the_loop_run)
     ticks = 0;
     cr_assert_eq(async_task_spawn(NULL, loop, await_task, &a, NULL), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, ticker, &a, NULL), 0);
-    finisher_t x = {a.f, 50 * MS, ASYNC_EIO};
+    finisher_t x = {a.f, 50 * MS, ASYNC_EIO, NULL};
     pthread_t t;
     pthread_create(&t, NULL, finish_with, &x);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
