@@ -474,6 +474,7 @@ Test(round12_oom, every_allocation_of_a_process_pools_life_fails_in_turn, .timeo
 }
 #endif
 
+#if !defined(__SANITIZE_THREAD__)
 /* A job that sleeps 20 s whatever its deadline says. */
 static int deaf_sleeper(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
@@ -482,7 +483,6 @@ static int deaf_sleeper(const void *in, size_t in_size, void *out, size_t out_si
     return 0;
 }
 
-#if !defined(__SANITIZE_THREAD__)
 /* A job with a time limit on the process backend is killed at its deadline
  * even when an allocation on its way to a worker fails: it then fails with
  * ASYNC_ENOMEM (or the submit does), or is killed at its deadline, never
@@ -893,5 +893,84 @@ Test(round12_exec, a_process_pool_callback_submitting_into_a_full_queue_returns,
         async_executor_free(ex);
     }
     cr_log_info("callbacks' submits: %d ASYNC_EDEADLK, %d queued", deadlk, queued);
+}
+#endif
+
+/* --- a lazy map over a pool that stops ------------------------------------------ */
+
+static int slow_twice(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    usleep(300);
+    return twice(in, in_size, out, out_size, ctx);
+}
+
+/* A lazy map from a source, its pool shut down (queued work cancelled)
+ * after 10 results, or terminated.  Each later async_imap_next pulled
+ * another chunk of items from the source, dropped them and returned
+ * ASYNC_ECLOSED, for ever: the input was eaten, the chunks already queued
+ * never yielded their outcomes, and the end never came.  Now nothing is
+ * pulled once the pool is stopped: every item pulled is yielded once (its
+ * result or ASYNC_ECANCELED), then ASYNC_ECLOSED once with a message saying
+ * where the input was cut, then ASYNC_EEOF. */
+static void imap_over_a_stopping_pool(async_backend_t backend, bool terminate, bool unordered)
+{
+    async_executor_t *ex = NULL;
+    cr_assert_eq(async_executor_new(&ex, &(async_executor_opts_t){.backend = backend, .workers = 2}), 0);
+    counted_t src = {0, 100000};
+    async_imap_t im;
+    async_imap_init(&im);
+    im.fn = slow_twice, im.in_size = im.out_size = sizeof(int64_t);
+    im.source = counted_source, im.source_arg = &src, im.chunksize = 3, im.unordered = unordered;
+    async_imap_iter_t *it;
+    cr_assert_eq(async_executor_imap(&it, ex, &im), 0);
+    static bool seen[100000];
+    memset(seen, 0, sizeof seen);
+    int yielded = 0, closed = 0, r;
+    for (int calls = 0;; calls++) {
+        cr_assert_lt(calls, 2000, "async_imap_next never reached the end (%d ECLOSED, %lld pulled)",
+                     closed, (long long)src.next);
+        if (calls == 10) {
+            if (terminate) cr_assert_eq(async_executor_terminate(ex), 0);
+            else cr_assert_eq(async_executor_shutdown(ex, false, true), 0);
+        }
+        int64_t o = -1;
+        size_t idx = SIZE_MAX;
+        r = async_imap_next(it, &o, &idx);
+        if (r == ASYNC_EEOF) break;
+        if (r == ASYNC_ECLOSED) {
+            cr_assert_eq(closed++, 0, "ASYNC_ECLOSED twice");
+            cr_assert(strstr(async_imap_message(it), "stopped taking work"), "%s",
+                      async_imap_message(it));
+            continue;
+        }
+        cr_assert_eq(closed, 0, "an item after the pool's code");
+        cr_assert_lt(idx, (size_t)src.next);
+        cr_assert(!seen[idx], "item %zu twice", idx);
+        seen[idx] = true;
+        yielded++;
+        if (r == 0) cr_assert_eq(o, 2 * (int64_t)idx);
+        else cr_assert_eq(r, ASYNC_ECANCELED, "item %zu: %s (%s)", idx, async_strerror(r),
+                          async_imap_message(it));
+    }
+    cr_expect_eq(closed, 1);
+    cr_expect_eq(yielded, src.next, "%d items yielded of %lld pulled", yielded, (long long)src.next);
+    cr_expect_eq(async_imap_next(it, NULL, NULL), ASYNC_EEOF, "the end stays the end");
+    async_imap_free(it);
+    async_executor_free(ex);
+}
+
+Test(round12_exec, imap_over_a_pool_shut_down_loses_no_item, .timeout = 60)
+{
+    imap_over_a_stopping_pool(ASYNC_BACKEND_THREADS, false, false);
+    imap_over_a_stopping_pool(ASYNC_BACKEND_THREADS, false, true);
+    imap_over_a_stopping_pool(ASYNC_BACKEND_THREADS, true, false);
+}
+
+#if !defined(__SANITIZE_THREAD__)
+Test(round12_exec, imap_over_a_process_pool_terminated_loses_no_item, .timeout = 60)
+{
+    imap_over_a_stopping_pool(ASYNC_BACKEND_PROCESSES, true, false);
+    imap_over_a_stopping_pool(ASYNC_BACKEND_PROCESSES, true, true);
+    imap_over_a_stopping_pool(ASYNC_BACKEND_PROCESSES, false, false);
 }
 #endif

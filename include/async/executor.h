@@ -558,9 +558,14 @@ ASYNC_API int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *
  * (message in async_imap_message; iteration may go on), ASYNC_EEOF after
  * the last item, the source's error, ASYNC_ETIMEDOUT at the deadline,
  * ASYNC_ECANCELED (a task cancelled while it had to wait; in both cases no
- * result is consumed), or an error of submit (ECLOSED, the broken pool's
- * code, ENOMEM) from the top-up.  Call it from one thread or task at a
- * time (the source is pulled here). */
+ * result is consumed), or an error of submit from the top-up (ENOMEM,
+ * EDEADLK).  A pool that stops taking work (shut down: ASYNC_ECLOSED; or
+ * broken: its code) ends the input as a source's error does: nothing more
+ * is pulled, the chunks already queued are yielded with their outcomes
+ * (ASYNC_ECANCELED for those cancelled), then the pool's code once, its
+ * message saying from which item on the input was not queued, then
+ * ASYNC_EEOF.  Call it from one thread or task at a time (the source is
+ * pulled here). */
 ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
 ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
                                  int64_t deadline);

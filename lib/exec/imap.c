@@ -46,6 +46,7 @@ struct async_imap_iter {
      * up at a deadline: queued first by the next refill, so no input is lost
      * and the order stays. */
     chunk_t *pending;
+    bool cut; /* src_err is the pool's: it stopped taking work (refill) */
     char msg[ASYNC_FUTURE_MSG_MAX];
 };
 
@@ -145,6 +146,9 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
          * so that a deadline passing here leaves the input untouched. */
         int r = async__q_wait_room(it->ex, deadline);
         if (r) return r;
+        /* A stopped pool would refuse the chunk: its items, pulled, would
+         * be lost (each call pulled and dropped another chunk's worth). */
+        if ((r = async__q_stopped(it->ex->priv)) != 0) return r;
         if ((r = build_chunk(it, &c)) != 0) return r;
     }
     pthread_mutex_lock(&it->mu);
@@ -178,7 +182,14 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 }
 
 /* Tops the window up; gives up at deadline with ASYNC_ETIMEDOUT (a chunk
- * then pending).  The source may be done while a chunk is still pending. */
+ * then pending).  The source may be done while a chunk is still pending.
+ *
+ * A pool that stopped taking work (shut down, or broken) ends the input
+ * once the map has started, as a source's error does: the chunks already
+ * queued are yielded with their outcomes, then the pool's code once (with
+ * a message saying where the input was cut), then ASYNC_EEOF.  Returning
+ * the code from every call instead hid those chunks' outcomes and never
+ * reached the end. */
 static int refill(async_imap_iter_t *it, int64_t deadline)
 {
     while (it->pending ||
@@ -186,6 +197,14 @@ static int refill(async_imap_iter_t *it, int64_t deadline)
         int r = add_chunk(it, deadline);
         if (r == ASYNC_EEOF) {
             it->src_done = true;
+            break;
+        }
+        if (r && r == async__q_stopped(it->ex->priv) && (it->next_input || it->live_items)) {
+            async__free(it->pending);
+            it->pending = NULL;
+            it->src_done = true;
+            it->src_err = r;
+            it->cut = true;
             break;
         }
         if (r) return r;
@@ -279,7 +298,12 @@ int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t 
             if (it->src_err) {
                 r = it->src_err;
                 it->src_err = 0;
-                snprintf(it->msg, sizeof it->msg, "the input source failed");
+                if (it->cut)
+                    snprintf(it->msg, sizeof it->msg,
+                             "the pool stopped taking work: the input from item %zu on was not queued",
+                             it->next_input);
+                else
+                    snprintf(it->msg, sizeof it->msg, "the input source failed");
             } else {
                 r = ASYNC_EEOF;
             }
