@@ -133,8 +133,8 @@ static int build_chunk(async_imap_iter_t *it, chunk_t **built)
 
 /* Queues one chunk (the pending one first, else a new one), waiting for
  * queue room until deadline; 0, ASYNC_EEOF (no input left) or an error; on
- * ASYNC_ETIMEDOUT or ASYNC_ECANCELED a chunk already built (another submit
- * took the room it waited for) is kept as it->pending.
+ * any error a chunk already built (another submit took the room it waited
+ * for, or the pool stopped meanwhile) is kept as it->pending.
  * Called on the caller's thread without the mutex. */
 static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 {
@@ -173,8 +173,11 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
         it->unfinished--;
         it->live_items -= c->count;
         pthread_mutex_unlock(&it->mu);
-        if (r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED) it->pending = c;
-        else async__free(c);
+        /* Whatever the error (a deadline, a cancel, a task's ENOMEM, an
+         * EDEADLK after another submit took the room), its items are
+         * pulled already: kept, they go first next time, or refill drops
+         * them with the input's end if the pool has stopped. */
+        it->pending = c;
         return r;
     }
     it->next_input += c->count;
@@ -199,7 +202,8 @@ static int refill(async_imap_iter_t *it, int64_t deadline)
             it->src_done = true;
             break;
         }
-        if (r && r == async__q_stopped(it->ex->priv) && (it->next_input || it->live_items)) {
+        if (r && r == async__q_stopped(it->ex->priv) &&
+            (it->next_input || it->live_items || it->pending)) {
             async__free(it->pending);
             it->pending = NULL;
             it->src_done = true;
