@@ -220,16 +220,21 @@ Test(future, wait_wakes_when_finished_elsewhere)
     async_future_unref(f);
 }
 
+/* Finishes f after delay and, when gate is set, once *gate is nonzero: the
+ * order of the finishes is then the test's, not the scheduler's, which on a
+ * loaded machine can run a thread tens of ms late. */
 typedef struct {
     async_future_t *f;
     int64_t delay;
     int code;
+    _Atomic int *gate;
 } finisher_t;
 
 static void *finish_with(void *arg)
 {
     finisher_t *x = arg;
     usleep((useconds_t)(x->delay / 1000));
+    while (x->gate && !atomic_load(x->gate)) usleep(200);
     if (x->code) async_future_set_error(x->f, x->code, "failed");
     else async_future_set_result(x->f, NULL, 0);
     return NULL;
@@ -241,17 +246,21 @@ Test(future, wait_modes)
     size_t idx = 99;
     cr_expect_eq(async_futures_wait_dl(fs, 3, ASYNC_WAIT_FIRST_COMPLETED, &idx,
                                        async_deadline_after(10 * MS)), ASYNC_ETIMEDOUT);
-    finisher_t a = {fs[2], 20 * MS, 0}, b = {fs[1], 60 * MS, ASYNC_EIO}, c = {fs[0], 100 * MS, 0};
+    _Atomic int fail_now = 0, last_now = 0;
+    finisher_t a = {fs[2], 20 * MS, 0, NULL}, b = {fs[1], 0, ASYNC_EIO, &fail_now},
+               c = {fs[0], 0, 0, &last_now};
     pthread_t ta, tb, tc;
     pthread_create(&ta, NULL, finish_with, &a);
     pthread_create(&tb, NULL, finish_with, &b);
     pthread_create(&tc, NULL, finish_with, &c);
     cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_FIRST_COMPLETED, &idx), 0);
     cr_expect_eq(idx, 2);
+    atomic_store(&fail_now, 1);
     cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_FIRST_FAILURE, &idx), 0);
     cr_expect_eq(idx, 1);
     cr_expect_eq(async_future_error(fs[1]), ASYNC_EIO);
     cr_expect_not(async_future_done(fs[0]));
+    atomic_store(&last_now, 1);
     cr_expect_eq(async_futures_wait(fs, 3, ASYNC_WAIT_ALL, &idx), 0);
     cr_expect_eq(idx, 3);
     cr_expect(async_future_done(fs[0]));
@@ -302,7 +311,7 @@ Test(future, as_completed_order_and_timeout)
     cr_expect_geq(async_now() - t0, 20 * MS);
     cr_expect_eq(async_as_completed_unfinished(it), 2);
     cr_expect_str_eq(async_as_completed_message(it), "2 of 3 futures unfinished");
-    finisher_t a = {fs[2], 10 * MS, ASYNC_EIO};
+    finisher_t a = {fs[2], 10 * MS, ASYNC_EIO, NULL};
     pthread_t t;
     pthread_create(&t, NULL, finish_with, &a);
     cr_expect_eq(async_as_completed_next_dl(it, &idx, ASYNC_FOREVER), 0);
@@ -375,7 +384,7 @@ Test(future, await_lets_the_loop_run)
     ticks = 0;
     cr_assert_eq(async_task_spawn(NULL, loop, await_task, &a, NULL), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, ticker, &a, NULL), 0);
-    finisher_t x = {a.f, 50 * MS, ASYNC_EIO};
+    finisher_t x = {a.f, 50 * MS, ASYNC_EIO, NULL};
     pthread_t t;
     pthread_create(&t, NULL, finish_with, &x);
     cr_expect_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -446,6 +455,8 @@ Test(future, await_cancelled_while_post_in_flight)
     }
 }
 
+static _Atomic int await_many_timed_out;
+
 static int await_many_task(void *arg, void **result)
 {
     (void)result;
@@ -456,6 +467,7 @@ static int await_many_task(void *arg, void **result)
     cr_expect_eq(idx, 1);
     r = async_futures_await_dl(fs, 3, ASYNC_WAIT_FIRST_FAILURE, &idx, async_deadline_after(10 * MS));
     cr_expect_eq(r, ASYNC_ETIMEDOUT);
+    atomic_store(&await_many_timed_out, 1); /* only now do fs[0] and fs[2] finish */
     r = async_futures_await_dl(fs, 3, ASYNC_WAIT_ALL, &idx, ASYNC_FOREVER);
     cr_expect_eq(r, 0);
     cr_expect_eq(idx, 3);
@@ -468,7 +480,9 @@ Test(future, await_many_modes)
     cr_assert_eq(async_loop_new(&loop), 0);
     async_future_t *fs[3] = {fresh(), fresh(), fresh()};
     cr_assert_eq(async_task_spawn(NULL, loop, await_many_task, fs, NULL), 0);
-    finisher_t a = {fs[1], 10 * MS, 0}, b = {fs[0], 40 * MS, 0}, c = {fs[2], 50 * MS, 0};
+    atomic_store(&await_many_timed_out, 0);
+    finisher_t a = {fs[1], 10 * MS, 0, NULL}, b = {fs[0], 0, 0, &await_many_timed_out},
+               c = {fs[2], 0, 0, &await_many_timed_out};
     pthread_t ta, tb, tc;
     pthread_create(&ta, NULL, finish_with, &a);
     pthread_create(&tb, NULL, finish_with, &b);

@@ -265,7 +265,9 @@ static inline void async_job_init(async_job_t *o)
  * caller).  The job's deadline is job->timeout_ns after the submit is
  * called (none when 0).  A job still queued at its deadline fails with ASYNC_ETIMEDOUT
  * without running; on the process backend a job running past its deadline
- * is killed with its worker (ASYNC_ETIMEDOUT); on the thread backend a
+ * is killed with its worker (ASYNC_ETIMEDOUT; a job for whose deadline the
+ * pool finds no memory fails with ASYNC_ENOMEM without running, rather than
+ * run unbounded); on the thread backend a
  * thread cannot be stopped: the future fails with ASYNC_ETIMEDOUT at the
  * deadline ("still running at its deadline ..."), callbacks run and waits
  * return then, while the function runs on to its end (it can read
@@ -293,7 +295,12 @@ static inline void async_job_init(async_job_t *o)
  * process pool's fork server (pid P) died..."; submit returns it once the
  * pool has noticed, within about 250 ms), ASYNC_ETIMEDOUT (submit_dl),
  * ASYNC_ECANCELED (a cancelled task that had to wait for room),
- * ASYNC_ENOMEM.  On error nothing is queued and *out is untouched. */
+ * ASYNC_EDEADLK (the queue is full and the caller is a thread the room
+ * depends on, so the wait would never end: a future's callback on the
+ * process backend, which runs on the pool's own thread, or a worker of the
+ * thread backend, in its job or a callback, when every other worker already
+ * waits for room; a worker that is not the last still waits), ASYNC_ENOMEM.
+ * On error nothing is queued and *out is untouched. */
 ASYNC_API int async_executor_submit(async_future_t **out, async_executor_t *ex,
                                     const async_job_t *job);
 ASYNC_API int async_executor_submit_dl(async_future_t **out, async_executor_t *ex,
@@ -532,7 +539,9 @@ typedef struct async_imap_iter async_imap_iter_t;
  * the window that fit, and async_imap_next queues the rest, an item already
  * pulled first, so none is lost.  Without max_queued it never waits.
  * Errors: as async_executor_submit_dl, ASYNC_EINVAL (bad m->size, fn NULL,
- * no input, in_size 0 with a source). */
+ * no input, in_size 0 with a source, a chunk whose rows, chunksize of them
+ * (at most n over an array) of in_size bytes from a source plus out_size,
+ * do not fit a size_t). */
 ASYNC_API int async_executor_imap(async_imap_iter_t **out, async_executor_t *ex,
                                   const async_imap_t *m);
 ASYNC_API int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *ex,
@@ -549,9 +558,14 @@ ASYNC_API int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *
  * (message in async_imap_message; iteration may go on), ASYNC_EEOF after
  * the last item, the source's error, ASYNC_ETIMEDOUT at the deadline,
  * ASYNC_ECANCELED (a task cancelled while it had to wait; in both cases no
- * result is consumed), or an error of submit (ECLOSED, the broken pool's
- * code, ENOMEM) from the top-up.  Call it from one thread or task at a
- * time (the source is pulled here). */
+ * result is consumed), or an error of submit from the top-up (ENOMEM,
+ * EDEADLK).  A pool that stops taking work (shut down: ASYNC_ECLOSED; or
+ * broken: its code) ends the input as a source's error does: nothing more
+ * is pulled, the chunks already queued are yielded with their outcomes
+ * (ASYNC_ECANCELED for those cancelled), then the pool's code once, its
+ * message saying from which item on the input was not queued, then
+ * ASYNC_EEOF.  Call it from one thread or task at a time (the source is
+ * pulled here). */
 ASYNC_API int async_imap_next(async_imap_iter_t *it, void *out, size_t *index);
 ASYNC_API int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index,
                                  int64_t deadline);

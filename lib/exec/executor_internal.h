@@ -54,6 +54,7 @@ typedef struct async__exec_priv {
     _Atomic bool closed;
     _Atomic int broken;              /* the code that broke the pool, or 0 */
     _Atomic unsigned room_waiters;
+    unsigned worker_room_waiters;    /* of them, the pool's own workers; under mu */
     /* opts.max_queued != 0, copied here: async__q_take has only this
      * struct, and the submit path reads it from the line that `closed` and
      * `broken` (which it reads anyway) share, instead of the executor's. */

@@ -46,6 +46,7 @@ struct async_imap_iter {
      * up at a deadline: queued first by the next refill, so no input is lost
      * and the order stays. */
     chunk_t *pending;
+    bool cut; /* src_err is the pool's: it stopped taking work (refill) */
     char msg[ASYNC_FUTURE_MSG_MAX];
 };
 
@@ -132,8 +133,8 @@ static int build_chunk(async_imap_iter_t *it, chunk_t **built)
 
 /* Queues one chunk (the pending one first, else a new one), waiting for
  * queue room until deadline; 0, ASYNC_EEOF (no input left) or an error; on
- * ASYNC_ETIMEDOUT or ASYNC_ECANCELED a chunk already built (another submit
- * took the room it waited for) is kept as it->pending.
+ * any error a chunk already built (another submit took the room it waited
+ * for, or the pool stopped meanwhile) is kept as it->pending.
  * Called on the caller's thread without the mutex. */
 static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 {
@@ -145,6 +146,9 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
          * so that a deadline passing here leaves the input untouched. */
         int r = async__q_wait_room(it->ex, deadline);
         if (r) return r;
+        /* A stopped pool would refuse the chunk: its items, pulled, would
+         * be lost (each call pulled and dropped another chunk's worth). */
+        if ((r = async__q_stopped(it->ex->priv)) != 0) return r;
         if ((r = build_chunk(it, &c)) != 0) return r;
     }
     pthread_mutex_lock(&it->mu);
@@ -169,8 +173,11 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
         it->unfinished--;
         it->live_items -= c->count;
         pthread_mutex_unlock(&it->mu);
-        if (r == ASYNC_ETIMEDOUT || r == ASYNC_ECANCELED) it->pending = c;
-        else async__free(c);
+        /* Whatever the error (a deadline, a cancel, a task's ENOMEM, an
+         * EDEADLK after another submit took the room), its items are
+         * pulled already: kept, they go first next time, or refill drops
+         * them with the input's end if the pool has stopped. */
+        it->pending = c;
         return r;
     }
     it->next_input += c->count;
@@ -178,14 +185,30 @@ static int add_chunk(async_imap_iter_t *it, int64_t deadline)
 }
 
 /* Tops the window up; gives up at deadline with ASYNC_ETIMEDOUT (a chunk
- * then pending).  The source may be done while a chunk is still pending. */
+ * then pending).  The source may be done while a chunk is still pending.
+ *
+ * A pool that stopped taking work (shut down, or broken) ends the input
+ * once the map has started, as a source's error does: the chunks already
+ * queued are yielded with their outcomes, then the pool's code once (with
+ * a message saying where the input was cut), then ASYNC_EEOF.  Returning
+ * the code from every call instead hid those chunks' outcomes and never
+ * reached the end. */
 static int refill(async_imap_iter_t *it, int64_t deadline)
 {
     while (it->pending ||
-           (!it->src_done && (it->live_items == 0 || it->live_items + it->chunk <= it->window))) {
+           (!it->src_done && (it->live_items == 0 || it->chunk <= it->window - it->live_items))) {
         int r = add_chunk(it, deadline);
         if (r == ASYNC_EEOF) {
             it->src_done = true;
+            break;
+        }
+        if (r && r == async__q_stopped(it->ex->priv) &&
+            (it->next_input || it->live_items || it->pending)) {
+            async__free(it->pending);
+            it->pending = NULL;
+            it->src_done = true;
+            it->src_err = r;
+            it->cut = true;
             break;
         }
         if (r) return r;
@@ -199,12 +222,22 @@ int async_executor_imap_dl(async_imap_iter_t **out, async_executor_t *ex, const 
     if (!ex || !m || async__size_bad(m) || !m->fn || !out) return ASYNC_EINVAL;
     if (m->source ? !m->in_size : (m->n && m->in_size && !m->in)) return ASYNC_EINVAL;
     if (!m->source && m->in_size && m->n > SIZE_MAX / m->in_size) return ASYNC_EINVAL; /* wraps */
+    /* A chunk's memory, its input copy (from a source) and its output rows,
+     * must fit a size_t: a product that wraps would allocate a few bytes
+     * and have the source and the workers write chunksize rows into them. */
+    size_t chunk = m->chunksize ? m->chunksize : 1;
+    size_t rows = m->source || chunk < m->n ? chunk : m->n;
+    size_t row_bytes = (m->source ? m->in_size : 0) + m->out_size;
+    if (row_bytes < m->out_size || (row_bytes && rows > (SIZE_MAX - sizeof(chunk_t)) / row_bytes))
+        return ASYNC_EINVAL;
     async_imap_iter_t *it = async__calloc(1, sizeof *it);
     if (!it) return ASYNC_ENOMEM;
     it->ex = ex;
     it->m = *m;
-    it->chunk = m->chunksize ? m->chunksize : 1;
-    it->window = m->window ? m->window : 2 * (size_t)ex->workers * it->chunk;
+    it->chunk = chunk;
+    size_t per_window = 2 * (size_t)ex->workers; /* the default window, saturated */
+    it->window = m->window ? m->window
+                 : per_window && chunk > SIZE_MAX / per_window ? SIZE_MAX : per_window * chunk;
     if (it->window < it->chunk) it->window = it->chunk;
     pthread_mutex_init(&it->mu, NULL);
     async__cond_init_monotonic(&it->cond, false);
@@ -269,7 +302,12 @@ int async_imap_next_dl(async_imap_iter_t *it, void *out, size_t *index, int64_t 
             if (it->src_err) {
                 r = it->src_err;
                 it->src_err = 0;
-                snprintf(it->msg, sizeof it->msg, "the input source failed");
+                if (it->cut)
+                    snprintf(it->msg, sizeof it->msg,
+                             "the pool stopped taking work: the input from item %zu on was not queued",
+                             it->next_input);
+                else
+                    snprintf(it->msg, sizeof it->msg, "the input source failed");
             } else {
                 r = ASYNC_EEOF;
             }

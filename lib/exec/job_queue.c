@@ -380,14 +380,28 @@ static int task_wait_room(exec_priv_t *p, size_t max, int64_t deadline)
 /* One wait for room while the queue is full (at max), until deadline: a
  * task through its loop, a thread on p->room.  0 (look again),
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED or ASYNC_ENOMEM (a task's). */
-static int wait_room(exec_priv_t *p, size_t max, int64_t deadline)
+static int wait_room(async_executor_t *ex, exec_priv_t *p, size_t max, int64_t deadline)
 {
-    if (async__in_task()) return task_wait_room(p, max, deadline);
+    /* Room comes from the pool's own threads: a thread the process
+     * backend runs callbacks on (its feeder takes the jobs, its supervisor
+     * frees the slots the feeder waits for) would wait for itself, and so
+     * would the last worker of the thread backend to wait for room while
+     * every other one waits too: nobody would take a job again. */
+    bool own = ex->ops->on_own_thread && ex->ops->on_own_thread(ex);
+    bool worker = async__exec_on_worker(ex);
+    if (!own && async__in_task()) return task_wait_room(p, max, deadline);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->room_waiters, 1);
     int w = 0;
+    if ((own || (worker && p->worker_room_waiters + 1 >= p->workers)) && async__q_len(p) >= max &&
+        !stopped(p)) {
+        pthread_mutex_unlock(&p->mu);
+        return ASYNC_EDEADLK;
+    }
+    atomic_fetch_add(&p->room_waiters, 1);
+    p->worker_room_waiters += worker;
     while (async__q_len(p) >= max && !stopped(p) && w != ETIMEDOUT)
         w = async__cond_wait_dl(&p->room, &p->mu, deadline);
+    p->worker_room_waiters -= worker;
     atomic_fetch_sub(&p->room_waiters, 1);
     pthread_mutex_unlock(&p->mu);
     return w == ETIMEDOUT ? ASYNC_ETIMEDOUT : 0;
@@ -397,15 +411,16 @@ static int wait_room(exec_priv_t *p, size_t max, int64_t deadline)
  * or a timeout while the queue is still full and serving. */
 static bool room_wait_ends(exec_priv_t *p, size_t max, int w)
 {
-    if (w == ASYNC_ENOMEM || w == ASYNC_ECANCELED) return true;
+    if (w == ASYNC_ENOMEM || w == ASYNC_ECANCELED || w == ASYNC_EDEADLK) return true;
     return w == ASYNC_ETIMEDOUT && async__q_len(p) >= max && !stopped(p);
 }
 
 /* Counts n more jobs as submitted in a queue bounded at max, waiting for
  * room for the first.  Out of line, so that an unbounded submit does not pay
  * for the registers this needs. */
-static __attribute__((noinline)) int reserve_bounded(exec_priv_t *p, size_t max, size_t n,
-                                                     bool try_only, int64_t deadline)
+static __attribute__((noinline)) int reserve_bounded(async_executor_t *ex, exec_priv_t *p,
+                                                     size_t max, size_t n, bool try_only,
+                                                     int64_t deadline)
 {
     size_t s = atomic_load(&p->submitted);
     for (;;) {
@@ -416,7 +431,7 @@ static __attribute__((noinline)) int reserve_bounded(exec_priv_t *p, size_t max,
             continue;
         }
         if (try_only) return ASYNC_EAGAIN;
-        int w = wait_room(p, max, deadline);
+        int w = wait_room(ex, p, max, deadline);
         if (room_wait_ends(p, max, w)) return w;
         s = atomic_load(&p->submitted);
     }
@@ -427,7 +442,7 @@ int async__q_wait_room(async_executor_t *ex, int64_t deadline)
     exec_priv_t *p = ex->priv;
     size_t max = ex->opts.max_queued;
     while (max && async__q_len(p) >= max && !stopped(p)) {
-        int w = wait_room(p, max, deadline);
+        int w = wait_room(ex, p, max, deadline);
         if (room_wait_ends(p, max, w)) return w;
     }
     return 0;
@@ -440,7 +455,7 @@ int async__q_enqueue_linked(async_executor_t *ex, async__job_t *first, async__jo
     if (!n) return 0;
     size_t max = ex->opts.max_queued;
     int r = 0;
-    if (max) r = reserve_bounded(p, max, n, try_only, deadline);
+    if (max) r = reserve_bounded(ex, p, max, n, try_only, deadline);
     else atomic_fetch_add(&p->submitted, n);
     if (r) return r;
     if ((r = stopped(p)) != 0) {

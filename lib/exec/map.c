@@ -56,7 +56,7 @@ typedef struct map_state {
 size_t async__default_chunksize(const async_executor_t *ex, size_t n)
 {
     size_t d = (size_t)4 * ex->workers;
-    size_t c = (n + d - 1) / d;
+    size_t c = n / d + (n % d != 0); /* ceil, without (n + d - 1) wrapping near SIZE_MAX */
     return c ? c : 1;
 }
 
@@ -72,7 +72,7 @@ size_t async__default_chunksize(const async_executor_t *ex, size_t n)
  * more than Pool.map's rule, whatever n. */
 static size_t guided_size(size_t left, size_t cap, size_t floor, size_t workers)
 {
-    size_t c = (left + 2 * workers - 1) / (2 * workers);
+    size_t c = left / (2 * workers) + (left % (2 * workers) != 0);
     if (c > cap) c = cap;
     if (c < floor) c = floor;
     return c < left ? c : left;
@@ -85,7 +85,12 @@ static size_t map_plan(const async_executor_t *ex, size_t n, size_t chunksize, s
     size_t workers = ex->workers ? ex->workers : 1;
     size_t cap = chunksize ? chunksize : async__default_chunksize(ex, n);
     size_t d = 32 * workers;
-    size_t floor = chunksize ? chunksize : (n + d - 1) / d;
+    /* Fixed chunks are counted, not walked: a map of SIZE_MAX items in
+     * chunks of 1 must fail at map_new's bound, not loop 2^64 times first.
+     * The ceilings are n / d + (n % d != 0): (n + d - 1) / d wraps near
+     * SIZE_MAX, to chunks of one item. */
+    if (chunksize && !bounds) return n / chunksize + (n % chunksize != 0);
+    size_t floor = chunksize ? chunksize : n / d + (n % d != 0);
     if (!floor) floor = 1;
     size_t k = 0, first = 0;
     while (first < n) {

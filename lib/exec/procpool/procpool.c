@@ -138,16 +138,32 @@ void async__pp_deadline_pop(async__procpool_t *p)
     if (p->ndl) deadline_sift_down(p->dl, p->ndl, 0);
 }
 
+/* Under mu: room in the deadline heap for k more entries, before the jobs
+ * that need them are placed; false when it cannot grow.  The room is made
+ * first so that a job with a time limit is never published without its
+ * deadline: one that failed to get in was never killed at its deadline and
+ * ran on to its end. */
+static bool deadline_room(async__procpool_t *p, size_t k)
+{
+    if (p->dl_cap - p->ndl >= k) return true;
+    if (p->ndl >= 1024) deadline_compact(p);
+    if (p->dl_cap - p->ndl >= k) return true;
+    size_t cap = p->dl_cap ? p->dl_cap : 64;
+    while (cap - p->ndl < k) {
+        if (cap > SIZE_MAX / 2 / sizeof(pp_deadline_t)) return false;
+        cap *= 2;
+    }
+    pp_deadline_t *d = async__realloc(p->dl, cap * sizeof *d);
+    if (!d) return false;
+    p->dl = d;
+    p->dl_cap = cap;
+    return true;
+}
+
+/* Under mu, after deadline_room: cannot fail. */
 static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
 {
-    if (p->ndl == p->dl_cap && p->ndl >= 1024) deadline_compact(p);
-    if (p->ndl == p->dl_cap) {
-        size_t cap = p->dl_cap ? p->dl_cap * 2 : 64;
-        pp_deadline_t *d = async__realloc(p->dl, cap * sizeof *d);
-        if (!d) return; /* the deadline is then not enforced; never fails a job */
-        p->dl = d;
-        p->dl_cap = cap;
-    }
+    assert(p->ndl < p->dl_cap);
     size_t i = p->ndl++;
     while (i > 0 && p->dl[(i - 1) / 2].t > t) {
         p->dl[i] = p->dl[(i - 1) / 2];
@@ -157,7 +173,8 @@ static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_
 }
 
 /* Publishes a job in a free slot.  Under mu.  Returns 0, ASYNC_EAGAIN (no
- * slot or no ring space: keep it pending) or ASYNC_ENOMEM (heap full).
+ * slot or no ring space: keep it pending) or ASYNC_ENOMEM (shared heap full,
+ * or no memory for the job's deadline).
  * waiter is async__procpool_call's flag, NULL for other jobs. */
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out)
@@ -166,6 +183,7 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     if (!p->nfree) return ASYNC_EAGAIN;
     uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
     if (tail - atomic_load(&h->q_head) >= h->ring_cap) return ASYNC_EAGAIN;
+    if (job->deadline != ASYNC_FOREVER && !deadline_room(p, 1)) return ASYNC_ENOMEM;
     uint32_t idx = p->free_slots[p->nfree - 1];
     pp_slot_t *s = &pp_slots(h)[idx];
     pp_job_t *j = &p->jobs[idx];
@@ -476,6 +494,9 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
     uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
     if (!rc && (p->batch_busy || p->nfree < n || tail - atomic_load(&h->q_head) + n > h->ring_cap))
         rc = ASYNC_EAGAIN; /* all or none, one batch at a time */
+    size_t ntimed = 0;
+    for (size_t k = 0; k < n; k++) ntimed += jobs[k].deadline != ASYNC_FOREVER;
+    if (!rc && ntimed && !deadline_room(p, ntimed)) rc = ASYNC_ENOMEM; /* before any is placed */
     if (!rc) {
         p->batch_busy = true;
         if (++p->batch_gen == 0) p->batch_gen = 1; /* 0 marks a slot of no batch */

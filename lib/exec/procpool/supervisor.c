@@ -502,7 +502,8 @@ static bool fill_pending(async__procpool_t *p)
         if (!p->pending_head) p->pending_tail = NULL;
         async__pp_unpend(p, pj);
         any = true;
-        if (rc) fail_pending(p, pj, rc, "the pool's shared heap is full");
+        if (rc) fail_pending(p, pj, rc, "no memory to place the job (the pool's shared heap is full, "
+                                            "or its deadline table could not grow)");
         else async__free(pj);
     }
     if (any) async__pp_wake_workers(p->h, INT_MAX);
