@@ -163,15 +163,20 @@ static void *open_after(void *arg)
     return NULL;
 }
 
+/* The deadline must pass while fn runs, so fn must have started by then: a
+ * call still queued at its deadline is cancelled unrun, correctly, and a
+ * loaded machine (a sanitizer build on 2 shared CPUs) has been seen to take
+ * more than 30 ms to start one.  Hence 1 s, and the check that fn ran. */
 Test(to_thread, deadline_on_a_running_call_waits_for_it)
 {
     gate_t g = {0};
-    int64_t deadline = async_deadline_after(30 * MS);
+    int64_t deadline = async_deadline_after(1000 * MS);
     opener_t o = {&g, deadline + 20 * MS};
     pthread_t th;
     pthread_create(&th, NULL, open_after, &o);
     void *r = NULL;
     cr_expect_eq(async_to_thread_dl(wait_gate, &g, &r, deadline), ASYNC_ETIMEDOUT);
+    cr_expect_eq(atomic_load(&g.running), 1, "fn started within 1 s");
     cr_expect_eq(atomic_load(&g.finished), 1, "fn had returned when the call did");
     cr_expect_eq(r, (void *)(uintptr_t)0x5eed);
     pthread_join(th, NULL);
