@@ -157,10 +157,12 @@ static int park(async_task_impl_t *self, int64_t deadline, bool by_waker)
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (pending && by_waker) return self->pending_wake;
     if (deadline != ASYNC_FOREVER) {
-        int64_t left = deadline - async_now();
-        if (left <= 0) return ASYNC_ETIMEDOUT;
+        /* Compare before subtracting: for a deadline far in the past (near
+         * INT64_MIN) deadline - now overflows into one far in the future. */
+        int64_t now = async_now();
+        if (deadline <= now) return ASYNC_ETIMEDOUT;
         self->deadline = deadline;
-        ev_timer_set(&self->timer, (double)left / 1e9, 0.);
+        ev_timer_set(&self->timer, (double)(deadline - now) / 1e9, 0.);
         ev_timer_start(self->loop->ev, &self->timer);
     }
     self->waker_ok = by_waker;

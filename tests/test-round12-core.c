@@ -1,0 +1,110 @@
+/* Round 12: a hostile review of the core scheduler.  Deadlines far in the
+ * past (INT64_MIN: the arithmetic `deadline - now` overflows) and far in the
+ * future, descriptors that are not open or lie far beyond any table, wakers
+ * that are not the select's own, and cancellation landing on a task while it
+ * is being handed a lock, an element or a permit. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <async.h>
+#include <async/select.h>
+#include "support/run.h"
+
+/* --- deadlines far in the past ------------------------------------------- */
+
+static int sleeper(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_SEC(30));
+}
+
+/* Every blocking call of the core given a deadline far in the past must
+ * report the deadline at once, not overflow into one far in the future.
+ * The test's timeout catches a wait that does not end. */
+static int t_past_deadlines(void *arg, void **res)
+{
+    (void)res;
+    int64_t dl = *(int64_t *)arg;
+    int64_t t0 = async_now();
+
+    async_sem_t *sem;
+    cr_assert_eq(async_sem_new(&sem, 0), 0);
+    cr_assert_eq(async_sem_acquire_dl(sem, dl), ASYNC_ETIMEDOUT, "sem");
+    cr_assert_eq(async_sem_destroy(sem), 0);
+
+    async_chan_t *chan;
+    cr_assert_eq(async_chan_new(&chan, sizeof(int), 0), 0);
+    int v = 0;
+    cr_assert_eq(async_chan_recv_dl(chan, &v, dl), ASYNC_ETIMEDOUT, "chan recv");
+    cr_assert_eq(async_chan_send_dl(chan, &v, dl), ASYNC_ETIMEDOUT, "chan send");
+    async_select_case_t c = {.chan = chan, .op = ASYNC_SELECT_RECV, .elem = &v};
+    size_t fired;
+    cr_assert_eq(async_select_dl(&c, 1, &fired, dl), ASYNC_ETIMEDOUT, "select");
+    cr_assert_eq(async_chan_destroy(chan), 0);
+
+    async_event_t *ev;
+    cr_assert_eq(async_event_new(&ev), 0);
+    cr_assert_eq(async_event_wait_dl(ev, dl), ASYNC_ETIMEDOUT, "event");
+    cr_assert_eq(async_event_destroy(ev), 0);
+
+    async_mutex_t *m;
+    async_cond_t *cond;
+    cr_assert_eq(async_mutex_new(&m), 0);
+    cr_assert_eq(async_cond_new(&cond), 0);
+    cr_assert_eq(async_mutex_lock(m), 0);
+    cr_assert_eq(async_cond_wait_dl(cond, m, dl), ASYNC_ETIMEDOUT, "cond");
+    cr_assert_eq(async_mutex_unlock(m), 0);
+    cr_assert_eq(async_cond_destroy(cond), 0);
+
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(&t, NULL, sleeper, NULL, NULL), 0);
+    cr_assert_eq(async_task_await_dl(t, NULL, dl), ASYNC_ETIMEDOUT, "await");
+    cr_assert_eq(async_yield(), 0); /* the sleeper takes its mutex wait below */
+
+    /* A mutex held by another task. */
+    cr_assert_eq(async_mutex_lock(m), 0);
+    cr_assert_eq(async_task_cancel(t), 0);
+    cr_assert_eq(async_task_await(t, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_mutex_unlock(m), 0);
+    cr_assert_eq(async_mutex_destroy(m), 0);
+
+    async_group_t *g;
+    cr_assert_eq(async_group_new(&g, NULL), 0);
+    cr_assert_eq(async_group_spawn(g, sleeper, NULL, NULL), 0);
+    cr_assert_eq(async_group_wait_dl(g, dl), ASYNC_ETIMEDOUT, "group");
+    cr_assert_eq(async_group_destroy(g), 0);
+
+    cr_assert_eq(async_task_suspend_dl(dl), ASYNC_ETIMEDOUT, "suspend");
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    cr_assert_eq(async_wait_fd_dl(fds[0], ASYNC_READABLE, dl), ASYNC_ETIMEDOUT, "wait_fd");
+    close(fds[0]);
+    close(fds[1]);
+    cr_assert_eq(async_sleep_dl(dl), 0, "sleep");
+
+    /* None of it waited (generous: a loaded machine). */
+    cr_assert_lt(async_now() - t0, ASYNC_SEC(5) * test_slack());
+    return 0;
+}
+
+Test(round12_core, a_deadline_at_int64_min_has_passed, .timeout = 20)
+{
+    int64_t dl = INT64_MIN;
+    cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
+}
+
+Test(round12_core, a_deadline_just_above_int64_min_has_passed, .timeout = 20)
+{
+    int64_t dl = INT64_MIN + 1;
+    cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
+}
+
+Test(round12_core, a_negative_deadline_has_passed, .timeout = 20)
+{
+    int64_t dl = -1;
+    cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
+}
