@@ -108,3 +108,34 @@ Test(round12_core, a_negative_deadline_has_passed, .timeout = 20)
     int64_t dl = -1;
     cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
 }
+
+/* --- descriptors ----------------------------------------------------------- */
+
+static int t_wait_fd_huge(void *arg, void **res)
+{
+    (void)res;
+    int fd = (int)(intptr_t)arg;
+    int rc = async_wait_fd_dl(fd, ASYNC_READABLE, async_deadline_after(ASYNC_MSEC(50)));
+    return rc;
+}
+
+/* A descriptor number far beyond any open one: libev sizes its table by the
+ * descriptor, so it must be refused before it reaches libev. */
+Test(round12_core, wait_fd_on_a_huge_descriptor_is_refused, .timeout = 30)
+{
+    int rc = test_run_task(t_wait_fd_huge, (void *)(intptr_t)(INT_MAX - 1), NULL);
+    cr_assert_eq(rc, ASYNC_EINVAL, "%s", async_errname(rc));
+    rc = test_run_task(t_wait_fd_huge, (void *)(intptr_t)(1 << 28), NULL);
+    cr_assert_eq(rc, ASYNC_EINVAL, "%s", async_errname(rc));
+}
+
+/* A descriptor that is not open is not ready to read. */
+Test(round12_core, wait_fd_on_a_closed_descriptor_is_refused, .timeout = 30)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    close(fds[1]);
+    int rc = test_run_task(t_wait_fd_huge, (void *)(intptr_t)fds[0], NULL);
+    cr_assert_eq(rc, ASYNC_EINVAL, "%s", async_errname(rc));
+}

@@ -136,7 +136,8 @@ ASYNC_API int async_sleep_dl(int64_t deadline);
 
 /* ASYNC_READABLE and ASYNC_WRITABLE are in common.h. */
 /* Waits until fd is readable and/or writable (events is a mask of the two).
- * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL. */
+ * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (fd
+ * is not an open descriptor, or events is 0 or has other bits). */
 ASYNC_API int async_wait_fd(int fd, int events);
 ASYNC_API int async_wait_fd_dl(int fd, int events, int64_t deadline);
 

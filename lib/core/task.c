@@ -14,6 +14,7 @@
  * switches.  A finished task cannot free the stack it is
  * running on: it leaves itself in loop->zombie and whoever runs next reaps
  * it. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,6 +464,10 @@ int async_wait_fd_dl(int fd, int events, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (fd < 0 || !events || (events & ~(ASYNC_READABLE | ASYNC_WRITABLE))) return ASYNC_EINVAL;
+    /* libev must never see a descriptor that is not open: it sizes its
+     * table by the descriptor's number (gigabytes, zeroed, for a number far
+     * beyond any open one) and asserts when epoll_ctl says EBADF. */
+    if (fcntl(fd, F_GETFD) == -1) return ASYNC_EINVAL;
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     ev_io_set(&self->io, fd, (events & ASYNC_READABLE ? EV_READ : 0) |
                              (events & ASYNC_WRITABLE ? EV_WRITE : 0));
