@@ -139,3 +139,79 @@ Test(round12_core, wait_fd_on_a_closed_descriptor_is_refused, .timeout = 30)
     int rc = test_run_task(t_wait_fd_huge, (void *)(intptr_t)fds[0], NULL);
     cr_assert_eq(rc, ASYNC_EINVAL, "%s", async_errname(rc));
 }
+
+/* --- select and foreign wakers -------------------------------------------- */
+
+typedef struct {
+    async_chan_t *chan;
+    async_waker_t waker;
+    int woken, sel_rc, value;
+    size_t fired;
+} sel_job_t;
+
+/* Takes a waker it never suspends on, lets it be woken, then selects. */
+static int pending_selector(void *arg, void **res)
+{
+    (void)res;
+    sel_job_t *j = arg;
+    j->waker = async_task_waker();
+    j->woken = async_waker_wake(j->waker, ASYNC_EIO); /* kept as a pending wake */
+    async_select_case_t c = {.chan = j->chan, .op = ASYNC_SELECT_RECV, .elem = &j->value};
+    j->sel_rc = async_select(&c, 1, &j->fired);
+    return 0;
+}
+
+/* A wake meant for someone's own suspension must not end a select with its
+ * code and nothing received. */
+static int t_pending_wake_vs_select(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    sel_job_t j = {0};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
+    async_task_t t = test_spawn_started(pending_selector, &j);
+    cr_assert_eq(j.woken, 0);
+    int v = 17;
+    cr_assert_eq(async_chan_send(j.chan, &v), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.sel_rc, 0, "select returned %s", async_errname(j.sel_rc));
+    cr_assert_eq(j.value, 17);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
+    return 0;
+}
+Test(round12_core, a_pending_wake_cannot_end_a_select, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_pending_wake_vs_select, NULL, NULL), 0);
+}
+
+static int suspended_selector(void *arg, void **res)
+{
+    (void)res;
+    sel_job_t *j = arg;
+    j->waker = async_task_waker();
+    async_select_case_t c = {.chan = j->chan, .op = ASYNC_SELECT_RECV, .elem = &j->value};
+    j->sel_rc = async_select(&c, 1, &j->fired);
+    return 0;
+}
+
+/* The same with the waker woken while the select is suspended on it. */
+static int t_stray_wake_vs_select(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    sel_job_t j = {0};
+    cr_assert_eq(async_chan_new(&j.chan, sizeof(int), 1), 0);
+    async_task_t t = test_spawn_started(suspended_selector, &j);
+    int w = async_waker_wake(j.waker, ASYNC_EIO);
+    cr_assert_eq(w, ASYNC_ESRCH, "a library wait is not the waker's");
+    cr_assert_eq(async_yield(), 0);
+    int v = 23;
+    cr_assert_eq(async_chan_send(j.chan, &v), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.sel_rc, 0, "select returned %s", async_errname(j.sel_rc));
+    cr_assert_eq(j.value, 23);
+    cr_assert_eq(async_chan_destroy(j.chan), 0);
+    return 0;
+}
+Test(round12_core, a_stray_wake_cannot_end_a_select, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_stray_wake_vs_select, NULL, NULL), 0);
+}
