@@ -215,3 +215,48 @@ Test(round12_core, a_stray_wake_cannot_end_a_select, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_stray_wake_vs_select, NULL, NULL), 0);
 }
+
+/* --- a mutex whose holder ended without unlocking --------------------------- */
+
+static int lock_and_leave(void *arg, void **res)
+{
+    (void)res;
+    return async_mutex_lock(arg); /* and never unlocks */
+}
+
+typedef struct {
+    async_mutex_t *m;
+    int trylock, unlock;
+} heir_job_t;
+
+static int heir(void *arg, void **res)
+{
+    (void)res;
+    heir_job_t *j = arg;
+    j->trylock = async_mutex_trylock(j->m);
+    j->unlock = async_mutex_unlock(j->m);
+    return 0;
+}
+
+/* A later task that happens to get the dead holder's slot does not hold its
+ * lock: it can neither unlock it nor be told it already holds it. */
+static int t_dead_holder(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_mutex_t *m;
+    cr_assert_eq(async_mutex_new(&m), 0);
+    async_task_t t;
+    cr_assert_eq(async_task_spawn(&t, NULL, lock_and_leave, m, NULL), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0); /* its slot is free for the next spawn */
+    heir_job_t j = {.m = m};
+    cr_assert_eq(async_task_spawn(&t, NULL, heir, &j, NULL), 0);
+    cr_assert_eq(async_task_await(t, NULL), 0);
+    cr_assert_eq(j.trylock, ASYNC_EAGAIN, "trylock: %s", async_errname(j.trylock));
+    cr_assert_eq(j.unlock, ASYNC_EPERM, "unlock: %s", async_errname(j.unlock));
+    cr_assert_eq(async_mutex_destroy(m), ASYNC_EBUSY, "still held by the task that ended");
+    return 0;
+}
+Test(round12_core, a_new_task_in_a_dead_holders_slot_does_not_hold_its_mutex, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_dead_holder, NULL, NULL), 0);
+}
