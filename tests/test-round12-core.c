@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -259,4 +260,92 @@ static int t_dead_holder(void *arg, void **res)
 Test(round12_core, a_new_task_in_a_dead_holders_slot_does_not_hold_its_mutex, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_dead_holder, NULL, NULL), 0);
+}
+
+/* --- groups, detach and wakers from another thread or loop ---------------- */
+
+typedef struct {
+    async_group_t *g;
+    async_task_t task;
+    async_waker_t waker;
+    int cancel, detach, wake, wait, destroy, spawn;
+} foreign_job_t;
+
+static void *foreign_thread(void *arg)
+{
+    foreign_job_t *j = arg;
+    j->cancel = async_group_cancel(j->g);
+    j->detach = async_task_detach(j->task);
+    j->wake = async_waker_wake(j->waker, 9);
+    return NULL;
+}
+
+static int waker_sleeper(void *arg, void **res)
+{
+    (void)res;
+    foreign_job_t *j = arg;
+    j->waker = async_task_waker();
+    return async_task_suspend_dl(async_deadline_after(ASYNC_SEC(30)));
+}
+
+/* A group, a task handle and a waker belong to their loop: a thread that
+ * is not the loop's is refused with ASYNC_EWRONGLOOP, and nothing is done
+ * (the loop's thread is blocked in pthread_join meanwhile, so a call that
+ * went through would be seen below, not raced). */
+static int t_foreign_thread(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    foreign_job_t j = {0};
+    cr_assert_eq(async_group_new(&j.g, NULL), 0);
+    cr_assert_eq(async_group_spawn(j.g, sleeper, NULL, NULL), 0);
+    j.task = test_spawn_started(waker_sleeper, &j);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, foreign_thread, &j), 0);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert_eq(j.cancel, ASYNC_EWRONGLOOP, "group cancel: %s", async_errname(j.cancel));
+    cr_assert_eq(j.detach, ASYNC_EWRONGLOOP, "detach: %s", async_errname(j.detach));
+    cr_assert_eq(j.wake, ASYNC_EWRONGLOOP, "wake: %s", async_errname(j.wake));
+    cr_assert_eq(async_group_live(j.g), 1);
+    cr_assert_eq(async_group_cancel(j.g), 0, "the group was not cancelled before");
+    cr_assert_eq(async_group_wait(j.g), ASYNC_ECANCELED);
+    cr_assert_eq(async_group_destroy(j.g), 0);
+    cr_assert_eq(async_waker_wake(j.waker, 4), 0, "still suspended");
+    cr_assert_eq(async_task_await(j.task, NULL), 4, "the handle is still ours");
+    return 0;
+}
+Test(round12_core, groups_handles_and_wakers_refuse_other_threads, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_foreign_thread, NULL, NULL), 0);
+}
+
+/* From a task of another loop, on another thread. */
+static int foreign_loop_task(void *arg, void **res)
+{
+    (void)res;
+    foreign_job_t *j = arg;
+    j->wait = async_group_wait_dl(j->g, async_deadline_after(ASYNC_MSEC(20)));
+    j->spawn = async_group_spawn(j->g, sleeper, NULL, NULL);
+    j->destroy = async_group_destroy(j->g);
+    return 0;
+}
+
+static int t_foreign_loop(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    foreign_job_t j = {0};
+    cr_assert_eq(async_group_new(&j.g, NULL), 0);
+    cr_assert_eq(async_group_spawn(j.g, sleeper, NULL, NULL), 0);
+    cr_assert_eq(async_yield(), 0);
+    cr_assert_eq(test_run_task_in_thread(foreign_loop_task, &j), 0);
+    cr_assert_eq(j.wait, ASYNC_EWRONGLOOP, "group wait: %s", async_errname(j.wait));
+    cr_assert_eq(j.spawn, ASYNC_EWRONGLOOP, "group spawn: %s", async_errname(j.spawn));
+    cr_assert_eq(j.destroy, ASYNC_EWRONGLOOP, "group destroy: %s", async_errname(j.destroy));
+    cr_assert_eq(async_group_live(j.g), 1);
+    cr_assert_eq(async_group_cancel(j.g), 0, "the group was not cancelled before");
+    cr_assert_eq(async_group_destroy(j.g), 0);
+    return 0;
+}
+Test(round12_core, groups_refuse_tasks_of_other_loops, .timeout = 20)
+{
+    cr_assert_eq(test_run_task(t_foreign_loop, NULL, NULL), 0);
 }

@@ -200,7 +200,11 @@ int async_task_suspend_dl(int64_t deadline)
 int async_waker_wake(async_waker_t w, int code)
 {
     async_task_impl_t *t = w.ptr_;
-    if (!t || t->gen != w.gen_) return ASYNC_ESRCH;
+    if (!t) return ASYNC_ESRCH;
+    /* Waking touches the loop's ready queue.  A slot never changes loops,
+     * so t->loop may be read before the generation is compared. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
+    if (t->gen != w.gen_) return ASYNC_ESRCH;
     if (t->state == TASK_SUSPENDED && t->epoch == w.epoch_) {
         if (!t->waker_ok) return ASYNC_ESRCH; /* a library wait, not the waker's */
         async__task_unpark(t, code);
@@ -368,6 +372,8 @@ int async_task_detach(async_task_t h)
 {
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
+    /* Releasing a finished task's slot edits the loop's lists. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
     if (t->state == TASK_DONE) release_slot(t);
     else t->detached = true;
     return 0;
