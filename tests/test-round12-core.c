@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/select.h>
+#include "support/alloc.h"
 #include "support/run.h"
 
 /* --- deadlines far in the past ------------------------------------------- */
@@ -348,4 +349,95 @@ static int t_foreign_loop(void *arg, void **res)
 Test(round12_core, groups_refuse_tasks_of_other_loops, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_foreign_loop, NULL, NULL), 0);
+}
+
+/* --- failing allocations in the loop and in a wide select ------------------ */
+
+static int post_ran;
+static void count_post(void *arg) { (void)arg; post_ran++; }
+
+/* Every allocation of a loop's construction and of a post fails in turn:
+ * each call fails with ASYNC_ENOMEM and leaves nothing behind, or succeeds
+ * and works. */
+Test(round12_core, loop_new_and_post_fail_cleanly_at_each_allocation, .timeout = 30)
+{
+    test_alloc_install();
+    int failures = 0, ok_in_a_row = 0;
+    for (long n = 0; ok_in_a_row < 3 && n < 100; n++) {
+        async_loop_t *loop = NULL;
+        test_alloc_fail_after(n);
+        int rc = async_loop_new(&loop);
+        int prc = rc ? 0 : async_loop_post(loop, count_post, NULL);
+        test_alloc_fail_after(-1);
+        if (rc) {
+            cr_assert_eq(rc, ASYNC_ENOMEM, "allocation %ld: %s", n, async_errname(rc));
+            cr_assert_null(loop, "*out is set only on success");
+            failures++;
+            ok_in_a_row = 0;
+            continue;
+        }
+        post_ran = 0;
+        if (prc) {
+            cr_assert_eq(prc, ASYNC_ENOMEM, "post at allocation %ld: %s", n, async_errname(prc));
+            failures++;
+        } else {
+            ok_in_a_row++;
+        }
+        cr_assert_eq(async_loop_destroy(loop), 0);
+        cr_assert_eq(post_ran, prc == 0, "the post ran if and only if it was accepted");
+    }
+    cr_assert_geq(failures, 2, "the loop and the post both met a failed allocation");
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
+}
+
+#define WIDE 12 /* more cases than the select keeps on its stack */
+
+static int wide_selector(void *arg, void **res)
+{
+    (void)res;
+    async_chan_t **chans = arg;
+    async_select_case_t c[WIDE];
+    int v[WIDE];
+    for (int i = 0; i < WIDE; i++) c[i] = (async_select_case_t){chans[i], ASYNC_SELECT_RECV, &v[i]};
+    size_t fired = WIDE;
+    int rc = async_select(c, WIDE, &fired);
+    if (rc == 0 && (fired != WIDE - 1 || v[WIDE - 1] != 5)) return ASYNC_EIO;
+    return rc;
+}
+
+/* A select over many cases allocates its watchers; when it cannot, it fails
+ * with ASYNC_ENOMEM and completes nothing. */
+static int t_wide_select_oom(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_chan_t *chans[WIDE];
+    for (int i = 0; i < WIDE; i++) cr_assert_eq(async_chan_new(&chans[i], sizeof(int), 1), 0);
+    int failures = 0;
+    for (long n = 0; n < 8; n++) {
+        async_task_t t;
+        cr_assert_eq(async_task_spawn(&t, NULL, wide_selector, chans, NULL), 0);
+        test_alloc_fail_after(n);
+        async_yield(); /* it runs, fails or waits */
+        test_alloc_fail_after(-1);
+        int v = 5;
+        if (async_task_done(t) == 1) {
+            cr_assert_eq(async_task_await(t, NULL), ASYNC_ENOMEM);
+            failures++;
+        } else {
+            cr_assert_eq(async_chan_send(chans[WIDE - 1], &v), 0);
+            cr_assert_eq(async_task_await(t, NULL), 0);
+        }
+        for (int i = 0; i < WIDE; i++) cr_assert_eq(async_chan_len(chans[i]), 0, "nothing left behind");
+    }
+    cr_assert_geq(failures, 1);
+    for (int i = 0; i < WIDE; i++) cr_assert_eq(async_chan_destroy(chans[i]), 0);
+    return 0;
+}
+Test(round12_core, a_wide_select_fails_cleanly_without_memory, .timeout = 10)
+{
+    test_alloc_install();
+    cr_assert_eq(test_run_task(t_wide_select_oom, NULL, NULL), 0);
+    cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
+    test_alloc_uninstall();
 }
