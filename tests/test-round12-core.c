@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -440,4 +441,70 @@ Test(round12_core, a_wide_select_fails_cleanly_without_memory, .timeout = 10)
     cr_assert_eq(test_run_task(t_wide_select_oom, NULL, NULL), 0);
     cr_assert_eq(test_alloc_live(), 0, "%ld leaked", test_alloc_live());
     test_alloc_uninstall();
+}
+
+/* --- a stack overflow into a guard page says so ------------------------------ */
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1 /* a sanitizer has its SIGSEGV handler, and reports instead */
+#endif
+
+static int idle_neighbour(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_sleep(ASYNC_MSEC(100));
+}
+
+static int deep(int n)
+{
+    volatile char buf[512];
+    for (int i = 0; i < 512; i++) buf[i] = (char)n;
+    if (n) buf[1] = (char)deep(n - 1);
+    return buf[0] + buf[1];
+}
+
+static int overflows(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return deep(1 << 20) == 42;
+}
+
+/* In a child, with its stderr on a pipe: the overflow of a guarded stack
+ * (the default, below the guard budget) ends the child by SIGSEGV, and the
+ * child's last words name the overflow and the stack's size. */
+Test(round12_core, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        dup2(p[1], 2);
+        close(p[0]);
+        async_loop_t *loop;
+        if (async_loop_new(&loop)) _exit(3);
+        async_task_spawn(NULL, loop, idle_neighbour, NULL, &(async_task_opts_t){.detached = true});
+        async_task_spawn(NULL, loop, overflows, NULL,
+                         &(async_task_opts_t){.detached = true, .stack_size = ASYNC_STACK_MIN * 2});
+        async_loop_run(loop, ASYNC_RUN_DEFAULT);
+        _exit(0);
+    }
+    close(p[1]);
+    char out[4096];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof out - 1 && (n = read(p[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)n;
+    out[len] = '\0';
+    close(p[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
+#ifndef SANITIZED
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
+    char want[128];
+    snprintf(want, sizeof want, "task stack overflow (stack of %zu bytes", ASYNC_STACK_MIN * 2);
+    cr_assert(strstr(out, want), "stderr: \"%s\"", out);
+#endif
 }

@@ -340,6 +340,7 @@ int async_loop_run(async_loop_t *loop, async_run_mode_t mode)
     if (current_loop) return ASYNC_EWRONGLOOP; /* a loop already runs on this thread */
     static const int flags[] = {0, EVRUN_ONCE, EVRUN_NOWAIT};
     if ((unsigned)mode > ASYNC_RUN_NOWAIT) return ASYNC_EINVAL;
+    async__stack_guard_report();
     loop->running = true;
     loop->thread = pthread_self();
     current_loop = loop;
