@@ -508,3 +508,61 @@ Test(round12_core, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
     cr_assert(strstr(out, want), "stderr: \"%s\"", out);
 #endif
 }
+
+/* --- a post that frees its loop while the loop is being freed --------------- */
+
+typedef struct {
+    async_loop_t *loop;
+    int inner;
+    bool ran;
+} refree_job_t;
+
+static void free_again(void *arg)
+{
+    refree_job_t *j = arg;
+    j->inner = async_loop_destroy(j->loop);
+    j->ran = true;
+}
+
+/* async_loop_destroy runs the posts still queued; one of them freeing the
+ * same loop must be refused (the outer call goes on using the loop). */
+Test(round12_core, a_post_run_by_destroy_cannot_free_the_loop_again, .timeout = 10)
+{
+    refree_job_t j = {0};
+    cr_assert_eq(async_loop_new(&j.loop), 0);
+    cr_assert_eq(async_loop_post(j.loop, free_again, &j), 0);
+    cr_assert_eq(async_loop_destroy(j.loop), 0);
+    cr_assert(j.ran);
+    cr_assert_eq(j.inner, ASYNC_EBUSY, "inner destroy: %s", async_errname(j.inner));
+}
+
+/* --- deadlines far in the future ------------------------------------------- */
+
+static int far_acquirer(void *arg, void **res)
+{
+    (void)res;
+    return async_sem_acquire_dl(arg, INT64_MAX - 1);
+}
+
+/* A finite deadline near INT64_MAX waits like ASYNC_FOREVER: it ends by a
+ * permit or a cancellation, not at once. */
+static int t_far_deadline(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_sem_t *s;
+    cr_assert_eq(async_sem_new(&s, 0), 0);
+    async_task_t a = test_spawn_started(far_acquirer, s);
+    async_task_t b = test_spawn_started(far_acquirer, s);
+    cr_assert_eq(async_sleep(ASYNC_MSEC(20)), 0);
+    cr_assert_eq(async_task_done(a), 0);
+    cr_assert_eq(async_sem_release(s), 0);
+    cr_assert_eq(async_task_await(a, NULL), 0);
+    cr_assert_eq(async_task_cancel(b), 0);
+    cr_assert_eq(async_task_await(b, NULL), ASYNC_ECANCELED);
+    cr_assert_eq(async_sem_destroy(s), 0);
+    return 0;
+}
+Test(round12_core, a_deadline_near_int64_max_waits, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_far_deadline, NULL, NULL), 0);
+}

@@ -197,6 +197,7 @@ typedef struct async__post {
 struct async_loop {
     struct ev_loop *ev;
     bool is_default, running;
+    bool destroying;                /* inside async_loop_destroy, running its posts */
     pthread_t thread;
     ev_prepare prepare;
     ev_idle idle;

@@ -299,10 +299,14 @@ int async_loop_default(async_loop_t **out)
 int async_loop_destroy(async_loop_t *loop)
 {
     if (!loop) return 0;
-    if (loop->running || loop->live) return ASYNC_EBUSY;
+    /* destroying: a post run below that frees the loop again would free it
+     * under this call, which goes on reading it. */
+    if (loop->running || loop->live || loop->destroying) return ASYNC_EBUSY;
     /* Posts may post again: run until none is left, so that every post runs
      * exactly once and no node is leaked. */
+    loop->destroying = true;
     while (atomic_load_explicit(&loop->posts, memory_order_acquire)) run_posts(loop);
+    loop->destroying = false;
     /* A post may also have spawned a task; freeing it here would leak its
      * stack and lose its work, so the loop stays for another run. */
     if (loop->live) return ASYNC_EBUSY;
