@@ -39,8 +39,9 @@ ASYNC_API int async_loop_default(async_loop_t **out);
 
 /* Frees the loop.  Posted functions still queued run first, on this thread
  * (and those they post in turn).  Fails with ASYNC_EBUSY, freeing nothing,
- * while tasks are alive or the loop is running, or when a function it ran
- * spawned a task (run the loop again, then free); finished tasks nobody
+ * while tasks are alive or the loop is running, when a function it ran
+ * spawned a task (run the loop again, then free), or when called from one
+ * of those functions (the outer call frees the loop); finished tasks nobody
  * awaited are reclaimed. */
 ASYNC_API int async_loop_destroy(async_loop_t *loop);
 

@@ -37,8 +37,10 @@ typedef struct async_select_case {
  * complete at once completes even in a cancelled task.  Errors:
  * ASYNC_ETIMEDOUT (_dl), ASYNC_ECANCELED (the task is cancelled and no case
  * can complete now), ASYNC_ENOTASK (would wait outside a task), ASYNC_EINVAL
- * (cases NULL, n 0, fired NULL, an unknown op, a case without elem);
- * async_tryselect returns ASYNC_EAGAIN instead of waiting, and never
+ * (cases NULL, n 0, fired NULL, an unknown op, a case without elem),
+ * ASYNC_ENOMEM (a wait over more than 8 cases found no memory for their
+ * watchers).  Only a channel's change ends the wait early: a waker the task
+ * took for something else (async_task_waker) cannot.  async_tryselect returns ASYNC_EAGAIN instead of waiting, and never
  * ASYNC_ECANCELED or ASYNC_ENOTASK. */
 ASYNC_API int async_select(async_select_case_t *cases, size_t n, size_t *fired);
 ASYNC_API int async_select_dl(async_select_case_t *cases, size_t n, size_t *fired, int64_t deadline);

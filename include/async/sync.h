@@ -92,8 +92,9 @@ ASYNC_API int async_sem_release(async_sem_t *sem);
 /* The count of free permits. */
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
-/* Mutex, held by a task.  Every call below may also return
- * ASYNC_EWRONGLOOP. */
+/* Mutex, held by a task.  A task that ends holding it leaves it held for
+ * good (as an abandoned pthread mutex): no later task holds it or may unlock
+ * it.  Every call below may also return ASYNC_EWRONGLOOP. */
 typedef struct async_mutex async_mutex_t;
 
 /* Errors: ASYNC_ENOMEM. */

@@ -93,7 +93,8 @@ ASYNC_API int async_task_await(async_task_t task, void **result);
 ASYNC_API int async_task_await_dl(async_task_t task, void **result, int64_t deadline);
 
 /* Gives up the handle: the task runs on and is reclaimed when it ends.
- * Errors: ASYNC_ESRCH. */
+ * Callable from the task's loop's thread, as async_task_cancel.  Errors:
+ * ASYNC_ESRCH, ASYNC_EWRONGLOOP (another thread: nothing is done). */
 ASYNC_API int async_task_detach(async_task_t task);
 
 /* Requests cancellation (see the top of this file).  Callable from the
@@ -136,7 +137,8 @@ ASYNC_API int async_sleep_dl(int64_t deadline);
 
 /* ASYNC_READABLE and ASYNC_WRITABLE are in common.h. */
 /* Waits until fd is readable and/or writable (events is a mask of the two).
- * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL. */
+ * Errors: ASYNC_ETIMEDOUT, ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (fd
+ * is not an open descriptor, or events is 0 or has other bits). */
 ASYNC_API int async_wait_fd(int fd, int events);
 ASYNC_API int async_wait_fd_dl(int fd, int events, int64_t deadline);
 
@@ -169,13 +171,15 @@ ASYNC_API int async_group_spawn(async_group_t *group, async_task_fn fn, void *ar
  * The _dl form returns ASYNC_ETIMEDOUT at the deadline and leaves the tasks
  * running.  Errors: ASYNC_ENOTASK, ASYNC_EDEADLK (called from one of the
  * group's own tasks: it would wait for itself), ASYNC_ECANCELED (the
- * waiter's own), ASYNC_ETIMEDOUT (_dl). */
+ * waiter's own), ASYNC_ETIMEDOUT (_dl), ASYNC_EWRONGLOOP (a task of
+ * another loop). */
 ASYNC_API int async_group_wait(async_group_t *group);
 ASYNC_API int async_group_wait_dl(async_group_t *group, int64_t deadline);
 
 /* Cancels every task in the group and rejects further spawns.  Returns 0, or
  * ASYNC_EALREADY when the group was already cancelled or has failed (its
- * first failure cancels it). */
+ * first failure cancels it), or ASYNC_EWRONGLOOP (nothing done) when called
+ * from a thread other than the group's loop's, as async_task_cancel. */
 ASYNC_API int async_group_cancel(async_group_t *group);
 
 /* Number of the group's tasks that have not ended. */
@@ -185,7 +189,7 @@ ASYNC_API size_t async_group_live(async_group_t *group);
  * for them (even when the calling task is cancelled), then frees.  Errors,
  * freeing nothing (the tasks keep running): ASYNC_EBUSY (called outside a
  * task), ASYNC_EDEADLK (called from one of the group's own tasks: it would
- * wait for itself). */
+ * wait for itself), ASYNC_EWRONGLOOP (called from a task of another loop). */
 ASYNC_API int async_group_destroy(async_group_t *group);
 
 /* Suspend and wake: the building block for awaitables outside libasync (the
@@ -220,7 +224,9 @@ ASYNC_API async_loop_t *async_waker_loop(async_waker_t waker);
  * ASYNC_ECANCELED; ASYNC_ENOTASK outside a task. */
 ASYNC_API int async_task_suspend_dl(int64_t deadline);
 
-/* Resumes the suspended task with code.  Errors: ASYNC_ESRCH (stale). */
+/* Resumes the suspended task with code.  Errors: ASYNC_ESRCH (stale),
+ * ASYNC_EWRONGLOOP (called from a thread other than the loop's: nothing is
+ * done). */
 ASYNC_API int async_waker_wake(async_waker_t waker, int code);
 
 #ifdef __cplusplus

@@ -109,6 +109,10 @@ void async__stack_pool_free(async__stack_pool_t *pool);
 int async__stack_get(async__stack_pool_t *pool, size_t size, async__stack_t **out);
 void async__stack_put(async__stack_pool_t *pool, async__stack_t *stack);
 bool async__stack_intact(const async__stack_t *stack);
+/* Makes an overflow into a guard page on this thread report itself before
+ * the process dies (stack.c); called by each loop run.  Does nothing when
+ * the program has a SIGSEGV handler or this thread a signal stack. */
+void async__stack_guard_report(void);
 /* The system's page size (cached; safe from any thread). */
 size_t async__page_size(void);
 
@@ -193,6 +197,7 @@ typedef struct async__post {
 struct async_loop {
     struct ev_loop *ev;
     bool is_default, running;
+    bool destroying;                /* inside async_loop_destroy, running its posts */
     pthread_t thread;
     ev_prepare prepare;
     ev_idle idle;

@@ -54,6 +54,8 @@ int async_group_spawn(async_group_t *g, async_task_fn fn, void *arg, const async
 
 int async_group_cancel(async_group_t *g)
 {
+    /* Cancelling wakes the group's tasks: only the loop's thread may. */
+    if (!async__on_loop_thread(g->loop)) return ASYNC_EWRONGLOOP;
     if (g->cancelled) return ASYNC_EALREADY;
     g->cancelled = true;
     for (async__list_t *n = g->tasks.next; n != &g->tasks; n = n->next) {
@@ -90,6 +92,7 @@ int async_group_wait_dl(async_group_t *g, int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
+    if (self->loop != g->loop) return ASYNC_EWRONGLOOP;
     if (member(self, g)) return ASYNC_EDEADLK; /* would wait for itself */
     if (g->live == 0) return g->first_error;
     /* Only the group's end (with its first error), the deadline or a
@@ -111,6 +114,7 @@ int async_group_destroy(async_group_t *g)
     if (g->live > 0) {
         async_task_impl_t *self = async__current();
         if (!self) return ASYNC_EBUSY;
+        if (self->loop != g->loop) return ASYNC_EWRONGLOOP;
         if (member(self, g)) return ASYNC_EDEADLK; /* would wait for itself */
         async_group_cancel(g);
         /* Shielded: even a cancelled caller must wait, or tasks would

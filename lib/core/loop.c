@@ -299,10 +299,14 @@ int async_loop_default(async_loop_t **out)
 int async_loop_destroy(async_loop_t *loop)
 {
     if (!loop) return 0;
-    if (loop->running || loop->live) return ASYNC_EBUSY;
+    /* destroying: a post run below that frees the loop again would free it
+     * under this call, which goes on reading it. */
+    if (loop->running || loop->live || loop->destroying) return ASYNC_EBUSY;
     /* Posts may post again: run until none is left, so that every post runs
      * exactly once and no node is leaked. */
+    loop->destroying = true;
     while (atomic_load_explicit(&loop->posts, memory_order_acquire)) run_posts(loop);
+    loop->destroying = false;
     /* A post may also have spawned a task; freeing it here would leak its
      * stack and lose its work, so the loop stays for another run. */
     if (loop->live) return ASYNC_EBUSY;
@@ -340,6 +344,7 @@ int async_loop_run(async_loop_t *loop, async_run_mode_t mode)
     if (current_loop) return ASYNC_EWRONGLOOP; /* a loop already runs on this thread */
     static const int flags[] = {0, EVRUN_ONCE, EVRUN_NOWAIT};
     if ((unsigned)mode > ASYNC_RUN_NOWAIT) return ASYNC_EINVAL;
+    async__stack_guard_report();
     loop->running = true;
     loop->thread = pthread_self();
     current_loop = loop;

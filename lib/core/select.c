@@ -2,10 +2,13 @@
  *
  * A select tries its cases with the channels' try forms; when none can
  * complete, it puts one watcher per case on this thread's watch list and
- * suspends on its waker.  sync.c calls async__chan_changed on every change
- * that may let a case complete, which wakes the watchers of that channel;
- * the select then tries again, because another task may have taken the
- * element first.  The list is per thread because channels and their tasks
+ * parks, as a library wait (not a waker suspension: a waker the task took
+ * for something else must not end a select with its code).  sync.c calls
+ * async__chan_changed on every change that may let a case complete, which
+ * wakes the selecting task of each watcher of that channel if it is still
+ * parked (the watchers are linked only around the park, so a parked task
+ * with a linked watcher is parked in this select); the select then tries
+ * again, because another task may have taken the element first.  The list is per thread because channels and their tasks
  * belong to one loop, and one loop runs on one thread: no lock is needed.
  * Watchers live on the selecting task's stack and are unlinked before the
  * select returns, whatever ended it. */
@@ -15,7 +18,7 @@
 
 struct watcher {
     async_chan_t *chan;
-    async_waker_t waker;
+    async_task_impl_t *task;
     struct watcher *prev, *next;
 };
 
@@ -24,7 +27,7 @@ static _Thread_local struct watcher *watchers;
 void async__chan_changed(async_chan_t *chan)
 {
     for (struct watcher *w = watchers; w; w = w->next)
-        if (w->chan == chan) async_waker_wake(w->waker, 0); /* stale: ESRCH, harmless */
+        if (w->chan == chan && w->task->state == TASK_SUSPENDED) async__task_unpark(w->task, 0);
 }
 
 static void link_w(struct watcher *w)
@@ -83,13 +86,12 @@ static int select_impl(async_select_case_t *cases, size_t n, size_t *fired, int6
     struct watcher local[ON_STACK], *w = local;
     if (n > ON_STACK && !(w = async__malloc(n * sizeof *w))) return ASYNC_ENOMEM;
     for (;;) {
-        async_waker_t wk = async_task_waker();
         for (size_t i = 0; i < n; i++) {
             w[i].chan = cases[i].chan;
-            w[i].waker = wk;
+            w[i].task = self;
             link_w(&w[i]);
         }
-        int wrc = async_task_suspend_dl(deadline);
+        int wrc = async__task_park(self, deadline); /* 0, ETIMEDOUT or ECANCELED */
         for (size_t i = 0; i < n; i++) unlink_w(&w[i]);
         if (wrc == ASYNC_ECANCELED) { /* complete nothing */
             rc = wrc;

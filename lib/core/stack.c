@@ -15,8 +15,20 @@
  * page of its own.  Stacks are reserved with MAP_NORESERVE and only touched
  * pages cost memory, so an idle task holds about one page of stack.
  * Freed stacks of the default size return to the loop's pool; beyond
- * POOL_KEEP the pages are given back (munmap, or MADV_DONTNEED for slabs). */
+ * POOL_KEEP the pages are given back (munmap, or MADV_DONTNEED for slabs).
+ *
+ * An overflow into a guard page would kill the process with a bare SIGSEGV.
+ * So, unless the program (or a sanitizer) has a SIGSEGV handler of its own,
+ * the first loop installs one (SA_ONSTACK | SA_RESETHAND), and each thread
+ * that runs a loop gets an alternate signal stack if it has none: a fault
+ * on the running task's guard page (or just below it: a large frame can
+ * jump the page) then writes one line naming the overflow and the stack's
+ * size, and returns with the default action restored, so the fault repeats
+ * and the process dies of SIGSEGV as before.  The handler reads only this
+ * thread's loop and task, and writes with write(2). */
 #include <sys/mman.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,4 +253,88 @@ void async__stack_put(async__stack_pool_t *pool, async__stack_t *s)
     s->next_free = pool->free_default;
     pool->free_default = s;
     pool->nfree++;
+}
+
+/* --- reporting an overflow into a guard page ------------------------------- */
+
+#define ALT_STACK ((size_t)64 * 1024)
+#define BELOW_GUARD ((size_t)64 * 1024) /* faults this far under it count too */
+
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+static pthread_key_t alt_key;
+static bool handler_installed;
+
+/* Appends the decimal digits of v to p; returns the new end. */
+static char *put_num(char *p, size_t v)
+{
+    char digits[24];
+    int n = 0;
+    do digits[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 24);
+    while (n) *p++ = digits[--n];
+    return p;
+}
+
+static char *put_str(char *p, const char *s)
+{
+    while (*s) *p++ = *s++;
+    return p;
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig, (void)uc;
+    async_loop_t *loop = async_loop_current();
+    async_task_impl_t *t = loop ? loop->current : NULL;
+    const async__stack_t *s = t ? t->stack : NULL;
+    if (s && s->map) {
+        uintptr_t a = (uintptr_t)si->si_addr, base = (uintptr_t)s->base;
+        uintptr_t low = (uintptr_t)s->map;
+        low = low > BELOW_GUARD ? low - BELOW_GUARD : 0;
+        if (a >= low && a < base) {
+            char line[200], *p = line;
+            p = put_str(p, "libasync: task stack overflow (stack of ");
+            p = put_num(p, s->size);
+            p = put_str(p, " bytes, into its guard page); spawn it with a larger stack_size\n");
+            if (write(2, line, (size_t)(p - line)) < 0) { /* nothing more to do */ }
+        }
+    }
+    /* SA_RESETHAND restored the default action: the fault repeats and ends
+     * the process as it would have without this handler. */
+}
+
+static void free_alt_stack(void *mem)
+{
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == mem) sigaltstack(&ss, NULL);
+    munmap(mem, ALT_STACK);
+}
+
+static void install_handler(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGSEGV, NULL, &old) != 0) return;
+    bool dfl = (old.sa_flags & SA_SIGINFO) ? old.sa_sigaction == NULL : old.sa_handler == SIG_DFL;
+    if (!dfl || pthread_key_create(&alt_key, free_alt_stack) != 0) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    handler_installed = sigaction(SIGSEGV, &sa, NULL) == 0;
+}
+
+void async__stack_guard_report(void)
+{
+    pthread_once(&handler_once, install_handler);
+    if (!handler_installed || pthread_getspecific(alt_key)) return;
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0 || !(cur.ss_flags & SS_DISABLE)) return; /* one is set */
+    void *mem = mmap(NULL, ALT_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return; /* no report, as before */
+    stack_t ss = {.ss_sp = mem, .ss_size = ALT_STACK, .ss_flags = 0};
+    if (sigaltstack(&ss, NULL) != 0 || pthread_setspecific(alt_key, mem) != 0) {
+        free_alt_stack(mem);
+        return;
+    }
 }

@@ -229,11 +229,26 @@ int async_sem_release(async_sem_t *s)
 
 /* --- mutex ---------------------------------------------------------------- */
 
+/* The holder is named by its slot and its generation: a task that ended
+ * holding the lock keeps it held, and a later task that gets the same slot
+ * is not its holder. */
 struct async_mutex {
     async_loop_t *loop;
     async_task_impl_t *owner;
+    uint64_t owner_gen;
     async__list_t waiters;
 };
+
+static bool holds(const async_mutex_t *m, const async_task_impl_t *t)
+{
+    return t && m->owner == t && m->owner_gen == t->gen;
+}
+
+static void take(async_mutex_t *m, async_task_impl_t *t)
+{
+    m->owner = t;
+    m->owner_gen = t ? t->gen : 0;
+}
 
 int async_mutex_new(async_mutex_t **out)
 {
@@ -261,10 +276,10 @@ static int mutex_lock(async_mutex_t *m, int64_t deadline, bool block)
     if (rc) return rc;
     if (own(&m->loop)) return ASYNC_EWRONGLOOP;
     if (!m->owner) {
-        m->owner = self;
+        take(m, self);
         return 0;
     }
-    if (m->owner == self) return ASYNC_EALREADY; /* not recursive: would deadlock */
+    if (holds(m, self)) return ASYNC_EALREADY; /* not recursive: would deadlock */
     if (!block) return ASYNC_EAGAIN;
     return wait_on(&m->waiters, self, NULL, deadline);
 }
@@ -277,14 +292,14 @@ int async_mutex_trylock(async_mutex_t *m) { return mutex_lock(m, 0, false); }
 static void mutex_release(async_mutex_t *m)
 {
     async__list_t *n = async__list_pop(&m->waiters);
-    m->owner = n ? container_of(n, async_task_impl_t, wait_link) : NULL;
+    take(m, n ? container_of(n, async_task_impl_t, wait_link) : NULL);
     if (n) async__task_unpark(m->owner, 0);
 }
 
 int async_mutex_unlock(async_mutex_t *m)
 {
     if (own(&m->loop)) return ASYNC_EWRONGLOOP;
-    if (!m->owner || m->owner != async__current()) return ASYNC_EPERM;
+    if (!holds(m, async__current())) return ASYNC_EPERM;
     mutex_release(m);
     return 0;
 }
@@ -327,7 +342,7 @@ int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (own(&c->loop) || own(&m->loop)) return ASYNC_EWRONGLOOP;
-    if (m->owner != self) return ASYNC_EPERM;
+    if (!holds(m, self)) return ASYNC_EPERM;
     /* A wait that cannot begin returns with the mutex never let go. */
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;

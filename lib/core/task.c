@@ -14,6 +14,7 @@
  * switches.  A finished task cannot free the stack it is
  * running on: it leaves itself in loop->zombie and whoever runs next reaps
  * it. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,10 +158,12 @@ static int park(async_task_impl_t *self, int64_t deadline, bool by_waker)
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (pending && by_waker) return self->pending_wake;
     if (deadline != ASYNC_FOREVER) {
-        int64_t left = deadline - async_now();
-        if (left <= 0) return ASYNC_ETIMEDOUT;
+        /* Compare before subtracting: for a deadline far in the past (near
+         * INT64_MIN) deadline - now overflows into one far in the future. */
+        int64_t now = async_now();
+        if (deadline <= now) return ASYNC_ETIMEDOUT;
         self->deadline = deadline;
-        ev_timer_set(&self->timer, (double)left / 1e9, 0.);
+        ev_timer_set(&self->timer, (double)(deadline - now) / 1e9, 0.);
         ev_timer_start(self->loop->ev, &self->timer);
     }
     self->waker_ok = by_waker;
@@ -197,7 +200,11 @@ int async_task_suspend_dl(int64_t deadline)
 int async_waker_wake(async_waker_t w, int code)
 {
     async_task_impl_t *t = w.ptr_;
-    if (!t || t->gen != w.gen_) return ASYNC_ESRCH;
+    if (!t) return ASYNC_ESRCH;
+    /* Waking touches the loop's ready queue.  A slot never changes loops,
+     * so t->loop may be read before the generation is compared. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
+    if (t->gen != w.gen_) return ASYNC_ESRCH;
     if (t->state == TASK_SUSPENDED && t->epoch == w.epoch_) {
         if (!t->waker_ok) return ASYNC_ESRCH; /* a library wait, not the waker's */
         async__task_unpark(t, code);
@@ -365,6 +372,8 @@ int async_task_detach(async_task_t h)
 {
     async_task_impl_t *t = validate(h);
     if (!t) return ASYNC_ESRCH;
+    /* Releasing a finished task's slot edits the loop's lists. */
+    if (!async__on_loop_thread(t->loop)) return ASYNC_EWRONGLOOP;
     if (t->state == TASK_DONE) release_slot(t);
     else t->detached = true;
     return 0;
@@ -461,6 +470,10 @@ int async_wait_fd_dl(int fd, int events, int64_t deadline)
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
     if (fd < 0 || !events || (events & ~(ASYNC_READABLE | ASYNC_WRITABLE))) return ASYNC_EINVAL;
+    /* libev must never see a descriptor that is not open: it sizes its
+     * table by the descriptor's number (gigabytes, zeroed, for a number far
+     * beyond any open one) and asserts when epoll_ctl says EBADF. */
+    if (fcntl(fd, F_GETFD) == -1) return ASYNC_EINVAL;
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     ev_io_set(&self->io, fd, (events & ASYNC_READABLE ? EV_READ : 0) |
                              (events & ASYNC_WRITABLE ? EV_WRITE : 0));
