@@ -202,6 +202,12 @@ typedef struct http_easy {
      * copies it in one go and points into the copy (parse_headers). */
     http_buf_t hdr;
     size_t n_hdr;
+    /* The next header line starts a response's header block: the first of
+     * the attempt, or one after the blank line that ended a block (a 1xx, a
+     * redirect) before any body.  curl reads a status line only there; a
+     * line elsewhere that begins "HTTP/" is one more header to it, and so
+     * to on_header. */
+    bool hdr_start;
 } http_easy_t;
 
 /* One request from the call to its end, over every attempt. */

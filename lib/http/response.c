@@ -52,8 +52,10 @@ void async__http_buf_free(http_buf_t *b)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ((http_easy_t *)ud)->x;
+    http_easy_t *h = ud;
+    http_xfer_t *x = h->x;
     size_t len = size * n;
+    h->hdr_start = false; /* what follows the body (trailers) is no status line */
     if (x->resp_body.len + len > x->http->opts.max_body) {
         x->too_big = true;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
@@ -86,11 +88,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
     size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        /* A new status line (after a redirect or a 100 Continue): the headers
-         * kept are those of the final response.  The line is kept as it is;
-         * its code, version and reason are read when needed, for most
-         * responses only the code and the version. */
+    bool start = h->hdr_start;
+    /* The blank line ends a header block; whatever comes next, if anything,
+     * starts the next response's (see hdr_start). */
+    h->hdr_start = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
+    if (start && len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* A new status line (the first, or after a redirect or a 100
+         * Continue): the headers kept are those of the final response.  Only
+         * a block's first line is one, as for curl: a server's header line
+         * "HTTP/1.1 200 OK: x" after a 500's status line is a header, not a
+         * status that would turn the 500 into a success.  The line is kept
+         * as it is; its code, version and reason are read when needed, for
+         * most responses only the code and the version. */
         http_xfer_t *x = h->x;
         h->hdr.len = 0;
         h->n_hdr = 0;
@@ -333,6 +342,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     x->status = 0;
     h->hdr.len = 0;
     h->n_hdr = 0;
+    h->hdr_start = true;
     x->socket_errno = 0;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
