@@ -60,7 +60,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         x->too_big = true;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
-    if (async__http_buf_add(&x->resp_body, p, len)) return 0;
+    if (async__http_buf_add(&x->resp_body, p, len)) {
+        x->oom = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
+        return 0;
+    }
     return len;
 }
 
@@ -120,7 +123,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     while (e > v && is_space((unsigned char)e[-1])) e--;
     size_t nl = (size_t)(colon - p), vl = (size_t)(e - v);
     char *d = buf_room(&h->hdr, 2 * sizeof(size_t) + nl + vl + 2);
-    if (!d) return 0;
+    if (!d) {
+        h->x->oom = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
+        return 0;
+    }
     memcpy(d, &nl, sizeof nl);
     memcpy(d + sizeof nl, &vl, sizeof vl);
     d += 2 * sizeof(size_t);
@@ -344,6 +350,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->n_hdr = 0;
     h->hdr_start = true;
     x->socket_errno = 0;
+    x->too_big = x->oom = false;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
         bool keep = ul < sizeof h->url;
@@ -544,6 +551,12 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
         } else if (rc == CURLE_OPERATION_TIMEDOUT) {
             r->error = ASYNC_ETIMEDOUT;
             snprintf(r->errmsg, sizeof r->errmsg, "timed out: %.240s", detail);
+        } else if (x->oom) {
+            /* Our buffer could not grow, which curl reports as its write
+             * error 23 ("Failed writing header"): it is memory. */
+            r->error = ASYNC_ENOMEM;
+            snprintf(r->errmsg, sizeof r->errmsg, "out of memory for the response: %.200s",
+                     detail);
         } else if (x->too_big) {
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
