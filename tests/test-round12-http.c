@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -100,6 +101,11 @@ static bool raw_answer(int fd, const char *path)
             nap_ms(100);
             puts_(fd, "a");
         }
+    }
+    if (!strcmp(path, "/slow-ok")) {
+        nap_ms(300);
+        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return true;
     }
     if (!strcmp(path, "/silent")) {
         for (;;) nap_ms(1000);
@@ -884,4 +890,109 @@ Test(round12_http, hostile_dns_answers_are_precise_errors_or_timeouts)
     }
     cr_expect_geq(atomic_load(&f.tcp_conns), 1, "the truncated answer was not asked again over TCP");
     fake_dns_stop(&f);
+}
+
+/* --- descriptors running out mid-run -------------------------------------------- */
+
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+/* In a child: twelve requests at once to a server that answers after 300
+ * ms, with room for only a few sockets.  Those that got one succeed; the
+ * rest end at once with ASYNC_EMFILE and say so.  With retries, the later
+ * attempts reuse the connections the first ones leave (keep-alive), so all
+ * twelve succeed.  Nothing leaks a descriptor.  Returns 0, or 1 after
+ * saying what went wrong on stderr. */
+#define MID_N 12
+
+static int emfile_child(raw_srv_t *s, int retries)
+{
+    async_loop_t *l;
+    if (async_loop_new(&l)) return 1;
+    int fds0 = open_fds();
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    struct rlimit low = rl;
+    int highest = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) >= 0) highest = fd;
+    low.rlim_cur = (rlim_t)highest + 64;
+    if (setrlimit(RLIMIT_NOFILE, &low)) return 1;
+    /* Every descriptor taken, holes included. */
+    int fill[128], n_fill = 0;
+    while (n_fill < 128 && (fill[n_fill] = dup(0)) >= 0) n_fill++;
+    /* None left: a client on a given loop needs none of its own (curl
+     * makes its multi handle without the wake-up socket pair it would
+     * otherwise keep, two descriptors), so it can still be made. */
+    async_http_opts_t o = {.max_retries = retries, .retry_base_ns = ASYNC_MSEC(200)};
+    async_http_t *http = NULL;
+    int rc = async_http_new(&http, l, &o);
+    if (rc) {
+        fprintf(stderr, "a client without descriptors: %s\n", async_errname(rc));
+        return 1;
+    }
+    int bad = 0;
+    for (int k = 0; k < 4 && n_fill; k++) close(fill[--n_fill]); /* room for four sockets */
+    test_answer_t a[MID_N];
+    memset(a, 0, sizeof a);
+    for (int i = 0; i < MID_N; i++) {
+        async_http_request_t req = {.url = raw_url(s, "/slow-ok")};
+        if (async_http_send(http, &req, test_answer_catch, &a[i])) return 1;
+    }
+    if (async_loop_run(l, ASYNC_RUN_DEFAULT)) return 1;
+    int ok = 0, emfile = 0;
+    for (int i = 0; i < MID_N; i++) {
+        if (a[i].calls != 1 || !a[i].resp) {
+            fprintf(stderr, "request %d ended %d times\n", i, a[i].calls);
+            bad = 1;
+            continue;
+        }
+        if (a[i].resp->error == 0 && !strcmp(a[i].resp->body, "ok")) {
+            ok++;
+        } else if (a[i].resp->error == ASYNC_EMFILE &&
+                   strstr(a[i].resp->errmsg, "out of descriptors")) {
+            emfile++;
+        } else {
+            fprintf(stderr, "request %d: %s: %s\n", i, async_errname(a[i].resp->error),
+                    a[i].resp->errmsg);
+            bad = 1;
+        }
+        async_http_response_free(a[i].resp);
+    }
+    fprintf(stderr, "retries %d: %d ok, %d out of descriptors\n", retries, ok, emfile);
+    if (ok == 0) bad = 1;
+    if (retries ? ok != MID_N : emfile == 0) {
+        fprintf(stderr, "retries %d: %d of %d succeeded\n", retries, ok, MID_N);
+        bad = 1;
+    }
+    while (n_fill) close(fill[--n_fill]);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (async_http_destroy(http)) bad = 1;
+    if (open_fds() != fds0) {
+        fprintf(stderr, "%d descriptors open before, %d after\n", fds0, open_fds());
+        bad = 1;
+    }
+    if (async_loop_destroy(l)) bad = 1;
+    return bad;
+}
+
+Test(round12_http, descriptors_running_out_mid_run_fail_those_requests_only)
+{
+    raw_srv_t s;
+    raw_start(&s);
+    for (int retries = 0; retries < 2; retries++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) _exit(emfile_child(&s, retries * 3));
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "retries %d: the child failed (status %d)",
+                  retries * 3, st);
+    }
+    raw_stop(&s);
 }
