@@ -157,7 +157,9 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
  * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
  * descriptors run out).  A client on a given loop needs no descriptor of its
- * own until a request opens a socket.
+ * own until a request opens a socket; when descriptors are there, libcurl
+ * 7.88 keeps two for each of its multi handles (a wake-up socket pair, not
+ * close-on-exec), and does without them when they are not.
  *
  * SIGPIPE: the first async_http_new without opts->keep_sigpipe ignores
  * SIGPIPE process-wide (signal(SIGPIPE, SIG_IGN)) unless the program has
