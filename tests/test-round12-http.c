@@ -343,6 +343,31 @@ Test(round12_http, a_server_that_never_answers_times_out_without_spinning)
     raw_stop(&s);
 }
 
+/* The other way round: a server that takes the request's head and never
+ * reads its 8 MiB body.  The upload stalls once the socket buffers are
+ * full; the timeout ends it, and the wait for room to write blocks. */
+Test(round12_http, a_server_that_never_reads_the_body_times_out_without_spinning)
+{
+    raw_srv_t s;
+    raw_start(&s);
+    size_t n = (size_t)8 << 20;
+    char *body = malloc(n);
+    cr_assert_not_null(body);
+    memset(body, 'b', n);
+    async_http_request_t req = {.url = raw_url(&s, "/silent"), .method = "PUT", .body = body,
+                                .body_len = n, .timeout_ns = ASYNC_MSEC(1200)};
+    waited_t w = run_one(NULL, &req);
+    free(body);
+    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
+    cr_expect_geq(w.wall, 1.15);
+    cr_expect_lt(w.wall, 10.0);
+    /* Filling the socket buffers takes a few dozen turns (48 here); a
+     * spin would take tens of thousands. */
+    expect_no_spin(&w, 20);
+    async_http_response_free(w.resp);
+    raw_stop(&s);
+}
+
 Test(round12_http, endless_headers_end_with_an_error_not_endless_memory)
 {
     raw_srv_t s;
