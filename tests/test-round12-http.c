@@ -959,8 +959,13 @@ static int emfile_child(raw_srv_t *s, int retries)
     low.rlim_cur = (rlim_t)highest + 64;
     if (setrlimit(RLIMIT_NOFILE, &low)) return 1;
     /* Every descriptor taken, holes included. */
-    int fill[128], n_fill = 0;
-    while (n_fill < 128 && (fill[n_fill] = dup(0)) >= 0) n_fill++;
+    static int fill[4096];
+    int n_fill = 0;
+    while (n_fill < 4096 && (fill[n_fill] = dup(0)) >= 0) n_fill++;
+    if (n_fill == 4096 || errno != EMFILE) {
+        fprintf(stderr, "could not take every descriptor: %d taken, %s\n", n_fill, strerror(errno));
+        return 1;
+    }
     /* None left: a client on a given loop needs none of its own (curl
      * makes its multi handle without the wake-up socket pair it would
      * otherwise keep, two descriptors), so it can still be made. */
