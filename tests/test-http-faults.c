@@ -13,32 +13,12 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
-#include "support/alloc.h"
-#include "support/teardown.h"
+#include "http_fixture.h"
 #include "support/answer.h"
 #include "support/port.h"
-#include "support/httpd.h"
 
-static test_httpd_t *srv;
-static async_loop_t *loop;
-
-static void setup(void)
-{
-    test_alloc_install();
-    srv = test_httpd_start();
-    cr_assert(srv, "test server did not start");
-    cr_assert_eq(async_loop_new(&loop), 0);
-}
-
-static void teardown(void)
-{
-    TEARDOWN_CHECK(async_loop_destroy(loop) == 0, "the loop would not close");
-    test_httpd_stop(srv);
-    TEARDOWN_CHECK_NO_LEAK();
-    test_alloc_uninstall();
-}
-
-TestSuite(http_faults, .init = setup, .fini = teardown, .timeout = 20);
+TestSuite(http_faults, .init = http_fixture_setup, .fini = http_fixture_teardown,
+          .timeout = 20);
 
 /* One request through the callback interface; returns its response. */
 static void on_done(async_http_response_t *resp, void *arg)

@@ -64,6 +64,8 @@ static async_http_response_t *get_one(async_loop_t *loop, async_http_t *http)
     async_http_request_t req = {.url = url};
     cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(g.calls, 1, "the request ended %d times", g.calls);
+    cr_assert_not_null(g.resp);
     return g.resp;
 }
 
@@ -135,7 +137,9 @@ static void write_bundle(const char *path, bool with_ours)
 }
 
 /* n requests at once over HTTP/1.1 (a connection each, mostly) by a new
- * client trusting ca_file; returns how many failed, each with curl_err. */
+ * client trusting ca_file; returns how many failed, each with curl_err.
+ * Each request must end once, and the client and its loop must free
+ * cleanly, leaving no allocation behind. */
 static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connections)
 {
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
@@ -150,6 +154,8 @@ static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connectio
     char want[32];
     snprintf(want, sizeof want, "curl error %d", curl_err);
     for (int i = 0; i < n; i++) {
+        cr_assert_eq(g[i].calls, 1, "request %d ended %d times", i, g[i].calls);
+        cr_assert_not_null(g[i].resp);
         if (g[i].resp->error) {
             failed++;
             cr_expect(strstr(g[i].resp->errmsg, want), "%s (wanted %s)", g[i].resp->errmsg, want);
@@ -159,8 +165,7 @@ static int fetch_all(const char *ca_file, int n, int curl_err, size_t *connectio
     async_http_stats_t st;
     async_http_stats(http, &st);
     if (connections) *connections = st.connections;
-    async_http_destroy(http);
-    async_loop_destroy(loop);
+    test_http_client_end(loop, http);
     return failed;
 }
 
@@ -196,7 +201,8 @@ Test(http_tls, a_ca_bundle_is_parsed_once_and_trusts_only_its_own)
     cr_assert_eq(test_alloc_live(), 0);
 }
 
-/* One request trusting ca_file; returns the response's error message. */
+/* One request trusting ca_file; returns the response's error message.  The
+ * client and its loop must free cleanly, leaving no allocation behind. */
 static void fetch_one(const char *ca_file, char *msg, size_t cap)
 {
     async_http_opts_t o = {.ca_file = ca_file, .no_http2 = true};
@@ -205,8 +211,7 @@ static void fetch_one(const char *ca_file, char *msg, size_t cap)
     async_http_response_t *r = get_one(loop, http);
     snprintf(msg, cap, "%s", r->error ? r->errmsg : "");
     async_http_response_free(r);
-    async_http_destroy(http);
-    async_loop_destroy(loop);
+    test_http_client_end(loop, http);
 }
 
 Test(http_tls, a_bad_ca_file_says_which_and_why)

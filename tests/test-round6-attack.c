@@ -21,31 +21,12 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include <async/http.h>
-#include "support/alloc.h"
-#include "support/teardown.h"
+#include "http_fixture.h"
 #include "support/answer.h"
-#include "support/httpd.h"
+#include "support/port.h"
 
-static test_httpd_t *srv;
-static async_loop_t *loop;
-
-static void setup(void)
-{
-    test_alloc_install();
-    srv = test_httpd_start();
-    cr_assert(srv, "test server did not start");
-    cr_assert_eq(async_loop_new(&loop), 0);
-}
-
-static void teardown(void)
-{
-    TEARDOWN_CHECK(async_loop_destroy(loop) == 0, "the loop would not close");
-    test_httpd_stop(srv);
-    TEARDOWN_CHECK_NO_LEAK();
-    test_alloc_uninstall();
-}
-
-TestSuite(round6_attack, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(round6_attack, .init = http_fixture_setup, .fini = http_fixture_teardown,
+          .timeout = 30);
 
 static double thread_cpu(void)
 {

@@ -157,7 +157,9 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
  * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
  * descriptors run out).  A client on a given loop needs no descriptor of its
- * own until a request opens a socket.
+ * own until a request opens a socket; when descriptors are there, libcurl
+ * 7.88 keeps two for each of its multi handles (a wake-up socket pair, not
+ * close-on-exec), and does without them when they are not.
  *
  * SIGPIPE: the first async_http_new without opts->keep_sigpipe ignores
  * SIGPIPE process-wide (signal(SIGPIPE, SIG_IGN)) unless the program has
@@ -186,7 +188,9 @@ ASYNC_API int async_http_new(async_http_t **out, async_loop_t *loop,
 
 /* Frees the client.  Requests not yet ended end first, inside this call:
  * their callbacks run with a response whose error is ASYNC_ECLOSED, and
- * tasks awaiting them resume with ASYNC_ECLOSED (and that response).  NULL
+ * tasks awaiting them resume with ASYNC_ECLOSED (and that response); a
+ * request that had already failed to start (ASYNC_ENOMEM, waiting to be
+ * reported on the loop) ends with its own error.  NULL
  * is ignored.  Call it from the thread of the client's loop (any thread, one
  * at a time, for a private-loop client).  Errors, nothing freed:
  * ASYNC_EDEADLK (called from inside one of the client's own callbacks, from
@@ -199,7 +203,9 @@ ASYNC_API int async_http_destroy(async_http_t *http);
 ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
 
 /* Starts a request; cb(resp, arg) runs on the loop's thread when it ends,
- * never inside this call.  Errors (cb will not run): ASYNC_EINVAL (no
+ * never inside this call, also when the request could not start (no memory
+ * for its easy handle: the response says ASYNC_ENOMEM, from the loop).
+ * Errors (cb will not run): ASYNC_EINVAL (no
  * client or callback, no URL, a bad method, query or header, a body_len
  * without a body, req->size neither 0 nor at least
  * sizeof(async_http_request_t) of 0.2), ASYNC_ENOMEM,

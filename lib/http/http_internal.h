@@ -19,7 +19,10 @@ typedef struct http_buf {
 int async__http_buf_add(http_buf_t *b, const void *p, size_t n);
 void async__http_buf_free(http_buf_t *b);
 
-enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_DONE };
+/* WAITING: in http->waiting; RUNNING: in http->running, its easy handle in
+ * a shard; FAILED: could not start, in http->failed until fail_timer ends
+ * it; DONE: ended, its waiter told. */
+enum xfer_state { XFER_WAITING, XFER_RUNNING, XFER_FAILED, XFER_DONE };
 
 /* --- multi.c: curl's multi interface on libev ------------------------------
  *
@@ -202,6 +205,12 @@ typedef struct http_easy {
      * copies it in one go and points into the copy (parse_headers). */
     http_buf_t hdr;
     size_t n_hdr;
+    /* The next header line starts a response's header block: the first of
+     * the attempt, or one after the blank line that ended a block (a 1xx, a
+     * redirect) before any body.  curl reads a status line only there; a
+     * line elsewhere that begins "HTTP/" is one more header to it, and so
+     * to on_header. */
+    bool hdr_start;
 } http_easy_t;
 
 /* One request from the call to its end, over every attempt. */
@@ -223,6 +232,7 @@ struct http_xfer {
     int64_t t_call, t_start, not_before; /* async_now() times */
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
+    bool oom;                    /* a body or header buffer could not grow */
     bool h2;                     /* may multiplex: https, HTTP/2 not turned off */
     /* The attempt's last status line as it came (on_header), cut to fit:
      * its code, version and reason phrase are read from it only when they
@@ -258,6 +268,9 @@ struct async_http {
     struct curl_slist *ua_header;
     async__list_t waiting; /* http_xfer_t by not_before */
     async__list_t running; /* http_xfer_t added to the multi handle */
+    async__list_t failed;  /* http_xfer_t that could not start (XFER_FAILED) */
+    ev_timer fail_timer;   /* ends them on the loop, not inside the call that
+                              tried to start them (request.c, fail_later) */
     http_easy_t **pool;    /* idle easy handles */
     size_t n_pool, cap_pool;
     size_t pool_floor;     /* idle handles kept however long they idle */

@@ -441,8 +441,20 @@ void async__http_multi_remove(http_transfer_t *t)
 {
     http_shard_t *sh = t->shard;
     if (!sh) return;
+    http_multi_t *m = sh->m;
     detach(t);
-    if (!sh->n_running) ev_timer_stop(sh->m->ev, &sh->timer);
+    if (sh->n_running) return;
+    /* Nothing of this shard is left for curl to start.  The prepare watcher
+     * must not stay armed for it: a task that gave up a request in the very
+     * turn it made it (a cancel) armed it from inside the loop's own prepare
+     * phase, so libev runs it only after the next poll, and with curl's
+     * timer stopped that poll blocked for libev's longest wait (59.7 s)
+     * before the loop could end. */
+    ev_timer_stop(m->ev, &sh->timer);
+    sh->pending = false;
+    for (size_t i = 0; i < m->n_shards; i++)
+        if (m->shards[i]->pending || m->shards[i]->n_ready) return;
+    ev_prepare_stop(m->ev, &m->start);
 }
 
 /* --- shards ---------------------------------------------------------------- */

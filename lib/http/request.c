@@ -47,6 +47,7 @@
 #define REQUEST_SIZE_0_2 sizeof(async_http_request_t)
 
 static void on_wake_timer(struct ev_loop *ev, ev_timer *w, int revents);
+static void on_fail_timer(struct ev_loop *ev, ev_timer *w, int revents);
 static void on_pool_timer(struct ev_loop *ev, ev_timer *w, int revents);
 static void pump(async_http_t *http);
 static void xfer_free(http_xfer_t *x);
@@ -110,6 +111,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     if (async__http_ua_header(http)) goto fail_pool;
     async__list_init(&http->waiting);
     async__list_init(&http->running);
+    async__list_init(&http->failed);
     http->pool_floor = o.max_connections > POOL_FLOOR ? (size_t)o.max_connections : POOL_FLOOR;
     http->cap_pool = http->pool_floor;
     http->pool = async__calloc(http->cap_pool, sizeof *http->pool);
@@ -124,6 +126,8 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
     http->ev = async_loop_ev(http->loop);
     ev_init(&http->wake_timer, on_wake_timer);
     http->wake_timer.data = http;
+    ev_init(&http->fail_timer, on_fail_timer);
+    http->fail_timer.data = http;
     ev_init(&http->pool_timer, on_pool_timer);
     http->pool_timer.data = http;
     http->tokens = o.rate_burst;
@@ -283,6 +287,37 @@ static void fail(async_http_t *http, http_xfer_t *x, int error, const char *msg)
     finish(http, x);
 }
 
+/* Fails a request that could not start, from the loop a moment later.  The
+ * pump that starts requests runs inside async_http_send, whose callback must
+ * never run before it returns (http.h), and inside a task's fetch that gives
+ * up on its own request: ending the request there would call a callback
+ * from inside the send, or from a task's stack.  Until round 12 it did, when
+ * memory for an easy handle or a shard ran out. */
+static void fail_later(async_http_t *http, http_xfer_t *x, int error, const char *msg)
+{
+    async__http_response_error(x, error, msg);
+    x->state = XFER_FAILED;
+    async__list_push(&http->failed, &x->link);
+    if (!ev_is_active(&http->fail_timer)) {
+        ev_timer_set(&http->fail_timer, 0., 0.);
+        ev_timer_start(http->ev, &http->fail_timer);
+    }
+}
+
+/* Ends the requests that had failed to start when it was armed; those its
+ * callbacks fail to start wait for its next run, so that a chain of them
+ * does not keep the loop from polling. */
+static void on_fail_timer(struct ev_loop *ev, ev_timer *w, int revents)
+{
+    ASYNC_UNUSED(ev);
+    ASYNC_UNUSED(revents);
+    async_http_t *http = w->data;
+    async__list_t now, *l;
+    async__list_init(&now);
+    while ((l = async__list_pop(&http->failed))) async__list_push(&now, l);
+    while ((l = async__list_pop(&now))) finish(http, container_of(l, http_xfer_t, link));
+}
+
 /* --- retries --------------------------------------------------------------- */
 
 static bool transient_curl(CURLcode rc, bool idempotent)
@@ -430,7 +465,7 @@ static void start(async_http_t *http, http_xfer_t *x)
     if (!x->easy) {
         x->easy = easy_get(http);
         if (!x->easy) {
-            fail(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
+            fail_later(http, x, ASYNC_ENOMEM, "curl_easy_init failed");
             return;
         }
         x->t.easy = x->easy->curl;
@@ -438,12 +473,12 @@ static void start(async_http_t *http, http_xfer_t *x)
     /* As async__http_easy_setup uses it (CURLOPT_PIPEWAIT). */
     http_shard_t *sh = async__http_shard_pick(&http->multi, x->h2);
     if (!sh) {
-        fail(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
+        fail_later(http, x, ASYNC_ENOMEM, "out of memory for a curl multi handle");
         return;
     }
     int err = async__http_easy_setup(x, sh);
     if (err) {
-        fail(http, x, err, "curl rejected an option of the request");
+        fail_later(http, x, err, "curl rejected an option of the request");
         return;
     }
     if (!x->attempt) x->t_start = async_now();
@@ -453,7 +488,7 @@ static void start(async_http_t *http, http_xfer_t *x)
     if (mc != CURLM_OK) {
         char msg[128];
         snprintf(msg, sizeof msg, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        fail(http, x, mc == CURLM_OUT_OF_MEMORY ? ASYNC_ENOMEM : ASYNC_ECURL, msg);
+        fail_later(http, x, mc == CURLM_OUT_OF_MEMORY ? ASYNC_ENOMEM : ASYNC_ECURL, msg);
         return;
     }
     x->state = XFER_RUNNING;
@@ -639,8 +674,10 @@ static void abandon(async_http_t *http, http_xfer_t *x)
     }
     xfer_free(x);
     /* Re-arm (or stop) the timer that waited for this request's turn, so an
-     * empty queue does not hold the loop. */
+     * empty queue does not hold the loop; the same for the one that would
+     * have ended it after a failed start. */
     if (was_waiting) pump(http);
+    if (async__list_empty(&http->failed)) ev_timer_stop(http->ev, &http->fail_timer);
 }
 
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents)
@@ -786,6 +823,9 @@ int async_http_destroy(async_http_t *http)
         http_xfer_t *x = container_of(l, http_xfer_t, link);
         fail(http, x, ASYNC_ECLOSED, "the HTTP client was freed");
     }
+    /* Those that had failed to start already end with their own error. */
+    ev_timer_stop(http->ev, &http->fail_timer);
+    while ((l = async__list_pop(&http->failed))) finish(http, container_of(l, http_xfer_t, link));
     http->dispatching--;
     for (size_t i = 0; i < http->n_pool; i++) async__http_easy_free(http->pool[i]);
     http->n_pool = 0;

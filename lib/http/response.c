@@ -52,13 +52,18 @@ void async__http_buf_free(http_buf_t *b)
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
-    http_xfer_t *x = ((http_easy_t *)ud)->x;
+    http_easy_t *h = ud;
+    http_xfer_t *x = h->x;
     size_t len = size * n;
+    h->hdr_start = false; /* what follows the body (trailers) is no status line */
     if (x->resp_body.len + len > x->http->opts.max_body) {
         x->too_big = true;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
-    if (async__http_buf_add(&x->resp_body, p, len)) return 0;
+    if (async__http_buf_add(&x->resp_body, p, len)) {
+        x->oom = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
+        return 0;
+    }
     return len;
 }
 
@@ -86,11 +91,18 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
     size_t len = size * n;
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        /* A new status line (after a redirect or a 100 Continue): the headers
-         * kept are those of the final response.  The line is kept as it is;
-         * its code, version and reason are read when needed, for most
-         * responses only the code and the version. */
+    bool start = h->hdr_start;
+    /* The blank line ends a header block; whatever comes next, if anything,
+     * starts the next response's (see hdr_start). */
+    h->hdr_start = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
+    if (start && len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        /* A new status line (the first, or after a redirect or a 100
+         * Continue): the headers kept are those of the final response.  Only
+         * a block's first line is one, as for curl: a server's header line
+         * "HTTP/1.1 200 OK: x" after a 500's status line is a header, not a
+         * status that would turn the 500 into a success.  The line is kept
+         * as it is; its code, version and reason are read when needed, for
+         * most responses only the code and the version. */
         http_xfer_t *x = h->x;
         h->hdr.len = 0;
         h->n_hdr = 0;
@@ -111,7 +123,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     while (e > v && is_space((unsigned char)e[-1])) e--;
     size_t nl = (size_t)(colon - p), vl = (size_t)(e - v);
     char *d = buf_room(&h->hdr, 2 * sizeof(size_t) + nl + vl + 2);
-    if (!d) return 0;
+    if (!d) {
+        h->x->oom = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
+        return 0;
+    }
     memcpy(d, &nl, sizeof nl);
     memcpy(d + sizeof nl, &vl, sizeof vl);
     d += 2 * sizeof(size_t);
@@ -333,7 +348,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     x->status = 0;
     h->hdr.len = 0;
     h->n_hdr = 0;
+    h->hdr_start = true;
     x->socket_errno = 0;
+    x->too_big = x->oom = false;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
         bool keep = ul < sizeof h->url;
@@ -534,6 +551,12 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
         } else if (rc == CURLE_OPERATION_TIMEDOUT) {
             r->error = ASYNC_ETIMEDOUT;
             snprintf(r->errmsg, sizeof r->errmsg, "timed out: %.240s", detail);
+        } else if (x->oom) {
+            /* Our buffer could not grow, which curl reports as its write
+             * error 23 ("Failed writing header"): it is memory. */
+            r->error = ASYNC_ENOMEM;
+            snprintf(r->errmsg, sizeof r->errmsg, "out of memory for the response: %.200s",
+                     detail);
         } else if (x->too_big) {
             r->error = ASYNC_ECURL;
             snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",

@@ -62,7 +62,14 @@ static void rearm(struct async_dns *d)
     }
     struct timeval tv, *t = ares_timeout(d->ch, NULL, &tv);
     if (!t) return;
-    ev_timer_set(&d->timer, (double)t->tv_sec + (double)t->tv_usec / 1e6, 0.);
+    /* c-ares counts whole milliseconds: with less than one left it says 0,
+     * but ares_process_fd expires a query only once its time has fully
+     * come.  Armed at 0 the timer fired, nothing expired, and it was armed
+     * at 0 again: the loop spun for up to a millisecond at every timeout
+     * (some 1,300 turns for a lookup that timed out three times, before
+     * round 12).  Never less than c-ares' millisecond, then. */
+    double after = (double)t->tv_sec + (double)t->tv_usec / 1e6;
+    ev_timer_set(&d->timer, after < 1e-3 ? 1e-3 : after, 0.);
     ev_timer_start(ev, &d->timer);
     ev_unref(ev);
 }
