@@ -44,8 +44,10 @@ int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, 
         return ASYNC_EINVAL;
     }
     if (deadline != ASYNC_FOREVER) {
-        int64_t left = deadline - async_now();
-        h.remaining = left > 0 ? left : 1;
+        /* Compared before subtracting: deadline - now overflows for a
+         * deadline near INT64_MIN, which has long passed. */
+        int64_t now = async_now();
+        h.remaining = deadline > now ? deadline - now : 1;
     }
     char *m = async__malloc(sizeof h + in_bytes);
     if (!m) {
