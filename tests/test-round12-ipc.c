@@ -169,3 +169,175 @@ Test(round12_ipc, commands_reaped_by_the_default_loop_keep_their_status, .timeou
     }
     cr_assert_eq(async_loop_destroy(loop), 0);
 }
+
+/* --- a waker killed between its change and its wake-up call ------------------ */
+
+/* The queue's test hook (lib/ipc/ipc_internal.h): 3 get after its commit,
+ * under the lock; 4 put after its commit, before it wakes getters; 5 close
+ * after closing, before it wakes anyone. */
+extern void (*async__ipc_queue_hook)(int where);
+
+static int die_where;
+
+static void die_here(int where)
+{
+    if (where == die_where) raise(SIGKILL);
+}
+
+typedef struct waker {
+    async_ipc_queue_t *q;
+    int where; /* 3: get, 4: put, 5: close */
+} waker_t;
+
+static int killed_waker(void *arg)
+{
+    waker_t *w = arg;
+    die_where = w->where;
+    async__ipc_queue_hook = die_here;
+    char buf[8];
+    size_t len;
+    if (w->where == 3) async_ipc_queue_get(w->q, buf, sizeof buf, &len);
+    else if (w->where == 4) async_ipc_queue_put(w->q, "X", 1);
+    else async_ipc_queue_close(w->q);
+    return 0; /* not reached: the hook kills it */
+}
+
+/* A sleeper: a get (or a put, on a full queue) with a generous deadline,
+ * from the thread or from a task; it exits with sleeper_code's code. */
+typedef struct sleeper {
+    async_ipc_queue_t *q;
+    bool put, in_task;
+    int err;
+} sleeper_t;
+
+static int sleeper_code(int err)
+{
+    switch (err) {
+    case 0: return 0;
+    case ASYNC_EEOF: return 1;
+    case ASYNC_ECLOSED: return 2;
+    case ASYNC_ETIMEDOUT: return 3;
+    default: return 4;
+    }
+}
+
+static int sleeper_op(sleeper_t *s)
+{
+    char buf[8];
+    size_t len;
+    int64_t dl = async_now() + ASYNC_SEC(15);
+    int err = s->put ? async_ipc_queue_put_dl(s->q, "Y", 1, dl)
+                     : async_ipc_queue_get_dl(s->q, buf, sizeof buf, &len, dl);
+    /* Done, but only at the deadline: it slept through the change and found
+     * it in its last look. */
+    return err != ASYNC_ETIMEDOUT && async_now() >= dl ? ASYNC_ETIMEDOUT : err;
+}
+
+static int sleeper_task(void *arg, void **result)
+{
+    (void)result;
+    sleeper_t *s = arg;
+    s->err = sleeper_op(s);
+    return 0;
+}
+
+static int sleeper(void *arg)
+{
+    sleeper_t *s = arg;
+    if (!s->in_task) return sleeper_code(sleeper_op(s));
+    async_loop_t *loop;
+    if (async_loop_new(&loop)) return 5;
+    if (async_task_spawn(NULL, loop, sleeper_task, s, NULL)) return 5;
+    async_loop_run(loop, ASYNC_RUN_DEFAULT);
+    async_loop_destroy(loop);
+    return sleeper_code(s->err);
+}
+
+/* Waits until the process sleeps in the kernel (state S), for the sleepers
+ * above: in their futex wait or their loop's epoll. */
+static void wait_asleep(async_process_t *p)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", async_process_pid(p));
+    for (int i = 0; i < 4000; i++) {
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *close_paren = strrchr(buf, ')');
+        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'S') return;
+        usleep(5000);
+    }
+    cr_assert_fail("the sleeper never went to sleep");
+}
+
+static int join_code(async_process_t *p)
+{
+    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0, "a child wedged");
+    int code = -1, sig = 0;
+    cr_assert_eq(async_process_status(p, &code, &sig), 0);
+    async_process_free(p);
+    return sig ? 128 + sig : code;
+}
+
+/* A sleeper waits; a waker dies at `where`, after its change and before its
+ * wake-up call; the sleeper must see the change (exit `want`) long before
+ * its own 15 s deadline.  On main it slept through to that deadline
+ * (exit 3, ASYNC_ETIMEDOUT; for ever without a deadline): nobody was left
+ * to wake it. */
+static void waker_dies(async_ipc_queue_t *q, bool put, bool in_task, int where, int want)
+{
+    sleeper_t s = {q, put, in_task, 0};
+    async_process_t *sl, *wk;
+    cr_assert_eq(async_process_spawn(&sl, sleeper, &s), 0);
+    wait_asleep(sl);
+    waker_t w = {q, where};
+    cr_assert_eq(async_process_spawn(&wk, killed_waker, &w), 0);
+    cr_assert_eq(join_code(wk), 128 + SIGKILL, "the waker was not killed at its hook");
+    int code = join_code(sl);
+    cr_assert_eq(code, want, "%s sleeper (%s) ended %d (3: it slept to its 15 s deadline)",
+                 in_task ? "a task" : "a thread", put ? "put" : "get", code);
+}
+
+Test(round12_ipc, a_producer_killed_before_its_wake_up_wedges_no_getter, .timeout = 120)
+{
+    for (int in_task = 0; in_task < 2; in_task++) {
+        async_ipc_queue_t *q;
+        cr_assert_eq(async_ipc_queue_new(&q, 4, 8, 0), 0);
+        waker_dies(q, false, in_task, 4, 0);
+        cr_assert_eq(async_ipc_queue_len(q), 0, "the getter got the message");
+        async_ipc_queue_free(q);
+    }
+}
+
+Test(round12_ipc, a_consumer_killed_before_its_wake_up_wedges_no_putter, .timeout = 120)
+{
+    for (int in_task = 0; in_task < 2; in_task++) {
+        async_ipc_queue_t *q;
+        cr_assert_eq(async_ipc_queue_new(&q, 1, 8, 0), 0);
+        cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0); /* full */
+        waker_dies(q, true, in_task, 3, 0);
+        char buf[8];
+        size_t len;
+        cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), 0);
+        cr_assert(len == 1 && buf[0] == 'Y', "the putter's message is the one left");
+        async_ipc_queue_free(q);
+    }
+}
+
+Test(round12_ipc, a_closer_killed_before_its_wake_up_wedges_nobody, .timeout = 120)
+{
+    for (int in_task = 0; in_task < 2; in_task++) {
+        async_ipc_queue_t *q;
+        cr_assert_eq(async_ipc_queue_new(&q, 1, 8, 0), 0);
+        waker_dies(q, false, in_task, 5, 1); /* empty: the getter sees the end */
+        cr_assert_eq(async_ipc_queue_close(q), ASYNC_EALREADY, "the dead closer closed it");
+        async_ipc_queue_free(q);
+        cr_assert_eq(async_ipc_queue_new(&q, 1, 8, 0), 0);
+        cr_assert_eq(async_ipc_queue_put(q, "A", 1), 0); /* full: the putter fails */
+        waker_dies(q, true, in_task, 5, 2);
+        async_ipc_queue_free(q);
+    }
+}

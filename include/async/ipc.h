@@ -31,7 +31,12 @@
  * ASYNC_EOWNERDEAD (the lock is then held and usable again; repair the state it
  * protects).  Semaphores, events, conditions and barriers repair their own
  * internal state the same way and never report it.  The queue survives the
- * death of any producer or consumer at any point (see below). */
+ * death of any producer or consumer at any point (see below).  A process
+ * killed between a change (a put, get, close, release, set, signal) and its
+ * wake-up call leaves the sleepers it should have woken to notice the change
+ * themselves: every sleep in this module re-checks at least every 200 ms, so
+ * such a death delays them by that much, never for ever (user loops on
+ * async_ipc_queue_fd: poll with a timeout of that order too). */
 #ifndef ASYNC_IPC_H
 #define ASYNC_IPC_H
 
@@ -166,7 +171,9 @@ ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
  *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
  *     (err is 0 with a message, ASYNC_EEOF once closed and drained, ...)
  *
- * Readiness may be spurious; always retry the try form.  get/put called in a
+ * Readiness may be spurious; always retry the try form.  A peer killed
+ * between its commit and its signal never signals: poll with a timeout
+ * (get/put in a task re-check every 200 ms) if peers may die.  get/put called in a
  * task do exactly this through async_wait_fd_dl.  Any thread of any process
  * holding the queue may call these; none of them waits.  The count of
  * watchers is shared by every process: each watch is undone by one unwatch.
