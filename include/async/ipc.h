@@ -198,8 +198,10 @@ typedef struct async_ipc_pipe async_ipc_pipe_t;
 #define ASYNC_IPC_PIPE_MAX_MSG ((size_t)1 << 30)
 
 /* Creates a connected pair of ends.  Duplex by default: each end sends to and
- * receives from the other.  Errors: ASYNC_EINVAL (a or b NULL, unknown flags),
- * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
+ * receives from the other.  On failure *a and *b are left as they were, or
+ * set to NULL (so freeing both after a failure is safe when they started
+ * NULL).  Errors: ASYNC_EINVAL (a or b NULL, unknown flags), ASYNC_ENOMEM, or
+ * the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flags);
 
 /* Closes this process's end.  Messages already sent stay readable by the peer,
