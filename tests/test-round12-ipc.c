@@ -79,9 +79,11 @@ static int join_after_the_loop_reaped(void *arg, void **result)
 Test(round12_ipc, a_child_reaped_by_the_default_loop_keeps_its_status, .timeout = 60)
 {
     reaped_ctx_t c = {0};
-    cr_assert_eq(async_process_spawn(&c.p, exit_7, NULL), 0);
+    /* The loop first: its SIGCHLD handler must be there when the child
+     * ends, or it never hears of it. */
     async_loop_t *loop;
     cr_assert_eq(async_loop_default(&loop), 0);
+    cr_assert_eq(async_process_spawn(&c.p, exit_7, NULL), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, join_after_the_loop_reaped, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert(c.elsewhere, "the default loop never reaped the child: nothing was tested");
