@@ -378,3 +378,106 @@ Test(round12_ipc, a_failed_pipe_leaves_no_freed_end_behind, .timeout = 10)
     cr_assert_eq(test_alloc_live(), live);
     test_alloc_uninstall();
 }
+
+/* --- a failed dictionary call ------------------------------------------------- */
+
+/* Shared memory this process has touched, in kB. */
+static long shmem_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert_not_null(f);
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "RssShmem:", 9) == 0) sscanf(line + 9, "%ld", &kb);
+    fclose(f);
+    cr_assert_geq(kb, 0, "no RssShmem in /proc/self/status");
+    return kb;
+}
+
+/* The table's pages are touched only as keys land in them (ipc.h).  On
+ * main a failed increment or update rolled back by reading every version of
+ * the table, which brought all of it into memory: here about 36 MB for one
+ * failed call (1.1 GB at capacity 2^18), all under the lock. */
+Test(round12_ipc, a_failed_dict_call_touches_no_page_of_the_table, .timeout = 60)
+{
+    async_shared_dict_t *d;
+    cr_assert_eq(async_shared_dict_new(&d, 1 << 13, 40, 1024), 0);
+    long before = shmem_kb();
+    cr_assert_eq(async_shared_dict_set(d, "three", "abc", 3), 0);
+    int64_t big = INT64_MAX;
+    cr_assert_eq(async_shared_dict_set(d, "big", &big, sizeof big), 0);
+    int64_t out = 0;
+    cr_assert_eq(async_shared_dict_increment(d, "three", 1, &out), ASYNC_EINVAL, "not 8 bytes");
+    cr_assert_eq(async_shared_dict_increment(d, "big", 1, &out), ASYNC_EINVAL, "overflow");
+    long grown = shmem_kb() - before;
+    /* Two keys land in two or four pages; the table is over 30 MB. */
+    cr_assert_lt(grown, 1024, "failed calls brought %ld kB of the table into memory", grown);
+    size_t len = 0;
+    cr_assert_eq(async_shared_dict_get(d, "big", &out, sizeof out, &len), 0);
+    cr_assert(len == sizeof out && out == INT64_MAX, "the overflowing increment changed it");
+    cr_assert_eq(async_shared_dict_len(d), 2);
+    async_shared_dict_free(d);
+}
+
+static int sum_values(const char *key, const void *value, size_t len, void *arg)
+{
+    (void)key;
+    int64_t v;
+    if (len != sizeof v) return 1;
+    memcpy(&v, value, sizeof v);
+    *(int64_t *)arg += v;
+    return 0;
+}
+
+/* The rollback that replaced the scrub undoes only the items a failed
+ * update wrote: on a crowded table (64 keys' room, 128 slots, so probe
+ * chains cross), changes of present keys, a duplicate and new keys up to
+ * the one that does not fit all vanish, and everything else stays. */
+Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 60)
+{
+    async_shared_dict_t *d;
+    cr_assert_eq(async_shared_dict_new(&d, 64, 16, 8), 0);
+    char keys[80][16];
+    int64_t vals[80];
+    for (int i = 0; i < 80; i++) {
+        snprintf(keys[i], sizeof keys[i], "%s%d", i < 60 ? "k" : "n", i);
+        vals[i] = i;
+    }
+    for (int i = 0; i < 60; i++) cr_assert_eq(async_shared_dict_set(d, keys[i], &vals[i], 8), 0);
+    int64_t changed = 1000;
+    for (int round = 0; round < 20; round++) {
+        /* Three present keys changed, one twice, then new keys: the fifth
+         * new one finds the dictionary full (60 + 4 = 64). */
+        async_shared_dict_item_t it[12];
+        size_t n = 0;
+        for (int k = 0; k < 3; k++) it[n++] = (async_shared_dict_item_t){keys[(round * 7 + k * 13) % 60], &changed, 8};
+        it[n++] = it[0];
+        for (int k = 0; k < 8; k++) it[n++] = (async_shared_dict_item_t){keys[60 + (round + k) % 20], &changed, 8};
+        cr_assert_eq(async_shared_dict_update(d, it, n), ASYNC_EFULL, "round %d", round);
+        cr_assert_eq(async_shared_dict_len(d), 60, "round %d", round);
+        for (int i = 0; i < 80; i++) {
+            int64_t v = -1;
+            size_t len = 0;
+            int err = async_shared_dict_get(d, keys[i], &v, sizeof v, &len);
+            if (i < 60) cr_assert(err == 0 && v == i, "round %d: %s is %s, %lld", round, keys[i],
+                                  async_errname(err), (long long)v);
+            else cr_assert_eq(err, ASYNC_ENOENT, "round %d: %s was left behind", round, keys[i]);
+        }
+    }
+    int64_t sum = 0;
+    cr_assert_eq(async_shared_dict_items(d, sum_values, &sum), 0);
+    cr_assert_eq(sum, 59 * 60 / 2);
+    /* Room made, the same kind of update goes through whole. */
+    for (int i = 0; i < 8; i++) cr_assert_eq(async_shared_dict_delete(d, keys[i]), 0);
+    async_shared_dict_item_t it[12];
+    for (int k = 0; k < 12; k++) it[k] = (async_shared_dict_item_t){keys[60 + k], &vals[60 + k], 8};
+    cr_assert_eq(async_shared_dict_update(d, it, 12), 0);
+    cr_assert_eq(async_shared_dict_len(d), 64);
+    sum = 0;
+    cr_assert_eq(async_shared_dict_items(d, sum_values, &sum), 0);
+    int64_t want = 0;
+    for (int i = 8; i < 72; i++) want += i;
+    cr_assert_eq(sum, want);
+    async_shared_dict_free(d);
+}

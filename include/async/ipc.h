@@ -426,8 +426,9 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
  * exactly as after it: an update of many keys is all or nothing.  The next
- * caller repairs it (in time proportional to the table's size) and goes on;
- * nobody sees an error for it.  A process stopped inside a call holds up the
+ * caller repairs it (in time proportional to the table's size, reading all
+ * of it into memory) and goes on; nobody sees an error for it.  A call that
+ * fails (ASYNC_EFULL, ASYNC_EINVAL) undoes only what it wrote.  A process stopped inside a call holds up the
  * others until it continues or dies.  Deleted keys leave tombstones that
  * lengthen lookups until their slots are reused by new keys. */
 typedef struct async_shared_dict async_shared_dict_t;
