@@ -481,3 +481,59 @@ Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 6
     cr_assert_eq(sum, want);
     async_shared_dict_free(d);
 }
+
+/* --- a barrier's tripping party killed as it trips ---------------------------- */
+
+/* The barrier's test hook (lib/ipc/ipc_internal.h): 1 in the party that
+ * trips a generation, between its two stores. */
+extern void (*async__ipc_barrier_hook)(int where);
+
+static void die_tripping(int where)
+{
+    if (where == 1) raise(SIGKILL);
+}
+
+static int barrier_party(void *arg)
+{
+    int64_t dl = async_now() + ASYNC_SEC(15);
+    int err = async_ipc_barrier_wait_dl(arg, NULL, dl);
+    if (err == 0 && async_now() >= dl) return 3; /* only at its deadline */
+    return err == 0 ? 0 : err == ASYNC_ETIMEDOUT ? 3 : err == ASYNC_ECLOSED ? 2 : 4;
+}
+
+static int tripping_party(void *arg)
+{
+    async__ipc_barrier_hook = die_tripping;
+    return barrier_party(arg);
+}
+
+/* On main the tripping party zeroed the count before it bumped the
+ * generation: killed between the two, it left the generation's waiter
+ * asleep with nobody counted, to be released only by two more arrivals; a
+ * fixed group never makes them, and the waiter timed out and broke the
+ * barrier.  Now the waiter is released and the next generation trips. */
+Test(round12_ipc, a_party_killed_as_it_trips_the_barrier_wedges_nobody, .timeout = 120)
+{
+    SKIP_UNDER_TSAN();
+    async_ipc_barrier_t *b;
+    cr_assert_eq(async_ipc_barrier_new(&b, 2), 0);
+    for (int round = 0; round < 3; round++) {
+        async_process_t *waiter, *tripper;
+        cr_assert_eq(async_process_spawn(&waiter, barrier_party, b), 0);
+        wait_asleep(waiter);
+        cr_assert_eq(async_process_spawn(&tripper, tripping_party, b), 0);
+        cr_assert_eq(join_code(tripper), 128 + SIGKILL, "the tripper did not die at its hook");
+        int code = join_code(waiter);
+        cr_assert_eq(code, 0, "round %d: the waiter ended %d (3: it slept to its deadline)",
+                     round, code);
+        async_process_t *x, *y;
+        cr_assert_eq(async_process_spawn(&x, barrier_party, b), 0);
+        wait_asleep(x);
+        cr_assert_eq(async_process_spawn(&y, barrier_party, b), 0);
+        int cx = join_code(x), cy = join_code(y);
+        cr_assert(cx == 0 && cy == 0, "round %d: the next generation ended %d and %d", round,
+                  cx, cy);
+    }
+    cr_assert_not(async_ipc_barrier_broken(b));
+    async_ipc_barrier_free(b);
+}

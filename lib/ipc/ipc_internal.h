@@ -79,6 +79,9 @@ extern void (*async__ipc_queue_hook)(int where);
 /* The same for the dictionary: update calls it with where = i after writing
  * its i-th item (1-based), before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
+/* The same for the barrier: where = 1 in the party that trips a generation,
+ * between its two stores (generation, then count), under the mutex. */
+extern void (*async__ipc_barrier_hook)(int where);
 
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */
