@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -446,14 +447,18 @@ Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 6
     }
     for (int i = 0; i < 60; i++) cr_assert_eq(async_shared_dict_set(d, keys[i], &vals[i], 8), 0);
     int64_t changed = 1000;
-    for (int round = 0; round < 20; round++) {
-        /* Three present keys changed, one twice, then new keys: the fifth
-         * new one finds the dictionary full (60 + 4 = 64). */
-        async_shared_dict_item_t it[12];
+    for (int round = 0; round < 200; round++) {
+        /* Three present keys changed, one twice, then new keys, the first
+         * of them twice (its second write comes after new keys whose probe
+         * chains may cross its slot): the fifth new one finds the
+         * dictionary full (60 + 4 = 64). */
+        async_shared_dict_item_t it[16];
         size_t n = 0;
         for (int k = 0; k < 3; k++) it[n++] = (async_shared_dict_item_t){keys[(round * 7 + k * 13) % 60], &changed, 8};
         it[n++] = it[0];
-        for (int k = 0; k < 8; k++) it[n++] = (async_shared_dict_item_t){keys[60 + (round + k) % 20], &changed, 8};
+        for (int k = 0; k < 3; k++) it[n++] = (async_shared_dict_item_t){keys[60 + (round + k) % 20], &changed, 8};
+        it[n++] = it[4];
+        for (int k = 3; k < 8; k++) it[n++] = (async_shared_dict_item_t){keys[60 + (round + k) % 20], &changed, 8};
         cr_assert_eq(async_shared_dict_update(d, it, n), ASYNC_EFULL, "round %d", round);
         cr_assert_eq(async_shared_dict_len(d), 60, "round %d", round);
         for (int i = 0; i < 80; i++) {
@@ -536,4 +541,91 @@ Test(round12_ipc, a_party_killed_as_it_trips_the_barrier_wedges_nobody, .timeout
     }
     cr_assert_not(async_ipc_barrier_broken(b));
     async_ipc_barrier_free(b);
+}
+
+/* The same rollback against a model: sets, deletes and updates of up to 8
+ * random keys (duplicates included) on small dictionaries, made afresh every
+ * 40 operations so that their slots are still free (a rollback that frees a
+ * slot too early cuts the probe chains behind it, and leaves versions there
+ * that the next commit publishes).  A first version of the rollback, which
+ * undid items last first by looking each key up, left such versions behind
+ * 64 times in this run. */
+typedef struct model {
+    int64_t val[24];
+    bool present[24];
+    int seen, bad;
+} model_t;
+
+static int check_item(const char *key, const void *value, size_t len, void *arg)
+{
+    model_t *m = arg;
+    int i = atoi(key + 1);
+    int64_t v;
+    memcpy(&v, value, sizeof v);
+    if (len != sizeof v || i < 0 || i >= 24 || !m->present[i] || m->val[i] != v) m->bad++;
+    m->seen++;
+    return 0;
+}
+
+static int model_count(const model_t *m)
+{
+    int n = 0;
+    for (int i = 0; i < 24; i++) n += m->present[i];
+    return n;
+}
+
+Test(round12_ipc, failed_updates_match_a_model, .timeout = 120)
+{
+    char keys[24][8];
+    for (int i = 0; i < 24; i++) snprintf(keys[i], sizeof keys[i], "k%d", i);
+    unsigned seed = 12345;
+    model_t m = {0};
+    async_shared_dict_t *d = NULL;
+    int failed = 0;
+    for (int64_t op = 0; op < 100000; op++) {
+        if (op % 40 == 0) {
+            async_shared_dict_free(d);
+            cr_assert_eq(async_shared_dict_new(&d, 8, 8, 8), 0);
+            memset(&m, 0, sizeof m);
+        }
+        int r = rand_r(&seed) % 10;
+        if (r < 1) {
+            int i = rand_r(&seed) % 24;
+            int err = async_shared_dict_set(d, keys[i], &op, sizeof op);
+            bool room = m.present[i] || model_count(&m) < 8;
+            cr_assert_eq(err, room ? 0 : ASYNC_EFULL, "op %lld: set", (long long)op);
+            if (!err) m.present[i] = true, m.val[i] = op;
+        } else if (r < 5) {
+            int i = rand_r(&seed) % 24;
+            int err = async_shared_dict_delete(d, keys[i]);
+            cr_assert_eq(err, m.present[i] ? 0 : ASYNC_ENOENT, "op %lld: delete", (long long)op);
+            m.present[i] = false;
+        } else {
+            async_shared_dict_item_t it[8];
+            int64_t vals[8];
+            model_t after = m;
+            bool full = false;
+            int n = 1 + rand_r(&seed) % 8;
+            for (int k = 0; k < n; k++) {
+                int i = rand_r(&seed) % 24;
+                vals[k] = op * 10 + k;
+                it[k] = (async_shared_dict_item_t){keys[i], &vals[k], sizeof vals[k]};
+                if (!after.present[i] && model_count(&after) >= 8) full = true;
+                after.present[i] = true;
+                after.val[i] = vals[k];
+            }
+            int err = async_shared_dict_update(d, it, (size_t)n);
+            cr_assert_eq(err, full ? ASYNC_EFULL : 0, "op %lld: update", (long long)op);
+            if (!err) m = after;
+            else failed++;
+        }
+        m.seen = m.bad = 0;
+        cr_assert_eq(async_shared_dict_items(d, check_item, &m), 0);
+        cr_assert(m.bad == 0 && m.seen == model_count(&m) &&
+                      async_shared_dict_len(d) == (size_t)m.seen,
+                  "op %lld: %d keys wrong, %d seen, %d in the model, len %zu", (long long)op,
+                  m.bad, m.seen, model_count(&m), async_shared_dict_len(d));
+    }
+    cr_assert_gt(failed, 1000, "only %d updates failed: the rollback was hardly tried", failed);
+    async_shared_dict_free(d);
 }

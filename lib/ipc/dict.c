@@ -22,8 +22,9 @@
  * them (sets their generation to 0) before anything else.  A writer killed
  * during the scrub leaves the same work to the next one.  An update that
  * cannot complete (the table is full) rolls back only the items it wrote,
- * found again by their keys: a scrub reads every version of the table, and
- * so brings all of its pages into memory, which a failed call must not do
+ * found again along their keys' probe chains (undo): a scrub reads every
+ * version of the table, and so brings all of its pages into memory, which a
+ * failed call must not do
  * (until round 12 it did: one failed increment on a dictionary of capacity
  * 2^18 and 1 KiB values committed 1.1 GB of shared memory). */
 #include <string.h>
@@ -201,22 +202,27 @@ static int put(change_t *ch, const char *key, size_t klen, const void *val, size
     return 0;
 }
 
-/* Undoes the first n items' writes of a change that failed at item n (at
- * generation p, not published): each written version is found again by its
- * key and dropped, last first, so that every undo meets the table exactly as
- * its put left it (an earlier insert may lie on a later one's probe chain).
- * A duplicate key's second undo finds its version already gone.  This
- * touches only those items' chains: a scrub would read every version, and
- * so bring every page of the table into memory for one failed call. */
+/* Undoes the writes of a change that failed after writing items[0..n) at
+ * generation p (not published).  Each item's version lies on the probe
+ * chain from its key's hash, so a walk from there that drops every version
+ * of generation p finds it; the walk stops at a slot that was free (at view
+ * p) before the walk reached it.  That slot was free before the change, or
+ * an earlier walk freed it and went on from it, so what lies beyond it is
+ * already clean.  Any order of items and any duplicates are fine.  This
+ * touches only the chains of the items: a scrub reads every version, and so
+ * brings every page of the table into memory for one failed call. */
 static void undo(async_shared_dict_t *d, const async_shared_dict_item_t *items, size_t n,
                  uint64_t p)
 {
-    while (n-- > 0) {
-        bool found;
-        size_t s = find(d, items[n].key, strlen(items[n].key), p, &found);
-        if (!found) continue;
-        for (int i = 0; i < 2; i++)
-            if (ver(d, s, i)->gen == p) ver(d, s, i)->gen = 0;
+    size_t mask = d->nslots - 1;
+    for (size_t k = 0; k < n; k++) {
+        const char *key = items[k].key;
+        for (size_t i = hash(key, strlen(key)) & mask, m = 0; m < d->nslots;
+             i = (i + 1) & mask, m++) {
+            if (!current(d, i, p)) break;
+            for (int j = 0; j < 2; j++)
+                if (ver(d, i, j)->gen == p) ver(d, i, j)->gen = 0;
+        }
     }
 }
 
