@@ -31,7 +31,12 @@
  * ASYNC_EOWNERDEAD (the lock is then held and usable again; repair the state it
  * protects).  Semaphores, events, conditions and barriers repair their own
  * internal state the same way and never report it.  The queue survives the
- * death of any producer or consumer at any point (see below). */
+ * death of any producer or consumer at any point (see below).  A process
+ * killed between a change (a put, get, close, release, set, signal) and its
+ * wake-up call leaves the sleepers it should have woken to notice the change
+ * themselves: every sleep in this module re-checks at least every 200 ms, so
+ * such a death delays them by that much, never for ever (user loops on
+ * async_ipc_queue_fd: poll with a timeout of that order too). */
 #ifndef ASYNC_IPC_H
 #define ASYNC_IPC_H
 
@@ -166,7 +171,9 @@ ASYNC_API int async_ipc_queue_join_dl(async_ipc_queue_t *q, int64_t deadline);
  *     async_ipc_queue_unwatch(q, ASYNC_READABLE);
  *     (err is 0 with a message, ASYNC_EEOF once closed and drained, ...)
  *
- * Readiness may be spurious; always retry the try form.  get/put called in a
+ * Readiness may be spurious; always retry the try form.  A peer killed
+ * between its commit and its signal never signals: poll with a timeout
+ * (get/put in a task re-check every 200 ms) if peers may die.  get/put called in a
  * task do exactly this through async_wait_fd_dl.  Any thread of any process
  * holding the queue may call these; none of them waits.  The count of
  * watchers is shared by every process: each watch is undone by one unwatch.
@@ -191,8 +198,10 @@ typedef struct async_ipc_pipe async_ipc_pipe_t;
 #define ASYNC_IPC_PIPE_MAX_MSG ((size_t)1 << 30)
 
 /* Creates a connected pair of ends.  Duplex by default: each end sends to and
- * receives from the other.  Errors: ASYNC_EINVAL (a or b NULL, unknown flags),
- * ASYNC_ENOMEM, or the system's -errno (descriptors exhausted). */
+ * receives from the other.  On failure *a and *b are left as they were, or
+ * set to NULL (so freeing both after a failure is safe when they started
+ * NULL).  Errors: ASYNC_EINVAL (a or b NULL, unknown flags), ASYNC_ENOMEM, or
+ * the system's -errno (descriptors exhausted). */
 ASYNC_API int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flags);
 
 /* Closes this process's end.  Messages already sent stay readable by the peer,
@@ -417,8 +426,9 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
  * exactly as after it: an update of many keys is all or nothing.  The next
- * caller repairs it (in time proportional to the table's size) and goes on;
- * nobody sees an error for it.  A process stopped inside a call holds up the
+ * caller repairs it (in time proportional to the table's size, reading all
+ * of it into memory) and goes on; nobody sees an error for it.  A call that
+ * fails (ASYNC_EFULL, ASYNC_EINVAL) undoes only what it wrote.  A process stopped inside a call holds up the
  * others until it continues or dies.  Deleted keys leave tombstones that
  * lengthen lookups until their slots are reused by new keys. */
 typedef struct async_shared_dict async_shared_dict_t;

@@ -9,7 +9,15 @@
  * running.  Deadlines are absolute async_now() times (ASYNC_FOREVER: none;
  * any at or before now, 0 included, has passed).  A child spawned as a
  * daemon (async_process_spawn_opts) is killed by the kernel when its parent
- * exits, however it exits, so it is never left running as an orphan. */
+ * exits, however it exits, so it is never left running as an orphan.
+ *
+ * Another waiter may reap a child first: libev's default loop
+ * (async_loop_default) reaps every child that exits while it runs, and so do
+ * a SIGCHLD handler that waits for any child and SIGCHLD set to SIG_IGN.
+ * Such a child counts as reaped (join returns 0, is_alive false, kill and
+ * terminate ASYNC_EDONE: it is never signalled again, its pid may be a
+ * stranger's); its status comes from its pidfd on Linux 6.15 and later, and
+ * is lost before that (status says ASYNC_ECHILD). */
 #ifndef ASYNC_PROCESS_H
 #define ASYNC_PROCESS_H
 
@@ -79,19 +87,21 @@ ASYNC_API int async_process_join_dl(async_process_t *p, int64_t deadline);
 /* True while the child runs; reaps it if it has ended. */
 ASYNC_API bool async_process_is_alive(async_process_t *p);
 
-/* Sends SIGTERM (terminate) or SIGKILL (kill); join to reap.
- * Errors: ASYNC_EDONE (already reaped), or the system's -errno. */
+/* Sends SIGTERM (terminate) or SIGKILL (kill), through the child's pidfd
+ * where there is one; join to reap.  Errors: ASYNC_EDONE (already reaped,
+ * by this handle or by another waiter), or the system's -errno. */
 ASYNC_API int async_process_terminate(async_process_t *p);
 ASYNC_API int async_process_kill(async_process_t *p);
 
 /* How the child ended: *exit_code (OUT, may be NULL) its exit code, or -1 if
  * a signal ended it; *signal (OUT, may be NULL) that signal, or 0.  Never
  * waits and never reaps.  Errors: ASYNC_EAGAIN (not yet reaped, so not yet
- * known: join, or is_alive until it says false, first). */
+ * known: join, or is_alive until it says false, first), ASYNC_ECHILD
+ * (another waiter reaped it and the kernel, before 6.15, kept no status). */
 ASYNC_API int async_process_status(const async_process_t *p, int *exit_code, int *signal);
 
 /* Frees the handle; a child still running is killed (SIGKILL) and reaped
- * first.  NULL is ignored. */
+ * first (one that another waiter reaped is left alone).  NULL is ignored. */
 ASYNC_API void async_process_free(async_process_t *p);
 
 /* --- commands in parallel --------------------------------------------------- */
@@ -108,7 +118,10 @@ typedef struct async_command_result {
                            ASYNC_ECANCELED: the same, because the calling
                            task was cancelled; ASYNC_ENOMEM or -errno:
                            setting it up, or capturing its output, failed (it
-                           still ran to its end; what was captured is kept) */
+                           still ran to its end; what was captured is kept);
+                           -ECHILD: it ended, but another waiter reaped it and
+                           the kernel (before 6.15) kept no status: exit_code
+                           is then -1 and signal 0 (see the top) */
     int start_errno;    /* errno of the failed start (ENOENT, EACCES, ...) */
     int exit_code;      /* its exit code, or -1 if a signal ended it */
     int signal;         /* the signal that ended it, or 0 */

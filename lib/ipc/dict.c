@@ -19,9 +19,14 @@
  * nobody sees P: readers and writers take the lock, and the writer itself
  * looks through P.  A writer killed before the store leaves versions of
  * generation above `committed`: the next locker gets EOWNERDEAD and scrubs
- * them (sets their generation to 0) before anything else, which is also how
- * an update that cannot complete (the table is full) rolls itself back.  A
- * writer killed during the scrub leaves the same work to the next one. */
+ * them (sets their generation to 0) before anything else.  A writer killed
+ * during the scrub leaves the same work to the next one.  An update that
+ * cannot complete (the table is full) rolls back only the items it wrote,
+ * found again along their keys' probe chains (undo): a scrub reads every
+ * version of the table, and so brings all of its pages into memory, which a
+ * failed call must not do
+ * (until round 12 it did: one failed increment on a dictionary of capacity
+ * 2^18 and 1 KiB values committed 1.1 GB of shared memory). */
 #include <string.h>
 #include "ipc_internal.h"
 
@@ -197,6 +202,30 @@ static int put(change_t *ch, const char *key, size_t klen, const void *val, size
     return 0;
 }
 
+/* Undoes the writes of a change that failed after writing items[0..n) at
+ * generation p (not published).  Each item's version lies on the probe
+ * chain from its key's hash, so a walk from there that drops every version
+ * of generation p finds it; the walk stops at a slot that was free (at view
+ * p) before the walk reached it.  That slot was free before the change, or
+ * an earlier walk freed it and went on from it, so what lies beyond it is
+ * already clean.  Any order of items and any duplicates are fine.  This
+ * touches only the chains of the items: a scrub reads every version, and so
+ * brings every page of the table into memory for one failed call. */
+static void undo(async_shared_dict_t *d, const async_shared_dict_item_t *items, size_t n,
+                 uint64_t p)
+{
+    size_t mask = d->nslots - 1;
+    for (size_t k = 0; k < n; k++) {
+        const char *key = items[k].key;
+        for (size_t i = hash(key, strlen(key)) & mask, m = 0; m < d->nslots;
+             i = (i + 1) & mask, m++) {
+            if (!current(d, i, p)) break;
+            for (int j = 0; j < 2; j++)
+                if (ver(d, i, j)->gen == p) ver(d, i, j)->gen = 0;
+        }
+    }
+}
+
 static void commit(change_t *ch)
 {
     ch->d->count[ch->p & 1] = ch->count;
@@ -224,12 +253,16 @@ int async_shared_dict_update(async_shared_dict_t *d, const async_shared_dict_ite
     int err = lock(d);
     if (err) return err;
     change_t ch = begin(d);
-    for (size_t i = 0; i < n && !err; i++) {
-        err = put(&ch, items[i].key, strlen(items[i].key), items[i].value, items[i].len);
+    size_t done = 0;
+    for (; done < n && !err; done++) {
+        err = put(&ch, items[done].key, strlen(items[done].key), items[done].value,
+                  items[done].len);
         void (*h)(int) = async__ipc_dict_hook;
-        if (h && !err) h((int)i + 1);
+        if (h && !err) h((int)done + 1);
     }
-    if (err) scrub(d); /* roll back what was written: nothing was published */
+    /* A failed put writes nothing: roll back the ones before it (nothing
+     * was published). */
+    if (err) undo(d, items, done - 1, ch.p);
     else commit(&ch);
     unlock(d);
     return err;
@@ -259,8 +292,7 @@ int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t
     }
     if (!err && __builtin_add_overflow(v, delta, &v)) err = ASYNC_EINVAL;
     if (!err) err = put(&ch, key, klen, &v, sizeof v);
-    if (err) scrub(d);
-    else commit(&ch);
+    if (!err) commit(&ch); /* a failed put wrote nothing: nothing to roll back */
     unlock(d);
     if (!err && out) *out = v;
     return err;

@@ -24,8 +24,13 @@ int async__ipc_map(size_t size, uint32_t kind, void **out);
 void async__ipc_unmap(void *obj);
 
 /* Futex wait while *addr == val, until woken or the absolute monotonic
- * deadline.  Returns 0 (woken, or the value differed, or a signal) or
- * ASYNC_ETIMEDOUT.  The futexes are shared (not FUTEX_PRIVATE). */
+ * deadline, but never longer than ASYNC__IPC_RECHECK_NS at a time.  Returns
+ * 0 (woken, or the value differed, or a signal, or the slice ended: re-check
+ * and call again) or ASYNC_ETIMEDOUT (the deadline passed).  The slice is
+ * what survives a waker SIGKILLed between its change (a commit, a release,
+ * a set) and its wake-up call: its sleepers see the change a slice later at
+ * most, instead of never.  The futexes are shared (not FUTEX_PRIVATE). */
+#define ASYNC__IPC_RECHECK_NS ASYNC_MSEC(200)
 int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline);
 void async__futex_wake(_Atomic uint32_t *addr, int n);
 
@@ -66,12 +71,17 @@ void async__ipc_cond_wake(async__ipc_cond_t *c, int n);
 
 /* A test hook: when set, the queue calls it inside its critical section
  * with where = 1 (put, before its commit), 2 (get, before its commit) or
- * 3 (get, after its commit), so that tests can kill a process there.  Tests
- * link the static library and set it in a child; nothing else does. */
+ * 3 (get, after its commit), and outside it with 4 (put, after its commit,
+ * before it wakes getters) or 5 (close, after closing, before it wakes
+ * anyone), so that tests can kill a process there.  Tests link the static
+ * library and set it in a child; nothing else does. */
 extern void (*async__ipc_queue_hook)(int where);
 /* The same for the dictionary: update calls it with where = i after writing
  * its i-th item (1-based), before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
+/* The same for the barrier: where = 1 in the party that trips a generation,
+ * between its two stores (generation, then count), under the mutex. */
+extern void (*async__ipc_barrier_hook)(int where);
 
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */

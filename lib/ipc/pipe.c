@@ -47,7 +47,10 @@ int async_ipc_pipe_new(async_ipc_pipe_t **a, async_ipc_pipe_t **b, unsigned flag
     }
     if ((err = end_new(a, fds[0], oneway ? CAN_RECV : CAN_SEND | CAN_RECV))) goto fail;
     if ((err = end_new(b, fds[1], oneway ? CAN_SEND : CAN_SEND | CAN_RECV))) {
+        /* Leave no freed pointer behind: a caller that frees both ends on
+         * failure, as after any other call, would free it twice. */
         async__free(*a);
+        *a = NULL;
         goto fail;
     }
     return 0;

@@ -4,6 +4,15 @@
  * pidfd_open is missing, join polls waitpid with short sleeps.  Every child is
  * reaped exactly once, by join, is_alive or free, so none is left a zombie.
  *
+ * Another waiter may reap our children first: libev's default loop reaps
+ * every child that exits while it runs (its SIGCHLD watcher calls
+ * waitpid(-1)), and so do a SIGCHLD handler that waits for any child and a
+ * SIGCHLD set to SIG_IGN.  waitpid then says ECHILD.  The pidfd still tells
+ * the status (PIDFD_GET_INFO, Linux 6.15+); without it the status is lost
+ * and says so.  Either way the child counts as reaped: it is never signalled
+ * again, since its pid may already belong to another process, and signals go
+ * through the pidfd where there is one, which can never reach a stranger.
+ *
  * async_process_run_commands_dl starts commands with posix_spawnp (glibc
  * reports a failed exec as its return value, so a command that cannot start
  * fails alone) and runs one wait loop over every running command's stdout,
@@ -16,7 +25,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -30,6 +41,7 @@ struct async_process {
     pid_t pid;
     int pidfd;     /* -1 if pidfd_open is unavailable */
     bool reaped;
+    bool known;    /* once reaped: status is known (another waiter may have taken it) */
     int status;    /* waitpid status once reaped */
 };
 
@@ -85,24 +97,93 @@ int async_process_spawn(async_process_t **out, async_process_fn fn, void *arg)
 
 int async_process_pid(const async_process_t *p) { return p->pid; }
 
+/* PIDFD_GET_INFO's first layout (Linux 6.15), declared here because the
+ * system's headers may predate it; the kernel reads the size from the
+ * request number, so this 64-byte layout stays valid as the struct grows. */
+struct pidfd_info_v0 {
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code; /* a wait status, as waitpid gives */
+};
+#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
+#define PIDFD_INFO_EXIT_BIT (1ull << 3)
+
+/* The wait status of a child another waiter reaped, from its pidfd: true
+ * with *status (OUT) set, or false when the kernel cannot tell.  The reaper
+ * records the status while it releases the child, a moment after our
+ * waitpid already says ECHILD: give it a few milliseconds. */
+static bool exit_info(int pidfd, int *status)
+{
+    if (pidfd < 0) return false;
+    for (int i = 0; i < 50; i++) {
+        struct pidfd_info_v0 in = {.mask = PIDFD_INFO_EXIT_BIT};
+        if (ioctl(pidfd, PIDFD_GET_INFO_V0, &in) < 0) {
+            if (errno == EINTR) continue;
+            return false; /* ENOTTY, EINVAL: a kernel before 6.13 */
+        }
+        if (in.mask & PIDFD_INFO_EXIT_BIT) {
+            *status = in.exit_code;
+            return true;
+        }
+        struct timespec ts = {0, 100000}; /* before 6.15 this never comes: 5 ms in all */
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+/* Reaps pid if it has ended (block: waits for that).  1: it has ended, with
+ * *status (OUT) set when *known (OUT) says so; 0: it runs; or -errno.  ECHILD
+ * means another waiter reaped it (see the top), or it is not this process's
+ * child at all (a handle inherited through fork): either way it is not ours
+ * to wait for or to signal any more. */
+static int reap_pid(pid_t pid, int pidfd, bool block, int *status, bool *known)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, status, block ? 0 : WNOHANG);
+        if (r == pid) {
+            *known = true;
+            return 1;
+        }
+        if (r == 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno != ECHILD) return -errno;
+        *known = exit_info(pidfd, status);
+        return 1;
+    }
+}
+
+/* Sends sig to a child not yet reaped: through its pidfd when there is one
+ * (a pidfd never reaches another process, even once the pid is reused),
+ * else with kill() after checking that it is still ours to signal.  0,
+ * ESRCH when it has been reaped meanwhile (by another waiter), or -errno. */
+static int signal_child(pid_t pid, int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    if (pidfd >= 0) {
+        if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0) return 0;
+        if (errno != ENOSYS) return -errno;
+    }
+#endif
+    siginfo_t si;
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
+        return -ESRCH;
+    return kill(pid, sig) < 0 ? -errno : 0;
+}
+
 /* Reaps the child if it has ended: 1 reaped (now or before), 0 running, or
  * -errno. */
 static int reap(async_process_t *p, bool block)
 {
     if (p->reaped) return 1;
-    for (;;) {
-        pid_t r = waitpid(p->pid, &p->status, block ? 0 : WNOHANG);
-        if (r == p->pid) {
-            p->reaped = true;
-            if (p->pidfd >= 0) {
-                close(p->pidfd);
-                p->pidfd = -1;
-            }
-            return 1;
+    int r = reap_pid(p->pid, p->pidfd, block, &p->status, &p->known);
+    if (r == 1) {
+        p->reaped = true;
+        if (p->pidfd >= 0) {
+            close(p->pidfd);
+            p->pidfd = -1;
         }
-        if (r == 0) return 0;
-        if (errno != EINTR) return -errno;
     }
+    return r;
 }
 
 int async_process_join_dl(async_process_t *p, int64_t deadline)
@@ -145,8 +226,13 @@ bool async_process_is_alive(async_process_t *p) { return reap(p, false) == 0; }
 static int send_signal(async_process_t *p, int sig)
 {
     if (p->reaped) return ASYNC_EDONE;
-    /* The pid cannot be reused before we reap it, so kill() is safe here. */
-    return kill(p->pid, sig) < 0 ? -errno : 0;
+    int err = signal_child(p->pid, p->pidfd, sig);
+    if (err == -ESRCH) {
+        /* Another waiter reaped it: take what the kernel still knows. */
+        reap(p, false);
+        return ASYNC_EDONE;
+    }
+    return err;
 }
 
 int async_process_terminate(async_process_t *p) { return send_signal(p, SIGTERM); }
@@ -155,6 +241,7 @@ int async_process_kill(async_process_t *p) { return send_signal(p, SIGKILL); }
 int async_process_status(const async_process_t *p, int *exit_code, int *signal)
 {
     if (!p->reaped) return ASYNC_EAGAIN; /* not yet: the result does not exist */
+    if (!p->known) return ASYNC_ECHILD;  /* another waiter took it */
     bool sig = WIFSIGNALED(p->status);
     if (exit_code) *exit_code = sig ? -1 : WEXITSTATUS(p->status);
     if (signal) *signal = sig ? WTERMSIG(p->status) : 0;
@@ -164,8 +251,10 @@ int async_process_status(const async_process_t *p, int *exit_code, int *signal)
 void async_process_free(async_process_t *p)
 {
     if (!p) return;
-    if (!p->reaped) {
-        kill(p->pid, SIGKILL);
+    /* Only a child still ours and running is killed: one reaped by another
+     * waiter may have left its pid to a stranger. */
+    if (reap(p, false) == 0) {
+        signal_child(p->pid, p->pidfd, SIGKILL);
         reap(p, true);
     }
     if (p->pidfd >= 0) close(p->pidfd);
@@ -185,6 +274,7 @@ typedef struct run {
     int fd[2];     /* stdout, stderr read ends; -1 at end of file */
     int pidfd;     /* -1 once reaped or if unavailable */
     bool reaped;
+    bool known;    /* once reaped: status is known (see reap_pid) */
     bool tick;     /* in a task, a descriptor is missing from the epoll set */
     int status;
     int error;     /* a capture error, kept until the run is finished */
@@ -297,10 +387,13 @@ static void finish(run_t *r, async_command_result_t *res, int error, int epfd)
     memset(r->b, 0, sizeof r->b);
     res->elapsed_ns = async_now() - r->start;
     res->error = error;
-    if (r->reaped) {
+    if (r->reaped && r->known) {
         bool sig = WIFSIGNALED(r->status);
         res->exit_code = sig ? -1 : WEXITSTATUS(r->status);
         res->signal = sig ? WTERMSIG(r->status) : 0;
+    } else if (r->reaped) {
+        res->exit_code = -1; /* another waiter took its status */
+        if (!error) res->error = -ECHILD;
     }
     if (!error && (!res->out || !res->err)) res->error = ASYNC_ENOMEM;
 }
@@ -398,13 +491,15 @@ static void collect(batch_t *b)
             }
         }
         int error = r->error;
-        if (!r->reaped && waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
+        /* An error other than ECHILD (none is expected) leaves the run to
+         * the deadline, as before. */
+        if (!r->reaped && reap_pid(r->pid, r->pidfd, false, &r->status, &r->known) == 1) {
             r->reaped = true;
             untrack_close(b->epfd, &r->pidfd);
         }
         if (b->stop && !r->reaped) {
-            kill(r->pid, SIGKILL);
-            while (waitpid(r->pid, &r->status, 0) < 0 && errno == EINTR) {}
+            signal_child(r->pid, r->pidfd, SIGKILL);
+            reap_pid(r->pid, r->pidfd, true, &r->status, &r->known);
             r->reaped = true;
             for (int k = 0; k < 2; k++)
                 if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);

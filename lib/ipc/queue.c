@@ -41,7 +41,10 @@
  * wake-up that comes before the sleep.  Tasks and user event loops wait on an
  * eventfd instead, armed the same way (`armed`, while the `watchers` count is
  * non-zero).  A process killed while sleeping or watching leaves at worst a
- * flag or count that causes one spurious wake-up later. */
+ * flag or count that causes one spurious wake-up later.  A process killed
+ * between its commit and its wake-up call leaves the sleepers to find the
+ * change themselves: every sleep, on the futex or on the eventfd, lasts at
+ * most ASYNC__IPC_RECHECK_NS before the sleeper looks again. */
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -181,7 +184,10 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
         atomic_store(&q->head, h + 1); /* the commit; seq_cst: see the top */
     }
     unlock(&q->put_mu);
-    if (!err) wake(&q->get);
+    if (!err) {
+        hook(4);
+        wake(&q->get);
+    }
     return err;
 }
 
@@ -245,7 +251,15 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
     for (;;) {
         atomic_store(&s->armed, 1);
         if ((err = attempt(q, is_get, op)) != ASYNC_EAGAIN) break;
-        if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, deadline))) break;
+        /* In slices, as the futex waits (ipc_internal.h): a waker killed
+         * between its commit and its signal must not leave us asleep. */
+        int64_t now = async_now(), until = deadline;
+        if (deadline == ASYNC_FOREVER || deadline - now > ASYNC__IPC_RECHECK_NS)
+            until = now + ASYNC__IPC_RECHECK_NS;
+        if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, until))) {
+            if (err == ASYNC_ETIMEDOUT && until != deadline) continue;
+            break;
+        }
         async_ipc_queue_drain_fd(q, is_get ? ASYNC_READABLE : ASYNC_WRITABLE);
     }
     uint32_t others = atomic_fetch_sub(&s->watchers, 1) - 1;
@@ -320,6 +334,7 @@ int async_ipc_queue_close(async_ipc_queue_t *q)
     uint32_t was = atomic_exchange(&q->closed, 1);
     unlock(&q->put_mu);
     if (was) return ASYNC_EALREADY;
+    hook(5);
     wake(&q->get);
     wake(&q->put);
     return 0;

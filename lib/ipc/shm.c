@@ -111,15 +111,17 @@ struct timespec async__ipc_ts(int64_t deadline)
 
 int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
 {
-    struct timespec ts, *tsp = NULL;
-    if (deadline != ASYNC_FOREVER) {
-        if (deadline <= async_now()) return ASYNC_ETIMEDOUT;
-        ts = async__ipc_ts(deadline);
-        tsp = &ts;
-    }
+    int64_t now = async_now();
+    if (deadline != ASYNC_FOREVER && deadline <= now) return ASYNC_ETIMEDOUT;
+    /* Sleep at most one slice: a waker killed between its change and its
+     * wake-up call would otherwise leave the sleepers asleep for ever (the
+     * change made, nobody told).  Waking up to re-check costs every sleeper
+     * a system call per slice; every caller re-checks its condition. */
+    bool slice = deadline == ASYNC_FOREVER || deadline - now > ASYNC__IPC_RECHECK_NS;
+    struct timespec ts = async__ipc_ts(slice ? now + ASYNC__IPC_RECHECK_NS : deadline);
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
-    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, tsp, NULL, FUTEX_BITSET_MATCH_ANY);
-    if (r < 0 && errno == ETIMEDOUT) return ASYNC_ETIMEDOUT;
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+    if (r < 0 && errno == ETIMEDOUT) return slice ? 0 : ASYNC_ETIMEDOUT;
     return 0;
 }
 
