@@ -14,13 +14,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* lib/ipc/ipc_internal.h: called by update after its i-th item, before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
 

@@ -10,13 +10,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 typedef struct ends {
     async_ipc_pipe_t *a, *b;
 } ends_t;

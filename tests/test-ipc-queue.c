@@ -9,14 +9,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner (criterion_run_all_tests) sometimes leaks 48 bytes of its
- * own when two workers finish close together (--jobs 2); that is not ours. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* 4 producers x 4 consumers moving 1,000,000 items (about a second, also
  * under AddressSanitizer). */
 #define TOTAL 1000000u

@@ -12,13 +12,6 @@
 #include "support/alloc.h"
 #include "support/proc.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 static int write_in_child(void *arg)
 {
     strcpy(async_shm_ptr(arg), "written by the child");

@@ -8,13 +8,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* ThreadSanitizer models a single process: it cannot follow a mutex that
  * another process locked, and it reports deliberate misuse (unlocking a lock
  * not held) instead of letting the call return its error.  Those tests are

@@ -14,13 +14,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 static int return_arg(void *arg) { return (int)(intptr_t)arg; }
 
 static int sleep_long(void *arg)

@@ -27,14 +27,7 @@
 /* Under the sanitizers, malloc of a size no machine has (2^40 chunks'
  * tickets) aborts by default; make it fail as glibc's does, so the
  * library's own ASYNC_ENOMEM path is what the test sees. */
-#ifdef __SANITIZE_ADDRESS__
-const char *__asan_default_options(void);
-const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
-#endif
-#ifdef __SANITIZE_THREAD__
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "allocator_may_return_null=1"; }
-#endif
+TEST_ALLOCATOR_MAY_RETURN_NULL();
 
 static void setup(void) { test_alloc_install(); }
 static void teardown(void)

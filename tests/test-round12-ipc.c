@@ -17,13 +17,6 @@
 #include "async/process.h"
 #include "support/alloc.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* ThreadSanitizer models one process: it cannot follow a futex another
  * process changed. */
 #if defined(__SANITIZE_THREAD__)

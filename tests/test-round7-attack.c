@@ -19,13 +19,6 @@
 #include "async/ipc.h"
 #include "async/process.h"
 
-/* Criterion's runner sometimes leaks 48 bytes of its own under --jobs 2. */
-const char *__lsan_default_suppressions(void);
-__attribute__((weak)) const char *__lsan_default_suppressions(void)
-{
-    return "leak:libcriterion.so\n";
-}
-
 /* ThreadSanitizer models one process: it cannot follow a futex or mutex that
  * another process changed. */
 #if defined(__SANITIZE_THREAD__)
