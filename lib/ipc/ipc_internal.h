@@ -31,6 +31,14 @@ void async__ipc_unmap(void *obj);
  * a set) and its wake-up call: its sleepers see the change a slice later at
  * most, instead of never.  The futexes are shared (not FUTEX_PRIVATE). */
 #define ASYNC__IPC_RECHECK_NS ASYNC_MSEC(200)
+/* The end of the next sleep toward deadline: one slice from now, or the
+ * deadline when it comes first.  Compares without subtracting, so a deadline
+ * near INT64_MIN cannot overflow into one far in the future. */
+static inline int64_t async__ipc_slice_end(int64_t deadline, int64_t now)
+{
+    int64_t slice_end = now + ASYNC__IPC_RECHECK_NS;
+    return deadline == ASYNC_FOREVER || deadline > slice_end ? slice_end : deadline;
+}
 int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline);
 void async__futex_wake(_Atomic uint32_t *addr, int n);
 

@@ -253,9 +253,7 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
         if ((err = attempt(q, is_get, op)) != ASYNC_EAGAIN) break;
         /* In slices, as the futex waits (ipc_internal.h): a waker killed
          * between its commit and its signal must not leave us asleep. */
-        int64_t now = async_now(), until = deadline;
-        if (deadline == ASYNC_FOREVER || deadline - now > ASYNC__IPC_RECHECK_NS)
-            until = now + ASYNC__IPC_RECHECK_NS;
+        int64_t until = async__ipc_slice_end(deadline, async_now());
         if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, until))) {
             if (err == ASYNC_ETIMEDOUT && until != deadline) continue;
             break;

@@ -117,8 +117,9 @@ int async__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
      * wake-up call would otherwise leave the sleepers asleep for ever (the
      * change made, nobody told).  Waking up to re-check costs every sleeper
      * a system call per slice; every caller re-checks its condition. */
-    bool slice = deadline == ASYNC_FOREVER || deadline - now > ASYNC__IPC_RECHECK_NS;
-    struct timespec ts = async__ipc_ts(slice ? now + ASYNC__IPC_RECHECK_NS : deadline);
+    int64_t until = async__ipc_slice_end(deadline, now);
+    bool slice = until != deadline;
+    struct timespec ts = async__ipc_ts(until);
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
     long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, &ts, NULL, FUTEX_BITSET_MATCH_ANY);
     if (r < 0 && errno == ETIMEDOUT) return slice ? 0 : ASYNC_ETIMEDOUT;
