@@ -426,9 +426,11 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
  * exactly as after it: an update of many keys is all or nothing.  The next
- * caller repairs it (in time proportional to the table's size, reading all
- * of it into memory) and goes on; nobody sees an error for it.  A call that
- * fails (ASYNC_EFULL, ASYNC_EINVAL) undoes only what it wrote.  A process stopped inside a call holds up the
+ * caller repairs it, in time proportional to what the dead call wrote (the
+ * slots it had written are logged before they are written), and goes on;
+ * nobody sees an error for it.  A call that fails (ASYNC_EFULL,
+ * ASYNC_EINVAL) undoes only what it wrote, the same way.  A process stopped
+ * inside a call holds up the
  * others until it continues or dies.  Deleted keys leave tombstones that
  * lengthen lookups until their slots are reused by new keys. */
 typedef struct async_shared_dict async_shared_dict_t;
@@ -445,9 +447,10 @@ typedef struct async_shared_dict_item {
 typedef int (*async_shared_dict_cb)(const char *key, const void *value, size_t len, void *arg);
 
 /* Creates an empty dictionary (its table takes 4 to 8 times
- * capacity * (max_key + max_value + 32) bytes of shared address space, the
- * pages touched only as keys land in them).  Errors: ASYNC_EINVAL (out NULL, capacity 0 or above
- * 2^28, max_key 0 or above 65535, max_value above 1 GiB), ASYNC_ENOMEM. */
+ * capacity * (max_key + max_value + 32) bytes of shared address space, plus
+ * 4 * capacity for its log, the pages touched only as keys land in them).
+ * Errors: ASYNC_EINVAL (out NULL, capacity 0 or above 2^28, max_key 0 or
+ * above 65535, max_value above 1 GiB), ASYNC_ENOMEM. */
 ASYNC_API int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max_key,
                                     size_t max_value);
 
