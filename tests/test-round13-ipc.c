@@ -336,3 +336,177 @@ Test(round13_ipc, a_writer_killed_at_random_instants_leaves_a_committed_state, .
     async_shared_array_free(progress);
     async_shared_dict_free(s.d);
 }
+
+/* --- the barrier, killed at each of its steps ---------------------------------- */
+
+/* The state letter of a child in /proc/PID/stat ('S' asleep, 'Z' ended and
+ * not yet joined, 'R' running, ...). */
+static char proc_state(async_process_t *p)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", async_process_pid(p));
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')');
+    cr_assert(close_paren && close_paren[1] == ' ', "unreadable %s", path);
+    return close_paren[2];
+}
+
+/* Waits until the child sleeps in the kernel; false if it ended instead. */
+static bool asleep(async_process_t *p)
+{
+    for (int i = 0; i < 4000; i++) {
+        char st = proc_state(p);
+        if (st == 'S') return true;
+        if (st == 'Z' || st == 'X') return false;
+        usleep(5000);
+    }
+    cr_assert_fail("the child neither slept nor ended");
+    return false;
+}
+
+/* A party: waits with a generous deadline and exits 0 (released), 2
+ * (ASYNC_ECLOSED), 3 (timed out, or released only at its deadline) or 4. */
+static int party(void *arg)
+{
+    int64_t dl = async_now() + ASYNC_SEC(15);
+    int err = async_ipc_barrier_wait_dl(arg, NULL, dl);
+    if (err == 0 && async_now() >= dl) return 3;
+    return err == 0 ? 0 : err == ASYNC_ETIMEDOUT ? 3 : err == ASYNC_ECLOSED ? 2 : 4;
+}
+
+typedef struct killer {
+    async_ipc_barrier_t *b;
+    int where; /* the barrier hook's step: lib/ipc/ipc_internal.h */
+} killer_t;
+
+/* Arrives (steps 1, 2, 7), resets (3, 4) or aborts (5, 6), and dies at its
+ * step. */
+static int killed_party(void *arg)
+{
+    killer_t *k = arg;
+    die_where = k->where;
+    async__ipc_barrier_hook = die_here;
+    if (k->where == 3 || k->where == 4) async_ipc_barrier_reset(k->b);
+    else if (k->where == 5 || k->where == 6) async_ipc_barrier_abort(k->b);
+    else async_ipc_barrier_wait_dl(k->b, NULL, async_now() + ASYNC_SEC(15));
+    return 1; /* not reached: the hook kills it */
+}
+
+static async_process_t *spawn_party(async_ipc_barrier_t *b)
+{
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, party, b), 0);
+    return p;
+}
+
+/* The next generation of a barrier of three trips at its third live
+ * arrival, not before. */
+static void next_generation_trips_at_three(async_ipc_barrier_t *b, const char *after)
+{
+    async_process_t *x = spawn_party(b);
+    cr_assert(asleep(x), "%s: the next generation tripped at its first arrival (exit %d)", after,
+              finish(x));
+    async_process_t *y = spawn_party(b);
+    cr_assert(asleep(y), "%s: the next generation tripped at its second arrival (exit %d)", after,
+              finish(y));
+    cr_assert(asleep(x), "%s: the first arrival left at the second (exit %d)", after, finish(x));
+    async_process_t *z = spawn_party(b);
+    int cz = finish(z), cx = finish(x), cy = finish(y);
+    cr_assert(cx == 0 && cy == 0 && cz == 0, "%s: the next generation ended %d, %d and %d",
+              after, cx, cy, cz);
+}
+
+/* Two parties wait (or one, for step 7), and a third process dies at step
+ * `where`. */
+static void kill_at(async_ipc_barrier_t *b, int where, async_process_t *waiters[2])
+{
+    for (int i = 0; i < (where == 7 ? 1 : 2); i++) {
+        waiters[i] = spawn_party(b);
+        cr_assert(asleep(waiters[i]), "step %d: waiter %d did not wait", where, i);
+    }
+    killer_t k = {b, where};
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, killed_party, &k), 0);
+    cr_assert_eq(finish(p), 128 + SIGKILL, "step %d: the party did not die at its hook", where);
+}
+
+/* The step was not done: both waiters wait on, and the third arrival
+ * trips their generation normally. */
+static void not_done(async_ipc_barrier_t *b, int where, async_process_t *w[2])
+{
+    for (int i = 0; i < 2; i++)
+        cr_assert(asleep(w[i]), "step %d: waiter %d left (exit %d)", where, i, finish(w[i]));
+    async_process_t *z = spawn_party(b);
+    int cz = finish(z), c0 = finish(w[0]), c1 = finish(w[1]);
+    cr_assert(c0 == 0 && c1 == 0 && cz == 0,
+              "step %d: the generation's trip ended %d, %d and %d (2: ASYNC_ECLOSED)", where, c0,
+              c1, cz);
+}
+
+/* What a death at each step leaves, on a barrier of three: the step is
+ * done whole, or not at all, and the next generation trips at its third
+ * arrival.  On main a reset killed after bumping the generation left the
+ * two arrivals it cut short counted in the next generation, which tripped
+ * at its first arrival; one killed after recording the generation it cut
+ * short failed that generation's later, normal trip with ASYNC_ECLOSED. */
+Test(round13_ipc, a_party_killed_at_each_step_leaves_the_barrier_whole, .timeout = 240)
+{
+    SKIP_UNDER_TSAN();
+    async_ipc_barrier_t *b;
+    cr_assert_eq(async_ipc_barrier_new(&b, 3), 0);
+    async_process_t *w[2];
+
+    /* 1: a trip stored, its party killed before the wake-up call: the
+     * waiters are released (a re-check later at most). */
+    kill_at(b, 1, w);
+    cr_assert_eq(finish(w[0]), 0, "step 1");
+    cr_assert_eq(finish(w[1]), 0, "step 1");
+    next_generation_trips_at_three(b, "step 1");
+
+    /* 2, 3, 5: killed between the two stores of a trip, a reset, an abort:
+     * none of them happened. */
+    kill_at(b, 2, w);
+    not_done(b, 2, w);
+    next_generation_trips_at_three(b, "step 2");
+    kill_at(b, 3, w);
+    not_done(b, 3, w);
+    next_generation_trips_at_three(b, "step 3");
+    kill_at(b, 5, w);
+    cr_assert_not(async_ipc_barrier_broken(b), "step 5: an abort that never happened broke it");
+    not_done(b, 5, w);
+    next_generation_trips_at_three(b, "step 5");
+
+    /* 4: a reset stored, killed before its wake-up call: the waiters it cut
+     * short fail, and the next generation counts from zero. */
+    kill_at(b, 4, w);
+    cr_assert_eq(finish(w[0]), 2, "step 4: a waiter of the reset generation");
+    cr_assert_eq(finish(w[1]), 2, "step 4: a waiter of the reset generation");
+    cr_assert_not(async_ipc_barrier_broken(b));
+    next_generation_trips_at_three(b, "step 4");
+
+    /* 6: an abort stored: broken until a reset. */
+    kill_at(b, 6, w);
+    cr_assert_eq(finish(w[0]), 2, "step 6");
+    cr_assert_eq(finish(w[1]), 2, "step 6");
+    cr_assert(async_ipc_barrier_broken(b));
+    cr_assert_eq(async_ipc_barrier_wait_dl(b, NULL, 0), ASYNC_ECLOSED);
+    async_ipc_barrier_reset(b);
+    cr_assert_not(async_ipc_barrier_broken(b));
+    next_generation_trips_at_three(b, "step 6");
+
+    /* 7: an arrival counted, killed before it sleeps: it counts, so one
+     * more live arrival trips its generation. */
+    kill_at(b, 7, w);
+    cr_assert(asleep(w[0]), "step 7: the dead arrival released the waiter");
+    async_process_t *z = spawn_party(b);
+    cr_assert_eq(finish(z), 0, "step 7");
+    cr_assert_eq(finish(w[0]), 0, "step 7");
+    next_generation_trips_at_three(b, "step 7");
+
+    cr_assert_not(async_ipc_barrier_broken(b));
+    async_ipc_barrier_free(b);
+}

@@ -337,8 +337,15 @@ ASYNC_API void async_ipc_cond_broadcast(async_ipc_cond_t *cond);
  * ASYNC_ETIMEDOUT and breaks the barrier: the other waiters, and every later
  * one until reset, get ASYNC_ECLOSED (Python's BrokenBarrierError); abort
  * breaks it on purpose.  reset mends it (waiters at that moment get
- * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (out NULL, parties 0),
- * ASYNC_ENOMEM, or the system's -errno. */
+ * ASYNC_ECLOSED).  A party killed at any point inside wait, reset or abort
+ * leaves the barrier as before its call or as after it: its arrival is
+ * counted or not, its generation tripped (or was reset, or broken) or not;
+ * its generation's other waiters are released if it was, a re-check later
+ * at most.  (A waiter that gets back the lock only after 255 more
+ * generations ended, other processes passing the barrier meanwhile, may
+ * report the wrong outcome for its own.)  Errors: new: ASYNC_EINVAL (out
+ * NULL, parties 0 or above INT32_MAX), ASYNC_ENOMEM, or the system's
+ * -errno. */
 typedef struct async_ipc_barrier async_ipc_barrier_t;
 ASYNC_API int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties);
 ASYNC_API void async_ipc_barrier_free(async_ipc_barrier_t *b);
