@@ -510,3 +510,50 @@ Test(round13_ipc, a_party_killed_at_each_step_leaves_the_barrier_whole, .timeout
     cr_assert_not(async_ipc_barrier_broken(b));
     async_ipc_barrier_free(b);
 }
+
+/* --- a pipe end's descriptor in the user's own loop --------------------------- */
+
+/* The loop ipc.h and docs/ipc.md describe: wait for the end's descriptor to
+ * be readable, call tryrecv, wait again.  On main the first receive read
+ * every message the peer had sent into the end's buffer (up to 64 KiB at a
+ * time), so the descriptor never became readable again and the loop slept
+ * with the second message in hand: here until its 5 s poll timeout, for
+ * ever in a loop without one. */
+Test(round13_ipc, a_pipe_end_stays_readable_while_a_message_is_unread, .timeout = 60)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    const char *words[] = {"one", "", "three", "four", "five"};
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(async_ipc_pipe_send(b, words[i], strlen(words[i])), 0);
+    char buf[16];
+    size_t len;
+    for (int i = 0; i < 5; i++) {
+        struct pollfd pfd = {.fd = async_ipc_pipe_fd(a), .events = POLLIN};
+        int r = poll(&pfd, 1, 5000);
+        cr_assert_eq(r, 1, "message %d: the descriptor is not readable with the message unread",
+                     i);
+        /* Every other message by the blocking receive, which must not read
+         * ahead either. */
+        int err = i % 2 ? async_ipc_pipe_recv(a, buf, sizeof buf, &len)
+                        : async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len);
+        cr_assert_eq(err, 0, "message %d: %s", i, async_errname(err));
+        cr_assert(len == strlen(words[i]) && memcmp(buf, words[i], len) == 0, "message %d", i);
+    }
+    struct pollfd pfd = {.fd = async_ipc_pipe_fd(a), .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 0), 0, "readable with nothing left");
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN);
+    /* A message that arrives in pieces: readable for each piece, EAGAIN
+     * until it is whole. */
+    uint32_t n = 6;
+    cr_assert_eq(write(async_ipc_pipe_fd(b), &n, sizeof n), sizeof n);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "abc", 3), 3);
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "def", 3), 3);
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), 0);
+    cr_assert(len == 6 && memcmp(buf, "abcdef", 6) == 0);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
+}

@@ -255,8 +255,15 @@ ASYNC_API void async_ipc_msg_free(void *msg);
 ASYNC_API int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline);
 
 /* The end's descriptor, for your own event loop (readable: a message may be
- * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  The end
- * keeps ownership. */
+ * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  A
+ * receive takes from the descriptor only the message it returns, never the
+ * ones behind it, so after each message the descriptor is readable again
+ * while another is there.  Bytes the end has already taken stay buffered in
+ * it, where the descriptor no longer shows them: a message poll_dl found
+ * ready, one tryrecv left for a bigger buffer, or the start of one that
+ * tryrecv found incomplete (the descriptor becomes readable again with the
+ * rest).  Receive those before waiting on the descriptor.  The end keeps
+ * ownership. */
 ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
 
 /* --- locks ------------------------------------------------------------------ */
