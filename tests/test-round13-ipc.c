@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "async.h"
 #include "async/ipc.h"
@@ -224,20 +226,36 @@ static int model_apply(dmodel_t *m, const dop_t *op)
     }
 }
 
+/* A call's arguments, made before it (the traced test below steps through
+ * the call alone). */
+typedef struct dcall {
+    char names[6][8];
+    async_shared_dict_item_t it[6];
+} dcall_t;
+
+static void dict_prepare(dcall_t *c, const dop_t *op)
+{
+    for (int i = 0; i < op->n; i++) {
+        key_name(c->names[i], op->key[i]);
+        c->it[i] = (async_shared_dict_item_t){c->names[i], op->val[i], op->len[i]};
+    }
+}
+
+static int dict_call(async_shared_dict_t *d, const dop_t *op, const dcall_t *c)
+{
+    switch (op->kind) {
+    case 0: return async_shared_dict_set(d, c->names[0], op->val[0], op->len[0]);
+    case 1: return async_shared_dict_delete(d, c->names[0]);
+    case 2: return async_shared_dict_update(d, c->it, (size_t)op->n);
+    default: return async_shared_dict_increment(d, c->names[0], op->delta, NULL);
+    }
+}
+
 static int dict_apply(async_shared_dict_t *d, const dop_t *op)
 {
-    char names[6][8];
-    for (int i = 0; i < op->n; i++) key_name(names[i], op->key[i]);
-    switch (op->kind) {
-    case 0: return async_shared_dict_set(d, names[0], op->val[0], op->len[0]);
-    case 1: return async_shared_dict_delete(d, names[0]);
-    case 2: {
-        async_shared_dict_item_t it[6];
-        for (int i = 0; i < op->n; i++) it[i] = (async_shared_dict_item_t){names[i], op->val[i], op->len[i]};
-        return async_shared_dict_update(d, it, (size_t)op->n);
-    }
-    default: return async_shared_dict_increment(d, names[0], op->delta, NULL);
-    }
+    dcall_t c;
+    dict_prepare(&c, op);
+    return dict_call(d, op, &c);
 }
 
 typedef struct dstorm {
@@ -335,6 +353,137 @@ Test(round13_ipc, a_writer_killed_at_random_instants_leaves_a_committed_state, .
     cr_assert_gt(done, kills, "the writers hardly ran");
     async_shared_array_free(progress);
     async_shared_dict_free(s.d);
+}
+
+/* The same, at chosen instructions: a traced child stopped just before one
+ * call is single-stepped n instructions into it and SIGKILLed there, for n
+ * spread evenly over the call's instructions (every one when it is short),
+ * on a fresh dictionary each time, and the state the next call repairs must
+ * be the one before the call or the one after it.  The calls: an update
+ * that overwrites, inserts two keys and writes one twice; one that fails
+ * for room after writing two items (its rollback); a set into a tombstone's
+ * slot; a delete; an increment. */
+static const int traced_setup[][2] = {
+    /* kind, key: sets k0..k13 (8-byte values), then deletes k3 */
+    {0, 0}, {0, 1}, {0, 2}, {0, 3}, {0, 4}, {0, 5}, {0, 6}, {0, 7}, {0, 8}, {0, 9}, {0, 10},
+    {0, 11}, {0, 12}, {0, 13}, {1, 3},
+};
+
+static dop_t traced_op_of(int which)
+{
+    dop_t op = {0};
+    static const int update_keys[] = {1, 20, 21, 20};
+    static const int full_keys[] = {2, 16, 17, 18, 19, 22}; /* the 4th new key: no room */
+    switch (which) {
+    case 0: op.kind = 2; op.n = 4; memcpy(op.key, update_keys, sizeof update_keys); break;
+    case 1: op.kind = 2; op.n = 6; memcpy(op.key, full_keys, sizeof full_keys); break;
+    case 2: op.kind = 0; op.n = 1; op.key[0] = 3; break;
+    case 3: op.kind = 1; op.n = 1; op.key[0] = 5; break;
+    default: op.kind = 3; op.n = 1; op.key[0] = 6; op.delta = 5; break;
+    }
+    for (int k = 0; k < op.n; k++) {
+        op.len[k] = 8;
+        for (int j = 0; j < DVAL; j++) op.val[k][j] = (unsigned char)(which * 16 + k + j);
+    }
+    return op;
+}
+
+/* A dictionary of capacity 16 set up as traced_setup says (13 keys and a
+ * tombstone), and its model. */
+static async_shared_dict_t *traced_dict(dmodel_t *m)
+{
+    async_shared_dict_t *d;
+    cr_assert_eq(async_shared_dict_new(&d, DCAP, 8, DVAL), 0);
+    memset(m, 0, sizeof *m);
+    for (size_t i = 0; i < sizeof traced_setup / sizeof *traced_setup; i++) {
+        dop_t op = {.kind = traced_setup[i][0], .n = 1, .key = {traced_setup[i][1]}, .len = {8}};
+        memset(op.val[0], (int)i + 1, DVAL);
+        cr_assert_eq(dict_apply(d, &op), model_apply(m, &op));
+    }
+    return d;
+}
+
+/* Runs the call in a traced child, stopped before it, for at most `steps`
+ * instructions (or to its end, steps < 0), then kills it.  Returns how many
+ * instructions it stepped; *whole (OUT) says whether the call had returned. */
+static long traced_run(async_shared_dict_t *d, const dop_t *op, long steps, bool *whole)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dcall_t c;
+        dict_prepare(&c, op);
+        if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0) _exit(2);
+        raise(SIGSTOP);
+        dict_call(d, op, &c);
+        raise(SIGSTOP); /* the call returned */
+        _exit(0);
+    }
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP, "the traced child did not stop");
+    long n = 0;
+    *whole = false;
+    while (steps < 0 || n < steps) {
+        cr_assert_eq(ptrace(PTRACE_SINGLESTEP, pid, NULL, NULL), 0);
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFSTOPPED(st), "the traced child ended while stepped");
+        if (WSTOPSIG(st) == SIGSTOP) {
+            *whole = true;
+            break;
+        }
+        n++;
+    }
+    kill(pid, SIGKILL);
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    return n;
+}
+
+Test(round13_ipc, a_writer_killed_at_chosen_instructions_leaves_a_committed_state, .timeout = 240)
+{
+    SKIP_UNDER_TSAN();
+    int kills = 0, after = 0;
+    for (int which = 0; which < 5; which++) {
+        dop_t op = traced_op_of(which);
+        dmodel_t before, m;
+        bool whole;
+        async_shared_dict_t *d = traced_dict(&before);
+        long total = traced_run(d, &op, -1, &whole);
+        cr_assert(whole && total > 0, "call %d did not return under the tracer", which);
+        m = before;
+        int want = model_apply(&m, &op);
+        cr_assert(dict_matches(d, &m), "call %d, run whole, did not do what the model says (%d)",
+                  which, want);
+        cr_assert_eq(want, which == 1 ? ASYNC_EFULL : 0, "call %d", which);
+        async_shared_dict_free(d);
+        /* Every instruction of a short call, about 128 spread over a long
+         * one (a kill at n costs n steps: the whole test is quadratic). */
+        long stride = total <= 128 ? 1 : (total + 127) / 128;
+        for (long n = 0; n < total; n += stride) {
+            dmodel_t b;
+            d = traced_dict(&b);
+            traced_run(d, &op, n, &whole);
+            kills++;
+            dmodel_t now = b;
+            if (!dict_matches(d, &b)) {
+                cr_assert(dict_matches(d, &m), "call %d killed at instruction %ld of %ld: the "
+                          "dictionary is neither as before the call nor as after it", which, n,
+                          total);
+                now = m;
+                after++;
+            }
+            /* The next commit publishes its own versions and no others: a
+             * version the repair missed would show now. */
+            dop_t next = {.kind = 2, .n = 2, .key = {0, 15}, .len = {8, 3}};
+            cr_assert_eq(dict_apply(d, &next), model_apply(&now, &next));
+            cr_assert(dict_matches(d, &now), "call %d killed at instruction %ld of %ld: the next "
+                      "commit published what the repair left", which, n, total);
+            async_shared_dict_free(d);
+        }
+        cr_log_info("call %d: %ld instructions, killed at every %ld-th", which, total, stride);
+    }
+    cr_log_info("%d kills at chosen instructions, %d left the state after the call", kills, after);
+    cr_assert_gt(after, 0, "no kill came after a commit: the calls were not stepped through");
 }
 
 /* --- the barrier, killed at each of its steps ---------------------------------- */
