@@ -403,19 +403,19 @@ static async_shared_dict_t *traced_dict(dmodel_t *m)
     return d;
 }
 
-/* Runs the call in a traced child, stopped before it, for at most `steps`
+/* Runs call(arg) in a traced child, stopped before it, for at most `steps`
  * instructions (or to its end, steps < 0), then kills it.  Returns how many
- * instructions it stepped; *whole (OUT) says whether the call had returned. */
-static long traced_run(async_shared_dict_t *d, const dop_t *op, long steps, bool *whole)
+ * instructions it stepped; *whole (OUT) says whether the call had returned.
+ * The call's arguments are made before (the child inherits them), so that
+ * only the call is stepped through. */
+static long traced_run(void (*call)(void *), void *arg, long steps, bool *whole)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
-        dcall_t c;
-        dict_prepare(&c, op);
         if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0) _exit(2);
         raise(SIGSTOP);
-        dict_call(d, op, &c);
+        call(arg);
         raise(SIGSTOP); /* the call returned */
         _exit(0);
     }
@@ -439,6 +439,30 @@ static long traced_run(async_shared_dict_t *d, const dop_t *op, long steps, bool
     return n;
 }
 
+/* The kill points for a call of `total` instructions: every one of a call
+ * of up to 400, about 128 spread over a longer one (a kill at n costs n
+ * steps, so the whole is quadratic). */
+static long stride_for(long total) { return total <= 400 ? 1 : (total + 127) / 128; }
+
+typedef struct traced_dict_call {
+    async_shared_dict_t *d;
+    const dop_t *op;
+    dcall_t c;
+} traced_dict_call_t;
+
+static void traced_dict_call(void *arg)
+{
+    traced_dict_call_t *t = arg;
+    dict_call(t->d, t->op, &t->c);
+}
+
+static long traced_dict_run(async_shared_dict_t *d, const dop_t *op, long steps, bool *whole)
+{
+    traced_dict_call_t t = {d, op, {{{0}}, {{0}}}};
+    dict_prepare(&t.c, op);
+    return traced_run(traced_dict_call, &t, steps, whole);
+}
+
 Test(round13_ipc, a_writer_killed_at_chosen_instructions_leaves_a_committed_state, .timeout = 240)
 {
     SKIP_UNDER_TSAN();
@@ -448,7 +472,7 @@ Test(round13_ipc, a_writer_killed_at_chosen_instructions_leaves_a_committed_stat
         dmodel_t before, m;
         bool whole;
         async_shared_dict_t *d = traced_dict(&before);
-        long total = traced_run(d, &op, -1, &whole);
+        long total = traced_dict_run(d, &op, -1, &whole);
         cr_assert(whole && total > 0, "call %d did not return under the tracer", which);
         m = before;
         int want = model_apply(&m, &op);
@@ -456,13 +480,11 @@ Test(round13_ipc, a_writer_killed_at_chosen_instructions_leaves_a_committed_stat
                   which, want);
         cr_assert_eq(want, which == 1 ? ASYNC_EFULL : 0, "call %d", which);
         async_shared_dict_free(d);
-        /* Every instruction of a short call, about 128 spread over a long
-         * one (a kill at n costs n steps: the whole test is quadratic). */
-        long stride = total <= 128 ? 1 : (total + 127) / 128;
+        long stride = stride_for(total);
         for (long n = 0; n < total; n += stride) {
             dmodel_t b;
             d = traced_dict(&b);
-            traced_run(d, &op, n, &whole);
+            traced_dict_run(d, &op, n, &whole);
             kills++;
             dmodel_t now = b;
             if (!dict_matches(d, &b)) {
@@ -732,4 +754,104 @@ Test(round13_ipc, a_pipe_end_stays_readable_while_a_message_is_unread, .timeout 
     cr_assert(len == 6 && memcmp(buf, "abcdef", 6) == 0);
     async_ipc_pipe_free(a);
     async_ipc_pipe_free(b);
+}
+
+/* --- the queue, killed at chosen instructions ---------------------------------- */
+
+typedef struct traced_q {
+    async_ipc_queue_t *q;
+    bool get;
+    char msg[48];
+} traced_q_t;
+
+static void traced_q_call(void *arg)
+{
+    traced_q_t *t = arg;
+    char buf[48];
+    size_t len;
+    if (t->get) async_ipc_queue_tryget(t->q, buf, sizeof buf, &len);
+    else async_ipc_queue_tryput(t->q, t->msg, sizeof t->msg);
+}
+
+/* A joinable queue of 4 holding two messages, A and B (48 bytes each). */
+static async_ipc_queue_t *traced_queue(void)
+{
+    async_ipc_queue_t *q;
+    cr_assert_eq(async_ipc_queue_new(&q, 4, 48, ASYNC_IPC_QUEUE_JOINABLE), 0);
+    char m[48];
+    memset(m, 'A', sizeof m);
+    cr_assert_eq(async_ipc_queue_put(q, m, sizeof m), 0);
+    memset(m, 'B', sizeof m);
+    cr_assert_eq(async_ipc_queue_put(q, m, sizeof m), 0);
+    return q;
+}
+
+/* Gets everything left and checks it is `want` (letters, in order), each
+ * message whole, then marks them done: the join count must come out even. */
+static void drain_expect(async_ipc_queue_t *q, const char *want, bool one_taken, const char *what,
+                         long n)
+{
+    char buf[48];
+    size_t len;
+    for (const char *w = want; *w; w++) {
+        cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), 0, "%s at %ld: %c lost",
+                     what, n, *w);
+        bool whole = len == sizeof buf;
+        for (size_t i = 0; i < len; i++) whole = whole && buf[i] == *w;
+        cr_assert(whole, "%s at %ld: message %c torn", what, n, *w);
+        cr_assert_eq(async_ipc_queue_task_done(q), 0);
+    }
+    cr_assert_eq(async_ipc_queue_tryget(q, buf, sizeof buf, &len), ASYNC_EAGAIN,
+                 "%s at %ld: a message too many", what, n);
+    /* The message the dead consumer took is never marked done (ipc.h). */
+    if (one_taken) cr_assert_eq(async_ipc_queue_task_done(q), 0);
+    cr_assert_eq(async_ipc_queue_join_dl(q, 0), 0, "%s at %ld: the join count is off", what, n);
+    cr_assert_eq(async_ipc_queue_task_done(q), ASYNC_EINVAL, "%s at %ld: the join count is off",
+                 what, n);
+}
+
+/* A producer or consumer single-stepped into tryput or tryget and SIGKILLed
+ * at each of its instructions (queue.c's claim: a put takes effect or leaves
+ * no trace, a get leaves the message or takes it whole, never torn, never
+ * twice); after each kill the queue is drained and checked, its join count
+ * included, and serves again. */
+Test(round13_ipc, a_peer_killed_at_chosen_instructions_leaves_the_queue_whole, .timeout = 240)
+{
+    SKIP_UNDER_TSAN();
+    int took[2] = {0, 0}, kills = 0;
+    for (int get = 0; get < 2; get++) {
+        const char *what = get ? "a get" : "a put";
+        traced_q_t t = {.get = get};
+        memset(t.msg, 'C', sizeof t.msg);
+        bool whole;
+        t.q = traced_queue();
+        long total = traced_run(traced_q_call, &t, -1, &whole);
+        cr_assert(whole && total > 0, "%s did not return under the tracer", what);
+        cr_assert_eq(async_ipc_queue_len(t.q), get ? 1u : 3u);
+        async_ipc_queue_free(t.q);
+        long stride = stride_for(total);
+        for (long n = 0; n < total; n += stride) {
+            t.q = traced_queue();
+            traced_run(traced_q_call, &t, n, &whole);
+            kills++;
+            size_t len = async_ipc_queue_len(t.q);
+            if (get) {
+                cr_assert(len == 1 || len == 2, "a get killed at %ld: %zu messages", n, len);
+                took[1] += len == 1;
+                drain_expect(t.q, len == 1 ? "B" : "AB", len == 1, what, n);
+            } else {
+                cr_assert(len == 2 || len == 3, "a put killed at %ld: %zu messages", n, len);
+                took[0] += len == 3;
+                drain_expect(t.q, len == 3 ? "ABC" : "AB", false, what, n);
+            }
+            char m[48] = "again";
+            cr_assert_eq(async_ipc_queue_put(t.q, m, sizeof m), 0);
+            cr_assert_eq(async_ipc_queue_tryget(t.q, m, sizeof m, &len), 0);
+            async_ipc_queue_free(t.q);
+        }
+        cr_log_info("%s: %ld instructions, killed at every %ld-th, %d after it took effect", what,
+                    total, stride, took[get]);
+    }
+    cr_assert(took[0] > 0 && took[1] > 0, "no kill came after a commit: nothing was stepped");
+    cr_assert_gt(kills, 20);
 }
