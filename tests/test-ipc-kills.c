@@ -280,8 +280,8 @@ Test(ipc_kills, a_writer_killed_at_random_instants_leaves_a_committed_state, .ti
 }
 
 /* The same, at chosen instructions: a traced child stopped just before one
- * call is single-stepped n instructions into it and SIGKILLed there, for n
- * spread evenly over the call's instructions (every one when it is short),
+ * call is single-stepped n instructions into it and SIGKILLed there, for
+ * the n plan_kills picks (every state the mapping passes through),
  * on a fresh dictionary each time, and the state the next call repairs must
  * be the one before the call or the one after it.  The calls: an update
  * that overwrites, inserts two keys and writes one twice; one that fails
@@ -327,13 +327,30 @@ static async_shared_dict_t *traced_dict(dmodel_t *m)
     return d;
 }
 
+/* The first bytes of every IPC object's mapping (lib/ipc/ipc_internal.h's
+ * async__ipc_hdr_t): how much to watch. */
+typedef struct ipc_hdr {
+    uint32_t magic, kind;
+    size_t map_size;
+} ipc_hdr_t;
+
 /* Runs call(arg) in a traced child, stopped before it, for at most `steps`
  * instructions (or to its end, steps < 0), then kills it.  Returns how many
  * instructions it stepped; *whole (OUT) says whether the call had returned.
  * The call's arguments are made before (the child inherits them), so that
- * only the call is stepped through. */
-static long traced_run(void (*call)(void *), void *arg, long steps, bool *whole)
+ * only the call is stepped through.  With watch (an IPC object), each count
+ * of steps after which its mapping differs from before goes into
+ * changes[0..*nchanges) (OUT, at most max). */
+static long traced_run(void (*call)(void *), void *arg, long steps, bool *whole,
+                       const void *watch, long *changes, int *nchanges, int max)
 {
+    size_t wlen = watch ? ((const ipc_hdr_t *)watch)->map_size : 0;
+    unsigned char *seen = wlen ? malloc(wlen) : NULL;
+    if (wlen) {
+        cr_assert_not_null(seen);
+        memcpy(seen, watch, wlen);
+        *nchanges = 0;
+    }
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
@@ -357,16 +374,56 @@ static long traced_run(void (*call)(void *), void *arg, long steps, bool *whole)
             break;
         }
         n++;
+        if (wlen && memcmp(seen, watch, wlen) != 0) {
+            memcpy(seen, watch, wlen);
+            if (*nchanges < max) changes[(*nchanges)++] = n;
+        }
     }
     kill(pid, SIGKILL);
     cr_assert_eq(waitpid(pid, &st, 0), pid);
+    free(seen);
     return n;
 }
 
-/* The kill points for a call of `total` instructions: every one of a call
- * of up to 400, about 128 spread over a longer one (a kill at n costs n
- * steps, so the whole is quadratic). */
-static long stride_for(long total) { return total <= 400 ? 1 : (total + 127) / 128; }
+/* Where to kill a call: at[n] for a kill after n of its instructions. */
+typedef struct plan {
+    long total;
+    int changes;
+    bool *at;
+} plan_t;
+
+/* Runs the call whole under the tracer, watching obj's mapping, and plans
+ * the kills: about 64 spread evenly over the call (every instruction of a
+ * call of up to 400), and the four instructions up to and including each one
+ * that changed the mapping, so that every state the mapping passes through
+ * is left by some kill, with what the instructions just before a change
+ * leave in the dying process (a robust lock's pending entry) too.  A kill
+ * at n costs n steps, so the whole is quadratic in the call's length. */
+static plan_t plan_kills(void (*call)(void *), void *arg, const void *obj, const char *what)
+{
+    enum { MAX_CHANGES = 4096 };
+    static long changes[MAX_CHANGES];
+    plan_t pl = {0};
+    bool whole;
+    pl.total = traced_run(call, arg, -1, &whole, obj, changes, &pl.changes, MAX_CHANGES);
+    cr_assert(whole && pl.total > 0, "%s did not return under the tracer", what);
+    cr_assert_gt(pl.changes, 0, "%s changed nothing", what);
+    pl.at = calloc((size_t)pl.total + 1, 1);
+    cr_assert_not_null(pl.at);
+    long stride = pl.total <= 400 ? 1 : (pl.total + 63) / 64;
+    for (long n = 0; n < pl.total; n += stride) pl.at[n] = true;
+    for (int i = 0; i < pl.changes; i++)
+        for (long n = changes[i] - 3; n <= changes[i]; n++)
+            if (n >= 0 && n < pl.total) pl.at[n] = true;
+    return pl;
+}
+
+static long plan_count(const plan_t *pl)
+{
+    long k = 0;
+    for (long n = 0; n < pl->total; n++) k += pl->at[n];
+    return k;
+}
 
 typedef struct traced_dict_call {
     async_shared_dict_t *d;
@@ -380,11 +437,10 @@ static void traced_dict_call(void *arg)
     dict_call(t->d, t->op, &t->c);
 }
 
-static long traced_dict_run(async_shared_dict_t *d, const dop_t *op, long steps, bool *whole)
+static void traced_dict_prepare(traced_dict_call_t *t, async_shared_dict_t *d, const dop_t *op)
 {
-    traced_dict_call_t t = {d, op, {{{0}}, {{0}}}};
-    dict_prepare(&t.c, op);
-    return traced_run(traced_dict_call, &t, steps, whole);
+    *t = (traced_dict_call_t){.d = d, .op = op};
+    dict_prepare(&t->c, op);
 }
 
 Test(ipc_kills, a_writer_killed_at_chosen_instructions_leaves_a_committed_state, .timeout = 240)
@@ -396,19 +452,22 @@ Test(ipc_kills, a_writer_killed_at_chosen_instructions_leaves_a_committed_state,
         dmodel_t before, m;
         bool whole;
         async_shared_dict_t *d = traced_dict(&before);
-        long total = traced_dict_run(d, &op, -1, &whole);
-        cr_assert(whole && total > 0, "call %d did not return under the tracer", which);
+        traced_dict_call_t t;
+        traced_dict_prepare(&t, d, &op);
+        plan_t pl = plan_kills(traced_dict_call, &t, d, "a dictionary call");
+        long total = pl.total;
         m = before;
         int want = model_apply(&m, &op);
         cr_assert(dict_matches(d, &m), "call %d, run whole, did not do what the model says (%d)",
                   which, want);
         cr_assert_eq(want, which == 1 ? ASYNC_EFULL : 0, "call %d", which);
         async_shared_dict_free(d);
-        long stride = stride_for(total);
-        for (long n = 0; n < total; n += stride) {
+        for (long n = 0; n < total; n++) {
+            if (!pl.at[n]) continue;
             dmodel_t b;
             d = traced_dict(&b);
-            traced_dict_run(d, &op, n, &whole);
+            traced_dict_prepare(&t, d, &op);
+            traced_run(traced_dict_call, &t, n, &whole, NULL, NULL, NULL, 0);
             kills++;
             dmodel_t now = b;
             if (!dict_matches(d, &b)) {
@@ -426,7 +485,9 @@ Test(ipc_kills, a_writer_killed_at_chosen_instructions_leaves_a_committed_state,
                       "commit published what the repair left", which, n, total);
             async_shared_dict_free(d);
         }
-        cr_log_info("call %d: %ld instructions, killed at every %ld-th", which, total, stride);
+        cr_log_info("call %d: %ld instructions, %d of them changed the mapping, %ld kills", which,
+                    total, pl.changes, plan_count(&pl));
+        free(pl.at);
     }
     cr_log_info("%d kills at chosen instructions, %d left the state after the call", kills, after);
     cr_assert_gt(after, 0, "no kill came after a commit: the calls were not stepped through");
@@ -487,7 +548,8 @@ static void drain_expect(async_ipc_queue_t *q, const char *want, bool one_taken,
 }
 
 /* A producer or consumer single-stepped into tryput or tryget and SIGKILLed
- * at each of its instructions (queue.c's claim: a put takes effect or leaves
+ * at each of its instructions, or of a long call at those plan_kills picks
+ * (queue.c's claim: a put takes effect or leaves
  * no trace, a get leaves the message or takes it whole, never torn, never
  * twice); after each kill the queue is drained and checked, its join count
  * included, and serves again. */
@@ -501,14 +563,14 @@ Test(ipc_kills, a_peer_killed_at_chosen_instructions_leaves_the_queue_whole, .ti
         memset(t.msg, 'C', sizeof t.msg);
         bool whole;
         t.q = traced_queue();
-        long total = traced_run(traced_q_call, &t, -1, &whole);
-        cr_assert(whole && total > 0, "%s did not return under the tracer", what);
+        plan_t pl = plan_kills(traced_q_call, &t, t.q, what);
+        long total = pl.total;
         cr_assert_eq(async_ipc_queue_len(t.q), get ? 1u : 3u);
         async_ipc_queue_free(t.q);
-        long stride = stride_for(total);
-        for (long n = 0; n < total; n += stride) {
+        for (long n = 0; n < total; n++) {
+            if (!pl.at[n]) continue;
             t.q = traced_queue();
-            traced_run(traced_q_call, &t, n, &whole);
+            traced_run(traced_q_call, &t, n, &whole, NULL, NULL, NULL, 0);
             kills++;
             size_t len = async_ipc_queue_len(t.q);
             if (get) {
@@ -525,9 +587,123 @@ Test(ipc_kills, a_peer_killed_at_chosen_instructions_leaves_the_queue_whole, .ti
             cr_assert_eq(async_ipc_queue_tryget(t.q, m, sizeof m, &len), 0);
             async_ipc_queue_free(t.q);
         }
-        cr_log_info("%s: %ld instructions, killed at every %ld-th, %d after it took effect", what,
-                    total, stride, took[get]);
+        cr_log_info("%s: %ld instructions, %d of them changed the mapping, %ld kills, %d after it "
+                    "took effect", what, total, pl.changes, plan_count(&pl), took[get]);
+        free(pl.at);
     }
     cr_assert(took[0] > 0 && took[1] > 0, "no kill came after a commit: nothing was stepped");
     cr_assert_gt(kills, 20);
+}
+
+/* --- the barrier, killed at chosen instructions -------------------------------- */
+
+/* lib/ipc/ipc_internal.h */
+void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count);
+
+#define BROKEN_COUNT UINT32_MAX
+
+/* A party: exits 0 (released), 2 (ASYNC_ECLOSED) or 3 (its deadline). */
+static int barrier_party(void *arg)
+{
+    int err = async_ipc_barrier_wait_dl(arg, NULL, async_now() + ASYNC_SEC(15));
+    return err == 0 ? 0 : err == ASYNC_ECLOSED ? 2 : err == ASYNC_ETIMEDOUT ? 3 : 4;
+}
+
+static async_process_t *spawn_barrier_party(async_ipc_barrier_t *b)
+{
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, barrier_party, b), 0);
+    return p;
+}
+
+/* Waits until the barrier's state is (gen, count). */
+static void wait_state(async_ipc_barrier_t *b, uint32_t gen, uint32_t count, const char *what)
+{
+    uint32_t g = 0, c = 0;
+    for (int64_t until = async_now() + WEDGE_NS; async_now() < until; usleep(500)) {
+        async__ipc_barrier_peek(b, &g, &c);
+        if (g == gen && c == count) return;
+    }
+    cr_assert_fail("%s: the barrier stayed at generation %u, count %u (not %u, %u)", what, g, c,
+                   gen, count);
+}
+
+typedef struct traced_b {
+    async_ipc_barrier_t *b;
+    int what; /* 0: the arrival that trips, 1: reset, 2: abort */
+} traced_b_t;
+
+static void traced_b_call(void *arg)
+{
+    traced_b_t *t = arg;
+    if (t->what == 0) async_ipc_barrier_wait_dl(t->b, NULL, async_now() + ASYNC_SEC(15));
+    else if (t->what == 1) async_ipc_barrier_reset(t->b);
+    else async_ipc_barrier_abort(t->b);
+}
+
+/* A barrier of two with one party waiting; a second process single-stepped
+ * into the call that ends the generation (the arrival that trips it, a
+ * reset, an abort) and SIGKILLed at the instructions plan_kills picks,
+ * inside the robust mutex's lock and unlock included.  Each time the generation has ended
+ * whole (the waiter returns 0, or ASYNC_ECLOSED; an abort leaves it broken)
+ * or not at all (the waiter still counted, released by the next arrival),
+ * and the next generation trips at its second arrival, not before. */
+Test(ipc_kills, a_party_killed_at_chosen_instructions_leaves_the_barrier_whole, .timeout = 240)
+{
+    SKIP_UNDER_TSAN();
+    static const char *what[] = {"a trip", "a reset", "an abort"};
+    int done[3] = {0, 0, 0}, kills = 0;
+    for (int k = 0; k < 3; k++) {
+        traced_b_t t = {NULL, k};
+        bool whole;
+        cr_assert_eq(async_ipc_barrier_new(&t.b, 2), 0);
+        async_process_t *w = spawn_barrier_party(t.b);
+        wait_state(t.b, 0, 1, what[k]);
+        /* The waiter's own re-checks may add changes: more kills, no harm. */
+        plan_t pl = plan_kills(traced_b_call, &t, t.b, what[k]);
+        long total = pl.total;
+        cr_assert_eq(finish(w), k == 0 ? 0 : 2, "%s run whole", what[k]);
+        async_ipc_barrier_free(t.b);
+        for (long n = 0; n < total; n++) {
+            if (!pl.at[n]) continue;
+            cr_assert_eq(async_ipc_barrier_new(&t.b, 2), 0);
+            w = spawn_barrier_party(t.b);
+            wait_state(t.b, 0, 1, what[k]);
+            traced_run(traced_b_call, &t, n, &whole, NULL, NULL, NULL, 0);
+            kills++;
+            uint32_t g, c;
+            async__ipc_barrier_peek(t.b, &g, &c);
+            if (g == 0) {
+                cr_assert_eq(c, 1, "%s killed at %ld: generation 0 with %u arrivals", what[k], n,
+                             c);
+                async_process_t *x = spawn_barrier_party(t.b);
+                int cx = finish(x), cw = finish(w);
+                cr_assert(cx == 0 && cw == 0, "%s killed at %ld, not done: the generation's trip "
+                          "ended %d and %d", what[k], n, cw, cx);
+            } else {
+                done[k]++;
+                cr_assert(g == 1 && c == (k == 2 ? BROKEN_COUNT : 0), "%s killed at %ld, done: "
+                          "generation %u, count %u", what[k], n, g, c);
+                cr_assert_eq(finish(w), k == 0 ? 0 : 2, "%s killed at %ld, done", what[k], n);
+                cr_assert_eq(async_ipc_barrier_broken(t.b), k == 2);
+                if (k == 2) async_ipc_barrier_reset(t.b);
+            }
+            async__ipc_barrier_peek(t.b, &g, &c);
+            cr_assert_eq(c, 0, "%s killed at %ld: the next generation starts at %u", what[k], n,
+                         c);
+            async_process_t *a = spawn_barrier_party(t.b);
+            wait_state(t.b, g, 1, what[k]);
+            async_process_t *b2 = spawn_barrier_party(t.b);
+            int ca = finish(a), cb = finish(b2);
+            cr_assert(ca == 0 && cb == 0, "%s killed at %ld: the next generation ended %d and %d",
+                      what[k], n, ca, cb);
+            wait_state(t.b, g + 1, 0, what[k]);
+            async_ipc_barrier_free(t.b);
+        }
+        cr_log_info("%s: %ld instructions, %d of them changed the mapping, %ld kills, %d after it "
+                    "was done", what[k], total, pl.changes, plan_count(&pl), done[k]);
+        free(pl.at);
+    }
+    cr_assert(done[0] && done[1] && done[2], "a step was never seen done: nothing was stepped");
+    cr_assert_gt(kills, 30);
 }

@@ -94,6 +94,9 @@ extern void (*async__ipc_dict_hook)(int where);
  * after), 5 and 6 for a break (a deadline or abort: between, after), and 7
  * after an arrival that does not trip is counted, before it sleeps. */
 extern void (*async__ipc_barrier_hook)(int where);
+/* For tests: the barrier's generation and arrivals (UINT32_MAX: broken), as
+ * its state word holds them now, read without the mutex. */
+void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count);
 
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */

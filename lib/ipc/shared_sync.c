@@ -281,6 +281,13 @@ void async_ipc_barrier_reset(async_ipc_barrier_t *b)
     pthread_mutex_unlock(&b->m);
 }
 
+void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count)
+{
+    uint64_t w = atomic_load(&((async_ipc_barrier_t *)b)->state);
+    *gen = gen_of(w);
+    *count = count_of(w);
+}
+
 bool async_ipc_barrier_broken(const async_ipc_barrier_t *b)
 {
     return count_of(atomic_load(&((async_ipc_barrier_t *)b)->state)) == BROKEN;
