@@ -483,7 +483,11 @@ Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 6
 /* --- a barrier's tripping party killed as it trips ---------------------------- */
 
 /* The barrier's test hook (lib/ipc/ipc_internal.h): 1 in the party that
- * trips a generation, between its two stores. */
+ * trips a generation, after its trip is stored, before its wake-up call
+ * (round 12's layout stored the generation and then the count, with this
+ * hook between them; round 13's makes a trip one store, and
+ * round13_ipc::a_party_killed_at_each_step_leaves_the_barrier_whole kills a
+ * party at each of its steps). */
 extern void (*async__ipc_barrier_hook)(int where);
 
 static void die_tripping(int where)

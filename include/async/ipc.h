@@ -255,8 +255,15 @@ ASYNC_API void async_ipc_msg_free(void *msg);
 ASYNC_API int async_ipc_pipe_poll_dl(async_ipc_pipe_t *p, int64_t deadline);
 
 /* The end's descriptor, for your own event loop (readable: a message may be
- * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  The end
- * keeps ownership. */
+ * ready; call tryrecv, which says ASYNC_EAGAIN while none is whole).  A
+ * receive takes from the descriptor only the message it returns, never the
+ * ones behind it, so after each message the descriptor is readable again
+ * while another is there.  Bytes the end has already taken stay buffered in
+ * it, where the descriptor no longer shows them: a message poll_dl found
+ * ready, one tryrecv left for a bigger buffer, or the start of one that
+ * tryrecv found incomplete (the descriptor becomes readable again with the
+ * rest).  Receive those before waiting on the descriptor.  The end keeps
+ * ownership. */
 ASYNC_API int async_ipc_pipe_fd(const async_ipc_pipe_t *p);
 
 /* --- locks ------------------------------------------------------------------ */
@@ -337,8 +344,15 @@ ASYNC_API void async_ipc_cond_broadcast(async_ipc_cond_t *cond);
  * ASYNC_ETIMEDOUT and breaks the barrier: the other waiters, and every later
  * one until reset, get ASYNC_ECLOSED (Python's BrokenBarrierError); abort
  * breaks it on purpose.  reset mends it (waiters at that moment get
- * ASYNC_ECLOSED).  Errors: new: ASYNC_EINVAL (out NULL, parties 0),
- * ASYNC_ENOMEM, or the system's -errno. */
+ * ASYNC_ECLOSED).  A party killed at any point inside wait, reset or abort
+ * leaves the barrier as before its call or as after it: its arrival is
+ * counted or not, its generation tripped (or was reset, or broken) or not;
+ * its generation's other waiters are released if it was, a re-check later
+ * at most.  (A waiter that gets back the lock only after 255 more
+ * generations ended, other processes passing the barrier meanwhile, may
+ * report the wrong outcome for its own.)  Errors: new: ASYNC_EINVAL (out
+ * NULL, parties 0 or above INT32_MAX), ASYNC_ENOMEM, or the system's
+ * -errno. */
 typedef struct async_ipc_barrier async_ipc_barrier_t;
 ASYNC_API int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties);
 ASYNC_API void async_ipc_barrier_free(async_ipc_barrier_t *b);
@@ -426,9 +440,11 @@ ASYNC_API int async_shared_array_unlock(async_shared_array_t *a);
  * Death of a writer.  A process killed at any point inside set, update,
  * increment or delete leaves the dictionary exactly as before that call or
  * exactly as after it: an update of many keys is all or nothing.  The next
- * caller repairs it (in time proportional to the table's size, reading all
- * of it into memory) and goes on; nobody sees an error for it.  A call that
- * fails (ASYNC_EFULL, ASYNC_EINVAL) undoes only what it wrote.  A process stopped inside a call holds up the
+ * caller repairs it, in time proportional to what the dead call wrote (the
+ * slots it had written are logged before they are written), and goes on;
+ * nobody sees an error for it.  A call that fails (ASYNC_EFULL,
+ * ASYNC_EINVAL) undoes only what it wrote, the same way.  A process stopped
+ * inside a call holds up the
  * others until it continues or dies.  Deleted keys leave tombstones that
  * lengthen lookups until their slots are reused by new keys. */
 typedef struct async_shared_dict async_shared_dict_t;
@@ -445,9 +461,10 @@ typedef struct async_shared_dict_item {
 typedef int (*async_shared_dict_cb)(const char *key, const void *value, size_t len, void *arg);
 
 /* Creates an empty dictionary (its table takes 4 to 8 times
- * capacity * (max_key + max_value + 32) bytes of shared address space, the
- * pages touched only as keys land in them).  Errors: ASYNC_EINVAL (out NULL, capacity 0 or above
- * 2^28, max_key 0 or above 65535, max_value above 1 GiB), ASYNC_ENOMEM. */
+ * capacity * (max_key + max_value + 32) bytes of shared address space, plus
+ * 4 * capacity for its log, the pages touched only as keys land in them).
+ * Errors: ASYNC_EINVAL (out NULL, capacity 0 or above 2^28, max_key 0 or
+ * above 65535, max_value above 1 GiB), ASYNC_ENOMEM. */
 ASYNC_API int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max_key,
                                     size_t max_value);
 

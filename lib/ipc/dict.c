@@ -17,16 +17,30 @@
  * (never the current one), and the live count into count[P & 1]; then one
  * store of committed = P publishes all of it at once.  Before that store
  * nobody sees P: readers and writers take the lock, and the writer itself
- * looks through P.  A writer killed before the store leaves versions of
- * generation above `committed`: the next locker gets EOWNERDEAD and scrubs
- * them (sets their generation to 0) before anything else.  A writer killed
- * during the scrub leaves the same work to the next one.  An update that
- * cannot complete (the table is full) rolls back only the items it wrote,
- * found again along their keys' probe chains (undo): a scrub reads every
- * version of the table, and so brings all of its pages into memory, which a
- * failed call must not do
- * (until round 12 it did: one failed increment on a dictionary of capacity
- * 2^18 and 1 KiB values committed 1.1 GB of shared memory). */
+ * looks through P.
+ *
+ * The intent log.  Before a change first writes a slot's version, it
+ * appends the slot's index to the log (the index, then the log's length),
+ * so every version of generation P lies in a slot the log names.  A writer
+ * killed before its commit leaves such versions: the next locker gets
+ * EOWNERDEAD and drops the versions above `committed` in the logged slots
+ * (their generation goes to 0), then empties the log.  A writer killed
+ * after its commit leaves a log whose slots hold nothing above `committed`,
+ * and one killed during that repair leaves the same repair to the next
+ * locker: each step is idempotent.  An update that cannot complete (the
+ * table is full) rolls back the same way.  The repair thus costs what the
+ * dead writer wrote, never the table: until round 13 it scrubbed every
+ * version of the table, which at capacity 2^18 with 1 KiB values brought
+ * 1.1 GB of shared memory into the recovering process, under the lock, for
+ * one killed set.  A change writes one log entry per slot it writes (a
+ * later write of the same slot reuses its version), and each such slot holds
+ * a live key at P, so the log never needs more than `capacity` entries.
+ *
+ * Order of stores.  Nobody reads the table without the lock, and a lock
+ * taken from a dead holder comes through the kernel (a full barrier), which
+ * makes every store the dead process executed visible; so what a death can
+ * expose is only the order in which the compiler emitted them.  step()
+ * pins that order where it matters. */
 #include <string.h>
 #include "ipc_internal.h"
 
@@ -35,7 +49,7 @@ void (*async__ipc_dict_hook)(int where);
 enum { V_FREE = 0, V_LIVE = 1, V_DEAD = 2 };
 
 typedef struct ver {
-    uint64_t gen;   /* 0: never written, or scrubbed */
+    uint64_t gen;   /* 0: never written, or dropped by a repair */
     uint32_t state;
     uint32_t klen;
     uint32_t vlen;
@@ -50,8 +64,15 @@ struct async_shared_dict {
     size_t nslots, vstride;
     _Atomic uint64_t committed; /* written only under mu: the commit */
     uint64_t count[2];          /* live keys as of generation g: count[g & 1] */
+    size_t log_off;             /* the log: capacity slot indices, after the slots */
+    _Atomic uint32_t logged;    /* entries of the log in use: see the top */
     _Alignas(64) unsigned char slots[];
 };
+
+/* The compiler may not move a store across this (see the top). */
+static inline void step(void) { atomic_signal_fence(memory_order_seq_cst); }
+
+static uint32_t *log_of(async_shared_dict_t *d) { return (uint32_t *)(d->slots + d->log_off); }
 
 static ver_t *ver(async_shared_dict_t *d, size_t slot, int i)
 {
@@ -114,23 +135,32 @@ static size_t find(async_shared_dict_t *d, const char *key, size_t klen, uint64_
     return insert;
 }
 
-/* Drops every version above the committed generation: a dead writer's
- * unpublished change, or a change being rolled back. */
-static void scrub(async_shared_dict_t *d)
+/* Drops the versions above the committed generation in the slots the log
+ * names, then empties the log: a dead writer's unpublished change, or a
+ * change being rolled back.  Touches the logged slots and nothing else. */
+static void repair(async_shared_dict_t *d)
 {
     uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
-    for (size_t s = 0; s < d->nslots; s++)
+    uint32_t n = atomic_load_explicit(&d->logged, memory_order_relaxed);
+    const uint32_t *log = log_of(d);
+    if (n > d->capacity) n = (uint32_t)d->capacity; /* never: the writer checks */
+    for (uint32_t k = 0; k < n; k++) {
+        size_t s = log[k];
+        if (s >= d->nslots) continue; /* never: the writer logs its own slots */
         for (int i = 0; i < 2; i++) {
             ver_t *v = ver(d, s, i);
             if (v->gen > c) v->gen = 0;
         }
+    }
+    step(); /* killed before the log is emptied: the next locker repeats this */
+    atomic_store_explicit(&d->logged, 0, memory_order_relaxed);
 }
 
 static int lock(async_shared_dict_t *d)
 {
     int err = async__ipc_mutex_lock(&d->mu, ASYNC_FOREVER, false);
     if (err == ASYNC_EOWNERDEAD) {
-        scrub(d);
+        repair(d);
         err = 0;
     }
     return err; /* 0 or ASYNC_EALREADY: called from inside items' callback */
@@ -147,9 +177,11 @@ int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max
     size_t nslots = 2;
     while (nslots < capacity * 2) nslots *= 2;
     size_t vstride = (sizeof(ver_t) + max_key + 1 + max_value + 7) & ~(size_t)7;
-    if (nslots * 2 > (SIZE_MAX / 2 - sizeof(async_shared_dict_t)) / vstride) return ASYNC_EINVAL;
+    if (nslots * 2 > (SIZE_MAX / 4 - sizeof(async_shared_dict_t)) / vstride) return ASYNC_EINVAL;
+    size_t log_off = nslots * 2 * vstride; /* a multiple of 8 */
     async_shared_dict_t *d;
-    int err = async__ipc_map(sizeof *d + nslots * 2 * vstride, IPC_KIND_DICT, (void **)&d);
+    int err = async__ipc_map(sizeof *d + log_off + capacity * sizeof(uint32_t), IPC_KIND_DICT,
+                             (void **)&d);
     if (err) return err;
     if ((err = async__ipc_mutex_init(&d->mu, PTHREAD_MUTEX_ERRORCHECK))) {
         async__ipc_unmap(d);
@@ -160,6 +192,7 @@ int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max
     d->max_value = max_value;
     d->nslots = nslots;
     d->vstride = vstride;
+    d->log_off = log_off;
     *out = d;
     return 0;
 }
@@ -184,6 +217,20 @@ static change_t begin(async_shared_dict_t *d)
     return (change_t){d, c + 1, d->count[c & 1]};
 }
 
+/* Logs slot s as written by the change in progress, before its first write
+ * there (see the top).  False, with nothing logged, if the log is full,
+ * which a change of at most capacity live keys never makes it. */
+static bool intend(async_shared_dict_t *d, size_t s)
+{
+    uint32_t n = atomic_load_explicit(&d->logged, memory_order_relaxed);
+    if (n >= d->capacity) return false;
+    log_of(d)[n] = (uint32_t)s;
+    step(); /* the entry, then the length that covers it */
+    atomic_store_explicit(&d->logged, n + 1, memory_order_relaxed);
+    step(); /* the length, then the version it covers */
+    return true;
+}
+
 static int put(change_t *ch, const char *key, size_t klen, const void *val, size_t vlen)
 {
     async_shared_dict_t *d = ch->d;
@@ -191,6 +238,7 @@ static int put(change_t *ch, const char *key, size_t klen, const void *val, size
     size_t s = find(d, key, klen, ch->p, &found);
     if (s == SIZE_MAX || (!found && ch->count >= d->capacity)) return ASYNC_EFULL;
     ver_t *v = target(d, s, ch->p);
+    if (v->gen != ch->p && !intend(d, s)) return ASYNC_EFULL;
     v->gen = ch->p;
     v->state = V_LIVE;
     v->klen = (uint32_t)klen;
@@ -202,35 +250,13 @@ static int put(change_t *ch, const char *key, size_t klen, const void *val, size
     return 0;
 }
 
-/* Undoes the writes of a change that failed after writing items[0..n) at
- * generation p (not published).  Each item's version lies on the probe
- * chain from its key's hash, so a walk from there that drops every version
- * of generation p finds it; the walk stops at a slot that was free (at view
- * p) before the walk reached it.  That slot was free before the change, or
- * an earlier walk freed it and went on from it, so what lies beyond it is
- * already clean.  Any order of items and any duplicates are fine.  This
- * touches only the chains of the items: a scrub reads every version, and so
- * brings every page of the table into memory for one failed call. */
-static void undo(async_shared_dict_t *d, const async_shared_dict_item_t *items, size_t n,
-                 uint64_t p)
-{
-    size_t mask = d->nslots - 1;
-    for (size_t k = 0; k < n; k++) {
-        const char *key = items[k].key;
-        for (size_t i = hash(key, strlen(key)) & mask, m = 0; m < d->nslots;
-             i = (i + 1) & mask, m++) {
-            if (!current(d, i, p)) break;
-            for (int j = 0; j < 2; j++)
-                if (ver(d, i, j)->gen == p) ver(d, i, j)->gen = 0;
-        }
-    }
-}
-
 static void commit(change_t *ch)
 {
     ch->d->count[ch->p & 1] = ch->count;
     /* Release: every write of the change is in memory before the commit is. */
     atomic_store_explicit(&ch->d->committed, ch->p, memory_order_release);
+    step(); /* killed before the log is emptied: its slots hold nothing above committed */
+    atomic_store_explicit(&ch->d->logged, 0, memory_order_relaxed);
 }
 
 static int check_key(async_shared_dict_t *d, const char *key, size_t *klen)
@@ -261,8 +287,8 @@ int async_shared_dict_update(async_shared_dict_t *d, const async_shared_dict_ite
         if (h && !err) h((int)done + 1);
     }
     /* A failed put writes nothing: roll back the ones before it (nothing
-     * was published). */
-    if (err) undo(d, items, done - 1, ch.p);
+     * was published), which the log names. */
+    if (err) repair(d);
     else commit(&ch);
     unlock(d);
     return err;
@@ -292,7 +318,7 @@ int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t
     }
     if (!err && __builtin_add_overflow(v, delta, &v)) err = ASYNC_EINVAL;
     if (!err) err = put(&ch, key, klen, &v, sizeof v);
-    if (!err) commit(&ch); /* a failed put wrote nothing: nothing to roll back */
+    if (!err) commit(&ch); /* a failed put wrote and logged nothing: nothing to roll back */
     unlock(d);
     if (!err && out) *out = v;
     return err;
@@ -310,9 +336,13 @@ int async_shared_dict_delete(async_shared_dict_t *d, const char *key)
     if (!found) {
         err = ASYNC_ENOENT;
     } else {
-        /* The tombstone keeps the key, so a dead writer's scrub can never
+        /* The tombstone keeps the key, so a dead writer's repair can never
          * expose a half-written one. */
         ver_t *cur = current(d, s, ch.p), *v = target(d, s, ch.p);
+        if (!intend(d, s)) {
+            unlock(d); /* never: the log is empty when a change starts */
+            return ASYNC_EFULL;
+        }
         v->gen = ch.p;
         v->state = V_DEAD;
         v->klen = cur->klen;

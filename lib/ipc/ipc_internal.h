@@ -87,9 +87,16 @@ extern void (*async__ipc_queue_hook)(int where);
 /* The same for the dictionary: update calls it with where = i after writing
  * its i-th item (1-based), before its commit. */
 extern void (*async__ipc_dict_hook)(int where);
-/* The same for the barrier: where = 1 in the party that trips a generation,
- * between its two stores (generation, then count), under the mutex. */
+/* The same for the barrier, under its mutex (lib/ipc/shared_sync.c): a
+ * party that ends a generation makes two stores, its outcome and then the
+ * state word; where = 1 after a trip's state store, before its wake-up call,
+ * 2 between a trip's two stores, 3 and 4 the same for a reset (between,
+ * after), 5 and 6 for a break (a deadline or abort: between, after), and 7
+ * after an arrival that does not trip is counted, before it sleeps. */
 extern void (*async__ipc_barrier_hook)(int where);
+/* For tests: the barrier's generation and arrivals (UINT32_MAX: broken), as
+ * its state word holds them now, read without the mutex. */
+void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count);
 
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */

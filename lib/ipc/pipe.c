@@ -5,7 +5,10 @@
  * task, with async_wait_fd_dl) until their deadline (tryrecv never waits).
  * Received bytes are buffered in the end until a whole message is there, so a
  * receive that times out consumes nothing and a message longer than the
- * caller's buffer stays in the pipe.  Sends use MSG_NOSIGNAL: a closed peer
+ * caller's buffer stays in the pipe.  A receive reads from the descriptor
+ * only the message it is after (its header, then its body), never past it,
+ * so the descriptor is readable whenever a message is still unread there:
+ * a header and a body cost a system call each.  Sends use MSG_NOSIGNAL: a closed peer
  * is ASYNC_EPIPE, never SIGPIPE. */
 #include <poll.h>
 #include <string.h>
@@ -186,7 +189,13 @@ static int fill(async_ipc_pipe_t *p, size_t need, how_t how)
         if (want - have > ((size_t)1 << 20)) want = have + ((size_t)1 << 20);
         int err = reserve(p, want < 65536 ? 65536 : want);
         if (err) return err;
-        ssize_t n = recv(p->fd, p->buf + p->end, p->cap - p->end, flags);
+        /* Never past what was asked for (the header, then the rest of its
+         * message): what the peer sent beyond it stays in the descriptor,
+         * which therefore stays readable for a loop of the user's own on
+         * async_ipc_pipe_fd.  Reading ahead (until round 13, up to the
+         * buffer's end) took every queued message out of the descriptor at
+         * the first receive, and such a loop slept with them unread. */
+        ssize_t n = recv(p->fd, p->buf + p->end, want - have, flags);
         if (n > 0) {
             p->end += (size_t)n;
         } else if (n == 0) {

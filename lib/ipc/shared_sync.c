@@ -8,17 +8,26 @@
  * sees the other; the kernel's compare in FUTEX_WAIT closes the last gap.
  * Neither holds a lock, so a process dying inside them cannot wedge them.
  *
- * The barrier needs several fields changed together, so it uses a robust
- * mutex and the futex condition of lock.c (a waiter killed asleep in it holds
- * nothing).  Its state is consistent between any two statements but one
- * pair: the party that trips a generation bumps generation, then zeroes
- * count, and one killed between them (or just before, its arrival counted)
- * leaves count at parties.  Whoever takes the mutex from it next sees that
- * and trips the generation again (barrier_lock, repair): a second bump
- * releases nobody wrongly, since nobody can have arrived in between.  (Until
- * round 12 the two stores came the other way round, and a tripper killed
- * between them left its generation's waiters asleep with count 0: they were
- * released only by parties more arrivals, which a fixed group never makes.) */
+ * The barrier needs several fields changed together, so it serialises on a
+ * robust mutex and sleeps on the futex condition of lock.c (a waiter killed
+ * asleep in it holds nothing).  Its state is one word, the generation and
+ * the arrivals counted in it (or BROKEN), so that every step a party takes
+ * under the mutex (an arrival, a trip, a reset, a break) is one store of
+ * that word, and a party killed at any instruction leaves the barrier as
+ * before its step or as after it: there is nothing to repair, and the lock
+ * taken from a dead holder is just marked consistent.  A generation ends by
+ * a trip (its waiters return 0) or by a reset, a deadline or an abort (they
+ * return ASYNC_ECLOSED); the party that ends it records which in a ring of
+ * outcomes, one bit a generation, before its store of the word moves the
+ * generation on.  Nobody reads a generation's bit before that store, so a
+ * party killed between the two leaves a bit for a generation still
+ * running, which whoever really ends it writes again.  Until round 13 a trip
+ * and a reset each made two or more stores (generation, count, the reset's
+ * generation) and a dead holder's successor repaired what it could: a reset
+ * killed after bumping the generation left the arrivals it was cutting short
+ * counted in the next one, which then tripped that many parties early, and
+ * one killed after recording its generation as reset made a later, normal
+ * trip of that generation fail its waiters. */
 #include "ipc_internal.h"
 
 /* --- semaphore ------------------------------------------------------------------ */
@@ -131,39 +140,69 @@ int async_ipc_event_wait(async_ipc_event_t *ev) { return async_ipc_event_wait_dl
 
 /* --- barrier -------------------------------------------------------------------- */
 
+#define BROKEN UINT32_MAX /* the count of a broken barrier */
+#define OUTCOMES 256      /* generations whose outcome a waiter can still read */
+
 struct async_ipc_barrier {
     async__ipc_hdr_t hdr;
     pthread_mutex_t m;
     async__ipc_cond_t c;
     unsigned parties;
-    unsigned count;       /* arrived in the current generation */
-    uint32_t generation;  /* bumped when a generation is released or reset */
-    bool broken;
-    bool reset_valid;
-    uint32_t reset_gen;   /* the generation the last reset cut short */
+    /* generation << 32 | arrivals in it (BROKEN: broken); stored only
+     * under m, one store a step (see the top); read without m by broken. */
+    _Atomic uint64_t state;
+    /* Bit g % OUTCOMES: generation g ended by a reset, a deadline or an
+     * abort (not by a trip); written under m. */
+    _Atomic uint64_t failed[OUTCOMES / 64];
 };
 
 void (*async__ipc_barrier_hook)(int where);
 
-/* Trips a generation that a dead party left with everyone arrived (see the
- * top).  Called with the mutex held, after taking it from a dead holder. */
-static void repair(async_ipc_barrier_t *b)
+static void barrier_hook(int where)
 {
-    if (b->count >= b->parties) {
-        b->generation++;
-        b->count = 0;
-        async__ipc_cond_wake(&b->c, INT32_MAX);
-    }
+    void (*h)(int) = async__ipc_barrier_hook;
+    if (h) h(where);
 }
 
-static void barrier_lock(async_ipc_barrier_t *b)
+/* The compiler may not move a store across this: a process killed between
+ * two stores has made exactly the ones before (the next holder of the mutex
+ * gets it through the kernel, a full barrier, and sees them all). */
+static inline void step(void) { atomic_signal_fence(memory_order_seq_cst); }
+
+static uint32_t gen_of(uint64_t w) { return (uint32_t)(w >> 32); }
+static uint32_t count_of(uint64_t w) { return (uint32_t)w; }
+static uint64_t state_word(uint32_t gen, uint32_t count) { return (uint64_t)gen << 32 | count; }
+
+static bool failed_gen(async_ipc_barrier_t *b, uint32_t gen)
 {
-    if (async__ipc_mutex_lock(&b->m, ASYNC_FOREVER, false) == ASYNC_EOWNERDEAD) repair(b);
+    uint64_t w = atomic_load_explicit(&b->failed[gen / 64 % (OUTCOMES / 64)], memory_order_relaxed);
+    return (w >> (gen % 64)) & 1;
 }
+
+/* Ends generation gen, the current one, as failed or tripped, and starts the
+ * next one with count arrivals (0, or BROKEN).  Under the mutex.  The test
+ * hook sees `between` between the two stores, and `after` after both,
+ * before the wake-up call (lib/ipc/ipc_internal.h numbers them). */
+static void end_generation(async_ipc_barrier_t *b, uint32_t gen, bool failed, uint32_t count,
+                           int between, int after)
+{
+    _Atomic uint64_t *f = &b->failed[gen / 64 % (OUTCOMES / 64)];
+    uint64_t bit = (uint64_t)1 << (gen % 64), w = atomic_load_explicit(f, memory_order_relaxed);
+    atomic_store_explicit(f, failed ? w | bit : w & ~bit, memory_order_relaxed);
+    step();
+    barrier_hook(between);
+    atomic_store_explicit(&b->state, state_word(gen + 1, count), memory_order_relaxed);
+    step();
+    barrier_hook(after);
+    async__ipc_cond_wake(&b->c, INT32_MAX);
+}
+
+/* Nothing to repair after a dead holder (see the top). */
+static void barrier_lock(async_ipc_barrier_t *b) { async__ipc_mutex_lock_internal(&b->m); }
 
 int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties)
 {
-    if (!out || parties == 0) return ASYNC_EINVAL;
+    if (!out || parties == 0 || parties > INT32_MAX) return ASYNC_EINVAL;
     async_ipc_barrier_t *b;
     int err = async__ipc_map(sizeof *b, IPC_KIND_BARRIER, (void **)&b);
     if (err) return err;
@@ -184,35 +223,31 @@ void async_ipc_barrier_free(async_ipc_barrier_t *b)
 int async_ipc_barrier_wait_dl(async_ipc_barrier_t *b, unsigned *index, int64_t deadline)
 {
     barrier_lock(b);
-    if (b->broken) {
+    uint64_t w = atomic_load_explicit(&b->state, memory_order_relaxed);
+    uint32_t gen = gen_of(w), idx = count_of(w);
+    if (idx == BROKEN) {
         pthread_mutex_unlock(&b->m);
         return ASYNC_ECLOSED;
     }
-    unsigned idx = b->count++;
-    uint32_t gen = b->generation;
     int err = 0;
-    if (b->count == b->parties) {
-        /* Generation first: see the top. */
-        b->generation++;
-        void (*h)(int) = async__ipc_barrier_hook;
-        if (h) h(1);
-        b->count = 0;
-        async__ipc_cond_wake(&b->c, INT32_MAX);
+    if (idx + 1 == b->parties) {
+        end_generation(b, gen, false, 0, 2, 1);
     } else {
-        while (gen == b->generation && !b->broken) {
+        atomic_store_explicit(&b->state, state_word(gen, idx + 1), memory_order_relaxed);
+        step();
+        barrier_hook(7);
+        while (gen_of(atomic_load_explicit(&b->state, memory_order_relaxed)) == gen) {
+            /* 0, ASYNC_ETIMEDOUT or ASYNC_EOWNERDEAD (nothing to repair). */
             int r = async__ipc_cond_wait(&b->c, &b->m, deadline);
-            if (r == ASYNC_EOWNERDEAD) repair(b);
-            if (r == ASYNC_ETIMEDOUT && gen == b->generation && !b->broken) {
+            if (r == ASYNC_ETIMEDOUT &&
+                gen_of(atomic_load_explicit(&b->state, memory_order_relaxed)) == gen) {
                 /* Our deadline breaks the barrier for everyone, as Python's does. */
-                b->broken = true;
-                b->count = 0;
-                async__ipc_cond_wake(&b->c, INT32_MAX);
+                end_generation(b, gen, true, BROKEN, 5, 6);
                 err = ASYNC_ETIMEDOUT;
                 break;
             }
         }
-        if (!err && (gen == b->generation || (b->reset_valid && b->reset_gen == gen)))
-            err = ASYNC_ECLOSED;
+        if (!err && failed_gen(b, gen)) err = ASYNC_ECLOSED;
     }
     pthread_mutex_unlock(&b->m);
     if (!err && index) *index = idx;
@@ -227,32 +262,33 @@ int async_ipc_barrier_wait(async_ipc_barrier_t *b, unsigned *index)
 void async_ipc_barrier_abort(async_ipc_barrier_t *b)
 {
     barrier_lock(b);
-    b->broken = true;
-    b->count = 0;
-    async__ipc_cond_wake(&b->c, INT32_MAX);
+    uint64_t w = atomic_load_explicit(&b->state, memory_order_relaxed);
+    if (count_of(w) != BROKEN) end_generation(b, gen_of(w), true, BROKEN, 5, 6);
     pthread_mutex_unlock(&b->m);
 }
 
 void async_ipc_barrier_reset(async_ipc_barrier_t *b)
 {
     barrier_lock(b);
-    if (b->count > 0) {
+    uint64_t w = atomic_load_explicit(&b->state, memory_order_relaxed);
+    if (count_of(w) == BROKEN) {
+        /* The break ended its generation already: mend, one store. */
+        atomic_store_explicit(&b->state, state_word(gen_of(w), 0), memory_order_relaxed);
+    } else if (count_of(w) > 0) {
         /* Waiters of the generation cut short fail, as in Python. */
-        b->reset_valid = true;
-        b->reset_gen = b->generation;
-        b->generation++;
+        end_generation(b, gen_of(w), true, 0, 3, 4);
     }
-    b->broken = false;
-    b->count = 0;
-    async__ipc_cond_wake(&b->c, INT32_MAX);
     pthread_mutex_unlock(&b->m);
+}
+
+void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count)
+{
+    uint64_t w = atomic_load(&((async_ipc_barrier_t *)b)->state);
+    *gen = gen_of(w);
+    *count = count_of(w);
 }
 
 bool async_ipc_barrier_broken(const async_ipc_barrier_t *b)
 {
-    async_ipc_barrier_t *mb = (async_ipc_barrier_t *)b;
-    barrier_lock(mb);
-    bool broken = mb->broken;
-    pthread_mutex_unlock(&mb->m);
-    return broken;
+    return count_of(atomic_load(&((async_ipc_barrier_t *)b)->state)) == BROKEN;
 }
