@@ -26,7 +26,16 @@
  * own future (ASYNC_EWORKERDIED, "rank R: ...") and the rank serves on.
  * A rank that dies (killed, node lost) ends the whole MPI job: Open MPI 4.1
  * by default aborts every rank and mpirun reports which rank died; no
- * recovery of lost ranks exists in this backend (docs/mpi.md).  Without
+ * recovery of lost ranks exists in this backend (docs/mpi.md).  A rank that
+ * is stopped or stuck ends nothing, but a job with a time limit still ends
+ * at its deadline: a submit's future fails with ASYNC_ETIMEDOUT ("still
+ * running on rank R at its deadline"), as on the thread backend, and its
+ * late result is dropped; a map or imap chunk fails only when its late
+ * reply comes (it writes into the caller's out); async_executor_run on the
+ * direct path returns ASYNC_ETIMEDOUT at the deadline.  Jobs without one,
+ * and async_executor_free, wait until the rank resumes.  A variable result
+ * (async_work_output) is at most INT_MAX less 304 bytes, one MPI message
+ * with its header: async_work_output returns NULL above that.  Without
  * memory for a job's message on its rank, or for its reply on rank 0, the
  * message is still received and dropped and that job alone fails with
  * ASYNC_ENOMEM ("... no memory for the job's message" / "for a job's
