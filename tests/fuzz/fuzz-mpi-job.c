@@ -62,7 +62,7 @@ static int with_ctx(const void *in, size_t in_size, void *out, size_t out_size, 
 {
     (void)in, (void)in_size;
     if (ctx != datum) return async_work_fail(ASYNC_EINVAL, "ctx %p", ctx);
-    memcpy(out, datum, out_size < sizeof datum ? out_size : sizeof datum);
+    if (out_size) memcpy(out, datum, out_size < sizeof datum ? out_size : sizeof datum);
     return 0;
 }
 
@@ -72,12 +72,13 @@ static int chunk(const void *in, size_t in_size, void *out, size_t out_size, siz
 {
     (void)ctx;
     for (size_t k = 0; k < count; k++) {
-        const unsigned char *row = (const unsigned char *)in + k * in_size;
-        if (in_size && row[0] == 0xee) {
+        /* in is NULL for rows of no bytes. */
+        const unsigned char *row = in_size ? (const unsigned char *)in + k * in_size : NULL;
+        if (row && row[0] == 0xee) {
             *failed = k;
             return async_work_fail(ASYNC_EINVAL, "row %zu refused", k);
         }
-        if (out_size) memset((char *)out + k * out_size, in_size ? row[0] : 0, out_size);
+        if (out_size) memset((char *)out + k * out_size, row ? row[0] : 0, out_size);
     }
     return 0;
 }
