@@ -106,6 +106,21 @@ Test(round13_mpi, registered_data_replicated_again_reads_the_new_bytes)
     expect_pass(VADER, "rebcast_registered");
 }
 
+/* The executor freed with 40 jobs queued or running: every future is
+ * final after free (a result, or ASYNC_ECLOSED/ECANCELED), the ranks exit. */
+Test(round13_mpi, free_with_jobs_pending_ends_every_future) { expect_pass(VADER, "free_pending"); }
+
+/* main returns with the executor alive and 20 jobs queued: the exit
+ * handler frees it, the ranks exit, mpirun ends with status 0. */
+Test(round13_mpi, exit_with_the_executor_alive_releases_the_ranks) { expect_pass(VADER, "exit_alive"); }
+
+/* Rank 0's allocations failing one at a time (the 1st, 2nd, ... of each
+ * call, on every thread of rank 0): async_executor_new (a failed one
+ * leaves the backend usable), submit, run, map, imap and bcast each fail
+ * with ASYNC_ENOMEM or succeed, and work again at once; no leak (the
+ * sanitizer build's LeakSanitizer checks every rank at exit). */
+Test(round13_mpi, failing_allocations_on_rank_0_are_enomem) { expect_pass(VADER, "oom0"); }
+
 /* A serving rank SIGKILLed from outside (not by its own job, as in
  * test-mpi's kill case), between jobs and in the middle of a map: Open MPI
  * 4.1's defaults end the whole job within seconds, mpirun names the rank

@@ -12,7 +12,10 @@
  *   huge      a variable result past MPI's 2 GiB message;
  *   params    hostile parameters through the executor API;
  *   rebcast_registered  registered data replicated with new bytes;
- *   killed_idle, killed_mid_map  a serving rank SIGKILLed from outside. */
+ *   killed_idle, killed_mid_map  a serving rank SIGKILLed from outside;
+ *   free_pending, exit_alive  the executor freed, or left to the exit
+ *             handler, with jobs queued;
+ *   oom0      rank 0's allocations failing one at a time. */
 #include <async.h>
 #include <async/mpi.h>
 #include <mpi.h>
@@ -333,6 +336,211 @@ static void c_killed(bool mid_map)
     if (mf) async_future_unref(mf);
 }
 
+/* --- lifecycle ---------------------------------------------------------------------- */
+
+/* The executor freed with jobs queued and running: each future ends (its
+ * result, or ASYNC_ECLOSED/ECANCELED for a job that never ran), free
+ * returns, and the serving ranks exit. */
+static void c_free_pending(void)
+{
+    enum { N = 40 };
+    async_future_t *fs[N];
+    int64_t in[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i;
+        async_job_t j = {.fn = slow_whoami13, .in = &in[i], .in_size = 8, .out_size = 24};
+        CHECK(async_executor_submit(&fs[i], ex, &j) == 0, "submit %d", i);
+    }
+    usleep(60000);
+    async_executor_free(ex);
+    ex = NULL;
+    int ran = 0, dropped = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(async_future_done(fs[i]), "future %d not final after free", i);
+        int e = async_future_error(fs[i]);
+        if (!e) ran++;
+        else if (e == ASYNC_ECLOSED || e == ASYNC_ECANCELED) dropped++;
+        else CHECK(0, "future %d: %s '%s'", i, async_errname(e), async_future_message(fs[i]));
+        async_future_unref(fs[i]);
+    }
+    printf("free_pending: %d ran, %d dropped\n", ran, dropped);
+    CHECK(ran + dropped == N, "%d + %d of %d futures", ran, dropped, N);
+}
+
+/* --- failing allocations on rank 0 ------------------------------------------------- */
+
+/* Fails the armed-th allocation on rank 0 from arm() on (every thread
+ * counts), and counts the failures. */
+static _Atomic long countdown = -1;
+static _Atomic long oom_failed;
+
+static bool fail_now(void)
+{
+    if (async_mpi_rank() != 0) return false;
+    long c = atomic_load(&countdown);
+    while (c > 0 && !atomic_compare_exchange_weak(&countdown, &c, c - 1)) {
+    }
+    if (c == 1) {
+        atomic_fetch_add(&oom_failed, 1);
+        return true;
+    }
+    return false;
+}
+
+static void *o_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    return fail_now() ? NULL : malloc(n);
+}
+
+static void *o_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    return fail_now() ? NULL : realloc(p, n);
+}
+
+static void o_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+static const async_allocator_t counting = {o_malloc, o_realloc, o_free, NULL};
+
+static void arm(long n) { atomic_store(&countdown, n); }
+/* Disarms; true if the armed allocation was reached (and failed). */
+static bool disarm(long f0) { atomic_store(&countdown, -1); return atomic_load(&oom_failed) > f0; }
+
+enum { OOM_MAX = 400 };
+
+/* One operation with its n-th allocation failing: 0 when it succeeded,
+ * else its error, which must be ASYNC_ENOMEM. */
+typedef int (*oom_op)(void);
+
+static int op_submit(void)
+{
+    int64_t x = 12, want, got;
+    square13(&x, 8, &want, 8, NULL);
+    async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
+    async_future_t *f;
+    int r = async_executor_submit(&f, ex, &j);
+    if (r) return r;
+    r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(30)));
+    const void *d;
+    size_t n = 0;
+    if (!r && (async_future_result(f, &d, &n) || n != 8 || (memcpy(&got, d, 8), got != want))) r = ASYNC_EIO;
+    async_future_unref(f);
+    return r;
+}
+
+static int op_run(void)
+{
+    int64_t x = 13, want, got = 0;
+    square13(&x, 8, &want, 8, NULL);
+    async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
+    int r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
+    return r ? r : got == want ? 0 : ASYNC_EIO;
+}
+
+static int op_map(void)
+{
+    enum { N = 60 };
+    int64_t in[N], out[N], want[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i + 1;
+        square13(&in[i], 8, &want[i], 8, NULL);
+    }
+    async_map_t m = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N, .chunksize = 7};
+    int r = async_executor_map(ex, &m, NULL);
+    return r ? r : memcmp(out, want, sizeof out) ? ASYNC_EIO : 0;
+}
+
+static int op_imap(void)
+{
+    enum { N = 30 };
+    int64_t in[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    async_imap_t m = {.fn = square13, .in = in, .n = N, .in_size = 8, .out_size = 8, .chunksize = 4};
+    async_imap_iter_t *it;
+    int r = async_executor_imap(&it, ex, &m);
+    if (r) return r;
+    int64_t v;
+    size_t idx, count = 0;
+    while ((r = async_imap_next_dl(it, &v, &idx, async_deadline_after(ASYNC_SEC(30)))) == 0) {
+        int64_t w;
+        square13(&in[idx], 8, &w, 8, NULL);
+        if (v != w) r = ASYNC_EIO;
+        count++;
+    }
+    async_imap_free(it);
+    if (r == ASYNC_EEOF) r = count == N ? 0 : ASYNC_EIO;
+    return r;
+}
+
+static int64_t oom_table[64];
+
+static int op_bcast(void)
+{
+    for (int i = 0; i < 64; i++) oom_table[i] = i * 7 + 1;
+    int r = async_mpi_bcast(ex, oom_table, sizeof oom_table);
+    if (r) return r;
+    uint32_t i9 = 9;
+    int64_t got = 0;
+    async_job_t j = {.fn = at13, .ctx = oom_table, .in = &i9, .in_size = 4, .out_size = 8};
+    r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
+    return r ? r : got == oom_table[9] ? 0 : ASYNC_EIO;
+}
+
+/* Fails the 1st, 2nd, ... allocation of op until it makes none that the
+ * countdown reaches; each failure must be a clean ASYNC_ENOMEM (or an
+ * op that succeeds anyway), and the op must work again right after. */
+static void oom_each(const char *name, oom_op op)
+{
+    long n;
+    int enomem = 0, survived = 0;
+    for (n = 1; n <= OOM_MAX; n++) {
+        long f0 = atomic_load(&oom_failed);
+        arm(n);
+        int r = op();
+        bool hit = disarm(f0);
+        if (!hit) {
+            CHECK(r == 0, "%s with no allocation failing: %s", name, async_errname(r));
+            break;
+        }
+        if (r == ASYNC_ENOMEM) enomem++;
+        else if (r == 0) survived++;
+        else CHECK(0, "%s, allocation %ld failing: %s (not ASYNC_ENOMEM)", name, n, async_errname(r));
+        int again = op();
+        CHECK(again == 0, "%s after allocation %ld failed: %s", name, n, async_errname(again));
+    }
+    CHECK(n <= OOM_MAX, "%s made more than %d allocations", name, OOM_MAX);
+    printf("oom: %s: %ld allocations failed one at a time: %d ASYNC_ENOMEM, %d succeeded anyway\n", name, n - 1,
+           enomem, survived);
+}
+
+static void c_oom0(void)
+{
+    /* The executor itself, made with one allocation failing: a failed
+     * start must leave the backend usable (the ranks still serving). */
+    long n;
+    int r = ASYNC_ENOMEM;
+    for (n = 1; n <= OOM_MAX && r; n++) {
+        long f0 = atomic_load(&oom_failed);
+        arm(n);
+        r = async_executor_new(&ex, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI});
+        bool hit = disarm(f0);
+        CHECK(r == 0 || (r == ASYNC_ENOMEM && hit), "executor with allocation %ld failing: %s", n, async_errname(r));
+        if (r && r != ASYNC_ENOMEM) return;
+    }
+    printf("oom: executor: made after %ld failing allocations\n", n - 2);
+    if (r) return;
+    oom_each("submit", op_submit);
+    oom_each("run", op_run);
+    oom_each("map", op_map);
+    oom_each("imap", op_imap);
+    oom_each("bcast", op_bcast);
+}
+
 /* --- hostile messages ------------------------------------------------------------ */
 
 /* Sends a forged TAG_JOB to rank 1 and receives its reply (tag for the
@@ -644,6 +852,7 @@ int main(int argc, char **argv)
     CHECK(async_executor_new(&early, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI}) == ASYNC_ENOTSUP,
           "an executor before init");
     CHECK(async_mpi_finalize() == 0, "finalize before init");
+    if (!strcmp(c, "oom0")) async_set_allocator(&counting);
     char msg[256];
     int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
     if (r) {
@@ -654,9 +863,25 @@ int main(int argc, char **argv)
         hostile_jobs(); /* before the executor: this program may call MPI */
         hostile_replies();
     }
+    if (!strcmp(c, "oom0")) {
+        c_oom0(); /* makes the executor itself */
+        goto out;
+    }
     async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
     CHECK((r = async_executor_new(&ex, &o)) == 0, "executor: %s", async_errname(r));
     if (r) return 1;
+    if (!strcmp(c, "exit_alive")) {
+        /* Returns from main with the executor alive and jobs queued: the
+         * exit handler frees it, the ranks exit, mpirun ends with 0. */
+        for (int i = 0; i < 20; i++) {
+            async_future_t *f;
+            async_job_t j = {.fn = slow_whoami13, .out_size = 24};
+            CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
+            async_future_unref(f);
+        }
+        if (!failures) printf("PASS %s\n", c);
+        return failures ? 1 : 0;
+    }
     if (!strcmp(c, "stopped")) c_stopped();
     else if (!strcmp(c, "hostile")) {
         int64_t x = 2, got = 0, w; /* the executor after the forged traffic */
@@ -667,12 +892,14 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "killed_idle")) c_killed(false);
     else if (!strcmp(c, "killed_mid_map")) c_killed(true);
     else if (!strcmp(c, "params")) c_params();
+    else if (!strcmp(c, "free_pending")) c_free_pending();
     else if (!strcmp(c, "rebcast_registered")) c_rebcast_registered();
     else {
         printf("FAIL unknown case '%s'\n", c);
         failures++;
     }
-    async_executor_free(ex);
+out:
+    if (ex) async_executor_free(ex);
     CHECK(async_mpi_finalize() == 0, "finalize");
     if (!failures) printf("PASS %s\n", c);
     return failures ? 1 : 0;
