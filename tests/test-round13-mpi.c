@@ -96,7 +96,9 @@ Test(round13_mpi, result_past_two_gib_fails_its_job_only) { expect_pass(VADER, "
 
 /* Timeouts -1, INT64_MIN, INT64_MAX and near INT64_MAX; NULL functions;
  * chunk sizes 0, 1, n + 1, SIZE_MAX; bcast bounds; registration bounds;
- * init and finalize out of order. */
+ * init and finalize out of order; rank_processes above the process pool's
+ * 4096 (every case checks that one, before init: it used to start MPI and
+ * run the jobs unisolated). */
 Test(round13_mpi, hostile_parameters) { expect_pass(VADER, "params"); }
 
 /* Registered data replicated with new bytes: jobs read the new copy, as

@@ -102,9 +102,9 @@ typedef struct async_mpi_opts {
      * refused with ASYNC_EINVAL. */
     size_t size;
     /* Serving ranks run jobs in a fork-based process pool of this many
-     * processes each (the process backend), so that a job that crashes
-     * fails only its future; 0: each rank runs one job at a time on its own
-     * thread, and a crash ends the MPI job. */
+     * processes each (the process backend, at most 4096), so that a job
+     * that crashes fails only its future; 0: each rank runs one job at a
+     * time on its own thread, and a crash ends the MPI job. */
     unsigned rank_processes;
     /* Those pools' max_job_bytes (0: the process backend's default). */
     size_t max_job_bytes;
@@ -126,7 +126,8 @@ static inline void async_mpi_opts_init(async_mpi_opts_t *o)
  * may be NULL.  msg (OUT, may be NULL, cap bytes) receives the reason of a
  * failure.  Errors: ASYNC_EALREADY (called before), ASYNC_EIO (MPI could
  * not start, or gives less than MPI_THREAD_SERIALIZED), ASYNC_EINVAL
- * (opts->size neither 0 nor large enough, checked before MPI starts; or
+ * (opts->size neither 0 nor large enough, or opts->rank_processes above
+ * 4096, the process pool's limit: both checked before MPI starts; or
  * registries differ between ranks: the message names the first rank that
  * differs from rank 0; the run is then over, other ranks have exited),
  * ASYNC_ENOTSUP (a single rank: nobody to serve), ASYNC_ENOMEM. */

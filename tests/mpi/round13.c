@@ -852,8 +852,16 @@ int main(int argc, char **argv)
     CHECK(async_executor_new(&early, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI}) == ASYNC_ENOTSUP,
           "an executor before init");
     CHECK(async_mpi_finalize() == 0, "finalize before init");
-    if (!strcmp(c, "oom0")) async_set_allocator(&counting);
     char msg[256];
+    int r0;
+    /* More rank processes than a process pool takes: refused before MPI
+     * starts (each rank's pool failed, and its jobs ran unisolated). */
+    async_mpi_opts_t many = {.rank_processes = 5000};
+    r0 = async_mpi_init(&argc, &argv, &many, msg, sizeof msg);
+    CHECK(r0 == ASYNC_EINVAL && strstr(msg, "rank_processes"), "rank_processes 5000: %s '%s'", async_errname(r0),
+          msg);
+    CHECK(async_mpi_rank() == -1, "init went on with rank_processes 5000 (rank %d)", async_mpi_rank());
+    if (!strcmp(c, "oom0")) async_set_allocator(&counting);
     int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
     if (r) {
         printf("FAIL init: %s: %s\n", async_errname(r), msg);
