@@ -1,9 +1,11 @@
 /* Round 13's outside review of the MPI backend, run for real: each test
- * starts `mpirun --oversubscribe --bind-to none -np 3 tests/bin/mpi/round13
+ * starts `mpirun --oversubscribe --bind-to none -np 3 tests/bin/mpi/PROG
  * CASE` (2 serving ranks) with loopback-only transports, bounded by a
  * deadline after which the whole mpirun process group is killed, and checks
- * its exit status and output (tests/mpi/round13.c computes every expected
- * answer itself).  Skips, named and counted, without Open MPI. */
+ * its exit status and output.  PROG is round13 (stopped and killed ranks,
+ * lifecycle, out of memory) or round13-wire (forged messages, hostile
+ * parameters); both compute every expected answer themselves.  Skips,
+ * named and counted, without Open MPI. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <signal.h>
@@ -15,11 +17,20 @@
 #include <async.h>
 #include "support/run.h"
 
-#define PROG ASYNC_OUT_DIR "/tests/bin/mpi/round13"
+#define BIN ASYNC_OUT_DIR "/tests/bin/mpi/"
 
-static void need_mpi(void)
+/* The program that holds case c. */
+static const char *prog_of(const char *c)
 {
-    if (access(PROG, X_OK)) cr_skip_test("missing package libopenmpi-dev: " PROG " was not built");
+    static const char *wire[] = {"hostile", "huge", "params", "rebcast_registered"};
+    for (size_t i = 0; i < sizeof wire / sizeof wire[0]; i++)
+        if (!strcmp(c, wire[i])) return BIN "round13-wire";
+    return BIN "round13";
+}
+
+static void need_mpi(const char *c)
+{
+    if (access(prog_of(c), X_OK)) cr_skip_test("missing package libopenmpi-dev: %s was not built", prog_of(c));
     if (system("mpirun --version >/dev/null 2>&1") != 0) cr_skip_test("missing package openmpi-bin: no mpirun");
 }
 
@@ -48,7 +59,7 @@ static void run_mpi(test_output_t *r, const char *btl, const char *c, double tim
         /* As test-mpi.c: Open MPI's own leaks are suppressed by library. */
         setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
         setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
-        execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", PROG, c, (char *)NULL);
+        execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", prog_of(c), c, (char *)NULL);
         fprintf(stderr, "exec mpirun: %s\n", strerror(errno));
         _exit(127);
     }
@@ -59,7 +70,7 @@ static void run_mpi(test_output_t *r, const char *btl, const char *c, double tim
 
 static void expect_pass(const char *btl, const char *c)
 {
-    need_mpi();
+    need_mpi(c);
     static test_output_t r;
     run_mpi(&r, btl, c, 90);
     char want[64];
@@ -129,7 +140,7 @@ Test(round13_mpi, failing_allocations_on_rank_0_are_enomem) { expect_pass(VADER,
  * and the signal, and rank 0 never goes on nor hangs. */
 static void expect_killed(const char *c)
 {
-    need_mpi();
+    need_mpi(c);
     static test_output_t r;
     run_mpi(&r, VADER, c, 60);
     cr_assert(!r.timed_out, "the job hung after a rank was killed (%.1f s):\n%s", r.seconds, r.out);

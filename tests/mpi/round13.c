@@ -1,123 +1,14 @@
-/* Round 13's attack on the MPI backend, run by tests/test-round13-mpi.c
- * under `mpirun -np 3` (2 serving ranks): `round13 CASE` runs one case on
- * rank 0, prints "PASS CASE" and exits 0, or prints what went wrong and
- * exits 1.  Expected answers are computed here, never typed in.
+/* Round 13's attack on the MPI backend, the processes' side: `round13
+ * CASE` under `mpirun -np 3` (tests/mpi/round13.h has the frame).
  *
- *   stopped   serving ranks stopped with SIGSTOP: a timed run (its input
- *             above the eager limit) and a timed submit end at their
+ *   stopped   serving ranks stopped with SIGSTOP: a timed submit and a
+ *             timed run (its input above the eager limit) end at their
  *             deadlines, and the pool serves on after SIGCONT;
- *   hostile   job messages that rank 0 never sends (forged here before the
- *             executor exists, when this program may still call MPI), and
- *             replies no rank sends, fed to rank 0's decoder;
- *   huge      a variable result past MPI's 2 GiB message;
- *   params    hostile parameters through the executor API;
- *   rebcast_registered  registered data replicated with new bytes;
  *   killed_idle, killed_mid_map  a serving rank SIGKILLed from outside;
  *   free_pending, exit_alive  the executor freed, or left to the exit
  *             handler, with jobs queued;
  *   oom0      rank 0's allocations failing one at a time. */
-#include <async.h>
-#include <async/mpi.h>
-#include <mpi.h>
-#include "mpi/mpi_internal.h"
-#include <dirent.h>
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-static int failures;
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
-            printf(__VA_ARGS__);                                                          \
-            printf("\n");                                                                 \
-            fflush(stdout);                                                               \
-            failures++;                                                                   \
-        }                                                                                 \
-    } while (0)
-
-/* --- work functions (registered on every rank) ------------------------------- */
-
-int square13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out_size, (void)ctx;
-    int64_t x;
-    memcpy(&x, in, sizeof x);
-    x = x * x - 3;
-    memcpy(out, &x, sizeof x);
-    return 0;
-}
-ASYNC_MPI_WORK(square13);
-
-/* Its rank and pid, and how many input bytes it got. */
-int whoami13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)out_size, (void)ctx;
-    int64_t r[3] = {async_mpi_rank(), getpid(), (int64_t)in_size};
-    memcpy(out, r, sizeof r);
-    return 0;
-}
-ASYNC_MPI_WORK(whoami13);
-
-/* Naps 50 ms, then as whoami13: keeps a rank busy long enough that
- * concurrent jobs spread over both ranks. */
-int slow_whoami13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    usleep(50000);
-    return whoami13(in, in_size, out, out_size, ctx);
-}
-ASYNC_MPI_WORK(slow_whoami13);
-
-/* The job's deadline as its function sees it, and the rank's clock. */
-int deadline_of13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out_size, (void)ctx;
-    int64_t r[2] = {async_work_deadline(), async_now()};
-    memcpy(out, r, sizeof r);
-    return 0;
-}
-ASYNC_MPI_WORK(deadline_of13);
-
-/* A variable result of the size its input names (one byte written). */
-int big_out13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out, (void)out_size, (void)ctx;
-    uint64_t n;
-    memcpy(&n, in, sizeof n);
-    char *o = async_work_output((size_t)n);
-    if (!o) return async_work_fail(ASYNC_ENOMEM, "no output of %llu bytes", (unsigned long long)n);
-    o[0] = 'q';
-    return 0;
-}
-ASYNC_MPI_WORK(big_out13);
-
-/* Row i of the int64_t table in ctx. */
-int at13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out_size;
-    uint32_t i;
-    memcpy(&i, in, sizeof i);
-    memcpy(out, (const int64_t *)ctx + i, sizeof(int64_t));
-    return 0;
-}
-ASYNC_MPI_WORK(at13);
-
-/* Built alike on every rank before init: registered data. */
-static int64_t table13[8] = {3, 1, 4, 1, 5, 9, 2, 6};
-
-static async_executor_t *ex;
-extern _Atomic uint64_t async__mpi_direct_runs;
-static uint64_t direct_runs(void) { return atomic_load(&async__mpi_direct_runs); }
-
-static double since_s(int64_t t0) { return (double)(async_now() - t0) / 1e9; }
+#include "round13.h"
 
 /* --- stopped ranks -------------------------------------------------------------- */
 
@@ -541,374 +432,46 @@ static void c_oom0(void)
     oom_each("bcast", op_bcast);
 }
 
-/* --- hostile messages ------------------------------------------------------------ */
 
-/* Sends a forged TAG_JOB to rank 1 and receives its reply (tag for the
- * slot), or returns false when rank 1 sent none within 10 s. */
-static bool forge(const void *msg, int len, uint32_t slot, res_hdr_t *h, char *data, size_t cap, int *got)
+static void c_exit_alive(void)
 {
-    MPI_Send(msg, len, MPI_BYTE, 1, TAG_JOB, MPI_COMM_WORLD);
-    int tag = async__mpi_reply_tag(slot), flag = 0;
-    MPI_Status st;
-    int64_t give_up = async_now() + ASYNC_SEC(10);
-    while (!flag && async_now() < give_up) {
-        MPI_Iprobe(1, tag, MPI_COMM_WORLD, &flag, &st);
-        if (!flag) usleep(1000);
+    /* Exits with the executor alive and jobs queued (exit() runs the
+     * handlers that returning from main runs): the exit handler frees it,
+     * the ranks exit, mpirun ends with 0. */
+    for (int i = 0; i < 20; i++) {
+        async_future_t *f;
+        async_job_t j = {.fn = slow_whoami13, .out_size = 24};
+        CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
+        async_future_unref(f);
     }
-    if (!flag) return false;
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    char *buf = malloc(count ? (size_t)count : 1);
-    MPI_Recv(buf, count, MPI_BYTE, 1, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    memset(h, 0, sizeof *h);
-    if ((size_t)count >= sizeof *h) memcpy(h, buf, sizeof *h);
-    size_t rest = (size_t)count > sizeof *h ? (size_t)count - sizeof *h : 0;
-    memcpy(data, buf + ((size_t)count > sizeof *h ? sizeof *h : 0), rest < cap ? rest : cap);
-    if (rest < cap) data[rest] = '\0';
-    *got = count;
-    free(buf);
+    if (!failures) printf("PASS exit_alive\n");
+    exit(failures ? 1 : 0);
+}
+
+static void before_init(const char *c)
+{
+    if (!strcmp(c, "oom0")) async_set_allocator(&counting);
+}
+
+static bool before_executor(const char *c)
+{
+    if (strcmp(c, "oom0")) return false;
+    c_oom0(); /* makes the executor itself */
     return true;
 }
 
-static uint32_t fn_index(async_work_fn fn)
+static bool run_case(const char *c)
 {
-    uint32_t i = UINT32_MAX;
-    async__mpi_fn_index(fn, &i);
-    return i;
-}
-
-/* Forged jobs and shares to rank 1 before the executor exists: each must
- * get an answer (a result or a precise error), never a crash or an abort
- * of the MPI job; then the rank serves on. */
-static void hostile_jobs(void)
-{
-    res_hdr_t h;
-    char data[512];
-    int got;
-    uint32_t dl_fn = fn_index(deadline_of13);
-    CHECK(dl_fn != UINT32_MAX, "deadline_of13 not in the registry");
-    /* A deadline centuries away: rank 0 sends such a remaining time for a
-     * timeout near INT64_MAX; now + remaining overflowed on the rank. */
-    job_hdr_t j = {.slot = 7, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = INT64_MAX - 1};
-    if (!forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
-        CHECK(0, "no reply to a job with a deadline centuries away");
-        return;
-    }
-    int64_t seen[2];
-    memcpy(seen, data + h.msg_len, sizeof seen);
-    printf("hostile: a deadline centuries away: %s, the function saw deadline %lld at %lld\n",
-           async_errname(h.err), (long long)seen[0], (long long)seen[1]);
-    CHECK(h.err == 0 && h.slot == 7 && h.data_size == 16 && seen[0] > seen[1],
-          "a deadline centuries away: %s slot %u, %llu bytes, deadline %lld at %lld", async_errname(h.err),
-          h.slot, (unsigned long long)h.data_size, (long long)seen[0], (long long)seen[1]);
-
-    /* A deadline long past (INT64_MIN left): it has passed on the rank. */
-    j.remaining = INT64_MIN;
-    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
-        memcpy(seen, data + h.msg_len, sizeof seen);
-        CHECK(h.err || seen[0] <= seen[1], "a deadline long past: %s, deadline %lld at %lld", async_errname(h.err),
-              (long long)seen[0], (long long)seen[1]);
-    } else {
-        CHECK(0, "no reply to a job with a deadline long past");
-    }
-
-    /* Each of these is refused with ASYNC_EINVAL, naming the rank. */
-    struct {
-        const char *what;
-        job_hdr_t h;
-        int len; /* of the message sent; 0: the header's */
-    } bad[] = {
-        {"a truncated header", {.slot = 0}, 3},
-        {"rows longer than the input", {.slot = 1, .fn = dl_fn, .count = 2, .in_size = 8, .out_size = 16},
-         (int)sizeof(job_hdr_t) + 8},
-        {"an unknown function", {.slot = 2, .fn = 0xffff, .count = 1, .out_size = 16}, 0},
-        {"an unknown ctx", {.slot = 3, .fn = dl_fn, .ctx = 999, .count = 1, .out_size = 16}, 0},
-        {"a work function called as a chunk function", {.slot = 4, .fn = dl_fn, .chunked = 1, .count = 1, .out_size = 16}, 0},
-        {"count * in_size wrapping", {.slot = 5, .fn = dl_fn, .count = 1ull << 62, .in_size = 4, .out_size = 16}, 0},
-        /* A 2 GiB output: its reply cannot be one MPI message (int count). */
-        {"a 2 GiB output", {.slot = 6, .fn = dl_fn, .count = 1, .out_size = 1ull << 31}, 0},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        bad[i].h.remaining = NO_DEADLINE;
-        int len = bad[i].len ? bad[i].len : (int)sizeof bad[i].h;
-        char buf[sizeof(job_hdr_t) + 8] = {0};
-        memcpy(buf, &bad[i].h, sizeof bad[i].h);
-        if (!forge(buf, len, bad[i].h.slot, &h, data, sizeof data, &got)) {
-            CHECK(0, "%s: no reply", bad[i].what);
-            continue;
-        }
-        printf("hostile: %s: %s '%s'\n", bad[i].what, async_errname(h.err), data);
-        /* A header too short to read has no slot to echo, nor a rank. */
-        bool whole = bad[i].len != 3;
-        CHECK(h.err == ASYNC_EINVAL && (!whole || (h.slot == bad[i].h.slot && strstr(data, "rank 1"))),
-              "%s: %s slot %u '%s'", bad[i].what, async_errname(h.err), h.slot, data);
-    }
-
-    /* Shares that are not one: a short header, data without a header. */
-    char five[5] = {0};
-    MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
-    MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE_DATA, MPI_COMM_WORLD);
-
-    /* The rank serves on, and its clock for a job without deadline is none. */
-    j = (job_hdr_t){.slot = 9, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE};
-    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
-        memcpy(seen, data + h.msg_len, sizeof seen);
-        CHECK(h.err == 0 && seen[0] == ASYNC_FOREVER, "after the hostile messages: %s deadline %lld",
-              async_errname(h.err), (long long)seen[0]);
-    } else {
-        CHECK(0, "rank 1 stopped answering after the hostile messages");
-    }
-}
-
-/* Replies no serving rank sends, fed to rank 0's decoder: each is refused
- * (ASYNC_EIO) or read within its bytes. */
-static void hostile_replies(void)
-{
-    async__outcome_t oc;
-    const char *rows;
-    size_t n;
-    /* msg_len past the end, data_size wrapping the sum back onto len. */
-    enum { LEN = sizeof(res_hdr_t) + 16 };
-    char *reply = malloc(LEN);
-    memset(reply, 'm', LEN);
-    res_hdr_t h = {.slot = 0, .var = 1, .msg_len = 1000};
-    h.data_size = (uint64_t)LEN - sizeof h - h.msg_len; /* wraps: 2^64 - 984 */
-    memcpy(reply, &h, sizeof h);
-    async__mpi_reply_outcome(reply, LEN, 1, 8, &oc, &rows, &n);
-    CHECK(oc.err == ASYNC_EIO && !oc.var_out && n == 0,
-          "a reply whose sizes wrap: %s, var_out %p (%zu bytes), rows %zu", async_errname(oc.err), oc.var_out,
-          oc.var_size, n);
-    /* The same without var: rows would be read from past the reply. */
-    h.var = 0;
-    memcpy(reply, &h, sizeof h);
-    async__mpi_reply_outcome(reply, LEN, 4, 8, &oc, &rows, &n);
-    CHECK(oc.err == ASYNC_EIO && n == 0, "a reply whose sizes wrap (rows): %s, %zu rows bytes", async_errname(oc.err), n);
-    /* A failed row outside the job. */
-    h = (res_hdr_t){.err = ASYNC_EINVAL, .failed_row = 1000, .msg_len = 16};
-    memcpy(reply, &h, sizeof h);
-    async__mpi_reply_outcome(reply, LEN, 4, 8, &oc, &rows, &n);
-    CHECK(oc.err == ASYNC_EINVAL && oc.failed_row < 4, "failed row %zu of a 4-row job", (size_t)oc.failed_row);
-    /* A well-formed one is read. */
-    h = (res_hdr_t){.msg_len = 0, .data_size = 16};
-    memcpy(reply, &h, sizeof h);
-    async__mpi_reply_outcome(reply, LEN, 2, 8, &oc, &rows, &n);
-    CHECK(oc.err == 0 && n == 16 && rows == reply + sizeof h, "a good reply: %s %zu", async_errname(oc.err), n);
-    free(reply);
-}
-
-/* --- a result past MPI's message ------------------------------------------------ */
-
-static void c_huge(void)
-{
-    uint64_t n = (uint64_t)1 << 31; /* 2 GiB: a reply of more than INT_MAX bytes */
-    async_job_t j = {.fn = big_out13, .in = &n, .in_size = 8, .out_size = 8};
-    async_future_t *f;
-    CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
-    int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60)));
-    printf("huge: submit: %s '%s'\n", async_errname(async_future_error(f)), async_future_message(f));
-    CHECK(r == ASYNC_ENOMEM && strstr(async_future_message(f), "no output of"),
-          "a 2 GiB result: %s '%s'", async_errname(r), async_future_message(f));
-    async_future_unref(f);
-    char msg[ASYNC_FUTURE_MSG_MAX];
-    uint64_t d0 = direct_runs();
-    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
-    CHECK(direct_runs() - d0 == 1, "the run did not take the direct path");
-    CHECK(r == ASYNC_ENOMEM && strstr(msg, "no output of"), "a 2 GiB result (run): %s '%s'", async_errname(r), msg);
-    /* A large result still comes whole. */
-    n = 3u << 20;
-    char head[8] = {0};
-    size_t len = 0;
-    r = async_executor_run(ex, &j, head, &len, msg, sizeof msg);
-    CHECK(r == 0 && len == n && head[0] == 'q', "a 3 MiB result: %s %zu '%s'", async_errname(r), len, msg);
-}
-
-/* --- hostile parameters ----------------------------------------------------------- */
-
-static void c_params(void)
-{
-    int64_t x = 6, got = 0, w, seen[2];
-    square13(&x, 8, &w, 8, NULL);
-    char msg[ASYNC_FUTURE_MSG_MAX];
-    /* Timeouts: negative and INT64_MIN have expired; INT64_MAX is none. */
-    int64_t timeouts[] = {-1, INT64_MIN, INT64_MAX};
-    for (int i = 0; i < 3; i++) {
-        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = timeouts[i]};
-        int r = async_executor_run(ex, &j, &got, NULL, msg, sizeof msg);
-        int want = timeouts[i] < 0 ? ASYNC_ETIMEDOUT : 0;
-        CHECK(r == want && (r || got == w), "timeout %lld: %s '%s'", (long long)timeouts[i], async_errname(r), msg);
-        async_future_t *f;
-        CHECK(async_executor_submit(&f, ex, &j) == 0, "submit timeout %lld", (long long)timeouts[i]);
-        r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60)));
-        CHECK(r == want, "submit timeout %lld: %s '%s'", (long long)timeouts[i], async_errname(r),
-              async_future_message(f));
-        async_future_unref(f);
-    }
-    /* A timeout that puts the deadline just short of INT64_MAX: the rank
-     * must see a deadline in its future, not a wrapped one. */
-    for (int path = 0; path < 2; path++) {
-        async_job_t j = {.fn = deadline_of13, .out_size = 16, .timeout_ns = INT64_MAX - async_now() - 20000};
-        int r;
-        if (path == 0) {
-            r = async_executor_run(ex, &j, seen, NULL, msg, sizeof msg);
-        } else {
-            async_future_t *f;
-            CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
-            r = async_future_wait(f);
-            const void *d;
-            size_t n = 0;
-            if (!r && !async_future_result(f, &d, &n) && n == 16) memcpy(seen, d, 16);
-            async_future_unref(f);
-        }
-        CHECK(r == 0 && seen[0] > seen[1], "%s with a deadline near INT64_MAX: %s, deadline %lld at %lld",
-              path ? "submit" : "run", async_errname(r), (long long)seen[0], (long long)seen[1]);
-    }
-    /* NULL function, NULL job, input NULL with a size. */
-    async_future_t *f = NULL;
-    async_job_t nf = {.fn = NULL, .out_size = 8};
-    CHECK(async_executor_submit(&f, ex, &nf) == ASYNC_EINVAL, "NULL fn");
-    CHECK(async_executor_submit(&f, ex, NULL) == ASYNC_EINVAL, "NULL job");
-    async_job_t ni = {.fn = square13, .in = NULL, .in_size = 8, .out_size = 8};
-    CHECK(async_executor_submit(&f, ex, &ni) == ASYNC_EINVAL, "NULL input with a size");
-    /* Chunk sizes: 0 (the default), 1, larger than n, SIZE_MAX. */
-    enum { N = 300 };
-    static int64_t in[N], out[N], want[N];
-    for (int i = 0; i < N; i++) {
-        in[i] = i - 150;
-        square13(&in[i], 8, &want[i], 8, NULL);
-    }
-    size_t chunks[] = {0, 1, N + 1, SIZE_MAX};
-    for (int i = 0; i < 4; i++) {
-        memset(out, 0, sizeof out);
-        async_map_t m = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N,
-                         .chunksize = chunks[i]};
-        async_map_error_t err;
-        int r = async_executor_map(ex, &m, &err);
-        CHECK(r == 0 && !memcmp(out, want, sizeof out), "chunksize %zu: %s %s", chunks[i], async_errname(r),
-              err.message);
-    }
-    async_map_t m0 = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = 0};
-    CHECK(async_executor_map(ex, &m0, NULL) == 0, "a map of 0 items");
-    /* bcast: NULL data, size 0, size over INT_MAX. */
-    CHECK(async_mpi_bcast(ex, NULL, 8) == ASYNC_EINVAL, "bcast NULL");
-    CHECK(async_mpi_bcast(ex, in, 0) == ASYNC_EINVAL, "bcast 0 bytes");
-    CHECK(async_mpi_bcast(ex, in, (size_t)INT32_MAX + 1) == ASYNC_EINVAL, "bcast over INT_MAX");
-    CHECK(async_mpi_bcast_dl(ex, in, 8, INT64_MIN) == ASYNC_ETIMEDOUT, "bcast_dl at INT64_MIN");
-    /* Registration after init. */
-    CHECK(async_mpi_register("late13", square13) == ASYNC_EBUSY, "register after init");
-    CHECK(async_mpi_register_data("late13d", in) == ASYNC_EBUSY, "register_data after init");
-    char m2[64];
-    CHECK(async_mpi_init(NULL, NULL, NULL, m2, sizeof m2) == ASYNC_EALREADY, "init twice");
-    CHECK(async_mpi_finalize() == ASYNC_EBUSY, "finalize with the executor alive");
-}
-
-/* --- registered data replicated again --------------------------------------------- */
-
-static void c_rebcast_registered(void)
-{
-    enum { N = 8 };
-    uint32_t idx[N];
-    int64_t out[N];
-    for (int i = 0; i < N; i++) idx[i] = (uint32_t)i;
-    for (int round = 0; round < 2; round++) {
-        if (round) {
-            for (int i = 0; i < N; i++) table13[i] = table13[i] * 10 + 1000;
-            CHECK(async_mpi_bcast(ex, table13, sizeof table13) == 0, "bcast of the registered table");
-        }
-        async_map_t m = {.fn = at13, .ctx = table13, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N,
-                         .chunksize = 1};
-        async_map_error_t err;
-        int r = async_executor_map(ex, &m, &err);
-        CHECK(r == 0 && !memcmp(out, table13, sizeof out), "round %d: %s %s, out[0] %lld, table13[0] %lld", round,
-              async_errname(r), err.message, (long long)out[0], (long long)table13[0]);
-        uint32_t i5 = 5;
-        int64_t got = 0;
-        async_job_t j = {.fn = at13, .ctx = table13, .in = &i5, .in_size = 4, .out_size = 8};
-        r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
-        CHECK(r == 0 && got == table13[5], "round %d run: %s %lld != %lld", round, async_errname(r), (long long)got,
-              (long long)table13[5]);
-    }
+    if (!strcmp(c, "stopped")) c_stopped();
+    else if (!strcmp(c, "killed_idle")) c_killed(false);
+    else if (!strcmp(c, "killed_mid_map")) c_killed(true);
+    else if (!strcmp(c, "free_pending")) c_free_pending();
+    else if (!strcmp(c, "exit_alive")) c_exit_alive();
+    else return false;
+    return true;
 }
 
 int main(int argc, char **argv)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *c = argc > 1 ? argv[1] : "";
-    /* Registration's own checks, alike on every rank (before init). */
-    char long_name[65];
-    memset(long_name, 'n', 64);
-    long_name[64] = '\0';
-    CHECK(async_mpi_register(long_name, square13) == ASYNC_EINVAL, "a 64-byte name");
-    long_name[63] = '\0';
-    CHECK(async_mpi_register(long_name, square13) == 0, "a 63-byte name");
-    CHECK(async_mpi_register("square13", whoami13) == ASYNC_EINVAL, "a name taken by another function");
-    CHECK(async_mpi_register("square13", square13) == 0, "the same registration twice");
-    CHECK(async_mpi_register("", square13) == ASYNC_EINVAL, "an empty name");
-    CHECK(async_mpi_register(NULL, square13) == ASYNC_EINVAL, "a NULL name");
-    CHECK(async_mpi_register("nofn13", NULL) == ASYNC_EINVAL, "a NULL function");
-    CHECK(async_mpi_register_data("table13", table13) == 0, "register_data");
-    CHECK(async_mpi_register_data("table13", &failures) == ASYNC_EINVAL, "data name taken");
-    CHECK(async_mpi_rank() == -1 && async_mpi_size() == 0, "rank before init");
-    async_executor_t *early;
-    CHECK(async_executor_new(&early, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI}) == ASYNC_ENOTSUP,
-          "an executor before init");
-    CHECK(async_mpi_finalize() == 0, "finalize before init");
-    char msg[256];
-    int r0;
-    /* More rank processes than a process pool takes: refused before MPI
-     * starts (each rank's pool failed, and its jobs ran unisolated). */
-    async_mpi_opts_t many = {.rank_processes = 5000};
-    r0 = async_mpi_init(&argc, &argv, &many, msg, sizeof msg);
-    CHECK(r0 == ASYNC_EINVAL && strstr(msg, "rank_processes"), "rank_processes 5000: %s '%s'", async_errname(r0),
-          msg);
-    CHECK(async_mpi_rank() == -1, "init went on with rank_processes 5000 (rank %d)", async_mpi_rank());
-    if (!strcmp(c, "oom0")) async_set_allocator(&counting);
-    int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
-    if (r) {
-        printf("FAIL init: %s: %s\n", async_errname(r), msg);
-        return 1;
-    }
-    if (!strcmp(c, "hostile")) {
-        hostile_jobs(); /* before the executor: this program may call MPI */
-        hostile_replies();
-    }
-    if (!strcmp(c, "oom0")) {
-        c_oom0(); /* makes the executor itself */
-        goto out;
-    }
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_MPI};
-    CHECK((r = async_executor_new(&ex, &o)) == 0, "executor: %s", async_errname(r));
-    if (r) return 1;
-    if (!strcmp(c, "exit_alive")) {
-        /* Returns from main with the executor alive and jobs queued: the
-         * exit handler frees it, the ranks exit, mpirun ends with 0. */
-        for (int i = 0; i < 20; i++) {
-            async_future_t *f;
-            async_job_t j = {.fn = slow_whoami13, .out_size = 24};
-            CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
-            async_future_unref(f);
-        }
-        if (!failures) printf("PASS %s\n", c);
-        return failures ? 1 : 0;
-    }
-    if (!strcmp(c, "stopped")) c_stopped();
-    else if (!strcmp(c, "hostile")) {
-        int64_t x = 2, got = 0, w; /* the executor after the forged traffic */
-        square13(&x, 8, &w, 8, NULL);
-        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
-        CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "a run after the forgeries");
-    } else if (!strcmp(c, "huge")) c_huge();
-    else if (!strcmp(c, "killed_idle")) c_killed(false);
-    else if (!strcmp(c, "killed_mid_map")) c_killed(true);
-    else if (!strcmp(c, "params")) c_params();
-    else if (!strcmp(c, "free_pending")) c_free_pending();
-    else if (!strcmp(c, "rebcast_registered")) c_rebcast_registered();
-    else {
-        printf("FAIL unknown case '%s'\n", c);
-        failures++;
-    }
-out:
-    if (ex) async_executor_free(ex);
-    CHECK(async_mpi_finalize() == 0, "finalize");
-    if (!failures) printf("PASS %s\n", c);
-    return failures ? 1 : 0;
+    return round13_main(argc, argv, &(round13_hooks_t){before_init, before_executor, run_case});
 }
