@@ -93,6 +93,9 @@ TestSuite(round13_mpi, .timeout = 200);
  * complete for ever); after SIGCONT the pool serves on. */
 Test(round13_mpi, stopped_ranks_end_timed_jobs_at_their_deadlines) { expect_pass(VADER, "stopped"); }
 Test(round13_mpi, stopped_ranks_over_tcp) { expect_pass("self,tcp", "stopped"); }
+/* With rank_processes a rank's pool kills a late job and says so: rank 0
+ * waits a grace second for that answer, then gives up on a stopped rank. */
+Test(round13_mpi, stopped_ranks_with_pools_end_timed_jobs_after_a_grace) { expect_pass(VADER, "stopped_pool"); }
 
 /* Job messages rank 0 never sends and replies no rank sends: a deadline
  * centuries away (it overflowed on the rank), a 2 GiB output, truncated

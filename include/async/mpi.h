@@ -30,7 +30,8 @@
  * is stopped or stuck ends nothing, but a job with a time limit still ends
  * at its deadline: a submit's future fails with ASYNC_ETIMEDOUT ("still
  * running on rank R at its deadline"), as on the thread backend, and its
- * late result is dropped; a map or imap chunk fails only when its late
+ * late result is dropped (with rank_processes one second after it, the
+ * time the rank's pool has to report that it killed the job); a map or imap chunk fails only when its late
  * reply comes (it writes into the caller's out); async_executor_run on the
  * direct path returns ASYNC_ETIMEDOUT at the deadline.  Jobs without one,
  * and async_executor_free, wait until the rank resumes.  A variable result

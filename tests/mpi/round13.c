@@ -4,6 +4,7 @@
  *   stopped   serving ranks stopped with SIGSTOP: a timed submit and a
  *             timed run (its input above the eager limit) end at their
  *             deadlines, and the pool serves on after SIGCONT;
+ *   stopped_pool  the same with rank_processes, whose late answer wins;
  *   killed_idle, killed_mid_map  a serving rank SIGKILLed from outside;
  *   free_pending, exit_alive  the executor freed, or left to the exit
  *             handler, with jobs queued;
@@ -60,6 +61,34 @@ static char proc_state(pid_t pid)
     return p && p[1] == ' ' ? p[2] : '?';
 }
 
+/* The parent of pid, from /proc (0 when unknown). */
+static pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    int ppid = 0;
+    if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1) return 0;
+    return (pid_t)ppid;
+}
+
+/* The serving rank that pid runs under: pid itself, or with rank_processes
+ * the ancestor of its pool worker whose parent is mpirun (rank 0's parent). */
+static pid_t rank_of(pid_t pid)
+{
+    for (int up = 0; pid > 1 && up < 8; up++) {
+        pid_t pp = parent_of(pid);
+        if (pp == getppid()) return pid;
+        pid = pp;
+    }
+    return 0;
+}
+
 /* Both serving ranks' pids, from jobs that each report who ran them. */
 static bool find_ranks(void)
 {
@@ -76,7 +105,7 @@ static bool find_ranks(void)
             if (async_future_wait(g[i]) == 0 && async_future_result(g[i], &d, &n) == 0 && n == 24) {
                 int64_t r[3];
                 memcpy(r, d, sizeof r);
-                if (r[0] == 1 || r[0] == 2) pids[r[0] - 1] = (pid_t)r[1];
+                if (r[0] == 1 || r[0] == 2) pids[r[0] - 1] = rank_of((pid_t)r[1]);
             }
             async_future_unref(g[i]);
         }
@@ -159,6 +188,50 @@ static void stopped_both(void)
     async_future_unref(expired);
     stopped_submit();
     timed_run(false);
+}
+
+/* With rank_processes: a rank's pool kills a job at its deadline and says
+ * so, and rank 0 waits a grace second for that answer; a stopped rank
+ * gives none, and the future fails once the grace is over. */
+static void stopped_pool_submit(void)
+{
+    async_job_t k = {.fn = whoami13, .out_size = 24, .timeout_ns = ASYNC_MSEC(300)};
+    int64_t t0 = async_now();
+    async_future_t *f;
+    CHECK(async_executor_submit(&f, ex, &k) == 0, "submit");
+    int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(HANG_S + 5)));
+    double s = since_s(t0);
+    printf("stopped_pool: the timed submit: %s after %.2f s: %s\n", async_errname(async_future_error(f)), s,
+           async_future_message(f));
+    CHECK(r == ASYNC_ETIMEDOUT && strstr(async_future_message(f), "did not answer"),
+          "timed submit on a stopped rank with a pool: wait %s, future %s '%s'", async_errname(r),
+          async_errname(async_future_error(f)), async_future_message(f));
+    CHECK(s < BOUND_S, "the timed submit ignored its deadline: %.1f s", s);
+    async_future_unref(f);
+}
+
+static void c_stopped_pool(void)
+{
+    if (!find_ranks()) {
+        CHECK(0, "the serving ranks' pids: %d %d", (int)pids[0], (int)pids[1]);
+        return;
+    }
+    while_stopped("submit", stopped_pool_submit);
+    /* A running rank's pool kills the late job and its answer, which names
+     * the kill, comes within the grace. */
+    int64_t ms = 3000;
+    async_job_t j = {.fn = nap13, .in = &ms, .in_size = 8, .timeout_ns = ASYNC_MSEC(200)};
+    async_future_t *f;
+    CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
+    int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(30)));
+    printf("stopped_pool: a late job on a running rank: %s '%s'\n", async_errname(r), async_future_message(f));
+    CHECK(r == ASYNC_ETIMEDOUT && strstr(async_future_message(f), "killed"), "late job: %s '%s'",
+          async_errname(r), async_future_message(f));
+    async_future_unref(f);
+    int64_t x = 4, got = 0, w;
+    square13(&x, 8, &w, 8, NULL);
+    async_job_t q = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_run(ex, &q, &got, NULL, NULL, 0) == 0 && got == w, "a run after SIGCONT");
 }
 
 static void c_stopped(void)
@@ -451,6 +524,7 @@ static void c_exit_alive(void)
 static void before_init(const char *c)
 {
     if (!strcmp(c, "oom0")) async_set_allocator(&counting);
+    if (!strcmp(c, "stopped_pool")) round13_opts.rank_processes = 1;
 }
 
 static bool before_executor(const char *c)
@@ -463,6 +537,7 @@ static bool before_executor(const char *c)
 static bool run_case(const char *c)
 {
     if (!strcmp(c, "stopped")) c_stopped();
+    else if (!strcmp(c, "stopped_pool")) c_stopped_pool();
     else if (!strcmp(c, "killed_idle")) c_killed(false);
     else if (!strcmp(c, "killed_mid_map")) c_killed(true);
     else if (!strcmp(c, "free_pending")) c_free_pending();

@@ -89,6 +89,17 @@ int big_out13(const void *in, size_t in_size, void *out, size_t out_size, void *
 }
 ASYNC_MPI_WORK(big_out13);
 
+/* Naps the milliseconds its input names. */
+int nap13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size, (void)ctx;
+    int64_t ms;
+    memcpy(&ms, in, sizeof ms);
+    usleep((useconds_t)(ms * 1000));
+    return 0;
+}
+ASYNC_MPI_WORK(nap13);
+
 /* Row i of the int64_t table in ctx. */
 int at13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
 {
@@ -104,6 +115,9 @@ ASYNC_MPI_WORK(at13);
 static int64_t table13[8] = {3, 1, 4, 1, 5, 9, 2, 6};
 
 static async_executor_t *ex;
+/* The options every rank passes to async_mpi_init (before_init may set
+ * them, alike on every rank). */
+static async_mpi_opts_t round13_opts;
 extern _Atomic uint64_t async__mpi_direct_runs;
 static inline uint64_t direct_runs(void) { return atomic_load(&async__mpi_direct_runs); }
 
@@ -152,7 +166,7 @@ static int round13_main(int argc, char **argv, const round13_hooks_t *hk)
           msg);
     CHECK(async_mpi_rank() == -1, "init went on with rank_processes 5000 (rank %d)", async_mpi_rank());
     if (hk->before_init) hk->before_init(c);
-    int r = async_mpi_init(&argc, &argv, NULL, msg, sizeof msg);
+    int r = async_mpi_init(&argc, &argv, &round13_opts, msg, sizeof msg);
     if (r) {
         printf("FAIL init: %s: %s\n", async_errname(r), msg);
         return 1;
