@@ -26,7 +26,17 @@
  * own future (ASYNC_EWORKERDIED, "rank R: ...") and the rank serves on.
  * A rank that dies (killed, node lost) ends the whole MPI job: Open MPI 4.1
  * by default aborts every rank and mpirun reports which rank died; no
- * recovery of lost ranks exists in this backend (docs/mpi.md).  Without
+ * recovery of lost ranks exists in this backend (docs/mpi.md).  A rank that
+ * is stopped or stuck ends nothing, but a job with a time limit still ends
+ * at its deadline: a submit's future fails with ASYNC_ETIMEDOUT ("still
+ * running on rank R at its deadline"), as on the thread backend, and its
+ * late result is dropped (with rank_processes one second after it, the
+ * time the rank's pool has to report that it killed the job); a map or imap chunk fails only when its late
+ * reply comes (it writes into the caller's out); async_executor_run on the
+ * direct path returns ASYNC_ETIMEDOUT at the deadline.  Jobs without one,
+ * and async_executor_free, wait until the rank resumes.  A variable result
+ * (async_work_output) is at most INT_MAX less 304 bytes, one MPI message
+ * with its header: async_work_output returns NULL above that.  Without
  * memory for a job's message on its rank, or for its reply on rank 0, the
  * message is still received and dropped and that job alone fails with
  * ASYNC_ENOMEM ("... no memory for the job's message" / "for a job's
@@ -93,9 +103,9 @@ typedef struct async_mpi_opts {
      * refused with ASYNC_EINVAL. */
     size_t size;
     /* Serving ranks run jobs in a fork-based process pool of this many
-     * processes each (the process backend), so that a job that crashes
-     * fails only its future; 0: each rank runs one job at a time on its own
-     * thread, and a crash ends the MPI job. */
+     * processes each (the process backend, at most 4096), so that a job
+     * that crashes fails only its future; 0: each rank runs one job at a
+     * time on its own thread, and a crash ends the MPI job. */
     unsigned rank_processes;
     /* Those pools' max_job_bytes (0: the process backend's default). */
     size_t max_job_bytes;
@@ -117,7 +127,8 @@ static inline void async_mpi_opts_init(async_mpi_opts_t *o)
  * may be NULL.  msg (OUT, may be NULL, cap bytes) receives the reason of a
  * failure.  Errors: ASYNC_EALREADY (called before), ASYNC_EIO (MPI could
  * not start, or gives less than MPI_THREAD_SERIALIZED), ASYNC_EINVAL
- * (opts->size neither 0 nor large enough, checked before MPI starts; or
+ * (opts->size neither 0 nor large enough, or opts->rank_processes above
+ * 4096, the process pool's limit: both checked before MPI starts; or
  * registries differ between ranks: the message names the first rank that
  * differs from rank 0; the run is then over, other ranks have exited),
  * ASYNC_ENOTSUP (a single rank: nobody to serve), ASYNC_ENOMEM. */

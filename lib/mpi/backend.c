@@ -22,6 +22,7 @@
  * Locking: b->mu guards the send list, the slots' replies, the bcast
  * counters, the ranks' busy counts and `stop`; no MPI call and no executor
  * call is made under it.  Order: mpi_mu before mu. */
+#include <errno.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
@@ -174,8 +175,13 @@ static void start_sends(mpib_t *b, progress_t *p, sendreq_t *list)
                 p->cap = nc;
             }
         }
-        MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
-        if (r->tag == TAG_JOB) {
+        if (r->started) {
+            /* A direct run's send, handed over (direct_run.c): its reply is
+             * an orphan's, which drop_orphans takes. */
+        } else {
+            MPI_Isend(r->buf, (int)r->len, MPI_BYTE, r->rank, r->tag, MPI_COMM_WORLD, &r->req);
+        }
+        if (r->tag == TAG_JOB && !r->started) {
             p->inflight++;
             if (p->sent_at) p->sent_at[r->slot] = async_now();
         }
@@ -297,6 +303,37 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
+/* With rank_processes a rank's pool kills a job at its deadline and its
+ * reply says so ("... was killed ..."), which is the better answer: the
+ * slot gives the rank this long past the deadline before it gives up on
+ * it (a rank stopped or stuck). */
+#define POOL_GRACE_NS ASYNC_SEC(1)
+
+/* When a slot fails its submit if no reply came: the deadline, or with
+ * rank pools a grace period after it (saturated). */
+static int64_t expiry(const async__job_t *job)
+{
+    if (!async__mpi_opts.rank_processes) return job->deadline;
+    return job->deadline > ASYNC_FOREVER - 1 - POOL_GRACE_NS ? ASYNC_FOREVER - 1 : job->deadline + POOL_GRACE_NS;
+}
+
+/* Fails a submit still on rank at its deadline. */
+static void expire(async__job_t *job, int rank)
+{
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    if (async__mpi_opts.rank_processes)
+        snprintf(msg, sizeof msg,
+                 "rank %d did not answer within 1 s of the job's deadline (its process pool stops a job at its "
+                 "deadline: the rank is stopped or stuck); its result, if it comes, is dropped",
+                 rank);
+    else
+        snprintf(msg, sizeof msg,
+                 "still running on rank %d at its deadline (without rank_processes a rank cannot stop a job: "
+                 "it runs on, its result is dropped)",
+                 rank);
+    async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT, msg, NULL, 0, false);
+}
+
 static void *slot_main(void *arg)
 {
     slot_t *s = arg;
@@ -325,8 +362,30 @@ static void *slot_main(void *arg)
         }
         *q = (sendreq_t){.tag = TAG_JOB, .slot = s->index, .buf = m, .len = len, .owned = true};
         enqueue(b, q, s);
+        /* A submit with a deadline fails at it, as on the thread backend,
+         * whatever its rank does: a rank without a pool cannot stop a job,
+         * and a rank that is stopped (SIGSTOP) or stuck sends nothing (a
+         * rank with a pool gets POOL_GRACE_NS to say it killed the job).  The
+         * slot still waits for the reply (its job's rows live until then,
+         * and a reply for this slot must not reach its next job) and
+         * finishes the job with it, which then finds the future final and
+         * drops the result.  Map and imap chunks write into the caller's
+         * out, so they end only with their reply. */
+        bool watched = async__exec_expirable(job);
+        int64_t give_up = watched ? expiry(job) : ASYNC_FOREVER;
         pthread_mutex_lock(&b->mu);
-        while (!s->reply) pthread_cond_wait(&s->cv, &b->mu);
+        while (!s->reply) {
+            if (!watched) {
+                pthread_cond_wait(&s->cv, &b->mu);
+                continue;
+            }
+            if (async__cond_wait_dl(&s->cv, &b->mu, give_up) != ETIMEDOUT || s->reply) continue;
+            watched = false;
+            int rank = s->rank;
+            pthread_mutex_unlock(&b->mu); /* finishing runs callbacks */
+            expire(job, rank);
+            pthread_mutex_lock(&b->mu);
+        }
         char *reply = s->reply;
         size_t rlen = s->reply_len;
         s->reply = NULL;
@@ -407,7 +466,7 @@ static int start(async_executor_t *ex)
     async__cond_init_monotonic(&b->sent, false); /* bcast deadlines */
     for (unsigned i = 0; i < ex->workers; i++) {
         b->s[i] = (slot_t){.b = b, .index = i, .rank = 1};
-        pthread_cond_init(&b->s[i].cv, NULL);
+        async__cond_init_monotonic(&b->s[i].cv, false); /* submit deadlines */
     }
     ex->backend = b;
     sigset_t all, old;

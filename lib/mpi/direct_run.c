@@ -67,9 +67,13 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
  * with the reply in *reply (OUT, async__malloc'd, *len bytes);
  * ASYNC_ENOMEM when it came but no memory could hold it (it was received
  * and dropped: the rank is free); ASYNC_ETIMEDOUT when deadline passed
- * first (the send has completed then: the job is on the rank, its reply
- * still to come). */
-static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len)
+ * first: the job's reply is still to come, and *unsent (OUT) says whether
+ * the send is still under way too.  A send above the eager limit (4 KiB
+ * over vader) completes only once the rank takes the message, which a rank
+ * that is stopped or stuck never does, so the deadline must not wait for
+ * it. */
+static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len,
+                        bool *unsent)
 {
     async__mpi_backoff_t backoff = {0};
     bool sent_all = false;
@@ -94,9 +98,40 @@ static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline,
             *len = (size_t)count;
             return *reply ? 0 : ASYNC_ENOMEM;
         }
-        if (sent_all && deadline != ASYNC_FOREVER && async_now() > deadline) return ASYNC_ETIMEDOUT;
+        if (deadline != ASYNC_FOREVER && async_now() > deadline) {
+            *unsent = !sent_all;
+            return ASYNC_ETIMEDOUT;
+        }
         async__mpi_nap(&backoff);
     }
+}
+
+/* A direct run gave up at its deadline before its send completed: the
+ * progress thread completes it and frees m (the rank is marked an orphan's
+ * after this, so the progress thread also drops the reply).  Without memory
+ * to hand it over, this thread waits for the send itself. */
+static void hand_over(mpib_t *b, int rank, char *m, size_t len, MPI_Request *req)
+{
+    sendreq_t *q = async__calloc(1, sizeof *q);
+    if (!q) {
+        async__mpi_backoff_t backoff = {0};
+        for (int done = 0; !done;) {
+            pthread_mutex_lock(&b->mpi_mu);
+            MPI_Test(req, &done, MPI_STATUS_IGNORE);
+            pthread_mutex_unlock(&b->mpi_mu);
+            if (!done) async__mpi_nap(&backoff);
+        }
+        async__free(m);
+        return;
+    }
+    *q = (sendreq_t){.rank = rank, .tag = TAG_JOB, .slot = 0, .buf = m, .len = len, .owned = true,
+                     .started = true, .req = *req};
+    pthread_mutex_lock(&b->mu);
+    *b->tail = q;
+    b->tail = &q->next;
+    atomic_store(&b->queued, true);
+    pthread_cond_signal(&b->wake);
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* The caller's answer from a reply, as async_executor_run gives it on the
@@ -156,8 +191,10 @@ bool async__mpi_run_direct(async_executor_t *ex, const async_job_t *job, int64_t
     }
     size_t rlen = 0;
     char *reply;
-    r = await_direct(b, rank, &req, deadline, &reply, &rlen);
-    async__free(m);
+    bool unsent = false;
+    r = await_direct(b, rank, &req, deadline, &reply, &rlen, &unsent);
+    if (unsent) hand_over(b, rank, m, len, &req);
+    else async__free(m);
     release_rank(b, rank, r == ASYNC_ETIMEDOUT);
     if (!r) {
         *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);

@@ -55,6 +55,14 @@ int async_mpi_init(int *argc, char ***argv, const async_mpi_opts_t *opts, char *
         say(msg, cap, "async_mpi_opts_t.size is neither 0 nor the struct's size");
         return ASYNC_EINVAL;
     }
+    /* Above the pools' limit every serving rank's pool would fail to start
+     * and its jobs run without isolation, which only a line on each rank's
+     * stderr said: refused here instead, before MPI starts, on every rank. */
+    if (opts && opts->rank_processes > ASYNC__MPI_MAX_RANK_PROCESSES) {
+        say(msg, cap, "async_mpi_opts_t.rank_processes %u is above the process pool's %u", opts->rank_processes,
+            ASYNC__MPI_MAX_RANK_PROCESSES);
+        return ASYNC_EINVAL;
+    }
     inited = true;
     if (opts) async__mpi_opts = *opts;
     int flag = 0, provided = 0;

@@ -85,7 +85,10 @@ void async__mpi_reply_outcome(const char *reply, size_t len, size_t count, size_
     }
     memcpy(&h, reply, sizeof h);
     size_t ml = h.msg_len < sizeof oc->msg - 1 ? h.msg_len : sizeof oc->msg - 1;
-    if (sizeof h + h.msg_len + h.data_size != len) {
+    /* Compared part by part: the sum of the header's two sizes can wrap
+     * (data_size is 64 bits) onto len, and then data_size would point far
+     * past the reply. */
+    if (h.msg_len > len - sizeof h || h.data_size != len - sizeof h - h.msg_len) {
         oc->err = ASYNC_EIO;
         snprintf(oc->msg, sizeof oc->msg, "a malformed reply (%zu bytes)", len);
         return;
@@ -93,7 +96,7 @@ void async__mpi_reply_outcome(const char *reply, size_t len, size_t count, size_
     memcpy(oc->msg, reply + sizeof h, ml);
     oc->msg[ml] = '\0';
     oc->err = h.err;
-    oc->failed_row = h.failed_row;
+    oc->failed_row = h.failed_row < count ? h.failed_row : 0; /* a row of this job */
     oc->result_size = h.result_size;
     const char *data = reply + sizeof h + h.msg_len;
     if (h.err) return;

@@ -32,6 +32,10 @@ static inline int async__mpi_reply_tag(uint32_t slot)
 
 #define NO_DEADLINE INT64_MAX
 
+/* The most async_mpi_opts_t.rank_processes may ask: a process pool takes at
+ * most 4096 workers (lib/exec/procpool/procpool.c). */
+#define ASYNC__MPI_MAX_RANK_PROCESSES 4096u
+
 typedef struct job_hdr {
     uint32_t slot;      /* rank 0's driver slot, echoed in the result */
     uint32_t fn;        /* index in the sorted registry */

@@ -17,6 +17,8 @@ typedef struct sendreq {
     const void *buf;
     size_t len;
     bool owned;          /* free buf once sent */
+    bool started;        /* req is under way: a direct run's send, handed
+                            over at its deadline, only to be completed */
     struct bcast *bc;    /* the bcast this send belongs to, or NULL */
     MPI_Request req;
 } sendreq_t;

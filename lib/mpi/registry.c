@@ -171,7 +171,12 @@ int async__mpi_ctx_index(const void *ctx, uint32_t *index)
     }
     int r = ASYNC_EINVAL;
     pthread_mutex_lock(&mu);
-    for (size_t i = 0; i < ndatas; i++)
+    /* Newest first: registered data replicated with async_mpi_bcast (its
+     * bytes rewritten on rank 0) names the replica, which the ranks hold
+     * in place of their own static copy; the registered entry, part of
+     * the hash, cannot be forgotten as async__mpi_data_add forgets older
+     * replicas. */
+    for (size_t i = ndatas; i-- > 0;)
         if (datas[i].data == ctx) {
             *index = (uint32_t)i + 1;
             r = 0;

@@ -2,6 +2,7 @@
  * loop, or a worker process of its pool) and builds the result message.
  * The message comes from rank 0 of the same program, but its sizes are
  * still checked against the bytes received before anything is read. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,11 @@
 #include "exec/future_internal.h"
 
 #define MSG_ROOM ASYNC_FUTURE_MSG_MAX
+/* The most output a reply can carry: a message is at most INT_MAX bytes
+ * (MPI's count), and the reply holds its header and room for a message
+ * too.  Rank 0 never sends a job whose rows need more (job_message.c); a
+ * variable result is capped here, where async_work_output refuses more. */
+#define REPLY_ROOM ((size_t)INT32_MAX - sizeof(res_hdr_t) - MSG_ROOM)
 
 bool async__mpi_nap(async__mpi_backoff_t *b)
 {
@@ -56,7 +62,7 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     if ((!fn && !call.fn) || (h.ctx && !ctx) || h.count == 0 ||
         (h.in_size && h.count > (len - sizeof h) / h.in_size) ||
         len - sizeof h != h.count * h.in_size ||
-        (h.out_size && h.count > (SIZE_MAX - sizeof(res_hdr_t) - MSG_ROOM) / h.out_size)) {
+        (h.out_size && h.count > REPLY_ROOM / h.out_size)) {
         snprintf(why, sizeof why, "rank %d: malformed job message (%zu bytes, fn %u, ctx %u)",
                  async__mpi_rank_, len, h.fn, h.ctx);
         return async__mpi_error_reply(h.slot, ASYNC_EINVAL, why, reply, reply_len);
@@ -69,7 +75,7 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     async__rows_t rows = {fn, fn ? ctx : &call, h.in_size ? msg + sizeof h : NULL, h.in_size,
                           out_bytes ? r + off : NULL, h.out_size, h.count};
     async__outcome_t oc;
-    async__rows_run(&rows, (unsigned)async__mpi_rank_ - 1, deadline, h.var_ok, NULL, NULL, 0, &oc);
+    async__rows_run(&rows, (unsigned)async__mpi_rank_ - 1, deadline, h.var_ok, NULL, NULL, REPLY_ROOM, &oc);
     res_hdr_t rh = {.slot = h.slot, .err = oc.err, .failed_row = oc.failed_row,
                     .result_size = oc.result_size};
     const char *data = r + off;

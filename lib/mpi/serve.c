@@ -91,11 +91,24 @@ static void send_error(serve_t *sv, uint32_t slot, int err, const char *msg)
     MPI_Send(&h, sizeof h, MPI_BYTE, 0, async__mpi_reply_tag(slot), MPI_COMM_WORLD);
 }
 
+/* The job's deadline on this rank's clock from the time it had left when
+ * rank 0 sent it.  Saturated: a deadline centuries away (a timeout near
+ * INT64_MAX) overflowed now + remaining, and the wrapped, negative deadline
+ * made a rank pool fail the job at once ("deadline passed before it ran");
+ * 0 or less (only a malformed message carries it) has passed. */
+static int64_t job_deadline(int64_t remaining)
+{
+    if (remaining == NO_DEADLINE) return ASYNC_FOREVER;
+    int64_t now = async_now();
+    if (remaining <= 0) return now;
+    return remaining >= ASYNC_FOREVER - now ? ASYNC_FOREVER : now + remaining;
+}
+
 static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
 {
     job_hdr_t h = {0};
     if (len >= sizeof h) memcpy(&h, buf, sizeof h);
-    int64_t dl = h.remaining == NO_DEADLINE ? ASYNC_FOREVER : async_now() + h.remaining;
+    int64_t dl = job_deadline(h.remaining);
     char msg[ASYNC_FUTURE_MSG_MAX + 64];
     if (!pool) {
         char *reply;

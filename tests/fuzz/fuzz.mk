@@ -14,7 +14,7 @@
 # demo sources it needs compiled with -fsanitize=fuzzer-no-link,address,
 # undefined into build/fuzz/obj, fuzzers in build/fuzz/bin.
 
-FUZZ_TARGETS ?= server-route server-like lab-csv http-response ipc-pipe
+FUZZ_TARGETS ?= server-route server-like lab-csv http-response ipc-pipe mpi-job
 FUZZ_SECONDS ?= 60
 # Per-input limit: a normal input takes milliseconds, so a slower one is a
 # finding (the LIKE matcher's exponential patterns), not noise.
@@ -22,7 +22,7 @@ FUZZ_TIMEOUT ?= 10
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
 FUZZ_OBJ := $(FUZZ_DIR)/obj
-FUZZ_ALL_TARGETS := server-route server-like lab-csv http-response ipc-pipe
+FUZZ_ALL_TARGETS := server-route server-like lab-csv http-response ipc-pipe mpi-job
 
 FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
             -fno-omit-frame-pointer
@@ -42,6 +42,10 @@ FUZZ_DEMO_lab-csv := $(wildcard demos/lab/common/*.c)
 FUZZ_INC_server-route := -Idemos/brewery/common
 FUZZ_INC_server-like := -Idemos/brewery/common
 FUZZ_INC_lab-csv := -Idemos/lab/common
+# mpi-job: the MPI backend's two decoders and its registry, which need no
+# MPI (the harness defines init.c's rank variables).
+FUZZ_DEMO_mpi-job := lib/mpi/job_message.c lib/mpi/run.c lib/mpi/registry.c
+FUZZ_INC_mpi-job := -Ilib
 # libFuzzer options per target.  ipc-pipe: a message may be 1 GiB, whose
 # buffer doubles to 2 GiB (never touched); the harness's own allocator
 # check reports anything larger, before libFuzzer's malloc limit would.

@@ -1,0 +1,328 @@
+/* Round 13's attack on the MPI backend, the wire's and the API's side:
+ * `round13-wire CASE` under `mpirun -np 3` (tests/mpi/round13.h has the
+ * frame).
+ *
+ *   hostile   job messages that rank 0 never sends (forged here before the
+ *             executor exists, when this program may still call MPI), and
+ *             replies no rank sends, fed to rank 0's decoder;
+ *   huge      a variable result past MPI's 2 GiB message;
+ *   params    hostile parameters through the executor API;
+ *   rebcast_registered  registered data replicated with new bytes. */
+#include "round13.h"
+
+/* --- hostile messages ------------------------------------------------------------ */
+
+/* Sends a forged TAG_JOB to rank 1 and receives its reply (tag for the
+ * slot), or returns false when rank 1 sent none within 10 s. */
+static bool forge(const void *msg, int len, uint32_t slot, res_hdr_t *h, char *data, size_t cap, int *got)
+{
+    MPI_Send(msg, len, MPI_BYTE, 1, TAG_JOB, MPI_COMM_WORLD);
+    int tag = async__mpi_reply_tag(slot), flag = 0;
+    MPI_Status st;
+    int64_t give_up = async_now() + ASYNC_SEC(10);
+    while (!flag && async_now() < give_up) {
+        MPI_Iprobe(1, tag, MPI_COMM_WORLD, &flag, &st);
+        if (!flag) usleep(1000);
+    }
+    if (!flag) return false;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    char *buf = malloc(count ? (size_t)count : 1);
+    MPI_Recv(buf, count, MPI_BYTE, 1, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    memset(h, 0, sizeof *h);
+    if ((size_t)count >= sizeof *h) memcpy(h, buf, sizeof *h);
+    size_t rest = (size_t)count > sizeof *h ? (size_t)count - sizeof *h : 0;
+    memcpy(data, buf + ((size_t)count > sizeof *h ? sizeof *h : 0), rest < cap ? rest : cap);
+    if (rest < cap) data[rest] = '\0';
+    *got = count;
+    free(buf);
+    return true;
+}
+
+static uint32_t fn_index(async_work_fn fn)
+{
+    uint32_t i = UINT32_MAX;
+    async__mpi_fn_index(fn, &i);
+    return i;
+}
+
+/* Forged jobs and shares to rank 1 before the executor exists: each must
+ * get an answer (a result or a precise error), never a crash or an abort
+ * of the MPI job; then the rank serves on. */
+static void hostile_jobs(void)
+{
+    res_hdr_t h;
+    char data[512];
+    int got;
+    uint32_t dl_fn = fn_index(deadline_of13);
+    CHECK(dl_fn != UINT32_MAX, "deadline_of13 not in the registry");
+    /* A deadline centuries away: rank 0 sends such a remaining time for a
+     * timeout near INT64_MAX; now + remaining overflowed on the rank. */
+    job_hdr_t j = {.slot = 7, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = INT64_MAX - 1};
+    if (!forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
+        CHECK(0, "no reply to a job with a deadline centuries away");
+        return;
+    }
+    int64_t seen[2];
+    memcpy(seen, data + h.msg_len, sizeof seen);
+    printf("hostile: a deadline centuries away: %s, the function saw deadline %lld at %lld\n",
+           async_errname(h.err), (long long)seen[0], (long long)seen[1]);
+    CHECK(h.err == 0 && h.slot == 7 && h.data_size == 16 && seen[0] > seen[1],
+          "a deadline centuries away: %s slot %u, %llu bytes, deadline %lld at %lld", async_errname(h.err),
+          h.slot, (unsigned long long)h.data_size, (long long)seen[0], (long long)seen[1]);
+
+    /* A deadline long past (INT64_MIN left): it has passed on the rank. */
+    j.remaining = INT64_MIN;
+    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
+        memcpy(seen, data + h.msg_len, sizeof seen);
+        CHECK(h.err || seen[0] <= seen[1], "a deadline long past: %s, deadline %lld at %lld", async_errname(h.err),
+              (long long)seen[0], (long long)seen[1]);
+    } else {
+        CHECK(0, "no reply to a job with a deadline long past");
+    }
+
+    /* Each of these is refused with ASYNC_EINVAL, naming the rank. */
+    struct {
+        const char *what;
+        job_hdr_t h;
+        int len; /* of the message sent; 0: the header's */
+    } bad[] = {
+        {"a truncated header", {.slot = 0}, 3},
+        {"rows longer than the input", {.slot = 1, .fn = dl_fn, .count = 2, .in_size = 8, .out_size = 16},
+         (int)sizeof(job_hdr_t) + 8},
+        {"an unknown function", {.slot = 2, .fn = 0xffff, .count = 1, .out_size = 16}, 0},
+        {"an unknown ctx", {.slot = 3, .fn = dl_fn, .ctx = 999, .count = 1, .out_size = 16}, 0},
+        {"a work function called as a chunk function", {.slot = 4, .fn = dl_fn, .chunked = 1, .count = 1, .out_size = 16}, 0},
+        {"count * in_size wrapping", {.slot = 5, .fn = dl_fn, .count = 1ull << 62, .in_size = 4, .out_size = 16}, 0},
+        /* A 2 GiB output: its reply cannot be one MPI message (int count). */
+        {"a 2 GiB output", {.slot = 6, .fn = dl_fn, .count = 1, .out_size = 1ull << 31}, 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        bad[i].h.remaining = NO_DEADLINE;
+        int len = bad[i].len ? bad[i].len : (int)sizeof bad[i].h;
+        char buf[sizeof(job_hdr_t) + 8] = {0};
+        memcpy(buf, &bad[i].h, sizeof bad[i].h);
+        if (!forge(buf, len, bad[i].h.slot, &h, data, sizeof data, &got)) {
+            CHECK(0, "%s: no reply", bad[i].what);
+            continue;
+        }
+        printf("hostile: %s: %s '%s'\n", bad[i].what, async_errname(h.err), data);
+        /* A header too short to read has no slot to echo, nor a rank. */
+        bool whole = bad[i].len != 3;
+        CHECK(h.err == ASYNC_EINVAL && (!whole || (h.slot == bad[i].h.slot && strstr(data, "rank 1"))),
+              "%s: %s slot %u '%s'", bad[i].what, async_errname(h.err), h.slot, data);
+    }
+
+    /* Shares that are not one: a short header, data without a header. */
+    char five[5] = {0};
+    MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
+    MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE_DATA, MPI_COMM_WORLD);
+
+    /* The rank serves on, and its clock for a job without deadline is none. */
+    j = (job_hdr_t){.slot = 9, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE};
+    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
+        memcpy(seen, data + h.msg_len, sizeof seen);
+        CHECK(h.err == 0 && seen[0] == ASYNC_FOREVER, "after the hostile messages: %s deadline %lld",
+              async_errname(h.err), (long long)seen[0]);
+    } else {
+        CHECK(0, "rank 1 stopped answering after the hostile messages");
+    }
+}
+
+/* Replies no serving rank sends, fed to rank 0's decoder: each is refused
+ * (ASYNC_EIO) or read within its bytes. */
+static void hostile_replies(void)
+{
+    async__outcome_t oc;
+    const char *rows;
+    size_t n;
+    /* msg_len past the end, data_size wrapping the sum back onto len. */
+    enum { LEN = sizeof(res_hdr_t) + 16 };
+    char *reply = malloc(LEN);
+    memset(reply, 'm', LEN);
+    res_hdr_t h = {.slot = 0, .var = 1, .msg_len = 1000};
+    h.data_size = (uint64_t)LEN - sizeof h - h.msg_len; /* wraps: 2^64 - 984 */
+    memcpy(reply, &h, sizeof h);
+    async__mpi_reply_outcome(reply, LEN, 1, 8, &oc, &rows, &n);
+    CHECK(oc.err == ASYNC_EIO && !oc.var_out && n == 0,
+          "a reply whose sizes wrap: %s, var_out %p (%zu bytes), rows %zu", async_errname(oc.err), oc.var_out,
+          oc.var_size, n);
+    /* The same without var: rows would be read from past the reply. */
+    h.var = 0;
+    memcpy(reply, &h, sizeof h);
+    async__mpi_reply_outcome(reply, LEN, 4, 8, &oc, &rows, &n);
+    CHECK(oc.err == ASYNC_EIO && n == 0, "a reply whose sizes wrap (rows): %s, %zu rows bytes", async_errname(oc.err), n);
+    /* A failed row outside the job. */
+    h = (res_hdr_t){.err = ASYNC_EINVAL, .failed_row = 1000, .msg_len = 16};
+    memcpy(reply, &h, sizeof h);
+    async__mpi_reply_outcome(reply, LEN, 4, 8, &oc, &rows, &n);
+    CHECK(oc.err == ASYNC_EINVAL && oc.failed_row < 4, "failed row %zu of a 4-row job", (size_t)oc.failed_row);
+    /* A well-formed one is read. */
+    h = (res_hdr_t){.msg_len = 0, .data_size = 16};
+    memcpy(reply, &h, sizeof h);
+    async__mpi_reply_outcome(reply, LEN, 2, 8, &oc, &rows, &n);
+    CHECK(oc.err == 0 && n == 16 && rows == reply + sizeof h, "a good reply: %s %zu", async_errname(oc.err), n);
+    free(reply);
+}
+
+/* --- a result past MPI's message ------------------------------------------------ */
+
+static void c_huge(void)
+{
+    uint64_t n = (uint64_t)1 << 31; /* 2 GiB: a reply of more than INT_MAX bytes */
+    async_job_t j = {.fn = big_out13, .in = &n, .in_size = 8, .out_size = 8};
+    async_future_t *f;
+    CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
+    int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60)));
+    printf("huge: submit: %s '%s'\n", async_errname(async_future_error(f)), async_future_message(f));
+    CHECK(r == ASYNC_ENOMEM && strstr(async_future_message(f), "no output of"),
+          "a 2 GiB result: %s '%s'", async_errname(r), async_future_message(f));
+    async_future_unref(f);
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    uint64_t d0 = direct_runs();
+    r = async_executor_run(ex, &j, NULL, NULL, msg, sizeof msg);
+    CHECK(direct_runs() - d0 == 1, "the run did not take the direct path");
+    CHECK(r == ASYNC_ENOMEM && strstr(msg, "no output of"), "a 2 GiB result (run): %s '%s'", async_errname(r), msg);
+    /* A large result still comes whole. */
+    n = 3u << 20;
+    char head[8] = {0};
+    size_t len = 0;
+    r = async_executor_run(ex, &j, head, &len, msg, sizeof msg);
+    CHECK(r == 0 && len == n && head[0] == 'q', "a 3 MiB result: %s %zu '%s'", async_errname(r), len, msg);
+}
+
+/* --- hostile parameters ----------------------------------------------------------- */
+
+static void c_params(void)
+{
+    int64_t x = 6, got = 0, w, seen[2];
+    square13(&x, 8, &w, 8, NULL);
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    /* Timeouts: negative and INT64_MIN have expired; INT64_MAX is none. */
+    int64_t timeouts[] = {-1, INT64_MIN, INT64_MAX};
+    for (int i = 0; i < 3; i++) {
+        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = timeouts[i]};
+        int r = async_executor_run(ex, &j, &got, NULL, msg, sizeof msg);
+        int want = timeouts[i] < 0 ? ASYNC_ETIMEDOUT : 0;
+        CHECK(r == want && (r || got == w), "timeout %lld: %s '%s'", (long long)timeouts[i], async_errname(r), msg);
+        async_future_t *f;
+        CHECK(async_executor_submit(&f, ex, &j) == 0, "submit timeout %lld", (long long)timeouts[i]);
+        r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60)));
+        CHECK(r == want, "submit timeout %lld: %s '%s'", (long long)timeouts[i], async_errname(r),
+              async_future_message(f));
+        async_future_unref(f);
+    }
+    /* A timeout that puts the deadline just short of INT64_MAX: the rank
+     * must see a deadline in its future, not a wrapped one. */
+    for (int path = 0; path < 2; path++) {
+        async_job_t j = {.fn = deadline_of13, .out_size = 16, .timeout_ns = INT64_MAX - async_now() - 20000};
+        int r;
+        if (path == 0) {
+            r = async_executor_run(ex, &j, seen, NULL, msg, sizeof msg);
+        } else {
+            async_future_t *f;
+            CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
+            r = async_future_wait(f);
+            const void *d;
+            size_t n = 0;
+            if (!r && !async_future_result(f, &d, &n) && n == 16) memcpy(seen, d, 16);
+            async_future_unref(f);
+        }
+        CHECK(r == 0 && seen[0] > seen[1], "%s with a deadline near INT64_MAX: %s, deadline %lld at %lld",
+              path ? "submit" : "run", async_errname(r), (long long)seen[0], (long long)seen[1]);
+    }
+    /* NULL function, NULL job, input NULL with a size. */
+    async_future_t *f = NULL;
+    async_job_t nf = {.fn = NULL, .out_size = 8};
+    CHECK(async_executor_submit(&f, ex, &nf) == ASYNC_EINVAL, "NULL fn");
+    CHECK(async_executor_submit(&f, ex, NULL) == ASYNC_EINVAL, "NULL job");
+    async_job_t ni = {.fn = square13, .in = NULL, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_submit(&f, ex, &ni) == ASYNC_EINVAL, "NULL input with a size");
+    /* Chunk sizes: 0 (the default), 1, larger than n, SIZE_MAX. */
+    enum { N = 300 };
+    static int64_t in[N], out[N], want[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i - 150;
+        square13(&in[i], 8, &want[i], 8, NULL);
+    }
+    size_t chunks[] = {0, 1, N + 1, SIZE_MAX};
+    for (int i = 0; i < 4; i++) {
+        memset(out, 0, sizeof out);
+        async_map_t m = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N,
+                         .chunksize = chunks[i]};
+        async_map_error_t err;
+        int r = async_executor_map(ex, &m, &err);
+        CHECK(r == 0 && !memcmp(out, want, sizeof out), "chunksize %zu: %s %s", chunks[i], async_errname(r),
+              err.message);
+    }
+    async_map_t m0 = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = 0};
+    CHECK(async_executor_map(ex, &m0, NULL) == 0, "a map of 0 items");
+    /* bcast: NULL data, size 0, size over INT_MAX. */
+    CHECK(async_mpi_bcast(ex, NULL, 8) == ASYNC_EINVAL, "bcast NULL");
+    CHECK(async_mpi_bcast(ex, in, 0) == ASYNC_EINVAL, "bcast 0 bytes");
+    CHECK(async_mpi_bcast(ex, in, (size_t)INT32_MAX + 1) == ASYNC_EINVAL, "bcast over INT_MAX");
+    CHECK(async_mpi_bcast_dl(ex, in, 8, INT64_MIN) == ASYNC_ETIMEDOUT, "bcast_dl at INT64_MIN");
+    /* Registration after init. */
+    CHECK(async_mpi_register("late13", square13) == ASYNC_EBUSY, "register after init");
+    CHECK(async_mpi_register_data("late13d", in) == ASYNC_EBUSY, "register_data after init");
+    char m2[64];
+    CHECK(async_mpi_init(NULL, NULL, NULL, m2, sizeof m2) == ASYNC_EALREADY, "init twice");
+    CHECK(async_mpi_finalize() == ASYNC_EBUSY, "finalize with the executor alive");
+}
+
+/* --- registered data replicated again --------------------------------------------- */
+
+static void c_rebcast_registered(void)
+{
+    enum { N = 8 };
+    uint32_t idx[N];
+    int64_t out[N];
+    for (int i = 0; i < N; i++) idx[i] = (uint32_t)i;
+    for (int round = 0; round < 2; round++) {
+        if (round) {
+            for (int i = 0; i < N; i++) table13[i] = table13[i] * 10 + 1000;
+            CHECK(async_mpi_bcast(ex, table13, sizeof table13) == 0, "bcast of the registered table");
+        }
+        async_map_t m = {.fn = at13, .ctx = table13, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N,
+                         .chunksize = 1};
+        async_map_error_t err;
+        int r = async_executor_map(ex, &m, &err);
+        CHECK(r == 0 && !memcmp(out, table13, sizeof out), "round %d: %s %s, out[0] %lld, table13[0] %lld", round,
+              async_errname(r), err.message, (long long)out[0], (long long)table13[0]);
+        uint32_t i5 = 5;
+        int64_t got = 0;
+        async_job_t j = {.fn = at13, .ctx = table13, .in = &i5, .in_size = 4, .out_size = 8};
+        r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
+        CHECK(r == 0 && got == table13[5], "round %d run: %s %lld != %lld", round, async_errname(r), (long long)got,
+              (long long)table13[5]);
+    }
+}
+
+
+static bool before_executor(const char *c)
+{
+    if (!strcmp(c, "hostile")) {
+        hostile_jobs(); /* before the executor: this program may call MPI */
+        hostile_replies();
+    }
+    return false;
+}
+
+static bool run_case(const char *c)
+{
+    if (!strcmp(c, "hostile")) {
+        int64_t x = 2, got = 0, w; /* the executor after the forged traffic */
+        square13(&x, 8, &w, 8, NULL);
+        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
+        CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "a run after the forgeries");
+    } else if (!strcmp(c, "huge")) c_huge();
+    else if (!strcmp(c, "params")) c_params();
+    else if (!strcmp(c, "rebcast_registered")) c_rebcast_registered();
+    else return false;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    return round13_main(argc, argv, &(round13_hooks_t){NULL, before_executor, run_case});
+}
