@@ -766,4 +766,120 @@ Test(round13_exec, a_stopped_fork_server_wedges_neither_deadlines_nor_terminate,
     async__procpool_free(p);
     each_done_once(N);
 }
+/* --- the executor's outcome header ------------------------------------------------------------ */
+
+/* What the process backend puts in front of a job's output rows
+ * (lib/exec/process_backend.c's res_t). */
+typedef struct outcome {
+    int32_t err;
+    uint32_t msg_len;
+    uint64_t failed_row, result_size, var_size;
+    int64_t ns;
+} outcome_t;
+
+static atomic_int ex_held, ex_release;
+
+static void hold_cb(async_future_t *f, void *arg)
+{
+    (void)f, (void)arg;
+    atomic_store(&ex_held, 1);
+    while (!atomic_load(&ex_release)) usleep(1000);
+}
+
+static int slow_ok(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)ctx;
+    usleep(300000);
+    memset(out, 1, out_size);
+    return 0;
+}
+
+static int fails(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    return ASYNC_EINVAL;
+}
+
+/* In the worker: rewrites the failed row of the outcome in slot *in. */
+static int rewrite_outcome(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size;
+    pp_slot_t *slots = ctx;
+    uint32_t victim;
+    memcpy(&victim, in, sizeof victim);
+    outcome_t o;
+    memcpy(&o, slots[victim].out_inline, sizeof o);
+    o.failed_row = (uint64_t)1 << 20;
+    memcpy(slots[victim].out_inline, &o, sizeof o);
+    return 0;
+}
+
+/* The pool's region in this process (the memfd's mapping); its slots start
+ * at its second page. */
+static pp_slot_t *region_slots(void)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    char line[512];
+    unsigned long lo = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "async-procpool") && sscanf(line, "%lx-", &lo) == 1) break;
+    if (f) fclose(f);
+    cr_assert_neq(lo, 0, "no async-procpool mapping");
+    return (pp_slot_t *)(lo + (unsigned long)sysconf(_SC_PAGESIZE));
+}
+
+/* Caught: the process backend believed the outcome header in front of a
+ * job's rows: a failed row of 2^20 for a one-row job had it copy 2^20 rows
+ * of 8 bytes into the job's 8-byte result (a heap overflow in the parent).
+ * The header is now checked against the result's length and the job's rows;
+ * the job fails with ASYNC_EIO. */
+Test(round13_exec, an_outcome_header_naming_a_row_beyond_the_job, .timeout = 60)
+{
+    async_executor_t *ex;
+    /* Three workers: the feeder takes no more jobs than workers while none
+     * has finished, and the held one counts until its callbacks return. */
+    cr_assert_eq(async_executor_new(&ex, &(async_executor_opts_t){.backend = ASYNC_BACKEND_PROCESSES,
+                                                                  .workers = 3}), 0);
+    pp_slot_t *slots = region_slots();
+    async_future_t *h, *v, *sc;
+    async_job_t j = {.fn = slow_ok, .out_size = 8};
+    cr_assert_eq(async_executor_submit(&h, ex, &j), 0);
+    cr_assert_eq(async_future_on_done(h, hold_cb, NULL), 0);
+    wait_flag(&ex_held); /* the pool's supervisor is held in the callback */
+    uint32_t holder = UINT32_MAX, victim = UINT32_MAX;
+    for (uint32_t i = 0; i < 64; i++)
+        if (PP_KIND(atomic_load(&slots[i].state)) == PP_DONE) holder = i;
+    cr_assert_neq(holder, UINT32_MAX);
+    j = (async_job_t){.fn = fails, .out_size = 8};
+    cr_assert_eq(async_executor_submit(&v, ex, &j), 0);
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (victim == UINT32_MAX && async_now() < until) {
+        for (uint32_t i = 0; i < 64; i++)
+            if (i != holder && PP_KIND(atomic_load(&slots[i].state)) == PP_DONE) victim = i;
+        usleep(500);
+    }
+    cr_assert_neq(victim, UINT32_MAX);
+    j = (async_job_t){.fn = rewrite_outcome, .in = &victim, .in_size = sizeof victim, .out_size = 8,
+                      .ctx = slots};
+    cr_assert_eq(async_executor_submit(&sc, ex, &j), 0);
+    until = async_now() + ASYNC_SEC(20);
+    bool scribbled = false;
+    while (!scribbled && async_now() < until) {
+        for (uint32_t i = 0; i < 64; i++)
+            if (i != holder && i != victim && PP_KIND(atomic_load(&slots[i].state)) == PP_DONE)
+                scribbled = true;
+        usleep(500);
+    }
+    cr_assert(scribbled);
+    atomic_store(&ex_release, 1);
+    cr_assert_eq(async_future_wait(h), 0);
+    cr_assert_eq(async_future_wait(sc), 0);
+    cr_assert_eq(async_future_wait(v), ASYNC_EIO);
+    cr_assert(async_future_message(v) && strstr(async_future_message(v), "names row 1048576 as failed"),
+              "%s", async_future_message(v) ? async_future_message(v) : "(none)");
+    async_future_unref(h);
+    async_future_unref(v);
+    async_future_unref(sc);
+    async_executor_free(ex);
+}
 #endif
