@@ -39,6 +39,14 @@
  *   results that outgrew their slot and for error messages (same direction;
  *   the supervisor releases bytes in completion order).  A dead worker's rings
  *   are drained by the supervisor and reset before a replacement starts.
+ * - The rules above are what our code does; a work function can write
+ *   anything anywhere in the region.  So no process reads the layout from
+ *   the region (pp_view_t), and the parent checks every word it reads here
+ *   before it acts on it: states against its own record of each slot
+ *   (parent_internal.h's pp_job_t), ring entries and tails against the
+ *   ring, result lengths and offsets against the job's result, waking
+ *   words by bounded sleeps.  Garbage fails a job or kills a worker, with
+ *   a message that says what was found (supervisor.c).
  * - Sleep and wake-up are futexes on 32-bit sequence words with a waiter flag
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
