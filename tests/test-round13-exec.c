@@ -49,7 +49,11 @@ Test(tsan, round13_process_pool_tests_skipped, .timeout = 5)
 #define DONE_RING(p, w) pp_done_ring((p)->h, w)
 #define RES_AREA(p, w) pp_res_area((p)->h, w)
 #define RESULT_AREA(p) ((p)->h->result_area)
+#define RING(p) pp_ring((p)->h)
+#define RING_CAP(p) ((p)->h->ring_cap)
 #else
+#define RING(p) ((p)->v.ring)
+#define RING_CAP(p) ((p)->v.ring_cap)
 #define SLOTS(p) ((p)->v.slots)
 #define NSLOTS(p) ((p)->v.nslots)
 #define WORKERS(p) ((p)->v.workers)
@@ -164,6 +168,7 @@ enum what {
     FREE_RUNNING,    /* every free slot's state: RUNNING by this worker, then die */
     NO_SUCH_WORKER,  /* the queued victim's state: RUNNING by worker 5000 */
     HEAP_OVERRUN,    /* write past a shared buffer over the next block's header */
+    RING_ENTRY,      /* the queued victim's submit ring entry: our own slot instead */
 };
 
 typedef struct scribble {
@@ -244,6 +249,19 @@ static int scribbler(void *ctx, const void *in, size_t n, async__procout_t *out)
         usleep(1500000);
         break;
     case HEAP_OVERRUN: memset(sc.buf, 0x5a, 200); break;
+    case RING_ENTRY: { /* waits for the victim to be queued behind us */
+        uint32_t mine = (uint32_t)(((const char *)in - offsetof(pp_slot_t, in_inline) -
+                                    (const char *)SLOTS(p)) / sizeof(pp_slot_t));
+        for (int k = 0; k < 1000; k++) {
+            uint64_t tail = atomic_load(&p->h->q_tail), head = atomic_load(&p->h->q_head);
+            if (tail > head) {
+                atomic_store(&RING(p)[(tail - 1) & (RING_CAP(p) - 1)], mine);
+                break;
+            }
+            usleep(1000);
+        }
+        break;
+    }
     }
     long ok = 1234;
     memcpy(async__procout_data(out), &ok, sizeof ok);
@@ -496,6 +514,24 @@ Test(round13_exec, a_state_word_naming_no_worker_at_the_deadline, .timeout = 60)
     cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
     cr_assert_eq(R[1].err, ASYNC_ETIMEDOUT, "%s", R[1].msg);
     cr_assert(strstr(R[1].msg, "state word held 0x138802"), "%s", R[1].msg);
+    still_serves(p, 2);
+    each_done_once(12);
+    async__procpool_free(p);
+}
+
+/* Caught: a queued job whose submit ring entry a worker overwrote was never
+ * claimed (no deadline: it waited for ever).  The supervisor publishes a
+ * queued slot again when the ring has drained without it. */
+Test(round13_exec, a_queued_job_whose_ring_entry_was_overwritten_runs, .timeout = 60)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit_scribble(p, RING_ENTRY, 0, 0), 0);
+    usleep(50000); /* the scribbler runs first */
+    cr_assert_eq(submit(p, square, 6, 1, ASYNC_FOREVER), 0);
+    wait_done(2);
+    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
+    cr_assert_eq(R[1].err, 0, "%s", R[1].msg);
+    cr_assert_eq(R[1].val, 36);
     still_serves(p, 2);
     each_done_once(12);
     async__procpool_free(p);

@@ -85,6 +85,7 @@ struct async__procpool {
     bool server_known;       /* once reaped: server_status is its wait status */
     int server_status;
     int64_t closing_at;      /* when the pool began waiting for its workers' exits */
+    int64_t requeue_at;      /* the supervisor's next look for lost ring entries */
     int broken;
     bool notify_broken;
     void (*on_broken)(void *arg, int code, const char *msg);

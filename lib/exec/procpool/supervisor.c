@@ -912,6 +912,24 @@ static void kill_everything(async__procpool_t *p)
         if (p->w[w].alive) send_msg(p, PP_MSG_KILL, w, p->w[w].pid, SIGKILL);
 }
 
+/* Under mu, with the submit ring empty: a live job whose slot still says
+ * QUEUED has lost its ring entry (a worker overwrote it), since placing
+ * publishes the state before the entry and a worker claims the slot before
+ * it moves the head past it.  Such a job would wait for its deadline, or for
+ * ever: it is published again. */
+static void requeue_lost(async__procpool_t *p)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
+        if (atomic_load(&p->jobs[i].fin) || atomic_load(&p->v.slots[i].state) != PP_QUEUED) continue;
+        if (p->q_tail - async__pp_q_head(p) >= p->v.ring_cap) break;
+        atomic_store_explicit(&p->v.ring[p->q_tail & (p->v.ring_cap - 1)], i, memory_order_relaxed);
+        atomic_store_explicit(&p->h->q_tail, ++p->q_tail, memory_order_release);
+        any = true;
+    }
+    if (any) async__pp_wake_workers(p->h, INT_MAX);
+}
+
 static void *supervise(void *arg)
 {
     async__procpool_t *p = arg;
@@ -970,6 +988,10 @@ static void *supervise(void *arg)
          * garbage entries, a head out of range would stall the ring). */
         if (atomic_load(&h->q_tail) != p->q_tail) atomic_store(&h->q_tail, p->q_tail);
         bool queued = p->q_tail != async__pp_q_head(p);
+        if (!queued && now >= p->requeue_at) {
+            p->requeue_at = now + IDLE_CHECK_NS;
+            requeue_lost(p);
+        }
         int64_t wake = next_wake(p);
         bool notify = p->notify_broken;
         p->notify_broken = false;
