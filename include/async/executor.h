@@ -285,6 +285,10 @@ static inline void async_job_init(async_job_t *o)
  * bounds the wait for room only, not the job: see timeout_ns); a task
  * cancelled while it waits gets ASYNC_ECANCELED; in both cases nothing is
  * queued.  trysubmit never waits: ASYNC_EAGAIN when full.
+ * A process-backend future may also fail with ASYNC_EIO: a worker left a
+ * result the pool cannot believe (a length or offset outside the job's
+ * result, an outcome header that disagrees with it: the pool's shared
+ * memory was overwritten by some work function), and the message says what.
  * Errors: ASYNC_EINVAL (job or fn NULL, bad job->size, in NULL
  * with in_size > 0), ASYNC_ECLOSED (shut down, before or while blocked),
  * ASYNC_EINIT (a worker initializer failed: the pool is broken),
@@ -293,7 +297,9 @@ static inline void async_job_init(async_job_t *o)
  * backend: the pool's fork server died, so no worker can start and the pool
  * is broken; jobs queued or running then fail with ASYNC_ECHILD and "the
  * process pool's fork server (pid P) died..."; submit returns it once the
- * pool has noticed, within about 250 ms), ASYNC_ETIMEDOUT (submit_dl),
+ * pool has noticed, within about 250 ms; the same when the server broke its
+ * protocol or closed its socket alive: "... sent a message of 8 bytes ...,
+ * and the pool killed it"), ASYNC_ETIMEDOUT (submit_dl),
  * ASYNC_ECANCELED (a cancelled task that had to wait for room),
  * ASYNC_EDEADLK (the queue is full and the caller is a thread the room
  * depends on, so the wait would never end: a future's callback on the

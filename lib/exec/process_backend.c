@@ -158,6 +158,33 @@ static void finish_err(procs_t *s, async__job_t *job, int err, const char *msg)
     job_ended(s, -1);
 }
 
+/* Whether the outcome header a worker wrote in front of a result of len
+ * bytes (the engine checked that those lie where they should) agrees with
+ * it: a work function may have overwritten it (the rows' neighbours in
+ * shared memory), and each size and row number is used to copy.  Says what
+ * is wrong in msg (cap bytes) when it does not. */
+static bool res_ok(const res_t *r, size_t len, size_t rows_bytes, size_t count, char *msg,
+                   size_t cap)
+{
+    size_t room = len >= sizeof *r ? len - sizeof *r : 0;
+    size_t body = r->var_size ? r->var_size : rows_bytes;
+    if (len < sizeof *r)
+        snprintf(msg, cap, "the worker's result (%zu bytes) is shorter than its header", len);
+    else if (body > room)
+        snprintf(msg, cap, "the worker's result announces %llu bytes of rows in %zu",
+                 (unsigned long long)body, room);
+    else if (r->err && r->failed_row >= (count ? count : 1))
+        snprintf(msg, cap, "the worker's result names row %llu as failed, of %zu",
+                 (unsigned long long)r->failed_row, count);
+    else if (r->err > 0)
+        snprintf(msg, cap, "the worker's result holds the error code %d", (int)r->err);
+    else
+        return true;
+    size_t n = strlen(msg);
+    snprintf(msg + n, cap - n, " (the pool's shared memory was overwritten)");
+    return false;
+}
+
 static void on_done(void *user, void *arg, int err, const char *msg, const void *out,
                     size_t len)
 {
@@ -167,13 +194,18 @@ static void on_done(void *user, void *arg, int err, const char *msg, const void 
         finish_err(s, job, err, msg);
         return;
     }
-    res_t r;
-    memcpy(&r, out, sizeof r);
+    res_t r = {0};
+    if (len >= sizeof r) memcpy(&r, out, sizeof r);
     const char *data = (const char *)out + sizeof r;
-    async__outcome_t oc = {.err = r.err, .failed_row = r.failed_row,
-                           .result_size = r.result_size};
     bool out_shared = job->rows.out && async__procpool_owns(s->pool, job->rows.out);
     size_t rows_bytes = out_shared ? 0 : job->rows.out_size * job->rows.count;
+    char bad[ASYNC_FUTURE_MSG_MAX];
+    if (!res_ok(&r, len, rows_bytes, job->rows.count, bad, sizeof bad)) {
+        finish_err(s, job, ASYNC_EIO, bad);
+        return;
+    }
+    async__outcome_t oc = {.err = r.err, .failed_row = r.failed_row,
+                           .result_size = r.result_size};
     if (r.var_size) {
         oc.var_out = (void *)data;
         oc.var_size = r.var_size;
@@ -184,7 +216,8 @@ static void on_done(void *user, void *arg, int err, const char *msg, const void 
     if (r.msg_len) {
         size_t at = sizeof r + (r.var_size ? r.var_size : rows_bytes);
         size_t n = r.msg_len < sizeof oc.msg - 1 ? r.msg_len : sizeof oc.msg - 1;
-        if (at + n <= len) memcpy(oc.msg, (const char *)out + at, n);
+        if (at <= len && n <= len - at) memcpy(oc.msg, (const char *)out + at, n);
+        else n = 0;
         oc.msg[n] = '\0';
     }
     async__exec_finish(s->ex, job, &oc);
@@ -318,16 +351,21 @@ static void on_direct_done(void *user, void *arg, int err, const char *msg, cons
         snprintf(d->msg, sizeof d->msg, "%s", msg ? msg : async_strerror(err));
         return;
     }
-    res_t r;
-    memcpy(&r, out, sizeof r);
+    res_t r = {0};
+    if (len >= sizeof r) memcpy(&r, out, sizeof r);
+    if (!res_ok(&r, len, d->out_size, 1, d->msg, sizeof d->msg)) {
+        d->code = ASYNC_EIO;
+        return;
+    }
     d->ns = r.ns;
     const char *data = (const char *)out + sizeof r;
     if (r.err) {
-        d->code = r.err >= 0 ? ASYNC_EWORK : r.err;
+        d->code = r.err;
         if (r.msg_len) {
             size_t at = sizeof r + (r.var_size ? r.var_size : d->out_size);
             size_t n = r.msg_len < sizeof d->msg - 1 ? r.msg_len : sizeof d->msg - 1;
-            if (at + n <= len) memcpy(d->msg, (const char *)out + at, n);
+            if (at <= len && n <= len - at) memcpy(d->msg, (const char *)out + at, n);
+            else n = 0;
             d->msg[n] = '\0';
         }
         return;

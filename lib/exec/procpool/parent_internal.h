@@ -6,13 +6,24 @@
 #include <assert.h>
 #include "shm_internal.h"
 
+/* The parent's own record of the job in each slot.  What it knows here it
+ * never reads back from the slot, which any worker may have overwritten. */
 typedef struct pp_job {
     async__procpool_done_fn done;
     void *arg;
     uint64_t seq;            /* the job's id; 0 while the slot is free */
     uint64_t in_blk, out_blk; /* heap blocks to free with the slot */
+    uint64_t out_cap;        /* the result's capacity, inline or in out_blk */
+    uint8_t in_k, out_k;     /* the blocks' size classes: their headers are in the region */
+    bool grace;              /* its deadline was put off once (supervisor.c's expire) */
+    uint32_t batch;          /* the call_n generation of a chunk, 0: none */
     int zombie_of;           /* revoked from this worker: free the slot when it is reaped */
     _Atomic uint32_t *waiter; /* async__procpool_call's flag: set once done has run */
+    /* 0 from placing until one thread takes the right to run done (claim,
+     * an exchange): the slot's state word only says which way the job went,
+     * and a worker that writes it where it should not must not make a done
+     * run twice, nor for a free slot (1 then). */
+    _Atomic uint32_t fin;
 } pp_job_t;
 
 typedef struct pp_pending {
@@ -34,14 +45,26 @@ typedef struct pp_pworker {
     unsigned early_deaths;   /* deaths in a row before reporting ready */
     int64_t retry_at;        /* when to fork again (a failed fork, a restart
                                 held back after early deaths); 0: no */
+    uint64_t done_head;      /* its done ring's head: ours, not the region's */
+    pid_t kill_owed;         /* a KILL for this pid waits for room on the socket */
+    bool spawn_owed;         /* so does a SPAWN */
+    /* Set when the parent found this worker's ring or results corrupt and
+     * killed it: its ring is read no more, and the jobs it held fail with
+     * this. */
+    char corrupt[200];
 } pp_pworker_t;
 
 enum { PP_OPEN, PP_DRAIN, PP_KILL };
 
 struct async__procpool {
     pp_shm_t *h;
+    pp_view_t v;             /* the layout, private (shm_internal.h) */
+    uint64_t q_tail;         /* the submit ring's tail, under mu: ours to trust */
     int sock;
     pid_t server;
+    int server_pidfd;        /* -1: none (a kernel before 5.3) */
+    int64_t server_heard;    /* when the fork server last said something */
+    unsigned nowed;          /* messages waiting for room on the socket */
     pthread_t sup;
     bool sup_started, sup_joined, locks_ready;
     pthread_mutex_t join_mu;
@@ -59,6 +82,10 @@ struct async__procpool {
     size_t ndl, dl_cap;
     int mode;
     bool killing, retired_all, server_gone, server_reaped, done;
+    bool server_known;       /* once reaped: server_status is its wait status */
+    int server_status;
+    int64_t closing_at;      /* when the pool began waiting for its workers' exits */
+    int64_t requeue_at;      /* the supervisor's next look for lost ring entries */
     int broken;
     bool notify_broken;
     void (*on_broken)(void *arg, int code, const char *msg);
@@ -82,16 +109,28 @@ void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out);
 /* Runs the done callback of the finished job in slot idx (not under mu). */
-void async__pp_deliver(async__procpool_t *p, uint32_t idx);
+void async__pp_deliver(async__procpool_t *p, uint32_t idx, unsigned w);
+/* Takes the right to run the done of the job in slot idx: true once, for
+ * the first caller after placing. */
+static inline bool async__pp_claim(async__procpool_t *p, uint32_t idx)
+{
+    return atomic_exchange(&p->jobs[idx].fin, 1) == 0;
+}
 /* After a job's done ran anywhere but in its async__procpool_call waiter:
  * tells the waiter (if any) and wakes it.  Never touches *waiter after the
  * store: the waiter may return at once. */
 void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter);
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx);
+/* Under mu: the submit ring's head, which workers advance; one outside
+ * [q_tail - ring_cap, q_tail] was overwritten and is put back (and the
+ * workers woken to rescan), so that no garbage stalls the ring. */
+uint64_t async__pp_q_head(async__procpool_t *p);
 void async__pp_job_finished(async__procpool_t *p);
 /* Returns whether the job was left to the worker spinning for one (no wake-up). */
 bool async__pp_wake_workers(pp_shm_t *h, int n);
 void async__pp_deadline_pop(async__procpool_t *p);
+/* Under mu, right after a pop (which leaves the room): cannot fail. */
+void async__pp_deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq);
 /* Under mu: a job left the pending list. */
 static inline void async__pp_unpend(async__procpool_t *p, const pp_pending_t *pj)
 {
@@ -101,5 +140,13 @@ void async__pp_poke(async__procpool_t *p);
 void async__procpool_free_now(async__procpool_t *p);
 int async__pp_start_supervisor(async__procpool_t *p);
 void async__pp_join_supervisor(async__procpool_t *p);
+/* Reaps the fork server, waiting up to patience for it to exit by itself,
+ * then killing it (through its pidfd, which cannot reach a stranger once
+ * another waiter has reaped it).  Returns whether its wait status is known
+ * (*status, OUT), which another waiter (SIGCHLD set to SIG_IGN, libev's
+ * default loop) may have taken: the pidfd still tells it on Linux 6.15+.
+ * *killed (OUT, may be NULL) says whether it was still alive at the end of
+ * its patience.  Not under mu; idempotent. */
+bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed);
 
 #endif

@@ -6,6 +6,7 @@
  * pending jobs, deadlines, modes, worker bookkeeping).  Callbacks (a job's
  * done) never run under it, so they may submit again.  Only the supervisor
  * thread talks to the fork server. */
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,10 @@
 #include "parent_internal.h"
 
 #define HDR_MAGIC 0x68656170u /* "heap" */
+/* A thread waiting for a hand-over re-checks this often even unwoken. */
+#define SLEEP_CHECK_NS ASYNC_MSEC(100)
+/* How long free waits for the fork server to obey QUIT before killing it. */
+#define SERVER_QUIT_NS ASYNC_SEC(5)
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -30,8 +35,19 @@ static unsigned pow2_at_least(unsigned n)
 
 /* Power-of-two blocks with a 16-byte header {magic|class, next-free};
  * returns the offset of the usable bytes, or 0 when full.  Big freed blocks
- * (16 MiB and more) give their pages back to the kernel. */
-uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
+ * (16 MiB and more) give their pages back to the kernel.
+ *
+ * The headers sit in the region, where a work function can overwrite them
+ * (one that writes past its output rows in shared memory does).  Every
+ * header the parent reads is therefore checked against what it knows
+ * privately (heap_top, the block alignment) before it is believed: a block
+ * whose header is garbage is leaked, never freed into a list, and a free
+ * list whose link is garbage is dropped from there on.  A forged header
+ * that passes (a plausible block) can at worst hand out a block twice:
+ * both live in the region, so the parent still writes nowhere else. */
+
+/* The size class of a block for n usable bytes, 0 if there is none. */
+static unsigned heap_class(size_t n)
 {
     size_t need = n + 16;
     if (need < n) return 0;
@@ -39,13 +55,33 @@ uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
     while (((size_t)1 << k) < need) {
         if (++k >= 63) return 0;
     }
+    return k;
+}
+
+/* Whether a block of class k at off (its header) lies inside what the heap
+ * has handed out.  Blocks are sums of powers of two of 32 bytes or more
+ * from heap_off, so they are 32-aligned. */
+static bool heap_block_ok(const async__procpool_t *p, uint64_t off, unsigned k)
+{
+    return k >= 5 && k < 63 && off >= p->v.heap_off && off % 32 == 0 && off < p->heap_top &&
+           p->heap_top - off >= ((uint64_t)1 << k);
+}
+
+uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
+{
+    unsigned k = heap_class(n);
+    if (!k) return 0;
     char *base = (char *)p->h;
     uint64_t off = p->free_list[k];
     bool fresh = false;
     if (off) {
-        p->free_list[k] = ((uint64_t *)(base + off))[1];
+        uint64_t next = ((volatile uint64_t *)(base + off))[1];
+        if (next && (!heap_block_ok(p, next, k) ||
+                     ((volatile uint64_t *)(base + next))[0] != (((uint64_t)HDR_MAGIC << 32) | k)))
+            next = 0; /* overwritten: the rest of this list is lost, not followed */
+        p->free_list[k] = next;
     } else {
-        if (p->heap_top + ((uint64_t)1 << k) > p->h->size) return 0;
+        if (p->heap_top + ((uint64_t)1 << k) > p->v.size) return 0;
         off = p->heap_top;
         p->heap_top += (uint64_t)1 << k;
         fresh = true;
@@ -57,14 +93,23 @@ uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
     return off + 16;
 }
 
-void async__pp_heap_free(async__procpool_t *p, uint64_t uoff)
+/* Frees the block at uoff of class k (0: read the class from its header,
+ * which must then be sound, or the block is leaked). */
+static void heap_free_k(async__procpool_t *p, uint64_t uoff, unsigned k)
 {
     if (!uoff) return;
     char *base = (char *)p->h;
     uint64_t off = uoff - 16;
+    if (uoff < 16) return;
+    if (!k) {
+        if (!heap_block_ok(p, off, 5)) return;
+        uint64_t h0 = *(volatile uint64_t *)(base + off);
+        if (h0 >> 32 != HDR_MAGIC) return;
+        k = (unsigned)(h0 & 0xff);
+    }
+    if (!heap_block_ok(p, off, k)) return;
     uint64_t *hdr = (uint64_t *)(base + off);
-    assert(hdr[0] >> 32 == HDR_MAGIC);
-    unsigned k = (unsigned)(hdr[0] & 0xff);
+    hdr[0] = ((uint64_t)HDR_MAGIC << 32) | k; /* as the list's checks expect */
     if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
         size_t pg = async__page_size();
         /* Whole pages inside the block only: madvise rounds the length up,
@@ -76,6 +121,8 @@ void async__pp_heap_free(async__procpool_t *p, uint64_t uoff)
     hdr[1] = p->free_list[k];
     p->free_list[k] = off;
 }
+
+void async__pp_heap_free(async__procpool_t *p, uint64_t uoff) { heap_free_k(p, uoff, 0); }
 
 int async__procpool_shm_alloc(async__procpool_t *p, size_t size, void **out)
 {
@@ -102,7 +149,7 @@ void async__procpool_shm_free(async__procpool_t *p, void *ptr)
 bool async__procpool_owns(const async__procpool_t *p, const void *ptr)
 {
     const char *c = ptr, *base = (const char *)p->h;
-    return c >= base + p->h->heap_off && c < base + p->h->size;
+    return c >= base + p->v.heap_off && c < base + p->v.size;
 }
 
 /* --- placing jobs in slots ------------------------------------------------------ */
@@ -161,7 +208,7 @@ static bool deadline_room(async__procpool_t *p, size_t k)
 }
 
 /* Under mu, after deadline_room: cannot fail. */
-static void deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
+void async__pp_deadline_push(async__procpool_t *p, int64_t t, uint32_t idx, uint64_t seq)
 {
     assert(p->ndl < p->dl_cap);
     size_t i = p->ndl++;
@@ -181,11 +228,11 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
 {
     pp_shm_t *h = p->h;
     if (!p->nfree) return ASYNC_EAGAIN;
-    uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
-    if (tail - atomic_load(&h->q_head) >= h->ring_cap) return ASYNC_EAGAIN;
+    uint64_t tail = p->q_tail;
+    if (tail - async__pp_q_head(p) >= p->v.ring_cap) return ASYNC_EAGAIN;
     if (job->deadline != ASYNC_FOREVER && !deadline_room(p, 1)) return ASYNC_ENOMEM;
     uint32_t idx = p->free_slots[p->nfree - 1];
-    pp_slot_t *s = &pp_slots(h)[idx];
+    pp_slot_t *s = &p->v.slots[idx];
     pp_job_t *j = &p->jobs[idx];
     uint64_t in_blk = 0, out_blk = 0;
     size_t in_len = job->in_len + job->in2_len;
@@ -222,14 +269,40 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
         atomic_store_explicit(&s->caller_cpu, cpu, memory_order_relaxed);
         atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
     }
-    *j = (pp_job_t){.done = job->done, .arg = job->arg, .seq = seq, .in_blk = in_blk,
-                    .out_blk = out_blk, .zombie_of = -1, .waiter = waiter};
+    j->done = job->done;
+    j->arg = job->arg;
+    j->seq = seq;
+    j->in_blk = in_blk;
+    j->out_blk = out_blk;
+    j->in_k = in_blk ? (uint8_t)heap_class(in_len) : 0;
+    j->out_k = out_blk ? (uint8_t)heap_class(job->out_cap) : 0;
+    j->out_cap = job->out_cap;
+    j->batch = s->batch;
+    j->zombie_of = -1;
+    j->grace = false;
+    j->waiter = waiter;
+    atomic_store_explicit(&j->fin, 0, memory_order_relaxed);
     if (idx_out) *idx_out = idx;
     atomic_store_explicit(&s->state, PP_QUEUED, memory_order_release);
-    atomic_store_explicit(&pp_ring(h)[tail & (h->ring_cap - 1)], idx, memory_order_relaxed);
+    atomic_store_explicit(&p->v.ring[tail & (p->v.ring_cap - 1)], idx, memory_order_relaxed);
+    p->q_tail = tail + 1;
     atomic_store_explicit(&h->q_tail, tail + 1, memory_order_release);
-    if (job->deadline != ASYNC_FOREVER) deadline_push(p, job->deadline, idx, seq);
+    if (job->deadline != ASYNC_FOREVER) async__pp_deadline_push(p, job->deadline, idx, seq);
     return 0;
+}
+
+uint64_t async__pp_q_head(async__procpool_t *p)
+{
+    uint64_t tail = p->q_tail, cap = p->v.ring_cap;
+    uint64_t head = atomic_load(&p->h->q_head);
+    if (tail - head <= cap) return head;
+    /* Every entry from here is stale or names a queued slot: rescanning
+     * them costs the workers a compare each. */
+    uint64_t fixed = tail < cap ? 0 : tail - cap;
+    atomic_compare_exchange_strong(&p->h->q_head, &head, fixed);
+    atomic_fetch_add(&p->h->work_seq, 1);
+    pp_futex_wake(&p->h->work_seq, INT32_MAX);
+    return fixed;
 }
 
 /* Wakes n sleeping workers, if any sleep; after publishing.  One job is
@@ -366,7 +439,8 @@ static void note_call_wait(async__procpool_t *p, int64_t waited)
 static void wait_for_slot(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *finished,
                           bool woke, bool spun, int64_t start)
 {
-    pp_slot_t *s = &pp_slots(p->h)[idx];
+    pp_slot_t *s = &p->v.slots[idx];
+    bool lost = false; /* the supervisor took the job first: wait for its flag */
     for (;;) {
         uint32_t ws = atomic_load(&s->wseq);
         /* The state before the flag: the slot is freed (and may be reused)
@@ -374,9 +448,16 @@ static void wait_for_slot(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *
          * is this job's. */
         uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
         if (atomic_load(finished)) return; /* done ran on the supervisor */
-        if (PP_KIND(st) == PP_HANDED) {
+        if (PP_KIND(st) == PP_HANDED && !lost) {
+            /* The state word is the worker's to write, and a stray one may
+             * say HANDED while the supervisor fails the job: the claim
+             * decides who runs done. */
+            if (!async__pp_claim(p, idx)) {
+                lost = true;
+                continue;
+            }
             if (spun) note_call_wait(p, async_now() - start);
-            async__pp_deliver(p, idx);
+            async__pp_deliver(p, idx, PP_WORKER(st));
             pthread_mutex_lock(&p->mu);
             assert(p->jobs[idx].waiter == finished);
             async__pp_slot_free(p, idx);
@@ -389,10 +470,12 @@ static void wait_for_slot(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *
         atomic_store(&s->wsleep, 1);
         pp_fence();
         uint32_t now_st = atomic_load(&s->state);
-        if (PP_KIND(now_st) == PP_HANDED || atomic_load(finished)) continue;
+        if ((PP_KIND(now_st) == PP_HANDED && !lost) || atomic_load(finished)) continue;
         /* Left to a spinner that has not claimed it: do not sleep on it. */
         if (!woke && PP_KIND(now_st) == PP_QUEUED) woke = wake_one_worker(p->h);
-        pp_futex_wait(&s->wseq, ws, -1);
+        /* Bounded: the worker skips the wake when wsleep, a word in the
+         * region, says nobody sleeps, and a stray write may say so. */
+        pp_futex_wait(&s->wseq, ws, SLEEP_CHECK_NS);
     }
 }
 
@@ -433,7 +516,7 @@ int async__procpool_call(async__procpool_t *p, const async__procjob_t *job)
     pthread_mutex_unlock(&p->mu);
     bool spinner = async__pp_wake_workers(p->h, 1);
     if (job->deadline != ASYNC_FOREVER) async__pp_poke(p);
-    pp_slot_t *s = &pp_slots(p->h)[idx];
+    pp_slot_t *s = &p->v.slots[idx];
     int64_t start = async_now();
     bool woke = !spinner; /* a worker was woken, or none could be */
     bool spun = spinner && spin_for_hand_over(p, s, &finished, start, &woke);
@@ -462,14 +545,14 @@ static void wait_batch(async__procpool_t *p, const uint32_t *idx, _Atomic uint32
                        size_t n)
 {
     pp_shm_t *h = p->h;
-    pp_slot_t *slots = pp_slots(h);
+    pp_slot_t *slots = p->v.slots;
     for (;;) {
         uint32_t seq = atomic_load(&h->batch_seq);
         if (batch_ended(slots, idx, finished, n)) break;
         atomic_store(&h->batch_sleep, 1);
         pp_fence();
         if (batch_ended(slots, idx, finished, n)) break;
-        pp_futex_wait(&h->batch_seq, seq, -1);
+        pp_futex_wait(&h->batch_seq, seq, SLEEP_CHECK_NS); /* as in wait_for_slot */
     }
     atomic_store(&h->batch_sleep, 0);
 }
@@ -491,8 +574,8 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
     pp_shm_t *h = p->h;
     pthread_mutex_lock(&p->mu);
     int rc = call_refused(p);
-    uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_relaxed);
-    if (!rc && (p->batch_busy || p->nfree < n || tail - atomic_load(&h->q_head) + n > h->ring_cap))
+    uint64_t tail = p->q_tail;
+    if (!rc && (p->batch_busy || p->nfree < n || tail - async__pp_q_head(p) + n > p->v.ring_cap))
         rc = ASYNC_EAGAIN; /* all or none, one batch at a time */
     size_t ntimed = 0;
     for (size_t k = 0; k < n; k++) ntimed += jobs[k].deadline != ASYNC_FOREVER;
@@ -516,7 +599,7 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
     p->placing_batch = 0;
     pthread_mutex_unlock(&p->mu);
     if (rc) return rc;
-    unsigned workers = h->nworkers;
+    unsigned workers = p->v.nworkers;
     async__pp_wake_workers(h, n < workers ? (int)n : (int)workers);
     if (timed) async__pp_poke(p);
     wait_batch(p, idx, finished, n);
@@ -524,9 +607,13 @@ int async__procpool_call_n(async__procpool_t *p, const async__procjob_t *jobs, s
      * then free their slots under one lock. */
     bool handed[PP_CALL_MAX];
     for (size_t k = 0; k < n; k++) {
-        uint32_t st = atomic_load_explicit(&pp_slots(h)[idx[k]].state, memory_order_acquire);
-        handed[k] = !atomic_load(&finished[k]) && PP_KIND(st) == PP_HANDED;
-        if (handed[k]) async__pp_deliver(p, idx[k]);
+        uint32_t st = atomic_load_explicit(&p->v.slots[idx[k]].state, memory_order_acquire);
+        handed[k] = !atomic_load(&finished[k]) && PP_KIND(st) == PP_HANDED &&
+                    async__pp_claim(p, idx[k]);
+        if (handed[k]) async__pp_deliver(p, idx[k], PP_WORKER(st));
+        /* Claimed by the supervisor (a stray HANDED while it failed the
+         * chunk): its flag comes once its done has run. */
+        while (!handed[k] && !atomic_load(&finished[k])) usleep(100);
     }
     pthread_mutex_lock(&p->mu);
     for (size_t k = 0; k < n; k++) {
@@ -557,12 +644,13 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
-    pp_slot_t *slots = pp_slots(p->h);
-    for (uint32_t i = 0; i < p->h->nslots; i++) {
+    pp_slot_t *slots = p->v.slots;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
         if (p->jobs[i].seq != id) continue;
         uint32_t st = atomic_load(&slots[i].state);
         if (PP_KIND(st) == PP_QUEUED &&
             atomic_compare_exchange_strong(&slots[i].state, &st, PP_ST(PP_REVOKED, 0))) {
+            if (!async__pp_claim(p, i)) break; /* a stray QUEUED: it is being delivered */
             pp_job_t j = p->jobs[i];
             p->jobs[i].seq = 0;
             pthread_mutex_unlock(&p->mu);
@@ -584,13 +672,14 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx)
 {
     pp_job_t *j = &p->jobs[idx];
-    async__pp_heap_free(p, j->in_blk);
-    async__pp_heap_free(p, j->out_blk);
+    heap_free_k(p, j->in_blk, j->in_k);
+    heap_free_k(p, j->out_blk, j->out_k);
     j->in_blk = j->out_blk = 0;
     j->seq = 0;
     j->zombie_of = -1;
     j->waiter = NULL;
-    atomic_store_explicit(&pp_slots(p->h)[idx].state, PP_FREE, memory_order_release);
+    atomic_store(&j->fin, 1);
+    atomic_store_explicit(&p->v.slots[idx].state, PP_FREE, memory_order_release);
     p->free_slots[p->nfree++] = idx;
 }
 
@@ -633,19 +722,23 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
     close(fd); /* the mapping keeps the memory; no descriptor to leak */
     if (m == MAP_FAILED) return e;
     pp_shm_t *h = m;
-    *h = (pp_shm_t){.magic = PP_MAGIC, .nslots = nslots, .ring_cap = nslots * 2,
-                    .nworkers = nworkers, .slots_off = slots_off, .ring_off = ring_off,
-                    .workers_off = workers_off, .done_off = done_off, .res_off = res_off,
-                    .heap_off = heap_off, .size = size, .result_area = result_area,
-                    .call = (uint64_t)(uintptr_t)o->call, .init = (uint64_t)(uintptr_t)o->init,
-                    .init_arg = (uint64_t)(uintptr_t)o->init_arg,
-                    .max_tasks = o->max_tasks_per_worker,
-                    .idle_spin_ns = o->idle_spin_ns,
-                    .call_spin_ns = p->call_spin_ns};
+    *h = (pp_shm_t){.magic = PP_MAGIC};
+    char *c = m;
+    p->v = (pp_view_t){.h = h, .slots = (pp_slot_t *)(c + slots_off),
+                       .ring = (_Atomic uint32_t *)(c + ring_off),
+                       .workers = (pp_worker_t *)(c + workers_off),
+                       .done = (_Atomic uint32_t *)(c + done_off), .res = c + res_off,
+                       .nslots = nslots, .ring_cap = nslots * 2, .nworkers = nworkers,
+                       .heap_off = heap_off, .size = size, .result_area = result_area,
+                       .call = (uint64_t)(uintptr_t)o->call,
+                       .init = (uint64_t)(uintptr_t)o->init,
+                       .init_arg = (uint64_t)(uintptr_t)o->init_arg,
+                       .max_tasks = o->max_tasks_per_worker,
+                       .idle_spin_ns = o->idle_spin_ns, .call_spin_ns = p->call_spin_ns};
     /* No spinning by default: on a 2-CPU virtual machine a spinning worker
      * made the one-at-a-time round trip slower (24 against 18 us) and the
      * rest no faster; see docs/procs.md. */
-    if (h->idle_spin_ns < 0) h->idle_spin_ns = 0;
+    if (p->v.idle_spin_ns < 0) p->v.idle_spin_ns = 0;
     p->h = h;
     p->heap_top = heap_off;
     return 0;
@@ -664,6 +757,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     if (!p) return rc;
     p->nworkers = nworkers;
     p->sock = -1;
+    p->server_pidfd = -1;
     p->on_broken = o->on_broken;
     p->broken_arg = o->broken_arg;
     p->user = o->user;
@@ -673,14 +767,15 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     if (!p->w) goto fail;
     if ((rc = make_region(p, o, nworkers))) goto fail;
     rc = ASYNC_ENOMEM;
-    p->jobs = async__calloc(p->h->nslots, sizeof *p->jobs);
-    p->free_slots = async__malloc(p->h->nslots * sizeof *p->free_slots);
+    p->jobs = async__calloc(p->v.nslots, sizeof *p->jobs);
+    p->free_slots = async__malloc(p->v.nslots * sizeof *p->free_slots);
     if (!p->jobs || !p->free_slots) goto fail;
-    for (uint32_t i = 0; i < p->h->nslots; i++) {
-        p->free_slots[i] = p->h->nslots - 1 - i;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
+        p->free_slots[i] = p->v.nslots - 1 - i;
         p->jobs[i].zombie_of = -1;
+        atomic_init(&p->jobs[i].fin, 1); /* free: nothing to claim */
     }
-    p->nfree = p->h->nslots;
+    p->nfree = p->v.nslots;
     pthread_mutex_init(&p->mu, NULL);
     async__cond_init_monotonic(&p->cond, false); /* timed waits run on deadlines */
     pthread_mutex_init(&p->join_mu, NULL);
@@ -697,7 +792,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        async__pp_server_main(p->h, sv[1], o->inherit_fds);
+        async__pp_server_main(&p->v, sv[1], o->inherit_fds);
     }
     rc = pid < 0 ? -errno : 0; /* errno is stale after a fork that worked */
     close(sv[1]);
@@ -707,6 +802,13 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     }
     p->server = pid;
     p->sock = sv[0];
+    /* Before anything can reap it (it cannot exit before it has read our
+     * QUIT or lost our end of the socket, unless killed from outside). */
+#ifdef SYS_pidfd_open
+    p->server_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (p->server_pidfd >= 0) fcntl(p->server_pidfd, F_SETFD, FD_CLOEXEC);
+#endif
+    p->server_heard = async_now();
     if ((rc = async__pp_start_supervisor(p))) goto fail;
     *out = p;
     return 0;
@@ -720,19 +822,22 @@ void async__procpool_free_now(async__procpool_t *p)
 {
     if (p->sock >= 0) {
         /* Ask, rather than rely on the end of file: a child the application
-         * forked meanwhile may hold a copy of our end of the socket. */
+         * forked meanwhile may hold a copy of our end of the socket.  Not
+         * blocking: a stopped server's full socket must not hold us here. */
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
-        while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+        while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
         close(p->sock);
     }
-    if (p->server > 0 && !p->server_reaped) {
-        while (waitpid(p->server, NULL, 0) < 0 && errno == EINTR) {}
-    }
+    /* A server that does not leave by itself (stopped, or wedged) is
+     * killed, rather than waited for forever. */
+    int status;
+    if (p->server > 0) async__pp_reap_server(p, SERVER_QUIT_NS, &status, NULL);
+    if (p->server_pidfd >= 0) close(p->server_pidfd);
     for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {
         next = pj->next;
         async__free(pj);
     }
-    if (p->h) munmap(p->h, p->h->size);
+    if (p->h) munmap(p->h, p->v.size);
     if (p->locks_ready) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cond);
@@ -793,7 +898,7 @@ pid_t async__procpool_server_pid(const async__procpool_t *p) { return p->server;
 
 pid_t async__procpool_worker_pid(const async__procpool_t *p, unsigned i)
 {
-    return i < p->nworkers ? atomic_load(&pp_workers(p->h)[i].pid) : 0;
+    return i < p->nworkers ? atomic_load(&p->v.workers[i].pid) : 0;
 }
 
 uint64_t async__procpool_spawned(const async__procpool_t *p)

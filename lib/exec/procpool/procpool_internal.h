@@ -51,7 +51,11 @@ typedef int (*async__procpool_init_fn)(void *arg, char *msg, size_t msg_cap);
 /* A job's completion, exactly once for every successful submit, on the
  * supervisor thread (or in async__procpool_cancel's caller): err 0 with the
  * result (out is valid only during the call; msg NULL), or a code and a
- * message (never NULL).  user is the pool's opts.user, arg the job's. */
+ * message (never NULL).  user is the pool's opts.user, arg the job's.  The
+ * result lies inside the job's inline bytes, its output block or its
+ * worker's result area, never longer than those (the pool checks what the
+ * worker wrote: ASYNC_EIO and why otherwise); its bytes are the worker's
+ * and may be anything. */
 typedef void (*async__procpool_done_fn)(void *user, void *arg, int err, const char *msg,
                                         const void *out, size_t out_len);
 
@@ -69,7 +73,9 @@ typedef struct async__procpool_opts {
      * ASYNC_EINIT (an initializer reported failure, or workers with an
      * initializer kept dying before ready), ASYNC_EWORKERDIED (workers
      * without one kept dying before ready, or none could be forked),
-     * ASYNC_ECHILD (the fork server died). */
+     * ASYNC_ECHILD (the fork server died, broke its protocol, closed its
+     * socket alive, or was silent for 5 s while shutdown or terminate waited
+     * for its reports: it is killed then). */
     void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;                    /* first argument of every done callback */

@@ -39,6 +39,14 @@
  *   results that outgrew their slot and for error messages (same direction;
  *   the supervisor releases bytes in completion order).  A dead worker's rings
  *   are drained by the supervisor and reset before a replacement starts.
+ * - The rules above are what our code does; a work function can write
+ *   anything anywhere in the region.  So no process reads the layout from
+ *   the region (pp_view_t), and the parent checks every word it reads here
+ *   before it acts on it: states against its own record of each slot
+ *   (parent_internal.h's pp_job_t), ring entries and tails against the
+ *   ring, result lengths and offsets against the job's result, waking
+ *   words by bounded sleeps.  Garbage fails a job or kills a worker, with
+ *   a message that says what was found (supervisor.c).
  * - Sleep and wake-up are futexes on 32-bit sequence words with a waiter flag
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
@@ -117,20 +125,18 @@ typedef struct pp_worker {
     /* done ring, worker produces */
     _Atomic uint64_t done_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint64_t res_tail;
-    /* parent consumes */
-    _Atomic uint64_t done_head __attribute__((aligned(PP_LINE)));
-    _Atomic uint64_t res_head;
+    /* parent writes (its done ring's head is private to it) */
+    _Atomic uint64_t res_head __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t res_seq, res_waiting;
 } __attribute__((aligned(PP_LINE))) pp_worker_t;
 
+/* The region's shared words: the only part of the header any process reads
+ * after the fork server starts.  Every one of them is advisory or owned by
+ * one writer, and a process that finds one out of range treats it as
+ * garbage (see pp_view_t): a work function can write anywhere in the
+ * region, the header included. */
 typedef struct pp_shm {
-    uint32_t magic, nslots, ring_cap, nworkers;
-    uint64_t slots_off, ring_off, workers_off, done_off, res_off, heap_off, size;
-    uint64_t result_area;
-    uint64_t call, init, init_arg;
-    uint32_t max_tasks;
-    int64_t idle_spin_ns;
-    int64_t call_spin_ns;  /* after a direct hand-over, the worker spins this long */
+    uint32_t magic;
     _Atomic uint64_t q_head __attribute__((aligned(PP_LINE)));
     _Atomic uint64_t q_tail __attribute__((aligned(PP_LINE)));
     _Atomic uint32_t work_seq __attribute__((aligned(PP_LINE)));
@@ -146,22 +152,34 @@ typedef struct pp_shm {
     _Atomic uint32_t batch_degraded; /* a chunk failed: wake at every hand-over */
 } pp_shm_t;
 
-static inline pp_slot_t *pp_slots(pp_shm_t *h) { return (pp_slot_t *)((char *)h + h->slots_off); }
-static inline _Atomic uint32_t *pp_ring(pp_shm_t *h)
+/* The region's layout and the pool's settings, kept in each process's
+ * private memory and never in the region: the parent fills it before it
+ * forks the fork server, which inherits it, and so does every worker.  A
+ * work function that overwrites the region therefore cannot move where any
+ * process looks for slots, rings or results, nor the bounds it checks them
+ * against. */
+typedef struct pp_view {
+    pp_shm_t *h;
+    pp_slot_t *slots;
+    _Atomic uint32_t *ring;      /* the submit ring, ring_cap entries */
+    pp_worker_t *workers;
+    _Atomic uint32_t *done;      /* nworkers done rings of nslots entries */
+    char *res;                   /* nworkers result areas of result_area bytes */
+    uint32_t nslots, ring_cap, nworkers;
+    uint64_t heap_off, size, result_area;
+    uint64_t call, init, init_arg;
+    uint32_t max_tasks;
+    int64_t idle_spin_ns;
+    int64_t call_spin_ns;  /* after a direct hand-over, the worker spins this long */
+} pp_view_t;
+
+static inline _Atomic uint32_t *pp_done_ring(const pp_view_t *v, unsigned w)
 {
-    return (_Atomic uint32_t *)((char *)h + h->ring_off);
+    return v->done + (size_t)w * v->nslots;
 }
-static inline pp_worker_t *pp_workers(pp_shm_t *h)
+static inline char *pp_res_area(const pp_view_t *v, unsigned w)
 {
-    return (pp_worker_t *)((char *)h + h->workers_off);
-}
-static inline _Atomic uint32_t *pp_done_ring(pp_shm_t *h, unsigned w)
-{
-    return (_Atomic uint32_t *)((char *)h + h->done_off) + (size_t)w * h->nslots;
-}
-static inline char *pp_res_area(pp_shm_t *h, unsigned w)
-{
-    return (char *)h + h->res_off + (size_t)w * h->result_area;
+    return v->res + (size_t)w * v->result_area;
 }
 
 static inline void pp_futex_wait(_Atomic uint32_t *word, uint32_t seen, int64_t timeout_ns)
@@ -228,6 +246,7 @@ typedef struct pp_msg {
 } pp_msg_t;
 
 /* worker.c: the fork server's main; never returns. */
-_Noreturn void async__pp_server_main(pp_shm_t *shm, int sock, bool inherit_fds);
+/* v is the parent's private copy, which the fork server inherits. */
+_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds);
 
 #endif

@@ -8,9 +8,11 @@
  * threads bump the sequence unconditionally (see shm_internal.h).  It never
  * holds pool->mu while it runs a job's done callback. */
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
@@ -34,27 +36,89 @@
 #define EARLY_BACKOFF_NS ASYNC_MSEC(5)
 #define EARLY_BACKOFF_MAX_NS ASYNC_MSEC(200)
 
-static void send_msg(async__procpool_t *p, uint32_t type, unsigned w, pid_t pid, int value)
+/* The fork server's exit status follows the end of its socket at once. */
+#define SERVER_EXIT_NS ASYNC_MSEC(100)
+/* While the pool waits only for its workers' exits (shutdown or terminate
+ * with no job left), a fork server that says nothing for this long is
+ * stopped or wedged: it is killed, and its workers with it. */
+#define SERVER_PATIENCE_NS ASYNC_SEC(5)
+/* A message that found the socket full is retried this often. */
+#define OWED_RETRY_NS ASYNC_MSEC(10)
+/* A job found being delivered at its deadline is looked at once more then. */
+#define GRACE_NS ASYNC_SEC(1)
+#define QUARANTINE (-2)
+
+/* Sends without blocking: false when the socket is full (a server that
+ * does not read, because it is stopped or busy, must not stop the
+ * supervisor, which delivers results and keeps deadlines). */
+static bool try_send(async__procpool_t *p, uint32_t type, unsigned w, pid_t pid, int value)
 {
     pp_msg_t m = {type, w, pid, value};
-    if (p->server_gone) return;
-    while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    for (;;) {
+        if (send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)sizeof m) return true;
+        if (errno == EINTR) continue;
+        /* EPIPE and the like: the server is gone, which read_server sees. */
+        return errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS;
+    }
 }
 
-/* Calls a job's done without mu, then frees its slot unless the worker that
- * held it may still write to it.  Called and returns with mu held. */
-static void fail_slot(async__procpool_t *p, uint32_t idx, int err, const char *msg, bool free_it)
+/* Only SPAWN and KILL (always SIGKILL) go from here, one of each a worker
+ * at most: what does not fit now is owed, and sent in order later. */
+static void send_msg(async__procpool_t *p, uint32_t type, unsigned w, pid_t pid, int value)
 {
-    pp_job_t j = p->jobs[idx];
-    pthread_mutex_unlock(&p->mu);
-    j.done(p->user, j.arg, err, msg, NULL, 0);
-    async__pp_wake_waiter(p, idx, j.waiter);
-    pthread_mutex_lock(&p->mu);
-    if (free_it) async__pp_slot_free(p, idx);
-    else {
-        p->jobs[idx].seq = 0; /* no longer cancellable or expirable */
-        p->jobs[idx].waiter = NULL; /* told: it may be gone */
+    pp_pworker_t *pw = &p->w[w];
+    if (p->server_gone) return;
+    if (!p->nowed && try_send(p, type, w, pid, value)) return;
+    if (type == PP_MSG_KILL) {
+        if (!pw->kill_owed && !pw->spawn_owed) p->nowed++;
+        pw->kill_owed = pid;
+    } else {
+        if (!pw->kill_owed && !pw->spawn_owed) p->nowed++;
+        pw->spawn_owed = true;
     }
+}
+
+static void send_owed(async__procpool_t *p)
+{
+    for (unsigned w = 0; p->nowed && w < p->nworkers; w++) {
+        pp_pworker_t *pw = &p->w[w];
+        if (!pw->kill_owed && !pw->spawn_owed) continue;
+        if (p->server_gone) pw->kill_owed = 0, pw->spawn_owed = false;
+        if (pw->kill_owed) {
+            if (!try_send(p, PP_MSG_KILL, w, pw->kill_owed, SIGKILL)) return;
+            pw->kill_owed = 0;
+        }
+        if (pw->spawn_owed) {
+            if (!try_send(p, PP_MSG_SPAWN, w, 0, 0)) return;
+            pw->spawn_owed = false;
+        }
+        if (!pw->kill_owed && !pw->spawn_owed) p->nowed--;
+    }
+}
+
+/* Calls a job's done without mu, then frees its slot, unless zombie_of
+ * names the worker that may still write to it (the slot is freed when that
+ * worker is reaped), or is QUARANTINE (no worker can be named: the slot is
+ * kept out of use until the pool is freed).  Nothing happens if the job's done was claimed already
+ * (a waiting thread took a stray HANDED first, or the slot is free and only
+ * its state word says otherwise).  Called and returns with mu held. */
+static void fail_slot(async__procpool_t *p, uint32_t idx, int err, const char *msg, int zombie_of)
+{
+    if (!async__pp_claim(p, idx)) return;
+    pp_job_t *jp = &p->jobs[idx];
+    async__procpool_done_fn done = jp->done;
+    void *arg = jp->arg;
+    _Atomic uint32_t *waiter = jp->waiter;
+    if (zombie_of != -1) {
+        jp->zombie_of = zombie_of;
+        jp->seq = 0;       /* no longer cancellable or expirable */
+        jp->waiter = NULL; /* told below: it may be gone after */
+    }
+    pthread_mutex_unlock(&p->mu);
+    done(p->user, arg, err, msg, NULL, 0);
+    async__pp_wake_waiter(p, idx, waiter);
+    pthread_mutex_lock(&p->mu);
+    if (zombie_of == -1) async__pp_slot_free(p, idx);
     async__pp_job_finished(p);
 }
 
@@ -82,18 +146,18 @@ static void fail_all_pending(async__procpool_t *p, int err, const char *msg)
 static void fail_all_queued(async__procpool_t *p, int err, const char *msg)
 {
     fail_all_pending(p, err, msg);
-    pp_slot_t *slots = pp_slots(p->h);
-    for (uint32_t i = 0; i < p->h->nslots; i++) {
+    pp_slot_t *slots = p->v.slots;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
         uint32_t st = atomic_load(&slots[i].state);
-        if (PP_KIND(st) == PP_QUEUED &&
+        if (PP_KIND(st) == PP_QUEUED && atomic_load(&p->jobs[i].fin) == 0 &&
             atomic_compare_exchange_strong(&slots[i].state, &st, PP_ST(PP_REVOKED, 0)))
-            fail_slot(p, i, err, msg, true);
+            fail_slot(p, i, err, msg, -1);
     }
 }
 
 static void retire_all(async__procpool_t *p)
 {
-    for (unsigned w = 0; w < p->nworkers; w++) atomic_store(&pp_workers(p->h)[w].retire, 1);
+    for (unsigned w = 0; w < p->nworkers; w++) atomic_store(&p->v.workers[w].retire, 1);
     atomic_fetch_add(&p->h->work_seq, 1);
     pp_futex_wake(&p->h->work_seq, INT_MAX);
 }
@@ -113,11 +177,12 @@ static void break_pool(async__procpool_t *p, int err, const char *msg)
 
 static void spawn(async__procpool_t *p, unsigned w)
 {
-    pp_worker_t *wr = &pp_workers(p->h)[w];
+    pp_worker_t *wr = &p->v.workers[w];
     wr->init_err = 0;
     wr->init_msg[0] = '\0';
     atomic_store(&wr->retire, 0);
-    atomic_store(&wr->done_head, 0);
+    p->w[w].done_head = 0;
+    p->w[w].corrupt[0] = '\0';
     atomic_store(&wr->done_tail, 0);
     atomic_store(&wr->res_head, 0);
     atomic_store(&wr->res_tail, 0);
@@ -140,9 +205,11 @@ static bool want_workers(async__procpool_t *p)
 void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter)
 {
     if (!waiter) return;
-    pp_slot_t *s = &pp_slots(p->h)[idx];
-    /* Read before the flag: once it is set the waiter may free the slot. */
-    bool batch = s->batch != 0;
+    pp_slot_t *s = &p->v.slots[idx];
+    /* Read before the flag: once it is set the waiter may free the slot.
+     * Ours, not the slot's: a worker that rewrote the slot's batch word
+     * would have us wake the wrong sleeper, and the right one never. */
+    bool batch = p->jobs[idx].batch != 0;
     atomic_store(waiter, 1);
     if (batch) {
         pp_wake_batch(p->h);
@@ -154,33 +221,91 @@ void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t 
 
 /* Worker w died: a waiter whose job it handed over but did not wake yet
  * would sleep for ever. */
-static void wake_handed(async__procpool_t *p, pp_slot_t *s)
+static void wake_handed(async__procpool_t *p, uint32_t idx)
 {
+    pp_slot_t *s = &p->v.slots[idx];
     /* A chunk of a batch: whether the worker counted it is unknown. */
-    if (s->batch) pp_wake_batch(p->h);
+    if (p->jobs[idx].batch) pp_wake_batch(p->h);
     atomic_fetch_add(&s->wseq, 1);
     pp_futex_wake(&s->wseq, INT_MAX);
 }
 
-void async__pp_deliver(async__procpool_t *p, uint32_t idx)
+/* A field of the region, read once: a worker may change it meanwhile, and
+ * what is checked must be what is used. */
+#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+
+/* Whether [off, off + len) lies in worker w's result area (the byte ring a
+ * grown result or an error message goes to). */
+static bool in_res_area(const async__procpool_t *p, unsigned w, uint64_t off, uint64_t len)
 {
-    pp_slot_t *s = &pp_slots(p->h)[idx];
+    if (w >= p->v.nworkers) return false;
+    uint64_t start = (uint64_t)(pp_res_area(&p->v, w) - (char *)p->h), area = p->v.result_area;
+    return off >= start && off - start <= area && len <= area - (off - start);
+}
+
+/* Where the result a worker announced for the job in slot idx lies: inline
+ * in the slot, in the job's output block, or in worker w's result area, and
+ * never longer than what it names; NULL when it is none of them. */
+static const char *result_at(const async__procpool_t *p, uint32_t idx, unsigned w, uint64_t off,
+                             uint64_t len)
+{
+    const pp_job_t *j = &p->jobs[idx];
+    if (off == 0)
+        return len <= j->out_cap && len <= PP_OUT_INLINE ? (const char *)p->v.slots[idx].out_inline
+                                                          : NULL;
+    if (off == j->out_blk) return len <= j->out_cap ? (const char *)p->h + off : NULL;
+    return in_res_area(p, w, off, len) ? (const char *)p->h + off : NULL;
+}
+
+/* Every field the worker wrote is checked before it is believed: a work
+ * function can write anywhere in the region, its own slot or a
+ * neighbour's included, and a length or an offset out of bounds would have
+ * the parent read outside its result.  Such a job fails with ASYNC_EIO and a
+ * message that says what was wrong. */
+void async__pp_deliver(async__procpool_t *p, uint32_t idx, unsigned w)
+{
+    pp_slot_t *s = &p->v.slots[idx];
     pp_job_t *j = &p->jobs[idx];
-    char *base = (char *)p->h;
-    if (s->err) {
-        char msg[600];
-        if (s->msg_len) snprintf(msg, sizeof msg, "%.*s", (int)s->msg_len, base + s->msg_off);
-        else snprintf(msg, sizeof msg, "%s", async_strerror(s->err));
-        j->done(p->user, j->arg, s->err, msg, NULL, 0);
+    char msg[600];
+    int32_t err = READ_ONCE(s->err);
+    if (err > 0 || err < -100000) {
+        snprintf(msg, sizeof msg,
+                 "the worker left an invalid error code (%d) for the job: the pool's shared memory "
+                 "was overwritten",
+                 (int)err);
+        j->done(p->user, j->arg, ASYNC_EIO, msg, NULL, 0);
+    } else if (err) {
+        uint32_t mlen = READ_ONCE(s->msg_len);
+        uint64_t moff = READ_ONCE(s->msg_off);
+        if (!mlen) snprintf(msg, sizeof msg, "%s", async_strerror(err));
+        else if (mlen < 512 && in_res_area(p, w, moff, mlen))
+            snprintf(msg, sizeof msg, "%.*s", (int)mlen, (const char *)p->h + moff);
+        else
+            snprintf(msg, sizeof msg,
+                     "%s (the worker's message for it is invalid: %u bytes at offset %llu, outside "
+                     "its result area: the pool's shared memory was overwritten)",
+                     async_strerror(err), mlen, (unsigned long long)moff);
+        j->done(p->user, j->arg, err, msg, NULL, 0);
     } else {
-        const void *out = s->out_off ? base + s->out_off : (const void *)s->out_inline;
-        j->done(p->user, j->arg, 0, NULL, out, s->out_len);
+        uint64_t off = READ_ONCE(s->out_off), len = READ_ONCE(s->out_len);
+        const char *out = result_at(p, idx, w, off, len);
+        if (out) {
+            j->done(p->user, j->arg, 0, NULL, out, len);
+            return;
+        }
+        snprintf(msg, sizeof msg,
+                 "the worker's result for the job is invalid: %llu bytes at offset %llu, where the "
+                 "job's capacity is %llu bytes and a grown result stays in the worker's %llu-byte "
+                 "area (the pool's shared memory was overwritten)",
+                 (unsigned long long)len, (unsigned long long)off, (unsigned long long)j->out_cap,
+                 (unsigned long long)p->v.result_area);
+        j->done(p->user, j->arg, ASYNC_EIO, msg, NULL, 0);
     }
 }
 
 static void release_results(async__procpool_t *p, unsigned w, uint64_t res_end)
 {
-    pp_worker_t *wr = &pp_workers(p->h)[w];
+    pp_worker_t *wr = &p->v.workers[w];
     if (!res_end) return;
     atomic_store_explicit(&wr->res_head, res_end, memory_order_release);
     pp_fence();
@@ -190,33 +315,69 @@ static void release_results(async__procpool_t *p, unsigned w, uint64_t res_end)
     }
 }
 
-/* Delivers what worker w has finished; returns whether there was any. */
+/* Worker w's ring or records hold what no worker of ours writes: it is
+ * retired and killed, its ring is read no more, and the jobs it still
+ * holds fail with this reason when it is reaped (the finished ones are
+ * delivered from their slots, checked as always).  Under mu. */
+static void worker_corrupt(async__procpool_t *p, unsigned w, const char *what)
+{
+    pp_pworker_t *pw = &p->w[w];
+    if (pw->corrupt[0]) return;
+    snprintf(pw->corrupt, sizeof pw->corrupt, "%s", what);
+    atomic_store(&p->v.workers[w].retire, 1);
+    if (pw->alive) send_msg(p, PP_MSG_KILL, w, pw->pid, SIGKILL);
+    /* Spawning: on_spawned kills it once it knows the pid. */
+}
+
+/* Delivers what worker w has finished; returns whether there was any.
+ * The ring is the worker's to write, so each entry is checked: a tail
+ * further ahead than the ring is long, or an entry that names a slot out of
+ * range, one not finished by w, or one already delivered, is corruption. */
 static bool reap_worker(async__procpool_t *p, unsigned w)
 {
-    pp_shm_t *h = p->h;
-    pp_worker_t *wr = &pp_workers(h)[w];
-    uint64_t head = atomic_load_explicit(&wr->done_head, memory_order_relaxed);
+    pp_pworker_t *pw = &p->w[w];
+    if (pw->corrupt[0]) return false;
+    pp_worker_t *wr = &p->v.workers[w];
+    uint64_t head = pw->done_head;
     uint64_t tail = atomic_load_explicit(&wr->done_tail, memory_order_acquire);
     if (head == tail) return false;
-    _Atomic uint32_t *ring = pp_done_ring(h, w);
+    _Atomic uint32_t *ring = pp_done_ring(&p->v, w);
+    uint32_t nslots = p->v.nslots;
     uint32_t batch[256];
-    while (head != tail) {
+    char bad[200] = "";
+    while (head != tail && !bad[0]) {
         unsigned n = 0;
         uint64_t res_end = 0;
-        for (; head != tail && n < 256; head++) {
-            uint32_t idx = atomic_load_explicit(&ring[head & (h->nslots - 1)],
-                                                memory_order_relaxed);
-            async__pp_deliver(p, idx);
+        if (tail - head > nslots)
+            snprintf(bad, sizeof bad,
+                     "its done ring's tail (%llu) is %llu entries past its head (%llu), in a ring of "
+                     "%u",
+                     (unsigned long long)tail, (unsigned long long)(tail - head),
+                     (unsigned long long)head, nslots);
+        for (; !bad[0] && head != tail && n < 256; head++) {
+            uint32_t idx = atomic_load_explicit(&ring[head & (nslots - 1)], memory_order_relaxed);
+            uint32_t st = idx < nslots ? atomic_load(&p->v.slots[idx].state) : 0;
+            if (idx >= nslots || st != PP_ST(PP_DONE, w) || !async__pp_claim(p, idx)) {
+                snprintf(bad, sizeof bad,
+                         "its done ring named slot %u, %s", idx,
+                         idx >= nslots ? "beyond the pool's slots"
+                         : st != PP_ST(PP_DONE, w) ? "which it had not finished"
+                                                    : "which was delivered already");
+                break;
+            }
+            async__pp_deliver(p, idx, w);
             async__pp_wake_waiter(p, idx, p->jobs[idx].waiter);
-            if (pp_slots(h)[idx].res_end) res_end = pp_slots(h)[idx].res_end;
+            uint64_t re = READ_ONCE(p->v.slots[idx].res_end);
+            if (re) res_end = re;
             batch[n++] = idx;
         }
-        atomic_store_explicit(&wr->done_head, head, memory_order_release);
+        pw->done_head = head;
         pthread_mutex_lock(&p->mu);
         for (unsigned i = 0; i < n; i++) {
             async__pp_slot_free(p, batch[i]);
             async__pp_job_finished(p);
         }
+        if (bad[0]) worker_corrupt(p, w, bad);
         pthread_mutex_unlock(&p->mu);
         release_results(p, w, res_end);
         tail = atomic_load_explicit(&wr->done_tail, memory_order_acquire);
@@ -227,9 +388,9 @@ static bool reap_worker(async__procpool_t *p, unsigned w)
 static bool rings_pending(async__procpool_t *p)
 {
     for (unsigned w = 0; w < p->nworkers; w++) {
-        pp_worker_t *wr = &pp_workers(p->h)[w];
-        if (atomic_load_explicit(&wr->done_head, memory_order_relaxed) !=
-            atomic_load_explicit(&wr->done_tail, memory_order_relaxed))
+        pp_worker_t *wr = &p->v.workers[w];
+        if (!p->w[w].corrupt[0] &&
+            p->w[w].done_head != atomic_load_explicit(&wr->done_tail, memory_order_relaxed))
             return true;
     }
     return false;
@@ -251,18 +412,21 @@ static void describe(char *buf, size_t n, pid_t pid, int status)
  * Under mu.  Returns whether to restart it now. */
 static bool early_death(async__procpool_t *p, unsigned w, int status, const char *why)
 {
-    pp_worker_t *wr = &pp_workers(p->h)[w];
+    pp_worker_t *wr = &p->v.workers[w];
     pp_pworker_t *pw = &p->w[w];
     char msg[400];
-    if (WIFEXITED(status) && WEXITSTATUS(status) == PP_INIT_EXIT && wr->init_err) {
-        /* The initializer itself reported the failure: it would fail again. */
-        snprintf(msg, sizeof msg, "worker %u initializer failed: %s%s%s", w,
-                 async_strerror(wr->init_err), wr->init_msg[0] ? ": " : "", wr->init_msg);
+    int init_err = READ_ONCE(wr->init_err);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == PP_INIT_EXIT && init_err) {
+        /* The initializer itself reported the failure: it would fail again.
+         * Its message is bounded here: the region need not hold its NUL. */
+        snprintf(msg, sizeof msg, "worker %u initializer failed: %s%s%.*s", w,
+                 async_strerror(init_err < 0 ? init_err : ASYNC_EINIT), wr->init_msg[0] ? ": " : "",
+                 (int)sizeof wr->init_msg, wr->init_msg);
         break_pool(p, ASYNC_EINIT, msg);
         return false;
     }
     if (++pw->early_deaths >= EARLY_DEATHS_MAX) {
-        if (p->h->init)
+        if (p->v.init)
             snprintf(msg, sizeof msg,
                      "worker %u initializer failed: the worker died %u times in a row before it "
                      "was ready (last: %s); the pool stopped restarting it",
@@ -272,7 +436,7 @@ static bool early_death(async__procpool_t *p, unsigned w, int status, const char
                      "worker %u died %u times in a row before it was ready (last: %s); the pool "
                      "stopped restarting it",
                      w, pw->early_deaths, why);
-        break_pool(p, p->h->init ? ASYNC_EINIT : ASYNC_EWORKERDIED, msg);
+        break_pool(p, p->v.init ? ASYNC_EINIT : ASYNC_EWORKERDIED, msg);
         return false;
     }
     if (pw->early_deaths < 2) return true;
@@ -287,12 +451,19 @@ static bool early_death(async__procpool_t *p, unsigned w, int status, const char
 static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int status)
 {
     pp_shm_t *h = p->h;
-    pp_worker_t *wr = &pp_workers(h)[w];
+    pp_worker_t *wr = &p->v.workers[w];
     reap_worker(p, w);
-    char why[200], msg[sizeof p->broken_msg + 64];
+    char why[sizeof p->w[w].corrupt + 240], msg[sizeof p->broken_msg + sizeof why];
     describe(why, sizeof why, pid, status);
     pthread_mutex_lock(&p->mu);
     pp_pworker_t *pw = &p->w[w];
+    if (pw->corrupt[0]) {
+        /* We had it killed: say why, not only that it was. */
+        size_t n = strlen(why);
+        snprintf(why + n, sizeof why - n,
+                 ", because the pool's shared memory was overwritten (%s) and it was killed",
+                 pw->corrupt);
+    }
     pw->alive = false;
     pw->pid = 0;
     p->nalive--;
@@ -301,33 +472,39 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
         p->nready--;
     }
     uint32_t wst = atomic_load(&wr->state);
-    pp_slot_t *slots = pp_slots(h);
-    for (uint32_t i = 0; i < h->nslots; i++) {
+    pp_slot_t *slots = p->v.slots;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
         uint32_t st = atomic_load(&slots[i].state);
+        /* Slots revoked from w: ours to free now, whatever their state word
+         * says (only our record is trusted). */
+        if (p->jobs[i].zombie_of == (int)w) {
+            async__pp_slot_free(p, i);
+            continue;
+        }
+        if (atomic_load(&p->jobs[i].fin)) continue; /* free, or its done was claimed */
         if (PP_KIND(st) == PP_RUNNING && PP_WORKER(st) == w) {
             if (p->server_gone) {
                 /* Nobody reaped it: it was killed because the fork server
                  * died (PR_SET_PDEATHSIG), so the worker is not to blame. */
                 snprintf(msg, sizeof msg, "%s; the worker running the job (pid %d) died with it",
                          p->broken_msg, (int)pid);
-                fail_slot(p, i, ASYNC_ECHILD, msg, true);
+                fail_slot(p, i, ASYNC_ECHILD, msg, -1);
             } else {
                 snprintf(msg, sizeof msg, "%s while running the job", why);
-                fail_slot(p, i, ASYNC_EWORKERDIED, msg, true);
+                fail_slot(p, i, ASYNC_EWORKERDIED, msg, -1);
             }
-        } else if (PP_KIND(st) == PP_DONE && PP_WORKER(st) == w) {
-            /* Finished but not yet on the done ring when the worker died. */
+        } else if (PP_KIND(st) == PP_DONE && PP_WORKER(st) == w && async__pp_claim(p, i)) {
+            /* Finished but not yet on the done ring when the worker died
+             * (or after the ring was found corrupt). */
             _Atomic uint32_t *waiter = p->jobs[i].waiter;
             pthread_mutex_unlock(&p->mu);
-            async__pp_deliver(p, i);
+            async__pp_deliver(p, i, w);
             async__pp_wake_waiter(p, i, waiter);
             pthread_mutex_lock(&p->mu);
             async__pp_slot_free(p, i);
             async__pp_job_finished(p);
         } else if (PP_KIND(st) == PP_HANDED && PP_WORKER(st) == w) {
-            wake_handed(p, &slots[i]); /* its waiter delivers it */
-        } else if (PP_KIND(st) == PP_REVOKED && p->jobs[i].zombie_of == (int)w) {
-            async__pp_slot_free(p, i);
+            wake_handed(p, i); /* its waiter delivers it */
         }
     }
     atomic_store(&wr->state, PP_W_EMPTY);
@@ -347,7 +524,7 @@ static void on_spawned(async__procpool_t *p, unsigned w, pid_t pid, int err)
     pw->spawning = false;
     if (err) {
         p->nalive--;
-        atomic_store(&pp_workers(p->h)[w].state, PP_W_EMPTY);
+        atomic_store(&p->v.workers[w].state, PP_W_EMPTY);
         if (p->nalive == 0 && want_workers(p)) {
             char msg[200];
             snprintf(msg, sizeof msg, "could not fork a worker: %s", strerror(-err));
@@ -359,37 +536,133 @@ static void on_spawned(async__procpool_t *p, unsigned w, pid_t pid, int err)
         pw->alive = true;
         pw->pid = pid;
         atomic_fetch_add(&p->spawned, 1);
-        if (p->killing) send_msg(p, PP_MSG_KILL, w, pid, SIGKILL);
+        /* Terminating, or its ring was found corrupt before it started. */
+        if (p->killing || pw->corrupt[0]) send_msg(p, PP_MSG_KILL, w, pid, SIGKILL);
     }
     pthread_mutex_unlock(&p->mu);
 }
 
-/* The fork server is gone (someone killed it): its workers die with it
- * (PR_SET_PDEATHSIG) and no new one can start, so the pool is broken with
- * ASYNC_ECHILD, and the jobs the workers held fail with that code too. */
-static void on_server_gone(async__procpool_t *p)
+/* --- the fork server --------------------------------------------------------- */
+
+/* PIDFD_GET_INFO's first layout (Linux 6.15), as lib/ipc/process.c declares
+ * it (exec does not include ipc): the kernel reads the size from the
+ * request number, so this 64-byte layout stays valid as the struct grows. */
+struct pp_pidfd_info {
+    uint64_t mask, cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code; /* a wait status, as waitpid gives */
+};
+#define PP_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pp_pidfd_info)
+#define PP_PIDFD_INFO_EXIT (1ull << 3)
+
+/* The wait status of a server another waiter reaped, from its pidfd.  The
+ * reaper records it while it releases the child, a moment after our
+ * waitpid already says ECHILD: a few milliseconds are given. */
+static bool server_exit_info(int pidfd, int *status)
 {
-    char how[160] = "";
-    int status;
-    /* Its socket closes as it exits; the exit status follows at once. */
-    for (int i = 0; i < 100 && !p->server_reaped; i++) {
-        pid_t r = waitpid(p->server, &status, WNOHANG);
-        if (r == p->server) p->server_reaped = true;
-        else if (r < 0 && errno != EINTR) break;
-        else usleep(1000);
+    if (pidfd < 0) return false;
+    for (int i = 0; i < 50; i++) {
+        struct pp_pidfd_info in = {.mask = PP_PIDFD_INFO_EXIT};
+        if (ioctl(pidfd, PP_PIDFD_GET_INFO, &in) < 0) {
+            if (errno == EINTR) continue;
+            return false; /* ENOTTY, EINVAL: a kernel before 6.13 */
+        }
+        if (in.mask & PP_PIDFD_INFO_EXIT) {
+            *status = in.exit_code;
+            return true;
+        }
+        usleep(100); /* before 6.15 this never comes: 5 ms in all */
     }
-    if (p->server_reaped && WIFSIGNALED(status))
+    return false;
+}
+
+/* SIGKILLs the server, which is not reaped yet by us: through its pidfd,
+ * which never reaches another process; without one, only while waitid
+ * says it is still our child to signal. */
+static void kill_server(async__procpool_t *p)
+{
+#ifdef SYS_pidfd_send_signal
+    if (p->server_pidfd >= 0 && syscall(SYS_pidfd_send_signal, p->server_pidfd, SIGKILL, NULL, 0) == 0)
+        return;
+#endif
+    siginfo_t si;
+    if (waitid(P_PID, (id_t)p->server, &si, WEXITED | WNOHANG | WNOWAIT) == 0) kill(p->server, SIGKILL);
+}
+
+bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed)
+{
+    if (killed) *killed = false;
+    int64_t until = async_now() + patience;
+    bool sent = false;
+    while (!p->server_reaped) {
+        int st;
+        pid_t r = waitpid(p->server, &st, WNOHANG);
+        if (r == p->server) {
+            p->server_reaped = p->server_known = true;
+            p->server_status = st;
+        } else if (r < 0 && errno == EINTR) {
+            continue;
+        } else if (r < 0) {
+            /* ECHILD: another waiter took it (SIGCHLD set to SIG_IGN, or
+             * libev's default loop); its pidfd still tells how it ended. */
+            p->server_reaped = true;
+            p->server_known = server_exit_info(p->server_pidfd, &p->server_status);
+        } else if (!sent && async_now() >= until) {
+            kill_server(p);
+            sent = true;
+            if (killed) *killed = true;
+        } else if (p->server_pidfd >= 0) {
+            struct pollfd pfd = {.fd = p->server_pidfd, .events = POLLIN};
+            int64_t left = sent ? ASYNC_MSEC(10) : until - async_now();
+            poll(&pfd, 1, left > ASYNC_MSEC(10) ? 10 : left > 0 ? (int)(left / 1000000) + 1 : 0);
+        } else {
+            usleep(1000);
+        }
+    }
+    *status = p->server_status;
+    return p->server_known;
+}
+
+/* The fork server is gone, or no longer to be trusted: its workers die with
+ * it (PR_SET_PDEATHSIG) and no new one can start, so the pool is broken
+ * with ASYNC_ECHILD, and the jobs the workers held fail with that code too.
+ * why: NULL when its socket closed (it died, or closed it and lives on),
+ * else what it did wrong; a server still alive is killed, since it can no
+ * longer be told to leave. */
+static void on_server_gone(async__procpool_t *p, const char *why)
+{
+    char how[200] = "";
+    int status;
+    bool killed;
+    p->server_gone = true; /* no message goes to it any more */
+    /* Its socket closes as it exits; the exit status follows at once. */
+    bool known = async__pp_reap_server(p, why ? 0 : SERVER_EXIT_NS, &status, &killed);
+    if (killed) snprintf(how, sizeof how, ", and the pool killed it");
+    else if (known && WIFSIGNALED(status))
         snprintf(how, sizeof how, ", killed by signal %d (%s)", WTERMSIG(status),
                  strsignal(WTERMSIG(status)));
-    else if (p->server_reaped && WIFEXITED(status))
+    else if (known && WIFEXITED(status))
         snprintf(how, sizeof how, ", exit status %d", WEXITSTATUS(status));
-    char msg[300];
-    snprintf(msg, sizeof msg,
-             "the process pool's fork server (pid %d) died%s; the pool cannot start workers "
-             "and is broken",
-             (int)p->server, how);
+    else
+        snprintf(how, sizeof how, " (another waiter reaped it, and the kernel does not keep "
+                                  "its exit status)");
+    char msg[400];
+    if (why)
+        snprintf(msg, sizeof msg,
+                 "the process pool's fork server (pid %d) %s%s; the pool cannot start workers "
+                 "and is broken",
+                 (int)p->server, why, how);
+    else if (killed)
+        snprintf(msg, sizeof msg,
+                 "the process pool's fork server (pid %d) closed its socket but did not exit%s; "
+                 "the pool cannot start workers and is broken",
+                 (int)p->server, how);
+    else
+        snprintf(msg, sizeof msg,
+                 "the process pool's fork server (pid %d) died%s; the pool cannot start workers "
+                 "and is broken",
+                 (int)p->server, how);
     pthread_mutex_lock(&p->mu);
-    p->server_gone = true;
     break_pool(p, ASYNC_ECHILD, msg);
     pthread_mutex_unlock(&p->mu);
     for (unsigned w = 0; w < p->nworkers; w++) {
@@ -398,20 +671,102 @@ static void on_server_gone(async__procpool_t *p)
     }
 }
 
+/* Whether pid is a live process whose parent is not the fork server (one
+ * that has exited already cannot be checked, and is let pass: its EXITED
+ * report follows). */
+static bool not_the_servers(const async__procpool_t *p, pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold anything, so from its end. */
+    const char *rp = strrchr(buf, ')');
+    char state;
+    int ppid;
+    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return false;
+    return ppid != p->server && state != 'Z' && state != 'X';
+}
+
+/* What is wrong with a message from the fork server, or NULL: it must be
+ * one of the two it sends, for a worker that exists, in the order the
+ * protocol allows (SPAWNED answers our SPAWN, EXITED follows SPAWNED for
+ * that very pid), and name only its own children. */
+static const char *bad_message(async__procpool_t *p, const pp_msg_t *m, char *buf, size_t cap)
+{
+    if (m->type != PP_MSG_SPAWNED && m->type != PP_MSG_EXITED) {
+        snprintf(buf, cap, "sent a message of unknown type %u", m->type);
+        return buf;
+    }
+    if (m->w >= p->nworkers) {
+        snprintf(buf, cap, "sent a message about worker %u (the pool has %u)", m->w, p->nworkers);
+        return buf;
+    }
+    pp_pworker_t *pw = &p->w[m->w];
+    if (m->type == PP_MSG_SPAWNED) {
+        if (!pw->spawning)
+            snprintf(buf, cap, "reported worker %u started (pid %d) though none was asked for",
+                     m->w, (int)m->pid);
+        else if (m->value > 0 || (m->value == 0 && (m->pid <= 0 || m->pid == p->server)))
+            snprintf(buf, cap, "reported worker %u started as pid %d (error %d)", m->w,
+                     (int)m->pid, (int)m->value);
+        else if (m->value == 0 && not_the_servers(p, m->pid))
+            snprintf(buf, cap, "reported worker %u started as pid %d, which is not its child",
+                     m->w, (int)m->pid);
+        else
+            return NULL;
+        return buf;
+    }
+    if (!pw->alive || m->pid != pw->pid) {
+        snprintf(buf, cap, "reported worker %u (pid %d) exited, but %s", m->w, (int)m->pid,
+                 pw->alive ? "that worker has another pid" : "it was not running");
+        return buf;
+    }
+    return NULL;
+}
+
 static bool read_server(async__procpool_t *p)
 {
     bool any = false;
     pp_msg_t m;
     ssize_t n;
+    char bad[200];
     if (p->server_gone) return false;
-    while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+    for (;;) {
+        /* MSG_TRUNC: the length of the whole message, not of what fit. */
+        n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
         any = true;
-        if (m.w >= p->nworkers) continue;
+        if (n == 0) {
+            /* The end of the socket, or an empty message: poll tells. */
+            struct pollfd pfd = {.fd = p->sock, .events = POLLIN | POLLRDHUP};
+            if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP))) break;
+            on_server_gone(p, "sent an empty message");
+            return true;
+        }
+        const char *why = NULL;
+        if (n != (ssize_t)sizeof m) {
+            snprintf(bad, sizeof bad, "sent a message of %zd bytes (they are %zu)", n, sizeof m);
+            why = bad;
+        } else {
+            pthread_mutex_lock(&p->mu);
+            why = bad_message(p, &m, bad, sizeof bad);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (why) {
+            on_server_gone(p, why);
+            return true;
+        }
+        p->server_heard = async_now();
         if (m.type == PP_MSG_SPAWNED) on_spawned(p, m.w, m.pid, m.value);
-        else if (m.type == PP_MSG_EXITED) on_exit_report(p, m.w, m.pid, m.value);
+        else on_exit_report(p, m.w, m.pid, m.value);
     }
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        on_server_gone(p);
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        on_server_gone(p, NULL);
         any = true;
     }
     return any;
@@ -423,20 +778,46 @@ static bool read_server(async__procpool_t *p)
 static bool expire(async__procpool_t *p, int64_t now)
 {
     bool any = false;
-    pp_slot_t *slots = pp_slots(p->h);
+    pp_slot_t *slots = p->v.slots;
     while (p->ndl && p->dl[0].t <= now) {
         pp_deadline_t d = p->dl[0];
         async__pp_deadline_pop(p);
         if (p->jobs[d.idx].seq != d.seq) continue;
         any = true;
         uint32_t st = atomic_load(&slots[d.idx].state);
-        if (PP_KIND(st) == PP_QUEUED &&
+        unsigned kind = PP_KIND(st), w = PP_WORKER(st);
+        if (kind == PP_QUEUED &&
             atomic_compare_exchange_strong(&slots[d.idx].state, &st, PP_ST(PP_REVOKED, 0))) {
             fail_slot(p, d.idx, ASYNC_ETIMEDOUT,
-                      "the job's deadline passed before a worker started it", true);
-        } else if (PP_KIND(st) == PP_RUNNING) {
-            unsigned w = PP_WORKER(st);
-            pp_worker_t *wr = &pp_workers(p->h)[w];
+                      "the job's deadline passed before a worker started it", -1);
+        } else if (kind == PP_HANDED && w < p->nworkers) {
+            /* Its waiting thread delivers it, whatever wrote the word: that
+             * thread looks at the state whenever it wakes. */
+        } else if (kind == PP_DONE && w < p->nworkers && !p->jobs[d.idx].grace) {
+            /* Being delivered: once more a while later, in case the state
+             * word was overwritten and no ring names the slot. */
+            p->jobs[d.idx].grace = true;
+            async__pp_deadline_push(p, now + GRACE_NS, d.idx, d.seq);
+        } else if (kind == PP_DONE && w < p->nworkers) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "the job's deadline passed while its slot said worker %u had finished it, "
+                     "but no completion ring named it (the pool's shared memory was overwritten)",
+                     w);
+            fail_slot(p, d.idx, ASYNC_ETIMEDOUT, msg, (int)w);
+        } else if (kind != PP_RUNNING || w >= p->nworkers) {
+            /* A state no process of ours leaves at a deadline (FREE, REVOKED
+             * of a live job, an unknown kind, no such worker), or a delivery
+             * that never came: whoever holds the slot cannot be told, so it
+             * stays out of use, and the job fails now rather than never. */
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "the job's deadline passed while its slot's state word held 0x%x, which the "
+                     "pool does not write (its shared memory was overwritten)",
+                     (unsigned)st);
+            fail_slot(p, d.idx, ASYNC_ETIMEDOUT, msg, QUARANTINE);
+        } else {
+            pp_worker_t *wr = &p->v.workers[w];
             atomic_store(&wr->retire, 1); /* take nothing else before the kill lands */
             if (atomic_compare_exchange_strong(&slots[d.idx].state, &st,
                                                PP_ST(PP_REVOKED, w))) {
@@ -445,9 +826,8 @@ static bool expire(async__procpool_t *p, int64_t now)
                 snprintf(msg, sizeof msg,
                          "the job ran past its deadline; its worker process %d was killed",
                          (int)pid);
-                p->jobs[d.idx].zombie_of = (int)w;
                 send_msg(p, PP_MSG_KILL, w, pid, SIGKILL);
-                fail_slot(p, d.idx, ASYNC_ETIMEDOUT, msg, false);
+                fail_slot(p, d.idx, ASYNC_ETIMEDOUT, msg, (int)w);
             } else {
                 atomic_store(&wr->retire, 0);
             }
@@ -518,18 +898,36 @@ static void kill_everything(async__procpool_t *p)
     p->killing = true;
     fail_all_queued(p, ASYNC_ECANCELED, msg);
     retire_all(p);
-    pp_slot_t *slots = pp_slots(p->h);
-    for (uint32_t i = 0; i < p->h->nslots; i++) {
+    pp_slot_t *slots = p->v.slots;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
         uint32_t st = atomic_load(&slots[i].state);
-        if (PP_KIND(st) != PP_RUNNING) continue;
+        if (PP_KIND(st) != PP_RUNNING || atomic_load(&p->jobs[i].fin)) continue;
         unsigned w = PP_WORKER(st);
-        if (atomic_compare_exchange_strong(&slots[i].state, &st, PP_ST(PP_REVOKED, w))) {
-            p->jobs[i].zombie_of = (int)w;
-            fail_slot(p, i, ASYNC_ECANCELED, msg, false);
-        }
+        /* No such worker: the word was overwritten; every worker dies now
+         * anyway, and the slot stays out of use. */
+        if (atomic_compare_exchange_strong(&slots[i].state, &st, PP_ST(PP_REVOKED, w)))
+            fail_slot(p, i, ASYNC_ECANCELED, msg, w < p->nworkers ? (int)w : QUARANTINE);
     }
     for (unsigned w = 0; w < p->nworkers; w++)
         if (p->w[w].alive) send_msg(p, PP_MSG_KILL, w, p->w[w].pid, SIGKILL);
+}
+
+/* Under mu, with the submit ring empty: a live job whose slot still says
+ * QUEUED has lost its ring entry (a worker overwrote it), since placing
+ * publishes the state before the entry and a worker claims the slot before
+ * it moves the head past it.  Such a job would wait for its deadline, or for
+ * ever: it is published again. */
+static void requeue_lost(async__procpool_t *p)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < p->v.nslots; i++) {
+        if (atomic_load(&p->jobs[i].fin) || atomic_load(&p->v.slots[i].state) != PP_QUEUED) continue;
+        if (p->q_tail - async__pp_q_head(p) >= p->v.ring_cap) break;
+        atomic_store_explicit(&p->v.ring[p->q_tail & (p->v.ring_cap - 1)], i, memory_order_relaxed);
+        atomic_store_explicit(&p->h->q_tail, ++p->q_tail, memory_order_release);
+        any = true;
+    }
+    if (any) async__pp_wake_workers(p->h, INT_MAX);
 }
 
 static void *supervise(void *arg)
@@ -558,7 +956,7 @@ static void *supervise(void *arg)
         pthread_mutex_lock(&p->mu);
         for (unsigned w = 0; w < p->nworkers; w++) {
             pp_pworker_t *pw = &p->w[w];
-            if (!pw->ready && pw->alive && atomic_load(&pp_workers(h)[w].state) == PP_W_READY) {
+            if (!pw->ready && pw->alive && atomic_load(&p->v.workers[w].state) == PP_W_READY) {
                 pw->ready = true;
                 pw->early_deaths = 0;
                 if (++p->nready == p->nworkers) pthread_cond_broadcast(&p->cond);
@@ -569,18 +967,42 @@ static void *supervise(void *arg)
         }
         progress |= expire(p, now);
         if (p->pending_head) progress |= fill_pending(p);
-        if (p->mode == PP_KILL && !p->killing) kill_everything(p);
+        if (p->mode == PP_KILL && !p->killing) {
+            kill_everything(p);
+            p->closing_at = now;
+        }
         if (p->mode == PP_DRAIN && p->inflight == 0 && !p->retired_all) {
             p->retired_all = true;
             retire_all(p);
+            p->closing_at = now;
         }
+        if (p->nowed) send_owed(p);
         bool finished = p->mode != PP_OPEN && p->inflight == 0 && p->nalive == 0;
+        /* Only the exits are awaited, and the server reports none. */
+        int64_t heard = p->server_heard > p->closing_at ? p->server_heard : p->closing_at;
+        bool unheard = !finished && p->mode != PP_OPEN && p->inflight == 0 && p->closing_at &&
+                       !p->server_gone && now - heard > SERVER_PATIENCE_NS;
+        bool owed = p->nowed > 0;
+        /* The submit ring's indices are the region's: put back what was
+         * overwritten (a tail far ahead would keep every worker scanning
+         * garbage entries, a head out of range would stall the ring). */
+        if (atomic_load(&h->q_tail) != p->q_tail) atomic_store(&h->q_tail, p->q_tail);
+        bool queued = p->q_tail != async__pp_q_head(p);
+        if (!queued && now >= p->requeue_at) {
+            p->requeue_at = now + IDLE_CHECK_NS;
+            requeue_lost(p);
+        }
         int64_t wake = next_wake(p);
         bool notify = p->notify_broken;
         p->notify_broken = false;
         pthread_mutex_unlock(&p->mu);
         if (notify) p->on_broken(p->broken_arg, p->broken, p->broken_msg);
         if (finished) break;
+        if (unheard) {
+            on_server_gone(p, "said nothing for 5 s while the pool waited for its workers to "
+                              "exit (it is stopped or wedged)");
+            continue;
+        }
         if (progress) continue;
         atomic_store(&h->sup_waiting, 1);
         pp_fence();
@@ -589,8 +1011,16 @@ static void *supervise(void *arg)
              * tell us) is noticed by the recv at the loop's top. */
             int64_t timeout = wake == ASYNC_FOREVER ? IDLE_CHECK_NS : wake - async_now();
             if (timeout > IDLE_CHECK_NS) timeout = IDLE_CHECK_NS;
+            if (owed && timeout > OWED_RETRY_NS) timeout = OWED_RETRY_NS;
             if (timeout < 0) timeout = 0;
             if (timeout != 0) pp_futex_wait(&h->sup_seq, seq, timeout);
+            /* Jobs still queued after a quiet spell: wake every worker, in
+             * case the words that decide who is woken (sleepers, spinner)
+             * were overwritten and nobody was. */
+            if (queued && atomic_load(&h->sup_seq) == seq) {
+                atomic_fetch_add(&h->work_seq, 1);
+                pp_futex_wake(&h->work_seq, INT_MAX);
+            }
         }
         atomic_store(&h->sup_waiting, 0);
     }

@@ -41,6 +41,14 @@ int64_t async__pp_test_hold_ready_ns;
 
 static int self_index = -1;
 static pp_shm_t *self_shm; /* in a worker: its pool's region */
+/* In the fork server and its workers: the pool's layout, copied from the
+ * parent's private memory when the server starts, never read from the
+ * region (a work function may have overwritten it there). */
+static pp_view_t V;
+/* In the fork server: the pid of each worker it forked and has not reaped,
+ * kept here rather than in the region, whose copy (for
+ * async__procpool_worker_pid) any worker can overwrite. */
+static pid_t srv_pid[4096];
 static sigset_t saved_mask;
 static struct sigaction saved_int, saved_chld;
 
@@ -57,8 +65,7 @@ static int64_t now_ns(void)
  * still being delivered, fails if this job alone would not fit. */
 static char *res_alloc(async__procout_t *o, size_t n)
 {
-    pp_shm_t *h = o->h;
-    uint64_t area = h->result_area;
+    uint64_t area = V.result_area;
     n = (n + 7) & ~(size_t)7;
     if (n == 0 || n > area) return NULL;
     uint64_t tail = atomic_load_explicit(&o->wr->res_tail, memory_order_relaxed);
@@ -80,7 +87,7 @@ static char *res_alloc(async__procout_t *o, size_t n)
     }
     atomic_store_explicit(&o->wr->res_tail, tail + need, memory_order_relaxed);
     o->slot->res_end = tail + need;
-    return pp_res_area(h, (unsigned)(o->wr - pp_workers(h))) + (tail + pad) % area;
+    return pp_res_area(&V, (unsigned)(o->wr - V.workers)) + (tail + pad) % area;
 }
 
 int async__procpool_self(void) { return self_index; }
@@ -149,11 +156,11 @@ void async__procpool_prefault(const void *ptr, size_t len, bool write)
     pp_shm_t *h = self_shm;
     if (!h || populated.off || !len) return;
     size_t pg = async__page_size();
-    uintptr_t base = (uintptr_t)h + h->heap_off, top = (uintptr_t)h + h->size;
+    uintptr_t base = (uintptr_t)h + V.heap_off, top = (uintptr_t)h + V.size;
     uintptr_t from = (uintptr_t)ptr, to = from + len;
     if (from < base || to > top || to < from) return;
     if (!populated.bits[0]) {
-        size_t words = ((h->size - h->heap_off) / pg + 63) / 64;
+        size_t words = ((V.size - V.heap_off) / pg + 63) / 64;
         /* Anonymous and private: the allocator seam is the parent's, and
          * untouched parts of the map cost no memory. */
         void *m = mmap(NULL, 2 * words * sizeof(uint64_t), PROT_READ | PROT_WRITE,
@@ -194,14 +201,14 @@ void async__procpool_prefault(const void *ptr, size_t len, bool write)
 /* Claims one queued slot, or returns false if none is queued. */
 static bool claim(pp_shm_t *h, unsigned w, uint32_t *idx_out)
 {
-    _Atomic uint32_t *ring = pp_ring(h);
-    pp_slot_t *slots = pp_slots(h);
+    _Atomic uint32_t *ring = V.ring;
+    pp_slot_t *slots = V.slots;
     for (;;) {
         uint64_t head = atomic_load_explicit(&h->q_head, memory_order_acquire);
         uint64_t tail = atomic_load_explicit(&h->q_tail, memory_order_acquire);
         if (head >= tail) return false;
-        uint32_t idx = atomic_load_explicit(&ring[head & (h->ring_cap - 1)], memory_order_relaxed);
-        pp_slot_t *s = &slots[idx % h->nslots];
+        uint32_t idx = atomic_load_explicit(&ring[head & (V.ring_cap - 1)], memory_order_relaxed);
+        pp_slot_t *s = &slots[idx % V.nslots];
         uint32_t st = atomic_load_explicit(&s->state, memory_order_acquire);
         bool mine = PP_KIND(st) == PP_QUEUED &&
                     atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_RUNNING, w),
@@ -210,7 +217,7 @@ static bool claim(pp_shm_t *h, unsigned w, uint32_t *idx_out)
         /* Whether we won it, lost it or found it stale, this entry is spent. */
         atomic_compare_exchange_strong(&h->q_head, &head, head + 1);
         if (mine) {
-            *idx_out = idx % h->nslots;
+            *idx_out = idx % V.nslots;
             return true;
         }
     }
@@ -243,7 +250,7 @@ static void count_batch(pp_shm_t *h, uint32_t gen)
  * thread was still spinning (running on another CPU) or asleep. */
 static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
 {
-    pp_slot_t *s = &pp_slots(h)[idx];
+    pp_slot_t *s = &V.slots[idx];
     async__procout_t out = {
         .h = h, .wr = wr, .slot = s,
         .data = s->out_off ? (char *)h + s->out_off : (char *)s->out_inline,
@@ -257,8 +264,8 @@ static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
     s->msg_len = 0;
     s->res_end = 0;
     int rc;
-    if (h->call)
-        rc = ((async__procpool_call_fn)(uintptr_t)h->call)((async__anyfn_t)(uintptr_t)s->fn,
+    if (V.call)
+        rc = ((async__procpool_call_fn)(uintptr_t)V.call)((async__anyfn_t)(uintptr_t)s->fn,
                                                           (void *)(uintptr_t)s->ctx, in,
                                                           s->in_len, &out);
     else
@@ -299,7 +306,7 @@ static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
     if (atomic_compare_exchange_strong_explicit(&s->state, &st, PP_ST(PP_DONE, w),
                                                 memory_order_acq_rel, memory_order_relaxed)) {
         uint64_t t = atomic_load_explicit(&wr->done_tail, memory_order_relaxed);
-        atomic_store_explicit(&pp_done_ring(h, w)[t & (h->nslots - 1)], idx, memory_order_relaxed);
+        atomic_store_explicit(&pp_done_ring(&V, w)[t & (V.nslots - 1)], idx, memory_order_relaxed);
         atomic_store_explicit(&wr->done_tail, t + 1, memory_order_release);
         pp_wake_supervisor(h);
     }
@@ -370,10 +377,10 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
     sigaction(SIGINT, &saved_int, NULL);
     sigaction(SIGCHLD, &saved_chld, NULL);
     sigprocmask(SIG_SETMASK, &saved_mask, NULL);
-    pp_worker_t *wr = &pp_workers(h)[w];
-    if (h->init) {
+    pp_worker_t *wr = &V.workers[w];
+    if (V.init) {
         char msg[sizeof wr->init_msg] = "";
-        int rc = ((async__procpool_init_fn)(uintptr_t)h->init)((void *)(uintptr_t)h->init_arg,
+        int rc = ((async__procpool_init_fn)(uintptr_t)V.init)((void *)(uintptr_t)V.init_arg,
                                                                msg, sizeof msg);
         if (rc) {
             memcpy(wr->init_msg, msg, sizeof msg);
@@ -403,7 +410,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
      * at most PROBE_MAX, so that on a busy machine, or for a caller that
      * thinks between calls, the probes' cost fades away. */
     enum { PROBE_MIN = 8, PROBE_MAX = 1024 };
-    int64_t spin_ns = h->idle_spin_ns;
+    int64_t spin_ns = V.idle_spin_ns;
     unsigned since_probe = 0, probe_every = PROBE_MIN;
     bool spin_paid = true, after_hand_over = false;
     /* The CPUs this worker may use, as inherited; move_off never leaves them. */
@@ -414,22 +421,22 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
         uint32_t idx;
         if (claim(h, w, &idx)) {
             uint16_t caller_cpu =
-                atomic_load_explicit(&pp_slots(h)[idx].caller_cpu, memory_order_relaxed);
+                atomic_load_explicit(&V.slots[idx].caller_cpu, memory_order_relaxed);
             enum handed handed = run(h, w, wr, idx);
-            spin_ns = h->idle_spin_ns;
+            spin_ns = V.idle_spin_ns;
             after_hand_over = false;
-            if (handed != NOT_HANDED && h->call_spin_ns > spin_ns) {
+            if (handed != NOT_HANDED && V.call_spin_ns > spin_ns) {
                 bool beside = caller_cpu == (uint16_t)sched_getcpu();
                 bool want = !beside && handed == HANDED_TO_SPINNER && spin_paid;
                 if (!want && ++since_probe >= probe_every)
                     want = !beside || move_off(caller_cpu, &allowed, nallowed);
                 if (want) {
-                    spin_ns = h->call_spin_ns;
+                    spin_ns = V.call_spin_ns;
                     since_probe = 0;
                     after_hand_over = true;
                 }
             }
-            if (h->max_tasks && ++done >= h->max_tasks) break;
+            if (V.max_tasks && ++done >= V.max_tasks) break;
             continue;
         }
         bool got = idle(h, w, wr, spin_ns);
@@ -438,7 +445,7 @@ static _Noreturn void worker_main(pp_shm_t *h, unsigned w, pid_t server)
             probe_every = got ? PROBE_MIN : probe_every < PROBE_MAX ? probe_every * 2 : PROBE_MAX;
             after_hand_over = false;
         }
-        spin_ns = h->idle_spin_ns;
+        spin_ns = V.idle_spin_ns;
     }
     atomic_store(&wr->state, PP_W_EXITING);
     async__child_exit(0);
@@ -464,8 +471,11 @@ static void close_others(int keep)
     syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
 }
 
-_Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
+_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds)
 {
+    V = *v;
+    pp_shm_t *h = V.h;
+    unsigned nworkers = V.nworkers;
     prctl(PR_SET_NAME, "async-forksrv");
     if (!inherit_fds) close_others(sock);
     /* Ctrl-C reaches the whole process group; the parent decides. */
@@ -481,7 +491,7 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
     sigprocmask(SIG_BLOCK, &chld, &saved_mask);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     pid_t self = getpid();
-    pp_worker_t *ws = pp_workers(h);
+    pp_worker_t *ws = V.workers;
     bool quit = sfd < 0;
     while (!quit) {
         struct pollfd fds[2] = {{sock, POLLIN, 0}, {sfd, POLLIN, 0}};
@@ -492,8 +502,9 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
             int status;
             pid_t pid;
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-                for (unsigned w = 0; w < h->nworkers; w++) {
-                    if (atomic_load(&ws[w].pid) != pid) continue;
+                for (unsigned w = 0; w < nworkers; w++) {
+                    if (srv_pid[w] != pid) continue;
+                    srv_pid[w] = 0;
                     atomic_store(&ws[w].pid, 0);
                     tell(h, sock, PP_MSG_EXITED, w, pid, status);
                     break;
@@ -504,28 +515,33 @@ _Noreturn void async__pp_server_main(pp_shm_t *h, int sock, bool inherit_fds)
         pp_msg_t m;
         ssize_t n = 1;
         while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
-            if (m.w >= h->nworkers) continue;
+            if (m.w >= nworkers) continue;
             if (m.type == PP_MSG_SPAWN) {
+                if (srv_pid[m.w]) { /* still ours: one worker an index */
+                    tell(h, sock, PP_MSG_SPAWNED, m.w, 0, -EBUSY);
+                    continue;
+                }
                 pid_t pid = fork();
                 if (pid == 0) {
                     close(sock);
                     close(sfd);
                     worker_main(h, m.w, self);
                 }
-                if (pid > 0) atomic_store(&ws[m.w].pid, pid);
+                if (pid > 0) {
+                    srv_pid[m.w] = pid;
+                    atomic_store(&ws[m.w].pid, pid);
+                }
                 tell(h, sock, PP_MSG_SPAWNED, m.w, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
             } else if (m.type == PP_MSG_KILL) {
-                if (m.pid > 0 && atomic_load(&ws[m.w].pid) == m.pid) kill(m.pid, m.value);
+                if (m.pid > 0 && srv_pid[m.w] == m.pid) kill(m.pid, m.value);
             } else if (m.type == PP_MSG_QUIT) {
                 quit = true;
             }
         }
         if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
     }
-    for (unsigned w = 0; w < h->nworkers; w++) {
-        pid_t pid = atomic_load(&ws[w].pid);
-        if (pid > 0) kill(pid, SIGKILL);
-    }
+    for (unsigned w = 0; w < nworkers; w++)
+        if (srv_pid[w] > 0) kill(srv_pid[w], SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
     async__child_exit(0);
 }
