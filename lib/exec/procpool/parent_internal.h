@@ -1,5 +1,7 @@
 /* The process pool's parent-side state, shared by procpool.c (jobs, heap,
- * lifecycle) and supervisor.c (the supervisor thread).  PRIVATE. */
+ * lifecycle), shm_heap.c (the shared heap), supervisor.c (the supervisor
+ * thread), deliver.c (a finished job's checks and done) and server_watch.c
+ * (the fork server's end and its messages).  PRIVATE. */
 #ifndef ASYNC_PROCPOOL_PARENT_INTERNAL_H
 #define ASYNC_PROCPOOL_PARENT_INTERNAL_H
 
@@ -104,12 +106,36 @@ struct async__procpool {
     _Atomic uint64_t spawned;
 };
 
+static inline size_t pp_round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* The shared heap (shm_heap.c), under mu.  The size class of a block for n
+ * usable bytes, or 0 if there is none. */
+unsigned async__pp_heap_class(size_t n);
+/* A block for n bytes (zeroed if zero): the offset of its usable bytes in
+ * the region, or 0 when the heap is full. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
+/* Frees the block at uoff (0: nothing) of class k, or of the class its
+ * header names when k is 0; a block whose header or place is not sound is
+ * leaked, never freed into a list. */
+void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
 void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out);
-/* Runs the done callback of the finished job in slot idx (not under mu). */
+/* A field of the region, read once: a worker may change it meanwhile, and
+ * what is checked must be what is used. */
+#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
+
+/* Runs the done callback of the finished job in slot idx, which worker w
+ * ran (not under mu).  Every field the worker wrote is checked first; a job
+ * whose result, length or error the region no longer holds sanely fails
+ * with ASYNC_EIO and a message that says what was wrong. */
 void async__pp_deliver(async__procpool_t *p, uint32_t idx, unsigned w);
+/* Worker w died: wakes the waiter of slot idx, whose job w handed over
+ * but did not wake yet, which would otherwise sleep for ever. */
+void async__pp_wake_handed(async__procpool_t *p, uint32_t idx);
+/* Gives worker w's result area back up to res_end (0: nothing), and wakes
+ * the worker if it waits for room there. */
+void async__pp_release_results(async__procpool_t *p, unsigned w, uint64_t res_end);
 /* Takes the right to run the done of the job in slot idx: true once, for
  * the first caller after placing. */
 static inline bool async__pp_claim(async__procpool_t *p, uint32_t idx)
@@ -148,5 +174,12 @@ void async__pp_join_supervisor(async__procpool_t *p);
  * *killed (OUT, may be NULL) says whether it was still alive at the end of
  * its patience.  Not under mu; idempotent. */
 bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed);
+/* What is wrong with message m from the fork server, written into buf (cap
+ * bytes), or NULL when it is sound: one of the two types it sends, about a
+ * worker that exists, in the order the protocol allows (SPAWNED answers our
+ * SPAWN, EXITED follows SPAWNED for that very pid), naming only its own
+ * children.  Under mu. */
+const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m, char *buf,
+                                         size_t cap);
 
 #endif

@@ -1,6 +1,6 @@
 /* The process pool's parent side: creating the region and the fork server,
- * submitting and cancelling jobs, the shared heap, shutdown and terminate.
- * The supervisor thread lives in supervisor.c.
+ * submitting and cancelling jobs, shutdown and terminate.  The supervisor
+ * thread lives in supervisor.c, the shared heap in shm_heap.c.
  *
  * Locking: pool->mu guards every parent-side field (free slots, the heap,
  * pending jobs, deadlines, modes, worker bookkeeping).  Callbacks (a job's
@@ -16,140 +16,16 @@
 #include <sys/wait.h>
 #include "parent_internal.h"
 
-#define HDR_MAGIC 0x68656170u /* "heap" */
 /* A thread waiting for a hand-over re-checks this often even unwoken. */
 #define SLEEP_CHECK_NS ASYNC_MSEC(100)
 /* How long free waits for the fork server to obey QUIT before killing it. */
 #define SERVER_QUIT_NS ASYNC_SEC(5)
-
-static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 static unsigned pow2_at_least(unsigned n)
 {
     unsigned p = 1;
     while (p < n) p <<= 1;
     return p;
-}
-
-/* --- the shared heap (parent only) ---------------------------------------- */
-
-/* Power-of-two blocks with a 16-byte header {magic|class, next-free};
- * returns the offset of the usable bytes, or 0 when full.  Big freed blocks
- * (16 MiB and more) give their pages back to the kernel.
- *
- * The headers sit in the region, where a work function can overwrite them
- * (one that writes past its output rows in shared memory does).  Every
- * header the parent reads is therefore checked against what it knows
- * privately (heap_top, the block alignment) before it is believed: a block
- * whose header is garbage is leaked, never freed into a list, and a free
- * list whose link is garbage is dropped from there on.  A forged header
- * that passes (a plausible block) can at worst hand out a block twice:
- * both live in the region, so the parent still writes nowhere else. */
-
-/* The size class of a block for n usable bytes, 0 if there is none. */
-static unsigned heap_class(size_t n)
-{
-    size_t need = n + 16;
-    if (need < n) return 0;
-    unsigned k = 5;
-    while (((size_t)1 << k) < need) {
-        if (++k >= 63) return 0;
-    }
-    return k;
-}
-
-/* Whether a block of class k at off (its header) lies inside what the heap
- * has handed out.  Blocks are sums of powers of two of 32 bytes or more
- * from heap_off, so they are 32-aligned. */
-static bool heap_block_ok(const async__procpool_t *p, uint64_t off, unsigned k)
-{
-    return k >= 5 && k < 63 && off >= p->v.heap_off && off % 32 == 0 && off < p->heap_top &&
-           p->heap_top - off >= ((uint64_t)1 << k);
-}
-
-uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero)
-{
-    unsigned k = heap_class(n);
-    if (!k) return 0;
-    char *base = (char *)p->h;
-    uint64_t off = p->free_list[k];
-    bool fresh = false;
-    if (off) {
-        uint64_t next = ((volatile uint64_t *)(base + off))[1];
-        if (next && (!heap_block_ok(p, next, k) ||
-                     ((volatile uint64_t *)(base + next))[0] != (((uint64_t)HDR_MAGIC << 32) | k)))
-            next = 0; /* overwritten: the rest of this list is lost, not followed */
-        p->free_list[k] = next;
-    } else {
-        if (p->heap_top + ((uint64_t)1 << k) > p->v.size) return 0;
-        off = p->heap_top;
-        p->heap_top += (uint64_t)1 << k;
-        fresh = true;
-    }
-    uint64_t *hdr = (uint64_t *)(base + off);
-    hdr[0] = ((uint64_t)HDR_MAGIC << 32) | k;
-    hdr[1] = 0;
-    if (zero && !fresh) memset(hdr + 2, 0, n);
-    return off + 16;
-}
-
-/* Frees the block at uoff of class k (0: read the class from its header,
- * which must then be sound, or the block is leaked). */
-static void heap_free_k(async__procpool_t *p, uint64_t uoff, unsigned k)
-{
-    if (!uoff) return;
-    char *base = (char *)p->h;
-    uint64_t off = uoff - 16;
-    if (uoff < 16) return;
-    if (!k) {
-        if (!heap_block_ok(p, off, 5)) return;
-        uint64_t h0 = *(volatile uint64_t *)(base + off);
-        if (h0 >> 32 != HDR_MAGIC) return;
-        k = (unsigned)(h0 & 0xff);
-    }
-    if (!heap_block_ok(p, off, k)) return;
-    uint64_t *hdr = (uint64_t *)(base + off);
-    hdr[0] = ((uint64_t)HDR_MAGIC << 32) | k; /* as the list's checks expect */
-    if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
-        size_t pg = async__page_size();
-        /* Whole pages inside the block only: madvise rounds the length up,
-         * and the next block's header may share the last page. */
-        uintptr_t from = round_up((uintptr_t)(hdr + 2), pg);
-        uintptr_t to = ((uintptr_t)hdr + ((size_t)1 << k)) / pg * pg;
-        if (to > from) madvise((void *)from, to - from, MADV_REMOVE);
-    }
-    hdr[1] = p->free_list[k];
-    p->free_list[k] = off;
-}
-
-void async__pp_heap_free(async__procpool_t *p, uint64_t uoff) { heap_free_k(p, uoff, 0); }
-
-int async__procpool_shm_alloc(async__procpool_t *p, size_t size, void **out)
-{
-    if (!p || !out || size == 0) return ASYNC_EINVAL;
-    pthread_mutex_lock(&p->mu);
-    uint64_t off = async__pp_heap_alloc(p, size, true);
-    pthread_mutex_unlock(&p->mu);
-    if (!off) return ASYNC_ENOMEM;
-    *out = (char *)p->h + off;
-    return 0;
-}
-
-void async__procpool_shm_free(async__procpool_t *p, void *ptr)
-{
-    /* A pointer the heap did not hand out is the caller's bug, not a reason
-     * to abort the caller's program: it is ignored (async_executor_shm_free's
-     * contract). */
-    if (!p || !ptr || !async__procpool_owns(p, ptr)) return;
-    pthread_mutex_lock(&p->mu);
-    async__pp_heap_free(p, (uint64_t)((char *)ptr - (char *)p->h));
-    pthread_mutex_unlock(&p->mu);
-}
-
-bool async__procpool_owns(const async__procpool_t *p, const void *ptr)
-{
-    const char *c = ptr, *base = (const char *)p->h;
-    return c >= base + p->v.heap_off && c < base + p->v.size;
 }
 
 /* --- placing jobs in slots ------------------------------------------------------ */
@@ -274,8 +150,8 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     j->seq = seq;
     j->in_blk = in_blk;
     j->out_blk = out_blk;
-    j->in_k = in_blk ? (uint8_t)heap_class(in_len) : 0;
-    j->out_k = out_blk ? (uint8_t)heap_class(job->out_cap) : 0;
+    j->in_k = in_blk ? (uint8_t)async__pp_heap_class(in_len) : 0;
+    j->out_k = out_blk ? (uint8_t)async__pp_heap_class(job->out_cap) : 0;
     j->out_cap = job->out_cap;
     j->batch = s->batch;
     j->zombie_of = -1;
@@ -672,8 +548,8 @@ int async__procpool_cancel(async__procpool_t *p, uint64_t id)
 void async__pp_slot_free(async__procpool_t *p, uint32_t idx)
 {
     pp_job_t *j = &p->jobs[idx];
-    heap_free_k(p, j->in_blk, j->in_k);
-    heap_free_k(p, j->out_blk, j->out_k);
+    async__pp_heap_free_class(p, j->in_blk, j->in_k);
+    async__pp_heap_free_class(p, j->out_blk, j->out_k);
     j->in_blk = j->out_blk = 0;
     j->seq = 0;
     j->zombie_of = -1;
@@ -695,21 +571,21 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
 {
     unsigned nslots = pow2_at_least(o->slots ? o->slots : 4096);
     size_t pg = async__page_size();
-    size_t result_area = round_up(o->result_area ? o->result_area : (1u << 20), pg);
+    size_t result_area = pp_round_up(o->result_area ? o->result_area : (1u << 20), pg);
     size_t heap = o->heap_size ? o->heap_size : ((size_t)1 << 30);
-    size_t off = round_up(sizeof(pp_shm_t), pg);
+    size_t off = pp_round_up(sizeof(pp_shm_t), pg);
     size_t slots_off = off;
-    off = round_up(off + (size_t)nslots * sizeof(pp_slot_t), pg);
+    off = pp_round_up(off + (size_t)nslots * sizeof(pp_slot_t), pg);
     size_t ring_off = off;
-    off = round_up(off + (size_t)nslots * 2 * 4, pg);
+    off = pp_round_up(off + (size_t)nslots * 2 * 4, pg);
     size_t workers_off = off;
-    off = round_up(off + (size_t)nworkers * sizeof(pp_worker_t), pg);
+    off = pp_round_up(off + (size_t)nworkers * sizeof(pp_worker_t), pg);
     size_t done_off = off;
-    off = round_up(off + (size_t)nworkers * nslots * 4, pg);
+    off = pp_round_up(off + (size_t)nworkers * nslots * 4, pg);
     size_t res_off = off;
     off += (size_t)nworkers * result_area;
     size_t heap_off = off;
-    size_t size = round_up(off + heap, pg);
+    size_t size = pp_round_up(off + heap, pg);
     int fd = memfd_create("async-procpool", MFD_CLOEXEC);
     if (fd < 0) return -errno;
     if (ftruncate(fd, (off_t)size) < 0) {

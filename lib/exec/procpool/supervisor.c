@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
@@ -202,119 +201,6 @@ static bool want_workers(async__procpool_t *p)
 
 /* --- completions ------------------------------------------------------------ */
 
-void async__pp_wake_waiter(async__procpool_t *p, uint32_t idx, _Atomic uint32_t *waiter)
-{
-    if (!waiter) return;
-    pp_slot_t *s = &p->v.slots[idx];
-    /* Read before the flag: once it is set the waiter may free the slot.
-     * Ours, not the slot's: a worker that rewrote the slot's batch word
-     * would have us wake the wrong sleeper, and the right one never. */
-    bool batch = p->jobs[idx].batch != 0;
-    atomic_store(waiter, 1);
-    if (batch) {
-        pp_wake_batch(p->h);
-        return;
-    }
-    atomic_fetch_add(&s->wseq, 1);
-    pp_futex_wake(&s->wseq, INT_MAX);
-}
-
-/* Worker w died: a waiter whose job it handed over but did not wake yet
- * would sleep for ever. */
-static void wake_handed(async__procpool_t *p, uint32_t idx)
-{
-    pp_slot_t *s = &p->v.slots[idx];
-    /* A chunk of a batch: whether the worker counted it is unknown. */
-    if (p->jobs[idx].batch) pp_wake_batch(p->h);
-    atomic_fetch_add(&s->wseq, 1);
-    pp_futex_wake(&s->wseq, INT_MAX);
-}
-
-/* A field of the region, read once: a worker may change it meanwhile, and
- * what is checked must be what is used. */
-#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
-
-/* Whether [off, off + len) lies in worker w's result area (the byte ring a
- * grown result or an error message goes to). */
-static bool in_res_area(const async__procpool_t *p, unsigned w, uint64_t off, uint64_t len)
-{
-    if (w >= p->v.nworkers) return false;
-    uint64_t start = (uint64_t)(pp_res_area(&p->v, w) - (char *)p->h), area = p->v.result_area;
-    return off >= start && off - start <= area && len <= area - (off - start);
-}
-
-/* Where the result a worker announced for the job in slot idx lies: inline
- * in the slot, in the job's output block, or in worker w's result area, and
- * never longer than what it names; NULL when it is none of them. */
-static const char *result_at(const async__procpool_t *p, uint32_t idx, unsigned w, uint64_t off,
-                             uint64_t len)
-{
-    const pp_job_t *j = &p->jobs[idx];
-    if (off == 0)
-        return len <= j->out_cap && len <= PP_OUT_INLINE ? (const char *)p->v.slots[idx].out_inline
-                                                          : NULL;
-    if (off == j->out_blk) return len <= j->out_cap ? (const char *)p->h + off : NULL;
-    return in_res_area(p, w, off, len) ? (const char *)p->h + off : NULL;
-}
-
-/* Every field the worker wrote is checked before it is believed: a work
- * function can write anywhere in the region, its own slot or a
- * neighbour's included, and a length or an offset out of bounds would have
- * the parent read outside its result.  Such a job fails with ASYNC_EIO and a
- * message that says what was wrong. */
-void async__pp_deliver(async__procpool_t *p, uint32_t idx, unsigned w)
-{
-    pp_slot_t *s = &p->v.slots[idx];
-    pp_job_t *j = &p->jobs[idx];
-    char msg[600];
-    int32_t err = READ_ONCE(s->err);
-    if (err > 0 || err < -100000) {
-        snprintf(msg, sizeof msg,
-                 "the worker left an invalid error code (%d) for the job: the pool's shared memory "
-                 "was overwritten",
-                 (int)err);
-        j->done(p->user, j->arg, ASYNC_EIO, msg, NULL, 0);
-    } else if (err) {
-        uint32_t mlen = READ_ONCE(s->msg_len);
-        uint64_t moff = READ_ONCE(s->msg_off);
-        if (!mlen) snprintf(msg, sizeof msg, "%s", async_strerror(err));
-        else if (mlen < 512 && in_res_area(p, w, moff, mlen))
-            snprintf(msg, sizeof msg, "%.*s", (int)mlen, (const char *)p->h + moff);
-        else
-            snprintf(msg, sizeof msg,
-                     "%s (the worker's message for it is invalid: %u bytes at offset %llu, outside "
-                     "its result area: the pool's shared memory was overwritten)",
-                     async_strerror(err), mlen, (unsigned long long)moff);
-        j->done(p->user, j->arg, err, msg, NULL, 0);
-    } else {
-        uint64_t off = READ_ONCE(s->out_off), len = READ_ONCE(s->out_len);
-        const char *out = result_at(p, idx, w, off, len);
-        if (out) {
-            j->done(p->user, j->arg, 0, NULL, out, len);
-            return;
-        }
-        snprintf(msg, sizeof msg,
-                 "the worker's result for the job is invalid: %llu bytes at offset %llu, where the "
-                 "job's capacity is %llu bytes and a grown result stays in the worker's %llu-byte "
-                 "area (the pool's shared memory was overwritten)",
-                 (unsigned long long)len, (unsigned long long)off, (unsigned long long)j->out_cap,
-                 (unsigned long long)p->v.result_area);
-        j->done(p->user, j->arg, ASYNC_EIO, msg, NULL, 0);
-    }
-}
-
-static void release_results(async__procpool_t *p, unsigned w, uint64_t res_end)
-{
-    pp_worker_t *wr = &p->v.workers[w];
-    if (!res_end) return;
-    atomic_store_explicit(&wr->res_head, res_end, memory_order_release);
-    pp_fence();
-    if (atomic_load(&wr->res_waiting)) {
-        atomic_fetch_add(&wr->res_seq, 1);
-        pp_futex_wake(&wr->res_seq, 1);
-    }
-}
-
 /* Worker w's ring or records hold what no worker of ours writes: it is
  * retired and killed, its ring is read no more, and the jobs it still
  * holds fail with this reason when it is reaped (the finished ones are
@@ -379,7 +265,7 @@ static bool reap_worker(async__procpool_t *p, unsigned w)
         }
         if (bad[0]) worker_corrupt(p, w, bad);
         pthread_mutex_unlock(&p->mu);
-        release_results(p, w, res_end);
+        async__pp_release_results(p, w, res_end);
         tail = atomic_load_explicit(&wr->done_tail, memory_order_acquire);
     }
     return true;
@@ -504,7 +390,7 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
             async__pp_slot_free(p, i);
             async__pp_job_finished(p);
         } else if (PP_KIND(st) == PP_HANDED && PP_WORKER(st) == w) {
-            wake_handed(p, i); /* its waiter delivers it */
+            async__pp_wake_handed(p, i); /* its waiter delivers it */
         }
     }
     atomic_store(&wr->state, PP_W_EMPTY);
@@ -543,85 +429,6 @@ static void on_spawned(async__procpool_t *p, unsigned w, pid_t pid, int err)
 }
 
 /* --- the fork server --------------------------------------------------------- */
-
-/* PIDFD_GET_INFO's first layout (Linux 6.15), as lib/ipc/process.c declares
- * it (exec does not include ipc): the kernel reads the size from the
- * request number, so this 64-byte layout stays valid as the struct grows. */
-struct pp_pidfd_info {
-    uint64_t mask, cgroupid;
-    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-    int32_t exit_code; /* a wait status, as waitpid gives */
-};
-#define PP_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pp_pidfd_info)
-#define PP_PIDFD_INFO_EXIT (1ull << 3)
-
-/* The wait status of a server another waiter reaped, from its pidfd.  The
- * reaper records it while it releases the child, a moment after our
- * waitpid already says ECHILD: a few milliseconds are given. */
-static bool server_exit_info(int pidfd, int *status)
-{
-    if (pidfd < 0) return false;
-    for (int i = 0; i < 50; i++) {
-        struct pp_pidfd_info in = {.mask = PP_PIDFD_INFO_EXIT};
-        if (ioctl(pidfd, PP_PIDFD_GET_INFO, &in) < 0) {
-            if (errno == EINTR) continue;
-            return false; /* ENOTTY, EINVAL: a kernel before 6.13 */
-        }
-        if (in.mask & PP_PIDFD_INFO_EXIT) {
-            *status = in.exit_code;
-            return true;
-        }
-        usleep(100); /* before 6.15 this never comes: 5 ms in all */
-    }
-    return false;
-}
-
-/* SIGKILLs the server, which is not reaped yet by us: through its pidfd,
- * which never reaches another process; without one, only while waitid
- * says it is still our child to signal. */
-static void kill_server(async__procpool_t *p)
-{
-#ifdef SYS_pidfd_send_signal
-    if (p->server_pidfd >= 0 && syscall(SYS_pidfd_send_signal, p->server_pidfd, SIGKILL, NULL, 0) == 0)
-        return;
-#endif
-    siginfo_t si;
-    if (waitid(P_PID, (id_t)p->server, &si, WEXITED | WNOHANG | WNOWAIT) == 0) kill(p->server, SIGKILL);
-}
-
-bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed)
-{
-    if (killed) *killed = false;
-    int64_t until = async_now() + patience;
-    bool sent = false;
-    while (!p->server_reaped) {
-        int st;
-        pid_t r = waitpid(p->server, &st, WNOHANG);
-        if (r == p->server) {
-            p->server_reaped = p->server_known = true;
-            p->server_status = st;
-        } else if (r < 0 && errno == EINTR) {
-            continue;
-        } else if (r < 0) {
-            /* ECHILD: another waiter took it (SIGCHLD set to SIG_IGN, or
-             * libev's default loop); its pidfd still tells how it ended. */
-            p->server_reaped = true;
-            p->server_known = server_exit_info(p->server_pidfd, &p->server_status);
-        } else if (!sent && async_now() >= until) {
-            kill_server(p);
-            sent = true;
-            if (killed) *killed = true;
-        } else if (p->server_pidfd >= 0) {
-            struct pollfd pfd = {.fd = p->server_pidfd, .events = POLLIN};
-            int64_t left = sent ? ASYNC_MSEC(10) : until - async_now();
-            poll(&pfd, 1, left > ASYNC_MSEC(10) ? 10 : left > 0 ? (int)(left / 1000000) + 1 : 0);
-        } else {
-            usleep(1000);
-        }
-    }
-    *status = p->server_status;
-    return p->server_known;
-}
 
 /* The fork server is gone, or no longer to be trusted: its workers die with
  * it (PR_SET_PDEATHSIG) and no new one can start, so the pool is broken
@@ -671,63 +478,6 @@ static void on_server_gone(async__procpool_t *p, const char *why)
     }
 }
 
-/* Whether pid is a live process whose parent is not the fork server (one
- * that has exited already cannot be checked, and is let pass: its EXITED
- * report follows). */
-static bool not_the_servers(const async__procpool_t *p, pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* "pid (comm) state ppid ...": comm may hold anything, so from its end. */
-    const char *rp = strrchr(buf, ')');
-    char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return false;
-    return ppid != p->server && state != 'Z' && state != 'X';
-}
-
-/* What is wrong with a message from the fork server, or NULL: it must be
- * one of the two it sends, for a worker that exists, in the order the
- * protocol allows (SPAWNED answers our SPAWN, EXITED follows SPAWNED for
- * that very pid), and name only its own children. */
-static const char *bad_message(async__procpool_t *p, const pp_msg_t *m, char *buf, size_t cap)
-{
-    if (m->type != PP_MSG_SPAWNED && m->type != PP_MSG_EXITED) {
-        snprintf(buf, cap, "sent a message of unknown type %u", m->type);
-        return buf;
-    }
-    if (m->w >= p->nworkers) {
-        snprintf(buf, cap, "sent a message about worker %u (the pool has %u)", m->w, p->nworkers);
-        return buf;
-    }
-    pp_pworker_t *pw = &p->w[m->w];
-    if (m->type == PP_MSG_SPAWNED) {
-        if (!pw->spawning)
-            snprintf(buf, cap, "reported worker %u started (pid %d) though none was asked for",
-                     m->w, (int)m->pid);
-        else if (m->value > 0 || (m->value == 0 && (m->pid <= 0 || m->pid == p->server)))
-            snprintf(buf, cap, "reported worker %u started as pid %d (error %d)", m->w,
-                     (int)m->pid, (int)m->value);
-        else if (m->value == 0 && not_the_servers(p, m->pid))
-            snprintf(buf, cap, "reported worker %u started as pid %d, which is not its child",
-                     m->w, (int)m->pid);
-        else
-            return NULL;
-        return buf;
-    }
-    if (!pw->alive || m->pid != pw->pid) {
-        snprintf(buf, cap, "reported worker %u (pid %d) exited, but %s", m->w, (int)m->pid,
-                 pw->alive ? "that worker has another pid" : "it was not running");
-        return buf;
-    }
-    return NULL;
-}
-
 static bool read_server(async__procpool_t *p)
 {
     bool any = false;
@@ -754,7 +504,7 @@ static bool read_server(async__procpool_t *p)
             why = bad;
         } else {
             pthread_mutex_lock(&p->mu);
-            why = bad_message(p, &m, bad, sizeof bad);
+            why = async__pp_bad_server_message(p, &m, bad, sizeof bad);
             pthread_mutex_unlock(&p->mu);
         }
         if (why) {
