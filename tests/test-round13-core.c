@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <async.h>
 #include <async/select.h>
@@ -599,6 +600,8 @@ static int t_select_meets_blocking_peer(void *arg, void **res)
     t = test_spawn_started(select_one, &f);
     cr_assert_eq(async_chan_recv(c, &v), 0);
     cr_assert_eq(v, 1);
+    cr_assert_eq(async_yield(), 0); /* the woken select runs (its deadline is seconds off) */
+    cr_assert_eq(async_task_done(t), 1, "a select to send was not woken by the freed slot");
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(f.rc, 0, "select send on a freed slot: %s", async_errname(f.rc));
     cr_assert_eq(async_chan_tryrecv(c, &v), 0);
@@ -623,6 +626,8 @@ static int t_select_sees_close(void *arg, void **res)
     struct sel r = {c, ASYNC_SELECT_RECV, 0, 1};
     async_task_t t = test_spawn_started(select_one, &r);
     cr_assert_eq(async_chan_close(c), 0);
+    cr_assert_eq(async_yield(), 0); /* the woken select runs (its deadline is seconds off) */
+    cr_assert_eq(async_task_done(t), 1, "a select was not woken by its channel's close");
     cr_assert_eq(async_task_await(t, NULL), 0);
     cr_assert_eq(r.rc, ASYNC_EEOF, "select recv on a closed channel: %s", async_errname(r.rc));
     cr_assert_eq(async_chan_destroy(c), 0);
@@ -1002,4 +1007,51 @@ static int t_budget(void *arg, void **res)
 Test(round13, yielding_tasks_let_libev_poll, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_budget, NULL, NULL), 0);
+}
+
+/* --- objects made outside any loop, descriptors ---------------------------- */
+
+/* Kills sync.c:42 without `!*owner ||`: an object made outside any loop
+ * and used outside any loop asked a loop that does not exist. */
+Test(round13, unbound_objects_work_outside_any_loop, .timeout = 10)
+{
+    async_sem_t *s;
+    async_chan_t *c;
+    async_event_t *e;
+    cr_assert_eq(async_sem_new(&s, 0), 0);
+    cr_assert_eq(async_sem_release(s), 0);
+    cr_assert_eq(async_sem_tryacquire(s), 0);
+    cr_assert_eq(async_sem_destroy(s), 0);
+    cr_assert_eq(async_chan_new(&c, sizeof(int), 2), 0);
+    int v = 4;
+    cr_assert_eq(async_chan_trysend(c, &v), 0);
+    cr_assert_eq(async_chan_tryrecv(c, &v), 0);
+    cr_assert_eq(async_chan_destroy(c), 0);
+    cr_assert_eq(async_event_new(&e), 0);
+    cr_assert_eq(async_event_set(e), 0);
+    cr_assert_eq(async_event_trywait(e), 0);
+    cr_assert_eq(async_event_destroy(e), 0);
+}
+
+static int t_wait_writable_only(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    /* sv[0]: its send buffer full, and data waiting to be read. */
+    char buf[4096];
+    memset(buf, 'x', sizeof buf);
+    while (write(sv[0], buf, sizeof buf) > 0) { /* fill */ }
+    cr_assert_eq(write(sv[1], "y", 1), 1);
+    cr_assert_eq(async_wait_fd_dl(sv[0], ASYNC_READABLE, async_deadline_after(ASYNC_SEC(2))), 0);
+    cr_assert_eq(async_wait_fd_dl(sv[0], ASYNC_WRITABLE, async_deadline_after(ASYNC_MSEC(30))),
+                 ASYNC_ETIMEDOUT, "a wait for writable-only ended on readable");
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+/* Kills task.c:478 always asking libev for EV_READ. */
+Test(round13, wait_for_writable_ignores_readable, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_wait_writable_only, NULL, NULL), 0);
 }
