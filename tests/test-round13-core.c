@@ -227,10 +227,10 @@ static size_t vm_bytes(void)
     return pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-#define CHURN 150000
+#define CHURN 40000
 /* 128 bytes of reserve a task (common.c), so a count that leaked once a
- * spawn would map CHURN * 128 = 19 MB more; the bound is well under it. */
-#define CHURN_BOUND ((size_t)8 << 20)
+ * spawn would map CHURN * 128 = 5 MB more; the bound is well under it. */
+#define CHURN_BOUND ((size_t)2 << 20)
 
 static int t_reserve_churn(void *arg, void **res)
 {
