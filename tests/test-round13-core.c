@@ -1123,3 +1123,44 @@ Test(round13, loop_run_modes, .timeout = 30)
     cr_assert_eq(async_loop_live_tasks(loop), 0);
     cr_assert_eq(async_loop_destroy(loop), 0);
 }
+
+/* --- error strings and the allocator seam ---------------------------------- */
+
+/* Kills common.c:58's table search starting one entry late or stopping one
+ * entry early (ASYNC_OK, ASYNC_EDNS unknown). */
+Test(round13, every_error_code_has_a_name_and_a_text, .timeout = 10)
+{
+    static const int codes[] = {
+        ASYNC_OK, ASYNC_EPERM, ASYNC_ESRCH, ASYNC_EIO, ASYNC_EAGAIN, ASYNC_ENOMEM, ASYNC_EBUSY,
+        ASYNC_EDEADLK, ASYNC_EINVAL, ASYNC_EPIPE, ASYNC_ENOTSUP, ASYNC_EALREADY, ASYNC_ETIMEDOUT,
+        ASYNC_ECANCELED, ASYNC_EOWNERDEAD, ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ENOENT,
+        ASYNC_ECONNRESET, ASYNC_ECONNREFUSED, ASYNC_EADDRINUSE, ASYNC_ECLOSED, ASYNC_ENOTASK,
+        ASYNC_ENOLOOP, ASYNC_EWRONGLOOP, ASYNC_EDONE, ASYNC_EEOF, ASYNC_EFULL, ASYNC_EWORKERDIED,
+        ASYNC_EINIT, ASYNC_EHTTP, ASYNC_ECURL, ASYNC_EJSON, ASYNC_EWORK, ASYNC_ECHILD,
+        ASYNC_ENOTFOUND, ASYNC_EDNS,
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        cr_assert_str_neq(async_strerror(codes[i]), "unknown error", "code %d", codes[i]);
+        cr_assert_str_neq(async_errname(codes[i]), "ASYNC_E?", "code %d", codes[i]);
+    }
+    cr_assert_str_eq(async_errname(ASYNC_EDNS), "ASYNC_EDNS");
+    cr_assert_str_eq(async_errname(ASYNC_OK), "ASYNC_OK");
+    cr_assert_str_eq(async_strerror(-99999), "unknown error");
+}
+
+/* Kills common.c:132 ignoring async_set_allocator(NULL): the library kept
+ * calling the program's allocator after being told to go back to libc's. */
+Test(round13, set_allocator_null_restores_libc, .timeout = 10)
+{
+    test_alloc_install();
+    async_sem_t *s;
+    long before = test_alloc_total();
+    cr_assert_eq(async_sem_new(&s, 1), 0);
+    cr_assert_gt(test_alloc_total(), before, "the counting allocator is in use");
+    cr_assert_eq(async_sem_destroy(s), 0);
+    async_set_allocator(NULL);
+    before = test_alloc_total();
+    cr_assert_eq(async_sem_new(&s, 1), 0);
+    cr_assert_eq(async_sem_destroy(s), 0);
+    cr_assert_eq(test_alloc_total(), before, "allocations went to the old allocator");
+}
