@@ -1069,7 +1069,7 @@ Test(round13_http, a_ca_file_that_cannot_serve_fails_the_request_and_names_itsel
         {"empty", p.empty_pem, ""},
         {"garbage", p.garbage_pem, ""},
         {"a private key", p.key_pem, ""},
-        {"a directory", p.dir, ""},
+        {"a directory", p.dir, "Is a directory"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char mine[256], curls[256], want[200];
