@@ -3,7 +3,10 @@
  * layers, each gzip, deflate (zlib-wrapped or, as some servers send it,
  * raw), br or zstd, the raw body going into the last coding applied and each
  * layer's output into the one under it, the innermost into the sink in
- * pieces of at most OUT_CHUNK bytes.  Nothing is decoded ahead of the sink:
+ * pieces of at most OUT_CHUNK bytes.  A stream must end where its body
+ * ends: bytes after its end are an error, as for curl, and so is a body that
+ * ends before the stream (async__http_decoder_end); zstd alone may carry
+ * several frames.  Nothing is decoded ahead of the sink:
  * once it says stop (the body reached max_body), no layer produces another
  * byte, so a body of a few kilobytes that would decode to gigabytes costs
  * max_body and the decoders' windows, never more.
@@ -199,6 +202,13 @@ static int corrupt(const layer_t *L, const char *why, char *err, size_t cap)
     return -1;
 }
 
+/* Bytes after the end of a gzip, deflate or br stream: an error, as for
+ * curl (a second gzip member included, which curl rejects too). */
+static int trailing(const layer_t *L, char *err, size_t cap)
+{
+    return corrupt(L, "data after the end of the stream", err, cap);
+}
+
 static int feed_zlib(http_decoder_t *d, int i, const unsigned char *p, size_t n, char *err,
                      size_t cap)
 {
@@ -233,9 +243,8 @@ static int feed_zlib(http_decoder_t *d, int i, const unsigned char *p, size_t n,
             if (e) return e;
         }
         if (rc == Z_STREAM_END) {
-            /* Bytes after the end are ignored, as curl does. */
             L->done = true;
-            return 0;
+            return z->avail_in ? trailing(L, err, cap) : 0;
         }
         if (rc == Z_BUF_ERROR || (rc == Z_OK && !z->avail_in && z->avail_out)) return 0;
         if (rc != Z_OK) return corrupt(L, z->msg ? z->msg : "zlib error", err, cap);
@@ -258,7 +267,7 @@ static int feed_br(http_decoder_t *d, int i, const unsigned char *p, size_t n, c
         }
         if (r == BROTLI_DECODER_RESULT_SUCCESS) {
             L->done = true;
-            return 0;
+            return n ? trailing(L, err, cap) : 0;
         }
         if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) return 0;
         if (r != BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT)
@@ -291,7 +300,8 @@ static int feed_zstd(http_decoder_t *d, int i, const unsigned char *p, size_t n,
 static int feed(http_decoder_t *d, int i, const unsigned char *p, size_t n, char *err, size_t cap)
 {
     layer_t *L = &d->l[i];
-    if (!n || (L->done && L->kind != ZSTD)) return 0;
+    if (!n) return 0;
+    if (L->done && L->kind != ZSTD) return trailing(L, err, cap);
     if (!L->started && !layer_start(L)) return corrupt(L, "out of memory", err, cap);
     L->fed = true;
     switch (L->kind) {

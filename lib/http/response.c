@@ -154,6 +154,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         http_xfer_t *x = h->x;
         h->hdr.len = 0;
         h->n_hdr = 0;
+        /* Its body, if any, is decoded by its own Content-Encoding. */
+        async__http_decoder_free(x->dec);
+        x->dec = NULL;
+        x->dec_looked = false;
         size_t keep = len < sizeof x->status_line - 1 ? len : sizeof x->status_line - 1;
         memcpy(x->status_line, p, keep);
         x->status_line[keep] = 0;
