@@ -283,6 +283,19 @@ static bool all_zero(const char *p, size_t n)
     return true;
 }
 
+/* One GET of path by a new client with options o: it must succeed with
+ * exactly the n bytes of want as its body. */
+static void expect_body(raw_srv_t *s, const async_http_opts_t *o, const char *path,
+                        const void *want, size_t n)
+{
+    async_http_request_t req = {.url = raw_url(s, path)};
+    waited_t w = run_one(o, &req);
+    cr_expect_eq(w.resp->error, 0, "%s: %s", path, w.resp->errmsg);
+    cr_expect(w.resp->body_len == n && !memcmp(w.resp->body, want, n), "%s: %zu bytes, want %zu",
+              path, w.resp->body_len, n);
+    async_http_response_free(w.resp);
+}
+
 /* --- decoding bombs ----------------------------------------------------------------- */
 
 #define MIB ((size_t)1 << 20)
@@ -489,21 +502,14 @@ Test(round13_http, encodings_not_asked_for)
     raw_start(&s, canned_answer);
 
     async_http_opts_t plain = {.max_body = 4 * MIB};
+    expect_body(&s, &plain, "/bomb", bomb.p, bomb.n); /* the bytes as sent, not decoded */
     async_http_request_t req = {.url = raw_url(&s, "/bomb")};
     waited_t w = run_one(&plain, &req);
-    cr_expect_eq(w.resp->error, 0, "%s", w.resp->errmsg);
-    cr_expect_eq(w.resp->body_len, bomb.n, "the bytes as sent, not decoded");
-    cr_expect(w.resp->body_len == bomb.n && !memcmp(w.resp->body, bomb.p, bomb.n));
     cr_expect_str_eq(async_http_response_header(w.resp, "Content-Encoding") ?: "(none)", "gzip");
     async_http_response_free(w.resp);
 
     async_http_opts_t gzip_only = {.accept_encoding = "gzip", .max_body = 4 * MIB};
-    req.url = raw_url(&s, "/gzip-text");
-    w = run_one(&gzip_only, &req);
-    cr_expect_eq(w.resp->error, 0, "%s", w.resp->errmsg);
-    cr_expect(w.resp->body_len == text.n && !memcmp(w.resp->body, text.p, text.n),
-              "%zu bytes decoded, %zu sent", w.resp->body_len, text.n);
-    async_http_response_free(w.resp);
+    expect_body(&s, &gzip_only, "/gzip-text", text.p, text.n);
 
     req.url = raw_url(&s, "/xz");
     w = run_one(&gzip_only, &req);
@@ -613,21 +619,9 @@ Test(round13_http, a_body_gzipped_twice_is_decoded_as_often_as_it_says)
     raw_srv_t s;
     raw_start(&s, canned_answer);
     async_http_opts_t o = {.accept_encoding = ""};
-    const char *paths[] = {"/both", "/two-headers"};
-    for (size_t i = 0; i < 2; i++) {
-        async_http_request_t req = {.url = raw_url(&s, paths[i])};
-        waited_t w = run_one(&o, &req);
-        cr_expect_eq(w.resp->error, 0, "%s: %s", paths[i], w.resp->errmsg);
-        cr_expect(w.resp->body_len == text.n && !memcmp(w.resp->body, text.p, text.n),
-                  "%s: %zu bytes, want %zu", paths[i], w.resp->body_len, text.n);
-        async_http_response_free(w.resp);
-    }
-    async_http_request_t req = {.url = raw_url(&s, "/said-once")};
-    waited_t w = run_one(&o, &req);
-    cr_expect_eq(w.resp->error, 0, "%s", w.resp->errmsg);
-    cr_expect(w.resp->body_len == once.n && !memcmp(w.resp->body, once.p, once.n),
-              "%zu bytes, want the inner stream's %zu", w.resp->body_len, once.n);
-    async_http_response_free(w.resp);
+    expect_body(&s, &o, "/both", text.p, text.n);
+    expect_body(&s, &o, "/two-headers", text.p, text.n);
+    expect_body(&s, &o, "/said-once", once.p, once.n); /* the inner stream */
     raw_stop(&s);
     blob_free(&text);
     blob_free(&once);
@@ -1423,15 +1417,8 @@ Test(round13_http, each_response_is_decoded_by_its_own_encoding)
     raw_srv_t s;
     raw_start(&s, canned_answer);
     async_http_opts_t o = {.accept_encoding = ""};
-    const char *paths[] = {"/r-gzip", "/r-plain"};
-    for (int i = 0; i < 2; i++) {
-        async_http_request_t req = {.url = raw_url(&s, paths[i])};
-        waited_t w = run_one(&o, &req);
-        cr_expect_eq(w.resp->error, 0, "%s: %s", paths[i], w.resp->errmsg);
-        cr_expect(w.resp->body_len == text.n && !memcmp(w.resp->body, text.p, text.n),
-                  "%s: %zu bytes, want %zu", paths[i], w.resp->body_len, text.n);
-        async_http_response_free(w.resp);
-    }
+    expect_body(&s, &o, "/r-gzip", text.p, text.n);
+    expect_body(&s, &o, "/r-plain", text.p, text.n);
     async_http_request_t req = {.url = raw_url(&s, "/tail")};
     waited_t w = run_one(&o, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
