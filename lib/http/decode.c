@@ -232,7 +232,7 @@ static int feed_zlib(http_decoder_t *d, int i, const unsigned char *p, size_t n,
             L->raw = true;
             if (cx.inflate_init(z, -MAX_WBITS, ZLIB_VERSION, (int)sizeof *z) != Z_OK) {
                 L->started = false;
-                return corrupt(L, "out of memory", err, cap);
+                return ASYNC_ENOMEM;
             }
             z->next_in = (unsigned char *)p;
             z->avail_in = (uInt)n;
@@ -247,6 +247,7 @@ static int feed_zlib(http_decoder_t *d, int i, const unsigned char *p, size_t n,
             return z->avail_in ? trailing(L, err, cap) : 0;
         }
         if (rc == Z_BUF_ERROR || (rc == Z_OK && !z->avail_in && z->avail_out)) return 0;
+        if (rc == Z_MEM_ERROR) return ASYNC_ENOMEM;
         if (rc != Z_OK) return corrupt(L, z->msg ? z->msg : "zlib error", err, cap);
     }
 }
@@ -302,7 +303,7 @@ static int feed(http_decoder_t *d, int i, const unsigned char *p, size_t n, char
     layer_t *L = &d->l[i];
     if (!n) return 0;
     if (L->done && L->kind != ZSTD) return trailing(L, err, cap);
-    if (!L->started && !layer_start(L)) return corrupt(L, "out of memory", err, cap);
+    if (!L->started && !layer_start(L)) return ASYNC_ENOMEM;
     L->fed = true;
     switch (L->kind) {
     case GZIP:
@@ -351,8 +352,10 @@ int async__http_decoder_new(http_decoder_t **out, const char *codings, size_t le
         kinds[n++] = k;
     }
     if (!n) return 0;
-    http_decoder_t *d = async__calloc(1, sizeof *d + (size_t)n * OUT_CHUNK);
+    /* The output buffers are written before they are read: not zeroed. */
+    http_decoder_t *d = async__malloc(sizeof *d + (size_t)n * OUT_CHUNK);
     if (!d) return ASYNC_ENOMEM;
+    memset(d, 0, sizeof *d);
     d->n = n;
     d->sink = sink;
     d->ud = ud;

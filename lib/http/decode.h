@@ -39,7 +39,7 @@ int async__http_decoder_new(http_decoder_t **out, const char *codings, size_t le
                             http_decode_sink sink, void *ud, char *err, size_t cap);
 
 /* Decodes n raw bytes of the body into the sink.  Returns 0; the sink's
- * nonzero value; or -1 for a corrupt stream, with why in err. */
+ * nonzero value; ASYNC_ENOMEM; or -1 for a corrupt stream, with why in err. */
 int async__http_decoder_write(http_decoder_t *d, const char *p, size_t n, char *err, size_t cap);
 
 /* At the end of the body: 0 when every layer that was given bytes reached
