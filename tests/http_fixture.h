@@ -1,14 +1,34 @@
 /* The fixture that the HTTP client's fault tests share (test-http-faults.c,
- * test-round6-attack.c, test-round12-http.c): the counting allocator, the
- * fault-injecting test server (tests/support/httpd.h) and a loop, set up
- * before each test and checked after it.  The teardown fails the test
- * (tests/support/teardown.h) if the loop would not close or anything the
- * library allocated is still live.  Include it once, in a test file: it
- * defines the file's srv and loop, and the suite's .init and .fini. */
+ * test-round6-attack.c, test-round12-http.c, test-round13-http.c): the
+ * counting allocator, the fault-injecting test server (tests/support/httpd.h)
+ * and a loop, set up before each test and checked after it.  The teardown
+ * fails the test (tests/support/teardown.h) if the loop would not close or
+ * anything the library allocated is still live.  Include it once, in a test
+ * file: it defines the file's srv and loop, and the suite's .init and .fini.
+ *
+ * Beside it, the pieces the hostile reviews share: a scripted server (a
+ * forked process group on a loopback port that plays a broken peer, raw_*),
+ * and the measure of a wait (run_one, expect_no_spin): how long it took,
+ * how much CPU the loop's thread spent and how many turns the loop made. */
 #ifndef TESTS_HTTP_FIXTURE_H
 #define TESTS_HTTP_FIXTURE_H
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <async.h>
+#include <async/http.h>
 #include "support/alloc.h"
 #include "support/httpd.h"
 #include "support/teardown.h"
@@ -30,5 +50,202 @@ static inline void http_fixture_teardown(void)
     test_httpd_stop(srv);
     TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
+}
+
+/* --- a scripted server ------------------------------------------------------
+ *
+ * A process group forked for the test: its first process accepts, and each
+ * connection gets a process of its own.  With raw_start, that process reads
+ * requests and answers each as its path says (the test's answer function);
+ * with raw_start_conn, it hands the connection to the test's function whole
+ * (a TLS peer that misbehaves, say).  Counters live in shared memory; the
+ * test's data set up before the start is the children's too (fork). */
+
+typedef struct raw_stats {
+    atomic_long connections, requests;
+} raw_stats_t;
+
+typedef struct raw_srv raw_srv_t;
+/* Answers one request for path on fd; returns false to end the connection. */
+typedef bool (*raw_answer_fn)(int fd, const char *path);
+/* Serves connection fd, in a process of its own, until it is done. */
+typedef void (*raw_conn_fn)(raw_srv_t *s, int fd);
+
+struct raw_srv {
+    pid_t pid;
+    unsigned port;
+    raw_stats_t *st;
+    raw_answer_fn answer;
+    char url[160];
+};
+
+/* Writes all of s; the end of this connection's process if the client went. */
+static inline void raw_put(int fd, const void *s, size_t n)
+{
+    const char *p = s;
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) _exit(0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static inline void raw_puts(int fd, const char *s) { raw_put(fd, s, strlen(s)); }
+
+static inline void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {}
+}
+
+/* Reads one request's head (to the blank line) into buf; false at the end
+ * of the connection. */
+static inline bool raw_read_head(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
+        if (r <= 0) return false;
+        n += (size_t)r;
+        buf[n] = 0;
+        if (strstr(buf, "\r\n\r\n")) return true;
+    }
+    return false;
+}
+
+/* The connection of raw_start: requests answered by path, in turn. */
+static inline void raw_http_conn(raw_srv_t *s, int fd)
+{
+    char head[8192];
+    while (raw_read_head(fd, head, sizeof head)) {
+        atomic_fetch_add(&s->st->requests, 1);
+        char path[256] = "";
+        sscanf(head, "%*s %255s", path);
+        if (!s->answer(fd, path)) break;
+    }
+}
+
+static inline void raw_start_conn(raw_srv_t *s, raw_conn_fn conn)
+{
+    raw_answer_fn answer = s->answer;
+    memset(s, 0, sizeof *s);
+    s->answer = answer;
+    s->st = mmap(NULL, sizeof *s->st, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(s->st, MAP_FAILED);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(lfd, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(lfd, 64), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    s->port = ntohs(a.sin_port);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
+        for (;;) {
+            int fd = accept(lfd, NULL, NULL);
+            if (fd < 0) continue;
+            atomic_fetch_add(&s->st->connections, 1);
+            if (fork() == 0) {
+                close(lfd);
+                conn(s, fd);
+                close(fd);
+                _exit(0);
+            }
+            close(fd);
+        }
+    }
+    setpgid(pid, pid);
+    s->pid = pid;
+    close(lfd);
+}
+
+static inline void raw_start(raw_srv_t *s, raw_answer_fn answer)
+{
+    s->answer = answer;
+    raw_start_conn(s, raw_http_conn);
+}
+
+static inline void raw_stop(raw_srv_t *s)
+{
+    kill(-s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    munmap(s->st, sizeof *s->st);
+}
+
+/* "http://127.0.0.1:PORT" + path, in s's buffer (the next call overwrites it). */
+static inline const char *raw_url(raw_srv_t *s, const char *path)
+{
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%u%s", s->port, path);
+    return s->url;
+}
+
+/* --- measuring a wait ------------------------------------------------------- */
+
+/* This thread's CPU time, user and system, in seconds. */
+static inline double thread_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+typedef struct waited {
+    async_http_response_t *resp;
+    int calls;
+    double wall, cpu;  /* seconds */
+    unsigned iters;    /* loop iterations */
+} waited_t;
+
+static inline void on_waited(async_http_response_t *resp, void *arg)
+{
+    waited_t *w = arg;
+    w->calls++;
+    async_http_response_free(w->resp);
+    w->resp = resp;
+}
+
+/* One request on a new client on the fixture's loop, run to its end while
+ * the wall time, this thread's CPU time and the loop's turns are counted. */
+static inline waited_t run_one(const async_http_opts_t *o, const async_http_request_t *req)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, o), 0);
+    waited_t w = {0};
+    struct ev_loop *ev = async_loop_ev(loop);
+    unsigned it0 = ev_iteration(ev);
+    double cpu0 = thread_cpu();
+    int64_t t0 = async_now();
+    cr_assert_eq(async_http_send(http, req, on_waited, &w), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    w.wall = (double)(async_now() - t0) / 1e9;
+    w.cpu = thread_cpu() - cpu0;
+    w.iters = ev_iteration(ev) - it0;
+    cr_assert_eq(w.calls, 1, "the request ended %d times", w.calls);
+    cr_assert_not_null(w.resp);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_log_info("%s: %s after %.3f s, %.3f s CPU, %u loop turns", req->url,
+                w.resp->error ? w.resp->errmsg : "ok", w.wall, w.cpu, w.iters);
+    return w;
+}
+
+/* A wait that blocked in the poll: a few turns for each of the server's
+ * writes (writes_per_s of them a second), and a small share of the wall
+ * time on the CPU.  A spinning loop turns tens of thousands of times a
+ * second and is on the CPU whenever it can be. */
+static inline void expect_no_spin(const waited_t *w, double writes_per_s)
+{
+    double turns = 4 * (writes_per_s + 2) * (w->wall + 1);
+    cr_expect_lt(w->iters, turns, "%u loop turns in %.2f s: the wait spun", w->iters, w->wall);
+    cr_expect_lt(w->cpu, 0.25 * w->wall + 0.05, "%.3f s CPU in %.3f s: the wait spun", w->cpu,
+                 w->wall);
 }
 #endif

@@ -32,75 +32,27 @@
 TestSuite(round12_http, .init = http_fixture_setup, .fini = http_fixture_teardown,
           .timeout = 60);
 
-/* --- a scripted server ------------------------------------------------------
- *
- * A process group forked for the test: its first process accepts, and each
- * connection gets a process of its own that reads requests and answers each
- * as its path says (raw_answer).  Counters live in shared memory. */
-
-typedef struct raw_stats {
-    atomic_long connections, requests;
-} raw_stats_t;
-
-typedef struct raw_srv {
-    pid_t pid;
-    unsigned port;
-    raw_stats_t *st;
-    char url[160];
-} raw_srv_t;
-
-static void put(int fd, const char *s, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
-        if (w <= 0) _exit(0); /* the client went: this connection is over */
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
-static void puts_(int fd, const char *s) { put(fd, s, strlen(s)); }
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) && errno == EINTR) {}
-}
-
-/* Reads one request's head (to the blank line) into buf; false at the end
- * of the connection. */
-static bool read_head(int fd, char *buf, size_t cap)
-{
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
-        if (r <= 0) return false;
-        n += (size_t)r;
-        buf[n] = 0;
-        if (strstr(buf, "\r\n\r\n")) return true;
-    }
-    return false;
-}
+/* --- the scripted server's answers (http_fixture.h runs them) ------------- */
 
 /* Answers one request for path; returns false to end the connection. */
 static bool raw_answer(int fd, const char *path)
 {
     char line[256];
     if (!strcmp(path, "/ok")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         return true;
     }
     if (!strncmp(path, "/trickle", 8)) {
         /* A status line, then a header one byte at a time, for ever. */
-        puts_(fd, "HTTP/1.1 200 OK\r\nX-Slow: ");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nX-Slow: ");
         for (;;) {
             nap_ms(100);
-            puts_(fd, "a");
+            raw_puts(fd, "a");
         }
     }
     if (!strcmp(path, "/slow-ok")) {
         nap_ms(300);
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         return true;
     }
     if (!strcmp(path, "/silent")) {
@@ -108,59 +60,59 @@ static bool raw_answer(int fd, const char *path)
     }
     if (!strcmp(path, "/headers-forever")) {
         /* Header lines as fast as the client takes them. */
-        puts_(fd, "HTTP/1.1 200 OK\r\n");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\n");
         char h[160];
         memset(h, 'h', sizeof h);
         for (unsigned long i = 0;; i++) {
             int n = snprintf(line, sizeof line, "X-Junk-%lu: ", i);
-            put(fd, line, (size_t)n);
-            put(fd, h, sizeof h);
-            put(fd, "\r\n", 2);
+            raw_put(fd, line, (size_t)n);
+            raw_put(fd, h, sizeof h);
+            raw_put(fd, "\r\n", 2);
         }
     }
     if (!strcmp(path, "/continue-forever")) {
         for (;;) {
-            puts_(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+            raw_puts(fd, "HTTP/1.1 100 Continue\r\n\r\n");
             nap_ms(5);
         }
     }
     if (!strcmp(path, "/bad-chunked")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n");
         nap_ms(200);
         return false;
     }
     if (!strcmp(path, "/chunked-forever")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         char c[4096 + 16];
         int n = snprintf(c, sizeof c, "1000\r\n");
         memset(c + n, 'c', 4096);
         memcpy(c + n + 4096, "\r\n", 2);
-        for (;;) put(fd, c, (size_t)n + 4096 + 2);
+        for (;;) raw_put(fd, c, (size_t)n + 4096 + 2);
     }
     if (!strcmp(path, "/short-close")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
         return false;
     }
     if (!strcmp(path, "/short-open")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
         for (;;) nap_ms(1000);
     }
     if (!strcmp(path, "/long")) {
         /* Says 2 bytes, sends more on a connection it keeps open: the rest
          * must not be read as the next answer. */
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
                   "Content-Length: 6\r\n\r\nforged");
         return true;
     }
     if (!strcmp(path, "/loop")) {
-        puts_(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n");
+        raw_puts(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n");
         return true;
     }
     if (!strcmp(path, "/reset")) {
-        puts_(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
         char b[1000];
         memset(b, 'r', sizeof b);
-        put(fd, b, sizeof b);
+        raw_put(fd, b, sizeof b);
         nap_ms(100);
         struct linger lg = {1, 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -170,141 +122,18 @@ static bool raw_answer(int fd, const char *path)
     if (!strcmp(path, "/status-in-headers")) {
         /* A line shaped like a status line where a header belongs: curl
          * reads the first line's status, and so must the client. */
-        puts_(fd, "HTTP/1.1 200 OK\r\nX-Before: 1\r\nHTTP/1.1 503 Service Unavailable: x\r\n"
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nX-Before: 1\r\nHTTP/1.1 503 Service Unavailable: x\r\n"
                   "X-After: 2\r\nContent-Length: 2\r\n\r\nok");
         return true;
     }
     if (!strcmp(path, "/success-in-headers")) {
-        puts_(fd, "HTTP/1.1 500 Internal Server Error\r\nHTTP/2 200 OK: x\r\nContent-Length: 4\r\n"
+        raw_puts(fd, "HTTP/1.1 500 Internal Server Error\r\nHTTP/2 200 OK: x\r\nContent-Length: 4\r\n"
                   "\r\nfail");
         return true;
     }
     snprintf(line, sizeof line, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-    puts_(fd, line);
+    raw_puts(fd, line);
     return true;
-}
-
-static void raw_conn(raw_srv_t *s, int fd)
-{
-    char head[8192];
-    while (read_head(fd, head, sizeof head)) {
-        atomic_fetch_add(&s->st->requests, 1);
-        char path[256] = "";
-        sscanf(head, "%*s %255s", path);
-        if (!raw_answer(fd, path)) break;
-    }
-    close(fd);
-    _exit(0);
-}
-
-static void raw_start(raw_srv_t *s)
-{
-    memset(s, 0, sizeof *s);
-    s->st = mmap(NULL, sizeof *s->st, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(s->st, MAP_FAILED);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(lfd, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(listen(lfd, 64), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
-    s->port = ntohs(a.sin_port);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
-        for (;;) {
-            int fd = accept(lfd, NULL, NULL);
-            if (fd < 0) continue;
-            atomic_fetch_add(&s->st->connections, 1);
-            if (fork() == 0) {
-                close(lfd);
-                raw_conn(s, fd);
-            }
-            close(fd);
-        }
-    }
-    setpgid(pid, pid);
-    s->pid = pid;
-    close(lfd);
-}
-
-static void raw_stop(raw_srv_t *s)
-{
-    kill(-s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    munmap(s->st, sizeof *s->st);
-}
-
-static const char *raw_url(raw_srv_t *s, const char *path)
-{
-    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%u%s", s->port, path);
-    return s->url;
-}
-
-/* --- measuring a wait ------------------------------------------------------- */
-
-static double thread_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_THREAD, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-typedef struct waited {
-    async_http_response_t *resp;
-    int calls;
-    double wall, cpu;  /* seconds */
-    unsigned iters;    /* loop iterations */
-} waited_t;
-
-static void on_waited(async_http_response_t *resp, void *arg)
-{
-    waited_t *w = arg;
-    w->calls++;
-    async_http_response_free(w->resp);
-    w->resp = resp;
-}
-
-/* One request on a new client on the fixture's loop, run to its end while
- * the wall time, this thread's CPU time and the loop's turns are counted. */
-static waited_t run_one(const async_http_opts_t *o, const async_http_request_t *req)
-{
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, loop, o), 0);
-    waited_t w = {0};
-    struct ev_loop *ev = async_loop_ev(loop);
-    unsigned it0 = ev_iteration(ev);
-    double cpu0 = thread_cpu();
-    int64_t t0 = async_now();
-    cr_assert_eq(async_http_send(http, req, on_waited, &w), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    w.wall = (double)(async_now() - t0) / 1e9;
-    w.cpu = thread_cpu() - cpu0;
-    w.iters = ev_iteration(ev) - it0;
-    cr_assert_eq(w.calls, 1, "the request ended %d times", w.calls);
-    cr_assert_not_null(w.resp);
-    cr_assert_eq(async_http_destroy(http), 0);
-    cr_log_info("%s: %s after %.3f s, %.3f s CPU, %u loop turns", req->url,
-                w.resp->error ? w.resp->errmsg : "ok", w.wall, w.cpu, w.iters);
-    return w;
-}
-
-/* A wait that blocked in the poll: a few turns for each of the server's
- * writes (the trickle writes ten a second), and a small share of the wall
- * time on the CPU.  A spinning loop turns tens of thousands of times a
- * second and is on the CPU whenever it can be. */
-static void expect_no_spin(const waited_t *w, double writes_per_s)
-{
-    double turns = 4 * (writes_per_s + 2) * (w->wall + 1);
-    cr_expect_lt(w->iters, turns, "%u loop turns in %.2f s: the wait spun", w->iters, w->wall);
-    cr_expect_lt(w->cpu, 0.25 * w->wall + 0.05, "%.3f s CPU in %.3f s: the wait spun", w->cpu,
-                 w->wall);
 }
 
 /* --- broken servers ---------------------------------------------------------- */
@@ -312,7 +141,7 @@ static void expect_no_spin(const waited_t *w, double writes_per_s)
 Test(round12_http, a_trickled_header_times_out_on_time_without_spinning)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/trickle"), .timeout_ns = ASYNC_MSEC(1500)};
     waited_t w = run_one(NULL, &req);
     cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
@@ -327,7 +156,7 @@ Test(round12_http, a_trickled_header_times_out_on_time_without_spinning)
 Test(round12_http, a_server_that_never_answers_times_out_without_spinning)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/silent"), .timeout_ns = ASYNC_MSEC(1200)};
     waited_t w = run_one(NULL, &req);
     cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
@@ -345,7 +174,7 @@ Test(round12_http, a_server_that_never_answers_times_out_without_spinning)
 Test(round12_http, a_server_that_never_reads_the_body_times_out_without_spinning)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     size_t n = (size_t)8 << 20;
     char *body = malloc(n);
     cr_assert_not_null(body);
@@ -367,7 +196,7 @@ Test(round12_http, a_server_that_never_reads_the_body_times_out_without_spinning
 Test(round12_http, endless_headers_end_with_an_error_not_endless_memory)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/headers-forever"),
                                 .timeout_ns = ASYNC_SEC(20)};
     waited_t w = run_one(NULL, &req);
@@ -381,7 +210,7 @@ Test(round12_http, endless_headers_end_with_an_error_not_endless_memory)
 Test(round12_http, endless_interim_responses_time_out)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/continue-forever"),
                                 .timeout_ns = ASYNC_MSEC(1200)};
     waited_t w = run_one(NULL, &req);
@@ -394,7 +223,7 @@ Test(round12_http, endless_interim_responses_time_out)
 Test(round12_http, bad_chunked_encoding_is_a_curl_error)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/bad-chunked")};
     waited_t w = run_one(NULL, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
@@ -407,7 +236,7 @@ Test(round12_http, bad_chunked_encoding_is_a_curl_error)
 Test(round12_http, an_endless_chunked_body_stops_at_max_body)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_body = 100000};
     async_http_request_t req = {.url = raw_url(&s, "/chunked-forever")};
     waited_t w = run_one(&o, &req);
@@ -421,7 +250,7 @@ Test(round12_http, an_endless_chunked_body_stops_at_max_body)
 Test(round12_http, a_content_length_that_lies_short_fails_or_times_out)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_request_t req = {.url = raw_url(&s, "/short-close")};
     waited_t w = run_one(NULL, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
@@ -439,7 +268,7 @@ Test(round12_http, a_content_length_that_lies_short_fails_or_times_out)
 Test(round12_http, bytes_past_the_content_length_are_not_the_next_answer)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     for (int i = 0; i < 3; i++) {
@@ -459,7 +288,7 @@ Test(round12_http, bytes_past_the_content_length_are_not_the_next_answer)
 Test(round12_http, a_redirect_loop_stops_after_ten)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 3, .retry_base_ns = ASYNC_MSEC(1)};
     async_http_request_t req = {.url = raw_url(&s, "/loop")};
     waited_t w = run_one(&o, &req);
@@ -474,7 +303,7 @@ Test(round12_http, a_redirect_loop_stops_after_ten)
 Test(round12_http, a_reset_mid_body_is_a_curl_error_and_retried)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
     async_http_request_t req = {.url = raw_url(&s, "/reset")};
     waited_t w = run_one(&o, &req);
@@ -498,7 +327,7 @@ Test(round12_http, a_reset_mid_body_is_a_curl_error_and_retried)
 Test(round12_http, a_status_line_among_the_headers_is_not_the_status)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
     async_http_request_t req = {.url = raw_url(&s, "/status-in-headers")};
     waited_t w = run_one(&o, &req);
@@ -821,7 +650,7 @@ static int emfile_child(raw_srv_t *s, int retries)
 Test(round12_http, descriptors_running_out_mid_run_fail_those_requests_only)
 {
     raw_srv_t s;
-    raw_start(&s);
+    raw_start(&s, raw_answer);
     for (int retries = 0; retries < 2; retries++) {
         fflush(NULL);
         pid_t pid = fork();

@@ -28,14 +28,6 @@
 TestSuite(round6_attack, .init = http_fixture_setup, .fini = http_fixture_teardown,
           .timeout = 30);
 
-static double thread_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_THREAD, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 /* A client whose requests are all waiting on a slow server blocks in the
  * poll: the loop turns a few times per request (connect, send, answer), not
  * thousands of times (an idle or prepare watcher left active would turn it

@@ -68,9 +68,15 @@ typedef struct async_http_opts {
     int64_t connect_timeout_ns;/* per attempt, connecting; 0: 10 s; <0: none */
     bool no_http2;             /* true: never multiplex over HTTP/2 */
     const char *user_agent;    /* NULL: "libasync/" ASYNC_VERSION */
-    const char *accept_encoding; /* NULL: none; "": every encoding curl decodes
-                                    (gzip, deflate, br, zstd); or a list */
-    size_t max_body;           /* response bytes kept; 0: 64 MiB; larger fails */
+    const char *accept_encoding; /* NULL: none, and a body that comes encoded
+                                    anyway is kept as sent; "": every encoding
+                                    curl decodes (gzip, deflate, br, zstd); or a
+                                    list.  Whatever the server sends of those is
+                                    decoded, up to five codings deep; a corrupt
+                                    or cut-short stream, or a coding not known,
+                                    fails with ASYNC_ECURL ("curl error 61") */
+    size_t max_body;           /* response bytes kept, counted after decoding;
+                                  0: 64 MiB; larger fails (ASYNC_ECURL) */
     const char *ca_file;       /* PEM bundle of trusted CAs for https, and only
                                   those; NULL: the system's.  Parsed once per
                                   process, again when the file changes */

@@ -126,8 +126,9 @@ static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *path)
 {
     (void)curl;
     struct stat st;
-    if (stat(path, &st) != 0) {
-        fail(path, "CA file %s: %s", strerror(errno));
+    if (stat(path, &st) != 0 || S_ISDIR(st.st_mode)) {
+        /* A directory would read as "no certificate or crl found". */
+        fail(path, "CA file %s: %s", strerror(S_ISDIR(st.st_mode) ? EISDIR : errno));
         return CURLE_SSL_CACERT_BADFILE;
     }
     pthread_mutex_lock(&stores_lock);

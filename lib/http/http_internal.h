@@ -211,6 +211,9 @@ typedef struct http_easy {
      * line elsewhere that begins "HTTP/" is one more header to it, and so
      * to on_header. */
     bool hdr_start;
+    /* Why the client's decoding of the running attempt's body failed
+     * (decode.h), for its response. */
+    char dec_err[160];
 } http_easy_t;
 
 /* One request from the call to its end, over every attempt. */
@@ -233,6 +236,12 @@ struct http_xfer {
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
     bool oom;                    /* a body or header buffer could not grow */
+    /* The attempt's Content-Encoding decoder (decode.h), when the client
+     * decodes (http->decode_self) and the response is encoded; looked for
+     * at the body's first bytes.  dec_failed: its stream was corrupt or
+     * named a coding it does not know (why in easy->dec_err). */
+    struct http_decoder *dec;
+    bool dec_looked, dec_failed;
     bool h2;                     /* may multiplex: https, HTTP/2 not turned off */
     /* The attempt's last status line as it came (on_header), cut to fit:
      * its code, version and reason phrase are read from it only when they
@@ -259,6 +268,7 @@ struct async_http {
     async_http_opts_t opts;/* defaults filled in */
     char *user_agent;
     char *accept_encoding; /* NULL: no Accept-Encoding */
+    bool decode_self;      /* accept_encoding, decoded by the client (decode.h) */
     char *ca_file;
     const char *ca_shared; /* the bundle of the shared CA store, or NULL (ca_store.h) */
     bool no_proxy_env;     /* no proxy variable was set when the client was made */

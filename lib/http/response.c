@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <jansson.h>
 #include "ca_store.h"
+#include "decode.h"
 #include "http_internal.h"
 
 /* --- buffers --------------------------------------------------------------- */
@@ -50,21 +51,68 @@ void async__http_buf_free(http_buf_t *b)
 
 /* --- curl callbacks -------------------------------------------------------- */
 
+/* Keeps len more bytes of the (decoded) body: 0, or 1 when the body would
+ * pass max_body or memory ran out (too_big, oom). */
+static int body_keep(void *ud, const char *p, size_t len)
+{
+    http_xfer_t *x = ud;
+    if (x->resp_body.len + len > x->http->opts.max_body) {
+        x->too_big = true;
+        return 1;
+    }
+    if (async__http_buf_add(&x->resp_body, p, len)) {
+        x->oom = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* The decoder for the attempt's response, from the values of its
+ * Content-Encoding headers joined in the order sent; x->dec stays NULL
+ * for a body sent as it is.  Returns nonzero when the body cannot be
+ * decoded (dec_failed or oom set). */
+static int decoder_for(http_easy_t *h, http_xfer_t *x)
+{
+    x->dec_looked = true;
+    char codings[256];
+    size_t n = 0;
+    http_header_span_t sp;
+    size_t at = 0;
+    while (async__http_header_next(&h->hdr, &at, &sp)) {
+        if (sp.name_len != 16 || strncasecmp(sp.name, "Content-Encoding", 16)) continue;
+        if (n + sp.value_len + 2 > sizeof codings) {
+            snprintf(h->dec_err, sizeof h->dec_err, "Content-Encoding too long");
+            x->dec_failed = true;
+            return 1;
+        }
+        if (n) codings[n++] = ',';
+        memcpy(codings + n, sp.value, sp.value_len);
+        n += sp.value_len;
+    }
+    int err = async__http_decoder_new(&x->dec, codings, n, body_keep, x, h->dec_err,
+                                      sizeof h->dec_err);
+    if (err == ASYNC_ENOMEM) x->oom = true;
+    else if (err) x->dec_failed = true;
+    return err;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
     http_xfer_t *x = h->x;
     size_t len = size * n;
     h->hdr_start = false; /* what follows the body (trailers) is no status line */
-    if (x->resp_body.len + len > x->http->opts.max_body) {
-        x->too_big = true;
-        return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+    /* Each refusal below makes curl fail the transfer with CURLE_WRITE_ERROR. */
+    if (x->http->decode_self) {
+        if (!x->dec_looked && decoder_for(h, x)) return 0;
+        if (x->dec) {
+            int err = async__http_decoder_write(x->dec, p, len, h->dec_err, sizeof h->dec_err);
+            if (err == ASYNC_ENOMEM) x->oom = true;
+            else if (err < 0) x->dec_failed = true;
+            return err ? 0 : len;
+        }
     }
-    if (async__http_buf_add(&x->resp_body, p, len)) {
-        x->oom = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
-        return 0;
-    }
-    return len;
+    return body_keep(x, p, len) ? 0 : len;
 }
 
 /* isspace() of the C locale, without its table lookup. */
@@ -106,6 +154,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         http_xfer_t *x = h->x;
         h->hdr.len = 0;
         h->n_hdr = 0;
+        /* Its body, if any, is decoded by its own Content-Encoding. */
+        async__http_decoder_free(x->dec);
+        x->dec = NULL;
+        x->dec_looked = false;
         size_t keep = len < sizeof x->status_line - 1 ? len : sizeof x->status_line - 1;
         memcpy(x->status_line, p, keep);
         x->status_line[keep] = 0;
@@ -256,6 +308,8 @@ static int easy_init(async_http_t *http, http_easy_t *h)
     /* Off unless asked: curl's decoder setup costs about a fifth of the CPU
      * of a small request on loopback. */
     if (http->accept_encoding) SET(CURLOPT_ACCEPT_ENCODING, http->accept_encoding);
+    /* curl sends the Accept-Encoding; the client decodes (decode.h). */
+    if (http->decode_self) SET(CURLOPT_HTTP_CONTENT_DECODING, 0L);
     bad |= async__http_ca_setup(e, http->ca_file, http->ca_shared) != CURLE_OK; /* ca_store.h */
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
@@ -351,6 +405,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->hdr_start = true;
     x->socket_errno = 0;
     x->too_big = x->oom = false;
+    async__http_decoder_free(x->dec);
+    x->dec = NULL;
+    x->dec_looked = x->dec_failed = false;
     size_t ul = strlen(x->url);
     if (ul != h->url_len || memcmp(h->url, x->url, ul) != 0) {
         bool keep = ul < sizeof h->url;
@@ -450,6 +507,7 @@ void async__http_xfer_free(http_xfer_t *x)
     async__free(x->method);
     async__free(x->body);
     if (x->headers) curl_slist_free_all(x->headers);
+    async__http_decoder_free(x->dec);
     async__http_buf_free(&x->resp_body);
     if (x->resp) async_http_response_free(x->resp);
 }
@@ -559,8 +617,19 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
                      detail);
         } else if (x->too_big) {
             r->error = ASYNC_ECURL;
-            snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
-                     x->http->opts.max_body);
+            if (x->dec)
+                snprintf(r->errmsg, sizeof r->errmsg,
+                         "response body larger than %zu bytes once decoded (Content-Encoding: "
+                         "%s)",
+                         x->http->opts.max_body, async__http_decoder_name(x->dec));
+            else
+                snprintf(r->errmsg, sizeof r->errmsg, "response body larger than %zu bytes",
+                         x->http->opts.max_body);
+        } else if (x->dec_failed) {
+            /* What curl calls its error 61, CURLE_BAD_CONTENT_ENCODING. */
+            r->error = ASYNC_ECURL;
+            snprintf(r->errmsg, sizeof r->errmsg, "%.200s (curl error %d)", x->easy->dec_err,
+                     (int)CURLE_BAD_CONTENT_ENCODING);
         } else if (rc == CURLE_SSL_CACERT_BADFILE && async__http_ca_error(x->http->ca_shared)) {
             r->error = ASYNC_ECURL; /* the shared store's own reason, with the path */
             snprintf(r->errmsg, sizeof r->errmsg, "%.220s (curl error %d)",
@@ -579,6 +648,12 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
         r->error = ASYNC_EHTTP;
         snprintf(r->errmsg, sizeof r->errmsg, "HTTP status %ld%s%s", r->status,
                  reason[0] ? " " : "", reason);
+    } else if (x->dec && async__http_decoder_end(x->dec, x->easy->dec_err,
+                                                 sizeof x->easy->dec_err)) {
+        /* The framing said the body was all there, the stream inside did not. */
+        r->error = ASYNC_ECURL;
+        snprintf(r->errmsg, sizeof r->errmsg, "%.160s after %zu bytes decoded (curl error %d)",
+                 x->easy->dec_err, r->body_len, (int)CURLE_BAD_CONTENT_ENCODING);
     }
     return 0;
 }
