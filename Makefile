@@ -33,7 +33,7 @@ OUT := build/$(patsubst -%,%,$(VARIANT))
 OBJ := $(OUT)/obj
 endif
 
-PKGS      := libcurl openssl jansson libcares
+PKGS      := libcurl openssl jansson libcares zlib libbrotlidec libzstd
 DEMO_PKGS := libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

@@ -11,94 +11,21 @@
  * byte, so a body of a few kilobytes that would decode to gigabytes costs
  * max_body and the decoders' windows, never more.
  *
- * The libraries are the ones libcurl decodes with, taken where libcurl
- * loaded them (dlopen with RTLD_NOLOAD: nothing new is loaded, and the
- * Makefile links no compression library of its own).  Where one that
- * libcurl has cannot be found so, async__http_decode_ready says no and the
- * client leaves decoding to curl.  zlib's and brotli's allocations go
- * through the allocator seam. */
+ * The libraries are the ones libcurl decodes with: zlib, brotli and zstd,
+ * linked directly.  zlib's and brotli's allocations go through the
+ * allocator seam; zstd's go to malloc (its custom allocator is not in its
+ * stable API). */
 #include "decode.h"
 #include <brotli/decode.h>
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <zlib.h>
-#include <curl/curl.h>
+#include <zstd.h>
 #include "core/core_internal.h"
 
 #define OUT_CHUNK ((size_t)16 << 10)
-
-/* zstd's streaming decoder, declared here: zstd.h is not installed beside
- * libzstd, and these are its stable ABI (zstd 1.4 on). */
-typedef struct {
-    const void *src;
-    size_t size, pos;
-} zstd_in_t;
-typedef struct {
-    void *dst;
-    size_t size, pos;
-} zstd_out_t;
-
-/* The codecs, resolved once (codecs_load). */
-static struct {
-    bool zlib, brotli, zstd, ready;
-    int (*inflate_init)(z_streamp, int, const char *, int);
-    int (*inflate)(z_streamp, int);
-    int (*inflate_end)(z_streamp);
-    BrotliDecoderState *(*br_new)(brotli_alloc_func, brotli_free_func, void *);
-    BrotliDecoderResult (*br_stream)(BrotliDecoderState *, size_t *, const uint8_t **, size_t *,
-                                     uint8_t **, size_t *);
-    BrotliDecoderErrorCode (*br_error)(const BrotliDecoderState *);
-    const char *(*br_error_string)(BrotliDecoderErrorCode);
-    void (*br_free)(BrotliDecoderState *);
-    void *(*zstd_new)(void);
-    size_t (*zstd_stream)(void *, zstd_out_t *, zstd_in_t *);
-    unsigned (*zstd_is_error)(size_t);
-    const char *(*zstd_error_name)(size_t);
-    size_t (*zstd_free)(void *);
-} cx;
-static pthread_once_t cx_once = PTHREAD_ONCE_INIT;
-
-/* Every symbol of names into fns, from the loaded library soname; false if
- * the library is not loaded or lacks one. */
-static bool resolve(const char *soname, const char *const *names, void **fns[], size_t n)
-{
-    void *lib = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
-    if (!lib) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!(*fns[i] = dlsym(lib, names[i]))) return false;
-    return true; /* kept open: the functions are used for the process's life */
-}
-
-static void codecs_load(void)
-{
-    static const char *const z[] = {"inflateInit2_", "inflate", "inflateEnd"};
-    void **zf[] = {(void **)&cx.inflate_init, (void **)&cx.inflate, (void **)&cx.inflate_end};
-    static const char *const br[] = {"BrotliDecoderCreateInstance", "BrotliDecoderDecompressStream",
-                                     "BrotliDecoderGetErrorCode", "BrotliDecoderErrorString",
-                                     "BrotliDecoderDestroyInstance"};
-    void **brf[] = {(void **)&cx.br_new, (void **)&cx.br_stream, (void **)&cx.br_error,
-                    (void **)&cx.br_error_string, (void **)&cx.br_free};
-    static const char *const zs[] = {"ZSTD_createDStream", "ZSTD_decompressStream",
-                                     "ZSTD_isError", "ZSTD_getErrorName", "ZSTD_freeDStream"};
-    void **zsf[] = {(void **)&cx.zstd_new, (void **)&cx.zstd_stream, (void **)&cx.zstd_is_error,
-                    (void **)&cx.zstd_error_name, (void **)&cx.zstd_free};
-    cx.zlib = resolve("libz.so.1", z, zf, 3);
-    cx.brotli = resolve("libbrotlidec.so.1", br, brf, 5);
-    cx.zstd = resolve("libzstd.so.1", zs, zsf, 5);
-    int f = curl_version_info(CURLVERSION_NOW)->features;
-    cx.ready = (cx.zlib || !(f & CURL_VERSION_LIBZ)) && (cx.brotli || !(f & CURL_VERSION_BROTLI)) &&
-               (cx.zstd || !(f & CURL_VERSION_ZSTD));
-}
-
-bool async__http_decode_ready(void)
-{
-    pthread_once(&cx_once, codecs_load);
-    return cx.ready;
-}
 
 /* --- the layers ------------------------------------------------------------ */
 
@@ -161,14 +88,13 @@ static bool layer_start(layer_t *L)
         memset(&L->u.z, 0, sizeof L->u.z);
         L->u.z.zalloc = z_alloc;
         L->u.z.zfree = z_free;
-        L->started = cx.inflate_init(&L->u.z, L->kind == GZIP ? MAX_WBITS + 32 : MAX_WBITS,
-                                     ZLIB_VERSION, (int)sizeof L->u.z) == Z_OK;
+        L->started = inflateInit2(&L->u.z, L->kind == GZIP ? MAX_WBITS + 32 : MAX_WBITS) == Z_OK;
         break;
     case BR:
-        L->started = (L->u.br = cx.br_new(br_alloc, br_free, NULL)) != NULL;
+        L->started = (L->u.br = BrotliDecoderCreateInstance(br_alloc, br_free, NULL)) != NULL;
         break;
     case ZSTD:
-        L->started = (L->u.zstd = cx.zstd_new()) != NULL;
+        L->started = (L->u.zstd = ZSTD_createDStream()) != NULL;
         break;
     }
     return L->started;
@@ -179,9 +105,9 @@ static void layer_stop(layer_t *L)
     if (!L->started) return;
     switch (L->kind) {
     case GZIP:
-    case DEFLATE: cx.inflate_end(&L->u.z); break;
-    case BR: cx.br_free(L->u.br); break;
-    case ZSTD: cx.zstd_free(L->u.zstd); break;
+    case DEFLATE: inflateEnd(&L->u.z); break;
+    case BR: BrotliDecoderDestroyInstance(L->u.br); break;
+    case ZSTD: ZSTD_freeDStream(L->u.zstd); break;
     }
     L->started = false;
 }
@@ -220,17 +146,17 @@ static int feed_zlib(http_decoder_t *d, int i, const unsigned char *p, size_t n,
     for (;;) {
         z->next_out = L->out;
         z->avail_out = (uInt)OUT_CHUNK;
-        int rc = cx.inflate(z, Z_NO_FLUSH);
+        int rc = inflate(z, Z_NO_FLUSH);
         size_t got = OUT_CHUNK - z->avail_out;
         if (rc == Z_DATA_ERROR && L->kind == DEFLATE && !L->raw && first && !got) {
             /* "deflate" without its zlib wrapper, as some servers send it
              * (and curl takes it): start again as a raw stream. */
-            cx.inflate_end(z);
+            inflateEnd(z);
             memset(z, 0, sizeof *z);
             z->zalloc = z_alloc;
             z->zfree = z_free;
             L->raw = true;
-            if (cx.inflate_init(z, -MAX_WBITS, ZLIB_VERSION, (int)sizeof *z) != Z_OK) {
+            if (inflateInit2(z, -MAX_WBITS) != Z_OK) {
                 L->started = false;
                 return ASYNC_ENOMEM;
             }
@@ -260,7 +186,7 @@ static int feed_br(http_decoder_t *d, int i, const unsigned char *p, size_t n, c
     for (;;) {
         uint8_t *out = L->out;
         size_t room = OUT_CHUNK;
-        BrotliDecoderResult r = cx.br_stream(L->u.br, &n, &in, &room, &out, NULL);
+        BrotliDecoderResult r = BrotliDecoderDecompressStream(L->u.br, &n, &in, &room, &out, NULL);
         size_t got = OUT_CHUNK - room;
         if (got) {
             int e = emit(d, i, L->out, got, err, cap);
@@ -272,7 +198,7 @@ static int feed_br(http_decoder_t *d, int i, const unsigned char *p, size_t n, c
         }
         if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) return 0;
         if (r != BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT)
-            return corrupt(L, cx.br_error_string(cx.br_error(L->u.br)), err, cap);
+            return corrupt(L, BrotliDecoderErrorString(BrotliDecoderGetErrorCode(L->u.br)), err, cap);
     }
 }
 
@@ -280,12 +206,12 @@ static int feed_zstd(http_decoder_t *d, int i, const unsigned char *p, size_t n,
                      size_t cap)
 {
     layer_t *L = &d->l[i];
-    zstd_in_t in = {p, n, 0};
+    ZSTD_inBuffer in = {p, n, 0};
     for (;;) {
-        zstd_out_t out = {L->out, OUT_CHUNK, 0};
+        ZSTD_outBuffer out = {L->out, OUT_CHUNK, 0};
         size_t before = in.pos;
-        size_t r = cx.zstd_stream(L->u.zstd, &out, &in);
-        if (cx.zstd_is_error(r)) return corrupt(L, cx.zstd_error_name(r), err, cap);
+        size_t r = ZSTD_decompressStream(L->u.zstd, &out, &in);
+        if (ZSTD_isError(r)) return corrupt(L, ZSTD_getErrorName(r), err, cap);
         /* 0: a frame ended and is flushed.  Another may follow, as curl
          * allows: the stream is open again once its bytes are taken. */
         if (r == 0) L->done = true;
@@ -332,11 +258,11 @@ int async__http_decoder_new(http_decoder_t **out, const char *codings, size_t le
 #define IS(s) (tl == strlen(s) && !strncasecmp(t, s, tl))
         if (IS("identity")) continue;
         enum coding k;
-        bool have;
-        if (IS("gzip") || IS("x-gzip")) k = GZIP, have = cx.zlib;
-        else if (IS("deflate")) k = DEFLATE, have = cx.zlib;
-        else if (IS("br")) k = BR, have = cx.brotli;
-        else if (IS("zstd")) k = ZSTD, have = cx.zstd;
+        bool have = true;
+        if (IS("gzip") || IS("x-gzip")) k = GZIP;
+        else if (IS("deflate")) k = DEFLATE;
+        else if (IS("br")) k = BR;
+        else if (IS("zstd")) k = ZSTD;
         else have = false, k = GZIP;
 #undef IS
         if (!have) {

@@ -6,9 +6,9 @@
  * chunked body with its last chunk, a body that the close ends) was a 200
  * with the bytes decoded so far.  The client therefore takes the raw body
  * (CURLOPT_HTTP_CONTENT_DECODING 0; curl still sends the Accept-Encoding)
- * and decodes it here, with the same libraries libcurl decodes with, found
- * where libcurl loaded them (decode.c says why); a response ends with an
- * error when a stream is corrupt or cut short. */
+ * and decodes it here, with the libraries libcurl decodes with (zlib,
+ * brotli, zstd); a response ends with an error when a stream is corrupt or
+ * cut short. */
 #ifndef ASYNC_HTTP_DECODE_H
 #define ASYNC_HTTP_DECODE_H
 
@@ -24,11 +24,6 @@ typedef struct http_decoder http_decoder_t;
 /* Takes the decoded bytes: 0, or nonzero to stop (the body is full, or
  * memory ran out), which ends the decoding with that value. */
 typedef int (*http_decode_sink)(void *ud, const char *p, size_t n);
-
-/* Whether this process can decode every encoding its libcurl decodes
- * (zlib's, and brotli's and zstd's where libcurl has them): if not, the
- * client leaves decoding to curl, as before round 13.  Decided once. */
-bool async__http_decode_ready(void);
 
 /* A decoder for a Content-Encoding value (the values of every
  * Content-Encoding header, joined with commas, in the order sent; the last

@@ -107,7 +107,7 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         if (!http->ca_file) goto fail_pool;
         http->opts.ca_file = http->ca_file;
     }
-    http->decode_self = http->accept_encoding && async__http_decode_ready();
+    http->decode_self = http->accept_encoding;
     http->ca_shared = async__http_ca_shared(http->ca_file);
     http->no_proxy_env = !proxy_env();
     if (async__http_ua_header(http)) goto fail_pool;
