@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "support/mpirun.h"
 #include "support/run.h"
 
 #define SUITE ASYNC_OUT_DIR "/tests/bin/mpi/mpi-suite"
@@ -298,13 +299,8 @@ static void run_mpi(run_t *r, const hosts_t *h, int slots_a, const char *c, doub
         dup2(p[1], 2);
         close(p[0]);
         close(p[1]);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+        test_mpi_child_env(NULL); /* the transports are on the command line */
         setenv("HOSTS_AGENT_NETNS", map, 1);
-        /* As in test-mpi.c: Open MPI's own leaks suppressed by library
-         * under ASan (full stacks needed); libasync's still fail. */
-        setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
-        setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
         /* Ranks on one host talk over vader, across hosts over tcp; the
          * daemons and the tcp transport are held to the veth's subnet. */
         execlp("ip", "ip", "netns", "exec", h->ns[0], "mpirun", "--hostfile", h->hostfile, "--mca",

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <async.h>
+#include "support/mpirun.h"
 #include "support/run.h"
 
 #define SUITE ASYNC_OUT_DIR "/tests/bin/mpi/mpi-suite"
@@ -40,15 +41,7 @@ static void run_mpi(run_t *r, int np, const char *btl, const char *c, double tim
         dup2(p[1], 2);
         close(p[0]);
         close(p[1]);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-        setenv("OMPI_MCA_btl", btl, 1);
-        setenv("OMPI_MCA_pml", "ob1", 1);
-        setenv("OMPI_MCA_oob_tcp_if_include", "lo", 1);
-        setenv("OMPI_MCA_btl_tcp_if_include", "lo", 1);
-        /* Under ASan: Open MPI's own leaks are suppressed by library, which
-         * needs full stacks; libasync's still fail the run. */
-        setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
+        test_mpi_child_env(btl);
         /* With exactly 2 ranks, LeakSanitizer's exit-time tracer crashes
          * in one rank ("Tracer caught signal 11", over vader and tcp alike,
          * already at 18e9152; not analysed): those runs skip the leak check,

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
+#include "support/mpirun.h"
 #include "support/run.h"
 
 #define BIN ASYNC_OUT_DIR "/tests/bin/mpi/"
@@ -50,15 +51,7 @@ static void run_mpi(test_output_t *r, const char *btl, const char *c, double tim
         dup2(p[1], 2);
         close(p[0]);
         close(p[1]);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-        setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-        setenv("OMPI_MCA_btl", btl, 1);
-        setenv("OMPI_MCA_pml", "ob1", 1);
-        setenv("OMPI_MCA_oob_tcp_if_include", "lo", 1);
-        setenv("OMPI_MCA_btl_tcp_if_include", "lo", 1);
-        /* As test-mpi.c: Open MPI's own leaks are suppressed by library. */
-        setenv("LSAN_OPTIONS", "suppressions=" ASYNC_SRC_DIR "/tests/mpi/lsan-mpi.supp:print_suppressions=0", 1);
-        setenv("ASAN_OPTIONS", "fast_unwind_on_malloc=0", 1);
+        test_mpi_child_env(btl);
         execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", prog_of(c), c, (char *)NULL);
         fprintf(stderr, "exec mpirun: %s\n", strerror(errno));
         _exit(127);
