@@ -35,6 +35,24 @@ typedef struct pp_pending {
     char in[];
 } pp_pending_t;
 
+/* The shared heap's bookkeeping (shm_heap.c), private to the parent: a
+ * stack of free block offsets a size class, and the table of the blocks
+ * async__procpool_shm_alloc handed out (usable offset -> class). */
+typedef struct pp_free_stack {
+    uint64_t *off;
+    size_t n, cap;
+} pp_free_stack_t;
+typedef struct pp_heap_entry {
+    uint64_t uoff; /* 0: empty */
+    uint8_t k;
+} pp_heap_entry_t;
+typedef struct pp_heap {
+    uint64_t top;  /* the first byte never handed out */
+    pp_free_stack_t free[64];
+    pp_heap_entry_t *table;
+    size_t tn, tcap;
+} pp_heap_t;
+
 typedef struct pp_deadline {
     int64_t t;
     uint32_t idx;
@@ -79,7 +97,7 @@ struct async__procpool {
     pp_pending_t *pending_head, *pending_tail;
     size_t pending_dl;       /* pending jobs with a deadline */
     uint64_t inflight, next_seq;
-    uint64_t heap_top, free_list[64];
+    pp_heap_t heap;
     pp_deadline_t *dl;
     size_t ndl, dl_cap;
     int mode;
@@ -114,11 +132,12 @@ unsigned async__pp_heap_class(size_t n);
 /* A block for n bytes (zeroed if zero): the offset of its usable bytes in
  * the region, or 0 when the heap is full. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
-/* Frees the block at uoff (0: nothing) of class k, or of the class its
- * header names when k is 0; a block whose header or place is not sound is
- * leaked, never freed into a list. */
+/* Frees the block at uoff (0: nothing) of class k, both from the parent's
+ * own records; a block whose canary a work function overwrote is leaked,
+ * never reused.  No memory to grow the free list leaks it too. */
 void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
-void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
+/* Frees the heap's private bookkeeping (not the region). */
+void async__pp_heap_release(pp_heap_t *hp);
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out);
 /* A field of the region, read once: a worker may change it meanwhile, and

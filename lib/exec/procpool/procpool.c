@@ -123,7 +123,7 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     if (job->out_cap > PP_OUT_INLINE) {
         out_blk = async__pp_heap_alloc(p, job->out_cap, false);
         if (!out_blk) {
-            async__pp_heap_free(p, in_blk);
+            async__pp_heap_free_class(p, in_blk, async__pp_heap_class(in_len));
             return ASYNC_ENOMEM;
         }
     }
@@ -616,7 +616,7 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
      * rest no faster; see docs/procs.md. */
     if (p->v.idle_spin_ns < 0) p->v.idle_spin_ns = 0;
     p->h = h;
-    p->heap_top = heap_off;
+    p->heap.top = heap_off;
     return 0;
 }
 
@@ -719,6 +719,7 @@ void async__procpool_free_now(async__procpool_t *p)
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->join_mu);
     }
+    async__pp_heap_release(&p->heap);
     async__free(p->dl);
     async__free(p->jobs);
     async__free(p->free_slots);

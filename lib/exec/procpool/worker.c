@@ -137,7 +137,7 @@ void async__procout_error(async__procout_t *out, const char *fmt, ...)
  * that.  Each worker remembers, in its private memory, a bit per heap page
  * it has populated, so a map over rows it has seen makes no system call.  A
  * bit goes stale only when the parent gives a big block's pages back
- * (MADV_REMOVE in async__pp_heap_free): that page then faults as before. */
+ * (MADV_REMOVE in async__pp_heap_free_class): that page then faults as before. */
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
