@@ -140,9 +140,6 @@ void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
 void async__pp_heap_release(pp_heap_t *hp);
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out);
-/* A field of the region, read once: a worker may change it meanwhile, and
- * what is checked must be what is used. */
-#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
 
 /* Runs the done callback of the finished job in slot idx, which worker w
  * ran (not under mu).  Every field the worker wrote is checked first; a job

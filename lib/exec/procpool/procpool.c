@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
@@ -145,6 +146,8 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
         atomic_store_explicit(&s->caller_cpu, cpu, memory_order_relaxed);
         atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
     }
+    s->seal = pp_seal(p->v.seal_key, idx, s->fn, s->ctx, in_blk, (uint32_t)in_len, out_blk,
+                      job->out_cap, s->direct, s->batch, s->in_inline);
     j->done = job->done;
     j->arg = job->arg;
     j->seq = seq;
@@ -615,6 +618,10 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
      * made the one-at-a-time round trip slower (24 against 18 us) and the
      * rest no faster; see docs/procs.md. */
     if (p->v.idle_spin_ns < 0) p->v.idle_spin_ns = 0;
+    /* The check words' key: any value works against stray writes, so a
+     * failed getrandom falls back on the clock and an address. */
+    if (getrandom(&p->v.seal_key, sizeof p->v.seal_key, GRND_NONBLOCK) != sizeof p->v.seal_key)
+        p->v.seal_key = (uint64_t)async_now() ^ (uint64_t)(uintptr_t)p;
     p->h = h;
     p->heap.top = heap_off;
     return 0;

@@ -245,40 +245,98 @@ static void count_batch(pp_shm_t *h, uint32_t gen)
     pp_futex_wake(&h->batch_seq, 1);
 }
 
+/* What is wrong with the job in slot idx as the worker found it (written
+ * into why), or NULL when its fields are what the parent placed: inside
+ * their bounds and matching the job's check word.  Another worker's stray
+ * write may have changed a queued slot (the parent checks what workers
+ * write, but workers read slots too): a wild offset or length would crash
+ * this worker, a changed function or input would run garbage or compute a
+ * wrong answer.  The fields are read once here, and the job runs on these
+ * copies (*f, OUT). */
+typedef struct job_fields {
+    uint64_t fn, ctx, in_off, out_off, out_cap;
+    uint32_t in_len, batch;
+    uint8_t direct;
+} job_fields_t;
+
+static const char *slot_unsound(pp_slot_t *s, uint32_t idx, job_fields_t *f, char *why, size_t cap)
+{
+    f->fn = READ_ONCE(s->fn);
+    f->ctx = READ_ONCE(s->ctx);
+    f->in_off = READ_ONCE(s->in_off);
+    f->in_len = READ_ONCE(s->in_len);
+    f->out_off = READ_ONCE(s->out_off);
+    f->out_cap = READ_ONCE(s->out_cap);
+    f->direct = READ_ONCE(s->direct);
+    f->batch = READ_ONCE(s->batch);
+    uint64_t seal = READ_ONCE(s->seal);
+    uint64_t lo = V.heap_off, hi = V.size;
+    if (f->in_off ? f->in_off < lo || f->in_off > hi || f->in_len > hi - f->in_off
+                  : f->in_len > PP_IN_INLINE)
+        snprintf(why, cap, "its input (%u bytes at offset %llu) lies outside its slot and the shared "
+                           "heap", f->in_len, (unsigned long long)f->in_off);
+    else if (f->out_off ? f->out_off < lo || f->out_off > hi || f->out_cap > hi - f->out_off
+                        : f->out_cap > PP_OUT_INLINE)
+        snprintf(why, cap, "its output (%llu bytes at offset %llu) lies outside its slot and the "
+                           "shared heap", (unsigned long long)f->out_cap, (unsigned long long)f->out_off);
+    else if (f->direct > 1 ||
+             seal != pp_seal(V.seal_key, idx, f->fn, f->ctx, f->in_off, f->in_len, f->out_off,
+                             f->out_cap, f->direct, f->batch, s->in_inline))
+        snprintf(why, cap, "its function, context, sizes or inline input differ from what the "
+                           "parent placed (its check word does not match)");
+    else
+        return NULL;
+    return why;
+}
+
 /* Runs the job in slot idx and publishes it; says whether it was handed
  * straight to a thread waiting in async__procpool_call, and whether that
- * thread was still spinning (running on another CPU) or asleep. */
+ * thread was still spinning (running on another CPU) or asleep.  A job whose
+ * slot is unsound is not run: it fails with ASYNC_EIO and says why. */
 static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
 {
     pp_slot_t *s = &V.slots[idx];
+    job_fields_t f;
+    char why[200];
+    const char *bad = slot_unsound(s, idx, &f, why, sizeof why);
     async__procout_t out = {
         .h = h, .wr = wr, .slot = s,
-        .data = s->out_off ? (char *)h + s->out_off : (char *)s->out_inline,
-        .cap = s->out_cap, .len = s->out_cap,
+        .data = f.out_off ? (char *)h + f.out_off : (char *)s->out_inline,
+        .cap = f.out_cap, .len = f.out_cap,
         .job_res_start = atomic_load_explicit(&wr->res_tail, memory_order_relaxed),
     };
-    const void *in = s->in_off ? (char *)h + s->in_off : (char *)s->in_inline;
-    if (s->in_off) async__procpool_prefault(in, s->in_len, false);
-    if (s->out_off) async__procpool_prefault(out.data, s->out_cap, true);
-    if (s->direct && !s->batch) atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
     s->msg_len = 0;
     s->res_end = 0;
     int rc;
-    if (V.call)
-        rc = ((async__procpool_call_fn)(uintptr_t)V.call)((async__anyfn_t)(uintptr_t)s->fn,
-                                                          (void *)(uintptr_t)s->ctx, in,
-                                                          s->in_len, &out);
-    else
-        rc = ((async__procpool_fn)(uintptr_t)s->fn)((void *)(uintptr_t)s->ctx, in, s->in_len, &out);
+    if (bad) {
+        f.direct = 0; /* its hand-over words are not to be believed either */
+        out.data = (char *)s->out_inline;
+        out.cap = out.len = 0;
+        async__procout_error(&out, "the job in slot %u was overwritten in the pool's shared memory "
+                                   "before it ran, and was not run: %s", idx, bad);
+        rc = ASYNC_EIO;
+    } else {
+        const void *in = f.in_off ? (char *)h + f.in_off : (char *)s->in_inline;
+        if (f.in_off) async__procpool_prefault(in, f.in_len, false);
+        if (f.out_off) async__procpool_prefault(out.data, f.out_cap, true);
+        if (f.direct && !f.batch)
+            atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+        if (V.call)
+            rc = ((async__procpool_call_fn)(uintptr_t)V.call)((async__anyfn_t)(uintptr_t)f.fn,
+                                                              (void *)(uintptr_t)f.ctx, in,
+                                                              f.in_len, &out);
+        else
+            rc = ((async__procpool_fn)(uintptr_t)f.fn)((void *)(uintptr_t)f.ctx, in, f.in_len, &out);
+    }
     s->err = rc > 0 ? ASYNC_EWORK : rc;
     s->out_len = out.len;
     if (out.moved) s->out_off = (uint64_t)(out.data - (char *)h);
     uint32_t st = PP_ST(PP_RUNNING, w);
     /* A thread waits for this job in async__procpool_call: hand it over
      * directly, unless it used the byte ring (released in ring order). */
-    bool direct = s->direct && !s->res_end;
-    /* Read before the exchange: the waiter may reuse the slot after it. */
-    uint32_t batch = s->batch;
+    bool direct = f.direct && !s->res_end;
+    /* Taken before the exchange: the waiter may reuse the slot after it. */
+    uint32_t batch = f.batch;
     /* Losing this exchange means the parent revoked the job (deadline or
      * terminate) and is about to kill us: nothing to publish. */
     if (direct) {
