@@ -84,6 +84,23 @@ struct async__procpool {
     pid_t server;
     int server_pidfd;        /* -1: none (a kernel before 5.3) */
     int64_t server_heard;    /* when the fork server last said something */
+    /* The liveness check (supervisor.c): when the unanswered PING went
+     * (0: none, or answered by another message meanwhile), and whether a
+     * PONG is owed (at most one PING is out). */
+    int64_t ping_at;
+    bool ping_out;
+    int64_t last_turn;       /* the supervisor's previous turn: a long gap means it was held */
+    /* The spare fork server, a clone of the fork server that is our child
+     * (worker.c's serve): it takes over when the server stops answering.
+     * spare_sock -1: none; spare_asked: its SPARE went, no SPARED yet. */
+    int spare_sock, spare_pidfd;
+    pid_t spare_pid;
+    bool spare_asked;
+    int64_t spare_retry_at;
+    unsigned replaced;       /* fork servers replaced by their spare */
+    /* While the workers of a replaced server are accounted for: why they
+     * died, for the jobs they ran. */
+    const char *replacing;
     unsigned nowed;          /* messages waiting for room on the socket */
     pthread_t sup;
     bool sup_started, sup_joined, locks_ready;
@@ -190,6 +207,33 @@ void async__pp_join_supervisor(async__procpool_t *p);
  * *killed (OUT, may be NULL) says whether it was still alive at the end of
  * its patience.  Not under mu; idempotent. */
 bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed);
+/* The fork server's liveness and its spare (server_watch.c), all on the
+ * supervisor thread.  After PP_PING_IDLE_NS without a word from the server
+ * the supervisor pings it; one that says nothing for PP_SERVER_ANSWER_NS
+ * more is stopped or wedged.  A turn of the supervisor that comes more
+ * than PP_TURN_GAP_NS after the last (it was held in a done callback, or
+ * the whole process was stopped) restarts that wait. */
+#define PP_PING_IDLE_NS ASYNC_SEC(1)
+#define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
+#define PP_TURN_GAP_NS ASYNC_SEC(1)
+#define PP_SPARE_RETRY_NS ASYNC_SEC(1)
+/* Asks the server for a spare if there is none (and no request is out). */
+void async__pp_ask_spare(async__procpool_t *p, int64_t now);
+/* The server's SPARED report (checked already). */
+void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
+/* Reaps a spare that died, so that another is asked for. */
+void async__pp_check_spare(async__procpool_t *p, int64_t now);
+/* Pings the server when due; returns whether it has been silent too long.
+ * want: the pool wants workers (else nothing is checked). */
+bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
+/* Kills and reaps the server and makes its spare the server: its socket,
+ * pid and pidfd; messages owed to the old one are dropped.  Returns the new
+ * server's pid, or 0 (and does nothing) when no spare is ready.  The
+ * caller accounts for the old server's workers, which died with it. */
+pid_t async__pp_take_over(async__procpool_t *p);
+/* For free, after the server is reaped: takes a spare's report still in
+ * the socket, then tells the spare to quit, kills and reaps it. */
+void async__pp_free_spare(async__procpool_t *p);
 /* What is wrong with message m from the fork server, written into buf (cap
  * bytes), or NULL when it is sound: one of the two types it sends, about a
  * worker that exists, in the order the protocol allows (SPAWNED answers our

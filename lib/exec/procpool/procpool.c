@@ -641,6 +641,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     p->nworkers = nworkers;
     p->sock = -1;
     p->server_pidfd = -1;
+    p->spare_sock = p->spare_pidfd = -1;
     p->on_broken = o->on_broken;
     p->broken_arg = o->broken_arg;
     p->user = o->user;
@@ -709,13 +710,18 @@ void async__procpool_free_now(async__procpool_t *p)
          * blocking: a stopped server's full socket must not hold us here. */
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
         while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
-        close(p->sock);
+        /* Shut for sending (the server sees its end after QUIT, whoever
+         * holds copies of it), closed once the server is reaped: a spare's
+         * report may wait in it (async__pp_free_spare). */
+        shutdown(p->sock, SHUT_WR);
     }
     /* A server that does not leave by itself (stopped, or wedged) is
      * killed, rather than waited for forever. */
     int status;
     if (p->server > 0) async__pp_reap_server(p, SERVER_QUIT_NS, &status, NULL);
     if (p->server_pidfd >= 0) close(p->server_pidfd);
+    async__pp_free_spare(p); /* reads the socket for a spare's report first */
+    if (p->sock >= 0) close(p->sock);
     for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {
         next = pj->next;
         async__free(pj);

@@ -285,6 +285,10 @@ enum pp_msg_type {
     PP_MSG_SPAWNED,   /* server: worker `w` is `pid`; value -errno if fork failed */
     PP_MSG_EXITED,    /* server: worker `w` (`pid`) was reaped, wait status `value` */
     PP_MSG_QUIT,      /* parent: kill what is left, reap it and exit */
+    PP_MSG_PING,      /* parent: say PONG (the parent checks that the server answers) */
+    PP_MSG_PONG,      /* server: the answer to a PING */
+    PP_MSG_SPARE,     /* parent: make a spare server for the socket this carries (SCM_RIGHTS) */
+    PP_MSG_SPARED,    /* server: the spare is `pid`; value -errno if it could not be made */
 };
 typedef struct pp_msg {
     uint32_t type, w;

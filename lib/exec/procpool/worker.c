@@ -7,7 +7,11 @@
  * stdio and no locks after the fork, so a parent that ran threads when it
  * created the pool cannot leave it a lock held forever.  When the parent's
  * end of the socket closes (the parent freed the pool or died) it kills the
- * remaining workers, reaps them and exits.
+ * remaining workers, reaps them and exits.  It answers the parent's PING
+ * (the parent's check that it is not stopped or wedged), and makes a spare
+ * of itself when asked (SPARE): a clone made the parent's child, with this
+ * process's clean memory, idle on its own socket until the parent turns to
+ * it because this one stopped answering.
  *
  * A worker asks the kernel to SIGKILL it if the fork server dies, runs the
  * initializer, then claims, runs and completes jobs through shared memory
@@ -529,24 +533,38 @@ static void close_others(int keep)
     syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
 }
 
-_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds)
+/* Receives one message, and the descriptor that came with it (*fd, OUT, -1
+ * if none; only a SPARE carries one).  Returns what recvmsg does. */
+static ssize_t recv_msg(int sock, pp_msg_t *m, int *fd)
 {
-    V = *v;
-    pp_shm_t *h = V.h;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {m, sizeof *m};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    *fd = -1;
+    ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int got;
+        memcpy(&got, CMSG_DATA(c), sizeof got);
+        if (*fd < 0) *fd = got;
+        else close(got);
+    }
+    return n;
+}
+
+/* Serves the parent on sock until it says QUIT or closes its end: returns
+ * -1 then.  A spare server (PP_MSG_SPARE) is a clone of this process made
+ * the parent's own child (CLONE_PARENT), so that it has this process's
+ * memory, a copy of the parent as of the pool's creation, and not the
+ * parent's memory of now, in which another thread may hold a lock: in the
+ * clone this returns the spare's socket, and the caller serves that one. */
+static int serve(pp_shm_t *h, int sock)
+{
     unsigned nworkers = V.nworkers;
-    prctl(PR_SET_NAME, "async-forksrv");
-    if (!inherit_fds) close_others(sock);
-    /* Ctrl-C reaches the whole process group; the parent decides. */
-    struct sigaction ign = {.sa_handler = SIG_IGN};
-    sigaction(SIGINT, &ign, &saved_int);
-    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
-     * workers before we learn how they died. */
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigaction(SIGCHLD, &dfl, &saved_chld);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, &saved_mask);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     pid_t self = getpid();
     pp_worker_t *ws = V.workers;
@@ -572,7 +590,26 @@ _Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_
         if (!fds[0].revents) continue;
         pp_msg_t m;
         ssize_t n = 1;
-        while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+        int fd;
+        while (!quit && (n = recv_msg(sock, &m, &fd)) == sizeof m) {
+            if (m.type == PP_MSG_SPARE && fd >= 0) {
+                pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+                if (pid == 0) {
+                    /* The spare: none of the server's workers is its child. */
+                    memset(srv_pid, 0, sizeof srv_pid);
+                    close(sock);
+                    close(sfd);
+                    return fd;
+                }
+                close(fd);
+                tell(h, sock, PP_MSG_SPARED, 0, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
+                continue;
+            }
+            if (fd >= 0) close(fd);
+            if (m.type == PP_MSG_PING) {
+                tell(h, sock, PP_MSG_PONG, 0, 0, 0);
+                continue;
+            }
             if (m.w >= nworkers) continue;
             if (m.type == PP_MSG_SPAWN) {
                 if (srv_pid[m.w]) { /* still ours: one worker an index */
@@ -598,6 +635,29 @@ _Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_
         }
         if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
     }
+    return -1;
+}
+
+_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds)
+{
+    V = *v;
+    pp_shm_t *h = V.h;
+    unsigned nworkers = V.nworkers;
+    prctl(PR_SET_NAME, "async-forksrv");
+    if (!inherit_fds) close_others(sock);
+    /* Ctrl-C reaches the whole process group; the parent decides. */
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &ign, &saved_int);
+    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
+     * workers before we learn how they died. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &saved_chld);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &saved_mask);
+    /* A spare returns from serve with its own socket, and serves it. */
+    while ((sock = serve(h, sock)) >= 0) {}
     for (unsigned w = 0; w < nworkers; w++)
         if (srv_pid[w] > 0) kill(srv_pid[w], SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
