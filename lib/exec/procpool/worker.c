@@ -18,6 +18,7 @@
  * (see shm_internal.h) until it is retired or reaches max_tasks_per_worker.
  * Workers leave with _exit: the parent's atexit handlers and stdio buffers
  * are the parent's business. */
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -547,8 +548,19 @@ static ssize_t recv_msg(int sock, pp_msg_t *m, int *fd)
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int got;
         memcpy(&got, CMSG_DATA(c), sizeof got);
-        if (*fd < 0) *fd = got;
-        else close(got);
+        if (*fd >= 0) {
+            close(got);
+            continue;
+        }
+        /* Moved above the server's own socket, so that a tool (or a test)
+         * that looks for the server's socket among its descriptors, lowest
+         * first, finds that one even while it holds this one. */
+        int high = fcntl(got, F_DUPFD_CLOEXEC, sock + 1);
+        if (high >= 0) {
+            close(got);
+            got = high;
+        }
+        *fd = got;
     }
     return n;
 }
