@@ -46,7 +46,10 @@
  *   (parent_internal.h's pp_job_t), ring entries and tails against the
  *   ring, result lengths and offsets against the job's result, waking
  *   words by bounded sleeps.  Garbage fails a job or kills a worker, with
- *   a message that says what was found (supervisor.c).
+ *   a message that says what was found (supervisor.c).  A worker checks
+ *   the slot it takes in turn (bounds, and the check word pp_seal) before
+ *   it runs the job, and the heap's bookkeeping is the parent's private
+ *   memory (shm_heap.c): only data bytes are left to trust.
  * - Sleep and wake-up are futexes on 32-bit sequence words with a waiter flag
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
