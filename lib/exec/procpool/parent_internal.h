@@ -35,6 +35,24 @@ typedef struct pp_pending {
     char in[];
 } pp_pending_t;
 
+/* The shared heap's bookkeeping (shm_heap.c), private to the parent: a
+ * stack of free block offsets a size class, and the table of the blocks
+ * async__procpool_shm_alloc handed out (usable offset -> class). */
+typedef struct pp_free_stack {
+    uint64_t *off;
+    size_t n, cap;
+} pp_free_stack_t;
+typedef struct pp_heap_entry {
+    uint64_t uoff; /* 0: empty */
+    uint8_t k;
+} pp_heap_entry_t;
+typedef struct pp_heap {
+    uint64_t top;  /* the first byte never handed out */
+    pp_free_stack_t free[64];
+    pp_heap_entry_t *table;
+    size_t tn, tcap;
+} pp_heap_t;
+
 typedef struct pp_deadline {
     int64_t t;
     uint32_t idx;
@@ -66,6 +84,23 @@ struct async__procpool {
     pid_t server;
     int server_pidfd;        /* -1: none (a kernel before 5.3) */
     int64_t server_heard;    /* when the fork server last said something */
+    /* The liveness check (supervisor.c): when the unanswered PING went
+     * (0: none, or answered by another message meanwhile), and whether a
+     * PONG is owed (at most one PING is out). */
+    int64_t ping_at;
+    bool ping_out;
+    int64_t last_turn;       /* the supervisor's previous turn: a long gap means it was held */
+    /* The spare fork server, a clone of the fork server that is our child
+     * (worker.c's serve): it takes over when the server stops answering.
+     * spare_sock -1: none; spare_asked: its SPARE went, no SPARED yet. */
+    int spare_sock, spare_pidfd;
+    pid_t spare_pid;
+    bool spare_asked;
+    int64_t spare_retry_at;
+    unsigned replaced;       /* fork servers replaced by their spare */
+    /* While the workers of a replaced server are accounted for: why they
+     * died, for the jobs they ran. */
+    const char *replacing;
     unsigned nowed;          /* messages waiting for room on the socket */
     pthread_t sup;
     bool sup_started, sup_joined, locks_ready;
@@ -79,7 +114,7 @@ struct async__procpool {
     pp_pending_t *pending_head, *pending_tail;
     size_t pending_dl;       /* pending jobs with a deadline */
     uint64_t inflight, next_seq;
-    uint64_t heap_top, free_list[64];
+    pp_heap_t heap;
     pp_deadline_t *dl;
     size_t ndl, dl_cap;
     int mode;
@@ -114,16 +149,14 @@ unsigned async__pp_heap_class(size_t n);
 /* A block for n bytes (zeroed if zero): the offset of its usable bytes in
  * the region, or 0 when the heap is full. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
-/* Frees the block at uoff (0: nothing) of class k, or of the class its
- * header names when k is 0; a block whose header or place is not sound is
- * leaked, never freed into a list. */
+/* Frees the block at uoff (0: nothing) of class k, both from the parent's
+ * own records; a block whose canary a work function overwrote is leaked,
+ * never reused.  No memory to grow the free list leaks it too. */
 void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
-void async__pp_heap_free(async__procpool_t *p, uint64_t uoff);
+/* Frees the heap's private bookkeeping (not the region). */
+void async__pp_heap_release(pp_heap_t *hp);
 int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t seq,
                     _Atomic uint32_t *waiter, uint32_t *idx_out);
-/* A field of the region, read once: a worker may change it meanwhile, and
- * what is checked must be what is used. */
-#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
 
 /* Runs the done callback of the finished job in slot idx, which worker w
  * ran (not under mu).  Every field the worker wrote is checked first; a job
@@ -174,6 +207,33 @@ void async__pp_join_supervisor(async__procpool_t *p);
  * *killed (OUT, may be NULL) says whether it was still alive at the end of
  * its patience.  Not under mu; idempotent. */
 bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed);
+/* The fork server's liveness and its spare (server_watch.c), all on the
+ * supervisor thread.  After PP_PING_IDLE_NS without a word from the server
+ * the supervisor pings it; one that says nothing for PP_SERVER_ANSWER_NS
+ * more is stopped or wedged.  A turn of the supervisor that comes more
+ * than PP_TURN_GAP_NS after the last (it was held in a done callback, or
+ * the whole process was stopped) restarts that wait. */
+#define PP_PING_IDLE_NS ASYNC_SEC(1)
+#define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
+#define PP_TURN_GAP_NS ASYNC_SEC(1)
+#define PP_SPARE_RETRY_NS ASYNC_SEC(1)
+/* Asks the server for a spare if there is none (and no request is out). */
+void async__pp_ask_spare(async__procpool_t *p, int64_t now);
+/* The server's SPARED report (checked already). */
+void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
+/* Reaps a spare that died, so that another is asked for. */
+void async__pp_check_spare(async__procpool_t *p, int64_t now);
+/* Pings the server when due; returns whether it has been silent too long.
+ * want: the pool wants workers (else nothing is checked). */
+bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
+/* Kills and reaps the server and makes its spare the server: its socket,
+ * pid and pidfd; messages owed to the old one are dropped.  Returns the new
+ * server's pid, or 0 (and does nothing) when no spare is ready.  The
+ * caller accounts for the old server's workers, which died with it. */
+pid_t async__pp_take_over(async__procpool_t *p);
+/* For free, after the server is reaped: takes a spare's report still in
+ * the socket, then tells the spare to quit, kills and reaps it. */
+void async__pp_free_spare(async__procpool_t *p);
 /* What is wrong with message m from the fork server, written into buf (cap
  * bytes), or NULL when it is sound: one of the two types it sends, about a
  * worker that exists, in the order the protocol allows (SPAWNED answers our

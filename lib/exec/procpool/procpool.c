@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
@@ -123,7 +124,7 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
     if (job->out_cap > PP_OUT_INLINE) {
         out_blk = async__pp_heap_alloc(p, job->out_cap, false);
         if (!out_blk) {
-            async__pp_heap_free(p, in_blk);
+            async__pp_heap_free_class(p, in_blk, async__pp_heap_class(in_len));
             return ASYNC_ENOMEM;
         }
     }
@@ -145,6 +146,8 @@ int async__pp_place(async__procpool_t *p, const async__procjob_t *job, uint64_t 
         atomic_store_explicit(&s->caller_cpu, cpu, memory_order_relaxed);
         atomic_store_explicit(&s->worker_cpu, UINT16_MAX, memory_order_relaxed);
     }
+    s->seal = pp_seal(p->v.seal_key, idx, s->fn, s->ctx, in_blk, (uint32_t)in_len, out_blk,
+                      job->out_cap, s->direct, s->batch, s->in_inline);
     j->done = job->done;
     j->arg = job->arg;
     j->seq = seq;
@@ -615,8 +618,12 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
      * made the one-at-a-time round trip slower (24 against 18 us) and the
      * rest no faster; see docs/procs.md. */
     if (p->v.idle_spin_ns < 0) p->v.idle_spin_ns = 0;
+    /* The check words' key: any value works against stray writes, so a
+     * failed getrandom falls back on the clock and an address. */
+    if (getrandom(&p->v.seal_key, sizeof p->v.seal_key, GRND_NONBLOCK) != sizeof p->v.seal_key)
+        p->v.seal_key = (uint64_t)async_now() ^ (uint64_t)(uintptr_t)p;
     p->h = h;
-    p->heap_top = heap_off;
+    p->heap.top = heap_off;
     return 0;
 }
 
@@ -634,6 +641,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     p->nworkers = nworkers;
     p->sock = -1;
     p->server_pidfd = -1;
+    p->spare_sock = p->spare_pidfd = -1;
     p->on_broken = o->on_broken;
     p->broken_arg = o->broken_arg;
     p->user = o->user;
@@ -702,13 +710,18 @@ void async__procpool_free_now(async__procpool_t *p)
          * blocking: a stopped server's full socket must not hold us here. */
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
         while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
-        close(p->sock);
+        /* Shut for sending (the server sees its end after QUIT, whoever
+         * holds copies of it), closed once the server is reaped: a spare's
+         * report may wait in it (async__pp_free_spare). */
+        shutdown(p->sock, SHUT_WR);
     }
     /* A server that does not leave by itself (stopped, or wedged) is
      * killed, rather than waited for forever. */
     int status;
     if (p->server > 0) async__pp_reap_server(p, SERVER_QUIT_NS, &status, NULL);
     if (p->server_pidfd >= 0) close(p->server_pidfd);
+    async__pp_free_spare(p); /* reads the socket for a spare's report first */
+    if (p->sock >= 0) close(p->sock);
     for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {
         next = pj->next;
         async__free(pj);
@@ -719,6 +732,7 @@ void async__procpool_free_now(async__procpool_t *p)
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->join_mu);
     }
+    async__pp_heap_release(&p->heap);
     async__free(p->dl);
     async__free(p->jobs);
     async__free(p->free_slots);

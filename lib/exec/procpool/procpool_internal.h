@@ -75,7 +75,12 @@ typedef struct async__procpool_opts {
      * without one kept dying before ready, or none could be forked),
      * ASYNC_ECHILD (the fork server died, broke its protocol, closed its
      * socket alive, or was silent for 5 s while shutdown or terminate waited
-     * for its reports: it is killed then). */
+     * for its reports, or did not answer for 3 s while the pool ran and no
+     * spare server was ready to take over: it is killed then).  A server
+     * that does not answer while a spare is ready is replaced by it instead:
+     * the pool stays whole, and only the jobs its workers ran fail
+     * (ASYNC_ECHILD, "... did not answer for 3 s ...; its spare (pid N)
+     * took over"). */
     void (*on_broken)(void *arg, int code, const char *msg);
     void *broken_arg;
     void *user;                    /* first argument of every done callback */

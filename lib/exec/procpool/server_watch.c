@@ -3,11 +3,13 @@
  * without reaching a stranger, and the check of every message it sends.
  * The supervisor thread (supervisor.c) reads its socket and acts on what
  * these say. */
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
 
@@ -90,6 +92,8 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
     return p->server_known;
 }
 
+static int ppid_of(pid_t pid);
+
 /* Whether pid is a live process whose parent is not the fork server (one
  * that has exited already cannot be checked, and is let pass: its EXITED
  * report follows). */
@@ -113,6 +117,26 @@ static bool not_the_servers(const async__procpool_t *p, pid_t pid)
 const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m, char *buf,
                                          size_t cap)
 {
+    if (m->type == PP_MSG_PONG) {
+        if (p->ping_out) return NULL;
+        snprintf(buf, cap, "answered a ping the pool did not send");
+        return buf;
+    }
+    if (m->type == PP_MSG_SPARED) {
+        int ppid;
+        if (!p->spare_asked)
+            snprintf(buf, cap, "reported a spare fork server (pid %d) though none was asked for",
+                     (int)m->pid);
+        else if (m->value > 0 || (m->value == 0 && (m->pid <= 0 || m->pid == p->server)))
+            snprintf(buf, cap, "reported a spare fork server as pid %d (error %d)", (int)m->pid,
+                     (int)m->value);
+        else if (m->value == 0 && (ppid = ppid_of(m->pid)) != -1 && ppid != getpid())
+            snprintf(buf, cap, "reported a spare fork server as pid %d, which is not the pool's child",
+                     (int)m->pid);
+        else
+            return NULL;
+        return buf;
+    }
     if (m->type != PP_MSG_SPAWNED && m->type != PP_MSG_EXITED) {
         snprintf(buf, cap, "sent a message of unknown type %u", m->type);
         return buf;
@@ -142,4 +166,187 @@ const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m
         return buf;
     }
     return NULL;
+}
+
+/* --- is it alive, and its spare -------------------------------------------
+ *
+ * A fork server that is stopped (SIGSTOP, a debugger) or wedged reports no
+ * worker's death, so the pool would run with fewer workers for ever, and
+ * the job of a worker that died would never end.  While the pool wants
+ * workers, the supervisor asks the server for a PONG after a quiet second,
+ * and a server that says nothing for PP_SERVER_ANSWER_NS after that is given
+ * up on.  Its replacement must come from a clean image: forking one from
+ * the parent now would copy whatever locks the parent's other threads hold
+ * and the parent's memory of now (workers see the parent as of the pool's
+ * creation).  So the server itself makes a spare ahead of need: a clone of
+ * itself (CLONE_PARENT, so that the spare is our child, reaped by us and
+ * killed through its pidfd), idle on a socket of its own that we passed it. */
+
+static int ppid_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    char state;
+    int ppid;
+    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return -1;
+    return ppid;
+}
+
+void async__pp_ask_spare(async__procpool_t *p, int64_t now)
+{
+    if (p->spare_sock >= 0 || p->server_gone || p->nowed || now < p->spare_retry_at) return;
+    p->spare_retry_at = now + PP_SPARE_RETRY_NS;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
+    pp_msg_t m = {PP_MSG_SPARE, 0, 0, 0};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } cb;
+    memset(&cb, 0, sizeof cb);
+    struct iovec iov = {&m, sizeof m};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.buf,
+                        .msg_controllen = sizeof cb.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
+    ssize_t n;
+    while ((n = sendmsg(p->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {}
+    close(sv[1]);
+    if (n != (ssize_t)sizeof m) {
+        close(sv[0]);
+        return;
+    }
+    p->spare_sock = sv[0];
+    p->spare_asked = true;
+}
+
+void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err)
+{
+    p->spare_asked = false;
+    if (err || pid <= 0) {
+        close(p->spare_sock);
+        p->spare_sock = -1;
+        return;
+    }
+    p->spare_pid = pid;
+#ifdef SYS_pidfd_open
+    /* Ours until we reap it, so the pid cannot be another's yet. */
+    p->spare_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (p->spare_pidfd >= 0) fcntl(p->spare_pidfd, F_SETFD, FD_CLOEXEC);
+#endif
+}
+
+/* Kills and reaps the spare (it has no workers and nothing to finish). */
+static void drop_spare(async__procpool_t *p, bool kill_it)
+{
+    if (p->spare_pid > 0) {
+        if (kill_it) {
+#ifdef SYS_pidfd_send_signal
+            if (p->spare_pidfd < 0 ||
+                syscall(SYS_pidfd_send_signal, p->spare_pidfd, SIGKILL, NULL, 0) != 0)
+#endif
+            {
+                siginfo_t si;
+                if (waitid(P_PID, (id_t)p->spare_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+                    kill(p->spare_pid, SIGKILL);
+            }
+        }
+        while (waitpid(p->spare_pid, NULL, 0) < 0 && errno == EINTR) {}
+    }
+    if (p->spare_sock >= 0) close(p->spare_sock);
+    if (p->spare_pidfd >= 0) close(p->spare_pidfd);
+    p->spare_sock = p->spare_pidfd = -1;
+    p->spare_pid = 0;
+    p->spare_asked = false;
+}
+
+void async__pp_check_spare(async__procpool_t *p, int64_t now)
+{
+    if (p->spare_pid <= 0) return;
+    pid_t r;
+    while ((r = waitpid(p->spare_pid, NULL, WNOHANG)) < 0 && errno == EINTR) {}
+    if (r == 0) return;
+    p->spare_pid = 0; /* reaped, by us or another waiter */
+    drop_spare(p, false);
+    p->spare_retry_at = now + PP_SPARE_RETRY_NS;
+}
+
+bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
+{
+    if (!want || p->server_gone) {
+        p->ping_at = 0;
+        return false;
+    }
+    if (!p->ping_at && now - p->server_heard >= PP_PING_IDLE_NS) p->ping_at = now;
+    if (p->ping_at && !p->ping_out) {
+        /* A socket full of our messages: the wait counts from the first
+         * try; once the ping goes, from then. */
+        pp_msg_t m = {PP_MSG_PING, 0, 0, 0};
+        ssize_t n;
+        while ((n = send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR) {}
+        if (n == (ssize_t)sizeof m) {
+            p->ping_out = true;
+            p->ping_at = now;
+        }
+    }
+    return p->ping_at && now - p->ping_at >= PP_SERVER_ANSWER_NS;
+}
+
+pid_t async__pp_take_over(async__procpool_t *p)
+{
+    pid_t spare = p->spare_pid;
+    if (spare <= 0 || p->spare_asked) return 0;
+    int status;
+    /* Killed now, and reaped: by then the kernel has queued its workers'
+     * SIGKILL (PR_SET_PDEATHSIG, sent as it exits), so none of them runs
+     * another instruction of a job whose slot we are about to take back. */
+    async__pp_reap_server(p, 0, &status, NULL);
+    close(p->sock);
+    if (p->server_pidfd >= 0) close(p->server_pidfd);
+    p->sock = p->spare_sock;
+    p->server = spare;
+    p->server_pidfd = p->spare_pidfd;
+    p->spare_sock = p->spare_pidfd = -1;
+    p->spare_pid = 0;
+    p->spare_retry_at = 0;
+    p->server_reaped = p->server_known = false;
+    p->server_heard = async_now();
+    p->ping_at = 0;
+    p->ping_out = false;
+    for (unsigned w = 0; w < p->nworkers; w++) {
+        p->w[w].kill_owed = 0;
+        p->w[w].spawn_owed = false;
+        atomic_store(&p->v.workers[w].pid, 0);
+    }
+    p->nowed = 0;
+    p->replaced++;
+    return spare;
+}
+
+void async__pp_free_spare(async__procpool_t *p)
+{
+    /* A spare the server made as it left: its report is in our socket, the
+     * server is reaped already, so nothing more comes. */
+    if (p->spare_asked && p->sock >= 0) {
+        pp_msg_t m;
+        ssize_t n;
+        while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC)) > 0 || (n < 0 && errno == EINTR))
+            if (n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
+                ppid_of(m.pid) == getpid())
+                async__pp_on_spared(p, m.pid, 0);
+    }
+    if (p->spare_sock >= 0) {
+        pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
+        while (send(p->spare_sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
+    }
+    drop_spare(p, true);
 }

@@ -46,7 +46,10 @@
  *   (parent_internal.h's pp_job_t), ring entries and tails against the
  *   ring, result lengths and offsets against the job's result, waking
  *   words by bounded sleeps.  Garbage fails a job or kills a worker, with
- *   a message that says what was found (supervisor.c).
+ *   a message that says what was found (supervisor.c).  A worker checks
+ *   the slot it takes in turn (bounds, and the check word pp_seal) before
+ *   it runs the job, and the heap's bookkeeping is the parent's private
+ *   memory (shm_heap.c): only data bytes are left to trust.
  * - Sleep and wake-up are futexes on 32-bit sequence words with a waiter flag
  *   (an eventcount): the waiter announces itself, re-checks, then sleeps on
  *   the sequence it read; the waker publishes, fences, and bumps and wakes
@@ -62,6 +65,10 @@
 #include <time.h>
 #include <unistd.h>
 #include "procpool_internal.h"
+
+/* A field of the region, read once: another process may change it
+ * meanwhile, and what is checked must be what is used. */
+#define READ_ONCE(x) (*(volatile __typeof__(x) *)&(x))
 
 #define PP_MAGIC 0x61737970u /* "asyp" */
 #define PP_IN_INLINE 96
@@ -91,7 +98,14 @@ typedef struct pp_slot {
     uint64_t out_len;     /* worker-written */
     int32_t err;          /* worker-written */
     uint32_t msg_len;     /* worker-written; message at msg_off */
-    uint64_t msg_off;
+    /* Two lives: from placing until a worker takes the job, the job's check
+     * word (pp_seal), which the worker verifies before it runs the job; once
+     * it runs, the offset of its error message, which the parent reads only
+     * when msg_len says the worker wrote one. */
+    union {
+        uint64_t msg_off;
+        uint64_t seal;
+    };
     uint64_t res_end;     /* worker's byte-ring position to release, 0: none */
     _Atomic uint32_t wseq; /* bumped to wake the thread waiting in async__procpool_call */
     uint8_t direct;       /* a thread waits in async__procpool_call for this job */
@@ -168,10 +182,45 @@ typedef struct pp_view {
     uint32_t nslots, ring_cap, nworkers;
     uint64_t heap_off, size, result_area;
     uint64_t call, init, init_arg;
+    uint64_t seal_key;     /* random, per pool: the key of pp_seal */
     uint32_t max_tasks;
     int64_t idle_spin_ns;
     int64_t call_spin_ns;  /* after a direct hand-over, the worker spins this long */
 } pp_view_t;
+
+/* The check word of a queued job: what the parent placed in slot idx (the
+ * fields a worker acts on, and the inline input), keyed by the pool's own
+ * key, so that a worker can tell a slot that another worker's stray writes
+ * changed before it ran the job.  Against mistakes, not malice: every
+ * worker runs the parent's image and could compute it. */
+static inline uint64_t pp_mix(uint64_t h, uint64_t w)
+{
+    h ^= w;
+    h *= 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+static inline uint64_t pp_seal(uint64_t key, uint32_t idx, uint64_t fn, uint64_t ctx,
+                               uint64_t in_off, uint32_t in_len, uint64_t out_off,
+                               uint64_t out_cap, uint32_t direct, uint32_t batch,
+                               const uint8_t *in_inline)
+{
+    uint64_t h = pp_mix(key, idx);
+    h = pp_mix(h, fn);
+    h = pp_mix(h, ctx);
+    h = pp_mix(h, in_off);
+    h = pp_mix(h, (uint64_t)in_len << 32 | direct);
+    h = pp_mix(h, batch);
+    h = pp_mix(h, out_off);
+    h = pp_mix(h, out_cap);
+    if (!in_off) {
+        for (uint32_t i = 0; i < in_len && i < PP_IN_INLINE; i += 8) {
+            uint64_t w = 0;
+            __builtin_memcpy(&w, in_inline + i, in_len - i < 8 ? in_len - i : 8);
+            h = pp_mix(h, w);
+        }
+    }
+    return h;
+}
 
 static inline _Atomic uint32_t *pp_done_ring(const pp_view_t *v, unsigned w)
 {
@@ -239,6 +288,10 @@ enum pp_msg_type {
     PP_MSG_SPAWNED,   /* server: worker `w` is `pid`; value -errno if fork failed */
     PP_MSG_EXITED,    /* server: worker `w` (`pid`) was reaped, wait status `value` */
     PP_MSG_QUIT,      /* parent: kill what is left, reap it and exit */
+    PP_MSG_PING,      /* parent: say PONG (the parent checks that the server answers) */
+    PP_MSG_PONG,      /* server: the answer to a PING */
+    PP_MSG_SPARE,     /* parent: make a spare server for the socket this carries (SCM_RIGHTS) */
+    PP_MSG_SPARED,    /* server: the spare is `pid`; value -errno if it could not be made */
 };
 typedef struct pp_msg {
     uint32_t type, w;

@@ -369,11 +369,11 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
         }
         if (atomic_load(&p->jobs[i].fin)) continue; /* free, or its done was claimed */
         if (PP_KIND(st) == PP_RUNNING && PP_WORKER(st) == w) {
-            if (p->server_gone) {
+            if (p->server_gone || p->replacing) {
                 /* Nobody reaped it: it was killed because the fork server
                  * died (PR_SET_PDEATHSIG), so the worker is not to blame. */
                 snprintf(msg, sizeof msg, "%s; the worker running the job (pid %d) died with it",
-                         p->broken_msg, (int)pid);
+                         p->replacing ? p->replacing : p->broken_msg, (int)pid);
                 fail_slot(p, i, ASYNC_ECHILD, msg, -1);
             } else {
                 snprintf(msg, sizeof msg, "%s while running the job", why);
@@ -398,7 +398,7 @@ static void on_exit_report(async__procpool_t *p, unsigned w, pid_t pid, int stat
     atomic_compare_exchange_strong(&h->spinner, &spinning, 0); /* died spinning */
     bool now = true;
     if (wst != PP_W_STARTING && wst != PP_W_EMPTY) pw->early_deaths = 0;
-    else if (!p->killing && !p->broken) now = early_death(p, w, status, why);
+    else if (!p->killing && !p->broken && !p->replacing) now = early_death(p, w, status, why);
     if (now && want_workers(p)) spawn(p, w);
     pthread_mutex_unlock(&p->mu);
 }
@@ -512,7 +512,10 @@ static bool read_server(async__procpool_t *p)
             return true;
         }
         p->server_heard = async_now();
-        if (m.type == PP_MSG_SPAWNED) on_spawned(p, m.w, m.pid, m.value);
+        p->ping_at = 0; /* it answers */
+        if (m.type == PP_MSG_PONG) p->ping_out = false;
+        else if (m.type == PP_MSG_SPARED) async__pp_on_spared(p, m.pid, m.value);
+        else if (m.type == PP_MSG_SPAWNED) on_spawned(p, m.w, m.pid, m.value);
         else on_exit_report(p, m.w, m.pid, m.value);
     }
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
@@ -520,6 +523,34 @@ static bool read_server(async__procpool_t *p)
         any = true;
     }
     return any;
+}
+
+/* The fork server said nothing for PP_SERVER_ANSWER_NS after a ping: its
+ * spare takes over, or, with none ready, the pool breaks.  The old server's
+ * workers die with it; the jobs they ran fail with ASYNC_ECHILD and the
+ * reason, their finished ones are delivered, and each is forked again by
+ * the new server. */
+static void server_unresponsive(async__procpool_t *p)
+{
+    int secs = (int)(PP_SERVER_ANSWER_NS / ASYNC_SEC(1));
+    pid_t old = p->server;
+    pid_t spare = async__pp_take_over(p);
+    char why[300];
+    if (!spare) {
+        snprintf(why, sizeof why,
+                 "did not answer the pool for %d s (it is stopped or wedged), and no spare fork "
+                 "server was ready to take over", secs);
+        on_server_gone(p, why);
+        return;
+    }
+    snprintf(why, sizeof why,
+             "the process pool's fork server (pid %d) did not answer for %d s (it is stopped or "
+             "wedged); the pool killed it, and its workers with it, and its spare (pid %d) took over",
+             (int)old, secs, (int)spare);
+    p->replacing = why;
+    for (unsigned w = 0; w < p->nworkers; w++)
+        if (p->w[w].alive || p->w[w].spawning) on_exit_report(p, w, p->w[w].pid, SIGKILL);
+    p->replacing = NULL;
 }
 
 /* --- deadlines, pending jobs, modes ------------------------------------------- */
@@ -696,10 +727,27 @@ static void *supervise(void *arg)
          * would be most of the cost of a small job. */
         uint32_t srv = atomic_load(&h->srv_seq);
         bool progress = false;
-        if (srv != last_srv || async_now() >= check_at) {
+        int64_t t = async_now();
+        /* Held (a done callback, the process stopped): the server had no
+         * chance to be heard, so its wait starts again. */
+        if (t - p->last_turn > PP_TURN_GAP_NS && p->ping_at) p->ping_at = t;
+        p->last_turn = t;
+        bool periodic = t >= check_at;
+        if (srv != last_srv || periodic) {
             last_srv = srv;
-            check_at = async_now() + IDLE_CHECK_NS;
+            check_at = t + IDLE_CHECK_NS;
             progress = read_server(p);
+        }
+        if (periodic && !p->server_gone) {
+            pthread_mutex_lock(&p->mu);
+            bool want = want_workers(p);
+            pthread_mutex_unlock(&p->mu);
+            async__pp_check_spare(p, t);
+            if (want && p->spare_sock < 0) async__pp_ask_spare(p, t);
+            if (async__pp_server_silent(p, t, want)) {
+                server_unresponsive(p);
+                continue;
+            }
         }
         for (unsigned w = 0; w < p->nworkers; w++) progress |= reap_worker(p, w);
         int64_t now = async_now();

@@ -7,13 +7,18 @@
  * stdio and no locks after the fork, so a parent that ran threads when it
  * created the pool cannot leave it a lock held forever.  When the parent's
  * end of the socket closes (the parent freed the pool or died) it kills the
- * remaining workers, reaps them and exits.
+ * remaining workers, reaps them and exits.  It answers the parent's PING
+ * (the parent's check that it is not stopped or wedged), and makes a spare
+ * of itself when asked (SPARE): a clone made the parent's child, with this
+ * process's clean memory, idle on its own socket until the parent turns to
+ * it because this one stopped answering.
  *
  * A worker asks the kernel to SIGKILL it if the fork server dies, runs the
  * initializer, then claims, runs and completes jobs through shared memory
  * (see shm_internal.h) until it is retired or reaches max_tasks_per_worker.
  * Workers leave with _exit: the parent's atexit handlers and stdio buffers
  * are the parent's business. */
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -137,7 +142,7 @@ void async__procout_error(async__procout_t *out, const char *fmt, ...)
  * that.  Each worker remembers, in its private memory, a bit per heap page
  * it has populated, so a map over rows it has seen makes no system call.  A
  * bit goes stale only when the parent gives a big block's pages back
- * (MADV_REMOVE in async__pp_heap_free): that page then faults as before. */
+ * (MADV_REMOVE in async__pp_heap_free_class): that page then faults as before. */
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -245,40 +250,98 @@ static void count_batch(pp_shm_t *h, uint32_t gen)
     pp_futex_wake(&h->batch_seq, 1);
 }
 
+/* What is wrong with the job in slot idx as the worker found it (written
+ * into why), or NULL when its fields are what the parent placed: inside
+ * their bounds and matching the job's check word.  Another worker's stray
+ * write may have changed a queued slot (the parent checks what workers
+ * write, but workers read slots too): a wild offset or length would crash
+ * this worker, a changed function or input would run garbage or compute a
+ * wrong answer.  The fields are read once here, and the job runs on these
+ * copies (*f, OUT). */
+typedef struct job_fields {
+    uint64_t fn, ctx, in_off, out_off, out_cap;
+    uint32_t in_len, batch;
+    uint8_t direct;
+} job_fields_t;
+
+static const char *slot_unsound(pp_slot_t *s, uint32_t idx, job_fields_t *f, char *why, size_t cap)
+{
+    f->fn = READ_ONCE(s->fn);
+    f->ctx = READ_ONCE(s->ctx);
+    f->in_off = READ_ONCE(s->in_off);
+    f->in_len = READ_ONCE(s->in_len);
+    f->out_off = READ_ONCE(s->out_off);
+    f->out_cap = READ_ONCE(s->out_cap);
+    f->direct = READ_ONCE(s->direct);
+    f->batch = READ_ONCE(s->batch);
+    uint64_t seal = READ_ONCE(s->seal);
+    uint64_t lo = V.heap_off, hi = V.size;
+    if (f->in_off ? f->in_off < lo || f->in_off > hi || f->in_len > hi - f->in_off
+                  : f->in_len > PP_IN_INLINE)
+        snprintf(why, cap, "its input (%u bytes at offset %llu) lies outside its slot and the shared "
+                           "heap", f->in_len, (unsigned long long)f->in_off);
+    else if (f->out_off ? f->out_off < lo || f->out_off > hi || f->out_cap > hi - f->out_off
+                        : f->out_cap > PP_OUT_INLINE)
+        snprintf(why, cap, "its output (%llu bytes at offset %llu) lies outside its slot and the "
+                           "shared heap", (unsigned long long)f->out_cap, (unsigned long long)f->out_off);
+    else if (f->direct > 1 ||
+             seal != pp_seal(V.seal_key, idx, f->fn, f->ctx, f->in_off, f->in_len, f->out_off,
+                             f->out_cap, f->direct, f->batch, s->in_inline))
+        snprintf(why, cap, "its function, context, sizes or inline input differ from what the "
+                           "parent placed (its check word does not match)");
+    else
+        return NULL;
+    return why;
+}
+
 /* Runs the job in slot idx and publishes it; says whether it was handed
  * straight to a thread waiting in async__procpool_call, and whether that
- * thread was still spinning (running on another CPU) or asleep. */
+ * thread was still spinning (running on another CPU) or asleep.  A job whose
+ * slot is unsound is not run: it fails with ASYNC_EIO and says why. */
 static enum handed run(pp_shm_t *h, unsigned w, pp_worker_t *wr, uint32_t idx)
 {
     pp_slot_t *s = &V.slots[idx];
+    job_fields_t f;
+    char why[200];
+    const char *bad = slot_unsound(s, idx, &f, why, sizeof why);
     async__procout_t out = {
         .h = h, .wr = wr, .slot = s,
-        .data = s->out_off ? (char *)h + s->out_off : (char *)s->out_inline,
-        .cap = s->out_cap, .len = s->out_cap,
+        .data = f.out_off ? (char *)h + f.out_off : (char *)s->out_inline,
+        .cap = f.out_cap, .len = f.out_cap,
         .job_res_start = atomic_load_explicit(&wr->res_tail, memory_order_relaxed),
     };
-    const void *in = s->in_off ? (char *)h + s->in_off : (char *)s->in_inline;
-    if (s->in_off) async__procpool_prefault(in, s->in_len, false);
-    if (s->out_off) async__procpool_prefault(out.data, s->out_cap, true);
-    if (s->direct && !s->batch) atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
     s->msg_len = 0;
     s->res_end = 0;
     int rc;
-    if (V.call)
-        rc = ((async__procpool_call_fn)(uintptr_t)V.call)((async__anyfn_t)(uintptr_t)s->fn,
-                                                          (void *)(uintptr_t)s->ctx, in,
-                                                          s->in_len, &out);
-    else
-        rc = ((async__procpool_fn)(uintptr_t)s->fn)((void *)(uintptr_t)s->ctx, in, s->in_len, &out);
+    if (bad) {
+        f.direct = 0; /* its hand-over words are not to be believed either */
+        out.data = (char *)s->out_inline;
+        out.cap = out.len = 0;
+        async__procout_error(&out, "the job in slot %u was overwritten in the pool's shared memory "
+                                   "before it ran, and was not run: %s", idx, bad);
+        rc = ASYNC_EIO;
+    } else {
+        const void *in = f.in_off ? (char *)h + f.in_off : (char *)s->in_inline;
+        if (f.in_off) async__procpool_prefault(in, f.in_len, false);
+        if (f.out_off) async__procpool_prefault(out.data, f.out_cap, true);
+        if (f.direct && !f.batch)
+            atomic_store_explicit(&s->worker_cpu, (uint16_t)sched_getcpu(), memory_order_relaxed);
+        if (V.call)
+            rc = ((async__procpool_call_fn)(uintptr_t)V.call)((async__anyfn_t)(uintptr_t)f.fn,
+                                                              (void *)(uintptr_t)f.ctx, in,
+                                                              f.in_len, &out);
+        else
+            rc = ((async__procpool_fn)(uintptr_t)f.fn)((void *)(uintptr_t)f.ctx, in, f.in_len, &out);
+    }
     s->err = rc > 0 ? ASYNC_EWORK : rc;
     s->out_len = out.len;
     if (out.moved) s->out_off = (uint64_t)(out.data - (char *)h);
     uint32_t st = PP_ST(PP_RUNNING, w);
     /* A thread waits for this job in async__procpool_call: hand it over
      * directly, unless it used the byte ring (released in ring order). */
-    bool direct = s->direct && !s->res_end;
-    /* Read before the exchange: the waiter may reuse the slot after it. */
-    uint32_t batch = s->batch;
+    bool direct = f.direct && !s->res_end;
+    /* Taken before the exchange: the waiter may reuse the slot after it. */
+    uint32_t batch = f.batch;
     /* Losing this exchange means the parent revoked the job (deadline or
      * terminate) and is about to kill us: nothing to publish. */
     if (direct) {
@@ -471,24 +534,49 @@ static void close_others(int keep)
     syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u);
 }
 
-_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds)
+/* Receives one message, and the descriptor that came with it (*fd, OUT, -1
+ * if none; only a SPARE carries one).  Returns what recvmsg does. */
+static ssize_t recv_msg(int sock, pp_msg_t *m, int *fd)
 {
-    V = *v;
-    pp_shm_t *h = V.h;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {m, sizeof *m};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    *fd = -1;
+    ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int got;
+        memcpy(&got, CMSG_DATA(c), sizeof got);
+        if (*fd >= 0) {
+            close(got);
+            continue;
+        }
+        /* Moved above the server's own socket, so that a tool (or a test)
+         * that looks for the server's socket among its descriptors, lowest
+         * first, finds that one even while it holds this one. */
+        int high = fcntl(got, F_DUPFD_CLOEXEC, sock + 1);
+        if (high >= 0) {
+            close(got);
+            got = high;
+        }
+        *fd = got;
+    }
+    return n;
+}
+
+/* Serves the parent on sock until it says QUIT or closes its end: returns
+ * -1 then.  A spare server (PP_MSG_SPARE) is a clone of this process made
+ * the parent's own child (CLONE_PARENT), so that it has this process's
+ * memory, a copy of the parent as of the pool's creation, and not the
+ * parent's memory of now, in which another thread may hold a lock: in the
+ * clone this returns the spare's socket, and the caller serves that one. */
+static int serve(pp_shm_t *h, int sock)
+{
     unsigned nworkers = V.nworkers;
-    prctl(PR_SET_NAME, "async-forksrv");
-    if (!inherit_fds) close_others(sock);
-    /* Ctrl-C reaches the whole process group; the parent decides. */
-    struct sigaction ign = {.sa_handler = SIG_IGN};
-    sigaction(SIGINT, &ign, &saved_int);
-    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
-     * workers before we learn how they died. */
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigaction(SIGCHLD, &dfl, &saved_chld);
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, &saved_mask);
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     pid_t self = getpid();
     pp_worker_t *ws = V.workers;
@@ -514,7 +602,26 @@ _Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_
         if (!fds[0].revents) continue;
         pp_msg_t m;
         ssize_t n = 1;
-        while (!quit && (n = recv(sock, &m, sizeof m, MSG_DONTWAIT)) == sizeof m) {
+        int fd;
+        while (!quit && (n = recv_msg(sock, &m, &fd)) == sizeof m) {
+            if (m.type == PP_MSG_SPARE && fd >= 0) {
+                pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+                if (pid == 0) {
+                    /* The spare: none of the server's workers is its child. */
+                    memset(srv_pid, 0, sizeof srv_pid);
+                    close(sock);
+                    close(sfd);
+                    return fd;
+                }
+                close(fd);
+                tell(h, sock, PP_MSG_SPARED, 0, pid > 0 ? pid : 0, pid > 0 ? 0 : -errno);
+                continue;
+            }
+            if (fd >= 0) close(fd);
+            if (m.type == PP_MSG_PING) {
+                tell(h, sock, PP_MSG_PONG, 0, 0, 0);
+                continue;
+            }
             if (m.w >= nworkers) continue;
             if (m.type == PP_MSG_SPAWN) {
                 if (srv_pid[m.w]) { /* still ours: one worker an index */
@@ -540,6 +647,29 @@ _Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_
         }
         if (!quit && (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))) quit = true;
     }
+    return -1;
+}
+
+_Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_fds)
+{
+    V = *v;
+    pp_shm_t *h = V.h;
+    unsigned nworkers = V.nworkers;
+    prctl(PR_SET_NAME, "async-forksrv");
+    if (!inherit_fds) close_others(sock);
+    /* Ctrl-C reaches the whole process group; the parent decides. */
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGINT, &ign, &saved_int);
+    /* An inherited SIG_IGN (or SA_NOCLDWAIT) would have the kernel reap
+     * workers before we learn how they died. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGCHLD, &dfl, &saved_chld);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &saved_mask);
+    /* A spare returns from serve with its own socket, and serves it. */
+    while ((sock = serve(h, sock)) >= 0) {}
     for (unsigned w = 0; w < nworkers; w++)
         if (srv_pid[w] > 0) kill(srv_pid[w], SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {}
