@@ -305,3 +305,96 @@ Test(net_faults, exhausted_descriptors_give_emfile_and_keep_nothing, .timeout = 
     cr_assert_eq(WEXITSTATUS(status), 0, "%d checks failed (its stderr says which)",
                  WEXITSTATUS(status));
 }
+
+/* --- smaller error paths --------------------------------------------------- */
+
+static int small_errors_task(void *arg, void **res)
+{
+    (void)res;
+    int lfd = *(int *)arg, fd = -1, before = count_fds();
+    int64_t dl = async_deadline_after(ASYNC_SEC(10));
+    /* A family the kernel has no sockets for, first in a race: the next
+     * address still wins; alone, the race says ASYNC_ENOTSUP. */
+    async_addr_t a[2];
+    memset(a, 0, sizeof a);
+    a[0].addr.ss_family = AF_MAX + 1;
+    a[0].len = sizeof(struct sockaddr_in);
+    struct sockaddr_in *in = (struct sockaddr_in *)&a[1].addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)async_sock_port(lfd));
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a[1].len = sizeof *in;
+    int rc = async_connect_race_dl(&fd, a, 2, ASYNC_SEC(5), dl);
+    cr_assert_eq(rc, 0, "the second address: %s", async_errname(rc));
+    close(fd);
+    rc = async_connect_race_dl(&fd, a, 1, 0, dl);
+    cr_assert_eq(rc, ASYNC_ENOTSUP, "an unknown family alone: %s", async_errname(rc));
+    /* read_full on a stream that ends early: ASYNC_EEOF with what came. */
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert_eq(write(sv[1], "12345", 5), 5);
+    close(sv[1]);
+    char buf[16];
+    size_t got = 99;
+    rc = async_sock_read_full(sv[0], buf, sizeof buf, &got);
+    cr_assert_eq(rc, ASYNC_EEOF, "read_full: %s", async_errname(rc));
+    cr_assert(got == 5 && !memcmp(buf, "12345", 5), "read_full kept %zu bytes", got);
+    close(sv[0]);
+    /* A name longer than DNS allows. */
+    async_dns_t *d;
+    cr_assert_eq(async_dns_new(&d, NULL, NULL), 0);
+    char name[300];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    async_addr_t *out;
+    size_t n;
+    rc = async_dns_resolve_dl(&out, &n, d, name, 80, AF_INET, dl);
+    cr_assert_eq(rc, ASYNC_EINVAL, "a 299-byte name: %s", async_errname(rc));
+    cr_assert_eq(async_dns_destroy(d), 0);
+    cr_assert_eq(count_fds(), before, "descriptors left behind");
+    return 0;
+}
+
+Test(net_faults, small_error_paths_give_precise_errors, .timeout = 30)
+{
+    int lfd, ufd, fd = -1;
+    cr_assert_eq(async_tcp_listen(&lfd, "127.0.0.1", 0, 8), 0);
+    /* Counted after the first listen: it keeps the process's reserve
+     * descriptor for EMFILE on accept. */
+    int before = count_fds();
+    cr_assert_eq(test_run_task(small_errors_task, &lfd, NULL), 0);
+    /* A Unix socket path whose directory is missing, or is a file. */
+    int rc = async_unix_listen(&fd, "/nonexistent-test-net-faults/sock", 8);
+    cr_assert_eq(rc, ASYNC_ENOENT, "missing directory: %s", async_errname(rc));
+    rc = async_unix_listen(&fd, "/dev/null/sock", 8);
+    cr_assert_eq(rc, ASYNC_ENOENT, "a file as directory: %s", async_errname(rc));
+    /* A datagram port in use. */
+    int u1, u2;
+    cr_assert_eq(async_udp_bind(&u1, "127.0.0.1", 0), 0);
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(u1, (struct sockaddr *)&sa, &len), 0);
+    rc = async_udp_bind(&u2, "127.0.0.1", ntohs(sa.sin_port));
+    cr_assert_eq(rc, ASYNC_EADDRINUSE, "a UDP port in use: %s", async_errname(rc));
+    close(u1);
+    /* The port of a socket that has none, and of one on IPv6. */
+    char path[108];
+    snprintf(path, sizeof path, "/tmp/test-net-faults-p%d.sock", (int)getpid());
+    cr_assert_eq(async_unix_listen(&ufd, path, 8), 0);
+    cr_assert_eq(async_sock_port(ufd), ASYNC_EINVAL);
+    close(ufd);
+    unlink(path);
+    cr_assert_eq(async_sock_port(-1), ASYNC_EINVAL);
+    int v6;
+    rc = async_tcp_listen(&v6, "::1", 0, 8);
+    if (rc == 0) {
+        cr_assert_gt(async_sock_port(v6), 0, "an IPv6 listener has a port");
+        close(v6);
+    } else {
+        /* A kernel or container without IPv6 loopback. */
+        cr_assert(rc == ASYNC_ENOTSUP || rc == ASYNC_EINVAL, "::1: %s", async_errname(rc));
+        cr_log_info("no IPv6 loopback here (%s): its port is not checked", async_errname(rc));
+    }
+    cr_assert_eq(count_fds(), before, "descriptors left behind");
+    close(lfd);
+}
