@@ -144,9 +144,9 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
 }
 
 /* c-ares' sockets, opened and used through these so that a failed socket()
- * is known (open_err) and no send can raise SIGPIPE.  c-ares leaves sockets
- * it did not open itself unconfigured: they are made non-blocking and
- * close-on-exec here. */
+ * is known (open_err) and no send can raise SIGPIPE.  They are made
+ * non-blocking and close-on-exec here, at socket(): c-ares may skip its own
+ * configuration of sockets that a program's functions open. */
 static ares_socket_t dns_socket(int af, int type, int proto, void *ud)
 {
     struct async_dns *d = ud;
