@@ -223,7 +223,10 @@ typedef struct async_addr {
  * would have to wait), ASYNC_ENOTASK (outside a task, even for a numeric
  * address), ASYNC_EINVAL (dns, host, addrs or n NULL, host empty or not a
  * valid name, port outside 0..65535, another family), ASYNC_EWRONGLOOP (a
- * task of another loop), ASYNC_ENOMEM.  Without a deadline, a server that
+ * task of another loop), ASYNC_ENOMEM (also when a watcher for one of
+ * c-ares' sockets cannot be allocated: every lookup then in flight on dns
+ * ends with it at once), ASYNC_EMFILE or ASYNC_ENFILE (no server could be
+ * asked: c-ares could not open a socket).  Without a deadline, a server that
  * never answers ends as ASYNC_ETIMEDOUT after c-ares' own timeouts and
  * tries. */
 ASYNC_API int async_dns_resolve_dl(async_addr_t **addrs, size_t *n, async_dns_t *dns,

@@ -266,6 +266,7 @@ void async_process_free(async_process_t *p)
 typedef struct buf {
     char *data;
     size_t len, cap;
+    bool lost; /* out of memory: what comes now is read and dropped */
 } buf_t;
 
 typedef struct run {
@@ -282,18 +283,33 @@ typedef struct run {
     buf_t b[2];
 } run_t;
 
-static int buf_read(buf_t *b, int fd)
+/* Reads what fd has: 1 at end of file, 0 when it would block, or -errno;
+ * *nomem (OUT) is set when the buffer could not grow.  The pipe is drained
+ * then all the same, into a scratch buffer, and stays open: a command whose
+ * output cannot be kept still runs to its end, where closing the pipe
+ * killed it with SIGPIPE at its next write (before round 14). */
+static int buf_read(buf_t *b, int fd, bool *nomem)
 {
+    char scratch[4096];
     for (;;) {
-        if (b->cap - b->len < 4096) {
+        if (!b->lost && b->cap - b->len < 4096) {
             size_t cap = b->cap ? b->cap * 2 : 8192;
             char *nd = async__realloc(b->data, cap);
-            if (!nd) return ASYNC_ENOMEM;
-            b->data = nd;
-            b->cap = cap;
+            if (nd) {
+                b->data = nd;
+                b->cap = cap;
+            } else {
+                b->lost = true;
+                *nomem = true;
+            }
         }
-        ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);
-        if (n > 0) { b->len += (size_t)n; continue; }
+        char *to = b->lost ? scratch : b->data + b->len;
+        size_t room = b->lost ? sizeof scratch : b->cap - b->len - 1;
+        ssize_t n = read(fd, to, room);
+        if (n > 0) {
+            if (!b->lost) b->len += (size_t)n;
+            continue;
+        }
         if (n == 0) return 1;
         if (errno == EINTR) continue;
         if (errno == EAGAIN) return 0;
@@ -482,7 +498,9 @@ static void collect(batch_t *b)
         async_command_result_t *res = &b->results[r->idx];
         for (int k = 0; k < 2; k++) {
             if (r->fd[k] < 0) continue;
-            int rr = buf_read(&r->b[k], r->fd[k]);
+            bool nomem = false;
+            int rr = buf_read(&r->b[k], r->fd[k], &nomem);
+            if (nomem && !r->error) r->error = ASYNC_ENOMEM;
             if (rr == 1) untrack_close(b->epfd, &r->fd[k]);
             else if (rr < 0) {
                 /* The child may run on: remember the error until it ends. */
@@ -502,7 +520,7 @@ static void collect(batch_t *b)
             reap_pid(r->pid, r->pidfd, true, &r->status, &r->known);
             r->reaped = true;
             for (int k = 0; k < 2; k++)
-                if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k]);
+                if (r->fd[k] >= 0) buf_read(&r->b[k], r->fd[k], &(bool){false});
             error = b->stop;
         }
         if (r->reaped && (b->stop || error || (r->fd[0] < 0 && r->fd[1] < 0))) {

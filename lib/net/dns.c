@@ -33,6 +33,14 @@ struct async_dns {
     ev_timer timer;
     struct sockw *socks;
     size_t waiting; /* tasks inside async_dns_resolve_dl */
+    /* The errno of c-ares' last socket() that failed (0 once one opens): a
+     * lookup that no server answered because none could be asked reports
+     * it (ASYNC_EMFILE), not a resolver failure. */
+    int open_err;
+    /* A socket's watcher could not be allocated (on_state): rearm fails the
+     * lookups in flight with ASYNC_ENOMEM, or they would wait for c-ares'
+     * timeouts with their answers unread. */
+    bool nomem, cancelling;
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -56,6 +64,15 @@ static void stop_unref(struct ev_loop *ev, ev_io *w)
 static void rearm(struct async_dns *d)
 {
     struct ev_loop *ev = d->loop->ev;
+    if (d->nomem) {
+        /* Outside c-ares' own calls: every callers of rearm has returned
+         * from c-ares.  Once its queries are gone c-ares closes their
+         * sockets, the unwatched one too, so later lookups start afresh. */
+        d->nomem = false;
+        d->cancelling = true;
+        ares_cancel(d->ch);
+        d->cancelling = false;
+    }
     if (ev_is_active(&d->timer)) {
         ev_ref(ev);
         ev_timer_stop(ev, &d->timer);
@@ -110,9 +127,12 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
         return;
     }
     if (!s) {
-        /* Out of memory here cannot be reported to c-ares; the lookup then
-         * ends by its timeout. */
-        if (!(s = async__calloc(1, sizeof *s))) return;
+        /* Out of memory here cannot be reported to c-ares: rearm, which
+         * runs once c-ares returns, fails the lookups instead. */
+        if (!(s = async__calloc(1, sizeof *s))) {
+            d->nomem = true;
+            return;
+        }
         s->dns = d;
         ev_init(&s->io, on_sock);
         s->next = d->socks;
@@ -122,6 +142,47 @@ static void on_state(void *data, ares_socket_t fd, int readable, int writable)
     ev_io_set(&s->io, fd, (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
     start_unref(ev, &s->io);
 }
+
+/* c-ares' sockets, opened and used through these so that a failed socket()
+ * is known (open_err) and no send can raise SIGPIPE.  They are made
+ * non-blocking and close-on-exec here, at socket(): c-ares may skip its own
+ * configuration of sockets that a program's functions open. */
+static ares_socket_t dns_socket(int af, int type, int proto, void *ud)
+{
+    struct async_dns *d = ud;
+    int s = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+    d->open_err = s < 0 ? errno : 0;
+    return s < 0 ? ARES_SOCKET_BAD : s;
+}
+
+static int dns_close(ares_socket_t s, void *ud)
+{
+    (void)ud;
+    return close(s);
+}
+
+static int dns_connect(ares_socket_t s, const struct sockaddr *sa, ares_socklen_t len, void *ud)
+{
+    (void)ud;
+    return connect(s, sa, len);
+}
+
+static ares_ssize_t dns_recvfrom(ares_socket_t s, void *buf, size_t len, int flags,
+                                 struct sockaddr *from, ares_socklen_t *fromlen, void *ud)
+{
+    (void)ud;
+    return recvfrom(s, buf, len, flags, from, fromlen);
+}
+
+static ares_ssize_t dns_sendv(ares_socket_t s, const struct iovec *iov, int n, void *ud)
+{
+    (void)ud;
+    struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    return sendmsg(s, &mh, MSG_NOSIGNAL);
+}
+
+static const struct ares_socket_functions dns_sock_funcs = {dns_socket, dns_close, dns_connect,
+                                                            dns_recvfrom, dns_sendv};
 
 int async_dns_new(async_dns_t **out, async_loop_t *loop, const async_dns_opts_t *opts)
 {
@@ -161,6 +222,7 @@ int async_dns_new(async_dns_t **out, async_loop_t *loop, const async_dns_opts_t 
         async__free(d);
         return rc == ARES_ENOMEM ? ASYNC_ENOMEM : ASYNC_EDNS;
     }
+    ares_set_socket_functions(d->ch, &dns_sock_funcs, d);
     if (opts && opts->servers) {
         rc = ares_set_servers_ports_csv(d->ch, opts->servers);
         if (rc != ARES_SUCCESS) {
@@ -199,6 +261,7 @@ int async_dns_destroy(async_dns_t *d)
 /* --- lookups -------------------------------------------------------------- */
 
 struct query {
+    struct async_dns *dns;
     async_waker_t waker;
     bool done, abandoned;
     int status;
@@ -215,7 +278,8 @@ static void on_result(void *arg, int status, int timeouts, struct ares_addrinfo 
         return;
     }
     q->done = true;
-    q->status = status;
+    /* Cancelled by rearm because a watcher could not be allocated. */
+    q->status = status == ARES_ECANCELLED && q->dns->cancelling ? ARES_ENOMEM : status;
     q->res = res;
     async_waker_wake(q->waker, 0);
 }
@@ -279,6 +343,7 @@ int async_dns_resolve_dl(async_addr_t **addrs, size_t *n, async_dns_t *d, const 
      * name, the hosts file); it stops only where it would suspend. */
     struct query *q = async__calloc(1, sizeof *q);
     if (!q) return ASYNC_ENOMEM;
+    q->dns = d;
     char service[8];
     snprintf(service, sizeof service, "%d", port);
     struct ares_addrinfo_hints hints = {.ai_flags = ARES_AI_NUMERICSERV, .ai_family = family,
@@ -299,7 +364,10 @@ int async_dns_resolve_dl(async_addr_t **addrs, size_t *n, async_dns_t *d, const 
         }
     }
     d->waiting--;
-    rc = map_status(q->status);
+    /* c-ares says only that no server could be reached; when that is
+     * because it could not open a socket, say why (ASYNC_EMFILE...). */
+    if (q->status == ARES_ECONNREFUSED && d->open_err) rc = async__net_errno(d->open_err);
+    else rc = map_status(q->status);
     if (!rc) rc = q->res ? to_addrs(q->res, addrs, n) : ASYNC_ENOTFOUND;
     ares_freeaddrinfo(q->res);
     async__free(q);
