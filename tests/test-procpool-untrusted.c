@@ -487,18 +487,49 @@ Test(procpool_untrusted, a_job_whose_workers_ring_was_corrupted_fails_with_the_r
 
 /* --- state words ----------------------------------------------------------------------- */
 
+/* A job of a one-worker pool scribbles on a state word or the submit ring;
+ * then, unless square_in is negative, a square of square_in is submitted
+ * pause_us later (deadline_ms after it, or never when 0).  The scribbler
+ * (R[0]) and the square (R[1]) end as the case says, and the pool serves
+ * on. */
+typedef struct scribble_case {
+    int what;
+    useconds_t pause_us;
+    long square_in;      /* < 0: no square */
+    int64_t deadline_ms; /* 0: ASYNC_FOREVER */
+    int err0, err1;
+    long val1;        /* when err1 is 0 */
+    const char *msg1; /* in R[1].msg; NULL: not checked */
+} scribble_case_t;
+
+static void scribble_then_square(const scribble_case_t *c)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit_scribble(p, c->what, 0, 0), 0);
+    int n = c->square_in < 0 ? 1 : 2;
+    if (n == 2) {
+        usleep(c->pause_us); /* the scribbler runs first */
+        int64_t dl = c->deadline_ms ? async_deadline_after(ASYNC_MSEC(c->deadline_ms)) : ASYNC_FOREVER;
+        cr_assert_eq(submit(p, square, c->square_in, 1, dl), 0);
+    }
+    wait_done(n);
+    cr_assert_eq(R[0].err, c->err0, "%s", R[0].msg);
+    if (n == 2) {
+        cr_assert_eq(R[1].err, c->err1, "%s", R[1].msg);
+        if (!c->err1) cr_assert_eq(R[1].val, c->val1);
+        if (c->msg1) cr_assert(strstr(R[1].msg, c->msg1), "%s", R[1].msg);
+    }
+    still_serves(p, n);
+    each_done_once(10 + n);
+    async__procpool_free(p);
+}
+
 /* Caught: when the scribbler's worker died, every slot whose state word said
  * RUNNING by it was failed, free ones included: a NULL done (SIGSEGV), and
  * slots pushed twice on the free list. */
 Test(procpool_untrusted, free_slots_marked_running_by_a_dying_worker, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, FREE_RUNNING, 0, 0), 0);
-    wait_done(1);
-    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED, "%s", R[0].msg);
-    still_serves(p, 1);
-    each_done_once(11);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = FREE_RUNNING, .square_in = -1, .err0 = ASYNC_EWORKERDIED});
 }
 
 /* Caught: a job whose state word named worker 5000 at its deadline had the
@@ -506,17 +537,9 @@ Test(procpool_untrusted, free_slots_marked_running_by_a_dying_worker, .timeout =
  * parent's worker array, ASan's report) and "kill" a garbage pid. */
 Test(procpool_untrusted, a_state_word_naming_no_worker_at_the_deadline, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, NO_SUCH_WORKER, 0, 0), 0);
-    usleep(100000); /* the scribbler runs first */
-    cr_assert_eq(submit(p, square, 2, 1, async_deadline_after(ASYNC_MSEC(400))), 0);
-    wait_done(2);
-    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
-    cr_assert_eq(R[1].err, ASYNC_ETIMEDOUT, "%s", R[1].msg);
-    cr_assert(strstr(R[1].msg, "state word held 0x138802"), "%s", R[1].msg);
-    still_serves(p, 2);
-    each_done_once(12);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = NO_SUCH_WORKER, .pause_us = 100000, .square_in = 2,
+                                            .deadline_ms = 400, .err1 = ASYNC_ETIMEDOUT,
+                                            .msg1 = "state word held 0x138802"});
 }
 
 /* Caught: a queued job whose submit ring entry a worker overwrote was never
@@ -524,17 +547,7 @@ Test(procpool_untrusted, a_state_word_naming_no_worker_at_the_deadline, .timeout
  * queued slot again when the ring has drained without it. */
 Test(procpool_untrusted, a_queued_job_whose_ring_entry_was_overwritten_runs, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, RING_ENTRY, 0, 0), 0);
-    usleep(50000); /* the scribbler runs first */
-    cr_assert_eq(submit(p, square, 6, 1, ASYNC_FOREVER), 0);
-    wait_done(2);
-    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
-    cr_assert_eq(R[1].err, 0, "%s", R[1].msg);
-    cr_assert_eq(R[1].val, 36);
-    still_serves(p, 2);
-    each_done_once(12);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = RING_ENTRY, .pause_us = 50000, .square_in = 6, .val1 = 36});
 }
 
 static int rewrite_batch(void *ctx, const void *in, size_t n, async__procout_t *out)
