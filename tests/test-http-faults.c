@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
-#include "http_fixture.h"
+#include "support/http_fixture.h"
 #include "support/answer.h"
 #include "support/port.h"
 

@@ -21,6 +21,7 @@
 #include <async/net.h>
 #include "support/alloc.h"
 #include "support/teardown.h"
+#include "support/dns_wire.h"
 
 static async_loop_t *loop;
 
@@ -67,19 +68,10 @@ typedef struct fake_dns {
 static size_t dns_reply(const unsigned char *q, size_t n, unsigned char *r, size_t cap)
 {
     char name[256];
-    size_t p = 12, k = 0;
-    while (p < n && q[p] && k < sizeof name - 64) {
-        unsigned len = q[p++];
-        if (k) name[k++] = '.';
-        for (unsigned i = 0; i < len && p < n; i++) name[k++] = (char)q[p++];
-    }
-    name[k] = 0;
-    size_t qend = p + 5; /* the root label, type and class */
-    if (qend > n || qend + 64 > cap) return 0;
-    memcpy(r, q, qend);
-    r[2] = 0x81; /* a response, recursion desired */
-    r[3] = 0x80; /* recursion available, no error */
-    memset(r + 6, 0, 6);
+    unsigned qtype;
+    size_t qend = test_dns_question(q, n, name, sizeof name, &qtype);
+    if (!qend || qend + 64 > cap) return 0;
+    test_dns_reply_head(q, qend, r);
     size_t m = qend;
     if (!strcmp(name, "garbage.test")) {
         r[7] = 1; /* one answer, then bytes that are none */

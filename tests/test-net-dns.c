@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "support/run.h"
 #include "support/proc.h"
+#include "support/dns_wire.h"
 
 static int64_t dl_ms(int ms) { return async_deadline_after((int64_t)(ASYNC_MSEC(ms) * test_slack())); }
 
@@ -39,22 +40,11 @@ static int fake_dns_serve(void *arg, void **res)
         if (n < 17) continue;
         f->queries++;
         char name[256];
-        size_t p = 12, k = 0;
-        while (p < n && q[p] && k < sizeof name - 64) {
-            unsigned len = q[p++];
-            if (k) name[k++] = '.';
-            for (unsigned i = 0; i < len && p < n; i++) name[k++] = (char)q[p++];
-        }
-        name[k] = 0;
-        p++; /* the root label */
-        if (p + 4 > n) continue;
-        unsigned qtype = (unsigned)q[p] << 8 | q[p + 1];
-        size_t qend = p + 4;
+        unsigned qtype;
+        size_t qend = test_dns_question(q, n, name, sizeof name, &qtype);
+        if (!qend) continue;
         if (!strncmp(name, "silent", 6)) continue;
-        memcpy(r, q, qend);
-        r[2] = 0x81; /* response, recursion desired */
-        r[3] = 0x80; /* recursion available, NOERROR */
-        r[6] = r[7] = r[8] = r[9] = r[10] = r[11] = 0;
+        test_dns_reply_head(q, qend, r);
         size_t m = qend;
         if (!strcmp(name, "two.test") && (qtype == 1 || qtype == 28)) {
             r[7] = 1; /* one answer */

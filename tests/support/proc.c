@@ -1,8 +1,11 @@
 /* See proc.h. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+#include <async.h>
 #include "proc.h"
 
 int test_count_fds(void)
@@ -25,4 +28,78 @@ int test_count_maps(const char *containing)
         if (!containing || strstr(line, containing)) n++;
     fclose(f);
     return n;
+}
+
+long test_shmem_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    cr_assert_not_null(f);
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "RssShmem:", 9) == 0) sscanf(line + 9, "%ld", &kb);
+    fclose(f);
+    cr_assert_geq(kb, 0, "no RssShmem in /proc/self/status");
+    return kb;
+}
+
+char test_proc_state(async_process_t *p)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", async_process_pid(p));
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')');
+    cr_assert(close_paren && close_paren[1] == ' ', "unreadable %s", path);
+    return close_paren[2];
+}
+
+void test_proc_wait_asleep(async_process_t *p)
+{
+    for (int i = 0; i < 4000; i++) {
+        if (test_proc_state(p) == 'S') {
+            usleep(20 * 1000);
+            return;
+        }
+        usleep(5000);
+    }
+    cr_assert_fail("process %d never went to sleep", async_process_pid(p));
+}
+
+bool test_proc_asleep(async_process_t *p)
+{
+    for (int i = 0; i < 4000; i++) {
+        char st = test_proc_state(p);
+        if (st == 'S') return true;
+        if (st == 'Z' || st == 'X') return false;
+        usleep(5000);
+    }
+    cr_assert_fail("the child neither slept nor ended");
+    return false;
+}
+
+int test_proc_exit(async_process_t *p, int64_t wedge_ns)
+{
+    int err = async_process_join_dl(p, async_now() + wedge_ns);
+    if (err == ASYNC_ETIMEDOUT) {
+        async_process_kill(p);
+        async_process_join(p);
+        async_process_free(p);
+        return -1;
+    }
+    cr_assert_eq(err, 0, "join: %s", async_strerror(err));
+    int code = -1, sig = 0;
+    cr_assert_eq(async_process_status(p, &code, &sig), 0);
+    async_process_free(p);
+    return sig ? 128 + sig : code;
+}
+
+int test_die_where;
+
+void test_die_here(int where)
+{
+    if (where == test_die_where) raise(SIGKILL);
 }

@@ -1,5 +1,5 @@
-/* Round 7's attack on the process-shared IPC objects (lib/ipc) as a hostile
- * user would make it: processes SIGKILLed while they wait, sizes at and past
+/* The process-shared IPC objects (lib/ipc) attacked as a hostile user
+ * would: processes SIGKILLed while they wait, sizes at and past
  * the limits, descriptors and address space exhausted in a forked child.
  * Each test names the finding of the round's review notes it checks
  * (/work/changelog/review-notes.md, R3 onwards). */
@@ -18,6 +18,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/proc.h"
 
 /* ThreadSanitizer models one process: it cannot follow a futex or mutex that
  * another process changed. */
@@ -41,47 +42,6 @@ static async_process_t *spawn(async_process_fn fn, void *arg)
     int err = async_process_spawn_opts(&p, fn, arg, &o);
     cr_assert_eq(err, 0, "spawn: %s", async_strerror(err));
     return p;
-}
-
-/* The exit code of a child that must end by itself within WEDGE_NS; -1 (the
- * child is killed then) when it did not. */
-static int finish(async_process_t *p)
-{
-    int err = async_process_join_dl(p, async_now() + WEDGE_NS);
-    if (err == ASYNC_ETIMEDOUT) {
-        async_process_kill(p);
-        async_process_join(p);
-        async_process_free(p);
-        return -1;
-    }
-    cr_assert_eq(err, 0, "join: %s", async_strerror(err));
-    int code = -1, sig = 0;
-    cr_assert_eq(async_process_status(p, &code, &sig), 0);
-    async_process_free(p);
-    return sig ? 128 + sig : code;
-}
-
-/* Waits until the process sleeps in the kernel (state S in /proc/PID/stat),
- * which for the waiters below means inside their futex wait. */
-static void wait_asleep(async_process_t *p)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", async_process_pid(p));
-    for (int i = 0; i < 2000; i++) {
-        FILE *f = fopen(path, "r");
-        cr_assert_not_null(f);
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        const char *rp = strrchr(buf, ')');
-        if (rp && rp[1] == ' ' && rp[2] == 'S') {
-            usleep(20 * 1000); /* past any spin before the sleep */
-            return;
-        }
-        usleep(5 * 1000);
-    }
-    cr_assert_fail("process %d never went to sleep", async_process_pid(p));
 }
 
 static void kill_and_reap(async_process_t *p)
@@ -152,15 +112,15 @@ static void cond_after_dead_waiters(int (*wake)(void *), int rounds)
     for (int r = 0; r < rounds; r++) {
         async_ipc_event_clear(c.go);
         async_process_t *dead = spawn(cond_waiter, &c);
-        wait_asleep(dead);
+        test_proc_wait_asleep(dead);
         kill_and_reap(dead);
         async_process_t *live = spawn(cond_waiter, &c);
-        wait_asleep(live);
+        test_proc_wait_asleep(live);
         async_process_t *waker = spawn(wake, &c);
-        int code = finish(waker);
+        int code = test_proc_exit(waker, WEDGE_NS);
         cr_assert_eq(code, 0, "round %d: the %s did not return (%d): wedged behind a dead waiter",
                      r, wake == cond_broadcaster ? "broadcast" : "signal", code);
-        code = finish(live);
+        code = test_proc_exit(live, WEDGE_NS);
         cr_assert_eq(code, 0, "round %d: the live waiter ended %d", r, code);
     }
     async_ipc_event_free(c.go);
@@ -168,13 +128,13 @@ static void cond_after_dead_waiters(int (*wake)(void *), int rounds)
     async_ipc_lock_free(c.lock);
 }
 
-Test(round7_attack, broadcast_after_a_waiter_died_in_the_wait, .timeout = 120)
+Test(ipc_hostile, broadcast_after_a_waiter_died_in_the_wait, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     cond_after_dead_waiters(cond_broadcaster, 4);
 }
 
-Test(round7_attack, signal_after_a_waiter_died_in_the_wait, .timeout = 120)
+Test(ipc_hostile, signal_after_a_waiter_died_in_the_wait, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     cond_after_dead_waiters(cond_signaller, 4);
@@ -190,23 +150,23 @@ static int barrier_party(void *arg)
     return err == 0 ? 0 : err == ASYNC_ETIMEDOUT ? 3 : 4;
 }
 
-Test(round7_attack, barrier_after_a_party_died_in_the_wait, .timeout = 120)
+Test(ipc_hostile, barrier_after_a_party_died_in_the_wait, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     async_ipc_barrier_t *b;
     cr_assert_eq(async_ipc_barrier_new(&b, 2), 0);
     for (int r = 0; r < 4; r++) {
         async_process_t *dead = spawn(barrier_party, b);
-        wait_asleep(dead);
+        test_proc_wait_asleep(dead);
         kill_and_reap(dead);
         /* The dead party arrived: one more trips this generation. */
         async_process_t *last = spawn(barrier_party, b);
-        cr_assert_eq(finish(last), 0, "round %d: the generation with a dead party did not trip", r);
+        cr_assert_eq(test_proc_exit(last, WEDGE_NS), 0, "round %d: the generation with a dead party did not trip", r);
         /* The next generation, two live parties. */
         async_process_t *a = spawn(barrier_party, b);
-        wait_asleep(a);
+        test_proc_wait_asleep(a);
         async_process_t *c = spawn(barrier_party, b);
-        int ca = finish(c), cb = finish(a);
+        int ca = test_proc_exit(c, WEDGE_NS), cb = test_proc_exit(a, WEDGE_NS);
         cr_assert(ca == 0 && cb == 0, "round %d: the next generation ended %d and %d: wedged", r,
                   ca, cb);
     }
@@ -236,15 +196,15 @@ static int read_region(void *arg)
 
 /* On main the shrink succeeds and every process that then touches the
  * region dies of SIGBUS: a region is now sealed against shrinking. */
-Test(round7_attack, a_region_cannot_be_shrunk_under_its_users, .timeout = 30)
+Test(ipc_hostile, a_region_cannot_be_shrunk_under_its_users, .timeout = 30)
 {
     size_t size = (size_t)1 << 20;
     cr_assert_eq(async_shm_new(&region, size), 0);
     memset(async_shm_ptr(region), 7, size);
-    int code = finish(spawn(shrink_region, NULL));
+    int code = test_proc_exit(spawn(shrink_region, NULL), WEDGE_NS);
     cr_expect_eq(code, 0, "ftruncate of a region's descriptor: %s",
                  code == 1 ? "it shrank" : "failed other than EPERM");
-    code = finish(spawn(read_region, NULL));
+    code = test_proc_exit(spawn(read_region, NULL), WEDGE_NS);
     cr_assert_eq(code, 0, "a reader of the region ended %d%s", code,
                  code == 128 + SIGBUS ? " (SIGBUS: the region shrank under it)" : "");
     /* Another process that attaches by descriptor still maps all of it. */
@@ -261,7 +221,7 @@ Test(round7_attack, a_region_cannot_be_shrunk_under_its_users, .timeout = 30)
 /* Every size at and past each limit is refused with ASYNC_EINVAL before
  * anything is mapped, or, when it passes the checks but cannot be mapped,
  * fails with ASYNC_ENOMEM; nothing crashes and *out is never set. */
-Test(round7_attack, hostile_sizes_are_refused, .timeout = 30)
+Test(ipc_hostile, hostile_sizes_are_refused, .timeout = 30)
 {
     void *const sentinel = (void *)0x1;
     async_shm_t *shm = sentinel;
@@ -446,9 +406,9 @@ static int exhausted_descriptors(void *arg)
     return 0;
 }
 
-Test(round7_attack, descriptor_exhaustion_fails_cleanly, .timeout = 30)
+Test(ipc_hostile, descriptor_exhaustion_fails_cleanly, .timeout = 30)
 {
-    int code = finish(spawn(exhausted_descriptors, NULL));
+    int code = test_proc_exit(spawn(exhausted_descriptors, NULL), WEDGE_NS);
     cr_assert_eq(code, 0, "the child's check %d failed (its stderr says which)", code);
 }
 
@@ -531,10 +491,10 @@ static int exhausted_memory(void *arg)
     return 0;
 }
 
-Test(round7_attack, address_space_exhaustion_fails_cleanly_and_recovers, .timeout = 90)
+Test(ipc_hostile, address_space_exhaustion_fails_cleanly_and_recovers, .timeout = 90)
 {
     if (SHADOW) cr_skip_test("a sanitizer's shadow memory cannot live under a small RLIMIT_AS");
-    int code = finish(spawn(exhausted_memory, NULL));
+    int code = test_proc_exit(spawn(exhausted_memory, NULL), WEDGE_NS);
     cr_assert_eq(code, 0, "the child's check %d failed (its stderr says which)", code);
 }
 
@@ -626,7 +586,7 @@ static int on_loop(tstorm_t *s, async_task_fn fn, unsigned ntasks)
 static int task_producer(void *arg) { return on_loop(arg, put_task, 1); }
 static int task_consumer(void *arg) { return on_loop(arg, get_task, T_TASKS); }
 
-Test(round7_attack, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeout = 120)
+Test(ipc_hostile, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     unsigned seed0 = (unsigned)time(NULL), seed = seed0;
@@ -663,12 +623,12 @@ Test(round7_attack, kill_storm_of_producers_and_consumers_waiting_in_tasks, .tim
         m[i] = spawn(producer ? task_producer : task_consumer, &s);
     }
     for (unsigned i = 0; i < T_PROD; i++) {
-        int code = finish(m[i]);
+        int code = test_proc_exit(m[i], WEDGE_NS);
         cr_assert_eq(code, 0, "a surviving producer ended %d", code);
     }
     cr_assert_eq(async_ipc_queue_close(s.q), 0);
     for (unsigned i = T_PROD; i < T_PROD + T_CONS; i++) {
-        int code = finish(m[i]);
+        int code = test_proc_exit(m[i], WEDGE_NS);
         cr_assert_eq(code, 0, "a surviving consumer ended %d", code);
     }
     cr_assert_eq(async_ipc_queue_len(s.q), 0);
@@ -754,7 +714,7 @@ static int storm_signaller(void *arg)
  * the signaller killed too, sometimes holding the lock.  On main
  * (pthread_cond_t) the first broadcast after a dead sleeper's group switch
  * never returns.  Afterwards every survivor sees the stop within the bound. */
-Test(round7_attack, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
+Test(ipc_hostile, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     unsigned seed0 = (unsigned)time(NULL), seed = seed0;
@@ -783,7 +743,7 @@ Test(round7_attack, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
     async_ipc_cond_broadcast(c.cond);
     cr_assert_eq(async_ipc_lock_unlock(c.lock), 0);
     for (unsigned i = 0; i <= C_WAITERS; i++) {
-        int code = finish(m[i]);
+        int code = test_proc_exit(m[i], WEDGE_NS);
         cr_assert_eq(code, 0, "seed %u: %s %u ended %d after the stop", seed0,
                      i == C_WAITERS ? "the signaller" : "waiter", i, code);
     }

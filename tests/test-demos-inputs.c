@@ -1,4 +1,4 @@
-/* Round 12's review of the demos as a hostile user runs them: each test
+/* The demos as a hostile user runs them, options and inputs: each test
  * failed before its fix.
  *   brewery-server --data: a NUL byte in a field (the field was served cut
  *     at it), a column named twice (the later value won without a word), a
@@ -37,7 +37,7 @@
 #define LAB ASYNC_OUT_DIR "/demos/lab/lab"
 #define WORDCOUNT ASYNC_OUT_DIR "/demos/ipc/wordcount"
 
-TestSuite(round12_demos, .init = srv_suite_init, .fini = cli_server_stop, .timeout = 60);
+TestSuite(demos_inputs, .init = srv_suite_init, .fini = cli_server_stop, .timeout = 60);
 
 /* Runs argv (NULL-terminated) to its end, 40 s at most, stdout and stderr
  * captured into *r (clear it). */
@@ -52,7 +52,7 @@ static void run(const char *const *argv, async_command_result_t *r)
 /* A temporary file holding len bytes of text; its path in path[64]. */
 static void temp_file(char path[64], const char *text, size_t len)
 {
-    snprintf(path, 64, "/tmp/test-round12-XXXXXX");
+    snprintf(path, 64, "/tmp/test-demos-inputs-XXXXXX");
     int fd = mkstemp(path);
     cr_assert_geq(fd, 0);
     cr_assert_eq(write(fd, text, len), (ssize_t)len);
@@ -76,7 +76,7 @@ static void server_refuses(const char *text, size_t len, const char *const *want
     async_command_result_clear(&r);
 }
 
-Test(round12_demos, server_csv_nul_byte_is_an_error)
+Test(demos_inputs, server_csv_nul_byte_is_an_error)
 {
     static const char text[] = "id,name,state_province\n"
                                "b1,Good,Ohio\n"
@@ -85,7 +85,7 @@ Test(round12_demos, server_csv_nul_byte_is_an_error)
                    (const char *const[]){"line 3, column 2", "NUL byte", NULL});
 }
 
-Test(round12_demos, server_csv_column_named_twice_is_an_error)
+Test(demos_inputs, server_csv_column_named_twice_is_an_error)
 {
     static const char text[] = "id,name,state_province,name\n"
                                "b1,First,Ohio,Second\n";
@@ -93,7 +93,7 @@ Test(round12_demos, server_csv_column_named_twice_is_an_error)
                    (const char *const[]){"line 1", "\"name\" is named twice", "columns 2 and 4", NULL});
 }
 
-Test(round12_demos, server_csv_duplicate_id_names_both_lines)
+Test(demos_inputs, server_csv_duplicate_id_names_both_lines)
 {
     /* The duplicate's rows are 2 and 4; qsort may put either in front. */
     static const char text[] = "id,name,state_province\n"
@@ -104,7 +104,7 @@ Test(round12_demos, server_csv_duplicate_id_names_both_lines)
                    (const char *const[]){"line 4: duplicate brewery id zz", "also on line 2", NULL});
 }
 
-Test(round12_demos, server_data_directory_says_so)
+Test(demos_inputs, server_data_directory_says_so)
 {
     const char *argv[] = {SERVER, "--port", "0", "--quiet", "--data", "/tmp", NULL};
     async_command_result_t r;
@@ -130,7 +130,7 @@ static long csv_count_without(const csv_table_t *t, const char *const *types, si
     return count;
 }
 
-Test(round12_demos, server_exclude_types_filters_list_and_meta)
+Test(demos_inputs, server_exclude_types_filters_list_and_meta)
 {
     srv_t s;
     srv_start_on_csv(&s);
@@ -164,7 +164,7 @@ Test(round12_demos, server_exclude_types_filters_list_and_meta)
 
 /* A parameter given twice takes its last value, as PHP (and Rack before
  * it) reads a query string; libmicrohttpd's lookup gave the first. */
-Test(round12_demos, server_repeated_parameter_takes_the_last_value)
+Test(demos_inputs, server_repeated_parameter_takes_the_last_value)
 {
     srv_t s;
     srv_start(&s, "--latency", "0", NULL);
@@ -187,7 +187,7 @@ Test(round12_demos, server_repeated_parameter_takes_the_last_value)
     srv_stop(&s);
 }
 
-Test(round12_demos, server_empty_data_name_is_a_bad_option)
+Test(demos_inputs, server_empty_data_name_is_a_bad_option)
 {
     const char *argv[] = {SERVER, "--port", "0", "--quiet", "--data", "", NULL};
     async_command_result_t r;
@@ -220,13 +220,13 @@ static void client_refuses(const char *const *args, const char *want)
     cr_expect_eq(f.requests, 0, "%s: %ld requests before the refusal", want, f.requests);
 }
 
-Test(round12_demos, client_empty_json_name_is_refused_first)
+Test(demos_inputs, client_empty_json_name_is_refused_first)
 {
     client_refuses((const char *const[]){"--mode", "serial", "--states", "ohio", "--json", "", NULL},
                    "--json : cannot write there: the file name is empty");
 }
 
-Test(round12_demos, client_state_named_twice_is_refused)
+Test(demos_inputs, client_state_named_twice_is_refused)
 {
     client_refuses((const char *const[]){"--mode", "serial", "--states", "new_york,ohio,New-York",
                                          "--json", "/dev/null", NULL},
@@ -236,7 +236,7 @@ Test(round12_demos, client_state_named_twice_is_refused)
                    "--states names 'atlantis' twice");
 }
 
-Test(round12_demos, client_base_url_must_be_http)
+Test(demos_inputs, client_base_url_must_be_http)
 {
     client_refuses((const char *const[]){"--mode", "serial", "--states", "ohio", "--json", "/dev/null",
                                          "--base-url", "ftp://127.0.0.1/v1", NULL},
@@ -248,7 +248,7 @@ Test(round12_demos, client_base_url_must_be_http)
 
 /* ".../v1/" counts what ".../v1" counts (the API's path has no empty
  * segment: brewery-server answers 404 to /v1//breweries, as a router does). */
-Test(round12_demos, client_base_url_trailing_slash_is_dropped)
+Test(demos_inputs, client_base_url_trailing_slash_is_dropped)
 {
     cli_server_start((const char *const[]){"--latency", "0", NULL});
     json_t *plain = NULL, *slash = NULL;
@@ -274,7 +274,7 @@ Test(round12_demos, client_base_url_trailing_slash_is_dropped)
 
 /* The lab refuses an empty file name before anything runs: exit 2 and
  * nothing on stdout (its first line comes after the checks). */
-Test(round12_demos, lab_empty_file_names_are_refused_first)
+Test(demos_inputs, lab_empty_file_names_are_refused_first)
 {
     static const struct {
         const char *const argv[9];
@@ -300,9 +300,9 @@ Test(round12_demos, lab_empty_file_names_are_refused_first)
 /* soln.json and its report as one file: the report replaced the answers and
  * the lab exited 0.  Both spellings of one path are caught, and a soln.json
  * named like the default report beside it. */
-Test(round12_demos, lab_soln_and_report_as_one_file_is_refused)
+Test(demos_inputs, lab_soln_and_report_as_one_file_is_refused)
 {
-    char dir[] = "/tmp/test-round12-lab-XXXXXX";
+    char dir[] = "/tmp/test-demos-inputs-lab-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char soln[128], other[128], dflt[128];
     snprintf(soln, sizeof soln, "%s/answers.json", dir);
@@ -340,7 +340,7 @@ Test(round12_demos, lab_soln_and_report_as_one_file_is_refused)
 
 /* A --plot folder that cannot be written was found at the first chart,
  * after the workload had run (minutes, for `all`), with exit 1. */
-Test(round12_demos, lab_plot_dir_is_checked_before_the_run)
+Test(demos_inputs, lab_plot_dir_is_checked_before_the_run)
 {
     char file[64];
     temp_file(file, "not a folder\n", 13);
@@ -363,9 +363,9 @@ Test(round12_demos, lab_plot_dir_is_checked_before_the_run)
  * DBL_MIN (glibc's strtod sets ERANGE for it) was "out of range", where
  * float() gives the subnormal or 0.0.  The normalised rows are compared with
  * numpy's on the same file (Debian's python3 with python3-numpy). */
-Test(round12_demos, lab_csv_reads_long_and_subnormal_numbers_as_python)
+Test(demos_inputs, lab_csv_reads_long_and_subnormal_numbers_as_python)
 {
-    char dir[] = "/tmp/test-round12-csv-XXXXXX";
+    char dir[] = "/tmp/test-demos-inputs-csv-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char in[128], out[128], cmd[1024];
     snprintf(in, sizeof in, "%s/rows.csv", dir);
@@ -461,10 +461,10 @@ static long frequent(const char *out, const char *word)
     return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
-Test(round12_demos, wordcount_reads_a_fifo_to_its_end)
+Test(demos_inputs, wordcount_reads_a_fifo_to_its_end)
 {
     char path[64];
-    snprintf(path, sizeof path, "/tmp/test-round12-fifo-%d", (int)getpid());
+    snprintf(path, sizeof path, "/tmp/test-demos-inputs-fifo-%d", (int)getpid());
     unlink(path);
     cr_assert_eq(mkfifo(path, 0600), 0, "%s", strerror(errno));
     struct writer w = {path, NULL, 0};
@@ -498,7 +498,7 @@ Test(round12_demos, wordcount_reads_a_fifo_to_its_end)
 }
 
 /* /proc files say st_size 0 and have text (every mount line has words). */
-Test(round12_demos, wordcount_reads_a_proc_file)
+Test(demos_inputs, wordcount_reads_a_proc_file)
 {
     const char *argv[] = {WORDCOUNT, "--input", "/proc/self/mountinfo", "--workers", "2", NULL};
     async_command_result_t r;
@@ -513,7 +513,7 @@ Test(round12_demos, wordcount_reads_a_proc_file)
     async_command_result_clear(&r);
 }
 
-Test(round12_demos, wordcount_directory_and_empty_name_say_why)
+Test(demos_inputs, wordcount_directory_and_empty_name_say_why)
 {
     static const struct {
         const char *input, *want;
@@ -532,7 +532,7 @@ Test(round12_demos, wordcount_directory_and_empty_name_say_why)
     }
 }
 
-Test(round12_demos, wordcount_empty_file_prints_no_infinite_cost)
+Test(demos_inputs, wordcount_empty_file_prints_no_infinite_cost)
 {
     char path[64];
     temp_file(path, "", 0);

@@ -1,11 +1,16 @@
-/* Round 10's attack on the executor's small-submit path (executor.c's
- * submit_small), the last unref that frees without its read-modify-write
- * (future.c), and the inlined wake-ups (executor_internal.h, job_queue.c),
- * as a hostile user would make it: truncated jobs, every size at the edges
- * of the job's 32-byte inline area, copied and borrowed inputs, jobs that
- * must not take the straight path (a priority, a time limit, a bounded
- * pool), submits racing a shutdown, unrefs racing the worker's drop, and a
- * thread's magazine across two pools and across a free on another thread.
+/* The executor's small-submit path (executor.c's submit_small), the last
+ * unref that frees without its read-modify-write (future.c), and the inlined
+ * wake-ups (executor_internal.h, job_queue.c), as a hostile user would make
+ * it: truncated jobs, every size at the edges of the job's 32-byte inline
+ * area, copied and borrowed inputs, jobs that must not take the straight
+ * path (a priority, a time limit, a bounded pool), submits racing a
+ * shutdown, unrefs racing the worker's drop, and a thread's magazine across
+ * two pools and across a free on another thread.  Then the 192-byte submit
+ * block with its qnext-only queue: small priority-0 submits packed next to
+ * each other in the future pool, mixed with prioritised jobs and batches,
+ * cancelled and shut down while queued; a write into a small job's missing
+ * `next` or `bucket` would land in the neighbouring block and corrupt its
+ * future.
  *
  * Each test says in its comment what broken code it catches; each was seen
  * to fail with that breakage put in by hand.  Under ASan every future is its
@@ -38,7 +43,7 @@ static void teardown(void)
     TEARDOWN_CHECK_NO_LEAK();
     test_alloc_uninstall();
 }
-TestSuite(round10_attack, .init = setup, .fini = teardown);
+TestSuite(executor_small_jobs, .init = setup, .fini = teardown);
 
 /* The leak check inside a test's body: a failed expectation in .fini is
  * printed but does not fail the test. */
@@ -78,7 +83,7 @@ static int nothing(const void *in, size_t in_size, void *out, size_t out_size, v
  * a future each.  Catches a build that never runs the straight path (the
  * slabs turned off outside ASan: FUTURE_SLABS 0), which would leave every
  * test below testing only the general path there. */
-Test(round10_attack, the_magazine_serves_a_stream_of_submits_on_this_build, .timeout = 30)
+Test(executor_small_jobs, the_magazine_serves_a_stream_of_submits_on_this_build, .timeout = 30)
 {
     if (ASAN) cr_skip_test("ASan: every future is its own allocation (future.c)");
     async_executor_t *ex = test_thread_pool(1, 0);
@@ -104,7 +109,7 @@ Test(round10_attack, the_magazine_serves_a_stream_of_submits_on_this_build, .tim
  * not there to read: the struct here ends at a page whose neighbour is
  * unmapped.  Catches a submit that reads timeout_ns or priority before it
  * checks the size (submit_small did: a segfault here, on every build). */
-Test(round10_attack, a_truncated_job_is_refused_before_its_missing_fields_are_read, .timeout = 30)
+Test(executor_small_jobs, a_truncated_job_is_refused_before_its_missing_fields_are_read, .timeout = 30)
 {
     long page = sysconf(_SC_PAGESIZE);
     char *m = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -148,7 +153,7 @@ Test(round10_attack, a_truncated_job_is_refused_before_its_missing_fields_are_re
  * runs first, a priority -3 one last.  Catches a straight path that takes a
  * job with a priority (it writes priority 0 and never counts prio_jobs: the
  * job runs in submit order). */
-Test(round10_attack, a_small_job_with_a_priority_runs_in_priority_order, .timeout = 30)
+Test(executor_small_jobs, a_small_job_with_a_priority_runs_in_priority_order, .timeout = 30)
 {
     async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
@@ -190,7 +195,7 @@ static int echo_counted(const void *in, size_t in_size, void *out, size_t out_si
  * copy of its input (executor.h: a job with a time limit is always copied).
  * Catches a straight path that takes a timed job (it writes the deadline
  * ASYNC_FOREVER: all three run, and the third sees the changed input). */
-Test(round10_attack, a_small_job_with_a_time_limit_keeps_its_deadline_and_its_copy, .timeout = 30)
+Test(executor_small_jobs, a_small_job_with_a_time_limit_keeps_its_deadline_and_its_copy, .timeout = 30)
 {
     async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
@@ -246,7 +251,7 @@ static void release_and_drain(async_executor_t *ex, gate_t *g, async_future_t *b
  * queued says 2 throughout; once the worker runs them all, queued is 0 and
  * the pool shuts down.  Catches a straight path that takes a bounded pool's
  * job (nothing counts it against the bound: the third submit is accepted). */
-Test(round10_attack, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 30)
+Test(executor_small_jobs, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 30)
 {
     async_executor_t *ex = test_thread_pool(1, 2);
     gate_t g;
@@ -268,7 +273,7 @@ Test(round10_attack, a_bounded_pool_keeps_its_bound_for_small_jobs, .timeout = 3
  * Catches a straight path that leaves JOB_LONE off its job: the worker
  * counts it in `taken` though nobody counted it in `submitted`, so queued
  * wraps to a huge number and a stop waits for jobs that never come. */
-Test(round10_attack, lone_small_submits_are_queued_then_gone, .timeout = 30)
+Test(executor_small_jobs, lone_small_submits_are_queued_then_gone, .timeout = 30)
 {
     async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
@@ -325,7 +330,7 @@ static int write_then_check(const void *in, size_t in_size, void *out, size_t ou
  * job too big for the area (it writes past the job into the next block: a
  * neighbour's result or input changes), a copy of the wrong length, and a
  * borrowed input copied or a copied one borrowed. */
-Test(round10_attack, every_size_to_64_in_and_out_copied_and_borrowed, .timeout = 60)
+Test(executor_small_jobs, every_size_to_64_in_and_out_copied_and_borrowed, .timeout = 60)
 {
     async_executor_t *ex = test_thread_pool(1, 0);
     gate_t g;
@@ -415,7 +420,7 @@ static void expect_refused(async_executor_t *ex, int code)
  * left), and one without
  * its look at the pool's state before the push (the job is queued and
  * cancelled there, and queued counts it). */
-Test(round10_attack, a_stopped_or_broken_pool_refuses_small_submits_and_keeps_nothing, .timeout = 30)
+Test(executor_small_jobs, a_stopped_or_broken_pool_refuses_small_submits_and_keeps_nothing, .timeout = 30)
 {
     async_executor_t *ex = test_thread_pool(1, 0);
     async_future_t *w;
@@ -499,7 +504,7 @@ static void *race_submits(void *arg)
  * left, the straight path without its second look at the pool's state),
  * and a refused submit whose job still runs (the second look without its
  * cancel). */
-Test(round10_attack, submits_racing_a_shutdown_run_once_or_never, .timeout = 120)
+Test(executor_small_jobs, submits_racing_a_shutdown_run_once_or_never, .timeout = 120)
 {
     int rounds = SANITIZED ? 150 : 1000;
     long closed = 0, cancelled = 0, done = 0;
@@ -619,7 +624,7 @@ static void *wait_and_drop(void *arg)
  * use after free; here: a block reused under a running job, whose result
  * then is wrong), and, under TSan, a last unref whose load is not an
  * acquire (the worker's writes race the next submit's into the block). */
-Test(round10_attack, unrefs_racing_the_workers_drop_free_each_future_once, .timeout = 120)
+Test(executor_small_jobs, unrefs_racing_the_workers_drop_free_each_future_once, .timeout = 120)
 {
     async_executor_t *ex = test_thread_pool(2, 0);
     static handoff_t hand[UNREF_ROUNDS / 4];
@@ -711,7 +716,7 @@ static void *free_on_thread(void *arg)
     return NULL;
 }
 
-Test(round10_attack, a_thread_alternating_two_pools_frees_both, .timeout = 60)
+Test(executor_small_jobs, a_thread_alternating_two_pools_frees_both, .timeout = 60)
 {
     enum { N = 600 };
     async_executor_t *ex[2] = {test_thread_pool(1, 0), test_thread_pool(2, 0)};
@@ -755,7 +760,7 @@ Test(round10_attack, a_thread_alternating_two_pools_frees_both, .timeout = 60)
  * slabs go now, not when this thread exits (for the main thread: never).
  * Catches a free into a magazine whose pool was closed on another thread
  * (future.c's release_memory without its look at `closed`). */
-Test(round10_attack, a_pool_freed_on_another_thread_leaves_nothing_in_this_magazine, .timeout = 30)
+Test(executor_small_jobs, a_pool_freed_on_another_thread_leaves_nothing_in_this_magazine, .timeout = 30)
 {
     enum { N = 100 };
     async_executor_t *ex = test_thread_pool(2, 0);
@@ -775,3 +780,160 @@ Test(round10_attack, a_pool_freed_on_another_thread_leaves_nothing_in_this_magaz
     cr_expect_eq(test_alloc_live(), 0, "%ld allocations left after the last future went",
                  test_alloc_live());
 }
+
+/* --- the executor's small submit block ------------------------------------- */
+
+static int triple(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)ctx;
+    cr_assert_eq(in_size, sizeof(long));
+    cr_assert_eq(out_size, sizeof(long));
+    long v;
+    memcpy(&v, in, sizeof v);
+    v = v * 3 + 1;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+#define MIX_JOBS 6000
+
+/* Each round queues MIX_JOBS small jobs on two workers: singles of priority
+ * 0 (192-byte blocks, neighbours in the pool), every seventh single with a
+ * priority, every fortieth call a batch of five mixing both; every eleventh
+ * future is cancelled, and the last rounds shut down with cancel while jobs
+ * are queued.  Each future ends once: with its own value, or cancelled. */
+static void mixed_round(int round, bool shutdown_early)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 2};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    static async_future_t *fs[MIX_JOBS];
+    static long in[MIX_JOBS];
+    size_t n = 0;
+    for (int call = 0; n < MIX_JOBS; call++) {
+        if (call % 40 == 39 && n + 5 <= MIX_JOBS) {
+            async_job_t jobs[5];
+            for (int k = 0; k < 5; k++) {
+                in[n + k] = (long)(n + k);
+                jobs[k] = (async_job_t){.fn = triple, .in = &in[n + k], .in_size = sizeof(long),
+                                        .out_size = sizeof(long), .priority = k == 2 ? 5 : 0};
+            }
+            cr_assert_eq(async_executor_submit_batch(&fs[n], ex, jobs, 5), 0);
+            n += 5;
+        } else {
+            in[n] = (long)n;
+            async_job_t j = {.fn = triple, .in = &in[n], .in_size = sizeof(long),
+                             .out_size = sizeof(long), .priority = call % 7 == 6 ? call % 3 + 1 : 0};
+            cr_assert_eq(async_executor_submit(&fs[n], ex, &j), 0);
+            n++;
+        }
+        if (n % 11 == 0) (void)async_future_cancel(fs[n - 1]);
+        if (shutdown_early && n == MIX_JOBS / 2) {
+            /* The rest are refused (ECLOSED) once it is shut down. */
+            cr_assert_eq(async_executor_shutdown(ex, false, true), 0);
+            break;
+        }
+    }
+    /* Cancelled futures make the wait report an error: each is checked below. */
+    (void)async_futures_wait(fs, n, ASYNC_WAIT_ALL, NULL);
+    size_t done = 0, cancelled = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(async_future_done(fs[i]), "round %d, job %zu not final", round, i);
+        int e = async_future_error(fs[i]);
+        if (e == 0) {
+            const void *data;
+            size_t size;
+            cr_assert_eq(async_future_result(fs[i], &data, &size), 0);
+            cr_assert_eq(size, sizeof(long));
+            long v;
+            memcpy(&v, data, sizeof v);
+            cr_assert_eq(v, (long)i * 3 + 1, "round %d, job %zu: another job's output", round, i);
+            done++;
+        } else {
+            cr_assert_eq(e, ASYNC_ECANCELED, "round %d, job %zu: %s", round, i,
+                         async_strerror(e));
+            cancelled++;
+        }
+        async_future_unref(fs[i]);
+    }
+    cr_assert_eq(done + cancelled, n);
+    async_executor_free(ex);
+}
+
+Test(executor_small_jobs, small_submits_mixed_with_priorities_batches_cancels_and_shutdown,
+     .timeout = 120)
+{
+    for (int round = 0; round < 6; round++) mixed_round(round, round >= 4);
+}
+
+/* Priority buckets linked through qnext alone: a bucket's header lives in
+ * the job at its head and moves to the next job when that one is taken (a
+ * cancelled head included).  Behind a held worker, jobs of priorities
+ * 2, 2, 5, 0, 2, 5, 0 with the first (a bucket's head) and the sixth (the
+ * second of priority 5) cancelled run as 5, 2, 2, 0, 0: each priority first
+ * in, first out. */
+static _Atomic int order_next;
+static _Atomic int gate_open;
+
+typedef struct order_rec {
+    int tag;
+    int ran_at;
+} order_rec_t;
+
+static int record(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    order_rec_t *r = ctx;
+    r->ran_at = atomic_fetch_add(&order_next, 1);
+    return 0;
+}
+
+static int wait_for_gate_open(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    while (!atomic_load(&gate_open)) usleep(1000);
+    return 0;
+}
+
+Test(executor_small_jobs, bucket_headers_move_along_qnext_links_in_priority_order, .timeout = 30)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 1};
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    atomic_store(&gate_open, 0);
+    atomic_store(&order_next, 0);
+    async_future_t *gate;
+    cr_assert_eq(async_executor_submit(&gate, ex, &(async_job_t){.fn = wait_for_gate_open}), 0);
+    /* Wait until the worker holds the gate, so everything below queues. */
+    while (async_future_state(gate) != ASYNC_FUTURE_RUNNING) usleep(1000);
+    static const int prio[] = {2, 2, 5, 0, 2, 5, 0};
+    enum { N = sizeof prio / sizeof prio[0] };
+    order_rec_t rec[N];
+    async_future_t *fs[N];
+    for (int i = 0; i < N; i++) {
+        rec[i] = (order_rec_t){i, -1};
+        async_job_t j = {.fn = record, .ctx = &rec[i], .priority = prio[i]};
+        cr_assert_eq(async_executor_submit(&fs[i], ex, &j), 0);
+    }
+    cr_assert_eq(async_future_cancel(fs[0]), 0);
+    cr_assert_eq(async_future_cancel(fs[5]), 0);
+    atomic_store(&gate_open, 1);
+    (void)async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL);
+    cr_assert_eq(async_future_wait(gate), 0);
+    static const int want[] = {2, 1, 4, 3, 6}; /* tags in the order they must run */
+    for (int k = 0; k < 5; k++)
+        cr_expect_eq(rec[want[k]].ran_at, k, "job %d (priority %d) ran %d-th, expected %d-th",
+                     want[k], prio[want[k]], rec[want[k]].ran_at, k);
+    cr_expect_eq(rec[0].ran_at, -1, "a cancelled job ran");
+    cr_expect_eq(rec[5].ran_at, -1, "a cancelled job ran");
+    cr_expect_eq(async_future_error(fs[0]), ASYNC_ECANCELED);
+    cr_expect_eq(async_future_error(fs[5]), ASYNC_ECANCELED);
+    for (int i = 0; i < N; i++) async_future_unref(fs[i]);
+    async_future_unref(gate);
+    async_executor_free(ex);
+}
+
+/* More transfers than one shard takes (SHARD_CAP, 256): the second shard's
+ * transfers, a few among the first shard's 256 streaming ones whose sockets
+ * are ready poll after poll, are driven in the same passes and end with
+ * their answers, not at their timeout. */

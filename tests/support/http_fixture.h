@@ -1,5 +1,5 @@
 /* The fixture that the HTTP client's fault tests share (test-http-faults.c,
- * test-round6-attack.c, test-round12-http.c, test-round13-http.c): the
+ * -multi.c, -broken-servers.c, -start-failures.c, -decoding.c, -tls-peers.c): the
  * counting allocator, the fault-injecting test server (tests/support/httpd.h)
  * and a loop, set up before each test and checked after it.  The teardown
  * fails the test (tests/support/teardown.h) if the loop would not close or
@@ -10,8 +10,8 @@
  * forked process group on a loopback port that plays a broken peer, raw_*),
  * and the measure of a wait (run_one, expect_no_spin): how long it took,
  * how much CPU the loop's thread spent and how many turns the loop made. */
-#ifndef TESTS_HTTP_FIXTURE_H
-#define TESTS_HTTP_FIXTURE_H
+#ifndef TEST_SUPPORT_HTTP_FIXTURE_H
+#define TEST_SUPPORT_HTTP_FIXTURE_H
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,9 +29,9 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
-#include "support/alloc.h"
-#include "support/httpd.h"
-#include "support/teardown.h"
+#include "alloc.h"
+#include "httpd.h"
+#include "teardown.h"
 
 static test_httpd_t *srv;
 static async_loop_t *loop;
@@ -248,4 +248,109 @@ static inline void expect_no_spin(const waited_t *w, double writes_per_s)
     cr_expect_lt(w->cpu, 0.25 * w->wall + 0.05, "%.3f s CPU in %.3f s: the wait spun", w->cpu,
                  w->wall);
 }
+/* --- the scripted server's stock answers (test-http-broken-servers.c, ---
+ * test-http-start-failures.c): a path names how the server misbehaves. */
+
+/* Answers one request for path; returns false to end the connection. */
+static inline bool raw_answer(int fd, const char *path)
+{
+    char line[256];
+    if (!strcmp(path, "/ok")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return true;
+    }
+    if (!strncmp(path, "/trickle", 8)) {
+        /* A status line, then a header one byte at a time, for ever. */
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nX-Slow: ");
+        for (;;) {
+            nap_ms(100);
+            raw_puts(fd, "a");
+        }
+    }
+    if (!strcmp(path, "/slow-ok")) {
+        nap_ms(300);
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        return true;
+    }
+    if (!strcmp(path, "/silent")) {
+        for (;;) nap_ms(1000);
+    }
+    if (!strcmp(path, "/headers-forever")) {
+        /* Header lines as fast as the client takes them. */
+        raw_puts(fd, "HTTP/1.1 200 OK\r\n");
+        char h[160];
+        memset(h, 'h', sizeof h);
+        for (unsigned long i = 0;; i++) {
+            int n = snprintf(line, sizeof line, "X-Junk-%lu: ", i);
+            raw_put(fd, line, (size_t)n);
+            raw_put(fd, h, sizeof h);
+            raw_put(fd, "\r\n", 2);
+        }
+    }
+    if (!strcmp(path, "/continue-forever")) {
+        for (;;) {
+            raw_puts(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+            nap_ms(5);
+        }
+    }
+    if (!strcmp(path, "/bad-chunked")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n");
+        nap_ms(200);
+        return false;
+    }
+    if (!strcmp(path, "/chunked-forever")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        char c[4096 + 16];
+        int n = snprintf(c, sizeof c, "1000\r\n");
+        memset(c + n, 'c', 4096);
+        memcpy(c + n + 4096, "\r\n", 2);
+        for (;;) raw_put(fd, c, (size_t)n + 4096 + 2);
+    }
+    if (!strcmp(path, "/short-close")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        return false;
+    }
+    if (!strcmp(path, "/short-open")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        for (;;) nap_ms(1000);
+    }
+    if (!strcmp(path, "/long")) {
+        /* Says 2 bytes, sends more on a connection it keeps open: the rest
+         * must not be read as the next answer. */
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+                  "Content-Length: 6\r\n\r\nforged");
+        return true;
+    }
+    if (!strcmp(path, "/loop")) {
+        raw_puts(fd, "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n");
+        return true;
+    }
+    if (!strcmp(path, "/reset")) {
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        char b[1000];
+        memset(b, 'r', sizeof b);
+        raw_put(fd, b, sizeof b);
+        nap_ms(100);
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(fd);
+        _exit(0);
+    }
+    if (!strcmp(path, "/status-in-headers")) {
+        /* A line shaped like a status line where a header belongs: curl
+         * reads the first line's status, and so must the client. */
+        raw_puts(fd, "HTTP/1.1 200 OK\r\nX-Before: 1\r\nHTTP/1.1 503 Service Unavailable: x\r\n"
+                  "X-After: 2\r\nContent-Length: 2\r\n\r\nok");
+        return true;
+    }
+    if (!strcmp(path, "/success-in-headers")) {
+        raw_puts(fd, "HTTP/1.1 500 Internal Server Error\r\nHTTP/2 200 OK: x\r\nContent-Length: 4\r\n"
+                  "\r\nfail");
+        return true;
+    }
+    snprintf(line, sizeof line, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    raw_puts(fd, line);
+    return true;
+}
+
 #endif

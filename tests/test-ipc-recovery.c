@@ -1,24 +1,31 @@
-/* Round 12's hostile review of lib/ipc: what breaks when someone else waits
- * for our children (libev's default loop reaps every child that exits while
- * it runs; a SIGCHLD set to SIG_IGN reaps them in the kernel), and the
- * other attacks of the round.  Each test failed on main before its fix, as
- * its comment says. */
+/* The IPC objects (lib/ipc) when a party dies or a call fails midway, each
+ * shown by killing a process at a chosen point (the test hooks of
+ * lib/ipc/ipc_internal.h, support/proc.h's test_die_here) or by failing an
+ * allocation: a queue's waker killed between its change and its wake-up
+ * call, a pipe whose second end cannot be allocated, a failed dictionary
+ * call or update (against a model), the dictionary's repair after a dead
+ * writer, a barrier's party killed as it trips and at each step of a reset,
+ * a barrier waiter carried into the next generation, a pipe end's
+ * descriptor that hid unread messages.  Each test says what it showed
+ * before its fix.  tests/test-ipc-kills.c checks the dictionary and the
+ * queue against models under kills anywhere. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/alloc.h"
+#include "support/proc.h"
 
-/* ThreadSanitizer models one process: it cannot follow a futex another
- * process changed. */
+/* ThreadSanitizer models one process: it cannot follow a futex or a mutex
+ * another process changed. */
 #if defined(__SANITIZE_THREAD__)
 #define SKIP_UNDER_TSAN() cr_skip_test("process-shared futexes are outside ThreadSanitizer's model")
 #else
@@ -28,152 +35,8 @@
 /* Generous bounds: they only turn a wedge into a failure instead of a hang. */
 #define WEDGE_NS ASYNC_SEC(20)
 
-#define ARGV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-/* True once pid is no longer a child this process can wait for: it ended
- * and another waiter reaped it. */
-static bool reaped_elsewhere(pid_t pid)
-{
-    siginfo_t si;
-    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
-}
-
-static int exit_7(void *arg)
-{
-    (void)arg;
-    return 7;
-}
-
-/* --- a child reaped by the default loop ------------------------------------- */
-
-typedef struct reaped_ctx {
-    async_process_t *p;
-    bool elsewhere;
-    int join, status, code, sig, kill;
-} reaped_ctx_t;
-
-/* Runs on the default loop: lets the loop turn (its SIGCHLD watcher reaps
- * the child), then joins. */
-static int join_after_the_loop_reaped(void *arg, void **result)
-{
-    (void)result;
-    reaped_ctx_t *c = arg;
-    int64_t until = async_now() + WEDGE_NS;
-    while (!(c->elsewhere = reaped_elsewhere(async_process_pid(c->p))) && async_now() < until)
-        async_sleep(ASYNC_MSEC(5));
-    c->join = async_process_join_dl(c->p, async_now() + WEDGE_NS);
-    c->status = async_process_status(c->p, &c->code, &c->sig);
-    c->kill = async_process_kill(c->p);
-    return 0;
-}
-
-/* On main, join returned -ECHILD, status said ASYNC_EAGAIN for good (the
- * exit code was lost), and kill and free signalled a pid that was no longer
- * the child's and may belong to a stranger. */
-Test(round12_ipc, a_child_reaped_by_the_default_loop_keeps_its_status, .timeout = 60)
-{
-    reaped_ctx_t c = {0};
-    /* The loop first: its SIGCHLD handler must be there when the child
-     * ends, or it never hears of it. */
-    async_loop_t *loop;
-    cr_assert_eq(async_loop_default(&loop), 0);
-    cr_assert_eq(async_process_spawn(&c.p, exit_7, NULL), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, join_after_the_loop_reaped, &c, NULL), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert(c.elsewhere, "the default loop never reaped the child: nothing was tested");
-    cr_assert_eq(c.join, 0, "join: %s", async_errname(c.join));
-    cr_assert_eq(c.status, 0, "status: %s", async_errname(c.status));
-    cr_assert_eq(c.code, 7);
-    cr_assert_eq(c.sig, 0);
-    cr_assert_eq(c.kill, ASYNC_EDONE, "kill of a reaped child: %s", async_errname(c.kill));
-    cr_assert_not(async_process_is_alive(c.p));
-    async_process_free(c.p);
-    cr_assert_eq(async_loop_destroy(loop), 0);
-}
-
-/* With SIGCHLD ignored the kernel reaps every child as it ends.  On main,
- * kill then sent SIGKILL to the dead child's pid (-ESRCH here, a stranger
- * once the pid is reused), and status never became known. */
-Test(round12_ipc, a_child_reaped_by_the_kernel_is_not_signalled, .timeout = 60)
-{
-    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-    cr_assert_eq(sigaction(SIGCHLD, &ign, &old), 0);
-    async_process_t *p;
-    cr_assert_eq(async_process_spawn(&p, exit_7, NULL), 0);
-    int64_t until = async_now() + WEDGE_NS;
-    while (!reaped_elsewhere(async_process_pid(p)) && async_now() < until) usleep(1000);
-    cr_assert(reaped_elsewhere(async_process_pid(p)), "the child never ended");
-    cr_assert_eq(async_process_kill(p), ASYNC_EDONE);
-    cr_assert_eq(async_process_terminate(p), ASYNC_EDONE);
-    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0);
-    int code = -1, sig = -1;
-    int st = async_process_status(p, &code, &sig);
-    /* Linux 6.15+ keeps the status in the pidfd; before that it is lost,
-     * and status says so instead of claiming an exit code. */
-    cr_assert(st == 0 || st == ASYNC_ECHILD, "status: %s", async_errname(st));
-    if (st == 0) cr_assert(code == 7 && sig == 0, "code %d signal %d", code, sig);
-    async_process_free(p);
-    sigaction(SIGCHLD, &old, NULL);
-}
-
-/* --- commands reaped by the default loop ------------------------------------ */
-
-typedef struct cmds_ctx {
-    int rc;
-    bool done;
-    async_command_result_t res[5];
-} cmds_ctx_t;
-
-/* Keeps the loop turning while the commands run, so that its SIGCHLD
- * watcher gets to reap them. */
-static int tick(void *arg, void **result)
-{
-    (void)result;
-    cmds_ctx_t *c = arg;
-    while (!c->done) async_sleep(ASYNC_MSEC(1));
-    return 0;
-}
-
-static int run_cmds(void *arg, void **result)
-{
-    (void)result;
-    cmds_ctx_t *c = arg;
-    /* Their output is closed first, so that only their exit is left to see. */
-    async_command_t cmds[] = {
-        {ARGV("sh", "-c", "exec >&- 2>&-; exit 3"), NULL},
-        {ARGV("sh", "-c", "exec >&- 2>&-; sleep 0.1; exit 4"), NULL},
-        {ARGV("sh", "-c", "exec >&- 2>&-; exit 0"), NULL},
-        {ARGV("sh", "-c", "exec >&- 2>&-; kill -9 $$"), NULL},
-        {ARGV("sh", "-c", "echo out; exec >&- 2>&-; sleep 0.3; exit 5"), NULL},
-    };
-    c->rc = async_process_run_commands_dl(cmds, 5, 5, c->res, async_now() + WEDGE_NS);
-    c->done = true;
-    return 0;
-}
-
-/* On main the run never saw those exits (waitpid said ECHILD for good): it
- * spun on the pidfds, readable for ever, at full CPU until the deadline (for
- * ever without one), then reported every command as timed out with exit
- * code 0. */
-Test(round12_ipc, commands_reaped_by_the_default_loop_keep_their_status, .timeout = 90)
-{
-    cmds_ctx_t c = {0};
-    async_loop_t *loop;
-    cr_assert_eq(async_loop_default(&loop), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, tick, &c, NULL), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, run_cmds, &c, NULL), 0);
-    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert_eq(c.rc, ASYNC_ECHILD, "run: %s (ETIMEDOUT: the exits were never seen)",
-                 async_errname(c.rc));
-    int codes[] = {3, 4, 0, -1, 5}, sigs[] = {0, 0, 0, SIGKILL, 0};
-    for (int i = 0; i < 5; i++) {
-        cr_expect_eq(c.res[i].error, 0, "command %d: %s", i, async_errname(c.res[i].error));
-        cr_expect_eq(c.res[i].exit_code, codes[i], "command %d: exit %d", i, c.res[i].exit_code);
-        cr_expect_eq(c.res[i].signal, sigs[i], "command %d: signal %d", i, c.res[i].signal);
-        async_command_result_clear(&c.res[i]);
-    }
-    cr_assert_eq(async_loop_destroy(loop), 0);
-}
+/* The dictionary's test hook (lib/ipc/ipc_internal.h). */
+extern void (*async__ipc_dict_hook)(int where);
 
 /* --- a waker killed between its change and its wake-up call ------------------ */
 
@@ -181,13 +44,6 @@ Test(round12_ipc, commands_reaped_by_the_default_loop_keep_their_status, .timeou
  * under the lock; 4 put after its commit, before it wakes getters; 5 close
  * after closing, before it wakes anyone. */
 extern void (*async__ipc_queue_hook)(int where);
-
-static int die_where;
-
-static void die_here(int where)
-{
-    if (where == die_where) raise(SIGKILL);
-}
 
 typedef struct waker {
     async_ipc_queue_t *q;
@@ -197,8 +53,8 @@ typedef struct waker {
 static int killed_waker(void *arg)
 {
     waker_t *w = arg;
-    die_where = w->where;
-    async__ipc_queue_hook = die_here;
+    test_die_where = w->where;
+    async__ipc_queue_hook = test_die_here;
     char buf[8];
     size_t len;
     if (w->where == 3) async_ipc_queue_get(w->q, buf, sizeof buf, &len);
@@ -258,35 +114,6 @@ static int sleeper(void *arg)
     return sleeper_code(s->err);
 }
 
-/* Waits until the process sleeps in the kernel (state S), for the sleepers
- * above: in their futex wait or their loop's epoll. */
-static void wait_asleep(async_process_t *p)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", async_process_pid(p));
-    for (int i = 0; i < 4000; i++) {
-        FILE *f = fopen(path, "r");
-        cr_assert_not_null(f);
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *close_paren = strrchr(buf, ')');
-        if (close_paren && close_paren[1] == ' ' && close_paren[2] == 'S') return;
-        usleep(5000);
-    }
-    cr_assert_fail("the sleeper never went to sleep");
-}
-
-static int join_code(async_process_t *p)
-{
-    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0, "a child wedged");
-    int code = -1, sig = 0;
-    cr_assert_eq(async_process_status(p, &code, &sig), 0);
-    async_process_free(p);
-    return sig ? 128 + sig : code;
-}
-
 /* A sleeper waits; a waker dies at `where`, after its change and before its
  * wake-up call; the sleeper must see the change (exit `want`) long before
  * its own 15 s deadline.  On main it slept through to that deadline
@@ -297,16 +124,16 @@ static void waker_dies(async_ipc_queue_t *q, bool put, bool in_task, int where, 
     sleeper_t s = {q, put, in_task, 0};
     async_process_t *sl, *wk;
     cr_assert_eq(async_process_spawn(&sl, sleeper, &s), 0);
-    wait_asleep(sl);
+    test_proc_wait_asleep(sl);
     waker_t w = {q, where};
     cr_assert_eq(async_process_spawn(&wk, killed_waker, &w), 0);
-    cr_assert_eq(join_code(wk), 128 + SIGKILL, "the waker was not killed at its hook");
-    int code = join_code(sl);
+    cr_assert_eq(test_proc_exit(wk, WEDGE_NS), 128 + SIGKILL, "the waker was not killed at its hook");
+    int code = test_proc_exit(sl, WEDGE_NS);
     cr_assert_eq(code, want, "%s sleeper (%s) ended %d (3: it slept to its 15 s deadline)",
                  in_task ? "a task" : "a thread", put ? "put" : "get", code);
 }
 
-Test(round12_ipc, a_producer_killed_before_its_wake_up_wedges_no_getter, .timeout = 120)
+Test(ipc_recovery, a_producer_killed_before_its_wake_up_wedges_no_getter, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     for (int in_task = 0; in_task < 2; in_task++) {
@@ -318,7 +145,7 @@ Test(round12_ipc, a_producer_killed_before_its_wake_up_wedges_no_getter, .timeou
     }
 }
 
-Test(round12_ipc, a_consumer_killed_before_its_wake_up_wedges_no_putter, .timeout = 120)
+Test(ipc_recovery, a_consumer_killed_before_its_wake_up_wedges_no_putter, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     for (int in_task = 0; in_task < 2; in_task++) {
@@ -334,7 +161,7 @@ Test(round12_ipc, a_consumer_killed_before_its_wake_up_wedges_no_putter, .timeou
     }
 }
 
-Test(round12_ipc, a_closer_killed_before_its_wake_up_wedges_nobody, .timeout = 120)
+Test(ipc_recovery, a_closer_killed_before_its_wake_up_wedges_nobody, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     for (int in_task = 0; in_task < 2; in_task++) {
@@ -355,7 +182,7 @@ Test(round12_ipc, a_closer_killed_before_its_wake_up_wedges_nobody, .timeout = 1
 /* On main the failed call left *a pointing at the end it had just freed:
  * a caller that frees both ends after a failure (they started NULL, as
  * after every other failing call) freed it twice. */
-Test(round12_ipc, a_failed_pipe_leaves_no_freed_end_behind, .timeout = 10)
+Test(ipc_recovery, a_failed_pipe_leaves_no_freed_end_behind, .timeout = 10)
 {
     test_alloc_install();
     long live = test_alloc_live();
@@ -375,36 +202,22 @@ Test(round12_ipc, a_failed_pipe_leaves_no_freed_end_behind, .timeout = 10)
 
 /* --- a failed dictionary call ------------------------------------------------- */
 
-/* Shared memory this process has touched, in kB. */
-static long shmem_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    cr_assert_not_null(f);
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, "RssShmem:", 9) == 0) sscanf(line + 9, "%ld", &kb);
-    fclose(f);
-    cr_assert_geq(kb, 0, "no RssShmem in /proc/self/status");
-    return kb;
-}
-
 /* The table's pages are touched only as keys land in them (ipc.h).  On
  * main a failed increment or update rolled back by reading every version of
  * the table, which brought all of it into memory: here about 36 MB for one
  * failed call (1.1 GB at capacity 2^18), all under the lock. */
-Test(round12_ipc, a_failed_dict_call_touches_no_page_of_the_table, .timeout = 60)
+Test(ipc_recovery, a_failed_dict_call_touches_no_page_of_the_table, .timeout = 60)
 {
     async_shared_dict_t *d;
     cr_assert_eq(async_shared_dict_new(&d, 1 << 13, 40, 1024), 0);
-    long before = shmem_kb();
+    long before = test_shmem_kb();
     cr_assert_eq(async_shared_dict_set(d, "three", "abc", 3), 0);
     int64_t big = INT64_MAX;
     cr_assert_eq(async_shared_dict_set(d, "big", &big, sizeof big), 0);
     int64_t out = 0;
     cr_assert_eq(async_shared_dict_increment(d, "three", 1, &out), ASYNC_EINVAL, "not 8 bytes");
     cr_assert_eq(async_shared_dict_increment(d, "big", 1, &out), ASYNC_EINVAL, "overflow");
-    long grown = shmem_kb() - before;
+    long grown = test_shmem_kb() - before;
     /* Two keys land in two or four pages; the table is over 30 MB. */
     cr_assert_lt(grown, 1024, "failed calls brought %ld kB of the table into memory", grown);
     size_t len = 0;
@@ -428,7 +241,7 @@ static int sum_values(const char *key, const void *value, size_t len, void *arg)
  * update wrote: on a crowded table (64 keys' room, 128 slots, so probe
  * chains cross), changes of present keys, a duplicate and new keys up to
  * the one that does not fit all vanish, and everything else stays. */
-Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 60)
+Test(ipc_recovery, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 60)
 {
     async_shared_dict_t *d;
     cr_assert_eq(async_shared_dict_new(&d, 64, 16, 8), 0);
@@ -486,7 +299,7 @@ Test(round12_ipc, a_failed_update_rolls_back_exactly_its_own_items, .timeout = 6
  * trips a generation, after its trip is stored, before its wake-up call
  * (round 12's layout stored the generation and then the count, with this
  * hook between them; round 13's makes a trip one store, and
- * round13_ipc::a_party_killed_at_each_step_leaves_the_barrier_whole kills a
+ * ipc_recovery::a_party_killed_at_each_step_leaves_the_barrier_whole kills a
  * party at each of its steps). */
 extern void (*async__ipc_barrier_hook)(int where);
 
@@ -514,7 +327,7 @@ static int tripping_party(void *arg)
  * asleep with nobody counted, to be released only by two more arrivals; a
  * fixed group never makes them, and the waiter timed out and broke the
  * barrier.  Now the waiter is released and the next generation trips. */
-Test(round12_ipc, a_party_killed_as_it_trips_the_barrier_wedges_nobody, .timeout = 120)
+Test(ipc_recovery, a_party_killed_as_it_trips_the_barrier_wedges_nobody, .timeout = 120)
 {
     SKIP_UNDER_TSAN();
     async_ipc_barrier_t *b;
@@ -522,17 +335,17 @@ Test(round12_ipc, a_party_killed_as_it_trips_the_barrier_wedges_nobody, .timeout
     for (int round = 0; round < 3; round++) {
         async_process_t *waiter, *tripper;
         cr_assert_eq(async_process_spawn(&waiter, barrier_party, b), 0);
-        wait_asleep(waiter);
+        test_proc_wait_asleep(waiter);
         cr_assert_eq(async_process_spawn(&tripper, tripping_party, b), 0);
-        cr_assert_eq(join_code(tripper), 128 + SIGKILL, "the tripper did not die at its hook");
-        int code = join_code(waiter);
+        cr_assert_eq(test_proc_exit(tripper, WEDGE_NS), 128 + SIGKILL, "the tripper did not die at its hook");
+        int code = test_proc_exit(waiter, WEDGE_NS);
         cr_assert_eq(code, 0, "round %d: the waiter ended %d (3: it slept to its deadline)",
                      round, code);
         async_process_t *x, *y;
         cr_assert_eq(async_process_spawn(&x, barrier_party, b), 0);
-        wait_asleep(x);
+        test_proc_wait_asleep(x);
         cr_assert_eq(async_process_spawn(&y, barrier_party, b), 0);
-        int cx = join_code(x), cy = join_code(y);
+        int cx = test_proc_exit(x, WEDGE_NS), cy = test_proc_exit(y, WEDGE_NS);
         cr_assert(cx == 0 && cy == 0, "round %d: the next generation ended %d and %d", round,
                   cx, cy);
     }
@@ -571,7 +384,7 @@ static int model_count(const model_t *m)
     return n;
 }
 
-Test(round12_ipc, failed_updates_match_a_model, .timeout = 120)
+Test(ipc_recovery, failed_updates_match_a_model, .timeout = 120)
 {
     char keys[24][8];
     for (int i = 0; i < 24; i++) snprintf(keys[i], sizeof keys[i], "k%d", i);
@@ -625,4 +438,274 @@ Test(round12_ipc, failed_updates_match_a_model, .timeout = 120)
     }
     cr_assert_gt(failed, 1000, "only %d updates failed: the rollback was hardly tried", failed);
     async_shared_dict_free(d);
+}
+
+/* --- the dictionary's repair after a dead writer ----------------------------- */
+
+static int killed_update(void *arg)
+{
+    async_shared_dict_t *d = arg;
+    test_die_where = 2;
+    async__ipc_dict_hook = test_die_here;
+    int64_t v = 42;
+    async_shared_dict_item_t it[] = {{"three", &v, 8}, {"fresh", &v, 8}, {"x", &v, 8}};
+    async_shared_dict_update(d, it, 3);
+    return 1; /* not reached: the hook kills it after the second item */
+}
+
+/* A writer killed inside an update, after two items: the next caller
+ * repairs the table.  On main that repair read every version of the table,
+ * which brought all of it into the caller's memory (about 36 MB here, under
+ * the lock; 1.1 GB at capacity 2^18); it now visits the two slots the dead
+ * writer had logged. */
+Test(ipc_recovery, the_repair_after_a_dead_writer_touches_only_what_it_wrote, .timeout = 60)
+{
+    async_shared_dict_t *d;
+    cr_assert_eq(async_shared_dict_new(&d, 1 << 13, 40, 1024), 0);
+    cr_assert_eq(async_shared_dict_set(d, "three", "abc", 3), 0);
+    cr_assert_eq(async_shared_dict_set(d, "one", "a", 1), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, killed_update, d), 0);
+    cr_assert_eq(test_proc_exit(p, WEDGE_NS), 128 + SIGKILL, "the writer did not die at its hook");
+    long before = test_shmem_kb();
+    char buf[1024];
+    size_t len = 0;
+    /* The first call after the death takes the lock with EOWNERDEAD and
+     * repairs. */
+    cr_assert_eq(async_shared_dict_get(d, "three", buf, sizeof buf, &len), 0);
+    long grown = test_shmem_kb() - before;
+    cr_log_info("the repair brought %ld kB of the table into memory", grown);
+    /* A few slots land in a few pages; the table is over 30 MB. */
+    cr_assert_lt(grown, 1024, "the repair brought %ld kB of the table into memory", grown);
+    cr_assert(len == 3 && memcmp(buf, "abc", 3) == 0, "the dead update showed through");
+    cr_assert_eq(async_shared_dict_get(d, "fresh", buf, sizeof buf, &len), ASYNC_ENOENT);
+    cr_assert_eq(async_shared_dict_len(d), 2);
+    /* And the slots it wrote serve the next change. */
+    int64_t v = 7;
+    async_shared_dict_item_t it[] = {{"three", &v, 8}, {"fresh", &v, 8}, {"x", &v, 8}};
+    cr_assert_eq(async_shared_dict_update(d, it, 3), 0);
+    cr_assert_eq(async_shared_dict_len(d), 4);
+    int64_t out = 0;
+    cr_assert_eq(async_shared_dict_increment(d, "fresh", 1, &out), 0);
+    cr_assert_eq(out, 8);
+    async_shared_dict_free(d);
+}
+
+/* --- the barrier, killed at each of its steps ---------------------------------- */
+
+/* A party: waits with a generous deadline and exits 0 (released), 2
+ * (ASYNC_ECLOSED), 3 (timed out, or released only at its deadline) or 4. */
+static int party(void *arg)
+{
+    int64_t dl = async_now() + ASYNC_SEC(15);
+    int err = async_ipc_barrier_wait_dl(arg, NULL, dl);
+    if (err == 0 && async_now() >= dl) return 3;
+    return err == 0 ? 0 : err == ASYNC_ETIMEDOUT ? 3 : err == ASYNC_ECLOSED ? 2 : 4;
+}
+
+typedef struct killer {
+    async_ipc_barrier_t *b;
+    int where; /* the barrier hook's step: lib/ipc/ipc_internal.h */
+} killer_t;
+
+/* Arrives (steps 1, 2, 7), resets (3, 4) or aborts (5, 6), and dies at its
+ * step. */
+static int killed_party(void *arg)
+{
+    killer_t *k = arg;
+    test_die_where = k->where;
+    async__ipc_barrier_hook = test_die_here;
+    if (k->where == 3 || k->where == 4) async_ipc_barrier_reset(k->b);
+    else if (k->where == 5 || k->where == 6) async_ipc_barrier_abort(k->b);
+    else async_ipc_barrier_wait_dl(k->b, NULL, async_now() + ASYNC_SEC(15));
+    return 1; /* not reached: the hook kills it */
+}
+
+static async_process_t *spawn_party(async_ipc_barrier_t *b)
+{
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, party, b), 0);
+    return p;
+}
+
+/* The next generation of a barrier of three trips at its third live
+ * arrival, not before. */
+static void next_generation_trips_at_three(async_ipc_barrier_t *b, const char *after)
+{
+    async_process_t *x = spawn_party(b);
+    cr_assert(test_proc_asleep(x), "%s: the next generation tripped at its first arrival (exit %d)", after,
+              test_proc_exit(x, WEDGE_NS));
+    async_process_t *y = spawn_party(b);
+    cr_assert(test_proc_asleep(y), "%s: the next generation tripped at its second arrival (exit %d)", after,
+              test_proc_exit(y, WEDGE_NS));
+    cr_assert(test_proc_asleep(x), "%s: the first arrival left at the second (exit %d)", after, test_proc_exit(x, WEDGE_NS));
+    async_process_t *z = spawn_party(b);
+    int cz = test_proc_exit(z, WEDGE_NS), cx = test_proc_exit(x, WEDGE_NS), cy = test_proc_exit(y, WEDGE_NS);
+    cr_assert(cx == 0 && cy == 0 && cz == 0, "%s: the next generation ended %d, %d and %d",
+              after, cx, cy, cz);
+}
+
+/* Two parties wait (or one, for step 7), and a third process dies at step
+ * `where`. */
+static void kill_at(async_ipc_barrier_t *b, int where, async_process_t *waiters[2])
+{
+    for (int i = 0; i < (where == 7 ? 1 : 2); i++) {
+        waiters[i] = spawn_party(b);
+        cr_assert(test_proc_asleep(waiters[i]), "step %d: waiter %d did not wait", where, i);
+    }
+    killer_t k = {b, where};
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, killed_party, &k), 0);
+    cr_assert_eq(test_proc_exit(p, WEDGE_NS), 128 + SIGKILL, "step %d: the party did not die at its hook", where);
+}
+
+/* The step was not done: both waiters wait on, and the third arrival
+ * trips their generation normally. */
+static void not_done(async_ipc_barrier_t *b, int where, async_process_t *w[2])
+{
+    for (int i = 0; i < 2; i++)
+        cr_assert(test_proc_asleep(w[i]), "step %d: waiter %d left (exit %d)", where, i, test_proc_exit(w[i], WEDGE_NS));
+    async_process_t *z = spawn_party(b);
+    int cz = test_proc_exit(z, WEDGE_NS), c0 = test_proc_exit(w[0], WEDGE_NS), c1 = test_proc_exit(w[1], WEDGE_NS);
+    cr_assert(c0 == 0 && c1 == 0 && cz == 0,
+              "step %d: the generation's trip ended %d, %d and %d (2: ASYNC_ECLOSED)", where, c0,
+              c1, cz);
+}
+
+/* What a death at each step leaves, on a barrier of three: the step is
+ * done whole, or not at all, and the next generation trips at its third
+ * arrival.  On main a reset killed after bumping the generation left the
+ * two arrivals it cut short counted in the next generation, which tripped
+ * at its first arrival; one killed after recording the generation it cut
+ * short failed that generation's later, normal trip with ASYNC_ECLOSED. */
+Test(ipc_recovery, a_party_killed_at_each_step_leaves_the_barrier_whole, .timeout = 240)
+{
+    SKIP_UNDER_TSAN();
+    async_ipc_barrier_t *b;
+    cr_assert_eq(async_ipc_barrier_new(&b, 3), 0);
+    async_process_t *w[2];
+
+    /* 1: a trip stored, its party killed before the wake-up call: the
+     * waiters are released (a re-check later at most). */
+    kill_at(b, 1, w);
+    cr_assert_eq(test_proc_exit(w[0], WEDGE_NS), 0, "step 1");
+    cr_assert_eq(test_proc_exit(w[1], WEDGE_NS), 0, "step 1");
+    next_generation_trips_at_three(b, "step 1");
+
+    /* 2, 3, 5: killed between the two stores of a trip, a reset, an abort:
+     * none of them happened. */
+    kill_at(b, 2, w);
+    not_done(b, 2, w);
+    next_generation_trips_at_three(b, "step 2");
+    kill_at(b, 3, w);
+    not_done(b, 3, w);
+    next_generation_trips_at_three(b, "step 3");
+    kill_at(b, 5, w);
+    cr_assert_not(async_ipc_barrier_broken(b), "step 5: an abort that never happened broke it");
+    not_done(b, 5, w);
+    next_generation_trips_at_three(b, "step 5");
+
+    /* 4: a reset stored, killed before its wake-up call: the waiters it cut
+     * short fail, and the next generation counts from zero. */
+    kill_at(b, 4, w);
+    cr_assert_eq(test_proc_exit(w[0], WEDGE_NS), 2, "step 4: a waiter of the reset generation");
+    cr_assert_eq(test_proc_exit(w[1], WEDGE_NS), 2, "step 4: a waiter of the reset generation");
+    cr_assert_not(async_ipc_barrier_broken(b));
+    next_generation_trips_at_three(b, "step 4");
+
+    /* 6: an abort stored: broken until a reset. */
+    kill_at(b, 6, w);
+    cr_assert_eq(test_proc_exit(w[0], WEDGE_NS), 2, "step 6");
+    cr_assert_eq(test_proc_exit(w[1], WEDGE_NS), 2, "step 6");
+    cr_assert(async_ipc_barrier_broken(b));
+    cr_assert_eq(async_ipc_barrier_wait_dl(b, NULL, 0), ASYNC_ECLOSED);
+    async_ipc_barrier_reset(b);
+    cr_assert_not(async_ipc_barrier_broken(b));
+    next_generation_trips_at_three(b, "step 6");
+
+    /* 7: an arrival counted, killed before it sleeps: it counts, so one
+     * more live arrival trips its generation. */
+    kill_at(b, 7, w);
+    cr_assert(test_proc_asleep(w[0]), "step 7: the dead arrival released the waiter");
+    async_process_t *z = spawn_party(b);
+    cr_assert_eq(test_proc_exit(z, WEDGE_NS), 0, "step 7");
+    cr_assert_eq(test_proc_exit(w[0], WEDGE_NS), 0, "step 7");
+    next_generation_trips_at_three(b, "step 7");
+
+    cr_assert_not(async_ipc_barrier_broken(b));
+    async_ipc_barrier_free(b);
+}
+
+/* A waiter asleep when the barrier is aborted, that gets the lock back only
+ * after a reset (stopped meanwhile, as a loaded machine may leave it): its
+ * generation was broken, so it fails.  On main an abort did not end the
+ * generation and the reset after it (no arrivals counted) did not either,
+ * so the waiter found its generation number current and the barrier
+ * mended, and waited on, uncounted, in the next generation: here to its
+ * deadline, or released by the next generation's trip as if it had been
+ * one of its parties. */
+Test(ipc_recovery, a_waiter_of_an_aborted_generation_is_not_carried_into_the_next, .timeout = 60)
+{
+    SKIP_UNDER_TSAN();
+    async_ipc_barrier_t *b;
+    cr_assert_eq(async_ipc_barrier_new(&b, 3), 0);
+    async_process_t *w = spawn_party(b);
+    cr_assert(test_proc_asleep(w));
+    cr_assert_eq(kill(async_process_pid(w), SIGSTOP), 0);
+    async_ipc_barrier_abort(b);
+    async_ipc_barrier_reset(b);
+    cr_assert_not(async_ipc_barrier_broken(b));
+    cr_assert_eq(kill(async_process_pid(w), SIGCONT), 0);
+    int code = test_proc_exit(w, WEDGE_NS);
+    cr_assert_eq(code, 2, "the aborted generation's waiter ended %d (3: it waited on, to its "
+                 "deadline)", code);
+    next_generation_trips_at_three(b, "after the abort and the reset");
+    async_ipc_barrier_free(b);
+}
+
+/* --- a pipe end's descriptor in the user's own loop --------------------------- */
+
+/* The loop ipc.h and docs/ipc.md describe: wait for the end's descriptor to
+ * be readable, call tryrecv, wait again.  On main the first receive read
+ * every message the peer had sent into the end's buffer (up to 64 KiB at a
+ * time), so the descriptor never became readable again and the loop slept
+ * with the second message in hand: here until its 5 s poll timeout, for
+ * ever in a loop without one. */
+Test(ipc_recovery, a_pipe_end_stays_readable_while_a_message_is_unread, .timeout = 60)
+{
+    async_ipc_pipe_t *a, *b;
+    cr_assert_eq(async_ipc_pipe_new(&a, &b, 0), 0);
+    const char *words[] = {"one", "", "three", "four", "five"};
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(async_ipc_pipe_send(b, words[i], strlen(words[i])), 0);
+    char buf[16];
+    size_t len;
+    for (int i = 0; i < 5; i++) {
+        struct pollfd pfd = {.fd = async_ipc_pipe_fd(a), .events = POLLIN};
+        int r = poll(&pfd, 1, 5000);
+        cr_assert_eq(r, 1, "message %d: the descriptor is not readable with the message unread",
+                     i);
+        /* Every other message by the blocking receive, which must not read
+         * ahead either. */
+        int err = i % 2 ? async_ipc_pipe_recv(a, buf, sizeof buf, &len)
+                        : async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len);
+        cr_assert_eq(err, 0, "message %d: %s", i, async_errname(err));
+        cr_assert(len == strlen(words[i]) && memcmp(buf, words[i], len) == 0, "message %d", i);
+    }
+    struct pollfd pfd = {.fd = async_ipc_pipe_fd(a), .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 0), 0, "readable with nothing left");
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN);
+    /* A message that arrives in pieces: readable for each piece, EAGAIN
+     * until it is whole. */
+    uint32_t n = 6;
+    cr_assert_eq(write(async_ipc_pipe_fd(b), &n, sizeof n), sizeof n);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "abc", 3), 3);
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), ASYNC_EAGAIN);
+    cr_assert_eq(write(async_ipc_pipe_fd(b), "def", 3), 3);
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_eq(async_ipc_pipe_tryrecv(a, buf, sizeof buf, &len), 0);
+    cr_assert(len == 6 && memcmp(buf, "abcdef", 6) == 0);
+    async_ipc_pipe_free(a);
+    async_ipc_pipe_free(b);
 }

@@ -1,4 +1,4 @@
-/* Round 12: a hostile review of the core scheduler.  Deadlines far in the
+/* The core scheduler (lib/core) against hostile input.  Deadlines far in the
  * past (INT64_MIN: the arithmetic `deadline - now` overflows) and far in the
  * future, descriptors that are not open or lie far beyond any table, wakers
  * that are not the select's own, and cancellation landing on a task while it
@@ -94,19 +94,19 @@ static int t_past_deadlines(void *arg, void **res)
     return 0;
 }
 
-Test(round12_core, a_deadline_at_int64_min_has_passed, .timeout = 20)
+Test(core_hostile, a_deadline_at_int64_min_has_passed, .timeout = 20)
 {
     int64_t dl = INT64_MIN;
     cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
 }
 
-Test(round12_core, a_deadline_just_above_int64_min_has_passed, .timeout = 20)
+Test(core_hostile, a_deadline_just_above_int64_min_has_passed, .timeout = 20)
 {
     int64_t dl = INT64_MIN + 1;
     cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
 }
 
-Test(round12_core, a_negative_deadline_has_passed, .timeout = 20)
+Test(core_hostile, a_negative_deadline_has_passed, .timeout = 20)
 {
     int64_t dl = -1;
     cr_assert_eq(test_run_task(t_past_deadlines, &dl, NULL), 0);
@@ -124,7 +124,7 @@ static int t_wait_fd_huge(void *arg, void **res)
 
 /* A descriptor number far beyond any open one: libev sizes its table by the
  * descriptor, so it must be refused before it reaches libev. */
-Test(round12_core, wait_fd_on_a_huge_descriptor_is_refused, .timeout = 30)
+Test(core_hostile, wait_fd_on_a_huge_descriptor_is_refused, .timeout = 30)
 {
     int rc = test_run_task(t_wait_fd_huge, (void *)(intptr_t)(INT_MAX - 1), NULL);
     cr_assert_eq(rc, ASYNC_EINVAL, "%s", async_errname(rc));
@@ -133,7 +133,7 @@ Test(round12_core, wait_fd_on_a_huge_descriptor_is_refused, .timeout = 30)
 }
 
 /* A descriptor that is not open is not ready to read. */
-Test(round12_core, wait_fd_on_a_closed_descriptor_is_refused, .timeout = 30)
+Test(core_hostile, wait_fd_on_a_closed_descriptor_is_refused, .timeout = 30)
 {
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
@@ -181,7 +181,7 @@ static int t_pending_wake_vs_select(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(j.chan), 0);
     return 0;
 }
-Test(round12_core, a_pending_wake_cannot_end_a_select, .timeout = 10)
+Test(core_hostile, a_pending_wake_cannot_end_a_select, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_pending_wake_vs_select, NULL, NULL), 0);
 }
@@ -214,7 +214,7 @@ static int t_stray_wake_vs_select(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(j.chan), 0);
     return 0;
 }
-Test(round12_core, a_stray_wake_cannot_end_a_select, .timeout = 10)
+Test(core_hostile, a_stray_wake_cannot_end_a_select, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_stray_wake_vs_select, NULL, NULL), 0);
 }
@@ -259,7 +259,7 @@ static int t_dead_holder(void *arg, void **res)
     cr_assert_eq(async_mutex_destroy(m), ASYNC_EBUSY, "still held by the task that ended");
     return 0;
 }
-Test(round12_core, a_new_task_in_a_dead_holders_slot_does_not_hold_its_mutex, .timeout = 10)
+Test(core_hostile, a_new_task_in_a_dead_holders_slot_does_not_hold_its_mutex, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_dead_holder, NULL, NULL), 0);
 }
@@ -315,7 +315,7 @@ static int t_foreign_thread(void *arg, void **res)
     cr_assert_eq(async_task_await(j.task, NULL), 4, "the handle is still ours");
     return 0;
 }
-Test(round12_core, groups_handles_and_wakers_refuse_other_threads, .timeout = 20)
+Test(core_hostile, groups_handles_and_wakers_refuse_other_threads, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_foreign_thread, NULL, NULL), 0);
 }
@@ -347,7 +347,7 @@ static int t_foreign_loop(void *arg, void **res)
     cr_assert_eq(async_group_destroy(j.g), 0);
     return 0;
 }
-Test(round12_core, groups_refuse_tasks_of_other_loops, .timeout = 20)
+Test(core_hostile, groups_refuse_tasks_of_other_loops, .timeout = 20)
 {
     cr_assert_eq(test_run_task(t_foreign_loop, NULL, NULL), 0);
 }
@@ -360,7 +360,7 @@ static void count_post(void *arg) { (void)arg; post_ran++; }
 /* Every allocation of a loop's construction and of a post fails in turn:
  * each call fails with ASYNC_ENOMEM and leaves nothing behind, or succeeds
  * and works. */
-Test(round12_core, loop_new_and_post_fail_cleanly_at_each_allocation, .timeout = 30)
+Test(core_hostile, loop_new_and_post_fail_cleanly_at_each_allocation, .timeout = 30)
 {
     test_alloc_install();
     int failures = 0, ok_in_a_row = 0;
@@ -435,7 +435,7 @@ static int t_wide_select_oom(void *arg, void **res)
     for (int i = 0; i < WIDE; i++) cr_assert_eq(async_chan_destroy(chans[i]), 0);
     return 0;
 }
-Test(round12_core, a_wide_select_fails_cleanly_without_memory, .timeout = 10)
+Test(core_hostile, a_wide_select_fails_cleanly_without_memory, .timeout = 10)
 {
     test_alloc_install();
     cr_assert_eq(test_run_task(t_wide_select_oom, NULL, NULL), 0);
@@ -472,7 +472,7 @@ static int overflows(void *arg, void **res)
 /* In a child, with its stderr on a pipe: the overflow of a guarded stack
  * (the default, below the guard budget) ends the child by SIGSEGV, and the
  * child's last words name the overflow and the stack's size. */
-Test(round12_core, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
@@ -526,7 +526,7 @@ static void free_again(void *arg)
 
 /* async_loop_destroy runs the posts still queued; one of them freeing the
  * same loop must be refused (the outer call goes on using the loop). */
-Test(round12_core, a_post_run_by_destroy_cannot_free_the_loop_again, .timeout = 10)
+Test(core_hostile, a_post_run_by_destroy_cannot_free_the_loop_again, .timeout = 10)
 {
     refree_job_t j = {0};
     cr_assert_eq(async_loop_new(&j.loop), 0);
@@ -562,7 +562,7 @@ static int t_far_deadline(void *arg, void **res)
     cr_assert_eq(async_sem_destroy(s), 0);
     return 0;
 }
-Test(round12_core, a_deadline_near_int64_max_waits, .timeout = 10)
+Test(core_hostile, a_deadline_near_int64_max_waits, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_far_deadline, NULL, NULL), 0);
 }

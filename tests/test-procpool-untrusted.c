@@ -1,4 +1,4 @@
-/* Round 13's review of the process pool against peers it must not trust: a
+/* The process pool (lib/exec/procpool) against peers it must not trust: a
  * work function (it runs in the worker process) that writes over the shared
  * memory it can reach (the region's header, its own slot, a neighbour's
  * slot, the completion rings, the heap's block headers, the state words), and
@@ -12,7 +12,7 @@
  * The engine is driven through its private API, as in test-procpool.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
-Test(tsan, round13_process_pool_tests_skipped, .timeout = 5)
+Test(tsan, procpool_untrusted_tests_skipped, .timeout = 5)
 {
     cr_skip_test("ThreadSanitizer cannot follow the process pool's cross-process hand-overs: this file runs "
                  "under the other builds");
@@ -313,7 +313,7 @@ static void each_done_once(int n)
     for (int i = 0; i < n; i++) cr_assert_eq(atomic_load(&calls[i]), 1, "job %d: %d dones", i, atomic_load(&calls[i]));
 }
 
-TestSuite(round13_exec, .init = reset);
+TestSuite(procpool_untrusted, .init = reset);
 
 /* --- the region's header -------------------------------------------------------- */
 
@@ -323,7 +323,7 @@ TestSuite(round13_exec, .init = reset);
  * SIGSEGV of the parent (under ASan, a wild read).  The layout is now each
  * process's private copy, and the header's shared words are checked
  * (the submit ring's indices are put back when out of range). */
-Test(round13_exec, a_work_function_that_overwrites_the_regions_header, .timeout = 60)
+Test(procpool_untrusted, a_work_function_that_overwrites_the_regions_header, .timeout = 60)
 {
     async__procpool_t *p = pool_new(2);
     cr_assert_eq(submit_scribble(p, HEADER, 0, 0), 0);
@@ -364,34 +364,34 @@ static void scribble_victim(int what, int want_err, const char *want)
 
 /* Caught: a result length beyond the slot was handed to done as is (here
  * 2^40 bytes of a 64-byte inline result). */
-Test(round13_exec, a_result_length_beyond_its_capacity_fails_that_job, .timeout = 60)
+Test(procpool_untrusted, a_result_length_beyond_its_capacity_fails_that_job, .timeout = 60)
 {
     scribble_victim(OUT_LEN, ASYNC_EIO, "1099511627776 bytes");
 }
 
 /* Caught: the result's offset was added to the region's base unchecked: the
  * supervisor read 2^50 bytes past it (SIGSEGV). */
-Test(round13_exec, a_result_offset_outside_the_region_fails_that_job, .timeout = 60)
+Test(procpool_untrusted, a_result_offset_outside_the_region_fails_that_job, .timeout = 60)
 {
     scribble_victim(OUT_OFF, ASYNC_EIO, "invalid");
 }
 
 /* Caught: a grown result may only lie in its own worker's area; one that
  * straddled the end of another worker's area was read across it. */
-Test(round13_exec, a_result_in_another_workers_area_fails_that_job, .timeout = 60)
+Test(procpool_untrusted, a_result_in_another_workers_area_fails_that_job, .timeout = 60)
 {
     scribble_victim(OUT_OFF_OTHER, ASYNC_EIO, "invalid");
 }
 
 /* Caught: a positive error code went to done, where every code is negative. */
-Test(round13_exec, a_positive_error_code_fails_that_job_with_eio, .timeout = 60)
+Test(procpool_untrusted, a_positive_error_code_fails_that_job_with_eio, .timeout = 60)
 {
     scribble_victim(ERR_POSITIVE, ASYNC_EIO, "error code (5)");
 }
 
 /* Caught: an error message was read from wherever its offset pointed, for
  * as many bytes as its length said (a wild read, SIGSEGV). */
-Test(round13_exec, an_error_message_outside_the_result_area_is_not_read, .timeout = 60)
+Test(procpool_untrusted, an_error_message_outside_the_result_area_is_not_read, .timeout = 60)
 {
     scribble_victim(MSG_WILD, ASYNC_EINVAL, "message for it is invalid");
 }
@@ -438,18 +438,18 @@ static void corrupt_own_ring(int what)
 
 /* Caught: an index beyond the slots was used as is (p->jobs[99999]: a heap
  * overflow in the parent, ASan's report). */
-Test(round13_exec, a_done_ring_entry_beyond_the_slots, .timeout = 60) { corrupt_own_ring(RING_BEYOND); }
+Test(procpool_untrusted, a_done_ring_entry_beyond_the_slots, .timeout = 60) { corrupt_own_ring(RING_BEYOND); }
 
 /* Caught: a free slot named on a ring was "delivered": its done pointer was
  * NULL (SIGSEGV), and freeing it again overran the free-slot array. */
-Test(round13_exec, a_done_ring_entry_naming_a_free_slot, .timeout = 60) { corrupt_own_ring(RING_FREE); }
+Test(procpool_untrusted, a_done_ring_entry_naming_a_free_slot, .timeout = 60) { corrupt_own_ring(RING_FREE); }
 
 /* Caught: a finished slot named twice ran its done twice. */
-Test(round13_exec, a_done_ring_entry_named_twice, .timeout = 60) { corrupt_own_ring(RING_TWICE); }
+Test(procpool_untrusted, a_done_ring_entry_named_twice, .timeout = 60) { corrupt_own_ring(RING_TWICE); }
 
 /* Caught: a tail 2^40 entries ahead had the supervisor deliver 2^40
  * entries of garbage (a hang, then the first bad index). */
-Test(round13_exec, a_done_ring_tail_far_ahead, .timeout = 60) { corrupt_own_ring(RING_TAIL); }
+Test(procpool_untrusted, a_done_ring_tail_far_ahead, .timeout = 60) { corrupt_own_ring(RING_TAIL); }
 
 static int note_worker(void *ctx, const void *in, size_t n, async__procout_t *out)
 {
@@ -461,7 +461,7 @@ static int note_worker(void *ctx, const void *in, size_t n, async__procout_t *ou
 
 /* A neighbour corrupts the ring of the worker running a long job: that job
  * fails with the reason, not only "killed by signal 9". */
-Test(round13_exec, a_job_whose_workers_ring_was_corrupted_fails_with_the_reason, .timeout = 60)
+Test(procpool_untrusted, a_job_whose_workers_ring_was_corrupted_fails_with_the_reason, .timeout = 60)
 {
     async__procpool_t *p = pool_new(2);
     void *m;
@@ -487,54 +487,67 @@ Test(round13_exec, a_job_whose_workers_ring_was_corrupted_fails_with_the_reason,
 
 /* --- state words ----------------------------------------------------------------------- */
 
+/* A job of a one-worker pool scribbles on a state word or the submit ring;
+ * then, unless square_in is negative, a square of square_in is submitted
+ * pause_us later (deadline_ms after it, or never when 0).  The scribbler
+ * (R[0]) and the square (R[1]) end as the case says, and the pool serves
+ * on. */
+typedef struct scribble_case {
+    int what;
+    useconds_t pause_us;
+    long square_in;      /* < 0: no square */
+    int64_t deadline_ms; /* 0: ASYNC_FOREVER */
+    int err0, err1;
+    long val1;        /* when err1 is 0 */
+    const char *msg1; /* in R[1].msg; NULL: not checked */
+} scribble_case_t;
+
+static void scribble_then_square(const scribble_case_t *c)
+{
+    async__procpool_t *p = pool_new(1);
+    cr_assert_eq(submit_scribble(p, c->what, 0, 0), 0);
+    int n = c->square_in < 0 ? 1 : 2;
+    if (n == 2) {
+        usleep(c->pause_us); /* the scribbler runs first */
+        int64_t dl = c->deadline_ms ? async_deadline_after(ASYNC_MSEC(c->deadline_ms)) : ASYNC_FOREVER;
+        cr_assert_eq(submit(p, square, c->square_in, 1, dl), 0);
+    }
+    wait_done(n);
+    cr_assert_eq(R[0].err, c->err0, "%s", R[0].msg);
+    if (n == 2) {
+        cr_assert_eq(R[1].err, c->err1, "%s", R[1].msg);
+        if (!c->err1) cr_assert_eq(R[1].val, c->val1);
+        if (c->msg1) cr_assert(strstr(R[1].msg, c->msg1), "%s", R[1].msg);
+    }
+    still_serves(p, n);
+    each_done_once(10 + n);
+    async__procpool_free(p);
+}
+
 /* Caught: when the scribbler's worker died, every slot whose state word said
  * RUNNING by it was failed, free ones included: a NULL done (SIGSEGV), and
  * slots pushed twice on the free list. */
-Test(round13_exec, free_slots_marked_running_by_a_dying_worker, .timeout = 60)
+Test(procpool_untrusted, free_slots_marked_running_by_a_dying_worker, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, FREE_RUNNING, 0, 0), 0);
-    wait_done(1);
-    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED, "%s", R[0].msg);
-    still_serves(p, 1);
-    each_done_once(11);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = FREE_RUNNING, .square_in = -1, .err0 = ASYNC_EWORKERDIED});
 }
 
 /* Caught: a job whose state word named worker 5000 at its deadline had the
  * supervisor index the worker tables with 5000 (a heap overflow of the
  * parent's worker array, ASan's report) and "kill" a garbage pid. */
-Test(round13_exec, a_state_word_naming_no_worker_at_the_deadline, .timeout = 60)
+Test(procpool_untrusted, a_state_word_naming_no_worker_at_the_deadline, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, NO_SUCH_WORKER, 0, 0), 0);
-    usleep(100000); /* the scribbler runs first */
-    cr_assert_eq(submit(p, square, 2, 1, async_deadline_after(ASYNC_MSEC(400))), 0);
-    wait_done(2);
-    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
-    cr_assert_eq(R[1].err, ASYNC_ETIMEDOUT, "%s", R[1].msg);
-    cr_assert(strstr(R[1].msg, "state word held 0x138802"), "%s", R[1].msg);
-    still_serves(p, 2);
-    each_done_once(12);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = NO_SUCH_WORKER, .pause_us = 100000, .square_in = 2,
+                                            .deadline_ms = 400, .err1 = ASYNC_ETIMEDOUT,
+                                            .msg1 = "state word held 0x138802"});
 }
 
 /* Caught: a queued job whose submit ring entry a worker overwrote was never
  * claimed (no deadline: it waited for ever).  The supervisor publishes a
  * queued slot again when the ring has drained without it. */
-Test(round13_exec, a_queued_job_whose_ring_entry_was_overwritten_runs, .timeout = 60)
+Test(procpool_untrusted, a_queued_job_whose_ring_entry_was_overwritten_runs, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    cr_assert_eq(submit_scribble(p, RING_ENTRY, 0, 0), 0);
-    usleep(50000); /* the scribbler runs first */
-    cr_assert_eq(submit(p, square, 6, 1, ASYNC_FOREVER), 0);
-    wait_done(2);
-    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
-    cr_assert_eq(R[1].err, 0, "%s", R[1].msg);
-    cr_assert_eq(R[1].val, 36);
-    still_serves(p, 2);
-    each_done_once(12);
-    async__procpool_free(p);
+    scribble_then_square(&(scribble_case_t){.what = RING_ENTRY, .pause_us = 50000, .square_in = 6, .val1 = 36});
 }
 
 static int rewrite_batch(void *ctx, const void *in, size_t n, async__procout_t *out)
@@ -549,7 +562,7 @@ static int rewrite_batch(void *ctx, const void *in, size_t n, async__procout_t *
 /* Caught: the supervisor read the slot's batch word to choose whom to wake
  * when it failed a direct call at its deadline; the worker had rewritten it,
  * so the batch was woken instead and the calling thread slept for ever. */
-Test(round13_exec, a_direct_call_whose_worker_rewrites_its_batch_word_returns, .timeout = 30)
+Test(procpool_untrusted, a_direct_call_whose_worker_rewrites_its_batch_word_returns, .timeout = 30)
 {
     async__procpool_t *p = pool_new(1);
     long in = 0;
@@ -570,7 +583,7 @@ Test(round13_exec, a_direct_call_whose_worker_rewrites_its_batch_word_returns, .
  * region: a work function that wrote past the block before it had the
  * parent abort on an assertion (or, without asserts, index its free lists
  * with a garbage class). */
-Test(round13_exec, a_work_function_overrunning_a_shared_buffer, .timeout = 60)
+Test(procpool_untrusted, a_work_function_overrunning_a_shared_buffer, .timeout = 60)
 {
     async__procpool_t *p = pool_new(1);
     void *a, *b;
@@ -626,7 +639,7 @@ static bool gone(pid_t pid) { return kill(pid, 0) < 0 && errno == ESRCH; }
 
 /* The leftover of round 12: with SIGCHLD ignored the kernel reaps the
  * server as it dies, waitpid says ECHILD, and the message lost the cause. */
-Test(round13_exec, the_fork_servers_exit_cause_survives_sigchld_ignored, .timeout = 60)
+Test(procpool_untrusted, the_fork_servers_exit_cause_survives_sigchld_ignored, .timeout = 60)
 {
     signal(SIGCHLD, SIG_IGN);
     server_reaped_elsewhere(gone);
@@ -647,7 +660,7 @@ static bool ev_took(pid_t pid)
 }
 
 /* Same, with libev's default loop reaping every child as it runs. */
-Test(round13_exec, the_fork_servers_exit_cause_survives_libevs_default_loop, .timeout = 60)
+Test(procpool_untrusted, the_fork_servers_exit_cause_survives_libevs_default_loop, .timeout = 60)
 {
     evl = ev_default_loop(0);
     ev_child_init(&evc, on_child, 0, 0);
@@ -712,7 +725,7 @@ static void malformed(const void *msg, size_t len, const char *want)
 }
 
 /* Caught: a short message ended the read loop but was otherwise ignored. */
-Test(round13_exec, a_short_message_from_the_fork_server, .timeout = 60)
+Test(procpool_untrusted, a_short_message_from_the_fork_server, .timeout = 60)
 {
     uint32_t m[2] = {PP_MSG_EXITED, 0};
     malformed(m, sizeof m, "a message of 8 bytes");
@@ -720,14 +733,14 @@ Test(round13_exec, a_short_message_from_the_fork_server, .timeout = 60)
 
 /* Caught: recv truncated an oversized message to 16 bytes and believed it
  * (here: worker 0 "exited" while it ran, and a second worker 0 was forked). */
-Test(round13_exec, an_oversized_message_from_the_fork_server, .timeout = 60)
+Test(procpool_untrusted, an_oversized_message_from_the_fork_server, .timeout = 60)
 {
     pp_msg_t m[2] = {{PP_MSG_EXITED, 0, 0, 9}, {0, 0, 0, 0}};
     malformed(m, sizeof m, "a message of 32 bytes");
 }
 
 /* Caught: unknown types were skipped silently. */
-Test(round13_exec, an_unknown_message_from_the_fork_server, .timeout = 60)
+Test(procpool_untrusted, an_unknown_message_from_the_fork_server, .timeout = 60)
 {
     pp_msg_t m = {99, 0, 0, 0};
     malformed(&m, sizeof m, "unknown type 99");
@@ -735,7 +748,7 @@ Test(round13_exec, an_unknown_message_from_the_fork_server, .timeout = 60)
 
 /* Caught: an exit report for a pid that is not the worker's failed the job
  * that worker ran, and started a second worker on its index. */
-Test(round13_exec, an_exit_report_for_a_pid_not_the_workers, .timeout = 60)
+Test(procpool_untrusted, an_exit_report_for_a_pid_not_the_workers, .timeout = 60)
 {
     pp_msg_t m = {PP_MSG_EXITED, 0, 1, 9};
     malformed(&m, sizeof m, "reported worker 0 (pid 1) exited, but that worker has another pid");
@@ -743,7 +756,7 @@ Test(round13_exec, an_exit_report_for_a_pid_not_the_workers, .timeout = 60)
 
 /* Caught: a start report nobody asked for overwrote a live worker's pid and
  * counted a worker more. */
-Test(round13_exec, a_start_report_nobody_asked_for, .timeout = 60)
+Test(procpool_untrusted, a_start_report_nobody_asked_for, .timeout = 60)
 {
     pp_msg_t m = {PP_MSG_SPAWNED, 1, (int32_t)getpid(), 0};
     malformed(&m, sizeof m, "though none was asked for");
@@ -752,7 +765,7 @@ Test(round13_exec, a_start_report_nobody_asked_for, .timeout = 60)
 /* Caught: a server that shut its socket down but stayed alive (stopped, so
  * that it could not exit) was never killed, and free waited in waitpid for
  * ever. */
-Test(round13_exec, a_fork_server_that_closes_its_socket_but_lives, .timeout = 60)
+Test(procpool_untrusted, a_fork_server_that_closes_its_socket_but_lives, .timeout = 60)
 {
     async__procpool_t *p = pool_new(1);
     pid_t server = async__procpool_server_pid(p);
@@ -780,7 +793,7 @@ Test(round13_exec, a_fork_server_that_closes_its_socket_but_lives, .timeout = 60
  * its socket held max_dgram_qlen messages (10 here): it stopped in send
  * holding the pool's mutex, so no deadline after that fired, and terminate
  * (which waits for the server's exit reports) never returned. */
-Test(round13_exec, a_stopped_fork_server_wedges_neither_deadlines_nor_terminate, .timeout = 90)
+Test(procpool_untrusted, a_stopped_fork_server_wedges_neither_deadlines_nor_terminate, .timeout = 90)
 {
     enum { N = 16 };
     async__procpool_opts_t o = {.workers = N, .slots = 64, .idle_spin_ns = -1};
@@ -869,7 +882,7 @@ static pp_slot_t *region_slots(void)
  * of 8 bytes into the job's 8-byte result (a heap overflow in the parent).
  * The header is now checked against the result's length and the job's rows;
  * the job fails with ASYNC_EIO. */
-Test(round13_exec, an_outcome_header_naming_a_row_beyond_the_job, .timeout = 60)
+Test(procpool_untrusted, an_outcome_header_naming_a_row_beyond_the_job, .timeout = 60)
 {
     async_executor_t *ex;
     /* Three workers: the feeder takes no more jobs than workers while none

@@ -1,16 +1,12 @@
-/* Round 6 review's attacks on the HTTP client's engine (lib/http/multi.c):
- * io watchers only mark their sockets ready and an ev_prepare watcher drives
- * them, an ev_idle keeps the poll after reported answers from blocking.
- * These tests try the corners of that design: a client that waits must
- * block in the poll (not spin), callbacks that destroy another client or
- * add requests while sockets are still on a ready list, a completion chain
- * that must not starve the rest of the loop, descriptors closed and reused
- * among ready ones, and curl's timeouts firing while other transfers are
- * busy.  And the executor's 192-byte submit block with its qnext-only queue:
- * small priority-0 submits packed next to each other in the future pool,
- * mixed with prioritised jobs and batches, cancelled and shut down while
- * queued; a write into a small job's missing `next` or `bucket` would land
- * in the neighbouring block and corrupt its future. */
+/* The HTTP client's engine (lib/http/multi.c): io watchers only mark their
+ * sockets ready and an ev_prepare watcher drives them, an ev_idle keeps the
+ * poll after reported answers from blocking.  These tests try the corners of
+ * that design: a client that waits must block in the poll (not spin),
+ * callbacks that destroy another client or add requests while sockets are
+ * still on a ready list, a completion chain that must not starve the rest of
+ * the loop, descriptors closed and reused among ready ones, curl's timeouts
+ * firing while other transfers are busy, and a busy shard of transfers that
+ * must not starve the next one. */
 #include <criterion/criterion.h>
 #include <ev.h>
 #include <stdatomic.h>
@@ -21,11 +17,11 @@
 #include <async/executor.h>
 #include <async/future.h>
 #include <async/http.h>
-#include "http_fixture.h"
+#include "support/http_fixture.h"
 #include "support/answer.h"
 #include "support/port.h"
 
-TestSuite(round6_attack, .init = http_fixture_setup, .fini = http_fixture_teardown,
+TestSuite(http_multi, .init = http_fixture_setup, .fini = http_fixture_teardown,
           .timeout = 30);
 
 /* A client whose requests are all waiting on a slow server blocks in the
@@ -34,7 +30,7 @@ TestSuite(round6_attack, .init = http_fixture_setup, .fini = http_fixture_teardo
  * without blocking, at 100% CPU). */
 #define SLOW_N 16
 
-Test(round6_attack, a_client_waiting_on_slow_answers_blocks_in_the_poll)
+Test(http_multi, a_client_waiting_on_slow_answers_blocks_in_the_poll)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
@@ -63,7 +59,7 @@ Test(round6_attack, a_client_waiting_on_slow_answers_blocks_in_the_poll)
 }
 
 /* The same for a blocking fetch on a private loop (the ev_idle flush path). */
-Test(round6_attack, a_blocking_fetch_of_a_slow_answer_blocks_in_the_poll)
+Test(http_multi, a_blocking_fetch_of_a_slow_answer_blocks_in_the_poll)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, NULL, NULL), 0);
@@ -128,7 +124,7 @@ static void on_a(async_http_response_t *resp, void *arg)
     }
 }
 
-Test(round6_attack, a_callback_destroys_another_client_whose_answers_are_ready)
+Test(http_multi, a_callback_destroys_another_client_whose_answers_are_ready)
 {
     for (int round = 0; round < 6; round++) {
         pair_t p = {0};
@@ -197,7 +193,7 @@ static void on_zero_timer(struct ev_loop *ev, ev_timer *w, int revents)
     c->links_when_timer_ran = c->links;
 }
 
-Test(round6_attack, a_chain_of_instant_failures_does_not_starve_the_loop)
+Test(http_multi, a_chain_of_instant_failures_does_not_starve_the_loop)
 {
     chain_t c = {0};
     cr_assert_eq(async_http_new(&c.http, loop, NULL), 0);
@@ -225,7 +221,7 @@ Test(round6_attack, a_chain_of_instant_failures_does_not_starve_the_loop)
  * memory (ASan build).  Every request ends once, with its own answer. */
 #define MIX_N 240
 
-Test(round6_attack, dropped_connections_and_reused_descriptors_among_ready_sockets)
+Test(http_multi, dropped_connections_and_reused_descriptors_among_ready_sockets)
 {
     async_http_opts_t o;
     async_http_opts_init(&o);
@@ -255,7 +251,7 @@ Test(round6_attack, dropped_connections_and_reused_descriptors_among_ready_socke
 
 /* curl's timeout of one transfer fires on time while the other transfers of
  * its shard stream data all along (their sockets ready poll after poll). */
-Test(round6_attack, a_timeout_fires_on_time_among_busy_transfers)
+Test(http_multi, a_timeout_fires_on_time_among_busy_transfers)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
@@ -284,162 +280,6 @@ Test(round6_attack, a_timeout_fires_on_time_among_busy_transfers)
     cr_assert_eq(async_http_destroy(http), 0);
 }
 
-/* --- the executor's small submit block ------------------------------------- */
-
-static int triple(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)ctx;
-    cr_assert_eq(in_size, sizeof(long));
-    cr_assert_eq(out_size, sizeof(long));
-    long v;
-    memcpy(&v, in, sizeof v);
-    v = v * 3 + 1;
-    memcpy(out, &v, sizeof v);
-    return 0;
-}
-
-#define MIX_JOBS 6000
-
-/* Each round queues MIX_JOBS small jobs on two workers: singles of priority
- * 0 (192-byte blocks, neighbours in the pool), every seventh single with a
- * priority, every fortieth call a batch of five mixing both; every eleventh
- * future is cancelled, and the last rounds shut down with cancel while jobs
- * are queued.  Each future ends once: with its own value, or cancelled. */
-static void mixed_round(int round, bool shutdown_early)
-{
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 2};
-    async_executor_t *ex;
-    cr_assert_eq(async_executor_new(&ex, &o), 0);
-    static async_future_t *fs[MIX_JOBS];
-    static long in[MIX_JOBS];
-    size_t n = 0;
-    for (int call = 0; n < MIX_JOBS; call++) {
-        if (call % 40 == 39 && n + 5 <= MIX_JOBS) {
-            async_job_t jobs[5];
-            for (int k = 0; k < 5; k++) {
-                in[n + k] = (long)(n + k);
-                jobs[k] = (async_job_t){.fn = triple, .in = &in[n + k], .in_size = sizeof(long),
-                                        .out_size = sizeof(long), .priority = k == 2 ? 5 : 0};
-            }
-            cr_assert_eq(async_executor_submit_batch(&fs[n], ex, jobs, 5), 0);
-            n += 5;
-        } else {
-            in[n] = (long)n;
-            async_job_t j = {.fn = triple, .in = &in[n], .in_size = sizeof(long),
-                             .out_size = sizeof(long), .priority = call % 7 == 6 ? call % 3 + 1 : 0};
-            cr_assert_eq(async_executor_submit(&fs[n], ex, &j), 0);
-            n++;
-        }
-        if (n % 11 == 0) (void)async_future_cancel(fs[n - 1]);
-        if (shutdown_early && n == MIX_JOBS / 2) {
-            /* The rest are refused (ECLOSED) once it is shut down. */
-            cr_assert_eq(async_executor_shutdown(ex, false, true), 0);
-            break;
-        }
-    }
-    /* Cancelled futures make the wait report an error: each is checked below. */
-    (void)async_futures_wait(fs, n, ASYNC_WAIT_ALL, NULL);
-    size_t done = 0, cancelled = 0;
-    for (size_t i = 0; i < n; i++) {
-        cr_assert(async_future_done(fs[i]), "round %d, job %zu not final", round, i);
-        int e = async_future_error(fs[i]);
-        if (e == 0) {
-            const void *data;
-            size_t size;
-            cr_assert_eq(async_future_result(fs[i], &data, &size), 0);
-            cr_assert_eq(size, sizeof(long));
-            long v;
-            memcpy(&v, data, sizeof v);
-            cr_assert_eq(v, (long)i * 3 + 1, "round %d, job %zu: another job's output", round, i);
-            done++;
-        } else {
-            cr_assert_eq(e, ASYNC_ECANCELED, "round %d, job %zu: %s", round, i,
-                         async_strerror(e));
-            cancelled++;
-        }
-        async_future_unref(fs[i]);
-    }
-    cr_assert_eq(done + cancelled, n);
-    async_executor_free(ex);
-}
-
-Test(round6_attack, small_submits_mixed_with_priorities_batches_cancels_and_shutdown,
-     .timeout = 120)
-{
-    for (int round = 0; round < 6; round++) mixed_round(round, round >= 4);
-}
-
-/* Priority buckets linked through qnext alone: a bucket's header lives in
- * the job at its head and moves to the next job when that one is taken (a
- * cancelled head included).  Behind a held worker, jobs of priorities
- * 2, 2, 5, 0, 2, 5, 0 with the first (a bucket's head) and the sixth (the
- * second of priority 5) cancelled run as 5, 2, 2, 0, 0: each priority first
- * in, first out. */
-static _Atomic int order_next;
-static _Atomic int gate_open;
-
-typedef struct order_rec {
-    int tag;
-    int ran_at;
-} order_rec_t;
-
-static int record(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out, (void)out_size;
-    order_rec_t *r = ctx;
-    r->ran_at = atomic_fetch_add(&order_next, 1);
-    return 0;
-}
-
-static int hold(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
-    while (!atomic_load(&gate_open)) usleep(1000);
-    return 0;
-}
-
-Test(round6_attack, bucket_headers_move_along_qnext_links_in_priority_order)
-{
-    async_executor_opts_t o = {.backend = ASYNC_BACKEND_THREADS, .workers = 1};
-    async_executor_t *ex;
-    cr_assert_eq(async_executor_new(&ex, &o), 0);
-    atomic_store(&gate_open, 0);
-    atomic_store(&order_next, 0);
-    async_future_t *gate;
-    cr_assert_eq(async_executor_submit(&gate, ex, &(async_job_t){.fn = hold}), 0);
-    /* Wait until the worker holds the gate, so everything below queues. */
-    while (async_future_state(gate) != ASYNC_FUTURE_RUNNING) usleep(1000);
-    static const int prio[] = {2, 2, 5, 0, 2, 5, 0};
-    enum { N = sizeof prio / sizeof prio[0] };
-    order_rec_t rec[N];
-    async_future_t *fs[N];
-    for (int i = 0; i < N; i++) {
-        rec[i] = (order_rec_t){i, -1};
-        async_job_t j = {.fn = record, .ctx = &rec[i], .priority = prio[i]};
-        cr_assert_eq(async_executor_submit(&fs[i], ex, &j), 0);
-    }
-    cr_assert_eq(async_future_cancel(fs[0]), 0);
-    cr_assert_eq(async_future_cancel(fs[5]), 0);
-    atomic_store(&gate_open, 1);
-    (void)async_futures_wait(fs, N, ASYNC_WAIT_ALL, NULL);
-    cr_assert_eq(async_future_wait(gate), 0);
-    static const int want[] = {2, 1, 4, 3, 6}; /* tags in the order they must run */
-    for (int k = 0; k < 5; k++)
-        cr_expect_eq(rec[want[k]].ran_at, k, "job %d (priority %d) ran %d-th, expected %d-th",
-                     want[k], prio[want[k]], rec[want[k]].ran_at, k);
-    cr_expect_eq(rec[0].ran_at, -1, "a cancelled job ran");
-    cr_expect_eq(rec[5].ran_at, -1, "a cancelled job ran");
-    cr_expect_eq(async_future_error(fs[0]), ASYNC_ECANCELED);
-    cr_expect_eq(async_future_error(fs[5]), ASYNC_ECANCELED);
-    for (int i = 0; i < N; i++) async_future_unref(fs[i]);
-    async_future_unref(gate);
-    async_executor_free(ex);
-}
-
-/* More transfers than one shard takes (SHARD_CAP, 256): the second shard's
- * transfers, a few among the first shard's 256 streaming ones whose sockets
- * are ready poll after poll, are driven in the same passes and end with
- * their answers, not at their timeout. */
 #define SHARDS_N 300
 
 typedef struct timed_slot {
@@ -454,7 +294,7 @@ static void on_timed(async_http_response_t *resp, void *arg)
     test_answer_catch(resp, &t->s);
 }
 
-Test(round6_attack, a_busy_shard_does_not_starve_the_next_one, .timeout = 60)
+Test(http_multi, a_busy_shard_does_not_starve_the_next_one, .timeout = 60)
 {
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
