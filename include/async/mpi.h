@@ -75,10 +75,19 @@ ASYNC_API int async_mpi_register(const char *name, async_work_fn fn);
  * MPI backend may then use; chunk and work functions share one namespace. */
 ASYNC_API int async_mpi_register_chunk(const char *name, async_chunk_fn fn);
 
+/* The most data one MPI run knows: names registered with
+ * async_mpi_register_data plus every async_mpi_bcast of the run (each
+ * replication takes an entry for good: the ranks keep every copy until they
+ * exit).  A serving rank drops replicated data whose index is at or past it
+ * (only a forged message names one), and a job naming such data fails with
+ * ASYNC_EINVAL, "rank R: ctx N is past the ASYNC_MPI_DATA_MAX ...". */
+#define ASYNC_MPI_DATA_MAX 65536
+
 /* Registers data (any pointer, such as a static table built before
  * async_mpi_init on every rank) under name, so that it may be a job's ctx:
  * every rank passes its own pointer registered under that name.  Errors as
- * async_mpi_register. */
+ * async_mpi_register, and ASYNC_EFULL with ASYNC_MPI_DATA_MAX names
+ * registered. */
 ASYNC_API int async_mpi_register_data(const char *name, void *data);
 
 /* Calls registrar(#fn, fn) at program start-up (the two macros below). */
@@ -151,7 +160,8 @@ ASYNC_API int async_mpi_size(void);
  * hold the copy (a few ms per replication).  Any thread of rank 0 may call it.  ex must be the MPI
  * executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL, size 0
  * or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
- * ASYNC_ENOMEM. */
+ * ASYNC_EFULL (the run already holds ASYNC_MPI_DATA_MAX registered or
+ * replicated data; nothing is sent), ASYNC_ENOMEM. */
 ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
 
 /* async_mpi_bcast that waits at most until deadline (absolute, async_now()'s
