@@ -83,7 +83,11 @@ TestSuite(mpi_failures, .timeout = 200);
 /* Serving ranks stopped (SIGSTOP): a timed submit's future fails at its
  * deadline (it waited for the reply for ever), and so does a timed run
  * whose input is above the eager limit (it waited for its send to
- * complete for ever); after SIGCONT the pool serves on. */
+ * complete for ever), and so does a map with a timeout_ns whose chunks
+ * are on the stopped ranks (it waited until they resumed, and its late
+ * replies wrote into out: now they are dropped); async_imap_next_dl ends
+ * at its deadline; after SIGCONT the pool serves on and the imap yields
+ * every item. */
 Test(mpi_failures, stopped_ranks_end_timed_jobs_at_their_deadlines) { expect_pass(VADER, "stopped"); }
 Test(mpi_failures, stopped_ranks_over_tcp) { expect_pass("self,tcp", "stopped"); }
 /* With rank_processes a rank's pool kills a late job and says so: rank 0

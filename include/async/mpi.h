@@ -31,10 +31,16 @@
  * at its deadline: a submit's future fails with ASYNC_ETIMEDOUT ("still
  * running on rank R at its deadline"), as on the thread backend, and its
  * late result is dropped (with rank_processes one second after it, the
- * time the rank's pool has to report that it killed the job); a map or imap chunk fails only when its late
- * reply comes (it writes into the caller's out); async_executor_run on the
- * direct path returns ASYNC_ETIMEDOUT at the deadline.  Jobs without one,
- * and async_executor_free, wait until the rank resumes.  A variable result
+ * time the rank's pool has to report that it killed the job); so does a
+ * chunk of a map with a timeout_ns, in flight on such a rank (its late
+ * reply is dropped, never written into the caller's out: a rank writes
+ * only into its reply; a chunk still queued fails as it is taken, which
+ * needs a free driver slot); async_executor_run on the direct path
+ * returns ASYNC_ETIMEDOUT at the deadline, and async_imap_next_dl at its
+ * own.  Jobs without a deadline (imap chunks have none), a map's
+ * async_executor_map_dl deadline (which waits for running chunks),
+ * async_imap_free and async_executor_free (no timed teardown exists) wait
+ * until the rank resumes, as Python's pools wait for a stopped worker.  A variable result
  * (async_work_output) is at most INT_MAX less 304 bytes, one MPI message
  * with its header: async_work_output returns NULL above that.  Without
  * memory for a job's message on its rank, or for its reply on rank 0, the

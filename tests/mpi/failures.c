@@ -11,6 +11,7 @@
  *             handler, with jobs queued;
  *   oom0      rank 0's allocations failing one at a time. */
 #include "cases.h"
+#include "mpi/rank0.h"
 
 /* --- stopped ranks -------------------------------------------------------------- */
 
@@ -116,8 +117,27 @@ static bool find_ranks(void)
 
 /* Stops both serving ranks, runs step, resumes them.  The watchdog
  * resumes them after HANG_S if step is still waiting then. */
+/* Waits until no job of ours is on a rank (rank 0's per-rank counts, and
+ * no direct run's reply to drop): the late replies of the previous step
+ * have come, so every driver slot is free for the next one. */
+static void settle(const char *what)
+{
+    mpib_t *b = ex->backend;
+    int64_t give_up = async_now() + ASYNC_SEC(10);
+    bool idle = false;
+    while (!idle && async_now() < give_up) {
+        pthread_mutex_lock(&b->mu);
+        idle = !b->orphans;
+        for (int r = 1; idle && r < async_mpi_size(); r++) idle = !b->busy[r];
+        pthread_mutex_unlock(&b->mu);
+        if (!idle) usleep(1000);
+    }
+    CHECK(idle, "%s: the late replies of the step before did not come within 10 s", what);
+}
+
 static void while_stopped(const char *what, void (*step)(void))
 {
+    settle(what);
     wd_done = false;
     signal_ranks(SIGSTOP);
     int64_t give_up = async_now() + ASYNC_SEC(10);
@@ -191,6 +211,50 @@ static void stopped_both(void)
     timed_run(false);
 }
 
+/* A map with a time limit whose chunks all sit on the stopped ranks (one
+ * chunk per driver slot, 2 slots per rank): it fails at its deadline (it
+ * waited until the ranks resumed: its chunks ended only with their
+ * replies), and the late replies are dropped, never written into out. */
+enum { MAP_N = 4 };
+#define UNTOUCHED INT64_C(0x5a5a5a5a5a5a5a5a)
+static int64_t map_in[MAP_N], map_out[MAP_N];
+
+static void stopped_map(void)
+{
+    for (int i = 0; i < MAP_N; i++) {
+        map_in[i] = 1000 + i;
+        map_out[i] = UNTOUCHED;
+    }
+    async_map_t m = {.fn = square_i64, .in = map_in, .in_size = 8, .out = map_out, .out_size = 8, .n = MAP_N,
+                     .chunksize = 1, .timeout_ns = ASYNC_MSEC(300)};
+    async_map_error_t err = {0};
+    int64_t t0 = async_now();
+    int r = async_executor_map(ex, &m, &err);
+    double s = since_s(t0);
+    printf("stopped: the timed map: %s after %.2f s: %s\n", async_errname(r), s, err.message);
+    CHECK(r == ASYNC_ETIMEDOUT && err.code == ASYNC_ETIMEDOUT && strstr(err.message, "at its deadline"),
+          "timed map on stopped ranks: %s '%s'", async_errname(r), err.message);
+    CHECK(s < BOUND_S, "the timed map ignored its 0.3 s deadline: %.1f s", s);
+}
+
+/* An imap has no time limit of its own (its chunks wait as Pool.imap's
+ * do), but async_imap_next_dl's deadline bounds the wait for a result. */
+static async_imap_iter_t *stopped_it;
+static int64_t imap_in[MAP_N];
+
+static void stopped_imap(void)
+{
+    for (int i = 0; i < MAP_N; i++) imap_in[i] = 7 * i - 5;
+    async_imap_t m = {.fn = square_i64, .in = imap_in, .n = MAP_N, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_imap(&stopped_it, ex, &m) == 0, "imap");
+    int64_t v, t0 = async_now();
+    int r = async_imap_next_dl(stopped_it, &v, NULL, async_deadline_after(ASYNC_MSEC(300)));
+    double s = since_s(t0);
+    printf("stopped: imap_next_dl: %s after %.2f s\n", async_errname(r), s);
+    CHECK(r == ASYNC_ETIMEDOUT, "imap_next_dl on stopped ranks: %s", async_errname(r));
+    CHECK(s < BOUND_S, "imap_next_dl ignored its 0.3 s deadline: %.1f s", s);
+}
+
 /* With rank_processes: a rank's pool kills a job at its deadline and says
  * so, and rank 0 waits a grace second for that answer; a stopped rank
  * gives none, and the future fails once the grace is over. */
@@ -245,6 +309,8 @@ static void c_stopped(void)
     while_stopped("submit", stopped_submit);
     while_stopped("run", stopped_run);
     while_stopped("both", stopped_both);
+    while_stopped("map", stopped_map);
+    while_stopped("imap", stopped_imap);
 
     /* Resumed: the late replies are dropped, the failed future stays
      * failed, and the pool serves on, both ranks and both paths. */
@@ -258,6 +324,22 @@ static void c_stopped(void)
     async_map_error_t err;
     int r = async_executor_map(ex, &m, &err);
     CHECK(r == 0 && !memcmp(out, want, sizeof out), "map after SIGCONT: %s %s", async_errname(r), err.message);
+    /* The imap's results come once the ranks resume, all of them. */
+    int64_t v, w0;
+    size_t idx, got_n = 0;
+    while ((r = async_imap_next_dl(stopped_it, &v, &idx, async_deadline_after(ASYNC_SEC(60)))) == 0) {
+        square_i64(&imap_in[idx], 8, &w0, 8, NULL);
+        CHECK(v == w0, "imap item %zu after SIGCONT: %lld != %lld", idx, (long long)v, (long long)w0);
+        got_n++;
+    }
+    CHECK(r == ASYNC_EEOF && got_n == MAP_N, "imap after SIGCONT: %s after %zu items", async_errname(r), got_n);
+    async_imap_free(stopped_it);
+    /* Every driver slot has had the reply of the timed map's chunk by now
+     * (the map and imap above went through all of them): none was written
+     * into the map's out after the map had failed. */
+    for (int i = 0; i < MAP_N; i++)
+        CHECK(map_out[i] == UNTOUCHED, "the timed map's row %d was written by a late reply: %lld", i,
+              (long long)map_out[i]);
     CHECK(async_future_error(expired) == ASYNC_ETIMEDOUT, "the expired future became %s",
           async_errname(async_future_error(expired)));
     async_future_unref(expired);
