@@ -285,7 +285,7 @@ static void c_stopped_pool(void)
     /* A running rank's pool kills the late job and its answer, which names
      * the kill, comes within the grace. */
     int64_t ms = 3000;
-    async_job_t j = {.fn = nap_for, .in = &ms, .in_size = 8, .timeout_ns = ASYNC_MSEC(200)};
+    async_job_t j = {.fn = nap_ms, .in = &ms, .in_size = 8, .timeout_ns = ASYNC_MSEC(200)};
     async_future_t *f;
     CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
     int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(30)));
