@@ -184,7 +184,13 @@ MPI_SRCS   := $(wildcard lib/mpi/*.c)
 MPI_OBJS   := $(MPI_SRCS:%.c=$(OBJ)/%.o)
 MPI_STATIC := $(OUT)/lib/libasync-mpi.a
 MPI_SHARED := $(OUT)/lib/libasync-mpi.so
-MPI_PROGS  := $(patsubst tests/mpi/%.c,$(OUT)/tests/bin/mpi/%,$(wildcard tests/mpi/*.c))
+# tests/mpi/work.c is no program: the work functions every MPI test
+# program links (MPI_WORK).
+MPI_PROGS  := $(patsubst tests/mpi/%.c,$(OUT)/tests/bin/mpi/%,$(filter-out tests/mpi/work.c,$(wildcard tests/mpi/*.c)))
+MPI_WORK   := $(OBJ)/tests/mpi/work.o
+# Named as a target so that the programs' pattern rule below applies (make
+# takes a pattern rule only if its prerequisites exist or are targets).
+$(MPI_WORK): tests/mpi/work.c
 ifneq ($(MPI_LIBS),)
 lib: $(MPI_STATIC) $(MPI_SHARED)
 tests: $(MPI_PROGS)
@@ -207,11 +213,12 @@ $(MPI_SHARED): $(LIB_OBJS) $(MPI_OBJS)
 	$(CC) -shared -Wl,-soname,libasync-mpi.so.$(SOVERSION) $(LDFLAGS) -o $@ $^ $(MPI_LINK) $(LIBS)
 # MPI test programs export their symbols so that an unregistered work
 # function can be named in its error message (dladdr).
-$(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_STATIC)
+$(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_WORK) $(MPI_STATIC)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(MPI_LINK) $(APPLIBS)
 $(OUT)/tests/bin/test-mpi: | $(MPI_PROGS)
 $(OUT)/tests/bin/test-mpi-hosts: | $(MPI_PROGS)
+$(OUT)/tests/bin/test-mpi-failures: | $(MPI_PROGS)
 # The lab demo's --mode mpi: with Open MPI the lab links libasync-mpi (its
 # mpi.c is built with LAB_WITH_MPI) and exports its symbols, as the MPI tests do;
 # without, it links libasync alone and refuses the mode.  libasync-mpi.a

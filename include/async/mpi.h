@@ -31,10 +31,16 @@
  * at its deadline: a submit's future fails with ASYNC_ETIMEDOUT ("still
  * running on rank R at its deadline"), as on the thread backend, and its
  * late result is dropped (with rank_processes one second after it, the
- * time the rank's pool has to report that it killed the job); a map or imap chunk fails only when its late
- * reply comes (it writes into the caller's out); async_executor_run on the
- * direct path returns ASYNC_ETIMEDOUT at the deadline.  Jobs without one,
- * and async_executor_free, wait until the rank resumes.  A variable result
+ * time the rank's pool has to report that it killed the job); so does a
+ * chunk of a map with a timeout_ns, in flight on such a rank (its late
+ * reply is dropped, never written into the caller's out: a rank writes
+ * only into its reply; a chunk still queued fails as it is taken, which
+ * needs a free driver slot); async_executor_run on the direct path
+ * returns ASYNC_ETIMEDOUT at the deadline, and async_imap_next_dl at its
+ * own.  Jobs without a deadline (imap chunks have none), a map's
+ * async_executor_map_dl deadline (which waits for running chunks),
+ * async_imap_free and async_executor_free (no timed teardown exists) wait
+ * until the rank resumes, as Python's pools wait for a stopped worker.  A variable result
  * (async_work_output) is at most INT_MAX less 304 bytes, one MPI message
  * with its header: async_work_output returns NULL above that.  Without
  * memory for a job's message on its rank, or for its reply on rank 0, the
@@ -75,10 +81,19 @@ ASYNC_API int async_mpi_register(const char *name, async_work_fn fn);
  * MPI backend may then use; chunk and work functions share one namespace. */
 ASYNC_API int async_mpi_register_chunk(const char *name, async_chunk_fn fn);
 
+/* The most data one MPI run knows: names registered with
+ * async_mpi_register_data plus every async_mpi_bcast of the run (each
+ * replication takes an entry for good: the ranks keep every copy until they
+ * exit).  A serving rank drops replicated data whose index is at or past it
+ * (only a forged message names one), and a job naming such data fails with
+ * ASYNC_EINVAL, "rank R: ctx N is past the ASYNC_MPI_DATA_MAX ...". */
+#define ASYNC_MPI_DATA_MAX 65536
+
 /* Registers data (any pointer, such as a static table built before
  * async_mpi_init on every rank) under name, so that it may be a job's ctx:
  * every rank passes its own pointer registered under that name.  Errors as
- * async_mpi_register. */
+ * async_mpi_register, and ASYNC_EFULL with ASYNC_MPI_DATA_MAX names
+ * registered. */
 ASYNC_API int async_mpi_register_data(const char *name, void *data);
 
 /* Calls registrar(#fn, fn) at program start-up (the two macros below). */
@@ -151,7 +166,8 @@ ASYNC_API int async_mpi_size(void);
  * hold the copy (a few ms per replication).  Any thread of rank 0 may call it.  ex must be the MPI
  * executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL, size 0
  * or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
- * ASYNC_ENOMEM. */
+ * ASYNC_EFULL (the run already holds ASYNC_MPI_DATA_MAX registered or
+ * replicated data; nothing is sent), ASYNC_ENOMEM. */
 ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
 
 /* async_mpi_bcast that waits at most until deadline (absolute, async_now()'s

@@ -317,20 +317,27 @@ static int64_t expiry(const async__job_t *job)
     return job->deadline > ASYNC_FOREVER - 1 - POOL_GRACE_NS ? ASYNC_FOREVER - 1 : job->deadline + POOL_GRACE_NS;
 }
 
-/* Fails a submit still on rank at its deadline. */
-static void expire(async__job_t *job, int rank)
+/* Why a job still on rank fails at its deadline. */
+static void expiry_message(char *msg, size_t cap, int rank)
 {
-    char msg[ASYNC_FUTURE_MSG_MAX];
     if (async__mpi_opts.rank_processes)
-        snprintf(msg, sizeof msg,
+        snprintf(msg, cap,
                  "rank %d did not answer within 1 s of the job's deadline (its process pool stops a job at its "
                  "deadline: the rank is stopped or stuck); its result, if it comes, is dropped",
                  rank);
     else
-        snprintf(msg, sizeof msg,
+        snprintf(msg, cap,
                  "still running on rank %d at its deadline (without rank_processes a rank cannot stop a job: "
                  "it runs on, its result is dropped)",
                  rank);
+}
+
+/* Fails a submit still on rank at its deadline; the slot finishes the job
+ * with the late reply, which the final future drops. */
+static void expire(async__job_t *job, int rank)
+{
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    expiry_message(msg, sizeof msg, rank);
     async__future_finish(job->owner, FS_FAILED, ASYNC_ETIMEDOUT, msg, NULL, 0, false);
 }
 
@@ -369,9 +376,12 @@ static void *slot_main(void *arg)
          * slot still waits for the reply (its job's rows live until then,
          * and a reply for this slot must not reach its next job) and
          * finishes the job with it, which then finds the future final and
-         * drops the result.  Map and imap chunks write into the caller's
-         * out, so they end only with their reply. */
-        bool watched = async__exec_expirable(job);
+         * drops the result.  A map chunk with a deadline (the map's
+         * timeout_ns) fails at it too: unlike a thread, the rank writes
+         * only into its reply, which the slot copies into the caller's out;
+         * so the slot finishes the chunk at once (the map may then end and
+         * its out go away) and drops the late reply unread. */
+        bool watched = job->deadline != ASYNC_FOREVER, chunk_gone = false;
         int64_t give_up = watched ? expiry(job) : ASYNC_FOREVER;
         pthread_mutex_lock(&b->mu);
         while (!s->reply) {
@@ -383,7 +393,14 @@ static void *slot_main(void *arg)
             watched = false;
             int rank = s->rank;
             pthread_mutex_unlock(&b->mu); /* finishing runs callbacks */
-            expire(job, rank);
+            if (async__exec_expirable(job)) {
+                expire(job, rank);
+            } else {
+                async__outcome_t late = {.err = ASYNC_ETIMEDOUT};
+                expiry_message(late.msg, sizeof late.msg, rank);
+                async__exec_finish(ex, job, &late);
+                chunk_gone = true;
+            }
             pthread_mutex_lock(&b->mu);
         }
         char *reply = s->reply;
@@ -391,6 +408,10 @@ static void *slot_main(void *arg)
         s->reply = NULL;
         atomic_store(&s->ready, false);
         pthread_mutex_unlock(&b->mu);
+        if (chunk_gone) { /* finished at its deadline: job may be freed */
+            if (reply != no_memory_reply) async__free(reply);
+            continue;
+        }
         const char *rows;
         size_t n;
         async__mpi_reply_outcome(reply == no_memory_reply ? NULL : reply, rlen, job->rows.count, job->rows.out_size,

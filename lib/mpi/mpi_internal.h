@@ -119,10 +119,11 @@ async_chunk_fn async__mpi_chunk_at(uint32_t index);
 int async__mpi_ctx_index(const void *ctx, uint32_t *index);
 void *async__mpi_ctx_at(uint32_t index);
 /* Rank 0: appends replicated data (the caller's pointer); returns its index
- * or a negative error. */
+ * or a negative error (ASYNC_EFULL with ASYNC_MPI_DATA_MAX entries). */
 int async__mpi_data_add(void *data, bool owned);
 /* A serving rank: puts its own copy (owned, freed with the registry) of
- * replicated data at index id. */
+ * replicated data at index id; ASYNC_EINVAL (data not taken) for an id at
+ * or past ASYNC_MPI_DATA_MAX. */
 int async__mpi_data_put(uint32_t id, void *data);
 void async__mpi_registry_free(void);
 

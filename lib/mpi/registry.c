@@ -91,6 +91,7 @@ int async_mpi_register_data(const char *name, void *data)
             pthread_mutex_unlock(&mu);
             return datas[i].data == data ? 0 : ASYNC_EINVAL;
         }
+    if (!r && ndatas >= ASYNC_MPI_DATA_MAX) r = ASYNC_EFULL;
     if (!r) r = grow((void **)&datas, &capdatas, ndatas, sizeof *datas);
     if (!r) {
         strcpy(datas[ndatas].name, name);
@@ -202,7 +203,8 @@ int async__mpi_data_add(void *data, bool owned)
      * forgotten on rank 0, or jobs would still name the old bytes. */
     for (size_t i = 0; i < ndatas; i++)
         if (!datas[i].name[0] && datas[i].data == data) datas[i].data = NULL;
-    int r = grow((void **)&datas, &capdatas, ndatas, sizeof *datas);
+    int r = ndatas >= ASYNC_MPI_DATA_MAX ? ASYNC_EFULL : 0;
+    if (!r) r = grow((void **)&datas, &capdatas, ndatas, sizeof *datas);
     if (!r) {
         datas[ndatas] = (data_ent_t){.data = data, .owned = owned};
         r = (int)ndatas++;
@@ -213,6 +215,9 @@ int async__mpi_data_add(void *data, bool owned)
 
 int async__mpi_data_put(uint32_t id, void *data)
 {
+    /* Rank 0 never sends an id past the bound: a forged one would grow the
+     * table to 4 G entries (320 GB) before anything failed. */
+    if (id >= ASYNC_MPI_DATA_MAX) return ASYNC_EINVAL;
     pthread_mutex_lock(&mu);
     int r = 0;
     while (!r && ndatas <= id) {

@@ -59,6 +59,15 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     async_work_fn fn = h.chunked ? NULL : async__mpi_fn_at(h.fn);
     async__chunk_call_t call = {h.chunked ? async__mpi_chunk_at(h.fn) : NULL, NULL};
     void *ctx = async__mpi_ctx_at(h.ctx);
+    if (h.ctx > ASYNC_MPI_DATA_MAX || (h.ctx && !ctx)) {
+        /* Data past the bound was dropped on arrival (serve.c): say so. */
+        if (h.ctx > ASYNC_MPI_DATA_MAX)
+            snprintf(why, sizeof why, "rank %d: ctx %u is past the %d data a run holds (ASYNC_MPI_DATA_MAX)",
+                     async__mpi_rank_, h.ctx, ASYNC_MPI_DATA_MAX);
+        else
+            snprintf(why, sizeof why, "rank %d: ctx %u is no data this rank holds", async__mpi_rank_, h.ctx);
+        return async__mpi_error_reply(h.slot, ASYNC_EINVAL, why, reply, reply_len);
+    }
     if ((!fn && !call.fn) || (h.ctx && !ctx) || h.count == 0 ||
         (h.in_size && h.count > (len - sizeof h) / h.in_size) ||
         len - sizeof h != h.count * h.in_size ||

@@ -264,7 +264,9 @@ void async__mpi_serve(void)
             }
             if (st.MPI_TAG == TAG_SHARE && count == (int)sizeof(share_hdr_t)) {
                 /* The data follows at once.  Without memory for it, or
-                 * without room in the table, it stays unknown here, and
+                 * without room in the table (an id at or past
+                 * ASYNC_MPI_DATA_MAX, which only a forged header
+                 * names), it stays unknown here, and
                  * jobs that name it fail with a message saying so. */
                 MPI_Status ds;
                 int dcount = 0;

@@ -8,6 +8,7 @@
 #include <async/mpi.h>
 #include <mpi.h>
 #include "mpi/mpi_internal.h"
+#include "work.h"
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -165,17 +166,6 @@ int offset(const void *in, size_t in_size, void *out, size_t out_size, void *ctx
     return 0;
 }
 ASYNC_MPI_WORK(offset);
-
-/* Sleeps the given milliseconds. */
-int nap_ms(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out, (void)out_size, (void)ctx;
-    int64_t ms;
-    memcpy(&ms, in, sizeof ms);
-    usleep((useconds_t)(ms * 1000));
-    return 0;
-}
-ASYNC_MPI_WORK(nap_ms);
 
 /* Sleeps in[0] milliseconds, then fills its output with 'z'. */
 int nap_fill(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)

@@ -1,12 +1,12 @@
-/* What the two round 13 MPI programs share (tests/mpi/round13.c,
- * tests/mpi/round13-wire.c): the checks, the work functions every rank
+/* What the two MPI failure programs share (tests/mpi/failures.c,
+ * tests/mpi/wire.c): the checks, the work functions every rank
  * registers, and main's frame, which checks registration and init misuse
  * before init (alike on every rank), starts MPI, makes the executor and
  * runs one case on rank 0: it prints "PASS CASE" and exits 0, or prints
  * what went wrong and exits 1.  Expected answers are computed, never typed
- * in.  Run by tests/test-round13-mpi.c under `mpirun -np 3`. */
-#ifndef TESTS_MPI_ROUND13_H
-#define TESTS_MPI_ROUND13_H
+ * in.  Run by tests/test-mpi-failures.c under `mpirun -np 3`. */
+#ifndef TESTS_MPI_CASES_H
+#define TESTS_MPI_CASES_H
 #include <async.h>
 #include <async/mpi.h>
 #include <mpi.h>
@@ -34,90 +34,15 @@ static int failures;
         }                                                                                 \
     } while (0)
 
-/* --- work functions (registered on every rank) ------------------------------- */
-
-int square13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out_size, (void)ctx;
-    int64_t x;
-    memcpy(&x, in, sizeof x);
-    x = x * x - 3;
-    memcpy(out, &x, sizeof x);
-    return 0;
-}
-ASYNC_MPI_WORK(square13);
-
-/* Its rank and pid, and how many input bytes it got. */
-int whoami13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)out_size, (void)ctx;
-    int64_t r[3] = {async_mpi_rank(), getpid(), (int64_t)in_size};
-    memcpy(out, r, sizeof r);
-    return 0;
-}
-ASYNC_MPI_WORK(whoami13);
-
-/* Naps 50 ms, then as whoami13: keeps a rank busy long enough that
- * concurrent jobs spread over both ranks. */
-int slow_whoami13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    usleep(50000);
-    return whoami13(in, in_size, out, out_size, ctx);
-}
-ASYNC_MPI_WORK(slow_whoami13);
-
-/* The job's deadline as its function sees it, and the rank's clock. */
-int deadline_of13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in, (void)in_size, (void)out_size, (void)ctx;
-    int64_t r[2] = {async_work_deadline(), async_now()};
-    memcpy(out, r, sizeof r);
-    return 0;
-}
-ASYNC_MPI_WORK(deadline_of13);
-
-/* A variable result of the size its input names (one byte written). */
-int big_out13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out, (void)out_size, (void)ctx;
-    uint64_t n;
-    memcpy(&n, in, sizeof n);
-    char *o = async_work_output((size_t)n);
-    if (!o) return async_work_fail(ASYNC_ENOMEM, "no output of %llu bytes", (unsigned long long)n);
-    o[0] = 'q';
-    return 0;
-}
-ASYNC_MPI_WORK(big_out13);
-
-/* Naps the milliseconds its input names. */
-int nap13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out, (void)out_size, (void)ctx;
-    int64_t ms;
-    memcpy(&ms, in, sizeof ms);
-    usleep((useconds_t)(ms * 1000));
-    return 0;
-}
-ASYNC_MPI_WORK(nap13);
-
-/* Row i of the int64_t table in ctx. */
-int at13(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
-{
-    (void)in_size, (void)out_size;
-    uint32_t i;
-    memcpy(&i, in, sizeof i);
-    memcpy(out, (const int64_t *)ctx + i, sizeof(int64_t));
-    return 0;
-}
-ASYNC_MPI_WORK(at13);
+#include "work.h"
 
 /* Built alike on every rank before init: registered data. */
-static int64_t table13[8] = {3, 1, 4, 1, 5, 9, 2, 6};
+static int64_t table[8] = {3, 1, 4, 1, 5, 9, 2, 6};
 
 static async_executor_t *ex;
 /* The options every rank passes to async_mpi_init (before_init may set
  * them, alike on every rank). */
-static async_mpi_opts_t round13_opts;
+static async_mpi_opts_t case_opts;
 extern _Atomic uint64_t async__mpi_direct_runs;
 static inline uint64_t direct_runs(void) { return atomic_load(&async__mpi_direct_runs); }
 
@@ -127,13 +52,13 @@ static inline double since_s(int64_t t0) { return (double)(async_now() - t0) / 1
  * before_executor(c) on rank 0 after init, true when it did the whole case
  * (the executor is then its own business); run_case(c) with the executor,
  * false for a case it does not know. */
-typedef struct round13_hooks {
+typedef struct cases_hooks {
     void (*before_init)(const char *c);
     bool (*before_executor)(const char *c);
     bool (*run_case)(const char *c);
-} round13_hooks_t;
+} cases_hooks_t;
 
-static int round13_main(int argc, char **argv, const round13_hooks_t *hk)
+static int cases_main(int argc, char **argv, const cases_hooks_t *hk)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *c = argc > 1 ? argv[1] : "";
@@ -141,16 +66,16 @@ static int round13_main(int argc, char **argv, const round13_hooks_t *hk)
     char long_name[65];
     memset(long_name, 'n', 64);
     long_name[64] = '\0';
-    CHECK(async_mpi_register(long_name, square13) == ASYNC_EINVAL, "a 64-byte name");
+    CHECK(async_mpi_register(long_name, square_i64) == ASYNC_EINVAL, "a 64-byte name");
     long_name[63] = '\0';
-    CHECK(async_mpi_register(long_name, square13) == 0, "a 63-byte name");
-    CHECK(async_mpi_register("square13", whoami13) == ASYNC_EINVAL, "a name taken by another function");
-    CHECK(async_mpi_register("square13", square13) == 0, "the same registration twice");
-    CHECK(async_mpi_register("", square13) == ASYNC_EINVAL, "an empty name");
-    CHECK(async_mpi_register(NULL, square13) == ASYNC_EINVAL, "a NULL name");
-    CHECK(async_mpi_register("nofn13", NULL) == ASYNC_EINVAL, "a NULL function");
-    CHECK(async_mpi_register_data("table13", table13) == 0, "register_data");
-    CHECK(async_mpi_register_data("table13", &failures) == ASYNC_EINVAL, "data name taken");
+    CHECK(async_mpi_register(long_name, square_i64) == 0, "a 63-byte name");
+    CHECK(async_mpi_register("square_i64", whoami) == ASYNC_EINVAL, "a name taken by another function");
+    CHECK(async_mpi_register("square_i64", square_i64) == 0, "the same registration twice");
+    CHECK(async_mpi_register("", square_i64) == ASYNC_EINVAL, "an empty name");
+    CHECK(async_mpi_register(NULL, square_i64) == ASYNC_EINVAL, "a NULL name");
+    CHECK(async_mpi_register("nofn", NULL) == ASYNC_EINVAL, "a NULL function");
+    CHECK(async_mpi_register_data("table", table) == 0, "register_data");
+    CHECK(async_mpi_register_data("table", &failures) == ASYNC_EINVAL, "data name taken");
     CHECK(async_mpi_rank() == -1 && async_mpi_size() == 0, "rank before init");
     async_executor_t *early;
     CHECK(async_executor_new(&early, &(async_executor_opts_t){.backend = ASYNC_BACKEND_MPI}) == ASYNC_ENOTSUP,
@@ -166,7 +91,7 @@ static int round13_main(int argc, char **argv, const round13_hooks_t *hk)
           msg);
     CHECK(async_mpi_rank() == -1, "init went on with rank_processes 5000 (rank %d)", async_mpi_rank());
     if (hk->before_init) hk->before_init(c);
-    int r = async_mpi_init(&argc, &argv, &round13_opts, msg, sizeof msg);
+    int r = async_mpi_init(&argc, &argv, &case_opts, msg, sizeof msg);
     if (r) {
         printf("FAIL init: %s: %s\n", async_errname(r), msg);
         return 1;

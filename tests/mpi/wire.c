@@ -1,6 +1,6 @@
-/* Round 13's attack on the MPI backend, the wire's and the API's side:
- * `round13-wire CASE` under `mpirun -np 3` (tests/mpi/round13.h has the
- * frame).
+/* The MPI backend under attack, the wire's and the API's side (written
+ * for the first review of lib/mpi): `wire CASE` under `mpirun -np 3`
+ * (tests/mpi/cases.h has the frame).
  *
  *   hostile   job messages that rank 0 never sends (forged here before the
  *             executor exists, when this program may still call MPI), and
@@ -8,7 +8,7 @@
  *   huge      a variable result past MPI's 2 GiB message;
  *   params    hostile parameters through the executor API;
  *   rebcast_registered  registered data replicated with new bytes. */
-#include "round13.h"
+#include "cases.h"
 
 /* --- hostile messages ------------------------------------------------------------ */
 
@@ -54,8 +54,8 @@ static void hostile_jobs(void)
     res_hdr_t h;
     char data[512];
     int got;
-    uint32_t dl_fn = fn_index(deadline_of13);
-    CHECK(dl_fn != UINT32_MAX, "deadline_of13 not in the registry");
+    uint32_t dl_fn = fn_index(deadline_seen);
+    CHECK(dl_fn != UINT32_MAX, "deadline_seen not in the registry");
     /* A deadline centuries away: rank 0 sends such a remaining time for a
      * timeout near INT64_MAX; now + remaining overflowed on the rank. */
     job_hdr_t j = {.slot = 7, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = INT64_MAX - 1};
@@ -118,6 +118,36 @@ static void hostile_jobs(void)
     MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
     MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE_DATA, MPI_COMM_WORLD);
 
+    /* Shares whose id is past the table's bound: the rank grew its table
+     * to the id (UINT32_MAX - 1: 4 G entries of 80 bytes) before it could
+     * fail.  Now it drops the data, and a job naming it gets the bound. */
+    uint32_t far_ids[] = {ASYNC_MPI_DATA_MAX, UINT32_MAX - 1};
+    for (size_t i = 0; i < sizeof far_ids / sizeof far_ids[0]; i++) {
+        share_hdr_t sh = {.id = far_ids[i], .size = sizeof five};
+        double t0 = (double)async_now();
+        MPI_Send(&sh, sizeof sh, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
+        MPI_Send(five, sizeof five, MPI_BYTE, 1, TAG_SHARE_DATA, MPI_COMM_WORLD);
+        j = (job_hdr_t){.slot = 11, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE,
+                        .ctx = far_ids[i] + 1};
+        if (!forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
+            CHECK(0, "no reply to a job naming forged data %u", far_ids[i]);
+            continue;
+        }
+        printf("hostile: data forged at id %u: %s '%s' (%.1f ms)\n", far_ids[i], async_errname(h.err), data,
+               ((double)async_now() - t0) / 1e6);
+        char want[96];
+        snprintf(want, sizeof want, "rank 1: ctx %u is past the %d data", far_ids[i] + 1, ASYNC_MPI_DATA_MAX);
+        CHECK(h.err == ASYNC_EINVAL && h.slot == 11 && strstr(data, want), "data forged at id %u: %s '%s'",
+              far_ids[i], async_errname(h.err), data);
+    }
+    /* A ctx never replicated, below the bound: named as such. */
+    j = (job_hdr_t){.slot = 12, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE, .ctx = 500};
+    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got))
+        CHECK(h.err == ASYNC_EINVAL && strstr(data, "rank 1: ctx 500 is no data this rank holds"),
+              "a ctx never replicated: %s '%s'", async_errname(h.err), data);
+    else
+        CHECK(0, "no reply to a job naming a ctx never replicated");
+
     /* The rank serves on, and its clock for a job without deadline is none. */
     j = (job_hdr_t){.slot = 9, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE};
     if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
@@ -170,7 +200,7 @@ static void hostile_replies(void)
 static void c_huge(void)
 {
     uint64_t n = (uint64_t)1 << 31; /* 2 GiB: a reply of more than INT_MAX bytes */
-    async_job_t j = {.fn = big_out13, .in = &n, .in_size = 8, .out_size = 8};
+    async_job_t j = {.fn = big_out, .in = &n, .in_size = 8, .out_size = 8};
     async_future_t *f;
     CHECK(async_executor_submit(&f, ex, &j) == 0, "submit");
     int r = async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(60)));
@@ -196,12 +226,12 @@ static void c_huge(void)
 static void c_params(void)
 {
     int64_t x = 6, got = 0, w, seen[2];
-    square13(&x, 8, &w, 8, NULL);
+    square_i64(&x, 8, &w, 8, NULL);
     char msg[ASYNC_FUTURE_MSG_MAX];
     /* Timeouts: negative and INT64_MIN have expired; INT64_MAX is none. */
     int64_t timeouts[] = {-1, INT64_MIN, INT64_MAX};
     for (int i = 0; i < 3; i++) {
-        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = timeouts[i]};
+        async_job_t j = {.fn = square_i64, .in = &x, .in_size = 8, .out_size = 8, .timeout_ns = timeouts[i]};
         int r = async_executor_run(ex, &j, &got, NULL, msg, sizeof msg);
         int want = timeouts[i] < 0 ? ASYNC_ETIMEDOUT : 0;
         CHECK(r == want && (r || got == w), "timeout %lld: %s '%s'", (long long)timeouts[i], async_errname(r), msg);
@@ -215,7 +245,7 @@ static void c_params(void)
     /* A timeout that puts the deadline just short of INT64_MAX: the rank
      * must see a deadline in its future, not a wrapped one. */
     for (int path = 0; path < 2; path++) {
-        async_job_t j = {.fn = deadline_of13, .out_size = 16, .timeout_ns = INT64_MAX - async_now() - 20000};
+        async_job_t j = {.fn = deadline_seen, .out_size = 16, .timeout_ns = INT64_MAX - async_now() - 20000};
         int r;
         if (path == 0) {
             r = async_executor_run(ex, &j, seen, NULL, msg, sizeof msg);
@@ -236,26 +266,26 @@ static void c_params(void)
     async_job_t nf = {.fn = NULL, .out_size = 8};
     CHECK(async_executor_submit(&f, ex, &nf) == ASYNC_EINVAL, "NULL fn");
     CHECK(async_executor_submit(&f, ex, NULL) == ASYNC_EINVAL, "NULL job");
-    async_job_t ni = {.fn = square13, .in = NULL, .in_size = 8, .out_size = 8};
+    async_job_t ni = {.fn = square_i64, .in = NULL, .in_size = 8, .out_size = 8};
     CHECK(async_executor_submit(&f, ex, &ni) == ASYNC_EINVAL, "NULL input with a size");
     /* Chunk sizes: 0 (the default), 1, larger than n, SIZE_MAX. */
     enum { N = 300 };
     static int64_t in[N], out[N], want[N];
     for (int i = 0; i < N; i++) {
         in[i] = i - 150;
-        square13(&in[i], 8, &want[i], 8, NULL);
+        square_i64(&in[i], 8, &want[i], 8, NULL);
     }
     size_t chunks[] = {0, 1, N + 1, SIZE_MAX};
     for (int i = 0; i < 4; i++) {
         memset(out, 0, sizeof out);
-        async_map_t m = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N,
+        async_map_t m = {.fn = square_i64, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N,
                          .chunksize = chunks[i]};
         async_map_error_t err;
         int r = async_executor_map(ex, &m, &err);
         CHECK(r == 0 && !memcmp(out, want, sizeof out), "chunksize %zu: %s %s", chunks[i], async_errname(r),
               err.message);
     }
-    async_map_t m0 = {.fn = square13, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = 0};
+    async_map_t m0 = {.fn = square_i64, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = 0};
     CHECK(async_executor_map(ex, &m0, NULL) == 0, "a map of 0 items");
     /* bcast: NULL data, size 0, size over INT_MAX. */
     CHECK(async_mpi_bcast(ex, NULL, 8) == ASYNC_EINVAL, "bcast NULL");
@@ -263,8 +293,8 @@ static void c_params(void)
     CHECK(async_mpi_bcast(ex, in, (size_t)INT32_MAX + 1) == ASYNC_EINVAL, "bcast over INT_MAX");
     CHECK(async_mpi_bcast_dl(ex, in, 8, INT64_MIN) == ASYNC_ETIMEDOUT, "bcast_dl at INT64_MIN");
     /* Registration after init. */
-    CHECK(async_mpi_register("late13", square13) == ASYNC_EBUSY, "register after init");
-    CHECK(async_mpi_register_data("late13d", in) == ASYNC_EBUSY, "register_data after init");
+    CHECK(async_mpi_register("late", square_i64) == ASYNC_EBUSY, "register after init");
+    CHECK(async_mpi_register_data("late_data", in) == ASYNC_EBUSY, "register_data after init");
     char m2[64];
     CHECK(async_mpi_init(NULL, NULL, NULL, m2, sizeof m2) == ASYNC_EALREADY, "init twice");
     CHECK(async_mpi_finalize() == ASYNC_EBUSY, "finalize with the executor alive");
@@ -280,21 +310,21 @@ static void c_rebcast_registered(void)
     for (int i = 0; i < N; i++) idx[i] = (uint32_t)i;
     for (int round = 0; round < 2; round++) {
         if (round) {
-            for (int i = 0; i < N; i++) table13[i] = table13[i] * 10 + 1000;
-            CHECK(async_mpi_bcast(ex, table13, sizeof table13) == 0, "bcast of the registered table");
+            for (int i = 0; i < N; i++) table[i] = table[i] * 10 + 1000;
+            CHECK(async_mpi_bcast(ex, table, sizeof table) == 0, "bcast of the registered table");
         }
-        async_map_t m = {.fn = at13, .ctx = table13, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N,
+        async_map_t m = {.fn = stamp_at, .ctx = table, .in = idx, .in_size = 4, .out = out, .out_size = 8, .n = N,
                          .chunksize = 1};
         async_map_error_t err;
         int r = async_executor_map(ex, &m, &err);
-        CHECK(r == 0 && !memcmp(out, table13, sizeof out), "round %d: %s %s, out[0] %lld, table13[0] %lld", round,
-              async_errname(r), err.message, (long long)out[0], (long long)table13[0]);
+        CHECK(r == 0 && !memcmp(out, table, sizeof out), "round %d: %s %s, out[0] %lld, table[0] %lld", round,
+              async_errname(r), err.message, (long long)out[0], (long long)table[0]);
         uint32_t i5 = 5;
         int64_t got = 0;
-        async_job_t j = {.fn = at13, .ctx = table13, .in = &i5, .in_size = 4, .out_size = 8};
+        async_job_t j = {.fn = stamp_at, .ctx = table, .in = &i5, .in_size = 4, .out_size = 8};
         r = async_executor_run(ex, &j, &got, NULL, NULL, 0);
-        CHECK(r == 0 && got == table13[5], "round %d run: %s %lld != %lld", round, async_errname(r), (long long)got,
-              (long long)table13[5]);
+        CHECK(r == 0 && got == table[5], "round %d run: %s %lld != %lld", round, async_errname(r), (long long)got,
+              (long long)table[5]);
     }
 }
 
@@ -312,8 +342,8 @@ static bool run_case(const char *c)
 {
     if (!strcmp(c, "hostile")) {
         int64_t x = 2, got = 0, w; /* the executor after the forged traffic */
-        square13(&x, 8, &w, 8, NULL);
-        async_job_t j = {.fn = square13, .in = &x, .in_size = 8, .out_size = 8};
+        square_i64(&x, 8, &w, 8, NULL);
+        async_job_t j = {.fn = square_i64, .in = &x, .in_size = 8, .out_size = 8};
         CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "a run after the forgeries");
     } else if (!strcmp(c, "huge")) c_huge();
     else if (!strcmp(c, "params")) c_params();
@@ -324,5 +354,5 @@ static bool run_case(const char *c)
 
 int main(int argc, char **argv)
 {
-    return round13_main(argc, argv, &(round13_hooks_t){NULL, before_executor, run_case});
+    return cases_main(argc, argv, &(cases_hooks_t){NULL, before_executor, run_case});
 }

@@ -1,9 +1,9 @@
-/* Round 13's outside review of the MPI backend, run for real: each test
+/* The MPI backend's failures and hostile input, run for real: each test
  * starts `mpirun --oversubscribe --bind-to none -np 3 tests/bin/mpi/PROG
  * CASE` (2 serving ranks) with loopback-only transports, bounded by a
  * deadline after which the whole mpirun process group is killed, and checks
- * its exit status and output.  PROG is round13 (stopped and killed ranks,
- * lifecycle, out of memory) or round13-wire (forged messages, hostile
+ * its exit status and output.  PROG is failures (stopped and killed ranks,
+ * lifecycle, out of memory) or wire (forged messages, hostile
  * parameters); both compute every expected answer themselves.  Skips,
  * named and counted, without Open MPI. */
 #include <criterion/criterion.h>
@@ -25,8 +25,8 @@ static const char *prog_of(const char *c)
 {
     static const char *wire[] = {"hostile", "huge", "params", "rebcast_registered"};
     for (size_t i = 0; i < sizeof wire / sizeof wire[0]; i++)
-        if (!strcmp(c, wire[i])) return BIN "round13-wire";
-    return BIN "round13";
+        if (!strcmp(c, wire[i])) return BIN "wire";
+    return BIN "failures";
 }
 
 static void need_mpi(const char *c)
@@ -78,57 +78,61 @@ static void expect_pass(const char *btl, const char *c)
 
 #define VADER "self,vader"
 
-TestSuite(round13_mpi, .timeout = 200);
+TestSuite(mpi_failures, .timeout = 200);
 
 /* Serving ranks stopped (SIGSTOP): a timed submit's future fails at its
  * deadline (it waited for the reply for ever), and so does a timed run
  * whose input is above the eager limit (it waited for its send to
- * complete for ever); after SIGCONT the pool serves on. */
-Test(round13_mpi, stopped_ranks_end_timed_jobs_at_their_deadlines) { expect_pass(VADER, "stopped"); }
-Test(round13_mpi, stopped_ranks_over_tcp) { expect_pass("self,tcp", "stopped"); }
+ * complete for ever), and so does a map with a timeout_ns whose chunks
+ * are on the stopped ranks (it waited until they resumed, and its late
+ * replies wrote into out: now they are dropped); async_imap_next_dl ends
+ * at its deadline; after SIGCONT the pool serves on and the imap yields
+ * every item. */
+Test(mpi_failures, stopped_ranks_end_timed_jobs_at_their_deadlines) { expect_pass(VADER, "stopped"); }
+Test(mpi_failures, stopped_ranks_over_tcp) { expect_pass("self,tcp", "stopped"); }
 /* With rank_processes a rank's pool kills a late job and says so: rank 0
  * waits a grace second for that answer, then gives up on a stopped rank. */
-Test(round13_mpi, stopped_ranks_with_pools_end_timed_jobs_after_a_grace) { expect_pass(VADER, "stopped_pool"); }
+Test(mpi_failures, stopped_ranks_with_pools_end_timed_jobs_after_a_grace) { expect_pass(VADER, "stopped_pool"); }
 
 /* Job messages rank 0 never sends and replies no rank sends: a deadline
  * centuries away (it overflowed on the rank), a 2 GiB output, truncated
  * and inconsistent headers, unknown functions and ctx; reply sizes that
  * wrap.  Each gets a precise error, and the ranks serve on. */
-Test(round13_mpi, hostile_messages_get_precise_errors) { expect_pass(VADER, "hostile"); }
+Test(mpi_failures, hostile_messages_get_precise_errors) { expect_pass(VADER, "hostile"); }
 
 /* A variable result of 2 GiB cannot be one MPI message: async_work_output
  * refuses it on the rank (it was copied and sent with a negative count,
  * which aborted the MPI job). */
-Test(round13_mpi, result_past_two_gib_fails_its_job_only) { expect_pass(VADER, "huge"); }
+Test(mpi_failures, result_past_two_gib_fails_its_job_only) { expect_pass(VADER, "huge"); }
 
 /* Timeouts -1, INT64_MIN, INT64_MAX and near INT64_MAX; NULL functions;
  * chunk sizes 0, 1, n + 1, SIZE_MAX; bcast bounds; registration bounds;
  * init and finalize out of order; rank_processes above the process pool's
  * 4096 (every case checks that one, before init: it used to start MPI and
  * run the jobs unisolated). */
-Test(round13_mpi, hostile_parameters) { expect_pass(VADER, "params"); }
+Test(mpi_failures, hostile_parameters) { expect_pass(VADER, "params"); }
 
 /* Registered data replicated with new bytes: jobs read the new copy, as
  * for any pointer replicated again (they read each rank's static one). */
-Test(round13_mpi, registered_data_replicated_again_reads_the_new_bytes)
+Test(mpi_failures, registered_data_replicated_again_reads_the_new_bytes)
 {
     expect_pass(VADER, "rebcast_registered");
 }
 
 /* The executor freed with 40 jobs queued or running: every future is
  * final after free (a result, or ASYNC_ECLOSED/ECANCELED), the ranks exit. */
-Test(round13_mpi, free_with_jobs_pending_ends_every_future) { expect_pass(VADER, "free_pending"); }
+Test(mpi_failures, free_with_jobs_pending_ends_every_future) { expect_pass(VADER, "free_pending"); }
 
 /* main returns with the executor alive and 20 jobs queued: the exit
  * handler frees it, the ranks exit, mpirun ends with status 0. */
-Test(round13_mpi, exit_with_the_executor_alive_releases_the_ranks) { expect_pass(VADER, "exit_alive"); }
+Test(mpi_failures, exit_with_the_executor_alive_releases_the_ranks) { expect_pass(VADER, "exit_alive"); }
 
 /* Rank 0's allocations failing one at a time (the 1st, 2nd, ... of each
  * call, on every thread of rank 0): async_executor_new (a failed one
  * leaves the backend usable), submit, run, map, imap and bcast each fail
  * with ASYNC_ENOMEM or succeed, and work again at once; no leak (the
  * sanitizer build's LeakSanitizer checks every rank at exit). */
-Test(round13_mpi, failing_allocations_on_rank_0_are_enomem) { expect_pass(VADER, "oom0"); }
+Test(mpi_failures, failing_allocations_on_rank_0_are_enomem) { expect_pass(VADER, "oom0"); }
 
 /* A serving rank SIGKILLed from outside (not by its own job, as in
  * test-mpi's kill case), between jobs and in the middle of a map: Open MPI
@@ -148,5 +152,5 @@ static void expect_killed(const char *c)
     cr_log_info("%s: the job ended in %.1f s", c, r.seconds);
 }
 
-Test(round13_mpi, rank_killed_between_jobs_ends_the_job_naming_it) { expect_killed("killed_idle"); }
-Test(round13_mpi, rank_killed_during_a_map_ends_the_job_naming_it) { expect_killed("killed_mid_map"); }
+Test(mpi_failures, rank_killed_between_jobs_ends_the_job_naming_it) { expect_killed("killed_idle"); }
+Test(mpi_failures, rank_killed_during_a_map_ends_the_job_naming_it) { expect_killed("killed_mid_map"); }
