@@ -15,14 +15,8 @@
 #include <unistd.h>
 #include <async.h>
 #include "support/alloc.h"
+#include "support/proc.h"
 #include "support/run.h"
-
-#ifdef ASYNC_COVERAGE
-void __gcov_dump(void);
-#define child_exit(code) (__gcov_dump(), _exit(code))
-#else
-#define child_exit(code) _exit(code)
-#endif
 
 static int count_fds(void)
 {
@@ -112,18 +106,18 @@ static void in_child(bool in_task)
     if (pid == 0) {
         alarm(100);
         struct rlimit rl = {256, 256};
-        if (setrlimit(RLIMIT_NOFILE, &rl)) child_exit(100);
+        if (setrlimit(RLIMIT_NOFILE, &rl)) test_child_exit(100);
         int bad = -1;
         if (!in_task) {
             bad = sweep_free(false);
         } else {
             async_loop_t *loop;
-            if (async_loop_new(&loop)) child_exit(101);
-            if (async_task_spawn(NULL, loop, sweep_task, &bad, NULL)) child_exit(102);
+            if (async_loop_new(&loop)) test_child_exit(101);
+            if (async_task_spawn(NULL, loop, sweep_task, &bad, NULL)) test_child_exit(102);
             async_loop_run(loop, ASYNC_RUN_DEFAULT);
-            if (async_loop_destroy(loop)) child_exit(103);
+            if (async_loop_destroy(loop)) test_child_exit(103);
         }
-        child_exit(bad > 99 ? 99 : bad);
+        test_child_exit(bad > 99 ? 99 : bad);
     }
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <async.h>
 #include <async/http.h>
+#include "support/proc.h"
 
 /* AddressSanitizer and ThreadSanitizer both reserve terabytes of shadow
  * memory at start, so neither can run under a small RLIMIT_AS: those cases
@@ -188,7 +189,7 @@ static void in_child(const char *name, int (*main_fn)(void))
         close(p[0]);
         report_fd = p[1];
         alarm(CHILD_DEADLINE_S);
-        _exit(main_fn());
+        test_child_exit(main_fn());
     }
     close(p[1]);
     char msg[4096];

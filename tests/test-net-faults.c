@@ -21,14 +21,8 @@
 #include <unistd.h>
 #include <async.h>
 #include "support/alloc.h"
+#include "support/proc.h"
 #include "support/run.h"
-
-#ifdef ASYNC_COVERAGE
-void __gcov_dump(void);
-#define child_exit(code) (__gcov_dump(), _exit(code))
-#else
-#define child_exit(code) _exit(code)
-#endif
 
 /* A UDP socket on loopback that never answers: a DNS server that is gone. */
 static int silent_server(int *port)
@@ -286,14 +280,14 @@ Test(net_faults, exhausted_descriptors_give_emfile_and_keep_nothing, .timeout = 
     if (pid == 0) {
         alarm(50);
         struct rlimit rl = {256, 256};
-        if (setrlimit(RLIMIT_NOFILE, &rl)) child_exit(100);
+        if (setrlimit(RLIMIT_NOFILE, &rl)) test_child_exit(100);
         async_loop_t *loop;
-        if (async_loop_new(&loop)) child_exit(101);
+        if (async_loop_new(&loop)) test_child_exit(101);
         e.bad = -1;
-        if (async_task_spawn(NULL, loop, exhausted_task, &e, NULL)) child_exit(102);
+        if (async_task_spawn(NULL, loop, exhausted_task, &e, NULL)) test_child_exit(102);
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
-        if (async_loop_destroy(loop)) child_exit(103);
-        child_exit(e.bad & 0xff);
+        if (async_loop_destroy(loop)) test_child_exit(103);
+        test_child_exit(e.bad & 0xff);
     }
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);

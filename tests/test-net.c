@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "support/proc.h"
 #include "support/run.h"
 
 static int64_t dl_ms(int ms) { return async_deadline_after((int64_t)(ASYNC_MSEC(ms) * test_slack())); }
@@ -792,7 +793,7 @@ Test(net, emfile_on_accept_keeps_serving_recovers_and_never_spins, .timeout = 60
         struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
         if (setrlimit(RLIMIT_NOFILE, &rl)) _exit(10);
         int io[2] = {rep[1], ctl[0]};
-        _exit(test_run_task(emfile_child_task, io, NULL) ? 11 : 0);
+        test_child_exit(test_run_task(emfile_child_task, io, NULL) ? 11 : 0);
     }
     close(rep[1]);
     close(ctl[0]);

@@ -8,6 +8,7 @@
 #define TEST_SUPPORT_PROC_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <async/process.h>
 int test_count_fds(void);
 int test_count_maps(const char *containing); /* NULL: every mapping */
@@ -37,4 +38,14 @@ int test_proc_exit(async_process_t *p, int64_t wedge_ns);
  * raises SIGKILL in its process when called at test_die_where. */
 extern int test_die_where;
 void test_die_here(int where);
+
+/* _exit for a test's forked child: under `make coverage` it first writes
+ * the child's gcov counters, which _exit throws away, so what the child
+ * ran is counted (the library's own children do the same, core_internal.h). */
+#ifdef ASYNC_COVERAGE
+void __gcov_dump(void);
+#define test_child_exit(code) (__gcov_dump(), _exit(code))
+#else
+#define test_child_exit(code) _exit(code)
+#endif
 #endif
