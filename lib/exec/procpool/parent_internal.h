@@ -217,6 +217,9 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 #define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
 #define PP_TURN_GAP_NS ASYNC_SEC(1)
 #define PP_SPARE_RETRY_NS ASYNC_SEC(1)
+/* How long free waits for a spare's own word when its server died before
+ * reporting it (the socket's end comes at once when there is none). */
+#define PP_SPARE_SELF_NS ASYNC_SEC(2)
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
 /* The server's SPARED report (checked already). */

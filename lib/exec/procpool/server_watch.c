@@ -122,6 +122,12 @@ const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m
         snprintf(buf, cap, "answered a ping the pool did not send");
         return buf;
     }
+    if (m->type == PP_MSG_SELF) {
+        /* A spare's first word, read once it has taken over. */
+        if (m->pid == p->server && m->value == 0) return NULL;
+        snprintf(buf, cap, "said it was pid %d (it is %d)", (int)m->pid, (int)p->server);
+        return buf;
+    }
     if (m->type == PP_MSG_SPARED) {
         int ppid;
         if (!p->spare_asked)
@@ -343,6 +349,28 @@ void async__pp_free_spare(async__procpool_t *p)
             if (n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
                 ppid_of(m.pid) == getpid())
                 async__pp_on_spared(p, m.pid, 0);
+    }
+    /* Its server killed after it cloned the spare and before it said so:
+     * the spare's own first word tells its pid (or its socket's end, none
+     * was made: the server's end, which held the spare's in flight, is
+     * gone, so the kernel drops it). */
+    if (p->spare_asked && p->spare_sock >= 0) {
+        int64_t until = async_now() + PP_SPARE_SELF_NS;
+        for (;;) {
+            pp_msg_t m;
+            ssize_t n = recv(p->spare_sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC);
+            if (n < 0 && errno == EINTR) continue;
+            if (n == (ssize_t)sizeof m && m.type == PP_MSG_SELF && m.value == 0 && m.pid > 0 &&
+                m.pid != p->server && ppid_of(m.pid) == getpid()) {
+                async__pp_on_spared(p, m.pid, 0);
+                break;
+            }
+            if (n >= 0 || errno != EAGAIN) break;
+            int64_t left = until - async_now();
+            if (left <= 0) break;
+            struct pollfd pfd = {.fd = p->spare_sock, .events = POLLIN};
+            poll(&pfd, 1, (int)(left / 1000000) + 1);
+        }
     }
     if (p->spare_sock >= 0) {
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
