@@ -20,6 +20,8 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,6 +122,85 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (ppid %d)", (int)child, ppid_of(child));
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d (the spare was %d)", (int)r, (int)child);
+    cr_assert_eq(errno, ECHILD);
+}
+/* The application reaps children itself, waitpid(-1) in a thread of its
+ * own, and so takes the spare the test kills: the pool notices (its
+ * waitpid says ECHILD), makes another, and that one replaces a stopped
+ * server; after free no child is left. */
+static atomic_bool reaping;
+static atomic_int reaped_spare;
+static pid_t killed_spare;
+
+static void *reaper(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&reaping)) {
+        pid_t r = waitpid(-1, NULL, WNOHANG);
+        if (r > 0 && r == killed_spare) atomic_store(&reaped_spare, 1);
+        usleep(200);
+    }
+    return NULL;
+}
+
+static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
+{
+    (void)ctx, (void)n;
+    long x;
+    memcpy(&x, in, sizeof x);
+    x *= x;
+    memcpy(async__procout_data(out), &x, sizeof x);
+    return 0;
+}
+
+static atomic_int ndone;
+static long got[8];
+static int errs[8];
+
+static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
+{
+    (void)user, (void)msg;
+    int i = (int)(intptr_t)arg;
+    errs[i] = err;
+    if (out && len >= sizeof(long)) memcpy(&got[i], out, sizeof(long));
+    atomic_fetch_add(&ndone, 1);
+}
+
+Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over, .timeout = 60)
+{
+    async__procpool_t *p = pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    killed_spare = spare;
+    atomic_store(&reaping, true);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, reaper, NULL), 0);
+    signal_pid(spare, SIGKILL);
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (!atomic_load(&reaped_spare) && async_now() < until) usleep(1000);
+    cr_assert(atomic_load(&reaped_spare), "the application's waitpid(-1) did not take the spare");
+    pid_t again = wait_spare(p, spare);
+    cr_assert_neq(again, spare);
+    signal_pid(server, SIGSTOP);
+    while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    for (long i = 0; i < 8; i++) {
+        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
+                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    }
+    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
+    cr_assert_eq(atomic_load(&ndone), 8);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(errs[i], 0, "job %d", i);
+        cr_assert_eq(got[i], (long)i * i);
+    }
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+    atomic_store(&reaping, false);
+    pthread_join(t, NULL);
+    async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
     cr_assert_eq(errno, ECHILD);
 }
 #endif
