@@ -203,4 +203,56 @@ Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over,
     cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
     cr_assert_eq(errno, ECHILD);
 }
+/* Caught: a server held stopped (here by ptrace, as a debugger would) after
+ * it cloned its spare and before it said so was given up on with "no spare
+ * fork server was ready to take over", and the pool broke, though its
+ * spare was idle and ready; the spare's own word now lets it take over. */
+Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by_it, .timeout = 60)
+{
+    async__procpool_t *p = pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    cr_assert_gt(server, 0);
+    if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
+        int e = errno;
+        async__procpool_free(p);
+        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
+    }
+    signal_pid(spare, SIGKILL);
+    int st = wait_stop(server);
+    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
+              "the server stopped with status %#x, not at a fork", st);
+    unsigned long msg = 0;
+    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
+    pid_t child = (pid_t)msg;
+    cr_assert_gt(child, 0);
+    cr_assert_eq(ppid_of(child), getpid(), "the server's new child %d is not the spare", (int)child);
+    wait_stop(child);
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
+    /* The server stays in its stop; its worker's death goes unreported. */
+    pid_t worker = async__procpool_worker_pid(p, 0);
+    signal_pid(worker, SIGKILL);
+    int64_t until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
+        usleep(1000);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was not replaced by its spare %d",
+                 (int)child);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    for (long i = 0; i < 8; i++) {
+        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
+                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    }
+    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
+    cr_assert_eq(atomic_load(&ndone), 8);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(errs[i], 0, "job %d", i);
+        cr_assert_eq(got[i], (long)i * i);
+    }
+    async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
 #endif
