@@ -3,7 +3,8 @@
  * pool's own child), and the server reports its pid.  A server killed
  * after the clone and before its report left the spare unknown to the
  * pool: free told it to quit and never reaped it (a zombie for the rest of
- * the program).  The spare now says its own pid first on its own socket.
+ * the program), and one stopped there was given up on with no spare ready
+ * (the pool broke).  The spare now says its own pid first on its own socket.
  * The window is made wide with ptrace: the test traces the server and
  * kills it in its fork-event stop.  Driven through the engine's private
  * API, as tests/test-procpool-server.c. */
