@@ -217,6 +217,9 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 #define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
 #define PP_TURN_GAP_NS ASYNC_SEC(1)
 #define PP_SPARE_RETRY_NS ASYNC_SEC(1)
+/* How long free waits for a spare's own word when its server died before
+ * reporting it (the socket's end comes at once when there is none). */
+#define PP_SPARE_SELF_NS ASYNC_SEC(2)
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
 /* The server's SPARED report (checked already). */
@@ -228,11 +231,15 @@ void async__pp_check_spare(async__procpool_t *p, int64_t now);
 bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
 /* Kills and reaps the server and makes its spare the server: its socket,
  * pid and pidfd; messages owed to the old one are dropped.  Returns the new
- * server's pid, or 0 (and does nothing) when no spare is ready.  The
- * caller accounts for the old server's workers, which died with it. */
+ * server's pid, or 0 (and does nothing) when no spare is ready.  A spare
+ * asked for whose server has not reported it is ready when its own first
+ * word (PP_MSG_SELF) is in its socket.  The caller accounts for the old
+ * server's workers, which died with it. */
 pid_t async__pp_take_over(async__procpool_t *p);
 /* For free, after the server is reaped: takes a spare's report still in
- * the socket, then tells the spare to quit, kills and reaps it. */
+ * the socket, or else the spare's own word (waiting up to PP_SPARE_SELF_NS;
+ * the socket's end comes at once when none was made), then tells the spare
+ * to quit, kills and reaps it. */
 void async__pp_free_spare(async__procpool_t *p);
 /* What is wrong with message m from the fork server, written into buf (cap
  * bytes), or NULL when it is sound: one of the two types it sends, about a

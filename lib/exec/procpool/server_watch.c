@@ -122,6 +122,12 @@ const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m
         snprintf(buf, cap, "answered a ping the pool did not send");
         return buf;
     }
+    if (m->type == PP_MSG_SELF) {
+        /* A spare's first word, read once it has taken over. */
+        if (m->pid == p->server && m->value == 0) return NULL;
+        snprintf(buf, cap, "said it was pid %d (it is %d)", (int)m->pid, (int)p->server);
+        return buf;
+    }
     if (m->type == PP_MSG_SPARED) {
         int ppid;
         if (!p->spare_asked)
@@ -301,8 +307,33 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
     return p->ping_at && now - p->ping_at >= PP_SERVER_ANSWER_NS;
 }
 
+/* The spare's own first word (PP_MSG_SELF) on its socket, waited for up to
+ * patience: true, and the spare known, when it came and is our child. */
+static bool spare_self(async__procpool_t *p, int64_t patience)
+{
+    int64_t until = async_now() + patience;
+    for (;;) {
+        pp_msg_t m;
+        ssize_t n = recv(p->spare_sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == (ssize_t)sizeof m && m.type == PP_MSG_SELF && m.value == 0 && m.pid > 0 &&
+            m.pid != p->server && ppid_of(m.pid) == getpid()) {
+            async__pp_on_spared(p, m.pid, 0);
+            return true;
+        }
+        if (n >= 0 || errno != EAGAIN) return false;
+        int64_t left = until - async_now();
+        if (left <= 0) return false;
+        struct pollfd pfd = {.fd = p->spare_sock, .events = POLLIN};
+        poll(&pfd, 1, (int)(left / 1000000) + 1);
+    }
+}
+
 pid_t async__pp_take_over(async__procpool_t *p)
 {
+    /* A server stopped after it cloned the spare and before it said so:
+     * the spare's own word. */
+    if (p->spare_asked && p->spare_sock >= 0) spare_self(p, 0);
     pid_t spare = p->spare_pid;
     if (spare <= 0 || p->spare_asked) return 0;
     int status;
@@ -344,6 +375,11 @@ void async__pp_free_spare(async__procpool_t *p)
                 ppid_of(m.pid) == getpid())
                 async__pp_on_spared(p, m.pid, 0);
     }
+    /* Its server killed after it cloned the spare and before it said so:
+     * the spare's own first word tells its pid (or its socket's end, none
+     * was made: the server's end, which held the spare's in flight, is
+     * gone, so the kernel drops it). */
+    if (p->spare_asked && p->spare_sock >= 0) spare_self(p, PP_SPARE_SELF_NS);
     if (p->spare_sock >= 0) {
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
         while (send(p->spare_sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}

@@ -292,6 +292,8 @@ enum pp_msg_type {
     PP_MSG_PONG,      /* server: the answer to a PING */
     PP_MSG_SPARE,     /* parent: make a spare server for the socket this carries (SCM_RIGHTS) */
     PP_MSG_SPARED,    /* server: the spare is `pid`; value -errno if it could not be made */
+    PP_MSG_SELF,      /* spare: its first word on its own socket, `pid` its own (its server may die
+                       * before its SPARED goes: the pool learns its spare's pid from this) */
 };
 typedef struct pp_msg {
     uint32_t type, w;

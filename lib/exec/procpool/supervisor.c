@@ -515,6 +515,7 @@ static bool read_server(async__procpool_t *p)
         p->ping_at = 0; /* it answers */
         if (m.type == PP_MSG_PONG) p->ping_out = false;
         else if (m.type == PP_MSG_SPARED) async__pp_on_spared(p, m.pid, m.value);
+        else if (m.type == PP_MSG_SELF) {} /* a spare that took over: it is p->server */
         else if (m.type == PP_MSG_SPAWNED) on_spawned(p, m.w, m.pid, m.value);
         else on_exit_report(p, m.w, m.pid, m.value);
     }

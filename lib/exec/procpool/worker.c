@@ -611,6 +611,11 @@ static int serve(pp_shm_t *h, int sock)
                     memset(srv_pid, 0, sizeof srv_pid);
                     close(sock);
                     close(sfd);
+                    /* Says who it is on its own socket: the server may be
+                     * killed before its SPARED goes, and the pool must
+                     * still reap this child of its own. */
+                    pp_msg_t me = {PP_MSG_SELF, 0, getpid(), 0};
+                    while (send(fd, &me, sizeof me, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
                     return fd;
                 }
                 close(fd);
