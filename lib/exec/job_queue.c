@@ -603,7 +603,10 @@ static __attribute__((noinline)) void nap(exec_priv_t *p)
     atomic_fetch_sub(&p->napping, 1);
 }
 
-int async__q_take(exec_priv_t *p, async__job_t **out)
+/* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue
+ * is stopped and empty.  Inlined into async__exec_take: on a trivial job's
+ * path a call's saved registers cost about as much as its work. */
+POP_INLINE int take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
         qlock(p);
@@ -651,6 +654,27 @@ int async__q_take(exec_priv_t *p, async__job_t **out)
         if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
         sleep_for_work(p, spun_from);
     }
+}
+
+int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
+{
+    (void)worker;
+    async__tls_worker_of = ex;
+    exec_priv_t *p = ex->priv;
+    while (take(p, out) == 0) {
+        async__job_t *job = *out;
+        /* The usual job, a submit without a deadline, is started here;
+         * async__exec_start_job, out of line, takes the rest, so that this
+         * loop needs few registers saved. */
+        if (async__job_kind(job) != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
+            if (async__exec_start_job(job)) return 0;
+        } else if (async__future_start(job->owner) == 0) {
+            return 0;
+        } else { /* cancelled while queued */
+            async__future_drop(job->owner);
+        }
+    }
+    return ASYNC_ECLOSED;
 }
 
 /* --- stopping ---------------------------------------------------------------- */
