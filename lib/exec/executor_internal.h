@@ -177,6 +177,10 @@ static inline __attribute__((always_inline)) int async__q_hand_on(exec_priv_t *p
     }
     unsigned idle = atomic_load(&p->idle);
     if (!idle) return 0;
+    /* A wake-up on its way already: async__q_wake_n would return here too,
+     * and a stream of submits while the woken worker gets a CPU would pay
+     * the call on every job. */
+    if (atomic_load_explicit(&p->waking, memory_order_relaxed)) return 0;
     if (atomic_load_explicit(&p->napping, memory_order_relaxed) &&
         !atomic_load_explicit(&p->wide, memory_order_relaxed) && idle < p->workers &&
         p->workers - idle >= p->cap)
