@@ -20,10 +20,8 @@
 #include <unistd.h>
 #include "executor_internal.h"
 #include "future_internal.h"
-#include "work_internal.h"
 
-_Thread_local async_executor_t *async__tls_worker_of ASYNC_TLS;
-#define tls_worker_of async__tls_worker_of
+static _Thread_local async_executor_t *tls_worker_of ASYNC_TLS;
 
 /* --- finishing jobs ----------------------------------------------------------- */
 
@@ -60,10 +58,8 @@ static void skip_list(async__job_t *list, int err, const char *msg)
 }
 
 /* Moves a job from queued to running; false when it must not run (cancelled,
- * or its deadline passed while queued: then it has been finished here).
- * Out of line: async__exec_take (job_queue.c) starts the usual job, a
- * submit without a deadline, itself. */
-__attribute__((noinline)) bool async__exec_start_job(async__job_t *job)
+ * or its deadline passed while queued: then it has been finished here). */
+static __attribute__((noinline)) bool start_job(async__job_t *job)
 {
     switch (async__job_kind(job)) {
     case JOB_MAP:
@@ -94,7 +90,25 @@ static bool on_pool_thread(const async_executor_t *ex)
     return tls_worker_of == ex || (ex->ops->on_own_thread && ex->ops->on_own_thread(ex));
 }
 
-/* async__exec_take lives in job_queue.c, with the pop it inlines. */
+int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
+{
+    (void)worker;
+    tls_worker_of = ex;
+    while (async__q_take(ex->priv, out) == 0) {
+        async__job_t *job = *out;
+        /* The usual job, a submit without a deadline, is started here;
+         * start_job, out of line, takes the rest, so that this loop needs
+         * few registers saved. */
+        if (async__job_kind(job) != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
+            if (start_job(job)) return 0;
+        } else if (async__future_start(job->owner) == 0) {
+            return 0;
+        } else { /* cancelled while queued */
+            async__future_drop(job->owner);
+        }
+    }
+    return ASYNC_ECLOSED;
+}
 
 /* Finishes a submit's future from its outcome: DONE with its output rows or
  * its variable result, else FAILED; then drops the executor's reference. */
@@ -148,9 +162,9 @@ static __attribute__((noinline)) void finish_job(async__job_t *job, async__outco
     }
 }
 
-/* async__exec_finish, inlined into the thread worker's run. */
-static inline __attribute__((always_inline)) void finish(async__job_t *job, async__outcome_t *oc)
+void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
 {
+    (void)ex;
     /* The usual submit: no deadline, no error, its result in its own rows.
      * Finished inline, without the general path's claim and copies. */
     if (async__job_kind(job) == JOB_SUBMIT && job->deadline == ASYNC_FOREVER && !oc->err &&
@@ -163,40 +177,6 @@ static inline __attribute__((always_inline)) void finish(async__job_t *job, asyn
         }
     }
     finish_job(job, oc);
-}
-
-void async__exec_finish(async_executor_t *ex, async__job_t *job, async__outcome_t *oc)
-{
-    (void)ex;
-    finish(job, oc);
-}
-
-void async__exec_run(async_executor_t *ex, unsigned worker, async__job_t *job)
-{
-    (void)ex;
-    async__outcome_t oc;
-    /* The usual job, a submit's one row without a deadline: its run
-     * inlined (work_internal.h) and, when it succeeds with its result in
-     * its own rows, its finish too, decided before the call so that nothing
-     * of the job is read again after it but what the finish needs.  A map's
-     * chunk takes the general run, which fills every field of the outcome
-     * that the chunk's bookkeeping reads. */
-    if (__builtin_expect(async__job_kind(job) == JOB_SUBMIT && job->deadline == ASYNC_FOREVER &&
-                             job->rows.fn && job->rows.count == 1, 1)) {
-        async__rows_run_one(&job->rows, worker, ASYNC_FOREVER, job->var_ok, &oc);
-        if (__builtin_expect(!oc.err && !oc.var_out, 1)) {
-            async_future_t *f = job->owner;
-            size_t n = oc.result_size < job->rows.out_size ? oc.result_size : job->rows.out_size;
-            if (async__future_done_sole(f, job->rows.out, n)) {
-                async__future_drop(f); /* the executor's reference */
-                return;
-            }
-        }
-        finish_job(job, &oc);
-        return;
-    }
-    async__rows_run(&job->rows, worker, job->deadline, job->var_ok, NULL, NULL, 0, &oc);
-    finish(job, &oc);
 }
 
 bool async__exec_expirable(const async__job_t *job)

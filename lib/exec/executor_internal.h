@@ -4,7 +4,6 @@
 #define ASYNC_EXEC_INTERNAL_H
 
 #include "backend_internal.h"
-#include "future_internal.h"
 #include "waiters_internal.h"
 
 /* A job's kind, and a flag: JOB_LONE marks a single submit to an unbounded
@@ -56,7 +55,7 @@ typedef struct async__exec_priv {
     _Atomic int broken;              /* the code that broke the pool, or 0 */
     _Atomic unsigned room_waiters;
     unsigned worker_room_waiters;    /* of them, the pool's own workers; under mu */
-    /* opts.max_queued != 0, copied here: async__exec_take's pop has only this
+    /* opts.max_queued != 0, copied here: async__q_take has only this
      * struct, and the submit path reads it from the line that `closed` and
      * `broken` (which it reads anyway) share, instead of the executor's. */
     bool bounded;
@@ -177,10 +176,6 @@ static inline __attribute__((always_inline)) int async__q_hand_on(exec_priv_t *p
     }
     unsigned idle = atomic_load(&p->idle);
     if (!idle) return 0;
-    /* A wake-up on its way already: async__q_wake_n would return here too,
-     * and a stream of submits while the woken worker gets a CPU would pay
-     * the call on every job. */
-    if (atomic_load_explicit(&p->waking, memory_order_relaxed)) return 0;
     if (atomic_load_explicit(&p->napping, memory_order_relaxed) &&
         !atomic_load_explicit(&p->wide, memory_order_relaxed) && idle < p->workers &&
         p->workers - idle >= p->cap)
@@ -236,15 +231,9 @@ int async__q_wait_room(async_executor_t *ex, int64_t deadline);
 /* The jobs queued and not yet taken (async_executor_queued): the counted
  * ones, and the JOB_LONE ones in the queue, counted under qlock. */
 size_t async__q_count(exec_priv_t *p);
-/* async__exec_take (backend_internal.h) is defined in job_queue.c, around
- * the queue's pop, which it inlines. */
-
-/* executor.c: the executor whose worker the calling thread is, or NULL
- * (async__exec_take sets it); and a job's start from queued to running
- * when it is not a submit without a deadline (false: it must not run, and
- * has been finished). */
-extern _Thread_local async_executor_t *async__tls_worker_of ASYNC_TLS;
-bool async__exec_start_job(async__job_t *job);
+/* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue is
+ * stopped and empty. */
+int async__q_take(exec_priv_t *p, async__job_t **out);
 /* Stops the queue (closed when code is ASYNC_ECLOSED, else broken with code:
  * false if it was broken already), wakes everyone, and with drain returns
  * (*drained, OUT) every queued job as a list linked through qnext, highest

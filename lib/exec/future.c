@@ -263,10 +263,7 @@ async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
     return f;
 }
 
-/* release_memory's rare cases, out of line so that the usual free saves no
- * registers for them: a plain allocation, a pool that is not this thread's
- * magazine's or that is closed, a magazine grown past MAG_MAX. */
-static __attribute__((noinline)) void release_slow(async_future_t *f)
+static inline __attribute__((always_inline)) void release_memory(async_future_t *f)
 {
     slab_t *s = f->slab;
     if (!s) {
@@ -284,29 +281,14 @@ static __attribute__((noinline)) void release_slow(async_future_t *f)
         give_back(p, f, f, 1);
         return;
     }
-    /* do not hoard: give all back, keep the pool */
     *(void **)f = async__mag.head;
     if (!async__mag.head) async__mag.tail = f;
     async__mag.head = f;
-    give_back(p, async__mag.head, async__mag.tail, async__mag.n + 1);
-    async__mag.head = async__mag.tail = NULL;
-    async__mag.n = 0;
-}
-
-static inline __attribute__((always_inline)) void release_memory(async_future_t *f)
-{
-    slab_t *s = f->slab;
-    async__fpool_t *p;
-    if (__builtin_expect(!s || async__mag.pool != (p = s->pool) ||
-                             atomic_load_explicit(&p->closed, memory_order_relaxed) ||
-                             async__mag.n >= MAG_MAX, 0)) {
-        release_slow(f);
-        return;
+    if (++async__mag.n > MAG_MAX) { /* do not hoard: give all back, keep the pool */
+        give_back(p, async__mag.head, async__mag.tail, async__mag.n);
+        async__mag.head = async__mag.tail = NULL;
+        async__mag.n = 0;
     }
-    *(void **)f = async__mag.head;
-    if (!async__mag.head) async__mag.tail = f;
-    async__mag.head = f;
-    async__mag.n++;
 }
 
 int async_future_new(async_future_t **out)
@@ -325,28 +307,17 @@ void async_future_ref(async_future_t *f)
 
 /* Inlined into both async_future_unref and async__future_free, so that the
  * caller's last unref of a future makes one call, not two. */
-/* free_future's rare part: callbacks of a future that never finished (a
- * submit that failed after they were added), and results it owns.  Out of
- * line, so that the usual free saves no registers for it. */
-static __attribute__((noinline)) void free_parts(async_future_t *f)
+static inline __attribute__((always_inline)) void free_future(async_future_t *f)
 {
+    /* Last reference: no waiter is listening (waiters hold references), but
+     * callbacks of a future that never finished (a submit that failed after
+     * they were added) are still listed: they will never run. */
     while (!async__list_empty(&f->nodes)) {
         async__listener_t *l = container_of(async__list_pop(&f->nodes), async__listener_t, link);
         if (!l->notify) async__free(container_of(l, async__cb_node_t, l));
     }
     if (f->data_owned) async__free(f->data);
     if (f->msg_owned) async__free((void *)f->msg);
-}
-
-/* Inlined into both async_future_unref and async__future_free, so that the
- * caller's last unref of a future makes one call, not two. */
-static inline __attribute__((always_inline)) void free_future(async_future_t *f)
-{
-    /* Last reference: no waiter is listening (waiters hold references), but
-     * callbacks of a future that never finished are still listed: they will
-     * never run. */
-    if (__builtin_expect(!async__list_empty(&f->nodes) || f->data_owned || f->msg_owned, 0))
-        free_parts(f);
     release_memory(f);
 }
 

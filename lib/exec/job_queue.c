@@ -102,19 +102,6 @@ void async__q_destroy(exec_priv_t *p)
     pthread_mutex_destroy(&p->mu);
 }
 
-/* A full barrier.  ThreadSanitizer rejects fences (gcc's -Wtsan, an error
- * here once the take is inlined into async__exec_take); a sequentially
- * consistent read-modify-write is a full barrier too. */
-static inline void full_fence(void)
-{
-#ifdef ASYNC_TSAN
-    static _Atomic int tsan_fence;
-    atomic_fetch_add_explicit(&tsan_fence, 0, memory_order_seq_cst);
-#else
-    atomic_thread_fence(memory_order_seq_cst);
-#endif
-}
-
 /* The functions of a worker's pop are inlined into it: on a trivial job's
  * path every call's saved registers cost about as much as its work. */
 #define POP_INLINE static inline __attribute__((always_inline))
@@ -616,10 +603,7 @@ static __attribute__((noinline)) void nap(exec_priv_t *p)
     atomic_fetch_sub(&p->napping, 1);
 }
 
-/* Blocks for the next job in priority order; ASYNC_ECLOSED when the queue
- * is stopped and empty.  Inlined into async__exec_take: on a trivial job's
- * path a call's saved registers cost about as much as its work. */
-POP_INLINE int take(exec_priv_t *p, async__job_t **out)
+int async__q_take(exec_priv_t *p, async__job_t **out)
 {
     for (;;) {
         qlock(p);
@@ -638,7 +622,7 @@ POP_INLINE int take(exec_priv_t *p, async__job_t **out)
             if (p->bounded) {
                 /* Order the store to taken before the look at room_waiters
                  * (a submitter waiting for room does the opposite). */
-                full_fence();
+                atomic_thread_fence(memory_order_seq_cst);
                 if (atomic_load(&p->room_waiters)) room_signal(p);
             }
             if (more) async__q_hand_on(p); /* hand on a wake-up */
@@ -667,27 +651,6 @@ POP_INLINE int take(exec_priv_t *p, async__job_t **out)
         if (atomic_load(&p->spinning) < spinners && spin_for_work(p, &spun_from)) continue;
         sleep_for_work(p, spun_from);
     }
-}
-
-int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
-{
-    (void)worker;
-    async__tls_worker_of = ex;
-    exec_priv_t *p = ex->priv;
-    while (take(p, out) == 0) {
-        async__job_t *job = *out;
-        /* The usual job, a submit without a deadline, is started here;
-         * async__exec_start_job, out of line, takes the rest, so that this
-         * loop needs few registers saved. */
-        if (async__job_kind(job) != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
-            if (async__exec_start_job(job)) return 0;
-        } else if (async__future_start(job->owner) == 0) {
-            return 0;
-        } else { /* cancelled while queued */
-            async__future_drop(job->owner);
-        }
-    }
-    return ASYNC_ECLOSED;
 }
 
 /* --- stopping ---------------------------------------------------------------- */

@@ -18,7 +18,6 @@
 #include <signal.h>
 #include <time.h>
 #include "backend_internal.h"
-#include "work_internal.h"
 
 typedef struct worker {
     async_executor_t *ex;
@@ -111,18 +110,6 @@ static void unwatch(worker_t *w)
     pthread_mutex_unlock(&t->mu);
 }
 
-/* A job whose future may fail at its deadline while it runs: watched by
- * the watchdog meanwhile.  Out of line, so that the worker's loop saves no
- * registers for it. */
-static __attribute__((noinline)) void run_watched(worker_t *w, async__job_t *job)
-{
-    async__outcome_t oc;
-    watch(w, job);
-    async__rows_run(&job->rows, w->index, job->deadline, job->var_ok, NULL, NULL, 0, &oc);
-    unwatch(w);
-    async__exec_finish(w->ex, job, &oc);
-}
-
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -134,12 +121,14 @@ static void *worker_main(void *arg)
         return NULL;
     }
     async__job_t *job;
+    async__outcome_t oc;
     while (async__exec_take(ex, w->index, &job) == 0) {
         /* Most jobs have no deadline: spare them the call. */
-        if (__builtin_expect(job->deadline != ASYNC_FOREVER, 0) && async__exec_expirable(job))
-            run_watched(w, job);
-        else
-            async__exec_run(ex, w->index, job);
+        bool watched = job->deadline != ASYNC_FOREVER && async__exec_expirable(job);
+        if (watched) watch(w, job);
+        async__rows_run(&job->rows, w->index, job->deadline, job->var_ok, NULL, NULL, 0, &oc);
+        if (watched) unwatch(w);
+        async__exec_finish(ex, job, &oc);
     }
     return NULL;
 }

@@ -8,17 +8,34 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include "work_internal.h"
+#include "backend_internal.h"
+#include "future_internal.h"
 
-/* The frame's type and the single-row run that the thread worker inlines
- * live in work_internal.h. */
-typedef async__frame_t frame_t;
-typedef async__grow_opts_t grow_opts_t;
+/* What a variable-size result may use (async__rows_run's grow, grow_arg and
+ * max_result); only a process worker has one, so a frame points to it and a
+ * thread worker's frame spares the stores. */
+typedef struct grow_opts {
+    void *(*fn)(void *, size_t);
+    void *arg;
+    size_t max_result;
+} grow_opts_t;
 
-_Thread_local async__frame_t *async__tls_frame ASYNC_TLS;
-#define tls_frame async__tls_frame
+/* The frame is set up for every job before its function is called, and its
+ * services are rare: so it holds pointers to what the job already has (the
+ * rows, the outcome and its message) instead of copies. */
+typedef struct frame {
+    const async__rows_t *rows; /* NULL while an initializer runs */
+    async__outcome_t *oc;
+    const grow_opts_t *grow;   /* NULL: async__malloc, no cap */
+    int64_t deadline;
+    size_t row, msg_row;
+    unsigned worker;
+    bool var_ok;
+} frame_t;
 
-static int norm(int code) { return async__work_norm(code); }
+static _Thread_local frame_t *tls_frame ASYNC_TLS;
+
+static int norm(int code) { return code > 0 ? ASYNC_EWORK : code; }
 
 int async_work_fail(int code, const char *fmt, ...)
 {
