@@ -14,6 +14,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/proc.h"
 
 /* The library's hook inside the queue's critical section (lib/ipc/ipc_internal.h):
  * 1 put before its commit, 2 get before its commit, 3 get after it. */
@@ -61,13 +62,7 @@ static async_process_t *stopped_at(async_ipc_queue_t *q, int where)
 /* A child stopped at `where`, killed there. */
 static void kill_at(async_ipc_queue_t *q, int where)
 {
-    async_process_t *p = stopped_at(q, where);
-    cr_assert_eq(async_process_kill(p), 0);
-    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0);
-    int sig = 0;
-    cr_assert_eq(async_process_status(p, NULL, &sig), 0);
-    cr_assert_eq(sig, SIGKILL);
-    async_process_free(p);
+    test_proc_kill(stopped_at(q, where), WEDGE_NS);
 }
 
 /* A new queue of cap slots of 8 bytes, holding one message a character of
@@ -267,17 +262,13 @@ static void storm(bool kill_producers, bool kill_consumers, unsigned seed0)
         unsigned i = (unsigned)rand_r(&seed) % (NPROD + NCONS);
         if (m[i].producer ? !kill_producers || next_id >= MAX_IDS : !kill_consumers) continue;
         /* A producer that finished its items is replaced too, to keep items flowing. */
-        if (async_process_is_alive(m[i].p)) cr_assert_eq(async_process_kill(m[i].p), 0);
-        cr_assert_eq(async_process_join_dl(m[i].p, async_now() + CHILD_NS), 0);
-        int sig = 0, code = -1;
-        cr_assert_eq(async_process_status(m[i].p, &code, &sig), 0);
-        if (sig == SIGKILL) {
+        int code = test_proc_end(m[i].p, CHILD_NS);
+        if (code == 128 + SIGKILL) {
             if (m[i].producer) killed_prod++;
             else killed_cons++;
         } else {
             cr_assert_eq(code, 0, "a %s exited %d", m[i].producer ? "producer" : "consumer", code);
         }
-        async_process_free(m[i].p);
         start(&m[i], &s, &next_id);
     }
     /* The storm is over: the survivors finish their items through the queue. */

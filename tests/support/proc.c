@@ -97,6 +97,51 @@ int test_proc_exit(async_process_t *p, int64_t wedge_ns)
     return sig ? 128 + sig : code;
 }
 
+/* Joins p before now + wedge_ns (the test fails otherwise) and frees it;
+ * OUT: its exit code (-1 if a signal ended it) and that signal (0 if none). */
+static void join_and_free(async_process_t *p, int64_t wedge_ns, int *code, int *sig)
+{
+    int pid = async_process_pid(p);
+    int err = async_process_join_dl(p, async_now() + wedge_ns);
+    cr_assert_eq(err, 0, "process %d was not reaped: %s", pid, async_strerror(err));
+    *code = -1;
+    *sig = 0;
+    cr_assert_eq(async_process_status(p, code, sig), 0);
+    async_process_free(p);
+}
+
+/* A pid of 0 or below would name a process group, or every process. */
+static void assert_killable(const async_process_t *p)
+{
+    cr_assert_gt(async_process_pid(p), 0, "no child to kill");
+}
+
+int test_proc_code(async_process_t *p, int64_t wedge_ns)
+{
+    int code, sig;
+    join_and_free(p, wedge_ns, &code, &sig);
+    return code;
+}
+
+void test_proc_kill(async_process_t *p, int64_t wedge_ns)
+{
+    assert_killable(p);
+    int pid = async_process_pid(p), code, sig;
+    cr_assert_eq(async_process_kill(p), 0, "process %d had already been reaped", pid);
+    join_and_free(p, wedge_ns, &code, &sig);
+    cr_assert_eq(sig, SIGKILL, "process %d ended with exit %d, signal %d, not by the SIGKILL", pid,
+                 code, sig);
+}
+
+int test_proc_end(async_process_t *p, int64_t wedge_ns)
+{
+    assert_killable(p);
+    if (async_process_is_alive(p)) cr_assert_eq(async_process_kill(p), 0);
+    int code, sig;
+    join_and_free(p, wedge_ns, &code, &sig);
+    return sig ? 128 + sig : code;
+}
+
 int test_die_where;
 
 void test_die_here(int where)
