@@ -68,7 +68,7 @@ static waited_t ask(const async_http_opts_t *o, const char *path, async_http_req
 Test(http_broken_servers, a_trickled_header_times_out_on_time_without_spinning)
 {
     waited_t w = ask(NULL, "/trickle", (async_http_request_t){.timeout_ns = ASYNC_MSEC(1500)});
-    EXPECT_FAILED(w, ASYNC_ETIMEDOUT, "timed out", "");
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, "timed out", "");
     cr_expect_geq(w.wall, 1.45);
     cr_expect_lt(w.wall, 10.0, "a 1.5 s timeout ended after %.1f s", w.wall);
     expect_no_spin(&w, 10);
@@ -77,7 +77,7 @@ Test(http_broken_servers, a_trickled_header_times_out_on_time_without_spinning)
 Test(http_broken_servers, a_server_that_never_answers_times_out_without_spinning)
 {
     waited_t w = ask(NULL, "/silent", (async_http_request_t){.timeout_ns = ASYNC_MSEC(1200)});
-    EXPECT_FAILED(w, ASYNC_ETIMEDOUT, "0 bytes received", "");
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, "0 bytes received", "");
     cr_expect_eq(w.resp->status, 0);
     cr_expect_geq(w.wall, 1.15);
     expect_no_spin(&w, 0);
@@ -96,7 +96,7 @@ Test(http_broken_servers, a_server_that_never_reads_the_body_times_out_without_s
                                                              .body_len = n,
                                                              .timeout_ns = ASYNC_MSEC(1200)});
     free(body);
-    EXPECT_FAILED(w, ASYNC_ETIMEDOUT, NULL, "");
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     cr_expect_geq(w.wall, 1.15);
     cr_expect_lt(w.wall, 10.0);
     /* Filling the socket buffers takes a few dozen turns (48 here); a
@@ -107,7 +107,7 @@ Test(http_broken_servers, a_server_that_never_reads_the_body_times_out_without_s
 Test(http_broken_servers, endless_headers_end_with_an_error_not_endless_memory)
 {
     waited_t w = ask(NULL, "/headers-forever", (async_http_request_t){.timeout_ns = ASYNC_SEC(20)});
-    EXPECT_FAILED(w, ASYNC_ECURL, "Too large response headers", "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "Too large response headers", "");
     cr_expect_lt(w.wall, 15.0, "endless headers were read for %.1f s", w.wall);
 }
 
@@ -115,14 +115,14 @@ Test(http_broken_servers, endless_interim_responses_time_out)
 {
     waited_t w = ask(NULL, "/continue-forever",
                      (async_http_request_t){.timeout_ns = ASYNC_MSEC(1200)});
-    EXPECT_FAILED(w, ASYNC_ETIMEDOUT, NULL, "");
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     cr_expect_lt(w.wall, 10.0);
 }
 
 Test(http_broken_servers, bad_chunked_encoding_is_a_curl_error)
 {
     waited_t w = ask(NULL, "/bad-chunked", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_ECURL, "chunk", "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "chunk", "");
     cr_expect(strstr(w.resp->errmsg, "curl error 56"), "%s", w.resp->errmsg);
 }
 
@@ -130,7 +130,7 @@ Test(http_broken_servers, an_endless_chunked_body_stops_at_max_body)
 {
     async_http_opts_t o = {.max_body = 100000};
     waited_t w = ask(&o, "/chunked-forever", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_ECURL, NULL, "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, NULL, "");
     cr_expect_str_eq(w.resp->errmsg, "response body larger than 100000 bytes");
     cr_expect_leq(w.resp->body_len, 100000);
 }
@@ -138,9 +138,9 @@ Test(http_broken_servers, an_endless_chunked_body_stops_at_max_body)
 Test(http_broken_servers, a_content_length_that_lies_short_fails_or_times_out)
 {
     waited_t w = ask(NULL, "/short-close", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_ECURL, "curl error 18", "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 18", "");
     w = ask(NULL, "/short-open", (async_http_request_t){.timeout_ns = ASYNC_MSEC(800)});
-    EXPECT_FAILED(w, ASYNC_ETIMEDOUT, NULL, "");
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     expect_no_spin(&w, 0);
 }
 
@@ -165,7 +165,7 @@ Test(http_broken_servers, a_redirect_loop_stops_after_ten)
 {
     async_http_opts_t o = {.max_retries = 3, .retry_base_ns = ASYNC_MSEC(1)};
     waited_t w = ask(&o, "/loop", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_ECURL, "curl error 47", "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 47", "");
     cr_expect_eq(w.resp->attempts, 1, "a redirect loop is not transient");
     cr_expect_eq(atomic_load(&bad.st->requests), 11, "the first request and ten redirects");
 }
@@ -174,7 +174,7 @@ Test(http_broken_servers, a_reset_mid_body_is_a_curl_error_and_retried)
 {
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
     waited_t w = ask(&o, "/reset", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_ECURL, "curl error 56", "");
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 56", "");
     cr_expect(strstr(w.resp->errmsg, "reset"), "%s", w.resp->errmsg);
     cr_expect_eq(w.resp->attempts, 3);
     /* The last attempt's bytes only (a reset may discard some the kernel
@@ -201,7 +201,7 @@ Test(http_broken_servers, a_status_line_among_the_headers_is_not_the_status)
     cr_expect_str_eq(async_http_response_header(w.resp, "X-After") ?: "(none)", "2");
 
     w = ask(&o, "/success-in-headers", (async_http_request_t){0});
-    EXPECT_FAILED(w, ASYNC_EHTTP, NULL, "");
+    EXPECT_FAILED(w.resp, ASYNC_EHTTP, NULL, "");
     cr_expect_eq(w.resp->status, 500);
     cr_expect_str_eq(w.resp->errmsg, "HTTP status 500 Internal Server Error");
     cr_expect_str_eq(w.resp->http_version, "HTTP/1.1");
