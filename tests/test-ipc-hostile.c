@@ -19,6 +19,7 @@
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/proc.h"
+#include "support/storm.h"
 
 /* ThreadSanitizer models one process: it cannot follow a futex or mutex that
  * another process changed. */
@@ -612,27 +613,17 @@ Test(ipc_hostile, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeo
     }
     cr_assert_eq(async_ipc_queue_len(s.q), 0);
 
-    uint64_t delivered = 0, lost = 0, in_hand = 0;
-    for (uint32_t id = 0; id < next_id; id++) {
-        uint32_t pd = s.put_done[id];
-        for (uint32_t k = 0; k < T_PER_ID; k++) {
-            unsigned char n = s.seen[id * T_PER_ID + k];
-            cr_assert_leq(n, 1, "item %u/%u got %u times", id, k, n);
-            if (k < pd) delivered += n, lost += !n;
-            else if (k == pd) in_hand += n;
-            else cr_assert_eq(n, 0, "item %u/%u got but never put", id, k);
-        }
-    }
+    test_tally_t t = test_storm_tally(s.seen, s.put_done, next_id, T_PER_ID);
     cr_log_info("task storm seed %u: %u producers and %u consumers killed, %llu delivered, "
                 "%llu lost with dead consumers, %llu committed by dying producers",
-                seed0, killed[1], killed[0], (unsigned long long)delivered,
-                (unsigned long long)lost, (unsigned long long)in_hand);
+                seed0, killed[1], killed[0], (unsigned long long)t.delivered,
+                (unsigned long long)t.lost, (unsigned long long)t.in_hand);
     cr_assert_gt(killed[0] + killed[1], T_KILLS, "only %u kills in %.1f s", killed[0] + killed[1],
                  (double)(async_now() - start) / 1e9);
     /* One thread a consumer: a dead one held at most one message. */
-    cr_assert_leq(lost, killed[0], "%llu lost, but only %u consumers died",
-                  (unsigned long long)lost, killed[0]);
-    cr_assert_gt(delivered, 0);
+    cr_assert_leq(t.lost, killed[0], "%llu lost, but only %u consumers died",
+                  (unsigned long long)t.lost, killed[0]);
+    cr_assert_gt(t.delivered, 0);
     async_shared_array_free(seen);
     async_shared_array_free(done);
     async_ipc_queue_free(s.q);

@@ -278,8 +278,7 @@ static int recv_task(void *arg, void **result)
     size_t len;
     c->err = async_ipc_pipe_recv_dl(c->end, c->got, sizeof c->got, &len,
                                     async_deadline_after(ASYNC_SEC(5)));
-    c->ticks_at_recv = c->ticker.ticks;
-    c->ticker.done = true;
+    c->ticks_at_recv = test_ticker_stop(&c->ticker);
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/proc.h"
+#include "support/storm.h"
 
 /* The library's hook inside the queue's critical section (lib/ipc/ipc_internal.h):
  * 1 put before its commit, 2 get before its commit, 3 get after it. */
@@ -281,34 +282,17 @@ static void storm(bool kill_producers, bool kill_consumers, unsigned seed0)
     size_t len;
     cr_assert_eq(async_ipc_queue_tryget(s.q, &it, sizeof it, &len), ASYNC_EEOF);
 
-    /* Count.  Items before put_done[id] were put; the one at put_done[id] may
-     * have been committed by a producer killed before it could record it. */
-    uint64_t delivered = 0, lost = 0, in_hand = 0;
-    for (uint32_t id = 0; id < next_id; id++) {
-        uint32_t pd = s.put_done[id];
-        for (uint32_t k = 0; k < PER_ID; k++) {
-            unsigned char n = s.seen[id * PER_ID + k];
-            cr_assert_leq(n, 1, "item %u/%u got %u times", id, k, n);
-            if (k < pd) {
-                if (n) delivered++;
-                else lost++;
-            } else if (k == pd) {
-                in_hand += n;
-            } else {
-                cr_assert_eq(n, 0, "item %u/%u got but never put", id, k);
-            }
-        }
-    }
+    test_tally_t t = test_storm_tally(s.seen, s.put_done, next_id, PER_ID);
     cr_log_info("storm seed %u: %u producers and %u consumers killed, %llu delivered, "
                 "%llu lost with dead consumers, %llu committed by dying producers",
-                seed0, killed_prod, killed_cons, (unsigned long long)delivered,
-                (unsigned long long)lost, (unsigned long long)in_hand);
+                seed0, killed_prod, killed_cons, (unsigned long long)t.delivered,
+                (unsigned long long)t.lost, (unsigned long long)t.in_hand);
     if (kill_producers) cr_assert_gt(killed_prod, 0);
     if (kill_consumers) cr_assert_gt(killed_cons, 0);
     /* A dead consumer can take at most the one message it held. */
-    cr_assert_leq(lost, killed_cons, "%llu lost, but only %u consumers died",
-                  (unsigned long long)lost, killed_cons);
-    cr_assert_geq(delivered, (uint64_t)NPROD * PER_ID / 2);
+    cr_assert_leq(t.lost, killed_cons, "%llu lost, but only %u consumers died",
+                  (unsigned long long)t.lost, killed_cons);
+    cr_assert_geq(t.delivered, (uint64_t)NPROD * PER_ID / 2);
     async_shared_array_free(seen);
     async_shared_array_free(done);
     async_ipc_queue_free(s.q);

@@ -417,8 +417,7 @@ static int getter_task(void *arg, void **result)
     size_t len;
     c->get_err = async_ipc_queue_get_dl(c->q, c->got, sizeof c->got, &len,
                                         async_deadline_after(ASYNC_SEC(5)));
-    c->ticks_at_get = c->ticker.ticks;
-    c->ticker.done = true;
+    c->ticks_at_get = test_ticker_stop(&c->ticker);
     return 0;
 }
 

@@ -36,8 +36,8 @@ bool test_proc_asleep(async_process_t *p);
 int test_proc_exit(async_process_t *p, int64_t wedge_ns);
 
 /* Joins p, which must end by itself before now + wedge_ns (the test fails
- * otherwise), and frees it: its exit code, -1 if a signal ended it (as
- * async_process_status reports it). */
+ * otherwise, once p is killed and reaped), and frees it: its exit code, -1
+ * if a signal ended it (as async_process_status reports it). */
 int test_proc_code(async_process_t *p, int64_t wedge_ns);
 
 /* Kills p (SIGKILL; its pid must be above 0), joins it before now +
