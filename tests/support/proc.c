@@ -87,7 +87,10 @@ static void assert_killable(const async_process_t *p)
     cr_assert_gt(async_process_pid(p), 0, "no child to kill");
 }
 
-int test_proc_exit(async_process_t *p, int64_t wedge_ns)
+/* Joins p before now + wedge_ns: true.  False if it had not ended by then:
+ * it is killed, reaped and freed (left running, it would hold the test
+ * runner's pipes open). */
+static bool joined(async_process_t *p, int64_t wedge_ns)
 {
     int err = async_process_join_dl(p, async_now() + wedge_ns);
     if (err == ASYNC_ETIMEDOUT) {
@@ -95,35 +98,38 @@ int test_proc_exit(async_process_t *p, int64_t wedge_ns)
         async_process_kill(p);
         async_process_join(p);
         async_process_free(p);
-        return -1;
+        return false;
     }
-    cr_assert_eq(err, 0, "join: %s", async_strerror(err));
-    int code = -1, sig = 0;
-    cr_assert_eq(async_process_status(p, &code, &sig), 0);
-    async_process_free(p);
-    return sig ? 128 + sig : code;
+    cr_assert_eq(err, 0, "join of process %d: %s", async_process_pid(p), async_strerror(err));
+    return true;
 }
 
-/* Joins p before now + wedge_ns and frees it; OUT: its exit code (-1 if a
- * signal ended it) and that signal (0 if none).  A child that has not ended
- * by then fails the test, killed and reaped first: left running, it would
- * hold the test runner's pipes open. */
-static void join_and_free(async_process_t *p, int64_t wedge_ns, int *code, int *sig)
+/* Frees p, joined; OUT: its exit code (-1 if a signal ended it) and that
+ * signal (0 if none). */
+static void status_and_free(async_process_t *p, int *code, int *sig)
 {
-    int pid = async_process_pid(p);
-    int err = async_process_join_dl(p, async_now() + wedge_ns);
-    if (err == ASYNC_ETIMEDOUT) {
-        assert_killable(p);
-        async_process_kill(p);
-        async_process_join(p);
-        async_process_free(p);
-        cr_assert_fail("process %d did not end in %.1f s", pid, (double)wedge_ns / 1e9);
-    }
-    cr_assert_eq(err, 0, "process %d was not reaped: %s", pid, async_strerror(err));
     *code = -1;
     *sig = 0;
     cr_assert_eq(async_process_status(p, code, sig), 0);
     async_process_free(p);
+}
+
+int test_proc_exit(async_process_t *p, int64_t wedge_ns)
+{
+    if (!joined(p, wedge_ns)) return -1;
+    int code, sig;
+    status_and_free(p, &code, &sig);
+    return sig ? 128 + sig : code;
+}
+
+/* Joins p, which must end before now + wedge_ns (the test fails otherwise),
+ * and frees it; OUT as status_and_free. */
+static void join_and_free(async_process_t *p, int64_t wedge_ns, int *code, int *sig)
+{
+    int pid = async_process_pid(p);
+    if (!joined(p, wedge_ns))
+        cr_assert_fail("process %d did not end in %.1f s", pid, (double)wedge_ns / 1e9);
+    status_and_free(p, code, sig);
 }
 
 int test_proc_code(async_process_t *p, int64_t wedge_ns)
