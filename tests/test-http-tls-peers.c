@@ -372,6 +372,10 @@ static const char *tls_url(raw_srv_t *s)
     return s->url;
 }
 
+/* The process group of the peer that runs, if any: the teardown ends it
+ * when a failed check left the test before its peer_stop. */
+static pid_t peer_group;
+
 /* Starts a TLS peer in the given mode with leaf (and chain, which may be
  * NULL) as its certificate, for the key of every leaf, pki.leaf_key. */
 static void peer_start(raw_srv_t *s, int mode, X509 *leaf, X509 *chain)
@@ -380,6 +384,7 @@ static void peer_start(raw_srv_t *s, int mode, X509 *leaf, X509 *chain)
     peer.ctx = peer_ctx(leaf, chain, pki.leaf_key);
     peer.mode = mode;
     raw_start_conn(s, tls_conn);
+    peer_group = s->pid;
 }
 
 static void peer_stop(raw_srv_t *s)
@@ -387,6 +392,7 @@ static void peer_stop(raw_srv_t *s)
     /* A pid of 0 or below (the peer never started) would make raw_stop's
      * kill(-pid) signal this process's group, or every process. */
     if (s->pid > 0) raw_stop(s);
+    peer_group = 0;
     SSL_CTX_free(peer.ctx);
     peer.ctx = NULL;
 }
@@ -410,6 +416,10 @@ static void setup(void)
 
 static void teardown(void)
 {
+    if (peer_group > 0) { /* 0 or below would signal this group, or every process */
+        kill(-peer_group, SIGKILL);
+        waitpid(peer_group, NULL, 0);
+    }
     SSL_CTX_free(peer.ctx);
     memset(&peer, 0, sizeof peer);
     pki_free(&pki);
