@@ -25,41 +25,62 @@
 #include <async.h>
 #include <async/http.h>
 #include "support/http_fixture.h"
+#include "support/http_expect.h"
 #include "support/answer.h"
 
-TestSuite(http_broken_servers, .init = http_fixture_setup, .fini = http_fixture_teardown,
-          .timeout = 60);
+/* Every test asks the scripted server, which answers as raw_answer says for
+ * each path; it starts before the test and stops after it. */
+static raw_srv_t bad;
+static async_http_response_t *last; /* the latest answer of ask */
+
+static void setup(void)
+{
+    http_fixture_setup();
+    raw_start(&bad, raw_answer);
+}
+
+static void teardown(void)
+{
+    async_http_response_free(last);
+    /* A pid of 0 or below (the server never started) would make raw_stop's
+     * kill(-pid) signal this process's group, or every process. */
+    if (bad.pid > 0) raw_stop(&bad);
+    http_fixture_teardown();
+}
+
+TestSuite(http_broken_servers, .init = setup, .fini = teardown, .timeout = 60);
+
+/* One request for path on the broken server (req gives the rest), by a new
+ * client with options o (NULL: the defaults), measured by run_one.  The
+ * response stays the file's: the next ask, or the teardown, frees it. */
+static waited_t ask(const async_http_opts_t *o, const char *path, async_http_request_t req)
+{
+    async_http_response_free(last);
+    last = NULL;
+    req.url = raw_url(&bad, path);
+    waited_t w = run_one(o, &req);
+    last = w.resp;
+    return w;
+}
 
 /* --- broken servers ---------------------------------------------------------- */
 
 Test(http_broken_servers, a_trickled_header_times_out_on_time_without_spinning)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/trickle"), .timeout_ns = ASYNC_MSEC(1500)};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "timed out"), "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/trickle", (async_http_request_t){.timeout_ns = ASYNC_MSEC(1500)});
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, "timed out", "");
     cr_expect_geq(w.wall, 1.45);
     cr_expect_lt(w.wall, 10.0, "a 1.5 s timeout ended after %.1f s", w.wall);
     expect_no_spin(&w, 10);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, a_server_that_never_answers_times_out_without_spinning)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/silent"), .timeout_ns = ASYNC_MSEC(1200)};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "0 bytes received"), "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/silent", (async_http_request_t){.timeout_ns = ASYNC_MSEC(1200)});
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, "0 bytes received", "");
     cr_expect_eq(w.resp->status, 0);
     cr_expect_geq(w.wall, 1.15);
     expect_no_spin(&w, 0);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 /* The other way round: a server that takes the request's head and never
@@ -67,107 +88,69 @@ Test(http_broken_servers, a_server_that_never_answers_times_out_without_spinning
  * full; the timeout ends it, and the wait for room to write blocks. */
 Test(http_broken_servers, a_server_that_never_reads_the_body_times_out_without_spinning)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     size_t n = (size_t)8 << 20;
     char *body = malloc(n);
     cr_assert_not_null(body);
     memset(body, 'b', n);
-    async_http_request_t req = {.url = raw_url(&s, "/silent"), .method = "PUT", .body = body,
-                                .body_len = n, .timeout_ns = ASYNC_MSEC(1200)};
-    waited_t w = run_one(NULL, &req);
+    waited_t w = ask(NULL, "/silent", (async_http_request_t){.method = "PUT", .body = body,
+                                                             .body_len = n,
+                                                             .timeout_ns = ASYNC_MSEC(1200)});
     free(body);
-    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     cr_expect_geq(w.wall, 1.15);
     cr_expect_lt(w.wall, 10.0);
     /* Filling the socket buffers takes a few dozen turns (48 here); a
      * spin would take tens of thousands. */
     expect_no_spin(&w, 20);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, endless_headers_end_with_an_error_not_endless_memory)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/headers-forever"),
-                                .timeout_ns = ASYNC_SEC(20)};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/headers-forever", (async_http_request_t){.timeout_ns = ASYNC_SEC(20)});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "Too large response headers", "");
     cr_expect_lt(w.wall, 15.0, "endless headers were read for %.1f s", w.wall);
-    cr_expect(strstr(w.resp->errmsg, "Too large response headers"), "%s", w.resp->errmsg);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, endless_interim_responses_time_out)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/continue-forever"),
-                                .timeout_ns = ASYNC_MSEC(1200)};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/continue-forever",
+                     (async_http_request_t){.timeout_ns = ASYNC_MSEC(1200)});
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     cr_expect_lt(w.wall, 10.0);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, bad_chunked_encoding_is_a_curl_error)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/bad-chunked")};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "chunk"), "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/bad-chunked", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "chunk", "");
     cr_expect(strstr(w.resp->errmsg, "curl error 56"), "%s", w.resp->errmsg);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, an_endless_chunked_body_stops_at_max_body)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_body = 100000};
-    async_http_request_t req = {.url = raw_url(&s, "/chunked-forever")};
-    waited_t w = run_one(&o, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
+    waited_t w = ask(&o, "/chunked-forever", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, NULL, "");
     cr_expect_str_eq(w.resp->errmsg, "response body larger than 100000 bytes");
     cr_expect_leq(w.resp->body_len, 100000);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, a_content_length_that_lies_short_fails_or_times_out)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
-    async_http_request_t req = {.url = raw_url(&s, "/short-close")};
-    waited_t w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "curl error 18"), "%s", w.resp->errmsg);
-    async_http_response_free(w.resp);
-    req = (async_http_request_t){.url = raw_url(&s, "/short-open"),
-                                 .timeout_ns = ASYNC_MSEC(800)};
-    w = run_one(NULL, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ETIMEDOUT, "%s", w.resp->errmsg);
+    waited_t w = ask(NULL, "/short-close", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 18", "");
+    w = ask(NULL, "/short-open", (async_http_request_t){.timeout_ns = ASYNC_MSEC(800)});
+    EXPECT_FAILED(w.resp, ASYNC_ETIMEDOUT, NULL, "");
     expect_no_spin(&w, 0);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, bytes_past_the_content_length_are_not_the_next_answer)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     async_http_t *http;
     cr_assert_eq(async_http_new(&http, loop, NULL), 0);
     for (int i = 0; i < 3; i++) {
         test_answer_t g = {0};
-        async_http_request_t req = {.url = raw_url(&s, "/long")};
+        async_http_request_t req = {.url = raw_url(&bad, "/long")};
         cr_assert_eq(async_http_send(http, &req, test_answer_catch, &g), 0);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
         cr_assert_eq(g.calls, 1);
@@ -176,41 +159,28 @@ Test(http_broken_servers, bytes_past_the_content_length_are_not_the_next_answer)
         async_http_response_free(g.resp);
     }
     cr_assert_eq(async_http_destroy(http), 0);
-    raw_stop(&s);
 }
 
 Test(http_broken_servers, a_redirect_loop_stops_after_ten)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 3, .retry_base_ns = ASYNC_MSEC(1)};
-    async_http_request_t req = {.url = raw_url(&s, "/loop")};
-    waited_t w = run_one(&o, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "curl error 47"), "%s", w.resp->errmsg);
+    waited_t w = ask(&o, "/loop", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 47", "");
     cr_expect_eq(w.resp->attempts, 1, "a redirect loop is not transient");
-    cr_expect_eq(atomic_load(&s.st->requests), 11, "the first request and ten redirects");
-    async_http_response_free(w.resp);
-    raw_stop(&s);
+    cr_expect_eq(atomic_load(&bad.st->requests), 11, "the first request and ten redirects");
 }
 
 Test(http_broken_servers, a_reset_mid_body_is_a_curl_error_and_retried)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
-    async_http_request_t req = {.url = raw_url(&s, "/reset")};
-    waited_t w = run_one(&o, &req);
-    cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
-    cr_expect(strstr(w.resp->errmsg, "curl error 56"), "%s", w.resp->errmsg);
+    waited_t w = ask(&o, "/reset", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "curl error 56", "");
     cr_expect(strstr(w.resp->errmsg, "reset"), "%s", w.resp->errmsg);
     cr_expect_eq(w.resp->attempts, 3);
     /* The last attempt's bytes only (a reset may discard some the kernel
      * had not handed over yet), never the three attempts' together. */
     cr_expect_leq(w.resp->body_len, 1000, "%zu bytes: not the last attempt's alone",
                   w.resp->body_len);
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
 
 /* curl takes a response's status from its first line only; a later line
@@ -220,11 +190,8 @@ Test(http_broken_servers, a_reset_mid_body_is_a_curl_error_and_retried)
  * into a success, and drop the headers before the look-alike. */
 Test(http_broken_servers, a_status_line_among_the_headers_is_not_the_status)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
     async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
-    async_http_request_t req = {.url = raw_url(&s, "/status-in-headers")};
-    waited_t w = run_one(&o, &req);
+    waited_t w = ask(&o, "/status-in-headers", (async_http_request_t){0});
     cr_expect_eq(w.resp->error, 0, "%s", w.resp->errmsg);
     cr_expect_eq(w.resp->status, 200);
     cr_expect_eq(w.resp->attempts, 1);
@@ -232,15 +199,10 @@ Test(http_broken_servers, a_status_line_among_the_headers_is_not_the_status)
     cr_expect_str_eq(w.resp->http_version, "HTTP/1.1");
     cr_expect_str_eq(async_http_response_header(w.resp, "X-Before") ?: "(none)", "1");
     cr_expect_str_eq(async_http_response_header(w.resp, "X-After") ?: "(none)", "2");
-    async_http_response_free(w.resp);
 
-    req.url = raw_url(&s, "/success-in-headers");
-    w = run_one(&o, &req);
-    cr_expect_eq(w.resp->error, ASYNC_EHTTP, "%s", w.resp->errmsg);
+    w = ask(&o, "/success-in-headers", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_EHTTP, NULL, "");
     cr_expect_eq(w.resp->status, 500);
     cr_expect_str_eq(w.resp->errmsg, "HTTP status 500 Internal Server Error");
     cr_expect_str_eq(w.resp->http_version, "HTTP/1.1");
-    async_http_response_free(w.resp);
-    raw_stop(&s);
 }
-

@@ -19,6 +19,7 @@
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/proc.h"
+#include "support/storm.h"
 
 /* ThreadSanitizer models one process: it cannot follow a futex or mutex that
  * another process changed. */
@@ -44,16 +45,6 @@ static async_process_t *spawn(async_process_fn fn, void *arg)
     return p;
 }
 
-static void kill_and_reap(async_process_t *p)
-{
-    cr_assert_eq(async_process_kill(p), 0);
-    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0);
-    int sig = 0;
-    cr_assert_eq(async_process_status(p, NULL, &sig), 0);
-    cr_assert_eq(sig, SIGKILL);
-    async_process_free(p);
-}
-
 /* --- R3: a waiter killed inside a condition's wait --------------------------- */
 
 typedef struct condpair {
@@ -76,27 +67,20 @@ static int cond_waiter(void *arg)
     return 0;
 }
 
-static int cond_broadcaster(void *arg)
+/* Sets the predicate under the lock and wakes every waiter (all) or one. */
+static int cond_wake(condpair_t *c, bool all)
 {
-    condpair_t *c = arg;
     int err = async_ipc_lock_lock(c->lock);
     if (err && err != ASYNC_EOWNERDEAD) return 2;
     async_ipc_event_set(c->go);
-    async_ipc_cond_broadcast(c->cond);
+    if (all) async_ipc_cond_broadcast(c->cond);
+    else async_ipc_cond_signal(c->cond);
     async_ipc_lock_unlock(c->lock);
     return 0;
 }
 
-static int cond_signaller(void *arg)
-{
-    condpair_t *c = arg;
-    int err = async_ipc_lock_lock(c->lock);
-    if (err && err != ASYNC_EOWNERDEAD) return 2;
-    async_ipc_event_set(c->go);
-    async_ipc_cond_signal(c->cond);
-    async_ipc_lock_unlock(c->lock);
-    return 0;
-}
+static int cond_broadcaster(void *arg) { return cond_wake(arg, true); }
+static int cond_signaller(void *arg) { return cond_wake(arg, false); }
 
 /* R3 on main (glibc 2.36's pthread_cond_t): the broadcast of the second
  * round never returns (it waits for the dead waiter's group reference), and
@@ -113,7 +97,7 @@ static void cond_after_dead_waiters(int (*wake)(void *), int rounds)
         async_ipc_event_clear(c.go);
         async_process_t *dead = spawn(cond_waiter, &c);
         test_proc_wait_asleep(dead);
-        kill_and_reap(dead);
+        test_proc_kill(dead, WEDGE_NS);
         async_process_t *live = spawn(cond_waiter, &c);
         test_proc_wait_asleep(live);
         async_process_t *waker = spawn(wake, &c);
@@ -158,7 +142,7 @@ Test(ipc_hostile, barrier_after_a_party_died_in_the_wait, .timeout = 120)
     for (int r = 0; r < 4; r++) {
         async_process_t *dead = spawn(barrier_party, b);
         test_proc_wait_asleep(dead);
-        kill_and_reap(dead);
+        test_proc_kill(dead, WEDGE_NS);
         /* The dead party arrived: one more trips this generation. */
         async_process_t *last = spawn(barrier_party, b);
         cr_assert_eq(test_proc_exit(last, WEDGE_NS), 0, "round %d: the generation with a dead party did not trip", r);
@@ -612,13 +596,9 @@ Test(ipc_hostile, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeo
         unsigned i = (unsigned)rand_r(&seed) % (T_PROD + T_CONS);
         bool producer = i < T_PROD;
         if (producer && next_id >= T_IDS) continue;
-        if (async_process_is_alive(m[i])) cr_assert_eq(async_process_kill(m[i]), 0);
-        cr_assert_eq(async_process_join_dl(m[i], async_now() + T_CHILD_NS), 0);
-        int sig = 0, code = -1;
-        cr_assert_eq(async_process_status(m[i], &code, &sig), 0);
-        if (sig == SIGKILL) killed[producer]++;
+        int code = test_proc_end(m[i], T_CHILD_NS);
+        if (code == 128 + SIGKILL) killed[producer]++;
         else cr_assert_eq(code, 0, "a %s exited %d", producer ? "producer" : "consumer", code);
-        async_process_free(m[i]);
         if (producer) s.id = next_id++;
         m[i] = spawn(producer ? task_producer : task_consumer, &s);
     }
@@ -633,27 +613,17 @@ Test(ipc_hostile, kill_storm_of_producers_and_consumers_waiting_in_tasks, .timeo
     }
     cr_assert_eq(async_ipc_queue_len(s.q), 0);
 
-    uint64_t delivered = 0, lost = 0, in_hand = 0;
-    for (uint32_t id = 0; id < next_id; id++) {
-        uint32_t pd = s.put_done[id];
-        for (uint32_t k = 0; k < T_PER_ID; k++) {
-            unsigned char n = s.seen[id * T_PER_ID + k];
-            cr_assert_leq(n, 1, "item %u/%u got %u times", id, k, n);
-            if (k < pd) delivered += n, lost += !n;
-            else if (k == pd) in_hand += n;
-            else cr_assert_eq(n, 0, "item %u/%u got but never put", id, k);
-        }
-    }
+    test_tally_t t = test_storm_tally(s.seen, s.put_done, next_id, T_PER_ID);
     cr_log_info("task storm seed %u: %u producers and %u consumers killed, %llu delivered, "
                 "%llu lost with dead consumers, %llu committed by dying producers",
-                seed0, killed[1], killed[0], (unsigned long long)delivered,
-                (unsigned long long)lost, (unsigned long long)in_hand);
+                seed0, killed[1], killed[0], (unsigned long long)t.delivered,
+                (unsigned long long)t.lost, (unsigned long long)t.in_hand);
     cr_assert_gt(killed[0] + killed[1], T_KILLS, "only %u kills in %.1f s", killed[0] + killed[1],
                  (double)(async_now() - start) / 1e9);
     /* One thread a consumer: a dead one held at most one message. */
-    cr_assert_leq(lost, killed[0], "%llu lost, but only %u consumers died",
-                  (unsigned long long)lost, killed[0]);
-    cr_assert_gt(delivered, 0);
+    cr_assert_leq(t.lost, killed[0], "%llu lost, but only %u consumers died",
+                  (unsigned long long)t.lost, killed[0]);
+    cr_assert_gt(t.delivered, 0);
     async_shared_array_free(seen);
     async_shared_array_free(done);
     async_ipc_queue_free(s.q);
@@ -734,7 +704,7 @@ Test(ipc_hostile, kill_storm_on_a_condition_and_its_lock, .timeout = 120)
         usleep(1000 + (unsigned)rand_r(&seed) % 3000);
         unsigned i = (unsigned)rand_r(&seed) % (C_WAITERS + 1);
         cr_assert(async_process_is_alive(m[i]), "a storm process ended by itself");
-        kill_and_reap(m[i]);
+        test_proc_kill(m[i], WEDGE_NS);
         kills++;
         m[i] = spawn(i == C_WAITERS ? storm_signaller : storm_waiter, &c);
     }

@@ -9,18 +9,25 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/proc.h"
+#include "support/ticker.h"
+
+/* Generous: it only turns a child that never ends into a failure. */
+#define CHILD_NS ASYNC_SEC(10)
 
 typedef struct ends {
     async_ipc_pipe_t *a, *b;
 } ends_t;
 
-static int child_code(async_process_t *p)
+/* A new pipe in e (flags as async_ipc_pipe_new takes them) whose end b is
+ * fn's, in a child: here it is closed, e->a is the test's. */
+static async_process_t *spawn_peer(ends_t *e, unsigned flags, async_process_fn fn)
 {
-    cr_assert_eq(async_process_join_dl(p, async_deadline_after(ASYNC_SEC(10))), 0);
-    int code = -1;
-    async_process_status(p, &code, NULL);
-    async_process_free(p);
-    return code;
+    cr_assert_eq(async_ipc_pipe_new(&e->a, &e->b, flags), 0);
+    async_process_t *p;
+    cr_assert_eq(async_process_spawn(&p, fn, e), 0);
+    async_ipc_pipe_free(e->b);
+    return p;
 }
 
 /* Echoes every message back, uppercased, until end-of-stream. */
@@ -42,10 +49,7 @@ static int echo_upper(void *arg)
 Test(ipc_pipe, duplex_round_trips_and_end_of_stream, .timeout = 10)
 {
     ends_t e;
-    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
-    async_process_t *p;
-    cr_assert_eq(async_process_spawn(&p, echo_upper, &e), 0);
-    async_ipc_pipe_free(e.b);
+    async_process_t *p = spawn_peer(&e, 0, echo_upper);
     const char *words[] = {"hello", "", "pipes carry whole messages", "x"};
     for (int i = 0; i < 4; i++) {
         cr_assert_eq(async_ipc_pipe_send(e.a, words[i], strlen(words[i])), 0);
@@ -67,7 +71,7 @@ Test(ipc_pipe, duplex_round_trips_and_end_of_stream, .timeout = 10)
         cr_assert_eq(v, i);
     }
     async_ipc_pipe_free(e.a); /* the child sees end-of-stream and exits 0 */
-    cr_assert_eq(child_code(p), 0);
+    cr_assert_eq(test_proc_code(p, CHILD_NS), 0);
 }
 
 static int send_three_and_close(void *arg)
@@ -97,7 +101,7 @@ Test(ipc_pipe, one_way_drains_then_eof, .timeout = 10)
     async_process_t *p;
     cr_assert_eq(async_process_spawn(&p, send_three_and_close, &e), 0);
     async_ipc_pipe_free(e.b);
-    cr_assert_eq(child_code(p), 0);
+    cr_assert_eq(test_proc_code(p, CHILD_NS), 0);
     for (int i = 0; i < 3; i++) {
         int v;
         cr_assert_eq(async_ipc_pipe_recv(e.a, &v, sizeof v, &len), 0);
@@ -170,10 +174,7 @@ static int send_big(void *arg)
 Test(ipc_pipe, big_message_across_processes, .timeout = 20)
 {
     ends_t e;
-    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, ASYNC_IPC_PIPE_ONEWAY), 0);
-    async_process_t *p;
-    cr_assert_eq(async_process_spawn(&p, send_big, &e), 0);
-    async_ipc_pipe_free(e.b);
+    async_process_t *p = spawn_peer(&e, ASYNC_IPC_PIPE_ONEWAY, send_big);
     void *msg;
     size_t len;
     cr_assert_eq(async_ipc_pipe_recv_alloc_dl(&msg, &len, e.a,
@@ -182,7 +183,7 @@ Test(ipc_pipe, big_message_across_processes, .timeout = 20)
     unsigned char *m = msg;
     for (size_t i = 0; i < BIG; i += 4099) cr_assert_eq(m[i], (unsigned char)(i * 7));
     async_ipc_msg_free(msg);
-    cr_assert_eq(child_code(p), 0);
+    cr_assert_eq(test_proc_code(p, CHILD_NS), 0);
     async_ipc_pipe_free(e.a);
 }
 
@@ -200,11 +201,8 @@ static int send_half_and_die(void *arg)
 Test(ipc_pipe, peer_dying_mid_message_is_eio, .timeout = 10)
 {
     ends_t e;
-    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
-    async_process_t *p;
-    cr_assert_eq(async_process_spawn(&p, send_half_and_die, &e), 0);
-    async_ipc_pipe_free(e.b);
-    cr_assert_eq(child_code(p), 0);
+    async_process_t *p = spawn_peer(&e, 0, send_half_and_die);
+    cr_assert_eq(test_proc_code(p, CHILD_NS), 0);
     char buf[128];
     size_t len;
     cr_assert_eq(async_ipc_pipe_recv(e.a, buf, sizeof buf, &len), ASYNC_EIO);
@@ -268,8 +266,8 @@ Test(ipc_pipe, every_past_deadline_has_passed, .timeout = 10)
 
 typedef struct tctx {
     async_ipc_pipe_t *end;
-    int err, ticks, ticks_at_recv;
-    bool done;
+    int err, ticks_at_recv;
+    test_ticker_t ticker;
     char got[16];
 } tctx_t;
 
@@ -280,19 +278,7 @@ static int recv_task(void *arg, void **result)
     size_t len;
     c->err = async_ipc_pipe_recv_dl(c->end, c->got, sizeof c->got, &len,
                                     async_deadline_after(ASYNC_SEC(5)));
-    c->ticks_at_recv = c->ticks;
-    c->done = true;
-    return 0;
-}
-
-static int tick_task(void *arg, void **result)
-{
-    (void)result;
-    tctx_t *c = arg;
-    while (!c->done) {
-        c->ticks++;
-        async_sleep(ASYNC_MSEC(1));
-    }
+    c->ticks_at_recv = test_ticker_stop(&c->ticker);
     return 0;
 }
 
@@ -307,21 +293,18 @@ static int send_after_50ms(void *arg)
 Test(ipc_pipe, task_awaits_pipe_while_others_run, .timeout = 10)
 {
     ends_t e;
-    cr_assert_eq(async_ipc_pipe_new(&e.a, &e.b, 0), 0);
-    async_process_t *p;
-    cr_assert_eq(async_process_spawn(&p, send_after_50ms, &e), 0);
-    async_ipc_pipe_free(e.b);
+    async_process_t *p = spawn_peer(&e, 0, send_after_50ms);
     tctx_t c = {.end = e.a};
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, recv_task, &c, NULL), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, tick_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, test_ticker_task, &c.ticker, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.err, 0);
     cr_assert_str_eq(c.got, "late");
     cr_assert_geq(c.ticks_at_recv, 5, "ticks %d", c.ticks_at_recv);
     cr_assert_eq(async_loop_destroy(loop), 0);
-    cr_assert_eq(child_code(p), 0);
+    cr_assert_eq(test_proc_code(p, CHILD_NS), 0);
     async_ipc_pipe_free(e.a);
 }
 

@@ -14,6 +14,8 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/proc.h"
+#include "support/storm.h"
 
 /* The library's hook inside the queue's critical section (lib/ipc/ipc_internal.h):
  * 1 put before its commit, 2 get before its commit, 3 get after it. */
@@ -61,13 +63,7 @@ static async_process_t *stopped_at(async_ipc_queue_t *q, int where)
 /* A child stopped at `where`, killed there. */
 static void kill_at(async_ipc_queue_t *q, int where)
 {
-    async_process_t *p = stopped_at(q, where);
-    cr_assert_eq(async_process_kill(p), 0);
-    cr_assert_eq(async_process_join_dl(p, async_now() + WEDGE_NS), 0);
-    int sig = 0;
-    cr_assert_eq(async_process_status(p, NULL, &sig), 0);
-    cr_assert_eq(sig, SIGKILL);
-    async_process_free(p);
+    test_proc_kill(stopped_at(q, where), WEDGE_NS);
 }
 
 /* A new queue of cap slots of 8 bytes, holding one message a character of
@@ -267,17 +263,13 @@ static void storm(bool kill_producers, bool kill_consumers, unsigned seed0)
         unsigned i = (unsigned)rand_r(&seed) % (NPROD + NCONS);
         if (m[i].producer ? !kill_producers || next_id >= MAX_IDS : !kill_consumers) continue;
         /* A producer that finished its items is replaced too, to keep items flowing. */
-        if (async_process_is_alive(m[i].p)) cr_assert_eq(async_process_kill(m[i].p), 0);
-        cr_assert_eq(async_process_join_dl(m[i].p, async_now() + CHILD_NS), 0);
-        int sig = 0, code = -1;
-        cr_assert_eq(async_process_status(m[i].p, &code, &sig), 0);
-        if (sig == SIGKILL) {
+        int code = test_proc_end(m[i].p, CHILD_NS);
+        if (code == 128 + SIGKILL) {
             if (m[i].producer) killed_prod++;
             else killed_cons++;
         } else {
             cr_assert_eq(code, 0, "a %s exited %d", m[i].producer ? "producer" : "consumer", code);
         }
-        async_process_free(m[i].p);
         start(&m[i], &s, &next_id);
     }
     /* The storm is over: the survivors finish their items through the queue. */
@@ -290,34 +282,17 @@ static void storm(bool kill_producers, bool kill_consumers, unsigned seed0)
     size_t len;
     cr_assert_eq(async_ipc_queue_tryget(s.q, &it, sizeof it, &len), ASYNC_EEOF);
 
-    /* Count.  Items before put_done[id] were put; the one at put_done[id] may
-     * have been committed by a producer killed before it could record it. */
-    uint64_t delivered = 0, lost = 0, in_hand = 0;
-    for (uint32_t id = 0; id < next_id; id++) {
-        uint32_t pd = s.put_done[id];
-        for (uint32_t k = 0; k < PER_ID; k++) {
-            unsigned char n = s.seen[id * PER_ID + k];
-            cr_assert_leq(n, 1, "item %u/%u got %u times", id, k, n);
-            if (k < pd) {
-                if (n) delivered++;
-                else lost++;
-            } else if (k == pd) {
-                in_hand += n;
-            } else {
-                cr_assert_eq(n, 0, "item %u/%u got but never put", id, k);
-            }
-        }
-    }
+    test_tally_t t = test_storm_tally(s.seen, s.put_done, next_id, PER_ID);
     cr_log_info("storm seed %u: %u producers and %u consumers killed, %llu delivered, "
                 "%llu lost with dead consumers, %llu committed by dying producers",
-                seed0, killed_prod, killed_cons, (unsigned long long)delivered,
-                (unsigned long long)lost, (unsigned long long)in_hand);
+                seed0, killed_prod, killed_cons, (unsigned long long)t.delivered,
+                (unsigned long long)t.lost, (unsigned long long)t.in_hand);
     if (kill_producers) cr_assert_gt(killed_prod, 0);
     if (kill_consumers) cr_assert_gt(killed_cons, 0);
     /* A dead consumer can take at most the one message it held. */
-    cr_assert_leq(lost, killed_cons, "%llu lost, but only %u consumers died",
-                  (unsigned long long)lost, killed_cons);
-    cr_assert_geq(delivered, (uint64_t)NPROD * PER_ID / 2);
+    cr_assert_leq(t.lost, killed_cons, "%llu lost, but only %u consumers died",
+                  (unsigned long long)t.lost, killed_cons);
+    cr_assert_geq(t.delivered, (uint64_t)NPROD * PER_ID / 2);
     async_shared_array_free(seen);
     async_shared_array_free(done);
     async_ipc_queue_free(s.q);

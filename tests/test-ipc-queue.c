@@ -8,6 +8,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/ticker.h"
 
 /* 4 producers x 4 consumers moving 1,000,000 items (about a second, also
  * under AddressSanitizer). */
@@ -405,8 +406,8 @@ typedef struct task_ctx {
     int get_err;
     char got[8];
     int64_t got_at;
-    int ticks, ticks_at_get;
-    bool done;
+    int ticks_at_get;
+    test_ticker_t ticker;
 } task_ctx_t;
 
 static int getter_task(void *arg, void **result)
@@ -416,19 +417,7 @@ static int getter_task(void *arg, void **result)
     size_t len;
     c->get_err = async_ipc_queue_get_dl(c->q, c->got, sizeof c->got, &len,
                                         async_deadline_after(ASYNC_SEC(5)));
-    c->ticks_at_get = c->ticks;
-    c->done = true;
-    return 0;
-}
-
-static int ticker_task(void *arg, void **result)
-{
-    (void)result;
-    task_ctx_t *c = arg;
-    while (!c->done) {
-        c->ticks++;
-        async_sleep(ASYNC_MSEC(1));
-    }
+    c->ticks_at_get = test_ticker_stop(&c->ticker);
     return 0;
 }
 
@@ -439,7 +428,7 @@ Test(ipc_queue, task_awaits_queue_while_others_run, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, getter_task, &c, NULL), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, ticker_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, test_ticker_task, &c.ticker, NULL), 0);
     async_process_t *child;
     cr_assert_eq(async_process_spawn(&child, put_after_50ms, c.q), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);

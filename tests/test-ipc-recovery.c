@@ -651,11 +651,13 @@ Test(ipc_recovery, a_waiter_of_an_aborted_generation_is_not_carried_into_the_nex
     cr_assert_eq(async_ipc_barrier_new(&b, 3), 0);
     async_process_t *w = spawn_party(b);
     cr_assert(test_proc_asleep(w));
-    cr_assert_eq(kill(async_process_pid(w), SIGSTOP), 0);
+    pid_t pid = async_process_pid(w);
+    cr_assert_gt(pid, 0); /* 0 or below would signal a process group, or every process */
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
     async_ipc_barrier_abort(b);
     async_ipc_barrier_reset(b);
     cr_assert_not(async_ipc_barrier_broken(b));
-    cr_assert_eq(kill(async_process_pid(w), SIGCONT), 0);
+    cr_assert_eq(kill(pid, SIGCONT), 0);
     int code = test_proc_exit(w, WEDGE_NS);
     cr_assert_eq(code, 2, "the aborted generation's waiter ended %d (3: it waited on, to its "
                  "deadline)", code);

@@ -81,19 +81,80 @@ bool test_proc_asleep(async_process_t *p)
     return false;
 }
 
-int test_proc_exit(async_process_t *p, int64_t wedge_ns)
+/* A pid of 0 or below would name a process group, or every process. */
+static void assert_killable(const async_process_t *p)
+{
+    cr_assert_gt(async_process_pid(p), 0, "no child to kill");
+}
+
+/* Joins p before now + wedge_ns: true.  False if it had not ended by then:
+ * it is killed, reaped and freed (left running, it would hold the test
+ * runner's pipes open). */
+static bool joined(async_process_t *p, int64_t wedge_ns)
 {
     int err = async_process_join_dl(p, async_now() + wedge_ns);
     if (err == ASYNC_ETIMEDOUT) {
+        assert_killable(p);
         async_process_kill(p);
         async_process_join(p);
         async_process_free(p);
-        return -1;
+        return false;
     }
-    cr_assert_eq(err, 0, "join: %s", async_strerror(err));
-    int code = -1, sig = 0;
-    cr_assert_eq(async_process_status(p, &code, &sig), 0);
+    cr_assert_eq(err, 0, "join of process %d: %s", async_process_pid(p), async_strerror(err));
+    return true;
+}
+
+/* Frees p, joined; OUT: its exit code (-1 if a signal ended it) and that
+ * signal (0 if none). */
+static void status_and_free(async_process_t *p, int *code, int *sig)
+{
+    *code = -1;
+    *sig = 0;
+    cr_assert_eq(async_process_status(p, code, sig), 0);
     async_process_free(p);
+}
+
+int test_proc_exit(async_process_t *p, int64_t wedge_ns)
+{
+    if (!joined(p, wedge_ns)) return -1;
+    int code, sig;
+    status_and_free(p, &code, &sig);
+    return sig ? 128 + sig : code;
+}
+
+/* Joins p, which must end before now + wedge_ns (the test fails otherwise),
+ * and frees it; OUT as status_and_free. */
+static void join_and_free(async_process_t *p, int64_t wedge_ns, int *code, int *sig)
+{
+    int pid = async_process_pid(p);
+    if (!joined(p, wedge_ns))
+        cr_assert_fail("process %d did not end in %.1f s", pid, (double)wedge_ns / 1e9);
+    status_and_free(p, code, sig);
+}
+
+int test_proc_code(async_process_t *p, int64_t wedge_ns)
+{
+    int code, sig;
+    join_and_free(p, wedge_ns, &code, &sig);
+    return code;
+}
+
+void test_proc_kill(async_process_t *p, int64_t wedge_ns)
+{
+    assert_killable(p);
+    int pid = async_process_pid(p), code, sig;
+    cr_assert_eq(async_process_kill(p), 0, "process %d had already been reaped", pid);
+    join_and_free(p, wedge_ns, &code, &sig);
+    cr_assert_eq(sig, SIGKILL, "process %d ended with exit %d, signal %d, not by the SIGKILL", pid,
+                 code, sig);
+}
+
+int test_proc_end(async_process_t *p, int64_t wedge_ns)
+{
+    assert_killable(p);
+    if (async_process_is_alive(p)) cr_assert_eq(async_process_kill(p), 0);
+    int code, sig;
+    join_and_free(p, wedge_ns, &code, &sig);
     return sig ? 128 + sig : code;
 }
 
