@@ -164,6 +164,7 @@ static int signal_child(pid_t pid, int pidfd, int sig)
         if (errno != ENOSYS) return -errno;
     }
 #endif
+    if (pid <= 0) return -ESRCH; /* never kill(0) or kill(-1): the group, or everyone */
     siginfo_t si;
     if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD)
         return -ESRCH;

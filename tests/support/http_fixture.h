@@ -173,11 +173,16 @@ static inline void raw_start(raw_srv_t *s, raw_answer_fn answer)
     raw_start_conn(s, raw_http_conn);
 }
 
+/* Never signals a pid <= 0: kill(-0) is the caller's own process group. */
 static inline void raw_stop(raw_srv_t *s)
 {
-    kill(-s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    munmap(s->st, sizeof *s->st);
+    if (s->pid > 0) {
+        kill(-s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+    if (s->st) munmap(s->st, sizeof *s->st);
+    s->st = NULL;
 }
 
 /* "http://127.0.0.1:PORT" + path, in s's buffer (the next call overwrites it). */
