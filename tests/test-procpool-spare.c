@@ -27,50 +27,7 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
-#include "exec/procpool/parent_internal.h"
-
-static async__procpool_t *pool_new(unsigned workers)
-{
-    async__procpool_opts_t o = {.workers = workers, .slots = 16, .idle_spin_ns = -1};
-    async__procpool_t *p;
-    cr_assert_eq(async__procpool_new(&o, &p), 0);
-    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
-    return p;
-}
-
-static int ppid_of(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')');
-    char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return -1;
-    return ppid;
-}
-
-static pid_t wait_spare(async__procpool_t *p, pid_t not)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    pid_t s;
-    while (((s = READ_ONCE(p->spare_pid)) <= 0 || s == not) && async_now() < until) usleep(1000);
-    cr_assert_gt(s, 0, "no spare fork server");
-    cr_assert_eq(ppid_of(s), getpid(), "the spare %d is not our child", (int)s);
-    return s;
-}
-
-/* kill() for a pool's process: a pid of 0 or below would signal our
- * process group or every process we may signal. */
-static void signal_pid(pid_t pid, int sig)
-{
-    cr_assert_gt(pid, 0, "no such process of the pool");
-    cr_assert_eq(kill(pid, sig), 0);
-}
+#include "support/procpool_engine.h"
 
 /* The next ptrace stop of pid (a tracee of ours), within 20 s. */
 static int wait_stop(pid_t pid)
@@ -91,8 +48,8 @@ TestSuite(procpool_spare);
  * its pid). */
 Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombie, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
     cr_assert_gt(server, 0);
     if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
         int e = errno;
@@ -101,7 +58,7 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     }
     /* The pool reaps the dead spare and asks for another a second later:
      * the server stops at that clone, its child made, its report not sent. */
-    signal_pid(spare, SIGKILL);
+    eng_signal(spare, SIGKILL);
     int st = wait_stop(server);
     cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
               "the server stopped with status %#x, not at a fork", st);
@@ -109,8 +66,8 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
     pid_t child = (pid_t)msg;
     cr_assert_gt(child, 0);
-    cr_assert_eq(ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
-    signal_pid(server, SIGKILL);
+    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
+    eng_signal(server, SIGKILL);
     wait_stop(child); /* its first stop as a tracee of ours */
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     cr_assert_eq(READ_ONCE(p->spare_pid), 0, "the pool knew the spare's pid from its server");
@@ -120,7 +77,7 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     cr_assert_eq(async__procpool_error(p, why, sizeof why), ASYNC_ECHILD, "%s", why);
     cr_log_info("%s", why);
     async__procpool_free(p);
-    cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (ppid %d)", (int)child, ppid_of(child));
+    cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (ppid %d)", (int)child, eng_ppid_of(child));
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d (the spare was %d)", (int)r, (int)child);
     cr_assert_eq(errno, ECHILD);
@@ -144,57 +101,34 @@ static void *reaper(void *arg)
     return NULL;
 }
 
-static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
-{
-    (void)ctx, (void)n;
-    long x;
-    memcpy(&x, in, sizeof x);
-    x *= x;
-    memcpy(async__procout_data(out), &x, sizeof x);
-    return 0;
-}
-
-static atomic_int ndone;
-static long got[8];
-static int errs[8];
-
-static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
-{
-    (void)user, (void)msg;
-    int i = (int)(intptr_t)arg;
-    errs[i] = err;
-    if (out && len >= sizeof(long)) memcpy(&got[i], out, sizeof(long));
-    atomic_fetch_add(&ndone, 1);
-}
-
 Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
     killed_spare = spare;
     atomic_store(&reaping, true);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, reaper, NULL), 0);
-    signal_pid(spare, SIGKILL);
+    eng_signal(spare, SIGKILL);
     int64_t until = async_now() + ASYNC_SEC(20);
     while (!atomic_load(&reaped_spare) && async_now() < until) usleep(1000);
     cr_assert(atomic_load(&reaped_spare), "the application's waitpid(-1) did not take the spare");
-    pid_t again = wait_spare(p, spare);
+    pid_t again = eng_wait_spare(p, spare);
     cr_assert_neq(again, spare);
-    signal_pid(server, SIGSTOP);
+    eng_signal(server, SIGSTOP);
     while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
     cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
     for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+        async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &i, .in_len = sizeof i, .out_cap = 8,
+                              .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
         cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
     }
-    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&ndone), 8);
+    while (atomic_load(&eng_ndone) < 8 && async_now() < until) usleep(1000);
+    cr_assert_eq(atomic_load(&eng_ndone), 8);
     for (int i = 0; i < 8; i++) {
-        cr_assert_eq(errs[i], 0, "job %d", i);
-        cr_assert_eq(got[i], (long)i * i);
+        cr_assert_eq(eng_res[i].err, 0, "job %d", i);
+        cr_assert_eq(eng_res[i].val, (long)i * i);
     }
     cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
     atomic_store(&reaping, false);
@@ -210,15 +144,15 @@ Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over,
  * spare was idle and ready; the spare's own word now lets it take over. */
 Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by_it, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
     cr_assert_gt(server, 0);
     if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
         int e = errno;
         async__procpool_free(p);
         cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
     }
-    signal_pid(spare, SIGKILL);
+    eng_signal(spare, SIGKILL);
     int st = wait_stop(server);
     cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
               "the server stopped with status %#x, not at a fork", st);
@@ -226,12 +160,12 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
     cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
     pid_t child = (pid_t)msg;
     cr_assert_gt(child, 0);
-    cr_assert_eq(ppid_of(child), getpid(), "the server's new child %d is not the spare", (int)child);
+    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare", (int)child);
     wait_stop(child);
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     /* The server stays in its stop; its worker's death goes unreported. */
     pid_t worker = async__procpool_worker_pid(p, 0);
-    signal_pid(worker, SIGKILL);
+    eng_signal(worker, SIGKILL);
     int64_t until = async_now() + ASYNC_SEC(30);
     while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
         usleep(1000);
@@ -241,15 +175,15 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
                  (int)child);
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
     for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+        async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &i, .in_len = sizeof i, .out_cap = 8,
+                              .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
         cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
     }
-    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&ndone), 8);
+    while (atomic_load(&eng_ndone) < 8 && async_now() < until) usleep(1000);
+    cr_assert_eq(atomic_load(&eng_ndone), 8);
     for (int i = 0; i < 8; i++) {
-        cr_assert_eq(errs[i], 0, "job %d", i);
-        cr_assert_eq(got[i], (long)i * i);
+        cr_assert_eq(eng_res[i].err, 0, "job %d", i);
+        cr_assert_eq(eng_res[i].val, (long)i * i);
     }
     async__procpool_free(p);
     pid_t r = waitpid(-1, NULL, WNOHANG);
