@@ -506,7 +506,9 @@ Test(procpool_untrusted, a_direct_call_whose_worker_rewrites_its_batch_word_retu
 /* Caught: freeing a shared block trusted its header, which sits in the
  * region: a work function that wrote past the block before it had the
  * parent abort on an assertion (or, without asserts, index its free lists
- * with a garbage class). */
+ * with a garbage class).  Round 15: the overwritten block is reused, its
+ * header written again from the parent's records (it was leaked for good,
+ * and this test asserted the leak). */
 Test(procpool_untrusted, a_work_function_overrunning_a_shared_buffer, .timeout = 60)
 {
     async__procpool_t *p = eng_pool_new(1);
@@ -517,13 +519,24 @@ Test(procpool_untrusted, a_work_function_overrunning_a_shared_buffer, .timeout =
     scribble_t sc = {.p = p, .what = HEAP_OVERRUN, .buf = a};
     cr_assert_eq(submit_in(p, scribbler, &sc, sizeof sc, 8, 0, ASYNC_FOREVER), 0);
     eng_wait_done(1);
-    async__procpool_shm_free(p, b); /* its header is garbage: leaked, not freed */
+    async__procpool_shm_free(p, b); /* its header is garbage: freed by our own record */
     async__procpool_shm_free(p, a);
-    void *c;
+    cr_assert_eq(p->heap.overwritten, 1, "the overwritten canary was not seen");
+    void *c, *d;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &c), 0);
     cr_assert_eq(c, a, "the sound block is reused");
-    cr_assert_eq(async__procpool_shm_alloc(p, 64, &c), 0);
-    cr_assert_neq(c, b, "the overwritten one is not");
+    cr_assert_eq(async__procpool_shm_alloc(p, 64, &d), 0);
+    cr_assert_eq(d, b, "the overwritten block is not reused (leaked)");
+    uint64_t *hb = (uint64_t *)d - 2, *hc = (uint64_t *)c - 2;
+    cr_assert(hb[0] == hc[0] && hb[1] == hc[1], "its header was not written again (%#llx %#llx, a sound one "
+              "%#llx %#llx)", (unsigned long long)hb[0], (unsigned long long)hb[1], (unsigned long long)hc[0],
+              (unsigned long long)hc[1]);
+    for (int i = 0; i < 64; i++) cr_assert_eq(((unsigned char *)d)[i], 0, "byte %d of the reused block", i);
+    /* Freed again, sound now, it counts no second overrun. */
+    async__procpool_shm_free(p, d);
+    cr_assert_eq(p->heap.overwritten, 1);
+    cr_assert_eq(async__procpool_shm_alloc(p, 64, &d), 0);
+    cr_assert_eq(d, b);
     /* Jobs whose input lives on the heap are freed by our own record. */
     char big[300] = {0};
     big[0] = 7;

@@ -51,6 +51,7 @@ typedef struct pp_heap {
     pp_free_stack_t free[64];
     pp_heap_entry_t *table;
     size_t tn, tcap;
+    uint64_t overwritten; /* blocks freed whose canary was overwritten (and reused) */
 } pp_heap_t;
 
 typedef struct pp_deadline {
@@ -150,8 +151,10 @@ unsigned async__pp_heap_class(size_t n);
  * the region, or 0 when the heap is full. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
 /* Frees the block at uoff (0: nothing) of class k, both from the parent's
- * own records; a block whose canary a work function overwrote is leaked,
- * never reused.  No memory to grow the free list leaks it too. */
+ * own records, whatever its header says: a block whose canary a work
+ * function overwrote is counted (heap.overwritten) and reused, its header
+ * written again when it is handed out.  No memory to grow the free list
+ * leaks the block. */
 void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
 /* Frees the heap's private bookkeeping (not the region). */
 void async__pp_heap_release(pp_heap_t *hp);
