@@ -23,7 +23,9 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -186,6 +188,149 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
         cr_assert_eq(eng_res[i].val, (long)i * i);
     }
     async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+/* --- a stopped spare ----------------------------------------------------------------- */
+
+/* Stops the spare by SIGSTOP or, as a debugger would, by ptrace (the test
+ * traces it and interrupts it); waits for the pool to make another, checks
+ * that the stopped one was reaped, and that the new one replaces a stopped
+ * server. */
+static void stopped_spare_is_replaced(bool traced)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
+    if (traced) {
+        if (ptrace(PTRACE_SEIZE, spare, 0, 0) != 0) {
+            int e = errno;
+            async__procpool_free(p);
+            cr_skip_test("ptrace(PTRACE_SEIZE) of the spare: %s", strerror(e));
+        }
+        cr_assert_eq(ptrace(PTRACE_INTERRUPT, spare, 0, 0), 0);
+    } else {
+        eng_signal(spare, SIGSTOP);
+    }
+    pid_t again = eng_wait_spare(p, spare);
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (kill(spare, 0) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(kill(spare, 0), -1, "the stopped spare %d is left (its parent %d)", (int)spare,
+                 eng_ppid_of(spare));
+    eng_signal(server, SIGSTOP);
+    until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    for (long i = 0; i < 8; i++) cr_assert_eq(eng_submit(p, eng_square, i, (int)i), 0);
+    eng_wait_done(8);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(eng_res[i].err, 0, "job %d: %s", i, eng_res[i].msg);
+        cr_assert_eq(eng_res[i].val, (long)i * i);
+    }
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+    async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+
+/* Caught (round 15): the spare's check was waitpid(WNOHANG), which says
+ * nothing of a stopped child: a SIGSTOPped spare stayed the pool's spare,
+ * no other was made (the test waited 20 s), and a stopped server then had
+ * only a stopped spare to take over. */
+Test(procpool_spare, a_stopped_spare_is_replaced_by_another, .timeout = 90)
+{
+    stopped_spare_is_replaced(false);
+}
+
+/* Caught (round 15): that waitpid took the ptrace stop of a spare we trace
+ * for its death: the pool forgot the spare without reaping it. */
+Test(procpool_spare, a_traced_spare_in_its_stop_is_replaced_by_another, .timeout = 90)
+{
+    stopped_spare_is_replaced(true);
+}
+
+/* --- a spare's pid that changed hands ------------------------------------------------------ */
+
+/* A process that is not our child: the child of a child of ours, which
+ * sleeps until killed.  *mid (OUT) is that child, to reap. */
+static pid_t stranger(pid_t *mid)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t a = fork();
+    cr_assert_geq(a, 0);
+    if (a == 0) {
+        /* Both die with the test, should it fail before it kills them. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(fds[0]);
+        pid_t b = fork();
+        if (b == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            for (;;) pause();
+        }
+        if (write(fds[1], &b, sizeof b) != (ssize_t)sizeof b) _exit(1);
+        while (b > 0 && waitpid(b, NULL, 0) < 0 && errno == EINTR) {}
+        _exit(0);
+    }
+    close(fds[1]);
+    pid_t b = 0;
+    cr_assert_eq(read(fds[0], &b, sizeof b), (ssize_t)sizeof b);
+    close(fds[0]);
+    cr_assert_gt(b, 0);
+    *mid = a;
+    return b;
+}
+
+static async__procpool_t *swap_pool;
+static pid_t swap_stranger, swap_adopted = -1;
+
+/* On the supervisor thread (a done callback runs there), where the pool
+ * takes the server's report of its spare: the spare dies and is reaped, and
+ * the pool is handed the stranger's pid as its new spare, as when a spare
+ * that died just after the pool checked its pid (SIGCHLD ignored: no
+ * zombie holds the pid) has its pid given to another process. */
+static void swap_in_stranger(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
+{
+    async__procpool_t *p = swap_pool;
+    pid_t real = p->spare_pid;
+    if (real > 0) {
+        syscall(SYS_pidfd_send_signal, p->spare_pidfd, SIGKILL, NULL, 0);
+        while (waitpid(real, NULL, 0) < 0 && errno == EINTR) {}
+        close(p->spare_pidfd);
+        p->spare_pid = 0;
+        p->spare_pidfd = -1;
+        p->spare_asked = true;
+        async__pp_on_spared(p, swap_stranger, 0);
+        swap_adopted = p->spare_pid;
+    }
+    eng_on_done(user, arg, err, msg, out, len);
+}
+
+/* Caught (round 15): the pool opened the spare's pidfd after it checked
+ * that the pid was its child, with nothing checked after: a pid that had
+ * changed hands meanwhile was taken for the spare, and free's SIGKILL went
+ * to that other process through the pidfd (the stranger here died). */
+Test(procpool_spare, a_spare_pid_that_changed_hands_is_not_taken, .timeout = 60)
+{
+    async__procpool_t *p = swap_pool = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server), mid;
+    swap_stranger = stranger(&mid);
+    long x = 3;
+    async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &x, .in_len = sizeof x, .out_cap = 8,
+                          .deadline = ASYNC_FOREVER, .done = swap_in_stranger, .arg = (void *)(intptr_t)0};
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    eng_wait_done(1);
+    cr_assert_eq(eng_res[0].val, 9);
+    cr_assert_neq(swap_adopted, swap_stranger, "the pool took pid %d, not its child, for its spare",
+                  (int)swap_stranger);
+    pid_t again = eng_wait_spare(p, spare);
+    cr_assert_neq(again, swap_stranger);
+    async__procpool_free(p);
+    cr_assert_eq(kill(swap_stranger, 0), 0, "the stranger %d was killed by the pool", (int)swap_stranger);
+    eng_signal(swap_stranger, SIGKILL);
+    cr_assert_eq(waitpid(mid, NULL, 0), mid);
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
     cr_assert_eq(errno, ECHILD);

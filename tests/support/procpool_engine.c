@@ -103,7 +103,7 @@ pid_t eng_wait_spare(async__procpool_t *p, pid_t not)
     int64_t until = async_now() + ASYNC_SEC(20);
     pid_t s;
     while (((s = READ_ONCE(p->spare_pid)) <= 0 || s == not) && async_now() < until) usleep(1000);
-    cr_assert_gt(s, 0, "no spare fork server");
+    cr_assert(s > 0 && s != not, "no spare fork server (other than %d)", (int)not);
     cr_assert_eq(eng_ppid_of(s), getpid(), "the spare %d is not our child", (int)s);
     return s;
 }

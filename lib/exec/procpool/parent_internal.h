@@ -90,6 +90,11 @@ struct async__procpool {
      * PONG is owed (at most one PING is out). */
     int64_t ping_at;
     bool ping_out;
+    /* The server's CPU time (ns) when the wait that began at ping_cpu_at
+     * (the ping_at it was taken for) began: a server that used little of
+     * it since, and is runnable, is starved, not wedged (server_watch.c). */
+    int64_t ping_cpu, ping_cpu_at;
+    unsigned starved;        /* answer waits extended: the server was runnable and starved */
     int64_t last_turn;       /* the supervisor's previous turn: a long gap means it was held */
     /* The spare fork server, a clone of the fork server that is our child
      * (worker.c's serve): it takes over when the server stops answering.
@@ -218,6 +223,11 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
  * the whole process was stopped) restarts that wait. */
 #define PP_PING_IDLE_NS ASYNC_SEC(1)
 #define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
+/* A silent server that is runnable (state R or D) and used less CPU time
+ * than this since the wait began is starved (a loaded machine, a low
+ * priority), and is waited for; one that used more without answering (a
+ * ping costs microseconds) is wedged in a loop. */
+#define PP_SERVER_BUSY_NS ASYNC_SEC(1)
 #define PP_TURN_GAP_NS ASYNC_SEC(1)
 #define PP_SPARE_RETRY_NS ASYNC_SEC(1)
 /* How long free waits for a spare's own word when its server died before
@@ -225,11 +235,22 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 #define PP_SPARE_SELF_NS ASYNC_SEC(2)
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
-/* The server's SPARED report (checked already). */
+/* The server's SPARED report (checked already), or the spare's own word:
+ * the spare is known once its pidfd is open and waitid through that pidfd
+ * says it is our child; a pid that names no child of ours by then (the
+ * spare died and, SIGCHLD ignored, its pid went to another process) is
+ * dropped, and another spare asked for later. */
 void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
-/* Reaps a spare that died, so that another is asked for. */
+/* Reaps a spare that died, so that another is asked for; kills and reaps
+ * one that is stopped (SIGSTOP, a debugger: state T or t, or a stop report
+ * that waitid shows without taking it), which could not take over. */
 void async__pp_check_spare(async__procpool_t *p, int64_t now);
-/* Pings the server when due; returns whether it has been silent too long.
+/* Pings the server when due; returns whether it has been silent too long:
+ * PP_SERVER_ANSWER_NS after the ping, and stopped (state T or t in
+ * /proc/PID/stat), asleep without answering (wedged), or runnable after
+ * PP_SERVER_BUSY_NS of CPU time since the wait began (wedged in a loop).
+ * A silent server that is runnable and starved of CPU is not given up on:
+ * it is looked at again on the next turn (p->starved counts these).
  * want: the pool wants workers (else nothing is checked). */
 bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
 /* Kills and reaps the server and makes its spare the server: its socket,
