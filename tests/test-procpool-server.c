@@ -17,10 +17,13 @@ Test(tsan, procpool_server_tests_skipped, .timeout = 5)
 #else
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -165,5 +168,193 @@ Test(procpool_server, a_server_stopped_briefly_is_kept, .timeout = 60)
     still_serves(p, 0);
     async__procpool_free(p);
     no_child_left();
+}
+/* --- a server that is slow, not stopped (round 15) -------------------------------------
+ *
+ * A server that is runnable but gets no CPU (a loaded machine, a low
+ * priority) says nothing either, and was killed as silent like a stopped
+ * one.  The test makes one: it sends the server, by ptrace, to a loop of
+ * this program (the server is a fork of it, so the loop is at the same
+ * address there), under SCHED_IDLE on one CPU where a thread of the test
+ * spins: the server is runnable for seconds and gets almost no CPU.  Then
+ * it puts the server back where it was (in its poll, which the kernel
+ * restarts), and the server answers.  The same loop on a free CPU is a
+ * server wedged in a loop, and a pause() one wedged asleep: both are
+ * replaced.  x86_64 only (the registers). */
+#if defined(__x86_64__)
+#include <sys/user.h>
+#define HIJACK_ARCH 1
+static volatile unsigned long spin_sink;
+static __attribute__((noinline)) void spin_forever(void)
+{
+    for (;;) spin_sink++;
+}
+static __attribute__((noinline)) void sleep_forever(void)
+{
+    for (;;) pause();
+}
+
+typedef struct hijack {
+    pid_t pid;
+    struct user_regs_struct saved;
+} hijack_t;
+
+/* Stops our tracee pid in a ptrace stop, within 20 s. */
+static void trace_stop(pid_t pid)
+{
+    cr_assert_eq(ptrace(PTRACE_INTERRUPT, pid, 0, 0), 0);
+    int64_t until = async_now() + ASYNC_SEC(20);
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, __WALL | WNOHANG)) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
+    cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
+}
+
+/* Sends pid to fn (false: it cannot be traced). */
+static bool hijack(hijack_t *h, pid_t pid, void (*fn)(void))
+{
+    cr_assert_gt(pid, 0);
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0) return false;
+    h->pid = pid;
+    trace_stop(pid);
+    cr_assert_eq(ptrace(PTRACE_GETREGS, pid, 0, &h->saved), 0);
+    struct user_regs_struct r = h->saved;
+    r.rip = (unsigned long long)(uintptr_t)fn;
+    r.rsp = ((h->saved.rsp - 4096) & ~15ull) - 8; /* below its red zone, as after a call */
+    r.orig_rax = (unsigned long long)-1;          /* no system call to restart */
+    cr_assert_eq(ptrace(PTRACE_SETREGS, pid, 0, &r), 0);
+    cr_assert_eq(ptrace(PTRACE_CONT, pid, 0, 0), 0);
+    return true;
+}
+
+/* Puts it back where it was (the kernel restarts the call it was in). */
+static void unhijack(hijack_t *h)
+{
+    trace_stop(h->pid);
+    cr_assert_eq(ptrace(PTRACE_SETREGS, h->pid, 0, &h->saved), 0);
+    cr_assert_eq(ptrace(PTRACE_DETACH, h->pid, 0, 0), 0);
+}
+
+static atomic_bool hogging;
+static int hog_cpu;
+
+static void *hog(void *arg)
+{
+    (void)arg;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(hog_cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    while (atomic_load_explicit(&hogging, memory_order_relaxed)) spin_sink++;
+    return NULL;
+}
+#endif
+
+/* Caught (round 15): the starved server was killed as silent 4 s into its
+ * starvation and replaced by its spare (replaced 1, its pid changed). */
+Test(procpool_server, a_runnable_server_starved_of_cpu_is_kept, .timeout = 90)
+{
+#ifndef HIJACK_ARCH
+    cr_skip_test("the server is sent to a loop through x86_64 registers");
+#else
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p);
+    wait_spare(p, server);
+    cpu_set_t mine;
+    cr_assert_eq(sched_getaffinity(0, sizeof mine, &mine), 0);
+    for (hog_cpu = 0; !CPU_ISSET(hog_cpu, &mine); hog_cpu++) {}
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(hog_cpu, &one);
+    cr_assert_eq(sched_setaffinity(server, sizeof one, &one), 0);
+    struct sched_param sp = {0};
+    cr_assert_eq(sched_setscheduler(server, SCHED_IDLE, &sp), 0);
+    atomic_store(&hogging, true);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, hog, NULL), 0);
+    hijack_t h;
+    if (!hijack(&h, server, spin_forever)) {
+        int e = errno;
+        atomic_store(&hogging, false);
+        pthread_join(t, NULL);
+        async__procpool_free(p);
+        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
+    }
+    /* Twice the ping's 1 s and the answer's 3 s. */
+    usleep(8 * 1000 * 1000);
+    pid_t now = async__procpool_server_pid(p);
+    unsigned starved = READ_ONCE(p->starved);
+    /* The supervisor is held (a done callback) while the server is put
+     * back, so that it never sees the server in its ptrace stop. */
+    eng_hold_job = 0;
+    cr_assert_eq(eng_submit(p, eng_square, 5, 0), 0);
+    eng_wait_flag(&eng_held);
+    atomic_store(&hogging, false);
+    pthread_join(t, NULL);
+    if (now == server) {
+        cr_assert_eq(sched_setscheduler(server, SCHED_OTHER, &sp), 0);
+        unhijack(&h);
+    }
+    usleep(1200 * 1000);
+    atomic_store(&eng_release, 1);
+    cr_assert_eq(now, server, "the starved server %d was replaced by %d (replaced %u)", (int)server, (int)now,
+                 READ_ONCE(p->replaced));
+    cr_assert_gt(starved, 0, "the pool never found the server starved");
+    cr_log_info("the server was found starved, and kept, %u times in 8 s", starved);
+    eng_wait_done(1);
+    cr_assert_eq(eng_res[0].val, 25);
+    still_serves(p, 1);
+    cr_assert_eq(async__procpool_server_pid(p), server);
+    cr_assert_eq(READ_ONCE(p->replaced), 0u);
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+    async__procpool_free(p);
+    no_child_left();
+#endif
+}
+
+#ifdef HIJACK_ARCH
+/* A server sent to fn is replaced by its spare, which then serves. */
+static void wedged_server_is_replaced(void (*fn)(void))
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    hijack_t h;
+    if (!hijack(&h, server, fn)) {
+        int e = errno;
+        async__procpool_free(p);
+        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
+    }
+    int64_t t0 = async_now(), until = t0 + ASYNC_SEC(40);
+    while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_server_pid(p), spare, "the wedged server %d was not replaced", (int)server);
+    cr_log_info("the wedged server was replaced in %.1f s", (double)(async_now() - t0) / 1e9);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    still_serves(p, 0);
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+    async__procpool_free(p);
+    no_child_left();
+}
+#endif
+
+/* A server that spins without answering (a second of CPU time and more
+ * since the ping) is wedged, not starved. */
+Test(procpool_server, a_server_spinning_without_answering_is_replaced, .timeout = 90)
+{
+#ifndef HIJACK_ARCH
+    cr_skip_test("the server is sent to a loop through x86_64 registers");
+#else
+    wedged_server_is_replaced(spin_forever);
+#endif
+}
+
+/* A server asleep, not in its poll, with a ping unanswered is wedged. */
+Test(procpool_server, a_server_asleep_without_answering_is_replaced, .timeout = 90)
+{
+#ifndef HIJACK_ARCH
+    cr_skip_test("the server is sent to a pause() through x86_64 registers");
+#else
+    wedged_server_is_replaced(sleep_forever);
+#endif
 }
 #endif

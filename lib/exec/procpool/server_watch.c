@@ -144,7 +144,9 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
     while (!p->server_reaped) {
         int st;
         pid_t r = waitpid(p->server, &st, WNOHANG);
-        if (r == p->server) {
+        if (r == p->server && !WIFEXITED(st) && !WIFSIGNALED(st)) {
+            continue; /* a ptrace stop (a thread of ours traces it): not its end */
+        } else if (r == p->server) {
             p->server_reaped = p->server_known = true;
             p->server_status = st;
         } else if (r < 0 && errno == EINTR) {
