@@ -6,6 +6,7 @@
  * ping is killed (its workers die with it) and replaced by its spare, a
  * clone of itself made ahead of need (lib/exec/procpool/server_watch.c);
  * with no spare ready the pool breaks with ASYNC_ECHILD and says why.
+ * Round 15: a server that is runnable but starved of CPU is kept.
  * Driven through the engine's private API, as tests/test-procpool.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>

@@ -6,8 +6,9 @@
  * the program), and one stopped there was given up on with no spare ready
  * (the pool broke).  The spare now says its own pid first on its own socket.
  * The window is made wide with ptrace: the test traces the server and
- * kills it in its fork-event stop.  Driven through the engine's private
- * API, as tests/test-procpool-server.c. */
+ * kills it in its fork-event stop.  Round 15: a stopped or traced spare is
+ * replaced, and a spare's pid that changed hands is not taken.  Driven
+ * through the engine's private API, as tests/test-procpool-server.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
 Test(tsan, procpool_spare_tests_skipped, .timeout = 5)

@@ -90,9 +90,10 @@ struct async__procpool {
      * PONG is owed (at most one PING is out). */
     int64_t ping_at;
     bool ping_out;
-    /* The server's CPU time (ns) when the wait that began at ping_cpu_at
-     * (the ping_at it was taken for) began: a server that used little of
-     * it since, and is runnable, is starved, not wedged (server_watch.c). */
+    /* The server's CPU time (ns) at the first look at it after the answer
+     * to the ping of ping_cpu_at (the ping_at it was taken for) was due: a
+     * server that used little since, and is runnable, is starved, not
+     * wedged (server_watch.c). */
     int64_t ping_cpu, ping_cpu_at;
     unsigned starved;        /* answer waits extended: the server was runnable and starved */
     int64_t last_turn;       /* the supervisor's previous turn: a long gap means it was held */
@@ -224,7 +225,7 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 #define PP_PING_IDLE_NS ASYNC_SEC(1)
 #define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
 /* A silent server that is runnable (state R or D) and used less CPU time
- * than this since the wait began is starved (a loaded machine, a low
+ * than this since its answer was due is starved (a loaded machine, a low
  * priority), and is waited for; one that used more without answering (a
  * ping costs microseconds) is wedged in a loop. */
 #define PP_SERVER_BUSY_NS ASYNC_SEC(1)
@@ -248,7 +249,8 @@ void async__pp_check_spare(async__procpool_t *p, int64_t now);
 /* Pings the server when due; returns whether it has been silent too long:
  * PP_SERVER_ANSWER_NS after the ping, and stopped (state T or t in
  * /proc/PID/stat), asleep without answering (wedged), or runnable after
- * PP_SERVER_BUSY_NS of CPU time since the wait began (wedged in a loop).
+ * PP_SERVER_BUSY_NS of CPU time since the answer was due (wedged in a
+ * loop); /proc is read only once the answer is due.
  * A silent server that is runnable and starved of CPU is not given up on:
  * it is looked at again on the next turn (p->starved counts these).
  * want: the pool wants workers (else nothing is checked). */

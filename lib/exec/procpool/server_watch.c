@@ -1,6 +1,7 @@
 /* The fork server seen from the parent: how it ended (its wait status, from
  * waitpid or, once another waiter reaped it, from its pidfd), killing it
- * without reaching a stranger, and the check of every message it sends.
+ * without reaching a stranger, the check of every message it sends, and
+ * whether it (or its spare) is stopped, starved or wedged.
  * The supervisor thread (supervisor.c) reads its socket and acts on what
  * these say. */
 #include <fcntl.h>
@@ -118,7 +119,7 @@ static void kill_child(pid_t pid, int pidfd)
 {
 #ifdef SYS_pidfd_send_signal
     if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0) return;
-    if (pidfd >= 0 && errno != ENOSYS) return; /* ESRCH: it has exited */
+    if (pidfd >= 0 && errno == ESRCH) return; /* it has exited: its pid may be a stranger's */
 #endif
     siginfo_t si;
     if (pid > 0 && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0) kill(pid, SIGKILL);
@@ -249,7 +250,8 @@ const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m
  * the job of a worker that died would never end.  While the pool wants
  * workers, the supervisor asks the server for a PONG after a quiet second,
  * and a server that says nothing for PP_SERVER_ANSWER_NS after that is given
- * up on.  Its replacement must come from a clean image: forking one from
+ * up on if it is stopped or wedged, not if it is merely starved of CPU
+ * (async__pp_server_silent).  Its replacement must come from a clean image: forking one from
  * the parent now would copy whatever locks the parent's other threads hold
  * and the parent's memory of now (workers see the parent as of the pool's
  * creation).  So the server itself makes a spare ahead of need: a clone of
@@ -304,7 +306,7 @@ void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err)
     int fd = -1;
 #ifdef SYS_pidfd_open
     fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 && errno != ENOSYS && errno != EINVAL) goto stranger; /* ESRCH: gone */
+    if (fd < 0 && errno == ESRCH) goto stranger; /* gone; ENOSYS, EPERM (seccomp): none */
     if (fd >= 0) {
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         if (child_state(pid, fd) == PP_CHILD_GONE) goto stranger;
@@ -371,30 +373,27 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
             p->ping_at = now;
         }
     }
-    if (!p->ping_at) return false;
-    pp_proc_t pr;
-    bool known = proc_stat(p->server, &pr);
-    if (p->ping_cpu_at != p->ping_at) { /* a new wait: its CPU time starts now */
-        p->ping_cpu_at = p->ping_at;
-        p->ping_cpu = known ? pr.cpu_ns : 0;
-    }
-    if (now - p->ping_at < PP_SERVER_ANSWER_NS) return false;
+    if (!p->ping_at || now - p->ping_at < PP_SERVER_ANSWER_NS) return false;
     /* An answer already in the socket is read on the next turn. */
     struct pollfd pfd = {.fd = p->sock, .events = POLLIN};
     if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) return false;
-    /* What /proc said is the server's only while it is our live child (the
+    /* What /proc says is the server's only while it is our live child (the
      * pid of one reaped by another waiter may be a stranger's). */
-    if (!known || child_state(p->server, p->server_pidfd) != PP_CHILD_RUNNING) return true;
-    if (pr.state == 'R' || pr.state == 'D') {
-        /* Runnable (or in a short uninterruptible wait): it answers as soon
-         * as it runs, unless it spins; spinning shows as CPU time. */
-        if (pr.cpu_ns - p->ping_cpu < PP_SERVER_BUSY_NS) {
-            p->starved++;
-            return false;
-        }
+    pp_proc_t pr;
+    if (!proc_stat(p->server, &pr) || child_state(p->server, p->server_pidfd) != PP_CHILD_RUNNING)
+        return true;
+    if (pr.state != 'R' && pr.state != 'D') return true; /* stopped (T, t), or asleep: wedged */
+    /* Runnable (or in a short uninterruptible wait): it answers as soon as
+     * it runs, unless it spins, which shows as CPU time, counted from the
+     * first look at this wait (a new ping_at is a new wait). */
+    if (p->ping_cpu_at != p->ping_at) {
+        p->ping_cpu_at = p->ping_at;
+        p->ping_cpu = pr.cpu_ns;
+    } else if (pr.cpu_ns - p->ping_cpu >= PP_SERVER_BUSY_NS) {
         return true;
     }
-    return true; /* stopped (T, t), or asleep without answering: wedged */
+    p->starved++;
+    return false;
 }
 
 /* The spare's own first word (PP_MSG_SELF) on its socket, waited for up to
