@@ -44,6 +44,31 @@ static int wait_stop(pid_t pid)
     return st;
 }
 
+/* Traces the pool's server and kills its spare: the pool reaps the dead
+ * spare and asks for another a second later, and the server stops at that
+ * clone, its child made (the new spare, returned), its report not sent.
+ * *server (OUT) is the server. */
+static pid_t server_stopped_at_its_spare(async__procpool_t *p, pid_t *server)
+{
+    pid_t srv = *server = async__procpool_server_pid(p), spare = eng_wait_spare(p, srv);
+    cr_assert_gt(srv, 0);
+    if (ptrace(PTRACE_SEIZE, srv, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
+        int e = errno;
+        async__procpool_free(p);
+        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
+    }
+    eng_signal(spare, SIGKILL);
+    int st = wait_stop(srv);
+    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
+              "the server stopped with status %#x, not at a fork", st);
+    unsigned long msg = 0;
+    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, srv, 0, &msg), 0);
+    pid_t child = (pid_t)msg;
+    cr_assert_gt(child, 0);
+    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
+    return child;
+}
+
 TestSuite(procpool_spare);
 
 /* Caught: the spare outlived free as a zombie (waitpid(-1) found it after
@@ -52,24 +77,7 @@ TestSuite(procpool_spare);
 Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombie, .timeout = 60)
 {
     async__procpool_t *p = eng_pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
-    cr_assert_gt(server, 0);
-    if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
-        int e = errno;
-        async__procpool_free(p);
-        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
-    }
-    /* The pool reaps the dead spare and asks for another a second later:
-     * the server stops at that clone, its child made, its report not sent. */
-    eng_signal(spare, SIGKILL);
-    int st = wait_stop(server);
-    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
-              "the server stopped with status %#x, not at a fork", st);
-    unsigned long msg = 0;
-    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
-    pid_t child = (pid_t)msg;
-    cr_assert_gt(child, 0);
-    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
     eng_signal(server, SIGKILL);
     wait_stop(child); /* its first stop as a tracee of ours */
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
@@ -148,22 +156,7 @@ Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over,
 Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by_it, .timeout = 60)
 {
     async__procpool_t *p = eng_pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
-    cr_assert_gt(server, 0);
-    if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
-        int e = errno;
-        async__procpool_free(p);
-        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
-    }
-    eng_signal(spare, SIGKILL);
-    int st = wait_stop(server);
-    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
-              "the server stopped with status %#x, not at a fork", st);
-    unsigned long msg = 0;
-    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
-    pid_t child = (pid_t)msg;
-    cr_assert_gt(child, 0);
-    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare", (int)child);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
     wait_stop(child);
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     /* The server stays in its stop; its worker's death goes unreported. */
