@@ -204,12 +204,7 @@ typedef struct hijack {
 static void trace_stop(pid_t pid)
 {
     cr_assert_eq(ptrace(PTRACE_INTERRUPT, pid, 0, 0), 0);
-    int64_t until = async_now() + ASYNC_SEC(20);
-    int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, __WALL | WNOHANG)) == 0 && async_now() < until) usleep(1000);
-    cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
-    cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
+    eng_wait_stop(pid);
 }
 
 /* Sends pid to fn (false: it cannot be traced). */

@@ -32,16 +32,15 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <async.h>
 #include "support/procpool_engine.h"
 
-/* The next ptrace stop of pid (a tracee of ours), within 20 s. */
-static int wait_stop(pid_t pid)
+/* Eight jobs, each right: the pool serves. */
+static void serves(async__procpool_t *p)
 {
-    int64_t until = async_now() + ASYNC_SEC(20);
-    int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, __WALL | WNOHANG)) == 0 && async_now() < until) usleep(1000);
-    cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
-    cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
-    return st;
+    for (long i = 0; i < 8; i++) cr_assert_eq(eng_submit(p, eng_square, i, (int)i), 0);
+    eng_wait_done(8);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(eng_res[i].err, 0, "job %d: %s", i, eng_res[i].msg);
+        cr_assert_eq(eng_res[i].val, (long)i * i);
+    }
 }
 
 /* Traces the pool's server and kills its spare: the pool reaps the dead
@@ -58,7 +57,7 @@ static pid_t server_stopped_at_its_spare(async__procpool_t *p, pid_t *server)
         cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
     }
     eng_signal(spare, SIGKILL);
-    int st = wait_stop(srv);
+    int st = eng_wait_stop(srv);
     cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
               "the server stopped with status %#x, not at a fork", st);
     unsigned long msg = 0;
@@ -79,7 +78,7 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     async__procpool_t *p = eng_pool_new(1);
     pid_t server, child = server_stopped_at_its_spare(p, &server);
     eng_signal(server, SIGKILL);
-    wait_stop(child); /* its first stop as a tracee of ours */
+    eng_wait_stop(child); /* its first stop as a tracee of ours */
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     cr_assert_eq(READ_ONCE(p->spare_pid), 0, "the pool knew the spare's pid from its server");
     char why[600];
@@ -130,17 +129,7 @@ Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over,
     while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
     cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
-    for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
-        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
-    }
-    while (atomic_load(&eng_ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&eng_ndone), 8);
-    for (int i = 0; i < 8; i++) {
-        cr_assert_eq(eng_res[i].err, 0, "job %d", i);
-        cr_assert_eq(eng_res[i].val, (long)i * i);
-    }
+    serves(p);
     cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
     atomic_store(&reaping, false);
     pthread_join(t, NULL);
@@ -157,7 +146,7 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
 {
     async__procpool_t *p = eng_pool_new(1);
     pid_t server, child = server_stopped_at_its_spare(p, &server);
-    wait_stop(child);
+    eng_wait_stop(child);
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     /* The server stays in its stop; its worker's death goes unreported. */
     pid_t worker = async__procpool_worker_pid(p, 0);
@@ -170,17 +159,7 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
     cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was not replaced by its spare %d",
                  (int)child);
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
-    for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
-        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
-    }
-    while (atomic_load(&eng_ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&eng_ndone), 8);
-    for (int i = 0; i < 8; i++) {
-        cr_assert_eq(eng_res[i].err, 0, "job %d", i);
-        cr_assert_eq(eng_res[i].val, (long)i * i);
-    }
+    serves(p);
     async__procpool_free(p);
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
@@ -216,12 +195,7 @@ static void stopped_spare_is_replaced(bool traced)
     while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
     cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
-    for (long i = 0; i < 8; i++) cr_assert_eq(eng_submit(p, eng_square, i, (int)i), 0);
-    eng_wait_done(8);
-    for (int i = 0; i < 8; i++) {
-        cr_assert_eq(eng_res[i].err, 0, "job %d: %s", i, eng_res[i].msg);
-        cr_assert_eq(eng_res[i].val, (long)i * i);
-    }
+    serves(p);
     cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
     async__procpool_free(p);
     pid_t r = waitpid(-1, NULL, WNOHANG);

@@ -1,10 +1,12 @@
 /* The process pool's engine tests' shared helpers (procpool_engine.h). */
 #include "procpool_engine.h"
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
 
@@ -112,4 +114,15 @@ void eng_signal(pid_t pid, int sig)
 {
     cr_assert_gt(pid, 0, "no such process of the pool");
     cr_assert_eq(kill(pid, sig), 0);
+}
+
+int eng_wait_stop(pid_t pid)
+{
+    int64_t until = async_now() + ASYNC_SEC(20);
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, __WALL | WNOHANG)) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
+    cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
+    return st;
 }

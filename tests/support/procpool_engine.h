@@ -51,6 +51,9 @@ int eng_ppid_of(pid_t pid);
 /* The pool's spare fork server once the pool knows one other than `not`:
  * fails the test after 20 s without one, or if it is not our child. */
 pid_t eng_wait_spare(async__procpool_t *p, pid_t not);
+/* The next ptrace stop of pid (a tracee of ours), within 20 s: its wait
+ * status. */
+int eng_wait_stop(pid_t pid);
 /* kill() for a pool's process: refuses (fails the test on) a pid of 0 or
  * below, which would signal our process group or every process we may. */
 void eng_signal(pid_t pid, int sig);
