@@ -97,6 +97,10 @@ static int child_state(pid_t pid, int pidfd)
         memset(&si, 0, sizeof si);
         r = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT)
                        : waitid(P_PID, (id_t)pid, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT);
+        if (r < 0 && errno == EINVAL && pidfd >= 0) { /* Linux 5.3: pidfds, but no P_PIDFD */
+            pidfd = -1;
+            errno = EINTR;
+        }
     } while (r < 0 && errno == EINTR);
     if (r < 0) return PP_CHILD_GONE;
     if (si.si_pid == 0) return PP_CHILD_RUNNING; /* or stopped with its report taken by another */
