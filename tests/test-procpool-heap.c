@@ -23,29 +23,9 @@ Test(tsan, procpool_heap_tests_skipped, .timeout = 5)
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
-#include "exec/procpool/parent_internal.h"
+#include "support/procpool_engine.h"
 
 #define HDR_MAGIC 0x68656170u /* shm_heap.c's canary */
-
-static atomic_int ndone;
-static int errs[64];
-static long vals[64];
-
-static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
-{
-    (void)user, (void)msg;
-    int i = (int)(intptr_t)arg;
-    errs[i] = err;
-    if (out && len >= sizeof(long)) memcpy(&vals[i], out, sizeof(long));
-    atomic_fetch_add(&ndone, 1);
-}
-
-static void wait_done(int n)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    while (atomic_load(&ndone) < n && async_now() < until) usleep(500);
-    cr_assert_eq(atomic_load(&ndone), n, "%d of %d jobs done", atomic_load(&ndone), n);
-}
 
 /* Until every job's slot (and its heap blocks) is back with the parent:
  * a done runs before its slot is freed. */
@@ -60,15 +40,6 @@ static void wait_idle(async__procpool_t *p)
         cr_assert_lt(async_now(), until, "the pool did not give its slots back");
         usleep(500);
     }
-}
-
-static async__procpool_t *pool_new(void)
-{
-    async__procpool_opts_t o = {.workers = 1, .slots = 16, .idle_spin_ns = -1};
-    async__procpool_t *p;
-    cr_assert_eq(async__procpool_new(&o, &p), 0);
-    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
-    return p;
 }
 
 /* In the worker: stores val at the address addr (both in its input). */
@@ -92,12 +63,12 @@ static int poker(void *ctx, const void *in, size_t n, async__procout_t *out)
 static void worker_writes(async__procpool_t *p, void *addr, uint64_t val)
 {
     poke_t pk = {addr, val};
-    int first = atomic_load(&ndone);
+    int first = atomic_load(&eng_ndone);
     async__procjob_t j = {.fn = (async__anyfn_t)poker, .in = &pk, .in_len = sizeof pk, .out_cap = 8,
-                          .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)first};
+                          .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)first};
     cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
-    wait_done(first + 1);
-    cr_assert_eq(errs[first], 0);
+    eng_wait_done(first + 1);
+    cr_assert_eq(eng_res[first].err, 0);
     wait_idle(p);
 }
 
@@ -116,7 +87,7 @@ TestSuite(procpool_heap);
  * the next allocation but one return that live block again. */
 Test(procpool_heap, a_forged_free_list_link_hands_no_live_block_out, .timeout = 60)
 {
-    async__procpool_t *p = pool_new();
+    async__procpool_t *p = eng_pool_new(1);
     void *a, *b, *x, *y;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &a), 0);
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &b), 0);
@@ -138,7 +109,7 @@ Test(procpool_heap, a_forged_free_list_link_hands_no_live_block_out, .timeout = 
  * live neighbour, which the next 1,000-byte allocation then returned. */
 Test(procpool_heap, a_forged_size_class_frees_no_more_than_the_block, .timeout = 60)
 {
-    async__procpool_t *p = pool_new();
+    async__procpool_t *p = eng_pool_new(1);
     void *a, *b, *filler, *x;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &a), 0);
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &b), 0);
@@ -159,7 +130,7 @@ Test(procpool_heap, a_forged_size_class_frees_no_more_than_the_block, .timeout =
  * list twice: the next two allocations returned the same block. */
 Test(procpool_heap, a_block_freed_twice_is_handed_out_once, .timeout = 60)
 {
-    async__procpool_t *p = pool_new();
+    async__procpool_t *p = eng_pool_new(1);
     void *a, *x, *y;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &a), 0);
     async__procpool_shm_free(p, a);
@@ -195,7 +166,7 @@ static int submit_big(async__procpool_t *p, async__procpool_fn fn, const unsigne
                       size_t n, int i)
 {
     async__procjob_t j = {.fn = (async__anyfn_t)fn, .in = in, .in_len = n, .out_cap = 8,
-                          .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+                          .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
     return async__procpool_submit(p, &j, NULL);
 }
 
@@ -204,7 +175,7 @@ static int submit_big(async__procpool_t *p, async__procpool_fn fn, const unsigne
  * input copied over that array (and the job after it share its block). */
 Test(procpool_heap, a_forged_link_in_a_jobs_freed_input_block_spares_live_data, .timeout = 60)
 {
-    async__procpool_t *p = pool_new();
+    async__procpool_t *p = eng_pool_new(1);
     enum { N = 200 };
     unsigned char *rows;
     cr_assert_eq(async__procpool_shm_alloc(p, N, (void **)&rows), 0); /* the class of a 200-byte input */
@@ -212,9 +183,9 @@ Test(procpool_heap, a_forged_link_in_a_jobs_freed_input_block_spares_live_data, 
     unsigned char in[3][N];
     memset(in, 0, sizeof in);
     cr_assert_eq(submit_big(p, where, in[0], N, 0), 0);
-    wait_done(1);
+    eng_wait_done(1);
     wait_idle(p); /* its input block is on the free list */
-    void *freed = (void *)(intptr_t)vals[0];
+    void *freed = (void *)(intptr_t)eng_res[0].val;
     cr_assert(async__procpool_owns(p, freed));
     worker_writes(p, header_of(freed) + 1, (uint64_t)((char *)header_of(rows) - (char *)p->h));
     long want[2] = {0, 0};
@@ -224,17 +195,17 @@ Test(procpool_heap, a_forged_link_in_a_jobs_freed_input_block_spares_live_data, 
     }
     /* Two jobs at once: the first takes the freed block, the second the
      * block its forged link names. */
-    int first = atomic_load(&ndone);
+    int first = atomic_load(&eng_ndone);
     async__procjob_t j[2];
     for (int k = 0; k < 2; k++)
         j[k] = (async__procjob_t){.fn = (async__anyfn_t)sum_bytes, .in = in[k + 1], .in_len = N,
-                                  .out_cap = 8, .deadline = ASYNC_FOREVER, .done = on_done,
+                                  .out_cap = 8, .deadline = ASYNC_FOREVER, .done = eng_on_done,
                                   .arg = (void *)(intptr_t)(first + k)};
     for (int k = 0; k < 2; k++) cr_assert_eq(async__procpool_submit(p, &j[k], NULL), 0);
-    wait_done(first + 2);
+    eng_wait_done(first + 2);
     for (int k = 0; k < 2; k++) {
-        cr_assert_eq(errs[first + k], 0);
-        cr_assert_eq(vals[first + k], want[k], "job %d: sum %ld, want %ld", k, vals[first + k], want[k]);
+        cr_assert_eq(eng_res[first + k].err, 0);
+        cr_assert_eq(eng_res[first + k].val, want[k], "job %d: sum %ld, want %ld", k, eng_res[first + k].val, want[k]);
     }
     for (int i = 0; i < N; i++)
         cr_assert_eq(rows[i], (unsigned char)(i * 7 + 1), "the caller's live array was overwritten at %d", i);

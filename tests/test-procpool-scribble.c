@@ -23,44 +23,7 @@ Test(tsan, procpool_scribble_tests_skipped, .timeout = 5)
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
-#include "exec/procpool/parent_internal.h"
-
-typedef struct res {
-    int err;
-    char msg[600];
-    long val;
-} res_t;
-
-static res_t R[64];
-static atomic_int ndone, calls[64];
-
-static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
-{
-    (void)user;
-    int i = (int)(intptr_t)arg;
-    R[i].err = err;
-    if (msg) snprintf(R[i].msg, sizeof R[i].msg, "%s", msg);
-    if (out && len >= sizeof(long)) memcpy(&R[i].val, out, sizeof(long));
-    atomic_fetch_add(&calls[i], 1);
-    atomic_fetch_add(&ndone, 1);
-}
-
-static void wait_done(int n)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    while (atomic_load(&ndone) < n && async_now() < until) usleep(500);
-    cr_assert_eq(atomic_load(&ndone), n, "%d of %d jobs done", atomic_load(&ndone), n);
-}
-
-static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
-{
-    (void)ctx, (void)n;
-    long x;
-    memcpy(&x, in, sizeof x);
-    x *= x;
-    memcpy(async__procout_data(out), &x, sizeof x);
-    return 0;
-}
+#include "support/procpool_engine.h"
 
 enum what { FN, IN_OFF, IN_LEN, INLINE_INPUT };
 
@@ -101,17 +64,8 @@ static int scribbler(void *ctx, const void *in, size_t n, async__procout_t *out)
 static int submit(async__procpool_t *p, async__procpool_fn fn, const void *in, size_t n, int i)
 {
     async__procjob_t j = {.fn = (async__anyfn_t)fn, .in = in, .in_len = n, .out_cap = 8,
-                          .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
+                          .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)i};
     return async__procpool_submit(p, &j, NULL);
-}
-
-static async__procpool_t *pool_new(void)
-{
-    async__procpool_opts_t o = {.workers = 1, .slots = 16, .idle_spin_ns = -1};
-    async__procpool_t *p;
-    cr_assert_eq(async__procpool_new(&o, &p), 0);
-    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
-    return p;
 }
 
 /* The scribbler is running: the victim will queue behind it. */
@@ -130,31 +84,31 @@ static void still_serves(async__procpool_t *p, int first)
 {
     for (int i = 0; i < 10; i++) {
         long x = i;
-        cr_assert_eq(submit(p, square, &x, sizeof x, first + i), 0);
+        cr_assert_eq(submit(p, eng_square, &x, sizeof x, first + i), 0);
     }
-    wait_done(first + 10);
+    eng_wait_done(first + 10);
     for (int i = 0; i < 10; i++) {
-        cr_assert_eq(R[first + i].err, 0, "job %d: %s", first + i, R[first + i].msg);
-        cr_assert_eq(R[first + i].val, (long)i * i);
+        cr_assert_eq(eng_res[first + i].err, 0, "job %d: %s", first + i, eng_res[first + i].msg);
+        cr_assert_eq(eng_res[first + i].val, (long)i * i);
     }
-    for (int i = 0; i < first + 10; i++) cr_assert_eq(atomic_load(&calls[i]), 1, "job %d", i);
+    for (int i = 0; i < first + 10; i++) cr_assert_eq(atomic_load(&eng_calls[i]), 1, "job %d", i);
 }
 
 static void victim_of(int what, const char *want)
 {
-    async__procpool_t *p = pool_new();
+    async__procpool_t *p = eng_pool_new(1);
     pid_t worker = async__procpool_worker_pid(p, 0);
     scribble_t sc = {.p = p, .what = what};
     cr_assert_eq(submit(p, scribbler, &sc, sizeof sc, 0), 0);
     wait_running(p);
     long x = 7;
-    cr_assert_eq(submit(p, square, &x, sizeof x, 1), 0);
-    wait_done(2);
-    cr_assert_eq(R[0].err, 0, "the scribbler found no queued job: %s", R[0].msg);
-    cr_assert_eq(R[1].err, ASYNC_EIO, "victim: err %d, value %ld, %s", R[1].err, R[1].val, R[1].msg);
-    cr_assert(strstr(R[1].msg, "was overwritten in the pool's shared memory before it ran"), "%s",
-              R[1].msg);
-    cr_assert(strstr(R[1].msg, want), "%s", R[1].msg);
+    cr_assert_eq(submit(p, eng_square, &x, sizeof x, 1), 0);
+    eng_wait_done(2);
+    cr_assert_eq(eng_res[0].err, 0, "the scribbler found no queued job: %s", eng_res[0].msg);
+    cr_assert_eq(eng_res[1].err, ASYNC_EIO, "victim: err %d, value %ld, %s", eng_res[1].err, eng_res[1].val, eng_res[1].msg);
+    cr_assert(strstr(eng_res[1].msg, "was overwritten in the pool's shared memory before it ran"), "%s",
+              eng_res[1].msg);
+    cr_assert(strstr(eng_res[1].msg, want), "%s", eng_res[1].msg);
     cr_assert_eq(async__procpool_worker_pid(p, 0), worker, "the worker that found it died");
     still_serves(p, 2);
     async__procpool_free(p);
@@ -193,8 +147,8 @@ static async__procpool_t *call_pool;
 static void *call_thread(void *arg)
 {
     long x = 9;
-    async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &x, .in_len = sizeof x, .out_cap = 8,
-                          .deadline = ASYNC_FOREVER, .done = on_done, .arg = arg};
+    async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &x, .in_len = sizeof x, .out_cap = 8,
+                          .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = arg};
     return (void *)(intptr_t)async__procpool_call(call_pool, &j);
 }
 
@@ -203,7 +157,7 @@ static void *call_thread(void *arg)
  * Caught: the worker jumped to the forged pointer and died. */
 Test(procpool_scribble, a_direct_call_whose_slot_was_overwritten, .timeout = 60)
 {
-    async__procpool_t *p = call_pool = pool_new();
+    async__procpool_t *p = call_pool = eng_pool_new(1);
     scribble_t sc = {.p = p, .what = FN};
     cr_assert_eq(submit(p, scribbler, &sc, sizeof sc, 0), 0);
     wait_running(p);
@@ -213,9 +167,9 @@ Test(procpool_scribble, a_direct_call_whose_slot_was_overwritten, .timeout = 60)
     void *rc;
     cr_assert_eq(pthread_join(t, &rc), 0);
     cr_assert_eq((intptr_t)rc, 0);
-    wait_done(2);
-    cr_assert_eq(R[1].err, ASYNC_EIO, "err %d: %s", R[1].err, R[1].msg);
-    cr_assert(strstr(R[1].msg, "check word"), "%s", R[1].msg);
+    eng_wait_done(2);
+    cr_assert_eq(eng_res[1].err, ASYNC_EIO, "err %d: %s", eng_res[1].err, eng_res[1].msg);
+    cr_assert(strstr(eng_res[1].msg, "check word"), "%s", eng_res[1].msg);
     still_serves(p, 2);
     async__procpool_free(p);
 }

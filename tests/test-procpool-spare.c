@@ -6,8 +6,9 @@
  * the program), and one stopped there was given up on with no spare ready
  * (the pool broke).  The spare now says its own pid first on its own socket.
  * The window is made wide with ptrace: the test traces the server and
- * kills it in its fork-event stop.  Driven through the engine's private
- * API, as tests/test-procpool-server.c. */
+ * kills it in its fork-event stop.  Round 15: a stopped or traced spare is
+ * replaced, and a spare's pid that changed hands is not taken.  Driven
+ * through the engine's private API, as tests/test-procpool-server.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
 Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
@@ -23,65 +24,48 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <string.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
-#include "exec/procpool/parent_internal.h"
+#include "support/procpool_engine.h"
 
-static async__procpool_t *pool_new(unsigned workers)
+/* Eight jobs, each right: the pool serves. */
+static void serves(async__procpool_t *p)
 {
-    async__procpool_opts_t o = {.workers = workers, .slots = 16, .idle_spin_ns = -1};
-    async__procpool_t *p;
-    cr_assert_eq(async__procpool_new(&o, &p), 0);
-    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
-    return p;
+    for (long i = 0; i < 8; i++) cr_assert_eq(eng_submit(p, eng_square, i, (int)i), 0);
+    eng_wait_done(8);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(eng_res[i].err, 0, "job %d: %s", i, eng_res[i].msg);
+        cr_assert_eq(eng_res[i].val, (long)i * i);
+    }
 }
 
-static int ppid_of(pid_t pid)
+/* Traces the pool's server and kills its spare: the pool reaps the dead
+ * spare and asks for another a second later, and the server stops at that
+ * clone, its child made (the new spare, returned), its report not sent.
+ * *server (OUT) is the server. */
+static pid_t server_stopped_at_its_spare(async__procpool_t *p, pid_t *server)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')');
-    char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return -1;
-    return ppid;
-}
-
-static pid_t wait_spare(async__procpool_t *p, pid_t not)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    pid_t s;
-    while (((s = READ_ONCE(p->spare_pid)) <= 0 || s == not) && async_now() < until) usleep(1000);
-    cr_assert_gt(s, 0, "no spare fork server");
-    cr_assert_eq(ppid_of(s), getpid(), "the spare %d is not our child", (int)s);
-    return s;
-}
-
-/* kill() for a pool's process: a pid of 0 or below would signal our
- * process group or every process we may signal. */
-static void signal_pid(pid_t pid, int sig)
-{
-    cr_assert_gt(pid, 0, "no such process of the pool");
-    cr_assert_eq(kill(pid, sig), 0);
-}
-
-/* The next ptrace stop of pid (a tracee of ours), within 20 s. */
-static int wait_stop(pid_t pid)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, __WALL | WNOHANG)) == 0 && async_now() < until) usleep(1000);
-    cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
-    cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
-    return st;
+    pid_t srv = *server = async__procpool_server_pid(p), spare = eng_wait_spare(p, srv);
+    cr_assert_gt(srv, 0);
+    if (ptrace(PTRACE_SEIZE, srv, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
+        int e = errno;
+        async__procpool_free(p);
+        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
+    }
+    eng_signal(spare, SIGKILL);
+    int st = eng_wait_stop(srv);
+    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
+              "the server stopped with status %#x, not at a fork", st);
+    unsigned long msg = 0;
+    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, srv, 0, &msg), 0);
+    pid_t child = (pid_t)msg;
+    cr_assert_gt(child, 0);
+    cr_assert_eq(eng_ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
+    return child;
 }
 
 TestSuite(procpool_spare);
@@ -91,27 +75,10 @@ TestSuite(procpool_spare);
  * its pid). */
 Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombie, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
-    cr_assert_gt(server, 0);
-    if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
-        int e = errno;
-        async__procpool_free(p);
-        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
-    }
-    /* The pool reaps the dead spare and asks for another a second later:
-     * the server stops at that clone, its child made, its report not sent. */
-    signal_pid(spare, SIGKILL);
-    int st = wait_stop(server);
-    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
-              "the server stopped with status %#x, not at a fork", st);
-    unsigned long msg = 0;
-    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
-    pid_t child = (pid_t)msg;
-    cr_assert_gt(child, 0);
-    cr_assert_eq(ppid_of(child), getpid(), "the server's new child %d is not the spare (not our child)", (int)child);
-    signal_pid(server, SIGKILL);
-    wait_stop(child); /* its first stop as a tracee of ours */
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    eng_signal(server, SIGKILL);
+    eng_wait_stop(child); /* its first stop as a tracee of ours */
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     cr_assert_eq(READ_ONCE(p->spare_pid), 0, "the pool knew the spare's pid from its server");
     char why[600];
@@ -120,7 +87,7 @@ Test(procpool_spare, a_server_killed_before_it_reports_its_spare_leaves_no_zombi
     cr_assert_eq(async__procpool_error(p, why, sizeof why), ASYNC_ECHILD, "%s", why);
     cr_log_info("%s", why);
     async__procpool_free(p);
-    cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (ppid %d)", (int)child, ppid_of(child));
+    cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (ppid %d)", (int)child, eng_ppid_of(child));
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d (the spare was %d)", (int)r, (int)child);
     cr_assert_eq(errno, ECHILD);
@@ -144,58 +111,25 @@ static void *reaper(void *arg)
     return NULL;
 }
 
-static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
-{
-    (void)ctx, (void)n;
-    long x;
-    memcpy(&x, in, sizeof x);
-    x *= x;
-    memcpy(async__procout_data(out), &x, sizeof x);
-    return 0;
-}
-
-static atomic_int ndone;
-static long got[8];
-static int errs[8];
-
-static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
-{
-    (void)user, (void)msg;
-    int i = (int)(intptr_t)arg;
-    errs[i] = err;
-    if (out && len >= sizeof(long)) memcpy(&got[i], out, sizeof(long));
-    atomic_fetch_add(&ndone, 1);
-}
-
 Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
     killed_spare = spare;
     atomic_store(&reaping, true);
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, reaper, NULL), 0);
-    signal_pid(spare, SIGKILL);
+    eng_signal(spare, SIGKILL);
     int64_t until = async_now() + ASYNC_SEC(20);
     while (!atomic_load(&reaped_spare) && async_now() < until) usleep(1000);
     cr_assert(atomic_load(&reaped_spare), "the application's waitpid(-1) did not take the spare");
-    pid_t again = wait_spare(p, spare);
+    pid_t again = eng_wait_spare(p, spare);
     cr_assert_neq(again, spare);
-    signal_pid(server, SIGSTOP);
+    eng_signal(server, SIGSTOP);
     while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
     cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
-    for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
-        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
-    }
-    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&ndone), 8);
-    for (int i = 0; i < 8; i++) {
-        cr_assert_eq(errs[i], 0, "job %d", i);
-        cr_assert_eq(got[i], (long)i * i);
-    }
+    serves(p);
     cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
     atomic_store(&reaping, false);
     pthread_join(t, NULL);
@@ -210,28 +144,13 @@ Test(procpool_spare, a_spare_the_application_reaps_is_made_again_and_takes_over,
  * spare was idle and ready; the spare's own word now lets it take over. */
 Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by_it, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
-    pid_t server = async__procpool_server_pid(p), spare = wait_spare(p, server);
-    cr_assert_gt(server, 0);
-    if (ptrace(PTRACE_SEIZE, server, 0, PTRACE_O_TRACEFORK | PTRACE_O_TRACECLONE) != 0) {
-        int e = errno;
-        async__procpool_free(p);
-        cr_skip_test("ptrace(PTRACE_SEIZE) of the fork server: %s", strerror(e));
-    }
-    signal_pid(spare, SIGKILL);
-    int st = wait_stop(server);
-    cr_assert(st >> 8 == (SIGTRAP | (PTRACE_EVENT_FORK << 8)) || st >> 8 == (SIGTRAP | (PTRACE_EVENT_CLONE << 8)),
-              "the server stopped with status %#x, not at a fork", st);
-    unsigned long msg = 0;
-    cr_assert_eq(ptrace(PTRACE_GETEVENTMSG, server, 0, &msg), 0);
-    pid_t child = (pid_t)msg;
-    cr_assert_gt(child, 0);
-    cr_assert_eq(ppid_of(child), getpid(), "the server's new child %d is not the spare", (int)child);
-    wait_stop(child);
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    eng_wait_stop(child);
     cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
     /* The server stays in its stop; its worker's death goes unreported. */
     pid_t worker = async__procpool_worker_pid(p, 0);
-    signal_pid(worker, SIGKILL);
+    eng_signal(worker, SIGKILL);
     int64_t until = async_now() + ASYNC_SEC(30);
     while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
         usleep(1000);
@@ -240,18 +159,146 @@ Test(procpool_spare, a_server_stopped_before_it_reports_its_spare_is_replaced_by
     cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was not replaced by its spare %d",
                  (int)child);
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
-    for (long i = 0; i < 8; i++) {
-        async__procjob_t j = {.fn = (async__anyfn_t)square, .in = &i, .in_len = sizeof i, .out_cap = 8,
-                              .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)i};
-        cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
-    }
-    while (atomic_load(&ndone) < 8 && async_now() < until) usleep(1000);
-    cr_assert_eq(atomic_load(&ndone), 8);
-    for (int i = 0; i < 8; i++) {
-        cr_assert_eq(errs[i], 0, "job %d", i);
-        cr_assert_eq(got[i], (long)i * i);
-    }
+    serves(p);
     async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+/* --- a stopped spare ----------------------------------------------------------------- */
+
+/* Stops the spare by SIGSTOP or, as a debugger would, by ptrace (the test
+ * traces it and interrupts it); waits for the pool to make another, checks
+ * that the stopped one was reaped, and that the new one replaces a stopped
+ * server. */
+static void stopped_spare_is_replaced(bool traced)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server);
+    if (traced) {
+        if (ptrace(PTRACE_SEIZE, spare, 0, 0) != 0) {
+            int e = errno;
+            async__procpool_free(p);
+            cr_skip_test("ptrace(PTRACE_SEIZE) of the spare: %s", strerror(e));
+        }
+        cr_assert_eq(ptrace(PTRACE_INTERRUPT, spare, 0, 0), 0);
+    } else {
+        eng_signal(spare, SIGSTOP);
+    }
+    pid_t again = eng_wait_spare(p, spare);
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (kill(spare, 0) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(kill(spare, 0), -1, "the stopped spare %d is left (its parent %d)", (int)spare,
+                 eng_ppid_of(spare));
+    eng_signal(server, SIGSTOP);
+    until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_server_pid(p), again, "the stopped server was not replaced by the new spare");
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    serves(p);
+    cr_assert_eq(async__procpool_error(p, NULL, 0), 0);
+    async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+
+/* Caught (round 15): the spare's check was waitpid(WNOHANG), which says
+ * nothing of a stopped child: a SIGSTOPped spare stayed the pool's spare,
+ * no other was made (the test waited 20 s), and a stopped server then had
+ * only a stopped spare to take over. */
+Test(procpool_spare, a_stopped_spare_is_replaced_by_another, .timeout = 90)
+{
+    stopped_spare_is_replaced(false);
+}
+
+/* Caught (round 15): that waitpid took the ptrace stop of a spare we trace
+ * for its death: the pool forgot the spare without reaping it. */
+Test(procpool_spare, a_traced_spare_in_its_stop_is_replaced_by_another, .timeout = 90)
+{
+    stopped_spare_is_replaced(true);
+}
+
+/* --- a spare's pid that changed hands ------------------------------------------------------ */
+
+/* A process that is not our child: the child of a child of ours, which
+ * sleeps until killed.  *mid (OUT) is that child, to reap. */
+static pid_t stranger(pid_t *mid)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t a = fork();
+    cr_assert_geq(a, 0);
+    if (a == 0) {
+        /* Both die with the test, should it fail before it kills them. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(fds[0]);
+        pid_t b = fork();
+        if (b == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            for (;;) pause();
+        }
+        if (write(fds[1], &b, sizeof b) != (ssize_t)sizeof b) _exit(1);
+        while (b > 0 && waitpid(b, NULL, 0) < 0 && errno == EINTR) {}
+        _exit(0);
+    }
+    close(fds[1]);
+    pid_t b = 0;
+    cr_assert_eq(read(fds[0], &b, sizeof b), (ssize_t)sizeof b);
+    close(fds[0]);
+    cr_assert_gt(b, 0);
+    *mid = a;
+    return b;
+}
+
+static async__procpool_t *swap_pool;
+static pid_t swap_stranger, swap_adopted = -1;
+
+/* On the supervisor thread (a done callback runs there), where the pool
+ * takes the server's report of its spare: the spare dies and is reaped, and
+ * the pool is handed the stranger's pid as its new spare, as when a spare
+ * that died just after the pool checked its pid (SIGCHLD ignored: no
+ * zombie holds the pid) has its pid given to another process. */
+static void swap_in_stranger(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
+{
+    async__procpool_t *p = swap_pool;
+    pid_t real = p->spare_pid;
+    if (real > 0) {
+        syscall(SYS_pidfd_send_signal, p->spare_pidfd, SIGKILL, NULL, 0);
+        while (waitpid(real, NULL, 0) < 0 && errno == EINTR) {}
+        close(p->spare_pidfd);
+        p->spare_pid = 0;
+        p->spare_pidfd = -1;
+        p->spare_asked = true;
+        async__pp_on_spared(p, swap_stranger, 0);
+        swap_adopted = p->spare_pid;
+    }
+    eng_on_done(user, arg, err, msg, out, len);
+}
+
+/* Caught (round 15): the pool opened the spare's pidfd after it checked
+ * that the pid was its child, with nothing checked after: a pid that had
+ * changed hands meanwhile was taken for the spare, and free's SIGKILL went
+ * to that other process through the pidfd (the stranger here died). */
+Test(procpool_spare, a_spare_pid_that_changed_hands_is_not_taken, .timeout = 60)
+{
+    async__procpool_t *p = swap_pool = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p), spare = eng_wait_spare(p, server), mid;
+    swap_stranger = stranger(&mid);
+    long x = 3;
+    async__procjob_t j = {.fn = (async__anyfn_t)eng_square, .in = &x, .in_len = sizeof x, .out_cap = 8,
+                          .deadline = ASYNC_FOREVER, .done = swap_in_stranger, .arg = (void *)(intptr_t)0};
+    cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
+    eng_wait_done(1);
+    cr_assert_eq(eng_res[0].val, 9);
+    cr_assert_neq(swap_adopted, swap_stranger, "the pool took pid %d, not its child, for its spare",
+                  (int)swap_stranger);
+    pid_t again = eng_wait_spare(p, spare);
+    cr_assert_neq(again, swap_stranger);
+    async__procpool_free(p);
+    cr_assert_eq(kill(swap_stranger, 0), 0, "the stranger %d was killed by the pool", (int)swap_stranger);
+    eng_signal(swap_stranger, SIGKILL);
+    cr_assert_eq(waitpid(mid, NULL, 0), mid);
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
     cr_assert_eq(errno, ECHILD);

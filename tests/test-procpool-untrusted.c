@@ -34,10 +34,8 @@ Test(tsan, procpool_untrusted_tests_skipped, .timeout = 5)
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
-#include "exec/procpool/parent_internal.h"
+#include "support/procpool_engine.h"
 #include "support/alloc.h"
-
-#define MAXJ 256
 
 /* The region's layout, as the parent keeps it.  ROUND13_BEFORE builds this
  * file against the code before round 13 (which read it from the region's
@@ -62,65 +60,11 @@ Test(tsan, procpool_untrusted_tests_skipped, .timeout = 5)
 #define RESULT_AREA(p) ((p)->v.result_area)
 #endif
 
-typedef struct res {
-    int err;
-    char msg[600];
-    long val;
-    size_t len;
-} res_t;
-
-static res_t R[MAXJ];
-static atomic_int ndone;
-static atomic_int calls[MAXJ]; /* done callbacks per job: exactly one each */
-/* The job whose done holds the supervisor thread until `release`. */
-static int hold_job = -1;
-static atomic_int held, release_hold;
-
-static void on_done(void *user, void *arg, int err, const char *msg, const void *out, size_t len)
-{
-    (void)user;
-    int i = (int)(intptr_t)arg;
-    res_t *r = &R[i];
-    r->err = err;
-    if (msg) snprintf(r->msg, sizeof r->msg, "%s", msg);
-    r->len = len;
-    if (out && len >= sizeof(long)) memcpy(&r->val, out, sizeof(long));
-    atomic_fetch_add(&calls[i], 1);
-    if (i == hold_job) {
-        atomic_store(&held, 1);
-        while (!atomic_load(&release_hold)) usleep(1000);
-    }
-    atomic_fetch_add(&ndone, 1);
-}
-
-static void wait_done(int n)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    while (atomic_load(&ndone) < n && async_now() < until) usleep(500);
-    cr_assert_eq(atomic_load(&ndone), n, "%d of %d jobs done", atomic_load(&ndone), n);
-}
-
-static void wait_flag(atomic_int *f)
-{
-    int64_t until = async_now() + ASYNC_SEC(20);
-    while (!atomic_load(f) && async_now() < until) usleep(500);
-    cr_assert(atomic_load(f), "timed out");
-}
-
-static async__procpool_t *pool_new(unsigned workers)
-{
-    async__procpool_opts_t o = {.workers = workers, .slots = 16, .idle_spin_ns = -1};
-    async__procpool_t *p;
-    cr_assert_eq(async__procpool_new(&o, &p), 0);
-    cr_assert_eq(async__procpool_wait_ready(p, async_deadline_after(ASYNC_SEC(20))), 0);
-    return p;
-}
-
 static int submit_in(async__procpool_t *p, async__procpool_fn fn, const void *in, size_t in_len,
                      size_t out_cap, int i, int64_t deadline)
 {
     async__procjob_t j = {.fn = (async__anyfn_t)fn, .in = in, .in_len = in_len,
-                          .out_cap = out_cap, .deadline = deadline, .done = on_done,
+                          .out_cap = out_cap, .deadline = deadline, .done = eng_on_done,
                           .arg = (void *)(intptr_t)i};
     return async__procpool_submit(p, &j, NULL);
 }
@@ -131,26 +75,6 @@ static int submit(async__procpool_t *p, async__procpool_fn fn, long in, int i, i
 }
 
 /* --- work functions ---------------------------------------------------------- */
-
-static int square(void *ctx, const void *in, size_t n, async__procout_t *out)
-{
-    (void)ctx, (void)n;
-    long x;
-    memcpy(&x, in, sizeof x);
-    x *= x;
-    memcpy(async__procout_data(out), &x, sizeof x);
-    return 0;
-}
-
-static int sleeper(void *ctx, const void *in, size_t n, async__procout_t *out)
-{
-    (void)ctx, (void)n;
-    long ms;
-    memcpy(&ms, in, sizeof ms);
-    usleep((useconds_t)ms * 1000);
-    memcpy(async__procout_data(out), &ms, sizeof ms);
-    return 0;
-}
 
 /* What a scribbling job does; its input, inline in its slot. */
 enum what {
@@ -289,28 +213,28 @@ static uint32_t slot_in(async__procpool_t *p, unsigned kind, uint32_t a, uint32_
 
 static void reset(void)
 {
-    memset(R, 0, sizeof R);
-    atomic_store(&ndone, 0);
-    for (int i = 0; i < MAXJ; i++) atomic_store(&calls[i], 0);
-    hold_job = -1;
-    atomic_store(&held, 0);
-    atomic_store(&release_hold, 0);
+    memset(eng_res, 0, sizeof eng_res);
+    atomic_store(&eng_ndone, 0);
+    for (int i = 0; i < ENG_MAXJ; i++) atomic_store(&eng_calls[i], 0);
+    eng_hold_job = -1;
+    atomic_store(&eng_held, 0);
+    atomic_store(&eng_release, 0);
 }
 
 /* Ten more jobs, each right: the pool serves on after the attack. */
 static void still_serves(async__procpool_t *p, int first)
 {
-    for (int i = 0; i < 10; i++) cr_assert_eq(submit(p, square, i, first + i, ASYNC_FOREVER), 0);
-    wait_done(first + 10);
+    for (int i = 0; i < 10; i++) cr_assert_eq(submit(p, eng_square, i, first + i, ASYNC_FOREVER), 0);
+    eng_wait_done(first + 10);
     for (int i = 0; i < 10; i++) {
-        cr_assert_eq(R[first + i].err, 0, "job %d: %s", first + i, R[first + i].msg);
-        cr_assert_eq(R[first + i].val, (long)i * i);
+        cr_assert_eq(eng_res[first + i].err, 0, "job %d: %s", first + i, eng_res[first + i].msg);
+        cr_assert_eq(eng_res[first + i].val, (long)i * i);
     }
 }
 
 static void each_done_once(int n)
 {
-    for (int i = 0; i < n; i++) cr_assert_eq(atomic_load(&calls[i]), 1, "job %d: %d dones", i, atomic_load(&calls[i]));
+    for (int i = 0; i < n; i++) cr_assert_eq(atomic_load(&eng_calls[i]), 1, "job %d: %d dones", i, atomic_load(&eng_calls[i]));
 }
 
 TestSuite(procpool_untrusted, .init = reset);
@@ -325,10 +249,10 @@ TestSuite(procpool_untrusted, .init = reset);
  * (the submit ring's indices are put back when out of range). */
 Test(procpool_untrusted, a_work_function_that_overwrites_the_regions_header, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(2);
+    async__procpool_t *p = eng_pool_new(2);
     cr_assert_eq(submit_scribble(p, HEADER, 0, 0), 0);
-    wait_done(1);
-    cr_assert_eq(R[0].err, 0, "%s", R[0].msg);
+    eng_wait_done(1);
+    cr_assert_eq(eng_res[0].err, 0, "%s", eng_res[0].msg);
     still_serves(p, 1);
     each_done_once(11);
     async__procpool_free(p);
@@ -340,23 +264,23 @@ Test(procpool_untrusted, a_work_function_that_overwrites_the_regions_header, .ti
  * it, has job 2 scribble over the victim's slot, then lets go. */
 static void scribble_victim(int what, int want_err, const char *want)
 {
-    async__procpool_t *p = pool_new(what == OUT_OFF_OTHER ? 2 : 1);
-    hold_job = 0;
-    cr_assert_eq(submit(p, square, 3, 0, ASYNC_FOREVER), 0);
-    wait_flag(&held);
+    async__procpool_t *p = eng_pool_new(what == OUT_OFF_OTHER ? 2 : 1);
+    eng_hold_job = 0;
+    cr_assert_eq(submit(p, eng_square, 3, 0, ASYNC_FOREVER), 0);
+    eng_wait_flag(&eng_held);
     uint32_t holder = slot_in(p, PP_DONE, UINT32_MAX, UINT32_MAX);
-    cr_assert_eq(submit(p, what == MSG_WILD ? sleeper : square, 5, 1, ASYNC_FOREVER), 0);
+    cr_assert_eq(submit(p, what == MSG_WILD ? eng_sleeper : eng_square, 5, 1, ASYNC_FOREVER), 0);
     uint32_t victim = slot_in(p, PP_DONE, holder, UINT32_MAX);
     cr_assert_eq(submit_scribble(p, what, victim, 2), 0);
     slot_in(p, PP_DONE, holder, victim);
-    atomic_store(&release_hold, 1);
-    wait_done(3);
-    cr_assert_eq(R[0].err, 0);
-    cr_assert_eq(R[0].val, 9);
-    cr_assert_eq(R[2].err, 0, "the scribbler itself: %s", R[2].msg);
-    cr_assert_eq(R[1].err, want_err, "victim: %d %s", R[1].err, R[1].msg);
-    cr_assert(strstr(R[1].msg, want), "victim: %s", R[1].msg);
-    cr_assert(strstr(R[1].msg, "overwritten"), "victim: %s", R[1].msg);
+    atomic_store(&eng_release, 1);
+    eng_wait_done(3);
+    cr_assert_eq(eng_res[0].err, 0);
+    cr_assert_eq(eng_res[0].val, 9);
+    cr_assert_eq(eng_res[2].err, 0, "the scribbler itself: %s", eng_res[2].msg);
+    cr_assert_eq(eng_res[1].err, want_err, "victim: %d %s", eng_res[1].err, eng_res[1].msg);
+    cr_assert(strstr(eng_res[1].msg, want), "victim: %s", eng_res[1].msg);
+    cr_assert(strstr(eng_res[1].msg, "overwritten"), "victim: %s", eng_res[1].msg);
     still_serves(p, 3);
     each_done_once(13);
     async__procpool_free(p);
@@ -403,29 +327,29 @@ Test(procpool_untrusted, an_error_message_outside_the_result_area_is_not_read, .
  * a replacement. */
 static void corrupt_own_ring(int what)
 {
-    async__procpool_t *p = pool_new(1);
+    async__procpool_t *p = eng_pool_new(1);
     uint64_t spawned = async__procpool_spawned(p);
     uint32_t victim = 0;
     if (what == RING_TWICE) {
-        hold_job = 0;
-        cr_assert_eq(submit(p, square, 3, 0, ASYNC_FOREVER), 0);
-        wait_flag(&held);
+        eng_hold_job = 0;
+        cr_assert_eq(submit(p, eng_square, 3, 0, ASYNC_FOREVER), 0);
+        eng_wait_flag(&eng_held);
         uint32_t holder = slot_in(p, PP_DONE, UINT32_MAX, UINT32_MAX);
-        cr_assert_eq(submit(p, square, 4, 1, ASYNC_FOREVER), 0);
+        cr_assert_eq(submit(p, eng_square, 4, 1, ASYNC_FOREVER), 0);
         victim = slot_in(p, PP_DONE, holder, UINT32_MAX);
         cr_assert_eq(submit_scribble(p, what, victim, 2), 0);
         slot_in(p, PP_DONE, holder, victim);
-        atomic_store(&release_hold, 1);
-        wait_done(3);
-        cr_assert_eq(R[1].val, 16);
+        atomic_store(&eng_release, 1);
+        eng_wait_done(3);
+        cr_assert_eq(eng_res[1].val, 16);
     } else {
-        cr_assert_eq(submit(p, square, 3, 0, ASYNC_FOREVER), 0);
-        cr_assert_eq(submit(p, square, 4, 1, ASYNC_FOREVER), 0);
+        cr_assert_eq(submit(p, eng_square, 3, 0, ASYNC_FOREVER), 0);
+        cr_assert_eq(submit(p, eng_square, 4, 1, ASYNC_FOREVER), 0);
         cr_assert_eq(submit_scribble(p, what, victim, 2), 0);
-        wait_done(3);
+        eng_wait_done(3);
     }
-    for (int i = 0; i < 3; i++) cr_assert_eq(R[i].err, 0, "job %d: %s", i, R[i].msg);
-    cr_assert_eq(R[2].val, 1234);
+    for (int i = 0; i < 3; i++) cr_assert_eq(eng_res[i].err, 0, "job %d: %s", i, eng_res[i].msg);
+    cr_assert_eq(eng_res[2].val, 1234);
     still_serves(p, 3);
     each_done_once(13);
     /* The worker that held the corrupt ring was replaced. */
@@ -463,23 +387,23 @@ static int note_worker(void *ctx, const void *in, size_t n, async__procout_t *ou
  * fails with the reason, not only "killed by signal 9". */
 Test(procpool_untrusted, a_job_whose_workers_ring_was_corrupted_fails_with_the_reason, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(2);
+    async__procpool_t *p = eng_pool_new(2);
     void *m;
     cr_assert_eq(async__procpool_shm_alloc(p, sizeof(_Atomic int), &m), 0);
     _Atomic int *cell = m;
     atomic_store(cell, -1);
     async__procjob_t j = {.fn = (async__anyfn_t)note_worker, .ctx = (void *)cell, .out_cap = 8,
-                          .deadline = ASYNC_FOREVER, .done = on_done, .arg = (void *)(intptr_t)0};
+                          .deadline = ASYNC_FOREVER, .done = eng_on_done, .arg = (void *)(intptr_t)0};
     cr_assert_eq(async__procpool_submit(p, &j, NULL), 0);
     int64_t until = async_now() + ASYNC_SEC(20);
     while (atomic_load(cell) < 0 && async_now() < until) usleep(500);
     cr_assert_geq(atomic_load(cell), 0);
     scribble_t sc = {.p = p, .what = RING_OF, .cell = cell};
     cr_assert_eq(submit_in(p, scribbler, &sc, sizeof sc, 8, 1, ASYNC_FOREVER), 0);
-    wait_done(2);
-    cr_assert_eq(R[1].err, 0, "%s", R[1].msg);
-    cr_assert_eq(R[0].err, ASYNC_EWORKERDIED, "%s", R[0].msg);
-    cr_assert(strstr(R[0].msg, "slot 99999, beyond the pool's slots"), "%s", R[0].msg);
+    eng_wait_done(2);
+    cr_assert_eq(eng_res[1].err, 0, "%s", eng_res[1].msg);
+    cr_assert_eq(eng_res[0].err, ASYNC_EWORKERDIED, "%s", eng_res[0].msg);
+    cr_assert(strstr(eng_res[0].msg, "slot 99999, beyond the pool's slots"), "%s", eng_res[0].msg);
     still_serves(p, 2);
     each_done_once(12);
     async__procpool_free(p);
@@ -490,7 +414,7 @@ Test(procpool_untrusted, a_job_whose_workers_ring_was_corrupted_fails_with_the_r
 /* A job of a one-worker pool scribbles on a state word or the submit ring;
  * then, unless square_in is negative, a square of square_in is submitted
  * pause_us later (deadline_ms after it, or never when 0).  The scribbler
- * (R[0]) and the square (R[1]) end as the case says, and the pool serves
+ * (eng_res[0]) and the square (eng_res[1]) end as the case says, and the pool serves
  * on. */
 typedef struct scribble_case {
     int what;
@@ -499,25 +423,25 @@ typedef struct scribble_case {
     int64_t deadline_ms; /* 0: ASYNC_FOREVER */
     int err0, err1;
     long val1;        /* when err1 is 0 */
-    const char *msg1; /* in R[1].msg; NULL: not checked */
+    const char *msg1; /* in eng_res[1].msg; NULL: not checked */
 } scribble_case_t;
 
 static void scribble_then_square(const scribble_case_t *c)
 {
-    async__procpool_t *p = pool_new(1);
+    async__procpool_t *p = eng_pool_new(1);
     cr_assert_eq(submit_scribble(p, c->what, 0, 0), 0);
     int n = c->square_in < 0 ? 1 : 2;
     if (n == 2) {
         usleep(c->pause_us); /* the scribbler runs first */
         int64_t dl = c->deadline_ms ? async_deadline_after(ASYNC_MSEC(c->deadline_ms)) : ASYNC_FOREVER;
-        cr_assert_eq(submit(p, square, c->square_in, 1, dl), 0);
+        cr_assert_eq(submit(p, eng_square, c->square_in, 1, dl), 0);
     }
-    wait_done(n);
-    cr_assert_eq(R[0].err, c->err0, "%s", R[0].msg);
+    eng_wait_done(n);
+    cr_assert_eq(eng_res[0].err, c->err0, "%s", eng_res[0].msg);
     if (n == 2) {
-        cr_assert_eq(R[1].err, c->err1, "%s", R[1].msg);
-        if (!c->err1) cr_assert_eq(R[1].val, c->val1);
-        if (c->msg1) cr_assert(strstr(R[1].msg, c->msg1), "%s", R[1].msg);
+        cr_assert_eq(eng_res[1].err, c->err1, "%s", eng_res[1].msg);
+        if (!c->err1) cr_assert_eq(eng_res[1].val, c->val1);
+        if (c->msg1) cr_assert(strstr(eng_res[1].msg, c->msg1), "%s", eng_res[1].msg);
     }
     still_serves(p, n);
     each_done_once(10 + n);
@@ -564,15 +488,15 @@ static int rewrite_batch(void *ctx, const void *in, size_t n, async__procout_t *
  * so the batch was woken instead and the calling thread slept for ever. */
 Test(procpool_untrusted, a_direct_call_whose_worker_rewrites_its_batch_word_returns, .timeout = 30)
 {
-    async__procpool_t *p = pool_new(1);
+    async__procpool_t *p = eng_pool_new(1);
     long in = 0;
     async__procjob_t j = {.fn = (async__anyfn_t)rewrite_batch, .in = &in, .in_len = sizeof in,
                           .out_cap = 8, .deadline = async_deadline_after(ASYNC_MSEC(300)),
-                          .done = on_done, .arg = (void *)(intptr_t)0};
+                          .done = eng_on_done, .arg = (void *)(intptr_t)0};
     int64_t t0 = async_now();
     cr_assert_eq(async__procpool_call(p, &j), 0);
     cr_assert_lt(async_now() - t0, ASYNC_SEC(8), "the call waited for the job's end");
-    cr_assert_eq(R[0].err, ASYNC_ETIMEDOUT, "%s", R[0].msg);
+    cr_assert_eq(eng_res[0].err, ASYNC_ETIMEDOUT, "%s", eng_res[0].msg);
     each_done_once(1);
     async__procpool_free(p);
 }
@@ -582,30 +506,43 @@ Test(procpool_untrusted, a_direct_call_whose_worker_rewrites_its_batch_word_retu
 /* Caught: freeing a shared block trusted its header, which sits in the
  * region: a work function that wrote past the block before it had the
  * parent abort on an assertion (or, without asserts, index its free lists
- * with a garbage class). */
+ * with a garbage class).  Round 15: the overwritten block is reused, its
+ * header written again from the parent's records (it was leaked for good,
+ * and this test asserted the leak). */
 Test(procpool_untrusted, a_work_function_overrunning_a_shared_buffer, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
+    async__procpool_t *p = eng_pool_new(1);
     void *a, *b;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &a), 0);
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &b), 0);
     cr_assert_eq((char *)b - (char *)a, 128, "two blocks of one class, side by side");
     scribble_t sc = {.p = p, .what = HEAP_OVERRUN, .buf = a};
     cr_assert_eq(submit_in(p, scribbler, &sc, sizeof sc, 8, 0, ASYNC_FOREVER), 0);
-    wait_done(1);
-    async__procpool_shm_free(p, b); /* its header is garbage: leaked, not freed */
+    eng_wait_done(1);
+    async__procpool_shm_free(p, b); /* its header is garbage: freed by our own record */
     async__procpool_shm_free(p, a);
-    void *c;
+    cr_assert_eq(p->heap.overwritten, 1, "the overwritten canary was not seen");
+    void *c, *d;
     cr_assert_eq(async__procpool_shm_alloc(p, 64, &c), 0);
     cr_assert_eq(c, a, "the sound block is reused");
-    cr_assert_eq(async__procpool_shm_alloc(p, 64, &c), 0);
-    cr_assert_neq(c, b, "the overwritten one is not");
+    cr_assert_eq(async__procpool_shm_alloc(p, 64, &d), 0);
+    cr_assert_eq(d, b, "the overwritten block is not reused (leaked)");
+    uint64_t *hb = (uint64_t *)d - 2, *hc = (uint64_t *)c - 2;
+    cr_assert(hb[0] == hc[0] && hb[1] == hc[1], "its header was not written again (%#llx %#llx, a sound one "
+              "%#llx %#llx)", (unsigned long long)hb[0], (unsigned long long)hb[1], (unsigned long long)hc[0],
+              (unsigned long long)hc[1]);
+    for (int i = 0; i < 64; i++) cr_assert_eq(((unsigned char *)d)[i], 0, "byte %d of the reused block", i);
+    /* Freed again, sound now, it counts no second overrun. */
+    async__procpool_shm_free(p, d);
+    cr_assert_eq(p->heap.overwritten, 1);
+    cr_assert_eq(async__procpool_shm_alloc(p, 64, &d), 0);
+    cr_assert_eq(d, b);
     /* Jobs whose input lives on the heap are freed by our own record. */
     char big[300] = {0};
     big[0] = 7;
-    for (int i = 1; i <= 10; i++) cr_assert_eq(submit_in(p, square, big, sizeof big, 8, i, ASYNC_FOREVER), 0);
-    wait_done(11);
-    for (int i = 1; i <= 10; i++) cr_assert_eq(R[i].val, 49, "job %d: %s", i, R[i].msg);
+    for (int i = 1; i <= 10; i++) cr_assert_eq(submit_in(p, eng_square, big, sizeof big, 8, i, ASYNC_FOREVER), 0);
+    eng_wait_done(11);
+    for (int i = 1; i <= 10; i++) cr_assert_eq(eng_res[i].val, 49, "job %d: %s", i, eng_res[i].msg);
     each_done_once(11);
     async__procpool_free(p);
 }
@@ -617,16 +554,16 @@ Test(procpool_untrusted, a_work_function_overrunning_a_shared_buffer, .timeout =
  * pool's message still says how the server died. */
 static void server_reaped_elsewhere(bool (*reaped)(pid_t))
 {
-    async__procpool_t *p = pool_new(1);
-    hold_job = 0;
-    cr_assert_eq(submit(p, square, 3, 0, ASYNC_FOREVER), 0);
-    wait_flag(&held);
+    async__procpool_t *p = eng_pool_new(1);
+    eng_hold_job = 0;
+    cr_assert_eq(submit(p, eng_square, 3, 0, ASYNC_FOREVER), 0);
+    eng_wait_flag(&eng_held);
     pid_t server = async__procpool_server_pid(p);
     cr_assert_eq(kill(server, SIGKILL), 0);
     int64_t until = async_now() + ASYNC_SEC(20);
     while (!reaped(server) && async_now() < until) usleep(1000);
     cr_assert(reaped(server), "the other waiter did not reap it");
-    atomic_store(&release_hold, 1);
+    atomic_store(&eng_release, 1);
     char msg[600];
     until = async_now() + ASYNC_SEC(20);
     while (async__procpool_error(p, msg, sizeof msg) == 0 && async_now() < until) usleep(1000);
@@ -700,14 +637,14 @@ static int server_socket(pid_t server, char *why, size_t cap)
 
 static void malformed(const void *msg, size_t len, const char *want)
 {
-    async__procpool_t *p = pool_new(2);
+    async__procpool_t *p = eng_pool_new(2);
     char why[200];
     int fd = server_socket(async__procpool_server_pid(p), why, sizeof why);
     if (fd < 0) {
         async__procpool_free(p);
         cr_skip_test("cannot speak as the fork server: %s", why);
     }
-    cr_assert_eq(submit(p, sleeper, 3000, 0, ASYNC_FOREVER), 0);
+    cr_assert_eq(submit(p, eng_sleeper, 3000, 0, ASYNC_FOREVER), 0);
     usleep(100000);
     cr_assert_eq(send(fd, msg, len, MSG_NOSIGNAL), (ssize_t)len);
     close(fd);
@@ -717,9 +654,9 @@ static void malformed(const void *msg, size_t len, const char *want)
     cr_assert_eq(async__procpool_error(p, emsg, sizeof emsg), ASYNC_ECHILD, "%s", emsg);
     cr_assert(strstr(emsg, want), "%s", emsg);
     cr_assert(strstr(emsg, "the pool killed it"), "%s", emsg);
-    wait_done(1);
-    cr_assert_eq(R[0].err, ASYNC_ECHILD, "%s", R[0].msg);
-    cr_assert_eq(submit(p, square, 1, 1, ASYNC_FOREVER), ASYNC_ECHILD);
+    eng_wait_done(1);
+    cr_assert_eq(eng_res[0].err, ASYNC_ECHILD, "%s", eng_res[0].msg);
+    cr_assert_eq(submit(p, eng_square, 1, 1, ASYNC_FOREVER), ASYNC_ECHILD);
     async__procpool_free(p);
     each_done_once(1);
 }
@@ -767,7 +704,7 @@ Test(procpool_untrusted, a_start_report_nobody_asked_for, .timeout = 60)
  * ever. */
 Test(procpool_untrusted, a_fork_server_that_closes_its_socket_but_lives, .timeout = 60)
 {
-    async__procpool_t *p = pool_new(1);
+    async__procpool_t *p = eng_pool_new(1);
     pid_t server = async__procpool_server_pid(p);
     char why[200];
     int fd = server_socket(server, why, sizeof why);
@@ -803,9 +740,9 @@ Test(procpool_untrusted, a_stopped_fork_server_wedges_neither_deadlines_nor_term
     pid_t server = async__procpool_server_pid(p);
     cr_assert_eq(kill(server, SIGSTOP), 0);
     int64_t dl = async_deadline_after(ASYNC_MSEC(500));
-    for (int i = 0; i < N; i++) cr_assert_eq(submit(p, sleeper, 60000, i, dl), 0);
-    wait_done(N);
-    for (int i = 0; i < N; i++) cr_assert_eq(R[i].err, ASYNC_ETIMEDOUT, "job %d: %s", i, R[i].msg);
+    for (int i = 0; i < N; i++) cr_assert_eq(submit(p, eng_sleeper, 60000, i, dl), 0);
+    eng_wait_done(N);
+    for (int i = 0; i < N; i++) cr_assert_eq(eng_res[i].err, ASYNC_ETIMEDOUT, "job %d: %s", i, eng_res[i].msg);
     int64_t t0 = async_now();
     async__procpool_terminate(p);
     cr_assert_lt(async_now() - t0, ASYNC_SEC(30));
@@ -894,7 +831,7 @@ Test(procpool_untrusted, an_outcome_header_naming_a_row_beyond_the_job, .timeout
     async_job_t j = {.fn = slow_ok, .out_size = 8};
     cr_assert_eq(async_executor_submit(&h, ex, &j), 0);
     cr_assert_eq(async_future_on_done(h, hold_cb, NULL), 0);
-    wait_flag(&ex_held); /* the pool's supervisor is held in the callback */
+    eng_wait_flag(&ex_held); /* the pool's supervisor is held in the callback */
     uint32_t holder = UINT32_MAX, victim = UINT32_MAX;
     for (uint32_t i = 0; i < 64; i++)
         if (PP_KIND(atomic_load(&slots[i].state)) == PP_DONE) holder = i;

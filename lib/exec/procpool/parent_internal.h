@@ -51,6 +51,7 @@ typedef struct pp_heap {
     pp_free_stack_t free[64];
     pp_heap_entry_t *table;
     size_t tn, tcap;
+    uint64_t overwritten; /* blocks freed whose canary was overwritten (and reused) */
 } pp_heap_t;
 
 typedef struct pp_deadline {
@@ -89,6 +90,12 @@ struct async__procpool {
      * PONG is owed (at most one PING is out). */
     int64_t ping_at;
     bool ping_out;
+    /* The server's CPU time (ns) at the first look at it after the answer
+     * to the ping of ping_cpu_at (the ping_at it was taken for) was due: a
+     * server that used little since, and is runnable, is starved, not
+     * wedged (server_watch.c). */
+    int64_t ping_cpu, ping_cpu_at;
+    unsigned starved;        /* answer waits extended: the server was runnable and starved */
     int64_t last_turn;       /* the supervisor's previous turn: a long gap means it was held */
     /* The spare fork server, a clone of the fork server that is our child
      * (worker.c's serve): it takes over when the server stops answering.
@@ -150,8 +157,10 @@ unsigned async__pp_heap_class(size_t n);
  * the region, or 0 when the heap is full. */
 uint64_t async__pp_heap_alloc(async__procpool_t *p, size_t n, bool zero);
 /* Frees the block at uoff (0: nothing) of class k, both from the parent's
- * own records; a block whose canary a work function overwrote is leaked,
- * never reused.  No memory to grow the free list leaks it too. */
+ * own records, whatever its header says: a block whose canary a work
+ * function overwrote is counted (heap.overwritten) and reused, its header
+ * written again when it is handed out.  No memory to grow the free list
+ * leaks the block. */
 void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k);
 /* Frees the heap's private bookkeeping (not the region). */
 void async__pp_heap_release(pp_heap_t *hp);
@@ -215,6 +224,11 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
  * the whole process was stopped) restarts that wait. */
 #define PP_PING_IDLE_NS ASYNC_SEC(1)
 #define PP_SERVER_ANSWER_NS ASYNC_SEC(3)
+/* A silent server that is runnable (state R or D) and used less CPU time
+ * than this since its answer was due is starved (a loaded machine, a low
+ * priority), and is waited for; one that used more without answering (a
+ * ping costs microseconds) is wedged in a loop. */
+#define PP_SERVER_BUSY_NS ASYNC_SEC(1)
 #define PP_TURN_GAP_NS ASYNC_SEC(1)
 #define PP_SPARE_RETRY_NS ASYNC_SEC(1)
 /* How long free waits for a spare's own word when its server died before
@@ -222,11 +236,23 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 #define PP_SPARE_SELF_NS ASYNC_SEC(2)
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
-/* The server's SPARED report (checked already). */
+/* The server's SPARED report (checked already), or the spare's own word:
+ * the spare is known once its pidfd is open and waitid through that pidfd
+ * says it is our child; a pid that names no child of ours by then (the
+ * spare died and, SIGCHLD ignored, its pid went to another process) is
+ * dropped, and another spare asked for later. */
 void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
-/* Reaps a spare that died, so that another is asked for. */
+/* Reaps a spare that died, so that another is asked for; kills and reaps
+ * one that is stopped (SIGSTOP, a debugger: state T or t, or a stop report
+ * that waitid shows without taking it), which could not take over. */
 void async__pp_check_spare(async__procpool_t *p, int64_t now);
-/* Pings the server when due; returns whether it has been silent too long.
+/* Pings the server when due; returns whether it has been silent too long:
+ * PP_SERVER_ANSWER_NS after the ping, and stopped (state T or t in
+ * /proc/PID/stat), asleep without answering (wedged), or runnable after
+ * PP_SERVER_BUSY_NS of CPU time since the answer was due (wedged in a
+ * loop); /proc is read only once the answer is due.
+ * A silent server that is runnable and starved of CPU is not given up on:
+ * it is looked at again on the next turn (p->starved counts these).
  * want: the pool wants workers (else nothing is checked). */
 bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
 /* Kills and reaps the server and makes its spare the server: its socket,

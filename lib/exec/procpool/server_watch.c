@@ -1,6 +1,7 @@
 /* The fork server seen from the parent: how it ended (its wait status, from
  * waitpid or, once another waiter reaped it, from its pidfd), killing it
- * without reaching a stranger, and the check of every message it sends.
+ * without reaching a stranger, the check of every message it sends, and
+ * whether it (or its spare) is stopped, starved or wedged.
  * The supervisor thread (supervisor.c) reads its socket and acts on what
  * these say. */
 #include <fcntl.h>
@@ -45,18 +46,100 @@ static bool server_exit_info(int pidfd, int *status)
     return false;
 }
 
-/* SIGKILLs the server, which is not reaped yet by us: through its pidfd,
- * which never reaches another process; without one, only while waitid
- * says it is still our child to signal. */
-static void kill_server(async__procpool_t *p)
+/* What /proc/PID/stat says of a process: its state letter, its parent and
+ * the CPU time it used (user and system, in ns).  False when there is no
+ * such process. */
+typedef struct pp_proc {
+    char state;
+    int ppid;
+    int64_t cpu_ns;
+} pp_proc_t;
+
+static bool proc_stat(pid_t pid, pp_proc_t *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime ...": comm may hold anything, so from its
+     * end. */
+    const char *rp = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!rp || sscanf(rp + 1, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &out->state,
+                      &out->ppid, &ut, &st) != 4)
+        return false;
+    long hz = sysconf(_SC_CLK_TCK);
+    out->cpu_ns = (int64_t)((ut + st) * (1000000000ull / (unsigned long long)(hz > 0 ? hz : 100)));
+    return true;
+}
+
+static int ppid_of(pid_t pid)
+{
+    pp_proc_t pr;
+    return proc_stat(pid, &pr) ? pr.ppid : -1;
+}
+
+/* What waitid says of our child pid (through pidfd when there is one,
+ * which cannot name another process), without taking its report:
+ * PP_CHILD_GONE when it is no child of ours (never was, or reaped by
+ * another waiter: SIGCHLD ignored, the application's waitpid(-1)). */
+enum { PP_CHILD_GONE, PP_CHILD_RUNNING, PP_CHILD_STOPPED, PP_CHILD_EXITED };
+
+static int child_state(pid_t pid, int pidfd)
+{
+    siginfo_t si;
+    int r;
+    do {
+        memset(&si, 0, sizeof si);
+        r = pidfd >= 0 ? waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT)
+                       : waitid(P_PID, (id_t)pid, &si, WEXITED | WSTOPPED | WNOHANG | WNOWAIT);
+        if (r < 0 && errno == EINVAL && pidfd >= 0) { /* Linux 5.3: pidfds, but no P_PIDFD */
+            pidfd = -1;
+            errno = EINTR;
+        }
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return PP_CHILD_GONE;
+    if (si.si_pid == 0) return PP_CHILD_RUNNING; /* or stopped with its report taken by another */
+    if (si.si_code == CLD_STOPPED || si.si_code == CLD_TRAPPED) return PP_CHILD_STOPPED;
+    return PP_CHILD_EXITED;
+}
+
+/* SIGKILLs our child pid, not reaped yet by us: through its pidfd, which
+ * never reaches another process.  Without pidfds (ENOSYS: Linux before
+ * 5.1 for pidfd_send_signal, 5.3 for pidfd_open) only while waitid says it
+ * is still our child, and one window stays open: between that waitid and
+ * the kill, the child exits, another waiter reaps it (SIGCHLD set to
+ * SIG_IGN, or a waitpid(-1) in another thread: with neither, the zombie
+ * holds its pid until we reap it), and the kernel gives its pid to a new
+ * process, which the kill then reaches.  The kernel hands pids out in
+ * order and wraps at pid_max, so that takes pid_max (32,768 by default)
+ * process creations in those few microseconds; nothing short of a pidfd
+ * closes it. */
+static void kill_child(pid_t pid, int pidfd)
 {
 #ifdef SYS_pidfd_send_signal
-    if (p->server_pidfd >= 0 && syscall(SYS_pidfd_send_signal, p->server_pidfd, SIGKILL, NULL, 0) == 0)
-        return;
+    if (pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0) return;
+    if (pidfd >= 0 && errno == ESRCH) return; /* it has exited: its pid may be a stranger's */
 #endif
     siginfo_t si;
-    if (waitid(P_PID, (id_t)p->server, &si, WEXITED | WNOHANG | WNOWAIT) == 0) kill(p->server, SIGKILL);
+    if (pid > 0 && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0) kill(pid, SIGKILL);
 }
+
+/* Reaps our child pid, which is dead or dying: until its exit status
+ * (waitpid reports a ptrace stop too, when a thread of ours traces it), or
+ * until waitpid says it is no child of ours any more. */
+static void reap_child(pid_t pid)
+{
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, 0)) == pid ? !WIFEXITED(st) && !WIFSIGNALED(st) : r < 0 && errno == EINTR) {}
+}
+
+static void kill_server(async__procpool_t *p) { kill_child(p->server, p->server_pidfd); }
 
 bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, bool *killed)
 {
@@ -66,7 +149,9 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
     while (!p->server_reaped) {
         int st;
         pid_t r = waitpid(p->server, &st, WNOHANG);
-        if (r == p->server) {
+        if (r == p->server && !WIFEXITED(st) && !WIFSIGNALED(st)) {
+            continue; /* a ptrace stop (a thread of ours traces it): not its end */
+        } else if (r == p->server) {
             p->server_reaped = p->server_known = true;
             p->server_status = st;
         } else if (r < 0 && errno == EINTR) {
@@ -92,26 +177,14 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
     return p->server_known;
 }
 
-static int ppid_of(pid_t pid);
-
 /* Whether pid is a live process whose parent is not the fork server (one
  * that has exited already cannot be checked, and is let pass: its EXITED
  * report follows). */
 static bool not_the_servers(const async__procpool_t *p, pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* "pid (comm) state ppid ...": comm may hold anything, so from its end. */
-    const char *rp = strrchr(buf, ')');
-    char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return false;
-    return ppid != p->server && state != 'Z' && state != 'X';
+    pp_proc_t pr;
+    if (!proc_stat(pid, &pr)) return false;
+    return pr.ppid != p->server && pr.state != 'Z' && pr.state != 'X';
 }
 
 const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m, char *buf,
@@ -181,28 +254,13 @@ const char *async__pp_bad_server_message(async__procpool_t *p, const pp_msg_t *m
  * the job of a worker that died would never end.  While the pool wants
  * workers, the supervisor asks the server for a PONG after a quiet second,
  * and a server that says nothing for PP_SERVER_ANSWER_NS after that is given
- * up on.  Its replacement must come from a clean image: forking one from
+ * up on if it is stopped or wedged, not if it is merely starved of CPU
+ * (async__pp_server_silent).  Its replacement must come from a clean image: forking one from
  * the parent now would copy whatever locks the parent's other threads hold
  * and the parent's memory of now (workers see the parent as of the pool's
  * creation).  So the server itself makes a spare ahead of need: a clone of
  * itself (CLONE_PARENT, so that the spare is our child, reaped by us and
  * killed through its pidfd), idle on a socket of its own that we passed it. */
-
-static int ppid_of(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')');
-    char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2) return -1;
-    return ppid;
-}
 
 void async__pp_ask_spare(async__procpool_t *p, int64_t now)
 {
@@ -243,11 +301,30 @@ void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err)
         p->spare_sock = -1;
         return;
     }
-    p->spare_pid = pid;
+    /* The caller saw pid as our child, but with SIGCHLD ignored a spare
+     * that died since was reaped by the kernel, and its pid may be another
+     * process's now: the pidfd is opened first, and asked whether it names
+     * our child (waitid on a pidfd answers for that very process, ECHILD
+     * for any other).  From then on the pidfd is the spare, whatever
+     * becomes of its pid. */
+    int fd = -1;
 #ifdef SYS_pidfd_open
-    /* Ours until we reap it, so the pid cannot be another's yet. */
-    p->spare_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (p->spare_pidfd >= 0) fcntl(p->spare_pidfd, F_SETFD, FD_CLOEXEC);
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 && errno == ESRCH) goto stranger; /* gone; ENOSYS, EPERM (seccomp): none */
+    if (fd >= 0) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        if (child_state(pid, fd) == PP_CHILD_GONE) goto stranger;
+    }
+#endif
+    /* Without pidfds, the caller's check is all there is (kill_child). */
+    p->spare_pid = pid;
+    p->spare_pidfd = fd;
+    return;
+#ifdef SYS_pidfd_open
+stranger:
+    if (fd >= 0) close(fd);
+    close(p->spare_sock);
+    p->spare_sock = -1;
 #endif
 }
 
@@ -255,18 +332,8 @@ void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err)
 static void drop_spare(async__procpool_t *p, bool kill_it)
 {
     if (p->spare_pid > 0) {
-        if (kill_it) {
-#ifdef SYS_pidfd_send_signal
-            if (p->spare_pidfd < 0 ||
-                syscall(SYS_pidfd_send_signal, p->spare_pidfd, SIGKILL, NULL, 0) != 0)
-#endif
-            {
-                siginfo_t si;
-                if (waitid(P_PID, (id_t)p->spare_pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
-                    kill(p->spare_pid, SIGKILL);
-            }
-        }
-        while (waitpid(p->spare_pid, NULL, 0) < 0 && errno == EINTR) {}
+        if (kill_it) kill_child(p->spare_pid, p->spare_pidfd);
+        reap_child(p->spare_pid);
     }
     if (p->spare_sock >= 0) close(p->spare_sock);
     if (p->spare_pidfd >= 0) close(p->spare_pidfd);
@@ -278,11 +345,17 @@ static void drop_spare(async__procpool_t *p, bool kill_it)
 void async__pp_check_spare(async__procpool_t *p, int64_t now)
 {
     if (p->spare_pid <= 0) return;
-    pid_t r;
-    while ((r = waitpid(p->spare_pid, NULL, WNOHANG)) < 0 && errno == EINTR) {}
-    if (r == 0) return;
-    p->spare_pid = 0; /* reaped, by us or another waiter */
-    drop_spare(p, false);
+    /* Looked at without taking a report: waitpid(WNOHANG) alone took a
+     * ptrace stop for a death (the spare left unreaped, a zombie once it
+     * ended), and said nothing of a SIGSTOP, which left a spare that could
+     * not take over in place. */
+    int cs = child_state(p->spare_pid, p->spare_pidfd);
+    pp_proc_t pr;
+    if (cs == PP_CHILD_RUNNING && proc_stat(p->spare_pid, &pr) && (pr.state == 'T' || pr.state == 't'))
+        cs = PP_CHILD_STOPPED; /* its stop report taken by another waiter, or its tracer's */
+    if (cs == PP_CHILD_RUNNING) return;
+    if (cs == PP_CHILD_GONE) p->spare_pid = 0; /* reaped by another waiter */
+    drop_spare(p, cs == PP_CHILD_STOPPED);
     p->spare_retry_at = now + PP_SPARE_RETRY_NS;
 }
 
@@ -304,7 +377,27 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
             p->ping_at = now;
         }
     }
-    return p->ping_at && now - p->ping_at >= PP_SERVER_ANSWER_NS;
+    if (!p->ping_at || now - p->ping_at < PP_SERVER_ANSWER_NS) return false;
+    /* An answer already in the socket is read on the next turn. */
+    struct pollfd pfd = {.fd = p->sock, .events = POLLIN};
+    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) return false;
+    /* What /proc says is the server's only while it is our live child (the
+     * pid of one reaped by another waiter may be a stranger's). */
+    pp_proc_t pr;
+    if (!proc_stat(p->server, &pr) || child_state(p->server, p->server_pidfd) != PP_CHILD_RUNNING)
+        return true;
+    if (pr.state != 'R' && pr.state != 'D') return true; /* stopped (T, t), or asleep: wedged */
+    /* Runnable (or in a short uninterruptible wait): it answers as soon as
+     * it runs, unless it spins, which shows as CPU time, counted from the
+     * first look at this wait (a new ping_at is a new wait). */
+    if (p->ping_cpu_at != p->ping_at) {
+        p->ping_cpu_at = p->ping_at;
+        p->ping_cpu = pr.cpu_ns;
+    } else if (pr.cpu_ns - p->ping_cpu >= PP_SERVER_BUSY_NS) {
+        return true;
+    }
+    p->starved++;
+    return false;
 }
 
 /* The spare's own first word (PP_MSG_SELF) on its socket, waited for up to

@@ -15,10 +15,15 @@
  * async__procpool_shm_alloc's callers are in a private table with their
  * class; a job's blocks are in its pp_job_t.  The header holds only a
  * canary, {magic|class, 0}, written when the block is handed out and read
- * only when it is freed: a block whose canary was overwritten (a work
- * function wrote past its neighbour's end) is leaked rather than reused,
- * which errs the safe way: no header can make the parent reuse a block
- * early, hand it out twice, or free more than the block. */
+ * only when it is freed, to count the blocks whose canary a work function
+ * overwrote (it wrote past its neighbour's end): such a block is reused all
+ * the same (round 15; it used to be leaked for good).  Nothing the parent
+ * does with a block depends on its header, whose class and place come from
+ * the parent's own records, and its header is written again from them when
+ * the block is handed out; the bytes of a block are the data a work
+ * function may overwrite anyway, in use or not.  So no header can make the
+ * parent reuse a block early, hand it out twice, or free more than the
+ * block, and an overrun costs no memory. */
 #include <string.h>
 #include <sys/mman.h>
 #include "parent_internal.h"
@@ -148,7 +153,7 @@ void async__pp_heap_free_class(async__procpool_t *p, uint64_t uoff, unsigned k)
     assert(uoff >= p->v.heap_off + 16 && k >= 5 && k < 63); /* from our own records */
     uint64_t off = uoff - 16;
     volatile uint64_t *hdr = (volatile uint64_t *)((char *)p->h + off);
-    if (hdr[0] != canary(k)) return; /* overrun from below: kept out of use */
+    if (hdr[0] != canary(k)) p->heap.overwritten++; /* an overrun from below: counted, reused */
     if (k >= 24) { /* 16 MiB and up; smaller blocks keep their pages for reuse */
         size_t pg = async__page_size();
         /* Whole pages inside the block only: madvise rounds the length up,
