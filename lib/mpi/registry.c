@@ -218,20 +218,34 @@ static bool fn_is(size_t i, const void *key)
 
 static bool data_is(size_t i, const void *ptr) { return datas[i].data == ptr; }
 
-/* Whether fn_ptrs and data_ptrs index every entry; false without memory
- * for them at the freeze, and then the lookups scan the tables (a freeze
- * cannot fail: every rank must go on to compare its hash). */
-static bool ptrs_ok;
+/* Whether fn_ptrs and data_ptrs index every entry: false without memory
+ * for them at the freeze (which cannot fail: every rank must go on to
+ * compare its hash), and then the lookups scan the table.  fn_ptrs_ok is
+ * set at the freeze only, so fn_find may read it and fn_ptrs without the
+ * lock; data_ptrs_ok is read and set under mu, and the next replication
+ * builds data_ptrs (it cannot do without). */
+static bool fn_ptrs_ok, data_ptrs_ok;
 
-static bool build_ptrs(void)
+static bool build_fn_ptrs(void)
 {
     for (size_t i = 0; i < nfns; i++) {
-        if (index_reserve(&fn_ptrs, fn_ptr_hash)) return false;
+        if (index_reserve(&fn_ptrs, fn_ptr_hash)) {
+            index_free(&fn_ptrs);
+            return false;
+        }
         uint32_t *at = index_find(&fn_ptrs, fn_ptr_hash(i), fn_is, &fns[i]);
         if (!*at) index_put(&fn_ptrs, at, i); /* the first entry wins, as a scan finds it */
     }
+    return true;
+}
+
+static bool build_data_ptrs(void)
+{
     for (size_t i = 0; i < ndatas; i++) {
-        if (index_reserve(&data_ptrs, data_ptr_hash)) return false;
+        if (index_reserve(&data_ptrs, data_ptr_hash)) {
+            index_free(&data_ptrs);
+            return false;
+        }
         uint32_t *at = index_find(&data_ptrs, data_ptr_hash(i), data_is, datas[i].data);
         if (*at) *at = (uint32_t)i + 1; /* the newest entry wins */
         else index_put(&data_ptrs, at, i);
@@ -247,11 +261,8 @@ uint64_t async__mpi_registry_freeze(void)
     index_free(&data_names);
     if (nfns) qsort(fns, nfns, sizeof *fns, cmp_fn);
     if (ndatas) qsort(datas, ndatas, sizeof *datas, cmp_data);
-    ptrs_ok = build_ptrs();
-    if (!ptrs_ok) {
-        index_free(&fn_ptrs);
-        index_free(&data_ptrs);
-    }
+    fn_ptrs_ok = build_fn_ptrs();
+    data_ptrs_ok = build_data_ptrs();
     uint64_t h = FNV_BASIS;
     for (size_t i = 0; i < nfns; i++) h = fnv(fnv(h, fns[i].chunk ? "\x02" : "\x03"), fns[i].name);
     h = fnv(h, "\x01 data");
@@ -266,7 +277,7 @@ static int fn_find(async_work_fn fn, async_chunk_fn chunk, uint32_t *index)
 {
     /* Frozen: the table and its index no longer change, no lock needed. */
     fn_ent_t key = {.fn = fn, .chunk = chunk};
-    if (ptrs_ok) {
+    if (fn_ptrs_ok) {
         const uint32_t *at = index_find(&fn_ptrs, hash_ptr((void *)fn, (void *)chunk), fn_is, &key);
         if (!at || !*at) return ASYNC_EINVAL;
         *index = *at - 1;
@@ -313,7 +324,7 @@ int async__mpi_ctx_index(const void *ctx, uint32_t *index)
      * in place of their own static copy; the registered entry, part of
      * the hash, cannot be forgotten as async__mpi_data_add forgets older
      * replicas.  data_ptrs holds that newest entry. */
-    if (ptrs_ok) {
+    if (data_ptrs_ok) {
         const uint32_t *at = index_find(&data_ptrs, hash_ptr(ctx, NULL), data_is, ctx);
         if (at && *at) {
             *index = *at;
@@ -344,8 +355,10 @@ int async__mpi_data_add(void *data, bool owned)
     pthread_mutex_lock(&mu);
     int r = ndatas >= ASYNC_MPI_DATA_MAX ? ASYNC_EFULL : 0;
     /* Room first: a replication refused (full, or no memory) changes
-     * nothing, and the copy that jobs name stays the one they name. */
-    if (!r && ptrs_ok) r = index_reserve(&data_ptrs, data_ptr_hash);
+     * nothing, and the copy that jobs name stays the one they name.  An
+     * index the freeze had no memory for is built now. */
+    if (!r && !data_ptrs_ok) r = (data_ptrs_ok = build_data_ptrs()) ? 0 : ASYNC_ENOMEM;
+    if (!r) r = index_reserve(&data_ptrs, data_ptr_hash);
     if (!r) r = grow((void **)&datas, &capdatas, ndatas, sizeof *datas);
     if (!r) {
         /* The same pointer replicated again (its memory freed and reused,
@@ -354,15 +367,10 @@ int async__mpi_data_add(void *data, bool owned)
          * bytes.  Only the newest entry of a pointer can be a live replica
          * (each replication forgets the one before), the one data_ptrs
          * holds. */
-        if (ptrs_ok) {
-            uint32_t *at = index_find(&data_ptrs, hash_ptr(data, NULL), data_is, data);
-            if (*at && !datas[*at - 1].name[0]) datas[*at - 1].data = NULL;
-            if (*at) *at = (uint32_t)ndatas + 1;
-            else index_put(&data_ptrs, at, ndatas);
-        } else {
-            for (size_t i = 0; i < ndatas; i++)
-                if (!datas[i].name[0] && datas[i].data == data) datas[i].data = NULL;
-        }
+        uint32_t *at = index_find(&data_ptrs, hash_ptr(data, NULL), data_is, data);
+        if (*at && !datas[*at - 1].name[0]) datas[*at - 1].data = NULL;
+        if (*at) *at = (uint32_t)ndatas + 1;
+        else index_put(&data_ptrs, at, ndatas);
         datas[ndatas] = (data_ent_t){.data = data, .owned = owned};
         r = (int)ndatas++;
     }
@@ -403,6 +411,6 @@ void async__mpi_registry_free(void)
     index_free(&data_names);
     index_free(&fn_ptrs);
     index_free(&data_ptrs);
-    ptrs_ok = false;
+    fn_ptrs_ok = data_ptrs_ok = false;
     pthread_mutex_unlock(&mu);
 }
