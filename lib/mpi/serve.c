@@ -263,18 +263,29 @@ void async__mpi_serve(void)
                 break;
             }
             if (st.MPI_TAG == TAG_SHARE && count == (int)sizeof(share_hdr_t)) {
-                /* The data follows at once.  Without memory for it, or
-                 * without room in the table (an id at or past
-                 * ASYNC_MPI_DATA_MAX, which only a forged header
-                 * names), it stays unknown here, and
-                 * jobs that name it fail with a message saying so. */
+                /* The data is the next message from rank 0 (the progress
+                 * thread sends the two back to back, and MPI keeps their
+                 * order, so a probe of any tag finds it first).  Without
+                 * memory for it, without room in the table (an id at or
+                 * past ASYNC_MPI_DATA_MAX), or of another size than the
+                 * header says (0 included), it stays unknown here, and
+                 * jobs that name it fail with a message saying so; the
+                 * last two only a forged header gives.  A header whose
+                 * next message is not its data (a forged one) is dropped
+                 * and that message left to the loop: waiting for data
+                 * that never comes stopped the rank for good, its jobs
+                 * and rank 0's stop unread (mpi_failures/hostile). */
                 MPI_Status ds;
                 int dcount = 0;
-                MPI_Probe(0, TAG_SHARE_DATA, MPI_COMM_WORLD, &ds);
-                MPI_Get_count(&ds, MPI_BYTE, &dcount);
-                char *data = async__mpi_recv_probed(0, TAG_SHARE_DATA, dcount, NULL, 0);
-                if (!data || async__mpi_data_put(hd.share.id, data)) async__free(data);
-                else if (pool) refork_pool(&sv, &pool, &backoff);
+                MPI_Probe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &ds);
+                if (ds.MPI_TAG == TAG_SHARE_DATA) {
+                    MPI_Get_count(&ds, MPI_BYTE, &dcount);
+                    char *data = async__mpi_recv_probed(0, TAG_SHARE_DATA, dcount, NULL, 0);
+                    if (!data || !dcount || hd.share.size != (uint64_t)dcount ||
+                        async__mpi_data_put(hd.share.id, data))
+                        async__free(data);
+                    else if (pool) refork_pool(&sv, &pool, &backoff);
+                }
             } else if (st.MPI_TAG == TAG_JOB && buf) {
                 run_job(&sv, pool, buf, (size_t)count);
             } else if (st.MPI_TAG == TAG_JOB) {

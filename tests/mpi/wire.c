@@ -12,6 +12,10 @@
 
 /* --- hostile messages ------------------------------------------------------------ */
 
+/* The most output rows a reply holds (run.c's REPLY_ROOM): one MPI message
+ * of at most INT_MAX bytes, less its header and room for a message. */
+#define REPLY_MAX ((size_t)INT32_MAX - sizeof(res_hdr_t) - ASYNC_FUTURE_MSG_MAX)
+
 /* Sends a forged TAG_JOB to rank 1 and receives its reply (tag for the
  * slot), or returns false when rank 1 sent none within 10 s. */
 static bool forge(const void *msg, int len, uint32_t slot, res_hdr_t *h, char *data, size_t cap, int *got)
@@ -32,8 +36,8 @@ static bool forge(const void *msg, int len, uint32_t slot, res_hdr_t *h, char *d
     memset(h, 0, sizeof *h);
     if ((size_t)count >= sizeof *h) memcpy(h, buf, sizeof *h);
     size_t rest = (size_t)count > sizeof *h ? (size_t)count - sizeof *h : 0;
-    memcpy(data, buf + ((size_t)count > sizeof *h ? sizeof *h : 0), rest < cap ? rest : cap);
-    if (rest < cap) data[rest] = '\0';
+    memcpy(data, buf + ((size_t)count > sizeof *h ? sizeof *h : 0), rest < cap ? rest : cap - 1);
+    data[rest < cap ? rest : cap - 1] = '\0';
     *got = count;
     free(buf);
     return true;
@@ -96,6 +100,20 @@ static void hostile_jobs(void)
         {"count * in_size wrapping", {.slot = 5, .fn = dl_fn, .count = 1ull << 62, .in_size = 4, .out_size = 16}, 0},
         /* A 2 GiB output: its reply cannot be one MPI message (int count). */
         {"a 2 GiB output", {.slot = 6, .fn = dl_fn, .count = 1, .out_size = 1ull << 31}, 0},
+        /* Sizes at the edges (round 15): 0 rows; the output one byte past
+         * what a reply holds, and SIZE_MAX; SIZE_MAX rows; an input of
+         * SIZE_MAX bytes a row, and SIZE_MAX rows of it, whose product
+         * wraps to 1 (one byte sent). */
+        {"0 rows", {.slot = 13, .fn = dl_fn, .count = 0, .out_size = 16}, 0},
+        {"an output of MAX + 1", {.slot = 14, .fn = dl_fn, .count = 1, .out_size = REPLY_MAX + 1}, 0},
+        {"an output of SIZE_MAX", {.slot = 15, .fn = dl_fn, .count = 1, .out_size = SIZE_MAX}, 0},
+        {"SIZE_MAX rows", {.slot = 16, .fn = dl_fn, .count = SIZE_MAX, .out_size = 16}, 0},
+        {"an input of SIZE_MAX", {.slot = 17, .fn = dl_fn, .count = 1, .in_size = SIZE_MAX, .out_size = 16},
+         (int)sizeof(job_hdr_t) + 8},
+        {"SIZE_MAX rows of SIZE_MAX", {.slot = 18, .fn = dl_fn, .count = SIZE_MAX, .in_size = SIZE_MAX,
+                                       .out_size = 16}, (int)sizeof(job_hdr_t) + 1},
+        {"an input one byte short", {.slot = 19, .fn = dl_fn, .count = 1, .in_size = 8, .out_size = 16},
+         (int)sizeof(job_hdr_t) + 7},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bad[i].h.remaining = NO_DEADLINE;
@@ -147,6 +165,86 @@ static void hostile_jobs(void)
               "a ctx never replicated: %s '%s'", async_errname(h.err), data);
     else
         CHECK(0, "no reply to a job naming a ctx never replicated");
+
+    /* Share edges (round 15).  A header alone, its data never sent: the
+     * rank waited for the data for ever, so the job after it had no reply
+     * and rank 0's stop was never read (mpirun hung). */
+    share_hdr_t lone = {.id = 30, .size = 8};
+    MPI_Send(&lone, sizeof lone, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
+    j = (job_hdr_t){.slot = 20, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE};
+    int64_t t1 = async_now();
+    if (forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got))
+        CHECK(h.err == 0 && h.slot == 20, "a job after a header without data: %s '%s'", async_errname(h.err), data);
+    else
+        CHECK(0, "no reply to a job after a share header without its data (rank 1 waits for the data)");
+    printf("hostile: a job after a share header without data: %s (%.1f ms)\n", async_errname(h.err),
+           since_s(t1) * 1e3);
+    /* Data of another size than its header says, and of 0 bytes: dropped;
+     * ids MAX - 1 (the last entry: taken), MAX + 1 and UINT32_MAX (past). */
+    int64_t eight = 0x5eed;
+    struct {
+        const char *what;
+        uint32_t id;
+        uint64_t size;
+        int len;
+        bool kept;
+    } sh[] = {
+        {"data longer than its header says", 31, 7, 8, false},
+        {"data shorter than its header says", 32, 9, 8, false},
+        {"data of 0 bytes", 33, 0, 0, false},
+        {"data of SIZE_MAX bytes, 8 sent", 34, SIZE_MAX, 8, false},
+        {"data at id MAX - 1", ASYNC_MPI_DATA_MAX - 1, 8, 8, true},
+        {"data at id MAX + 1", ASYNC_MPI_DATA_MAX + 1, 8, 8, false},
+        {"data at id UINT32_MAX", UINT32_MAX, 8, 8, false},
+    };
+    uint32_t at_fn = fn_index(stamp_at), zero = 0;
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        share_hdr_t x = {.id = sh[i].id, .size = sh[i].size};
+        MPI_Send(&x, sizeof x, MPI_BYTE, 1, TAG_SHARE, MPI_COMM_WORLD);
+        MPI_Send(&eight, sh[i].len, MPI_BYTE, 1, TAG_SHARE_DATA, MPI_COMM_WORLD);
+        /* ctx id + 1 wraps to 0 (NULL) for UINT32_MAX: named by stamp_at
+         * it would crash; deadline_seen ignores its ctx. */
+        bool wraps = sh[i].id == UINT32_MAX;
+        char in[sizeof(job_hdr_t) + 4];
+        job_hdr_t jj = {.slot = 21 + (uint32_t)i, .fn = wraps ? dl_fn : at_fn, .ctx = sh[i].id + 1, .count = 1,
+                        .in_size = wraps ? 0 : 4, .out_size = 16, .remaining = NO_DEADLINE};
+        memcpy(in, &jj, sizeof jj);
+        memcpy(in + sizeof jj, &zero, 4);
+        if (!forge(in, (int)(sizeof jj + jj.in_size), jj.slot, &h, data, sizeof data, &got)) {
+            CHECK(0, "%s: no reply to a job naming it", sh[i].what);
+            continue;
+        }
+        int64_t v = 0;
+        if (!h.err && h.data_size >= 8) memcpy(&v, data + h.msg_len, 8);
+        printf("hostile: %s: a job naming it: %s '%s'\n", sh[i].what, async_errname(h.err), h.err ? data : "");
+        if (wraps) CHECK(h.err == 0, "%s: %s '%s'", sh[i].what, async_errname(h.err), data);
+        else if (sh[i].kept) CHECK(h.err == 0 && v == eight, "%s: %s %lld '%s'", sh[i].what, async_errname(h.err),
+                                   (long long)v, data);
+        else {
+            char want[96];
+            snprintf(want, sizeof want, "rank 1: ctx %u is %s", sh[i].id + 1,
+                     sh[i].id >= ASYNC_MPI_DATA_MAX ? "past the" : "no data this rank holds");
+            CHECK(h.err == ASYNC_EINVAL && strstr(data, want), "%s: %s '%s' (want '%s')", sh[i].what,
+                  async_errname(h.err), data, want);
+        }
+    }
+    /* Outputs at the edge of what a reply holds: MAX - 1 and MAX bytes
+     * are run and sent whole (2 GiB less 304 bytes; rank 0 never sends
+     * more than 2 GiB less 512), MAX + 1 is refused above. */
+    for (size_t k = 0; k < 2; k++) {
+        j = (job_hdr_t){.slot = 40 + (uint32_t)k, .fn = dl_fn, .count = 1, .out_size = REPLY_MAX - 1 + k,
+                        .remaining = NO_DEADLINE};
+        t1 = async_now();
+        if (!forge(&j, sizeof j, j.slot, &h, data, sizeof data, &got)) {
+            CHECK(0, "an output of MAX%s: no reply", k ? "" : " - 1");
+            continue;
+        }
+        printf("hostile: an output of MAX%s (%zu bytes): %s, a reply of %d bytes (%.2f s)\n", k ? "" : " - 1",
+               (size_t)j.out_size, async_errname(h.err), got, since_s(t1));
+        CHECK(h.err == 0 && h.data_size == j.out_size && (size_t)got == sizeof h + h.msg_len + h.data_size,
+              "an output of MAX%s: %s, %llu data bytes of %d '%s'", k ? "" : " - 1", async_errname(h.err),
+              (unsigned long long)h.data_size, got, data);
+    }
 
     /* The rank serves on, and its clock for a job without deadline is none. */
     j = (job_hdr_t){.slot = 9, .fn = dl_fn, .count = 1, .out_size = 16, .remaining = NO_DEADLINE};
