@@ -23,7 +23,7 @@
 /* The program that holds case c. */
 static const char *prog_of(const char *c)
 {
-    static const char *wire[] = {"hostile", "huge", "params", "rebcast_registered"};
+    static const char *wire[] = {"hostile", "huge", "params", "rebcast_registered", "forged_replies"};
     for (size_t i = 0; i < sizeof wire / sizeof wire[0]; i++)
         if (!strcmp(c, wire[i])) return BIN "wire";
     return BIN "failures";
@@ -99,6 +99,14 @@ Test(mpi_failures, stopped_ranks_with_pools_end_timed_jobs_after_a_grace) { expe
  * and inconsistent headers, unknown functions and ctx; reply sizes that
  * wrap.  Each gets a precise error, and the ranks serve on. */
 Test(mpi_failures, hostile_messages_get_precise_errors) { expect_pass(VADER, "hostile"); }
+
+/* Results forged by a serving rank (a work function calling MPI) that
+ * answer no job of rank 0's: too short to name a slot, or naming slots
+ * past every driver slot, with message sizes 0, 1, 255, 256, 257 and
+ * UINT32_MAX and data sizes 0, 1, 64, SIZE_MAX - 1 and SIZE_MAX.  Rank 0's
+ * progress thread drops each one (counted), and maps and runs after them
+ * give their right answers. */
+Test(mpi_failures, forged_replies_for_no_job_are_dropped) { expect_pass(VADER, "forged_replies"); }
 
 /* A variable result of 2 GiB cannot be one MPI message: async_work_output
  * refuses it on the rank (it was copied and sent with a negative count,

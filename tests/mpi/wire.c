@@ -7,7 +7,9 @@
  *             replies no rank sends, fed to rank 0's decoder;
  *   huge      a variable result past MPI's 2 GiB message;
  *   params    hostile parameters through the executor API;
- *   rebcast_registered  registered data replicated with new bytes. */
+ *   rebcast_registered  registered data replicated with new bytes;
+ *   forged_replies  results a serving rank sends for no job of rank 0's,
+ *             of every edge size: each dropped, the executor serves on. */
 #include "cases.h"
 
 /* --- hostile messages ------------------------------------------------------------ */
@@ -427,6 +429,76 @@ static void c_rebcast_registered(void)
 }
 
 
+/* --- replies forged by a serving rank ----------------------------------------------- */
+
+/* On the rank that runs it: sends rank 0 TAG_RESULT messages that no job
+ * of rank 0 waits for (too short to name a slot, or naming slots past
+ * every driver slot), with message and data sizes at their edges; their
+ * number goes to out.  It runs on the serving loop's thread, the only one
+ * there that calls MPI. */
+int forge_replies(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out_size, (void)ctx;
+    enum { CAP = sizeof(res_hdr_t) + 64 };
+    char buf[CAP];
+    memset(buf, 'r', sizeof buf);
+    int64_t n = 0;
+    int lens[] = {0, 1, (int)sizeof(res_hdr_t) - 1};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++, n++)
+        MPI_Send(buf, lens[i], MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+    uint32_t slots[] = {1000, DIRECT_SLOT - 1};
+    uint32_t msg_lens[] = {0, 1, ASYNC_FUTURE_MSG_MAX - 1, ASYNC_FUTURE_MSG_MAX, ASYNC_FUTURE_MSG_MAX + 1, UINT32_MAX};
+    uint64_t data_sizes[] = {0, 1, 64, SIZE_MAX - 1, SIZE_MAX};
+    for (size_t a = 0; a < 2; a++)
+        for (size_t b = 0; b < sizeof msg_lens / sizeof msg_lens[0]; b++)
+            for (size_t c = 0; c < sizeof data_sizes / sizeof data_sizes[0]; c++, n++) {
+                res_hdr_t h = {.slot = slots[a], .msg_len = msg_lens[b], .data_size = data_sizes[c],
+                               .result_size = data_sizes[c], .var = (uint32_t)(c & 1)};
+                memcpy(buf, &h, sizeof h);
+                MPI_Send(buf, CAP, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+            }
+    memcpy(out, &n, sizeof n);
+    return 0;
+}
+ASYNC_MPI_WORK(forge_replies);
+
+static void c_forged_replies(void)
+{
+    uint64_t stray0 = atomic_load(&async__mpi_stray_replies);
+    int64_t n = 0;
+    char msg[ASYNC_FUTURE_MSG_MAX];
+    async_job_t fj = {.fn = forge_replies, .out_size = 8};
+    int r = async_executor_run(ex, &fj, &n, NULL, msg, sizeof msg);
+    CHECK(r == 0 && n > 0, "forge_replies: %s '%s'", async_errname(r), msg);
+    /* The progress thread probes for results while jobs are in flight:
+     * maps of 64 chunks until every forged reply was taken and dropped. */
+    enum { N = 64 };
+    int64_t in[N], out[N], want[N];
+    for (int i = 0; i < N; i++) {
+        in[i] = i * 7 - 100;
+        square_i64(&in[i], 8, &want[i], 8, NULL);
+    }
+    int maps = 0;
+    int64_t t0 = async_now(), give_up = t0 + ASYNC_SEC(20);
+    do {
+        memset(out, 0, sizeof out);
+        async_map_t m = {.fn = square_i64, .in = in, .in_size = 8, .out = out, .out_size = 8, .n = N, .chunksize = 1};
+        async_map_error_t err = {0};
+        r = async_executor_map(ex, &m, &err);
+        CHECK(r == 0 && !memcmp(out, want, sizeof out), "map %d after the forged replies: %s %s", maps,
+              async_errname(r), err.message);
+        maps++;
+    } while (!r && atomic_load(&async__mpi_stray_replies) - stray0 < (uint64_t)n && async_now() < give_up);
+    uint64_t dropped = atomic_load(&async__mpi_stray_replies) - stray0;
+    printf("forged_replies: %lld forged results, %llu dropped as answering no job, %d maps of %d chunks (%.3f s)\n",
+           (long long)n, (unsigned long long)dropped, maps, N, since_s(t0));
+    CHECK(dropped == (uint64_t)n, "%llu of %lld forged replies dropped", (unsigned long long)dropped, (long long)n);
+    int64_t x = 5, got = 0, w;
+    square_i64(&x, 8, &w, 8, NULL);
+    async_job_t j = {.fn = square_i64, .in = &x, .in_size = 8, .out_size = 8};
+    CHECK(async_executor_run(ex, &j, &got, NULL, NULL, 0) == 0 && got == w, "a run after the forged replies");
+}
+
 static bool before_executor(const char *c)
 {
     if (!strcmp(c, "hostile")) {
@@ -446,6 +518,7 @@ static bool run_case(const char *c)
     } else if (!strcmp(c, "huge")) c_huge();
     else if (!strcmp(c, "params")) c_params();
     else if (!strcmp(c, "rebcast_registered")) c_rebcast_registered();
+    else if (!strcmp(c, "forged_replies")) c_forged_replies();
     else return false;
     return true;
 }
