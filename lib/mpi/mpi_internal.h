@@ -11,7 +11,11 @@
  *              probes this tag.
  *   TAG_SHARE  0 -> r: share_hdr_t, then at once TAG_SHARE_DATA: the bytes.
  *   TAG_STOP   0 -> r: empty; the rank finalizes and exits.
- * Every rank runs the same program, so the structs have the same layout. */
+ * Every rank runs the same program, so the structs have the same layout.
+ * A reply echoes its job's seq; its receiver (a driver slot, a direct run)
+ * takes only the one it waits for.  A share's data is the very next
+ * message after its header (the rank drops a header whose next message is
+ * not). */
 #ifndef ASYNC_MPI_INTERNAL_H
 #define ASYNC_MPI_INTERNAL_H
 
