@@ -172,6 +172,12 @@ static void hostile_jobs(void)
     else
         CHECK(0, "no reply to a job naming a ctx never replicated");
 
+    /* Tags a serving rank never gets, or not from rank 0's side: ignored. */
+    char some[16] = {0};
+    int odd_tags[] = {TAG_RESULT, TAG_DIRECT, 99};
+    for (size_t i = 0; i < sizeof odd_tags / sizeof odd_tags[0]; i++)
+        MPI_Send(some, sizeof some, MPI_BYTE, 1, odd_tags[i], MPI_COMM_WORLD);
+
     /* Share edges (round 15).  A header alone, its data never sent: the
      * rank waited for the data for ever, so the job after it had no reply
      * and rank 0's stop was never read (mpirun hung). */
@@ -491,6 +497,10 @@ int forge_replies(const void *in, size_t in_size, void *out, size_t out_size, vo
     MPI_Send(buf, 3, MPI_BYTE, 0, TAG_DIRECT, MPI_COMM_WORLD);
     MPI_Send(&wf, sizeof wf, MPI_BYTE, 0, TAG_DIRECT, MPI_COMM_WORLD);
     n += 2;
+    /* Tags rank 0 never receives: they stay in MPI's queue (not counted),
+     * and must not keep rank 0 from finalizing. */
+    MPI_Send(buf, 16, MPI_BYTE, 0, TAG_JOB, MPI_COMM_WORLD);
+    MPI_Send(buf, 16, MPI_BYTE, 0, 99, MPI_COMM_WORLD);
     memcpy(out, &n, sizeof n);
     return 0;
 }
