@@ -243,7 +243,15 @@ static void hostile_jobs(void)
     /* Outputs at the edge of what a reply holds: MAX - 1 and MAX bytes
      * are run and sent whole (2 GiB less 304 bytes; rank 0 never sends
      * more than 2 GiB less 512), MAX + 1 is refused above. */
+#if defined(__SANITIZE_THREAD__)
+    /* A 2 GiB reply takes about 40 s under ThreadSanitizer (86 s for the
+     * two, most of the test's bound): MAX alone here, MAX - 1 in the
+     * other builds. */
+    printf("hostile: an output of MAX - 1: left to the builds without ThreadSanitizer\n");
+    for (size_t k = 1; k < 2; k++) {
+#else
     for (size_t k = 0; k < 2; k++) {
+#endif
         j = (job_hdr_t){.slot = 40 + (uint32_t)k, .fn = dl_fn, .count = 1, .out_size = REPLY_MAX - 1 + k,
                         .remaining = NO_DEADLINE};
         t1 = async_now();
