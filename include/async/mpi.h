@@ -93,7 +93,10 @@ ASYNC_API int async_mpi_register_chunk(const char *name, async_chunk_fn fn);
  * async_mpi_init on every rank) under name, so that it may be a job's ctx:
  * every rank passes its own pointer registered under that name.  Errors as
  * async_mpi_register, and ASYNC_EFULL with ASYNC_MPI_DATA_MAX names
- * registered. */
+ * registered (a name already registered is checked first: the same
+ * registration again is still 0, the name with another pointer still
+ * ASYNC_EINVAL).  A call that fails changes nothing and keeps no memory.
+ * Each registration costs O(1) (a hash index by name). */
 ASYNC_API int async_mpi_register_data(const char *name, void *data);
 
 /* Calls registrar(#fn, fn) at program start-up (the two macros below). */
@@ -167,7 +170,9 @@ ASYNC_API int async_mpi_size(void);
  * executor.  Errors: ASYNC_EINVAL (not an MPI executor, data NULL, size 0
  * or above INT_MAX), ASYNC_ECLOSED (the executor was shut down),
  * ASYNC_EFULL (the run already holds ASYNC_MPI_DATA_MAX registered or
- * replicated data; nothing is sent), ASYNC_ENOMEM. */
+ * replicated data; nothing is sent), ASYNC_ENOMEM.  A call that fails
+ * changes nothing: when data was replicated before, jobs naming it still
+ * read that copy. */
 ASYNC_API int async_mpi_bcast(async_executor_t *ex, const void *data, size_t size);
 
 /* async_mpi_bcast that waits at most until deadline (absolute, async_now()'s

@@ -76,6 +76,7 @@ static void enqueue(mpib_t *b, sendreq_t *r, slot_t *s)
     pthread_mutex_lock(&b->mu);
     if (s) {
         s->awaiting = true;
+        s->seq = async__mpi_job_seq(r->buf);
         s->rank = r->rank = least_busy_rank(b);
         b->busy[r->rank]++;
     }
@@ -113,17 +114,24 @@ static bool drop_orphans(mpib_t *b)
     bool any = false;
     for (int r = 1; r < async__mpi_size_; r++) {
         pthread_mutex_lock(&b->mu);
-        bool waiting = b->orphan[r];
+        uint64_t seq = b->orphan[r];
         pthread_mutex_unlock(&b->mu);
         int flag = 0, count = 0;
         MPI_Status st;
-        if (waiting) MPI_Iprobe(r, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
+        if (seq) MPI_Iprobe(r, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
         if (!flag) continue;
         MPI_Get_count(&st, MPI_BYTE, &count);
-        /* Received with memory or without, and dropped: the rank is free. */
-        async__free(async__mpi_recv_probed(r, TAG_DIRECT, count, NULL, 0));
+        /* Received with memory or without, and dropped: the rank is free
+         * once the orphan's own reply came (any other answers no run). */
+        res_hdr_t h;
+        async__free(async__mpi_recv_probed(r, TAG_DIRECT, count, &h, sizeof h));
+        any = true;
+        if (count < (int)sizeof h || h.seq != seq) {
+            atomic_fetch_add_explicit(&async__mpi_stray_replies, 1, memory_order_relaxed);
+            continue;
+        }
         pthread_mutex_lock(&b->mu);
-        b->orphan[r] = false;
+        b->orphan[r] = 0;
         b->orphans--;
         b->busy[r]--;
         pthread_mutex_unlock(&b->mu);
@@ -139,15 +147,15 @@ _Atomic uint64_t async__mpi_stray_replies;
 
 /* Under mu: the slot a result of count bytes from source with header h
  * answers, or NULL when no job of ours is waiting for it there - a reply
- * too short to name its slot, a slot out of range, idle, or waiting on
- * another rank.  Serving ranks never send one; handing it to some slot
+ * too short to name its slot, a slot out of range, idle, waiting on
+ * another rank, or for another job (its seq).  Serving ranks never send one; handing it to some slot
  * anyway would give that slot's job a wrong answer now and its own reply
  * to the slot's next job later. */
 static slot_t *reply_slot(mpib_t *b, const res_hdr_t *h, int count, int source)
 {
     if (count < (int)sizeof *h || h->slot >= b->ex->workers) return NULL;
     slot_t *s = &b->s[h->slot];
-    return s->awaiting && s->rank == source ? s : NULL;
+    return s->awaiting && s->rank == source && s->seq == h->seq ? s : NULL;
 }
 
 /* The progress thread's own state between passes. */

@@ -33,13 +33,14 @@ static int claim_rank(mpib_t *b)
     return rank;
 }
 
-/* The direct run on rank is over; orphaned: its reply is still to come,
- * for the progress thread to drop, and the rank stays busy until then. */
-static void release_rank(mpib_t *b, int rank, bool orphaned)
+/* The direct run on rank is over; orphaned (its job's seq, 0 for not): its
+ * reply is still to come, for the progress thread to drop, and the rank
+ * stays busy until then. */
+static void release_rank(mpib_t *b, int rank, uint64_t orphaned)
 {
     pthread_mutex_lock(&b->mu);
     if (orphaned) {
-        b->orphan[rank] = true;
+        b->orphan[rank] = orphaned;
         b->orphans++;
         pthread_cond_signal(&b->wake);
     } else {
@@ -63,7 +64,9 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
     return clear;
 }
 
-/* Polls until the send has completed and the reply has come.  Returns 0
+/* Polls until the send has completed and the reply to the job numbered
+ * seq has come; any other message of the tag from the rank (only a forged
+ * one: it answers no run) is received and dropped.  Returns 0
  * with the reply in *reply (OUT, async__malloc'd, *len bytes);
  * ASYNC_ENOMEM when it came but no memory could hold it (it was received
  * and dropped: the rank is free); ASYNC_ETIMEDOUT when deadline passed
@@ -72,8 +75,8 @@ static bool send_direct(mpib_t *b, int rank, const char *m, size_t len, MPI_Requ
  * over vader) completes only once the rank takes the message, which a rank
  * that is stopped or stuck never does, so the deadline must not wait for
  * it. */
-static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline, char **reply, size_t *len,
-                        bool *unsent)
+static int await_direct(mpib_t *b, int rank, MPI_Request *req, uint64_t seq, int64_t deadline, char **reply,
+                        size_t *len, bool *unsent)
 {
     async__mpi_backoff_t backoff = {0};
     bool sent_all = false;
@@ -89,11 +92,22 @@ static int await_direct(mpib_t *b, int rank, MPI_Request *req, int64_t deadline,
         int flag = 0;
         if (sent_all) MPI_Iprobe(rank, TAG_DIRECT, MPI_COMM_WORLD, &flag, &st);
         int count = 0;
+        res_hdr_t h;
         if (flag) {
             MPI_Get_count(&st, MPI_BYTE, &count);
-            *reply = async__mpi_recv_probed(rank, TAG_DIRECT, count, NULL, 0);
+            *reply = async__mpi_recv_probed(rank, TAG_DIRECT, count, &h, sizeof h);
         }
         pthread_mutex_unlock(&b->mpi_mu);
+        if (flag && (count < (int)sizeof h || h.seq != seq)) {
+            /* Before, such a message was taken as this run's answer (a
+             * short one failed it with ASYNC_EIO), and this run's own
+             * reply then as the next run's, and so on. */
+            async__free(*reply);
+            *reply = NULL;
+            atomic_fetch_add_explicit(&async__mpi_stray_replies, 1, memory_order_relaxed);
+            async__mpi_active(&backoff);
+            flag = 0;
+        }
         if (flag) {
             *len = (size_t)count;
             return *reply ? 0 : ASYNC_ENOMEM;
@@ -172,11 +186,11 @@ bool async__mpi_run_direct(async_executor_t *ex, const async_job_t *job, int64_t
     size_t len;
     int r = async__mpi_job_message(DIRECT_SLOT, &rw, true, deadline, &m, &len, why);
     if (r == ASYNC_ENOMEM) { /* the ordinary path says so with its own codes */
-        release_rank(b, rank, false);
+        release_rank(b, rank, 0);
         return false;
     }
     if (r) { /* what a slot would fail the job with: unregistered, bad ctx, too large */
-        release_rank(b, rank, false);
+        release_rank(b, rank, 0);
         *code = r;
         if (out_len) *out_len = 0;
         if (msg && msg_cap) snprintf(msg, msg_cap, "%s", why);
@@ -186,16 +200,17 @@ bool async__mpi_run_direct(async_executor_t *ex, const async_job_t *job, int64_t
     MPI_Request req;
     if (!send_direct(b, rank, m, len, &req)) {
         async__free(m);
-        release_rank(b, rank, false);
+        release_rank(b, rank, 0);
         return false;
     }
     size_t rlen = 0;
     char *reply;
     bool unsent = false;
-    r = await_direct(b, rank, &req, deadline, &reply, &rlen, &unsent);
+    uint64_t seq = async__mpi_job_seq(m);
+    r = await_direct(b, rank, &req, seq, deadline, &reply, &rlen, &unsent);
     if (unsent) hand_over(b, rank, m, len, &req);
     else async__free(m);
-    release_rank(b, rank, r == ASYNC_ETIMEDOUT);
+    release_rank(b, rank, r == ASYNC_ETIMEDOUT ? seq : 0);
     if (!r) {
         *code = answer(reply, rlen, job, deadline, out, out_len, msg, msg_cap);
         async__free(reply);

@@ -6,6 +6,9 @@
 #include <string.h>
 #include "mpi_internal.h"
 
+/* The last seq given; 0 is never one. */
+static _Atomic uint64_t last_seq;
+
 /* Builds the message of a job of rows for slot (DIRECT_SLOT for a direct
  * run); on error fills why. */
 int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t deadline, char **out,
@@ -54,6 +57,7 @@ int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, 
         snprintf(why, ASYNC_FUTURE_MSG_MAX, "no memory for the job's message");
         return ASYNC_ENOMEM;
     }
+    h.seq = atomic_fetch_add_explicit(&last_seq, 1, memory_order_relaxed) + 1;
     memcpy(m, &h, sizeof h);
     if (in_bytes) memcpy(m + sizeof h, rw->in, in_bytes);
     *out = m;

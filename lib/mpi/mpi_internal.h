@@ -11,11 +11,16 @@
  *              probes this tag.
  *   TAG_SHARE  0 -> r: share_hdr_t, then at once TAG_SHARE_DATA: the bytes.
  *   TAG_STOP   0 -> r: empty; the rank finalizes and exits.
- * Every rank runs the same program, so the structs have the same layout. */
+ * Every rank runs the same program, so the structs have the same layout.
+ * A reply echoes its job's seq; its receiver (a driver slot, a direct run)
+ * takes only the one it waits for.  A share's data is the very next
+ * message after its header (the rank drops a header whose next message is
+ * not). */
 #ifndef ASYNC_MPI_INTERNAL_H
 #define ASYNC_MPI_INTERNAL_H
 
 #include <stdint.h>
+#include <string.h>
 #include "exec/backend_internal.h"
 #include "async/mpi.h"
 
@@ -44,6 +49,8 @@ typedef struct job_hdr {
     uint16_t chunked;   /* fn is a chunk function (async_map_t.chunk_fn) */
     uint64_t count, in_size, out_size;
     int64_t remaining;  /* ns to the deadline when sent, NO_DEADLINE for none */
+    uint64_t seq;       /* rank 0's number for this job, never 0, echoed in its reply */
+    uint64_t pad;       /* 64 bytes: input rows after it stay 16-aligned */
 } job_hdr_t;
 
 typedef struct res_hdr {
@@ -54,7 +61,12 @@ typedef struct res_hdr {
     uint64_t data_size;   /* output bytes after the message */
     uint32_t var;         /* the data is a variable-size result */
     uint32_t msg_len;
-    uint64_t pad;         /* 48 bytes: rows written after it stay 16-aligned */
+    /* The job's seq (0 when its message was too short to carry one): a
+     * reply whose seq is not the one its receiver waits for answers no job
+     * of rank 0's (only a forged message has one: a slot or a direct run
+     * took it as its answer, and then the real one as its next job's) and
+     * is dropped.  48 bytes: rows written after it stay 16-aligned. */
+    uint64_t seq;
 } res_hdr_t;
 
 typedef struct share_hdr {
@@ -132,11 +144,20 @@ void async__mpi_registry_free(void);
  * bytes); rank names the rank in messages.  ASYNC_ENOMEM when no reply could
  * be built. */
 int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len);
-/* An error reply for slot. */
-int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len);
+/* An error reply for the job (slot, seq). */
+int async__mpi_error_reply(uint32_t slot, uint64_t seq, int err, const char *msg, char **reply, size_t *len);
+
+/* The seq of a job message that async__mpi_job_message built. */
+static inline uint64_t async__mpi_job_seq(const char *msg)
+{
+    job_hdr_t h;
+    memcpy(&h, msg, sizeof h);
+    return h.seq;
+}
 
 /* job_message.c: the TAG_JOB message of a job of rows for slot
- * (DIRECT_SLOT for a direct run), async__malloc'd in *out (*len bytes).
+ * (DIRECT_SLOT for a direct run), async__malloc'd in *out (*len bytes),
+ * numbered with the next seq (async__mpi_job_seq reads it).
  * Errors, with why filled: ASYNC_EINVAL (a work function or ctx not
  * registered, input or output over MPI's 2 GiB), ASYNC_ENOMEM. */
 int async__mpi_job_message(uint32_t slot, const async__rows_t *rw, bool var_ok, int64_t deadline, char **out,

@@ -38,6 +38,7 @@ typedef struct slot {
     unsigned index;
     int rank;      /* under b->mu: the rank its job in flight went to */
     bool awaiting; /* under b->mu: its job is sent and its reply still to come */
+    uint64_t seq;  /* under b->mu: that job's seq, which its reply must echo */
     pthread_t tid;
     pthread_cond_t cv;
     char *reply; /* under b->mu */
@@ -60,8 +61,9 @@ typedef struct mpib {
     unsigned *busy;
     /* Per rank, under mu: a direct run gave up at its deadline and its
      * reply is still to come; the progress thread receives and drops it
-     * (and only then is the rank idle).  orphans counts them. */
-    bool *orphan;
+     * (and only then is the rank idle).  The seq of that run's job, 0 for
+     * none; orphans counts them. */
+    uint64_t *orphan;
     unsigned orphans;
     unsigned directs;     /* direct runs under way */
     bool joining;         /* join() began: no new direct run */

@@ -37,12 +37,12 @@ bool async__mpi_nap(async__mpi_backoff_t *b)
     return false;
 }
 
-int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply, size_t *len)
+int async__mpi_error_reply(uint32_t slot, uint64_t seq, int err, const char *msg, char **reply, size_t *len)
 {
     size_t ml = msg ? strnlen(msg, MSG_ROOM - 1) : 0;
     char *r = async__malloc(sizeof(res_hdr_t) + ml + 1);
     if (!r) return ASYNC_ENOMEM;
-    res_hdr_t h = {.slot = slot, .err = err, .msg_len = (uint32_t)ml};
+    res_hdr_t h = {.slot = slot, .err = err, .msg_len = (uint32_t)ml, .seq = seq};
     memcpy(r, &h, sizeof h);
     if (ml) memcpy(r + sizeof h, msg, ml);
     *reply = r;
@@ -53,7 +53,7 @@ int async__mpi_error_reply(uint32_t slot, int err, const char *msg, char **reply
 int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len)
 {
     job_hdr_t h;
-    if (len < sizeof h) return async__mpi_error_reply(0, ASYNC_EINVAL, "short job message", reply, reply_len);
+    if (len < sizeof h) return async__mpi_error_reply(0, 0, ASYNC_EINVAL, "short job message", reply, reply_len);
     memcpy(&h, msg, sizeof h);
     char why[MSG_ROOM];
     async_work_fn fn = h.chunked ? NULL : async__mpi_fn_at(h.fn);
@@ -66,7 +66,7 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
                      async__mpi_rank_, h.ctx, ASYNC_MPI_DATA_MAX);
         else
             snprintf(why, sizeof why, "rank %d: ctx %u is no data this rank holds", async__mpi_rank_, h.ctx);
-        return async__mpi_error_reply(h.slot, ASYNC_EINVAL, why, reply, reply_len);
+        return async__mpi_error_reply(h.slot, h.seq, ASYNC_EINVAL, why, reply, reply_len);
     }
     if ((!fn && !call.fn) || (h.ctx && !ctx) || h.count == 0 ||
         (h.in_size && h.count > (len - sizeof h) / h.in_size) ||
@@ -74,11 +74,11 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
         (h.out_size && h.count > REPLY_ROOM / h.out_size)) {
         snprintf(why, sizeof why, "rank %d: malformed job message (%zu bytes, fn %u, ctx %u)",
                  async__mpi_rank_, len, h.fn, h.ctx);
-        return async__mpi_error_reply(h.slot, ASYNC_EINVAL, why, reply, reply_len);
+        return async__mpi_error_reply(h.slot, h.seq, ASYNC_EINVAL, why, reply, reply_len);
     }
     size_t out_bytes = h.count * h.out_size, off = sizeof(res_hdr_t) + MSG_ROOM;
     char *r = async__malloc(off + out_bytes);
-    if (!r) return async__mpi_error_reply(h.slot, ASYNC_ENOMEM, "no memory for the output", reply,
+    if (!r) return async__mpi_error_reply(h.slot, h.seq, ASYNC_ENOMEM, "no memory for the output", reply,
                                           reply_len);
     call.ctx = ctx;
     async__rows_t rows = {fn, fn ? ctx : &call, h.in_size ? msg + sizeof h : NULL, h.in_size,
@@ -86,7 +86,7 @@ int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, 
     async__outcome_t oc;
     async__rows_run(&rows, (unsigned)async__mpi_rank_ - 1, deadline, h.var_ok, NULL, NULL, REPLY_ROOM, &oc);
     res_hdr_t rh = {.slot = h.slot, .err = oc.err, .failed_row = oc.failed_row,
-                    .result_size = oc.result_size};
+                    .result_size = oc.result_size, .seq = h.seq};
     const char *data = r + off;
     size_t data_size = oc.err ? 0 : out_bytes;
     if (!oc.err && oc.var_out) { /* a variable result replaces the rows */

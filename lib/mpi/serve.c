@@ -23,6 +23,7 @@ typedef struct pending {
 typedef struct running {
     async_future_t *f;
     uint32_t slot;
+    uint64_t seq;
 } running_t;
 
 typedef struct serve {
@@ -77,17 +78,17 @@ static void send_reply(serve_t *sv, char *reply, size_t len)
     MPI_Isend(reply, (int)len, MPI_BYTE, 0, tag, MPI_COMM_WORLD, &p->req);
 }
 
-static void send_error(serve_t *sv, uint32_t slot, int err, const char *msg)
+static void send_error(serve_t *sv, uint32_t slot, uint64_t seq, int err, const char *msg)
 {
     char *reply;
     size_t len;
-    if (async__mpi_error_reply(slot, err, msg, &reply, &len) == 0) {
+    if (async__mpi_error_reply(slot, seq, err, msg, &reply, &len) == 0) {
         send_reply(sv, reply, len);
         return;
     }
     /* Not even an error reply fits: a header on the stack, sent blocking,
      * so that rank 0's slot never waits for ever. */
-    res_hdr_t h = {.slot = slot, .err = ASYNC_ENOMEM};
+    res_hdr_t h = {.slot = slot, .err = ASYNC_ENOMEM, .seq = seq};
     MPI_Send(&h, sizeof h, MPI_BYTE, 0, async__mpi_reply_tag(slot), MPI_COMM_WORLD);
 }
 
@@ -115,7 +116,7 @@ static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
         size_t rlen;
         if (async__mpi_run(buf, len, dl, &reply, &rlen)) {
             snprintf(msg, sizeof msg, "rank %d: no memory for the reply", async__mpi_rank_);
-            send_error(sv, h.slot, ASYNC_ENOMEM, msg);
+            send_error(sv, h.slot, h.seq, ASYNC_ENOMEM, msg);
         } else {
             send_reply(sv, reply, rlen);
         }
@@ -126,7 +127,7 @@ static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
         running_t *np = async__malloc(nc * sizeof *np);
         if (!np) {
             snprintf(msg, sizeof msg, "rank %d: no memory to queue the job", async__mpi_rank_);
-            send_error(sv, h.slot, ASYNC_ENOMEM, msg);
+            send_error(sv, h.slot, h.seq, ASYNC_ENOMEM, msg);
             return;
         }
         if (sv->run) memcpy(np, sv->run, sv->nrun * sizeof *np);
@@ -145,10 +146,10 @@ static void run_job(serve_t *sv, async_executor_t *pool, char *buf, size_t len)
         async_executor_error(pool, why, sizeof why);
         (void)!snprintf(msg, sizeof msg, "rank %d: its process pool refused the job: %s", async__mpi_rank_,
                  why[0] ? why : async_strerror(r));
-        send_error(sv, h.slot, r, msg);
+        send_error(sv, h.slot, h.seq, r, msg);
         return;
     }
-    sv->run[sv->nrun++] = (running_t){f, h.slot};
+    sv->run[sv->nrun++] = (running_t){f, h.slot, h.seq};
 }
 
 /* Sends the replies of the pool's jobs that have ended. */
@@ -162,6 +163,7 @@ static bool reap(serve_t *sv)
             continue;
         }
         uint32_t slot = sv->run[i].slot;
+        uint64_t seq = sv->run[i].seq;
         sv->run[i] = sv->run[--sv->nrun];
         const void *data;
         size_t size;
@@ -172,13 +174,13 @@ static bool reap(serve_t *sv)
                 memcpy(reply, data, size);
                 send_reply(sv, reply, size);
             } else {
-                send_error(sv, slot, ASYNC_ENOMEM, "no memory for the reply");
+                send_error(sv, slot, seq, ASYNC_ENOMEM, "no memory for the reply");
             }
         } else {
             char msg[ASYNC_FUTURE_MSG_MAX + 64];
             (void)!snprintf(msg, sizeof msg, "rank %d: %s", async__mpi_rank_,
                      err ? async_future_message(f) : "the job gave no reply");
-            send_error(sv, slot, err ? err : ASYNC_EIO, msg);
+            send_error(sv, slot, seq, err ? err : ASYNC_EIO, msg);
         }
         async_future_unref(f);
         any = true;
@@ -263,25 +265,36 @@ void async__mpi_serve(void)
                 break;
             }
             if (st.MPI_TAG == TAG_SHARE && count == (int)sizeof(share_hdr_t)) {
-                /* The data follows at once.  Without memory for it, or
-                 * without room in the table (an id at or past
-                 * ASYNC_MPI_DATA_MAX, which only a forged header
-                 * names), it stays unknown here, and
-                 * jobs that name it fail with a message saying so. */
+                /* The data is the next message from rank 0 (the progress
+                 * thread sends the two back to back, and MPI keeps their
+                 * order, so a probe of any tag finds it first).  Without
+                 * memory for it, without room in the table (an id at or
+                 * past ASYNC_MPI_DATA_MAX), or of another size than the
+                 * header says (0 included), it stays unknown here, and
+                 * jobs that name it fail with a message saying so; the
+                 * last two only a forged header gives.  A header whose
+                 * next message is not its data (a forged one) is dropped
+                 * and that message left to the loop: waiting for data
+                 * that never comes stopped the rank for good, its jobs
+                 * and rank 0's stop unread (mpi_failures/hostile). */
                 MPI_Status ds;
                 int dcount = 0;
-                MPI_Probe(0, TAG_SHARE_DATA, MPI_COMM_WORLD, &ds);
-                MPI_Get_count(&ds, MPI_BYTE, &dcount);
-                char *data = async__mpi_recv_probed(0, TAG_SHARE_DATA, dcount, NULL, 0);
-                if (!data || async__mpi_data_put(hd.share.id, data)) async__free(data);
-                else if (pool) refork_pool(&sv, &pool, &backoff);
+                MPI_Probe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &ds);
+                if (ds.MPI_TAG == TAG_SHARE_DATA) {
+                    MPI_Get_count(&ds, MPI_BYTE, &dcount);
+                    char *data = async__mpi_recv_probed(0, TAG_SHARE_DATA, dcount, NULL, 0);
+                    if (!data || !dcount || hd.share.size != (uint64_t)dcount ||
+                        async__mpi_data_put(hd.share.id, data))
+                        async__free(data);
+                    else if (pool) refork_pool(&sv, &pool, &backoff);
+                }
             } else if (st.MPI_TAG == TAG_JOB && buf) {
                 run_job(&sv, pool, buf, (size_t)count);
             } else if (st.MPI_TAG == TAG_JOB) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "rank %d: no memory for the job's message (%d bytes)",
                          async__mpi_rank_, count);
-                send_error(&sv, hd.job.slot, ASYNC_ENOMEM, msg);
+                send_error(&sv, hd.job.slot, hd.job.seq, ASYNC_ENOMEM, msg);
             }
             async__free(buf);
         }
