@@ -219,6 +219,7 @@ $(OUT)/tests/bin/mpi/%: $(OBJ)/tests/mpi/%.o $(MPI_WORK) $(MPI_STATIC)
 $(OUT)/tests/bin/test-mpi: | $(MPI_PROGS)
 $(OUT)/tests/bin/test-mpi-hosts: | $(MPI_PROGS)
 $(OUT)/tests/bin/test-mpi-failures: | $(MPI_PROGS)
+$(OUT)/tests/bin/test-mpi-limits: | $(MPI_PROGS)
 # The lab demo's --mode mpi: with Open MPI the lab links libasync-mpi (its
 # mpi.c is built with LAB_WITH_MPI) and exports its symbols, as the MPI tests do;
 # without, it links libasync alone and refuses the mode.  libasync-mpi.a
