@@ -615,6 +615,7 @@ typedef struct fl {
     double t0, first, last;
     double first_sent, last_sent, max_wait; /* request written; first byte after that */
     double wall, cpu; /* taken when the last answer is in, before cleanup */
+    long minflt;      /* the process's minor page faults then */
     char first_error[256];
 } fl_t;
 
@@ -627,6 +628,9 @@ static const struct { const char *key, *name, *unit; } fl_figs[] = {
     {"wait", "longest server wait", "s"},
     {"cpu", "client CPU", "s"},
     {"rss", "client peak RSS", "MiB"},
+    /* First touches of the client's memory, nearly all of its heap
+     * growing: the largest part of its kernel time over HTTP/2 (docs/http.md). */
+    {"minflt", "client page faults", "faults"},
 };
 
 /* One answer, on the run's clock; total, pretransfer and starttransfer are
@@ -655,6 +659,9 @@ static void fl_finish(fl_t *f)
 {
     f->wall = now_s() - f->t0;
     f->cpu = cpu_s();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    f->minflt = ru.ru_minflt;
 }
 
 static void fl_done(async_http_response_t *r, void *arg)
@@ -1030,6 +1037,7 @@ static void fl_threads(const char *url, int kind, fl_t *f)
         if (g->max_wait > f->max_wait) f->max_wait = g->max_wait;
         if (g->wall + d > f->wall) f->wall = g->wall + d;
         if (g->cpu > f->cpu) f->cpu = g->cpu;
+        if (g->minflt > f->minflt) f->minflt = g->minflt;
     }
 }
 
@@ -1080,9 +1088,9 @@ static void inflight(unsigned port, int client)
         char buf[1024];
         int n = snprintf(buf, sizeof buf,
                          "wall %.6f\nfirst %.6f\nlast %.6f\nsent1 %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\n"
-                         "rss %.3f\nfailed %d\nerror %s\n",
+                         "rss %.3f\nminflt %ld\nfailed %d\nerror %s\n",
                          f.wall, f.first, f.last, f.first_sent, f.last_sent, f.max_wait, f.cpu,
-                         ru.ru_maxrss / 1024.0, f.failed, f.first_error);
+                         ru.ru_maxrss / 1024.0, f.minflt, f.failed, f.first_error);
         ssize_t w = write(p[1], buf, (size_t)n);
         (void)w;
         _exit(0);
