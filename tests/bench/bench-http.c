@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -1055,6 +1056,11 @@ static void inflight(unsigned port, int client)
         getrlimit(RLIMIT_NOFILE, &rl);
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        /* BENCH_HTTP_FL_ARENAS=n caps glibc's malloc arenas (M_ARENA_MAX):
+         * 1 keeps the threaded clients on the main arena, which grows with
+         * brk and M_TOP_PAD's slack instead of one mprotect a page or so
+         * (docs/http.md, scaling a client over cores).  Off by default. */
+        if (getenv("BENCH_HTTP_FL_ARENAS")) mallopt(M_ARENA_MAX, atoi(getenv("BENCH_HTTP_FL_ARENAS")));
         int server = fl_clients[client].server, kind = fl_clients[client].kind;
         /* One brewery by id: the cheapest route, so the figure is the
          * client's and the connections', not the server's queries. */
