@@ -6,8 +6,9 @@
  * watchers on the loop, so thousands of requests run at once on one thread
  * without blocking it.  Clients on different loops are independent and may
  * run at the same time, one loop a thread, to use more than one core
- * (docs/http.md, "Scaling a client over cores").  Connections are kept alive and reused, easy handles
- * are pooled, HTTP/2 connections are multiplexed when the server offers them,
+ * (docs/http.md, "Scaling a client over cores").  Connections are kept
+ * alive and reused, easy handles are pooled, HTTP/2 connections are
+ * multiplexed when the server offers them,
  * failed attempts can be retried with exponential backoff and jitter
  * (honouring Retry-After), and a client-wide rate limit spaces the start of
  * requests.
