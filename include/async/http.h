@@ -1,10 +1,14 @@
 /* HTTP client on libcurl's multi socket interface, driven by a libasync loop.
  *
  * A client (async_http_t) belongs to one loop and that loop's thread.  Its
- * transfers share one curl multi handle whose sockets and timer are libev
+ * transfers run on its curl multi handles (a burst is spread over several:
+ * docs/http.md, "How it is built"), whose sockets and timers are libev
  * watchers on the loop, so thousands of requests run at once on one thread
- * without blocking it.  Connections are kept alive and reused, easy handles
- * are pooled, HTTP/2 connections are multiplexed when the server offers them,
+ * without blocking it.  Clients on different loops are independent and may
+ * run at the same time, one loop a thread, to use more than one core
+ * (docs/http.md, "Scaling a client over cores").  Connections are kept
+ * alive and reused, easy handles are pooled, HTTP/2 connections are
+ * multiplexed when the server offers them,
  * failed attempts can be retried with exponential backoff and jitter
  * (honouring Retry-After), and a client-wide rate limit spaces the start of
  * requests.

@@ -27,7 +27,13 @@
  *     (CURLOPT_PIPEWAIT, multi handles of 100 multiplexing transfers, as
  *     the client: MUX_SHARD_CAP; their connections corked while curl runs,
  *     as the client's), and libasync over HTTP/1.1 to the same
- *     nginx, which tells the server's cost from the protocol's.
+ *     nginx, which tells the server's cost from the protocol's;
+ *  6. the bursts of 4 and 5 split over two threads (BENCH_HTTP_FL_THREADS),
+ *     each with its own loop and client, half the burst each, started
+ *     together, wall to the last answer of both: libasync, and the sharded
+ *     bare socket loop run the same way (a thread its own epoll set and
+ *     multi handles) as the fair baseline.  BENCH_HTTP_FL=h1,h2-threads,...
+ *     picks the clients of 4-6 by their tags (fl_clients; default all).
  *
  * Each figure is measured once a round, the clients alternating within the
  * round, and prints as median (min-max) over the rounds.  Run from the
@@ -37,8 +43,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -608,6 +616,7 @@ typedef struct fl {
     double t0, first, last;
     double first_sent, last_sent, max_wait; /* request written; first byte after that */
     double wall, cpu; /* taken when the last answer is in, before cleanup */
+    long minflt;      /* the process's minor page faults then */
     char first_error[256];
 } fl_t;
 
@@ -620,6 +629,9 @@ static const struct { const char *key, *name, *unit; } fl_figs[] = {
     {"wait", "longest server wait", "s"},
     {"cpu", "client CPU", "s"},
     {"rss", "client peak RSS", "MiB"},
+    /* First touches of the client's memory, nearly all of its heap
+     * growing: the largest part of its kernel time over HTTP/2 (docs/http.md). */
+    {"minflt", "client page faults", "faults"},
 };
 
 /* One answer, on the run's clock; total, pretransfer and starttransfer are
@@ -648,6 +660,9 @@ static void fl_finish(fl_t *f)
 {
     f->wall = now_s() - f->t0;
     f->cpu = cpu_s();
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    f->minflt = ru.ru_minflt;
 }
 
 static void fl_done(async_http_response_t *r, void *arg)
@@ -657,7 +672,29 @@ static void fl_done(async_http_response_t *r, void *arg)
     async_http_response_free(r);
 }
 
-static void fl_libasync(const char *url, fl_t *f)
+/* A run's start and end when it is one of several threads' (fl_threads):
+ * every thread waits at go once set up, so that the bursts start together,
+ * and at end once its last answer is in, so that no thread's cleanup
+ * (closing its sockets) runs inside another's burst or its CPU figure.
+ * NULL for a run alone. */
+typedef struct fl_sync {
+    pthread_barrier_t go, end;
+} fl_sync_t;
+
+static void fl_start(fl_t *f, fl_sync_t *sync)
+{
+    if (sync) pthread_barrier_wait(&sync->go);
+    f->t0 = now_s();
+}
+
+static void fl_end(fl_t *f, fl_sync_t *sync)
+{
+    fl_finish(f);
+    if (sync) pthread_barrier_wait(&sync->end);
+}
+
+/* n requests from one client on its own loop, on the calling thread. */
+static void fl_libasync(const char *url, fl_t *f, int n, fl_sync_t *sync)
 {
     async_loop_t *loop;
     async_http_t *http;
@@ -665,10 +702,10 @@ static void fl_libasync(const char *url, fl_t *f)
     async_loop_new(&loop);
     async_http_new(&http, loop, &o);
     async_http_request_t req = {.url = url};
-    f->t0 = now_s();
-    for (int i = 0; i < INFLIGHT_N; i++) async_http_send(http, &req, fl_done, f);
+    fl_start(f, sync);
+    for (int i = 0; i < n; i++) async_http_send(http, &req, fl_done, f);
     async_loop_run(loop, ASYNC_RUN_DEFAULT);
-    fl_finish(f);
+    fl_end(f, sync);
     async_http_destroy(http);
     async_loop_destroy(loop);
 }
@@ -807,14 +844,15 @@ static int bare_on_timer(CURLM *m, long timeout_ms, void *ud)
     return 0;
 }
 
-static void fl_bare_socket(const char *url, fl_t *f)
+/* n requests over the calling thread's own epoll set and multi handles. */
+static void fl_bare_socket(const char *url, fl_t *f, int n_req, fl_sync_t *sync)
 {
     /* Multiplexing transfers go 100 a multi handle, as the client puts
      * them (MUX_SHARD_CAP in lib/http/http_internal.h): more, and libcurl
      * 7.88 opens a connection for each beyond the first connection's. */
     bool mux = strncmp(url, "https:", 6) == 0;
-    if (mux) SHARD = SHARD < MUX_SHARD ? SHARD : MUX_SHARD;
-    int n_shards = (INFLIGHT_N + SHARD - 1) / SHARD;
+    int shard = mux && SHARD > MUX_SHARD ? MUX_SHARD : SHARD;
+    int n_shards = (n_req + shard - 1) / shard;
     if (n_shards > MAX_SHARDS) n_shards = MAX_SHARDS;
     bare_shard_t sh[MAX_SHARDS];
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -826,18 +864,18 @@ static void fl_bare_socket(const char *url, fl_t *f)
         curl_multi_setopt(sh[i].m, CURLMOPT_TIMERDATA, &sh[i]);
         curl_multi_setopt(sh[i].m, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)MUX_SHARD);
     }
-    CURL **e = calloc((size_t)INFLIGHT_N, sizeof *e);
+    CURL **e = calloc((size_t)n_req, sizeof *e);
     int done = 0, running = 0;
-    f->t0 = now_s();
+    fl_start(f, sync);
     /* Shard by shard, as the client fills the first shard with room. */
-    for (int i = 0; i < INFLIGHT_N; i++) {
+    for (int i = 0; i < n_req; i++) {
         e[i] = fl_easy(url);
-        int k = i / SHARD < n_shards ? i / SHARD : i % n_shards;
+        int k = i / shard < n_shards ? i / shard : i % n_shards;
         curl_multi_add_handle(sh[k].m, e[i]);
     }
     struct epoll_event evs[256];
     int turn = 0;
-    while (done < INFLIGHT_N) {
+    while (done < n_req) {
         double t = now_s(), next = -1;
         for (int i = 0; i < n_shards; i++)
             if (sh[i].deadline >= 0 && (next < 0 || sh[i].deadline < next)) next = sh[i].deadline;
@@ -868,35 +906,140 @@ static void fl_bare_socket(const char *url, fl_t *f)
             break;
         }
     }
-    fl_finish(f);
-    for (int i = 0; i < INFLIGHT_N; i++) curl_easy_cleanup(e[i]);
+    fl_end(f, sync);
+    for (int i = 0; i < n_req; i++) curl_easy_cleanup(e[i]);
     free(e);
     for (int i = 0; i < n_shards; i++) curl_multi_cleanup(sh[i].m);
     close(ep);
 }
 
-enum { FL_LIBASYNC, FL_BARE_POLL, FL_BARE_SOCKET, FL_H2_LIBASYNC, FL_H2_BARE_SOCKET, FL_NGX_H1_LIBASYNC };
+/* The clients of sections 4 and 5.  Those marked threads split the burst
+ * over FL_THREADS threads (BENCH_HTTP_FL_THREADS, default 2), each with its
+ * own loop and client (or its own bare loop: epoll set and multi handles,
+ * sharded as the client shards), an equal share of the burst each, started
+ * together: a client belongs to one loop and one thread, so this is how a
+ * program spreads a burst's connects over more than one core. */
+enum {
+    FL_LIBASYNC, FL_BARE_POLL, FL_BARE_SOCKET, FL_H2_LIBASYNC, FL_H2_BARE_SOCKET, FL_NGX_H1_LIBASYNC,
+    FL_LIBASYNC_MT, FL_BARE_SOCKET_MT, FL_H2_LIBASYNC_MT, FL_H2_BARE_SOCKET_MT, FL_CLIENTS
+};
+enum { FL_SRV_BREWERY, FL_SRV_H2, FL_SRV_NGX_H1 };
+enum { FL_KIND_LIBASYNC, FL_KIND_BARE_POLL, FL_KIND_BARE_SOCKET };
+enum { FL_THREADS_MAX = 16 };
+static int FL_THREADS = 2;
+
+static const struct {
+    const char *tag; /* its name in BENCH_HTTP_FL */
+    int server, kind;
+    bool threads; /* FL_THREADS threads, else the calling one */
+} fl_clients[FL_CLIENTS] = {
+    [FL_LIBASYNC] = {"h1", FL_SRV_BREWERY, FL_KIND_LIBASYNC, false},
+    [FL_BARE_POLL] = {"h1-bare-poll", FL_SRV_BREWERY, FL_KIND_BARE_POLL, false},
+    [FL_BARE_SOCKET] = {"h1-bare", FL_SRV_BREWERY, FL_KIND_BARE_SOCKET, false},
+    [FL_H2_LIBASYNC] = {"h2", FL_SRV_H2, FL_KIND_LIBASYNC, false},
+    [FL_H2_BARE_SOCKET] = {"h2-bare", FL_SRV_H2, FL_KIND_BARE_SOCKET, false},
+    [FL_NGX_H1_LIBASYNC] = {"ngx-h1", FL_SRV_NGX_H1, FL_KIND_LIBASYNC, false},
+    [FL_LIBASYNC_MT] = {"h1-threads", FL_SRV_BREWERY, FL_KIND_LIBASYNC, true},
+    [FL_BARE_SOCKET_MT] = {"h1-bare-threads", FL_SRV_BREWERY, FL_KIND_BARE_SOCKET, true},
+    [FL_H2_LIBASYNC_MT] = {"h2-threads", FL_SRV_H2, FL_KIND_LIBASYNC, true},
+    [FL_H2_BARE_SOCKET_MT] = {"h2-bare-threads", FL_SRV_H2, FL_KIND_BARE_SOCKET, true},
+};
 
 /* The name of one client's figure. */
 static void fl_name(char *buf, size_t size, int client, const char *fig)
 {
+    const char *pre = "requests in flight at 1 s latency";
+    int t = FL_THREADS;
     if (client == FL_LIBASYNC)
-        snprintf(buf, size, "%d requests in flight at 1 s latency, %s", INFLIGHT_N, fig);
+        snprintf(buf, size, "%d %s, %s", INFLIGHT_N, pre, fig);
     else if (client == FL_BARE_POLL)
-        snprintf(buf, size, "%d requests in flight at 1 s latency, bare curl_multi_poll loop, one multi handle, %s",
-                 INFLIGHT_N, fig);
+        snprintf(buf, size, "%d %s, bare curl_multi_poll loop, one multi handle, %s", INFLIGHT_N, pre, fig);
     else if (client == FL_BARE_SOCKET)
-        snprintf(buf, size, "%d requests in flight at 1 s latency, bare multi_socket loop, %d a multi handle, %s",
-                 INFLIGHT_N, SHARD, fig);
+        snprintf(buf, size, "%d %s, bare multi_socket loop, %d a multi handle, %s", INFLIGHT_N, pre, SHARD, fig);
     else if (client == FL_H2_LIBASYNC)
-        snprintf(buf, size, "%d requests in flight at 1 s latency, nginx, HTTP/2 over TLS, %s", INFLIGHT_N, fig);
+        snprintf(buf, size, "%d %s, nginx, HTTP/2 over TLS, %s", INFLIGHT_N, pre, fig);
     else if (client == FL_H2_BARE_SOCKET)
-        snprintf(buf, size,
-                 "%d requests in flight at 1 s latency, nginx, HTTP/2 over TLS, bare multi_socket loop, "
-                 "%d a multi handle, %s",
-                 INFLIGHT_N, MUX_SHARD, fig);
+        snprintf(buf, size, "%d %s, nginx, HTTP/2 over TLS, bare multi_socket loop, %d a multi handle, %s",
+                 INFLIGHT_N, pre, MUX_SHARD, fig);
+    else if (client == FL_NGX_H1_LIBASYNC)
+        snprintf(buf, size, "%d %s, nginx, HTTP/1.1, %s", INFLIGHT_N, pre, fig);
+    else if (client == FL_LIBASYNC_MT)
+        snprintf(buf, size, "%d %s, libasync, %d loops on %d threads, %s", INFLIGHT_N, pre, t, t, fig);
+    else if (client == FL_BARE_SOCKET_MT)
+        snprintf(buf, size, "%d %s, bare multi_socket loop on %d threads, %d a multi handle, %s", INFLIGHT_N,
+                 pre, t, SHARD, fig);
+    else if (client == FL_H2_LIBASYNC_MT)
+        snprintf(buf, size, "%d %s, nginx, HTTP/2 over TLS, libasync, %d loops on %d threads, %s", INFLIGHT_N,
+                 pre, t, t, fig);
     else
-        snprintf(buf, size, "%d requests in flight at 1 s latency, nginx, HTTP/1.1, %s", INFLIGHT_N, fig);
+        snprintf(buf, size,
+                 "%d %s, nginx, HTTP/2 over TLS, bare multi_socket loop on %d threads, %d a multi handle, %s",
+                 INFLIGHT_N, pre, t, MUX_SHARD, fig);
+}
+
+/* One thread's share of a burst split over threads. */
+typedef struct fl_thread {
+    pthread_t id;
+    const char *url;
+    int kind, n;
+    fl_sync_t *sync;
+    fl_t f;
+} fl_thread_t;
+
+static void *fl_thread_main(void *arg)
+{
+    fl_thread_t *t = arg;
+    if (t->kind == FL_KIND_LIBASYNC) fl_libasync(t->url, &t->f, t->n, t->sync);
+    else fl_bare_socket(t->url, &t->f, t->n, t->sync);
+    return NULL;
+}
+
+/* The burst over FL_THREADS threads, each its share on its own loop, and
+ * their figures as one run's: on the clock of the thread that started
+ * first, the first of the first answers and sends, the last of the last
+ * ones, the wall to the last answer of all, and the process's CPU when
+ * the last thread had its last answer (the threads that finished earlier
+ * wait idle for it before they clean up). */
+static void fl_threads(const char *url, int kind, fl_t *f)
+{
+    int n = FL_THREADS;
+    fl_thread_t t[FL_THREADS_MAX];
+    fl_sync_t sync;
+    /* A CURLSH without lock callbacks belongs to one thread (this is the
+     * run's child process: the parent keeps it). */
+    fl_ssl_share = NULL;
+    pthread_barrier_init(&sync.go, NULL, (unsigned)n);
+    pthread_barrier_init(&sync.end, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        t[i] = (fl_thread_t){.url = url, .kind = kind, .n = INFLIGHT_N / n + (i < INFLIGHT_N % n), .sync = &sync};
+        if (pthread_create(&t[i].id, NULL, fl_thread_main, &t[i])) {
+            /* The others would wait at the barrier for ever. */
+            fprintf(stderr, "bench-http: pthread_create failed\n");
+            _exit(1);
+        }
+    }
+    for (int i = 0; i < n; i++) pthread_join(t[i].id, NULL);
+    pthread_barrier_destroy(&sync.go);
+    pthread_barrier_destroy(&sync.end);
+    double t0 = t[0].f.t0;
+    for (int i = 1; i < n; i++)
+        if (t[i].f.t0 < t0) t0 = t[i].f.t0;
+    *f = (fl_t){.t0 = t0};
+    for (int i = 0; i < n; i++) {
+        const fl_t *g = &t[i].f;
+        double d = g->t0 - t0; /* this thread's clock on the run's */
+        if (g->failed && !f->failed) snprintf(f->first_error, sizeof f->first_error, "%s", g->first_error);
+        f->failed += g->failed;
+        if (g->done && (!f->done || g->first + d < f->first)) f->first = g->first + d;
+        if (g->done && (!f->done || g->first_sent + d < f->first_sent)) f->first_sent = g->first_sent + d;
+        f->done += g->done;
+        if (g->last + d > f->last) f->last = g->last + d;
+        if (g->last_sent + d > f->last_sent) f->last_sent = g->last_sent + d;
+        if (g->max_wait > f->max_wait) f->max_wait = g->max_wait;
+        if (g->wall + d > f->wall) f->wall = g->wall + d;
+        if (g->cpu > f->cpu) f->cpu = g->cpu;
+        if (g->minflt > f->minflt) f->minflt = g->minflt;
+    }
 }
 
 /* One client's run in a child process, so that the CPU and peak RSS are
@@ -913,13 +1056,19 @@ static void inflight(unsigned port, int client)
         getrlimit(RLIMIT_NOFILE, &rl);
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        /* BENCH_HTTP_FL_ARENAS=n caps glibc's malloc arenas (M_ARENA_MAX):
+         * 1 keeps the threaded clients on the main arena, which grows with
+         * brk and M_TOP_PAD's slack instead of one mprotect a page or so
+         * (docs/http.md, scaling a client over cores).  Off by default. */
+        if (getenv("BENCH_HTTP_FL_ARENAS")) mallopt(M_ARENA_MAX, atoi(getenv("BENCH_HTTP_FL_ARENAS")));
+        int server = fl_clients[client].server, kind = fl_clients[client].kind;
         /* One brewery by id: the cheapest route, so the figure is the
          * client's and the connections', not the server's queries. */
         char url[256], first[128];
         snprintf(first, sizeof first, "http://127.0.0.1:%u/v1/breweries?per_page=1", port);
         snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/breweries/meta?by_state=ohio", port);
         async_http_t *blocking;
-        if (client <= FL_BARE_SOCKET && async_http_new(&blocking, NULL, NULL) == 0) {
+        if (server == FL_SRV_BREWERY && async_http_new(&blocking, NULL, NULL) == 0) {
             async_http_response_t *r;
             json_t *j;
             if (async_http_get(&r, blocking, first, NULL) == 0 &&
@@ -931,23 +1080,23 @@ static void inflight(unsigned port, int client)
             async_http_response_free(r);
             async_http_destroy(blocking);
         }
-        if (client == FL_H2_LIBASYNC || client == FL_H2_BARE_SOCKET)
+        if (server == FL_SRV_H2)
             snprintf(url, sizeof url, "https://127.0.0.1:%u/sleep", echo.port);
-        else if (client == FL_NGX_H1_LIBASYNC)
+        else if (server == FL_SRV_NGX_H1)
             snprintf(url, sizeof url, "http://127.0.0.1:%u/sleep", echo_h1_port);
         fl_t f = {0};
-        if (client == FL_LIBASYNC || client == FL_H2_LIBASYNC || client == FL_NGX_H1_LIBASYNC)
-            fl_libasync(url, &f);
-        else if (client == FL_BARE_POLL) fl_bare_poll(url, &f);
-        else fl_bare_socket(url, &f);
+        if (fl_clients[client].threads) fl_threads(url, kind, &f);
+        else if (kind == FL_KIND_LIBASYNC) fl_libasync(url, &f, INFLIGHT_N, NULL);
+        else if (kind == FL_KIND_BARE_POLL) fl_bare_poll(url, &f);
+        else fl_bare_socket(url, &f, INFLIGHT_N, NULL);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         char buf[1024];
         int n = snprintf(buf, sizeof buf,
                          "wall %.6f\nfirst %.6f\nlast %.6f\nsent1 %.6f\nsent %.6f\nwait %.6f\ncpu %.6f\n"
-                         "rss %.3f\nfailed %d\nerror %s\n",
+                         "rss %.3f\nminflt %ld\nfailed %d\nerror %s\n",
                          f.wall, f.first, f.last, f.first_sent, f.last_sent, f.max_wait, f.cpu,
-                         ru.ru_maxrss / 1024.0, f.failed, f.first_error);
+                         ru.ru_maxrss / 1024.0, f.minflt, f.failed, f.first_error);
         ssize_t w = write(p[1], buf, (size_t)n);
         (void)w;
         _exit(0);
@@ -973,8 +1122,54 @@ static void inflight(unsigned port, int client)
     }
 }
 
+/* Whether tag is one of the comma-separated names in list. */
+static bool tag_in(const char *list, const char *tag)
+{
+    size_t k = strlen(tag);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, tag, k) && (p[k] == ',' || p[k] == 0)) return true;
+    return false;
+}
+
+/* Whether client c runs: BENCH_HTTP_FL=h1,h2-threads,... names the clients
+ * (fl_clients' tags; default all), BENCH_HTTP_BARE the brewery-server bare
+ * loops, and nginx's clients need nginx with the echo module. */
+static bool fl_runs(int c, int bare, bool h2)
+{
+    const char *only = getenv("BENCH_HTTP_FL");
+    if (only && !tag_in(only, fl_clients[c].tag)) return false;
+    if (fl_clients[c].server != FL_SRV_BREWERY) return h2;
+    int kind = fl_clients[c].kind;
+    return kind == FL_KIND_LIBASYNC || (bare & (kind == FL_KIND_BARE_POLL ? 1 : 2));
+}
+
+/* Whether figure name has a value in some round. */
+static bool fig_measured(const char *name)
+{
+    for (int i = 0; i < bench_nfigs; i++)
+        if (!strcmp(bench_figs[i].name, name)) return bench_figs[i].n > 0;
+    return false;
+}
+
+/* "<num's name>, <what>, <fig>" for each figure both num and den measured:
+ * num over den, round by round. */
+static void fl_ratios(int num, int den, int named, const char *what)
+{
+    static const char *const figs[] = {"wall", "last request sent", "client CPU", "client peak RSS"};
+    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
+        char name[240], a[200], b[200], over[96];
+        fl_name(a, sizeof a, num, figs[i]);
+        fl_name(b, sizeof b, den, figs[i]);
+        if (!fig_measured(a) || !fig_measured(b)) continue;
+        snprintf(over, sizeof over, "%s, %s", what, figs[i]);
+        fl_name(name, sizeof name, named, over);
+        bench_ratio(name, a, b);
+    }
+}
+
 /* libasync over each bare loop that ran, round by round, for the figures
- * the client's own work moves. */
+ * the client's own work moves; and the threaded runs over the one-thread
+ * ones. */
 static void inflight_ratio(int bare)
 {
     if (bare & 1)
@@ -983,37 +1178,23 @@ static void inflight_ratio(int bare)
                    "connection on each remove: it grows faster than linearly, so the sharded socket loop "
                    "is the fair baseline (BENCH_HTTP_INFLIGHT=n, BENCH_HTTP_BARE_SHARD=n to check)",
                    INFLIGHT_N);
-    static const char *const figs[] = {"wall", "last request sent", "client CPU", "client peak RSS"};
-    for (int c = FL_BARE_POLL; c <= FL_BARE_SOCKET; c++) {
-        if (!(bare & (1 << (c - 1)))) continue;
-        for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
-            char name[240], a[200], b[200], over[64];
-            snprintf(over, sizeof over, "libasync over it, %s", figs[i]);
-            fl_name(name, sizeof name, c, over);
-            fl_name(a, sizeof a, FL_LIBASYNC, figs[i]);
-            fl_name(b, sizeof b, c, figs[i]);
-            bench_ratio(name, a, b);
-        }
-    }
+    fl_ratios(FL_LIBASYNC, FL_BARE_POLL, FL_BARE_POLL, "libasync over it");
+    fl_ratios(FL_LIBASYNC, FL_BARE_SOCKET, FL_BARE_SOCKET, "libasync over it");
+    fl_ratios(FL_LIBASYNC_MT, FL_BARE_SOCKET_MT, FL_BARE_SOCKET_MT, "libasync over it");
+    fl_ratios(FL_LIBASYNC_MT, FL_LIBASYNC, FL_LIBASYNC_MT, "over one loop");
+    fl_ratios(FL_BARE_SOCKET_MT, FL_BARE_SOCKET, FL_BARE_SOCKET_MT, "over one thread");
 }
 
 /* Section 5's ratios: libasync over the bare loop with the same HTTP/2
- * options, and HTTP/2 over HTTP/1.1 against the same nginx. */
+ * options, HTTP/2 over HTTP/1.1 against the same nginx, and the threaded
+ * runs. */
 static void inflight_h2_ratio(void)
 {
-    static const char *const figs[] = {"wall", "last request sent", "client CPU", "client peak RSS"};
-    for (size_t i = 0; i < sizeof figs / sizeof figs[0]; i++) {
-        char name[240], a[200], b[200], over[64];
-        snprintf(over, sizeof over, "libasync over it, %s", figs[i]);
-        fl_name(name, sizeof name, FL_H2_BARE_SOCKET, over);
-        fl_name(a, sizeof a, FL_H2_LIBASYNC, figs[i]);
-        fl_name(b, sizeof b, FL_H2_BARE_SOCKET, figs[i]);
-        bench_ratio(name, a, b);
-        snprintf(over, sizeof over, "HTTP/2 over HTTP/1.1, %s", figs[i]);
-        fl_name(name, sizeof name, FL_NGX_H1_LIBASYNC, over);
-        fl_name(b, sizeof b, FL_NGX_H1_LIBASYNC, figs[i]);
-        bench_ratio(name, a, b);
-    }
+    fl_ratios(FL_H2_LIBASYNC, FL_H2_BARE_SOCKET, FL_H2_BARE_SOCKET, "libasync over it");
+    fl_ratios(FL_H2_LIBASYNC, FL_NGX_H1_LIBASYNC, FL_NGX_H1_LIBASYNC, "HTTP/2 over HTTP/1.1");
+    fl_ratios(FL_H2_LIBASYNC_MT, FL_H2_BARE_SOCKET_MT, FL_H2_BARE_SOCKET_MT, "libasync over it");
+    fl_ratios(FL_H2_LIBASYNC_MT, FL_H2_LIBASYNC, FL_H2_LIBASYNC_MT, "over one loop");
+    fl_ratios(FL_H2_BARE_SOCKET_MT, FL_H2_BARE_SOCKET, FL_H2_BARE_SOCKET_MT, "over one thread");
 }
 
 /* BENCH_HTTP_SECTIONS=brewery,throughput,inflight picks sections (default all). */
@@ -1035,6 +1216,9 @@ int main(int argc, char **argv)
     /* BENCH_HTTP_BARE_SHARD: transfers a multi handle in the socket loop. */
     if (getenv("BENCH_HTTP_BARE_SHARD")) SHARD = atoi(getenv("BENCH_HTTP_BARE_SHARD"));
     if (SHARD < 1) SHARD = SHARD_DEFAULT;
+    /* BENCH_HTTP_FL_THREADS: threads (each its own loop) of the threaded clients. */
+    if (getenv("BENCH_HTTP_FL_THREADS")) FL_THREADS = atoi(getenv("BENCH_HTTP_FL_THREADS"));
+    if (FL_THREADS < 1 || FL_THREADS > FL_THREADS_MAX) FL_THREADS = 2;
     if (getenv("BENCH_HTTP_FL_BUFSIZE")) fl_bufsize = atol(getenv("BENCH_HTTP_FL_BUFSIZE"));
     if (getenv("BENCH_HTTP_FL_SSL_SHARE") && atoi(getenv("BENCH_HTTP_FL_SSL_SHARE")) &&
         (fl_ssl_share = curl_share_init()))
@@ -1067,11 +1251,9 @@ int main(int argc, char **argv)
         if (ng) throughput("nginx", ngx_url);
         /* The clients take turns at going first, so that none always
          * finds the server fresh or just after another client's burst. */
-        for (int k = 0; fl && k < 6; k++) {
-            int c = (r + k) % 6;
-            if (c == FL_LIBASYNC || (c <= FL_BARE_SOCKET && (fl_bare & (1 << (c - 1)))) ||
-                (c > FL_BARE_SOCKET && fl_h2))
-                inflight(far.port, c);
+        for (int k = 0; fl && k < FL_CLIENTS; k++) {
+            int c = (r + k) % FL_CLIENTS;
+            if (fl_runs(c, fl_bare, fl_h2)) inflight(far.port, c);
         }
     }
     if (tp) throughput_ratio("brewery-server");
