@@ -39,26 +39,10 @@ static void need_mpi(const char *c)
  * seconds (times the slack). */
 static void run_mpi(test_output_t *r, const char *btl, const char *c, double timeout)
 {
-    memset(r, 0, sizeof *r);
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    double t0 = test_now_s();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        test_mpi_child_env(btl);
-        execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", prog_of(c), c, (char *)NULL);
-        fprintf(stderr, "exec mpirun: %s\n", strerror(errno));
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    close(p[1]);
-    test_collect(r, pid, p[0], t0, timeout);
+    test_mpi_run(r, btl, NULL,
+                 (char *[]){"mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3",
+                            (char *)prog_of(c), (char *)c, NULL},
+                 timeout);
 }
 
 static void expect_pass(const char *btl, const char *c)

@@ -286,33 +286,18 @@ static void run_mpi(run_t *r, const hosts_t *h, int slots_a, const char *c, doub
     cr_assert(f, "%s: %s", h->hostfile, strerror(errno));
     fprintf(f, ADDR_A " slots=%d\n" ADDR_B " slots=2\n", slots_a);
     cr_assert_eq(fclose(f), 0, "%s: %s", h->hostfile, strerror(errno));
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    char map[64];
-    snprintf(map, sizeof map, "%s=%s", ADDR_B, h->ns[1]);
-    double t0 = test_now_s();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        test_mpi_child_env(NULL); /* the transports are on the command line */
-        setenv("HOSTS_AGENT_NETNS", map, 1);
-        /* Ranks on one host talk over vader, across hosts over tcp; the
-         * daemons and the tcp transport are held to the veth's subnet. */
-        execlp("ip", "ip", "netns", "exec", h->ns[0], "mpirun", "--hostfile", h->hostfile, "--mca",
-               "plm_rsh_agent", AGENT, "--mca", "btl", "self,vader,tcp", "--mca", "pml", "ob1", "--mca",
-               "btl_tcp_if_include", SUBNET, "--mca", "oob_tcp_if_include", SUBNET, "--bind-to", "none",
-               "--map-by", "slot", "-np", "3", AGENT, "--rank", SUITE, c, (char *)NULL);
-        fprintf(stderr, "exec ip: %s\n", strerror(errno));
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    close(p[1]);
-    test_collect(r, pid, p[0], t0, timeout);
+    char map[96];
+    snprintf(map, sizeof map, "HOSTS_AGENT_NETNS=%s=%s", ADDR_B, h->ns[1]);
+    /* Ranks on one host talk over vader, across hosts over tcp; the daemons
+     * and the tcp transport are held to the veth's subnet (the transports
+     * are on the command line, so no btl for the environment). */
+    test_mpi_run(r, NULL, (char *[]){map, NULL},
+                 (char *[]){"ip", "netns", "exec", (char *)h->ns[0], "mpirun", "--hostfile",
+                            (char *)h->hostfile, "--mca", "plm_rsh_agent", AGENT, "--mca", "btl",
+                            "self,vader,tcp", "--mca", "pml", "ob1", "--mca", "btl_tcp_if_include",
+                            SUBNET, "--mca", "oob_tcp_if_include", SUBNET, "--bind-to", "none",
+                            "--map-by", "slot", "-np", "3", AGENT, "--rank", SUITE, (char *)c, NULL},
+                 timeout);
 }
 
 /* The namespace inode rank printed ("hosts-agent: rank R netns net:[I] host

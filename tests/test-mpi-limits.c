@@ -27,29 +27,13 @@ static void need_prog(void)
  * most timeout seconds (times the slack). */
 static void run(test_output_t *r, const char *btl, const char *c, const char *arg, double timeout)
 {
-    memset(r, 0, sizeof *r);
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    double t0 = test_now_s();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        test_mpi_child_env(btl);
-        if (btl)
-            execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", PROG, c, (char *)NULL);
-        else
-            execl(PROG, PROG, c, arg, (char *)NULL);
-        fprintf(stderr, "exec: %s\n", strerror(errno));
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    close(p[1]);
-    test_collect(r, pid, p[0], t0, timeout);
+    if (btl)
+        test_mpi_run(r, btl, NULL,
+                     (char *[]){"mpirun", "--oversubscribe", "--bind-to", "none", "-np", "3", PROG,
+                                (char *)c, NULL},
+                     timeout);
+    else
+        test_mpi_run(r, NULL, NULL, (char *[]){PROG, (char *)c, (char *)arg, NULL}, timeout);
 }
 
 static void expect_pass(const char *btl, const char *c, const char *arg, test_output_t *r)

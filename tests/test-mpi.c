@@ -27,34 +27,17 @@ typedef test_output_t run_t;
  * self,tcp), for at most timeout seconds (times the slack). */
 static void run_mpi(run_t *r, int np, const char *btl, const char *c, double timeout)
 {
-    memset(r, 0, sizeof *r);
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
     char nps[16];
     snprintf(nps, sizeof nps, "%d", np);
-    double t0 = test_now_s();
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        setpgid(0, 0);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        test_mpi_child_env(btl);
-        /* With exactly 2 ranks, LeakSanitizer's exit-time tracer crashes
-         * in one rank ("Tracer caught signal 11", over vader and tcp alike,
-         * already at 18e9152; not analysed): those runs skip the leak check,
-         * which the 3-rank runs still make. */
-        setenv("ASAN_OPTIONS", np == 2 ? "fast_unwind_on_malloc=0:detect_leaks=0" : "fast_unwind_on_malloc=0", 1);
-        execlp("mpirun", "mpirun", "--oversubscribe", "--bind-to", "none", "-np", nps, SUITE, c,
-               (char *)NULL);
-        fprintf(stderr, "exec mpirun: %s\n", strerror(errno));
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    close(p[1]);
-    test_collect(r, pid, p[0], t0, timeout);
+    /* With exactly 2 ranks, LeakSanitizer's exit-time tracer crashes in one
+     * rank ("Tracer caught signal 11", over vader and tcp alike, already at
+     * 18e9152; not analysed): those runs skip the leak check, which the
+     * 3-rank runs still make. */
+    char *const no_leaks[] = {"ASAN_OPTIONS=fast_unwind_on_malloc=0:detect_leaks=0", NULL};
+    test_mpi_run(r, btl, np == 2 ? no_leaks : NULL,
+                 (char *[]){"mpirun", "--oversubscribe", "--bind-to", "none", "-np", nps, SUITE,
+                            (char *)c, NULL},
+                 timeout);
 }
 
 static void expect_pass(int np, const char *btl, const char *c)
