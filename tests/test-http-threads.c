@@ -191,24 +191,7 @@ static void tls_setup(void)
 {
     test_alloc_install();
     test_nginx_prepare(&ngx, "test-http-threads");
-    char www[128], small[160];
-    snprintf(www, sizeof www, "%s/www", ngx.dir);
-    cr_assert_eq(mkdir(www, 0755), 0);
-    snprintf(small, sizeof small, "%s/small.txt", www);
-    FILE *f = fopen(small, "w");
-    cr_assert_not_null(f);
-    fputs("hello\n", f);
-    fclose(f);
-    unsigned port = test_free_port();
-    char conf[1024];
-    snprintf(conf, sizeof conf,
-             "events { worker_connections 512; }\n"
-             "http { access_log off;\n"
-             "  server { listen 127.0.0.1:%u ssl http2; root %s;\n"
-             "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem; } }\n",
-             port, www, ngx.dir, ngx.dir);
-    test_nginx_start(&ngx, conf, &port, 1);
-    snprintf(tls_url, sizeof tls_url, "https://127.0.0.1:%u/small.txt", port);
+    test_nginx_serve_file(&ngx, 512, "small.txt", "hello\n", tls_url, sizeof tls_url);
 }
 
 static void tls_teardown(void)

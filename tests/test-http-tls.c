@@ -27,25 +27,7 @@ static void setup(void)
 {
     test_alloc_install();
     test_nginx_prepare(&ngx, "test-http-tls");
-    char www[128];
-    snprintf(www, sizeof www, "%s/www", ngx.dir);
-    cr_assert_eq(mkdir(www, 0755), 0);
-    char small[160];
-    snprintf(small, sizeof small, "%s/small.txt", www);
-    FILE *f = fopen(small, "w");
-    cr_assert_not_null(f);
-    fputs("hello\n", f);
-    fclose(f);
-    unsigned port = test_free_port();
-    char conf[1024];
-    snprintf(conf, sizeof conf,
-             "events { worker_connections 256; }\n"
-             "http { access_log off;\n"
-             "  server { listen 127.0.0.1:%u ssl http2; root %s;\n"
-             "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem; } }\n",
-             port, www, ngx.dir, ngx.dir);
-    test_nginx_start(&ngx, conf, &port, 1);
-    snprintf(url, sizeof url, "https://127.0.0.1:%u/small.txt", port);
+    test_nginx_serve_file(&ngx, 256, "small.txt", "hello\n", url, sizeof url);
 }
 
 static void teardown(void)

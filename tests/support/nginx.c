@@ -57,6 +57,29 @@ void test_nginx_start(test_nginx_t *n, const char *conf, const unsigned *ports, 
     }
 }
 
+void test_nginx_serve_file(test_nginx_t *n, unsigned worker_connections, const char *file,
+                           const char *body, char *url, size_t url_size)
+{
+    char www[128], path[256];
+    snprintf(www, sizeof www, "%s/www", n->dir);
+    cr_assert_eq(mkdir(www, 0755), 0);
+    snprintf(path, sizeof path, "%s/%s", www, file);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(body, f);
+    cr_assert_eq(fclose(f), 0);
+    unsigned port = test_free_port();
+    char conf[1024];
+    snprintf(conf, sizeof conf,
+             "events { worker_connections %u; }\n"
+             "http { access_log off;\n"
+             "  server { listen 127.0.0.1:%u ssl http2; root %s;\n"
+             "    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem; } }\n",
+             worker_connections, port, www, n->dir, n->dir);
+    test_nginx_start(n, conf, &port, 1);
+    snprintf(url, url_size, "https://127.0.0.1:%u/%s", port, file);
+}
+
 void test_nginx_stop(test_nginx_t *n)
 {
     if (n->pid > 0) {

@@ -22,6 +22,11 @@ void test_nginx_prepare(test_nginx_t *n, const char *name);
  * blocks (and any load_module line first).  Starts nginx and waits until
  * each of the n ports accepts connections. */
 void test_nginx_start(test_nginx_t *n, const char *conf, const unsigned *ports, size_t nports);
+/* After test_nginx_prepare: serves one file, www/<file> holding body, over
+ * TLS and HTTP/2 on a free loopback port (nginx's worker_connections as
+ * given), and writes its https URL into url. */
+void test_nginx_serve_file(test_nginx_t *n, unsigned worker_connections, const char *file,
+                           const char *body, char *url, size_t url_size);
 /* Stops nginx and removes the prefix; harmless when never started. */
 void test_nginx_stop(test_nginx_t *n);
 #endif
