@@ -10,6 +10,8 @@
  * before libc's), and at the pool's first read of the server's stat it
  * continues the SIGSTOPped server and waits until its answer is in the
  * pool's socket and the server asleep again, then lets the read go on.
+ * And what free takes of the server's reports of a spare: one spare asked
+ * for is one spare, whatever the socket holds.
  * Driven through the engine's private API, as tests/test-procpool-server.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
@@ -29,6 +31,9 @@ Test(tsan, procpool_watch_tests_skipped, .timeout = 5)
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -127,6 +132,70 @@ Test(procpool_watch, a_server_that_answers_as_its_state_is_read_is_kept, .timeou
     cr_assert_eq(eng_res[0].err, 0, "%s", eng_res[0].msg);
     cr_assert_eq(eng_res[0].val, 49);
     async__procpool_free(p);
+    no_child_left();
+}
+
+/* The descriptors open in this process. */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static pid_t idle_child(void)
+{
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        for (;;) pause();
+    }
+    return c;
+}
+
+/* Caught: free read every SPARED report in the socket and took each as
+ * the spare, so a server that reported two children of ours (only one was
+ * asked for) left the first one's pidfd open and the first one running,
+ * unreaped, and killed the second. */
+Test(procpool_watch, free_takes_one_spare_for_the_one_asked_for, .timeout = 30)
+{
+    pid_t a = idle_child(), b = idle_child();
+    int sv[2], spare[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, spare), 0);
+    int before = open_fds();
+    /* A pool whose server is gone, with a spare asked for, as free finds it. */
+    async__procpool_t *p = calloc(1, sizeof *p);
+    cr_assert(p);
+    p->sock = sv[0];
+    p->server = p->server_pidfd = -1;
+    p->spare_sock = spare[0];
+    p->spare_pidfd = -1;
+    p->spare_asked = true;
+    pp_msg_t m[2] = {{PP_MSG_SPARED, 0, (int32_t)a, 0}, {PP_MSG_SPARED, 0, (int32_t)b, 0}};
+    for (int i = 0; i < 2; i++) cr_assert_eq(send(sv[1], &m[i], sizeof m[i], 0), (ssize_t)sizeof m[i]);
+    async__pp_free_spare(p);
+    int after = open_fds() + 1; /* spare[0], closed with the spare */
+    int ra = (int)waitpid(a, NULL, WNOHANG), ea = errno;
+    int rb = (int)waitpid(b, NULL, WNOHANG);
+    if (rb == 0) {
+        eng_signal(b, SIGKILL);
+        waitpid(b, NULL, 0);
+    }
+    if (ra == 0) {
+        eng_signal(a, SIGKILL);
+        waitpid(a, NULL, 0);
+    }
+    free(p);
+    close(sv[0]);
+    close(sv[1]);
+    close(spare[1]);
+    cr_assert(ra == -1 && ea == ECHILD, "the spare reported first (%d) was not killed and reaped", (int)a);
+    cr_assert_eq(rb, 0, "the second report's pid (%d), which the pool never asked for, was taken", (int)b);
+    cr_assert_eq(after, before, "%d descriptors open before free, %d after", before, after);
     no_child_left();
 }
 #endif

@@ -462,12 +462,15 @@ pid_t async__pp_take_over(async__procpool_t *p)
 void async__pp_free_spare(async__procpool_t *p)
 {
     /* A spare the server made as it left: its report is in our socket, the
-     * server is reaped already, so nothing more comes. */
+     * server is reaped already, so nothing more comes.  One report answers
+     * the one request (async__pp_on_spared clears spare_asked): a second
+     * one, which only a forged message makes, took its pid for the spare,
+     * and the first spare's pidfd leaked and the spare was left running. */
     if (p->spare_asked && p->sock >= 0) {
         pp_msg_t m;
         ssize_t n;
         while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC)) > 0 || (n < 0 && errno == EINTR))
-            if (n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
+            if (p->spare_asked && n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
                 ppid_of(m.pid) == getpid())
                 async__pp_on_spared(p, m.pid, 0);
     }
