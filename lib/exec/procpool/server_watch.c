@@ -378,14 +378,17 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
         }
     }
     if (!p->ping_at || now - p->ping_at < PP_SERVER_ANSWER_NS) return false;
-    /* An answer already in the socket is read on the next turn. */
-    struct pollfd pfd = {.fd = p->sock, .events = POLLIN};
-    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) return false;
     /* What /proc says is the server's only while it is our live child (the
      * pid of one reaped by another waiter may be a stranger's). */
     pp_proc_t pr;
-    if (!proc_stat(p->server, &pr) || child_state(p->server, p->server_pidfd) != PP_CHILD_RUNNING)
-        return true;
+    bool ours = proc_stat(p->server, &pr) && child_state(p->server, p->server_pidfd) == PP_CHILD_RUNNING;
+    /* An answer already in the socket is read on the next turn.  Looked
+     * for after /proc: a server that answered between a look at the socket
+     * and the read of its state is back asleep in its poll, and was taken
+     * for a wedged one (tests/test-procpool-watch.c). */
+    struct pollfd pfd = {.fd = p->sock, .events = POLLIN};
+    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN)) return false;
+    if (!ours) return true;
     if (pr.state != 'R' && pr.state != 'D') return true; /* stopped (T, t), or asleep: wedged */
     /* Runnable (or in a short uninterruptible wait): it answers as soon as
      * it runs, unless it spins, which shows as CPU time, counted from the
@@ -459,12 +462,15 @@ pid_t async__pp_take_over(async__procpool_t *p)
 void async__pp_free_spare(async__procpool_t *p)
 {
     /* A spare the server made as it left: its report is in our socket, the
-     * server is reaped already, so nothing more comes. */
+     * server is reaped already, so nothing more comes.  One report answers
+     * the one request (async__pp_on_spared clears spare_asked): a second
+     * one, which only a forged message makes, took its pid for the spare,
+     * and the first spare's pidfd leaked and the spare was left running. */
     if (p->spare_asked && p->sock >= 0) {
         pp_msg_t m;
         ssize_t n;
         while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC)) > 0 || (n < 0 && errno == EINTR))
-            if (n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
+            if (p->spare_asked && n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
                 ppid_of(m.pid) == getpid())
                 async__pp_on_spared(p, m.pid, 0);
     }
