@@ -15,8 +15,18 @@
 #include "support/answer.h"
 #include "support/blob.h"
 
-TestSuite(http_decoding, .init = http_fixture_setup, .fini = http_fixture_teardown,
-          .timeout = 90);
+/* The scripted server of canned answers (below): a test adds its answers,
+ * then starts it (canned_start), and the suite's teardown stops it whatever
+ * the test's outcome, so that a failed check leaves no server running. */
+static raw_srv_t canned_srv;
+
+static void teardown(void)
+{
+    raw_stop(&canned_srv); /* signals nothing unless it started (pid > 0) */
+    http_fixture_teardown();
+}
+
+TestSuite(http_decoding, .init = http_fixture_setup, .fini = teardown, .timeout = 90);
 
 
 /* --- a server of canned answers ----------------------------------------------- */
@@ -69,6 +79,14 @@ static bool canned_answer(int fd, const char *path)
     }
     raw_puts(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     return true;
+}
+
+/* Starts the file's scripted server on the answers added so far (its
+ * processes see those, forked after them); the teardown stops it. */
+static raw_srv_t *canned_start(void)
+{
+    raw_start(&canned_srv, canned_answer);
+    return &canned_srv;
 }
 
 /* A head with its Content-Encoding and a Content-Length of n. */
@@ -136,9 +154,11 @@ static bomb_seen_t bomb_in_child(raw_srv_t *s, const char *path, size_t max_body
     snprintf(url, sizeof url, "%s", raw_url(s, path));
     snprintf(warm, sizeof warm, "%s", raw_url(s, "/ok"));
     fflush(NULL);
+    pid_t test = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        raw_die_with(test);
         async_http_opts_t o = {.accept_encoding = "", .max_body = max_body};
         async_http_t *http;
         async_http_response_t *r = NULL;
@@ -192,14 +212,13 @@ static void expect_bombs_stop_at_max_body(bomb_t *bombs, size_t n)
             ->after = CLOSE;
     }
     can("/ok", "HTTP/1.1 200 OK\r\nContent-Length: 2", &ok_body);
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     const size_t max_body = 8 * MIB;
     char want[96];
     snprintf(want, sizeof want, "response body larger than %zu bytes", max_body);
     for (size_t i = 0; i < n; i++) {
         bomb_t *b = &bombs[i];
-        bomb_seen_t w = bomb_in_child(&s, b->path, max_body);
+        bomb_seen_t w = bomb_in_child(s, b->path, max_body);
         cr_log_info("%s: %zu bytes decoding to %zu MiB: %s; body %zu bytes, RSS +%ld KiB, "
                     "%.3f s CPU in %.3f s",
                     b->encoding, b->body.n, b->decoded / MIB, w.errmsg, w.body_len, w.rss_kib,
@@ -214,7 +233,6 @@ static void expect_bombs_stop_at_max_body(bomb_t *bombs, size_t n)
                      "%s: the peak RSS grew by %ld KiB for a limit of %zu MiB", b->encoding,
                      w.rss_kib, max_body / MIB);
     }
-    raw_stop(&s);
 }
 
 Test(http_decoding, zlib_bombs_stop_at_max_body_in_bounded_memory)
@@ -263,10 +281,9 @@ Test(http_decoding, a_trickled_bomb_stops_at_max_body_without_spinning)
     canned_t *c = can("/trickle", head_of(head, sizeof head, "gzip", bomb.n), &bomb);
     c->piece = 256;
     c->every_ms = 50;
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = "gzip", .max_body = 4 * MIB};
-    async_http_request_t req = {.url = raw_url(&s, "/trickle")};
+    async_http_request_t req = {.url = raw_url(s, "/trickle")};
     waited_t w = run_one(&o, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
     cr_expect(strstr(w.resp->errmsg, "response body larger than 4194304 bytes"), "%s",
@@ -275,7 +292,6 @@ Test(http_decoding, a_trickled_bomb_stops_at_max_body_without_spinning)
     cr_expect(all_zero(w.resp->body, w.resp->body_len));
     expect_no_spin(&w, 20);
     async_http_response_free(w.resp);
-    raw_stop(&s);
     blob_free(&bomb);
 }
 
@@ -295,26 +311,24 @@ Test(http_decoding, encodings_not_asked_for)
     can("/bomb", head_of(h1, sizeof h1, "gzip", bomb.n), &bomb);
     can("/gzip-text", head_of(h2, sizeof h2, "gzip", gz.n), &gz);
     can("/xz", head_of(h3, sizeof h3, "xz", text.n), &text);
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
 
     async_http_opts_t plain = {.max_body = 4 * MIB};
-    expect_body(&s, &plain, "/bomb", bomb.p, bomb.n); /* the bytes as sent, not decoded */
-    async_http_request_t req = {.url = raw_url(&s, "/bomb")};
+    expect_body(s, &plain, "/bomb", bomb.p, bomb.n); /* the bytes as sent, not decoded */
+    async_http_request_t req = {.url = raw_url(s, "/bomb")};
     waited_t w = run_one(&plain, &req);
     cr_expect_str_eq(async_http_response_header(w.resp, "Content-Encoding") ?: "(none)", "gzip");
     async_http_response_free(w.resp);
 
     async_http_opts_t gzip_only = {.accept_encoding = "gzip", .max_body = 4 * MIB};
-    expect_body(&s, &gzip_only, "/gzip-text", text.p, text.n);
+    expect_body(s, &gzip_only, "/gzip-text", text.p, text.n);
 
-    req.url = raw_url(&s, "/xz");
+    req.url = raw_url(s, "/xz");
     w = run_one(&gzip_only, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
     cr_expect(strstr(w.resp->errmsg, "curl error 61"), "%s", w.resp->errmsg);
     cr_expect(strstr(w.resp->errmsg, "content encoding"), "%s", w.resp->errmsg);
     async_http_response_free(w.resp);
-    raw_stop(&s);
     blob_free(&bomb);
     blob_free(&text);
     blob_free(&gz);
@@ -337,18 +351,16 @@ Test(http_decoding, a_corrupt_gzip_stream_is_a_decoding_error)
         gz[i].p[at] ^= 0x55;
         can(paths[i], head_of(heads[i], sizeof heads[i], "gzip", gz[i].n), &gz[i]);
     }
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = ""};
     for (int i = 0; i < 3; i++) {
-        async_http_request_t req = {.url = raw_url(&s, paths[i])};
+        async_http_request_t req = {.url = raw_url(s, paths[i])};
         waited_t w = run_one(&o, &req);
         cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s: %s", paths[i], w.resp->errmsg);
         cr_expect(strstr(w.resp->errmsg, "curl error 61"), "%s: %s", paths[i], w.resp->errmsg);
         async_http_response_free(w.resp);
         blob_free(&gz[i]);
     }
-    raw_stop(&s);
     blob_free(&text);
 }
 
@@ -380,19 +392,17 @@ Test(http_decoding, a_gzip_stream_cut_short_is_an_error)
             &gz);
     c->send = half;
     c->after = CLOSE;
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = ""};
     const char *paths[] = {"/promised", "/framed", "/chunked", "/close-delimited"};
     for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
-        async_http_request_t req = {.url = raw_url(&s, paths[i])};
+        async_http_request_t req = {.url = raw_url(s, paths[i])};
         waited_t w = run_one(&o, &req);
         cr_expect_neq(w.resp->error, 0, "%s: a cut gzip stream succeeded with %zu of %zu bytes",
                       paths[i], w.resp->body_len, text.n);
         cr_expect_lt(w.resp->body_len, text.n, "%s", paths[i]);
         async_http_response_free(w.resp);
     }
-    raw_stop(&s);
     blob_free(&text);
     blob_free(&gz);
     blob_free(&chunked);
@@ -413,13 +423,11 @@ Test(http_decoding, a_body_gzipped_twice_is_decoded_as_often_as_it_says)
              "Content-Length: %zu", twice.n);
     can("/two-headers", h2, &twice);
     can("/said-once", head_of(h3, sizeof h3, "gzip", twice.n), &twice);
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = ""};
-    expect_body(&s, &o, "/both", text.p, text.n);
-    expect_body(&s, &o, "/two-headers", text.p, text.n);
-    expect_body(&s, &o, "/said-once", once.p, once.n); /* the inner stream */
-    raw_stop(&s);
+    expect_body(s, &o, "/both", text.p, text.n);
+    expect_body(s, &o, "/two-headers", text.p, text.n);
+    expect_body(s, &o, "/said-once", once.p, once.n); /* the inner stream */
     blob_free(&text);
     blob_free(&once);
     blob_free(&twice);
@@ -458,8 +466,7 @@ Test(http_decoding, every_coding_decodes_whole_and_fails_cut_short)
     can("/identity", head_of(heads[6], sizeof heads[6], "identity", text.n), &text);
     can("/plain", "HTTP/1.1 200 OK\r\nContent-Length: 2", &ok_body);
     can("/head", "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 1234", NULL);
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = "", .max_body = 16 * MIB};
     const struct {
         const char *path;
@@ -476,7 +483,7 @@ Test(http_decoding, every_coding_decodes_whole_and_fails_cut_short)
         {"/identity", 0, false, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        async_http_request_t req = {.url = raw_url(&s, cases[i].path)};
+        async_http_request_t req = {.url = raw_url(s, cases[i].path)};
         waited_t w = run_one(&o, &req);
         async_http_response_t *r = w.resp;
         if (cases[i].why) {
@@ -500,7 +507,7 @@ Test(http_decoding, every_coding_decodes_whole_and_fails_cut_short)
     const char *seq[] = {"/raw-deflate", "/head", "/zstd", "/plain", "/raw-deflate"};
     for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
         test_answer_t a = {0};
-        async_http_request_t req = {.url = raw_url(&s, seq[i]),
+        async_http_request_t req = {.url = raw_url(s, seq[i]),
                                     .method = i == 1 ? "HEAD" : NULL};
         cr_assert_eq(async_http_send(http, &req, test_answer_catch, &a), 0);
         cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
@@ -514,7 +521,6 @@ Test(http_decoding, every_coding_decodes_whole_and_fails_cut_short)
     async_http_stats(http, &st);
     cr_expect_eq(st.easy_pooled, 1, "one handle carried every request");
     cr_assert_eq(async_http_destroy(http), 0);
-    raw_stop(&s);
     blob_free(&text);
     blob_free(&raw);
     blob_free(&br);
@@ -548,17 +554,15 @@ Test(http_decoding, each_response_is_decoded_by_its_own_encoding)
     snprintf(h[3], sizeof h[3], "HTTP/1.1 200 OK\r\nContent-Length: %zu", text.n);
     can("/plain", h[3], &text);
     can("/tail", head_of(h[4], sizeof h[4], "gzip", gz_tail.n), &gz_tail);
-    raw_srv_t s;
-    raw_start(&s, canned_answer);
+    raw_srv_t *s = canned_start();
     async_http_opts_t o = {.accept_encoding = ""};
-    expect_body(&s, &o, "/r-gzip", text.p, text.n);
-    expect_body(&s, &o, "/r-plain", text.p, text.n);
-    async_http_request_t req = {.url = raw_url(&s, "/tail")};
+    expect_body(s, &o, "/r-gzip", text.p, text.n);
+    expect_body(s, &o, "/r-plain", text.p, text.n);
+    async_http_request_t req = {.url = raw_url(s, "/tail")};
     waited_t w = run_one(&o, &req);
     cr_expect_eq(w.resp->error, ASYNC_ECURL, "%s", w.resp->errmsg);
     cr_expect(strstr(w.resp->errmsg, "after the end"), "%s", w.resp->errmsg);
     async_http_response_free(w.resp);
-    raw_stop(&s);
     blob_free(&text);
     blob_free(&gz);
     blob_free(&gz_tail);

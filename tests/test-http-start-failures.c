@@ -25,8 +25,18 @@
 #include "support/http_fixture.h"
 #include "support/answer.h"
 
-TestSuite(http_start_failures, .init = http_fixture_setup, .fini = http_fixture_teardown,
-          .timeout = 60);
+/* The scripted server of the test that has one (raw_answer's paths): the
+ * test starts it, and the suite's teardown stops it whatever the test's
+ * outcome, so that a failed check leaves no server running. */
+static raw_srv_t slow;
+
+static void teardown(void)
+{
+    raw_stop(&slow); /* signals nothing unless it started (pid > 0) */
+    http_fixture_teardown();
+}
+
+TestSuite(http_start_failures, .init = http_fixture_setup, .fini = teardown, .timeout = 60);
 
 /* --- failing allocations when a request starts -------------------------------- */
 
@@ -327,17 +337,19 @@ static int emfile_child(raw_srv_t *s, int retries)
 
 Test(http_start_failures, descriptors_running_out_mid_run_fail_those_requests_only)
 {
-    raw_srv_t s;
-    raw_start(&s, raw_answer);
+    raw_start(&slow, raw_answer);
     for (int retries = 0; retries < 2; retries++) {
         fflush(NULL);
+        pid_t test = getpid();
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
-        if (pid == 0) _exit(emfile_child(&s, retries * 3));
+        if (pid == 0) {
+            raw_die_with(test);
+            _exit(emfile_child(&slow, retries * 3));
+        }
         int st;
         cr_assert_eq(waitpid(pid, &st, 0), pid);
         cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0, "retries %d: the child failed (status %d)",
                   retries * 3, st);
     }
-    raw_stop(&s);
 }

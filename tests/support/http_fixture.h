@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -59,7 +60,11 @@ static inline void http_fixture_teardown(void)
  * requests and answers each as its path says (the test's answer function);
  * with raw_start_conn, it hands the connection to the test's function whole
  * (a TLS peer that misbehaves, say).  Counters live in shared memory; the
- * test's data set up before the start is the children's too (fork). */
+ * test's data set up before the start is the children's too (fork).  Each
+ * of its processes dies with the one that forked it (PR_SET_PDEATHSIG), the
+ * first with the thread that called raw_start: call it from the test's own
+ * thread, and stop the server in the suite's .fini (raw_stop), so that a
+ * failed check leaves nothing running. */
 
 typedef struct raw_stats {
     atomic_long connections, requests;
@@ -126,6 +131,16 @@ static inline void raw_http_conn(raw_srv_t *s, int fd)
     }
 }
 
+/* In a child just forked by parent: asks for SIGKILL when parent ends, and
+ * ends at once if parent has already gone (it died between the fork and
+ * the prctl, and the signal would never come).  A scripted server's
+ * processes so die with the test's, even where no teardown runs: the test
+ * timed out, crashed, or failed under a runner that skips its .fini. */
+static inline void raw_die_with(pid_t parent)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
+}
+
 static inline void raw_start_conn(raw_srv_t *s, raw_conn_fn conn)
 {
     raw_answer_fn answer = s->answer;
@@ -144,16 +159,20 @@ static inline void raw_start_conn(raw_srv_t *s, raw_conn_fn conn)
     cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
     s->port = ntohs(a.sin_port);
     fflush(NULL);
+    pid_t test = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        raw_die_with(test);
         setpgid(0, 0);
         signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
+        pid_t acceptor = getpid();
         for (;;) {
             int fd = accept(lfd, NULL, NULL);
             if (fd < 0) continue;
             atomic_fetch_add(&s->st->connections, 1);
             if (fork() == 0) {
+                raw_die_with(acceptor);
                 close(lfd);
                 conn(s, fd);
                 close(fd);
