@@ -569,5 +569,6 @@ Test(http_decoding, each_response_is_decoded_by_its_own_encoding)
     blob_free(&moved);
 }
 
-/* Over HTTP/2 the same: a gzip body in DATA frames decodes whole, and one
- * cut short before the stream's END_STREAM is an error. */
+/* Over HTTP/2 the same (a gzip body in DATA frames decodes whole, and one
+ * cut short before the stream's END_STREAM is an error) needs a TLS peer:
+ * tests/test-http-tls-peers.c, over_http2_a_cut_gzip_stream_is_an_error_too. */

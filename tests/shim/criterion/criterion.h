@@ -51,6 +51,22 @@ __attribute__((weak)) struct shim_suite *shim_suites;
 __attribute__((weak)) int shim_expect_failed;
 /* The test the forked child runs, for the skip line it prints. */
 __attribute__((weak)) const struct shim_test *shim_current;
+__attribute__((weak)) int shim_in_teardown;
+
+/* The current test's .fini, then its suite's, once: after the body, or
+ * after a failed fatal check, as Criterion runs them (a check failing in a
+ * .fini ends the child at once). */
+__attribute__((weak)) void shim_teardown(void)
+{
+    if (shim_in_teardown || !shim_current) return;
+    shim_in_teardown = 1;
+    if (shim_current->opts.fini) shim_current->opts.fini();
+    for (const struct shim_suite *s = shim_suites; s; s = s->next)
+        if (!strcmp(s->name, shim_current->suite)) {
+            if (s->opts.fini) s->opts.fini();
+            break;
+        }
+}
 
 #define SHIM_CAT_(a, b) a##b
 #define SHIM_CAT(a, b) SHIM_CAT_(a, b)
@@ -90,6 +106,7 @@ __attribute__((weak)) void shim_fail(bool fatal, const char *file, int line,
         fprintf(stderr, "[----]   The expression %s is false.\n", expr);
     }
     if (fatal) {
+        shim_teardown();
         fflush(NULL);
         _exit(1);
     }
@@ -166,8 +183,7 @@ __attribute__((weak)) int main(int argc, char **argv)
             if (suite && suite->opts.init) suite->opts.init();
             if (o.init) o.init();
             t->fn();
-            if (o.fini) o.fini();
-            if (suite && suite->opts.fini) suite->opts.fini();
+            shim_teardown();
             fflush(NULL);
             exit(shim_expect_failed ? 1 : 0);
         }
