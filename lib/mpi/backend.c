@@ -148,9 +148,9 @@ _Atomic uint64_t async__mpi_stray_replies;
 /* Under mu: the slot a result of count bytes from source with header h
  * answers, or NULL when no job of ours is waiting for it there - a reply
  * too short to name its slot, a slot out of range, idle, waiting on
- * another rank, or for another job (its seq).  Serving ranks never send one; handing it to some slot
- * anyway would give that slot's job a wrong answer now and its own reply
- * to the slot's next job later. */
+ * another rank, or for another job (its seq).  Serving ranks never send
+ * one; handing it to some slot anyway would give that slot's job a wrong
+ * answer now and its own reply to the slot's next job later. */
 static slot_t *reply_slot(mpib_t *b, const res_hdr_t *h, int count, int source)
 {
     if (count < (int)sizeof *h || h->slot >= b->ex->workers) return NULL;

@@ -77,7 +77,8 @@ static uint64_t hash_name(const char *name) { return fnv(FNV_BASIS, name); }
 
 static uint64_t hash_ptr(const void *a, const void *b)
 {
-    uint64_t h = ((uint64_t)(uintptr_t)a ^ ((uint64_t)(uintptr_t)b * 0xff51afd7ed558ccdull)) * 0x9e3779b97f4a7c15ull;
+    uint64_t h = (uint64_t)(uintptr_t)a ^ ((uint64_t)(uintptr_t)b * 0xff51afd7ed558ccdull);
+    h *= 0x9e3779b97f4a7c15ull;
     return h ^ (h >> 29);
 }
 

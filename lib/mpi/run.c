@@ -53,7 +53,8 @@ int async__mpi_error_reply(uint32_t slot, uint64_t seq, int err, const char *msg
 int async__mpi_run(const char *msg, size_t len, int64_t deadline, char **reply, size_t *reply_len)
 {
     job_hdr_t h;
-    if (len < sizeof h) return async__mpi_error_reply(0, 0, ASYNC_EINVAL, "short job message", reply, reply_len);
+    if (len < sizeof h)
+        return async__mpi_error_reply(0, 0, ASYNC_EINVAL, "short job message", reply, reply_len);
     memcpy(&h, msg, sizeof h);
     char why[MSG_ROOM];
     async_work_fn fn = h.chunked ? NULL : async__mpi_fn_at(h.fn);

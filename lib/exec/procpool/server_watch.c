@@ -134,9 +134,12 @@ static void kill_child(pid_t pid, int pidfd)
  * until waitpid says it is no child of ours any more. */
 static void reap_child(pid_t pid)
 {
-    int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, 0)) == pid ? !WIFEXITED(st) && !WIFSIGNALED(st) : r < 0 && errno == EINTR) {}
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, 0);
+        if (r == pid && (WIFEXITED(st) || WIFSIGNALED(st))) return; /* its end */
+        if (r < 0 && errno != EINTR) return;                       /* no child of ours now */
+    }
 }
 
 static void kill_server(async__procpool_t *p) { kill_child(p->server, p->server_pidfd); }
@@ -470,8 +473,8 @@ void async__pp_free_spare(async__procpool_t *p)
         pp_msg_t m;
         ssize_t n;
         while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC)) > 0 || (n < 0 && errno == EINTR))
-            if (p->spare_asked && n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 && m.pid > 0 &&
-                ppid_of(m.pid) == getpid())
+            if (p->spare_asked && n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 &&
+                m.pid > 0 && ppid_of(m.pid) == getpid())
                 async__pp_on_spared(p, m.pid, 0);
     }
     /* Its server killed after it cloned the spare and before it said so:
