@@ -13,6 +13,7 @@
 #include "async.h"
 #include "async/ipc.h"
 #include "async/process.h"
+#include "support/ticker.h"
 
 static int return_arg(void *arg) { return (int)(intptr_t)arg; }
 
@@ -238,8 +239,8 @@ Test(process, free_leaves_no_zombie, .timeout = 10)
 
 typedef struct jctx {
     async_process_t *p;
-    int err, ticks, ticks_at_join;
-    bool done;
+    int err, ticks_at_join;
+    test_ticker_t ticker;
 } jctx_t;
 
 static int join_task(void *arg, void **result)
@@ -247,19 +248,7 @@ static int join_task(void *arg, void **result)
     (void)result;
     jctx_t *c = arg;
     c->err = async_process_join_dl(c->p, async_deadline_after(ASYNC_SEC(5)));
-    c->ticks_at_join = c->ticks;
-    c->done = true;
-    return 0;
-}
-
-static int tick_task(void *arg, void **result)
-{
-    (void)result;
-    jctx_t *c = arg;
-    while (!c->done) {
-        c->ticks++;
-        async_sleep(ASYNC_MSEC(1));
-    }
+    c->ticks_at_join = test_ticker_stop(&c->ticker);
     return 0;
 }
 
@@ -277,7 +266,7 @@ Test(process, task_joins_while_others_run, .timeout = 10)
     async_loop_t *loop;
     cr_assert_eq(async_loop_new(&loop), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, join_task, &c, NULL), 0);
-    cr_assert_eq(async_task_spawn(NULL, loop, tick_task, &c, NULL), 0);
+    cr_assert_eq(async_task_spawn(NULL, loop, test_ticker_task, &c.ticker, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(c.err, 0);
     cr_assert_geq(c.ticks_at_join, 5, "ticks %d", c.ticks_at_join);

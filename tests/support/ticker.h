@@ -1,6 +1,6 @@
 /* A task that ticks every millisecond while another task of the loop waits:
  * how a test shows that a task blocked in an await left the loop free
- * (test-ipc-queue.c, test-ipc-pipe.c).  The waiting task calls
+ * (test-ipc-queue.c, test-ipc-pipe.c, test-process.c).  The waiting task calls
  * test_ticker_stop when its await returns; the ticker then ends. */
 #ifndef TEST_SUPPORT_TICKER_H
 #define TEST_SUPPORT_TICKER_H
