@@ -206,3 +206,15 @@ Test(http_broken_servers, a_status_line_among_the_headers_is_not_the_status)
     cr_expect_str_eq(w.resp->errmsg, "HTTP status 500 Internal Server Error");
     cr_expect_str_eq(w.resp->http_version, "HTTP/1.1");
 }
+
+/* A NUL byte in a header line (tests/fuzz/crashes/http-response/crash-cf5f7f33...:
+ * "piCongth:\r\0..."): the value read as a C string was "\r", a blank the
+ * trim had not seen.  The response is refused, once, as curl 8 refuses it. */
+Test(http_broken_servers, a_nul_byte_in_a_header_is_a_malformed_response)
+{
+    async_http_opts_t o = {.max_retries = 2, .retry_base_ns = ASYNC_MSEC(1)};
+    waited_t w = ask(&o, "/nul-in-header", (async_http_request_t){0});
+    EXPECT_FAILED(w.resp, ASYNC_ECURL, "a header line holds a NUL byte", "");
+    cr_expect_eq(w.resp->attempts, 1);
+    cr_expect_eq(async_http_response_header(w.resp, "\rX-Nul"), NULL);
+}

@@ -236,6 +236,7 @@ struct http_xfer {
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
     bool too_big;
     bool oom;                    /* a body or header buffer could not grow */
+    bool bad_header;             /* a header line held a NUL byte (on_header) */
     /* The attempt's Content-Encoding decoder (decode.h), when the client
      * decodes (http->decode_self) and the response is encoded; looked for
      * at the body's first bytes.  dec_failed: its stream was corrupt or

@@ -428,7 +428,8 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     long status = rc == CURLE_OK ? async__http_status_code(x) : 0;
     if (!status) curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     x->status = status; /* the response reads it from here, not from curl again */
-    bool transient = rc != CURLE_OK ? (!x->too_big && transient_curl(rc, x->idempotent))
+    bool refused = x->too_big || x->bad_header; /* our callbacks ended it: no retry */
+    bool transient = rc != CURLE_OK ? (!refused && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
     if (transient && x->attempt <= x->max_retries && !http->closing) {
         int64_t delay = -1;

@@ -140,6 +140,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     http_easy_t *h = ud;
     size_t len = size * n;
     bool start = h->hdr_start;
+    /* A NUL byte in a header line would cut its name or value short as a C
+     * string (and leave the blanks before it untrimmed).  RFC 9110 5.5 says
+     * reject the message or replace it; curl 8 rejects it ("Nul byte in
+     * header"), as this does for curl 7's sake: the transfer fails. */
+    if (__builtin_expect(memchr(p, '\0', len) != NULL, 0)) {
+        h->x->bad_header = true; /* curl fails the transfer with CURLE_WRITE_ERROR */
+        return 0;
+    }
     /* The blank line ends a header block; whatever comes next, if anything,
      * starts the next response's (see hdr_start). */
     h->hdr_start = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
@@ -404,7 +412,7 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->n_hdr = 0;
     h->hdr_start = true;
     x->socket_errno = 0;
-    x->too_big = x->oom = false;
+    x->too_big = x->oom = x->bad_header = false;
     async__http_decoder_free(x->dec);
     x->dec = NULL;
     x->dec_looked = x->dec_failed = false;
@@ -615,6 +623,11 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc)
             r->error = ASYNC_ENOMEM;
             snprintf(r->errmsg, sizeof r->errmsg, "out of memory for the response: %.200s",
                      detail);
+        } else if (x->bad_header) {
+            r->error = ASYNC_ECURL;
+            snprintf(r->errmsg, sizeof r->errmsg,
+                     "malformed response: a header line holds a NUL byte (curl error %d)",
+                     (int)CURLE_WEIRD_SERVER_REPLY);
         } else if (x->too_big) {
             r->error = ASYNC_ECURL;
             if (x->dec)

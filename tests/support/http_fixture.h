@@ -367,6 +367,16 @@ static inline bool raw_answer(int fd, const char *path)
                   "X-After: 2\r\nContent-Length: 2\r\n\r\nok");
         return true;
     }
+    if (!strcmp(path, "/nul-in-header")) {
+        /* A NUL byte inside a header's value, after a blank, on a line that
+         * begins with a CR (the fuzzer's find): curl 7.88 looks for NUL
+         * bytes in a header line, but not in one that begins so.  As a C
+         * string the value would be the blank alone. */
+        static const char r[] = "HTTP/1.1 200 OK\r\nX-Before: 1\n\rX-Nul:\r\0tail\n"
+                                "Content-Length: 2\r\n\r\nok";
+        raw_put(fd, r, sizeof r - 1);
+        return true;
+    }
     if (!strcmp(path, "/success-in-headers")) {
         raw_puts(fd, "HTTP/1.1 500 Internal Server Error\r\nHTTP/2 200 OK: x\r\nContent-Length: 4\r\n"
                   "\r\nfail");
