@@ -5,7 +5,7 @@
  * that runs in O(pattern * text) with the semantics the header documents:
  * the pattern wrapped in '%...%', ASCII case-insensitive, '_' one UTF-8
  * code point (a byte and the continuation bytes after it), '%' any run of
- * code points. */
+ * code points, a literal code point the same code point. */
 #include "fuzz.h"
 #include "server-query.h"
 #if __has_include("server-like.h")
@@ -49,8 +49,11 @@ static bool ref_at(struct ref *r, size_t i, size_t j)
     } else if (r->p[i] == '_') {
         ok = ref_at(r, i + 1, next_cp(r->t, j));
     } else {
-        ok = tolower((unsigned char)r->p[i]) == tolower((unsigned char)r->t[j]) &&
-             ref_at(r, i + 1, j + 1);
+        /* A literal code point against the text's next one: the same
+         * length, the same bytes, the first ASCII-folded. */
+        size_t pn = next_cp(r->p, i), tn = next_cp(r->t, j);
+        ok = pn - i == tn - j && tolower((unsigned char)r->p[i]) == tolower((unsigned char)r->t[j]) &&
+             !memcmp(r->p + i + 1, r->t + j + 1, pn - i - 1) && ref_at(r, pn, tn);
     }
     *m = ok;
     return ok;

@@ -10,6 +10,7 @@
 #include "server-like.h"
 
 #include <stddef.h>
+#include <string.h>
 
 const char *bsrv_utf8_next(const char *t)
 {
@@ -41,15 +42,25 @@ static bool like(const char *pattern, const char *text, bool floating)
         /* The implicit trailing '%' absorbs whatever text is left. */
         if (*p == '\0')
             return true;
-        if (*t != '\0' && (*p == '_' || fold(*p) == fold(*t))) {
+        if (*t != '\0') {
+            const char *tn = bsrv_utf8_next(t);
             if (*p == '_') {
                 p++;
-                t = bsrv_utf8_next(t);
-            } else {
-                p++;
-                t++;
+                t = tn;
+                continue;
             }
-            continue;
+            /* A literal is a whole code point, as '_' and '%' are: were it a
+             * byte, a stray lead or continuation byte in the pattern could
+             * match inside a character of the text, and the last '%' would
+             * retry from a point between code points that it cannot reach,
+             * missing a match (the fuzzer's find, round 17). */
+            const char *pn = bsrv_utf8_next(p);
+            size_t len = (size_t)(pn - p);
+            if (len == (size_t)(tn - t) && fold(*p) == fold(*t) && !memcmp(p + 1, t + 1, len - 1)) {
+                p = pn;
+                t = tn;
+                continue;
+            }
         }
         /* The rest of the pattern needs text and none is left: starting the
          * last '%' later leaves even less. */

@@ -6,8 +6,11 @@
 #include <stdbool.h>
 
 /* SQL LIKE on `text` with `pattern` wrapped in '%...%': ASCII case-insensitive,
- * '_' matches one character (one UTF-8 code point), '%' any run.  Costs at
- * most O(strlen(pattern) * strlen(text)) whatever the pattern. */
+ * '_' matches one character (one UTF-8 code point), '%' any run, any other
+ * code point the same code point.  Both strings are cut into code points as
+ * bsrv_utf8_next does, so in text that is not UTF-8 a stray byte is one,
+ * and a lone byte of a multi-byte character never matches part of one.
+ * Costs at most O(strlen(pattern) * strlen(text)) whatever the pattern. */
 bool bsrv_like(const char *pattern, const char *text);
 
 /* SQL LIKE anchored at the start: `pattern` followed by '%' (a prefix
