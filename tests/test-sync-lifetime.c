@@ -1,11 +1,13 @@
 /* How long the task-level objects of sync.h and select.h live (lib/core/sync.c,
  * select.c, loop.c): a channel that a select waits on is busy, also in the
  * moment after a close has woken the select and before it runs, so it cannot
- * be freed under the select; and an object that outlives its loop is freed,
- * used and bound again like one made outside any loop, instead of reading
- * the freed loop.  Round 17's outside review found both: the first freed the
- * channel and the select read it afterwards, the second read the freed loop
- * at every call (AddressSanitizer: heap-use-after-free in both). */
+ * be freed under the select; a mutex is busy while condition waiters will
+ * take it again, also once a broadcast or a cancel has woken them; and an
+ * object that outlives its loop is freed, used and bound again like one made
+ * outside any loop, instead of reading the freed loop.  Round 17's outside
+ * review found all three: the first two freed the object and the woken task
+ * read it afterwards, the third read the freed loop at every call
+ * (AddressSanitizer: heap-use-after-free in each). */
 #include <criterion/criterion.h>
 #include <async.h>
 #include <async/select.h>
@@ -78,6 +80,65 @@ static int t_woken_by_close(void *arg, void **res)
 Test(sync_lifetime, a_select_woken_by_a_close_still_holds_its_channel, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_woken_by_close, NULL, NULL), 0);
+}
+
+/* --- a mutex that a condition waiter takes again ------------------------------ */
+
+struct cwait {
+    async_mutex_t *m;
+    async_cond_t *c;
+    bool done;
+    int rc;
+};
+
+static int cond_waiter(void *arg, void **res)
+{
+    (void)res;
+    struct cwait *w = arg;
+    cr_assert_eq(async_mutex_lock(w->m), 0);
+    w->rc = 0;
+    while (!w->done && !w->rc) w->rc = async_cond_wait(w->c, w->m);
+    cr_assert_eq(async_mutex_unlock(w->m), 0, "the wait returned holding the mutex");
+    return 0;
+}
+
+/* The usual ending (set the flag, broadcast, unlock, free) frees the
+ * condition, which the woken waiters have left, but not the mutex, which
+ * each takes again before its wait returns; nor when the wait ended by
+ * cancellation.  Before round 17 the mutex was freed and the waiters' relock
+ * read it (heap-use-after-free in own, under mutex_lock). */
+static int t_relocker_keeps_mutex(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    for (int cancel = 0; cancel < 2; cancel++) {
+        struct cwait w = {0};
+        cr_assert_eq(async_mutex_new(&w.m), 0);
+        cr_assert_eq(async_cond_new(&w.c), 0);
+        async_task_t a = test_spawn_started(cond_waiter, &w);
+        async_task_t b = test_spawn_started(cond_waiter, &w);
+        if (cancel) {
+            cr_assert_eq(async_task_cancel(a), 0);
+            cr_assert_eq(async_task_cancel(b), 0);
+        } else {
+            cr_assert_eq(async_mutex_lock(w.m), 0);
+            w.done = true;
+            cr_assert_eq(async_cond_broadcast(w.c), 0);
+            cr_assert_eq(async_mutex_unlock(w.m), 0);
+        }
+        cr_assert_eq(async_cond_destroy(w.c), 0, "the woken waiters are off the condition");
+        int rc = async_mutex_destroy(w.m);
+        cr_assert_eq(rc, ASYNC_EBUSY, "%s: freed a mutex two woken waiters take again: %s",
+                     cancel ? "cancelled" : "broadcast", async_errname(rc));
+        cr_assert_eq(async_task_await(a, NULL), 0);
+        cr_assert_eq(async_task_await(b, NULL), 0);
+        cr_assert_eq(w.rc, cancel ? ASYNC_ECANCELED : 0, "%s", async_errname(w.rc));
+        cr_assert_eq(async_mutex_destroy(w.m), 0, "both waits have returned");
+    }
+    return 0;
+}
+Test(sync_lifetime, a_mutex_that_condition_waiters_take_again_is_busy, .timeout = 10)
+{
+    cr_assert_eq(test_run_task(t_relocker_keeps_mutex, NULL, NULL), 0);
 }
 
 /* --- objects that outlive their loop ---------------------------------------- */

@@ -102,7 +102,9 @@ typedef struct async_mutex async_mutex_t;
 /* Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_mutex_new(async_mutex_t **out);
 
-/* Errors: ASYNC_EBUSY while held or waited for (nothing is freed). */
+/* Errors: ASYNC_EBUSY while held or waited for, also by a task in a
+ * condition wait on it, which takes it again before it returns (a broadcast
+ * does not end that: let the woken tasks return first); nothing is freed. */
 ASYNC_API int async_mutex_destroy(async_mutex_t *mutex);
 
 /* Locks, waiting while another task holds it.  Every form must be called

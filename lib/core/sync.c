@@ -254,12 +254,15 @@ int async_sem_release(async_sem_t *s)
 
 /* The holder is named by its slot and its generation: a task that ended
  * holding the lock keeps it held, and a later task that gets the same slot
- * is not its holder. */
+ * is not its holder.  relockers counts the tasks in a condition wait on the
+ * mutex: each takes it again before it returns, woken or not, so the mutex
+ * is waited for until then even though it is on no list of the mutex. */
 struct async_mutex {
     async__bound_t bound;
     async_task_impl_t *owner;
     uint64_t owner_gen;
     async__list_t waiters;
+    size_t relockers;
 };
 
 static bool holds(const async_mutex_t *m, const async_task_impl_t *t)
@@ -287,7 +290,7 @@ int async_mutex_destroy(async_mutex_t *m)
 {
     if (!m) return 0;
     if (own(&m->bound)) return ASYNC_EWRONGLOOP;
-    if (m->owner || !async__list_empty(&m->waiters)) return ASYNC_EBUSY;
+    if (m->owner || !async__list_empty(&m->waiters) || m->relockers) return ASYNC_EBUSY;
     unbind(&m->bound);
     async__free(m);
     return 0;
@@ -372,6 +375,7 @@ int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;
     async__list_push(&c->waiters, &self->wait_link);
+    m->relockers++;
     mutex_release(m);
     rc = async__task_park(self, deadline);
     async__list_remove(&self->wait_link); /* if it left early */
@@ -379,6 +383,7 @@ int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
     self->shielded = true;
     int lrc = mutex_lock(m, ASYNC_FOREVER, true);
     self->shielded = was;
+    m->relockers--;
     (void)lrc; /* 0: a shielded wait for a mutex of our loop cannot fail */
     return rc;
 }
