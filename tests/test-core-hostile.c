@@ -469,10 +469,11 @@ static int overflows(void *arg, void **res)
     return deep(1 << 20) == 42;
 }
 
-/* In a child, with its stderr on a pipe: the overflow of a guarded stack
- * (the default, below the guard budget) ends the child by SIGSEGV, and the
- * child's last words name the overflow and the stack's size. */
-Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+/* Runs overflows() in a child on a fresh loop, beside idle neighbours, with
+ * ASYNC_STACK_GUARDS set to guards (NULL: unset) and the task's stack of
+ * stack_size (0: the default); the child's stderr goes to out.  Returns the
+ * child's wait status. */
+static int overflow_in_child(const char *guards, size_t stack_size, char *out, size_t cap)
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
@@ -483,28 +484,58 @@ Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
         alarm(20);
         dup2(p[1], 2);
         close(p[0]);
+        if (guards) setenv("ASYNC_STACK_GUARDS", guards, 1);
         async_loop_t *loop;
         if (async_loop_new(&loop)) _exit(3);
-        async_task_spawn(NULL, loop, idle_neighbour, NULL, &(async_task_opts_t){.detached = true});
+        for (int i = 0; i < 3; i++)
+            async_task_spawn(NULL, loop, idle_neighbour, NULL, &(async_task_opts_t){.detached = true});
         async_task_spawn(NULL, loop, overflows, NULL,
-                         &(async_task_opts_t){.detached = true, .stack_size = ASYNC_STACK_MIN * 2});
+                         &(async_task_opts_t){.detached = true, .stack_size = stack_size});
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         _exit(0);
     }
     close(p[1]);
-    char out[4096];
     size_t len = 0;
     ssize_t n;
-    while (len < sizeof out - 1 && (n = read(p[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)n;
+    while (len < cap - 1 && (n = read(p[0], out + len, cap - 1 - len)) > 0) len += (size_t)n;
     out[len] = '\0';
     close(p[0]);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* In a child, with its stderr on a pipe: the overflow of a guarded stack
+ * (the default, below the guard budget) ends the child by SIGSEGV, and the
+ * child's last words name the overflow and the stack's size. */
+Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+{
+    char out[4096];
+    int status = overflow_in_child(NULL, ASYNC_STACK_MIN * 2, out, sizeof out);
     cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
 #ifndef SANITIZED
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
     char want[128];
     snprintf(want, sizeof want, "task stack overflow (stack of %zu bytes", ASYNC_STACK_MIN * 2);
+    cr_assert(strstr(out, want), "stderr: \"%s\"", out);
+#endif
+}
+
+/* A slab stack (no guard pages left: ASYNC_STACK_GUARDS=0) has only its
+ * canary, checked when the task switches out; a runaway recursion never
+ * does, runs on through the neighbours' stacks below and faults past the
+ * slab.  Its last words must still name the overflow: until round 17 the
+ * child died of a bare SIGSEGV, its stderr empty. */
+Test(core_hostile, a_runaway_overflow_of_a_slab_stack_is_reported, .timeout = 30)
+{
+    char out[4096];
+    int status = overflow_in_child("0", 0, out, sizeof out);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
+#ifndef SANITIZED
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
+    char want[160];
+    snprintf(want, sizeof want,
+             "task stack overflow (stack of %zu bytes, without a guard page", ASYNC_STACK_DEFAULT);
     cr_assert(strstr(out, want), "stderr: \"%s\"", out);
 #endif
 }
