@@ -23,9 +23,9 @@
  * the first loop installs one (SA_ONSTACK | SA_RESETHAND), and each thread
  * that runs a loop gets an alternate signal stack if it has none: a fault
  * on the running task's guard page (or just below it: a large frame can
- * jump the page), or, on a slab stack, a fault with the stack pointer below
- * the task's stack, then writes one line naming the overflow and the
- * stack's size, and returns with the default action restored, so the fault
+ * jump the page), or any fault with the stack pointer below the task's
+ * stack (a slab stack's runaway recursion, a frame that jumps the guard
+ * page), then writes one line naming the overflow and the stack's size, and returns with the default action restored, so the fault
  * repeats and the process dies of SIGSEGV as before.  The handler reads only this
  * thread's loop and task, and writes with write(2). */
 #include <sys/mman.h>
@@ -307,21 +307,20 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     const async__stack_t *s = t ? t->stack : NULL;
     if (s) {
         uintptr_t a = (uintptr_t)si->si_addr, base = (uintptr_t)s->base;
+        /* The stack pointer below the task's stack, by no more than a
+         * slab's stacks and what faults below them: the task overflowed,
+         * wherever the fault landed.  A slab stack has no guard page, so a
+         * runaway recursion runs on through the stacks below it and faults
+         * only past the slab, never reaching the switch that checks the
+         * canary; a frame larger than the guard page jumps it. */
+        uintptr_t sp = fault_sp(uc);
+        bool sp_below = sp && sp < base && base - sp <= SLAB_SPAN + BELOW_GUARD;
         const char *how = NULL;
-        if (s->map) {
-            uintptr_t low = (uintptr_t)s->map;
-            low = low > BELOW_GUARD ? low - BELOW_GUARD : 0;
-            if (a >= low && a < base) how = " bytes, into its guard page)";
-        } else {
-            /* A slab stack has no guard page: a runaway recursion runs on
-             * through the stacks below it and faults only past the slab,
-             * never reaching the switch that checks the canary.  The stack
-             * pointer tells: it has left the task's stack, downwards, by
-             * no more than a slab's stacks and what faults below them. */
-            uintptr_t sp = fault_sp(uc);
-            if (sp && sp < base && base - sp <= SLAB_SPAN + BELOW_GUARD)
-                how = " bytes, without a guard page: it overwrote the memory below)";
-        }
+        uintptr_t low = (uintptr_t)s->map;
+        low = low > BELOW_GUARD ? low - BELOW_GUARD : 0;
+        if (s->map && a >= low && a < base) how = " bytes, into its guard page)";
+        else if (sp_below && s->map) how = " bytes, past its guard page)";
+        else if (sp_below) how = " bytes, without a guard page: it overwrote the memory below)";
         if (how) {
             char line[200], *p = line;
             p = put_str(p, "libasync: task stack overflow (stack of ");
