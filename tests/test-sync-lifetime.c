@@ -238,3 +238,41 @@ Test(sync_lifetime, objects_outlive_their_loop_and_bind_to_the_next, .timeout = 
     cr_assert_eq(async_loop_destroy(next), 0);
     cr_assert_eq(async_loop_destroy(third), 0);
 }
+
+/* A mutex left locked by a task of a freed loop stays held: no task of a
+ * later loop is its holder.  A slot is named by its address and generation,
+ * and the next loop's first task slot comes back at the freed one's
+ * address; with generations counted per loop it had the same name too, so
+ * it could unlock the mutex it never locked (and was told ASYNC_EALREADY by
+ * a lock). */
+static async_mutex_t *left_locked;
+
+static int lock_and_end(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    return async_mutex_lock(left_locked); /* ends holding it */
+}
+
+static int not_the_holder(void *arg, void **res)
+{
+    (void)res;
+    int *rc = arg;
+    rc[0] = async_mutex_unlock(left_locked);
+    rc[1] = async_mutex_trylock(left_locked);
+    return 0;
+}
+
+Test(sync_lifetime, a_mutex_left_locked_by_a_freed_loops_task_stays_held, .timeout = 10)
+{
+    cr_assert_eq(async_mutex_new(&left_locked), 0);
+    cr_assert_eq(test_run_task(lock_and_end, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        int rc[2];
+        cr_assert_eq(test_run_task(not_the_holder, rc, NULL), 0);
+        cr_assert_eq(rc[0], ASYNC_EPERM, "loop %d: unlocked a mutex it never locked: %s", i,
+                     async_errname(rc[0]));
+        cr_assert_eq(rc[1], ASYNC_EAGAIN, "loop %d: trylock: %s", i, async_errname(rc[1]));
+    }
+    /* Held by a task that ended: never freed (as within one loop). */
+    cr_assert_eq(async_mutex_destroy(left_locked), ASYNC_EBUSY);
+}

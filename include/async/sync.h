@@ -95,8 +95,9 @@ ASYNC_API int async_sem_release(async_sem_t *sem);
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
 /* Mutex, held by a task.  A task that ends holding it leaves it held for
- * good (as an abandoned pthread mutex): no later task holds it or may unlock
- * it.  Every call below may also return ASYNC_EWRONGLOOP. */
+ * good (as an abandoned pthread mutex): no later task, of its loop or of a
+ * loop made after that one was freed, holds it or may unlock it.  Every call
+ * below may also return ASYNC_EWRONGLOOP. */
 typedef struct async_mutex async_mutex_t;
 
 /* Errors: ASYNC_ENOMEM. */

@@ -212,7 +212,6 @@ struct async_loop {
     async__list_t bound;            /* sync.c's objects bound here (async__bound_t) */
     async__list_t free_tasks;       /* recycled slots (never freed before the loop) */
     size_t live;
-    uint64_t next_gen;
     unsigned budget;                /* task switches left before libev polls (loop.c) */
 };
 
