@@ -237,7 +237,7 @@ static int t_wait_writable_only(void *arg, void **res)
     close(sv[1]);
     return 0;
 }
-/* Kills task.c:478 always asking libev for EV_READ. */
+/* Kills task.c:485 always asking libev for EV_READ. */
 Test(core_wakeups, wait_for_writable_ignores_readable, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_wait_writable_only, NULL, NULL), 0);
