@@ -4,12 +4,14 @@
  * that are not the select's own, and cancellation landing on a task while it
  * is being handed a lock, an element or a permit. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -469,10 +471,67 @@ static int overflows(void *arg, void **res)
     return deep(1 << 20) == 42;
 }
 
-/* In a child, with its stderr on a pipe: the overflow of a guarded stack
- * (the default, below the guard budget) ends the child by SIGSEGV, and the
- * child's last words name the overflow and the stack's size. */
-Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+/* A frame of `depth` bytes whose first write is at its low end. */
+static __attribute__((noinline)) int jump(size_t depth)
+{
+    volatile char big[depth];
+    big[0] = 1;
+    return big[0] == 42;
+}
+
+/* The process's writable mappings, from /proc/self/maps. */
+static struct { unsigned long lo, hi; } writable_maps[4096];
+static int n_writable;
+
+static void read_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    n_writable = 0;
+    if (!f) return;
+    unsigned long lo, hi;
+    char perms[8], line[512];
+    while (n_writable < 4096 && fgets(line, sizeof line, f))
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && perms[1] == 'w')
+            writable_maps[n_writable].lo = lo, writable_maps[n_writable++].hi = hi;
+    fclose(f);
+}
+
+/* True when the page at addr cannot be written: no mapping holds it, or one
+ * without write permission (a guard page) does. */
+static bool unwritable(uintptr_t addr)
+{
+    for (int i = 0; i < n_writable; i++)
+        if (addr >= writable_maps[i].lo && addr < writable_maps[i].hi) return false;
+    return true;
+}
+
+/* A frame far larger than the guard page, deep enough that its first write
+ * lands where nothing can be written (else it would overwrite whatever is
+ * there unnoticed, which no guard page can prevent): the stack pointer
+ * jumps the guard page and the write faults.  A neighbour spawned now maps
+ * its stack, and its guard page, below this one's, so such a place is
+ * within reach; exits 4 when none is found under 15 MiB. */
+static int big_frame(void *arg, void **res)
+{
+    (void)arg, (void)res;
+    async_task_spawn(NULL, NULL, idle_neighbour, NULL,
+                     &(async_task_opts_t){.detached = true, .stack_size = (size_t)1 << 20});
+    volatile char here = 0;
+    uintptr_t sp = (uintptr_t)&here;
+    read_maps();
+    if (!n_writable) _exit(4);
+    for (size_t d = (size_t)256 << 10; d < (size_t)15 << 20; d += 4096)
+        if (unwritable(sp - d) && unwritable(sp - d - 4096) && unwritable(sp - d - 8192))
+            return jump(d) + here;
+    _exit(4);
+}
+
+/* Runs fn in a child on a fresh loop, beside idle neighbours, with
+ * ASYNC_STACK_GUARDS set to guards (NULL: unset) and the task's stack of
+ * stack_size (0: the default); the child's stderr goes to out.  Returns the
+ * child's wait status. */
+static int overflow_in_child(async_task_fn fn, const char *guards, size_t stack_size, char *out,
+                             size_t cap)
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
@@ -483,23 +542,73 @@ Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
         alarm(20);
         dup2(p[1], 2);
         close(p[0]);
+        if (guards) setenv("ASYNC_STACK_GUARDS", guards, 1);
         async_loop_t *loop;
         if (async_loop_new(&loop)) _exit(3);
-        async_task_spawn(NULL, loop, idle_neighbour, NULL, &(async_task_opts_t){.detached = true});
-        async_task_spawn(NULL, loop, overflows, NULL,
-                         &(async_task_opts_t){.detached = true, .stack_size = ASYNC_STACK_MIN * 2});
+        for (int i = 0; i < 3; i++)
+            async_task_spawn(NULL, loop, idle_neighbour, NULL, &(async_task_opts_t){.detached = true});
+        async_task_spawn(NULL, loop, fn, NULL,
+                         &(async_task_opts_t){.detached = true, .stack_size = stack_size});
         async_loop_run(loop, ASYNC_RUN_DEFAULT);
         _exit(0);
     }
     close(p[1]);
-    char out[4096];
     size_t len = 0;
     ssize_t n;
-    while (len < sizeof out - 1 && (n = read(p[0], out + len, sizeof out - 1 - len)) > 0) len += (size_t)n;
+    while (len < cap - 1 && (n = read(p[0], out + len, cap - 1 - len)) > 0) len += (size_t)n;
     out[len] = '\0';
     close(p[0]);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* In a child, with its stderr on a pipe: the overflow of a guarded stack
+ * (the default, below the guard budget) ends the child by SIGSEGV, and the
+ * child's last words name the overflow and the stack's size. */
+Test(core_hostile, an_overflow_into_the_guard_page_is_reported, .timeout = 30)
+{
+    char out[4096];
+    int status = overflow_in_child(overflows, NULL, ASYNC_STACK_MIN * 2, out, sizeof out);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
+#ifndef SANITIZED
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
+    char want[128];
+    snprintf(want, sizeof want, "task stack overflow (stack of %zu bytes", ASYNC_STACK_MIN * 2);
+    cr_assert(strstr(out, want), "stderr: \"%s\"", out);
+#endif
+}
+
+/* A slab stack (no guard pages left: ASYNC_STACK_GUARDS=0) has only its
+ * canary, checked when the task switches out; a runaway recursion never
+ * does, runs on through the neighbours' stacks below and faults past the
+ * slab.  Its last words must still name the overflow: until round 17 the
+ * child died of a bare SIGSEGV, its stderr empty. */
+Test(core_hostile, a_runaway_overflow_of_a_slab_stack_is_reported, .timeout = 30)
+{
+    char out[4096];
+    int status = overflow_in_child(overflows, "0", 0, out, sizeof out);
+    cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
+#ifndef SANITIZED
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);
+    char want[160];
+    snprintf(want, sizeof want,
+             "task stack overflow (stack of %zu bytes, without a guard page", ASYNC_STACK_DEFAULT);
+    cr_assert(strstr(out, want), "stderr: \"%s\"", out);
+#endif
+}
+
+/* A frame of a quarter MiB or more on a guarded stack of 32 KiB moves the
+ * stack pointer far past the guard page, and its first write faults there
+ * (with -fstack-clash-protection, in the guard page).  Until round 17 only a
+ * fault within 64 KiB under the guard page was named: this one died of a
+ * bare SIGSEGV. */
+Test(core_hostile, a_frame_that_jumps_the_guard_page_is_reported, .timeout = 30)
+{
+    char out[4096];
+    int status = overflow_in_child(big_frame, NULL, ASYNC_STACK_MIN * 2, out, sizeof out);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 4)
+        cr_skip_test("no unwritable page within 15 MiB below the task's stack to fault on");
     cr_assert(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the overflow went unnoticed");
 #ifndef SANITIZED
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %#x", status);

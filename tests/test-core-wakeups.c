@@ -198,7 +198,7 @@ Test(core_wakeups, yielding_tasks_let_libev_poll, .timeout = 20)
 
 /* --- objects made outside any loop, descriptors ---------------------------- */
 
-/* Kills sync.c:42 without `!*owner ||`: an object made outside any loop
+/* Kills sync.c:59 without `!b->loop ||`: an object made outside any loop
  * and used outside any loop asked a loop that does not exist. */
 Test(core_wakeups, unbound_objects_work_outside_any_loop, .timeout = 10)
 {
@@ -237,7 +237,7 @@ static int t_wait_writable_only(void *arg, void **res)
     close(sv[1]);
     return 0;
 }
-/* Kills task.c:478 always asking libev for EV_READ. */
+/* Kills task.c:485 always asking libev for EV_READ. */
 Test(core_wakeups, wait_for_writable_ignores_readable, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_wait_writable_only, NULL, NULL), 0);
@@ -254,7 +254,7 @@ static void destroy_from_post(void *arg)
     d->rc = async_loop_destroy(d->loop);
 }
 
-/* Kills loop.c:304 without `loop->running ||`: a post (no task live)
+/* Kills loop.c:305 without `loop->running ||`: a post (no task live)
  * destroyed the loop that was running it. */
 Test(core_wakeups, running_loop_refuses_destroy_from_its_post, .timeout = 10)
 {
@@ -276,13 +276,13 @@ static int t_nested_run(void *arg, void **res)
     cr_assert_eq(async_loop_destroy(other), 0);
     return 0;
 }
-/* Kills loop.c:344 without its check for a loop already running here. */
+/* Kills loop.c:350 without its check for a loop already running here. */
 Test(core_wakeups, loop_run_inside_another_loop_is_ewrongloop, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_nested_run, NULL, NULL), 0);
 }
 
-/* Kills loop.c:346's mode check widened by one (an out-of-range mode read
+/* Kills loop.c:352's mode check widened by one (an out-of-range mode read
  * past the flag table) and :345's ONCE and NOWAIT swapped (NOWAIT then
  * blocked until the sleeper's timer, 10 s out; 5 s is the hang bound). */
 Test(core_wakeups, loop_run_modes, .timeout = 30)

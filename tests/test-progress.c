@@ -3,6 +3,7 @@
  * arguments, and no leak through the allocator seam. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,26 @@ Test(progress, format_half_done, .timeout = 10)
     async_progress_format(p, 20, buf, sizeof buf);
     cr_assert_null(strchr(buf, '['), "%s", buf);
     cr_assert(strstr(buf, "500/1.00k"), "%s", buf);
+    async_progress_free(p);
+}
+
+/* A width below any line's, down to INT_MIN, is a narrow one: the line
+ * without its bar.  Until round 17 the bar's room was width minus the text,
+ * which overflowed int below INT_MIN + 100 or so (UBSan stopped there; a
+ * plain build wrapped to a 40-cell bar). */
+Test(progress, format_negative_width_is_narrow, .timeout = 10)
+{
+    async_progress_t *p;
+    cr_assert_eq(async_progress_new_fd(&p, 1, "half", 1000, 0), 0);
+    async_progress_add(p, 500);
+    static const int widths[] = {0, -1, -1000, INT_MIN + 200, INT_MIN + 1, INT_MIN};
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+        char buf[200];
+        int n = async_progress_format(p, widths[i], buf, sizeof buf);
+        cr_assert_gt(n, 0, "width %d", widths[i]);
+        cr_assert_null(strchr(buf, '['), "width %d drew a bar: %s", widths[i], buf);
+        cr_assert(strstr(buf, "half 500/1.00k  50%"), "width %d: %s", widths[i], buf);
+    }
     async_progress_free(p);
 }
 

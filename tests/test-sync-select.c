@@ -47,7 +47,7 @@ static int t_chan_bound_at_creation(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(f.chan), 0);
     return 0;
 }
-/* Kills sync.c:75 without `c->loop = async_loop_current()`: a channel made
+/* Kills sync.c:92 without `bind_to(&c->bound, async_loop_current())`: a channel made
  * in a task was bound to whichever loop used it first. */
 Test(sync_select, channel_belongs_to_the_loop_that_made_it, .timeout = 10)
 {
@@ -112,7 +112,7 @@ static int t_select_meets_blocking_peer(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(c), 0);
     return 0;
 }
-/* Kills sync.c:117 and :147 without async__chan_changed before a blocking
+/* Kills sync.c:139 and :169 without async__chan_changed before a blocking
  * send or receive parks, and :133 without it after a receive frees a slot:
  * a select on the other side never heard of it and waited out its
  * deadline. */
@@ -136,7 +136,7 @@ static int t_select_sees_close(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(c), 0);
     return 0;
 }
-/* Kills sync.c:164 without async__chan_changed on close: a select waiting
+/* Kills sync.c:186 without async__chan_changed on close: a select waiting
  * on the channel slept through it. */
 Test(sync_select, select_wakes_when_its_channel_closes, .timeout = 10)
 {
@@ -193,7 +193,7 @@ static int t_cond_wait_refused(void *arg, void **res)
     cr_assert_eq(async_mutex_destroy(m), 0);
     return 0;
 }
-/* Kills sync.c:347 and :348 without their early returns: cond_wait in a
+/* Kills sync.c:375 and :376 without their early returns: cond_wait in a
  * cancelled task, or past its deadline, let the mutex go to a waiting task
  * and took it back. */
 Test(sync_select, cond_wait_that_cannot_begin_keeps_the_mutex, .timeout = 10)
@@ -225,7 +225,7 @@ static int t_cond_foreign_mutex(void *arg, void **res)
     cr_assert_eq(async_cond_destroy(c), 0);
     return 0;
 }
-/* Kills sync.c:344 without `|| own(&m->loop)`: a mutex of another loop gave
+/* Kills sync.c:372 without `|| own(&m->bound)`: a mutex of another loop gave
  * EPERM (not held) instead of EWRONGLOOP. */
 Test(sync_select, cond_wait_with_another_loops_mutex_is_ewrongloop, .timeout = 10)
 {
@@ -317,7 +317,7 @@ static int t_watchers_unlinked_out_of_order(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(c2), 0);
     return 0;
 }
-/* Kills select.c:45 without `w->next->prev = w->prev`: unlinking a later
+/* Kills select.c:52 without `w->next->prev = w->prev`: unlinking a later
  * select's watcher first left the earlier one's pointing at it, and the
  * watch list then looped on itself. */
 Test(sync_select, select_watchers_unlinked_out_of_order, .timeout = 10)
@@ -347,7 +347,7 @@ static int t_select_foreign_case(void *arg, void **res)
     cr_assert_eq(async_chan_destroy(mine), 0);
     return 0;
 }
-/* Kills select.c:78 without the up-front ownership check: the case on the
+/* Kills select.c:85 without the up-front ownership check: the case on the
  * select's own channel completed before the foreign one failed. */
 Test(sync_select, select_with_a_foreign_channel_completes_nothing, .timeout = 10)
 {
@@ -402,7 +402,7 @@ static int t_select_many(void *arg, void **res)
     }
     return 0;
 }
-/* Kills select.c:87 keeping nine watchers in the stack array of eight (the
+/* Kills select.c:94 keeping nine watchers in the stack array of eight (the
  * sanitizer builds see the overflow; the plain build, its damage). */
 Test(sync_select, select_with_more_cases_than_the_stack_array, .timeout = 10)
 {

@@ -43,7 +43,7 @@ static int t_huge_stack(void *arg, void **res)
     cr_assert_eq(async_task_spawn(&t, NULL, ret_arg, NULL, &o), ASYNC_EINVAL);
     return 0;
 }
-/* Kills task.c:259's cap raised fourfold. */
+/* Kills task.c:266's cap raised fourfold. */
 Test(task_lifecycle, stack_size_past_the_cap_is_einval, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_huge_stack, NULL, NULL), 0);
@@ -72,7 +72,7 @@ static int t_tiny_stack(void *arg, void **res)
     }
     return 0;
 }
-/* Kills task.c:260's floor lowered to 1 byte: a stack_size below
+/* Kills task.c:267's floor lowered to 1 byte: a stack_size below
  * ASYNC_STACK_MIN must still give ASYNC_STACK_MIN (a one-page stack
  * overflows into its guard page). */
 Test(task_lifecycle, small_stack_size_is_raised_to_the_minimum, .timeout = 10)
@@ -211,7 +211,7 @@ static int t_recycled_slot(void *arg, void **res)
                  "a task inherited the wake its slot's last task never took");
     return 0;
 }
-/* Kills task.c:286 without `t->shielded = false` or without
+/* Kills task.c:293 without `t->shielded = false` or without
  * `t->has_pending_wake = false`. */
 Test(task_lifecycle, recycled_slot_drops_shield_and_pending_wake, .timeout = 10)
 {
@@ -235,7 +235,7 @@ static int t_await_other_loop(void *arg, void **res)
                  ASYNC_EWRONGLOOP);
     return 0;
 }
-/* Kills task.c:355 without the loop check: the awaiter queued on another
+/* Kills task.c:362 without the loop check: the awaiter queued on another
  * loop's task and waited out its deadline. */
 Test(task_lifecycle, await_of_another_loops_task_is_ewrongloop, .timeout = 10)
 {
@@ -285,7 +285,7 @@ static int t_two_awaiters(void *arg, void **res)
     cr_assert_eq(lost->rc, ASYNC_ESRCH, "the second awaiter: %s", async_errname(lost->rc));
     return 0;
 }
-/* Kills task.c:361 without the re-validation after the wake: the second
+/* Kills task.c:368 without the re-validation after the wake: the second
  * awaiter of one task waited on a reaped slot until its deadline. */
 Test(task_lifecycle, second_awaiter_of_one_task_gets_esrch, .timeout = 10)
 {
@@ -305,7 +305,7 @@ static int t_detach_finished(void *arg, void **res)
     cr_assert_eq(async_task_detach(t), ASYNC_ESRCH);
     return 0;
 }
-/* Kills task.c:377 never releasing a finished task on detach. */
+/* Kills task.c:384 never releasing a finished task on detach. */
 Test(task_lifecycle, detach_of_a_finished_task_spends_the_handle, .timeout = 10)
 {
     cr_assert_eq(test_run_task(t_detach_finished, NULL, NULL), 0);
@@ -340,7 +340,7 @@ static int t_gather_deadline(void *arg, void **res)
     cr_assert_eq(async_task_await(tasks[1], NULL), ASYNC_ECANCELED);
     return 0;
 }
-/* Kills task.c:517 returning the first task's error over the deadline, and
+/* Kills task.c:524 returning the first task's error over the deadline, and
  * :505 reporting a spent handle as 0 once the deadline has passed. */
 Test(task_lifecycle, gather_dl_past_its_deadline_says_so, .timeout = 10)
 {
@@ -379,7 +379,7 @@ static int t_gather_cancel(void *arg, void **res)
     cr_assert_eq(async_task_await(g.tasks[1], NULL), ASYNC_ECANCELED);
     return 0;
 }
-/* Kills task.c:508 without the ECANCELED case: a cancelled gather returned
+/* Kills task.c:515 without the ECANCELED case: a cancelled gather returned
  * an earlier task's error instead. */
 Test(task_lifecycle, cancelled_gather_says_so, .timeout = 10)
 {

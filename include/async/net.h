@@ -183,7 +183,8 @@ typedef struct async_dns_opts {
      * system's); tests point it at a local socket. */
     const char *servers;
     /* The first try's timeout per server, in ns (c-ares counts whole
-     * milliseconds: a part of one rounds up); 0: c-ares' default (2 s). */
+     * milliseconds: a part of one rounds up, and more than INT_MAX of them,
+     * ASYNC_FOREVER say, count as INT_MAX); 0: c-ares' default (2 s). */
     int64_t timeout_ns;
     int tries; /* tries per server; 0: c-ares' default (3) */
 } async_dns_opts_t;
@@ -246,7 +247,8 @@ ASYNC_API int async_tcp_connect_dl(int *fd, async_dns_t *dns, const char *host, 
                                    int64_t deadline);
 
 /* The happy-eyeballs race over given addresses; stagger_ns is the delay
- * between attempts (0: RFC 8305's 250 ms).  An attempt that connects at once
+ * between attempts (0: RFC 8305's 250 ms; ASYNC_FOREVER: the next attempt
+ * starts only when one fails).  An attempt that connects at once
  * wins at once, also in a cancelled task.  Errors: ASYNC_EINVAL (addrs or fd
  * NULL, n 0, stagger_ns negative), ASYNC_ENOTASK, ASYNC_ENOMEM,
  * ASYNC_ETIMEDOUT, ASYNC_ECANCELED (its attempts are closed), and when every

@@ -63,8 +63,9 @@ ASYNC_API uint64_t async_progress_done(const async_progress_t *p);
 ASYNC_API void async_progress_finish(async_progress_t *p);
 
 /* Formats the bar's current line (no control characters, no newline) into
- * buf of size len, as it would be drawn `width` columns wide; returns the
- * length snprintf would have written.  For tests and for callers that draw
+ * buf of size len, as it would be drawn `width` columns wide (too narrow
+ * for the bar, any negative width included: the line without it); returns
+ * the length snprintf would have written.  For tests and for callers that draw
  * elsewhere. */
 ASYNC_API int async_progress_format(const async_progress_t *p, int width, char *buf, size_t len);
 

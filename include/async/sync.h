@@ -5,7 +5,8 @@
  * lock is taken, because tasks of a loop never run at the same time.  An
  * object belongs to the loop running on the thread that creates it (from a
  * task or a callback of that loop); one created outside any running loop
- * belongs to the first loop that uses it.  Its loop's tasks and callbacks
+ * belongs to the first loop that uses it, and so does one whose loop was
+ * freed (objects may outlive their loop).  Its loop's tasks and callbacks
  * may use it, and so may the loop's thread while the loop is not running;
  * every other caller (a task of another loop, another thread) gets
  * ASYNC_EWRONGLOOP from every call that returns an int, which then does
@@ -42,8 +43,9 @@ typedef struct async_chan async_chan_t;
 /* Errors: ASYNC_EINVAL (elem_size 0), ASYNC_ENOMEM. */
 ASYNC_API int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity);
 
-/* Frees the channel.  Errors: ASYNC_EBUSY while tasks wait on it (close it
- * first and let them leave), ASYNC_EWRONGLOOP. */
+/* Frees the channel.  Errors: ASYNC_EBUSY while tasks wait on it, in a send,
+ * a receive or a select (close it first and let them leave: a select woken
+ * by the close counts until it has returned), ASYNC_EWRONGLOOP. */
 ASYNC_API int async_chan_destroy(async_chan_t *chan);
 
 /* Copies elem in, waiting while the channel is full.
@@ -93,14 +95,17 @@ ASYNC_API int async_sem_release(async_sem_t *sem);
 ASYNC_API unsigned async_sem_value(const async_sem_t *sem);
 
 /* Mutex, held by a task.  A task that ends holding it leaves it held for
- * good (as an abandoned pthread mutex): no later task holds it or may unlock
- * it.  Every call below may also return ASYNC_EWRONGLOOP. */
+ * good (as an abandoned pthread mutex): no later task, of its loop or of a
+ * loop made after that one was freed, holds it or may unlock it.  Every call
+ * below may also return ASYNC_EWRONGLOOP. */
 typedef struct async_mutex async_mutex_t;
 
 /* Errors: ASYNC_ENOMEM. */
 ASYNC_API int async_mutex_new(async_mutex_t **out);
 
-/* Errors: ASYNC_EBUSY while held or waited for (nothing is freed). */
+/* Errors: ASYNC_EBUSY while held or waited for, also by a task in a
+ * condition wait on it, which takes it again before it returns (a broadcast
+ * does not end that: let the woken tasks return first); nothing is freed. */
 ASYNC_API int async_mutex_destroy(async_mutex_t *mutex);
 
 /* Locks, waiting while another task holds it.  Every form must be called

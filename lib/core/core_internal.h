@@ -209,11 +209,20 @@ struct async_loop {
     struct async_task *ready_head, *ready_tail; /* the ready queue (loop.c) */
     struct async_task *zombie;      /* finished; stack freed after switching away */
     async__list_t tasks;            /* every task slot in use */
+    async__list_t bound;            /* sync.c's objects bound here (async__bound_t) */
     async__list_t free_tasks;       /* recycled slots (never freed before the loop) */
     size_t live;
-    uint64_t next_gen;
     unsigned budget;                /* task switches left before libev polls (loop.c) */
 };
+
+/* A sync.c object's binding to the loop it belongs to (NULL: none yet),
+ * linked into that loop's `bound` list so that freeing the loop unbinds the
+ * objects that outlive it: they never read a freed loop, and are as if made
+ * outside any loop again (sync.h).  Touched only on the loop's thread. */
+typedef struct async__bound {
+    struct async_loop *loop;
+    async__list_t link;
+} async__bound_t;
 
 /* Queues a post whose node the caller owns (no allocation, cannot fail). */
 void async__loop_post_node(async_loop_t *loop, async__post_t *node);

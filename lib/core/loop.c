@@ -253,6 +253,7 @@ static int loop_init(async_loop_t **out, bool is_default)
     loop->thread = pthread_self();
     async__list_init(&loop->tasks);
     async__list_init(&loop->free_tasks);
+    async__list_init(&loop->bound);
     atomic_init(&loop->posts, NULL);
     ev_prepare_init(&loop->prepare, on_prepare);
     ev_prepare_start(ev, &loop->prepare);
@@ -311,6 +312,11 @@ int async_loop_destroy(async_loop_t *loop)
      * stack and lose its work, so the loop stays for another run. */
     if (loop->live) return ASYNC_EBUSY;
     async__task_free_all(loop);
+    /* Objects that outlive the loop forget it (none has a waiter: no task
+     * is alive). */
+    async__list_t *n;
+    while ((n = async__list_pop(&loop->bound)))
+        container_of(n, async__bound_t, link)->loop = NULL;
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
     ev_ref(loop->ev);

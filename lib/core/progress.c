@@ -111,8 +111,9 @@ int async_progress_format(const async_progress_t *p, int width, char *buf, size_
     char tail[96];
     int tl = snprintf(tail, sizeof tail, " %s/%s %3.0f%% %s/s %s %s", d, t, frac * 100, r,
                       p->finished || done == total ? "in" : "ETA", when);
-    /* The bar takes what is left of the width after the label and the tail. */
-    int bar = width - (int)strlen(p->label) - tl - 4;
+    /* The bar takes what is left of the width after the label and the tail;
+     * a negative width has no room (and would overflow the subtraction). */
+    int bar = width < 0 ? 0 : width - (int)strlen(p->label) - tl - 4;
     if (bar > 40) bar = 40;
     if (bar < 5) return snprintf(buf, len, "%s%s", p->label, tail);
     char cells[41];

@@ -30,6 +30,13 @@ void async__chan_changed(async_chan_t *chan)
         if (w->chan == chan && w->task->state == TASK_SUSPENDED) async__task_unpark(w->task, 0);
 }
 
+bool async__chan_watched(const async_chan_t *chan)
+{
+    for (const struct watcher *w = watchers; w; w = w->next)
+        if (w->chan == chan) return true;
+    return false;
+}
+
 static void link_w(struct watcher *w)
 {
     w->prev = NULL;

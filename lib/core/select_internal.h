@@ -10,6 +10,10 @@
  * watch chan; costs one thread-local load when none waits. */
 void async__chan_changed(async_chan_t *chan);
 
+/* True while a select of this thread waits on chan: from its park until it
+ * returns, woken or not (sync.c's destroy is then ASYNC_EBUSY). */
+bool async__chan_watched(const async_chan_t *chan);
+
 /* 0, or ASYNC_EWRONGLOOP when the caller may not use chan (sync.c's rule:
  * the channel's loop's thread only); binds an unbound channel. */
 int async__chan_own(async_chan_t *chan);

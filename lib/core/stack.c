@@ -10,7 +10,8 @@
  * A slab stack carries a canary at its low end that the scheduler checks each
  * time its task switches out, so an overflow is caught at the next switch
  * (and the program aborts with a message, since the memory below is now
- * corrupt).  Slab stacks start SLAB_SKEW bytes into a page, so a stack's
+ * corrupt); a runaway one that faults below its slab before any switch is
+ * named by the SIGSEGV handler below, from the stack pointer.  Slab stacks start SLAB_SKEW bytes into a page, so a stack's
  * canary shares its page with the top of the stack below: the canary costs no
  * page of its own.  Stacks are reserved with MAP_NORESERVE and only touched
  * pages cost memory, so an idle task holds about one page of stack.
@@ -22,9 +23,10 @@
  * the first loop installs one (SA_ONSTACK | SA_RESETHAND), and each thread
  * that runs a loop gets an alternate signal stack if it has none: a fault
  * on the running task's guard page (or just below it: a large frame can
- * jump the page) then writes one line naming the overflow and the stack's
- * size, and returns with the default action restored, so the fault repeats
- * and the process dies of SIGSEGV as before.  The handler reads only this
+ * jump the page), or any fault with the stack pointer below the task's
+ * stack (a slab stack's runaway recursion, a frame that jumps the guard
+ * page), then writes one line naming the overflow and the stack's size, and returns with the default action restored, so the fault
+ * repeats and the process dies of SIGSEGV as before.  The handler reads only this
  * thread's loop and task, and writes with write(2). */
 #include <sys/mman.h>
 #include <pthread.h>
@@ -32,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include "core_internal.h"
 
@@ -258,6 +261,7 @@ void async__stack_put(async__stack_pool_t *pool, async__stack_t *s)
 /* --- reporting an overflow into a guard page ------------------------------- */
 
 #define ALT_STACK ((size_t)64 * 1024)
+#define SLAB_SPAN ((size_t)SLAB_STACKS * ASYNC_STACK_DEFAULT + SLAB_SKEW)
 #define BELOW_GUARD ((size_t)64 * 1024) /* faults this far under it count too */
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
@@ -280,21 +284,49 @@ static char *put_str(char *p, const char *s)
     return p;
 }
 
+/* The faulting context's stack pointer, or 0 where this file does not know
+ * the architecture's register layout. */
+static uintptr_t fault_sp(const void *uc)
+{
+    const ucontext_t *c = uc;
+#if defined(__x86_64__)
+    return (uintptr_t)c->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)c->uc_mcontext.sp;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
 static void on_segv(int sig, siginfo_t *si, void *uc)
 {
-    (void)sig, (void)uc;
+    (void)sig;
     async_loop_t *loop = async_loop_current();
     async_task_impl_t *t = loop ? loop->current : NULL;
     const async__stack_t *s = t ? t->stack : NULL;
-    if (s && s->map) {
+    if (s) {
         uintptr_t a = (uintptr_t)si->si_addr, base = (uintptr_t)s->base;
+        /* The stack pointer below the task's stack, by no more than a
+         * slab's stacks and what faults below them: the task overflowed,
+         * wherever the fault landed.  A slab stack has no guard page, so a
+         * runaway recursion runs on through the stacks below it and faults
+         * only past the slab, never reaching the switch that checks the
+         * canary; a frame larger than the guard page jumps it. */
+        uintptr_t sp = fault_sp(uc);
+        bool sp_below = sp && sp < base && base - sp <= SLAB_SPAN + BELOW_GUARD;
+        const char *how = NULL;
         uintptr_t low = (uintptr_t)s->map;
         low = low > BELOW_GUARD ? low - BELOW_GUARD : 0;
-        if (a >= low && a < base) {
+        if (s->map && a >= low && a < base) how = " bytes, into its guard page)";
+        else if (sp_below && s->map) how = " bytes, past its guard page)";
+        else if (sp_below) how = " bytes, without a guard page: it overwrote the memory below)";
+        if (how) {
             char line[200], *p = line;
             p = put_str(p, "libasync: task stack overflow (stack of ");
             p = put_num(p, s->size);
-            p = put_str(p, " bytes, into its guard page); spawn it with a larger stack_size\n");
+            p = put_str(p, how);
+            p = put_str(p, "; spawn it with a larger stack_size\n");
             if (write(2, line, (size_t)(p - line)) < 0) { /* nothing more to do */ }
         }
     }

@@ -12,7 +12,10 @@
  * for an object made outside any loop, the first loop whose thread uses it.
  * Every operation first checks the caller against it (own), because a task
  * of another loop runs on another thread, or at another time on this one,
- * and would race the owner's tasks on the unlocked lists. */
+ * and would race the owner's tasks on the unlocked lists.  The record is a
+ * link in the loop's list of bound objects (async__bound_t): freeing the
+ * loop unbinds the objects that outlive it, so no call reads a freed loop,
+ * and such an object binds again like one made outside any loop. */
 #include <limits.h>
 #include <string.h>
 #include "core_internal.h"
@@ -28,18 +31,32 @@ static int wait_on(async__list_t *list, async_task_impl_t *self, void *data, int
     return rc;
 }
 
-/* 0 when the caller may use an object of *owner: from the owner loop's
+/* Binds b to loop (NULL: leaves it unbound), at the tail of the loop's list
+ * of bound objects. */
+static void bind_to(async__bound_t *b, async_loop_t *loop)
+{
+    b->loop = loop;
+    async__list_init(&b->link);
+    if (loop) async__list_push(&loop->bound, &b->link);
+}
+
+/* Before the object is freed: out of its loop's list (a no-op when unbound,
+ * the link then pointing at itself). */
+static void unbind(async__bound_t *b) { async__list_remove(&b->link); }
+
+/* 0 when the caller may use an object bound by b: from the owner loop's
  * thread while it runs (a task or a callback of it), or from its thread
  * outside any loop while it does not run.  An unbound object (made outside
- * any loop) is bound here to the first loop that uses it. */
-static int own(async_loop_t **owner)
+ * any loop, or whose loop was freed) is bound here to the first loop that
+ * uses it. */
+static int own(async__bound_t *b)
 {
     async_loop_t *cur = async_loop_current();
     if (cur) {
-        if (!*owner) *owner = cur;
-        return *owner == cur ? 0 : ASYNC_EWRONGLOOP;
+        if (!b->loop) bind_to(b, cur);
+        return b->loop == cur ? 0 : ASYNC_EWRONGLOOP;
     }
-    return !*owner || async__on_loop_thread(*owner) ? 0 : ASYNC_EWRONGLOOP;
+    return !b->loop || async__on_loop_thread(b->loop) ? 0 : ASYNC_EWRONGLOOP;
 }
 
 static async_task_impl_t *first_waiter(async__list_t *list)
@@ -56,7 +73,7 @@ static void wake_all(async__list_t *list, int code)
 /* --- channel -------------------------------------------------------------- */
 
 struct async_chan {
-    async_loop_t *loop;
+    async__bound_t bound;
     size_t elem_size, capacity, head, len;
     bool closed;
     async__list_t senders, receivers;
@@ -72,7 +89,7 @@ int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
         async__free(c);
         return ASYNC_ENOMEM;
     }
-    c->loop = async_loop_current();
+    bind_to(&c->bound, async_loop_current());
     c->elem_size = elem_size;
     c->capacity = capacity;
     async__list_init(&c->senders);
@@ -84,8 +101,13 @@ int async_chan_new(async_chan_t **out, size_t elem_size, size_t capacity)
 int async_chan_destroy(async_chan_t *c)
 {
     if (!c) return 0;
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
-    if (!async__list_empty(&c->senders) || !async__list_empty(&c->receivers)) return ASYNC_EBUSY;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
+    /* A select waiting on it counts, until it has left: one that a close
+     * (or any change) woke still tries the channel when it runs. */
+    if (!async__list_empty(&c->senders) || !async__list_empty(&c->receivers) ||
+        async__chan_watched(c))
+        return ASYNC_EBUSY;
+    unbind(&c->bound);
     async__free(c->ring);
     async__free(c);
     return 0;
@@ -93,11 +115,11 @@ int async_chan_destroy(async_chan_t *c)
 
 static void *slot(async_chan_t *c, size_t i) { return c->ring + ((c->head + i) % c->capacity) * c->elem_size; }
 
-int async__chan_own(async_chan_t *c) { return own(&c->loop); }
+int async__chan_own(async_chan_t *c) { return own(&c->bound); }
 
 static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool block)
 {
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     if (c->closed) return ASYNC_ECLOSED;
     async_task_impl_t *r = first_waiter(&c->receivers);
     if (r) { /* receivers wait only on an empty buffer: hand over */
@@ -120,7 +142,7 @@ static int chan_send(async_chan_t *c, const void *elem, int64_t deadline, bool b
 
 static int chan_recv(async_chan_t *c, void *elem, int64_t deadline, bool block)
 {
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     async_task_impl_t *s = first_waiter(&c->senders);
     if (c->len) {
         memcpy(elem, slot(c, 0), c->elem_size);
@@ -158,7 +180,7 @@ size_t async_chan_len(const async_chan_t *c) { return c->len; }
 
 int async_chan_close(async_chan_t *c)
 {
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     if (c->closed) return ASYNC_EALREADY;
     c->closed = true;
     async__chan_changed(c);
@@ -170,7 +192,7 @@ int async_chan_close(async_chan_t *c)
 /* --- semaphore ------------------------------------------------------------ */
 
 struct async_sem {
-    async_loop_t *loop;
+    async__bound_t bound;
     unsigned value;
     async__list_t waiters;
 };
@@ -179,7 +201,7 @@ int async_sem_new(async_sem_t **out, unsigned value)
 {
     async_sem_t *s = async__calloc(1, sizeof *s);
     if (!s) return ASYNC_ENOMEM;
-    s->loop = async_loop_current();
+    bind_to(&s->bound, async_loop_current());
     s->value = value;
     async__list_init(&s->waiters);
     *out = s;
@@ -189,15 +211,16 @@ int async_sem_new(async_sem_t **out, unsigned value)
 int async_sem_destroy(async_sem_t *s)
 {
     if (!s) return 0;
-    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&s->bound)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&s->waiters)) return ASYNC_EBUSY;
+    unbind(&s->bound);
     async__free(s);
     return 0;
 }
 
 static int sem_acquire(async_sem_t *s, int64_t deadline, bool block)
 {
-    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&s->bound)) return ASYNC_EWRONGLOOP;
     if (s->value > 0 && async__list_empty(&s->waiters)) {
         s->value--;
         return 0;
@@ -216,7 +239,7 @@ unsigned async_sem_value(const async_sem_t *s) { return s->value; }
 
 int async_sem_release(async_sem_t *s)
 {
-    if (own(&s->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&s->bound)) return ASYNC_EWRONGLOOP;
     async__list_t *n = async__list_pop(&s->waiters);
     if (n) {
         async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
@@ -231,12 +254,15 @@ int async_sem_release(async_sem_t *s)
 
 /* The holder is named by its slot and its generation: a task that ended
  * holding the lock keeps it held, and a later task that gets the same slot
- * is not its holder. */
+ * is not its holder.  relockers counts the tasks in a condition wait on the
+ * mutex: each takes it again before it returns, woken or not, so the mutex
+ * is waited for until then even though it is on no list of the mutex. */
 struct async_mutex {
-    async_loop_t *loop;
+    async__bound_t bound;
     async_task_impl_t *owner;
     uint64_t owner_gen;
     async__list_t waiters;
+    size_t relockers;
 };
 
 static bool holds(const async_mutex_t *m, const async_task_impl_t *t)
@@ -254,7 +280,7 @@ int async_mutex_new(async_mutex_t **out)
 {
     async_mutex_t *m = async__calloc(1, sizeof *m);
     if (!m) return ASYNC_ENOMEM;
-    m->loop = async_loop_current();
+    bind_to(&m->bound, async_loop_current());
     async__list_init(&m->waiters);
     *out = m;
     return 0;
@@ -263,8 +289,9 @@ int async_mutex_new(async_mutex_t **out)
 int async_mutex_destroy(async_mutex_t *m)
 {
     if (!m) return 0;
-    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
-    if (m->owner || !async__list_empty(&m->waiters)) return ASYNC_EBUSY;
+    if (own(&m->bound)) return ASYNC_EWRONGLOOP;
+    if (m->owner || !async__list_empty(&m->waiters) || m->relockers) return ASYNC_EBUSY;
+    unbind(&m->bound);
     async__free(m);
     return 0;
 }
@@ -274,7 +301,7 @@ static int mutex_lock(async_mutex_t *m, int64_t deadline, bool block)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&m->bound)) return ASYNC_EWRONGLOOP;
     if (!m->owner) {
         take(m, self);
         return 0;
@@ -298,7 +325,7 @@ static void mutex_release(async_mutex_t *m)
 
 int async_mutex_unlock(async_mutex_t *m)
 {
-    if (own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&m->bound)) return ASYNC_EWRONGLOOP;
     if (!holds(m, async__current())) return ASYNC_EPERM;
     mutex_release(m);
     return 0;
@@ -313,7 +340,7 @@ int async_mutex_unlock(async_mutex_t *m)
  * (behind those already queued for it), shielded, because it must hold the
  * mutex again when it returns, however its wait ended. */
 struct async_cond {
-    async_loop_t *loop;
+    async__bound_t bound;
     async__list_t waiters;
 };
 
@@ -321,7 +348,7 @@ int async_cond_new(async_cond_t **out)
 {
     async_cond_t *c = async__calloc(1, sizeof *c);
     if (!c) return ASYNC_ENOMEM;
-    c->loop = async_loop_current();
+    bind_to(&c->bound, async_loop_current());
     async__list_init(&c->waiters);
     *out = c;
     return 0;
@@ -330,8 +357,9 @@ int async_cond_new(async_cond_t **out)
 int async_cond_destroy(async_cond_t *c)
 {
     if (!c) return 0;
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&c->waiters)) return ASYNC_EBUSY;
+    unbind(&c->bound);
     async__free(c);
     return 0;
 }
@@ -341,12 +369,13 @@ int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
     if (rc) return rc;
-    if (own(&c->loop) || own(&m->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound) || own(&m->bound)) return ASYNC_EWRONGLOOP;
     if (!holds(m, self)) return ASYNC_EPERM;
     /* A wait that cannot begin returns with the mutex never let go. */
     if (async__task_cancel_pending(self)) return ASYNC_ECANCELED;
     if (deadline != ASYNC_FOREVER && deadline <= async_now()) return ASYNC_ETIMEDOUT;
     async__list_push(&c->waiters, &self->wait_link);
+    m->relockers++;
     mutex_release(m);
     rc = async__task_park(self, deadline);
     async__list_remove(&self->wait_link); /* if it left early */
@@ -354,6 +383,7 @@ int async_cond_wait_dl(async_cond_t *c, async_mutex_t *m, int64_t deadline)
     self->shielded = true;
     int lrc = mutex_lock(m, ASYNC_FOREVER, true);
     self->shielded = was;
+    m->relockers--;
     (void)lrc; /* 0: a shielded wait for a mutex of our loop cannot fail */
     return rc;
 }
@@ -362,7 +392,7 @@ int async_cond_wait(async_cond_t *c, async_mutex_t *m) { return async_cond_wait_
 
 int async_cond_signal(async_cond_t *c)
 {
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     async__list_t *n = async__list_pop(&c->waiters);
     if (n) async__task_unpark(container_of(n, async_task_impl_t, wait_link), 0);
     return 0;
@@ -370,7 +400,7 @@ int async_cond_signal(async_cond_t *c)
 
 int async_cond_broadcast(async_cond_t *c)
 {
-    if (own(&c->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&c->bound)) return ASYNC_EWRONGLOOP;
     wake_all(&c->waiters, 0);
     return 0;
 }
@@ -378,7 +408,7 @@ int async_cond_broadcast(async_cond_t *c)
 /* --- event ---------------------------------------------------------------- */
 
 struct async_event {
-    async_loop_t *loop;
+    async__bound_t bound;
     bool set;
     async__list_t waiters;
 };
@@ -387,7 +417,7 @@ int async_event_new(async_event_t **out)
 {
     async_event_t *e = async__calloc(1, sizeof *e);
     if (!e) return ASYNC_ENOMEM;
-    e->loop = async_loop_current();
+    bind_to(&e->bound, async_loop_current());
     async__list_init(&e->waiters);
     *out = e;
     return 0;
@@ -396,15 +426,16 @@ int async_event_new(async_event_t **out)
 int async_event_destroy(async_event_t *e)
 {
     if (!e) return 0;
-    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&e->bound)) return ASYNC_EWRONGLOOP;
     if (!async__list_empty(&e->waiters)) return ASYNC_EBUSY;
+    unbind(&e->bound);
     async__free(e);
     return 0;
 }
 
 int async_event_set(async_event_t *e)
 {
-    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&e->bound)) return ASYNC_EWRONGLOOP;
     e->set = true;
     wake_all(&e->waiters, 0);
     return 0;
@@ -412,7 +443,7 @@ int async_event_set(async_event_t *e)
 
 int async_event_clear(async_event_t *e)
 {
-    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&e->bound)) return ASYNC_EWRONGLOOP;
     e->set = false;
     return 0;
 }
@@ -420,7 +451,7 @@ bool async_event_is_set(const async_event_t *e) { return e->set; }
 
 int async_event_wait_dl(async_event_t *e, int64_t deadline)
 {
-    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&e->bound)) return ASYNC_EWRONGLOOP;
     if (e->set) return 0;
     async_task_impl_t *self;
     int rc = async__task_check_blocking(&self);
@@ -432,6 +463,6 @@ int async_event_wait(async_event_t *e) { return async_event_wait_dl(e, ASYNC_FOR
 
 int async_event_trywait(async_event_t *e)
 {
-    if (own(&e->loop)) return ASYNC_EWRONGLOOP;
+    if (own(&e->bound)) return ASYNC_EWRONGLOOP;
     return e->set ? 0 : ASYNC_EAGAIN;
 }

@@ -237,6 +237,13 @@ static void task_main(void *arg)
     abort(); /* a finished task is never resumed */
 }
 
+/* Generations are drawn process-wide, not per loop: a slot is named by its
+ * address and generation (handles, wakers, a mutex's holder), and a freed
+ * loop's slot address comes back in the next loop's slots.  With a count per
+ * loop the first task of the next loop had the same name as the first of the
+ * freed one, and held the mutex that task had left locked.  Never 0. */
+static _Atomic uint64_t next_gen;
+
 /* A recycled slot or a new one; spawn sets every field, so no memset. */
 static async_task_impl_t *take_slot(async_loop_t *loop)
 {
@@ -285,7 +292,7 @@ int async__task_spawn(async_loop_t *loop, async_task_fn fn, void *arg, const asy
     t->on_exit_arg = NULL;
     t->cancelled = t->has_pending_wake = t->shielded = false;
     t->detached = opts && opts->detached;
-    t->gen = ++loop->next_gen;
+    t->gen = atomic_fetch_add_explicit(&next_gen, 1, memory_order_relaxed) + 1;
     async__list_init(&t->wait_link);
     async__list_init(&t->awaiters);
     async__list_init(&t->group_link);

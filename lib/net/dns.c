@@ -208,8 +208,10 @@ int async_dns_new(async_dns_t **out, async_loop_t *loop, const async_dns_opts_t 
     o.sock_state_cb_data = d;
     if (opts && opts->timeout_ns > 0) {
         /* c-ares counts whole milliseconds: round up, so that a timeout
-         * under one is not read as 0 (c-ares' default). */
-        int64_t ms = (opts->timeout_ns + ASYNC_MSEC(1) - 1) / ASYNC_MSEC(1);
+         * under one is not read as 0 (c-ares' default).  Divided before
+         * rounding: adding first overflowed for ASYNC_FOREVER. */
+        int64_t ms = opts->timeout_ns / ASYNC_MSEC(1);
+        if (opts->timeout_ns % ASYNC_MSEC(1)) ms++;
         o.timeout = ms > INT_MAX ? INT_MAX : (int)ms;
         mask |= ARES_OPT_TIMEOUTMS;
     }
@@ -441,7 +443,9 @@ int async_connect_race_dl(int *fd, const async_addr_t *addrs, size_t n, int64_t 
             ev_io_init(&a->io, on_attempt, a->fd, EV_WRITE);
             ev_io_start(ev, &a->io);
             live++;
-            next_start = async_now() + stagger_ns;
+            /* Saturates: a stagger of ASYNC_FOREVER starts the next
+             * attempt only when one fails. */
+            next_start = async_deadline_after(stagger_ns);
         }
         if (winner >= 0 || live == 0) break;
         int64_t wake_at = started < n && next_start < deadline ? next_start : deadline;
