@@ -55,7 +55,7 @@ static int accept_loop(void *arg, void **res)
         int fd;
         int rc = async_sock_accept(&fd, s->lfd);
         if (rc == ASYNC_ECANCELED) return 0;
-        if (rc == ASYNC_EMFILE) {
+        if (rc == ASYNC_EMFILE || rc == ASYNC_ENFILE) {
             fprintf(stderr, "echo-server: out of descriptors, dropped a connection\n");
             continue;
         }

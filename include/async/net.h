@@ -69,10 +69,11 @@ ASYNC_API int async_sock_port(int fd);
  * Out of descriptors, it keeps the server alive the way libuv and nginx do:
  * a descriptor reserved at the first listen is freed, the waiting connection
  * is accepted and closed at once (the client sees its connection closed),
- * the reserve is taken back, and ASYNC_EMFILE returns, so a loop around
- * accept neither spins on a connection it cannot take nor stops other tasks
- * from serving theirs; once descriptors are free, accept succeeds again.
- * Errors: ASYNC_EMFILE (also when the system's file table is full), ASYNC_ETIMEDOUT,
+ * the reserve is taken back, and ASYNC_EMFILE (the process's limit) or
+ * ASYNC_ENFILE (the system's file table) returns, so a loop around accept
+ * neither spins on a connection it cannot take nor stops other tasks from
+ * serving theirs; once descriptors are free, accept succeeds again.
+ * Errors: ASYNC_EMFILE, ASYNC_ENFILE, ASYNC_ETIMEDOUT,
  * ASYNC_ECANCELED, ASYNC_ENOTASK, ASYNC_EINVAL (lfd not a listening socket,
  * fd NULL), ASYNC_EPERM (a firewall rule refused the connection),
  * ASYNC_ENOMEM. */

@@ -314,13 +314,14 @@ int async_sock_accept_dl(int *fd, int lfd, int64_t deadline)
                 break;
             case NO_RESERVE: {
                 /* Wait a little, so that a caller looping on EMFILE does not
-                 * spin on the pending connection. */
+                 * spin on the pending connection; a plain thread cannot
+                 * sleep here, and gets the descriptor error at once. */
                 int64_t pause = async_deadline_after(ASYNC_MSEC(50));
                 rc = async_sleep_dl(pause < deadline ? pause : deadline);
-                return rc ? rc : ASYNC_EMFILE;
+                return rc && rc != ASYNC_ENOTASK ? rc : -e;
             }
             default:
-                return ASYNC_EMFILE;
+                return -e; /* ASYNC_EMFILE or ASYNC_ENFILE, as the kernel said */
             }
             break;
         default:
