@@ -104,6 +104,18 @@ struct async__procpool {
     pid_t spare_pid;
     bool spare_asked;
     int64_t spare_retry_at;
+    /* While spare_asked: the spare is taken on its own word only (its
+     * PP_MSG_SELF on spare_sock, which the kernel stamps with its sender's
+     * pid), spare_self once it came (0: not yet), and in the running pool
+     * only once the server's SPARED named that pid too: the reports since
+     * the request are claims (the latest PP_SPARE_CLAIMS, 0: none), the
+     * first of them at spare_claimed_at.  spare_mute: the socket of a spare
+     * reported but silent for PP_SPARE_SELF_NS, kept in case it speaks
+     * later, so that it is reaped then (-1: none). */
+    pid_t spare_self;
+    pid_t spare_claim[4];
+    int64_t spare_claimed_at;
+    int spare_mute;
     unsigned replaced;       /* fork servers replaced by their spare */
     /* While the workers of a replaced server are accounted for: why they
      * died, for the jobs they ran. */
@@ -234,17 +246,26 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 /* How long free waits for a spare's own word when its server died before
  * reporting it (the socket's end comes at once when there is none). */
 #define PP_SPARE_SELF_NS ASYNC_SEC(2)
+#define PP_SPARE_CLAIMS 4
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
-/* The server's SPARED report (checked already), or the spare's own word:
- * the spare is known once its pidfd is open and waitid through that pidfd
- * says it is our child; a pid that names no child of ours by then (the
+/* The server's SPARED report (checked already): with an error the request
+ * is over (another is made later); else pid is only the server's claim,
+ * taken for the spare once the spare's own word (PP_MSG_SELF on
+ * spare_sock, sent by that very pid, says the kernel) names it too.  Then
+ * the spare is known once its pidfd is open, waitid through that pidfd
+ * says it is our child and its end of spare_sock is still open: a pid that
+ * names no child of ours by then, or whose spare's socket has ended (the
  * spare died and, SIGCHLD ignored, its pid went to another process) is
- * dropped, and another spare asked for later. */
+ * dropped, and another spare asked for later.  A claim that no word
+ * matches (a report naming another child of ours) is never acted on. */
 void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
 /* Reaps a spare that died, so that another is asked for; kills and reaps
  * one that is stopped (SIGSTOP, a debugger: state T or t, or a stop report
- * that waitid shows without taking it), which could not take over. */
+ * that waitid shows without taking it), which could not take over.  While
+ * a spare is asked for, reads its word; one reported and silent for
+ * PP_SPARE_SELF_NS is given up on (its socket kept as spare_mute: should it
+ * speak later, it is killed and reaped then), and another asked for. */
 void async__pp_check_spare(async__procpool_t *p, int64_t now);
 /* Pings the server when due; returns whether it has been silent too long:
  * PP_SERVER_ANSWER_NS after the ping, and stopped (state T or t in
