@@ -493,4 +493,34 @@ Test(procpool_spare, a_false_failure_report_leaves_no_spare_unreaped, .timeout =
     cr_assert_eq(r, -1, "a child of ours is left after free: %d (the spare was %d)", (int)r, (int)child);
     cr_assert_eq(errno, ECHILD);
 }
+/* Caught (round 17, in its own first fix): a forged report naming a
+ * bystander, with the server then held before its own report: the spare's
+ * word matched no report, the spare was given up on after 2 s (its word
+ * read already, so it was never reaped), and the server, silent, was given
+ * up on with "no spare fork server was ready".  (On main the forged report
+ * made the bystander the spare, and the server.)  A spare whose word came
+ * stays the spare for a take-over. */
+Test(procpool_spare, a_forged_report_before_a_server_stops_leaves_its_spare_to_take_over, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t by = bystander();
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    say_as_server(p, server, false, (pp_msg_t){PP_MSG_SPARED, 0, (int32_t)by, 0});
+    eng_wait_stop(child);
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0); /* it speaks; the server stays held */
+    int64_t until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
+        usleep(1000);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was replaced by %d, not its spare %d",
+                 (int)async__procpool_server_pid(p), (int)child);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    serves(p);
+    async__procpool_free(p);
+    bystander_is_ours(by);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
 #endif

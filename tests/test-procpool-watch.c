@@ -254,4 +254,30 @@ Test(procpool_watch, a_spare_word_from_a_closed_socket_is_not_taken, .timeout = 
                  r > 0 ? "killed" : "reaped");
     no_child_left();
 }
+/* A spare that said its word and died before free took it: its socket has
+ * ended, and it is a zombie of ours, which free reaps (its word is taken:
+ * a zombie holds its pid, no other process can have it). */
+Test(procpool_watch, a_spare_dead_after_its_word_is_reaped, .timeout = 30)
+{
+    int sv[2], spare[2];
+    socket_pair(spare, true);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        pp_msg_t me = {PP_MSG_SELF, 0, getpid(), 0};
+        _exit(send(spare[1], &me, sizeof me, MSG_NOSIGNAL) == (ssize_t)sizeof me ? 0 : 1);
+    }
+    close(spare[1]);
+    socket_pair(sv, false);
+    siginfo_t si = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)c, &si, WEXITED | WNOWAIT), 0); /* a zombie now */
+    async__procpool_t *p = left_pool(sv[0], spare[0]);
+    async__pp_free_spare(p);
+    int r = (int)waitpid(c, NULL, WNOHANG), e = errno;
+    free(p);
+    close(sv[0]);
+    close(sv[1]);
+    cr_assert(r == -1 && e == ECHILD, "the dead spare %d was not reaped (waitpid: %d)", (int)c, r);
+    no_child_left();
+}
 #endif

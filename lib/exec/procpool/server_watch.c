@@ -366,8 +366,12 @@ static pid_t spare_word(int sock, pid_t server, int64_t patience)
  * since its word was reaped by the kernel, and its pid may be another
  * process's now: the pidfd is opened first, then asked whether it names
  * our child (waitid on a pidfd answers for that very process, ECHILD for
- * any other), and then the socket whether the spare's end is still open:
- * it closed as the spare died, before its pid could be anyone else's. */
+ * any other), and then the socket whether the spare's end is still open.
+ * It closes as the spare dies, before its pid can be anyone else's, so a
+ * live child of ours behind an ended socket is another process, or the
+ * spare dying (its descriptors close before it is a zombie): the pidfd
+ * tells them apart, which it shows ended within a moment.  A zombie
+ * holds its pid: it is the spare, ours to reap. */
 static bool is_spare(pid_t pid, int sock, int *pidfd)
 {
     int fd = -1;
@@ -376,11 +380,15 @@ static bool is_spare(pid_t pid, int sock, int *pidfd)
     if (fd < 0 && errno == ESRCH) return false; /* gone; ENOSYS, EPERM (seccomp): none */
     if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
-    /* Without pidfds its parent is all there is to ask (kill_child). */
-    bool ours = fd >= 0 ? child_state(pid, fd) != PP_CHILD_GONE : ppid_of(pid) == getpid();
+    int cs = child_state(pid, fd); /* without pidfds, by pid (kill_child) */
     struct pollfd pfd = {.fd = sock, .events = POLLRDHUP};
-    if (ours && poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR)))
-        ours = false;
+    bool ended = poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR));
+    if (ended && cs == PP_CHILD_RUNNING && fd >= 0) {
+        struct pollfd pp = {.fd = fd, .events = POLLIN};
+        poll(&pp, 1, 100);
+        cs = child_state(pid, fd);
+    }
+    bool ours = cs == PP_CHILD_EXITED || (cs != PP_CHILD_GONE && !ended);
     if (!ours && fd >= 0) close(fd);
     *pidfd = ours ? fd : -1;
     return ours;
@@ -424,6 +432,11 @@ static void settle(async__procpool_t *p, bool anyway, int64_t patience)
  * or it died, the socket is closed (hear_mute). */
 static void give_up(async__procpool_t *p)
 {
+    /* Its word came, and no report matched it, or one said the clone
+     * failed: the server's reports are wrong, but the spare is ours, read
+     * off its socket already; it stays asked for, for take_over and free,
+     * which take it on its word. */
+    if (p->spare_self) return;
     if (p->spare_mute >= 0) close(p->spare_mute);
     p->spare_mute = p->spare_sock;
     p->spare_sock = -1;
@@ -482,7 +495,7 @@ void async__pp_check_spare(async__procpool_t *p, int64_t now)
     if (p->spare_mute >= 0) hear_mute(p, 0);
     if (p->spare_asked && p->spare_claimed_at) {
         settle(p, false, 0);
-        if (p->spare_asked && now - p->spare_claimed_at >= PP_SPARE_SELF_NS) {
+        if (p->spare_asked && !p->spare_self && now - p->spare_claimed_at >= PP_SPARE_SELF_NS) {
             /* Reported, and silent since: stopped before its first word (a
              * debugger), or the report was false.  Not to be killed on a
              * claim: its socket waits for its word, and another is made. */
