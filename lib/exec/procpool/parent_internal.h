@@ -263,8 +263,8 @@ void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
 /* Reaps a spare that died, so that another is asked for; kills and reaps
  * one that is stopped (SIGSTOP, a debugger: state T or t, or a stop report
  * that waitid shows without taking it), which could not take over.  While
- * a spare is asked for, reads its word; one reported and silent for
- * PP_SPARE_SELF_NS is given up on (its socket kept as spare_mute: should it
+ * a spare is asked for, reads its word; one reported and silent (no word)
+ * for PP_SPARE_SELF_NS is given up on (its socket kept as spare_mute: should it
  * speak later, it is killed and reaped then), and another asked for. */
 void async__pp_check_spare(async__procpool_t *p, int64_t now);
 /* Pings the server when due; returns whether it has been silent too long:
@@ -279,14 +279,15 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
 /* Kills and reaps the server and makes its spare the server: its socket,
  * pid and pidfd; messages owed to the old one are dropped.  Returns the new
  * server's pid, or 0 (and does nothing) when no spare is ready.  A spare
- * asked for whose server has not reported it is ready when its own first
- * word (PP_MSG_SELF) is in its socket.  The caller accounts for the old
+ * asked for whose server has not reported it (or reported another pid) is
+ * ready when its own first word (PP_MSG_SELF, sent by that pid) is in its
+ * socket.  The caller accounts for the old
  * server's workers, which died with it. */
 pid_t async__pp_take_over(async__procpool_t *p);
-/* For free, after the server is reaped: takes a spare's report still in
- * the socket, or else the spare's own word (waiting up to PP_SPARE_SELF_NS;
- * the socket's end comes at once when none was made), then tells the spare
- * to quit, kills and reaps it. */
+/* For free, after the server is reaped: takes a spare asked for on its own
+ * word (waiting up to PP_SPARE_SELF_NS; the socket's end comes at once when
+ * none was made), never on a report, and a spare given up on if it speaks
+ * within as long; then tells the spare to quit, kills and reaps it. */
 void async__pp_free_spare(async__procpool_t *p);
 /* What is wrong with message m from the fork server, written into buf (cap
  * bytes), or NULL when it is sound: one of the two types it sends, about a
