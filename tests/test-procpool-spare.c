@@ -7,8 +7,11 @@
  * (the pool broke).  The spare now says its own pid first on its own socket.
  * The window is made wide with ptrace: the test traces the server and
  * kills it in its fork-event stop.  Round 15: a stopped or traced spare is
- * replaced, and a spare's pid that changed hands is not taken.  Driven
- * through the engine's private API, as tests/test-procpool-server.c. */
+ * replaced, and a spare's pid that changed hands is not taken.  Round 17:
+ * a report, or a first word on the spare's socket, that names another
+ * child of ours (the application's) does not make it the spare, which the
+ * pool would kill and reap.  Driven through the engine's private API, as
+ * tests/test-procpool-server.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
 Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
@@ -19,6 +22,7 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #else
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +30,7 @@ Test(tsan, procpool_spare_tests_skipped, .timeout = 5)
 #include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -299,6 +304,221 @@ Test(procpool_spare, a_spare_pid_that_changed_hands_is_not_taken, .timeout = 60)
     cr_assert_eq(kill(swap_stranger, 0), 0, "the stranger %d was killed by the pool", (int)swap_stranger);
     eng_signal(swap_stranger, SIGKILL);
     cr_assert_eq(waitpid(mid, NULL, 0), mid);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+/* --- reports that name another child of ours ----------------------------------------------- */
+
+/* A child of the test that is not the pool's (a process the application
+ * forked): it sleeps until killed, and dies with the test. */
+static pid_t bystander(void)
+{
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (;;) pause();
+    }
+    return c;
+}
+
+/* The bystander lived through the pool, and its end is still ours to take:
+ * neither killed nor reaped by the pool. */
+static void bystander_is_ours(pid_t b)
+{
+    int st = 0;
+    pid_t r = waitpid(b, &st, WNOHANG);
+    cr_assert_eq(r, 0, "the bystander %d was %s by the pool", (int)b,
+                 r == b ? "killed" : "reaped (its exit status taken)");
+    eng_signal(b, SIGKILL);
+    cr_assert_eq(waitpid(b, &st, 0), b);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the bystander's status %#x", st);
+}
+
+/* Sends m as the fork server (held in its stop): on its own socket, or on
+ * the spare's (the one the SPARE carried, which it holds until its clone
+ * is made); then waits until the pool has read its socket, when it is the
+ * server's.  Returns false (and skips) when the test cannot speak so. */
+static bool say_as_server(async__procpool_t *p, pid_t server, bool on_spares, pp_msg_t m)
+{
+    char why[200];
+    int fd = eng_server_socket(server, on_spares, why, sizeof why);
+    if (fd < 0) cr_skip_test("cannot speak as the fork server: %s", why);
+    cr_assert_eq(send(fd, &m, sizeof m, MSG_NOSIGNAL), (ssize_t)sizeof m);
+    close(fd);
+    if (on_spares) return true;
+    int64_t until = async_now() + ASYNC_SEC(10);
+    for (;;) {
+        struct pollfd pfd = {.fd = p->sock, .events = POLLIN}; /* looked at, never read */
+        if (poll(&pfd, 1, 0) == 0 || async_now() >= until) break;
+        usleep(1000);
+    }
+    usleep(100 * 1000); /* its turn ends */
+    return true;
+}
+
+/* Lets the server held at its spare's clone go on, and the spare. */
+static void let_both_go(pid_t server, pid_t child)
+{
+    eng_wait_stop(child); /* its first stop as a tracee of ours */
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
+    cr_assert_eq(ptrace(PTRACE_DETACH, server, 0, 0), 0);
+}
+
+/* The stopped server is replaced by a spare that is not the bystander, and
+ * the pool serves. */
+static void replaced_and_serves(async__procpool_t *p, pid_t server, pid_t by)
+{
+    eng_signal(server, SIGSTOP);
+    int64_t until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 &&
+           async_now() < until)
+        usleep(1000);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    pid_t now = async__procpool_server_pid(p);
+    cr_assert(now != server && now != by, "the server is %d (it was %d, the bystander %d)", (int)now,
+              (int)server, (int)by);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    serves(p);
+}
+
+/* Caught (round 17): a SPARED report naming another child of ours was
+ * believed, since the pool checked only that the pid's parent was us: the
+ * bystander became the spare (so a stopped server would have been handed
+ * to it, and free killed and reaped it), and the real spare's report then
+ * broke the pool ("reported a spare fork server ... though none was asked
+ * for").  A report is now a claim, taken once the spare's own word names
+ * the same pid. */
+Test(procpool_spare, a_spare_report_naming_another_child_of_ours_is_not_taken, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t by = bystander();
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    say_as_server(p, server, false, (pp_msg_t){PP_MSG_SPARED, 0, (int32_t)by, 0});
+    cr_assert_neq(READ_ONCE(p->spare_pid), by, "the pool took the bystander %d, which the report named, for its spare",
+                  (int)by);
+    let_both_go(server, child);
+    pid_t spare = eng_wait_spare(p, 0);
+    cr_assert_neq(spare, by, "the pool took the bystander %d for its spare", (int)by);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    replaced_and_serves(p, server, by);
+    async__procpool_free(p);
+    bystander_is_ours(by);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+
+/* Caught (round 17): the spare's first word was believed from whoever
+ * wrote it: the server, which holds the spare's socket until its clone is
+ * made, wrote one naming the bystander ahead of the spare's own, and with
+ * the server then stopped before its report the pool handed the pool to
+ * the bystander as its new server (and would have killed it for its
+ * silence).  The kernel now says who sent the word (SCM_CREDENTIALS). */
+Test(procpool_spare, a_first_word_on_the_spares_socket_not_from_the_spare_is_not_taken, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t by = bystander();
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    say_as_server(p, server, true, (pp_msg_t){PP_MSG_SELF, 0, (int32_t)by, 0});
+    eng_wait_stop(child);
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0);
+    /* The server stays in its stop, its report unsent: the spare's word is
+     * all there is when the pool gives up on it. */
+    int64_t until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
+        usleep(1000);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was replaced by %d, not its spare %d",
+                 (int)async__procpool_server_pid(p), (int)child);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    serves(p);
+    async__procpool_free(p);
+    bystander_is_ours(by);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+/* A spare reported by its server but held (here by ptrace, from its
+ * creation) before its first word is not taken on the report alone: it is
+ * given up on after 2 s of silence and another spare made; once it speaks
+ * it is killed and reaped, being nobody's child but ours.  (Before round
+ * 17 the report alone made it the spare, replaced as a stopped one.) */
+Test(procpool_spare, a_reported_spare_held_before_its_word_is_replaced_and_reaped, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    eng_wait_stop(child); /* held in its first stop as a tracee of ours */
+    cr_assert_eq(ptrace(PTRACE_DETACH, server, 0, 0), 0); /* its report goes */
+    pid_t again = eng_wait_spare(p, 0);
+    cr_assert_neq(again, child, "the spare %d, which had not said a word, was taken on its server's report",
+                  (int)child);
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0); /* it speaks */
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (kill(child, 0) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(kill(child, 0), -1, "the spare given up on (%d) was not reaped once it spoke (its parent %d)",
+                 (int)child, eng_ppid_of(child));
+    replaced_and_serves(p, server, child);
+    async__procpool_free(p);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+/* Caught (round 17): a report that the spare could not be made (a false
+ * one here, forged as the server while it is held at the clone) closed the
+ * spare's socket, so the spare that was made, unknown to the pool, found
+ * its socket's end and exited, a zombie of ours that nothing reaped.  The
+ * server's true report that follows breaks its protocol (one answer a
+ * request), and the pool with it; free hears the spare's word on the
+ * socket it kept and reaps the spare. */
+Test(procpool_spare, a_false_failure_report_leaves_no_spare_unreaped, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    say_as_server(p, server, false, (pp_msg_t){PP_MSG_SPARED, 0, 0, -EAGAIN});
+    let_both_go(server, child);
+    char why[600] = "";
+    int64_t until = async_now() + ASYNC_SEC(20);
+    while (async__procpool_error(p, why, sizeof why) == 0 && async_now() < until) usleep(1000);
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), ASYNC_ECHILD, "%s", why);
+    cr_assert(strstr(why, "though none was asked for"), "%s", why);
+    async__procpool_free(p);
+    cr_assert_eq(kill(child, 0), -1, "the spare %d is left after free (its parent %d)", (int)child,
+                 eng_ppid_of(child));
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d (the spare was %d)", (int)r, (int)child);
+    cr_assert_eq(errno, ECHILD);
+}
+/* Caught (round 17, in its own first fix): a forged report naming a
+ * bystander, with the server then held before its own report: the spare's
+ * word matched no report, the spare was given up on after 2 s (its word
+ * read already, so it was never reaped), and the server, silent, was given
+ * up on with "no spare fork server was ready".  (On main the forged report
+ * made the bystander the spare, and the server.)  A spare whose word came
+ * stays the spare for a take-over. */
+Test(procpool_spare, a_forged_report_before_a_server_stops_leaves_its_spare_to_take_over, .timeout = 90)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t by = bystander();
+    pid_t server, child = server_stopped_at_its_spare(p, &server);
+    say_as_server(p, server, false, (pp_msg_t){PP_MSG_SPARED, 0, (int32_t)by, 0});
+    eng_wait_stop(child);
+    cr_assert_eq(ptrace(PTRACE_DETACH, child, 0, 0), 0); /* it speaks; the server stays held */
+    int64_t until = async_now() + ASYNC_SEC(30);
+    while (async__procpool_server_pid(p) == server && async__procpool_error(p, NULL, 0) == 0 && async_now() < until)
+        usleep(1000);
+    char why[600] = "";
+    cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(async__procpool_server_pid(p), child, "the stopped server was replaced by %d, not its spare %d",
+                 (int)async__procpool_server_pid(p), (int)child);
+    cr_assert_eq(async__procpool_wait_ready(p, until), 0);
+    serves(p);
+    async__procpool_free(p);
+    bystander_is_ours(by);
     pid_t r = waitpid(-1, NULL, WNOHANG);
     cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
     cr_assert_eq(errno, ECHILD);

@@ -606,40 +606,11 @@ Test(procpool_untrusted, the_fork_servers_exit_cause_survives_libevs_default_loo
     ev_child_stop(evl, &evc);
 }
 
-/* A descriptor of the fork server's socket, taken from it (pidfd_getfd), so
- * that the test speaks as the server; -1 (and a reason) if this kernel or
- * its security settings do not allow it. */
-static int server_socket(pid_t server, char *why, size_t cap)
-{
-    int pidfd = (int)syscall(SYS_pidfd_open, server, 0);
-    if (pidfd < 0) {
-        snprintf(why, cap, "pidfd_open: %s", strerror(errno));
-        return -1;
-    }
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)server);
-    DIR *d = opendir(dir);
-    int got = -1;
-    snprintf(why, cap, "no socket among the fork server's descriptors");
-    for (struct dirent *e; d && got < 0 && (e = readdir(d));) {
-        int fd = atoi(e->d_name);
-        if (fd <= 2) continue;
-        char path[400], link[64] = "";
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (readlink(path, link, sizeof link - 1) < 0 || strncmp(link, "socket:", 7) != 0) continue;
-        got = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-        if (got < 0) snprintf(why, cap, "pidfd_getfd: %s", strerror(errno));
-    }
-    if (d) closedir(d);
-    close(pidfd);
-    return got;
-}
-
 static void malformed(const void *msg, size_t len, const char *want)
 {
     async__procpool_t *p = eng_pool_new(2);
     char why[200];
-    int fd = server_socket(async__procpool_server_pid(p), why, sizeof why);
+    int fd = eng_server_socket(async__procpool_server_pid(p), false, why, sizeof why);
     if (fd < 0) {
         async__procpool_free(p);
         cr_skip_test("cannot speak as the fork server: %s", why);
@@ -707,7 +678,7 @@ Test(procpool_untrusted, a_fork_server_that_closes_its_socket_but_lives, .timeou
     async__procpool_t *p = eng_pool_new(1);
     pid_t server = async__procpool_server_pid(p);
     char why[200];
-    int fd = server_socket(server, why, sizeof why);
+    int fd = eng_server_socket(server, false, why, sizeof why);
     if (fd < 0) {
         async__procpool_free(p);
         cr_skip_test("cannot speak as the fork server: %s", why);

@@ -10,8 +10,8 @@
  * before libc's), and at the pool's first read of the server's stat it
  * continues the SIGSTOPped server and waits until its answer is in the
  * pool's socket and the server asleep again, then lets the read go on.
- * And what free takes of the server's reports of a spare: one spare asked
- * for is one spare, whatever the socket holds.
+ * And what free takes for a spare: one spare asked for is one spare,
+ * whatever the socket holds, and only on its own word.
  * Driven through the engine's private API, as tests/test-procpool-server.c. */
 #if defined(__SANITIZE_THREAD__)
 #include <criterion/criterion.h>
@@ -146,56 +146,138 @@ static int open_fds(void)
     return n;
 }
 
-static pid_t idle_child(void)
+/* A child of ours that sleeps until killed; with say >= 0 it first says
+ * it is the spare on that socket (its own word, PP_MSG_SELF), and with
+ * hang_up it then closes the socket (as a spare that died, whose pid went
+ * to this process). */
+static pid_t idle_child(int say, bool hang_up)
 {
     pid_t c = fork();
     cr_assert_geq(c, 0);
     if (c == 0) {
+        if (say >= 0) {
+            pp_msg_t me = {PP_MSG_SELF, 0, getpid(), 0};
+            if (send(say, &me, sizeof me, MSG_NOSIGNAL) != (ssize_t)sizeof me) _exit(1);
+            if (hang_up) close(say);
+        }
         for (;;) pause();
     }
     return c;
 }
 
+/* A pool whose server is gone, with a spare asked for, as free finds it;
+ * sv[0] its socket, spare its spare's (the pool's end, taking the kernel's
+ * word of each sender's pid, as async__pp_ask_spare sets it). */
+static async__procpool_t *left_pool(int sv0, int spare)
+{
+    async__procpool_t *p = calloc(1, sizeof *p);
+    cr_assert(p);
+    p->sock = sv0;
+    p->server = p->server_pidfd = -1;
+    p->spare_sock = spare;
+    p->spare_pidfd = p->spare_mute = -1;
+    p->spare_asked = true;
+    return p;
+}
+
+static void socket_pair(int sv[2], bool passcred)
+{
+    int on = 1;
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    if (passcred) cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on), 0);
+}
+
+/* Kills and reaps child c if the pool left it running; returns what
+ * waitpid(WNOHANG) said of it first (0: alive, not reaped). */
+static int left_running(pid_t c, int *err)
+{
+    int r = (int)waitpid(c, NULL, WNOHANG);
+    *err = errno;
+    if (r == 0) {
+        eng_signal(c, SIGKILL);
+        waitpid(c, NULL, 0);
+    }
+    return r;
+}
+
 /* Caught: free read every SPARED report in the socket and took each as
  * the spare, so a server that reported two children of ours (only one was
  * asked for) left the first one's pidfd open and the first one running,
- * unreaped, and killed the second. */
+ * unreaped, and killed the second.  Round 17: free reads no report (the
+ * first one here names a bystander), only the spare's own word. */
 Test(procpool_watch, free_takes_one_spare_for_the_one_asked_for, .timeout = 30)
 {
-    pid_t a = idle_child(), b = idle_child();
     int sv[2], spare[2];
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, spare), 0);
+    socket_pair(spare, true);
+    pid_t a = idle_child(spare[1], false), b = idle_child(-1, false);
+    socket_pair(sv, false);
     int before = open_fds();
-    /* A pool whose server is gone, with a spare asked for, as free finds it. */
-    async__procpool_t *p = calloc(1, sizeof *p);
-    cr_assert(p);
-    p->sock = sv[0];
-    p->server = p->server_pidfd = -1;
-    p->spare_sock = spare[0];
-    p->spare_pidfd = -1;
-    p->spare_asked = true;
-    pp_msg_t m[2] = {{PP_MSG_SPARED, 0, (int32_t)a, 0}, {PP_MSG_SPARED, 0, (int32_t)b, 0}};
+    async__procpool_t *p = left_pool(sv[0], spare[0]);
+    pp_msg_t m[2] = {{PP_MSG_SPARED, 0, (int32_t)b, 0}, {PP_MSG_SPARED, 0, (int32_t)a, 0}};
     for (int i = 0; i < 2; i++) cr_assert_eq(send(sv[1], &m[i], sizeof m[i], 0), (ssize_t)sizeof m[i]);
     async__pp_free_spare(p);
     int after = open_fds() + 1; /* spare[0], closed with the spare */
-    int ra = (int)waitpid(a, NULL, WNOHANG), ea = errno;
-    int rb = (int)waitpid(b, NULL, WNOHANG);
-    if (rb == 0) {
-        eng_signal(b, SIGKILL);
-        waitpid(b, NULL, 0);
-    }
-    if (ra == 0) {
-        eng_signal(a, SIGKILL);
-        waitpid(a, NULL, 0);
-    }
+    int ea, eb, ra = left_running(a, &ea), rb = left_running(b, &eb);
     free(p);
     close(sv[0]);
     close(sv[1]);
     close(spare[1]);
-    cr_assert(ra == -1 && ea == ECHILD, "the spare reported first (%d) was not killed and reaped", (int)a);
-    cr_assert_eq(rb, 0, "the second report's pid (%d), which the pool never asked for, was taken", (int)b);
+    cr_assert(ra == -1 && ea == ECHILD, "the spare (%d), which said so itself, was not killed and reaped", (int)a);
+    cr_assert_eq(rb, 0, "the bystander %d, which a report named, was %s", (int)b, rb > 0 ? "killed" : "reaped");
     cr_assert_eq(after, before, "%d descriptors open before free, %d after", before, after);
+    no_child_left();
+}
+
+/* Caught (round 17): a spare's word whose sender had closed its socket
+ * since (the spare died, and with SIGCHLD ignored the kernel gave its pid
+ * to another child of ours: here the sender itself lives on as that child)
+ * made that child the spare, and free killed and reaped it.  The spare's
+ * end of its socket is looked at after its pidfd is open. */
+Test(procpool_watch, a_spare_word_from_a_closed_socket_is_not_taken, .timeout = 30)
+{
+    int sv[2], spare[2];
+    socket_pair(spare, true);
+    pid_t c = idle_child(spare[1], true);
+    close(spare[1]);
+    socket_pair(sv, false);
+    /* Its word is in, its end closed. */
+    int64_t until = async_now() + ASYNC_SEC(10);
+    struct pollfd pfd = {.fd = spare[0], .events = POLLRDHUP};
+    while (!(poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP))) && async_now() < until) usleep(1000);
+    async__procpool_t *p = left_pool(sv[0], spare[0]);
+    async__pp_free_spare(p);
+    int e, r = left_running(c, &e);
+    free(p);
+    close(sv[0]);
+    close(sv[1]);
+    cr_assert_eq(r, 0, "the child %d, whose socket had ended, was %s as the spare", (int)c,
+                 r > 0 ? "killed" : "reaped");
+    no_child_left();
+}
+/* A spare that said its word and died before free took it: its socket has
+ * ended, and it is a zombie of ours, which free reaps (its word is taken:
+ * a zombie holds its pid, no other process can have it). */
+Test(procpool_watch, a_spare_dead_after_its_word_is_reaped, .timeout = 30)
+{
+    int sv[2], spare[2];
+    socket_pair(spare, true);
+    pid_t c = fork();
+    cr_assert_geq(c, 0);
+    if (c == 0) {
+        pp_msg_t me = {PP_MSG_SELF, 0, getpid(), 0};
+        _exit(send(spare[1], &me, sizeof me, MSG_NOSIGNAL) == (ssize_t)sizeof me ? 0 : 1);
+    }
+    close(spare[1]);
+    socket_pair(sv, false);
+    siginfo_t si = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)c, &si, WEXITED | WNOWAIT), 0); /* a zombie now */
+    async__procpool_t *p = left_pool(sv[0], spare[0]);
+    async__pp_free_spare(p);
+    int r = (int)waitpid(c, NULL, WNOHANG), e = errno;
+    free(p);
+    close(sv[0]);
+    close(sv[1]);
+    cr_assert(r == -1 && e == ECHILD, "the dead spare %d was not reaped (waitpid: %d)", (int)c, r);
     no_child_left();
 }
 #endif

@@ -1,11 +1,14 @@
 /* The process pool's engine tests' shared helpers (procpool_engine.h). */
 #include "procpool_engine.h"
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
@@ -125,4 +128,31 @@ int eng_wait_stop(pid_t pid)
     cr_assert_eq(r, pid, "no stop of %d: %s", (int)pid, r < 0 ? strerror(errno) : "timed out");
     cr_assert(WIFSTOPPED(st), "%d: status %#x", (int)pid, st);
     return st;
+}
+
+int eng_server_socket(pid_t server, bool highest, char *why, size_t cap)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, server, 0);
+    if (pidfd < 0) {
+        snprintf(why, cap, "pidfd_open: %s", strerror(errno));
+        return -1;
+    }
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)server);
+    DIR *d = opendir(dir);
+    int pick = -1;
+    snprintf(why, cap, "no socket among the fork server's descriptors");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        int fd = atoi(e->d_name);
+        if (fd <= 2 || (pick >= 0 && (highest ? fd < pick : fd > pick))) continue;
+        char path[400], link[64] = "";
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (readlink(path, link, sizeof link - 1) < 0 || strncmp(link, "socket:", 7) != 0) continue;
+        pick = fd;
+    }
+    if (d) closedir(d);
+    int got = pick >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, pick, 0) : -1;
+    if (pick >= 0 && got < 0) snprintf(why, cap, "pidfd_getfd: %s", strerror(errno));
+    close(pidfd);
+    return got;
 }

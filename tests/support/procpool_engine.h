@@ -6,6 +6,7 @@
 #ifndef TEST_SUPPORT_PROCPOOL_ENGINE_H
 #define TEST_SUPPORT_PROCPOOL_ENGINE_H
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include "exec/procpool/parent_internal.h"
@@ -57,5 +58,11 @@ int eng_wait_stop(pid_t pid);
 /* kill() for a pool's process: refuses (fails the test on) a pid of 0 or
  * below, which would signal our process group or every process we may. */
 void eng_signal(pid_t pid, int sig);
+/* A descriptor of one of the fork server's sockets, taken from it
+ * (pidfd_getfd), so that the test speaks as the server: the lowest one,
+ * its own socket, or with highest the one a SPARE it holds carried (the
+ * server moves that above its own); -1 (and a reason in why) if this
+ * kernel or its security settings do not allow it. */
+int eng_server_socket(pid_t server, bool highest, char *why, size_t cap);
 
 #endif

@@ -104,6 +104,18 @@ struct async__procpool {
     pid_t spare_pid;
     bool spare_asked;
     int64_t spare_retry_at;
+    /* While spare_asked: the spare is taken on its own word only (its
+     * PP_MSG_SELF on spare_sock, which the kernel stamps with its sender's
+     * pid), spare_self once it came (0: not yet), and in the running pool
+     * only once the server's SPARED named that pid too: the reports since
+     * the request are claims (the latest PP_SPARE_CLAIMS, 0: none), the
+     * first of them at spare_claimed_at.  spare_mute: the socket of a spare
+     * reported but silent for PP_SPARE_SELF_NS, kept in case it speaks
+     * later, so that it is reaped then (-1: none). */
+    pid_t spare_self;
+    pid_t spare_claim[4];
+    int64_t spare_claimed_at;
+    int spare_mute;
     unsigned replaced;       /* fork servers replaced by their spare */
     /* While the workers of a replaced server are accounted for: why they
      * died, for the jobs they ran. */
@@ -234,17 +246,26 @@ bool async__pp_reap_server(async__procpool_t *p, int64_t patience, int *status, 
 /* How long free waits for a spare's own word when its server died before
  * reporting it (the socket's end comes at once when there is none). */
 #define PP_SPARE_SELF_NS ASYNC_SEC(2)
+#define PP_SPARE_CLAIMS 4
 /* Asks the server for a spare if there is none (and no request is out). */
 void async__pp_ask_spare(async__procpool_t *p, int64_t now);
-/* The server's SPARED report (checked already), or the spare's own word:
- * the spare is known once its pidfd is open and waitid through that pidfd
- * says it is our child; a pid that names no child of ours by then (the
+/* The server's SPARED report (checked already): with an error the request
+ * is over (another is made later); else pid is only the server's claim,
+ * taken for the spare once the spare's own word (PP_MSG_SELF on
+ * spare_sock, sent by that very pid, says the kernel) names it too.  Then
+ * the spare is known once its pidfd is open, waitid through that pidfd
+ * says it is our child and its end of spare_sock is still open: a pid that
+ * names no child of ours by then, or whose spare's socket has ended (the
  * spare died and, SIGCHLD ignored, its pid went to another process) is
- * dropped, and another spare asked for later. */
+ * dropped, and another spare asked for later.  A claim that no word
+ * matches (a report naming another child of ours) is never acted on. */
 void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err);
 /* Reaps a spare that died, so that another is asked for; kills and reaps
  * one that is stopped (SIGSTOP, a debugger: state T or t, or a stop report
- * that waitid shows without taking it), which could not take over. */
+ * that waitid shows without taking it), which could not take over.  While
+ * a spare is asked for, reads its word; one reported and silent (no word)
+ * for PP_SPARE_SELF_NS is given up on (its socket kept as spare_mute: should it
+ * speak later, it is killed and reaped then), and another asked for. */
 void async__pp_check_spare(async__procpool_t *p, int64_t now);
 /* Pings the server when due; returns whether it has been silent too long:
  * PP_SERVER_ANSWER_NS after the ping, and stopped (state T or t in
@@ -258,14 +279,15 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want);
 /* Kills and reaps the server and makes its spare the server: its socket,
  * pid and pidfd; messages owed to the old one are dropped.  Returns the new
  * server's pid, or 0 (and does nothing) when no spare is ready.  A spare
- * asked for whose server has not reported it is ready when its own first
- * word (PP_MSG_SELF) is in its socket.  The caller accounts for the old
+ * asked for whose server has not reported it (or reported another pid) is
+ * ready when its own first word (PP_MSG_SELF, sent by that pid) is in its
+ * socket.  The caller accounts for the old
  * server's workers, which died with it. */
 pid_t async__pp_take_over(async__procpool_t *p);
-/* For free, after the server is reaped: takes a spare's report still in
- * the socket, or else the spare's own word (waiting up to PP_SPARE_SELF_NS;
- * the socket's end comes at once when none was made), then tells the spare
- * to quit, kills and reaps it. */
+/* For free, after the server is reaped: takes a spare asked for on its own
+ * word (waiting up to PP_SPARE_SELF_NS; the socket's end comes at once when
+ * none was made), never on a report, and a spare given up on if it speaks
+ * within as long; then tells the spare to quit, kills and reaps it. */
 void async__pp_free_spare(async__procpool_t *p);
 /* What is wrong with message m from the fork server, written into buf (cap
  * bytes), or NULL when it is sound: one of the two types it sends, about a

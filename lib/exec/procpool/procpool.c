@@ -641,7 +641,7 @@ int async__procpool_new(const async__procpool_opts_t *opts, async__procpool_t **
     p->nworkers = nworkers;
     p->sock = -1;
     p->server_pidfd = -1;
-    p->spare_sock = p->spare_pidfd = -1;
+    p->spare_sock = p->spare_pidfd = p->spare_mute = -1;
     p->on_broken = o->on_broken;
     p->broken_arg = o->broken_arg;
     p->user = o->user;
@@ -711,8 +711,7 @@ void async__procpool_free_now(async__procpool_t *p)
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
         while (send(p->sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
         /* Shut for sending (the server sees its end after QUIT, whoever
-         * holds copies of it), closed once the server is reaped: a spare's
-         * report may wait in it (async__pp_free_spare). */
+         * holds copies of it), closed once the server is reaped. */
         shutdown(p->sock, SHUT_WR);
     }
     /* A server that does not leave by itself (stopped, or wedged) is
@@ -720,7 +719,7 @@ void async__procpool_free_now(async__procpool_t *p)
     int status;
     if (p->server > 0) async__pp_reap_server(p, SERVER_QUIT_NS, &status, NULL);
     if (p->server_pidfd >= 0) close(p->server_pidfd);
-    async__pp_free_spare(p); /* reads the socket for a spare's report first */
+    async__pp_free_spare(p); /* takes a spare made as the server left */
     if (p->sock >= 0) close(p->sock);
     for (pp_pending_t *pj = p->pending_head, *next; pj; pj = next) {
         next = pj->next;

@@ -269,8 +269,16 @@ void async__pp_ask_spare(async__procpool_t *p, int64_t now)
 {
     if (p->spare_sock >= 0 || p->server_gone || p->nowed || now < p->spare_retry_at) return;
     p->spare_retry_at = now + PP_SPARE_RETRY_NS;
-    int sv[2];
+    int sv[2], on = 1;
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
+    /* Each message on our end then comes with its sender's pid, which the
+     * kernel writes (SCM_CREDENTIALS): the spare's word is taken only from
+     * the spare itself.  Set before the request goes, so before any word. */
+    if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return;
+    }
     pp_msg_t m = {PP_MSG_SPARE, 0, 0, 0};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
@@ -294,41 +302,161 @@ void async__pp_ask_spare(async__procpool_t *p, int64_t now)
     }
     p->spare_sock = sv[0];
     p->spare_asked = true;
+    p->spare_self = 0;
+    memset(p->spare_claim, 0, sizeof p->spare_claim);
+    p->spare_claimed_at = 0;
+}
+
+/* The spare's word on sock, waited for up to patience: its pid, 0 while
+ * none came, -1 when none will (the socket's end: no spare was made, or it
+ * died).  A word is the spare's only if the kernel says that very pid sent
+ * it: the server held the socket before its clone, and a word it wrote
+ * there naming another child of ours (the application's, another pool's)
+ * would have made that child our spare, to be killed and reaped by us.
+ * Whatever else comes is dropped. */
+static pid_t spare_word(int sock, pid_t server, int64_t patience)
+{
+    int64_t until = async_now() + patience;
+    for (;;) {
+        pp_msg_t m;
+        union {
+            char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(4 * sizeof(int))];
+            struct cmsghdr align;
+        } cb;
+        struct iovec iov = {&m, sizeof m};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.buf,
+                            .msg_controllen = sizeof cb.buf};
+        ssize_t n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+        pid_t from = 0;
+        for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET) continue;
+            if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+                struct ucred uc;
+                memcpy(&uc, CMSG_DATA(c), sizeof uc);
+                from = uc.pid;
+            } else if (c->cmsg_type == SCM_RIGHTS) { /* nobody sends us descriptors */
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                    int fd;
+                    memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                    close(fd);
+                }
+            }
+        }
+        if (n == (ssize_t)sizeof m && m.type == PP_MSG_SELF && m.value == 0 && m.pid > 0 &&
+            m.pid == from && m.pid != server)
+            return m.pid;
+        if (n == 0) {
+            /* The end of the socket, or an empty message: poll tells. */
+            struct pollfd pfd = {.fd = sock, .events = POLLIN | POLLRDHUP};
+            if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP))) return -1;
+        }
+        if (n >= 0) continue;
+        int64_t left = until - async_now();
+        if (left <= 0) return 0;
+        struct pollfd pfd = {.fd = sock, .events = POLLIN};
+        poll(&pfd, 1, (int)(left / 1000000) + 1);
+    }
+}
+
+/* Whether pid, whose word came on sock, is the spare: our child, through a
+ * pidfd (*pidfd, OUT, -1 without pidfds) that from then on is the spare,
+ * whatever becomes of its pid.  With SIGCHLD ignored a spare that died
+ * since its word was reaped by the kernel, and its pid may be another
+ * process's now: the pidfd is opened first, then asked whether it names
+ * our child (waitid on a pidfd answers for that very process, ECHILD for
+ * any other), and then the socket whether the spare's end is still open.
+ * It closes as the spare dies, before its pid can be anyone else's, so a
+ * live child of ours behind an ended socket is another process, or the
+ * spare dying (its descriptors close before it is a zombie): the pidfd
+ * tells them apart, which it shows ended within a moment.  A zombie
+ * holds its pid: it is the spare, ours to reap. */
+static bool is_spare(pid_t pid, int sock, int *pidfd)
+{
+    int fd = -1;
+#ifdef SYS_pidfd_open
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0 && errno == ESRCH) return false; /* gone; ENOSYS, EPERM (seccomp): none */
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+    int cs = child_state(pid, fd); /* without pidfds, by pid (kill_child) */
+    struct pollfd pfd = {.fd = sock, .events = POLLRDHUP};
+    bool ended = poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR));
+    if (ended && cs == PP_CHILD_RUNNING && fd >= 0) {
+        struct pollfd pp = {.fd = fd, .events = POLLIN};
+        poll(&pp, 1, 100);
+        cs = child_state(pid, fd);
+    }
+    bool ours = cs == PP_CHILD_EXITED || (cs != PP_CHILD_GONE && !ended);
+    if (!ours && fd >= 0) close(fd);
+    *pidfd = ours ? fd : -1;
+    return ours;
+}
+
+/* The spare asked for is pid, whose word came: known from now on, or, if it
+ * is not the spare after all, the request is over. */
+static void adopt(async__procpool_t *p, pid_t pid)
+{
+    p->spare_asked = false;
+    if (is_spare(pid, p->spare_sock, &p->spare_pidfd)) {
+        p->spare_pid = pid;
+        return;
+    }
+    close(p->spare_sock);
+    p->spare_sock = -1;
+}
+
+/* Takes the spare asked for once its word came and, unless anyway, one of
+ * the server's claims names it too; reads the word first (patience). */
+static void settle(async__procpool_t *p, bool anyway, int64_t patience)
+{
+    if (!p->spare_self) {
+        pid_t w = spare_word(p->spare_sock, p->server, patience);
+        if (w < 0) { /* no spare will speak: asked for again later */
+            close(p->spare_sock);
+            p->spare_sock = -1;
+            p->spare_asked = false;
+            return;
+        }
+        p->spare_self = w;
+    }
+    bool claimed = anyway;
+    for (int i = 0; i < PP_SPARE_CLAIMS; i++) claimed |= p->spare_self && p->spare_claim[i] == p->spare_self;
+    if (p->spare_self && claimed) adopt(p, p->spare_self);
+}
+
+/* The request is given up on, its spare's word not heard: its socket is
+ * kept (spare_mute) for a word that comes later, so that the spare, if
+ * one was made, is reaped then; at the socket's end, when none was made
+ * or it died, the socket is closed (hear_mute). */
+static void give_up(async__procpool_t *p)
+{
+    /* Its word came, and no report matched it, or one said the clone
+     * failed: the server's reports are wrong, but the spare is ours, read
+     * off its socket already; it stays asked for, for take_over and free,
+     * which take it on its word. */
+    if (p->spare_self) return;
+    if (p->spare_mute >= 0) close(p->spare_mute);
+    p->spare_mute = p->spare_sock;
+    p->spare_sock = -1;
+    p->spare_asked = false;
 }
 
 void async__pp_on_spared(async__procpool_t *p, pid_t pid, int err)
 {
-    p->spare_asked = false;
     if (err || pid <= 0) {
-        close(p->spare_sock);
-        p->spare_sock = -1;
+        /* The clone failed (the server closed the spare's socket before it
+         * said so), or a false report says it did. */
+        give_up(p);
         return;
     }
-    /* The caller saw pid as our child, but with SIGCHLD ignored a spare
-     * that died since was reaped by the kernel, and its pid may be another
-     * process's now: the pidfd is opened first, and asked whether it names
-     * our child (waitid on a pidfd answers for that very process, ECHILD
-     * for any other).  From then on the pidfd is the spare, whatever
-     * becomes of its pid. */
-    int fd = -1;
-#ifdef SYS_pidfd_open
-    fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0 && errno == ESRCH) goto stranger; /* gone; ENOSYS, EPERM (seccomp): none */
-    if (fd >= 0) {
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-        if (child_state(pid, fd) == PP_CHILD_GONE) goto stranger;
-    }
-#endif
-    /* Without pidfds, the caller's check is all there is (kill_child). */
-    p->spare_pid = pid;
-    p->spare_pidfd = fd;
-    return;
-#ifdef SYS_pidfd_open
-stranger:
-    if (fd >= 0) close(fd);
-    close(p->spare_sock);
-    p->spare_sock = -1;
-#endif
+    /* Only a claim: a server that lies (or a forged report) named another
+     * child of ours, which we must neither kill nor reap. */
+    memmove(p->spare_claim + 1, p->spare_claim, sizeof p->spare_claim - sizeof p->spare_claim[0]);
+    p->spare_claim[0] = pid;
+    p->spare_claimed_at = async_now();
+    settle(p, false, 0);
 }
 
 /* Kills and reaps the spare (it has no workers and nothing to finish). */
@@ -345,8 +473,36 @@ static void drop_spare(async__procpool_t *p, bool kill_it)
     p->spare_asked = false;
 }
 
+/* A spare given up on before it spoke: should its word come on its socket
+ * now (within patience), it is killed and reaped, which only we can do; at
+ * the socket's end (no spare was made, or it died) the socket is closed. */
+static void hear_mute(async__procpool_t *p, int64_t patience)
+{
+    pid_t pid = spare_word(p->spare_mute, p->server, patience);
+    int fd;
+    if (pid == 0) return;
+    if (pid > 0 && is_spare(pid, p->spare_mute, &fd)) {
+        kill_child(pid, fd);
+        reap_child(pid);
+        if (fd >= 0) close(fd);
+    }
+    close(p->spare_mute);
+    p->spare_mute = -1;
+}
+
 void async__pp_check_spare(async__procpool_t *p, int64_t now)
 {
+    if (p->spare_mute >= 0) hear_mute(p, 0);
+    if (p->spare_asked && p->spare_claimed_at) {
+        settle(p, false, 0);
+        if (p->spare_asked && !p->spare_self && now - p->spare_claimed_at >= PP_SPARE_SELF_NS) {
+            /* Reported, and silent since: stopped before its first word (a
+             * debugger), or the report was false.  Not to be killed on a
+             * claim: its socket waits for its word, and another is made. */
+            give_up(p);
+            p->spare_retry_at = now + PP_SPARE_RETRY_NS;
+        }
+    }
     if (p->spare_pid <= 0) return;
     /* Looked at without taking a report: waitpid(WNOHANG) alone took a
      * ptrace stop for a death (the spare left unreaped, a zombie once it
@@ -406,33 +562,12 @@ bool async__pp_server_silent(async__procpool_t *p, int64_t now, bool want)
     return false;
 }
 
-/* The spare's own first word (PP_MSG_SELF) on its socket, waited for up to
- * patience: true, and the spare known, when it came and is our child. */
-static bool spare_self(async__procpool_t *p, int64_t patience)
-{
-    int64_t until = async_now() + patience;
-    for (;;) {
-        pp_msg_t m;
-        ssize_t n = recv(p->spare_sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC);
-        if (n < 0 && errno == EINTR) continue;
-        if (n == (ssize_t)sizeof m && m.type == PP_MSG_SELF && m.value == 0 && m.pid > 0 &&
-            m.pid != p->server && ppid_of(m.pid) == getpid()) {
-            async__pp_on_spared(p, m.pid, 0);
-            return true;
-        }
-        if (n >= 0 || errno != EAGAIN) return false;
-        int64_t left = until - async_now();
-        if (left <= 0) return false;
-        struct pollfd pfd = {.fd = p->spare_sock, .events = POLLIN};
-        poll(&pfd, 1, (int)(left / 1000000) + 1);
-    }
-}
-
 pid_t async__pp_take_over(async__procpool_t *p)
 {
     /* A server stopped after it cloned the spare and before it said so:
-     * the spare's own word. */
-    if (p->spare_asked && p->spare_sock >= 0) spare_self(p, 0);
+     * the spare's own word, which the server that is given up on need not
+     * confirm. */
+    if (p->spare_asked && p->spare_sock >= 0) settle(p, true, 0);
     pid_t spare = p->spare_pid;
     if (spare <= 0 || p->spare_asked) return 0;
     int status;
@@ -464,24 +599,17 @@ pid_t async__pp_take_over(async__procpool_t *p)
 
 void async__pp_free_spare(async__procpool_t *p)
 {
-    /* A spare the server made as it left: its report is in our socket, the
-     * server is reaped already, so nothing more comes.  One report answers
-     * the one request (async__pp_on_spared clears spare_asked): a second
-     * one, which only a forged message makes, took its pid for the spare,
-     * and the first spare's pidfd leaked and the spare was left running. */
-    if (p->spare_asked && p->sock >= 0) {
-        pp_msg_t m;
-        ssize_t n;
-        while ((n = recv(p->sock, &m, sizeof m, MSG_DONTWAIT | MSG_TRUNC)) > 0 || (n < 0 && errno == EINTR))
-            if (p->spare_asked && n == (ssize_t)sizeof m && m.type == PP_MSG_SPARED && m.value == 0 &&
-                m.pid > 0 && ppid_of(m.pid) == getpid())
-                async__pp_on_spared(p, m.pid, 0);
-    }
-    /* Its server killed after it cloned the spare and before it said so:
-     * the spare's own first word tells its pid (or its socket's end, none
-     * was made: the server's end, which held the spare's in flight, is
-     * gone, so the kernel drops it). */
-    if (p->spare_asked && p->spare_sock >= 0) spare_self(p, PP_SPARE_SELF_NS);
+    /* A spare asked for and not known yet (its server was killed after it
+     * cloned the spare and before it said so, or reported it as it left):
+     * the spare's own word tells its pid, or its socket's end that none
+     * was made (the server's end, which held the spare's in flight, is
+     * gone, so the kernel drops it).  The server's reports are not read:
+     * free took each SPARED there for the spare (a forged second one made
+     * another child of ours the spare), and the word alone is the spare's. */
+    if (p->spare_asked && p->spare_sock >= 0) settle(p, true, PP_SPARE_SELF_NS);
+    if (p->spare_mute >= 0) hear_mute(p, PP_SPARE_SELF_NS);
+    if (p->spare_mute >= 0) close(p->spare_mute);
+    p->spare_mute = -1;
     if (p->spare_sock >= 0) {
         pp_msg_t m = {PP_MSG_QUIT, 0, 0, 0};
         while (send(p->spare_sock, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EINTR) {}
