@@ -82,8 +82,8 @@ typedef struct async__chunk_call {
 /* What one job runs: count items of fn.  Item i reads in_size bytes at
  * in + i * in_size and writes out_size bytes at out + i * out_size.  fn NULL:
  * one call of a chunk function runs them all, and ctx points to its
- * async__chunk_call_t (so a job stays 56 bytes of rows: a submit's job keeps
- * its queue link on its first cache line).  For a process backend these
+ * async__chunk_call_t (so rows stay 56 bytes, and a job's queue fields and
+ * its rows fill its first 72).  For a process backend these
  * pointers are the parent's; the worker gets a copy with its own
  * shared-memory pointers. */
 typedef struct async__rows {
@@ -112,7 +112,10 @@ typedef struct async__outcome {
 } async__outcome_t;
 
 /* A unit of queued work: one submit, or one chunk of a map or imap.  Backends
- * read rows, deadline, first, priority and var_ok, and write nothing. */
+ * read rows, deadline, first, priority and var_ok, and write nothing.  A
+ * backend with lean_jobs is handed a small submit's job in its worker's
+ * slot (executor_internal.h), which is valid until async__exec_finish as
+ * any job is. */
 /* A priority's FIFO of queued jobs (executor.c's queue).  Its header lives in
  * the job at its head, so queueing never allocates. */
 typedef struct async__bucket {

@@ -260,8 +260,9 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
     async__exec_break(ex, ASYNC_EINIT, full);
 }
 
-/* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
- * reuse freed futures; the executor carves up to FUTURE_CACHE of them (46 MiB
+/* Submits whose future, job, input copy and output fit in the pool's block
+ * (FUTURE_BLOCK, or LEAN_BLOCK below on a pool that queues lean jobs) reuse
+ * freed futures; the executor carves up to FUTURE_CACHE of them (46 MiB
  * at most) and keeps them until it is freed.  Three cache lines: the
  * future's and the job's two, whose `small` area holds up to 32 bytes of
  * input and output.  A job of priority 0 ends at its `next` field: the

@@ -44,6 +44,9 @@ _Static_assert(sizeof(async__lean_job_t) == 64 &&
                offsetof(async__lean_job_t, kind) == offsetof(async__job_t, kind),
                "a lean job is one line with the full job's queue fields");
 
+_Static_assert(offsetof(async_future_t, extra) == sizeof(async_future_t),
+               "a submit's job starts where its future ends");
+
 /* A submit's future: a lean job's is the block's, just before it; a full
  * job's is its owner. */
 static inline async_future_t *async__job_owner(const async__job_t *job)
