@@ -82,8 +82,8 @@ typedef struct async__chunk_call {
 /* What one job runs: count items of fn.  Item i reads in_size bytes at
  * in + i * in_size and writes out_size bytes at out + i * out_size.  fn NULL:
  * one call of a chunk function runs them all, and ctx points to its
- * async__chunk_call_t (so a job stays 56 bytes of rows: a submit's job keeps
- * its queue link on its first cache line).  For a process backend these
+ * async__chunk_call_t (so rows stay 56 bytes, and a job's queue fields and
+ * its rows fill its first 72).  For a process backend these
  * pointers are the parent's; the worker gets a copy with its own
  * shared-memory pointers. */
 typedef struct async__rows {
@@ -112,7 +112,10 @@ typedef struct async__outcome {
 } async__outcome_t;
 
 /* A unit of queued work: one submit, or one chunk of a map or imap.  Backends
- * read rows, deadline, first, priority and var_ok, and write nothing. */
+ * read rows, deadline, first, priority and var_ok, and write nothing.  A
+ * backend with lean_jobs is handed a small submit's job in its worker's
+ * slot (executor_internal.h), which is valid until async__exec_finish as
+ * any job is. */
 /* A priority's FIFO of queued jobs (executor.c's queue).  Its header lives in
  * the job at its head, so queueing never allocates. */
 typedef struct async__bucket {
@@ -122,27 +125,30 @@ typedef struct async__bucket {
 } async__bucket_t;
 
 typedef struct async__job {
-    async__rows_t rows;
-    /* private to executor.c, kept on the job's first cache line */
+    /* private to executor.c and job_queue.c: the queue reads these three
+     * fields of every job it holds, the lean one too (executor_internal.h),
+     * which shares them at the same offsets */
     _Atomic(struct async__job *) qnext; /* the submit queue's link */
+    /* for backends to read */
+    int priority;
+    /* private to executor.c */
+    unsigned char kind;
     /* for backends to read; never write them */
+    bool var_ok;       /* async_work_output may grow past rows.out_size */
+    async__rows_t rows;
     int64_t deadline;  /* ASYNC_FOREVER when none */
     size_t first;      /* index of row 0 in its map (0 for a submit) */
     /* private to executor.c */
     void *owner;
-    /* for backends to read */
-    int priority;
-    bool var_ok;       /* async_work_output may grow past rows.out_size */
-    /* private to executor.c */
-    unsigned char kind;
     /* A small submit's input and output live here, on the job's second
-     * cache line, so that queueing it touches three lines in all. */
+     * cache line. */
     _Alignas(16) unsigned char small[32];
     struct async__job *next;
     async__bucket_t bucket; /* only when it heads a priority's bucket */
 } async__job_t;
 /* The layout a small submit's cost rests on (its job starts a cache line). */
-_Static_assert(offsetof(async__job_t, qnext) < 64, "a job's queue link left its first cache line");
+_Static_assert(offsetof(async__job_t, kind) < 16 && offsetof(async__job_t, rows) == 16,
+               "a job's queue fields left its first 16 bytes");
 _Static_assert(offsetof(async__job_t, small) + sizeof ((async__job_t *)0)->small <= 128,
                "a small submit's job spans more than two cache lines");
 
@@ -165,6 +171,11 @@ typedef struct async__backend_ops {
      * backend's driver slots wait on work that runs elsewhere, and a cap
      * on them would funnel every job through one slot. */
     bool cpu_workers;
+    /* Whether each worker index holds at most one job from async__exec_take
+     * to async__exec_finish (the thread backend).  Only then may a small
+     * submit queue a lean job, which take hands over as a full job in that
+     * worker's own slot (executor_internal.h). */
+    bool lean_jobs;
     /* The direct path of async_executor_run_dl (NULL: the backend has none,
      * every run is a submit and a wait on its future).  executor.c calls it
      * from a plain thread (not a task) only while the pool is open and not

@@ -30,7 +30,7 @@ static void skip_job(async__job_t *job, int err, const char *msg)
 {
     switch (async__job_kind(job)) {
     case JOB_SUBMIT: {
-        async_future_t *f = job->owner;
+        async_future_t *f = async__job_owner(job);
         if (err == ASYNC_ECANCELED) async_future_cancel(f);
         else async__future_finish(f, FS_FAILED, err, msg, NULL, 0, false);
         async_future_unref(f); /* the executor's reference */
@@ -90,13 +90,46 @@ static bool on_pool_thread(const async_executor_t *ex)
     return tls_worker_of == ex || (ex->ops->on_own_thread && ex->ops->on_own_thread(ex));
 }
 
+/* Hands a lean job over as a full one, in the worker's slot: only the rows
+ * and the owner change from job to job (async_executor_new wrote the rest). */
+static inline __attribute__((always_inline)) async__job_t *lean_unpack(exec_priv_t *p, unsigned worker,
+                                                                      async__job_t *job,
+                                                                      async_future_t *f)
+{
+    const async__lean_job_t *l = (const async__lean_job_t *)job;
+    async__job_t *s = &p->slots[worker];
+    const char *in = (const char *)l->data;
+    size_t in_size = l->in_size, in_room = (in_size + 7) & ~(size_t)7;
+    if (__builtin_expect(l->in_how != LEAN_COPIED, 0)) {
+        in = NULL;
+        in_room = in_size = 0;
+        if (l->in_how == LEAN_BORROWED) {
+            memcpy(&in, l->data, sizeof in);
+            memcpy(&in_size, l->data + sizeof in, sizeof in_size);
+            in_room = 16;
+        }
+    }
+    s->rows = (async__rows_t){l->fn, l->ctx, in, in_size,
+                              l->out_size ? (char *)l->data + in_room : NULL, l->out_size, 1};
+    s->owner = f;
+    return s;
+}
+
 int async__exec_take(async_executor_t *ex, unsigned worker, async__job_t **out)
 {
-    (void)worker;
     tls_worker_of = ex;
     while (async__q_take(ex->priv, out) == 0) {
         async__job_t *job = *out;
-        /* The usual job, a submit without a deadline, is started here;
+        if (job->kind & JOB_LEAN) { /* a small submit's job: no deadline */
+            async_future_t *f = async__job_owner(job);
+            if (async__future_start(f) == 0) {
+                *out = lean_unpack(ex->priv, worker, job, f);
+                return 0;
+            }
+            async__future_drop(f); /* cancelled while queued */
+            continue;
+        }
+        /* The usual full job, a submit without a deadline, is started here;
          * start_job, out of line, takes the rest, so that this loop needs
          * few registers saved. */
         if (async__job_kind(job) != JOB_SUBMIT || job->deadline != ASYNC_FOREVER) {
@@ -227,8 +260,9 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
     async__exec_break(ex, ASYNC_EINIT, full);
 }
 
-/* Submits whose future, job, input copy and output fit in FUTURE_BLOCK bytes
- * reuse freed futures; the executor carves up to FUTURE_CACHE of them (46 MiB
+/* Submits whose future, job, input copy and output fit in the pool's block
+ * (FUTURE_BLOCK, or LEAN_BLOCK below on a pool that queues lean jobs) reuse
+ * freed futures; the executor carves up to FUTURE_CACHE of them (46 MiB
  * at most) and keeps them until it is freed.  Three cache lines: the
  * future's and the job's two, whose `small` area holds up to 32 bytes of
  * input and output.  A job of priority 0 ends at its `next` field: the
@@ -240,6 +274,14 @@ void async__exec_broken(async_executor_t *ex, unsigned worker, int code, const c
  * allocation. */
 #define FUTURE_BLOCK 192
 #define FUTURE_CACHE 250000
+/* A pool that queues lean jobs (exec_priv_t's `lean`) carves blocks of the
+ * future and one job line: a small submit's whole block is two lines, and
+ * 200,000 of them fault in a third less memory.  Its other submits do not
+ * fit and are plain allocations. */
+#ifndef LEAN_BLOCK
+#  define LEAN_BLOCK 128
+#endif
+_Static_assert(sizeof(async_future_t) + sizeof(async__lean_job_t) <= LEAN_BLOCK, "a lean job fits a block");
 #define SMALL_JOB offsetof(async__job_t, next)
 _Static_assert(sizeof(async_future_t) + SMALL_JOB <= FUTURE_BLOCK, "a small submit fits a block");
 _Static_assert(offsetof(async__job_t, small) + sizeof ((async__job_t *)0)->small <= SMALL_JOB &&
@@ -255,6 +297,7 @@ static void release(async_executor_t *ex)
 {
     exec_priv_t *p = ex->priv;
     async__fpool_close(p->futures);
+    async__free(p->slots);
     async__q_destroy(p);
     pthread_mutex_destroy(&p->join_mu);
     pthread_mutex_destroy(&p->broken_mu);
@@ -287,7 +330,22 @@ int async_executor_new(async_executor_t **out, const async_executor_opts_t *opts
     ex->workers = o.workers ? o.workers : ops->default_workers();
     ex->opts.workers = ex->workers;
     ex->priv = p;
-    if (!(p->futures = async__fpool_new(FUTURE_BLOCK, FUTURE_CACHE))) {
+    p->lean = ops->lean_jobs && !o.max_queued;
+    if (p->lean && !(p->slots = async__calloc(ex->workers, sizeof *p->slots))) {
+        async__free(ex);
+        async__free(p);
+        return ASYNC_ENOMEM;
+    }
+    for (unsigned i = 0; p->lean && i < ex->workers; i++) {
+        async__job_t *s = &p->slots[i];
+        s->priority = 0;
+        s->kind = JOB_SUBMIT;
+        s->var_ok = true;
+        s->deadline = ASYNC_FOREVER;
+        s->first = 0;
+    }
+    if (!(p->futures = async__fpool_new(p->lean ? LEAN_BLOCK : FUTURE_BLOCK, FUTURE_CACHE))) {
+        async__free(p->slots);
         async__free(ex);
         async__free(p);
         return ASYNC_ENOMEM;
@@ -433,6 +491,39 @@ SUBMIT_INLINE void copy_in(char *dst, const char *src, size_t n)
     }
 }
 
+/* The bytes of a lean job's `data` that a job of priority 0 without a
+ * deadline needs, copying in_copy bytes of its input (0: none, or
+ * borrowed); more than 32 when it does not fit.  Each size is looked at on
+ * its own first, so that no sum can wrap. */
+SUBMIT_INLINE size_t lean_need(const async_job_t *j, size_t in_copy)
+{
+    if (in_copy > 32 || j->out_size > 32) return SIZE_MAX;
+    return (in_copy ? (in_copy + 7) & ~(size_t)7 : j->in ? 16 : 0) + j->out_size;
+}
+
+/* Writes a lean job (kind given) for j, copying in_copy bytes of its input;
+ * lean_need said it fits.  qnext is the queue's to write. */
+SUBMIT_INLINE void lean_fill(async__lean_job_t *l, const async_job_t *j, size_t in_copy,
+                             unsigned char kind)
+{
+    l->priority = 0;
+    l->kind = kind;
+    l->out_size = (unsigned char)j->out_size;
+    l->in_size = (unsigned char)in_copy;
+    l->fn = j->fn;
+    l->ctx = j->ctx;
+    if (in_copy) {
+        l->in_how = LEAN_COPIED;
+        copy_in((char *)l->data, j->in, in_copy);
+    } else if (j->in) {
+        l->in_how = LEAN_BORROWED;
+        memcpy(l->data, &j->in, sizeof j->in);
+        memcpy(l->data + sizeof j->in, &j->in_size, sizeof j->in_size);
+    } else {
+        l->in_how = LEAN_NONE;
+    }
+}
+
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
@@ -443,6 +534,16 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
      * is always copied into the job, which lives until the function returns. */
     bool timed = deadline != ASYNC_FOREVER;
     size_t in_copy = j->borrow_input && !timed ? 0 : j->in_size;
+    if (ex->priv->lean && !timed && !j->priority &&
+        lean_need(j, in_copy) <= sizeof(((async__lean_job_t *)0)->data)) {
+        async_future_t *f = async__future_alloc_pooled(ex->priv->futures, sizeof(async__lean_job_t));
+        if (!f) return NULL;
+        lean_fill((async__lean_job_t *)f->extra, j, in_copy, JOB_SUBMIT | JOB_LEAN);
+        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+        f->exec_owned = true;
+        f->contested = false;
+        return f;
+    }
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
     size_t in_room = (in_copy + 7) & ~(size_t)7, need = in_room + j->out_size;
@@ -491,6 +592,19 @@ static __attribute__((noinline)) int submit_failed(async_future_t *f, int r, boo
     return r;
 }
 
+/* The rest of a small submit whose job is written: the look at the pool's
+ * state, the push and the wake-up. */
+SUBMIT_INLINE int submit_small_queue(exec_priv_t *p, async_future_t *f, async__job_t *job,
+                                     async_future_t **out)
+{
+    int r = async__q_stopped(p);
+    if (__builtin_expect(r != 0, 0)) return submit_failed(f, r, false);
+    bool kept = false;
+    if (__builtin_expect((r = async__q_push_lone(p, job, &kept)) != 0, 0)) return submit_failed(f, r, kept);
+    *out = f;
+    return 0;
+}
+
 /* The usual submit, on one straight path: a job of priority 0 without a
  * time limit whose input copy and output fit the job's `small` area, to an
  * unbounded pool, with a block on this thread's magazine.  It does what
@@ -509,6 +623,16 @@ SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async
     size_t in_copy = j->borrow_input ? 0 : j->in_size, out_size = j->out_size;
     size_t in_room = (in_copy + 7) & ~(size_t)7;
     async__magazine_t *m = &async__mag;
+    if (__builtin_expect(p->lean, 1)) { /* a thread pool's: one line of job */
+        if (j->in_size > SIZE_MAX / 4 || lean_need(j, in_copy) > sizeof(((async__lean_job_t *)0)->data) ||
+            m->pool != p->futures || !m->n)
+            return 1;
+        async_future_t *f = async__mag_pop(m); /* a block of LEAN_BLOCK bytes */
+        async__future_init_exec(f, false);
+        async__job_t *job = (async__job_t *)f->extra;
+        lean_fill((async__lean_job_t *)job, j, in_copy, JOB_SUBMIT | JOB_LEAN | JOB_LONE);
+        return submit_small_queue(p, f, job, out);
+    }
     /* Each size on its own first, so that no sum can wrap. */
     if (in_copy > 32 || out_size > 32 || j->in_size > SIZE_MAX / 4 || in_room + out_size > sizeof(((async__job_t *)0)->small) ||
         p->bounded || m->pool != p->futures || !m->n)
@@ -526,12 +650,7 @@ SUBMIT_INLINE int submit_small(async_executor_t *ex, const async_job_t *j, async
     job->var_ok = true;
     job->kind = JOB_SUBMIT | JOB_LONE;
     job->owner = f;
-    int r = async__q_stopped(p);
-    if (__builtin_expect(r != 0, 0)) return submit_failed(f, r, false);
-    bool kept = false;
-    if (__builtin_expect((r = async__q_push_lone(p, job, &kept)) != 0, 0)) return submit_failed(f, r, kept);
-    *out = f;
-    return 0;
+    return submit_small_queue(p, f, job, out);
 }
 
 /* Every other submit, out of line, so that the small one's path saves no

@@ -5,12 +5,55 @@
 
 #include "backend_internal.h"
 #include "waiters_internal.h"
+#include "future_internal.h"
 
 /* A job's kind, and a flag: JOB_LONE marks a single submit to an unbounded
  * pool, which is never counted in `submitted` nor `taken` (job_queue.c
  * explains how it is closed out instead). */
-enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP, JOB_KIND = 3, JOB_LONE = 4 };
+enum { JOB_SUBMIT = 1, JOB_MAP, JOB_IMAP, JOB_KIND = 3, JOB_LONE = 4, JOB_LEAN = 8 };
+/* Where a lean job's input is (its in_how). */
+enum { LEAN_COPIED, LEAN_BORROWED, LEAN_NONE };
 #define async__job_kind(job) ((job)->kind & JOB_KIND)
+
+/* A small submit's job on a pool whose backend takes lean jobs (its
+ * lean_jobs): one cache line after its future, so that a submit writes two
+ * lines in all and a worker reads two.  It shares the full job's queue
+ * fields (qnext, priority, kind) at their offsets, and kind carries
+ * JOB_LEAN, so the queue holds both alike; a worker never sees one:
+ * async__exec_take hands it over as a full job in the worker's slot
+ * (exec_priv_t's `slots`), its rows pointing into `data`.  Input and
+ * output live in `data`: the copied input (in_size bytes, rounded up to 8),
+ * then out_size bytes; an input not copied (LEAN_BORROWED: borrowed, or
+ * empty with a pointer) is its pointer and its size there instead, 16
+ * bytes, and no input (LEAN_NONE) nothing.  No priority, no deadline, row 0 of 1,
+ * var_ok; its future is the block's, just before it. */
+typedef struct async__lean_job {
+    _Atomic(struct async__job *) qnext;
+    int priority;            /* always 0 */
+    unsigned char kind;      /* JOB_SUBMIT | JOB_LEAN, and JOB_LONE for a single submit */
+    unsigned char in_size;   /* a copied input's size */
+    unsigned char out_size;
+    unsigned char in_how;    /* LEAN_COPIED, LEAN_BORROWED or LEAN_NONE */
+    async_work_fn fn;
+    void *ctx;
+    _Alignas(16) unsigned char data[32];
+} async__lean_job_t;
+_Static_assert(sizeof(async__lean_job_t) == 64 &&
+               offsetof(async__lean_job_t, qnext) == offsetof(async__job_t, qnext) &&
+               offsetof(async__lean_job_t, priority) == offsetof(async__job_t, priority) &&
+               offsetof(async__lean_job_t, kind) == offsetof(async__job_t, kind),
+               "a lean job is one line with the full job's queue fields");
+
+_Static_assert(offsetof(async_future_t, extra) == sizeof(async_future_t),
+               "a submit's job starts where its future ends");
+
+/* A submit's future: a lean job's is the block's, just before it; a full
+ * job's is its owner. */
+static inline async_future_t *async__job_owner(const async__job_t *job)
+{
+    if (job->kind & JOB_LEAN) return (async_future_t *)((char *)job - sizeof(async_future_t));
+    return job->owner;
+}
 
 /* The fields are grouped by who writes them, each group on cache lines of
  * its own, so that submitters and workers do not slow each other down by
@@ -59,6 +102,9 @@ typedef struct async__exec_priv {
      * struct, and the submit path reads it from the line that `closed` and
      * `broken` (which it reads anyway) share, instead of the executor's. */
     bool bounded;
+    /* Whether a small submit queues a lean job: the backend's lean_jobs and
+     * no bound (set before the workers start, then only read). */
+    bool lean;
     pthread_mutex_t mu;              /* for `room` */
     pthread_cond_t room;             /* submitters wait here while full */
     async__twaiters_t task_room;     /* tasks waiting for room (job_queue.c) */
@@ -70,6 +116,9 @@ typedef struct async__exec_priv {
     pthread_mutex_t broken_mu;
     bool joined;
     struct async__fpool *futures;    /* submit's allocations, reused */
+    /* With `lean`: a full job per worker, in which async__exec_take hands a
+     * lean job over (only that worker writes its slot). */
+    async__job_t *slots;
 } exec_priv_t;
 
 static inline size_t async__q_len(exec_priv_t *p)

@@ -487,7 +487,7 @@ int async__q_enqueue(async_executor_t *ex, async__job_t *jobs, size_t n, bool tr
  * stands). */
 __attribute__((noinline)) int async__q_lone_closed(async__job_t *job, int code, bool *kept)
 {
-    if (async_future_cancel(job->owner) != 0) return 0;
+    if (async_future_cancel(async__job_owner(job)) != 0) return 0;
     *kept = true;
     return code;
 }

@@ -207,4 +207,5 @@ const async__backend_ops_t async__threads_backend = {
     .terminate = NULL,
     .free = free_backend,
     .cpu_workers = true,
+    .lean_jobs = true,
 };
