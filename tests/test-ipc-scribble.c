@@ -442,3 +442,53 @@ static void at_the_limit(int kind)
 Test(ipc_scribble, a_queue_at_the_mapping_limit_fails_whole, .timeout = 120) { at_the_limit(0); }
 Test(ipc_scribble, a_dict_at_the_mapping_limit_fails_whole, .timeout = 120) { at_the_limit(1); }
 Test(ipc_scribble, an_array_at_the_mapping_limit_fails_whole, .timeout = 120) { at_the_limit(2); }
+
+/* --- a key that changes under the call ------------------------------------------ */
+
+/* update checks every key's length before it takes the lock, then copies
+ * each under it.  A key in memory another process writes (an async_shm_t
+ * region, say) can grow in between; on main the copy took its new length
+ * from strlen, wrote a 39-byte key into a version with room for 8 (over
+ * its value and into the next version), and stored a klen past max_key.
+ * Here the dictionary's own hook, called after the first item is written,
+ * stands in for that writer: it overwrites the second key's NUL. */
+static char growing_key[48] = "b";
+
+static void grow_key(int where)
+{
+    if (where == 1) memset(growing_key, 'x', sizeof growing_key - 1); /* NUL only at the end */
+}
+
+static int check_lengths(const char *key, const void *value, size_t len, void *arg)
+{
+    (void)value;
+    seen_t *s = arg;
+    s->keys++;
+    size_t k = strnlen(key, 4096);
+    if (k > s->longest_key) s->longest_key = k;
+    if (len > s->longest_value) s->longest_value = len;
+    return 0;
+}
+
+Test(ipc_scribble, a_key_that_grows_during_an_update_is_refused_whole, .timeout = 60)
+{
+    async_shared_dict_t *d;
+    cr_assert_eq(async_shared_dict_new(&d, 8, 8, 8), 0);
+    int64_t one = 1;
+    async_shared_dict_item_t items[] = {{"a", &one, sizeof one}, {growing_key, &one, sizeof one}};
+    async__ipc_dict_hook = grow_key;
+    int err = async_shared_dict_update(d, items, 2);
+    async__ipc_dict_hook = NULL;
+    cr_expect_eq(err, ASYNC_EINVAL, "update: %s", async_strerror(err));
+    cr_expect_eq(async_shared_dict_len(d), 0, "not all or nothing");
+    seen_t s = {0};
+    cr_expect_eq(async_shared_dict_items(d, check_lengths, &s), 0);
+    cr_expect_eq(s.keys, 0);
+    cr_expect_leq(s.longest_key, 8);
+    size_t len;
+    int64_t v;
+    cr_expect_eq(async_shared_dict_get(d, "a", &v, sizeof v, &len), ASYNC_ENOENT);
+    cr_expect_eq(async_shared_dict_set(d, "a", &one, sizeof one), 0);
+    cr_expect_eq(async_shared_dict_len(d), 1);
+    async_shared_dict_free(d);
+}

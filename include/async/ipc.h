@@ -499,7 +499,9 @@ ASYNC_API int async_shared_dict_set(async_shared_dict_t *d, const char *key, con
 
 /* Sets every item, in order (a later duplicate key wins), as one change: all
  * or nothing.  Errors: as set, for any item (then nothing is changed);
- * ASYNC_EINVAL also for items NULL with n > 0. */
+ * ASYNC_EINVAL also for items NULL with n > 0, and for a key that another
+ * thread or process lengthened past max_key during the call (each key's
+ * length is measured again, bounded, before it is copied). */
 ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
                                        const async_shared_dict_item_t *items, size_t n);
 

@@ -288,8 +288,12 @@ int async_shared_dict_update(async_shared_dict_t *d, const async_shared_dict_ite
     change_t ch = begin(d);
     size_t done = 0;
     for (; done < n && !err; done++) {
-        err = put(&ch, items[done].key, strlen(items[done].key), items[done].value,
-                  items[done].len);
+        /* Measured again, bounded: a key in memory another process writes
+         * may have grown since the check above, and a copy of its strlen
+         * would run past the version. */
+        size_t klen;
+        err = check_key(d, items[done].key, &klen);
+        if (!err) err = put(&ch, items[done].key, klen, items[done].value, items[done].len);
         void (*h)(int) = async__ipc_dict_hook;
         if (h && !err) h((int)done + 1);
     }
