@@ -378,6 +378,10 @@ Test(process, commands_bad_arguments, .timeout = 10)
     cr_assert_eq(async_process_run_commands_dl(cmds, 1, 0, r, ASYNC_FOREVER), ASYNC_EINVAL);
     cr_assert_eq(async_process_run_commands_dl(NULL, 1, 1, r, ASYNC_FOREVER), ASYNC_EINVAL);
     cr_assert_eq(async_process_run_commands_dl(cmds, 0, 1, r, ASYNC_FOREVER), 0, "nothing to do");
+    /* No commands, no arrays: until round 17 it cleared the NULL results
+     * array with memset(NULL, 0, 0), which UBSan stops at. */
+    cr_assert_eq(async_process_run_commands_dl(NULL, 0, 1, NULL, ASYNC_FOREVER), 0);
+    cr_assert_eq(async_process_run_commands_dl(NULL, 0, 0, NULL, ASYNC_FOREVER), ASYNC_EINVAL);
 }
 
 /* --- commands from a task --------------------------------------------------- */

@@ -36,7 +36,21 @@
  * wake-up call leaves the sleepers it should have woken to notice the change
  * themselves: every sleep in this module re-checks at least every 200 ms, so
  * such a death delays them by that much, never for ever (user loops on
- * async_ipc_queue_fd: poll with a timeout of that order too). */
+ * async_ipc_queue_fd: poll with a timeout of that order too).
+ *
+ * Stray writes.  Every process maps each object writable, so one process's
+ * overrun or wild pointer can land in memory the others trust.  The sizes,
+ * counts and descriptors a queue, a dictionary, a value or an array fixes
+ * at creation (capacity, sizes, eventfds, the mapping's size) are on a page
+ * that is read-only once they are set (on systems with 4 KiB pages): a
+ * write there kills the writer with SIGSEGV.  The smaller objects' _free
+ * unmaps their fixed size, whatever their header says.  What calls change (a queue's counters and message lengths, a
+ * dictionary's key and value lengths) is checked before it is used: a call
+ * that meets a value no call writes fails with ASYNC_EIO instead of reading
+ * or writing past the object or the caller's buffer, and never waits for a
+ * state that cannot come.  The locks and futex words themselves, and the
+ * bytes of messages, values and keys, are trusted: a scribbled lock word can
+ * hold everyone up, a scribbled message is delivered as it is. */
 #ifndef ASYNC_IPC_H
 #define ASYNC_IPC_H
 
@@ -113,7 +127,9 @@ ASYNC_API void async_ipc_queue_free(async_ipc_queue_t *q);
  * NULL with len > 0), ASYNC_ECLOSED (closed before or while waiting: not
  * put; also when it is full), ASYNC_EAGAIN (tryput: the queue is full),
  * ASYNC_ETIMEDOUT (_dl: still full at the deadline), ASYNC_ECANCELED (put and
- * put_dl in a task that was cancelled while it would have to wait). */
+ * put_dl in a task that was cancelled while it would have to wait),
+ * ASYNC_EIO (a stray write left the counters with more messages than slots,
+ * or more got than put: not put, and every later put and get fails so). */
 ASYNC_API int async_ipc_queue_put(async_ipc_queue_t *q, const void *msg, size_t len);
 ASYNC_API int async_ipc_queue_put_dl(async_ipc_queue_t *q, const void *msg, size_t len,
                                      int64_t deadline);
@@ -125,7 +141,10 @@ ASYNC_API int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size
  * max_msg, or buf NULL), ASYNC_EEOF (the queue is closed and drained),
  * ASYNC_EAGAIN (tryget: empty, not closed), ASYNC_ETIMEDOUT (_dl: still empty
  * at the deadline), ASYNC_ECANCELED (get and get_dl in a task that was
- * cancelled while it would have to wait). */
+ * cancelled while it would have to wait), ASYNC_EIO (a stray write: the
+ * oldest message's length was past max_msg, and the message is dropped,
+ * counted as got (task_done it on a JOINABLE queue), nothing copied, so the
+ * next get takes the next one; or the counters are broken, as for put). */
 ASYNC_API int async_ipc_queue_get(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len);
 ASYNC_API int async_ipc_queue_get_dl(async_ipc_queue_t *q, void *buf, size_t cap, size_t *len,
                                      int64_t deadline);
@@ -480,7 +499,9 @@ ASYNC_API int async_shared_dict_set(async_shared_dict_t *d, const char *key, con
 
 /* Sets every item, in order (a later duplicate key wins), as one change: all
  * or nothing.  Errors: as set, for any item (then nothing is changed);
- * ASYNC_EINVAL also for items NULL with n > 0. */
+ * ASYNC_EINVAL also for items NULL with n > 0, and for a key that another
+ * thread or process lengthened past max_key during the call (each key's
+ * length is measured again, bounded, before it is copied). */
 ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
                                        const async_shared_dict_item_t *items, size_t n);
 
@@ -488,7 +509,9 @@ ASYNC_API int async_shared_dict_update(async_shared_dict_t *d,
  * its length into *len (OUT, may be NULL).  Errors: ASYNC_ENOENT (no such
  * key), ASYNC_EINVAL (bad key, buf NULL with cap > 0, or the value is longer
  * than cap: *len is then set and nothing is copied; call again with room),
- * ASYNC_EALREADY (from an items callback). */
+ * ASYNC_EALREADY (from an items callback), ASYNC_EIO (a stray write left
+ * the value's length past max_value: nothing copied, *len unset; a set of
+ * the key mends it). */
 ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf,
                                     size_t cap, size_t *len);
 
@@ -496,7 +519,8 @@ ASYNC_API int async_shared_dict_get(async_shared_dict_t *d, const char *key, voi
  * as 0 + delta if absent, and gives the new value in *out (OUT, may be NULL).
  * Errors: ASYNC_EINVAL (bad key, max_value below 8, the value is not 8 bytes,
  * or the sum overflows: the value is then unchanged), ASYNC_EFULL (a new key
- * and no room), ASYNC_EALREADY (from an items callback). */
+ * and no room), ASYNC_EALREADY (from an items callback), ASYNC_EIO (as get:
+ * the value's length was overwritten; unchanged). */
 ASYNC_API int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t delta,
                                           int64_t *out);
 
@@ -508,7 +532,10 @@ ASYNC_API int async_shared_dict_delete(async_shared_dict_t *d, const char *key);
  * consistent snapshot: the lock is held throughout, so keep cb short and do
  * not call this dictionary from it (such calls fail with ASYNC_EALREADY).
  * Returns 0 after the last key, or cb's first non-zero return.  Errors:
- * ASYNC_EINVAL (cb NULL), ASYNC_EALREADY (called from a cb). */
+ * ASYNC_EINVAL (cb NULL), ASYNC_EALREADY (called from a cb), ASYNC_EIO
+ * (after the walk, which skipped them: entries a stray write left with a
+ * length past its limit, a key without its NUL, or a state no call writes;
+ * cb never sees one). */
 ASYNC_API int async_shared_dict_items(async_shared_dict_t *d, async_shared_dict_cb cb, void *arg);
 
 /* The number of keys now (0 when called from an items callback), and the

@@ -143,8 +143,8 @@ typedef struct async_command_result {
  * some failed to start, exited non-zero or died by a signal; ASYNC_ETIMEDOUT
  * when the deadline cut some short; ASYNC_ECANCELED when the cancellation
  * did.  Either way every results[i] is filled and must be cleared.  Errors
- * with nothing run: ASYNC_EINVAL (NULL arrays, a NULL argv or argv[0],
- * max_parallel 0), ASYNC_ENOMEM, or the system's -errno (in a task, no
+ * with nothing run: ASYNC_EINVAL (NULL arrays with n > 0, a NULL argv or
+ * argv[0], max_parallel 0), ASYNC_ENOMEM, or the system's -errno (in a task, no
  * descriptor for the wait: EMFILE, ENFILE). */
 ASYNC_API int async_process_run_commands_dl(const async_command_t *cmds, size_t n,
                                             size_t max_parallel,

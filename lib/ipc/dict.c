@@ -58,13 +58,15 @@ typedef struct ver {
 } ver_t;
 
 struct async_shared_dict {
+    /* The first page: set at creation, then read-only (see the top). */
     async__ipc_hdr_t hdr;
-    pthread_mutex_t mu;
     size_t capacity, max_key, max_value;
     size_t nslots, vstride;
+    size_t log_off;             /* the log: capacity slot indices, after the slots */
+    /* The rest: written by every process, under mu. */
+    _Alignas(ASYNC__IPC_PAGE) pthread_mutex_t mu;
     _Atomic uint64_t committed; /* written only under mu: the commit */
     uint64_t count[2];          /* live keys as of generation g: count[g & 1] */
-    size_t log_off;             /* the log: capacity slot indices, after the slots */
     _Atomic uint32_t logged;    /* entries of the log in use: see the top */
     _Alignas(64) unsigned char slots[];
 };
@@ -193,6 +195,11 @@ int async_shared_dict_new(async_shared_dict_t **out, size_t capacity, size_t max
     d->nslots = nslots;
     d->vstride = vstride;
     d->log_off = log_off;
+    if ((err = async__ipc_seal(d))) {
+        pthread_mutex_destroy(&d->mu);
+        async__ipc_unmap(d);
+        return err;
+    }
     *out = d;
     return 0;
 }
@@ -281,8 +288,12 @@ int async_shared_dict_update(async_shared_dict_t *d, const async_shared_dict_ite
     change_t ch = begin(d);
     size_t done = 0;
     for (; done < n && !err; done++) {
-        err = put(&ch, items[done].key, strlen(items[done].key), items[done].value,
-                  items[done].len);
+        /* Measured again, bounded: a key in memory another process writes
+         * may have grown since the check above, and a copy of its strlen
+         * would run past the version. */
+        size_t klen;
+        err = check_key(d, items[done].key, &klen);
+        if (!err) err = put(&ch, items[done].key, klen, items[done].value, items[done].len);
         void (*h)(int) = async__ipc_dict_hook;
         if (h && !err) h((int)done + 1);
     }
@@ -313,7 +324,8 @@ int async_shared_dict_increment(async_shared_dict_t *d, const char *key, int64_t
     int64_t v = 0;
     if (found) {
         ver_t *cur = current(d, s, ch.p);
-        if (cur->vlen != sizeof v) err = ASYNC_EINVAL;
+        if (cur->vlen > d->max_value) err = ASYNC_EIO;
+        else if (cur->vlen != sizeof v) err = ASYNC_EINVAL;
         else memcpy(&v, value_of(d, cur), sizeof v);
     }
     if (!err && __builtin_add_overflow(v, delta, &v)) err = ASYNC_EINVAL;
@@ -357,6 +369,21 @@ int async_shared_dict_delete(async_shared_dict_t *d, const char *key)
 
 /* --- reads -------------------------------------------------------------------------- */
 
+/* Whether a version is one a call of ours could have written.  Every
+ * process maps the table writable, so a stray write from one of them (an
+ * overrun, a wild pointer) can leave lengths past the limits, a key without
+ * its NUL or a state no call writes; handing those on would send the
+ * reader, or its callback, past the version and the table.  Such a version
+ * makes the call that meets it fail with ASYNC_EIO; a set of its key writes
+ * the other version and mends it.  Lookups check only what they use: a key
+ * is compared over the caller's length, at most max_key, and a value's
+ * length is checked before it is copied. */
+static bool sound(async_shared_dict_t *d, const ver_t *v)
+{
+    return (v->state == V_LIVE || v->state == V_DEAD) && v->klen <= d->max_key &&
+           v->bytes[v->klen] == '\0' && v->vlen <= d->max_value;
+}
+
 int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf, size_t cap,
                           size_t *len)
 {
@@ -371,9 +398,13 @@ int async_shared_dict_get(async_shared_dict_t *d, const char *key, void *buf, si
         err = ASYNC_ENOENT;
     } else {
         ver_t *v = current(d, s, c);
-        if (len) *len = v->vlen;
-        if (v->vlen > cap) err = ASYNC_EINVAL;
-        else if (v->vlen) memcpy(buf, value_of(d, v), v->vlen);
+        if (v->vlen > d->max_value) { /* overwritten: see sound() */
+            err = ASYNC_EIO;
+        } else {
+            if (len) *len = v->vlen;
+            if (v->vlen > cap) err = ASYNC_EINVAL;
+            else if (v->vlen) memcpy(buf, value_of(d, v), v->vlen);
+        }
     }
     unlock(d);
     return err;
@@ -386,12 +417,15 @@ int async_shared_dict_items(async_shared_dict_t *d, async_shared_dict_cb cb, voi
     if (err) return err;
     uint64_t c = atomic_load_explicit(&d->committed, memory_order_relaxed);
     int rc = 0;
+    bool overwritten = false;
     for (size_t s = 0; s < d->nslots && !rc; s++) {
         ver_t *v = current(d, s, c);
-        if (v && v->state == V_LIVE) rc = cb((const char *)v->bytes, value_of(d, v), v->vlen, arg);
+        if (!v) continue;
+        if (!sound(d, v)) overwritten = true; /* skipped; the others are handed on */
+        else if (v->state == V_LIVE) rc = cb((const char *)v->bytes, value_of(d, v), v->vlen, arg);
     }
     unlock(d);
-    return rc;
+    return rc ? rc : overwritten ? ASYNC_EIO : 0;
 }
 
 size_t async_shared_dict_len(async_shared_dict_t *d)
@@ -403,3 +437,15 @@ size_t async_shared_dict_len(async_shared_dict_t *d)
 }
 
 size_t async_shared_dict_capacity(const async_shared_dict_t *d) { return d->capacity; }
+
+int async__ipc_dict_spots(async_shared_dict_t *d, const char *key, async__ipc_spots_t *out)
+{
+    uint64_t c = atomic_load(&d->committed);
+    bool found;
+    size_t s = find(d, key, strlen(key), c, &found);
+    if (!found) return ASYNC_ENOENT;
+    ver_t *v = current(d, s, c);
+    *out = (async__ipc_spots_t){.klen = &v->klen, .vlen = &v->vlen, .state = &v->state,
+                                .key = v->bytes, .nslots = &d->nslots};
+    return 0;
+}

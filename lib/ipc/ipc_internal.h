@@ -21,7 +21,24 @@ typedef struct async__ipc_hdr {
 /* A shared anonymous mapping of at least size bytes, zero-filled, whose
  * header is filled in.  Returns 0 or ASYNC_ENOMEM / -errno. */
 int async__ipc_map(size_t size, uint32_t kind, void **out);
+/* Unmaps the size the header says: for objects whose header is sealed
+ * (below), or not yet handed to anyone. */
 void async__ipc_unmap(void *obj);
+/* Unmaps an object of a fixed size, whatever its header says (the header
+ * is in memory every process can write). */
+void async__ipc_unmap_fixed(void *obj, size_t size);
+
+/* Objects whose sizes and counts decide where their calls read and write
+ * (the queue, the dictionary, values and arrays) keep them, with the
+ * header, in their first page, and make that page read-only once they are
+ * set (async__ipc_seal): a stray write from any process to them faults in
+ * that process, instead of sending every other one past the mapping.  The
+ * fields after the first page start at an _Alignas(ASYNC__IPC_PAGE)
+ * member.  On a system whose pages are not 4 KiB the page stays writable
+ * (the seal is skipped).  Returns 0 or ASYNC_ENOMEM (the mapping count is
+ * at its limit: the split needs one more). */
+#define ASYNC__IPC_PAGE 4096
+int async__ipc_seal(void *obj);
 
 /* Futex wait while *addr == val, until woken or the absolute monotonic
  * deadline, but never longer than ASYNC__IPC_RECHECK_NS at a time.  Returns
@@ -97,6 +114,29 @@ extern void (*async__ipc_barrier_hook)(int where);
 /* For tests: the barrier's generation and arrivals (UINT32_MAX: broken), as
  * its state word holds them now, read without the mutex. */
 void async__ipc_barrier_peek(const async_ipc_barrier_t *b, uint32_t *gen, uint32_t *count);
+
+
+/* For tests (tests/test-ipc-scribble.c): where an object keeps the words a
+ * stray write from another process could hit, so that a test can overwrite
+ * them as such a write would.  The queue's: its counters, the length of the
+ * message at tail, and geometry (capacity, the getters' eventfd); the
+ * dictionary's: the current version of key (its lengths, state and key
+ * bytes) and its slot count; a value's or array's element count.  Fields
+ * an object does not have are NULL. */
+typedef struct async__ipc_spots {
+    _Atomic uint64_t *head, *tail;
+    uint32_t *len_at_tail;
+    size_t *capacity;
+    int *get_efd;
+    uint32_t *klen, *vlen, *state;
+    unsigned char *key;
+    size_t *nslots;
+    size_t *n;
+} async__ipc_spots_t;
+void async__ipc_queue_spots(async_ipc_queue_t *q, async__ipc_spots_t *out);
+/* 0, or ASYNC_ENOENT when key is not there. */
+int async__ipc_dict_spots(async_shared_dict_t *d, const char *key, async__ipc_spots_t *out);
+void async__ipc_array_spots(async_shared_array_t *a, async__ipc_spots_t *out);
 
 
 #define ASYNC__IPC_MAGIC 0x41495043u /* "AIPC" */

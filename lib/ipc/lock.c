@@ -120,7 +120,7 @@ int async_ipc_lock_new(async_ipc_lock_t **out)
 
 void async_ipc_lock_free(async_ipc_lock_t *lock)
 {
-    if (lock) async__ipc_unmap(lock);
+    if (lock) async__ipc_unmap_fixed(lock, sizeof *lock);
 }
 
 int async_ipc_lock_lock(async_ipc_lock_t *lock)
@@ -151,7 +151,7 @@ int async_ipc_rlock_new(async_ipc_rlock_t **out)
 
 void async_ipc_rlock_free(async_ipc_rlock_t *lock)
 {
-    if (lock) async__ipc_unmap(lock);
+    if (lock) async__ipc_unmap_fixed(lock, sizeof *lock);
 }
 
 int async_ipc_rlock_lock(async_ipc_rlock_t *lock)
@@ -189,7 +189,7 @@ int async_ipc_cond_new(async_ipc_cond_t **out)
 
 void async_ipc_cond_free(async_ipc_cond_t *cond)
 {
-    if (cond) async__ipc_unmap(cond);
+    if (cond) async__ipc_unmap_fixed(cond, sizeof *cond);
 }
 
 int async_ipc_cond_wait(async_ipc_cond_t *cond, async_ipc_lock_t *lock)

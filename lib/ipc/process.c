@@ -556,7 +556,7 @@ int async_process_run_commands_dl(const async_command_t *cmds, size_t n, size_t 
         if (b.epfd >= 0) close(b.epfd);
         return ASYNC_ENOMEM;
     }
-    memset(results, 0, n * sizeof *results);
+    if (n) memset(results, 0, n * sizeof *results); /* results may be NULL when n is 0 */
     for (;;) {
         start_more(&b);
         if (b.nrun == 0) break;

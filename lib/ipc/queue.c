@@ -66,14 +66,16 @@ typedef struct side {
     _Atomic uint32_t need_wake;        /* a sleeper is in futex_wait or about to be */
     _Atomic uint32_t watchers;         /* waiting on the eventfd */
     _Atomic uint32_t armed;            /* a watcher wants the eventfd signalled */
-    int efd;
 } side_t;
 
 struct async_ipc_queue {
+    /* The first page: set at creation, then read-only (see the top). */
     async__ipc_hdr_t hdr;
     size_t capacity, max_msg, stride;
     unsigned flags;
-    _Alignas(64) pthread_mutex_t put_mu;
+    int get_efd, put_efd; /* the sides' eventfds */
+    /* The rest: written by every process. */
+    _Alignas(ASYNC__IPC_PAGE) pthread_mutex_t put_mu;
     _Atomic uint64_t head;     /* puts committed; written only under put_mu */
     _Atomic uint32_t closed;   /* written only under put_mu, so puts and close are ordered */
     _Alignas(64) pthread_mutex_t get_mu;
@@ -112,14 +114,17 @@ int async_ipc_queue_new(async_ipc_queue_t **out, size_t capacity, size_t max_msg
     q->flags = flags;
     if ((err = async__ipc_mutex_init(&q->put_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_map;
     if ((err = async__ipc_mutex_init(&q->get_mu, PTHREAD_MUTEX_ERRORCHECK))) goto fail_put_mu;
-    q->get.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->get.efd < 0) { err = -errno; goto fail_get_mu; }
-    q->put.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (q->put.efd < 0) { err = -errno; goto fail_get; }
+    q->get_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->get_efd < 0) { err = -errno; goto fail_get_mu; }
+    q->put_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q->put_efd < 0) { err = -errno; goto fail_get; }
+    if ((err = async__ipc_seal(q))) goto fail_put;
     *out = q;
     return 0;
+fail_put:
+    close(q->put_efd);
 fail_get:
-    close(q->get.efd);
+    close(q->get_efd);
 fail_get_mu:
     pthread_mutex_destroy(&q->get_mu);
 fail_put_mu:
@@ -132,21 +137,26 @@ fail_map:
 void async_ipc_queue_free(async_ipc_queue_t *q)
 {
     if (!q) return;
-    close(q->get.efd);
-    close(q->put.efd);
+    close(q->get_efd);
+    close(q->put_efd);
     async__ipc_unmap(q);
 }
 
-static void signal_fd(side_t *s)
+static int efd_of(const async_ipc_queue_t *q, const side_t *s)
+{
+    return s == &q->get ? q->get_efd : q->put_efd;
+}
+
+static void signal_fd(async_ipc_queue_t *q, side_t *s)
 {
     uint64_t one = 1;
-    ssize_t r = write(s->efd, &one, sizeof one);
+    ssize_t r = write(efd_of(q, s), &one, sizeof one);
     (void)r; /* only fails when the counter is saturated: still readable */
 }
 
 /* Wakes the side's sleepers and watchers, if any.  The caller has just
  * committed a change they wait for. */
-static void wake(side_t *s)
+static void wake(async_ipc_queue_t *q, side_t *s)
 {
     if (atomic_load(&s->need_wake) &&
         atomic_exchange(&s->need_wake, 0)) {
@@ -154,7 +164,7 @@ static void wake(side_t *s)
         async__futex_wake(&s->ev, INT32_MAX);
     }
     if (atomic_load(&s->watchers) && atomic_load(&s->armed) && atomic_exchange(&s->armed, 0))
-        signal_fd(s);
+        signal_fd(q, s);
 }
 
 /* The ring is never torn (see the top), so a dead holder's EOWNERDEAD needs
@@ -166,15 +176,22 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
 {
     if (len > q->max_msg || (len && !msg)) return ASYNC_EINVAL;
     if (atomic_load(&q->closed)) return ASYNC_ECLOSED;
-    /* Full at the moment head was read, if tail did not move around it. */
+    /* Full at the moment head was read, if tail did not move around it
+     * (past full, the counters were overwritten: the lock's path says so). */
     uint64_t t1 = atomic_load(&q->tail), h1 = atomic_load(&q->head);
-    if (h1 - t1 >= q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EAGAIN;
+    if (h1 - t1 == q->capacity && atomic_load(&q->tail) == t1) return ASYNC_EAGAIN;
     lock(&q->put_mu);
     int err = 0;
     uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
+    /* Under put_mu head stays h, and tail, read after it, is at most h: a
+     * distance past the capacity (or a tail past head, which wraps) is a
+     * stray write to the counters, which no repair can undo. */
+    uint64_t used = h - atomic_load(&q->tail);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
         err = ASYNC_ECLOSED;
-    } else if (h - atomic_load(&q->tail) >= q->capacity) {
+    } else if (used > q->capacity) {
+        err = ASYNC_EIO;
+    } else if (used == q->capacity) {
         err = ASYNC_EAGAIN;
     } else {
         slot_t *s = slot_at(q, h);
@@ -186,7 +203,7 @@ int async_ipc_queue_tryput(async_ipc_queue_t *q, const void *msg, size_t len)
     unlock(&q->put_mu);
     if (!err) {
         hook(4);
-        wake(&q->get);
+        wake(q, &q->get);
     }
     return err;
 }
@@ -203,19 +220,28 @@ int async_ipc_queue_tryget(async_ipc_queue_t *q, void *buf, size_t cap, size_t *
     int err = 0;
     uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed);
     closed = atomic_load(&q->closed); /* before head, as above */
-    if (atomic_load(&q->head) == t) {
+    /* Under get_mu tail stays t, and head, read after it, at most t +
+     * capacity: past that (or below t, which wraps), as in tryput. */
+    uint64_t used = atomic_load(&q->head) - t;
+    if (used == 0) {
         err = closed ? ASYNC_EEOF : ASYNC_EAGAIN;
+    } else if (used > q->capacity) {
+        err = ASYNC_EIO;
     } else {
         slot_t *s = slot_at(q, t);
         size_t n = s->len;
-        if (n) memcpy(buf, s->data, n);
-        if (len) *len = n;
+        /* A length no put writes: the message was overwritten.  It is
+         * dropped (got, as a message is, for the join count), so that the
+         * next get goes on with the next message. */
+        if (n > q->max_msg) err = ASYNC_EIO;
+        else if (n) memcpy(buf, s->data, n);
+        if (len && !err) *len = n;
         hook(2);
         atomic_store(&q->tail, t + 1); /* the commit; seq_cst: see the top */
         hook(3);
     }
     unlock(&q->get_mu);
-    if (!err) wake(&q->put);
+    if (!err || err == ASYNC_EIO) wake(q, &q->put);
     return err;
 }
 
@@ -254,7 +280,7 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
         /* In slices, as the futex waits (ipc_internal.h): a waker killed
          * between its commit and its signal must not leave us asleep. */
         int64_t until = async__ipc_slice_end(deadline, async_now());
-        if ((err = async_wait_fd_dl(s->efd, ASYNC_READABLE, until))) {
+        if ((err = async_wait_fd_dl(efd_of(q, s), ASYNC_READABLE, until))) {
             if (err == ASYNC_ETIMEDOUT && until != deadline) continue;
             break;
         }
@@ -268,7 +294,7 @@ static int wait_task(async_ipc_queue_t *q, bool is_get, op_t *op, int64_t deadli
         atomic_store(&s->armed, 1);
         bool more = is_get ? (err == ASYNC_EEOF || async_ipc_queue_len(q) > 0)
                            : (err == ASYNC_ECLOSED || async_ipc_queue_len(q) < q->capacity);
-        if (more) signal_fd(s);
+        if (more) signal_fd(q, s);
     }
     return err;
 }
@@ -333,8 +359,8 @@ int async_ipc_queue_close(async_ipc_queue_t *q)
     unlock(&q->put_mu);
     if (was) return ASYNC_EALREADY;
     hook(5);
-    wake(&q->get);
-    wake(&q->put);
+    wake(q, &q->get);
+    wake(q, &q->put);
     return 0;
 }
 
@@ -392,7 +418,7 @@ int async_ipc_queue_join(async_ipc_queue_t *q) { return async_ipc_queue_join_dl(
 int async_ipc_queue_fd(const async_ipc_queue_t *q, int events)
 {
     side_t *s = side_of((async_ipc_queue_t *)q, events);
-    return s ? s->efd : ASYNC_EINVAL;
+    return s ? efd_of(q, s) : ASYNC_EINVAL;
 }
 
 int async_ipc_queue_watch(async_ipc_queue_t *q, int events)
@@ -418,7 +444,7 @@ int async_ipc_queue_unwatch(async_ipc_queue_t *q, int events)
      * them a (possibly spurious) wake-up. */
     if (n > 1) {
         atomic_store(&s->armed, 1);
-        signal_fd(s);
+        signal_fd(q, s);
     }
     return 0;
 }
@@ -431,7 +457,14 @@ int async_ipc_queue_drain_fd(async_ipc_queue_t *q, int events)
     /* Re-arm before the caller's next try, so that a change after that try
      * signals the descriptor again. */
     atomic_store(&s->armed, 1);
-    ssize_t r = read(s->efd, &v, sizeof v);
+    ssize_t r = read(efd_of(q, s), &v, sizeof v);
     (void)r; /* EAGAIN: nothing to drain */
     return 0;
+}
+
+void async__ipc_queue_spots(async_ipc_queue_t *q, async__ipc_spots_t *out)
+{
+    *out = (async__ipc_spots_t){.head = &q->head, .tail = &q->tail,
+                                .len_at_tail = &slot_at(q, atomic_load(&q->tail))->len,
+                                .capacity = &q->capacity, .get_efd = &q->get_efd};
 }

@@ -53,7 +53,7 @@ int async_ipc_sem_new(async_ipc_sem_t **out, unsigned value, unsigned max)
 
 void async_ipc_sem_free(async_ipc_sem_t *sem)
 {
-    if (sem) async__ipc_unmap(sem);
+    if (sem) async__ipc_unmap_fixed(sem, sizeof *sem);
 }
 
 static bool sem_take(async_ipc_sem_t *s)
@@ -109,7 +109,7 @@ int async_ipc_event_new(async_ipc_event_t **out)
 
 void async_ipc_event_free(async_ipc_event_t *ev)
 {
-    if (ev) async__ipc_unmap(ev);
+    if (ev) async__ipc_unmap_fixed(ev, sizeof *ev);
 }
 
 void async_ipc_event_set(async_ipc_event_t *ev)
@@ -217,7 +217,7 @@ int async_ipc_barrier_new(async_ipc_barrier_t **out, unsigned parties)
 
 void async_ipc_barrier_free(async_ipc_barrier_t *b)
 {
-    if (b) async__ipc_unmap(b);
+    if (b) async__ipc_unmap_fixed(b, sizeof *b);
 }
 
 int async_ipc_barrier_wait_dl(async_ipc_barrier_t *b, unsigned *index, int64_t deadline)

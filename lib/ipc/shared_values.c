@@ -10,10 +10,13 @@
 #define DATA_ALIGN 64
 
 typedef struct shared {
+    /* The first page: set at creation, then read-only, so that no stray
+     * write can move get and set past the data (ipc_internal.h). */
     async__ipc_hdr_t hdr;
-    pthread_mutex_t m;
     bool with_lock;
     size_t elem_size, n;
+    /* The rest: the lock and the data, written by every process. */
+    _Alignas(ASYNC__IPC_PAGE) pthread_mutex_t m;
     _Alignas(DATA_ALIGN) unsigned char data[];
 } shared_t;
 
@@ -34,6 +37,11 @@ static int shared_new(shared_t **out, uint32_t kind, size_t elem_size, size_t n,
     s->with_lock = with_lock;
     s->elem_size = elem_size;
     s->n = n;
+    if ((err = async__ipc_seal(s))) {
+        if (with_lock) pthread_mutex_destroy(&s->m);
+        async__ipc_unmap(s);
+        return err;
+    }
     *out = s;
     return 0;
 }
@@ -107,3 +115,8 @@ int async_shared_array_set(async_shared_array_t *a, size_t i, const void *in) { 
 int async_shared_array_lock_dl(async_shared_array_t *a, int64_t deadline) { return shared_lock(&a->s, deadline); }
 int async_shared_array_lock(async_shared_array_t *a) { return shared_lock(&a->s, ASYNC_FOREVER); }
 int async_shared_array_unlock(async_shared_array_t *a) { return shared_unlock(&a->s); }
+
+void async__ipc_array_spots(async_shared_array_t *a, async__ipc_spots_t *out)
+{
+    *out = (async__ipc_spots_t){.n = &a->s.n};
+}

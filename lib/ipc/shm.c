@@ -101,6 +101,15 @@ void async__ipc_unmap(void *obj)
     munmap(obj, h->map_size);
 }
 
+void async__ipc_unmap_fixed(void *obj, size_t size) { munmap(obj, size); }
+
+int async__ipc_seal(void *obj)
+{
+    if (sysconf(_SC_PAGESIZE) != ASYNC__IPC_PAGE) return 0;
+    if (mprotect(obj, ASYNC__IPC_PAGE, PROT_READ) == 0) return 0;
+    return errno == ENOMEM ? ASYNC_ENOMEM : -errno;
+}
+
 /* --- futexes ---------------------------------------------------------------- */
 
 struct timespec async__ipc_ts(int64_t deadline)
