@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "support/hang.h"
 #include "support/run.h"
 #include "support/proc.h"
 #include "support/dns_wire.h"
@@ -361,44 +362,6 @@ Test(dns, another_loop_or_thread_is_ewrongloop, .timeout = 10)
 }
 
 /* --- happy eyeballs -------------------------------------------------------- */
-
-/* A listener whose backlog is full and never accepts: a connect to it hangs. */
-struct hang {
-    int lfd, fds[32], n;
-    async_addr_t addr;
-};
-
-/* 127.0.0.1:port as an async_addr_t. */
-static async_addr_t loopback(int port)
-{
-    async_addr_t a;
-    memset(&a, 0, sizeof a);
-    struct sockaddr_in *in = (struct sockaddr_in *)&a.addr;
-    in->sin_family = AF_INET;
-    in->sin_port = htons((uint16_t)port);
-    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.len = sizeof *in;
-    return a;
-}
-
-static void hang_open(struct hang *h)
-{
-    cr_assert_eq(async_tcp_listen(&h->lfd, "127.0.0.1", 0, 1), 0);
-    int port = async_sock_port(h->lfd);
-    h->n = 0;
-    while (h->n < 32 &&
-           async_tcp_connect_ip_dl(&h->fds[h->n], "127.0.0.1", port,
-                                   async_deadline_after(ASYNC_MSEC(200))) == 0)
-        h->n++;
-    cr_assert_lt(h->n, 32, "the backlog never filled");
-    h->addr = loopback(port);
-}
-
-static void hang_close(struct hang *h)
-{
-    for (int i = 0; i < h->n; i++) close(h->fds[i]);
-    close(h->lfd);
-}
 
 static async_addr_t listen_addr(int *lfd)
 {

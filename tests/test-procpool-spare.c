@@ -336,6 +336,17 @@ static void bystander_is_ours(pid_t b)
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the bystander's status %#x", st);
 }
 
+/* Frees p, then checks that the bystander b is still ours, untouched (and
+ * ends it), and that the pool left no other child behind. */
+static void free_leaving_only_the_bystander(async__procpool_t *p, pid_t b)
+{
+    async__procpool_free(p);
+    bystander_is_ours(b);
+    pid_t r = waitpid(-1, NULL, WNOHANG);
+    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
+    cr_assert_eq(errno, ECHILD);
+}
+
 /* Sends m as the fork server (held in its stop): on its own socket, or on
  * the spare's (the one the SPARE carried, which it holds until its clone
  * is made); then waits until the pool has read its socket, when it is the
@@ -405,11 +416,7 @@ Test(procpool_spare, a_spare_report_naming_another_child_of_ours_is_not_taken, .
     char why[600] = "";
     cr_assert_eq(async__procpool_error(p, why, sizeof why), 0, "%s", why);
     replaced_and_serves(p, server, by);
-    async__procpool_free(p);
-    bystander_is_ours(by);
-    pid_t r = waitpid(-1, NULL, WNOHANG);
-    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
-    cr_assert_eq(errno, ECHILD);
+    free_leaving_only_the_bystander(p, by);
 }
 
 /* Caught (round 17): the spare's first word was believed from whoever
@@ -437,11 +444,7 @@ Test(procpool_spare, a_first_word_on_the_spares_socket_not_from_the_spare_is_not
                  (int)async__procpool_server_pid(p), (int)child);
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
     serves(p);
-    async__procpool_free(p);
-    bystander_is_ours(by);
-    pid_t r = waitpid(-1, NULL, WNOHANG);
-    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
-    cr_assert_eq(errno, ECHILD);
+    free_leaving_only_the_bystander(p, by);
 }
 /* A spare reported by its server but held (here by ptrace, from its
  * creation) before its first word is not taken on the report alone: it is
@@ -517,10 +520,6 @@ Test(procpool_spare, a_forged_report_before_a_server_stops_leaves_its_spare_to_t
                  (int)async__procpool_server_pid(p), (int)child);
     cr_assert_eq(async__procpool_wait_ready(p, until), 0);
     serves(p);
-    async__procpool_free(p);
-    bystander_is_ours(by);
-    pid_t r = waitpid(-1, NULL, WNOHANG);
-    cr_assert_eq(r, -1, "a child of ours is left after free: %d", (int)r);
-    cr_assert_eq(errno, ECHILD);
+    free_leaving_only_the_bystander(p, by);
 }
 #endif
