@@ -9,6 +9,8 @@
  * read it afterwards, the third read the freed loop at every call
  * (AddressSanitizer: heap-use-after-free in each). */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <async.h>
 #include <async/select.h>
 #include "support/run.h"
@@ -275,4 +277,78 @@ Test(sync_lifetime, a_mutex_left_locked_by_a_freed_loops_task_stays_held, .timeo
     }
     /* Held by a task that ended: never freed (as within one loop). */
     cr_assert_eq(async_mutex_destroy(left_locked), ASYNC_EBUSY);
+}
+
+/* --- two loops' first use at once ------------------------------------------ */
+
+/* An object made outside any loop belongs to the first loop that uses it;
+ * two loops on two threads whose tasks first use it at the same moment must
+ * agree which one that is: one call binds it, the other is
+ * ASYNC_EWRONGLOOP.  The binding was a plain test and store, then a push
+ * onto the loop's list of bound objects: both tasks could see it unbound
+ * and bind it (both calls 0, two loops writing one object), and its one
+ * link went into both loops' lists, which the loops' frees then walked
+ * (under ThreadSanitizer, whose slowness widens the window: data races in
+ * own, bind_to and the list, and the test hung, 2 runs of 2; a plain build
+ * did not show it in 3000 rounds).  Both tasks spin until both run, then
+ * call; the threads are not the test's, so they record codes, no asserts. */
+
+struct first_use {
+    atomic_int ready;
+    async_event_t *e;
+    int rc[2];
+};
+struct first_user {
+    struct first_use *u;
+    int i;
+};
+
+static int use_first(void *arg, void **res)
+{
+    (void)res;
+    struct first_user *w = arg;
+    atomic_fetch_add(&w->u->ready, 1);
+    while (atomic_load(&w->u->ready) < 2) { /* both tasks run on their loops */
+    }
+    w->u->rc[w->i] = async_event_set(w->u->e);
+    atomic_fetch_add(&w->u->ready, 1);
+    while (atomic_load(&w->u->ready) < 4) { /* neither loop is freed before both used it */
+    }
+    return 0;
+}
+
+static void *first_user_thread(void *arg)
+{
+    struct first_user *w = arg;
+    async_loop_t *l;
+    if (async_loop_new(&l)) {
+        w->u->rc[w->i] = -1000;
+        atomic_fetch_add(&w->u->ready, 2);
+        return NULL;
+    }
+    if (async_task_spawn(NULL, l, use_first, w, NULL) == 0) async_loop_run(l, ASYNC_RUN_DEFAULT);
+    async_loop_destroy(l);
+    return NULL;
+}
+
+Test(sync_lifetime, two_loops_using_an_unbound_object_at_once_bind_it_once, .timeout = 120)
+{
+    int bad = 0, first_bad = -1, rc0 = 0, rc1 = 0;
+    for (int round = 0; round < 3000; round++) {
+        struct first_use u = {.rc = {-1, -1}};
+        cr_assert_eq(async_event_new(&u.e), 0);
+        struct first_user w[2] = {{&u, 0}, {&u, 1}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) cr_assert_eq(pthread_create(&th[i], NULL, first_user_thread, &w[i]), 0);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        int zeros = (u.rc[0] == 0) + (u.rc[1] == 0);
+        int wrong = (u.rc[0] == ASYNC_EWRONGLOOP) + (u.rc[1] == ASYNC_EWRONGLOOP);
+        if (!(zeros == 1 && wrong == 1)) {
+            if (!bad++) first_bad = round, rc0 = u.rc[0], rc1 = u.rc[1];
+            continue; /* bound twice: its link is corrupt, so it is not freed */
+        }
+        cr_assert_eq(async_event_destroy(u.e), 0);
+    }
+    cr_assert_eq(bad, 0, "%d of 3000 rounds bound it twice (first: round %d, %s and %s)", bad,
+                 first_bad, async_errname(rc0), async_errname(rc1));
 }

@@ -48,15 +48,30 @@ static void unbind(async__bound_t *b) { async__list_remove(&b->link); }
  * thread while it runs (a task or a callback of it), or from its thread
  * outside any loop while it does not run.  An unbound object (made outside
  * any loop, or whose loop was freed) is bound here to the first loop that
- * uses it. */
+ * uses it.  Two loops on two threads may use an unbound object first at the
+ * same moment: a compare-and-swap of b->loop decides which one that is, and
+ * only the winner links b into its loop's list (with a plain test and store
+ * both bound it, each call went on, and the one link went into both lists:
+ * sync_lifetime::two_loops_using_an_unbound_object_at_once_bind_it_once).
+ * b->loop is read once: a second read could see the NULL that freeing the
+ * loop stores. */
 static int own(async__bound_t *b)
 {
     async_loop_t *cur = async_loop_current();
+    async_loop_t *l = __atomic_load_n(&b->loop, __ATOMIC_ACQUIRE);
     if (cur) {
-        if (!b->loop) bind_to(b, cur);
-        return b->loop == cur ? 0 : ASYNC_EWRONGLOOP;
+        if (!l) {
+            if (__atomic_compare_exchange_n(&b->loop, &l, cur, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                async__list_init(&b->link);
+                async__list_push(&cur->bound, &b->link);
+                return 0;
+            }
+            /* l is the loop that won */
+        }
+        return l == cur ? 0 : ASYNC_EWRONGLOOP;
     }
-    return !b->loop || async__on_loop_thread(b->loop) ? 0 : ASYNC_EWRONGLOOP;
+    return !l || async__on_loop_thread(l) ? 0 : ASYNC_EWRONGLOOP;
 }
 
 static async_task_impl_t *first_waiter(async__list_t *list)
