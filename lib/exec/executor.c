@@ -524,6 +524,17 @@ SUBMIT_INLINE void lean_fill(async__lean_job_t *l, const async_job_t *j, size_t 
     }
 }
 
+/* A just-allocated future f that make_job filled: two references (the
+ * caller's and the executor's), finished by its worker alone unless a
+ * deadline can contest it. */
+SUBMIT_INLINE async_future_t *held_by_executor(async_future_t *f, bool contested)
+{
+    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    f->exec_owned = true;
+    f->contested = contested;
+    return f;
+}
+
 /* A future with its job inside, two references (the caller's and the
  * executor's), not queued yet. */
 SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *j)
@@ -539,10 +550,7 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
         async_future_t *f = async__future_alloc_pooled(ex->priv->futures, sizeof(async__lean_job_t));
         if (!f) return NULL;
         lean_fill((async__lean_job_t *)f->extra, j, in_copy, JOB_SUBMIT | JOB_LEAN);
-        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
-        f->exec_owned = true;
-        f->contested = false;
-        return f;
+        return held_by_executor(f, false);
     }
     /* Input and output go in the job's `small` area when they fit, else
      * after the job. */
@@ -568,10 +576,7 @@ SUBMIT_INLINE async_future_t *make_job(async_executor_t *ex, const async_job_t *
     /* job->next is never written: a job of priority 0 has none (see
      * FUTURE_BLOCK), and the queue, a batch and a drain all link through
      * qnext. */
-    atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
-    f->exec_owned = true;
-    f->contested = timed;
-    return f;
+    return held_by_executor(f, timed);
 }
 
 static void unmake(async_future_t *f)
