@@ -673,6 +673,35 @@ Test(procpool_untrusted, a_start_report_nobody_asked_for, .timeout = 60)
 /* Caught: a server that shut its socket down but stayed alive (stopped, so
  * that it could not exit) was never killed, and free waited in waitpid for
  * ever. */
+/* Caught (ci16, once under ASan): the test below picks the server's socket
+ * as its lowest socket descriptor.  The server held it at 10 with 3 to 9
+ * free, so a spare's socket arriving in a SPARE landed at 4 until it was
+ * moved up: looked at in between, the spare's socket was the one shut
+ * down, and the pool saw a stopped server with no spare.  The server now
+ * holds its socket at 3, before anything else it opens. */
+Test(procpool_untrusted, the_fork_servers_socket_is_its_lowest_descriptor_above_stdio, .timeout = 60)
+{
+    async__procpool_t *p = eng_pool_new(1);
+    pid_t server = async__procpool_server_pid(p);
+    char dir[64], path[400], link[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)server);
+    DIR *d = opendir(dir);
+    cr_assert(d, "%s: %s", dir, strerror(errno));
+    int lowest = -1, sockets = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        int fd = atoi(e->d_name);
+        if (fd <= 2) continue;
+        if (lowest < 0 || fd < lowest) lowest = fd;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n > 0 && (link[n] = 0, strncmp(link, "socket:", 7) == 0) && fd == 3) sockets++;
+    }
+    closedir(d);
+    async__procpool_free(p);
+    cr_assert_eq(lowest, 3, "the server's lowest descriptor above stdio is %d", lowest);
+    cr_assert_eq(sockets, 1, "the server's fd 3 is not a socket");
+}
+
 Test(procpool_untrusted, a_fork_server_that_closes_its_socket_but_lives, .timeout = 60)
 {
     async__procpool_t *p = eng_pool_new(1);

@@ -554,7 +554,9 @@ static ssize_t recv_msg(int sock, pp_msg_t *m, int *fd)
         }
         /* Moved above the server's own socket, so that a tool (or a test)
          * that looks for the server's socket among its descriptors, lowest
-         * first, finds that one even while it holds this one. */
+         * first, finds that one even while it holds this one (needed with
+         * inherit_fds only: otherwise the socket is fd 3 and this one lands
+         * above it anyway). */
         int high = fcntl(got, F_DUPFD_CLOEXEC, sock + 1);
         if (high >= 0) {
             close(got);
@@ -661,7 +663,21 @@ _Noreturn void async__pp_server_main(const pp_view_t *v, int sock, bool inherit_
     pp_shm_t *h = V.h;
     unsigned nworkers = V.nworkers;
     prctl(PR_SET_NAME, "async-forksrv");
-    if (!inherit_fds) close_others(sock);
+    if (!inherit_fds) {
+        close_others(sock);
+        /* Our socket as our lowest descriptor above stdio, before any other
+         * opens: every descriptor we take later (the signalfd, a spare's
+         * socket as it arrives) lands above it, so that whoever looks for
+         * the server's socket among its descriptors, lowest first, finds
+         * this one at any instant.  Held at 10 with 3 free, a spare's socket
+         * arrived at 4 and was moved up only afterwards: a test that looked
+         * in between shut the spare's down instead (ci16). */
+        int low = sock > 3 ? fcntl(sock, F_DUPFD_CLOEXEC, 3) : -1;
+        if (low >= 0 && low < sock) {
+            close(sock);
+            sock = low;
+        }
+    }
     /* Ctrl-C reaches the whole process group; the parent decides. */
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGINT, &ign, &saved_int);
