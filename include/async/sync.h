@@ -12,7 +12,10 @@
  * ASYNC_EWRONGLOOP from every call that returns an int, which then does
  * nothing.  The reads that return a count or a flag (async_chan_len,
  * async_sem_value, async_event_is_set) are not checked: call them only
- * where the others are allowed.
+ * where the others are allowed.  The check that refuses another thread
+ * reads the object's loop, so a loop must not be freed while another thread
+ * may still call on its objects: free it once such threads are joined or
+ * told to stop (the object is then unbound, and theirs to bind).
  *
  * Waiters are served first come, first served.  Every blocking call has a
  * _dl form (ASYNC_ETIMEDOUT when the deadline passes before it can

@@ -218,7 +218,9 @@ struct async_loop {
 /* A sync.c object's binding to the loop it belongs to (NULL: none yet),
  * linked into that loop's `bound` list so that freeing the loop unbinds the
  * objects that outlive it: they never read a freed loop, and are as if made
- * outside any loop again (sync.h).  Touched only on the loop's thread. */
+ * outside any loop again (sync.h).  `loop` is read and written atomically
+ * (sync.c's own binds by compare-and-swap; the loop's free clears it); the
+ * link is touched only on the loop's thread. */
 typedef struct async__bound {
     struct async_loop *loop;
     async__list_t link;

@@ -316,7 +316,7 @@ int async_loop_destroy(async_loop_t *loop)
      * is alive). */
     async__list_t *n;
     while ((n = async__list_pop(&loop->bound)))
-        container_of(n, async__bound_t, link)->loop = NULL;
+        __atomic_store_n(&container_of(n, async__bound_t, link)->loop, NULL, __ATOMIC_RELEASE);
     ev_ref(loop->ev);
     ev_prepare_stop(loop->ev, &loop->prepare);
     ev_ref(loop->ev);
