@@ -231,6 +231,11 @@ async_future_t *async__future_alloc_refill(async__fpool_t *p, size_t extra)
         async__mag.block = p->block;
     }
     if (!async__mag.n) { /* take the pool's whole list, or carve a new slab */
+        /* An empty magazine keeps no block of its pool, so nothing kept that
+         * pool alive: freed on another thread, its memory may be p now, a
+         * pool of another block size (a lean pool's 128 bytes after a
+         * bounded pool's 192).  The blocks about to come are p's. */
+        async__mag.block = p->block;
         fpool_lock(p);
         async__mag.head = p->blocks;
         async__mag.tail = p->last;
