@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 #include <async.h>
 #include <async/executor.h>
 #include <async/future.h>
@@ -122,4 +123,63 @@ Test(exec_hostile, a_magazine_outliving_its_pool_takes_a_new_pools_block_size, .
         async_executor_free(s.fresh);
     }
     cr_expect_eq(atomic_load(&runs), expected);
+}
+
+/* --- a callback on the deadline watchdog ---------------------------------- */
+
+/* Sleeps until ctx (an atomic_int) is set, or 2 s. */
+static int sleep_until_set(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    for (int i = 0; i < 2000 && !atomic_load((atomic_int *)ctx); i++) usleep(1000);
+    return 0;
+}
+
+typedef struct {
+    async_executor_t *ex;
+    atomic_int release, shutdown_rc, terminate_rc, run_rc, called;
+} expiry_t;
+
+static int nothing(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size, (void)ctx;
+    return 0;
+}
+
+/* The callback of a future failed at its deadline: the thread backend runs
+ * it on its watchdog, which the expired job's worker waits for before it
+ * finishes the job. */
+static void on_expired(async_future_t *f, void *arg)
+{
+    expiry_t *e = arg;
+    cr_expect_eq(async_future_error(f), ASYNC_ETIMEDOUT);
+    async_job_t j = {.fn = nothing};
+    atomic_store(&e->run_rc, async_executor_run(e->ex, &j, NULL, NULL, NULL, 0));
+    atomic_store(&e->shutdown_rc, async_executor_shutdown(e->ex, true, false));
+    atomic_store(&e->terminate_rc, async_executor_terminate(e->ex));
+    atomic_store(&e->called, 1);
+}
+
+/* The callback of a timed job's future runs on the deadline watchdog when
+ * the deadline fails it.  The job's worker waits for that expiry to end
+ * before it finishes the job, so a wait for the pool there (run, shutdown
+ * with wait, terminate) waited for the worker that waited for it: the test
+ * hung (free from there went on to free the watchdog's state under it).
+ * The watchdog is one of the pool's own threads: each such call now
+ * returns ASYNC_EDEADLK at once, as from a worker. */
+Test(exec_hostile, waits_for_the_pool_from_the_deadline_watchdog_are_refused, .timeout = 20)
+{
+    expiry_t e = {.ex = test_thread_pool(1, 0)};
+    async_job_t j = {.fn = sleep_until_set, .ctx = &e.release, .timeout_ns = ASYNC_MSEC(20)};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(&f, e.ex, &j), 0);
+    cr_assert_eq(async_future_on_done(f, on_expired, &e), 0);
+    cr_assert_eq(async_future_wait(f), ASYNC_ETIMEDOUT);
+    while (!atomic_load(&e.called)) usleep(1000);
+    cr_expect_eq(atomic_load(&e.run_rc), ASYNC_EDEADLK);
+    cr_expect_eq(atomic_load(&e.shutdown_rc), ASYNC_EDEADLK);
+    cr_expect_eq(atomic_load(&e.terminate_rc), ASYNC_EDEADLK);
+    atomic_store(&e.release, 1);
+    async_future_unref(f);
+    async_executor_free(e.ex);
 }

@@ -192,8 +192,8 @@ typedef struct async__backend_ops {
     bool (*run)(async_executor_t *ex, const async_job_t *job, int64_t deadline, void *out,
                 size_t *out_len, char *msg, size_t msg_cap, int *code);
     /* Whether the calling thread is one of the backend's own threads that
-     * run future callbacks (the process backend's supervisor and feeder;
-     * NULL: it has none).  Such a thread must not wait for the pool: only
+     * run future callbacks (the process backend's supervisor and feeder,
+     * the thread backend's deadline watchdog; NULL: it has none).  Such a thread must not wait for the pool: only
      * it could deliver what it waits for.  executor.c refuses a run, a
      * shutdown with wait, terminate and free from it as from a worker. */
     bool (*on_own_thread)(const async_executor_t *ex);

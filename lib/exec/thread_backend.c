@@ -54,9 +54,23 @@ static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline)
     pthread_cond_timedwait(c, m, &ts);
 }
 
+/* The pool whose watchdog the calling thread is, if any.  The watchdog runs
+ * the callbacks of the futures it fails, and the expired job's worker waits
+ * for that expiry to end before it finishes the job: a callback that waits
+ * for the pool there (a run, a shutdown with wait, terminate, free) would
+ * wait for a worker that waits for it, so the executor refuses those calls
+ * from this thread as from a worker (on_own_thread). */
+static _Thread_local const threads_t *tls_watchdog_of;
+
+static bool on_own_thread(const async_executor_t *ex)
+{
+    return ex->backend && tls_watchdog_of == ex->backend;
+}
+
 static void *watchdog(void *arg)
 {
     threads_t *t = arg;
+    tls_watchdog_of = t;
     pthread_mutex_lock(&t->mu);
     while (!t->watch_stop) {
         int64_t now = async_now(), next = ASYNC_FOREVER;
@@ -206,6 +220,7 @@ const async__backend_ops_t async__threads_backend = {
     .join = join,
     .terminate = NULL,
     .free = free_backend,
+    .on_own_thread = on_own_thread,
     .cpu_workers = true,
     .lean_jobs = true,
 };
