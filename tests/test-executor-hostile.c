@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <async.h>
@@ -182,4 +183,49 @@ Test(exec_hostile, waits_for_the_pool_from_the_deadline_watchdog_are_refused, .t
     atomic_store(&e.release, 1);
     async_future_unref(f);
     async_executor_free(e.ex);
+}
+
+/* --- run giving up on a borrowed input --------------------------------- */
+
+typedef struct {
+    atomic_int started, open;
+    atomic_int seen;
+} reader_t;
+
+/* Once the gate opens, reads its one input byte into ctx's `seen`. */
+static int read_late(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out, (void)out_size;
+    reader_t *r = ctx;
+    atomic_store(&r->started, 1);
+    while (!atomic_load(&r->open)) usleep(500);
+    atomic_store(&r->seen, *(const unsigned char *)in);
+    return 0;
+}
+
+/* async_executor_run_dl returns at its deadline without waiting for a job
+ * that runs on, and says the caller may then release all but ctx.  With
+ * borrow_input the running job still read the caller's input after the
+ * call returned: here it read the byte the caller wrote there afterwards
+ * (released memory, in a real program).  A call that can give up now
+ * copies the input, as a job with a time limit always does. */
+Test(exec_hostile, a_run_that_gives_up_leaves_no_job_reading_the_borrowed_input, .timeout = 20)
+{
+    async_executor_t *ex = test_thread_pool(1, 0);
+    reader_t rd = {0};
+    unsigned char *buf = malloc(16);
+    cr_assert_not_null(buf);
+    memset(buf, 0x11, 16);
+    async_job_t j = {.fn = read_late, .ctx = &rd, .in = buf, .in_size = 16, .borrow_input = true};
+    char msg[64];
+    int r = async_executor_run_dl(ex, &j, NULL, NULL, msg, sizeof msg,
+                                  async_deadline_after(ASYNC_MSEC(100)));
+    cr_assert_eq(r, ASYNC_ETIMEDOUT, "%s", async_strerror(r));
+    cr_assert(atomic_load(&rd.started), "the job was still queued at the deadline");
+    memset(buf, 0x22, 16); /* the caller's memory is its own again */
+    atomic_store(&rd.open, 1);
+    async_executor_shutdown(ex, true, false);
+    cr_expect_eq(atomic_load(&rd.seen), 0x11, "the job read 0x%x", (unsigned)atomic_load(&rd.seen));
+    free(buf);
+    async_executor_free(ex);
 }

@@ -761,6 +761,17 @@ int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *ou
             ex->ops->run(ex, job, jdl, out, out_len, msg, msg_cap, &code))
             return code;
     }
+    /* A call that can give up (a deadline, a cancellable task) returns
+     * without waiting for a running job, and its caller may then release
+     * the input: a borrowed input would still be read by the job.  Copied,
+     * as for a job with a time limit. */
+    async_job_t copied;
+    if (job && !check_job(job) && job->borrow_input &&
+        (deadline != ASYNC_FOREVER || async__in_task())) {
+        copied = *job;
+        copied.borrow_input = false;
+        job = &copied;
+    }
     async_future_t *f;
     int r = async_executor_submit_dl(&f, ex, job, deadline);
     if (r) return r;
