@@ -54,19 +54,94 @@ typedef struct {
     async_executor_t *old, *fresh;
     async_future_t **futures;
     size_t n;
+    /* Made on the new pool by the swapping thread, for the submitter to
+     * drop: lean jobs' futures, whose blocks then go to its magazine. */
+    async_future_t *made[4];
+    bool make;
+    atomic_long *runs;
 } swap_t;
+
+static int mark_started(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in, (void)in_size, (void)out, (void)out_size;
+    atomic_store((atomic_int *)ctx, 1);
+    return 0;
+}
 
 /* Another thread drops the submitter's futures of the old pool (so that
  * they go back to the pool, not to the submitter's magazine), frees the old
  * pool and makes a lean one: its block pool is allocated right after the
- * old one's was freed, and malloc hands the same address back. */
+ * old one's was freed, and malloc hands the same address back.  With make,
+ * it also runs lean jobs there, and waits until its one worker has dropped
+ * their executor references (it has taken the job queued after them), so
+ * that the submitter's unref of each is the last. */
 static void *swap_pools(void *arg)
 {
     swap_t *s = arg;
     for (size_t i = 0; i < s->n; i++) async_future_unref(s->futures[i]);
     async_executor_free(s->old);
     s->fresh = test_thread_pool(1, 0);
+    if (!s->make) return NULL;
+    for (int i = 0; i < 4; i++) {
+        int64_t in = 1000 + i;
+        async_job_t j = {.fn = twice, .ctx = s->runs, .in = &in, .in_size = sizeof in,
+                         .out_size = sizeof in};
+        cr_assert_eq(async_executor_submit(&s->made[i], s->fresh, &j), 0);
+    }
+    atomic_int started = 0;
+    async_future_t *last;
+    async_job_t j = {.fn = mark_started, .ctx = &started};
+    cr_assert_eq(async_executor_submit(&last, s->fresh, &j), 0);
+    cr_assert_eq(async_future_wait(last), 0);
+    async_future_unref(last);
+    for (int i = 0; i < 4; i++) expect_twice(s->made[i], 1000 + i);
     return NULL;
+}
+
+/* One round: a bounded pool (no lean jobs: 192-byte blocks) whose first slab
+ * this thread's magazine uses up, freed on another thread, which makes a
+ * lean pool (128-byte blocks) in its place; then submits here that need a
+ * whole 192-byte job between lean ones.  With make, this thread first drops
+ * lean futures made there, so that their blocks reach its magazine by the
+ * free path instead of a refill.  Returns the jobs it ran. */
+static long pool_swap_round(int round, bool make, atomic_long *runs)
+{
+    async_executor_t *old = test_thread_pool(1, 1000);
+    async_future_t *fs[8]; /* SLAB_MIN: the magazine's first slab, used up */
+    for (int i = 0; i < 8; i++) {
+        int64_t in = i;
+        async_job_t j = {.fn = twice, .ctx = runs, .in = &in, .in_size = sizeof in,
+                         .out_size = sizeof in};
+        cr_assert_eq(async_executor_submit(&fs[i], old, &j), 0);
+        expect_twice(fs[i], in);
+    }
+    swap_t s = {.old = old, .futures = fs, .n = 8, .make = make, .runs = runs};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, swap_pools, &s), 0);
+    pthread_join(t, NULL);
+    if (make) /* newest first: the magazine's head is the lowest block */
+        for (int i = 3; i >= 0; i--) async_future_unref(s.made[i]);
+
+    async_future_t *g[12];
+    int64_t ins[12];
+    for (int i = 0; i < 12; i++) {
+        ins[i] = 100 * round + i;
+        async_job_t j = {.fn = twice, .ctx = runs, .in = &ins[i], .in_size = sizeof ins[i],
+                         .out_size = sizeof ins[i]};
+        if (i % 3 == (make ? 0 : 1)) j.timeout_ns = ASYNC_SEC(30);
+        if (i % 3 == 2) {
+            /* Borrowed, with an output too big for a lean job. */
+            j.borrow_input = true;
+            j.out_size = 32;
+        }
+        cr_assert_eq(async_executor_submit(&g[i], s.fresh, &j), 0);
+    }
+    for (int i = 0; i < 12; i++) {
+        expect_twice(g[i], ins[i]);
+        async_future_unref(g[i]);
+    }
+    async_executor_free(s.fresh);
+    return 8 + 12 + (make ? 4 : 0);
 }
 
 /* A thread that drained its magazine on a pool of 192-byte blocks (a
@@ -82,47 +157,19 @@ Test(exec_hostile, a_magazine_outliving_its_pool_takes_a_new_pools_block_size, .
 {
     atomic_long runs = 0;
     long expected = 0;
-    for (int round = 0; round < 20; round++) {
-        /* A bounded pool takes no lean jobs: its blocks are 192 bytes. */
-        async_executor_t *old = test_thread_pool(1, 1000);
-        async_future_t *fs[8]; /* SLAB_MIN: the magazine's first slab, used up */
-        for (int i = 0; i < 8; i++) {
-            int64_t in = i;
-            async_job_t j = {.fn = twice, .ctx = &runs, .in = &in, .in_size = sizeof in,
-                             .out_size = sizeof in};
-            cr_assert_eq(async_executor_submit(&fs[i], old, &j), 0);
-            expect_twice(fs[i], in);
-        }
-        expected += 8;
-        swap_t s = {.old = old, .futures = fs, .n = 8};
-        pthread_t t;
-        cr_assert_eq(pthread_create(&t, NULL, swap_pools, &s), 0);
-        pthread_join(t, NULL);
+    for (int round = 0; round < 20; round++) expected += pool_swap_round(round, false, &runs);
+    cr_expect_eq(atomic_load(&runs), expected);
+}
 
-        /* A lean submit refills the magazine from the new pool; then
-         * submits that each need a full job of 192 bytes, and lean ones
-         * that pop the blocks behind them. */
-        async_future_t *g[12];
-        int64_t ins[12];
-        for (int i = 0; i < 12; i++) {
-            ins[i] = 100 * round + i;
-            async_job_t j = {.fn = twice, .ctx = &runs, .in = &ins[i], .in_size = sizeof ins[i],
-                             .out_size = sizeof ins[i]};
-            if (i % 3 == 1) j.timeout_ns = ASYNC_SEC(30);
-            if (i % 3 == 2) {
-                /* Borrowed, with an output too big for a lean job. */
-                j.borrow_input = true;
-                j.out_size = 32;
-            }
-            cr_assert_eq(async_executor_submit(&g[i], s.fresh, &j), 0);
-        }
-        for (int i = 0; i < 12; i++) {
-            expect_twice(g[i], ins[i]);
-            async_future_unref(g[i]);
-        }
-        expected += 12;
-        async_executor_free(s.fresh);
-    }
+/* The same stale magazine filled by the free path: the futures of the new
+ * pool's lean jobs, dropped last on this thread, went into it under the old
+ * block size, and the next submit that needed 192 bytes took one of those
+ * 128-byte blocks. */
+Test(exec_hostile, blocks_freed_into_a_magazine_outliving_its_pool_keep_their_size, .timeout = 60)
+{
+    atomic_long runs = 0;
+    long expected = 0;
+    for (int round = 0; round < 20; round++) expected += pool_swap_round(round, true, &runs);
     cr_expect_eq(atomic_load(&runs), expected);
 }
 

@@ -286,6 +286,10 @@ static inline __attribute__((always_inline)) void release_memory(async_future_t 
         give_back(p, f, f, 1);
         return;
     }
+    /* An empty magazine may name a pool freed on another thread whose
+     * memory p now is (see async__future_alloc_refill): its block size is
+     * then another pool's, and must be p's before p's blocks go in. */
+    if (!async__mag.n) async__mag.block = p->block;
     *(void **)f = async__mag.head;
     if (!async__mag.head) async__mag.tail = f;
     async__mag.head = f;
