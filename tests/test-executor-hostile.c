@@ -276,3 +276,29 @@ Test(exec_hostile, a_run_that_gives_up_leaves_no_job_reading_the_borrowed_input,
     free(buf);
     async_executor_free(ex);
 }
+
+/* --- an empty map whose caller helps ------------------------------------ */
+
+/* A map of no items has no chunk and no ticket: its state ends before the
+ * first ticket.  With caller_runs the caller's help read that ticket's
+ * deadline all the same, past the end of the map's allocation (the
+ * AddressSanitizer build reports it); it has nothing to run. */
+Test(exec_hostile, an_empty_map_with_caller_runs_reads_no_ticket, .timeout = 20)
+{
+    async_executor_opts_t o;
+    async_executor_opts_init(&o);
+    o.workers = 1;
+    o.caller_runs = true;
+    async_executor_t *ex;
+    cr_assert_eq(async_executor_new(&ex, &o), 0);
+    atomic_long runs = 0;
+    async_map_t m;
+    async_map_init(&m);
+    m.fn = twice;
+    m.ctx = &runs;
+    m.timeout_ns = ASYNC_SEC(5);
+    async_map_error_t err;
+    cr_expect_eq(async_executor_map(ex, &m, &err), 0);
+    cr_expect_eq(atomic_load(&runs), 0);
+    async_executor_free(ex);
+}

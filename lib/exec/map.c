@@ -349,6 +349,9 @@ int async_executor_map_async(async_future_t **out, async_executor_t *ex, const a
  * is never queued: it only carries a chunk to async__exec_finish. */
 static void help_map(async_executor_t *ex, map_state_t *st, int64_t deadline)
 {
+    /* A map of no items has no ticket to read the deadline from: its state
+     * ends where the first would start. */
+    if (!st->nchunks) return;
     async__job_t job;
     memset(&job, 0, sizeof job);
     job.kind = JOB_MAP;
