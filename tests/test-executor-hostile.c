@@ -4,6 +4,7 @@
  * nothing leaked (the counting allocator is checked after every test). */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -301,4 +302,172 @@ Test(exec_hostile, an_empty_map_with_caller_runs_reads_no_ticket, .timeout = 20)
     cr_expect_eq(async_executor_map(ex, &m, &err), 0);
     cr_expect_eq(atomic_load(&runs), 0);
     async_executor_free(ex);
+}
+
+/* --- every submit kind racing a shutdown that cancels -------------------- */
+
+#define STORM_SUBMITTERS 2
+#define STORM_ROUNDS 600
+#define STORM_IDS (STORM_SUBMITTERS * STORM_ROUNDS * 4)
+
+typedef struct storm {
+    async_executor_t *ex;
+    atomic_int runs[STORM_IDS];
+    atomic_int finals[STORM_IDS]; /* per future: its first id's slot */
+    atomic_int go, submitted;
+} storm_t;
+
+typedef struct {
+    storm_t *st;
+    int who;
+    async_future_t *fs[STORM_ROUNDS * 4];
+    int first_id[STORM_ROUNDS * 4], ids[STORM_ROUNDS * 4];
+    bool is_map[STORM_ROUNDS * 4];
+    int nfs;
+    int refused[STORM_ROUNDS * 4], nrefused; /* ids whose submit failed */
+    int32_t ins[STORM_ROUNDS * 4]; /* a map's input, read until it is final */
+} storm_sub_t;
+
+static int storm_work(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    storm_t *st = ctx;
+    int32_t id;
+    cr_assert_geq(in_size, sizeof id);
+    memcpy(&id, in, sizeof id);
+    atomic_fetch_add(&st->runs[id], 1);
+    if (out && out_size >= sizeof id) memcpy(out, &id, sizeof id);
+    return 0;
+}
+
+static void storm_final(async_future_t *f, void *arg)
+{
+    (void)f;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void storm_keep(storm_sub_t *s, async_future_t *f, int id, int n, bool map)
+{
+    s->fs[s->nfs] = f;
+    s->first_id[s->nfs] = id;
+    s->ids[s->nfs] = n;
+    s->is_map[s->nfs] = map;
+    s->nfs++;
+    cr_assert_eq(async_future_on_done(f, storm_final, &s->st->finals[id]), 0);
+}
+
+static void *storm_submitter(void *arg)
+{
+    storm_sub_t *s = arg;
+    storm_t *st = s->st;
+    while (!atomic_load(&st->go)) sched_yield();
+    int32_t *ins = s->ins;
+    for (int i = 0; i < STORM_ROUNDS; i++) {
+        int base = (s->who * STORM_ROUNDS + i) * 4;
+        for (int k = 0; k < 4; k++) ins[i * 4 + k] = base + k;
+        async_job_t j = {.fn = storm_work, .ctx = st, .in = &ins[i * 4], .in_size = sizeof(int32_t),
+                         .out_size = sizeof(int32_t)};
+        async_future_t *f = NULL;
+        int r, n = 1;
+        switch (i % 5) {
+        case 0: r = async_executor_submit(&f, st->ex, &j); break; /* lean */
+        case 1: j.timeout_ns = ASYNC_SEC(20); r = async_executor_submit(&f, st->ex, &j); break;
+        case 2: j.priority = 1 + i % 3; r = async_executor_submit(&f, st->ex, &j); break;
+        case 3: {
+            async_job_t b[3] = {j, j, j};
+            for (int k = 0; k < 3; k++) b[k].in = &ins[i * 4 + k];
+            b[1].priority = 2;
+            b[2].timeout_ns = ASYNC_SEC(20);
+            async_future_t *bf[3];
+            r = async_executor_submit_batch(bf, st->ex, b, 3);
+            atomic_fetch_add(&st->submitted, 1);
+            if (!r)
+                for (int k = 0; k < 3; k++) storm_keep(s, bf[k], base + k, 1, false);
+            else
+                for (int k = 0; k < 3; k++) s->refused[s->nrefused++] = base + k;
+            continue;
+        }
+        default: {
+            static int32_t sink[STORM_SUBMITTERS][STORM_ROUNDS][4];
+            async_map_t m;
+            async_map_init(&m);
+            m.fn = storm_work;
+            m.ctx = st;
+            m.in = &ins[i * 4];
+            m.in_size = sizeof(int32_t);
+            m.out = sink[s->who][i];
+            m.out_size = sizeof(int32_t);
+            m.n = 4;
+            m.chunksize = 1;
+            r = async_executor_map_async(&f, st->ex, &m, NULL, NULL, NULL);
+            n = 4;
+            break;
+        }
+        }
+        atomic_fetch_add(&st->submitted, 1);
+        if (!r) {
+            storm_keep(s, f, base, n, n > 1);
+        } else {
+            cr_assert_eq(r, ASYNC_ECLOSED, "%s", async_strerror(r));
+            for (int k = 0; k < n; k++) s->refused[s->nrefused++] = base + k;
+        }
+    }
+    return NULL;
+}
+
+/* Lean, timed, prioritised, batched and mapped submits from two threads
+ * while another shuts the pool down cancelling what is queued: every
+ * future an accepted submit returned ends final exactly once (its callback
+ * runs once), a DONE one's jobs ran exactly once, a cancelled one's never,
+ * a refused submit's never, and no job ran twice. */
+Test(exec_hostile, every_submit_kind_racing_a_cancelling_shutdown_is_counted, .timeout = 120)
+{
+    for (int round = 0; round < 4; round++) {
+        storm_t *st = calloc(1, sizeof *st);
+        cr_assert_not_null(st);
+        st->ex = test_thread_pool(2, 0);
+        storm_sub_t *subs = calloc(STORM_SUBMITTERS, sizeof *subs);
+        cr_assert_not_null(subs);
+        pthread_t t[STORM_SUBMITTERS];
+        for (int i = 0; i < STORM_SUBMITTERS; i++) {
+            subs[i].st = st;
+            subs[i].who = i;
+            cr_assert_eq(pthread_create(&t[i], NULL, storm_submitter, &subs[i]), 0);
+        }
+        atomic_store(&st->go, 1);
+        /* The shutdown lands at a different point of the stream each round. */
+        while (atomic_load(&st->submitted) < 100 + 250 * round) sched_yield();
+        cr_assert_eq(async_executor_shutdown(st->ex, false, true), 0);
+        for (int i = 0; i < STORM_SUBMITTERS; i++) pthread_join(t[i], NULL);
+        for (int i = 0; i < STORM_SUBMITTERS; i++) {
+            storm_sub_t *s = &subs[i];
+            for (int k = 0; k < s->nrefused; k++)
+                cr_expect_eq(atomic_load(&st->runs[s->refused[k]]), 0, "refused id %d ran",
+                             s->refused[k]);
+            for (int k = 0; k < s->nfs; k++) {
+                async_future_t *f = s->fs[k];
+                cr_assert_neq(async_future_wait_dl(f, async_deadline_after(ASYNC_SEC(30))),
+                              ASYNC_ETIMEDOUT, "future of id %d never final", s->first_id[k]);
+                int e = async_future_error(f);
+                for (int id = s->first_id[k]; id < s->first_id[k] + s->ids[k]; id++) {
+                    int runs = atomic_load(&st->runs[id]);
+                    if (e == 0) cr_expect_eq(runs, 1, "id %d: DONE, ran %d times", id, runs);
+                    else if (!s->is_map[k] && e == ASYNC_ECANCELED)
+                        cr_expect_eq(runs, 0, "id %d: cancelled, ran %d times", id, runs);
+                    else cr_expect_leq(runs, 1, "id %d ran %d times", id, runs);
+                }
+                cr_expect(e == 0 || e == ASYNC_ECANCELED, "id %d: %s", s->first_id[k],
+                          async_strerror(e));
+            }
+        }
+        async_executor_free(st->ex);
+        for (int i = 0; i < STORM_SUBMITTERS; i++)
+            for (int k = 0; k < subs[i].nfs; k++) {
+                cr_expect_eq(atomic_load(&st->finals[subs[i].first_id[k]]), 1,
+                             "id %d's callback ran %d times", subs[i].first_id[k],
+                             atomic_load(&st->finals[subs[i].first_id[k]]));
+                async_future_unref(subs[i].fs[k]);
+            }
+        free(subs);
+        free(st);
+    }
 }
