@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -231,6 +232,28 @@ Test(exec_hostile, waits_for_the_pool_from_the_deadline_watchdog_are_refused, .t
     atomic_store(&e.release, 1);
     async_future_unref(f);
     async_executor_free(e.ex);
+}
+
+static void free_on_expiry(async_future_t *f, void *arg)
+{
+    (void)f;
+    async_executor_free(arg);
+}
+
+/* free from there is the programming error that free from a worker is
+ * (executor.h): reported and stopped at once.  It waited for the worker
+ * that waited for it (a hang), and would have gone on to free the
+ * watchdog's state under the watchdog. */
+Test(exec_hostile, free_from_the_deadline_watchdog_aborts, .timeout = 20, .signal = SIGABRT)
+{
+    atomic_int release = 0;
+    async_executor_t *ex = test_thread_pool(1, 0);
+    async_job_t j = {.fn = sleep_until_set, .ctx = &release, .timeout_ns = ASYNC_MSEC(20)};
+    async_future_t *f;
+    cr_assert_eq(async_executor_submit(&f, ex, &j), 0);
+    cr_assert_eq(async_future_on_done(f, free_on_expiry, ex), 0);
+    async_future_wait(f);
+    sleep(10);
 }
 
 /* --- run giving up on a borrowed input --------------------------------- */
