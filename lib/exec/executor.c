@@ -426,7 +426,8 @@ void async_executor_free(async_executor_t *ex)
          * very worker runs on, would go: a programming error, caught here
          * as free() catches a bad pointer rather than left to corrupt. */
         fprintf(stderr, "libasync: async_executor_free(%p) called from one of that executor's own "
-                        "threads (a worker, or a future's callback on the process backend); an "
+                        "threads (a worker, a future's callback on the thread backend's deadline "
+                        "watchdog or on the process backend); an "
                         "executor must be freed from outside its pool\n",
                 (void *)ex);
         abort();
