@@ -186,7 +186,9 @@ ASYNC_API int async_executor_error(async_executor_t *ex, char *msg, size_t cap);
  * upgrade to cancel or wait).  Errors:
  * ASYNC_EINVAL (ex NULL), ASYNC_EDEADLK (wait asked from one of the pool's
  * own workers, or from a future's callback on the process backend, which
- * runs on the pool's own thread: it would wait for itself; the shutdown itself still
+ * runs on the pool's own thread, or from a callback of a future the thread
+ * backend failed at its deadline, which runs on its deadline watchdog, which
+ * the expired job's worker waits for: it would wait for itself; the shutdown itself still
  * happens, without the wait). */
 ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool cancel_pending);
 
@@ -196,7 +198,8 @@ ASYNC_API int async_executor_shutdown(async_executor_t *ex, bool wait, bool canc
  * cannot be killed, so the thread backend waits for running jobs to end;
  * hence no _dl form: the wait is teardown that must outlast running work.  Errors: ASYNC_EINVAL (ex NULL),
  * ASYNC_EDEADLK (called from one of the pool's own workers or, on the process
- * backend, from a future's callback: the queued jobs
+ * backend, from a future's callback, or from a callback of a future the
+ * thread backend failed at its deadline (on its deadline watchdog): the queued jobs
  * are cancelled and the pool shut down, but nothing is killed or waited
  * for). */
 ASYNC_API int async_executor_terminate(async_executor_t *ex);
@@ -206,7 +209,8 @@ ASYNC_API int async_executor_terminate(async_executor_t *ex);
  * without a _dl form, for the same reason as async_executor_shutdown with
  * wait: the pool's memory must outlive the jobs still running.  NULL is
  * ignored.  Calling it from one of the pool's own workers (or, on the process
- * backend, from a future's callback, which runs on the pool's thread) is a programming
+ * backend, from a future's callback, which runs on the pool's thread, or on
+ * the thread backend's deadline watchdog) is a programming
  * error, as free() of a bad pointer is: the worker would wait for itself and
  * free the memory it runs on, so the call prints a message naming it to
  * stderr and aborts the process.
@@ -251,7 +255,9 @@ typedef struct async_job {
     int64_t timeout_ns;
     bool borrow_input; /* in stays valid and unchanged until the future is
                           final: not copied (thread backend); ignored, the
-                          input copied, when the job has a time limit */
+                          input copied, when the job has a time limit, and
+                          in async_executor_run_dl with a deadline or in a
+                          task (the call may return while the job runs) */
 } async_job_t;
 
 /* Zeroes *o and sets its size (see the size field). */
@@ -344,7 +350,9 @@ ASYNC_API int async_executor_submit_batch_dl(async_future_t **out, async_executo
  * error of submit_dl, or ASYNC_ETIMEDOUT / ASYNC_ECANCELED as above, or
  * ASYNC_EDEADLK with a message saying why, at once, when called from a
  * future's callback on the process backend (callbacks run on the pool's own
- * thread, which would have to deliver the result). */
+ * thread, which would have to deliver the result) or from a callback of a
+ * future the thread backend failed at its deadline (on its deadline
+ * watchdog, which the expired job's worker waits for). */
 ASYNC_API int async_executor_run(async_executor_t *ex, const async_job_t *job, void *out,
                                  size_t *out_len, char *msg, size_t msg_cap);
 ASYNC_API int async_executor_run_dl(async_executor_t *ex, const async_job_t *job, void *out,
@@ -459,7 +467,8 @@ typedef struct async_map_error {
  * in_size > 0, out NULL with n and out_size > 0),
  * ASYNC_EDEADLK at once from a future's callback on the process backend
  * (it runs on the pool's own thread, which would have to deliver the
- * results; map_async works there). */
+ * results; map_async works there), or on the thread backend's deadline
+ * watchdog (a callback of a future failed at its deadline). */
 ASYNC_API int async_executor_map(async_executor_t *ex, const async_map_t *m,
                                  async_map_error_t *err);
 ASYNC_API int async_executor_map_dl(async_executor_t *ex, const async_map_t *m,
