@@ -80,8 +80,15 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         o = *opts;
     }
     o.size = sizeof o;
-    if (o.max_connections < 0 || o.max_host_connections < 0 || o.rate_limit < 0 ||
+    /* A rate that is not a number would compare false with everything and
+     * start requests without any limit: refused like a negative one. */
+    if (o.max_connections < 0 || o.max_host_connections < 0 || !(o.rate_limit >= 0) ||
         o.max_retries < 0 || o.retry_base_ns < 0 || o.retry_max_ns < 0)
+        return ASYNC_EINVAL;
+    /* Both go out as header lines of every request: a CR or LF would let
+     * them write more headers, or a second request. */
+    if ((o.user_agent && strpbrk(o.user_agent, "\r\n")) ||
+        (o.accept_encoding && strpbrk(o.accept_encoding, "\r\n")))
         return ASYNC_EINVAL;
     if (!o.rate_burst) o.rate_burst = 1;
     if (!o.retry_base_ns) o.retry_base_ns = DEFAULT_RETRY_BASE;
@@ -523,8 +530,17 @@ static void pump(async_http_t *http)
             http->tokens += (double)(now - http->tokens_at) / 1e9 * rate;
             if (http->tokens > burst) http->tokens = burst;
             http->tokens_at = now;
-            if (http->tokens < 1.0) wait = (int64_t)((1.0 - http->tokens) / rate * 1e9) + 1;
-            else http->tokens -= 1.0;
+            if (http->tokens < 1.0) {
+                /* A rate small enough makes the wait more nanoseconds than
+                 * an int64_t holds, and the conversion of such a double is
+                 * undefined: on x86-64 it gave INT64_MIN, a wait below zero,
+                 * and the request started at once.  It waits for ever
+                 * instead, as the rate asks. */
+                double w = (1.0 - http->tokens) / rate * 1e9;
+                wait = w < (double)INT64_MAX ? (int64_t)w + 1 : INT64_MAX;
+            } else {
+                http->tokens -= 1.0;
+            }
         }
         if (wait > 0) {
             ev_now_update(http->ev); /* timers count from the loop's clock */
@@ -621,7 +637,9 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         x->headers = l;
     }
     for (size_t i = 0; req->headers && req->headers[i]; i++) {
-        if (!strchr(req->headers[i], ':')) {
+        /* A CR or LF would end the line early: what follows would go out
+         * as more headers, or as a second request on the connection. */
+        if (!strchr(req->headers[i], ':') || strpbrk(req->headers[i], "\r\n")) {
             err = ASYNC_EINVAL;
             goto fail;
         }

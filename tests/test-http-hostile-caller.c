@@ -1,0 +1,136 @@
+/* A hostile caller of the HTTP client: option values at their limits (a
+ * timeout of ASYNC_FOREVER, a rate too small to count), a request whose
+ * method and body disagree with curl's defaults, and header lines that
+ * would split one request into two.  Each gets the request it asked for or
+ * a precise ASYNC_EINVAL, never a different request on the wire. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+#include <async.h>
+#include <async/http.h>
+#include "support/http_fixture.h"
+
+TestSuite(http_hostile_caller, .init = http_fixture_setup, .fini = http_fixture_teardown,
+          .timeout = 30);
+
+static void on_done(async_http_response_t *resp, void *arg)
+{
+    async_http_response_t **slot = arg;
+    cr_assert_null(*slot, "a request ended twice");
+    *slot = resp;
+}
+
+static async_http_response_t *one(const async_http_opts_t *o, const async_http_request_t *req)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, o), 0);
+    async_http_response_t *r = NULL;
+    cr_assert_eq(async_http_send(http, req, on_done, &r), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_not_null(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return r;
+}
+
+/* A rate so small that the wait for the next token does not fit in an
+ * int64_t of nanoseconds still spaces the starts: the second request waits
+ * (here, for ever), rather than starting at once. */
+Test(http_hostile_caller, a_rate_too_small_to_count_still_spaces_starts)
+{
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    o.rate_limit = 1e-12; /* one start in 30,000 years */
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_http_response_t *a = NULL, *b = NULL;
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok")};
+    cr_assert_eq(async_http_send(http, &req, on_done, &a), 0);
+    cr_assert_eq(async_http_send(http, &req, on_done, &b), 0);
+    async_http_stats_t st;
+    async_http_stats(http, &st);
+    cr_assert_eq(st.attempts, 1, "%llu attempts started under a rate of 1e-12/s",
+                 (unsigned long long)st.attempts);
+    while (!a) cr_assert_geq(async_loop_run(loop, ASYNC_RUN_ONCE), 0);
+    cr_assert_eq(a->error, 0, "%s", a->errmsg);
+    cr_assert_null(b, "the second request ended: %s", b ? b->errmsg : "");
+    async_http_stats(http, &st);
+    cr_assert_eq(st.attempts, 1);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_not_null(b);
+    cr_assert_eq(b->error, ASYNC_ECLOSED, "%s", b->errmsg);
+    cr_assert_eq(test_httpd_requests(srv), 1);
+    async_http_response_free(a);
+    async_http_response_free(b);
+}
+
+/* A rate that is not a number is no rate: refused as a negative one is. */
+Test(http_hostile_caller, a_rate_that_is_not_a_number_is_refused)
+{
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    o.rate_limit = NAN;
+    async_http_t *http = (async_http_t *)&o;
+    cr_assert_eq(async_http_new(&http, loop, &o), ASYNC_EINVAL);
+    cr_assert_null(http);
+}
+
+/* A header line is one line: a CR or LF in it would end the header early
+ * and let the caller's data write more headers, or a second request, onto
+ * the connection (request splitting).  It is refused, and nothing is sent. */
+Test(http_hostile_caller, a_header_holding_a_line_break_is_refused)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static const char *const bad[] = {
+        "X-A: 1\r\n\r\nGET /ok HTTP/1.1\r\nHost: x",
+        "X-A: 1\nX-Injected: 2",
+        "X-A: 1\rX-Injected: 2",
+        "X-A\r\n: 1",
+    };
+    async_http_response_t *r = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *headers[] = {"X-Good: yes", bad[i], NULL};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .headers = headers};
+        cr_assert_eq(async_http_send(http, &req, on_done, &r), ASYNC_EINVAL, "header %zu taken",
+                     i);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_null(r);
+    cr_assert_eq(test_httpd_requests(srv), 0, "a refused request reached the server");
+    cr_assert_eq(async_http_destroy(http), 0);
+}
+
+/* The client's User-Agent and Accept-Encoding go out as header lines of
+ * every request: the same rule, checked once, when the client is made. */
+Test(http_hostile_caller, a_user_agent_or_encoding_holding_a_line_break_is_refused)
+{
+    static const char *const bad[] = {"agent\r\nX-Injected: 1", "agent\n", "\ragent"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        async_http_opts_t o;
+        async_http_opts_init(&o);
+        o.user_agent = bad[i];
+        async_http_t *http = (async_http_t *)&o;
+        cr_assert_eq(async_http_new(&http, loop, &o), ASYNC_EINVAL, "user agent %zu taken", i);
+        cr_assert_null(http);
+        async_http_opts_init(&o);
+        o.accept_encoding = bad[i];
+        http = (async_http_t *)&o;
+        cr_assert_eq(async_http_new(&http, loop, &o), ASYNC_EINVAL, "encoding %zu taken", i);
+        cr_assert_null(http);
+    }
+    /* Blanks and tabs are fine in both. */
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    o.user_agent = "an agent\t(1.0)";
+    o.accept_encoding = "gzip, br";
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo")};
+    async_http_response_t *r = one(&o, &req);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    json_t *j;
+    cr_assert_eq(async_http_response_json(&j, r), 0);
+    json_t *h = json_object_get(j, "headers");
+    cr_assert_str_eq(json_string_value(json_object_get(h, "User-Agent")), "an agent\t(1.0)");
+    json_decref(j);
+    async_http_response_free(r);
+}
