@@ -33,6 +33,29 @@ static async_http_response_t *one(const async_http_opts_t *o, const async_http_r
     return r;
 }
 
+/* ASYNC_FOREVER is the library's own "no limit" for a time: as a timeout it
+ * must mean a very long one, not an arithmetic overflow that curl refuses. */
+Test(http_hostile_caller, a_timeout_of_forever_is_no_timeout)
+{
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok"),
+                                .timeout_ns = ASYNC_FOREVER,
+                                .connect_timeout_ns = ASYNC_FOREVER};
+    async_http_response_t *r = one(NULL, &req);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_str_eq(r->body, "ok");
+    async_http_response_free(r);
+
+    /* The same as the client's defaults, and just below the overflow. */
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    o.timeout_ns = ASYNC_FOREVER;
+    o.connect_timeout_ns = ASYNC_FOREVER - 1;
+    req = (async_http_request_t){.url = test_httpd_url(srv, "/ok")};
+    r = one(&o, &req);
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    async_http_response_free(r);
+}
+
 /* A rate so small that the wait for the next token does not fit in an
  * int64_t of nanoseconds still spaces the starts: the second request waits
  * (here, for ever), rather than starting at once. */

@@ -7,6 +7,7 @@
  * jitter, or after the server's Retry-After; otherwise the request ends and
  * its waiter is told: a callback, a sleeping task, or a blocking call running
  * the client's private loop.  Nothing here runs inside a curl callback. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -584,8 +585,13 @@ static long to_ms(int64_t req, int64_t client)
 {
     int64_t ns = req ? req : client;
     if (ns < 0) return 0; /* curl: 0 is no timeout */
-    long ms = (long)((ns + 999999) / 1000000);
-    return ms ? ms : 1;
+    /* Rounded up without adding first: ns + 999999 overflowed for
+     * ASYNC_FOREVER, a caller's natural "no limit" (undefined behaviour,
+     * which UBSan stops at; in practice a negative timeout for curl, which
+     * libcurl 7.88 happens to read as none). */
+    int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+    if (ms > LONG_MAX) ms = LONG_MAX;
+    return ms ? (long)ms : 1;
 }
 
 static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
