@@ -616,7 +616,10 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);
-    if (m && strcasecmp(m, "GET") != 0) {
+    /* A GET that carries a body keeps its name: without one curl would
+     * send the body as a POST (CURLOPT_POSTFIELDS), and the request would
+     * have been judged idempotent as a GET and retried as a POST. */
+    if (m && (strcasecmp(m, "GET") != 0 || req->body)) {
         if (!(x->method = async__strdup(m))) goto fail;
         for (char *p = x->method; *p; p++)
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
