@@ -413,6 +413,44 @@ static int64_t retry_after(http_xfer_t *x)
     return ASYNC_SEC(after);
 }
 
+/* Whether an HTTP/1 response that curl saw end without error was cut short
+ * all the same: its Content-Length is a number beyond curl_off_t, which
+ * libcurl (7.88 and 8) does not refuse but reads as "until the connection
+ * closes", so a server that announced 10^22 bytes and closed after two had
+ * them reported as the whole body.  No body can be that long, so the claim
+ * is false however many bytes came; chunked framing, which overrides the
+ * length, and the answers that carry no body (HEAD, 204, 304) are left out.
+ * Writes why into the handle's error buffer. */
+static bool length_beyond_reach(http_xfer_t *x, long status)
+{
+    if (x->status_line_len < 7 || memcmp(x->status_line, "HTTP/1", 6) != 0) return false;
+    if (status == 204 || status == 304 || (x->method && strcmp(x->method, "HEAD") == 0))
+        return false;
+    http_header_span_t sp;
+    size_t at = 0;
+    const char *len = NULL;
+    size_t len_n = 0;
+    while (async__http_header_next(&x->easy->hdr, &at, &sp)) {
+        if (sp.name_len == 17 && strncasecmp(sp.name, "Transfer-Encoding", 17) == 0) return false;
+        if (sp.name_len != 14 || strncasecmp(sp.name, "Content-Length", 14) != 0) continue;
+        len = sp.value;
+        len_n = sp.value_len;
+    }
+    if (!len) return false;
+    size_t i = 0;
+    while (i < len_n && len[i] == '0') i++;
+    const char *d = len + i;
+    size_t nd = len_n - i;
+    for (size_t k = 0; k < nd; k++)
+        if (d[k] < '0' || d[k] > '9') return false; /* curl refused it already */
+    static const char max[] = "9223372036854775807"; /* INT64_MAX, curl_off_t's */
+    if (nd < sizeof max - 1 || (nd == sizeof max - 1 && memcmp(d, max, nd) <= 0)) return false;
+    snprintf(x->easy->errbuf, sizeof x->easy->errbuf,
+             "transfer closed before the %.40s%s bytes its Content-Length announced", len,
+             len_n > 40 ? "..." : "");
+    return true;
+}
+
 /* The completion function of every attempt (multi.c calls it once the easy
  * handle is out of the multi handle): retry, or end the request. */
 static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
@@ -436,6 +474,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     long status = rc == CURLE_OK ? async__http_status_code(x) : 0;
     if (!status) curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     x->status = status; /* the response reads it from here, not from curl again */
+    if (rc == CURLE_OK && length_beyond_reach(x, status)) rc = CURLE_PARTIAL_FILE;
     bool refused = x->too_big || x->bad_header; /* our callbacks ended it: no retry */
     bool transient = rc != CURLE_OK ? (!refused && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
