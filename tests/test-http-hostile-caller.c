@@ -192,3 +192,42 @@ Test(http_hostile_caller, a_user_agent_or_encoding_holding_a_line_break_is_refus
     json_decref(j);
     async_http_response_free(r);
 }
+
+/* Only the methods RFC 9110 (9.2.2) calls idempotent are repeated after an
+ * answer that may have had an effect (a 500, a connection dropped after
+ * the request went out): PATCH is not one, nor is a method the client does
+ * not know.  429 and 503, where the server did not act, are retried for
+ * every method, POST included. */
+Test(http_hostile_caller, only_idempotent_methods_are_repeated_after_a_500)
+{
+    async_http_opts_t o;
+    async_http_opts_init(&o);
+    o.max_retries = 3;
+    o.retry_base_ns = ASYNC_MSEC(5);
+    static const struct {
+        const char *method;
+        bool repeated;
+    } cases[] = {{"PATCH", false}, {"patch", false}, {"LOCK", false},  {"POST", false},
+                 {"GET", true},    {"HEAD", true},   {"PUT", true},    {"DELETE", true},
+                 {"OPTIONS", true}, {"TRACE", true}, {"put", true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/flaky?key=m%zu&fail=1&code=500", i);
+        async_http_request_t req = {.url = test_httpd_url(srv, path), .method = cases[i].method,
+                                    .body = "x", .body_len = 1};
+        async_http_response_t *r = one(&o, &req);
+        cr_assert_eq(r->attempts, cases[i].repeated ? 2 : 1, "%s: %d attempts, %s",
+                     cases[i].method, r->attempts, r->errmsg);
+        cr_assert_eq(r->error, cases[i].repeated ? 0 : ASYNC_EHTTP, "%s: %s", cases[i].method,
+                     r->errmsg);
+        async_http_response_free(r);
+
+        /* A 503 says the server did not act: any method may go again. */
+        snprintf(path, sizeof path, "/flaky?key=n%zu&fail=1&code=503", i);
+        req.url = test_httpd_url(srv, path);
+        r = one(&o, &req);
+        cr_assert_eq(r->attempts, 2, "%s after a 503: %d attempts", cases[i].method, r->attempts);
+        cr_assert_eq(r->error, 0, "%s: %s", cases[i].method, r->errmsg);
+        async_http_response_free(r);
+    }
+}

@@ -620,6 +620,21 @@ static bool valid_method(const char *m)
     return true;
 }
 
+/* The methods RFC 9110 (9.2.2) calls idempotent, whose request may be
+ * repeated after an answer that may have had an effect (a 5xx, a connection
+ * dropped once the request was out); m is upper case, NULL for GET.  Every
+ * other method, PATCH and those the client does not know included, is
+ * repeated only where the server did not act (transient_curl,
+ * transient_status).  Until round 18 every method but POST was repeated. */
+static bool idempotent(const char *m)
+{
+    static const char *const names[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    if (!m) return true;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(m, names[i]) == 0) return true;
+    return false;
+}
+
 static long to_ms(int64_t req, int64_t client)
 {
     int64_t ns = req ? req : client;
@@ -663,7 +678,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         for (char *p = x->method; *p; p++)
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
     }
-    x->idempotent = !x->method || strcmp(x->method, "POST") != 0;
+    x->idempotent = idempotent(x->method);
     /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
     x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
     /* The client's User-Agent leads a request's own header list, unless the
