@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <async.h>
 #include <async/http.h>
@@ -230,4 +231,63 @@ Test(http_hostile_caller, only_idempotent_methods_are_repeated_after_a_500)
         cr_assert_eq(r->error, 0, "%s: %s", cases[i].method, r->errmsg);
         async_http_response_free(r);
     }
+}
+
+/* A string of the given length: the server's URL of path, padded with 'a'. */
+static char *padded_url(const char *path, size_t len)
+{
+    const char *base = test_httpd_url(srv, path);
+    size_t bl = strlen(base);
+    cr_assert_geq(len, bl);
+    char *u = malloc(len + 1);
+    cr_assert_not_null(u);
+    memcpy(u, base, bl);
+    memset(u + bl, 'a', len - bl);
+    u[len] = 0;
+    return u;
+}
+
+/* A request too large for curl to write is a bad request, said as such:
+ * libcurl reports a request head past its 1 MiB buffer as out of memory,
+ * and a string past 8,000,000 bytes as a bad option. */
+Test(http_hostile_caller, a_request_too_large_for_curl_says_so_not_out_of_memory)
+{
+    static const size_t url_lens[] = {(size_t)1 << 20, (size_t)4 << 20, 8000001};
+    for (size_t i = 0; i < sizeof url_lens / sizeof url_lens[0]; i++) {
+        char *u = padded_url("/ok?x=", url_lens[i]);
+        async_http_request_t req = {.url = u};
+        async_http_response_t *r = one(NULL, &req);
+        free(u);
+        cr_assert_eq(r->error, ASYNC_EINVAL, "a URL of %zu bytes: %d %s", url_lens[i], r->error,
+                     r->errmsg);
+        cr_assert(strstr(r->errmsg, "request too large for curl") ||
+                      strstr(r->errmsg, "curl rejected the URL"),
+                  "%s", r->errmsg);
+        cr_assert_eq(r->status, 0);
+        async_http_response_free(r);
+    }
+    /* The same for a header line of a megabyte behind a short URL. */
+    char *h = malloc(((size_t)1 << 20) + 1);
+    cr_assert_not_null(h);
+    memcpy(h, "X-Big: ", 7);
+    memset(h + 7, 'b', ((size_t)1 << 20) - 7);
+    h[(size_t)1 << 20] = 0;
+    const char *headers[] = {h, NULL};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/ok"), .headers = headers};
+    async_http_response_t *r = one(NULL, &req);
+    free(h);
+    cr_assert_eq(r->error, ASYNC_EINVAL, "%d %s", r->error, r->errmsg);
+    cr_assert(strstr(r->errmsg, "request too large for curl"), "%s", r->errmsg);
+    async_http_response_free(r);
+    cr_assert_eq(test_httpd_requests(srv), 0, "curl sent what it could not write whole");
+
+    /* Just below, curl writes it, and the server may refuse it itself. */
+    char *u = padded_url("/ok?x=", (size_t)1 << 19);
+    req = (async_http_request_t){.url = u};
+    r = one(NULL, &req);
+    free(u);
+    cr_assert_neq(r->error, ASYNC_EINVAL, "%s", r->errmsg);
+    cr_assert_neq(r->error, ASYNC_ENOMEM, "%s", r->errmsg);
+    cr_assert_neq(r->status, 0, "%s", r->errmsg);
+    async_http_response_free(r);
 }

@@ -451,6 +451,32 @@ static bool length_beyond_reach(http_xfer_t *x, long status)
     return true;
 }
 
+/* libcurl (7.88 and 8) builds an HTTP/1 request's line and headers, with a
+ * body of up to 64 KiB, in a buffer it lets grow to 1 MiB
+ * (DYN_HTTP_REQUEST), and fails a transfer whose head does not fit with
+ * CURLE_OUT_OF_MEMORY, which is no shortage of memory: a URL of a
+ * megabyte was reported as one.  HEAD_SLACK covers the lines curl adds
+ * itself (the request line's method and version, Host, Accept,
+ * Content-Length). */
+#define CURL_HEAD_MAX ((size_t)1 << 20)
+#define CURL_POST_INLINE ((size_t)64 << 10)
+#define HEAD_SLACK ((size_t)16 << 10)
+/* The longest string curl takes as an option (CURL_MAX_INPUT_LENGTH). */
+#define CURL_STRING_MAX ((size_t)8000000)
+
+/* The bytes of x's request head that are the caller's: its URL, its header
+ * lines (the User-Agent with them) and a body curl would put beside them. */
+static size_t head_bytes(const http_xfer_t *x)
+{
+    size_t n = strlen(x->url);
+    const struct curl_slist *l = x->headers ? x->headers : x->http->ua_header;
+    for (; l; l = l->next) n += strlen(l->data) + 2;
+    /* Or curl's own line for it (CURLOPT_USERAGENT). */
+    if (!x->http->ua_header) n += strlen(x->http->user_agent) + 14;
+    if (x->body && x->body_len <= CURL_POST_INLINE) n += x->body_len;
+    return n;
+}
+
 /* The completion function of every attempt (multi.c calls it once the easy
  * handle is out of the multi handle): retry, or end the request. */
 static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
@@ -463,6 +489,17 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         /* curl's own, or the shard died watching a socket: the transfer may
          * have stopped mid-way, so its handle is not pooled. */
         easy_discard(x);
+        size_t head = head_bytes(x);
+        if (head + HEAD_SLACK >= CURL_HEAD_MAX) {
+            /* No memory ran out: curl's request head is full. */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "request too large for curl: %zu bytes of URL and headers, and libcurl "
+                     "builds a request head in at most %zu",
+                     head, CURL_HEAD_MAX);
+            fail(http, x, ASYNC_EINVAL, msg);
+            return;
+        }
         fail(http, x, ASYNC_ENOMEM, "out of memory in curl or watching its sockets");
         return;
     }
@@ -528,6 +565,14 @@ static void start(async_http_t *http, http_xfer_t *x)
     }
     int err = async__http_easy_setup(x, sh);
     if (err) {
+        size_t ul = strlen(x->url);
+        if (ul > CURL_STRING_MAX) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "curl rejected the URL: %zu bytes, and it takes at most %zu",
+                     ul, CURL_STRING_MAX);
+            fail_later(http, x, err, msg);
+            return;
+        }
         fail_later(http, x, err, "curl rejected an option of the request");
         return;
     }
