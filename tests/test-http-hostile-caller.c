@@ -291,3 +291,38 @@ Test(http_hostile_caller, a_request_too_large_for_curl_says_so_not_out_of_memory
     cr_assert_neq(r->status, 0, "%s", r->errmsg);
     async_http_response_free(r);
 }
+
+/* The query goes where a server reads it: before a fragment, which is never
+ * sent, not into it (a '?' inside the fragment is the fragment's). */
+Test(http_hostile_caller, a_query_goes_before_the_fragment)
+{
+    static const struct {
+        const char *path, *want_url_tail;
+    } cases[] = {
+        {"/echo#top", "/echo?k=v%20w#top"},
+        {"/echo?a=1#top", "/echo?a=1&k=v%20w#top"},
+        {"/echo#frag?x=1", "/echo?k=v%20w#frag?x=1"},
+        {"/echo#", "/echo?k=v%20w#"},
+        /* A query already open takes the pair without an empty one first. */
+        {"/echo?", "/echo?k=v%20w"},
+        {"/echo?a=1&#top", "/echo?a=1&k=v%20w#top"},
+    };
+    const char *query[] = {"k", "v w", NULL};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        async_http_request_t req = {.url = test_httpd_url(srv, cases[i].path), .query = query};
+        async_http_response_t *r = one(NULL, &req);
+        cr_assert_eq(r->error, 0, "%s: %s", cases[i].path, r->errmsg);
+        size_t ul = strlen(r->url), tl = strlen(cases[i].want_url_tail);
+        cr_assert(ul >= tl && strcmp(r->url + ul - tl, cases[i].want_url_tail) == 0,
+                  "%s gave %s", cases[i].path, r->url);
+        json_t *j;
+        cr_assert_eq(async_http_response_json(&j, r), 0);
+        json_t *q = json_object_get(j, "query");
+        cr_assert_str_eq(json_string_value(json_object_get(q, "k")), "v w", "%s: %s",
+                         cases[i].path, r->body);
+        if (strstr(cases[i].path, "a=1"))
+            cr_assert_str_eq(json_string_value(json_object_get(q, "a")), "1");
+        json_decref(j);
+        async_http_response_free(r);
+    }
+}

@@ -752,18 +752,30 @@ int async__http_url_build(const char *url, const char *const *query, char **out)
     *out = NULL;
     if (!url || !*url) return ASYNC_EINVAL;
     http_buf_t b = {0};
-    int err = async__http_buf_add(&b, url, strlen(url));
-    char sep = strchr(url, '?') ? '&' : '?';
+    /* The query goes before a fragment ('#' to the end), which is never
+     * sent: appended after it, it went into the fragment and no server saw
+     * it.  A '?' inside the fragment is the fragment's. */
+    const char *frag = strchr(url, '#');
+    size_t base = frag ? (size_t)(frag - url) : strlen(url);
+    int err = async__http_buf_add(&b, url, base);
+    const char *qm = memchr(url, '?', base);
+    char sep = qm ? '&' : '?';
+    /* A URL that ends its query already ("...?", "...&") takes the first
+     * pair as it is, not after an empty one. */
+    bool open = qm && (url[base - 1] == '?' || url[base - 1] == '&');
     for (size_t i = 0; !err && query && query[i]; i += 2) {
         if (!query[i + 1] || !*query[i]) {
             err = ASYNC_EINVAL; /* a key without a value, or an empty key */
             break;
         }
-        if (!(err = async__http_buf_add(&b, &sep, 1)) && !(err = escape(&b, query[i])) &&
-            !(err = async__http_buf_add(&b, "=", 1)))
-            err = escape(&b, query[i + 1]);
+        if (!open) err = async__http_buf_add(&b, &sep, 1);
+        if (!err) err = escape(&b, query[i]);
+        if (!err) err = async__http_buf_add(&b, "=", 1);
+        if (!err) err = escape(&b, query[i + 1]);
         sep = '&';
+        open = false;
     }
+    if (!err && frag) err = async__http_buf_add(&b, frag, strlen(frag));
     if (err) {
         async__http_buf_free(&b);
         return err;
