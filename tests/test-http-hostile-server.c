@@ -1,7 +1,8 @@
 /* A hostile HTTP/1 server against the client, beyond the stock faults of
  * test-http-broken-servers.c: a Content-Length too large for any body,
  * which libcurl reads as "until the connection closes", so that a body cut
- * short would pass for a whole one. */
+ * short would pass for a whole one; and redirects of a request with a
+ * method and a body, which must keep both. */
 #include <criterion/criterion.h>
 #include <async.h>
 #include <async/http.h>
@@ -102,4 +103,121 @@ Test(http_hostile_server, a_long_content_length_that_is_not_a_lie_is_taken)
     cr_assert_eq(r->error, 0, "%s", r->errmsg);
     cr_assert_eq(r->body_len, 0);
     async_http_response_free(r);
+}
+
+/* --- redirects of a request with a method and a body ----------------------- */
+
+static raw_srv_t seen_srv;
+/* What the server saw of the request a redirect led to: its request line
+ * and the length of its body. */
+typedef struct seen {
+    char line[128];
+    long body;
+} seen_t;
+static seen_t *seen;
+
+static bool redirect_answer(int fd, const char *path)
+{
+    char head[256];
+    if (!strncmp(path, "/to/", 4)) {
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 %.3s Moved\r\nLocation: /seen\r\nContent-Length: 0\r\n\r\n", path + 4);
+        raw_puts(fd, head);
+        return true;
+    }
+    raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return true;
+}
+
+/* Like raw_http_conn, but reads each request's body by its Content-Length
+ * and notes the line and body of a request for /seen. */
+static void redirect_conn(raw_srv_t *s, int fd)
+{
+    char head[8192];
+    while (raw_read_head(fd, head, sizeof head)) {
+        atomic_fetch_add(&s->st->requests, 1);
+        char path[256] = "";
+        sscanf(head, "%*s %255s", path);
+        const char *end = strstr(head, "\r\n\r\n") + 4;
+        const char *cl = strcasestr(head, "\r\nContent-Length:");
+        long n = cl && cl < end ? atol(cl + 17) : 0, have = (long)strlen(end);
+        char b[4096];
+        while (have < n) {
+            ssize_t r = recv(fd, b, sizeof b, 0);
+            if (r <= 0) return;
+            have += r;
+        }
+        if (!strcmp(path, "/seen")) {
+            sscanf(head, "%127[^\r]", seen->line);
+            seen->body = n;
+        }
+        if (!redirect_answer(fd, path)) break;
+    }
+}
+
+static void redirect_setup(void)
+{
+    http_fixture_setup();
+    seen = mmap(NULL, sizeof *seen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(seen, MAP_FAILED);
+    raw_start_conn(&seen_srv, redirect_conn);
+}
+
+static void redirect_fini(void)
+{
+    raw_stop(&seen_srv);
+    if (seen && seen != MAP_FAILED) munmap(seen, sizeof *seen);
+    http_fixture_teardown();
+}
+
+/* The request line and body length the server saw at /seen after a request
+ * with method and body to /to/<code>. */
+static seen_t follow(const char *method, const char *code)
+{
+    memset(seen, 0, sizeof *seen);
+    seen->body = -1;
+    char path[32];
+    snprintf(path, sizeof path, "/to/%s", code);
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_request_t req = {.url = raw_url(&seen_srv, path), .method = method,
+                                .body = "abc", .body_len = 3, .timeout_ns = ASYNC_SEC(10)};
+    waited_t w = {0};
+    cr_assert_eq(async_http_send(http, &req, on_waited, &w), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(w.resp->error, 0, "%s after %s: %s", method, code, w.resp->errmsg);
+    async_http_response_free(w.resp);
+    cr_assert_eq(async_http_destroy(http), 0);
+    return *seen;
+}
+
+/* RFC 9110 15.4: a 301, 302, 307 or 308 keeps the method and its body;
+ * only a POST may become a GET on a 301 or 302 (curl's way, and
+ * browsers').  curl sends a method other than POST with a body as a POST
+ * renamed (CURLOPT_CUSTOMREQUEST), and turned that POST into a GET on a
+ * 301 or 302 while keeping the name: the server got "PUT /seen" with no
+ * body, an empty PUT. */
+TestSuite(http_hostile_redirects, .init = redirect_setup, .fini = redirect_fini, .timeout = 30);
+
+Test(http_hostile_redirects, a_redirect_keeps_a_puts_method_and_body)
+{
+    static const char *const keep[] = {"PUT", "PATCH", "DELETE"};
+    static const char *const codes[] = {"301", "302", "307", "308"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        for (size_t c = 0; c < sizeof codes / sizeof codes[0]; c++) {
+            seen_t s = follow(keep[i], codes[c]);
+            char want[64];
+            snprintf(want, sizeof want, "%s /seen HTTP/1.1", keep[i]);
+            cr_assert_str_eq(s.line, want, "%s after a %s", keep[i], codes[c]);
+            cr_assert_eq(s.body, 3, "%s after a %s: a body of %ld bytes", keep[i], codes[c],
+                         s.body);
+        }
+    }
+    /* A POST still becomes a GET without its body on a 301 or 302. */
+    seen_t s = follow("POST", "302");
+    cr_assert_str_eq(s.line, "GET /seen HTTP/1.1");
+    cr_assert_eq(s.body, 0);
+    s = follow("POST", "307");
+    cr_assert_str_eq(s.line, "POST /seen HTTP/1.1");
+    cr_assert_eq(s.body, 3);
 }

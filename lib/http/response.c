@@ -446,6 +446,14 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
             if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
             else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
         }
+        /* A method with a body other than POST goes as a POST renamed, and
+         * curl turns a POST into a GET on a 301 or 302 but keeps the name:
+         * a PUT redirected went out again as a PUT without its body.  Such
+         * a request keeps its body there (RFC 9110 15.4.2, 15.4.3: only a
+         * POST may become a GET); a real POST is left as curl and browsers
+         * treat it. */
+        bool renamed = x->body && x->method && strcmp(x->method, "POST") != 0;
+        SET(CURLOPT_POSTREDIR, renamed ? (long)(CURL_REDIR_POST_301 | CURL_REDIR_POST_302) : 0L);
         h->plain_get = plain;
     }
     /* Wait for a connection that may multiplex instead of opening one more;
