@@ -171,24 +171,32 @@ static void redirect_fini(void)
 }
 
 /* The request line and body length the server saw at /seen after a request
- * with method and body to /to/<code>. */
-static seen_t follow(const char *method, const char *code)
+ * with method and body (NULL: none) to /to/<code>, made by http (NULL: a
+ * client of its own). */
+static seen_t follow_on(async_http_t *http, const char *method, const char *code,
+                        const char *body)
 {
     memset(seen, 0, sizeof *seen);
     seen->body = -1;
     char path[32];
     snprintf(path, sizeof path, "/to/%s", code);
-    async_http_t *http;
-    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    async_http_t *own = NULL;
+    if (!http) cr_assert_eq(async_http_new(&own, loop, NULL), 0);
     async_http_request_t req = {.url = raw_url(&seen_srv, path), .method = method,
-                                .body = "abc", .body_len = 3, .timeout_ns = ASYNC_SEC(10)};
+                                .body = body, .body_len = body ? strlen(body) : 0,
+                                .timeout_ns = ASYNC_SEC(10)};
     waited_t w = {0};
-    cr_assert_eq(async_http_send(http, &req, on_waited, &w), 0);
+    cr_assert_eq(async_http_send(http ? http : own, &req, on_waited, &w), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
     cr_assert_eq(w.resp->error, 0, "%s after %s: %s", method, code, w.resp->errmsg);
     async_http_response_free(w.resp);
-    cr_assert_eq(async_http_destroy(http), 0);
+    if (own) cr_assert_eq(async_http_destroy(own), 0);
     return *seen;
+}
+
+static seen_t follow(const char *method, const char *code)
+{
+    return follow_on(NULL, method, code, "abc");
 }
 
 /* RFC 9110 15.4: a 301, 302, 307 or 308 keeps the method and its body;
@@ -220,4 +228,31 @@ Test(http_hostile_redirects, a_redirect_keeps_a_puts_method_and_body)
     s = follow("POST", "307");
     cr_assert_str_eq(s.line, "POST /seen HTTP/1.1");
     cr_assert_eq(s.body, 3);
+}
+
+/* A 303 is answered with a GET of the resource it names, whatever the
+ * method (RFC 9110 15.4.4): curl kept a method set by name, so a DELETE
+ * told "see /seen" deleted /seen, and a PUT put an empty body there. */
+Test(http_hostile_redirects, a_303_is_followed_with_a_get_whatever_the_method)
+{
+    static const char *const methods[] = {"PUT", "PATCH", "DELETE", "POST", "OPTIONS"};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        seen_t s = follow(methods[i], "303");
+        cr_assert_str_eq(s.line, "GET /seen HTTP/1.1", "%s after a 303", methods[i]);
+        cr_assert_eq(s.body, 0, "%s after a 303: a body of %ld bytes", methods[i], s.body);
+    }
+    /* Without a body too; and the pooled handle's next request names its
+     * method again. */
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    seen_t s = follow_on(http, "DELETE", "303", NULL);
+    cr_assert_str_eq(s.line, "GET /seen HTTP/1.1");
+    s = follow_on(http, "DELETE", "307", NULL);
+    cr_assert_str_eq(s.line, "DELETE /seen HTTP/1.1");
+    s = follow_on(http, "PUT", "302", "abc");
+    cr_assert_str_eq(s.line, "PUT /seen HTTP/1.1");
+    cr_assert_eq(s.body, 3);
+    s = follow_on(http, "HEAD", "303", NULL);
+    cr_assert_str_eq(s.line, "HEAD /seen HTTP/1.1", "a HEAD stays a HEAD");
+    cr_assert_eq(async_http_destroy(http), 0);
 }

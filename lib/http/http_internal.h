@@ -231,6 +231,7 @@ struct http_xfer {
     long timeout_ms, connect_timeout_ms;
     int max_retries;
     bool idempotent;
+    bool custom;                 /* the attempt names its method (CURLOPT_CUSTOMREQUEST) */
     int attempt;                 /* attempts started */
     int64_t t_call, t_start, not_before; /* async_now() times */
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */

@@ -135,6 +135,21 @@ static long status_version(const char *v, size_t n)
     return 0;
 }
 
+/* A 303 (See Other) names a resource to GET, whatever the request's method
+ * (RFC 9110 15.4.4), and curl does switch its own method to GET there; but
+ * a method set by name (CURLOPT_CUSTOMREQUEST: DELETE, PUT, PATCH...) is
+ * what curl sends on every request of the transfer, the redirect's
+ * included, so a DELETE answered "303, see /list" deleted /list.  The name
+ * goes when the 303's header block ends, before curl follows it; the next
+ * request on the handle sets its own (h->plain_get, async__http_easy_setup),
+ * and so does a retry of this one. */
+static void see_other(http_easy_t *h)
+{
+    h->x->custom = false;
+    h->plain_get = false;
+    (void)curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
@@ -151,6 +166,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     /* The blank line ends a header block; whatever comes next, if anything,
      * starts the next response's (see hdr_start). */
     h->hdr_start = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
+    if (h->hdr_start && h->x->custom && async__http_status_code(h->x) == 303) see_other(h);
     if (start && len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (the first, or after a redirect or a 100
          * Continue): the headers kept are those of the final response.  Only
@@ -413,6 +429,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->hdr_start = true;
     x->socket_errno = 0;
     x->too_big = x->oom = x->bad_header = false;
+    /* As the block below sets CURLOPT_CUSTOMREQUEST (see_other). */
+    x->custom = x->method && strcmp(x->method, "HEAD") != 0 &&
+                (strcmp(x->method, "POST") != 0 || !x->body);
     async__http_decoder_free(x->dec);
     x->dec = NULL;
     x->dec_looked = x->dec_failed = false;
