@@ -326,3 +326,54 @@ Test(http_hostile_caller, a_query_goes_before_the_fragment)
         async_http_response_free(r);
     }
 }
+
+/* A Content-Length of the caller's own replaces curl's, and curl sends the
+ * body whatever it says: one that does not state the body's length frames
+ * the request wrongly, and the rest of the body is read as the next
+ * request on the connection (request smuggling), whose answer the client's
+ * next request would get.  It must match the body, or it is refused. */
+Test(http_hostile_caller, a_content_length_that_is_not_the_bodys_is_refused)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static const char smuggled[] = "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const struct {
+        const char *header;
+        const char *body;
+    } bad[] = {
+        {"Content-Length: 0", smuggled}, {"content-length: 1", smuggled},
+        {"Content-Length:", smuggled},   {"Content-Length : 0", smuggled},
+        {"Content-Length: 5", NULL},     {"Content-Length: 29abc", smuggled},
+        {"Content-Length: 029x", smuggled}, {"Content-Length: -1", NULL},
+    };
+    async_http_response_t *r = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *headers[] = {bad[i].header, NULL};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .headers = headers,
+                                    .body = bad[i].body,
+                                    .body_len = bad[i].body ? strlen(bad[i].body) : 0};
+        cr_assert_eq(async_http_send(http, &req, on_done, &r), ASYNC_EINVAL, "\"%s\" taken",
+                     bad[i].header);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_null(r);
+    cr_assert_eq(test_httpd_requests(srv), 0, "a refused request reached the server");
+    cr_assert_eq(async_http_destroy(http), 0);
+
+    /* One that states the body's length, or an empty one without a body
+     * (curl's way to send none), is taken. */
+    char right[64];
+    snprintf(right, sizeof right, "Content-Length: %zu", strlen(smuggled));
+    const char *headers[] = {right, NULL};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .method = "PUT",
+                                .headers = headers, .body = smuggled,
+                                .body_len = strlen(smuggled)};
+    json_t *j = echoed(&req);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "body")), smuggled);
+    json_decref(j);
+    const char *none[] = {"Content-Length:", NULL};
+    req = (async_http_request_t){.url = test_httpd_url(srv, "/echo"), .headers = none};
+    j = echoed(&req);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+    json_decref(j);
+}

@@ -693,6 +693,34 @@ static long to_ms(int64_t req, int64_t client)
     return ms ? (long)ms : 1;
 }
 
+/* Whether header line h, if it is a Content-Length, states the body's
+ * length n.  curl sends a caller's Content-Length in place of its own and
+ * the body whatever it says, so one that does not match frames the request
+ * wrongly: the rest of the body is read as the next request on the
+ * connection (request smuggling), and its answer goes to the client's next
+ * request there.  An empty one is curl's way to send none, right only
+ * without a body (has_body). */
+static bool length_agrees(const char *h, size_t n, bool has_body)
+{
+    const char *colon = strchr(h, ':');
+    size_t nl = (size_t)(colon - h);
+    while (nl && (h[nl - 1] == ' ' || h[nl - 1] == '\t')) nl--;
+    if (nl != 14 || strncasecmp(h, "Content-Length", 14) != 0) return true;
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    if (!*v) return !has_body;
+    size_t len = 0;
+    bool over = false;
+    for (; *v >= '0' && *v <= '9'; v++) {
+        over |= len > (SIZE_MAX - 9) / 10;
+        len = len * 10 + (size_t)(*v - '0');
+    }
+    while (*v == ' ' || *v == '\t') v++;
+    /* A name with blanks before its colon is refused by servers that
+     * follow RFC 9112 (5.1) and read as the length by some that do not. */
+    return !*v && !over && len == n && nl == (size_t)(colon - h);
+}
+
 static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
 {
     *out = NULL;
@@ -747,7 +775,8 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     for (size_t i = 0; req->headers && req->headers[i]; i++) {
         /* A CR or LF would end the line early: what follows would go out
          * as more headers, or as a second request on the connection. */
-        if (!strchr(req->headers[i], ':') || strpbrk(req->headers[i], "\r\n")) {
+        if (!strchr(req->headers[i], ':') || strpbrk(req->headers[i], "\r\n") ||
+            !length_agrees(req->headers[i], req->body ? req->body_len : 0, req->body != NULL)) {
             err = ASYNC_EINVAL;
             goto fail;
         }
