@@ -377,3 +377,46 @@ Test(http_hostile_caller, a_content_length_that_is_not_the_bodys_is_refused)
     cr_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
     json_decref(j);
 }
+
+/* The same for a Transfer-Encoding of the caller's: curl chunks a body
+ * itself when told "chunked", but sends "chunked" without a body with no
+ * last chunk (the server reads the next request as the body), and any
+ * other coding beside a Content-Length. */
+Test(http_hostile_caller, a_transfer_encoding_that_does_not_frame_the_body_is_refused)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static const struct {
+        const char *header;
+        const char *body;
+    } bad[] = {
+        {"Transfer-Encoding: chunked", NULL}, {"transfer-encoding: gzip", "abc"},
+        {"Transfer-Encoding: chunked, gzip", "abc"}, {"Transfer-Encoding : chunked", "abc"},
+        {"Transfer-Encoding: xchunked", "abc"}, {"Transfer-Encoding: CHUNKED ", "abc"},
+        {"Transfer-Encoding: gzip, chunked", "abc"},
+    };
+    async_http_response_t *r = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *headers[] = {bad[i].header, NULL};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .headers = headers,
+                                    .body = bad[i].body,
+                                    .body_len = bad[i].body ? strlen(bad[i].body) : 0};
+        cr_assert_eq(async_http_send(http, &req, on_done, &r), ASYNC_EINVAL, "\"%s\" taken",
+                     bad[i].header);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_null(r);
+    cr_assert_eq(test_httpd_requests(srv), 0, "a refused request reached the server");
+    cr_assert_eq(async_http_destroy(http), 0);
+
+    /* Chunked beside a body, or none, is taken, and the body arrives whole. */
+    static const char *const good[] = {"Transfer-Encoding: chunked", "Transfer-Encoding:"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        const char *headers[] = {good[i], NULL};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .method = "PUT",
+                                    .headers = headers, .body = "abc", .body_len = 3};
+        json_t *j = echoed(&req);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "body")), "abc", "%s", good[i]);
+        json_decref(j);
+    }
+}
