@@ -420,3 +420,35 @@ Test(http_hostile_caller, a_transfer_encoding_that_does_not_frame_the_body_is_re
         json_decref(j);
     }
 }
+
+/* A header's name is a token up to its colon: one that a server could read
+ * as another name (a blank or a vertical tab before the colon, a space
+ * inside), an empty one, or bytes outside ASCII's token characters are
+ * refused. */
+Test(http_hostile_caller, a_header_name_that_is_not_a_token_is_refused)
+{
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static const char *const bad[] = {
+        ": 1", "X A: 1", "Content-Length\v: 0", "X\x7f: 1", "\xc3\x91: 1",
+        "X(1): 1", " X: 1", "X\001: 1", "X-Spaced : 1", "X\t: 1",
+    };
+    async_http_response_t *r = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *headers[] = {bad[i], NULL};
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .headers = headers};
+        cr_assert_eq(async_http_send(http, &req, on_done, &r), ASYNC_EINVAL, "header %zu taken",
+                     i);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_null(r);
+    cr_assert_eq(test_httpd_requests(srv), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    /* Every token character is a name's. */
+    const char *headers[] = {"X-Ok_1.~!#$%&'*+^`|: yes", NULL};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .headers = headers};
+    json_t *j = echoed(&req);
+    json_t *h = json_object_get(j, "headers");
+    cr_assert_str_eq(json_string_value(json_object_get(h, "X-Ok_1.~!#$%&'*+^`|")), "yes");
+    json_decref(j);
+}

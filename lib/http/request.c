@@ -693,6 +693,25 @@ static long to_ms(int64_t req, int64_t client)
     return ms ? (long)ms : 1;
 }
 
+/* Whether the name of header line h (up to its colon) is a token (RFC 9110
+ * 5.1, 5.6.2), right up to the colon (RFC 9112 5.1 has servers refuse a
+ * blank there, and some read the name without it).  A name curl would send
+ * as it is but a server may read as another ("Content-Length\v", a name
+ * with a space inside, an empty one) is no name. */
+static bool name_is_token(const char *h)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    const char *p = h;
+    for (; *p != ':'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c && strchr(extra, c)))
+            continue;
+        break;
+    }
+    return p != h && *p == ':';
+}
+
 /* Whether header line h, if it is a Content-Length, states the body's
  * length n (for a Transfer-Encoding, see below).  curl sends a caller's Content-Length in place of its own and
  * the body whatever it says, so one that does not match frames the request
@@ -788,6 +807,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         /* A CR or LF would end the line early: what follows would go out
          * as more headers, or as a second request on the connection. */
         if (!strchr(req->headers[i], ':') || strpbrk(req->headers[i], "\r\n") ||
+            !name_is_token(req->headers[i]) ||
             !length_agrees(req->headers[i], req->body ? req->body_len : 0, req->body != NULL)) {
             err = ASYNC_EINVAL;
             goto fail;
