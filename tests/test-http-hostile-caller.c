@@ -452,3 +452,30 @@ Test(http_hostile_caller, a_header_name_that_is_not_a_token_is_refused)
     cr_assert_str_eq(json_string_value(json_object_get(h, "X-Ok_1.~!#$%&'*+^`|")), "yes");
     json_decref(j);
 }
+
+/* A method is a token, hyphens and digits included (WebDAV's
+ * VERSION-CONTROL, BASELINE-CONTROL), and nothing else. */
+Test(http_hostile_caller, a_method_is_any_token)
+{
+    static const char *const good[] = {"VERSION-CONTROL", "BASELINE-CONTROL", "X_Y.Z~1"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .method = good[i]};
+        async_http_response_t *r = one(NULL, &req);
+        cr_assert_eq(r->error, 0, "%s: %s", good[i], r->errmsg);
+        async_http_response_free(r);
+    }
+    async_http_t *http;
+    cr_assert_eq(async_http_new(&http, loop, NULL), 0);
+    static const char *const bad[] = {"", "GE T", "GET\r\nX: 1", "G(T)", "BASELINE-CONTROLS",
+                                      "G\xc3\x89T", "GET/1"};
+    async_http_response_t *r = NULL;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .method = bad[i]};
+        cr_assert_eq(async_http_send(http, &req, on_done, &r), ASYNC_EINVAL, "method %zu taken",
+                     i);
+    }
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_null(r);
+    cr_assert_eq(async_http_destroy(http), 0);
+    cr_assert_eq(test_httpd_requests(srv), (long)(sizeof good / sizeof good[0]));
+}

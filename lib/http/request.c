@@ -657,11 +657,21 @@ static int check_thread(const async_http_t *http)
     return 0;
 }
 
+/* Whether c may be in a token (RFC 9110 5.6.2): a method, a header name. */
+static bool tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* A method is a token (RFC 9110 9.1): "VERSION-CONTROL" and the other
+ * WebDAV methods with a hyphen were refused when only letters were let
+ * through. */
 static bool valid_method(const char *m)
 {
     if (!*m || strlen(m) > 16) return false;
     for (; *m; m++)
-        if (!((*m >= 'A' && *m <= 'Z') || (*m >= 'a' && *m <= 'z'))) return false;
+        if (!tchar((unsigned char)*m)) return false;
     return true;
 }
 
@@ -700,15 +710,8 @@ static long to_ms(int64_t req, int64_t client)
  * with a space inside, an empty one) is no name. */
 static bool name_is_token(const char *h)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
     const char *p = h;
-    for (; *p != ':'; p++) {
-        unsigned char c = (unsigned char)*p;
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-            (c && strchr(extra, c)))
-            continue;
-        break;
-    }
+    while (*p != ':' && tchar((unsigned char)*p)) p++;
     return p != h && *p == ':';
 }
 
