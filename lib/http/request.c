@@ -715,31 +715,29 @@ static bool name_is_token(const char *h)
     return p != h && *p == ':';
 }
 
-/* Whether header line h, if it is a Content-Length, states the body's
- * length n (for a Transfer-Encoding, see below).  curl sends a caller's Content-Length in place of its own and
- * the body whatever it says, so one that does not match frames the request
- * wrongly: the rest of the body is read as the next request on the
- * connection (request smuggling), and its answer goes to the client's next
- * request there.  An empty one is curl's way to send none, right only
- * without a body (has_body). */
+/* Whether header line h (a token name, then its colon: name_is_token), if
+ * it is a Content-Length, states the body's length n, and if it is a
+ * Transfer-Encoding, frames the body.  curl sends a caller's Content-Length
+ * in place of its own and the body whatever it says, so one that does not
+ * match frames the request wrongly: the rest of the body is read as the
+ * next request on the connection (request smuggling), and its answer goes
+ * to the client's next request there.  An empty value is curl's way to
+ * send none, right for a length only without a body (has_body). */
 static bool length_agrees(const char *h, size_t n, bool has_body)
 {
     const char *colon = strchr(h, ':');
     size_t nl = (size_t)(colon - h);
-    while (nl && (h[nl - 1] == ' ' || h[nl - 1] == '\t')) nl--;
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t') v++;
     if (nl == 17 && strncasecmp(h, "Transfer-Encoding", 17) == 0) {
-        /* curl chunks a body itself when told "chunked", and sends any
+        /* curl chunks a body itself when told "chunked", but sends any
          * other value beside a Content-Length (a request RFC 9112 6.1 says
          * a server must refuse, and one a lenient one misreads), and
          * "chunked" without a body with no last chunk: the server reads
          * the next request as the body.  Only "chunked" beside a body, as
          * written here (with "CHUNKED " the server still waited for chunks
-         * at the test's timeout), or an empty value (none), frames a
-         * request. */
-        if (!*v) return true;
-        return has_body && strcmp(v, "chunked") == 0 && nl == (size_t)(colon - h);
+         * at the test's timeout), or an empty value, frames a request. */
+        return !*v || (has_body && strcmp(v, "chunked") == 0);
     }
     if (nl != 14 || strncasecmp(h, "Content-Length", 14) != 0) return true;
     if (!*v) return !has_body;
@@ -750,9 +748,7 @@ static bool length_agrees(const char *h, size_t n, bool has_body)
         len = len * 10 + (size_t)(*v - '0');
     }
     while (*v == ' ' || *v == '\t') v++;
-    /* A name with blanks before its colon is refused by servers that
-     * follow RFC 9112 (5.1) and read as the length by some that do not. */
-    return !*v && !over && len == n && nl == (size_t)(colon - h);
+    return !*v && !over && len == n;
 }
 
 static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
