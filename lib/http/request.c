@@ -413,70 +413,6 @@ static int64_t retry_after(http_xfer_t *x)
     return ASYNC_SEC(after);
 }
 
-/* Whether an HTTP/1 response that curl saw end without error was cut short
- * all the same: its Content-Length is a number beyond curl_off_t, which
- * libcurl (7.88 and 8) does not refuse but reads as "until the connection
- * closes", so a server that announced 10^22 bytes and closed after two had
- * them reported as the whole body.  No body can be that long, so the claim
- * is false however many bytes came; chunked framing, which overrides the
- * length, and the answers that carry no body (HEAD, 204, 304) are left out.
- * Writes why into the handle's error buffer. */
-static bool length_beyond_reach(http_xfer_t *x, long status)
-{
-    if (x->status_line_len < 7 || memcmp(x->status_line, "HTTP/1", 6) != 0) return false;
-    if (status == 204 || status == 304 || (x->method && strcmp(x->method, "HEAD") == 0))
-        return false;
-    http_header_span_t sp;
-    size_t at = 0;
-    const char *len = NULL;
-    size_t len_n = 0;
-    while (async__http_header_next(&x->easy->hdr, &at, &sp)) {
-        if (sp.name_len == 17 && strncasecmp(sp.name, "Transfer-Encoding", 17) == 0) return false;
-        if (sp.name_len != 14 || strncasecmp(sp.name, "Content-Length", 14) != 0) continue;
-        len = sp.value;
-        len_n = sp.value_len;
-    }
-    if (!len) return false;
-    size_t i = 0;
-    while (i < len_n && len[i] == '0') i++;
-    const char *d = len + i;
-    size_t nd = len_n - i;
-    for (size_t k = 0; k < nd; k++)
-        if (d[k] < '0' || d[k] > '9') return false; /* curl refused it already */
-    static const char max[] = "9223372036854775807"; /* INT64_MAX, curl_off_t's */
-    if (nd < sizeof max - 1 || (nd == sizeof max - 1 && memcmp(d, max, nd) <= 0)) return false;
-    snprintf(x->easy->errbuf, sizeof x->easy->errbuf,
-             "transfer closed before the %.40s%s bytes its Content-Length announced", len,
-             len_n > 40 ? "..." : "");
-    return true;
-}
-
-/* libcurl (7.88 and 8) builds an HTTP/1 request's line and headers, with a
- * body of up to 64 KiB, in a buffer it lets grow to 1 MiB
- * (DYN_HTTP_REQUEST), and fails a transfer whose head does not fit with
- * CURLE_OUT_OF_MEMORY, which is no shortage of memory: a URL of a
- * megabyte was reported as one.  HEAD_SLACK covers the lines curl adds
- * itself (the request line's method and version, Host, Accept,
- * Content-Length). */
-#define CURL_HEAD_MAX ((size_t)1 << 20)
-#define CURL_POST_INLINE ((size_t)64 << 10)
-#define HEAD_SLACK ((size_t)16 << 10)
-/* The longest string curl takes as an option (CURL_MAX_INPUT_LENGTH). */
-#define CURL_STRING_MAX ((size_t)8000000)
-
-/* The bytes of x's request head that are the caller's: its URL, its header
- * lines (the User-Agent with them) and a body curl would put beside them. */
-static size_t head_bytes(const http_xfer_t *x)
-{
-    size_t n = strlen(x->url);
-    const struct curl_slist *l = x->headers ? x->headers : x->http->ua_header;
-    for (; l; l = l->next) n += strlen(l->data) + 2;
-    /* Or curl's own line for it (CURLOPT_USERAGENT). */
-    if (!x->http->ua_header) n += strlen(x->http->user_agent) + 14;
-    if (x->body && x->body_len <= CURL_POST_INLINE) n += x->body_len;
-    return n;
-}
-
 /* The completion function of every attempt (multi.c calls it once the easy
  * handle is out of the multi handle): retry, or end the request. */
 static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
@@ -489,7 +425,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         /* curl's own, or the shard died watching a socket: the transfer may
          * have stopped mid-way, so its handle is not pooled. */
         easy_discard(x);
-        size_t head = head_bytes(x);
+        size_t head = async__http_head_bytes(x);
         if (head + HEAD_SLACK >= CURL_HEAD_MAX) {
             /* No memory ran out: curl's request head is full. */
             char msg[160];
@@ -511,7 +447,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     long status = rc == CURLE_OK ? async__http_status_code(x) : 0;
     if (!status) curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     x->status = status; /* the response reads it from here, not from curl again */
-    if (rc == CURLE_OK && length_beyond_reach(x, status)) rc = CURLE_PARTIAL_FILE;
+    if (rc == CURLE_OK && async__http_length_beyond_reach(x, status)) rc = CURLE_PARTIAL_FILE;
     bool refused = x->too_big || x->bad_header; /* our callbacks ended it: no retry */
     bool transient = rc != CURLE_OK ? (!refused && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
@@ -657,39 +593,6 @@ static int check_thread(const async_http_t *http)
     return 0;
 }
 
-/* Whether c may be in a token (RFC 9110 5.6.2): a method, a header name. */
-static bool tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-/* A method is a token (RFC 9110 9.1): "VERSION-CONTROL" and the other
- * WebDAV methods with a hyphen were refused when only letters were let
- * through. */
-static bool valid_method(const char *m)
-{
-    if (!*m || strlen(m) > 16) return false;
-    for (; *m; m++)
-        if (!tchar((unsigned char)*m)) return false;
-    return true;
-}
-
-/* The methods RFC 9110 (9.2.2) calls idempotent, whose request may be
- * repeated after an answer that may have had an effect (a 5xx, a connection
- * dropped once the request was out); m is upper case, NULL for GET.  Every
- * other method, PATCH and those the client does not know included, is
- * repeated only where the server did not act (transient_curl,
- * transient_status).  Until round 18 every method but POST was repeated. */
-static bool idempotent(const char *m)
-{
-    static const char *const names[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
-    if (!m) return true;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(m, names[i]) == 0) return true;
-    return false;
-}
-
 static long to_ms(int64_t req, int64_t client)
 {
     int64_t ns = req ? req : client;
@@ -703,60 +606,12 @@ static long to_ms(int64_t req, int64_t client)
     return ms ? (long)ms : 1;
 }
 
-/* Whether the name of header line h (up to its colon) is a token (RFC 9110
- * 5.1, 5.6.2), right up to the colon (RFC 9112 5.1 has servers refuse a
- * blank there, and some read the name without it).  A name curl would send
- * as it is but a server may read as another ("Content-Length\v", a name
- * with a space inside, an empty one) is no name. */
-static bool name_is_token(const char *h)
-{
-    const char *p = h;
-    while (*p != ':' && tchar((unsigned char)*p)) p++;
-    return p != h && *p == ':';
-}
-
-/* Whether header line h (a token name, then its colon: name_is_token), if
- * it is a Content-Length, states the body's length n, and if it is a
- * Transfer-Encoding, frames the body.  curl sends a caller's Content-Length
- * in place of its own and the body whatever it says, so one that does not
- * match frames the request wrongly: the rest of the body is read as the
- * next request on the connection (request smuggling), and its answer goes
- * to the client's next request there.  An empty value is curl's way to
- * send none, right for a length only without a body (has_body). */
-static bool length_agrees(const char *h, size_t n, bool has_body)
-{
-    const char *colon = strchr(h, ':');
-    size_t nl = (size_t)(colon - h);
-    const char *v = colon + 1;
-    while (*v == ' ' || *v == '\t') v++;
-    if (nl == 17 && strncasecmp(h, "Transfer-Encoding", 17) == 0) {
-        /* curl chunks a body itself when told "chunked", but sends any
-         * other value beside a Content-Length (a request RFC 9112 6.1 says
-         * a server must refuse, and one a lenient one misreads), and
-         * "chunked" without a body with no last chunk: the server reads
-         * the next request as the body.  Only "chunked" beside a body, as
-         * written here (with "CHUNKED " the server still waited for chunks
-         * at the test's timeout), or an empty value, frames a request. */
-        return !*v || (has_body && strcmp(v, "chunked") == 0);
-    }
-    if (nl != 14 || strncasecmp(h, "Content-Length", 14) != 0) return true;
-    if (!*v) return !has_body;
-    size_t len = 0;
-    bool over = false;
-    for (; *v >= '0' && *v <= '9'; v++) {
-        over |= len > (SIZE_MAX - 9) / 10;
-        len = len * 10 + (size_t)(*v - '0');
-    }
-    while (*v == ' ' || *v == '\t') v++;
-    return !*v && !over && len == n;
-}
-
 static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
 {
     *out = NULL;
     if (!http || !req || !req->url || !*req->url) return ASYNC_EINVAL;
     if (req->size && req->size < REQUEST_SIZE_0_2) return ASYNC_EINVAL;
-    if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
+    if (req->method && !async__http_method_ok(req->method)) return ASYNC_EINVAL;
     if (req->body_len && !req->body) return ASYNC_EINVAL;
     if (http->closing) return ASYNC_ECLOSED;
     /* The response exists from the start, so a request always ends with one,
@@ -781,7 +636,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         for (char *p = x->method; *p; p++)
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
     }
-    x->idempotent = idempotent(x->method);
+    x->idempotent = async__http_idempotent(x->method);
     /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
     x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
     /* The client's User-Agent leads a request's own header list, unless the
@@ -803,11 +658,8 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         x->headers = l;
     }
     for (size_t i = 0; req->headers && req->headers[i]; i++) {
-        /* A CR or LF would end the line early: what follows would go out
-         * as more headers, or as a second request on the connection. */
-        if (!strchr(req->headers[i], ':') || strpbrk(req->headers[i], "\r\n") ||
-            !name_is_token(req->headers[i]) ||
-            !length_agrees(req->headers[i], req->body ? req->body_len : 0, req->body != NULL)) {
+        if (!async__http_header_ok(req->headers[i], req->body ? req->body_len : 0,
+                                   req->body != NULL)) {
             err = ASYNC_EINVAL;
             goto fail;
         }
