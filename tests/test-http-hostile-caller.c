@@ -5,6 +5,8 @@
  * a precise ASYNC_EINVAL, never a different request on the wire. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <ctype.h>
+#include <locale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -478,4 +480,35 @@ Test(http_hostile_caller, a_method_is_any_token)
     cr_assert_null(r);
     cr_assert_eq(async_http_destroy(http), 0);
     cr_assert_eq(test_httpd_requests(srv), (long)(sizeof good / sizeof good[0]));
+}
+
+/* Percent-encoding of a query does not follow the program's locale: in a
+ * Latin-1 one, isalnum() says yes to 0xC3 ('Ã'), and the UTF-8 bytes of
+ * "é" went out as a raw 0xC3 and %A9.  The locale is built for the test
+ * (localedef, in a directory of its own that LOCPATH names). */
+Test(http_hostile_caller, a_query_is_escaped_alike_in_every_locale)
+{
+    char dir[] = "/tmp/http-hostile-locale-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "localedef -i fr_FR -f ISO-8859-1 %s/fr_FR.ISO-8859-1 >/dev/null 2>&1", dir);
+    int built = system(cmd);
+    setenv("LOCPATH", dir, 1);
+    const char *l = built == 0 ? setlocale(LC_ALL, "fr_FR.ISO-8859-1") : NULL;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (!l) {
+        if (system(cmd)) {}
+        cr_skip_test("no Latin-1 locale could be built (localedef, locales)");
+    }
+    cr_assert(isalnum(0xc3), "the locale is not Latin-1");
+    const char *query[] = {"q", "\xc3\xa9 \xff", NULL};
+    async_http_request_t req = {.url = test_httpd_url(srv, "/echo"), .query = query};
+    async_http_response_t *r = one(NULL, &req);
+    setlocale(LC_ALL, "C");
+    if (system(cmd)) {}
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    const char *q = strchr(r->url, '?');
+    cr_assert(q && strcmp(q, "?q=%C3%A9%20%FF") == 0, "%s", r->url);
+    async_http_response_free(r);
 }

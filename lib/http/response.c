@@ -3,7 +3,6 @@
  * its headers, timings and precise error message, the JSON helper (jansson)
  * and URL building with query escaping.  All memory of a response comes from
  * the allocator seam and is released by async_http_response_free. */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -764,7 +763,10 @@ static int escape(http_buf_t *b, const char *s)
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+        /* ASCII's letters and digits, not isalnum()'s: in a Latin-1 locale
+         * that takes 0xC0-0xFF too, and UTF-8 went out half raw. */
+        bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (alnum || c == '-' || c == '.' || c == '_' || c == '~') {
             if (async__http_buf_add(b, s, 1)) return ASYNC_ENOMEM;
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
