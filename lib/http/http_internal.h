@@ -231,6 +231,7 @@ struct http_xfer {
     long timeout_ms, connect_timeout_ms;
     int max_retries;
     bool idempotent;
+    bool custom;                 /* the attempt names its method (CURLOPT_CUSTOMREQUEST) */
     int attempt;                 /* attempts started */
     int64_t t_call, t_start, not_before; /* async_now() times */
     http_buf_t resp_body;        /* the headers are the easy handle's (hdr) */
@@ -333,5 +334,31 @@ int async__http_response_build(http_xfer_t *x, CURLcode rc);
 /* Makes x->resp carry only an error (cancelled, out of memory, ...). */
 void async__http_response_error(http_xfer_t *x, int error, const char *msg);
 int async__http_url_build(const char *url, const char *const *query, char **out);
+
+/* wire.c */
+/* libcurl (7.88 and 8) builds an HTTP/1 request's line and headers, with a
+ * body of up to 64 KiB, in a buffer it lets grow to 1 MiB
+ * (DYN_HTTP_REQUEST), and fails a transfer whose head does not fit with
+ * CURLE_OUT_OF_MEMORY, which is no shortage of memory: a URL of a
+ * megabyte was reported as one.  HEAD_SLACK covers the lines curl adds
+ * itself (the request line's method and version, Host, Accept,
+ * Content-Length). */
+#define CURL_HEAD_MAX ((size_t)1 << 20)
+#define CURL_POST_INLINE ((size_t)64 << 10)
+#define HEAD_SLACK ((size_t)16 << 10)
+/* The longest string curl takes as an option (CURL_MAX_INPUT_LENGTH). */
+#define CURL_STRING_MAX ((size_t)8000000)
+/* Whether m is a method: a token of at most 16 bytes. */
+bool async__http_method_ok(const char *m);
+/* Whether method m (upper case, NULL for GET) is idempotent (RFC 9110). */
+bool async__http_idempotent(const char *m);
+/* Whether h is a header line a request may carry beside a body of body_len
+ * bytes (has_body: there is one, maybe empty). */
+bool async__http_header_ok(const char *h, size_t body_len, bool has_body);
+/* Whether x's response, ended without error, was cut short all the same
+ * (why in its handle's error buffer). */
+bool async__http_length_beyond_reach(http_xfer_t *x, long status);
+/* The bytes of x's request head that are the caller's. */
+size_t async__http_head_bytes(const http_xfer_t *x);
 
 #endif

@@ -7,6 +7,7 @@
  * jitter, or after the server's Retry-After; otherwise the request ends and
  * its waiter is told: a callback, a sleeping task, or a blocking call running
  * the client's private loop.  Nothing here runs inside a curl callback. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +81,15 @@ int async_http_new(async_http_t **out, async_loop_t *loop, const async_http_opts
         o = *opts;
     }
     o.size = sizeof o;
-    if (o.max_connections < 0 || o.max_host_connections < 0 || o.rate_limit < 0 ||
+    /* A rate that is not a number would compare false with everything and
+     * start requests without any limit: refused like a negative one. */
+    if (o.max_connections < 0 || o.max_host_connections < 0 || !(o.rate_limit >= 0) ||
         o.max_retries < 0 || o.retry_base_ns < 0 || o.retry_max_ns < 0)
+        return ASYNC_EINVAL;
+    /* Both go out as header lines of every request: a CR or LF would let
+     * them write more headers, or a second request. */
+    if ((o.user_agent && strpbrk(o.user_agent, "\r\n")) ||
+        (o.accept_encoding && strpbrk(o.accept_encoding, "\r\n")))
         return ASYNC_EINVAL;
     if (!o.rate_burst) o.rate_burst = 1;
     if (!o.retry_base_ns) o.retry_base_ns = DEFAULT_RETRY_BASE;
@@ -417,6 +425,17 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
         /* curl's own, or the shard died watching a socket: the transfer may
          * have stopped mid-way, so its handle is not pooled. */
         easy_discard(x);
+        size_t head = async__http_head_bytes(x);
+        if (head + HEAD_SLACK >= CURL_HEAD_MAX) {
+            /* No memory ran out: curl's request head is full. */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "request too large for curl: %zu bytes of URL and headers, and libcurl "
+                     "builds a request head in at most %zu",
+                     head, CURL_HEAD_MAX);
+            fail(http, x, ASYNC_EINVAL, msg);
+            return;
+        }
         fail(http, x, ASYNC_ENOMEM, "out of memory in curl or watching its sockets");
         return;
     }
@@ -428,6 +447,7 @@ static void on_attempt_done(http_transfer_t *t, CURLcode rc, void *ud)
     long status = rc == CURLE_OK ? async__http_status_code(x) : 0;
     if (!status) curl_easy_getinfo(x->t.easy, CURLINFO_RESPONSE_CODE, &status);
     x->status = status; /* the response reads it from here, not from curl again */
+    if (rc == CURLE_OK && async__http_length_beyond_reach(x, status)) rc = CURLE_PARTIAL_FILE;
     bool refused = x->too_big || x->bad_header; /* our callbacks ended it: no retry */
     bool transient = rc != CURLE_OK ? (!refused && transient_curl(rc, x->idempotent))
                                     : transient_status(status, x->idempotent);
@@ -481,6 +501,14 @@ static void start(async_http_t *http, http_xfer_t *x)
     }
     int err = async__http_easy_setup(x, sh);
     if (err) {
+        size_t ul = strlen(x->url);
+        if (ul > CURL_STRING_MAX) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "curl rejected the URL: %zu bytes, and it takes at most %zu",
+                     ul, CURL_STRING_MAX);
+            fail_later(http, x, err, msg);
+            return;
+        }
         fail_later(http, x, err, "curl rejected an option of the request");
         return;
     }
@@ -523,8 +551,17 @@ static void pump(async_http_t *http)
             http->tokens += (double)(now - http->tokens_at) / 1e9 * rate;
             if (http->tokens > burst) http->tokens = burst;
             http->tokens_at = now;
-            if (http->tokens < 1.0) wait = (int64_t)((1.0 - http->tokens) / rate * 1e9) + 1;
-            else http->tokens -= 1.0;
+            if (http->tokens < 1.0) {
+                /* A rate small enough makes the wait more nanoseconds than
+                 * an int64_t holds, and the conversion of such a double is
+                 * undefined: on x86-64 it gave INT64_MIN, a wait below zero,
+                 * and the request started at once.  It waits for ever
+                 * instead, as the rate asks. */
+                double w = (1.0 - http->tokens) / rate * 1e9;
+                wait = w < (double)INT64_MAX ? (int64_t)w + 1 : INT64_MAX;
+            } else {
+                http->tokens -= 1.0;
+            }
         }
         if (wait > 0) {
             ev_now_update(http->ev); /* timers count from the loop's clock */
@@ -556,20 +593,17 @@ static int check_thread(const async_http_t *http)
     return 0;
 }
 
-static bool valid_method(const char *m)
-{
-    if (!*m || strlen(m) > 16) return false;
-    for (; *m; m++)
-        if (!((*m >= 'A' && *m <= 'Z') || (*m >= 'a' && *m <= 'z'))) return false;
-    return true;
-}
-
 static long to_ms(int64_t req, int64_t client)
 {
     int64_t ns = req ? req : client;
     if (ns < 0) return 0; /* curl: 0 is no timeout */
-    long ms = (long)((ns + 999999) / 1000000);
-    return ms ? ms : 1;
+    /* Rounded up without adding first: ns + 999999 overflowed for
+     * ASYNC_FOREVER, a caller's natural "no limit" (undefined behaviour,
+     * which UBSan stops at; in practice a negative timeout for curl, which
+     * libcurl 7.88 happens to read as none). */
+    int64_t ms = ns / 1000000 + (ns % 1000000 != 0);
+    if (ms > LONG_MAX) ms = LONG_MAX;
+    return ms ? (long)ms : 1;
 }
 
 static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xfer_t **out)
@@ -577,7 +611,7 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     *out = NULL;
     if (!http || !req || !req->url || !*req->url) return ASYNC_EINVAL;
     if (req->size && req->size < REQUEST_SIZE_0_2) return ASYNC_EINVAL;
-    if (req->method && !valid_method(req->method)) return ASYNC_EINVAL;
+    if (req->method && !async__http_method_ok(req->method)) return ASYNC_EINVAL;
     if (req->body_len && !req->body) return ASYNC_EINVAL;
     if (http->closing) return ASYNC_ECLOSED;
     /* The response exists from the start, so a request always ends with one,
@@ -594,12 +628,15 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     if (err) goto fail;
     err = ASYNC_ENOMEM;
     const char *m = req->method ? req->method : (req->body ? "POST" : NULL);
-    if (m && strcasecmp(m, "GET") != 0) {
+    /* A GET that carries a body keeps its name: without one curl would
+     * send the body as a POST (CURLOPT_POSTFIELDS), and the request would
+     * have been judged idempotent as a GET and retried as a POST. */
+    if (m && (strcasecmp(m, "GET") != 0 || req->body)) {
         if (!(x->method = async__strdup(m))) goto fail;
         for (char *p = x->method; *p; p++)
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
     }
-    x->idempotent = !x->method || strcmp(x->method, "POST") != 0;
+    x->idempotent = async__http_idempotent(x->method);
     /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
     x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
     /* The client's User-Agent leads a request's own header list, unless the
@@ -621,7 +658,8 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
         x->headers = l;
     }
     for (size_t i = 0; req->headers && req->headers[i]; i++) {
-        if (!strchr(req->headers[i], ':')) {
+        if (!async__http_header_ok(req->headers[i], req->body ? req->body_len : 0,
+                                   req->body != NULL)) {
             err = ASYNC_EINVAL;
             goto fail;
         }

@@ -3,7 +3,6 @@
  * its headers, timings and precise error message, the JSON helper (jansson)
  * and URL building with query escaping.  All memory of a response comes from
  * the allocator seam and is released by async_http_response_free. */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -135,6 +134,21 @@ static long status_version(const char *v, size_t n)
     return 0;
 }
 
+/* A 303 (See Other) names a resource to GET, whatever the request's method
+ * (RFC 9110 15.4.4), and curl does switch its own method to GET there; but
+ * a method set by name (CURLOPT_CUSTOMREQUEST: DELETE, PUT, PATCH...) is
+ * what curl sends on every request of the transfer, the redirect's
+ * included, so a DELETE answered "303, see /list" deleted /list.  The name
+ * goes when the 303's header block ends, before curl follows it; the next
+ * request on the handle sets its own (h->plain_get, async__http_easy_setup),
+ * and so does a retry of this one. */
+static void see_other(http_easy_t *h)
+{
+    h->x->custom = false;
+    h->plain_get = false;
+    (void)curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     http_easy_t *h = ud;
@@ -151,6 +165,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     /* The blank line ends a header block; whatever comes next, if anything,
      * starts the next response's (see hdr_start). */
     h->hdr_start = (len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n');
+    if (h->hdr_start && h->x->custom && async__http_status_code(h->x) == 303) see_other(h);
     if (start && len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new status line (the first, or after a redirect or a 100
          * Continue): the headers kept are those of the final response.  Only
@@ -413,6 +428,9 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
     h->hdr_start = true;
     x->socket_errno = 0;
     x->too_big = x->oom = x->bad_header = false;
+    /* As the block below sets CURLOPT_CUSTOMREQUEST (see_other). */
+    x->custom = x->method && strcmp(x->method, "HEAD") != 0 &&
+                (strcmp(x->method, "POST") != 0 || !x->body);
     async__http_decoder_free(x->dec);
     x->dec = NULL;
     x->dec_looked = x->dec_failed = false;
@@ -446,6 +464,14 @@ int async__http_easy_setup(http_xfer_t *x, http_shard_t *sh)
             if (strcmp(x->method, "HEAD") == 0) SET(CURLOPT_NOBODY, 1L);
             else if (strcmp(x->method, "POST") != 0 || !x->body) SET(CURLOPT_CUSTOMREQUEST, x->method);
         }
+        /* A method with a body other than POST goes as a POST renamed, and
+         * curl turns a POST into a GET on a 301 or 302 but keeps the name:
+         * a PUT redirected went out again as a PUT without its body.  Such
+         * a request keeps its body there (RFC 9110 15.4.2, 15.4.3: only a
+         * POST may become a GET); a real POST is left as curl and browsers
+         * treat it. */
+        bool renamed = x->body && x->method && strcmp(x->method, "POST") != 0;
+        SET(CURLOPT_POSTREDIR, renamed ? (long)(CURL_REDIR_POST_301 | CURL_REDIR_POST_302) : 0L);
         h->plain_get = plain;
     }
     /* Wait for a connection that may multiplex instead of opening one more;
@@ -737,7 +763,10 @@ static int escape(http_buf_t *b, const char *s)
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+        /* ASCII's letters and digits, not isalnum()'s: in a Latin-1 locale
+         * that takes 0xC0-0xFF too, and UTF-8 went out half raw. */
+        bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        if (alnum || c == '-' || c == '.' || c == '_' || c == '~') {
             if (async__http_buf_add(b, s, 1)) return ASYNC_ENOMEM;
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
@@ -752,18 +781,30 @@ int async__http_url_build(const char *url, const char *const *query, char **out)
     *out = NULL;
     if (!url || !*url) return ASYNC_EINVAL;
     http_buf_t b = {0};
-    int err = async__http_buf_add(&b, url, strlen(url));
-    char sep = strchr(url, '?') ? '&' : '?';
+    /* The query goes before a fragment ('#' to the end), which is never
+     * sent: appended after it, it went into the fragment and no server saw
+     * it.  A '?' inside the fragment is the fragment's. */
+    const char *frag = strchr(url, '#');
+    size_t base = frag ? (size_t)(frag - url) : strlen(url);
+    int err = async__http_buf_add(&b, url, base);
+    const char *qm = memchr(url, '?', base);
+    char sep = qm ? '&' : '?';
+    /* A URL that ends its query already ("...?", "...&") takes the first
+     * pair as it is, not after an empty one. */
+    bool open = qm && (url[base - 1] == '?' || url[base - 1] == '&');
     for (size_t i = 0; !err && query && query[i]; i += 2) {
         if (!query[i + 1] || !*query[i]) {
             err = ASYNC_EINVAL; /* a key without a value, or an empty key */
             break;
         }
-        if (!(err = async__http_buf_add(&b, &sep, 1)) && !(err = escape(&b, query[i])) &&
-            !(err = async__http_buf_add(&b, "=", 1)))
-            err = escape(&b, query[i + 1]);
+        if (!open) err = async__http_buf_add(&b, &sep, 1);
+        if (!err) err = escape(&b, query[i]);
+        if (!err) err = async__http_buf_add(&b, "=", 1);
+        if (!err) err = escape(&b, query[i + 1]);
         sep = '&';
+        open = false;
     }
+    if (!err && frag) err = async__http_buf_add(&b, frag, strlen(frag));
     if (err) {
         async__http_buf_free(&b);
         return err;
