@@ -766,17 +766,18 @@ Test(executor_small_jobs, a_pool_freed_on_another_thread_leaves_nothing_in_this_
     async_executor_t *ex = test_thread_pool(2, 0);
     async_future_t *fs[N];
     for (int i = 0; i < N; i++) run_small(ex, i, &fs[i]);
-    for (int i = 0; i < N; i += 2) { /* half back into this thread's magazine first */
-        cr_assert_eq(async_future_wait(fs[i]), 0);
-        async_future_unref(fs[i]);
+    /* Every job finished before the free: free cancels what is still
+     * queued, and job 99 was, once in 300 runs on a loaded machine (ci17,
+     * "cancelled before it ran"), when only the even ones were awaited. */
+    for (int i = 0; i < N; i++) {
+        int rc = async_future_wait(fs[i]);
+        cr_assert_eq(rc, 0, "future %d: %s: %s", i, async_errname(rc), async_future_message(fs[i]));
     }
+    for (int i = 0; i < N; i += 2) async_future_unref(fs[i]); /* half back into this thread's magazine first */
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, free_on_thread, ex), 0);
     pthread_join(th, NULL);
-    for (int i = 1; i < N; i += 2) {
-        cr_assert_eq(async_future_wait(fs[i]), 0);
-        async_future_unref(fs[i]);
-    }
+    for (int i = 1; i < N; i += 2) async_future_unref(fs[i]);
     cr_expect_eq(test_alloc_live(), 0, "%ld allocations left after the last future went",
                  test_alloc_live());
 }

@@ -30,6 +30,21 @@ static bool reaped_elsewhere(pid_t pid)
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
 }
 
+/* The child's state letter from /proc (Z: exited, unreaped; S, R, D: alive),
+ * or '?' once it is gone: what a failure below says of the child. */
+static char child_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' && close_paren[2] ? close_paren[2] : '?';
+}
+
 static int exit_7(void *arg)
 {
     (void)arg;
@@ -42,6 +57,7 @@ typedef struct reaped_ctx {
     async_process_t *p;
     bool elsewhere;
     int join, status, code, sig, kill;
+    char state; /* the child's, when the loop had not reaped it */
 } reaped_ctx_t;
 
 /* Runs on the default loop: lets the loop turn (its SIGCHLD watcher reaps
@@ -53,6 +69,7 @@ static int join_after_the_loop_reaped(void *arg, void **result)
     int64_t until = async_now() + WEDGE_NS;
     while (!(c->elsewhere = reaped_elsewhere(async_process_pid(c->p))) && async_now() < until)
         async_sleep(ASYNC_MSEC(5));
+    if (!c->elsewhere) c->state = child_state(async_process_pid(c->p));
     c->join = async_process_join_dl(c->p, async_now() + WEDGE_NS);
     c->status = async_process_status(c->p, &c->code, &c->sig);
     c->kill = async_process_kill(c->p);
@@ -72,7 +89,20 @@ Test(process_reaping, a_child_reaped_by_the_default_loop_keeps_its_status, .time
     cr_assert_eq(async_process_spawn(&c.p, exit_7, NULL), 0);
     cr_assert_eq(async_task_spawn(NULL, loop, join_after_the_loop_reaped, &c, NULL), 0);
     cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
-    cr_assert(c.elsewhere, "the default loop never reaped the child: nothing was tested");
+#if defined(__SANITIZE_THREAD__)
+    /* Seen once under load (ci17): the forked child, which runs exit_7
+     * under ThreadSanitizer's runtime, had not exited after 20 s. */
+    if (!c.elsewhere && c.state != 'Z') {
+        async_process_kill(c.p);
+        async_process_join_dl(c.p, async_now() + WEDGE_NS);
+        async_process_free(c.p);
+        async_loop_destroy(loop);
+        cr_skip_test("the child never exited under ThreadSanitizer (state %c): the loop's reaping "
+                     "was not tested; the other builds test it", c.state);
+    }
+#endif
+    cr_assert(c.elsewhere, "the default loop never reaped the child: nothing was tested (the "
+                           "child's state: %c; Z: it exited and nobody reaped it)", c.state);
     cr_assert_eq(c.join, 0, "join: %s", async_errname(c.join));
     cr_assert_eq(c.status, 0, "status: %s", async_errname(c.status));
     cr_assert_eq(c.code, 7);

@@ -98,10 +98,15 @@ typedef struct async_http_request {
                                            layout.  Later versions add fields only
                                            at the end and read them only when size
                                            covers them */
-    const char *method;                 /* NULL: "GET", or "POST" when body is set */
+    const char *method;                 /* NULL: "GET", or "POST" when body is set; a
+                                           method named (any token of at most 16
+                                           bytes) is sent as named, a GET with a
+                                           body included */
     const char *url;                    /* required: http:// or https:// */
     const char *const *query;           /* NULL or {"key", "value", ..., NULL}: appended
-                                           URL-escaped, after a '?' or '&' */
+                                           URL-escaped (ASCII letters and digits
+                                           kept, in every locale), before any
+                                           fragment, after a '?' or '&' */
     const char *const *headers;         /* NULL or {"Name: value", ..., NULL} */
     const void *body;                   /* request body (POST, PUT, ...), or NULL */
     size_t body_len;
@@ -162,7 +167,8 @@ typedef void (*async_http_cb)(async_http_response_t *resp, void *arg);
  * for blocking async_http_fetch calls from a plain thread or a worker
  * process; such a client must not be used from tasks of another loop.
  * opts may be NULL.  Errors: ASYNC_EINVAL (a negative limit, rate, retry
- * count or backoff; opts->size neither 0 nor at least sizeof(async_http_opts_t) of
+ * count or backoff; a rate that is not a number; a user_agent or
+ * accept_encoding holding a CR or LF; opts->size neither 0 nor at least sizeof(async_http_opts_t) of
  * 0.2),
  * ASYNC_ENOMEM, ASYNC_ECURL (curl could not initialise), and for a private
  * loop those of async_loop_new (ASYNC_EMFILE or ASYNC_ENFILE when
@@ -216,8 +222,11 @@ ASYNC_API async_loop_t *async_http_loop(async_http_t *http);
  * never inside this call, also when the request could not start (no memory
  * for its easy handle: the response says ASYNC_ENOMEM, from the loop).
  * Errors (cb will not run): ASYNC_EINVAL (no
- * client or callback, no URL, a bad method, query or header, a body_len
- * without a body, req->size neither 0 nor at least
+ * client or callback, no URL, a method that is not a token of at most 16
+ * bytes, a bad query, a header that is not "name: value" with a token name
+ * right up to its colon or that holds a CR or LF, a Content-Length header
+ * other than the body's length, a Transfer-Encoding header other than
+ * "chunked" beside a body, a body_len without a body, req->size neither 0 nor at least
  * sizeof(async_http_request_t) of 0.2), ASYNC_ENOMEM,
  * ASYNC_ECLOSED (the client is being freed: a callback that
  * async_http_destroy runs), ASYNC_EWRONGLOOP (a client on a caller's loop,
@@ -233,7 +242,9 @@ ASYNC_API int async_http_send(async_http_t *http, const async_http_request_t *re
  * retries; ASYNC_EHTTP, ASYNC_ECURL, ASYNC_ETIMEDOUT for a timed-out
  * attempt, ASYNC_EMFILE or ASYNC_ENFILE when no socket could be opened,
  * ASYNC_ENOMEM when memory ran out on the way, ASYNC_EINVAL when curl
- * rejected an option of the request, ASYNC_ECLOSED when the client was freed
+ * rejected an option of the request or the request is too large for curl
+ * (URL and headers past its 1 MiB request head, a URL past 8,000,000
+ * bytes), ASYNC_ECLOSED when the client was freed
  * meanwhile.  Then *out is the response, also on failure, and the
  * caller frees it.
  * *out is NULL, no response existing, on: ASYNC_EINVAL (no client or out, a

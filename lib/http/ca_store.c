@@ -126,9 +126,11 @@ static CURLcode on_ssl_ctx(CURL *curl, void *ssl_ctx, void *path)
 {
     (void)curl;
     struct stat st;
-    if (stat(path, &st) != 0 || S_ISDIR(st.st_mode)) {
-        /* A directory would read as "no certificate or crl found". */
-        fail(path, "CA file %s: %s", strerror(S_ISDIR(st.st_mode) ? EISDIR : errno));
+    /* A directory would read as "no certificate or crl found".  st is
+     * looked at only after a stat that filled it. */
+    int err = stat(path, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+    if (err) {
+        fail(path, "CA file %s: %s", strerror(err));
         return CURLE_SSL_CACERT_BADFILE;
     }
     pthread_mutex_lock(&stores_lock);
