@@ -39,6 +39,7 @@
 #include "common/client-plot.h"
 #include "common/client-server.h"
 #include "common/client-states.h"
+#include "../common/outfile.h"
 
 /* The numeric options' ranges: the server's own bound on latency (an hour),
  * a day for one attempt, and enough retries and rate for any real use. */
@@ -511,10 +512,21 @@ static int write_async_json(const cli_t *o, const mode_run_t runs[CLIENT_NMODES]
         json_decref(modes);
     }
     int status = 0;
+    /* Through a temporary renamed into place: json_dump_file truncated the
+     * old results first, and a full disk or `ulimit -f` left half a file. */
+    demo_out_t file;
+    const char *why = NULL;
     errno = 0;
-    if (!out || json_dump_file(out, o->json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-                                                      JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
-        fprintf(stderr, "brewery: cannot write %s: %s\n", o->json_path, errno ? strerror(errno) : "out of memory");
+    if (!out) why = "out of memory";
+    else if (!demo_out_open(&file, o->json_path)) why = strerror(errno);
+    else if (json_dumpf(out, file.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
+        why = errno ? strerror(errno) : "out of memory";
+        demo_out_abort(&file);
+    } else if (demo_out_close(&file) != 0) {
+        why = strerror(errno);
+    }
+    if (why) {
+        fprintf(stderr, "brewery: cannot write %s: %s\n", o->json_path, why);
         status = 1;
     }
     json_decref(out);

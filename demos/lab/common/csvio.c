@@ -253,10 +253,3 @@ void lab_rows_free(lab_rows_t *rows)
     free(rows->line);
     memset(rows, 0, sizeof *rows);
 }
-
-FILE *lab_csv_create(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) lab_die("%s: cannot create: %s", path, strerror(errno));
-    return f;
-}

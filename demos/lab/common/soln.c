@@ -107,9 +107,7 @@ int lab_soln_write(const char *path)
     lab_str_t text = {0};
     put_value(&text, soln, 0);
     json_decref(soln);
-    FILE *f = fopen(path, "w");
-    if (!f || fwrite(text.s, 1, text.len, f) != text.len || fclose(f) != 0)
-        lab_die("%s: cannot write: %s", path, strerror(errno));
+    if (demo_write_file(path, text.s, text.len) != 0) lab_die("%s: cannot write: %s", path, strerror(errno));
     free(text.s);
     printf("\nwrote %s\n", path);
 
@@ -119,9 +117,17 @@ int lab_soln_write(const char *path)
     json_object_set(root, "workloads", lab_figures);
     char buf[4096];
     const char *rp = lab_report_path(path, buf, sizeof buf);
-    int rc = json_dump_file(root, rp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    demo_out_t out;
+    errno = 0;
+    if (!demo_out_open(&out, rp)) lab_die("%s: cannot write: %s", rp, strerror(errno));
+    if (json_dumpf(root, out.f, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0) {
+        /* jansson fails a dump on a write error or on memory. */
+        int e = errno ? errno : ENOMEM;
+        demo_out_abort(&out);
+        lab_die("%s: cannot write: %s", rp, strerror(e));
+    }
+    if (demo_out_close(&out) != 0) lab_die("%s: cannot write: %s", rp, strerror(errno));
     json_decref(root);
-    if (rc != 0) lab_die("%s: cannot write", rp);
     printf("wrote %s\n", rp);
     return 0;
 }
