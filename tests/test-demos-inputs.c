@@ -17,7 +17,9 @@
  *     64 bytes or more ("not a number") or below DBL_MIN ("out of range"),
  *     which Python's float() reads; howmany's 20-digit integer ("is not an
  *     integer" where the others say out of range); a --plot folder that
- *     cannot be written (found after the run, exit 1);
+ *     cannot be written (found after the run, exit 1); a CSV number in
+ *     hexadecimal (strtod read 0x10 as 16, where float() refuses it) or
+ *     with PEP 515's underscores (refused, where float() reads 1_000);
  *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
  *     a directory ("No such device"), an empty file ("+inf ns per word"). */
 #include <criterion/criterion.h>
@@ -410,6 +412,72 @@ Test(demos_inputs, lab_csv_reads_long_and_subnormal_numbers_as_python)
     cr_expect_eq(r.exit_code, 1, "exit %d", r.exit_code);
     cr_expect(strstr(r.err, "line 1, column 2: \"99999999999999999999\" is out of range"), "%s", r.err);
     async_command_result_clear(&r);
+    unlink(in);
+    unlink(out);
+    rmdir(dir);
+}
+
+/* The lab's CSV numbers in float()'s own syntax, python3 deciding each:
+ * strtod also took hexadecimal (0x10 read as 16, 0x1p3 as 8, where float()
+ * refuses them), and refused PEP 515's underscores (1_000, 1e1_0), which
+ * float() reads.  inf and nan, which float() reads, stay out of range (a
+ * row of them normalises to NaN).  `common` prints what it read as
+ * Python's str() does. */
+Test(demos_inputs, lab_csv_numbers_follow_python_float_syntax)
+{
+    static const char *const fields[] = {"0x10", "0X1p3", "-0x1.8p1", "1_000", "1_0.2_5", "1e1_0", "+.5e-3_0",
+                                         "1__0", "_1", "1_", "1._5", "1_.5", "1e_5", "1e", ".", "+1", ".5",
+                                         "5.", "1E5", "0_0", "inf", "-Infinity", "nan", "1e400", NULL};
+    char dir[] = "/tmp/test-demos-inputs-syntax-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char in[128], out[128], cmd[4096];
+    snprintf(in, sizeof in, "%s/rows.csv", dir);
+    snprintf(out, sizeof out, "%s/common.csv", dir);
+    /* python3's verdict per field: ERR, SPECIAL (inf or nan) or str() of
+     * the value as common prints it. */
+    size_t n = snprintf(cmd, sizeof cmd,
+                        "/usr/bin/python3 -c 'import sys, math\n"
+                        "for f in sys.argv[1:]:\n"
+                        "    try: v = float(f)\n"
+                        "    except ValueError: print(\"ERR\"); continue\n"
+                        "    if not math.isfinite(v): print(\"SPECIAL\")\n"
+                        "    elif v == int(v) and abs(v) <= 2**53: print(int(v))\n"
+                        "    else: print(repr(v))' ");
+    for (int i = 0; fields[i]; i++) n += snprintf(cmd + n, sizeof cmd - n, " '%s'", fields[i]);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    for (int i = 0; fields[i]; i++) {
+        char want[64];
+        cr_assert_not_null(fgets(want, sizeof want, p), "python3 said nothing for %s", fields[i]);
+        want[strcspn(want, "\n")] = '\0';
+        FILE *f = fopen(in, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "a,%s\nb,%s\n", fields[i], fields[i]);
+        fclose(f);
+        unlink(out);
+        const char *argv[] = {LAB, "common", "--mode", "serial", "--input", in, "--output", out, NULL};
+        async_command_result_t r;
+        run(argv, &r);
+        if (!strcmp(want, "ERR")) {
+            cr_expect_eq(r.exit_code, 1, "%s: float() refuses it, the lab took it (exit %d)", fields[i], r.exit_code);
+            cr_expect(strstr(r.err, "is not a number"), "%s: %s", fields[i], r.err);
+        } else if (!strcmp(want, "SPECIAL")) {
+            cr_expect_eq(r.exit_code, 1, "%s: exit %d", fields[i], r.exit_code);
+            cr_expect(strstr(r.err, "is out of range"), "%s: %s", fields[i], r.err);
+        } else {
+            cr_expect_eq(r.exit_code, 0, "%s: float() reads it as %s, the lab refused: %s", fields[i], want, r.err);
+            char got[64] = "";
+            FILE *g = fopen(out, "r");
+            if (g) {
+                if (!fgets(got, sizeof got, g)) got[0] = '\0';
+                fclose(g);
+            }
+            got[strcspn(got, "\n")] = '\0';
+            cr_expect_str_eq(got, want, "%s read as %s, float() reads %s", fields[i], got, want);
+        }
+        async_command_result_clear(&r);
+    }
+    cr_expect_eq(pclose(p), 0);
     unlink(in);
     unlink(out);
     rmdir(dir);
