@@ -431,6 +431,15 @@ static int run_mode(client_mode_t m, const client_config_t *cfg, const char *con
     for (size_t i = 0, j = 0; i < n; i++) {
         if (j < k && run[j] == states[i]) {
             r->counts[i] = got[j++];
+            /* A mode that could not run (no process pool under ulimit -v,
+             * no loop) left its states' counts at 0, which the table and
+             * async.json showed as 0 breweries, failed nowhere. */
+            if (r->error && !r->counts[i].error && r->counts[i].requests == 0) {
+                r->counts[i].count = -1;
+                r->counts[i].error = r->error;
+                snprintf(r->counts[i].errmsg, sizeof r->counts[i].errmsg, "the %s mode could not run: %s",
+                         client_mode_name(m), async_strerror(r->error));
+            }
         } else {
             r->counts[i].count = -1;
             r->counts[i].error = ASYNC_EINVAL;
