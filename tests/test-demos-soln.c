@@ -74,3 +74,44 @@ Test(demos_soln, host_that_is_not_ascii_is_written_as_json_dumps_writes_it)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_expect_eq(system(cmd), 0);
 }
+
+/* prob2 always has part1, part2 and part3, in that order, a part whose mode
+ * did not run being null: --mode serial wrote {"part1": ...} alone and
+ * --mode threads {"part2": ..., "part3": ...}, so a grader's
+ * answers["prob2"]["part2"] was a KeyError. */
+static void expect_parts(const char *mode, const char *const nulls[3])
+{
+    char dir[64], cmd[1024], path[128];
+    snprintf(dir, sizeof dir, "/tmp/test-demos-soln-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' busywork --quick --mode %s --soln soln.json > lab.out 2>&1", dir, LAB,
+             mode);
+    cr_assert_eq(system(cmd), 0, "the lab failed");
+    snprintf(path, sizeof path, "%s/soln.json", dir);
+    json_t *soln = json_load_file(path, 0, NULL);
+    cr_assert_not_null(soln);
+    json_t *prob2 = json_object_get(soln, "prob2");
+    cr_assert(json_is_object(prob2), "%s: prob2 is not an object", mode);
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(prob2, key, v) {
+        char want[16];
+        snprintf(want, sizeof want, "part%d", i + 1);
+        cr_expect_str_eq(key, want, "%s: prob2's key %d", mode, i + 1);
+        if (i < 3 && nulls[i]) cr_expect(json_is_null(v), "%s: %s is not null", mode, key);
+        else cr_expect(json_is_real(v) && json_real_value(v) > 0, "%s: %s is not a time", mode, key);
+        i++;
+    }
+    cr_expect_eq(i, 3, "%s: prob2 has %d parts", mode, i);
+    json_decref(soln);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
+Test(demos_soln, prob2_has_its_three_parts_whatever_the_modes)
+{
+    expect_parts("serial", (const char *const[]){NULL, "null", "null"});
+    expect_parts("threads", (const char *const[]){"null", NULL, NULL});
+    expect_parts("serial,processes", (const char *const[]){NULL, NULL, NULL});
+}
