@@ -16,7 +16,9 @@
  * FIFO, /dev/null) is written in place, as it always was, since it cannot
  * be replaced by a rename.  A symbolic link to a regular file replaces its
  * target and stays a link.  An existing file keeps its mode (and, for root,
- * its owner); a new one gets 0666 less the umask, as fopen gives.  If the
+ * its owner); a new one gets 0666 less the umask, as fopen gives.  A file
+ * with other hard links is replaced under this name only (the other names
+ * keep the old text, as with any editor that saves by rename).  If the
  * folder cannot take a new file but the file itself may be written, it is
  * written in place. */
 #ifndef DEMOS_COMMON_OUTFILE_H
