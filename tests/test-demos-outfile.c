@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,76 @@ Test(demos_outfile, lab_output_csv_on_a_full_disk_is_left_as_it_was)
     free(r);
     umount(dir);
     rmdir(dir);
+}
+
+/* True while a ".out.csv.*" temporary is in dir. */
+static bool temporary_in(const char *dir)
+{
+    struct dirent **e;
+    int n = scandir(dir, &e, NULL, NULL);
+    bool found = false;
+    for (int i = 0; i < n; i++) {
+        if (!strncmp(e[i]->d_name, ".out.csv.", 9)) found = true;
+        free(e[i]);
+    }
+    if (n >= 0) free(e);
+    return found;
+}
+
+/* SIGTERM while --output is being written: the lab dies of it once the
+ * file is whole, never leaving it half-written (fopen "w" had truncated the
+ * old file, and the signal cut the new one wherever it came). */
+Test(demos_outfile, lab_output_csv_is_whole_after_a_sigterm_mid_write)
+{
+    enum { ROWS = 20000, COLS = 100 };
+    char dir[64], in[128], out[128];
+    make_dir(dir);
+    snprintf(in, sizeof in, "%s/in.csv", dir);
+    snprintf(out, sizeof out, "%s/out.csv", dir);
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < ROWS; i++)
+        for (int j = 0; j < COLS; j++) fprintf(f, "%d%c", (i * 7 + j * 13) % 1000, j + 1 < COLS ? ',' : '\n');
+    cr_assert_eq(fclose(f), 0);
+    put(out, OLD);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1), dup2(null, 2);
+        signal(SIGTERM, SIG_DFL);
+        execl(LAB, LAB, "normalize", "--mode", "serial", "--input", in, "--output", out, (char *)NULL);
+        _exit(127);
+    }
+    /* The write has begun when the old file changes or a temporary shows;
+     * 38 MB of text take far longer than a poll. */
+    bool sent = false;
+    int status = 0;
+    for (int tries = 0; tries < 60000 && !sent; tries++) {
+        struct stat st;
+        if ((stat(out, &st) == 0 && st.st_size != (off_t)strlen(OLD)) || temporary_in(dir)) {
+            cr_assert_gt(pid, 0);
+            kill(pid, SIGTERM);
+            sent = true;
+            break;
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid) break;
+        usleep(500);
+    }
+    cr_assert(sent, "the lab ended (status %#x) before its output was seen being written", status);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "wait status %#x", status);
+    /* Whole: every row there and the last one ended. */
+    char *text = slurp(out);
+    cr_assert_not_null(text);
+    size_t lines = 0, len = strlen(text);
+    for (const char *p = text; (p = strchr(p, '\n')); p++) lines++;
+    cr_expect(lines == ROWS && len && text[len - 1] == '\n', "out.csv has %zu of %d rows (%zu bytes)", lines, ROWS,
+              len);
+    free(text);
+    char names[1024];
+    cr_expect_str_eq(listing(dir, names, sizeof names), "in.csv out.csv", "a temporary was left behind");
+    remove_dir(dir);
 }
 
 /* The same runs without a limit write their files whole, and the rename
