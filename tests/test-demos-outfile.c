@@ -326,6 +326,56 @@ Test(demos_outfile, lab_output_csv_is_whole_after_a_sigterm_mid_write)
     remove_dir(dir);
 }
 
+/* Under a file size limit the demos go on as Python does (it ignores
+ * SIGXFSZ at start-up): a write past it fails with EFBIG and says so.  The
+ * lab's `files` workload died of SIGXFSZ with no word, leaving its folder
+ * under $TMPDIR; brewery died of it as its process pool sized its shared
+ * heap, before writing anything. */
+Test(demos_outfile, lab_files_past_the_file_size_limit_says_why_and_leaves_no_folder)
+{
+    char dir[64], names[1024];
+    make_dir(dir);
+    cr_assert_eq(setenv("TMPDIR", dir, 1), 0);
+    ran_t *r = calloc(1, sizeof *r);
+    /* Each file is 2,640 bytes. */
+    run((const char *const[]){LAB, "files", "--quick", "--mode", "serial", NULL}, 1000, r);
+    cr_expect(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 1, "wait status %#x (signal %d), stderr: %s",
+              r->status, WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0, r->err);
+    cr_expect(strstr(r->err, "file_0.txt: write failed: File too large"), "the reason is not named: %s", r->err);
+    cr_expect_str_eq(listing(dir, names, sizeof names), "", "the files folder was left behind");
+    free(r);
+    remove_dir(dir);
+}
+
+Test(demos_outfile, brewery_past_the_file_size_limit_reports_every_mode)
+{
+    char dir[64], json[128];
+    make_dir(dir);
+    snprintf(json, sizeof json, "%s/async.json", dir);
+    ran_t *r = calloc(1, sizeof *r);
+    /* 1 MiB: async.json needs 2 KB, the process pool's heap far more. */
+    run((const char *const[]){BREWERY, "--mode", "serial,processes", "--latency", "0", "--json", json, NULL},
+        (rlim_t)1 << 20, r);
+    cr_expect(WIFEXITED(r->status), "wait status %#x (signal %d), stderr: %s", r->status,
+              WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0, r->err);
+    char *text = slurp(json);
+    cr_assert_not_null(text, "no async.json");
+    /* Serial counted every state; processes counted or failed each. */
+    const char *serial = strstr(text, "\"serial\": {"), *procs = strstr(text, "\"processes\": {");
+    cr_assert(serial && procs, "%s", text);
+    cr_expect(strstr(serial, "\"failed\": {}") && strstr(serial, "\"failed\": {}") < procs,
+              "serial failed under the limit: %s", text);
+    static const char *const states[] = {"district_of_columbia", "maryland", "new_york", "virginia"};
+    for (int i = 0; i < 4; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "\"%s\": ", states[i]);
+        cr_expect(strstr(procs, key), "processes says nothing of %s: %s", states[i], text);
+    }
+    free(text);
+    free(r);
+    remove_dir(dir);
+}
+
 /* The same runs without a limit write their files whole, and the rename
  * keeps what fopen "w" kept: the mode of a file that was there (0640), the
  * umask's for a new one (0644 under 022). */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,11 @@ int main(int argc, char **argv)
         {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
+    /* As Python ignores it at start-up: past the file size limit (ulimit
+     * -f) a write fails with EFBIG, which the lab reports, instead of the
+     * lab (or a pool's worker) dying of SIGXFSZ mid-workload, leaving its
+     * files folder under $TMPDIR and no word why.  Workers inherit it. */
+    signal(SIGXFSZ, SIG_IGN);
     /* The CPUs this process may run on, as len(os.sched_getaffinity(0)):
      * under taskset or a cpuset, mp.cpu_count()'s whole-machine count would
      * give prob2's part2 pool more workers than it can run at once. */
