@@ -20,6 +20,9 @@
  *     cannot be written (found after the run, exit 1); a CSV number in
  *     hexadecimal (strtod read 0x10 as 16, where float() refuses it) or
  *     with PEP 515's underscores (refused, where float() reads 1_000);
+ *   lab --output over --input or --soln, brewery --json over
+ *     --server-data (the results replaced the rows, the answers the
+ *     results, async.json the CSV, each with exit 0);
  *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
  *     a directory ("No such device"), an empty file ("+inf ns per word"). */
 #include <criterion/criterion.h>
@@ -480,6 +483,64 @@ Test(demos_inputs, lab_csv_numbers_follow_python_float_syntax)
     cr_expect_eq(pclose(p), 0);
     unlink(in);
     unlink(out);
+    rmdir(dir);
+}
+
+/* A results file that is one of the run's inputs or other outputs, by any
+ * spelling: refused before the run (exit 2), the file as it was.  lab
+ * --output over --input replaced the user's rows with the results, --output
+ * over --soln had the answers replace the results, and brewery --json over
+ * --server-data replaced the CSV with async.json, each with exit 0. */
+Test(demos_inputs, outputs_over_inputs_are_refused_first)
+{
+    char dir[] = "/tmp/test-demos-inputs-same-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char rows[128], rows2[160], out[128], data[128], data2[160];
+    snprintf(rows, sizeof rows, "%s/rows.csv", dir);
+    snprintf(rows2, sizeof rows2, "%s/./rows.csv", dir);
+    snprintf(out, sizeof out, "%s/out.csv", dir);
+    snprintf(data, sizeof data, "%s/data.csv", dir);
+    snprintf(data2, sizeof data2, "%s/../%s/data.csv", dir, strrchr(dir, '/') + 1);
+    static const char rows_text[] = "1,2,3\n4,5,6\n";
+    char data_text[256];
+    snprintf(data_text, sizeof data_text, "%sb1,One,micro,,,,Town,Ohio,1,United States,,,,\n", srv_csv_header);
+    const struct {
+        const char *const argv[12];
+        const char *file, *text, *want;
+    } cases[] = {
+        {{LAB, "normalize", "--mode", "serial", "--input", rows, "--output", rows2, NULL}, rows, rows_text,
+         "are one file (the results would replace the rows)"},
+        {{LAB, "howmany", "--mode", "serial", "--input", rows, "--output", rows, NULL}, rows, rows_text,
+         "are one file (the results would replace the rows)"},
+        {{LAB, "normalize", "--mode", "serial", "--input", rows, "--output", out, "--soln", out, NULL}, rows,
+         rows_text, "--output " /* and --soln */},
+        {{DEMO, "--mode", "meta", "--latency", "0", "--server-data", data, "--json", data2, NULL}, data, data_text,
+         "are one file (the results would replace the data)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(rows, "w");
+        cr_assert_not_null(f);
+        fputs(rows_text, f);
+        fclose(f);
+        f = fopen(data, "w");
+        cr_assert_not_null(f);
+        fputs(data_text, f);
+        fclose(f);
+        async_command_result_t r;
+        run(cases[i].argv, &r);
+        cr_expect_eq(r.exit_code, 2, "case %zu: exit %d, stderr: %s", i, r.exit_code, r.err);
+        cr_expect(strstr(r.err, cases[i].want), "case %zu: no \"%s\" in: %s", i, cases[i].want, r.err);
+        FILE *g = fopen(cases[i].file, "r");
+        char got[256] = "";
+        size_t n = g ? fread(got, 1, sizeof got - 1, g) : 0;
+        got[n] = '\0';
+        if (g) fclose(g);
+        cr_expect_str_eq(got, cases[i].text, "case %zu: %s was replaced", i, cases[i].file);
+        async_command_result_clear(&r);
+    }
+    unlink(rows);
+    unlink(out);
+    unlink(data);
     rmdir(dir);
 }
 

@@ -558,6 +558,15 @@ int main(int argc, char **argv)
      * "cannot write". */
     if (o.plot_dir && client_plot_check(o.plot_dir)) return 2;
     if (json_check(o.json_path)) return 2;
+    /* The server reads its CSV at start, so the run went well, and then
+     * async.json replaced the user's data. */
+    struct stat js, ds;
+    if (o.data && !o.base && stat(o.json_path, &js) == 0 && S_ISREG(js.st_mode) && stat(o.data, &ds) == 0 &&
+        js.st_dev == ds.st_dev && js.st_ino == ds.st_ino) {
+        fprintf(stderr, "brewery: --json %s and --server-data %s are one file (the results would replace the data)\n",
+                o.json_path, o.data);
+        return 2;
+    }
 
     client_server_t server = {.pid = -1};
     char base_buf[96];

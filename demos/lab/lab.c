@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "async/executor.h"
 #include "common/lab.h"
 
@@ -130,6 +131,14 @@ static unsigned rank_pool(const char *workload)
     return !strcmp(workload, "scheduler") || !strcmp(workload, "all") ? lab_opt.workers : 0;
 }
 
+/* Whether writing a would replace b: one file, and a regular one (or not
+ * there yet); /dev/null or /dev/stdout twice replaces nothing. */
+static bool clobbers(const char *a, const char *b)
+{
+    struct stat st;
+    return lab_same_file(a, b) && (stat(a, &st) != 0 || S_ISREG(st.st_mode));
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -219,6 +228,15 @@ int main(int argc, char **argv)
         bad("--plot %s: cannot write charts there: %s", lab_opt.plot_dir, why);
     if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
         bad("--output %s: cannot write there: %s", lab_opt.output, why);
+    /* The results replaced the user's rows (or the answers replaced the
+     * results) with exit 0, and the rows were gone. */
+    if (lab_opt.output && lab_opt.input && clobbers(lab_opt.output, lab_opt.input))
+        bad("--output %s and --input %s are one file (the results would replace the rows): give --output "
+            "another name", lab_opt.output, lab_opt.input);
+    if (lab_opt.output && soln && clobbers(lab_opt.output, soln))
+        bad("--output %s and --soln %s are one file: give --output another name", lab_opt.output, soln);
+    if (lab_opt.output && report && clobbers(lab_opt.output, report))
+        bad("--output %s and the report %s are one file: give --output another name", lab_opt.output, report);
     setvbuf(stdout, NULL, _IOLBF, 0);
     lab_figures = json_object();
     printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,
