@@ -13,6 +13,7 @@
  * closes everything and exits 0. */
 #include <async.h>
 #include <async/select.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -294,8 +295,10 @@ int main(int argc, char **argv)
         long v;
         switch (c) {
         case 'p':
+            errno = 0;
             v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || v > 65535) {
+            /* Digits only: "" read as port 0, any port. */
+            if (!(*optarg >= '0' && *optarg <= '9') || *end || errno || v > 65535) {
                 fprintf(stderr, "chat: bad --port: %s\n", optarg);
                 return 2;
             }
