@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "support/run.h"
 
 #define BREWERY ASYNC_OUT_DIR "/demos/brewery/brewery"
 
@@ -185,23 +186,26 @@ Test(brewery_client_modes, workers_killed_mid_job_fail_their_states)
     json_t *ref = reference_counts(dir);
     snprintf(json, sizeof json, "%s/async.json", dir);
     snprintf(out, sizeof out, "%s/table.txt", dir);
-    /* Every request waits 4 s at the server, so the four workers (one a
-     * state) are all inside their jobs when they are killed. */
-    const char *argv[] = {BREWERY, "--mode", "processes", "--latency", "4000", "--json", json, NULL};
+    /* Every request waits 8 s at the server, so the four workers (one a
+     * state) have taken their jobs and are inside them 3 s after they
+     * appear, when they are killed (both scaled for a slow machine). */
+    char latency[32];
+    snprintf(latency, sizeof latency, "%d", (int)(8000 * test_slack()));
+    const char *argv[] = {BREWERY, "--mode", "processes", "--latency", latency, "--json", json, NULL};
     pid_t pid = start(argv, out, 0);
     cr_assert_gt(pid, 0);
     /* brewery -> the pool's fork server -> its workers. */
     pid_t kids[16], workers[64];
     int nworkers = 0;
-    for (int tries = 0; tries < 300 && nworkers < 4; tries++) {
+    for (int tries = 0; tries < 300 * test_slack() && nworkers < 4; tries++) {
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
         int nk = children(pid, kids, 16);
         nworkers = 0;
         for (int i = 0; i < nk; i++) nworkers += children(kids[i], workers + nworkers, 64 - nworkers);
     }
     cr_assert_geq(nworkers, 4, "the pool's four workers did not appear");
-    /* Into their 4-second requests. */
-    nanosleep(&(struct timespec){1, 500 * 1000 * 1000}, NULL);
+    /* Into their requests. */
+    usleep((useconds_t)(3e6 * test_slack()));
     for (int i = 0; i < nworkers; i++)
         if (workers[i] > 0) kill(workers[i], SIGKILL);
     int st = finish(pid);
