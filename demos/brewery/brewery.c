@@ -11,7 +11,8 @@
  * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
  * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
  * with exit status 2 before any request, as is a --json FILE that cannot
- * be written there (an empty name included), an empty --mode, a state named
+ * be written there (an empty name included) or is the --server-data file
+ * itself, an empty --mode, a state named
  * twice in --states, a --base-url that is not http:// or https:// (its
  * trailing slashes are dropped); --latency or --server-data with
  * --base-url (they set the local server, which then does not run) is
@@ -20,7 +21,10 @@
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
- * reported; the exit status is 1 if anything failed, 2 on a bad option (every
+ * reported (a mode that cannot run at all, as a process pool under a small
+ * ulimit -v or -f, fails each of its states); async.json is written whole
+ * or not at all (demos/common/outfile.h); the exit status is 1 if anything
+ * failed, 2 on a bad option (every
  * numeric option must be a plain decimal number in its range: --latency
  * 0..3600000, --rate 0..1e6, --retries 0..100, --timeout-ms 0..86400000). */
 #include <errno.h>
