@@ -17,7 +17,12 @@
  *     64 bytes or more ("not a number") or below DBL_MIN ("out of range"),
  *     which Python's float() reads; howmany's 20-digit integer ("is not an
  *     integer" where the others say out of range); a --plot folder that
- *     cannot be written (found after the run, exit 1);
+ *     cannot be written (found after the run, exit 1); a CSV number in
+ *     hexadecimal (strtod read 0x10 as 16, where float() refuses it) or
+ *     with PEP 515's underscores (refused, where float() reads 1_000);
+ *   lab --output over --input or --soln, brewery --json over
+ *     --server-data (the results replaced the rows, the answers the
+ *     results, async.json the CSV, each with exit 0);
  *   wordcount --input: a FIFO or a /proc file (st_size 0: counted 0 words),
  *     a directory ("No such device"), an empty file ("+inf ns per word"). */
 #include <criterion/criterion.h>
@@ -412,6 +417,130 @@ Test(demos_inputs, lab_csv_reads_long_and_subnormal_numbers_as_python)
     async_command_result_clear(&r);
     unlink(in);
     unlink(out);
+    rmdir(dir);
+}
+
+/* The lab's CSV numbers in float()'s own syntax, python3 deciding each:
+ * strtod also took hexadecimal (0x10 read as 16, 0x1p3 as 8, where float()
+ * refuses them), and refused PEP 515's underscores (1_000, 1e1_0), which
+ * float() reads.  inf and nan, which float() reads, stay out of range (a
+ * row of them normalises to NaN).  `common` prints what it read as
+ * Python's str() does. */
+Test(demos_inputs, lab_csv_numbers_follow_python_float_syntax)
+{
+    static const char *const fields[] = {"0x10", "0X1p3", "-0x1.8p1", "1_000", "1_0.2_5", "1e1_0", "+.5e-3_0",
+                                         "1__0", "_1", "1_", "1._5", "1_.5", "1e_5", "1e", ".", "+1", ".5",
+                                         "5.", "1E5", "0_0", "inf", "-Infinity", "nan", "1e400", NULL};
+    char dir[] = "/tmp/test-demos-inputs-syntax-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char in[128], out[128], cmd[4096];
+    snprintf(in, sizeof in, "%s/rows.csv", dir);
+    snprintf(out, sizeof out, "%s/common.csv", dir);
+    /* python3's verdict per field: ERR, SPECIAL (inf or nan) or str() of
+     * the value as common prints it. */
+    size_t n = snprintf(cmd, sizeof cmd,
+                        "/usr/bin/python3 -c 'import sys, math\n"
+                        "for f in sys.argv[1:]:\n"
+                        "    try: v = float(f)\n"
+                        "    except ValueError: print(\"ERR\"); continue\n"
+                        "    if not math.isfinite(v): print(\"SPECIAL\")\n"
+                        "    elif v == int(v) and abs(v) <= 2**53: print(int(v))\n"
+                        "    else: print(repr(v))' ");
+    for (int i = 0; fields[i]; i++) n += snprintf(cmd + n, sizeof cmd - n, " '%s'", fields[i]);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    for (int i = 0; fields[i]; i++) {
+        char want[64];
+        cr_assert_not_null(fgets(want, sizeof want, p), "python3 said nothing for %s", fields[i]);
+        want[strcspn(want, "\n")] = '\0';
+        FILE *f = fopen(in, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "a,%s\nb,%s\n", fields[i], fields[i]);
+        fclose(f);
+        unlink(out);
+        const char *argv[] = {LAB, "common", "--mode", "serial", "--input", in, "--output", out, NULL};
+        async_command_result_t r;
+        run(argv, &r);
+        if (!strcmp(want, "ERR")) {
+            cr_expect_eq(r.exit_code, 1, "%s: float() refuses it, the lab took it (exit %d)", fields[i], r.exit_code);
+            cr_expect(strstr(r.err, "is not a number"), "%s: %s", fields[i], r.err);
+        } else if (!strcmp(want, "SPECIAL")) {
+            cr_expect_eq(r.exit_code, 1, "%s: exit %d", fields[i], r.exit_code);
+            cr_expect(strstr(r.err, "is out of range"), "%s: %s", fields[i], r.err);
+        } else {
+            cr_expect_eq(r.exit_code, 0, "%s: float() reads it as %s, the lab refused: %s", fields[i], want, r.err);
+            char got[64] = "";
+            FILE *g = fopen(out, "r");
+            if (g) {
+                if (!fgets(got, sizeof got, g)) got[0] = '\0';
+                fclose(g);
+            }
+            got[strcspn(got, "\n")] = '\0';
+            cr_expect_str_eq(got, want, "%s read as %s, float() reads %s", fields[i], got, want);
+        }
+        async_command_result_clear(&r);
+    }
+    cr_expect_eq(pclose(p), 0);
+    unlink(in);
+    unlink(out);
+    rmdir(dir);
+}
+
+/* A results file that is one of the run's inputs or other outputs, by any
+ * spelling: refused before the run (exit 2), the file as it was.  lab
+ * --output over --input replaced the user's rows with the results, --output
+ * over --soln had the answers replace the results, and brewery --json over
+ * --server-data replaced the CSV with async.json, each with exit 0. */
+Test(demos_inputs, outputs_over_inputs_are_refused_first)
+{
+    char dir[] = "/tmp/test-demos-inputs-same-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char rows[128], rows2[160], out[128], data[128], data2[160];
+    snprintf(rows, sizeof rows, "%s/rows.csv", dir);
+    snprintf(rows2, sizeof rows2, "%s/./rows.csv", dir);
+    snprintf(out, sizeof out, "%s/out.csv", dir);
+    snprintf(data, sizeof data, "%s/data.csv", dir);
+    snprintf(data2, sizeof data2, "%s/../%s/data.csv", dir, strrchr(dir, '/') + 1);
+    static const char rows_text[] = "1,2,3\n4,5,6\n";
+    char data_text[256];
+    snprintf(data_text, sizeof data_text, "%sb1,One,micro,,,,Town,Ohio,1,United States,,,,\n", srv_csv_header);
+    const struct {
+        const char *const argv[12];
+        const char *file, *text, *want;
+    } cases[] = {
+        {{LAB, "normalize", "--mode", "serial", "--input", rows, "--output", rows2, NULL}, rows, rows_text,
+         "are one file (the results would replace the rows)"},
+        {{LAB, "howmany", "--mode", "serial", "--input", rows, "--output", rows, NULL}, rows, rows_text,
+         "are one file (the results would replace the rows)"},
+        {{LAB, "normalize", "--mode", "serial", "--input", rows, "--output", out, "--soln", out, NULL}, rows,
+         rows_text, "--output " /* and --soln */},
+        {{DEMO, "--mode", "meta", "--latency", "0", "--server-data", data, "--json", data2, NULL}, data, data_text,
+         "are one file (the results would replace the data)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(rows, "w");
+        cr_assert_not_null(f);
+        fputs(rows_text, f);
+        fclose(f);
+        f = fopen(data, "w");
+        cr_assert_not_null(f);
+        fputs(data_text, f);
+        fclose(f);
+        async_command_result_t r;
+        run(cases[i].argv, &r);
+        cr_expect_eq(r.exit_code, 2, "case %zu: exit %d, stderr: %s", i, r.exit_code, r.err);
+        cr_expect(strstr(r.err, cases[i].want), "case %zu: no \"%s\" in: %s", i, cases[i].want, r.err);
+        FILE *g = fopen(cases[i].file, "r");
+        char got[256] = "";
+        size_t n = g ? fread(got, 1, sizeof got - 1, g) : 0;
+        got[n] = '\0';
+        if (g) fclose(g);
+        cr_expect_str_eq(got, cases[i].text, "case %zu: %s was replaced", i, cases[i].file);
+        async_command_result_clear(&r);
+    }
+    unlink(rows);
+    unlink(out);
+    unlink(data);
     rmdir(dir);
 }
 

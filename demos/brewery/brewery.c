@@ -11,7 +11,8 @@
  * --plot DIR draws each mode's request timeline into DIR/timeline-MODE.png
  * (client-plot.h); a DIR it cannot write or a missing gnuplot is reported
  * with exit status 2 before any request, as is a --json FILE that cannot
- * be written there (an empty name included), an empty --mode, a state named
+ * be written there (an empty name included) or is the --server-data file
+ * itself, an empty --mode, a state named
  * twice in --states, a --base-url that is not http:// or https:// (its
  * trailing slashes are dropped); --latency or --server-data with
  * --base-url (they set the local server, which then does not run) is
@@ -20,13 +21,17 @@
  *
  * Without --base-url it starts the local brewery-server on a free port.  A
  * state that fails in a mode is marked failed and the others are still
- * reported; the exit status is 1 if anything failed, 2 on a bad option (every
+ * reported (a mode that cannot run at all, as a process pool under a small
+ * ulimit -v or -f, fails each of its states); async.json is written whole
+ * or not at all (demos/common/outfile.h); the exit status is 1 if anything
+ * failed, 2 on a bad option (every
  * numeric option must be a plain decimal number in its range: --latency
  * 0..3600000, --rate 0..1e6, --retries 0..100, --timeout-ms 0..86400000). */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +44,7 @@
 #include "common/client-plot.h"
 #include "common/client-server.h"
 #include "common/client-states.h"
+#include "../common/outfile.h"
 
 /* The numeric options' ranges: the server's own bound on latency (an hour),
  * a day for one attempt, and enough retries and rate for any real use. */
@@ -430,6 +436,15 @@ static int run_mode(client_mode_t m, const client_config_t *cfg, const char *con
     for (size_t i = 0, j = 0; i < n; i++) {
         if (j < k && run[j] == states[i]) {
             r->counts[i] = got[j++];
+            /* A mode that could not run (no process pool under ulimit -v,
+             * no loop) left its states' counts at 0, which the table and
+             * async.json showed as 0 breweries, failed nowhere. */
+            if (r->error && !r->counts[i].error && r->counts[i].requests == 0) {
+                r->counts[i].count = -1;
+                r->counts[i].error = r->error;
+                snprintf(r->counts[i].errmsg, sizeof r->counts[i].errmsg, "the %s mode could not run: %s",
+                         client_mode_name(m), async_strerror(r->error));
+            }
         } else {
             r->counts[i].count = -1;
             r->counts[i].error = ASYNC_EINVAL;
@@ -511,10 +526,21 @@ static int write_async_json(const cli_t *o, const mode_run_t runs[CLIENT_NMODES]
         json_decref(modes);
     }
     int status = 0;
+    /* Through a temporary renamed into place: json_dump_file truncated the
+     * old results first, and a full disk or `ulimit -f` left half a file. */
+    demo_out_t file;
+    const char *why = NULL;
     errno = 0;
-    if (!out || json_dump_file(out, o->json_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-                                                      JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
-        fprintf(stderr, "brewery: cannot write %s: %s\n", o->json_path, errno ? strerror(errno) : "out of memory");
+    if (!out) why = "out of memory";
+    else if (!demo_out_open(&file, o->json_path)) why = strerror(errno);
+    else if (json_dumpf(out, file.f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(WRITTEN_DIGITS))) {
+        why = errno ? strerror(errno) : "out of memory";
+        demo_out_abort(&file);
+    } else if (demo_out_close(&file) != 0) {
+        why = strerror(errno);
+    }
+    if (why) {
+        fprintf(stderr, "brewery: cannot write %s: %s\n", o->json_path, why);
         status = 1;
     }
     json_decref(out);
@@ -524,6 +550,11 @@ static int write_async_json(const cli_t *o, const mode_run_t runs[CLIENT_NMODES]
 
 int main(int argc, char **argv)
 {
+    /* As Python ignores it at start-up: under a file size limit (ulimit -f)
+     * the process pool's shared heap cannot be sized, and SIGXFSZ killed the
+     * whole run there, async.json unwritten; ignored, that mode fails alone
+     * (its states marked failed) and the others are reported. */
+    signal(SIGXFSZ, SIG_IGN);
     cli_t o;
     int status = parse_args(argc, argv, &o);
     if (status >= 0) return status;
@@ -531,6 +562,15 @@ int main(int argc, char **argv)
      * "cannot write". */
     if (o.plot_dir && client_plot_check(o.plot_dir)) return 2;
     if (json_check(o.json_path)) return 2;
+    /* The server reads its CSV at start, so the run went well, and then
+     * async.json replaced the user's data. */
+    struct stat js, ds;
+    if (o.data && !o.base && stat(o.json_path, &js) == 0 && S_ISREG(js.st_mode) && stat(o.data, &ds) == 0 &&
+        js.st_dev == ds.st_dev && js.st_ino == ds.st_ino) {
+        fprintf(stderr, "brewery: --json %s and --server-data %s are one file (the results would replace the data)\n",
+                o.json_path, o.data);
+        return 2;
+    }
 
     client_server_t server = {.pid = -1};
     char base_buf[96];

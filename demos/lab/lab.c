@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "async/executor.h"
 #include "common/lab.h"
 
@@ -129,6 +131,14 @@ static unsigned rank_pool(const char *workload)
     return !strcmp(workload, "scheduler") || !strcmp(workload, "all") ? lab_opt.workers : 0;
 }
 
+/* Whether writing a would replace b: one file, and a regular one (or not
+ * there yet); /dev/null or /dev/stdout twice replaces nothing. */
+static bool clobbers(const char *a, const char *b)
+{
+    struct stat st;
+    return lab_same_file(a, b) && (stat(a, &st) != 0 || S_ISREG(st.st_mode));
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -140,6 +150,11 @@ int main(int argc, char **argv)
         {"report", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
+    /* As Python ignores it at start-up: past the file size limit (ulimit
+     * -f) a write fails with EFBIG, which the lab reports, instead of the
+     * lab (or a pool's worker) dying of SIGXFSZ mid-workload, leaving its
+     * files folder under $TMPDIR and no word why.  Workers inherit it. */
+    signal(SIGXFSZ, SIG_IGN);
     /* The CPUs this process may run on, as len(os.sched_getaffinity(0)):
      * under taskset or a cpuset, mp.cpu_count()'s whole-machine count would
      * give prob2's part2 pool more workers than it can run at once. */
@@ -213,6 +228,15 @@ int main(int argc, char **argv)
         bad("--plot %s: cannot write charts there: %s", lab_opt.plot_dir, why);
     if (lab_opt.output && (why = lab_unwritable(lab_opt.output)))
         bad("--output %s: cannot write there: %s", lab_opt.output, why);
+    /* The results replaced the user's rows (or the answers replaced the
+     * results) with exit 0, and the rows were gone. */
+    if (lab_opt.output && lab_opt.input && clobbers(lab_opt.output, lab_opt.input))
+        bad("--output %s and --input %s are one file (the results would replace the rows): give --output "
+            "another name", lab_opt.output, lab_opt.input);
+    if (lab_opt.output && soln && clobbers(lab_opt.output, soln))
+        bad("--output %s and --soln %s are one file: give --output another name", lab_opt.output, soln);
+    if (lab_opt.output && report && clobbers(lab_opt.output, report))
+        bad("--output %s and the report %s are one file: give --output another name", lab_opt.output, report);
     setvbuf(stdout, NULL, _IOLBF, 0);
     lab_figures = json_object();
     printf("lab: %d CPUs, %u workers, scale %g, seed %llu; threads: %s; processes: %s\n", lab_opt.ncpu,

@@ -10,6 +10,8 @@
 #include <string.h>
 
 static double scale = 1.0;
+/* The delays (18.5 s serially) times this stay within a day. */
+#define MAX_SCALE 4000.0
 static bool quiet;
 
 static int64_t scaled(double seconds) { return (int64_t)(seconds * scale * 1e9); }
@@ -100,8 +102,11 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--scale") && i + 1 < argc) {
             char *end;
             scale = strtod(argv[++i], &end);
-            if (*end || scale <= 0) {
-                fprintf(stderr, "meeting: --scale wants a positive number, not '%s'\n", argv[i]);
+            /* NaN passed "scale <= 0" and ran at once; inf or 1e9 made the
+             * delays' nanoseconds overflow int64_t (1e9 slept ~584 years). */
+            if (*end || end == argv[i] || !(scale > 0) || scale > MAX_SCALE) {
+                fprintf(stderr, "meeting: --scale wants a positive number up to %g, not '%s'\n", MAX_SCALE,
+                        argv[i]);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--quiet")) {

@@ -6,13 +6,17 @@
  * three channels at once: joins, leaves and messages.  Each connection has a
  * reader task (lines to the hub) and a writer task (its outbox to the
  * socket); the hub never blocks on a slow client: when an outbox is full the
- * line is dropped for that client and counted.  Prints "listening on
+ * line is dropped for that client and counted.  A line is relayed byte
+ * for byte (NUL bytes too); one longer than LINE_MAX_LEN - 2 bytes is
+ * dropped whole.  Prints "listening on
  * 127.0.0.1:PORT" first; SIGINT or SIGTERM (awaited with async_signal_wait)
  * closes everything and exits 0. */
 #include <async.h>
 #include <async/select.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +31,15 @@ struct client {
     struct client *next;
 };
 
+/* A line as sent: its prefix ("#ID: "), its bytes (NUL bytes included) and
+ * its newline, len of them.  Room for the longest line the reader keeps
+ * (LINE_MAX_LEN - 2 bytes) behind the longest prefix: a text of
+ * LINE_MAX_LEN lost the newline of a line near that length, and the next
+ * message ran on in the same line. */
 struct line {
-    int from;                 /* client id, 0 for the server's own notices */
-    char text[LINE_MAX_LEN];  /* NUL-terminated, with its newline */
+    int from;                      /* client id, 0 for the server's own notices */
+    size_t len;
+    char text[LINE_MAX_LEN + 32];
 };
 
 struct hub {
@@ -96,9 +106,11 @@ static int hub_task(void *arg, void **res)
             joined->next = h->clients;
             h->clients = joined;
             snprintf(note.text, sizeof note.text, "welcome #%d\n", joined->id);
+            note.len = strlen(note.text);
             async_chan_trysend(joined->outbox, &note);
             note.from = joined->id;
             snprintf(note.text, sizeof note.text, "* #%d joined\n", joined->id);
+            note.len = strlen(note.text);
             broadcast(h, &note);
             break;
         case 1:
@@ -110,6 +122,7 @@ static int hub_task(void *arg, void **res)
             note.from = left->id;
             async_chan_close(left->outbox); /* its writer drains, ends, and may free it */
             snprintf(note.text, sizeof note.text, "* #%d left\n", left->id);
+            note.len = strlen(note.text);
             broadcast(h, &note);
             break;
         default:
@@ -125,7 +138,7 @@ static int writer_task(void *arg, void **res)
     struct client *c = arg;
     struct line l;
     while (async_chan_recv(c->outbox, &l) == 0)
-        if (async_sock_write_all(c->fd, l.text, strlen(l.text), NULL)) break;
+        if (async_sock_write_all(c->fd, l.text, l.len, NULL)) break;
     release(c);
     return 0;
 }
@@ -156,20 +169,32 @@ static int conn_task(void *arg, void **res)
     bool joined = c->refs == 2 && async_chan_send(a.hub->joins, &c) == 0;
     char buf[LINE_MAX_LEN];
     size_t have = 0;
+    /* Inside an overlong line, which is dropped whole: only its first
+     * LINE_MAX_LEN - 1 bytes were, and the rest went out as a line. */
+    bool skipping = false;
     while (joined && !async_task_cancelled()) { /* a read that need not wait completes */
         size_t n;
         if (async_sock_read(c->fd, buf + have, sizeof buf - 1 - have, &n)) break;
         have += n;
         char *start = buf, *nl;
         while ((nl = memchr(start, '\n', have - (size_t)(start - buf)))) {
-            struct line l = {.from = c->id};
-            snprintf(l.text, sizeof l.text, "#%d: %.*s\n", c->id, (int)(nl - start), start);
-            if (async_chan_send(a.hub->msgs, &l)) goto leave;
+            size_t len = (size_t)(nl - start);
+            if (skipping) {
+                skipping = false;
+            } else {
+                /* memcpy, not "%.*s", which stopped at a NUL byte. */
+                struct line l = {.from = c->id};
+                int k = snprintf(l.text, sizeof l.text, "#%d: ", c->id);
+                memcpy(l.text + k, start, len);
+                l.text[k + len] = '\n';
+                l.len = (size_t)k + len + 1;
+                if (async_chan_send(a.hub->msgs, &l)) goto leave;
+            }
             start = nl + 1;
         }
         have -= (size_t)(start - buf);
         memmove(buf, start, have);
-        if (have == sizeof buf - 1) have = 0; /* an overlong line is dropped */
+        if (have == sizeof buf - 1) have = 0, skipping = true;
     }
 leave:
     /* The hub closes the outbox once it has unlinked us (or at shutdown);
@@ -270,8 +295,10 @@ int main(int argc, char **argv)
         long v;
         switch (c) {
         case 'p':
+            errno = 0;
             v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || v > 65535) {
+            /* Digits only: "" read as port 0, any port. */
+            if (!(*optarg >= '0' && *optarg <= '9') || *end || errno || v > 65535) {
                 fprintf(stderr, "chat: bad --port: %s\n", optarg);
                 return 2;
             }

@@ -6,11 +6,15 @@
  * accepting, lets open connections finish for up to --drain-ms (then cancels
  * them), prints a summary to stderr and exits 0. */
 #include <async.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A day: longer drains are a typo, and past LONG_MAX ns they overflowed. */
+#define MAX_DRAIN_MS 86400000L
 
 struct server {
     int lfd;
@@ -141,8 +145,11 @@ int main(int argc, char **argv)
         switch (c) {
         case 'p':
         case 'd':
+            errno = 0;
             v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || (c == 'p' && v > 65535)) {
+            /* Digits only: "" read as port 0 (any port), and a drain past
+             * LONG_MAX ms (ERANGE) or a day overflowed its nanoseconds. */
+            if (!(*optarg >= '0' && *optarg <= '9') || *end || errno || v > (c == 'p' ? 65535 : MAX_DRAIN_MS)) {
                 fprintf(stderr, "echo-server: bad value for --%s: %s\n", c == 'p' ? "port" : "drain-ms", optarg);
                 return 2;
             }

@@ -201,6 +201,14 @@ static int run_executor(async_backend_t backend, const client_config_t *cfg,
         /* Only a job that failed outright lands here (a worker died, the
          * client could not start); chunks of one keep it to that state. */
         set_error(&out[me.index], me.code, "%s", me.message);
+        /* The map names only its lowest failure.  Any other state without
+         * a request or an error had its job fail too (a state that ran made
+         * a request), and its zeroed count read as "0 breweries". */
+        char why[sizeof out->errmsg];
+        snprintf(why, sizeof why, "its job ended without a result, as %.64s's did: %.140s", states[me.index],
+                 me.message);
+        for (size_t i = 0; i < n; i++)
+            if (!out[i].error && out[i].requests == 0) set_error(&out[i], me.code, "%s", why);
     }
     async_executor_free(ex);
     free(names);

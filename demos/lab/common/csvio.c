@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "lab.h"
 
 typedef struct reader {
@@ -51,9 +52,47 @@ static void push(reader_t *r, double v)
 #define OUT_OF_RANGE \
     "\"%s\" is out of range: an integer must be within +-2^53 (9007199254740992), which a double holds exactly"
 
-/* Reads the number `text` of column col (`what`: text as messages show it)
- * into the row, or fails naming why. */
-static void number(reader_t *r, size_t col, const char *text, const char *what)
+/* Digits with single underscores between them, copied to clean[*n..]
+ * without the underscores; returns how many digits. */
+static size_t digit_run(const char **s, char *clean, size_t *n)
+{
+    size_t count = 0;
+    const char *p = *s;
+    while ((*p >= '0' && *p <= '9') || (*p == '_' && count && p[1] >= '0' && p[1] <= '9')) {
+        if (*p != '_') clean[(*n)++] = *p, count++;
+        p++;
+    }
+    *s = p;
+    return count;
+}
+
+/* Whether text is a finite number in the syntax of Python's float() and
+ * int(): [sign] digits [. [digits]] or [sign] . digits, then an optional
+ * exponent e [sign] digits, where an underscore may stand between two
+ * digits (PEP 515: 1_000, 1_0.2_5, 1e1_0).  The text without its
+ * underscores goes to clean (as long as text).  strtod alone also took
+ * hexadecimal (0x10 read as 16, 0x1p3 as 8), which float() refuses. */
+static bool py_syntax(const char *s, char *clean)
+{
+    size_t n = 0, digits;
+    bool ok = true;
+    if (*s == '+' || *s == '-') clean[n++] = *s++;
+    digits = digit_run(&s, clean, &n);
+    if (*s == '.') {
+        clean[n++] = *s++;
+        digits += digit_run(&s, clean, &n);
+    }
+    if (digits && (*s == 'e' || *s == 'E')) {
+        clean[n++] = *s++;
+        if (*s == '+' || *s == '-') clean[n++] = *s++;
+        ok = digit_run(&s, clean, &n) > 0;
+    }
+    clean[n] = '\0';
+    return ok && digits && !*s;
+}
+
+/* number's reading, on text in float()'s syntax (or inf and nan). */
+static void number_checked(reader_t *r, size_t col, const char *text, const char *what)
 {
     char *end;
     errno = 0;
@@ -99,6 +138,32 @@ static void number(reader_t *r, size_t col, const char *text, const char *what)
     }
     push(r, v);
     r->col++;
+}
+
+/* Reads the number `text` of column col (`what`: text as messages show it)
+ * into the row, or fails naming why. */
+static void number(reader_t *r, size_t col, const char *text, const char *what)
+{
+    char small[64], *clean = strlen(text) < sizeof small ? small : malloc(strlen(text) + 1);
+    if (!clean) lab_die("out of memory");
+    if (py_syntax(text, clean)) {
+        text = clean;
+    } else {
+        /* inf and nan, which float() reads, stay out of range below (a
+         * normalised row of them would be NaN); anything else strtod
+         * might take is not a number. */
+        const char *t = text + (*text == '+' || *text == '-');
+        bool special = !strncasecmp(t, "inf", 3) || !strncasecmp(t, "nan", 3);
+        if (!special || (r->flags & LAB_CSV_INTS)) {
+            fail(r, col,
+                 (r->flags & LAB_CSV_INTS) ? "\"%s\" is not a number: expected an integer" : "\"%s\" is not a number",
+                 what);
+            if (clean != small) free(clean);
+            return;
+        }
+    }
+    number_checked(r, col, text, what);
+    if (clean != small) free(clean);
 }
 
 static void on_field(void *data, size_t len, void *arg)
@@ -252,11 +317,4 @@ void lab_rows_free(lab_rows_t *rows)
     free(rows->tag);
     free(rows->line);
     memset(rows, 0, sizeof *rows);
-}
-
-FILE *lab_csv_create(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) lab_die("%s: cannot create: %s", path, strerror(errno));
-    return f;
 }

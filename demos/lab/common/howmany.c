@@ -275,9 +275,10 @@ int lab_howmany(void)
     json_object_set_new(fig, "chunksize", json_integer((json_int_t)chunk));
     variants(v, nrows, ncols, h->count, fig);
     if (lab_opt.output) {
-        FILE *f = lab_csv_create(lab_opt.output);
+        demo_out_t out;
+        FILE *f = lab_csv_create(&out, lab_opt.output);
         for (size_t i = 0; i < nrows; i++) fprintf(f, "%u\n", h->count[i]);
-        if (fclose(f) != 0) lab_die("%s: write failed", lab_opt.output);
+        lab_csv_finish(&out, lab_opt.output);
         printf("  wrote %zu counts to %s\n", nrows, lab_opt.output);
     }
     lab_shared_free(h->count, out_size);

@@ -221,7 +221,8 @@ int lab_common(void)
         free(off);
     }
     if (lab_opt.output) {
-        FILE *f = lab_csv_create(lab_opt.output);
+        demo_out_t out;
+        FILE *f = lab_csv_create(&out, lab_opt.output);
         for (size_t p = 0; p < npairs; p++) {
             for (uint32_t k = 0; k < *slot_count(it, p); k++) {
                 char b[40];
@@ -230,7 +231,7 @@ int lab_common(void)
             }
             fprintf(f, "\n");
         }
-        if (fclose(f) != 0) lab_die("%s: write failed", lab_opt.output);
+        lab_csv_finish(&out, lab_opt.output);
         printf("  wrote %zu rows to %s\n", npairs, lab_opt.output);
     }
     json_decref(answer);

@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include "async/executor.h"
 #include "async/progress.h"
+#include "../../common/outfile.h"
 
 /* LAB_MPI runs only under mpirun (--mode mpi, mpi.c); the modes below
  * LAB_NPOOLS start a pool of their own in this process. */
@@ -249,8 +250,11 @@ enum {
  * with the system's reason. */
 int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, size_t errlen);
 void lab_rows_free(lab_rows_t *rows);
-/* Opens path for writing results, or exits with a message. */
-FILE *lab_csv_create(const char *path);
+/* Opens path for writing results (OUT: o), or exits with a message;
+ * lab_csv_finish puts the file in place whole, or exits with the reason
+ * and the old file as it was (demos/common/outfile.h). */
+FILE *lab_csv_create(demo_out_t *o, const char *path);
+void lab_csv_finish(demo_out_t *o, const char *path);
 
 /* --- report.c ------------------------------------------------------------- */
 typedef enum lab_bound {

@@ -206,23 +206,42 @@ typedef struct file_args {
 } file_args_t;
 
 /* The lecture's create_and_save_file(i): writes file_i.txt and returns the
- * bytes written (as the number of its output). */
-static int create_and_save_file(const char *dir, int64_t i, int64_t lines, uint64_t *bytes)
+ * bytes written (as the number of its output); -1 with the reason in why. */
+static int create_and_save_file(const char *dir, int64_t i, int64_t lines, uint64_t *bytes, char *why, size_t cap)
 {
     char name[4200], text[96];
     snprintf(name, sizeof name, "%s/file_%lld.txt", dir, (long long)i);
     FILE *fp = fopen(name, "w");
     /* Over MPI the rank says who failed: on many hosts a missing folder
      * means one that is not shared. */
-    if (!fp) return async_work_fail(ASYNC_EIO, "%s%s: %s", lab_rank_tag(), name, strerror(errno));
+    if (!fp) {
+        snprintf(why, cap, "%s%s: %s", lab_rank_tag(), name, strerror(errno));
+        return -1;
+    }
     *bytes = 0;
     for (int64_t k = 0; k < lines; k++) {
         int len = snprintf(text, sizeof text, "This is line %lld of file %lld\n", (long long)k, (long long)i);
         if (fputs(text, fp) < 0) break;
         *bytes += (uint64_t)len;
     }
-    if (fclose(fp) != 0) return async_work_fail(ASYNC_EIO, "%s: write failed", name);
+    /* fputs may have failed already (its error stays on the stream), or
+     * only the last flush, in fclose; either way say why (EFBIG past
+     * ulimit -f, ENOSPC), as Python's OSError would. */
+    int e = ferror(fp) ? (errno ? errno : EIO) : 0;
+    if (fclose(fp) != 0 && !e) e = errno ? errno : EIO;
+    if (e) {
+        snprintf(why, cap, "%s%s: write failed: %s", lab_rank_tag(), name, strerror(e));
+        return -1;
+    }
     return 0;
+}
+
+/* A work function's failure with create_and_save_file's reason. */
+static int save_in_job(const char *dir, int64_t i, int64_t lines, uint64_t *bytes)
+{
+    char why[4400];
+    if (create_and_save_file(dir, i, lines, bytes, why, sizeof why) == 0) return 0;
+    return async_work_fail(ASYNC_EIO, "%s", why);
 }
 
 /* ctx: the folder (NUL-terminated). */
@@ -232,7 +251,7 @@ static int file_fn(const void *in, size_t in_size, void *out, size_t out_size, v
     int64_t i;
     memcpy(&i, in, sizeof i);
     uint64_t b = 0;
-    int rc = create_and_save_file(ctx, i, FILE_LINES, &b);
+    int rc = save_in_job(ctx, i, FILE_LINES, &b);
     memcpy(out, &b, sizeof b);
     return rc;
 }
@@ -244,11 +263,29 @@ static int file_star_fn(const void *in, size_t in_size, void *out, size_t out_si
     file_args_t a;
     memcpy(&a, in, sizeof a);
     uint64_t b = 0;
-    int rc = create_and_save_file(ctx, a.i, a.lines, &b);
+    int rc = save_in_job(ctx, a.i, a.lines, &b);
     memcpy(out, &b, sizeof b);
     return rc;
 }
 LAB_MPI_WORK(file_star_fn);
+
+/* The folder's maker: a worker forked from it exits through exit() too. */
+static pid_t folder_owner;
+
+/* At exit, quietly: the folder and what the run left in it. */
+static void drop_folder(void)
+{
+    if (!folder[0] || getpid() != folder_owner) return;
+    DIR *d = opendir(folder);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char name[4400];
+        if (e->d_name[0] == '.') continue;
+        snprintf(name, sizeof name, "%s/%s", folder, e->d_name);
+        unlink(name);
+    }
+    if (d) closedir(d);
+    rmdir(folder);
+}
 
 /* Counts the files of the folder and their bytes, then empties it. */
 static size_t sweep(uint64_t *bytes)
@@ -332,6 +369,11 @@ int lab_files(void)
     const char *tmp = getenv("TMPDIR");
     snprintf(folder, sizeof folder, "%s/lab-files-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(folder)) lab_die("%s: cannot create: %s", folder, strerror(errno));
+    /* Every lab_die below (a write that failed, a variant that disagreed)
+     * exits: the folder goes with the run, not left under $TMPDIR. */
+    folder_owner = getpid();
+    static bool registered;
+    if (!registered) registered = atexit(drop_folder) == 0;
     int64_t *idx = malloc(n * sizeof *idx);
     file_args_t *args = malloc(n * sizeof *args);
     uint64_t *out = malloc(n * sizeof *out);
@@ -343,7 +385,8 @@ int lab_files(void)
     double t0 = lab_now();
     for (size_t i = 0; i < n; i++) {
         uint64_t b;
-        if (create_and_save_file(folder, (int64_t)i, FILE_LINES, &b) != 0) lab_die("files: cannot write into %s", folder);
+        char why[4400];
+        if (create_and_save_file(folder, (int64_t)i, FILE_LINES, &b, why, sizeof why) != 0) lab_die("files: %s", why);
         want += b;
     }
     double serial = lab_now() - t0;
@@ -400,6 +443,7 @@ int lab_files(void)
     json_object_set_new(fig, "bytes", json_integer((json_int_t)want));
     json_object_set_new(lab_figures, "files", fig);
     if (rmdir(folder) != 0) fprintf(stderr, "lab: %s: cannot remove: %s\n", folder, strerror(errno));
+    folder[0] = '\0';
     free(idx), free(args), free(out);
     return 0;
 }

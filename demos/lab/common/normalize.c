@@ -171,11 +171,12 @@ int lab_normalize(void)
         json_t *fig = lab_report("normalize", &r, LAB_BOUND_MEMORY, (double)nrows, "rows/s");
         json_object_set_new(fig, "rows", json_integer((json_int_t)nrows));
         if (lab_opt.output) {
-            FILE *f = lab_csv_create(lab_opt.output);
+            demo_out_t out;
+        FILE *f = lab_csv_create(&out, lab_opt.output);
             for (size_t i = 0; i < nrows; i++)
                 for (size_t c = 0; c < ncols; c++)
                     fprintf(f, "%.17g%s", nm->out[i * ncols + c], c + 1 < ncols ? "," : "\n");
-            if (fclose(f) != 0) lab_die("%s: write failed", lab_opt.output);
+            lab_csv_finish(&out, lab_opt.output);
             printf("  wrote %zu rows to %s\n", nrows, lab_opt.output);
         }
         lab_shared_free(nm->out, bytes);

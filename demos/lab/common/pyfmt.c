@@ -104,10 +104,11 @@ void lab_py_rows(lab_str_t *s, const double *v, const size_t *off, size_t nrows,
 }
 
 /* A JSON string as json.dumps writes it with its default ensure_ascii: the
- * two-character escapes, \u00XX for other control characters and \uXXXX
- * (surrogate pairs above U+FFFF) for everything outside ASCII.  Bytes that
- * are not UTF-8 are written as U+FFFD, as Python's decoder would replace
- * them. */
+ * two-character escapes, \u00XX for other control characters and DEL (its
+ * ESCAPE_ASCII takes everything outside ' '..'~'), and \uXXXX (surrogate
+ * pairs above U+FFFF) for everything outside ASCII.  A byte that is not part
+ * of a UTF-8 character is \udcXX, as Python's file-system decoding
+ * (surrogateescape) hands such bytes of a hostname to json.dumps. */
 void lab_json_string(lab_str_t *s, const char *text)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -127,26 +128,34 @@ void lab_json_string(lab_str_t *s, const char *text)
             case '\b': lab_str_puts(s, "\\b"); break;
             case '\f': lab_str_puts(s, "\\f"); break;
             default:
-                if (c < 0x20) lab_str_add(s, b, (size_t)snprintf(b, sizeof b, "\\u%04x", c));
+                if (c < 0x20 || c == 0x7f) lab_str_add(s, b, (size_t)snprintf(b, sizeof b, "\\u%04x", c));
                 else lab_str_add(s, (const char *)&c, 1);
             }
             continue;
         }
+        const unsigned char *start = p;
         if (c >= 0xf0 && c < 0xf5) extra = 3, cp = c & 7;
         else if (c >= 0xe0 && c < 0xf0) extra = 2, cp = c & 15;
         else if (c >= 0xc2 && c < 0xe0) extra = 1, cp = c & 31;
-        else extra = -1, cp = 0xfffd;
+        else extra = -1, cp = 0;
         p++;
         for (int k = 0; k < extra; k++, p++) {
             if ((*p & 0xc0) != 0x80) {
-                extra = -1, cp = 0xfffd;
+                extra = -1;
                 break;
             }
             cp = cp << 6 | (*p & 0x3fu);
         }
         if (extra > 0 && ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
                           (extra == 3 && (cp < 0x10000 || cp > 0x10ffff))))
-            cp = 0xfffd;
+            extra = -1;
+        if (extra < 0) {
+            /* One surrogate a byte, as Python's decoder escapes each byte of
+             * an invalid sequence; a byte that ended it is read again. */
+            for (const unsigned char *q = start; q < p; q++)
+                lab_str_add(s, b, (size_t)snprintf(b, sizeof b, "\\udc%02x", *q));
+            continue;
+        }
         if (cp >= 0x10000) {
             cp -= 0x10000;
             lab_str_add(s, b, (size_t)snprintf(b, sizeof b, "\\u%04x\\u%04x", 0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff)));

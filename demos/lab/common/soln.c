@@ -12,12 +12,39 @@
 #include <sys/utsname.h>
 #include "lab.h"
 
+/* jansson takes only UTF-8 (json_string is NULL otherwise, and the key went
+ * missing from the report): each byte that begins no complete character
+ * becomes U+FFFD, as Python's errors="replace" reads it. */
+static json_t *report_text(const char *in)
+{
+    json_t *j = json_string(in);
+    if (j) return j;
+    size_t n = strlen(in), k = 0;
+    char *o = malloc(3 * n + 1);
+    if (!o) lab_die("out of memory");
+    for (const unsigned char *p = (const unsigned char *)in; *p;) {
+        int len = *p < 0x80 ? 1 : *p >= 0xc2 && *p < 0xe0 ? 2 : *p >= 0xe0 && *p < 0xf0 ? 3 : *p >= 0xf0 && *p < 0xf5 ? 4 : 0;
+        for (int i = 1; i < len; i++)
+            if ((p[i] & 0xc0) != 0x80) len = 0;
+        /* Overlong forms, surrogates and code points past U+10FFFF. */
+        if ((len == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) ||
+            (len == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))))
+            len = 0;
+        if (len) memcpy(o + k, p, (size_t)len), k += (size_t)len, p += len;
+        else memcpy(o + k, "\xef\xbf\xbd", 3), k += 3, p++;
+    }
+    o[k] = '\0';
+    j = json_string(o);
+    free(o);
+    return j;
+}
+
 static json_t *host(void)
 {
     json_t *h = json_object();
     struct utsname u;
     if (uname(&u) == 0) {
-        json_object_set_new(h, "hostname", json_string(u.nodename));
+        json_object_set_new(h, "hostname", report_text(u.nodename));
         json_object_set_new(h, "os", json_sprintf("%s %s %s", u.sysname, u.release, u.machine));
     }
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -29,7 +56,7 @@ static json_t *host(void)
                 if (v) {
                     v += 1 + (v[1] == ' ');
                     v[strcspn(v, "\n")] = '\0';
-                    json_object_set_new(h, "cpu", json_string(v));
+                    json_object_set_new(h, "cpu", report_text(v));
                 }
                 break;
             }
@@ -103,13 +130,14 @@ int lab_soln_write(const char *path)
     json_object_set(soln, "prob3", lab_prob3 ? lab_prob3 : json_null());
     char name[256] = "";
     if (gethostname(name, sizeof name - 1) != 0) name[0] = '\0';
-    json_object_set_new(soln, "host", json_string(name));
+    /* The hostname's own bytes, which put_value writes as Python does; a
+     * checked json_string was NULL for one that is not UTF-8, and soln.json
+     * came out without its "host". */
+    json_object_set_new(soln, "host", json_string_nocheck(name));
     lab_str_t text = {0};
     put_value(&text, soln, 0);
     json_decref(soln);
-    FILE *f = fopen(path, "w");
-    if (!f || fwrite(text.s, 1, text.len, f) != text.len || fclose(f) != 0)
-        lab_die("%s: cannot write: %s", path, strerror(errno));
+    if (demo_write_file(path, text.s, text.len) != 0) lab_die("%s: cannot write: %s", path, strerror(errno));
     free(text.s);
     printf("\nwrote %s\n", path);
 
@@ -119,9 +147,17 @@ int lab_soln_write(const char *path)
     json_object_set(root, "workloads", lab_figures);
     char buf[4096];
     const char *rp = lab_report_path(path, buf, sizeof buf);
-    int rc = json_dump_file(root, rp, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+    demo_out_t out;
+    errno = 0;
+    if (!demo_out_open(&out, rp)) lab_die("%s: cannot write: %s", rp, strerror(errno));
+    if (json_dumpf(root, out.f, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0) {
+        /* jansson fails a dump on a write error or on memory. */
+        int e = errno ? errno : ENOMEM;
+        demo_out_abort(&out);
+        lab_die("%s: cannot write: %s", rp, strerror(e));
+    }
+    if (demo_out_close(&out) != 0) lab_die("%s: cannot write: %s", rp, strerror(errno));
     json_decref(root);
-    if (rc != 0) lab_die("%s: cannot write", rp);
     printf("wrote %s\n", rp);
     return 0;
 }
