@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "support/run.h"
+#include "support/slurp.h"
 
 #define BREWERY ASYNC_OUT_DIR "/demos/brewery/brewery"
 
@@ -47,20 +48,6 @@ static int finish(pid_t pid)
     return st;
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
-    for (size_t k; s && (k = fread(s + n, 1, cap - 1 - n, f)) > 0;) {
-        n += k;
-        if (n == cap - 1) s = realloc(s, cap *= 2);
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    return s;
-}
 
 /* The children of pid, from /proc (at most max); how many. */
 static int children(pid_t pid, pid_t *out, int max)
@@ -163,7 +150,7 @@ Test(brewery_client_modes, a_mode_that_cannot_run_fails_every_state)
     cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 1, "wait status %#x", st);
     cr_expect_eq(check_mode(root, "processes", ref), 4, "the mode failed, its states did not");
     cr_expect_eq(check_mode(root, "serial", ref), 0);
-    char *table = slurp(out);
+    char *table = test_slurp(out);
     cr_assert_not_null(table);
     /* Each state's row: its serial count, then "failed" for processes. */
     const char *state;

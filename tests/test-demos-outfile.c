@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "support/slurp.h"
 
 #define LAB ASYNC_OUT_DIR "/demos/lab/lab"
 #define BREWERY ASYNC_OUT_DIR "/demos/brewery/brewery"
@@ -96,21 +97,6 @@ static void put(const char *path, const char *text)
     cr_assert_eq(fclose(f), 0);
 }
 
-/* The file's whole text (malloc'd), or NULL if it cannot be read. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
-    for (size_t k; s && (k = fread(s + n, 1, cap - 1 - n, f)) > 0;) {
-        n += k;
-        if (n == cap - 1) s = realloc(s, cap *= 2);
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    return s;
-}
 
 /* The names in dir, sorted and joined with spaces, into buf. */
 static const char *listing(const char *dir, char *buf, size_t cap)
@@ -154,7 +140,7 @@ static void expect_untouched_because(const ran_t *r, const char *dir, const char
     cr_expect(strstr(r->err, reason), "%s: the reason is not named: %s", file, r->err);
     char path[256], names[1024];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    char *text = slurp(path);
+    char *text = test_slurp(path);
     cr_expect(text && strcmp(text, OLD) == 0, "%s was changed: now \"%.200s\"", file, text ? text : "(gone)");
     free(text);
     cr_expect_str_eq(listing(dir, names, sizeof names), want_listing, "%s: files left behind", file);
@@ -314,7 +300,7 @@ Test(demos_outfile, lab_output_csv_is_whole_after_a_sigterm_mid_write)
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     cr_expect(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "wait status %#x", status);
     /* Whole: every row there and the last one ended. */
-    char *text = slurp(out);
+    char *text = test_slurp(out);
     cr_assert_not_null(text);
     size_t lines = 0, len = strlen(text);
     for (const char *p = text; (p = strchr(p, '\n')); p++) lines++;
@@ -358,7 +344,7 @@ Test(demos_outfile, brewery_past_the_file_size_limit_reports_every_mode)
         (rlim_t)1 << 20, r);
     cr_expect(WIFEXITED(r->status), "wait status %#x (signal %d), stderr: %s", r->status,
               WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0, r->err);
-    char *text = slurp(json);
+    char *text = test_slurp(json);
     cr_assert_not_null(text, "no async.json");
     /* Serial counted every state; processes counted or failed each. */
     const char *serial = strstr(text, "\"serial\": {"), *procs = strstr(text, "\"processes\": {");
@@ -393,12 +379,12 @@ Test(demos_outfile, written_files_are_whole_with_the_modes_fopen_gave)
     cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "lab: %#x %s", r->status, r->err);
     run((const char *const[]){BREWERY, "--mode", "meta", "--latency", "0", "--json", json, NULL}, 0, r);
     cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "brewery: %#x %s", r->status, r->err);
-    char *text = slurp(soln);
+    char *text = test_slurp(soln);
     cr_assert_not_null(text);
     cr_expect(strncmp(text, "{\n  \"prob1\": \"[[2, 3], [6], [11, 12], [21]]\",\n", 46) == 0, "%s", text);
     cr_expect(text[0] && text[strlen(text) - 1] == '}', "soln.json is not whole: %s", text);
     free(text);
-    text = slurp(json);
+    text = test_slurp(json);
     cr_assert_not_null(text);
     cr_expect(strstr(text, "\"meta\"") && text[strlen(text) - 1] == '}', "async.json is not whole: %s", text);
     free(text);
@@ -435,7 +421,7 @@ Test(demos_outfile, devices_are_written_in_place_and_links_kept)
     run((const char *const[]){LAB, "common", "--mode", "serial", "--soln", link, "--report", report, NULL}, 0, r);
     cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "%#x %s", r->status, r->err);
     cr_expect(lstat(link, &st) == 0 && S_ISLNK(st.st_mode), "link.json is no longer a link");
-    char *text = slurp(target);
+    char *text = test_slurp(target);
     cr_expect(text && strstr(text, "\"prob1\""), "real.json: %s", text ? text : "(gone)");
     free(text);
     char names[1024];

@@ -14,25 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "support/slurp.h"
 
 #define LAB ASYNC_OUT_DIR "/demos/lab/lab"
 
 TestSuite(demos_soln, .timeout = 60);
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
-    for (size_t k; s && (k = fread(s + n, 1, cap - 1 - n, f)) > 0;) {
-        n += k;
-        if (n == cap - 1) s = realloc(s, cap *= 2);
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    return s;
-}
 
 Test(demos_soln, host_that_is_not_ascii_is_written_as_json_dumps_writes_it)
 {
@@ -53,9 +40,9 @@ Test(demos_soln, host_that_is_not_ascii_is_written_as_json_dumps_writes_it)
              dir);
     cr_assert_eq(system(cmd), 0, "python3 failed");
     snprintf(path, sizeof path, "%s/soln.json", dir);
-    char *ours = slurp(path);
+    char *ours = test_slurp(path);
     snprintf(path, sizeof path, "%s/py.json", dir);
-    char *py = slurp(path);
+    char *py = test_slurp(path);
     cr_assert(ours && py);
     cr_expect_str_eq(ours, py, "soln.json differs from json.dumps");
     cr_expect(strstr(ours, "\"host\": \"lab-\\udcff\\u007f-\\u00e9-\\udce2\\udc82-\\ud83c\\udf7a-\\udcc0\\udcaf-end\""),
