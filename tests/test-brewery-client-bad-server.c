@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "support/brewery.h"
@@ -95,4 +96,38 @@ Test(brewery_client, meta_total_that_is_not_a_count_fails_the_state)
         cr_expect_eq(cli_count(j, "meta", "maryland"), i == 2 ? 0 : 7, "%s", good[i]);
         json_decref(j);
     }
+}
+
+/* A page past CLIENT_MAX_PAGE_BYTES (4 MiB) fails its state, named, in
+ * every mode that fetches pages: the library's 64 MiB default let a server
+ * cost 64 MiB a request in flight, 3 GiB over 51 states at once. */
+Test(brewery_client, a_page_past_the_size_limit_fails_its_state)
+{
+    enum { ENTRIES = 5 << 18 }; /* 5 MiB of 4-byte entries */
+    size_t len = 2 + (size_t)ENTRIES * 4;
+    char *body = malloc(len + 1);
+    cr_assert(body);
+    body[0] = '[';
+    for (size_t i = 0; i < ENTRIES; i++) memcpy(body + 1 + i * 4, "{},\n", 4);
+    body[len - 2] = '{';
+    body[len - 1] = ']';
+    body[len - 3] = '}';
+    body[len] = '\0';
+    cli_fake_t f = {.mode = FAKE_BODY, .body = body};
+    cli_fake_start(&f);
+    char args[256];
+    snprintf(args, sizeof args,
+             "--mode serial,async --states maryland --retries 0 --base-url http://127.0.0.1:%u/v1",
+             f.port);
+    json_t *j;
+    cr_assert_eq(cli_demo(args, &j), 1);
+    cli_fake_stop(&f);
+    free(body);
+    const char *modes[] = {"serial", "async"};
+    for (int m = 0; m < 2; m++) {
+        const char *why = cli_failure(j, modes[m], "maryland");
+        cr_assert(why && strstr(why, "response body larger than 4194304 bytes"), "%s: %s", modes[m],
+                  why ? why : "a 5 MiB page was taken");
+    }
+    json_decref(j);
 }

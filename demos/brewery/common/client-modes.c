@@ -42,6 +42,7 @@ static int client_new(async_loop_t *loop, const client_config_t *cfg, async_http
         .timeout_ns = cfg->timeout_ns,
         .user_agent = "libasync-brewery/0.1",
         .accept_encoding = cfg->compressed ? "" : NULL,
+        .max_body = CLIENT_MAX_PAGE_BYTES,
     };
     return async_http_new(out, loop, &o);
 }

@@ -41,6 +41,12 @@ typedef enum client_mode {
     CLIENT_NMODES
 } client_mode_t;
 
+/* The most a page's body may hold, after decoding: a real page of 200
+ * breweries is about 150 KB, so 4 MiB is ample, and a hostile or broken
+ * server costs at most that a request in flight (the library's default, 64
+ * MiB, came to 3 GiB over 51 states at once). */
+#define CLIENT_MAX_PAGE_BYTES ((size_t)4 << 20)
+
 /* Requests whose times a state keeps, for the --plot timeline: 64 pages of
  * 200 are 12,800 breweries, thirteen times the largest state.  Later ones
  * are counted in `requests` but not drawn. */
