@@ -4,6 +4,9 @@
  * short would pass for a whole one; and redirects of a request with a
  * method and a body, which must keep both. */
 #include <criterion/criterion.h>
+#include <locale.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <async.h>
 #include <async/http.h>
 #include "support/http_fixture.h"
@@ -255,4 +258,56 @@ Test(http_hostile_redirects, a_303_is_followed_with_a_get_whatever_the_method)
     s = follow_on(http, "HEAD", "303", NULL);
     cr_assert_str_eq(s.line, "HEAD /seen HTTP/1.1", "a HEAD stays a HEAD");
     cr_assert_eq(async_http_destroy(http), 0);
+}
+
+/* "Content-Encoding: IDENTITY" and an "x-trace-id" header, the connection
+ * closed after. */
+static bool answer_capitals(int fd, const char *path)
+{
+    (void)path;
+    raw_puts(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Encoding: IDENTITY\r\n"
+                 "x-trace-id: 7\r\n\r\nok");
+    return false;
+}
+
+/* HTTP's names compare by ASCII's case, in every locale: strcasecmp
+ * follows the program's, and under a Turkish one 'I' lowers to a dotless
+ * i, so "IDENTITY" was a coding not known (curl error 61) and a lookup of
+ * "X-TRACE-ID" found nothing.  The locale is built for the test (localedef,
+ * in a directory of its own that LOCPATH names). */
+Test(http_hostile_server, names_compare_alike_in_a_turkish_locale)
+{
+    char dir[] = "/tmp/http-turkish-locale-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "localedef -i tr_TR -f ISO-8859-9 %s/tr_TR.ISO-8859-9 >/dev/null 2>&1",
+             dir);
+    int built = system(cmd);
+    setenv("LOCPATH", dir, 1);
+    const char *l = built == 0 ? setlocale(LC_ALL, "tr_TR.ISO-8859-9") : NULL;
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (!l) {
+        if (system(cmd)) {}
+        cr_skip_test("no Turkish locale could be built (localedef, package locales)");
+    }
+    cr_assert_neq(strcasecmp("I", "i"), 0, "the locale does not fold I as Turkish does");
+    raw_start(&raw, answer_capitals);
+    /* Every coding accepted, so that the client reads Content-Encoding. */
+    async_http_t *http;
+    async_http_opts_t o = {.accept_encoding = ""};
+    cr_assert_eq(async_http_new(&http, loop, &o), 0);
+    async_http_request_t req = {.url = raw_url(&raw, "/capitals"), .max_retries = -1,
+                                .timeout_ns = ASYNC_SEC(10)};
+    waited_t w = {0};
+    cr_assert_eq(async_http_send(http, &req, on_waited, &w), 0);
+    cr_assert_eq(async_loop_run(loop, ASYNC_RUN_DEFAULT), 0);
+    cr_assert_eq(async_http_destroy(http), 0);
+    async_http_response_t *r = w.resp;
+    const char *trace = async_http_response_header(r, "X-TRACE-ID");
+    setlocale(LC_ALL, "C");
+    if (system(cmd)) {}
+    cr_assert_eq(r->error, 0, "%s", r->errmsg);
+    cr_assert_eq(r->body_len, 2);
+    cr_assert(trace && strcmp(trace, "7") == 0, "X-TRACE-ID: %s", trace ? trace : "(none)");
+    async_http_response_free(r);
 }

@@ -14,6 +14,7 @@
  * list comes from malloc, not async__malloc: it belongs to no client, and a
  * client's allocation count must come back to 0 when it is freed. */
 #include "ca_store.h"
+#include "ascii.h"
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -23,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 typedef struct ca_store {
@@ -158,7 +158,7 @@ static bool tls_proxy(void)
     static const char *const names[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         const char *v = getenv(names[i]);
-        if (v && *v) return !strncasecmp(v, "https://", 8);
+        if (v && *v) return !async__ascii_ncasecmp(v, "https://", 8);
     }
     return false;
 }

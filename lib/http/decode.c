@@ -16,11 +16,11 @@
  * allocator seam; zstd's go to malloc (its custom allocator is not in its
  * stable API). */
 #include "decode.h"
+#include "ascii.h"
 #include <brotli/decode.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <zlib.h>
 #include <zstd.h>
 #include "core/core_internal.h"
@@ -255,7 +255,7 @@ int async__http_decoder_new(http_decoder_t **out, const char *codings, size_t le
         while (p < end && *p != ',' && *p != ' ' && *p != '\t') p++;
         size_t tl = (size_t)(p - t);
         if (!tl) continue;
-#define IS(s) (tl == strlen(s) && !strncasecmp(t, s, tl))
+#define IS(s) (tl == strlen(s) && !async__ascii_ncasecmp(t, s, tl))
         if (IS("identity")) continue;
         enum coding k;
         bool have = true;

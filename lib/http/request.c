@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include "ca_store.h"
+#include "ascii.h"
 #include "decode.h"
 #include "http_internal.h"
 
@@ -391,7 +391,7 @@ static int64_t retry_after(http_xfer_t *x)
     const char *v = NULL, *ve = NULL;
     while (async__http_header_next(&x->easy->hdr, &at, &sp)) {
         /* A NUL byte ends a name or value, as in the response's headers. */
-        if (strnlen(sp.name, sp.name_len) != 11 || strncasecmp(sp.name, "Retry-After", 11) != 0)
+        if (strnlen(sp.name, sp.name_len) != 11 || async__ascii_ncasecmp(sp.name, "Retry-After", 11) != 0)
             continue;
         v = sp.value; /* the last one */
         ve = v + strnlen(v, sp.value_len);
@@ -631,20 +631,20 @@ static int xfer_new(async_http_t *http, const async_http_request_t *req, http_xf
     /* A GET that carries a body keeps its name: without one curl would
      * send the body as a POST (CURLOPT_POSTFIELDS), and the request would
      * have been judged idempotent as a GET and retried as a POST. */
-    if (m && (strcasecmp(m, "GET") != 0 || req->body)) {
+    if (m && (async__ascii_casecmp(m, "GET") != 0 || req->body)) {
         if (!(x->method = async__strdup(m))) goto fail;
         for (char *p = x->method; *p; p++)
             if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
     }
     x->idempotent = async__http_idempotent(x->method);
     /* Where HTTP/2 can be negotiated (TLS ALPN), the transfer may multiplex. */
-    x->h2 = !http->opts.no_http2 && strncasecmp(x->url, "https:", 6) == 0;
+    x->h2 = !http->opts.no_http2 && async__ascii_ncasecmp(x->url, "https:", 6) == 0;
     /* The client's User-Agent leads a request's own header list, unless the
      * request names one itself (even empty, which sends none), as curl
      * leaves its own out then. */
     bool own_ua = false;
     for (size_t i = 0; req->headers && req->headers[i]; i++)
-        own_ua |= strncasecmp(req->headers[i], "User-Agent", 10) == 0 &&
+        own_ua |= async__ascii_ncasecmp(req->headers[i], "User-Agent", 10) == 0 &&
                   (req->headers[i][10] == ':' || req->headers[i][10] == ';');
     bool ua = http->ua_header && !own_ua && (req->body || (req->headers && req->headers[0]));
     if (ua && !(x->headers = curl_slist_append(NULL, http->ua_header->data))) goto fail;

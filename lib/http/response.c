@@ -5,11 +5,11 @@
  * the allocator seam and is released by async_http_response_free. */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <jansson.h>
 #include "ca_store.h"
+#include "ascii.h"
 #include "decode.h"
 #include "http_internal.h"
 
@@ -78,7 +78,7 @@ static int decoder_for(http_easy_t *h, http_xfer_t *x)
     http_header_span_t sp;
     size_t at = 0;
     while (async__http_header_next(&h->hdr, &at, &sp)) {
-        if (sp.name_len != 16 || strncasecmp(sp.name, "Content-Encoding", 16)) continue;
+        if (sp.name_len != 16 || async__ascii_ncasecmp(sp.name, "Content-Encoding", 16)) continue;
         if (n + sp.value_len + 2 > sizeof codings) {
             snprintf(h->dec_err, sizeof h->dec_err, "Content-Encoding too long");
             x->dec_failed = true;
@@ -734,7 +734,7 @@ const char *async_http_response_header(const async_http_response_t *resp, const 
     if (!resp || !name) return NULL;
     /* The last one wins, as for a repeated header in most clients. */
     for (size_t i = resp->n_headers; i-- > 0;)
-        if (strcasecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
+        if (async__ascii_casecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
     return NULL;
 }
 

@@ -8,8 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include "http_internal.h"
+#include "ascii.h"
 
 /* Whether c may be in a token (RFC 9110 5.6.2): a method, a header name. */
 static bool tchar(unsigned char c)
@@ -70,7 +70,7 @@ static bool length_agrees(const char *h, size_t n, bool has_body)
     size_t nl = (size_t)(colon - h);
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t') v++;
-    if (nl == 17 && strncasecmp(h, "Transfer-Encoding", 17) == 0) {
+    if (nl == 17 && async__ascii_ncasecmp(h, "Transfer-Encoding", 17) == 0) {
         /* curl chunks a body itself when told "chunked", but sends any
          * other value beside a Content-Length (a request RFC 9112 6.1 says
          * a server must refuse, and one a lenient one misreads), and
@@ -80,7 +80,7 @@ static bool length_agrees(const char *h, size_t n, bool has_body)
          * at the test's timeout), or an empty value, frames a request. */
         return !*v || (has_body && strcmp(v, "chunked") == 0);
     }
-    if (nl != 14 || strncasecmp(h, "Content-Length", 14) != 0) return true;
+    if (nl != 14 || async__ascii_ncasecmp(h, "Content-Length", 14) != 0) return true;
     if (!*v) return !has_body;
     size_t len = 0;
     bool over = false;
@@ -118,8 +118,8 @@ bool async__http_length_beyond_reach(http_xfer_t *x, long status)
     const char *len = NULL;
     size_t len_n = 0;
     while (async__http_header_next(&x->easy->hdr, &at, &sp)) {
-        if (sp.name_len == 17 && strncasecmp(sp.name, "Transfer-Encoding", 17) == 0) return false;
-        if (sp.name_len != 14 || strncasecmp(sp.name, "Content-Length", 14) != 0) continue;
+        if (sp.name_len == 17 && async__ascii_ncasecmp(sp.name, "Transfer-Encoding", 17) == 0) return false;
+        if (sp.name_len != 14 || async__ascii_ncasecmp(sp.name, "Content-Length", 14) != 0) continue;
         len = sp.value;
         len_n = sp.value_len;
     }
