@@ -599,12 +599,17 @@ static void join(async_executor_t *ex)
         pthread_join(s->feeder, NULL);
         s->feeder_started = false;
     }
-    /* Waits for every accepted job, direct runs too; then for the threads
-     * of those runs to leave the pool's memory, which free() unmaps. */
-    async__procpool_shutdown(s->pool, true);
+    /* The direct runs and maps that began before joining first: a direct
+     * map has claimed its chunks, so it is accepted work, but it may not
+     * have placed them yet, and a pool already draining would refuse them
+     * (they failed as if terminated).  The pool stays open meanwhile, so
+     * its supervisor still fails their jobs if workers die; and once they
+     * are done no thread of theirs is left in the pool's memory, which
+     * free() unmaps.  Then every accepted job is waited for. */
     pthread_mutex_lock(&s->mu);
     while (s->direct) pthread_cond_wait(&s->direct_idle, &s->mu);
     pthread_mutex_unlock(&s->mu);
+    async__procpool_shutdown(s->pool, true);
 }
 
 static void terminate(async_executor_t *ex)
