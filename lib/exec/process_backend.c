@@ -105,14 +105,20 @@ static int run_rows(void *unused, const void *in, size_t in_len, async__procout_
     int64_t t0 = async_now();
     async__rows_run(&rows, (unsigned)async__procpool_self(), h.deadline, h.var_ok, grow, out,
                     h.max_result, &oc);
-    if (!oc.var_out && async__procout_data(out) != base) {
-        /* Grown, then shrunk back: the rows were written where they began. */
+    /* A failed job's variable result is dropped by the parent: not sent,
+     * and above all not kept in front of the message, which would need a
+     * second block of the result ring beside it, and a result past half of
+     * the ring would leave none, so that the job's message was lost. */
+    bool var = oc.var_out && !oc.err;
+    if (!var && async__procout_data(out) != base) {
+        /* Grown, then shrunk back (or failed): the rows were written where
+         * they began. */
         async__procout_set_size(out, sizeof(res_t) + rows_bytes);
         memcpy((char *)async__procout_data(out) + sizeof(res_t), base + sizeof(res_t), rows_bytes);
     }
-    size_t used = sizeof(res_t) + (oc.var_out ? oc.var_size : rows_bytes);
+    size_t used = sizeof(res_t) + (var ? oc.var_size : rows_bytes);
     res_t r = {.err = oc.err, .failed_row = oc.failed_row, .result_size = oc.result_size,
-               .var_size = oc.var_out ? oc.var_size : 0, .ns = async_now() - t0};
+               .var_size = var ? oc.var_size : 0, .ns = async_now() - t0};
     if (oc.err && oc.msg[0]) {
         size_t n = strnlen(oc.msg, sizeof oc.msg - 1);
         if (async__procout_set_size(out, used + n) == 0) {
@@ -593,12 +599,17 @@ static void join(async_executor_t *ex)
         pthread_join(s->feeder, NULL);
         s->feeder_started = false;
     }
-    /* Waits for every accepted job, direct runs too; then for the threads
-     * of those runs to leave the pool's memory, which free() unmaps. */
-    async__procpool_shutdown(s->pool, true);
+    /* The direct runs and maps that began before joining first: a direct
+     * map has claimed its chunks, so it is accepted work, but it may not
+     * have placed them yet, and a pool already draining would refuse them
+     * (they failed as if terminated).  The pool stays open meanwhile, so
+     * its supervisor still fails their jobs if workers die; and once they
+     * are done no thread of theirs is left in the pool's memory, which
+     * free() unmaps.  Then every accepted job is waited for. */
     pthread_mutex_lock(&s->mu);
     while (s->direct) pthread_cond_wait(&s->direct_idle, &s->mu);
     pthread_mutex_unlock(&s->mu);
+    async__procpool_shutdown(s->pool, true);
 }
 
 static void terminate(async_executor_t *ex)
