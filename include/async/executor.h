@@ -12,8 +12,10 @@
  * worker's copy of the parent's memory as it was when the executor was
  * created, so use it for read-only configuration prepared before
  * async_executor_new.  A work function returns 0 or an error: a negative
- * ASYNC_E* code (any other value becomes ASYNC_EWORK), with a message set by
- * returning async_work_fail(code, fmt, ...).
+ * code, which is the job's as it is (an ASYNC_E* code, or the program's
+ * own, which async_errname cannot name), or a
+ * positive value, which becomes ASYNC_EWORK; a message is set by returning
+ * async_work_fail(code, fmt, ...).
  *
  * Results of variable size: a function may call async_work_output(size) to
  * get a buffer of size bytes for its result instead of the out_size it was
