@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <async.h>
+#include <async/executor.h>
 #include <async/http.h>
 #include "support/proc.h"
 
@@ -652,6 +653,89 @@ LIMIT_CASES(AS_TEST)
 Test(limits, spawn_under_address_space_limit_reports_enomem, .timeout = 120)
 {
     in_child_as("spawn under RLIMIT_AS", address_space_child);
+}
+
+/* --- the process pool under RLIMIT_FSIZE and RLIMIT_AS --------------------- */
+
+static int square(const void *in, size_t in_size, void *out, size_t out_size, void *ctx)
+{
+    (void)in_size, (void)out_size, (void)ctx;
+    long v;
+    memcpy(&v, in, sizeof v);
+    v *= v;
+    memcpy(out, &v, sizeof v);
+    return 0;
+}
+
+/* A process pool made, one job run on it and checked, the pool freed: 0, or
+ * 1 having said what went wrong. */
+static int one_process_job(const char *what)
+{
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1};
+    async_executor_t *ex;
+    int rc = async_executor_new(&ex, &o);
+    if (rc) {
+        say("%s: async_executor_new: %s\n", what, async_errname(rc));
+        return 1;
+    }
+    long in = 12, out = 0;
+    size_t len = sizeof out;
+    async_job_t j = {.fn = square, .in = &in, .in_size = sizeof in, .out_size = sizeof out};
+    rc = async_executor_run(ex, &j, &out, &len, NULL, 0);
+    async_executor_free(ex);
+    if (rc || out != 144) {
+        say("%s: the job: %s, %ld\n", what, async_errname(rc), out);
+        return 1;
+    }
+    return 0;
+}
+
+static void soft_limit(int resource, rlim_t v)
+{
+    struct rlimit r;
+    getrlimit(resource, &r);
+    r.rlim_cur = v;
+    setrlimit(resource, &r);
+}
+
+static int file_size_child(void)
+{
+    /* Its shared heap shrinks to fit (it was 1 GiB whatever the limit:
+     * ftruncate raised SIGXFSZ, which killed the program). */
+    soft_limit(RLIMIT_FSIZE, (rlim_t)64 << 20);
+    if (one_process_job("RLIMIT_FSIZE 64 MiB")) return 1;
+    /* Too small for any heap: an error, no signal. */
+    soft_limit(RLIMIT_FSIZE, (rlim_t)1 << 20);
+    async_executor_opts_t o = {.backend = ASYNC_BACKEND_PROCESSES, .workers = 1};
+    async_executor_t *ex = NULL;
+    int rc = async_executor_new(&ex, &o);
+    if (rc != ASYNC_ENOMEM) {
+        say("RLIMIT_FSIZE 1 MiB: async_executor_new: %s, not ASYNC_ENOMEM\n", async_errname(rc));
+        if (!rc) async_executor_free(ex);
+        return 1;
+    }
+    return 0;
+}
+
+/* The process pool's shared memory fits RLIMIT_FSIZE (a memfd is a file):
+ * demos18 found lab's processes mode killed by SIGXFSZ under `ulimit -f`. */
+Test(limits, process_pool_fits_a_file_size_limit, .timeout = 60)
+{
+    signal(SIGXFSZ, SIG_DFL); /* as a program that did not ignore it */
+    in_child("process pool under RLIMIT_FSIZE", file_size_child);
+}
+
+static int address_space_pool_child(void)
+{
+    soft_limit(RLIMIT_AS, (rlim_t)1 << 30);
+    return one_process_job("RLIMIT_AS 1 GiB");
+}
+
+/* ... and RLIMIT_AS: under `ulimit -v 1000000` async_executor_new failed
+ * with ASYNC_ENOMEM, its 1 GiB heap alone past the limit (demos18). */
+Test(limits, process_pool_fits_an_address_space_limit, .timeout = 60)
+{
+    in_child_as("process pool under RLIMIT_AS", address_space_pool_child);
 }
 
 /* --- the brewery demo at ulimit -n 64 ---------------------------------------- */

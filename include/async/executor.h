@@ -153,7 +153,9 @@ static inline void async_executor_opts_init(async_executor_opts_t *o)
  * libasync-mpi, when async_mpi_init has not returned on this rank (rank 0),
  * or with an initializer (see async/mpi.h); ASYNC_EBUSY (MPI: an MPI
  * executor lives already); ASYNC_ECLOSED (MPI: the run's MPI executor was
- * freed, and the serving ranks exited with it); ASYNC_ENOMEM; ASYNC_EAGAIN
+ * freed, and the serving ranks exited with it); ASYNC_ENOMEM (also: the
+ * process backend's shared memory, whose heap shrinks from 1 GiB to fit
+ * RLIMIT_FSIZE and RLIMIT_AS, cannot have 16 MiB of heap under them); ASYNC_EAGAIN
  * (the system refused a thread or process); ASYNC_EMFILE / ASYNC_ENFILE
  * (the process backend found no free descriptor for its shared memory or its
  * fork server's socket).  On error *out is untouched. */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include "parent_internal.h"
@@ -570,6 +571,11 @@ void async__pp_job_finished(async__procpool_t *p)
 
 /* --- lifecycle ---------------------------------------------------------------- */
 
+/* The least a default heap shrinks to under the process's limits: below
+ * it the pool fails with ASYNC_ENOMEM rather than start with a heap too
+ * small for a map's rows. */
+#define PP_HEAP_MIN ((size_t)16 << 20)
+
 static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, unsigned nworkers)
 {
     unsigned nslots = pow2_at_least(o->slots ? o->slots : 4096);
@@ -588,18 +594,35 @@ static int make_region(async__procpool_t *p, const async__procpool_opts_t *o, un
     size_t res_off = off;
     off += (size_t)nworkers * result_area;
     size_t heap_off = off;
-    size_t size = pp_round_up(off + heap, pg);
-    int fd = memfd_create("async-procpool", MFD_CLOEXEC);
-    if (fd < 0) return -errno;
-    if (ftruncate(fd, (off_t)size) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
+    /* The default heap shrinks to fit the process's limits, down to
+     * PP_HEAP_MIN: past RLIMIT_FSIZE, ftruncate raises SIGXFSZ (which
+     * kills) or fails with EFBIG, no code of ours; past RLIMIT_AS the
+     * mapping fails.  A heap the caller sized is that size or an error. */
+    bool sized = o->heap_size != 0;
+    struct rlimit fl;
+    if (getrlimit(RLIMIT_FSIZE, &fl) == 0 && fl.rlim_cur != RLIM_INFINITY) {
+        size_t room = fl.rlim_cur > off ? (size_t)(fl.rlim_cur - off) / pg * pg : 0;
+        if (room < heap && (sized || room < PP_HEAP_MIN)) return ASYNC_ENOMEM;
+        if (room < heap) heap = room;
     }
-    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
-    int e = -errno;
-    close(fd); /* the mapping keeps the memory; no descriptor to leak */
-    if (m == MAP_FAILED) return e;
+    size_t size;
+    void *m;
+    for (;;) {
+        size = pp_round_up(off + heap, pg);
+        int fd = memfd_create("async-procpool", MFD_CLOEXEC);
+        if (fd < 0) return -errno;
+        if (ftruncate(fd, (off_t)size) < 0) {
+            int e = errno == EFBIG ? ASYNC_ENOMEM : -errno;
+            close(fd);
+            return e;
+        }
+        m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+        int e = -errno;
+        close(fd); /* the mapping keeps the memory; no descriptor to leak */
+        if (m != MAP_FAILED) break;
+        if (e != ASYNC_ENOMEM || sized || heap / 2 < PP_HEAP_MIN) return e;
+        heap = pp_round_up(heap / 2, pg);
+    }
     pp_shm_t *h = m;
     *h = (pp_shm_t){.magic = PP_MAGIC};
     char *c = m;
