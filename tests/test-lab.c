@@ -335,6 +335,11 @@ Test(lab, csv_errors_name_line_and_column, .timeout = 60)
     bad_csv("common", "a,1,2\nb,3,z\n", "bad.csv: line 2, column 3: \"z\" is not a number");
     bad_csv("common", "a,1,2\n", "1 rows of list_a but 0 of list_b");
     bad_csv("normalize", "", "bad.csv: no rows");
+    /* Lines ended by a lone CR (old Mac files) are lines too: "line 1" was
+     * every row's (demos18's note); CRLF counts once. */
+    bad_csv("normalize", "1,2,3\r4,5,6\r7,x,9\r", "bad.csv: line 3, column 2: \"x\" is not a number");
+    bad_csv("normalize", "1,2,3\r\n4,5,6\r\n7,x,9\r\n", "bad.csv: line 3, column 2: \"x\" is not a number");
+    bad_csv("normalize", "1,2,3\r4,5\r\n", "bad.csv: line 2, column 3: 2 fields where line 1 has 3");
     run_t r = lab("normalize", "--input", "missing.csv");
     cr_assert_eq(r.status, 1);
     cr_assert(strstr(r.err, "missing.csv: cannot open: No such file or directory"), "%s", r.err);

@@ -22,11 +22,30 @@ bool arg_ulong(const char *prog, const char *opt, const char *s, unsigned long m
     return true;
 }
 
+/* Whether s is a plain decimal number: digits with at most one '.', at
+ * least one digit, and an optional exponent.  strtod also reads leading
+ * blanks, a sign, hexadecimal ("0x10" is 16) and "inf". */
+static bool plain_decimal(const char *s)
+{
+    bool digits = false;
+    for (; isdigit((unsigned char)*s); s++) digits = true;
+    if (*s == '.')
+        for (s++; isdigit((unsigned char)*s); s++) digits = true;
+    if (!digits) return false;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') s++;
+        if (!isdigit((unsigned char)*s)) return false;
+        while (isdigit((unsigned char)*s)) s++;
+    }
+    return *s == '\0';
+}
+
 bool arg_seconds(const char *prog, const char *opt, const char *s, double max, double *out)
 {
-    char *end;
+    char *end = (char *)s;
     errno = 0;
-    double v = strtod(s, &end);
+    double v = plain_decimal(s) ? strtod(s, &end) : 0;
     if (end == s || *end || errno || !isfinite(v) || v < 0 || v > max) {
         fprintf(stderr, "%s: invalid value for %s: '%s' (want 0..%g seconds)\n", prog, opt, s, max);
         return false;

@@ -289,8 +289,19 @@ int lab_csv_read(const char *path, unsigned flags, lab_rows_t *rows, char *err, 
         /* A UTF-8 byte order mark, as spreadsheets write it, is not data. */
         char *at = line;
         if (r.line == 1 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) at += 3, n -= 3;
-        if (csv_parse(&p, at, (size_t)n, on_field, on_row, &r) != (size_t)n && !r.failed)
-            fail(&r, r.col + 1, "%s (a stray or unclosed quote)", csv_strerror(csv_error(&p)));
+        /* A lone CR ends a line too (old Mac files, which Python's csv
+         * reads as lines): fed a line at a time, so that a message names
+         * the line, not line 1 for every row of such a file. */
+        const char *end = at + n;
+        while (at < end && !r.failed) {
+            const char *cr = memchr(at, '\r', (size_t)(end - at));
+            while (cr && cr + 1 < end && cr[1] == '\n') cr = memchr(cr + 1, '\r', (size_t)(end - cr - 1));
+            size_t seg = cr && cr + 1 < end ? (size_t)(cr + 1 - at) : (size_t)(end - at);
+            if (csv_parse(&p, at, seg, on_field, on_row, &r) != seg && !r.failed)
+                fail(&r, r.col + 1, "%s (a stray or unclosed quote)", csv_strerror(csv_error(&p)));
+            at += seg;
+            if (at < end) r.line++;
+        }
     }
     if (read_errno && !r.failed) {
         r.failed = true;
