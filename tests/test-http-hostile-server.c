@@ -4,9 +4,9 @@
  * short would pass for a whole one; and redirects of a request with a
  * method and a body, which must keep both. */
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <locale.h>
 #include <stdlib.h>
-#include <strings.h>
 #include <async.h>
 #include <async/http.h>
 #include "support/http_fixture.h"
@@ -290,7 +290,9 @@ Test(http_hostile_server, names_compare_alike_in_a_turkish_locale)
         if (system(cmd)) {}
         cr_skip_test("no Turkish locale could be built (localedef, package locales)");
     }
-    cr_assert_neq(strcasecmp("I", "i"), 0, "the locale does not fold I as Turkish does");
+    /* tolower, not strcasecmp: AddressSanitizer's strcasecmp folds by
+     * ASCII whatever the locale (there the old code could not fail). */
+    cr_assert_neq(tolower('I'), 'i', "the locale does not fold I as Turkish does");
     raw_start(&raw, answer_capitals);
     /* Every coding accepted, so that the client reads Content-Encoding. */
     async_http_t *http;
