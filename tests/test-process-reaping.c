@@ -16,6 +16,7 @@
 #include "async/ipc.h"
 #include "async/process.h"
 #include "support/alloc.h"
+#include "support/proc.h"
 
 /* Generous bounds: they only turn a wedge into a failure instead of a hang. */
 #define WEDGE_NS ASYNC_SEC(20)
@@ -28,21 +29,6 @@ static bool reaped_elsewhere(pid_t pid)
 {
     siginfo_t si;
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD;
-}
-
-/* The child's state letter from /proc (Z: exited, unreaped; S, R, D: alive),
- * or '?' once it is gone: what a failure below says of the child. */
-static char child_state(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return '?';
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *close_paren = strrchr(buf, ')');
-    return close_paren && close_paren[1] == ' ' && close_paren[2] ? close_paren[2] : '?';
 }
 
 static int exit_7(void *arg)
@@ -69,7 +55,7 @@ static int join_after_the_loop_reaped(void *arg, void **result)
     int64_t until = async_now() + WEDGE_NS;
     while (!(c->elsewhere = reaped_elsewhere(async_process_pid(c->p))) && async_now() < until)
         async_sleep(ASYNC_MSEC(5));
-    if (!c->elsewhere) c->state = child_state(async_process_pid(c->p));
+    if (!c->elsewhere) c->state = test_proc_state(c->p); /* Z: exited, unreaped */
     c->join = async_process_join_dl(c->p, async_now() + WEDGE_NS);
     c->status = async_process_status(c->p, &c->code, &c->sig);
     c->kill = async_process_kill(c->p);
